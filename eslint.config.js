@@ -1,0 +1,43 @@
+import js from '@eslint/js';
+import tseslint from 'typescript-eslint';
+
+export default tseslint.config(
+  { ignores: ['**/node_modules/**', '**/dist/**', '.tools/**', '.data/**', 'bench/results/**'] },
+  js.configs.recommended,
+  ...tseslint.configs.recommended,
+  {
+    rules: {
+      '@typescript-eslint/no-unused-vars': ['error', { argsIgnorePattern: '^_', varsIgnorePattern: '^_' }],
+      '@typescript-eslint/consistent-type-imports': 'error',
+    },
+  },
+  {
+    files: ['**/*.mjs'],
+    languageOptions: { globals: { process: 'readonly', console: 'readonly', Buffer: 'readonly' } },
+  },
+  {
+    // The workflow sandbox: no Node built-ins, no clocks, no keys (see docs/determinism.md).
+    files: [
+      'packages/temporal-user-context/src/workflow/**/*.ts',
+      'packages/temporal-user-context/src/context/**/*.ts',
+      'packages/temporal-user-context/src/header/**/*.ts',
+    ],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: ['node:*', 'crypto', 'fs', 'path', 'os', 'jose', 'pino', 'pg'],
+              message: 'Sandbox-safe code must not import Node built-ins or key material.',
+            },
+            {
+              group: ['**/worker/**', '**/crypto/**', '**/client/**', '**/audit/**', '**/postgres/**'],
+              message: 'Sandbox-safe code imports only context/ and header/.',
+            },
+          ],
+        },
+      ],
+    },
+  },
+);

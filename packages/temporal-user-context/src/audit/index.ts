@@ -1,0 +1,3 @@
+export type { AuditEvent, AuditSink, AuditDecision, IdentitySource } from './event.js';
+export { sanitizeAuditEvent, sanitizeField } from './sanitize.js';
+export { pinoAuditSink, memoryAuditSink, Auditor } from './sinks.js';

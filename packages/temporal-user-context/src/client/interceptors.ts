@@ -1,0 +1,147 @@
+import type {
+  CreateScheduleInput,
+  CreateScheduleOutput,
+  Next,
+  ScheduleClientInterceptor,
+  WorkflowClientInterceptor,
+  WorkflowQueryInput,
+  WorkflowSignalInput,
+  WorkflowSignalWithStartInput,
+  WorkflowStartInput,
+  WorkflowStartOutput,
+  WorkflowStartUpdateInput,
+  WorkflowStartUpdateOutput,
+  WorkflowStartUpdateWithStartInput,
+  WorkflowStartUpdateWithStartOutput,
+} from '@temporalio/client';
+import type { Headers } from '@temporalio/common';
+import { ACTOR_HEADER, ORIGINATOR_HEADER, withHeader } from '../header/v1.js';
+import type { ContextSource } from './source.js';
+import { mirrorOptions } from './mirror.js';
+
+/**
+ * Client interceptors: every call that the server can attach a header to carries a context from the
+ * {@link ContextSource} (the edge user in scope, or the activity being run on a worker). A call with
+ * no context in scope is refused before it reaches the server.
+ */
+export class UserContextWorkflowClientInterceptor implements WorkflowClientInterceptor {
+  constructor(private readonly source: ContextSource) {}
+
+  private async startHeaders(headers: Headers, workflowId: string, action: string): Promise<Headers> {
+    const { originator } = await this.source.forStart(workflowId, action);
+    return withHeader(headers, ORIGINATOR_HEADER, originator);
+  }
+
+  private async actorHeaders(headers: Headers, workflowId: string, action: string): Promise<Headers> {
+    return withHeader(headers, ACTOR_HEADER, await this.source.forActor(workflowId, action));
+  }
+
+  async start(input: WorkflowStartInput, next: Next<WorkflowClientInterceptor, 'start'>): Promise<string> {
+    return next(await this.prepareStart(input, 'client.start'));
+  }
+
+  async startWithDetails(
+    input: WorkflowStartInput,
+    next: Next<WorkflowClientInterceptor, 'startWithDetails'>,
+  ): Promise<WorkflowStartOutput> {
+    return next(await this.prepareStart(input, 'client.start'));
+  }
+
+  private async prepareStart(input: WorkflowStartInput, action: string): Promise<WorkflowStartInput> {
+    const { originator, context } = await this.source.forStart(input.options.workflowId, action);
+    return {
+      ...input,
+      headers: withHeader(input.headers, ORIGINATOR_HEADER, originator),
+      options: mirrorOptions(input.options, context, originator, this.source.mirror),
+    };
+  }
+
+  async signalWithStart(
+    input: WorkflowSignalWithStartInput,
+    next: Next<WorkflowClientInterceptor, 'signalWithStart'>,
+  ): Promise<string> {
+    const { originator, context } = await this.source.forStart(
+      input.options.workflowId,
+      'client.signalWithStart',
+    );
+    // One header set serves both the start and the signal: the starter is also the actor.
+    const actor = await this.source.forActor(input.options.workflowId, 'client.signalWithStart');
+    const headers = withHeader(withHeader(input.headers, ORIGINATOR_HEADER, originator), ACTOR_HEADER, actor);
+    return next({
+      ...input,
+      headers,
+      options: mirrorOptions(input.options, context, originator, this.source.mirror),
+    });
+  }
+
+  async startUpdateWithStart(
+    input: WorkflowStartUpdateWithStartInput,
+    next: Next<WorkflowClientInterceptor, 'startUpdateWithStart'>,
+  ): Promise<WorkflowStartUpdateWithStartOutput> {
+    const workflowId = input.workflowStartOptions.workflowId;
+    const { originator, context } = await this.source.forStart(workflowId, 'client.startUpdateWithStart');
+    return next({
+      ...input,
+      workflowStartHeaders: withHeader(input.workflowStartHeaders, ORIGINATOR_HEADER, originator),
+      workflowStartOptions: mirrorOptions(
+        input.workflowStartOptions,
+        context,
+        originator,
+        this.source.mirror,
+      ),
+      updateHeaders: await this.actorHeaders(input.updateHeaders, workflowId, 'client.startUpdateWithStart'),
+    });
+  }
+
+  async signal(input: WorkflowSignalInput, next: Next<WorkflowClientInterceptor, 'signal'>): Promise<void> {
+    const headers = await this.actorHeaders(
+      input.headers,
+      input.workflowExecution.workflowId,
+      'client.signal',
+    );
+    return next({ ...input, headers });
+  }
+
+  async startUpdate(
+    input: WorkflowStartUpdateInput,
+    next: Next<WorkflowClientInterceptor, 'startUpdate'>,
+  ): Promise<WorkflowStartUpdateOutput> {
+    const headers = await this.actorHeaders(
+      input.headers,
+      input.workflowExecution.workflowId,
+      'client.update',
+    );
+    return next({ ...input, headers });
+  }
+
+  async query(input: WorkflowQueryInput, next: Next<WorkflowClientInterceptor, 'query'>): Promise<unknown> {
+    const headers = await this.actorHeaders(
+      input.headers,
+      input.workflowExecution.workflowId,
+      'client.query',
+    );
+    return next({ ...input, headers });
+  }
+
+  /** Exposed for tests of the start path without options mirroring. */
+  headersForStart(headers: Headers, workflowId: string): Promise<Headers> {
+    return this.startHeaders(headers, workflowId, 'client.start');
+  }
+}
+
+/**
+ * Schedules: `create` attaches a schedule-bound token to the schedule's workflow action; every run
+ * the schedule starts carries it. Schedule updates keep the creator's headers (the server copies them),
+ * so a schedule always acts as its creator; to change who it acts for, delete and re-create it.
+ */
+export class UserContextScheduleClientInterceptor implements ScheduleClientInterceptor {
+  constructor(private readonly source: ContextSource) {}
+
+  async create(
+    input: CreateScheduleInput,
+    next: Next<ScheduleClientInterceptor, 'create'>,
+  ): Promise<CreateScheduleOutput> {
+    const header = await this.source.forSchedule(input.options.scheduleId, 'schedule.create');
+    return next({ ...input, headers: withHeader(input.headers, ORIGINATOR_HEADER, header) });
+  }
+}

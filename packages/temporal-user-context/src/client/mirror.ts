@@ -1,0 +1,66 @@
+import {
+  SearchAttributeType,
+  TypedSearchAttributes,
+  defineSearchAttributeKey,
+  type SearchAttributePair,
+} from '@temporalio/common';
+import type { UserContext } from '../context/schema.js';
+import type { ContextHeader } from '../header/v1.js';
+
+/**
+ * How the context is mirrored at start for the Web UI and audits. Mirrors are never read back as the
+ * truth: workers trust only the signed header.
+ * - `pseudonym` (default): keyed pseudonyms, as in the header; reveals nothing to readers of history;
+ * - `plain`: real ids (search attributes are indexed in plain text, never encrypted);
+ * - `off`: nothing.
+ */
+export type MirrorMode = 'pseudonym' | 'plain' | 'off';
+
+export interface MirrorOptions {
+  memo: MirrorMode;
+  searchAttributes: MirrorMode;
+}
+
+/** Memo key holding the mirrored context. */
+export const MEMO_KEY = 'userContext';
+export const USER_ID_ATTRIBUTE = defineSearchAttributeKey('UserId', SearchAttributeType.KEYWORD);
+export const WORKSPACE_ID_ATTRIBUTE = defineSearchAttributeKey('WorkspaceId', SearchAttributeType.KEYWORD);
+
+function ids(
+  mode: MirrorMode,
+  context: UserContext,
+  header: ContextHeader,
+): { userId: string; workspaceId: string } {
+  return mode === 'plain'
+    ? { userId: context.userId, workspaceId: context.workspaceId }
+    : { userId: header.sub, workspaceId: header.ws };
+}
+
+export function mirrorOptions<
+  T extends {
+    memo?: Record<string, unknown>;
+    typedSearchAttributes?: SearchAttributePair[] | TypedSearchAttributes;
+  },
+>(options: T, context: UserContext, header: ContextHeader, mirror: MirrorOptions): T {
+  let out = options;
+  if (mirror.memo !== 'off') {
+    out = {
+      ...out,
+      memo: { ...out.memo, [MEMO_KEY]: { ...ids(mirror.memo, context, header), mode: mirror.memo } },
+    };
+  }
+  if (mirror.searchAttributes !== 'off') {
+    const { userId, workspaceId } = ids(mirror.searchAttributes, context, header);
+    const existing = out.typedSearchAttributes;
+    const base =
+      existing instanceof TypedSearchAttributes ? existing : new TypedSearchAttributes(existing ?? []);
+    out = {
+      ...out,
+      typedSearchAttributes: base.updateCopy([
+        { key: USER_ID_ATTRIBUTE, value: userId },
+        { key: WORKSPACE_ID_ATTRIBUTE, value: workspaceId },
+      ]),
+    };
+  }
+  return out;
+}

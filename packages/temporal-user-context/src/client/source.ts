@@ -1,0 +1,119 @@
+import { ErrorCodes, UserContextError } from '../context/errors.js';
+import type { UserContext } from '../context/schema.js';
+import type { Auditor } from '../audit/sinks.js';
+import type { IdentitySource } from '../audit/event.js';
+import type { KeyRing } from '../crypto/keyring.js';
+import { issueContextToken, type IssueOptions } from '../crypto/issue.js';
+import type { ContextHeader } from '../header/v1.js';
+import { activityScope } from '../worker/scope.js';
+import { edgeUser } from './scope.js';
+import type { MirrorOptions } from './mirror.js';
+
+export interface ContextSourceOptions {
+  ring: KeyRing;
+  namespace: string;
+  auditor: Auditor;
+  mirror: MirrorOptions;
+  /** Start window of start tokens, seconds. */
+  startWindowSeconds?: number;
+}
+
+/**
+ * Where a client call's context comes from: the edge user in scope ({@link runAsUser}), or, in the
+ * worker's own client, the activity being run. Issuing needs the edge key ring; a worker ring forwards
+ * what it verified and refuses to start new lineages (it cannot mint).
+ */
+export class ContextSource {
+  readonly mirror: MirrorOptions;
+
+  constructor(private readonly options: ContextSourceOptions) {
+    this.mirror = options.mirror;
+  }
+
+  private who(action: string): { context: UserContext; source: IdentitySource; forward?: ContextHeader } {
+    const user = edgeUser();
+    if (user) return { context: user, source: 'edge' };
+    const activity = activityScope.getStore();
+    if (activity?.context && activity.header) {
+      const { lin: _lin, ...forward } = activity.header;
+      return { context: activity.context, source: 'header', forward };
+    }
+    this.refuse(
+      action,
+      new UserContextError(ErrorCodes.MISSING, 'client call with no user context in scope'),
+    );
+  }
+
+  private refuse(action: string, err: UserContextError, context?: UserContext): never {
+    this.options.auditor.emit({
+      action,
+      decision: 'deny',
+      source: 'none',
+      reason: err.code,
+      detail: err.reason,
+      namespace: this.options.namespace,
+      userId: context?.userId,
+      workspaceId: context?.workspaceId,
+    });
+    throw err;
+  }
+
+  private async issue(
+    action: string,
+    context: UserContext,
+    source: IdentitySource,
+    options: Omit<IssueOptions, 'namespace'>,
+  ) {
+    if (!this.options.ring.canIssue) {
+      this.refuse(
+        action,
+        new UserContextError(
+          ErrorCodes.MISCONFIGURED,
+          'this process holds no issuing key: workers cannot mint contexts',
+        ),
+        context,
+      );
+    }
+    const { header, claims } = await issueContextToken(this.options.ring, context, {
+      ...options,
+      namespace: this.options.namespace,
+    });
+    this.options.auditor.emit({
+      action,
+      decision: 'allow',
+      source,
+      reason: 'ok',
+      namespace: this.options.namespace,
+      userId: context.userId,
+      workspaceId: context.workspaceId,
+      tokenId: claims.jti,
+      workflowId: options.workflowId ?? options.scheduleId,
+    });
+    return header;
+  }
+
+  async forStart(
+    workflowId: string,
+    action: string,
+  ): Promise<{ originator: ContextHeader; context: UserContext }> {
+    const { context, source } = this.who(action);
+    const originator = await this.issue(action, context, source, {
+      use: 'start',
+      workflowId,
+      ...(this.options.startWindowSeconds ? { windowSeconds: this.options.startWindowSeconds } : {}),
+    });
+    return { originator, context };
+  }
+
+  async forActor(workflowId: string, action: string): Promise<ContextHeader> {
+    const { context, source, forward } = this.who(action);
+    // A worker forwards the originator it verified (the target's policy compares its pseudonyms).
+    if (forward && !this.options.ring.canIssue) return forward;
+    return this.issue(action, context, source, { use: 'actor', workflowId });
+  }
+
+  async forSchedule(scheduleId: string, action: string): Promise<ContextHeader> {
+    const { context, source } = this.who(action);
+    return this.issue(action, context, source, { use: 'schedule', scheduleId });
+  }
+}

@@ -1,0 +1,39 @@
+import { z } from 'zod';
+import { userContextSchema } from '../context/schema.js';
+
+/** What a token was issued for: starting workflow `wf`, acting on workflow `wf`, or schedule `sch`. */
+export type TokenUse = 'start' | 'actor' | 'schedule';
+
+/** Claims inside the signed token (see docs/wire-format.md). All are required except `wf` / `sch`. */
+export const claimsSchema = z
+  .object({
+    iss: z.string().min(1).max(128),
+    /** Audience: the Temporal namespace. */
+    aud: z.string().min(1).max(256),
+    sub: userContextSchema.shape.userId,
+    ws: userContextSchema.shape.workspaceId,
+    roles: userContextSchema.shape.roles,
+    use: z.enum(['start', 'actor', 'schedule']),
+    wf: z.string().min(1).max(1000).optional(),
+    sch: z.string().min(1).max(1000).optional(),
+    /** Pseudonyms the header shows; a header whose hints differ from these is refused. */
+    wsh: z.string().max(64),
+    subh: z.string().max(64),
+    iat: z.number().int().nonnegative(),
+    /** End of the start window: the lineage must have started by then. */
+    exp: z.number().int().nonnegative(),
+    jti: z.string().min(8).max(64),
+  })
+  .strict()
+  .refine(
+    (c) =>
+      c.use === 'schedule'
+        ? c.sch !== undefined && c.wf === undefined
+        : c.wf !== undefined && c.sch === undefined,
+    {
+      message: 'binding must match use',
+    },
+  )
+  .refine((c) => c.exp > c.iat, { message: 'exp must follow iat' });
+
+export type ContextClaims = z.infer<typeof claimsSchema>;

@@ -1,0 +1,71 @@
+import { randomUUID } from 'node:crypto';
+import { CompactEncrypt, SignJWT } from 'jose';
+import { ErrorCodes, UserContextError } from '../context/errors.js';
+import type { UserContext } from '../context/schema.js';
+import type { ContextHeader } from '../header/v1.js';
+import type { ContextClaims, TokenUse } from './claims.js';
+import type { KeyRing } from './keyring.js';
+import { pseudonym } from './pseudonym.js';
+
+/** Media type of the inner signed token (JWS `typ`). */
+export const TOKEN_TYPE = 'tuc+jwt';
+
+export interface IssueOptions {
+  /** The Temporal namespace: the token's audience. */
+  namespace: string;
+  use: TokenUse;
+  /** Workflow id the token is bound to (`start`, `actor`). */
+  workflowId?: string;
+  /** Schedule id the token is bound to (`schedule`). */
+  scheduleId?: string;
+  /** Seconds the start window stays open (default: 60 for start/actor, 366 days for schedules). */
+  windowSeconds?: number;
+  /** Clock, for tests. */
+  now?: () => number;
+}
+
+const DEFAULT_WINDOW = { start: 60, actor: 300, schedule: 366 * 24 * 3600 } as const;
+
+/**
+ * Issues a sealed context token: an Ed25519-signed JWT inside a `dir`/A256GCM JWE. Only an edge key
+ * ring (with the private signing key) can call this; a worker ring gets `USER_CONTEXT_MISCONFIGURED`.
+ * Returns the header to send (token plus pseudonyms) and the claims, for the audit.
+ */
+export async function issueContextToken(
+  ring: KeyRing,
+  ctx: UserContext,
+  options: IssueOptions,
+): Promise<{ header: ContextHeader; claims: ContextClaims }> {
+  const signer = ring.activeSigningKey();
+  if (!signer)
+    throw new UserContextError(
+      ErrorCodes.MISCONFIGURED,
+      'this key ring cannot issue contexts (no private signing key)',
+    );
+  const binding = options.use === 'schedule' ? { sch: options.scheduleId } : { wf: options.workflowId };
+  if (!binding.sch && !binding.wf)
+    throw new UserContextError(ErrorCodes.MISCONFIGURED, `a ${options.use} token needs its binding id`);
+  const iat = Math.floor((options.now?.() ?? Date.now()) / 1000);
+  const claims: ContextClaims = {
+    iss: ring.issuer,
+    aud: options.namespace,
+    sub: ctx.userId,
+    ws: ctx.workspaceId,
+    roles: [...ctx.roles],
+    use: options.use,
+    ...(binding.wf ? { wf: binding.wf } : { sch: binding.sch as string }),
+    wsh: pseudonym(ring.pseudonymKey, 'ws', ctx.workspaceId),
+    subh: pseudonym(ring.pseudonymKey, 'sub', ctx.userId),
+    iat,
+    exp: iat + (options.windowSeconds ?? DEFAULT_WINDOW[options.use]),
+    jti: randomUUID(),
+  };
+  const jws = await new SignJWT({ ...claims })
+    .setProtectedHeader({ alg: 'EdDSA', kid: signer.kid, typ: TOKEN_TYPE })
+    .sign(signer.privateKey);
+  const seal = ring.activeSealingKey();
+  const tok = await new CompactEncrypt(new TextEncoder().encode(jws))
+    .setProtectedHeader({ alg: 'dir', enc: 'A256GCM', kid: seal.kid, cty: 'JWT' })
+    .encrypt(seal.key);
+  return { header: { v: 1, tok, ws: claims.wsh, sub: claims.subh }, claims };
+}

@@ -1,0 +1,61 @@
+import { z } from 'zod';
+
+/**
+ * The JSON key set format (see docs/keys.md). The edge's set holds Ed25519 private keys; a worker's set
+ * is the same document without them (`npm run keys -- generate` writes both).
+ */
+const KID = /^[A-Za-z0-9._-]{1,64}$/;
+const B64URL_32 = /^[A-Za-z0-9_-]{43}$/; // 32 bytes, base64url without padding
+
+const okpJwk = z.object({
+  kty: z.literal('OKP'),
+  crv: z.literal('Ed25519'),
+  x: z.string().regex(B64URL_32),
+  d: z.string().regex(B64URL_32).optional(),
+});
+
+export const keySetSchema = z
+  .object({
+    version: z.literal(1),
+    /** Issuer name written into and required from every token. */
+    issuer: z.string().min(1).max(128),
+    /** Ed25519 signing keys. `active`: signs (if it has `d`) and verifies; `verify-only`: retired. */
+    signing: z
+      .array(
+        z
+          .object({ kid: z.string().regex(KID), status: z.enum(['active', 'verify-only']), jwk: okpJwk })
+          .strict(),
+      )
+      .min(1),
+    /** AES-256 keys sealing tokens (JWE `dir` + A256GCM). `decrypt-only`: retired. */
+    sealing: z
+      .array(
+        z
+          .object({
+            kid: z.string().regex(KID),
+            status: z.enum(['active', 'decrypt-only']),
+            k: z.string().regex(B64URL_32),
+          })
+          .strict(),
+      )
+      .min(1),
+    /** HMAC key for pseudonyms (header hints, pseudonymised search attributes). Rotate with care. */
+    pseudonym: z.object({ k: z.string().regex(B64URL_32) }).strict(),
+    /** AES-256 keys of the payload codec. */
+    codec: z
+      .array(
+        z
+          .object({
+            kid: z.string().regex(KID),
+            status: z.enum(['active', 'decrypt-only']),
+            k: z.string().regex(B64URL_32),
+          })
+          .strict(),
+      )
+      .default([]),
+  })
+  .strict();
+
+export type KeySetJson = z.input<typeof keySetSchema>;
+export type KeySet = z.output<typeof keySetSchema>;
+export { KID as KID_PATTERN };

@@ -1,0 +1,127 @@
+import { createPrivateKey, createPublicKey, createSecretKey, type KeyObject } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { ErrorCodes, UserContextError } from '../context/errors.js';
+import { keySetSchema, type KeySet, type KeySetJson } from './key-set.js';
+
+export interface SigningKey {
+  readonly kid: string;
+  readonly status: 'active' | 'verify-only';
+  readonly publicKey: KeyObject;
+  readonly privateKey?: KeyObject;
+}
+export interface SecretKey {
+  readonly kid: string;
+  readonly status: 'active' | 'decrypt-only';
+  readonly key: KeyObject;
+  /** Raw bytes, for the payload codec (node:crypto ciphers take them directly). */
+  readonly raw: Uint8Array;
+}
+
+/**
+ * Keys for issuing, verifying and sealing contexts, loaded once. A ring without Ed25519 private keys
+ * (every worker's) can verify and open tokens but never issue one.
+ */
+export class KeyRing {
+  readonly issuer: string;
+  readonly signing: ReadonlyMap<string, SigningKey>;
+  readonly sealing: ReadonlyMap<string, SecretKey>;
+  readonly codec: ReadonlyMap<string, SecretKey>;
+  readonly pseudonymKey: KeyObject;
+
+  private constructor(set: KeySet) {
+    this.issuer = set.issuer;
+    this.signing = new Map(
+      set.signing.map((s) => {
+        const publicKey = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: s.jwk.x }, format: 'jwk' });
+        const privateKey = s.jwk.d ? createPrivateKey({ key: { ...s.jwk }, format: 'jwk' }) : undefined;
+        return [s.kid, { kid: s.kid, status: s.status, publicKey, ...(privateKey ? { privateKey } : {}) }];
+      }),
+    );
+    this.sealing = secretMap(set.sealing);
+    this.codec = secretMap(set.codec);
+    this.pseudonymKey = createSecretKey(Buffer.from(set.pseudonym.k, 'base64url'));
+    requireOneActive(set.sealing, 'sealing');
+    if (set.codec.length > 0) requireOneActive(set.codec, 'codec');
+  }
+
+  /** Parses a key set document (object or JSON text). Throws `USER_CONTEXT_MISCONFIGURED` when invalid. */
+  static fromJSON(input: KeySetJson | string): KeyRing {
+    let raw: unknown = input;
+    if (typeof input === 'string') {
+      try {
+        raw = JSON.parse(input);
+      } catch {
+        throw new UserContextError(ErrorCodes.MISCONFIGURED, 'key set is not JSON');
+      }
+    }
+    const parsed = keySetSchema.safeParse(raw);
+    if (!parsed.success) {
+      const issue = parsed.error.issues[0];
+      throw new UserContextError(
+        ErrorCodes.MISCONFIGURED,
+        `key set: ${issue?.path.join('.')}: ${issue?.message}`,
+      );
+    }
+    return new KeyRing(parsed.data);
+  }
+
+  /** Reads a key set file. */
+  static fromFile(path: string): KeyRing {
+    return KeyRing.fromJSON(readFileSync(path, 'utf8'));
+  }
+
+  /**
+   * Reads `USER_CONTEXT_KEYS` (JSON, or base64 of JSON) or, failing that, the file named by
+   * `USER_CONTEXT_KEYS_FILE`. Throws `USER_CONTEXT_MISCONFIGURED` when neither is set.
+   */
+  static fromEnv(env: NodeJS.ProcessEnv = process.env): KeyRing {
+    const inline = env.USER_CONTEXT_KEYS;
+    if (inline)
+      return KeyRing.fromJSON(
+        inline.trimStart().startsWith('{') ? inline : Buffer.from(inline, 'base64').toString('utf8'),
+      );
+    if (env.USER_CONTEXT_KEYS_FILE) return KeyRing.fromFile(env.USER_CONTEXT_KEYS_FILE);
+    throw new UserContextError(ErrorCodes.MISCONFIGURED, 'set USER_CONTEXT_KEYS or USER_CONTEXT_KEYS_FILE');
+  }
+
+  /** True when this ring holds an active Ed25519 private key, i.e. it may issue contexts (edge only). */
+  get canIssue(): boolean {
+    return this.activeSigningKey() !== undefined;
+  }
+
+  /** The active signing key with its private half, if this ring may issue. */
+  activeSigningKey(): (SigningKey & { privateKey: KeyObject }) | undefined {
+    for (const key of this.signing.values()) {
+      if (key.status === 'active' && key.privateKey) return key as SigningKey & { privateKey: KeyObject };
+    }
+    return undefined;
+  }
+
+  activeSealingKey(): SecretKey {
+    return active(this.sealing);
+  }
+
+  activeCodecKey(): SecretKey {
+    return active(this.codec);
+  }
+}
+
+function secretMap(keys: KeySet['sealing']): Map<string, SecretKey> {
+  return new Map(
+    keys.map((k) => {
+      const raw = new Uint8Array(Buffer.from(k.k, 'base64url'));
+      return [k.kid, { kid: k.kid, status: k.status, key: createSecretKey(raw), raw }];
+    }),
+  );
+}
+
+function requireOneActive(keys: ReadonlyArray<{ status: string }>, what: string): void {
+  if (keys.filter((k) => k.status === 'active').length !== 1) {
+    throw new UserContextError(ErrorCodes.MISCONFIGURED, `key set: exactly one active ${what} key required`);
+  }
+}
+
+function active(keys: ReadonlyMap<string, SecretKey>): SecretKey {
+  for (const key of keys.values()) if (key.status === 'active') return key;
+  throw new UserContextError(ErrorCodes.MISCONFIGURED, 'no active key');
+}

@@ -1,0 +1,88 @@
+import { compactDecrypt, compactVerify, decodeProtectedHeader, errors as joseErrors } from 'jose';
+import { ErrorCodes, UserContextError } from '../context/errors.js';
+import { KID_PATTERN } from './key-set.js';
+import { claimsSchema, type ContextClaims } from './claims.js';
+import type { KeyRing } from './keyring.js';
+import { TOKEN_TYPE } from './issue.js';
+
+const MAX_TOKEN_CHARS = 8192;
+const decoder = new TextDecoder();
+
+/**
+ * Opens a sealed context token: decrypts (only `dir` + A256GCM, only a key id the ring holds), verifies
+ * the Ed25519 signature (only `EdDSA`, only a known key id, `typ` must match) and validates the claims
+ * strictly. Time and binding are checked by the caller against server-vouched facts (see verify.ts).
+ * Every failure is a {@link UserContextError}; nothing is fetched, whatever the key id says.
+ */
+export async function openContextToken(ring: KeyRing, token: string): Promise<ContextClaims> {
+  if (typeof token !== 'string' || token.length > MAX_TOKEN_CHARS) {
+    throw new UserContextError(ErrorCodes.TOO_LARGE, 'token over size cap');
+  }
+  const outer = protectedHeader(token);
+  if (outer.alg !== 'dir' || outer.enc !== 'A256GCM' || outer.zip !== undefined) {
+    throw new UserContextError(ErrorCodes.TOKEN_INVALID, 'token is not sealed with dir/A256GCM');
+  }
+  const sealKey = ring.sealing.get(knownKid(outer.kid));
+  if (!sealKey) throw new UserContextError(ErrorCodes.KEY_UNKNOWN, 'unknown sealing key id');
+  let jws: string;
+  try {
+    const { plaintext } = await compactDecrypt(token, sealKey.key, {
+      keyManagementAlgorithms: ['dir'],
+      contentEncryptionAlgorithms: ['A256GCM'],
+    });
+    jws = decoder.decode(plaintext);
+  } catch (err) {
+    throw joseFailure(err, 'token does not decrypt');
+  }
+  if (jws.length > MAX_TOKEN_CHARS)
+    throw new UserContextError(ErrorCodes.TOO_LARGE, 'inner token over size cap');
+  const inner = protectedHeader(jws);
+  if (inner.alg !== 'EdDSA' || inner.typ !== TOKEN_TYPE) {
+    throw new UserContextError(ErrorCodes.TOKEN_INVALID, 'inner token is not an EdDSA context token');
+  }
+  const verifyKey = ring.signing.get(knownKid(inner.kid));
+  if (!verifyKey) throw new UserContextError(ErrorCodes.KEY_UNKNOWN, 'unknown signing key id');
+  let payload: Uint8Array;
+  try {
+    ({ payload } = await compactVerify(jws, verifyKey.publicKey, { algorithms: ['EdDSA'] }));
+  } catch (err) {
+    throw joseFailure(err, 'signature does not verify');
+  }
+  let raw: unknown;
+  try {
+    raw = JSON.parse(decoder.decode(payload));
+  } catch {
+    throw new UserContextError(ErrorCodes.TOKEN_INVALID, 'claims are not JSON');
+  }
+  const claims = claimsSchema.safeParse(raw);
+  if (!claims.success) {
+    throw new UserContextError(
+      ErrorCodes.INVALID,
+      `claims: ${claims.error.issues[0]?.path.join('.') || ''} ${claims.error.issues[0]?.message ?? ''}`.trim(),
+    );
+  }
+  if (claims.data.iss !== ring.issuer)
+    throw new UserContextError(ErrorCodes.TOKEN_INVALID, 'unexpected issuer');
+  return claims.data;
+}
+
+function protectedHeader(token: string): Record<string, unknown> {
+  try {
+    return decodeProtectedHeader(token) as Record<string, unknown>;
+  } catch {
+    throw new UserContextError(ErrorCodes.TOKEN_INVALID, 'token header is not decodable');
+  }
+}
+
+/** A key id is looked up only when it has the documented shape; anything else is unknown. */
+function knownKid(kid: unknown): string {
+  if (typeof kid !== 'string' || !KID_PATTERN.test(kid))
+    throw new UserContextError(ErrorCodes.KEY_UNKNOWN, 'malformed key id');
+  return kid;
+}
+
+function joseFailure(err: unknown, reason: string): UserContextError {
+  if (err instanceof UserContextError) return err;
+  const detail = err instanceof joseErrors.JOSEError ? ` (${err.code})` : '';
+  return new UserContextError(ErrorCodes.TOKEN_INVALID, `${reason}${detail}`, { cause: err });
+}

@@ -1,0 +1,36 @@
+/**
+ * temporal-user-context: carry a signed, sealed user context across every Temporal boundary.
+ * Node entry point (client, worker, keys, audit). Workflow code imports `temporal-user-context/workflow`.
+ */
+export { UserContextPlugin, workflowInterceptorsPath, type UserContextPluginOptions } from './plugin.js';
+export * from './context/index.js';
+export * from './audit/index.js';
+export { KeyRing } from './crypto/keyring.js';
+export { generateKeySet, rotateKeySet, workerKeySet } from './crypto/generate.js';
+export type { KeySetJson } from './crypto/key-set.js';
+export { issueContextToken, type IssueOptions } from './crypto/issue.js';
+export { openContextToken } from './crypto/open.js';
+export type { ContextClaims, TokenUse } from './crypto/claims.js';
+export { runAsUser, edgeUser } from './client/scope.js';
+export {
+  MEMO_KEY,
+  USER_ID_ATTRIBUTE,
+  WORKSPACE_ID_ATTRIBUTE,
+  type MirrorMode,
+  type MirrorOptions,
+} from './client/mirror.js';
+export {
+  currentUserContext,
+  currentActor,
+  resolveUserContext,
+  type ResolveOptions,
+} from './worker/resolve.js';
+export { ContextVerifier, type Verified, type VerifierOptions } from './worker/verifier.js';
+export {
+  ACTOR_HEADER,
+  ORIGINATOR_HEADER,
+  HEADER_VERSION,
+  MAX_HEADER_BYTES,
+  decodeHeader,
+  encodeHeader,
+} from './header/v1.js';

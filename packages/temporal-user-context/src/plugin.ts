@@ -1,0 +1,159 @@
+import { extname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ClientOptions } from '@temporalio/client';
+import { SimplePlugin } from '@temporalio/plugin';
+import type { InjectedSinks, ReplayWorkerOptions, WorkerOptions } from '@temporalio/worker';
+import type { AuditSink } from './audit/event.js';
+import { Auditor, pinoAuditSink } from './audit/sinks.js';
+import {
+  UserContextScheduleClientInterceptor,
+  UserContextWorkflowClientInterceptor,
+} from './client/interceptors.js';
+import type { MirrorOptions } from './client/mirror.js';
+import { ContextSource } from './client/source.js';
+import type { KeyRing } from './crypto/keyring.js';
+import type { UserContextSinks } from './workflow/interceptors.js';
+import { WHOAMI_ACTIVITY, WHOIS_ACTOR_ACTIVITY } from './workflow/api.js';
+import { ActivityGuard } from './worker/activity-interceptor.js';
+import { currentActor, currentUserContext } from './worker/resolve.js';
+import { ContextVerifier, type Verified, type VerifierOptions } from './worker/verifier.js';
+import { ErrorCodes, UserContextError } from './context/errors.js';
+
+export interface UserContextPluginOptions {
+  /**
+   * Key ring. At the edge (API), a ring with the Ed25519 private key: it issues contexts. On workers,
+   * a ring without it: workers verify and forward, never mint.
+   */
+  keys: KeyRing;
+  /** Namespace used as token audience; defaults to the client's / worker's namespace. */
+  namespace?: string;
+  /** Audit sinks (default: one pino sink on stdout). */
+  audit?: AuditSink | AuditSink[];
+  /** Mirror the context into memo / search attributes at start (default: pseudonyms in both). */
+  mirror?: Partial<MirrorOptions>;
+  /** Activity type → system principal names it may run as without a user (default: none). */
+  systemActivities?: Record<string, string[]>;
+  /** Revocation hook, consulted after verification on every activity. */
+  isRevoked?: (verified: Verified) => boolean | Promise<boolean>;
+  /** Verifier tuning: clock skew, cache size. */
+  verifier?: VerifierOptions;
+  /** Start window of start tokens in seconds (default 60). */
+  startWindowSeconds?: number;
+}
+
+const here = fileURLToPath(import.meta.url);
+/** The workflow interceptor module, bundled into the workflow sandbox by the worker. */
+export const workflowInterceptorsPath = fileURLToPath(
+  new URL(`./workflow/interceptors${extname(here)}`, import.meta.url),
+);
+
+/**
+ * The single door: give it to `Client` (and `Connection`) at the edge and to `Worker` on workers.
+ * It registers client and schedule interceptors, the worker's own client interceptors, the activity
+ * guard, the workflow interceptors (sandbox), the audit sink and the verification activities.
+ *
+ * @example
+ * const client = new Client({ connection, plugins: [new UserContextPlugin({ keys: KeyRing.fromEnv() })] });
+ * const worker = await Worker.create({ connection, taskQueue: 'agent-tasks', workflowsPath, activities,
+ *   plugins: [new UserContextPlugin({ keys: KeyRing.fromEnv() })] });
+ */
+export class UserContextPlugin extends SimplePlugin {
+  readonly auditor: Auditor;
+  readonly verifier: ContextVerifier;
+  private readonly scope: { namespace: string };
+
+  constructor(private readonly pluginOptions: UserContextPluginOptions) {
+    const sinks =
+      pluginOptions.audit === undefined ? [pinoAuditSink()] : ([] as AuditSink[]).concat(pluginOptions.audit);
+    const auditor = new Auditor(sinks);
+    const scope = { namespace: pluginOptions.namespace ?? 'default' };
+    const mirror: MirrorOptions = {
+      memo: 'pseudonym',
+      searchAttributes: 'pseudonym',
+      ...pluginOptions.mirror,
+    };
+    // The namespace is read when a call happens, so that configureClient/configureWorker can set it.
+    const source = new ContextSource({
+      ring: pluginOptions.keys,
+      get namespace() {
+        return scope.namespace;
+      },
+      auditor,
+      mirror,
+      ...(pluginOptions.startWindowSeconds ? { startWindowSeconds: pluginOptions.startWindowSeconds } : {}),
+    });
+    const verifier = new ContextVerifier(pluginOptions.keys, pluginOptions.verifier);
+    const clientInterceptors = {
+      workflow: [new UserContextWorkflowClientInterceptor(source)],
+      schedule: [new UserContextScheduleClientInterceptor(source)],
+    };
+    super({
+      name: 'UserContextPlugin',
+      clientInterceptors,
+      workerInterceptors: {
+        client: clientInterceptors,
+        workflowModules: [workflowInterceptorsPath],
+        activity: [
+          (ctx) => ({
+            inbound: new ActivityGuard(ctx, {
+              verifier,
+              auditor,
+              systemActivities: pluginOptions.systemActivities ?? {},
+              ...(pluginOptions.isRevoked ? { isRevoked: pluginOptions.isRevoked } : {}),
+            }),
+          }),
+        ],
+      },
+      activities: {
+        [WHOAMI_ACTIVITY]: async () => currentUserContext(),
+        [WHOIS_ACTOR_ACTIVITY]: async () => {
+          const actor = currentActor();
+          if (!actor) throw new UserContextError(ErrorCodes.MISSING, 'no actor');
+          return actor;
+        },
+      },
+    });
+    this.auditor = auditor;
+    this.verifier = verifier;
+    this.scope = scope;
+  }
+
+  override configureClient(options: ClientOptions): ClientOptions {
+    if (!this.pluginOptions.namespace && options.namespace) this.scope.namespace = options.namespace;
+    return super.configureClient(options);
+  }
+
+  override configureWorker(options: WorkerOptions): WorkerOptions {
+    if (!this.pluginOptions.namespace && options.namespace) this.scope.namespace = options.namespace;
+    return super.configureWorker({ ...options, sinks: { ...options.sinks, ...this.sinks() } });
+  }
+
+  override configureReplayWorker(options: ReplayWorkerOptions): ReplayWorkerOptions {
+    return super.configureReplayWorker({ ...options, sinks: { ...options.sinks, ...this.sinks() } });
+  }
+
+  /** Node side of the workflow interceptors' audit sink. Not called during replay. */
+  private sinks(): InjectedSinks<UserContextSinks> {
+    const auditor = this.auditor;
+    return {
+      userContextAudit: {
+        deny: {
+          fn(info, event) {
+            auditor.emit({
+              action: event.action,
+              decision: 'deny',
+              source: 'header',
+              reason: event.code,
+              detail: event.detail ? `${event.detail}: ${event.reason}` : event.reason,
+              namespace: info.namespace,
+              workflowId: info.workflowId,
+              runId: info.runId,
+              workflowType: info.workflowType,
+            });
+          },
+          callDuringReplay: false,
+        },
+      },
+    };
+  }
+}

@@ -1,0 +1,114 @@
+import { ApplicationFailure } from '@temporalio/common';
+import type { Context } from '@temporalio/activity';
+import type { ActivityExecuteInput, ActivityInboundCallsInterceptor, Next } from '@temporalio/worker';
+import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
+import { ACTOR_HEADER, ORIGINATOR_HEADER, decodeHeader } from '../header/v1.js';
+import type { Auditor } from '../audit/sinks.js';
+import { activityScope, type ActivityScope } from './scope.js';
+import type { ContextVerifier, Verified } from './verifier.js';
+
+export interface ActivityGuardOptions {
+  verifier: ContextVerifier;
+  auditor: Auditor;
+  /** Activity type → system principal names it may run as without a user. Everything else needs one. */
+  systemActivities: Readonly<Record<string, readonly string[]>>;
+  /** Application revocation hook: return true to refuse a token (by `jti`, user, workspace). */
+  isRevoked?: (verified: Verified) => boolean | Promise<boolean>;
+}
+
+/** Turns a refusal into a non-retryable failure whose `type` is the stable code. */
+export function toApplicationFailure(err: UserContextError): ApplicationFailure {
+  return ApplicationFailure.create({ message: err.message, type: err.code, nonRetryable: !err.retryable });
+}
+
+/**
+ * Verifies the propagated context before any activity code runs, then runs the activity inside an
+ * {@link ActivityScope}. A missing, malformed, forged, expired or misbound context is refused with a
+ * non-retryable ApplicationFailure and an audit record; the worker itself is unaffected.
+ */
+export class ActivityGuard implements ActivityInboundCallsInterceptor {
+  constructor(
+    private readonly ctx: Context,
+    private readonly options: ActivityGuardOptions,
+  ) {}
+
+  async execute(
+    input: ActivityExecuteInput,
+    next: Next<ActivityInboundCallsInterceptor, 'execute'>,
+  ): Promise<unknown> {
+    const info = this.ctx.info;
+    const namespace = info.workflowNamespace ?? info.namespace;
+    const workflowId = info.workflowExecution?.workflowId ?? '';
+    const audit: ActivityScope['audit'] = {
+      namespace,
+      workflowId,
+      runId: info.workflowExecution?.runId,
+      workflowType: info.workflowType,
+      activityType: info.activityType,
+      activityId: info.activityId,
+      attempt: info.attempt,
+    };
+    const auditor: Auditor = this.options.auditor;
+    const allowedSystem = this.options.systemActivities[info.activityType] ?? [];
+    let scope: ActivityScope;
+    try {
+      const header = decodeHeader(input.headers, ORIGINATOR_HEADER);
+      if (!header) {
+        if (allowedSystem.length === 0)
+          throw new UserContextError(ErrorCodes.MISSING, 'activity scheduled without a user context');
+        scope = { allowedSystem, audit, auditor };
+      } else {
+        const verified = await this.options.verifier.verifyOriginator(header, { namespace, workflowId });
+        if (await this.options.isRevoked?.(verified))
+          throw new UserContextError(ErrorCodes.REVOKED, 'context revoked');
+        const actorHeader = decodeHeader(input.headers, ACTOR_HEADER);
+        const actor = actorHeader
+          ? await this.options.verifier.verifyActor(actorHeader, { namespace, workflowId })
+          : undefined;
+        if (actor && actor.context.workspaceId !== verified.context.workspaceId) {
+          throw new UserContextError(ErrorCodes.ACTOR_FORBIDDEN, 'actor is not in the originator workspace');
+        }
+        scope = {
+          context: verified.context,
+          claims: verified.claims,
+          actor: actor?.context,
+          header,
+          allowedSystem,
+          audit,
+          auditor,
+        };
+        auditor.emit({
+          ...audit,
+          action: 'activity.execute',
+          decision: 'allow',
+          source: 'header',
+          reason: 'ok',
+          userId: verified.context.userId,
+          workspaceId: verified.context.workspaceId,
+          tokenId: verified.claims.jti,
+        });
+      }
+    } catch (err) {
+      const refusal = isUserContextError(err)
+        ? err
+        : new UserContextError(ErrorCodes.TOKEN_INVALID, 'context verification failed', { cause: err });
+      auditor.emit({
+        ...audit,
+        action: 'activity.execute',
+        decision: 'deny',
+        source: 'header',
+        reason: refusal.code,
+        detail: refusal.reason,
+      });
+      throw toApplicationFailure(refusal);
+    }
+    try {
+      return await activityScope.run(scope, () => next(input));
+    } catch (err) {
+      // A refusal raised by activity code (resolveUserContext, withUserScope) is already audited where
+      // it happened; make it non-retryable with its stable code instead of a generic retryable error.
+      if (isUserContextError(err)) throw toApplicationFailure(err);
+      throw err;
+    }
+  }
+}

@@ -1,0 +1,135 @@
+import { ErrorCodes, UserContextError } from '../context/errors.js';
+import { parseUserContext, sameUserContext, type UserContext } from '../context/schema.js';
+import type { SystemPrincipal } from '../context/system-principal.js';
+import { activityScope, type ActivityScope } from './scope.js';
+
+function scope(): ActivityScope {
+  const current = activityScope.getStore();
+  if (!current)
+    throw new UserContextError(
+      ErrorCodes.MISSING,
+      'not inside an activity run by a UserContextPlugin worker',
+    );
+  return current;
+}
+
+function refuse(s: ActivityScope, err: UserContextError, source: 'header' | 'explicit' | 'system'): never {
+  s.auditor.emit({
+    ...s.audit,
+    action: 'activity.resolve',
+    decision: 'deny',
+    source,
+    reason: err.code,
+    detail: err.reason,
+  });
+  throw err;
+}
+
+/**
+ * The verified user context of the running activity (approach 2 of the seed: no signature change).
+ * Throws `USER_CONTEXT_MISSING` outside an activity or in a system activity that has no user.
+ */
+export function currentUserContext(): UserContext {
+  const s = scope();
+  if (!s.context)
+    refuse(s, new UserContextError(ErrorCodes.MISSING, 'activity has no user context'), 'header');
+  return s.context;
+}
+
+/** The verified actor (signal/update sender) when the activity was scheduled from a handler. */
+export function currentActor(): UserContext | undefined {
+  return scope().actor;
+}
+
+export interface ResolveOptions {
+  /** A context passed as an activity argument (approach 1). Must equal the propagated one. */
+  explicit?: unknown;
+  /**
+   * A system principal this activity declares it may run as when it has no user. Used only when the
+   * activity has no propagated context and the worker allow-lists the principal's name.
+   */
+  system?: SystemPrincipal;
+}
+
+/**
+ * Resolves who the activity acts for (approach 3 of the seed), with no permissive fallback:
+ * 1. an explicit context must equal the verified, propagated one (`USER_CONTEXT_EXPLICIT_MISMATCH`);
+ * 2. the propagated, verified context;
+ * 3. a declared and allow-listed system principal;
+ * otherwise `USER_CONTEXT_MISSING`. Every outcome is audited.
+ */
+export function resolveUserContext(options: ResolveOptions = {}): UserContext | SystemPrincipal {
+  const s = scope();
+  if (options.explicit !== undefined && options.explicit !== null) {
+    let explicit: UserContext;
+    try {
+      explicit = parseUserContext(options.explicit);
+    } catch (err) {
+      return refuse(s, err as UserContextError, 'explicit');
+    }
+    if (!s.context)
+      return refuse(
+        s,
+        new UserContextError(ErrorCodes.MISSING, 'explicit context without a propagated one'),
+        'explicit',
+      );
+    if (!sameUserContext(explicit, s.context)) {
+      return refuse(
+        s,
+        new UserContextError(ErrorCodes.EXPLICIT_MISMATCH, 'explicit context differs from the verified one'),
+        'explicit',
+      );
+    }
+    s.auditor.emit({
+      ...s.audit,
+      action: 'activity.resolve',
+      decision: 'allow',
+      source: 'explicit',
+      reason: 'ok',
+      userId: s.context.userId,
+      workspaceId: s.context.workspaceId,
+      tokenId: s.claims?.jti,
+    });
+    return s.context;
+  }
+  if (s.context) {
+    s.auditor.emit({
+      ...s.audit,
+      action: 'activity.resolve',
+      decision: 'allow',
+      source: 'header',
+      reason: 'ok',
+      userId: s.context.userId,
+      workspaceId: s.context.workspaceId,
+      tokenId: s.claims?.jti,
+    });
+    return s.context;
+  }
+  if (options.system) {
+    if (!s.allowedSystem.includes(options.system.name)) {
+      return refuse(
+        s,
+        new UserContextError(
+          ErrorCodes.SYSTEM_PRINCIPAL_FORBIDDEN,
+          `system principal ${options.system.name} not allow-listed for this activity`,
+        ),
+        'system',
+      );
+    }
+    s.auditor.emit({
+      ...s.audit,
+      action: 'activity.resolve',
+      decision: 'allow',
+      source: 'system',
+      reason: 'ok',
+      principal: options.system.name,
+      detail: options.system.reason,
+    });
+    return options.system;
+  }
+  return refuse(
+    s,
+    new UserContextError(ErrorCodes.MISSING, 'no context and no system principal declared'),
+    'header',
+  );
+}

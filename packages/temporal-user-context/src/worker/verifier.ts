@@ -1,0 +1,132 @@
+import { ErrorCodes, UserContextError } from '../context/errors.js';
+import { parseUserContext, type UserContext } from '../context/schema.js';
+import type { ContextClaims } from '../crypto/claims.js';
+import type { KeyRing } from '../crypto/keyring.js';
+import { openContextToken } from '../crypto/open.js';
+import type { ContextHeader, Lineage } from '../header/v1.js';
+
+export interface VerifierOptions {
+  /** Clock skew tolerated between the edge, the server and workers, in seconds (default 30). */
+  clockSkewSeconds?: number;
+  /** Opened tokens kept in memory (default 10 000). Only successfully opened tokens are cached. */
+  cacheSize?: number;
+  /** Clock, for tests. */
+  now?: () => number;
+}
+
+export interface Verified {
+  readonly context: UserContext;
+  readonly claims: ContextClaims;
+}
+
+/**
+ * Opens tokens and checks them against facts the Temporal server vouched for. One per worker; the
+ * cache means that the activities of one workflow share one decryption and one signature check.
+ */
+export class ContextVerifier {
+  private readonly cache = new Map<string, Promise<ContextClaims>>();
+  private readonly skew: number;
+  private readonly cacheSize: number;
+  private readonly now: () => number;
+
+  constructor(
+    private readonly ring: KeyRing,
+    options: VerifierOptions = {},
+  ) {
+    this.skew = options.clockSkewSeconds ?? 30;
+    this.cacheSize = options.cacheSize ?? 10_000;
+    this.now = options.now ?? Date.now;
+  }
+
+  /** Opens a token, from cache when this worker opened it before. */
+  open(token: string): Promise<ContextClaims> {
+    const hit = this.cache.get(token);
+    if (hit) return hit;
+    const opening = openContextToken(this.ring, token);
+    this.cache.set(token, opening);
+    if (this.cache.size > this.cacheSize) this.cache.delete(this.cache.keys().next().value as string);
+    opening.catch(() => this.cache.delete(token));
+    return opening;
+  }
+
+  /**
+   * Verifies the originator of a lineage: the token must be a start (or schedule) token for this
+   * namespace, bound to the lineage's root workflow (or the schedule that started it), and the root's
+   * execution chain must have started inside the token's start window.
+   */
+  async verifyOriginator(
+    header: ContextHeader,
+    facts: { namespace: string; workflowId: string },
+  ): Promise<Verified> {
+    const claims = await this.open(header.tok);
+    this.checkCommon(header, claims, facts.namespace);
+    const lin = this.requireLineage(header.lin, facts.workflowId);
+    if (claims.use === 'start') {
+      if (claims.wf !== lin.root)
+        throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'token was issued for another workflow');
+    } else if (claims.use === 'schedule') {
+      if (lin.sched === undefined || claims.sch !== lin.sched) {
+        throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'token was issued for another schedule');
+      }
+    } else {
+      throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'an actor token cannot start a lineage');
+    }
+    const startedAt = Math.floor(lin.start / 1000);
+    if (startedAt < claims.iat - this.skew) {
+      throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'lineage started before the token was issued');
+    }
+    if (startedAt > claims.exp + this.skew) {
+      // The same workflow id started again after the window: a replay into a new execution chain.
+      throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'lineage started after the token start window');
+    }
+    return { claims, context: toContext(claims) };
+  }
+
+  /**
+   * Verifies an actor token (signal, update, query): bound to this workflow or its root, within its
+   * short window measured now (actors are verified as they act).
+   */
+  async verifyActor(
+    header: ContextHeader,
+    facts: { namespace: string; workflowId: string },
+  ): Promise<Verified> {
+    const claims = await this.open(header.tok);
+    this.checkCommon(header, claims, facts.namespace);
+    const lin = this.requireLineage(header.lin, facts.workflowId);
+    if (claims.use === 'start' && claims.wf === lin.root) {
+      // The lineage's own originator, forwarded by a workflow or a worker client of the same lineage.
+      return { claims, context: toContext(claims) };
+    }
+    if (claims.use !== 'actor')
+      throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'not an actor token for this lineage');
+    if (claims.wf !== lin.wf && claims.wf !== lin.root) {
+      throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'actor token was issued for another workflow');
+    }
+    const now = Math.floor(this.now() / 1000);
+    if (now > claims.exp + this.skew)
+      throw new UserContextError(ErrorCodes.TOKEN_EXPIRED, 'actor token expired');
+    return { claims, context: toContext(claims) };
+  }
+
+  private checkCommon(header: ContextHeader, claims: ContextClaims, namespace: string): void {
+    if (claims.aud !== namespace)
+      throw new UserContextError(ErrorCodes.AUDIENCE_MISMATCH, 'token was issued for another namespace');
+    if (header.ws !== claims.wsh || header.sub !== claims.subh) {
+      throw new UserContextError(ErrorCodes.TOKEN_INVALID, 'header pseudonyms differ from the signed ones');
+    }
+    if (claims.iat > Math.floor(this.now() / 1000) + this.skew) {
+      throw new UserContextError(ErrorCodes.TOKEN_EXPIRED, 'token issued in the future');
+    }
+  }
+
+  private requireLineage(lin: Lineage | undefined, workflowId: string): Lineage {
+    if (!lin) throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'no lineage facts in the header');
+    if (lin.wf !== workflowId)
+      throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'lineage names another workflow');
+    return lin;
+  }
+}
+
+function toContext(claims: ContextClaims): UserContext {
+  return parseUserContext({ userId: claims.sub, workspaceId: claims.ws, roles: claims.roles });
+}

@@ -1,0 +1,270 @@
+import {
+  ApplicationFailure,
+  workflowInfo,
+  proxySinks,
+  type ActivityInput,
+  type ContinueAsNewInput,
+  type LocalActivityInput,
+  type Next,
+  type QueryInput,
+  type SignalInput,
+  type SignalWorkflowInput,
+  type StartChildWorkflowExecutionInput,
+  type StartNexusOperationInput,
+  type UpdateInput,
+  type WorkflowExecuteInput,
+  type WorkflowInboundCallsInterceptor,
+  type WorkflowInterceptors,
+  type WorkflowOutboundCallsInterceptor,
+  type Sinks,
+} from '@temporalio/workflow';
+import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
+import {
+  ACTOR_HEADER,
+  ORIGINATOR_HEADER,
+  decodeHeader,
+  withHeader,
+  type ContextHeader,
+  type Lineage,
+} from '../header/v1.js';
+import { actorStorage, workflowState, type ActorRef, type WorkflowContextState } from './state.js';
+
+/**
+ * Workflow interceptors (sandbox). They never verify, await, read clocks or keys: they carry the
+ * opaque header, add lineage facts that the server vouched for (`workflowInfo()`), and apply the
+ * synchronous actor policy. Verification happens in activities (see worker/).
+ */
+
+/** Sink the interceptors audit through; the plugin installs the Node side. */
+export interface UserContextSinks extends Sinks {
+  userContextAudit: {
+    deny(event: { action: string; reason: string; code: string; detail?: string }): void;
+  };
+}
+const { userContextAudit } = proxySinks<UserContextSinks>();
+
+/** SDK-internal queries (stack trace, metadata) carry no user data and have no user header. */
+const SDK_QUERIES = new Set(['__stack_trace', '__enhanced_stack_trace', '__temporal_workflow_metadata']);
+/** Workflow types of the library itself that run without an originator (none today). */
+const SCHEDULED_BY = 'TemporalScheduledById';
+
+function lineageOf(header: ContextHeader): Lineage {
+  const info = workflowInfo();
+  const root = info.root?.workflowId ?? info.workflowId;
+  // The start header of a child or of a continued run was written by our own outbound interceptor in
+  // the parent / previous run; the server vouches that such a parent / previous run exists. Only then
+  // is `lin` taken from the header; a fresh top-level start takes it from workflowInfo() alone.
+  const inherited =
+    info.parent !== undefined || info.continuedFromExecutionRunId !== undefined ? header.lin : undefined;
+  if (inherited) {
+    if (inherited.root !== root) {
+      throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'inherited lineage names another root');
+    }
+    return { ...inherited, wf: info.workflowId };
+  }
+  const scheduledBy = info.searchAttributes?.[SCHEDULED_BY]?.[0];
+  return {
+    root,
+    start: info.startTime.getTime(),
+    wf: info.workflowId,
+    ...(typeof scheduledBy === 'string' ? { sched: scheduledBy } : {}),
+  };
+}
+
+function readActor(
+  headers: WorkflowExecuteInput['headers'],
+  state: WorkflowContextState,
+): ActorRef | undefined {
+  const header = decodeHeader(headers, ACTOR_HEADER);
+  if (!header) return undefined;
+  const origin = state.originator?.header;
+  return {
+    subject: header.sub,
+    workspace: header.ws,
+    isOriginator: origin !== undefined && origin.sub === header.sub && origin.ws === header.ws,
+    header,
+  };
+}
+
+function forbidden(kind: 'signal' | 'update' | 'query', name: string, reason: string): UserContextError {
+  userContextAudit.deny({
+    action: `workflow.${kind}`,
+    reason,
+    code: ErrorCodes.ACTOR_FORBIDDEN,
+    detail: name,
+  });
+  return new UserContextError(ErrorCodes.ACTOR_FORBIDDEN, `${kind} ${name} refused: ${reason}`);
+}
+
+/** Applies the policy; returns the actor when allowed, throws ACTOR_FORBIDDEN otherwise. */
+function admit(
+  kind: 'signal' | 'update' | 'query',
+  name: string,
+  headers: WorkflowExecuteInput['headers'],
+): ActorRef | undefined {
+  const state = workflowState();
+  let actor: ActorRef | undefined;
+  try {
+    actor = readActor(headers, state);
+  } catch (err) {
+    throw forbidden(kind, name, isUserContextError(err) ? err.code : 'bad actor header');
+  }
+  if (!state.policy({ kind, name, actor, originator: state.originator })) {
+    throw forbidden(kind, name, actor ? 'actor not allowed by policy' : 'no actor context');
+  }
+  return actor;
+}
+
+function toFailure(err: UserContextError): ApplicationFailure {
+  return ApplicationFailure.create({ message: err.message, type: err.code, nonRetryable: true });
+}
+
+class Inbound implements WorkflowInboundCallsInterceptor {
+  execute(
+    input: WorkflowExecuteInput,
+    next: Next<WorkflowInboundCallsInterceptor, 'execute'>,
+  ): Promise<unknown> {
+    const state = workflowState();
+    try {
+      const header = decodeHeader(input.headers, ORIGINATOR_HEADER);
+      if (!header) throw new UserContextError(ErrorCodes.MISSING, 'workflow started without a user context');
+      state.originator = { header, lineage: lineageOf(header) };
+    } catch (err) {
+      if (!isUserContextError(err)) throw err;
+      // Fail closed: refuse the run instead of running it as nobody (or worse, as somebody).
+      state.originatorError = { code: err.code, reason: err.reason };
+      userContextAudit.deny({ action: 'workflow.execute', reason: err.reason, code: err.code });
+      return Promise.reject(toFailure(err));
+    }
+    return next(input);
+  }
+
+  handleSignal(
+    input: SignalInput,
+    next: Next<WorkflowInboundCallsInterceptor, 'handleSignal'>,
+  ): Promise<void> {
+    let actor: ActorRef | undefined;
+    try {
+      actor = admit('signal', input.signalName, input.headers);
+    } catch {
+      // A refused signal never reaches the handler and does not fail the workflow: drop it (audited).
+      return Promise.resolve();
+    }
+    return actor ? actorStorage.run(actor, () => next(input)) : next(input);
+  }
+
+  validateUpdate(input: UpdateInput, next: Next<WorkflowInboundCallsInterceptor, 'validateUpdate'>): void {
+    let actor: ActorRef | undefined;
+    try {
+      actor = admit('update', input.name, input.headers);
+    } catch (err) {
+      throw toFailure(err as UserContextError);
+    }
+    return actor ? actorStorage.run(actor, () => next(input)) : next(input);
+  }
+
+  handleUpdate(
+    input: UpdateInput,
+    next: Next<WorkflowInboundCallsInterceptor, 'handleUpdate'>,
+  ): Promise<unknown> {
+    let actor: ActorRef | undefined;
+    try {
+      actor = admit('update', input.name, input.headers);
+    } catch (err) {
+      return Promise.reject(toFailure(err as UserContextError));
+    }
+    return actor ? actorStorage.run(actor, () => next(input)) : next(input);
+  }
+
+  handleQuery(
+    input: QueryInput,
+    next: Next<WorkflowInboundCallsInterceptor, 'handleQuery'>,
+  ): Promise<unknown> {
+    if (SDK_QUERIES.has(input.queryName)) return next(input);
+    let actor: ActorRef | undefined;
+    try {
+      actor = admit('query', input.queryName, input.headers);
+    } catch (err) {
+      return Promise.reject(toFailure(err as UserContextError));
+    }
+    return actor ? actorStorage.run(actor, () => next(input)) : next(input);
+  }
+}
+
+/** The originator header with this workflow's lineage, for everything the workflow starts. */
+function outgoing(): ContextHeader | undefined {
+  const origin = workflowState().originator;
+  return origin ? { ...origin.header, lin: origin.lineage } : undefined;
+}
+
+/** Headers for an activity: originator (+ lineage), and the current actor when inside a handler. */
+function activityHeaders<T extends ActivityInput | LocalActivityInput>(input: T): T {
+  const header = outgoing();
+  if (!header) return input;
+  let headers = withHeader(input.headers, ORIGINATOR_HEADER, header);
+  const actor = actorStorage.getStore();
+  if (actor) headers = withHeader(headers, ACTOR_HEADER, { ...actor.header, lin: header.lin });
+  return { ...input, headers };
+}
+
+class Outbound implements WorkflowOutboundCallsInterceptor {
+  scheduleActivity(
+    input: ActivityInput,
+    next: Next<WorkflowOutboundCallsInterceptor, 'scheduleActivity'>,
+  ): Promise<unknown> {
+    return next(activityHeaders(input));
+  }
+
+  scheduleLocalActivity(
+    input: LocalActivityInput,
+    next: Next<WorkflowOutboundCallsInterceptor, 'scheduleLocalActivity'>,
+  ): Promise<unknown> {
+    return next(activityHeaders(input));
+  }
+
+  startChildWorkflowExecution(
+    input: StartChildWorkflowExecutionInput,
+    next: Next<WorkflowOutboundCallsInterceptor, 'startChildWorkflowExecution'>,
+  ): Promise<[Promise<string>, Promise<unknown>]> {
+    const header = outgoing();
+    return next(header ? { ...input, headers: withHeader(input.headers, ORIGINATOR_HEADER, header) } : input);
+  }
+
+  continueAsNew(
+    input: ContinueAsNewInput,
+    next: Next<WorkflowOutboundCallsInterceptor, 'continueAsNew'>,
+  ): Promise<never> {
+    const header = outgoing();
+    return next(header ? { ...input, headers: withHeader(input.headers, ORIGINATOR_HEADER, header) } : input);
+  }
+
+  signalWorkflow(
+    input: SignalWorkflowInput,
+    next: Next<WorkflowOutboundCallsInterceptor, 'signalWorkflow'>,
+  ): Promise<void> {
+    // A workflow signals on behalf of its originator: the target sees the originator as actor.
+    const origin = workflowState().originator;
+    return next(
+      origin ? { ...input, headers: withHeader(input.headers, ACTOR_HEADER, origin.header) } : input,
+    );
+  }
+
+  startNexusOperation(
+    input: StartNexusOperationInput,
+    next: Next<WorkflowOutboundCallsInterceptor, 'startNexusOperation'>,
+  ): ReturnType<NonNullable<WorkflowOutboundCallsInterceptor['startNexusOperation']>> {
+    const header = outgoing();
+    // Nexus headers are strings: the same v1 JSON object, serialised.
+    return next(
+      header
+        ? { ...input, headers: { ...input.headers, [ORIGINATOR_HEADER]: JSON.stringify(header) } }
+        : input,
+    );
+  }
+}
+
+/** Registered through the plugin as a workflow interceptor module. */
+export const interceptors = (): WorkflowInterceptors => ({
+  inbound: [new Inbound()],
+  outbound: [new Outbound()],
+});

@@ -1,0 +1,190 @@
+import { fileURLToPath } from 'node:url';
+import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
+import { ApplicationFailure } from '@temporalio/common';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ErrorCodes, runAsUser, type UserContext } from 'temporal-user-context';
+import { alice, bob, startHarness, type Harness } from '../../../../test-support/harness.js';
+import * as activities from '../fixtures/activities.js';
+
+const workflowsPath = fileURLToPath(new URL('../fixtures/workflows.ts', import.meta.url));
+let h: Harness;
+
+beforeAll(async () => {
+  h = await startHarness({ workflowsPath, activities });
+});
+afterAll(async () => {
+  await h?.stop();
+});
+
+function id(name: string): string {
+  return `${name}-${Math.random().toString(36).slice(2)}`;
+}
+
+async function runAs<T>(user: UserContext, type: string, args: unknown[] = []): Promise<T> {
+  return runAsUser(user, () =>
+    h.client.workflow.execute(type, { taskQueue: h.taskQueue, workflowId: id(type), args }),
+  );
+}
+
+/** Starts `type` with the raw client (no header) and returns the failure type of the run. */
+async function failureOf(promise: Promise<unknown>): Promise<string | undefined> {
+  try {
+    await promise;
+    return undefined;
+  } catch (err) {
+    if (!(err instanceof WorkflowFailedError)) throw err;
+    let cause: unknown = err.cause;
+    while (cause && !(cause instanceof ApplicationFailure)) cause = (cause as { cause?: unknown }).cause;
+    return cause instanceof ApplicationFailure ? (cause.type ?? undefined) : undefined;
+  }
+}
+
+describe('each boundary carries the originator to an activity', () => {
+  it.each(['viaActivity', 'viaLocalActivity', 'viaChild', 'viaGetUserContext'])('%s', async (type) => {
+    const result = await runAs<UserContext>(alice, type);
+    expect(result).toEqual(alice);
+  });
+
+  it('continue-as-new', async () => {
+    expect(await runAs<UserContext>(alice, 'viaContinueAsNew', [0])).toEqual(alice);
+  });
+
+  it('two users at once on one worker stay apart', async () => {
+    const [a, b] = await Promise.all([
+      runAs<UserContext>(alice, 'viaActivity'),
+      runAs<UserContext>(bob, 'viaChild'),
+    ]);
+    expect(a).toEqual(alice);
+    expect(b).toEqual(bob);
+  });
+
+  it('explicit argument equal to the propagated context is accepted, a different one refused', async () => {
+    expect(await runAs<UserContext>(alice, 'explicitArgument', ['same'])).toEqual(alice);
+    const failure = await failureOf(runAs(alice, 'explicitArgument', ['other']));
+    expect(failure).toBe(ErrorCodes.EXPLICIT_MISMATCH);
+    expect(
+      h.audit.events.some((e) => e.decision === 'deny' && e.reason === ErrorCodes.EXPLICIT_MISMATCH),
+    ).toBe(true);
+  });
+
+  it('a tampered memo does not change who the activity runs as', async () => {
+    expect(await runAs<UserContext>(alice, 'tamperMemo')).toEqual(alice);
+  });
+});
+
+describe('without the header, every path is refused', () => {
+  it.each(['viaActivity', 'viaLocalActivity', 'viaChild', 'viaGetUserContext'])(
+    'raw start of %s',
+    async (type) => {
+      const wfId = id(`raw-${type}`);
+      const failure = await failureOf(
+        h.rawClient.workflow.execute(type, { taskQueue: h.taskQueue, workflowId: wfId }),
+      );
+      expect(failure).toBe(ErrorCodes.MISSING);
+      expect(
+        h.audit.events.some(
+          (e) => e.workflowId === wfId && e.decision === 'deny' && e.reason === ErrorCodes.MISSING,
+        ),
+      ).toBe(true);
+    },
+  );
+
+  it('a client call with no user in scope is refused before the server', async () => {
+    const wfId = id('no-scope');
+    await expect(
+      h.client.workflow.start('viaActivity', { taskQueue: h.taskQueue, workflowId: wfId }),
+    ).rejects.toMatchObject({
+      code: ErrorCodes.MISSING,
+    });
+    // Nothing reached the server.
+    await expect(h.rawClient.workflow.getHandle(wfId).describe()).rejects.toThrow(/not found/i);
+  });
+
+  it('the worker stays healthy after refusals', async () => {
+    expect(await runAs<UserContext>(bob, 'viaActivity')).toEqual(bob);
+  });
+});
+
+describe('actors: signals, updates, queries', () => {
+  async function startInteractive(user: UserContext): Promise<WorkflowHandle> {
+    return runAsUser(user, () =>
+      h.client.workflow.start('interactive', { taskQueue: h.taskQueue, workflowId: id('interactive') }),
+    );
+  }
+
+  it('same-workspace actor is admitted; query, update and signal see who acted', async () => {
+    const handle = await startInteractive(alice);
+    const carol = { userId: 'carol', workspaceId: 'ws-acme', roles: ['admin'] };
+    expect(await runAsUser(carol, () => handle.executeUpdate('note', { args: ['hi'] }))).toBe('alice');
+    expect(await runAsUser(carol, () => handle.query('progress'))).toEqual(['update:hi:alice']);
+    await runAsUser(carol, () => handle.signal('go', 'now'));
+    const result = (await handle.result()) as {
+      notes: string[];
+      actorVerified: UserContext;
+      actorWorkspace: string;
+    };
+    expect(result.notes).toEqual(['update:hi:alice', 'signal:now']);
+    expect(result.actorVerified).toEqual(carol);
+    expect(result.actorWorkspace).toMatch(/^[A-Za-z0-9_-]{22}$/); // a pseudonym, not the id
+  });
+
+  it('an actor of another workspace is refused on update, query and signal', async () => {
+    const handle = await startInteractive(alice);
+    await expect(runAsUser(bob, () => handle.executeUpdate('note', { args: ['x'] }))).rejects.toMatchObject({
+      cause: { type: ErrorCodes.ACTOR_FORBIDDEN },
+    });
+    await expect(runAsUser(bob, () => handle.query('progress'))).rejects.toThrow(ErrorCodes.ACTOR_FORBIDDEN);
+    await runAsUser(bob, () => handle.signal('go', 'evil'));
+    expect(await runAsUser(alice, () => handle.query('progress'))).toEqual([]);
+    // Raw client (no actor header): refused as well.
+    await expect(h.rawClient.workflow.getHandle(handle.workflowId).query('progress')).rejects.toThrow(
+      ErrorCodes.ACTOR_FORBIDDEN,
+    );
+    await runAsUser(alice, () => handle.signal('go', 'ok'));
+    const result = (await handle.result()) as { notes: string[] };
+    expect(result.notes).toEqual(['signal:ok']);
+    expect(
+      h.audit.events.filter(
+        (e) => e.workflowId === handle.workflowId && e.reason === ErrorCodes.ACTOR_FORBIDDEN,
+      ).length,
+    ).toBeGreaterThanOrEqual(2);
+  });
+
+  it('signalWithStart and startUpdateWithStart carry both originator and actor', async () => {
+    const wfId = id('sws');
+    const handle = await runAsUser(alice, () =>
+      h.client.workflow.signalWithStart('interactive', {
+        taskQueue: h.taskQueue,
+        workflowId: wfId,
+        signal: 'go',
+        signalArgs: ['first'],
+      }),
+    );
+    const result = (await handle.result()) as { notes: string[]; actorVerified: UserContext };
+    expect(result.notes).toEqual(['signal:first']);
+    expect(result.actorVerified).toEqual(alice);
+  });
+
+  it('an external signal from another workflow is admitted by workspace, but its actor cannot be verified', async () => {
+    const target = await startInteractive(alice);
+    await runAs(alice, 'signalOther', [target.workflowId]);
+    const result = (await target.result()) as { notes: string[]; actorRefused?: string };
+    expect(result.notes).toEqual(['signal:from-workflow']);
+    // The signaller forwards its own start token, bound to its own lineage, not to the target's.
+    expect(result.actorRefused).toBe(ErrorCodes.LINEAGE_MISMATCH);
+  });
+
+  it('an external signal from a workflow of another workspace never reaches the handler', async () => {
+    const target = await startInteractive(alice);
+    await runAs(bob, 'signalOther', [target.workflowId]);
+    expect(await runAsUser(alice, () => target.query('progress'))).toEqual([]);
+    await runAsUser(alice, () => target.signal('go', 'ok'));
+    expect(((await target.result()) as { notes: string[] }).notes).toEqual(['signal:ok']);
+  });
+});
+
+describe("the worker's own client", () => {
+  it('cannot mint a context for a new lineage', async () => {
+    expect(await runAs<string>(alice, 'viaWorkerClient')).toBe(ErrorCodes.MISCONFIGURED);
+  });
+});

@@ -1,0 +1,87 @@
+import type {} from './global-setup.js';
+import { randomUUID } from 'node:crypto';
+import { Client, Connection } from '@temporalio/client';
+import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import { inject } from 'vitest';
+import {
+  KeyRing,
+  UserContextPlugin,
+  generateKeySet,
+  memoryAuditSink,
+  type UserContextPluginOptions,
+} from 'temporal-user-context';
+
+export interface Harness {
+  taskQueue: string;
+  namespace: string;
+  edgeRing: KeyRing;
+  workerRing: KeyRing;
+  /** Client with the plugin and the edge ring (like the API). */
+  client: Client;
+  /** Client with no plugin: an attacker with namespace write access, or the CLI. */
+  rawClient: Client;
+  audit: ReturnType<typeof memoryAuditSink>;
+  worker: Worker;
+  connection: Connection;
+  nativeConnection: NativeConnection;
+  stop(): Promise<void>;
+}
+
+/**
+ * Connects to the run's Temporal server (started in global setup), starts a worker with the plugin and
+ * a worker key ring, and returns an edge client and a raw client.
+ */
+export async function startHarness(options: {
+  workflowsPath: string;
+  activities: object;
+  plugin?: Partial<UserContextPluginOptions>;
+  worker?: Partial<WorkerOptions>;
+}): Promise<Harness> {
+  const address = inject('temporalAddress');
+  const namespace = inject('temporalNamespace');
+  const taskQueue = `tq-${randomUUID()}`;
+  const keys = generateKeySet('test-edge');
+  const edgeRing = KeyRing.fromJSON(keys.edge);
+  const workerRing = KeyRing.fromJSON(keys.worker);
+  const audit = memoryAuditSink();
+  const connection = await Connection.connect({ address });
+  const nativeConnection = await NativeConnection.connect({ address });
+  const client = new Client({
+    connection,
+    namespace,
+    plugins: [new UserContextPlugin({ keys: edgeRing, audit, ...options.plugin })],
+  });
+  const rawClient = new Client({ connection, namespace });
+  const worker = await Worker.create({
+    connection: nativeConnection,
+    namespace,
+    taskQueue,
+    workflowsPath: options.workflowsPath,
+    activities: options.activities,
+    plugins: [new UserContextPlugin({ keys: workerRing, audit, ...options.plugin })],
+    ...options.worker,
+  });
+  const running = worker.run();
+  return {
+    taskQueue,
+    namespace,
+    edgeRing,
+    workerRing,
+    client,
+    rawClient,
+    audit,
+    worker,
+    connection,
+    nativeConnection,
+    async stop() {
+      worker.shutdown();
+      await running;
+      await connection.close();
+      await nativeConnection.close();
+    },
+  };
+}
+
+export const alice = { userId: 'alice', workspaceId: 'ws-acme', roles: ['member'] };
+export const bob = { userId: 'bob', workspaceId: 'ws-globex', roles: ['admin'] };
+export const carol = { userId: 'carol', workspaceId: 'ws-acme', roles: ['admin'] };
