@@ -1,6 +1,7 @@
 import type {} from './global-setup.js';
 import { randomUUID } from 'node:crypto';
 import { Client, Connection } from '@temporalio/client';
+import { ApplicationFailure, type Payload } from '@temporalio/common';
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import { inject } from 'vitest';
 import {
@@ -85,3 +86,33 @@ export async function startHarness(options: {
 export const alice = { userId: 'alice', workspaceId: 'ws-acme', roles: ['member'] };
 export const bob = { userId: 'bob', workspaceId: 'ws-globex', roles: ['admin'] };
 export const carol = { userId: 'carol', workspaceId: 'ws-acme', roles: ['admin'] };
+
+/** A client with no plugin that writes the given raw headers on start: the attacker's tool. */
+export function headerWritingClient(h: Harness, headers: Record<string, Payload>): Client {
+  return new Client({
+    connection: h.connection,
+    namespace: h.namespace,
+    interceptors: {
+      workflow: [
+        {
+          start: (input, next) => next({ ...input, headers: { ...input.headers, ...headers } }),
+          signal: (input, next) => next({ ...input, headers: { ...input.headers, ...headers } }),
+          query: (input, next) => next({ ...input, headers: { ...input.headers, ...headers } }),
+        },
+      ],
+    },
+  });
+}
+
+/** Awaits a workflow result and returns the `type` of the first ApplicationFailure in its causes. */
+export async function failureTypeOf(promise: Promise<unknown>): Promise<string | undefined> {
+  try {
+    await promise;
+    return undefined;
+  } catch (err) {
+    for (let e = err as { type?: unknown; cause?: unknown } | undefined; e; e = e.cause as typeof e) {
+      if (e instanceof ApplicationFailure) return e.type ?? undefined;
+    }
+    throw err;
+  }
+}

@@ -1,0 +1,202 @@
+// Threat-model cases 2–8 against the real dev server, with a client that does not use the plugin.
+import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { CompactEncrypt, CompactSign, SignJWT, UnsecuredJWT } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  ErrorCodes,
+  KeyRing,
+  ORIGINATOR_HEADER,
+  encodeHeader,
+  generateKeySet,
+  issueContextToken,
+  type UserContext,
+} from 'temporal-user-context';
+import {
+  alice,
+  bob,
+  failureTypeOf,
+  headerWritingClient,
+  startHarness,
+  type Harness,
+} from '../../../../test-support/harness.js';
+import * as activities from '../fixtures/activities.js';
+
+const workflowsPath = fileURLToPath(new URL('../fixtures/workflows.ts', import.meta.url));
+let h: Harness;
+
+beforeAll(async () => {
+  h = await startHarness({ workflowsPath, activities });
+});
+afterAll(async () => {
+  await h?.stop();
+});
+
+const enc = new TextEncoder();
+
+/** Starts `viaActivity` under a forged header object and returns the refusal code. */
+async function refusalFor(header: unknown, workflowId = `atk-${randomUUID()}`): Promise<string | undefined> {
+  const client = headerWritingClient(h, { [ORIGINATOR_HEADER]: encodeHeader(header as never) });
+  const code = await failureTypeOf(
+    client.workflow.execute('viaActivity', { taskQueue: h.taskQueue, workflowId }),
+  );
+  if (code) {
+    // Every refusal leaves an audit record naming the execution.
+    expect(
+      h.audit.events.some((e) => e.workflowId === workflowId && e.decision === 'deny' && e.reason === code),
+    ).toBe(true);
+  }
+  return code;
+}
+
+/** A genuine header for alice and `workflowId`, from the edge ring. */
+async function genuine(workflowId: string, user: UserContext = alice, now?: () => number) {
+  return (
+    await issueContextToken(h.edgeRing, user, {
+      namespace: h.namespace,
+      use: 'start',
+      workflowId,
+      ...(now ? { now } : {}),
+    })
+  ).header;
+}
+
+/** Seals an arbitrary inner JWS with the real sealing key (worst case: the sealing key leaked). */
+async function sealWithRealKey(jws: string): Promise<string> {
+  const seal = h.edgeRing.activeSealingKey();
+  return new CompactEncrypt(enc.encode(jws))
+    .setProtectedHeader({ alg: 'dir', enc: 'A256GCM', kid: seal.kid, cty: 'JWT' })
+    .encrypt(seal.key);
+}
+
+function claimsFor(workflowId: string, over: Record<string, unknown> = {}) {
+  const now = Math.floor(Date.now() / 1000);
+  return {
+    iss: 'test-edge',
+    aud: h.namespace,
+    sub: 'mallory',
+    ws: 'ws-acme',
+    roles: ['admin'],
+    use: 'start',
+    wf: workflowId,
+    wsh: 'x'.repeat(22),
+    subh: 'y'.repeat(22),
+    iat: now,
+    exp: now + 60,
+    jti: randomUUID(),
+    ...over,
+  };
+}
+
+describe('forged, plain and hostile headers are refused (cases 2–5)', () => {
+  it('case 2: a token from an attacker key set (same shape, own keys)', async () => {
+    const attacker = KeyRing.fromJSON(generateKeySet('test-edge').edge);
+    const workflowId = `atk-${randomUUID()}`;
+    const { header } = await issueContextToken(
+      attacker,
+      { ...bob, roles: ['admin'] },
+      { namespace: h.namespace, use: 'start', workflowId },
+    );
+    expect(await refusalFor(header, workflowId)).toBe(ErrorCodes.KEY_UNKNOWN);
+  });
+
+  it('case 2: a token signed by an attacker key under the real key id (sealing key leaked)', async () => {
+    const workflowId = `atk-${randomUUID()}`;
+    const { privateKey } = generateKeyPairSync('ed25519');
+    const kid = [...h.edgeRing.signing.keys()][0]!;
+    const claims = claimsFor(workflowId);
+    const jws = await new SignJWT(claims)
+      .setProtectedHeader({ alg: 'EdDSA', kid, typ: 'tuc+jwt' })
+      .sign(privateKey);
+    const header = { v: 1, tok: await sealWithRealKey(jws), ws: claims.wsh, sub: claims.subh };
+    expect(await refusalFor(header, workflowId)).toBe(ErrorCodes.TOKEN_INVALID);
+  });
+
+  it('case 2: genuine pseudonyms but a forged claim of another workspace', async () => {
+    const workflowId = `atk-${randomUUID()}`;
+    const real = await genuine(workflowId);
+    const header = { ...real, ws: (await genuine(workflowId, bob)).ws };
+    expect(await refusalFor(header, workflowId)).toBe(ErrorCodes.TOKEN_INVALID);
+  });
+
+  it('case 3: a plain (unsealed) signed token where a sealed one is required', async () => {
+    const workflowId = `atk-${randomUUID()}`;
+    const kid = [...h.edgeRing.signing.keys()][0]!;
+    const { privateKey } = generateKeyPairSync('ed25519');
+    const jws = await new SignJWT(claimsFor(workflowId))
+      .setProtectedHeader({ alg: 'EdDSA', kid })
+      .sign(privateKey);
+    expect(await refusalFor({ v: 1, tok: jws, ws: 'x'.repeat(22), sub: 'y'.repeat(22) }, workflowId)).toBe(
+      ErrorCodes.HEADER_MALFORMED,
+    );
+    expect(await refusalFor({ userId: 'mallory', workspaceId: 'ws-acme', roles: ['admin'] })).toBe(
+      ErrorCodes.HEADER_MALFORMED,
+    );
+  });
+
+  it.each([
+    ['path traversal', '../../etc/passwd'],
+    ['very long', 'k'.repeat(10_000)],
+    ['url', 'https://attacker.example/jwks'],
+  ])('case 4: hostile key id (%s) is unknown, never fetched', async (_name, kid) => {
+    const workflowId = `atk-${randomUUID()}`;
+    const tok = await new CompactEncrypt(enc.encode('x.y.z'))
+      .setProtectedHeader({ alg: 'dir', enc: 'A256GCM', kid })
+      .encrypt(new Uint8Array(32));
+    const code = await refusalFor({ v: 1, tok, ws: 'x'.repeat(22), sub: 'y'.repeat(22) }, workflowId);
+    expect([ErrorCodes.KEY_UNKNOWN, ErrorCodes.HEADER_MALFORMED, ErrorCodes.TOO_LARGE]).toContain(code);
+  });
+
+  it('case 5: alg none inside a real seal', async () => {
+    const workflowId = `atk-${randomUUID()}`;
+    const claims = claimsFor(workflowId);
+    const unsigned = new UnsecuredJWT(claims).encode();
+    const header = { v: 1, tok: await sealWithRealKey(unsigned), ws: claims.wsh, sub: claims.subh };
+    expect(await refusalFor(header, workflowId)).toBe(ErrorCodes.TOKEN_INVALID);
+  });
+
+  it('case 5: algorithm swap (HS256 keyed with the public key)', async () => {
+    const workflowId = `atk-${randomUUID()}`;
+    const signing = [...h.edgeRing.signing.values()][0]!;
+    const publicBytes = signing.publicKey.export({ format: 'der', type: 'spki' });
+    const claims = claimsFor(workflowId);
+    const jws = await new CompactSign(enc.encode(JSON.stringify(claims)))
+      .setProtectedHeader({ alg: 'HS256', kid: signing.kid, typ: 'tuc+jwt' })
+      .sign(new Uint8Array(publicBytes));
+    const header = { v: 1, tok: await sealWithRealKey(jws), ws: claims.wsh, sub: claims.subh };
+    expect(await refusalFor(header, workflowId)).toBe(ErrorCodes.TOKEN_INVALID);
+  });
+
+  it('case 5: issued in the future', async () => {
+    const workflowId = `atk-${randomUUID()}`;
+    const header = await genuine(workflowId, alice, () => Date.now() + 3600_000);
+    expect(await refusalFor(header, workflowId)).toBe(ErrorCodes.TOKEN_EXPIRED);
+  });
+
+  it('case 5: expired start window', async () => {
+    const workflowId = `atk-${randomUUID()}`;
+    const header = await genuine(workflowId, alice, () => Date.now() - 3600_000);
+    expect(await refusalFor(header, workflowId)).toBe(ErrorCodes.LINEAGE_MISMATCH);
+  });
+});
+
+describe('replayed headers are refused (cases 6–7)', () => {
+  it('case 6: a header copied from workflow A into a new workflow B', async () => {
+    const a = `wf-a-${randomUUID()}`;
+    const header = await genuine(a);
+    expect(await refusalFor(header, a)).toBeUndefined(); // genuine in A
+    expect(await refusalFor(header, `wf-b-${randomUUID()}`)).toBe(ErrorCodes.LINEAGE_MISMATCH);
+  });
+
+  it('case 7: a header replayed into a new run of the same workflow id after A closed', async () => {
+    const a = `wf-a-${randomUUID()}`;
+    // Issued (and used) an hour ago: A's start window closed long before this new run starts.
+    const old = await genuine(a, alice, () => Date.now() - 3600_000);
+    expect(await refusalFor(old, a)).toBe(ErrorCodes.LINEAGE_MISMATCH);
+  });
+
+  it('the worker is still healthy after every refusal', async () => {
+    const workflowId = `ok-${randomUUID()}`;
+    expect(await refusalFor(await genuine(workflowId), workflowId)).toBeUndefined();
+  });
+});
