@@ -1,0 +1,111 @@
+// Cases 18–21 of the threat model for the context model (pure code).
+import { describe, expect, it } from 'vitest';
+import {
+  ErrorCodes,
+  MAX_CONTEXT_BYTES,
+  parseUserContext,
+  sameUserContext,
+  systemPrincipal,
+  UserContextError,
+} from 'temporal-user-context';
+
+const ok = { userId: 'alice', workspaceId: 'ws-acme', roles: ['member'] };
+
+function codeOf(fn: () => unknown): string | undefined {
+  try {
+    fn();
+    return undefined;
+  } catch (err) {
+    expect(err).toBeInstanceOf(UserContextError);
+    return (err as UserContextError).code;
+  }
+}
+
+describe('UserContext schema', () => {
+  it('accepts a well-formed context and freezes it', () => {
+    const ctx = parseUserContext(ok);
+    expect(ctx).toEqual(ok);
+    expect(Object.isFrozen(ctx)).toBe(true);
+    expect(Object.isFrozen(ctx.roles)).toBe(true);
+  });
+
+  it('a 10-role context with long ids serialises to at most 1 KiB', () => {
+    const roles = Array.from({ length: 10 }, (_, i) => `role-${i}-${'x'.repeat(30)}`);
+    const ctx = parseUserContext({ userId: 'u'.repeat(128), workspaceId: 'w'.repeat(128), roles });
+    expect(new TextEncoder().encode(JSON.stringify(ctx)).length).toBeLessThanOrEqual(1024);
+  });
+
+  it.each([
+    ['missing roles', { userId: 'a', workspaceId: 'w' }],
+    ['unknown key', { ...ok, isAdmin: true }],
+    ['empty id', { ...ok, userId: '' }],
+    ['id too long', { ...ok, userId: 'a'.repeat(129) }],
+    ['role upper case', { ...ok, roles: ['Admin'] }],
+    ['duplicate roles', { ...ok, roles: ['member', 'member'] }],
+    ['too many roles', { ...ok, roles: Array.from({ length: 17 }, (_, i) => `r${i}`) }],
+    ['roles not an array', { ...ok, roles: 'admin' }],
+    ['number id', { ...ok, userId: 42 }],
+    ['null', null],
+    ['array', [ok]],
+  ])('refuses %s', (_name, input) => {
+    expect(codeOf(() => parseUserContext(input))).toBe(ErrorCodes.INVALID);
+  });
+
+  it.each([
+    ['SQL injection', "x'; SET LOCAL app.workspace_id = 'other"],
+    ['SQL comment', "' OR 1=1--"],
+    ['CR/LF log injection', 'alice\r\n{"decision":"allow"}'],
+    ['JSON in id', '{"userId":"root"}'],
+    ['Cyrillic homoglyph', 'аlice'],
+    ['full-width digits', 'user１２３'],
+    ['zero-width space', 'al\u200bice'],
+    ['bidi override', 'alice\u202egnp.exe'],
+    ['NFD form', 'jose\u0301'],
+    ['NFC but non-ASCII', 'josé'],
+    ['leading dash', '-alice'],
+    ['space', 'alice smith'],
+  ])('case 14/20/21: refuses an id with %s', (_name, userId) => {
+    expect(codeOf(() => parseUserContext({ ...ok, userId }))).toBe(ErrorCodes.INVALID);
+    expect(codeOf(() => parseUserContext({ ...ok, workspaceId: userId }))).toBe(ErrorCodes.INVALID);
+  });
+
+  it('case 19: prototype-pollution keys are refused and pollute nothing', () => {
+    const hostile = JSON.parse('{"userId":"a","workspaceId":"w","roles":[],"__proto__":{"isAdmin":true}}');
+    expect(codeOf(() => parseUserContext(hostile))).toBe(ErrorCodes.INVALID);
+    expect(codeOf(() => parseUserContext({ ...ok, constructor: { prototype: { isAdmin: true } } }))).toBe(
+      ErrorCodes.INVALID,
+    );
+    expect(({} as Record<string, unknown>).isAdmin).toBeUndefined();
+  });
+
+  it('case 18: the size cap is enforced', () => {
+    expect(MAX_CONTEXT_BYTES).toBeLessThanOrEqual(2048);
+  });
+
+  it('compares contexts by user, workspace and set of roles', () => {
+    expect(sameUserContext(parseUserContext(ok), parseUserContext({ ...ok }))).toBe(true);
+    expect(
+      sameUserContext(
+        parseUserContext({ ...ok, roles: ['a', 'b'] }),
+        parseUserContext({ ...ok, roles: ['b', 'a'] }),
+      ),
+    ).toBe(true);
+    expect(sameUserContext(parseUserContext(ok), parseUserContext({ ...ok, roles: ['admin'] }))).toBe(false);
+    expect(sameUserContext(parseUserContext(ok), parseUserContext({ ...ok, workspaceId: 'ws-other' }))).toBe(
+      false,
+    );
+  });
+});
+
+describe('SystemPrincipal', () => {
+  it('requires a name and a printable reason', () => {
+    expect(systemPrincipal('reindexer', 'nightly search reindex')).toEqual({
+      kind: 'system',
+      name: 'reindexer',
+      reason: 'nightly search reindex',
+    });
+    expect(codeOf(() => systemPrincipal('reindexer', ''))).toBe(ErrorCodes.INVALID);
+    expect(codeOf(() => systemPrincipal('../admin', 'x y z'))).toBe(ErrorCodes.INVALID);
+    expect(codeOf(() => systemPrincipal('reindexer', 'ok\nforged line'))).toBe(ErrorCodes.INVALID);
+  });
+});

@@ -1,0 +1,88 @@
+// Header decoding (cases 3, 18, 19): every bad input is a named error; fast-check explores the rest.
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import {
+  ErrorCodes,
+  MAX_HEADER_BYTES,
+  ORIGINATOR_HEADER,
+  UserContextError,
+  decodeHeader,
+  encodeHeader,
+} from 'temporal-user-context';
+
+const enc = new TextEncoder();
+const tok = 'aaaa.bbbb.cccc.dddd.eeee';
+const good = { v: 1 as const, tok, ws: 'w'.repeat(22), sub: 's'.repeat(22) };
+
+function raw(data: string, encoding = 'json/plain') {
+  return { [ORIGINATOR_HEADER]: { metadata: { encoding: enc.encode(encoding) }, data: enc.encode(data) } };
+}
+
+function codeOf(fn: () => unknown): string | undefined {
+  try {
+    fn();
+    return undefined;
+  } catch (err) {
+    if (!(err instanceof UserContextError)) throw err;
+    return err.code;
+  }
+}
+
+describe('decodeHeader', () => {
+  it('round-trips a v1 header and returns undefined when absent', () => {
+    expect(decodeHeader({ [ORIGINATOR_HEADER]: encodeHeader(good) }, ORIGINATOR_HEADER)).toEqual(good);
+    expect(decodeHeader({}, ORIGINATOR_HEADER)).toBeUndefined();
+  });
+
+  it.each([
+    ['trailing garbage', `${JSON.stringify(good)} garbage`],
+    ['not JSON', 'hello'],
+    ['unknown version', JSON.stringify({ ...good, v: 2 })],
+    ['extra key', JSON.stringify({ ...good, admin: true })],
+    [
+      'prototype key',
+      `{"v":1,"tok":"${tok}","ws":"${good.ws}","sub":"${good.sub}","__proto__":{"admin":true}}`,
+    ],
+    ['constructor key', JSON.stringify({ ...good, constructor: { prototype: { admin: true } } })],
+    ['deeply nested', `${'['.repeat(3000)}${']'.repeat(3000)}`],
+    ['JWS instead of JWE', JSON.stringify({ ...good, tok: 'aaa.bbb.ccc' })],
+    ['hint with CR/LF', JSON.stringify({ ...good, ws: 'w'.repeat(20) + '\r\n' })],
+    ['plain context', JSON.stringify({ userId: 'root', workspaceId: 'ws', roles: ['admin'] })],
+  ])('case 18/19: refuses %s as HEADER_MALFORMED', (_name, data) => {
+    expect(codeOf(() => decodeHeader(raw(data), ORIGINATOR_HEADER))).toBe(ErrorCodes.HEADER_MALFORMED);
+    expect(({} as Record<string, unknown>).admin).toBeUndefined();
+  });
+
+  it('duplicate keys: the last wins, exactly as in every other JSON.parse on the path (no parser differential)', () => {
+    const data = `{"v":1,"tok":"x","ws":"${good.ws}","sub":"${good.sub}","tok":"${tok}"}`;
+    expect(decodeHeader(raw(data), ORIGINATOR_HEADER)?.tok).toBe(tok);
+  });
+
+  it('refuses another encoding', () => {
+    expect(codeOf(() => decodeHeader(raw(JSON.stringify(good), 'binary/plain'), ORIGINATOR_HEADER))).toBe(
+      ErrorCodes.HEADER_MALFORMED,
+    );
+  });
+
+  it('case 18: refuses an oversized header before parsing it', () => {
+    const huge = JSON.stringify({ ...good, tok: 'a'.repeat(MAX_HEADER_BYTES * 100) });
+    expect(codeOf(() => decodeHeader(raw(huge), ORIGINATOR_HEADER))).toBe(ErrorCodes.TOO_LARGE);
+  });
+
+  it('property: random bytes and mutated headers only ever produce a header or a named error', () => {
+    const valid = JSON.stringify(good);
+    const mutated = fc
+      .tuple(fc.nat({ max: valid.length - 1 }), fc.string({ maxLength: 8 }), fc.nat({ max: 4 }))
+      .map(([at, insert, drop]) => valid.slice(0, at) + insert + valid.slice(at + drop));
+    fc.assert(
+      fc.property(fc.oneof(fc.string({ maxLength: 400 }), fc.json({ maxDepth: 4 }), mutated), (data) => {
+        try {
+          decodeHeader(raw(data), ORIGINATOR_HEADER);
+        } catch (err) {
+          expect(err).toBeInstanceOf(UserContextError);
+        }
+      }),
+      { numRuns: 2000 },
+    );
+  });
+});

@@ -1,0 +1,137 @@
+// Sealed tokens: issue at the edge, open on workers, rotation, and a fuzzed decoder.
+import fc from 'fast-check';
+import { describe, expect, it } from 'vitest';
+import {
+  ContextVerifier,
+  ErrorCodes,
+  KeyRing,
+  UserContextError,
+  generateKeySet,
+  issueContextToken,
+  openContextToken,
+  rotateKeySet,
+  workerKeySet,
+} from 'temporal-user-context';
+
+const alice = { userId: 'alice', workspaceId: 'ws-acme', roles: ['member'] };
+const keys = generateKeySet('edge');
+const edge = KeyRing.fromJSON(keys.edge);
+const worker = KeyRing.fromJSON(keys.worker);
+
+async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
+  try {
+    await p;
+    return undefined;
+  } catch (err) {
+    if (!(err instanceof UserContextError)) throw err;
+    return err.code;
+  }
+}
+
+describe('context tokens', () => {
+  it('history shows no readable claim', async () => {
+    const { header } = await issueContextToken(edge, alice, {
+      namespace: 'default',
+      use: 'start',
+      workflowId: 'wf-1',
+    });
+    const visible = JSON.stringify(header) + Buffer.from(header.tok.split('.')[0]!, 'base64url').toString();
+    for (const secret of ['alice', 'ws-acme', 'member', 'wf-1']) expect(visible).not.toContain(secret);
+  });
+
+  it('a worker ring opens what the edge issued but cannot issue', async () => {
+    const { header, claims } = await issueContextToken(edge, alice, {
+      namespace: 'default',
+      use: 'start',
+      workflowId: 'wf-1',
+    });
+    expect(await openContextToken(worker, header.tok)).toEqual(claims);
+    expect(worker.canIssue).toBe(false);
+    expect(
+      await codeOf(issueContextToken(worker, alice, { namespace: 'default', use: 'start', workflowId: 'x' })),
+    ).toBe(ErrorCodes.MISCONFIGURED);
+  });
+
+  it('case 24: after rotation, tokens under retired keys still open; new ones use the new keys', async () => {
+    const old = await issueContextToken(edge, alice, {
+      namespace: 'default',
+      use: 'start',
+      workflowId: 'wf-old',
+    });
+    const rotatedSet = rotateKeySet(keys.edge);
+    const rotatedEdge = KeyRing.fromJSON(rotatedSet);
+    const rotatedWorker = KeyRing.fromJSON(workerKeySet(rotatedSet));
+    expect((await openContextToken(rotatedWorker, old.header.tok)).jti).toBe(old.claims.jti);
+    const fresh = await issueContextToken(rotatedEdge, alice, {
+      namespace: 'default',
+      use: 'start',
+      workflowId: 'wf-new',
+    });
+    expect(await codeOf(openContextToken(worker, fresh.header.tok))).toBe(ErrorCodes.KEY_UNKNOWN);
+  });
+
+  it('the verifier caches opened tokens: one token, one decryption', async () => {
+    const verifier = new ContextVerifier(worker);
+    const { header } = await issueContextToken(edge, alice, {
+      namespace: 'default',
+      use: 'start',
+      workflowId: 'wf-c',
+    });
+    expect(verifier.open(header.tok)).toBe(verifier.open(header.tok));
+  });
+
+  it('audience, lineage and window are checked against the facts given', async () => {
+    const verifier = new ContextVerifier(worker);
+    const { header, claims } = await issueContextToken(edge, alice, {
+      namespace: 'ns-a',
+      use: 'start',
+      workflowId: 'wf-1',
+    });
+    const lin = { root: 'wf-1', wf: 'wf-1', start: claims.iat * 1000 };
+    await expect(
+      verifier.verifyOriginator({ ...header, lin }, { namespace: 'ns-a', workflowId: 'wf-1' }),
+    ).resolves.toMatchObject({ context: alice });
+    expect(
+      await codeOf(verifier.verifyOriginator({ ...header, lin }, { namespace: 'ns-b', workflowId: 'wf-1' })),
+    ).toBe(ErrorCodes.AUDIENCE_MISMATCH);
+    expect(
+      await codeOf(verifier.verifyOriginator({ ...header, lin }, { namespace: 'ns-a', workflowId: 'wf-2' })),
+    ).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    expect(await codeOf(verifier.verifyOriginator(header, { namespace: 'ns-a', workflowId: 'wf-1' }))).toBe(
+      ErrorCodes.LINEAGE_MISMATCH,
+    );
+    const late = { ...lin, start: (claims.exp + 3600) * 1000 };
+    expect(
+      await codeOf(
+        verifier.verifyOriginator({ ...header, lin: late }, { namespace: 'ns-a', workflowId: 'wf-1' }),
+      ),
+    ).toBe(ErrorCodes.LINEAGE_MISMATCH);
+  });
+
+  it('property: mutated and random tokens only ever produce named errors', async () => {
+    const { header } = await issueContextToken(edge, alice, {
+      namespace: 'default',
+      use: 'start',
+      workflowId: 'wf-f',
+    });
+    const tok = header.tok;
+    const mutated = fc
+      .tuple(
+        fc.nat({ max: tok.length - 1 }),
+        fc.constantFrom('A', '.', '_', '-', '', 'eyJ'),
+        fc.nat({ max: 3 }),
+      )
+      .map(([at, insert, drop]) => tok.slice(0, at) + insert + tok.slice(at + drop));
+    await fc.assert(
+      fc.asyncProperty(
+        fc.oneof(mutated, fc.string({ maxLength: 300 }), fc.base64String({ maxLength: 300 })),
+        async (candidate) => {
+          if (candidate === tok) return;
+          const code = await codeOf(openContextToken(worker, candidate));
+          expect(code).toBeDefined();
+        },
+      ),
+      { numRuns: 500 },
+    );
+  });
+});
