@@ -1,0 +1,335 @@
+import type { LightMyRequestResponse } from 'fastify';
+import { afterEach, beforeAll, describe, expect, it } from 'vitest';
+import { ErrorCodes } from '../../src/context/errors.js';
+import { CodecServerCodes } from '../../src/codec-server/index.js';
+import { json, wf } from '../crypto/codec-helpers.js';
+import { b64, makeIdp, makeServer, UI_ORIGIN, type Idp } from './helpers.js';
+
+let idp: Idp;
+let reader: string;
+let writer: string;
+beforeAll(async () => {
+  idp = await makeIdp();
+  reader = await idp.sign({ sub: 'alice', scope: 'openid codec:decode' });
+  writer = await idp.sign({ sub: 'bob', scp: ['codec:decode', 'codec:encode'] });
+});
+
+let server: ReturnType<typeof makeServer> | undefined;
+afterEach(async () => {
+  await server?.app.close();
+  server = undefined;
+});
+
+async function encryptedBody(workflowId = 'wf-1', text = 'hello from the codec') {
+  const codec = server!.codec;
+  const [p] = await codec.encode([json(text)], wf(workflowId));
+  const metadata = Object.fromEntries(Object.entries(p!.metadata!).map(([k, v]) => [k, b64(v)]));
+  return { payloads: [{ metadata, data: b64(p!.data!) }] };
+}
+
+function post(
+  path: string,
+  body: unknown,
+  headers: Record<string, string | undefined> = {},
+): Promise<LightMyRequestResponse> {
+  const h: Record<string, string> = {
+    'content-type': 'application/json',
+    'x-namespace': 'default',
+    origin: UI_ORIGIN,
+  };
+  for (const [k, v] of Object.entries(headers)) {
+    if (v === undefined) delete h[k];
+    else h[k] = v;
+  }
+  return server!.app.inject({ method: 'POST', url: path, headers: h, payload: JSON.stringify(body) });
+}
+
+function expectRefusal(res: LightMyRequestResponse, status: number, code: string): void {
+  expect(res.statusCode).toBe(status);
+  expect(res.json()).toEqual({ code, message: expect.any(String) });
+}
+
+describe('codec server (case 23)', () => {
+  it('decodes for the UI origin with a reader token (UI request shape, query string included)', async () => {
+    server = makeServer(idp);
+    const res = await post('/decode?preserveStorageRefs=true', await encryptedBody(), {
+      authorization: `Bearer ${reader}`,
+    });
+    expect(res.statusCode).toBe(200);
+    expect(res.headers['access-control-allow-origin']).toBe(UI_ORIGIN);
+    const [p] = res.json().payloads;
+    expect(Buffer.from(p.metadata.encoding, 'base64').toString()).toBe('json/plain');
+    expect(Buffer.from(p.data, 'base64').toString()).toBe('"hello from the codec"');
+    expect(server.sink.events.at(-1)).toMatchObject({
+      action: 'codec.decode',
+      decision: 'allow',
+      reason: 'ok',
+      userId: 'alice',
+    });
+  });
+
+  it('decodes for a non-browser caller (no Origin: CLI) with a token', async () => {
+    server = makeServer(idp);
+    const res = await post('/decode', await encryptedBody(), {
+      origin: undefined,
+      authorization: `Bearer ${reader}`,
+    });
+    expect(res.statusCode).toBe(200);
+    expect(res.headers['access-control-allow-origin']).toBeUndefined();
+  });
+
+  it('refuses a cross-origin call: 403, no ACAO header, audited', async () => {
+    server = makeServer(idp);
+    const res = await post('/decode', await encryptedBody(), {
+      origin: 'https://evil.example',
+      authorization: `Bearer ${reader}`,
+    });
+    expectRefusal(res, 403, CodecServerCodes.ORIGIN_FORBIDDEN);
+    expect(res.headers['access-control-allow-origin']).toBeUndefined();
+    expect(server.sink.events.at(-1)).toMatchObject({
+      decision: 'deny',
+      reason: CodecServerCodes.ORIGIN_FORBIDDEN,
+    });
+  });
+
+  it.each([
+    'http://127.0.0.1:8234',
+    'http://localhost:8233',
+    'null',
+    `${UI_ORIGIN}/`,
+    'HTTP://127.0.0.1:8233',
+  ])('refuses near-miss origin %s', async (origin) => {
+    server = makeServer(idp);
+    const res = await post('/decode', await encryptedBody(), { origin, authorization: `Bearer ${reader}` });
+    expectRefusal(res, 403, CodecServerCodes.ORIGIN_FORBIDDEN);
+  });
+
+  it('answers the UI preflight with exactly the headers it needs, and refuses a foreign preflight', async () => {
+    server = makeServer(idp);
+    const ok = await server.app.inject({
+      method: 'OPTIONS',
+      url: '/decode?preserveStorageRefs=true',
+      headers: {
+        origin: UI_ORIGIN,
+        'access-control-request-method': 'POST',
+        'access-control-request-headers': 'authorization,content-type,x-namespace',
+      },
+    });
+    expect(ok.statusCode).toBe(204);
+    expect(ok.headers['access-control-allow-origin']).toBe(UI_ORIGIN);
+    expect(ok.headers['access-control-allow-methods']).toBe('POST');
+    expect(String(ok.headers['access-control-allow-headers'])).toContain('x-namespace');
+    expect(String(ok.headers['access-control-allow-headers'])).toContain('authorization');
+    expect(ok.headers['access-control-allow-credentials']).toBeUndefined();
+    const bad = await server.app.inject({
+      method: 'OPTIONS',
+      url: '/decode',
+      headers: { origin: 'https://evil.example', 'access-control-request-method': 'POST' },
+    });
+    expectRefusal(bad, 403, CodecServerCodes.ORIGIN_FORBIDDEN);
+    expect(bad.headers['access-control-allow-origin']).toBeUndefined();
+  });
+
+  it('refuses without a token', async () => {
+    server = makeServer(idp);
+    const res = await post('/decode', await encryptedBody());
+    expectRefusal(res, 401, CodecServerCodes.UNAUTHENTICATED);
+    expect(res.headers['www-authenticate']).toBe('Bearer');
+    // The UI must be able to read the refusal: ACAO is present for the allowed origin.
+    expect(res.headers['access-control-allow-origin']).toBe(UI_ORIGIN);
+    expect(server.sink.events.at(-1)).toMatchObject({
+      action: 'codec.decode',
+      decision: 'deny',
+      source: 'none',
+    });
+  });
+
+  it.each([
+    ['Basic scheme', () => 'Basic YWxpY2U6cHc='],
+    ['empty bearer', () => 'Bearer '],
+    ['garbage', () => 'Bearer not-a-jwt'],
+  ])('refuses a malformed Authorization header (%s)', async (_n, header) => {
+    server = makeServer(idp);
+    const res = await post('/decode', await encryptedBody(), { authorization: header() });
+    expect([CodecServerCodes.UNAUTHENTICATED, CodecServerCodes.TOKEN_INVALID]).toContain(res.json().code);
+    expect(res.statusCode).toBe(401);
+  });
+
+  it.each([
+    ['signed by another key', () => idp.sign({ sub: 'eve', scope: 'codec:decode' }, { key: idp.otherKey })],
+    ['expired', () => idp.sign({ sub: 'eve', scope: 'codec:decode' }, { exp: '-1h' })],
+    ['wrong issuer', () => idp.sign({ sub: 'eve', scope: 'codec:decode' }, { iss: 'https://evil' })],
+    ['wrong audience', () => idp.sign({ sub: 'eve', scope: 'codec:decode' }, { aud: 'other' })],
+    [
+      'alg none',
+      async () =>
+        `${b64url({ alg: 'none' })}.${b64url({ sub: 'eve', scope: 'codec:decode', iss: 'https://idp.test', aud: 'temporal-codec', exp: 9e9 })}.`,
+    ],
+    [
+      'tampered claims',
+      async () => {
+        const [h, , s] = reader.split('.');
+        return `${h}.${b64url({ sub: 'eve', scope: 'codec:decode codec:encode', iss: 'https://idp.test', aud: 'temporal-codec', exp: 9e9 })}.${s}`;
+      },
+    ],
+  ])('refuses a bad token (%s)', async (_n, token) => {
+    server = makeServer(idp);
+    const res = await post('/decode', await encryptedBody(), { authorization: `Bearer ${await token()}` });
+    expectRefusal(res, 401, CodecServerCodes.TOKEN_INVALID);
+  });
+
+  it('refuses a wrong or missing namespace', async () => {
+    server = makeServer(idp);
+    const body = await encryptedBody();
+    expectRefusal(
+      await post('/decode', body, { authorization: `Bearer ${reader}`, 'x-namespace': 'prod' }),
+      403,
+      CodecServerCodes.NAMESPACE_FORBIDDEN,
+    );
+    expectRefusal(
+      await post('/decode', body, { authorization: `Bearer ${reader}`, 'x-namespace': undefined }),
+      403,
+      CodecServerCodes.NAMESPACE_FORBIDDEN,
+    );
+    expect(server.sink.events.at(-1)).toMatchObject({
+      reason: CodecServerCodes.NAMESPACE_FORBIDDEN,
+      detail: expect.stringContaining('requested=none'),
+    });
+  });
+
+  it('refuses a token without the decode scope', async () => {
+    server = makeServer(idp);
+    const nobody = await idp.sign({ sub: 'carol', scope: 'openid' });
+    expectRefusal(
+      await post('/decode', await encryptedBody(), { authorization: `Bearer ${nobody}` }),
+      403,
+      CodecServerCodes.SCOPE_FORBIDDEN,
+    );
+  });
+
+  it('encode is disabled by default, even for a writer', async () => {
+    server = makeServer(idp);
+    const res = await post(
+      '/encode',
+      { payloads: [{ metadata: { encoding: b64('json/plain') }, data: b64('1') }] },
+      {
+        authorization: `Bearer ${writer}`,
+      },
+    );
+    expectRefusal(res, 404, CodecServerCodes.ENCODE_DISABLED);
+  });
+
+  it('when enabled, a reader token asking to encode is refused and a writer may encode', async () => {
+    server = makeServer(idp, { encode: true });
+    const body = { payloads: [{ metadata: { encoding: b64('json/plain') }, data: b64('"x"') }] };
+    expectRefusal(
+      await post('/encode', body, { authorization: `Bearer ${reader}` }),
+      403,
+      CodecServerCodes.SCOPE_FORBIDDEN,
+    );
+    expect(server.sink.events.at(-1)).toMatchObject({
+      action: 'codec.encode',
+      decision: 'deny',
+      userId: 'alice',
+    });
+    const ok = await post('/encode', body, { authorization: `Bearer ${writer}` });
+    expect(ok.statusCode).toBe(200);
+    const enc = ok.json().payloads[0];
+    expect(Buffer.from(enc.metadata.encoding, 'base64').toString()).toBe('binary/encrypted');
+    // And it decodes back.
+    const back = await post('/decode', ok.json(), { authorization: `Bearer ${reader}` });
+    expect(Buffer.from(back.json().payloads[0].data, 'base64').toString()).toBe('"x"');
+  });
+
+  it('reports codec refusals with the codec error code (tampered, plaintext, unknown key)', async () => {
+    server = makeServer(idp);
+    const auth = { authorization: `Bearer ${reader}` };
+    const body = await encryptedBody();
+    const tampered = structuredClone(body);
+    const data = Buffer.from(tampered.payloads[0]!.data, 'base64');
+    data[20]! ^= 1;
+    tampered.payloads[0]!.data = data.toString('base64');
+    expectRefusal(await post('/decode', tampered, auth), 422, ErrorCodes.PAYLOAD_TAMPERED);
+    const moved = structuredClone(body);
+    moved.payloads[0]!.metadata['encryption-workflow-id'] = b64('wf-2');
+    expectRefusal(await post('/decode', moved, auth), 422, ErrorCodes.PAYLOAD_TAMPERED);
+    expectRefusal(
+      await post(
+        '/decode',
+        { payloads: [{ metadata: { encoding: b64('json/plain') }, data: b64('1') }] },
+        auth,
+      ),
+      422,
+      ErrorCodes.PLAINTEXT_PAYLOAD,
+    );
+    const hostile = structuredClone(body);
+    hostile.payloads[0]!.metadata['encryption-key-id'] = b64('../'.repeat(5000));
+    expectRefusal(await post('/decode', hostile, auth), 422, ErrorCodes.KEY_UNKNOWN);
+  });
+
+  it.each([
+    ['not an object', [1, 2]],
+    ['payloads not an array', { payloads: 'x' }],
+    ['non-base64 data', { payloads: [{ data: '***' }] }],
+    ['non-string metadata', { payloads: [{ metadata: { encoding: 5 } }] }],
+  ])('refuses a malformed body (%s)', async (_n, body) => {
+    server = makeServer(idp);
+    expectRefusal(
+      await post('/decode', body, { authorization: `Bearer ${reader}` }),
+      400,
+      CodecServerCodes.BAD_REQUEST,
+    );
+  });
+
+  it('refuses invalid JSON, prototype poisoning and too many payloads with stable codes', async () => {
+    server = makeServer(idp, { maxPayloads: 2 });
+    const auth = `Bearer ${reader}`;
+    const raw = (payload: string) =>
+      server!.app.inject({
+        method: 'POST',
+        url: '/decode',
+        headers: {
+          'content-type': 'application/json',
+          'x-namespace': 'default',
+          origin: UI_ORIGIN,
+          authorization: auth,
+        },
+        payload,
+      });
+    expectRefusal(await raw('{"payloads":'), 400, CodecServerCodes.BAD_REQUEST);
+    expectRefusal(await raw('{"__proto__":{"polluted":1},"payloads":[]}'), 400, CodecServerCodes.BAD_REQUEST);
+    expectRefusal(
+      await post('/decode', { payloads: [{}, {}, {}] }, { authorization: auth }),
+      400,
+      CodecServerCodes.BAD_REQUEST,
+    );
+  });
+
+  it('unknown paths are 404 with a stable code', async () => {
+    server = makeServer(idp);
+    expectRefusal(
+      await post('/download', {}, { authorization: `Bearer ${reader}` }),
+      404,
+      CodecServerCodes.NOT_FOUND,
+    );
+  });
+
+  it('refuses to start misconfigured', () => {
+    expect(() => makeServer(idp, { namespace: 'other' })).toThrowError(
+      expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
+    );
+    expect(() => makeServer(idp, { allowedOrigin: '*' })).toThrowError(
+      expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
+    );
+    expect(() => makeServer(idp, { jwt: undefined })).toThrowError(
+      expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
+    );
+    expect(() =>
+      makeServer(idp, { jwt: { jwks: idp.jwks, issuer: 'x', audience: 'y', algorithms: ['HS256'] } }),
+    ).toThrow();
+  });
+});
+
+function b64url(obj: unknown): string {
+  return Buffer.from(JSON.stringify(obj)).toString('base64url');
+}

@@ -1,0 +1,135 @@
+// Schedules (create → every run carries a schedule-bound token) and the worker's own client.
+import { randomUUID } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  ErrorCodes,
+  ORIGINATOR_HEADER,
+  encodeHeader,
+  issueContextToken,
+  runAsUser,
+  type UserContext,
+} from 'temporal-user-context';
+import {
+  alice,
+  failureTypeOf,
+  headerWritingClient,
+  startHarness,
+  type Harness,
+} from '../../../../test-support/harness.js';
+import * as activities from '../fixtures/activities.js';
+
+const workflowsPath = fileURLToPath(new URL('../fixtures/workflows.ts', import.meta.url));
+let h: Harness;
+
+beforeAll(async () => {
+  h = await startHarness({ workflowsPath, activities });
+});
+afterAll(async () => {
+  await h?.stop();
+});
+
+async function firstRunOf(scheduleId: string): Promise<string> {
+  const handle = h.rawClient.schedule.getHandle(scheduleId);
+  for (let i = 0; i < 100; i++) {
+    const action = (await handle.describe()).info.recentActions[0]?.action;
+    if (action) return action.workflow.workflowId;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error('schedule did not run');
+}
+
+describe('schedules', () => {
+  it('a run started by the schedule acts as the schedule creator', async () => {
+    const scheduleId = `sch-${randomUUID()}`;
+    const handle = await runAsUser(alice, () =>
+      h.client.schedule.create({
+        scheduleId,
+        spec: { intervals: [{ every: '1h' }] },
+        action: {
+          type: 'startWorkflow',
+          workflowType: 'viaActivity',
+          taskQueue: h.taskQueue,
+          workflowId: `${scheduleId}-wf`,
+        },
+      }),
+    );
+    await handle.trigger();
+    const workflowId = await firstRunOf(scheduleId);
+    expect(await h.rawClient.workflow.getHandle(workflowId).result()).toEqual(alice);
+    await handle.delete();
+  });
+
+  it('schedule create with no user in scope is refused before the server', async () => {
+    await expect(
+      h.client.schedule.create({
+        scheduleId: `sch-${randomUUID()}`,
+        spec: { intervals: [{ every: '1h' }] },
+        action: { type: 'startWorkflow', workflowType: 'viaActivity', taskQueue: h.taskQueue },
+      }),
+    ).rejects.toMatchObject({ code: ErrorCodes.MISSING });
+  });
+
+  it('a raw schedule (no header) starts runs that are refused', async () => {
+    const scheduleId = `sch-${randomUUID()}`;
+    const handle = await h.rawClient.schedule.create({
+      scheduleId,
+      spec: { intervals: [{ every: '1h' }] },
+      action: {
+        type: 'startWorkflow',
+        workflowType: 'viaActivity',
+        taskQueue: h.taskQueue,
+        workflowId: `${scheduleId}-wf`,
+      },
+    });
+    await handle.trigger();
+    const workflowId = await firstRunOf(scheduleId);
+    expect(await failureTypeOf(h.rawClient.workflow.getHandle(workflowId).result())).toBe(ErrorCodes.MISSING);
+    await handle.delete();
+  });
+
+  it('a schedule token used to start a workflow directly (not by its schedule) is refused', async () => {
+    const scheduleId = `sch-${randomUUID()}`;
+    const { header } = await issueContextToken(h.edgeRing, alice, {
+      namespace: h.namespace,
+      use: 'schedule',
+      scheduleId,
+    });
+    const attacker = headerWritingClient(h, { [ORIGINATOR_HEADER]: encodeHeader(header) });
+    const code = await failureTypeOf(
+      attacker.workflow.execute('viaActivity', {
+        taskQueue: h.taskQueue,
+        workflowId: `direct-${randomUUID()}`,
+      }),
+    );
+    expect(code).toBe(ErrorCodes.LINEAGE_MISMATCH);
+  });
+});
+
+describe("the worker's own client", () => {
+  it('forwards the verified context on signals: the target sees the same workspace', async () => {
+    const target = await runAsUser(alice, () =>
+      h.client.workflow.start('interactive', { taskQueue: h.taskQueue, workflowId: `wc-${randomUUID()}` }),
+    );
+    await runAsUser(alice, () =>
+      h.client.workflow.execute('signalFromActivity', {
+        taskQueue: h.taskQueue,
+        workflowId: `wc-${randomUUID()}`,
+        args: [target.workflowId],
+      }),
+    );
+    const result = (await target.result()) as { notes: string[] };
+    expect(result.notes).toEqual(['signal:from-activity']);
+  });
+
+  it('cannot start a new lineage (workers cannot mint)', async () => {
+    expect(
+      await runAsUser(alice, () =>
+        h.client.workflow.execute('viaWorkerClient', {
+          taskQueue: h.taskQueue,
+          workflowId: `wc-${randomUUID()}`,
+        }),
+      ),
+    ).toBe(ErrorCodes.MISCONFIGURED);
+  });
+});

@@ -1,0 +1,133 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BACKENDS, openBackend, type Backend } from '../../../../test-support/db-backends.js';
+import { Auditor } from '../../src/audit/index.js';
+import { ErrorCodes, isUserContextError, parseUserContext } from '../../src/context/index.js';
+import {
+  postgresAuditSink,
+  queryAuditTrail,
+  withUserScope,
+  type PostgresAuditSink,
+} from '../../src/postgres/index.js';
+import { applyScope } from '../../src/postgres/scope.js';
+import { createFixtureSchema, uniqueRoles } from './fixture.js';
+
+const roles = uniqueRoles('audit');
+const adminA = parseUserContext({ userId: 'alice', workspaceId: 'ws-a', roles: ['admin', 'member'] });
+const memberA = parseUserContext({ userId: 'carol', workspaceId: 'ws-a', roles: ['member'] });
+const adminB = parseUserContext({ userId: 'bob', workspaceId: 'ws-b', roles: ['admin'] });
+
+describe.each(BACKENDS)('audit log on %s', (kind) => {
+  let b: Backend;
+  let sink: PostgresAuditSink;
+  let auditor: Auditor;
+  const opts = () => ({ appRole: roles.app, auditor });
+
+  beforeAll(async () => {
+    b = await openBackend(kind, { prefix: 'audit' });
+    await createFixtureSchema(b.admin, roles);
+    await b.admin.query(
+      `insert into memberships values ('ws-a','alice','{admin,member}'), ('ws-a','carol','{member}'),
+       ('ws-b','bob','{admin}'), ('ws-a','erin','{member}')`,
+    );
+    sink = postgresAuditSink(b.db, { appRole: roles.app });
+    auditor = new Auditor([sink]);
+  });
+  afterAll(async () => {
+    await b?.close();
+  });
+
+  it('a refusal leaves a row in audit_log, readable by the workspace admin only', async () => {
+    const erin = parseUserContext({ userId: 'erin', workspaceId: 'ws-a', roles: ['member'] });
+    await b.admin.query(`delete from memberships where user_id = 'erin'`);
+    await expect(
+      withUserScope(b.db, erin, async () => 1, { ...opts(), audit: { workflowId: 'wf-1' } }),
+    ).rejects.toMatchObject({ code: ErrorCodes.MEMBERSHIP_REVOKED });
+    await withUserScope(b.db, adminB, async () => 1, opts());
+    await sink.flush();
+
+    const stored = await b.admin.query<{
+      user_id: string;
+      decision: string;
+      reason: string;
+      workflow_id: string;
+    }>(`select user_id, decision, reason, workflow_id from audit_log where user_id = 'erin'`);
+    expect(stored.rows).toEqual([
+      { user_id: 'erin', decision: 'deny', reason: ErrorCodes.MEMBERSHIP_REVOKED, workflow_id: 'wf-1' },
+    ]);
+
+    const trailA = await queryAuditTrail(b.db, adminA, { appRole: roles.app });
+    expect(trailA.some((e) => e.userId === 'erin' && e.decision === 'deny' && e.workflowId === 'wf-1')).toBe(
+      true,
+    );
+    expect(trailA.every((e) => e.workspaceId === 'ws-a')).toBe(true);
+    expect(typeof trailA[0]?.time).toBe('string');
+
+    const trailB = await queryAuditTrail(b.db, adminB, { appRole: roles.app });
+    expect(trailB.length).toBeGreaterThan(0);
+    expect(trailB.every((e) => e.workspaceId === 'ws-b')).toBe(true);
+  });
+
+  it('a non-admin cannot read the trail', async () => {
+    const err = await queryAuditTrail(b.db, memberA, { appRole: roles.app }).catch((e: unknown) => e);
+    expect(isUserContextError(err, ErrorCodes.ROLE_MISSING)).toBe(true);
+    // Even bypassing queryAuditTrail, the policy shows a non-admin nothing.
+    const rows = await withUserScope(
+      b.db,
+      memberA,
+      async (tx) => (await tx.query('select * from audit_log')).rows,
+      {
+        appRole: roles.app,
+      },
+    );
+    expect(rows).toEqual([]);
+  });
+
+  it('the app role can neither update nor delete audit records, nor forge another workspace', async () => {
+    await sink.flush();
+    for (const sql of [`update audit_log set reason = 'ok'`, 'delete from audit_log']) {
+      const err = await withUserScope(b.db, adminA, (tx) => tx.query(sql), { appRole: roles.app }).catch(
+        (e: unknown) => e,
+      );
+      expect(String((err as Error).message)).toMatch(/permission denied/);
+    }
+    const forged = await b.db
+      .transaction(async (tx) => {
+        await applyScope(tx, roles.app, 'alice', 'ws-a');
+        await tx.query(
+          `insert into audit_log (time, action, decision, source, reason, workspace_id) values (now(), 'x', 'allow', 'none', 'ok', 'ws-b')`,
+        );
+      })
+      .catch((e: unknown) => e);
+    expect(String((forged as Error).message)).toMatch(/row-level security/);
+  });
+
+  it('system records (no workspace) are accepted and visible to no workspace', async () => {
+    auditor.emit({
+      action: 'system.job',
+      decision: 'allow',
+      source: 'system',
+      reason: 'ok',
+      principal: 'nightly',
+    });
+    await sink.flush();
+    const rows = await b.admin.query(`select workspace_id from audit_log where principal = 'nightly'`);
+    expect(rows.rows).toEqual([{ workspace_id: null }]);
+    const trail = await queryAuditTrail(b.db, adminA, { appRole: roles.app });
+    expect(trail.some((e) => e.principal === 'nightly')).toBe(false);
+  });
+
+  it('hostile strings are stored as data (sanitised by the Auditor), never as SQL', async () => {
+    auditor.emit({
+      action: 'db.scope',
+      decision: 'deny',
+      source: 'header',
+      reason: 'x',
+      workspaceId: 'ws-a',
+      detail: `'); delete from audit_log; --\r\nforged`,
+    });
+    await sink.flush();
+    const rows = await b.admin.query<{ detail: string }>(`select detail from audit_log where reason = 'x'`);
+    expect(rows.rows[0]?.detail).toBe(`'); delete from audit_log; --\uFFFD\uFFFDforged`);
+    expect((await b.admin.query('select 1 from audit_log')).rowCount).toBeGreaterThan(2);
+  });
+});

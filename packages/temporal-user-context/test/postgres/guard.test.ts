@@ -1,0 +1,155 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BACKENDS, openBackend, type Backend } from '../../../../test-support/db-backends.js';
+import { ErrorCodes, isUserContextError, parseUserContext } from '../../src/context/index.js';
+import { assertIsolation, withUserScope } from '../../src/postgres/index.js';
+import { createFixtureSchema, uniqueRoles } from './fixture.js';
+
+const roles = uniqueRoles('guard');
+
+async function refusal(b: Backend, tenantTables?: string[]): Promise<string> {
+  try {
+    await assertIsolation(b.admin, { appRole: roles.app, ...(tenantTables ? { tenantTables } : {}) });
+  } catch (err) {
+    expect(isUserContextError(err, ErrorCodes.MISCONFIGURED)).toBe(true);
+    return (err as Error).message;
+  }
+  throw new Error('guard accepted a misconfigured database');
+}
+
+describe.each(BACKENDS)('assertIsolation on %s (case 17)', (kind) => {
+  let b: Backend;
+
+  beforeAll(async () => {
+    b = await openBackend(kind, { prefix: 'guard' });
+    await createFixtureSchema(b.admin, roles);
+    await b.admin.query(`insert into memberships values ('ws-a','alice','{member}')`);
+    await b.admin.query(`insert into notes (workspace_id, body) values ('ws-a','a1'), ('ws-b','b1')`);
+  });
+  afterAll(async () => {
+    // Roles are cluster-wide: do not leave this file's roles with dangerous attributes behind.
+    await b?.admin.query(`alter role ${roles.app} nobypassrls nosuperuser`).catch(() => undefined);
+    await b?.close();
+  });
+
+  it('accepts the well-configured fixture and reports the tenant tables it found', async () => {
+    const report = await assertIsolation(b.admin, { appRole: roles.app });
+    expect(report.tenantTables).toEqual(['audit_log', 'memberships', 'notes']);
+  });
+
+  it('refuses an unknown app role', async () => {
+    await expect(assertIsolation(b.admin, { appRole: 'no_such_role_x' })).rejects.toMatchObject({
+      code: ErrorCodes.MISCONFIGURED,
+    });
+  });
+
+  it('refuses when the app role owns a tenant table', async () => {
+    await b.admin.query(`alter table notes owner to ${roles.app}`);
+    try {
+      expect(await refusal(b)).toMatch(new RegExp(`table public\\.notes is owned by ${roles.app}`));
+    } finally {
+      await b.admin.query(`alter table notes owner to ${roles.owner}`);
+      // The app role's grants were folded into ownership and went with it: give them back.
+      await b.admin.query(`grant select, insert, update, delete on notes to ${roles.app}`);
+    }
+  });
+
+  it('refuses when the app role is a member of the owning role', async () => {
+    await b.admin.query(`grant ${roles.owner} to ${roles.app}`);
+    try {
+      expect(await refusal(b)).toMatch(/table public\.memberships is owned by/);
+    } finally {
+      await b.admin.query(`revoke ${roles.owner} from ${roles.app}`);
+    }
+  });
+
+  it('refuses when the app role has BYPASSRLS (and shows why: it would see every workspace)', async () => {
+    await b.admin.query(`alter role ${roles.app} bypassrls`);
+    try {
+      expect(await refusal(b)).toMatch(new RegExp(`app role ${roles.app} has BYPASSRLS`));
+      const alice = parseUserContext({ userId: 'alice', workspaceId: 'ws-a', roles: ['member'] });
+      const seen = await withUserScope(
+        b.db,
+        alice,
+        async (tx) => (await tx.query('select * from notes')).rows.length,
+        {
+          appRole: roles.app,
+        },
+      );
+      expect(seen).toBe(2);
+    } finally {
+      await b.admin.query(`alter role ${roles.app} nobypassrls`);
+    }
+  });
+
+  it('refuses when the app role is SUPERUSER', async () => {
+    await b.admin.query(`alter role ${roles.app} superuser`);
+    try {
+      expect(await refusal(b)).toMatch(/is SUPERUSER/);
+    } finally {
+      await b.admin.query(`alter role ${roles.app} nosuperuser`);
+    }
+  });
+
+  it('refuses a tenant table without FORCE ROW LEVEL SECURITY', async () => {
+    await b.admin.query('alter table notes no force row level security');
+    try {
+      expect(await refusal(b)).toMatch(/table public\.notes does not FORCE ROW LEVEL SECURITY/);
+    } finally {
+      await b.admin.query('alter table notes force row level security');
+    }
+  });
+
+  it('refuses a tenant table without ENABLE ROW LEVEL SECURITY', async () => {
+    await b.admin.query('alter table notes disable row level security');
+    try {
+      expect(await refusal(b)).toMatch(/table public\.notes does not ENABLE ROW LEVEL SECURITY/);
+    } finally {
+      await b.admin.query('alter table notes enable row level security');
+    }
+  });
+
+  it('discovers new tables with a workspace_id column and checks configured ones', async () => {
+    await b.admin.query(`create table leaky (workspace_id text, secret text)`);
+    await b.admin.query(`create table tenant_keyed (tenant text, secret text)`);
+    try {
+      expect(await refusal(b)).toMatch(/table public\.leaky does not ENABLE ROW LEVEL SECURITY/);
+      await b.admin.query('drop table leaky');
+      await assertIsolation(b.admin, { appRole: roles.app });
+      expect(await refusal(b, ['tenant_keyed'])).toMatch(/table public\.tenant_keyed does not ENABLE/);
+      expect(await refusal(b, ['missing_table'])).toMatch(
+        /configured tenant table public\.missing_table does not exist/,
+      );
+    } finally {
+      await b.admin.query('drop table if exists leaky');
+      await b.admin.query('drop table tenant_keyed');
+    }
+  });
+
+  it('refuses a view without security_invoker (and shows the leak it would allow)', async () => {
+    // Created by a superuser (say, a DBA's reporting view): without security_invoker it runs with its
+    // owner's rights, and a superuser owner skips RLS.
+    await b.admin.query('create view notes_view as select * from notes');
+    await b.admin.query(`grant select on notes_view to ${roles.app}`);
+    const alice = parseUserContext({ userId: 'alice', workspaceId: 'ws-a', roles: ['member'] });
+    const viaView = () =>
+      withUserScope(
+        b.db,
+        alice,
+        async (tx) =>
+          (await tx.query<{ body: string }>('select body from notes_view order by body')).rows.map(
+            (r) => r.body,
+          ),
+        { appRole: roles.app },
+      );
+    try {
+      expect(await refusal(b)).toMatch(/view public\.notes_view lacks security_invoker=true/);
+      expect(await viaView()).toEqual(['a1', 'b1']);
+      await b.admin.query('alter view notes_view set (security_invoker = true)');
+      const report = await assertIsolation(b.admin, { appRole: roles.app });
+      expect(report.views).toEqual(['notes_view']);
+      expect(await viaView()).toEqual(['a1']);
+    } finally {
+      await b.admin.query('drop view notes_view');
+    }
+  });
+});

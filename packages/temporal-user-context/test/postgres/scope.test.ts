@@ -1,0 +1,286 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BACKENDS, openBackend, type Backend } from '../../../../test-support/db-backends.js';
+import { Auditor, memoryAuditSink } from '../../src/audit/index.js';
+import {
+  ErrorCodes,
+  isUserContextError,
+  parseUserContext,
+  type UserContext,
+} from '../../src/context/index.js';
+import { withUserScope, type UserScopeOptions } from '../../src/postgres/index.js';
+import { applyScope } from '../../src/postgres/scope.js';
+import { createFixtureSchema, uniqueRoles } from './fixture.js';
+
+const roles = uniqueRoles('scope');
+const alice = parseUserContext({ userId: 'alice', workspaceId: 'ws-a', roles: ['admin', 'member'] });
+const bob = parseUserContext({ userId: 'bob', workspaceId: 'ws-b', roles: ['member'] });
+const carol = parseUserContext({ userId: 'carol', workspaceId: 'ws-a', roles: ['member'] });
+
+async function rejection(promise: Promise<unknown>): Promise<unknown> {
+  try {
+    await promise;
+  } catch (err) {
+    return err;
+  }
+  throw new Error('expected a rejection');
+}
+
+describe.each(BACKENDS)('withUserScope on %s', (kind) => {
+  let b: Backend;
+  const opts: UserScopeOptions = { appRole: roles.app };
+  const notes = (ctx: UserContext, extra: UserScopeOptions = {}) =>
+    withUserScope(
+      b.db,
+      ctx,
+      async (tx) =>
+        (await tx.query<{ body: string }>('select body from notes order by body')).rows.map((r) => r.body),
+      { ...opts, ...extra },
+    );
+
+  beforeAll(async () => {
+    b = await openBackend(kind, { prefix: 'scope', poolSize: 1 });
+    await createFixtureSchema(b.admin, roles);
+    await b.admin.query(
+      `insert into memberships values ('ws-a','alice','{admin,member}'), ('ws-b','bob','{member}'), ('ws-a','carol','{member}')`,
+    );
+    await b.admin.query(
+      `insert into notes (workspace_id, body) values ('ws-a','a1'), ('ws-a','a2'), ('ws-b','b1')`,
+    );
+  });
+  afterAll(async () => {
+    await b?.close();
+  });
+
+  it('reads only the rows of the context workspace, as the app role', async () => {
+    expect(await notes(alice)).toEqual(['a1', 'a2']);
+    expect(await notes(bob)).toEqual(['b1']);
+    const who = await withUserScope(
+      b.db,
+      alice,
+      async (tx) =>
+        (
+          await tx.query<{ u: string; ws: string; roles: string }>(
+            `select current_user as u, current_setting('app.workspace_id') as ws, current_setting('app.roles') as roles`,
+          )
+        ).rows[0],
+      opts,
+    );
+    expect(who).toEqual({ u: roles.app, ws: 'ws-a', roles: 'admin,member' });
+  });
+
+  it('effective roles are the context roles intersected with the stored membership', async () => {
+    const claimsMore = parseUserContext({ userId: 'carol', workspaceId: 'ws-a', roles: ['member', 'admin'] });
+    const effective = await withUserScope(b.db, claimsMore, async (tx) => tx.effectiveRoles, opts);
+    expect(effective).toEqual(['member']);
+    const err = await rejection(
+      withUserScope(b.db, claimsMore, async () => 'ran', { ...opts, requireRole: 'admin' }),
+    );
+    expect(isUserContextError(err, ErrorCodes.ROLE_MISSING)).toBe(true);
+  });
+
+  it('case 11/12: a membership revoked after the context was issued refuses the next scope, audited', async () => {
+    const dave = parseUserContext({ userId: 'dave', workspaceId: 'ws-a', roles: ['member'] });
+    await b.admin.query(`insert into memberships values ('ws-a','dave','{member}')`);
+    const sink = memoryAuditSink();
+    const auditor = new Auditor([sink]);
+    expect(await notes(dave, { auditor })).toEqual(['a1', 'a2']);
+
+    // Role removed, membership row kept: nothing left after intersection.
+    await b.admin.query(`update memberships set roles = '{viewer}' where user_id = 'dave'`);
+    let err = await rejection(notes(dave, { auditor }));
+    expect(isUserContextError(err, ErrorCodes.MEMBERSHIP_REVOKED)).toBe(true);
+    expect((err as { retryable: boolean }).retryable).toBe(false);
+
+    // Membership removed entirely.
+    await b.admin.query(`delete from memberships where user_id = 'dave'`);
+    err = await rejection(notes(dave, { auditor }));
+    expect(isUserContextError(err, ErrorCodes.MEMBERSHIP_REVOKED)).toBe(true);
+
+    const denies = sink.events.filter((e) => e.decision === 'deny');
+    expect(denies).toHaveLength(2);
+    expect(denies[0]).toMatchObject({
+      action: 'db.scope',
+      reason: ErrorCodes.MEMBERSHIP_REVOKED,
+      userId: 'dave',
+      workspaceId: 'ws-a',
+    });
+    expect(sink.events.filter((e) => e.decision === 'allow')).toHaveLength(1);
+  });
+
+  it('a context for a workspace the user is not a member of is refused (no cross-workspace read)', async () => {
+    const aliceInB = parseUserContext({ userId: 'alice', workspaceId: 'ws-b', roles: ['admin'] });
+    const err = await rejection(notes(aliceInB));
+    expect(isUserContextError(err, ErrorCodes.MEMBERSHIP_REVOKED)).toBe(true);
+  });
+
+  it('cross-workspace writes are refused or touch 0 rows', async () => {
+    // Insert naming another workspace: WITH CHECK refuses it.
+    const err = await rejection(
+      withUserScope(
+        b.db,
+        alice,
+        (tx) => tx.query(`insert into notes (workspace_id, body) values ('ws-b','evil')`),
+        opts,
+      ),
+    );
+    expect(String((err as Error).message)).toMatch(/row-level security/);
+    // Update/delete of another workspace's row: invisible, 0 rows.
+    const updated = await withUserScope(
+      b.db,
+      alice,
+      (tx) => tx.query(`update notes set body = 'x' where body = 'b1'`),
+      opts,
+    );
+    expect(updated.rowCount).toBe(0);
+    // Moving an own row into another workspace: WITH CHECK refuses the new row.
+    const moved = await rejection(
+      withUserScope(
+        b.db,
+        alice,
+        (tx) => tx.query(`update notes set workspace_id = 'ws-b' where body = 'a1'`),
+        opts,
+      ),
+    );
+    expect(String((moved as Error).message)).toMatch(/row-level security/);
+    const deleted = await withUserScope(
+      b.db,
+      alice,
+      (tx) => tx.query(`delete from notes where body = 'b1'`),
+      opts,
+    );
+    expect(deleted.rowCount).toBe(0);
+    const all = await b.admin.query<{ body: string }>('select body from notes order by body');
+    expect(all.rows.map((r) => r.body)).toEqual(['a1', 'a2', 'b1']);
+  });
+
+  it('inserts take the workspace from the scope', async () => {
+    await withUserScope(b.db, carol, (tx) => tx.query(`insert into notes (body) values ('a3')`), opts);
+    const row = await b.admin.query<{ workspace_id: string }>(
+      `select workspace_id from notes where body = 'a3'`,
+    );
+    expect(row.rows).toEqual([{ workspace_id: 'ws-a' }]);
+    await b.admin.query(`delete from notes where body = 'a3'`);
+  });
+
+  it('case 14: hostile values travel as bind parameters, never as SQL', async () => {
+    for (const hostile of [`x'; SET LOCAL ROLE postgres; --`, `' OR 1=1--`, `ws-a' OR '1'='1`]) {
+      const seen = await b.db.transaction(async (tx) => {
+        await applyScope(tx, roles.app, hostile, hostile);
+        const setting = await tx.query<{ ws: string; u: string }>(
+          `select current_setting('app.workspace_id') as ws, current_user as u`,
+        );
+        const rows = await tx.query('select * from notes');
+        return { ...setting.rows[0], count: rows.rows.length };
+      });
+      expect(seen).toEqual({ ws: hostile, u: roles.app, count: 0 });
+      // The schema refuses such ids before any SQL is sent.
+      const err = await rejection(
+        withUserScope(b.db, { userId: hostile, workspaceId: 'ws-a', roles: ['member'] }, async () => 1, opts),
+      );
+      expect(isUserContextError(err, ErrorCodes.INVALID)).toBe(true);
+    }
+    // A hostile search term bound as a parameter matches nothing and leaks nothing.
+    const hits = await withUserScope(
+      b.db,
+      alice,
+      async (tx) => (await tx.query(`select body from notes where body = $1`, [`' OR 1=1--`])).rows,
+      opts,
+    );
+    expect(hits).toEqual([]);
+    // A hostile role name never reaches SET ROLE.
+    const bad = await rejection(
+      withUserScope(b.db, alice, async () => 1, { appRole: `app"; reset role; --` }),
+    );
+    expect(isUserContextError(bad, ErrorCodes.MISCONFIGURED)).toBe(true);
+  });
+
+  it('case 15: two workspaces interleaved on one pooled connection never see each other', async () => {
+    const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    const work = (ctx: UserContext, i: number) =>
+      withUserScope(
+        b.db,
+        ctx,
+        async (tx) => {
+          const first = await tx.query<{ body: string }>('select body from notes order by body');
+          await sleep(i % 3);
+          const second = await tx.query<{ ws: string }>('select distinct workspace_id as ws from notes');
+          return {
+            ctx: ctx.workspaceId,
+            bodies: first.rows.map((r) => r.body),
+            ws: second.rows.map((r) => r.ws),
+          };
+        },
+        opts,
+      );
+    const results = await Promise.all(
+      Array.from({ length: 40 }, (_, i) => work(i % 2 === 0 ? alice : bob, i)),
+    );
+    for (const r of results) {
+      expect(r.ws).toEqual([r.ctx]);
+      expect(r.bodies).toEqual(r.ctx === 'ws-a' ? ['a1', 'a2'] : ['b1']);
+    }
+  });
+
+  it('case 16: nothing survives the scope; an unscoped transaction after SET LOCAL sees no rows', async () => {
+    await notes(alice);
+    // With a pool of size 1 this is the very connection the scope used.
+    const after = await b.db.query<{ u: string; ws: string | null }>(
+      `select current_user as u, current_setting('app.workspace_id', true) as ws`,
+    );
+    expect(after.rows[0]?.u).not.toBe(roles.app);
+    expect(after.rows[0]?.ws ?? '').toBe('');
+    const seen = await b.db.transaction(async (tx) => {
+      await tx.query(`SET LOCAL ROLE ${roles.app}`);
+      const ws = await tx.query<{ ws: string | null }>(
+        `select current_setting('app.workspace_id', true) as ws`,
+      );
+      const rows = await tx.query('select * from notes');
+      const members = await tx.query('select * from memberships');
+      return { ws: ws.rows[0]?.ws, notes: rows.rows.length, members: members.rows.length };
+    });
+    // After a prior set_config(..., true) the placeholder exists and reads as '' — nullif maps it to NULL.
+    expect(seen.ws ?? '').toBe('');
+    expect(seen).toMatchObject({ notes: 0, members: 0 });
+    // Explicitly empty setting: still nothing.
+    const empty = await b.db.transaction(async (tx) => {
+      await applyScope(tx, roles.app, '', '');
+      return (await tx.query('select * from notes')).rows.length;
+    });
+    expect(empty).toBe(0);
+  });
+
+  it('a swallowed SQL error does not report a commit that did not happen', async () => {
+    const err = await rejection(
+      withUserScope(
+        b.db,
+        carol,
+        async (tx) => {
+          await tx.query(`insert into notes (body) values ('lost')`);
+          await tx.query('select 1/0').catch(() => undefined);
+        },
+        opts,
+      ),
+    );
+    expect(String((err as Error).message)).toMatch(/rolled back/i);
+    expect((await b.admin.query(`select 1 from notes where body = 'lost'`)).rowCount).toBe(0);
+  });
+
+  it('an error inside the scope rolls back and leaves the connection clean', async () => {
+    const err = await rejection(
+      withUserScope(
+        b.db,
+        carol,
+        async (tx) => {
+          await tx.query(`insert into notes (body) values ('rolled-back')`);
+          throw new Error('boom');
+        },
+        opts,
+      ),
+    );
+    expect((err as Error).message).toBe('boom');
+    const rows = await b.admin.query(`select 1 from notes where body = 'rolled-back'`);
+    expect(rows.rowCount).toBe(0);
+    const after = await b.db.query<{ u: string }>('select current_user as u');
+    expect(after.rows[0]?.u).not.toBe(roles.app);
+  });
+});
