@@ -8,7 +8,6 @@ import {
   encodeHeader,
   issueContextToken,
   runAsUser,
-  type UserContext,
 } from 'temporal-user-context';
 import {
   alice,
