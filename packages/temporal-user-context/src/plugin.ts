@@ -15,6 +15,7 @@ import type { KeyRing } from './crypto/keyring.js';
 import type { UserContextSinks } from './workflow/interceptors.js';
 import { WHOAMI_ACTIVITY, WHOIS_ACTOR_ACTIVITY } from './workflow/api.js';
 import { ActivityGuard } from './worker/activity-interceptor.js';
+import { NexusGuard } from './worker/nexus-interceptor.js';
 import { currentActor, currentUserContext } from './worker/resolve.js';
 import { ContextVerifier, type Verified, type VerifierOptions } from './worker/verifier.js';
 import { ErrorCodes, UserContextError } from './context/errors.js';
@@ -103,6 +104,7 @@ export class UserContextPlugin extends SimplePlugin {
             }),
           }),
         ],
+        nexus: [() => ({ inbound: new NexusGuard({ verifier, auditor }) })],
       },
       activities: {
         [WHOAMI_ACTIVITY]: async () => currentUserContext(),

@@ -1,0 +1,146 @@
+import { readFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import type { ClientBase } from 'pg';
+import { runner, type MigrationBuilder } from 'node-pg-migrate';
+import {
+  assertRoleName,
+  quoteIdent,
+  type SqlDatabase,
+  type SqlSession,
+} from 'temporal-user-context/postgres';
+
+/** What node-pg-migrate reports for each migration it ran. */
+export type RunMigration = Awaited<ReturnType<typeof runner>>[number];
+
+/** Where the SQL migrations live (next to this module, so it works from any cwd). */
+export const MIGRATIONS_DIR = fileURLToPath(new URL('./migrations', import.meta.url));
+
+export interface MigrateOptions {
+  /** Role that owns every table; migrations run as it. Default `agent_owner`. */
+  ownerRole?: string;
+  /** Non-owner role the application switches to; gets only the grants in the migrations. Default `app_user`. */
+  appRole?: string;
+  /**
+   * Create both roles (NOLOGIN) when missing and give the owner CREATE on schema `public`.
+   * Needs a connection with CREATEROLE (a superuser in tests and with PGlite). Default true; turn off
+   * when a DBA provisions the roles and the migrations connect as the owner itself.
+   */
+  bootstrapRoles?: boolean;
+  /** `up` (default) or `down`; `count` migrations (default all for up, 1 for down). */
+  direction?: 'up' | 'down';
+  count?: number;
+  /** Log lines from node-pg-migrate; silent by default. */
+  log?: (message: string) => void;
+}
+
+/**
+ * Applies the agent platform's migrations with node-pg-migrate, against a `pg` Pool or PGlite.
+ *
+ * node-pg-migrate only needs a client with `query(text, values)`. For PGlite we hand it a thin shim over
+ * one {@link SqlSession}: parameterless text goes through `exec` (simple protocol, so a multi-statement
+ * SQL migration works — PGlite's `query` would refuse it), anything with values through `query`.
+ * The SQL files use `{{owner_role}}` / `{{app_role}}`, replaced by validated, quoted identifiers.
+ */
+export async function migrate(db: SqlDatabase, options: MigrateOptions = {}): Promise<RunMigration[]> {
+  const ownerRole = assertRoleName(options.ownerRole ?? 'agent_owner', 'owner role');
+  const appRole = assertRoleName(options.appRole ?? 'app_user', 'app role');
+  if (ownerRole === appRole) throw new Error('owner role and app role must differ');
+  const substitutions: Record<string, string> = {
+    owner_role: quoteIdent(ownerRole),
+    app_role: quoteIdent(appRole),
+  };
+  return db.session(async (session) => {
+    if (options.bootstrapRoles !== false) await bootstrapRoles(session, ownerRole, appRole);
+    // Session-level on a dedicated connection: the owner creates (and so owns) every table, including
+    // node-pg-migrate's own bookkeeping table. RESET before the connection goes back to the pool.
+    await session.exec(`SET ROLE ${quoteIdent(ownerRole)}`);
+    try {
+      return await runner({
+        dbClient: pgClientShim(session),
+        dir: MIGRATIONS_DIR,
+        migrationsTable: 'pgmigrations',
+        direction: options.direction ?? 'up',
+        ...(options.count !== undefined ? { count: options.count } : {}),
+        singleTransaction: true,
+        advisoryLockMode: 'wait',
+        checkOrder: true,
+        migrationLoaderStrategies: [{ extensions: ['.sql'], loader: sqlLoader(substitutions) }],
+        log: options.log ?? (() => undefined),
+      });
+    } finally {
+      await session.exec('RESET ROLE');
+    }
+  });
+}
+
+/** Creates the roles if missing; tolerant of another process creating them at the same moment. */
+async function bootstrapRoles(session: SqlSession, ownerRole: string, appRole: string): Promise<void> {
+  for (const role of [ownerRole, appRole]) {
+    const exists = await session.query('select 1 from pg_roles where rolname = $1', [role]);
+    if (exists.rowCount > 0) continue;
+    try {
+      // Roles are cluster-wide; NOLOGIN: nobody connects as them, a login role switches with SET ROLE.
+      await session.exec(`CREATE ROLE ${quoteIdent(role)} NOLOGIN NOSUPERUSER NOBYPASSRLS NOINHERIT`);
+    } catch (err) {
+      // 42710 duplicate_object / 23505 unique_violation / XX000 "tuple concurrently updated": another
+      // test database in the same cluster won the race. Anything else is a real failure.
+      const again = await session.query('select 1 from pg_roles where rolname = $1', [role]);
+      if (again.rowCount === 0) throw err;
+    }
+  }
+  await session.exec(
+    `GRANT USAGE, CREATE ON SCHEMA public TO ${quoteIdent(ownerRole)}; GRANT USAGE ON SCHEMA public TO ${quoteIdent(appRole)}`,
+  );
+}
+
+type QueryConfig = { text: string; values?: unknown[] };
+
+/** The slice of `pg.ClientBase` node-pg-migrate calls on an external client. */
+function pgClientShim(session: SqlSession): ClientBase {
+  const shim = {
+    async query(textOrConfig: string | QueryConfig, values?: unknown[]) {
+      const text = typeof textOrConfig === 'string' ? textOrConfig : textOrConfig.text;
+      const params = typeof textOrConfig === 'string' ? values : (textOrConfig.values ?? values);
+      return params && params.length > 0 ? session.query(text, params) : session.exec(text);
+    },
+  };
+  return shim as unknown as ClientBase;
+}
+
+/** Loads `NNNN_name.sql` files (`-- Up Migration` / `-- Down Migration`) with role placeholders filled in. */
+function sqlLoader(substitutions: Record<string, string>) {
+  return async (filePaths: string[]) =>
+    Promise.all(
+      [...filePaths].sort().map(async (filePath) => {
+        const text = fill(await readFile(filePath, 'utf8'), substitutions);
+        const up = section(text, 'up');
+        if (up === undefined) throw new Error(`${filePath}: no "-- Up Migration" section`);
+        const down = section(text, 'down');
+        return {
+          id: filePath,
+          filePaths: [filePath],
+          actions: {
+            up: (pgm: MigrationBuilder) => pgm.sql(up),
+            down: down === undefined ? (false as const) : (pgm: MigrationBuilder) => pgm.sql(down),
+          },
+        };
+      }),
+    );
+}
+
+function fill(text: string, substitutions: Record<string, string>): string {
+  return text.replace(/\{\{(\w+)\}\}/g, (match, key: string) => {
+    const value = substitutions[key];
+    if (value === undefined) throw new Error(`unknown placeholder ${match} in migration`);
+    return value;
+  });
+}
+
+function section(text: string, direction: 'up' | 'down'): string | undefined {
+  const markers = [...text.matchAll(/^\s*--\s*(up|down)\s+migration\b.*$/gim)];
+  const i = markers.findIndex((m) => (m[1] ?? '').toLowerCase() === direction);
+  const m = markers[i];
+  if (!m) return undefined;
+  const next = markers[i + 1];
+  return text.slice((m.index ?? 0) + m[0].length, next ? next.index : text.length).trim();
+}

@@ -1,0 +1,101 @@
+import { isUuid, iso, type Scope } from './common.js';
+
+export interface Agent {
+  id: string;
+  workspaceId: string;
+  name: string;
+  instructions: string;
+  model: string;
+  tools: string[];
+  createdBy: string;
+  createdAt: string;
+  updatedAt: string;
+}
+
+export interface NewAgent {
+  name: string;
+  instructions?: string;
+  model: string;
+  tools?: readonly string[];
+}
+
+interface AgentRow {
+  id: string;
+  workspace_id: string;
+  name: string;
+  instructions: string;
+  model: string;
+  tools: string[];
+  created_by: string;
+  created_at: Date | string;
+  updated_at: Date | string;
+}
+
+const COLUMNS =
+  'id::text as id, workspace_id, name, instructions, model, tools, created_by, created_at, updated_at';
+
+function toAgent(r: AgentRow): Agent {
+  return {
+    id: r.id,
+    workspaceId: r.workspace_id,
+    name: r.name,
+    instructions: r.instructions,
+    model: r.model,
+    tools: r.tools,
+    createdBy: r.created_by,
+    createdAt: iso(r.created_at),
+    updatedAt: iso(r.updated_at),
+  };
+}
+
+/** Agents of the scope's workspace (the seed's `AgentRepository(session, userContext)`, on RLS). */
+export class AgentRepository {
+  constructor(private readonly scope: Scope) {}
+
+  async create(input: NewAgent): Promise<Agent> {
+    const { rows } = await this.scope.query<AgentRow>(
+      `insert into agents (name, instructions, model, tools) values ($1, $2, $3, $4) returning ${COLUMNS}`,
+      [input.name, input.instructions ?? '', input.model, [...(input.tools ?? [])]],
+    );
+    return toAgent(rows[0] as AgentRow);
+  }
+
+  async get(id: string): Promise<Agent | undefined> {
+    if (!isUuid(id)) return undefined;
+    const { rows } = await this.scope.query<AgentRow>(`select ${COLUMNS} from agents where id = $1`, [id]);
+    return rows[0] ? toAgent(rows[0]) : undefined;
+  }
+
+  async list(limit = 100): Promise<Agent[]> {
+    const { rows } = await this.scope.query<AgentRow>(
+      `select ${COLUMNS} from agents order by created_at desc, id limit $1`,
+      [limit],
+    );
+    return rows.map(toAgent);
+  }
+
+  /** Updates the given fields; `undefined` when the agent does not exist in this workspace. */
+  async update(id: string, patch: Partial<NewAgent>): Promise<Agent | undefined> {
+    if (!isUuid(id)) return undefined;
+    const { rows } = await this.scope.query<AgentRow>(
+      `update agents set name = coalesce($2, name), instructions = coalesce($3, instructions),
+              model = coalesce($4, model), tools = coalesce($5, tools), updated_at = now()
+        where id = $1 returning ${COLUMNS}`,
+      [
+        id,
+        patch.name ?? null,
+        patch.instructions ?? null,
+        patch.model ?? null,
+        patch.tools ? [...patch.tools] : null,
+      ],
+    );
+    return rows[0] ? toAgent(rows[0]) : undefined;
+  }
+
+  /** True when a row was deleted (false for another workspace's agent: RLS hides it). */
+  async delete(id: string): Promise<boolean> {
+    if (!isUuid(id)) return false;
+    const { rowCount } = await this.scope.query('delete from agents where id = $1', [id]);
+    return rowCount > 0;
+  }
+}

@@ -1,0 +1,66 @@
+import { iso, type Scope } from './common.js';
+
+export interface Workspace {
+  id: string;
+  name: string;
+  createdAt: string;
+}
+
+export interface Membership {
+  workspaceId: string;
+  userId: string;
+  roles: string[];
+}
+
+/** The scope's workspace. RLS shows only the current one, so there is nothing to list. */
+export class WorkspaceRepository {
+  constructor(private readonly scope: Scope) {}
+
+  async current(): Promise<Workspace | undefined> {
+    const { rows } = await this.scope.query<{ id: string; name: string; created_at: Date | string }>(
+      'select id, name, created_at from workspaces',
+    );
+    const r = rows[0];
+    return r ? { id: r.id, name: r.name, createdAt: iso(r.created_at) } : undefined;
+  }
+}
+
+/**
+ * Memberships of the scope's workspace. A member sees their own row; a workspace admin (effective
+ * role, checked live by withUserScope) sees and manages all of them — the policies decide, not this code.
+ */
+export class MembershipRepository {
+  constructor(private readonly scope: Scope) {}
+
+  async mine(): Promise<Membership | undefined> {
+    const { rows } = await this.scope.query<{ workspace_id: string; user_id: string; roles: string[] }>(
+      'select workspace_id, user_id, roles from memberships where user_id = $1',
+      [this.scope.context.userId],
+    );
+    const r = rows[0];
+    return r ? { workspaceId: r.workspace_id, userId: r.user_id, roles: r.roles } : undefined;
+  }
+
+  async list(): Promise<Membership[]> {
+    const { rows } = await this.scope.query<{ workspace_id: string; user_id: string; roles: string[] }>(
+      'select workspace_id, user_id, roles from memberships order by user_id',
+    );
+    return rows.map((r) => ({ workspaceId: r.workspace_id, userId: r.user_id, roles: r.roles }));
+  }
+
+  /** Adds or changes a member (admin only, by policy). Returns false when the policy refused silently. */
+  async upsert(userId: string, roles: readonly string[]): Promise<boolean> {
+    const { rowCount } = await this.scope.query(
+      `insert into memberships (workspace_id, user_id, roles) values ($1, $2, $3)
+       on conflict (workspace_id, user_id) do update set roles = excluded.roles, updated_at = now()`,
+      [this.scope.context.workspaceId, userId, [...roles]],
+    );
+    return rowCount > 0;
+  }
+
+  /** Removes a member (admin only, by policy); true when a row was deleted. */
+  async remove(userId: string): Promise<boolean> {
+    const { rowCount } = await this.scope.query('delete from memberships where user_id = $1', [userId]);
+    return rowCount > 0;
+  }
+}

@@ -1,0 +1,168 @@
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ErrorCodes, isUserContextError, parseUserContext, type UserContext } from 'temporal-user-context';
+import { withUserScope, type ScopedTransaction } from 'temporal-user-context/postgres';
+import { BACKENDS, type Backend } from '../../../../test-support/db-backends.js';
+import {
+  AgentRepository,
+  AgentRunRepository,
+  DocumentRepository,
+  MembershipRepository,
+  WorkspaceRepository,
+} from '../../src/data/repositories/index.js';
+import { openPlatformDb } from './helpers.js';
+
+const alice = parseUserContext({ userId: 'alice', workspaceId: 'ws-a', roles: ['admin', 'member'] });
+const carol = parseUserContext({ userId: 'carol', workspaceId: 'ws-a', roles: ['member'] });
+const bob = parseUserContext({ userId: 'bob', workspaceId: 'ws-b', roles: ['admin', 'member'] });
+
+describe.each(BACKENDS)('repositories on %s', (kind) => {
+  let b: Backend;
+  const scoped = <T>(ctx: UserContext, fn: (tx: ScopedTransaction) => Promise<T>) =>
+    withUserScope(b.db, ctx, fn);
+  let agentA: string;
+  let agentB: string;
+  let docB: string;
+
+  beforeAll(async () => {
+    b = await openPlatformDb(kind, 'repos', 1);
+    agentA = (
+      await scoped(alice, (tx) =>
+        new AgentRepository(tx).create({ name: 'A-bot', model: 'm1', tools: ['docs'] }),
+      )
+    ).id;
+    agentB = (await scoped(bob, (tx) => new AgentRepository(tx).create({ name: 'B-bot', model: 'm1' }))).id;
+    await scoped(alice, async (tx) => {
+      const docs = new DocumentRepository(tx);
+      await docs.create({ title: 'Plan A', body: 'alpha secret' });
+      await docs.create({ title: '50% off_sale', body: 'literal wildcard' });
+    });
+    docB = (
+      await scoped(bob, (tx) => new DocumentRepository(tx).create({ title: 'Plan B', body: 'bravo secret' }))
+    ).id;
+  });
+  afterAll(async () => {
+    await b?.close();
+  });
+
+  it('inserts take workspace and author from the context', async () => {
+    const agent = await scoped(carol, (tx) => new AgentRepository(tx).get(agentA));
+    expect(agent).toMatchObject({ workspaceId: 'ws-a', createdBy: 'alice', name: 'A-bot', tools: ['docs'] });
+    const row = await b.admin.query(`select workspace_id, created_by from agents where id = $1`, [agentB]);
+    expect(row.rows).toEqual([{ workspace_id: 'ws-b', created_by: 'bob' }]);
+  });
+
+  it('cross-workspace reads return nothing', async () => {
+    expect(await scoped(alice, (tx) => new AgentRepository(tx).get(agentB))).toBeUndefined();
+    expect((await scoped(alice, (tx) => new AgentRepository(tx).list())).map((a) => a.name)).toEqual([
+      'A-bot',
+    ]);
+    expect(await scoped(alice, (tx) => new DocumentRepository(tx).get(docB))).toBeUndefined();
+    expect(await scoped(alice, (tx) => new DocumentRepository(tx).search('secret'))).toHaveLength(1);
+    expect(await scoped(alice, (tx) => new WorkspaceRepository(tx).current())).toMatchObject({ id: 'ws-a' });
+  });
+
+  it('cross-workspace writes are refused or affect 0 rows', async () => {
+    expect(
+      await scoped(alice, (tx) => new AgentRepository(tx).update(agentB, { name: 'pwned' })),
+    ).toBeUndefined();
+    expect(await scoped(alice, (tx) => new AgentRepository(tx).delete(agentB))).toBe(false);
+    await expect(
+      scoped(alice, (tx) =>
+        tx.query(`insert into agents (workspace_id, name, model) values ('ws-b', 'x', 'm')`),
+      ),
+    ).rejects.toThrow(/row-level security/);
+    // A run pointing at another workspace's agent: the composite foreign key refuses it.
+    await expect(
+      scoped(alice, (tx) => new AgentRunRepository(tx).create({ agentId: agentB })),
+    ).rejects.toThrow(/foreign key/);
+    const b1 = await b.admin.query<{ name: string }>(`select name from agents where id = $1`, [agentB]);
+    expect(b1.rows).toEqual([{ name: 'B-bot' }]);
+  });
+
+  it('agent runs: create, status, lookup by workflow id, all within the workspace', async () => {
+    const run = await scoped(alice, (tx) =>
+      new AgentRunRepository(tx).create({ agentId: agentA, workflowId: 'wf-a-1', input: { q: 'hi' } }),
+    );
+    expect(run).toMatchObject({
+      workspaceId: 'ws-a',
+      status: 'pending',
+      input: { q: 'hi' },
+      createdBy: 'alice',
+    });
+    const done = await scoped(carol, (tx) =>
+      new AgentRunRepository(tx).setStatus(run.id, 'completed', { result: { a: 1 } }),
+    );
+    expect(done).toMatchObject({ status: 'completed', result: { a: 1 } });
+    expect(await scoped(bob, (tx) => new AgentRunRepository(tx).findByWorkflowId('wf-a-1'))).toBeUndefined();
+    expect(await scoped(bob, (tx) => new AgentRunRepository(tx).setStatus(run.id, 'failed'))).toBeUndefined();
+    expect(await scoped(carol, (tx) => new AgentRunRepository(tx).listForAgent(agentA))).toHaveLength(1);
+  });
+
+  it('case 14: raw hostile ids in repository lookups find nothing and change nothing', async () => {
+    const hostile = [`x'; SET LOCAL app.workspace_id = 'ws-b'; --`, `' OR 1=1--`, `${agentB}' OR '1'='1`];
+    for (const id of hostile) {
+      expect(await scoped(alice, (tx) => new AgentRepository(tx).get(id))).toBeUndefined();
+      expect(await scoped(alice, (tx) => new AgentRepository(tx).delete(id))).toBe(false);
+      expect(await scoped(alice, (tx) => new DocumentRepository(tx).findByTitle(id))).toEqual([]);
+      expect(await scoped(alice, (tx) => new DocumentRepository(tx).search(id))).toEqual([]);
+      expect(await scoped(alice, (tx) => new AgentRunRepository(tx).findByWorkflowId(id))).toBeUndefined();
+    }
+    // LIKE wildcards in a search term are literal.
+    expect((await scoped(alice, (tx) => new DocumentRepository(tx).search('%'))).map((d) => d.title)).toEqual(
+      ['50% off_sale'],
+    );
+    const count = await b.admin.query('select 1 from agents');
+    expect(count.rowCount).toBe(2);
+  });
+
+  it('case 15: two workspaces interleaved on a pool of size 1 never see each other', async () => {
+    const read = (ctx: UserContext) =>
+      scoped(ctx, async (tx) => {
+        const agents = await new AgentRepository(tx).list();
+        await new Promise((r) => setTimeout(r, 1));
+        const docs = await new DocumentRepository(tx).list();
+        return { ws: ctx.workspaceId, seen: [...agents, ...docs].map((x) => x.workspaceId) };
+      });
+    const results = await Promise.all(Array.from({ length: 30 }, (_, i) => read(i % 2 ? alice : bob)));
+    for (const r of results) {
+      expect(r.seen.length).toBeGreaterThan(0);
+      expect(new Set(r.seen)).toEqual(new Set([r.ws]));
+    }
+  });
+
+  it('memberships: admin manages the workspace, a member sees only themself and cannot grant', async () => {
+    expect((await scoped(alice, (tx) => new MembershipRepository(tx).list())).map((m) => m.userId)).toEqual([
+      'alice',
+      'carol',
+    ]);
+    expect((await scoped(carol, (tx) => new MembershipRepository(tx).list())).map((m) => m.userId)).toEqual([
+      'carol',
+    ]);
+    await expect(
+      scoped(carol, (tx) => new MembershipRepository(tx).upsert('carol', ['admin', 'member'])),
+    ).rejects.toThrow(/row-level security/);
+    // An admin of ws-b cannot touch ws-a's members.
+    expect(await scoped(bob, (tx) => new MembershipRepository(tx).remove('carol'))).toBe(false);
+    expect(await scoped(alice, (tx) => new MembershipRepository(tx).upsert('dave', ['member']))).toBe(true);
+  });
+
+  it('cases 11/12: a member removed by the admin is refused on the next scoped call', async () => {
+    const dave = parseUserContext({ userId: 'dave', workspaceId: 'ws-a', roles: ['member'] });
+    expect(await scoped(dave, (tx) => new AgentRepository(tx).list())).toHaveLength(1);
+    expect(await scoped(alice, (tx) => new MembershipRepository(tx).remove('dave'))).toBe(true);
+    const err = await scoped(dave, (tx) => new AgentRepository(tx).list()).catch((e: unknown) => e);
+    expect(isUserContextError(err, ErrorCodes.MEMBERSHIP_REVOKED)).toBe(true);
+  });
+
+  it('case 16: an unscoped transaction as the app role sees no tenant rows', async () => {
+    const counts = await b.db.transaction(async (tx) => {
+      await tx.query('set local role app_user');
+      const out: number[] = [];
+      for (const t of ['workspaces', 'memberships', 'agents', 'agent_runs', 'documents', 'audit_log']) {
+        out.push((await tx.query(`select 1 from ${t}`)).rowCount);
+      }
+      return out;
+    });
+    expect(counts).toEqual([0, 0, 0, 0, 0, 0]);
+  });
+});

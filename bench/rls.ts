@@ -1,0 +1,183 @@
+/**
+ * RLS overhead benchmark: the same reads scoped by row-level security vs filtered by the application.
+ *
+ *   npm run bench:rls        (root script: tsx bench/rls.ts)
+ *
+ * Real PostgreSQL 15 (ensurePostgres: $DATABASE_URL or scripts/postgres.sh), a fresh database with the
+ * agent platform's migrations, 1,000,000 documents over 1,000 workspaces generated server-side with
+ * generate_series (no client-side load loop). Both paths run the same transaction shape on one
+ * connection — BEGIN; SET LOCAL ROLE; set_config(workspace); query; COMMIT — alternating per transaction so
+ * drift hits both equally:
+ *
+ *   rls: as app_user, `select ... from documents ...` — the policy adds the workspace predicate;
+ *   app: as the owner with RLS off for it (NO FORCE), `... where workspace_id = $1` written by hand.
+ *
+ * Writes bench/results/rls.json with both timings and ratio = rls / app (target ≤ 1.10).
+ */
+import { mkdir, writeFile } from 'node:fs/promises';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { fromPgPool, type SqlQueryable } from 'temporal-user-context/postgres';
+import { migrate } from '../apps/agent-platform/src/data/migrate.js';
+import { createTestDatabase } from '../test-support/postgres.js';
+
+const ROWS = 1_000_000;
+const WORKSPACES = 1_000;
+const TRANSACTIONS = 3_000;
+const OUT = fileURLToPath(new URL('./results/rls.json', import.meta.url));
+
+/** The reads an agent tool does: a page of titles, a title lookup, a count. */
+const QUERIES = {
+  rls: [
+    'select id, title from documents order by title limit 50',
+    'select id, body from documents where title = $2',
+    'select count(*) from documents',
+  ],
+  app: [
+    'select id, title from documents where workspace_id = $1 order by title limit 50',
+    'select id, body from documents where workspace_id = $1 and title = $2',
+    'select count(*) from documents where workspace_id = $1',
+  ],
+} as const;
+
+type Path = keyof typeof QUERIES;
+
+function workspace(i: number): string {
+  return `ws-${String(i % WORKSPACES).padStart(4, '0')}`;
+}
+
+async function runOne(client: pg.PoolClient, path: Path, i: number): Promise<void> {
+  const ws = workspace((i * 7919) % WORKSPACES);
+  const q = QUERIES[path][i % 3] as string;
+  // Parameter $2 is only used by the title lookup; pg refuses unused parameters, so pass what is used.
+  const params = q.includes('$2')
+    ? path === 'rls'
+      ? [null, `doc ${i}`]
+      : [ws, `doc ${i}`]
+    : path === 'rls'
+      ? []
+      : [ws];
+  await client.query('BEGIN');
+  await client.query(path === 'rls' ? 'SET LOCAL ROLE app_user' : 'SET LOCAL ROLE agent_owner');
+  await client.query(`select set_config('app.workspace_id', $1, true)`, [ws]);
+  if (path === 'rls' && q.includes('$2')) {
+    await client.query(q.replace('$2', '$1'), [params[1]]);
+  } else {
+    await client.query(q, params);
+  }
+  await client.query('COMMIT');
+}
+
+async function explain(client: pg.PoolClient, path: Path, q: string, params: unknown[]): Promise<string> {
+  await client.query('BEGIN');
+  await client.query(path === 'rls' ? 'SET LOCAL ROLE app_user' : 'SET LOCAL ROLE agent_owner');
+  await client.query(`select set_config('app.workspace_id', 'ws-0042', true)`);
+  const { rows } = await client.query<{ 'QUERY PLAN': string }>(
+    `explain (analyze, costs off, timing off) ${q}`,
+    params,
+  );
+  await client.query('COMMIT');
+  return rows.map((r) => r['QUERY PLAN']).join('\n');
+}
+
+async function main(): Promise<void> {
+  const database = await createTestDatabase('bench_rls');
+  const pool = new pg.Pool({ connectionString: database.url, max: 2 });
+  const started = Date.now();
+  try {
+    const db = fromPgPool(pool);
+    await migrate(db);
+    const load = Date.now();
+    await load1M(db);
+    const loadMs = Date.now() - load;
+
+    const client = await pool.connect();
+    try {
+      // Warm caches and plans for both paths.
+      for (let i = 0; i < 300; i++) await runOne(client, i % 2 ? 'rls' : 'app', i);
+      // Alternate the two paths transaction by transaction (order flipped every iteration), so that
+      // noise from other processes on the machine lands on both equally.
+      const samples: Record<Path, number[]> = { rls: [], app: [] };
+      for (let i = 0; i < TRANSACTIONS; i++) {
+        const order: Path[] = i % 2 ? ['rls', 'app'] : ['app', 'rls'];
+        for (const path of order) {
+          const t0 = process.hrtime.bigint();
+          await runOne(client, path, i);
+          samples[path].push(Number(process.hrtime.bigint() - t0) / 1e6);
+        }
+      }
+      const totals = { rls: sum(samples.rls), app: sum(samples.app) };
+      const plans = {
+        rls: await explain(client, 'rls', QUERIES.rls[0], []),
+        app: await explain(client, 'app', QUERIES.app[0], ['ws-0042']),
+      };
+      const queries = TRANSACTIONS;
+      const result = {
+        benchmark: 'rls-vs-application-filter',
+        postgres: (await client.query<{ v: string }>(`select current_setting('server_version') as v`)).rows[0]
+          ?.v,
+        rows: ROWS,
+        workspaces: WORKSPACES,
+        transactionsPerPath: queries,
+        loadMs,
+        rls: summary(samples.rls),
+        app: summary(samples.app),
+        ratio: round3(totals.rls / totals.app),
+        ratioMedian: round3(quantile(samples.rls, 0.5) / quantile(samples.app, 0.5)),
+        target: 1.1,
+        withinTarget: totals.rls / totals.app <= 1.1,
+        plans,
+        finishedAt: new Date().toISOString(),
+        durationMs: Date.now() - started,
+      };
+      await mkdir(fileURLToPath(new URL('./results/', import.meta.url)), { recursive: true });
+      await writeFile(OUT, `${JSON.stringify(result, null, 2)}\n`);
+      process.stdout.write(
+        `rls ${result.rls.perTxMs} ms/tx, app ${result.app.perTxMs} ms/tx, ratio ${result.ratio} (target ≤ 1.10) → ${OUT}\n`,
+      );
+    } finally {
+      client.release();
+    }
+  } finally {
+    await pool.end();
+    await database.drop();
+  }
+}
+
+/** 1,000 workspaces and 1,000,000 documents, generated inside the server (bounded, no client loop). */
+async function load1M(db: SqlQueryable): Promise<void> {
+  await db.query(
+    `insert into workspaces (id, name)
+     select 'ws-' || lpad(g::text, 4, '0'), 'Workspace ' || g from generate_series(0, $1::int - 1) g`,
+    [WORKSPACES],
+  );
+  await db.query(
+    `insert into documents (workspace_id, title, body, created_by)
+     select 'ws-' || lpad((g % $2::int)::text, 4, '0'), 'doc ' || g, md5(g::text), 'bench'
+       from generate_series(0, $1::int - 1) g`,
+    [ROWS, WORKSPACES],
+  );
+  // The application-filter baseline runs as the owner with RLS not forced on it (RLS off for the owner).
+  await db.query('alter table documents no force row level security');
+  await db.query('vacuum analyze documents');
+}
+
+const round2 = (n: number) => Math.round(n * 100) / 100;
+const sum = (xs: number[]) => xs.reduce((a, b) => a + b, 0);
+
+function quantile(xs: number[], q: number): number {
+  const sorted = [...xs].sort((a, b) => a - b);
+  return sorted[Math.min(sorted.length - 1, Math.floor(q * sorted.length))] ?? 0;
+}
+
+function summary(xs: number[]) {
+  return {
+    totalMs: round2(sum(xs)),
+    perTxMs: round3(sum(xs) / xs.length),
+    p50Ms: round3(quantile(xs, 0.5)),
+    p95Ms: round3(quantile(xs, 0.95)),
+  };
+}
+const round3 = (n: number) => Math.round(n * 1000) / 1000;
+
+await main();

@@ -1,0 +1,129 @@
+import type { AuditEvent, AuditSink } from '../audit/event.js';
+import type { UserContext } from '../context/schema.js';
+import type { SqlDatabase } from './database.js';
+import { applyScope, DEFAULT_APP_ROLE, withUserScope, type UserScopeOptions } from './scope.js';
+import { assertRoleName } from './ident.js';
+
+/**
+ * Columns of `audit_log`, in insert order, next to the {@link AuditEvent} field each one stores.
+ * The table itself is created by the application's migrations (see apps/agent-platform).
+ */
+const COLUMNS = [
+  ['time', 'time'],
+  ['action', 'action'],
+  ['decision', 'decision'],
+  ['source', 'source'],
+  ['reason', 'reason'],
+  ['user_id', 'userId'],
+  ['workspace_id', 'workspaceId'],
+  ['principal', 'principal'],
+  ['token_id', 'tokenId'],
+  ['namespace', 'namespace'],
+  ['workflow_id', 'workflowId'],
+  ['run_id', 'runId'],
+  ['workflow_type', 'workflowType'],
+  ['activity_type', 'activityType'],
+  ['activity_id', 'activityId'],
+  ['attempt', 'attempt'],
+  ['detail', 'detail'],
+] as const satisfies readonly (readonly [string, keyof AuditEvent])[];
+
+const INSERT_SQL = `insert into audit_log (${COLUMNS.map(([c]) => c).join(', ')}) values (${COLUMNS.map(
+  (_, i) => `$${i + 1}`,
+).join(', ')})`;
+
+/** An {@link AuditSink} that can be awaited, for tests and graceful shutdown. */
+export interface PostgresAuditSink extends AuditSink {
+  /** Resolves when every write started so far has finished (failed writes are reported, not thrown). */
+  flush(): Promise<void>;
+}
+
+export interface PostgresAuditSinkOptions {
+  /** Role the inserts run as; it needs only INSERT on `audit_log`. Default `app_user`. */
+  appRole?: string;
+  /** Called when a write fails; default writes one line to stderr. Never throws into the caller. */
+  onError?: (err: unknown) => void;
+}
+
+/**
+ * Writes {@link AuditEvent}s to `audit_log`, each in its own short transaction as the app role with
+ * `app.workspace_id` set to the event's workspace (or empty for system records), so the table's
+ * INSERT policy applies. The app role has no UPDATE/DELETE grant: records are append-only.
+ */
+export function postgresAuditSink(
+  db: SqlDatabase,
+  options: PostgresAuditSinkOptions = {},
+): PostgresAuditSink {
+  const appRole = assertRoleName(options.appRole ?? DEFAULT_APP_ROLE, 'app role');
+  const onError =
+    options.onError ??
+    ((err: unknown) =>
+      process.stderr.write(
+        `temporal-user-context: audit_log insert failed: ${err instanceof Error ? err.message : String(err)}\n`,
+      ));
+  const pending = new Set<Promise<void>>();
+  return {
+    emit(event) {
+      const write = db
+        .transaction(async (tx) => {
+          await applyScope(tx, appRole, event.userId ?? '', event.workspaceId ?? '');
+          await tx.query(
+            INSERT_SQL,
+            COLUMNS.map(([, field]) => event[field] ?? null),
+          );
+        })
+        .catch(onError)
+        .finally(() => pending.delete(write));
+      pending.add(write);
+      return write;
+    },
+    async flush() {
+      while (pending.size > 0) await Promise.all([...pending]);
+    },
+  };
+}
+
+/** An audit record read back, with its database id. */
+export interface StoredAuditEvent extends AuditEvent {
+  id: string;
+}
+
+export interface AuditTrailOptions extends Pick<UserScopeOptions, 'appRole' | 'auditor' | 'audit'> {
+  /** At most this many records, newest first. Default 100, capped at 1000. */
+  limit?: number;
+}
+
+/**
+ * The audit trail of the caller's workspace, newest first. Only a workspace admin (effective role
+ * `admin` after the live membership check) may call it; RLS limits the rows to that workspace.
+ * @throws UserContextError `USER_CONTEXT_ROLE_MISSING` for a non-admin, `USER_CONTEXT_MEMBERSHIP_REVOKED`.
+ */
+export async function queryAuditTrail(
+  db: SqlDatabase,
+  ctx: UserContext,
+  options: AuditTrailOptions = {},
+): Promise<StoredAuditEvent[]> {
+  const limit = Math.min(Math.max(Math.trunc(options.limit ?? 100), 1), 1000);
+  return withUserScope(
+    db,
+    ctx,
+    async (tx) => {
+      const { rows } = await tx.query<Record<string, unknown>>(
+        `select id::text as id, ${COLUMNS.map(([c]) => c).join(', ')} from audit_log order by time desc, id limit $1`,
+        [limit],
+      );
+      return rows.map(toEvent);
+    },
+    { ...options, requireRole: 'admin' },
+  );
+}
+
+function toEvent(row: Record<string, unknown>): StoredAuditEvent {
+  const out: Record<string, unknown> = { id: row.id };
+  for (const [column, field] of COLUMNS) {
+    const value = row[column];
+    if (value === null || value === undefined) continue;
+    out[field] = value instanceof Date ? value.toISOString() : value;
+  }
+  return out as unknown as StoredAuditEvent;
+}

@@ -1,0 +1,141 @@
+import type { Pool, PoolClient, QueryResult } from 'pg';
+
+/** A result row: column name to parsed value. */
+export type SqlRow = Record<string, unknown>;
+
+/** What every query returns, whichever driver ran it. */
+export interface SqlResult<R extends object = SqlRow> {
+  rows: R[];
+  /** Rows returned by a SELECT, or changed by INSERT/UPDATE/DELETE. */
+  rowCount: number;
+}
+
+/** Something that runs one parameterised statement. Values are always sent as bind parameters. */
+export interface SqlQueryable {
+  query<R extends object = SqlRow>(sql: string, params?: readonly unknown[]): Promise<SqlResult<R>>;
+}
+
+/**
+ * One connection held for the duration of a callback, outside any transaction. Used by migration tools
+ * that issue their own `BEGIN`/`COMMIT` and multi-statement scripts (which `exec` accepts).
+ */
+export interface SqlSession extends SqlQueryable {
+  /** Runs a script of several statements without parameters (simple query protocol); returns the last result. */
+  exec(sql: string): Promise<SqlResult>;
+}
+
+/**
+ * The smallest database surface this library needs, implemented for a `pg` Pool and for PGlite.
+ * Use {@link fromPgPool} or {@link fromPGlite} to get one.
+ */
+export interface SqlDatabase extends SqlQueryable {
+  readonly driver: 'pg' | 'pglite';
+  /**
+   * Runs `fn` in one transaction on one connection: COMMIT when it resolves, ROLLBACK when it throws.
+   * The connection goes back to the pool only after COMMIT/ROLLBACK, so `SET LOCAL` and
+   * `set_config(..., true)` never outlive the callback.
+   */
+  transaction<T>(fn: (tx: SqlQueryable) => Promise<T>): Promise<T>;
+  /** Holds one connection for `fn` without opening a transaction. */
+  session<T>(fn: (session: SqlSession) => Promise<T>): Promise<T>;
+}
+
+/** Adapts a `pg` Pool. The pool stays owned by the caller (this adapter never ends it). */
+export function fromPgPool(pool: Pool): SqlDatabase {
+  const wrap = (client: Pool | PoolClient): SqlQueryable => ({
+    async query<R extends object>(sql: string, params: readonly unknown[] = []) {
+      const res = await client.query(sql, params as unknown[]);
+      return { rows: res.rows as R[], rowCount: res.rowCount ?? res.rows.length };
+    },
+  });
+  return {
+    driver: 'pg',
+    query: wrap(pool).query,
+    async transaction<T>(fn: (tx: SqlQueryable) => Promise<T>): Promise<T> {
+      const client = await pool.connect();
+      let broken: Error | undefined;
+      try {
+        await client.query('BEGIN');
+        try {
+          const result = await fn(wrap(client));
+          const commit = await client.query('COMMIT');
+          // On an aborted transaction (the callback swallowed an SQL error) Postgres answers COMMIT with
+          // ROLLBACK. Say so, as PGlite does, rather than report writes that never happened.
+          if (commit.command === 'ROLLBACK')
+            throw new Error('transaction was aborted and rolled back instead of committed');
+          return result;
+        } catch (err) {
+          try {
+            await client.query('ROLLBACK');
+          } catch (rollbackErr) {
+            // A connection we could not roll back might still carry the transaction: destroy it.
+            broken = rollbackErr instanceof Error ? rollbackErr : new Error(String(rollbackErr));
+          }
+          throw err;
+        }
+      } finally {
+        client.release(broken);
+      }
+    },
+    async session<T>(fn: (session: SqlSession) => Promise<T>): Promise<T> {
+      const client = await pool.connect();
+      let broken: Error | undefined;
+      try {
+        return await fn({
+          ...wrap(client),
+          async exec(sql: string) {
+            // pg returns an array of results for a multi-statement script.
+            const res: unknown = await client.query(sql);
+            const last = (Array.isArray(res) ? res[res.length - 1] : res) as QueryResult | undefined;
+            return { rows: last?.rows ?? [], rowCount: last?.rowCount ?? 0 };
+          },
+        });
+      } catch (err) {
+        // The callback may have left a transaction or session state behind: do not pool the connection.
+        broken = err instanceof Error ? err : new Error(String(err));
+        throw err;
+      } finally {
+        client.release(broken);
+      }
+    },
+  };
+}
+
+/** The part of a PGlite instance (or its transaction object) this adapter uses. */
+export interface PGliteLikeQueryable {
+  query<T>(sql: string, params?: unknown[]): Promise<{ rows: T[]; affectedRows?: number }>;
+  exec(sql: string): Promise<Array<{ rows: SqlRow[]; affectedRows?: number }>>;
+}
+
+/** The part of a PGlite instance this adapter uses; `PGlite` from `@electric-sql/pglite` satisfies it. */
+export interface PGliteLike extends PGliteLikeQueryable {
+  transaction<T>(fn: (tx: PGliteLikeQueryable) => Promise<T>): Promise<T>;
+}
+
+/**
+ * Adapts a PGlite instance. PGlite has a single connection and serialises transactions with a mutex,
+ * so concurrent {@link SqlDatabase.transaction} calls queue rather than interleave.
+ */
+export function fromPGlite(db: PGliteLike): SqlDatabase {
+  const wrap = (q: PGliteLikeQueryable): SqlQueryable => ({
+    async query<R extends object>(sql: string, params: readonly unknown[] = []) {
+      const res = await q.query<R>(sql, [...params]);
+      return { rows: res.rows, rowCount: res.rows.length > 0 ? res.rows.length : (res.affectedRows ?? 0) };
+    },
+  });
+  return {
+    driver: 'pglite',
+    query: wrap(db).query,
+    transaction: (fn) => db.transaction((tx) => fn(wrap(tx))),
+    async session(fn) {
+      return fn({
+        ...wrap(db),
+        async exec(sql: string) {
+          const results = await db.exec(sql);
+          const last = results[results.length - 1];
+          return { rows: last?.rows ?? [], rowCount: last?.rows.length || (last?.affectedRows ?? 0) };
+        },
+      });
+    },
+  };
+}

@@ -1,0 +1,120 @@
+import { ErrorCodes, UserContextError } from '../context/errors.js';
+import type { SqlQueryable } from './database.js';
+import { DEFAULT_APP_ROLE } from './scope.js';
+import { assertRoleName } from './ident.js';
+
+export interface IsolationGuardOptions {
+  /** The role scoped transactions switch to. Default `app_user`. */
+  appRole?: string;
+  /** Schema to inspect. Default `public`. */
+  schema?: string;
+  /** Tables to treat as tenant tables in addition to every table with a `workspace_id` column. */
+  tenantTables?: readonly string[];
+}
+
+/** What the guard inspected, for start-up logs. */
+export interface IsolationReport {
+  appRole: string;
+  schema: string;
+  tenantTables: string[];
+  views: string[];
+}
+
+interface TableRow {
+  name: string;
+  kind: string;
+  rls: boolean;
+  force: boolean;
+  owner: string;
+  app_is_owner: boolean;
+  options: string[] | null;
+  app_can_select: boolean;
+  has_workspace_id: boolean;
+}
+
+const TRUE_VALUES = new Set(['true', 'on', '1', 'yes']);
+
+/**
+ * Start-up guard: refuses to run with a database that would not isolate workspaces.
+ *
+ * Refuses (`USER_CONTEXT_MISCONFIGURED`, naming every offending table or view) when the app role
+ * does not exist, is SUPERUSER or BYPASSRLS, owns (or is a member of the owner of) a tenant table; when
+ * a tenant table lacks ENABLE or FORCE ROW LEVEL SECURITY; when a view the app role can read lacks
+ * `security_invoker=true` (such a view runs with its owner's rights and skips RLS); or when the app role
+ * can read a materialized view over tenant data (RLS does not apply to those).
+ *
+ * Tenant tables: every table of `schema` with a `workspace_id` column, plus `tenantTables`.
+ */
+export async function assertIsolation(
+  db: SqlQueryable,
+  options: IsolationGuardOptions = {},
+): Promise<IsolationReport> {
+  const appRole = assertRoleName(options.appRole ?? DEFAULT_APP_ROLE, 'app role');
+  const schema = options.schema ?? 'public';
+  const configured = [...(options.tenantTables ?? [])];
+  const problems: string[] = [];
+
+  const role = await db.query<{ rolsuper: boolean; rolbypassrls: boolean }>(
+    'select rolsuper, rolbypassrls from pg_roles where rolname = $1',
+    [appRole],
+  );
+  const attrs = role.rows[0];
+  if (!attrs) {
+    throw new UserContextError(ErrorCodes.MISCONFIGURED, `app role ${appRole} does not exist`);
+  }
+  if (attrs.rolsuper) problems.push(`app role ${appRole} is SUPERUSER`);
+  if (attrs.rolbypassrls) problems.push(`app role ${appRole} has BYPASSRLS`);
+
+  // pg_has_role(..., 'MEMBER') is true for the owner itself and for any member of the owning role:
+  // either way the app role could ALTER the table or disable its policies.
+  const { rows } = await db.query<TableRow>(
+    `select c.relname as name, c.relkind::text as kind, c.relrowsecurity as rls, c.relforcerowsecurity as force,
+            pg_get_userbyid(c.relowner) as owner, pg_has_role($2, c.relowner, 'MEMBER') as app_is_owner,
+            c.reloptions as options, has_table_privilege($2, c.oid, 'SELECT') as app_can_select,
+            exists (select 1 from pg_attribute a
+                     where a.attrelid = c.oid and a.attname = 'workspace_id' and a.attnum > 0 and not a.attisdropped)
+              as has_workspace_id
+       from pg_class c join pg_namespace n on n.oid = c.relnamespace
+      where n.nspname = $1 and c.relkind in ('r', 'p', 'v', 'm')
+      order by c.relname`,
+    [schema, appRole],
+  );
+
+  const tenantTables: string[] = [];
+  const views: string[] = [];
+  for (const r of rows) {
+    const isTable = r.kind === 'r' || r.kind === 'p';
+    if (isTable && (r.has_workspace_id || configured.includes(r.name))) {
+      tenantTables.push(r.name);
+      if (r.app_is_owner)
+        problems.push(
+          `table ${schema}.${r.name} is owned by ${r.owner}, which app role ${appRole} is or belongs to`,
+        );
+      if (!r.rls) problems.push(`table ${schema}.${r.name} does not ENABLE ROW LEVEL SECURITY`);
+      if (!r.force) problems.push(`table ${schema}.${r.name} does not FORCE ROW LEVEL SECURITY`);
+    } else if (r.kind === 'v' && r.app_can_select) {
+      views.push(r.name);
+      if (!securityInvoker(r.options)) problems.push(`view ${schema}.${r.name} lacks security_invoker=true`);
+    } else if (r.kind === 'm' && r.app_can_select && r.has_workspace_id) {
+      problems.push(
+        `materialized view ${schema}.${r.name} holds tenant data and is readable by ${appRole} (no RLS on those)`,
+      );
+    }
+  }
+  for (const name of configured) {
+    if (!tenantTables.includes(name))
+      problems.push(`configured tenant table ${schema}.${name} does not exist`);
+  }
+  if (problems.length > 0) {
+    throw new UserContextError(ErrorCodes.MISCONFIGURED, `isolation guard: ${problems.join('; ')}`);
+  }
+  return { appRole, schema, tenantTables, views };
+}
+
+function securityInvoker(options: string[] | null): boolean {
+  for (const opt of options ?? []) {
+    const [key, value] = opt.split('=', 2);
+    if (key === 'security_invoker') return TRUE_VALUES.has((value ?? '').toLowerCase());
+  }
+  return false;
+}

@@ -1,0 +1,32 @@
+/**
+ * `temporal-user-context/postgres`: database isolation for a user context.
+ *
+ * - {@link withUserScope} runs work in one transaction as a non-owner role, with the workspace and user
+ *   as transaction-local settings that row-level security policies read, after a live membership check.
+ * - {@link assertIsolation} refuses to start against a database that would not isolate workspaces.
+ * - {@link postgresAuditSink} / {@link queryAuditTrail} keep the audit trail in the database.
+ *
+ * See docs/data-isolation.md.
+ */
+export { fromPgPool, fromPGlite } from './database.js';
+export type {
+  SqlDatabase,
+  SqlQueryable,
+  SqlSession,
+  SqlResult,
+  SqlRow,
+  PGliteLike,
+  PGliteLikeQueryable,
+} from './database.js';
+export { withUserScope, DEFAULT_APP_ROLE, SCOPE_SETTINGS } from './scope.js';
+export type { UserScopeOptions, ScopedTransaction, ScopeAuditFields } from './scope.js';
+export { assertIsolation } from './guard.js';
+export type { IsolationGuardOptions, IsolationReport } from './guard.js';
+export { postgresAuditSink, queryAuditTrail } from './audit.js';
+export type {
+  PostgresAuditSink,
+  PostgresAuditSinkOptions,
+  StoredAuditEvent,
+  AuditTrailOptions,
+} from './audit.js';
+export { quoteIdent, assertRoleName, ROLE_NAME_PATTERN } from './ident.js';

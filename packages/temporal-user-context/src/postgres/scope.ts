@@ -1,0 +1,156 @@
+import type { Auditor } from '../audit/sinks.js';
+import type { AuditEvent } from '../audit/event.js';
+import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
+import { parseUserContext, type UserContext } from '../context/schema.js';
+import type { SqlDatabase, SqlQueryable, SqlResult, SqlRow } from './database.js';
+import { assertRoleName, quoteIdent } from './ident.js';
+
+/** Default name of the non-owner role that scoped transactions switch to. */
+export const DEFAULT_APP_ROLE = 'app_user';
+
+/** Transaction-local settings that row-level security policies read. */
+export const SCOPE_SETTINGS = {
+  userId: 'app.user_id',
+  workspaceId: 'app.workspace_id',
+  /** Comma-separated effective roles, set only after the live membership check passed. */
+  roles: 'app.roles',
+} as const;
+
+/** Audit fields a caller can add to the `db.scope` records (Temporal ids of the activity, ...). */
+export type ScopeAuditFields = Partial<
+  Pick<
+    AuditEvent,
+    | 'namespace'
+    | 'workflowId'
+    | 'runId'
+    | 'workflowType'
+    | 'activityType'
+    | 'activityId'
+    | 'attempt'
+    | 'tokenId'
+    | 'source'
+    | 'detail'
+  >
+>;
+
+export interface UserScopeOptions {
+  /** Role to `SET LOCAL ROLE` to. Must not own tables nor have BYPASSRLS. Default {@link DEFAULT_APP_ROLE}. */
+  appRole?: string;
+  /** Refuse with `USER_CONTEXT_ROLE_MISSING` unless this role survives the membership intersection. */
+  requireRole?: string;
+  /** Where `db.scope` decisions go. Denials are always audited when an auditor is given. */
+  auditor?: Auditor;
+  /** Also audit successful scopes (default true: every decision leaves a record). */
+  auditAllow?: boolean;
+  /** Extra ids for the audit records. */
+  audit?: ScopeAuditFields;
+}
+
+/** What the callback of {@link withUserScope} receives. */
+export interface ScopedTransaction extends SqlQueryable {
+  /** `ctx.roles ∩ stored membership roles`, read in this transaction. */
+  readonly effectiveRoles: readonly string[];
+  /** The validated context the transaction is scoped to. */
+  readonly context: UserContext;
+}
+
+/**
+ * Switches the current transaction to `appRole` and sets the scope settings, all transaction-local.
+ * Values travel as bind parameters: nothing from the context is ever spliced into SQL.
+ * @internal exported for tests; use {@link withUserScope}.
+ */
+export async function applyScope(
+  tx: SqlQueryable,
+  appRole: string,
+  userId: string,
+  workspaceId: string,
+): Promise<void> {
+  await tx.query(`SET LOCAL ROLE ${quoteIdent(assertRoleName(appRole, 'app role'))}`);
+  await tx.query(
+    `select set_config('${SCOPE_SETTINGS.userId}', $1, true), set_config('${SCOPE_SETTINGS.workspaceId}', $2, true)`,
+    [userId, workspaceId],
+  );
+}
+
+/**
+ * Runs `fn` in one database transaction scoped to `ctx`:
+ *
+ * 1. `SET LOCAL ROLE <appRole>` — a role that row-level security applies to;
+ * 2. `app.user_id` / `app.workspace_id` set with `set_config(..., true)` from bind parameters;
+ * 3. a live membership check in the same transaction: effective roles = `ctx.roles` ∩ the roles stored
+ *    now in `memberships`; none left → `USER_CONTEXT_MEMBERSHIP_REVOKED` (non-retryable, audited);
+ * 4. `app.roles` set to the effective roles, then `fn(tx)`.
+ *
+ * Everything is transaction-local and the connection is released after COMMIT/ROLLBACK, so nothing
+ * survives on a pooled connection. Requires a `memberships(workspace_id, user_id, roles text[])` table
+ * whose policy lets a user read their own row in the current workspace.
+ *
+ * @throws UserContextError `USER_CONTEXT_INVALID` for a malformed context,
+ *   `USER_CONTEXT_MEMBERSHIP_REVOKED`, `USER_CONTEXT_ROLE_MISSING`, `USER_CONTEXT_MISCONFIGURED` (bad role name).
+ */
+export async function withUserScope<T>(
+  db: SqlDatabase,
+  ctx: UserContext,
+  fn: (tx: ScopedTransaction) => Promise<T>,
+  options: UserScopeOptions = {},
+): Promise<T> {
+  const appRole = assertRoleName(options.appRole ?? DEFAULT_APP_ROLE, 'app role');
+  // Re-validate: callers may hand us an object that never went through the schema.
+  const context = parseUserContext({
+    userId: ctx.userId,
+    workspaceId: ctx.workspaceId,
+    roles: [...ctx.roles],
+  });
+  const audit = (decision: 'allow' | 'deny', reason: string, effective?: readonly string[]) => {
+    if (!options.auditor || (decision === 'allow' && options.auditAllow === false)) return;
+    options.auditor.emit({
+      action: 'db.scope',
+      decision,
+      source: 'header',
+      ...options.audit,
+      reason,
+      userId: context.userId,
+      workspaceId: context.workspaceId,
+      ...(effective ? { detail: `roles=${effective.join(',')}` } : {}),
+    });
+  };
+
+  let refusal: UserContextError | undefined;
+  let effectiveRoles: readonly string[] = [];
+  try {
+    const result = await db.transaction(async (tx) => {
+      await applyScope(tx, appRole, context.userId, context.workspaceId);
+      const { rows } = await tx.query<{ roles: string[] | null }>(
+        'select roles from memberships where workspace_id = $1 and user_id = $2',
+        [context.workspaceId, context.userId],
+      );
+      const stored = new Set(rows.flatMap((r) => r.roles ?? []));
+      effectiveRoles = Object.freeze(context.roles.filter((r) => stored.has(r)));
+      if (effectiveRoles.length === 0) {
+        refusal = new UserContextError(
+          ErrorCodes.MEMBERSHIP_REVOKED,
+          rows.length === 0 ? 'no membership in workspace' : 'no role left after membership intersection',
+        );
+        throw refusal;
+      }
+      if (options.requireRole !== undefined && !effectiveRoles.includes(options.requireRole)) {
+        refusal = new UserContextError(ErrorCodes.ROLE_MISSING, `role ${options.requireRole} required`);
+        throw refusal;
+      }
+      await tx.query(`select set_config('${SCOPE_SETTINGS.roles}', $1, true)`, [effectiveRoles.join(',')]);
+      const scoped: ScopedTransaction = {
+        effectiveRoles,
+        context,
+        query: <R extends object = SqlRow>(sql: string, params?: readonly unknown[]): Promise<SqlResult<R>> =>
+          tx.query<R>(sql, params),
+      };
+      return fn(scoped);
+    });
+    audit('allow', 'ok', effectiveRoles);
+    return result;
+  } catch (err) {
+    // Audit only our own refusals, after ROLLBACK so the record is not rolled back with the work.
+    if (refusal !== undefined && err === refusal && isUserContextError(err)) audit('deny', err.code);
+    throw err;
+  }
+}

@@ -1,0 +1,77 @@
+import { convertNexusLinkToWorkflowEventLink } from '@temporalio/nexus/lib/link-converter.js';
+import type { NexusInboundCallsInterceptor, NexusStartOperationInput, NexusStartOperationOutput, Next } from '@temporalio/worker';
+import * as nexus from 'nexus-rpc';
+import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
+import { ORIGINATOR_HEADER, headerSchema, MAX_HEADER_BYTES, type ContextHeader } from '../header/v1.js';
+import type { Auditor } from '../audit/sinks.js';
+import { toApplicationFailure } from './activity-interceptor.js';
+import { activityScope, type ActivityScope } from './scope.js';
+import type { ContextVerifier } from './verifier.js';
+
+/** The calling workflow, from the links the server attached to the Nexus request. */
+function callerOf(links: readonly nexus.Link[]): { namespace: string; workflowId: string; runId?: string } | undefined {
+  for (const link of links) {
+    try {
+      const event = convertNexusLinkToWorkflowEventLink(link);
+      if (event.namespace && event.workflowId) {
+        return { namespace: event.namespace, workflowId: event.workflowId, ...(event.runId ? { runId: event.runId } : {}) };
+      }
+    } catch {
+      // Not a workflow event link: ignore.
+    }
+  }
+  return undefined;
+}
+
+function parseNexusHeader(headers: Record<string, string>): ContextHeader | undefined {
+  const raw = headers[ORIGINATOR_HEADER];
+  if (raw === undefined) return undefined;
+  if (raw.length > MAX_HEADER_BYTES) throw new UserContextError(ErrorCodes.TOO_LARGE, 'Nexus header over size cap');
+  let value: unknown;
+  try {
+    value = JSON.parse(raw);
+  } catch {
+    throw new UserContextError(ErrorCodes.HEADER_MALFORMED, 'Nexus header is not JSON');
+  }
+  const parsed = headerSchema.safeParse(value);
+  if (!parsed.success) throw new UserContextError(ErrorCodes.HEADER_MALFORMED, 'Nexus header: bad shape');
+  return parsed.data;
+}
+
+/**
+ * Verifies the caller's context on a Nexus operation before the handler runs: the token must be a
+ * start token of the calling workflow's lineage, in the calling workflow's namespace (both taken from
+ * the links the server attached, not from the header). The handler then sees it through
+ * `currentUserContext()`. Refusals are non-retryable handler errors, audited.
+ */
+export class NexusGuard implements NexusInboundCallsInterceptor {
+  constructor(private readonly options: { verifier: ContextVerifier; auditor: Auditor }) {}
+
+  async startOperation(
+    input: NexusStartOperationInput,
+    next: Next<NexusInboundCallsInterceptor, 'startOperation'>,
+  ): Promise<NexusStartOperationOutput> {
+    const caller = callerOf(input.ctx.inboundLinks);
+    const audit: ActivityScope['audit'] = {
+      namespace: caller?.namespace,
+      workflowId: caller?.workflowId,
+      runId: caller?.runId,
+      activityType: `nexus:${input.ctx.service}/${input.ctx.operation}`,
+    };
+    let scope: ActivityScope;
+    try {
+      const header = parseNexusHeader(input.ctx.headers);
+      if (!header) throw new UserContextError(ErrorCodes.MISSING, 'Nexus operation without a user context');
+      if (!caller) throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'Nexus request names no calling workflow');
+      const verified = await this.options.verifier.verifyOriginator(header, caller);
+      const { lin: _lin, ...forward } = header;
+      scope = { context: verified.context, claims: verified.claims, header: forward, allowedSystem: [], audit, auditor: this.options.auditor };
+      this.options.auditor.emit({ ...audit, action: 'nexus.start', decision: 'allow', source: 'header', reason: 'ok', userId: verified.context.userId, workspaceId: verified.context.workspaceId, tokenId: verified.claims.jti });
+    } catch (err) {
+      const refusal = isUserContextError(err) ? err : new UserContextError(ErrorCodes.TOKEN_INVALID, 'verification failed', { cause: err });
+      this.options.auditor.emit({ ...audit, action: 'nexus.start', decision: 'deny', source: 'header', reason: refusal.code, detail: refusal.reason });
+      throw new nexus.HandlerError('BAD_REQUEST', refusal.message, { cause: toApplicationFailure(refusal), retryableOverride: false });
+    }
+    return activityScope.run(scope, () => next(input));
+  }
+}

@@ -1,0 +1,76 @@
+// Nexus: the caller workflow's context reaches the operation handler; without it the call is refused.
+import { randomUUID } from 'node:crypto';
+import { fileURLToPath } from 'node:url';
+import { Worker } from '@temporalio/worker';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ErrorCodes, runAsUser } from 'temporal-user-context';
+import { alice, failureTypeOf, startHarness, type Harness } from '../../../../test-support/harness.js';
+import * as activities from '../fixtures/activities.js';
+import { whoHandler } from '../fixtures/nexus-handler.js';
+
+const workflowsPath = fileURLToPath(new URL('../fixtures/workflows.ts', import.meta.url));
+let h: Harness;
+let endpoint: string;
+let endpointId: string | undefined;
+
+beforeAll(async () => {
+  h = await startHarness({ workflowsPath, activities, worker: { nexusServices: [whoHandler] } });
+  endpoint = `who-${randomUUID().slice(0, 8)}`;
+  const created = await h.connection.operatorService.createNexusEndpoint({
+    spec: { name: endpoint, target: { worker: { namespace: h.namespace, taskQueue: h.taskQueue } } },
+  });
+  endpointId = created.endpoint?.id ?? undefined;
+});
+afterAll(async () => {
+  if (endpointId)
+    await h.connection.operatorService
+      .deleteNexusEndpoint({ id: endpointId, version: 1 })
+      .catch(() => undefined);
+  await h?.stop();
+});
+
+describe('Nexus', () => {
+  it('the handler runs as the caller workflow originator', async () => {
+    const result = await runAsUser(alice, () =>
+      h.client.workflow.execute('viaNexus', {
+        taskQueue: h.taskQueue,
+        workflowId: `nx-${randomUUID()}`,
+        args: [endpoint],
+      }),
+    );
+    expect(result).toEqual(alice);
+  });
+
+  it('a caller workflow without a context cannot reach the handler', async () => {
+    // The raw start is refused by the workflow itself before any Nexus call is scheduled.
+    const code = await failureTypeOf(
+      h.rawClient.workflow.execute('viaNexus', {
+        taskQueue: h.taskQueue,
+        workflowId: `nx-${randomUUID()}`,
+        args: [endpoint],
+      }),
+    );
+    expect(code).toBe(ErrorCodes.MISSING);
+  });
+
+  it('a Nexus call that arrives without the header (caller worker without the plugin) is refused by the handler', async () => {
+    const taskQueue = `plain-${randomUUID()}`;
+    const plain = await Worker.create({
+      connection: h.nativeConnection,
+      namespace: h.namespace,
+      taskQueue,
+      workflowsPath,
+      activities,
+    });
+    const workflowId = `nx-plain-${randomUUID()}`;
+    const code = await plain.runUntil(
+      failureTypeOf(h.rawClient.workflow.execute('viaNexus', { taskQueue, workflowId, args: [endpoint] })),
+    );
+    expect(code).toBe(ErrorCodes.MISSING);
+    expect(
+      h.audit.events.some(
+        (e) => e.action === 'nexus.start' && e.decision === 'deny' && e.workflowId === workflowId,
+      ),
+    ).toBe(true);
+  });
+});
