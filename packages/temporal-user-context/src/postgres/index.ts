@@ -30,3 +30,4 @@ export type {
   AuditTrailOptions,
 } from './audit.js';
 export { quoteIdent, assertRoleName, ROLE_NAME_PATTERN } from './ident.js';
+export { withCurrentUserScope } from './current.js';

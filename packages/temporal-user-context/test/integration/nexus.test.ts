@@ -12,6 +12,7 @@ const workflowsPath = fileURLToPath(new URL('../fixtures/workflows.ts', import.m
 let h: Harness;
 let endpoint: string;
 let endpointId: string | undefined;
+let endpointVersion: unknown;
 
 beforeAll(async () => {
   h = await startHarness({ workflowsPath, activities, worker: { nexusServices: [whoHandler] } });
@@ -20,11 +21,12 @@ beforeAll(async () => {
     spec: { name: endpoint, target: { worker: { namespace: h.namespace, taskQueue: h.taskQueue } } },
   });
   endpointId = created.endpoint?.id ?? undefined;
+  endpointVersion = created.endpoint?.version;
 });
 afterAll(async () => {
   if (endpointId)
     await h.connection.operatorService
-      .deleteNexusEndpoint({ id: endpointId, version: 1 })
+      .deleteNexusEndpoint({ id: endpointId, version: endpointVersion as never })
       .catch(() => undefined);
   await h?.stop();
 });
