@@ -4,6 +4,7 @@ import { ErrorCodes, UserContextError } from '../context/errors.js';
 import type { UserContext } from '../context/schema.js';
 import type { ContextHeader } from '../header/v1.js';
 import type { ContextClaims, TokenUse } from './claims.js';
+import { aesKey, ed25519PrivateKey } from './crypto-keys.js';
 import type { KeyRing } from './keyring.js';
 import { pseudonym } from './pseudonym.js';
 
@@ -62,10 +63,10 @@ export async function issueContextToken(
   };
   const jws = await new SignJWT({ ...claims })
     .setProtectedHeader({ alg: 'EdDSA', kid: signer.kid, typ: TOKEN_TYPE })
-    .sign(signer.privateKey);
+    .sign(await ed25519PrivateKey(signer.privateKey));
   const seal = ring.activeSealingKey();
   const tok = await new CompactEncrypt(new TextEncoder().encode(jws))
     .setProtectedHeader({ alg: 'dir', enc: 'A256GCM', kid: seal.kid, cty: 'JWT' })
-    .encrypt(seal.key);
+    .encrypt(await aesKey(seal.key));
   return { header: { v: 1, tok, ws: claims.wsh, sub: claims.subh }, claims };
 }
