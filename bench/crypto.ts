@@ -64,7 +64,7 @@ async function main(): Promise<void> {
   const openCachedUs = await measure(() => verifier.open(header.tok), 2000);
   let codec: Record<string, unknown>;
   try {
-    const mod = (await import('../packages/temporal-user-context/bench/crypto-codec.js')) as {
+    const mod = (await import('./crypto-codec.js')) as {
       benchCodec: () => Promise<Record<string, { codecMBps: number; rawMBps: number; codecRatio: number }>>;
     };
     codec = await mod.benchCodec();

@@ -12,7 +12,7 @@ import { Resource } from '@opentelemetry/resources';
 import { InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { Client, Connection } from '@temporalio/client';
 import { OpenTelemetryPlugin } from '@temporalio/interceptors-opentelemetry';
-import { NativeConnection, Runtime, Worker, bundleWorkflowCode } from '@temporalio/worker';
+import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode } from '@temporalio/worker';
 import {
   KeyRing,
   UserContextPlugin,
@@ -28,16 +28,7 @@ const IN_FLIGHT = 50;
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
 type Variant = 'baseline' | 'peer' | 'candidate';
 
-Runtime.install({
-  logger: {
-    log: () => undefined,
-    trace: () => undefined,
-    debug: () => undefined,
-    info: () => undefined,
-    warn: () => undefined,
-    error: (m) => process.stderr.write(`${m}\n`),
-  } as never,
-});
+Runtime.install({ logger: new DefaultLogger('ERROR') });
 
 async function main(): Promise<void> {
   const env = await startTemporal();

@@ -9,6 +9,8 @@ import {
   UserContextPlugin,
   generateKeySet,
   memoryAuditSink,
+  workerKeySet,
+  type KeySetJson,
   type UserContextPluginOptions,
 } from 'temporal-user-context';
 
@@ -37,13 +39,15 @@ export async function startHarness(options: {
   activities: object;
   plugin?: Partial<UserContextPluginOptions>;
   worker?: Partial<WorkerOptions>;
+  /** A fixed key set (edge view); default: a fresh one. */
+  keys?: KeySetJson;
 }): Promise<Harness> {
   const address = inject('temporalAddress');
   const namespace = inject('temporalNamespace');
   const taskQueue = `tq-${randomUUID()}`;
-  const keys = generateKeySet('test-edge');
-  const edgeRing = KeyRing.fromJSON(keys.edge);
-  const workerRing = KeyRing.fromJSON(keys.worker);
+  const edgeKeys = options.keys ?? generateKeySet('test-edge').edge;
+  const edgeRing = KeyRing.fromJSON(edgeKeys);
+  const workerRing = KeyRing.fromJSON(workerKeySet(edgeKeys));
   const audit = memoryAuditSink();
   const connection = await Connection.connect({ address });
   const nativeConnection = await NativeConnection.connect({ address });
@@ -52,14 +56,18 @@ export async function startHarness(options: {
     namespace,
     plugins: [new UserContextPlugin({ keys: edgeRing, audit, ...options.plugin })],
   });
-  const rawClient = new Client({ connection, namespace });
+  const workerPlugin = new UserContextPlugin({ keys: workerRing, audit, ...options.plugin });
+  // The attacker's client: no plugin, no context, but (worst case) holding the payload codec key, so
+  // that the refusals tested are the context's own and not the codec's.
+  const dataConverter = workerPlugin.codec ? { payloadCodecs: [workerPlugin.codec] } : {};
+  const rawClient = new Client({ connection, namespace, dataConverter });
   const worker = await Worker.create({
     connection: nativeConnection,
     namespace,
     taskQueue,
     workflowsPath: options.workflowsPath,
     activities: options.activities,
-    plugins: [new UserContextPlugin({ keys: workerRing, audit, ...options.plugin })],
+    plugins: [workerPlugin],
     ...options.worker,
   });
   const running = worker.run();
@@ -92,6 +100,7 @@ export function headerWritingClient(h: Harness, headers: Record<string, Payload>
   return new Client({
     connection: h.connection,
     namespace: h.namespace,
+    dataConverter: h.rawClient.options.dataConverter,
     interceptors: {
       workflow: [
         {

@@ -34,3 +34,10 @@ export {
   decodeHeader,
   encodeHeader,
 } from './header/v1.js';
+export {
+  AesGcmPayloadCodec,
+  ENCODING_ENCRYPTED,
+  type AesGcmPayloadCodecOptions,
+  type CodecKey,
+  type CodecKeyMaterial,
+} from './crypto/payload-codec.js';

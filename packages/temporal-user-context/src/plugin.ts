@@ -12,6 +12,7 @@ import {
 import type { MirrorOptions } from './client/mirror.js';
 import { ContextSource } from './client/source.js';
 import type { KeyRing } from './crypto/keyring.js';
+import { AesGcmPayloadCodec, type AesGcmPayloadCodecOptions } from './crypto/payload-codec.js';
 import type { UserContextSinks } from './workflow/interceptors.js';
 import { WHOAMI_ACTIVITY, WHOIS_ACTOR_ACTIVITY } from './workflow/api.js';
 import { ActivityGuard } from './worker/activity-interceptor.js';
@@ -40,6 +41,17 @@ export interface UserContextPluginOptions {
   verifier?: VerifierOptions;
   /** Start window of start tokens in seconds (default 60). */
   startWindowSeconds?: number;
+  /**
+   * Encrypt payloads (arguments, results, memo, signal/update/query arguments) with the key ring's
+   * codec keys: AES-256-GCM bound to namespace and workflow id (docs/codec.md). Default: on when the
+   * key set has codec keys. `false` turns it off; an object tunes it.
+   */
+  codec?:
+    | boolean
+    | Pick<
+        AesGcmPayloadCodecOptions,
+        'allowPlaintextEncodings' | 'acceptScheduledRuns' | 'acceptNamespaceBound'
+      >;
 }
 
 const here = fileURLToPath(import.meta.url);
@@ -61,6 +73,8 @@ export const workflowInterceptorsPath = fileURLToPath(
 export class UserContextPlugin extends SimplePlugin {
   readonly auditor: Auditor;
   readonly verifier: ContextVerifier;
+  /** The payload codec, when enabled: give the same instance to a codec server. */
+  readonly codec: AesGcmPayloadCodec | undefined;
   private readonly scope: { namespace: string };
 
   constructor(private readonly pluginOptions: UserContextPluginOptions) {
@@ -88,8 +102,26 @@ export class UserContextPlugin extends SimplePlugin {
       workflow: [new UserContextWorkflowClientInterceptor(source)],
       schedule: [new UserContextScheduleClientInterceptor(source)],
     };
+    const codecOptions = pluginOptions.codec ?? pluginOptions.keys.codec.size > 0;
+    const codec = codecOptions
+      ? new AesGcmPayloadCodec({
+          keys: pluginOptions.keys.codecKeyMaterial(),
+          // Only the fallback for calls without a serialization context; the SDK passes one on workflow paths.
+          namespace: scope.namespace,
+          ...(typeof codecOptions === 'object' ? codecOptions : {}),
+        })
+      : undefined;
     super({
       name: 'UserContextPlugin',
+      // Appended after any codec the application already has: ours runs last on encode, first on decode.
+      ...(codec
+        ? {
+            dataConverter: (existing) => ({
+              ...existing,
+              payloadCodecs: [...(existing?.payloadCodecs ?? []), codec],
+            }),
+          }
+        : {}),
       clientInterceptors,
       workerInterceptors: {
         client: clientInterceptors,
@@ -117,6 +149,7 @@ export class UserContextPlugin extends SimplePlugin {
     });
     this.auditor = auditor;
     this.verifier = verifier;
+    this.codec = codec;
     this.scope = scope;
   }
 

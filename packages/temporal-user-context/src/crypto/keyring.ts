@@ -1,6 +1,7 @@
 import { createPrivateKey, createPublicKey, createSecretKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
+import type { CodecKeyMaterial } from './codec/keys.js';
 import { keySetSchema, type KeySet, type KeySetJson } from './key-set.js';
 
 export interface SigningKey {
@@ -103,6 +104,13 @@ export class KeyRing {
 
   activeCodecKey(): SecretKey {
     return active(this.codec);
+  }
+
+  /** The payload codec's key material, in the shape {@link AesGcmPayloadCodec} takes. */
+  codecKeyMaterial(): CodecKeyMaterial {
+    if (this.codec.size === 0)
+      throw new UserContextError(ErrorCodes.MISCONFIGURED, 'key set has no codec keys');
+    return { keys: [...this.codec.values()].map((k) => ({ kid: k.kid, key: k.raw, status: k.status })) };
   }
 }
 

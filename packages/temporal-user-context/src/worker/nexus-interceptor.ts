@@ -1,5 +1,10 @@
 import { convertNexusLinkToWorkflowEventLink } from '@temporalio/nexus/lib/link-converter.js';
-import type { NexusInboundCallsInterceptor, NexusStartOperationInput, NexusStartOperationOutput, Next } from '@temporalio/worker';
+import type {
+  NexusInboundCallsInterceptor,
+  NexusStartOperationInput,
+  NexusStartOperationOutput,
+  Next,
+} from '@temporalio/worker';
 import * as nexus from 'nexus-rpc';
 import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
 import { ORIGINATOR_HEADER, headerSchema, MAX_HEADER_BYTES, type ContextHeader } from '../header/v1.js';
@@ -9,12 +14,18 @@ import { activityScope, type ActivityScope } from './scope.js';
 import type { ContextVerifier } from './verifier.js';
 
 /** The calling workflow, from the links the server attached to the Nexus request. */
-function callerOf(links: readonly nexus.Link[]): { namespace: string; workflowId: string; runId?: string } | undefined {
+function callerOf(
+  links: readonly nexus.Link[],
+): { namespace: string; workflowId: string; runId?: string } | undefined {
   for (const link of links) {
     try {
       const event = convertNexusLinkToWorkflowEventLink(link);
       if (event.namespace && event.workflowId) {
-        return { namespace: event.namespace, workflowId: event.workflowId, ...(event.runId ? { runId: event.runId } : {}) };
+        return {
+          namespace: event.namespace,
+          workflowId: event.workflowId,
+          ...(event.runId ? { runId: event.runId } : {}),
+        };
       }
     } catch {
       // Not a workflow event link: ignore.
@@ -26,7 +37,8 @@ function callerOf(links: readonly nexus.Link[]): { namespace: string; workflowId
 function parseNexusHeader(headers: Record<string, string>): ContextHeader | undefined {
   const raw = headers[ORIGINATOR_HEADER];
   if (raw === undefined) return undefined;
-  if (raw.length > MAX_HEADER_BYTES) throw new UserContextError(ErrorCodes.TOO_LARGE, 'Nexus header over size cap');
+  if (raw.length > MAX_HEADER_BYTES)
+    throw new UserContextError(ErrorCodes.TOO_LARGE, 'Nexus header over size cap');
   let value: unknown;
   try {
     value = JSON.parse(raw);
@@ -62,15 +74,44 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
     try {
       const header = parseNexusHeader(input.ctx.headers);
       if (!header) throw new UserContextError(ErrorCodes.MISSING, 'Nexus operation without a user context');
-      if (!caller) throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'Nexus request names no calling workflow');
+      if (!caller)
+        throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'Nexus request names no calling workflow');
       const verified = await this.options.verifier.verifyOriginator(header, caller);
       const { lin: _lin, ...forward } = header;
-      scope = { context: verified.context, claims: verified.claims, header: forward, allowedSystem: [], audit, auditor: this.options.auditor };
-      this.options.auditor.emit({ ...audit, action: 'nexus.start', decision: 'allow', source: 'header', reason: 'ok', userId: verified.context.userId, workspaceId: verified.context.workspaceId, tokenId: verified.claims.jti });
+      scope = {
+        context: verified.context,
+        claims: verified.claims,
+        header: forward,
+        allowedSystem: [],
+        audit,
+        auditor: this.options.auditor,
+      };
+      this.options.auditor.emit({
+        ...audit,
+        action: 'nexus.start',
+        decision: 'allow',
+        source: 'header',
+        reason: 'ok',
+        userId: verified.context.userId,
+        workspaceId: verified.context.workspaceId,
+        tokenId: verified.claims.jti,
+      });
     } catch (err) {
-      const refusal = isUserContextError(err) ? err : new UserContextError(ErrorCodes.TOKEN_INVALID, 'verification failed', { cause: err });
-      this.options.auditor.emit({ ...audit, action: 'nexus.start', decision: 'deny', source: 'header', reason: refusal.code, detail: refusal.reason });
-      throw new nexus.HandlerError('BAD_REQUEST', refusal.message, { cause: toApplicationFailure(refusal), retryableOverride: false });
+      const refusal = isUserContextError(err)
+        ? err
+        : new UserContextError(ErrorCodes.TOKEN_INVALID, 'verification failed', { cause: err });
+      this.options.auditor.emit({
+        ...audit,
+        action: 'nexus.start',
+        decision: 'deny',
+        source: 'header',
+        reason: refusal.code,
+        detail: refusal.reason,
+      });
+      throw new nexus.HandlerError('BAD_REQUEST', refusal.message, {
+        cause: toApplicationFailure(refusal),
+        retryableOverride: false,
+      });
     }
     return activityScope.run(scope, () => next(input));
   }

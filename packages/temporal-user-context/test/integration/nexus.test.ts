@@ -15,7 +15,13 @@ let endpointId: string | undefined;
 let endpointVersion: unknown;
 
 beforeAll(async () => {
-  h = await startHarness({ workflowsPath, activities, worker: { nexusServices: [whoHandler] } });
+  h = await startHarness({
+    workflowsPath,
+    activities,
+    worker: { nexusServices: [whoHandler] },
+    // Nexus results come back namespace-bound: the SDK gives Nexus handlers no workflow context.
+    plugin: { codec: { acceptNamespaceBound: true } },
+  });
   endpoint = `who-${randomUUID().slice(0, 8)}`;
   const created = await h.connection.operatorService.createNexusEndpoint({
     spec: { name: endpoint, target: { worker: { namespace: h.namespace, taskQueue: h.taskQueue } } },
@@ -63,6 +69,7 @@ describe('Nexus', () => {
       taskQueue,
       workflowsPath,
       activities,
+      dataConverter: h.rawClient.options.dataConverter,
     });
     const workflowId = `nx-plain-${randomUUID()}`;
     const code = await plain.runUntil(

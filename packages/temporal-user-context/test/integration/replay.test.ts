@@ -1,7 +1,7 @@
 // Determinism: histories recorded on the real dev server replay without non-determinism errors, with
-// the plugin installed, even under a key ring that shares no key with the one that recorded them
-// (key rotation, case 24): workflow code never verifies, and verdicts are recorded in history.
-import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
+// the plugin installed, after a key rotation (case 24): workflow code never verifies, verdicts are
+// recorded in history, and retired codec keys stay decrypt-only.
+import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { historyFromJSON, historyToJSON } from '@temporalio/common/lib/proto-utils.js';
 import type { History } from '@temporalio/common/lib/proto-utils.js';
@@ -10,9 +10,11 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   KeyRing,
   UserContextPlugin,
-  generateKeySet,
   memoryAuditSink,
+  rotateKeySet,
   runAsUser,
+  workerKeySet,
+  type KeySetJson,
 } from 'temporal-user-context';
 import { alice, carol, startHarness, type Harness } from '../../../../test-support/harness.js';
 import * as activities from '../fixtures/activities.js';
@@ -21,17 +23,24 @@ const workflowsPath = fileURLToPath(new URL('../fixtures/workflows.ts', import.m
 const historiesDir = fileURLToPath(new URL('../fixtures/histories/', import.meta.url));
 let h: Harness;
 
+// Test-only keys, committed with the histories they recorded (never use them anywhere else).
+const recordingKeys = JSON.parse(readFileSync(`${historiesDir}keys.json`, 'utf8')) as KeySetJson;
+
 beforeAll(async () => {
-  h = await startHarness({ workflowsPath, activities });
+  h = await startHarness({ workflowsPath, activities, keys: recordingKeys });
 });
 afterAll(async () => {
   await h?.stop();
 });
 
-/** A worker ring that shares no key with the recording one: replay must not need keys at all. */
+/**
+ * The worker ring after a key rotation: fresh active keys, the recording keys kept decrypt-only /
+ * verify-only. Replay needs the old codec key to decode history, but never a token key: workflow code
+ * does not verify, and verification verdicts are recorded in history.
+ */
 function rotatedPlugin(): UserContextPlugin {
   return new UserContextPlugin({
-    keys: KeyRing.fromJSON(generateKeySet('other').worker),
+    keys: KeyRing.fromJSON(workerKeySet(rotateKeySet(recordingKeys))),
     audit: memoryAuditSink(),
   });
 }
@@ -72,6 +81,7 @@ describe('replay', () => {
     const recorded = await record();
     if (process.env.RECORD_HISTORIES) {
       mkdirSync(historiesDir, { recursive: true });
+      for (const f of readdirSync(historiesDir)) if (f.startsWith('replay-')) rmSync(`${historiesDir}${f}`);
       for (const { workflowId, history } of recorded)
         writeFileSync(`${historiesDir}${workflowId}.json`, historyToJSON(history));
     }
@@ -84,7 +94,7 @@ describe('replay', () => {
   });
 
   it('committed histories (recorded by an earlier version) still replay', async () => {
-    const files = readdirSync(historiesDir).filter((f) => f.endsWith('.json'));
+    const files = readdirSync(historiesDir).filter((f) => f.startsWith('replay-') && f.endsWith('.json'));
     expect(files.length).toBeGreaterThanOrEqual(5);
     for (const file of files) {
       const history = historyFromJSON(JSON.parse(readFileSync(`${historiesDir}${file}`, 'utf8')));

@@ -1,0 +1,116 @@
+import {
+  WorkflowFailedError,
+  WorkflowNotFoundError,
+  WorkflowUpdateFailedError,
+  ScheduleAlreadyRunning,
+} from '@temporalio/client';
+import { ApplicationFailure, TemporalFailure } from '@temporalio/common';
+import { ErrorCodes, isUserContextError, type UserContextErrorCode } from 'temporal-user-context';
+import { AuthError } from '../auth/verify.js';
+
+export const PROBLEM_BASE = 'https://agent-platform.example/problems/';
+
+/** An RFC 7807 problem document. `code` is stable: clients match on it, never on `title`. */
+export interface Problem {
+  type: string;
+  title: string;
+  status: number;
+  code: string;
+  detail?: string;
+}
+
+export class ProblemError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    readonly title: string,
+    readonly detail?: string,
+  ) {
+    super(title);
+  }
+}
+
+export function problem(status: number, code: string, title: string, detail?: string): Problem {
+  return {
+    type: `${PROBLEM_BASE}${code.toLowerCase().replace(/_/g, '-')}`,
+    title,
+    status,
+    code,
+    ...(detail ? { detail } : {}),
+  };
+}
+
+const USER_CONTEXT_STATUS: Record<UserContextErrorCode, [number, string]> = {
+  [ErrorCodes.MISSING]: [401, 'No user context'],
+  [ErrorCodes.INVALID]: [401, 'Invalid user context'],
+  [ErrorCodes.TOO_LARGE]: [400, 'User context too large'],
+  [ErrorCodes.HEADER_MALFORMED]: [400, 'Malformed context header'],
+  [ErrorCodes.TOKEN_INVALID]: [403, 'Context token invalid'],
+  [ErrorCodes.KEY_UNKNOWN]: [403, 'Context key unknown'],
+  [ErrorCodes.TOKEN_EXPIRED]: [403, 'Context token expired'],
+  [ErrorCodes.AUDIENCE_MISMATCH]: [403, 'Context audience mismatch'],
+  [ErrorCodes.LINEAGE_MISMATCH]: [403, 'Context lineage mismatch'],
+  [ErrorCodes.EXPLICIT_MISMATCH]: [403, 'Explicit context mismatch'],
+  [ErrorCodes.ACTOR_FORBIDDEN]: [403, 'Actor not allowed on this run'],
+  [ErrorCodes.SYSTEM_PRINCIPAL_FORBIDDEN]: [403, 'System principal not allowed'],
+  [ErrorCodes.MEMBERSHIP_REVOKED]: [403, 'Not a member of this workspace'],
+  [ErrorCodes.ROLE_MISSING]: [403, 'Role missing'],
+  [ErrorCodes.REVOKED]: [403, 'Context revoked'],
+  [ErrorCodes.PLAINTEXT_PAYLOAD]: [400, 'Plaintext payload refused'],
+  [ErrorCodes.PAYLOAD_TAMPERED]: [400, 'Payload tampered'],
+  [ErrorCodes.MISCONFIGURED]: [500, 'Server misconfigured'],
+};
+
+function isUserContextCode(code: unknown): code is UserContextErrorCode {
+  return typeof code === 'string' && code in USER_CONTEXT_STATUS;
+}
+
+/** The first ApplicationFailure `type` in a Temporal failure's cause chain. */
+export function failureCode(err: unknown): string | undefined {
+  for (let e: unknown = err; e; e = (e as { cause?: unknown }).cause) {
+    if (e instanceof ApplicationFailure && e.type) return e.type;
+    if (isUserContextError(e)) return e.code;
+  }
+  return undefined;
+}
+
+/** Maps any error to a problem document; unknown errors become a generic 500 with no internals. */
+export function toProblem(err: unknown): Problem {
+  if (err instanceof ProblemError) return problem(err.status, err.code, err.title, err.detail);
+  if (err instanceof AuthError) return problem(401, err.code, 'Unauthorized');
+  if (isUserContextError(err)) {
+    const [status, title] = USER_CONTEXT_STATUS[err.code];
+    return problem(status, err.code, title);
+  }
+  const validation = (err as { validation?: unknown; statusCode?: number }).validation;
+  if (validation)
+    return problem(400, 'VALIDATION_FAILED', 'Request validation failed', (err as Error).message);
+  if (err instanceof WorkflowNotFoundError) return problem(404, 'RUN_NOT_FOUND', 'Run not found');
+  if (err instanceof ScheduleAlreadyRunning)
+    return problem(409, 'SCHEDULE_EXISTS', 'Schedule already exists');
+  if (err instanceof WorkflowUpdateFailedError || err instanceof WorkflowFailedError) {
+    const code = failureCode(err);
+    if (isUserContextCode(code)) {
+      const [status, title] = USER_CONTEXT_STATUS[code];
+      return problem(status, code, title);
+    }
+    if (err instanceof WorkflowUpdateFailedError)
+      return problem(409, 'INSTRUCTION_REJECTED', 'Instruction rejected', safeMessage(err.cause));
+    return problem(409, code ?? 'RUN_FAILED', 'Run failed');
+  }
+  // Query refusals arrive as a gRPC/query failure whose message carries the stable code.
+  const message = err instanceof Error ? err.message : '';
+  const code = Object.values(ErrorCodes).find((c) => message.includes(c));
+  if (code) {
+    const [status, title] = USER_CONTEXT_STATUS[code];
+    return problem(status, code, title);
+  }
+  const statusCode = (err as { statusCode?: number }).statusCode;
+  if (statusCode && statusCode >= 400 && statusCode < 500)
+    return problem(statusCode, 'BAD_REQUEST', 'Bad request', message);
+  return problem(500, 'INTERNAL', 'Internal server error');
+}
+
+function safeMessage(err: unknown): string | undefined {
+  return err instanceof TemporalFailure || err instanceof Error ? err.message.slice(0, 200) : undefined;
+}

@@ -1,0 +1,59 @@
+import { createLocalJWKSet, createRemoteJWKSet, errors, jwtVerify, type JWK } from 'jose';
+import { parseUserContext, type UserContext } from 'temporal-user-context';
+
+export interface AuthOptions {
+  issuer: string;
+  audience: string;
+  /** A JWKS URL (fetched and cached) or a JWKS document. */
+  jwks: string | { keys: JWK[] };
+  /** Allowed clock skew in seconds (default 30). */
+  clockToleranceSeconds?: number;
+}
+
+/** Why a bearer token was refused (mapped to 401 problems). */
+export class AuthError extends Error {
+  constructor(
+    readonly code: 'AUTH_MISSING' | 'AUTH_INVALID' | 'AUTH_EXPIRED',
+    message: string,
+  ) {
+    super(message);
+  }
+}
+
+export type VerifyBearer = (token: string) => Promise<UserContext>;
+
+/**
+ * Verifies a bearer JWT (ES256/RS256/EdDSA only, issuer and audience pinned, `exp` required) and maps
+ * its claims to a user context: `sub` → userId, `workspace_id` → workspaceId, `roles` → roles. The roles
+ * are a ceiling: withUserScope intersects them with the stored membership on every database access.
+ */
+export function createVerifier(options: AuthOptions): VerifyBearer {
+  const keys =
+    typeof options.jwks === 'string'
+      ? createRemoteJWKSet(new URL(options.jwks))
+      : createLocalJWKSet(options.jwks);
+  return async (token) => {
+    let payload;
+    try {
+      ({ payload } = await jwtVerify(token, keys, {
+        issuer: options.issuer,
+        audience: options.audience,
+        algorithms: ['ES256', 'RS256', 'EdDSA'],
+        requiredClaims: ['exp', 'sub'],
+        clockTolerance: options.clockToleranceSeconds ?? 30,
+      }));
+    } catch (err) {
+      if (err instanceof errors.JWTExpired) throw new AuthError('AUTH_EXPIRED', 'token expired');
+      throw new AuthError('AUTH_INVALID', 'token invalid');
+    }
+    try {
+      return parseUserContext({
+        userId: payload.sub,
+        workspaceId: payload.workspace_id,
+        roles: payload.roles,
+      });
+    } catch {
+      throw new AuthError('AUTH_INVALID', 'token claims invalid');
+    }
+  };
+}

@@ -1,0 +1,65 @@
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { PGlite } from '@electric-sql/pglite';
+import pg from 'pg';
+import { KeyRing, generateKeySet, type KeySetJson } from 'temporal-user-context';
+import { fromPGlite, fromPgPool, type SqlDatabase } from 'temporal-user-context/postgres';
+
+/** apps/agent-platform */
+export const APP_DIR = resolve(fileURLToPath(new URL('..', import.meta.url)));
+/** Repository root. */
+export const REPO_ROOT = resolve(APP_DIR, '../..');
+/** Local state (git-ignored): PGlite data, key sets, dev issuer key, Temporal dev server database. */
+export const DATA_DIR = process.env.AGENT_PLATFORM_DATA_DIR
+  ? resolve(process.env.AGENT_PLATFORM_DATA_DIR)
+  : join(APP_DIR, '.data');
+
+export interface OpenedDatabase {
+  db: SqlDatabase;
+  kind: 'pg' | 'pglite';
+  close(): Promise<void>;
+}
+
+/** DATABASE_URL (a pg Pool) when set, else PGlite persisted at `<data>/pglite`. */
+export async function openDatabase(
+  options: { url?: string; pgliteDir?: string } = {},
+): Promise<OpenedDatabase> {
+  const url = options.url ?? process.env.DATABASE_URL;
+  if (url) {
+    const pool = new pg.Pool({ connectionString: url, max: 10 });
+    return { db: fromPgPool(pool), kind: 'pg', close: () => pool.end() };
+  }
+  const dir = options.pgliteDir ?? join(DATA_DIR, 'pglite');
+  mkdirSync(dir, { recursive: true });
+  const lite = new PGlite(dir);
+  await lite.waitReady;
+  return { db: fromPGlite(lite), kind: 'pglite', close: () => lite.close() };
+}
+
+export interface KeyFiles {
+  edge: string;
+  worker: string;
+}
+
+/**
+ * Makes sure `<data>/keys/{edge,worker}.json` exist (generating a fresh set when absent) and returns
+ * their paths. The worker file has no private signing key: workers verify, never mint.
+ */
+export function ensureKeyFiles(dir = join(DATA_DIR, 'keys')): KeyFiles {
+  const files = { edge: join(dir, 'edge.json'), worker: join(dir, 'worker.json') };
+  if (!existsSync(files.edge) || !existsSync(files.worker)) {
+    mkdirSync(dir, { recursive: true, mode: 0o700 });
+    const set = generateKeySet('agent-platform');
+    writeFileSync(files.edge, JSON.stringify(set.edge, null, 2), { mode: 0o600 });
+    writeFileSync(files.worker, JSON.stringify(set.worker, null, 2), { mode: 0o600 });
+  }
+  return files;
+}
+
+/** USER_CONTEXT_KEYS / USER_CONTEXT_KEYS_FILE, else the local file (development). */
+export function keyRingFromEnv(fallbackFile?: string): KeyRing {
+  if (process.env.USER_CONTEXT_KEYS || process.env.USER_CONTEXT_KEYS_FILE) return KeyRing.fromEnv();
+  if (fallbackFile) return KeyRing.fromJSON(JSON.parse(readFileSync(fallbackFile, 'utf8')) as KeySetJson);
+  return KeyRing.fromEnv();
+}

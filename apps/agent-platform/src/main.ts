@@ -1,0 +1,163 @@
+// `npm start`: the whole platform in one process for local use — Temporal dev server (child process),
+// PGlite (or DATABASE_URL) with migrations and demo data, a worker and the HTTP API.
+import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { Client, Connection } from '@temporalio/client';
+import { NativeConnection } from '@temporalio/worker';
+import { KeyRing, UserContextPlugin, pinoAuditSink } from 'temporal-user-context';
+import { assertIsolation, postgresAuditSink } from 'temporal-user-context/postgres';
+import { authFromEnv } from './api.js';
+import { createApi } from './api/app.js';
+import { loadDevIssuer } from './auth/dev-issuer.js';
+import { createVerifier } from './auth/verify.js';
+import { DATA_DIR, REPO_ROOT, ensureKeyFiles, openDatabase } from './config.js';
+import { migrate } from './data/migrate.js';
+import { seedDemo } from './seed.js';
+import { createWorker } from './worker.js';
+
+const TEMPORAL_PORT = Number(process.env.TEMPORAL_PORT ?? 7233);
+const UI_PORT = Number(process.env.TEMPORAL_UI_PORT ?? 8233);
+const API_PORT = Number(process.env.PORT ?? 3000);
+
+/** Starts `temporal server start-dev` with persistent state in .data/temporal.db, or uses TEMPORAL_ADDRESS. */
+async function startTemporal(): Promise<{ address: string; child?: ChildProcess }> {
+  if (process.env.TEMPORAL_ADDRESS) return { address: process.env.TEMPORAL_ADDRESS };
+  const cli = execFileSync(process.execPath, [join(REPO_ROOT, 'scripts/temporal-cli.mjs'), '--print-path'], {
+    encoding: 'utf8',
+  }).trim();
+  const child = spawn(
+    cli,
+    [
+      'server',
+      'start-dev',
+      '--ip',
+      '127.0.0.1',
+      '--port',
+      String(TEMPORAL_PORT),
+      '--ui-port',
+      String(UI_PORT),
+      '--db-filename',
+      join(DATA_DIR, 'temporal.db'),
+      '--search-attribute',
+      'UserId=Keyword',
+      '--search-attribute',
+      'WorkspaceId=Keyword',
+      '--dynamic-config-value',
+      'frontend.enableUpdateWorkflowExecution=true',
+      '--log-level',
+      'warn',
+    ],
+    { stdio: ['ignore', 'ignore', 'inherit'] },
+  );
+  // Never leave the dev server behind, even when this process dies on an error.
+  process.once('exit', () => child.kill('SIGTERM'));
+  const address = `127.0.0.1:${TEMPORAL_PORT}`;
+  const deadline = Date.now() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`temporal dev server exited with ${child.exitCode}`);
+    try {
+      const connection = await Connection.connect({ address, connectTimeout: 1000 });
+      await connection.workflowService.getSystemInfo({});
+      await connection.close();
+      return { address, child };
+    } catch (err) {
+      if (Date.now() > deadline) throw err;
+      await new Promise((r) => setTimeout(r, 500));
+    }
+  }
+}
+
+async function main(): Promise<void> {
+  mkdirSync(DATA_DIR, { recursive: true });
+  const keyFiles = ensureKeyFiles();
+  const temporal = await startTemporal();
+  process.env.TEMPORAL_ADDRESS ??= temporal.address;
+  const namespace = process.env.TEMPORAL_NAMESPACE ?? 'default';
+
+  const database = await openDatabase();
+  await migrate(database.db);
+  await assertIsolation(database.db);
+  const agents = await seedDemo(database.db);
+  const dbAudit = postgresAuditSink(database.db);
+
+  const nativeConnection = await NativeConnection.connect({ address: temporal.address });
+  const worker = await createWorker({
+    connection: nativeConnection,
+    namespace,
+    db: database.db,
+    keys: KeyRing.fromFile(keyFiles.worker),
+    audit: [dbAudit, pinoAuditSink()],
+  });
+  const running = worker.run();
+
+  const connection = await Connection.connect({ address: temporal.address });
+  const edge = new UserContextPlugin({
+    keys: KeyRing.fromFile(keyFiles.edge),
+    audit: [dbAudit, pinoAuditSink()],
+  });
+  const client = new Client({ connection, namespace, plugins: [edge] });
+  const app = await createApi({
+    db: database.db,
+    client,
+    verify: createVerifier(await authFromEnv()),
+    scope: { auditor: edge.auditor },
+  });
+  await app.listen({ port: API_PORT, host: '127.0.0.1' });
+  running.catch((err: unknown) => {
+    console.error('worker stopped', err);
+    process.exit(1);
+  });
+
+  const issuer = await loadDevIssuer();
+  const token = await issuer.mint({
+    user: 'alice',
+    workspace: 'ws-acme',
+    roles: ['member'],
+    expiresIn: '8h',
+  });
+  const api = `http://127.0.0.1:${API_PORT}`;
+  console.log(`
+Agent platform is running (data in ${DATA_DIR}, database: ${database.kind})
+  API              ${api}
+  OpenAPI docs     ${api}/docs
+  Temporal Web UI  ${temporal.child ? `http://127.0.0.1:${UI_PORT}` : '(external server: ' + temporal.address + ')'}
+
+Demo users: alice (member) and carol (admin) in ws-acme; bob (admin) and dave (member) in ws-globex.
+Mint more tokens with: npm run token -w apps/agent-platform -- --user carol --workspace ws-acme --roles admin,member
+
+Next step — run the Acme assistant as alice:
+  TOKEN=${token}
+  curl -s -X POST ${api}/workspaces/ws-acme/agents/${agents['ws-acme'] ?? '<agent-id>'}/runs \\
+    -H "authorization: Bearer $TOKEN" -H 'content-type: application/json' -d '{"input":"Tell me about roadmap"}'
+  curl -s "${api}/runs/<runId>/result?waitSeconds=10" -H "authorization: Bearer $TOKEN"
+`);
+
+  let stopping = false;
+  const stop = async (signal: string) => {
+    if (stopping) return;
+    stopping = true;
+    console.log(`\n${signal}: shutting down`);
+    await app.close();
+    // The SDK's own signal handlers may already have started the worker's shutdown.
+    if (worker.getState() === 'RUNNING') worker.shutdown();
+    await running;
+    await connection.close();
+    await nativeConnection.close();
+    await dbAudit.flush();
+    await database.close();
+    if (temporal.child) {
+      const exited = new Promise((r) => temporal.child?.once('exit', r));
+      temporal.child.kill('SIGTERM');
+      await exited;
+    }
+    process.exit(0);
+  };
+  process.once('SIGINT', () => void stop('SIGINT'));
+  process.once('SIGTERM', () => void stop('SIGTERM'));
+}
+
+main().catch((err: unknown) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,79 @@
+import type { AgentConfig, AgentMessage, ModelDecision, ModelProvider } from './types.js';
+
+export interface OpenAiProviderOptions {
+  baseUrl: string;
+  apiKey: string;
+  /** Model to use when the agent's own `model` is `default`. */
+  model: string;
+  fetch?: typeof fetch;
+}
+
+const TOOL_SCHEMAS: Record<string, object> = {
+  searchWorkspaceDocuments: {
+    type: 'function',
+    function: {
+      name: 'searchWorkspaceDocuments',
+      description: "Searches the documents of the caller's workspace (title and body, case-insensitive).",
+      parameters: {
+        type: 'object',
+        properties: { query: { type: 'string', maxLength: 100 } },
+        required: ['query'],
+      },
+    },
+  },
+};
+
+interface ChatResponse {
+  choices?: {
+    message?: {
+      content?: string | null;
+      tool_calls?: { function?: { name?: string; arguments?: string } }[];
+    };
+  }[];
+}
+
+/**
+ * An OpenAI-compatible chat-completions provider (OpenAI, vLLM, Ollama, LM Studio, ...), selected by
+ * OPENAI_BASE_URL / OPENAI_API_KEY / OPENAI_MODEL. Not exercised by the tests (no network there).
+ */
+export class OpenAiCompatibleProvider implements ModelProvider {
+  readonly name = 'openai-compatible';
+  constructor(private readonly options: OpenAiProviderOptions) {}
+
+  async step(agent: AgentConfig, messages: readonly AgentMessage[]): Promise<ModelDecision> {
+    const tools = agent.tools.map((t) => TOOL_SCHEMAS[t]).filter((t): t is object => t !== undefined);
+    const body = {
+      model: agent.model === 'default' || agent.model === 'local' ? this.options.model : agent.model,
+      messages: [
+        { role: 'system', content: agent.instructions || `You are ${agent.name}.` },
+        ...messages.map((m) =>
+          m.role === 'tool'
+            ? { role: 'user', content: `Result of ${m.tool ?? 'tool'}: ${m.content}` }
+            : { role: m.role, content: m.content },
+        ),
+      ],
+      ...(tools.length > 0 ? { tools } : {}),
+    };
+    const doFetch = this.options.fetch ?? fetch;
+    const res = await doFetch(`${this.options.baseUrl.replace(/\/$/, '')}/chat/completions`, {
+      method: 'POST',
+      headers: { 'content-type': 'application/json', authorization: `Bearer ${this.options.apiKey}` },
+      body: JSON.stringify(body),
+      signal: AbortSignal.timeout(60_000),
+    });
+    if (!res.ok) throw new Error(`model provider answered HTTP ${res.status}`);
+    const json = (await res.json()) as ChatResponse;
+    const message = json.choices?.[0]?.message;
+    const call = message?.tool_calls?.[0]?.function;
+    if (call?.name) {
+      let args: Record<string, unknown>;
+      try {
+        args = JSON.parse(call.arguments ?? '{}') as Record<string, unknown>;
+      } catch {
+        args = {};
+      }
+      return { type: 'tool_call', tool: call.name, args };
+    }
+    return { type: 'final', content: message?.content ?? '' };
+  }
+}

@@ -1,0 +1,30 @@
+/** One message of an agent conversation, as the model provider sees it. */
+export interface AgentMessage {
+  role: 'system' | 'user' | 'assistant' | 'tool';
+  content: string;
+  /** For `tool` messages: which tool produced the content. */
+  tool?: string;
+}
+
+/** The agent as the worker loaded it (through RLS) for one run. */
+export interface AgentConfig {
+  agentId: string;
+  workspaceId: string;
+  name: string;
+  instructions: string;
+  model: string;
+  tools: string[];
+}
+
+/** What one model step decides: call a tool, or answer. */
+export type ModelDecision =
+  { type: 'tool_call'; tool: string; args: Record<string, unknown> } | { type: 'final'; content: string };
+
+/** A model backend. Implementations run inside the `modelStep` activity (never in workflow code). */
+export interface ModelProvider {
+  readonly name: string;
+  step(agent: AgentConfig, messages: readonly AgentMessage[]): Promise<ModelDecision>;
+}
+
+/** What the workflow adds as a user message after an instruction arrives through the update. */
+export const REVISE_PROMPT = 'Please revise your answer with that instruction.';

@@ -1,0 +1,32 @@
+import { Client, Connection } from '@temporalio/client';
+import { loadClientConnectConfig } from '@temporalio/envconfig';
+import { NativeConnection } from '@temporalio/worker';
+import type { UserContextPlugin } from 'temporal-user-context';
+
+/**
+ * Connection settings from the Temporal environment configuration (TEMPORAL_ADDRESS, TEMPORAL_NAMESPACE,
+ * TEMPORAL_API_KEY, TLS variables, TEMPORAL_PROFILE and the TOML config file), defaulting to localhost.
+ */
+export function temporalConnectConfig(): {
+  connectionOptions: ReturnType<typeof loadClientConnectConfig>['connectionOptions'];
+  namespace: string;
+} {
+  const config = loadClientConnectConfig();
+  return {
+    connectionOptions: { address: 'localhost:7233', ...config.connectionOptions },
+    namespace: config.namespace ?? 'default',
+  };
+}
+
+export async function connectWorker(): Promise<{ connection: NativeConnection; namespace: string }> {
+  const { connectionOptions, namespace } = temporalConnectConfig();
+  return { connection: await NativeConnection.connect(connectionOptions), namespace };
+}
+
+export async function connectClient(
+  plugin: UserContextPlugin,
+): Promise<{ client: Client; connection: Connection }> {
+  const { connectionOptions, namespace } = temporalConnectConfig();
+  const connection = await Connection.connect(connectionOptions);
+  return { client: new Client({ connection, namespace, plugins: [plugin] }), connection };
+}

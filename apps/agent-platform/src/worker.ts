@@ -1,0 +1,70 @@
+import { extname } from 'node:path';
+import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Worker, type NativeConnection, type WorkerOptions } from '@temporalio/worker';
+import { UserContextPlugin, pinoAuditSink, type AuditSink, type KeyRing } from 'temporal-user-context';
+import { assertIsolation, postgresAuditSink, type SqlDatabase } from 'temporal-user-context/postgres';
+import { createActivities } from './activities.js';
+import { ensureKeyFiles, keyRingFromEnv, openDatabase } from './config.js';
+import { migrate } from './data/migrate.js';
+import { providerFromEnv, type ModelProvider } from './providers/index.js';
+import { connectWorker } from './temporal.js';
+import { TASK_QUEUE } from './workflows/agent-execution.js';
+
+const here = fileURLToPath(import.meta.url);
+export const workflowsPath = fileURLToPath(new URL(`./workflows/index${extname(here)}`, import.meta.url));
+
+export interface CreateWorkerOptions {
+  connection: NativeConnection;
+  namespace?: string;
+  taskQueue?: string;
+  db: SqlDatabase;
+  /** The worker key ring (no private signing key). */
+  keys: KeyRing;
+  provider?: ModelProvider;
+  /** Audit sinks; default: the audit_log table plus pino on stdout. */
+  audit?: AuditSink[];
+  worker?: Partial<WorkerOptions>;
+}
+
+/** A worker for `agent-tasks` with the user-context plugin, the agent workflow and its activities. */
+export async function createWorker(options: CreateWorkerOptions): Promise<Worker> {
+  const plugin = new UserContextPlugin({
+    keys: options.keys,
+    audit: options.audit ?? [postgresAuditSink(options.db), pinoAuditSink()],
+  });
+  return Worker.create({
+    connection: options.connection,
+    namespace: options.namespace ?? 'default',
+    taskQueue: options.taskQueue ?? TASK_QUEUE,
+    workflowsPath,
+    activities: createActivities({
+      db: options.db,
+      provider: options.provider ?? providerFromEnv(),
+      scope: { auditor: plugin.auditor },
+    }),
+    plugins: [plugin],
+    ...options.worker,
+  });
+}
+
+/** `npm run worker`: connects with the Temporal env config, DATABASE_URL or PGlite, and runs. */
+async function main(): Promise<void> {
+  const database = await openDatabase();
+  if (database.kind === 'pglite') await migrate(database.db);
+  await assertIsolation(database.db);
+  const keys = keyRingFromEnv(ensureKeyFiles().worker);
+  const { connection, namespace } = await connectWorker();
+  const worker = await createWorker({ connection, namespace, db: database.db, keys });
+  // The SDK shuts the worker down on SIGINT/SIGTERM (WorkerOptions.shutdownSignals); run() then resolves.
+  console.log(`worker: polling task queue ${TASK_QUEUE} in namespace ${namespace}`);
+  await worker.run();
+  await connection.close();
+  await database.close();
+}
+
+if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
+  main().catch((err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  });
+}

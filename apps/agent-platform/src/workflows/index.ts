@@ -1,0 +1,1 @@
+export { AgentExecutionWorkflow } from './agent-execution.js';

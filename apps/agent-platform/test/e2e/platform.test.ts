@@ -1,0 +1,339 @@
+import type {} from '../../../../test-support/global-setup.js';
+import { randomUUID } from 'node:crypto';
+import { Client, Connection } from '@temporalio/client';
+import { NativeConnection, type Worker } from '@temporalio/worker';
+import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { inject } from 'vitest';
+import {
+  ErrorCodes,
+  KeyRing,
+  UserContextPlugin,
+  generateKeySet,
+  memoryAuditSink,
+  runAsUser,
+} from 'temporal-user-context';
+import { fromPgPool, postgresAuditSink, type SqlDatabase } from 'temporal-user-context/postgres';
+import { createTestDatabase, type TestDatabase } from '../../../../test-support/postgres.js';
+import { createApi } from '../../src/api/app.js';
+import { createEphemeralIssuer, type DevIssuer } from '../../src/auth/dev-issuer.js';
+import { createVerifier } from '../../src/auth/verify.js';
+import { migrate } from '../../src/data/migrate.js';
+import { seedDemo } from '../../src/seed.js';
+import { createWorker } from '../../src/worker.js';
+
+let database: TestDatabase;
+let pool: pg.Pool;
+let db: SqlDatabase;
+let connection: Connection;
+let nativeConnection: NativeConnection;
+let worker: Worker;
+let running: Promise<void>;
+let app: FastifyInstance;
+let client: Client;
+let issuer: DevIssuer;
+let agentIds: Record<string, string>;
+const tokens: Record<string, string> = {};
+const audit = memoryAuditSink();
+
+beforeAll(async () => {
+  database = await createTestDatabase('agent_e2e');
+  pool = new pg.Pool({ connectionString: database.url, max: 8 });
+  db = fromPgPool(pool);
+  await migrate(db);
+  agentIds = await seedDemo(db);
+
+  const namespace = inject('temporalNamespace');
+  const taskQueue = `agent-tasks-${randomUUID()}`;
+  const keys = generateKeySet('agent-e2e');
+  nativeConnection = await NativeConnection.connect({ address: inject('temporalAddress') });
+  connection = await Connection.connect({ address: inject('temporalAddress') });
+  const dbAudit = postgresAuditSink(db);
+  worker = await createWorker({
+    connection: nativeConnection,
+    namespace,
+    taskQueue,
+    db,
+    keys: KeyRing.fromJSON(keys.worker),
+    audit: [audit, dbAudit],
+  });
+  running = worker.run();
+  const edgePlugin = new UserContextPlugin({ keys: KeyRing.fromJSON(keys.edge), audit: [audit, dbAudit] });
+  client = new Client({ connection, namespace, plugins: [edgePlugin] });
+  issuer = await createEphemeralIssuer();
+  app = await createApi({
+    db,
+    client,
+    taskQueue,
+    verify: createVerifier({ jwks: issuer.jwks, issuer: issuer.issuer, audience: issuer.audience }),
+    scope: { auditor: edgePlugin.auditor },
+  });
+  tokens.alice = await issuer.mint({ user: 'alice', workspace: 'ws-acme', roles: ['member'] });
+  tokens.carol = await issuer.mint({ user: 'carol', workspace: 'ws-acme', roles: ['admin', 'member'] });
+  tokens.bob = await issuer.mint({ user: 'bob', workspace: 'ws-globex', roles: ['admin', 'member'] });
+});
+
+afterAll(async () => {
+  await app?.close();
+  worker?.shutdown();
+  await running;
+  await connection?.close();
+  await nativeConnection?.close();
+  await pool?.end();
+  await database?.drop();
+});
+
+type Json = Record<string, unknown>;
+
+async function call(
+  who: string | undefined,
+  method: 'GET' | 'POST' | 'PATCH' | 'DELETE',
+  url: string,
+  payload?: Json,
+): Promise<LightMyRequestResponse & { body_: Json }> {
+  const res = await app.inject({
+    method,
+    url,
+    headers: who ? { authorization: `Bearer ${tokens[who] ?? who}` } : {},
+    ...(payload ? { payload } : {}),
+  });
+  return Object.assign(res, { body_: res.body ? (JSON.parse(res.body) as Json) : {} });
+}
+
+async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 30_000): Promise<T> {
+  const end = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await fn();
+    if (ok(value)) return value;
+    if (Date.now() > end) throw new Error(`condition not met: ${JSON.stringify(value)}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}
+
+const acmeAgent = () => agentIds['ws-acme'] as string;
+
+describe('authentication and authorisation', () => {
+  it('refuses a request without a token (401 problem)', async () => {
+    const res = await call(undefined, 'GET', '/workspaces/ws-acme/agents');
+    expect(res.statusCode).toBe(401);
+    expect(res.headers['content-type']).toMatch(/application\/problem\+json/);
+    expect(res.body_).toMatchObject({ status: 401, code: 'AUTH_MISSING' });
+    expect(res.body).not.toMatch(/at .*\.ts/);
+  });
+
+  it('refuses a bad token and a token of another issuer (401)', async () => {
+    expect((await call('not-a-jwt', 'GET', '/workspaces/ws-acme/agents')).body_).toMatchObject({
+      status: 401,
+      code: 'AUTH_INVALID',
+    });
+    const other = await createEphemeralIssuer();
+    const forged = await other.mint({ user: 'carol', workspace: 'ws-acme', roles: ['admin'] });
+    expect((await call(forged, 'GET', '/workspaces/ws-acme/agents')).statusCode).toBe(401);
+  });
+
+  it('refuses a path workspace other than the token workspace (403)', async () => {
+    const res = await call('alice', 'GET', '/workspaces/ws-globex/agents');
+    expect(res.statusCode).toBe(403);
+    expect(res.body_.code).toBe('WORKSPACE_MISMATCH');
+  });
+
+  it('refuses a member on admin endpoints (403 ROLE_MISSING)', async () => {
+    expect((await call('alice', 'GET', '/workspaces/ws-acme/members')).body_).toMatchObject({
+      status: 403,
+      code: ErrorCodes.ROLE_MISSING,
+    });
+    expect((await call('alice', 'POST', '/workspaces/ws-acme/agents', { name: 'x' })).statusCode).toBe(403);
+  });
+
+  it('a token claiming a role the membership lacks gets no more than the membership', async () => {
+    const inflated = await issuer.mint({ user: 'alice', workspace: 'ws-acme', roles: ['admin', 'member'] });
+    expect((await call(inflated, 'GET', '/workspaces/ws-acme/members')).statusCode).toBe(403);
+  });
+});
+
+describe('agents and members', () => {
+  it('admins manage agents; other workspaces do not see them', async () => {
+    const created = await call('carol', 'POST', '/workspaces/ws-acme/agents', {
+      name: 'Scratch',
+      instructions: 'be brief',
+    });
+    expect(created.statusCode).toBe(201);
+    const id = created.body_.id as string;
+    expect((await call('alice', 'GET', `/workspaces/ws-acme/agents/${id}`)).body_.name).toBe('Scratch');
+    const list = await call('alice', 'GET', '/workspaces/ws-acme/agents');
+    expect((list.body_.agents as Json[]).map((a) => a.id)).toContain(id);
+    const patched = await call('carol', 'PATCH', `/workspaces/ws-acme/agents/${id}`, { name: 'Renamed' });
+    expect(patched.body_.name).toBe('Renamed');
+    expect((await call('bob', 'GET', `/workspaces/ws-globex/agents/${id}`)).statusCode).toBe(404);
+    expect((await call('bob', 'DELETE', `/workspaces/ws-globex/agents/${id}`)).statusCode).toBe(404);
+    expect((await call('carol', 'DELETE', `/workspaces/ws-acme/agents/${id}`)).statusCode).toBe(204);
+    expect((await call('carol', 'GET', `/workspaces/ws-acme/agents/${id}`)).statusCode).toBe(404);
+  });
+
+  it('admins list and add members', async () => {
+    const added = await call('carol', 'POST', '/workspaces/ws-acme/members', {
+      userId: 'erin',
+      roles: ['member'],
+    });
+    expect(added.statusCode).toBe(201);
+    const list = await call('carol', 'GET', '/workspaces/ws-acme/members');
+    expect((list.body_.members as Json[]).map((m) => m.userId)).toEqual(
+      expect.arrayContaining(['alice', 'carol', 'erin']),
+    );
+  });
+
+  it('validates bodies with a 400 problem', async () => {
+    const res = await call('carol', 'POST', '/workspaces/ws-acme/agents', { name: '' });
+    expect(res.body_).toMatchObject({ status: 400, code: 'VALIDATION_FAILED' });
+  });
+
+  it('serves the OpenAPI document', async () => {
+    const res = await app.inject({ method: 'GET', url: '/docs/json' });
+    expect(res.statusCode).toBe(200);
+    expect(Object.keys((JSON.parse(res.body) as { paths: Json }).paths)).toContain('/runs/{runId}');
+  });
+});
+
+describe('agent runs', () => {
+  it('runs an agent as the caller; the tool reads only the caller workspace', async () => {
+    const started = await call('alice', 'POST', `/workspaces/ws-acme/agents/${acmeAgent()}/runs`, {
+      input: 'Tell me about roadmap',
+    });
+    expect(started.statusCode).toBe(202);
+    const runId = started.body_.runId as string;
+    const result = await call('alice', 'GET', `/runs/${runId}/result?waitSeconds=30`);
+    expect(result.body_.status).toBe('completed');
+    const answer = (result.body_.result as Json).answer as string;
+    expect(answer).toContain('Acme roadmap');
+    expect(answer).not.toContain('Globex');
+    const status = await call('alice', 'GET', `/runs/${runId}`);
+    expect(status.body_).toMatchObject({
+      status: 'completed',
+      record: { status: 'completed', createdBy: 'alice' },
+    });
+    // Another workspace cannot see the run at all.
+    expect((await call('bob', 'GET', `/runs/${runId}`)).statusCode).toBe(404);
+  });
+
+  it('a model asking for another workspace data gets nothing', async () => {
+    const started = await call('alice', 'POST', `/workspaces/ws-acme/agents/${acmeAgent()}/runs`, {
+      input: 'Find documents about roadmap in workspace ws-globex',
+    });
+    const result = await call('alice', 'GET', `/runs/${started.body_.runId as string}/result?waitSeconds=30`);
+    expect((result.body_.result as Json).answer).toMatch(/found no documents/);
+  });
+
+  it('lifecycle: query progress, update with instructions, cancel', async () => {
+    const started = await call('alice', 'POST', `/workspaces/ws-acme/agents/${acmeAgent()}/runs`, {
+      input: 'Tell me about onboarding',
+      followUpSeconds: 120,
+    });
+    const runId = started.body_.runId as string;
+    const waiting = await until(
+      () => call('alice', 'GET', `/runs/${runId}`),
+      (r) => (r.body_.progress as Json | undefined)?.status === 'waiting',
+    );
+    expect((waiting.body_.progress as Json).answer).toContain('Acme onboarding');
+
+    const update = await call('carol', 'POST', `/runs/${runId}/instructions`, {
+      instruction: 'Answer briefly',
+    });
+    expect(update.statusCode).toBe(200);
+    expect(update.body_).toMatchObject({ accepted: true });
+    const revised = await until(
+      () => call('alice', 'GET', `/runs/${runId}`),
+      (r) => {
+        const p = r.body_.progress as Json | undefined;
+        return (
+          p?.status === 'waiting' &&
+          String(p.answer).includes('Answer briefly') &&
+          String(p.answer).includes('Acme onboarding')
+        );
+      },
+    );
+    expect((revised.body_.progress as Json).instructions).toEqual([
+      { text: 'Answer briefly', addedBy: 'carol' },
+    ]);
+
+    // Validator: whitespace-only instruction is rejected by the workflow's update validator.
+    const rejected = await call('alice', 'POST', `/runs/${runId}/instructions`, { instruction: '   ' });
+    expect(rejected.body_).toMatchObject({ status: 409, code: 'INSTRUCTION_REJECTED' });
+
+    // Another workspace can neither signal nor update it (it does not even find the run).
+    expect((await call('bob', 'POST', `/runs/${runId}/cancel`)).statusCode).toBe(404);
+
+    expect((await call('alice', 'POST', `/runs/${runId}/cancel`)).statusCode).toBe(202);
+    const result = await call('alice', 'GET', `/runs/${runId}/result?waitSeconds=30`);
+    expect(result.body_.status).toBe('cancelled');
+    const after = await call('alice', 'POST', `/runs/${runId}/instructions`, { instruction: 'too late' });
+    expect(after.statusCode).toBeGreaterThanOrEqual(400);
+  });
+
+  it('continues as new when the steps grow long, carrying state', async () => {
+    const started = await call('alice', 'POST', `/workspaces/ws-acme/agents/${acmeAgent()}/runs`, {
+      input: 'Tell me about roadmap',
+      maxStepsPerRun: 1,
+    });
+    const result = await call('alice', 'GET', `/runs/${started.body_.runId as string}/result?waitSeconds=30`);
+    expect(result.body_.status).toBe('completed');
+    expect(result.body_.result).toMatchObject({ steps: 2, toolCalls: 1 });
+    expect((result.body_.result as Json).answer).toContain('Acme roadmap');
+  });
+
+  it('schedules recurring runs as the caller', async () => {
+    const res = await call('alice', 'POST', `/workspaces/ws-acme/agents/${acmeAgent()}/schedules`, {
+      everySeconds: 3600,
+      input: 'daily digest',
+    });
+    expect(res.statusCode).toBe(201);
+    const handle = client.schedule.getHandle(res.body_.scheduleId as string);
+    const description = await runAsUser({ userId: 'alice', workspaceId: 'ws-acme', roles: ['member'] }, () =>
+      handle.describe(),
+    );
+    expect(description.action.type).toBe('startWorkflow');
+    await runAsUser({ userId: 'alice', workspaceId: 'ws-acme', roles: ['member'] }, () => handle.delete());
+  });
+
+  it('a revoked membership refuses the next step of a running agent', async () => {
+    await call('carol', 'POST', '/workspaces/ws-acme/members', { userId: 'frank', roles: ['member'] });
+    tokens.frank = await issuer.mint({ user: 'frank', workspace: 'ws-acme', roles: ['member'] });
+    const started = await call('frank', 'POST', `/workspaces/ws-acme/agents/${acmeAgent()}/runs`, {
+      input: 'Tell me about onboarding',
+      followUpSeconds: 120,
+    });
+    const runId = started.body_.runId as string;
+    await until(
+      () => call('frank', 'GET', `/runs/${runId}`),
+      (r) => (r.body_.progress as Json | undefined)?.status === 'waiting',
+    );
+    expect((await call('carol', 'DELETE', '/workspaces/ws-acme/members/frank')).statusCode).toBe(204);
+    // frank's own API calls are refused now.
+    expect((await call('frank', 'GET', `/runs/${runId}`)).body_).toMatchObject({
+      status: 403,
+      code: ErrorCodes.MEMBERSHIP_REVOKED,
+    });
+    // An admin nudges the run: its next model step runs as frank and is refused.
+    expect(
+      (await call('carol', 'POST', `/runs/${runId}/instructions`, { instruction: 'go on' })).statusCode,
+    ).toBe(200);
+    const result = await until(
+      () => call('carol', 'GET', `/runs/${runId}/result`),
+      (r) => r.body_.status !== 'running',
+    );
+    expect(result.body_).toMatchObject({ status: 'failed', error: { code: ErrorCodes.MEMBERSHIP_REVOKED } });
+  });
+
+  it('admins read the audit trail of their workspace only', async () => {
+    const events = await until(
+      () => call('carol', 'GET', '/workspaces/ws-acme/audit?limit=500'),
+      (r) =>
+        ((r.body_.events as Json[] | undefined) ?? []).some(
+          (e) => e.decision === 'deny' && e.reason === ErrorCodes.MEMBERSHIP_REVOKED,
+        ),
+    );
+    const rows = events.body_.events as Json[];
+    expect(rows.every((e) => e.workspaceId === 'ws-acme')).toBe(true);
+    expect((await call('alice', 'GET', '/workspaces/ws-acme/audit')).statusCode).toBe(403);
+  });
+});

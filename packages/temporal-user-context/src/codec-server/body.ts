@@ -1,0 +1,59 @@
+import type { Payload } from '@temporalio/common';
+import { CodecServerCodes, CodecServerError } from './errors.js';
+
+// Standard or URL-safe alphabet, optional padding: what proto3 JSON parsers accept for `bytes`.
+const BASE64 = /^[A-Za-z0-9+/_-]*={0,2}$/;
+
+/**
+ * Parses a remote-codec body, `{ payloads: [{ metadata: { key: base64 }, data: base64 }] }` (proto3
+ * JSON of `temporal.api.common.v1.Payloads`). Anything else is refused with `CODEC_BAD_REQUEST`.
+ */
+export function parsePayloadsBody(body: unknown, maxPayloads: number): Payload[] {
+  const bad = (message: string): never => {
+    throw new CodecServerError(400, CodecServerCodes.BAD_REQUEST, message);
+  };
+  if (body === null || typeof body !== 'object' || Array.isArray(body)) bad('body must be a JSON object');
+  const list = (body as { payloads?: unknown }).payloads;
+  if (list === undefined || list === null) return [];
+  if (!Array.isArray(list)) return bad('payloads must be an array');
+  if (list.length > maxPayloads) bad(`at most ${maxPayloads} payloads per request`);
+  return list.map((entry: unknown): Payload => {
+    if (entry === null || typeof entry !== 'object' || Array.isArray(entry))
+      return bad('payload must be an object');
+    const { metadata, data } = entry as { metadata?: unknown; data?: unknown };
+    const out: Payload = {};
+    if (metadata !== undefined && metadata !== null) {
+      if (typeof metadata !== 'object' || Array.isArray(metadata)) bad('metadata must be an object');
+      const decoded = Object.create(null) as Record<string, Uint8Array>;
+      for (const [key, value] of Object.entries(metadata as Record<string, unknown>)) {
+        decoded[key] = bytes(value, bad);
+      }
+      out.metadata = decoded;
+    }
+    if (data !== undefined && data !== null) out.data = bytes(data, bad);
+    return out;
+  });
+}
+
+function bytes(value: unknown, bad: (message: string) => never): Uint8Array {
+  if (typeof value !== 'string' || !BASE64.test(value)) return bad('bytes fields must be base64 strings');
+  return Buffer.from(value, 'base64');
+}
+
+/** Serialises payloads back to proto3 JSON, standard base64. */
+export function payloadsToJson(payloads: readonly Payload[]): {
+  payloads: { metadata: Record<string, string>; data?: string }[];
+} {
+  return {
+    payloads: payloads.map((p) => {
+      // Null prototype: a metadata key named `__proto__` stays a key.
+      const metadata = Object.create(null) as Record<string, string>;
+      for (const [key, value] of Object.entries(p.metadata ?? {})) metadata[key] = base64(value);
+      return p.data ? { metadata, data: base64(p.data) } : { metadata };
+    }),
+  };
+}
+
+function base64(value: Uint8Array): string {
+  return Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64');
+}
