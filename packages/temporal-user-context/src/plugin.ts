@@ -109,6 +109,16 @@ export class UserContextPlugin extends SimplePlugin {
           // Only the fallback for calls without a serialization context; the SDK passes one on workflow paths.
           namespace: scope.namespace,
           ...(typeof codecOptions === 'object' ? codecOptions : {}),
+          onRefusal: (err, binding) =>
+            auditor.emit({
+              action: 'codec.decode',
+              decision: 'deny',
+              source: 'none',
+              reason: err.code,
+              detail: err.reason,
+              namespace: binding.namespace,
+              workflowId: binding.workflowId,
+            }),
         })
       : undefined;
     super({

@@ -46,6 +46,8 @@ export interface AesGcmPayloadCodecOptions {
    * workflows of one namespace; workflow-bound ciphertext stays bound.
    */
   acceptNamespaceBound?: boolean;
+  /** Called with every decode refusal (the plugin audits them). Must not throw. */
+  onRefusal?: (err: UserContextError, binding: { namespace: string; workflowId: string | undefined }) => void;
 }
 
 /**
@@ -61,6 +63,7 @@ export class AesGcmPayloadCodec implements PayloadCodec {
   private readonly plaintextEncodings: ReadonlySet<string>;
   private readonly acceptScheduledRuns: boolean;
   private readonly acceptNamespaceBound: boolean;
+  private readonly onRefusal: AesGcmPayloadCodecOptions['onRefusal'];
   // One-entry cache: a batch (and usually a whole activation) shares one namespace/workflow/key.
   private cacheNs = '';
   private cacheWf: string | undefined;
@@ -77,6 +80,7 @@ export class AesGcmPayloadCodec implements PayloadCodec {
     this.plaintextEncodings = new Set(options.allowPlaintextEncodings ?? []);
     this.acceptScheduledRuns = options.acceptScheduledRuns ?? false;
     this.acceptNamespaceBound = options.acceptNamespaceBound ?? false;
+    this.onRefusal = options.onRefusal;
   }
 
   /** Id of the key new payloads are encrypted with. */
@@ -119,9 +123,12 @@ export class AesGcmPayloadCodec implements PayloadCodec {
       try {
         out[i] = this.decodeOne(payloads[i], namespace, workflowId, keys);
       } catch (err) {
-        if (isUserContextError(err)) throw err;
         // Defence in depth: hostile input must never surface as a TypeError or a crypto error.
-        throw new UserContextError(ErrorCodes.PAYLOAD_TAMPERED, 'malformed payload', { cause: err });
+        const refusal = isUserContextError(err)
+          ? err
+          : new UserContextError(ErrorCodes.PAYLOAD_TAMPERED, 'malformed payload', { cause: err });
+        this.onRefusal?.(refusal, { namespace, workflowId });
+        throw refusal;
       }
     }
     return out;

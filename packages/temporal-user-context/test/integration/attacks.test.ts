@@ -10,6 +10,9 @@ import {
   encodeHeader,
   generateKeySet,
   issueContextToken,
+  runAsUser,
+  USER_ID_ATTRIBUTE,
+  WORKSPACE_ID_ATTRIBUTE,
   type UserContext,
 } from 'temporal-user-context';
 import {
@@ -198,5 +201,66 @@ describe('replayed headers are refused (cases 6–7)', () => {
   it('the worker is still healthy after every refusal', async () => {
     const workflowId = `ok-${randomUUID()}`;
     expect(await refusalFor(await genuine(workflowId), workflowId)).toBeUndefined();
+  });
+});
+
+describe('mirrors and ciphertext moved between workflows (cases 8, 22)', () => {
+  it('case 8: search attributes and memo that disagree with the signed context are ignored', async () => {
+    const workflowId = `sa-${randomUUID()}`;
+    const header = await genuine(workflowId);
+    const client = headerWritingClient(h, { [ORIGINATOR_HEADER]: encodeHeader(header) });
+    const result = await client.workflow.execute('viaActivity', {
+      taskQueue: h.taskQueue,
+      workflowId,
+      memo: { userContext: { userId: 'root', workspaceId: 'ws-globex' } },
+      typedSearchAttributes: [
+        { key: USER_ID_ATTRIBUTE, value: 'root' },
+        { key: WORKSPACE_ID_ATTRIBUTE, value: 'ws-globex' },
+      ],
+    });
+    expect(result).toEqual(alice);
+  });
+
+  it('case 22: an encrypted argument copied from workflow A into workflow B is refused (AAD binds it)', async () => {
+    // A: a genuine run whose encrypted input we copy.
+    const a = await runAsUser(alice, () =>
+      h.client.workflow.start('explicitArgument', {
+        taskQueue: h.taskQueue,
+        workflowId: `ct-a-${randomUUID()}`,
+        args: ['same'],
+      }),
+    );
+    await a.result();
+    const started = (await a.fetchHistory()).events?.[0]?.workflowExecutionStartedEventAttributes;
+    const copiedInput = started?.input?.payloads;
+    expect(copiedInput?.length).toBe(1);
+    // B: the attacker starts a new workflow with A's ciphertext and a genuine header of its own.
+    const b = `ct-b-${randomUUID()}`;
+    const header = await genuine(b);
+    await h.connection.workflowService.startWorkflowExecution({
+      namespace: h.namespace,
+      workflowId: b,
+      requestId: randomUUID(),
+      workflowType: { name: 'explicitArgument' },
+      taskQueue: { name: h.taskQueue },
+      input: { payloads: copiedInput },
+      header: { fields: { [ORIGINATOR_HEADER]: encodeHeader(header) } },
+    });
+    const handle = h.rawClient.workflow.getHandle(b);
+    let refused = false;
+    for (let i = 0; i < 100 && !refused; i++) {
+      refused = h.audit.events.some(
+        (e) => e.action === 'codec.decode' && e.workflowId === b && e.reason === ErrorCodes.PAYLOAD_TAMPERED,
+      );
+      if (!refused) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(refused).toBe(true);
+    // The run never executed workflow code with the moved argument; history names the refusal.
+    const events = (await handle.fetchHistory()).events ?? [];
+    expect(events.some((e) => e.activityTaskScheduledEventAttributes)).toBe(false);
+    expect(
+      JSON.stringify(events.map((e) => e.workflowTaskFailedEventAttributes?.failure?.message)),
+    ).toContain(ErrorCodes.PAYLOAD_TAMPERED);
+    await handle.terminate('test: moved ciphertext refused');
   });
 });

@@ -1,0 +1,48 @@
+#!/usr/bin/env node
+/**
+ * Key set command line:
+ *   keys generate --issuer NAME --out DIR   writes DIR/edge.json (signs: the API only) and DIR/worker.json
+ *   keys rotate   --in DIR/edge.json --out DIR   retires the active keys (kept verify/decrypt-only) and adds new ones
+ * Files are written with mode 0600. Give workers only worker.json.
+ */
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { parseArgs } from 'node:util';
+import { KeyRing } from '../crypto/keyring.js';
+import { generateKeySet, rotateKeySet, workerKeySet } from '../crypto/generate.js';
+import type { KeySetJson } from '../crypto/key-set.js';
+
+function write(dir: string, edge: KeySetJson): void {
+  KeyRing.fromJSON(edge); // validate before writing anything
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  writeFileSync(join(dir, 'edge.json'), `${JSON.stringify(edge, null, 2)}\n`, { mode: 0o600 });
+  writeFileSync(join(dir, 'worker.json'), `${JSON.stringify(workerKeySet(edge), null, 2)}\n`, {
+    mode: 0o600,
+  });
+  process.stdout.write(
+    `wrote ${join(dir, 'edge.json')} (API only) and ${join(dir, 'worker.json')} (workers)\n`,
+  );
+}
+
+function main(argv: string[]): number {
+  const [command, ...rest] = argv;
+  const { values } = parseArgs({
+    args: rest,
+    options: { issuer: { type: 'string' }, out: { type: 'string' }, in: { type: 'string' } },
+    strict: true,
+  });
+  if (command === 'generate' && values.out) {
+    write(values.out, generateKeySet(values.issuer ?? 'temporal-user-context').edge);
+    return 0;
+  }
+  if (command === 'rotate' && values.in && values.out) {
+    write(values.out, rotateKeySet(JSON.parse(readFileSync(values.in, 'utf8')) as KeySetJson));
+    return 0;
+  }
+  process.stderr.write(
+    'usage: keys generate --issuer NAME --out DIR | keys rotate --in EDGE.json --out DIR\n',
+  );
+  return 2;
+}
+
+process.exitCode = main(process.argv.slice(2));
