@@ -106,8 +106,11 @@ export class UserContextPlugin extends SimplePlugin {
     const codec = codecOptions
       ? new AesGcmPayloadCodec({
           keys: pluginOptions.keys.codecKeyMaterial(),
-          // Only the fallback for calls without a serialization context; the SDK passes one on workflow paths.
+          // Only the fallback for calls without a serialization context (codec servers); the SDK passes
+          // one on every workflow path. Set `namespace` in the plugin options for other namespaces.
           namespace: scope.namespace,
+          // Scheduled runs are named `<action id>-<time>` while their arguments were encoded for `<action id>`.
+          acceptScheduledRuns: true,
           ...(typeof codecOptions === 'object' ? codecOptions : {}),
           onRefusal: (err, binding) =>
             auditor.emit({

@@ -98,7 +98,14 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
   let cancelled = false;
   let finished = false;
 
-  setHandler(cancelSignal, () => {
+  setHandler(cancelSignal, async () => {
+    // The sandbox policy compared pseudonyms it cannot verify: verify the sender before acting on it.
+    // A forged or replayed actor header is refused here and the signal changes nothing.
+    try {
+      await verifyActor();
+    } catch {
+      return;
+    }
     cancelled = true;
   });
   setHandler(

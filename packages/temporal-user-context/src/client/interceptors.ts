@@ -141,7 +141,12 @@ export class UserContextScheduleClientInterceptor implements ScheduleClientInter
     input: CreateScheduleInput,
     next: Next<ScheduleClientInterceptor, 'create'>,
   ): Promise<CreateScheduleOutput> {
-    const header = await this.source.forSchedule(input.options.scheduleId, 'schedule.create');
+    const action = input.options.action;
+    const header = await this.source.forSchedule(
+      input.options.scheduleId,
+      action.workflowId,
+      'schedule.create',
+    );
     return next({ ...input, headers: withHeader(input.headers, ORIGINATOR_HEADER, header) });
   }
 }

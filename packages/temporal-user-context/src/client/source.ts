@@ -87,7 +87,8 @@ export class ContextSource {
       userId: context.userId,
       workspaceId: context.workspaceId,
       tokenId: claims.jti,
-      workflowId: options.workflowId ?? options.scheduleId,
+      workflowId: options.workflowId,
+      ...(options.scheduleId ? { detail: `schedule ${options.scheduleId}` } : {}),
     });
     return header;
   }
@@ -112,8 +113,8 @@ export class ContextSource {
     return this.issue(action, context, source, { use: 'actor', workflowId });
   }
 
-  async forSchedule(scheduleId: string, action: string): Promise<ContextHeader> {
+  async forSchedule(scheduleId: string, actionWorkflowId: string, action: string): Promise<ContextHeader> {
     const { context, source } = this.who(action);
-    return this.issue(action, context, source, { use: 'schedule', scheduleId });
+    return this.issue(action, context, source, { use: 'schedule', scheduleId, workflowId: actionWorkflowId });
   }
 }

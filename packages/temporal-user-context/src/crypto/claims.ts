@@ -27,8 +27,10 @@ export const claimsSchema = z
   .strict()
   .refine(
     (c) =>
+      // Schedule tokens name the schedule (`sch`) and its action's workflow id (`wf`), which every
+      // run's id starts with (`<wf>-<RFC 3339 time>`); start and actor tokens name one workflow id.
       c.use === 'schedule'
-        ? c.sch !== undefined && c.wf === undefined
+        ? c.sch !== undefined && c.wf !== undefined
         : c.wf !== undefined && c.sch === undefined,
     {
       message: 'binding must match use',

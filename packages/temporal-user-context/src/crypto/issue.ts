@@ -15,7 +15,7 @@ export interface IssueOptions {
   /** The Temporal namespace: the token's audience. */
   namespace: string;
   use: TokenUse;
-  /** Workflow id the token is bound to (`start`, `actor`). */
+  /** Workflow id the token is bound to (`start`, `actor`); for `schedule`, the action's workflow id. */
   workflowId?: string;
   /** Schedule id the token is bound to (`schedule`). */
   scheduleId?: string;
@@ -43,9 +43,10 @@ export async function issueContextToken(
       ErrorCodes.MISCONFIGURED,
       'this key ring cannot issue contexts (no private signing key)',
     );
-  const binding = options.use === 'schedule' ? { sch: options.scheduleId } : { wf: options.workflowId };
-  if (!binding.sch && !binding.wf)
-    throw new UserContextError(ErrorCodes.MISCONFIGURED, `a ${options.use} token needs its binding id`);
+  const schedule = options.use === 'schedule';
+  if (!options.workflowId || (schedule && !options.scheduleId)) {
+    throw new UserContextError(ErrorCodes.MISCONFIGURED, `a ${options.use} token needs its binding ids`);
+  }
   const iat = Math.floor((options.now?.() ?? Date.now()) / 1000);
   const claims: ContextClaims = {
     iss: ring.issuer,
@@ -54,7 +55,8 @@ export async function issueContextToken(
     ws: ctx.workspaceId,
     roles: [...ctx.roles],
     use: options.use,
-    ...(binding.wf ? { wf: binding.wf } : { sch: binding.sch as string }),
+    wf: options.workflowId,
+    ...(schedule ? { sch: options.scheduleId } : {}),
     wsh: pseudonym(ring.pseudonymKey, 'ws', ctx.workspaceId),
     subh: pseudonym(ring.pseudonymKey, 'sub', ctx.userId),
     iat,

@@ -32,6 +32,34 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
     private readonly options: ActivityGuardOptions,
   ) {}
 
+  private async verifyActor(
+    input: ActivityExecuteInput,
+    originator: Verified,
+    facts: { namespace: string; workflowId: string },
+    audit: ActivityScope['audit'],
+  ): Promise<{ actor?: Verified; actorRefusal?: UserContextError }> {
+    try {
+      const header = decodeHeader(input.headers, ACTOR_HEADER);
+      if (!header) return {};
+      const actor = await this.options.verifier.verifyActor(header, facts);
+      if (actor.context.workspaceId !== originator.context.workspaceId) {
+        throw new UserContextError(ErrorCodes.ACTOR_FORBIDDEN, 'actor is not in the originator workspace');
+      }
+      return { actor };
+    } catch (err) {
+      if (!isUserContextError(err)) throw err;
+      this.options.auditor.emit({
+        ...audit,
+        action: 'activity.actor',
+        decision: 'deny',
+        source: 'header',
+        reason: err.code,
+        detail: err.reason,
+      });
+      return { actorRefusal: err };
+    }
+  }
+
   async execute(
     input: ActivityExecuteInput,
     next: Next<ActivityInboundCallsInterceptor, 'execute'>,
@@ -61,17 +89,20 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
         const verified = await this.options.verifier.verifyOriginator(header, { namespace, workflowId });
         if (await this.options.isRevoked?.(verified))
           throw new UserContextError(ErrorCodes.REVOKED, 'context revoked');
-        const actorHeader = decodeHeader(input.headers, ACTOR_HEADER);
-        const actor = actorHeader
-          ? await this.options.verifier.verifyActor(actorHeader, { namespace, workflowId })
-          : undefined;
-        if (actor && actor.context.workspaceId !== verified.context.workspaceId) {
-          throw new UserContextError(ErrorCodes.ACTOR_FORBIDDEN, 'actor is not in the originator workspace');
-        }
+        // The activity acts as the originator. An actor (the sender of the signal or update whose
+        // handler scheduled it) is exposed only when its own token verifies; otherwise the activity runs
+        // without one, and the refusal is audited and kept for verifyActor().
+        const { actor, actorRefusal } = await this.verifyActor(
+          input,
+          verified,
+          { namespace, workflowId },
+          audit,
+        );
         scope = {
           context: verified.context,
           claims: verified.claims,
           actor: actor?.context,
+          actorRefusal,
           header,
           allowedSystem,
           audit,
@@ -89,9 +120,20 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
         });
       }
     } catch (err) {
-      const refusal = isUserContextError(err)
-        ? err
-        : new UserContextError(ErrorCodes.TOKEN_INVALID, 'context verification failed', { cause: err });
+      if (!isUserContextError(err)) {
+        // Not a verdict on the context (e.g. the revocation hook's database timed out): audit it and
+        // let it stay retryable, instead of failing the run for good under a misleading code.
+        auditor.emit({
+          ...audit,
+          action: 'activity.execute',
+          decision: 'deny',
+          source: 'header',
+          reason: 'ERROR',
+          detail: err instanceof Error ? err.message : String(err),
+        });
+        throw err;
+      }
+      const refusal = err;
       auditor.emit({
         ...audit,
         action: 'activity.execute',

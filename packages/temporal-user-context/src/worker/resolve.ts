@@ -36,9 +36,14 @@ export function currentUserContext(): UserContext {
   return s.context;
 }
 
-/** The verified actor (signal/update sender) when the activity was scheduled from a handler. */
+/**
+ * The verified actor (signal/update sender) when the activity was scheduled from a handler, or
+ * `undefined`. Throws the refusal when the handler's actor header did not verify.
+ */
 export function currentActor(): UserContext | undefined {
-  return scope().actor;
+  const s = scope();
+  if (s.actorRefusal) throw s.actorRefusal;
+  return s.actor;
 }
 
 export interface ResolveOptions {

@@ -1,4 +1,5 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
+import type { UserContextError } from '../context/errors.js';
 import type { UserContext } from '../context/schema.js';
 import type { ContextClaims } from '../crypto/claims.js';
 import type { ContextHeader } from '../header/v1.js';
@@ -12,6 +13,8 @@ export interface ActivityScope {
   readonly claims?: ContextClaims;
   /** The verified actor, when the activity was scheduled from a signal or update handler. */
   readonly actor?: UserContext;
+  /** Why an actor header did not verify, when it did not (verifyActor() reports it). */
+  readonly actorRefusal?: UserContextError;
   /** The header as received, forwarded by the worker's own client. */
   readonly header?: ContextHeader;
   /** Principal names this worker allows this activity to run as. */

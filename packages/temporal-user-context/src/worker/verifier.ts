@@ -5,6 +5,8 @@ import type { KeyRing } from '../crypto/keyring.js';
 import { openContextToken } from '../crypto/open.js';
 import type { ContextHeader, Lineage } from '../header/v1.js';
 
+const SCHEDULED_RUN_SUFFIX = /^-\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/;
+
 export interface VerifierOptions {
   /** Clock skew tolerated between the edge, the server and workers, in seconds (default 30). */
   clockSkewSeconds?: number;
@@ -44,8 +46,13 @@ export class ContextVerifier {
     if (hit) return hit;
     const opening = openContextToken(this.ring, token);
     this.cache.set(token, opening);
-    if (this.cache.size > this.cacheSize) this.cache.delete(this.cache.keys().next().value as string);
-    opening.catch(() => this.cache.delete(token));
+    // Evict only when a token proved good: a flood of bad tokens cannot push good ones out.
+    opening.then(
+      () => {
+        if (this.cache.size > this.cacheSize) this.cache.delete(this.cache.keys().next().value as string);
+      },
+      () => this.cache.delete(token),
+    );
     return opening;
   }
 
@@ -67,6 +74,15 @@ export class ContextVerifier {
     } else if (claims.use === 'schedule') {
       if (lin.sched === undefined || claims.sch !== lin.sched) {
         throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'token was issued for another schedule');
+      }
+      // The server names each scheduled run `<action workflow id>-<nominal time, RFC 3339>`: a workflow
+      // that merely claims the schedule's search attribute cannot also take another id.
+      const suffix = lin.root.startsWith(`${claims.wf}-`) ? lin.root.slice(claims.wf!.length) : '';
+      if (!SCHEDULED_RUN_SUFFIX.test(suffix)) {
+        throw new UserContextError(
+          ErrorCodes.LINEAGE_MISMATCH,
+          'not a run of the schedule the token was issued for',
+        );
       }
     } else {
       throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'an actor token cannot start a lineage');
@@ -93,10 +109,8 @@ export class ContextVerifier {
     const claims = await this.open(header.tok);
     this.checkCommon(header, claims, facts.namespace);
     const lin = this.requireLineage(header.lin, facts.workflowId);
-    if (claims.use === 'start' && claims.wf === lin.root) {
-      // The lineage's own originator, forwarded by a workflow or a worker client of the same lineage.
-      return { claims, context: toContext(claims) };
-    }
+    // Only actor tokens: a start token (forwarded by a workflow or a worker client, or copied from
+    // history) never proves who acts now, and has no window that would bound its reuse.
     if (claims.use !== 'actor')
       throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'not an actor token for this lineage');
     if (claims.wf !== lin.wf && claims.wf !== lin.root) {

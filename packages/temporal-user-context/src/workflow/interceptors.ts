@@ -51,11 +51,14 @@ const SCHEDULED_BY = 'TemporalScheduledById';
 function lineageOf(header: ContextHeader): Lineage {
   const info = workflowInfo();
   const root = info.root?.workflowId ?? info.workflowId;
-  // The start header of a child or of a continued run was written by our own outbound interceptor in
-  // the parent / previous run; the server vouches that such a parent / previous run exists. Only then
-  // is `lin` taken from the header; a fresh top-level start takes it from workflowInfo() alone.
-  const inherited =
-    info.parent !== undefined || info.continuedFromExecutionRunId !== undefined ? header.lin : undefined;
+  // The start header of a child or of a continued-as-new run was written by our own outbound
+  // interceptor in the parent / previous run; the server vouches that such a parent / previous run
+  // exists. Only then is `lin` taken from the header. Cron and retry runs also have a previous run, but
+  // the server copies the *client's* start header into them, so a `lin` there may be forged: those,
+  // like every fresh top-level start, take the lineage from workflowInfo() alone.
+  const continuedAsNew =
+    info.continuedFromExecutionRunId !== undefined && info.cronSchedule === undefined && info.attempt === 1;
+  const inherited = info.parent !== undefined || continuedAsNew ? header.lin : undefined;
   if (inherited) {
     if (inherited.root !== root) {
       throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'inherited lineage names another root');

@@ -198,6 +198,24 @@ describe('replayed headers are refused (cases 6–7)', () => {
     expect(await refusalFor(old, a)).toBe(ErrorCodes.LINEAGE_MISMATCH);
   });
 
+  it('a forged lineage in a start header is ignored, also in retry runs the server copies it into', async () => {
+    // Copy a genuine header of A (closed long ago) and forge `lin` claiming A's original start time; ask
+    // the server to retry the run, so that the next attempt has a "previous run" (continued-from).
+    const a = `wf-a-${randomUUID()}`;
+    const old = await genuine(a, alice, () => Date.now() - 3600_000);
+    const forged = { ...old, lin: { root: a, wf: a, start: Date.now() - 3600_000 } };
+    const client = headerWritingClient(h, { [ORIGINATOR_HEADER]: encodeHeader(forged) });
+    const run = client.workflow.execute('viaActivity', {
+      taskQueue: h.taskQueue,
+      workflowId: a,
+      retry: { maximumAttempts: 2, initialInterval: '100ms' },
+    });
+    expect(await failureTypeOf(run)).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    const decisions = h.audit.events.filter((e) => e.workflowId === a && e.action === 'activity.execute');
+    expect(decisions.length).toBeGreaterThanOrEqual(2); // both attempts reached an activity
+    expect(decisions.every((e) => e.decision === 'deny')).toBe(true);
+  });
+
   it('the worker is still healthy after every refusal', async () => {
     const workflowId = `ok-${randomUUID()}`;
     expect(await refusalFor(await genuine(workflowId), workflowId)).toBeUndefined();

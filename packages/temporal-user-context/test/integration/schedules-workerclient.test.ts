@@ -93,15 +93,19 @@ describe('schedules', () => {
       namespace: h.namespace,
       use: 'schedule',
       scheduleId,
+      workflowId: `${scheduleId}-wf`,
     });
     const attacker = headerWritingClient(h, { [ORIGINATOR_HEADER]: encodeHeader(header) });
-    const code = await failureTypeOf(
-      attacker.workflow.execute('viaActivity', {
-        taskQueue: h.taskQueue,
-        workflowId: `direct-${randomUUID()}`,
-      }),
-    );
-    expect(code).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    for (const workflowId of [
+      `direct-${randomUUID()}`,
+      `${scheduleId}-wf`,
+      `${scheduleId}-wf-2026-01-01T00:00:00Z`,
+    ]) {
+      const code = await failureTypeOf(
+        attacker.workflow.execute('viaActivity', { taskQueue: h.taskQueue, workflowId }),
+      );
+      expect(code, workflowId).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    }
   });
 });
 
