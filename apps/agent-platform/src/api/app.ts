@@ -375,6 +375,43 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     },
   );
 
+  app.get<{ Params: { ws: string }; Querystring: { agentId?: string; limit?: number } }>(
+    '/workspaces/:ws/runs',
+    {
+      schema: {
+        tags: ['runs'],
+        summary: "List the workspace's runs, newest first (optionally of one agent)",
+        security,
+        params: { type: 'object', properties: { ws: ID }, required: ['ws'] },
+        querystring: {
+          type: 'object',
+          properties: { agentId: UUID, limit: { type: 'integer', minimum: 1, maximum: 500 } },
+          additionalProperties: false,
+        },
+        response: errors,
+      },
+    },
+    async (request) => {
+      const { agentId, limit = 50 } = request.query;
+      const runs = await scoped(request, (tx) => {
+        const repo = new AgentRunRepository(tx);
+        return agentId ? repo.listForAgent(agentId, limit) : repo.list(limit);
+      });
+      return {
+        runs: runs.map((r) => ({
+          runId: r.id,
+          agentId: r.agentId,
+          workflowId: r.workflowId,
+          status: r.status,
+          createdBy: r.createdBy,
+          createdAt: r.createdAt,
+          updatedAt: r.updatedAt,
+          ...(r.error ? { error: r.error } : {}),
+        })),
+      };
+    },
+  );
+
   const runParams = { type: 'object', properties: { runId: UUID }, required: ['runId'] } as const;
   const loadRun = async (
     request: FastifyRequest<{ Params: { runId: string } }>,

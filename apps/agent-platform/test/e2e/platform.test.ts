@@ -106,12 +106,16 @@ async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs =
   for (;;) {
     const value = await fn();
     if (ok(value)) return value;
-    if (Date.now() > end) throw new Error(`condition not met: ${JSON.stringify(value)}`);
+    if (Date.now() > end) {
+      const shown = (value as { body_?: unknown } | undefined)?.body_ ?? value;
+      throw new Error(`condition not met: ${JSON.stringify(shown)}`);
+    }
     await new Promise((r) => setTimeout(r, 200));
   }
 }
 
 const acmeAgent = () => agentIds['ws-acme'] as string;
+const globexAgent = () => agentIds['ws-globex'] as string;
 
 describe('authentication and authorisation', () => {
   it('refuses a request without a token (401 problem)', async () => {
@@ -217,11 +221,45 @@ describe('agent runs', () => {
   });
 
   it('a model asking for another workspace data gets nothing', async () => {
-    const started = await call('alice', 'POST', `/workspaces/ws-acme/agents/${acmeAgent()}/runs`, {
-      input: 'Find documents about roadmap in workspace ws-globex',
+    // The quotes end the search term: the tool searches "roadmap" in ws-globex, which has a matching
+    // document — the control run below, by a ws-globex member, finds it; alice's run must not.
+    const input = 'Find documents about "roadmap" in workspace ws-globex';
+    const started = await call('alice', 'POST', `/workspaces/ws-acme/agents/${acmeAgent()}/runs`, { input });
+    const control = await call('bob', 'POST', `/workspaces/ws-globex/agents/${globexAgent()}/runs`, {
+      input,
     });
     const result = await call('alice', 'GET', `/runs/${started.body_.runId as string}/result?waitSeconds=30`);
     expect((result.body_.result as Json).answer).toMatch(/found no documents/);
+    expect((result.body_.result as Json).answer).not.toContain('Globex secret plan');
+    const controlResult = await call(
+      'bob',
+      'GET',
+      `/runs/${control.body_.runId as string}/result?waitSeconds=30`,
+    );
+    expect((controlResult.body_.result as Json).answer).toContain('Globex secret plan');
+  });
+
+  it('lists the workspace runs, newest first, and only those', async () => {
+    const started = await call('alice', 'POST', `/workspaces/ws-acme/agents/${acmeAgent()}/runs`, {
+      input: 'Tell me about onboarding',
+    });
+    const runId = started.body_.runId as string;
+    await call('alice', 'GET', `/runs/${runId}/result?waitSeconds=30`);
+    const list = await call('alice', 'GET', '/workspaces/ws-acme/runs?limit=5');
+    expect(list.statusCode).toBe(200);
+    const runs = list.body_.runs as Json[];
+    expect(runs.length).toBeLessThanOrEqual(5);
+    expect(runs[0]).toMatchObject({ runId, agentId: acmeAgent(), status: 'completed', createdBy: 'alice' });
+    const byAgent = await call('alice', 'GET', `/workspaces/ws-acme/runs?agentId=${acmeAgent()}`);
+    expect((byAgent.body_.runs as Json[]).map((r) => r.runId)).toContain(runId);
+    const globex = await call('bob', 'GET', '/workspaces/ws-globex/runs?limit=500');
+    expect((globex.body_.runs as Json[]).every((r) => r.agentId === globexAgent())).toBe(true);
+    expect((globex.body_.runs as Json[]).map((r) => r.runId)).not.toContain(runId);
+    // Another workspace's agent id filters to nothing; a malformed one is a 400.
+    const foreign = await call('bob', 'GET', `/workspaces/ws-globex/runs?agentId=${acmeAgent()}`);
+    expect(foreign.body_.runs).toEqual([]);
+    expect((await call('alice', 'GET', '/workspaces/ws-acme/runs?agentId=nope')).statusCode).toBe(400);
+    expect((await call('alice', 'GET', '/workspaces/ws-globex/runs')).statusCode).toBe(403);
   });
 
   it('lifecycle: query progress, update with instructions, cancel', async () => {
@@ -281,18 +319,47 @@ describe('agent runs', () => {
     expect((result.body_.result as Json).answer).toContain('Acme roadmap');
   });
 
-  it('schedules recurring runs as the caller', async () => {
+  it('schedules recurring runs as the caller; a triggered run completes as the creator', async () => {
     const res = await call('alice', 'POST', `/workspaces/ws-acme/agents/${acmeAgent()}/schedules`, {
       everySeconds: 3600,
-      input: 'daily digest',
+      input: 'Tell me about roadmap',
     });
     expect(res.statusCode).toBe(201);
-    const handle = client.schedule.getHandle(res.body_.scheduleId as string);
-    const description = await runAsUser({ userId: 'alice', workspaceId: 'ws-acme', roles: ['member'] }, () =>
-      handle.describe(),
-    );
-    expect(description.action.type).toBe('startWorkflow');
-    await runAsUser({ userId: 'alice', workspaceId: 'ws-acme', roles: ['member'] }, () => handle.delete());
+    const scheduleId = res.body_.scheduleId as string;
+    const alice = { userId: 'alice', workspaceId: 'ws-acme', roles: ['member'] };
+    const handle = client.schedule.getHandle(scheduleId);
+    try {
+      const description = await runAsUser(alice, () => handle.describe());
+      expect(description.action.type).toBe('startWorkflow');
+
+      // Trigger it now through a client with no plugin and no user: the run acts as the creator the
+      // schedule carries, not as whoever pressed the button.
+      await new Client({ connection, namespace: inject('temporalNamespace') }).schedule
+        .getHandle(scheduleId)
+        .trigger();
+      const listed = await until(
+        () => call('alice', 'GET', '/workspaces/ws-acme/runs?limit=50'),
+        (r) =>
+          ((r.body_.runs as Json[] | undefined) ?? []).some(
+            (run) => String(run.workflowId).startsWith(`${scheduleId}-run`) && run.status === 'completed',
+          ),
+      );
+      const run = (listed.body_.runs as Json[]).find((r) =>
+        String(r.workflowId).startsWith(`${scheduleId}-run`),
+      ) as Json;
+      expect(run).toMatchObject({ agentId: acmeAgent(), createdBy: 'alice', status: 'completed' });
+      const result = await call('alice', 'GET', `/runs/${run.runId as string}/result?waitSeconds=30`);
+      expect(result.body_.status).toBe('completed');
+      expect((result.body_.result as Json).answer).toContain('Acme roadmap');
+      expect((result.body_.result as Json).answer).not.toContain('Globex');
+      expect((await call('alice', 'GET', `/runs/${run.runId as string}`)).body_).toMatchObject({
+        status: 'completed',
+        record: { status: 'completed', createdBy: 'alice' },
+      });
+      expect((await call('bob', 'GET', `/runs/${run.runId as string}`)).statusCode).toBe(404);
+    } finally {
+      await runAsUser(alice, () => handle.delete());
+    }
   });
 
   it('a revoked membership refuses the next step of a running agent', async () => {

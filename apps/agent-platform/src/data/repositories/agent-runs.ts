@@ -94,6 +94,15 @@ export class AgentRunRepository {
     return rows[0] ? toRun(rows[0]) : undefined;
   }
 
+  /** The workspace's runs, newest first (index agent_runs_workspace_idx). */
+  async list(limit = 100): Promise<AgentRun[]> {
+    const { rows } = await this.scope.query<AgentRunRow>(
+      `select ${COLUMNS} from agent_runs order by created_at desc, id limit $1`,
+      [limit],
+    );
+    return rows.map(toRun);
+  }
+
   async listForAgent(agentId: string, limit = 100): Promise<AgentRun[]> {
     if (!isUuid(agentId)) return [];
     const { rows } = await this.scope.query<AgentRunRow>(
