@@ -12,13 +12,14 @@ import { Resource } from '@opentelemetry/resources';
 import { InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { Client, Connection } from '@temporalio/client';
 import { OpenTelemetryPlugin } from '@temporalio/interceptors-opentelemetry';
+import { SimplePlugin } from '@temporalio/plugin';
 import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode } from '@temporalio/worker';
 import {
   KeyRing,
   UserContextPlugin,
   generateKeySet,
   runAsUser,
-  workflowInterceptorsPath,
+  type MirrorMode,
 } from 'temporal-user-context';
 import { startTemporal } from '../test-support/temporal.js';
 import * as activities from './workload/activities.js';
@@ -26,7 +27,13 @@ import * as activities from './workload/activities.js';
 const WORKFLOWS_PER_BATCH = Number(process.env.BENCH_WORKFLOWS ?? 300);
 const IN_FLIGHT = 50;
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
-type Variant = 'baseline' | 'peer' | 'candidate';
+type Variant = 'baseline' | 'peer' | 'candidate' | 'null';
+// Ablations, to see where the cost goes: BENCH_CODEC=0 (no payload encryption), BENCH_MIRROR=off.
+const mirrorMode = (process.env.BENCH_MIRROR ?? 'pseudonym') as MirrorMode;
+const candidateOptions = {
+  ...(process.env.BENCH_CODEC === '0' ? { codec: false } : {}),
+  mirror: { memo: mirrorMode, searchAttributes: mirrorMode },
+};
 
 Runtime.install({ logger: new DefaultLogger('ERROR') });
 
@@ -44,38 +51,41 @@ async function main(): Promise<void> {
   const plugins: Record<Variant, { client: () => unknown[]; worker: () => unknown[] }> = {
     baseline: { client: () => [], worker: () => [] },
     peer: { client: () => [otel()], worker: () => [otel()] },
+    // Diagnostic: an interceptor plugin that does nothing (BENCH_NULL=1 adds it to the rounds).
+    null: {
+      client: () => [new SimplePlugin({ name: 'null' })],
+      worker: () => [
+        new SimplePlugin({
+          name: 'null',
+          workerInterceptors: {
+            workflowModules: [fileURLToPath(new URL('./workload/null-interceptors.ts', import.meta.url))],
+          },
+        }),
+      ],
+    },
     candidate: {
-      client: () => [new UserContextPlugin({ keys: KeyRing.fromJSON(keys.edge), audit })],
-      worker: () => [new UserContextPlugin({ keys: KeyRing.fromJSON(keys.worker), audit })],
+      client: () => [
+        new UserContextPlugin({ keys: KeyRing.fromJSON(keys.edge), audit, ...candidateOptions }),
+      ],
+      worker: () => [
+        new UserContextPlugin({ keys: KeyRing.fromJSON(keys.worker), audit, ...candidateOptions }),
+      ],
     },
   };
   const workflowsPath = fileURLToPath(new URL('./workload/workflows.ts', import.meta.url));
   const connection = await Connection.connect({ address });
   const nativeConnection = await NativeConnection.connect({ address });
-  const variants = Object.keys(plugins) as Variant[];
+  const variants = (Object.keys(plugins) as Variant[]).filter(
+    (v) => v !== 'null' || process.env.BENCH_NULL === '1',
+  );
   const setups = await Promise.all(
     variants.map(async (variant) => {
       const taskQueue = `bench-${variant}`;
+      // Each plugin adds its own workflow interceptor modules (and, for ours, preloads) at bundling time.
       const workflowBundle = await bundleWorkflowCode({
         workflowsPath,
-        workflowInterceptorModules:
-          variant === 'candidate'
-            ? [workflowInterceptorsPath]
-            : variant === 'peer'
-              ? [
-                  fileURLToPath(
-                    import.meta.resolve('@temporalio/interceptors-opentelemetry/lib/workflow-interceptors'),
-                  ),
-                ]
-              : [],
-        logger: {
-          log: () => undefined,
-          trace: () => undefined,
-          debug: () => undefined,
-          info: () => undefined,
-          warn: () => undefined,
-          error: () => undefined,
-        } as never,
+        plugins: plugins[variant].worker() as never,
+        logger: new DefaultLogger('ERROR'),
       });
       const worker = await Worker.create({
         connection: nativeConnection,
@@ -113,7 +123,7 @@ async function main(): Promise<void> {
 
   // Warm-up: bundles, caches, JIT, server.
   for (const s of setups) await batch(s);
-  const samples: Record<Variant, number[]> = { baseline: [], peer: [], candidate: [] };
+  const samples: Record<Variant, number[]> = { baseline: [], peer: [], candidate: [], null: [] };
   for (let round = 0; round < ROUNDS; round++) {
     const order = round % 2 === 0 ? setups : [...setups].reverse();
     for (const s of order) {

@@ -33,7 +33,7 @@ export {
   MAX_HEADER_BYTES,
   decodeHeader,
   encodeHeader,
-} from './header/v1.js';
+} from './header/wire.js';
 export {
   AesGcmPayloadCodec,
   ENCODING_ENCRYPTED,

@@ -55,6 +55,7 @@ export interface UserContextPluginOptions {
 }
 
 const here = fileURLToPath(import.meta.url);
+
 /** The workflow interceptor module, bundled into the workflow sandbox by the worker. */
 export const workflowInterceptorsPath = fileURLToPath(
   new URL(`./workflow/interceptors${extname(here)}`, import.meta.url),
@@ -173,11 +174,17 @@ export class UserContextPlugin extends SimplePlugin {
 
   override configureWorker(options: WorkerOptions): WorkerOptions {
     if (!this.pluginOptions.namespace && options.namespace) this.scope.namespace = options.namespace;
-    return super.configureWorker({ ...options, sinks: { ...options.sinks, ...this.sinks() } });
+    return super.configureWorker({
+      ...options,
+      sinks: { ...options.sinks, ...this.sinks() },
+    });
   }
 
   override configureReplayWorker(options: ReplayWorkerOptions): ReplayWorkerOptions {
-    return super.configureReplayWorker({ ...options, sinks: { ...options.sinks, ...this.sinks() } });
+    return super.configureReplayWorker({
+      ...options,
+      sinks: { ...options.sinks, ...this.sinks() },
+    });
   }
 
   /** Node side of the workflow interceptors' audit sink. Not called during replay. */

@@ -15,7 +15,7 @@ import type {
   WorkflowStartUpdateWithStartOutput,
 } from '@temporalio/client';
 import type { Headers } from '@temporalio/common';
-import { ACTOR_HEADER, ORIGINATOR_HEADER, withHeader } from '../header/v1.js';
+import { ACTOR_HEADER, ORIGINATOR_HEADER, withHeader } from '../header/wire.js';
 import type { ContextSource } from './source.js';
 import { mirrorOptions } from './mirror.js';
 

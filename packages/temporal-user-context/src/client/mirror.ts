@@ -5,7 +5,7 @@ import {
   type SearchAttributePair,
 } from '@temporalio/common';
 import type { UserContext } from '../context/schema.js';
-import type { ContextHeader } from '../header/v1.js';
+import type { ContextHeader } from '../header/wire.js';
 
 /**
  * How the context is mirrored at start for the Web UI and audits. Mirrors are never read back as the

@@ -4,7 +4,7 @@ import type { Auditor } from '../audit/sinks.js';
 import type { IdentitySource } from '../audit/event.js';
 import type { KeyRing } from '../crypto/keyring.js';
 import { issueContextToken, type IssueOptions } from '../crypto/issue.js';
-import type { ContextHeader } from '../header/v1.js';
+import type { ContextHeader } from '../header/wire.js';
 import { activityScope } from '../worker/scope.js';
 import { edgeUser } from './scope.js';
 import type { MirrorOptions } from './mirror.js';

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { CompactEncrypt, SignJWT } from 'jose';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
 import type { UserContext } from '../context/schema.js';
-import type { ContextHeader } from '../header/v1.js';
+import type { ContextHeader } from '../header/wire.js';
 import type { ContextClaims, TokenUse } from './claims.js';
 import { aesKey, ed25519PrivateKey } from './crypto-keys.js';
 import type { KeyRing } from './keyring.js';

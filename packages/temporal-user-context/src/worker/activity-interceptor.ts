@@ -2,7 +2,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import type { Context } from '@temporalio/activity';
 import type { ActivityExecuteInput, ActivityInboundCallsInterceptor, Next } from '@temporalio/worker';
 import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
-import { ACTOR_HEADER, ORIGINATOR_HEADER, decodeHeader } from '../header/v1.js';
+import { ACTOR_HEADER, ORIGINATOR_HEADER, decodeHeader } from '../header/wire.js';
 import type { Auditor } from '../audit/sinks.js';
 import { activityScope, type ActivityScope } from './scope.js';
 import type { ContextVerifier, Verified } from './verifier.js';

@@ -7,7 +7,7 @@ import type {
 } from '@temporalio/worker';
 import * as nexus from 'nexus-rpc';
 import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
-import { ORIGINATOR_HEADER, headerSchema, MAX_HEADER_BYTES, type ContextHeader } from '../header/v1.js';
+import { ORIGINATOR_HEADER, MAX_HEADER_BYTES, parseHeaderValue, type ContextHeader } from '../header/wire.js';
 import type { Auditor } from '../audit/sinks.js';
 import { toApplicationFailure } from './activity-interceptor.js';
 import { activityScope, type ActivityScope } from './scope.js';
@@ -45,9 +45,7 @@ function parseNexusHeader(headers: Record<string, string>): ContextHeader | unde
   } catch {
     throw new UserContextError(ErrorCodes.HEADER_MALFORMED, 'Nexus header is not JSON');
   }
-  const parsed = headerSchema.safeParse(value);
-  if (!parsed.success) throw new UserContextError(ErrorCodes.HEADER_MALFORMED, 'Nexus header: bad shape');
-  return parsed.data;
+  return parseHeaderValue(value, 'Nexus ' + ORIGINATOR_HEADER);
 }
 
 /**

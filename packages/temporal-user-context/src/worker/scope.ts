@@ -2,7 +2,7 @@ import { AsyncLocalStorage } from 'node:async_hooks';
 import type { UserContextError } from '../context/errors.js';
 import type { UserContext } from '../context/schema.js';
 import type { ContextClaims } from '../crypto/claims.js';
-import type { ContextHeader } from '../header/v1.js';
+import type { ContextHeader } from '../header/wire.js';
 import type { Auditor } from '../audit/sinks.js';
 import type { AuditEvent } from '../audit/event.js';
 

@@ -3,7 +3,7 @@ import { parseUserContext, type UserContext } from '../context/schema.js';
 import type { ContextClaims } from '../crypto/claims.js';
 import type { KeyRing } from '../crypto/keyring.js';
 import { openContextToken } from '../crypto/open.js';
-import type { ContextHeader, Lineage } from '../header/v1.js';
+import type { ContextHeader, Lineage } from '../header/wire.js';
 
 const SCHEDULED_RUN_SUFFIX = /^-\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/;
 
@@ -27,6 +27,7 @@ export interface Verified {
  */
 export class ContextVerifier {
   private readonly cache = new Map<string, Promise<ContextClaims>>();
+  private readonly contexts = new WeakMap<ContextClaims, UserContext>();
   private readonly skew: number;
   private readonly cacheSize: number;
   private readonly now: () => number;
@@ -95,7 +96,7 @@ export class ContextVerifier {
       // The same workflow id started again after the window: a replay into a new execution chain.
       throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'lineage started after the token start window');
     }
-    return { claims, context: toContext(claims) };
+    return { claims, context: this.contextOf(claims) };
   }
 
   /**
@@ -119,7 +120,17 @@ export class ContextVerifier {
     const now = Math.floor(this.now() / 1000);
     if (now > claims.exp + this.skew)
       throw new UserContextError(ErrorCodes.TOKEN_EXPIRED, 'actor token expired');
-    return { claims, context: toContext(claims) };
+    return { claims, context: this.contextOf(claims) };
+  }
+
+  /** The claims as a validated UserContext, built once per opened token (claims objects are cached). */
+  private contextOf(claims: ContextClaims): UserContext {
+    let context = this.contexts.get(claims);
+    if (!context) {
+      context = toContext(claims);
+      this.contexts.set(claims, context);
+    }
+    return context;
   }
 
   private checkCommon(header: ContextHeader, claims: ContextClaims, namespace: string): void {

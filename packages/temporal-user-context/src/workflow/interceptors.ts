@@ -26,7 +26,7 @@ import {
   withHeader,
   type ContextHeader,
   type Lineage,
-} from '../header/v1.js';
+} from '../header/wire.js';
 import { actorStorage, workflowState, type ActorRef, type WorkflowContextState } from './state.js';
 
 /**

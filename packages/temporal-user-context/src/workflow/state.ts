@@ -1,6 +1,6 @@
 import { AsyncLocalStorage } from '@temporalio/workflow';
 import type { UserContextErrorCode } from '../context/errors.js';
-import type { ContextHeader, Lineage } from '../header/v1.js';
+import type { ContextHeader, Lineage } from '../header/wire.js';
 
 /** What a workflow knows of its originator: the opaque header and the server-vouched lineage. */
 export interface Originator {

@@ -1,6 +1,8 @@
 // Header decoding (cases 3, 18, 19): every bad input is a named error; fast-check explores the rest.
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
+import { isContextHeader } from '../../src/header/wire.js';
+import { headerSchema } from '../../src/header/schema.js';
 import {
   ErrorCodes,
   MAX_HEADER_BYTES,
@@ -83,6 +85,60 @@ describe('decodeHeader', () => {
         }
       }),
       { numRuns: 2000 },
+    );
+  });
+});
+
+describe('the sandbox check and the zod reference schema agree', () => {
+  it('property: isContextHeader(x) === headerSchema accepts x', () => {
+    const hint = fc.oneof(
+      fc.constant('w'.repeat(22)),
+      fc.stringMatching(/^[A-Za-z0-9_-]{14,66}$/),
+      fc.string(),
+    );
+    const wfId = fc.oneof(
+      fc.constant('wf-1'),
+      fc.constant(''),
+      fc.string({ maxLength: 1002 }),
+      fc.constant('x'.repeat(1001)),
+    );
+    const lineage = fc.record(
+      {
+        root: wfId,
+        wf: wfId,
+        start: fc.oneof(fc.nat(), fc.integer(), fc.double(), fc.constant(Number.MAX_SAFE_INTEGER + 2)),
+        sched: wfId,
+        extra: fc.anything(),
+      },
+      { requiredKeys: [] },
+    );
+    const header = fc.record(
+      {
+        v: fc.oneof(fc.constant(1), fc.constant(2), fc.constant('1')),
+        tok: fc.oneof(fc.constant(tok), fc.constant('a.b.c'), fc.stringMatching(/^[A-Za-z0-9_.-]{1,40}$/)),
+        ws: hint,
+        sub: hint,
+        lin: fc.oneof(lineage, fc.constant(null), fc.anything()),
+        admin: fc.anything(),
+      },
+      { requiredKeys: [] },
+    );
+    // Valid v1 headers whose lineage varies: both sides must accept or refuse the same ones.
+    const nearlyValid = fc.record(
+      {
+        v: fc.constant(1),
+        tok: fc.constant(tok),
+        ws: fc.constant(good.ws),
+        sub: fc.constant(good.sub),
+        lin: lineage,
+      },
+      { requiredKeys: ['v', 'tok', 'ws', 'sub'] },
+    );
+    fc.assert(
+      fc.property(fc.oneof(header, nearlyValid, fc.anything()), (value) => {
+        expect(isContextHeader(value)).toBe(headerSchema.safeParse(value).success);
+      }),
+      { numRuns: 5000 },
     );
   });
 });

@@ -1,0 +1,141 @@
+import { defaultPayloadConverter, type Headers, type Payload } from '@temporalio/common';
+import { ErrorCodes, UserContextError } from '../context/errors.js';
+
+/**
+ * Wire format v1 of the user-context header (see docs/wire-format.md). This module is what the
+ * workflow sandbox loads, so it carries no validation library: the SDK evaluates workflow-side modules
+ * once per workflow, and zod's module scope plus our schemas cost ~9 ms per workflow (measured with
+ * `npm run bench` and a CPU profile: ~20% of throughput on a small worker). The checks below are the
+ * documented v1 shape, nothing more. `schema.ts` holds the same definition as a zod schema, the
+ * reference, and a property test (test/unit/header.test.ts) asserts that both accept exactly the same
+ * values.
+ *
+ * The header value is a `json/plain` payload holding a small JSON object:
+ * - `v`   format version, always 1;
+ * - `tok` the sealed context token (compact JWE around a compact JWS), opaque outside workers;
+ * - `ws`, `sub` keyed pseudonyms of workspace and user, so that workflow code can compare actor and
+ *   originator without reading the claims; the token signs the same values;
+ * - `lin` (only on headers written by workflow code) lineage facts the server vouched for.
+ */
+export const HEADER_VERSION = 1;
+/** Header carrying the originator's context (start, child, continue-as-new, activities, Nexus). */
+export const ORIGINATOR_HEADER = 'user-context';
+/** Header carrying the context of whoever sends a signal, update or query. */
+export const ACTOR_HEADER = 'user-context-actor';
+/** Cap on the encoded header value. A sealed 16-role context is ~1.5 KiB; anything near the cap is hostile. */
+export const MAX_HEADER_BYTES = 8192;
+/** Longest workflow id accepted in lineage facts. */
+export const MAX_WORKFLOW_ID_CHARS = 1000;
+
+export const HINT_PATTERN = /^[A-Za-z0-9_-]{16,64}$/;
+/** Compact JWE: five base64url parts. */
+export const TOKEN_PATTERN = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]*){4}$/;
+
+/** Lineage facts: copied from `workflowInfo()`, which the Temporal server vouches for. */
+export interface Lineage {
+  /** Root workflow id of the lineage (server: `workflowInfo().root` or the workflow itself). */
+  readonly root: string;
+  /** Start of the root's execution chain, epoch ms (server: `workflowInfo().startTime`). */
+  readonly start: number;
+  /** Workflow id that wrote this header (the activity or child checks it against its own info). */
+  readonly wf: string;
+  /** Schedule id that started the root, when a schedule did (server: `TemporalScheduledById`). */
+  readonly sched?: string;
+}
+
+export interface ContextHeader {
+  readonly v: 1;
+  readonly tok: string;
+  readonly ws: string;
+  readonly sub: string;
+  readonly lin?: Lineage;
+}
+
+const HEADER_KEYS = new Set(['v', 'tok', 'ws', 'sub', 'lin']);
+const LINEAGE_KEYS = new Set(['root', 'start', 'wf', 'sched']);
+
+function isRecord(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+function onlyKeys(value: Record<string, unknown>, allowed: ReadonlySet<string>): boolean {
+  return Object.keys(value).every((k) => allowed.has(k));
+}
+
+function isWorkflowId(value: unknown): value is string {
+  return typeof value === 'string' && value.length >= 1 && value.length <= MAX_WORKFLOW_ID_CHARS;
+}
+
+function isLineage(value: unknown): value is Lineage {
+  return (
+    isRecord(value) &&
+    onlyKeys(value, LINEAGE_KEYS) &&
+    isWorkflowId(value.root) &&
+    isWorkflowId(value.wf) &&
+    typeof value.start === 'number' &&
+    Number.isSafeInteger(value.start) &&
+    value.start >= 0 &&
+    (value.sched === undefined || isWorkflowId(value.sched))
+  );
+}
+
+/** True when `value` is exactly a v1 header: no unknown keys, every field of the documented form. */
+export function isContextHeader(value: unknown): value is ContextHeader {
+  return (
+    isRecord(value) &&
+    onlyKeys(value, HEADER_KEYS) &&
+    value.v === HEADER_VERSION &&
+    typeof value.tok === 'string' &&
+    value.tok.length <= MAX_HEADER_BYTES &&
+    TOKEN_PATTERN.test(value.tok) &&
+    typeof value.ws === 'string' &&
+    HINT_PATTERN.test(value.ws) &&
+    typeof value.sub === 'string' &&
+    HINT_PATTERN.test(value.sub) &&
+    (value.lin === undefined || isLineage(value.lin))
+  );
+}
+
+/** Parses a header value already decoded from JSON; throws `USER_CONTEXT_HEADER_MALFORMED`. */
+export function parseHeaderValue(raw: unknown, name: string): ContextHeader {
+  if (isContextHeader(raw)) return raw;
+  const version = isRecord(raw) ? raw.v : undefined;
+  const why = version !== undefined && version !== HEADER_VERSION ? 'unsupported version' : 'bad shape';
+  throw new UserContextError(ErrorCodes.HEADER_MALFORMED, `header ${name}: ${why}`);
+}
+
+/** Encodes a header value. Pure and sandbox-safe. */
+export function encodeHeader(header: ContextHeader): Payload {
+  return defaultPayloadConverter.toPayload(header);
+}
+
+const textDecoder = new TextDecoder();
+
+/**
+ * Decodes and validates a header value. Returns `undefined` when absent; throws
+ * `USER_CONTEXT_HEADER_MALFORMED` or `USER_CONTEXT_TOO_LARGE` on anything else than a valid v1 header.
+ * Pure and sandbox-safe: it never verifies the token (workers do).
+ */
+export function decodeHeader(headers: Headers | undefined, name: string): ContextHeader | undefined {
+  const payload = headers?.[name];
+  if (payload === undefined || payload === null) return undefined;
+  const size = payload.data?.length ?? 0;
+  if (size > MAX_HEADER_BYTES)
+    throw new UserContextError(ErrorCodes.TOO_LARGE, `header ${name} over ${MAX_HEADER_BYTES} bytes`);
+  const encoding = payload.metadata?.encoding;
+  if (!encoding || textDecoder.decode(encoding) !== 'json/plain') {
+    throw new UserContextError(ErrorCodes.HEADER_MALFORMED, `header ${name} is not json/plain`);
+  }
+  let raw: unknown;
+  try {
+    raw = defaultPayloadConverter.fromPayload(payload);
+  } catch {
+    throw new UserContextError(ErrorCodes.HEADER_MALFORMED, `header ${name} is not JSON`);
+  }
+  return parseHeaderValue(raw, name);
+}
+
+/** Returns `headers` plus `name` (a new object: SDK headers objects are treated as immutable). */
+export function withHeader(headers: Headers, name: string, header: ContextHeader): Headers {
+  return { ...headers, [name]: encodeHeader(header) };
+}
