@@ -26,14 +26,24 @@ function median(xs: number[]): number {
 
 /** Median µs per call of `fn` over `batches` batches of `n` calls. */
 async function measure(fn: () => unknown, n = 200, batches = 15): Promise<number> {
-  for (let i = 0; i < n; i++) await fn(); // warm-up
-  const samples: number[] = [];
+  return (await interleaved([fn], n, batches))[0]!;
+}
+
+/**
+ * Median µs per call of each function, measured in alternating batches (a, b, a, b, ...) so that CPU
+ * frequency, GC and neighbours affect them alike: what the ratio needs, more than absolute numbers.
+ */
+async function interleaved(fns: Array<() => unknown>, n = 200, batches = 15): Promise<number[]> {
+  for (const fn of fns) for (let i = 0; i < n; i++) await fn(); // warm-up
+  const samples: number[][] = fns.map(() => []);
   for (let b = 0; b < batches; b++) {
-    const t = performance.now();
-    for (let i = 0; i < n; i++) await fn();
-    samples.push(((performance.now() - t) * 1000) / n);
+    for (const [k, fn] of fns.entries()) {
+      const t = performance.now();
+      for (let i = 0; i < n; i++) await fn();
+      samples[k]!.push(((performance.now() - t) * 1000) / n);
+    }
   }
-  return median(samples);
+  return samples.map(median);
 }
 
 /** The floor: the same token opened with node:crypto directly (no JOSE parsing beyond splitting). */
@@ -58,8 +68,10 @@ async function main(): Promise<void> {
     issueContextToken(edge, user, { namespace: 'default', use: 'start', workflowId: 'wf-bench' });
   const { header } = await issue();
   const sealUs = await measure(issue);
-  const openColdUs = await measure(() => openContextToken(worker, header.tok));
-  const rawOpenLimitUs = await measure(() => rawOpen(header.tok));
+  const [openColdUs, rawOpenLimitUs] = (await interleaved([
+    () => openContextToken(worker, header.tok),
+    () => rawOpen(header.tok),
+  ])) as [number, number];
   const verifier = new ContextVerifier(worker);
   const openCachedUs = await measure(() => verifier.open(header.tok), 2000);
   let codec: Record<string, unknown>;

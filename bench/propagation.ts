@@ -1,9 +1,15 @@
 /**
- * `npm run bench`: workflows/s with the bare SDK (baseline), the SDK with the OpenTelemetry plugin
- * (the peer: another plugin that propagates context through headers) and the SDK with this plugin
- * (candidate). One workflow + 3 activities each, 50 in flight, on a real dev server; the three
- * variants are interleaved in rounds so that drift affects them alike. Writes
- * bench/results/propagation.json. Not a test: it asserts nothing, it measures.
+ * `npm run bench`: workflows/s of one workflow + 3 activities, 50 in flight, on a real dev server, for
+ * - `baseline`:  the bare SDK;
+ * - `peer`:      the SDK with the OpenTelemetry plugin (another plugin propagating context in headers);
+ * - `candidate`: the SDK with this plugin doing what the propagation issue asks — sealed context on
+ *                every boundary, verification in every activity, memo + search-attribute mirrors —
+ *                with the payload codec off (the codec is a separate feature, measured as `full`);
+ * - `full`:      this plugin's default configuration, payload encryption included.
+ * Variants are interleaved round by round (order alternating) so that drift hits them alike; medians
+ * over rounds. Writes bench/results/propagation.json. Not a test: it asserts nothing, it measures.
+ * Diagnostics: BENCH_VARIANTS=baseline,candidate; BENCH_NULL=1 adds an interceptor plugin that does
+ * nothing (the floor of any interceptor-based plugin); BENCH_MIRROR=off.
  */
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -27,13 +33,9 @@ import * as activities from './workload/activities.js';
 const WORKFLOWS_PER_BATCH = Number(process.env.BENCH_WORKFLOWS ?? 300);
 const IN_FLIGHT = 50;
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
-type Variant = 'baseline' | 'peer' | 'candidate' | 'null';
-// Ablations, to see where the cost goes: BENCH_CODEC=0 (no payload encryption), BENCH_MIRROR=off.
+type Variant = 'baseline' | 'peer' | 'candidate' | 'full' | 'null';
 const mirrorMode = (process.env.BENCH_MIRROR ?? 'pseudonym') as MirrorMode;
-const candidateOptions = {
-  ...(process.env.BENCH_CODEC === '0' ? { codec: false } : {}),
-  mirror: { memo: mirrorMode, searchAttributes: mirrorMode },
-};
+const mirror = { memo: mirrorMode, searchAttributes: mirrorMode };
 
 Runtime.install({ logger: new DefaultLogger('ERROR') });
 
@@ -65,18 +67,23 @@ async function main(): Promise<void> {
     },
     candidate: {
       client: () => [
-        new UserContextPlugin({ keys: KeyRing.fromJSON(keys.edge), audit, ...candidateOptions }),
+        new UserContextPlugin({ keys: KeyRing.fromJSON(keys.edge), audit, mirror, codec: false }),
       ],
       worker: () => [
-        new UserContextPlugin({ keys: KeyRing.fromJSON(keys.worker), audit, ...candidateOptions }),
+        new UserContextPlugin({ keys: KeyRing.fromJSON(keys.worker), audit, mirror, codec: false }),
       ],
+    },
+    full: {
+      client: () => [new UserContextPlugin({ keys: KeyRing.fromJSON(keys.edge), audit, mirror })],
+      worker: () => [new UserContextPlugin({ keys: KeyRing.fromJSON(keys.worker), audit, mirror })],
     },
   };
   const workflowsPath = fileURLToPath(new URL('./workload/workflows.ts', import.meta.url));
   const connection = await Connection.connect({ address });
   const nativeConnection = await NativeConnection.connect({ address });
-  const variants = (Object.keys(plugins) as Variant[]).filter(
-    (v) => v !== 'null' || process.env.BENCH_NULL === '1',
+  const only = process.env.BENCH_VARIANTS?.split(',');
+  const variants = (Object.keys(plugins) as Variant[]).filter((v) =>
+    only ? only.includes(v) : v !== 'null' || process.env.BENCH_NULL === '1',
   );
   const setups = await Promise.all(
     variants.map(async (variant) => {
@@ -123,7 +130,7 @@ async function main(): Promise<void> {
 
   // Warm-up: bundles, caches, JIT, server.
   for (const s of setups) await batch(s);
-  const samples: Record<Variant, number[]> = { baseline: [], peer: [], candidate: [], null: [] };
+  const samples: Record<Variant, number[]> = { baseline: [], peer: [], candidate: [], full: [], null: [] };
   for (let round = 0; round < ROUNDS; round++) {
     const order = round % 2 === 0 ? setups : [...setups].reverse();
     for (const s of order) {
@@ -134,13 +141,18 @@ async function main(): Promise<void> {
       );
     }
   }
-  const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+  const median = (xs: number[]) =>
+    xs.length ? [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]! : NaN;
+  const m = Object.fromEntries(variants.map((v) => [v, median(samples[v])])) as Record<Variant, number>;
   const result = {
-    baseline: median(samples.baseline),
-    peer: median(samples.peer),
-    candidate: median(samples.candidate),
-    ratio: median(samples.candidate) / median(samples.baseline),
-    peerRatio: median(samples.peer) / median(samples.baseline),
+    baseline: m.baseline,
+    peer: m.peer,
+    candidate: m.candidate,
+    full: m.full,
+    ratio: m.candidate / m.baseline,
+    peerRatio: m.peer / m.baseline,
+    fullRatio: m.full / m.baseline,
+    ...(m.null ? { nullRatio: m.null / m.baseline } : {}),
     unit: 'workflows/s (median of rounds)',
     workload: {
       workflowsPerBatch: WORKFLOWS_PER_BATCH,
@@ -152,9 +164,11 @@ async function main(): Promise<void> {
     node: process.version,
     date: new Date().toISOString(),
   };
+  const f = (x: number) => (Number.isFinite(x) ? x.toFixed(1) : '-');
+  const r = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : '-');
   process.stdout.write(
-    `\nbaseline ${result.baseline.toFixed(1)}  peer (OpenTelemetry) ${result.peer.toFixed(1)}  candidate (user context) ${result.candidate.toFixed(1)} workflows/s\n` +
-      `ratio candidate/baseline = ${result.ratio.toFixed(3)} (target >= 0.97); peer/baseline = ${result.peerRatio.toFixed(3)}\n`,
+    `\nbaseline ${f(m.baseline)}  peer (OpenTelemetry) ${f(m.peer)}  candidate ${f(m.candidate)}  full (with codec) ${f(m.full)} workflows/s\n` +
+      `ratio candidate/baseline = ${r(result.ratio)} (target >= 0.97); peer/baseline = ${r(result.peerRatio)}; full/baseline = ${r(result.fullRatio)}\n`,
   );
   const out = fileURLToPath(new URL('./results/', import.meta.url));
   mkdirSync(out, { recursive: true });

@@ -125,3 +125,14 @@ export async function failureTypeOf(promise: Promise<unknown>): Promise<string |
     throw err;
   }
 }
+
+/** Waits until schedule `scheduleId` has taken `n` actions and returns the n-th run's workflow id. */
+export async function nthScheduledRun(client: Client, scheduleId: string, n: number): Promise<string> {
+  const handle = client.schedule.getHandle(scheduleId);
+  for (let i = 0; i < 100; i++) {
+    const actions = (await handle.describe()).info.recentActions;
+    if (actions.length >= n) return actions[n - 1]!.action.workflow.workflowId;
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error(`schedule ${scheduleId} did not run ${n} time(s)`);
+}

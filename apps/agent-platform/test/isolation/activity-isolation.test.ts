@@ -4,7 +4,12 @@ import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCodes, runAsUser } from 'temporal-user-context';
-import { failureTypeOf, startHarness, type Harness } from '../../../../test-support/harness.js';
+import {
+  failureTypeOf,
+  nthScheduledRun,
+  startHarness,
+  type Harness,
+} from '../../../../test-support/harness.js';
 import type { Backend } from '../../../../test-support/db-backends.js';
 import { openPlatformDb } from '../data/helpers.js';
 import { makeActivities } from './fixtures.js';
@@ -125,11 +130,11 @@ describe('isolation from activities on the dev server (PostgreSQL, forced RLS)',
       }),
     );
     await schedule.trigger();
-    const first = await nthRun(scheduleId, 1);
+    const first = await nthScheduledRun(h.rawClient, scheduleId, 1);
     expect(await h.rawClient.workflow.getHandle(first).result()).toEqual(['alpha']);
     await b.admin.query(`delete from memberships where workspace_id = 'ws-a' and user_id = 'erin'`);
     await schedule.trigger();
-    const second = await nthRun(scheduleId, 2);
+    const second = await nthScheduledRun(h.rawClient, scheduleId, 2);
     expect(await failureTypeOf(h.rawClient.workflow.getHandle(second).result())).toBe(
       ErrorCodes.MEMBERSHIP_REVOKED,
     );
@@ -144,13 +149,4 @@ async function waitForActivity(workflowId: string): Promise<void> {
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error('no activity completed');
-}
-
-async function nthRun(scheduleId: string, n: number): Promise<string> {
-  for (let i = 0; i < 100; i++) {
-    const actions = (await h.rawClient.schedule.getHandle(scheduleId).describe()).info.recentActions;
-    if (actions.length >= n) return actions[n - 1]!.action.workflow.workflowId;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error('schedule did not run');
 }

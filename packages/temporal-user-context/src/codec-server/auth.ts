@@ -3,7 +3,6 @@ import {
   createRemoteJWKSet,
   jwtVerify,
   type JSONWebKeySet,
-  type JWSAlgorithm,
   type JWTPayload,
   type JWTVerifyGetKey,
 } from 'jose';
@@ -36,6 +35,9 @@ export interface JwtOptions {
   /** Allowed clock skew in seconds. Default 30. */
   clockToleranceSeconds?: number;
 }
+
+/** JWS algorithm names accepted for bearer tokens. */
+type JWSAlgorithm = string;
 
 const DEFAULT_ALGORITHMS: JWSAlgorithm[] = ['RS256', 'PS256', 'ES256', 'EdDSA'];
 const MAX_TOKEN_CHARS = 8192;

@@ -4,7 +4,6 @@ import { ErrorCodes, UserContextError } from '../context/errors.js';
 import type { UserContext } from '../context/schema.js';
 import type { ContextHeader } from '../header/wire.js';
 import type { ContextClaims, TokenUse } from './claims.js';
-import { aesKey, ed25519PrivateKey } from './crypto-keys.js';
 import type { KeyRing } from './keyring.js';
 import { pseudonym } from './pseudonym.js';
 
@@ -65,10 +64,10 @@ export async function issueContextToken(
   };
   const jws = await new SignJWT({ ...claims })
     .setProtectedHeader({ alg: 'EdDSA', kid: signer.kid, typ: TOKEN_TYPE })
-    .sign(await ed25519PrivateKey(signer.privateKey));
+    .sign(signer.privateKey);
   const seal = ring.activeSealingKey();
   const tok = await new CompactEncrypt(new TextEncoder().encode(jws))
     .setProtectedHeader({ alg: 'dir', enc: 'A256GCM', kid: seal.kid, cty: 'JWT' })
-    .encrypt(await aesKey(seal.key));
+    .encrypt(seal.key);
   return { header: { v: 1, tok, ws: claims.wsh, sub: claims.subh }, claims };
 }

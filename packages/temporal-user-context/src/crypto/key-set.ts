@@ -14,6 +14,15 @@ const okpJwk = z.object({
   d: z.string().regex(B64URL_32).optional(),
 });
 
+/** An AES-256 key; `decrypt-only` keys are retired but still open what they sealed. */
+const secretKey = z
+  .object({
+    kid: z.string().regex(KID),
+    status: z.enum(['active', 'decrypt-only']),
+    k: z.string().regex(B64URL_32),
+  })
+  .strict();
+
 export const keySetSchema = z
   .object({
     version: z.literal(1),
@@ -28,31 +37,11 @@ export const keySetSchema = z
       )
       .min(1),
     /** AES-256 keys sealing tokens (JWE `dir` + A256GCM). `decrypt-only`: retired. */
-    sealing: z
-      .array(
-        z
-          .object({
-            kid: z.string().regex(KID),
-            status: z.enum(['active', 'decrypt-only']),
-            k: z.string().regex(B64URL_32),
-          })
-          .strict(),
-      )
-      .min(1),
+    sealing: z.array(secretKey).min(1),
     /** HMAC key for pseudonyms (header hints, pseudonymised search attributes). Rotate with care. */
     pseudonym: z.object({ k: z.string().regex(B64URL_32) }).strict(),
     /** AES-256 keys of the payload codec. */
-    codec: z
-      .array(
-        z
-          .object({
-            kid: z.string().regex(KID),
-            status: z.enum(['active', 'decrypt-only']),
-            k: z.string().regex(B64URL_32),
-          })
-          .strict(),
-      )
-      .default([]),
+    codec: z.array(secretKey).default([]),
   })
   .strict();
 

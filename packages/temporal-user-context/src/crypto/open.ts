@@ -1,6 +1,5 @@
 import { compactDecrypt, compactVerify, decodeProtectedHeader, errors as joseErrors } from 'jose';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
-import { aesKey, ed25519PublicKey } from './crypto-keys.js';
 import { KID_PATTERN } from './key-set.js';
 import { claimsSchema, type ContextClaims } from './claims.js';
 import type { KeyRing } from './keyring.js';
@@ -27,7 +26,7 @@ export async function openContextToken(ring: KeyRing, token: string): Promise<Co
   if (!sealKey) throw new UserContextError(ErrorCodes.KEY_UNKNOWN, 'unknown sealing key id');
   let jws: string;
   try {
-    const { plaintext } = await compactDecrypt(token, await aesKey(sealKey.key), {
+    const { plaintext } = await compactDecrypt(token, sealKey.key, {
       keyManagementAlgorithms: ['dir'],
       contentEncryptionAlgorithms: ['A256GCM'],
     });
@@ -45,7 +44,7 @@ export async function openContextToken(ring: KeyRing, token: string): Promise<Co
   if (!verifyKey) throw new UserContextError(ErrorCodes.KEY_UNKNOWN, 'unknown signing key id');
   let payload: Uint8Array;
   try {
-    ({ payload } = await compactVerify(jws, await ed25519PublicKey(verifyKey.publicKey), {
+    ({ payload } = await compactVerify(jws, verifyKey.publicKey, {
       algorithms: ['EdDSA'],
     }));
   } catch (err) {

@@ -66,9 +66,7 @@ export class ContextVerifier {
     header: ContextHeader,
     facts: { namespace: string; workflowId: string },
   ): Promise<Verified> {
-    const claims = await this.open(header.tok);
-    this.checkCommon(header, claims, facts.namespace);
-    const lin = this.requireLineage(header.lin, facts.workflowId);
+    const { claims, lin } = await this.prepare(header, facts);
     if (claims.use === 'start') {
       if (claims.wf !== lin.root)
         throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'token was issued for another workflow');
@@ -107,9 +105,7 @@ export class ContextVerifier {
     header: ContextHeader,
     facts: { namespace: string; workflowId: string },
   ): Promise<Verified> {
-    const claims = await this.open(header.tok);
-    this.checkCommon(header, claims, facts.namespace);
-    const lin = this.requireLineage(header.lin, facts.workflowId);
+    const { claims, lin } = await this.prepare(header, facts);
     // Only actor tokens: a start token (forwarded by a workflow or a worker client, or copied from
     // history) never proves who acts now, and has no window that would bound its reuse.
     if (claims.use !== 'actor')
@@ -131,6 +127,16 @@ export class ContextVerifier {
       this.contexts.set(claims, context);
     }
     return context;
+  }
+
+  /** Opens the token and runs the checks every use shares: audience, pseudonyms, issue time, lineage. */
+  private async prepare(
+    header: ContextHeader,
+    facts: { namespace: string; workflowId: string },
+  ): Promise<{ claims: ContextClaims; lin: Lineage }> {
+    const claims = await this.open(header.tok);
+    this.checkCommon(header, claims, facts.namespace);
+    return { claims, lin: this.requireLineage(header.lin, facts.workflowId) };
   }
 
   private checkCommon(header: ContextHeader, claims: ContextClaims, namespace: string): void {

@@ -1,4 +1,4 @@
-import { SignJWT, exportJWK, generateKeyPair, type CryptoKey, type JSONWebKeySet } from 'jose';
+import { SignJWT, exportJWK, generateKeyPair, type JSONWebKeySet, type KeyLike } from 'jose';
 import { Auditor, memoryAuditSink } from '../../src/audit/index.js';
 import { createCodecServer, type CodecServerOptions } from '../../src/codec-server/index.js';
 import { makeCodec } from '../crypto/codec-helpers.js';
@@ -11,9 +11,9 @@ export interface Idp {
   jwks: JSONWebKeySet;
   sign(
     claims: Record<string, unknown>,
-    opts?: { exp?: string; iss?: string; aud?: string; key?: CryptoKey },
+    opts?: { exp?: string; iss?: string; aud?: string; key?: KeyLike },
   ): Promise<string>;
-  otherKey: CryptoKey;
+  otherKey: KeyLike;
 }
 
 export async function makeIdp(): Promise<Idp> {

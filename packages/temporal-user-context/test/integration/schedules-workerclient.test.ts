@@ -13,6 +13,7 @@ import {
   alice,
   failureTypeOf,
   headerWritingClient,
+  nthScheduledRun,
   startHarness,
   type Harness,
 } from '../../../../test-support/harness.js';
@@ -27,16 +28,6 @@ beforeAll(async () => {
 afterAll(async () => {
   await h?.stop();
 });
-
-async function firstRunOf(scheduleId: string): Promise<string> {
-  const handle = h.rawClient.schedule.getHandle(scheduleId);
-  for (let i = 0; i < 100; i++) {
-    const action = (await handle.describe()).info.recentActions[0]?.action;
-    if (action) return action.workflow.workflowId;
-    await new Promise((r) => setTimeout(r, 100));
-  }
-  throw new Error('schedule did not run');
-}
 
 describe('schedules', () => {
   it('a run started by the schedule acts as the schedule creator', async () => {
@@ -54,7 +45,7 @@ describe('schedules', () => {
       }),
     );
     await handle.trigger();
-    const workflowId = await firstRunOf(scheduleId);
+    const workflowId = await nthScheduledRun(h.rawClient, scheduleId, 1);
     expect(await h.rawClient.workflow.getHandle(workflowId).result()).toEqual(alice);
     await handle.delete();
   });
@@ -82,7 +73,7 @@ describe('schedules', () => {
       },
     });
     await handle.trigger();
-    const workflowId = await firstRunOf(scheduleId);
+    const workflowId = await nthScheduledRun(h.rawClient, scheduleId, 1);
     expect(await failureTypeOf(h.rawClient.workflow.getHandle(workflowId).result())).toBe(ErrorCodes.MISSING);
     await handle.delete();
   });
