@@ -111,6 +111,33 @@ describe('isolation from activities on the dev server (PostgreSQL, forced RLS)',
     expect(await failureTypeOf(handle.result())).toBe(ErrorCodes.MEMBERSHIP_REVOKED);
   });
 
+  it('case 12: a reset after revocation re-runs the activity and is refused', async () => {
+    await b.admin.query(
+      `insert into memberships (workspace_id, user_id, roles) values ('ws-a', 'frank', '{member}')`,
+    );
+    const frank = { userId: 'frank', workspaceId: 'ws-a', roles: ['member'] };
+    const workflowId = `reset-${randomUUID()}`;
+    expect(
+      await runAsUser(frank, () =>
+        h.client.workflow.execute('readAgents', { taskQueue: h.taskQueue, workflowId }),
+      ),
+    ).toEqual(['alpha']);
+    await b.admin.query(`delete from memberships where workspace_id = 'ws-a' and user_id = 'frank'`);
+    const handle = h.rawClient.workflow.getHandle(workflowId);
+    const events = (await handle.fetchHistory()).events ?? [];
+    const firstTask = events.find((e) => e.workflowTaskCompletedEventAttributes);
+    const { runId } = await h.connection.workflowService.resetWorkflowExecution({
+      namespace: h.namespace,
+      workflowExecution: { workflowId, runId: (await handle.describe()).runId },
+      workflowTaskFinishEventId: firstTask!.eventId,
+      requestId: randomUUID(),
+      reason: 'test: reset after revocation',
+    });
+    expect(await failureTypeOf(h.rawClient.workflow.getHandle(workflowId, runId ?? undefined).result())).toBe(
+      ErrorCodes.MEMBERSHIP_REVOKED,
+    );
+  });
+
   it('case 12: a schedule run after the creator was revoked is refused', async () => {
     await b.admin.query(
       `insert into memberships (workspace_id, user_id, roles) values ('ws-a', 'erin', '{member}')`,
