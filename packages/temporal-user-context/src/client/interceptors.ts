@@ -27,11 +27,6 @@ import { mirrorOptions } from './mirror.js';
 export class UserContextWorkflowClientInterceptor implements WorkflowClientInterceptor {
   constructor(private readonly source: ContextSource) {}
 
-  private async startHeaders(headers: Headers, workflowId: string, action: string): Promise<Headers> {
-    const { originator } = await this.source.forStart(workflowId, action);
-    return withHeader(headers, ORIGINATOR_HEADER, originator);
-  }
-
   private async actorHeaders(headers: Headers, workflowId: string, action: string): Promise<Headers> {
     return withHeader(headers, ACTOR_HEADER, await this.source.forActor(workflowId, action));
   }
@@ -121,11 +116,6 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
       'client.query',
     );
     return next({ ...input, headers });
-  }
-
-  /** Exposed for tests of the start path without options mirroring. */
-  headersForStart(headers: Headers, workflowId: string): Promise<Headers> {
-    return this.startHeaders(headers, workflowId, 'client.start');
   }
 }
 
