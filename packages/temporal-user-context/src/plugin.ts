@@ -150,7 +150,15 @@ export class UserContextPlugin extends SimplePlugin {
             }),
           }),
         ],
-        nexus: [() => ({ inbound: new NexusGuard({ verifier, auditor }) })],
+        nexus: [
+          () => ({
+            inbound: new NexusGuard({
+              verifier,
+              auditor,
+              ...(pluginOptions.isRevoked ? { isRevoked: pluginOptions.isRevoked } : {}),
+            }),
+          }),
+        ],
       },
       activities: {
         [WHOAMI_ACTIVITY]: async () => currentUserContext(),

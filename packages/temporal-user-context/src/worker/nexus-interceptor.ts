@@ -11,7 +11,7 @@ import { ORIGINATOR_HEADER, MAX_HEADER_BYTES, parseHeaderValue, type ContextHead
 import type { Auditor } from '../audit/sinks.js';
 import { toApplicationFailure } from './activity-interceptor.js';
 import { activityScope, type ActivityScope } from './scope.js';
-import type { ContextVerifier } from './verifier.js';
+import type { ContextVerifier, Verified } from './verifier.js';
 
 /** The calling workflow, from the links the server attached to the Nexus request. */
 function callerOf(
@@ -55,7 +55,13 @@ function parseNexusHeader(headers: Record<string, string>): ContextHeader | unde
  * `currentUserContext()`. Refusals are non-retryable handler errors, audited.
  */
 export class NexusGuard implements NexusInboundCallsInterceptor {
-  constructor(private readonly options: { verifier: ContextVerifier; auditor: Auditor }) {}
+  constructor(
+    private readonly options: {
+      verifier: ContextVerifier;
+      auditor: Auditor;
+      isRevoked?: (verified: Verified) => boolean | Promise<boolean>;
+    },
+  ) {}
 
   async startOperation(
     input: NexusStartOperationInput,
@@ -75,6 +81,8 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
       if (!caller)
         throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'Nexus request names no calling workflow');
       const verified = await this.options.verifier.verifyOriginator(header, caller);
+      if (await this.options.isRevoked?.(verified))
+        throw new UserContextError(ErrorCodes.REVOKED, 'context revoked');
       const { lin: _lin, ...forward } = header;
       scope = {
         context: verified.context,
@@ -95,9 +103,19 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
         tokenId: verified.claims.jti,
       });
     } catch (err) {
-      const refusal = isUserContextError(err)
-        ? err
-        : new UserContextError(ErrorCodes.TOKEN_INVALID, 'verification failed', { cause: err });
+      if (!isUserContextError(err)) {
+        // Not a verdict on the context (e.g. the revocation hook failed): audited, and left retryable.
+        this.options.auditor.emit({
+          ...audit,
+          action: 'nexus.start',
+          decision: 'deny',
+          source: 'header',
+          reason: 'ERROR',
+          detail: err instanceof Error ? err.message : String(err),
+        });
+        throw err;
+      }
+      const refusal = err;
       this.options.auditor.emit({
         ...audit,
         action: 'nexus.start',
