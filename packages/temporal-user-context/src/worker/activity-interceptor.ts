@@ -4,6 +4,7 @@ import type { ActivityExecuteInput, ActivityInboundCallsInterceptor, Next } from
 import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
 import { ACTOR_HEADER, ORIGINATOR_HEADER, decodeHeader } from '../header/wire.js';
 import type { Auditor } from '../audit/sinks.js';
+import { auditAllowed, auditFailure } from './decision.js';
 import { activityScope, type ActivityScope } from './scope.js';
 import type { ContextVerifier, Verified } from './verifier.js';
 
@@ -108,40 +109,10 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
           audit,
           auditor,
         };
-        auditor.emit({
-          ...audit,
-          action: 'activity.execute',
-          decision: 'allow',
-          source: 'header',
-          reason: 'ok',
-          userId: verified.context.userId,
-          workspaceId: verified.context.workspaceId,
-          tokenId: verified.claims.jti,
-        });
+        auditAllowed(auditor, audit, 'activity.execute', verified);
       }
     } catch (err) {
-      if (!isUserContextError(err)) {
-        // Not a verdict on the context (e.g. the revocation hook's database timed out): audit it and
-        // let it stay retryable, instead of failing the run for good under a misleading code.
-        auditor.emit({
-          ...audit,
-          action: 'activity.execute',
-          decision: 'deny',
-          source: 'header',
-          reason: 'ERROR',
-          detail: err instanceof Error ? err.message : String(err),
-        });
-        throw err;
-      }
-      const refusal = err;
-      auditor.emit({
-        ...audit,
-        action: 'activity.execute',
-        decision: 'deny',
-        source: 'header',
-        reason: refusal.code,
-        detail: refusal.reason,
-      });
+      const refusal = auditFailure(auditor, audit, 'activity.execute', err);
       throw toApplicationFailure(refusal);
     }
     try {

@@ -6,10 +6,11 @@ import type {
   Next,
 } from '@temporalio/worker';
 import * as nexus from 'nexus-rpc';
-import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
+import { ErrorCodes, UserContextError } from '../context/errors.js';
 import { ORIGINATOR_HEADER, MAX_HEADER_BYTES, parseHeaderValue, type ContextHeader } from '../header/wire.js';
 import type { Auditor } from '../audit/sinks.js';
 import { toApplicationFailure } from './activity-interceptor.js';
+import { auditAllowed, auditFailure } from './decision.js';
 import { activityScope, type ActivityScope } from './scope.js';
 import type { ContextVerifier, Verified } from './verifier.js';
 
@@ -92,38 +93,9 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
         audit,
         auditor: this.options.auditor,
       };
-      this.options.auditor.emit({
-        ...audit,
-        action: 'nexus.start',
-        decision: 'allow',
-        source: 'header',
-        reason: 'ok',
-        userId: verified.context.userId,
-        workspaceId: verified.context.workspaceId,
-        tokenId: verified.claims.jti,
-      });
+      auditAllowed(this.options.auditor, audit, 'nexus.start', verified);
     } catch (err) {
-      if (!isUserContextError(err)) {
-        // Not a verdict on the context (e.g. the revocation hook failed): audited, and left retryable.
-        this.options.auditor.emit({
-          ...audit,
-          action: 'nexus.start',
-          decision: 'deny',
-          source: 'header',
-          reason: 'ERROR',
-          detail: err instanceof Error ? err.message : String(err),
-        });
-        throw err;
-      }
-      const refusal = err;
-      this.options.auditor.emit({
-        ...audit,
-        action: 'nexus.start',
-        decision: 'deny',
-        source: 'header',
-        reason: refusal.code,
-        detail: refusal.reason,
-      });
+      const refusal = auditFailure(this.options.auditor, audit, 'nexus.start', err);
       throw new nexus.HandlerError('BAD_REQUEST', refusal.message, {
         cause: toApplicationFailure(refusal),
         retryableOverride: false,
