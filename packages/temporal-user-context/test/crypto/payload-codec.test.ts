@@ -325,4 +325,20 @@ describe('AesGcmPayloadCodec: hostile key ids (case 4)', () => {
     expect(str(d!.metadata!['__proto__'])).toBe('p');
     expect(({} as Record<string, unknown>).polluted).toBeUndefined();
   });
+
+  it('metadata keys round-trip beyond the bounded key cache, with same-length keys kept apart', async () => {
+    // The framing remembers up to 64 key names; 200 distinct keys of equal length (and a long and a
+    // non-ASCII one) must all decode to their own names whether or not they were remembered.
+    const codec = makeCodec();
+    for (let round = 0; round < 2; round++) {
+      const metadata: Record<string, Uint8Array> = { encoding: utf8('json/plain') };
+      for (let i = 0; i < 200; i++) metadata[`key-${String(i).padStart(4, '0')}`] = utf8(`v${i}`);
+      metadata['k'.repeat(300)] = utf8('long');
+      metadata['clé-ü'] = utf8('accents');
+      const [p] = await codec.encode([{ metadata, data: utf8('1') }], wf('w'));
+      const [d] = await codec.decode([p!], wf('w'));
+      expect(Object.keys(d!.metadata!)).toEqual(Object.keys(metadata));
+      for (const [key, value] of Object.entries(metadata)) expect(str(d!.metadata![key])).toBe(str(value));
+    }
+  });
 });

@@ -30,8 +30,9 @@ export const MAX_KID_BYTES = 64;
  */
 export const MAX_WORKFLOW_ID_BYTES = 4096;
 
-const utf8 = new TextEncoder();
-
-/** Constant metadata values, encoded once: the hot path never re-encodes them. */
-export const ENCODING_ENCRYPTED_BYTES: Uint8Array = utf8.encode(ENCODING_ENCRYPTED);
-export const FORMAT_V1_BYTES: Uint8Array = utf8.encode(FORMAT_V1);
+/**
+ * Constant metadata values, encoded once: the hot path never re-encodes them. Buffers, like every
+ * other byte array the codec compares, so that the comparison loop stays monomorphic.
+ */
+export const ENCODING_ENCRYPTED_BYTES: Uint8Array = Buffer.from(ENCODING_ENCRYPTED, 'utf8');
+export const FORMAT_V1_BYTES: Uint8Array = Buffer.from(FORMAT_V1, 'utf8');

@@ -3,8 +3,12 @@ import { ErrorCodes, UserContextError } from '../../context/errors.js';
 /**
  * The plaintext of a v1 payload is the original payload, framed without protobuf (a proto encode of
  * the metadata map costs more than the AES of a 1 KiB payload):
- * `u16 count | count × (u16 keyLen | key | u32 valueLen | value) | data`.
+ * `u16 count | count × (u16 keyLen | key | u32 valueLen | value) | data`, integers big-endian.
  * The data takes the rest, so it is never copied into a frame: it goes to the cipher as is.
+ *
+ * Integers are read and written with plain byte arithmetic rather than Buffer's read/write methods:
+ * those are shared across the whole process (jose, protobufjs, the SDK), so in a real worker their
+ * inline caches are polymorphic and they cost twice what they cost in isolation.
  */
 export function frameMetadata(
   metadata: Record<string, Uint8Array> | null | undefined,
@@ -12,28 +16,41 @@ export function frameMetadata(
   inlineData?: Uint8Array,
 ): Buffer {
   const keys = metadata ? Object.keys(metadata) : [];
-  if (keys.length > 0xffff)
+  const count = keys.length;
+  if (count > 0xffff)
     throw new UserContextError(ErrorCodes.TOO_LARGE, 'payload metadata has too many entries');
+  const keyBytes = new Array<Uint8Array>(count);
   let size = 2;
-  for (const key of keys) {
-    const value = metadata![key];
+  for (let i = 0; i < count; i++) {
+    const value = metadata![keys[i]!];
     if (!ArrayBuffer.isView(value)) {
       throw new UserContextError(ErrorCodes.INVALID, 'payload metadata values must be bytes');
     }
-    const keyLen = Buffer.byteLength(key, 'utf8');
-    if (keyLen > 0xffff) throw new UserContextError(ErrorCodes.TOO_LARGE, 'payload metadata key too long');
-    size += 2 + keyLen + 4 + value.byteLength;
+    const bytes = utf8Key(keys[i]!);
+    if (bytes.byteLength > 0xffff)
+      throw new UserContextError(ErrorCodes.TOO_LARGE, 'payload metadata key too long');
+    keyBytes[i] = bytes;
+    size += 6 + bytes.byteLength + value.byteLength;
   }
   const out = Buffer.allocUnsafe(size + (inlineData?.byteLength ?? 0));
-  let at = out.writeUInt16BE(keys.length, 0);
-  for (const key of keys) {
-    const value = metadata![key]!;
-    const keyLen = out.write(key, at + 2, 'utf8');
-    out.writeUInt16BE(keyLen, at);
+  out[0] = count >>> 8;
+  out[1] = count & 0xff;
+  let at = 2;
+  for (let i = 0; i < count; i++) {
+    const key = keyBytes[i]!;
+    const value = metadata![keys[i]!]!;
+    const keyLen = key.byteLength;
+    const valueLen = value.byteLength;
+    out[at] = keyLen >>> 8;
+    out[at + 1] = keyLen & 0xff;
+    out.set(key, at + 2);
     at += 2 + keyLen;
-    at = out.writeUInt32BE(value.byteLength, at);
-    out.set(value, at);
-    at += value.byteLength;
+    out[at] = valueLen >>> 24;
+    out[at + 1] = (valueLen >>> 16) & 0xff;
+    out[at + 2] = (valueLen >>> 8) & 0xff;
+    out[at + 3] = valueLen & 0xff;
+    out.set(value, at + 4);
+    at += 4 + valueLen;
   }
   if (inlineData) out.set(inlineData, at);
   return out;
@@ -50,22 +67,25 @@ export interface InnerPayload {
  * frame means a buggy or hostile key holder; it is refused all the same.
  */
 export function parseInner(plain: Buffer): InnerPayload {
-  if (plain.length < 2) fail();
-  const count = plain.readUInt16BE(0);
+  const length = plain.length;
+  if (length < 2) fail();
+  const count = (plain[0]! << 8) | plain[1]!;
   let at = 2;
   // A plain literal stays a fast-mode object (Object.create(null) starts in slow dictionary mode);
   // `__proto__` is defined as an own property below, never assigned, so it cannot swap the prototype.
   const metadata: Record<string, Uint8Array> = {};
   for (let i = 0; i < count; i++) {
-    if (at + 2 > plain.length) fail();
-    const keyLen = plain.readUInt16BE(at);
+    if (at + 2 > length) fail();
+    const keyLen = (plain[at]! << 8) | plain[at + 1]!;
     at += 2;
-    if (at + keyLen + 4 > plain.length) fail();
-    const key = plain.toString('utf8', at, at + keyLen);
+    if (at + keyLen + 4 > length) fail();
+    const key = keyText(plain, at, keyLen);
     at += keyLen;
-    const valueLen = plain.readUInt32BE(at);
+    // `* 2 ** 24` rather than `<< 24`: a length with the top bit set must stay positive (and fail).
+    const valueLen =
+      plain[at]! * 0x1000000 + ((plain[at + 1]! << 16) | (plain[at + 2]! << 8) | plain[at + 3]!);
     at += 4;
-    if (at + valueLen > plain.length) fail();
+    if (at + valueLen > length) fail();
     if (Object.prototype.hasOwnProperty.call(metadata, key)) fail();
     const value = plain.subarray(at, at + valueLen);
     if (key === '__proto__') {
@@ -76,6 +96,50 @@ export function parseInner(plain: Buffer): InnerPayload {
     at += valueLen;
   }
   return { metadata, data: plain.subarray(at) };
+}
+
+/**
+ * Metadata keys are a handful of fixed names (`encoding`, `messageType`, ...): their bytes and their
+ * decoded text are remembered, up to a bound, so that hostile or unusual keys cannot grow memory.
+ */
+const MAX_CACHED_KEYS = 64;
+const MAX_CACHED_KEY_BYTES = 64;
+const bytesByKey = new Map<string, Uint8Array>();
+const cachedKeys: Array<{ bytes: Uint8Array; text: string }> = [];
+
+function utf8Key(key: string): Uint8Array {
+  const hit = bytesByKey.get(key);
+  if (hit) return hit;
+  const bytes = Buffer.from(key, 'utf8');
+  if (bytesByKey.size < MAX_CACHED_KEYS && bytes.byteLength <= MAX_CACHED_KEY_BYTES) {
+    bytesByKey.set(key, bytes);
+  }
+  return bytes;
+}
+
+function keyText(plain: Buffer, at: number, keyLen: number): string {
+  for (const entry of cachedKeys) {
+    const bytes = entry.bytes;
+    if (bytes.byteLength !== keyLen) continue;
+    let same = true;
+    for (let j = 0; j < keyLen; j++) {
+      if (bytes[j] !== plain[at + j]) {
+        same = false;
+        break;
+      }
+    }
+    if (same) return entry.text;
+  }
+  const text = plain.toString('utf8', at, at + keyLen);
+  // Only keys whose bytes are their own UTF-8 encoding are cached: a malformed sequence decodes to
+  // U+FFFD, and caching it under those bytes would be harmless but would not round-trip.
+  if (cachedKeys.length < MAX_CACHED_KEYS && keyLen <= MAX_CACHED_KEY_BYTES) {
+    const bytes = Buffer.from(text, 'utf8');
+    if (bytes.byteLength === keyLen && bytes.equals(plain.subarray(at, at + keyLen))) {
+      cachedKeys.push({ bytes, text });
+    }
+  }
+  return text;
 }
 
 function fail(): never {
