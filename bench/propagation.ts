@@ -11,7 +11,7 @@
  * Diagnostics: BENCH_VARIANTS=baseline,candidate; BENCH_NULL=1 adds an interceptor plugin that does
  * nothing (the floor of any interceptor-based plugin); BENCH_MIRROR=off.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { randomUUID } from 'node:crypto';
 import { Resource } from '@opentelemetry/resources';
@@ -30,10 +30,10 @@ import {
 import { startTemporal } from '../test-support/temporal.js';
 import * as activities from './workload/activities.js';
 
-const WORKFLOWS_PER_BATCH = Number(process.env.BENCH_WORKFLOWS ?? 300);
+const WORKFLOWS_PER_BATCH = Number(process.env.BENCH_WORKFLOWS ?? 200);
 const IN_FLIGHT = 50;
-const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 5);
-type Variant = 'baseline' | 'peer' | 'candidate' | 'full' | 'null';
+const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 9);
+type Variant = 'baseline' | 'peer' | 'candidate' | 'full' | 'null' | 'nomirror';
 const mirrorMode = (process.env.BENCH_MIRROR ?? 'pseudonym') as MirrorMode;
 const mirror = { memo: mirrorMode, searchAttributes: mirrorMode };
 
@@ -73,6 +73,25 @@ async function main(): Promise<void> {
         new UserContextPlugin({ keys: KeyRing.fromJSON(keys.worker), audit, mirror, codec: false }),
       ],
     },
+    // Diagnostic (BENCH_VARIANTS=...,nomirror): the candidate without the memo/search-attribute mirrors.
+    nomirror: {
+      client: () => [
+        new UserContextPlugin({
+          keys: KeyRing.fromJSON(keys.edge),
+          audit,
+          mirror: { memo: 'off', searchAttributes: 'off' },
+          codec: false,
+        }),
+      ],
+      worker: () => [
+        new UserContextPlugin({
+          keys: KeyRing.fromJSON(keys.worker),
+          audit,
+          mirror: { memo: 'off', searchAttributes: 'off' },
+          codec: false,
+        }),
+      ],
+    },
     full: {
       client: () => [new UserContextPlugin({ keys: KeyRing.fromJSON(keys.edge), audit, mirror })],
       worker: () => [new UserContextPlugin({ keys: KeyRing.fromJSON(keys.worker), audit, mirror })],
@@ -83,7 +102,7 @@ async function main(): Promise<void> {
   const nativeConnection = await NativeConnection.connect({ address });
   const only = process.env.BENCH_VARIANTS?.split(',');
   const variants = (Object.keys(plugins) as Variant[]).filter((v) =>
-    only ? only.includes(v) : v !== 'null' || process.env.BENCH_NULL === '1',
+    only ? only.includes(v) : (v !== 'null' || process.env.BENCH_NULL === '1') && v !== 'nomirror',
   );
   const setups = await Promise.all(
     variants.map(async (variant) => {
@@ -108,7 +127,10 @@ async function main(): Promise<void> {
   );
   const running = setups.map((s) => s.worker.run());
 
+  const cpu: Record<string, { node: number[]; server: number[] }> = {};
   async function batch(setup: (typeof setups)[number]): Promise<number> {
+    const node0 = process.cpuUsage();
+    const server0 = serverCpuMs();
     const user = { userId: 'bench-user', workspaceId: 'ws-bench', roles: ['member'] };
     let next = 0;
     const started = performance.now();
@@ -125,35 +147,57 @@ async function main(): Promise<void> {
       }
     };
     await Promise.all(Array.from({ length: IN_FLIGHT }, lane));
-    return WORKFLOWS_PER_BATCH / ((performance.now() - started) / 1000);
+    const rate = WORKFLOWS_PER_BATCH / ((performance.now() - started) / 1000);
+    const node1 = process.cpuUsage(node0);
+    const c = (cpu[setup.variant] ??= { node: [], server: [] });
+    c.node.push((node1.user + node1.system) / 1000 / WORKFLOWS_PER_BATCH);
+    c.server.push((serverCpuMs() - server0) / WORKFLOWS_PER_BATCH);
+    return rate;
   }
 
   // Warm-up: bundles, caches, JIT, server.
   for (const s of setups) await batch(s);
-  const samples: Record<Variant, number[]> = { baseline: [], peer: [], candidate: [], full: [], null: [] };
+  const samples: Record<Variant, number[]> = {
+    baseline: [],
+    peer: [],
+    candidate: [],
+    full: [],
+    null: [],
+    nomirror: [],
+  };
   for (let round = 0; round < ROUNDS; round++) {
     const order = round % 2 === 0 ? setups : [...setups].reverse();
     for (const s of order) {
       const rate = await batch(s);
       samples[s.variant].push(rate);
+      const c = cpu[s.variant]!;
       process.stdout.write(
-        `round ${round + 1}/${ROUNDS} ${s.variant.padEnd(9)} ${rate.toFixed(1)} workflows/s\n`,
+        `round ${round + 1}/${ROUNDS} ${s.variant.padEnd(9)} ${rate.toFixed(1)} workflows/s  ` +
+          `cpu/workflow: this process ${c.node.at(-1)!.toFixed(2)} ms, server ${c.server.at(-1)!.toFixed(2)} ms\n`,
       );
     }
   }
   const median = (xs: number[]) =>
     xs.length ? [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]! : NaN;
   const m = Object.fromEntries(variants.map((v) => [v, median(samples[v])])) as Record<Variant, number>;
+  // Each round measures every variant back to back, so a round's ratio is what drift (the machine, the
+  // server's growing in-memory state) affects least: the ratios reported are medians of those.
+  const paired = (v: Variant) =>
+    samples[v].length && samples.baseline.length
+      ? median(samples[v].map((x, round) => x / samples.baseline[round]!))
+      : NaN;
   const result = {
     baseline: m.baseline,
     peer: m.peer,
     candidate: m.candidate,
     full: m.full,
-    ratio: m.candidate / m.baseline,
-    peerRatio: m.peer / m.baseline,
-    fullRatio: m.full / m.baseline,
-    ...(m.null ? { nullRatio: m.null / m.baseline } : {}),
-    unit: 'workflows/s (median of rounds)',
+    ratio: paired('candidate'),
+    peerRatio: paired('peer'),
+    fullRatio: paired('full'),
+    ...(m.null ? { nullRatio: paired('null') } : {}),
+    ...(m.nomirror ? { nomirrorRatio: paired('nomirror') } : {}),
+    ratioOfMedians: m.candidate / m.baseline,
+    unit: 'workflows/s (median of rounds); ratios: median over rounds of the per-round ratio',
     workload: {
       workflowsPerBatch: WORKFLOWS_PER_BATCH,
       activitiesPerWorkflow: 3,
@@ -161,6 +205,9 @@ async function main(): Promise<void> {
       rounds: ROUNDS,
     },
     samples,
+    cpuPerWorkflowMs: Object.fromEntries(
+      Object.entries(cpu).map(([v, c]) => [v, { process: median(c.node), server: median(c.server) }]),
+    ),
     node: process.version,
     date: new Date().toISOString(),
   };
@@ -178,6 +225,24 @@ async function main(): Promise<void> {
   await connection.close();
   await nativeConnection.close();
   await env.teardown();
+}
+
+/**
+ * CPU milliseconds used so far by the dev server (found by its command line), or NaN when it is not a
+ * local process (TEMPORAL_ADDRESS). Diagnostic: CPU per workflow is steadier than throughput here.
+ */
+function serverCpuMs(): number {
+  const tick = 100; // USER_HZ on Linux
+  for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
+    try {
+      if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('start-dev')) continue;
+      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+      return ((Number(fields[11]) + Number(fields[12])) * 1000) / tick;
+    } catch {
+      // the process went away or is not readable: keep looking
+    }
+  }
+  return Number.NaN;
 }
 
 await main();

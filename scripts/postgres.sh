@@ -65,10 +65,12 @@ fi
 
 if ! as_pg "$BINDIR/pg_ctl" -D "$DATA" status >/dev/null 2>&1; then
   log "starting on 127.0.0.1:$PORT"
+  # `9>&-`: the server must not inherit the lock's descriptor, or it would hold the lock for its whole
+  # life and every later run of this script (one per test worker) would wait on it forever.
   # fsync off: this cluster is disposable test data; it makes the bench load and CREATE DATABASE fast.
   as_pg "$BINDIR/pg_ctl" -D "$DATA" -l "$LOG" -w -t 30 \
     -o "-c listen_addresses=127.0.0.1 -p $PORT -k $SOCK -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
-    start >&2
+    start >&2 9>&-
 fi
 
 # The test login: a superuser so that tests can create databases and roles and switch to the app role.

@@ -3,6 +3,7 @@ import type { AuditEvent } from './event.js';
 const MAX_FIELD = 256;
 // C0/C1 controls (CR, LF, ...), zero-width and bidi formatting characters.
 const UNSAFE = /[\p{Cc}\p{Cf}]/gu;
+const PRINTABLE_ASCII = /^[\x20-\x7e]*$/;
 
 /**
  * Makes an attacker-influenced string safe for a log line: control, zero-width and bidi characters
@@ -10,6 +11,8 @@ const UNSAFE = /[\p{Cc}\p{Cf}]/gu;
  * escapes quotes, so a value can never close its field.
  */
 export function sanitizeField(value: string): string {
+  // Fast path for the common case (ids, codes, times): printable ASCII holds no Cc/Cf character.
+  if (value.length <= MAX_FIELD && PRINTABLE_ASCII.test(value)) return value;
   const cleaned = value.replace(UNSAFE, '\uFFFD');
   return cleaned.length > MAX_FIELD ? `${cleaned.slice(0, MAX_FIELD)}…` : cleaned;
 }

@@ -5,7 +5,7 @@ import type { IdentitySource } from '../audit/event.js';
 import type { KeyRing } from '../crypto/keyring.js';
 import { issueContextToken, type IssueOptions } from '../crypto/issue.js';
 import type { ContextHeader } from '../header/wire.js';
-import { activityScope } from '../worker/scope.js';
+import { currentScope } from '../worker/scope.js';
 import { edgeUser } from './scope.js';
 import type { MirrorOptions } from './mirror.js';
 
@@ -33,7 +33,7 @@ export class ContextSource {
   private who(action: string): { context: UserContext; source: IdentitySource; forward?: ContextHeader } {
     const user = edgeUser();
     if (user) return { context: user, source: 'edge' };
-    const activity = activityScope.getStore();
+    const activity = currentScope();
     if (activity?.context && activity.header) {
       const { lin: _lin, ...forward } = activity.header;
       return { context: activity.context, source: 'header', forward };

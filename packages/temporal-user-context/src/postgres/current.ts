@@ -1,5 +1,5 @@
 import { currentUserContext } from '../worker/resolve.js';
-import { activityScope } from '../worker/scope.js';
+import { currentScope } from '../worker/scope.js';
 import type { SqlDatabase } from './database.js';
 import { withUserScope, type ScopedTransaction, type UserScopeOptions } from './scope.js';
 
@@ -14,7 +14,7 @@ export function withCurrentUserScope<T>(
   options: Omit<UserScopeOptions, 'auditor' | 'audit'> = {},
 ): Promise<T> {
   const context = currentUserContext();
-  const scope = activityScope.getStore();
+  const scope = currentScope();
   return withUserScope(db, context, fn, {
     ...options,
     ...(scope ? { auditor: scope.auditor, audit: { ...scope.audit, tokenId: scope.claims?.jti } } : {}),

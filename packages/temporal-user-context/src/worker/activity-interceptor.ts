@@ -5,7 +5,7 @@ import { ErrorCodes, UserContextError, isUserContextError } from '../context/err
 import { ACTOR_HEADER, ORIGINATOR_HEADER, decodeHeader } from '../header/wire.js';
 import type { Auditor } from '../audit/sinks.js';
 import { auditAllowed, auditFailure } from './decision.js';
-import { activityScope, type ActivityScope } from './scope.js';
+import { enterActivityScope, type ActivityScope } from './scope.js';
 import type { ContextVerifier, Verified } from './verifier.js';
 
 export interface ActivityGuardOptions {
@@ -116,7 +116,8 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
       throw toApplicationFailure(refusal);
     }
     try {
-      return await activityScope.run(scope, () => next(input));
+      enterActivityScope(scope);
+      return await next(input);
     } catch (err) {
       // A refusal raised by activity code (resolveUserContext, withUserScope) is already audited where
       // it happened; make it non-retryable with its stable code instead of a generic retryable error.

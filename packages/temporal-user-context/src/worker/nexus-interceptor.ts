@@ -11,7 +11,7 @@ import { ORIGINATOR_HEADER, MAX_HEADER_BYTES, parseHeaderValue, type ContextHead
 import type { Auditor } from '../audit/sinks.js';
 import { toApplicationFailure } from './activity-interceptor.js';
 import { auditAllowed, auditFailure } from './decision.js';
-import { activityScope, type ActivityScope } from './scope.js';
+import { runInNexusScope, type ActivityScope } from './scope.js';
 import type { ContextVerifier, Verified } from './verifier.js';
 
 /** The calling workflow, from the links the server attached to the Nexus request. */
@@ -101,6 +101,6 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
         retryableOverride: false,
       });
     }
-    return activityScope.run(scope, () => next(input));
+    return runInNexusScope(scope, () => next(input));
   }
 }

@@ -1,10 +1,10 @@
 import { ErrorCodes, UserContextError } from '../context/errors.js';
 import { parseUserContext, sameUserContext, type UserContext } from '../context/schema.js';
 import type { SystemPrincipal } from '../context/system-principal.js';
-import { activityScope, type ActivityScope } from './scope.js';
+import { currentScope, type ActivityScope } from './scope.js';
 
 function scope(): ActivityScope {
-  const current = activityScope.getStore();
+  const current = currentScope();
   if (!current)
     throw new UserContextError(
       ErrorCodes.MISSING,

@@ -1,5 +1,6 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
-import type { UserContextError } from '../context/errors.js';
+import { asyncLocalStorage as activityStorage } from '@temporalio/activity';
+import { ErrorCodes, UserContextError } from '../context/errors.js';
 import type { UserContext } from '../context/schema.js';
 import type { ContextClaims } from '../crypto/claims.js';
 import type { ContextHeader } from '../header/wire.js';
@@ -27,4 +28,38 @@ export interface ActivityScope {
   readonly auditor: Auditor;
 }
 
-export const activityScope = new AsyncLocalStorage<ActivityScope>();
+/**
+ * Activity scopes are keyed by the SDK's own activity `Context` of the execution they belong to, not
+ * kept in an AsyncLocalStorage of our own: on Node 20 every enabled store adds a cost to every promise
+ * the process creates, and the SDK already propagates exactly the object we need. Weak, so a finished
+ * execution's scope goes with its context.
+ */
+const activityScopes = new WeakMap<object, ActivityScope>();
+
+/**
+ * Nexus handlers: the SDK does not export its handler context storage, so they get a store of their
+ * own. An AsyncLocalStorage costs nothing until its first `run`, i.e. in processes that serve no Nexus.
+ */
+const nexusScope = new AsyncLocalStorage<ActivityScope>();
+
+/**
+ * Attaches a verified scope to the running activity: from here on, its code (and everything it
+ * awaits) sees it through {@link currentScope}. Called by the activity interceptor only, after
+ * verification. Throws `USER_CONTEXT_MISCONFIGURED` outside an activity.
+ */
+export function enterActivityScope(scope: ActivityScope): void {
+  const owner = activityStorage.getStore();
+  if (!owner) throw new UserContextError(ErrorCodes.MISCONFIGURED, 'no activity context to attach to');
+  activityScopes.set(owner, scope);
+}
+
+/** Runs a Nexus handler under a verified scope (called by the Nexus interceptor only). */
+export function runInNexusScope<T>(scope: ActivityScope, fn: () => T): T {
+  return nexusScope.run(scope, fn);
+}
+
+/** The scope of the running activity or Nexus handler, if its interceptor attached one. */
+export function currentScope(): ActivityScope | undefined {
+  const activity = activityStorage.getStore();
+  return activity === undefined ? nexusScope.getStore() : activityScopes.get(activity);
+}
