@@ -3,7 +3,7 @@ import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCodes, runAsUser, type UserContext } from 'temporal-user-context';
-import { alice, bob, startHarness, type Harness } from '../../../../test-support/harness.js';
+import { alice, bob, carol, startHarness, type Harness } from '../../../../test-support/harness.js';
 import * as activities from '../fixtures/activities.js';
 
 const workflowsPath = fileURLToPath(new URL('../fixtures/workflows.ts', import.meta.url));
@@ -56,6 +56,15 @@ describe('each boundary carries the originator to an activity', () => {
     ]);
     expect(a).toEqual(alice);
     expect(b).toEqual(bob);
+  });
+
+  it('many runs of three users interleaved on one worker each see their own user', async () => {
+    // Activity scopes hang off the SDK's per-execution activity Context: overlapping activities of
+    // different users (and local activities, and children) must never see one another's.
+    const users = Array.from({ length: 12 }, (_, i) => [alice, bob, carol][i % 3]!);
+    const workflows = ['viaActivity', 'viaLocalActivity', 'viaChild'] as const;
+    const seen = await Promise.all(users.map((u, i) => runAs<UserContext>(u, workflows[i % 3]!)));
+    expect(seen).toEqual(users);
   });
 
   it('explicit argument equal to the propagated context is accepted, a different one refused', async () => {
@@ -114,7 +123,6 @@ describe('actors: signals, updates, queries', () => {
 
   it('same-workspace actor is admitted; query, update and signal see who acted', async () => {
     const handle = await startInteractive(alice);
-    const carol = { userId: 'carol', workspaceId: 'ws-acme', roles: ['admin'] };
     expect(await runAsUser(carol, () => handle.executeUpdate('note', { args: ['hi'] }))).toBe('alice');
     expect(await runAsUser(carol, () => handle.query('progress'))).toEqual(['update:hi:alice']);
     await runAsUser(carol, () => handle.signal('go', 'now'));
