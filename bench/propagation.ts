@@ -33,11 +33,19 @@ import * as activities from './workload/activities.js';
 const WORKFLOWS_PER_BATCH = Number(process.env.BENCH_WORKFLOWS ?? 200);
 const IN_FLIGHT = 50;
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 9);
-type Variant = 'baseline' | 'peer' | 'candidate' | 'full' | 'null' | 'nomirror';
+type Variant = 'baseline' | 'peer' | 'candidate' | 'full' | 'null' | 'nomirror' | 'padded';
 const mirrorMode = (process.env.BENCH_MIRROR ?? 'pseudonym') as MirrorMode;
 const mirror = { memo: mirrorMode, searchAttributes: mirrorMode };
 
 Runtime.install({ logger: new DefaultLogger('ERROR') });
+
+/** The `padded` variant's header: a json/plain payload the size of this plugin's header. */
+const PADDING = {
+  metadata: { encoding: new TextEncoder().encode('json/plain') },
+  data: new TextEncoder().encode(
+    JSON.stringify({ v: 1, tok: 'x'.repeat(850), ws: 'w'.repeat(22), sub: 's'.repeat(22) }),
+  ),
+};
 
 async function main(): Promise<void> {
   const env = await startTemporal();
@@ -73,6 +81,31 @@ async function main(): Promise<void> {
         new UserContextPlugin({ keys: KeyRing.fromJSON(keys.worker), audit, mirror, codec: false }),
       ],
     },
+    // Diagnostic (BENCH_VARIANTS=...,padded): a header of this plugin's size carried to every activity.
+    padded: {
+      client: () => [
+        new SimplePlugin({
+          name: 'padded',
+          clientInterceptors: {
+            workflow: [
+              {
+                start(input, next) {
+                  return next({ ...input, headers: { ...input.headers, 'bench-padding': PADDING } });
+                },
+              },
+            ],
+          },
+        }),
+      ],
+      worker: () => [
+        new SimplePlugin({
+          name: 'padded',
+          workerInterceptors: {
+            workflowModules: [fileURLToPath(new URL('./workload/padded-interceptors.ts', import.meta.url))],
+          },
+        }),
+      ],
+    },
     // Diagnostic (BENCH_VARIANTS=...,nomirror): the candidate without the memo/search-attribute mirrors.
     nomirror: {
       client: () => [
@@ -102,7 +135,9 @@ async function main(): Promise<void> {
   const nativeConnection = await NativeConnection.connect({ address });
   const only = process.env.BENCH_VARIANTS?.split(',');
   const variants = (Object.keys(plugins) as Variant[]).filter((v) =>
-    only ? only.includes(v) : (v !== 'null' || process.env.BENCH_NULL === '1') && v !== 'nomirror',
+    only
+      ? only.includes(v)
+      : (v !== 'null' || process.env.BENCH_NULL === '1') && v !== 'nomirror' && v !== 'padded',
   );
   const setups = await Promise.all(
     variants.map(async (variant) => {
@@ -164,6 +199,7 @@ async function main(): Promise<void> {
     full: [],
     null: [],
     nomirror: [],
+    padded: [],
   };
   for (let round = 0; round < ROUNDS; round++) {
     const order = round % 2 === 0 ? setups : [...setups].reverse();
@@ -196,6 +232,7 @@ async function main(): Promise<void> {
     fullRatio: paired('full'),
     ...(m.null ? { nullRatio: paired('null') } : {}),
     ...(m.nomirror ? { nomirrorRatio: paired('nomirror') } : {}),
+    ...(m.padded ? { paddedRatio: paired('padded') } : {}),
     ratioOfMedians: m.candidate / m.baseline,
     unit: 'workflows/s (median of rounds); ratios: median over rounds of the per-round ratio',
     workload: {
