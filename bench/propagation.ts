@@ -29,6 +29,7 @@ import {
 } from 'temporal-user-context';
 import { startTemporal } from '../test-support/temporal.js';
 import * as activities from './workload/activities.js';
+import { PADDING_HEADER } from './workload/padded-interceptors.js';
 
 const WORKFLOWS_PER_BATCH = Number(process.env.BENCH_WORKFLOWS ?? 200);
 const IN_FLIGHT = 50;
@@ -90,7 +91,7 @@ async function main(): Promise<void> {
             workflow: [
               {
                 start(input, next) {
-                  return next({ ...input, headers: { ...input.headers, 'bench-padding': PADDING } });
+                  return next({ ...input, headers: { ...input.headers, [PADDING_HEADER]: PADDING } });
                 },
               },
             ],

@@ -1,6 +1,7 @@
 import type { Payload, PayloadCodec, SerializationContext } from '@temporalio/common';
 import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
 import { buildAad } from './codec/aad.js';
+import { equalBytes } from './codec/bytes.js';
 import { bindingOf, checkBinding } from './codec/binding.js';
 import {
   ENCODING_ENCRYPTED_BYTES,
@@ -216,12 +217,4 @@ function isBytes(value: unknown): value is Uint8Array {
 
 function text(bytes: Uint8Array): string {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8');
-}
-
-function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
-  // `length` read once: re-reading the `byteLength` getter in the loop condition costs 10× the loop.
-  const n = a.length;
-  if (n !== b.length) return false;
-  for (let i = 0; i < n; i++) if (a[i] !== b[i]) return false;
-  return true;
 }

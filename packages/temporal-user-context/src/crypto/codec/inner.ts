@@ -1,4 +1,5 @@
 import { ErrorCodes, UserContextError } from '../../context/errors.js';
+import { bytesAt } from './bytes.js';
 
 /**
  * The plaintext of a v1 payload is the original payload, framed without protobuf (a proto encode of
@@ -119,23 +120,14 @@ function utf8Key(key: string): Uint8Array {
 
 function keyText(plain: Buffer, at: number, keyLen: number): string {
   for (const entry of cachedKeys) {
-    const bytes = entry.bytes;
-    if (bytes.byteLength !== keyLen) continue;
-    let same = true;
-    for (let j = 0; j < keyLen; j++) {
-      if (bytes[j] !== plain[at + j]) {
-        same = false;
-        break;
-      }
-    }
-    if (same) return entry.text;
+    if (entry.bytes.length === keyLen && bytesAt(entry.bytes, plain, at)) return entry.text;
   }
   const text = plain.toString('utf8', at, at + keyLen);
-  // Only keys whose bytes are their own UTF-8 encoding are cached: a malformed sequence decodes to
-  // U+FFFD, and caching it under those bytes would be harmless but would not round-trip.
+  // Cached only when the text encodes back to the same bytes: invalid UTF-8 decodes to U+FFFD, and
+  // such a key is left to the slow path rather than stored under bytes it does not encode to.
   if (cachedKeys.length < MAX_CACHED_KEYS && keyLen <= MAX_CACHED_KEY_BYTES) {
     const bytes = Buffer.from(text, 'utf8');
-    if (bytes.byteLength === keyLen && bytes.equals(plain.subarray(at, at + keyLen))) {
+    if (bytes.length === keyLen && bytesAt(bytes, plain, at)) {
       cachedKeys.push({ bytes, text });
     }
   }
