@@ -35,6 +35,8 @@ const WORKFLOWS_PER_BATCH = Number(process.env.BENCH_WORKFLOWS ?? 200);
 const IN_FLIGHT = 50;
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 9);
 type Variant = 'baseline' | 'peer' | 'candidate' | 'full' | 'null' | 'nomirror' | 'padded';
+/** Variants running this plugin. */
+const OURS = new Set<Variant>(['candidate', 'full', 'nomirror']);
 const mirrorMode = (process.env.BENCH_MIRROR ?? 'pseudonym') as MirrorMode;
 const mirror = { memo: mirrorMode, searchAttributes: mirrorMode };
 
@@ -154,7 +156,8 @@ async function main(): Promise<void> {
         namespace,
         taskQueue,
         workflowBundle,
-        activities,
+        // The same step; under this plugin it also reads the verified context, as real code would.
+        activities: { step: OURS.has(variant) ? activities.stepAsUser : activities.step },
         plugins: plugins[variant].worker() as never,
       });
       const client = new Client({ connection, namespace, plugins: plugins[variant].client() as never });
@@ -164,7 +167,9 @@ async function main(): Promise<void> {
   const running = setups.map((s) => s.worker.run());
 
   const cpu: Record<string, { node: number[]; server: number[] }> = {};
+  const threads: Record<string, ThreadCpu[]> = {};
   async function batch(setup: (typeof setups)[number]): Promise<number> {
+    const ticks0 = threadTicks();
     const node0 = process.cpuUsage();
     const server0 = serverCpuMs();
     const user = { userId: 'bench-user', workspaceId: 'ws-bench', roles: ['member'] };
@@ -188,6 +193,7 @@ async function main(): Promise<void> {
     const c = (cpu[setup.variant] ??= { node: [], server: [] });
     c.node.push((node1.user + node1.system) / 1000 / WORKFLOWS_PER_BATCH);
     c.server.push((serverCpuMs() - server0) / WORKFLOWS_PER_BATCH);
+    (threads[setup.variant] ??= []).push(threadCpu(ticks0, threadTicks(), WORKFLOWS_PER_BATCH));
     return rate;
   }
 
@@ -208,9 +214,12 @@ async function main(): Promise<void> {
       const rate = await batch(s);
       samples[s.variant].push(rate);
       const c = cpu[s.variant]!;
+      const t = threads[s.variant]!.at(-1)!;
       process.stdout.write(
         `round ${round + 1}/${ROUNDS} ${s.variant.padEnd(9)} ${rate.toFixed(1)} workflows/s  ` +
-          `cpu/workflow: this process ${c.node.at(-1)!.toFixed(2)} ms, server ${c.server.at(-1)!.toFixed(2)} ms\n`,
+          `cpu/workflow: this process ${c.node.at(-1)!.toFixed(2)} ms (main ${t.main.toFixed(2)}, ` +
+          `workflow thread ${t.workflowThread.toFixed(2)}, core ${t.core.toFixed(2)}, other ${t.other.toFixed(2)}), ` +
+          `server ${c.server.at(-1)!.toFixed(2)} ms\n`,
       );
     }
   }
@@ -244,7 +253,22 @@ async function main(): Promise<void> {
     },
     samples,
     cpuPerWorkflowMs: Object.fromEntries(
-      Object.entries(cpu).map(([v, c]) => [v, { process: median(c.node), server: median(c.server) }]),
+      Object.entries(cpu).map(([v, c]) => {
+        // The first batch of each variant is the warm-up: left out of the medians.
+        const t = threads[v]!.slice(1);
+        const byThread = (k: keyof ThreadCpu) => median(t.map((x) => x[k]));
+        return [
+          v,
+          {
+            process: median(c.node.slice(1)),
+            server: median(c.server.slice(1)),
+            main: byThread('main'),
+            workflowThread: byThread('workflowThread'),
+            core: byThread('core'),
+            other: byThread('other'),
+          },
+        ];
+      }),
     ),
     node: process.version,
     date: new Date().toISOString(),
@@ -263,6 +287,59 @@ async function main(): Promise<void> {
   await connection.close();
   await nativeConnection.close();
   await env.teardown();
+}
+
+/** CPU ms per workflow of this process's threads during one batch, by kind of thread. */
+interface ThreadCpu {
+  /** The main thread: client, activities, the worker's Node side. */
+  main: number;
+  /** The busiest other Node thread: the variant's workflow thread (sandboxed workflow code). */
+  workflowThread: number;
+  /** The SDK core's Rust threads (gRPC, state machines). */
+  core: number;
+  /** Everything else: libuv's thread pool (crypto), V8's GC and compiler threads. */
+  other: number;
+}
+
+/** Clock ticks used so far by each thread of this process (Linux /proc; empty elsewhere). */
+function threadTicks(): Map<string, { ticks: number; name: string }> {
+  const out = new Map<string, { ticks: number; name: string }>();
+  let tids: string[];
+  try {
+    tids = readdirSync('/proc/self/task');
+  } catch {
+    return out;
+  }
+  for (const tid of tids) {
+    try {
+      const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+      const fields = stat.slice(stat.lastIndexOf(') ') + 2).split(' ');
+      const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
+      out.set(tid, { ticks: Number(fields[11]) + Number(fields[12]), name });
+    } catch {
+      // the thread ended: its time is lost to this batch's breakdown (not to process.cpuUsage)
+    }
+  }
+  return out;
+}
+
+function threadCpu(
+  before: Map<string, { ticks: number; name: string }>,
+  after: Map<string, { ticks: number; name: string }>,
+  workflows: number,
+): ThreadCpu {
+  const tickMs = 10; // USER_HZ = 100 on Linux
+  const out: ThreadCpu = { main: 0, workflowThread: 0, core: 0, other: 0 };
+  for (const [tid, { ticks, name }] of after) {
+    const ms = ((ticks - (before.get(tid)?.ticks ?? 0)) * tickMs) / workflows;
+    if (tid === String(process.pid)) out.main += ms;
+    else if (name.startsWith('tokio')) out.core += ms;
+    else if (name === 'node' && ms > out.workflowThread) {
+      out.other += out.workflowThread;
+      out.workflowThread = ms;
+    } else out.other += ms;
+  }
+  return out;
 }
 
 /**

@@ -2,7 +2,7 @@ import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ClientOptions } from '@temporalio/client';
 import { SimplePlugin } from '@temporalio/plugin';
-import type { InjectedSinks, ReplayWorkerOptions, WorkerOptions } from '@temporalio/worker';
+import type { BundleOptions, InjectedSinks, ReplayWorkerOptions, WorkerOptions } from '@temporalio/worker';
 import type { AuditSink } from './audit/event.js';
 import { Auditor, pinoAuditSink } from './audit/sinks.js';
 import {
@@ -186,6 +186,20 @@ export class UserContextPlugin extends SimplePlugin {
       ...options,
       sinks: { ...options.sinks, ...this.sinks() },
     });
+  }
+
+  /**
+   * Adds the workflow interceptor module to the bundle's preloaded modules: with reusable V8 contexts
+   * (the SDK's default) it and its imports are evaluated once per context instead of once per
+   * workflow. It is safe to share: it keeps per-workflow state on the workflow's own global object
+   * and exports nothing mutable (the SDK freezes what a preloaded module exports).
+   */
+  override configureBundler(options: BundleOptions): BundleOptions {
+    const configured = super.configureBundler(options);
+    return {
+      ...configured,
+      preloadModules: [...(configured.preloadModules ?? []), workflowInterceptorsPath],
+    };
   }
 
   override configureReplayWorker(options: ReplayWorkerOptions): ReplayWorkerOptions {

@@ -31,7 +31,7 @@ export class Auditor {
   constructor(private readonly sinks: readonly AuditSink[]) {}
 
   emit(event: Omit<AuditEvent, 'time'> & { time?: string }): void {
-    const clean = sanitizeAuditEvent({ ...event, time: event.time ?? new Date().toISOString() });
+    const clean = sanitizeAuditEvent(event, event.time ?? new Date().toISOString());
     for (const sink of this.sinks) {
       try {
         const pending = sink.emit(clean);

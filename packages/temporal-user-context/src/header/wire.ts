@@ -1,4 +1,4 @@
-import { defaultPayloadConverter, type Headers, type Payload } from '@temporalio/common';
+import type { Headers, Payload } from '@temporalio/common';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
 
 /**
@@ -27,9 +27,15 @@ export const MAX_HEADER_BYTES = 8192;
 /** Longest workflow id accepted in lineage facts. */
 export const MAX_WORKFLOW_ID_CHARS = 1000;
 
-export const HINT_PATTERN = /^[A-Za-z0-9_-]{16,64}$/;
+const HINT = /^[A-Za-z0-9_-]{16,64}$/;
 /** Compact JWE: five base64url parts. */
-export const TOKEN_PATTERN = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]*){4}$/;
+const TOKEN = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]*){4}$/;
+// Exported as copies: this module may be preloaded into the workflow sandbox, where the SDK freezes a
+// preloaded module's exports, and a frozen RegExp leaves V8's fast matching path.
+/** Pseudonym hint: base64url, 16–64 characters. */
+export const HINT_PATTERN = new RegExp(HINT);
+/** Compact JWE: five base64url parts. */
+export const TOKEN_PATTERN = new RegExp(TOKEN);
 
 /** Lineage facts: copied from `workflowInfo()`, which the Temporal server vouches for. */
 export interface Lineage {
@@ -87,11 +93,11 @@ export function isContextHeader(value: unknown): value is ContextHeader {
     value.v === HEADER_VERSION &&
     typeof value.tok === 'string' &&
     value.tok.length <= MAX_HEADER_BYTES &&
-    TOKEN_PATTERN.test(value.tok) &&
+    TOKEN.test(value.tok) &&
     typeof value.ws === 'string' &&
-    HINT_PATTERN.test(value.ws) &&
+    HINT.test(value.ws) &&
     typeof value.sub === 'string' &&
-    HINT_PATTERN.test(value.sub) &&
+    HINT.test(value.sub) &&
     (value.lin === undefined || isLineage(value.lin))
   );
 }
@@ -104,12 +110,21 @@ export function parseHeaderValue(raw: unknown, name: string): ContextHeader {
   throw new UserContextError(ErrorCodes.HEADER_MALFORMED, `header ${name}: ${why}`);
 }
 
-/** Encodes a header value. Pure and sandbox-safe. */
-export function encodeHeader(header: ContextHeader): Payload {
-  return defaultPayloadConverter.toPayload(header);
-}
-
+// The header is an ordinary `json/plain` payload, exactly what the SDK's JSON converter writes. It is
+// built with the host's TextEncoder/TextDecoder (the workflow sandbox is given Node's) rather than
+// through `defaultPayloadConverter`, whose portable pure-JavaScript UTF-8 codec costs several times more
+// on a 1 KiB header, and a header is encoded or decoded on every boundary it crosses.
+const textEncoder = new TextEncoder();
 const textDecoder = new TextDecoder();
+const JSON_PLAIN = 'json/plain';
+
+/** Encodes a header value as a `json/plain` payload. Pure and sandbox-safe. */
+export function encodeHeader(header: ContextHeader): Payload {
+  return {
+    metadata: { encoding: textEncoder.encode(JSON_PLAIN) },
+    data: textEncoder.encode(JSON.stringify(header)),
+  };
+}
 
 /**
  * Decodes and validates a header value. Returns `undefined` when absent; throws
@@ -123,12 +138,13 @@ export function decodeHeader(headers: Headers | undefined, name: string): Contex
   if (size > MAX_HEADER_BYTES)
     throw new UserContextError(ErrorCodes.TOO_LARGE, `header ${name} over ${MAX_HEADER_BYTES} bytes`);
   const encoding = payload.metadata?.encoding;
-  if (!encoding || textDecoder.decode(encoding) !== 'json/plain') {
+  if (!encoding || textDecoder.decode(encoding) !== JSON_PLAIN) {
     throw new UserContextError(ErrorCodes.HEADER_MALFORMED, `header ${name} is not json/plain`);
   }
   let raw: unknown;
   try {
-    raw = defaultPayloadConverter.fromPayload(payload);
+    // Not `fatal`: like the SDK's converter, invalid UTF-8 decodes to U+FFFD and the shape check refuses.
+    raw = JSON.parse(textDecoder.decode(payload.data ?? new Uint8Array(0)));
   } catch {
     throw new UserContextError(ErrorCodes.HEADER_MALFORMED, `header ${name} is not JSON`);
   }

@@ -7,8 +7,8 @@ type Fields = ActivityScope['audit'];
 
 /** Audits a verified context at a worker entry point (activity, Nexus operation). */
 export function auditAllowed(auditor: Auditor, fields: Fields, action: string, verified: Verified): void {
+  // Runs on every activity: one literal instead of `{ ...fields, ... }`, which Node 20 builds slowly.
   auditor.emit({
-    ...fields,
     action,
     decision: 'allow',
     source: 'header',
@@ -16,6 +16,13 @@ export function auditAllowed(auditor: Auditor, fields: Fields, action: string, v
     userId: verified.context.userId,
     workspaceId: verified.context.workspaceId,
     tokenId: verified.claims.jti,
+    namespace: fields.namespace,
+    workflowId: fields.workflowId,
+    runId: fields.runId,
+    workflowType: fields.workflowType,
+    activityType: fields.activityType,
+    activityId: fields.activityId,
+    attempt: fields.attempt,
   });
 }
 

@@ -1,7 +1,7 @@
 import { proxyLocalActivities } from '@temporalio/workflow';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
 import type { UserContext } from '../context/schema.js';
-import { actorStorage, workflowState, type ActorPolicy, type ActorRef, type Originator } from './state.js';
+import { currentActor, workflowState, type ActorPolicy, type ActorRef, type Originator } from './state.js';
 
 /** Activity names the plugin registers on every worker; workflow code reaches them through the APIs below. */
 export const WHOAMI_ACTIVITY = 'temporalUserContext.whoami';
@@ -44,7 +44,7 @@ export function getOriginator(): Originator | undefined {
  * handler. The default policy already refused actors of another workspace before the handler ran.
  */
 export function getActor(): ActorRef | undefined {
-  return actorStorage.getStore();
+  return currentActor();
 }
 
 /**
@@ -52,8 +52,7 @@ export function getActor(): ActorRef | undefined {
  * history). Only inside signal and update handlers: queries cannot run activities.
  */
 export function verifyActor(): Promise<UserContext> {
-  if (!actorStorage.getStore())
-    return Promise.reject(new UserContextError(ErrorCodes.MISSING, 'no actor in scope'));
+  if (!currentActor()) return Promise.reject(new UserContextError(ErrorCodes.MISSING, 'no actor in scope'));
   return verifiers[WHOIS_ACTOR_ACTIVITY]();
 }
 

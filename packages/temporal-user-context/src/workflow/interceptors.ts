@@ -1,33 +1,41 @@
-import {
-  ApplicationFailure,
-  workflowInfo,
-  proxySinks,
-  type ActivityInput,
-  type ContinueAsNewInput,
-  type LocalActivityInput,
-  type Next,
-  type QueryInput,
-  type SignalInput,
-  type SignalWorkflowInput,
-  type StartChildWorkflowExecutionInput,
-  type StartNexusOperationInput,
-  type UpdateInput,
-  type WorkflowExecuteInput,
-  type WorkflowInboundCallsInterceptor,
-  type WorkflowInterceptors,
-  type WorkflowOutboundCallsInterceptor,
-  type Sinks,
+import { ApplicationFailure, type Headers, type Payload } from '@temporalio/common';
+// Deep imports: see state.ts (this module is preloaded once per reusable V8 context).
+import { workflowInfo } from '@temporalio/workflow/lib/workflow.js';
+import { proxySinks } from '@temporalio/workflow/lib/sinks.js';
+import type {
+  ActivityInput,
+  ContinueAsNewInput,
+  LocalActivityInput,
+  Next,
+  QueryInput,
+  SignalInput,
+  SignalWorkflowInput,
+  StartChildWorkflowExecutionInput,
+  StartNexusOperationInput,
+  UpdateInput,
+  WorkflowExecuteInput,
+  WorkflowInboundCallsInterceptor,
+  WorkflowInterceptors,
+  WorkflowOutboundCallsInterceptor,
+  Sinks,
 } from '@temporalio/workflow';
 import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
 import {
   ACTOR_HEADER,
   ORIGINATOR_HEADER,
   decodeHeader,
+  encodeHeader,
   withHeader,
   type ContextHeader,
   type Lineage,
 } from '../header/wire.js';
-import { actorStorage, workflowState, type ActorRef, type WorkflowContextState } from './state.js';
+import {
+  currentActor,
+  runAsActor,
+  workflowState,
+  type ActorRef,
+  type WorkflowContextState,
+} from './state.js';
 
 /**
  * Workflow interceptors (sandbox). They never verify, await, read clocks or keys: they carry the
@@ -153,7 +161,7 @@ class Inbound implements WorkflowInboundCallsInterceptor {
       // A refused signal never reaches the handler and does not fail the workflow: drop it (audited).
       return Promise.resolve();
     }
-    return actor ? actorStorage.run(actor, () => next(input)) : next(input);
+    return actor ? runAsActor(actor, () => next(input)) : next(input);
   }
 
   validateUpdate(input: UpdateInput, next: Next<WorkflowInboundCallsInterceptor, 'validateUpdate'>): void {
@@ -163,7 +171,7 @@ class Inbound implements WorkflowInboundCallsInterceptor {
     } catch (err) {
       throw toFailure(err as UserContextError);
     }
-    return actor ? actorStorage.run(actor, () => next(input)) : next(input);
+    return actor ? runAsActor(actor, () => next(input)) : next(input);
   }
 
   handleUpdate(
@@ -176,7 +184,7 @@ class Inbound implements WorkflowInboundCallsInterceptor {
     } catch (err) {
       return Promise.reject(toFailure(err as UserContextError));
     }
-    return actor ? actorStorage.run(actor, () => next(input)) : next(input);
+    return actor ? runAsActor(actor, () => next(input)) : next(input);
   }
 
   handleQuery(
@@ -190,7 +198,7 @@ class Inbound implements WorkflowInboundCallsInterceptor {
     } catch (err) {
       return Promise.reject(toFailure(err as UserContextError));
     }
-    return actor ? actorStorage.run(actor, () => next(input)) : next(input);
+    return actor ? runAsActor(actor, () => next(input)) : next(input);
   }
 }
 
@@ -200,13 +208,27 @@ function outgoing(): ContextHeader | undefined {
   return origin ? { ...origin.header, lin: origin.lineage } : undefined;
 }
 
+/**
+ * The originator header with lineage, encoded once per run: every activity, child and continue-as-new
+ * of the run carries the same bytes. Payloads are never mutated once handed to the SDK.
+ */
+function outgoingPayload(): Payload | undefined {
+  const state = workflowState();
+  if (state.outgoing) return state.outgoing;
+  const origin = state.originator;
+  if (!origin) return undefined;
+  state.outgoing = encodeHeader({ ...origin.header, lin: origin.lineage });
+  return state.outgoing;
+}
+
 /** Headers for an activity: originator (+ lineage), and the current actor when inside a handler. */
 function activityHeaders<T extends ActivityInput | LocalActivityInput>(input: T): T {
-  const header = outgoing();
-  if (!header) return input;
-  let headers = withHeader(input.headers, ORIGINATOR_HEADER, header);
-  const actor = actorStorage.getStore();
-  if (actor) headers = withHeader(headers, ACTOR_HEADER, { ...actor.header, lin: header.lin });
+  const payload = outgoingPayload();
+  if (!payload) return input;
+  const headers: Headers = { ...input.headers, [ORIGINATOR_HEADER]: payload };
+  const actor = currentActor();
+  if (actor)
+    headers[ACTOR_HEADER] = encodeHeader({ ...actor.header, lin: workflowState().originator!.lineage });
   return { ...input, headers };
 }
 
@@ -229,16 +251,16 @@ class Outbound implements WorkflowOutboundCallsInterceptor {
     input: StartChildWorkflowExecutionInput,
     next: Next<WorkflowOutboundCallsInterceptor, 'startChildWorkflowExecution'>,
   ): Promise<[Promise<string>, Promise<unknown>]> {
-    const header = outgoing();
-    return next(header ? { ...input, headers: withHeader(input.headers, ORIGINATOR_HEADER, header) } : input);
+    const payload = outgoingPayload();
+    return next(payload ? { ...input, headers: { ...input.headers, [ORIGINATOR_HEADER]: payload } } : input);
   }
 
   continueAsNew(
     input: ContinueAsNewInput,
     next: Next<WorkflowOutboundCallsInterceptor, 'continueAsNew'>,
   ): Promise<never> {
-    const header = outgoing();
-    return next(header ? { ...input, headers: withHeader(input.headers, ORIGINATOR_HEADER, header) } : input);
+    const payload = outgoingPayload();
+    return next(payload ? { ...input, headers: { ...input.headers, [ORIGINATOR_HEADER]: payload } } : input);
   }
 
   signalWorkflow(

@@ -1,4 +1,9 @@
-import { AsyncLocalStorage } from '@temporalio/workflow';
+// Deep imports on purpose: these SDK modules are the ones its bundle entry already loads once per
+// reusable V8 context, so this module can be preloaded (see `sandboxPreloadModules`) without changing
+// how the SDK's public `@temporalio/workflow` entry is shared. `AsyncLocalStorage` is the host's class,
+// injected into the sandbox.
+import { AsyncLocalStorage } from '@temporalio/workflow/lib/cancellation-scope.js';
+import type { Payload } from '@temporalio/common';
 import type { UserContextErrorCode } from '../context/errors.js';
 import type { ContextHeader, Lineage } from '../header/wire.js';
 
@@ -39,10 +44,25 @@ export interface WorkflowContextState {
   policy: ActorPolicy;
   /** Memoised verified originator (one local activity per run). */
   verified?: Promise<unknown>;
+  /** The originator header with this run's lineage, encoded once for everything the run schedules. */
+  outgoing?: Payload;
 }
 
-/** Actor of the signal / update / query being handled; survives awaits inside the handler. */
-export const actorStorage = new AsyncLocalStorage<ActorRef>();
+// Actor of the signal / update / query being handled; survives awaits inside the handler. Not
+// exported: a preloaded module's exports are frozen, and a frozen store could not enable itself. One
+// store serves every workflow of a reusable context, as the SDK's own cancellation-scope store does:
+// a value lives in the async context of the handler that set it, never in another workflow's.
+const actorStorage = new AsyncLocalStorage<ActorRef>();
+
+/** Runs `fn` with `actor` as the current actor. */
+export function runAsActor<T>(actor: ActorRef, fn: () => T): T {
+  return actorStorage.run(actor, fn);
+}
+
+/** The actor of the handler being run, if any. */
+export function currentActor(): ActorRef | undefined {
+  return actorStorage.getStore();
+}
 
 // Per-workflow state lives on the workflow's own global object: the SDK isolates globals per workflow
 // even when it reuses V8 contexts, while module-level variables would not be.

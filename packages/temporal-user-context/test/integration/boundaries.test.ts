@@ -136,6 +136,21 @@ describe('actors: signals, updates, queries', () => {
     expect(result.actorWorkspace).toMatch(/^[A-Za-z0-9_-]{22}$/); // a pseudonym, not the id
   });
 
+  it('concurrent handlers of many workflows each see their own actor', async () => {
+    // The actor store lives in the preloaded interceptor module, shared by every workflow of the
+    // worker's reusable V8 context: a handler's actor must still never leak into another workflow.
+    const originators = Array.from({ length: 8 }, (_, i) => (i % 2 === 0 ? alice : carol));
+    const handles = await Promise.all(originators.map((u) => startInteractive(u)));
+    const actors = originators.map((u) => (u === alice ? carol : alice));
+    await Promise.all(handles.map((handle, i) => runAsUser(actors[i]!, () => handle.signal('go', `s${i}`))));
+    const verified = await Promise.all(
+      handles.map(
+        async (handle) => ((await handle.result()) as { actorVerified: UserContext }).actorVerified,
+      ),
+    );
+    expect(verified).toEqual(actors);
+  });
+
   it('an actor of another workspace is refused on update, query and signal', async () => {
     const handle = await startInteractive(alice);
     await expect(runAsUser(bob, () => handle.executeUpdate('note', { args: ['x'] }))).rejects.toMatchObject({

@@ -11,6 +11,33 @@ describe('audit', () => {
     expect(sanitizeField('x'.repeat(1000)).length).toBeLessThanOrEqual(257);
   });
 
+  it('stamps the time, keeps a given one, drops undefined fields and sanitises every string', () => {
+    const memory = memoryAuditSink();
+    const auditor = new Auditor([memory]);
+    auditor.emit({
+      action: 'activity.execute',
+      decision: 'allow',
+      source: 'header',
+      reason: 'ok',
+      userId: undefined,
+      detail: 'a\r\nb',
+      attempt: 2,
+    });
+    auditor.emit({
+      time: '2026-11-28T00:00:00.000Z\n',
+      action: 'x',
+      decision: 'deny',
+      source: 'none',
+      reason: 'r',
+    });
+    const [first, second] = memory.events;
+    expect(Date.parse(first!.time)).not.toBeNaN();
+    expect('userId' in first!).toBe(false);
+    expect(first!.detail).toBe('a\uFFFD\uFFFDb');
+    expect(first!.attempt).toBe(2);
+    expect(second!.time).toBe('2026-11-28T00:00:00.000Z\uFFFD');
+  });
+
   it('writes one JSON line per event through pino, with injected text kept inside its field', () => {
     const lines: string[] = [];
     const stream = new Writable({

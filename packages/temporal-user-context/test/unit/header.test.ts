@@ -1,5 +1,6 @@
 // Header decoding (cases 3, 18, 19): every bad input is a named error; fast-check explores the rest.
 import fc from 'fast-check';
+import { defaultPayloadConverter } from '@temporalio/common';
 import { describe, expect, it } from 'vitest';
 import { isContextHeader } from '../../src/header/wire.js';
 import { headerSchema } from '../../src/header/schema.js';
@@ -85,6 +86,36 @@ describe('decodeHeader', () => {
         }
       }),
       { numRuns: 2000 },
+    );
+  });
+});
+
+describe('encoding', () => {
+  it("property: encodeHeader writes exactly the SDK JSON converter's payload, and decodes what it writes", () => {
+    const header = fc.record({
+      v: fc.constant(1 as const),
+      tok: fc.stringMatching(/^[A-Za-z0-9_-]{1,40}(\.[A-Za-z0-9_-]{0,40}){4}$/),
+      ws: fc.stringMatching(/^[A-Za-z0-9_-]{16,64}$/),
+      sub: fc.stringMatching(/^[A-Za-z0-9_-]{16,64}$/),
+      lin: fc.option(
+        fc.record({
+          // Any Unicode in workflow ids: the wire format must not depend on which UTF-8 encoder ran.
+          root: fc.string({ unit: 'grapheme', minLength: 1, maxLength: 40 }),
+          start: fc.nat(),
+          wf: fc.string({ unit: 'grapheme', minLength: 1, maxLength: 40 }),
+        }),
+        { nil: undefined },
+      ),
+    });
+    fc.assert(
+      fc.property(header, (h) => {
+        const value = h.lin === undefined ? { v: h.v, tok: h.tok, ws: h.ws, sub: h.sub } : h;
+        const ours = encodeHeader(value);
+        const sdk = defaultPayloadConverter.toPayload(value);
+        expect(ours.metadata).toEqual(sdk.metadata);
+        expect(Buffer.from(ours.data!).equals(Buffer.from(sdk.data!))).toBe(true);
+        expect(decodeHeader({ [ORIGINATOR_HEADER]: sdk }, ORIGINATOR_HEADER)).toEqual(value);
+      }),
     );
   });
 });

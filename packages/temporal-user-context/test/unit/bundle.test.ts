@@ -1,0 +1,40 @@
+// The plugin preloads its workflow interceptor module: evaluated once per reusable V8 context instead of
+// once per workflow. Per-workflow isolation under preload is what the integration tests exercise (they
+// bundle through the plugin); this checks that the preload is configured and reaches the bundle.
+import { fileURLToPath } from 'node:url';
+import { DefaultLogger, bundleWorkflowCode } from '@temporalio/worker';
+import { describe, expect, it } from 'vitest';
+import {
+  KeyRing,
+  UserContextPlugin,
+  generateKeySet,
+  memoryAuditSink,
+  workflowInterceptorsPath,
+} from 'temporal-user-context';
+
+const plugin = () =>
+  new UserContextPlugin({
+    keys: KeyRing.fromJSON(generateKeySet('bundle').worker),
+    audit: memoryAuditSink(),
+  });
+const workflowsPath = fileURLToPath(new URL('../fixtures/workflows.ts', import.meta.url));
+
+describe('workflow bundle', () => {
+  it('adds the interceptor module to the modules to preload, after the application’s own', () => {
+    const options = plugin().configureBundler({ workflowsPath, preloadModules: ['app-module'] });
+    expect(options.preloadModules).toEqual(['app-module', workflowInterceptorsPath]);
+    expect(options.workflowInterceptorModules).toContain(workflowInterceptorsPath);
+  });
+
+  it('the bundle built with the plugin preloads the interceptor module', async () => {
+    const { code } = await bundleWorkflowCode({
+      workflowsPath,
+      plugins: [plugin()],
+      logger: new DefaultLogger('ERROR'),
+    });
+    const start = code.indexOf('function preloadModules()');
+    expect(start).toBeGreaterThan(-1);
+    const body = code.slice(start, code.indexOf('}', start));
+    expect(body).toMatch(/__webpack_require__\([^)]*workflow\/interceptors\.ts"\)/);
+  }, 60_000);
+});
