@@ -25,7 +25,6 @@ import {
   ORIGINATOR_HEADER,
   decodeHeader,
   encodeHeader,
-  withHeader,
   type ContextHeader,
   type Lineage,
 } from '../header/wire.js';
@@ -71,15 +70,16 @@ function lineageOf(header: ContextHeader): Lineage {
     if (inherited.root !== root) {
       throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'inherited lineage names another root');
     }
-    return { ...inherited, wf: info.workflowId };
+    return Object.assign({}, inherited, { wf: info.workflowId });
   }
   const scheduledBy = info.searchAttributes?.[SCHEDULED_BY]?.[0];
-  return {
+  const lineage: { -readonly [K in keyof Lineage]: Lineage[K] } = {
     root,
     start: info.startTime.getTime(),
     wf: info.workflowId,
-    ...(typeof scheduledBy === 'string' ? { sched: scheduledBy } : {}),
   };
+  if (typeof scheduledBy === 'string') lineage.sched = scheduledBy;
+  return lineage;
 }
 
 function readActor(
@@ -202,10 +202,19 @@ class Inbound implements WorkflowInboundCallsInterceptor {
   }
 }
 
+// Sandbox code copies objects with Object.assign, not spread syntax: the workflow bundler compiles
+// TypeScript to ES2017, where `{ ...a, b }` becomes a helper that defines properties one at a time, and
+// these copies run for every activity a workflow schedules.
+
+/** `input` with one more header. */
+function withPayload<T extends { headers: Headers }>(input: T, name: string, payload: Payload): T {
+  return Object.assign({}, input, { headers: Object.assign({}, input.headers, { [name]: payload }) });
+}
+
 /** The originator header with this workflow's lineage, for everything the workflow starts. */
 function outgoing(): ContextHeader | undefined {
   const origin = workflowState().originator;
-  return origin ? { ...origin.header, lin: origin.lineage } : undefined;
+  return origin ? Object.assign({}, origin.header, { lin: origin.lineage }) : undefined;
 }
 
 /**
@@ -217,7 +226,7 @@ function outgoingPayload(): Payload | undefined {
   if (state.outgoing) return state.outgoing;
   const origin = state.originator;
   if (!origin) return undefined;
-  state.outgoing = encodeHeader({ ...origin.header, lin: origin.lineage });
+  state.outgoing = encodeHeader(Object.assign({}, origin.header, { lin: origin.lineage }));
   return state.outgoing;
 }
 
@@ -225,11 +234,13 @@ function outgoingPayload(): Payload | undefined {
 function activityHeaders<T extends ActivityInput | LocalActivityInput>(input: T): T {
   const payload = outgoingPayload();
   if (!payload) return input;
-  const headers: Headers = { ...input.headers, [ORIGINATOR_HEADER]: payload };
+  const headers: Headers = Object.assign({}, input.headers, { [ORIGINATOR_HEADER]: payload });
   const actor = currentActor();
-  if (actor)
-    headers[ACTOR_HEADER] = encodeHeader({ ...actor.header, lin: workflowState().originator!.lineage });
-  return { ...input, headers };
+  if (actor) {
+    const lin = workflowState().originator!.lineage;
+    headers[ACTOR_HEADER] = encodeHeader(Object.assign({}, actor.header, { lin }));
+  }
+  return Object.assign({}, input, { headers });
 }
 
 class Outbound implements WorkflowOutboundCallsInterceptor {
@@ -252,7 +263,7 @@ class Outbound implements WorkflowOutboundCallsInterceptor {
     next: Next<WorkflowOutboundCallsInterceptor, 'startChildWorkflowExecution'>,
   ): Promise<[Promise<string>, Promise<unknown>]> {
     const payload = outgoingPayload();
-    return next(payload ? { ...input, headers: { ...input.headers, [ORIGINATOR_HEADER]: payload } } : input);
+    return next(payload ? withPayload(input, ORIGINATOR_HEADER, payload) : input);
   }
 
   continueAsNew(
@@ -260,7 +271,7 @@ class Outbound implements WorkflowOutboundCallsInterceptor {
     next: Next<WorkflowOutboundCallsInterceptor, 'continueAsNew'>,
   ): Promise<never> {
     const payload = outgoingPayload();
-    return next(payload ? { ...input, headers: { ...input.headers, [ORIGINATOR_HEADER]: payload } } : input);
+    return next(payload ? withPayload(input, ORIGINATOR_HEADER, payload) : input);
   }
 
   signalWorkflow(
@@ -269,9 +280,7 @@ class Outbound implements WorkflowOutboundCallsInterceptor {
   ): Promise<void> {
     // A workflow signals on behalf of its originator: the target sees the originator as actor.
     const origin = workflowState().originator;
-    return next(
-      origin ? { ...input, headers: withHeader(input.headers, ACTOR_HEADER, origin.header) } : input,
-    );
+    return next(origin ? withPayload(input, ACTOR_HEADER, encodeHeader(origin.header)) : input);
   }
 
   startNexusOperation(
@@ -282,7 +291,9 @@ class Outbound implements WorkflowOutboundCallsInterceptor {
     // Nexus headers are strings: the same v1 JSON object, serialised.
     return next(
       header
-        ? { ...input, headers: { ...input.headers, [ORIGINATOR_HEADER]: JSON.stringify(header) } }
+        ? Object.assign({}, input, {
+            headers: Object.assign({}, input.headers, { [ORIGINATOR_HEADER]: JSON.stringify(header) }),
+          })
         : input,
     );
   }
