@@ -9,7 +9,8 @@
  * Variants are interleaved round by round (order alternating) so that drift hits them alike; medians
  * over rounds. Writes bench/results/propagation.json. Not a test: it asserts nothing, it measures.
  * Diagnostics: BENCH_VARIANTS=baseline,candidate; BENCH_NULL=1 adds an interceptor plugin that does
- * nothing (the floor of any interceptor-based plugin); BENCH_MIRROR=off.
+ * nothing (the floor of any interceptor-based plugin); BENCH_MIRROR=off. Every batch also reports CPU
+ * per workflow, of this process by thread (Linux) and of the dev server.
  */
 import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
