@@ -30,8 +30,9 @@ export const MAX_WORKFLOW_ID_CHARS = 1000;
 const HINT = /^[A-Za-z0-9_-]{16,64}$/;
 /** Compact JWE: five base64url parts. */
 const TOKEN = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]*){4}$/;
-// Exported as copies: this module may be preloaded into the workflow sandbox, where the SDK freezes a
-// preloaded module's exports, and a frozen RegExp leaves V8's fast matching path.
+// Exported as copies for host-side use (the zod reference schema): this module may be preloaded into
+// the workflow sandbox, where the SDK freezes a preloaded module's exports, and the checks below should
+// not run on a frozen RegExp.
 /** Pseudonym hint: base64url, 16–64 characters. */
 export const HINT_PATTERN = new RegExp(HINT);
 /** Compact JWE: five base64url parts. */
@@ -115,7 +116,9 @@ export function parseHeaderValue(raw: unknown, name: string): ContextHeader {
 // through `defaultPayloadConverter`, whose portable pure-JavaScript UTF-8 codec costs several times more
 // on a 1 KiB header, and a header is encoded or decoded on every boundary it crosses.
 const textEncoder = new TextEncoder();
-const textDecoder = new TextDecoder();
+// ignoreBOM: a leading byte-order mark stays in the text (and fails JSON.parse), as it does with the
+// SDK's converter; stripping it would accept headers that older versions of this library refused.
+const textDecoder = new TextDecoder('utf-8', { ignoreBOM: true });
 const JSON_PLAIN = 'json/plain';
 
 /** Encodes a header value as a `json/plain` payload. Pure and sandbox-safe. */
@@ -143,7 +146,8 @@ export function decodeHeader(headers: Headers | undefined, name: string): Contex
   }
   let raw: unknown;
   try {
-    // Not `fatal`: like the SDK's converter, invalid UTF-8 decodes to U+FFFD and the shape check refuses.
+    // Not `fatal`: invalid UTF-8 decodes to U+FFFD (as with the SDK's converter, though not always to
+    // the same number of them); only lineage strings could hold it, and they are compared, never trusted.
     raw = JSON.parse(textDecoder.decode(payload.data ?? new Uint8Array(0)));
   } catch {
     throw new UserContextError(ErrorCodes.HEADER_MALFORMED, `header ${name} is not JSON`);

@@ -226,7 +226,11 @@ function outgoingPayload(): Payload | undefined {
   if (state.outgoing) return state.outgoing;
   const origin = state.originator;
   if (!origin) return undefined;
-  state.outgoing = encodeHeader(Object.assign({}, origin.header, { lin: origin.lineage }));
+  const payload = encodeHeader(Object.assign({}, origin.header, { lin: origin.lineage }));
+  // Shared by every command of the run: frozen so that no later interceptor can change it for all of
+  // them (the byte arrays themselves cannot be frozen; nothing in the SDK writes to them).
+  Object.freeze(payload.metadata);
+  state.outgoing = Object.freeze(payload);
   return state.outgoing;
 }
 

@@ -1,5 +1,5 @@
 // Deep imports on purpose: these SDK modules are the ones its bundle entry already loads once per
-// reusable V8 context, so this module can be preloaded (see `sandboxPreloadModules`) without changing
+// reusable V8 context, so this module can be preloaded (see `UserContextPlugin.configureBundler`) without changing
 // how the SDK's public `@temporalio/workflow` entry is shared. `AsyncLocalStorage` is the host's class,
 // injected into the sandbox.
 import { AsyncLocalStorage } from '@temporalio/workflow/lib/cancellation-scope.js';
@@ -49,19 +49,27 @@ export interface WorkflowContextState {
 }
 
 // Actor of the signal / update / query being handled; survives awaits inside the handler. Not
-// exported: a preloaded module's exports are frozen, and a frozen store could not enable itself. One
-// store serves every workflow of a reusable context, as the SDK's own cancellation-scope store does:
-// a value lives in the async context of the handler that set it, never in another workflow's.
-const actorStorage = new AsyncLocalStorage<ActorRef>();
+// exported: a preloaded module's exports are frozen, and a frozen store could not enable itself.
+// One store serves every workflow of a reusable context, so each value names the workflow it belongs
+// to and is read back only by that workflow. That matters when a handler is stopped by the isolate
+// execution timeout: its `run` never restores the previous value, which then stays on the worker
+// thread's async resource and would otherwise be seen by every workflow activated after it.
+interface ActorFrame {
+  /** The per-workflow state object of the workflow that set the actor. */
+  readonly owner: WorkflowContextState;
+  readonly actor: ActorRef;
+}
+const actorStorage = new AsyncLocalStorage<ActorFrame>();
 
-/** Runs `fn` with `actor` as the current actor. */
+/** Runs `fn` with `actor` as the current actor of this workflow. */
 export function runAsActor<T>(actor: ActorRef, fn: () => T): T {
-  return actorStorage.run(actor, fn);
+  return actorStorage.run({ owner: workflowState(), actor }, fn);
 }
 
-/** The actor of the handler being run, if any. */
+/** The actor of the handler being run by this workflow, if any. */
 export function currentActor(): ActorRef | undefined {
-  return actorStorage.getStore();
+  const frame = actorStorage.getStore();
+  return frame !== undefined && frame.owner === workflowState() ? frame.actor : undefined;
 }
 
 // Per-workflow state lives on the workflow's own global object: the SDK isolates globals per workflow

@@ -151,6 +151,31 @@ describe('actors: signals, updates, queries', () => {
     expect(verified).toEqual(actors);
   });
 
+  it('an actor whose handler was stopped by the isolate timeout does not leak into other workflows', async () => {
+    // Workflows share one reusable V8 context, and our preloaded module's actor store, per worker
+    // thread. A handler stopped by the isolate execution timeout (the SDK's default, 5 s) never runs
+    // its `finally` blocks, so its actor stays on the thread's async resource: it must still never
+    // become another workflow's actor.
+    const spinning = await runAsUser(alice, () =>
+      h.client.workflow.start('spinner', { taskQueue: h.taskQueue, workflowId: id('spin') }),
+    );
+    // First let the workflow finish its first task: a query sent while a task is pending rides along
+    // with it, and a task that times out is retried with the query, again and again.
+    await runAsUser(alice, () => spinning.query('__temporal_workflow_metadata'));
+    // carol is in alice's workspace: admitted, and set as actor around a handler that never ends.
+    await expect(runAsUser(carol, () => spinning.query('spin'))).rejects.toThrow();
+    const workflowId = id('after-spin');
+    const seen = await runAsUser(bob, () =>
+      h.client.workflow.execute('actorOutsideHandlers', { taskQueue: h.taskQueue, workflowId }),
+    );
+    expect(seen).toEqual({ actor: null, user: bob });
+    // No actor header went to the activity either (it would have been refused and audited).
+    expect(
+      h.audit.events.filter((e) => e.workflowId === workflowId && e.action === 'activity.actor'),
+    ).toEqual([]);
+    await spinning.terminate();
+  }, 30_000);
+
   it('an actor of another workspace is refused on update, query and signal', async () => {
     const handle = await startInteractive(alice);
     await expect(runAsUser(bob, () => handle.executeUpdate('note', { args: ['x'] }))).rejects.toMatchObject({

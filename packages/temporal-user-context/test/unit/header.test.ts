@@ -40,6 +40,8 @@ describe('decodeHeader', () => {
   it.each([
     ['trailing garbage', `${JSON.stringify(good)} garbage`],
     ['not JSON', 'hello'],
+    // The SDK's converter keeps a leading BOM and so fails to parse it: so must we (same verdict on replay).
+    ['leading byte-order mark', `\uFEFF${JSON.stringify(good)}`],
     ['unknown version', JSON.stringify({ ...good, v: 2 })],
     ['extra key', JSON.stringify({ ...good, admin: true })],
     [
