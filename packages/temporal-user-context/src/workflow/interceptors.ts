@@ -224,9 +224,9 @@ function outgoing(): ContextHeader | undefined {
 function outgoingPayload(): Payload | undefined {
   const state = workflowState();
   if (state.outgoing) return state.outgoing;
-  const origin = state.originator;
-  if (!origin) return undefined;
-  const payload = encodeHeader(Object.assign({}, origin.header, { lin: origin.lineage }));
+  const header = outgoing();
+  if (!header) return undefined;
+  const payload = encodeHeader(header);
   // Shared by every command of the run: frozen so that no later interceptor can change it for all of
   // them (the byte arrays themselves cannot be frozen; nothing in the SDK writes to them).
   Object.freeze(payload.metadata);
