@@ -1,8 +1,7 @@
 // Threat-model cases 2–8 against the real dev server, with a client that does not use the plugin.
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
 import { CompactEncrypt, CompactSign, SignJWT, UnsecuredJWT } from 'jose';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   ErrorCodes,
   KeyRing,
@@ -15,25 +14,10 @@ import {
   WORKSPACE_ID_ATTRIBUTE,
   type UserContext,
 } from 'temporal-user-context';
-import {
-  alice,
-  bob,
-  failureTypeOf,
-  headerWritingClient,
-  startHarness,
-  type Harness,
-} from '../../../../test-support/harness.js';
-import * as activities from '../fixtures/activities.js';
+import { alice, bob, failureTypeOf, headerWritingClient } from '../../../../test-support/harness.js';
+import { useFixtureHarness } from '../fixtures/harness.js';
 
-const workflowsPath = fileURLToPath(new URL('../fixtures/workflows.ts', import.meta.url));
-let h: Harness;
-
-beforeAll(async () => {
-  h = await startHarness({ workflowsPath, activities });
-});
-afterAll(async () => {
-  await h?.stop();
-});
+const h = useFixtureHarness();
 
 const enc = new TextEncoder();
 

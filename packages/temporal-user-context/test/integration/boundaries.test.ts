@@ -1,20 +1,11 @@
-import { fileURLToPath } from 'node:url';
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ErrorCodes, runAsUser, type UserContext } from 'temporal-user-context';
-import { alice, bob, carol, startHarness, type Harness } from '../../../../test-support/harness.js';
-import * as activities from '../fixtures/activities.js';
+import { alice, bob, carol } from '../../../../test-support/harness.js';
+import { useFixtureHarness } from '../fixtures/harness.js';
 
-const workflowsPath = fileURLToPath(new URL('../fixtures/workflows.ts', import.meta.url));
-let h: Harness;
-
-beforeAll(async () => {
-  h = await startHarness({ workflowsPath, activities });
-});
-afterAll(async () => {
-  await h?.stop();
-});
+const h = useFixtureHarness();
 
 function id(name: string): string {
   return `${name}-${Math.random().toString(36).slice(2)}`;

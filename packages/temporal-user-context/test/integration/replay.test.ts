@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import { historyFromJSON, historyToJSON } from '@temporalio/common/lib/proto-utils.js';
 import type { History } from '@temporalio/common/lib/proto-utils.js';
 import { Worker } from '@temporalio/worker';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   KeyRing,
   UserContextPlugin,
@@ -16,22 +16,15 @@ import {
   workerKeySet,
   type KeySetJson,
 } from 'temporal-user-context';
-import { alice, carol, startHarness, type Harness } from '../../../../test-support/harness.js';
-import * as activities from '../fixtures/activities.js';
+import { alice, carol } from '../../../../test-support/harness.js';
+import { fixtureWorkflowsPath, useFixtureHarness } from '../fixtures/harness.js';
 
-const workflowsPath = fileURLToPath(new URL('../fixtures/workflows.ts', import.meta.url));
 const historiesDir = fileURLToPath(new URL('../fixtures/histories/', import.meta.url));
-let h: Harness;
 
 // Test-only keys, committed with the histories they recorded (never use them anywhere else).
 const recordingKeys = JSON.parse(readFileSync(`${historiesDir}keys.json`, 'utf8')) as KeySetJson;
 
-beforeAll(async () => {
-  h = await startHarness({ workflowsPath, activities, keys: recordingKeys });
-});
-afterAll(async () => {
-  await h?.stop();
-});
+const h = useFixtureHarness({ keys: recordingKeys });
 
 /**
  * The worker ring after a key rotation: fresh active keys, the recording keys kept decrypt-only /
@@ -87,7 +80,11 @@ describe('replay', () => {
     }
     for (const { name, workflowId, history } of recorded) {
       await expect(
-        Worker.runReplayHistory({ workflowsPath, plugins: [rotatedPlugin()] }, history, workflowId),
+        Worker.runReplayHistory(
+          { workflowsPath: fixtureWorkflowsPath, plugins: [rotatedPlugin()] },
+          history,
+          workflowId,
+        ),
         name,
       ).resolves.toBeUndefined();
     }
@@ -100,7 +97,11 @@ describe('replay', () => {
       const history = historyFromJSON(JSON.parse(readFileSync(`${historiesDir}${file}`, 'utf8')));
       const workflowId = file.replace(/\.json$/, '');
       await expect(
-        Worker.runReplayHistory({ workflowsPath, plugins: [rotatedPlugin()] }, history, workflowId),
+        Worker.runReplayHistory(
+          { workflowsPath: fixtureWorkflowsPath, plugins: [rotatedPlugin()] },
+          history,
+          workflowId,
+        ),
         file,
       ).resolves.toBeUndefined();
     }

@@ -1,36 +1,18 @@
 // The revocation hook: a revoked token is refused (named, audited, not retried); a hook that fails
 // is not a verdict, so the activity stays retryable.
 import { randomUUID } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ErrorCodes, runAsUser } from 'temporal-user-context';
-import {
-  alice,
-  bob,
-  carol,
-  failureTypeOf,
-  startHarness,
-  type Harness,
-} from '../../../../test-support/harness.js';
-import * as activities from '../fixtures/activities.js';
+import { alice, bob, carol, failureTypeOf } from '../../../../test-support/harness.js';
+import { useFixtureHarness } from '../fixtures/harness.js';
 
-const workflowsPath = fileURLToPath(new URL('../fixtures/workflows.ts', import.meta.url));
-let h: Harness;
-
-beforeAll(async () => {
-  h = await startHarness({
-    workflowsPath,
-    activities,
-    plugin: {
-      isRevoked: ({ context }) => {
-        if (context.userId === 'carol') throw new Error('revocation store unavailable');
-        return context.userId === 'bob';
-      },
+const h = useFixtureHarness({
+  plugin: {
+    isRevoked: ({ context }) => {
+      if (context.userId === 'carol') throw new Error('revocation store unavailable');
+      return context.userId === 'bob';
     },
-  });
-});
-afterAll(async () => {
-  await h?.stop();
+  },
 });
 
 const run = (user: typeof alice, workflowId: string) =>

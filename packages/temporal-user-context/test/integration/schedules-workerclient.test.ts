@@ -1,7 +1,6 @@
 // Schedules (create → every run carries a schedule-bound token) and the worker's own client.
 import { randomUUID } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import {
   ErrorCodes,
   ORIGINATOR_HEADER,
@@ -14,20 +13,10 @@ import {
   failureTypeOf,
   headerWritingClient,
   nthScheduledRun,
-  startHarness,
-  type Harness,
 } from '../../../../test-support/harness.js';
-import * as activities from '../fixtures/activities.js';
+import { useFixtureHarness } from '../fixtures/harness.js';
 
-const workflowsPath = fileURLToPath(new URL('../fixtures/workflows.ts', import.meta.url));
-let h: Harness;
-
-beforeAll(async () => {
-  h = await startHarness({ workflowsPath, activities });
-});
-afterAll(async () => {
-  await h?.stop();
-});
+const h = useFixtureHarness();
 
 describe('schedules', () => {
   it('a run started by the schedule acts as the schedule creator', async () => {
