@@ -7,7 +7,8 @@
  *                with the payload codec off (the codec is a separate feature, measured as `full`);
  * - `full`:      this plugin's default configuration, payload encryption included.
  * Variants are interleaved round by round (order alternating) so that drift hits them alike; medians
- * over rounds. Writes bench/results/propagation.json. Not a test: it asserts nothing, it measures.
+ * over rounds. Each round has a dev server of its own (BENCH_FRESH_SERVER=0 keeps one for the whole
+ * run; with TEMPORAL_ADDRESS there is only that one). Writes bench/results/propagation.json. Not a test: it asserts nothing, it measures.
  * Diagnostics: BENCH_VARIANTS=baseline,candidate; BENCH_NULL=1 adds an interceptor plugin that does
  * nothing (the floor of any interceptor-based plugin); BENCH_MIRROR=off. Every batch also reports CPU
  * per workflow, of this process by thread (Linux) and of the dev server.
@@ -15,6 +16,7 @@
 import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { randomUUID } from 'node:crypto';
+import { PerformanceObserver } from 'node:perf_hooks';
 import { Resource } from '@opentelemetry/resources';
 import { InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { Client, Connection } from '@temporalio/client';
@@ -43,6 +45,12 @@ const mirror = { memo: mirrorMode, searchAttributes: mirrorMode };
 
 Runtime.install({ logger: new DefaultLogger('ERROR') });
 
+/** Main-thread GC pause time so far (ms), for the per-batch breakdown. */
+let gcPauseMs = 0;
+new PerformanceObserver((list) => {
+  for (const entry of list.getEntries()) gcPauseMs += entry.duration;
+}).observe({ entryTypes: ['gc'] });
+
 /** The `padded` variant's header: a json/plain payload the size of this plugin's header. */
 const PADDING = {
   metadata: { encoding: new TextEncoder().encode('json/plain') },
@@ -52,9 +60,6 @@ const PADDING = {
 };
 
 async function main(): Promise<void> {
-  const env = await startTemporal();
-  const address = env.address;
-  const namespace = env.namespace ?? 'default';
   const keys = generateKeySet('bench-edge');
   const audit = { emit: () => undefined }; // audit cost is the sink's, not the plugin's: measured separately
   const otel = () =>
@@ -135,49 +140,75 @@ async function main(): Promise<void> {
     },
   };
   const workflowsPath = fileURLToPath(new URL('./workload/workflows.ts', import.meta.url));
-  const connection = await Connection.connect({ address });
-  const nativeConnection = await NativeConnection.connect({ address });
   const only = process.env.BENCH_VARIANTS?.split(',');
   const variants = (Object.keys(plugins) as Variant[]).filter((v) =>
     only
       ? only.includes(v)
       : (v !== 'null' || process.env.BENCH_NULL === '1') && v !== 'nomirror' && v !== 'padded',
   );
-  const setups = await Promise.all(
-    variants.map(async (variant) => {
-      const taskQueue = `bench-${variant}`;
-      // Each plugin adds its own workflow interceptor modules (and, for ours, preloads) at bundling time.
-      const workflowBundle = await bundleWorkflowCode({
-        workflowsPath,
-        plugins: plugins[variant].worker() as never,
-        logger: new DefaultLogger('ERROR'),
-      });
-      const worker = await Worker.create({
-        connection: nativeConnection,
-        namespace,
-        taskQueue,
-        workflowBundle,
-        // The same step; under this plugin it also reads the verified context, as real code would.
-        activities: { step: OURS.has(variant) ? activities.stepAsUser : activities.step },
-        plugins: plugins[variant].worker() as never,
-      });
-      const client = new Client({ connection, namespace, plugins: plugins[variant].client() as never });
-      return { variant, taskQueue, worker, client };
-    }),
+  // Each plugin adds its own workflow interceptor modules (and, for ours, preloads) at bundling time.
+  const bundles = new Map(
+    await Promise.all(
+      variants.map(
+        async (variant) =>
+          [
+            variant,
+            await bundleWorkflowCode({
+              workflowsPath,
+              plugins: plugins[variant].worker() as never,
+              logger: new DefaultLogger('ERROR'),
+            }),
+          ] as const,
+      ),
+    ),
   );
-  const running = setups.map((s) => s.worker.run());
 
-  const cpu: Record<string, { node: number[]; server: number[] }> = {};
+  /** A dev server (or TEMPORAL_ADDRESS) with one running worker and one client per variant. */
+  async function open() {
+    const env = await startTemporal();
+    const namespace = env.namespace ?? 'default';
+    const connection = await Connection.connect({ address: env.address });
+    const nativeConnection = await NativeConnection.connect({ address: env.address });
+    const setups = await Promise.all(
+      variants.map(async (variant) => {
+        const taskQueue = `bench-${variant}`;
+        const worker = await Worker.create({
+          connection: nativeConnection,
+          namespace,
+          taskQueue,
+          workflowBundle: bundles.get(variant)!,
+          // The same step; under this plugin it also reads the verified context, as real code would.
+          activities: { step: OURS.has(variant) ? activities.stepAsUser : activities.step },
+          plugins: plugins[variant].worker() as never,
+        });
+        const client = new Client({ connection, namespace, plugins: plugins[variant].client() as never });
+        return { variant, taskQueue, worker, client };
+      }),
+    );
+    const running = setups.map((s) => s.worker.run());
+    const close = async () => {
+      for (const s of setups) s.worker.shutdown();
+      await Promise.all(running);
+      await connection.close();
+      await nativeConnection.close();
+      await env.teardown();
+    };
+    return { setups, close, server: serverPid(env.address) };
+  }
+
+  const cpu: Record<string, { node: number[]; server: number[]; gc: number[] }> = {};
   const threads: Record<string, ThreadCpu[]> = {};
-  async function batch(setup: (typeof setups)[number]): Promise<number> {
+  type Setup = Awaited<ReturnType<typeof open>>['setups'][number];
+  async function batch(setup: Setup, workflows = WORKFLOWS_PER_BATCH, record = true): Promise<number> {
     const ticks0 = threadTicks();
     const node0 = process.cpuUsage();
-    const server0 = serverCpuMs();
+    const server0 = serverCpuMs(current.server);
+    const gc0 = gcPauseMs;
     const user = { userId: 'bench-user', workspaceId: 'ws-bench', roles: ['member'] };
     let next = 0;
     const started = performance.now();
     const lane = async () => {
-      while (next < WORKFLOWS_PER_BATCH) {
+      while (next < workflows) {
         next++;
         await runAsUser(user, () =>
           setup.client.workflow.execute('threeSteps', {
@@ -189,17 +220,17 @@ async function main(): Promise<void> {
       }
     };
     await Promise.all(Array.from({ length: IN_FLIGHT }, lane));
-    const rate = WORKFLOWS_PER_BATCH / ((performance.now() - started) / 1000);
+    const rate = workflows / ((performance.now() - started) / 1000);
+    if (!record) return rate;
     const node1 = process.cpuUsage(node0);
-    const c = (cpu[setup.variant] ??= { node: [], server: [] });
+    const c = (cpu[setup.variant] ??= { node: [], server: [], gc: [] });
     c.node.push((node1.user + node1.system) / 1000 / WORKFLOWS_PER_BATCH);
-    c.server.push((serverCpuMs() - server0) / WORKFLOWS_PER_BATCH);
+    c.gc.push((gcPauseMs - gc0) / WORKFLOWS_PER_BATCH);
+    c.server.push((serverCpuMs(current.server) - server0) / WORKFLOWS_PER_BATCH);
     (threads[setup.variant] ??= []).push(threadCpu(ticks0, threadTicks(), WORKFLOWS_PER_BATCH));
     return rate;
   }
 
-  // Warm-up: bundles, caches, JIT, server.
-  for (const s of setups) await batch(s);
   const samples: Record<Variant, number[]> = {
     baseline: [],
     peer: [],
@@ -209,8 +240,20 @@ async function main(): Promise<void> {
     nomirror: [],
     padded: [],
   };
+  // A fresh dev server per round: its in-memory state grows with every workflow (throughput fell by
+  // 40% over nine rounds on one server), so each round now starts from the same state.
+  const fresh = !process.env.TEMPORAL_ADDRESS && process.env.BENCH_FRESH_SERVER !== '0';
+  let current = await open();
+  // Warm-up (bundles, caches, JIT): one recorded batch per variant, left out of the medians.
+  for (const s of current.setups) await batch(s);
   for (let round = 0; round < ROUNDS; round++) {
-    const order = round % 2 === 0 ? setups : [...setups].reverse();
+    if (fresh && round > 0) {
+      await current.close();
+      current = await open();
+    }
+    // The new server and workers warm up on a short unrecorded batch per variant.
+    if (fresh && round > 0) for (const s of current.setups) await batch(s, IN_FLIGHT, false);
+    const order = round % 2 === 0 ? current.setups : [...current.setups].reverse();
     for (const s of order) {
       const rate = await batch(s);
       samples[s.variant].push(rate);
@@ -219,7 +262,8 @@ async function main(): Promise<void> {
       process.stdout.write(
         `round ${round + 1}/${ROUNDS} ${s.variant.padEnd(9)} ${rate.toFixed(1)} workflows/s  ` +
           `cpu/workflow: this process ${c.node.at(-1)!.toFixed(2)} ms (main ${t.main.toFixed(2)}, ` +
-          `workflow thread ${t.workflowThread.toFixed(2)}, core ${t.core.toFixed(2)}, other ${t.other.toFixed(2)}), ` +
+          `workflow thread ${t.workflowThread.toFixed(2)}, core ${t.core.toFixed(2)}, other ${t.other.toFixed(2)}; ` +
+          `main-thread GC pauses ${c.gc.at(-1)!.toFixed(2)}), ` +
           `server ${c.server.at(-1)!.toFixed(2)} ms\n`,
       );
     }
@@ -251,6 +295,7 @@ async function main(): Promise<void> {
       activitiesPerWorkflow: 3,
       inFlight: IN_FLIGHT,
       rounds: ROUNDS,
+      freshServerPerRound: fresh,
     },
     samples,
     cpuPerWorkflowMs: Object.fromEntries(
@@ -263,6 +308,7 @@ async function main(): Promise<void> {
           {
             process: median(c.node.slice(1)),
             server: median(c.server.slice(1)),
+            mainGcPauses: median(c.gc.slice(1)),
             main: byThread('main'),
             workflowThread: byThread('workflowThread'),
             core: byThread('core'),
@@ -283,11 +329,7 @@ async function main(): Promise<void> {
   const out = fileURLToPath(new URL('./results/', import.meta.url));
   mkdirSync(out, { recursive: true });
   writeFileSync(`${out}propagation.json`, `${JSON.stringify(result, null, 2)}\n`);
-  for (const s of setups) s.worker.shutdown();
-  await Promise.all(running);
-  await connection.close();
-  await nativeConnection.close();
-  await env.teardown();
+  await current.close();
 }
 
 /** CPU ms per workflow of this process's threads during one batch, by kind of thread. */
@@ -344,21 +386,35 @@ function threadCpu(
 }
 
 /**
- * CPU milliseconds used so far by the dev server (found by its command line), or NaN when it is not a
- * local process (TEMPORAL_ADDRESS). Diagnostic: CPU per workflow is steadier than throughput here.
+ * The pid of the local dev server listening at `address` (found by its command line), or undefined
+ * when it is not a local process (TEMPORAL_ADDRESS).
  */
-function serverCpuMs(): number {
-  const tick = 100; // USER_HZ on Linux
+function serverPid(address: string): string | undefined {
+  const port = address.slice(address.lastIndexOf(':') + 1);
   for (const pid of readdirSync('/proc').filter((d) => /^\d+$/.test(d))) {
     try {
-      if (!readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('start-dev')) continue;
-      const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-      return ((Number(fields[11]) + Number(fields[12])) * 1000) / tick;
+      const args = readFileSync(`/proc/${pid}/cmdline`, 'utf8').split('\0');
+      if (args.includes('start-dev') && args[args.indexOf('--port') + 1] === port) return pid;
     } catch {
       // the process went away or is not readable: keep looking
     }
   }
-  return Number.NaN;
+  return undefined;
+}
+
+/**
+ * CPU milliseconds used so far by the dev server, or NaN when unknown. Diagnostic: CPU per workflow
+ * is steadier than throughput here.
+ */
+function serverCpuMs(pid: string | undefined): number {
+  if (pid === undefined) return Number.NaN;
+  const tick = 100; // USER_HZ on Linux
+  try {
+    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+    return ((Number(fields[11]) + Number(fields[12])) * 1000) / tick;
+  } catch {
+    return Number.NaN;
+  }
 }
 
 await main();

@@ -1,9 +1,7 @@
-import { verify, type KeyObject } from 'node:crypto';
+import { KeyObject, verify } from 'node:crypto';
 import { decodeProtectedHeader, type ProtectedHeaderParameters } from 'jose';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
 
-/** One base64url segment as jose writes it: no padding, no other alphabet. */
-const SEGMENT = /^[A-Za-z0-9_-]+$/;
 /** The only header parameters a context token carries; `crit`, `b64`, `jwk`, `jku`, ... are refused. */
 const HEADER_PARAMETERS = new Set(['alg', 'kid', 'typ']);
 /** Ed25519 signatures are 64 bytes (RFC 8032), 86 base64url characters. */
@@ -17,12 +15,13 @@ const SIGNATURE_CHARS = 86;
  * project targets, that hop cost more than the verification (cold open 1.9–2.4× the `node:crypto`
  * floor, 60–120 µs more CPU per open with the thread wake-ups; docs/operations.md). jose has no
  * synchronous form, so this function does the one step jose would do differently and nothing more:
- * - the header is parsed by jose (`decodeProtectedHeader`), then must hold only `alg`, `kid`, `typ`
- *   (so no `crit` or `b64` extension can change what is signed), and `key` checks their values;
+ * - every segment must be canonical base64url (it re-encodes to itself: no padding, no other
+ *   alphabet, no spare bits), which is stricter than jose (Node's decoder skips stray characters);
+ * - the header is parsed by jose (`decodeProtectedHeader`), must say `alg: "EdDSA"` and hold only
+ *   `alg`, `kid`, `typ` (so no `crit` or `b64` extension can change what is signed); `key` checks
+ *   `kid` and `typ` and chooses the key;
  * - the signing input is the first two segments as written (RFC 7515 §5.2), checked with
- *   `crypto.verify(null, …)` on an Ed25519 key (refused for any other key type);
- * - segments must be strict base64url, which is stricter than jose (Node's decoder skips stray
- *   characters).
+ *   `crypto.verify(null, …)` on an Ed25519 public key (any other key is refused).
  * A differential property test holds it to jose: whatever this accepts, jose's `compactVerify`
  * accepts with the same payload (test/unit/jws-verify.test.ts).
  *
@@ -30,7 +29,9 @@ const SIGNATURE_CHARS = 86;
  * @param key Chooses the verification key from the parsed header; throws {@link UserContextError}
  *   to refuse the header.
  * @returns The verified payload bytes.
- * @throws {@link UserContextError} `USER_CONTEXT_TOKEN_INVALID` for anything malformed or unsigned.
+ * @throws {@link UserContextError} `USER_CONTEXT_TOKEN_INVALID` for anything malformed or unsigned,
+ *   `USER_CONTEXT_MISCONFIGURED` when `key` gives something other than an Ed25519 public key, or what
+ *   `key` throws.
  */
 export function verifyCompactEdDSA(
   jws: string,
@@ -44,32 +45,46 @@ export function verifyCompactEdDSA(
   const encodedHeader = jws.slice(0, first);
   const encodedPayload = jws.slice(first + 1, second);
   const encodedSignature = jws.slice(second + 1);
-  if (
-    !SEGMENT.test(encodedHeader) ||
-    !SEGMENT.test(encodedPayload) ||
-    encodedSignature.length !== SIGNATURE_CHARS ||
-    !SEGMENT.test(encodedSignature)
-  ) {
-    throw invalid('inner token is not strict base64url');
-  }
+  if (encodedSignature.length !== SIGNATURE_CHARS) throw invalid('inner token signature is not Ed25519');
+  const payload = canonical(encodedPayload);
+  const signature = canonical(encodedSignature);
+  canonical(encodedHeader);
   let header: ProtectedHeaderParameters;
   try {
     header = decodeProtectedHeader(jws);
   } catch (err) {
     throw invalid('inner token header is not a JSON object', err);
   }
-  for (const name in header) {
+  for (const name of Object.keys(header)) {
     if (!HEADER_PARAMETERS.has(name)) throw invalid('inner token has an unexpected header parameter');
   }
+  if (header.alg !== 'EdDSA') throw invalid('inner token is not signed with EdDSA');
   const publicKey = key(header);
-  if (publicKey.asymmetricKeyType !== 'ed25519') {
+  if (
+    !(publicKey instanceof KeyObject) ||
+    publicKey.type !== 'public' ||
+    publicKey.asymmetricKeyType !== 'ed25519'
+  ) {
     throw new UserContextError(ErrorCodes.MISCONFIGURED, 'signing key is not an Ed25519 public key');
   }
-  const signingInput = Buffer.from(jws.slice(0, second), 'latin1');
-  if (!verify(null, signingInput, publicKey, Buffer.from(encodedSignature, 'base64url'))) {
-    throw invalid('signature does not verify');
+  let verified: boolean;
+  try {
+    // The segments are canonical base64url, so ASCII: latin1 gives the bytes jose would sign over.
+    verified = verify(null, Buffer.from(jws.slice(0, second), 'latin1'), publicKey, signature);
+  } catch (err) {
+    throw invalid('signature does not verify', err);
   }
-  return Buffer.from(encodedPayload, 'base64url');
+  if (!verified) throw invalid('signature does not verify');
+  return payload;
+}
+
+/** Decodes a base64url segment that must be exactly what an encoder writes for its bytes. */
+function canonical(segment: string): Buffer {
+  const bytes = Buffer.from(segment, 'base64url');
+  if (segment.length === 0 || bytes.toString('base64url') !== segment) {
+    throw invalid('inner token is not canonical base64url');
+  }
+  return bytes;
 }
 
 function invalid(reason: string, cause?: unknown): UserContextError {

@@ -43,14 +43,20 @@ export async function openContextToken(ring: KeyRing, token: string): Promise<Co
   if (jws.length > MAX_TOKEN_CHARS)
     throw new UserContextError(ErrorCodes.TOO_LARGE, 'inner token over size cap');
   // The inner signature is checked synchronously (see jws-verify.ts for why not jose's compactVerify).
-  const payload = verifyCompactEdDSA(jws, (inner) => {
-    if (inner.alg !== 'EdDSA' || inner.typ !== TOKEN_TYPE) {
-      throw new UserContextError(ErrorCodes.TOKEN_INVALID, 'inner token is not an EdDSA context token');
-    }
-    const verifyKey = ring.signing.get(knownKid(inner.kid));
-    if (!verifyKey) throw new UserContextError(ErrorCodes.KEY_UNKNOWN, 'unknown signing key id');
-    return verifyKey.publicKey;
-  });
+  let payload: Uint8Array;
+  try {
+    payload = verifyCompactEdDSA(jws, (inner) => {
+      // verifyCompactEdDSA refuses any other alg too: checked here again so the two layers stay.
+      if (inner.alg !== 'EdDSA' || inner.typ !== TOKEN_TYPE) {
+        throw new UserContextError(ErrorCodes.TOKEN_INVALID, 'inner token is not an EdDSA context token');
+      }
+      const verifyKey = ring.signing.get(knownKid(inner.kid));
+      if (!verifyKey) throw new UserContextError(ErrorCodes.KEY_UNKNOWN, 'unknown signing key id');
+      return verifyKey.publicKey;
+    });
+  } catch (err) {
+    throw joseFailure(err, 'signature does not verify');
+  }
   let raw: unknown;
   try {
     raw = JSON.parse(decoder.decode(payload));

@@ -1,5 +1,7 @@
 // Sealed tokens: issue at the edge, open on workers, rotation, and a fuzzed decoder.
+import { sign as edSign } from 'node:crypto';
 import fc from 'fast-check';
+import { CompactEncrypt } from 'jose';
 import { describe, expect, it } from 'vitest';
 import {
   ContextVerifier,
@@ -106,6 +108,39 @@ describe('context tokens', () => {
         verifier.verifyOriginator({ ...header, lin: late }, { namespace: 'ns-a', workflowId: 'wf-1' }),
       ),
     ).toBe(ErrorCodes.LINEAGE_MISMATCH);
+  });
+
+  it('a sealed token whose inner header is not exactly EdDSA / tuc+jwt / known kid is refused, even validly signed', async () => {
+    const { claims } = await issueContextToken(edge, alice, {
+      namespace: 'default',
+      use: 'start',
+      workflowId: 'wf-h',
+    });
+    const signer = edge.activeSigningKey()!;
+    const seal = edge.activeSealingKey();
+    const b64u = (x: string | Buffer) => Buffer.from(x).toString('base64url');
+    // Signed with the ring's own Ed25519 key (not through jose, which would refuse to), then sealed.
+    const sealed = (header: Record<string, unknown>) => {
+      const input = `${b64u(JSON.stringify(header))}.${b64u(JSON.stringify(claims))}`;
+      const jws = `${input}.${b64u(edSign(null, Buffer.from(input), signer.privateKey))}`;
+      return new CompactEncrypt(new TextEncoder().encode(jws))
+        .setProtectedHeader({ alg: 'dir', enc: 'A256GCM', kid: seal.kid, cty: 'JWT' })
+        .encrypt(seal.key);
+    };
+    const genuine = { alg: 'EdDSA', kid: signer.kid, typ: 'tuc+jwt' };
+    expect(await openContextToken(worker, await sealed(genuine))).toEqual(claims);
+    for (const [header, code] of [
+      [{ ...genuine, alg: 'none' }, ErrorCodes.TOKEN_INVALID],
+      [{ ...genuine, alg: 'HS256' }, ErrorCodes.TOKEN_INVALID],
+      [{ kid: signer.kid, typ: 'tuc+jwt' }, ErrorCodes.TOKEN_INVALID],
+      [{ ...genuine, typ: 'JWT' }, ErrorCodes.TOKEN_INVALID],
+      [{ alg: 'EdDSA', kid: signer.kid }, ErrorCodes.TOKEN_INVALID],
+      [{ ...genuine, kid: 'sig-unknown' }, ErrorCodes.KEY_UNKNOWN],
+      [{ ...genuine, kid: '../../etc/passwd' }, ErrorCodes.KEY_UNKNOWN],
+      [{ ...genuine, crit: ['b64'], b64: true }, ErrorCodes.TOKEN_INVALID],
+    ] as const) {
+      expect(await codeOf(openContextToken(worker, await sealed(header)))).toBe(code);
+    }
   });
 
   it('property: mutated and random tokens only ever produce named errors', async () => {
