@@ -16,6 +16,7 @@ import {
   issueContextToken,
   openContextToken,
 } from 'temporal-user-context';
+import type { CodecBenchResult, CodecBenchSize } from './crypto-codec.js';
 
 const keys = generateKeySet('bench');
 const edge = KeyRing.fromJSON(keys.edge);
@@ -96,14 +97,15 @@ function rawDecrypt(token: string): { data: Buffer; key: KeyObject; signature: B
 
 /**
  * The codec bench runs in a child process of its own. In this process the token benches above leave
- * V8's young generation grown to 16 MB; each scavenge then takes 10–15 ms (`--trace-gc`) and lands on whichever 40 ms sample is running, which made the 1 KiB codec ratio
- * swing between 0.74 and 1.0 from one run to the next. A fresh process gives both the codec and the raw
- * cipher the heap a codec-only process would have; they still share that heap and alternate, round by round.
+ * V8's young generation grown to 16 MB; each scavenge then takes 10–15 ms (`--trace-gc`) and lands on
+ * whichever 40 ms sample is running, which made the 1 KiB codec ratio swing between 0.74 and 1.0 from
+ * one run to the next. A fresh process gives both the codec and the raw cipher the heap a codec-only
+ * process would have; they still share that heap and alternate, round by round.
  */
-function codecInOwnProcess(): Record<string, unknown> {
+function codecInOwnProcess(): Record<CodecBenchSize, CodecBenchResult> {
   const script = fileURLToPath(new URL('./crypto-codec.ts', import.meta.url));
   const out = execFileSync(process.execPath, [...tsxLoaderArgs(), script, '--json'], { encoding: 'utf8' });
-  return JSON.parse(out) as Record<string, unknown>;
+  return JSON.parse(out) as Record<CodecBenchSize, CodecBenchResult>;
 }
 
 /** The loader flags tsx started this process with (so the child runs TypeScript too); not `--eval`. */
@@ -144,9 +146,7 @@ async function main(): Promise<void> {
     openColdOverFloor: opens.overFirst[1]!,
     openColdOverAsyncFloor: opens.overFirst[1]! / opens.overFirst[2]!,
     openCachedOverCold: openCachedUs / openColdUs,
-    codecRatio: Object.fromEntries(
-      Object.entries(codec).map(([k, v]) => [k, (v as { codecRatio?: number }).codecRatio ?? v]),
-    ),
+    codecRatio: Object.fromEntries(Object.entries(codec).map(([k, v]) => [k, v.codecRatio])),
     codec,
     // A fresh heap is the codec's best case: in a busy worker, GC pauses fall on it and on the raw
     // cipher alike, and this ratio cannot see them (docs/operations.md).

@@ -8,7 +8,8 @@
  * - `full`:      this plugin's default configuration, payload encryption included.
  * Variants are interleaved round by round (order alternating) so that drift hits them alike; medians
  * over rounds. Each round has a dev server of its own (BENCH_FRESH_SERVER=0 keeps one for the whole
- * run; with TEMPORAL_ADDRESS there is only that one). Writes bench/results/propagation.json. Not a test: it asserts nothing, it measures.
+ * run; with TEMPORAL_ADDRESS there is only that one). Writes bench/results/propagation.json. Not a
+ * test: it asserts nothing, it measures.
  * Diagnostics: BENCH_VARIANTS=baseline,candidate; BENCH_NULL=1 adds an interceptor plugin that does
  * nothing (the floor of any interceptor-based plugin); BENCH_MIRROR=off. Every batch also reports CPU
  * per workflow, of this process by thread (Linux) and of the dev server.
@@ -250,9 +251,9 @@ async function main(): Promise<void> {
     if (fresh && round > 0) {
       await current.close();
       current = await open();
+      // The new server and workers warm up on a short unrecorded batch per variant.
+      for (const s of current.setups) await batch(s, IN_FLIGHT, false);
     }
-    // The new server and workers warm up on a short unrecorded batch per variant.
-    if (fresh && round > 0) for (const s of current.setups) await batch(s, IN_FLIGHT, false);
     const order = round % 2 === 0 ? current.setups : [...current.setups].reverse();
     for (const s of order) {
       const rate = await batch(s);
@@ -332,6 +333,9 @@ async function main(): Promise<void> {
   await current.close();
 }
 
+/** Milliseconds per clock tick in /proc (USER_HZ = 100 on Linux). */
+const TICK_MS = 10;
+
 /** CPU ms per workflow of this process's threads during one batch, by kind of thread. */
 interface ThreadCpu {
   /** The main thread: client, activities, the worker's Node side. */
@@ -356,9 +360,8 @@ function threadTicks(): Map<string, { ticks: number; name: string }> {
   for (const tid of tids) {
     try {
       const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
-      const fields = stat.slice(stat.lastIndexOf(') ') + 2).split(' ');
       const name = stat.slice(stat.indexOf('(') + 1, stat.lastIndexOf(')'));
-      out.set(tid, { ticks: Number(fields[11]) + Number(fields[12]), name });
+      out.set(tid, { ticks: cpuTicks(stat), name });
     } catch {
       // the thread ended: its time is lost to this batch's breakdown (not to process.cpuUsage)
     }
@@ -371,10 +374,9 @@ function threadCpu(
   after: Map<string, { ticks: number; name: string }>,
   workflows: number,
 ): ThreadCpu {
-  const tickMs = 10; // USER_HZ = 100 on Linux
   const out: ThreadCpu = { main: 0, workflowThread: 0, core: 0, other: 0 };
   for (const [tid, { ticks, name }] of after) {
-    const ms = ((ticks - (before.get(tid)?.ticks ?? 0)) * tickMs) / workflows;
+    const ms = ((ticks - (before.get(tid)?.ticks ?? 0)) * TICK_MS) / workflows;
     if (tid === String(process.pid)) out.main += ms;
     else if (name.startsWith('tokio')) out.core += ms;
     else if (name === 'node' && ms > out.workflowThread) {
@@ -408,13 +410,17 @@ function serverPid(address: string): string | undefined {
  */
 function serverCpuMs(pid: string | undefined): number {
   if (pid === undefined) return Number.NaN;
-  const tick = 100; // USER_HZ on Linux
   try {
-    const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
-    return ((Number(fields[11]) + Number(fields[12])) * 1000) / tick;
+    return cpuTicks(readFileSync(`/proc/${pid}/stat`, 'utf8')) * TICK_MS;
   } catch {
     return Number.NaN;
   }
+}
+
+/** User + system clock ticks of a /proc `stat` line (after the parenthesised command name). */
+function cpuTicks(stat: string): number {
+  const fields = stat.slice(stat.lastIndexOf(') ') + 2).split(' ');
+  return Number(fields[11]) + Number(fields[12]);
 }
 
 await main();

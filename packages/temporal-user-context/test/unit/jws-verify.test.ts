@@ -99,12 +99,12 @@ describe('verifyCompactEdDSA', () => {
     expect(Buffer.from(spare, 'base64url')).toEqual(Buffer.from(signature, 'base64url'));
     for (const bad of [
       signSegments(`${h}=`, p),
-      signSegments(h, `${p}==`.slice(0, p.length + ((4 - (p.length % 4)) % 4))),
+      signSegments(h, `${p}=`),
       signSegments(h, plusPayload),
       signSegments(h, `${p.slice(0, 10)} ${p.slice(10)}`),
       `${h}.${p}.${spare}`,
     ]) {
-      if (bad !== genuine && !bad.includes(' ')) expect(await jose(bad)).toBeDefined(); // jose decodes them
+      if (!bad.includes(' ')) expect(await jose(bad)).toBeDefined(); // jose decodes them
       expect(ours(bad)).toBe(ErrorCodes.TOKEN_INVALID);
     }
     for (const bad of [`${h}.${p}`, `${h}.${p}.${signature}.`, `.${p}.${signature}`, `${h}..${signature}`]) {
