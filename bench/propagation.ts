@@ -5,14 +5,15 @@
  * - `candidate`: the SDK with this plugin doing what the propagation issue asks — sealed context on
  *                every boundary, verification in every activity, memo + search-attribute mirrors —
  *                with the payload codec off (the codec is a separate feature, measured as `full`);
- * - `full`:      this plugin's default configuration, payload encryption included.
+ * - `full`:      the candidate with payload encryption (the codec is on by default).
  * Variants are interleaved round by round (order alternating) so that drift hits them alike; medians
- * over rounds. Each round has a dev server of its own (BENCH_FRESH_SERVER=0 keeps one for the whole
- * run; with TEMPORAL_ADDRESS there is only that one). Writes bench/results/propagation.json. Not a
- * test: it asserts nothing, it measures.
- * Diagnostics: BENCH_VARIANTS=baseline,candidate; BENCH_NULL=1 adds an interceptor plugin that does
- * nothing (the floor of any interceptor-based plugin); BENCH_MIRROR=off. Every batch also reports CPU
- * per workflow, of this process by thread (Linux) and of the dev server.
+ * over rounds. Each measured batch has a dev server of its own, so that every variant meets the same
+ * server state (BENCH_FRESH_SERVER=0 keeps one for the whole run; with TEMPORAL_ADDRESS there is only
+ * that one). Writes bench/results/propagation.json. Not a test: it asserts nothing, it measures.
+ * Diagnostics: BENCH_VARIANTS=baseline,candidate (also `nomirror`, `memo`, `padded`, `null`);
+ * BENCH_NULL=1 adds an interceptor plugin that does nothing (the floor of any interceptor-based
+ * plugin); BENCH_MIRROR=off|plain. Every batch also reports CPU per workflow, of this process by thread
+ * (Linux) and of the dev server.
  */
 import { mkdirSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
@@ -30,6 +31,7 @@ import {
   generateKeySet,
   runAsUser,
   type MirrorMode,
+  type UserContextPluginOptions,
 } from 'temporal-user-context';
 import { startTemporal } from '../test-support/temporal.js';
 import * as activities from './workload/activities.js';
@@ -38,9 +40,9 @@ import { PADDING_HEADER } from './workload/padded-interceptors.js';
 const WORKFLOWS_PER_BATCH = Number(process.env.BENCH_WORKFLOWS ?? 200);
 const IN_FLIGHT = 50;
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 9);
-type Variant = 'baseline' | 'peer' | 'candidate' | 'full' | 'null' | 'nomirror' | 'padded';
+type Variant = 'baseline' | 'peer' | 'candidate' | 'full' | 'null' | 'nomirror' | 'memo' | 'padded';
 /** Variants running this plugin. */
-const OURS = new Set<Variant>(['candidate', 'full', 'nomirror']);
+const OURS = new Set<Variant>(['candidate', 'full', 'nomirror', 'memo']);
 const mirrorMode = (process.env.BENCH_MIRROR ?? 'pseudonym') as MirrorMode;
 const mirror = { memo: mirrorMode, searchAttributes: mirrorMode };
 
@@ -68,6 +70,11 @@ async function main(): Promise<void> {
       resource: new Resource({ 'service.name': 'bench' }),
       spanProcessor: new SimpleSpanProcessor(new InMemorySpanExporter()),
     });
+  /** This plugin on the client (edge keys) and on the worker (worker keys). */
+  const ours = (options: Pick<UserContextPluginOptions, 'mirror' | 'codec'>) => ({
+    client: () => [new UserContextPlugin({ keys: KeyRing.fromJSON(keys.edge), audit, ...options })],
+    worker: () => [new UserContextPlugin({ keys: KeyRing.fromJSON(keys.worker), audit, ...options })],
+  });
   const plugins: Record<Variant, { client: () => unknown[]; worker: () => unknown[] }> = {
     baseline: { client: () => [], worker: () => [] },
     peer: { client: () => [otel()], worker: () => [otel()] },
@@ -83,14 +90,7 @@ async function main(): Promise<void> {
         }),
       ],
     },
-    candidate: {
-      client: () => [
-        new UserContextPlugin({ keys: KeyRing.fromJSON(keys.edge), audit, mirror, codec: false }),
-      ],
-      worker: () => [
-        new UserContextPlugin({ keys: KeyRing.fromJSON(keys.worker), audit, mirror, codec: false }),
-      ],
-    },
+    candidate: ours({ mirror, codec: false }),
     // Diagnostic (BENCH_VARIANTS=...,padded): a header of this plugin's size carried to every activity.
     padded: {
       client: () => [
@@ -116,36 +116,18 @@ async function main(): Promise<void> {
         }),
       ],
     },
-    // Diagnostic (BENCH_VARIANTS=...,nomirror): the candidate without the memo/search-attribute mirrors.
-    nomirror: {
-      client: () => [
-        new UserContextPlugin({
-          keys: KeyRing.fromJSON(keys.edge),
-          audit,
-          mirror: { memo: 'off', searchAttributes: 'off' },
-          codec: false,
-        }),
-      ],
-      worker: () => [
-        new UserContextPlugin({
-          keys: KeyRing.fromJSON(keys.worker),
-          audit,
-          mirror: { memo: 'off', searchAttributes: 'off' },
-          codec: false,
-        }),
-      ],
-    },
-    full: {
-      client: () => [new UserContextPlugin({ keys: KeyRing.fromJSON(keys.edge), audit, mirror })],
-      worker: () => [new UserContextPlugin({ keys: KeyRing.fromJSON(keys.worker), audit, mirror })],
-    },
+    // Diagnostics (BENCH_VARIANTS=...): the candidate without mirrors, and with the memo mirror only
+    // (the plugin's default mirrors: search attributes are opt-in).
+    nomirror: ours({ mirror: { memo: 'off', searchAttributes: 'off' }, codec: false }),
+    memo: ours({ mirror: { memo: 'pseudonym', searchAttributes: 'off' }, codec: false }),
+    full: ours({ mirror }),
   };
   const workflowsPath = fileURLToPath(new URL('./workload/workflows.ts', import.meta.url));
   const only = process.env.BENCH_VARIANTS?.split(',');
   const variants = (Object.keys(plugins) as Variant[]).filter((v) =>
     only
       ? only.includes(v)
-      : (v !== 'null' || process.env.BENCH_NULL === '1') && v !== 'nomirror' && v !== 'padded',
+      : (v !== 'null' || process.env.BENCH_NULL === '1') && !['nomirror', 'memo', 'padded'].includes(v),
   );
   // Each plugin adds its own workflow interceptor modules (and, for ours, preloads) at bundling time.
   const bundles = new Map(
@@ -164,14 +146,14 @@ async function main(): Promise<void> {
     ),
   );
 
-  /** A dev server (or TEMPORAL_ADDRESS) with one running worker and one client per variant. */
-  async function open() {
+  /** A dev server (or TEMPORAL_ADDRESS) with one running worker and one client per given variant. */
+  async function open(only: readonly Variant[]) {
     const env = await startTemporal();
     const namespace = env.namespace ?? 'default';
     const connection = await Connection.connect({ address: env.address });
     const nativeConnection = await NativeConnection.connect({ address: env.address });
     const setups = await Promise.all(
-      variants.map(async (variant) => {
+      only.map(async (variant) => {
         const taskQueue = `bench-${variant}`;
         const worker = await Worker.create({
           connection: nativeConnection,
@@ -199,11 +181,17 @@ async function main(): Promise<void> {
 
   const cpu: Record<string, { node: number[]; server: number[]; gc: number[] }> = {};
   const threads: Record<string, ThreadCpu[]> = {};
-  type Setup = Awaited<ReturnType<typeof open>>['setups'][number];
-  async function batch(setup: Setup, workflows = WORKFLOWS_PER_BATCH, record = true): Promise<number> {
+  type Opened = Awaited<ReturnType<typeof open>>;
+  type Setup = Opened['setups'][number];
+  async function batch(
+    setup: Setup,
+    server: string | undefined,
+    workflows = WORKFLOWS_PER_BATCH,
+    record = true,
+  ): Promise<number> {
     const ticks0 = threadTicks();
     const node0 = process.cpuUsage();
-    const server0 = serverCpuMs(current.server);
+    const server0 = serverCpuMs(server);
     const gc0 = gcPauseMs;
     const user = { userId: 'bench-user', workspaceId: 'ws-bench', roles: ['member'] };
     let next = 0;
@@ -227,7 +215,7 @@ async function main(): Promise<void> {
     const c = (cpu[setup.variant] ??= { node: [], server: [], gc: [] });
     c.node.push((node1.user + node1.system) / 1000 / WORKFLOWS_PER_BATCH);
     c.gc.push((gcPauseMs - gc0) / WORKFLOWS_PER_BATCH);
-    c.server.push((serverCpuMs(current.server) - server0) / WORKFLOWS_PER_BATCH);
+    c.server.push((serverCpuMs(server) - server0) / WORKFLOWS_PER_BATCH);
     (threads[setup.variant] ??= []).push(threadCpu(ticks0, threadTicks(), WORKFLOWS_PER_BATCH));
     return rate;
   }
@@ -239,34 +227,43 @@ async function main(): Promise<void> {
     full: [],
     null: [],
     nomirror: [],
+    memo: [],
     padded: [],
   };
-  // A fresh dev server per round: its in-memory state grows with every workflow (throughput fell by
-  // 40% over nine rounds on one server), so each round now starts from the same state.
+  // A fresh dev server for every measured batch. The server's in-memory state grows with every
+  // workflow, and its CPU per workflow with it: on one server for a whole run, throughput fell by 40%
+  // over nine rounds; on one server per round, the variant measured later in a round paid ~1% per
+  // earlier batch, so which variant came first swung a round's ratio by ±2.5% (0.92 in rounds where
+  // the baseline ran first, 0.96 where it ran last). Each batch now starts from the same state: a new
+  // server and worker, warmed up on a short unrecorded batch of the same variant.
   const fresh = !process.env.TEMPORAL_ADDRESS && process.env.BENCH_FRESH_SERVER !== '0';
-  let current = await open();
-  // Warm-up (bundles, caches, JIT): one recorded batch per variant, left out of the medians.
-  for (const s of current.setups) await batch(s);
+  // Warm-up of this process (bundles, caches, JIT): one recorded batch per variant, left out of the
+  // medians.
+  const shared = await open(variants);
+  for (const s of shared.setups) await batch(s, shared.server);
+  if (fresh) await shared.close();
+  const report = (round: number, variant: Variant, rate: number) => {
+    const c = cpu[variant]!;
+    const t = threads[variant]!.at(-1)!;
+    process.stdout.write(
+      `round ${round + 1}/${ROUNDS} ${variant.padEnd(9)} ${rate.toFixed(1)} workflows/s  ` +
+        `cpu/workflow: this process ${c.node.at(-1)!.toFixed(2)} ms (main ${t.main.toFixed(2)}, ` +
+        `workflow thread ${t.workflowThread.toFixed(2)}, core ${t.core.toFixed(2)}, other ${t.other.toFixed(2)}; ` +
+        `main-thread GC pauses ${c.gc.at(-1)!.toFixed(2)}), ` +
+        `server ${c.server.at(-1)!.toFixed(2)} ms\n`,
+    );
+  };
   for (let round = 0; round < ROUNDS; round++) {
-    if (fresh && round > 0) {
-      await current.close();
-      current = await open();
-      // The new server and workers warm up on a short unrecorded batch per variant.
-      for (const s of current.setups) await batch(s, IN_FLIGHT, false);
-    }
-    const order = round % 2 === 0 ? current.setups : [...current.setups].reverse();
-    for (const s of order) {
-      const rate = await batch(s);
-      samples[s.variant].push(rate);
-      const c = cpu[s.variant]!;
-      const t = threads[s.variant]!.at(-1)!;
-      process.stdout.write(
-        `round ${round + 1}/${ROUNDS} ${s.variant.padEnd(9)} ${rate.toFixed(1)} workflows/s  ` +
-          `cpu/workflow: this process ${c.node.at(-1)!.toFixed(2)} ms (main ${t.main.toFixed(2)}, ` +
-          `workflow thread ${t.workflowThread.toFixed(2)}, core ${t.core.toFixed(2)}, other ${t.other.toFixed(2)}; ` +
-          `main-thread GC pauses ${c.gc.at(-1)!.toFixed(2)}), ` +
-          `server ${c.server.at(-1)!.toFixed(2)} ms\n`,
-      );
+    // The order alternates too, for drift in this process.
+    const order = round % 2 === 0 ? variants : [...variants].reverse();
+    for (const variant of order) {
+      const opened = fresh ? await open([variant]) : shared;
+      const setup = opened.setups.find((s) => s.variant === variant)!;
+      if (fresh) await batch(setup, opened.server, IN_FLIGHT, false);
+      const rate = await batch(setup, opened.server);
+      samples[variant].push(rate);
+      report(round, variant, rate);
+      if (fresh) await opened.close();
     }
   }
   const median = (xs: number[]) =>
@@ -288,6 +285,7 @@ async function main(): Promise<void> {
     fullRatio: paired('full'),
     ...(m.null ? { nullRatio: paired('null') } : {}),
     ...(m.nomirror ? { nomirrorRatio: paired('nomirror') } : {}),
+    ...(m.memo ? { memoRatio: paired('memo') } : {}),
     ...(m.padded ? { paddedRatio: paired('padded') } : {}),
     ratioOfMedians: m.candidate / m.baseline,
     unit: 'workflows/s (median of rounds); ratios: median over rounds of the per-round ratio',
@@ -296,7 +294,7 @@ async function main(): Promise<void> {
       activitiesPerWorkflow: 3,
       inFlight: IN_FLIGHT,
       rounds: ROUNDS,
-      freshServerPerRound: fresh,
+      freshServerPerBatch: fresh,
     },
     samples,
     cpuPerWorkflowMs: Object.fromEntries(
@@ -330,7 +328,7 @@ async function main(): Promise<void> {
   const out = fileURLToPath(new URL('./results/', import.meta.url));
   mkdirSync(out, { recursive: true });
   writeFileSync(`${out}propagation.json`, `${JSON.stringify(result, null, 2)}\n`);
-  await current.close();
+  if (!fresh) await shared.close();
 }
 
 /** Milliseconds per clock tick in /proc (USER_HZ = 100 on Linux). */

@@ -4,7 +4,7 @@ import { assertIsolation, postgresAuditSink } from 'temporal-user-context/postgr
 import { createApi } from './api/app.js';
 import { loadDevIssuer } from './auth/dev-issuer.js';
 import { createVerifier, type AuthOptions } from './auth/verify.js';
-import { ensureKeyFiles, keyRingFromEnv, openDatabase } from './config.js';
+import { ensureKeyFiles, keyRingFromEnv, openDatabase, searchAttributeMirror } from './config.js';
 import { migrate } from './data/migrate.js';
 import { connectClient } from './temporal.js';
 
@@ -29,6 +29,7 @@ async function main(): Promise<void> {
   const plugin = new UserContextPlugin({
     keys: keyRingFromEnv(ensureKeyFiles().edge),
     audit: postgresAuditSink(database.db),
+    mirror: { searchAttributes: searchAttributeMirror('off') },
   });
   const { client, connection } = await connectClient(plugin);
   const app = await createApi({

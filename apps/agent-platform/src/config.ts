@@ -3,7 +3,7 @@ import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
-import { KeyRing, generateKeySet, type KeySetJson } from 'temporal-user-context';
+import { KeyRing, generateKeySet, type KeySetJson, type MirrorMode } from 'temporal-user-context';
 import { fromPGlite, fromPgPool, type SqlDatabase } from 'temporal-user-context/postgres';
 
 /** apps/agent-platform */
@@ -62,4 +62,20 @@ export function keyRingFromEnv(fallbackFile?: string): KeyRing {
   if (process.env.USER_CONTEXT_KEYS || process.env.USER_CONTEXT_KEYS_FILE) return KeyRing.fromEnv();
   if (fallbackFile) return KeyRing.fromJSON(JSON.parse(readFileSync(fallbackFile, 'utf8')) as KeySetJson);
   return KeyRing.fromEnv();
+}
+
+/**
+ * The search-attribute mirror: AGENT_PLATFORM_SEARCH_ATTRIBUTES (`pseudonym`, `plain` or `off`), else
+ * `fallback`. Turn it on only where `UserId` and `WorkspaceId` are registered on the namespace: the
+ * server refuses every start that sets an unregistered search attribute.
+ */
+export function searchAttributeMirror(
+  fallback: MirrorMode,
+  env: NodeJS.ProcessEnv = process.env,
+): MirrorMode {
+  const value = env.AGENT_PLATFORM_SEARCH_ATTRIBUTES ?? fallback;
+  if (value !== 'pseudonym' && value !== 'plain' && value !== 'off') {
+    throw new Error('AGENT_PLATFORM_SEARCH_ATTRIBUTES must be pseudonym, plain or off');
+  }
+  return value;
 }

@@ -11,7 +11,7 @@ import { authFromEnv } from './api.js';
 import { createApi } from './api/app.js';
 import { loadDevIssuer } from './auth/dev-issuer.js';
 import { createVerifier } from './auth/verify.js';
-import { DATA_DIR, REPO_ROOT, ensureKeyFiles, openDatabase } from './config.js';
+import { DATA_DIR, REPO_ROOT, ensureKeyFiles, openDatabase, searchAttributeMirror } from './config.js';
 import { migrate } from './data/migrate.js';
 import { seedDemo } from './seed.js';
 import { createWorker } from './worker.js';
@@ -95,6 +95,8 @@ async function main(): Promise<void> {
   const edge = new UserContextPlugin({
     keys: KeyRing.fromFile(keyFiles.edge),
     audit: [dbAudit, pinoAuditSink()],
+    // The dev server started here registers UserId and WorkspaceId; a given server may not have them.
+    mirror: { searchAttributes: searchAttributeMirror(temporal.child ? 'pseudonym' : 'off') },
   });
   const client = new Client({ connection, namespace, plugins: [edge] });
   const app = await createApi({

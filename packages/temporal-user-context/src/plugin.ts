@@ -31,7 +31,12 @@ export interface UserContextPluginOptions {
   namespace?: string;
   /** Audit sinks (default: one pino sink on stdout). */
   audit?: AuditSink | AuditSink[];
-  /** Mirror the context into memo / search attributes at start (default: pseudonyms in both). */
+  /**
+   * Mirror the context into memo / search attributes at start, for the Web UI and audits (never read
+   * back as the truth). Default: pseudonyms in the memo, no search attributes. Search attributes are
+   * opt-in because the server refuses every start that sets one the namespace has not registered:
+   * register `UserId` and `WorkspaceId` (Keyword) first, then set `searchAttributes`.
+   */
   mirror?: Partial<MirrorOptions>;
   /** Activity type → system principal names it may run as without a user (default: none). */
   systemActivities?: Record<string, string[]>;
@@ -85,7 +90,7 @@ export class UserContextPlugin extends SimplePlugin {
     const scope = { namespace: pluginOptions.namespace ?? 'default' };
     const mirror: MirrorOptions = {
       memo: 'pseudonym',
-      searchAttributes: 'pseudonym',
+      searchAttributes: 'off',
       ...pluginOptions.mirror,
     };
     // The namespace is read when a call happens, so that configureClient/configureWorker can set it.

@@ -3,13 +3,17 @@
  * Key set command line:
  *   keys generate --issuer NAME --out DIR   writes DIR/edge.json (signs: the API only) and DIR/worker.json
  *   keys rotate   --in DIR/edge.json --out DIR   retires the active keys (kept verify/decrypt-only) and adds new ones
+ *   keys pseudonym --in KEYS.json --user ID --workspace ID   prints the pseudonyms the mirrors and
+ *                  headers show for that user, and a list filter for the search-attribute mirror
  * Files are written with mode 0600. Give workers only worker.json.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
+import { UserContextError } from '../context/errors.js';
 import { KeyRing } from '../crypto/keyring.js';
 import { generateKeySet, rotateKeySet, workerKeySet } from '../crypto/generate.js';
+import { pseudonymsOf } from '../crypto/pseudonym.js';
 import type { KeySetJson } from '../crypto/key-set.js';
 
 function write(dir: string, edge: KeySetJson): void {
@@ -28,7 +32,13 @@ function main(argv: string[]): number {
   const [command, ...rest] = argv;
   const { values } = parseArgs({
     args: rest,
-    options: { issuer: { type: 'string' }, out: { type: 'string' }, in: { type: 'string' } },
+    options: {
+      issuer: { type: 'string' },
+      out: { type: 'string' },
+      in: { type: 'string' },
+      user: { type: 'string' },
+      workspace: { type: 'string' },
+    },
     strict: true,
   });
   if (command === 'generate' && values.out) {
@@ -39,10 +49,25 @@ function main(argv: string[]): number {
     write(values.out, rotateKeySet(JSON.parse(readFileSync(values.in, 'utf8')) as KeySetJson));
     return 0;
   }
+  if (command === 'pseudonym' && values.in && values.user && values.workspace) {
+    const ring = KeyRing.fromFile(values.in);
+    const p = pseudonymsOf(ring, { userId: values.user, workspaceId: values.workspace });
+    const query = `UserId = "${p.userId}" AND WorkspaceId = "${p.workspaceId}"`;
+    process.stdout.write(`${JSON.stringify({ ...p, query })}\n`);
+    return 0;
+  }
   process.stderr.write(
-    'usage: keys generate --issuer NAME --out DIR | keys rotate --in EDGE.json --out DIR\n',
+    'usage: keys generate --issuer NAME --out DIR | keys rotate --in EDGE.json --out DIR\n' +
+      '     | keys pseudonym --in KEYS.json --user ID --workspace ID\n',
   );
   return 2;
 }
 
-process.exitCode = main(process.argv.slice(2));
+try {
+  process.exitCode = main(process.argv.slice(2));
+} catch (err) {
+  // A refused input or key file: one line naming the code, not a stack trace.
+  if (!(err instanceof UserContextError)) throw err;
+  process.stderr.write(`${err.message}\n`);
+  process.exitCode = 1;
+}

@@ -10,14 +10,20 @@ import type { ContextHeader } from '../header/wire.js';
 /**
  * How the context is mirrored at start for the Web UI and audits. Mirrors are never read back as the
  * truth: workers trust only the signed header.
- * - `pseudonym` (default): keyed pseudonyms, as in the header; reveals nothing to readers of history;
+ * - `pseudonym`: keyed pseudonyms, as in the header; reveals nothing to readers of history
+ *   (`pseudonymsOf` gives an operator the values to search for);
  * - `plain`: real ids (search attributes are indexed in plain text, never encrypted);
  * - `off`: nothing.
  */
 export type MirrorMode = 'pseudonym' | 'plain' | 'off';
 
 export interface MirrorOptions {
+  /** Memo key `userContext`: `{ userId, workspaceId, mode }`. Default `pseudonym`. */
   memo: MirrorMode;
+  /**
+   * Search attributes `UserId` and `WorkspaceId` (Keyword). Default `off`: the namespace must have
+   * them registered, or the server refuses the start.
+   */
   searchAttributes: MirrorMode;
 }
 

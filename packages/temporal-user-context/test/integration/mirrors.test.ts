@@ -1,0 +1,73 @@
+// The memo and search-attribute mirrors on a real server: what each mode writes, and that an operator
+// finds a user's workflows with pseudonymsOf. Mirrors are never read back as the truth (attacks.test.ts
+// case 8, boundaries.test.ts "tampered memo").
+import { randomUUID } from 'node:crypto';
+import { describe, expect, it } from 'vitest';
+import {
+  MEMO_KEY,
+  USER_ID_ATTRIBUTE,
+  WORKSPACE_ID_ATTRIBUTE,
+  pseudonymsOf,
+  runAsUser,
+} from 'temporal-user-context';
+import { alice, type Harness } from '../../../../test-support/harness.js';
+import { useFixtureHarness } from '../fixtures/harness.js';
+
+const byDefault = useFixtureHarness();
+const plainMemoPseudonymAttributes = useFixtureHarness({
+  plugin: { mirror: { memo: 'plain', searchAttributes: 'pseudonym' } },
+});
+const plainAttributes = useFixtureHarness({ plugin: { mirror: { memo: 'off', searchAttributes: 'plain' } } });
+const off = useFixtureHarness({ plugin: { mirror: { memo: 'off', searchAttributes: 'off' } } });
+
+async function describeRun(h: Harness) {
+  const workflowId = `mirror-${randomUUID()}`;
+  await runAsUser(alice, () =>
+    h.client.workflow.execute('viaActivity', { taskQueue: h.taskQueue, workflowId }),
+  );
+  const description = await h.rawClient.workflow.getHandle(workflowId).describe();
+  return {
+    workflowId,
+    memo: description.memo?.[MEMO_KEY],
+    userId: description.typedSearchAttributes.get(USER_ID_ATTRIBUTE),
+    workspaceId: description.typedSearchAttributes.get(WORKSPACE_ID_ATTRIBUTE),
+  };
+}
+
+describe('mirrors at start', () => {
+  it('by default: pseudonyms in the memo, no search attributes (they need registering)', async () => {
+    const run = await describeRun(byDefault);
+    expect(run.memo).toEqual({ ...pseudonymsOf(byDefault.edgeRing, alice), mode: 'pseudonym' });
+    expect(run.userId).toBeUndefined();
+    expect(run.workspaceId).toBeUndefined();
+  });
+
+  it('plain memo and pseudonymous search attributes, found by a list filter', async () => {
+    const h = plainMemoPseudonymAttributes;
+    const run = await describeRun(h);
+    const p = pseudonymsOf(h.workerRing, alice);
+    expect(run.memo).toEqual({ userId: alice.userId, workspaceId: alice.workspaceId, mode: 'plain' });
+    expect(run.userId).toBe(p.userId);
+    expect(run.workspaceId).toBe(p.workspaceId);
+    // Visibility is eventually consistent: wait for the run to be listed under the user's pseudonyms.
+    const query = `UserId = "${p.userId}" AND WorkspaceId = "${p.workspaceId}" AND WorkflowId = "${run.workflowId}"`;
+    let found: string[] = [];
+    for (let i = 0; i < 100 && found.length === 0; i++) {
+      found = [];
+      for await (const w of h.rawClient.workflow.list({ query })) found.push(w.workflowId);
+      if (found.length === 0) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(found).toEqual([run.workflowId]);
+  });
+
+  it('plain search attributes carry the real ids', async () => {
+    const run = await describeRun(plainAttributes);
+    expect(run.memo).toBeUndefined();
+    expect([run.userId, run.workspaceId]).toEqual([alice.userId, alice.workspaceId]);
+  });
+
+  it('off writes neither', async () => {
+    const run = await describeRun(off);
+    expect(run).toMatchObject({ memo: undefined, userId: undefined, workspaceId: undefined });
+  });
+});
