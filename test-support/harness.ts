@@ -87,6 +87,9 @@ export async function startHarness(options: {
       await running;
       await connection.close();
       await nativeConnection.close();
+      // SDK 1.24 leaves a closed NativeConnection's AsyncLocalStorage enabled, taxing every later
+      // promise in this process (bench/propagation.ts has the numbers).
+      nativeConnection.callContextStorage.disable();
     },
   };
 }
