@@ -147,13 +147,13 @@ async function main(): Promise<void> {
   );
 
   /** A dev server (or TEMPORAL_ADDRESS) with one running worker and one client per given variant. */
-  async function open(only: readonly Variant[]) {
+  async function open(served: readonly Variant[]) {
     const env = await startTemporal();
     const namespace = env.namespace ?? 'default';
     const connection = await Connection.connect({ address: env.address });
     const nativeConnection = await NativeConnection.connect({ address: env.address });
     const setups = await Promise.all(
-      only.map(async (variant) => {
+      served.map(async (variant) => {
         const taskQueue = `bench-${variant}`;
         const worker = await Worker.create({
           connection: nativeConnection,
