@@ -30,7 +30,7 @@ export type VerifyBearer = (token: string) => Promise<UserContext>;
 export function createVerifier(options: AuthOptions): VerifyBearer {
   const keys =
     typeof options.jwks === 'string'
-      ? createRemoteJWKSet(new URL(options.jwks))
+      ? createRemoteJWKSet(jwksUrl(options.jwks))
       : createLocalJWKSet(options.jwks);
   return async (token) => {
     let payload;
@@ -56,4 +56,21 @@ export function createVerifier(options: AuthOptions): VerifyBearer {
       throw new AuthError('AUTH_INVALID', 'token claims invalid');
     }
   };
+}
+
+const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
+
+/**
+ * The JWKS URL, refused unless it is https (plain http only on loopback, for a local identity
+ * provider): whoever can alter the key set in transit can sign any user's token.
+ */
+export function jwksUrl(text: string): URL {
+  let url: URL;
+  try {
+    url = new URL(text);
+  } catch {
+    throw new Error('AUTH_JWKS_URL is not a URL');
+  }
+  if (url.protocol === 'https:' || (url.protocol === 'http:' && LOOPBACK.has(url.hostname))) return url;
+  throw new Error('AUTH_JWKS_URL must be https (plain http only on loopback)');
 }

@@ -1,0 +1,109 @@
+// The production authentication path: bearer tokens checked against an identity provider's JWKS
+// fetched over HTTP (AUTH_JWKS_URL), here served by a real HTTP server on loopback.
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { SignJWT, exportJWK, generateKeyPair, type JWK, type KeyLike } from 'jose';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { AuthError, createVerifier, jwksUrl } from '../../src/auth/verify.js';
+
+const issuer = 'https://idp.example';
+const audience = 'agent-platform';
+let server: Server;
+let url: string;
+let served: { keys: JWK[] } = { keys: [] };
+let up = true;
+let fetches = 0;
+let key: KeyLike;
+let stranger: KeyLike;
+
+beforeAll(async () => {
+  ({ privateKey: key } = await generateKeyPair('ES256', { extractable: true }));
+  ({ privateKey: stranger } = await generateKeyPair('ES256', { extractable: true }));
+  const { kty, crv, x, y } = await exportJWK(key);
+  served = { keys: [{ kty, crv, x, y, kid: 'k1', alg: 'ES256', use: 'sig' }] };
+  server = createServer((_req, res) => {
+    fetches++;
+    if (!up) {
+      res.writeHead(503).end();
+      return;
+    }
+    res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify(served));
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  url = `http://127.0.0.1:${(server.address() as AddressInfo).port}/.well-known/jwks.json`;
+});
+
+afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+function token(
+  signWith: KeyLike,
+  claims: Record<string, unknown> = {},
+  options: { kid?: string; exp?: string; iss?: string } = {},
+): Promise<string> {
+  return new SignJWT({ workspace_id: 'ws-acme', roles: ['member'], ...claims })
+    .setProtectedHeader({ alg: 'ES256', kid: options.kid ?? 'k1' })
+    .setSubject('alice')
+    .setIssuer(options.iss ?? issuer)
+    .setAudience(audience)
+    .setIssuedAt()
+    .setExpirationTime(options.exp ?? '5m')
+    .sign(signWith);
+}
+
+async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
+  try {
+    await p;
+    return undefined;
+  } catch (err) {
+    if (!(err instanceof AuthError)) throw err;
+    return err.code;
+  }
+}
+
+describe('bearer tokens against a remote JWKS', () => {
+  it('accepts a token signed with a served key and maps its claims', async () => {
+    const verify = createVerifier({ jwks: url, issuer, audience });
+    expect(await verify(await token(key))).toEqual({
+      userId: 'alice',
+      workspaceId: 'ws-acme',
+      roles: ['member'],
+    });
+    expect(fetches).toBeGreaterThan(0);
+  });
+
+  it('refuses a key the provider does not serve, another issuer, an expired token and bad claims', async () => {
+    const verify = createVerifier({ jwks: url, issuer, audience, clockToleranceSeconds: 0 });
+    expect(await codeOf(verify(await token(stranger)))).toBe('AUTH_INVALID');
+    expect(await codeOf(verify(await token(stranger, {}, { kid: 'other' })))).toBe('AUTH_INVALID');
+    expect(await codeOf(verify(await token(key, {}, { iss: 'https://evil.example' })))).toBe('AUTH_INVALID');
+    expect(await codeOf(verify(await token(key, {}, { exp: '-1m' })))).toBe('AUTH_EXPIRED');
+    expect(await codeOf(verify(await token(key, { workspace_id: 'ws\u202eacme' })))).toBe('AUTH_INVALID');
+  });
+
+  it('fails closed while the provider is down, and recovers when it is back', async () => {
+    up = false;
+    try {
+      // A fresh verifier has no cached key set: nothing to check the token against.
+      const verify = createVerifier({ jwks: url, issuer, audience });
+      expect(await codeOf(verify(await token(key)))).toBe('AUTH_INVALID');
+    } finally {
+      up = true;
+    }
+    const verify = createVerifier({ jwks: url, issuer, audience });
+    expect((await verify(await token(key))).userId).toBe('alice');
+  });
+
+  it('takes the key set only over https, or plain http on loopback', () => {
+    expect(jwksUrl('https://idp.example/jwks').href).toBe('https://idp.example/jwks');
+    expect(jwksUrl('http://127.0.0.1:8080/jwks').hostname).toBe('127.0.0.1');
+    expect(jwksUrl('http://localhost/jwks').hostname).toBe('localhost');
+    expect(jwksUrl('http://[::1]/jwks').hostname).toBe('[::1]');
+    for (const bad of [
+      'http://idp.example/jwks',
+      'http://127.0.0.1.evil.example/jwks',
+      'file:///etc/jwks',
+      'jwks',
+    ])
+      expect(() => createVerifier({ jwks: bad, issuer, audience })).toThrow(/AUTH_JWKS_URL/);
+  });
+});
