@@ -3,7 +3,13 @@ import { ApplicationFailure } from '@temporalio/common';
 import { currentUserContext } from 'temporal-user-context';
 import { withUserScope, type SqlDatabase, type UserScopeOptions } from 'temporal-user-context/postgres';
 import { AgentRepository, AgentRunRepository, type AgentRunStatus } from './data/repositories/index.js';
-import type { AgentConfig, AgentMessage, ModelDecision, ModelProvider } from './providers/index.js';
+import {
+  acceptDecision,
+  type AgentConfig,
+  type AgentMessage,
+  type ModelDecision,
+  type ModelProvider,
+} from './providers/index.js';
 
 export interface ActivityDeps {
   db: SqlDatabase;
@@ -71,10 +77,13 @@ export function createActivities(deps: ActivityDeps) {
       };
     },
 
-    /** One model step. The membership is checked live before the provider sees anything. */
+    /**
+     * One model step. The membership is checked live before the provider sees anything, and the
+     * model's answer is held to the agent's enabled tools.
+     */
     async modelStep(agent: AgentConfig, messages: AgentMessage[]): Promise<ModelDecision> {
       await scoped(async () => undefined);
-      return deps.provider.step(agent, messages);
+      return acceptDecision(agent, await deps.provider.step(agent, messages));
     },
 
     /**

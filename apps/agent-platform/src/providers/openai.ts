@@ -32,9 +32,22 @@ interface ChatResponse {
   }[];
 }
 
+/** A tool call's arguments: a JSON object, else none (models do emit broken or non-object JSON). */
+function argumentsOf(text: string | undefined): Record<string, unknown> {
+  try {
+    const value: unknown = JSON.parse(text ?? '{}');
+    return value !== null && typeof value === 'object' && !Array.isArray(value)
+      ? (value as Record<string, unknown>)
+      : {};
+  } catch {
+    return {};
+  }
+}
+
 /**
  * An OpenAI-compatible chat-completions provider (OpenAI, vLLM, Ollama, LM Studio, ...), selected by
- * OPENAI_BASE_URL / OPENAI_API_KEY / OPENAI_MODEL. Not exercised by the tests (no network there).
+ * OPENAI_BASE_URL / OPENAI_API_KEY / OPENAI_MODEL. Tested against a chat-completions endpoint served
+ * on loopback (test/unit/openai-provider.test.ts); the tests never reach a real model.
  */
 export class OpenAiCompatibleProvider implements ModelProvider {
   readonly name = 'openai-compatible';
@@ -66,13 +79,7 @@ export class OpenAiCompatibleProvider implements ModelProvider {
     const message = json.choices?.[0]?.message;
     const call = message?.tool_calls?.[0]?.function;
     if (call?.name) {
-      let args: Record<string, unknown>;
-      try {
-        args = JSON.parse(call.arguments ?? '{}') as Record<string, unknown>;
-      } catch {
-        args = {};
-      }
-      return { type: 'tool_call', tool: call.name, args };
+      return { type: 'tool_call', tool: call.name, args: argumentsOf(call.arguments) };
     }
     return { type: 'final', content: message?.content ?? '' };
   }

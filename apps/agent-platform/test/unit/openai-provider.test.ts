@@ -1,0 +1,134 @@
+// The OpenAI-compatible provider against a chat-completions endpoint served on loopback (the tests have
+// no network and no model): what it sends, how it reads answers, and that the modelStep guard holds a
+// model to the agent's enabled tools whichever provider produced the answer.
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { ApplicationFailure } from '@temporalio/common';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { OpenAiCompatibleProvider, acceptDecision, type AgentConfig } from '../../src/providers/index.js';
+
+interface Seen {
+  path: string;
+  authorization: string | undefined;
+  body: {
+    model: string;
+    messages: { role: string; content: string }[];
+    tools?: { function: { name: string } }[];
+  };
+}
+
+let server: Server;
+let provider: OpenAiCompatibleProvider;
+const seen: Seen[] = [];
+let answer: { status: number; body: unknown } = { status: 200, body: {} };
+
+beforeAll(async () => {
+  server = createServer((req, res) => {
+    let text = '';
+    req.on('data', (chunk: Buffer) => (text += chunk.toString('utf8')));
+    req.on('end', () => {
+      seen.push({
+        path: req.url ?? '',
+        authorization: req.headers.authorization,
+        body: JSON.parse(text) as Seen['body'],
+      });
+      res.writeHead(answer.status, { 'content-type': 'application/json' }).end(JSON.stringify(answer.body));
+    });
+  });
+  await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+  const port = (server.address() as AddressInfo).port;
+  provider = new OpenAiCompatibleProvider({
+    baseUrl: `http://127.0.0.1:${port}/v1/`,
+    apiKey: 'sk-test',
+    model: 'model-x',
+  });
+});
+afterAll(() => new Promise<void>((resolve) => server.close(() => resolve())));
+
+const withTool: AgentConfig = {
+  agentId: 'a1',
+  workspaceId: 'ws-acme',
+  name: 'Acme assistant',
+  instructions: 'Be brief.',
+  model: 'default',
+  tools: ['searchWorkspaceDocuments'],
+};
+const withoutTool: AgentConfig = { ...withTool, tools: [], model: 'other-model' };
+
+const toolCall = (name: string, args: string) => ({
+  choices: [{ message: { content: null, tool_calls: [{ function: { name, arguments: args } }] } }],
+});
+
+describe('OpenAiCompatibleProvider', () => {
+  it('sends the conversation, the key and only the enabled tools; reads a tool call', async () => {
+    answer = { status: 200, body: toolCall('searchWorkspaceDocuments', '{"query":"roadmap"}') };
+    const decision = await provider.step(withTool, [
+      { role: 'user', content: 'Tell me about roadmap' },
+      { role: 'tool', tool: 'searchWorkspaceDocuments', content: 'found no documents.' },
+    ]);
+    expect(decision).toEqual({
+      type: 'tool_call',
+      tool: 'searchWorkspaceDocuments',
+      args: { query: 'roadmap' },
+    });
+    const request = seen.at(-1)!;
+    expect(request.path).toBe('/v1/chat/completions');
+    expect(request.authorization).toBe('Bearer sk-test');
+    expect(request.body.model).toBe('model-x'); // the agent's `default` model is the configured one
+    expect(request.body.messages).toEqual([
+      { role: 'system', content: 'Be brief.' },
+      { role: 'user', content: 'Tell me about roadmap' },
+      { role: 'user', content: 'Result of searchWorkspaceDocuments: found no documents.' },
+    ]);
+    expect(request.body.tools?.map((t) => t.function.name)).toEqual(['searchWorkspaceDocuments']);
+  });
+
+  it('offers no tools to an agent without them, and reads a final answer', async () => {
+    answer = { status: 200, body: { choices: [{ message: { content: 'Hello.' } }] } };
+    expect(await provider.step(withoutTool, [{ role: 'user', content: 'hi' }])).toEqual({
+      type: 'final',
+      content: 'Hello.',
+    });
+    const request = seen.at(-1)!;
+    expect(request.body.model).toBe('other-model');
+    expect(request.body.tools).toBeUndefined();
+  });
+
+  it('takes broken or non-object tool arguments as none', async () => {
+    for (const args of ['{"query":', '[1,2]', '"text"', 'null', '5']) {
+      answer = { status: 200, body: toolCall('searchWorkspaceDocuments', args) };
+      expect(await provider.step(withTool, [{ role: 'user', content: 'x' }])).toEqual({
+        type: 'tool_call',
+        tool: 'searchWorkspaceDocuments',
+        args: {},
+      });
+    }
+  });
+
+  it('fails the step on an HTTP error (the activity retries it)', async () => {
+    answer = { status: 503, body: { error: 'overloaded' } };
+    await expect(provider.step(withTool, [{ role: 'user', content: 'x' }])).rejects.toThrow(/HTTP 503/);
+  });
+});
+
+describe('acceptDecision (modelStep)', () => {
+  it('refuses a tool the agent has not enabled, non-retryably, and passes everything else', () => {
+    const call = { type: 'tool_call' as const, tool: 'searchWorkspaceDocuments', args: {} };
+    expect(acceptDecision(withTool, call)).toBe(call);
+    const final = { type: 'final' as const, content: 'ok' };
+    expect(acceptDecision(withoutTool, final)).toBe(final);
+    for (const [agent, tool] of [
+      [withoutTool, 'searchWorkspaceDocuments'],
+      [withTool, 'deleteEverything'],
+    ] as const) {
+      let failure: unknown;
+      try {
+        acceptDecision(agent, { type: 'tool_call', tool, args: {} });
+      } catch (err) {
+        failure = err;
+      }
+      expect(failure).toBeInstanceOf(ApplicationFailure);
+      expect(failure).toMatchObject({ type: 'TOOL_NOT_ENABLED', nonRetryable: true });
+    }
+  });
+});
