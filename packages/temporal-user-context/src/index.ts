@@ -10,7 +10,7 @@ export { generateKeySet, rotateKeySet, workerKeySet } from './crypto/generate.js
 export type { KeySetJson } from './crypto/key-set.js';
 export { issueContextToken, type IssueOptions } from './crypto/issue.js';
 export { openContextToken } from './crypto/open.js';
-export { pseudonymsOf } from './crypto/pseudonym.js';
+export { pseudonymKeyFromJSON, pseudonymsOf } from './crypto/pseudonym.js';
 export type { ContextClaims, TokenUse } from './crypto/claims.js';
 export { runAsUser, edgeUser } from './client/scope.js';
 export {

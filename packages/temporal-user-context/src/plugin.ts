@@ -9,7 +9,7 @@ import {
   UserContextScheduleClientInterceptor,
   UserContextWorkflowClientInterceptor,
 } from './client/interceptors.js';
-import type { MirrorOptions } from './client/mirror.js';
+import { mirrorOptionsOf, type MirrorOptions } from './client/mirror.js';
 import { ContextSource } from './client/source.js';
 import type { KeyRing } from './crypto/keyring.js';
 import { AesGcmPayloadCodec, type AesGcmPayloadCodecOptions } from './crypto/payload-codec.js';
@@ -88,11 +88,7 @@ export class UserContextPlugin extends SimplePlugin {
       pluginOptions.audit === undefined ? [pinoAuditSink()] : ([] as AuditSink[]).concat(pluginOptions.audit);
     const auditor = new Auditor(sinks);
     const scope = { namespace: pluginOptions.namespace ?? 'default' };
-    const mirror: MirrorOptions = {
-      memo: 'pseudonym',
-      searchAttributes: 'off',
-      ...pluginOptions.mirror,
-    };
+    const mirror = mirrorOptionsOf(pluginOptions.mirror);
     // The namespace is read when a call happens, so that configureClient/configureWorker can set it.
     const source = new ContextSource({
       ring: pluginOptions.keys,

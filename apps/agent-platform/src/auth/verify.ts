@@ -1,3 +1,4 @@
+import { BlockList, isIP } from 'node:net';
 import { createLocalJWKSet, createRemoteJWKSet, errors, jwtVerify, type JWK } from 'jose';
 import { parseUserContext, type UserContext } from 'temporal-user-context';
 
@@ -58,7 +59,18 @@ export function createVerifier(options: AuthOptions): VerifyBearer {
   };
 }
 
-const LOOPBACK = new Set(['localhost', '127.0.0.1', '[::1]']);
+// Loopback: localhost, 127.0.0.0/8, ::1, and 127/8 written as IPv4-mapped IPv6.
+const LOOPBACK = new BlockList();
+LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
+LOOPBACK.addAddress('::1', 'ipv6');
+LOOPBACK.addSubnet('::ffff:7f00:0', 104, 'ipv6');
+
+function isLoopback(hostname: string): boolean {
+  if (hostname === 'localhost') return true;
+  const host = hostname.replace(/^\[(.*)\]$/, '$1');
+  const family = isIP(host);
+  return family !== 0 && LOOPBACK.check(host, family === 4 ? 'ipv4' : 'ipv6');
+}
 
 /**
  * The JWKS URL, refused unless it is https (plain http only on loopback, for a local identity
@@ -71,6 +83,6 @@ export function jwksUrl(text: string): URL {
   } catch {
     throw new Error('AUTH_JWKS_URL is not a URL');
   }
-  if (url.protocol === 'https:' || (url.protocol === 'http:' && LOOPBACK.has(url.hostname))) return url;
+  if (url.protocol === 'https:' || (url.protocol === 'http:' && isLoopback(url.hostname))) return url;
   throw new Error('AUTH_JWKS_URL must be https (plain http only on loopback)');
 }

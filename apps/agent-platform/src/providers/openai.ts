@@ -27,18 +27,23 @@ interface ChatResponse {
   choices?: {
     message?: {
       content?: string | null;
-      tool_calls?: { function?: { name?: string; arguments?: string } }[];
+      tool_calls?: { function?: { name?: string; arguments?: unknown } }[];
     };
   }[];
 }
 
-/** A tool call's arguments: a JSON object, else none (models do emit broken or non-object JSON). */
-function argumentsOf(text: string | undefined): Record<string, unknown> {
+const isObject = (value: unknown): value is Record<string, unknown> =>
+  value !== null && typeof value === 'object' && !Array.isArray(value);
+
+/**
+ * A tool call's arguments: a JSON object (as text, per the API, or as an object, as some compatible
+ * servers send it), else none — models do emit broken or non-object JSON.
+ */
+function argumentsOf(raw: unknown): Record<string, unknown> {
+  if (isObject(raw)) return raw;
   try {
-    const value: unknown = JSON.parse(text ?? '{}');
-    return value !== null && typeof value === 'object' && !Array.isArray(value)
-      ? (value as Record<string, unknown>)
-      : {};
+    const value: unknown = JSON.parse(typeof raw === 'string' ? raw : '{}');
+    return isObject(value) ? value : {};
   } catch {
     return {};
   }

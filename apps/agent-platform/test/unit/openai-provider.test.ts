@@ -55,7 +55,7 @@ const withTool: AgentConfig = {
 };
 const withoutTool: AgentConfig = { ...withTool, tools: [], model: 'other-model' };
 
-const toolCall = (name: string, args: string) => ({
+const toolCall = (name: string, args: unknown) => ({
   choices: [{ message: { content: null, tool_calls: [{ function: { name, arguments: args } }] } }],
 });
 
@@ -103,6 +103,13 @@ describe('OpenAiCompatibleProvider', () => {
         args: {},
       });
     }
+  });
+
+  it('takes arguments sent as an object, as some compatible servers do', async () => {
+    answer = { status: 200, body: toolCall('searchWorkspaceDocuments', { query: 'roadmap' }) };
+    expect(await provider.step(withTool, [{ role: 'user', content: 'x' }])).toMatchObject({
+      args: { query: 'roadmap' },
+    });
   });
 
   it('fails the step on an HTTP error (the activity retries it)', async () => {

@@ -80,16 +80,15 @@ describe('bearer tokens against a remote JWKS', () => {
     expect(await codeOf(verify(await token(key, { workspace_id: 'ws\u202eacme' })))).toBe('AUTH_INVALID');
   });
 
-  it('fails closed while the provider is down, and recovers when it is back', async () => {
+  it('fails closed while the provider is down, and the same verifier recovers when it is back', async () => {
+    // A fresh verifier has no cached key set: nothing to check the token against.
+    const verify = createVerifier({ jwks: url, issuer, audience });
     up = false;
     try {
-      // A fresh verifier has no cached key set: nothing to check the token against.
-      const verify = createVerifier({ jwks: url, issuer, audience });
       expect(await codeOf(verify(await token(key)))).toBe('AUTH_INVALID');
     } finally {
       up = true;
     }
-    const verify = createVerifier({ jwks: url, issuer, audience });
     expect((await verify(await token(key))).userId).toBe('alice');
   });
 
@@ -98,7 +97,12 @@ describe('bearer tokens against a remote JWKS', () => {
     expect(jwksUrl('http://127.0.0.1:8080/jwks').hostname).toBe('127.0.0.1');
     expect(jwksUrl('http://localhost/jwks').hostname).toBe('localhost');
     expect(jwksUrl('http://[::1]/jwks').hostname).toBe('[::1]');
+    expect(jwksUrl('http://127.0.0.2/jwks').hostname).toBe('127.0.0.2');
+    expect(jwksUrl('http://[::ffff:127.0.0.1]/jwks').hostname).toBe('[::ffff:7f00:1]');
     for (const bad of [
+      'http://10.0.0.1/jwks',
+      'http://[::ffff:10.0.0.1]/jwks',
+      'http://127.0.0.1@idp.example/jwks',
       'http://idp.example/jwks',
       'http://127.0.0.1.evil.example/jwks',
       'file:///etc/jwks',

@@ -3,17 +3,18 @@
  * Key set command line:
  *   keys generate --issuer NAME --out DIR   writes DIR/edge.json (signs: the API only) and DIR/worker.json
  *   keys rotate   --in DIR/edge.json --out DIR   retires the active keys (kept verify/decrypt-only) and adds new ones
- *   keys pseudonym --in KEYS.json --user ID --workspace ID   prints the pseudonyms the mirrors and
- *                  headers show for that user, and a list filter for the search-attribute mirror
+ *   keys export-pseudonym --in DIR/edge.json --out FILE   writes a lookup file: the pseudonym key alone
+ *   keys pseudonym --in FILE --user ID --workspace ID   prints the pseudonyms the mirrors and headers
+ *                  show for that user, and a list filter for the search-attribute mirror
  * Files are written with mode 0600. Give workers only worker.json.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
-import { UserContextError } from '../context/errors.js';
+import { ErrorCodes, UserContextError } from '../context/errors.js';
 import { KeyRing } from '../crypto/keyring.js';
 import { generateKeySet, rotateKeySet, workerKeySet } from '../crypto/generate.js';
-import { pseudonymsOf } from '../crypto/pseudonym.js';
+import { pseudonymKeyFromJSON, pseudonymsOf } from '../crypto/pseudonym.js';
 import type { KeySetJson } from '../crypto/key-set.js';
 
 function write(dir: string, edge: KeySetJson): void {
@@ -26,6 +27,20 @@ function write(dir: string, edge: KeySetJson): void {
   process.stdout.write(
     `wrote ${join(dir, 'edge.json')} (API only) and ${join(dir, 'worker.json')} (workers)\n`,
   );
+}
+
+function readJson(path: string): KeySetJson {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch {
+    throw new UserContextError(ErrorCodes.MISCONFIGURED, `cannot read ${path}`);
+  }
+  try {
+    return JSON.parse(text) as KeySetJson;
+  } catch {
+    throw new UserContextError(ErrorCodes.MISCONFIGURED, `${path} is not JSON`);
+  }
 }
 
 function main(argv: string[]): number {
@@ -46,19 +61,28 @@ function main(argv: string[]): number {
     return 0;
   }
   if (command === 'rotate' && values.in && values.out) {
-    write(values.out, rotateKeySet(JSON.parse(readFileSync(values.in, 'utf8')) as KeySetJson));
+    write(values.out, rotateKeySet(readJson(values.in)));
+    return 0;
+  }
+  if (command === 'export-pseudonym' && values.in && values.out) {
+    const set = readJson(values.in);
+    KeyRing.fromJSON(set); // a valid key set, or a coded refusal
+    const lookup = { version: 1, issuer: set.issuer, pseudonym: set.pseudonym };
+    writeFileSync(values.out, `${JSON.stringify(lookup, null, 2)}\n`, { mode: 0o600 });
+    process.stdout.write(`wrote ${values.out} (the pseudonym key only: for looking users up)\n`);
     return 0;
   }
   if (command === 'pseudonym' && values.in && values.user && values.workspace) {
-    const ring = KeyRing.fromFile(values.in);
-    const p = pseudonymsOf(ring, { userId: values.user, workspaceId: values.workspace });
+    const key = pseudonymKeyFromJSON(readJson(values.in));
+    const p = pseudonymsOf(key, { userId: values.user, workspaceId: values.workspace });
     const query = `UserId = "${p.userId}" AND WorkspaceId = "${p.workspaceId}"`;
     process.stdout.write(`${JSON.stringify({ ...p, query })}\n`);
     return 0;
   }
   process.stderr.write(
     'usage: keys generate --issuer NAME --out DIR | keys rotate --in EDGE.json --out DIR\n' +
-      '     | keys pseudonym --in KEYS.json --user ID --workspace ID\n',
+      '     | keys export-pseudonym --in EDGE.json --out FILE\n' +
+      '     | keys pseudonym --in FILE --user ID --workspace ID\n',
   );
   return 2;
 }

@@ -4,6 +4,7 @@ import {
   defineSearchAttributeKey,
   type SearchAttributePair,
 } from '@temporalio/common';
+import { ErrorCodes, UserContextError } from '../context/errors.js';
 import type { UserContext } from '../context/schema.js';
 import type { ContextHeader } from '../header/wire.js';
 
@@ -25,6 +26,26 @@ export interface MirrorOptions {
    * them registered, or the server refuses the start.
    */
   searchAttributes: MirrorMode;
+}
+
+const MODES: readonly string[] = ['pseudonym', 'plain', 'off'];
+
+/**
+ * The plugin's mirror options, defaults filled in field by field (an explicit `undefined`, as from an
+ * unset variable, means the default: never search attributes on a namespace that may lack them). Any
+ * other value is refused with `USER_CONTEXT_MISCONFIGURED` rather than read as some mode.
+ */
+export function mirrorOptionsOf(options: Partial<MirrorOptions> | undefined): MirrorOptions {
+  const mirror = {
+    memo: options?.memo ?? 'pseudonym',
+    searchAttributes: options?.searchAttributes ?? 'off',
+  } satisfies MirrorOptions;
+  for (const [field, mode] of Object.entries(mirror)) {
+    if (!MODES.includes(mode)) {
+      throw new UserContextError(ErrorCodes.MISCONFIGURED, `mirror.${field} must be pseudonym, plain or off`);
+    }
+  }
+  return mirror;
 }
 
 /** Memo key holding the mirrored context. */

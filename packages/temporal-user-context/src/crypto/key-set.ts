@@ -45,6 +45,14 @@ export const keySetSchema = z
   })
   .strict();
 
+/**
+ * A lookup file: the pseudonym key alone (`keys export-pseudonym`), for operators who search history by
+ * user. It opens no token and no payload, and signs nothing.
+ */
+export const pseudonymKeyFileSchema = keySetSchema
+  .pick({ version: true, issuer: true, pseudonym: true })
+  .strict();
+
 export type KeySetJson = z.input<typeof keySetSchema>;
 export type KeySet = z.output<typeof keySetSchema>;
 export { KID as KID_PATTERN };

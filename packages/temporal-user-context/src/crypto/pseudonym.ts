@@ -1,5 +1,7 @@
-import { createHmac, type KeyObject } from 'node:crypto';
+import { createHmac, createSecretKey, type KeyObject } from 'node:crypto';
+import { ErrorCodes, UserContextError } from '../context/errors.js';
 import { parseUserContext } from '../context/schema.js';
+import { keySetSchema, pseudonymKeyFileSchema } from './key-set.js';
 import type { KeyRing } from './keyring.js';
 
 /**
@@ -16,17 +18,31 @@ export function pseudonym(key: KeyObject, kind: 'ws' | 'sub', id: string): strin
 
 /**
  * The pseudonyms under which a user and workspace appear in headers and in `pseudonym` mirrors: what
- * an operator searches for (`UserId = "…"` in a list filter) or compares with a memo. Needs a ring
- * holding the key set's pseudonym key (edge or worker file). Throws `USER_CONTEXT_INVALID` for an id
- * outside the documented format, which no context can carry.
+ * an operator searches for (`UserId = "…"` in a list filter) or compares with a memo. Takes a key ring,
+ * or just the pseudonym key (`pseudonymKeyFromJSON` of a lookup file). Throws `USER_CONTEXT_INVALID`
+ * for an id outside the documented format, which no context can carry.
  */
 export function pseudonymsOf(
-  ring: KeyRing,
+  key: KeyRing | KeyObject,
   ids: { userId: string; workspaceId: string },
 ): { userId: string; workspaceId: string } {
+  const k = 'pseudonymKey' in key ? key.pseudonymKey : key;
   const valid = parseUserContext({ userId: ids.userId, workspaceId: ids.workspaceId, roles: [] });
   return {
-    userId: pseudonym(ring.pseudonymKey, 'sub', valid.userId),
-    workspaceId: pseudonym(ring.pseudonymKey, 'ws', valid.workspaceId),
+    userId: pseudonym(k, 'sub', valid.userId),
+    workspaceId: pseudonym(k, 'ws', valid.workspaceId),
   };
+}
+
+/**
+ * The pseudonym key of a lookup file (`keys export-pseudonym`) or of a whole key set. Throws
+ * `USER_CONTEXT_MISCONFIGURED` for anything else.
+ */
+export function pseudonymKeyFromJSON(document: unknown): KeyObject {
+  const parsed = pseudonymKeyFileSchema.safeParse(document);
+  const k = parsed.success ? parsed.data.pseudonym.k : keySetSchema.safeParse(document).data?.pseudonym.k;
+  if (k === undefined) {
+    throw new UserContextError(ErrorCodes.MISCONFIGURED, 'not a key set or a pseudonym lookup file');
+  }
+  return createSecretKey(Buffer.from(k, 'base64url'));
 }

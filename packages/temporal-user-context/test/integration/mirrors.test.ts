@@ -4,7 +4,11 @@
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import {
+  ErrorCodes,
+  KeyRing,
   MEMO_KEY,
+  UserContextPlugin,
+  generateKeySet,
   USER_ID_ATTRIBUTE,
   WORKSPACE_ID_ATTRIBUTE,
   pseudonymsOf,
@@ -19,6 +23,10 @@ const plainMemoPseudonymAttributes = useFixtureHarness({
 });
 const plainAttributes = useFixtureHarness({ plugin: { mirror: { memo: 'off', searchAttributes: 'plain' } } });
 const off = useFixtureHarness({ plugin: { mirror: { memo: 'off', searchAttributes: 'off' } } });
+// An explicit undefined (an unset variable passed through) means the default, not "on".
+const undefinedModes = useFixtureHarness({
+  plugin: { mirror: { memo: undefined, searchAttributes: undefined } },
+});
 
 async function describeRun(h: Harness) {
   const workflowId = `mirror-${randomUUID()}`;
@@ -64,6 +72,20 @@ describe('mirrors at start', () => {
     const run = await describeRun(plainAttributes);
     expect(run.memo).toBeUndefined();
     expect([run.userId, run.workspaceId]).toEqual([alice.userId, alice.workspaceId]);
+  });
+
+  it('undefined modes are the defaults', async () => {
+    const run = await describeRun(undefinedModes);
+    expect(run.memo).toEqual({ ...pseudonymsOf(undefinedModes.edgeRing, alice), mode: 'pseudonym' });
+    expect(run.userId).toBeUndefined();
+  });
+
+  it('a mode that is not one of the three is refused when the plugin is built', () => {
+    const keys = KeyRing.fromJSON(generateKeySet('x').edge);
+    for (const mirror of [{ memo: 'Plain' }, { searchAttributes: 'on' }])
+      expect(() => new UserContextPlugin({ keys, audit: [], mirror: mirror as never })).toThrow(
+        expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
+      );
   });
 
   it('off writes neither', async () => {

@@ -1,10 +1,16 @@
 // pseudonymsOf: what an operator searches for equals what headers and mirrors show.
-import { describe, expect, it } from 'vitest';
+import { execFileSync, spawnSync } from 'node:child_process';
+import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, describe, expect, it } from 'vitest';
 import {
   ErrorCodes,
   KeyRing,
   generateKeySet,
   issueContextToken,
+  pseudonymKeyFromJSON,
   pseudonymsOf,
   type UserContext,
 } from 'temporal-user-context';
@@ -47,5 +53,56 @@ describe('pseudonymsOf', () => {
     ]) {
       expect(() => pseudonymsOf(edge, ids)).toThrow(expect.objectContaining({ code: ErrorCodes.INVALID }));
     }
+  });
+});
+
+describe('pseudonym lookup files (keys export-pseudonym / keys pseudonym)', () => {
+  const cli = fileURLToPath(new URL('../../src/cli/keys.ts', import.meta.url));
+  const dir = mkdtempSync(join(tmpdir(), 'tuc-keys-'));
+  afterAll(() => rmSync(dir, { recursive: true, force: true }));
+  const keys = (...args: string[]) =>
+    spawnSync(process.execPath, ['--import', 'tsx', cli, ...args], { encoding: 'utf8' });
+
+  it('holds the pseudonym key and nothing else, and looks users up like the full key set', () => {
+    execFileSync(process.execPath, ['--import', 'tsx', cli, 'generate', '--out', dir]);
+    const lookupFile = join(dir, 'lookup.json');
+    expect(keys('export-pseudonym', '--in', join(dir, 'edge.json'), '--out', lookupFile).status).toBe(0);
+    const lookup = JSON.parse(readFileSync(lookupFile, 'utf8')) as Record<string, unknown>;
+    expect(Object.keys(lookup).sort()).toEqual(['issuer', 'pseudonym', 'version']);
+    expect(statSync(lookupFile).mode & 0o777).toBe(0o600);
+    // It is no key ring: it opens no token and signs nothing.
+    expect(() => KeyRing.fromJSON(lookup as never)).toThrow(
+      expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
+    );
+    const edgeRing = KeyRing.fromFile(join(dir, 'edge.json'));
+    const expected = pseudonymsOf(edgeRing, alice);
+    expect(pseudonymsOf(pseudonymKeyFromJSON(lookup), alice)).toEqual(expected);
+    const printed = keys('pseudonym', '--in', lookupFile, '--user', 'alice', '--workspace', 'ws-acme');
+    expect(JSON.parse(printed.stdout)).toEqual({
+      ...expected,
+      query: `UserId = "${expected.userId}" AND WorkspaceId = "${expected.workspaceId}"`,
+    });
+  });
+
+  it('refuses what is neither a key set nor a lookup file, with a code and no stack trace', () => {
+    for (const doc of [{}, { version: 1, issuer: 'x', pseudonym: { k: 'short' } }, { pseudonym: {} }])
+      expect(() => pseudonymKeyFromJSON(doc)).toThrow(
+        expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
+      );
+    const missing = keys(
+      'pseudonym',
+      '--in',
+      join(dir, 'absent.json'),
+      '--user',
+      'alice',
+      '--workspace',
+      'w',
+    );
+    expect(missing.status).toBe(1);
+    expect(missing.stderr.trim()).toMatch(/^USER_CONTEXT_MISCONFIGURED: cannot read \S+absent\.json$/);
+    const invalid = keys('pseudonym', '--in', join(dir, 'edge.json'), '--user', 'al ice', '--workspace', 'w');
+    expect(invalid.status).toBe(1);
+    expect(invalid.stderr).toMatch(/^USER_CONTEXT_INVALID: /);
+    expect(invalid.stderr).not.toMatch(/\n\s+at /);
   });
 });
