@@ -1,4 +1,5 @@
 import {
+  ActivityFailure,
   ApplicationFailure,
   allHandlersFinished,
   condition,
@@ -6,6 +7,7 @@ import {
   defineQuery,
   defineSignal,
   defineUpdate,
+  patched,
   proxyActivities,
   setHandler,
   workflowInfo,
@@ -136,53 +138,80 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
   }));
 
   if (!state.runRecordId) state.runRecordId = await acts.ensureRunRecord(params.agentId, params.input);
-  const agent = await acts.buildAgentConfig(params.agentId);
-  status = 'running';
-  let stepsThisRun = 0;
-
-  for (;;) {
-    if (cancelled) break;
-    while (state.pending.length > 0) {
-      state.messages.push({ role: 'system', content: state.pending.shift() as string });
-      state.messages.push({ role: 'user', content: REVISE_PROMPT });
-    }
-    if (stepsThisRun >= maxSteps || workflowInfo().continueAsNewSuggested) {
-      await condition(allHandlersFinished);
-      return continueAsNew<typeof AgentExecutionWorkflow>({
-        ...params,
-        carried: { ...state, generation: state.generation + 1 },
-      });
-    }
-    const decision = await acts.modelStep(agent, state.messages);
-    state.steps++;
-    stepsThisRun++;
-    if (decision.type === 'tool_call') {
-      state.toolCalls++;
-      const hits = await runTool(decision.tool, decision.args);
-      state.messages.push({ role: 'tool', tool: decision.tool, content: describeHits(hits) });
-      continue;
-    }
-    state.answer = decision.content;
-    state.messages.push({ role: 'assistant', content: decision.content });
-    if (followUpMs === 0 || cancelled) break;
-    status = 'waiting';
-    const more = await condition(() => cancelled || state.pending.length > 0, followUpMs);
-    status = 'running';
-    if (!more) break;
+  try {
+    return await execute();
+  } catch (err) {
+    await recordFailure(state.runRecordId, err);
+    throw err;
   }
 
-  finished = true;
-  status = cancelled ? 'cancelled' : 'completed';
-  const result: AgentExecutionResult = {
-    status,
-    ...(state.answer !== undefined ? { answer: state.answer } : {}),
-    steps: state.steps,
-    toolCalls: state.toolCalls,
-    instructions: state.instructions,
-  };
-  await acts.recordRunResult({ runRecordId: state.runRecordId, status, result });
-  await condition(allHandlersFinished);
-  return result;
+  // The run itself; a failure above is also written to the run record.
+  async function execute(): Promise<AgentExecutionResult> {
+    const agent = await acts.buildAgentConfig(params.agentId);
+    status = 'running';
+    let stepsThisRun = 0;
+
+    for (;;) {
+      if (cancelled) break;
+      while (state.pending.length > 0) {
+        state.messages.push({ role: 'system', content: state.pending.shift() as string });
+        state.messages.push({ role: 'user', content: REVISE_PROMPT });
+      }
+      if (stepsThisRun >= maxSteps || workflowInfo().continueAsNewSuggested) {
+        await condition(allHandlersFinished);
+        return continueAsNew<typeof AgentExecutionWorkflow>({
+          ...params,
+          carried: { ...state, generation: state.generation + 1 },
+        });
+      }
+      const decision = await acts.modelStep(agent, state.messages);
+      state.steps++;
+      stepsThisRun++;
+      if (decision.type === 'tool_call') {
+        state.toolCalls++;
+        const hits = await runTool(decision.tool, decision.args);
+        state.messages.push({ role: 'tool', tool: decision.tool, content: describeHits(hits) });
+        continue;
+      }
+      state.answer = decision.content;
+      state.messages.push({ role: 'assistant', content: decision.content });
+      if (followUpMs === 0 || cancelled) break;
+      status = 'waiting';
+      const more = await condition(() => cancelled || state.pending.length > 0, followUpMs);
+      status = 'running';
+      if (!more) break;
+    }
+
+    finished = true;
+    status = cancelled ? 'cancelled' : 'completed';
+    const result: AgentExecutionResult = {
+      status,
+      ...(state.answer !== undefined ? { answer: state.answer } : {}),
+      steps: state.steps,
+      toolCalls: state.toolCalls,
+      instructions: state.instructions,
+    };
+    await acts.recordRunResult({ runRecordId: state.runRecordId, status, result });
+    await condition(allHandlersFinished);
+    return result;
+  }
+}
+
+/**
+ * A run that an activity or this workflow refused for good (`TOOL_NOT_ENABLED`, `AGENT_NOT_FOUND`, a
+ * context refusal...) says so on its record too, not only in Temporal. continue-as-new also travels as
+ * an exception: it is no ApplicationFailure and passes untouched. Behind `patched`, so that histories of
+ * runs that failed before this change replay as they were.
+ */
+async function recordFailure(runRecordId: string, err: unknown): Promise<void> {
+  const failure = err instanceof ActivityFailure ? err.cause : err;
+  if (!(failure instanceof ApplicationFailure) || !patched('record-failed-runs')) return;
+  try {
+    await acts.recordRunResult({ runRecordId, status: 'failed', error: failure.type ?? 'RUN_FAILED' });
+  } catch {
+    // The record cannot be written (a membership revoked meanwhile: RLS refuses the write too). The
+    // failure stands in Temporal, and the API reports it from there.
+  }
 }
 
 async function runTool(tool: string, args: Record<string, unknown>): Promise<DocumentHit[]> {
