@@ -1,7 +1,7 @@
 import type {} from '../../../../test-support/global-setup.js';
 import { randomUUID } from 'node:crypto';
 import { Client, Connection } from '@temporalio/client';
-import { NativeConnection, type Worker } from '@temporalio/worker';
+import { NativeConnection, Worker } from '@temporalio/worker';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -28,7 +28,7 @@ import {
   type ModelDecision,
   type ModelProvider,
 } from '../../src/providers/index.js';
-import { createWorker } from '../../src/worker.js';
+import { createWorker, workflowsPath } from '../../src/worker.js';
 
 let database: TestDatabase;
 let pool: pg.Pool;
@@ -42,6 +42,8 @@ let client: Client;
 let issuer: DevIssuer;
 let agentIds: Record<string, string>;
 const tokens: Record<string, string> = {};
+let keys: ReturnType<typeof generateKeySet>;
+let taskQueue: string;
 const audit = memoryAuditSink();
 
 beforeAll(async () => {
@@ -52,8 +54,8 @@ beforeAll(async () => {
   agentIds = await seedDemo(db);
 
   const namespace = inject('temporalNamespace');
-  const taskQueue = `agent-tasks-${randomUUID()}`;
-  const keys = generateKeySet('agent-e2e');
+  taskQueue = `agent-tasks-${randomUUID()}`;
+  keys = generateKeySet('agent-e2e');
   nativeConnection = await NativeConnection.connect({ address: inject('temporalAddress') });
   connection = await Connection.connect({ address: inject('temporalAddress') });
   const dbAudit = postgresAuditSink(db);
@@ -442,5 +444,38 @@ describe('agent runs', () => {
     const rows = events.body_.events as Json[];
     expect(rows.every((e) => e.workspaceId === 'ws-acme')).toBe(true);
     expect((await call('alice', 'GET', '/workspaces/ws-acme/audit')).statusCode).toBe(403);
+  });
+});
+
+describe('replay', () => {
+  it('every run this file finished replays deterministically, failures recorded behind their patch included', async () => {
+    // The raw list call: memo and search attributes are not needed, only the executions.
+    const { executions } = await connection.workflowService.listWorkflowExecutions({
+      namespace: inject('temporalNamespace'),
+      query: `TaskQueue = "${taskQueue}" AND ExecutionStatus != "Running"`,
+    });
+    const histories = await Promise.all(
+      (executions ?? []).map(async (e) => ({
+        workflowId: e.execution?.workflowId ?? '',
+        history: await client.workflow
+          .getHandle(e.execution?.workflowId ?? '', e.execution?.runId ?? undefined)
+          .fetchHistory(),
+      })),
+    );
+    // At least the TOOL_NOT_ENABLED and the revoked-membership runs took the failure branch: failed,
+    // with the patch marker in their history.
+    const failedWithMarker = histories.filter(
+      ({ history }) =>
+        history.events?.some((e) => e.workflowExecutionFailedEventAttributes) &&
+        history.events.some((e) => e.markerRecordedEventAttributes?.markerName === 'core_patch'),
+    );
+    expect(failedWithMarker.length).toBeGreaterThanOrEqual(2);
+    expect(histories.length).toBeGreaterThan(failedWithMarker.length);
+    const plugin = new UserContextPlugin({ keys: KeyRing.fromJSON(keys.worker), audit: memoryAuditSink() });
+    const errors: unknown[] = [];
+    for await (const result of Worker.runReplayHistories({ workflowsPath, plugins: [plugin] }, histories)) {
+      if (result.error) errors.push(result.error);
+    }
+    expect(errors).toEqual([]);
   });
 });
