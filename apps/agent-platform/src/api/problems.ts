@@ -77,7 +77,10 @@ export function failureCode(err: unknown): string | undefined {
 /** Maps any error to a problem document; unknown errors become a generic 500 with no internals. */
 export function toProblem(err: unknown): Problem {
   if (err instanceof ProblemError) return problem(err.status, err.code, err.title, err.detail);
-  if (err instanceof AuthError) return problem(401, err.code, 'Unauthorized');
+  if (err instanceof AuthError)
+    return err.code === 'AUTH_UNAVAILABLE'
+      ? problem(503, err.code, 'Identity provider unavailable')
+      : problem(401, err.code, 'Unauthorized');
   if (isUserContextError(err)) {
     const [status, title] = USER_CONTEXT_STATUS[err.code];
     return problem(status, err.code, title);

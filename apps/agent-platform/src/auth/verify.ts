@@ -14,7 +14,7 @@ export interface AuthOptions {
 /** Why a bearer token was refused (mapped to 401 problems). */
 export class AuthError extends Error {
   constructor(
-    readonly code: 'AUTH_MISSING' | 'AUTH_INVALID' | 'AUTH_EXPIRED',
+    readonly code: 'AUTH_MISSING' | 'AUTH_INVALID' | 'AUTH_EXPIRED' | 'AUTH_UNAVAILABLE',
     message: string,
   ) {
     super(message);
@@ -29,6 +29,7 @@ export type VerifyBearer = (token: string) => Promise<UserContext>;
  * are a ceiling: withUserScope intersects them with the stored membership on every database access.
  */
 export function createVerifier(options: AuthOptions): VerifyBearer {
+  const remote = typeof options.jwks === 'string';
   const keys =
     typeof options.jwks === 'string'
       ? createRemoteJWKSet(jwksUrl(options.jwks))
@@ -45,6 +46,8 @@ export function createVerifier(options: AuthOptions): VerifyBearer {
       }));
     } catch (err) {
       if (err instanceof errors.JWTExpired) throw new AuthError('AUTH_EXPIRED', 'token expired');
+      if (remote && keySetUnavailable(err))
+        throw new AuthError('AUTH_UNAVAILABLE', 'identity provider unavailable');
       throw new AuthError('AUTH_INVALID', 'token invalid');
     }
     try {
@@ -60,6 +63,16 @@ export function createVerifier(options: AuthOptions): VerifyBearer {
 }
 
 // Loopback: localhost, 127.0.0.0/8, ::1, and 127/8 written as IPv4-mapped IPv6.
+/**
+ * The remote key set could not be had (timeout, network error, a non-200 answer, a malformed set): the
+ * token was not judged, so clients should retry rather than re-authenticate. Still a refusal.
+ */
+function keySetUnavailable(err: unknown): boolean {
+  if (err instanceof errors.JWKSTimeout || err instanceof errors.JWKSInvalid) return true;
+  // Network errors of the fetch are not jose's; jose's own fetch failures are its generic error.
+  return !(err instanceof errors.JOSEError) || err.code === 'ERR_JOSE_GENERIC';
+}
+
 const LOOPBACK = new BlockList();
 LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
 LOOPBACK.addAddress('::1', 'ipv6');

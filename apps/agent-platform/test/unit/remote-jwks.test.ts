@@ -4,6 +4,7 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { SignJWT, exportJWK, generateKeyPair, type JWK, type KeyLike } from 'jose';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { toProblem } from '../../src/api/problems.js';
 import { AuthError, createVerifier, jwksUrl } from '../../src/auth/verify.js';
 
 const issuer = 'https://idp.example';
@@ -80,16 +81,21 @@ describe('bearer tokens against a remote JWKS', () => {
     expect(await codeOf(verify(await token(key, { workspace_id: 'ws\u202eacme' })))).toBe('AUTH_INVALID');
   });
 
-  it('fails closed while the provider is down, and the same verifier recovers when it is back', async () => {
+  it('fails closed while the provider is down (503, not "bad token"), and the same verifier recovers', async () => {
     // A fresh verifier has no cached key set: nothing to check the token against.
     const verify = createVerifier({ jwks: url, issuer, audience });
     up = false;
     try {
-      expect(await codeOf(verify(await token(key)))).toBe('AUTH_INVALID');
+      expect(await codeOf(verify(await token(key)))).toBe('AUTH_UNAVAILABLE');
+      expect(toProblem(new AuthError('AUTH_UNAVAILABLE', 'x'))).toMatchObject({ status: 503 });
     } finally {
       up = true;
     }
     expect((await verify(await token(key))).userId).toBe('alice');
+    // Nothing listening at all is the same answer; a bad token stays AUTH_INVALID while the set is up.
+    const closed = createVerifier({ jwks: 'http://127.0.0.1:1/jwks', issuer, audience });
+    expect(await codeOf(closed(await token(key)))).toBe('AUTH_UNAVAILABLE');
+    expect(await codeOf(verify('not.a.token'))).toBe('AUTH_INVALID');
   });
 
   it('takes the key set only over https, or plain http on loopback', () => {
