@@ -11,7 +11,7 @@ export interface AuthOptions {
   clockToleranceSeconds?: number;
 }
 
-/** Why a bearer token was refused (mapped to 401 problems). */
+/** Why a bearer token was refused (401 problems; `AUTH_UNAVAILABLE` is a 503: retry later). */
 export class AuthError extends Error {
   constructor(
     readonly code: 'AUTH_MISSING' | 'AUTH_INVALID' | 'AUTH_EXPIRED' | 'AUTH_UNAVAILABLE',
@@ -62,7 +62,6 @@ export function createVerifier(options: AuthOptions): VerifyBearer {
   };
 }
 
-// Loopback: localhost, 127.0.0.0/8, ::1, and 127/8 written as IPv4-mapped IPv6.
 /**
  * The remote key set could not be had (timeout, network error, a non-200 answer, a malformed set): the
  * token was not judged, so clients should retry rather than re-authenticate. Still a refusal.
@@ -73,6 +72,7 @@ function keySetUnavailable(err: unknown): boolean {
   return !(err instanceof errors.JOSEError) || err.code === 'ERR_JOSE_GENERIC';
 }
 
+// Loopback: localhost, 127.0.0.0/8, ::1, and 127/8 written as IPv4-mapped IPv6.
 const LOOPBACK = new BlockList();
 LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
 LOOPBACK.addAddress('::1', 'ipv6');
