@@ -6,8 +6,8 @@
  *                every boundary, verification in every activity, memo + search-attribute mirrors —
  *                with the payload codec off (the codec is a separate feature, measured as `full`);
  * - `full`:      the candidate with payload encryption (the codec is on by default).
- * Variants are interleaved round by round (order alternating) so that drift hits them alike; medians
- * over rounds. Each measured batch has a dev server of its own, so that every variant meets the same
+ * Every other variant's batch runs between two baseline batches and is compared with their mean, which
+ * cancels the machine's drift (below); ratios are medians over rounds. Each measured batch has a dev server of its own, so that every variant meets the same
  * server state (BENCH_FRESH_SERVER=0 keeps one for the whole run; with TEMPORAL_ADDRESS there is only
  * that one). Writes bench/results/propagation.json. Not a test: it asserts nothing, it measures.
  * Diagnostics: BENCH_VARIANTS=baseline,candidate (also `nomirror`, `memo`, `padded`, `null`);
@@ -22,6 +22,7 @@ import { PerformanceObserver } from 'node:perf_hooks';
 import { Resource } from '@opentelemetry/resources';
 import { InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { Client, Connection } from '@temporalio/client';
+import { SearchAttributeType, defineSearchAttributeKey } from '@temporalio/common';
 import { OpenTelemetryPlugin } from '@temporalio/interceptors-opentelemetry';
 import { SimplePlugin } from '@temporalio/plugin';
 import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode } from '@temporalio/worker';
@@ -40,7 +41,7 @@ import { PADDING_HEADER } from './workload/padded-interceptors.js';
 const WORKFLOWS_PER_BATCH = Number(process.env.BENCH_WORKFLOWS ?? 200);
 const IN_FLIGHT = 50;
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 11);
-type Variant = 'baseline' | 'peer' | 'candidate' | 'full' | 'null' | 'nomirror' | 'memo' | 'padded';
+type Variant = 'baseline' | 'peer' | 'candidate' | 'full' | 'null' | 'nomirror' | 'memo' | 'padded' | 'sa';
 /** Variants running this plugin. */
 const OURS = new Set<Variant>(['candidate', 'full', 'nomirror', 'memo']);
 const mirrorMode = (process.env.BENCH_MIRROR ?? 'pseudonym') as MirrorMode;
@@ -53,6 +54,12 @@ let gcPauseMs = 0;
 new PerformanceObserver((list) => {
   for (const entry of list.getEntries()) gcPauseMs += entry.duration;
 }).observe({ entryTypes: ['gc'] });
+
+/** The `sa` variant's search attributes: as many and as long as the candidate's mirror. */
+const SA_PAIRS = [
+  { key: defineSearchAttributeKey('UserId', SearchAttributeType.KEYWORD), value: 'u'.repeat(22) },
+  { key: defineSearchAttributeKey('WorkspaceId', SearchAttributeType.KEYWORD), value: 'w'.repeat(22) },
+];
 
 /** The `padded` variant's header: a json/plain payload the size of this plugin's header. */
 const PADDING = {
@@ -121,13 +128,16 @@ async function main(): Promise<void> {
     nomirror: ours({ mirror: { memo: 'off', searchAttributes: 'off' }, codec: false }),
     memo: ours({ mirror: { memo: 'pseudonym', searchAttributes: 'off' }, codec: false }),
     full: ours({ mirror }),
+    // Diagnostic: the bare SDK, the application itself setting the two search attributes the
+    // candidate's mirror sets (values of the same length): what search attributes cost without us.
+    sa: { client: () => [], worker: () => [] },
   };
   const workflowsPath = fileURLToPath(new URL('./workload/workflows.ts', import.meta.url));
   const only = process.env.BENCH_VARIANTS?.split(',');
   const variants = (Object.keys(plugins) as Variant[]).filter((v) =>
     only
-      ? only.includes(v)
-      : (v !== 'null' || process.env.BENCH_NULL === '1') && !['nomirror', 'memo', 'padded'].includes(v),
+      ? only.includes(v) || v === 'baseline' // every variant is measured against it
+      : (v !== 'null' || process.env.BENCH_NULL === '1') && !['nomirror', 'memo', 'padded', 'sa'].includes(v),
   );
   // Each plugin adds its own workflow interceptor modules (and, for ours, preloads) at bundling time.
   const bundles = new Map(
@@ -173,15 +183,18 @@ async function main(): Promise<void> {
       for (const s of setups) s.worker.shutdown();
       await Promise.all(running);
       await connection.close();
-      await nativeConnection.close();
-      await env.teardown();
-      // SDK 1.24: NativeConnection.close() leaves the connection's AsyncLocalStorage enabled (the
-      // worker runs each activity in it), and Node 20 walks every enabled store on every promise it
-      // creates. One server per batch left ~45 of them behind by the end of a run: the cost of a promise
-      // grew five-fold, the main thread's CPU per workflow by 40%, and more for the variants that create
-      // more promises. Connection.close() already disables its own.
-      nativeConnection.callContextStorage.disable();
-      env.nativeConnection.callContextStorage.disable();
+      try {
+        await nativeConnection.close();
+        await env.teardown();
+      } finally {
+        // SDK 1.24: NativeConnection.close() leaves the connection's AsyncLocalStorage enabled (the
+        // worker runs each activity in it), and Node 20 walks every enabled store on every promise it
+        // creates. One server per batch left ~45 of them behind by the end of a run: the cost of a promise
+        // grew five-fold, the main thread's CPU per workflow by 40%, and more for the variants that create
+        // more promises. Connection.close() already disables its own.
+        nativeConnection.callContextStorage.disable();
+        env.nativeConnection.callContextStorage.disable();
+      }
     };
     return { setups, close, server: serverPid(env.address) };
   }
@@ -200,7 +213,7 @@ async function main(): Promise<void> {
     const node0 = process.cpuUsage();
     const server0 = serverCpuMs(server);
     const gc0 = gcPauseMs;
-    const user = { userId: 'bench-user', workspaceId: 'ws-bench', roles: ['member'] };
+    const user = { userId: activities.BENCH_USER, workspaceId: 'ws-bench', roles: ['member'] };
     let next = 0;
     const started = performance.now();
     const lane = async () => {
@@ -211,6 +224,7 @@ async function main(): Promise<void> {
             taskQueue: setup.taskQueue,
             workflowId: `b-${randomUUID()}`,
             args: ['x'],
+            ...(setup.variant === 'sa' ? { typedSearchAttributes: SA_PAIRS } : {}),
           }),
         );
       }
@@ -236,6 +250,7 @@ async function main(): Promise<void> {
     nomirror: [],
     memo: [],
     padded: [],
+    sa: [],
   };
   // A fresh dev server for every measured batch. The server's in-memory state grows with every
   // workflow, and its CPU per workflow with it: on one server for a whole run, throughput fell by 40%
@@ -260,17 +275,37 @@ async function main(): Promise<void> {
         `server ${c.server.at(-1)!.toFixed(2)} ms\n`,
     );
   };
+  /** One measured batch: a fresh server (unless shared), warm-up, the batch, its CPU. */
+  async function measure(variant: Variant, round: number): Promise<Sample> {
+    const opened = fresh ? await open([variant]) : shared;
+    const setup = opened.setups.find((s) => s.variant === variant)!;
+    if (fresh) await batch(setup, opened.server, IN_FLIGHT, false);
+    const rate = await batch(setup, opened.server);
+    samples[variant].push(rate);
+    report(round, variant, rate);
+    if (fresh) await opened.close();
+    const c = cpu[variant]!;
+    return { rate, cpu: { ...threads[variant]!.at(-1)!, process: c.node.at(-1)!, server: c.server.at(-1)! } };
+  }
+  // The machine's speed drifts by up to ±25% from one minute to the next on a shared VM: in one run the
+  // same variant used 39 to 66 ms of CPU per workflow, at a constant ~1.8 cores busy, and its
+  // throughput followed. That is more than the effect measured, and batches of one round are up to a
+  // minute apart. So every other variant's batch is bracketed by baseline batches (B V1 B V2 B V3 B V1
+  // B ...) and compared with the mean of the two baselines around it, ~20 s on either side: drift that
+  // is linear over that span cancels. The reported ratios are medians of these bracketed ratios.
+  const others = variants.filter((v) => v !== 'baseline');
+  const brackets: Record<string, { rate: number[]; cpu: Record<CpuPart, number[]> }> = {};
+  let before = await measure('baseline', 0);
   for (let round = 0; round < ROUNDS; round++) {
-    // The order alternates too, for drift in this process.
-    const order = round % 2 === 0 ? variants : [...variants].reverse();
-    for (const variant of order) {
-      const opened = fresh ? await open([variant]) : shared;
-      const setup = opened.setups.find((s) => s.variant === variant)!;
-      if (fresh) await batch(setup, opened.server, IN_FLIGHT, false);
-      const rate = await batch(setup, opened.server);
-      samples[variant].push(rate);
-      report(round, variant, rate);
-      if (fresh) await opened.close();
+    // The order alternates, so that no variant always follows the same one.
+    for (const variant of round % 2 === 0 ? others : [...others].reverse()) {
+      const sample = await measure(variant, round);
+      const after = await measure('baseline', round);
+      const b = (brackets[variant] ??= { rate: [], cpu: emptyCpuParts() });
+      b.rate.push(sample.rate / ((before.rate + after.rate) / 2));
+      for (const part of CPU_PARTS)
+        b.cpu[part].push(sample.cpu[part] / ((before.cpu[part] + after.cpu[part]) / 2));
+      before = after;
     }
   }
   const median = (xs: number[]) =>
@@ -284,10 +319,8 @@ async function main(): Promise<void> {
     return sorted[lo]! + (sorted[Math.ceil(at)]! - sorted[lo]!) * (at - lo);
   };
   const m = Object.fromEntries(variants.map((v) => [v, median(samples[v])])) as Record<Variant, number>;
-  // Each round measures every variant back to back, so a round's ratio is what the machine's drift
-  // affects least: the ratios reported are medians of those.
-  const perRound = (v: Variant) => samples[v].map((x, round) => x / samples.baseline[round]!);
-  const paired = (v: Variant) => (samples[v].length && samples.baseline.length ? median(perRound(v)) : NaN);
+  const paired = (v: Variant) => median(brackets[v]?.rate ?? []);
+  const candidateRatios = brackets.candidate?.rate ?? [];
   const result = {
     baseline: m.baseline,
     peer: m.peer,
@@ -300,15 +333,25 @@ async function main(): Promise<void> {
     ...(m.nomirror ? { nomirrorRatio: paired('nomirror') } : {}),
     ...(m.memo ? { memoRatio: paired('memo') } : {}),
     ...(m.padded ? { paddedRatio: paired('padded') } : {}),
-    // The spread of the per-round candidate ratios: how far one run's ratio can be trusted.
-    ratioQuartiles: [quantile(perRound('candidate'), 0.25), quantile(perRound('candidate'), 0.75)],
+    ...(m.sa ? { saRatio: paired('sa') } : {}),
+    // The spread of the bracketed candidate ratios: how far one run's ratio can be trusted.
+    ratioQuartiles: [quantile(candidateRatios, 0.25), quantile(candidateRatios, 0.75)],
     ratioOfMedians: m.candidate / m.baseline,
-    unit: 'workflows/s (median of rounds); ratios: median over rounds of the per-round ratio',
+    unit: 'workflows/s (median of batches); ratios: median of each batch over the mean of the two baseline batches around it',
+    // Where the extra work goes, drift cancelled the same way: each variant's CPU per workflow over the
+    // baseline's, by thread of this process and for the dev server.
+    cpuOverBaseline: Object.fromEntries(
+      Object.entries(brackets).map(([v, b]) => [
+        v,
+        Object.fromEntries(CPU_PARTS.map((part) => [part, median(b.cpu[part])])),
+      ]),
+    ),
     workload: {
       workflowsPerBatch: WORKFLOWS_PER_BATCH,
       activitiesPerWorkflow: 3,
       inFlight: IN_FLIGHT,
       rounds: ROUNDS,
+      bracketedByBaseline: true,
       freshServerPerBatch: fresh,
     },
     samples,
@@ -338,12 +381,23 @@ async function main(): Promise<void> {
   const r = (x: number) => (Number.isFinite(x) ? x.toFixed(3) : '-');
   process.stdout.write(
     `\nbaseline ${f(m.baseline)}  peer (OpenTelemetry) ${f(m.peer)}  candidate ${f(m.candidate)}  full (with codec) ${f(m.full)} workflows/s\n` +
-      `ratio candidate/baseline = ${r(result.ratio)} (target >= 0.97; per-round quartiles ${r(result.ratioQuartiles[0]!)}–${r(result.ratioQuartiles[1]!)}); peer/baseline = ${r(result.peerRatio)}; full/baseline = ${r(result.fullRatio)}\n`,
+      `ratio candidate/baseline = ${r(result.ratio)} (target >= 0.97; quartiles ${r(result.ratioQuartiles[0]!)}–${r(result.ratioQuartiles[1]!)}); peer/baseline = ${r(result.peerRatio)}; full/baseline = ${r(result.fullRatio)}\n`,
   );
   const out = fileURLToPath(new URL('./results/', import.meta.url));
   mkdirSync(out, { recursive: true });
   writeFileSync(`${out}propagation.json`, `${JSON.stringify(result, null, 2)}\n`);
   if (!fresh) await shared.close();
+}
+
+/** What one batch measured: workflows/s and CPU per workflow by part. */
+interface Sample {
+  rate: number;
+  cpu: Record<CpuPart, number>;
+}
+const CPU_PARTS = ['process', 'main', 'workflowThread', 'core', 'other', 'server'] as const;
+type CpuPart = (typeof CPU_PARTS)[number];
+function emptyCpuParts(): Record<CpuPart, number[]> {
+  return Object.fromEntries(CPU_PARTS.map((part) => [part, []])) as unknown as Record<CpuPart, number[]>;
 }
 
 /** Milliseconds per clock tick in /proc (USER_HZ = 100 on Linux). */

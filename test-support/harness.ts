@@ -86,10 +86,13 @@ export async function startHarness(options: {
       worker.shutdown();
       await running;
       await connection.close();
-      await nativeConnection.close();
-      // SDK 1.24 leaves a closed NativeConnection's AsyncLocalStorage enabled, taxing every later
-      // promise in this process (bench/propagation.ts has the numbers).
-      nativeConnection.callContextStorage.disable();
+      try {
+        await nativeConnection.close();
+      } finally {
+        // SDK 1.24 leaves a closed NativeConnection's AsyncLocalStorage enabled, taxing every later
+        // promise in this process (bench/propagation.ts has the numbers); also when close() fails.
+        nativeConnection.callContextStorage.disable();
+      }
     },
   };
 }
