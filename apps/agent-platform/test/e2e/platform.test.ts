@@ -6,14 +6,7 @@ import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
-import {
-  ErrorCodes,
-  KeyRing,
-  UserContextPlugin,
-  generateKeySet,
-  memoryAuditSink,
-  runAsUser,
-} from 'temporal-user-context';
+import { ErrorCodes, KeyRing, UserContextPlugin, memoryAuditSink, runAsUser } from 'temporal-user-context';
 import { fromPgPool, postgresAuditSink, type SqlDatabase } from 'temporal-user-context/postgres';
 import { createTestDatabase, type TestDatabase } from '../../../../test-support/postgres.js';
 import { createApi } from '../../src/api/app.js';
@@ -29,6 +22,7 @@ import {
   type ModelProvider,
 } from '../../src/providers/index.js';
 import { createWorker, workflowsPath } from '../../src/worker.js';
+import { readFixtureKeys, writeFixtureHistories } from '../replay/fixtures.js';
 
 let database: TestDatabase;
 let pool: pg.Pool;
@@ -42,7 +36,10 @@ let client: Client;
 let issuer: DevIssuer;
 let agentIds: Record<string, string>;
 const tokens: Record<string, string> = {};
-let keys: ReturnType<typeof generateKeySet>;
+// Test-only keys, committed with the histories they recorded (test/fixtures/histories): replaying a
+// history needs the codec key it was written with. Never use them anywhere else.
+const recordingKeys = readFixtureKeys();
+let keys: typeof recordingKeys;
 let taskQueue: string;
 const audit = memoryAuditSink();
 
@@ -55,7 +52,7 @@ beforeAll(async () => {
 
   const namespace = inject('temporalNamespace');
   taskQueue = `agent-tasks-${randomUUID()}`;
-  keys = generateKeySet('agent-e2e');
+  keys = recordingKeys;
   nativeConnection = await NativeConnection.connect({ address: inject('temporalAddress') });
   connection = await Connection.connect({ address: inject('temporalAddress') });
   const dbAudit = postgresAuditSink(db);
@@ -457,6 +454,7 @@ describe('replay', () => {
     const histories = await Promise.all(
       (executions ?? []).map(async (e) => ({
         workflowId: e.execution?.workflowId ?? '',
+        runId: e.execution?.runId ?? '',
         history: await client.workflow
           .getHandle(e.execution?.workflowId ?? '', e.execution?.runId ?? undefined)
           .fetchHistory(),
@@ -469,6 +467,9 @@ describe('replay', () => {
         history.events?.some((e) => e.workflowExecutionFailedEventAttributes) &&
         history.events.some((e) => e.markerRecordedEventAttributes?.markerName === 'core_patch'),
     );
+    // RECORD_HISTORIES=1 refreshes the committed fixtures (test/replay/fixtures.test.ts replays them
+    // with every later version of the workflow code).
+    if (process.env.RECORD_HISTORIES) writeFixtureHistories(histories);
     expect(failedWithMarker.length).toBeGreaterThanOrEqual(2);
     expect(histories.length).toBeGreaterThan(failedWithMarker.length);
     const plugin = new UserContextPlugin({ keys: KeyRing.fromJSON(keys.worker), audit: memoryAuditSink() });

@@ -1,0 +1,65 @@
+// Determinism across versions: histories of AgentExecutionWorkflow recorded on a real server by earlier
+// versions of the code (committed under histories/) replay without non-determinism errors under the
+// current workflow code, with the plugin installed and after a key rotation. Runs without a server.
+//
+// Labels: `pre-failure-record` was recorded by the workflow as it was before it recorded failed runs
+// (commit 7d1ae87), so its failed runs have no `record-failed-runs` patch marker and must replay down
+// the unpatched branch; `current` by the code at the time of its recording (refresh with
+// `RECORD_HISTORIES=1 npx vitest run apps/agent-platform/test/e2e/platform.test.ts`; keep the old ones).
+import { Worker } from '@temporalio/worker';
+import type { History } from '@temporalio/common/lib/proto-utils.js';
+import { describe, expect, it } from 'vitest';
+import {
+  KeyRing,
+  UserContextPlugin,
+  memoryAuditSink,
+  rotateKeySet,
+  workerKeySet,
+} from 'temporal-user-context';
+import { workflowsPath } from '../../src/worker.js';
+import { readFixtureHistories, readFixtureKeys } from './fixtures.js';
+
+const events = (history: History) => history.events ?? [];
+const failed = (h: History) => events(h).some((e) => e.workflowExecutionFailedEventAttributes);
+const completed = (h: History) => events(h).some((e) => e.workflowExecutionCompletedEventAttributes);
+const continued = (h: History) => events(h).some((e) => e.workflowExecutionContinuedAsNewEventAttributes);
+// The app cancels through its `cancel` signal: the run then completes with status `cancelled`.
+const cancelled = (h: History) =>
+  completed(h) && events(h).some((e) => e.workflowExecutionSignaledEventAttributes?.signalName === 'cancel');
+const updated = (h: History) => events(h).some((e) => e.workflowExecutionUpdateAcceptedEventAttributes);
+const patchedFailure = (h: History) =>
+  events(h).some((e) => e.markerRecordedEventAttributes?.markerName === 'core_patch');
+
+describe('committed AgentExecutionWorkflow histories', () => {
+  const fixtures = readFixtureHistories();
+  const byLabel = (label: string) => fixtures.filter((f) => f.label === label).map((f) => f.history);
+
+  it('cover every way a run ends, before and after failed runs were recorded', () => {
+    const current = byLabel('current');
+    expect(current.some(completed)).toBe(true);
+    expect(current.some(continued)).toBe(true);
+    expect(current.some(cancelled)).toBe(true);
+    expect(current.some(updated)).toBe(true);
+    expect(current.some((h) => failed(h) && patchedFailure(h))).toBe(true);
+    // The older code failed runs without the marker: replay must take the unpatched branch there.
+    const older = byLabel('pre-failure-record');
+    expect(older.some((h) => failed(h) && !patchedFailure(h))).toBe(true);
+    expect(older.some(completed)).toBe(true);
+  });
+
+  it('replay deterministically under the current code, after a key rotation', async () => {
+    // Replay needs the recording's codec key (kept decrypt-only by the rotation) and no token key:
+    // workflow code never verifies.
+    const keys = KeyRing.fromJSON(workerKeySet(rotateKeySet(readFixtureKeys().edge)));
+    const plugin = new UserContextPlugin({ keys, audit: memoryAuditSink() });
+    const results: Array<{ workflowId: string; error: unknown }> = [];
+    for await (const result of Worker.runReplayHistories(
+      { workflowsPath, plugins: [plugin] },
+      fixtures.map(({ workflowId, history }) => ({ workflowId, history })),
+    )) {
+      results.push({ workflowId: result.workflowId, error: result.error });
+    }
+    expect(results).toHaveLength(fixtures.length);
+    expect(results.filter((r) => r.error)).toEqual([]);
+  });
+});
