@@ -66,14 +66,15 @@ export function keyRingFromEnv(fallbackFile?: string): KeyRing {
 
 /**
  * The search-attribute mirror: AGENT_PLATFORM_SEARCH_ATTRIBUTES (`pseudonym`, `plain` or `off`), else
- * `fallback`. Turn it on only where `UserId` and `WorkspaceId` are registered on the namespace: the
+ * (unset or empty) `fallback`. Turn it on only where `UserId` and `WorkspaceId` are registered on the namespace: the
  * server refuses every start that sets an unregistered search attribute.
  */
 export function searchAttributeMirror(
   fallback: MirrorMode,
   env: NodeJS.ProcessEnv = process.env,
 ): MirrorMode {
-  const value = env.AGENT_PLATFORM_SEARCH_ATTRIBUTES ?? fallback;
+  // Empty means unset, as for the other variables here (`FOO= npm start` clears a value).
+  const value = env.AGENT_PLATFORM_SEARCH_ATTRIBUTES || fallback;
   if (value !== 'pseudonym' && value !== 'plain' && value !== 'off') {
     throw new Error('AGENT_PLATFORM_SEARCH_ATTRIBUTES must be pseudonym, plain or off');
   }

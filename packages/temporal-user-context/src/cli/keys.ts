@@ -4,8 +4,9 @@
  *   keys generate --issuer NAME --out DIR   writes DIR/edge.json (signs: the API only) and DIR/worker.json
  *   keys rotate   --in DIR/edge.json --out DIR   retires the active keys (kept verify/decrypt-only) and adds new ones
  *   keys export-pseudonym --in DIR/edge.json --out FILE   writes a lookup file: the pseudonym key alone
- *   keys pseudonym --in FILE --user ID --workspace ID   prints the pseudonyms the mirrors and headers
- *                  show for that user, and a list filter for the search-attribute mirror
+ *   keys pseudonym --in FILE [--user ID] [--workspace ID]   prints the pseudonyms the mirrors and
+ *                  headers show for that user and/or workspace (at least one), and a list filter for the
+ *                  search-attribute mirror
  * Files are written with mode 0600. Give workers only worker.json.
  */
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -72,17 +73,25 @@ function main(argv: string[]): number {
     process.stdout.write(`wrote ${values.out} (the pseudonym key only: for looking users up)\n`);
     return 0;
   }
-  if (command === 'pseudonym' && values.in && values.user && values.workspace) {
+  if (command === 'pseudonym' && values.in && (values.user || values.workspace)) {
     const key = pseudonymKeyFromJSON(readJson(values.in));
-    const p = pseudonymsOf(key, { userId: values.user, workspaceId: values.workspace });
-    const query = `UserId = "${p.userId}" AND WorkspaceId = "${p.workspaceId}"`;
-    process.stdout.write(`${JSON.stringify({ ...p, query })}\n`);
+    // One of the two may be left out (all of a user's workflows, or a whole workspace's): a valid
+    // placeholder stands in for it and its pseudonym is not printed.
+    const p = pseudonymsOf(key, { userId: values.user ?? 'x', workspaceId: values.workspace ?? 'x' });
+    const found = {
+      ...(values.user ? { userId: p.userId } : {}),
+      ...(values.workspace ? { workspaceId: p.workspaceId } : {}),
+    };
+    const query = Object.entries(found)
+      .map(([field, value]) => `${field === 'userId' ? 'UserId' : 'WorkspaceId'} = "${value}"`)
+      .join(' AND ');
+    process.stdout.write(`${JSON.stringify({ ...found, query })}\n`);
     return 0;
   }
   process.stderr.write(
     'usage: keys generate --issuer NAME --out DIR | keys rotate --in EDGE.json --out DIR\n' +
       '     | keys export-pseudonym --in EDGE.json --out FILE\n' +
-      '     | keys pseudonym --in FILE --user ID --workspace ID\n',
+      '     | keys pseudonym --in FILE [--user ID] [--workspace ID] (at least one)\n',
   );
   return 2;
 }

@@ -84,6 +84,24 @@ describe('pseudonym lookup files (keys export-pseudonym / keys pseudonym)', () =
     });
   });
 
+  it('looks up a user alone or a workspace alone', () => {
+    const expected = pseudonymsOf(KeyRing.fromFile(join(dir, 'edge.json')), alice);
+    const user = keys('pseudonym', '--in', join(dir, 'edge.json'), '--user', 'alice');
+    expect(JSON.parse(user.stdout)).toEqual({
+      userId: expected.userId,
+      query: `UserId = "${expected.userId}"`,
+    });
+    const workspace = keys('pseudonym', '--in', join(dir, 'edge.json'), '--workspace', 'ws-acme');
+    expect(JSON.parse(workspace.stdout)).toEqual({
+      workspaceId: expected.workspaceId,
+      query: `WorkspaceId = "${expected.workspaceId}"`,
+    });
+    // Neither: the usage line, not a lookup of a placeholder.
+    const neither = keys('pseudonym', '--in', join(dir, 'edge.json'));
+    expect(neither.status).toBe(2);
+    expect(neither.stdout).toBe('');
+  });
+
   it('refuses what is neither a key set nor a lookup file, with a code and no stack trace', () => {
     for (const doc of [{}, { version: 1, issuer: 'x', pseudonym: { k: 'short' } }, { pseudonym: {} }])
       expect(() => pseudonymKeyFromJSON(doc)).toThrow(
