@@ -7,10 +7,11 @@
  *                with the payload codec off (the codec is a separate feature, measured as `full`);
  * - `full`:      the candidate with payload encryption (the codec is on by default).
  * Every other variant's batch runs between two baseline batches and is compared with their mean, which
- * cancels the machine's drift (below); ratios are medians over rounds. Each measured batch has a dev server of its own, so that every variant meets the same
- * server state (BENCH_FRESH_SERVER=0 keeps one for the whole run; with TEMPORAL_ADDRESS there is only
- * that one). Writes bench/results/propagation.json. Not a test: it asserts nothing, it measures.
- * Diagnostics: BENCH_VARIANTS=baseline,candidate (also `nomirror`, `memo`, `padded`, `null`);
+ * cancels the machine's drift (below); ratios are medians over rounds. Each measured batch has a dev
+ * server of its own, so that every variant meets the same server state (BENCH_FRESH_SERVER=0 keeps
+ * one for the whole run; with TEMPORAL_ADDRESS there is only that one). Writes
+ * bench/results/propagation.json. Not a test: it asserts nothing, it measures.
+ * Diagnostics: BENCH_VARIANTS=candidate,... (also `nomirror`, `memo`, `padded`, `null`, `sa`);
  * BENCH_NULL=1 adds an interceptor plugin that does nothing (the floor of any interceptor-based
  * plugin); BENCH_MIRROR=off|plain. Every batch also reports CPU per workflow, of this process by thread
  * (Linux) and of the dev server.

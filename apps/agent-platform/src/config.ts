@@ -66,8 +66,8 @@ export function keyRingFromEnv(fallbackFile?: string): KeyRing {
 
 /**
  * The search-attribute mirror: AGENT_PLATFORM_SEARCH_ATTRIBUTES (`pseudonym`, `plain` or `off`), else
- * (unset or empty) `fallback`. Turn it on only where `UserId` and `WorkspaceId` are registered on the namespace: the
- * server refuses every start that sets an unregistered search attribute.
+ * (unset or empty) `fallback`. Turn it on only where `UserId` and `WorkspaceId` are registered on the
+ * namespace: the server refuses every start that sets an unregistered search attribute.
  */
 export function searchAttributeMirror(
   fallback: MirrorMode,

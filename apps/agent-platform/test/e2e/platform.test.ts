@@ -36,7 +36,7 @@ let client: Client;
 let issuer: DevIssuer;
 let agentIds: Record<string, string>;
 const tokens: Record<string, string> = {};
-// Test-only keys, committed with the histories they recorded (test/fixtures/histories): replaying a
+// Test-only keys, committed with the histories they recorded (test/replay/histories): replaying a
 // history needs the codec key it was written with. Never use them anywhere else.
 const recordingKeys = readFixtureKeys();
 let keys: typeof recordingKeys;

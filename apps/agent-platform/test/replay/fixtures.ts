@@ -14,16 +14,18 @@ export function readFixtureKeys(): { edge: KeySetJson; worker: KeySetJson } {
 }
 
 /**
- * Writes histories as `<label>--<workflow id>--<run id>.json` (file-name safe) holding `{ workflowId, history }`
- * (replay needs the exact id: the payload codec binds payloads to it), replacing the fixtures of that
- * label (the value of RECORD_HISTORIES: `current`, or a name for histories recorded by an older version).
+ * Writes histories as `<label>--<workflow id>--<run id>.json` (made file-name safe), each holding
+ * `{ workflowId, history }` (replay needs the exact id: the payload codec binds payloads to it), and
+ * replaces the fixtures of that label: the value of RECORD_HISTORIES, `current` for `1`.
  */
 export function writeFixtureHistories(
   recorded: ReadonlyArray<{ workflowId: string; runId: string; history: History }>,
 ): void {
   const label =
     process.env.RECORD_HISTORIES === '1' ? 'current' : (process.env.RECORD_HISTORIES ?? 'current');
-  if (!/^[a-z0-9-]+$/.test(label)) throw new Error('RECORD_HISTORIES: a label of a-z, 0-9 and -');
+  if (!/^[a-z0-9]+(-[a-z0-9]+)*$/.test(label)) {
+    throw new Error('RECORD_HISTORIES: 1, or a label of a-z and 0-9 words joined by single dashes');
+  }
   mkdirSync(historiesDir, { recursive: true });
   for (const f of readdirSync(historiesDir)) if (f.startsWith(`${label}--`)) rmSync(`${historiesDir}${f}`);
   for (const { workflowId, runId, history } of recorded) {
