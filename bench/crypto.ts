@@ -1,7 +1,8 @@
 /**
  * `npm run bench:crypto`: cost of sealing and opening a context token, against the floor of doing
  * the same cryptography with plain node:crypto (AES-256-GCM decrypt + Ed25519 verify of the same
- * token), and the payload codec against raw node:crypto AES-256-GCM on the same buffers. One run;
+ * token), the package's own work for one workflow of `npm run bench` (bench/workflow-path.ts), and the
+ * payload codec against raw node:crypto AES-256-GCM on the same buffers. One run;
  * writes bench/results/crypto.json. Not a test: it measures.
  */
 import { execFileSync } from 'node:child_process';
@@ -17,6 +18,7 @@ import {
   openContextToken,
 } from 'temporal-user-context';
 import type { CodecBenchResult, CodecBenchSize } from './crypto-codec.js';
+import { workflowPath } from './workflow-path.js';
 
 const keys = generateKeySet('bench');
 const edge = KeyRing.fromJSON(keys.edge);
@@ -136,6 +138,7 @@ async function main(): Promise<void> {
   const [rawOpenLimitUs, openColdUs, rawOpenAsyncUs] = opens.us as [number, number, number];
   const verifier = new ContextVerifier(worker);
   const openCachedUs = await measure(() => verifier.open(header.tok), 2000);
+  const path = await workflowPath(keys, interleaved);
   const codec = codecInOwnProcess();
   const result = {
     sealUs,
@@ -146,6 +149,9 @@ async function main(): Promise<void> {
     openColdOverFloor: opens.overFirst[1]!,
     openColdOverAsyncFloor: opens.overFirst[1]! / opens.overFirst[2]!,
     openCachedOverCold: openCachedUs / openColdUs,
+    // This package's own work for one workflow of `npm run bench` (bench/workflow-path.ts): what the
+    // candidate adds to the bench process there, before the SDK moves the bigger messages.
+    workflowPathUs: { edge: path.edgeUs, worker: path.workerUs, total: path.edgeUs + path.workerUs },
     codecRatio: Object.fromEntries(Object.entries(codec).map(([k, v]) => [k, v.codecRatio])),
     codec,
     // A fresh heap is the codec's best case: in a busy worker, GC pauses fall on it and on the raw
