@@ -88,7 +88,7 @@ export async function workflowPath(
   const step = async (value: string, i: number) => `${value}.${i}:${Context.current().info.attempt}`;
   const stepAsUser = async (value: string, i: number) => {
     if (currentUserContext().userId !== user.userId) throw new Error('not the benchmark user');
-    return step(value, i);
+    return `${value}.${i}:${Context.current().info.attempt}`;
   };
   const activitiesBare = async () => {
     const { context } = runs[bareAt++ % runs.length]!;
@@ -97,9 +97,10 @@ export async function workflowPath(
   };
   const activitiesOurs = async () => {
     const { headers, context } = runs[oursAt++ % runs.length]!;
-    const guard = guardOf(context).inbound as ActivityInboundCallsInterceptor;
     let value = 'x';
     for (let i = 0; i < 3; i++) {
+      // The worker calls the interceptor factory for every activity execution.
+      const guard = guardOf(context).inbound as ActivityInboundCallsInterceptor;
       const v = value;
       value = (await asyncLocalStorage.run(context, () =>
         guard.execute!({ args: [v, i], headers }, () => stepAsUser(v, i)),
