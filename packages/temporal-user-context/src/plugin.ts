@@ -17,6 +17,7 @@ import type { UserContextSinks } from './workflow/interceptors.js';
 import { WHOAMI_ACTIVITY, WHOIS_ACTOR_ACTIVITY } from './workflow/api.js';
 import { ActivityGuard } from './worker/activity-interceptor.js';
 import { NexusGuard } from './worker/nexus-interceptor.js';
+import { ScheduledRunCheck } from './worker/scheduled-run.js';
 import { currentActor, currentUserContext } from './worker/resolve.js';
 import { ContextVerifier, type Verified, type VerifierOptions } from './worker/verifier.js';
 import { ErrorCodes, UserContextError } from './context/errors.js';
@@ -40,11 +41,15 @@ export interface UserContextPluginOptions {
   mirror?: Partial<MirrorOptions>;
   /** Activity type → system principal names it may run as without a user (default: none). */
   systemActivities?: Record<string, string[]>;
-  /** Revocation hook, consulted after verification on every activity. */
+  /**
+   * Revocation hook, consulted after verification on every activity (for its originator token and, when
+   * it has one, its actor token: a revoked actor does not pass `verifyActor()`) and on every Nexus
+   * operation. `true` refuses with `USER_CONTEXT_REVOKED`. The claims it gets are frozen.
+   */
   isRevoked?: (verified: Verified) => boolean | Promise<boolean>;
   /** Verifier tuning: clock skew, cache size. */
   verifier?: VerifierOptions;
-  /** Start window of start tokens in seconds (default 60). */
+  /** Start window of start tokens in seconds: an integer from 1 to 86 400 (default 60). */
   startWindowSeconds?: number;
   /**
    * Encrypt payloads (arguments, results, memo, signal/update/query arguments) with the key ring's
@@ -79,7 +84,10 @@ export const workflowInterceptorsPath = fileURLToPath(
 export class UserContextPlugin extends SimplePlugin {
   readonly auditor: Auditor;
   readonly verifier: ContextVerifier;
-  /** The payload codec, when enabled: give the same instance to a codec server. */
+  /**
+   * The payload codec, when enabled: give the same instance to a codec server, which binds it to the
+   * namespace it serves (`createCodecServer({ codec: plugin.codec, namespace })`).
+   */
   readonly codec: AesGcmPayloadCodec | undefined;
   private readonly scope: { namespace: string };
 
@@ -97,9 +105,13 @@ export class UserContextPlugin extends SimplePlugin {
       },
       auditor,
       mirror,
-      ...(pluginOptions.startWindowSeconds ? { startWindowSeconds: pluginOptions.startWindowSeconds } : {}),
+      // `!== undefined`, not truthiness: 0 and NaN must reach the check and be refused, not mean the default.
+      ...(pluginOptions.startWindowSeconds !== undefined
+        ? { startWindowSeconds: pluginOptions.startWindowSeconds }
+        : {}),
     });
     const verifier = new ContextVerifier(pluginOptions.keys, pluginOptions.verifier);
+    const scheduledRuns = new ScheduledRunCheck();
     const clientInterceptors = {
       workflow: [new UserContextWorkflowClientInterceptor(source)],
       schedule: [new UserContextScheduleClientInterceptor(source)],
@@ -108,8 +120,8 @@ export class UserContextPlugin extends SimplePlugin {
     const codec = codecOptions
       ? new AesGcmPayloadCodec({
           keys: pluginOptions.keys.codecKeyMaterial(),
-          // Only the fallback for calls without a serialization context (codec servers); the SDK passes
-          // one on every workflow path. Set `namespace` in the plugin options for other namespaces.
+          // Only the fallback for calls without a serialization context; the SDK passes one on every
+          // workflow path, and createCodecServer rebinds it to the namespace it serves (forNamespace).
           namespace: scope.namespace,
           // Scheduled runs are named `<action id>-<time>` while their arguments were encoded for `<action id>`.
           acceptScheduledRuns: true,
@@ -147,6 +159,7 @@ export class UserContextPlugin extends SimplePlugin {
               verifier,
               auditor,
               systemActivities: pluginOptions.systemActivities ?? {},
+              scheduledRuns,
               ...(pluginOptions.isRevoked ? { isRevoked: pluginOptions.isRevoked } : {}),
             }),
           }),
@@ -156,6 +169,7 @@ export class UserContextPlugin extends SimplePlugin {
             inbound: new NexusGuard({
               verifier,
               auditor,
+              scheduledRuns,
               ...(pluginOptions.isRevoked ? { isRevoked: pluginOptions.isRevoked } : {}),
             }),
           }),

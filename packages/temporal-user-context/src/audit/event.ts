@@ -6,6 +6,7 @@ export type IdentitySource =
   | 'edge' // issued by the edge (client side)
   | 'none';
 
+/** The outcome an audit record reports: the context was accepted or refused. */
 export type AuditDecision = 'allow' | 'deny';
 
 /**

@@ -1,6 +1,6 @@
 import { pino, type Logger } from 'pino';
 import type { AuditEvent, AuditSink } from './event.js';
-import { sanitizeAuditEvent } from './sanitize.js';
+import { describeThrown, sanitizeAuditEvent } from './sanitize.js';
 
 /** Default sink: one pino line per event at `info` (allow) or `warn` (deny), under `audit`. */
 export function pinoAuditSink(logger: Logger = pino({ name: 'temporal-user-context' })): AuditSink {
@@ -26,7 +26,11 @@ export function memoryAuditSink(): AuditSink & { readonly events: AuditEvent[]; 
   };
 }
 
-/** Fans one event out to several sinks; a failing sink never blocks the others or the caller. */
+/**
+ * Fans one event out to several sinks; a failing sink never blocks the others or the caller. Whatever a
+ * sink throws or rejects with (even a value that cannot be turned into a string) is reported on stderr
+ * and goes no further: no exception reaches the caller and no rejection is left unhandled.
+ */
 export class Auditor {
   constructor(private readonly sinks: readonly AuditSink[]) {}
 
@@ -34,9 +38,11 @@ export class Auditor {
     const clean = sanitizeAuditEvent(event, event.time ?? new Date().toISOString());
     for (const sink of this.sinks) {
       try {
-        const pending = sink.emit(clean);
-        if (pending && typeof (pending as Promise<void>).catch === 'function') {
-          (pending as Promise<void>).catch((err: unknown) => reportSinkFailure(err));
+        const pending: unknown = sink.emit(clean);
+        if (isThenable(pending)) {
+          // Promise.resolve adopts any thenable, also one whose `then` throws: every outcome lands in a
+          // handler that cannot throw, so the chain ends fulfilled.
+          Promise.resolve(pending).then(undefined, reportSinkFailure);
         }
       } catch (err) {
         reportSinkFailure(err);
@@ -45,9 +51,19 @@ export class Auditor {
   }
 }
 
-function reportSinkFailure(err: unknown): void {
-  // Never let an audit sink crash a worker; say so on stderr where operators will see it.
-  process.stderr.write(
-    `temporal-user-context: audit sink failed: ${err instanceof Error ? err.message : String(err)}\n`,
+function isThenable(value: unknown): value is PromiseLike<unknown> {
+  return (
+    (typeof value === 'object' || typeof value === 'function') &&
+    value !== null &&
+    typeof (value as { then?: unknown }).then === 'function'
   );
+}
+
+/** Never throws: an audit sink must not crash a worker, and neither may the report of its failure. */
+function reportSinkFailure(err: unknown): void {
+  try {
+    process.stderr.write(`temporal-user-context: audit sink failed: ${describeThrown(err)}\n`);
+  } catch {
+    // stderr itself failed (closed pipe): there is nowhere left to report to.
+  }
 }

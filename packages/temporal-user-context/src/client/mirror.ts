@@ -30,12 +30,32 @@ export interface MirrorOptions {
 
 const MODES: readonly string[] = ['pseudonym', 'plain', 'off'];
 
+const FIELDS: readonly string[] = ['memo', 'searchAttributes'];
+
 /**
  * The plugin's mirror options, defaults filled in field by field (an explicit `undefined`, as from an
  * unset variable, means the default: never search attributes on a namespace that may lack them). Any
- * other value is refused with `USER_CONTEXT_MISCONFIGURED` rather than read as some mode.
+ * other value is refused with `USER_CONTEXT_MISCONFIGURED` rather than read as some mode: so is a
+ * `mirror` that is not an object (`mirror: 'plain'` would otherwise read as the defaults, pseudonyms
+ * where plain ids were asked for) and a field other than the two (a misspelt one would be ignored).
  */
 export function mirrorOptionsOf(options: Partial<MirrorOptions> | undefined): MirrorOptions {
+  if (options !== undefined) {
+    if (typeof options !== 'object' || options === null || Array.isArray(options)) {
+      throw new UserContextError(
+        ErrorCodes.MISCONFIGURED,
+        'mirror must be an object: { memo?, searchAttributes? }',
+      );
+    }
+    for (const field of Object.keys(options)) {
+      if (!FIELDS.includes(field)) {
+        throw new UserContextError(
+          ErrorCodes.MISCONFIGURED,
+          'mirror takes only the fields memo and searchAttributes',
+        );
+      }
+    }
+  }
   const mirror = {
     memo: options?.memo ?? 'pseudonym',
     searchAttributes: options?.searchAttributes ?? 'off',

@@ -1,4 +1,5 @@
 import { ErrorCodes, UserContextError } from '../context/errors.js';
+import { numberOption } from '../context/number-option.js';
 import type { UserContext } from '../context/schema.js';
 import type { Auditor } from '../audit/sinks.js';
 import type { IdentitySource } from '../audit/event.js';
@@ -14,7 +15,7 @@ export interface ContextSourceOptions {
   namespace: string;
   auditor: Auditor;
   mirror: MirrorOptions;
-  /** Start window of start tokens, seconds. */
+  /** Start window of start tokens, seconds: an integer from 1 to 86 400 (default 60). */
   startWindowSeconds?: number;
 }
 
@@ -25,9 +26,20 @@ export interface ContextSourceOptions {
  */
 export class ContextSource {
   readonly mirror: MirrorOptions;
+  private readonly startWindowSeconds: number | undefined;
 
   constructor(private readonly options: ContextSourceOptions) {
     this.mirror = options.mirror;
+    // The window is how long a copied start token can start its workflow again: never unbounded, and
+    // a day is already far more than a start needs (longer-lived starts are what schedules are for).
+    this.startWindowSeconds =
+      options.startWindowSeconds === undefined
+        ? undefined
+        : numberOption('startWindowSeconds', options.startWindowSeconds, 60, {
+            min: 1,
+            max: 86_400,
+            integer: true,
+          });
   }
 
   private who(action: string): { context: UserContext; source: IdentitySource; forward?: ContextHeader } {
@@ -101,7 +113,7 @@ export class ContextSource {
     const originator = await this.issue(action, context, source, {
       use: 'start',
       workflowId,
-      ...(this.options.startWindowSeconds ? { windowSeconds: this.options.startWindowSeconds } : {}),
+      ...(this.startWindowSeconds !== undefined ? { windowSeconds: this.startWindowSeconds } : {}),
     });
     return { originator, context };
   }

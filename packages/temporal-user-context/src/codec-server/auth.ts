@@ -6,6 +6,7 @@ import {
   type JWTPayload,
   type JWTVerifyGetKey,
 } from 'jose';
+import { ErrorCodes, UserContextError } from '../context/errors.js';
 import { CodecServerCodes, CodecServerError } from './errors.js';
 
 /** Who called, as far as the codec server cares. */
@@ -30,7 +31,10 @@ export interface JwtOptions {
   issuer: string;
   /** Required `aud` (one of). */
   audience: string | string[];
-  /** Accepted algorithms. Default asymmetric only: `RS256`, `PS256`, `ES256`, `EdDSA`. Never `none`/HS*. */
+  /**
+   * Accepted algorithms. Default asymmetric only: `RS256`, `PS256`, `ES256`, `EdDSA`. `none` and HS*
+   * are refused with `USER_CONTEXT_MISCONFIGURED` when the verifier is built.
+   */
   algorithms?: JWSAlgorithm[];
   /** Allowed clock skew in seconds. Default 30. */
   clockToleranceSeconds?: number;
@@ -44,16 +48,31 @@ const MAX_TOKEN_CHARS = 8192;
 
 /** A {@link VerifyToken} backed by jose `jwtVerify`; requires `exp` and `sub`. */
 export function jwtVerifier(options: JwtOptions): VerifyToken {
-  const getKey: JWTVerifyGetKey =
-    typeof options.jwks === 'function'
-      ? options.jwks
-      : options.jwks instanceof URL
-        ? createRemoteJWKSet(options.jwks)
-        : createLocalJWKSet(options.jwks);
   const algorithms = options.algorithms ?? DEFAULT_ALGORITHMS;
-  if (algorithms.some((alg) => alg === 'none' || alg.startsWith('HS'))) {
+  // Configuration, not a request: refused like the server's other start-up checks (server.ts), before
+  // any request is served. Non-string entries are refused too rather than crashing the check.
+  if (
+    !Array.isArray(algorithms) ||
+    algorithms.some((alg) => typeof alg !== 'string' || alg.toLowerCase() === 'none' || /^hs/i.test(alg))
+  ) {
     // A symmetric secret shared with every UI user's browser would let any of them mint tokens.
-    throw new Error('codec server: only asymmetric JWT algorithms are accepted');
+    throw new UserContextError(
+      ErrorCodes.MISCONFIGURED,
+      'codec server: only asymmetric JWT algorithms are accepted',
+    );
+  }
+  let getKey: JWTVerifyGetKey;
+  try {
+    getKey =
+      typeof options.jwks === 'function'
+        ? options.jwks
+        : options.jwks instanceof URL
+          ? createRemoteJWKSet(options.jwks)
+          : createLocalJWKSet(options.jwks);
+  } catch (err) {
+    throw new UserContextError(ErrorCodes.MISCONFIGURED, 'codec server: jwt.jwks is not a key set', {
+      cause: err,
+    });
   }
   return async (token) => {
     const { payload } = await jwtVerify(token, getKey, {

@@ -23,6 +23,7 @@ export const CodecServerCodes = {
   INTERNAL: 'CODEC_INTERNAL',
 } as const;
 
+/** A stable code of a codec-server refusal (the `code` of its JSON error body). */
 export type CodecServerCode = (typeof CodecServerCodes)[keyof typeof CodecServerCodes];
 
 /** A refusal with its HTTP status. Thrown inside the server, turned into a JSON reply by one handler. */

@@ -16,9 +16,16 @@ import { CodecServerCodes, CodecServerError } from './errors.js';
 
 /** Options of {@link createCodecServer}. */
 export interface CodecServerOptions {
-  /** The payload codec (normally an `AesGcmPayloadCodec`). Called without serialization context. */
-  codec: PayloadCodec & { readonly namespace?: string };
-  /** The one namespace this server decodes for; `X-Namespace` must equal it. */
+  /**
+   * The payload codec (normally an `AesGcmPayloadCodec`, e.g. `plugin.codec`). Called without
+   * serialization context: a codec with `forNamespace` (as `AesGcmPayloadCodec` has) is bound to
+   * {@link CodecServerOptions.namespace} with it, whatever namespace it fell back to before.
+   */
+  codec: PayloadCodec & {
+    readonly namespace?: string;
+    forNamespace?(namespace: string): PayloadCodec & { readonly namespace?: string };
+  };
+  /** The one namespace this server decodes for; `X-Namespace` must equal it, and payloads are bound to it. */
   namespace: string;
   /** Exact origin of the Web UI, e.g. `https://temporal.example.com` (scheme, host, port; no path). */
   allowedOrigin: string;
@@ -55,7 +62,17 @@ type Operation = 'decode' | 'encode';
  */
 export function createCodecServer(options: CodecServerOptions): FastifyInstance {
   const verify = resolveVerifier(options);
-  if (options.codec.namespace !== undefined && options.codec.namespace !== options.namespace) {
+  if (typeof options.namespace !== 'string' || options.namespace.length === 0) {
+    throw new UserContextError(ErrorCodes.MISCONFIGURED, 'codec server: namespace is required');
+  }
+  // The server's namespace is the one it serves: a plugin's codec falls back to the namespace the plugin
+  // was built with, which in a codec-server process (no client, no worker) is rarely the one served.
+  const codec =
+    typeof options.codec.forNamespace === 'function'
+      ? options.codec.forNamespace(options.namespace)
+      : options.codec;
+  if (codec.namespace !== undefined && codec.namespace !== options.namespace) {
+    // A codec that cannot be rebound would bind every payload to another namespace than X-Namespace.
     throw new UserContextError(
       ErrorCodes.MISCONFIGURED,
       'codec server: namespace differs from the codec namespace',
@@ -159,7 +176,7 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
       }
       const payloads = parsePayloadsBody(req.body, maxPayloads);
       const result: Payload[] =
-        operation === 'decode' ? await options.codec.decode(payloads) : await options.codec.encode(payloads);
+        operation === 'decode' ? await codec.decode(payloads) : await codec.encode(payloads);
       audit(req, action, 'allow', 'ok', principal, `payloads=${payloads.length}`);
       return reply.code(200).send(payloadsToJson(result));
     } catch (err) {

@@ -19,12 +19,17 @@ export const ErrorCodes = {
   TOKEN_EXPIRED: 'USER_CONTEXT_TOKEN_EXPIRED',
   /** The token was issued for another namespace. */
   AUDIENCE_MISMATCH: 'USER_CONTEXT_AUDIENCE_MISMATCH',
-  /** The token was issued for another workflow lineage, or for an earlier closed run. */
+  /**
+   * The token was issued for another workflow lineage or an earlier closed run, or the server does not
+   * confirm the scheduled run it claims to be.
+   */
   LINEAGE_MISMATCH: 'USER_CONTEXT_LINEAGE_MISMATCH',
   /** An explicit context argument disagrees with the verified, propagated one. */
   EXPLICIT_MISMATCH: 'USER_CONTEXT_EXPLICIT_MISMATCH',
   /** A signal, update or query from an actor the workflow's policy refuses. */
   ACTOR_FORBIDDEN: 'USER_CONTEXT_ACTOR_FORBIDDEN',
+  /** The workflow's actor policy threw instead of deciding: the signal, update or query is refused. */
+  POLICY_FAILED: 'USER_CONTEXT_POLICY_FAILED',
   /** A system principal where the activity did not declare it or the worker did not allow-list it. */
   SYSTEM_PRINCIPAL_FORBIDDEN: 'USER_CONTEXT_SYSTEM_PRINCIPAL_FORBIDDEN',
   /** The stored membership no longer grants access (removed, or no role left after intersection). */
@@ -41,6 +46,7 @@ export const ErrorCodes = {
   MISCONFIGURED: 'USER_CONTEXT_MISCONFIGURED',
 } as const;
 
+/** One of the stable {@link ErrorCodes}: match on it, never on a message. */
 export type UserContextErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
 
 /** Codes for which a retry can never succeed: the activity fails with a non-retryable ApplicationFailure. */

@@ -94,6 +94,7 @@ export function sameUserContext(a: UserContext, b: UserContext): boolean {
 
 // TextEncoder exists in Node and in the workflow sandbox; Buffer does not exist in the sandbox.
 const encoder = new TextEncoder();
+/** Bytes of `text` in UTF-8: the unit of the context's size cap. */
 export function utf8Length(text: string): number {
   return encoder.encode(text).length;
 }

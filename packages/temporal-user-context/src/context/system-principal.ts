@@ -38,6 +38,7 @@ export function systemPrincipal(name: string, reason: string): SystemPrincipal {
   return Object.freeze({ kind: 'system', name: parsed.data.name, reason: parsed.data.reason });
 }
 
+/** True when `value` is a {@link SystemPrincipal} made by {@link systemPrincipal}. */
 export function isSystemPrincipal(value: unknown): value is SystemPrincipal {
   return typeof value === 'object' && value !== null && (value as { kind?: unknown }).kind === 'system';
 }

@@ -38,4 +38,5 @@ export const claimsSchema = z
   )
   .refine((c) => c.exp > c.iat, { message: 'exp must follow iat' });
 
+/** The claims of an opened, verified context token (docs/wire-format.md). */
 export type ContextClaims = z.infer<typeof claimsSchema>;

@@ -10,6 +10,7 @@ import { pseudonym } from './pseudonym.js';
 /** Media type of the inner signed token (JWS `typ`). */
 export const TOKEN_TYPE = 'tuc+jwt';
 
+/** What a token is issued for and how long its start window stays open ({@link issueContextToken}). */
 export interface IssueOptions {
   /** The Temporal namespace: the token's audience. */
   namespace: string;

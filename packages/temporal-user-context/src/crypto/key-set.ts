@@ -53,6 +53,10 @@ export const pseudonymKeyFileSchema = keySetSchema
   .pick({ version: true, issuer: true, pseudonym: true })
   .strict();
 
+/**
+ * A key set as stored in `USER_CONTEXT_KEYS` or a key file (docs/operations.md "Keys"): what
+ * `KeyRing.fromJSON` reads.
+ */
 export type KeySetJson = z.input<typeof keySetSchema>;
 export type KeySet = z.output<typeof keySetSchema>;
 export { KID as KID_PATTERN };

@@ -13,6 +13,7 @@ const decoder = new TextDecoder();
  * Opens a sealed context token: decrypts (only `dir` + A256GCM, only a key id the ring holds), verifies
  * the Ed25519 signature (only `EdDSA`, only a known key id, `typ` must match) and validates the claims
  * strictly. Time and binding are checked by the caller against server-vouched facts (see verify.ts).
+ * The claims returned are deeply frozen (the object and its `roles`).
  * Every failure is a {@link UserContextError}; nothing is fetched, whatever the key id says.
  */
 export async function openContextToken(ring: KeyRing, token: string): Promise<ContextClaims> {
@@ -72,7 +73,10 @@ export async function openContextToken(ring: KeyRing, token: string): Promise<Co
   }
   if (claims.data.iss !== ring.issuer)
     throw new UserContextError(ErrorCodes.TOKEN_INVALID, 'unexpected issuer');
-  return claims.data;
+  // Workers cache opened claims and hand the same object to every later check of the token and to the
+  // application's hooks (`isRevoked`): frozen, so no hook can change what the next check reads.
+  Object.freeze(claims.data.roles);
+  return Object.freeze(claims.data);
 }
 
 /** A key id is looked up only when it has the documented shape; anything else is unknown. */

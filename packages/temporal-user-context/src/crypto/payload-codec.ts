@@ -58,7 +58,7 @@ export interface AesGcmPayloadCodecOptions {
  * refused with a {@link UserContextError}; decode never throws anything else.
  */
 export class AesGcmPayloadCodec implements PayloadCodec {
-  /** Namespace used when the SDK gives no serialization context. */
+  /** Namespace used when the SDK gives no serialization context (see {@link forNamespace}). */
   readonly namespace: string;
   private keys: CodecKeys;
   private readonly plaintextEncodings: ReadonlySet<string>;
@@ -98,9 +98,42 @@ export class AesGcmPayloadCodec implements PayloadCodec {
     this.cacheAad = undefined;
   }
 
+  /**
+   * This codec with `namespace` as the fallback for calls without a serialization context: what a codec
+   * server for that namespace needs (`createCodecServer` calls it). It shares everything else with this
+   * codec, key rotation and the refusal hook included; calls with a context are unchanged.
+   */
+  forNamespace(namespace: string): PayloadCodec & { readonly namespace: string } {
+    if (typeof namespace !== 'string' || namespace.length === 0) {
+      throw new UserContextError(ErrorCodes.MISCONFIGURED, 'codec: namespace is required');
+    }
+    return {
+      namespace,
+      encode: (payloads, context) => this.encodeFor(payloads, context, namespace),
+      decode: (payloads, context) => this.decodeFor(payloads, context, namespace),
+    };
+  }
+
   /** Encrypts every payload with the active key, bound to the context's namespace and workflow. */
-  async encode(payloads: Payload[], context?: SerializationContext): Promise<Payload[]> {
-    const { namespace, workflowId } = bindingOf(context, this.namespace);
+  encode(payloads: Payload[], context?: SerializationContext): Promise<Payload[]> {
+    return this.encodeFor(payloads, context, this.namespace);
+  }
+
+  /**
+   * Decrypts every payload. Throws `USER_CONTEXT_PLAINTEXT_PAYLOAD` (unencrypted and not allow-listed),
+   * `USER_CONTEXT_KEY_UNKNOWN` (key id not in the ring, including hostile ids) or
+   * `USER_CONTEXT_PAYLOAD_TAMPERED` (malformed, failed authentication, or bound to another workflow).
+   */
+  decode(payloads: Payload[], context?: SerializationContext): Promise<Payload[]> {
+    return this.decodeFor(payloads, context, this.namespace);
+  }
+
+  private async encodeFor(
+    payloads: Payload[],
+    context: SerializationContext | undefined,
+    fallbackNamespace: string,
+  ): Promise<Payload[]> {
+    const { namespace, workflowId } = bindingOf(context, fallbackNamespace);
     const key = this.keys.active;
     const aad = this.aadFor(namespace, workflowId, key);
     const wfBytes = this.cacheWfBytes;
@@ -109,15 +142,14 @@ export class AesGcmPayloadCodec implements PayloadCodec {
     return out;
   }
 
-  /**
-   * Decrypts every payload. Throws `USER_CONTEXT_PLAINTEXT_PAYLOAD` (unencrypted and not allow-listed),
-   * `USER_CONTEXT_KEY_UNKNOWN` (key id not in the ring, including hostile ids) or
-   * `USER_CONTEXT_PAYLOAD_TAMPERED` (malformed, failed authentication, or bound to another workflow).
-   */
-  async decode(payloads: Payload[], context?: SerializationContext): Promise<Payload[]> {
+  private async decodeFor(
+    payloads: Payload[],
+    context: SerializationContext | undefined,
+    fallbackNamespace: string,
+  ): Promise<Payload[]> {
     if (!Array.isArray(payloads))
       throw new UserContextError(ErrorCodes.PAYLOAD_TAMPERED, 'payloads must be an array');
-    const { namespace, workflowId } = bindingOf(context, this.namespace);
+    const { namespace, workflowId } = bindingOf(context, fallbackNamespace);
     const keys = this.keys; // one snapshot per batch, even if rotate() runs concurrently
     const out = new Array<Payload>(payloads.length);
     for (let i = 0; i < payloads.length; i++) {

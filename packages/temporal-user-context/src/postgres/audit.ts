@@ -1,4 +1,6 @@
 import type { AuditEvent, AuditSink } from '../audit/event.js';
+import { describeThrown } from '../audit/sanitize.js';
+import { numberOption } from '../context/number-option.js';
 import type { UserContext } from '../context/schema.js';
 import type { SqlDatabase } from './database.js';
 import { applyScope, DEFAULT_APP_ROLE, withUserScope, type UserScopeOptions } from './scope.js';
@@ -41,8 +43,31 @@ export interface PostgresAuditSink extends AuditSink {
 export interface PostgresAuditSinkOptions {
   /** Role the inserts run as; it needs only INSERT on `audit_log`. Default `app_user`. */
   appRole?: string;
-  /** Called when a write fails; default writes one line to stderr. Never throws into the caller. */
+  /**
+   * Called when a write fails, and with an {@link AuditBacklogError} for each event dropped because
+   * `maxPending` writes are already waiting; default writes one line to stderr. Whatever it throws is
+   * reported on stderr, never thrown into the caller.
+   */
   onError?: (err: unknown) => void;
+  /**
+   * Most writes in flight at once (default 10 000). While the database stalls, further events are
+   * dropped and reported to `onError` rather than queued without bound in the worker's memory.
+   */
+  maxPending?: number;
+}
+
+/**
+ * An audit event the sink dropped instead of queueing: `maxPending` writes were still waiting for the
+ * database. It carries the event, so `onError` can keep it elsewhere (e.g. a log).
+ */
+export class AuditBacklogError extends Error {
+  override readonly name = 'AuditBacklogError';
+  constructor(
+    readonly event: AuditEvent,
+    readonly pending: number,
+  ) {
+    super(`audit_log: ${pending} writes pending, event dropped`);
+  }
 }
 
 /**
@@ -55,23 +80,41 @@ export function postgresAuditSink(
   options: PostgresAuditSinkOptions = {},
 ): PostgresAuditSink {
   const appRole = assertRoleName(options.appRole ?? DEFAULT_APP_ROLE, 'app role');
-  const onError =
-    options.onError ??
-    ((err: unknown) =>
-      process.stderr.write(
-        `temporal-user-context: audit_log insert failed: ${err instanceof Error ? err.message : String(err)}\n`,
-      ));
+  const maxPending = numberOption('maxPending', options.maxPending, 10_000, {
+    min: 1,
+    max: Number.MAX_SAFE_INTEGER,
+    integer: true,
+  });
+  const custom = options.onError;
+  // Total, like the Auditor's own reporting: a throwing onError must not leave a rejected write behind.
+  const onError = (err: unknown): void => {
+    try {
+      if (custom) return custom(err);
+    } catch (thrown) {
+      err = thrown;
+    }
+    try {
+      process.stderr.write(`temporal-user-context: audit_log insert failed: ${describeThrown(err)}\n`);
+    } catch {
+      // stderr itself failed: nowhere left to report to.
+    }
+  };
   const pending = new Set<Promise<void>>();
   return {
     emit(event) {
-      const write = db
-        .transaction(async (tx) => {
+      if (pending.size >= maxPending) {
+        onError(new AuditBacklogError(event, pending.size));
+        return;
+      }
+      // Inside an async function so that a driver throwing synchronously also ends in onError.
+      const write = (async () =>
+        db.transaction(async (tx) => {
           await applyScope(tx, appRole, event.userId ?? '', event.workspaceId ?? '');
           await tx.query(
             INSERT_SQL,
             COLUMNS.map(([, field]) => event[field] ?? null),
           );
-        })
+        }))()
         .catch(onError)
         .finally(() => pending.delete(write));
       pending.add(write);

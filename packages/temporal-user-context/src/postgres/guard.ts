@@ -3,6 +3,7 @@ import type { SqlQueryable } from './database.js';
 import { DEFAULT_APP_ROLE } from './scope.js';
 import { assertRoleName } from './ident.js';
 
+/** Options of {@link assertIsolation}: which role and tables to check. */
 export interface IsolationGuardOptions {
   /** The role scoped transactions switch to. Default `app_user`. */
   appRole?: string;

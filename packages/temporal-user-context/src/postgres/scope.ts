@@ -33,6 +33,7 @@ export type ScopeAuditFields = Partial<
   >
 >;
 
+/** Options of {@link withUserScope}: the roles to switch to, the live checks, and the audit. */
 export interface UserScopeOptions {
   /** Role to `SET LOCAL ROLE` to. Must not own tables nor have BYPASSRLS. Default {@link DEFAULT_APP_ROLE}. */
   appRole?: string;

@@ -6,6 +6,7 @@ import { ACTOR_HEADER, ORIGINATOR_HEADER, decodeHeader } from '../header/wire.js
 import type { Auditor } from '../audit/sinks.js';
 import { auditAllowed, auditFailure } from './decision.js';
 import { enterActivityScope, type ActivityScope } from './scope.js';
+import type { ScheduledRunCheck } from './scheduled-run.js';
 import type { ContextVerifier, Verified } from './verifier.js';
 
 export interface ActivityGuardOptions {
@@ -13,8 +14,10 @@ export interface ActivityGuardOptions {
   auditor: Auditor;
   /** Activity type → system principal names it may run as without a user. Everything else needs one. */
   systemActivities: Readonly<Record<string, readonly string[]>>;
-  /** Application revocation hook: return true to refuse a token (by `jti`, user, workspace). */
+  /** Revocation hook for originator and actor tokens: true refuses (by `jti`, user, workspace). */
   isRevoked?: (verified: Verified) => boolean | Promise<boolean>;
+  /** Confirms scheduled lineages with the server (see {@link ScheduledRunCheck}). */
+  scheduledRuns: ScheduledRunCheck;
 }
 
 /** Turns a refusal into a non-retryable failure whose `type` is the stable code. */
@@ -43,6 +46,10 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
       const header = decodeHeader(input.headers, ACTOR_HEADER);
       if (!header) return {};
       const actor = await this.options.verifier.verifyActor(header, facts);
+      // Revocation applies to whoever acts, not only to who started the lineage: a revoked actor token
+      // must not come back from verifyActor() as a verified actor.
+      if (await this.options.isRevoked?.(actor))
+        throw new UserContextError(ErrorCodes.REVOKED, 'context revoked');
       if (actor.context.workspaceId !== originator.context.workspaceId) {
         throw new UserContextError(ErrorCodes.ACTOR_FORBIDDEN, 'actor is not in the originator workspace');
       }
@@ -78,7 +85,12 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
       attempt: info.attempt,
     };
     const auditor: Auditor = this.options.auditor;
-    const allowedSystem = this.options.systemActivities[info.activityType] ?? [];
+    // Own entries only: `constructor`, `__proto__`, ... would otherwise find Object.prototype members,
+    // whose non-zero `length` let a header-less activity of that name past the MISSING check.
+    const listed = Object.hasOwn(this.options.systemActivities, info.activityType)
+      ? this.options.systemActivities[info.activityType]
+      : undefined;
+    const allowedSystem: readonly string[] = Array.isArray(listed) ? listed : [];
     let scope: ActivityScope;
     try {
       const header = decodeHeader(input.headers, ORIGINATOR_HEADER);
@@ -86,8 +98,27 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
         if (allowedSystem.length === 0)
           throw new UserContextError(ErrorCodes.MISSING, 'activity scheduled without a user context');
         scope = { allowedSystem, audit, auditor };
+        // Running without a user is a decision of its own: audited here, and again by
+        // resolveUserContext({ system }) with the principal the activity then declares.
+        auditor.emit({
+          ...audit,
+          action: 'activity.execute',
+          decision: 'allow',
+          source: 'system',
+          reason: 'ok',
+          detail: `no user context; allow-listed principals: ${allowedSystem.join(', ')}`,
+        });
       } else {
         const verified = await this.options.verifier.verifyOriginator(header, { namespace, workflowId });
+        if (verified.claims.use === 'schedule') {
+          // verifyOriginator required the lineage facts and the schedule id.
+          await this.options.scheduledRuns.confirm(
+            this.ctx.client,
+            verified.claims.sch!,
+            header.lin!.root,
+            info.workflowExecution?.runId ?? '',
+          );
+        }
         if (await this.options.isRevoked?.(verified))
           throw new UserContextError(ErrorCodes.REVOKED, 'context revoked');
         // The activity acts as the originator. An actor (the sender of the signal or update whose

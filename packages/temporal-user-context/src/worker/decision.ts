@@ -1,3 +1,4 @@
+import { describeThrown } from '../audit/sanitize.js';
 import type { Auditor } from '../audit/sinks.js';
 import { isUserContextError, type UserContextError } from '../context/errors.js';
 import type { ActivityScope } from './scope.js';
@@ -45,7 +46,8 @@ export function auditFailure(
       decision: 'deny',
       source: 'header',
       reason: 'ERROR',
-      detail: err instanceof Error ? err.message : String(err),
+      // The hook may throw anything, also a value String() cannot convert: the original must still rethrow.
+      detail: describeThrown(err),
     });
     throw err;
   }

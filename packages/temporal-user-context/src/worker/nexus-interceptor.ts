@@ -5,6 +5,7 @@ import type {
   NexusStartOperationOutput,
   Next,
 } from '@temporalio/worker';
+import { getClient } from '@temporalio/nexus';
 import * as nexus from 'nexus-rpc';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
 import { ORIGINATOR_HEADER, MAX_HEADER_BYTES, parseHeaderValue, type ContextHeader } from '../header/wire.js';
@@ -12,6 +13,7 @@ import type { Auditor } from '../audit/sinks.js';
 import { toApplicationFailure } from './activity-interceptor.js';
 import { auditAllowed, auditFailure } from './decision.js';
 import { runInNexusScope, type ActivityScope } from './scope.js';
+import type { ScheduledRunCheck } from './scheduled-run.js';
 import type { ContextVerifier, Verified } from './verifier.js';
 
 /** The calling workflow, from the links the server attached to the Nexus request. */
@@ -61,6 +63,7 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
       verifier: ContextVerifier;
       auditor: Auditor;
       isRevoked?: (verified: Verified) => boolean | Promise<boolean>;
+      scheduledRuns: ScheduledRunCheck;
     },
   ) {}
 
@@ -82,6 +85,22 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
       if (!caller)
         throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'Nexus request names no calling workflow');
       const verified = await this.options.verifier.verifyOriginator(header, caller);
+      if (verified.claims.use === 'schedule') {
+        // Only the caller's namespace knows its schedule's runs; the handler's client is bound to its own.
+        const client = getClient();
+        if (client.options.namespace !== caller.namespace || !caller.runId) {
+          throw new UserContextError(
+            ErrorCodes.LINEAGE_MISMATCH,
+            'a scheduled lineage can only be confirmed from its own namespace',
+          );
+        }
+        await this.options.scheduledRuns.confirm(
+          client,
+          verified.claims.sch!,
+          header.lin!.root,
+          caller.runId,
+        );
+      }
       if (await this.options.isRevoked?.(verified))
         throw new UserContextError(ErrorCodes.REVOKED, 'context revoked');
       const { lin: _lin, ...forward } = header;

@@ -46,6 +46,7 @@ export function currentActor(): UserContext | undefined {
   return s.actor;
 }
 
+/** Options of {@link resolveUserContext}: an explicit context and a declared system principal. */
 export interface ResolveOptions {
   /** A context passed as an activity argument (approach 1). Must equal the propagated one. */
   explicit?: unknown;

@@ -1,4 +1,5 @@
 import { ErrorCodes, UserContextError } from '../context/errors.js';
+import { numberOption } from '../context/number-option.js';
 import { parseUserContext, type UserContext } from '../context/schema.js';
 import type { ContextClaims } from '../crypto/claims.js';
 import type { KeyRing } from '../crypto/keyring.js';
@@ -8,9 +9,9 @@ import type { ContextHeader, Lineage } from '../header/wire.js';
 const SCHEDULED_RUN_SUFFIX = /^-\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/;
 
 export interface VerifierOptions {
-  /** Clock skew tolerated between the edge, the server and workers, in seconds (default 30). */
+  /** Clock skew tolerated between the edge, the server and workers, in seconds (default 30, 0–3600). */
   clockSkewSeconds?: number;
-  /** Opened tokens kept in memory (default 10 000). Only successfully opened tokens are cached. */
+  /** Opened tokens kept in memory (default 10 000, an integer ≥ 1); only tokens that opened are cached. */
   cacheSize?: number;
   /** Clock, for tests. */
   now?: () => number;
@@ -36,8 +37,16 @@ export class ContextVerifier {
     private readonly ring: KeyRing,
     options: VerifierOptions = {},
   ) {
-    this.skew = options.clockSkewSeconds ?? 30;
-    this.cacheSize = options.cacheSize ?? 10_000;
+    // More than an hour of skew is not a clock problem any more: it would stretch every window by it.
+    this.skew = numberOption('verifier.clockSkewSeconds', options.clockSkewSeconds, 30, {
+      min: 0,
+      max: 3600,
+    });
+    this.cacheSize = numberOption('verifier.cacheSize', options.cacheSize, 10_000, {
+      min: 1,
+      max: Number.MAX_SAFE_INTEGER,
+      integer: true,
+    });
     this.now = options.now ?? Date.now;
   }
 

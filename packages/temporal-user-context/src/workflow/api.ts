@@ -1,6 +1,7 @@
-import { proxyLocalActivities } from '@temporalio/workflow';
-import { ErrorCodes, UserContextError } from '../context/errors.js';
+import { ApplicationFailure, proxyLocalActivities, proxySinks } from '@temporalio/workflow';
+import { ErrorCodes, UserContextError, type UserContextErrorCode } from '../context/errors.js';
 import type { UserContext } from '../context/schema.js';
+import type { UserContextSinks } from './interceptors.js';
 import { currentActor, workflowState, type ActorPolicy, type ActorRef, type Originator } from './state.js';
 
 /** Activity names the plugin registers on every worker; workflow code reaches them through the APIs below. */
@@ -15,22 +16,53 @@ const verifiers = proxyLocalActivities<{
   retry: { maximumAttempts: 3, nonRetryableErrorTypes: Object.values(ErrorCodes) },
 });
 
+const { userContextAudit } = proxySinks<UserContextSinks>();
+
+const CODES: ReadonlySet<string> = new Set<string>(Object.values(ErrorCodes));
+
+/**
+ * A refusal raised in workflow code. It must be a Temporal failure: anything else thrown out of a
+ * workflow fails the workflow *task*, which the SDK retries forever instead of failing the run.
+ */
+function refuse(action: string, code: UserContextErrorCode, reason: string): Promise<never> {
+  userContextAudit.deny({ action, reason, code });
+  return Promise.reject(
+    ApplicationFailure.create({ message: `${code}: ${reason}`, type: code, nonRetryable: true }),
+  );
+}
+
 /**
  * The originator of this workflow lineage (who started it), verified by the worker.
  *
  * The first call runs one local activity that opens and verifies the sealed token outside the sandbox;
  * its result is recorded in history, so replay never needs keys and stays deterministic after key
- * rotation. Later calls in the same run return the memoised result. Rejects with a non-retryable
- * `USER_CONTEXT_*` failure when the context does not verify.
+ * rotation. Later calls in the same run return the memoised result. Only a success is memoised: after
+ * a rejection (cancellation, a transient failure, or a refusal) the next call verifies again in a new
+ * local activity — a refusal is then normally refused again.
+ *
+ * Rejects with a non-retryable `ApplicationFailure` whose `type` is the `USER_CONTEXT_*` code when the
+ * context does not verify (the worker's refusal of the local activity reaches workflow code as that
+ * failure itself); recognise it with {@link userContextFailureCode}. Left uncaught, it fails the run
+ * with that code.
  */
 export function getUserContext(): Promise<UserContext> {
   const state = workflowState();
   if (!state.originator) {
-    return Promise.reject(
-      new UserContextError(state.originatorError?.code ?? ErrorCodes.MISSING, 'no originator context'),
+    return refuse(
+      'workflow.getUserContext',
+      state.originatorError?.code ?? ErrorCodes.MISSING,
+      'no originator context',
     );
   }
-  state.verified ??= verifiers[WHOAMI_ACTIVITY]();
+  if (!state.verified) {
+    const pending = verifiers[WHOAMI_ACTIVITY]();
+    state.verified = pending;
+    // Registered before the caller's own handlers, so it has run by the time the caller sees the
+    // rejection: a retry from a `catch` starts a new verification.
+    pending.catch(() => {
+      if (state.verified === pending) state.verified = undefined;
+    });
+  }
   return state.verified as Promise<UserContext>;
 }
 
@@ -49,16 +81,54 @@ export function getActor(): ActorRef | undefined {
 
 /**
  * Verifies the current actor's token in a local activity and returns the actor's claims (recorded in
- * history). Only inside signal and update handlers: queries cannot run activities.
+ * history). Only inside signal and update handlers: queries cannot run activities. Not memoised.
+ *
+ * Rejects like {@link getUserContext}: a non-retryable `ApplicationFailure` whose `type` is the code
+ * (`USER_CONTEXT_MISSING` outside a handler, the worker's code when the actor's token does not verify).
+ * Left uncaught in an update handler, it rejects the update; in a signal handler or the workflow
+ * function, it fails the run.
  */
 export function verifyActor(): Promise<UserContext> {
-  if (!currentActor()) return Promise.reject(new UserContextError(ErrorCodes.MISSING, 'no actor in scope'));
+  if (!currentActor()) return refuse('workflow.verifyActor', ErrorCodes.MISSING, 'no actor in scope');
   return verifiers[WHOIS_ACTOR_ACTIVITY]();
 }
 
 /**
+ * The `USER_CONTEXT_*` code of a refusal as workflow code receives it, or `undefined` for any other
+ * error. Workflow code sees refusals as Temporal failures, not as `UserContextError`: the `type` of an
+ * `ApplicationFailure` (what {@link getUserContext} and {@link verifyActor} reject with), found on the
+ * error itself or in its cause chain (an `ActivityFailure` of one of your activities that the worker
+ * refused, a `ChildWorkflowFailure`), or the `code` of a `UserContextError`.
+ *
+ * @example
+ * try { await verifyActor(); } catch (err) {
+ *   if (userContextFailureCode(err) === ErrorCodes.LINEAGE_MISMATCH) return; // not a verifiable actor
+ *   throw err;
+ * }
+ */
+export function userContextFailureCode(err: unknown): UserContextErrorCode | undefined {
+  // Bounded: a cause chain is built by whoever threw, and need not end.
+  let e = err;
+  for (let depth = 0; depth < 16 && e !== null && typeof e === 'object'; depth++) {
+    if (e instanceof UserContextError) return e.code;
+    if (e instanceof ApplicationFailure && typeof e.type === 'string' && CODES.has(e.type)) {
+      return e.type as UserContextErrorCode;
+    }
+    e = (e as { cause?: unknown }).cause;
+  }
+  return undefined;
+}
+
+/** True when `err` is a refusal of this library ({@link userContextFailureCode}), optionally `code`. */
+export function isUserContextFailure(err: unknown, code?: UserContextErrorCode): boolean {
+  const found = userContextFailureCode(err);
+  return found !== undefined && (code === undefined || found === code);
+}
+
+/**
  * Replaces this workflow's actor policy (call at the top of the workflow function). The policy must be
- * pure and synchronous: it runs in validators and queries.
+ * pure and synchronous: it runs in validators and queries. A policy that throws refuses the call with
+ * `USER_CONTEXT_POLICY_FAILED`.
  */
 export function setActorPolicy(policy: ActorPolicy): void {
   workflowState().policy = policy;

@@ -1,7 +1,24 @@
 /**
  * Workflow-side API (sandbox-safe). Import from `temporal-user-context/workflow` in workflow code.
+ *
+ * Refusals reach workflow code as Temporal failures (an `ApplicationFailure` whose `type` is the
+ * `USER_CONTEXT_*` code), never as `UserContextError`: recognise them with `userContextFailureCode` or
+ * `isUserContextFailure`.
  */
-export { getUserContext, getOriginator, getActor, verifyActor, setActorPolicy } from './api.js';
+export {
+  getUserContext,
+  getOriginator,
+  getActor,
+  verifyActor,
+  setActorPolicy,
+  userContextFailureCode,
+  isUserContextFailure,
+} from './api.js';
 export { sameWorkspacePolicy, type ActorPolicy, type ActorRef, type Originator } from './state.js';
-export { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
+export {
+  ErrorCodes,
+  UserContextError,
+  isUserContextError,
+  type UserContextErrorCode,
+} from '../context/errors.js';
 export type { UserContext } from '../context/schema.js';

@@ -3,7 +3,10 @@ import { ApplicationFailure, type Headers, type Payload } from '@temporalio/comm
 import { workflowInfo } from '@temporalio/workflow/lib/workflow.js';
 import { proxySinks } from '@temporalio/workflow/lib/sinks.js';
 import type {
+  ActivateInput,
   ActivityInput,
+  ConcludeActivationInput,
+  ConcludeActivationOutput,
   ContinueAsNewInput,
   LocalActivityInput,
   Next,
@@ -16,10 +19,16 @@ import type {
   WorkflowExecuteInput,
   WorkflowInboundCallsInterceptor,
   WorkflowInterceptors,
+  WorkflowInternalsInterceptor,
   WorkflowOutboundCallsInterceptor,
   Sinks,
 } from '@temporalio/workflow';
-import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
+import {
+  ErrorCodes,
+  UserContextError,
+  isUserContextError,
+  type UserContextErrorCode,
+} from '../context/errors.js';
 import {
   ACTOR_HEADER,
   ORIGINATOR_HEADER,
@@ -97,17 +106,20 @@ function readActor(
   };
 }
 
-function forbidden(kind: 'signal' | 'update' | 'query', name: string, reason: string): UserContextError {
-  userContextAudit.deny({
-    action: `workflow.${kind}`,
-    reason,
-    code: ErrorCodes.ACTOR_FORBIDDEN,
-    detail: name,
-  });
-  return new UserContextError(ErrorCodes.ACTOR_FORBIDDEN, `${kind} ${name} refused: ${reason}`);
+function refused(
+  kind: 'signal' | 'update' | 'query',
+  name: string,
+  reason: string,
+  code: UserContextErrorCode = ErrorCodes.ACTOR_FORBIDDEN,
+): UserContextError {
+  userContextAudit.deny({ action: `workflow.${kind}`, reason, code, detail: name });
+  return new UserContextError(code, `${kind} ${name} refused: ${reason}`);
 }
 
-/** Applies the policy; returns the actor when allowed, throws ACTOR_FORBIDDEN otherwise. */
+/**
+ * Applies the policy; returns the actor when allowed. Throws only an audited UserContextError:
+ * ACTOR_FORBIDDEN when refused, POLICY_FAILED when the policy throws.
+ */
 function admit(
   kind: 'signal' | 'update' | 'query',
   name: string,
@@ -118,11 +130,17 @@ function admit(
   try {
     actor = readActor(headers, state);
   } catch (err) {
-    throw forbidden(kind, name, isUserContextError(err) ? err.code : 'bad actor header');
+    throw refused(kind, name, isUserContextError(err) ? err.code : 'bad actor header');
   }
-  if (!state.policy({ kind, name, actor, originator: state.originator })) {
-    throw forbidden(kind, name, actor ? 'actor not allowed by policy' : 'no actor context');
+  let allowed: boolean;
+  try {
+    allowed = state.policy({ kind, name, actor, originator: state.originator });
+  } catch {
+    // Fail closed, under a code of its own: a bug in the workflow's policy, not a verdict on the actor.
+    // What it threw is not passed on: it may quote the actor's input.
+    throw refused(kind, name, 'actor policy threw', ErrorCodes.POLICY_FAILED);
   }
+  if (!allowed) throw refused(kind, name, actor ? 'actor not allowed by policy' : 'no actor context');
   return actor;
 }
 
@@ -130,7 +148,70 @@ function toFailure(err: UserContextError): ApplicationFailure {
   return ApplicationFailure.create({ message: err.message, type: err.code, nonRetryable: true });
 }
 
+/**
+ * Makes a refused update rejected before it is accepted, also when its handler has no validator.
+ *
+ * The SDK runs the `validateUpdate` chain only for handlers registered with a validator; for the others
+ * it accepts the update (its arguments go into history as UpdateAccepted) and only then runs
+ * `handleUpdate`, where the policy refuses it. Both the acceptance and the rejection are commands of
+ * the same activation, so the acceptance is withdrawn from that activation's commands: the server then
+ * sees a rejection only, exactly as after a refusing validator. Only updates delivered for validation
+ * (`runValidator`) qualify: on replay an update is delivered again only if it was accepted, and its
+ * acceptance is in history, so its commands stay as they are.
+ */
+class UpdateGate {
+  /** Update id → protocol instance id, for updates of this activation not yet accepted. */
+  private readonly unaccepted = new Map<string, string>();
+  /** Protocol instance ids of updates refused before they could be accepted. */
+  private readonly refused = new Set<string>();
+
+  delivered(input: ActivateInput): void {
+    for (const job of input.activation.jobs ?? []) {
+      const update = job.doUpdate;
+      if (update?.runValidator && update.id && update.protocolInstanceId) {
+        this.unaccepted.set(update.id, update.protocolInstanceId);
+      }
+    }
+  }
+
+  refuse(updateId: string): void {
+    const protocolInstanceId = this.unaccepted.get(updateId);
+    if (protocolInstanceId !== undefined) this.refused.add(protocolInstanceId);
+  }
+
+  conclude(output: ConcludeActivationOutput): ConcludeActivationOutput {
+    // An update still buffered at the end of an activation is rejected by the SDK: none carries over.
+    this.unaccepted.clear();
+    if (this.refused.size === 0) return output;
+    const refused = this.refused;
+    const commands = output.commands.filter((command) => {
+      const response = command.updateResponse;
+      return !(response?.accepted && refused.has(response.protocolInstanceId ?? ''));
+    });
+    this.refused.clear();
+    return Object.assign({}, output, { commands });
+  }
+}
+
+class Internals implements WorkflowInternalsInterceptor {
+  constructor(private readonly updates: UpdateGate) {}
+
+  activate(input: ActivateInput, next: Next<WorkflowInternalsInterceptor, 'activate'>): void {
+    this.updates.delivered(input);
+    next(input);
+  }
+
+  concludeActivation(
+    input: ConcludeActivationInput,
+    next: Next<WorkflowInternalsInterceptor, 'concludeActivation'>,
+  ): ConcludeActivationOutput {
+    return this.updates.conclude(next(input));
+  }
+}
+
 class Inbound implements WorkflowInboundCallsInterceptor {
+  constructor(private readonly updates: UpdateGate) {}
+
   execute(
     input: WorkflowExecuteInput,
     next: Next<WorkflowInboundCallsInterceptor, 'execute'>,
@@ -158,7 +239,8 @@ class Inbound implements WorkflowInboundCallsInterceptor {
     try {
       actor = admit('signal', input.signalName, input.headers);
     } catch {
-      // A refused signal never reaches the handler and does not fail the workflow: drop it (audited).
+      // A refused signal never reaches the handler and does not fail the workflow: drop it. `admit`
+      // audited the refusal.
       return Promise.resolve();
     }
     return actor ? runAsActor(actor, () => next(input)) : next(input);
@@ -182,6 +264,7 @@ class Inbound implements WorkflowInboundCallsInterceptor {
     try {
       actor = admit('update', input.name, input.headers);
     } catch (err) {
+      this.updates.refuse(input.updateId);
       return Promise.reject(toFailure(err as UserContextError));
     }
     return actor ? runAsActor(actor, () => next(input)) : next(input);
@@ -304,7 +387,11 @@ class Outbound implements WorkflowOutboundCallsInterceptor {
 }
 
 /** Registered through the plugin as a workflow interceptor module. */
-export const interceptors = (): WorkflowInterceptors => ({
-  inbound: [new Inbound()],
-  outbound: [new Outbound()],
-});
+export const interceptors = (): WorkflowInterceptors => {
+  const updates = new UpdateGate();
+  return {
+    inbound: [new Inbound(updates)],
+    outbound: [new Outbound()],
+    internals: [new Internals(updates)],
+  };
+};

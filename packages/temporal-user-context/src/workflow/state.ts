@@ -42,7 +42,7 @@ export interface WorkflowContextState {
   /** Why there is no originator, when the start header was missing or bad. */
   originatorError?: { code: UserContextErrorCode; reason: string };
   policy: ActorPolicy;
-  /** Memoised verified originator (one local activity per run). */
+  /** The originator's verification while it runs, and once it succeeded; cleared when it rejects. */
   verified?: Promise<unknown>;
   /** The originator header with this run's lineage, encoded once for everything the run schedules. */
   outgoing?: Payload;

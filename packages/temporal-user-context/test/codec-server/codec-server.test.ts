@@ -1,8 +1,9 @@
 import type { LightMyRequestResponse } from 'fastify';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
-import { ErrorCodes } from '../../src/context/errors.js';
+import { ErrorCodes, UserContextError } from '../../src/context/errors.js';
 import { CodecServerCodes } from '../../src/codec-server/index.js';
-import { json, wf } from '../crypto/codec-helpers.js';
+import { KeyRing, UserContextPlugin, generateKeySet } from '../../src/index.js';
+import { K1, K2, json, makeCodec, wf } from '../crypto/codec-helpers.js';
 import { b64, makeIdp, makeServer, UI_ORIGIN, type Idp } from './helpers.js';
 
 let idp: Idp;
@@ -315,7 +316,18 @@ describe('codec server (case 23)', () => {
   });
 
   it('refuses to start misconfigured', () => {
-    expect(() => makeServer(idp, { namespace: 'other' })).toThrowError(
+    // A codec that cannot be rebound to the server's namespace (no forNamespace) and falls back to
+    // another one would bind every payload to the wrong namespace.
+    const fixed = makeCodec();
+    const unbindable = {
+      namespace: fixed.namespace,
+      encode: fixed.encode.bind(fixed),
+      decode: fixed.decode.bind(fixed),
+    };
+    expect(() => makeServer(idp, { namespace: 'other', codec: unbindable })).toThrowError(
+      expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
+    );
+    expect(() => makeServer(idp, { namespace: '' })).toThrowError(
       expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
     );
     expect(() => makeServer(idp, { allowedOrigin: '*' })).toThrowError(
@@ -324,11 +336,73 @@ describe('codec server (case 23)', () => {
     expect(() => makeServer(idp, { jwt: undefined })).toThrowError(
       expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
     );
-    expect(() =>
-      makeServer(idp, { jwt: { jwks: idp.jwks, issuer: 'x', audience: 'y', algorithms: ['HS256'] } }),
-    ).toThrow();
+    for (const algorithms of [['HS256'], ['ES256', 'hs512'], ['none'], ['ES256', 7 as never]]) {
+      const err = catchError(() =>
+        makeServer(idp, { jwt: { jwks: idp.jwks, issuer: 'x', audience: 'y', algorithms } }),
+      );
+      expect(err, String(algorithms)).toBeInstanceOf(UserContextError);
+      expect((err as UserContextError).code).toBe(ErrorCodes.MISCONFIGURED);
+    }
+    const badJwks = catchError(() =>
+      makeServer(idp, { jwt: { jwks: { keys: 'none' } as never, issuer: 'x', audience: 'y' } }),
+    );
+    expect(badJwks).toBeInstanceOf(UserContextError);
+    expect((badJwks as UserContextError).code).toBe(ErrorCodes.MISCONFIGURED);
   });
 });
+
+describe('codec server namespace', () => {
+  // A codec-server process builds the plugin without a client or worker: its codec falls back to
+  // 'default'. The server's own namespace must still be the one payloads are bound to.
+  const plugin = new UserContextPlugin({ keys: KeyRing.fromJSON(generateKeySet('cs').worker), audit: [] });
+
+  async function bodyFor(namespace: string) {
+    const [p] = await plugin.codec!.encode([json('for prod')], wf('wf-1', namespace));
+    const metadata = Object.fromEntries(Object.entries(p!.metadata!).map(([k, v]) => [k, b64(v)]));
+    return { payloads: [{ metadata, data: b64(p!.data!) }] };
+  }
+
+  it("createCodecServer({ codec: plugin.codec, namespace }) serves that namespace, whatever the codec's fallback", async () => {
+    expect(plugin.codec?.namespace).toBe('default');
+    server = makeServer(idp, { codec: plugin.codec!, namespace: 'prod' });
+    const auth = { authorization: `Bearer ${reader}`, 'x-namespace': 'prod' };
+    const res = await post('/decode', await bodyFor('prod'), auth);
+    expect(res.statusCode).toBe(200);
+    expect(Buffer.from(res.json().payloads[0].data, 'base64').toString()).toBe('"for prod"');
+    // Ciphertext of another namespace stays bound to it.
+    expectRefusal(await post('/decode', await bodyFor('default'), auth), 422, ErrorCodes.PAYLOAD_TAMPERED);
+    expectRefusal(
+      await post('/decode', await bodyFor('prod'), { ...auth, 'x-namespace': 'default' }),
+      403,
+      CodecServerCodes.NAMESPACE_FORBIDDEN,
+    );
+  });
+
+  it('the rebound codec follows key rotation of the original', async () => {
+    const codec = makeCodec();
+    server = makeServer(idp, { codec, namespace: 'prod', encode: true });
+    const auth = { authorization: `Bearer ${writer}`, 'x-namespace': 'prod' };
+    codec.rotate({ keys: [{ ...K2 }, { ...K1, status: 'decrypt-only' }] });
+    const encoded = await post(
+      '/encode',
+      { payloads: [{ metadata: { encoding: b64('json/plain') }, data: b64('1') }] },
+      auth,
+    );
+    expect(encoded.statusCode).toBe(200);
+    expect(Buffer.from(encoded.json().payloads[0].metadata['encryption-key-id'], 'base64').toString()).toBe(
+      'k2',
+    );
+  });
+});
+
+function catchError(fn: () => unknown): unknown {
+  try {
+    fn();
+  } catch (err) {
+    return err;
+  }
+  return undefined;
+}
 
 function b64url(obj: unknown): string {
   return Buffer.from(JSON.stringify(obj)).toString('base64url');

@@ -222,6 +222,71 @@ describe('actors: signals, updates, queries', () => {
   });
 });
 
+describe('an actor policy that throws', () => {
+  it('refuses signal, update and query with USER_CONTEXT_POLICY_FAILED, audited; no handler runs', async () => {
+    const handle = await runAsUser(alice, () =>
+      h.client.workflow.start('throwingPolicy', { taskQueue: h.taskQueue, workflowId: id('throwing') }),
+    );
+    // carol is in alice's workspace: only the policy's bug stands between her and the handlers.
+    await expect(runAsUser(carol, () => handle.executeUpdate('note', { args: ['x'] }))).rejects.toMatchObject(
+      {
+        cause: { type: ErrorCodes.POLICY_FAILED, nonRetryable: true },
+      },
+    );
+    await expect(runAsUser(carol, () => handle.query('progress'))).rejects.toThrow(ErrorCodes.POLICY_FAILED);
+    await runAsUser(carol, () => handle.signal('go', 'x'));
+    expect(await runAsUser(alice, () => handle.query('progress'))).toEqual([]);
+    await runAsUser(alice, () => handle.signal('go', 'ok'));
+    expect(((await handle.result()) as { notes: string[] }).notes).toEqual(['signal:ok']);
+    const denied = h.audit.events
+      .filter((e) => e.workflowId === handle.workflowId && e.decision === 'deny')
+      .map((e) => [e.action, e.reason]);
+    expect(denied.sort()).toEqual([
+      ['workflow.query', ErrorCodes.POLICY_FAILED],
+      ['workflow.signal', ErrorCodes.POLICY_FAILED],
+      ['workflow.update', ErrorCodes.POLICY_FAILED],
+    ]);
+  });
+});
+
+describe('a refused update is rejected before it is accepted', () => {
+  /** Update ids of the UpdateAccepted events in the workflow's history. */
+  async function acceptedUpdates(handle: WorkflowHandle): Promise<string[]> {
+    const history = await handle.fetchHistory();
+    return (history.events ?? []).flatMap((e) => {
+      const updateId = e.workflowExecutionUpdateAcceptedEventAttributes?.acceptedRequest?.meta?.updateId;
+      return updateId ? [updateId] : [];
+    });
+  }
+
+  it.each([
+    ['with a validator', 'guarded'],
+    ['without a validator', 'unguarded'],
+  ])('%s: nothing in history, the handler never runs', async (_, update) => {
+    const handle = await runAsUser(alice, () =>
+      h.client.workflow.start('updates', { taskQueue: h.taskQueue, workflowId: id('updates') }),
+    );
+    await expect(
+      runAsUser(bob, () => handle.executeUpdate(update, { args: ['evil'], updateId: 'from-bob' })),
+    ).rejects.toMatchObject({ cause: { type: ErrorCodes.ACTOR_FORBIDDEN, nonRetryable: true } });
+    // Same workspace: admitted, accepted, run.
+    expect(
+      await runAsUser(carol, () => handle.executeUpdate(update, { args: ['ok'], updateId: 'from-carol' })),
+    ).toBe('ok');
+    await runAsUser(alice, () => handle.signal('finish'));
+    expect(await handle.result()).toEqual([`${update}:ok`]);
+    expect(await acceptedUpdates(handle)).toEqual(['from-carol']);
+    expect(
+      h.audit.events.filter(
+        (e) =>
+          e.workflowId === handle.workflowId &&
+          e.action === 'workflow.update' &&
+          e.reason === ErrorCodes.ACTOR_FORBIDDEN,
+      ),
+    ).toHaveLength(1);
+  });
+});
+
 describe("the worker's own client", () => {
   it('cannot mint a context for a new lineage', async () => {
     expect(await runAs<string>(alice, 'viaWorkerClient')).toBe(ErrorCodes.MISCONFIGURED);

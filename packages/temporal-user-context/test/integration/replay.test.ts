@@ -1,6 +1,11 @@
 // Determinism: histories recorded on the real dev server replay without non-determinism errors, with
 // the plugin installed, after a key rotation (case 24): workflow code never verifies, verdicts are
 // recorded in history, and retired codec keys stay decrypt-only.
+//
+// `replay-*` histories are rewritten by `RECORD_HISTORIES=1`; `kept-*` ones are not: they hold what
+// current code can no longer record. `kept-updates-refused-after-acceptance-*` was recorded before
+// refused updates were withdrawn before acceptance: the update from another workspace to a handler
+// without a validator was accepted, then rejected. Runs in flight from then must still replay.
 import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { historyFromJSON, historyToJSON } from '@temporalio/common/lib/proto-utils.js';
@@ -16,7 +21,7 @@ import {
   workerKeySet,
   type KeySetJson,
 } from 'temporal-user-context';
-import { alice, carol } from '../../../../test-support/harness.js';
+import { alice, bob, carol } from '../../../../test-support/harness.js';
 import { fixtureWorkflowsPath, useFixtureHarness } from '../fixtures/harness.js';
 
 const historiesDir = fileURLToPath(new URL('../fixtures/histories/', import.meta.url));
@@ -66,6 +71,22 @@ async function record(): Promise<Array<{ name: string; workflowId: string; histo
   await runAsUser(alice, () => handle.signal('go', 'done'));
   await handle.result();
   out.push({ name: 'interactive', workflowId: handle.workflowId, history: await handle.fetchHistory() });
+  // Updates refused before acceptance (with and without a validator) next to accepted ones.
+  const updates = await runAsUser(alice, () =>
+    h.client.workflow.start('updates', {
+      taskQueue: h.taskQueue,
+      workflowId: `replay-updates-${Date.now()}`,
+    }),
+  );
+  for (const update of ['guarded', 'unguarded']) {
+    await expect(
+      runAsUser(bob, () => updates.executeUpdate(update, { args: ['refused'] })),
+    ).rejects.toThrow();
+    await runAsUser(carol, () => updates.executeUpdate(update, { args: ['accepted'] }));
+  }
+  await runAsUser(alice, () => updates.signal('finish'));
+  await updates.result();
+  out.push({ name: 'updates', workflowId: updates.workflowId, history: await updates.fetchHistory() });
   return out;
 }
 
@@ -91,8 +112,16 @@ describe('replay', () => {
   });
 
   it('committed histories (recorded by an earlier version) still replay', async () => {
-    const files = readdirSync(historiesDir).filter((f) => f.startsWith('replay-') && f.endsWith('.json'));
-    expect(files.length).toBeGreaterThanOrEqual(5);
+    const files = readdirSync(historiesDir).filter(
+      (f) => (f.startsWith('replay-') || f.startsWith('kept-')) && f.endsWith('.json'),
+    );
+    expect(files.length).toBeGreaterThanOrEqual(6);
+    const refusedAfterAcceptance = files.find((f) => f.startsWith('kept-updates-refused-after-acceptance-'));
+    expect(refusedAfterAcceptance).toBeDefined();
+    const accepted = historyFromJSON(
+      JSON.parse(readFileSync(`${historiesDir}${refusedAfterAcceptance}`, 'utf8')),
+    ).events?.map((e) => e.workflowExecutionUpdateAcceptedEventAttributes?.acceptedRequest?.meta?.updateId);
+    expect(accepted).toContain('from-bob');
     for (const file of files) {
       const history = historyFromJSON(JSON.parse(readFileSync(`${historiesDir}${file}`, 'utf8')));
       const workflowId = file.replace(/\.json$/, '');

@@ -1,5 +1,6 @@
 // Schedules (create → every run carries a schedule-bound token) and the worker's own client.
 import { randomUUID } from 'node:crypto';
+import { SearchAttributeType, defineSearchAttributeKey } from '@temporalio/common';
 import { describe, expect, it } from 'vitest';
 import {
   ErrorCodes,
@@ -17,6 +18,7 @@ import {
 import { useFixtureHarness } from '../fixtures/harness.js';
 
 const h = useFixtureHarness();
+const SCHEDULED_BY_ID = defineSearchAttributeKey('TemporalScheduledById', SearchAttributeType.KEYWORD);
 
 describe('schedules', () => {
   it('a run started by the schedule acts as the schedule creator', async () => {
@@ -86,6 +88,44 @@ describe('schedules', () => {
       );
       expect(code, workflowId).toBe(ErrorCodes.LINEAGE_MISMATCH);
     }
+  });
+
+  it('a schedule token copied into a run that claims the schedule (id and search attribute) is refused', async () => {
+    // Clients may set TemporalScheduledById themselves, and a run id of the scheduled shape is free to
+    // take: only the schedule's own record of the runs it started tells a scheduled run apart.
+    const scheduleId = `sch-${randomUUID()}`;
+    const handle = await runAsUser(alice, () =>
+      h.client.schedule.create({
+        scheduleId,
+        spec: { intervals: [{ every: '1h' }] },
+        action: {
+          type: 'startWorkflow',
+          workflowType: 'viaActivity',
+          taskQueue: h.taskQueue,
+          workflowId: `${scheduleId}-wf`,
+        },
+      }),
+    );
+    await handle.trigger();
+    const genuine = await nthScheduledRun(h.rawClient, scheduleId, 1);
+    expect(await h.rawClient.workflow.getHandle(genuine).result()).toEqual(alice);
+    const copied = await h.rawClient.workflow.getHandle(genuine).fetchHistory();
+    const startHeader =
+      copied.events?.[0]?.workflowExecutionStartedEventAttributes?.header?.fields?.[ORIGINATOR_HEADER];
+    expect(startHeader).toBeDefined();
+    const attacker = headerWritingClient(h, { [ORIGINATOR_HEADER]: startHeader! });
+    const claimsSchedule = [{ key: SCHEDULED_BY_ID, value: scheduleId }];
+    for (const workflowId of [`${scheduleId}-wf-2031-01-01T00:00:00Z`, genuine]) {
+      const code = await failureTypeOf(
+        attacker.workflow.execute('viaActivity', {
+          taskQueue: h.taskQueue,
+          workflowId,
+          typedSearchAttributes: claimsSchedule,
+        }),
+      );
+      expect(code, workflowId).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    }
+    await handle.delete();
   });
 });
 

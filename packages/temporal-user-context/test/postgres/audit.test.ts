@@ -1,12 +1,15 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { BACKENDS, openBackend, type Backend } from '../../../../test-support/db-backends.js';
 import { Auditor } from '../../src/audit/index.js';
 import { ErrorCodes, isUserContextError, parseUserContext } from '../../src/context/index.js';
 import {
+  AuditBacklogError,
   postgresAuditSink,
   queryAuditTrail,
   withUserScope,
   type PostgresAuditSink,
+  type SqlDatabase,
+  type SqlQueryable,
 } from '../../src/postgres/index.js';
 import { applyScope } from '../../src/postgres/scope.js';
 import { createFixtureSchema, uniqueRoles } from './fixture.js';
@@ -129,5 +132,83 @@ describe.each(BACKENDS)('audit log on %s', (kind) => {
     const rows = await b.admin.query<{ detail: string }>(`select detail from audit_log where reason = 'x'`);
     expect(rows.rows[0]?.detail).toBe(`'); delete from audit_log; --\uFFFD\uFFFDforged`);
     expect((await b.admin.query('select 1 from audit_log')).rowCount).toBeGreaterThan(2);
+  });
+});
+
+describe('audit sink while the database stalls', () => {
+  afterEach(() => {
+    vi.restoreAllMocks();
+  });
+
+  /** A database whose transactions wait until released (a stalled server, an exhausted pool). */
+  function stalledDatabase(fail = false) {
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    const state = { started: 0 };
+    const db: SqlDatabase = {
+      driver: 'pg',
+      query: async () => ({ rows: [], rowCount: 0 }),
+      async transaction<T>(fn: (tx: SqlQueryable) => Promise<T>): Promise<T> {
+        state.started++;
+        await gate;
+        if (fail) throw Object.create(null);
+        return fn({ query: async () => ({ rows: [], rowCount: 1 }) });
+      },
+      session: () => Promise.reject(new Error('not used')),
+    };
+    return { db, state, release: () => release() };
+  }
+
+  const event = (n: number) => ({
+    time: new Date().toISOString(),
+    action: `stall.${n}`,
+    decision: 'allow' as const,
+    source: 'system' as const,
+    reason: 'ok',
+  });
+
+  it('holds at most maxPending writes; the rest are dropped and reported with the event, never thrown', async () => {
+    const { db, state, release } = stalledDatabase();
+    const errors: unknown[] = [];
+    const sink = postgresAuditSink(db, { maxPending: 3, onError: (err) => errors.push(err) });
+    for (let i = 0; i < 8; i++) expect(() => sink.emit(event(i))).not.toThrow();
+    expect(state.started).toBe(3);
+    expect(errors).toHaveLength(5);
+    for (const [i, err] of errors.entries()) {
+      expect(err).toBeInstanceOf(AuditBacklogError);
+      expect((err as AuditBacklogError).event.action).toBe(`stall.${i + 3}`);
+      expect((err as AuditBacklogError).pending).toBe(3);
+    }
+    release();
+    await sink.flush();
+    sink.emit(event(8));
+    await sink.flush();
+    expect(state.started).toBe(4);
+    expect(errors).toHaveLength(5);
+  });
+
+  it('an onError that throws, on a value that cannot be printed, leaves no rejected write behind', async () => {
+    const lines: string[] = [];
+    vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => {
+      lines.push(String(chunk));
+      return true;
+    });
+    const { db, release } = stalledDatabase(true);
+    const sink = postgresAuditSink(db, {
+      onError: () => {
+        throw Object.create(null);
+      },
+    });
+    const write = sink.emit(event(0));
+    release();
+    await expect(write).resolves.toBeUndefined();
+    await sink.flush();
+    expect(lines).toEqual(['temporal-user-context: audit_log insert failed: [object Object]\n']);
+  });
+
+  it.each([0, -1, 1.5, NaN, Infinity])('refuses maxPending %s', (maxPending) => {
+    expect(() => postgresAuditSink(stalledDatabase().db, { maxPending })).toThrowError(
+      expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
+    );
   });
 });

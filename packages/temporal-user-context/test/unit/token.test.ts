@@ -82,6 +82,36 @@ describe('context tokens', () => {
     expect(verifier.open(header.tok)).toBe(verifier.open(header.tok));
   });
 
+  it('opened claims are frozen: a revocation hook cannot change what later checks of the token read', async () => {
+    const verifier = new ContextVerifier(worker);
+    const { header, claims } = await issueContextToken(edge, alice, {
+      namespace: 'ns-a',
+      use: 'start',
+      workflowId: 'wf-frozen',
+    });
+    const withLin = { ...header, lin: { root: 'wf-frozen', wf: 'wf-frozen', start: claims.iat * 1000 } };
+    const facts = { namespace: 'ns-a', workflowId: 'wf-frozen' };
+    const first = await verifier.verifyOriginator(withLin, facts);
+    expect(Object.isFrozen(first.claims)).toBe(true);
+    expect(Object.isFrozen(first.claims.roles)).toBe(true);
+    // What a careless (or hostile) isRevoked hook might do with the claims it is given. Modules are
+    // strict code: writing to a frozen object throws instead of silently doing nothing.
+    const hook = (c: Record<string, unknown> & { roles: string[] }) => {
+      c.aud = 'ns-b';
+      c.exp = Number.MAX_SAFE_INTEGER;
+      c.roles.push('admin');
+    };
+    expect(() => hook(first.claims as never)).toThrow(TypeError);
+    const again = await verifier.verifyOriginator(withLin, facts);
+    expect(again.claims).toBe(first.claims); // the same cached object
+    expect(again.claims).toEqual(claims);
+    expect(again.context.roles).toEqual(['member']);
+    expect(await codeOf(verifier.verifyOriginator(withLin, { ...facts, namespace: 'ns-b' }))).toBe(
+      ErrorCodes.AUDIENCE_MISMATCH,
+    );
+    expect(Object.isFrozen(await openContextToken(worker, header.tok))).toBe(true);
+  });
+
   it('audience, lineage and window are checked against the facts given', async () => {
     const verifier = new ContextVerifier(worker);
     const { header, claims } = await issueContextToken(edge, alice, {

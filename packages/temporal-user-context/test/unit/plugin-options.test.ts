@@ -1,0 +1,97 @@
+// Plugin and verifier options that would quietly turn a check off are refused when the plugin is built,
+// with USER_CONTEXT_MISCONFIGURED, instead of being read as some default.
+import { describe, expect, it } from 'vitest';
+import {
+  Auditor,
+  ContextVerifier,
+  ErrorCodes,
+  KeyRing,
+  UserContextError,
+  UserContextPlugin,
+  generateKeySet,
+  openContextToken,
+  runAsUser,
+  type UserContextPluginOptions,
+} from 'temporal-user-context';
+import { ContextSource } from '../../src/client/source.js';
+
+const keys = generateKeySet('options');
+const edge = KeyRing.fromJSON(keys.edge);
+const worker = KeyRing.fromJSON(keys.worker);
+const alice = { userId: 'alice', workspaceId: 'ws-acme', roles: ['member'] };
+
+function codeOf(fn: () => unknown): string | undefined {
+  try {
+    fn();
+    return undefined;
+  } catch (err) {
+    expect(err).toBeInstanceOf(UserContextError);
+    return (err as UserContextError).code;
+  }
+}
+
+const plugin = (options: Partial<UserContextPluginOptions>) =>
+  new UserContextPlugin({ keys: edge, audit: [], ...options });
+
+describe('verifier options', () => {
+  it.each([
+    ['NaN skew', { clockSkewSeconds: NaN }],
+    ['infinite skew', { clockSkewSeconds: Infinity }],
+    ['negative skew', { clockSkewSeconds: -1 }],
+    ['a skew of more than an hour', { clockSkewSeconds: 3601 }],
+    ['a skew that is not a number', { clockSkewSeconds: '30' as unknown as number }],
+    ['NaN cache size', { cacheSize: NaN }],
+    ['infinite cache size', { cacheSize: Infinity }],
+    ['negative cache size', { cacheSize: -5 }],
+    ['zero cache size', { cacheSize: 0 }],
+    ['fractional cache size', { cacheSize: 0.5 }],
+    ['fractional cache size above 1', { cacheSize: 2.5 }],
+  ])('refuses %s, directly and through the plugin', (_name, options) => {
+    expect(codeOf(() => new ContextVerifier(worker, options))).toBe(ErrorCodes.MISCONFIGURED);
+    expect(codeOf(() => plugin({ verifier: options }))).toBe(ErrorCodes.MISCONFIGURED);
+  });
+
+  it('accepts the bounds themselves and leaves the defaults alone', () => {
+    for (const options of [{}, { clockSkewSeconds: 0, cacheSize: 1 }, { clockSkewSeconds: 3600 }]) {
+      expect(() => new ContextVerifier(worker, options)).not.toThrow();
+      expect(() => plugin({ verifier: options })).not.toThrow();
+    }
+  });
+});
+
+describe('startWindowSeconds', () => {
+  it.each([0, -1, NaN, Infinity, -Infinity, 1.5, 86_401, 1e12])('refuses %s', (startWindowSeconds) => {
+    expect(codeOf(() => plugin({ startWindowSeconds }))).toBe(ErrorCodes.MISCONFIGURED);
+  });
+
+  it.each([1, 60, 86_400])('issues start tokens with a window of %s s', async (startWindowSeconds) => {
+    const source = new ContextSource({
+      ring: edge,
+      namespace: 'default',
+      auditor: new Auditor([]),
+      mirror: { memo: 'off', searchAttributes: 'off' },
+      startWindowSeconds,
+    });
+    const { originator } = await runAsUser(alice, () => source.forStart('wf-window', 'client.start'));
+    const claims = await openContextToken(worker, originator.tok);
+    expect(claims.exp - claims.iat).toBe(startWindowSeconds);
+  });
+});
+
+describe('mirror', () => {
+  it.each([
+    ['a string', 'plain'],
+    ['null', null],
+    ['an array', ['plain']],
+    ['a number', 1],
+    ['an object with a misspelt field', { memo: 'plain', serchAttributes: 'plain' }],
+  ])('refuses %s instead of reading it as the defaults', (_name, mirror) => {
+    expect(codeOf(() => plugin({ mirror: mirror as never }))).toBe(ErrorCodes.MISCONFIGURED);
+  });
+
+  it('still takes a partial object, and undefined, as the defaults for what is left out', () => {
+    expect(() => plugin({ mirror: { memo: 'plain' } })).not.toThrow();
+    expect(() => plugin({ mirror: { memo: undefined } })).not.toThrow();
+    expect(() => plugin({ mirror: undefined })).not.toThrow();
+  });
+});
