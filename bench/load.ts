@@ -29,10 +29,11 @@ import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import pg from 'pg';
 import { KeyRing, UserContextPlugin, generateKeySet } from 'temporal-user-context';
-import { assertIsolation, fromPgPool, postgresAuditSink } from 'temporal-user-context/postgres';
+import { fromPgPool, postgresAuditSink } from 'temporal-user-context/postgres';
 import { createApi } from '../apps/agent-platform/src/api/app.js';
 import { createEphemeralIssuer } from '../apps/agent-platform/src/auth/dev-issuer.js';
 import { createVerifier } from '../apps/agent-platform/src/auth/verify.js';
+import { assertPlatformIsolation } from '../apps/agent-platform/src/config.js';
 import { migrate } from '../apps/agent-platform/src/data/migrate.js';
 import { seedDemo, type DemoWorkspace } from '../apps/agent-platform/src/seed.js';
 import { createWorker } from '../apps/agent-platform/src/worker.js';
@@ -119,7 +120,7 @@ async function main(): Promise<void> {
   const cleanups: (() => Promise<unknown>)[] = [];
   try {
     await migrate(db);
-    await assertIsolation(db);
+    await assertPlatformIsolation(db);
     const workspaces = loadWorkspaces();
     const agentIds = await seedDemo(db, workspaces);
 

@@ -105,46 +105,57 @@ export function createActivities(deps: ActivityDeps) {
       });
     },
 
-    /** Stores the outcome on the run record (creating one for runs a schedule started). */
+    /**
+     * Stores the outcome on the run record. The id comes from workflow input, which whoever starts a
+     * workflow chooses: it is written only when the record belongs to the calling workflow (another
+     * run's record in the same workspace is as good as missing: `RUN_NOT_FOUND`).
+     */
     async recordRunResult(outcome: RunOutcome): Promise<string> {
-      const info = Context.current().info;
+      const workflowId = workflowIdOf(Context.current().info);
       return scoped(async (tx) => {
         const runs = new AgentRunRepository(tx);
-        let id = outcome.runRecordId;
-        if (!id) {
-          const existing = await runs.findByWorkflowId(workflowIdOf(info));
-          id = existing?.id;
-        }
-        if (!id) throw ApplicationFailure.nonRetryable('run record missing', 'RUN_NOT_FOUND');
-        await runs.setStatus(id, outcome.status, {
+        const id = outcome.runRecordId || (await runs.findByWorkflowId(workflowId))?.id;
+        const fields = {
           ...(outcome.result !== undefined ? { result: outcome.result } : {}),
           ...(outcome.error !== undefined ? { error: outcome.error } : {}),
-        });
-        return id;
+        };
+        const written = id ? await runs.setStatus(id, outcome.status, fields, { workflowId }) : undefined;
+        if (!written) throw runNotFound();
+        return written.id;
       });
     },
 
-    /** Creates the run record of a run a schedule started (API-started runs have one already). */
-    async ensureRunRecord(agentId: string, input: string): Promise<string> {
+    /**
+     * The run record of the calling workflow, marked `running`: the record the API created
+     * (`runRecordId`, accepted only when it is this workflow's) or, for runs a schedule started, the
+     * one found or created for this workflow id.
+     */
+    async ensureRunRecord(agentId: string, input: string, runRecordId?: string): Promise<string> {
       const info = Context.current().info;
       const workflowId = workflowIdOf(info);
+      const runId = info.workflowExecution?.runId ?? '';
       return scoped(async (tx) => {
         const runs = new AgentRunRepository(tx);
-        const existing = await runs.findByWorkflowId(workflowId);
-        if (existing) return existing.id;
-        const created = await runs.create({
-          agentId,
-          workflowId,
-          runId: info.workflowExecution?.runId ?? '',
-          input: { input },
-        });
-        return created.id;
+        const run = runRecordId
+          ? await runs.getForWorkflow(runRecordId, workflowId)
+          : await runs.ensureForWorkflow({ agentId, workflowId, runId, input: { input } });
+        if (!run) throw runNotFound();
+        await runs.markRunning(run.id, runId);
+        return run.id;
       });
     },
   };
 }
 
 export type AgentActivities = ReturnType<typeof createActivities>;
+
+function runNotFound(): ApplicationFailure {
+  return ApplicationFailure.create({
+    type: 'RUN_NOT_FOUND',
+    message: "run record missing, or not this workflow's",
+    nonRetryable: true,
+  });
+}
 
 function workflowIdOf(info: { workflowExecution?: { workflowId: string } }): string {
   if (!info.workflowExecution) throw ApplicationFailure.nonRetryable('not in a workflow', 'RUN_NOT_FOUND');

@@ -1,31 +1,55 @@
 // `npm run api`: the HTTP API alone (a worker runs elsewhere: `npm run worker`).
 import { UserContextPlugin } from 'temporal-user-context';
-import { assertIsolation, postgresAuditSink } from 'temporal-user-context/postgres';
+import { postgresAuditSink } from 'temporal-user-context/postgres';
 import { createApi } from './api/app.js';
 import { loadDevIssuer } from './auth/dev-issuer.js';
 import { createVerifier, type AuthOptions } from './auth/verify.js';
-import { ensureKeyFiles, keyRingFromEnv, openDatabase, searchAttributeMirror } from './config.js';
+import {
+  assertPlatformIsolation,
+  ensureKeyFiles,
+  keyRingFromEnv,
+  openDatabase,
+  searchAttributeMirror,
+} from './config.js';
 import { migrate } from './data/migrate.js';
 import { connectClient } from './temporal.js';
 
 export { createApi } from './api/app.js';
 
+/**
+ * AUTH_MAX_TOKEN_AGE_SECONDS and AUTH_TOKEN_TYPE; empty means unset, as for the other variables. A
+ * value that is not what it should be is refused rather than read as the default.
+ */
+export function tokenChecksFromEnv(
+  env: NodeJS.ProcessEnv = process.env,
+): Pick<AuthOptions, 'maxTokenAgeSeconds' | 'tokenType'> {
+  const age = env.AUTH_MAX_TOKEN_AGE_SECONDS;
+  const type = env.AUTH_TOKEN_TYPE;
+  if (age && !/^[1-9][0-9]{0,8}$/.test(age))
+    throw new Error('AUTH_MAX_TOKEN_AGE_SECONDS must be a positive whole number of seconds');
+  if (type && !/^[A-Za-z0-9][A-Za-z0-9.+/-]{0,63}$/.test(type))
+    throw new Error('AUTH_TOKEN_TYPE must be a media type such as at+jwt or JWT');
+  return { ...(age ? { maxTokenAgeSeconds: Number(age) } : {}), ...(type ? { tokenType: type } : {}) };
+}
+
 /** AUTH_JWKS_URL / AUTH_ISSUER / AUTH_AUDIENCE, else the local development issuer. */
 export async function authFromEnv(env: NodeJS.ProcessEnv = process.env): Promise<AuthOptions> {
+  const checks = tokenChecksFromEnv(env);
   if (env.AUTH_JWKS_URL) {
     if (!env.AUTH_ISSUER || !env.AUTH_AUDIENCE)
       throw new Error('AUTH_JWKS_URL needs AUTH_ISSUER and AUTH_AUDIENCE');
-    return { jwks: env.AUTH_JWKS_URL, issuer: env.AUTH_ISSUER, audience: env.AUTH_AUDIENCE };
+    return { jwks: env.AUTH_JWKS_URL, issuer: env.AUTH_ISSUER, audience: env.AUTH_AUDIENCE, ...checks };
   }
   if (env.NODE_ENV === 'production') throw new Error('set AUTH_JWKS_URL, AUTH_ISSUER and AUTH_AUDIENCE');
   const dev = await loadDevIssuer();
-  return { jwks: dev.jwks, issuer: dev.issuer, audience: dev.audience };
+  // The dev issuer always sets `typ: JWT`, so its tokens can be held to it.
+  return { jwks: dev.jwks, issuer: dev.issuer, audience: dev.audience, tokenType: 'JWT', ...checks };
 }
 
 async function main(): Promise<void> {
   const database = await openDatabase();
   if (database.kind === 'pglite') await migrate(database.db);
-  await assertIsolation(database.db);
+  await assertPlatformIsolation(database.db);
   const plugin = new UserContextPlugin({
     keys: keyRingFromEnv(ensureKeyFiles().edge),
     audit: postgresAuditSink(database.db),

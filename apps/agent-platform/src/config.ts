@@ -4,7 +4,14 @@ import { fileURLToPath } from 'node:url';
 import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
 import { KeyRing, generateKeySet, type KeySetJson, type MirrorMode } from 'temporal-user-context';
-import { fromPGlite, fromPgPool, type SqlDatabase } from 'temporal-user-context/postgres';
+import {
+  assertIsolation,
+  fromPGlite,
+  fromPgPool,
+  type IsolationReport,
+  type SqlDatabase,
+  type SqlQueryable,
+} from 'temporal-user-context/postgres';
 
 /** apps/agent-platform */
 export const APP_DIR = resolve(fileURLToPath(new URL('..', import.meta.url)));
@@ -35,6 +42,17 @@ export async function openDatabase(
   const lite = new PGlite(dir);
   await lite.waitReady;
   return { db: fromPGlite(lite), kind: 'pglite', close: () => lite.close() };
+}
+
+/**
+ * Tenant tables the isolation guard cannot find on its own: it finds those with a `workspace_id`
+ * column, and `workspaces` is keyed by `id`.
+ */
+export const TENANT_TABLES: readonly string[] = ['workspaces'];
+
+/** The start-up isolation guard as every entry point runs it (worker, API, `npm start`). */
+export function assertPlatformIsolation(db: SqlQueryable): Promise<IsolationReport> {
+  return assertIsolation(db, { tenantTables: TENANT_TABLES });
 }
 
 export interface KeyFiles {

@@ -6,12 +6,19 @@ import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
 import { KeyRing, UserContextPlugin, pinoAuditSink } from 'temporal-user-context';
-import { assertIsolation, postgresAuditSink } from 'temporal-user-context/postgres';
+import { postgresAuditSink } from 'temporal-user-context/postgres';
 import { authFromEnv } from './api.js';
 import { createApi } from './api/app.js';
 import { loadDevIssuer } from './auth/dev-issuer.js';
 import { createVerifier } from './auth/verify.js';
-import { DATA_DIR, REPO_ROOT, ensureKeyFiles, openDatabase, searchAttributeMirror } from './config.js';
+import {
+  DATA_DIR,
+  REPO_ROOT,
+  assertPlatformIsolation,
+  ensureKeyFiles,
+  openDatabase,
+  searchAttributeMirror,
+} from './config.js';
 import { migrate } from './data/migrate.js';
 import { seedDemo } from './seed.js';
 import { createWorker } from './worker.js';
@@ -77,7 +84,7 @@ async function main(): Promise<void> {
 
   const database = await openDatabase();
   await migrate(database.db);
-  await assertIsolation(database.db);
+  await assertPlatformIsolation(database.db);
   const agents = await seedDemo(database.db);
   const dbAudit = postgresAuditSink(database.db);
 

@@ -2,9 +2,9 @@ import { extname } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker, type NativeConnection, type WorkerOptions } from '@temporalio/worker';
 import { UserContextPlugin, pinoAuditSink, type AuditSink, type KeyRing } from 'temporal-user-context';
-import { assertIsolation, postgresAuditSink, type SqlDatabase } from 'temporal-user-context/postgres';
+import { postgresAuditSink, type SqlDatabase } from 'temporal-user-context/postgres';
 import { createActivities } from './activities.js';
-import { ensureKeyFiles, keyRingFromEnv, openDatabase } from './config.js';
+import { assertPlatformIsolation, ensureKeyFiles, keyRingFromEnv, openDatabase } from './config.js';
 import { migrate } from './data/migrate.js';
 import { providerFromEnv, type ModelProvider } from './providers/index.js';
 import { connectWorker } from './temporal.js';
@@ -51,7 +51,7 @@ export async function createWorker(options: CreateWorkerOptions): Promise<Worker
 async function main(): Promise<void> {
   const database = await openDatabase();
   if (database.kind === 'pglite') await migrate(database.db);
-  await assertIsolation(database.db);
+  await assertPlatformIsolation(database.db);
   const keys = keyRingFromEnv(ensureKeyFiles().worker);
   const { connection, namespace } = await connectWorker();
   const worker = await createWorker({ connection, namespace, db: database.db, keys });

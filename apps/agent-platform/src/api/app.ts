@@ -1,12 +1,20 @@
 import { randomUUID } from 'node:crypto';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
-import type { Client } from '@temporalio/client';
-import Fastify, { type FastifyInstance, type FastifyRequest } from 'fastify';
-import { runAsUser, type UserContext } from 'temporal-user-context';
+import {
+  WorkflowUpdateRPCTimeoutOrCancelledError,
+  isGrpcCancelledError,
+  isGrpcDeadlineError,
+  type Client,
+  type WorkflowExecutionStatusName,
+} from '@temporalio/client';
+import type { Payload } from '@temporalio/common';
+import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import { isUserContextError, runAsUser, type UserContext } from 'temporal-user-context';
 import {
   queryAuditTrail,
   withUserScope,
+  type ScopeAuditFields,
   type ScopedTransaction,
   type SqlDatabase,
   type UserScopeOptions,
@@ -19,10 +27,26 @@ import {
   type AgentRun,
 } from '../data/repositories/index.js';
 import type { AgentExecutionInput, AgentExecutionResult, Progress } from '../workflows/agent-execution.js';
-import { ProblemError, failureCode, problem, toProblem } from './problems.js';
+import { ProblemError, isStableCode, problem, runEnding, toProblem, type RunEnding } from './problems.js';
 
 export const WORKFLOW_TYPE = 'AgentExecutionWorkflow';
 const DEFAULT_TASK_QUEUE = 'agent-tasks';
+/** Shortest schedule interval: a tighter one is a load generator, not an agent schedule. */
+export const MIN_SCHEDULE_SECONDS = 60;
+const SCHEDULE_PREFIX = 'agent-schedule-';
+/** Memo key of the API's own record of a schedule: which workspace, agent and user it belongs to. */
+const SCHEDULE_MEMO = 'agentPlatform';
+const DEFAULT_WORKER_TIMEOUT_MS = 10_000;
+/** A closed run's result is one history read; the bound only guards against a stuck server. */
+const CLOSED_RESULT_TIMEOUT_MS = 10_000;
+/** Statuses after which nothing follows; CONTINUED_AS_NEW is not one (the chain goes on). */
+const FINAL_STATUSES: ReadonlySet<WorkflowExecutionStatusName> = new Set([
+  'COMPLETED',
+  'FAILED',
+  'CANCELLED',
+  'TERMINATED',
+  'TIMED_OUT',
+]);
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -39,7 +63,35 @@ export interface CreateApiOptions {
   logger?: boolean;
   /** Options for every withUserScope call (auditor, app role). */
   scope?: Omit<UserScopeOptions, 'requireRole'>;
+  /**
+   * How long a call only a worker can answer may wait: the `addInstruction` update (then 504
+   * `INSTRUCTION_TIMEOUT`) and the `progress` query (then the status comes without progress).
+   * Default 10 s.
+   */
+  workerTimeoutMs?: number;
 }
+
+/** What the API records in a schedule's memo when it creates it. */
+interface ScheduleRecord {
+  workspaceId: string;
+  agentId: string;
+  createdBy: string;
+  everySeconds: number;
+  createdAt: string;
+}
+
+function scheduleRecord(value: unknown): ScheduleRecord | undefined {
+  const r = value as Partial<ScheduleRecord> | null | undefined;
+  return typeof r?.workspaceId === 'string' &&
+    typeof r.agentId === 'string' &&
+    typeof r.createdBy === 'string' &&
+    typeof r.everySeconds === 'number' &&
+    typeof r.createdAt === 'string'
+    ? (r as ScheduleRecord)
+    : undefined;
+}
+
+type RunOutcome = { status: 'running' } | { status: string; result: AgentExecutionResult } | RunEnding;
 
 const ID = { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$' } as const;
 const UUID = { type: 'string', format: 'uuid' } as const;
@@ -60,6 +112,10 @@ const problemSchema = {
   },
 } as const;
 const errors = { 400: problemSchema, 401: problemSchema, 403: problemSchema, 404: problemSchema };
+const SCHEDULE_ID = {
+  type: 'string',
+  pattern: `^${SCHEDULE_PREFIX}[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`,
+} as const;
 const security = [{ bearerAuth: [] }];
 
 function notFound(what: string): ProblemError {
@@ -77,6 +133,9 @@ function notFound(what: string): ProblemError {
 export async function createApi(options: CreateApiOptions): Promise<FastifyInstance> {
   const { db, client } = options;
   const taskQueue = options.taskQueue ?? DEFAULT_TASK_QUEUE;
+  const workerTimeoutMs = options.workerTimeoutMs ?? DEFAULT_WORKER_TIMEOUT_MS;
+  // Every identity this API acts for came from the edge JWT, not from a Temporal header.
+  const audit: ScopeAuditFields = { ...options.scope?.audit, source: 'edge' };
   const app = Fastify({
     logger: options.logger ?? false,
     ajv: { customOptions: { removeAdditional: false } },
@@ -134,10 +193,25 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   ): Promise<T> =>
     withUserScope(db, user(request), fn, {
       ...options.scope,
+      audit,
       ...(requireRole ? { requireRole } : {}),
     });
   const asUser = <T>(request: FastifyRequest, fn: () => Promise<T>): Promise<T> =>
     runAsUser(user(request), fn);
+  /**
+   * Runs Temporal calls that wait on a run or a worker so that none outlives its request: they are
+   * cancelled at the deadline, and as soon as the HTTP client goes away.
+   */
+  const bounded = <T>(reply: FastifyReply, timeoutMs: number, fn: () => Promise<T>): Promise<T> => {
+    const gone = new AbortController();
+    const abort = () => gone.abort();
+    reply.raw.once('close', abort);
+    // The SDK cancels only calls in flight when the signal fires; the deadline also ends one started
+    // after it (the next page of a result() that follows a continue-as-new).
+    return client
+      .withAbortSignal(gone.signal, () => client.withDeadline(Date.now() + timeoutMs, fn))
+      .finally(() => reply.raw.off('close', abort));
+  };
 
   app.get('/healthz', { schema: { hide: true } }, async () => ({ ok: true }));
 
@@ -367,7 +441,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         );
       } catch (err) {
         await scoped(request, (tx) =>
-          new AgentRunRepository(tx).setStatus(run.id, 'failed', { error: 'start failed' }),
+          new AgentRunRepository(tx).setStatus(run.id, 'failed', { error: 'START_FAILED' }),
         );
         throw err;
       }
@@ -406,7 +480,8 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           createdBy: r.createdBy,
           createdAt: r.createdAt,
           updatedAt: r.updatedAt,
-          ...(r.error ? { error: r.error } : {}),
+          // Older workflow versions recorded an activity's error class here; only codes go out.
+          ...(r.error ? { error: isStableCode(r.error) ? r.error : 'RUN_FAILED' } : {}),
         })),
       };
     },
@@ -426,20 +501,28 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     {
       schema: {
         tags: ['runs'],
-        summary: 'Run status and progress (query `progress`)',
+        summary: 'Run status and progress (query `progress`; absent when no worker answers in time)',
         security,
         params: runParams,
         response: errors,
       },
     },
-    async (request) => {
+    async (request, reply) => {
       const run = await loadRun(request);
       const handle = client.workflow.getHandle(run.workflowId);
       const description = await asUser(request, () => handle.describe());
       const temporalStatus = description.status.name;
       let progress: Progress | undefined;
-      if (temporalStatus === 'RUNNING')
-        progress = await asUser(request, () => handle.query<Progress>('progress'));
+      if (temporalStatus === 'RUNNING') {
+        try {
+          progress = await asUser(request, () =>
+            bounded(reply, workerTimeoutMs, () => handle.query<Progress>('progress')),
+          );
+        } catch (err) {
+          // Only a worker answers a query; without one the status above still stands.
+          if (!isGrpcDeadlineError(err) && !isGrpcCancelledError(err)) throw err;
+        }
+      }
       return {
         runId: run.id,
         agentId: run.agentId,
@@ -461,38 +544,38 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       schema: {
         tags: ['runs'],
         summary: 'Run result (optionally wait for it)',
+        description:
+          '`status`: `running`, `completed` or `cancelled` (with `result`), or `failed`, `cancelled`, ' +
+          '`terminated`, `timed_out` (with `error.code`). A closed run always gives its ending; ' +
+          '`waitSeconds` only matters while the run is open.',
         security,
         params: runParams,
         querystring: {
           type: 'object',
           properties: { waitSeconds: { type: 'integer', minimum: 0, maximum: 60 } },
         },
-        response: errors,
+        response: { ...errors, 504: problemSchema },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       const run = await loadRun(request);
       const handle = client.workflow.getHandle(run.workflowId);
-      const wait = (request.query.waitSeconds ?? 0) * 1000;
-      const outcome = await asUser(request, async () => {
+      const waitMs = (request.query.waitSeconds ?? 0) * 1000;
+      const outcome = await asUser(request, async (): Promise<RunOutcome> => {
+        const { status } = await handle.describe();
+        const open = !FINAL_STATUSES.has(status.name);
+        if (open && waitMs === 0) return { status: 'running' };
         try {
-          const pending = handle.result() as Promise<AgentExecutionResult>;
-          pending.catch(() => undefined);
-          const description = await handle.describe();
-          if (description.status.name === 'RUNNING' && wait === 0) return { status: 'running' };
-          let timer: NodeJS.Timeout | undefined;
-          const timeout = new Promise<undefined>((resolve) => {
-            timer = setTimeout(() => resolve(undefined), wait);
-          });
-          const result = await Promise.race([pending, timeout]).finally(() => clearTimeout(timer));
-          if (result === undefined) return { status: 'running' };
+          const result = await bounded(
+            reply,
+            open ? waitMs : CLOSED_RESULT_TIMEOUT_MS,
+            () => handle.result() as Promise<AgentExecutionResult>,
+          );
           return { status: result.status, result };
         } catch (err) {
-          if (
-            (err as Error).name === 'WorkflowFailedError' ||
-            (err as Error).name === 'WorkflowContinuedAsNewError'
-          )
-            return { status: 'failed', error: { code: failureCode(err) ?? 'RUN_FAILED' } };
+          if (open && (isGrpcDeadlineError(err) || isGrpcCancelledError(err))) return { status: 'running' };
+          const ending = runEnding(err);
+          if (ending) return ending;
           throw err;
         }
       });
@@ -530,35 +613,52 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           required: ['instruction'],
           additionalProperties: false,
         },
-        response: { ...errors, 409: problemSchema },
+        response: { ...errors, 409: problemSchema, 504: problemSchema },
       },
     },
-    async (request) => {
+    async (request, reply) => {
       const run = await loadRun(request);
-      const outcome = await asUser(request, () =>
-        client.workflow
-          .getHandle(run.workflowId)
-          .executeUpdate<{ accepted: true; pending: number }, [string]>('addInstruction', {
-            args: [request.body.instruction],
-          }),
-      );
-      return { runId: run.id, ...outcome };
+      try {
+        const outcome = await asUser(request, () =>
+          bounded(reply, workerTimeoutMs, () =>
+            client.workflow
+              .getHandle(run.workflowId)
+              .executeUpdate<{ accepted: true; pending: number }, [string]>('addInstruction', {
+                args: [request.body.instruction],
+              }),
+          ),
+        );
+        return { runId: run.id, ...outcome };
+      } catch (err) {
+        // The server accepts an update only once a worker has run the workflow's handler for it; with
+        // no worker polling, the call would wait for one forever.
+        if (err instanceof WorkflowUpdateRPCTimeoutOrCancelledError)
+          throw new ProblemError(
+            504,
+            'INSTRUCTION_TIMEOUT',
+            'Instruction not taken in time',
+            `no worker took it within ${Math.ceil(workerTimeoutMs / 1000)} s; it may still be applied when one does`,
+          );
+        throw err;
+      }
     },
   );
 
   // ---- schedules ----
+  // Temporal holds the schedules; the memo the API writes at creation says whose they are. A schedule
+  // still runs only as the creator its signed header names, whatever a memo says.
   app.post<{ Params: { ws: string; agentId: string }; Body: { everySeconds: number; input: string } }>(
     '/workspaces/:ws/agents/:agentId/schedules',
     {
       schema: {
-        tags: ['runs'],
-        summary: 'Run an agent on a schedule (every N seconds) as the caller',
+        tags: ['schedules'],
+        summary: `Run an agent on a schedule (every N seconds, N ≥ ${MIN_SCHEDULE_SECONDS}) as the caller`,
         security,
         params: agentParams,
         body: {
           type: 'object',
           properties: {
-            everySeconds: { type: 'integer', minimum: 60, maximum: 31_536_000 },
+            everySeconds: { type: 'integer', minimum: MIN_SCHEDULE_SECONDS, maximum: 31_536_000 },
             input: { type: 'string', minLength: 1, maxLength: 10_000 },
           },
           required: ['everySeconds', 'input'],
@@ -569,14 +669,22 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     },
     async (request, reply) => {
       const { agentId } = request.params;
+      const { everySeconds } = request.body;
       const found = await scoped(request, (tx) => new AgentRepository(tx).get(agentId));
       if (!found) throw notFound('agent');
-      const scheduleId = `agent-schedule-${randomUUID()}`;
+      const scheduleId = `${SCHEDULE_PREFIX}${randomUUID()}`;
       const args: AgentExecutionInput = { agentId, input: request.body.input };
+      const record: ScheduleRecord = {
+        workspaceId: user(request).workspaceId,
+        agentId,
+        createdBy: user(request).userId,
+        everySeconds,
+        createdAt: new Date().toISOString(),
+      };
       await asUser(request, () =>
         client.schedule.create({
           scheduleId,
-          spec: { intervals: [{ every: `${request.body.everySeconds}s` }] },
+          spec: { intervals: [{ every: `${everySeconds}s` }] },
           action: {
             type: 'startWorkflow',
             workflowType: WORKFLOW_TYPE,
@@ -584,9 +692,101 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
             args: [args],
             workflowId: `${scheduleId}-run`,
           },
+          memo: { [SCHEDULE_MEMO]: record },
         }),
       );
-      return reply.status(201).send({ scheduleId, agentId, everySeconds: request.body.everySeconds });
+      return reply.status(201).send({ scheduleId, agentId, everySeconds });
+    },
+  );
+
+  /** The API's record in a raw memo field, or `undefined` when it cannot be read with our keys. */
+  const readScheduleRecord = async (payload: Payload | null | undefined) => {
+    if (!payload) return undefined;
+    const { payloadCodecs, payloadConverter } = client.options.loadedDataConverter;
+    try {
+      let payloads = [payload];
+      for (const codec of [...payloadCodecs].reverse()) payloads = await codec.decode(payloads);
+      return scheduleRecord(payloadConverter.fromPayload(payloads[0] as Payload));
+    } catch {
+      return undefined;
+    }
+  };
+
+  app.get<{ Params: { ws: string } }>(
+    '/workspaces/:ws/schedules',
+    {
+      schema: {
+        tags: ['schedules'],
+        summary: "List the workspace's schedules, newest first",
+        security,
+        params: { type: 'object', properties: { ws: ID }, required: ['ws'] },
+        response: errors,
+      },
+    },
+    async (request) => {
+      // Membership is checked live, as for every other route, before anything is read.
+      await scoped(request, async () => undefined);
+      const { workspaceId } = user(request);
+      const schedules: (ScheduleRecord & { scheduleId: string; paused: boolean })[] = [];
+      // Raw pages rather than client.schedule.list(): that decodes every memo in the namespace and
+      // stops at the first it cannot (another application's, a plaintext one), failing every workspace.
+      let nextPageToken: Uint8Array | undefined;
+      do {
+        const page = await client.workflowService.listSchedules({
+          namespace: client.options.namespace,
+          maximumPageSize: 1000,
+          ...(nextPageToken ? { nextPageToken } : {}),
+        });
+        for (const entry of page.schedules ?? []) {
+          if (!entry.scheduleId?.startsWith(SCHEDULE_PREFIX)) continue;
+          const record = await readScheduleRecord(entry.memo?.fields?.[SCHEDULE_MEMO]);
+          if (record?.workspaceId !== workspaceId) continue;
+          schedules.push({ scheduleId: entry.scheduleId, ...record, paused: entry.info?.paused === true });
+        }
+        nextPageToken = page.nextPageToken?.length ? page.nextPageToken : undefined;
+      } while (nextPageToken);
+      schedules.sort((a, b) => b.createdAt.localeCompare(a.createdAt));
+      return {
+        schedules: schedules.map(({ workspaceId: _ws, ...rest }) => rest),
+      };
+    },
+  );
+  app.delete<{ Params: { ws: string; scheduleId: string } }>(
+    '/workspaces/:ws/schedules/:scheduleId',
+    {
+      schema: {
+        tags: ['schedules'],
+        summary: 'Delete a schedule (its creator or a workspace admin): it starts no more runs',
+        security,
+        params: {
+          type: 'object',
+          properties: { ws: ID, scheduleId: SCHEDULE_ID },
+          required: ['ws', 'scheduleId'],
+        },
+        response: errors,
+      },
+    },
+    async (request, reply) => {
+      const roles = await scoped(request, async (tx) => tx.effectiveRoles);
+      const me = user(request);
+      const handle = client.schedule.getHandle(request.params.scheduleId);
+      let record: ScheduleRecord | undefined;
+      try {
+        record = scheduleRecord((await asUser(request, () => handle.describe())).memo?.[SCHEDULE_MEMO]);
+      } catch (err) {
+        // Not decodable with our keys: not a schedule this API created.
+        if (!isUserContextError(err)) throw err;
+      }
+      // Another workspace's schedule is as absent as a missing one.
+      if (record?.workspaceId !== me.workspaceId) throw notFound('schedule');
+      if (record.createdBy !== me.userId && !roles.includes('admin'))
+        throw new ProblemError(
+          403,
+          'SCHEDULE_FORBIDDEN',
+          "Only the schedule's creator or a workspace admin may delete it",
+        );
+      await asUser(request, () => handle.delete());
+      return reply.status(204).send();
     },
   );
 
@@ -609,6 +809,8 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     async (request) => ({
       events: await queryAuditTrail(db, user(request), {
         ...(options.scope?.auditor ? { auditor: options.scope.auditor } : {}),
+        ...(options.scope?.appRole ? { appRole: options.scope.appRole } : {}),
+        audit,
         ...(request.query.limit ? { limit: request.query.limit } : {}),
       }),
     }),

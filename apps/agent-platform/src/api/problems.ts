@@ -1,10 +1,18 @@
 import {
+  ScheduleAlreadyRunning,
+  ScheduleNotFoundError,
   WorkflowFailedError,
   WorkflowNotFoundError,
   WorkflowUpdateFailedError,
-  ScheduleAlreadyRunning,
+  isGrpcDeadlineError,
 } from '@temporalio/client';
-import { ApplicationFailure, TemporalFailure } from '@temporalio/common';
+import {
+  ApplicationFailure,
+  CancelledFailure,
+  TemporalFailure,
+  TerminatedFailure,
+  TimeoutFailure,
+} from '@temporalio/common';
 import { ErrorCodes, isUserContextError, type UserContextErrorCode } from 'temporal-user-context';
 import { AuthError } from '../auth/verify.js';
 
@@ -52,6 +60,8 @@ const USER_CONTEXT_STATUS: Record<UserContextErrorCode, [number, string]> = {
   [ErrorCodes.LINEAGE_MISMATCH]: [403, 'Context lineage mismatch'],
   [ErrorCodes.EXPLICIT_MISMATCH]: [403, 'Explicit context mismatch'],
   [ErrorCodes.ACTOR_FORBIDDEN]: [403, 'Actor not allowed on this run'],
+  // The workflow's own policy threw: a fault on our side, not a refusal the caller can act on.
+  [ErrorCodes.POLICY_FAILED]: [500, 'Actor policy failed'],
   [ErrorCodes.SYSTEM_PRINCIPAL_FORBIDDEN]: [403, 'System principal not allowed'],
   [ErrorCodes.MEMBERSHIP_REVOKED]: [403, 'Not a member of this workspace'],
   [ErrorCodes.ROLE_MISSING]: [403, 'Role missing'],
@@ -65,13 +75,45 @@ function isUserContextCode(code: unknown): code is UserContextErrorCode {
   return typeof code === 'string' && code in USER_CONTEXT_STATUS;
 }
 
-/** The first ApplicationFailure `type` in a Temporal failure's cause chain. */
+/** The form of every code the platform and the library give a failure (`TOOL_NOT_ENABLED`, ...). */
+const STABLE_CODE = /^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*$/;
+
+/** Whether `code` is one of ours rather than an error class name (`DatabaseError`, `TypeError`). */
+export function isStableCode(code: string | null | undefined): code is string {
+  return typeof code === 'string' && code.length <= 64 && STABLE_CODE.test(code);
+}
+
+/**
+ * The first stable code in a Temporal failure's cause chain: an ApplicationFailure `type` the platform
+ * or the library chose, or a library error's code. The SDK also fills `type` with the class name of any
+ * other error an activity throws; that names internals and is skipped (callers fall back to
+ * `RUN_FAILED`).
+ */
 export function failureCode(err: unknown): string | undefined {
   for (let e: unknown = err; e; e = (e as { cause?: unknown }).cause) {
-    if (e instanceof ApplicationFailure && e.type) return e.type;
+    if (e instanceof ApplicationFailure && isStableCode(e.type)) return e.type;
     if (isUserContextError(e)) return e.code;
   }
   return undefined;
+}
+
+/** How a run that is over ended, when it did not return a result. */
+export type RunEnding =
+  | { status: 'failed'; error: { code: string } }
+  | { status: 'cancelled'; error: { code: 'RUN_CANCELLED' } }
+  | { status: 'terminated'; error: { code: 'RUN_TERMINATED' } }
+  | { status: 'timed_out'; error: { code: 'RUN_TIMED_OUT' } };
+
+/** The ending a closed run's `result()` rejected with; `undefined` for anything but a run's end. */
+export function runEnding(err: unknown): RunEnding | undefined {
+  if (!(err instanceof WorkflowFailedError)) return undefined;
+  // Only the direct cause says how the run itself ended: a timed-out activity inside a failed run is
+  // a failure of the run.
+  if (err.cause instanceof CancelledFailure) return { status: 'cancelled', error: { code: 'RUN_CANCELLED' } };
+  if (err.cause instanceof TerminatedFailure)
+    return { status: 'terminated', error: { code: 'RUN_TERMINATED' } };
+  if (err.cause instanceof TimeoutFailure) return { status: 'timed_out', error: { code: 'RUN_TIMED_OUT' } };
+  return { status: 'failed', error: { code: failureCode(err) ?? 'RUN_FAILED' } };
 }
 
 /** Maps any error to a problem document; unknown errors become a generic 500 with no internals. */
@@ -89,8 +131,10 @@ export function toProblem(err: unknown): Problem {
   if (validation)
     return problem(400, 'VALIDATION_FAILED', 'Request validation failed', (err as Error).message);
   if (err instanceof WorkflowNotFoundError) return problem(404, 'RUN_NOT_FOUND', 'Run not found');
+  if (err instanceof ScheduleNotFoundError) return problem(404, 'SCHEDULE_NOT_FOUND', 'Schedule not found');
   if (err instanceof ScheduleAlreadyRunning)
     return problem(409, 'SCHEDULE_EXISTS', 'Schedule already exists');
+  if (isGrpcDeadlineError(err)) return problem(504, 'TEMPORAL_TIMEOUT', 'Temporal did not answer in time');
   if (err instanceof WorkflowUpdateFailedError || err instanceof WorkflowFailedError) {
     const code = failureCode(err);
     if (isUserContextCode(code)) {

@@ -9,7 +9,20 @@ export interface AuthOptions {
   jwks: string | { keys: JWK[] };
   /** Allowed clock skew in seconds (default 30). */
   clockToleranceSeconds?: number;
+  /**
+   * Oldest token accepted, in seconds since its `iat` (default {@link DEFAULT_MAX_TOKEN_AGE_SECONDS}),
+   * whatever its `exp` says.
+   */
+  maxTokenAgeSeconds?: number;
+  /**
+   * Required `typ` header (`at+jwt`, `JWT`; an `application/` prefix and case are ignored). Unset: any
+   * or none, since identity providers differ in what they send.
+   */
+  tokenType?: string;
 }
+
+/** Covers a day-long access token (Auth0's default) and the 8 h tokens `npm run token` mints. */
+export const DEFAULT_MAX_TOKEN_AGE_SECONDS = 86_400;
 
 /** Why a bearer token was refused (401 problems; `AUTH_UNAVAILABLE` is a 503: retry later). */
 export class AuthError extends Error {
@@ -24,11 +37,17 @@ export class AuthError extends Error {
 export type VerifyBearer = (token: string) => Promise<UserContext>;
 
 /**
- * Verifies a bearer JWT (ES256/RS256/EdDSA only, issuer and audience pinned, `exp` required) and maps
- * its claims to a user context: `sub` → userId, `workspace_id` → workspaceId, `roles` → roles. The roles
- * are a ceiling: withUserScope intersects them with the stored membership on every database access.
+ * Verifies a bearer JWT (ES256/RS256/EdDSA only, issuer and audience pinned, `exp`, `iat` and `sub`
+ * required, `iat` neither in the future nor older than the maximum token age, `typ` when configured)
+ * and maps its claims to a user context: `sub` → userId, `workspace_id` → workspaceId, `roles` → roles.
+ * The roles are a ceiling: withUserScope intersects them with the stored membership on every database
+ * access.
  */
 export function createVerifier(options: AuthOptions): VerifyBearer {
+  const maxTokenAge = options.maxTokenAgeSeconds ?? DEFAULT_MAX_TOKEN_AGE_SECONDS;
+  // jose skips the age check (and with it the future-`iat` check) for a falsy maximum.
+  if (!Number.isSafeInteger(maxTokenAge) || maxTokenAge <= 0)
+    throw new Error('maxTokenAgeSeconds must be a positive integer');
   const remote = typeof options.jwks === 'string';
   const keys =
     typeof options.jwks === 'string'
@@ -41,8 +60,11 @@ export function createVerifier(options: AuthOptions): VerifyBearer {
         issuer: options.issuer,
         audience: options.audience,
         algorithms: ['ES256', 'RS256', 'EdDSA'],
-        requiredClaims: ['exp', 'sub'],
+        requiredClaims: ['exp', 'iat', 'sub'],
         clockTolerance: options.clockToleranceSeconds ?? 30,
+        // Bounds a token however far away its `exp`, and refuses an `iat` in the future.
+        maxTokenAge,
+        ...(options.tokenType ? { typ: options.tokenType } : {}),
       }));
     } catch (err) {
       if (err instanceof errors.JWTExpired) throw new AuthError('AUTH_EXPIRED', 'token expired');

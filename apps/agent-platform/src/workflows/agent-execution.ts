@@ -1,6 +1,9 @@
 import {
   ActivityFailure,
   ApplicationFailure,
+  CancellationScope,
+  ContinueAsNew,
+  TemporalFailure,
   allHandlersFinished,
   condition,
   continueAsNew,
@@ -12,9 +15,20 @@ import {
   setHandler,
   workflowInfo,
 } from '@temporalio/workflow';
-import { ErrorCodes, verifyActor } from 'temporal-user-context/workflow';
+import { verifyActor } from 'temporal-user-context/workflow';
 import type { AgentActivities, DocumentHit } from '../activities.js';
 import { REVISE_PROMPT, type AgentMessage } from '../providers/types.js';
+import {
+  ACTIVITY_OPTIONS,
+  DEFAULT_MAX_TOTAL_STEPS,
+  MAX_INSTRUCTIONS,
+  MAX_TOTAL_STEPS_LIMIT,
+  RunErrorCodes,
+  boundMessages,
+  clampInt,
+  isCancelledFailure,
+  runFailureCode,
+} from './run-policy.js';
 
 export const TASK_QUEUE = 'agent-tasks';
 export const MAX_INSTRUCTION_LENGTH = 2000;
@@ -29,6 +43,11 @@ export interface AgentExecutionInput {
   followUpSeconds?: number;
   /** Continue-as-new after this many model steps in one run (default 20). */
   maxStepsPerRun?: number;
+  /**
+   * Fail with `STEP_LIMIT_EXCEEDED` before model step number this + 1, counting every generation
+   * (default 100, at most 1000).
+   */
+  maxTotalSteps?: number;
   /** State carried across continue-as-new. */
   carried?: CarriedState;
 }
@@ -74,11 +93,26 @@ export const addInstructionUpdate = defineUpdate<{ accepted: true; pending: numb
 );
 export const progressQuery = defineQuery<Progress>('progress');
 
-const nonRetryableErrorTypes = [...Object.values(ErrorCodes), 'AGENT_NOT_FOUND', 'RUN_NOT_FOUND'];
-const acts = proxyActivities<AgentActivities>({
-  startToCloseTimeout: '90s',
-  retry: { maximumAttempts: 3, nonRetryableErrorTypes },
-});
+const acts = proxyActivities<AgentActivities>(ACTIVITY_OPTIONS);
+
+/**
+ * Patch ids: each guards a change to the commands the workflow issues, so that histories written
+ * before it replay down the old branch. Never reuse or rename one.
+ */
+const Patches = {
+  /** A cancel whose verification finished while the run waited to continue-as-new stops the run. */
+  cancelBeforeContinueAsNew: 'cancel-before-continue-as-new',
+  /** Instructions accepted during the last model step, or as the follow-up timer fired, are applied. */
+  applyPendingInstructions: 'apply-pending-instructions',
+  /** The first generation claims its run record (checking it is this workflow's) and marks it running. */
+  claimRunRecord: 'claim-run-record',
+  /** Every observable failure is recorded, with a stable code, cancellation as `cancelled`. */
+  recordEveryFailure: 'record-every-failure',
+  /** The lineage fails with `STEP_LIMIT_EXCEEDED` at its total step cap. */
+  totalStepCap: 'total-step-cap',
+  /** Continue-as-new carries a bounded message history. */
+  boundCarriedMessages: 'bound-carried-messages',
+} as const;
 
 /**
  * The seed's AgentExecutionWorkflow. It never receives a user context argument: every activity runs as
@@ -86,6 +120,7 @@ const acts = proxyActivities<AgentActivities>({
  */
 export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promise<AgentExecutionResult> {
   const maxSteps = Math.min(Math.max(Math.trunc(params.maxStepsPerRun ?? DEFAULT_STEPS_PER_RUN), 1), 200);
+  const maxTotalSteps = clampInt(params.maxTotalSteps, DEFAULT_MAX_TOTAL_STEPS, 1, MAX_TOTAL_STEPS_LIMIT);
   const followUpMs = Math.min(Math.max(params.followUpSeconds ?? 0, 0), 3600) * 1000;
   const state: CarriedState = params.carried ?? {
     messages: [{ role: 'user', content: params.input }],
@@ -125,6 +160,10 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
         if (text.length > MAX_INSTRUCTION_LENGTH)
           throw new Error(`instruction over ${MAX_INSTRUCTION_LENGTH} characters`);
         if (finished || cancelled) throw new Error('run is no longer accepting instructions');
+        // Validators do not run on replay: refusing more here changes no recorded history.
+        if (state.instructions.length >= MAX_INSTRUCTIONS)
+          throw new Error(`run already has ${MAX_INSTRUCTIONS} instructions`);
+        if (state.steps >= maxTotalSteps) throw new Error('run has used all its steps');
       },
     },
   );
@@ -137,8 +176,12 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
     ...(state.answer !== undefined ? { answer: state.answer } : {}),
   }));
 
-  if (!state.runRecordId) state.runRecordId = await acts.ensureRunRecord(params.agentId, params.input);
   try {
+    if (!params.carried && patched(Patches.claimRunRecord)) {
+      state.runRecordId = await acts.ensureRunRecord(params.agentId, params.input, params.runRecordId);
+    } else if (!state.runRecordId) {
+      state.runRecordId = await acts.ensureRunRecord(params.agentId, params.input);
+    }
     return await execute();
   } catch (err) {
     await recordFailure(state.runRecordId, err);
@@ -157,12 +200,20 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
         state.messages.push({ role: 'system', content: state.pending.shift() as string });
         state.messages.push({ role: 'user', content: REVISE_PROMPT });
       }
+      if (state.steps >= maxTotalSteps && patched(Patches.totalStepCap)) {
+        throw ApplicationFailure.create({
+          type: RunErrorCodes.STEP_LIMIT_EXCEEDED,
+          message: `the run took ${state.steps} model steps, its limit`,
+          nonRetryable: true,
+        });
+      }
       if (stepsThisRun >= maxSteps || workflowInfo().continueAsNewSuggested) {
         await condition(allHandlersFinished);
-        return continueAsNew<typeof AgentExecutionWorkflow>({
-          ...params,
-          carried: { ...state, generation: state.generation + 1 },
-        });
+        // A cancel signal received before the wait may have finished verifying only during it.
+        if (cancelled && patched(Patches.cancelBeforeContinueAsNew)) break;
+        const carried = { ...state, generation: state.generation + 1 };
+        if (patched(Patches.boundCarriedMessages)) carried.messages = boundMessages(state.messages);
+        return continueAsNew<typeof AgentExecutionWorkflow>({ ...params, carried });
       }
       const decision = await acts.modelStep(agent, state.messages);
       state.steps++;
@@ -175,11 +226,16 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
       }
       state.answer = decision.content;
       state.messages.push({ role: 'assistant', content: decision.content });
+      // An instruction accepted while this step ran (or as the follow-up timer fired below) was
+      // promised to the caller: apply it instead of finishing.
+      const instructionWaiting = () =>
+        !cancelled && state.pending.length > 0 && patched(Patches.applyPendingInstructions);
+      if (instructionWaiting()) continue;
       if (followUpMs === 0 || cancelled) break;
       status = 'waiting';
       const more = await condition(() => cancelled || state.pending.length > 0, followUpMs);
       status = 'running';
-      if (!more) break;
+      if (!more && !instructionWaiting()) break;
     }
 
     finished = true;
@@ -198,12 +254,40 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
 }
 
 /**
- * A run that an activity or this workflow refused for good (`TOOL_NOT_ENABLED`, `AGENT_NOT_FOUND`, a
- * context refusal...) says so on its record too, not only in Temporal. continue-as-new also travels as
- * an exception: it is no ApplicationFailure and passes untouched. Behind `patched`, so that histories of
- * runs that failed before this change replay as they were.
+ * A run that ends in a failure the workflow can see says so on its record too, not only in Temporal:
+ * a refusal (`TOOL_NOT_ENABLED`, `AGENT_NOT_FOUND`, a context refusal...), retries exhausted
+ * (`ACTIVITY_TIMEOUT`, `RUN_FAILED`), the step cap, and a Temporal cancellation (`cancelled`,
+ * `CANCELLED`; written in a non-cancellable scope, since the cancelled scope refuses new activities).
+ * Only stable codes are written ({@link runFailureCode}). A terminated or timed-out execution runs no
+ * more workflow code, so its record keeps its last status. continue-as-new also travels as an
+ * exception and passes untouched, and so does any other error that is no TemporalFailure: that is a
+ * bug in workflow code, which fails the workflow task (retried until a fixed worker replays it), not
+ * the run, so writing `failed` would be false and would put commands in history the fix cannot replay.
  */
 async function recordFailure(runRecordId: string, err: unknown): Promise<void> {
+  if (err instanceof ContinueAsNew) return;
+  if (err instanceof TemporalFailure && patched(Patches.recordEveryFailure)) {
+    const outcome = {
+      runRecordId,
+      status: isCancelledFailure(err) ? ('cancelled' as const) : ('failed' as const),
+      error: runFailureCode(err),
+    };
+    try {
+      await CancellationScope.nonCancellable(() => acts.recordRunResult(outcome));
+    } catch {
+      // As below: the failure stands in Temporal.
+    }
+    return;
+  }
+  await recordApplicationFailure(runRecordId, err);
+}
+
+/**
+ * The previous recordFailure, for histories written before `record-every-failure`: only
+ * ApplicationFailures, with their raw type, behind its own patch so that runs that failed before it
+ * replay as they were.
+ */
+async function recordApplicationFailure(runRecordId: string, err: unknown): Promise<void> {
   const failure = err instanceof ActivityFailure ? err.cause : err;
   if (!(failure instanceof ApplicationFailure) || !patched('record-failed-runs')) return;
   try {
@@ -216,7 +300,7 @@ async function recordFailure(runRecordId: string, err: unknown): Promise<void> {
 
 async function runTool(tool: string, args: Record<string, unknown>): Promise<DocumentHit[]> {
   if (tool === 'searchWorkspaceDocuments') return acts.searchWorkspaceDocuments(args);
-  throw ApplicationFailure.nonRetryable(`unknown tool ${tool}`, 'UNKNOWN_TOOL');
+  throw ApplicationFailure.nonRetryable(`unknown tool ${tool}`, RunErrorCodes.UNKNOWN_TOOL);
 }
 
 function describeHits(hits: DocumentHit[]): string {

@@ -60,11 +60,59 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
     expect(plan).toMatch(/InitPlan/);
   });
 
+  it('0004 leaves one run record per workflow and workspace, the one its workflow wrote to', async () => {
+    expect((await migrate(b.admin, { direction: 'down', count: 1 })).map((m) => m.name)).toEqual([
+      '0004_agent_runs_one_per_workflow',
+    ]);
+    const agent = async (ws: string) =>
+      (
+        await b.admin.query<{ id: string }>(
+          `insert into agents (workspace_id, name, model, created_by) values ($1, 'dup', 'm', 'x') returning id::text as id`,
+          [ws],
+        )
+      ).rows[0]!.id;
+    const [agentA, agentB] = [await agent('ws-a'), await agent('ws-b')];
+    // What overlapping ensureRunRecord attempts could leave: the workflow wrote to one row only.
+    const run = async (ws: string, agentId: string, workflowId: string | null, status: string, at: string) =>
+      (
+        await b.admin.query<{ id: string }>(
+          `insert into agent_runs (workspace_id, agent_id, workflow_id, status, created_by, created_at, updated_at)
+           values ($1, $2, $3, $4, 'x', $5, $5) returning id::text as id`,
+          [ws, agentId, workflowId, status, at],
+        )
+      ).rows[0]!.id;
+    await run('ws-a', agentA, 'wf-dup', 'pending', '2026-01-01T00:00:00Z');
+    const written = await run('ws-a', agentA, 'wf-dup', 'completed', '2026-01-01T00:00:01Z');
+    await run('ws-a', agentA, 'wf-dup', 'pending', '2026-01-01T00:00:02Z');
+    const otherWorkspace = await run('ws-b', agentB, 'wf-dup', 'pending', '2026-01-01T00:00:00Z');
+    const noWorkflow = [
+      await run('ws-a', agentA, null, 'pending', '2026-01-01T00:00:00Z'),
+      await run('ws-a', agentA, null, 'pending', '2026-01-01T00:00:00Z'),
+    ];
+
+    expect((await migrate(b.admin)).map((m) => m.name)).toEqual(['0004_agent_runs_one_per_workflow']);
+    const { rows } = await b.admin.query<{ id: string }>(
+      `select id::text as id from agent_runs where agent_id in ($1, $2) order by id`,
+      [agentA, agentB],
+    );
+    expect(rows.map((r) => r.id)).toEqual([written, otherWorkspace, ...noWorkflow].sort());
+    await expect(run('ws-a', agentA, 'wf-dup', 'pending', '2026-01-01T00:00:03Z')).rejects.toThrow(
+      /agent_runs_workspace_workflow_key/,
+    );
+    await assertIsolation(b.admin, { appRole: 'app_user', tenantTables: ['workspaces'] });
+    await b.admin.query(`delete from agents where id in ($1, $2)`, [agentA, agentB]);
+  });
+
   it('can be rolled back and re-applied', async () => {
-    const down = await migrate(b.admin, { direction: 'down', count: 3 });
-    expect(down.map((m) => m.name)).toEqual(['0003_audit_log', '0002_agents', '0001_tenancy']);
+    const down = await migrate(b.admin, { direction: 'down', count: 4 });
+    expect(down.map((m) => m.name)).toEqual([
+      '0004_agent_runs_one_per_workflow',
+      '0003_audit_log',
+      '0002_agents',
+      '0001_tenancy',
+    ]);
     const up = await migrate(b.admin);
-    expect(up).toHaveLength(3);
+    expect(up).toHaveLength(4);
     await assertIsolation(b.admin, { appRole: 'app_user', tenantTables: ['workspaces'] });
   });
 });

@@ -98,6 +98,60 @@ describe.each(BACKENDS)('repositories on %s', (kind) => {
     expect(await scoped(carol, (tx) => new AgentRunRepository(tx).listForAgent(agentA))).toHaveLength(1);
   });
 
+  it('agent runs: a later status replaces the error of an earlier one', async () => {
+    const run = await scoped(alice, (tx) =>
+      new AgentRunRepository(tx).create({ agentId: agentA, workflowId: 'wf-a-restart' }),
+    );
+    // What the API writes when its start call fails, though the server may have started the workflow.
+    await scoped(alice, (tx) =>
+      new AgentRunRepository(tx).setStatus(run.id, 'failed', { error: 'start failed' }),
+    );
+    const running = await scoped(alice, (tx) => new AgentRunRepository(tx).markRunning(run.id, 'run-1'));
+    expect(running).toMatchObject({ status: 'running', error: null, runId: 'run-1' });
+    await scoped(alice, (tx) =>
+      new AgentRunRepository(tx).setStatus(run.id, 'failed', { error: 'RUN_FAILED' }),
+    );
+    const done = await scoped(alice, (tx) =>
+      new AgentRunRepository(tx).setStatus(run.id, 'completed', { result: { ok: true } }),
+    );
+    expect(done).toMatchObject({ status: 'completed', error: null, result: { ok: true } });
+    // A finished run is not marked running again.
+    expect(await scoped(alice, (tx) => new AgentRunRepository(tx).markRunning(run.id))).toBeUndefined();
+  });
+
+  it("agent runs: one record per workflow and workspace; writes limited to the workflow's own", async () => {
+    const first = await scoped(alice, (tx) =>
+      new AgentRunRepository(tx).ensureForWorkflow({ agentId: agentA, workflowId: 'wf-a-once', input: 1 }),
+    );
+    const again = await scoped(carol, (tx) =>
+      new AgentRunRepository(tx).ensureForWorkflow({ agentId: agentA, workflowId: 'wf-a-once', input: 2 }),
+    );
+    expect(again).toMatchObject({ id: first.id, input: 1 });
+    await expect(
+      scoped(alice, (tx) => new AgentRunRepository(tx).create({ agentId: agentA, workflowId: 'wf-a-once' })),
+    ).rejects.toThrow(/agent_runs_workspace_workflow_key/);
+    // Another workspace may use the same workflow id: no cross-tenant block, nothing revealed.
+    const other = await scoped(bob, (tx) =>
+      new AgentRunRepository(tx).ensureForWorkflow({ agentId: agentB, workflowId: 'wf-a-once' }),
+    );
+    expect(other.id).not.toBe(first.id);
+
+    const runs = (tx: ScopedTransaction) => new AgentRunRepository(tx);
+    expect(await scoped(alice, (tx) => runs(tx).getForWorkflow(first.id, 'wf-a-once'))).toMatchObject({
+      id: first.id,
+    });
+    expect(await scoped(alice, (tx) => runs(tx).getForWorkflow(first.id, 'wf-a-other'))).toBeUndefined();
+    expect(
+      await scoped(alice, (tx) =>
+        runs(tx).setStatus(first.id, 'completed', {}, { workflowId: 'wf-a-other' }),
+      ),
+    ).toBeUndefined();
+    expect(await scoped(alice, (tx) => runs(tx).get(first.id))).toMatchObject({ status: 'pending' });
+    expect(
+      await scoped(alice, (tx) => runs(tx).setStatus(first.id, 'completed', {}, { workflowId: 'wf-a-once' })),
+    ).toMatchObject({ status: 'completed' });
+  });
+
   it('case 14: raw hostile ids in repository lookups find nothing and change nothing', async () => {
     const hostile = [`x'; SET LOCAL app.workspace_id = 'ws-b'; --`, `' OR 1=1--`, `${agentB}' OR '1'='1`];
     for (const id of hostile) {
@@ -164,5 +218,43 @@ describe.each(BACKENDS)('repositories on %s', (kind) => {
       return out;
     });
     expect(counts).toEqual([0, 0, 0, 0, 0, 0]);
+  });
+});
+
+describe('agent run records under concurrency (postgres)', () => {
+  let b: Backend;
+  let agentId: string;
+  beforeAll(async () => {
+    b = await openPlatformDb('postgres', 'runrec', 4);
+    agentId = (
+      await withUserScope(b.db, alice, (tx) => new AgentRepository(tx).create({ name: 'A-bot', model: 'm1' }))
+    ).id;
+  });
+  afterAll(async () => {
+    await b?.close();
+  });
+
+  it('two overlapping claims of one workflow record leave one row and return it to both', async () => {
+    // An activity attempt that timed out but is still in its transaction, and its retry.
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let inserted!: () => void;
+    const didInsert = new Promise<void>((resolve) => (inserted = resolve));
+    const claim = { agentId, workflowId: 'wf-overlap' };
+    const first = withUserScope(b.db, alice, async (tx) => {
+      const run = await new AgentRunRepository(tx).ensureForWorkflow(claim);
+      inserted();
+      await held;
+      return run;
+    });
+    await Promise.race([didInsert, first]);
+    const second = withUserScope(b.db, carol, (tx) => new AgentRunRepository(tx).ensureForWorkflow(claim));
+    // Give the retry time to reach the insert and wait on the uncommitted row.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    release();
+    const [a, c] = await Promise.all([first, second]);
+    expect(c.id).toBe(a.id);
+    const { rows } = await b.admin.query(`select 1 from agent_runs where workflow_id = 'wf-overlap'`);
+    expect(rows).toHaveLength(1);
   });
 });

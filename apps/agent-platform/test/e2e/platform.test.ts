@@ -1,7 +1,7 @@
 import type {} from '../../../../test-support/global-setup.js';
 import { randomUUID } from 'node:crypto';
 import { Client, Connection } from '@temporalio/client';
-import { NativeConnection, Worker } from '@temporalio/worker';
+import { NativeConnection, type Worker } from '@temporalio/worker';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -21,8 +21,15 @@ import {
   type ModelDecision,
   type ModelProvider,
 } from '../../src/providers/index.js';
-import { createWorker, workflowsPath } from '../../src/worker.js';
-import { readFixtureKeys, writeFixtureHistories } from '../replay/fixtures.js';
+import { createWorker } from '../../src/worker.js';
+import {
+  finishedHistories,
+  patchIds,
+  readFixtureKeys,
+  replayErrors,
+  writeFixtureHistories,
+} from '../replay/fixtures.js';
+import { until } from './harness.js';
 
 let database: TestDatabase;
 let pool: pg.Pool;
@@ -106,19 +113,6 @@ async function call(
     ...(payload ? { payload } : {}),
   });
   return Object.assign(res, { body_: res.body ? (JSON.parse(res.body) as Json) : {} });
-}
-
-async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, timeoutMs = 30_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const value = await fn();
-    if (ok(value)) return value;
-    if (Date.now() > end) {
-      const shown = (value as { body_?: unknown } | undefined)?.body_ ?? value;
-      throw new Error(`condition not met: ${JSON.stringify(shown)}`);
-    }
-    await new Promise((r) => setTimeout(r, 200));
-  }
 }
 
 const acmeAgent = () => agentIds['ws-acme'] as string;
@@ -446,37 +440,19 @@ describe('agent runs', () => {
 
 describe('replay', () => {
   it('every run this file finished replays deterministically, failures recorded behind their patch included', async () => {
-    // The raw list call: memo and search attributes are not needed, only the executions.
-    const { executions } = await connection.workflowService.listWorkflowExecutions({
-      namespace: inject('temporalNamespace'),
-      query: `TaskQueue = "${taskQueue}" AND ExecutionStatus != "Running"`,
-    });
-    const histories = await Promise.all(
-      (executions ?? []).map(async (e) => ({
-        workflowId: e.execution?.workflowId ?? '',
-        runId: e.execution?.runId ?? '',
-        history: await client.workflow
-          .getHandle(e.execution?.workflowId ?? '', e.execution?.runId ?? undefined)
-          .fetchHistory(),
-      })),
-    );
+    const histories = await finishedHistories(client, taskQueue);
     // At least the TOOL_NOT_ENABLED and the revoked-membership runs took the failure branch: failed,
-    // with the patch marker in their history.
+    // with that branch's patch marker in their history (by id: every run records other markers).
     const failedWithMarker = histories.filter(
       ({ history }) =>
         history.events?.some((e) => e.workflowExecutionFailedEventAttributes) &&
-        history.events.some((e) => e.markerRecordedEventAttributes?.markerName === 'core_patch'),
+        patchIds(history).includes('record-every-failure'),
     );
     // RECORD_HISTORIES=1 refreshes the committed fixtures (test/replay/fixtures.test.ts replays them
     // with every later version of the workflow code).
     if (process.env.RECORD_HISTORIES) writeFixtureHistories(histories);
     expect(failedWithMarker.length).toBeGreaterThanOrEqual(2);
     expect(histories.length).toBeGreaterThan(failedWithMarker.length);
-    const plugin = new UserContextPlugin({ keys: KeyRing.fromJSON(keys.worker), audit: memoryAuditSink() });
-    const errors: unknown[] = [];
-    for await (const result of Worker.runReplayHistories({ workflowsPath, plugins: [plugin] }, histories)) {
-      if (result.error) errors.push(result.error);
-    }
-    expect(errors).toEqual([]);
+    expect(await replayErrors(histories, keys.worker)).toEqual([]);
   });
 });

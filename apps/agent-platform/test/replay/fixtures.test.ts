@@ -4,7 +4,9 @@
 //
 // Labels: `pre-failure-record` was recorded by the workflow as it was before it recorded failed runs
 // (commit 7d1ae87), so its failed runs have no `record-failed-runs` patch marker and must replay down
-// the unpatched branch; `current` by the code at the time of its recording (refresh with
+// the unpatched branch; `pre-run-policy` by the workflow before the run-record claim, the total step cap
+// and the other patches of commit "agent platform: run policy" (its failures took `record-failed-runs`);
+// `current` by the code at the time of its recording (refresh with
 // `RECORD_HISTORIES=1 npx vitest run apps/agent-platform/test/e2e/platform.test.ts`; keep the old ones).
 import { Worker } from '@temporalio/worker';
 import type { History } from '@temporalio/common/lib/proto-utils.js';
@@ -17,7 +19,7 @@ import {
   workerKeySet,
 } from 'temporal-user-context';
 import { workflowsPath } from '../../src/worker.js';
-import { readFixtureHistories, readFixtureKeys } from './fixtures.js';
+import { patchIds, readFixtureHistories, readFixtureKeys } from './fixtures.js';
 
 const events = (history: History) => history.events ?? [];
 const failed = (h: History) => events(h).some((e) => e.workflowExecutionFailedEventAttributes);
@@ -27,8 +29,10 @@ const continued = (h: History) => events(h).some((e) => e.workflowExecutionConti
 const cancelled = (h: History) =>
   completed(h) && events(h).some((e) => e.workflowExecutionSignaledEventAttributes?.signalName === 'cancel');
 const updated = (h: History) => events(h).some((e) => e.workflowExecutionUpdateAcceptedEventAttributes);
+// By id: since `claim-run-record` every run records a patch marker, failed or not.
 const patchedFailure = (h: History) =>
-  events(h).some((e) => e.markerRecordedEventAttributes?.markerName === 'core_patch');
+  patchIds(h).some((id) => id === 'record-failed-runs' || id === 'record-every-failure');
+const has = (id: string) => (h: History) => patchIds(h).includes(id);
 
 describe('committed AgentExecutionWorkflow histories', () => {
   const fixtures = readFixtureHistories();
@@ -40,7 +44,17 @@ describe('committed AgentExecutionWorkflow histories', () => {
     expect(current.some(continued)).toBe(true);
     expect(current.some(cancelled)).toBe(true);
     expect(current.some(updated)).toBe(true);
-    expect(current.some((h) => failed(h) && patchedFailure(h))).toBe(true);
+    expect(current.some((h) => failed(h) && has('record-every-failure')(h))).toBe(true);
+    // The first generation of every run claims its record (later generations continue it).
+    const firstGeneration = (h: History) =>
+      !events(h)[0]?.workflowExecutionStartedEventAttributes?.continuedExecutionRunId;
+    expect(current.filter(firstGeneration).every(has('claim-run-record'))).toBe(true);
+    // Before the run policy: no claim, failures recorded by the first failure branch, which replay must
+    // keep taking.
+    const policyless = byLabel('pre-run-policy');
+    expect(policyless.some((h) => failed(h) && has('record-failed-runs')(h))).toBe(true);
+    expect(policyless.some(has('claim-run-record'))).toBe(false);
+    expect(policyless.some(continued)).toBe(true);
     // The older code failed runs without the marker: replay must take the unpatched branch there.
     const older = byLabel('pre-failure-record');
     expect(older.some((h) => failed(h) && !patchedFailure(h))).toBe(true);

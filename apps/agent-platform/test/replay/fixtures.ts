@@ -3,7 +3,16 @@ import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'nod
 import { fileURLToPath } from 'node:url';
 import { historyFromJSON, historyToJSON } from '@temporalio/common/lib/proto-utils.js';
 import type { History } from '@temporalio/common/lib/proto-utils.js';
-import { workerKeySet, type KeySetJson } from 'temporal-user-context';
+import type { Client } from '@temporalio/client';
+import { Worker } from '@temporalio/worker';
+import {
+  KeyRing,
+  UserContextPlugin,
+  memoryAuditSink,
+  workerKeySet,
+  type KeySetJson,
+} from 'temporal-user-context';
+import { workflowsPath } from '../../src/worker.js';
 
 export const historiesDir = fileURLToPath(new URL('./histories/', import.meta.url));
 
@@ -36,6 +45,16 @@ export function writeFixtureHistories(
   }
 }
 
+/** The ids of the patches a history recorded, one per `patched()` marker. */
+export function patchIds(history: History): string[] {
+  return (history.events ?? []).flatMap((e) => {
+    const marker = e.markerRecordedEventAttributes;
+    const data =
+      marker?.markerName === 'core_patch' ? marker.details?.['patch-data']?.payloads?.[0]?.data : null;
+    return data ? [(JSON.parse(new TextDecoder().decode(data)) as { id: string }).id] : [];
+  });
+}
+
 /** Every committed history, with its label. */
 export function readFixtureHistories(): Array<{ label: string; workflowId: string; history: History }> {
   return readdirSync(historiesDir)
@@ -48,4 +67,38 @@ export function readFixtureHistories(): Array<{ label: string; workflowId: strin
       };
       return { label: f.slice(0, f.indexOf('--')), workflowId, history: historyFromJSON(history) };
     });
+}
+
+/** Every closed run on `taskQueue` with its history: what an e2e file replays (and may record). */
+export async function finishedHistories(
+  client: Client,
+  taskQueue: string,
+): Promise<Array<{ workflowId: string; runId: string; history: History }>> {
+  // The raw list call: memo and search attributes are not needed, only the executions.
+  const { executions } = await client.workflowService.listWorkflowExecutions({
+    namespace: client.options.namespace,
+    query: `TaskQueue = "${taskQueue}" AND ExecutionStatus != "Running"`,
+  });
+  return Promise.all(
+    (executions ?? []).map(async (e) => ({
+      workflowId: e.execution?.workflowId ?? '',
+      runId: e.execution?.runId ?? '',
+      history: await client.workflow
+        .getHandle(e.execution?.workflowId ?? '', e.execution?.runId ?? undefined)
+        .fetchHistory(),
+    })),
+  );
+}
+
+/** Replays histories under the current workflow code with the plugin; returns the errors (none expected). */
+export async function replayErrors(
+  histories: ReadonlyArray<{ workflowId: string; history: History }>,
+  workerKeys: KeySetJson,
+): Promise<unknown[]> {
+  const plugin = new UserContextPlugin({ keys: KeyRing.fromJSON(workerKeys), audit: memoryAuditSink() });
+  const errors: unknown[] = [];
+  for await (const result of Worker.runReplayHistories({ workflowsPath, plugins: [plugin] }, histories)) {
+    if (result.error) errors.push(result.error);
+  }
+  return errors;
 }

@@ -86,6 +86,59 @@ export class AgentRunRepository {
     return rows[0] ? toRun(rows[0]) : undefined;
   }
 
+  /**
+   * The run record of workflow `workflowId`, created (as `pending`) if it has none. One statement
+   * against the unique (workspace_id, workflow_id) constraint (migration 0004), so two overlapping
+   * calls — an activity attempt that timed out but still commits, and its retry — get the same row.
+   */
+  async ensureForWorkflow(input: {
+    agentId: string;
+    workflowId: string;
+    runId?: string;
+    input?: unknown;
+  }): Promise<AgentRun> {
+    const { rows } = await this.scope.query<AgentRunRow>(
+      `insert into agent_runs (agent_id, workflow_id, run_id, input) values ($1, $2, $3, $4)
+         on conflict (workspace_id, workflow_id) do nothing returning ${COLUMNS}`,
+      [
+        input.agentId,
+        input.workflowId,
+        input.runId ?? null,
+        input.input === undefined ? null : JSON.stringify(input.input),
+      ],
+    );
+    if (rows[0]) return toRun(rows[0]);
+    // The conflicting row is committed (the insert waited for it) and in this workspace.
+    const existing = await this.findByWorkflowId(input.workflowId);
+    if (!existing) throw new Error('run record conflict without a visible row');
+    return existing;
+  }
+
+  /** Run `id`, only when it is the record of workflow `workflowId`. */
+  async getForWorkflow(id: string, workflowId: string): Promise<AgentRun | undefined> {
+    if (!isUuid(id)) return undefined;
+    const { rows } = await this.scope.query<AgentRunRow>(
+      `select ${COLUMNS} from agent_runs where id = $1 and workflow_id = $2`,
+      [id, workflowId],
+    );
+    return rows[0] ? toRun(rows[0]) : undefined;
+  }
+
+  /**
+   * Marks a run `running` once its workflow really runs, clearing an error written before (the API's
+   * "start failed" when the start call failed after the server had started the workflow) and filling in
+   * the Temporal run id. A run that already completed or was cancelled keeps that status.
+   */
+  async markRunning(id: string, runId?: string): Promise<AgentRun | undefined> {
+    if (!isUuid(id)) return undefined;
+    const { rows } = await this.scope.query<AgentRunRow>(
+      `update agent_runs set status = 'running', error = null, run_id = coalesce(run_id, $2), updated_at = now()
+        where id = $1 and status in ('pending', 'running', 'failed') returning ${COLUMNS}`,
+      [id, runId ?? null],
+    );
+    return rows[0] ? toRun(rows[0]) : undefined;
+  }
+
   async findByWorkflowId(workflowId: string): Promise<AgentRun | undefined> {
     const { rows } = await this.scope.query<AgentRunRow>(
       `select ${COLUMNS} from agent_runs where workflow_id = $1 order by created_at desc limit 1`,
@@ -112,22 +165,27 @@ export class AgentRunRepository {
     return rows.map(toRun);
   }
 
-  /** Sets status (and result/error); `undefined` when the run is not visible in this workspace. */
+  /**
+   * Sets status (and result/error); `undefined` when the run is not visible in this workspace or, with
+   * `only.workflowId`, is not that workflow's record. `error` is replaced, not kept: an error from an
+   * earlier status (a failed start of a workflow that did start) must not outlive a later completion.
+   */
   async setStatus(
     id: string,
     status: AgentRunStatus,
     outcome: { result?: unknown; error?: string } = {},
+    only: { workflowId?: string } = {},
   ): Promise<AgentRun | undefined> {
     if (!isUuid(id)) return undefined;
     const { rows } = await this.scope.query<AgentRunRow>(
-      `update agent_runs set status = $2, result = coalesce($3::jsonb, result), error = coalesce($4, error),
-              updated_at = now()
-        where id = $1 returning ${COLUMNS}`,
+      `update agent_runs set status = $2, result = coalesce($3::jsonb, result), error = $4, updated_at = now()
+        where id = $1 and ($5::text is null or workflow_id = $5) returning ${COLUMNS}`,
       [
         id,
         status,
         outcome.result === undefined ? null : JSON.stringify(outcome.result),
         outcome.error ?? null,
+        only.workflowId ?? null,
       ],
     );
     return rows[0] ? toRun(rows[0]) : undefined;

@@ -1,0 +1,127 @@
+// Pure limits and mappings of AgentExecutionWorkflow, kept out of the workflow module so they can be
+// unit-tested without a workflow context. Everything here must stay deterministic: it runs in the
+// workflow sandbox.
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  CancelledFailure,
+  ChildWorkflowFailure,
+  TimeoutFailure,
+  type ActivityOptions,
+} from '@temporalio/common';
+import { ErrorCodes } from 'temporal-user-context/workflow';
+import type { AgentMessage } from '../providers/types.js';
+
+/** Codes this app raises itself: with the library's `USER_CONTEXT_*` codes, all a run record shows. */
+export const RunErrorCodes = {
+  AGENT_NOT_FOUND: 'AGENT_NOT_FOUND',
+  RUN_NOT_FOUND: 'RUN_NOT_FOUND',
+  TOOL_NOT_ENABLED: 'TOOL_NOT_ENABLED',
+  UNKNOWN_TOOL: 'UNKNOWN_TOOL',
+  STEP_LIMIT_EXCEEDED: 'STEP_LIMIT_EXCEEDED',
+  ACTIVITY_TIMEOUT: 'ACTIVITY_TIMEOUT',
+  CANCELLED: 'CANCELLED',
+  RUN_FAILED: 'RUN_FAILED',
+} as const;
+
+/** Failures that retrying cannot fix: refusals, missing rows, a model asking for a tool it lacks. */
+export const NON_RETRYABLE_ERROR_TYPES: readonly string[] = [
+  ...Object.values(ErrorCodes),
+  RunErrorCodes.AGENT_NOT_FOUND,
+  RunErrorCodes.RUN_NOT_FOUND,
+  RunErrorCodes.TOOL_NOT_ENABLED,
+];
+
+/**
+ * Every activity retries through a database or model-provider outage of a few minutes: the waits grow
+ * 1, 2, 4, 8, 16 s and then stay at 30 s, for up to 12 attempts (3.5 min of waiting when attempts fail
+ * fast). `scheduleToCloseTimeout` bounds one activity, all attempts included, when attempts hang until
+ * `startToCloseTimeout` instead. Non-retryable refusals still fail on their first attempt.
+ */
+export const ACTIVITY_OPTIONS = {
+  startToCloseTimeout: '90s',
+  scheduleToCloseTimeout: '10m',
+  retry: {
+    initialInterval: '1s',
+    backoffCoefficient: 2,
+    maximumInterval: '30s',
+    maximumAttempts: 12,
+    nonRetryableErrorTypes: [...NON_RETRYABLE_ERROR_TYPES],
+  },
+} satisfies ActivityOptions;
+
+/**
+ * Model steps one run lineage may take, all continue-as-new generations together, unless the input
+ * asks for fewer.
+ */
+export const DEFAULT_MAX_TOTAL_STEPS = 100;
+/** The most `maxTotalSteps` may ask for. */
+export const MAX_TOTAL_STEPS_LIMIT = 1000;
+/** Instructions one run lineage accepts; later ones are refused by the update validator. */
+export const MAX_INSTRUCTIONS = 50;
+/** Messages carried into the next generation besides the task and instructions ({@link boundMessages}). */
+export const MAX_CARRIED_MESSAGES = 40;
+/** Characters kept of each carried tool, assistant or revision message. */
+export const MAX_CARRIED_MESSAGE_CHARS = 4000;
+
+/** `value` as an integer in [min, max]; `fallback` unless it is a finite number (payloads hold anything). */
+export function clampInt(value: unknown, fallback: number, min: number, max: number): number {
+  const n = typeof value === 'number' && Number.isFinite(value) ? Math.trunc(value) : fallback;
+  return Math.min(Math.max(n, min), max);
+}
+
+/**
+ * The conversation a continue-as-new generation starts from. Kept whole: the first message (the task
+ * the run was started with) and every instruction (system messages; at most {@link MAX_INSTRUCTIONS},
+ * each at most 2000 characters), because dropping either would change what the run is asked to do.
+ * Of the rest — tool results, answers, revision prompts — only the {@link MAX_CARRIED_MESSAGES} most
+ * recent, each cut to {@link MAX_CARRIED_MESSAGE_CHARS} characters: older tool results are what a
+ * model needs least, and the continue-as-new payload stays a few hundred kilobytes at worst, well
+ * under Temporal's 2 MB payload limit, however long the lineage runs. Order is preserved. Tool
+ * results reach providers as plain user text, so dropping one never orphans a tool call.
+ */
+export function boundMessages(messages: readonly AgentMessage[]): AgentMessage[] {
+  let others = 0;
+  const keep = new Array<boolean>(messages.length).fill(false);
+  for (let i = messages.length - 1; i >= 0; i--) {
+    const pinned = i === 0 || messages[i]?.role === 'system';
+    keep[i] = pinned || others++ < MAX_CARRIED_MESSAGES;
+  }
+  return messages
+    .map((m, i) =>
+      i === 0 || m.role === 'system' || m.content.length <= MAX_CARRIED_MESSAGE_CHARS
+        ? m
+        : { ...m, content: `${m.content.slice(0, MAX_CARRIED_MESSAGE_CHARS - 1)}…` },
+    )
+    .filter((_, i) => keep[i]);
+}
+
+const STABLE_CODES: ReadonlySet<string> = new Set([
+  ...Object.values(ErrorCodes),
+  ...Object.values(RunErrorCodes),
+]);
+
+/** True when the workflow was cancelled through Temporal (not the app's `cancel` signal). */
+export function isCancelledFailure(err: unknown): boolean {
+  for (let e: unknown = err; e; e = (e as { cause?: unknown }).cause) {
+    if (e instanceof CancelledFailure) return true;
+    if (!(e instanceof ActivityFailure || e instanceof ChildWorkflowFailure)) return false;
+  }
+  return false;
+}
+
+/**
+ * The stable code a failed run records. Only codes from {@link RunErrorCodes} and the library's
+ * `ErrorCodes` pass: anything else an activity threw reaches the workflow as an ApplicationFailure
+ * whose `type` is the thrown error's class name (`DatabaseError`, `TypeError`...), an implementation
+ * detail that must not become part of the run record's contract, so it is `RUN_FAILED`.
+ */
+export function runFailureCode(err: unknown): string {
+  if (isCancelledFailure(err)) return RunErrorCodes.CANCELLED;
+  const failure = err instanceof ActivityFailure ? err.cause : err;
+  if (err instanceof ActivityFailure && failure instanceof TimeoutFailure)
+    return RunErrorCodes.ACTIVITY_TIMEOUT;
+  if (failure instanceof ApplicationFailure && failure.type && STABLE_CODES.has(failure.type))
+    return failure.type;
+  return RunErrorCodes.RUN_FAILED;
+}

@@ -1,0 +1,73 @@
+// Every entry point (worker, API, `npm start`) refuses to start when `workspaces`, the tenant table
+// keyed by `id` that the guard cannot discover by a `workspace_id` column, stops isolating.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fromPgPool } from 'temporal-user-context/postgres';
+import { createTestDatabase, type TestDatabase } from '../../../../test-support/postgres.js';
+import { assertPlatformIsolation } from '../../src/config.js';
+import { migrate } from '../../src/data/migrate.js';
+
+const appDir = fileURLToPath(new URL('../..', import.meta.url));
+const dataDir = mkdtempSync(join(tmpdir(), 'agent-platform-guard-'));
+let database: TestDatabase;
+let pool: pg.Pool;
+
+beforeAll(async () => {
+  database = await createTestDatabase('agent_guard');
+  pool = new pg.Pool({ connectionString: database.url, max: 2 });
+  await migrate(fromPgPool(pool));
+  // The migrated schema passes; then `workspaces` loses FORCE, so its owner would skip its policies.
+  await assertPlatformIsolation(fromPgPool(pool));
+  await pool.query('alter table workspaces no force row level security');
+});
+
+afterAll(async () => {
+  await pool?.end();
+  await database?.drop();
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+/** Runs an entry point to its exit against the broken database; nothing listens on the Temporal address. */
+function run(entry: string): Promise<{ code: number | null; out: string }> {
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    DATABASE_URL: database.url,
+    AGENT_PLATFORM_DATA_DIR: dataDir,
+    TEMPORAL_ADDRESS: '127.0.0.1:1',
+  };
+  const child = spawn(process.execPath, ['--import', 'tsx', entry], { cwd: appDir, env, stdio: 'pipe' });
+  let out = '';
+  child.stdout.on('data', (chunk: Buffer) => (out += chunk.toString('utf8')));
+  child.stderr.on('data', (chunk: Buffer) => (out += chunk.toString('utf8')));
+  const timer = setTimeout(() => child.kill('SIGKILL'), 60_000);
+  return new Promise((resolve) =>
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, out });
+    }),
+  );
+}
+
+describe('start-up isolation guard', () => {
+  it('the shared guard checks workspaces', async () => {
+    await expect(assertPlatformIsolation(fromPgPool(pool))).rejects.toThrow(
+      /table public\.workspaces does not FORCE ROW LEVEL SECURITY/,
+    );
+  });
+
+  it.each(['src/worker.ts', 'src/api.ts', 'src/main.ts'])(
+    '%s refuses to start, naming workspaces',
+    async (entry) => {
+      const { code, out } = await run(entry);
+      expect(code).toBe(1);
+      expect(out).toContain('USER_CONTEXT_MISCONFIGURED');
+      expect(out).toMatch(/table public\.workspaces does not FORCE ROW LEVEL SECURITY/);
+    },
+    90_000,
+  );
+});

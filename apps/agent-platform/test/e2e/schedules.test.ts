@@ -1,0 +1,179 @@
+// Schedule management: members list their workspace's schedules, only the creator or a workspace admin
+// deletes one, membership is checked live, and intervals under a minute are refused.
+import { randomUUID } from 'node:crypto';
+import { Client, ScheduleNotFoundError } from '@temporalio/client';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { ErrorCodes } from 'temporal-user-context';
+import { WORKFLOW_TYPE } from '../../src/api/app.js';
+import { startPlatform, until, type Json, type Platform } from './harness.js';
+
+let p: Platform;
+const created: string[] = [];
+const acmeAgent = () => p.agentIds['ws-acme'] as string;
+const globexAgent = () => p.agentIds['ws-globex'] as string;
+
+beforeAll(async () => {
+  p = await startPlatform({ prefix: 'agent_schedules' });
+});
+
+afterAll(async () => {
+  // Whatever a failing test left behind; deleting a deleted schedule is not an error here.
+  const raw = p && new Client({ connection: p.testClient.connection, namespace: p.namespace });
+  for (const id of created)
+    await raw?.schedule
+      .getHandle(id)
+      .delete()
+      .catch(() => undefined);
+  await p?.stop();
+});
+
+async function schedule(who: string, ws: string, agentId: string, everySeconds = 3600): Promise<string> {
+  const res = await p.call(who, 'POST', `/workspaces/${ws}/agents/${agentId}/schedules`, {
+    everySeconds,
+    input: 'Tell me about roadmap',
+  });
+  expect(res.statusCode).toBe(201);
+  created.push(res.body_.scheduleId as string);
+  return res.body_.scheduleId as string;
+}
+
+const ids = (res: { body_: Json }) =>
+  ((res.body_.schedules as Json[] | undefined) ?? []).map((s) => s.scheduleId);
+
+/** The workspace's list once it shows every one of `present` (the list is eventually consistent). */
+function listed(who: string, ws: string, present: string[]) {
+  return until(
+    () => p.call(who, 'GET', `/workspaces/${ws}/schedules`),
+    (r) => r.statusCode === 200 && present.every((id) => ids(r).includes(id)),
+    15_000,
+  );
+}
+
+describe('schedules', () => {
+  it("members list their own workspace's schedules and no other's", async () => {
+    const byAlice = await schedule('alice', 'ws-acme', acmeAgent());
+    const byCarol = await schedule('carol', 'ws-acme', acmeAgent(), 600);
+    const byBob = await schedule('bob', 'ws-globex', globexAgent());
+
+    const acme = await listed('alice', 'ws-acme', [byAlice, byCarol]);
+    expect(ids(acme)).not.toContain(byBob);
+    const entry = (acme.body_.schedules as Json[]).find((s) => s.scheduleId === byCarol);
+    expect(entry).toEqual({
+      scheduleId: byCarol,
+      agentId: acmeAgent(),
+      everySeconds: 600,
+      createdBy: 'carol',
+      createdAt: expect.any(String),
+      paused: false,
+    });
+    const globex = await listed('dave', 'ws-globex', [byBob]);
+    expect(ids(globex)).not.toContain(byAlice);
+    expect(ids(globex)).not.toContain(byCarol);
+    expect((await p.call('alice', 'GET', '/workspaces/ws-globex/schedules')).statusCode).toBe(403);
+  });
+
+  it('only the creator or a workspace admin deletes a schedule', async () => {
+    const byAlice = await schedule('alice', 'ws-acme', acmeAgent());
+    const alsoByAlice = await schedule('alice', 'ws-acme', acmeAgent());
+    const byCarol = await schedule('carol', 'ws-acme', acmeAgent());
+    const byBob = await schedule('bob', 'ws-globex', globexAgent());
+    const del = (who: string, ws: string, id: string) =>
+      p.call(who, 'DELETE', `/workspaces/${ws}/schedules/${id}`);
+
+    // A member may not delete another member's schedule...
+    expect((await del('alice', 'ws-acme', byCarol)).body_).toMatchObject({
+      status: 403,
+      code: 'SCHEDULE_FORBIDDEN',
+    });
+    expect((await del('dave', 'ws-globex', byBob)).body_).toMatchObject({ code: 'SCHEDULE_FORBIDDEN' });
+    // ...and another workspace's schedule does not exist for anyone, its admins included.
+    expect((await del('bob', 'ws-globex', byAlice)).body_).toMatchObject({
+      status: 404,
+      code: 'SCHEDULE_NOT_FOUND',
+    });
+    expect((await del('bob', 'ws-acme', byAlice)).body_).toMatchObject({ code: 'WORKSPACE_MISMATCH' });
+
+    expect((await del('alice', 'ws-acme', byAlice)).statusCode).toBe(204);
+    expect((await del('carol', 'ws-acme', alsoByAlice)).statusCode).toBe(204);
+    expect((await del('carol', 'ws-acme', byCarol)).statusCode).toBe(204);
+    for (const id of [byAlice, alsoByAlice, byCarol])
+      await expect(p.testClient.schedule.getHandle(id).describe()).rejects.toBeInstanceOf(
+        ScheduleNotFoundError,
+      );
+    await until(
+      () => p.call('alice', 'GET', '/workspaces/ws-acme/schedules'),
+      (r) => ![byAlice, alsoByAlice, byCarol].some((id) => ids(r).includes(id)),
+      15_000,
+    );
+    // bob's schedule is untouched.
+    expect((await p.testClient.schedule.getHandle(byBob).describe()).scheduleId).toBe(byBob);
+
+    expect((await del('carol', 'ws-acme', byAlice)).statusCode).toBe(404);
+    expect((await del('carol', 'ws-acme', `agent-schedule-${randomUUID()}`)).statusCode).toBe(404);
+    expect((await del('carol', 'ws-acme', 'some-other-schedule')).body_).toMatchObject({
+      status: 400,
+      code: 'VALIDATION_FAILED',
+    });
+  });
+
+  it('checks the membership live: a removed member neither lists nor deletes', async () => {
+    await p.call('carol', 'POST', '/workspaces/ws-acme/members', { userId: 'gina', roles: ['member'] });
+    p.tokens.gina = await p.issuer.mint({ user: 'gina', workspace: 'ws-acme', roles: ['member'] });
+    const byGina = await schedule('gina', 'ws-acme', acmeAgent());
+    await listed('gina', 'ws-acme', [byGina]);
+    expect((await p.call('carol', 'DELETE', '/workspaces/ws-acme/members/gina')).statusCode).toBe(204);
+
+    const revoked = { status: 403, code: ErrorCodes.MEMBERSHIP_REVOKED };
+    expect((await p.call('gina', 'GET', '/workspaces/ws-acme/schedules')).body_).toMatchObject(revoked);
+    expect((await p.call('gina', 'DELETE', `/workspaces/ws-acme/schedules/${byGina}`)).body_).toMatchObject(
+      revoked,
+    );
+    expect((await p.call('carol', 'DELETE', `/workspaces/ws-acme/schedules/${byGina}`)).statusCode).toBe(204);
+  });
+
+  it('refuses intervals under a minute', async () => {
+    const res = await p.call('alice', 'POST', `/workspaces/ws-acme/agents/${acmeAgent()}/schedules`, {
+      everySeconds: 59,
+      input: 'Tell me about roadmap',
+    });
+    expect(res.body_).toMatchObject({ status: 400, code: 'VALIDATION_FAILED' });
+    const minute = await schedule('alice', 'ws-acme', acmeAgent(), 60);
+    expect((await p.call('alice', 'DELETE', `/workspaces/ws-acme/schedules/${minute}`)).statusCode).toBe(204);
+  });
+
+  it('a schedule it cannot read (another application, a forged memo) neither breaks the list nor shows in it', async () => {
+    // A plaintext memo claiming to be ws-acme's, written by a client with namespace access and no keys.
+    const raw = new Client({ connection: p.testClient.connection, namespace: p.namespace });
+    const forged = `agent-schedule-${randomUUID()}`;
+    const foreign = `other-app-${randomUUID()}`;
+    for (const scheduleId of [forged, foreign]) {
+      created.push(scheduleId);
+      await raw.schedule.create({
+        scheduleId,
+        spec: { intervals: [{ every: '1h' }] },
+        action: { type: 'startWorkflow', workflowType: WORKFLOW_TYPE, taskQueue: p.idleTaskQueue, args: [] },
+        memo: {
+          agentPlatform: {
+            workspaceId: 'ws-acme',
+            agentId: acmeAgent(),
+            createdBy: 'alice',
+            everySeconds: 3600,
+            createdAt: new Date().toISOString(),
+          },
+        },
+      });
+    }
+    // Both are in the namespace's list before the API reads it.
+    await until(
+      () => raw.workflowService.listSchedules({ namespace: p.namespace }),
+      (page) => [forged, foreign].every((id) => (page.schedules ?? []).some((e) => e.scheduleId === id)),
+      15_000,
+    );
+    const mine = await schedule('alice', 'ws-acme', acmeAgent());
+    const res = await listed('alice', 'ws-acme', [mine]);
+    expect(ids(res)).not.toContain(forged);
+    expect(ids(res)).not.toContain(foreign);
+    expect((await p.call('alice', 'DELETE', `/workspaces/ws-acme/schedules/${forged}`)).statusCode).toBe(404);
+    expect((await p.call('alice', 'DELETE', `/workspaces/ws-acme/schedules/${mine}`)).statusCode).toBe(204);
+  });
+});

@@ -1,0 +1,99 @@
+import { WorkflowFailedError, WorkflowUpdateFailedError } from '@temporalio/client';
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  CancelledFailure,
+  RetryState,
+  TerminatedFailure,
+  TimeoutFailure,
+  TimeoutType,
+} from '@temporalio/common';
+import { describe, expect, it } from 'vitest';
+import { ErrorCodes } from 'temporal-user-context';
+import { failureCode, runEnding, toProblem } from '../../src/api/problems.js';
+
+/** A run failed by an activity, as the client decodes it: WorkflowFailedError → ActivityFailure → cause. */
+function failedRun(cause: Error): WorkflowFailedError {
+  const activity = new ActivityFailure(
+    'Activity task failed',
+    'modelStep',
+    '1',
+    RetryState.MAXIMUM_ATTEMPTS_REACHED,
+    'worker',
+    cause,
+  );
+  return new WorkflowFailedError('Workflow execution failed', activity, RetryState.NON_RETRYABLE_FAILURE);
+}
+
+/** What the SDK makes of any other error an activity throws: its class name becomes the type. */
+const classNamed = (name: string) =>
+  ApplicationFailure.create({ type: name, message: 'relation "agents" does not exist' });
+
+describe('failure codes', () => {
+  it('passes the codes the platform and the library raise', () => {
+    expect(failureCode(failedRun(ApplicationFailure.nonRetryable('x', 'TOOL_NOT_ENABLED')))).toBe(
+      'TOOL_NOT_ENABLED',
+    );
+    expect(failureCode(failedRun(ApplicationFailure.nonRetryable('x', ErrorCodes.MEMBERSHIP_REVOKED)))).toBe(
+      ErrorCodes.MEMBERSHIP_REVOKED,
+    );
+  });
+
+  it('never gives an error class name as a code', () => {
+    for (const name of ['DatabaseError', 'TypeError', 'Error', 'AbortError', 'URIError']) {
+      const err = failedRun(classNamed(name));
+      expect(failureCode(err)).toBeUndefined();
+      expect(runEnding(err)).toEqual({ status: 'failed', error: { code: 'RUN_FAILED' } });
+      const body = JSON.stringify(toProblem(err));
+      expect(toProblem(err)).toMatchObject({ status: 409, code: 'RUN_FAILED' });
+      expect(body).not.toContain(name);
+    }
+  });
+
+  it('looks past a class name to a code further down the chain', () => {
+    const wrapped = ApplicationFailure.create({
+      type: 'Error',
+      message: 'wrapped',
+      cause: ApplicationFailure.nonRetryable('x', 'AGENT_NOT_FOUND'),
+    });
+    expect(failureCode(failedRun(wrapped))).toBe('AGENT_NOT_FOUND');
+  });
+
+  it('an update failing with a class name is an INSTRUCTION_REJECTED, not that name', () => {
+    const err = new WorkflowUpdateFailedError('Workflow Update failed', classNamed('DatabaseError'));
+    expect(toProblem(err)).toMatchObject({ status: 409, code: 'INSTRUCTION_REJECTED' });
+    expect(toProblem(err).code).not.toContain('DatabaseError');
+  });
+});
+
+describe('run endings', () => {
+  const ended = (cause: Error) =>
+    runEnding(new WorkflowFailedError('ended', cause, RetryState.NON_RETRYABLE_FAILURE));
+
+  it('names cancellation, termination and timeout, each with its code', () => {
+    expect(ended(new CancelledFailure('Workflow canceled'))).toEqual({
+      status: 'cancelled',
+      error: { code: 'RUN_CANCELLED' },
+    });
+    expect(ended(new TerminatedFailure('operator'))).toEqual({
+      status: 'terminated',
+      error: { code: 'RUN_TERMINATED' },
+    });
+    expect(ended(new TimeoutFailure('timed out', undefined, TimeoutType.START_TO_CLOSE))).toEqual({
+      status: 'timed_out',
+      error: { code: 'RUN_TIMED_OUT' },
+    });
+  });
+
+  it('an activity that timed out inside a run is a failure of the run, not a run timeout', () => {
+    const activityTimeout = new TimeoutFailure('activity', undefined, TimeoutType.START_TO_CLOSE);
+    expect(runEnding(failedRun(activityTimeout))).toEqual({
+      status: 'failed',
+      error: { code: 'RUN_FAILED' },
+    });
+  });
+
+  it('is undefined for anything but the end of a run', () => {
+    expect(runEnding(new Error('network'))).toBeUndefined();
+  });
+});

@@ -1,0 +1,120 @@
+import {
+  ActivityFailure,
+  ApplicationFailure,
+  CancelledFailure,
+  RetryState,
+  TimeoutFailure,
+  TimeoutType,
+} from '@temporalio/common';
+import { msToNumber } from '@temporalio/common/lib/time.js';
+import { describe, expect, it } from 'vitest';
+import { ErrorCodes } from 'temporal-user-context';
+import type { AgentMessage } from '../../src/providers/types.js';
+import {
+  ACTIVITY_OPTIONS,
+  MAX_CARRIED_MESSAGES,
+  MAX_CARRIED_MESSAGE_CHARS,
+  boundMessages,
+  clampInt,
+  runFailureCode,
+} from '../../src/workflows/run-policy.js';
+
+const activityFailure = (cause: Error) =>
+  new ActivityFailure('activity failed', 'modelStep', '1', RetryState.MAXIMUM_ATTEMPTS_REACHED, 'w', cause);
+
+describe('activity retry policy', () => {
+  it('keeps retrying through an outage of a minute or more when attempts fail fast', () => {
+    const { retry, scheduleToCloseTimeout } = ACTIVITY_OPTIONS;
+    let waited = 0;
+    let wait = msToNumber(retry.initialInterval);
+    for (let attempt = 1; attempt < retry.maximumAttempts; attempt++) {
+      waited += Math.min(wait, msToNumber(retry.maximumInterval));
+      wait *= retry.backoffCoefficient;
+    }
+    expect(waited).toBeGreaterThanOrEqual(60_000);
+    // The overall bound leaves room for that waiting plus a few slow attempts.
+    expect(msToNumber(scheduleToCloseTimeout)).toBeGreaterThan(waited + 2 * msToNumber('90s'));
+  });
+
+  it('still never retries a refusal', () => {
+    expect(ACTIVITY_OPTIONS.retry.nonRetryableErrorTypes).toEqual(
+      expect.arrayContaining([
+        ...Object.values(ErrorCodes),
+        'AGENT_NOT_FOUND',
+        'RUN_NOT_FOUND',
+        'TOOL_NOT_ENABLED',
+      ]),
+    );
+  });
+});
+
+describe('runFailureCode', () => {
+  it('keeps the codes the app and the library define', () => {
+    expect(runFailureCode(activityFailure(ApplicationFailure.nonRetryable('no', 'TOOL_NOT_ENABLED')))).toBe(
+      'TOOL_NOT_ENABLED',
+    );
+    expect(
+      runFailureCode(activityFailure(ApplicationFailure.nonRetryable('no', ErrorCodes.MEMBERSHIP_REVOKED))),
+    ).toBe(ErrorCodes.MEMBERSHIP_REVOKED);
+    expect(runFailureCode(ApplicationFailure.nonRetryable('cap', 'STEP_LIMIT_EXCEEDED'))).toBe(
+      'STEP_LIMIT_EXCEEDED',
+    );
+  });
+
+  it('hides error class names behind RUN_FAILED', () => {
+    // What the SDK makes of a pg DatabaseError thrown in an activity once its retries are spent.
+    expect(runFailureCode(activityFailure(ApplicationFailure.retryable('boom', 'DatabaseError')))).toBe(
+      'RUN_FAILED',
+    );
+    expect(runFailureCode(activityFailure(ApplicationFailure.create({ message: 'x' })))).toBe('RUN_FAILED');
+    expect(runFailureCode(ApplicationFailure.nonRetryable('x', 'TypeError'))).toBe('RUN_FAILED');
+  });
+
+  it('names activity timeouts and cancellation', () => {
+    const timeout = new TimeoutFailure('timed out', undefined, TimeoutType.START_TO_CLOSE);
+    expect(runFailureCode(activityFailure(timeout))).toBe('ACTIVITY_TIMEOUT');
+    expect(runFailureCode(new CancelledFailure('cancelled'))).toBe('CANCELLED');
+    expect(runFailureCode(activityFailure(new CancelledFailure('cancelled')))).toBe('CANCELLED');
+  });
+});
+
+describe('boundMessages', () => {
+  const task: AgentMessage = { role: 'user', content: 'the task '.repeat(2000) };
+  const tool = (i: number): AgentMessage => ({ role: 'tool', tool: 'search', content: `result ${i}` });
+
+  it('leaves a short conversation as it is', () => {
+    const messages = [task, tool(1), { role: 'assistant' as const, content: 'done' }];
+    expect(boundMessages(messages)).toEqual(messages);
+  });
+
+  it('keeps the task, every instruction and the most recent others, in order', () => {
+    const instruction: AgentMessage = { role: 'system', content: 'answer in French' };
+    const messages = [task, tool(0), instruction, ...Array.from({ length: 100 }, (_, i) => tool(i + 1))];
+    const bounded = boundMessages(messages);
+    expect(bounded).toHaveLength(2 + MAX_CARRIED_MESSAGES);
+    expect(bounded[0]).toBe(task);
+    expect(bounded[1]).toBe(instruction);
+    expect(bounded.slice(2)).toEqual(messages.slice(-MAX_CARRIED_MESSAGES));
+  });
+
+  it('cuts long tool results and answers, never the task or an instruction', () => {
+    const long = 'x'.repeat(MAX_CARRIED_MESSAGE_CHARS * 3);
+    const instruction: AgentMessage = { role: 'system', content: 'y'.repeat(2000) };
+    const bounded = boundMessages([task, { role: 'tool', content: long }, instruction]);
+    expect(bounded[0]).toBe(task);
+    expect(bounded[1]?.content.length).toBe(MAX_CARRIED_MESSAGE_CHARS);
+    expect(bounded[2]).toBe(instruction);
+  });
+});
+
+describe('clampInt', () => {
+  it('falls back on anything that is not a finite number, so a limit cannot be switched off', () => {
+    expect(clampInt(undefined, 100, 1, 1000)).toBe(100);
+    expect(clampInt('abc', 100, 1, 1000)).toBe(100);
+    expect(clampInt(Number.NaN, 100, 1, 1000)).toBe(100);
+    expect(clampInt(Number.POSITIVE_INFINITY, 100, 1, 1000)).toBe(100);
+    expect(clampInt(5000, 100, 1, 1000)).toBe(1000);
+    expect(clampInt(0, 100, 1, 1000)).toBe(1);
+    expect(clampInt(7.9, 100, 1, 1000)).toBe(7);
+  });
+});
