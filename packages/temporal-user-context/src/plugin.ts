@@ -22,6 +22,7 @@ import { currentActor, currentUserContext } from './worker/resolve.js';
 import { ContextVerifier, type Verified, type VerifierOptions } from './worker/verifier.js';
 import { ErrorCodes, UserContextError } from './context/errors.js';
 
+/** Options of {@link UserContextPlugin}; the README's configuration table lists them with defaults. */
 export interface UserContextPluginOptions {
   /**
    * Key ring. At the edge (API), a ring with the Ed25519 private key: it issues contexts. On workers,

@@ -18,6 +18,7 @@ import type { ContextHeader } from '../header/wire.js';
  */
 export type MirrorMode = 'pseudonym' | 'plain' | 'off';
 
+/** Where the context is mirrored at start, each with its {@link MirrorMode}. */
 export interface MirrorOptions {
   /** Memo key `userContext`: `{ userId, workspaceId, mode }`. Default `pseudonym`. */
   memo: MirrorMode;
@@ -70,7 +71,9 @@ export function mirrorOptionsOf(options: Partial<MirrorOptions> | undefined): Mi
 
 /** Memo key holding the mirrored context. */
 export const MEMO_KEY = 'userContext';
+/** Search attribute `UserId` (Keyword) of the search-attribute mirror: register it in the namespace. */
 export const USER_ID_ATTRIBUTE = defineSearchAttributeKey('UserId', SearchAttributeType.KEYWORD);
+/** Search attribute `WorkspaceId` (Keyword) of the search-attribute mirror: register it too. */
 export const WORKSPACE_ID_ATTRIBUTE = defineSearchAttributeKey('WorkspaceId', SearchAttributeType.KEYWORD);
 
 function ids(

@@ -40,6 +40,7 @@ export interface PostgresAuditSink extends AuditSink {
   flush(): Promise<void>;
 }
 
+/** Options of {@link postgresAuditSink}. */
 export interface PostgresAuditSinkOptions {
   /** Role the inserts run as; it needs only INSERT on `audit_log`. Default `app_user`. */
   appRole?: string;
@@ -131,6 +132,7 @@ export interface StoredAuditEvent extends AuditEvent {
   id: string;
 }
 
+/** Options of {@link queryAuditTrail}. */
 export interface AuditTrailOptions extends Pick<UserScopeOptions, 'appRole' | 'auditor' | 'audit'> {
   /** At most this many records, newest first. Default 100, capped at 1000. */
   limit?: number;

@@ -8,6 +8,7 @@ import type { ContextHeader, Lineage } from '../header/wire.js';
 
 const SCHEDULED_RUN_SUFFIX = /^-\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/;
 
+/** Tuning of the worker's {@link ContextVerifier} (plugin option `verifier`). */
 export interface VerifierOptions {
   /** Clock skew tolerated between the edge, the server and workers, in seconds (default 30, 0–3600). */
   clockSkewSeconds?: number;
@@ -17,6 +18,7 @@ export interface VerifierOptions {
   now?: () => number;
 }
 
+/** A verified token: the context it carries and its claims (frozen), as the revocation hook sees them. */
 export interface Verified {
   readonly context: UserContext;
   readonly claims: ContextClaims;
