@@ -1,10 +1,18 @@
 // Nexus: the caller workflow's context reaches the operation handler; without it the call is refused.
 import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
+import { SearchAttributeType, defineSearchAttributeKey } from '@temporalio/common';
 import { Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ErrorCodes, runAsUser } from 'temporal-user-context';
-import { alice, failureTypeOf, startHarness, type Harness } from '../../../../test-support/harness.js';
+import { ErrorCodes, ORIGINATOR_HEADER, runAsUser } from 'temporal-user-context';
+import {
+  alice,
+  failureTypeOf,
+  headerWritingClient,
+  nthScheduledRun,
+  startHarness,
+  type Harness,
+} from '../../../../test-support/harness.js';
 import * as activities from '../fixtures/activities.js';
 import { whoHandler } from '../fixtures/nexus-handler.js';
 
@@ -81,5 +89,56 @@ describe('Nexus', () => {
         (e) => e.action === 'nexus.start' && e.decision === 'deny' && e.workflowId === workflowId,
       ),
     ).toBe(true);
+  });
+
+  it('a scheduled run reaches the handler as the schedule creator; a run only claiming the schedule does not', async () => {
+    const scheduleId = `sch-${randomUUID()}`;
+    const schedule = await runAsUser(alice, () =>
+      h.client.schedule.create({
+        scheduleId,
+        spec: { intervals: [{ every: '1h' }] },
+        action: {
+          type: 'startWorkflow',
+          workflowType: 'viaNexus',
+          taskQueue: h.taskQueue,
+          workflowId: `${scheduleId}-wf`,
+          args: [endpoint],
+        },
+      }),
+    );
+    await schedule.trigger();
+    const genuine = await nthScheduledRun(h.rawClient, scheduleId, 1);
+    expect(await h.rawClient.workflow.getHandle(genuine).result()).toEqual(alice);
+    // The handler confirms the caller with the server, as activities do: the copied header and the
+    // client-set search attribute are not enough.
+    const history = await h.rawClient.workflow.getHandle(genuine).fetchHistory();
+    const header =
+      history.events?.[0]?.workflowExecutionStartedEventAttributes?.header?.fields?.[ORIGINATOR_HEADER];
+    expect(header).toBeDefined();
+    const workflowId = `${scheduleId}-wf-2031-01-01T00:00:00Z`;
+    const code = await failureTypeOf(
+      headerWritingClient(h, { [ORIGINATOR_HEADER]: header! }).workflow.execute('viaNexus', {
+        taskQueue: h.taskQueue,
+        workflowId,
+        args: [endpoint],
+        typedSearchAttributes: [
+          {
+            key: defineSearchAttributeKey('TemporalScheduledById', SearchAttributeType.KEYWORD),
+            value: scheduleId,
+          },
+        ],
+      }),
+    );
+    expect(code).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    expect(
+      h.audit.events.some(
+        (e) =>
+          e.action === 'nexus.start' &&
+          e.decision === 'deny' &&
+          e.workflowId === workflowId &&
+          e.reason === ErrorCodes.LINEAGE_MISMATCH,
+      ),
+    ).toBe(true);
+    await schedule.delete();
   });
 });
