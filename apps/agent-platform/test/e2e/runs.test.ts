@@ -220,7 +220,6 @@ describe('internal failures', () => {
 describe('GET /runs/:runId with no worker', () => {
   it('gives the status without progress once the worker timeout passes', async () => {
     const { runId } = await startRun(p.idleCall, { input: 'Tell me about roadmap' });
-    const started = Date.now();
     const res = await within(
       15_000,
       'GET /runs/:id with no worker',
@@ -229,14 +228,12 @@ describe('GET /runs/:runId with no worker', () => {
     expect(res.statusCode).toBe(200);
     expect(res.body_).toMatchObject({ runId, status: 'running' });
     expect(res.body_).not.toHaveProperty('progress');
-    expect(Date.now() - started).toBeLessThan(10_000);
   });
 });
 
 describe('POST /runs/:runId/instructions', () => {
   it('answers 504 INSTRUCTION_TIMEOUT when no worker takes the update', async () => {
     const { runId } = await startRun(p.idleCall, { input: 'Tell me about roadmap' });
-    const started = Date.now();
     const res = await within(
       15_000,
       'POST /instructions with no worker',
@@ -245,7 +242,6 @@ describe('POST /runs/:runId/instructions', () => {
     expect(res.statusCode).toBe(504);
     expect(res.headers['content-type']).toMatch(/application\/problem\+json/);
     expect(res.body_).toMatchObject({ status: 504, code: 'INSTRUCTION_TIMEOUT' });
-    expect(Date.now() - started).toBeLessThan(10_000);
   });
 });
 

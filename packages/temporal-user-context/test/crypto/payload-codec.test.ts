@@ -284,13 +284,12 @@ describe('AesGcmPayloadCodec: hostile key ids (case 4)', () => {
     },
   );
 
-  it('a 10 MB key id is refused quickly', async () => {
+  // No timed assertion (tests never time; speed belongs to benchmarks): this holds the refusal and its code.
+  it('a 10 MB key id is refused as an unknown key', async () => {
     const codec = makeCodec();
     const [p] = await codec.encode([json(1)], wf('w'));
     const meta = { ...p!.metadata, 'encryption-key-id': new Uint8Array(10 * 1024 * 1024).fill(65) };
-    const t0 = performance.now();
     await expectCode(codec.decode([{ ...p!, metadata: meta }], wf('w')), ErrorCodes.KEY_UNKNOWN);
-    expect(performance.now() - t0).toBeLessThan(50);
   });
 
   it('a missing or non-bytes key id is KEY_UNKNOWN', async () => {

@@ -20,21 +20,26 @@ import { useFixtureHarness } from '../fixtures/harness.js';
 const h = useFixtureHarness();
 const SCHEDULED_BY_ID = defineSearchAttributeKey('TemporalScheduledById', SearchAttributeType.KEYWORD);
 
+/** A schedule alice creates, starting `viaActivity` runs (every hour: the tests trigger it). */
+function aliceSchedule(scheduleId: string) {
+  return runAsUser(alice, () =>
+    h.client.schedule.create({
+      scheduleId,
+      spec: { intervals: [{ every: '1h' }] },
+      action: {
+        type: 'startWorkflow',
+        workflowType: 'viaActivity',
+        taskQueue: h.taskQueue,
+        workflowId: `${scheduleId}-wf`,
+      },
+    }),
+  );
+}
+
 describe('schedules', () => {
   it('a run started by the schedule acts as the schedule creator', async () => {
     const scheduleId = `sch-${randomUUID()}`;
-    const handle = await runAsUser(alice, () =>
-      h.client.schedule.create({
-        scheduleId,
-        spec: { intervals: [{ every: '1h' }] },
-        action: {
-          type: 'startWorkflow',
-          workflowType: 'viaActivity',
-          taskQueue: h.taskQueue,
-          workflowId: `${scheduleId}-wf`,
-        },
-      }),
-    );
+    const handle = await aliceSchedule(scheduleId);
     await handle.trigger();
     const workflowId = await nthScheduledRun(h.rawClient, scheduleId, 1);
     expect(await h.rawClient.workflow.getHandle(workflowId).result()).toEqual(alice);
@@ -94,18 +99,7 @@ describe('schedules', () => {
     // Clients may set TemporalScheduledById themselves, and a run id of the scheduled shape is free to
     // take: only the schedule's own record of the runs it started tells a scheduled run apart.
     const scheduleId = `sch-${randomUUID()}`;
-    const handle = await runAsUser(alice, () =>
-      h.client.schedule.create({
-        scheduleId,
-        spec: { intervals: [{ every: '1h' }] },
-        action: {
-          type: 'startWorkflow',
-          workflowType: 'viaActivity',
-          taskQueue: h.taskQueue,
-          workflowId: `${scheduleId}-wf`,
-        },
-      }),
-    );
+    const handle = await aliceSchedule(scheduleId);
     await handle.trigger();
     const genuine = await nthScheduledRun(h.rawClient, scheduleId, 1);
     expect(await h.rawClient.workflow.getHandle(genuine).result()).toEqual(alice);
