@@ -106,10 +106,8 @@ export class UserContextPlugin extends SimplePlugin {
       },
       auditor,
       mirror,
-      // `!== undefined`, not truthiness: 0 and NaN must reach the check and be refused, not mean the default.
-      ...(pluginOptions.startWindowSeconds !== undefined
-        ? { startWindowSeconds: pluginOptions.startWindowSeconds }
-        : {}),
+      // Passed as given: 0 and NaN must reach the source's check and be refused, not mean the default.
+      startWindowSeconds: pluginOptions.startWindowSeconds,
     });
     const verifier = new ContextVerifier(pluginOptions.keys, pluginOptions.verifier);
     const scheduledRuns = new ScheduledRunCheck();

@@ -4,7 +4,7 @@ import type { UserContext } from '../context/schema.js';
 import type { Auditor } from '../audit/sinks.js';
 import type { IdentitySource } from '../audit/event.js';
 import type { KeyRing } from '../crypto/keyring.js';
-import { issueContextToken, type IssueOptions } from '../crypto/issue.js';
+import { DEFAULT_WINDOW, issueContextToken, type IssueOptions } from '../crypto/issue.js';
 import type { ContextHeader } from '../header/wire.js';
 import { currentScope } from '../worker/scope.js';
 import { edgeUser } from './scope.js';
@@ -26,20 +26,18 @@ export interface ContextSourceOptions {
  */
 export class ContextSource {
   readonly mirror: MirrorOptions;
-  private readonly startWindowSeconds: number | undefined;
+  private readonly startWindowSeconds: number;
 
   constructor(private readonly options: ContextSourceOptions) {
     this.mirror = options.mirror;
     // The window is how long a copied start token can start its workflow again: never unbounded, and
     // a day is already far more than a start needs (longer-lived starts are what schedules are for).
-    this.startWindowSeconds =
-      options.startWindowSeconds === undefined
-        ? undefined
-        : numberOption('startWindowSeconds', options.startWindowSeconds, 60, {
-            min: 1,
-            max: 86_400,
-            integer: true,
-          });
+    this.startWindowSeconds = numberOption(
+      'startWindowSeconds',
+      options.startWindowSeconds,
+      DEFAULT_WINDOW.start,
+      { min: 1, max: 86_400, integer: true },
+    );
   }
 
   private who(action: string): { context: UserContext; source: IdentitySource; forward?: ContextHeader } {
@@ -113,7 +111,7 @@ export class ContextSource {
     const originator = await this.issue(action, context, source, {
       use: 'start',
       workflowId,
-      ...(this.startWindowSeconds !== undefined ? { windowSeconds: this.startWindowSeconds } : {}),
+      windowSeconds: this.startWindowSeconds,
     });
     return { originator, context };
   }

@@ -49,7 +49,10 @@ export const ErrorCodes = {
 /** One of the stable {@link ErrorCodes}: match on it, never on a message. */
 export type UserContextErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
 
-/** Codes for which a retry can never succeed: the activity fails with a non-retryable ApplicationFailure. */
+/**
+ * Codes a retry could cure (none today: every refusal is a verdict, and a failure that is no verdict is
+ * not a UserContextError). Every other code fails the activity with a non-retryable ApplicationFailure.
+ */
 const RETRYABLE: ReadonlySet<UserContextErrorCode> = new Set<UserContextErrorCode>([]);
 
 /** The one error type the library throws on refusal. */

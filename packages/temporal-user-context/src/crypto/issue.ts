@@ -25,7 +25,8 @@ export interface IssueOptions {
   now?: () => number;
 }
 
-const DEFAULT_WINDOW = { start: 60, actor: 300, schedule: 366 * 24 * 3600 } as const;
+/** Default start windows, in seconds, by token use. */
+export const DEFAULT_WINDOW = { start: 60, actor: 300, schedule: 366 * 24 * 3600 } as const;
 
 /**
  * Issues a sealed context token: an Ed25519-signed JWT inside a `dir`/A256GCM JWE. Only an edge key

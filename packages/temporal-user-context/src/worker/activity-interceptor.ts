@@ -4,20 +4,15 @@ import type { ActivityExecuteInput, ActivityInboundCallsInterceptor, Next } from
 import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
 import { ACTOR_HEADER, ORIGINATOR_HEADER, decodeHeader } from '../header/wire.js';
 import type { Auditor } from '../audit/sinks.js';
-import { auditAllowed, auditFailure } from './decision.js';
+import { auditAllowed, auditFailure, confirmOriginator, type OriginatorChecks } from './decision.js';
 import { enterActivityScope, type ActivityScope } from './scope.js';
-import type { ScheduledRunCheck } from './scheduled-run.js';
 import type { ContextVerifier, Verified } from './verifier.js';
 
-export interface ActivityGuardOptions {
+export interface ActivityGuardOptions extends OriginatorChecks {
   verifier: ContextVerifier;
   auditor: Auditor;
   /** Activity type → system principal names it may run as without a user. Everything else needs one. */
   systemActivities: Readonly<Record<string, readonly string[]>>;
-  /** Revocation hook for originator and actor tokens: true refuses (by `jti`, user, workspace). */
-  isRevoked?: (verified: Verified) => boolean | Promise<boolean>;
-  /** Confirms scheduled lineages with the server (see {@link ScheduledRunCheck}). */
-  scheduledRuns: ScheduledRunCheck;
 }
 
 /** Turns a refusal into a non-retryable failure whose `type` is the stable code. */
@@ -110,17 +105,10 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
         });
       } else {
         const verified = await this.options.verifier.verifyOriginator(header, { namespace, workflowId });
-        if (verified.claims.use === 'schedule') {
-          // verifyOriginator required the lineage facts and the schedule id.
-          await this.options.scheduledRuns.confirm(
-            this.ctx.client,
-            verified.claims.sch!,
-            header.lin!.root,
-            info.workflowExecution?.runId ?? '',
-          );
-        }
-        if (await this.options.isRevoked?.(verified))
-          throw new UserContextError(ErrorCodes.REVOKED, 'context revoked');
+        await confirmOriginator(verified, header, this.options, () => ({
+          client: this.ctx.client,
+          runKey: info.workflowExecution?.runId ?? '',
+        }));
         // The activity acts as the originator. An actor (the sender of the signal or update whose
         // handler scheduled it) is exposed only when its own token verifies; otherwise the activity runs
         // without one, and the refusal is audited and kept for verifyActor().

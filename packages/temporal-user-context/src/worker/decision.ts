@@ -1,10 +1,39 @@
 import { describeThrown } from '../audit/sanitize.js';
 import type { Auditor } from '../audit/sinks.js';
-import { isUserContextError, type UserContextError } from '../context/errors.js';
+import type { Client } from '@temporalio/client';
+import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
+import type { ContextHeader } from '../header/wire.js';
+import type { ScheduledRunCheck } from './scheduled-run.js';
 import type { ActivityScope } from './scope.js';
 import type { Verified } from './verifier.js';
 
 type Fields = ActivityScope['audit'];
+
+/** The checks of a verified originator that the token alone cannot settle (activity and Nexus guards). */
+export interface OriginatorChecks {
+  /** Revocation hook, for originator and actor tokens: true refuses (by `jti`, user, workspace). */
+  isRevoked?: (verified: Verified) => boolean | Promise<boolean>;
+  scheduledRuns: ScheduledRunCheck;
+}
+
+/**
+ * After the token verified: the revocation hook first (local and cheap), then, for a schedule token,
+ * the server's confirmation of the scheduled run. `server` gives the client and the caller's run id;
+ * it is called only for a schedule token, and may refuse.
+ */
+export async function confirmOriginator(
+  verified: Verified,
+  header: ContextHeader,
+  checks: OriginatorChecks,
+  server: () => { client: Client; runKey: string },
+): Promise<void> {
+  if (await checks.isRevoked?.(verified)) throw new UserContextError(ErrorCodes.REVOKED, 'context revoked');
+  if (verified.claims.use === 'schedule') {
+    const { client, runKey } = server();
+    // verifyOriginator required the lineage facts and the schedule id of a schedule token.
+    await checks.scheduledRuns.confirm(client, verified.claims.sch!, header.lin!.root, runKey);
+  }
+}
 
 /** Audits a verified context at a worker entry point (activity, Nexus operation). */
 export function auditAllowed(auditor: Auditor, fields: Fields, action: string, verified: Verified): void {

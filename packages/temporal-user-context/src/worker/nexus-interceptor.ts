@@ -11,10 +11,9 @@ import { ErrorCodes, UserContextError } from '../context/errors.js';
 import { ORIGINATOR_HEADER, MAX_HEADER_BYTES, parseHeaderValue, type ContextHeader } from '../header/wire.js';
 import type { Auditor } from '../audit/sinks.js';
 import { toApplicationFailure } from './activity-interceptor.js';
-import { auditAllowed, auditFailure } from './decision.js';
+import { auditAllowed, auditFailure, confirmOriginator, type OriginatorChecks } from './decision.js';
 import { runInNexusScope, type ActivityScope } from './scope.js';
-import type { ScheduledRunCheck } from './scheduled-run.js';
-import type { ContextVerifier, Verified } from './verifier.js';
+import type { ContextVerifier } from './verifier.js';
 
 /** The calling workflow, from the links the server attached to the Nexus request. */
 function callerOf(
@@ -58,14 +57,7 @@ function parseNexusHeader(headers: Record<string, string>): ContextHeader | unde
  * `currentUserContext()`. Refusals are non-retryable handler errors, audited.
  */
 export class NexusGuard implements NexusInboundCallsInterceptor {
-  constructor(
-    private readonly options: {
-      verifier: ContextVerifier;
-      auditor: Auditor;
-      isRevoked?: (verified: Verified) => boolean | Promise<boolean>;
-      scheduledRuns: ScheduledRunCheck;
-    },
-  ) {}
+  constructor(private readonly options: OriginatorChecks & { verifier: ContextVerifier; auditor: Auditor }) {}
 
   async startOperation(
     input: NexusStartOperationInput,
@@ -85,7 +77,7 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
       if (!caller)
         throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'Nexus request names no calling workflow');
       const verified = await this.options.verifier.verifyOriginator(header, caller);
-      if (verified.claims.use === 'schedule') {
+      await confirmOriginator(verified, header, this.options, () => {
         // Only the caller's namespace knows its schedule's runs; the handler's client is bound to its own.
         const client = getClient();
         if (client.options.namespace !== caller.namespace || !caller.runId) {
@@ -94,15 +86,8 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
             'a scheduled lineage can only be confirmed from its own namespace',
           );
         }
-        await this.options.scheduledRuns.confirm(
-          client,
-          verified.claims.sch!,
-          header.lin!.root,
-          caller.runId,
-        );
-      }
-      if (await this.options.isRevoked?.(verified))
-        throw new UserContextError(ErrorCodes.REVOKED, 'context revoked');
+        return { client, runKey: caller.runId };
+      });
       const { lin: _lin, ...forward } = header;
       scope = {
         context: verified.context,

@@ -1,17 +1,19 @@
 import { ScheduleNotFoundError, WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
+import { SuccessCache } from './success-cache.js';
 
-export interface ScheduledRunCheckOptions {
-  /**
-   * Lookups of the schedule before a run it has not recorded is refused (default 5). The schedule
-   * records a run just after starting it, so the run's first activity can ask before the record exists.
-   */
-  attempts?: number;
-  /** Pause before the second lookup, in ms, doubled for each further one (default 100). */
-  delayMs?: number;
-  /** Confirmed runs kept in memory (default 10 000). */
-  cacheSize?: number;
-}
+/** Lookups of the schedule before a fresh run it has not recorded yet is refused. */
+const LOOKUPS = 5;
+/** Pause before the second lookup, doubled for each further one (0.1 + 0.2 + 0.4 + 0.8 s at most). */
+const FIRST_PAUSE_MS = 100;
+/**
+ * A root that started longer ago than this must already be in the schedule's record: the schedule
+ * records a run just after starting it, so only a run's first activities can ask before the record
+ * exists. Older roots are decided on the first lookup.
+ */
+const FRESH_ROOT_MS = 30_000;
+/** Confirmed runs kept per worker. */
+const CACHE_SIZE = 10_000;
 
 /**
  * Confirms with the Temporal server that a lineage whose token is a schedule token was started by that
@@ -29,19 +31,11 @@ export interface ScheduledRunCheckOptions {
  *
  * One confirmation per run per worker is kept (keyed by the server-vouched run id of the caller); a
  * refusal is never cached. A lookup that fails for another reason than "not found" is rethrown as it
- * is, so the activity retries.
+ * is, so the activity retries. Only a root that started moments ago gets a few more lookups (see
+ * {@link FRESH_ROOT_MS}); an older run that claims a schedule it does not belong to costs two calls.
  */
 export class ScheduledRunCheck {
-  private readonly confirmed = new Map<string, Promise<void>>();
-  private readonly attempts: number;
-  private readonly delayMs: number;
-  private readonly cacheSize: number;
-
-  constructor(options: ScheduledRunCheckOptions = {}) {
-    this.attempts = options.attempts ?? 5;
-    this.delayMs = options.delayMs ?? 100;
-    this.cacheSize = options.cacheSize ?? 10_000;
-  }
+  private readonly confirmed = new SuccessCache<void>(CACHE_SIZE);
 
   /**
    * Resolves when the schedule `scheduleId` started the execution chain rooted at `root`.
@@ -50,26 +44,18 @@ export class ScheduledRunCheck {
    *   the root no longer exists.
    */
   confirm(client: Client, scheduleId: string, root: string, runKey: string): Promise<void> {
-    const key = `${scheduleId}\u0000${root}\u0000${runKey}`;
-    const hit = this.confirmed.get(key);
-    if (hit) return hit;
-    const lookup = this.lookup(client, scheduleId, root);
-    this.confirmed.set(key, lookup);
-    lookup.then(
-      () => {
-        if (this.confirmed.size > this.cacheSize)
-          this.confirmed.delete(this.confirmed.keys().next().value as string);
-      },
-      () => this.confirmed.delete(key),
+    return this.confirmed.get(`${scheduleId}\u0000${root}\u0000${runKey}`, () =>
+      this.lookup(client, scheduleId, root),
     );
-    return lookup;
   }
 
   private async lookup(client: Client, scheduleId: string, root: string): Promise<void> {
-    const firstRunId = await this.firstRunIdOf(client, root);
+    const { firstRunId, startedAt } = await this.rootOf(client, root);
+    const lookups = Date.now() - startedAt < FRESH_ROOT_MS ? LOOKUPS : 1;
     const schedule = client.schedule.getHandle(scheduleId);
-    for (let attempt = 0; attempt < this.attempts; attempt++) {
-      if (attempt > 0) await new Promise((resolve) => setTimeout(resolve, this.delayMs * 2 ** (attempt - 1)));
+    for (let attempt = 0; attempt < lookups; attempt++) {
+      if (attempt > 0)
+        await new Promise((resolve) => setTimeout(resolve, FIRST_PAUSE_MS * 2 ** (attempt - 1)));
       let description;
       try {
         description = await schedule.describe();
@@ -87,16 +73,18 @@ export class ScheduledRunCheck {
     throw refusal('the lineage is not a run its schedule started');
   }
 
-  private async firstRunIdOf(client: Client, root: string): Promise<string> {
+  /** The root's current execution chain: its first run id and when its latest run started. */
+  private async rootOf(client: Client, root: string): Promise<{ firstRunId: string; startedAt: number }> {
+    let description;
     try {
-      const description = await client.workflow.getHandle(root).describe();
-      const firstRunId = description.raw.workflowExecutionInfo?.firstRunId;
-      if (!firstRunId) throw refusal('the server names no first run for the lineage root');
-      return firstRunId;
+      description = await client.workflow.getHandle(root).describe();
     } catch (err) {
       if (err instanceof WorkflowNotFoundError) throw refusal('the lineage root does not exist');
       throw err;
     }
+    const firstRunId = description.raw.workflowExecutionInfo?.firstRunId;
+    if (!firstRunId) throw refusal('the server names no first run for the lineage root');
+    return { firstRunId, startedAt: description.startTime.getTime() };
   }
 }
 

@@ -4,6 +4,7 @@ import { parseUserContext, type UserContext } from '../context/schema.js';
 import type { ContextClaims } from '../crypto/claims.js';
 import type { KeyRing } from '../crypto/keyring.js';
 import { openContextToken } from '../crypto/open.js';
+import { SuccessCache } from './success-cache.js';
 import type { ContextHeader, Lineage } from '../header/wire.js';
 
 const SCHEDULED_RUN_SUFFIX = /^-\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/;
@@ -29,10 +30,9 @@ export interface Verified {
  * cache means that the activities of one workflow share one decryption and one signature check.
  */
 export class ContextVerifier {
-  private readonly cache = new Map<string, Promise<ContextClaims>>();
+  private readonly cache: SuccessCache<ContextClaims>;
   private readonly contexts = new WeakMap<ContextClaims, UserContext>();
   private readonly skew: number;
-  private readonly cacheSize: number;
   private readonly now: () => number;
 
   constructor(
@@ -44,28 +44,19 @@ export class ContextVerifier {
       min: 0,
       max: 3600,
     });
-    this.cacheSize = numberOption('verifier.cacheSize', options.cacheSize, 10_000, {
-      min: 1,
-      max: Number.MAX_SAFE_INTEGER,
-      integer: true,
-    });
+    this.cache = new SuccessCache(
+      numberOption('verifier.cacheSize', options.cacheSize, 10_000, {
+        min: 1,
+        max: Number.MAX_SAFE_INTEGER,
+        integer: true,
+      }),
+    );
     this.now = options.now ?? Date.now;
   }
 
   /** Opens a token, from cache when this worker opened it before. */
   open(token: string): Promise<ContextClaims> {
-    const hit = this.cache.get(token);
-    if (hit) return hit;
-    const opening = openContextToken(this.ring, token);
-    this.cache.set(token, opening);
-    // Evict only when a token proved good: a flood of bad tokens cannot push good ones out.
-    opening.then(
-      () => {
-        if (this.cache.size > this.cacheSize) this.cache.delete(this.cache.keys().next().value as string);
-      },
-      () => this.cache.delete(token),
-    );
-    return opening;
+    return this.cache.get(token, () => openContextToken(this.ring, token));
   }
 
   /**

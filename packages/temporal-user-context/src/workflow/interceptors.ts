@@ -61,7 +61,7 @@ const { userContextAudit } = proxySinks<UserContextSinks>();
 
 /** SDK-internal queries (stack trace, metadata) carry no user data and have no user header. */
 const SDK_QUERIES = new Set(['__stack_trace', '__enhanced_stack_trace', '__temporal_workflow_metadata']);
-/** Workflow types of the library itself that run without an originator (none today). */
+/** Search attribute naming the schedule that started a run (clients may set it too: workers confirm it). */
 const SCHEDULED_BY = 'TemporalScheduledById';
 
 function lineageOf(header: ContextHeader): Lineage {
