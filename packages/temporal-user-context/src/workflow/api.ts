@@ -1,7 +1,7 @@
-import { ApplicationFailure, proxyLocalActivities, proxySinks } from '@temporalio/workflow';
+import { ApplicationFailure, proxyLocalActivities } from '@temporalio/workflow';
 import { ErrorCodes, UserContextError, type UserContextErrorCode } from '../context/errors.js';
 import type { UserContext } from '../context/schema.js';
-import type { UserContextSinks } from './interceptors.js';
+import { refusal } from './interceptors.js';
 import { currentActor, workflowState, type ActorPolicy, type ActorRef, type Originator } from './state.js';
 
 /** Activity names the plugin registers on every worker; workflow code reaches them through the APIs below. */
@@ -16,20 +16,7 @@ const verifiers = proxyLocalActivities<{
   retry: { maximumAttempts: 3, nonRetryableErrorTypes: Object.values(ErrorCodes) },
 });
 
-const { userContextAudit } = proxySinks<UserContextSinks>();
-
 const CODES: ReadonlySet<string> = new Set<string>(Object.values(ErrorCodes));
-
-/**
- * A refusal raised in workflow code. It must be a Temporal failure: anything else thrown out of a
- * workflow fails the workflow *task*, which the SDK retries forever instead of failing the run.
- */
-function refuse(action: string, code: UserContextErrorCode, reason: string): Promise<never> {
-  userContextAudit.deny({ action, reason, code });
-  return Promise.reject(
-    ApplicationFailure.create({ message: `${code}: ${reason}`, type: code, nonRetryable: true }),
-  );
-}
 
 /**
  * The originator of this workflow lineage (who started it), verified by the worker.
@@ -48,10 +35,12 @@ function refuse(action: string, code: UserContextErrorCode, reason: string): Pro
 export function getUserContext(): Promise<UserContext> {
   const state = workflowState();
   if (!state.originator) {
-    return refuse(
-      'workflow.getUserContext',
-      state.originatorError?.code ?? ErrorCodes.MISSING,
-      'no originator context',
+    return Promise.reject(
+      refusal(
+        'workflow.getUserContext',
+        state.originatorError?.code ?? ErrorCodes.MISSING,
+        'no originator context',
+      ),
     );
   }
   if (!state.verified) {
@@ -89,7 +78,8 @@ export function getActor(): ActorRef | undefined {
  * function, it fails the run.
  */
 export function verifyActor(): Promise<UserContext> {
-  if (!currentActor()) return refuse('workflow.verifyActor', ErrorCodes.MISSING, 'no actor in scope');
+  if (!currentActor())
+    return Promise.reject(refusal('workflow.verifyActor', ErrorCodes.MISSING, 'no actor in scope'));
   return verifiers[WHOIS_ACTOR_ACTIVITY]();
 }
 

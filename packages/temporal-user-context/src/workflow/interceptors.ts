@@ -106,19 +106,39 @@ function readActor(
   };
 }
 
+/**
+ * A refusal in workflow code: audited through the sink, and returned as the Temporal failure workflow
+ * code, clients and the server see (non-retryable, `type` = the code). Anything else thrown out of
+ * workflow code would fail the workflow *task*, which the SDK retries forever instead of refusing.
+ */
+export function refusal(
+  action: string,
+  code: UserContextErrorCode,
+  reason: string,
+  about?: string,
+): ApplicationFailure {
+  userContextAudit.deny(
+    about === undefined ? { action, reason, code } : { action, reason, code, detail: about },
+  );
+  return ApplicationFailure.create({
+    message: `${code}: ${about === undefined ? reason : `${about} refused: ${reason}`}`,
+    type: code,
+    nonRetryable: true,
+  });
+}
+
 function refused(
   kind: 'signal' | 'update' | 'query',
   name: string,
   reason: string,
   code: UserContextErrorCode = ErrorCodes.ACTOR_FORBIDDEN,
-): UserContextError {
-  userContextAudit.deny({ action: `workflow.${kind}`, reason, code, detail: name });
-  return new UserContextError(code, `${kind} ${name} refused: ${reason}`);
+): ApplicationFailure {
+  return refusal(`workflow.${kind}`, code, reason, `${kind} ${name}`);
 }
 
 /**
- * Applies the policy; returns the actor when allowed. Throws only an audited UserContextError:
- * ACTOR_FORBIDDEN when refused, POLICY_FAILED when the policy throws.
+ * Applies the policy; returns the actor when allowed. Throws only an audited refusal (see
+ * {@link refusal}): ACTOR_FORBIDDEN when refused, POLICY_FAILED when the policy throws.
  */
 function admit(
   kind: 'signal' | 'update' | 'query',
@@ -142,10 +162,6 @@ function admit(
   }
   if (!allowed) throw refused(kind, name, actor ? 'actor not allowed by policy' : 'no actor context');
   return actor;
-}
-
-function toFailure(err: UserContextError): ApplicationFailure {
-  return ApplicationFailure.create({ message: err.message, type: err.code, nonRetryable: true });
 }
 
 /**
@@ -225,8 +241,7 @@ class Inbound implements WorkflowInboundCallsInterceptor {
       if (!isUserContextError(err)) throw err;
       // Fail closed: refuse the run instead of running it as nobody (or worse, as somebody).
       state.originatorError = { code: err.code, reason: err.reason };
-      userContextAudit.deny({ action: 'workflow.execute', reason: err.reason, code: err.code });
-      return Promise.reject(toFailure(err));
+      return Promise.reject(refusal('workflow.execute', err.code, err.reason));
     }
     return next(input);
   }
@@ -247,12 +262,8 @@ class Inbound implements WorkflowInboundCallsInterceptor {
   }
 
   validateUpdate(input: UpdateInput, next: Next<WorkflowInboundCallsInterceptor, 'validateUpdate'>): void {
-    let actor: ActorRef | undefined;
-    try {
-      actor = admit('update', input.name, input.headers);
-    } catch (err) {
-      throw toFailure(err as UserContextError);
-    }
+    // A refusal thrown here rejects the update before it is accepted.
+    const actor = admit('update', input.name, input.headers);
     return actor ? runAsActor(actor, () => next(input)) : next(input);
   }
 
@@ -265,7 +276,7 @@ class Inbound implements WorkflowInboundCallsInterceptor {
       actor = admit('update', input.name, input.headers);
     } catch (err) {
       this.updates.refuse(input.updateId);
-      return Promise.reject(toFailure(err as UserContextError));
+      return Promise.reject(err);
     }
     return actor ? runAsActor(actor, () => next(input)) : next(input);
   }
@@ -279,7 +290,7 @@ class Inbound implements WorkflowInboundCallsInterceptor {
     try {
       actor = admit('query', input.queryName, input.headers);
     } catch (err) {
-      return Promise.reject(toFailure(err as UserContextError));
+      return Promise.reject(err);
     }
     return actor ? runAsActor(actor, () => next(input)) : next(input);
   }
