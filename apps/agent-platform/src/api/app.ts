@@ -9,6 +9,7 @@ import {
   type WorkflowExecutionStatusName,
 } from '@temporalio/client';
 import type { Payload } from '@temporalio/common';
+import { decodeOptionalSinglePayload } from '@temporalio/common/lib/internal-non-workflow/index.js';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import { isUserContextError, runAsUser, type UserContext } from 'temporal-user-context';
 import {
@@ -27,7 +28,8 @@ import {
   type AgentRun,
 } from '../data/repositories/index.js';
 import type { AgentExecutionInput, AgentExecutionResult, Progress } from '../workflows/agent-execution.js';
-import { ProblemError, isStableCode, problem, runEnding, toProblem, type RunEnding } from './problems.js';
+import { RunErrorCodes, isStableCode } from '../workflows/run-policy.js';
+import { ProblemError, problem, runEnding, toProblem, type RunEnding } from './problems.js';
 
 export const WORKFLOW_TYPE = 'AgentExecutionWorkflow';
 const DEFAULT_TASK_QUEUE = 'agent-tasks';
@@ -198,6 +200,23 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     });
   const asUser = <T>(request: FastifyRequest, fn: () => Promise<T>): Promise<T> =>
     runAsUser(user(request), fn);
+  /**
+   * Audits a refusal the API decides itself, after its database scope was allowed: without this record
+   * the trail would show that scope's `allow` and nothing of the refusal.
+   */
+  const deny = (request: FastifyRequest, action: string, reason: string, detail?: string): void => {
+    const { userId, workspaceId } = user(request);
+    options.scope?.auditor?.emit({
+      action,
+      decision: 'deny',
+      ...audit,
+      source: 'edge',
+      reason,
+      userId,
+      workspaceId,
+      ...(detail ? { detail } : {}),
+    });
+  };
   /**
    * Runs Temporal calls that wait on a run or a worker so that none outlives its request: they are
    * cancelled at the deadline, and as soon as the HTTP client goes away.
@@ -441,7 +460,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         );
       } catch (err) {
         await scoped(request, (tx) =>
-          new AgentRunRepository(tx).setStatus(run.id, 'failed', { error: 'START_FAILED' }),
+          new AgentRunRepository(tx).setStatus(run.id, 'failed', { error: RunErrorCodes.START_FAILED }),
         );
         throw err;
       }
@@ -481,7 +500,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           createdAt: r.createdAt,
           updatedAt: r.updatedAt,
           // Older workflow versions recorded an activity's error class here; only codes go out.
-          ...(r.error ? { error: isStableCode(r.error) ? r.error : 'RUN_FAILED' } : {}),
+          ...(r.error ? { error: isStableCode(r.error) ? r.error : RunErrorCodes.RUN_FAILED } : {}),
         })),
       };
     },
@@ -702,11 +721,8 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   /** The API's record in a raw memo field, or `undefined` when it cannot be read with our keys. */
   const readScheduleRecord = async (payload: Payload | null | undefined) => {
     if (!payload) return undefined;
-    const { payloadCodecs, payloadConverter } = client.options.loadedDataConverter;
     try {
-      let payloads = [payload];
-      for (const codec of [...payloadCodecs].reverse()) payloads = await codec.decode(payloads);
-      return scheduleRecord(payloadConverter.fromPayload(payloads[0] as Payload));
+      return scheduleRecord(await decodeOptionalSinglePayload(client.options.loadedDataConverter, payload));
     } catch {
       return undefined;
     }
@@ -778,13 +794,19 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         if (!isUserContextError(err)) throw err;
       }
       // Another workspace's schedule is as absent as a missing one.
-      if (record?.workspaceId !== me.workspaceId) throw notFound('schedule');
-      if (record.createdBy !== me.userId && !roles.includes('admin'))
+      if (record?.workspaceId !== me.workspaceId) {
+        const refusal = notFound('schedule');
+        deny(request, 'schedule.delete', refusal.code, request.params.scheduleId);
+        throw refusal;
+      }
+      if (record.createdBy !== me.userId && !roles.includes('admin')) {
+        deny(request, 'schedule.delete', 'SCHEDULE_FORBIDDEN', request.params.scheduleId);
         throw new ProblemError(
           403,
           'SCHEDULE_FORBIDDEN',
           "Only the schedule's creator or a workspace admin may delete it",
         );
+      }
       await asUser(request, () => handle.delete());
       return reply.status(204).send();
     },

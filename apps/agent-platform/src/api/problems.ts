@@ -15,6 +15,7 @@ import {
 } from '@temporalio/common';
 import { ErrorCodes, isUserContextError, type UserContextErrorCode } from 'temporal-user-context';
 import { AuthError } from '../auth/verify.js';
+import { RunErrorCodes, isStableCode, runFailureCode } from '../workflows/run-policy.js';
 
 export const PROBLEM_BASE = 'https://agent-platform.example/problems/';
 
@@ -75,14 +76,6 @@ function isUserContextCode(code: unknown): code is UserContextErrorCode {
   return typeof code === 'string' && code in USER_CONTEXT_STATUS;
 }
 
-/** The form of every code the platform and the library give a failure (`TOOL_NOT_ENABLED`, ...). */
-const STABLE_CODE = /^[A-Z][A-Z0-9]*(?:_[A-Z0-9]+)*$/;
-
-/** Whether `code` is one of ours rather than an error class name (`DatabaseError`, `TypeError`). */
-export function isStableCode(code: string | null | undefined): code is string {
-  return typeof code === 'string' && code.length <= 64 && STABLE_CODE.test(code);
-}
-
 /**
  * The first stable code in a Temporal failure's cause chain: an ApplicationFailure `type` the platform
  * or the library chose, or a library error's code. The SDK also fills `type` with the class name of any
@@ -100,20 +93,26 @@ export function failureCode(err: unknown): string | undefined {
 /** How a run that is over ended, when it did not return a result. */
 export type RunEnding =
   | { status: 'failed'; error: { code: string } }
-  | { status: 'cancelled'; error: { code: 'RUN_CANCELLED' } }
+  | { status: 'cancelled'; error: { code: typeof RunErrorCodes.CANCELLED } }
   | { status: 'terminated'; error: { code: 'RUN_TERMINATED' } }
   | { status: 'timed_out'; error: { code: 'RUN_TIMED_OUT' } };
 
-/** The ending a closed run's `result()` rejected with; `undefined` for anything but a run's end. */
+/**
+ * The ending a closed run's `result()` rejected with; `undefined` for anything but a run's end. A
+ * failure or cancellation the workflow saw has the code the workflow wrote on the run record
+ * ({@link runFailureCode} of what it threw). A terminated or timed-out run ran no workflow code to
+ * record it, so those codes exist only here.
+ */
 export function runEnding(err: unknown): RunEnding | undefined {
   if (!(err instanceof WorkflowFailedError)) return undefined;
   // Only the direct cause says how the run itself ended: a timed-out activity inside a failed run is
   // a failure of the run.
-  if (err.cause instanceof CancelledFailure) return { status: 'cancelled', error: { code: 'RUN_CANCELLED' } };
+  if (err.cause instanceof CancelledFailure)
+    return { status: 'cancelled', error: { code: RunErrorCodes.CANCELLED } };
   if (err.cause instanceof TerminatedFailure)
     return { status: 'terminated', error: { code: 'RUN_TERMINATED' } };
   if (err.cause instanceof TimeoutFailure) return { status: 'timed_out', error: { code: 'RUN_TIMED_OUT' } };
-  return { status: 'failed', error: { code: failureCode(err) ?? 'RUN_FAILED' } };
+  return { status: 'failed', error: { code: runFailureCode(err.cause) } };
 }
 
 /** Maps any error to a problem document; unknown errors become a generic 500 with no internals. */

@@ -100,6 +100,8 @@ const acts = proxyActivities<AgentActivities>(ACTIVITY_OPTIONS);
  * before it replay down the old branch. Never reuse or rename one.
  */
 const Patches = {
+  /** ApplicationFailures are recorded as `failed` with their raw type ({@link recordApplicationFailure}). */
+  recordFailedRuns: 'record-failed-runs',
   /** A cancel whose verification finished while the run waited to continue-as-new stops the run. */
   cancelBeforeContinueAsNew: 'cancel-before-continue-as-new',
   /** Instructions accepted during the last model step, or as the follow-up timer fired, are applied. */
@@ -119,6 +121,8 @@ const Patches = {
  * the verified originator the plugin carries (continue-as-new included).
  */
 export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promise<AgentExecutionResult> {
+  // Not clampInt: it differs on inputs these accept (a numeric string, `true`, a fraction of a second),
+  // and recorded histories must replay with the limits they ran with.
   const maxSteps = Math.min(Math.max(Math.trunc(params.maxStepsPerRun ?? DEFAULT_STEPS_PER_RUN), 1), 200);
   const maxTotalSteps = clampInt(params.maxTotalSteps, DEFAULT_MAX_TOTAL_STEPS, 1, MAX_TOTAL_STEPS_LIMIT);
   const followUpMs = Math.min(Math.max(params.followUpSeconds ?? 0, 0), 3600) * 1000;
@@ -289,7 +293,7 @@ async function recordFailure(runRecordId: string, err: unknown): Promise<void> {
  */
 async function recordApplicationFailure(runRecordId: string, err: unknown): Promise<void> {
   const failure = err instanceof ActivityFailure ? err.cause : err;
-  if (!(failure instanceof ApplicationFailure) || !patched('record-failed-runs')) return;
+  if (!(failure instanceof ApplicationFailure) || !patched(Patches.recordFailedRuns)) return;
   try {
     await acts.recordRunResult({ runRecordId, status: 'failed', error: failure.type ?? 'RUN_FAILED' });
   } catch {

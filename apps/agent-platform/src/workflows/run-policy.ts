@@ -1,6 +1,8 @@
 // Pure limits and mappings of AgentExecutionWorkflow, kept out of the workflow module so they can be
 // unit-tested without a workflow context. Everything here must stay deterministic: it runs in the
-// workflow sandbox.
+// workflow sandbox. The API imports it too, so that a run's code is the same on its record and from
+// the API; that holds only while nothing here needs a workflow context at load (`@temporalio/workflow`,
+// which `temporal-user-context/workflow` loads, only declares until one of its functions is called).
 import {
   ActivityFailure,
   ApplicationFailure,
@@ -22,6 +24,8 @@ export const RunErrorCodes = {
   ACTIVITY_TIMEOUT: 'ACTIVITY_TIMEOUT',
   CANCELLED: 'CANCELLED',
   RUN_FAILED: 'RUN_FAILED',
+  /** Written by the API, not the workflow: its start call failed, though the server may have started it. */
+  START_FAILED: 'START_FAILED',
 } as const;
 
 /** Failures that retrying cannot fix: refusals, missing rows, a model asking for a tool it lacks. */
@@ -101,6 +105,14 @@ const STABLE_CODES: ReadonlySet<string> = new Set([
   ...Object.values(RunErrorCodes),
 ]);
 
+/**
+ * Whether `code` is one of the app's or the library's codes, rather than an error class name
+ * (`DatabaseError`, `TypeError`) that the SDK puts in an ApplicationFailure's `type`.
+ */
+export function isStableCode(code: unknown): code is string {
+  return typeof code === 'string' && STABLE_CODES.has(code);
+}
+
 /** True when the workflow was cancelled through Temporal (not the app's `cancel` signal). */
 export function isCancelledFailure(err: unknown): boolean {
   for (let e: unknown = err; e; e = (e as { cause?: unknown }).cause) {
@@ -121,7 +133,6 @@ export function runFailureCode(err: unknown): string {
   const failure = err instanceof ActivityFailure ? err.cause : err;
   if (err instanceof ActivityFailure && failure instanceof TimeoutFailure)
     return RunErrorCodes.ACTIVITY_TIMEOUT;
-  if (failure instanceof ApplicationFailure && failure.type && STABLE_CODES.has(failure.type))
-    return failure.type;
+  if (failure instanceof ApplicationFailure && isStableCode(failure.type)) return failure.type;
   return RunErrorCodes.RUN_FAILED;
 }

@@ -104,7 +104,7 @@ describe.each(BACKENDS)('repositories on %s', (kind) => {
     );
     // What the API writes when its start call fails, though the server may have started the workflow.
     await scoped(alice, (tx) =>
-      new AgentRunRepository(tx).setStatus(run.id, 'failed', { error: 'start failed' }),
+      new AgentRunRepository(tx).setStatus(run.id, 'failed', { error: 'START_FAILED' }),
     );
     const running = await scoped(alice, (tx) => new AgentRunRepository(tx).markRunning(run.id, 'run-1'));
     expect(running).toMatchObject({ status: 'running', error: null, runId: 'run-1' });

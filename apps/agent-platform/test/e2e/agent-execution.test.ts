@@ -27,6 +27,7 @@ import {
   type UserContext,
 } from 'temporal-user-context';
 import { fromPgPool, withUserScope, type SqlDatabase } from 'temporal-user-context/postgres';
+import { failureTypeOf } from '../../../../test-support/harness.js';
 import { createTestDatabase, type TestDatabase } from '../../../../test-support/postgres.js';
 import { migrate } from '../../src/data/migrate.js';
 import { AgentRunRepository } from '../../src/data/repositories/index.js';
@@ -42,6 +43,7 @@ import { createWorker } from '../../src/worker.js';
 import type { AgentExecutionInput, AgentExecutionResult } from '../../src/workflows/agent-execution.js';
 import { MAX_CARRIED_MESSAGES, MAX_INSTRUCTIONS } from '../../src/workflows/run-policy.js';
 import { finishedHistories, patchIds, replayErrors } from '../replay/fixtures.js';
+import { within } from './harness.js';
 
 const alice: UserContext = { userId: 'alice', workspaceId: 'ws-acme', roles: ['member'] };
 const carol: UserContext = { userId: 'carol', workspaceId: 'ws-acme', roles: ['admin', 'member'] };
@@ -214,16 +216,7 @@ const result = (s: Started, user = alice) =>
   runAsUser(user, () => s.handle.result()) as Promise<AgentExecutionResult>;
 
 /** The ApplicationFailure type a failed run ended with. */
-async function failureOf(s: Started): Promise<string | undefined> {
-  const err = await result(s).then(
-    () => undefined,
-    (e: unknown) => e,
-  );
-  for (let e = err as { type?: string; cause?: unknown } | undefined; e; e = e.cause as typeof e) {
-    if (e instanceof ApplicationFailure) return e.type ?? undefined;
-  }
-  return undefined;
-}
+const failureOf = (s: Started) => failureTypeOf(result(s));
 
 async function record(id: string) {
   const { rows } = await pool.query<{
@@ -352,7 +345,7 @@ describe('the run record follows the run', () => {
       const created = await runs.create({ agentId, workflowId, input: { input: 'Tell me about roadmap' } });
       // The API's write when client.workflow.start threw, e.g. its reply was lost after the server
       // had started the workflow.
-      await runs.setStatus(created.id, 'failed', { error: 'start failed' });
+      await runs.setStatus(created.id, 'failed', { error: 'START_FAILED' });
       return created;
     });
     const s = await start({ input: 'Tell me about roadmap' }, { workflowId, runRecordId: run.id });
@@ -410,11 +403,7 @@ describe('total step cap', () => {
   it('fails a model that never stops calling tools, across generations, carrying a bounded history', async () => {
     const s = await start({ input: '[loop] find everything', maxStepsPerRun: 10, maxTotalSteps: 60 });
     try {
-      const outcome = await Promise.race([
-        failureOf(s),
-        new Promise<string>((resolve) => setTimeout(() => resolve('still running after 45 s'), 45_000)),
-      ]);
-      expect(outcome).toBe('STEP_LIMIT_EXCEEDED');
+      expect(await within(45_000, 'the step cap', failureOf(s))).toBe('STEP_LIMIT_EXCEEDED');
       expect(await record(s.runRecordId)).toMatchObject({ status: 'failed', error: 'STEP_LIMIT_EXCEEDED' });
       const seen = model.seen.get(s.workflowId) ?? [];
       expect(seen).toHaveLength(60);

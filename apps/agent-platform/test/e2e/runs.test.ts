@@ -86,6 +86,12 @@ async function resultsNow(runId: string, times = 3): Promise<Json[]> {
   return out;
 }
 
+/** The run as the workspace's run list shows it: its record, with the code the workflow wrote. */
+async function recorded(runId: string): Promise<Json | undefined> {
+  const res = await p.call('alice', 'GET', '/workspaces/ws-acme/runs?limit=500');
+  return (res.body_.runs as Json[]).find((r) => r.runId === runId);
+}
+
 describe('GET /runs/:runId/result on a running run', () => {
   it('leaves no history long-poll behind, whether it returns at once or after waiting', async () => {
     const { runId } = await startRun(p.idleCall, { input: 'Tell me about roadmap' });
@@ -160,6 +166,7 @@ describe('GET /runs/:runId/result on a closed run, without waiting', () => {
     await closed(workflowId);
     for (const body of await resultsNow(runId))
       expect(body).toEqual({ runId, status: 'failed', error: { code: 'TOOL_NOT_ENABLED' } });
+    expect(await recorded(runId)).toMatchObject({ status: 'failed', error: 'TOOL_NOT_ENABLED' });
   });
 
   it('a run cancelled through Temporal says cancelled', async () => {
@@ -174,7 +181,8 @@ describe('GET /runs/:runId/result on a closed run, without waiting', () => {
     await p.testClient.workflow.getHandle(workflowId).cancel();
     await closed(workflowId);
     for (const body of await resultsNow(runId))
-      expect(body).toEqual({ runId, status: 'cancelled', error: { code: 'RUN_CANCELLED' } });
+      expect(body).toEqual({ runId, status: 'cancelled', error: { code: 'CANCELLED' } });
+    expect(await recorded(runId)).toMatchObject({ status: 'cancelled', error: 'CANCELLED' });
   });
 
   it('a terminated run says terminated', async () => {

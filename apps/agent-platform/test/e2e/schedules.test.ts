@@ -80,6 +80,7 @@ describe('schedules', () => {
     const del = (who: string, ws: string, id: string) =>
       p.call(who, 'DELETE', `/workspaces/${ws}/schedules/${id}`);
 
+    p.apiAudit.clear();
     // A member may not delete another member's schedule...
     expect((await del('alice', 'ws-acme', byCarol)).body_).toMatchObject({
       status: 403,
@@ -92,6 +93,22 @@ describe('schedules', () => {
       code: 'SCHEDULE_NOT_FOUND',
     });
     expect((await del('bob', 'ws-acme', byAlice)).body_).toMatchObject({ code: 'WORKSPACE_MISMATCH' });
+    // Each refusal the route decides leaves a record, as a refused database scope would.
+    const refusal = (userId: string, workspaceId: string, reason: string, detail: string) => ({
+      action: 'schedule.delete',
+      decision: 'deny',
+      source: 'edge',
+      reason,
+      userId,
+      workspaceId,
+      detail,
+      time: expect.any(String),
+    });
+    expect(p.apiAudit.events.filter((e) => e.action === 'schedule.delete')).toEqual([
+      refusal('alice', 'ws-acme', 'SCHEDULE_FORBIDDEN', byCarol),
+      refusal('dave', 'ws-globex', 'SCHEDULE_FORBIDDEN', byBob),
+      refusal('bob', 'ws-globex', 'SCHEDULE_NOT_FOUND', byAlice),
+    ]);
 
     expect((await del('alice', 'ws-acme', byAlice)).statusCode).toBe(204);
     expect((await del('carol', 'ws-acme', alsoByAlice)).statusCode).toBe(204);

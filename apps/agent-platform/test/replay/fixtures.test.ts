@@ -8,18 +8,10 @@
 // and the other patches of commit "agent platform: run policy" (its failures took `record-failed-runs`);
 // `current` by the code at the time of its recording (refresh with
 // `RECORD_HISTORIES=1 npx vitest run apps/agent-platform/test/e2e/platform.test.ts`; keep the old ones).
-import { Worker } from '@temporalio/worker';
 import type { History } from '@temporalio/common/lib/proto-utils.js';
 import { describe, expect, it } from 'vitest';
-import {
-  KeyRing,
-  UserContextPlugin,
-  memoryAuditSink,
-  rotateKeySet,
-  workerKeySet,
-} from 'temporal-user-context';
-import { workflowsPath } from '../../src/worker.js';
-import { patchIds, readFixtureHistories, readFixtureKeys } from './fixtures.js';
+import { rotateKeySet, workerKeySet } from 'temporal-user-context';
+import { patchIds, readFixtureHistories, readFixtureKeys, replayErrors } from './fixtures.js';
 
 const events = (history: History) => history.events ?? [];
 const failed = (h: History) => events(h).some((e) => e.workflowExecutionFailedEventAttributes);
@@ -64,16 +56,7 @@ describe('committed AgentExecutionWorkflow histories', () => {
   it('replay deterministically under the current code, after a key rotation', async () => {
     // Replay needs the recording's codec key (kept decrypt-only by the rotation) and no token key:
     // workflow code never verifies.
-    const keys = KeyRing.fromJSON(workerKeySet(rotateKeySet(readFixtureKeys().edge)));
-    const plugin = new UserContextPlugin({ keys, audit: memoryAuditSink() });
-    const results: Array<{ workflowId: string; error: unknown }> = [];
-    for await (const result of Worker.runReplayHistories(
-      { workflowsPath, plugins: [plugin] },
-      fixtures.map(({ workflowId, history }) => ({ workflowId, history })),
-    )) {
-      results.push({ workflowId: result.workflowId, error: result.error });
-    }
-    expect(results).toHaveLength(fixtures.length);
-    expect(results.filter((r) => r.error)).toEqual([]);
+    const rotated = workerKeySet(rotateKeySet(readFixtureKeys().edge));
+    expect(await replayErrors(fixtures, rotated)).toEqual([]);
   });
 });

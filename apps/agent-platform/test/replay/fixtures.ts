@@ -90,15 +90,22 @@ export async function finishedHistories(
   );
 }
 
-/** Replays histories under the current workflow code with the plugin; returns the errors (none expected). */
+/**
+ * Replays histories under the current workflow code with the plugin; returns the errors (none
+ * expected), each with its workflow id. A history the replayer never reported is an error too: an
+ * empty list must mean every history replayed.
+ */
 export async function replayErrors(
   histories: ReadonlyArray<{ workflowId: string; history: History }>,
   workerKeys: KeySetJson,
 ): Promise<unknown[]> {
   const plugin = new UserContextPlugin({ keys: KeyRing.fromJSON(workerKeys), audit: memoryAuditSink() });
   const errors: unknown[] = [];
+  let replayed = 0;
   for await (const result of Worker.runReplayHistories({ workflowsPath, plugins: [plugin] }, histories)) {
-    if (result.error) errors.push(result.error);
+    replayed++;
+    if (result.error) errors.push({ workflowId: result.workflowId, error: result.error });
   }
+  if (replayed !== histories.length) errors.push(`replayed ${replayed} of ${histories.length} histories`);
   return errors;
 }

@@ -11,6 +11,7 @@ import {
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes } from 'temporal-user-context';
 import { failureCode, runEnding, toProblem } from '../../src/api/problems.js';
+import { runFailureCode } from '../../src/workflows/run-policy.js';
 
 /** A run failed by an activity, as the client decodes it: WorkflowFailedError → ActivityFailure → cause. */
 function failedRun(cause: Error): WorkflowFailedError {
@@ -73,7 +74,7 @@ describe('run endings', () => {
   it('names cancellation, termination and timeout, each with its code', () => {
     expect(ended(new CancelledFailure('Workflow canceled'))).toEqual({
       status: 'cancelled',
-      error: { code: 'RUN_CANCELLED' },
+      error: { code: 'CANCELLED' },
     });
     expect(ended(new TerminatedFailure('operator'))).toEqual({
       status: 'terminated',
@@ -89,8 +90,20 @@ describe('run endings', () => {
     const activityTimeout = new TimeoutFailure('activity', undefined, TimeoutType.START_TO_CLOSE);
     expect(runEnding(failedRun(activityTimeout))).toEqual({
       status: 'failed',
-      error: { code: 'RUN_FAILED' },
+      error: { code: 'ACTIVITY_TIMEOUT' },
     });
+  });
+
+  it('gives the code the workflow writes on the run record for what it threw', () => {
+    const thrown = [
+      new CancelledFailure('Workflow canceled'),
+      failedRun(new TimeoutFailure('activity', undefined, TimeoutType.START_TO_CLOSE)).cause,
+      failedRun(ApplicationFailure.nonRetryable('x', 'TOOL_NOT_ENABLED')).cause,
+      failedRun(ApplicationFailure.nonRetryable('x', ErrorCodes.MEMBERSHIP_REVOKED)).cause,
+      failedRun(classNamed('DatabaseError')).cause,
+      ApplicationFailure.nonRetryable('cap', 'STEP_LIMIT_EXCEEDED'),
+    ];
+    for (const cause of thrown) expect(ended(cause as Error)?.error.code).toBe(runFailureCode(cause));
   });
 
   it('is undefined for anything but the end of a run', () => {

@@ -35,17 +35,6 @@ describe('activity retry policy', () => {
     // The overall bound leaves room for that waiting plus a few slow attempts.
     expect(msToNumber(scheduleToCloseTimeout)).toBeGreaterThan(waited + 2 * msToNumber('90s'));
   });
-
-  it('still never retries a refusal', () => {
-    expect(ACTIVITY_OPTIONS.retry.nonRetryableErrorTypes).toEqual(
-      expect.arrayContaining([
-        ...Object.values(ErrorCodes),
-        'AGENT_NOT_FOUND',
-        'RUN_NOT_FOUND',
-        'TOOL_NOT_ENABLED',
-      ]),
-    );
-  });
 });
 
 describe('runFailureCode', () => {

@@ -126,7 +126,7 @@ export class AgentRunRepository {
 
   /**
    * Marks a run `running` once its workflow really runs, clearing an error written before (the API's
-   * "start failed" when the start call failed after the server had started the workflow) and filling in
+   * `START_FAILED` when the start call failed after the server had started the workflow) and filling in
    * the Temporal run id. A run that already completed or was cancelled keeps that status.
    */
   async markRunning(id: string, runId?: string): Promise<AgentRun | undefined> {
@@ -139,9 +139,10 @@ export class AgentRunRepository {
     return rows[0] ? toRun(rows[0]) : undefined;
   }
 
+  /** One row at most: RLS limits it to the scope's workspace, where the workflow id is unique (0004). */
   async findByWorkflowId(workflowId: string): Promise<AgentRun | undefined> {
     const { rows } = await this.scope.query<AgentRunRow>(
-      `select ${COLUMNS} from agent_runs where workflow_id = $1 order by created_at desc limit 1`,
+      `select ${COLUMNS} from agent_runs where workflow_id = $1`,
       [workflowId],
     );
     return rows[0] ? toRun(rows[0]) : undefined;
