@@ -28,7 +28,7 @@ import {
   type AgentRun,
 } from '../data/repositories/index.js';
 import type { AgentExecutionInput, AgentExecutionResult, Progress } from '../workflows/agent-execution.js';
-import { RunErrorCodes, isStableCode } from '../workflows/run-policy.js';
+import { MAX_TOTAL_STEPS_LIMIT, RunErrorCodes, isStableCode } from '../workflows/run-policy.js';
 import { ProblemError, problem, runEnding, toProblem, type RunEnding } from './problems.js';
 
 export const WORKFLOW_TYPE = 'AgentExecutionWorkflow';
@@ -410,13 +410,14 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   );
 
   // ---- runs ----
-  type RunBody = { input: string; followUpSeconds?: number; maxStepsPerRun?: number };
+  type RunBody = { input: string; followUpSeconds?: number; maxStepsPerRun?: number; maxTotalSteps?: number };
   const runBody = {
     type: 'object',
     properties: {
       input: { type: 'string', minLength: 1, maxLength: 10_000 },
       followUpSeconds: { type: 'integer', minimum: 0, maximum: 3600 },
       maxStepsPerRun: { type: 'integer', minimum: 1, maximum: 200 },
+      maxTotalSteps: { type: 'integer', minimum: 1, maximum: MAX_TOTAL_STEPS_LIMIT },
     },
     required: ['input'],
     additionalProperties: false,
@@ -453,6 +454,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           ? { followUpSeconds: request.body.followUpSeconds }
           : {}),
         ...(request.body.maxStepsPerRun !== undefined ? { maxStepsPerRun: request.body.maxStepsPerRun } : {}),
+        ...(request.body.maxTotalSteps !== undefined ? { maxTotalSteps: request.body.maxTotalSteps } : {}),
       };
       try {
         await asUser(request, () =>
