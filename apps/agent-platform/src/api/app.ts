@@ -24,6 +24,7 @@ import { AuthError, type VerifyBearer } from '../auth/verify.js';
 import {
   AgentRepository,
   AgentRunRepository,
+  LastAdminError,
   MembershipRepository,
   type AgentRun,
 } from '../data/repositories/index.js';
@@ -235,6 +236,16 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   app.get('/healthz', { schema: { hide: true } }, async () => ({ ok: true }));
 
   // ---- members (workspace admins) ----
+  /** A membership change that would leave no admin is refused (409 LAST_ADMIN), audited. */
+  const keepingAnAdmin = async <T>(request: FastifyRequest, change: () => Promise<T>): Promise<T> => {
+    try {
+      return await change();
+    } catch (err) {
+      if (!(err instanceof LastAdminError)) throw err;
+      deny(request, 'members.change', err.code);
+      throw new ProblemError(409, err.code, 'The workspace must keep at least one admin');
+    }
+  };
   app.get(
     '/workspaces/:ws/members',
     {
@@ -269,7 +280,9 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     },
     async (request, reply) => {
       const { userId, roles } = request.body;
-      await scoped(request, (tx) => new MembershipRepository(tx).upsert(userId, roles), 'admin');
+      await keepingAnAdmin(request, () =>
+        scoped(request, (tx) => new MembershipRepository(tx).upsert(userId, roles), 'admin'),
+      );
       return reply.status(201).send({ workspaceId: request.params.ws, userId, roles });
     },
   );
@@ -285,10 +298,8 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       },
     },
     async (request, reply) => {
-      const removed = await scoped(
-        request,
-        (tx) => new MembershipRepository(tx).remove(request.params.userId),
-        'admin',
+      const removed = await keepingAnAdmin(request, () =>
+        scoped(request, (tx) => new MembershipRepository(tx).remove(request.params.userId), 'admin'),
       );
       if (!removed) throw notFound('member');
       return reply.status(204).send();

@@ -6,6 +6,7 @@ import {
   AgentRepository,
   AgentRunRepository,
   DocumentRepository,
+  LastAdminError,
   MembershipRepository,
   WorkspaceRepository,
 } from '../../src/data/repositories/index.js';
@@ -198,6 +199,23 @@ describe.each(BACKENDS)('repositories on %s', (kind) => {
     // An admin of ws-b cannot touch ws-a's members.
     expect(await scoped(bob, (tx) => new MembershipRepository(tx).remove('carol'))).toBe(false);
     expect(await scoped(alice, (tx) => new MembershipRepository(tx).upsert('dave', ['member']))).toBe(true);
+  });
+
+  it('the last admin can be neither removed nor demoted; with a second admin, either can go', async () => {
+    const members = () => scoped(alice, (tx) => new MembershipRepository(tx).list());
+    await expect(scoped(alice, (tx) => new MembershipRepository(tx).remove('alice'))).rejects.toBeInstanceOf(
+      LastAdminError,
+    );
+    await expect(
+      scoped(alice, (tx) => new MembershipRepository(tx).upsert('alice', ['member'])),
+    ).rejects.toBeInstanceOf(LastAdminError);
+    // Rolled back: alice is still the admin.
+    expect((await members()).find((m) => m.userId === 'alice')?.roles).toContain('admin');
+    expect(await scoped(alice, (tx) => new MembershipRepository(tx).upsert('erin', ['admin']))).toBe(true);
+    expect(
+      await scoped(alice, (tx) => new MembershipRepository(tx).upsert('alice', ['admin', 'member'])),
+    ).toBe(true);
+    expect(await scoped(alice, (tx) => new MembershipRepository(tx).remove('erin'))).toBe(true);
   });
 
   it('cases 11/12: a member removed by the admin is refused on the next scoped call', async () => {

@@ -188,6 +188,22 @@ describe('agents and members', () => {
     );
   });
 
+  it('the last admin cannot remove or demote themself: 409 LAST_ADMIN, audited, nothing changed', async () => {
+    for (const [method, url, body] of [
+      ['DELETE', '/workspaces/ws-acme/members/carol', undefined],
+      ['POST', '/workspaces/ws-acme/members', { userId: 'carol', roles: ['member'] }],
+    ] as const) {
+      const res = await call('carol', method, url, body);
+      expect(res.statusCode, `${method} ${url}`).toBe(409);
+      expect(res.body_).toMatchObject({ status: 409, code: 'LAST_ADMIN' });
+    }
+    const denials = audit.events.filter((e) => e.action === 'members.change' && e.reason === 'LAST_ADMIN');
+    expect(denials).toHaveLength(2);
+    expect(denials.every((e) => e.decision === 'deny' && e.userId === 'carol')).toBe(true);
+    const list = await call('carol', 'GET', '/workspaces/ws-acme/members');
+    expect((list.body_.members as Json[]).find((m) => m.userId === 'carol')?.roles).toContain('admin');
+  });
+
   it('validates bodies with a 400 problem', async () => {
     const res = await call('carol', 'POST', '/workspaces/ws-acme/agents', { name: '' });
     expect(res.body_).toMatchObject({ status: 400, code: 'VALIDATION_FAILED' });

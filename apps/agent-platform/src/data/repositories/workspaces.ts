@@ -50,17 +50,45 @@ export class MembershipRepository {
 
   /** Adds or changes a member (admin only, by policy). Returns false when the policy refused silently. */
   async upsert(userId: string, roles: readonly string[]): Promise<boolean> {
+    await this.lockMembers();
     const { rowCount } = await this.scope.query(
       `insert into memberships (workspace_id, user_id, roles) values ($1, $2, $3)
        on conflict (workspace_id, user_id) do update set roles = excluded.roles, updated_at = now()`,
       [this.scope.context.workspaceId, userId, [...roles]],
     );
+    await this.keepAnAdmin();
     return rowCount > 0;
   }
 
   /** Removes a member (admin only, by policy); true when a row was deleted. */
   async remove(userId: string): Promise<boolean> {
+    await this.lockMembers();
     const { rowCount } = await this.scope.query('delete from memberships where user_id = $1', [userId]);
+    await this.keepAnAdmin();
     return rowCount > 0;
+  }
+
+  // Two admins demoting each other at once would each still see the other: membership changes of one
+  // workspace take turns (a transaction-scoped advisory lock needs no privilege on any table).
+  private async lockMembers(): Promise<void> {
+    await this.scope.query(`select pg_advisory_xact_lock(hashtext('memberships:' || $1))`, [
+      this.scope.context.workspaceId,
+    ]);
+  }
+
+  /** A workspace without an admin could never be managed again: the change is rolled back. */
+  private async keepAnAdmin(): Promise<void> {
+    const { rows } = await this.scope.query<{ admins: number }>(
+      `select count(*)::int as admins from memberships where 'admin' = any(roles)`,
+    );
+    if ((rows[0]?.admins ?? 0) === 0) throw new LastAdminError();
+  }
+}
+
+/** Refusal of a membership change that would leave the workspace without an admin. */
+export class LastAdminError extends Error {
+  readonly code = 'LAST_ADMIN';
+  constructor() {
+    super('the workspace must keep at least one admin');
   }
 }
