@@ -1,11 +1,17 @@
 import type {} from './global-setup.js';
 import { randomUUID } from 'node:crypto';
 import { Client, Connection } from '@temporalio/client';
-import { ApplicationFailure, type Payload } from '@temporalio/common';
+import {
+  ApplicationFailure,
+  SearchAttributeType,
+  defineSearchAttributeKey,
+  type Payload,
+} from '@temporalio/common';
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import { inject } from 'vitest';
 import {
   KeyRing,
+  ORIGINATOR_HEADER,
   UserContextPlugin,
   generateKeySet,
   memoryAuditSink,
@@ -117,6 +123,21 @@ export function headerWritingClient(h: Harness, headers: Record<string, Payload>
       ],
     },
   });
+}
+
+/** `TemporalScheduledById`: the server sets it on scheduled runs, and a client may set it too. */
+export const SCHEDULED_BY_ID = defineSearchAttributeKey('TemporalScheduledById', SearchAttributeType.KEYWORD);
+
+/**
+ * A client that starts workflows with the originator header copied from the start event of
+ * `workflowId`: what anyone who can read history and start workflows can do.
+ */
+export async function copiedStartHeaderClient(h: Harness, workflowId: string): Promise<Client> {
+  const history = await h.rawClient.workflow.getHandle(workflowId).fetchHistory();
+  const header =
+    history.events?.[0]?.workflowExecutionStartedEventAttributes?.header?.fields?.[ORIGINATOR_HEADER];
+  if (!header) throw new Error(`${workflowId} started without a ${ORIGINATOR_HEADER} header`);
+  return headerWritingClient(h, { [ORIGINATOR_HEADER]: header });
 }
 
 /** Awaits a workflow result and returns the `type` of the first ApplicationFailure in its causes. */

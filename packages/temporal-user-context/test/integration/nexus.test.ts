@@ -1,14 +1,14 @@
 // Nexus: the caller workflow's context reaches the operation handler; without it the call is refused.
 import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { SearchAttributeType, defineSearchAttributeKey } from '@temporalio/common';
 import { Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ErrorCodes, ORIGINATOR_HEADER, runAsUser } from 'temporal-user-context';
+import { ErrorCodes, runAsUser } from 'temporal-user-context';
 import {
+  SCHEDULED_BY_ID,
   alice,
+  copiedStartHeaderClient,
   failureTypeOf,
-  headerWritingClient,
   nthScheduledRun,
   startHarness,
   type Harness,
@@ -111,22 +111,14 @@ describe('Nexus', () => {
     expect(await h.rawClient.workflow.getHandle(genuine).result()).toEqual(alice);
     // The handler confirms the caller with the server, as activities do: the copied header and the
     // client-set search attribute are not enough.
-    const history = await h.rawClient.workflow.getHandle(genuine).fetchHistory();
-    const header =
-      history.events?.[0]?.workflowExecutionStartedEventAttributes?.header?.fields?.[ORIGINATOR_HEADER];
-    expect(header).toBeDefined();
+    const attacker = await copiedStartHeaderClient(h, genuine);
     const workflowId = `${scheduleId}-wf-2031-01-01T00:00:00Z`;
     const code = await failureTypeOf(
-      headerWritingClient(h, { [ORIGINATOR_HEADER]: header! }).workflow.execute('viaNexus', {
+      attacker.workflow.execute('viaNexus', {
         taskQueue: h.taskQueue,
         workflowId,
         args: [endpoint],
-        typedSearchAttributes: [
-          {
-            key: defineSearchAttributeKey('TemporalScheduledById', SearchAttributeType.KEYWORD),
-            value: scheduleId,
-          },
-        ],
+        typedSearchAttributes: [{ key: SCHEDULED_BY_ID, value: scheduleId }],
       }),
     );
     expect(code).toBe(ErrorCodes.LINEAGE_MISMATCH);

@@ -1,6 +1,5 @@
 // Schedules (create → every run carries a schedule-bound token) and the worker's own client.
 import { randomUUID } from 'node:crypto';
-import { SearchAttributeType, defineSearchAttributeKey } from '@temporalio/common';
 import { describe, expect, it } from 'vitest';
 import {
   ErrorCodes,
@@ -10,7 +9,9 @@ import {
   runAsUser,
 } from 'temporal-user-context';
 import {
+  SCHEDULED_BY_ID,
   alice,
+  copiedStartHeaderClient,
   failureTypeOf,
   headerWritingClient,
   nthScheduledRun,
@@ -18,7 +19,6 @@ import {
 import { useFixtureHarness } from '../fixtures/harness.js';
 
 const h = useFixtureHarness();
-const SCHEDULED_BY_ID = defineSearchAttributeKey('TemporalScheduledById', SearchAttributeType.KEYWORD);
 
 /** A schedule alice creates, starting `viaActivity` runs (every hour: the tests trigger it). */
 function aliceSchedule(scheduleId: string) {
@@ -103,11 +103,7 @@ describe('schedules', () => {
     await handle.trigger();
     const genuine = await nthScheduledRun(h.rawClient, scheduleId, 1);
     expect(await h.rawClient.workflow.getHandle(genuine).result()).toEqual(alice);
-    const copied = await h.rawClient.workflow.getHandle(genuine).fetchHistory();
-    const startHeader =
-      copied.events?.[0]?.workflowExecutionStartedEventAttributes?.header?.fields?.[ORIGINATOR_HEADER];
-    expect(startHeader).toBeDefined();
-    const attacker = headerWritingClient(h, { [ORIGINATOR_HEADER]: startHeader! });
+    const attacker = await copiedStartHeaderClient(h, genuine);
     const claimsSchedule = [{ key: SCHEDULED_BY_ID, value: scheduleId }];
     for (const workflowId of [`${scheduleId}-wf-2031-01-01T00:00:00Z`, genuine]) {
       const code = await failureTypeOf(
