@@ -42,6 +42,11 @@ const SCHEDULE_MEMO = 'agentPlatform';
 const DEFAULT_WORKER_TIMEOUT_MS = 10_000;
 /** A closed run's result is one history read; the bound only guards against a stuck server. */
 const CLOSED_RESULT_TIMEOUT_MS = 10_000;
+/** Endings the workflow cannot record itself, and the code its run record gets for them. */
+const ENDED_OUTSIDE = {
+  TERMINATED: RunErrorCodes.RUN_TERMINATED,
+  TIMED_OUT: RunErrorCodes.RUN_TIMED_OUT,
+} as const;
 /** Statuses after which nothing follows; CONTINUED_AS_NEW is not one (the chain goes on). */
 const FINAL_STATUSES: ReadonlySet<WorkflowExecutionStatusName> = new Set([
   'COMPLETED',
@@ -528,6 +533,24 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     return run as AgentRun & { workflowId: string };
   };
 
+  /**
+   * Terminated and timed-out runs cannot record their ending (their workflow code stops): the API does,
+   * as the caller, the first time it sees one. Until somebody looks, listings show the last recorded
+   * status.
+   */
+  const reconcile = async (
+    request: FastifyRequest,
+    run: AgentRun & { workflowId: string },
+    temporalStatus: WorkflowExecutionStatusName,
+  ): Promise<AgentRun> => {
+    const code = ENDED_OUTSIDE[temporalStatus as keyof typeof ENDED_OUTSIDE];
+    if (!code || (run.status !== 'pending' && run.status !== 'running')) return run;
+    const updated = await scoped(request, (tx) =>
+      new AgentRunRepository(tx).markEndedOutside(run.id, run.workflowId, code),
+    );
+    return updated ?? run;
+  };
+
   app.get<{ Params: { runId: string } }>(
     '/runs/:runId',
     {
@@ -540,10 +563,11 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       },
     },
     async (request, reply) => {
-      const run = await loadRun(request);
-      const handle = client.workflow.getHandle(run.workflowId);
+      const loaded = await loadRun(request);
+      const handle = client.workflow.getHandle(loaded.workflowId);
       const description = await asUser(request, () => handle.describe());
       const temporalStatus = description.status.name;
+      const run = await reconcile(request, loaded, temporalStatus);
       let progress: Progress | undefined;
       if (temporalStatus === 'RUNNING') {
         try {
@@ -563,6 +587,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         ...(progress ? { progress } : {}),
         record: {
           status: run.status,
+          ...(run.error ? { error: run.error } : {}),
           createdBy: run.createdBy,
           createdAt: run.createdAt,
           updatedAt: run.updatedAt,
@@ -595,6 +620,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       const waitMs = (request.query.waitSeconds ?? 0) * 1000;
       const outcome = await asUser(request, async (): Promise<RunOutcome> => {
         const { status } = await handle.describe();
+        await reconcile(request, run, status.name);
         const open = !FINAL_STATUSES.has(status.name);
         if (open && waitMs === 0) return { status: 'running' };
         try {

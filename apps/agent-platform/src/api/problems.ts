@@ -110,8 +110,9 @@ export function runEnding(err: unknown): RunEnding | undefined {
   if (err.cause instanceof CancelledFailure)
     return { status: 'cancelled', error: { code: RunErrorCodes.CANCELLED } };
   if (err.cause instanceof TerminatedFailure)
-    return { status: 'terminated', error: { code: 'RUN_TERMINATED' } };
-  if (err.cause instanceof TimeoutFailure) return { status: 'timed_out', error: { code: 'RUN_TIMED_OUT' } };
+    return { status: 'terminated', error: { code: RunErrorCodes.RUN_TERMINATED } };
+  if (err.cause instanceof TimeoutFailure)
+    return { status: 'timed_out', error: { code: RunErrorCodes.RUN_TIMED_OUT } };
   return { status: 'failed', error: { code: runFailureCode(err.cause) } };
 }
 

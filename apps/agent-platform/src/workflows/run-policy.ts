@@ -26,6 +26,9 @@ export const RunErrorCodes = {
   RUN_FAILED: 'RUN_FAILED',
   /** Written by the API, not the workflow: its start call failed, though the server may have started it. */
   START_FAILED: 'START_FAILED',
+  /** Written by the API, not the workflow: the run was terminated, or timed out, through Temporal. */
+  RUN_TERMINATED: 'RUN_TERMINATED',
+  RUN_TIMED_OUT: 'RUN_TIMED_OUT',
 } as const;
 
 /** Failures that retrying cannot fix: refusals, missing rows, a model asking for a tool it lacks. */

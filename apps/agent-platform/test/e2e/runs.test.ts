@@ -204,12 +204,33 @@ describe('GET /runs/:runId/result on a closed run, without waiting', () => {
     expect(await recorded(runId)).toMatchObject({ status: 'cancelled', error: 'CANCELLED' });
   });
 
-  it('a terminated run says terminated', async () => {
+  it('a terminated run says terminated, and its record is brought up to date by the first look', async () => {
     const { runId, workflowId } = await startRun(p.idleCall, { input: 'Tell me about roadmap' });
     await p.testClient.workflow.getHandle(workflowId).terminate('operator');
     await closed(workflowId);
+    // The workflow never ran (no worker on that queue), so nothing recorded its ending.
+    const before = await recorded(runId);
+    expect(before).toMatchObject({ status: 'pending' });
+    expect(before).not.toHaveProperty('error');
+    const viewed = await p.call('alice', 'GET', `/runs/${runId}`);
+    expect(viewed.body_).toMatchObject({
+      status: 'terminated',
+      record: { status: 'failed', error: 'RUN_TERMINATED' },
+    });
+    expect(await recorded(runId)).toMatchObject({ status: 'failed', error: 'RUN_TERMINATED' });
     for (const body of await resultsNow(runId))
       expect(body).toEqual({ runId, status: 'terminated', error: { code: 'RUN_TERMINATED' } });
+  });
+
+  it('a run that the workflow recorded as ended keeps its record when terminated afterwards', async () => {
+    const { runId, workflowId } = await startRun(p.idleCall, { input: 'Tell me about roadmap' });
+    await withUserScope(p.db, alice, (tx) =>
+      new AgentRunRepository(tx).setStatus(runId, 'cancelled', { error: 'CANCELLED' }),
+    );
+    await p.testClient.workflow.getHandle(workflowId).terminate('operator');
+    await closed(workflowId);
+    await p.call('alice', 'GET', `/runs/${runId}`);
+    expect(await recorded(runId)).toMatchObject({ status: 'cancelled', error: 'CANCELLED' });
   });
 
   it('a run that timed out says timed out', async () => {
@@ -229,6 +250,7 @@ describe('GET /runs/:runId/result on a closed run, without waiting', () => {
     await closed(workflowId);
     for (const body of await resultsNow(run.id))
       expect(body).toEqual({ runId: run.id, status: 'timed_out', error: { code: 'RUN_TIMED_OUT' } });
+    expect(await recorded(run.id)).toMatchObject({ status: 'failed', error: 'RUN_TIMED_OUT' });
   });
 });
 

@@ -139,6 +139,21 @@ export class AgentRunRepository {
     return rows[0] ? toRun(rows[0]) : undefined;
   }
 
+  /**
+   * Records an ending the workflow could not record itself (terminated, timed out: its code stops
+   * running), as `failed` with `code`. Only a record still `pending` or `running`, and only the record
+   * of `workflowId`: an ending the workflow did record is never overwritten.
+   */
+  async markEndedOutside(id: string, workflowId: string, code: string): Promise<AgentRun | undefined> {
+    if (!isUuid(id)) return undefined;
+    const { rows } = await this.scope.query<AgentRunRow>(
+      `update agent_runs set status = 'failed', error = $3, updated_at = now()
+        where id = $1 and workflow_id = $2 and status in ('pending', 'running') returning ${COLUMNS}`,
+      [id, workflowId, code],
+    );
+    return rows[0] ? toRun(rows[0]) : undefined;
+  }
+
   /** One row at most: RLS limits it to the scope's workspace, where the workflow id is unique (0004). */
   async findByWorkflowId(workflowId: string): Promise<AgentRun | undefined> {
     const { rows } = await this.scope.query<AgentRunRow>(
