@@ -50,9 +50,20 @@ export async function openDatabase(
  */
 export const TENANT_TABLES: readonly string[] = ['workspaces'];
 
-/** The start-up isolation guard as every entry point runs it (worker, API, `npm start`). */
-export function assertPlatformIsolation(db: SqlQueryable): Promise<IsolationReport> {
-  return assertIsolation(db, { tenantTables: TENANT_TABLES });
+/**
+ * The start-up isolation guard as every entry point runs it (worker, API, `npm start`). A login role
+ * that bypasses RLS is only warned about: embedded PGlite has no other, and scoped transactions switch
+ * to the app role anyway; in production, log in as a NOINHERIT role that may only `SET ROLE app_user`.
+ */
+export async function assertPlatformIsolation(db: SqlQueryable): Promise<IsolationReport> {
+  const report = await assertIsolation(db, { tenantTables: TENANT_TABLES });
+  if (report.login.bypassesRls && process.env.NODE_ENV === 'production') {
+    console.warn(
+      `isolation guard: the database login role ${report.login.role} is SUPERUSER or BYPASSRLS: a query ` +
+        `outside a scoped transaction would see every workspace (docs/data-isolation.md)`,
+    );
+  }
+  return report;
 }
 
 export interface KeyFiles {

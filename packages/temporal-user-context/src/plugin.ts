@@ -1,9 +1,10 @@
 import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ClientOptions } from '@temporalio/client';
+import type { WorkflowInfo } from '@temporalio/workflow';
 import { SimplePlugin } from '@temporalio/plugin';
 import type { BundleOptions, InjectedSinks, ReplayWorkerOptions, WorkerOptions } from '@temporalio/worker';
-import type { AuditSink } from './audit/event.js';
+import type { AuditDecision, AuditSink } from './audit/event.js';
 import { Auditor, pinoAuditSink } from './audit/sinks.js';
 import {
   UserContextScheduleClientInterceptor,
@@ -52,6 +53,13 @@ export interface UserContextPluginOptions {
   verifier?: VerifierOptions;
   /** Start window of start tokens in seconds: an integer from 1 to 86 400 (default 60). */
   startWindowSeconds?: number;
+  /**
+   * Window of actor tokens (signals, updates, queries) in seconds: an integer from 1 to 86 400 (default
+   * 300). `verifyActor()` refuses an actor token after it (`USER_CONTEXT_TOKEN_EXPIRED`), so it is
+   * both how long a copied actor header can act again on its workflow and how long a signal may wait
+   * for a worker (an outage, a backlog) and still verify. Set it on the edge's plugin: it issues them.
+   */
+  actorWindowSeconds?: number;
   /**
    * Encrypt payloads (arguments, results, memo, signal/update/query arguments) with the key ring's
    * codec keys: AES-256-GCM bound to namespace and workflow id (docs/codec.md). Default: on when the
@@ -108,6 +116,7 @@ export class UserContextPlugin extends SimplePlugin {
       mirror,
       // Passed as given: 0 and NaN must reach the source's check and be refused, not mean the default.
       startWindowSeconds: pluginOptions.startWindowSeconds,
+      actorWindowSeconds: pluginOptions.actorWindowSeconds,
     });
     const verifier = new ContextVerifier(pluginOptions.keys, pluginOptions.verifier);
     const scheduledRuns = new ScheduledRunCheck();
@@ -226,22 +235,39 @@ export class UserContextPlugin extends SimplePlugin {
   /** Node side of the workflow interceptors' audit sink. Not called during replay. */
   private sinks(): InjectedSinks<UserContextSinks> {
     const auditor = this.auditor;
+    const record = (
+      info: WorkflowInfo,
+      decision: AuditDecision,
+      action: string,
+      reason: string,
+      detail: string,
+    ) =>
+      auditor.emit({
+        action,
+        decision,
+        source: 'header',
+        reason,
+        detail,
+        namespace: info.namespace,
+        workflowId: info.workflowId,
+        runId: info.runId,
+        workflowType: info.workflowType,
+      });
     return {
       userContextAudit: {
         deny: {
-          fn(info, event) {
-            auditor.emit({
-              action: event.action,
-              decision: 'deny',
-              source: 'header',
-              reason: event.code,
-              detail: event.detail ? `${event.detail}: ${event.reason}` : event.reason,
-              namespace: info.namespace,
-              workflowId: info.workflowId,
-              runId: info.runId,
-              workflowType: info.workflowType,
-            });
-          },
+          fn: (info, event) =>
+            record(
+              info,
+              'deny',
+              event.action,
+              event.code,
+              event.detail ? `${event.detail}: ${event.reason}` : event.reason,
+            ),
+          callDuringReplay: false,
+        },
+        allow: {
+          fn: (info, event) => record(info, 'allow', event.action, 'ok', event.detail),
           callDuringReplay: false,
         },
       },

@@ -17,6 +17,8 @@ export interface ContextSourceOptions {
   mirror: MirrorOptions;
   /** Start window of start tokens, seconds: an integer from 1 to 86 400 (default 60). */
   startWindowSeconds?: number;
+  /** Window of actor tokens, seconds: an integer from 1 to 86 400 (default 300). */
+  actorWindowSeconds?: number;
 }
 
 /**
@@ -27,6 +29,7 @@ export interface ContextSourceOptions {
 export class ContextSource {
   readonly mirror: MirrorOptions;
   private readonly startWindowSeconds: number;
+  private readonly actorWindowSeconds: number;
 
   constructor(private readonly options: ContextSourceOptions) {
     this.mirror = options.mirror;
@@ -36,6 +39,15 @@ export class ContextSource {
       'startWindowSeconds',
       options.startWindowSeconds,
       DEFAULT_WINDOW.start,
+      { min: 1, max: 86_400, integer: true },
+    );
+    // The actor window is how long a copied actor header can act again on its workflow, and also how
+    // long a signal may wait for a worker before verifyActor() refuses it as expired: a trade-off, so
+    // it is the operator's, within the same bounds.
+    this.actorWindowSeconds = numberOption(
+      'actorWindowSeconds',
+      options.actorWindowSeconds,
+      DEFAULT_WINDOW.actor,
       { min: 1, max: 86_400, integer: true },
     );
   }
@@ -120,7 +132,11 @@ export class ContextSource {
     const { context, source, forward } = this.who(action);
     // A worker forwards the originator it verified (the target's policy compares its pseudonyms).
     if (forward && !this.options.ring.canIssue) return forward;
-    return this.issue(action, context, source, { use: 'actor', workflowId });
+    return this.issue(action, context, source, {
+      use: 'actor',
+      workflowId,
+      windowSeconds: this.actorWindowSeconds,
+    });
   }
 
   async forSchedule(scheduleId: string, actionWorkflowId: string, action: string): Promise<ContextHeader> {

@@ -19,6 +19,13 @@ export interface IsolationReport {
   schema: string;
   tenantTables: string[];
   views: string[];
+  /**
+   * The role the connection logged in as. When it is SUPERUSER or BYPASSRLS (`bypassesRls`), scoped
+   * transactions are still isolated (they switch to the app role), but a query run outside one sees
+   * every workspace: log it, and in production log in as a role that can only `SET ROLE` to the app
+   * role. Not refused: embedded PGlite has only a superuser.
+   */
+  login: { role: string; bypassesRls: boolean };
 }
 
 interface TableRow {
@@ -65,6 +72,14 @@ export async function assertIsolation(
   }
   if (attrs.rolsuper) problems.push(`app role ${appRole} is SUPERUSER`);
   if (attrs.rolbypassrls) problems.push(`app role ${appRole} has BYPASSRLS`);
+  const loginRow = await db.query<{ role: string; bypasses: boolean }>(
+    `select session_user::text as role, (rolsuper or rolbypassrls) as bypasses
+       from pg_roles where rolname = session_user`,
+  );
+  const login = {
+    role: loginRow.rows[0]?.role ?? 'unknown',
+    bypassesRls: loginRow.rows[0]?.bypasses ?? true,
+  };
 
   // pg_has_role(..., 'MEMBER') is true for the owner itself and for any member of the owning role:
   // either way the app role could ALTER the table or disable its policies.
@@ -109,7 +124,7 @@ export async function assertIsolation(
   if (problems.length > 0) {
     throw new UserContextError(ErrorCodes.MISCONFIGURED, `isolation guard: ${problems.join('; ')}`);
   }
-  return { appRole, schema, tenantTables, views };
+  return { appRole, schema, tenantTables, views, login };
 }
 
 function securityInvoker(options: string[] | null): boolean {

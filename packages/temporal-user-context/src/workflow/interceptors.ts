@@ -55,6 +55,8 @@ import {
 export interface UserContextSinks extends Sinks {
   userContextAudit: {
     deny(event: { action: string; reason: string; code: string; detail?: string }): void;
+    /** A signal, update or query the actor policy admitted (on pseudonyms, not yet verified). */
+    allow(event: { action: string; detail: string }): void;
   };
 }
 const { userContextAudit } = proxySinks<UserContextSinks>();
@@ -138,12 +140,14 @@ function refused(
 
 /**
  * Applies the policy; returns the actor when allowed. Throws only an audited refusal (see
- * {@link refusal}): ACTOR_FORBIDDEN when refused, POLICY_FAILED when the policy throws.
+ * {@link refusal}): ACTOR_FORBIDDEN when refused, POLICY_FAILED when the policy throws. An admission
+ * is audited too, unless `audited` is false (an update's validation: its handler audits it).
  */
 function admit(
   kind: 'signal' | 'update' | 'query',
   name: string,
   headers: WorkflowExecuteInput['headers'],
+  audited = true,
 ): ActorRef | undefined {
   const state = workflowState();
   let actor: ActorRef | undefined;
@@ -161,6 +165,17 @@ function admit(
     throw refused(kind, name, 'actor policy threw', ErrorCodes.POLICY_FAILED);
   }
   if (!allowed) throw refused(kind, name, actor ? 'actor not allowed by policy' : 'no actor context');
+  if (audited) {
+    // The policy judged pseudonyms the sandbox cannot verify: the record says so, and names them (they
+    // are in history anyway); verifyActor() audits the verified actor on the worker.
+    const who = actor
+      ? `actor sub=${actor.subject} ws=${actor.workspace}${actor.isOriginator ? ' (the originator)' : ''}`
+      : 'no actor';
+    userContextAudit.allow({
+      action: `workflow.${kind}`,
+      detail: `${kind} ${name}: admitted by the actor policy, ${who}, unverified`,
+    });
+  }
   return actor;
 }
 
@@ -262,8 +277,9 @@ class Inbound implements WorkflowInboundCallsInterceptor {
   }
 
   validateUpdate(input: UpdateInput, next: Next<WorkflowInboundCallsInterceptor, 'validateUpdate'>): void {
-    // A refusal thrown here rejects the update before it is accepted.
-    const actor = admit('update', input.name, input.headers);
+    // A refusal thrown here rejects the update before it is accepted. An admission is audited once,
+    // by handleUpdate, which runs next unless the workflow's own validator rejects the update.
+    const actor = admit('update', input.name, input.headers, false);
     return actor ? runAsActor(actor, () => next(input)) : next(input);
   }
 

@@ -1,6 +1,6 @@
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { ErrorCodes, runAsUser, type UserContext } from 'temporal-user-context';
 import { alice, bob, carol } from '../../../../test-support/harness.js';
 import { useFixtureHarness } from '../fixtures/harness.js';
@@ -125,6 +125,30 @@ describe('actors: signals, updates, queries', () => {
     expect(result.notes).toEqual(['update:hi:alice', 'signal:now']);
     expect(result.actorVerified).toEqual(carol);
     expect(result.actorWorkspace).toMatch(/^[A-Za-z0-9_-]{22}$/); // a pseudonym, not the id
+    // Each admission is audited once, as what it is: the policy's verdict on unverified pseudonyms.
+    const admitted = await vi.waitFor(() => {
+      const events = h.audit.events.filter(
+        (e) =>
+          e.workflowId === handle.workflowId && e.decision === 'allow' && e.action.startsWith('workflow.'),
+      );
+      expect(events).toHaveLength(3);
+      return events;
+    });
+    expect(admitted.map((e) => e.action).sort()).toEqual([
+      'workflow.query',
+      'workflow.signal',
+      'workflow.update',
+    ]);
+    const { runId } = await handle.describe();
+    for (const event of admitted) {
+      expect(event).toMatchObject({ source: 'header', reason: 'ok', runId });
+      expect(event.detail).toContain(`ws=${result.actorWorkspace},`);
+      expect(event.detail).toMatch(
+        /: admitted by the actor policy, actor sub=[A-Za-z0-9_-]{22} ws=.*, unverified$/,
+      );
+      expect(event.detail).not.toContain('originator'); // carol acted on alice's workflow
+      expect(event.userId).toBeUndefined(); // the sandbox knows no ids
+    }
   });
 
   it('concurrent handlers of many workflows each see their own actor', async () => {
@@ -284,6 +308,13 @@ describe('a refused update is rejected before it is accepted', () => {
           e.reason === ErrorCodes.ACTOR_FORBIDDEN,
       ),
     ).toHaveLength(1);
+    // carol's admission is audited once, although a validator and the handler both applied the policy.
+    const admissions = h.audit.events.filter(
+      (e) => e.workflowId === handle.workflowId && e.action === 'workflow.update' && e.decision === 'allow',
+    );
+    expect(admissions.map((e) => e.detail)).toEqual([
+      expect.stringMatching(new RegExp(`^update ${update}: admitted by the actor policy, actor sub=`)),
+    ]);
   });
 });
 

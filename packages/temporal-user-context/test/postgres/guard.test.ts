@@ -1,4 +1,6 @@
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { fromPgPool } from 'temporal-user-context/postgres';
 import { BACKENDS, openBackend, type Backend } from '../../../../test-support/db-backends.js';
 import { ErrorCodes, isUserContextError, parseUserContext } from '../../src/context/index.js';
 import { assertIsolation, withUserScope } from '../../src/postgres/index.js';
@@ -34,7 +36,37 @@ describe.each(BACKENDS)('assertIsolation on %s (case 17)', (kind) => {
   it('accepts the well-configured fixture and reports the tenant tables it found', async () => {
     const report = await assertIsolation(b.admin, { appRole: roles.app });
     expect(report.tenantTables).toEqual(['audit_log', 'memberships', 'notes']);
+    // The admin handle logs in as a superuser (PGlite has no other): reported, not refused.
+    const { rows } = await b.admin.query<{ role: string }>('select session_user::text as role');
+    expect(report.login).toEqual({ role: rows[0]!.role, bypassesRls: true });
   });
+
+  // PGlite has one role: only a real server can show a login role that is not a superuser.
+  if (kind === 'postgres')
+    it('reports a login role that can only switch to the app role as not bypassing RLS', async () => {
+      const login = `login_${roles.app}`;
+      await b.admin.query(
+        `create role ${login} login noinherit nosuperuser nobypassrls password 'guard-login'`,
+      );
+      await b.admin.query(`grant ${roles.app} to ${login}`);
+      const url = new URL(b.url!);
+      url.username = login;
+      url.password = 'guard-login';
+      const pool = new pg.Pool({ connectionString: url.toString(), max: 1 });
+      try {
+        const report = await assertIsolation(fromPgPool(pool), { appRole: roles.app });
+        expect(report.login).toEqual({ role: login, bypassesRls: false });
+        // NOINHERIT: outside a scoped transaction (SET ROLE) that login cannot read tenant tables at all.
+        await expect(pool.query('select * from notes')).rejects.toThrow(/permission denied/);
+        // The same login with BYPASSRLS is reported as bypassing.
+        await b.admin.query(`alter role ${login} bypassrls`);
+        const again = await assertIsolation(fromPgPool(pool), { appRole: roles.app });
+        expect(again.login).toEqual({ role: login, bypassesRls: true });
+      } finally {
+        await pool.end();
+        await b.admin.query(`drop role ${login}`);
+      }
+    });
 
   it('refuses an unknown app role', async () => {
     await expect(assertIsolation(b.admin, { appRole: 'no_such_role_x' })).rejects.toMatchObject({

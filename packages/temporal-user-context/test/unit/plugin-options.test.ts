@@ -78,6 +78,46 @@ describe('startWindowSeconds', () => {
   });
 });
 
+describe('actorWindowSeconds', () => {
+  it.each([0, -1, NaN, Infinity, 1.5, 86_401, '300' as unknown as number])(
+    'refuses %s',
+    (actorWindowSeconds) => {
+      expect(codeOf(() => plugin({ actorWindowSeconds }))).toBe(ErrorCodes.MISCONFIGURED);
+    },
+  );
+
+  const sourceWith = (actorWindowSeconds?: number) =>
+    new ContextSource({
+      ring: edge,
+      namespace: 'default',
+      auditor: new Auditor([]),
+      mirror: { memo: 'off', searchAttributes: 'off' },
+      actorWindowSeconds,
+    });
+
+  it.each([
+    [undefined, 300],
+    [1, 1],
+    [3600, 3600],
+    [86_400, 86_400],
+  ])('issues actor tokens with a window of %s s (%s s)', async (actorWindowSeconds, expected) => {
+    const tok = await runAsUser(alice, () =>
+      sourceWith(actorWindowSeconds).forActor('wf-window', 'client.signal'),
+    );
+    const claims = await openContextToken(worker, tok.tok);
+    expect(claims.use).toBe('actor');
+    expect(claims.exp - claims.iat).toBe(expected);
+  });
+
+  it('leaves start tokens to their own window', async () => {
+    const { originator } = await runAsUser(alice, () =>
+      sourceWith(3600).forStart('wf-window', 'client.start'),
+    );
+    const claims = await openContextToken(worker, originator.tok);
+    expect(claims.exp - claims.iat).toBe(60);
+  });
+});
+
 describe('mirror', () => {
   it.each([
     ['a string', 'plain'],
