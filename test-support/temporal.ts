@@ -13,9 +13,12 @@ export const testSearchAttributes = [
 
 /**
  * Starts a real Temporal dev server through the SDK's test environment, using a CLI binary we already
- * have (no run-time download), or connects to `TEMPORAL_ADDRESS` when it is set.
+ * have (no run-time download), or connects to `TEMPORAL_ADDRESS` when it is set (`extraArgs`, more
+ * `temporal server start-dev` flags, are then unused).
  */
-export async function startTemporal(): Promise<TestWorkflowEnvironment> {
+export async function startTemporal(
+  options: { extraArgs?: readonly string[] } = {},
+): Promise<TestWorkflowEnvironment> {
   if (process.env.TEMPORAL_ADDRESS) {
     return TestWorkflowEnvironment.createFromExistingServer({
       address: process.env.TEMPORAL_ADDRESS,
@@ -32,7 +35,11 @@ export async function startTemporal(): Promise<TestWorkflowEnvironment> {
     server: {
       ...(path ? { executable: { type: 'existing-path' as const, path } } : {}),
       searchAttributes: testSearchAttributes,
-      extraArgs: ['--dynamic-config-value', 'frontend.enableUpdateWorkflowExecution=true'],
+      extraArgs: [
+        '--dynamic-config-value',
+        'frontend.enableUpdateWorkflowExecution=true',
+        ...(options.extraArgs ?? []),
+      ],
     },
   });
 }
