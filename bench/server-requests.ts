@@ -11,7 +11,6 @@
  * BENCH_WORKFLOWS (default 100) workflows between two scrapes. Writes bench/results/server-requests.json.
  */
 import { writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { fileURLToPath } from 'node:url';
 import { randomUUID } from 'node:crypto';
 import { Client } from '@temporalio/client';
@@ -24,6 +23,7 @@ import {
   runAsUser,
   type MirrorOptions,
 } from 'temporal-user-context';
+import { freePort } from '../test-support/net.js';
 import { startTemporal } from '../test-support/temporal.js';
 import * as activities from './workload/activities.js';
 
@@ -46,17 +46,6 @@ const SPLIT_LABELS =
   /,?(service_name|namespace_state|taskqueue|task_type|partition|is_retry|instance)="[^"]*"/g;
 
 Runtime.install({ logger: new DefaultLogger('ERROR') });
-
-function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const server = createServer();
-    server.once('error', reject);
-    server.listen(0, '127.0.0.1', () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-}
 
 async function scrape(url: string): Promise<Map<string, number>> {
   const text = await (await fetch(url)).text();

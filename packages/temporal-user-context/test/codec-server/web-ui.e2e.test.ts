@@ -15,7 +15,6 @@
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -24,6 +23,7 @@ import { chromium, type Browser } from 'playwright-core';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { Auditor, memoryAuditSink } from '../../src/audit/index.js';
 import { createCodecServer } from '../../src/codec-server/index.js';
+import { freePort } from '../../../../test-support/net.js';
 import { makeCodec } from '../crypto/codec-helpers.js';
 import { AUDIENCE, ISSUER, makeIdp, type Idp } from './helpers.js';
 
@@ -253,17 +253,6 @@ describe.skipIf(!haveChromium)('Web UI + codec server (e2e, case 23)', () => {
     }
   });
 });
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const srv = createServer();
-    srv.once('error', reject);
-    srv.listen(0, '127.0.0.1', () => {
-      const addr = srv.address();
-      srv.close(() => resolve(typeof addr === 'object' && addr ? addr.port : 0));
-    });
-  });
-}
 
 async function retry<T>(fn: () => Promise<T>, timeoutMs: number): Promise<T> {
   const deadline = Date.now() + timeoutMs;
