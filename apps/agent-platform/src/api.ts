@@ -5,6 +5,7 @@ import { createApi } from './api/app.js';
 import { loadDevIssuer } from './auth/dev-issuer.js';
 import { createVerifier, type AuthOptions } from './auth/verify.js';
 import {
+  actorWindowSeconds,
   assertPlatformIsolation,
   ensureKeyFiles,
   keyRingFromEnv,
@@ -47,6 +48,10 @@ export async function authFromEnv(env: NodeJS.ProcessEnv = process.env): Promise
 }
 
 async function main(): Promise<void> {
+  if (!process.env.AUTH_JWKS_URL)
+    console.warn(
+      'api: AUTH_JWKS_URL unset: trusting the local dev issuer (.data/auth), for development only',
+    );
   const database = await openDatabase();
   if (database.kind === 'pglite') await migrate(database.db);
   await assertPlatformIsolation(database.db);
@@ -54,6 +59,7 @@ async function main(): Promise<void> {
     keys: keyRingFromEnv(ensureKeyFiles().edge),
     audit: postgresAuditSink(database.db),
     mirror: { searchAttributes: searchAttributeMirror('off') },
+    actorWindowSeconds: actorWindowSeconds(),
   });
   const { client, connection } = await connectClient(plugin);
   const app = await createApi({

@@ -94,6 +94,18 @@ export function keyRingFromEnv(fallbackFile?: string): KeyRing {
 }
 
 /**
+ * The edge's actor window (`actorWindowSeconds`): AGENT_PLATFORM_ACTOR_WINDOW_SECONDS, else (unset or
+ * empty) the library's default, 300 s. It is how long a `cancel` or an instruction may wait for a
+ * worker and still verify, and how long a copied actor header could act again on its run.
+ */
+export function actorWindowSeconds(env: NodeJS.ProcessEnv = process.env): number | undefined {
+  // Anything set goes to the plugin as a number, which refuses what is not an integer from 1 to 86 400
+  // (USER_CONTEXT_MISCONFIGURED) rather than reading it as the default.
+  const value = env.AGENT_PLATFORM_ACTOR_WINDOW_SECONDS;
+  return value ? Number(value) : undefined;
+}
+
+/**
  * The search-attribute mirror: AGENT_PLATFORM_SEARCH_ATTRIBUTES (`pseudonym`, `plain` or `off`), else
  * (unset or empty) `fallback`. Turn it on only where `UserId` and `WorkspaceId` are registered on the
  * namespace: the server refuses every start that sets an unregistered search attribute.

@@ -14,6 +14,7 @@ import { createVerifier } from './auth/verify.js';
 import {
   DATA_DIR,
   REPO_ROOT,
+  actorWindowSeconds,
   assertPlatformIsolation,
   ensureKeyFiles,
   openDatabase,
@@ -104,6 +105,7 @@ async function main(): Promise<void> {
     audit: [dbAudit, pinoAuditSink()],
     // The dev server started here registers UserId and WorkspaceId; a given server may not have them.
     mirror: { searchAttributes: searchAttributeMirror(temporal.child ? 'pseudonym' : 'off') },
+    actorWindowSeconds: actorWindowSeconds(),
   });
   const client = new Client({ connection, namespace, plugins: [edge] });
   const app = await createApi({

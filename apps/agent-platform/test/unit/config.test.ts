@@ -1,5 +1,12 @@
 import { describe, expect, it } from 'vitest';
-import { searchAttributeMirror } from '../../src/config.js';
+import {
+  ErrorCodes,
+  KeyRing,
+  UserContextPlugin,
+  generateKeySet,
+  isUserContextError,
+} from 'temporal-user-context';
+import { actorWindowSeconds, searchAttributeMirror } from '../../src/config.js';
 
 describe('searchAttributeMirror', () => {
   it('takes AGENT_PLATFORM_SEARCH_ATTRIBUTES, else the fallback', () => {
@@ -19,5 +26,30 @@ describe('searchAttributeMirror', () => {
       expect(() => searchAttributeMirror('off', { AGENT_PLATFORM_SEARCH_ATTRIBUTES: value })).toThrow(
         /must be pseudonym, plain or off/,
       );
+  });
+});
+
+describe('actorWindowSeconds', () => {
+  const edge = KeyRing.fromJSON(generateKeySet('config').edge);
+  const plugin = (env: NodeJS.ProcessEnv) =>
+    new UserContextPlugin({ keys: edge, audit: [], actorWindowSeconds: actorWindowSeconds(env) });
+
+  it('takes AGENT_PLATFORM_ACTOR_WINDOW_SECONDS; unset or empty leaves the library default', () => {
+    expect(actorWindowSeconds({ AGENT_PLATFORM_ACTOR_WINDOW_SECONDS: '900' })).toBe(900);
+    expect(actorWindowSeconds({})).toBeUndefined();
+    expect(actorWindowSeconds({ AGENT_PLATFORM_ACTOR_WINDOW_SECONDS: '' })).toBeUndefined();
+    expect(() => plugin({ AGENT_PLATFORM_ACTOR_WINDOW_SECONDS: '900' })).not.toThrow();
+  });
+
+  it('lets the plugin refuse a value that is not a window, instead of reading it as the default', () => {
+    for (const value of ['15m', '0', '-1', '1.5', '86401']) {
+      let thrown: unknown;
+      try {
+        plugin({ AGENT_PLATFORM_ACTOR_WINDOW_SECONDS: value });
+      } catch (err) {
+        thrown = err;
+      }
+      expect(isUserContextError(thrown, ErrorCodes.MISCONFIGURED)).toBe(true);
+    }
   });
 });
