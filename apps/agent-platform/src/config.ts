@@ -99,10 +99,11 @@ export function keyRingFromEnv(fallbackFile?: string): KeyRing {
  * worker and still verify, and how long a copied actor header could act again on its run.
  */
 export function actorWindowSeconds(env: NodeJS.ProcessEnv = process.env): number | undefined {
-  // Anything set goes to the plugin as a number, which refuses what is not an integer from 1 to 86 400
-  // (USER_CONTEXT_MISCONFIGURED) rather than reading it as the default.
+  // Decimal digits only (Number() would also take `1e3`, `0x12c` and spaces); anything else becomes NaN,
+  // which the plugin refuses (USER_CONTEXT_MISCONFIGURED) with the bounds, 1 to 86 400.
   const value = env.AGENT_PLATFORM_ACTOR_WINDOW_SECONDS;
-  return value ? Number(value) : undefined;
+  if (!value) return undefined;
+  return /^[0-9]+$/.test(value) ? Number(value) : Number.NaN;
 }
 
 /**

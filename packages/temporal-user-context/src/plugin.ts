@@ -4,7 +4,7 @@ import type { ClientOptions } from '@temporalio/client';
 import type { WorkflowInfo } from '@temporalio/workflow';
 import { SimplePlugin } from '@temporalio/plugin';
 import type { BundleOptions, InjectedSinks, ReplayWorkerOptions, WorkerOptions } from '@temporalio/worker';
-import type { AuditDecision, AuditSink } from './audit/event.js';
+import type { AuditDecision, AuditSink, IdentitySource } from './audit/event.js';
 import { Auditor, pinoAuditSink } from './audit/sinks.js';
 import {
   UserContextScheduleClientInterceptor,
@@ -55,7 +55,8 @@ export interface UserContextPluginOptions {
   startWindowSeconds?: number;
   /**
    * Window of actor tokens (signals, updates, queries) in seconds: an integer from 1 to 86 400 (default
-   * 300). `verifyActor()` refuses an actor token after it (`USER_CONTEXT_TOKEN_EXPIRED`), so it is
+   * 300). `verifyActor()` refuses an actor token after it, plus the verifier's `clockSkewSeconds`
+   * (`USER_CONTEXT_TOKEN_EXPIRED`), so it is
    * both how long a copied actor header can act again on its workflow and how long a signal may wait
    * for a worker (an outage, a backlog) and still verify. Set it on the edge's plugin: it issues them.
    */
@@ -238,6 +239,7 @@ export class UserContextPlugin extends SimplePlugin {
     const record = (
       info: WorkflowInfo,
       decision: AuditDecision,
+      source: IdentitySource,
       action: string,
       reason: string,
       detail: string,
@@ -245,7 +247,7 @@ export class UserContextPlugin extends SimplePlugin {
       auditor.emit({
         action,
         decision,
-        source: 'header',
+        source,
         reason,
         detail,
         namespace: info.namespace,
@@ -260,6 +262,7 @@ export class UserContextPlugin extends SimplePlugin {
             record(
               info,
               'deny',
+              'header',
               event.action,
               event.code,
               event.detail ? `${event.detail}: ${event.reason}` : event.reason,
@@ -267,7 +270,15 @@ export class UserContextPlugin extends SimplePlugin {
           callDuringReplay: false,
         },
         allow: {
-          fn: (info, event) => record(info, 'allow', event.action, 'ok', event.detail),
+          fn: (info, event) =>
+            record(
+              info,
+              'allow',
+              'pseudonym',
+              event.action,
+              'ok',
+              `admitted by the actor policy on unverified pseudonyms: ${event.detail}`,
+            ),
           callDuringReplay: false,
         },
       },

@@ -29,8 +29,16 @@ import {
   type AgentRun,
 } from '../data/repositories/index.js';
 import type { AgentExecutionInput, AgentExecutionResult, Progress } from '../workflows/agent-execution.js';
-import { MAX_TOTAL_STEPS_LIMIT, RunErrorCodes, isStableCode } from '../workflows/run-policy.js';
-import { ProblemError, problem, runEnding, toProblem, type RunEnding } from './problems.js';
+import { MAX_TOTAL_STEPS_LIMIT, RunErrorCodes } from '../workflows/run-policy.js';
+import {
+  ENDED_OUTSIDE,
+  ProblemError,
+  problem,
+  publicErrorCode,
+  runEnding,
+  toProblem,
+  type RunEnding,
+} from './problems.js';
 
 export const WORKFLOW_TYPE = 'AgentExecutionWorkflow';
 const DEFAULT_TASK_QUEUE = 'agent-tasks';
@@ -42,11 +50,6 @@ const SCHEDULE_MEMO = 'agentPlatform';
 const DEFAULT_WORKER_TIMEOUT_MS = 10_000;
 /** A closed run's result is one history read; the bound only guards against a stuck server. */
 const CLOSED_RESULT_TIMEOUT_MS = 10_000;
-/** Endings the workflow cannot record itself, and the code its run record gets for them. */
-const ENDED_OUTSIDE = {
-  TERMINATED: RunErrorCodes.RUN_TERMINATED,
-  TIMED_OUT: RunErrorCodes.RUN_TIMED_OUT,
-} as const;
 /** Statuses after which nothing follows; CONTINUED_AS_NEW is not one (the chain goes on). */
 const FINAL_STATUSES: ReadonlySet<WorkflowExecutionStatusName> = new Set([
   'COMPLETED',
@@ -518,7 +521,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           createdAt: r.createdAt,
           updatedAt: r.updatedAt,
           // Older workflow versions recorded an activity's error class here; only codes go out.
-          ...(r.error ? { error: isStableCode(r.error) ? r.error : RunErrorCodes.RUN_FAILED } : {}),
+          ...(r.error ? { error: publicErrorCode(r.error) } : {}),
         })),
       };
     },
@@ -535,20 +538,31 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
 
   /**
    * Terminated and timed-out runs cannot record their ending (their workflow code stops): the API does,
-   * as the caller, the first time it sees one. Until somebody looks, listings show the last recorded
-   * status.
+   * as the caller, whenever it sees one while the record still says `pending` or `running`. Until
+   * somebody looks, listings show the last recorded status. Best effort: a read must not fail because
+   * this write did (it is logged, and tried again on the next look).
    */
   const reconcile = async (
     request: FastifyRequest,
     run: AgentRun & { workflowId: string },
     temporalStatus: WorkflowExecutionStatusName,
   ): Promise<AgentRun> => {
-    const code = ENDED_OUTSIDE[temporalStatus as keyof typeof ENDED_OUTSIDE];
-    if (!code || (run.status !== 'pending' && run.status !== 'running')) return run;
-    const updated = await scoped(request, (tx) =>
-      new AgentRunRepository(tx).markEndedOutside(run.id, run.workflowId, code),
-    );
-    return updated ?? run;
+    const ending = ENDED_OUTSIDE[temporalStatus as keyof typeof ENDED_OUTSIDE];
+    if (!ending || (run.status !== 'pending' && run.status !== 'running')) return run;
+    try {
+      return await scoped(request, async (tx) => {
+        const repo = new AgentRunRepository(tx);
+        // Nothing updated: another request (or a late write of the workflow) got there first.
+        return (
+          (await repo.markEndedOutside(run.id, run.workflowId, ending.error.code)) ??
+          (await repo.get(run.id)) ??
+          run
+        );
+      });
+    } catch (err) {
+      request.log.warn({ err, runId: run.id }, 'could not record the run ending on its record');
+      return run;
+    }
   };
 
   app.get<{ Params: { runId: string } }>(
@@ -587,7 +601,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         ...(progress ? { progress } : {}),
         record: {
           status: run.status,
-          ...(run.error ? { error: run.error } : {}),
+          ...(run.error ? { error: publicErrorCode(run.error) } : {}),
           createdBy: run.createdBy,
           createdAt: run.createdAt,
           updatedAt: run.updatedAt,
@@ -633,8 +647,11 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         } catch (err) {
           if (open && (isGrpcDeadlineError(err) || isGrpcCancelledError(err))) return { status: 'running' };
           const ending = runEnding(err);
-          if (ending) return ending;
-          throw err;
+          if (!ending) throw err;
+          // It may have been terminated or timed out while this request waited.
+          if (open && ending.status === 'terminated') await reconcile(request, run, 'TERMINATED');
+          if (open && ending.status === 'timed_out') await reconcile(request, run, 'TIMED_OUT');
+          return ending;
         }
       });
       return { runId: run.id, ...outcome };

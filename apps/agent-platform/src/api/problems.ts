@@ -94,8 +94,25 @@ export function failureCode(err: unknown): string | undefined {
 export type RunEnding =
   | { status: 'failed'; error: { code: string } }
   | { status: 'cancelled'; error: { code: typeof RunErrorCodes.CANCELLED } }
-  | { status: 'terminated'; error: { code: 'RUN_TERMINATED' } }
-  | { status: 'timed_out'; error: { code: 'RUN_TIMED_OUT' } };
+  | { status: 'terminated'; error: { code: typeof RunErrorCodes.RUN_TERMINATED } }
+  | { status: 'timed_out'; error: { code: typeof RunErrorCodes.RUN_TIMED_OUT } };
+
+/**
+ * Endings no workflow code sees (Temporal's status name → the ending): the API reports them, and
+ * writes them on the run record, since the workflow cannot.
+ */
+export const ENDED_OUTSIDE = {
+  TERMINATED: { status: 'terminated', error: { code: RunErrorCodes.RUN_TERMINATED } },
+  TIMED_OUT: { status: 'timed_out', error: { code: RunErrorCodes.RUN_TIMED_OUT } },
+} as const satisfies Record<string, RunEnding>;
+
+/**
+ * A run record's error as clients see it: the platform's and the library's codes pass, anything else
+ * (an error class name that older workflow versions wrote) is `RUN_FAILED`.
+ */
+export function publicErrorCode(error: string): string {
+  return isStableCode(error) ? error : RunErrorCodes.RUN_FAILED;
+}
 
 /**
  * The ending a closed run's `result()` rejected with; `undefined` for anything but a run's end. A
@@ -109,10 +126,8 @@ export function runEnding(err: unknown): RunEnding | undefined {
   // a failure of the run.
   if (err.cause instanceof CancelledFailure)
     return { status: 'cancelled', error: { code: RunErrorCodes.CANCELLED } };
-  if (err.cause instanceof TerminatedFailure)
-    return { status: 'terminated', error: { code: RunErrorCodes.RUN_TERMINATED } };
-  if (err.cause instanceof TimeoutFailure)
-    return { status: 'timed_out', error: { code: RunErrorCodes.RUN_TIMED_OUT } };
+  if (err.cause instanceof TerminatedFailure) return ENDED_OUTSIDE.TERMINATED;
+  if (err.cause instanceof TimeoutFailure) return ENDED_OUTSIDE.TIMED_OUT;
   return { status: 'failed', error: { code: runFailureCode(err.cause) } };
 }
 

@@ -263,7 +263,7 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
  * (`ACTIVITY_TIMEOUT`, `RUN_FAILED`), the step cap, and a Temporal cancellation (`cancelled`,
  * `CANCELLED`; written in a non-cancellable scope, since the cancelled scope refuses new activities).
  * Only stable codes are written ({@link runFailureCode}). A terminated or timed-out execution runs no
- * more workflow code, so its record keeps its last status. continue-as-new also travels as an
+ * more workflow code: the API records those endings when it first sees them. continue-as-new also travels as an
  * exception and passes untouched, and so does any other error that is no TemporalFailure: that is a
  * bug in workflow code, which fails the workflow task (retried until a fixed worker replays it), not
  * the run, so writing `failed` would be false and would put commands in history the fix cannot replay.

@@ -120,6 +120,53 @@ describe.each(BACKENDS)('repositories on %s', (kind) => {
     expect(await scoped(alice, (tx) => new AgentRunRepository(tx).markRunning(run.id))).toBeUndefined();
   });
 
+  it('agent runs: an ending recorded from outside (terminated, timed out) only replaces pending or running', async () => {
+    const repo = (tx: ScopedTransaction) => new AgentRunRepository(tx);
+    const make = async (workflowId: string, status?: 'completed' | 'cancelled' | 'failed' | 'running') => {
+      const run = await scoped(alice, (tx) => repo(tx).create({ agentId: agentA, workflowId }));
+      if (status === 'running') await scoped(alice, (tx) => repo(tx).markRunning(run.id));
+      else if (status)
+        await scoped(alice, (tx) => repo(tx).setStatus(run.id, status, { error: 'CANCELLED' }));
+      return run;
+    };
+    const pending = await make('wf-end-pending');
+    const running = await make('wf-end-running', 'running');
+    expect(
+      await scoped(alice, (tx) => repo(tx).markEndedOutside(pending.id, 'wf-end-pending', 'RUN_TIMED_OUT')),
+    ).toMatchObject({
+      status: 'failed',
+      error: 'RUN_TIMED_OUT',
+    });
+    expect(
+      await scoped(alice, (tx) => repo(tx).markEndedOutside(running.id, 'wf-end-running', 'RUN_TERMINATED')),
+    ).toMatchObject({
+      status: 'failed',
+      error: 'RUN_TERMINATED',
+    });
+    // Endings the workflow recorded stay; so does everything under another workflow id or workspace.
+    for (const status of ['completed', 'cancelled', 'failed'] as const) {
+      const run = await make(`wf-end-${status}`, status);
+      expect(
+        await scoped(alice, (tx) => repo(tx).markEndedOutside(run.id, `wf-end-${status}`, 'RUN_TERMINATED')),
+      ).toBeUndefined();
+      expect(await scoped(alice, (tx) => repo(tx).get(run.id))).toMatchObject({ status });
+    }
+    const other = await make('wf-end-other', 'running');
+    expect(
+      await scoped(alice, (tx) => repo(tx).markEndedOutside(other.id, 'wf-end-pending', 'RUN_TERMINATED')),
+    ).toBeUndefined();
+    expect(
+      await scoped(bob, (tx) => repo(tx).markEndedOutside(other.id, 'wf-end-other', 'RUN_TERMINATED')),
+    ).toBeUndefined();
+    expect(await scoped(alice, (tx) => repo(tx).get(other.id))).toMatchObject({ status: 'running' });
+    // A claim under way when the run was terminated, committing late, does not undo the recorded ending.
+    expect(await scoped(alice, (tx) => repo(tx).markRunning(running.id, 'late'))).toBeUndefined();
+    expect(await scoped(alice, (tx) => repo(tx).get(running.id))).toMatchObject({
+      status: 'failed',
+      error: 'RUN_TERMINATED',
+    });
+  });
+
   it("agent runs: one record per workflow and workspace; writes limited to the workflow's own", async () => {
     const first = await scoped(alice, (tx) =>
       new AgentRunRepository(tx).ensureForWorkflow({ agentId: agentA, workflowId: 'wf-a-once', input: 1 }),

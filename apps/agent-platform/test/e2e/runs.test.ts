@@ -222,6 +222,19 @@ describe('GET /runs/:runId/result on a closed run, without waiting', () => {
       expect(body).toEqual({ runId, status: 'terminated', error: { code: 'RUN_TERMINATED' } });
   });
 
+  it('a run terminated while /result waits for it gets its ending on its record', async () => {
+    const { runId, workflowId } = await startRun(p.idleCall, { input: 'Tell me about roadmap' });
+    const waiting = p.call('alice', 'GET', `/runs/${runId}/result?waitSeconds=30`);
+    await until(
+      async () => p.historyPolls(),
+      (n) => n > 0,
+    );
+    await p.testClient.workflow.getHandle(workflowId).terminate('operator');
+    expect((await waiting).body_).toEqual({ runId, status: 'terminated', error: { code: 'RUN_TERMINATED' } });
+    // The list does not reconcile: the record was written by the waiting request.
+    expect(await recorded(runId)).toMatchObject({ status: 'failed', error: 'RUN_TERMINATED' });
+  });
+
   it('a run that the workflow recorded as ended keeps its record when terminated afterwards', async () => {
     const { runId, workflowId } = await startRun(p.idleCall, { input: 'Tell me about roadmap' });
     await withUserScope(p.db, alice, (tx) =>
@@ -263,6 +276,14 @@ describe('internal failures', () => {
     const row = (listed.body_.runs as Json[]).find((r) => r.runId === runId);
     expect(row).toMatchObject({ status: 'failed', error: 'RUN_FAILED' });
     expect(listed.body).not.toContain('DatabaseError');
+    // Older workflow versions wrote the error class itself on the record: no route passes it on.
+    await withUserScope(p.db, alice, (tx) =>
+      new AgentRunRepository(tx).setStatus(runId, 'failed', { error: 'DatabaseError' }),
+    );
+    const viewed = await p.call('alice', 'GET', `/runs/${runId}`);
+    expect(viewed.body_).toMatchObject({ record: { status: 'failed', error: 'RUN_FAILED' } });
+    expect(viewed.body).not.toContain('DatabaseError');
+    expect(await recorded(runId)).toMatchObject({ error: 'RUN_FAILED' });
   });
 });
 

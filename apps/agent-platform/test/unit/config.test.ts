@@ -42,7 +42,7 @@ describe('actorWindowSeconds', () => {
   });
 
   it('lets the plugin refuse a value that is not a window, instead of reading it as the default', () => {
-    for (const value of ['15m', '0', '-1', '1.5', '86401']) {
+    for (const value of ['15m', '0', '-1', '1.5', '86401', '1e3', '0x12c', ' 900 ']) {
       let thrown: unknown;
       try {
         plugin({ AGENT_PLATFORM_ACTOR_WINDOW_SECONDS: value });

@@ -4,6 +4,7 @@ export type IdentitySource =
   | 'explicit' // passed as an activity argument and checked against the header
   | 'system' // a declared, allow-listed system principal
   | 'edge' // issued by the edge (client side)
+  | 'pseudonym' // pseudonyms read from a header in workflow code, not verified (the actor policy's admissions)
   | 'none';
 
 /** The outcome an audit record reports: the context was accepted or refused. */

@@ -55,7 +55,10 @@ import {
 export interface UserContextSinks extends Sinks {
   userContextAudit: {
     deny(event: { action: string; reason: string; code: string; detail?: string }): void;
-    /** A signal, update or query the actor policy admitted (on pseudonyms, not yet verified). */
+    /**
+     * A signal, update or query the actor policy admitted (on pseudonyms, not verified): audited with
+     * source `pseudonym`.
+     */
     allow(event: { action: string; detail: string }): void;
   };
 }
@@ -138,6 +141,11 @@ function refused(
   return refusal(`workflow.${kind}`, code, reason, `${kind} ${name}`);
 }
 
+/** A handler name as audit details quote it: JSON-quoted, at most 64 characters of it. */
+function quotedName(name: string): string {
+  return JSON.stringify(name.length > 64 ? `${name.slice(0, 64)}…` : name);
+}
+
 /**
  * Applies the policy; returns the actor when allowed. Throws only an audited refusal (see
  * {@link refusal}): ACTOR_FORBIDDEN when refused, POLICY_FAILED when the policy throws. An admission
@@ -166,15 +174,14 @@ function admit(
   }
   if (!allowed) throw refused(kind, name, actor ? 'actor not allowed by policy' : 'no actor context');
   if (audited) {
-    // The policy judged pseudonyms the sandbox cannot verify: the record says so, and names them (they
-    // are in history anyway); verifyActor() audits the verified actor on the worker.
+    // The policy judged pseudonyms the sandbox cannot verify: the record says so (source `pseudonym`)
+    // and names them (they are in history anyway); verifyActor() audits the verified actor on the
+    // worker. The caller's handler name comes last, quoted and capped, so that it can neither push the
+    // pseudonyms out of the capped detail nor pass for them.
     const who = actor
       ? `actor sub=${actor.subject} ws=${actor.workspace}${actor.isOriginator ? ' (the originator)' : ''}`
       : 'no actor';
-    userContextAudit.allow({
-      action: `workflow.${kind}`,
-      detail: `${kind} ${name}: admitted by the actor policy, ${who}, unverified`,
-    });
+    userContextAudit.allow({ action: `workflow.${kind}`, detail: `${who}; ${kind} ${quotedName(name)}` });
   }
   return actor;
 }

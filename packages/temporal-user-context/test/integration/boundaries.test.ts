@@ -134,21 +134,43 @@ describe('actors: signals, updates, queries', () => {
       expect(events).toHaveLength(3);
       return events;
     });
-    expect(admitted.map((e) => e.action).sort()).toEqual([
-      'workflow.query',
-      'workflow.signal',
-      'workflow.update',
-    ]);
     const { runId } = await handle.describe();
-    for (const event of admitted) {
-      expect(event).toMatchObject({ source: 'header', reason: 'ok', runId });
-      expect(event.detail).toContain(`ws=${result.actorWorkspace},`);
-      expect(event.detail).toMatch(
-        /: admitted by the actor policy, actor sub=[A-Za-z0-9_-]{22} ws=.*, unverified$/,
-      );
-      expect(event.detail).not.toContain('originator'); // carol acted on alice's workflow
+    const carols = admitted.map((event) => {
+      expect(event).toMatchObject({ source: 'pseudonym', reason: 'ok', runId });
       expect(event.userId).toBeUndefined(); // the sandbox knows no ids
-    }
+      const match =
+        /^admitted by the actor policy on unverified pseudonyms: actor sub=([A-Za-z0-9_-]{22}) ws=([A-Za-z0-9_-]{22}); (.*)$/.exec(
+          event.detail ?? '',
+        );
+      expect(match).not.toBeNull();
+      expect(match![2]).toBe(result.actorWorkspace);
+      return [event.action, match![3], match![1]];
+    });
+    expect(carols.sort()).toEqual([
+      ['workflow.query', 'query "progress"', carols[0]![2]],
+      ['workflow.signal', 'signal "go"', carols[0]![2]],
+      ['workflow.update', 'update "note"', carols[0]![2]],
+    ]);
+  });
+
+  it("the originator's own calls are audited as the originator's, and a caller's handler name cannot push the actor out of the record", async () => {
+    const handle = await startInteractive(alice);
+    await runAsUser(alice, () => handle.query('progress'));
+    // The SDK applies the interceptors before it looks the query up: an admitted actor's query for a
+    // handler that does not exist is audited too (then fails), under a name that is quoted and capped.
+    const hostile = `${'x'.repeat(300)}; query "progress"`;
+    await expect(runAsUser(carol, () => handle.query(hostile))).rejects.toThrow();
+    const details = await vi.waitFor(() => {
+      const found = h.audit.events
+        .filter((e) => e.workflowId === handle.workflowId && e.source === 'pseudonym')
+        .map((e) => e.detail ?? '');
+      expect(found).toHaveLength(2);
+      return found;
+    });
+    expect(details[0]).toMatch(/ ws=[A-Za-z0-9_-]{22} \(the originator\); query "progress"$/);
+    expect(details[1]).toMatch(/: actor sub=[A-Za-z0-9_-]{22} ws=[A-Za-z0-9_-]{22}; query "x{64}…"$/);
+    await runAsUser(alice, () => handle.signal('go', 'done'));
+    await handle.result();
   });
 
   it('concurrent handlers of many workflows each see their own actor', async () => {
@@ -313,7 +335,9 @@ describe('a refused update is rejected before it is accepted', () => {
       (e) => e.workflowId === handle.workflowId && e.action === 'workflow.update' && e.decision === 'allow',
     );
     expect(admissions.map((e) => e.detail)).toEqual([
-      expect.stringMatching(new RegExp(`^update ${update}: admitted by the actor policy, actor sub=`)),
+      expect.stringMatching(
+        new RegExp(`: actor sub=[A-Za-z0-9_-]{22} ws=[A-Za-z0-9_-]{22}; update "${update}"$`),
+      ),
     ]);
   });
 });

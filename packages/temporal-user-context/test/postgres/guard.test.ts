@@ -36,8 +36,12 @@ describe.each(BACKENDS)('assertIsolation on %s (case 17)', (kind) => {
   it('accepts the well-configured fixture and reports the tenant tables it found', async () => {
     const report = await assertIsolation(b.admin, { appRole: roles.app });
     expect(report.tenantTables).toEqual(['audit_log', 'memberships', 'notes']);
-    // The admin handle logs in as a superuser (PGlite has no other): reported, not refused.
-    const { rows } = await b.admin.query<{ role: string }>('select session_user::text as role');
+    // The admin handle logs in as a superuser (PGlite has no other; the test server's login is one):
+    // reported, not refused. The server's own `is_superuser` setting says which it is.
+    const { rows } = await b.admin.query<{ role: string; su: string }>(
+      "select session_user::text as role, current_setting('is_superuser') as su",
+    );
+    expect(rows[0]!.su).toBe('on');
     expect(report.login).toEqual({ role: rows[0]!.role, bypassesRls: true });
   });
 

@@ -1,3 +1,4 @@
+import { RunErrorCodes } from '../../workflows/run-policy.js';
 import { isUuid, iso, type Scope } from './common.js';
 
 export type AgentRunStatus = 'pending' | 'running' | 'completed' | 'failed' | 'cancelled';
@@ -127,14 +128,17 @@ export class AgentRunRepository {
   /**
    * Marks a run `running` once its workflow really runs, clearing an error written before (the API's
    * `START_FAILED` when the start call failed after the server had started the workflow) and filling in
-   * the Temporal run id. A run that already completed or was cancelled keeps that status.
+   * the Temporal run id. A run that already completed, was cancelled, or failed for any other reason
+   * (an ending the API recorded, `RUN_TERMINATED`, if a claim that was under way commits late) keeps
+   * that status.
    */
   async markRunning(id: string, runId?: string): Promise<AgentRun | undefined> {
     if (!isUuid(id)) return undefined;
     const { rows } = await this.scope.query<AgentRunRow>(
       `update agent_runs set status = 'running', error = null, run_id = coalesce(run_id, $2), updated_at = now()
-        where id = $1 and status in ('pending', 'running', 'failed') returning ${COLUMNS}`,
-      [id, runId ?? null],
+        where id = $1 and (status in ('pending', 'running') or (status = 'failed' and error = $3))
+        returning ${COLUMNS}`,
+      [id, runId ?? null, RunErrorCodes.START_FAILED],
     );
     return rows[0] ? toRun(rows[0]) : undefined;
   }
