@@ -1,4 +1,4 @@
-import { REVISE_PROMPT } from './types.js';
+import { REVISE_PROMPT, isInstruction } from './types.js';
 import type { AgentConfig, AgentMessage, ModelDecision, ModelProvider } from './types.js';
 
 const WORKSPACE_MENTION = /\bworkspace\s+([A-Za-z0-9][A-Za-z0-9._:@-]{0,127})/i;
@@ -30,7 +30,7 @@ export class LocalModelProvider implements ModelProvider {
         args: { query, ...(workspace ? { workspaceId: workspace } : {}) },
       };
     }
-    const instructions = messages.filter((m) => m.role === 'system').map((m) => m.content);
+    const instructions = messages.filter(isInstruction).map((m) => m.content);
     const parts = [`${agent.name}: ${toolAfter ? toolAfter.content : 'no tool used.'}`];
     if (instructions.length > 0) parts.push(`Following: ${instructions.join(' | ')}`);
     return { type: 'final', content: parts.join('\n') };

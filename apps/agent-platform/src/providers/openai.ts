@@ -64,11 +64,14 @@ export class OpenAiCompatibleProvider implements ModelProvider {
       model: agent.model === 'default' || agent.model === 'local' ? this.options.model : agent.model,
       messages: [
         { role: 'system', content: agent.instructions || `You are ${agent.name}.` },
-        ...messages.map((m) =>
-          m.role === 'tool'
-            ? { role: 'user', content: `Result of ${m.tool ?? 'tool'}: ${m.content}` }
-            : { role: m.role, content: m.content },
-        ),
+        ...messages.map((m) => {
+          if (m.role === 'tool')
+            return { role: 'user', content: `Result of ${m.tool ?? 'tool'}: ${m.content}` };
+          // A member's words, not the agent's configuration: a user message, never a system one.
+          if (m.role === 'instruction')
+            return { role: 'user', content: `Instruction from a member of this workspace: ${m.content}` };
+          return { role: m.role, content: m.content };
+        }),
       ],
       ...(tools.length > 0 ? { tools } : {}),
     };

@@ -1,6 +1,12 @@
-/** One message of an agent conversation, as the model provider sees it. */
+/**
+ * One message of an agent conversation, as the model provider sees it. `instruction` is what a member of
+ * the workspace added to a run (the `addInstruction` update): providers pass it on as that member's
+ * words, a user message, never with the authority of the agent's own instructions (the system prompt,
+ * which only the agent's configuration sets). Runs started before that change carry such instructions
+ * as `system` messages, and keep them so.
+ */
 export interface AgentMessage {
-  role: 'system' | 'user' | 'assistant' | 'tool';
+  role: 'system' | 'user' | 'assistant' | 'tool' | 'instruction';
   content: string;
   /** For `tool` messages: which tool produced the content. */
   tool?: string;
@@ -24,6 +30,11 @@ export type ModelDecision =
 export interface ModelProvider {
   readonly name: string;
   step(agent: AgentConfig, messages: readonly AgentMessage[]): Promise<ModelDecision>;
+}
+
+/** A member's instruction: `instruction` messages, and the `system` ones of runs started before them. */
+export function isInstruction(message: AgentMessage): boolean {
+  return message.role === 'instruction' || message.role === 'system';
 }
 
 /** What the workflow adds as a user message after an instruction arrives through the update. */

@@ -114,6 +114,8 @@ const Patches = {
   totalStepCap: 'total-step-cap',
   /** Continue-as-new carries a bounded message history. */
   boundCarriedMessages: 'bound-carried-messages',
+  /** A member's instruction reaches the model as that member's words, not as a system message. */
+  memberInstructions: 'member-instructions',
 } as const;
 
 /**
@@ -201,7 +203,8 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
     for (;;) {
       if (cancelled) break;
       while (state.pending.length > 0) {
-        state.messages.push({ role: 'system', content: state.pending.shift() as string });
+        const role = patched(Patches.memberInstructions) ? 'instruction' : 'system';
+        state.messages.push({ role, content: state.pending.shift() as string });
         state.messages.push({ role: 'user', content: REVISE_PROMPT });
       }
       if (state.steps >= maxTotalSteps && patched(Patches.totalStepCap)) {

@@ -12,7 +12,7 @@ import {
   type ActivityOptions,
 } from '@temporalio/common';
 import { ErrorCodes } from 'temporal-user-context/workflow';
-import type { AgentMessage } from '../providers/types.js';
+import { isInstruction, type AgentMessage } from '../providers/types.js';
 
 /** Codes this app raises itself: with the library's `USER_CONTEXT_*` codes, all a run record shows. */
 export const RunErrorCodes = {
@@ -91,12 +91,13 @@ export function boundMessages(messages: readonly AgentMessage[]): AgentMessage[]
   let others = 0;
   const keep = new Array<boolean>(messages.length).fill(false);
   for (let i = messages.length - 1; i >= 0; i--) {
-    const pinned = i === 0 || messages[i]?.role === 'system';
+    const message = messages[i];
+    const pinned = i === 0 || (message !== undefined && isInstruction(message));
     keep[i] = pinned || others++ < MAX_CARRIED_MESSAGES;
   }
   return messages
     .map((m, i) =>
-      i === 0 || m.role === 'system' || m.content.length <= MAX_CARRIED_MESSAGE_CHARS
+      i === 0 || isInstruction(m) || m.content.length <= MAX_CARRIED_MESSAGE_CHARS
         ? m
         : { ...m, content: `${m.content.slice(0, MAX_CARRIED_MESSAGE_CHARS - 1)}…` },
     )

@@ -299,6 +299,12 @@ describe('cancel and instructions at awkward moments', () => {
     expect(done.answer).toContain('Following: Answer briefly');
     expect(done.steps).toBe(3);
     expect(done.instructions).toEqual([{ text: 'Answer briefly', addedBy: 'carol' }]);
+    // The model saw carol's words as a member's instruction, never as a system message.
+    const lastStep = model.seen.get(s.workflowId)!.at(-1)!;
+    expect(lastStep.filter((m) => m.content === 'Answer briefly')).toEqual([
+      { role: 'instruction', content: 'Answer briefly' },
+    ]);
+    expect(lastStep.some((m) => m.role === 'system')).toBe(false);
   });
 
   it(`accepts at most ${MAX_INSTRUCTIONS} instructions per run`, async () => {
@@ -443,6 +449,7 @@ describe('replay', () => {
         'record-every-failure',
         'total-step-cap',
         'bound-carried-messages',
+        'member-instructions',
       ]),
     );
     expect(await replayErrors(histories, keys.worker)).toEqual([]);

@@ -6,7 +6,9 @@
 // (commit 7d1ae87), so its failed runs have no `record-failed-runs` patch marker and must replay down
 // the unpatched branch; `pre-run-policy` by the workflow before the run-record claim, the total step cap
 // and the other patches of commit "agent platform: run policy" (its failures took `record-failed-runs`);
-// `current` by the code at the time of its recording (refresh with
+// `pre-member-instructions` by the workflow before members' instructions became `instruction` messages
+// (its instructions went in as system messages, with no `member-instructions` marker); `current` by
+// the code at the time of its recording (refresh with
 // `RECORD_HISTORIES=1 npx vitest run apps/agent-platform/test/e2e/platform.test.ts`; keep the old ones).
 import type { History } from '@temporalio/common/lib/proto-utils.js';
 import { describe, expect, it } from 'vitest';
@@ -41,6 +43,14 @@ describe('committed AgentExecutionWorkflow histories', () => {
     const firstGeneration = (h: History) =>
       !events(h)[0]?.workflowExecutionStartedEventAttributes?.continuedExecutionRunId;
     expect(current.filter(firstGeneration).every(has('claim-run-record'))).toBe(true);
+    // A run that took an instruction records that it passes it as a member's message; the older ones
+    // took theirs without the marker, and must replay down the system-message branch.
+    expect(current.filter(updated).length).toBeGreaterThan(0);
+    expect(current.filter(updated).every(has('member-instructions'))).toBe(true);
+    const systemInstructions = byLabel('pre-member-instructions');
+    expect(systemInstructions.some(updated)).toBe(true);
+    expect(systemInstructions.some(has('member-instructions'))).toBe(false);
+    expect(systemInstructions.some((h) => failed(h) && has('record-every-failure')(h))).toBe(true);
     // Before the run policy: no claim, failures recorded by the first failure branch, which replay must
     // keep taking.
     const policyless = byLabel('pre-run-policy');

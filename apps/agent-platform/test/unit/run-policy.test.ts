@@ -86,6 +86,15 @@ describe('boundMessages', () => {
     expect(bounded.slice(2)).toEqual(messages.slice(-MAX_CARRIED_MESSAGES));
   });
 
+  it("keeps instructions of both forms: members' (instruction) and older runs' (system)", () => {
+    const member: AgentMessage = { role: 'instruction', content: 'answer in German' };
+    const older: AgentMessage = { role: 'system', content: 'answer in French' };
+    const messages = [task, member, older, ...Array.from({ length: 100 }, (_, i) => tool(i + 1))];
+    const bounded = boundMessages([...messages, { role: 'instruction', content: 'z'.repeat(5000) }]);
+    expect(bounded.slice(0, 3)).toEqual([task, member, older]);
+    expect(bounded.at(-1)?.content).toHaveLength(5000); // an instruction is never cut
+  });
+
   it('cuts long tool results and answers, never the task or an instruction', () => {
     const long = 'x'.repeat(MAX_CARRIED_MESSAGE_CHARS * 3);
     const instruction: AgentMessage = { role: 'system', content: 'y'.repeat(2000) };
