@@ -15,7 +15,10 @@ import { auditAllowed, auditFailure, confirmOriginator, type OriginatorChecks } 
 import { runInNexusScope, type ActivityScope } from './scope.js';
 import type { ContextVerifier } from './verifier.js';
 
-/** The calling workflow, from the links the server attached to the Nexus request. */
+/**
+ * The calling workflow, from the request's links. The server attaches a correct one, but a caller that
+ * writes its own `nexus-link` header replaces it (server 1.32): see docs/wire-format.md, _Limits_.
+ */
 function callerOf(
   links: readonly nexus.Link[],
 ): { namespace: string; workflowId: string; runId?: string } | undefined {
@@ -53,8 +56,9 @@ function parseNexusHeader(headers: Record<string, string>): ContextHeader | unde
 /**
  * Verifies the caller's context on a Nexus operation before the handler runs: the token must be a
  * start token of the calling workflow's lineage, in the calling workflow's namespace (both taken from
- * the links the server attached, not from the header). The handler then sees it through
- * `currentUserContext()`. Refusals are non-retryable handler errors, audited.
+ * the request's links, not from our header; the server attaches them, though a caller writing its own
+ * `nexus-link` header can replace them: docs/wire-format.md, _Limits_). The handler then sees it
+ * through `currentUserContext()`. Refusals are non-retryable handler errors, audited.
  */
 export class NexusGuard implements NexusInboundCallsInterceptor {
   constructor(private readonly options: OriginatorChecks & { verifier: ContextVerifier; auditor: Auditor }) {}
