@@ -27,6 +27,7 @@ export {
   type ResolveOptions,
 } from './worker/resolve.js';
 export { ContextVerifier, type Verified, type VerifierOptions } from './worker/verifier.js';
+export type { NexusCallerPolicy } from './worker/nexus-caller.js';
 export {
   ACTOR_HEADER,
   ORIGINATOR_HEADER,

@@ -17,6 +17,7 @@ import { AesGcmPayloadCodec, type AesGcmPayloadCodecOptions } from './crypto/pay
 import type { UserContextSinks } from './workflow/interceptors.js';
 import { WHOAMI_ACTIVITY, WHOIS_ACTOR_ACTIVITY } from './workflow/api.js';
 import { ActivityGuard } from './worker/activity-interceptor.js';
+import { NexusCallerCheck, type NexusCallerPolicy } from './worker/nexus-caller.js';
 import { NexusGuard } from './worker/nexus-interceptor.js';
 import { ScheduledRunCheck } from './worker/scheduled-run.js';
 import { currentActor, currentUserContext } from './worker/resolve.js';
@@ -61,6 +62,14 @@ export interface UserContextPluginOptions {
    * for a worker (an outage, a backlog) and still verify. Set it on the edge's plugin: it issues them.
    */
   actorWindowSeconds?: number;
+  /**
+   * Nexus callers the handler's worker cannot confirm with the server. A request names its caller in
+   * links the caller can overwrite (Server 1.32), so a handler confirms the named run's pending
+   * operation with its own client (docs/wire-format.md, check 8); that client only reaches its own
+   * namespace. `'confirm'` (default) refuses callers from other namespaces; `'trust-links'` accepts them
+   * on their links alone — only for caller namespaces whose workers you trust as much as this one's.
+   */
+  nexusCallers?: NexusCallerPolicy;
   /**
    * Encrypt payloads (arguments, results, memo, signal/update/query arguments) with the key ring's
    * codec keys: AES-256-GCM bound to namespace and workflow id (docs/codec.md). Default: on when the
@@ -121,6 +130,12 @@ export class UserContextPlugin extends SimplePlugin {
     });
     const verifier = new ContextVerifier(pluginOptions.keys, pluginOptions.verifier);
     const scheduledRuns = new ScheduledRunCheck();
+    const nexusCallers = new NexusCallerCheck();
+    // Only undefined means the default: null, like any other value, must be refused, not read as it.
+    const callerPolicy = pluginOptions.nexusCallers === undefined ? 'confirm' : pluginOptions.nexusCallers;
+    if (callerPolicy !== 'confirm' && callerPolicy !== 'trust-links') {
+      throw new UserContextError(ErrorCodes.MISCONFIGURED, "nexusCallers must be 'confirm' or 'trust-links'");
+    }
     const clientInterceptors = {
       workflow: [new UserContextWorkflowClientInterceptor(source)],
       schedule: [new UserContextScheduleClientInterceptor(source)],
@@ -179,6 +194,8 @@ export class UserContextPlugin extends SimplePlugin {
               verifier,
               auditor,
               scheduledRuns,
+              callers: nexusCallers,
+              callerPolicy,
               ...(pluginOptions.isRevoked ? { isRevoked: pluginOptions.isRevoked } : {}),
             }),
           }),

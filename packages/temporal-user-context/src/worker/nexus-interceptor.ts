@@ -5,13 +5,14 @@ import type {
   NexusStartOperationOutput,
   Next,
 } from '@temporalio/worker';
-import { getClient } from '@temporalio/nexus';
+import { getClient, operationInfo } from '@temporalio/nexus';
 import * as nexus from 'nexus-rpc';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
 import { ORIGINATOR_HEADER, MAX_HEADER_BYTES, parseHeaderValue, type ContextHeader } from '../header/wire.js';
 import type { Auditor } from '../audit/sinks.js';
 import { toApplicationFailure } from './activity-interceptor.js';
 import { auditAllowed, auditFailure, confirmOriginator, type OriginatorChecks } from './decision.js';
+import type { NexusCaller, NexusCallerCheck, NexusCallerPolicy } from './nexus-caller.js';
 import { runInNexusScope, type ActivityScope } from './scope.js';
 import type { ContextVerifier } from './verifier.js';
 
@@ -19,17 +20,17 @@ import type { ContextVerifier } from './verifier.js';
  * The calling workflow, from the request's links. The server attaches a correct one, but a caller that
  * writes its own `nexus-link` header replaces it (server 1.32): see docs/wire-format.md, _Limits_.
  */
-function callerOf(
-  links: readonly nexus.Link[],
-): { namespace: string; workflowId: string; runId?: string } | undefined {
+function callerOf(links: readonly nexus.Link[]): NexusCaller | undefined {
   for (const link of links) {
     try {
       const event = convertNexusLinkToWorkflowEventLink(link);
       if (event.namespace && event.workflowId) {
+        const eventId = event.eventRef?.eventId ? Number(event.eventRef.eventId) : 0;
         return {
           namespace: event.namespace,
           workflowId: event.workflowId,
           ...(event.runId ? { runId: event.runId } : {}),
+          ...(eventId > 0 ? { eventId } : {}),
         };
       }
     } catch {
@@ -61,7 +62,14 @@ function parseNexusHeader(headers: Record<string, string>): ContextHeader | unde
  * through `currentUserContext()`. Refusals are non-retryable handler errors, audited.
  */
 export class NexusGuard implements NexusInboundCallsInterceptor {
-  constructor(private readonly options: OriginatorChecks & { verifier: ContextVerifier; auditor: Auditor }) {}
+  constructor(
+    private readonly options: OriginatorChecks & {
+      verifier: ContextVerifier;
+      auditor: Auditor;
+      callers: NexusCallerCheck;
+      callerPolicy: NexusCallerPolicy;
+    },
+  ) {}
 
   async startOperation(
     input: NexusStartOperationInput,
@@ -81,9 +89,25 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
       if (!caller)
         throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'Nexus request names no calling workflow');
       const verified = await this.options.verifier.verifyOriginator(header, caller);
+      // The links are the caller's to write: the server must confirm them (check 8).
+      const client = getClient();
+      if (client.options.namespace === caller.namespace) {
+        const { endpoint } = operationInfo();
+        const { service, operation } = input.ctx;
+        await this.options.callers.confirm(
+          client,
+          caller,
+          { endpoint, service, operation },
+          header.lin!.root,
+        );
+      } else if (this.options.callerPolicy !== 'trust-links') {
+        throw new UserContextError(
+          ErrorCodes.LINEAGE_MISMATCH,
+          "a Nexus caller in another namespace cannot be confirmed (nexusCallers: 'trust-links' accepts its links)",
+        );
+      }
       await confirmOriginator(verified, header, this.options, () => {
         // Only the caller's namespace knows its schedule's runs; the handler's client is bound to its own.
-        const client = getClient();
         if (client.options.namespace !== caller.namespace || !caller.runId) {
           throw new UserContextError(
             ErrorCodes.LINEAGE_MISMATCH,

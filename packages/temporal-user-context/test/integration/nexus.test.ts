@@ -1,9 +1,19 @@
 // Nexus: the caller workflow's context reaches the operation handler; without it the call is refused.
 import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
+import { Client } from '@temporalio/client';
+import { msToTs } from '@temporalio/common/lib/time.js';
 import { Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ErrorCodes, runAsUser } from 'temporal-user-context';
+import {
+  ErrorCodes,
+  ORIGINATOR_HEADER,
+  UserContextPlugin,
+  decodeHeader,
+  runAsUser,
+  type KeyRing,
+  type NexusCallerPolicy,
+} from 'temporal-user-context';
 import {
   SCHEDULED_BY_ID,
   alice,
@@ -17,6 +27,9 @@ import * as activities from '../fixtures/activities.js';
 import { whoHandler } from '../fixtures/nexus-handler.js';
 
 const workflowsPath = fileURLToPath(new URL('../fixtures/workflows.ts', import.meta.url));
+const forgingInterceptors = fileURLToPath(
+  new URL('../fixtures/forging-nexus-interceptors.ts', import.meta.url),
+);
 let h: Harness;
 let endpoint: string;
 let endpointId: string | undefined;
@@ -45,6 +58,19 @@ afterAll(async () => {
   await h?.stop();
 });
 
+/** A caller's worker without this plugin (its Nexus calls carry no header), with extra interceptors. */
+function pluginlessWorker(taskQueue: string, workflowModules: string[] = []): Promise<Worker> {
+  return Worker.create({
+    connection: h.nativeConnection,
+    namespace: h.namespace,
+    taskQueue,
+    workflowsPath,
+    activities,
+    dataConverter: h.rawClient.options.dataConverter,
+    interceptors: { workflowModules },
+  });
+}
+
 describe('Nexus', () => {
   it('the handler runs as the caller workflow originator', async () => {
     const result = await runAsUser(alice, () =>
@@ -71,14 +97,7 @@ describe('Nexus', () => {
 
   it('a Nexus call that arrives without the header (caller worker without the plugin) is refused by the handler', async () => {
     const taskQueue = `plain-${randomUUID()}`;
-    const plain = await Worker.create({
-      connection: h.nativeConnection,
-      namespace: h.namespace,
-      taskQueue,
-      workflowsPath,
-      activities,
-      dataConverter: h.rawClient.options.dataConverter,
-    });
+    const plain = await pluginlessWorker(taskQueue);
     const workflowId = `nx-plain-${randomUUID()}`;
     const code = await plain.runUntil(
       failureTypeOf(h.rawClient.workflow.execute('viaNexus', { taskQueue, workflowId, args: [endpoint] })),
@@ -89,6 +108,57 @@ describe('Nexus', () => {
         (e) => e.action === 'nexus.start' && e.decision === 'deny' && e.workflowId === workflowId,
       ),
     ).toBe(true);
+  });
+
+  it('a caller that writes its own nexus-link, naming another workflow of the same namespace, is refused', async () => {
+    // The victim: any run of alice's. Its start header is in its history, its run id and start time in
+    // its description: all an attacker who can read history needs.
+    const victim = await runAsUser(alice, () =>
+      h.client.workflow.start('interactive', {
+        taskQueue: h.taskQueue,
+        workflowId: `nx-victim-${randomUUID()}`,
+      }),
+    );
+    const history = await victim.fetchHistory();
+    const started = history.events?.[0]?.workflowExecutionStartedEventAttributes;
+    const header = decodeHeader(started?.header?.fields ?? {}, ORIGINATOR_HEADER)!;
+    const { runId, startTime } = await victim.describe();
+    const forged = {
+      header: JSON.stringify({
+        ...header,
+        lin: { root: victim.workflowId, start: startTime.getTime(), wf: victim.workflowId },
+      }),
+      link:
+        `<temporal:///namespaces/${h.namespace}/workflows/${victim.workflowId}/${runId}/history` +
+        `?referenceType=EventReference&eventID=5&eventType=NexusOperationScheduled>; ` +
+        `type="temporal.api.common.v1.Link.WorkflowEvent"`,
+    };
+    const taskQueue = `forger-${randomUUID()}`;
+    const forger = await pluginlessWorker(taskQueue, [forgingInterceptors]);
+    const workflowId = `nx-forger-${randomUUID()}`;
+    const code = await forger.runUntil(
+      failureTypeOf(
+        h.rawClient.workflow.execute('viaNexus', {
+          taskQueue,
+          workflowId,
+          args: [endpoint],
+          memo: { forge: forged },
+        }),
+      ),
+    );
+    expect(code).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    // The handler saw the forged caller, and refused it after asking the server.
+    const seen = h.audit.events.filter(
+      (e) => e.action === 'nexus.start' && e.workflowId === victim.workflowId,
+    );
+    expect(seen.map((e) => [e.decision, e.reason, e.detail])).toEqual([
+      [
+        'deny',
+        ErrorCodes.LINEAGE_MISMATCH,
+        'the workflow the Nexus request names has no such operation pending',
+      ],
+    ]);
+    await victim.terminate();
   });
 
   it('a scheduled run reaches the handler as the schedule creator; a run only claiming the schedule does not', async () => {
@@ -132,5 +202,91 @@ describe('Nexus', () => {
       ),
     ).toBe(true);
     await schedule.delete();
+  });
+});
+
+describe('Nexus callers of another namespace', () => {
+  it("are refused by default (the handler's client cannot confirm them), and trusted with nexusCallers: 'trust-links'", async () => {
+    const other = `xns-${randomUUID().slice(0, 8)}`;
+    await h.connection.workflowService.registerNamespace({
+      namespace: other,
+      workflowExecutionRetentionPeriod: msToTs('1 day'),
+    });
+    // No payload codec here: it binds a handler's results to the handler's namespace.
+    const pluginWith = (keys: KeyRing, nexusCallers?: NexusCallerPolicy) =>
+      new UserContextPlugin({
+        keys,
+        audit: h.audit,
+        codec: false,
+        ...(nexusCallers ? { nexusCallers } : {}),
+      });
+    const workers: Worker[] = [];
+    const endpoints: { id: string; version: unknown }[] = [];
+    const handlerFor = async (nexusCallers?: NexusCallerPolicy) => {
+      const taskQueue = `nx-handler-${randomUUID()}`;
+      workers.push(
+        await Worker.create({
+          connection: h.nativeConnection,
+          namespace: h.namespace,
+          taskQueue,
+          workflowsPath,
+          activities,
+          nexusServices: [whoHandler],
+          plugins: [pluginWith(h.workerRing, nexusCallers)],
+        }),
+      );
+      const name = `who-x-${randomUUID().slice(0, 8)}`;
+      const created = await h.connection.operatorService.createNexusEndpoint({
+        spec: { name, target: { worker: { namespace: h.namespace, taskQueue } } },
+      });
+      endpoints.push({ id: created.endpoint!.id!, version: created.endpoint!.version });
+      return name;
+    };
+    const confirming = await handlerFor();
+    const trusting = await handlerFor('trust-links');
+    const callerQueue = `nx-caller-${randomUUID()}`;
+    workers.push(
+      await Worker.create({
+        connection: h.nativeConnection,
+        namespace: other,
+        taskQueue: callerQueue,
+        workflowsPath,
+        activities,
+        plugins: [pluginWith(h.workerRing)],
+      }),
+    );
+    const caller = new Client({
+      connection: h.connection,
+      namespace: other,
+      plugins: [pluginWith(h.edgeRing)],
+    });
+    const call = (endpoint: string, workflowId: string) =>
+      runAsUser(alice, () =>
+        caller.workflow.execute('viaNexus', { taskQueue: callerQueue, workflowId, args: [endpoint] }),
+      );
+    const running = workers.map((w) => w.run());
+    try {
+      const refusedId = `nx-x-${randomUUID()}`;
+      expect(await failureTypeOf(call(confirming, refusedId))).toBe(ErrorCodes.LINEAGE_MISMATCH);
+      expect(
+        h.audit.events.filter(
+          (e) => e.action === 'nexus.start' && e.workflowId === refusedId && e.namespace === other,
+        ),
+      ).toMatchObject([
+        {
+          decision: 'deny',
+          reason: ErrorCodes.LINEAGE_MISMATCH,
+          detail: expect.stringContaining('another namespace cannot be confirmed'),
+        },
+      ]);
+      expect(await call(trusting, `nx-x-${randomUUID()}`)).toEqual(alice);
+    } finally {
+      for (const w of workers) w.shutdown();
+      await Promise.all(running);
+      for (const { id, version } of endpoints)
+        await h.connection.operatorService
+          .deleteNexusEndpoint({ id, version: version as never })
+          .catch(() => undefined);
+    }
   });
 });

@@ -118,6 +118,17 @@ describe('actorWindowSeconds', () => {
   });
 });
 
+describe('nexusCallers', () => {
+  it.each(['trust', 'links', '', 'CONFIRM', 1, null])('refuses %s', (nexusCallers) => {
+    expect(codeOf(() => plugin({ nexusCallers: nexusCallers as never }))).toBe(ErrorCodes.MISCONFIGURED);
+  });
+
+  it('takes confirm, trust-links and undefined (confirm)', () => {
+    for (const nexusCallers of ['confirm', 'trust-links', undefined] as const)
+      expect(() => plugin({ nexusCallers })).not.toThrow();
+  });
+});
+
 describe('mirror', () => {
   it.each([
     ['a string', 'plain'],
