@@ -64,10 +64,12 @@ export interface UserContextPluginOptions {
   actorWindowSeconds?: number;
   /**
    * Nexus callers the handler's worker cannot confirm with the server. A request names its caller in
-   * links the caller can overwrite (Server 1.32), so a handler confirms the named run's pending
-   * operation with its own client (docs/wire-format.md, check 8); that client only reaches its own
-   * namespace. `'confirm'` (default) refuses callers from other namespaces; `'trust-links'` accepts them
-   * on their links alone — only for caller namespaces whose workers you trust as much as this one's.
+   * links the caller can overwrite (Server 1.32), so a handler confirms the named run's start attempt
+   * and its lineage with its own client (docs/wire-format.md, check 8); that client only reaches its
+   * own namespace. `'confirm'` (default) refuses callers of other namespaces. `{ trustLinksFrom }`
+   * accepts, on their links alone, requests whose links name one of these namespaces: anyone who can
+   * call the endpoint can write such links, so this trusts every caller of the endpoint to replay the
+   * tokens of those namespaces that it can read.
    */
   nexusCallers?: NexusCallerPolicy;
   /**
@@ -84,6 +86,25 @@ export interface UserContextPluginOptions {
 }
 
 const here = fileURLToPath(import.meta.url);
+
+/** `nexusCallers` as given, or `USER_CONTEXT_MISCONFIGURED`: only undefined means the default. */
+function nexusCallerPolicyOf(value: unknown): NexusCallerPolicy {
+  if (value === undefined || value === 'confirm') return 'confirm';
+  const list = (value as { trustLinksFrom?: unknown } | null)?.trustLinksFrom;
+  if (
+    typeof value === 'object' &&
+    value !== null &&
+    Object.keys(value).length === 1 &&
+    Array.isArray(list) &&
+    list.every((ns) => typeof ns === 'string' && ns.length > 0)
+  ) {
+    return { trustLinksFrom: [...(list as string[])] };
+  }
+  throw new UserContextError(
+    ErrorCodes.MISCONFIGURED,
+    "nexusCallers must be 'confirm' or { trustLinksFrom: [namespace, ...] }",
+  );
+}
 
 /** The workflow interceptor module, bundled into the workflow sandbox by the worker. */
 export const workflowInterceptorsPath = fileURLToPath(
@@ -132,10 +153,7 @@ export class UserContextPlugin extends SimplePlugin {
     const scheduledRuns = new ScheduledRunCheck();
     const nexusCallers = new NexusCallerCheck();
     // Only undefined means the default: null, like any other value, must be refused, not read as it.
-    const callerPolicy = pluginOptions.nexusCallers === undefined ? 'confirm' : pluginOptions.nexusCallers;
-    if (callerPolicy !== 'confirm' && callerPolicy !== 'trust-links') {
-      throw new UserContextError(ErrorCodes.MISCONFIGURED, "nexusCallers must be 'confirm' or 'trust-links'");
-    }
+    const callerPolicy = nexusCallerPolicyOf(pluginOptions.nexusCallers);
     const clientInterceptors = {
       workflow: [new UserContextWorkflowClientInterceptor(source)],
       schedule: [new UserContextScheduleClientInterceptor(source)],

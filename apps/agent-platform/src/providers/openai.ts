@@ -1,4 +1,10 @@
-import type { AgentConfig, AgentMessage, ModelDecision, ModelProvider } from './types.js';
+import {
+  isInstruction,
+  type AgentConfig,
+  type AgentMessage,
+  type ModelDecision,
+  type ModelProvider,
+} from './types.js';
 
 export interface OpenAiProviderOptions {
   baseUrl: string;
@@ -67,8 +73,10 @@ export class OpenAiCompatibleProvider implements ModelProvider {
         ...messages.map((m) => {
           if (m.role === 'tool')
             return { role: 'user', content: `Result of ${m.tool ?? 'tool'}: ${m.content}` };
-          // A member's words, not the agent's configuration: a user message, never a system one.
-          if (m.role === 'instruction')
+          // A member's words, not the agent's configuration: a user message, never a system one. That
+          // includes the `system` messages of runs older than `instruction` (isInstruction): they were
+          // members' instructions too, and continue-as-new carries them on.
+          if (isInstruction(m))
             return { role: 'user', content: `Instruction from a member of this workspace: ${m.content}` };
           return { role: m.role, content: m.content };
         }),

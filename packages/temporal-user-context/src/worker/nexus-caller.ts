@@ -1,4 +1,4 @@
-import { WorkflowNotFoundError, type Client } from '@temporalio/client';
+import { isGrpcServiceError, type Client } from '@temporalio/client';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
 
 /** A Nexus request's caller as the request's links name it: caller-supplied, not server-vouched. */
@@ -12,67 +12,103 @@ export interface NexusCaller {
 
 /** What the handler knows of the operation from the server that routed the request to it. */
 export interface NexusOperationFacts {
-  /** Endpoint name; empty when the server does not say (before 1.30), and then not compared. */
+  /** Endpoint name (Server 1.30+ routes it with the request). */
   endpoint: string;
   service: string;
   operation: string;
 }
 
-/**
- * How a Nexus handler treats callers it cannot confirm with the server (another namespace than the
- * handler's client): `confirm` refuses them, `trust-links` accepts them on their links alone.
- */
-export type NexusCallerPolicy = 'confirm' | 'trust-links';
+/** The lineage of a confirmed caller, as the server states it. */
+export interface ConfirmedLineage {
+  /** The root workflow of the caller's lineage. */
+  root: string;
+  /** When the first run of the root's execution chain started (epoch ms). */
+  chainStart: number;
+}
 
 /**
- * Confirms with the Temporal server that a Nexus request comes from the workflow its links name.
+ * How a Nexus handler treats callers it cannot confirm with the server (another namespace than its
+ * client's): `'confirm'` refuses them; `{ trustLinksFrom }` accepts, on their links alone, callers whose
+ * links name one of these namespaces.
+ */
+export type NexusCallerPolicy = 'confirm' | { readonly trustLinksFrom: readonly string[] };
+
+/** `PENDING_NEXUS_OPERATION_STATE_SCHEDULED`: a start attempt queued or in flight. */
+const SCHEDULED = 1;
+/** gRPC status codes of a lookup that is a verdict, not an outage: NOT_FOUND, INVALID_ARGUMENT. */
+const VERDICT_CODES = new Set([5, 3]);
+
+/**
+ * Confirms with the Temporal server that a Nexus request comes from the workflow its links name, and
+ * states that workflow's lineage from the server's records rather than from the caller's header.
  *
- * Why the links are not enough: Server 1.32 attaches a correct link (the caller's
+ * Why the links and the header are not enough: Server 1.32 attaches a correct link (the caller's
  * `NexusOperationScheduled` event), then applies the caller's own Nexus headers over it, so a caller
- * that writes a `nexus-link` header itself names any workflow it likes, and with `lin` from its own
- * header the token checks would compare only facts it wrote (docs/wire-format.md, check 8). The named
- * run's pending Nexus operations are a fact only the server writes: the request must be one of them
- * (the scheduling event the link names, with this endpoint, service and operation), and the run's root
- * must be the lineage root the header states.
+ * that writes a `nexus-link` header itself names any workflow it likes, and the lineage facts in our
+ * header are the caller's to write as well (docs/wire-format.md, check 8). The facts only the server
+ * writes: the named run's pending Nexus operations, its root, and when the root's execution chain
+ * began. The request must be a start attempt of one of those operations (the scheduling event the
+ * link names, this endpoint, service and operation, state SCHEDULED), and the guard then checks the
+ * token against the root and chain start stated here.
  *
- * What it leaves: while the named run has that very operation pending, a second request forged to name
- * it passes too; it carries the lineage the genuine one carries. A lookup that fails for another reason
- * than "not found" is rethrown as it is, so the request is retried. Nothing is cached: every request is
- * a new operation.
+ * What it leaves: while the named run has that very start attempt in flight, a second request forged
+ * to name it passes too; it carries the lineage the genuine one carries. A chain whose first run is
+ * past the namespace's retention cannot be dated, and is refused. A lookup that fails for another
+ * reason than a verdict is rethrown as it is, so the request is retried. Nothing is cached.
  */
 export class NexusCallerCheck {
   /**
-   * Resolves when `caller`'s run has operation `op` pending at the event its link names and belongs to
-   * the lineage rooted at `lineageRoot`.
+   * The server's lineage of `caller`, once its run is confirmed to have start attempt `op` in flight
+   * at the event its link names.
    * @throws {@link UserContextError} `USER_CONTEXT_LINEAGE_MISMATCH` otherwise.
    */
-  async confirm(
-    client: Client,
-    caller: NexusCaller,
-    op: NexusOperationFacts,
-    lineageRoot: string,
-  ): Promise<void> {
+  async confirm(client: Client, caller: NexusCaller, op: NexusOperationFacts): Promise<ConfirmedLineage> {
     if (caller.runId === undefined || caller.eventId === undefined)
       throw refusal('the Nexus request names no scheduling event of its caller');
-    let raw;
-    try {
-      ({ raw } = await client.workflow.getHandle(caller.workflowId, caller.runId).describe());
-    } catch (err) {
-      if (err instanceof WorkflowNotFoundError)
-        throw refusal('the workflow the Nexus request names does not exist');
-      throw err;
-    }
-    const pending = (raw.pendingNexusOperations ?? []).some(
+    if (!op.endpoint) throw refusal('the server routed the Nexus request without its endpoint');
+    const described = await describe(client, caller.workflowId, caller.runId, 'the named caller');
+    const inFlight = (described.pendingNexusOperations ?? []).some(
       (p) =>
         Number(p.scheduledEventId) === caller.eventId &&
+        p.state === SCHEDULED &&
+        p.endpoint === op.endpoint &&
         p.service === op.service &&
-        p.operation === op.operation &&
-        (op.endpoint === '' || p.endpoint === op.endpoint),
+        p.operation === op.operation,
     );
-    if (!pending) throw refusal('the workflow the Nexus request names has no such operation pending');
+    if (!inFlight) throw refusal('the workflow the Nexus request names has no such start attempt in flight');
     // A top-level run is its own root; the server names the root of any other.
-    const root = raw.workflowExecutionInfo?.rootExecution?.workflowId || caller.workflowId;
-    if (root !== lineageRoot) throw refusal('the calling workflow belongs to another lineage');
+    const rootRef = described.workflowExecutionInfo?.rootExecution;
+    const self = { workflowId: caller.workflowId, runId: caller.runId };
+    const root =
+      rootRef?.workflowId && rootRef.runId ? { workflowId: rootRef.workflowId, runId: rootRef.runId } : self;
+    const rootInfo =
+      root === self
+        ? described.workflowExecutionInfo
+        : (await describe(client, root.workflowId, root.runId, 'the lineage root')).workflowExecutionInfo;
+    const firstRunId = rootInfo?.firstRunId || root.runId;
+    const firstInfo =
+      firstRunId === root.runId
+        ? rootInfo
+        : (await describe(client, root.workflowId, firstRunId, "the first run of the root's chain"))
+            .workflowExecutionInfo;
+    const started = firstInfo?.startTime;
+    if (!started?.seconds) throw refusal("the server gives no start time for the root's chain");
+    return {
+      root: root.workflowId,
+      chainStart: Number(started.seconds) * 1000 + Math.floor((started.nanos ?? 0) / 1e6),
+    };
+  }
+}
+
+async function describe(client: Client, workflowId: string, runId: string, what: string) {
+  try {
+    return await client.workflowService.describeWorkflowExecution({
+      namespace: client.options.namespace,
+      execution: { workflowId, runId },
+    });
+  } catch (err) {
+    if (isGrpcServiceError(err) && VERDICT_CODES.has(err.code)) throw refusal(`${what} is not on the server`);
+    throw err;
   }
 }
 

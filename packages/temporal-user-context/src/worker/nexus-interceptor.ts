@@ -40,6 +40,10 @@ function callerOf(links: readonly nexus.Link[]): NexusCaller | undefined {
   return undefined;
 }
 
+function trustsLinksFrom(policy: NexusCallerPolicy, namespace: string): boolean {
+  return policy !== 'confirm' && policy.trustLinksFrom.includes(namespace);
+}
+
 function parseNexusHeader(headers: Record<string, string>): ContextHeader | undefined {
   const raw = headers[ORIGINATOR_HEADER];
   if (raw === undefined) return undefined;
@@ -88,25 +92,29 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
       if (!header) throw new UserContextError(ErrorCodes.MISSING, 'Nexus operation without a user context');
       if (!caller)
         throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'Nexus request names no calling workflow');
-      const verified = await this.options.verifier.verifyOriginator(header, caller);
-      // The links are the caller's to write: the server must confirm them (check 8).
+      // The token must hold for the facts the request states before the server is asked about them.
+      let checked = header;
+      let verified = await this.options.verifier.verifyOriginator(checked, caller);
+      // The links and `lin` are the caller's to write: the server confirms the caller, and states its
+      // lineage (check 8), which the token must then hold for as well.
       const client = getClient();
       if (client.options.namespace === caller.namespace) {
-        const { endpoint } = operationInfo();
         const { service, operation } = input.ctx;
-        await this.options.callers.confirm(
-          client,
-          caller,
-          { endpoint, service, operation },
-          header.lin!.root,
-        );
-      } else if (this.options.callerPolicy !== 'trust-links') {
+        const lineage = await this.options.callers.confirm(client, caller, {
+          endpoint: operationInfo().endpoint,
+          service,
+          operation,
+        });
+        const lin = Object.assign({}, header.lin, { root: lineage.root, start: lineage.chainStart });
+        checked = Object.assign({}, header, { lin });
+        verified = await this.options.verifier.verifyOriginator(checked, caller);
+      } else if (!trustsLinksFrom(this.options.callerPolicy, caller.namespace)) {
         throw new UserContextError(
           ErrorCodes.LINEAGE_MISMATCH,
-          "a Nexus caller in another namespace cannot be confirmed (nexusCallers: 'trust-links' accepts its links)",
+          'a Nexus caller in another namespace cannot be confirmed (nexusCallers.trustLinksFrom does not name it)',
         );
       }
-      await confirmOriginator(verified, header, this.options, () => {
+      await confirmOriginator(verified, checked, this.options, () => {
         // Only the caller's namespace knows its schedule's runs; the handler's client is bound to its own.
         if (client.options.namespace !== caller.namespace || !caller.runId) {
           throw new UserContextError(

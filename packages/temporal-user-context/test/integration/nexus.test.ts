@@ -71,6 +71,34 @@ function pluginlessWorker(taskQueue: string, workflowModules: string[] = []): Pr
   });
 }
 
+/** A handler worker with `plugin` on a task queue of its own, and a Nexus endpoint that targets it. */
+async function handlerEndpoint(
+  plugin: UserContextPlugin,
+): Promise<{ worker: Worker; name: string; remove: () => Promise<void> }> {
+  const taskQueue = `nx-handler-${randomUUID()}`;
+  const worker = await Worker.create({
+    connection: h.nativeConnection,
+    namespace: h.namespace,
+    taskQueue,
+    workflowsPath,
+    activities,
+    nexusServices: [whoHandler],
+    plugins: [plugin],
+  });
+  const name = `who-${randomUUID().slice(0, 8)}`;
+  const created = await h.connection.operatorService.createNexusEndpoint({
+    spec: { name, target: { worker: { namespace: h.namespace, taskQueue } } },
+  });
+  const remove = () =>
+    h.connection.operatorService
+      .deleteNexusEndpoint({ id: created.endpoint!.id!, version: created.endpoint!.version as never })
+      .then(
+        () => undefined,
+        () => undefined,
+      );
+  return { worker, name, remove };
+}
+
 describe('Nexus', () => {
   it('the handler runs as the caller workflow originator', async () => {
     const result = await runAsUser(alice, () =>
@@ -155,10 +183,72 @@ describe('Nexus', () => {
       [
         'deny',
         ErrorCodes.LINEAGE_MISMATCH,
-        'the workflow the Nexus request names has no such operation pending',
+        'the workflow the Nexus request names has no such start attempt in flight',
       ],
     ]);
     await victim.terminate();
+  });
+
+  it("a new run of a closed caller's workflow id, replaying its header after the start window, is refused", async () => {
+    // A handler with no clock skew, and an edge that issues 2 s windows, so that the window can pass.
+    const {
+      worker: strict,
+      name,
+      remove,
+    } = await handlerEndpoint(
+      new UserContextPlugin({
+        keys: h.workerRing,
+        audit: h.audit,
+        codec: { acceptNamespaceBound: true },
+        verifier: { clockSkewSeconds: 0 },
+      }),
+    );
+    const edge = new Client({
+      connection: h.connection,
+      namespace: h.namespace,
+      plugins: [new UserContextPlugin({ keys: h.edgeRing, audit: h.audit, startWindowSeconds: 2 })],
+    });
+    const workflowId = `nx-reused-${randomUUID()}`;
+    await strict.runUntil(async () => {
+      // The genuine run: its call passes, confirmed by the server.
+      const victim = await runAsUser(alice, () =>
+        edge.workflow.start('viaNexus', { taskQueue: h.taskQueue, workflowId, args: [name] }),
+      );
+      expect(await victim.result()).toEqual(alice);
+      const started = (await victim.fetchHistory()).events?.[0]?.workflowExecutionStartedEventAttributes;
+      const header = decodeHeader(started?.header?.fields ?? {}, ORIGINATOR_HEADER)!;
+      const { startTime } = await victim.describe();
+      await new Promise((resolve) => setTimeout(resolve, 3500)); // past the 2 s window
+      // Same id, a new chain; the header states the first chain's start, the server's link is genuine.
+      const forge = {
+        header: JSON.stringify({
+          ...header,
+          lin: { root: workflowId, start: startTime.getTime(), wf: workflowId },
+        }),
+      };
+      const forgerQueue = `forger-${randomUUID()}`;
+      const forger = await pluginlessWorker(forgerQueue, [forgingInterceptors]);
+      const code = await forger.runUntil(
+        failureTypeOf(
+          h.rawClient.workflow.execute('viaNexus', {
+            taskQueue: forgerQueue,
+            workflowId,
+            args: [name],
+            memo: { forge },
+          }),
+        ),
+      );
+      expect(code).toBe(ErrorCodes.LINEAGE_MISMATCH);
+      expect(
+        h.audit.events
+          .filter((e) => e.action === 'nexus.start' && e.workflowId === workflowId)
+          .map((e) => [e.decision, e.reason, e.decision === 'deny' ? e.detail : 'ok']),
+      ).toEqual([
+        ['allow', 'ok', 'ok'],
+        ['deny', ErrorCodes.LINEAGE_MISMATCH, 'lineage started after the token start window'],
+      ]);
+    });
+    await remove();
   });
 
   it('a scheduled run reaches the handler as the schedule creator; a run only claiming the schedule does not', async () => {
@@ -206,7 +296,7 @@ describe('Nexus', () => {
 });
 
 describe('Nexus callers of another namespace', () => {
-  it("are refused by default (the handler's client cannot confirm them), and trusted with nexusCallers: 'trust-links'", async () => {
+  it("are refused by default (the handler's client cannot confirm them), and trusted when nexusCallers.trustLinksFrom names them", async () => {
     const other = `xns-${randomUUID().slice(0, 8)}`;
     await h.connection.workflowService.registerNamespace({
       namespace: other,
@@ -221,29 +311,16 @@ describe('Nexus callers of another namespace', () => {
         ...(nexusCallers ? { nexusCallers } : {}),
       });
     const workers: Worker[] = [];
-    const endpoints: { id: string; version: unknown }[] = [];
+    const removals: (() => Promise<void>)[] = [];
     const handlerFor = async (nexusCallers?: NexusCallerPolicy) => {
-      const taskQueue = `nx-handler-${randomUUID()}`;
-      workers.push(
-        await Worker.create({
-          connection: h.nativeConnection,
-          namespace: h.namespace,
-          taskQueue,
-          workflowsPath,
-          activities,
-          nexusServices: [whoHandler],
-          plugins: [pluginWith(h.workerRing, nexusCallers)],
-        }),
-      );
-      const name = `who-x-${randomUUID().slice(0, 8)}`;
-      const created = await h.connection.operatorService.createNexusEndpoint({
-        spec: { name, target: { worker: { namespace: h.namespace, taskQueue } } },
-      });
-      endpoints.push({ id: created.endpoint!.id!, version: created.endpoint!.version });
+      const { worker, name, remove } = await handlerEndpoint(pluginWith(h.workerRing, nexusCallers));
+      workers.push(worker);
+      removals.push(remove);
       return name;
     };
     const confirming = await handlerFor();
-    const trusting = await handlerFor('trust-links');
+    const trusting = await handlerFor({ trustLinksFrom: [other] });
+    const trustingOthers = await handlerFor({ trustLinksFrom: ['some-other-namespace'] });
     const callerQueue = `nx-caller-${randomUUID()}`;
     workers.push(
       await Worker.create({
@@ -280,13 +357,13 @@ describe('Nexus callers of another namespace', () => {
         },
       ]);
       expect(await call(trusting, `nx-x-${randomUUID()}`)).toEqual(alice);
+      expect(await failureTypeOf(call(trustingOthers, `nx-x-${randomUUID()}`))).toBe(
+        ErrorCodes.LINEAGE_MISMATCH,
+      );
     } finally {
       for (const w of workers) w.shutdown();
       await Promise.all(running);
-      for (const { id, version } of endpoints)
-        await h.connection.operatorService
-          .deleteNexusEndpoint({ id, version: version as never })
-          .catch(() => undefined);
+      for (const remove of removals) await remove();
     }
   });
 });

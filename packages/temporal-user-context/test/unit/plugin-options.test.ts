@@ -119,13 +119,29 @@ describe('actorWindowSeconds', () => {
 });
 
 describe('nexusCallers', () => {
-  it.each(['trust', 'links', '', 'CONFIRM', 1, null])('refuses %s', (nexusCallers) => {
+  it.each([
+    ['trust-links'],
+    [''],
+    ['CONFIRM'],
+    [1],
+    [null],
+    [{}],
+    [{ trustLinksFrom: 'other' }],
+    [{ trustLinksFrom: [''] }],
+    [{ trustLinksFrom: [1] }],
+    [{ trustLinksFrom: ['other'], trustEverything: true }],
+  ])('refuses %j', (nexusCallers) => {
     expect(codeOf(() => plugin({ nexusCallers: nexusCallers as never }))).toBe(ErrorCodes.MISCONFIGURED);
   });
 
-  it('takes confirm, trust-links and undefined (confirm)', () => {
-    for (const nexusCallers of ['confirm', 'trust-links', undefined] as const)
-      expect(() => plugin({ nexusCallers })).not.toThrow();
+  it('takes confirm, an allow-list of namespaces, and undefined (confirm)', () => {
+    for (const nexusCallers of [
+      'confirm',
+      { trustLinksFrom: ['other', 'third'] },
+      { trustLinksFrom: [] },
+      undefined,
+    ])
+      expect(() => plugin({ nexusCallers: nexusCallers as never })).not.toThrow();
   });
 });
 
