@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { Client } from '@temporalio/client';
 import { msToTs } from '@temporalio/common/lib/time.js';
 import { Worker } from '@temporalio/worker';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   ErrorCodes,
   ORIGINATOR_HEADER,
@@ -24,7 +24,7 @@ import {
   type Harness,
 } from '../../../../test-support/harness.js';
 import * as activities from '../fixtures/activities.js';
-import { whoHandler } from '../fixtures/nexus-handler.js';
+import { holdGate, whoHandler } from '../fixtures/nexus-handler.js';
 
 const workflowsPath = fileURLToPath(new URL('../fixtures/workflows.ts', import.meta.url));
 const forgingInterceptors = fileURLToPath(
@@ -187,6 +187,74 @@ describe('Nexus', () => {
       ],
     ]);
     await victim.terminate();
+  });
+
+  it('a forged link naming a run whose own start attempt is in flight must name that event and operation', async () => {
+    holdGate.close();
+    const victim = await runAsUser(alice, () =>
+      h.client.workflow.start('viaNexus', {
+        taskQueue: h.taskQueue,
+        workflowId: `nx-held-${randomUUID()}`,
+        args: [endpoint, 'hold'],
+      }),
+    );
+    try {
+      // The victim's start attempt is in flight, held by the handler.
+      const { runId, eventId } = await vi.waitFor(
+        async () => {
+          const { raw } = await victim.describe();
+          const op = raw.pendingNexusOperations?.[0];
+          expect(op?.operation).toBe('hold');
+          return {
+            runId: raw.workflowExecutionInfo!.execution!.runId!,
+            eventId: Number(op!.scheduledEventId),
+          };
+        },
+        { timeout: 10_000 },
+      );
+      const header = decodeHeader(
+        (await victim.fetchHistory()).events?.[0]?.workflowExecutionStartedEventAttributes?.header?.fields ??
+          {},
+        ORIGINATOR_HEADER,
+      )!;
+      const { startTime } = await victim.describe();
+      const forge = (event: number) => ({
+        header: JSON.stringify({
+          ...header,
+          lin: { root: victim.workflowId, start: startTime.getTime(), wf: victim.workflowId },
+        }),
+        link:
+          `<temporal:///namespaces/${h.namespace}/workflows/${victim.workflowId}/${runId}/history` +
+          `?referenceType=EventReference&eventID=${event}&eventType=NexusOperationScheduled>; ` +
+          `type="temporal.api.common.v1.Link.WorkflowEvent"`,
+      });
+      const taskQueue = `forger-${randomUUID()}`;
+      const forger = await pluginlessWorker(taskQueue, [forgingInterceptors]);
+      const attempt = (event: number, operation: 'whoami' | 'hold') =>
+        failureTypeOf(
+          h.rawClient.workflow.execute('viaNexus', {
+            taskQueue,
+            workflowId: `nx-forger-${randomUUID()}`,
+            args: [endpoint, operation],
+            memo: { forge: forge(event) },
+          }),
+        );
+      await forger.runUntil(async () => {
+        // Another event of the run, and the right event for another operation: both refused.
+        expect(await attempt(eventId + 1, 'whoami')).toBe(ErrorCodes.LINEAGE_MISMATCH);
+        expect(await attempt(eventId, 'whoami')).toBe(ErrorCodes.LINEAGE_MISMATCH);
+      });
+      const refusals = h.audit.events.filter(
+        (e) => e.action === 'nexus.start' && e.workflowId === victim.workflowId && e.decision === 'deny',
+      );
+      expect(refusals.map((e) => e.detail)).toEqual([
+        'the workflow the Nexus request names has no such start attempt in flight',
+        'the workflow the Nexus request names has no such start attempt in flight',
+      ]);
+    } finally {
+      holdGate.open();
+    }
+    expect(await victim.result()).toEqual(alice);
   });
 
   it("a new run of a closed caller's workflow id, replaying its header after the start window, is refused", async () => {
