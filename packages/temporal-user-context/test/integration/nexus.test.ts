@@ -1,7 +1,7 @@
 // Nexus: the caller workflow's context reaches the operation handler; without it the call is refused.
 import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { Client } from '@temporalio/client';
+import { Client, type WorkflowHandle } from '@temporalio/client';
 import { msToTs } from '@temporalio/common/lib/time.js';
 import { Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
@@ -99,6 +99,32 @@ async function handlerEndpoint(
   return { worker, name, remove };
 }
 
+/**
+ * What an attacker who can read history makes of a caller run (`victim`): its start header with
+ * `lin` facts naming it, and, when `eventId` is given, a `nexus-link` naming that event of the run.
+ */
+async function forgeryOf(
+  victim: WorkflowHandle,
+  eventId?: number,
+): Promise<{ header: string; link?: string }> {
+  const history = await victim.fetchHistory();
+  const started = history.events?.[0]?.workflowExecutionStartedEventAttributes;
+  const header = decodeHeader(started?.header?.fields ?? {}, ORIGINATOR_HEADER)!;
+  const { runId, startTime } = await victim.describe();
+  const id = victim.workflowId;
+  return {
+    header: JSON.stringify({ ...header, lin: { root: id, start: startTime.getTime(), wf: id } }),
+    ...(eventId === undefined
+      ? {}
+      : {
+          link:
+            `<temporal:///namespaces/${h.namespace}/workflows/${id}/${runId}/history` +
+            `?referenceType=EventReference&eventID=${eventId}&eventType=NexusOperationScheduled>; ` +
+            `type="temporal.api.common.v1.Link.WorkflowEvent"`,
+        }),
+  };
+}
+
 describe('Nexus', () => {
   it('the handler runs as the caller workflow originator', async () => {
     const result = await runAsUser(alice, () =>
@@ -147,20 +173,7 @@ describe('Nexus', () => {
         workflowId: `nx-victim-${randomUUID()}`,
       }),
     );
-    const history = await victim.fetchHistory();
-    const started = history.events?.[0]?.workflowExecutionStartedEventAttributes;
-    const header = decodeHeader(started?.header?.fields ?? {}, ORIGINATOR_HEADER)!;
-    const { runId, startTime } = await victim.describe();
-    const forged = {
-      header: JSON.stringify({
-        ...header,
-        lin: { root: victim.workflowId, start: startTime.getTime(), wf: victim.workflowId },
-      }),
-      link:
-        `<temporal:///namespaces/${h.namespace}/workflows/${victim.workflowId}/${runId}/history` +
-        `?referenceType=EventReference&eventID=5&eventType=NexusOperationScheduled>; ` +
-        `type="temporal.api.common.v1.Link.WorkflowEvent"`,
-    };
+    const forged = await forgeryOf(victim, 5);
     const taskQueue = `forger-${randomUUID()}`;
     const forger = await pluginlessWorker(taskQueue, [forgingInterceptors]);
     const workflowId = `nx-forger-${randomUUID()}`;
@@ -200,43 +213,23 @@ describe('Nexus', () => {
     );
     try {
       // The victim's start attempt is in flight, held by the handler.
-      const { runId, eventId } = await vi.waitFor(
+      const eventId = await vi.waitFor(
         async () => {
-          const { raw } = await victim.describe();
-          const op = raw.pendingNexusOperations?.[0];
+          const op = (await victim.describe()).raw.pendingNexusOperations?.[0];
           expect(op?.operation).toBe('hold');
-          return {
-            runId: raw.workflowExecutionInfo!.execution!.runId!,
-            eventId: Number(op!.scheduledEventId),
-          };
+          return Number(op!.scheduledEventId);
         },
         { timeout: 10_000 },
       );
-      const header = decodeHeader(
-        (await victim.fetchHistory()).events?.[0]?.workflowExecutionStartedEventAttributes?.header?.fields ??
-          {},
-        ORIGINATOR_HEADER,
-      )!;
-      const { startTime } = await victim.describe();
-      const forge = (event: number) => ({
-        header: JSON.stringify({
-          ...header,
-          lin: { root: victim.workflowId, start: startTime.getTime(), wf: victim.workflowId },
-        }),
-        link:
-          `<temporal:///namespaces/${h.namespace}/workflows/${victim.workflowId}/${runId}/history` +
-          `?referenceType=EventReference&eventID=${event}&eventType=NexusOperationScheduled>; ` +
-          `type="temporal.api.common.v1.Link.WorkflowEvent"`,
-      });
       const taskQueue = `forger-${randomUUID()}`;
       const forger = await pluginlessWorker(taskQueue, [forgingInterceptors]);
-      const attempt = (event: number, operation: 'whoami' | 'hold') =>
+      const attempt = async (event: number, operation: 'whoami' | 'hold') =>
         failureTypeOf(
           h.rawClient.workflow.execute('viaNexus', {
             taskQueue,
             workflowId: `nx-forger-${randomUUID()}`,
             args: [endpoint, operation],
-            memo: { forge: forge(event) },
+            memo: { forge: await forgeryOf(victim, event) },
           }),
         );
       await forger.runUntil(async () => {
@@ -283,17 +276,9 @@ describe('Nexus', () => {
         edge.workflow.start('viaNexus', { taskQueue: h.taskQueue, workflowId, args: [name] }),
       );
       expect(await victim.result()).toEqual(alice);
-      const started = (await victim.fetchHistory()).events?.[0]?.workflowExecutionStartedEventAttributes;
-      const header = decodeHeader(started?.header?.fields ?? {}, ORIGINATOR_HEADER)!;
-      const { startTime } = await victim.describe();
-      await new Promise((resolve) => setTimeout(resolve, 3500)); // past the 2 s window
       // Same id, a new chain; the header states the first chain's start, the server's link is genuine.
-      const forge = {
-        header: JSON.stringify({
-          ...header,
-          lin: { root: workflowId, start: startTime.getTime(), wf: workflowId },
-        }),
-      };
+      const forge = await forgeryOf(victim);
+      await new Promise((resolve) => setTimeout(resolve, 3500)); // past the 2 s window
       const forgerQueue = `forger-${randomUUID()}`;
       const forger = await pluginlessWorker(forgerQueue, [forgingInterceptors]);
       const code = await forger.runUntil(
