@@ -23,7 +23,6 @@ import { PerformanceObserver } from 'node:perf_hooks';
 import { Resource } from '@opentelemetry/resources';
 import { InMemorySpanExporter, SimpleSpanProcessor } from '@opentelemetry/sdk-trace-base';
 import { Client, Connection } from '@temporalio/client';
-import { SearchAttributeType, defineSearchAttributeKey } from '@temporalio/common';
 import { OpenTelemetryPlugin } from '@temporalio/interceptors-opentelemetry';
 import { SimplePlugin } from '@temporalio/plugin';
 import { DefaultLogger, NativeConnection, Runtime, Worker, bundleWorkflowCode } from '@temporalio/worker';
@@ -37,6 +36,7 @@ import {
 } from 'temporal-user-context';
 import { startTemporal } from '../test-support/temporal.js';
 import * as activities from './workload/activities.js';
+import { SA_PAIRS } from './workload/search-attributes.js';
 import { PADDING_HEADER } from './workload/padded-interceptors.js';
 
 const WORKFLOWS_PER_BATCH = Number(process.env.BENCH_WORKFLOWS ?? 200);
@@ -55,12 +55,6 @@ let gcPauseMs = 0;
 new PerformanceObserver((list) => {
   for (const entry of list.getEntries()) gcPauseMs += entry.duration;
 }).observe({ entryTypes: ['gc'] });
-
-/** The `sa` variant's search attributes: as many and as long as the candidate's mirror. */
-const SA_PAIRS = [
-  { key: defineSearchAttributeKey('UserId', SearchAttributeType.KEYWORD), value: 'u'.repeat(22) },
-  { key: defineSearchAttributeKey('WorkspaceId', SearchAttributeType.KEYWORD), value: 'w'.repeat(22) },
-];
 
 /** The `padded` variant's header: a json/plain payload the size of this plugin's header. */
 const PADDING = {

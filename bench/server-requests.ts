@@ -15,7 +15,6 @@ import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { randomUUID } from 'node:crypto';
 import { Client } from '@temporalio/client';
-import { SearchAttributeType, defineSearchAttributeKey } from '@temporalio/common';
 import { DefaultLogger, Runtime, Worker, bundleWorkflowCode } from '@temporalio/worker';
 import {
   KeyRing,
@@ -27,6 +26,7 @@ import {
 import { freePort } from '../test-support/net.js';
 import { startTemporal } from '../test-support/temporal.js';
 import * as activities from './workload/activities.js';
+import { SA_PAIRS } from './workload/search-attributes.js';
 
 const WORKFLOWS = Number(process.env.BENCH_WORKFLOWS ?? 100);
 const WARM_UP = 20;
@@ -36,11 +36,6 @@ const MIRRORS: Partial<Record<Variant, MirrorOptions>> = {
   memo: { memo: 'pseudonym', searchAttributes: 'off' },
   candidate: { memo: 'pseudonym', searchAttributes: 'pseudonym' },
 };
-/** The `sa` variant's search attributes: as many and as long as the candidate's mirror. */
-const SA_PAIRS = [
-  { key: defineSearchAttributeKey('UserId', SearchAttributeType.KEYWORD), value: 'u'.repeat(22) },
-  { key: defineSearchAttributeKey('WorkspaceId', SearchAttributeType.KEYWORD), value: 'w'.repeat(22) },
-];
 /** Metric families worth counting, and the labels that only split them further (summed away). */
 const FAMILIES = /^(service_requests|persistence_requests|history_size_sum|history_size_count)\{/;
 const SPLIT_LABELS =

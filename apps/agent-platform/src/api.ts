@@ -42,16 +42,13 @@ export async function authFromEnv(env: NodeJS.ProcessEnv = process.env): Promise
     return { jwks: env.AUTH_JWKS_URL, issuer: env.AUTH_ISSUER, audience: env.AUTH_AUDIENCE, ...checks };
   }
   if (env.NODE_ENV === 'production') throw new Error('set AUTH_JWKS_URL, AUTH_ISSUER and AUTH_AUDIENCE');
+  console.warn('api: AUTH_JWKS_URL unset: trusting the local dev issuer (.data/auth), for development only');
   const dev = await loadDevIssuer();
   // The dev issuer always sets `typ: JWT`, so its tokens can be held to it.
   return { jwks: dev.jwks, issuer: dev.issuer, audience: dev.audience, tokenType: 'JWT', ...checks };
 }
 
 async function main(): Promise<void> {
-  if (!process.env.AUTH_JWKS_URL)
-    console.warn(
-      'api: AUTH_JWKS_URL unset: trusting the local dev issuer (.data/auth), for development only',
-    );
   const database = await openDatabase();
   if (database.kind === 'pglite') await migrate(database.db);
   await assertPlatformIsolation(database.db);

@@ -99,11 +99,12 @@ export function keyRingFromEnv(fallbackFile?: string): KeyRing {
  * worker and still verify, and how long a copied actor header could act again on its run.
  */
 export function actorWindowSeconds(env: NodeJS.ProcessEnv = process.env): number | undefined {
-  // Decimal digits only (Number() would also take `1e3`, `0x12c` and spaces); anything else becomes NaN,
-  // which the plugin refuses (USER_CONTEXT_MISCONFIGURED) with the bounds, 1 to 86 400.
+  // Decimal digits only: Number() would also take `1e3`, `0x12c` and spaces. The plugin checks the bounds.
   const value = env.AGENT_PLATFORM_ACTOR_WINDOW_SECONDS;
   if (!value) return undefined;
-  return /^[0-9]+$/.test(value) ? Number(value) : Number.NaN;
+  if (!/^[0-9]+$/.test(value))
+    throw new Error('AGENT_PLATFORM_ACTOR_WINDOW_SECONDS must be a whole number of seconds, 1 to 86400');
+  return Number(value);
 }
 
 /**

@@ -17,7 +17,7 @@ import { AesGcmPayloadCodec, type AesGcmPayloadCodecOptions } from './crypto/pay
 import type { UserContextSinks } from './workflow/interceptors.js';
 import { WHOAMI_ACTIVITY, WHOIS_ACTOR_ACTIVITY } from './workflow/api.js';
 import { ActivityGuard } from './worker/activity-interceptor.js';
-import { NexusCallerCheck, type NexusCallerPolicy } from './worker/nexus-caller.js';
+import { nexusCallerPolicyOf, type NexusCallerPolicy } from './worker/nexus-caller.js';
 import { NexusGuard } from './worker/nexus-interceptor.js';
 import { ScheduledRunCheck } from './worker/scheduled-run.js';
 import { currentActor, currentUserContext } from './worker/resolve.js';
@@ -87,25 +87,6 @@ export interface UserContextPluginOptions {
 
 const here = fileURLToPath(import.meta.url);
 
-/** `nexusCallers` as given, or `USER_CONTEXT_MISCONFIGURED`: only undefined means the default. */
-function nexusCallerPolicyOf(value: unknown): NexusCallerPolicy {
-  if (value === undefined || value === 'confirm') return 'confirm';
-  const list = (value as { trustLinksFrom?: unknown } | null)?.trustLinksFrom;
-  if (
-    typeof value === 'object' &&
-    value !== null &&
-    Object.keys(value).length === 1 &&
-    Array.isArray(list) &&
-    list.every((ns) => typeof ns === 'string' && ns.length > 0)
-  ) {
-    return { trustLinksFrom: [...(list as string[])] };
-  }
-  throw new UserContextError(
-    ErrorCodes.MISCONFIGURED,
-    "nexusCallers must be 'confirm' or { trustLinksFrom: [namespace, ...] }",
-  );
-}
-
 /** The workflow interceptor module, bundled into the workflow sandbox by the worker. */
 export const workflowInterceptorsPath = fileURLToPath(
   new URL(`./workflow/interceptors${extname(here)}`, import.meta.url),
@@ -151,7 +132,6 @@ export class UserContextPlugin extends SimplePlugin {
     });
     const verifier = new ContextVerifier(pluginOptions.keys, pluginOptions.verifier);
     const scheduledRuns = new ScheduledRunCheck();
-    const nexusCallers = new NexusCallerCheck();
     // Only undefined means the default: null, like any other value, must be refused, not read as it.
     const callerPolicy = nexusCallerPolicyOf(pluginOptions.nexusCallers);
     const clientInterceptors = {
@@ -212,7 +192,6 @@ export class UserContextPlugin extends SimplePlugin {
               verifier,
               auditor,
               scheduledRuns,
-              callers: nexusCallers,
               callerPolicy,
               ...(pluginOptions.isRevoked ? { isRevoked: pluginOptions.isRevoked } : {}),
             }),

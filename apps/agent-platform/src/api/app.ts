@@ -33,6 +33,7 @@ import { MAX_TOTAL_STEPS_LIMIT, RunErrorCodes } from '../workflows/run-policy.js
 import {
   ENDED_OUTSIDE,
   ProblemError,
+  outsideEnding,
   problem,
   publicErrorCode,
   runEnding,
@@ -545,10 +546,10 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   const reconcile = async (
     request: FastifyRequest,
     run: AgentRun & { workflowId: string },
-    temporalStatus: WorkflowExecutionStatusName,
+    ending: RunEnding | undefined,
   ): Promise<AgentRun> => {
-    const ending = ENDED_OUTSIDE[temporalStatus as keyof typeof ENDED_OUTSIDE];
-    if (!ending || (run.status !== 'pending' && run.status !== 'running')) return run;
+    const recordable = ending === ENDED_OUTSIDE.TERMINATED || ending === ENDED_OUTSIDE.TIMED_OUT;
+    if (!recordable || (run.status !== 'pending' && run.status !== 'running')) return run;
     try {
       return await scoped(request, async (tx) => {
         const repo = new AgentRunRepository(tx);
@@ -581,7 +582,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       const handle = client.workflow.getHandle(loaded.workflowId);
       const description = await asUser(request, () => handle.describe());
       const temporalStatus = description.status.name;
-      const run = await reconcile(request, loaded, temporalStatus);
+      const run = await reconcile(request, loaded, outsideEnding(temporalStatus));
       let progress: Progress | undefined;
       if (temporalStatus === 'RUNNING') {
         try {
@@ -634,7 +635,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       const waitMs = (request.query.waitSeconds ?? 0) * 1000;
       const outcome = await asUser(request, async (): Promise<RunOutcome> => {
         const { status } = await handle.describe();
-        await reconcile(request, run, status.name);
+        await reconcile(request, run, outsideEnding(status.name));
         const open = !FINAL_STATUSES.has(status.name);
         if (open && waitMs === 0) return { status: 'running' };
         try {
@@ -649,8 +650,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           const ending = runEnding(err);
           if (!ending) throw err;
           // It may have been terminated or timed out while this request waited.
-          if (open && ending.status === 'terminated') await reconcile(request, run, 'TERMINATED');
-          if (open && ending.status === 'timed_out') await reconcile(request, run, 'TIMED_OUT');
+          if (open) await reconcile(request, run, ending);
           return ending;
         }
       });

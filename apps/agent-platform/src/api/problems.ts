@@ -106,6 +106,11 @@ export const ENDED_OUTSIDE = {
   TIMED_OUT: { status: 'timed_out', error: { code: RunErrorCodes.RUN_TIMED_OUT } },
 } as const satisfies Record<string, RunEnding>;
 
+/** The ending of a run Temporal reports as `status`, when no workflow code could record it. */
+export function outsideEnding(status: string): RunEnding | undefined {
+  return status === 'TERMINATED' || status === 'TIMED_OUT' ? ENDED_OUTSIDE[status] : undefined;
+}
+
 /**
  * A run record's error as clients see it: the platform's and the library's codes pass, anything else
  * (an error class name that older workflow versions wrote) is `RUN_FAILED`.

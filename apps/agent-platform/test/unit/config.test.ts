@@ -41,8 +41,15 @@ describe('actorWindowSeconds', () => {
     expect(() => plugin({ AGENT_PLATFORM_ACTOR_WINDOW_SECONDS: '900' })).not.toThrow();
   });
 
-  it('lets the plugin refuse a value that is not a window, instead of reading it as the default', () => {
-    for (const value of ['15m', '0', '-1', '1.5', '86401', '1e3', '0x12c', ' 900 ']) {
+  it('refuses what is not a whole number of seconds, naming the variable', () => {
+    for (const value of ['15m', '-1', '1.5', '1e3', '0x12c', ' 900 '])
+      expect(() => actorWindowSeconds({ AGENT_PLATFORM_ACTOR_WINDOW_SECONDS: value })).toThrow(
+        /AGENT_PLATFORM_ACTOR_WINDOW_SECONDS must be a whole number/,
+      );
+  });
+
+  it('lets the plugin refuse a number out of bounds, instead of reading it as the default', () => {
+    for (const value of ['0', '86401']) {
       let thrown: unknown;
       try {
         plugin({ AGENT_PLATFORM_ACTOR_WINDOW_SECONDS: value });

@@ -36,7 +36,13 @@ export async function confirmOriginator(
 }
 
 /** Audits a verified context at a worker entry point (activity, Nexus operation). */
-export function auditAllowed(auditor: Auditor, fields: Fields, action: string, verified: Verified): void {
+export function auditAllowed(
+  auditor: Auditor,
+  fields: Fields,
+  action: string,
+  verified: Verified,
+  detail?: string,
+): void {
   // Runs on every activity: one literal instead of `{ ...fields, ... }`, which Node 20 builds slowly.
   auditor.emit({
     action,
@@ -53,6 +59,7 @@ export function auditAllowed(auditor: Auditor, fields: Fields, action: string, v
     activityType: fields.activityType,
     activityId: fields.activityId,
     attempt: fields.attempt,
+    detail,
   });
 }
 

@@ -33,6 +33,30 @@ export interface ConfirmedLineage {
  */
 export type NexusCallerPolicy = 'confirm' | { readonly trustLinksFrom: readonly string[] };
 
+/** The `nexusCallers` option as given, or `USER_CONTEXT_MISCONFIGURED`: only undefined means the default. */
+export function nexusCallerPolicyOf(value: unknown): NexusCallerPolicy {
+  if (value === undefined || value === 'confirm') return 'confirm';
+  const list = (value as { trustLinksFrom?: unknown } | null)?.trustLinksFrom;
+  if (
+    typeof value === 'object' &&
+    value !== null &&
+    Object.keys(value).length === 1 &&
+    Array.isArray(list) &&
+    list.every((ns) => typeof ns === 'string' && ns.length > 0)
+  ) {
+    return { trustLinksFrom: [...(list as string[])] };
+  }
+  throw new UserContextError(
+    ErrorCodes.MISCONFIGURED,
+    "nexusCallers must be 'confirm' or { trustLinksFrom: [namespace, ...] }",
+  );
+}
+
+/** Whether `policy` accepts, on its links alone, a caller whose links name `namespace`. */
+export function trustsLinksFrom(policy: NexusCallerPolicy, namespace: string): boolean {
+  return policy !== 'confirm' && policy.trustLinksFrom.includes(namespace);
+}
+
 /** `PENDING_NEXUS_OPERATION_STATE_SCHEDULED`: a start attempt queued or in flight. */
 const SCHEDULED = 1;
 /** gRPC status codes of a lookup that is a verdict, not an outage: NOT_FOUND, INVALID_ARGUMENT. */
@@ -54,50 +78,49 @@ const VERDICT_CODES = new Set([5, 3]);
  * What it leaves: while the named run has that very start attempt in flight, a second request forged
  * to name it passes too; it carries the lineage the genuine one carries. A chain whose first run is
  * past the namespace's retention cannot be dated, and is refused. A lookup that fails for another
- * reason than a verdict is rethrown as it is, so the request is retried. Nothing is cached.
+ * reason than a verdict is rethrown as it is, so the request is retried. Nothing is cached. Returns
+ * the server's lineage of `caller`; throws `USER_CONTEXT_LINEAGE_MISMATCH` when it is not confirmed.
  */
-export class NexusCallerCheck {
-  /**
-   * The server's lineage of `caller`, once its run is confirmed to have start attempt `op` in flight
-   * at the event its link names.
-   * @throws {@link UserContextError} `USER_CONTEXT_LINEAGE_MISMATCH` otherwise.
-   */
-  async confirm(client: Client, caller: NexusCaller, op: NexusOperationFacts): Promise<ConfirmedLineage> {
-    if (caller.runId === undefined || caller.eventId === undefined)
-      throw refusal('the Nexus request names no scheduling event of its caller');
-    if (!op.endpoint) throw refusal('the server routed the Nexus request without its endpoint');
-    const described = await describe(client, caller.workflowId, caller.runId, 'the named caller');
-    const inFlight = (described.pendingNexusOperations ?? []).some(
-      (p) =>
-        Number(p.scheduledEventId) === caller.eventId &&
-        p.state === SCHEDULED &&
-        p.endpoint === op.endpoint &&
-        p.service === op.service &&
-        p.operation === op.operation,
-    );
-    if (!inFlight) throw refusal('the workflow the Nexus request names has no such start attempt in flight');
-    // A top-level run is its own root; the server names the root of any other.
-    const rootRef = described.workflowExecutionInfo?.rootExecution;
-    const self = { workflowId: caller.workflowId, runId: caller.runId };
-    const root =
-      rootRef?.workflowId && rootRef.runId ? { workflowId: rootRef.workflowId, runId: rootRef.runId } : self;
-    const rootInfo =
-      root === self
-        ? described.workflowExecutionInfo
-        : (await describe(client, root.workflowId, root.runId, 'the lineage root')).workflowExecutionInfo;
-    const firstRunId = rootInfo?.firstRunId || root.runId;
-    const firstInfo =
-      firstRunId === root.runId
-        ? rootInfo
-        : (await describe(client, root.workflowId, firstRunId, "the first run of the root's chain"))
-            .workflowExecutionInfo;
-    const started = firstInfo?.startTime;
-    if (!started?.seconds) throw refusal("the server gives no start time for the root's chain");
-    return {
-      root: root.workflowId,
-      chainStart: Number(started.seconds) * 1000 + Math.floor((started.nanos ?? 0) / 1e6),
-    };
-  }
+export async function confirmNexusCaller(
+  client: Client,
+  caller: NexusCaller,
+  op: NexusOperationFacts,
+): Promise<ConfirmedLineage> {
+  if (caller.runId === undefined || caller.eventId === undefined)
+    throw refusal('the Nexus request names no scheduling event of its caller');
+  if (!op.endpoint) throw refusal('the server routed the Nexus request without its endpoint');
+  const described = await describe(client, caller.workflowId, caller.runId, 'the named caller');
+  const inFlight = (described.pendingNexusOperations ?? []).some(
+    (p) =>
+      Number(p.scheduledEventId) === caller.eventId &&
+      p.state === SCHEDULED &&
+      p.endpoint === op.endpoint &&
+      p.service === op.service &&
+      p.operation === op.operation,
+  );
+  if (!inFlight) throw refusal('the workflow the Nexus request names has no such start attempt in flight');
+  // The server names every run's root (a top-level run's is itself: then nothing more is looked up).
+  const rootRef = described.workflowExecutionInfo?.rootExecution;
+  const root =
+    rootRef?.workflowId && rootRef.runId
+      ? { workflowId: rootRef.workflowId, runId: rootRef.runId }
+      : { workflowId: caller.workflowId, runId: caller.runId };
+  const isCaller = root.workflowId === caller.workflowId && root.runId === caller.runId;
+  const rootInfo = isCaller
+    ? described.workflowExecutionInfo
+    : (await describe(client, root.workflowId, root.runId, 'the lineage root')).workflowExecutionInfo;
+  const firstRunId = rootInfo?.firstRunId || root.runId;
+  const firstInfo =
+    firstRunId === root.runId
+      ? rootInfo
+      : (await describe(client, root.workflowId, firstRunId, "the first run of the root's chain"))
+          .workflowExecutionInfo;
+  const started = firstInfo?.startTime;
+  if (!started?.seconds) throw refusal("the server gives no start time for the root's chain");
+  return {
+    root: root.workflowId,
+    chainStart: Number(started.seconds) * 1000 + Math.floor((started.nanos ?? 0) / 1e6),
+  };
 }
 
 async function describe(client: Client, workflowId: string, runId: string, what: string) {

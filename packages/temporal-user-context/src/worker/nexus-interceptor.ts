@@ -12,7 +12,12 @@ import { ORIGINATOR_HEADER, MAX_HEADER_BYTES, parseHeaderValue, type ContextHead
 import type { Auditor } from '../audit/sinks.js';
 import { toApplicationFailure } from './activity-interceptor.js';
 import { auditAllowed, auditFailure, confirmOriginator, type OriginatorChecks } from './decision.js';
-import type { NexusCaller, NexusCallerCheck, NexusCallerPolicy } from './nexus-caller.js';
+import {
+  confirmNexusCaller,
+  trustsLinksFrom,
+  type NexusCaller,
+  type NexusCallerPolicy,
+} from './nexus-caller.js';
 import { runInNexusScope, type ActivityScope } from './scope.js';
 import type { ContextVerifier } from './verifier.js';
 
@@ -40,10 +45,6 @@ function callerOf(links: readonly nexus.Link[]): NexusCaller | undefined {
   return undefined;
 }
 
-function trustsLinksFrom(policy: NexusCallerPolicy, namespace: string): boolean {
-  return policy !== 'confirm' && policy.trustLinksFrom.includes(namespace);
-}
-
 function parseNexusHeader(headers: Record<string, string>): ContextHeader | undefined {
   const raw = headers[ORIGINATOR_HEADER];
   if (raw === undefined) return undefined;
@@ -60,17 +61,19 @@ function parseNexusHeader(headers: Record<string, string>): ContextHeader | unde
 
 /**
  * Verifies the caller's context on a Nexus operation before the handler runs: the token must be a
- * start token of the calling workflow's lineage, in the calling workflow's namespace (both taken from
- * the request's links, not from our header; the server attaches them, though a caller writing its own
- * `nexus-link` header can replace them: docs/wire-format.md, _Limits_). The handler then sees it
- * through `currentUserContext()`. Refusals are non-retryable handler errors, audited.
+ * start token of the calling workflow's lineage, in the calling workflow's namespace. The request's
+ * links name the caller and our header states its lineage, both writable by the caller, so for a
+ * caller of the handler's own namespace the server confirms the request and states the root and chain
+ * start the token is checked against ({@link confirmNexusCaller}, docs/wire-format.md check 8); a
+ * caller of another namespace is refused unless `nexusCallers.trustLinksFrom` names it. The handler
+ * then sees the context through `currentUserContext()`. Refusals are non-retryable handler errors,
+ * audited.
  */
 export class NexusGuard implements NexusInboundCallsInterceptor {
   constructor(
     private readonly options: OriginatorChecks & {
       verifier: ContextVerifier;
       auditor: Auditor;
-      callers: NexusCallerCheck;
       callerPolicy: NexusCallerPolicy;
     },
   ) {}
@@ -98,9 +101,10 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
       // The links and `lin` are the caller's to write: the server confirms the caller, and states its
       // lineage (check 8), which the token must then hold for as well.
       const client = getClient();
-      if (client.options.namespace === caller.namespace) {
+      const confirmed = client.options.namespace === caller.namespace;
+      if (confirmed) {
         const { service, operation } = input.ctx;
-        const lineage = await this.options.callers.confirm(client, caller, {
+        const lineage = await confirmNexusCaller(client, caller, {
           endpoint: operationInfo().endpoint,
           service,
           operation,
@@ -133,7 +137,13 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
         audit,
         auditor: this.options.auditor,
       };
-      auditAllowed(this.options.auditor, audit, 'nexus.start', verified);
+      auditAllowed(
+        this.options.auditor,
+        audit,
+        'nexus.start',
+        verified,
+        confirmed ? undefined : 'caller trusted on its links (nexusCallers.trustLinksFrom), not confirmed',
+      );
     } catch (err) {
       const refusal = auditFailure(this.options.auditor, audit, 'nexus.start', err);
       throw new nexus.HandlerError('BAD_REQUEST', refusal.message, {

@@ -138,7 +138,7 @@ function refused(
   reason: string,
   code: UserContextErrorCode = ErrorCodes.ACTOR_FORBIDDEN,
 ): ApplicationFailure {
-  return refusal(`workflow.${kind}`, code, reason, `${kind} ${name}`);
+  return refusal(`workflow.${kind}`, code, reason, `${kind} ${quotedName(name)}`);
 }
 
 /** A handler name as audit details quote it: JSON-quoted, at most 64 characters of it. */

@@ -125,6 +125,27 @@ async function forgeryOf(
   };
 }
 
+/**
+ * A handler with no clock skew and an edge client that issues 2 s start windows: a test can then let a
+ * window pass.
+ */
+async function strictWindows() {
+  const handler = await handlerEndpoint(
+    new UserContextPlugin({
+      keys: h.workerRing,
+      audit: h.audit,
+      codec: { acceptNamespaceBound: true },
+      verifier: { clockSkewSeconds: 0 },
+    }),
+  );
+  const edge = new Client({
+    connection: h.connection,
+    namespace: h.namespace,
+    plugins: [new UserContextPlugin({ keys: h.edgeRing, audit: h.audit, startWindowSeconds: 2 })],
+  });
+  return { ...handler, edge };
+}
+
 describe('Nexus', () => {
   it('the handler runs as the caller workflow originator', async () => {
     const result = await runAsUser(alice, () =>
@@ -250,25 +271,27 @@ describe('Nexus', () => {
     expect(await victim.result()).toEqual(alice);
   });
 
-  it("a new run of a closed caller's workflow id, replaying its header after the start window, is refused", async () => {
-    // A handler with no clock skew, and an edge that issues 2 s windows, so that the window can pass.
-    const {
-      worker: strict,
-      name,
-      remove,
-    } = await handlerEndpoint(
-      new UserContextPlugin({
-        keys: h.workerRing,
-        audit: h.audit,
-        codec: { acceptNamespaceBound: true },
-        verifier: { clockSkewSeconds: 0 },
-      }),
-    );
-    const edge = new Client({
-      connection: h.connection,
-      namespace: h.namespace,
-      plugins: [new UserContextPlugin({ keys: h.edgeRing, audit: h.audit, startWindowSeconds: 2 })],
+  it("callers below the root are confirmed against the root's chain: a child, and a run after continue-as-new past the window", async () => {
+    // Strict: no clock skew, 2 s windows. The continued run calls after its chain's window closed, so it
+    // passes only if the chain's first run is what the token is checked against.
+    const { worker, name, remove, edge } = await strictWindows();
+    const start = (workflow: string, args: unknown[]) =>
+      runAsUser(alice, () =>
+        edge.workflow.execute(workflow, {
+          taskQueue: h.taskQueue,
+          workflowId: `nx-deep-${randomUUID()}`,
+          args,
+        }),
+      );
+    await worker.runUntil(async () => {
+      expect(await start('viaNexusFromChild', [name])).toEqual(alice);
+      expect(await start('viaNexusAfterContinueAsNew', [name, 3000])).toEqual(alice);
     });
+    await remove();
+  });
+
+  it("a new run of a closed caller's workflow id, replaying its header after the start window, is refused", async () => {
+    const { worker: strict, name, remove, edge } = await strictWindows();
     const workflowId = `nx-reused-${randomUUID()}`;
     await strict.runUntil(async () => {
       // The genuine run: its call passes, confirmed by the server.
