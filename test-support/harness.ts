@@ -1,6 +1,6 @@
 import type {} from './global-setup.js';
 import { randomUUID } from 'node:crypto';
-import { Client, Connection } from '@temporalio/client';
+import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
 import {
   ApplicationFailure,
   SearchAttributeType,
@@ -12,6 +12,7 @@ import { inject } from 'vitest';
 import {
   KeyRing,
   ORIGINATOR_HEADER,
+  decodeHeader,
   UserContextPlugin,
   generateKeySet,
   memoryAuditSink,
@@ -162,4 +163,31 @@ export async function nthScheduledRun(client: Client, scheduleId: string, n: num
     await new Promise((r) => setTimeout(r, 100));
   }
   throw new Error(`schedule ${scheduleId} did not run ${n} time(s)`);
+}
+
+/**
+ * What an attacker who can read history makes of a run (`victim`): its start header with `lin` facts
+ * naming it (serialised), and, when `eventId` is given, a `nexus-link` naming that event of the run.
+ */
+export async function forgeryOf(
+  h: Harness,
+  victim: WorkflowHandle,
+  eventId?: number,
+): Promise<{ header: string; link?: string }> {
+  const history = await victim.fetchHistory();
+  const started = history.events?.[0]?.workflowExecutionStartedEventAttributes;
+  const header = decodeHeader(started?.header?.fields ?? {}, ORIGINATOR_HEADER)!;
+  const { runId, startTime } = await victim.describe();
+  const id = victim.workflowId;
+  return {
+    header: JSON.stringify({ ...header, lin: { root: id, start: startTime.getTime(), wf: id } }),
+    ...(eventId === undefined
+      ? {}
+      : {
+          link:
+            `<temporal:///namespaces/${h.namespace}/workflows/${id}/${runId}/history` +
+            `?referenceType=EventReference&eventID=${eventId}&eventType=NexusOperationScheduled>; ` +
+            `type="temporal.api.common.v1.Link.WorkflowEvent"`,
+        }),
+  };
 }

@@ -18,6 +18,7 @@ import type { UserContextSinks } from './workflow/interceptors.js';
 import { WHOAMI_ACTIVITY, WHOIS_ACTOR_ACTIVITY } from './workflow/api.js';
 import { ActivityGuard } from './worker/activity-interceptor.js';
 import { nexusCallerPolicyOf, type NexusCallerPolicy } from './worker/nexus-caller.js';
+import { ActivityLineageCheck } from './worker/server-lineage.js';
 import { NexusGuard } from './worker/nexus-interceptor.js';
 import { ScheduledRunCheck } from './worker/scheduled-run.js';
 import { currentActor, currentUserContext } from './worker/resolve.js';
@@ -72,6 +73,16 @@ export interface UserContextPluginOptions {
    * tokens of those namespaces that it can read.
    */
   nexusCallers?: NexusCallerPolicy;
+  /**
+   * Where an activity's lineage facts (its root, and when the root's execution chain started) come
+   * from. `'header'` (default): the `lin` facts our workflow interceptor wrote, from `workflowInfo()`.
+   * A workflow run by a worker without this plugin can forge them and, with a token copied from
+   * history, get activities it schedules onto your task queues run as that token's user
+   * (docs/wire-format.md, _Limits_). `'server'`: the worker asks the server for the activity's run
+   * (one to three `DescribeWorkflowExecution` per run per worker, cached), which closes that; a chain
+   * whose first run is past the namespace's retention is then refused.
+   */
+  activityLineage?: 'header' | 'server';
   /**
    * Encrypt payloads (arguments, results, memo, signal/update/query arguments) with the key ring's
    * codec keys: AES-256-GCM bound to namespace and workflow id (docs/codec.md). Default: on when the
@@ -134,6 +145,11 @@ export class UserContextPlugin extends SimplePlugin {
     const scheduledRuns = new ScheduledRunCheck();
     // Only undefined means the default: null, like any other value, must be refused, not read as it.
     const callerPolicy = nexusCallerPolicyOf(pluginOptions.nexusCallers);
+    const activityLineage = pluginOptions.activityLineage;
+    if (activityLineage !== undefined && activityLineage !== 'header' && activityLineage !== 'server') {
+      throw new UserContextError(ErrorCodes.MISCONFIGURED, "activityLineage must be 'header' or 'server'");
+    }
+    const lineage = activityLineage === 'server' ? new ActivityLineageCheck() : undefined;
     const clientInterceptors = {
       workflow: [new UserContextWorkflowClientInterceptor(source)],
       schedule: [new UserContextScheduleClientInterceptor(source)],
@@ -182,6 +198,7 @@ export class UserContextPlugin extends SimplePlugin {
               auditor,
               systemActivities: pluginOptions.systemActivities ?? {},
               scheduledRuns,
+              ...(lineage ? { lineage } : {}),
               ...(pluginOptions.isRevoked ? { isRevoked: pluginOptions.isRevoked } : {}),
             }),
           }),

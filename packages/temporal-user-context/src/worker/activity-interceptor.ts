@@ -5,6 +5,7 @@ import { ErrorCodes, UserContextError, isUserContextError } from '../context/err
 import { ACTOR_HEADER, ORIGINATOR_HEADER, decodeHeader } from '../header/wire.js';
 import type { Auditor } from '../audit/sinks.js';
 import { auditAllowed, auditFailure, confirmOriginator, type OriginatorChecks } from './decision.js';
+import type { ActivityLineageCheck } from './server-lineage.js';
 import { enterActivityScope, type ActivityScope } from './scope.js';
 import type { ContextVerifier, Verified } from './verifier.js';
 
@@ -13,6 +14,8 @@ export interface ActivityGuardOptions extends OriginatorChecks {
   auditor: Auditor;
   /** Activity type → system principal names it may run as without a user. Everything else needs one. */
   systemActivities: Readonly<Record<string, readonly string[]>>;
+  /** With `activityLineage: 'server'`: the server's lineage of the activity's run (else `lin` is read). */
+  lineage?: ActivityLineageCheck;
 }
 
 /** Turns a refusal into a non-retryable failure whose `type` is the stable code. */
@@ -104,8 +107,21 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
           detail: `no user context; allow-listed principals: ${allowedSystem.join(', ')}`,
         });
       } else {
-        const verified = await this.options.verifier.verifyOriginator(header, { namespace, workflowId });
-        await confirmOriginator(verified, header, this.options, () => ({
+        const facts = { namespace, workflowId };
+        let checked = header;
+        let verified = await this.options.verifier.verifyOriginator(checked, facts);
+        if (this.options.lineage) {
+          // The run is the server's (the activity task names it); its root and chain start are then
+          // the server's too, not the `lin` facts its workflow wrote (docs/wire-format.md, _Limits_).
+          const lineage = await this.options.lineage.confirm(this.ctx.client, {
+            workflowId,
+            runId: info.workflowExecution?.runId ?? '',
+          });
+          const lin = Object.assign({}, header.lin, { root: lineage.root, start: lineage.chainStart });
+          checked = Object.assign({}, header, { lin });
+          verified = await this.options.verifier.verifyOriginator(checked, facts);
+        }
+        await confirmOriginator(verified, checked, this.options, () => ({
           client: this.ctx.client,
           runKey: info.workflowExecution?.runId ?? '',
         }));

@@ -1,5 +1,6 @@
-import { isGrpcServiceError, type Client } from '@temporalio/client';
+import type { Client } from '@temporalio/client';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
+import { describeRun, lineageRefusal, serverLineage, type ConfirmedLineage } from './server-lineage.js';
 
 /** A Nexus request's caller as the request's links name it: caller-supplied, not server-vouched. */
 export interface NexusCaller {
@@ -16,14 +17,6 @@ export interface NexusOperationFacts {
   endpoint: string;
   service: string;
   operation: string;
-}
-
-/** The lineage of a confirmed caller, as the server states it. */
-export interface ConfirmedLineage {
-  /** The root workflow of the caller's lineage. */
-  root: string;
-  /** When the first run of the root's execution chain started (epoch ms). */
-  chainStart: number;
 }
 
 /**
@@ -59,8 +52,6 @@ export function trustsLinksFrom(policy: NexusCallerPolicy, namespace: string): b
 
 /** `PENDING_NEXUS_OPERATION_STATE_SCHEDULED`: a start attempt queued or in flight. */
 const SCHEDULED = 1;
-/** gRPC status codes of a lookup that is a verdict, not an outage: NOT_FOUND, INVALID_ARGUMENT. */
-const VERDICT_CODES = new Set([5, 3]);
 
 /**
  * Confirms with the Temporal server that a Nexus request comes from the workflow its links name, and
@@ -87,9 +78,13 @@ export async function confirmNexusCaller(
   op: NexusOperationFacts,
 ): Promise<ConfirmedLineage> {
   if (caller.runId === undefined || caller.eventId === undefined)
-    throw refusal('the Nexus request names no scheduling event of its caller');
-  if (!op.endpoint) throw refusal('the server routed the Nexus request without its endpoint');
-  const described = await describe(client, caller.workflowId, caller.runId, 'the named caller');
+    throw lineageRefusal('the Nexus request names no scheduling event of its caller');
+  if (!op.endpoint) throw lineageRefusal('the server routed the Nexus request without its endpoint');
+  const described = await describeRun(
+    client,
+    { workflowId: caller.workflowId, runId: caller.runId },
+    'the named caller',
+  );
   const inFlight = (described.pendingNexusOperations ?? []).some(
     (p) =>
       Number(p.scheduledEventId) === caller.eventId &&
@@ -98,43 +93,7 @@ export async function confirmNexusCaller(
       p.service === op.service &&
       p.operation === op.operation,
   );
-  if (!inFlight) throw refusal('the workflow the Nexus request names has no such start attempt in flight');
-  // The server names every run's root (a top-level run's is itself: then nothing more is looked up).
-  const rootRef = described.workflowExecutionInfo?.rootExecution;
-  const root =
-    rootRef?.workflowId && rootRef.runId
-      ? { workflowId: rootRef.workflowId, runId: rootRef.runId }
-      : { workflowId: caller.workflowId, runId: caller.runId };
-  const isCaller = root.workflowId === caller.workflowId && root.runId === caller.runId;
-  const rootInfo = isCaller
-    ? described.workflowExecutionInfo
-    : (await describe(client, root.workflowId, root.runId, 'the lineage root')).workflowExecutionInfo;
-  const firstRunId = rootInfo?.firstRunId || root.runId;
-  const firstInfo =
-    firstRunId === root.runId
-      ? rootInfo
-      : (await describe(client, root.workflowId, firstRunId, "the first run of the root's chain"))
-          .workflowExecutionInfo;
-  const started = firstInfo?.startTime;
-  if (!started?.seconds) throw refusal("the server gives no start time for the root's chain");
-  return {
-    root: root.workflowId,
-    chainStart: Number(started.seconds) * 1000 + Math.floor((started.nanos ?? 0) / 1e6),
-  };
-}
-
-async function describe(client: Client, workflowId: string, runId: string, what: string) {
-  try {
-    return await client.workflowService.describeWorkflowExecution({
-      namespace: client.options.namespace,
-      execution: { workflowId, runId },
-    });
-  } catch (err) {
-    if (isGrpcServiceError(err) && VERDICT_CODES.has(err.code)) throw refusal(`${what} is not on the server`);
-    throw err;
-  }
-}
-
-function refusal(reason: string): UserContextError {
-  return new UserContextError(ErrorCodes.LINEAGE_MISMATCH, reason);
+  if (!inFlight)
+    throw lineageRefusal('the workflow the Nexus request names has no such start attempt in flight');
+  return serverLineage(client, { workflowId: caller.workflowId, runId: caller.runId }, described);
 }

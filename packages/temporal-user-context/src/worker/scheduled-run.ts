@@ -1,5 +1,5 @@
 import { ScheduleNotFoundError, WorkflowNotFoundError, type Client } from '@temporalio/client';
-import { ErrorCodes, UserContextError } from '../context/errors.js';
+import { lineageRefusal } from './server-lineage.js';
 import { SuccessCache } from './success-cache.js';
 
 /** Lookups of the schedule before a fresh run it has not recorded yet is refused. */
@@ -60,7 +60,7 @@ export class ScheduledRunCheck {
       try {
         description = await schedule.describe();
       } catch (err) {
-        if (err instanceof ScheduleNotFoundError) throw refusal('the schedule no longer exists');
+        if (err instanceof ScheduleNotFoundError) throw lineageRefusal('the schedule no longer exists');
         throw err;
       }
       const runs = [
@@ -70,7 +70,7 @@ export class ScheduledRunCheck {
       if (runs.some((r) => r.workflow.workflowId === root && r.workflow.firstExecutionRunId === firstRunId))
         return;
     }
-    throw refusal('the lineage is not a run its schedule started');
+    throw lineageRefusal('the lineage is not a run its schedule started');
   }
 
   /** The root's current execution chain: its first run id and when its latest run started. */
@@ -79,15 +79,11 @@ export class ScheduledRunCheck {
     try {
       description = await client.workflow.getHandle(root).describe();
     } catch (err) {
-      if (err instanceof WorkflowNotFoundError) throw refusal('the lineage root does not exist');
+      if (err instanceof WorkflowNotFoundError) throw lineageRefusal('the lineage root does not exist');
       throw err;
     }
     const firstRunId = description.raw.workflowExecutionInfo?.firstRunId;
-    if (!firstRunId) throw refusal('the server names no first run for the lineage root');
+    if (!firstRunId) throw lineageRefusal('the server names no first run for the lineage root');
     return { firstRunId, startedAt: description.startTime.getTime() };
   }
-}
-
-function refusal(reason: string): UserContextError {
-  return new UserContextError(ErrorCodes.LINEAGE_MISMATCH, reason);
 }

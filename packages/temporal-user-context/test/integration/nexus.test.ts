@@ -1,15 +1,13 @@
 // Nexus: the caller workflow's context reaches the operation handler; without it the call is refused.
 import { randomUUID } from 'node:crypto';
 import { fileURLToPath } from 'node:url';
-import { Client, type WorkflowHandle } from '@temporalio/client';
+import { Client } from '@temporalio/client';
 import { msToTs } from '@temporalio/common/lib/time.js';
 import { Worker } from '@temporalio/worker';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   ErrorCodes,
-  ORIGINATOR_HEADER,
   UserContextPlugin,
-  decodeHeader,
   runAsUser,
   type KeyRing,
   type NexusCallerPolicy,
@@ -19,6 +17,7 @@ import {
   alice,
   copiedStartHeaderClient,
   failureTypeOf,
+  forgeryOf,
   nthScheduledRun,
   startHarness,
   type Harness,
@@ -27,9 +26,7 @@ import * as activities from '../fixtures/activities.js';
 import { holdGate, whoHandler } from '../fixtures/nexus-handler.js';
 
 const workflowsPath = fileURLToPath(new URL('../fixtures/workflows.ts', import.meta.url));
-const forgingInterceptors = fileURLToPath(
-  new URL('../fixtures/forging-nexus-interceptors.ts', import.meta.url),
-);
+const forgingInterceptors = fileURLToPath(new URL('../fixtures/forging-interceptors.ts', import.meta.url));
 let h: Harness;
 let endpoint: string;
 let endpointId: string | undefined;
@@ -97,32 +94,6 @@ async function handlerEndpoint(
         () => undefined,
       );
   return { worker, name, remove };
-}
-
-/**
- * What an attacker who can read history makes of a caller run (`victim`): its start header with
- * `lin` facts naming it, and, when `eventId` is given, a `nexus-link` naming that event of the run.
- */
-async function forgeryOf(
-  victim: WorkflowHandle,
-  eventId?: number,
-): Promise<{ header: string; link?: string }> {
-  const history = await victim.fetchHistory();
-  const started = history.events?.[0]?.workflowExecutionStartedEventAttributes;
-  const header = decodeHeader(started?.header?.fields ?? {}, ORIGINATOR_HEADER)!;
-  const { runId, startTime } = await victim.describe();
-  const id = victim.workflowId;
-  return {
-    header: JSON.stringify({ ...header, lin: { root: id, start: startTime.getTime(), wf: id } }),
-    ...(eventId === undefined
-      ? {}
-      : {
-          link:
-            `<temporal:///namespaces/${h.namespace}/workflows/${id}/${runId}/history` +
-            `?referenceType=EventReference&eventID=${eventId}&eventType=NexusOperationScheduled>; ` +
-            `type="temporal.api.common.v1.Link.WorkflowEvent"`,
-        }),
-  };
 }
 
 /**
@@ -194,7 +165,7 @@ describe('Nexus', () => {
         workflowId: `nx-victim-${randomUUID()}`,
       }),
     );
-    const forged = await forgeryOf(victim, 5);
+    const forged = await forgeryOf(h, victim, 5);
     const taskQueue = `forger-${randomUUID()}`;
     const forger = await pluginlessWorker(taskQueue, [forgingInterceptors]);
     const workflowId = `nx-forger-${randomUUID()}`;
@@ -250,7 +221,7 @@ describe('Nexus', () => {
             taskQueue,
             workflowId: `nx-forger-${randomUUID()}`,
             args: [endpoint, operation],
-            memo: { forge: await forgeryOf(victim, event) },
+            memo: { forge: await forgeryOf(h, victim, event) },
           }),
         );
       await forger.runUntil(async () => {
@@ -300,7 +271,7 @@ describe('Nexus', () => {
       );
       expect(await victim.result()).toEqual(alice);
       // Same id, a new chain; the header states the first chain's start, the server's link is genuine.
-      const forge = await forgeryOf(victim);
+      const forge = await forgeryOf(h, victim);
       await new Promise((resolve) => setTimeout(resolve, 3500)); // past the 2 s window
       const forgerQueue = `forger-${randomUUID()}`;
       const forger = await pluginlessWorker(forgerQueue, [forgingInterceptors]);

@@ -145,6 +145,19 @@ describe('nexusCallers', () => {
   });
 });
 
+describe('activityLineage', () => {
+  it.each(['Server', 'servers', '', null, 1, {}])('refuses %j', (activityLineage) => {
+    expect(codeOf(() => plugin({ activityLineage: activityLineage as never }))).toBe(
+      ErrorCodes.MISCONFIGURED,
+    );
+  });
+
+  it('takes header, server and undefined (header)', () => {
+    for (const activityLineage of ['header', 'server', undefined] as const)
+      expect(() => plugin({ activityLineage })).not.toThrow();
+  });
+});
+
 describe('mirror', () => {
   it.each([
     ['a string', 'plain'],
