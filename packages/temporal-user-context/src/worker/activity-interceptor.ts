@@ -113,10 +113,10 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
         if (this.options.lineage) {
           // The run is the server's (the activity task names it); its root and chain start are then
           // the server's too, not the `lin` facts its workflow wrote (docs/wire-format.md, _Limits_).
-          const lineage = await this.options.lineage.confirm(this.ctx.client, {
-            workflowId,
-            runId: info.workflowExecution?.runId ?? '',
-          });
+          const runId = info.workflowExecution?.runId;
+          if (!runId)
+            throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'the activity task names no run');
+          const lineage = await this.options.lineage.confirm(this.ctx.client, { workflowId, runId });
           const lin = Object.assign({}, header.lin, { root: lineage.root, start: lineage.chainStart });
           checked = Object.assign({}, header, { lin });
           verified = await this.options.verifier.verifyOriginator(checked, facts);
