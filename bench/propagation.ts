@@ -11,7 +11,7 @@
  * server of its own, so that every variant meets the same server state (BENCH_FRESH_SERVER=0 keeps
  * one for the whole run; with TEMPORAL_ADDRESS there is only that one). Writes
  * bench/results/propagation.json. Not a test: it asserts nothing, it measures.
- * Diagnostics: BENCH_VARIANTS=candidate,... (also `nomirror`, `memo`, `padded`, `null`, `sa`);
+ * Diagnostics: BENCH_VARIANTS=candidate,... (also `nomirror`, `memo`, `padded`, `null`, `sa`, `lineage`);
  * BENCH_NULL=1 adds an interceptor plugin that does nothing (the floor of any interceptor-based
  * plugin); BENCH_MIRROR=off|plain. Every batch also reports CPU per workflow, of this process by thread
  * (Linux) and of the dev server.
@@ -42,9 +42,10 @@ import { PADDING_HEADER } from './workload/padded-interceptors.js';
 const WORKFLOWS_PER_BATCH = Number(process.env.BENCH_WORKFLOWS ?? 200);
 const IN_FLIGHT = 50;
 const ROUNDS = Number(process.env.BENCH_ROUNDS ?? 11);
-type Variant = 'baseline' | 'peer' | 'candidate' | 'full' | 'null' | 'nomirror' | 'memo' | 'padded' | 'sa';
+type Variant =
+  'baseline' | 'peer' | 'candidate' | 'full' | 'null' | 'nomirror' | 'memo' | 'padded' | 'sa' | 'lineage';
 /** Variants running this plugin. */
-const OURS = new Set<Variant>(['candidate', 'full', 'nomirror', 'memo']);
+const OURS = new Set<Variant>(['candidate', 'full', 'nomirror', 'memo', 'lineage']);
 const mirrorMode = (process.env.BENCH_MIRROR ?? 'pseudonym') as MirrorMode;
 const mirror = { memo: mirrorMode, searchAttributes: mirrorMode };
 
@@ -73,7 +74,7 @@ async function main(): Promise<void> {
       spanProcessor: new SimpleSpanProcessor(new InMemorySpanExporter()),
     });
   /** This plugin on the client (edge keys) and on the worker (worker keys). */
-  const ours = (options: Pick<UserContextPluginOptions, 'mirror' | 'codec'>) => ({
+  const ours = (options: Pick<UserContextPluginOptions, 'mirror' | 'codec' | 'activityLineage'>) => ({
     client: () => [new UserContextPlugin({ keys: KeyRing.fromJSON(keys.edge), audit, ...options })],
     worker: () => [new UserContextPlugin({ keys: KeyRing.fromJSON(keys.worker), audit, ...options })],
   });
@@ -123,6 +124,8 @@ async function main(): Promise<void> {
     nomirror: ours({ mirror: { memo: 'off', searchAttributes: 'off' }, codec: false }),
     memo: ours({ mirror: { memo: 'pseudonym', searchAttributes: 'off' }, codec: false }),
     full: ours({ mirror }),
+    // Diagnostic: the candidate with activity lineage from the server (activityLineage: 'server').
+    lineage: ours({ mirror, codec: false, activityLineage: 'server' }),
     // Diagnostic: the bare SDK, the application itself setting the two search attributes the
     // candidate's mirror sets (values of the same length): what search attributes cost without us.
     sa: { client: () => [], worker: () => [] },
@@ -132,7 +135,8 @@ async function main(): Promise<void> {
   const variants = (Object.keys(plugins) as Variant[]).filter((v) =>
     only
       ? only.includes(v) || v === 'baseline' // every variant is measured against it
-      : (v !== 'null' || process.env.BENCH_NULL === '1') && !['nomirror', 'memo', 'padded', 'sa'].includes(v),
+      : (v !== 'null' || process.env.BENCH_NULL === '1') &&
+        !['nomirror', 'memo', 'padded', 'sa', 'lineage'].includes(v),
   );
   // Each plugin adds its own workflow interceptor modules (and, for ours, preloads) at bundling time.
   const bundles = new Map(
@@ -246,6 +250,7 @@ async function main(): Promise<void> {
     memo: [],
     padded: [],
     sa: [],
+    lineage: [],
   };
   // A fresh dev server for every measured batch. The server's in-memory state grows with every
   // workflow, and its CPU per workflow with it: on one server for a whole run, throughput fell by 40%
@@ -329,6 +334,7 @@ async function main(): Promise<void> {
     ...(m.memo ? { memoRatio: paired('memo') } : {}),
     ...(m.padded ? { paddedRatio: paired('padded') } : {}),
     ...(m.sa ? { saRatio: paired('sa') } : {}),
+    ...(m.lineage ? { lineageRatio: paired('lineage') } : {}),
     // The spread of the bracketed candidate ratios: how far one run's ratio can be trusted.
     ratioQuartiles: [quantile(candidateRatios, 0.25), quantile(candidateRatios, 0.75)],
     ratioOfMedians: m.candidate / m.baseline,
