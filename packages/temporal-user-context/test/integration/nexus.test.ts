@@ -1,6 +1,5 @@
 // Nexus: the caller workflow's context reaches the operation handler; without it the call is refused.
 import { randomUUID } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
 import { Client } from '@temporalio/client';
 import { msToTs } from '@temporalio/common/lib/time.js';
 import { Worker } from '@temporalio/worker';
@@ -23,10 +22,10 @@ import {
   type Harness,
 } from '../../../../test-support/harness.js';
 import * as activities from '../fixtures/activities.js';
+import { fixtureWorkflowsPath, pluginlessWorker } from '../fixtures/harness.js';
 import { holdGate, whoHandler } from '../fixtures/nexus-handler.js';
 
-const workflowsPath = fileURLToPath(new URL('../fixtures/workflows.ts', import.meta.url));
-const forgingInterceptors = fileURLToPath(new URL('../fixtures/forging-interceptors.ts', import.meta.url));
+const workflowsPath = fixtureWorkflowsPath;
 let h: Harness;
 let endpoint: string;
 let endpointId: string | undefined;
@@ -54,19 +53,6 @@ afterAll(async () => {
       .catch(() => undefined);
   await h?.stop();
 });
-
-/** A caller's worker without this plugin (its Nexus calls carry no header), with extra interceptors. */
-function pluginlessWorker(taskQueue: string, workflowModules: string[] = []): Promise<Worker> {
-  return Worker.create({
-    connection: h.nativeConnection,
-    namespace: h.namespace,
-    taskQueue,
-    workflowsPath,
-    activities,
-    dataConverter: h.rawClient.options.dataConverter,
-    interceptors: { workflowModules },
-  });
-}
 
 /** A handler worker with `plugin` on a task queue of its own, and a Nexus endpoint that targets it. */
 async function handlerEndpoint(
@@ -143,7 +129,7 @@ describe('Nexus', () => {
 
   it('a Nexus call that arrives without the header (caller worker without the plugin) is refused by the handler', async () => {
     const taskQueue = `plain-${randomUUID()}`;
-    const plain = await pluginlessWorker(taskQueue);
+    const plain = await pluginlessWorker(h, taskQueue);
     const workflowId = `nx-plain-${randomUUID()}`;
     const code = await plain.runUntil(
       failureTypeOf(h.rawClient.workflow.execute('viaNexus', { taskQueue, workflowId, args: [endpoint] })),
@@ -167,7 +153,7 @@ describe('Nexus', () => {
     );
     const forged = await forgeryOf(h, victim, 5);
     const taskQueue = `forger-${randomUUID()}`;
-    const forger = await pluginlessWorker(taskQueue, [forgingInterceptors]);
+    const forger = await pluginlessWorker(h, taskQueue, true);
     const workflowId = `nx-forger-${randomUUID()}`;
     const code = await forger.runUntil(
       failureTypeOf(
@@ -214,7 +200,7 @@ describe('Nexus', () => {
         { timeout: 10_000 },
       );
       const taskQueue = `forger-${randomUUID()}`;
-      const forger = await pluginlessWorker(taskQueue, [forgingInterceptors]);
+      const forger = await pluginlessWorker(h, taskQueue, true);
       const attempt = async (event: number, operation: 'whoami' | 'hold') =>
         failureTypeOf(
           h.rawClient.workflow.execute('viaNexus', {
@@ -274,7 +260,7 @@ describe('Nexus', () => {
       const forge = await forgeryOf(h, victim);
       await new Promise((resolve) => setTimeout(resolve, 3500)); // past the 2 s window
       const forgerQueue = `forger-${randomUUID()}`;
-      const forger = await pluginlessWorker(forgerQueue, [forgingInterceptors]);
+      const forger = await pluginlessWorker(h, forgerQueue, true);
       const code = await forger.runUntil(
         failureTypeOf(
           h.rawClient.workflow.execute('viaNexus', {

@@ -3,29 +3,14 @@
 // choosing. With `activityLineage: 'header'` (the default) the guard reads those facts; with
 // `'server'` it asks the server for the activity's run instead (docs/wire-format.md, Limits).
 import { randomUUID } from 'node:crypto';
-import { fileURLToPath } from 'node:url';
 import { Worker } from '@temporalio/worker';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { describe, expect, it } from 'vitest';
 import { ErrorCodes, UserContextPlugin, runAsUser } from 'temporal-user-context';
-import {
-  alice,
-  failureTypeOf,
-  forgeryOf,
-  startHarness,
-  type Harness,
-} from '../../../../test-support/harness.js';
+import { alice, failureTypeOf, forgeryOf } from '../../../../test-support/harness.js';
 import * as activities from '../fixtures/activities.js';
+import { pluginlessWorker, useFixtureHarness } from '../fixtures/harness.js';
 
-const workflowsPath = fileURLToPath(new URL('../fixtures/workflows.ts', import.meta.url));
-const forgingInterceptors = fileURLToPath(new URL('../fixtures/forging-interceptors.ts', import.meta.url));
-let h: Harness;
-
-beforeAll(async () => {
-  h = await startHarness({ workflowsPath, activities });
-});
-afterAll(async () => {
-  await h?.stop();
-});
+const h = useFixtureHarness();
 
 /** A worker running only activities, with the plugin set to `activityLineage`. */
 function activityWorker(activityLineage: 'header' | 'server') {
@@ -50,15 +35,7 @@ describe('activities scheduled by a rogue workflow', () => {
     );
     const forged = await forgeryOf(h, victim);
     const rogueQueue = `rogue-${randomUUID()}`;
-    const rogue = await Worker.create({
-      connection: h.nativeConnection,
-      namespace: h.namespace,
-      taskQueue: rogueQueue,
-      workflowsPath,
-      activities,
-      dataConverter: h.rawClient.options.dataConverter,
-      interceptors: { workflowModules: [forgingInterceptors] },
-    });
+    const rogue = await pluginlessWorker(h, rogueQueue, true);
     // The rogue workflow's own id is the activity's (server data); the rest of `lin` names the victim.
     const attack = async (taskQueue: string) => {
       const workflowId = `rogue-${randomUUID()}`;
