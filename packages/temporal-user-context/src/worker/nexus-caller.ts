@@ -1,6 +1,12 @@
 import type { Client } from '@temporalio/client';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
-import { describeRun, lineageRefusal, serverLineage, type ConfirmedLineage } from './server-lineage.js';
+import {
+  describeLatestRun,
+  describeRun,
+  lineageRefusal,
+  serverLineage,
+  type ConfirmedLineage,
+} from './server-lineage.js';
 
 /** A Nexus request's caller as the request's links name it: caller-supplied, not server-vouched. */
 export interface NexusCaller {
@@ -52,6 +58,8 @@ export function trustsLinksFrom(policy: NexusCallerPolicy, namespace: string): b
 
 /** `PENDING_NEXUS_OPERATION_STATE_SCHEDULED`: a start attempt queued or in flight. */
 const SCHEDULED = 1;
+/** `NEXUS_OPERATION_CANCELLATION_STATE_SCHEDULED`: a cancel attempt queued or in flight. */
+const CANCEL_SCHEDULED = 1;
 
 /**
  * Confirms with the Temporal server that a Nexus request comes from the workflow its links name, and
@@ -96,4 +104,51 @@ export async function confirmNexusCaller(
   if (!inFlight)
     throw lineageRefusal('the workflow the Nexus request names has no such start attempt in flight');
   return serverLineage(client, { workflowId: caller.workflowId, runId: caller.runId }, described);
+}
+
+/** A caller confirmed by the server: its run and that run's lineage. */
+export interface ConfirmedCaller extends ConfirmedLineage {
+  runId: string;
+}
+
+/**
+ * Confirms with the Temporal server that a Nexus **cancel** request comes from the workflow that holds
+ * the operation, and states that workflow's lineage from the server's records.
+ *
+ * A cancel request carries no links. The server sends it with the headers of the operation's
+ * scheduling event, so the caller is the workflow that our header's lineage names (`lin.wf`), and
+ * anyone who may call the endpoint can send a cancel with a header and an operation token copied from
+ * history. The facts only the server writes: the current run of that workflow must hold this
+ * operation (the operation token, this endpoint, service and operation) with a cancel request in
+ * flight (state SCHEDULED). The guard then checks the token against the root and chain start stated
+ * here, as for a start (check 8 of docs/wire-format.md).
+ *
+ * What it leaves: while that cancel request is in flight, a second one forged to name it passes too;
+ * it asks for what the caller asked. A caller that closes or continues as new before its cancel is
+ * delivered no longer holds the operation, so that cancel is refused (the SDK does not promise to
+ * deliver it then either). Returns the caller's run and lineage; throws
+ * `USER_CONTEXT_LINEAGE_MISMATCH` when the cancel is not confirmed, and rethrows a lookup failure that
+ * is not a verdict, so the request is retried.
+ */
+export async function confirmNexusCancel(
+  client: Client,
+  workflowId: string,
+  op: NexusOperationFacts & { token: string },
+): Promise<ConfirmedCaller> {
+  if (!op.endpoint) throw lineageRefusal('the server routed the Nexus cancel without its endpoint');
+  const described = await describeLatestRun(client, workflowId);
+  const runId = described.workflowExecutionInfo?.execution?.runId;
+  if (!runId) throw lineageRefusal('the server names no run of the workflow the Nexus cancel names');
+  const requested = (described.pendingNexusOperations ?? []).some(
+    (p) =>
+      p.operationToken === op.token &&
+      p.cancellationInfo?.state === CANCEL_SCHEDULED &&
+      p.endpoint === op.endpoint &&
+      p.service === op.service &&
+      p.operation === op.operation,
+  );
+  if (!requested)
+    throw lineageRefusal('the workflow the Nexus cancel names has no cancel of this operation in flight');
+  const run = { workflowId, runId };
+  return { runId, ...(await serverLineage(client, run, described)) };
 }

@@ -1,5 +1,6 @@
 import { convertNexusLinkToWorkflowEventLink } from '@temporalio/nexus/lib/link-converter.js';
 import type {
+  NexusCancelOperationInput,
   NexusInboundCallsInterceptor,
   NexusStartOperationInput,
   NexusStartOperationOutput,
@@ -13,13 +14,15 @@ import type { Auditor } from '../audit/sinks.js';
 import { toApplicationFailure } from './activity-interceptor.js';
 import { auditAllowed, auditFailure, confirmOriginator, type OriginatorChecks } from './decision.js';
 import {
+  confirmNexusCancel,
   confirmNexusCaller,
   trustsLinksFrom,
   type NexusCaller,
   type NexusCallerPolicy,
 } from './nexus-caller.js';
+import type { ConfirmedLineage } from './server-lineage.js';
 import { runInNexusScope, type ActivityScope } from './scope.js';
-import type { ContextVerifier } from './verifier.js';
+import type { ContextVerifier, Verified } from './verifier.js';
 
 /**
  * The calling workflow, from the request's links. The server attaches a correct one, but a caller that
@@ -59,15 +62,31 @@ function parseNexusHeader(headers: Record<string, string>): ContextHeader | unde
   return parseHeaderValue(value, 'Nexus ' + ORIGINATOR_HEADER);
 }
 
+/** What a guard established about a request before its common checks: see {@link NexusGuard}. */
+interface Admission {
+  verified: Verified;
+  /** The header with the lineage it was finally checked against. */
+  checked: ContextHeader;
+  /** The caller's run, when the server confirmed it. */
+  confirmedRun?: string;
+}
+
+const OTHER_NAMESPACE =
+  'a Nexus caller in another namespace cannot be confirmed (nexusCallers.trustLinksFrom does not name it)';
+
 /**
- * Verifies the caller's context on a Nexus operation before the handler runs: the token must be a
- * start token of the calling workflow's lineage, in the calling workflow's namespace. The request's
- * links name the caller and our header states its lineage, both writable by the caller, so for a
- * caller of the handler's own namespace the server confirms the request and states the root and chain
- * start the token is checked against ({@link confirmNexusCaller}, docs/wire-format.md check 8); a
- * caller of another namespace is refused unless `nexusCallers.trustLinksFrom` names it. The handler
+ * Verifies the caller's context on a Nexus request before the handler runs: the token must be a
+ * start token of the calling workflow's lineage, in the calling workflow's namespace.
+ * - A **start** names its caller in the request's links, and our header states its lineage, both
+ *   writable by the caller: for a caller of the handler's own namespace the server confirms the request
+ *   and states the root and chain start the token is checked against ({@link confirmNexusCaller},
+ *   docs/wire-format.md check 8).
+ * - A **cancel** carries no links: the header's lineage names the caller, and the server must show
+ *   that workflow holding this operation with a cancel in flight ({@link confirmNexusCancel}).
+ *
+ * A caller of another namespace is refused unless `nexusCallers.trustLinksFrom` names it. The handler
  * then sees the context through `currentUserContext()`. Refusals are non-retryable handler errors,
- * audited.
+ * audited (`nexus.start`, `nexus.cancel`).
  */
 export class NexusGuard implements NexusInboundCallsInterceptor {
   constructor(
@@ -89,47 +108,112 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
       runId: caller?.runId,
       activityType: `nexus:${input.ctx.service}/${input.ctx.operation}`,
     };
-    let scope: ActivityScope;
-    try {
-      const header = parseNexusHeader(input.ctx.headers);
-      if (!header) throw new UserContextError(ErrorCodes.MISSING, 'Nexus operation without a user context');
+    const scope = await this.admit('nexus.start', audit, input.ctx.headers, async (header) => {
       if (!caller)
         throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'Nexus request names no calling workflow');
       // The token must hold for the facts the request states before the server is asked about them.
-      let checked = header;
-      let verified = await this.options.verifier.verifyOriginator(checked, caller);
+      const verified = await this.options.verifier.verifyOriginator(header, caller);
       // The links and `lin` are the caller's to write: the server confirms the caller, and states its
       // lineage (check 8), which the token must then hold for as well.
-      const client = getClient();
-      const confirmed = client.options.namespace === caller.namespace;
-      if (confirmed) {
-        const { service, operation } = input.ctx;
-        const lineage = await confirmNexusCaller(client, caller, {
-          endpoint: operationInfo().endpoint,
-          service,
-          operation,
-        });
-        const lin = Object.assign({}, header.lin, { root: lineage.root, start: lineage.chainStart });
-        checked = Object.assign({}, header, { lin });
-        verified = await this.options.verifier.verifyOriginator(checked, caller);
-      } else if (!trustsLinksFrom(this.options.callerPolicy, caller.namespace)) {
-        throw new UserContextError(
-          ErrorCodes.LINEAGE_MISMATCH,
-          'a Nexus caller in another namespace cannot be confirmed (nexusCallers.trustLinksFrom does not name it)',
-        );
-      }
+      if (getClient().options.namespace !== caller.namespace)
+        return this.trusted(caller.namespace, verified, header);
+      const { service, operation } = input.ctx;
+      const lineage = await confirmNexusCaller(getClient(), caller, {
+        endpoint: operationInfo().endpoint,
+        service,
+        operation,
+      });
+      return this.reverified(header, lineage, caller, caller.runId);
+    });
+    return runInNexusScope(scope, () => next(input));
+  }
+
+  async cancelOperation(
+    input: NexusCancelOperationInput,
+    next: Next<NexusInboundCallsInterceptor, 'cancelOperation'>,
+  ): Promise<void> {
+    const audit: ActivityScope['audit'] = {
+      activityType: `nexus:${input.ctx.service}/${input.ctx.operation}`,
+    };
+    const scope = await this.admit('nexus.cancel', audit, input.ctx.headers, async (header) => {
+      const workflowId = header.lin?.wf;
+      if (!workflowId)
+        throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'the Nexus cancel names no calling workflow');
+      audit.workflowId = workflowId;
+      // No links: the caller's namespace is the one the (verified) token was issued for.
+      const namespace = (await this.options.verifier.open(header.tok)).aud;
+      audit.namespace = namespace;
+      const caller = { namespace, workflowId };
+      const verified = await this.options.verifier.verifyOriginator(header, caller);
+      if (getClient().options.namespace !== namespace) return this.trusted(namespace, verified, header);
+      const { service, operation } = input.ctx;
+      const confirmed = await confirmNexusCancel(getClient(), workflowId, {
+        endpoint: operationInfo().endpoint,
+        service,
+        operation,
+        token: input.token,
+      });
+      audit.runId = confirmed.runId;
+      return this.reverified(header, confirmed, caller, confirmed.runId);
+    });
+    return runInNexusScope(scope, () => next(input));
+  }
+
+  /** The token checked again against the lineage the server stated, instead of the header's. */
+  private async reverified(
+    header: ContextHeader,
+    lineage: ConfirmedLineage,
+    caller: { namespace: string; workflowId: string },
+    confirmedRun: string | undefined,
+  ): Promise<Admission> {
+    const lin = Object.assign({}, header.lin, { root: lineage.root, start: lineage.chainStart });
+    const checked = Object.assign({}, header, { lin });
+    const verified = await this.options.verifier.verifyOriginator(checked, caller);
+    return { verified, checked, confirmedRun };
+  }
+
+  /** A caller of another namespace: accepted on what it wrote only where the policy says so. */
+  private trusted(namespace: string, verified: Verified, checked: ContextHeader): Admission {
+    if (!trustsLinksFrom(this.options.callerPolicy, namespace))
+      throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, OTHER_NAMESPACE);
+    return { verified, checked };
+  }
+
+  /**
+   * The steps a start and a cancel share: the header must be there, `verify` (the request's own
+   * checks) must pass, then revocation and a schedule's runs are checked, and the decision is audited.
+   * Returns the scope the handler runs in; throws the refusal as a non-retryable handler error.
+   */
+  private async admit(
+    action: string,
+    audit: ActivityScope['audit'],
+    headers: Record<string, string>,
+    verify: (header: ContextHeader) => Promise<Admission>,
+  ): Promise<ActivityScope> {
+    try {
+      const header = parseNexusHeader(headers);
+      if (!header)
+        throw new UserContextError(ErrorCodes.MISSING, `Nexus ${action.slice(6)} without a user context`);
+      const { verified, checked, confirmedRun } = await verify(header);
       await confirmOriginator(verified, checked, this.options, () => {
         // Only the caller's namespace knows its schedule's runs; the handler's client is bound to its own.
-        if (client.options.namespace !== caller.namespace || !caller.runId) {
+        if (confirmedRun === undefined)
           throw new UserContextError(
             ErrorCodes.LINEAGE_MISMATCH,
             'a scheduled lineage can only be confirmed from its own namespace',
           );
-        }
-        return { client, runKey: caller.runId };
+        return { client: getClient(), runKey: confirmedRun };
       });
       const { lin: _lin, ...forward } = header;
-      scope = {
+      const trusted = confirmedRun === undefined;
+      auditAllowed(
+        this.options.auditor,
+        audit,
+        action,
+        verified,
+        trusted ? 'caller trusted on what it wrote (nexusCallers.trustLinksFrom), not confirmed' : undefined,
+      );
+      return {
         context: verified.context,
         claims: verified.claims,
         header: forward,
@@ -137,20 +221,12 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
         audit,
         auditor: this.options.auditor,
       };
-      auditAllowed(
-        this.options.auditor,
-        audit,
-        'nexus.start',
-        verified,
-        confirmed ? undefined : 'caller trusted on its links (nexusCallers.trustLinksFrom), not confirmed',
-      );
     } catch (err) {
-      const refusal = auditFailure(this.options.auditor, audit, 'nexus.start', err);
+      const refusal = auditFailure(this.options.auditor, audit, action, err);
       throw new nexus.HandlerError('BAD_REQUEST', refusal.message, {
         cause: toApplicationFailure(refusal),
         retryableOverride: false,
       });
     }
-    return runInNexusScope(scope, () => next(input));
   }
 }

@@ -1,9 +1,9 @@
 // Nexus: the caller workflow's context reaches the operation handler; without it the call is refused.
 import { randomUUID } from 'node:crypto';
-import { Client } from '@temporalio/client';
+import { Client, type WorkflowHandle, type WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
 import { msToTs } from '@temporalio/common/lib/time.js';
 import { Worker } from '@temporalio/worker';
-import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
 import {
   ErrorCodes,
   UserContextPlugin,
@@ -23,9 +23,11 @@ import {
 } from '../../../../test-support/harness.js';
 import * as activities from '../fixtures/activities.js';
 import { fixtureWorkflowsPath, pluginlessWorker } from '../fixtures/harness.js';
-import { holdGate, whoHandler } from '../fixtures/nexus-handler.js';
+import { cancelledBy, holdGate, whoHandler } from '../fixtures/nexus-handler.js';
 
 const workflowsPath = fixtureWorkflowsPath;
+/** The server's HTTP API, where an attacker can send Nexus requests itself ('' when unknown). */
+const httpAddress = inject('temporalHttpAddress');
 let h: Harness;
 let endpoint: string;
 let endpointId: string | undefined;
@@ -101,6 +103,30 @@ async function strictWindows() {
     plugins: [new UserContextPlugin({ keys: h.edgeRing, audit: h.audit, startWindowSeconds: 2 })],
   });
   return { ...handler, edge };
+}
+
+/** Starts alice's `parkedNexus` caller on the shared endpoint, once its operation has started. */
+async function parkedCaller(): Promise<{ caller: WorkflowHandleWithFirstExecutionRunId; token: string }> {
+  const caller = await runAsUser(alice, () =>
+    h.client.workflow.start('parkedNexus', {
+      taskQueue: h.taskQueue,
+      workflowId: `nx-parked-${randomUUID()}`,
+      args: [endpoint],
+    }),
+  );
+  return { caller, token: await startedToken(caller) };
+}
+
+/** Waits until the `parkedNexus` caller's operation has started, and returns the operation's token. */
+function startedToken(caller: WorkflowHandle): Promise<string> {
+  return vi.waitFor(
+    async () => {
+      const token = (await caller.describe()).raw.pendingNexusOperations?.[0]?.operationToken;
+      expect(token).toBeTruthy();
+      return token!;
+    },
+    { timeout: 10_000 },
+  );
 }
 
 describe('Nexus', () => {
@@ -227,6 +253,55 @@ describe('Nexus', () => {
     }
     expect(await victim.result()).toEqual(alice);
   });
+
+  it('a cancel from the workflow that holds the operation reaches the handler as its originator', async () => {
+    const { caller, token } = await parkedCaller();
+    await runAsUser(alice, () => caller.signal('cancelParked'));
+    expect(await caller.result()).toBe(token);
+    expect(cancelledBy.get(token)).toEqual(alice);
+    const seen = h.audit.events.filter(
+      (e) => e.action === 'nexus.cancel' && e.workflowId === caller.workflowId,
+    );
+    expect(seen.map((e) => [e.decision, e.userId, e.runId])).toEqual([
+      ['allow', alice.userId, caller.firstExecutionRunId],
+    ]);
+  });
+
+  it.skipIf(!httpAddress)(
+    'a cancel sent straight to the endpoint, with the header and operation token copied from history, is refused',
+    async () => {
+      const { caller, token } = await parkedCaller();
+      // What any reader of the caller's history has: the scheduling event's Nexus header.
+      const { events } = await caller.fetchHistory();
+      const header = events?.find((e) => e.nexusOperationScheduledEventAttributes)
+        ?.nexusOperationScheduledEventAttributes?.nexusHeader?.['user-context'];
+      expect(header).toBeTruthy();
+      const before = h.audit.events.length;
+      const cancel = (headers: Record<string, string>) =>
+        fetch(`${httpAddress}/nexus/endpoints/${endpointId}/services/who/parked/cancel`, {
+          method: 'POST',
+          headers: { 'nexus-operation-token': token, ...headers },
+        });
+      const forged = await cancel({ 'user-context': header! });
+      const bare = await cancel({});
+      expect([forged.status, bare.status]).toEqual([400, 400]);
+      expect(cancelledBy.has(token)).toBe(false);
+      const refusals = h.audit.events.slice(before).filter((e) => e.action === 'nexus.cancel');
+      expect(refusals.map((e) => [e.decision, e.reason, e.workflowId, e.detail])).toEqual([
+        [
+          'deny',
+          ErrorCodes.LINEAGE_MISMATCH,
+          caller.workflowId,
+          'the workflow the Nexus cancel names has no cancel of this operation in flight',
+        ],
+        ['deny', ErrorCodes.MISSING, undefined, 'Nexus cancel without a user context'],
+      ]);
+      // The caller's own cancel still reaches the handler.
+      await runAsUser(alice, () => caller.signal('cancelParked'));
+      expect(await caller.result()).toBe(token);
+      expect(cancelledBy.get(token)).toEqual(alice);
+    },
+  );
 
   it("callers below the root are confirmed against the root's chain: a child, and a run after continue-as-new past the window", async () => {
     // Strict: no clock skew, 2 s windows. The continued run calls after its chain's window closed, so it
@@ -390,6 +465,23 @@ describe('Nexus callers of another namespace', () => {
         },
       ]);
       expect(await call(trusting, `nx-x-${randomUUID()}`)).toEqual(alice);
+      // A cancel carries no links: from a trusted namespace it is taken on its header, and audited so.
+      const parked = await runAsUser(alice, () =>
+        caller.workflow.start('parkedNexus', {
+          taskQueue: callerQueue,
+          workflowId: `nx-x-${randomUUID()}`,
+          args: [trusting],
+        }),
+      );
+      const token = await startedToken(parked);
+      await runAsUser(alice, () => parked.signal('cancelParked'));
+      expect(await parked.result()).toBe(token);
+      expect(cancelledBy.get(token)).toEqual(alice);
+      expect(
+        h.audit.events.filter((e) => e.action === 'nexus.cancel' && e.workflowId === parked.workflowId),
+      ).toMatchObject([
+        { decision: 'allow', namespace: other, detail: expect.stringContaining('trusted on what it wrote') },
+      ]);
       expect(await failureTypeOf(call(trustingOthers, `nx-x-${randomUUID()}`))).toBe(
         ErrorCodes.LINEAGE_MISMATCH,
       );
