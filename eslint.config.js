@@ -16,7 +16,7 @@ export default tseslint.config(
     languageOptions: { globals: { process: 'readonly', console: 'readonly', Buffer: 'readonly' } },
   },
   {
-    // The workflow sandbox: no Node built-ins, no clocks, no keys (see docs/determinism.md).
+    // The workflow sandbox: no Node built-ins, no clocks, no keys (docs/wire-format.md, _Determinism_).
     files: [
       'packages/temporal-user-context/src/workflow/**/*.ts',
       'packages/temporal-user-context/src/context/**/*.ts',

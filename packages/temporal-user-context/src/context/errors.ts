@@ -15,13 +15,14 @@ export const ErrorCodes = {
   TOKEN_INVALID: 'USER_CONTEXT_TOKEN_INVALID',
   /** The token names a key id that the key ring does not hold (or a hostile one). */
   KEY_UNKNOWN: 'USER_CONTEXT_KEY_UNKNOWN',
-  /** The token's start window has passed, or it was issued in the future. */
+  /** An actor token's window has passed, or the token was issued in the future. */
   TOKEN_EXPIRED: 'USER_CONTEXT_TOKEN_EXPIRED',
   /** The token was issued for another namespace. */
   AUDIENCE_MISMATCH: 'USER_CONTEXT_AUDIENCE_MISMATCH',
   /**
-   * The token was issued for another workflow lineage or an earlier closed run, or the server does not
-   * confirm the scheduled run it claims to be.
+   * The token was issued for another workflow lineage or an earlier closed run, the lineage started
+   * outside the token's start window, or the server does not confirm the run or Nexus caller it claims
+   * to be.
    */
   LINEAGE_MISMATCH: 'USER_CONTEXT_LINEAGE_MISMATCH',
   /** An explicit context argument disagrees with the verified, propagated one. */

@@ -19,7 +19,7 @@ export interface IssueOptions {
   workflowId?: string;
   /** Schedule id the token is bound to (`schedule`). */
   scheduleId?: string;
-  /** Seconds the start window stays open (default: 60 for start/actor, 366 days for schedules). */
+  /** Seconds the start window stays open (default: 60 for start, 300 for actor, 366 days for schedules). */
   windowSeconds?: number;
   /** Clock, for tests. */
   now?: () => number;
