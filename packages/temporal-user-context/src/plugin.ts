@@ -206,6 +206,7 @@ export class UserContextPlugin extends SimplePlugin {
         nexus: [
           () => ({
             inbound: new NexusGuard({
+              ring: pluginOptions.keys,
               verifier,
               auditor,
               scheduledRuns,

@@ -6,6 +6,7 @@ import { SignJWT, exportJWK, generateKeyPair, type JWK, type KeyLike } from 'jos
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { toProblem } from '../../src/api/problems.js';
 import { AuthError, createVerifier, jwksUrl } from '../../src/auth/verify.js';
+import { codeOf as codeOfType } from '../../../../test-support/refusal.js';
 
 const issuer = 'https://idp.example';
 const audience = 'agent-platform';
@@ -51,15 +52,7 @@ function token(
     .sign(signWith);
 }
 
-async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
-  try {
-    await p;
-    return undefined;
-  } catch (err) {
-    if (!(err instanceof AuthError)) throw err;
-    return err.code;
-  }
-}
+const codeOf = (p: Promise<unknown>) => codeOfType(p, AuthError);
 
 describe('bearer tokens against a remote JWKS', () => {
   it('accepts a token signed with a served key and maps its claims', async () => {

@@ -10,6 +10,7 @@ import {
   createVerifier,
   type AuthOptions,
 } from '../../src/auth/verify.js';
+import { codeOf as codeOfType } from '../../../../test-support/refusal.js';
 
 const issuer = 'https://idp.example';
 const audience = 'agent-platform';
@@ -41,15 +42,7 @@ function verifier(options: Partial<AuthOptions> = {}) {
   return createVerifier({ jwks, issuer, audience, ...options });
 }
 
-async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
-  try {
-    await p;
-    return undefined;
-  } catch (err) {
-    if (!(err instanceof AuthError)) throw err;
-    return err.code;
-  }
-}
+const codeOf = (p: Promise<unknown>) => codeOfType(p, AuthError);
 
 describe('token time checks', () => {
   it('accepts a fresh token, and an `iat` ahead by less than the clock tolerance', async () => {

@@ -80,13 +80,14 @@ export async function openContextToken(ring: KeyRing, token: string): Promise<Co
 }
 
 /** A key id is looked up only when it has the documented shape; anything else is unknown. */
-function knownKid(kid: unknown): string {
+export function knownKid(kid: unknown): string {
   if (typeof kid !== 'string' || !KID_PATTERN.test(kid))
     throw new UserContextError(ErrorCodes.KEY_UNKNOWN, 'malformed key id');
   return kid;
 }
 
-function joseFailure(err: unknown, reason: string): UserContextError {
+/** A jose failure as `USER_CONTEXT_TOKEN_INVALID` (a refusal thrown by a key resolver passes unchanged). */
+export function joseFailure(err: unknown, reason: string): UserContextError {
   if (err instanceof UserContextError) return err;
   const detail = err instanceof joseErrors.JOSEError ? ` (${err.code})` : '';
   return new UserContextError(ErrorCodes.TOKEN_INVALID, `${reason}${detail}`, { cause: err });

@@ -1,11 +1,11 @@
 import type { Client } from '@temporalio/client';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
 import {
-  describeLatestRun,
   describeRun,
   lineageRefusal,
   serverLineage,
   type ConfirmedLineage,
+  type RunRef,
 } from './server-lineage.js';
 
 /** A Nexus request's caller as the request's links name it: caller-supplied, not server-vouched. */
@@ -56,10 +56,14 @@ export function trustsLinksFrom(policy: NexusCallerPolicy, namespace: string): b
   return policy !== 'confirm' && policy.trustLinksFrom.includes(namespace);
 }
 
-/** `PENDING_NEXUS_OPERATION_STATE_SCHEDULED`: a start attempt queued or in flight. */
-const SCHEDULED = 1;
-/** `NEXUS_OPERATION_CANCELLATION_STATE_SCHEDULED`: a cancel attempt queued or in flight. */
-const CANCEL_SCHEDULED = 1;
+/**
+ * Pending states in which the server may be sending a request: `PENDING_NEXUS_OPERATION_STATE_SCHEDULED`
+ * (a start attempt queued or in flight) and `_BLOCKED` (the endpoint's circuit breaker is not closed,
+ * and while it is half-open the server still lets one attempt through).
+ */
+const START_PENDING = new Set([1, 4]);
+/** The same for a cancel: `NEXUS_OPERATION_CANCELLATION_STATE_SCHEDULED` and `_BLOCKED`. */
+const CANCEL_PENDING = new Set([1, 6]);
 
 /**
  * Confirms with the Temporal server that a Nexus request comes from the workflow its links name, and
@@ -71,7 +75,7 @@ const CANCEL_SCHEDULED = 1;
  * header are the caller's to write as well (docs/wire-format.md, check 8). The facts only the server
  * writes: the named run's pending Nexus operations, its root, and when the root's execution chain
  * began. The request must be a start attempt of one of those operations (the scheduling event the
- * link names, this endpoint, service and operation, state SCHEDULED), and the guard then checks the
+ * link names, this endpoint, service and operation, state SCHEDULED or BLOCKED), and the guard then checks the
  * token against the root and chain start stated here.
  *
  * What it leaves: while the named run has that very start attempt in flight, a second request forged
@@ -96,7 +100,7 @@ export async function confirmNexusCaller(
   const inFlight = (described.pendingNexusOperations ?? []).some(
     (p) =>
       Number(p.scheduledEventId) === caller.eventId &&
-      p.state === SCHEDULED &&
+      START_PENDING.has(p.state ?? 0) &&
       p.endpoint === op.endpoint &&
       p.service === op.service &&
       p.operation === op.operation,
@@ -106,49 +110,39 @@ export async function confirmNexusCaller(
   return serverLineage(client, { workflowId: caller.workflowId, runId: caller.runId }, described);
 }
 
-/** A caller confirmed by the server: its run and that run's lineage. */
-export interface ConfirmedCaller extends ConfirmedLineage {
-  runId: string;
-}
-
 /**
- * Confirms with the Temporal server that a Nexus **cancel** request comes from the workflow that holds
- * the operation, and states that workflow's lineage from the server's records.
+ * Confirms with the Temporal server that a Nexus **cancel** request comes from the run that holds the
+ * operation, and states that run's lineage from the server's records.
  *
- * A cancel request carries no links. The server sends it with the headers of the operation's
- * scheduling event, so the caller is the workflow that our header's lineage names (`lin.wf`), and
- * anyone who may call the endpoint can send a cancel with a header and an operation token copied from
- * history. The facts only the server writes: the current run of that workflow must hold this
- * operation (the operation token, this endpoint, service and operation) with a cancel request in
- * flight (state SCHEDULED). The guard then checks the token against the root and chain start stated
- * here, as for a start (check 8 of docs/wire-format.md).
+ * A cancel request carries no links (the server sends it with the headers of the operation's
+ * scheduling event), and anyone who may call the endpoint can send one, with a header and an operation
+ * token copied from history. The guard takes the caller's run from the sealed operation token
+ * (`sealOperationToken`), which the guard itself wrote when the operation started. The facts only the
+ * server writes: that run must hold this operation (the operation token, this endpoint, service and
+ * operation) with a cancel request queued or in flight (state SCHEDULED, or BLOCKED while the endpoint's
+ * circuit breaker lets a probe through). The guard then checks the token against the root and chain
+ * start stated here, as for a start (check 8 of docs/wire-format.md).
  *
- * What it leaves: while that cancel request is in flight, a second one forged to name it passes too;
- * it asks for what the caller asked. A caller that closes or continues as new before its cancel is
- * delivered no longer holds the operation, so that cancel is refused (the SDK does not promise to
- * deliver it then either). Returns the caller's run and lineage; throws
- * `USER_CONTEXT_LINEAGE_MISMATCH` when the cancel is not confirmed, and rethrows a lookup failure that
- * is not a verdict, so the request is retried.
+ * What it leaves: while that cancel request is pending, a second one forged to name it passes too; it
+ * asks for what the caller asked. Returns the run's lineage; throws `USER_CONTEXT_LINEAGE_MISMATCH`
+ * when the cancel is not confirmed, and rethrows a lookup failure that is not a verdict, so the
+ * request is retried.
  */
 export async function confirmNexusCancel(
   client: Client,
-  workflowId: string,
+  run: RunRef,
   op: NexusOperationFacts & { token: string },
-): Promise<ConfirmedCaller> {
+): Promise<ConfirmedLineage> {
   if (!op.endpoint) throw lineageRefusal('the server routed the Nexus cancel without its endpoint');
-  const described = await describeLatestRun(client, workflowId);
-  const runId = described.workflowExecutionInfo?.execution?.runId;
-  if (!runId) throw lineageRefusal('the server names no run of the workflow the Nexus cancel names');
+  const described = await describeRun(client, run, 'the run that started the operation');
   const requested = (described.pendingNexusOperations ?? []).some(
     (p) =>
       p.operationToken === op.token &&
-      p.cancellationInfo?.state === CANCEL_SCHEDULED &&
+      CANCEL_PENDING.has(p.cancellationInfo?.state ?? 0) &&
       p.endpoint === op.endpoint &&
       p.service === op.service &&
       p.operation === op.operation,
   );
-  if (!requested)
-    throw lineageRefusal('the workflow the Nexus cancel names has no cancel of this operation in flight');
-  const run = { workflowId, runId };
-  return { runId, ...(await serverLineage(client, run, described)) };
+  if (!requested) throw lineageRefusal('the run that started the operation has no cancel of it in flight');
+  return serverLineage(client, run, described);
 }

@@ -8,7 +8,9 @@ import type {
 } from '@temporalio/worker';
 import { getClient, operationInfo } from '@temporalio/nexus';
 import * as nexus from 'nexus-rpc';
-import { ErrorCodes, UserContextError } from '../context/errors.js';
+import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
+import type { KeyRing } from '../crypto/keyring.js';
+import { openOperationToken, sealOperationToken } from '../crypto/operation-token.js';
 import { ORIGINATOR_HEADER, MAX_HEADER_BYTES, parseHeaderValue, type ContextHeader } from '../header/wire.js';
 import type { Auditor } from '../audit/sinks.js';
 import { toApplicationFailure } from './activity-interceptor.js';
@@ -80,9 +82,12 @@ const OTHER_NAMESPACE =
  * - A **start** names its caller in the request's links, and our header states its lineage, both
  *   writable by the caller: for a caller of the handler's own namespace the server confirms the request
  *   and states the root and chain start the token is checked against ({@link confirmNexusCaller},
- *   docs/wire-format.md check 8).
- * - A **cancel** carries no links: the header's lineage names the caller, and the server must show
- *   that workflow holding this operation with a cancel in flight ({@link confirmNexusCancel}).
+ *   docs/wire-format.md check 8). The token of an asynchronous operation is returned sealed together
+ *   with its caller and context token ({@link sealOperationToken}).
+ * - A **cancel** carries no links: the sealed operation token names the caller, the cancel must carry
+ *   the context token the operation was started with, and the server must show that caller's run
+ *   holding the operation with a cancel in flight ({@link confirmNexusCancel}, check 9). The handler
+ *   gets its own token back.
  *
  * A caller of another namespace is refused unless `nexusCallers.trustLinksFrom` names it. The handler
  * then sees the context through `currentUserContext()`. Refusals are non-retryable handler errors,
@@ -91,6 +96,7 @@ const OTHER_NAMESPACE =
 export class NexusGuard implements NexusInboundCallsInterceptor {
   constructor(
     private readonly options: OriginatorChecks & {
+      ring: KeyRing;
       verifier: ContextVerifier;
       auditor: Auditor;
       callerPolicy: NexusCallerPolicy;
@@ -108,7 +114,7 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
       runId: caller?.runId,
       activityType: `nexus:${input.ctx.service}/${input.ctx.operation}`,
     };
-    const scope = await this.admit('nexus.start', audit, input.ctx.headers, async (header) => {
+    const { scope, verified } = await this.admit('nexus.start', audit, input.ctx.headers, async (header) => {
       if (!caller)
         throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'Nexus request names no calling workflow');
       // The token must hold for the facts the request states before the server is asked about them.
@@ -125,7 +131,24 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
       });
       return this.reverified(header, lineage, caller, caller.runId);
     });
-    return runInNexusScope(scope, () => next(input));
+    const output = await runInNexusScope(scope, () => next(input));
+    if (!output.result.isAsync || !caller) return output;
+    // The operation can be cancelled later, by a request with no links: its token carries who started
+    // it, sealed, for the cancel to be held to (check 9).
+    try {
+      const token = await sealOperationToken(this.options.ring, {
+        tok: output.result.token,
+        ns: caller.namespace,
+        wf: caller.workflowId,
+        ...(caller.runId ? { run: caller.runId } : {}),
+        jti: verified.claims.jti,
+      });
+      return { result: nexus.HandlerStartOperationResult.async(token) };
+    } catch (err) {
+      // The operation has started: its start is not undone. Only its cancels will be refused.
+      if (!isUserContextError(err)) throw err;
+      return output;
+    }
   }
 
   async cancelOperation(
@@ -135,28 +158,29 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
     const audit: ActivityScope['audit'] = {
       activityType: `nexus:${input.ctx.service}/${input.ctx.operation}`,
     };
-    const scope = await this.admit('nexus.cancel', audit, input.ctx.headers, async (header) => {
-      const workflowId = header.lin?.wf;
-      if (!workflowId)
-        throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'the Nexus cancel names no calling workflow');
-      audit.workflowId = workflowId;
-      // No links: the caller's namespace is the one the (verified) token was issued for.
-      const namespace = (await this.options.verifier.open(header.tok)).aud;
-      audit.namespace = namespace;
-      const caller = { namespace, workflowId };
+    let own = '';
+    const { scope } = await this.admit('nexus.cancel', audit, input.ctx.headers, async (header) => {
+      const bound = await openOperationToken(this.options.ring, input.token);
+      own = bound.tok;
+      Object.assign(audit, { namespace: bound.ns, workflowId: bound.wf, runId: bound.run });
+      const caller = { namespace: bound.ns, workflowId: bound.wf };
       const verified = await this.options.verifier.verifyOriginator(header, caller);
-      if (getClient().options.namespace !== namespace) return this.trusted(namespace, verified, header);
+      if (verified.claims.jti !== bound.jti)
+        throw new UserContextError(
+          ErrorCodes.LINEAGE_MISMATCH,
+          'the Nexus cancel carries another context token than its operation was started with',
+        );
+      if (getClient().options.namespace !== bound.ns) return this.trusted(bound.ns, verified, header);
+      if (!bound.run) throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'the operation names no run');
       const { service, operation } = input.ctx;
-      const confirmed = await confirmNexusCancel(getClient(), workflowId, {
-        endpoint: operationInfo().endpoint,
-        service,
-        operation,
-        token: input.token,
-      });
-      audit.runId = confirmed.runId;
-      return this.reverified(header, confirmed, caller, confirmed.runId);
+      const lineage = await confirmNexusCancel(
+        getClient(),
+        { workflowId: bound.wf, runId: bound.run },
+        { endpoint: operationInfo().endpoint, service, operation, token: input.token },
+      );
+      return this.reverified(header, lineage, caller, bound.run);
     });
-    return runInNexusScope(scope, () => next(input));
+    return runInNexusScope(scope, () => next({ ...input, token: own }));
   }
 
   /** The token checked again against the lineage the server stated, instead of the header's. */
@@ -189,7 +213,7 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
     audit: ActivityScope['audit'],
     headers: Record<string, string>,
     verify: (header: ContextHeader) => Promise<Admission>,
-  ): Promise<ActivityScope> {
+  ): Promise<{ scope: ActivityScope; verified: Verified }> {
     try {
       const header = parseNexusHeader(headers);
       if (!header)
@@ -213,7 +237,7 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
         verified,
         trusted ? 'caller trusted on what it wrote (nexusCallers.trustLinksFrom), not confirmed' : undefined,
       );
-      return {
+      const scope = {
         context: verified.context,
         claims: verified.claims,
         header: forward,
@@ -221,6 +245,7 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
         audit,
         auditor: this.options.auditor,
       };
+      return { scope, verified };
     } catch (err) {
       const refusal = auditFailure(this.options.auditor, audit, action, err);
       throw new nexus.HandlerError('BAD_REQUEST', refusal.message, {

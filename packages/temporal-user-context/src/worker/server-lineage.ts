@@ -24,24 +24,11 @@ const VERDICT_CODES = new Set([5, 3]);
 const CACHE_SIZE = 10_000;
 
 /** `DescribeWorkflowExecution` of one run; a missing or malformed run is a refusal, anything else rethrown. */
-export function describeRun(client: Client, run: RunRef, what: string): Promise<Description> {
-  return describe(client, { workflowId: run.workflowId, runId: run.runId }, what);
-}
-
-/** `DescribeWorkflowExecution` of a workflow's current run, as {@link describeRun}. */
-export function describeLatestRun(client: Client, workflowId: string): Promise<Description> {
-  return describe(client, { workflowId }, 'the named workflow');
-}
-
-async function describe(
-  client: Client,
-  execution: { workflowId: string; runId?: string },
-  what: string,
-): Promise<Description> {
+export async function describeRun(client: Client, run: RunRef, what: string): Promise<Description> {
   try {
     return await client.workflowService.describeWorkflowExecution({
       namespace: client.options.namespace,
-      execution,
+      execution: { workflowId: run.workflowId, runId: run.runId },
     });
   } catch (err) {
     if (isGrpcServiceError(err) && VERDICT_CODES.has(err.code))

@@ -23,7 +23,7 @@ import {
 } from '../../../../test-support/harness.js';
 import * as activities from '../fixtures/activities.js';
 import { fixtureWorkflowsPath, pluginlessWorker } from '../fixtures/harness.js';
-import { cancelledBy, holdGate, whoHandler } from '../fixtures/nexus-handler.js';
+import { cancelsOf, holdGate, whoHandler } from '../fixtures/nexus-handler.js';
 
 const workflowsPath = fixtureWorkflowsPath;
 /** The server's HTTP API, where an attacker can send Nexus requests itself ('' when unknown). */
@@ -59,7 +59,7 @@ afterAll(async () => {
 /** A handler worker with `plugin` on a task queue of its own, and a Nexus endpoint that targets it. */
 async function handlerEndpoint(
   plugin: UserContextPlugin,
-): Promise<{ worker: Worker; name: string; remove: () => Promise<void> }> {
+): Promise<{ worker: Worker; name: string; id: string; remove: () => Promise<void> }> {
   const taskQueue = `nx-handler-${randomUUID()}`;
   const worker = await Worker.create({
     connection: h.nativeConnection,
@@ -81,7 +81,7 @@ async function handlerEndpoint(
         () => undefined,
         () => undefined,
       );
-  return { worker, name, remove };
+  return { worker, name, id: created.endpoint!.id!, remove };
 }
 
 /**
@@ -105,21 +105,33 @@ async function strictWindows() {
   return { ...handler, edge };
 }
 
-/** Starts alice's `parkedNexus` caller on the shared endpoint, once its operation has started. */
-async function parkedCaller(): Promise<{ caller: WorkflowHandleWithFirstExecutionRunId; token: string }> {
+/** A started `parked` operation, as its caller's history and description show it. */
+interface Parked {
+  /** The operation token the server holds: the handler's own, sealed by the guard. */
+  token: string;
+  /** The handler's own token (`parked-<request id>`), which its cancel receives. */
+  own: string;
+  /** The scheduling event's Nexus header: what any reader of the caller's history has. */
+  header: string;
+}
+
+/** Starts alice's `parkedNexus` caller (on the shared endpoint by default) once its operation started. */
+async function parkedCaller(
+  name = endpoint,
+): Promise<{ caller: WorkflowHandleWithFirstExecutionRunId } & Parked> {
   const caller = await runAsUser(alice, () =>
     h.client.workflow.start('parkedNexus', {
       taskQueue: h.taskQueue,
       workflowId: `nx-parked-${randomUUID()}`,
-      args: [endpoint],
+      args: [name],
     }),
   );
-  return { caller, token: await startedToken(caller) };
+  return { caller, ...(await parkedOperation(caller)) };
 }
 
-/** Waits until the `parkedNexus` caller's operation has started, and returns the operation's token. */
-function startedToken(caller: WorkflowHandle): Promise<string> {
-  return vi.waitFor(
+/** Waits until the `parkedNexus` caller's operation has started, and reads it. */
+async function parkedOperation(caller: WorkflowHandle): Promise<Parked> {
+  const token = await vi.waitFor(
     async () => {
       const token = (await caller.describe()).raw.pendingNexusOperations?.[0]?.operationToken;
       expect(token).toBeTruthy();
@@ -127,6 +139,21 @@ function startedToken(caller: WorkflowHandle): Promise<string> {
     },
     { timeout: 10_000 },
   );
+  const { events } = await caller.fetchHistory();
+  const scheduled = events?.find(
+    (e) => e.nexusOperationScheduledEventAttributes,
+  )?.nexusOperationScheduledEventAttributes;
+  const header = scheduled?.nexusHeader?.['user-context'];
+  expect(header).toBeTruthy();
+  return { token, own: `parked-${scheduled!.requestId}`, header: header! };
+}
+
+/** A cancel request sent straight to the server's HTTP API, as anyone who may call the endpoint can. */
+function directCancel(endpointId: string, token: string, headers: Record<string, string>) {
+  return fetch(`${httpAddress}/nexus/endpoints/${endpointId}/services/who/parked/cancel`, {
+    method: 'POST',
+    headers: { 'nexus-operation-token': token, ...headers },
+  });
 }
 
 describe('Nexus', () => {
@@ -255,10 +282,13 @@ describe('Nexus', () => {
   });
 
   it('a cancel from the workflow that holds the operation reaches the handler as its originator', async () => {
-    const { caller, token } = await parkedCaller();
+    const { caller, token, own } = await parkedCaller();
+    // The server holds the handler's token sealed with who started the operation.
+    expect(token.startsWith('tuc1.')).toBe(true);
+    expect(token).not.toContain(own);
     await runAsUser(alice, () => caller.signal('cancelParked'));
     expect(await caller.result()).toBe(token);
-    expect(cancelledBy.get(token)).toEqual(alice);
+    expect(cancelsOf.get(own)).toEqual([alice]);
     const seen = h.audit.events.filter(
       (e) => e.action === 'nexus.cancel' && e.workflowId === caller.workflowId,
     );
@@ -268,38 +298,40 @@ describe('Nexus', () => {
   });
 
   it.skipIf(!httpAddress)(
-    'a cancel sent straight to the endpoint, with the header and operation token copied from history, is refused',
+    'a cancel sent straight to the endpoint, with a header and operation token copied from history, is refused',
     async () => {
-      const { caller, token } = await parkedCaller();
-      // What any reader of the caller's history has: the scheduling event's Nexus header.
-      const { events } = await caller.fetchHistory();
-      const header = events?.find((e) => e.nexusOperationScheduledEventAttributes)
-        ?.nexusOperationScheduledEventAttributes?.nexusHeader?.['user-context'];
-      expect(header).toBeTruthy();
+      const { caller, token, own, header } = await parkedCaller();
+      const other = await parkedCaller();
       const before = h.audit.events.length;
-      const cancel = (headers: Record<string, string>) =>
-        fetch(`${httpAddress}/nexus/endpoints/${endpointId}/services/who/parked/cancel`, {
-          method: 'POST',
-          headers: { 'nexus-operation-token': token, ...headers },
-        });
-      const forged = await cancel({ 'user-context': header! });
-      const bare = await cancel({});
-      expect([forged.status, bare.status]).toEqual([400, 400]);
-      expect(cancelledBy.has(token)).toBe(false);
+      const statuses = [
+        // The header and token of the operation, while its caller has asked for no cancel.
+        (await directCancel(endpointId!, token, { 'user-context': header })).status,
+        // The same header with another operation's token, and with the handler's bare token.
+        (await directCancel(endpointId!, other.token, { 'user-context': header })).status,
+        (await directCancel(endpointId!, own, { 'user-context': header })).status,
+        // No header at all.
+        (await directCancel(endpointId!, token, {})).status,
+      ];
+      expect(statuses).toEqual([400, 400, 400, 400]);
+      expect([cancelsOf.get(own), cancelsOf.get(other.own)]).toEqual([undefined, undefined]);
       const refusals = h.audit.events.slice(before).filter((e) => e.action === 'nexus.cancel');
       expect(refusals.map((e) => [e.decision, e.reason, e.workflowId, e.detail])).toEqual([
         [
           'deny',
           ErrorCodes.LINEAGE_MISMATCH,
           caller.workflowId,
-          'the workflow the Nexus cancel names has no cancel of this operation in flight',
+          'the run that started the operation has no cancel of it in flight',
         ],
+        ['deny', ErrorCodes.LINEAGE_MISMATCH, other.caller.workflowId, 'lineage names another workflow'],
+        ['deny', ErrorCodes.LINEAGE_MISMATCH, undefined, 'the operation token is not bound to a caller'],
         ['deny', ErrorCodes.MISSING, undefined, 'Nexus cancel without a user context'],
       ]);
-      // The caller's own cancel still reaches the handler.
+      // The caller's own cancel still reaches the handler; the copied one, sent again after it, does not.
       await runAsUser(alice, () => caller.signal('cancelParked'));
       expect(await caller.result()).toBe(token);
-      expect(cancelledBy.get(token)).toEqual(alice);
+      expect((await directCancel(endpointId!, token, { 'user-context': header })).status).toBe(400);
+      expect(cancelsOf.get(own)).toEqual([alice]);
+      await other.caller.terminate();
     },
   );
 
@@ -421,33 +453,44 @@ describe('Nexus callers of another namespace', () => {
     const workers: Worker[] = [];
     const removals: (() => Promise<void>)[] = [];
     const handlerFor = async (nexusCallers?: NexusCallerPolicy) => {
-      const { worker, name, remove } = await handlerEndpoint(pluginWith(h.workerRing, nexusCallers));
+      const { worker, name, id, remove } = await handlerEndpoint(pluginWith(h.workerRing, nexusCallers));
       workers.push(worker);
       removals.push(remove);
-      return name;
+      return { name, id };
     };
     const confirming = await handlerFor();
     const trusting = await handlerFor({ trustLinksFrom: [other] });
     const trustingOthers = await handlerFor({ trustLinksFrom: ['some-other-namespace'] });
+    /** A caller worker and edge client in `namespace`, without the codec too. */
+    const callerIn = async (namespace: string, taskQueue: string) => {
+      workers.push(
+        await Worker.create({
+          connection: h.nativeConnection,
+          namespace,
+          taskQueue,
+          workflowsPath,
+          activities,
+          plugins: [pluginWith(h.workerRing)],
+        }),
+      );
+      return new Client({ connection: h.connection, namespace, plugins: [pluginWith(h.edgeRing)] });
+    };
     const callerQueue = `nx-caller-${randomUUID()}`;
-    workers.push(
-      await Worker.create({
-        connection: h.nativeConnection,
-        namespace: other,
-        taskQueue: callerQueue,
-        workflowsPath,
-        activities,
-        plugins: [pluginWith(h.workerRing)],
-      }),
-    );
-    const caller = new Client({
-      connection: h.connection,
-      namespace: other,
-      plugins: [pluginWith(h.edgeRing)],
-    });
-    const call = (endpoint: string, workflowId: string) =>
+    const caller = await callerIn(other, callerQueue);
+    // And a caller of the handlers' own namespace.
+    const localQueue = `nx-local-${randomUUID()}`;
+    const localCaller = await callerIn(h.namespace, localQueue);
+    const call = (endpoint: { name: string }, workflowId: string) =>
       runAsUser(alice, () =>
-        caller.workflow.execute('viaNexus', { taskQueue: callerQueue, workflowId, args: [endpoint] }),
+        caller.workflow.execute('viaNexus', { taskQueue: callerQueue, workflowId, args: [endpoint.name] }),
+      );
+    const park = (client: Client, taskQueue: string, endpoint: { name: string }) =>
+      runAsUser(alice, () =>
+        client.workflow.start('parkedNexus', {
+          taskQueue,
+          workflowId: `nx-x-${randomUUID()}`,
+          args: [endpoint.name],
+        }),
       );
     const running = workers.map((w) => w.run());
     try {
@@ -466,22 +509,49 @@ describe('Nexus callers of another namespace', () => {
       ]);
       expect(await call(trusting, `nx-x-${randomUUID()}`)).toEqual(alice);
       // A cancel carries no links: from a trusted namespace it is taken on its header, and audited so.
-      const parked = await runAsUser(alice, () =>
-        caller.workflow.start('parkedNexus', {
-          taskQueue: callerQueue,
-          workflowId: `nx-x-${randomUUID()}`,
-          args: [trusting],
-        }),
-      );
-      const token = await startedToken(parked);
+      const parked = await park(caller, callerQueue, trusting);
+      const { token, own, header } = await parkedOperation(parked);
+      const local = await park(localCaller, localQueue, trusting);
+      const localOp = await parkedOperation(local);
+      if (httpAddress) {
+        // Its header cannot cancel an operation that a caller of the handler's own namespace started:
+        // the sealed token names that caller, whose namespace the header's token was not issued for.
+        const cross = await directCancel(trusting.id, localOp.token, { 'user-context': header });
+        expect(cross.status).toBe(400);
+        expect(
+          h.audit.events.filter((e) => e.action === 'nexus.cancel' && e.workflowId === local.workflowId),
+        ).toMatchObject([{ decision: 'deny', reason: ErrorCodes.AUDIENCE_MISMATCH }]);
+        // Nor can the header of a later chain of the same caller workflow id (another context token)
+        // cancel an operation the earlier chain started: the sealed token names that context token.
+        const first = await park(caller, callerQueue, trusting);
+        const firstOp = await parkedOperation(first);
+        await first.terminate();
+        const again = await runAsUser(alice, () =>
+          caller.workflow.start('parkedNexus', {
+            taskQueue: callerQueue,
+            workflowId: first.workflowId,
+            args: [trusting.name],
+          }),
+        );
+        const againOp = await parkedOperation(again);
+        const replayed = await directCancel(trusting.id, firstOp.token, { 'user-context': againOp.header });
+        expect(replayed.status).toBe(400);
+        expect(cancelsOf.get(firstOp.own)).toBeUndefined();
+        expect(
+          h.audit.events.filter((e) => e.action === 'nexus.cancel' && e.workflowId === first.workflowId),
+        ).toMatchObject([{ decision: 'deny', detail: expect.stringContaining('another context token') }]);
+        await again.terminate();
+      }
       await runAsUser(alice, () => parked.signal('cancelParked'));
       expect(await parked.result()).toBe(token);
-      expect(cancelledBy.get(token)).toEqual(alice);
+      expect(cancelsOf.get(own)).toEqual([alice]);
+      expect(cancelsOf.get(localOp.own)).toBeUndefined();
       expect(
         h.audit.events.filter((e) => e.action === 'nexus.cancel' && e.workflowId === parked.workflowId),
       ).toMatchObject([
         { decision: 'allow', namespace: other, detail: expect.stringContaining('trusted on what it wrote') },
       ]);
+      await local.terminate();
       expect(await failureTypeOf(call(trustingOthers, `nx-x-${randomUUID()}`))).toBe(
         ErrorCodes.LINEAGE_MISMATCH,
       );

@@ -14,21 +14,14 @@ import {
   rotateKeySet,
   workerKeySet,
 } from 'temporal-user-context';
+import { codeOf as codeOfType } from '../../../../test-support/refusal.js';
 
 const alice = { userId: 'alice', workspaceId: 'ws-acme', roles: ['member'] };
 const keys = generateKeySet('edge');
 const edge = KeyRing.fromJSON(keys.edge);
 const worker = KeyRing.fromJSON(keys.worker);
 
-async function codeOf(p: Promise<unknown>): Promise<string | undefined> {
-  try {
-    await p;
-    return undefined;
-  } catch (err) {
-    if (!(err instanceof UserContextError)) throw err;
-    return err.code;
-  }
-}
+const codeOf = (p: Promise<unknown>) => codeOfType(p, UserContextError);
 
 describe('context tokens', () => {
   it('history shows no readable claim', async () => {
