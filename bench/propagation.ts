@@ -37,6 +37,7 @@ import {
 import { startTemporal } from '../test-support/temporal.js';
 import * as activities from './workload/activities.js';
 import { SA_PAIRS } from './workload/search-attributes.js';
+import { SERVER_ARGS } from './workload/server-settings.js';
 import { PADDING_HEADER } from './workload/padded-interceptors.js';
 
 const WORKFLOWS_PER_BATCH = Number(process.env.BENCH_WORKFLOWS ?? 200);
@@ -157,7 +158,7 @@ async function main(): Promise<void> {
 
   /** A dev server (or TEMPORAL_ADDRESS) with one running worker and one client per given variant. */
   async function open(served: readonly Variant[]) {
-    const env = await startTemporal();
+    const env = await startTemporal({ extraArgs: SERVER_ARGS });
     const namespace = env.namespace ?? 'default';
     const connection = await Connection.connect({ address: env.address });
     const nativeConnection = await NativeConnection.connect({ address: env.address });
@@ -354,6 +355,7 @@ async function main(): Promise<void> {
       rounds: ROUNDS,
       bracketedByBaseline: true,
       freshServerPerBatch: fresh,
+      searchAttributeCacheRefreshOnRead: SERVER_ARGS.length === 0,
     },
     samples,
     cpuPerWorkflowMs: Object.fromEntries(

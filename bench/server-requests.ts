@@ -27,6 +27,7 @@ import { freePort } from '../test-support/net.js';
 import { startTemporal } from '../test-support/temporal.js';
 import * as activities from './workload/activities.js';
 import { SA_PAIRS } from './workload/search-attributes.js';
+import { SERVER_ARGS } from './workload/server-settings.js';
 
 const WORKFLOWS = Number(process.env.BENCH_WORKFLOWS ?? 100);
 const WARM_UP = 20;
@@ -60,7 +61,7 @@ async function main(): Promise<void> {
   if (process.env.TEMPORAL_ADDRESS)
     throw new Error('bench:server reads a dev server of its own: unset TEMPORAL_ADDRESS');
   const metricsPort = await freePort();
-  const env = await startTemporal({ extraArgs: ['--metrics-port', String(metricsPort)] });
+  const env = await startTemporal({ extraArgs: ['--metrics-port', String(metricsPort), ...SERVER_ARGS] });
   const metrics = `http://127.0.0.1:${metricsPort}/metrics`;
   const keys = generateKeySet('bench-server');
   const audit = { emit: () => undefined };
@@ -143,7 +144,17 @@ async function main(): Promise<void> {
   }
   writeFileSync(
     new URL('./results/server-requests.json', import.meta.url),
-    `${JSON.stringify({ workflows: WORKFLOWS, perWorkflow, node: process.version, date: new Date().toISOString() }, null, 2)}\n`,
+    `${JSON.stringify(
+      {
+        workflows: WORKFLOWS,
+        searchAttributeCacheRefreshOnRead: SERVER_ARGS.length === 0,
+        perWorkflow,
+        node: process.version,
+        date: new Date().toISOString(),
+      },
+      null,
+      2,
+    )}\n`,
   );
 }
 
