@@ -75,8 +75,8 @@ const CANCEL_PENDING = new Set([1, 6]);
  * header are the caller's to write as well (docs/wire-format.md, check 8). The facts only the server
  * writes: the named run's pending Nexus operations, its root, and when the root's execution chain
  * began. The request must be a start attempt of one of those operations (the scheduling event the
- * link names, this endpoint, service and operation, state SCHEDULED or BLOCKED), and the guard then checks the
- * token against the root and chain start stated here.
+ * link names, this endpoint, service and operation, state SCHEDULED or BLOCKED), and the guard then
+ * checks the token against the root and chain start stated here.
  *
  * What it leaves: while the named run has that very start attempt in flight, a second request forged
  * to name it passes too; it carries the lineage the genuine one carries. A chain whose first run is
@@ -119,9 +119,9 @@ export async function confirmNexusCaller(
  * token copied from history. The guard takes the caller's run from the sealed operation token
  * (`sealOperationToken`), which the guard itself wrote when the operation started. The facts only the
  * server writes: that run must hold this operation (the operation token, this endpoint, service and
- * operation) with a cancel request queued or in flight (state SCHEDULED, or BLOCKED while the endpoint's
- * circuit breaker lets a probe through). The guard then checks the token against the root and chain
- * start stated here, as for a start (check 8 of docs/wire-format.md).
+ * operation) with a cancel request queued or in flight (state SCHEDULED, or BLOCKED while the
+ * endpoint's circuit breaker lets a probe through). The guard then checks the token against the root
+ * and chain start stated here, as for a start (check 8 of docs/wire-format.md).
  *
  * What it leaves: while that cancel request is pending, a second one forged to name it passes too; it
  * asks for what the caller asked. Returns the run's lineage; throws `USER_CONTEXT_LINEAGE_MISMATCH`

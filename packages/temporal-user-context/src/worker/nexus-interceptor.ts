@@ -114,7 +114,7 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
       runId: caller?.runId,
       activityType: `nexus:${input.ctx.service}/${input.ctx.operation}`,
     };
-    const { scope, verified } = await this.admit('nexus.start', audit, input.ctx.headers, async (header) => {
+    const { scope, verified } = await this.admit('start', audit, input.ctx.headers, async (header) => {
       if (!caller)
         throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'Nexus request names no calling workflow');
       // The token must hold for the facts the request states before the server is asked about them.
@@ -159,7 +159,7 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
       activityType: `nexus:${input.ctx.service}/${input.ctx.operation}`,
     };
     let own = '';
-    const { scope } = await this.admit('nexus.cancel', audit, input.ctx.headers, async (header) => {
+    const { scope } = await this.admit('cancel', audit, input.ctx.headers, async (header) => {
       const bound = await openOperationToken(this.options.ring, input.token);
       own = bound.tok;
       Object.assign(audit, { namespace: bound.ns, workflowId: bound.wf, runId: bound.run });
@@ -209,15 +209,15 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
    * Returns the scope the handler runs in; throws the refusal as a non-retryable handler error.
    */
   private async admit(
-    action: string,
+    request: 'start' | 'cancel',
     audit: ActivityScope['audit'],
     headers: Record<string, string>,
     verify: (header: ContextHeader) => Promise<Admission>,
   ): Promise<{ scope: ActivityScope; verified: Verified }> {
+    const action = `nexus.${request}`;
     try {
       const header = parseNexusHeader(headers);
-      if (!header)
-        throw new UserContextError(ErrorCodes.MISSING, `Nexus ${action.slice(6)} without a user context`);
+      if (!header) throw new UserContextError(ErrorCodes.MISSING, `Nexus ${request} without a user context`);
       const { verified, checked, confirmedRun } = await verify(header);
       await confirmOriginator(verified, checked, this.options, () => {
         // Only the caller's namespace knows its schedule's runs; the handler's client is bound to its own.

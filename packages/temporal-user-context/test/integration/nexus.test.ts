@@ -115,15 +115,13 @@ interface Parked {
   header: string;
 }
 
-/** Starts alice's `parkedNexus` caller (on the shared endpoint by default) once its operation started. */
-async function parkedCaller(
-  name = endpoint,
-): Promise<{ caller: WorkflowHandleWithFirstExecutionRunId } & Parked> {
+/** Starts alice's `parkedNexus` caller on the shared endpoint, once its operation has started. */
+async function parkedCaller(): Promise<{ caller: WorkflowHandleWithFirstExecutionRunId } & Parked> {
   const caller = await runAsUser(alice, () =>
     h.client.workflow.start('parkedNexus', {
       taskQueue: h.taskQueue,
       workflowId: `nx-parked-${randomUUID()}`,
-      args: [name],
+      args: [endpoint],
     }),
   );
   return { caller, ...(await parkedOperation(caller)) };
