@@ -28,8 +28,18 @@ export async function openContextToken(ring: KeyRing, token: string): Promise<Co
     const { plaintext } = await compactDecrypt(
       token,
       (outer) => {
-        if (outer.alg !== 'dir' || outer.enc !== 'A256GCM' || outer.zip !== undefined) {
-          throw new UserContextError(ErrorCodes.TOKEN_INVALID, 'token is not sealed with dir/A256GCM');
+        // `cty` is authenticated: what the worker's guard seals with the same keys (operation tokens,
+        // `operation-token.ts`) never opens as a context token, whatever its plaintext.
+        if (
+          outer.alg !== 'dir' ||
+          outer.enc !== 'A256GCM' ||
+          outer.zip !== undefined ||
+          outer.cty !== 'JWT'
+        ) {
+          throw new UserContextError(
+            ErrorCodes.TOKEN_INVALID,
+            'token is not a context token sealed with dir/A256GCM',
+          );
         }
         const sealKey = ring.sealing.get(knownKid(outer.kid));
         if (!sealKey) throw new UserContextError(ErrorCodes.KEY_UNKNOWN, 'unknown sealing key id');

@@ -11,10 +11,13 @@ const PREFIX = 'tuc1.';
  * (`cty: JWT`, same keys) never opens as an operation token, nor the other way round.
  */
 export const OPERATION_TOKEN_TYPE = 'tuc-nexus-op+json';
-/** The server refuses operation tokens over 4 096 characters by default. */
+/**
+ * The server refuses operation tokens over 4 096 characters by default (a namespace may set
+ * `component.nexusoperations.limit.operation.token.length` lower: docs/wire-format.md, _Limits_).
+ */
 const MAX_CHARS = 4096;
 
-/** Who started a Nexus operation, as the handler's guard established it at the start. */
+/** Who started a Nexus operation, and where, as the handler's guard established it at the start. */
 export interface OperationBinding {
   /** The operation token the handler itself returned. */
   tok: string;
@@ -24,6 +27,8 @@ export interface OperationBinding {
   run?: string;
   /** `jti` of the context token the operation was started with. */
   jti: string;
+  /** The operation: the handler's namespace, the endpoint, service and operation names. */
+  at: { ns: string; ep: string; svc: string; op: string };
 }
 
 const bindingSchema = z.strictObject({
@@ -32,6 +37,12 @@ const bindingSchema = z.strictObject({
   wf: z.string().min(1).max(1000),
   run: z.string().min(1).max(1000).optional(),
   jti: z.string().min(1).max(200),
+  at: z.strictObject({
+    ns: z.string().min(1).max(1000),
+    ep: z.string().max(1000),
+    svc: z.string().min(1).max(1000),
+    op: z.string().min(1).max(1000),
+  }),
 });
 
 /**

@@ -10,7 +10,7 @@ import { getClient, operationInfo } from '@temporalio/nexus';
 import * as nexus from 'nexus-rpc';
 import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
 import type { KeyRing } from '../crypto/keyring.js';
-import { openOperationToken, sealOperationToken } from '../crypto/operation-token.js';
+import { openOperationToken, sealOperationToken, type OperationBinding } from '../crypto/operation-token.js';
 import { ORIGINATOR_HEADER, MAX_HEADER_BYTES, parseHeaderValue, type ContextHeader } from '../header/wire.js';
 import type { Auditor } from '../audit/sinks.js';
 import { toApplicationFailure } from './activity-interceptor.js';
@@ -71,6 +71,16 @@ interface Admission {
   checked: ContextHeader;
   /** The caller's run, when the server confirmed it. */
   confirmedRun?: string;
+}
+
+/** Where a request is handled: this handler's namespace, the endpoint, service and operation. */
+function operationOf(ctx: { service: string; operation: string }): OperationBinding['at'] {
+  return {
+    ns: getClient().options.namespace,
+    ep: operationInfo().endpoint,
+    svc: ctx.service,
+    op: ctx.operation,
+  };
 }
 
 const OTHER_NAMESPACE =
@@ -142,11 +152,13 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
         wf: caller.workflowId,
         ...(caller.runId ? { run: caller.runId } : {}),
         jti: verified.claims.jti,
+        at: operationOf(input.ctx),
       });
       return { result: nexus.HandlerStartOperationResult.async(token) };
     } catch (err) {
       // The operation has started: its start is not undone. Only its cancels will be refused.
       if (!isUserContextError(err)) throw err;
+      auditFailure(this.options.auditor, audit, 'nexus.seal', err);
       return output;
     }
   }
@@ -163,6 +175,13 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
       const bound = await openOperationToken(this.options.ring, input.token);
       own = bound.tok;
       Object.assign(audit, { namespace: bound.ns, workflowId: bound.wf, runId: bound.run });
+      // The operation the token was sealed for, or one of another handler that shares the keys.
+      const here = operationOf(input.ctx);
+      if (Object.entries(bound.at).some(([k, v]) => here[k as keyof typeof here] !== v))
+        throw new UserContextError(
+          ErrorCodes.LINEAGE_MISMATCH,
+          'the operation token is for another operation',
+        );
       const caller = { namespace: bound.ns, workflowId: bound.wf };
       const verified = await this.options.verifier.verifyOriginator(header, caller);
       if (verified.claims.jti !== bound.jti)

@@ -128,7 +128,7 @@ describe('forged, plain and hostile headers are refused (cases 2–5)', () => {
   ])('case 4: hostile key id (%s) is unknown, never fetched', async (_name, kid) => {
     const workflowId = `atk-${randomUUID()}`;
     const tok = await new CompactEncrypt(enc.encode('x.y.z'))
-      .setProtectedHeader({ alg: 'dir', enc: 'A256GCM', kid })
+      .setProtectedHeader({ alg: 'dir', enc: 'A256GCM', kid, cty: 'JWT' })
       .encrypt(new Uint8Array(32));
     const code = await refusalFor({ v: 1, tok, ws: 'x'.repeat(22), sub: 'y'.repeat(22) }, workflowId);
     expect([ErrorCodes.KEY_UNKNOWN, ErrorCodes.HEADER_MALFORMED, ErrorCodes.TOO_LARGE]).toContain(code);

@@ -147,8 +147,13 @@ async function parkedOperation(caller: WorkflowHandle): Promise<Parked> {
 }
 
 /** A cancel request sent straight to the server's HTTP API, as anyone who may call the endpoint can. */
-function directCancel(endpointId: string, token: string, headers: Record<string, string>) {
-  return fetch(`${httpAddress}/nexus/endpoints/${endpointId}/services/who/parked/cancel`, {
+function directCancel(
+  endpointId: string,
+  token: string,
+  headers: Record<string, string>,
+  operation = 'parked',
+) {
+  return fetch(`${httpAddress}/nexus/endpoints/${endpointId}/services/who/${operation}/cancel`, {
     method: 'POST',
     headers: { 'nexus-operation-token': token, ...headers },
   });
@@ -519,6 +524,16 @@ describe('Nexus callers of another namespace', () => {
         expect(
           h.audit.events.filter((e) => e.action === 'nexus.cancel' && e.workflowId === local.workflowId),
         ).toMatchObject([{ decision: 'deny', reason: ErrorCodes.AUDIENCE_MISMATCH }]);
+        // Nor can its own sealed token cancel another operation: the seal names the one it was made for.
+        const elsewhere = await directCancel(trusting.id, token, { 'user-context': header }, 'hold');
+        expect(elsewhere.status).toBe(400);
+        expect(
+          h.audit.events.filter(
+            (e) => e.action === 'nexus.cancel' && e.workflowId === parked.workflowId && e.decision === 'deny',
+          ),
+        ).toMatchObject([
+          { reason: ErrorCodes.LINEAGE_MISMATCH, detail: 'the operation token is for another operation' },
+        ]);
         // Nor can the header of a later chain of the same caller workflow id (another context token)
         // cancel an operation the earlier chain started: the sealed token names that context token.
         const first = await park(caller, callerQueue, trusting);
@@ -545,10 +560,10 @@ describe('Nexus callers of another namespace', () => {
       expect(cancelsOf.get(own)).toEqual([alice]);
       expect(cancelsOf.get(localOp.own)).toBeUndefined();
       expect(
-        h.audit.events.filter((e) => e.action === 'nexus.cancel' && e.workflowId === parked.workflowId),
-      ).toMatchObject([
-        { decision: 'allow', namespace: other, detail: expect.stringContaining('trusted on what it wrote') },
-      ]);
+        h.audit.events.filter(
+          (e) => e.action === 'nexus.cancel' && e.workflowId === parked.workflowId && e.decision === 'allow',
+        ),
+      ).toMatchObject([{ namespace: other, detail: expect.stringContaining('trusted on what it wrote') }]);
       await local.terminate();
       expect(await failureTypeOf(call(trustingOthers, `nx-x-${randomUUID()}`))).toBe(
         ErrorCodes.LINEAGE_MISMATCH,

@@ -15,7 +15,14 @@ import { codeOf as codeOfType } from '../../../../test-support/refusal.js';
 const keys = generateKeySet('edge');
 const edge = KeyRing.fromJSON(keys.edge);
 const worker = KeyRing.fromJSON(keys.worker);
-const binding = { tok: 'handler-token-1', ns: 'default', wf: 'caller-1', run: 'run-1', jti: 'jti-1' };
+const binding = {
+  tok: 'handler-token-1',
+  ns: 'default',
+  wf: 'caller-1',
+  run: 'run-1',
+  jti: 'jti-1',
+  at: { ns: 'default', ep: 'who-endpoint', svc: 'who', op: 'parked' },
+};
 
 const codeOf = (p: Promise<unknown>) => codeOfType(p, UserContextError);
 

@@ -143,15 +143,21 @@ describe('context tokens', () => {
     const seal = edge.activeSealingKey();
     const b64u = (x: string | Buffer) => Buffer.from(x).toString('base64url');
     // Signed with the ring's own Ed25519 key (not through jose, which would refuse to), then sealed.
-    const sealed = (header: Record<string, unknown>) => {
+    const sealed = (header: Record<string, unknown>, outer: Record<string, unknown> = { cty: 'JWT' }) => {
       const input = `${b64u(JSON.stringify(header))}.${b64u(JSON.stringify(claims))}`;
       const jws = `${input}.${b64u(edSign(null, Buffer.from(input), signer.privateKey))}`;
       return new CompactEncrypt(new TextEncoder().encode(jws))
-        .setProtectedHeader({ alg: 'dir', enc: 'A256GCM', kid: seal.kid, cty: 'JWT' })
+        .setProtectedHeader({ alg: 'dir', enc: 'A256GCM', kid: seal.kid, ...outer })
         .encrypt(seal.key);
     };
     const genuine = { alg: 'EdDSA', kid: signer.kid, typ: 'tuc+jwt' };
     expect(await openContextToken(worker, await sealed(genuine))).toEqual(claims);
+    // The outer `cty` keeps apart what the same keys seal: a sealed Nexus operation token, or no type.
+    for (const outer of [{ cty: 'tuc-nexus-op+json' }, {}]) {
+      expect(await codeOf(openContextToken(worker, await sealed(genuine, outer)))).toBe(
+        ErrorCodes.TOKEN_INVALID,
+      );
+    }
     for (const [header, code] of [
       [{ ...genuine, alg: 'none' }, ErrorCodes.TOKEN_INVALID],
       [{ ...genuine, alg: 'HS256' }, ErrorCodes.TOKEN_INVALID],
