@@ -64,6 +64,8 @@ export function trustsLinksFrom(policy: NexusCallerPolicy, namespace: string): b
 const START_PENDING = new Set([1, 4]);
 /** The same for a cancel: `NEXUS_OPERATION_CANCELLATION_STATE_SCHEDULED` and `_BLOCKED`. */
 const CANCEL_PENDING = new Set([1, 6]);
+/** Resets of a caller that a cancel is followed through (each one more lookup). */
+const MAX_RESETS = 5;
 
 /**
  * Confirms with the Temporal server that a Nexus request comes from the workflow its links name, and
@@ -123,26 +125,37 @@ export async function confirmNexusCaller(
  * endpoint's circuit breaker lets a probe through). The guard then checks the token against the root
  * and chain start stated here, as for a start (check 8 of docs/wire-format.md).
  *
+ * A caller reset after the operation started holds it in the run it was reset to: the guard follows
+ * the server's `resetRunId` from the sealed run, up to {@link MAX_RESETS} times, and the run found
+ * must hold the very same operation token.
+ *
  * What it leaves: while that cancel request is pending, a second one forged to name it passes too; it
- * asks for what the caller asked. Returns the run's lineage; throws `USER_CONTEXT_LINEAGE_MISMATCH`
- * when the cancel is not confirmed, and rethrows a lookup failure that is not a verdict, so the
- * request is retried.
+ * asks for what the caller asked. Returns the run that holds the cancel and its lineage; throws
+ * `USER_CONTEXT_LINEAGE_MISMATCH` when the cancel is not confirmed, and rethrows a lookup failure that
+ * is not a verdict, so the request is retried.
  */
 export async function confirmNexusCancel(
   client: Client,
-  run: RunRef,
+  sealed: RunRef,
   op: NexusOperationFacts & { token: string },
-): Promise<ConfirmedLineage> {
+): Promise<ConfirmedLineage & { runId: string }> {
   if (!op.endpoint) throw lineageRefusal('the server routed the Nexus cancel without its endpoint');
-  const described = await describeRun(client, run, 'the run that started the operation');
-  const requested = (described.pendingNexusOperations ?? []).some(
-    (p) =>
-      p.operationToken === op.token &&
-      CANCEL_PENDING.has(p.cancellationInfo?.state ?? 0) &&
-      p.endpoint === op.endpoint &&
-      p.service === op.service &&
-      p.operation === op.operation,
-  );
-  if (!requested) throw lineageRefusal('the run that started the operation has no cancel of it in flight');
-  return serverLineage(client, run, described);
+  let run = sealed;
+  let described = await describeRun(client, run, 'the run that started the operation');
+  for (let resets = 0; ; resets++) {
+    const requested = (described.pendingNexusOperations ?? []).some(
+      (p) =>
+        p.operationToken === op.token &&
+        CANCEL_PENDING.has(p.cancellationInfo?.state ?? 0) &&
+        p.endpoint === op.endpoint &&
+        p.service === op.service &&
+        p.operation === op.operation,
+    );
+    if (requested) return { runId: run.runId, ...(await serverLineage(client, run, described)) };
+    const resetTo = described.workflowExtendedInfo?.resetRunId;
+    if (!resetTo || resets === MAX_RESETS)
+      throw lineageRefusal('the run that started the operation has no cancel of it in flight');
+    run = { workflowId: run.workflowId, runId: resetTo };
+    described = await describeRun(client, run, 'the run its caller was reset to');
+  }
 }

@@ -192,12 +192,13 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
       if (getClient().options.namespace !== bound.ns) return this.trusted(bound.ns, verified, header);
       if (!bound.run) throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'the operation names no run');
       const { service, operation } = input.ctx;
-      const lineage = await confirmNexusCancel(
+      const holder = await confirmNexusCancel(
         getClient(),
         { workflowId: bound.wf, runId: bound.run },
         { endpoint: operationInfo().endpoint, service, operation, token: input.token },
       );
-      return this.reverified(header, lineage, caller, bound.run);
+      audit.runId = holder.runId;
+      return this.reverified(header, holder, caller, holder.runId);
     });
     return runInNexusScope(scope, () => next({ ...input, token: own }));
   }

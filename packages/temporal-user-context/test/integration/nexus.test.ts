@@ -300,6 +300,37 @@ describe('Nexus', () => {
     ]);
   });
 
+  it('a caller reset after its operation started cancels it from the run it was reset to', async () => {
+    const { caller, token, own } = await parkedCaller();
+    // Reset to the caller's last workflow task: the server carries the pending operation over.
+    const taskDone = await vi.waitFor(
+      async () => {
+        const events = (await caller.fetchHistory()).events ?? [];
+        const started = events.findIndex((e) => e.nexusOperationStartedEventAttributes);
+        const done = events.slice(started).find((e) => e.workflowTaskCompletedEventAttributes);
+        expect(started >= 0 && done).toBeTruthy();
+        return done!.eventId!;
+      },
+      { timeout: 10_000 },
+    );
+    const { runId } = await h.client.workflowService.resetWorkflowExecution({
+      namespace: h.namespace,
+      workflowExecution: { workflowId: caller.workflowId, runId: caller.firstExecutionRunId },
+      workflowTaskFinishEventId: taskDone,
+      requestId: randomUUID(),
+      reason: 'test: reset a Nexus caller',
+    });
+    const resetRun = h.client.workflow.getHandle(caller.workflowId, runId!);
+    expect(await parkedOperation(resetRun)).toMatchObject({ token, own });
+    await runAsUser(alice, () => resetRun.signal('cancelParked'));
+    expect(await resetRun.result()).toBe(token);
+    expect(cancelsOf.get(own)).toEqual([alice]);
+    const seen = h.audit.events.filter(
+      (e) => e.action === 'nexus.cancel' && e.workflowId === caller.workflowId,
+    );
+    expect(seen.map((e) => [e.decision, e.runId])).toEqual([['allow', runId]]);
+  });
+
   it.skipIf(!httpAddress)(
     'a cancel sent straight to the endpoint, with a header and operation token copied from history, is refused',
     async () => {
