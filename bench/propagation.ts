@@ -37,7 +37,7 @@ import {
 import { startTemporal } from '../test-support/temporal.js';
 import * as activities from './workload/activities.js';
 import { SA_PAIRS } from './workload/search-attributes.js';
-import { SERVER_ARGS } from './workload/server-settings.js';
+import { SA_CACHE_SETTING, SERVER_ARGS } from './workload/server-settings.js';
 import { PADDING_HEADER } from './workload/padded-interceptors.js';
 
 const WORKFLOWS_PER_BATCH = Number(process.env.BENCH_WORKFLOWS ?? 200);
@@ -355,7 +355,7 @@ async function main(): Promise<void> {
       rounds: ROUNDS,
       bracketedByBaseline: true,
       freshServerPerBatch: fresh,
-      searchAttributeCacheRefreshOnRead: SERVER_ARGS.length === 0,
+      searchAttributeCache: SA_CACHE_SETTING,
     },
     samples,
     cpuPerWorkflowMs: Object.fromEntries(

@@ -27,7 +27,7 @@ import { freePort } from '../test-support/net.js';
 import { startTemporal } from '../test-support/temporal.js';
 import * as activities from './workload/activities.js';
 import { SA_PAIRS } from './workload/search-attributes.js';
-import { SERVER_ARGS } from './workload/server-settings.js';
+import { SA_CACHE_SETTING, SERVER_ARGS } from './workload/server-settings.js';
 
 const WORKFLOWS = Number(process.env.BENCH_WORKFLOWS ?? 100);
 const WARM_UP = 20;
@@ -147,7 +147,7 @@ async function main(): Promise<void> {
     `${JSON.stringify(
       {
         workflows: WORKFLOWS,
-        searchAttributeCacheRefreshOnRead: SERVER_ARGS.length === 0,
+        searchAttributeCache: SA_CACHE_SETTING,
         perWorkflow,
         node: process.version,
         date: new Date().toISOString(),

@@ -15,3 +15,10 @@ export const SERVER_ARGS: readonly string[] =
   process.env.BENCH_SA_REFRESH === '1'
     ? []
     : ['--dynamic-config-value', 'system.forceSearchAttributesCacheRefreshOnRead=false'];
+
+/** What the results record of that setting (an external server's is not known). */
+export const SA_CACHE_SETTING = process.env.TEMPORAL_ADDRESS
+  ? 'unknown (TEMPORAL_ADDRESS)'
+  : SERVER_ARGS.length > 0
+    ? 'production (no refresh on read)'
+    : 'dev server default (refresh on every read)';

@@ -142,6 +142,7 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
       return this.reverified(header, lineage, caller, caller.runId);
     });
     const output = await runInNexusScope(scope, () => next(input));
+    // (`caller` is set here: admit refused a start without one; the test only narrows its type.)
     if (!output.result.isAsync || !caller) return output;
     // The operation can be cancelled later, by a request with no links: its token carries who started
     // it, sealed, for the cancel to be held to (check 9).
