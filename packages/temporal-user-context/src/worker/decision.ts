@@ -65,7 +65,7 @@ export function auditAllowed(
 
 /**
  * Audits a failed verification. A refusal (`UserContextError`) is returned for the caller to turn into
- * its non-retryable failure. Anything else is not a verdict on the context (e.g. the revocation hook's
+ * its non-retryable failure. A `qualifier` prefixes the detail: what the record's ids are worth. Anything else is not a verdict on the context (e.g. the revocation hook's
  * database timed out): it is audited as `ERROR` and rethrown unchanged, so it stays retryable instead of
  * failing the run for good under a misleading code.
  */
@@ -74,7 +74,10 @@ export function auditFailure(
   fields: Fields,
   action: string,
   err: unknown,
+  qualifier?: string,
 ): UserContextError {
+  // A qualifier goes first, so that the detail's length cap can never cut it off.
+  const detail = (reason: string) => (qualifier === undefined ? reason : `${qualifier}: ${reason}`);
   if (!isUserContextError(err)) {
     auditor.emit({
       ...fields,
@@ -83,7 +86,7 @@ export function auditFailure(
       source: 'header',
       reason: 'ERROR',
       // The hook may throw anything, also a value String() cannot convert: the original must still rethrow.
-      detail: describeThrown(err),
+      detail: detail(describeThrown(err)),
     });
     throw err;
   }
@@ -93,7 +96,7 @@ export function auditFailure(
     decision: 'deny',
     source: 'header',
     reason: err.code,
-    detail: err.reason,
+    detail: detail(err.reason),
   });
   return err;
 }

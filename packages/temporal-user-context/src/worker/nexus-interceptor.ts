@@ -83,6 +83,21 @@ function operationOf(ctx: { service: string; operation: string }): OperationBind
   };
 }
 
+/**
+ * Prefixes the detail of a start refused before the server confirmed its caller: the record's
+ * namespace, workflow and run are what the request's links claim, which the caller may have written
+ * (a forger names its victim).
+ */
+const UNCONFIRMED_CALLER = 'unconfirmed caller';
+
+/** A request being admitted: its kind, its audit fields, and what its refusal's detail says of them. */
+interface Request {
+  kind: 'start' | 'cancel';
+  audit: ActivityScope['audit'];
+  /** Prefix of a refusal's detail, when the audit fields are not (yet) facts. */
+  qualifier: () => string | undefined;
+}
+
 const OTHER_NAMESPACE =
   'a Nexus caller in another namespace cannot be confirmed (nexusCallers.trustLinksFrom does not name it)';
 
@@ -124,21 +139,32 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
       runId: caller?.runId,
       activityType: `nexus:${input.ctx.service}/${input.ctx.operation}`,
     };
-    const { scope, verified } = await this.admit('start', audit, input.ctx.headers, async (header) => {
+    // Until the server confirms the caller (or the policy trusts its namespace), its ids are the links'.
+    let claimed = true;
+    const start: Request = {
+      kind: 'start',
+      audit,
+      qualifier: () => (claimed ? UNCONFIRMED_CALLER : undefined),
+    };
+    const { scope, verified } = await this.admit(start, input.ctx.headers, async (header) => {
       if (!caller)
         throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'Nexus request names no calling workflow');
       // The token must hold for the facts the request states before the server is asked about them.
       const verified = await this.options.verifier.verifyOriginator(header, caller);
       // The links and `lin` are the caller's to write: the server confirms the caller, and states its
       // lineage (check 8), which the token must then hold for as well.
-      if (getClient().options.namespace !== caller.namespace)
-        return this.trusted(caller.namespace, verified, header);
+      if (getClient().options.namespace !== caller.namespace) {
+        const admission = this.trusted(caller.namespace, verified, header);
+        claimed = false;
+        return admission;
+      }
       const { service, operation } = input.ctx;
       const lineage = await confirmNexusCaller(getClient(), caller, {
         endpoint: operationInfo().endpoint,
         service,
         operation,
       });
+      claimed = false;
       return this.reverified(header, lineage, caller, caller.runId);
     });
     const output = await runInNexusScope(scope, () => next(input));
@@ -172,7 +198,9 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
       activityType: `nexus:${input.ctx.service}/${input.ctx.operation}`,
     };
     let own = '';
-    const { scope } = await this.admit('cancel', audit, input.ctx.headers, async (header) => {
+    // The ids come from the sealed token, which the guard wrote once the server confirmed the caller.
+    const cancel: Request = { kind: 'cancel', audit, qualifier: () => undefined };
+    const { scope } = await this.admit(cancel, input.ctx.headers, async (header) => {
       const bound = await openOperationToken(this.options.ring, input.token);
       own = bound.tok;
       Object.assign(audit, { namespace: bound.ns, workflowId: bound.wf, runId: bound.run });
@@ -226,12 +254,12 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
 
   /**
    * The steps a start and a cancel share: the header must be there, `verify` (the request's own
-   * checks) must pass, then revocation and a schedule's runs are checked, and the decision is audited.
+   * checks) must pass, then revocation and a schedule's runs are checked, and the decision is audited
+   * (a refusal's detail prefixed with what the request's `qualifier` says of its ids at that point).
    * Returns the scope the handler runs in; throws the refusal as a non-retryable handler error.
    */
   private async admit(
-    request: 'start' | 'cancel',
-    audit: ActivityScope['audit'],
+    { kind: request, audit, qualifier }: Request,
     headers: Record<string, string>,
     verify: (header: ContextHeader) => Promise<Admission>,
   ): Promise<{ scope: ActivityScope; verified: Verified }> {
@@ -268,7 +296,7 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
       };
       return { scope, verified };
     } catch (err) {
-      const refusal = auditFailure(this.options.auditor, audit, action, err);
+      const refusal = auditFailure(this.options.auditor, audit, action, err, qualifier());
       throw new nexus.HandlerError('BAD_REQUEST', refusal.message, {
         cause: toApplicationFailure(refusal),
         retryableOverride: false,

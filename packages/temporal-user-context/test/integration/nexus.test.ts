@@ -191,11 +191,12 @@ describe('Nexus', () => {
       failureTypeOf(h.rawClient.workflow.execute('viaNexus', { taskQueue, workflowId, args: [endpoint] })),
     );
     expect(code).toBe(ErrorCodes.MISSING);
+    // Refused before the server was asked: the record's ids are the links' claim, and it says so.
     expect(
-      h.audit.events.some(
-        (e) => e.action === 'nexus.start' && e.decision === 'deny' && e.workflowId === workflowId,
-      ),
-    ).toBe(true);
+      h.audit.events
+        .filter((e) => e.action === 'nexus.start' && e.workflowId === workflowId)
+        .map((e) => [e.decision, e.detail]),
+    ).toEqual([['deny', 'unconfirmed caller: Nexus start without a user context']]);
   });
 
   it('a caller that writes its own nexus-link, naming another workflow of the same namespace, is refused', async () => {
@@ -222,7 +223,8 @@ describe('Nexus', () => {
       ),
     );
     expect(code).toBe(ErrorCodes.LINEAGE_MISMATCH);
-    // The handler saw the forged caller, and refused it after asking the server.
+    // The handler saw the forged caller, and refused it after asking the server. The record names the
+    // victim only as the links' claim: the victim did not make this request.
     const seen = h.audit.events.filter(
       (e) => e.action === 'nexus.start' && e.workflowId === victim.workflowId,
     );
@@ -230,7 +232,7 @@ describe('Nexus', () => {
       [
         'deny',
         ErrorCodes.LINEAGE_MISMATCH,
-        'the workflow the Nexus request names has no such start attempt in flight',
+        'unconfirmed caller: the workflow the Nexus request names has no such start attempt in flight',
       ],
     ]);
     await victim.terminate();
@@ -275,8 +277,8 @@ describe('Nexus', () => {
         (e) => e.action === 'nexus.start' && e.workflowId === victim.workflowId && e.decision === 'deny',
       );
       expect(refusals.map((e) => e.detail)).toEqual([
-        'the workflow the Nexus request names has no such start attempt in flight',
-        'the workflow the Nexus request names has no such start attempt in flight',
+        'unconfirmed caller: the workflow the Nexus request names has no such start attempt in flight',
+        'unconfirmed caller: the workflow the Nexus request names has no such start attempt in flight',
       ]);
     } finally {
       holdGate.open();
@@ -419,6 +421,7 @@ describe('Nexus', () => {
           .map((e) => [e.decision, e.reason, e.decision === 'deny' ? e.detail : 'ok']),
       ).toEqual([
         ['allow', 'ok', 'ok'],
+        // The server confirmed this caller (its link is genuine): no qualifier.
         ['deny', ErrorCodes.LINEAGE_MISMATCH, 'lineage started after the token start window'],
       ]);
     });
@@ -538,7 +541,7 @@ describe('Nexus callers of another namespace', () => {
         {
           decision: 'deny',
           reason: ErrorCodes.LINEAGE_MISMATCH,
-          detail: expect.stringContaining('another namespace cannot be confirmed'),
+          detail: expect.stringMatching(/^unconfirmed caller: .*another namespace cannot be confirmed/),
         },
       ]);
       expect(await call(trusting, `nx-x-${randomUUID()}`)).toEqual(alice);
