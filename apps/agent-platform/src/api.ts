@@ -65,6 +65,7 @@ async function main(): Promise<void> {
     verify: createVerifier(await authFromEnv()),
     logger: true,
     scope: { auditor: plugin.auditor },
+    mirrorQuery: (ids) => plugin.mirrorQuery(ids),
   });
   const port = Number(process.env.PORT ?? 3000);
   await app.listen({ port, host: process.env.HOST ?? '127.0.0.1' });

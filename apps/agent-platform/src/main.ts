@@ -113,6 +113,7 @@ async function main(): Promise<void> {
     client,
     verify: createVerifier(await authFromEnv()),
     scope: { auditor: edge.auditor },
+    mirrorQuery: (ids) => edge.mirrorQuery(ids),
   });
   await app.listen({ port: API_PORT, host: '127.0.0.1' });
   running.catch((err: unknown) => {

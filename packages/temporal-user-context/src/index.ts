@@ -17,8 +17,10 @@ export {
   MEMO_KEY,
   USER_ID_ATTRIBUTE,
   WORKSPACE_ID_ATTRIBUTE,
+  mirrorQuery,
   type MirrorMode,
   type MirrorOptions,
+  type MirrorQueryIds,
 } from './client/mirror.js';
 export {
   currentUserContext,

@@ -10,7 +10,7 @@ import {
   UserContextScheduleClientInterceptor,
   UserContextWorkflowClientInterceptor,
 } from './client/interceptors.js';
-import { mirrorOptionsOf, type MirrorOptions } from './client/mirror.js';
+import { mirrorOptionsOf, mirrorQuery, type MirrorOptions, type MirrorQueryIds } from './client/mirror.js';
 import { ContextSource } from './client/source.js';
 import type { KeyRing } from './crypto/keyring.js';
 import { AesGcmPayloadCodec, type AesGcmPayloadCodecOptions } from './crypto/payload-codec.js';
@@ -122,6 +122,7 @@ export class UserContextPlugin extends SimplePlugin {
    */
   readonly codec: AesGcmPayloadCodec | undefined;
   private readonly scope: { namespace: string };
+  private readonly mirror: MirrorOptions;
 
   constructor(private readonly pluginOptions: UserContextPluginOptions) {
     const sinks =
@@ -229,6 +230,20 @@ export class UserContextPlugin extends SimplePlugin {
     this.verifier = verifier;
     this.codec = codec;
     this.scope = scope;
+    this.mirror = mirror;
+  }
+
+  /**
+   * The list filter that finds what this plugin's search-attribute mirror writes for a user, a
+   * workspace or both, on workflows and schedules ({@link mirrorQuery}); `undefined` when that mirror
+   * is off. A narrowing for listings, never an authorisation: check what it finds.
+   *
+   * @example
+   * const query = plugin.mirrorQuery({ workspaceId: 'ws-acme' }); // 'WorkspaceId = "qfTG…"'
+   * for await (const s of client.schedule.list({ query })) ...
+   */
+  mirrorQuery(ids: MirrorQueryIds): string | undefined {
+    return mirrorQuery(this.mirror.searchAttributes, this.pluginOptions.keys, ids);
   }
 
   override configureClient(options: ClientOptions): ClientOptions {

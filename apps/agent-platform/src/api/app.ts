@@ -11,7 +11,7 @@ import {
 import type { Payload } from '@temporalio/common';
 import { decodeOptionalSinglePayload } from '@temporalio/common/lib/internal-non-workflow/index.js';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import { isUserContextError, runAsUser, type UserContext } from 'temporal-user-context';
+import { isUserContextError, runAsUser, type MirrorQueryIds, type UserContext } from 'temporal-user-context';
 import {
   queryAuditTrail,
   withUserScope,
@@ -81,6 +81,12 @@ export interface CreateApiOptions {
    * Default 10 s.
    */
   workerTimeoutMs?: number;
+  /**
+   * The edge plugin's `mirrorQuery`: when its search-attribute mirror is on, the schedule listing asks
+   * the server for the workspace's schedules only, instead of reading every schedule of the namespace.
+   * Each one found is still checked against the record in its memo.
+   */
+  mirrorQuery?: (ids: MirrorQueryIds) => string | undefined;
 }
 
 /** What the API records in a schedule's memo when it creates it. */
@@ -800,13 +806,17 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       await scoped(request, async () => undefined);
       const { workspaceId } = user(request);
       const schedules: (ScheduleRecord & { scheduleId: string; paused: boolean })[] = [];
-      // Raw pages rather than client.schedule.list(): that decodes every memo in the namespace and
-      // stops at the first it cannot (another application's, a plaintext one), failing every workspace.
+      // Raw pages rather than client.schedule.list(): that decodes every memo it is given and stops at
+      // the first it cannot (another application's, a plaintext one), failing every workspace. With the
+      // search-attribute mirror the server narrows the list to the schedules mirrored as this
+      // workspace's; anyone with namespace access can set those attributes, so the memo still decides.
+      const query = options.mirrorQuery?.({ workspaceId });
       let nextPageToken: Uint8Array | undefined;
       do {
         const page = await client.workflowService.listSchedules({
           namespace: client.options.namespace,
           maximumPageSize: 1000,
+          ...(query ? { query } : {}),
           ...(nextPageToken ? { nextPageToken } : {}),
         });
         for (const entry of page.schedules ?? []) {

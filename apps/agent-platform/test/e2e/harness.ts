@@ -45,6 +45,9 @@ export interface Platform {
   idleTaskQueue: string;
   /** Audit events of the API's plugin only (the worker has a sink of its own). */
   apiAudit: ReturnType<typeof memoryAuditSink>;
+  /** The API's plugin (search-attribute mirror on: pseudonyms) and its key ring. */
+  edge: UserContextPlugin;
+  edgeRing: KeyRing;
   /** History long-polls (`waitNewEvent`) the API's connection has open right now. */
   historyPolls(): number;
   /**
@@ -106,7 +109,14 @@ export async function startPlatform(options: {
   }) as typeof service.getWorkflowExecutionHistory;
 
   const apiAudit = memoryAuditSink();
-  const edge = new UserContextPlugin({ keys: KeyRing.fromJSON(keys.edge), audit: apiAudit });
+  // The search-attribute mirror is on (the test server registers UserId and WorkspaceId), so that the
+  // schedule listing takes its server-side filter (mirrorQuery).
+  const edgeRing = KeyRing.fromJSON(keys.edge);
+  const edge = new UserContextPlugin({
+    keys: edgeRing,
+    audit: apiAudit,
+    mirror: { searchAttributes: 'pseudonym' },
+  });
   const client = new Client({ connection, namespace, plugins: [edge] });
   const testConnection = await Connection.connect({ address });
   const testClient = new Client({
@@ -120,6 +130,7 @@ export async function startPlatform(options: {
     client,
     verify: createVerifier({ jwks: issuer.jwks, issuer: issuer.issuer, audience: issuer.audience }),
     scope: { auditor: edge.auditor },
+    mirrorQuery: (ids) => edge.mirrorQuery(ids),
     ...options.api,
   };
   const app = await createApi({ ...base, taskQueue });
@@ -153,6 +164,8 @@ export async function startPlatform(options: {
     taskQueue,
     idleTaskQueue,
     apiAudit,
+    edge,
+    edgeRing,
     historyPolls: () => polls,
     slowHistory: (ms) => {
       historyDelayMs = ms;

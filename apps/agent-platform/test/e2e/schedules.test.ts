@@ -3,7 +3,7 @@
 import { randomUUID } from 'node:crypto';
 import { Client, ScheduleNotFoundError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ErrorCodes } from 'temporal-user-context';
+import { ErrorCodes, WORKSPACE_ID_ATTRIBUTE, pseudonymsOf } from 'temporal-user-context';
 import { WORKFLOW_TYPE } from '../../src/api/app.js';
 import { startPlatform, until, type Json, type Platform } from './harness.js';
 
@@ -159,8 +159,13 @@ describe('schedules', () => {
   });
 
   it('a schedule it cannot read (another application, a forged memo) neither breaks the list nor shows in it', async () => {
-    // A plaintext memo claiming to be ws-acme's, written by a client with namespace access and no keys.
+    // A plaintext memo claiming to be ws-acme's, written by a client with namespace access and no keys,
+    // with the search attribute ws-acme's schedules are mirrored under (any of them shows it): the
+    // server's filter lets them through to the API, whose memo check must keep them out.
     const raw = new Client({ connection: p.testClient.connection, namespace: p.namespace });
+    const acme = pseudonymsOf(p.edgeRing, { userId: 'alice', workspaceId: 'ws-acme' }).workspaceId;
+    const query = p.edge.mirrorQuery({ workspaceId: 'ws-acme' });
+    expect(query).toBe(`WorkspaceId = "${acme}"`);
     const forged = `agent-schedule-${randomUUID()}`;
     const foreign = `other-app-${randomUUID()}`;
     for (const scheduleId of [forged, foreign]) {
@@ -178,11 +183,12 @@ describe('schedules', () => {
             createdAt: new Date().toISOString(),
           },
         },
+        typedSearchAttributes: [{ key: WORKSPACE_ID_ATTRIBUTE, value: acme }],
       });
     }
-    // Both are in the namespace's list before the API reads it.
+    // Both are in the list the API asks for before it reads it.
     await until(
-      () => raw.workflowService.listSchedules({ namespace: p.namespace }),
+      () => raw.workflowService.listSchedules({ namespace: p.namespace, query }),
       (page) => [forged, foreign].every((id) => (page.schedules ?? []).some((e) => e.scheduleId === id)),
       15_000,
     );

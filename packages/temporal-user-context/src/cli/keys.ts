@@ -16,6 +16,7 @@ import { ErrorCodes, UserContextError } from '../context/errors.js';
 import { KeyRing } from '../crypto/keyring.js';
 import { generateKeySet, rotateKeySet, workerKeySet } from '../crypto/generate.js';
 import { pseudonymKeyFromJSON, pseudonymsOf } from '../crypto/pseudonym.js';
+import { mirrorQuery } from '../client/mirror.js';
 import type { KeySetJson } from '../crypto/key-set.js';
 
 function write(dir: string, edge: KeySetJson): void {
@@ -82,9 +83,7 @@ function main(argv: string[]): number {
       ...(values.user ? { userId: p.userId } : {}),
       ...(values.workspace ? { workspaceId: p.workspaceId } : {}),
     };
-    const query = Object.entries(found)
-      .map(([field, value]) => `${field === 'userId' ? 'UserId' : 'WorkspaceId'} = "${value}"`)
-      .join(' AND ');
+    const query = mirrorQuery('pseudonym', key, { userId: values.user, workspaceId: values.workspace });
     process.stdout.write(`${JSON.stringify({ ...found, query })}\n`);
     return 0;
   }

@@ -123,6 +123,8 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
  * Schedules: `create` attaches a schedule-bound token to the schedule's workflow action; every run
  * the schedule starts carries it. Schedule updates keep the creator's headers (the server copies them),
  * so a schedule always acts as its creator; to change who it acts for, delete and re-create it.
+ * The creator is mirrored like a workflow start's originator, twice: on the schedule itself (so that
+ * operators can list a user's schedules) and in its action (so that every run it starts shows it).
  */
 export class UserContextScheduleClientInterceptor implements ScheduleClientInterceptor {
   constructor(private readonly source: ContextSource) {}
@@ -131,12 +133,18 @@ export class UserContextScheduleClientInterceptor implements ScheduleClientInter
     input: CreateScheduleInput,
     next: Next<ScheduleClientInterceptor, 'create'>,
   ): Promise<CreateScheduleOutput> {
-    const action = input.options.action;
-    const header = await this.source.forSchedule(
-      input.options.scheduleId,
+    const { scheduleId, action } = input.options;
+    const { originator, context } = await this.source.forSchedule(
+      scheduleId,
       action.workflowId,
       'schedule.create',
     );
-    return next({ ...input, headers: withHeader(input.headers, ORIGINATOR_HEADER, header) });
+    const mirror = this.source.mirror;
+    const options = { ...input.options, action: mirrorOptions(action, context, originator, mirror) };
+    return next({
+      ...input,
+      headers: withHeader(input.headers, ORIGINATOR_HEADER, originator),
+      options: mirrorOptions(options, context, originator, mirror),
+    });
   }
 }

@@ -4,8 +4,11 @@ import {
   defineSearchAttributeKey,
   type SearchAttributePair,
 } from '@temporalio/common';
+import type { KeyObject } from 'node:crypto';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
-import type { UserContext } from '../context/schema.js';
+import { parseUserContext, type UserContext } from '../context/schema.js';
+import type { KeyRing } from '../crypto/keyring.js';
+import { pseudonymsOf } from '../crypto/pseudonym.js';
 import type { ContextHeader } from '../header/wire.js';
 
 /**
@@ -113,4 +116,38 @@ export function mirrorOptions<
     };
   }
   return out;
+}
+
+/** What to find in the search-attribute mirror: a user's records, a workspace's, or both. */
+export interface MirrorQueryIds {
+  userId?: string | undefined;
+  workspaceId?: string | undefined;
+}
+
+/**
+ * The list filter that finds what a search-attribute mirror in `mode` writes for these ids, workflows
+ * and schedules alike: `UserId = "…" AND WorkspaceId = "…"`, or one of the two when only one id is
+ * given, with the values the mode writes (keyed pseudonyms: `key` is a key ring or the pseudonym key
+ * of a lookup file). `undefined` for `off`, which writes nothing to find. A narrowing, never an
+ * authorisation: search attributes are whatever a client set. Ids are checked against the id format
+ * first (`USER_CONTEXT_INVALID`), so no value can close its quotes; no id at all is
+ * `USER_CONTEXT_MISCONFIGURED`.
+ */
+export function mirrorQuery(
+  mode: MirrorMode,
+  key: KeyRing | KeyObject,
+  ids: MirrorQueryIds,
+): string | undefined {
+  if (ids.userId === undefined && ids.workspaceId === undefined) {
+    throw new UserContextError(ErrorCodes.MISCONFIGURED, 'mirrorQuery needs a userId, a workspaceId or both');
+  }
+  // One of the two may be left out: a valid placeholder stands in for it, and is not queried.
+  const given = { userId: ids.userId ?? 'x', workspaceId: ids.workspaceId ?? 'x' };
+  parseUserContext({ ...given, roles: [] });
+  if (mode === 'off') return undefined;
+  const values = mode === 'plain' ? given : pseudonymsOf(key, given);
+  const terms: string[] = [];
+  if (ids.userId !== undefined) terms.push(`${USER_ID_ATTRIBUTE.name} = "${values.userId}"`);
+  if (ids.workspaceId !== undefined) terms.push(`${WORKSPACE_ID_ATTRIBUTE.name} = "${values.workspaceId}"`);
+  return terms.join(' AND ');
 }

@@ -139,8 +139,17 @@ export class ContextSource {
     });
   }
 
-  async forSchedule(scheduleId: string, actionWorkflowId: string, action: string): Promise<ContextHeader> {
+  async forSchedule(
+    scheduleId: string,
+    actionWorkflowId: string,
+    action: string,
+  ): Promise<{ originator: ContextHeader; context: UserContext }> {
     const { context, source } = this.who(action);
-    return this.issue(action, context, source, { use: 'schedule', scheduleId, workflowId: actionWorkflowId });
+    const originator = await this.issue(action, context, source, {
+      use: 'schedule',
+      scheduleId,
+      workflowId: actionWorkflowId,
+    });
+    return { originator, context };
   }
 }

@@ -2,6 +2,7 @@
 // finds a user's workflows with pseudonymsOf. Mirrors are never read back as the truth (attacks.test.ts
 // case 8, boundaries.test.ts "tampered memo").
 import { randomUUID } from 'node:crypto';
+import { TypedSearchAttributes, type SearchAttributePair } from '@temporalio/common';
 import { describe, expect, it } from 'vitest';
 import {
   ErrorCodes,
@@ -14,8 +15,8 @@ import {
   pseudonymsOf,
   runAsUser,
 } from 'temporal-user-context';
-import { alice, type Harness } from '../../../../test-support/harness.js';
-import { useFixtureHarness } from '../fixtures/harness.js';
+import { alice, nthScheduledRun, type Harness } from '../../../../test-support/harness.js';
+import { aliceSchedule, useFixtureHarness } from '../fixtures/harness.js';
 
 const byDefault = useFixtureHarness();
 const plainMemoPseudonymAttributes = useFixtureHarness({
@@ -91,5 +92,93 @@ describe('mirrors at start', () => {
   it('off writes neither', async () => {
     const run = await describeRun(off);
     expect(run).toMatchObject({ memo: undefined, userId: undefined, workspaceId: undefined });
+  });
+});
+
+/** Creates alice's hourly schedule of `viaActivity`, triggers it once; returns what the server shows. */
+async function describeSchedule(h: Harness) {
+  const scheduleId = `mirror-sch-${randomUUID()}`;
+  const handle = await aliceSchedule(h, scheduleId);
+  try {
+    const schedule = await h.rawClient.schedule.getHandle(scheduleId).describe();
+    await handle.trigger();
+    const runId = await nthScheduledRun(h.rawClient, scheduleId, 1);
+    const run = h.rawClient.workflow.getHandle(runId);
+    await run.result();
+    const ran = await run.describe();
+    const mirrored = (
+      memo?: Record<string, unknown>,
+      attributes?: TypedSearchAttributes | SearchAttributePair[],
+    ) => {
+      const typed = Array.isArray(attributes) ? new TypedSearchAttributes(attributes) : attributes;
+      return {
+        memo: memo?.[MEMO_KEY],
+        userId: typed?.get(USER_ID_ATTRIBUTE),
+        workspaceId: typed?.get(WORKSPACE_ID_ATTRIBUTE),
+      };
+    };
+    return {
+      scheduleId,
+      schedule: mirrored(schedule.memo, schedule.typedSearchAttributes),
+      action: mirrored(schedule.action.memo, schedule.action.typedSearchAttributes),
+      run: mirrored(ran.memo, ran.typedSearchAttributes),
+      // Listed with the creator's pseudonyms (visibility is eventually consistent: waits a little).
+      listed: async (query: string) => {
+        let found: string[] = [];
+        for (let i = 0; i < 100 && found.length === 0; i++) {
+          found = [];
+          for await (const s of h.rawClient.schedule.list({ query })) found.push(s.scheduleId);
+          if (found.length === 0) await new Promise((r) => setTimeout(r, 100));
+        }
+        return found;
+      },
+      delete: () => handle.delete(),
+    };
+  } catch (err) {
+    await handle.delete();
+    throw err;
+  }
+}
+
+describe('mirrors of a schedule', () => {
+  it("the schedule and every run it starts show its creator; an operator lists a user's schedules", async () => {
+    const h = plainMemoPseudonymAttributes;
+    const created = await describeSchedule(h);
+    try {
+      const p = pseudonymsOf(h.workerRing, alice);
+      const expected = {
+        memo: { userId: alice.userId, workspaceId: alice.workspaceId, mode: 'plain' },
+        userId: p.userId,
+        workspaceId: p.workspaceId,
+      };
+      expect(created.schedule).toEqual(expected);
+      expect(created.action).toEqual(expected);
+      expect(created.run).toEqual(expected);
+      const query = `UserId = "${p.userId}" AND WorkspaceId = "${p.workspaceId}"`;
+      expect(await created.listed(query)).toContain(created.scheduleId);
+    } finally {
+      await created.delete();
+    }
+  });
+
+  it('by default: pseudonyms in the memos only; off writes nothing', async () => {
+    const pseudonymous = await describeSchedule(byDefault);
+    const none = await describeSchedule(off);
+    try {
+      const expected = {
+        memo: { ...pseudonymsOf(byDefault.edgeRing, alice), mode: 'pseudonym' },
+        userId: undefined,
+        workspaceId: undefined,
+      };
+      expect([pseudonymous.schedule, pseudonymous.action, pseudonymous.run]).toEqual([
+        expected,
+        expected,
+        expected,
+      ]);
+      const nothing = { memo: undefined, userId: undefined, workspaceId: undefined };
+      expect([none.schedule, none.action, none.run]).toEqual([nothing, nothing, nothing]);
+    } finally {
+      await Promise.all([pseudonymous.delete(), none.delete()]);
+    }
   });
 });

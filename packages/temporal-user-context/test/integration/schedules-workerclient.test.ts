@@ -16,30 +16,14 @@ import {
   headerWritingClient,
   nthScheduledRun,
 } from '../../../../test-support/harness.js';
-import { useFixtureHarness } from '../fixtures/harness.js';
+import { aliceSchedule, useFixtureHarness } from '../fixtures/harness.js';
 
 const h = useFixtureHarness();
-
-/** A schedule alice creates, starting `viaActivity` runs (every hour: the tests trigger it). */
-function aliceSchedule(scheduleId: string) {
-  return runAsUser(alice, () =>
-    h.client.schedule.create({
-      scheduleId,
-      spec: { intervals: [{ every: '1h' }] },
-      action: {
-        type: 'startWorkflow',
-        workflowType: 'viaActivity',
-        taskQueue: h.taskQueue,
-        workflowId: `${scheduleId}-wf`,
-      },
-    }),
-  );
-}
 
 describe('schedules', () => {
   it('a run started by the schedule acts as the schedule creator', async () => {
     const scheduleId = `sch-${randomUUID()}`;
-    const handle = await aliceSchedule(scheduleId);
+    const handle = await aliceSchedule(h, scheduleId);
     await handle.trigger();
     const workflowId = await nthScheduledRun(h.rawClient, scheduleId, 1);
     expect(await h.rawClient.workflow.getHandle(workflowId).result()).toEqual(alice);
@@ -99,7 +83,7 @@ describe('schedules', () => {
     // Clients may set TemporalScheduledById themselves, and a run id of the scheduled shape is free to
     // take: only the schedule's own record of the runs it started tells a scheduled run apart.
     const scheduleId = `sch-${randomUUID()}`;
-    const handle = await aliceSchedule(scheduleId);
+    const handle = await aliceSchedule(h, scheduleId);
     await handle.trigger();
     const genuine = await nthScheduledRun(h.rawClient, scheduleId, 1);
     expect(await h.rawClient.workflow.getHandle(genuine).result()).toEqual(alice);

@@ -8,8 +8,10 @@ import { afterAll, describe, expect, it } from 'vitest';
 import {
   ErrorCodes,
   KeyRing,
+  UserContextPlugin,
   generateKeySet,
   issueContextToken,
+  mirrorQuery,
   pseudonymKeyFromJSON,
   pseudonymsOf,
   type UserContext,
@@ -122,5 +124,47 @@ describe('pseudonym lookup files (keys export-pseudonym / keys pseudonym)', () =
     expect(invalid.status).toBe(1);
     expect(invalid.stderr).toMatch(/^USER_CONTEXT_INVALID: /);
     expect(invalid.stderr).not.toMatch(/\n\s+at /);
+  });
+});
+
+describe('mirrorQuery: the list filter for what the search-attribute mirror writes', () => {
+  const p = pseudonymsOf(edge, { userId: 'alice', workspaceId: 'ws-acme' });
+
+  it('writes the values of the mode: pseudonyms (any key of the set), plain ids, nothing for off', () => {
+    const both = { userId: 'alice', workspaceId: 'ws-acme' };
+    expect(mirrorQuery('pseudonym', worker, both)).toBe(
+      `UserId = "${p.userId}" AND WorkspaceId = "${p.workspaceId}"`,
+    );
+    expect(mirrorQuery('pseudonym', edge, { workspaceId: 'ws-acme' })).toBe(
+      `WorkspaceId = "${p.workspaceId}"`,
+    );
+    expect(mirrorQuery('plain', edge, { userId: 'alice' })).toBe('UserId = "alice"');
+    expect(mirrorQuery('off', edge, both)).toBeUndefined();
+  });
+
+  it('refuses ids outside the format (no value can close its quotes), and no id at all', () => {
+    for (const mode of ['plain', 'pseudonym', 'off'] as const) {
+      for (const bad of ['a" OR UserId != "', 'a\\', 'ws\nx', ''])
+        expect(() => mirrorQuery(mode, edge, { workspaceId: bad })).toThrow(
+          expect.objectContaining({ code: ErrorCodes.INVALID }),
+        );
+      expect(() => mirrorQuery(mode, edge, {})).toThrow(
+        expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
+      );
+    }
+  });
+
+  it("follows the plugin's search-attribute mirror: off by default", () => {
+    const plugin = (searchAttributes?: 'plain' | 'pseudonym') =>
+      new UserContextPlugin({
+        keys: edge,
+        audit: [],
+        ...(searchAttributes ? { mirror: { searchAttributes } } : {}),
+      });
+    expect(plugin().mirrorQuery({ workspaceId: 'ws-acme' })).toBeUndefined();
+    expect(plugin('plain').mirrorQuery({ workspaceId: 'ws-acme' })).toBe('WorkspaceId = "ws-acme"');
+    expect(plugin('pseudonym').mirrorQuery({ workspaceId: 'ws-acme' })).toBe(
+      `WorkspaceId = "${p.workspaceId}"`,
+    );
   });
 });
