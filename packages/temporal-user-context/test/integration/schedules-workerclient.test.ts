@@ -16,7 +16,7 @@ import {
   headerWritingClient,
   nthScheduledRun,
 } from '../../../../test-support/harness.js';
-import { aliceSchedule, useFixtureHarness } from '../fixtures/harness.js';
+import { aliceSchedule, hourlySchedule, useFixtureHarness } from '../fixtures/harness.js';
 
 const h = useFixtureHarness();
 
@@ -42,16 +42,7 @@ describe('schedules', () => {
 
   it('a raw schedule (no header) starts runs that are refused', async () => {
     const scheduleId = `sch-${randomUUID()}`;
-    const handle = await h.rawClient.schedule.create({
-      scheduleId,
-      spec: { intervals: [{ every: '1h' }] },
-      action: {
-        type: 'startWorkflow',
-        workflowType: 'viaActivity',
-        taskQueue: h.taskQueue,
-        workflowId: `${scheduleId}-wf`,
-      },
-    });
+    const handle = await hourlySchedule(h, h.rawClient, scheduleId);
     await handle.trigger();
     const workflowId = await nthScheduledRun(h.rawClient, scheduleId, 1);
     expect(await failureTypeOf(h.rawClient.workflow.getHandle(workflowId).result())).toBe(ErrorCodes.MISSING);
