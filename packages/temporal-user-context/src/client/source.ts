@@ -52,13 +52,21 @@ export class ContextSource {
     );
   }
 
-  private who(action: string): { context: UserContext; source: IdentitySource; forward?: ContextHeader } {
+  private who(action: string): {
+    context: UserContext;
+    source: IdentitySource;
+    forward?: { header: ContextHeader; tokenId: string | undefined };
+  } {
     const user = edgeUser();
     if (user) return { context: user, source: 'edge' };
     const activity = currentScope();
     if (activity?.context && activity.header) {
-      const { lin: _lin, ...forward } = activity.header;
-      return { context: activity.context, source: 'header', forward };
+      const { lin: _lin, ...header } = activity.header;
+      return {
+        context: activity.context,
+        source: 'header',
+        forward: { header, tokenId: activity.claims?.jti },
+      };
     }
     this.refuse(
       action,
@@ -100,6 +108,26 @@ export class ContextSource {
       ...options,
       namespace: this.options.namespace,
     });
+    this.allowed(
+      action,
+      context,
+      source,
+      claims.jti,
+      options.workflowId,
+      options.scheduleId ? `schedule ${options.scheduleId}` : undefined,
+    );
+    return header;
+  }
+
+  /** Audits a context this client sends: issued for the call, or forwarded by a worker. */
+  private allowed(
+    action: string,
+    context: UserContext,
+    source: IdentitySource,
+    tokenId: string | undefined,
+    workflowId: string | undefined,
+    detail: string | undefined,
+  ): void {
     this.options.auditor.emit({
       action,
       decision: 'allow',
@@ -108,11 +136,10 @@ export class ContextSource {
       namespace: this.options.namespace,
       userId: context.userId,
       workspaceId: context.workspaceId,
-      tokenId: claims.jti,
-      workflowId: options.workflowId,
-      ...(options.scheduleId ? { detail: `schedule ${options.scheduleId}` } : {}),
+      tokenId,
+      workflowId,
+      detail,
     });
-    return header;
   }
 
   async forStart(
@@ -130,8 +157,19 @@ export class ContextSource {
 
   async forActor(workflowId: string, action: string): Promise<ContextHeader> {
     const { context, source, forward } = this.who(action);
-    // A worker forwards the originator it verified (the target's policy compares its pseudonyms).
-    if (forward && !this.options.ring.canIssue) return forward;
+    // A worker forwards the originator it verified (the target's policy compares its pseudonyms); that
+    // is a decision too, audited like an issue.
+    if (forward && !this.options.ring.canIssue) {
+      this.allowed(
+        action,
+        context,
+        source,
+        forward.tokenId,
+        workflowId,
+        'forwarded the verified originator as the actor',
+      );
+      return forward.header;
+    }
     return this.issue(action, context, source, {
       use: 'actor',
       workflowId,

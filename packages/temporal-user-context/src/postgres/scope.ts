@@ -2,6 +2,7 @@ import type { Auditor } from '../audit/sinks.js';
 import type { AuditEvent } from '../audit/event.js';
 import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
 import { parseUserContext, type UserContext } from '../context/schema.js';
+import { currentScope } from '../worker/scope.js';
 import type { SqlDatabase, SqlQueryable, SqlResult, SqlRow } from './database.js';
 import { assertRoleName, quoteIdent } from './ident.js';
 
@@ -39,11 +40,17 @@ export interface UserScopeOptions {
   appRole?: string;
   /** Refuse with `USER_CONTEXT_ROLE_MISSING` unless this role survives the membership intersection. */
   requireRole?: string;
-  /** Where `db.scope` decisions go. Denials are always audited when an auditor is given. */
+  /**
+   * Where `db.scope` decisions go. Denials are always audited when there is an auditor. Default: inside
+   * an activity or Nexus handler of a `UserContextPlugin` worker, the plugin's auditor; elsewhere none.
+   */
   auditor?: Auditor;
   /** Also audit successful scopes (default true: every decision leaves a record). */
   auditAllow?: boolean;
-  /** Extra ids for the audit records. */
+  /**
+   * Extra ids for the audit records. Default: inside an activity or Nexus handler of a
+   * `UserContextPlugin` worker, its execution ids and token id (`source: header`).
+   */
   audit?: ScopeAuditFields;
 }
 
@@ -102,22 +109,34 @@ export async function withUserScope<T>(
     workspaceId: ctx.workspaceId,
     roles: [...ctx.roles],
   });
-  const audit = (decision: 'allow' | 'deny', reason: string, effective?: readonly string[]) => {
-    if (!options.auditor || (decision === 'allow' && options.auditAllow === false)) return;
-    options.auditor.emit({
+  // Inside a plugin worker's activity, decisions are audited with its auditor and ids unless the caller
+  // names others: a refusal there never goes unrecorded because the options left the auditor out.
+  const activity = currentScope();
+  const auditor = options.auditor ?? activity?.auditor;
+  const fields: ScopeAuditFields | undefined =
+    options.audit ?? (activity ? { ...activity.audit, tokenId: activity.claims?.jti } : undefined);
+  const audit = (
+    decision: 'allow' | 'deny',
+    reason: string,
+    effective?: readonly string[],
+    note?: string,
+  ) => {
+    if (!auditor || (decision === 'allow' && options.auditAllow === false)) return;
+    auditor.emit({
       action: 'db.scope',
       decision,
       source: 'header',
-      ...options.audit,
+      ...fields,
       reason,
       userId: context.userId,
       workspaceId: context.workspaceId,
-      ...(effective ? { detail: `roles=${effective.join(',')}` } : {}),
+      ...(effective ? { detail: `roles=${effective.join(',')}${note ? `; ${note}` : ''}` } : {}),
     });
   };
 
   let refusal: UserContextError | undefined;
   let effectiveRoles: readonly string[] = [];
+  let granted = false;
   try {
     const result = await db.transaction(async (tx) => {
       await applyScope(tx, appRole, context.userId, context.workspaceId);
@@ -139,6 +158,7 @@ export async function withUserScope<T>(
         throw refusal;
       }
       await tx.query(`select set_config('${SCOPE_SETTINGS.roles}', $1, true)`, [effectiveRoles.join(',')]);
+      granted = true;
       const scoped: ScopedTransaction = {
         effectiveRoles,
         context,
@@ -150,8 +170,10 @@ export async function withUserScope<T>(
     audit('allow', 'ok', effectiveRoles);
     return result;
   } catch (err) {
-    // Audit only our own refusals, after ROLLBACK so the record is not rolled back with the work.
+    // Audited after ROLLBACK, so that the record is not rolled back with the work: our own refusals,
+    // and a grant whose work then failed (`fn` threw, or COMMIT did): its queries ran all the same.
     if (refusal !== undefined && err === refusal && isUserContextError(err)) audit('deny', err.code);
+    else if (granted) audit('allow', 'ok', effectiveRoles, 'rolled back');
     throw err;
   }
 }

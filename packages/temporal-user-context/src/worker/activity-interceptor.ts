@@ -2,7 +2,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import type { Context } from '@temporalio/activity';
 import type { ActivityExecuteInput, ActivityInboundCallsInterceptor, Next } from '@temporalio/worker';
 import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
-import { ACTOR_HEADER, ORIGINATOR_HEADER, decodeHeader } from '../header/wire.js';
+import { ACTOR_HEADER, ORIGINATOR_HEADER, decodeHeader, type Lineage } from '../header/wire.js';
 import type { Auditor } from '../audit/sinks.js';
 import { auditAllowed, auditFailure, confirmOriginator, type OriginatorChecks } from './decision.js';
 import type { ActivityLineageCheck } from './server-lineage.js';
@@ -39,10 +39,16 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
     originator: Verified,
     facts: { namespace: string; workflowId: string },
     audit: ActivityScope['audit'],
+    server: Pick<Lineage, 'root' | 'start'> | undefined,
   ): Promise<{ actor?: Verified; actorRefusal?: UserContextError }> {
     try {
-      const header = decodeHeader(input.headers, ACTOR_HEADER);
-      if (!header) return {};
+      const written = decodeHeader(input.headers, ACTOR_HEADER);
+      if (!written) return {};
+      // With the server's lineage, the actor is held to the server's root too: an actor token bound to
+      // another run's root must not pass on the `lin` a workflow wrote (docs/wire-format.md, _Limits_).
+      const header = server
+        ? Object.assign({}, written, { lin: Object.assign({}, written.lin, server) })
+        : written;
       const actor = await this.options.verifier.verifyActor(header, facts);
       // Revocation applies to whoever acts, not only to who started the lineage: a revoked actor token
       // must not come back from verifyActor() as a verified actor.
@@ -51,6 +57,8 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
       if (actor.context.workspaceId !== originator.context.workspaceId) {
         throw new UserContextError(ErrorCodes.ACTOR_FORBIDDEN, 'actor is not in the originator workspace');
       }
+      // Who acts is a decision of its own: the activity.execute record names the originator only.
+      auditAllowed(this.options.auditor, audit, 'activity.actor', actor);
       return { actor };
     } catch (err) {
       if (!isUserContextError(err)) throw err;
@@ -110,6 +118,7 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
         const facts = { namespace, workflowId };
         let checked = header;
         let verified = await this.options.verifier.verifyOriginator(checked, facts);
+        let server: Pick<Lineage, 'root' | 'start'> | undefined;
         if (this.options.lineage) {
           // The run is the server's (the activity task names it); its root and chain start are then
           // the server's too, not the `lin` facts its workflow wrote (docs/wire-format.md, _Limits_).
@@ -117,8 +126,8 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
           if (!runId)
             throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'the activity task names no run');
           const lineage = await this.options.lineage.confirm(this.ctx.client, { workflowId, runId });
-          const lin = Object.assign({}, header.lin, { root: lineage.root, start: lineage.chainStart });
-          checked = Object.assign({}, header, { lin });
+          server = { root: lineage.root, start: lineage.chainStart };
+          checked = Object.assign({}, header, { lin: Object.assign({}, header.lin, server) });
           verified = await this.options.verifier.verifyOriginator(checked, facts);
         }
         await confirmOriginator(verified, checked, this.options, () => ({
@@ -133,6 +142,7 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
           verified,
           { namespace, workflowId },
           audit,
+          server,
         );
         scope = {
           context: verified.context,
@@ -154,8 +164,9 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
       enterActivityScope(scope);
       return await next(input);
     } catch (err) {
-      // A refusal raised by activity code (resolveUserContext, withUserScope) is already audited where
-      // it happened; make it non-retryable with its stable code instead of a generic retryable error.
+      // A refusal raised by activity code was audited where it happened (resolveUserContext always;
+      // withUserScope with this worker's auditor unless the call names another); make it
+      // non-retryable with its stable code instead of a generic retryable error.
       if (isUserContextError(err)) throw toApplicationFailure(err);
       throw err;
     }

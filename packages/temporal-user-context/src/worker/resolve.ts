@@ -1,6 +1,6 @@
-import { ErrorCodes, UserContextError } from '../context/errors.js';
+import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
 import { parseUserContext, sameUserContext, type UserContext } from '../context/schema.js';
-import type { SystemPrincipal } from '../context/system-principal.js';
+import { isSystemPrincipal, systemPrincipal, type SystemPrincipal } from '../context/system-principal.js';
 import { currentScope, type ActivityScope } from './scope.js';
 
 function scope(): ActivityScope {
@@ -20,6 +20,10 @@ function refuse(s: ActivityScope, err: UserContextError, source: 'header' | 'exp
     decision: 'deny',
     source,
     reason: err.code,
+    // Whose activity refused (e.g. an explicit context that differs from it), when it has a user.
+    userId: s.context?.userId,
+    workspaceId: s.context?.workspaceId,
+    tokenId: s.claims?.jti,
     detail: err.reason,
   });
   throw err;
@@ -112,12 +116,22 @@ export function resolveUserContext(options: ResolveOptions = {}): UserContext | 
     return s.context;
   }
   if (options.system) {
-    if (!s.allowedSystem.includes(options.system.name)) {
+    let principal: SystemPrincipal;
+    try {
+      // Held to what systemPrincipal() makes: a look-alike object must not skip the mandatory reason.
+      if (!isSystemPrincipal(options.system))
+        throw new UserContextError(ErrorCodes.INVALID, 'system principal: not made by systemPrincipal()');
+      principal = systemPrincipal(options.system.name, options.system.reason);
+    } catch (err) {
+      if (!isUserContextError(err)) throw err;
+      return refuse(s, err, 'system');
+    }
+    if (!s.allowedSystem.includes(principal.name)) {
       return refuse(
         s,
         new UserContextError(
           ErrorCodes.SYSTEM_PRINCIPAL_FORBIDDEN,
-          `system principal ${options.system.name} not allow-listed for this activity`,
+          `system principal ${principal.name} not allow-listed for this activity`,
         ),
         'system',
       );
@@ -128,10 +142,10 @@ export function resolveUserContext(options: ResolveOptions = {}): UserContext | 
       decision: 'allow',
       source: 'system',
       reason: 'ok',
-      principal: options.system.name,
-      detail: options.system.reason,
+      principal: principal.name,
+      detail: principal.reason,
     });
-    return options.system;
+    return principal;
   }
   return refuse(
     s,

@@ -62,9 +62,12 @@ describe('each boundary carries the originator to an activity', () => {
     expect(await runAs<UserContext>(alice, 'explicitArgument', ['same'])).toEqual(alice);
     const failure = await failureOf(runAs(alice, 'explicitArgument', ['other']));
     expect(failure).toBe(ErrorCodes.EXPLICIT_MISMATCH);
+    // The refusal names whose activity it was: the verified originator, not the explicit argument.
     expect(
-      h.audit.events.some((e) => e.decision === 'deny' && e.reason === ErrorCodes.EXPLICIT_MISMATCH),
-    ).toBe(true);
+      h.audit.events
+        .filter((e) => e.decision === 'deny' && e.reason === ErrorCodes.EXPLICIT_MISMATCH)
+        .map((e) => [e.action, e.source, e.userId, e.workspaceId, typeof e.tokenId]),
+    ).toEqual([['activity.resolve', 'explicit', alice.userId, alice.workspaceId, 'string']]);
   });
 
   it('a tampered memo does not change who the activity runs as', async () => {

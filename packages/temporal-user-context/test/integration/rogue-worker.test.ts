@@ -4,9 +4,16 @@
 // `'server'` it asks the server for the activity's run instead (docs/wire-format.md, Limits).
 import { randomUUID } from 'node:crypto';
 import { Worker } from '@temporalio/worker';
-import { describe, expect, it } from 'vitest';
-import { ErrorCodes, UserContextPlugin, runAsUser } from 'temporal-user-context';
-import { alice, failureTypeOf, forgeryOf } from '../../../../test-support/harness.js';
+import { describe, expect, it, vi } from 'vitest';
+import {
+  ACTOR_HEADER,
+  ErrorCodes,
+  UserContextPlugin,
+  decodeHeader,
+  issueContextToken,
+  runAsUser,
+} from 'temporal-user-context';
+import { alice, carol, failureTypeOf, forgeryOf } from '../../../../test-support/harness.js';
 import * as activities from '../fixtures/activities.js';
 import { pluginlessWorker, useFixtureHarness } from '../fixtures/harness.js';
 
@@ -60,6 +67,68 @@ describe('activities scheduled by a rogue workflow', () => {
       );
     });
     await victim.terminate();
+  });
+
+  it('carry an actor copied from another run when the lineage comes from the header, and not when it comes from the server', async () => {
+    // Carol acts on alice's run V: her actor token, bound to V, is in V's history for 300 s.
+    const victim = await runAsUser(alice, () =>
+      h.client.workflow.start('interactive', {
+        taskQueue: h.taskQueue,
+        workflowId: `rogue-victim-${randomUUID()}`,
+      }),
+    );
+    await runAsUser(carol, () => victim.signal('go', 'x'));
+    // (The server buffers a signal while a workflow task is in flight: wait for it in history.)
+    const copied = await vi.waitFor(async () => {
+      const signaled = (await victim.fetchHistory()).events?.find(
+        (e) => e.workflowExecutionSignaledEventAttributes,
+      )?.workflowExecutionSignaledEventAttributes;
+      const header = decodeHeader(signaled?.header?.fields ?? {}, ACTOR_HEADER);
+      expect(header).toBeDefined();
+      return header!;
+    });
+    // The rogue run M is genuinely alice's (the edge issued its start token); its worker runs without
+    // the plugin and sends Carol's actor along, its `lin` naming V as M's root.
+    const rogueQueue = `rogue-${randomUUID()}`;
+    const rogue = await pluginlessWorker(h, rogueQueue, true);
+    const attack = async (taskQueue: string) => {
+      const workflowId = `rogue-${randomUUID()}`;
+      const { header } = await issueContextToken(h.edgeRing, alice, {
+        namespace: h.namespace,
+        use: 'start',
+        workflowId,
+      });
+      const own = { root: workflowId, start: Date.now(), wf: workflowId };
+      const forge = {
+        header: JSON.stringify({ ...header, lin: own }),
+        actor: JSON.stringify({ ...copied, lin: { ...own, root: victim.workflowId } }),
+      };
+      return h.rawClient.workflow.execute('whoActsOn', {
+        taskQueue: rogueQueue,
+        workflowId,
+        args: [taskQueue],
+        memo: { forge },
+      });
+    };
+    const trusting = await activityWorker('header');
+    const confirming = await activityWorker('server');
+    await rogue.runUntil(async () => {
+      // The documented limit of the default: the rogue's `lin` is believed.
+      expect(await trusting.worker.runUntil(attack(trusting.taskQueue))).toEqual(carol);
+      // With the server's root, Carol's token (bound to V) is not an actor of M's lineage: the activity
+      // runs as alice without an actor, and currentActor() throws the refusal.
+      expect(await failureTypeOf(confirming.worker.runUntil(attack(confirming.taskQueue)))).toBe(
+        ErrorCodes.LINEAGE_MISMATCH,
+      );
+    });
+    const records = h.audit.events.filter(
+      (e) => e.action === 'activity.actor' && e.activityType === 'whoActs',
+    );
+    expect(records.map((e) => [e.decision, e.userId, e.reason, e.detail])).toEqual([
+      ['allow', 'carol', 'ok', undefined],
+      ['deny', undefined, ErrorCodes.LINEAGE_MISMATCH, 'actor token was issued for another workflow'],
+    ]);
+    await victim.result(); // Carol's `go` finished it
   });
 
   it("with the lineage from the server, genuine activities still run: top level, a child's, and after continue-as-new", async () => {

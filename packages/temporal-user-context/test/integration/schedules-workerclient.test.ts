@@ -99,15 +99,25 @@ describe("the worker's own client", () => {
     const target = await runAsUser(alice, () =>
       h.client.workflow.start('interactive', { taskQueue: h.taskQueue, workflowId: `wc-${randomUUID()}` }),
     );
+    const sender = `wc-${randomUUID()}`;
     await runAsUser(alice, () =>
       h.client.workflow.execute('signalFromActivity', {
         taskQueue: h.taskQueue,
-        workflowId: `wc-${randomUUID()}`,
+        workflowId: sender,
         args: [target.workflowId],
       }),
     );
     const result = (await target.result()) as { notes: string[] };
     expect(result.notes).toEqual(['signal:from-activity']);
+    // Forwarding is a decision of the worker's client: audited, under the token it forwarded.
+    const started = h.audit.events.find((e) => e.action === 'client.start' && e.workflowId === sender);
+    expect(
+      h.audit.events
+        .filter((e) => e.action === 'client.signal' && e.workflowId === target.workflowId)
+        .map((e) => [e.decision, e.source, e.userId, e.tokenId, e.detail]),
+    ).toEqual([
+      ['allow', 'header', alice.userId, started?.tokenId, 'forwarded the verified originator as the actor'],
+    ]);
   });
 
   it('cannot start a new lineage (workers cannot mint)', async () => {

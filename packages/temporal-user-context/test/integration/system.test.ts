@@ -25,7 +25,7 @@ beforeAll(async () => {
       workflowsPath,
       // `constructor` as an activity type: a name an Object.prototype lookup would find.
       activities: { ...fixtureActivities, ...systemActivities, constructor: systemActivities.unguarded },
-      plugin: { systemActivities: { nightlyCleanup: ['retention'] } },
+      plugin: { systemActivities: { nightlyCleanup: ['retention'], lookalikeCleanup: ['retention'] } },
     }),
   );
   plain = await Worker.create({
@@ -100,6 +100,24 @@ describe('system principals (property 2)', () => {
       }),
     ]);
   });
+
+  it.each([true, false])(
+    'a look-alike of an allow-listed principal (kind given: %s), without the mandatory reason, is refused: USER_CONTEXT_INVALID, audited',
+    async (withKind) => {
+      const workflowId = `sys-${randomUUID()}`;
+      expect(await failureTypeOf(headerless(workflowId, 'lookalikeCleanup', ['retention', withKind]))).toBe(
+        ErrorCodes.INVALID,
+      );
+      expect(eventsOf(workflowId).filter((e) => e.action === 'activity.resolve')).toEqual([
+        expect.objectContaining({
+          decision: 'deny',
+          source: 'system',
+          reason: ErrorCodes.INVALID,
+          attempt: 1,
+        }),
+      ]);
+    },
+  );
 
   it.each(['whoami', 'unguarded', 'constructor'])(
     'an activity type the worker does not allow-list (%s) is refused before it runs: USER_CONTEXT_MISSING',

@@ -9,6 +9,7 @@ import {
 } from '../../src/context/index.js';
 import { withUserScope, type UserScopeOptions } from '../../src/postgres/index.js';
 import { applyScope } from '../../src/postgres/scope.js';
+import { runInNexusScope } from '../../src/worker/scope.js';
 import { createFixtureSchema, uniqueRoles } from './fixture.js';
 
 const roles = uniqueRoles('scope');
@@ -105,6 +106,35 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
       workspaceId: 'ws-a',
     });
     expect(sink.events.filter((e) => e.decision === 'allow')).toHaveLength(1);
+  });
+
+  it("inside a plugin worker's handler, decisions are audited with its auditor and ids by default", async () => {
+    const sink = memoryAuditSink();
+    const eve = parseUserContext({ userId: 'eve', workspaceId: 'ws-a', roles: ['member'] });
+    const handler = {
+      context: eve,
+      allowedSystem: [],
+      audit: { namespace: 'default', workflowId: 'wf-1', activityType: 'nexus:who/whoami' },
+      auditor: new Auditor([sink]),
+    };
+    // No auditor in the options, and eve is no member: the refusal is still on record.
+    const err = await rejection(
+      runInNexusScope(handler, () => withUserScope(b.db, eve, async () => 'ran', opts)),
+    );
+    expect(isUserContextError(err, ErrorCodes.MEMBERSHIP_REVOKED)).toBe(true);
+    expect(sink.events).toEqual([
+      expect.objectContaining({
+        action: 'db.scope',
+        decision: 'deny',
+        reason: ErrorCodes.MEMBERSHIP_REVOKED,
+        userId: 'eve',
+        workflowId: 'wf-1',
+        activityType: 'nexus:who/whoami',
+      }),
+    ]);
+    // Outside any handler there is no default auditor: the caller decides.
+    await rejection(withUserScope(b.db, eve, async () => 'ran', opts));
+    expect(sink.events).toHaveLength(1);
   });
 
   it('a context for a workspace the user is not a member of is refused (no cross-workspace read)', async () => {
@@ -265,7 +295,8 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
     expect((await b.admin.query(`select 1 from notes where body = 'lost'`)).rowCount).toBe(0);
   });
 
-  it('an error inside the scope rolls back and leaves the connection clean', async () => {
+  it('an error inside the scope rolls back and leaves the connection clean; the grant is still audited', async () => {
+    const sink = memoryAuditSink();
     const err = await rejection(
       withUserScope(
         b.db,
@@ -274,10 +305,14 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
           await tx.query(`insert into notes (body) values ('rolled-back')`);
           throw new Error('boom');
         },
-        opts,
+        { ...opts, auditor: new Auditor([sink]) },
       ),
     );
     expect((err as Error).message).toBe('boom');
+    // The scope's queries ran before the error: the decision that let them run is on record.
+    expect(sink.events.map((e) => [e.action, e.decision, e.userId, e.detail])).toEqual([
+      ['db.scope', 'allow', carol.userId, `roles=${carol.roles.join(',')}; rolled back`],
+    ]);
     const rows = await b.admin.query(`select 1 from notes where body = 'rolled-back'`);
     expect(rows.rowCount).toBe(0);
     const after = await b.db.query<{ u: string }>('select current_user as u');
