@@ -11,7 +11,13 @@ import {
 import type { Payload } from '@temporalio/common';
 import { decodeOptionalSinglePayload } from '@temporalio/common/lib/internal-non-workflow/index.js';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
-import { isUserContextError, runAsUser, type MirrorQueryIds, type UserContext } from 'temporal-user-context';
+import {
+  WORKSPACE_ID_ATTRIBUTE,
+  isUserContextError,
+  runAsUser,
+  type MirrorQueryIds,
+  type UserContext,
+} from 'temporal-user-context';
 import {
   queryAuditTrail,
   withUserScope,
@@ -809,8 +815,11 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       // Raw pages rather than client.schedule.list(): that decodes every memo it is given and stops at
       // the first it cannot (another application's, a plaintext one), failing every workspace. With the
       // search-attribute mirror the server narrows the list to the schedules mirrored as this
-      // workspace's; anyone with namespace access can set those attributes, so the memo still decides.
-      const query = options.mirrorQuery?.({ workspaceId });
+      // workspace's, and those mirrored as nobody's (created before the mirror, or cleared by an
+      // update), so that none of the workspace's schedules drops out of sight. Anyone with namespace
+      // access can set those attributes: the memo still decides.
+      const mirrored = options.mirrorQuery?.({ workspaceId });
+      const query = mirrored && `(${mirrored}) OR ${WORKSPACE_ID_ATTRIBUTE.name} IS NULL`;
       let nextPageToken: Uint8Array | undefined;
       do {
         const page = await client.workflowService.listSchedules({

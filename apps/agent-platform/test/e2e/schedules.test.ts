@@ -49,6 +49,23 @@ function listed(who: string, ws: string, present: string[]) {
   );
 }
 
+/** The queries of the API's schedule listings while `fn` runs (the server-side filter it sends). */
+async function listingQueries(fn: () => Promise<unknown>): Promise<(string | null | undefined)[]> {
+  const service = p.client.workflowService;
+  const listSchedules = service.listSchedules;
+  const queries: (string | null | undefined)[] = [];
+  service.listSchedules = ((request) => {
+    queries.push(request.query);
+    return listSchedules.call(service, request);
+  }) as typeof listSchedules;
+  try {
+    await fn();
+  } finally {
+    service.listSchedules = listSchedules;
+  }
+  return queries;
+}
+
 describe('schedules', () => {
   it("members list their own workspace's schedules and no other's", async () => {
     const byAlice = await schedule('alice', 'ws-acme', acmeAgent());
@@ -156,6 +173,37 @@ describe('schedules', () => {
     expect(res.body_).toMatchObject({ status: 400, code: 'VALIDATION_FAILED' });
     const minute = await schedule('alice', 'ws-acme', acmeAgent(), 60);
     expect((await p.call('alice', 'DELETE', `/workspaces/ws-acme/schedules/${minute}`)).statusCode).toBe(204);
+  });
+
+  it("asks the server for the workspace's schedules and for those mirrored as nobody's (older ones) only", async () => {
+    // A schedule of this API from before the search-attribute mirror: its record, no attributes.
+    const older = `agent-schedule-${randomUUID()}`;
+    created.push(older);
+    const codecOnly = new Client({
+      connection: p.testClient.connection,
+      namespace: p.namespace,
+      dataConverter: { payloadCodecs: [p.edge.codec!] },
+    });
+    await codecOnly.schedule.create({
+      scheduleId: older,
+      spec: { intervals: [{ every: '1h' }] },
+      action: { type: 'startWorkflow', workflowType: WORKFLOW_TYPE, taskQueue: p.idleTaskQueue, args: [] },
+      memo: {
+        agentPlatform: {
+          workspaceId: 'ws-acme',
+          agentId: acmeAgent(),
+          createdBy: 'alice',
+          everySeconds: 3600,
+          createdAt: new Date().toISOString(),
+        },
+      },
+    });
+    const mine = await schedule('alice', 'ws-acme', acmeAgent());
+    const acme = pseudonymsOf(p.edgeRing, { userId: 'alice', workspaceId: 'ws-acme' }).workspaceId;
+    const queries = await listingQueries(() => listed('alice', 'ws-acme', [mine, older]));
+    expect(new Set(queries)).toEqual(new Set([`(WorkspaceId = "${acme}") OR WorkspaceId IS NULL`]));
+    expect((await p.call('alice', 'DELETE', `/workspaces/ws-acme/schedules/${older}`)).statusCode).toBe(204);
+    expect((await p.call('alice', 'DELETE', `/workspaces/ws-acme/schedules/${mine}`)).statusCode).toBe(204);
   });
 
   it('a schedule it cannot read (another application, a forged memo) neither breaks the list nor shows in it', async () => {

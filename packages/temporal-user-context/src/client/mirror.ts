@@ -138,16 +138,19 @@ export function mirrorQuery(
   key: KeyRing | KeyObject,
   ids: MirrorQueryIds,
 ): string | undefined {
-  if (ids.userId === undefined && ids.workspaceId === undefined) {
+  // null counts as left out too (JavaScript callers), never as a value to look for.
+  const userId = ids.userId ?? undefined;
+  const workspaceId = ids.workspaceId ?? undefined;
+  if (userId === undefined && workspaceId === undefined) {
     throw new UserContextError(ErrorCodes.MISCONFIGURED, 'mirrorQuery needs a userId, a workspaceId or both');
   }
   // One of the two may be left out: a valid placeholder stands in for it, and is not queried.
-  const given = { userId: ids.userId ?? 'x', workspaceId: ids.workspaceId ?? 'x' };
+  const given = { userId: userId ?? 'x', workspaceId: workspaceId ?? 'x' };
   parseUserContext({ ...given, roles: [] });
   if (mode === 'off') return undefined;
   const values = mode === 'plain' ? given : pseudonymsOf(key, given);
   const terms: string[] = [];
-  if (ids.userId !== undefined) terms.push(`${USER_ID_ATTRIBUTE.name} = "${values.userId}"`);
-  if (ids.workspaceId !== undefined) terms.push(`${WORKSPACE_ID_ATTRIBUTE.name} = "${values.workspaceId}"`);
+  if (userId !== undefined) terms.push(`${USER_ID_ATTRIBUTE.name} = "${values.userId}"`);
+  if (workspaceId !== undefined) terms.push(`${WORKSPACE_ID_ATTRIBUTE.name} = "${values.workspaceId}"`);
   return terms.join(' AND ');
 }

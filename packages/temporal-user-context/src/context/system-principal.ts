@@ -38,7 +38,11 @@ export function systemPrincipal(name: string, reason: string): SystemPrincipal {
   return Object.freeze({ kind: 'system', name: parsed.data.name, reason: parsed.data.reason });
 }
 
-/** True when `value` is a {@link SystemPrincipal} made by {@link systemPrincipal}. */
+/**
+ * True when `value` is shaped as a {@link SystemPrincipal} (`kind: 'system'`). A type guard, not a
+ * validation: `resolveUserContext({ system })` re-validates a principal it is given as
+ * {@link systemPrincipal} does, and returns that validated copy.
+ */
 export function isSystemPrincipal(value: unknown): value is SystemPrincipal {
   return typeof value === 'object' && value !== null && (value as { kind?: unknown }).kind === 'system';
 }

@@ -1,7 +1,7 @@
 import type { Auditor } from '../audit/sinks.js';
 import type { AuditEvent } from '../audit/event.js';
 import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
-import { parseUserContext, type UserContext } from '../context/schema.js';
+import { parseUserContext, sameUserContext, type UserContext } from '../context/schema.js';
 import { currentScope } from '../worker/scope.js';
 import type { SqlDatabase, SqlQueryable, SqlResult, SqlRow } from './database.js';
 import { assertRoleName, quoteIdent } from './ident.js';
@@ -49,7 +49,8 @@ export interface UserScopeOptions {
   auditAllow?: boolean;
   /**
    * Extra ids for the audit records. Default: inside an activity or Nexus handler of a
-   * `UserContextPlugin` worker, its execution ids and token id (`source: header`).
+   * `UserContextPlugin` worker, its execution ids, and its token id when the scope is for the activity's
+   * own user.
    */
   audit?: ScopeAuditFields;
 }
@@ -113,8 +114,11 @@ export async function withUserScope<T>(
   // names others: a refusal there never goes unrecorded because the options left the auditor out.
   const activity = currentScope();
   const auditor = options.auditor ?? activity?.auditor;
+  // The token id only when the scope is the activity's own user (not, say, its actor's).
+  const own = activity?.context !== undefined && sameUserContext(activity.context, context);
   const fields: ScopeAuditFields | undefined =
-    options.audit ?? (activity ? { ...activity.audit, tokenId: activity.claims?.jti } : undefined);
+    options.audit ??
+    (activity ? { ...activity.audit, ...(own ? { tokenId: activity.claims?.jti } : {}) } : undefined);
   const audit = (
     decision: 'allow' | 'deny',
     reason: string,

@@ -198,7 +198,9 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
       activityType: `nexus:${input.ctx.service}/${input.ctx.operation}`,
     };
     let own = '';
-    // The ids come from the sealed token, which the guard wrote once the server confirmed the caller.
+    // The ids come from the sealed token, which the guard wrote at the start, once the server
+    // confirmed the caller (or its namespace was trusted): they name the operation's caller, not
+    // necessarily the sender of this cancel.
     const cancel: Request = { kind: 'cancel', audit, qualifier: () => undefined };
     const { scope } = await this.admit(cancel, input.ctx.headers, async (header) => {
       const bound = await openOperationToken(this.options.ring, input.token);

@@ -132,6 +132,15 @@ async function describeSchedule(h: Harness) {
         }
         return found;
       },
+      /** After an update that starts from the description (a pause): what the server then shows. */
+      afterUpdate: async () => {
+        await handle.update((previous) => ({ ...previous, state: { ...previous.state, paused: true } }));
+        const updated = await h.rawClient.schedule.getHandle(scheduleId).describe();
+        return {
+          schedule: mirrored(updated.memo, updated.typedSearchAttributes),
+          action: mirrored(updated.action.memo, updated.action.typedSearchAttributes),
+        };
+      },
       delete: () => handle.delete(),
     };
   } catch (err) {
@@ -156,6 +165,7 @@ describe('mirrors of a schedule', () => {
       expect(created.run).toEqual(expected);
       const query = `UserId = "${p.userId}" AND WorkspaceId = "${p.workspaceId}"`;
       expect(await created.listed(query)).toContain(created.scheduleId);
+      expect(await created.afterUpdate()).toEqual({ schedule: expected, action: expected });
     } finally {
       await created.delete();
     }

@@ -10,6 +10,7 @@ import {
 import { withUserScope, type UserScopeOptions } from '../../src/postgres/index.js';
 import { applyScope } from '../../src/postgres/scope.js';
 import { runInNexusScope } from '../../src/worker/scope.js';
+import type { ContextClaims } from '../../src/crypto/claims.js';
 import { createFixtureSchema, uniqueRoles } from './fixture.js';
 
 const roles = uniqueRoles('scope');
@@ -113,28 +114,36 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
     const eve = parseUserContext({ userId: 'eve', workspaceId: 'ws-a', roles: ['member'] });
     const handler = {
       context: eve,
+      claims: { jti: 'token-of-eve' } as ContextClaims,
       allowedSystem: [],
       audit: { namespace: 'default', workflowId: 'wf-1', activityType: 'nexus:who/whoami' },
       auditor: new Auditor([sink]),
     };
-    // No auditor in the options, and eve is no member: the refusal is still on record.
-    const err = await rejection(
-      runInNexusScope(handler, () => withUserScope(b.db, eve, async () => 'ran', opts)),
-    );
-    expect(isUserContextError(err, ErrorCodes.MEMBERSHIP_REVOKED)).toBe(true);
-    expect(sink.events).toEqual([
-      expect.objectContaining({
-        action: 'db.scope',
-        decision: 'deny',
-        reason: ErrorCodes.MEMBERSHIP_REVOKED,
-        userId: 'eve',
-        workflowId: 'wf-1',
-        activityType: 'nexus:who/whoami',
-      }),
+    const inHandler = (ctx: UserContext) =>
+      rejection(runInNexusScope(handler, () => withUserScope(b.db, ctx, async () => 'ran', opts)));
+    // No auditor in the options, and eve is no member: the refusal is still on record, under the
+    // handler's ids and, since the scope is the handler's own user, its token id.
+    expect(isUserContextError(await inHandler(eve), ErrorCodes.MEMBERSHIP_REVOKED)).toBe(true);
+    // A scope for someone else (say, an actor) gets the ids but not the handler's token id.
+    const frank = parseUserContext({ userId: 'frank', workspaceId: 'ws-a', roles: ['member'] });
+    await inHandler(frank);
+    expect(
+      sink.events.map((e) => [
+        e.action,
+        e.decision,
+        e.reason,
+        e.userId,
+        e.tokenId,
+        e.workflowId,
+        e.activityType,
+      ]),
+    ).toEqual([
+      ['db.scope', 'deny', ErrorCodes.MEMBERSHIP_REVOKED, 'eve', 'token-of-eve', 'wf-1', 'nexus:who/whoami'],
+      ['db.scope', 'deny', ErrorCodes.MEMBERSHIP_REVOKED, 'frank', undefined, 'wf-1', 'nexus:who/whoami'],
     ]);
     // Outside any handler there is no default auditor: the caller decides.
     await rejection(withUserScope(b.db, eve, async () => 'ran', opts));
-    expect(sink.events).toHaveLength(1);
+    expect(sink.events).toHaveLength(2);
   });
 
   it('a context for a workspace the user is not a member of is refused (no cross-workspace read)', async () => {

@@ -140,6 +140,10 @@ describe('mirrorQuery: the list filter for what the search-attribute mirror writ
     );
     expect(mirrorQuery('plain', edge, { userId: 'alice' })).toBe('UserId = "alice"');
     expect(mirrorQuery('off', edge, both)).toBeUndefined();
+    // null is left out, as from JavaScript callers: never looked for as a placeholder's pseudonym.
+    expect(mirrorQuery('plain', edge, { userId: null as never, workspaceId: 'ws-acme' })).toBe(
+      'WorkspaceId = "ws-acme"',
+    );
   });
 
   it('refuses ids outside the format (no value can close its quotes), and no id at all', () => {
@@ -148,9 +152,10 @@ describe('mirrorQuery: the list filter for what the search-attribute mirror writ
         expect(() => mirrorQuery(mode, edge, { workspaceId: bad })).toThrow(
           expect.objectContaining({ code: ErrorCodes.INVALID }),
         );
-      expect(() => mirrorQuery(mode, edge, {})).toThrow(
-        expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
-      );
+      for (const none of [{}, { userId: null, workspaceId: null }])
+        expect(() => mirrorQuery(mode, edge, none as never)).toThrow(
+          expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
+        );
     }
   });
 
