@@ -37,6 +37,29 @@ async function schedule(who: string, ws: string, agentId: string, everySeconds =
   return res.body_.scheduleId as string;
 }
 
+/**
+ * Options of an hourly schedule with the API's record naming alice in ws-acme, as the API writes it, on
+ * the idle task queue: for schedules the tests create behind the API's back.
+ */
+const aliceAcmeSchedule = () => ({
+  spec: { intervals: [{ every: '1h' }] },
+  action: {
+    type: 'startWorkflow' as const,
+    workflowType: WORKFLOW_TYPE,
+    taskQueue: p.idleTaskQueue,
+    args: [],
+  },
+  memo: {
+    agentPlatform: {
+      workspaceId: 'ws-acme',
+      agentId: acmeAgent(),
+      createdBy: 'alice',
+      everySeconds: 3600,
+      createdAt: new Date().toISOString(),
+    },
+  },
+});
+
 const ids = (res: { body_: Json }) =>
   ((res.body_.schedules as Json[] | undefined) ?? []).map((s) => s.scheduleId);
 
@@ -186,17 +209,7 @@ describe('schedules', () => {
     });
     await codecOnly.schedule.create({
       scheduleId: older,
-      spec: { intervals: [{ every: '1h' }] },
-      action: { type: 'startWorkflow', workflowType: WORKFLOW_TYPE, taskQueue: p.idleTaskQueue, args: [] },
-      memo: {
-        agentPlatform: {
-          workspaceId: 'ws-acme',
-          agentId: acmeAgent(),
-          createdBy: 'alice',
-          everySeconds: 3600,
-          createdAt: new Date().toISOString(),
-        },
-      },
+      ...aliceAcmeSchedule(),
     });
     const mine = await schedule('alice', 'ws-acme', acmeAgent());
     const acme = pseudonymsOf(p.edgeRing, { userId: 'alice', workspaceId: 'ws-acme' }).workspaceId;
@@ -220,17 +233,7 @@ describe('schedules', () => {
       created.push(scheduleId);
       await raw.schedule.create({
         scheduleId,
-        spec: { intervals: [{ every: '1h' }] },
-        action: { type: 'startWorkflow', workflowType: WORKFLOW_TYPE, taskQueue: p.idleTaskQueue, args: [] },
-        memo: {
-          agentPlatform: {
-            workspaceId: 'ws-acme',
-            agentId: acmeAgent(),
-            createdBy: 'alice',
-            everySeconds: 3600,
-            createdAt: new Date().toISOString(),
-          },
-        },
+        ...aliceAcmeSchedule(),
         typedSearchAttributes: [{ key: WORKSPACE_ID_ATTRIBUTE, value: acme }],
       });
     }
