@@ -40,21 +40,10 @@ export const TOOLS = ['searchWorkspaceDocuments'] as const;
  * all database work inside `withUserScope`, so row-level security and the live membership check apply.
  */
 export function createActivities(deps: ActivityDeps) {
-  const scoped = <T>(fn: Parameters<typeof withUserScope<T>>[2]) => {
-    const info = Context.current().info;
-    return withUserScope(deps.db, currentUserContext(), fn, {
-      ...deps.scope,
-      audit: {
-        source: 'header',
-        ...(info.workflowExecution ? { workflowId: workflowIdOf(info) } : {}),
-        ...(info.workflowExecution ? { runId: info.workflowExecution?.runId ?? '' } : {}),
-        ...(info.workflowType ? { workflowType: info.workflowType } : {}),
-        activityType: info.activityType,
-        activityId: info.activityId,
-        attempt: info.attempt,
-      },
-    });
-  };
+  // The scope's audit records carry the activity's ids and token id: withUserScope's default inside a
+  // plugin worker's activity.
+  const scoped = <T>(fn: Parameters<typeof withUserScope<T>>[2]) =>
+    withUserScope(deps.db, currentUserContext(), fn, deps.scope);
 
   return {
     /** Loads the agent through RLS: another workspace's agent id is simply not found. */

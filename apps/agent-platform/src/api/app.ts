@@ -29,6 +29,7 @@ import {
 import { AuthError, type VerifyBearer } from '../auth/verify.js';
 import {
   AgentRepository,
+  AdminChangedError,
   AgentRunRepository,
   LastAdminError,
   MembershipRepository,
@@ -140,6 +141,12 @@ const SCHEDULE_ID = {
   type: 'string',
   pattern: `^${SCHEDULE_PREFIX}[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`,
 } as const;
+/**
+ * Free text. PostgreSQL stores no NUL character in `text` or `jsonb`, nor a lone surrogate in `jsonb`:
+ * such input is refused here (400) rather than failing later (a 500, or every run of a schedule).
+ * Ajv compiles patterns with the `u` flag, so a well-formed pair (an emoji) is one code point, allowed.
+ */
+const TEXT = { type: 'string', pattern: '^[^\\u0000\\uD800-\\uDFFF]*$' } as const;
 const security = [{ bearerAuth: [] }];
 
 function notFound(what: string): ProblemError {
@@ -179,9 +186,29 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
 
+  // Refusals already on record: audited by the route (refused()) or, for a UserContextError, by the
+  // library where it was raised (db.scope, client.*).
+  const audited = new WeakSet<object>();
   app.setErrorHandler((err, request, reply) => {
     const body = toProblem(err);
     if (body.status >= 500) request.log.error({ err }, 'request failed');
+    // Every other refusal of who may do what (401, 403, 404, 409) leaves a record too: a failed
+    // authentication, a token for another workspace, a run or agent id that names nothing here (which
+    // is how guessing another workspace's ids shows).
+    const decided = [401, 403, 404, 409].includes(body.status);
+    const onRecord = typeof err === 'object' && err !== null && audited.has(err);
+    if (decided && !onRecord && !isUserContextError(err)) {
+      options.scope?.auditor?.emit({
+        action: 'api.request',
+        decision: 'deny',
+        ...audit,
+        source: 'edge',
+        reason: body.code,
+        userId: request.userContext?.userId,
+        workspaceId: request.userContext?.workspaceId,
+        detail: `${request.method} ${request.routeOptions.url ?? 'unknown route'}`,
+      });
+    }
     void reply.status(body.status).type('application/problem+json').send(body);
   });
   app.setNotFoundHandler((_request, reply) => {
@@ -239,6 +266,17 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       ...(detail ? { detail } : {}),
     });
   };
+  /** {@link deny}, returning `refusal` marked as audited, for the route to throw. */
+  const refused = <E extends Error>(
+    request: FastifyRequest,
+    action: string,
+    refusal: E & { code: string },
+    detail?: string,
+  ): E => {
+    deny(request, action, refusal.code, detail);
+    audited.add(refusal);
+    return refusal;
+  };
   /**
    * Runs Temporal calls that wait on a run or a worker so that none outlives its request: they are
    * cancelled at the deadline, and as soon as the HTTP client goes away.
@@ -257,14 +295,21 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   app.get('/healthz', { schema: { hide: true } }, async () => ({ ok: true }));
 
   // ---- members (workspace admins) ----
-  /** A membership change that would leave no admin is refused (409 LAST_ADMIN), audited. */
+  /**
+   * A membership change that would leave no admin is refused (409 LAST_ADMIN), and one by an admin
+   * removed or demoted while it waited for its turn (403, the library's code); both audited.
+   */
   const keepingAnAdmin = async <T>(request: FastifyRequest, change: () => Promise<T>): Promise<T> => {
     try {
       return await change();
     } catch (err) {
+      if (err instanceof AdminChangedError) throw refused(request, 'members.change', err);
       if (!(err instanceof LastAdminError)) throw err;
-      deny(request, 'members.change', err.code);
-      throw new ProblemError(409, err.code, 'The workspace must keep at least one admin');
+      throw refused(
+        request,
+        'members.change',
+        new ProblemError(409, err.code, 'The workspace must keep at least one admin'),
+      );
     }
   };
   app.get(
@@ -331,9 +376,9 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   const agentBody = {
     type: 'object',
     properties: {
-      name: { type: 'string', minLength: 1, maxLength: 200 },
-      instructions: { type: 'string', maxLength: 10_000 },
-      model: { type: 'string', minLength: 1, maxLength: 200 },
+      name: { ...TEXT, minLength: 1, maxLength: 200 },
+      instructions: { ...TEXT, maxLength: 10_000 },
+      model: { ...TEXT, minLength: 1, maxLength: 200 },
       tools: {
         type: 'array',
         items: { type: 'string', enum: ['searchWorkspaceDocuments'] },
@@ -431,12 +476,19 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       },
     },
     async (request, reply) => {
-      const deleted = await scoped(
+      const outcome = await scoped(
         request,
         (tx) => new AgentRepository(tx).delete(request.params.agentId),
         'admin',
       );
-      if (!deleted) throw notFound('agent');
+      if (outcome === 'missing') throw notFound('agent');
+      if (outcome === 'in-use')
+        throw refused(
+          request,
+          'agent.delete',
+          new ProblemError(409, 'AGENT_IN_USE', 'The agent has runs; their records are kept'),
+          request.params.agentId,
+        );
       return reply.status(204).send();
     },
   );
@@ -446,7 +498,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   const runBody = {
     type: 'object',
     properties: {
-      input: { type: 'string', minLength: 1, maxLength: 10_000 },
+      input: { ...TEXT, minLength: 1, maxLength: 10_000 },
       followUpSeconds: { type: 'integer', minimum: 0, maximum: 3600 },
       maxStepsPerRun: { type: 'integer', minimum: 1, maximum: 200 },
       maxTotalSteps: { type: 'integer', minimum: 1, maximum: MAX_TOTAL_STEPS_LIMIT },
@@ -696,7 +748,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         params: runParams,
         body: {
           type: 'object',
-          properties: { instruction: { type: 'string', minLength: 1, maxLength: 2000 } },
+          properties: { instruction: { ...TEXT, minLength: 1, maxLength: 2000 } },
           required: ['instruction'],
           additionalProperties: false,
         },
@@ -746,7 +798,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           type: 'object',
           properties: {
             everySeconds: { type: 'integer', minimum: MIN_SCHEDULE_SECONDS, maximum: 31_536_000 },
-            input: { type: 'string', minLength: 1, maxLength: 10_000 },
+            input: { ...TEXT, minLength: 1, maxLength: 10_000 },
           },
           required: ['everySeconds', 'input'],
           additionalProperties: false,
@@ -870,16 +922,18 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       }
       // Another workspace's schedule is as absent as a missing one.
       if (record?.workspaceId !== me.workspaceId) {
-        const refusal = notFound('schedule');
-        deny(request, 'schedule.delete', refusal.code, request.params.scheduleId);
-        throw refusal;
+        throw refused(request, 'schedule.delete', notFound('schedule'), request.params.scheduleId);
       }
       if (record.createdBy !== me.userId && !roles.includes('admin')) {
-        deny(request, 'schedule.delete', 'SCHEDULE_FORBIDDEN', request.params.scheduleId);
-        throw new ProblemError(
-          403,
-          'SCHEDULE_FORBIDDEN',
-          "Only the schedule's creator or a workspace admin may delete it",
+        throw refused(
+          request,
+          'schedule.delete',
+          new ProblemError(
+            403,
+            'SCHEDULE_FORBIDDEN',
+            "Only the schedule's creator or a workspace admin may delete it",
+          ),
+          request.params.scheduleId,
         );
       }
       await asUser(request, () => handle.delete());

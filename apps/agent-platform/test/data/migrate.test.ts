@@ -61,7 +61,8 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
   });
 
   it('0004 leaves one run record per workflow and workspace, the one its workflow wrote to', async () => {
-    expect((await migrate(b.admin, { direction: 'down', count: 1 })).map((m) => m.name)).toEqual([
+    expect((await migrate(b.admin, { direction: 'down', count: 2 })).map((m) => m.name)).toEqual([
+      '0005_agent_runs_outlive_agents',
       '0004_agent_runs_one_per_workflow',
     ]);
     const agent = async (ws: string) =>
@@ -90,7 +91,10 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
       await run('ws-a', agentA, null, 'pending', '2026-01-01T00:00:00Z'),
     ];
 
-    expect((await migrate(b.admin)).map((m) => m.name)).toEqual(['0004_agent_runs_one_per_workflow']);
+    expect((await migrate(b.admin)).map((m) => m.name)).toEqual([
+      '0004_agent_runs_one_per_workflow',
+      '0005_agent_runs_outlive_agents',
+    ]);
     const { rows } = await b.admin.query<{ id: string }>(
       `select id::text as id from agent_runs where agent_id in ($1, $2) order by id`,
       [agentA, agentB],
@@ -100,19 +104,22 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
       /agent_runs_workspace_workflow_key/,
     );
     await assertIsolation(b.admin, { appRole: 'app_user', tenantTables: ['workspaces'] });
+    // Agents with runs cannot be deleted (0005): their runs go first.
+    await b.admin.query(`delete from agent_runs where agent_id in ($1, $2)`, [agentA, agentB]);
     await b.admin.query(`delete from agents where id in ($1, $2)`, [agentA, agentB]);
   });
 
   it('can be rolled back and re-applied', async () => {
-    const down = await migrate(b.admin, { direction: 'down', count: 4 });
+    const down = await migrate(b.admin, { direction: 'down', count: 5 });
     expect(down.map((m) => m.name)).toEqual([
+      '0005_agent_runs_outlive_agents',
       '0004_agent_runs_one_per_workflow',
       '0003_audit_log',
       '0002_agents',
       '0001_tenancy',
     ]);
     const up = await migrate(b.admin);
-    expect(up).toHaveLength(4);
+    expect(up).toHaveLength(5);
     await assertIsolation(b.admin, { appRole: 'app_user', tenantTables: ['workspaces'] });
   });
 });

@@ -66,7 +66,7 @@ describe.each(BACKENDS)('repositories on %s', (kind) => {
     expect(
       await scoped(alice, (tx) => new AgentRepository(tx).update(agentB, { name: 'pwned' })),
     ).toBeUndefined();
-    expect(await scoped(alice, (tx) => new AgentRepository(tx).delete(agentB))).toBe(false);
+    expect(await scoped(alice, (tx) => new AgentRepository(tx).delete(agentB))).toBe('missing');
     await expect(
       scoped(alice, (tx) =>
         tx.query(`insert into agents (workspace_id, name, model) values ('ws-b', 'x', 'm')`),
@@ -200,11 +200,31 @@ describe.each(BACKENDS)('repositories on %s', (kind) => {
     ).toMatchObject({ status: 'completed' });
   });
 
+  it('an agent with runs is not deleted: its run records are the workspace history (the key refuses it too)', async () => {
+    const agent = await scoped(alice, (tx) => new AgentRepository(tx).create({ name: 'ran', model: 'm1' }));
+    await scoped(alice, (tx) =>
+      new AgentRunRepository(tx).create({ agentId: agent.id, workflowId: 'wf-kept' }),
+    );
+    expect(await scoped(alice, (tx) => new AgentRepository(tx).delete(agent.id))).toBe('in-use');
+    expect(await scoped(alice, (tx) => new AgentRunRepository(tx).findByWorkflowId('wf-kept'))).toBeDefined();
+    // Past the repository, the foreign key (restrict, migration 0005) keeps the records all the same.
+    await expect(
+      scoped(alice, (tx) => tx.query('delete from agents where id = $1', [agent.id])),
+    ).rejects.toThrow(/foreign key/);
+    const fresh = await scoped(alice, (tx) =>
+      new AgentRepository(tx).create({ name: 'unused', model: 'm1' }),
+    );
+    expect(await scoped(alice, (tx) => new AgentRepository(tx).delete(fresh.id))).toBe('deleted');
+    // The later tests count ws-a's agents and runs: the provisioning login removes these.
+    await b.admin.query('delete from agent_runs where agent_id = $1', [agent.id]);
+    await b.admin.query('delete from agents where id = $1', [agent.id]);
+  });
+
   it('case 14: raw hostile ids in repository lookups find nothing and change nothing', async () => {
     const hostile = [`x'; SET LOCAL app.workspace_id = 'ws-b'; --`, `' OR 1=1--`, `${agentB}' OR '1'='1`];
     for (const id of hostile) {
       expect(await scoped(alice, (tx) => new AgentRepository(tx).get(id))).toBeUndefined();
-      expect(await scoped(alice, (tx) => new AgentRepository(tx).delete(id))).toBe(false);
+      expect(await scoped(alice, (tx) => new AgentRepository(tx).delete(id))).toBe('missing');
       expect(await scoped(alice, (tx) => new DocumentRepository(tx).findByTitle(id))).toEqual([]);
       expect(await scoped(alice, (tx) => new DocumentRepository(tx).search(id))).toEqual([]);
       expect(await scoped(alice, (tx) => new AgentRunRepository(tx).findByWorkflowId(id))).toBeUndefined();
@@ -321,5 +341,29 @@ describe('agent run records under concurrency (postgres)', () => {
     expect(c.id).toBe(a.id);
     const { rows } = await b.admin.query(`select 1 from agent_runs where workflow_id = 'wf-overlap'`);
     expect(rows).toHaveLength(1);
+  });
+});
+
+// Two connections at once: PGlite has one, so this runs on PostgreSQL only.
+describe('membership changes that race (postgres)', () => {
+  let b: Backend;
+  beforeAll(async () => {
+    b = await openPlatformDb('postgres', 'race');
+    await b.admin.query(`update memberships set roles = '{admin,member}' where user_id = 'carol'`);
+  });
+  afterAll(async () => {
+    await b?.close();
+  });
+
+  it('an admin removed while their own change waited for its turn cannot undo the removal', async () => {
+    const carolAdmin = parseUserContext({ userId: 'carol', workspaceId: 'ws-a', roles: ['admin', 'member'] });
+    // Carol's scope passes its membership check; before her change runs, alice removes her (committed).
+    const err = await withUserScope(b.db, carolAdmin, async (tx) => {
+      await withUserScope(b.db, alice, (other) => new MembershipRepository(other).remove('carol'));
+      return new MembershipRepository(tx).upsert('carol', ['admin', 'member']);
+    }).catch((e: unknown) => e);
+    expect(isUserContextError(err, ErrorCodes.MEMBERSHIP_REVOKED)).toBe(true);
+    const { rows } = await b.admin.query(`select roles from memberships where user_id = 'carol'`);
+    expect(rows).toEqual([]);
   });
 });

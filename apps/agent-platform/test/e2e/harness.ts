@@ -45,6 +45,8 @@ export interface Platform {
   idleTaskQueue: string;
   /** Audit events of the API's plugin only (the worker has a sink of its own). */
   apiAudit: ReturnType<typeof memoryAuditSink>;
+  /** Audit events of the worker's plugin (and its activities' database scopes). */
+  workerAudit: ReturnType<typeof memoryAuditSink>;
   /** The API's plugin (search-attribute mirror on: pseudonyms) and its key ring. */
   edge: UserContextPlugin;
   edgeRing: KeyRing;
@@ -82,13 +84,14 @@ export async function startPlatform(options: {
   const idleTaskQueue = `agent-idle-${randomUUID()}`;
   const keys = generateKeySet('agent-platform-test');
   const nativeConnection = await NativeConnection.connect({ address });
+  const workerAudit = memoryAuditSink();
   const worker: Worker = await createWorker({
     connection: nativeConnection,
     namespace,
     taskQueue,
     db,
     keys: KeyRing.fromJSON(keys.worker),
-    audit: [memoryAuditSink()],
+    audit: [workerAudit],
     ...(options.provider ? { provider: options.provider } : {}),
   });
   const running = worker.run();
@@ -164,6 +167,7 @@ export async function startPlatform(options: {
     taskQueue,
     idleTaskQueue,
     apiAudit,
+    workerAudit,
     edge,
     edgeRing,
     historyPolls: () => polls,

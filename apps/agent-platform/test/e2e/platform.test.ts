@@ -143,6 +143,27 @@ describe('authentication and authorisation', () => {
     expect(res.body_.code).toBe('WORKSPACE_MISMATCH');
   });
 
+  it('audits the refusals it decides before or outside a database scope: authentication, workspace, ids', async () => {
+    audit.clear();
+    await call(undefined, 'GET', '/workspaces/ws-acme/agents');
+    await call('not-a-jwt', 'GET', '/workspaces/ws-acme/agents');
+    await call('alice', 'GET', '/workspaces/ws-globex/agents');
+    // A run id that names nothing in alice's workspace (how guessing another workspace's ids shows).
+    await call('alice', 'GET', '/runs/00000000-0000-4000-8000-000000000000');
+    expect(
+      audit.events
+        .filter((e) => e.action === 'api.request')
+        .map((e) => [e.decision, e.reason, e.userId ?? null, e.detail]),
+    ).toEqual([
+      ['deny', 'AUTH_MISSING', null, 'GET /workspaces/:ws/agents'],
+      ['deny', 'AUTH_INVALID', null, 'GET /workspaces/:ws/agents'],
+      ['deny', 'WORKSPACE_MISMATCH', 'alice', 'GET /workspaces/:ws/agents'],
+      ['deny', 'RUN_NOT_FOUND', 'alice', 'GET /runs/:runId'],
+    ]);
+    // Never the token: neither the bad one nor a good one appears in any record.
+    expect(JSON.stringify(audit.events)).not.toContain('not-a-jwt');
+  });
+
   it('refuses a member on admin endpoints (403 ROLE_MISSING)', async () => {
     expect((await call('alice', 'GET', '/workspaces/ws-acme/members')).body_).toMatchObject({
       status: 403,
@@ -207,6 +228,25 @@ describe('agents and members', () => {
   it('validates bodies with a 400 problem', async () => {
     const res = await call('carol', 'POST', '/workspaces/ws-acme/agents', { name: '' });
     expect(res.body_).toMatchObject({ status: 400, code: 'VALIDATION_FAILED' });
+  });
+
+  it('refuses text PostgreSQL cannot store (NUL, a lone surrogate) with a 400, before anything is written', async () => {
+    const runs = `/workspaces/ws-acme/agents/${acmeAgent()}/runs`;
+    for (const [url, body] of [
+      ['/workspaces/ws-acme/agents', { name: 'a\u0000b', model: 'local' }],
+      ['/workspaces/ws-acme/agents', { name: 'bot', model: 'local', instructions: 'x\ud800' }],
+      [runs, { input: 'Tell me\u0000' }],
+      [`/workspaces/ws-acme/agents/${acmeAgent()}/schedules`, { input: 'a\u0000', everySeconds: 60 }],
+    ] as const) {
+      const res = await call('carol', 'POST', url, body);
+      expect(res.body_, url).toMatchObject({ status: 400, code: 'VALIDATION_FAILED' });
+    }
+    // A well-formed pair is one character: an emoji is text like any other.
+    const emoji = await call('carol', 'POST', '/workspaces/ws-acme/agents', {
+      name: 'bot 🤖',
+      model: 'local',
+    });
+    expect(emoji.statusCode).toBe(201);
   });
 
   it('serves the OpenAPI document', async () => {

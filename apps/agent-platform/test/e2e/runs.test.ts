@@ -147,6 +147,18 @@ describe('GET /runs/:runId/result on a closed run, without waiting', () => {
       expect(body).toMatchObject({ runId, status: 'completed' });
       expect((body.result as Json).answer).toContain('Acme roadmap');
     }
+    // Its activities' database scopes are audited with their execution's ids and the run's token id.
+    const started = p.apiAudit.events.find((e) => e.action === 'client.start' && e.workflowId === workflowId);
+    const scopes = p.workerAudit.events.filter((e) => e.action === 'db.scope' && e.workflowId === workflowId);
+    expect(scopes.length).toBeGreaterThan(0);
+    for (const e of scopes)
+      expect(e).toMatchObject({
+        decision: 'allow',
+        userId: 'alice',
+        namespace: p.namespace,
+        tokenId: started?.tokenId,
+        activityType: expect.any(String),
+      });
   });
 
   it('a run that continued as new gives the result of the last run of the chain', async () => {

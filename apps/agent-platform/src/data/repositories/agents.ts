@@ -93,9 +93,18 @@ export class AgentRepository {
   }
 
   /** True when a row was deleted (false for another workspace's agent: RLS hides it). */
-  async delete(id: string): Promise<boolean> {
-    if (!isUuid(id)) return false;
+  /**
+   * Deletes an agent that has no runs: `deleted`, `missing`, or `in-use` (it has run records, which the
+   * workspace keeps; the foreign key refuses such a delete too, migration 0005, as a backstop).
+   */
+  async delete(id: string): Promise<'deleted' | 'missing' | 'in-use'> {
+    if (!isUuid(id)) return 'missing';
+    const { rows } = await this.scope.query<{ runs: number }>(
+      'select count(*)::int as runs from agent_runs where agent_id = $1',
+      [id],
+    );
+    if ((rows[0]?.runs ?? 0) > 0) return 'in-use';
     const { rowCount } = await this.scope.query('delete from agents where id = $1', [id]);
-    return rowCount > 0;
+    return rowCount > 0 ? 'deleted' : 'missing';
   }
 }

@@ -4,6 +4,11 @@ export { AgentRunRepository } from './agent-runs.js';
 export type { AgentRun, AgentRunStatus } from './agent-runs.js';
 export { DocumentRepository } from './documents.js';
 export type { WorkspaceDocument } from './documents.js';
-export { LastAdminError, WorkspaceRepository, MembershipRepository } from './workspaces.js';
+export {
+  AdminChangedError,
+  LastAdminError,
+  WorkspaceRepository,
+  MembershipRepository,
+} from './workspaces.js';
 export type { Workspace, Membership } from './workspaces.js';
 export type { Scope } from './common.js';

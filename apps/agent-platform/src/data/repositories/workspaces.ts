@@ -1,3 +1,4 @@
+import { ErrorCodes, UserContextError } from 'temporal-user-context';
 import { iso, type Scope } from './common.js';
 
 export interface Workspace {
@@ -74,6 +75,22 @@ export class MembershipRepository {
     await this.scope.query(`select pg_advisory_xact_lock(hashtext('memberships:' || $1))`, [
       this.scope.context.workspaceId,
     ]);
+    // The scope checked the caller's membership before this lock, and the policies trust the roles it
+    // found. A change committed while this one waited (the caller removed or demoted) is visible now:
+    // without this check, an admin being removed could re-add themselves with a request already past
+    // the scope's check. (A caller who was no admin then is left to the policies, which refuse.)
+    if (!this.scope.effectiveRoles.includes('admin')) return;
+    const { rows } = await this.scope.query<{ roles: string[] }>(
+      'select roles from memberships where user_id = $1',
+      [this.scope.context.userId],
+    );
+    if (rows.length === 0)
+      throw new AdminChangedError(
+        ErrorCodes.MEMBERSHIP_REVOKED,
+        'membership removed while the change waited',
+      );
+    if (!rows[0]!.roles.includes('admin'))
+      throw new AdminChangedError(ErrorCodes.ROLE_MISSING, 'no longer an admin of this workspace');
   }
 
   /** A workspace without an admin could never be managed again: the change is rolled back. */
@@ -92,3 +109,9 @@ export class LastAdminError extends Error {
     super('the workspace must keep at least one admin');
   }
 }
+
+/**
+ * Refusal of a membership change by an admin who was removed or demoted while it waited for its turn:
+ * a `UserContextError` with the code the scope would have refused with, had it run a moment later.
+ */
+export class AdminChangedError extends UserContextError {}
