@@ -250,30 +250,27 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   const asUser = <T>(request: FastifyRequest, fn: () => Promise<T>): Promise<T> =>
     runAsUser(user(request), fn);
   /**
-   * Audits a refusal the API decides itself, after its database scope was allowed: without this record
-   * the trail would show that scope's `allow` and nothing of the refusal.
+   * Audits a refusal the API decides itself, after its database scope was allowed (without this record
+   * the trail would show that scope's `allow` and nothing of the refusal), and returns `refusal`,
+   * marked as on record, for the route to throw.
    */
-  const deny = (request: FastifyRequest, action: string, reason: string, detail?: string): void => {
-    const { userId, workspaceId } = user(request);
-    options.scope?.auditor?.emit({
-      action,
-      decision: 'deny',
-      ...audit,
-      source: 'edge',
-      reason,
-      userId,
-      workspaceId,
-      ...(detail ? { detail } : {}),
-    });
-  };
-  /** {@link deny}, returning `refusal` marked as audited, for the route to throw. */
   const refused = <E extends Error>(
     request: FastifyRequest,
     action: string,
     refusal: E & { code: string },
     detail?: string,
   ): E => {
-    deny(request, action, refusal.code, detail);
+    const { userId, workspaceId } = user(request);
+    options.scope?.auditor?.emit({
+      action,
+      decision: 'deny',
+      ...audit,
+      source: 'edge',
+      reason: refusal.code,
+      userId,
+      workspaceId,
+      ...(detail ? { detail } : {}),
+    });
     audited.add(refusal);
     return refusal;
   };
