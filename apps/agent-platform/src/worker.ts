@@ -1,8 +1,16 @@
 import { extname } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Worker, type NativeConnection, type WorkerOptions } from '@temporalio/worker';
-import { UserContextPlugin, pinoAuditSink, type AuditSink, type KeyRing } from 'temporal-user-context';
-import { postgresAuditSink, type SqlDatabase } from 'temporal-user-context/postgres';
+import {
+  ErrorCodes,
+  UserContextPlugin,
+  isUserContextError,
+  pinoAuditSink,
+  type AuditSink,
+  type KeyRing,
+  type Verified,
+} from 'temporal-user-context';
+import { postgresAuditSink, withUserScope, type SqlDatabase } from 'temporal-user-context/postgres';
 import { createActivities } from './activities.js';
 import { assertPlatformIsolation, ensureKeyFiles, keyRingFromEnv, openDatabase } from './config.js';
 import { migrate } from './data/migrate.js';
@@ -31,6 +39,7 @@ export async function createWorker(options: CreateWorkerOptions): Promise<Worker
   const plugin = new UserContextPlugin({
     keys: options.keys,
     audit: options.audit ?? [postgresAuditSink(options.db), pinoAuditSink()],
+    isRevoked: (verified) => actorRemoved(options.db, verified),
   });
   return Worker.create({
     connection: options.connection,
@@ -45,6 +54,23 @@ export async function createWorker(options: CreateWorkerOptions): Promise<Worker
     plugins: [plugin],
     ...options.worker,
   });
+}
+
+/**
+ * The revocation hook: an actor (who sends a cancel or an instruction) must still be a member when the
+ * worker acts on their word. A signal or update can wait for a worker up to the actor window, and the
+ * member may have been removed meanwhile; `verifyActor()` then refuses it (`USER_CONTEXT_REVOKED`,
+ * audited as `activity.actor`). Originators need no hook: every activity's database scope checks them.
+ */
+async function actorRemoved(db: SqlDatabase, verified: Verified): Promise<boolean> {
+  if (verified.claims.use !== 'actor') return false;
+  try {
+    await withUserScope(db, verified.context, async () => undefined);
+    return false;
+  } catch (err) {
+    if (isUserContextError(err, ErrorCodes.MEMBERSHIP_REVOKED)) return true;
+    throw err;
+  }
 }
 
 /** `npm run worker`: connects with the Temporal env config, DATABASE_URL or PGlite, and runs. */

@@ -47,6 +47,8 @@ export interface Platform {
   apiAudit: ReturnType<typeof memoryAuditSink>;
   /** Audit events of the worker's plugin (and its activities' database scopes). */
   workerAudit: ReturnType<typeof memoryAuditSink>;
+  /** Runs `fn` while a worker like the harness's polls {@link idleTaskQueue}. */
+  withIdleWorker<T>(fn: () => Promise<T>): Promise<T>;
   /** The API's plugin (search-attribute mirror on: pseudonyms) and its key ring. */
   edge: UserContextPlugin;
   edgeRing: KeyRing;
@@ -168,6 +170,18 @@ export async function startPlatform(options: {
     idleTaskQueue,
     apiAudit,
     workerAudit,
+    async withIdleWorker(fn) {
+      const idle = await createWorker({
+        connection: nativeConnection,
+        namespace,
+        taskQueue: idleTaskQueue,
+        db,
+        keys: KeyRing.fromJSON(keys.worker),
+        audit: [workerAudit],
+        ...(options.provider ? { provider: options.provider } : {}),
+      });
+      return idle.runUntil(fn);
+    },
     edge,
     edgeRing,
     historyPolls: () => polls,

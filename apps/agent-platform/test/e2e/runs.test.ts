@@ -4,7 +4,7 @@
 import { randomUUID } from 'node:crypto';
 import { ApplicationFailure } from '@temporalio/common';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { runAsUser } from 'temporal-user-context';
+import { ErrorCodes, runAsUser } from 'temporal-user-context';
 import { withUserScope } from 'temporal-user-context/postgres';
 import { WORKFLOW_TYPE } from '../../src/api/app.js';
 import { AgentRunRepository } from '../../src/data/repositories/index.js';
@@ -324,6 +324,29 @@ describe('POST /runs/:runId/instructions', () => {
     expect(res.statusCode).toBe(504);
     expect(res.headers['content-type']).toMatch(/application\/problem\+json/);
     expect(res.body_).toMatchObject({ status: 504, code: 'INSTRUCTION_TIMEOUT' });
+  });
+});
+
+describe('POST /runs/:runId/cancel', () => {
+  it('a cancel sent by a member removed before a worker acted on it changes nothing', async () => {
+    // Erin, a member, cancels alice's run while no worker polls its queue; then she is removed.
+    expect(
+      (await p.call('carol', 'POST', '/workspaces/ws-acme/members', { userId: 'erin', roles: ['member'] }))
+        .statusCode,
+    ).toBe(201);
+    const erin = await p.issuer.mint({ user: 'erin', workspace: 'ws-acme', roles: ['member'] });
+    const { runId, workflowId } = await startRun(p.idleCall, { input: 'Tell me about roadmap' });
+    expect((await p.idleCall(erin, 'POST', `/runs/${runId}/cancel`)).statusCode).toBe(202);
+    expect((await p.call('carol', 'DELETE', '/workspaces/ws-acme/members/erin')).statusCode).toBe(204);
+    // A worker takes the run: the cancel's handler verifies erin, who is no member any more.
+    await p.withIdleWorker(() => closed(workflowId));
+    const result = await p.call('alice', 'GET', `/runs/${runId}/result`);
+    expect(result.body_).toMatchObject({ runId, status: 'completed' });
+    expect(
+      p.workerAudit.events
+        .filter((e) => e.action === 'activity.actor' && e.workflowId === workflowId && e.decision === 'deny')
+        .map((e) => e.reason),
+    ).toContain(ErrorCodes.REVOKED);
   });
 });
 
