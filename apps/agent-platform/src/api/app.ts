@@ -473,18 +473,28 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       },
     },
     async (request, reply) => {
-      const outcome = await scoped(
-        request,
-        (tx) => new AgentRepository(tx).delete(request.params.agentId),
-        'admin',
+      const { agentId } = request.params;
+      // An admin's, checked live before the schedules are read.
+      await scoped(request, async () => undefined, 'admin');
+      // A schedule that names the agent would fail every run it starts: it goes first.
+      const scheduled = (await workspaceSchedules(user(request).workspaceId)).some(
+        (s) => s.agentId === agentId,
       );
+      if (scheduled)
+        throw refused(
+          request,
+          'agent.delete',
+          new ProblemError(409, 'AGENT_IN_USE', 'A schedule starts runs of this agent: delete it first'),
+          agentId,
+        );
+      const outcome = await scoped(request, (tx) => new AgentRepository(tx).delete(agentId), 'admin');
       if (outcome === 'missing') throw notFound('agent');
       if (outcome === 'in-use')
         throw refused(
           request,
           'agent.delete',
           new ProblemError(409, 'AGENT_IN_USE', 'The agent has runs; their records are kept'),
-          request.params.agentId,
+          agentId,
         );
       return reply.status(204).send();
     },
@@ -845,6 +855,36 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     }
   };
 
+  /** The workspace's schedules, as their memo records name them (unsorted). */
+  const workspaceSchedules = async (workspaceId: string) => {
+    const schedules: (ScheduleRecord & { scheduleId: string; paused: boolean })[] = [];
+    // Raw pages rather than client.schedule.list(): that decodes every memo it is given and stops at
+    // the first it cannot (another application's, a plaintext one), failing every workspace. With the
+    // search-attribute mirror the server narrows the list to the schedules mirrored as this
+    // workspace's, and those mirrored as nobody's (created before the mirror, or cleared by an
+    // update), so that none of the workspace's schedules drops out of sight. Anyone with namespace
+    // access can set those attributes: the memo still decides.
+    const mirrored = options.mirrorQuery?.({ workspaceId });
+    const query = mirrored && `(${mirrored}) OR ${WORKSPACE_ID_ATTRIBUTE.name} IS NULL`;
+    let nextPageToken: Uint8Array | undefined;
+    do {
+      const page = await client.workflowService.listSchedules({
+        namespace: client.options.namespace,
+        maximumPageSize: 1000,
+        ...(query ? { query } : {}),
+        ...(nextPageToken ? { nextPageToken } : {}),
+      });
+      for (const entry of page.schedules ?? []) {
+        if (!entry.scheduleId?.startsWith(SCHEDULE_PREFIX)) continue;
+        const record = await readScheduleRecord(entry.memo?.fields?.[SCHEDULE_MEMO]);
+        if (record?.workspaceId !== workspaceId) continue;
+        schedules.push({ scheduleId: entry.scheduleId, ...record, paused: entry.info?.paused === true });
+      }
+      nextPageToken = page.nextPageToken?.length ? page.nextPageToken : undefined;
+    } while (nextPageToken);
+    return schedules;
+  };
+
   app.get<{ Params: { ws: string } }>(
     '/workspaces/:ws/schedules',
     {
@@ -860,31 +900,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       // Membership is checked live, as for every other route, before anything is read.
       await scoped(request, async () => undefined);
       const { workspaceId } = user(request);
-      const schedules: (ScheduleRecord & { scheduleId: string; paused: boolean })[] = [];
-      // Raw pages rather than client.schedule.list(): that decodes every memo it is given and stops at
-      // the first it cannot (another application's, a plaintext one), failing every workspace. With the
-      // search-attribute mirror the server narrows the list to the schedules mirrored as this
-      // workspace's, and those mirrored as nobody's (created before the mirror, or cleared by an
-      // update), so that none of the workspace's schedules drops out of sight. Anyone with namespace
-      // access can set those attributes: the memo still decides.
-      const mirrored = options.mirrorQuery?.({ workspaceId });
-      const query = mirrored && `(${mirrored}) OR ${WORKSPACE_ID_ATTRIBUTE.name} IS NULL`;
-      let nextPageToken: Uint8Array | undefined;
-      do {
-        const page = await client.workflowService.listSchedules({
-          namespace: client.options.namespace,
-          maximumPageSize: 1000,
-          ...(query ? { query } : {}),
-          ...(nextPageToken ? { nextPageToken } : {}),
-        });
-        for (const entry of page.schedules ?? []) {
-          if (!entry.scheduleId?.startsWith(SCHEDULE_PREFIX)) continue;
-          const record = await readScheduleRecord(entry.memo?.fields?.[SCHEDULE_MEMO]);
-          if (record?.workspaceId !== workspaceId) continue;
-          schedules.push({ scheduleId: entry.scheduleId, ...record, paused: entry.info?.paused === true });
-        }
-        nextPageToken = page.nextPageToken?.length ? page.nextPageToken : undefined;
-      } while (nextPageToken);
+      const schedules = await workspaceSchedules(workspaceId);
       schedules.sort((a, b) => b.createdAt.localeCompare(a.createdAt));
       return {
         schedules: schedules.map(({ workspaceId: _ws, ...rest }) => rest),

@@ -188,6 +188,30 @@ describe('schedules', () => {
     expect((await p.call('carol', 'DELETE', `/workspaces/ws-acme/schedules/${byGina}`)).statusCode).toBe(204);
   });
 
+  it('an agent a schedule names is not deleted until the schedule is', async () => {
+    const made = await p.call('carol', 'POST', '/workspaces/ws-acme/agents', {
+      name: 'nightly',
+      model: 'local',
+    });
+    expect(made.statusCode).toBe(201);
+    const agentId = made.body_.id as string;
+    const scheduleId = await schedule('alice', 'ws-acme', agentId);
+    await listed('alice', 'ws-acme', [scheduleId]);
+    expect((await p.call('carol', 'DELETE', `/workspaces/ws-acme/agents/${agentId}`)).body_).toMatchObject({
+      status: 409,
+      code: 'AGENT_IN_USE',
+    });
+    expect((await p.call('alice', 'DELETE', `/workspaces/ws-acme/schedules/${scheduleId}`)).statusCode).toBe(
+      204,
+    );
+    await until(
+      () => p.call('alice', 'GET', '/workspaces/ws-acme/schedules'),
+      (r) => !ids(r).includes(scheduleId),
+      15_000,
+    );
+    expect((await p.call('carol', 'DELETE', `/workspaces/ws-acme/agents/${agentId}`)).statusCode).toBe(204);
+  });
+
   it('refuses intervals under a minute', async () => {
     const res = await p.call('alice', 'POST', `/workspaces/ws-acme/agents/${acmeAgent()}/schedules`, {
       everySeconds: 59,
