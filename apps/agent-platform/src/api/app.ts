@@ -149,6 +149,14 @@ const SCHEDULE_ID = {
 const TEXT = { type: 'string', pattern: '^[^\\u0000\\uD800-\\uDFFF]*$' } as const;
 const security = [{ bearerAuth: [] }];
 
+/** The route's path parameters as ` name=value` pairs: ids, validated by the route's schema. */
+function paramsOf(request: FastifyRequest): string {
+  const params = (request.params ?? {}) as Record<string, unknown>;
+  return Object.entries(params)
+    .map(([name, value]) => ` ${name}=${String(value)}`)
+    .join('');
+}
+
 function notFound(what: string): ProblemError {
   return new ProblemError(
     404,
@@ -192,10 +200,11 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   app.setErrorHandler((err, request, reply) => {
     const body = toProblem(err);
     if (body.status >= 500) request.log.error({ err }, 'request failed');
-    // Every other refusal of who may do what (401, 403, 404, 409) leaves a record too: a failed
+    // Every other refusal of who may do what (401, 403, 404) leaves a record too: a failed
     // authentication, a token for another workspace, a run or agent id that names nothing here (which
-    // is how guessing another workspace's ids shows).
-    const decided = [401, 403, 404, 409].includes(body.status);
+    // is how guessing another workspace's ids shows: the ids are in the detail). A 409 is about the
+    // state of things, not about who asks; the routes audit those that are decisions (refused()).
+    const decided = [401, 403, 404].includes(body.status);
     const onRecord = typeof err === 'object' && err !== null && audited.has(err);
     if (decided && !onRecord && !isUserContextError(err)) {
       options.scope?.auditor?.emit({
@@ -206,7 +215,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         reason: body.code,
         userId: request.userContext?.userId,
         workspaceId: request.userContext?.workspaceId,
-        detail: `${request.method} ${request.routeOptions.url ?? 'unknown route'}`,
+        detail: `${request.method} ${request.routeOptions.url ?? 'unknown route'}${paramsOf(request)}`,
       });
     }
     void reply.status(body.status).type('application/problem+json').send(body);

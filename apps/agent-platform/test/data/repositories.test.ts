@@ -215,9 +215,31 @@ describe.each(BACKENDS)('repositories on %s', (kind) => {
       new AgentRepository(tx).create({ name: 'unused', model: 'm1' }),
     );
     expect(await scoped(alice, (tx) => new AgentRepository(tx).delete(fresh.id))).toBe('deleted');
+    // A run that commits between the count and the delete: the key refuses, under a savepoint, and
+    // the answer is the same (the transaction stays usable: the agent is still readable after).
+    const racing = await scoped(alice, (tx) =>
+      new AgentRepository(tx).create({ name: 'racing', model: 'm1' }),
+    );
+    const raced = await scoped(alice, async (tx) => {
+      const sneaky = {
+        ...tx,
+        query: async <R extends object>(sql: string, params?: readonly unknown[]) => {
+          const result = await tx.query<R>(sql, params);
+          if (sql.includes('count(*)::int as runs'))
+            await new AgentRunRepository(tx).create({ agentId: racing.id, workflowId: 'wf-raced' });
+          return result;
+        },
+      };
+      const outcome = await new AgentRepository(sneaky).delete(racing.id);
+      return { outcome, still: await new AgentRepository(tx).get(racing.id) };
+    });
+    expect(raced.outcome).toBe('in-use');
+    expect(raced.still?.id).toBe(racing.id);
     // The later tests count ws-a's agents and runs: the provisioning login removes these.
-    await b.admin.query('delete from agent_runs where agent_id = $1', [agent.id]);
-    await b.admin.query('delete from agents where id = $1', [agent.id]);
+    for (const id of [agent.id, racing.id]) {
+      await b.admin.query('delete from agent_runs where agent_id = $1', [id]);
+      await b.admin.query('delete from agents where id = $1', [id]);
+    }
   });
 
   it('case 14: raw hostile ids in repository lookups find nothing and change nothing', async () => {

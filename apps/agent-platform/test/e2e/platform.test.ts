@@ -155,10 +155,10 @@ describe('authentication and authorisation', () => {
         .filter((e) => e.action === 'api.request')
         .map((e) => [e.decision, e.reason, e.userId ?? null, e.detail]),
     ).toEqual([
-      ['deny', 'AUTH_MISSING', null, 'GET /workspaces/:ws/agents'],
-      ['deny', 'AUTH_INVALID', null, 'GET /workspaces/:ws/agents'],
-      ['deny', 'WORKSPACE_MISMATCH', 'alice', 'GET /workspaces/:ws/agents'],
-      ['deny', 'RUN_NOT_FOUND', 'alice', 'GET /runs/:runId'],
+      ['deny', 'AUTH_MISSING', null, 'GET /workspaces/:ws/agents ws=ws-acme'],
+      ['deny', 'AUTH_INVALID', null, 'GET /workspaces/:ws/agents ws=ws-acme'],
+      ['deny', 'WORKSPACE_MISMATCH', 'alice', 'GET /workspaces/:ws/agents ws=ws-globex'],
+      ['deny', 'RUN_NOT_FOUND', 'alice', 'GET /runs/:runId runId=00000000-0000-4000-8000-000000000000'],
     ]);
     // Never the token: neither the bad one nor a good one appears in any record.
     expect(JSON.stringify(audit.events)).not.toContain('not-a-jwt');

@@ -195,7 +195,8 @@ describe('schedules', () => {
     });
     expect(made.statusCode).toBe(201);
     const agentId = made.body_.id as string;
-    const scheduleId = await schedule('alice', 'ws-acme', agentId);
+    // Daily (at midnight UTC): an hourly one could start a run, and so a run record, mid-test.
+    const scheduleId = await schedule('alice', 'ws-acme', agentId, 86_400);
     await listed('alice', 'ws-acme', [scheduleId]);
     expect((await p.call('carol', 'DELETE', `/workspaces/ws-acme/agents/${agentId}`)).body_).toMatchObject({
       status: 409,

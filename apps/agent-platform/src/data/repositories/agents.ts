@@ -49,6 +49,12 @@ function toAgent(r: AgentRow): Agent {
 }
 
 /** Agents of the scope's workspace (the seed's `AgentRepository(session, userContext)`, on RLS). */
+/**
+ * SQLSTATEs of a delete the key refuses: `foreign_key_violation`, and `restrict_violation`, which
+ * PGlite (and PostgreSQL, by version) report for `on delete restrict`.
+ */
+const KEY_REFUSALS: readonly unknown[] = ['23503', '23001'];
+
 export class AgentRepository {
   constructor(private readonly scope: Scope) {}
 
@@ -104,7 +110,17 @@ export class AgentRepository {
       [id],
     );
     if ((rows[0]?.runs ?? 0) > 0) return 'in-use';
-    const { rowCount } = await this.scope.query('delete from agents where id = $1', [id]);
-    return rowCount > 0 ? 'deleted' : 'missing';
+    // A run committed since the count makes the key refuse the delete: under a savepoint, so that the
+    // refusal leaves the transaction usable and is answered like the count's.
+    await this.scope.query('savepoint agent_delete');
+    try {
+      const { rowCount } = await this.scope.query('delete from agents where id = $1', [id]);
+      await this.scope.query('release savepoint agent_delete');
+      return rowCount > 0 ? 'deleted' : 'missing';
+    } catch (err) {
+      if (!KEY_REFUSALS.includes((err as { code?: unknown }).code)) throw err;
+      await this.scope.query('rollback to savepoint agent_delete');
+      return 'in-use';
+    }
   }
 }
