@@ -87,15 +87,18 @@ export async function startPlatform(options: {
   const keys = generateKeySet('agent-platform-test');
   const nativeConnection = await NativeConnection.connect({ address });
   const workerAudit = memoryAuditSink();
-  const worker: Worker = await createWorker({
-    connection: nativeConnection,
-    namespace,
-    taskQueue,
-    db,
-    keys: KeyRing.fromJSON(keys.worker),
-    audit: [workerAudit],
-    ...(options.provider ? { provider: options.provider } : {}),
-  });
+  /** The platform's worker on `queue`, auditing into {@link workerAudit}. */
+  const workerOn = (queue: string): Promise<Worker> =>
+    createWorker({
+      connection: nativeConnection,
+      namespace,
+      taskQueue: queue,
+      db,
+      keys: KeyRing.fromJSON(keys.worker),
+      audit: [workerAudit],
+      ...(options.provider ? { provider: options.provider } : {}),
+    });
+  const worker = await workerOn(taskQueue);
   const running = worker.run();
 
   const connection = await Connection.connect({ address });
@@ -171,16 +174,7 @@ export async function startPlatform(options: {
     apiAudit,
     workerAudit,
     async withIdleWorker(fn) {
-      const idle = await createWorker({
-        connection: nativeConnection,
-        namespace,
-        taskQueue: idleTaskQueue,
-        db,
-        keys: KeyRing.fromJSON(keys.worker),
-        audit: [workerAudit],
-        ...(options.provider ? { provider: options.provider } : {}),
-      });
-      return idle.runUntil(fn);
+      return (await workerOn(idleTaskQueue)).runUntil(fn);
     },
     edge,
     edgeRing,
