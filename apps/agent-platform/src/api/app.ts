@@ -118,7 +118,7 @@ function scheduleRecord(value: unknown): ScheduleRecord | undefined {
 
 type RunOutcome = { status: 'running' } | { status: string; result: AgentExecutionResult } | RunEnding;
 
-const ID = { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$' } as const;
+const ID = { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._:@|+-]{0,127}$' } as const;
 const UUID = { type: 'string', format: 'uuid' } as const;
 const ROLES = {
   type: 'array',

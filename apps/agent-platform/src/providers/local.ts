@@ -1,7 +1,7 @@
 import { REVISE_PROMPT, isInstruction } from './types.js';
 import type { AgentConfig, AgentMessage, ModelDecision, ModelProvider } from './types.js';
 
-const WORKSPACE_MENTION = /\bworkspace\s+([A-Za-z0-9][A-Za-z0-9._:@-]{0,127})/i;
+const WORKSPACE_MENTION = /\bworkspace\s+([A-Za-z0-9][A-Za-z0-9._:@|+-]{0,127})/i;
 const ABOUT = /\babout\s+"?([^".?!]{1,100})/i;
 
 /**

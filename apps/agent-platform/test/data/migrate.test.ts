@@ -61,7 +61,8 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
   });
 
   it('0004 leaves one run record per workflow and workspace, the one its workflow wrote to', async () => {
-    expect((await migrate(b.admin, { direction: 'down', count: 2 })).map((m) => m.name)).toEqual([
+    expect((await migrate(b.admin, { direction: 'down', count: 3 })).map((m) => m.name)).toEqual([
+      '0006_ids_from_identity_providers',
       '0005_agent_runs_outlive_agents',
       '0004_agent_runs_one_per_workflow',
     ]);
@@ -94,6 +95,7 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
     expect((await migrate(b.admin)).map((m) => m.name)).toEqual([
       '0004_agent_runs_one_per_workflow',
       '0005_agent_runs_outlive_agents',
+      '0006_ids_from_identity_providers',
     ]);
     const { rows } = await b.admin.query<{ id: string }>(
       `select id::text as id from agent_runs where agent_id in ($1, $2) order by id`,
@@ -109,9 +111,33 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
     await b.admin.query(`delete from agents where id in ($1, $2)`, [agentA, agentB]);
   });
 
+  it('0006 stores the ids identity providers issue, and still refuses what the id format refuses', async () => {
+    const member = (userId: string) =>
+      b.admin.query(
+        `insert into memberships (workspace_id, user_id, roles) values ('ws-a', $1, '{member}')`,
+        [userId],
+      );
+    const workspace = (id: string) =>
+      b.admin.query(`insert into workspaces (id, name) values ($1, 'x')`, [id]);
+    await member('auth0|5f7c8ec7c33c6c004bbafe82');
+    await member('dana+agents@example.com');
+    await workspace('org|acme');
+    for (const bad of ['|auth0', 'alice smith', "x'--", 'josé', 'a\nb']) {
+      await expect(member(bad), bad).rejects.toThrow(/memberships_user_id_check/);
+      await expect(workspace(bad), bad).rejects.toThrow(/workspaces_id_check/);
+    }
+    // Rolling back refuses while such an id is stored, rather than dropping the check.
+    await expect(migrate(b.admin, { direction: 'down', count: 1 })).rejects.toThrow(/check/);
+    await b.admin.query(
+      `delete from memberships where user_id in ('auth0|5f7c8ec7c33c6c004bbafe82', 'dana+agents@example.com')`,
+    );
+    await b.admin.query(`delete from workspaces where id = 'org|acme'`);
+  });
+
   it('can be rolled back and re-applied', async () => {
-    const down = await migrate(b.admin, { direction: 'down', count: 5 });
+    const down = await migrate(b.admin, { direction: 'down', count: 6 });
     expect(down.map((m) => m.name)).toEqual([
+      '0006_ids_from_identity_providers',
       '0005_agent_runs_outlive_agents',
       '0004_agent_runs_one_per_workflow',
       '0003_audit_log',
@@ -119,7 +145,7 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
       '0001_tenancy',
     ]);
     const up = await migrate(b.admin);
-    expect(up).toHaveLength(5);
+    expect(up).toHaveLength(6);
     await assertIsolation(b.admin, { appRole: 'app_user', tenantTables: ['workspaces'] });
   });
 });

@@ -309,6 +309,39 @@ describe('agent runs', () => {
     expect((await call('bob', 'GET', `/runs/${runId}`)).statusCode).toBe(404);
   });
 
+  it("identity providers' subjects (auth0|…, a +tag e-mail) are users like any other, end to end", async () => {
+    for (const userId of ['auth0|5f7c8ec7c33c6c004bbafe82', 'dana+agents@example.com']) {
+      const added = await call('carol', 'POST', '/workspaces/ws-acme/members', { userId, roles: ['member'] });
+      expect(added.statusCode, userId).toBe(201);
+      tokens[userId] = await issuer.mint({ user: userId, workspace: 'ws-acme', roles: ['member'] });
+      const started = await call(userId, 'POST', `/workspaces/ws-acme/agents/${acmeAgent()}/runs`, {
+        input: 'Tell me about roadmap',
+      });
+      expect(started.statusCode, userId).toBe(202);
+      const runId = started.body_.runId as string;
+      const result = await call(userId, 'GET', `/runs/${runId}/result?waitSeconds=30`);
+      expect(result.body_.status, userId).toBe('completed');
+      expect((result.body_.result as Json).answer).toContain('Acme roadmap');
+      expect((await call(userId, 'GET', `/runs/${runId}`)).body_).toMatchObject({
+        record: { createdBy: userId },
+      });
+      // The worker verified the sealed context and opened a database scope as this user.
+      expect(
+        audit.events.some(
+          (e) => e.action === 'db.scope' && e.decision === 'allow' && e.userId === userId && e.activityType,
+        ),
+      ).toBe(true);
+      // The id travels in a path too: removing the member ends their access.
+      const removed = await call(
+        'carol',
+        'DELETE',
+        `/workspaces/ws-acme/members/${encodeURIComponent(userId)}`,
+      );
+      expect(removed.statusCode, userId).toBe(204);
+      expect((await call(userId, 'GET', `/runs/${runId}`)).statusCode).toBe(403);
+    }
+  });
+
   it('a model asking for another workspace data gets nothing', async () => {
     // The quotes end the search term: the tool searches "roadmap" in ws-globex, which has a matching
     // document — the control run below, by a ws-globex member, finds it; alice's run must not.

@@ -2,11 +2,13 @@ import { z } from 'zod';
 import { ErrorCodes, UserContextError } from './errors.js';
 
 /**
- * Identifier format for `userId` and `workspaceId`: 1–128 ASCII characters from `[A-Za-z0-9._:@-]`,
+ * Identifier format for `userId` and `workspaceId`: 1–128 ASCII characters from `[A-Za-z0-9._:@|+-]`,
  * starting with a letter or digit. ASCII-only rules out homoglyphs, full-width digits, zero-width and
- * bidi characters and NFC/NFD ambiguity in identifiers that decide access.
+ * bidi characters and NFC/NFD ambiguity in identifiers that decide access. `|` and `+` are there for
+ * the subjects identity providers issue: Auth0's `auth0|…` and `google-oauth2|…`, e-mail addresses
+ * with a `+tag`.
  */
-export const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$/;
+export const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:@|+-]{0,127}$/;
 /** Role format: lower-case ASCII, starting with a letter, 1–48 characters from `[a-z0-9_.:-]`. */
 export const ROLE_PATTERN = /^[a-z][a-z0-9_.:-]{0,47}$/;
 /** At most this many roles in one context. */
@@ -21,7 +23,7 @@ const FORBIDDEN_CHARS = /[\p{Cc}\p{Cf}\p{Cs}\p{Co}]/u;
 function idProblem(value: string): string | undefined {
   if (value.normalize('NFC') !== value) return 'not NFC-normalised';
   if (FORBIDDEN_CHARS.test(value)) return 'contains control, zero-width or bidi characters';
-  if (!ID_PATTERN.test(value)) return 'does not match the id format [A-Za-z0-9][A-Za-z0-9._:@-]{0,127}';
+  if (!ID_PATTERN.test(value)) return 'does not match the id format [A-Za-z0-9][A-Za-z0-9._:@|+-]{0,127}';
   return undefined;
 }
 

@@ -52,6 +52,17 @@ describe('UserContext schema', () => {
   });
 
   it.each([
+    'auth0|5f7c8ec7c33c6c004bbafe82',
+    'google-oauth2|103547991597142817347',
+    'dana+agents@example.com',
+  ])("accepts an identity provider's subject as it is: %s", (userId) => {
+    expect(parseUserContext({ ...ok, userId }).userId).toBe(userId);
+    expect(parseUserContext({ ...ok, workspaceId: userId }).workspaceId).toBe(userId);
+  });
+
+  it.each([
+    ['leading pipe', '|auth0'],
+    ['leading plus', '+alice'],
     ['SQL injection', "x'; SET LOCAL app.workspace_id = 'other"],
     ['SQL comment', "' OR 1=1--"],
     ['CR/LF log injection', 'alice\r\n{"decision":"allow"}'],
