@@ -13,9 +13,10 @@ import {
   patched,
   proxyActivities,
   setHandler,
+  sleep,
   workflowInfo,
 } from '@temporalio/workflow';
-import { verifyActor } from 'temporal-user-context/workflow';
+import { isUserContextFailure, verifyActor } from 'temporal-user-context/workflow';
 import type { AgentActivities, DocumentHit } from '../activities.js';
 import { REVISE_PROMPT, type AgentMessage } from '../providers/types.js';
 import {
@@ -116,7 +117,32 @@ const Patches = {
   boundCarriedMessages: 'bound-carried-messages',
   /** A member's instruction reaches the model as that member's words, not as a system message. */
   memberInstructions: 'member-instructions',
+  /** A cancel whose sender could not be verified for want of an answer (not a refusal) tries again. */
+  retryCancelVerification: 'retry-cancel-verification',
 } as const;
+
+/** Waits between verifications of a cancel's sender that got no answer: 1 s, doubling, at most 30 s. */
+const VERIFY_RETRY_MS = { initial: 1000, max: 30_000 } as const;
+
+/**
+ * Whether the sender of the signal being handled verifies. A refusal is a no. A failure that is not a
+ * refusal (the database the revocation check reads is down past the local activity's own retries) is no
+ * answer, and the cancel the API accepted (202) must not be dropped for it: the check runs again after
+ * a timer, until an answer comes. The actor token's window (300 s by default) bounds the wait: after it,
+ * the verification is refused as expired, and audited. Histories from before the patch, where such a
+ * failure dropped the cancel, replay down that branch.
+ */
+async function senderVerifies(): Promise<boolean> {
+  for (let wait: number = VERIFY_RETRY_MS.initial; ; wait = Math.min(wait * 2, VERIFY_RETRY_MS.max)) {
+    try {
+      await verifyActor();
+      return true;
+    } catch (err) {
+      if (isUserContextFailure(err) || !patched(Patches.retryCancelVerification)) return false;
+    }
+    await sleep(wait);
+  }
+}
 
 /**
  * The seed's AgentExecutionWorkflow. It never receives a user context argument: every activity runs as
@@ -143,13 +169,8 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
 
   setHandler(cancelSignal, async () => {
     // The sandbox policy compared pseudonyms it cannot verify: verify the sender before acting on it.
-    // A forged or replayed actor header is refused here and the signal changes nothing.
-    try {
-      await verifyActor();
-    } catch {
-      return;
-    }
-    cancelled = true;
+    // A forged, replayed or revoked actor is refused here and the signal changes nothing.
+    if (await senderVerifies()) cancelled = true;
   });
   setHandler(
     addInstructionUpdate,

@@ -43,7 +43,7 @@ import { createWorker } from '../../src/worker.js';
 import type { AgentExecutionInput, AgentExecutionResult } from '../../src/workflows/agent-execution.js';
 import { MAX_CARRIED_MESSAGES, MAX_INSTRUCTIONS } from '../../src/workflows/run-policy.js';
 import { finishedHistories, patchIds, replayErrors } from '../replay/fixtures.js';
-import { within } from './harness.js';
+import { until, within } from './harness.js';
 
 const alice: UserContext = { userId: 'alice', workspaceId: 'ws-acme', roles: ['member'] };
 const carol: UserContext = { userId: 'carol', workspaceId: 'ws-acme', roles: ['admin', 'member'] };
@@ -279,6 +279,38 @@ describe('cancel and instructions at awkward moments', () => {
     expect(await record(s.runRecordId)).toMatchObject({ status: 'cancelled', error: null });
   });
 
+  it('a cancel whose sender cannot be verified for a while (database down) is tried again, not dropped', async () => {
+    let tool!: ReturnType<Gates['hold']>;
+    const s = await start(
+      { input: 'Tell me about roadmap' },
+      { before: (wf) => (tool = gates.hold(wf, 'searchWorkspaceDocuments')) },
+    );
+    await tool.reached;
+    const verify = gates.hold(s.workflowId, VERIFY_ACTOR_ACTIVITY);
+    await runAsUser(alice, () => s.handle.signal('cancel'));
+    /** The outcomes of the run's local activities so far, in order (the actor's verifications). */
+    const verifications = async () =>
+      ((await historyOf(s)).events ?? [])
+        .filter((e) => e.markerRecordedEventAttributes?.markerName === 'core_local_activity')
+        .map((e) => (e.markerRecordedEventAttributes?.failure ? 'failed' : 'verified'));
+    try {
+      await verify.reached;
+      // The revocation check reads the sender's membership as the application role: take the grant
+      // away, as an outage would, until the verification has used up its attempts.
+      await pool.query('revoke select on memberships from app_user');
+      verify.release();
+      await until(verifications, (v) => v.includes('failed'));
+    } finally {
+      await pool.query('grant select on memberships to app_user');
+      verify.release();
+    }
+    // No answer is not a refusal: the handler verifies again, and the database answers this time.
+    expect(await until(verifications, (v) => v.includes('verified'))).toEqual(['failed', 'verified']);
+    tool.release();
+    expect(await result(s)).toMatchObject({ status: 'cancelled', steps: 1 });
+    expect(await record(s.runRecordId)).toMatchObject({ status: 'cancelled', error: null });
+  });
+
   it('an instruction accepted during the final model step is applied before the run completes', async () => {
     let step!: ReturnType<Gates['hold']>;
     // Step 1 calls the tool, step 2 answers: hold step 2.
@@ -450,6 +482,7 @@ describe('replay', () => {
         'total-step-cap',
         'bound-carried-messages',
         'member-instructions',
+        'retry-cancel-verification',
       ]),
     );
     expect(await replayErrors(histories, keys.worker)).toEqual([]);
