@@ -59,15 +59,30 @@ export async function createTestDatabase(prefix = 'test', baseUrl?: string): Pro
   return {
     url: withDatabase(base, name),
     name,
-    drop: () => adminQuery(base, `DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`),
+    drop: () =>
+      adminQuery(base, async (client) => {
+        // pg's Pool.end() resolves before its clients' sockets have closed. A backend that FORCE
+        // terminates while its client is still closing makes that client emit an 'error' no listener
+        // takes any more (an unhandled error in the test run): let the sessions end first.
+        for (let waited = 0; waited < 5000; waited += 50) {
+          const { rows } = await client.query<{ n: number }>(
+            'select count(*)::int as n from pg_stat_activity where datname = $1',
+            [name],
+          );
+          if (rows[0]?.n === 0) break;
+          await new Promise((r) => setTimeout(r, 50));
+        }
+        await client.query(`DROP DATABASE IF EXISTS "${name}" WITH (FORCE)`);
+      }),
   };
 }
 
-async function adminQuery(url: string, sql: string): Promise<void> {
+async function adminQuery(url: string, sql: string | ((client: pg.Client) => Promise<void>)): Promise<void> {
   const client = new pg.Client({ connectionString: url });
   await client.connect();
   try {
-    await client.query(sql);
+    if (typeof sql === 'string') await client.query(sql);
+    else await sql(client);
   } finally {
     await client.end();
   }
