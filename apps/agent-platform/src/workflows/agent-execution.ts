@@ -10,10 +10,11 @@ import {
   defineQuery,
   defineSignal,
   defineUpdate,
+  isCancellation,
+  log,
   patched,
   proxyActivities,
   setHandler,
-  sleep,
   workflowInfo,
 } from '@temporalio/workflow';
 import { isUserContextFailure, verifyActor } from 'temporal-user-context/workflow';
@@ -121,26 +122,45 @@ const Patches = {
   retryCancelVerification: 'retry-cancel-verification',
 } as const;
 
-/** Waits between verifications of a cancel's sender that got no answer: 1 s, doubling, at most 30 s. */
-const VERIFY_RETRY_MS = { initial: 1000, max: 30_000 } as const;
+/**
+ * Waits between verifications of a cancel's sender that got no answer: 1 s, doubling, at most 30 s;
+ * for at most 10 minutes of workflow time in all.
+ */
+const VERIFY_RETRY_MS = { initial: 1000, max: 30_000, total: 600_000 } as const;
 
 /**
  * Whether the sender of the signal being handled verifies. A refusal is a no. A failure that is not a
  * refusal (the database the revocation check reads is down past the local activity's own retries) is no
- * answer, and the cancel the API accepted (202) must not be dropped for it: the check runs again after
- * a timer, until an answer comes. The actor token's window (300 s by default) bounds the wait: after it,
- * the verification is refused as expired, and audited. Histories from before the patch, where such a
- * failure dropped the cancel, replay down that branch.
+ * answer, and a cancel the API accepted (202) must not be dropped for it: the check runs again after a
+ * timer, until an answer comes. The actor token's window ends that in practice (the worker then refuses
+ * the token as expired, and audits it); the workflow's own bound is {@link VERIFY_RETRY_MS}`.total`,
+ * whatever window the edge was given. It stops early when the answer no longer matters (`moot`: the run
+ * is cancelled already, or finished) and when the run is cancelled through Temporal, which the run
+ * records itself. Histories from before the patch, where such a failure dropped the cancel, replay
+ * down that branch.
  */
-async function senderVerifies(): Promise<boolean> {
+async function senderVerifies(moot: () => boolean): Promise<boolean> {
+  const deadline = Date.now() + VERIFY_RETRY_MS.total;
   for (let wait: number = VERIFY_RETRY_MS.initial; ; wait = Math.min(wait * 2, VERIFY_RETRY_MS.max)) {
     try {
       await verifyActor();
       return true;
     } catch (err) {
-      if (isUserContextFailure(err) || !patched(Patches.retryCancelVerification)) return false;
+      if (isUserContextFailure(err) || isCancellation(err)) return false;
+      if (!patched(Patches.retryCancelVerification)) return false;
     }
-    await sleep(wait);
+    if (Date.now() + wait > deadline) {
+      log.warn('cancel dropped: its sender could not be verified in time', {
+        triedForMs: VERIFY_RETRY_MS.total,
+      });
+      return false;
+    }
+    try {
+      if (await condition(moot, wait)) return false;
+    } catch (err) {
+      if (isCancellation(err)) return false;
+      throw err;
+    }
   }
 }
 
@@ -170,7 +190,7 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
   setHandler(cancelSignal, async () => {
     // The sandbox policy compared pseudonyms it cannot verify: verify the sender before acting on it.
     // A forged, replayed or revoked actor is refused here and the signal changes nothing.
-    if (await senderVerifies()) cancelled = true;
+    if (await senderVerifies(() => cancelled || finished)) cancelled = true;
   });
   setHandler(
     addInstructionUpdate,

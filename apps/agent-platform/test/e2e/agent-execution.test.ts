@@ -232,6 +232,13 @@ async function historyOf(s: Started, runId?: string) {
   return runAsUser(alice, () => client.workflow.getHandle(s.workflowId, runId).fetchHistory());
 }
 
+/** The outcomes of the run's local activities so far, in order (the actor's verifications). */
+async function verificationsOf(s: Started): Promise<Array<'failed' | 'verified'>> {
+  return ((await historyOf(s)).events ?? [])
+    .filter((e) => e.markerRecordedEventAttributes?.markerName === 'core_local_activity')
+    .map((e) => (e.markerRecordedEventAttributes?.failure ? 'failed' : 'verified'));
+}
+
 /**
  * Waits until the server has taken the completion of the run's `activityType` activity. While a
  * workflow task is open the server buffers the event outside the history, so this asks for the
@@ -288,11 +295,7 @@ describe('cancel and instructions at awkward moments', () => {
     await tool.reached;
     const verify = gates.hold(s.workflowId, VERIFY_ACTOR_ACTIVITY);
     await runAsUser(alice, () => s.handle.signal('cancel'));
-    /** The outcomes of the run's local activities so far, in order (the actor's verifications). */
-    const verifications = async () =>
-      ((await historyOf(s)).events ?? [])
-        .filter((e) => e.markerRecordedEventAttributes?.markerName === 'core_local_activity')
-        .map((e) => (e.markerRecordedEventAttributes?.failure ? 'failed' : 'verified'));
+    const verifications = () => verificationsOf(s);
     try {
       await verify.reached;
       // The revocation check reads the sender's membership as the application role: take the grant
@@ -309,6 +312,35 @@ describe('cancel and instructions at awkward moments', () => {
     tool.release();
     expect(await result(s)).toMatchObject({ status: 'cancelled', steps: 1 });
     expect(await record(s.runRecordId)).toMatchObject({ status: 'cancelled', error: null });
+  });
+
+  it('a run cancelled through Temporal while a cancel signal waits to verify its sender is recorded as cancelled', async () => {
+    let tool!: ReturnType<Gates['hold']>;
+    const s = await start(
+      { input: 'Tell me about roadmap' },
+      { before: (wf) => (tool = gates.hold(wf, 'searchWorkspaceDocuments')) },
+    );
+    await tool.reached;
+    const verify = gates.hold(s.workflowId, VERIFY_ACTOR_ACTIVITY);
+    await runAsUser(alice, () => s.handle.signal('cancel'));
+    try {
+      await verify.reached;
+      await pool.query('revoke select on memberships from app_user');
+      verify.release();
+      // The signal's handler now waits to verify again; the run is cancelled meanwhile.
+      await until(
+        () => verificationsOf(s),
+        (v) => v.includes('failed'),
+      );
+      await runAsUser(alice, () => s.handle.cancel());
+    } finally {
+      await pool.query('grant select on memberships to app_user');
+      verify.release();
+      tool.release();
+    }
+    await result(s).catch(() => undefined);
+    expect((await s.handle.describe()).status.name).toBe('CANCELLED');
+    expect(await record(s.runRecordId)).toMatchObject({ status: 'cancelled', error: 'CANCELLED' });
   });
 
   it('an instruction accepted during the final model step is applied before the run completes', async () => {

@@ -310,35 +310,39 @@ describe('agent runs', () => {
   });
 
   it("identity providers' subjects (auth0|…, a +tag e-mail) are users like any other, end to end", async () => {
-    for (const userId of ['auth0|5f7c8ec7c33c6c004bbafe82', 'dana+agents@example.com']) {
+    // The `+` goes into the path as it is: a path segment is not form-encoded, so it is no space.
+    for (const [userId, inPath] of [
+      ['auth0|5f7c8ec7c33c6c004bbafe82', encodeURIComponent('auth0|5f7c8ec7c33c6c004bbafe82')],
+      ['dana+agents@example.com', 'dana+agents@example.com'],
+    ] as const) {
       const added = await call('carol', 'POST', '/workspaces/ws-acme/members', { userId, roles: ['member'] });
       expect(added.statusCode, userId).toBe(201);
-      tokens[userId] = await issuer.mint({ user: userId, workspace: 'ws-acme', roles: ['member'] });
-      const started = await call(userId, 'POST', `/workspaces/ws-acme/agents/${acmeAgent()}/runs`, {
-        input: 'Tell me about roadmap',
-      });
-      expect(started.statusCode, userId).toBe(202);
-      const runId = started.body_.runId as string;
-      const result = await call(userId, 'GET', `/runs/${runId}/result?waitSeconds=30`);
-      expect(result.body_.status, userId).toBe('completed');
-      expect((result.body_.result as Json).answer).toContain('Acme roadmap');
-      expect((await call(userId, 'GET', `/runs/${runId}`)).body_).toMatchObject({
-        record: { createdBy: userId },
-      });
-      // The worker verified the sealed context and opened a database scope as this user.
-      expect(
-        audit.events.some(
-          (e) => e.action === 'db.scope' && e.decision === 'allow' && e.userId === userId && e.activityType,
-        ),
-      ).toBe(true);
-      // The id travels in a path too: removing the member ends their access.
-      const removed = await call(
-        'carol',
-        'DELETE',
-        `/workspaces/ws-acme/members/${encodeURIComponent(userId)}`,
-      );
-      expect(removed.statusCode, userId).toBe(204);
-      expect((await call(userId, 'GET', `/runs/${runId}`)).statusCode).toBe(403);
+      try {
+        tokens[userId] = await issuer.mint({ user: userId, workspace: 'ws-acme', roles: ['member'] });
+        const started = await call(userId, 'POST', `/workspaces/ws-acme/agents/${acmeAgent()}/runs`, {
+          input: 'Tell me about roadmap',
+        });
+        expect(started.statusCode, userId).toBe(202);
+        const runId = started.body_.runId as string;
+        const result = await call(userId, 'GET', `/runs/${runId}/result?waitSeconds=30`);
+        expect(result.body_.status, userId).toBe('completed');
+        expect((result.body_.result as Json).answer).toContain('Acme roadmap');
+        expect((await call(userId, 'GET', `/runs/${runId}`)).body_).toMatchObject({
+          record: { createdBy: userId },
+        });
+        // The worker verified the sealed context and opened a database scope as this user.
+        expect(
+          audit.events.some(
+            (e) => e.action === 'db.scope' && e.decision === 'allow' && e.userId === userId && e.activityType,
+          ),
+        ).toBe(true);
+        // The id travels in a path too: removing the member ends their access.
+        const removed = await call('carol', 'DELETE', `/workspaces/ws-acme/members/${inPath}`);
+        expect(removed.statusCode, userId).toBe(204);
+        expect((await call(userId, 'GET', `/runs/${runId}`)).statusCode).toBe(403);
+      } finally {
+        await pool.query(`delete from memberships where workspace_id = 'ws-acme' and user_id = $1`, [userId]);
+      }
     }
   });
 

@@ -7,7 +7,9 @@
 // the unpatched branch; `pre-run-policy` by the workflow before the run-record claim, the total step cap
 // and the other patches of commit "agent platform: run policy" (its failures took `record-failed-runs`);
 // `pre-member-instructions` by the workflow before members' instructions became `instruction` messages
-// (its instructions went in as system messages, with no `member-instructions` marker); `current` by
+// (its instructions went in as system messages, with no `member-instructions` marker);
+// `pre-retry-cancel-verification` by the workflow before a cancel whose sender's verification got no
+// answer (the database down) was verified again (it was dropped, and the run completed); `current` by
 // the code at the time of its recording (refresh with
 // `RECORD_HISTORIES=1 npx vitest run apps/agent-platform/test/e2e/platform.test.ts`; keep the old ones).
 import type { History } from '@temporalio/common/lib/proto-utils.js';
@@ -61,6 +63,25 @@ describe('committed AgentExecutionWorkflow histories', () => {
     const older = byLabel('pre-failure-record');
     expect(older.some((h) => failed(h) && !patchedFailure(h))).toBe(true);
     expect(older.some(completed)).toBe(true);
+    // Before `retry-cancel-verification`, a cancel whose sender's verification failed without a refusal
+    // (its local activity's marker records the failure) was dropped, and the run completed: replay must
+    // take that branch again, without the patch marker and without a timer.
+    const dropped = byLabel('pre-retry-cancel-verification');
+    const failedVerification = (h: History) =>
+      events(h).some(
+        (e) =>
+          e.markerRecordedEventAttributes?.markerName === 'core_local_activity' &&
+          e.markerRecordedEventAttributes.failure,
+      );
+    expect(dropped.length).toBeGreaterThan(0);
+    for (const h of dropped) {
+      expect([cancelled(h), failedVerification(h), has('retry-cancel-verification')(h)]).toEqual([
+        true,
+        true,
+        false,
+      ]);
+      expect(events(h).some((e) => e.timerStartedEventAttributes)).toBe(false);
+    }
   });
 
   it('replay deterministically under the current code, after a key rotation', async () => {

@@ -10,6 +10,7 @@ import {
   MEMO_KEY,
   UserContextPlugin,
   generateKeySet,
+  mirrorQuery,
   USER_ID_ATTRIBUTE,
   WORKSPACE_ID_ATTRIBUTE,
   pseudonymsOf,
@@ -73,6 +74,24 @@ describe('mirrors at start', () => {
     const run = await describeRun(plainAttributes);
     expect(run.memo).toBeUndefined();
     expect([run.userId, run.workspaceId]).toEqual([alice.userId, alice.workspaceId]);
+  });
+
+  it("an identity provider's subject (auth0|…, a +tag) is mirrored as it is and found by mirrorQuery", async () => {
+    const h = plainAttributes;
+    const user = { userId: 'auth0|5f7c8ec7c33c6c004bbafe82', workspaceId: 'org+acme', roles: ['member'] };
+    const workflowId = `mirror-${randomUUID()}`;
+    await runAsUser(user, () =>
+      h.client.workflow.execute('viaActivity', { taskQueue: h.taskQueue, workflowId }),
+    );
+    const query = `${mirrorQuery('plain', h.workerRing, user)!} AND WorkflowId = "${workflowId}"`;
+    expect(query).toContain('UserId = "auth0|5f7c8ec7c33c6c004bbafe82" AND WorkspaceId = "org+acme"');
+    let found: string[] = [];
+    for (let i = 0; i < 100 && found.length === 0; i++) {
+      found = [];
+      for await (const w of h.rawClient.workflow.list({ query })) found.push(w.workflowId);
+      if (found.length === 0) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(found).toEqual([workflowId]);
   });
 
   it('undefined modes are the defaults', async () => {
