@@ -1,4 +1,5 @@
-import { extname } from 'node:path';
+import { readFileSync, realpathSync } from 'node:fs';
+import { extname, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ClientOptions } from '@temporalio/client';
 import type { WorkflowInfo } from '@temporalio/workflow';
@@ -97,6 +98,30 @@ export interface UserContextPluginOptions {
 }
 
 const here = fileURLToPath(import.meta.url);
+
+/**
+ * Refuses a prebuilt workflow bundle that does not register the workflow interceptors. Given a bundle,
+ * the SDK ignores the interceptor modules plugins add, and a bundle built without this plugin would run
+ * workflows with no check at start, no actor policy and no audit. The bundler lists the modules it
+ * registers in the bundle's `importInterceptors` function, by path relative to where it ran: the check
+ * looks there for this package's interceptor module (the workflow API imports that module too, so
+ * finding it elsewhere in the bundle proves nothing).
+ */
+function assertBundledWithPlugin(bundle: NonNullable<WorkerOptions['workflowBundle']>): void {
+  const code = 'code' in bundle ? bundle.code : readFileSync(bundle.codePath, 'utf8');
+  const start = code.indexOf('function importInterceptors()');
+  const end = code.indexOf('];', start);
+  const registered = start >= 0 && end > start ? code.slice(start, end) : '';
+  // `<package dir>/<src or dist>/workflow/interceptors.<ts or js>`, as webpack writes module ids.
+  const module = realpathSync(workflowInterceptorsPath).split(sep).slice(-4).join('/');
+  if (!registered.includes(`${module}"`)) {
+    throw new UserContextError(
+      ErrorCodes.MISCONFIGURED,
+      'the workflow bundle was built without this plugin, so its workflows would run unchecked: ' +
+        'build it with bundleWorkflowCode({ workflowsPath, plugins: [plugin] })',
+    );
+  }
+}
 
 /** The workflow interceptor module, bundled into the workflow sandbox by the worker. */
 export const workflowInterceptorsPath = fileURLToPath(
@@ -252,6 +277,7 @@ export class UserContextPlugin extends SimplePlugin {
   }
 
   override configureWorker(options: WorkerOptions): WorkerOptions {
+    if (options.workflowBundle) assertBundledWithPlugin(options.workflowBundle);
     if (!this.pluginOptions.namespace && options.namespace) this.scope.namespace = options.namespace;
     return super.configureWorker({
       ...options,
@@ -274,6 +300,7 @@ export class UserContextPlugin extends SimplePlugin {
   }
 
   override configureReplayWorker(options: ReplayWorkerOptions): ReplayWorkerOptions {
+    if (options.workflowBundle) assertBundledWithPlugin(options.workflowBundle);
     return super.configureReplayWorker({
       ...options,
       sinks: { ...options.sinks, ...this.sinks() },

@@ -265,7 +265,8 @@ class Inbound implements WorkflowInboundCallsInterceptor {
       state.originatorError = { code: err.code, reason: err.reason };
       return Promise.reject(refusal('workflow.execute', err.code, err.reason));
     }
-    return next(input);
+    // The workflow function acts for nobody: a frame without an actor, whatever frame was current.
+    return runAsActor(undefined, () => next(input));
   }
 
   handleSignal(
@@ -280,14 +281,14 @@ class Inbound implements WorkflowInboundCallsInterceptor {
       // audited the refusal.
       return Promise.resolve();
     }
-    return actor ? runAsActor(actor, () => next(input)) : next(input);
+    return runAsActor(actor, () => next(input));
   }
 
   validateUpdate(input: UpdateInput, next: Next<WorkflowInboundCallsInterceptor, 'validateUpdate'>): void {
     // A refusal thrown here rejects the update before it is accepted. An admission is audited once,
     // by handleUpdate, which runs next unless the workflow's own validator rejects the update.
     const actor = admit('update', input.name, input.headers, false);
-    return actor ? runAsActor(actor, () => next(input)) : next(input);
+    return runAsActor(actor, () => next(input));
   }
 
   handleUpdate(
@@ -301,7 +302,7 @@ class Inbound implements WorkflowInboundCallsInterceptor {
       this.updates.refuse(input.updateId);
       return Promise.reject(err);
     }
-    return actor ? runAsActor(actor, () => next(input)) : next(input);
+    return runAsActor(actor, () => next(input));
   }
 
   handleQuery(
@@ -315,7 +316,7 @@ class Inbound implements WorkflowInboundCallsInterceptor {
     } catch (err) {
       return Promise.reject(err);
     }
-    return actor ? runAsActor(actor, () => next(input)) : next(input);
+    return runAsActor(actor, () => next(input));
   }
 }
 

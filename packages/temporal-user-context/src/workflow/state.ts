@@ -57,12 +57,17 @@ export interface WorkflowContextState {
 interface ActorFrame {
   /** The per-workflow state object of the workflow that set the actor. */
   readonly owner: WorkflowContextState;
-  readonly actor: ActorRef;
+  readonly actor: ActorRef | undefined;
 }
 const actorStorage = new AsyncLocalStorage<ActorFrame>();
 
-/** Runs `fn` with `actor` as the current actor of this workflow. */
-export function runAsActor<T>(actor: ActorRef, fn: () => T): T {
+/**
+ * Runs `fn` with `actor` as the current actor of this workflow, or with none: a call admitted without
+ * an actor (a policy may admit one) gets a frame of its own too. Without it, the call would run in
+ * whatever frame is current, and the SDK delivers buffered signals and updates synchronously inside
+ * `setHandler`: a handler registered by another handler would take that handler's actor.
+ */
+export function runAsActor<T>(actor: ActorRef | undefined, fn: () => T): T {
   return actorStorage.run({ owner: workflowState(), actor }, fn);
 }
 

@@ -1,7 +1,7 @@
 import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { describe, expect, it, vi } from 'vitest';
-import { ErrorCodes, runAsUser, type UserContext } from 'temporal-user-context';
+import { ErrorCodes, pseudonymsOf, runAsUser, type UserContext } from 'temporal-user-context';
 import { alice, bob, carol } from '../../../../test-support/harness.js';
 import { useFixtureHarness } from '../fixtures/harness.js';
 
@@ -268,6 +268,27 @@ describe('actors: signals, updates, queries', () => {
     expect(await runAsUser(alice, () => target.query('progress'))).toEqual([]);
     await runAsUser(alice, () => target.signal('go', 'ok'));
     expect(((await target.result()) as { notes: string[] }).notes).toEqual(['signal:ok']);
+  });
+});
+
+describe('a call a policy admits without an actor', () => {
+  it('runs as nobody, also when the SDK delivers it inside the handler of a call that has one', async () => {
+    const handle = await runAsUser(alice, () =>
+      h.client.workflow.start('nestedHandlers', { taskQueue: h.taskQueue, workflowId: id('nested') }),
+    );
+    // No plugin on this client: the signal carries no actor header. The policy admits it; it waits for
+    // its handler, which only `stage1`'s handler registers.
+    await h.rawClient.workflow.getHandle(handle.workflowId).signal('stage2');
+    await runAsUser(alice, () => handle.signal('stage1'));
+    const seen = (await handle.result()) as {
+      stage1Actor: string | null;
+      stage2Actor: string | null;
+      stage2Verified: { code?: string; user?: unknown };
+    };
+    expect(seen.stage1Actor).toBe(pseudonymsOf(h.edgeRing, alice).userId);
+    expect(seen.stage2Actor).toBeNull();
+    expect(seen.stage2Verified).toMatchObject({ code: ErrorCodes.MISSING });
+    expect(seen.stage2Verified.user).toBeUndefined();
   });
 });
 

@@ -1,10 +1,14 @@
 // The plugin preloads its workflow interceptor module: evaluated once per reusable V8 context instead of
 // once per workflow. Per-workflow isolation under preload is what the integration tests exercise (they
 // bundle through the plugin); this checks that the preload is configured and reaches the bundle.
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { DefaultLogger, bundleWorkflowCode } from '@temporalio/worker';
 import { describe, expect, it } from 'vitest';
 import {
+  ErrorCodes,
   KeyRing,
   UserContextPlugin,
   generateKeySet,
@@ -26,7 +30,7 @@ describe('workflow bundle', () => {
     expect(options.workflowInterceptorModules).toContain(workflowInterceptorsPath);
   });
 
-  it('the bundle built with the plugin preloads the interceptor module', async () => {
+  it('the bundle built with the plugin preloads the interceptor module, and a worker takes it', async () => {
     const { code } = await bundleWorkflowCode({
       workflowsPath,
       plugins: [plugin()],
@@ -36,5 +40,32 @@ describe('workflow bundle', () => {
     expect(start).toBeGreaterThan(-1);
     const body = code.slice(start, code.indexOf('}', start));
     expect(body).toMatch(/__webpack_require__\([^)]*workflow\/interceptors\.ts"\)/);
+    // As code, and as a file.
+    expect(plugin().configureWorker({ taskQueue: 'q', workflowBundle: { code } }).workflowBundle).toEqual({
+      code,
+    });
+    const dir = mkdtempSync(join(tmpdir(), 'tuc-bundle-'));
+    try {
+      writeFileSync(join(dir, 'bundle.js'), code);
+      const codePath = join(dir, 'bundle.js');
+      expect(
+        plugin().configureWorker({ taskQueue: 'q', workflowBundle: { codePath } }).workflowBundle,
+      ).toEqual({
+        codePath,
+      });
+      expect(() => plugin().configureReplayWorker({ workflowBundle: { codePath } })).not.toThrow();
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  }, 60_000);
+
+  it('a prebuilt bundle without the plugin is refused: the SDK would run its workflows without interceptors', async () => {
+    const { code } = await bundleWorkflowCode({ workflowsPath, logger: new DefaultLogger('ERROR') });
+    for (const configure of [
+      () => plugin().configureWorker({ taskQueue: 'q', workflowBundle: { code } }),
+      () => plugin().configureReplayWorker({ workflowBundle: { code } }),
+    ]) {
+      expect(configure).toThrow(expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }));
+    }
   }, 60_000);
 });
