@@ -1,6 +1,6 @@
 import { ErrorCodes, UserContextError } from '../context/errors.js';
 import { numberOption } from '../context/number-option.js';
-import type { UserContext } from '../context/schema.js';
+import { sameUserContext, type UserContext } from '../context/schema.js';
 import type { Auditor } from '../audit/sinks.js';
 import type { IdentitySource } from '../audit/event.js';
 import type { KeyRing } from '../crypto/keyring.js';
@@ -58,8 +58,20 @@ export class ContextSource {
     forward?: { header: ContextHeader; tokenId: string | undefined };
   } {
     const user = edgeUser();
-    if (user) return { context: user, source: 'edge' };
     const activity = currentScope();
+    // Activity code acts for the user it was verified for. An edge scope around it (a worker run inside
+    // runAsUser, an activity calling runAsUser) must not make it act for someone else: on a process that
+    // also holds the issuing key, that user would otherwise be minted for. The same user is no conflict.
+    if (user && activity?.context && !sameUserContext(user, activity.context)) {
+      this.refuse(
+        action,
+        new UserContextError(
+          ErrorCodes.EXPLICIT_MISMATCH,
+          "the edge user in scope is not the activity's verified user",
+        ),
+        user,
+      );
+    }
     if (activity?.context && activity.header) {
       const { lin: _lin, ...header } = activity.header;
       return {
@@ -68,6 +80,7 @@ export class ContextSource {
         forward: { header, tokenId: activity.claims?.jti },
       };
     }
+    if (user) return { context: user, source: 'edge' };
     this.refuse(
       action,
       new UserContextError(ErrorCodes.MISSING, 'client call with no user context in scope'),

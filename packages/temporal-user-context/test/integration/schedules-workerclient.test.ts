@@ -3,14 +3,19 @@ import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import {
   ErrorCodes,
+  KeyRing,
   ORIGINATOR_HEADER,
+  UserContextPlugin,
   encodeHeader,
+  generateKeySet,
   issueContextToken,
+  memoryAuditSink,
   runAsUser,
 } from 'temporal-user-context';
 import {
   SCHEDULED_BY_ID,
   alice,
+  carol,
   copiedStartHeaderClient,
   failureTypeOf,
   headerWritingClient,
@@ -19,6 +24,14 @@ import {
 import { aliceSchedule, hourlySchedule, useFixtureHarness } from '../fixtures/harness.js';
 
 const h = useFixtureHarness();
+// A worker that holds the issuing key too (an edge process that also runs activities).
+const edgeKeys = generateKeySet('edge-keyed-worker').edge;
+const edgeKeyed = useFixtureHarness({
+  keys: edgeKeys,
+  worker: {
+    plugins: [new UserContextPlugin({ keys: KeyRing.fromJSON(edgeKeys), audit: memoryAuditSink() })],
+  },
+});
 
 describe('schedules', () => {
   it('a run started by the schedule acts as the schedule creator', async () => {
@@ -118,6 +131,41 @@ describe("the worker's own client", () => {
     ).toEqual([
       ['allow', 'header', alice.userId, started?.tokenId, 'forwarded the verified originator as the actor'],
     ]);
+  });
+
+  it('an edge scope inside an activity cannot make it act for another user, even where the key could mint', async () => {
+    // A worker ring forwards the verified originator (verifyActor() does not take a start token as an
+    // actor); a ring that can issue sends an actor token for the activity's user.
+    for (const [w, verifiedActor] of [
+      [h, undefined],
+      [edgeKeyed, alice.userId],
+    ] as const) {
+      const target = await runAsUser(alice, () =>
+        w.client.workflow.start('interactive', { taskQueue: w.taskQueue, workflowId: `wc-${randomUUID()}` }),
+      );
+      const send = (as: typeof alice) =>
+        runAsUser(alice, () =>
+          w.client.workflow.execute('signalFromActivityAs', {
+            taskQueue: w.taskQueue,
+            workflowId: `wc-${randomUUID()}`,
+            args: [target.workflowId, as],
+          }),
+        );
+      // carol shares alice's workspace: only this check stands between alice's run and acting as her.
+      expect(await send(carol)).toBe(ErrorCodes.EXPLICIT_MISMATCH);
+      expect(await runAsUser(alice, () => target.query('progress'))).toEqual([]);
+      // The same user is no conflict: the signal goes out as alice (forwarded, or issued where the
+      // worker holds the key).
+      expect(await send(alice)).toBe('sent');
+      const result = (await target.result()) as { notes: string[]; actorVerified?: { userId: string } };
+      expect(result.notes).toEqual(['signal:as']);
+      expect(result.actorVerified?.userId).toBe(verifiedActor);
+    }
+    expect(
+      h.audit.events
+        .filter((e) => e.action === 'client.signal' && e.reason === ErrorCodes.EXPLICIT_MISMATCH)
+        .map((e) => [e.decision, e.userId]),
+    ).toEqual([['deny', carol.userId]]);
   });
 
   it('cannot start a new lineage (workers cannot mint)', async () => {
