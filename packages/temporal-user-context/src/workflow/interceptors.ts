@@ -64,7 +64,11 @@ export interface UserContextSinks extends Sinks {
 }
 const { userContextAudit } = proxySinks<UserContextSinks>();
 
-/** SDK-internal queries (stack trace, metadata) carry no user data and have no user header. */
+/**
+ * SDK-internal queries (stack trace, metadata) carry no user data and have no user header. SDK 1.24
+ * answers them without running inbound interceptors at all; this keeps them answered should a version
+ * route them here.
+ */
 const SDK_QUERIES = new Set(['__stack_trace', '__enhanced_stack_trace', '__temporal_workflow_metadata']);
 /** Search attribute naming the schedule that started a run (clients may set it too: workers confirm it). */
 const SCHEDULED_BY = 'TemporalScheduledById';

@@ -1,4 +1,4 @@
-import { WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
+import { WithStartWorkflowOperation, WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { describe, expect, it, vi } from 'vitest';
 import { ErrorCodes, pseudonymsOf, runAsUser, type UserContext } from 'temporal-user-context';
@@ -238,7 +238,35 @@ describe('actors: signals, updates, queries', () => {
     ).toBeGreaterThanOrEqual(2);
   });
 
-  it('signalWithStart and startUpdateWithStart carry both originator and actor', async () => {
+  it('update-with-start carries the originator and the actor; another workspace cannot use it on a running run', async () => {
+    const wfId = id('uws');
+    const start = () =>
+      new WithStartWorkflowOperation('interactive', {
+        taskQueue: h.taskQueue,
+        workflowId: wfId,
+        workflowIdConflictPolicy: 'USE_EXISTING',
+      });
+    const operation = start();
+    // The update's handler runs an activity: it acts as the originator the start carried.
+    expect(
+      await runAsUser(alice, () =>
+        h.client.workflow.executeUpdateWithStart('note', { args: ['hi'], startWorkflowOperation: operation }),
+      ),
+    ).toBe(alice.userId);
+    const handle = await operation.workflowHandle();
+    // bob's update-with-start finds alice's run: his update is refused, nothing of it runs.
+    await expect(
+      runAsUser(bob, () =>
+        h.client.workflow.executeUpdateWithStart('note', { args: ['evil'], startWorkflowOperation: start() }),
+      ),
+    ).rejects.toMatchObject({ cause: { type: ErrorCodes.ACTOR_FORBIDDEN } });
+    await runAsUser(alice, () => handle.signal('go', 'ok'));
+    const result = (await handle.result()) as { notes: string[]; actorVerified: UserContext };
+    expect(result.notes).toEqual(['update:hi:alice', 'signal:ok']);
+    expect(result.actorVerified).toEqual(alice);
+  });
+
+  it('signalWithStart carries both originator and actor', async () => {
     const wfId = id('sws');
     const handle = await runAsUser(alice, () =>
       h.client.workflow.signalWithStart('interactive', {
