@@ -68,6 +68,10 @@ const actorStorage = new AsyncLocalStorage<ActorFrame>();
  * `setHandler`: a handler registered by another handler would take that handler's actor.
  */
 export function runAsActor<T>(actor: ActorRef | undefined, fn: () => T): T {
+  // No actor and no frame to shadow: nothing to do. The store then stays disabled until an actor needs
+  // it (a workflow without signals, updates or queries never enables it): on Node 20 an enabled store
+  // taxes every promise of the thread.
+  if (actor === undefined && actorStorage.getStore() === undefined) return fn();
   return actorStorage.run({ owner: workflowState(), actor }, fn);
 }
 
