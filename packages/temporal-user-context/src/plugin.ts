@@ -1,5 +1,5 @@
-import { readFileSync, realpathSync } from 'node:fs';
-import { extname, sep } from 'node:path';
+import { readFileSync } from 'node:fs';
+import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ClientOptions } from '@temporalio/client';
 import type { WorkflowInfo } from '@temporalio/workflow';
@@ -95,30 +95,44 @@ export interface UserContextPluginOptions {
         AesGcmPayloadCodecOptions,
         'allowPlaintextEncodings' | 'acceptScheduledRuns' | 'acceptNamespaceBound'
       >;
+  /**
+   * Check a prebuilt `workflowBundle` given to `Worker.create` or the replayer: refuse
+   * (`USER_CONTEXT_MISCONFIGURED`) one that does not register this plugin's workflow interceptors, which
+   * the SDK would then not run at all. Default `true`. Set `false` only for a bundle built with the
+   * plugin whose module ids a `webpackConfigHook` changed (production mode, deterministic ids).
+   */
+  checkWorkflowBundle?: boolean;
 }
 
 const here = fileURLToPath(import.meta.url);
 
 /**
+ * The module id under which the SDK's bundler (webpack, development mode) registers this package's
+ * workflow interceptor module: a path relative to where the bundle was built, ending in the package's
+ * directory, its source or build folder and `workflow/interceptors`. Matched without touching the file
+ * system, so that it holds for bundles built on another machine, and for workers that are bundled
+ * themselves. Quotes may be escaped (`devtool: 'eval'`).
+ */
+const REGISTERED_INTERCEPTORS =
+  /\/temporal-user-context\/(?:[\w.-]+\/)?workflow\/interceptors\.[cm]?[jt]s\\?"/;
+
+/**
  * Refuses a prebuilt workflow bundle that does not register the workflow interceptors. Given a bundle,
  * the SDK ignores the interceptor modules plugins add, and a bundle built without this plugin would run
  * workflows with no check at start, no actor policy and no audit. The bundler lists the modules it
- * registers in the bundle's `importInterceptors` function, by path relative to where it ran: the check
- * looks there for this package's interceptor module (the workflow API imports that module too, so
- * finding it elsewhere in the bundle proves nothing).
+ * registers in the bundle's `importInterceptors` function: the check looks there (the workflow API
+ * imports the interceptor module too, so finding it elsewhere in the bundle proves nothing).
  */
 function assertBundledWithPlugin(bundle: NonNullable<WorkerOptions['workflowBundle']>): void {
   const code = 'code' in bundle ? bundle.code : readFileSync(bundle.codePath, 'utf8');
   const start = code.indexOf('function importInterceptors()');
   const end = code.indexOf('];', start);
-  const registered = start >= 0 && end > start ? code.slice(start, end) : '';
-  // `<package dir>/<src or dist>/workflow/interceptors.<ts or js>`, as webpack writes module ids.
-  const module = realpathSync(workflowInterceptorsPath).split(sep).slice(-4).join('/');
-  if (!registered.includes(`${module}"`)) {
+  if (start < 0 || end < 0 || !REGISTERED_INTERCEPTORS.test(code.slice(start, end))) {
     throw new UserContextError(
       ErrorCodes.MISCONFIGURED,
-      'the workflow bundle was built without this plugin, so its workflows would run unchecked: ' +
-        'build it with bundleWorkflowCode({ workflowsPath, plugins: [plugin] })',
+      "the workflow bundle does not register this plugin's workflow interceptors, so its workflows " +
+        'would run unchecked: build it with bundleWorkflowCode({ workflowsPath, plugins: [plugin] }) ' +
+        '(or, for a bundle whose module ids a webpack hook changed, set checkWorkflowBundle: false)',
     );
   }
 }
@@ -277,7 +291,8 @@ export class UserContextPlugin extends SimplePlugin {
   }
 
   override configureWorker(options: WorkerOptions): WorkerOptions {
-    if (options.workflowBundle) assertBundledWithPlugin(options.workflowBundle);
+    if (options.workflowBundle && this.pluginOptions.checkWorkflowBundle !== false)
+      assertBundledWithPlugin(options.workflowBundle);
     if (!this.pluginOptions.namespace && options.namespace) this.scope.namespace = options.namespace;
     return super.configureWorker({
       ...options,
@@ -300,7 +315,8 @@ export class UserContextPlugin extends SimplePlugin {
   }
 
   override configureReplayWorker(options: ReplayWorkerOptions): ReplayWorkerOptions {
-    if (options.workflowBundle) assertBundledWithPlugin(options.workflowBundle);
+    if (options.workflowBundle && this.pluginOptions.checkWorkflowBundle !== false)
+      assertBundledWithPlugin(options.workflowBundle);
     return super.configureReplayWorker({
       ...options,
       sinks: { ...options.sinks, ...this.sinks() },

@@ -59,15 +59,16 @@ export class ContextSource {
   } {
     const user = edgeUser();
     const activity = currentScope();
-    // Activity code acts for the user it was verified for. An edge scope around it (a worker run inside
-    // runAsUser, an activity calling runAsUser) must not make it act for someone else: on a process that
-    // also holds the issuing key, that user would otherwise be minted for. The same user is no conflict.
-    if (user && activity?.context && !sameUserContext(user, activity.context)) {
+    // Activity code acts for the user it was verified for, and a system activity for nobody. An edge
+    // scope around it (a worker run inside runAsUser, an activity calling runAsUser) must not make it
+    // act for someone else: on a process that also holds the issuing key, that user would otherwise be
+    // minted for. The same user is no conflict.
+    if (user && activity && !(activity.context && sameUserContext(user, activity.context))) {
       this.refuse(
         action,
         new UserContextError(
           ErrorCodes.EXPLICIT_MISMATCH,
-          "the edge user in scope is not the activity's verified user",
+          'an edge user in scope of an activity or Nexus handler that is not its verified user',
         ),
         user,
       );

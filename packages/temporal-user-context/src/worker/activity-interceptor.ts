@@ -6,7 +6,7 @@ import { ACTOR_HEADER, ORIGINATOR_HEADER, decodeHeader, type Lineage } from '../
 import type { Auditor } from '../audit/sinks.js';
 import { auditAllowed, auditFailure, confirmOriginator, type OriginatorChecks } from './decision.js';
 import type { ActivityLineageCheck } from './server-lineage.js';
-import { enterActivityScope, type ActivityScope } from './scope.js';
+import { closeScope, enterActivityScope, type ActivityScope } from './scope.js';
 import type { ContextVerifier, Verified } from './verifier.js';
 
 export interface ActivityGuardOptions extends OriginatorChecks {
@@ -169,6 +169,8 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
       // non-retryable with its stable code instead of a generic retryable error.
       if (isUserContextError(err)) throw toApplicationFailure(err);
       throw err;
+    } finally {
+      closeScope(scope);
     }
   }
 }

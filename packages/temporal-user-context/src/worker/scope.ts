@@ -53,13 +53,30 @@ export function enterActivityScope(scope: ActivityScope): void {
   activityScopes.set(owner, scope);
 }
 
-/** Runs a Nexus handler under a verified scope (called by the Nexus interceptor only). */
-export function runInNexusScope<T>(scope: ActivityScope, fn: () => T): T {
-  return nexusScope.run(scope, fn);
+/**
+ * Scopes whose activity or handler has settled. Work it left running (a timer, a promise nobody awaits)
+ * still carries its activity `Context` or Nexus store, and must not go on acting for its user: forwarding
+ * its header, or, on a worker that holds the issuing key, minting tokens for that user indefinitely.
+ */
+const closedScopes = new WeakSet<ActivityScope>();
+
+/** Ends a scope: {@link currentScope} no longer returns it (called by the interceptors, once settled). */
+export function closeScope(scope: ActivityScope): void {
+  closedScopes.add(scope);
 }
 
-/** The scope of the running activity or Nexus handler, if its interceptor attached one. */
+/** Runs a Nexus handler under a verified scope, closed once it settles (Nexus interceptor only). */
+export async function runInNexusScope<T>(scope: ActivityScope, fn: () => Promise<T>): Promise<T> {
+  try {
+    return await nexusScope.run(scope, fn);
+  } finally {
+    closeScope(scope);
+  }
+}
+
+/** The scope of the running activity or Nexus handler, if its interceptor attached one and it is open. */
 export function currentScope(): ActivityScope | undefined {
   const activity = activityStorage.getStore();
-  return activity === undefined ? nexusScope.getStore() : activityScopes.get(activity);
+  const scope = activity === undefined ? nexusScope.getStore() : activityScopes.get(activity);
+  return scope === undefined || closedScopes.has(scope) ? undefined : scope;
 }

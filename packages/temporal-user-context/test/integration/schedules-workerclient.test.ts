@@ -21,6 +21,7 @@ import {
   headerWritingClient,
   nthScheduledRun,
 } from '../../../../test-support/harness.js';
+import { lingering } from '../fixtures/activities.js';
 import { aliceSchedule, hourlySchedule, useFixtureHarness } from '../fixtures/harness.js';
 
 const h = useFixtureHarness();
@@ -166,6 +167,18 @@ describe("the worker's own client", () => {
         .filter((e) => e.action === 'client.signal' && e.reason === ErrorCodes.EXPLICIT_MISMATCH)
         .map((e) => [e.decision, e.userId]),
     ).toEqual([['deny', carol.userId]]);
+  });
+
+  it('work an activity leaves running after it returns no longer acts for its user', async () => {
+    const workflowId = `wc-${randomUUID()}`;
+    expect(
+      await runAsUser(alice, () =>
+        h.client.workflow.execute('leavesWorkBehind', { taskQueue: h.taskQueue, workflowId }),
+      ),
+    ).toBe(alice.userId);
+    // Its timer fires 200 ms after the activity returned.
+    for (let i = 0; i < 100 && !lingering.has(workflowId); i++) await new Promise((r) => setTimeout(r, 50));
+    expect(lingering.get(workflowId)).toBe(ErrorCodes.MISSING);
   });
 
   it('cannot start a new lineage (workers cannot mint)', async () => {

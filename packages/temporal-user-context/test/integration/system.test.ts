@@ -25,7 +25,13 @@ beforeAll(async () => {
       workflowsPath,
       // `constructor` as an activity type: a name an Object.prototype lookup would find.
       activities: { ...fixtureActivities, ...systemActivities, constructor: systemActivities.unguarded },
-      plugin: { systemActivities: { nightlyCleanup: ['retention'], lookalikeCleanup: ['retention'] } },
+      plugin: {
+        systemActivities: {
+          nightlyCleanup: ['retention'],
+          lookalikeCleanup: ['retention'],
+          signalThroughWorkerClientAs: ['notifier'],
+        },
+      },
     }),
   );
   plain = await Worker.create({
@@ -83,6 +89,20 @@ describe('system principals (property 2)', () => {
       }),
     ]);
     for (const e of eventsOf(workflowId)) expect(e.userId).toBeUndefined();
+  });
+
+  it('a system activity cannot act for a user through an edge scope around its client calls', async () => {
+    // It acts for nobody: a runAsUser scope around its call must not make its worker's client send (or,
+    // where the worker holds the issuing key, mint) a context for that user. Refused before the server.
+    const workflowId = `sys-${randomUUID()}`;
+    expect(
+      await headerless(workflowId, 'signalThroughWorkerClientAs', [`nowhere-${randomUUID()}`, alice]),
+    ).toBe(ErrorCodes.EXPLICIT_MISMATCH);
+    expect(
+      h.audit.events
+        .filter((e) => e.action === 'client.signal' && e.decision === 'deny')
+        .map((e) => [e.reason, e.userId]),
+    ).toContainEqual([ErrorCodes.EXPLICIT_MISMATCH, alice.userId]);
   });
 
   it('a principal not allow-listed for the activity is refused: USER_CONTEXT_SYSTEM_PRINCIPAL_FORBIDDEN, once, audited', async () => {

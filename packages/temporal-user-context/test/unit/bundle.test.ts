@@ -16,10 +16,11 @@ import {
   workflowInterceptorsPath,
 } from 'temporal-user-context';
 
-const plugin = () =>
+const plugin = (options: { checkWorkflowBundle?: boolean } = {}) =>
   new UserContextPlugin({
     keys: KeyRing.fromJSON(generateKeySet('bundle').worker),
     audit: memoryAuditSink(),
+    ...options,
   });
 const workflowsPath = fileURLToPath(new URL('../fixtures/workflows.ts', import.meta.url));
 
@@ -58,6 +59,39 @@ describe('workflow bundle', () => {
       rmSync(dir, { recursive: true, force: true });
     }
   }, 60_000);
+
+  it('finds the registered interceptor module under the ids webpack writes, and only there', () => {
+    // What the SDK's bundler generates: the modules it registers are required in importInterceptors.
+    const bundle = (id: string, elsewhere = '') => ({
+      code:
+        `${elsewhere}\nexports.importInterceptors = function importInterceptors() {\n  return [\n` +
+        `    __webpack_require__(/*! x */ ${id})\n  ];\n}`,
+    });
+    const configure = (b: { code: string }, options = {}) =>
+      plugin(options).configureWorker({ taskQueue: 'q', workflowBundle: b });
+    for (const id of [
+      '"./node_modules/temporal-user-context/dist/workflow/interceptors.js"',
+      '"./packages/temporal-user-context/src/workflow/interceptors.ts"',
+      '"../../node_modules/.pnpm/temporal-user-context@1.0.0/node_modules/temporal-user-context/dist/workflow/interceptors.js"',
+      '\\"./node_modules/temporal-user-context/dist/workflow/interceptors.js\\"', // devtool: 'eval'
+    ])
+      expect(() => configure(bundle(id)), id).not.toThrow();
+    const refused = [
+      bundle('"./node_modules/x-temporal-user-context/dist/workflow/interceptors.js"'),
+      bundle('"./src/workflows/interceptors.ts"'),
+      bundle('123'), // production mode's numeric ids
+      // Imported by workflow code (the API imports the module) but not registered.
+      bundle(
+        '"./src/interceptors.ts"',
+        '"./node_modules/temporal-user-context/dist/workflow/interceptors.js"',
+      ),
+      { code: 'exports.x = 1' },
+    ];
+    for (const b of refused) {
+      expect(() => configure(b)).toThrow(expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }));
+      expect(() => configure(b, { checkWorkflowBundle: false })).not.toThrow();
+    }
+  });
 
   it('a prebuilt bundle without the plugin is refused: the SDK would run its workflows without interceptors', async () => {
     const { code } = await bundleWorkflowCode({ workflowsPath, logger: new DefaultLogger('ERROR') });
