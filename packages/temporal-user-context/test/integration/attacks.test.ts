@@ -257,8 +257,13 @@ describe('mirrors and ciphertext moved between workflows (cases 8, 22)', () => {
       if (!refused) await new Promise((r) => setTimeout(r, 100));
     }
     expect(refused).toBe(true);
-    // The run never executed workflow code with the moved argument; history names the refusal.
-    const events = (await handle.fetchHistory()).events ?? [];
+    // The run never executed workflow code with the moved argument; history names the refusal (the
+    // worker reports the failed task after auditing the refusal: wait for it to be recorded).
+    let events = (await handle.fetchHistory()).events ?? [];
+    for (let i = 0; i < 100 && !events.some((e) => e.workflowTaskFailedEventAttributes); i++) {
+      await new Promise((r) => setTimeout(r, 100));
+      events = (await handle.fetchHistory()).events ?? [];
+    }
     expect(events.some((e) => e.activityTaskScheduledEventAttributes)).toBe(false);
     expect(
       JSON.stringify(events.map((e) => e.workflowTaskFailedEventAttributes?.failure?.message)),

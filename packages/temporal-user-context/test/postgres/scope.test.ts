@@ -119,8 +119,9 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
       audit: { namespace: 'default', workflowId: 'wf-1', activityType: 'nexus:who/whoami' },
       auditor: new Auditor([sink]),
     };
+    // A scope per request, as the Nexus interceptor makes them (a scope closes when its handler settles).
     const inHandler = (ctx: UserContext) =>
-      rejection(runInNexusScope(handler, () => withUserScope(b.db, ctx, async () => 'ran', opts)));
+      rejection(runInNexusScope({ ...handler }, () => withUserScope(b.db, ctx, async () => 'ran', opts)));
     // No auditor in the options, and eve is no member: the refusal is still on record, under the
     // handler's ids and, since the scope is the handler's own user, its token id.
     expect(isUserContextError(await inHandler(eve), ErrorCodes.MEMBERSHIP_REVOKED)).toBe(true);
