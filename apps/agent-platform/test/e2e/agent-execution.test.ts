@@ -286,7 +286,15 @@ describe('cancel and instructions at awkward moments', () => {
     expect(await record(s.runRecordId)).toMatchObject({ status: 'cancelled', error: null });
   });
 
-  it('a cancel whose sender cannot be verified for a while (database down) is tried again, not dropped', async () => {
+  /**
+   * A run held at its tool step receives alice's cancel, whose sender verification fails for want of an
+   * answer: the revocation check reads the sender's membership as the application role, and the grant
+   * is taken away, as an outage would, until the verification has used up its attempts. `meanwhile`
+   * runs before the grant is restored. The tool step stays held: release it.
+   */
+  async function cancelWhileDatabaseDown(
+    meanwhile: (s: Started) => Promise<unknown> = async () => undefined,
+  ): Promise<{ s: Started; tool: ReturnType<Gates['hold']> }> {
     let tool!: ReturnType<Gates['hold']>;
     const s = await start(
       { input: 'Tell me about roadmap' },
@@ -295,49 +303,43 @@ describe('cancel and instructions at awkward moments', () => {
     await tool.reached;
     const verify = gates.hold(s.workflowId, VERIFY_ACTOR_ACTIVITY);
     await runAsUser(alice, () => s.handle.signal('cancel'));
-    const verifications = () => verificationsOf(s);
     try {
       await verify.reached;
-      // The revocation check reads the sender's membership as the application role: take the grant
-      // away, as an outage would, until the verification has used up its attempts.
       await pool.query('revoke select on memberships from app_user');
       verify.release();
-      await until(verifications, (v) => v.includes('failed'));
+      await until(
+        () => verificationsOf(s),
+        (v) => v.includes('failed'),
+      );
+      await meanwhile(s);
     } finally {
       await pool.query('grant select on memberships to app_user');
       verify.release();
     }
-    // No answer is not a refusal: the handler verifies again, and the database answers this time.
-    expect(await until(verifications, (v) => v.includes('verified'))).toEqual(['failed', 'verified']);
-    tool.release();
+    return { s, tool };
+  }
+
+  it('a cancel whose sender cannot be verified for a while (database down) is tried again, not dropped', async () => {
+    const { s, tool } = await cancelWhileDatabaseDown();
+    try {
+      // No answer is not a refusal: the handler verifies again, and the database answers this time.
+      expect(
+        await until(
+          () => verificationsOf(s),
+          (v) => v.includes('verified'),
+        ),
+      ).toEqual(['failed', 'verified']);
+    } finally {
+      tool.release();
+    }
     expect(await result(s)).toMatchObject({ status: 'cancelled', steps: 1 });
     expect(await record(s.runRecordId)).toMatchObject({ status: 'cancelled', error: null });
   });
 
   it('a run cancelled through Temporal while a cancel signal waits to verify its sender is recorded as cancelled', async () => {
-    let tool!: ReturnType<Gates['hold']>;
-    const s = await start(
-      { input: 'Tell me about roadmap' },
-      { before: (wf) => (tool = gates.hold(wf, 'searchWorkspaceDocuments')) },
-    );
-    await tool.reached;
-    const verify = gates.hold(s.workflowId, VERIFY_ACTOR_ACTIVITY);
-    await runAsUser(alice, () => s.handle.signal('cancel'));
-    try {
-      await verify.reached;
-      await pool.query('revoke select on memberships from app_user');
-      verify.release();
-      // The signal's handler now waits to verify again; the run is cancelled meanwhile.
-      await until(
-        () => verificationsOf(s),
-        (v) => v.includes('failed'),
-      );
-      await runAsUser(alice, () => s.handle.cancel());
-    } finally {
-      await pool.query('grant select on memberships to app_user');
-      verify.release();
-      tool.release();
-    }
+    // The signal's handler waits to verify again; the run is cancelled meanwhile.
+    const { s, tool } = await cancelWhileDatabaseDown((run) => runAsUser(alice, () => run.handle.cancel()));
+    tool.release();
     await result(s).catch(() => undefined);
     expect((await s.handle.describe()).status.name).toBe('CANCELLED');
     expect(await record(s.runRecordId)).toMatchObject({ status: 'cancelled', error: 'CANCELLED' });
