@@ -40,10 +40,18 @@ export interface SqlDatabase extends SqlQueryable {
   session<T>(fn: (session: SqlSession) => Promise<T>): Promise<T>;
 }
 
-/** Adapts a `pg` Pool. The pool stays owned by the caller (this adapter never ends it). */
+/**
+ * Adapts a `pg` Pool. The pool stays owned by the caller (this adapter never ends it).
+ *
+ * A transaction's or session's queryable refuses queries once its callback has settled. `pg` runs a
+ * query on a client even after it went back to the pool, so a query sent late (a branch of a
+ * `Promise.all` whose other branch rejected, a timer) would run outside the transaction as the login
+ * role, or inside the next borrower's transaction, as that user, in that workspace.
+ */
 export function fromPgPool(pool: Pool): SqlDatabase {
-  const wrap = (client: Pool | PoolClient): SqlQueryable => ({
+  const wrap = (client: Pool | PoolClient, open: () => boolean = () => true): SqlQueryable => ({
     async query<R extends object>(sql: string, params: readonly unknown[] = []) {
+      if (!open()) throw new Error('query after its transaction or session ended');
       const res = await client.query(sql, params as unknown[]);
       return { rows: res.rows as R[], rowCount: res.rowCount ?? res.rows.length };
     },
@@ -56,8 +64,14 @@ export function fromPgPool(pool: Pool): SqlDatabase {
       let broken: Error | undefined;
       try {
         await client.query('BEGIN');
+        let open = true;
         try {
-          const result = await fn(wrap(client));
+          let result: T;
+          try {
+            result = await fn(wrap(client, () => open));
+          } finally {
+            open = false;
+          }
           const commit = await client.query('COMMIT');
           // On an aborted transaction (the callback swallowed an SQL error) Postgres answers COMMIT with
           // ROLLBACK. Say so, as PGlite does, rather than report writes that never happened.
@@ -80,10 +94,12 @@ export function fromPgPool(pool: Pool): SqlDatabase {
     async session<T>(fn: (session: SqlSession) => Promise<T>): Promise<T> {
       const client = await pool.connect();
       let broken: Error | undefined;
+      let open = true;
       try {
         return await fn({
-          ...wrap(client),
+          ...wrap(client, () => open),
           async exec(sql: string) {
+            if (!open) throw new Error('query after its transaction or session ended');
             // pg returns an array of results for a multi-statement script.
             const res: unknown = await client.query(sql);
             const last = (Array.isArray(res) ? res[res.length - 1] : res) as QueryResult | undefined;
@@ -95,6 +111,7 @@ export function fromPgPool(pool: Pool): SqlDatabase {
         broken = err instanceof Error ? err : new Error(String(err));
         throw err;
       } finally {
+        open = false;
         client.release(broken);
       }
     },

@@ -163,13 +163,28 @@ export async function withUserScope<T>(
       }
       await tx.query(`select set_config('${SCOPE_SETTINGS.roles}', $1, true)`, [effectiveRoles.join(',')]);
       granted = true;
+      // Work `fn` leaves behind (a timer, a branch of a Promise.all whose other branch failed) must not
+      // query once the scope ended: on a pooled connection it could run in the next user's scope. Every
+      // driver gets the same named, audited refusal.
+      let ended = false;
       const scoped: ScopedTransaction = {
         effectiveRoles,
         context,
-        query: <R extends object = SqlRow>(sql: string, params?: readonly unknown[]): Promise<SqlResult<R>> =>
-          tx.query<R>(sql, params),
+        query: <R extends object = SqlRow>(
+          sql: string,
+          params?: readonly unknown[],
+        ): Promise<SqlResult<R>> => {
+          if (!ended) return tx.query<R>(sql, params);
+          const late = new UserContextError(ErrorCodes.MISCONFIGURED, 'query after its database scope ended');
+          audit('deny', late.code, effectiveRoles, late.reason);
+          return Promise.reject(late);
+        },
       };
-      return fn(scoped);
+      try {
+        return await fn(scoped);
+      } finally {
+        ended = true;
+      }
     });
     audit('allow', 'ok', effectiveRoles);
     return result;

@@ -53,6 +53,41 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
     await b?.close();
   });
 
+  it('a transaction kept past its scope cannot query: not in the next scope, not as the login role', async () => {
+    const sink = memoryAuditSink();
+    let leaked: { query: (sql: string) => Promise<unknown> } | undefined;
+    await withUserScope(
+      b.db,
+      alice,
+      async (tx) => {
+        leaked = tx;
+      },
+      { ...opts, auditor: new Auditor([sink]) },
+    );
+    // bob's scope holds the pool's only connection, the one alice's scope had, while the late query comes.
+    let lateQuery: unknown;
+    await withUserScope(
+      b.db,
+      bob,
+      async () => {
+        lateQuery = await rejection(leaked!.query(`insert into notes (body) values ('late')`));
+      },
+      opts,
+    );
+    expect(lateQuery).toMatchObject({ code: ErrorCodes.MISCONFIGURED });
+    expect((await b.admin.query(`select workspace_id from notes where body = 'late'`)).rows).toEqual([]);
+    expect(sink.events.map((e) => [e.decision, e.reason, e.userId])).toEqual([
+      ['allow', 'ok', 'alice'],
+      ['deny', ErrorCodes.MISCONFIGURED, 'alice'],
+    ]);
+    // The adapter refuses too, for transactions opened without withUserScope.
+    let raw: { query: (sql: string) => Promise<unknown> } | undefined;
+    await b.db.transaction(async (tx) => {
+      raw = tx;
+    });
+    await expect(raw!.query('select 1')).rejects.toThrow();
+  });
+
   it('reads only the rows of the context workspace, as the app role', async () => {
     expect(await notes(alice)).toEqual(['a1', 'a2']);
     expect(await notes(bob)).toEqual(['b1']);
