@@ -2,6 +2,7 @@ import { readFileSync } from 'node:fs';
 import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ClientOptions } from '@temporalio/client';
+import type { PayloadCodec } from '@temporalio/common';
 import type { WorkflowInfo } from '@temporalio/workflow';
 import { SimplePlugin } from '@temporalio/plugin';
 import type { BundleOptions, InjectedSinks, ReplayWorkerOptions, WorkerOptions } from '@temporalio/worker';
@@ -216,14 +217,23 @@ export class UserContextPlugin extends SimplePlugin {
             }),
         })
       : undefined;
+    // What the data converter gets: the codec with the namespace of the client or worker as its fallback
+    // for calls without a serialization context (a Nexus handler's input and result, an activity
+    // completed by task token). That namespace is known only once configureClient/configureWorker ran,
+    // so it is read per call: read at construction, it was 'default' for every plugin without a
+    // `namespace` option, and a worker of another namespace refused its own Nexus payloads.
+    const registered: PayloadCodec | undefined = codec && {
+      encode: (payloads, context) => codec.forNamespace(scope.namespace).encode(payloads, context),
+      decode: (payloads, context) => codec.forNamespace(scope.namespace).decode(payloads, context),
+    };
     super({
       name: 'UserContextPlugin',
       // Appended after any codec the application already has: ours runs last on encode, first on decode.
-      ...(codec
+      ...(registered
         ? {
             dataConverter: (existing) => ({
               ...existing,
-              payloadCodecs: [...(existing?.payloadCodecs ?? []), codec],
+              payloadCodecs: [...(existing?.payloadCodecs ?? []), registered],
             }),
           }
         : {}),
