@@ -152,8 +152,10 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
     return reply.code(204).send();
   });
 
-  const handle = (operation: Operation) => async (req: FastifyRequest, reply: FastifyReply) => {
-    const action = `codec.${operation}`;
+  // Who may call, decided in `onRequest`: before Fastify reads and parses a body of up to `bodyLimit`,
+  // so that an anonymous caller cannot make the server parse large bodies.
+  const principals = new WeakMap<FastifyRequest, CodecPrincipal>();
+  const authorize = (operation: Operation) => async (req: FastifyRequest, reply: FastifyReply) => {
     let principal: CodecPrincipal | undefined;
     try {
       principal = await authenticate(verify, bearerToken(req.headers.authorization));
@@ -174,6 +176,22 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
           `the token lacks scope ${scopes[operation]}`,
         );
       }
+      principals.set(req, principal);
+    } catch (err) {
+      if (err instanceof CodecServerError || isUserContextError(err)) {
+        const detail = err instanceof CodecServerError ? err.detail : undefined;
+        audit(req, `codec.${operation}`, 'deny', err.code, principal, detail);
+        return refuse(reply, err);
+      }
+      throw err;
+    }
+  };
+
+  const handle = (operation: Operation) => async (req: FastifyRequest, reply: FastifyReply) => {
+    const action = `codec.${operation}`;
+    const principal = principals.get(req);
+    if (!principal) throw new Error('codec server: a route ran without its authorization hook');
+    try {
       const payloads = parsePayloadsBody(req.body, maxPayloads);
       const result: Payload[] =
         operation === 'decode' ? await codec.decode(payloads) : await codec.encode(payloads);
@@ -195,9 +213,9 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
     }
   };
 
-  app.post('/decode', handle('decode'));
+  app.post('/decode', { onRequest: authorize('decode') }, handle('decode'));
   if (options.encode) {
-    app.post('/encode', handle('encode'));
+    app.post('/encode', { onRequest: authorize('encode') }, handle('encode'));
   } else {
     app.post('/encode', async (req, reply) => {
       audit(req, 'codec.encode', 'deny', CodecServerCodes.ENCODE_DISABLED);

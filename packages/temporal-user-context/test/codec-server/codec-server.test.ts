@@ -131,8 +131,16 @@ describe('codec server (case 23)', () => {
     expect(bad.headers['access-control-allow-origin']).toBeUndefined();
   });
 
-  it('refuses without a token', async () => {
+  it('refuses without a token, before reading the body', async () => {
     server = makeServer(idp);
+    // A body it cannot parse: authentication comes first, so an anonymous caller gets 401, not 400.
+    const unread = await server.app.inject({
+      method: 'POST',
+      url: '/decode',
+      headers: { 'content-type': 'application/json', 'x-namespace': 'default' },
+      payload: '{"payloads":',
+    });
+    expectRefusal(unread, 401, CodecServerCodes.UNAUTHENTICATED);
     const res = await post('/decode', await encryptedBody());
     expectRefusal(res, 401, CodecServerCodes.UNAUTHENTICATED);
     expect(res.headers['www-authenticate']).toBe('Bearer');
