@@ -134,7 +134,7 @@ export interface StoredAuditEvent extends AuditEvent {
 
 /** Options of {@link queryAuditTrail}. */
 export interface AuditTrailOptions extends Pick<UserScopeOptions, 'appRole' | 'auditor' | 'audit'> {
-  /** At most this many records, newest first. Default 100, capped at 1000. */
+  /** At most this many records, newest first: a number, default 100, capped to 1–1000; NaN or ±Infinity is `USER_CONTEXT_MISCONFIGURED`. */
   limit?: number;
 }
 
@@ -148,7 +148,13 @@ export async function queryAuditTrail(
   ctx: UserContext,
   options: AuditTrailOptions = {},
 ): Promise<StoredAuditEvent[]> {
-  const limit = Math.min(Math.max(Math.trunc(options.limit ?? 100), 1), 1000);
+  // Capped, as documented; but NaN would reach the query as a limit Postgres refuses (an error, not a
+  // refusal), and Infinity would look like a choice: both are named refusals.
+  const requested = numberOption('limit', options.limit, 100, {
+    min: -Number.MAX_VALUE,
+    max: Number.MAX_VALUE,
+  });
+  const limit = Math.min(Math.max(Math.trunc(requested), 1), 1000);
   return withUserScope(
     db,
     ctx,
