@@ -134,7 +134,10 @@ export interface StoredAuditEvent extends AuditEvent {
 
 /** Options of {@link queryAuditTrail}. */
 export interface AuditTrailOptions extends Pick<UserScopeOptions, 'appRole' | 'auditor' | 'audit'> {
-  /** At most this many records, newest first: a number, default 100, capped to 1–1000; NaN or ±Infinity is `USER_CONTEXT_MISCONFIGURED`. */
+  /**
+   * At most this many records, newest first: default 100, capped to 1–1000. Anything but a finite
+   * number (NaN, ±Infinity, a string) is `USER_CONTEXT_MISCONFIGURED`.
+   */
   limit?: number;
 }
 
