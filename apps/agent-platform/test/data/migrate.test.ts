@@ -61,7 +61,8 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
   });
 
   it('0004 leaves one run record per workflow and workspace, the one its workflow wrote to', async () => {
-    expect((await migrate(b.admin, { direction: 'down', count: 3 })).map((m) => m.name)).toEqual([
+    expect((await migrate(b.admin, { direction: 'down', count: 4 })).map((m) => m.name)).toEqual([
+      '0007_admin_writes_agents_documents',
       '0006_ids_from_identity_providers',
       '0005_agent_runs_outlive_agents',
       '0004_agent_runs_one_per_workflow',
@@ -96,6 +97,7 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
       '0004_agent_runs_one_per_workflow',
       '0005_agent_runs_outlive_agents',
       '0006_ids_from_identity_providers',
+      '0007_admin_writes_agents_documents',
     ]);
     const { rows } = await b.admin.query<{ id: string }>(
       `select id::text as id from agent_runs where agent_id in ($1, $2) order by id`,
@@ -127,7 +129,7 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
       await expect(workspace(bad), bad).rejects.toThrow(/workspaces_id_check/);
     }
     // Rolling back refuses while such an id is stored, rather than dropping the check.
-    await expect(migrate(b.admin, { direction: 'down', count: 1 })).rejects.toThrow(/check/);
+    await expect(migrate(b.admin, { direction: 'down', count: 2 })).rejects.toThrow(/check/);
     await b.admin.query(
       `delete from memberships where user_id in ('auth0|5f7c8ec7c33c6c004bbafe82', 'dana+agents@example.com')`,
     );
@@ -135,8 +137,9 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
   });
 
   it('can be rolled back and re-applied', async () => {
-    const down = await migrate(b.admin, { direction: 'down', count: 6 });
+    const down = await migrate(b.admin, { direction: 'down', count: 7 });
     expect(down.map((m) => m.name)).toEqual([
+      '0007_admin_writes_agents_documents',
       '0006_ids_from_identity_providers',
       '0005_agent_runs_outlive_agents',
       '0004_agent_runs_one_per_workflow',
@@ -145,7 +148,7 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
       '0001_tenancy',
     ]);
     const up = await migrate(b.admin);
-    expect(up).toHaveLength(6);
+    expect(up).toHaveLength(7);
     await assertIsolation(b.admin, { appRole: 'app_user', tenantTables: ['workspaces'] });
   });
 });

@@ -80,6 +80,35 @@ describe.each(BACKENDS)('repositories on %s', (kind) => {
     expect(b1.rows).toEqual([{ name: 'B-bot' }]);
   });
 
+  it('a member reads agents and documents but cannot write them: the database requires the admin role', async () => {
+    const asCarol = <T>(fn: (tx: ScopedTransaction) => Promise<T>) => scoped(carol, fn);
+    expect((await asCarol((tx) => new AgentRepository(tx).list())).map((a) => a.name)).toContain('A-bot');
+    expect(await asCarol((tx) => new DocumentRepository(tx).search('Plan'))).not.toEqual([]);
+    await expect(asCarol((tx) => new AgentRepository(tx).create({ name: 'x', model: 'm' }))).rejects.toThrow(
+      /row-level security/,
+    );
+    await expect(
+      asCarol((tx) => new DocumentRepository(tx).create({ title: 'x', body: 'y' })),
+    ).rejects.toThrow(/row-level security/);
+    expect(
+      await asCarol((tx) => new AgentRepository(tx).update(agentA, { name: 'renamed' })),
+    ).toBeUndefined();
+    expect(await asCarol((tx) => new AgentRepository(tx).delete(agentA))).toBe('missing');
+    expect((await asCarol((tx) => tx.query(`update documents set body = 'changed'`))).rowCount).toBe(0);
+    expect((await asCarol((tx) => tx.query(`delete from documents`))).rowCount).toBe(0);
+    const rows = await b.admin.query<{ name: string }>(`select name from agents where id = $1`, [agentA]);
+    expect(rows.rows).toEqual([{ name: 'A-bot' }]);
+    expect(
+      (await b.admin.query(`select 1 from documents where workspace_id = 'ws-a' and body = 'alpha secret'`))
+        .rows,
+    ).toHaveLength(1);
+    // An admin whose token claims admin but whose membership does not grant it is a member here too.
+    const claimsAdmin = parseUserContext({ ...carol, roles: ['admin', 'member'] });
+    await expect(
+      scoped(claimsAdmin, (tx) => new AgentRepository(tx).create({ name: 'x', model: 'm' })),
+    ).rejects.toThrow(/row-level security/);
+  });
+
   it('agent runs: create, status, lookup by workflow id, all within the workspace', async () => {
     const run = await scoped(alice, (tx) =>
       new AgentRunRepository(tx).create({ agentId: agentA, workflowId: 'wf-a-1', input: { q: 'hi' } }),
