@@ -146,6 +146,8 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
 
   app.options('/*', async (req, reply) => {
     if (req.headers.origin === undefined) {
+      // No browser sends a preflight without an origin: answered like an unknown path, and audited so.
+      audit(req, 'codec.preflight', 'deny', CodecServerCodes.NOT_FOUND);
       return refuse(reply, new CodecServerError(404, CodecServerCodes.NOT_FOUND, 'not found'));
     }
     setPreflightHeaders(reply, req.headers['access-control-request-private-network'] === 'true');

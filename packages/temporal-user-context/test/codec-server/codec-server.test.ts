@@ -129,6 +129,14 @@ describe('codec server (case 23)', () => {
     });
     expectRefusal(bad, 403, CodecServerCodes.ORIGIN_FORBIDDEN);
     expect(bad.headers['access-control-allow-origin']).toBeUndefined();
+    // A preflight without an origin is no browser's: 404, and on record like every refusal.
+    const originless = await server.app.inject({ method: 'OPTIONS', url: '/decode' });
+    expectRefusal(originless, 404, CodecServerCodes.NOT_FOUND);
+    expect(server.sink.events.at(-1)).toMatchObject({
+      action: 'codec.preflight',
+      decision: 'deny',
+      reason: CodecServerCodes.NOT_FOUND,
+    });
   });
 
   it('refuses without a token, before reading the body', async () => {
