@@ -27,6 +27,24 @@ import { runInNexusScope, type ActivityScope } from './scope.js';
 import type { ContextVerifier, Verified } from './verifier.js';
 
 /**
+ * Runs handler code, failing the operation with the code of a refusal that code raised (`withUserScope`,
+ * the worker's own client, `resolveUserContext`), audited where it happened. Left to the SDK, such a
+ * refusal became a retryable `INTERNAL` handler error, and the operation was retried, each attempt
+ * admitted and refused again, until it timed out.
+ */
+async function handled<T>(fn: () => Promise<T>): Promise<T> {
+  try {
+    return await fn();
+  } catch (err) {
+    if (!isUserContextError(err)) throw err;
+    throw new nexus.HandlerError('BAD_REQUEST', err.message, {
+      cause: toApplicationFailure(err),
+      retryableOverride: err.retryable,
+    });
+  }
+}
+
+/**
  * The calling workflow, from the request's links. The server attaches a correct one, but a caller that
  * writes its own `nexus-link` header replaces it (server 1.32): see docs/wire-format.md, _Limits_.
  */
@@ -167,7 +185,7 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
       claimed = false;
       return this.reverified(header, lineage, caller, caller.runId);
     });
-    const output = await runInNexusScope(scope, () => next(input));
+    const output = await handled(() => runInNexusScope(scope, () => next(input)));
     // (`caller` is set here: admit refused a start without one; the test only narrows its type.)
     if (!output.result.isAsync || !caller) return output;
     // The operation can be cancelled later, by a request with no links: its token carries who started
@@ -231,7 +249,7 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
       audit.runId = holder.runId;
       return this.reverified(header, holder, caller, holder.runId);
     });
-    return runInNexusScope(scope, () => next({ ...input, token: own }));
+    return handled(() => runInNexusScope(scope, () => next({ ...input, token: own })));
   }
 
   /** The token checked again against the lineage the server stated, instead of the header's. */

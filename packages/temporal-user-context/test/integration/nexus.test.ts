@@ -171,6 +171,32 @@ describe('Nexus', () => {
     expect(result).toEqual(alice);
   });
 
+  it("a refusal raised by the handler's own code fails the operation with its code, once, not retried", async () => {
+    // The handler starts a workflow through its worker's client; that worker holds no issuing key.
+    const workflowId = `nx-${randomUUID()}`;
+    const clientRefusals = () =>
+      h.audit.events.filter((e) => e.action === 'client.start' && e.reason === ErrorCodes.MISCONFIGURED)
+        .length;
+    const before = clientRefusals();
+    const code = await failureTypeOf(
+      runAsUser(alice, () =>
+        h.client.workflow.execute('viaNexus', {
+          taskQueue: h.taskQueue,
+          workflowId,
+          args: [endpoint, 'spawn'],
+        }),
+      ),
+    );
+    expect(code).toBe(ErrorCodes.MISCONFIGURED);
+    // One attempt: the guard admitted the request once, and the handler's client refused once.
+    expect(
+      h.audit.events
+        .filter((e) => e.action === 'nexus.start' && e.workflowId === workflowId)
+        .map((e) => e.decision),
+    ).toEqual(['allow']);
+    expect(clientRefusals() - before).toBe(1);
+  });
+
   it('a caller workflow without a context cannot reach the handler', async () => {
     // The raw start is refused by the workflow itself before any Nexus call is scheduled.
     const code = await failureTypeOf(
