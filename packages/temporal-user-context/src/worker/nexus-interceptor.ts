@@ -107,6 +107,11 @@ function operationOf(ctx: { service: string; operation: string }): OperationBind
  * (a forger names its victim).
  */
 const UNCONFIRMED_CALLER = 'unconfirmed caller';
+/**
+ * How a refused cancel's detail starts while the server has not confirmed that the run its sealed token
+ * names asked for the cancel: the ids are that run's, the sender may be anyone who holds the token.
+ */
+const UNCONFIRMED_SENDER = 'unconfirmed sender';
 
 /** A request being admitted: its kind, its audit fields, and what its refusal's detail says of them. */
 interface Request {
@@ -218,8 +223,13 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
     let own = '';
     // The ids come from the sealed token, which the guard wrote at the start, once the server
     // confirmed the caller (or its namespace was trusted): they name the operation's caller, not
-    // necessarily the sender of this cancel.
-    const cancel: Request = { kind: 'cancel', audit, qualifier: () => undefined };
+    // necessarily the sender of this cancel, until the server confirms that run asked for it.
+    let confirmed = false;
+    const cancel: Request = {
+      kind: 'cancel',
+      audit,
+      qualifier: () => (audit.workflowId !== undefined && !confirmed ? UNCONFIRMED_SENDER : undefined),
+    };
     const { scope } = await this.admit(cancel, input.ctx.headers, async (header) => {
       const bound = await openOperationToken(this.options.ring, input.token);
       own = bound.tok;
@@ -247,6 +257,7 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
         { endpoint: operationInfo().endpoint, service, operation, token: input.token },
       );
       audit.runId = holder.runId;
+      confirmed = true;
       return this.reverified(header, holder, caller, holder.runId);
     });
     return handled(() => runInNexusScope(scope, () => next({ ...input, token: own })));

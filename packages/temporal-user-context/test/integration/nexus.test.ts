@@ -378,13 +378,19 @@ describe('Nexus', () => {
       expect([cancelsOf.get(own), cancelsOf.get(other.own)]).toEqual([undefined, undefined]);
       const refusals = h.audit.events.slice(before).filter((e) => e.action === 'nexus.cancel');
       expect(refusals.map((e) => [e.decision, e.reason, e.workflowId, e.detail])).toEqual([
+        // The ids are the sealed caller's; that the caller sent the cancel is what was not confirmed.
         [
           'deny',
           ErrorCodes.LINEAGE_MISMATCH,
           caller.workflowId,
-          'the run that started the operation has no cancel of it in flight',
+          'unconfirmed sender: the run that started the operation has no cancel of it in flight',
         ],
-        ['deny', ErrorCodes.LINEAGE_MISMATCH, other.caller.workflowId, 'lineage names another workflow'],
+        [
+          'deny',
+          ErrorCodes.LINEAGE_MISMATCH,
+          other.caller.workflowId,
+          'unconfirmed sender: lineage names another workflow',
+        ],
         ['deny', ErrorCodes.LINEAGE_MISMATCH, undefined, 'the operation token is not bound to a caller'],
         ['deny', ErrorCodes.MISSING, undefined, 'Nexus cancel without a user context'],
       ]);
@@ -592,7 +598,10 @@ describe('Nexus callers of another namespace', () => {
             (e) => e.action === 'nexus.cancel' && e.workflowId === parked.workflowId && e.decision === 'deny',
           ),
         ).toMatchObject([
-          { reason: ErrorCodes.LINEAGE_MISMATCH, detail: 'the operation token is for another operation' },
+          {
+            reason: ErrorCodes.LINEAGE_MISMATCH,
+            detail: 'unconfirmed sender: the operation token is for another operation',
+          },
         ]);
         // Nor can the header of a later chain of the same caller workflow id (another context token)
         // cancel an operation the earlier chain started: the sealed token names that context token.
