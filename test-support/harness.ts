@@ -1,6 +1,6 @@
 import type {} from './global-setup.js';
 import { randomUUID } from 'node:crypto';
-import { Client, Connection, type WorkflowHandle } from '@temporalio/client';
+import { Client, Connection, type ClientOptions, type WorkflowHandle } from '@temporalio/client';
 import {
   ApplicationFailure,
   SearchAttributeType,
@@ -48,6 +48,14 @@ export async function startHarness(options: {
   worker?: Partial<WorkerOptions>;
   /** A fixed key set (edge view); default: a fresh one. */
   keys?: KeySetJson;
+  /**
+   * The client's and the worker's plugin lists around this plugin (default: this plugin alone), to run
+   * it beside other plugins, in a given order.
+   */
+  plugins?: {
+    client(ours: UserContextPlugin): NonNullable<ClientOptions['plugins']>;
+    worker(ours: UserContextPlugin): NonNullable<WorkerOptions['plugins']>;
+  };
 }): Promise<Harness> {
   const address = inject('temporalAddress');
   const namespace = inject('temporalNamespace');
@@ -58,10 +66,11 @@ export async function startHarness(options: {
   const audit = memoryAuditSink();
   const connection = await Connection.connect({ address });
   const nativeConnection = await NativeConnection.connect({ address });
+  const edgePlugin = new UserContextPlugin({ keys: edgeRing, audit, ...options.plugin });
   const client = new Client({
     connection,
     namespace,
-    plugins: [new UserContextPlugin({ keys: edgeRing, audit, ...options.plugin })],
+    plugins: options.plugins?.client(edgePlugin) ?? [edgePlugin],
   });
   const workerPlugin = new UserContextPlugin({ keys: workerRing, audit, ...options.plugin });
   // The attacker's client: no plugin, no context, but (worst case) holding the payload codec key, so
@@ -74,7 +83,7 @@ export async function startHarness(options: {
     taskQueue,
     workflowsPath: options.workflowsPath,
     activities: options.activities,
-    plugins: [workerPlugin],
+    plugins: options.plugins?.worker(workerPlugin) ?? [workerPlugin],
     ...options.worker,
   });
   const running = worker.run();

@@ -162,6 +162,7 @@ describe('authentication and authorisation', () => {
     ]);
     // Never the token: neither the bad one nor a good one appears in any record.
     expect(JSON.stringify(audit.events)).not.toContain('not-a-jwt');
+    expect(JSON.stringify(audit.events)).not.toContain(tokens.alice);
   });
 
   it('refuses a member on admin endpoints (403 ROLE_MISSING)', async () => {

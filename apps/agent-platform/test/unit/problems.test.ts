@@ -95,15 +95,25 @@ describe('run endings', () => {
   });
 
   it('gives the code the workflow writes on the run record for what it threw', () => {
-    const thrown = [
-      new CancelledFailure('Workflow canceled'),
-      failedRun(new TimeoutFailure('activity', undefined, TimeoutType.START_TO_CLOSE)).cause,
-      failedRun(ApplicationFailure.nonRetryable('x', 'TOOL_NOT_ENABLED')).cause,
-      failedRun(ApplicationFailure.nonRetryable('x', ErrorCodes.MEMBERSHIP_REVOKED)).cause,
-      failedRun(classNamed('DatabaseError')).cause,
-      ApplicationFailure.nonRetryable('cap', 'STEP_LIMIT_EXCEEDED'),
+    const thrown: Array<[unknown, string]> = [
+      [new CancelledFailure('Workflow canceled'), 'CANCELLED'],
+      [
+        failedRun(new TimeoutFailure('activity', undefined, TimeoutType.START_TO_CLOSE)).cause,
+        'ACTIVITY_TIMEOUT',
+      ],
+      [failedRun(ApplicationFailure.nonRetryable('x', 'TOOL_NOT_ENABLED')).cause, 'TOOL_NOT_ENABLED'],
+      [
+        failedRun(ApplicationFailure.nonRetryable('x', ErrorCodes.MEMBERSHIP_REVOKED)).cause,
+        ErrorCodes.MEMBERSHIP_REVOKED,
+      ],
+      // Not a stable code: an internal class name never reaches the record.
+      [failedRun(classNamed('DatabaseError')).cause, 'RUN_FAILED'],
+      [ApplicationFailure.nonRetryable('cap', 'STEP_LIMIT_EXCEEDED'), 'STEP_LIMIT_EXCEEDED'],
     ];
-    for (const cause of thrown) expect(ended(cause as Error)?.error.code).toBe(runFailureCode(cause));
+    for (const [cause, code] of thrown) {
+      expect(runFailureCode(cause)).toBe(code); // what the workflow writes
+      expect(ended(cause as Error)?.error.code).toBe(code); // what the API reads
+    }
   });
 
   it('is undefined for anything but the end of a run', () => {

@@ -34,6 +34,10 @@ export function memoryAuditSink(): AuditSink & { readonly events: AuditEvent[]; 
 export class Auditor {
   constructor(private readonly sinks: readonly AuditSink[]) {}
 
+  /**
+   * Sanitises `event` (ids and details made safe to log, `time` set to now unless given) and hands the
+   * same clean event to every sink. Never throws.
+   */
   emit(event: Omit<AuditEvent, 'time'> & { time?: string }): void {
     const clean = sanitizeAuditEvent(event, event.time ?? new Date().toISOString());
     for (const sink of this.sinks) {

@@ -7,6 +7,7 @@ import {
   type JWTVerifyGetKey,
 } from 'jose';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
+import { numberOption } from '../context/number-option.js';
 import { CodecServerCodes, CodecServerError } from './errors.js';
 
 /** Who called, as far as the codec server cares. */
@@ -36,7 +37,7 @@ export interface JwtOptions {
    * are refused with `USER_CONTEXT_MISCONFIGURED` when the verifier is built.
    */
   algorithms?: JWSAlgorithm[];
-  /** Allowed clock skew in seconds. Default 30. */
+  /** Allowed clock skew in seconds, 0 to 3600. Default 30. */
   clockToleranceSeconds?: number;
 }
 
@@ -61,6 +62,15 @@ export function jwtVerifier(options: JwtOptions): VerifyToken {
       'codec server: only asymmetric JWT algorithms are accepted',
     );
   }
+  const clockTolerance = numberOption(
+    'codec server: jwt.clockToleranceSeconds',
+    options.clockToleranceSeconds,
+    30,
+    {
+      min: 0,
+      max: 3600,
+    },
+  );
   let getKey: JWTVerifyGetKey;
   try {
     getKey =
@@ -80,7 +90,7 @@ export function jwtVerifier(options: JwtOptions): VerifyToken {
       audience: options.audience,
       algorithms,
       requiredClaims: ['exp', 'sub'],
-      clockTolerance: options.clockToleranceSeconds ?? 30,
+      clockTolerance,
     });
     return { subject: payload.sub!, scopes: scopesOf(payload) };
   };

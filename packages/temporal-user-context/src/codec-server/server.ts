@@ -2,6 +2,7 @@ import type { Payload, PayloadCodec } from '@temporalio/common';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Auditor } from '../audit/sinks.js';
 import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
+import { numberOption } from '../context/number-option.js';
 import {
   authenticate,
   bearerToken,
@@ -41,9 +42,9 @@ export interface CodecServerOptions {
   encode?: boolean;
   /** Every decision is audited here. */
   auditor: Auditor;
-  /** Largest request body in bytes. Default 8 MiB (a 2 MB payload is ~2.7 MB of base64). */
+  /** Largest request body in bytes, an integer from 1 KiB to 1 GiB. Default 8 MiB (a 2 MB payload is ~2.7 MB of base64). */
   bodyLimit?: number;
-  /** Most payloads per request. Default 1000. */
+  /** Most payloads per request, an integer from 1 to 1 000 000. Default 1000. */
   maxPayloads?: number;
   /** TLS key and certificate. The Web UI only sends the access token to an `https://` endpoint. */
   https?: { key: string | Buffer; cert: string | Buffer };
@@ -89,10 +90,20 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
     decode: options.decodeScope ?? 'codec:decode',
     encode: options.encodeScope ?? 'codec:encode',
   };
-  const maxPayloads = options.maxPayloads ?? 1000;
+  // NaN or Infinity would turn a cap off (every comparison with NaN is false): refused, not defaulted.
+  const maxPayloads = numberOption('codec server: maxPayloads', options.maxPayloads, 1000, {
+    min: 1,
+    max: 1_000_000,
+    integer: true,
+  });
+  const bodyLimit = numberOption('codec server: bodyLimit', options.bodyLimit, 8 * 1024 * 1024, {
+    min: 1024,
+    max: 1024 * 1024 * 1024,
+    integer: true,
+  });
   const app = Fastify({
     logger: options.logger ?? false,
-    bodyLimit: options.bodyLimit ?? 8 * 1024 * 1024,
+    bodyLimit,
     onProtoPoisoning: 'error',
     onConstructorPoisoning: 'error',
     ...(options.https ? { https: options.https } : {}),

@@ -13,7 +13,11 @@ export const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:@|+-]{0,127}$/;
 export const ROLE_PATTERN = /^[a-z][a-z0-9_.:-]{0,47}$/;
 /** At most this many roles in one context. */
 export const MAX_ROLES = 16;
-/** Cap on the serialised context (JSON, UTF-8 bytes). A 10-role context of long ids stays under 1 KiB. */
+/**
+ * Cap on the serialised context (JSON, UTF-8 bytes). A 10-role context of long ids stays under 1 KiB, and
+ * the largest context the schema admits (two 128-character ids, 16 roles of 48) under this cap: the
+ * check in {@link parseUserContext} holds the cap should the schema ever be widened.
+ */
 export const MAX_CONTEXT_BYTES = 2048;
 
 // Control (Cc), format (Cf: zero-width, bidi marks/overrides), surrogates and private-use characters.

@@ -98,10 +98,18 @@ export class KeyRing {
     return undefined;
   }
 
+  /**
+   * The key new context tokens are sealed with (JWE `dir`/A256GCM). Throws `USER_CONTEXT_MISCONFIGURED`
+   * when the ring has no active sealing key.
+   */
   activeSealingKey(): SecretKey {
     return active(this.sealing);
   }
 
+  /**
+   * The key the payload codec encrypts new payloads with. Throws `USER_CONTEXT_MISCONFIGURED` when the
+   * ring has no active codec key.
+   */
   activeCodecKey(): SecretKey {
     return active(this.codec);
   }

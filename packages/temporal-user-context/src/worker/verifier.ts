@@ -15,7 +15,10 @@ export interface VerifierOptions {
   clockSkewSeconds?: number;
   /** Opened tokens kept in memory (default 10 000, an integer ≥ 1); only tokens that opened are cached. */
   cacheSize?: number;
-  /** Clock, for tests. */
+  /**
+   * The clock windows are checked against, in epoch milliseconds (default `Date.now`). For tests and
+   * simulations; a clock that runs behind the edge's extends every window by the difference.
+   */
   now?: () => number;
 }
 

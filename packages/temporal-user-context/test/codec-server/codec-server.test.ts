@@ -119,8 +119,10 @@ describe('codec server (case 23)', () => {
     expect(ok.statusCode).toBe(204);
     expect(ok.headers['access-control-allow-origin']).toBe(UI_ORIGIN);
     expect(ok.headers['access-control-allow-methods']).toBe('POST');
-    expect(String(ok.headers['access-control-allow-headers'])).toContain('x-namespace');
-    expect(String(ok.headers['access-control-allow-headers'])).toContain('authorization');
+    expect(ok.headers['access-control-allow-headers']).toBe(
+      'authorization, authorization-extras, content-type, x-namespace',
+    );
+    expect(ok.headers['access-control-max-age']).toBe('600');
     expect(ok.headers['access-control-allow-credentials']).toBeUndefined();
     const bad = await server.app.inject({
       method: 'OPTIONS',
@@ -357,6 +359,20 @@ describe('codec server (case 23)', () => {
         makeServer(idp, { jwt: { jwks: idp.jwks, issuer: 'x', audience: 'y', algorithms } }),
       );
       expect(err, String(algorithms)).toBeInstanceOf(UserContextError);
+      expect((err as UserContextError).code).toBe(ErrorCodes.MISCONFIGURED);
+    }
+    // A cap that is not a number in range would be off, not at its default: NaN fails every comparison.
+    for (const over of [
+      { maxPayloads: Number.NaN },
+      { maxPayloads: 0 },
+      { maxPayloads: 1.5 },
+      { bodyLimit: Number.POSITIVE_INFINITY },
+      { bodyLimit: '8mb' as never },
+      { jwt: { jwks: idp.jwks, issuer: 'x', audience: 'y', clockToleranceSeconds: Number.NaN } },
+      { jwt: { jwks: idp.jwks, issuer: 'x', audience: 'y', clockToleranceSeconds: -1 } },
+    ]) {
+      const err = catchError(() => makeServer(idp, over));
+      expect(err, JSON.stringify(over)).toBeInstanceOf(UserContextError);
       expect((err as UserContextError).code).toBe(ErrorCodes.MISCONFIGURED);
     }
     const badJwks = catchError(() =>

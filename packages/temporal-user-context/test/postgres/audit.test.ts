@@ -70,7 +70,7 @@ describe.each(BACKENDS)('audit log on %s', (kind) => {
     expect(trailB.every((e) => e.workspaceId === 'ws-b')).toBe(true);
   });
 
-  it('the limit is capped to 1–1000; a limit that is not a finite number is refused', async () => {
+  it('a limit under 1 reads one row; a limit that is not a finite number is refused', async () => {
     expect(await queryAuditTrail(b.db, adminA, { appRole: roles.app, limit: 1 })).toHaveLength(1);
     expect((await queryAuditTrail(b.db, adminA, { appRole: roles.app, limit: 0 })).length).toBe(1);
     for (const limit of [Number.NaN, Number.POSITIVE_INFINITY, '5' as unknown as number]) {

@@ -3,6 +3,7 @@ import { describe, expect, it } from 'vitest';
 import {
   ErrorCodes,
   MAX_CONTEXT_BYTES,
+  MAX_ROLES,
   parseUserContext,
   sameUserContext,
   systemPrincipal,
@@ -89,8 +90,24 @@ describe('UserContext schema', () => {
     expect(({} as Record<string, unknown>).isAdmin).toBeUndefined();
   });
 
-  it('case 18: the size cap is enforced', () => {
-    expect(MAX_CONTEXT_BYTES).toBeLessThanOrEqual(2048);
+  it('case 18: the largest context the schema admits fits the size cap, and inputs far above it are refused', () => {
+    // The schema bounds every field, so the cap is reached only if the schema is ever widened past it.
+    const longest = {
+      userId: 'u'.repeat(128),
+      workspaceId: 'w'.repeat(128),
+      roles: Array.from({ length: MAX_ROLES }, (_, i) => `r${String(i).padStart(2, '0')}`.padEnd(48, 'x')),
+    };
+    const size = new TextEncoder().encode(JSON.stringify(parseUserContext(longest))).length;
+    expect(size).toBeGreaterThan(1024);
+    expect(size).toBeLessThanOrEqual(MAX_CONTEXT_BYTES);
+    expect(codeOf(() => parseUserContext({ ...longest, roles: [...longest.roles, 'one-more'] }))).toBe(
+      ErrorCodes.INVALID,
+    );
+    // Far above the cap: a megabyte id, a hundred thousand roles.
+    expect(codeOf(() => parseUserContext({ ...ok, userId: 'a'.repeat(1 << 20) }))).toBe(ErrorCodes.INVALID);
+    expect(
+      codeOf(() => parseUserContext({ ...ok, roles: Array.from({ length: 100_000 }, (_, i) => `r${i}`) })),
+    ).toBe(ErrorCodes.INVALID);
   });
 
   it('compares contexts by user, workspace and set of roles', () => {
