@@ -40,15 +40,61 @@ export interface SqlDatabase extends SqlQueryable {
   session<T>(fn: (session: SqlSession) => Promise<T>): Promise<T>;
 }
 
+/** Options of {@link fromPgPool}. */
+export interface PgPoolOptions {
+  /**
+   * Told about every connection the pool loses: an idle one (PostgreSQL restarted, failed over, or
+   * `idle_session_timeout`, a proxy or `pg_terminate_backend` closed it) or one checked out by a
+   * transaction or session, whose queries fail anyway. Default: one line on stderr. Must not throw.
+   */
+  onError?: (err: Error) => void;
+}
+
+const watchedPools = new WeakSet<Pool>();
+
+function reportLostConnection(err: Error): void {
+  console.error(
+    `temporal-user-context: a PostgreSQL connection was lost (${err.message}); the pool reconnects`,
+  );
+}
+
 /**
  * Adapts a `pg` Pool. The pool stays owned by the caller (this adapter never ends it).
+ *
+ * `pg` emits `error` on the pool when an idle connection drops, and on a checked-out client when its
+ * connection drops, and an `error` event with no listener is thrown as an uncaught exception: one
+ * database restart would take down every worker and API process. So the adapter listens on the pool
+ * (once per pool) and on each client it checks out, reports the loss through `onError`, and never
+ * returns a client that lost its connection to the pool.
  *
  * A transaction's or session's queryable refuses queries once its callback has settled. `pg` runs a
  * query on a client even after it went back to the pool, so a query sent late (a branch of a
  * `Promise.all` whose other branch rejected, a timer) would run outside the transaction as the login
  * role, or inside the next borrower's transaction, as that user, in that workspace.
  */
-export function fromPgPool(pool: Pool): SqlDatabase {
+export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase {
+  const onError = options.onError ?? reportLostConnection;
+  if (!watchedPools.has(pool)) {
+    watchedPools.add(pool);
+    pool.on('error', (err) => onError(err));
+  }
+  /** Checks a client out with a listener for its lost connection, which also keeps it out of the pool. */
+  const checkOut = async () => {
+    const client = await pool.connect();
+    let lostWith: Error | undefined;
+    const listener = (err: Error) => {
+      lostWith = err;
+      onError(err);
+    };
+    client.on('error', listener);
+    return {
+      client,
+      release(broken: Error | undefined) {
+        client.removeListener('error', listener);
+        client.release(broken ?? lostWith);
+      },
+    };
+  };
   const wrap = (client: Pool | PoolClient, open: () => boolean = () => true): SqlQueryable => ({
     async query<R extends object>(sql: string, params: readonly unknown[] = []) {
       if (!open()) throw new Error('query after its transaction or session ended');
@@ -60,7 +106,8 @@ export function fromPgPool(pool: Pool): SqlDatabase {
     driver: 'pg',
     query: wrap(pool).query,
     async transaction<T>(fn: (tx: SqlQueryable) => Promise<T>): Promise<T> {
-      const client = await pool.connect();
+      const checkedOut = await checkOut();
+      const { client } = checkedOut;
       let broken: Error | undefined;
       try {
         await client.query('BEGIN');
@@ -88,11 +135,12 @@ export function fromPgPool(pool: Pool): SqlDatabase {
           throw err;
         }
       } finally {
-        client.release(broken);
+        checkedOut.release(broken);
       }
     },
     async session<T>(fn: (session: SqlSession) => Promise<T>): Promise<T> {
-      const client = await pool.connect();
+      const checkedOut = await checkOut();
+      const { client } = checkedOut;
       let broken: Error | undefined;
       let open = true;
       try {
@@ -112,7 +160,7 @@ export function fromPgPool(pool: Pool): SqlDatabase {
         throw err;
       } finally {
         open = false;
-        client.release(broken);
+        checkedOut.release(broken);
       }
     },
   };

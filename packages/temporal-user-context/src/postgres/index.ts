@@ -10,6 +10,7 @@
  */
 export { fromPgPool, fromPGlite } from './database.js';
 export type {
+  PgPoolOptions,
   SqlDatabase,
   SqlQueryable,
   SqlSession,
