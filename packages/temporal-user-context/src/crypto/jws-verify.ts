@@ -1,6 +1,7 @@
 import { KeyObject, verify } from 'node:crypto';
 import { decodeProtectedHeader, type ProtectedHeaderParameters } from 'jose';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
+import { canonicalBase64url } from './canonical.js';
 
 /** The only header parameters a context token carries; `crit`, `b64`, `jwk`, `jku`, ... are refused. */
 const HEADER_PARAMETERS = new Set(['alg', 'kid', 'typ']);
@@ -78,14 +79,7 @@ export function verifyCompactEdDSA(
   return payload;
 }
 
-/** Decodes a base64url segment that must be exactly what an encoder writes for its bytes. */
-function canonical(segment: string): Buffer {
-  const bytes = Buffer.from(segment, 'base64url');
-  if (segment.length === 0 || bytes.toString('base64url') !== segment) {
-    throw invalid('inner token is not canonical base64url');
-  }
-  return bytes;
-}
+const canonical = (segment: string): Buffer => canonicalBase64url(segment, 'inner token');
 
 function invalid(reason: string, cause?: unknown): UserContextError {
   return new UserContextError(ErrorCodes.TOKEN_INVALID, reason, cause === undefined ? undefined : { cause });

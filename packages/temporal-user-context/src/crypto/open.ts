@@ -1,5 +1,6 @@
 import { compactDecrypt, errors as joseErrors } from 'jose';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
+import { assertCanonicalDirJwe } from './canonical.js';
 import { KID_PATTERN } from './key-set.js';
 import { claimsSchema, type ContextClaims } from './claims.js';
 import type { KeyRing } from './keyring.js';
@@ -23,6 +24,8 @@ export async function openContextToken(ring: KeyRing, token: string): Promise<Co
   // Header checks and key choice happen in jose's key resolvers, on the header jose has already parsed
   // (decoding it a second time ourselves was measurable on the cold path). A resolver's
   // UserContextError passes through jose unchanged.
+  // One token, one spelling: the verifier caches opened tokens by their text.
+  assertCanonicalDirJwe(token, 'token');
   let jws: string;
   try {
     const { plaintext } = await compactDecrypt(

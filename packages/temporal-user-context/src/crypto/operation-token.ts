@@ -1,6 +1,7 @@
 import { CompactEncrypt, compactDecrypt } from 'jose';
 import { z } from 'zod';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
+import { assertCanonicalDirJwe } from './canonical.js';
 import type { KeyRing } from './keyring.js';
 import { joseFailure, knownKid } from './open.js';
 
@@ -71,6 +72,7 @@ export async function openOperationToken(ring: KeyRing, token: string): Promise<
     throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'the operation token is not bound to a caller');
   if (token.length > MAX_CHARS)
     throw new UserContextError(ErrorCodes.TOO_LARGE, 'operation token over size cap');
+  assertCanonicalDirJwe(token.slice(PREFIX.length), 'operation token');
   let plaintext: Uint8Array;
   try {
     ({ plaintext } = await compactDecrypt(

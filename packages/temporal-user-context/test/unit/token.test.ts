@@ -47,6 +47,38 @@ describe('context tokens', () => {
     ).toBe(ErrorCodes.MISCONFIGURED);
   });
 
+  it('a token has one spelling: lenient base64url variants of a genuine token are refused before decrypting', async () => {
+    const { header, claims } = await issueContextToken(edge, alice, {
+      namespace: 'default',
+      use: 'start',
+      workflowId: 'wf-1',
+    });
+    const [protectedHeader, key, iv, ciphertext, tag] = header.tok.split('.') as [
+      string,
+      string,
+      string,
+      string,
+      string,
+    ];
+    // The tag's last character carries two spare bits: a neighbour decodes to the same 16 bytes.
+    const last = tag.at(-1)!;
+    const alphabet = 'ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_';
+    const spare = alphabet[alphabet.indexOf(last) ^ 1]!;
+    expect(Buffer.from(tag.slice(0, -1) + spare, 'base64url')).toEqual(Buffer.from(tag, 'base64url'));
+    const variants = [
+      [protectedHeader, key, `${iv}Q`, ciphertext, tag], // a stray trailing character
+      [protectedHeader, key, iv, ciphertext, tag.slice(0, -1) + spare], // spare bits set
+      [protectedHeader, key, iv, `${ciphertext}==`, tag], // padding
+      [protectedHeader, 'AA', iv, ciphertext, tag], // an encrypted key, which dir has none of
+      [protectedHeader, key, iv, ciphertext, tag, ''], // a sixth segment
+    ].map((parts) => parts.join('.'));
+    for (const variant of variants) {
+      expect(variant).not.toBe(header.tok);
+      expect(await codeOf(openContextToken(worker, variant)), variant).toBe(ErrorCodes.TOKEN_INVALID);
+    }
+    expect(await openContextToken(worker, header.tok)).toEqual(claims);
+  });
+
   it('case 24: after rotation, tokens under retired keys still open; new ones use the new keys', async () => {
     const old = await issueContextToken(edge, alice, {
       namespace: 'default',
