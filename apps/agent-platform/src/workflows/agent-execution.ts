@@ -120,6 +120,11 @@ const Patches = {
   memberInstructions: 'member-instructions',
   /** A cancel whose sender could not be verified for want of an answer (not a refusal) tries again. */
   retryCancelVerification: 'retry-cancel-verification',
+  /**
+   * The run does not finish while an accepted instruction's sender is still being verified (it applies
+   * the instruction once verified); an instruction verified only after the run ended fails its update.
+   */
+  settleInstructions: 'settle-instructions',
 } as const;
 
 /**
@@ -186,6 +191,10 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
   let status: RunStatus = params.carried ? 'running' : 'starting';
   let cancelled = false;
   let finished = false;
+  // Validators see these (they never run on replay): a model step running, instructions accepted whose
+  // senders are still being verified.
+  let stepRunning = false;
+  let verifying = 0;
 
   setHandler(cancelSignal, async () => {
     // The sandbox policy compared pseudonyms it cannot verify: verify the sender before acting on it.
@@ -196,7 +205,22 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
     addInstructionUpdate,
     async (text) => {
       // Who added it, verified by the worker (the plugin already refused other workspaces).
-      const actor = await verifyActor();
+      verifying++;
+      let actor: Awaited<ReturnType<typeof verifyActor>>;
+      try {
+        actor = await verifyActor();
+      } finally {
+        verifying--;
+      }
+      // The run ended while the sender was being verified (it was cancelled): say so rather than
+      // report an instruction accepted that nothing will apply.
+      if (finished && patched(Patches.settleInstructions)) {
+        throw ApplicationFailure.create({
+          type: RunErrorCodes.RUN_FINISHED,
+          message: 'the run ended before this instruction could be applied',
+          nonRetryable: true,
+        });
+      }
       state.pending.push(text.trim());
       state.instructions.push({ text: text.trim(), addedBy: actor.userId });
       return { accepted: true, pending: state.pending.length };
@@ -208,9 +232,12 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
           throw new Error(`instruction over ${MAX_INSTRUCTION_LENGTH} characters`);
         if (finished || cancelled) throw new Error('run is no longer accepting instructions');
         // Validators do not run on replay: refusing more here changes no recorded history.
-        if (state.instructions.length >= MAX_INSTRUCTIONS)
+        // Those still being verified count: concurrent updates must not overshoot the cap.
+        if (state.instructions.length + verifying >= MAX_INSTRUCTIONS)
           throw new Error(`run already has ${MAX_INSTRUCTIONS} instructions`);
-        if (state.steps >= maxTotalSteps) throw new Error('run has used all its steps');
+        // A step that is running counts too: an instruction needs a step left after it to be applied.
+        if (state.steps + (stepRunning ? 1 : 0) >= maxTotalSteps)
+          throw new Error('run has used all its steps');
       },
     },
   );
@@ -263,7 +290,13 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
         if (patched(Patches.boundCarriedMessages)) carried.messages = boundMessages(state.messages);
         return continueAsNew<typeof AgentExecutionWorkflow>({ ...params, carried });
       }
-      const decision = await acts.modelStep(agent, state.messages);
+      stepRunning = true;
+      let decision: Awaited<ReturnType<typeof acts.modelStep>>;
+      try {
+        decision = await acts.modelStep(agent, state.messages);
+      } finally {
+        stepRunning = false;
+      }
       state.steps++;
       stepsThisRun++;
       if (decision.type === 'tool_call') {
@@ -278,12 +311,21 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
       // promised to the caller: apply it instead of finishing.
       const instructionWaiting = () =>
         !cancelled && state.pending.length > 0 && patched(Patches.applyPendingInstructions);
+      // Before finishing: an accepted instruction whose sender is still being verified is waited for.
+      const instructionSettled = async () => {
+        if (cancelled || verifying === 0 || !patched(Patches.settleInstructions)) return false;
+        await condition(() => verifying === 0);
+        return instructionWaiting();
+      };
       if (instructionWaiting()) continue;
-      if (followUpMs === 0 || cancelled) break;
+      if (followUpMs === 0 || cancelled) {
+        if (await instructionSettled()) continue;
+        break;
+      }
       status = 'waiting';
       const more = await condition(() => cancelled || state.pending.length > 0, followUpMs);
       status = 'running';
-      if (!more && !instructionWaiting()) break;
+      if (!more && !instructionWaiting() && !(await instructionSettled())) break;
     }
 
     finished = true;

@@ -24,6 +24,8 @@ export const RunErrorCodes = {
   ACTIVITY_TIMEOUT: 'ACTIVITY_TIMEOUT',
   CANCELLED: 'CANCELLED',
   RUN_FAILED: 'RUN_FAILED',
+  /** An instruction's update, when the run ended while its sender was being verified: nothing applies it. */
+  RUN_FINISHED: 'RUN_FINISHED',
   /** Written by the API, not the workflow: its start call failed, though the server may have started it. */
   START_FAILED: 'START_FAILED',
   /** Written by the API, not the workflow: the run was terminated, or timed out, through Temporal. */

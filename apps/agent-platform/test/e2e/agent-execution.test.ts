@@ -17,7 +17,7 @@ import {
 import { ApplicationFailure } from '@temporalio/common';
 import { NativeConnection, type ActivityInterceptorsFactory, type Worker } from '@temporalio/worker';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
 import {
   KeyRing,
   UserContextPlugin,
@@ -286,6 +286,78 @@ describe('cancel and instructions at awkward moments', () => {
     expect(await record(s.runRecordId)).toMatchObject({ status: 'cancelled', error: null });
   });
 
+  it('an instruction whose sender is verified only after the last step answered is applied, not dropped', async () => {
+    let step!: ReturnType<Gates['hold']>;
+    // Step 1 calls the tool, step 2 answers: hold step 2.
+    const s = await start(
+      { input: 'Tell me about onboarding' },
+      { before: (wf) => (step = gates.hold(wf, 'modelStep', 2)) },
+    );
+    await step.reached;
+    // The update is accepted and its verification held: the answer of step 2 arrives meanwhile, and the
+    // run must not finish while an accepted instruction is still being verified.
+    const verify = gates.hold(s.workflowId, VERIFY_ACTOR_ACTIVITY);
+    const update = runAsUser(carol, () =>
+      s.handle.executeUpdate('addInstruction', { args: ['Answer briefly'] }),
+    );
+    try {
+      await verify.reached;
+      step.release();
+      // Held past the workflow task's heartbeat (at ~8 s of its 10 s timeout), the verification no
+      // longer keeps the task open: a later task hands the workflow step 2's answer while the sender is
+      // still being verified. Wait until a task has completed after that answer.
+      await vi.waitFor(
+        async () => {
+          const events = (await historyOf(s)).events ?? [];
+          const steps = new Set(
+            events
+              .filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'modelStep')
+              .map((e) => Number(e.eventId)),
+          );
+          const answered = events.findIndex(
+            (e) =>
+              steps.has(Number(e.activityTaskCompletedEventAttributes?.scheduledEventId)) &&
+              Number(e.activityTaskCompletedEventAttributes?.scheduledEventId) === Math.max(...steps),
+          );
+          expect(steps.size).toBe(2);
+          expect(answered).toBeGreaterThan(-1);
+          expect(events.slice(answered).some((e) => e.workflowTaskCompletedEventAttributes)).toBe(true);
+        },
+        { timeout: 40_000, interval: 500 },
+      );
+    } finally {
+      step.release();
+      verify.release();
+    }
+    expect(await update).toEqual({ accepted: true, pending: 1 });
+    const done = await result(s);
+    expect(done).toMatchObject({ status: 'completed', steps: 3 });
+    expect(done.answer).toContain('Following: Answer briefly');
+  });
+
+  it('an instruction is refused while the last step the run may take is running', async () => {
+    let step!: ReturnType<Gates['hold']>;
+    const s = await start(
+      { input: 'Tell me about onboarding', maxTotalSteps: 2 },
+      { before: (wf) => (step = gates.hold(wf, 'modelStep', 2)) },
+    );
+    let refused: unknown;
+    try {
+      await step.reached;
+      refused = await runAsUser(carol, () =>
+        s.handle.executeUpdate('addInstruction', { args: ['Answer briefly'] }),
+      ).catch((e: unknown) => e);
+    } finally {
+      step.release();
+    }
+    expect(refused).toBeInstanceOf(WorkflowUpdateFailedError);
+    expect(String((refused as WorkflowUpdateFailedError).cause?.message)).toContain('used all its steps');
+    // Accepting it would have sent the run past its cap with its answer in hand.
+    const done = await result(s);
+    expect(done).toMatchObject({ status: 'completed', steps: 2 });
+    expect(done.answer).toContain('Acme onboarding');
+  });
+
   /**
    * A run held at its tool step receives alice's cancel, whose sender verification fails for want of an
    * answer: the revocation check reads the sender's membership as the application role, and the grant
@@ -521,6 +593,7 @@ describe('replay', () => {
         'bound-carried-messages',
         'member-instructions',
         'retry-cancel-verification',
+        'settle-instructions',
       ]),
     );
     expect(await replayErrors(histories, keys.worker)).toEqual([]);
