@@ -5,6 +5,7 @@ import { withUserScope, type SqlDatabase, type UserScopeOptions } from 'temporal
 import { AgentRepository, AgentRunRepository, type AgentRunStatus } from './data/repositories/index.js';
 import {
   acceptDecision,
+  storableText,
   type AgentConfig,
   type AgentMessage,
   type ModelDecision,
@@ -50,11 +51,7 @@ export function createActivities(deps: ActivityDeps) {
     async buildAgentConfig(agentId: string): Promise<AgentConfig> {
       const agent = await scoped((tx) => new AgentRepository(tx).get(agentId));
       if (!agent) {
-        throw ApplicationFailure.create({
-          type: 'AGENT_NOT_FOUND',
-          message: 'agent not found in this workspace',
-          nonRetryable: true,
-        });
+        throw agentNotFound();
       }
       return {
         agentId: agent.id,
@@ -80,8 +77,9 @@ export function createActivities(deps: ActivityDeps) {
      * under RLS in the caller's workspace: another workspace's rows are invisible, so it gets nothing.
      */
     async searchWorkspaceDocuments(args: { query?: unknown; workspaceId?: unknown }): Promise<DocumentHit[]> {
-      const query = typeof args.query === 'string' ? args.query.slice(0, 100) : '';
-      const workspaceId = typeof args.workspaceId === 'string' ? args.workspaceId : null;
+      // Model output: made storable, or PostgreSQL would refuse the parameters on every retry.
+      const query = typeof args.query === 'string' ? storableText(args.query.slice(0, 100)) : '';
+      const workspaceId = typeof args.workspaceId === 'string' ? storableText(args.workspaceId) : null;
       const pattern = `%${query.replace(/[\\%_]/g, (c) => `\\${c}`)}%`;
       return scoped(async (tx) => {
         const { rows } = await tx.query<{ id: string; title: string; body: string }>(
@@ -127,7 +125,14 @@ export function createActivities(deps: ActivityDeps) {
         const runs = new AgentRunRepository(tx);
         const run = runRecordId
           ? await runs.getForWorkflow(runRecordId, workflowId)
-          : await runs.ensureForWorkflow({ agentId, workflowId, runId, input: { input } });
+          : await runs
+              .ensureForWorkflow({ agentId, workflowId, runId, input: { input } })
+              .catch((err: unknown) => {
+                // The (workspace, agent) foreign key: the agent was deleted after the schedule that
+                // starts this run was made (or never was in this workspace). No retry brings it back.
+                if ((err as { code?: unknown }).code === '23503') throw agentNotFound();
+                throw err;
+              });
         if (!run) throw runNotFound();
         await runs.markRunning(run.id, runId);
         return run.id;
@@ -137,6 +142,14 @@ export function createActivities(deps: ActivityDeps) {
 }
 
 export type AgentActivities = ReturnType<typeof createActivities>;
+
+function agentNotFound(): ApplicationFailure {
+  return ApplicationFailure.create({
+    type: 'AGENT_NOT_FOUND',
+    message: 'agent not found in this workspace',
+    nonRetryable: true,
+  });
+}
 
 function runNotFound(): ApplicationFailure {
   return ApplicationFailure.create({

@@ -15,5 +15,18 @@ export function acceptDecision(agent: AgentConfig, decision: ModelDecision): Mod
       nonRetryable: true,
     });
   }
+  if (decision.type === 'final') return { type: 'final', content: storableText(decision.content) };
   return decision;
+}
+
+// A surrogate without its pair: not UTF-8 encodable.
+const UNPAIRED_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/g;
+
+/**
+ * `text` with what PostgreSQL cannot store in `text` or `jsonb` (NUL, an unpaired surrogate) replaced by
+ * U+FFFD. A model's answer or tool argument holding one would fail every write of it with a data
+ * exception, which no retry cures, and the run would lose its answer after ten minutes of retries.
+ */
+export function storableText(text: string): string {
+  return text.replaceAll('\u0000', '\uFFFD').replace(UNPAIRED_SURROGATE, '\uFFFD');
 }

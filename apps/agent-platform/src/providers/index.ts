@@ -3,7 +3,7 @@ import { OpenAiCompatibleProvider } from './openai.js';
 import type { ModelProvider } from './types.js';
 
 export * from './types.js';
-export { acceptDecision } from './decision.js';
+export { acceptDecision, storableText } from './decision.js';
 export { LocalModelProvider } from './local.js';
 export { OpenAiCompatibleProvider } from './openai.js';
 

@@ -128,6 +128,12 @@ class ScriptedModel implements ModelProvider {
         nonRetryable: true,
       });
     }
+    if (task.includes('[unstorable]')) {
+      // What PostgreSQL cannot store: in the tool's argument on the first step, in the answer after.
+      if (messages.length === 1)
+        return { type: 'tool_call', tool: 'searchWorkspaceDocuments', args: { query: 'road\u0000map' } };
+      return { type: 'final', content: 'Acme roadmap\u0000 \uD800done' };
+    }
     if (task.includes('[loop]'))
       return { type: 'tool_call', tool: 'searchWorkspaceDocuments', args: { query: 'roadmap' } };
     if (task.includes('open a shell')) return { type: 'tool_call', tool: 'runShell', args: {} };
@@ -532,6 +538,39 @@ describe('activity retries', () => {
     expect(calls.slice(0, 4).map((messages) => messages.length)).toEqual([1, 1, 1, 1]);
     expect(calls.length).toBeGreaterThan(4);
     expect(calls[4]!.length).toBeGreaterThan(1);
+  });
+
+  it('an answer or tool argument holding what PostgreSQL cannot store is stored with U+FFFD, not retried', async () => {
+    const s = await start({ input: '[unstorable] Tell me about roadmap' });
+    const done = await result(s);
+    expect(done).toMatchObject({ status: 'completed', answer: 'Acme roadmap\uFFFD \uFFFDdone', steps: 2 });
+    expect(await record(s.runRecordId)).toMatchObject({ status: 'completed' });
+    // Each activity ran once: none failed on the database.
+    const attempts = ((await historyOf(s)).events ?? []).flatMap((e) =>
+      e.activityTaskStartedEventAttributes ? [e.activityTaskStartedEventAttributes.attempt] : [],
+    );
+    expect(attempts.length).toBeGreaterThanOrEqual(4);
+    expect(attempts.every((attempt) => attempt === 1)).toBe(true);
+  });
+
+  it('a run without a record whose agent is gone (a schedule outliving its agent) fails AGENT_NOT_FOUND at once', async () => {
+    // As a schedule starts it: no run record yet, so the workflow creates one, for an agent that no
+    // longer exists. The (workspace, agent) foreign key refuses the row: no retry can fix that.
+    const workflowId = `agent-run-${randomUUID()}`;
+    const handle = await runAsUser(alice, () =>
+      client.workflow.start('AgentExecutionWorkflow', {
+        taskQueue,
+        workflowId,
+        args: [{ agentId: randomUUID(), input: 'Tell me about roadmap' } satisfies AgentExecutionInput],
+      }),
+    );
+    expect(await failureTypeOf(runAsUser(alice, () => handle.result()))).toBe('AGENT_NOT_FOUND');
+    const attempts = ((await runAsUser(alice, () => handle.fetchHistory())).events ?? []).flatMap((e) =>
+      e.activityTaskStartedEventAttributes ? [e.activityTaskStartedEventAttributes.attempt] : [],
+    );
+    // Its first attempt failed for good (the second activity records the failure).
+    expect(attempts.length).toBeGreaterThan(0);
+    expect(attempts.every((attempt) => attempt === 1)).toBe(true);
   });
 
   it('never retry a refusal', async () => {

@@ -5,7 +5,12 @@ import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { ApplicationFailure } from '@temporalio/common';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { OpenAiCompatibleProvider, acceptDecision, type AgentConfig } from '../../src/providers/index.js';
+import {
+  OpenAiCompatibleProvider,
+  acceptDecision,
+  storableText,
+  type AgentConfig,
+} from '../../src/providers/index.js';
 
 interface Seen {
   path: string;
@@ -152,11 +157,20 @@ describe('OpenAiCompatibleProvider', () => {
 });
 
 describe('acceptDecision (modelStep)', () => {
+  it('makes an answer storable: NUL and unpaired surrogates become U+FFFD, pairs stay', () => {
+    const content = 'a\u0000b\uD800c\uDC00d \u{1F600} e\uDBFF';
+    expect(acceptDecision(withoutTool, { type: 'final', content })).toEqual({
+      type: 'final',
+      content: 'a\uFFFDb\uFFFDc\uFFFDd \u{1F600} e\uFFFD',
+    });
+    expect(storableText('plain text, émigré')).toBe('plain text, émigré');
+  });
+
   it('refuses a tool the agent has not enabled, non-retryably, and passes everything else', () => {
     const call = { type: 'tool_call' as const, tool: 'searchWorkspaceDocuments', args: {} };
     expect(acceptDecision(withTool, call)).toBe(call);
     const final = { type: 'final' as const, content: 'ok' };
-    expect(acceptDecision(withoutTool, final)).toBe(final);
+    expect(acceptDecision(withoutTool, final)).toEqual(final);
     for (const [agent, tool] of [
       [withoutTool, 'searchWorkspaceDocuments'],
       [withTool, 'deleteEverything'],
