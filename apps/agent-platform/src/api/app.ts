@@ -44,6 +44,7 @@ import {
   problem,
   publicErrorCode,
   runEnding,
+  throwIfRunEnded,
   toProblem,
   type RunEnding,
 } from './problems.js';
@@ -750,7 +751,12 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     },
     async (request, reply) => {
       const run = await loadRun(request);
-      await asUser(request, () => client.workflow.getHandle(run.workflowId).signal('cancel', 'api'));
+      await asUser(request, () => client.workflow.getHandle(run.workflowId).signal('cancel', 'api')).catch(
+        (err: unknown) => {
+          throwIfRunEnded(err);
+          throw err;
+        },
+      );
       return reply.status(202).send({ runId: run.id, status: 'cancelling' });
     },
   );
@@ -787,6 +793,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       } catch (err) {
         // The server accepts an update only once a worker has run the workflow's handler for it; with
         // no worker polling, the call would wait for one forever.
+        throwIfRunEnded(err);
         if (err instanceof WorkflowUpdateRPCTimeoutOrCancelledError)
           throw new ProblemError(
             504,

@@ -28,6 +28,16 @@ export interface Problem {
   detail?: string;
 }
 
+/**
+ * For a signal or update to a run whose record the caller can see: the server's "workflow not found"
+ * then means the run has ended (a closed execution takes no signals or updates). That is the state of
+ * things (409 `RUN_NOT_RUNNING`), not a refusal or a guessed id (404, audited). Returns on anything else.
+ */
+export function throwIfRunEnded(err: unknown): void {
+  if (err instanceof WorkflowNotFoundError)
+    throw new ProblemError(409, 'RUN_NOT_RUNNING', 'Run is not running', 'it has ended');
+}
+
 export class ProblemError extends Error {
   constructor(
     readonly status: number,

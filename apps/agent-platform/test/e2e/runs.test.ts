@@ -355,6 +355,23 @@ describe('POST /runs/:runId/cancel', () => {
   });
 });
 
+describe('signals and updates to a run that has ended', () => {
+  it('cancel and instruction answer 409 RUN_NOT_RUNNING, not a 404 audited as a guessed id', async () => {
+    const { runId, workflowId } = await startRun(p.call, { input: 'Tell me about roadmap' });
+    await closed(workflowId);
+    p.apiAudit.clear();
+    const cancel = await p.call('alice', 'POST', `/runs/${runId}/cancel`);
+    const instruction = await p.call('alice', 'POST', `/runs/${runId}/instructions`, { instruction: 'more' });
+    for (const res of [cancel, instruction]) {
+      expect(res.statusCode).toBe(409);
+      expect(res.body_).toMatchObject({ code: 'RUN_NOT_RUNNING' });
+    }
+    expect(p.apiAudit.events.filter((e) => e.action === 'api.request')).toEqual([]);
+    // The run itself is there, as the record says.
+    expect((await p.call('alice', 'GET', `/runs/${runId}`)).statusCode).toBe(200);
+  });
+});
+
 describe('audit', () => {
   it("the API's database scopes are recorded with the edge as the identity source", async () => {
     p.apiAudit.clear();
