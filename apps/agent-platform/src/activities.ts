@@ -46,30 +46,35 @@ export function createActivities(deps: ActivityDeps) {
   const scoped = <T>(fn: Parameters<typeof withUserScope<T>>[2]) =>
     withUserScope(deps.db, currentUserContext(), fn, deps.scope);
 
+  /** The agent through RLS, inside a scope (live membership check): another workspace's id is not found. */
+  const loadAgentConfig = async (agentId: string): Promise<AgentConfig> => {
+    const agent = await scoped((tx) => new AgentRepository(tx).get(agentId));
+    if (!agent) throw agentNotFound();
+    return {
+      agentId: agent.id,
+      workspaceId: agent.workspaceId,
+      name: agent.name,
+      instructions: agent.instructions,
+      model: agent.model,
+      tools: agent.tools.filter((t) => (TOOLS as readonly string[]).includes(t)),
+    };
+  };
+
   return {
     /** Loads the agent through RLS: another workspace's agent id is simply not found. */
     async buildAgentConfig(agentId: string): Promise<AgentConfig> {
-      const agent = await scoped((tx) => new AgentRepository(tx).get(agentId));
-      if (!agent) {
-        throw agentNotFound();
-      }
-      return {
-        agentId: agent.id,
-        workspaceId: agent.workspaceId,
-        name: agent.name,
-        instructions: agent.instructions,
-        model: agent.model,
-        tools: agent.tools.filter((t) => (TOOLS as readonly string[]).includes(t)),
-      };
+      return loadAgentConfig(agentId);
     },
 
     /**
-     * One model step. The membership is checked live before the provider sees anything, and the
-     * model's answer is held to the agent's enabled tools.
+     * One model step. The membership is checked live before the provider sees anything, and the agent
+     * is read again: an admin's change (instructions, model, a tool turned off) applies from the next
+     * step of every run, not from its next generation. The model's answer is held to the tools enabled
+     * now. The configuration the workflow passes only names the agent.
      */
     async modelStep(agent: AgentConfig, messages: AgentMessage[]): Promise<ModelDecision> {
-      await scoped(async () => undefined);
-      return acceptDecision(agent, await deps.provider.step(agent, messages));
+      const current = await loadAgentConfig(agent.agentId);
+      return acceptDecision(current, await deps.provider.step(current, messages));
     },
 
     /**

@@ -30,7 +30,7 @@ import { fromPgPool, withUserScope, type SqlDatabase } from 'temporal-user-conte
 import { failureTypeOf } from '../../../../test-support/harness.js';
 import { createTestDatabase, type TestDatabase } from '../../../../test-support/postgres.js';
 import { migrate } from '../../src/data/migrate.js';
-import { AgentRunRepository } from '../../src/data/repositories/index.js';
+import { AgentRepository, AgentRunRepository } from '../../src/data/repositories/index.js';
 import {
   LocalModelProvider,
   type AgentConfig,
@@ -571,6 +571,33 @@ describe('activity retries', () => {
     // Its first attempt failed for good (the second activity records the failure).
     expect(attempts.length).toBeGreaterThan(0);
     expect(attempts.every((attempt) => attempt === 1)).toBe(true);
+  });
+
+  it("an admin's change to the agent applies from the run's next step: a tool turned off is refused", async () => {
+    let step!: ReturnType<Gates['hold']>;
+    // `[loop]` asks for the tool at every step: hold step 2 while an admin turns the tool off.
+    const s = await start(
+      { input: '[loop] Tell me about roadmap', maxTotalSteps: 5 },
+      { before: (wf) => (step = gates.hold(wf, 'modelStep', 2)) },
+    );
+    const agents = (tx: Parameters<Parameters<typeof withUserScope>[2]>[0]) => new AgentRepository(tx);
+    const before = await withUserScope(db, carol, (tx) => agents(tx).get(agentId));
+    try {
+      await step.reached;
+      await withUserScope(db, carol, (tx) => agents(tx).update(agentId, { tools: [] }), {
+        requireRole: 'admin',
+      });
+    } finally {
+      step.release();
+    }
+    try {
+      expect(await failureOf(s)).toBe('TOOL_NOT_ENABLED');
+      expect(model.seen.get(s.workflowId)).toHaveLength(2);
+    } finally {
+      await withUserScope(db, carol, (tx) => agents(tx).update(agentId, { tools: before!.tools }), {
+        requireRole: 'admin',
+      });
+    }
   });
 
   it('never retry a refusal', async () => {
