@@ -31,7 +31,13 @@ export async function confirmOriginator(
   if (verified.claims.use === 'schedule') {
     const { client, runKey } = server();
     // verifyOriginator required the lineage facts and the schedule id of a schedule token.
-    await checks.scheduledRuns.confirm(client, verified.claims.sch!, header.lin!.root, runKey);
+    await checks.scheduledRuns.confirm(
+      client,
+      verified.claims.sch!,
+      header.lin!.root,
+      header.lin!.start,
+      runKey,
+    );
   }
 }
 

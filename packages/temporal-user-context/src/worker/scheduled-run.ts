@@ -1,5 +1,5 @@
 import { ScheduleNotFoundError, WorkflowNotFoundError, type Client } from '@temporalio/client';
-import { lineageRefusal } from './server-lineage.js';
+import { describeRun, lineageRefusal } from './server-lineage.js';
 import { SuccessCache } from './success-cache.js';
 
 /** Lookups of the schedule before a fresh run it has not recorded yet is refused. */
@@ -27,7 +27,11 @@ const CACHE_SIZE = 10_000;
  * running and recent actions, each with the first run id of its execution chain) is a fact only the
  * server writes. The lineage's root must be one of those runs, and the root's current execution chain
  * must be the one the schedule started, so that a workflow id reused after the scheduled run closed
- * does not pass.
+ * does not pass. And the lineage must be that very chain: its chain start (the `lin.start` its
+ * workflows carry, or the server's with `activityLineage: 'server'`) must be when that chain's first
+ * run started. Otherwise a run that took the id *before* the schedule did (then closed, leaving an
+ * abandoned child behind) would pass once the schedule starts its own run of that id (a backfill or a
+ * trigger), because the id's latest chain is then the schedule's.
  *
  * One confirmation per run per worker is kept (keyed by the server-vouched run id of the caller); a
  * refusal is never cached. A lookup that fails for another reason than "not found" is rethrown as it
@@ -43,14 +47,22 @@ export class ScheduledRunCheck {
    * @throws {@link UserContextError} `USER_CONTEXT_LINEAGE_MISMATCH` when it did not, or the schedule or
    *   the root no longer exists.
    */
-  confirm(client: Client, scheduleId: string, root: string, runKey: string): Promise<void> {
-    return this.confirmed.get(`${scheduleId}\u0000${root}\u0000${runKey}`, () =>
-      this.lookup(client, scheduleId, root),
+  confirm(
+    client: Client,
+    scheduleId: string,
+    root: string,
+    chainStart: number,
+    runKey: string,
+  ): Promise<void> {
+    return this.confirmed.get(`${scheduleId}\u0000${root}\u0000${chainStart}\u0000${runKey}`, () =>
+      this.lookup(client, scheduleId, root, chainStart),
     );
   }
 
-  private async lookup(client: Client, scheduleId: string, root: string): Promise<void> {
-    const { firstRunId, startedAt } = await this.rootOf(client, root);
+  private async lookup(client: Client, scheduleId: string, root: string, chainStart: number): Promise<void> {
+    const { firstRunId, startedAt, firstStartedAt } = await this.rootOf(client, root);
+    if (firstStartedAt !== chainStart)
+      throw lineageRefusal("the lineage is not the root's current execution chain");
     const lookups = Date.now() - startedAt < FRESH_ROOT_MS ? LOOKUPS : 1;
     const schedule = client.schedule.getHandle(scheduleId);
     for (let attempt = 0; attempt < lookups; attempt++) {
@@ -73,8 +85,14 @@ export class ScheduledRunCheck {
     throw lineageRefusal('the lineage is not a run its schedule started');
   }
 
-  /** The root's current execution chain: its first run id and when its latest run started. */
-  private async rootOf(client: Client, root: string): Promise<{ firstRunId: string; startedAt: number }> {
+  /**
+   * The root's current execution chain: its first run id, when its latest run started, and when its
+   * first run started (one more lookup when the chain has continued as new).
+   */
+  private async rootOf(
+    client: Client,
+    root: string,
+  ): Promise<{ firstRunId: string; startedAt: number; firstStartedAt: number }> {
     let description;
     try {
       description = await client.workflow.getHandle(root).describe();
@@ -82,8 +100,25 @@ export class ScheduledRunCheck {
       if (err instanceof WorkflowNotFoundError) throw lineageRefusal('the lineage root does not exist');
       throw err;
     }
-    const firstRunId = description.raw.workflowExecutionInfo?.firstRunId;
+    const info = description.raw.workflowExecutionInfo;
+    const firstRunId = info?.firstRunId;
     if (!firstRunId) throw lineageRefusal('the server names no first run for the lineage root');
-    return { firstRunId, startedAt: description.startTime.getTime() };
+    const first =
+      firstRunId === info?.execution?.runId
+        ? info
+        : (
+            await describeRun(
+              client,
+              { workflowId: root, runId: firstRunId },
+              "the first run of the root's chain",
+            )
+          ).workflowExecutionInfo;
+    const started = first?.startTime;
+    if (!started?.seconds) throw lineageRefusal("the server gives no start time for the root's chain");
+    return {
+      firstRunId,
+      startedAt: description.startTime.getTime(),
+      firstStartedAt: Number(started.seconds) * 1000 + Math.floor((started.nanos ?? 0) / 1e6),
+    };
   }
 }

@@ -106,6 +106,50 @@ describe('schedules', () => {
     }
     await handle.delete();
   });
+
+  it("a run that took a scheduled run's id before the schedule did cannot borrow the genuine run's record", async () => {
+    // An attacker starts `<action id>-<T>` claiming the schedule, with a schedule header copied from
+    // history; its own activities are refused (the schedule has no such run), but its abandoned child
+    // waits. Then the schedule itself starts a run with that same id (a backfill over T): the latest
+    // run of that id is now one the schedule recorded. The child's activity must still be refused: its
+    // lineage is the attacker's execution chain, not the scheduled one.
+    const scheduleId = `sch-${randomUUID()}`;
+    const handle = await aliceSchedule(h, scheduleId);
+    try {
+      await handle.trigger();
+      const genuine = await nthScheduledRun(h.rawClient, scheduleId, 1);
+      await h.rawClient.workflow.getHandle(genuine).result();
+      const attacker = await copiedStartHeaderClient(h, genuine);
+      const at = new Date('2026-01-01T00:00:00Z');
+      const taken = `${scheduleId}-wf-2026-01-01T00:00:00Z`;
+      const childId = await attacker.workflow.execute('abandonsWaitingChild', {
+        taskQueue: h.taskQueue,
+        workflowId: taken,
+        typedSearchAttributes: [{ key: SCHEDULED_BY_ID, value: scheduleId }],
+      });
+      await handle.backfill([
+        { start: new Date(at.getTime() - 1000), end: new Date(at.getTime() + 1000), overlap: 'ALLOW_ALL' },
+      ]);
+      // The schedule's run of that id, recorded by the schedule, runs as alice.
+      let scheduled: string | undefined;
+      for (let i = 0; i < 100 && !scheduled; i++) {
+        const { recentActions, runningActions } = (await handle.describe()).info;
+        scheduled = [...recentActions.map((a) => a.action), ...runningActions].find(
+          (a) => a.workflow.workflowId === taken,
+        )?.workflow.firstExecutionRunId;
+        if (!scheduled) await new Promise((r) => setTimeout(r, 100));
+      }
+      expect(scheduled).toBeDefined();
+      expect(await h.rawClient.workflow.getHandle(taken, scheduled).result()).toEqual(alice);
+      // Now the attacker's child acts.
+      await runAsUser(alice, () => h.client.workflow.getHandle(childId).signal('go', 'now'));
+      expect(await failureTypeOf(h.rawClient.workflow.getHandle(childId).result())).toBe(
+        ErrorCodes.LINEAGE_MISMATCH,
+      );
+    } finally {
+      await handle.delete();
+    }
+  });
 });
 
 describe("the worker's own client", () => {
