@@ -31,6 +31,17 @@ export class KeyRing {
 
   private constructor(set: KeySet) {
     this.issuer = set.issuer;
+    // Keys are found by id: a second key under one id would silently replace the first, so that tokens
+    // made with the first stop opening (or the active key goes missing).
+    for (const [what, keys] of [
+      ['signing', set.signing],
+      ['sealing', set.sealing],
+      ['codec', set.codec],
+    ] as const) {
+      const kids = keys.map((k) => k.kid);
+      if (new Set(kids).size !== kids.length)
+        throw new UserContextError(ErrorCodes.MISCONFIGURED, `key set: duplicate ${what} key id`);
+    }
     this.signing = new Map(
       set.signing.map((s) => {
         const publicKey = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: s.jwk.x }, format: 'jwk' });

@@ -79,6 +79,26 @@ describe('context tokens', () => {
     expect(await openContextToken(worker, header.tok)).toEqual(claims);
   });
 
+  it('a key set naming two keys of one kind by the same id is refused, whatever the kind', () => {
+    const set = JSON.parse(JSON.stringify(keys.edge)) as {
+      signing: Array<{ kid: string }>;
+      sealing: Array<{ kid: string; status: string }>;
+      codec: Array<{ kid: string; status: string }>;
+    };
+    for (const kind of ['signing', 'sealing', 'codec'] as const) {
+      const twice = JSON.parse(JSON.stringify(set)) as typeof set;
+      const [first] = twice[kind];
+      twice[kind].push({ ...first!, status: 'decrypt-only' } as never);
+      if (kind === 'signing') (twice.signing.at(-1) as { status?: string }).status = 'verify-only';
+      expect(() => KeyRing.fromJSON(twice as never), kind).toThrow(
+        expect.objectContaining({
+          code: ErrorCodes.MISCONFIGURED,
+          reason: `key set: duplicate ${kind} key id`,
+        }),
+      );
+    }
+  });
+
   it('case 24: after rotation, tokens under retired keys still open; new ones use the new keys', async () => {
     const old = await issueContextToken(edge, alice, {
       namespace: 'default',
