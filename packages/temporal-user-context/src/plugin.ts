@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Context } from '@temporalio/activity';
 import type { ClientOptions } from '@temporalio/client';
 import type { PayloadCodec } from '@temporalio/common';
 import type { WorkflowInfo } from '@temporalio/workflow';
@@ -270,7 +271,26 @@ export class UserContextPlugin extends SimplePlugin {
         [WHOAMI_ACTIVITY]: async () => currentUserContext(),
         [WHOIS_ACTOR_ACTIVITY]: async () => {
           const actor = currentActor();
-          if (!actor) throw new UserContextError(ErrorCodes.MISSING, 'no actor');
+          if (!actor) {
+            // No actor header at all (a refused one throws in currentActor(), audited by the guard):
+            // workflow code asked outside a handler's actor, by the activity's name. A refusal too.
+            const info = Context.current().info;
+            auditor.emit({
+              action: 'activity.actor',
+              decision: 'deny',
+              source: 'none',
+              reason: ErrorCodes.MISSING,
+              detail: 'no actor header',
+              namespace: info.workflowNamespace,
+              workflowId: info.workflowExecution?.workflowId,
+              runId: info.workflowExecution?.runId,
+              workflowType: info.workflowType,
+              activityType: info.activityType,
+              activityId: info.activityId,
+              attempt: info.attempt,
+            });
+            throw new UserContextError(ErrorCodes.MISSING, 'no actor');
+          }
           return actor;
         },
       },

@@ -70,6 +70,21 @@ describe('each boundary carries the originator to an activity', () => {
     ).toEqual([['activity.resolve', 'explicit', alice.userId, alice.workspaceId, 'string']]);
   });
 
+  it('the actor activity called without an actor is refused, and the refusal is audited', async () => {
+    const workflowId = id('whoisActorDirectly');
+    const failure = await failureOf(
+      runAsUser(alice, () =>
+        h.client.workflow.execute('whoisActorDirectly', { taskQueue: h.taskQueue, workflowId }),
+      ),
+    );
+    expect(failure).toBe(ErrorCodes.MISSING);
+    expect(
+      h.audit.events
+        .filter((e) => e.workflowId === workflowId && e.action === 'activity.actor')
+        .map((e) => [e.decision, e.reason, e.detail, e.activityType]),
+    ).toEqual([['deny', ErrorCodes.MISSING, 'no actor header', 'temporalUserContext.whoisActor']]);
+  });
+
   it('a tampered memo does not change who the activity runs as', async () => {
     expect(await runAs<UserContext>(alice, 'tamperMemo')).toEqual(alice);
   });
