@@ -103,6 +103,10 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
       if (!header) {
         if (allowedSystem.length === 0)
           throw new UserContextError(ErrorCodes.MISSING, 'activity scheduled without a user context');
+        // A standalone activity (SDK 1.24: started by a client, no workflow) has no lineage at all, and
+        // any client of the namespace may start one with arguments of its choosing: never as system.
+        if (!info.inWorkflow)
+          throw new UserContextError(ErrorCodes.MISSING, 'standalone activity without a user context');
         scope = { allowedSystem, audit, auditor };
         // Running without a user is a decision of its own: audited here, and again by
         // resolveUserContext({ system }) with the principal the activity then declares.
