@@ -212,9 +212,9 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
       } finally {
         verifying--;
       }
-      // The run ended while the sender was being verified (it was cancelled): say so rather than
+      // The run ended, or was cancelled, while the sender was being verified: say so rather than
       // report an instruction accepted that nothing will apply.
-      if (finished && patched(Patches.settleInstructions)) {
+      if ((finished || cancelled) && patched(Patches.settleInstructions)) {
         throw ApplicationFailure.create({
           type: RunErrorCodes.RUN_FINISHED,
           message: 'the run ended before this instruction could be applied',

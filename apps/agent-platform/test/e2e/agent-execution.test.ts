@@ -341,6 +341,38 @@ describe('cancel and instructions at awkward moments', () => {
     expect(done.answer).toContain('Following: Answer briefly');
   });
 
+  it('an instruction whose sender is verified only after a cancel was is refused (RUN_FINISHED), not accepted', async () => {
+    let step!: ReturnType<Gates['hold']>;
+    const s = await start(
+      { input: 'Tell me about onboarding' },
+      { before: (wf) => (step = gates.hold(wf, 'modelStep')) },
+    );
+    const verify = gates.hold(s.workflowId, VERIFY_ACTOR_ACTIVITY);
+    let update: Promise<unknown> | undefined;
+    try {
+      await step.reached;
+      update = runAsUser(carol, () =>
+        s.handle.executeUpdate('addInstruction', { args: ['Answer briefly'] }),
+      ).catch((e: unknown) => e);
+      await verify.reached;
+      await runAsUser(alice, () => s.handle.signal('cancel'));
+      // The cancel's own verification (not held) is recorded once the held one no longer keeps the
+      // workflow task open (its heartbeat, at ~8 s).
+      await until(
+        () => verificationsOf(s),
+        (outcomes) => outcomes.length === 1,
+        40_000,
+      );
+    } finally {
+      verify.release();
+    }
+    const refused = await update;
+    expect(refused).toBeInstanceOf(WorkflowUpdateFailedError);
+    expect((refused as WorkflowUpdateFailedError).cause).toMatchObject({ type: 'RUN_FINISHED' });
+    step.release();
+    expect(await result(s)).toMatchObject({ status: 'cancelled', instructions: [] });
+  });
+
   it('an instruction is refused while the last step the run may take is running', async () => {
     let step!: ReturnType<Gates['hold']>;
     const s = await start(

@@ -50,7 +50,8 @@ export interface PgPoolOptions {
   onError?: (err: Error) => void;
 }
 
-const watchedPools = new WeakSet<Pool>();
+/** The `onError` of every adapter of a pool: the pool's one listener tells each of them. */
+const poolErrorHandlers = new WeakMap<Pool, Set<(err: Error) => void>>();
 
 function reportLostConnection(err: Error): void {
   console.error(
@@ -74,10 +75,16 @@ function reportLostConnection(err: Error): void {
  */
 export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase {
   const onError = options.onError ?? reportLostConnection;
-  if (!watchedPools.has(pool)) {
-    watchedPools.add(pool);
-    pool.on('error', (err) => onError(err));
+  let handlers = poolErrorHandlers.get(pool);
+  if (!handlers) {
+    const set = new Set<(err: Error) => void>();
+    poolErrorHandlers.set(pool, set);
+    pool.on('error', (err) => {
+      for (const handler of set) handler(err);
+    });
+    handlers = set;
   }
+  handlers.add(onError);
   /** Checks a client out with a listener for its lost connection, which also keeps it out of the pool. */
   const checkOut = async () => {
     const client = await pool.connect();

@@ -1,4 +1,5 @@
 import { ScheduleNotFoundError, WorkflowNotFoundError, type Client } from '@temporalio/client';
+import { isUserContextError } from '../context/errors.js';
 import { describeRun, lineageRefusal } from './server-lineage.js';
 import { SuccessCache } from './success-cache.js';
 
@@ -61,8 +62,10 @@ export class ScheduledRunCheck {
 
   private async lookup(client: Client, scheduleId: string, root: string, chainStart: number): Promise<void> {
     const { firstRunId, startedAt, firstStartedAt } = await this.rootOf(client, root);
-    if (firstStartedAt !== chainStart)
-      throw lineageRefusal("the lineage is not the root's current execution chain");
+    // Runs of the chain the schedule started (its first run, retries, continued runs, their children)
+    // carry a chain start at or after its first run's: a lineage that started earlier is another chain.
+    if (firstStartedAt !== undefined && chainStart < firstStartedAt)
+      throw lineageRefusal("the lineage started before the root's current execution chain");
     const lookups = Date.now() - startedAt < FRESH_ROOT_MS ? LOOKUPS : 1;
     const schedule = client.schedule.getHandle(scheduleId);
     for (let attempt = 0; attempt < lookups; attempt++) {
@@ -75,12 +78,16 @@ export class ScheduledRunCheck {
         if (err instanceof ScheduleNotFoundError) throw lineageRefusal('the schedule no longer exists');
         throw err;
       }
-      const runs = [
-        ...description.info.runningActions,
-        ...description.info.recentActions.map((result) => result.action),
-      ];
-      if (runs.some((r) => r.workflow.workflowId === root && r.workflow.firstExecutionRunId === firstRunId))
+      const recorded = (r: { workflow: { workflowId: string; firstExecutionRunId: string } }) =>
+        r.workflow.workflowId === root && r.workflow.firstExecutionRunId === firstRunId;
+      const recent = description.info.recentActions.find((result) => recorded(result.action));
+      if (recent || description.info.runningActions.some(recorded)) {
+        // The chain's first run is past retention: date the chain by when the schedule took the action
+        // (a second of slack: the scheduler notes the time, then starts the run).
+        if (firstStartedAt === undefined && recent && chainStart < recent.takenAt.getTime() - 1000)
+          throw lineageRefusal('the lineage started before the schedule started its root');
         return;
+      }
     }
     throw lineageRefusal('the lineage is not a run its schedule started');
   }
@@ -92,7 +99,7 @@ export class ScheduledRunCheck {
   private async rootOf(
     client: Client,
     root: string,
-  ): Promise<{ firstRunId: string; startedAt: number; firstStartedAt: number }> {
+  ): Promise<{ firstRunId: string; startedAt: number; firstStartedAt: number | undefined }> {
     let description;
     try {
       description = await client.workflow.getHandle(root).describe();
@@ -103,22 +110,27 @@ export class ScheduledRunCheck {
     const info = description.raw.workflowExecutionInfo;
     const firstRunId = info?.firstRunId;
     if (!firstRunId) throw lineageRefusal('the server names no first run for the lineage root');
+    // A continued chain's first run may be past retention: then it cannot be dated here (undefined).
     const first =
       firstRunId === info?.execution?.runId
         ? info
-        : (
-            await describeRun(
-              client,
-              { workflowId: root, runId: firstRunId },
-              "the first run of the root's chain",
-            )
-          ).workflowExecutionInfo;
+        : await describeRun(
+            client,
+            { workflowId: root, runId: firstRunId },
+            "the first run of the root's chain",
+          )
+            .then((d) => d.workflowExecutionInfo)
+            .catch((err: unknown) => {
+              if (isUserContextError(err)) return undefined;
+              throw err;
+            });
     const started = first?.startTime;
-    if (!started?.seconds) throw lineageRefusal("the server gives no start time for the root's chain");
     return {
       firstRunId,
       startedAt: description.startTime.getTime(),
-      firstStartedAt: Number(started.seconds) * 1000 + Math.floor((started.nanos ?? 0) / 1e6),
+      firstStartedAt: started?.seconds
+        ? Number(started.seconds) * 1000 + Math.floor((started.nanos ?? 0) / 1e6)
+        : undefined,
     };
   }
 }

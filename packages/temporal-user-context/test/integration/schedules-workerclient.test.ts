@@ -107,6 +107,30 @@ describe('schedules', () => {
     await handle.delete();
   });
 
+  it('a retry run of a scheduled workflow (its own start, the same chain) acts as the schedule creator', async () => {
+    const scheduleId = `sch-${randomUUID()}`;
+    const handle = await runAsUser(alice, () =>
+      h.client.schedule.create({
+        scheduleId,
+        spec: { intervals: [{ every: '1h' }] },
+        action: {
+          type: 'startWorkflow',
+          workflowType: 'failsFirstAttempt',
+          taskQueue: h.taskQueue,
+          workflowId: `${scheduleId}-wf`,
+          retry: { maximumAttempts: 2, initialInterval: '1s' },
+        },
+      }),
+    );
+    try {
+      await handle.trigger();
+      const workflowId = await nthScheduledRun(h.rawClient, scheduleId, 1);
+      expect(await h.rawClient.workflow.getHandle(workflowId).result()).toEqual(alice);
+    } finally {
+      await handle.delete();
+    }
+  });
+
   it("a run that took a scheduled run's id before the schedule did cannot borrow the genuine run's record", async () => {
     // An attacker starts `<action id>-<T>` claiming the schedule, with a schedule header copied from
     // history; its own activities are refused (the schedule has no such run), but its abandoned child

@@ -49,6 +49,18 @@ describe('fromPgPool when a connection is lost', () => {
     }
   });
 
+  it('every adapter of one pool hears of an idle connection lost, not only the first', async () => {
+    const { pool, db, lost } = openPool();
+    const second: Error[] = [];
+    fromPgPool(pool, { onError: (err) => second.push(err) });
+    try {
+      await terminate(await pidOf(db));
+      await vi.waitFor(() => expect([lost.length, second.length]).toEqual([1, 1]));
+    } finally {
+      await pool.end();
+    }
+  });
+
   it('a connection inside a transaction: the transaction fails, the client is not pooled again', async () => {
     const { pool, db, lost } = openPool();
     try {
