@@ -1,0 +1,91 @@
+// Check 7's dating of a scheduled chain (docs/wire-format.md), on answers a server gives that the
+// integration tests cannot produce on demand: a chain whose first run is past retention, a lookup that
+// fails for want of an answer. The client is a stand-in that answers like the SDK's.
+import type { Client } from '@temporalio/client';
+import { describe, expect, it } from 'vitest';
+import { ErrorCodes, isUserContextError } from 'temporal-user-context';
+import { ScheduledRunCheck } from '../../src/worker/scheduled-run.js';
+
+const HOUR = 3_600_000;
+const now = Date.now();
+const root = 'report-2026-01-01T00:00:00Z';
+const ts = (ms: number) => ({ seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1e6 });
+const grpcError = (code: number) =>
+  Object.assign(new Error(`grpc ${code}`), { code, details: `grpc ${code}`, metadata: {} });
+
+/**
+ * A root that continued as new (latest run `r2`, first run `r1`), started by schedule `sch` two hours
+ * ago; `first` is what describing `r1` gives: its start, or an error (past retention: NOT_FOUND).
+ */
+function server(first: { startedAt: number } | { error: Error }, takenAt = now - 2 * HOUR): Client {
+  return {
+    options: { namespace: 'default' },
+    workflow: {
+      getHandle: (workflowId: string) => ({
+        describe: async () => ({
+          startTime: new Date(now - HOUR),
+          raw: {
+            workflowExecutionInfo: {
+              firstRunId: 'r1',
+              execution: { workflowId, runId: 'r2' },
+              startTime: ts(now - HOUR),
+            },
+          },
+        }),
+      }),
+    },
+    workflowService: {
+      describeWorkflowExecution: async () => {
+        if ('error' in first) throw first.error;
+        return { workflowExecutionInfo: { startTime: ts(first.startedAt) } };
+      },
+    },
+    schedule: {
+      getHandle: () => ({
+        describe: async () => ({
+          info: {
+            runningActions: [],
+            recentActions: [
+              {
+                scheduledAt: new Date(takenAt),
+                takenAt: new Date(takenAt),
+                action: { type: 'startWorkflow', workflow: { workflowId: root, firstExecutionRunId: 'r1' } },
+              },
+            ],
+          },
+        }),
+      }),
+    },
+  } as unknown as Client;
+}
+
+async function verdict(client: Client, chainStart: number): Promise<string> {
+  try {
+    await new ScheduledRunCheck().confirm(client, 'sch', root, chainStart, 'caller-run');
+    return 'confirmed';
+  } catch (err) {
+    return isUserContextError(err) ? err.code : `thrown: ${(err as Error).message}`;
+  }
+}
+
+describe('check 7 dates the lineage against the chain the schedule started', () => {
+  const firstStart = now - 2 * HOUR + 150;
+
+  it('by its first run: the first run itself and later runs of the chain pass, an earlier chain does not', async () => {
+    const client = server({ startedAt: firstStart });
+    expect(await verdict(client, firstStart)).toBe('confirmed');
+    expect(await verdict(client, firstStart + 60_000)).toBe('confirmed'); // a retry run dates itself
+    expect(await verdict(client, firstStart - 1)).toBe(ErrorCodes.LINEAGE_MISMATCH);
+  });
+
+  it("by the schedule's action when the first run is past retention", async () => {
+    const client = server({ error: grpcError(5) });
+    expect(await verdict(client, firstStart)).toBe('confirmed');
+    expect(await verdict(client, now - 2 * HOUR - 900)).toBe('confirmed'); // within the second of slack
+    expect(await verdict(client, now - 3 * HOUR)).toBe(ErrorCodes.LINEAGE_MISMATCH);
+  });
+
+  it('a lookup without an answer is rethrown as it is (the activity retries), not a refusal', async () => {
+    expect(await verdict(server({ error: grpcError(14) }), firstStart)).toBe('thrown: grpc 14');
+  });
+});
