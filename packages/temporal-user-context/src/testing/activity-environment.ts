@@ -1,0 +1,94 @@
+import { randomUUID } from 'node:crypto';
+import type { Info } from '@temporalio/activity';
+import { MockActivityEnvironment } from '@temporalio/testing';
+import type { ActivityInterceptorsFactory, WorkerOptions } from '@temporalio/worker';
+import { memoryAuditSink } from '../audit/sinks.js';
+import { parseUserContext, type UserContext } from '../context/schema.js';
+import { generateKeySet, workerKeySet } from '../crypto/generate.js';
+import { issueContextToken } from '../crypto/issue.js';
+import type { KeySetJson } from '../crypto/key-set.js';
+import { KeyRing } from '../crypto/keyring.js';
+import { ORIGINATOR_HEADER, encodeHeader } from '../header/wire.js';
+import { UserContextPlugin, type UserContextPluginOptions } from '../plugin.js';
+
+/** Options of {@link userActivityEnvironment}. */
+export interface UserActivityEnvironmentOptions {
+  /** Who the activities run as: the originator a workflow of this user would carry. */
+  user: UserContext;
+  /**
+   * An edge key set (with the private signing key) to issue the token with; the activities are
+   * verified with its worker half. Default: a fresh set made for this environment.
+   */
+  keys?: KeySetJson;
+  /** Activity info (SDK defaults otherwise); its workflow id and namespace are what the token binds. */
+  info?: Partial<Info>;
+  /** The worker plugin's options (the keys and, unless given, the audit sink are this helper's). */
+  plugin?: Omit<Partial<UserContextPluginOptions>, 'keys'>;
+}
+
+/** What {@link userActivityEnvironment} returns. */
+export interface UserActivityEnvironment {
+  /** The SDK's mock environment: `env.run(activity, ...args)` runs it behind this plugin's guard. */
+  env: MockActivityEnvironment;
+  /** Every audit record the guard (and `withUserScope` inside the activity) emitted. */
+  audit: ReturnType<typeof memoryAuditSink>;
+}
+
+/**
+ * A `MockActivityEnvironment` (`@temporalio/testing`) whose activities run as `user`, for unit tests of
+ * activities that call `currentUserContext()`, `resolveUserContext()` or `withCurrentUserScope()`.
+ *
+ * Nothing is faked on the plugin's side: a real context token is issued for the activity's workflow
+ * with the edge key set, sent in the header a workflow of this plugin would send, and checked by the
+ * plugin's real activity guard with the worker key set, which audits as in production. Issuing needs
+ * the private signing key, so this helper gives no power that key does not already give; keep test key
+ * sets apart from production ones.
+ *
+ * @example
+ * const { env } = await userActivityEnvironment({ user: { userId: 'alice', workspaceId: 'ws-acme', roles: ['member'] } });
+ * expect(await env.run(buildAgentConfig, agentId)).toMatchObject({ workspaceId: 'ws-acme' });
+ */
+export async function userActivityEnvironment(
+  options: UserActivityEnvironmentOptions,
+): Promise<UserActivityEnvironment> {
+  const edge = options.keys ?? generateKeySet('test-edge').edge;
+  const workflowId = options.info?.workflowExecution?.workflowId ?? `test-workflow-${randomUUID()}`;
+  const runId = options.info?.workflowExecution?.runId ?? randomUUID();
+  const namespace = options.info?.workflowNamespace ?? 'default';
+  // As runAsUser does at the edge: a context outside the documented format is refused here.
+  const user = parseUserContext(options.user);
+  const { header } = await issueContextToken(KeyRing.fromJSON(edge), user, {
+    namespace,
+    use: 'start',
+    workflowId,
+  });
+  // What this plugin's workflow interceptors send an activity: the token and the lineage facts.
+  const headers = {
+    [ORIGINATOR_HEADER]: encodeHeader({
+      ...header,
+      lin: { root: workflowId, start: Date.now(), wf: workflowId },
+    }),
+  };
+  const audit = memoryAuditSink();
+  const plugin = new UserContextPlugin({
+    audit,
+    codec: false,
+    ...options.plugin,
+    keys: KeyRing.fromJSON(workerKeySet(edge)),
+  });
+  const configured = plugin.configureWorker({ namespace, taskQueue: 'test' } as WorkerOptions);
+  // `MockActivityEnvironment.run` sends no headers: an outer interceptor adds the workflow's.
+  const sendHeaders: ActivityInterceptorsFactory = () => ({
+    inbound: { execute: (input, next) => next({ ...input, headers: { ...input.headers, ...headers } }) },
+  });
+  const env = new MockActivityEnvironment(
+    {
+      ...options.info,
+      workflowNamespace: namespace,
+      workflowExecution: { workflowId, runId },
+      inWorkflow: true,
+    },
+    { interceptors: [sendHeaders, ...(configured.interceptors?.activity ?? [])] },
+  );
+  return { env, audit };
+}

@@ -1,0 +1,9 @@
+/**
+ * `temporal-user-context/testing`: run activities as a user in unit tests, through the plugin's real
+ * guard (see {@link userActivityEnvironment}). Needs `@temporalio/testing`.
+ */
+export {
+  userActivityEnvironment,
+  type UserActivityEnvironment,
+  type UserActivityEnvironmentOptions,
+} from './activity-environment.js';

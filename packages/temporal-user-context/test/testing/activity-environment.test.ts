@@ -1,0 +1,67 @@
+// `temporal-user-context/testing`: activities unit-tested as a user, through the plugin's real guard.
+import { Context } from '@temporalio/activity';
+import { describe, expect, it } from 'vitest';
+import {
+  ErrorCodes,
+  currentUserContext,
+  generateKeySet,
+  resolveUserContext,
+  systemPrincipal,
+} from 'temporal-user-context';
+import { userActivityEnvironment } from 'temporal-user-context/testing';
+
+const alice = { userId: 'alice', workspaceId: 'ws-acme', roles: ['member'] };
+
+// The activities under test, written as in an application.
+async function whoAmI(greeting: string): Promise<string> {
+  const me = currentUserContext();
+  return `${greeting}, ${me.userId} of ${me.workspaceId} (${Context.current().info.workflowExecution?.workflowId})`;
+}
+async function withExplicit(passed: unknown) {
+  return resolveUserContext({ explicit: passed });
+}
+
+describe('userActivityEnvironment', () => {
+  it('runs an activity as the user, verified and audited by the real guard', async () => {
+    const { env, audit } = await userActivityEnvironment({
+      user: alice,
+      info: { workflowExecution: { workflowId: 'order-42', runId: 'r1' }, activityType: 'whoAmI' },
+    });
+    expect(await env.run(whoAmI, 'hello')).toBe('hello, alice of ws-acme (order-42)');
+    expect(audit.events.map((e) => [e.action, e.decision, e.userId, e.workflowId])).toEqual([
+      ['activity.execute', 'allow', 'alice', 'order-42'],
+    ]);
+  });
+
+  it("keeps the plugin's checks: an explicit context that differs is refused", async () => {
+    const { env } = await userActivityEnvironment({ user: alice });
+    expect(await env.run(withExplicit, alice)).toEqual(alice);
+    await expect(env.run(withExplicit, { ...alice, workspaceId: 'ws-globex' })).rejects.toMatchObject({
+      type: ErrorCodes.EXPLICIT_MISMATCH,
+      nonRetryable: true,
+    });
+  });
+
+  it("takes the plugin's worker options, and a given key set must be an edge set", async () => {
+    const keys = generateKeySet('unit');
+    const { env } = await userActivityEnvironment({
+      user: alice,
+      keys: keys.edge,
+      info: { activityType: 'cleanup' },
+      plugin: { systemActivities: { cleanup: ['janitor'] } },
+    });
+    // A user context is there: the system principal is not used.
+    expect(
+      await env.run(async () => resolveUserContext({ system: systemPrincipal('janitor', 'tests') })),
+    ).toEqual(alice);
+    await expect(userActivityEnvironment({ user: alice, keys: keys.worker })).rejects.toMatchObject({
+      code: ErrorCodes.MISCONFIGURED,
+    });
+  });
+
+  it('refuses an invalid user before running anything', async () => {
+    await expect(
+      userActivityEnvironment({ user: { userId: 'bad id', workspaceId: 'ws', roles: [] } }),
+    ).rejects.toMatchObject({ code: ErrorCodes.INVALID });
+  });
+});
