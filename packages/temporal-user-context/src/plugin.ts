@@ -145,7 +145,9 @@ export const workflowInterceptorsPath = fileURLToPath(
 );
 
 /**
- * The single door: give it to `Client` (and `Connection`) at the edge and to `Worker` on workers.
+ * The single door: give it to `Client` (or its `Connection`) at the edge and to `Worker` on workers;
+ * given to both, it registers once. One plugin serves one namespace: a client or worker of another
+ * namespace is refused (`USER_CONTEXT_MISCONFIGURED`), so use one plugin per namespace.
  * It registers client and schedule interceptors, the worker's own client interceptors, the activity
  * guard, the workflow interceptors (sandbox), the audit sink and the verification activities.
  *
@@ -164,6 +166,10 @@ export class UserContextPlugin extends SimplePlugin {
   readonly codec: AesGcmPayloadCodec | undefined;
   private readonly scope: { namespace: string };
   private readonly mirror: MirrorOptions;
+  /** This plugin's workflow client interceptor: found in options this plugin has configured already. */
+  private readonly marker: UserContextWorkflowClientInterceptor;
+  /** The namespace of the first client or worker configured (see {@link bindNamespace}). */
+  private boundNamespace: string | undefined;
 
   constructor(private readonly pluginOptions: UserContextPluginOptions) {
     const sinks =
@@ -295,6 +301,7 @@ export class UserContextPlugin extends SimplePlugin {
         },
       },
     });
+    this.marker = clientInterceptors.workflow[0]!;
     this.auditor = auditor;
     this.verifier = verifier;
     this.codec = codec;
@@ -316,14 +323,20 @@ export class UserContextPlugin extends SimplePlugin {
   }
 
   override configureClient(options: ClientOptions): ClientOptions {
-    if (!this.pluginOptions.namespace && options.namespace) this.scope.namespace = options.namespace;
+    // Given to both a Connection and its Client, the SDK applies the plugin twice: once is enough (twice
+    // issued two tokens per call and encrypted every payload twice).
+    const present = options.interceptors?.workflow;
+    if (Array.isArray(present) && present.includes(this.marker)) return options;
+    this.bindNamespace(options.namespace ?? 'default');
     return super.configureClient(options);
   }
 
   override configureWorker(options: WorkerOptions): WorkerOptions {
+    const present = options.interceptors?.client?.workflow;
+    if (Array.isArray(present) && present.includes(this.marker)) return options;
     if (options.workflowBundle && this.pluginOptions.checkWorkflowBundle !== false)
       assertBundledWithPlugin(options.workflowBundle);
-    if (!this.pluginOptions.namespace && options.namespace) this.scope.namespace = options.namespace;
+    this.bindNamespace(options.namespace ?? 'default');
     return super.configureWorker({
       ...options,
       sinks: { ...options.sinks, ...this.sinks() },
@@ -337,6 +350,7 @@ export class UserContextPlugin extends SimplePlugin {
    * and exports nothing mutable (the SDK freezes what a preloaded module exports).
    */
   override configureBundler(options: BundleOptions): BundleOptions {
+    if (options.preloadModules?.includes(workflowInterceptorsPath)) return options;
     const configured = super.configureBundler(options);
     return {
       ...configured,
@@ -345,12 +359,30 @@ export class UserContextPlugin extends SimplePlugin {
   }
 
   override configureReplayWorker(options: ReplayWorkerOptions): ReplayWorkerOptions {
+    if (options.interceptors?.workflowModules?.includes(workflowInterceptorsPath)) return options;
     if (options.workflowBundle && this.pluginOptions.checkWorkflowBundle !== false)
       assertBundledWithPlugin(options.workflowBundle);
     return super.configureReplayWorker({
       ...options,
       sinks: { ...options.sinks, ...this.sinks() },
     });
+  }
+
+  /**
+   * One plugin serves one namespace: its tokens' audience and its codec's fallback. A second client or
+   * worker of another namespace would have moved both for the first (its runs refused, and its tokens,
+   * readable in its history, valid in the other namespace): refused instead. Use one plugin per namespace.
+   */
+  private bindNamespace(namespace: string): void {
+    const bound = this.pluginOptions.namespace ?? this.boundNamespace;
+    if (bound !== undefined && bound !== namespace) {
+      throw new UserContextError(
+        ErrorCodes.MISCONFIGURED,
+        `this UserContextPlugin serves namespace ${bound}, not ${namespace}: use one plugin per namespace`,
+      );
+    }
+    this.boundNamespace = namespace;
+    this.scope.namespace = namespace;
   }
 
   /** Node side of the workflow interceptors' audit sink. Not called during replay. */

@@ -52,7 +52,11 @@ export class ContextSource {
     );
   }
 
-  private who(action: string): {
+  /** Who a call acts for; a refusal's record names the call's target (`workflowId`, or a schedule). */
+  private who(
+    action: string,
+    target: { workflowId: string; scheduleId?: string },
+  ): {
     context: UserContext;
     source: IdentitySource;
     forward?: { header: ContextHeader; tokenId: string | undefined };
@@ -70,6 +74,7 @@ export class ContextSource {
           ErrorCodes.EXPLICIT_MISMATCH,
           'an edge user in scope of an activity or Nexus handler that is not its verified user',
         ),
+        target,
         user,
       );
     }
@@ -85,19 +90,26 @@ export class ContextSource {
     this.refuse(
       action,
       new UserContextError(ErrorCodes.MISSING, 'client call with no user context in scope'),
+      target,
     );
   }
 
-  private refuse(action: string, err: UserContextError, context?: UserContext): never {
+  private refuse(
+    action: string,
+    err: UserContextError,
+    target: { workflowId: string; scheduleId?: string },
+    context?: UserContext,
+  ): never {
     this.options.auditor.emit({
       action,
       decision: 'deny',
       source: 'none',
       reason: err.code,
-      detail: err.reason,
+      detail: target.scheduleId === undefined ? err.reason : `schedule ${target.scheduleId}: ${err.reason}`,
       namespace: this.options.namespace,
       userId: context?.userId,
       workspaceId: context?.workspaceId,
+      workflowId: target.workflowId,
     });
     throw err;
   }
@@ -115,6 +127,10 @@ export class ContextSource {
           ErrorCodes.MISCONFIGURED,
           'this process holds no issuing key: workers cannot mint contexts',
         ),
+        {
+          workflowId: options.workflowId ?? '',
+          ...(options.scheduleId ? { scheduleId: options.scheduleId } : {}),
+        },
         context,
       );
     }
@@ -160,7 +176,7 @@ export class ContextSource {
     workflowId: string,
     action: string,
   ): Promise<{ originator: ContextHeader; context: UserContext }> {
-    const { context, source } = this.who(action);
+    const { context, source } = this.who(action, { workflowId });
     const originator = await this.issue(action, context, source, {
       use: 'start',
       workflowId,
@@ -170,7 +186,7 @@ export class ContextSource {
   }
 
   async forActor(workflowId: string, action: string): Promise<ContextHeader> {
-    const { context, source, forward } = this.who(action);
+    const { context, source, forward } = this.who(action, { workflowId });
     // A worker forwards the originator it verified (the target's policy compares its pseudonyms); that
     // is a decision too, audited like an issue.
     if (forward && !this.options.ring.canIssue) {
@@ -196,7 +212,7 @@ export class ContextSource {
     actionWorkflowId: string,
     action: string,
   ): Promise<{ originator: ContextHeader; context: UserContext }> {
-    const { context, source } = this.who(action);
+    const { context, source } = this.who(action, { workflowId: actionWorkflowId, scheduleId });
     const originator = await this.issue(action, context, source, {
       use: 'schedule',
       scheduleId,

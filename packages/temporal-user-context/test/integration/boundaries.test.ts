@@ -116,6 +116,18 @@ describe('without the header, every path is refused', () => {
     });
     // Nothing reached the server.
     await expect(h.rawClient.workflow.getHandle(wfId).describe()).rejects.toThrow(/not found/i);
+    // A signal too; each refusal's record names the workflow the call was for.
+    await expect(h.client.workflow.getHandle(wfId).signal('go', 'x')).rejects.toMatchObject({
+      code: ErrorCodes.MISSING,
+    });
+    expect(
+      h.audit.events
+        .filter((e) => e.workflowId === wfId && e.decision === 'deny')
+        .map((e) => [e.action, e.reason, e.source]),
+    ).toEqual([
+      ['client.start', ErrorCodes.MISSING, 'none'],
+      ['client.signal', ErrorCodes.MISSING, 'none'],
+    ]);
   });
 
   it('the worker stays healthy after refusals', async () => {

@@ -45,13 +45,17 @@ describe('schedules', () => {
   });
 
   it('schedule create with no user in scope is refused before the server', async () => {
+    const scheduleId = `sch-${randomUUID()}`;
     await expect(
       h.client.schedule.create({
-        scheduleId: `sch-${randomUUID()}`,
+        scheduleId,
         spec: { intervals: [{ every: '1h' }] },
         action: { type: 'startWorkflow', workflowType: 'viaActivity', taskQueue: h.taskQueue },
       }),
     ).rejects.toMatchObject({ code: ErrorCodes.MISSING });
+    expect(h.audit.events.filter((e) => e.detail?.startsWith(`schedule ${scheduleId}:`))).toMatchObject([
+      { action: 'schedule.create', decision: 'deny', reason: ErrorCodes.MISSING },
+    ]);
   });
 
   it('a raw schedule (no header) starts runs that are refused', async () => {

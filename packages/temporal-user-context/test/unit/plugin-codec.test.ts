@@ -19,13 +19,13 @@ const payload: Payload = {
 /** The data of decoded payloads, as text. */
 const text = (payloads: Payload[]) => payloads.map((p) => new TextDecoder().decode(p.data));
 
-function registeredCodec(options: { namespace?: string }) {
+function registeredCodec(options: { namespace?: string }, workerNamespace = 'prod') {
   const plugin = new UserContextPlugin({
     keys: KeyRing.fromJSON(generateKeySet('plugin-codec').worker),
     audit: memoryAuditSink(),
     ...options,
   });
-  const configured = plugin.configureWorker({ taskQueue: 'q', namespace: 'prod' });
+  const configured = plugin.configureWorker({ taskQueue: 'q', namespace: workerNamespace });
   const codecs = (configured.dataConverter as { payloadCodecs?: PayloadCodec[] } | undefined)?.payloadCodecs;
   return { plugin, codec: codecs?.at(-1) };
 }
@@ -41,12 +41,51 @@ describe("the plugin's codec in the data converter", () => {
     });
   });
 
-  it('keeps a namespace given as an option', async () => {
-    const { plugin, codec } = registeredCodec({ namespace: 'billing' });
+  it('keeps a namespace given as an option, and refuses a worker of another namespace', async () => {
+    expect(() => registeredCodec({ namespace: 'billing' }, 'prod')).toThrow(
+      expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
+    );
+    const { plugin, codec } = registeredCodec({ namespace: 'billing' }, 'billing');
     const sealed = await codec!.encode([payload]);
     expect(text(await plugin.codec!.forNamespace('billing').decode(sealed))).toEqual(['"secret"']);
     await expect(plugin.codec!.forNamespace('prod').decode(sealed)).rejects.toMatchObject({
       code: ErrorCodes.PAYLOAD_TAMPERED,
     });
+  });
+});
+
+describe('one plugin, configured more than once', () => {
+  const newPlugin = () =>
+    new UserContextPlugin({ keys: KeyRing.fromJSON(generateKeySet('twice').edge), audit: memoryAuditSink() });
+
+  it('serves one namespace: a client or worker of a second namespace is refused', () => {
+    const plugin = newPlugin();
+    plugin.configureClient({ namespace: 'tenant-a' });
+    expect(() => plugin.configureClient({ namespace: 'tenant-b' })).toThrow(
+      expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
+    );
+    expect(() => plugin.configureWorker({ taskQueue: 'q', namespace: 'tenant-b' })).toThrow(
+      expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
+    );
+    // A client without a namespace is in `default`.
+    expect(() => plugin.configureClient({})).toThrow(
+      expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
+    );
+    // The same namespace again is fine (a worker and its own client).
+    plugin.configureWorker({ taskQueue: 'q', namespace: 'tenant-a' });
+  });
+
+  it('applied twice to the same options (given to a Connection and its Client, or a NativeConnection and its Worker), registers once', () => {
+    const plugin = newPlugin();
+    const once = plugin.configureClient({ namespace: 'ns' });
+    const twice = plugin.configureClient(once);
+    expect(twice).toBe(once);
+    expect((twice.interceptors?.workflow as unknown[]).length).toBe(1);
+    expect((twice.dataConverter as { payloadCodecs?: unknown[] }).payloadCodecs).toHaveLength(1);
+    const worker = plugin.configureWorker({ taskQueue: 'q', namespace: 'ns' });
+    expect(plugin.configureWorker(worker)).toBe(worker);
+    expect(worker.interceptors?.activity).toHaveLength(1);
+    const bundle = plugin.configureBundler({ workflowsPath: 'x' } as never);
+    expect(plugin.configureBundler(bundle)).toBe(bundle);
   });
 });
