@@ -190,7 +190,8 @@ export class UserContextPlugin extends SimplePlugin {
       actorWindowSeconds: pluginOptions.actorWindowSeconds,
     });
     const verifier = new ContextVerifier(pluginOptions.keys, pluginOptions.verifier);
-    const scheduledRuns = new ScheduledRunCheck();
+    // The verifier has refused a skew outside 0–3600 s by now.
+    const scheduledRuns = new ScheduledRunCheck((pluginOptions.verifier?.clockSkewSeconds ?? 30) * 1000);
     // Only undefined means the default: null, like any other value, must be refused, not read as it.
     const callerPolicy = nexusCallerPolicyOf(pluginOptions.nexusCallers);
     const activityLineage = pluginOptions.activityLineage;

@@ -36,6 +36,7 @@ export async function confirmOriginator(
       verified.claims.sch!,
       header.lin!.root,
       header.lin!.start,
+      verified.claims.iat,
       runKey,
     );
   }

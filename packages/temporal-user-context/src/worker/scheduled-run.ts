@@ -15,6 +15,11 @@ const FIRST_PAUSE_MS = 100;
 const FRESH_ROOT_MS = 30_000;
 /** Confirmed runs kept per worker. */
 const CACHE_SIZE = 10_000;
+/**
+ * How long after issuing a schedule token its schedule may have been created: the edge issues the token
+ * in the `create` call itself, just before asking the server.
+ */
+const CREATE_WINDOW_MS = 60_000;
 
 /**
  * Confirms with the Temporal server that a lineage whose token is a schedule token was started by that
@@ -42,8 +47,12 @@ const CACHE_SIZE = 10_000;
 export class ScheduledRunCheck {
   private readonly confirmed = new SuccessCache<void>(CACHE_SIZE);
 
+  /** @param skewMs clock skew tolerated between the edge and the server (the verifier's). */
+  constructor(private readonly skewMs = 30_000) {}
+
   /**
-   * Resolves when the schedule `scheduleId` started the execution chain rooted at `root`.
+   * Resolves when the schedule `scheduleId`, created when the token was issued (`issuedAt`, its `iat`),
+   * started the execution chain rooted at `root` that the lineage (`chainStart`) belongs to.
    * @param runKey The caller's run id (server-vouched); confirmations are cached per run.
    * @throws {@link UserContextError} `USER_CONTEXT_LINEAGE_MISMATCH` when it did not, or the schedule or
    *   the root no longer exists.
@@ -53,14 +62,22 @@ export class ScheduledRunCheck {
     scheduleId: string,
     root: string,
     chainStart: number,
+    issuedAt: number,
     runKey: string,
   ): Promise<void> {
-    return this.confirmed.get(`${scheduleId}\u0000${root}\u0000${chainStart}\u0000${runKey}`, () =>
-      this.lookup(client, scheduleId, root, chainStart),
+    return this.confirmed.get(
+      `${scheduleId}\u0000${root}\u0000${chainStart}\u0000${issuedAt}\u0000${runKey}`,
+      () => this.lookup(client, scheduleId, root, chainStart, issuedAt),
     );
   }
 
-  private async lookup(client: Client, scheduleId: string, root: string, chainStart: number): Promise<void> {
+  private async lookup(
+    client: Client,
+    scheduleId: string,
+    root: string,
+    chainStart: number,
+    issuedAt: number,
+  ): Promise<void> {
     const { firstRunId, startedAt, firstStartedAt } = await this.rootOf(client, root);
     // Runs of the chain the schedule started (its first run, retries, continued runs, their children)
     // carry a chain start at or after its first run's: a lineage that started earlier is another chain.
@@ -78,6 +95,15 @@ export class ScheduledRunCheck {
         if (err instanceof ScheduleNotFoundError) throw lineageRefusal('the schedule no longer exists');
         throw err;
       }
+      // The token was issued for this schedule, not for an earlier one of the same id: a deleted
+      // schedule's token (readable in its runs' history) must not drive a schedule re-created under its
+      // id by someone else. The server's creation time must follow the token's issue at once.
+      const created = description.info.createdAt.getTime();
+      if (
+        created < issuedAt * 1000 - this.skewMs ||
+        created > issuedAt * 1000 + 1000 + this.skewMs + CREATE_WINDOW_MS
+      )
+        throw lineageRefusal('the schedule was not created with this token');
       const recorded = (r: { workflow: { workflowId: string; firstExecutionRunId: string } }) =>
         r.workflow.workflowId === root && r.workflow.firstExecutionRunId === firstRunId;
       const recent = description.info.recentActions.find((result) => recorded(result.action));

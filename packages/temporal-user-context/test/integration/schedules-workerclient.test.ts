@@ -1,5 +1,6 @@
 // Schedules (create → every run carries a schedule-bound token) and the worker's own client.
 import { randomUUID } from 'node:crypto';
+import { Client } from '@temporalio/client';
 import { describe, expect, it } from 'vitest';
 import {
   ErrorCodes,
@@ -109,6 +110,44 @@ describe('schedules', () => {
       expect(code, workflowId).toBe(ErrorCodes.LINEAGE_MISMATCH);
     }
     await handle.delete();
+  });
+
+  it("a deleted schedule's token does not drive a schedule re-created under its id by someone else", async () => {
+    // Alice's schedule token, as issued when she created the schedule ten minutes ago; it is readable
+    // in the schedule and in its runs' history. The schedule has been deleted since, and someone else
+    // creates one under the same id with a raw client that writes the copied header.
+    const scheduleId = `sch-${randomUUID()}`;
+    const tenMinutesAgo = Date.now() - 10 * 60_000;
+    const { header } = await issueContextToken(h.edgeRing, alice, {
+      namespace: h.namespace,
+      use: 'schedule',
+      scheduleId,
+      workflowId: `${scheduleId}-wf`,
+      now: () => tenMinutesAgo,
+    });
+    const forger = new Client({
+      connection: h.connection,
+      namespace: h.namespace,
+      dataConverter: h.rawClient.options.dataConverter,
+      interceptors: {
+        schedule: [
+          {
+            create: (input, next) =>
+              next({ ...input, headers: { ...input.headers, [ORIGINATOR_HEADER]: encodeHeader(header) } }),
+          },
+        ],
+      },
+    });
+    const recreated = await hourlySchedule(h, forger, scheduleId);
+    try {
+      await recreated.trigger();
+      const workflowId = await nthScheduledRun(h.rawClient, scheduleId, 1);
+      expect(await failureTypeOf(h.rawClient.workflow.getHandle(workflowId).result())).toBe(
+        ErrorCodes.LINEAGE_MISMATCH,
+      );
+    } finally {
+      await recreated.delete();
+    }
   });
 
   it('a retry run of a scheduled workflow (its own start, the same chain) acts as the schedule creator', async () => {

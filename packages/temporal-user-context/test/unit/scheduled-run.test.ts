@@ -8,6 +8,9 @@ import { ScheduledRunCheck } from '../../src/worker/scheduled-run.js';
 
 const HOUR = 3_600_000;
 const now = Date.now();
+/** The schedule was created a day ago, 2 s after its token was issued (`iat`, seconds). */
+const CREATED = now - 24 * HOUR;
+const ISSUED = Math.floor((CREATED - 2000) / 1000);
 const root = 'report-2026-01-01T00:00:00Z';
 const ts = (ms: number) => ({ seconds: Math.floor(ms / 1000), nanos: (ms % 1000) * 1e6 });
 const grpcError = (code: number) =>
@@ -44,6 +47,7 @@ function server(first: { startedAt: number } | { error: Error }, takenAt = now -
       getHandle: () => ({
         describe: async () => ({
           info: {
+            createdAt: new Date(CREATED),
             runningActions: [],
             recentActions: [
               {
@@ -59,9 +63,9 @@ function server(first: { startedAt: number } | { error: Error }, takenAt = now -
   } as unknown as Client;
 }
 
-async function verdict(client: Client, chainStart: number): Promise<string> {
+async function verdict(client: Client, chainStart: number, issuedAt = ISSUED): Promise<string> {
   try {
-    await new ScheduledRunCheck().confirm(client, 'sch', root, chainStart, 'caller-run');
+    await new ScheduledRunCheck().confirm(client, 'sch', root, chainStart, issuedAt, 'caller-run');
     return 'confirmed';
   } catch (err) {
     return isUserContextError(err) ? err.code : `thrown: ${(err as Error).message}`;
@@ -83,6 +87,15 @@ describe('check 7 dates the lineage against the chain the schedule started', () 
     expect(await verdict(client, firstStart)).toBe('confirmed');
     expect(await verdict(client, now - 2 * HOUR - 900)).toBe('confirmed'); // within the second of slack
     expect(await verdict(client, now - 3 * HOUR)).toBe(ErrorCodes.LINEAGE_MISMATCH);
+  });
+
+  it('only for the schedule created with the token: not for one re-created under its id later', async () => {
+    const client = server({ startedAt: firstStart });
+    expect(await verdict(client, firstStart, ISSUED)).toBe('confirmed');
+    // Issued a day before this schedule existed (for the deleted schedule of the same id).
+    expect(await verdict(client, firstStart, ISSUED - 24 * 3600)).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    // Issued after the schedule was created.
+    expect(await verdict(client, firstStart, ISSUED + 120)).toBe(ErrorCodes.LINEAGE_MISMATCH);
   });
 
   it('a lookup without an answer is rethrown as it is (the activity retries), not a refusal', async () => {
