@@ -52,9 +52,10 @@ async function main(): Promise<void> {
   const database = await openDatabase();
   if (database.kind === 'pglite') await migrate(database.db);
   await assertPlatformIsolation(database.db);
+  const dbAudit = postgresAuditSink(database.db);
   const plugin = new UserContextPlugin({
     keys: keyRingFromEnv(ensureKeyFiles().edge),
-    audit: postgresAuditSink(database.db),
+    audit: dbAudit,
     mirror: { searchAttributes: searchAttributeMirror('off') },
     actorWindowSeconds: actorWindowSeconds(),
   });
@@ -72,6 +73,8 @@ async function main(): Promise<void> {
   const stop = async () => {
     await app.close();
     await connection.close();
+    // Records still being written need the pool: once it ends, they would never settle.
+    await dbAudit.flush();
     await database.close();
   };
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => void stop());

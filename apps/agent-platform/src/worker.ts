@@ -80,11 +80,20 @@ async function main(): Promise<void> {
   await assertPlatformIsolation(database.db);
   const keys = keyRingFromEnv(ensureKeyFiles().worker);
   const { connection, namespace } = await connectWorker();
-  const worker = await createWorker({ connection, namespace, db: database.db, keys });
+  const dbAudit = postgresAuditSink(database.db);
+  const worker = await createWorker({
+    connection,
+    namespace,
+    db: database.db,
+    keys,
+    audit: [dbAudit, pinoAuditSink()],
+  });
   // The SDK shuts the worker down on SIGINT/SIGTERM (WorkerOptions.shutdownSignals); run() then resolves.
   console.log(`worker: polling task queue ${TASK_QUEUE} in namespace ${namespace}`);
   await worker.run();
   await connection.close();
+  // Records still being written need the pool: once it ends, they would never settle.
+  await dbAudit.flush();
   await database.close();
 }
 

@@ -45,6 +45,10 @@ export async function migrate(db: SqlDatabase, options: MigrateOptions = {}): Pr
   const ownerRole = assertRoleName(options.ownerRole ?? 'agent_owner', 'owner role');
   const appRole = assertRoleName(options.appRole ?? 'app_user', 'app role');
   if (ownerRole === appRole) throw new Error('owner role and app role must differ');
+  // node-pg-migrate reads a count of 0 as "all": `down` with 0 would revert every migration, the audit
+  // log's included.
+  if (options.count !== undefined && !(Number.isInteger(options.count) && options.count >= 1))
+    throw new Error('migrate: count must be an integer of at least 1');
   const substitutions: Record<string, string> = {
     owner_role: quoteIdent(ownerRole),
     app_role: quoteIdent(appRole),

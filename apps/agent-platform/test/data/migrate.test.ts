@@ -61,6 +61,9 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
   });
 
   it('0004 leaves one run record per workflow and workspace, the one its workflow wrote to', async () => {
+    // node-pg-migrate reads a count of 0 as "all": refused rather than reverting every migration.
+    for (const count of [0, -1, 1.5, Number.NaN])
+      await expect(migrate(b.admin, { direction: 'down', count }), String(count)).rejects.toThrow(/count/);
     expect((await migrate(b.admin, { direction: 'down', count: 4 })).map((m) => m.name)).toEqual([
       '0007_admin_writes_agents_documents',
       '0006_ids_from_identity_providers',

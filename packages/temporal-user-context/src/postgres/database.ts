@@ -80,7 +80,15 @@ export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase
     const set = new Set<(err: Error) => void>();
     poolErrorHandlers.set(pool, set);
     pool.on('error', (err) => {
-      for (const handler of set) handler(err);
+      for (const handler of set) {
+        // A handler that throws must neither silence the others nor escape: thrown from this event,
+        // it would be the uncaught exception this listener is here to prevent.
+        try {
+          handler(err);
+        } catch (thrown) {
+          console.error('temporal-user-context: an onError handler threw', thrown);
+        }
+      }
     });
     handlers = set;
   }
@@ -91,7 +99,11 @@ export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase
     let lostWith: Error | undefined;
     const listener = (err: Error) => {
       lostWith = err;
-      onError(err);
+      try {
+        onError(err);
+      } catch (thrown) {
+        console.error('temporal-user-context: an onError handler threw', thrown);
+      }
     };
     client.on('error', listener);
     return {

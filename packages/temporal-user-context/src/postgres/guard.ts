@@ -36,7 +36,8 @@ interface TableRow {
   owner: string;
   app_is_owner: boolean;
   options: string[] | null;
-  app_can_select: boolean;
+  app_can_use: boolean;
+  app_can_truncate: boolean;
   has_workspace_id: boolean;
 }
 
@@ -48,8 +49,11 @@ const TRUE_VALUES = new Set(['true', 'on', '1', 'yes']);
  * Refuses (`USER_CONTEXT_MISCONFIGURED`, naming every offending table or view) when the app role
  * does not exist, is SUPERUSER or BYPASSRLS, owns (or is a member of the owner of) a tenant table; when
  * a tenant table lacks ENABLE or FORCE ROW LEVEL SECURITY; when a view the app role can read lacks
- * `security_invoker=true` (such a view runs with its owner's rights and skips RLS); or when the app role
- * can read a materialized view over tenant data (RLS does not apply to those).
+ * `security_invoker=true` (such a view runs with its owner's rights and skips RLS; any grant on it,
+ * column-level or write-only too, counts); when the app role can use a materialized view over tenant
+ * data (RLS does not apply to those); when it may TRUNCATE a tenant table, `SET ROLE` to a role that
+ * bypasses RLS, or execute a `SECURITY DEFINER` function of the schema; or when a permissive policy on a
+ * tenant table does not read `app.workspace_id`.
  *
  * Tenant tables: every table of `schema` with a `workspace_id` column, plus `tenantTables`.
  */
@@ -86,7 +90,10 @@ export async function assertIsolation(
   const { rows } = await db.query<TableRow>(
     `select c.relname as name, c.relkind::text as kind, c.relrowsecurity as rls, c.relforcerowsecurity as force,
             pg_get_userbyid(c.relowner) as owner, pg_has_role($2, c.relowner, 'MEMBER') as app_is_owner,
-            c.reloptions as options, has_table_privilege($2, c.oid, 'SELECT') as app_can_select,
+            c.reloptions as options,
+            (has_any_column_privilege($2, c.oid, 'SELECT')
+              or has_table_privilege($2, c.oid, 'SELECT,INSERT,UPDATE,DELETE')) as app_can_use,
+            has_table_privilege($2, c.oid, 'TRUNCATE') as app_can_truncate,
             exists (select 1 from pg_attribute a
                      where a.attrelid = c.oid and a.attname = 'workspace_id' and a.attnum > 0 and not a.attisdropped)
               as has_workspace_id
@@ -108,10 +115,12 @@ export async function assertIsolation(
         );
       if (!r.rls) problems.push(`table ${schema}.${r.name} does not ENABLE ROW LEVEL SECURITY`);
       if (!r.force) problems.push(`table ${schema}.${r.name} does not FORCE ROW LEVEL SECURITY`);
-    } else if (r.kind === 'v' && r.app_can_select) {
+      // RLS does not apply to TRUNCATE: one member's scope would empty the table for every workspace.
+      if (r.app_can_truncate) problems.push(`app role ${appRole} may TRUNCATE table ${schema}.${r.name}`);
+    } else if (r.kind === 'v' && r.app_can_use) {
       views.push(r.name);
       if (!securityInvoker(r.options)) problems.push(`view ${schema}.${r.name} lacks security_invoker=true`);
-    } else if (r.kind === 'm' && r.app_can_select && r.has_workspace_id) {
+    } else if (r.kind === 'm' && r.app_can_use && r.has_workspace_id) {
       problems.push(
         `materialized view ${schema}.${r.name} holds tenant data and is readable by ${appRole} (no RLS on those)`,
       );
@@ -121,10 +130,56 @@ export async function assertIsolation(
     if (!tenantTables.includes(name))
       problems.push(`configured tenant table ${schema}.${name} does not exist`);
   }
+  problems.push(...(await escapes(db, schema, appRole, tenantTables)));
   if (problems.length > 0) {
     throw new UserContextError(ErrorCodes.MISCONFIGURED, `isolation guard: ${problems.join('; ')}`);
   }
   return { appRole, schema, tenantTables, views, login };
+}
+
+/**
+ * Other ways out of RLS for the app role: a role it can `SET ROLE` to that bypasses RLS; a
+ * `SECURITY DEFINER` function it may execute (it runs with its owner's rights, as a definer view does);
+ * a permissive policy on a tenant table whose condition does not read `app.workspace_id` (such as
+ * `using (true)`, or one on `current_user`, which is the app role for every workspace). The last is a
+ * textual check of the policy's expressions: it catches the mistake, not a policy written to deceive.
+ */
+async function escapes(
+  db: SqlQueryable,
+  schema: string,
+  appRole: string,
+  tenantTables: readonly string[],
+): Promise<string[]> {
+  const problems: string[] = [];
+  const reachable = await db.query<{ name: string }>(
+    `select rolname as name from pg_roles
+      where (rolsuper or rolbypassrls) and rolname <> $1 and pg_has_role($1, oid, 'MEMBER')
+      order by rolname`,
+    [appRole],
+  );
+  for (const r of reachable.rows)
+    problems.push(`app role ${appRole} can SET ROLE to ${r.name}, which bypasses RLS`);
+  const definers = await db.query<{ name: string }>(
+    `select p.oid::regprocedure::text as name from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+      where n.nspname = $1 and p.prosecdef and has_function_privilege($2, p.oid, 'EXECUTE')
+      order by 1`,
+    [schema, appRole],
+  );
+  for (const f of definers.rows)
+    problems.push(`function ${f.name} is SECURITY DEFINER and executable by ${appRole} (it skips RLS)`);
+  const policies = await db.query<{ table: string; name: string; qual: string | null; check: string | null }>(
+    `select tablename as table, policyname as name, qual, with_check as check from pg_policies
+      where schemaname = $1 and permissive = 'PERMISSIVE' and ('public' = any (roles) or $2 = any (roles))
+      order by tablename, policyname`,
+    [schema, appRole],
+  );
+  const readsWorkspace = (expr: string | null) => expr === null || expr.includes('app.workspace_id');
+  for (const p of policies.rows) {
+    if (!tenantTables.includes(p.table)) continue;
+    if (!readsWorkspace(p.qual) || !readsWorkspace(p.check) || (p.qual === null && p.check === null))
+      problems.push(`policy ${p.name} on ${schema}.${p.table} does not read app.workspace_id`);
+  }
+  return problems;
 }
 
 function securityInvoker(options: string[] | null): boolean {

@@ -49,9 +49,15 @@ describe('fromPgPool when a connection is lost', () => {
     }
   });
 
-  it('every adapter of one pool hears of an idle connection lost, not only the first', async () => {
+  it('every adapter of one pool hears of an idle connection lost, not only the first, whatever one of them throws', async () => {
     const { pool, db, lost } = openPool();
     const second: Error[] = [];
+    // One that throws (against its contract) neither silences the next nor escapes as uncaught.
+    fromPgPool(pool, {
+      onError: () => {
+        throw new Error('a careless handler');
+      },
+    });
     fromPgPool(pool, { onError: (err) => second.push(err) });
     try {
       await terminate(await pidOf(db));

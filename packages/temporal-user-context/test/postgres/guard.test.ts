@@ -161,6 +161,71 @@ describe.each(BACKENDS)('assertIsolation on %s (case 17)', (kind) => {
     }
   });
 
+  it('refuses a definer view the app role can use through a column grant or a write-only grant', async () => {
+    await b.admin.query('create view notes_cols as select workspace_id, body from notes');
+    try {
+      await b.admin.query(`grant select (body) on notes_cols to ${roles.app}`);
+      expect(await refusal(b)).toMatch(/view public\.notes_cols lacks security_invoker=true/);
+      await b.admin.query(`revoke select (body) on notes_cols from ${roles.app}`);
+      await b.admin.query(`grant insert on notes_cols to ${roles.app}`);
+      expect(await refusal(b)).toMatch(/view public\.notes_cols lacks security_invoker=true/);
+    } finally {
+      await b.admin.query('drop view notes_cols');
+    }
+  });
+
+  it('refuses TRUNCATE on a tenant table (RLS does not apply to it)', async () => {
+    await b.admin.query(`grant truncate on notes to ${roles.app}`);
+    try {
+      expect(await refusal(b)).toMatch(/app role \S+ may TRUNCATE table public\.notes/);
+    } finally {
+      await b.admin.query(`revoke truncate on notes from ${roles.app}`);
+    }
+  });
+
+  it('refuses an app role that can SET ROLE to a role bypassing RLS', async () => {
+    const bypass = `${roles.app}_bypass`;
+    await b.admin.query(`create role ${bypass} nologin bypassrls`);
+    await b.admin.query(`grant ${bypass} to ${roles.app}`);
+    try {
+      expect(await refusal(b)).toMatch(new RegExp(`can SET ROLE to ${bypass}, which bypasses RLS`));
+    } finally {
+      await b.admin.query(`revoke ${bypass} from ${roles.app}`);
+      await b.admin.query(`drop role ${bypass}`);
+    }
+  });
+
+  it('refuses a SECURITY DEFINER function the app role may execute (and shows the leak)', async () => {
+    await b.admin.query(
+      "create function all_note_bodies() returns setof text language sql security definer as 'select body from notes'",
+    );
+    const alice = parseUserContext({ userId: 'alice', workspaceId: 'ws-a', roles: ['member'] });
+    try {
+      expect(await refusal(b)).toMatch(/function all_note_bodies\(\) is SECURITY DEFINER/);
+      const seen = await withUserScope(
+        b.db,
+        alice,
+        async (tx) =>
+          (await tx.query<{ b: string }>('select all_note_bodies() as b order by 1')).rows.map((r) => r.b),
+        { appRole: roles.app },
+      );
+      expect(seen).toEqual(['a1', 'b1']);
+    } finally {
+      await b.admin.query('drop function all_note_bodies()');
+    }
+  });
+
+  it('refuses a permissive policy on a tenant table that does not read app.workspace_id', async () => {
+    await b.admin.query('create policy notes_everyone on notes for select using (true)');
+    try {
+      expect(await refusal(b)).toMatch(
+        /policy notes_everyone on public\.notes does not read app\.workspace_id/,
+      );
+    } finally {
+      await b.admin.query('drop policy notes_everyone on notes');
+    }
+  });
+
   it('refuses a view without security_invoker (and shows the leak it would allow)', async () => {
     // Created by a superuser (say, a DBA's reporting view): without security_invoker it runs with its
     // owner's rights, and a superuser owner skips RLS.
