@@ -1,6 +1,6 @@
 import { ScheduleNotFoundError, WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { isUserContextError } from '../context/errors.js';
-import { describeRun, lineageRefusal } from './server-lineage.js';
+import { describeRun, lineageRefusal, timestampMs } from './server-lineage.js';
 import { SuccessCache } from './success-cache.js';
 
 /** Lookups of the schedule before a fresh run it has not recorded yet is refused. */
@@ -154,9 +154,7 @@ export class ScheduledRunCheck {
     return {
       firstRunId,
       startedAt: description.startTime.getTime(),
-      firstStartedAt: started?.seconds
-        ? Number(started.seconds) * 1000 + Math.floor((started.nanos ?? 0) / 1e6)
-        : undefined,
+      firstStartedAt: started?.seconds ? timestampMs(started) : undefined,
     };
   }
 }

@@ -71,7 +71,7 @@ export async function serverLineage(
   if (!started?.seconds) throw lineageRefusal("the server gives no start time for the root's chain");
   return {
     root: root.workflowId,
-    chainStart: Number(started.seconds) * 1000 + Math.floor((started.nanos ?? 0) / 1e6),
+    chainStart: timestampMs(started),
   };
 }
 
@@ -87,6 +87,11 @@ export class ActivityLineageCheck {
   confirm(client: Client, run: RunRef): Promise<ConfirmedLineage> {
     return this.confirmed.get(`${run.workflowId}\u0000${run.runId}`, () => serverLineage(client, run));
   }
+}
+
+/** Epoch milliseconds (floored) of a protobuf timestamp whose `seconds` may be a number or a Long. */
+export function timestampMs(ts: { seconds?: unknown; nanos?: number | null }): number {
+  return Number(ts.seconds) * 1000 + Math.floor((ts.nanos ?? 0) / 1e6);
 }
 
 /** `USER_CONTEXT_LINEAGE_MISMATCH` with `reason`. */
