@@ -1,7 +1,6 @@
 import { readFileSync } from 'node:fs';
 import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Context } from '@temporalio/activity';
 import type { ClientOptions } from '@temporalio/client';
 import type { PayloadCodec } from '@temporalio/common';
 import type { WorkflowInfo } from '@temporalio/workflow';
@@ -25,6 +24,7 @@ import { ActivityLineageCheck } from './worker/server-lineage.js';
 import { NexusGuard } from './worker/nexus-interceptor.js';
 import { ScheduledRunCheck } from './worker/scheduled-run.js';
 import { currentActor, currentUserContext } from './worker/resolve.js';
+import { currentScope } from './worker/scope.js';
 import { ContextVerifier, type Verified, type VerifierOptions } from './worker/verifier.js';
 import { ErrorCodes, UserContextError } from './context/errors.js';
 
@@ -35,7 +35,12 @@ export interface UserContextPluginOptions {
    * a ring without it: workers verify and forward, never mint.
    */
   keys: KeyRing;
-  /** Namespace used as token audience; defaults to the client's / worker's namespace. */
+  /**
+   * The namespace this plugin serves: its tokens' audience and its codec's fallback. Default: the
+   * namespace of the first client or worker it configures. A client or worker of another namespace (a
+   * client without one is in `default`) is refused with `USER_CONTEXT_MISCONFIGURED`. Set it for a
+   * plugin that configures neither (a codec server process).
+   */
   namespace?: string;
   /** Audit sinks (default: one pino sink on stdout). */
   audit?: AuditSink | AuditSink[];
@@ -190,8 +195,7 @@ export class UserContextPlugin extends SimplePlugin {
       actorWindowSeconds: pluginOptions.actorWindowSeconds,
     });
     const verifier = new ContextVerifier(pluginOptions.keys, pluginOptions.verifier);
-    // The verifier has refused a skew outside 0–3600 s by now.
-    const scheduledRuns = new ScheduledRunCheck((pluginOptions.verifier?.clockSkewSeconds ?? 30) * 1000);
+    const scheduledRuns = new ScheduledRunCheck(verifier.skewSeconds * 1000);
     // Only undefined means the default: null, like any other value, must be refused, not read as it.
     const callerPolicy = nexusCallerPolicyOf(pluginOptions.nexusCallers);
     const activityLineage = pluginOptions.activityLineage;
@@ -280,21 +284,16 @@ export class UserContextPlugin extends SimplePlugin {
           const actor = currentActor();
           if (!actor) {
             // No actor header at all (a refused one throws in currentActor(), audited by the guard):
-            // workflow code asked outside a handler's actor, by the activity's name. A refusal too.
-            const info = Context.current().info;
-            auditor.emit({
+            // workflow code asked outside a handler's actor, by the activity's name. A refusal too, on
+            // the record with the activity's ids (currentActor() found its scope, so it is there).
+            const scope = currentScope()!;
+            scope.auditor.emit({
+              ...scope.audit,
               action: 'activity.actor',
               decision: 'deny',
               source: 'none',
               reason: ErrorCodes.MISSING,
               detail: 'no actor header',
-              namespace: info.workflowNamespace,
-              workflowId: info.workflowExecution?.workflowId,
-              runId: info.workflowExecution?.runId,
-              workflowType: info.workflowType,
-              activityType: info.activityType,
-              activityId: info.activityId,
-              attempt: info.attempt,
             });
             throw new UserContextError(ErrorCodes.MISSING, 'no actor');
           }

@@ -30,8 +30,9 @@ export interface Problem {
 
 /**
  * For a signal or update to a run whose record the caller can see: the server's "workflow not found"
- * then means the run has ended (a closed execution takes no signals or updates), or never started. That is the state of
- * things (409 `RUN_NOT_RUNNING`), not a refusal or a guessed id (404, audited). Returns on anything else.
+ * then means the run has ended (a closed execution takes no signals or updates), or never started.
+ * That is the state of things (409 `RUN_NOT_RUNNING`), not a refusal or a guessed id (404, audited).
+ * Returns on anything else.
  */
 export function throwIfRunEnded(err: unknown): void {
   if (err instanceof WorkflowNotFoundError)

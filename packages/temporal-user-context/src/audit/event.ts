@@ -42,6 +42,6 @@ export interface AuditEvent {
 
 /** Receives audit events. Must not throw; a sink that can fail should catch and report on its own. */
 export interface AuditSink {
-  /** Records one sanitised event; a returned promise is not awaited by the caller, only watched for failure. */
+  /** Records one sanitised event. A returned promise is not awaited, only watched for failure. */
   emit(event: AuditEvent): void | Promise<void>;
 }

@@ -42,7 +42,10 @@ export interface CodecServerOptions {
   encode?: boolean;
   /** Every decision is audited here. */
   auditor: Auditor;
-  /** Largest request body in bytes, an integer from 1 KiB to 1 GiB. Default 8 MiB (a 2 MB payload is ~2.7 MB of base64). */
+  /**
+   * Largest request body in bytes, an integer from 1 KiB to 1 GiB. Default 8 MiB (a 2 MB payload is
+   * ~2.7 MB of base64).
+   */
   bodyLimit?: number;
   /** Most payloads per request, an integer from 1 to 1 000 000. Default 1000. */
   maxPayloads?: number;

@@ -53,6 +53,18 @@ export interface PgPoolOptions {
 /** The `onError` of every adapter of a pool: the pool's one listener tells each of them. */
 const poolErrorHandlers = new WeakMap<Pool, Set<(err: Error) => void>>();
 
+/**
+ * Calls an `onError` handler. One that throws must neither silence the others nor escape: thrown from a
+ * pool or client `error` event, it would be the uncaught exception these listeners are here to prevent.
+ */
+function tell(handler: (err: Error) => void, err: Error): void {
+  try {
+    handler(err);
+  } catch (thrown) {
+    console.error('temporal-user-context: an onError handler threw', thrown);
+  }
+}
+
 function reportLostConnection(err: Error): void {
   console.error(
     `temporal-user-context: a PostgreSQL connection was lost (${err.message}); the pool reconnects`,
@@ -80,15 +92,7 @@ export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase
     const set = new Set<(err: Error) => void>();
     poolErrorHandlers.set(pool, set);
     pool.on('error', (err) => {
-      for (const handler of set) {
-        // A handler that throws must neither silence the others nor escape: thrown from this event,
-        // it would be the uncaught exception this listener is here to prevent.
-        try {
-          handler(err);
-        } catch (thrown) {
-          console.error('temporal-user-context: an onError handler threw', thrown);
-        }
-      }
+      for (const handler of set) tell(handler, err);
     });
     handlers = set;
   }
@@ -99,11 +103,7 @@ export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase
     let lostWith: Error | undefined;
     const listener = (err: Error) => {
       lostWith = err;
-      try {
-        onError(err);
-      } catch (thrown) {
-        console.error('temporal-user-context: an onError handler threw', thrown);
-      }
+      tell(onError, err);
     };
     client.on('error', listener);
     return {

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import type { Info } from '@temporalio/activity';
 import { MockActivityEnvironment } from '@temporalio/testing';
 import type { ActivityInterceptorsFactory, WorkerOptions } from '@temporalio/worker';
+import type { AuditSink } from '../audit/event.js';
 import { memoryAuditSink } from '../audit/sinks.js';
 import { parseUserContext, type UserContext } from '../context/schema.js';
 import { generateKeySet, workerKeySet } from '../crypto/generate.js';
@@ -22,7 +23,7 @@ export interface UserActivityEnvironmentOptions {
   keys?: KeySetJson;
   /** Activity info (SDK defaults otherwise); its workflow id and namespace are what the token binds. */
   info?: Partial<Info>;
-  /** The worker plugin's options (the keys and, unless given, the audit sink are this helper's). */
+  /** The worker plugin's options (the keys are this helper's; audit sinks given are added to its own). */
   plugin?: Omit<Partial<UserContextPluginOptions>, 'keys'>;
 }
 
@@ -45,7 +46,8 @@ export interface UserActivityEnvironment {
  * sets apart from production ones.
  *
  * @example
- * const { env } = await userActivityEnvironment({ user: { userId: 'alice', workspaceId: 'ws-acme', roles: ['member'] } });
+ * const alice = { userId: 'alice', workspaceId: 'ws-acme', roles: ['member'] };
+ * const { env } = await userActivityEnvironment({ user: alice });
  * expect(await env.run(buildAgentConfig, agentId)).toMatchObject({ workspaceId: 'ws-acme' });
  */
 export async function userActivityEnvironment(
@@ -71,9 +73,10 @@ export async function userActivityEnvironment(
   };
   const audit = memoryAuditSink();
   const plugin = new UserContextPlugin({
-    audit,
     codec: false,
     ...options.plugin,
+    // Sinks the test gives are added to the helper's, which the returned `audit` reads.
+    audit: [audit, ...([] as AuditSink[]).concat(options.plugin?.audit ?? [])],
     keys: KeyRing.fromJSON(workerKeySet(edge)),
   });
   const configured = plugin.configureWorker({ namespace, taskQueue: 'test' } as WorkerOptions);

@@ -48,7 +48,7 @@ export class ScheduledRunCheck {
   private readonly confirmed = new SuccessCache<void>(CACHE_SIZE);
 
   /** @param skewMs clock skew tolerated between the edge and the server (the verifier's). */
-  constructor(private readonly skewMs = 30_000) {}
+  constructor(private readonly skewMs: number) {}
 
   /**
    * Resolves when the schedule `scheduleId`, created when the token was issued (`issuedAt`, its `iat`),

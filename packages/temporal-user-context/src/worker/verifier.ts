@@ -36,6 +36,10 @@ export class ContextVerifier {
   private readonly cache: SuccessCache<ContextClaims>;
   private readonly contexts = new WeakMap<ContextClaims, UserContext>();
   private readonly skew: number;
+  /** The clock skew tolerated, in seconds (the option, checked, or its default). */
+  get skewSeconds(): number {
+    return this.skew;
+  }
   private readonly now: () => number;
 
   constructor(

@@ -65,7 +65,7 @@ function server(first: { startedAt: number } | { error: Error }, takenAt = now -
 
 async function verdict(client: Client, chainStart: number, issuedAt = ISSUED): Promise<string> {
   try {
-    await new ScheduledRunCheck().confirm(client, 'sch', root, chainStart, issuedAt, 'caller-run');
+    await new ScheduledRunCheck(30_000).confirm(client, 'sch', root, chainStart, issuedAt, 'caller-run');
     return 'confirmed';
   } catch (err) {
     return isUserContextError(err) ? err.code : `thrown: ${(err as Error).message}`;
