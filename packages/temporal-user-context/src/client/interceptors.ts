@@ -3,6 +3,7 @@ import type {
   CreateScheduleOutput,
   Next,
   ScheduleClientInterceptor,
+  WorkflowCancelInput,
   WorkflowClientInterceptor,
   WorkflowQueryInput,
   WorkflowSignalInput,
@@ -13,6 +14,7 @@ import type {
   WorkflowStartUpdateOutput,
   WorkflowStartUpdateWithStartInput,
   WorkflowStartUpdateWithStartOutput,
+  WorkflowTerminateInput,
 } from '@temporalio/client';
 import type { Headers } from '@temporalio/common';
 import { ACTOR_HEADER, ORIGINATOR_HEADER, withHeader } from '../header/wire.js';
@@ -116,6 +118,28 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
       'client.query',
     );
     return next({ ...input, headers });
+  }
+
+  // Cancel and terminate carry no header to the server (the workflow sees no actor): audited here, so
+  // that the trail says who asked.
+  cancel(
+    input: WorkflowCancelInput,
+    next: Next<WorkflowClientInterceptor, 'cancel'>,
+  ): ReturnType<Next<WorkflowClientInterceptor, 'cancel'>> {
+    this.source.recordControl('client.cancel', input.workflowExecution.workflowId);
+    return next(input);
+  }
+
+  terminate(
+    input: WorkflowTerminateInput,
+    next: Next<WorkflowClientInterceptor, 'terminate'>,
+  ): ReturnType<Next<WorkflowClientInterceptor, 'terminate'>> {
+    this.source.recordControl(
+      'client.terminate',
+      input.workflowExecution.workflowId,
+      input.reason === undefined ? undefined : `reason: ${input.reason}`,
+    );
+    return next(input);
   }
 }
 

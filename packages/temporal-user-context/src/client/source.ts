@@ -172,6 +172,28 @@ export class ContextSource {
     });
   }
 
+  /**
+   * Audits a call that carries no context to the server (`cancel`, `terminate`): who asked, when the
+   * process knows (the edge user in scope, or the activity's verified user), else `source: none`. Not
+   * refused: operators cancel and terminate runs with tools that act for no user.
+   */
+  recordControl(action: string, workflowId: string, detail?: string): void {
+    const activity = currentScope();
+    const user = activity?.context ?? edgeUser();
+    const source: IdentitySource = activity?.context ? 'header' : user ? 'edge' : 'none';
+    this.options.auditor.emit({
+      action,
+      decision: 'allow',
+      source,
+      reason: 'ok',
+      namespace: this.options.namespace,
+      userId: user?.userId,
+      workspaceId: user?.workspaceId,
+      workflowId,
+      detail,
+    });
+  }
+
   async forStart(
     workflowId: string,
     action: string,

@@ -130,6 +130,25 @@ describe('without the header, every path is refused', () => {
     ]);
   });
 
+  it('cancel and terminate (no header reaches the workflow) are audited with who asked, or with no one', async () => {
+    const started = async () =>
+      runAsUser(alice, () =>
+        h.client.workflow.start('interactive', { taskQueue: h.taskQueue, workflowId: id('control') }),
+      );
+    const cancelled = await started();
+    await runAsUser(carol, () => cancelled.cancel());
+    const terminated = await started();
+    await terminated.terminate('operator cleanup'); // an operator's tool, acting for no user
+    const record = (workflowId: string, action: string) =>
+      h.audit.events
+        .filter((e) => e.workflowId === workflowId && e.action === action)
+        .map((e) => [e.decision, e.source, e.userId ?? null, e.detail ?? null]);
+    expect(record(cancelled.workflowId, 'client.cancel')).toEqual([['allow', 'edge', 'carol', null]]);
+    expect(record(terminated.workflowId, 'client.terminate')).toEqual([
+      ['allow', 'none', null, 'reason: operator cleanup'],
+    ]);
+  });
+
   it('the worker stays healthy after refusals', async () => {
     expect(await runAs<UserContext>(bob, 'viaActivity')).toEqual(bob);
   });
