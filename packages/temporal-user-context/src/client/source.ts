@@ -5,7 +5,7 @@ import type { Auditor } from '../audit/sinks.js';
 import type { IdentitySource } from '../audit/event.js';
 import type { KeyRing } from '../crypto/keyring.js';
 import { DEFAULT_WINDOW, issueContextToken, type IssueOptions } from '../crypto/issue.js';
-import type { ContextHeader } from '../header/wire.js';
+import { MAX_HEADER_BYTES, encodeHeader, type ContextHeader } from '../header/wire.js';
 import { currentScope } from '../worker/scope.js';
 import { edgeUser } from './scope.js';
 import type { MirrorOptions } from './mirror.js';
@@ -119,6 +119,8 @@ export class ContextSource {
     context: UserContext,
     source: IdentitySource,
     options: Omit<IssueOptions, 'namespace'>,
+    /** Throws the refusal of a header that cannot be used, before the call is audited as allowed. */
+    accept?: (header: ContextHeader) => void,
   ) {
     if (!this.options.ring.canIssue) {
       this.refuse(
@@ -138,6 +140,7 @@ export class ContextSource {
       ...options,
       namespace: this.options.namespace,
     });
+    accept?.(header);
     this.allowed(
       action,
       context,
@@ -235,11 +238,30 @@ export class ContextSource {
     action: string,
   ): Promise<{ originator: ContextHeader; context: UserContext }> {
     const { context, source } = this.who(action, { workflowId: actionWorkflowId, scheduleId });
-    const originator = await this.issue(action, context, source, {
-      use: 'schedule',
-      scheduleId,
-      workflowId: actionWorkflowId,
-    });
+    // A schedule's runs add lineage facts that name it and the run (`<action id>-<time>`) to the header
+    // of every activity: with ids near Temporal's length limit, that passes the size workers accept, and
+    // every run would be refused. Refused here instead, before the schedule exists.
+    const run = `${actionWorkflowId}-2000-01-01T00:00:00Z`;
+    const lin = { root: run, start: Date.now(), wf: run, sched: scheduleId };
+    const size = (header: ContextHeader) => encodeHeader({ ...header, lin }).data!.byteLength;
+    const originator = await this.issue(
+      action,
+      context,
+      source,
+      { use: 'schedule', scheduleId, workflowId: actionWorkflowId },
+      (header) => {
+        if (size(header) <= MAX_HEADER_BYTES) return;
+        this.refuse(
+          action,
+          new UserContextError(
+            ErrorCodes.TOO_LARGE,
+            `its runs would carry a header over ${MAX_HEADER_BYTES} bytes: shorten the schedule or workflow id`,
+          ),
+          { workflowId: actionWorkflowId, scheduleId },
+          context,
+        );
+      },
+    );
     return { originator, context };
   }
 }

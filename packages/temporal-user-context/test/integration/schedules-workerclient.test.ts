@@ -59,6 +59,38 @@ describe('schedules', () => {
     ]);
   });
 
+  it('a schedule whose runs would carry a header over the size workers accept is refused at create', async () => {
+    // Temporal accepts ids of up to 1,000 characters; the lineage facts of a run name the schedule and
+    // the run again, so near that length every activity of every run would be refused as too large.
+    const scheduleId = `sch-${'s'.repeat(900)}`;
+    const largest = {
+      userId: 'u'.repeat(128),
+      workspaceId: 'w'.repeat(128),
+      roles: Array.from({ length: 16 }, (_, i) => `r${String(i).padStart(2, '0')}`.padEnd(48, 'x')),
+    };
+    await expect(
+      runAsUser(largest, () =>
+        h.client.schedule.create({
+          scheduleId,
+          spec: { intervals: [{ every: '1h' }] },
+          action: {
+            type: 'startWorkflow',
+            workflowType: 'viaActivity',
+            taskQueue: h.taskQueue,
+            workflowId: `wf-${'w'.repeat(900)}`,
+          },
+        }),
+      ),
+    ).rejects.toMatchObject({ code: ErrorCodes.TOO_LARGE });
+    // Refused before the server: no such schedule, and the record is the refusal alone.
+    await expect(h.rawClient.schedule.getHandle(scheduleId).describe()).rejects.toThrow(/not found/i);
+    expect(
+      h.audit.events
+        .filter((e) => e.detail?.includes(scheduleId.slice(0, 20)))
+        .map((e) => [e.decision, e.reason]),
+    ).toEqual([['deny', ErrorCodes.TOO_LARGE]]);
+  });
+
   it('a raw schedule (no header) starts runs that are refused', async () => {
     const scheduleId = `sch-${randomUUID()}`;
     const handle = await hourlySchedule(h, h.rawClient, scheduleId);
