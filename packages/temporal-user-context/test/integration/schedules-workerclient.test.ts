@@ -70,16 +70,7 @@ describe('schedules', () => {
     };
     await expect(
       runAsUser(largest, () =>
-        h.client.schedule.create({
-          scheduleId,
-          spec: { intervals: [{ every: '1h' }] },
-          action: {
-            type: 'startWorkflow',
-            workflowType: 'viaActivity',
-            taskQueue: h.taskQueue,
-            workflowId: `wf-${'w'.repeat(900)}`,
-          },
-        }),
+        hourlySchedule(h, h.client, scheduleId, { workflowId: `wf-${'w'.repeat(900)}` }),
       ),
     ).rejects.toMatchObject({ code: ErrorCodes.TOO_LARGE });
     // Refused before the server: no such schedule, and the record is the refusal alone.
@@ -185,16 +176,9 @@ describe('schedules', () => {
   it('a retry run of a scheduled workflow (its own start, the same chain) acts as the schedule creator', async () => {
     const scheduleId = `sch-${randomUUID()}`;
     const handle = await runAsUser(alice, () =>
-      h.client.schedule.create({
-        scheduleId,
-        spec: { intervals: [{ every: '1h' }] },
-        action: {
-          type: 'startWorkflow',
-          workflowType: 'failsFirstAttempt',
-          taskQueue: h.taskQueue,
-          workflowId: `${scheduleId}-wf`,
-          retry: { maximumAttempts: 2, initialInterval: '1s' },
-        },
+      hourlySchedule(h, h.client, scheduleId, {
+        workflowType: 'failsFirstAttempt',
+        retry: { maximumAttempts: 2, initialInterval: '1s' },
       }),
     );
     try {
