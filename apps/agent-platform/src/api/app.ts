@@ -971,7 +971,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   );
 
   // ---- audit (workspace admins) ----
-  app.get<{ Params: { ws: string }; Querystring: { limit?: number } }>(
+  app.get<{ Params: { ws: string }; Querystring: { limit?: number; before?: string } }>(
     '/workspaces/:ws/audit',
     {
       schema: {
@@ -981,7 +981,11 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         params: { type: 'object', properties: { ws: ID }, required: ['ws'] },
         querystring: {
           type: 'object',
-          properties: { limit: { type: 'integer', minimum: 1, maximum: 1000 } },
+          properties: {
+            limit: { type: 'integer', minimum: 1, maximum: 1000 },
+            // The id of the last record of the previous page: the records older than it.
+            before: { type: 'string', format: 'uuid' },
+          },
         },
         response: errors,
       },
@@ -992,6 +996,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         ...(options.scope?.appRole ? { appRole: options.scope.appRole } : {}),
         audit,
         ...(request.query.limit ? { limit: request.query.limit } : {}),
+        ...(request.query.before ? { before: request.query.before } : {}),
       }),
     }),
   );

@@ -529,6 +529,19 @@ describe('agent runs', () => {
     const rows = events.body_.events as Json[];
     expect(rows.every((e) => e.workspaceId === 'ws-acme')).toBe(true);
     expect((await call('alice', 'GET', '/workspaces/ws-acme/audit')).statusCode).toBe(403);
+    // Page by page: `before` is the last id of the previous page.
+    const first = (await call('carol', 'GET', '/workspaces/ws-acme/audit?limit=2')).body_.events as Json[];
+    const next = await call(
+      'carol',
+      'GET',
+      `/workspaces/ws-acme/audit?limit=2&before=${String(first[1]!.id)}`,
+    );
+    expect(next.statusCode).toBe(200);
+    const older = next.body_.events as Json[];
+    expect(older.length).toBeGreaterThan(0);
+    expect(older.map((e) => e.id)).not.toContain(first[0]!.id);
+    expect(Date.parse(String(older[0]!.time))).toBeLessThanOrEqual(Date.parse(String(first[1]!.time)));
+    expect((await call('carol', 'GET', '/workspaces/ws-acme/audit?before=not-an-id')).statusCode).toBe(400);
   });
 });
 

@@ -1,6 +1,7 @@
 import type { AuditEvent, AuditSink } from '../audit/event.js';
 import { describeThrown } from '../audit/sanitize.js';
 import { numberOption } from '../context/number-option.js';
+import { ErrorCodes, UserContextError } from '../context/errors.js';
 import type { UserContext } from '../context/schema.js';
 import type { SqlDatabase } from './database.js';
 import { applyScope, DEFAULT_APP_ROLE, withUserScope, type UserScopeOptions } from './scope.js';
@@ -139,10 +140,18 @@ export interface AuditTrailOptions extends Pick<UserScopeOptions, 'appRole' | 'a
    * number (NaN, ±Infinity, a string) is `USER_CONTEXT_MISCONFIGURED`.
    */
   limit?: number;
+  /**
+   * The id of the last record of the previous page: the records older than it. A record of another
+   * workspace is invisible here, so its id gives an empty page. Not a UUID: `USER_CONTEXT_MISCONFIGURED`.
+   */
+  before?: string;
 }
 
+const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
 /**
- * The audit trail of the caller's workspace, newest first. Only a workspace admin (effective role
+ * The audit trail of the caller's workspace, newest first, a page at a time (`before`: the last id
+ * of the previous page), so that no number of newer records puts older ones out of an admin's reach. Only a workspace admin (effective role
  * `admin` after the live membership check) may call it; RLS limits the rows to that workspace.
  * @throws UserContextError `USER_CONTEXT_ROLE_MISSING` for a non-admin, `USER_CONTEXT_MEMBERSHIP_REVOKED`.
  */
@@ -158,14 +167,28 @@ export async function queryAuditTrail(
     max: Number.MAX_VALUE,
   });
   const limit = Math.min(Math.max(Math.trunc(requested), 1), 1000);
+  const { before } = options;
+  if (before !== undefined && (typeof before !== 'string' || !UUID.test(before)))
+    throw new UserContextError(ErrorCodes.MISCONFIGURED, 'before must be the id of an audit record');
+  const columns = `id::text as id, ${COLUMNS.map(([c]) => c).join(', ')}`;
   return withUserScope(
     db,
     ctx,
     async (tx) => {
-      const { rows } = await tx.query<Record<string, unknown>>(
-        `select id::text as id, ${COLUMNS.map(([c]) => c).join(', ')} from audit_log order by time desc, id limit $1`,
-        [limit],
-      );
+      // Keyset paging on (time, id): stable while new records arrive. The cursor row is read under
+      // RLS too: another workspace's id matches nothing.
+      const { rows } =
+        before === undefined
+          ? await tx.query<Record<string, unknown>>(
+              `select ${columns} from audit_log order by time desc, id desc limit $1`,
+              [limit],
+            )
+          : await tx.query<Record<string, unknown>>(
+              `select ${columns} from audit_log
+                where (time, id) < (select time, id from audit_log where id = $2::uuid)
+                order by time desc, id desc limit $1`,
+              [limit, before],
+            );
       return rows.map(toEvent);
     },
     { ...options, requireRole: 'admin' },

@@ -8,6 +8,7 @@ import {
   queryAuditTrail,
   withUserScope,
   type PostgresAuditSink,
+  type StoredAuditEvent,
   type SqlDatabase,
   type SqlQueryable,
 } from '../../src/postgres/index.js';
@@ -68,6 +69,43 @@ describe.each(BACKENDS)('audit log on %s', (kind) => {
     const trailB = await queryAuditTrail(b.db, adminB, { appRole: roles.app });
     expect(trailB.length).toBeGreaterThan(0);
     expect(trailB.every((e) => e.workspaceId === 'ws-b')).toBe(true);
+  });
+
+  it("pages back through the whole trail, however many newer records there are; another workspace's id gives nothing", async () => {
+    // 1,005 newer records (as a member's reads would write) must not put older ones out of reach.
+    await b.admin.query(
+      `insert into audit_log (time, workspace_id, user_id, action, decision, source, reason)
+       select now() - interval '1 day', 'ws-a', 'old', 'old.record', 'allow', 'edge', 'ok'
+       union all
+       select now() + make_interval(secs => g), 'ws-a', 'flood', 'flood.record', 'allow', 'edge', 'ok'
+         from generate_series(1, 1005) g`,
+    );
+    const seen: StoredAuditEvent[] = [];
+    let before: string | undefined;
+    for (let page = 0; page < 10; page++) {
+      const events = await queryAuditTrail(b.db, adminA, {
+        appRole: roles.app,
+        limit: 400,
+        ...(before ? { before } : {}),
+      });
+      if (events.length === 0) break;
+      seen.push(...events);
+      before = events.at(-1)!.id;
+    }
+    const ids = seen.map((e) => e.id);
+    expect(new Set(ids).size).toBe(ids.length); // no record twice
+    expect(seen.filter((e) => e.userId === 'flood')).toHaveLength(1005);
+    expect(seen.at(-1)).toMatchObject({ userId: 'old', action: 'old.record' });
+    const times = seen.map((e) => Date.parse(e.time));
+    expect(times).toEqual([...times].sort((x, y) => y - x)); // newest first throughout
+    // A cursor of another workspace matches nothing under RLS; a cursor that is not an id is refused.
+    const bRecord = (await queryAuditTrail(b.db, adminB, { appRole: roles.app, limit: 1 }))[0]!;
+    expect(await queryAuditTrail(b.db, adminA, { appRole: roles.app, before: bRecord.id })).toEqual([]);
+    const err = await queryAuditTrail(b.db, adminA, { appRole: roles.app, before: "x' or 1=1" }).catch(
+      (e: unknown) => e,
+    );
+    expect(isUserContextError(err, ErrorCodes.MISCONFIGURED)).toBe(true);
+    await b.admin.query(`delete from audit_log where user_id in ('old', 'flood')`);
   });
 
   it('a limit under 1 reads one row; a limit that is not a finite number is refused', async () => {
