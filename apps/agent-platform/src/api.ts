@@ -71,11 +71,14 @@ async function main(): Promise<void> {
   const port = Number(process.env.PORT ?? 3000);
   await app.listen({ port, host: process.env.HOST ?? '127.0.0.1' });
   const stop = async () => {
-    await app.close();
-    await connection.close();
-    // Records still being written need the pool: once it ends, they would never settle.
-    await dbAudit.flush();
-    await database.close();
+    try {
+      await app.close();
+      await connection.close();
+    } finally {
+      // Records still being written need the pool: once it ends, they would never settle.
+      await dbAudit.flush();
+      await database.close();
+    }
   };
   for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => void stop());
 }

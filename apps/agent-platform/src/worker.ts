@@ -90,11 +90,14 @@ async function main(): Promise<void> {
   });
   // The SDK shuts the worker down on SIGINT/SIGTERM (WorkerOptions.shutdownSignals); run() then resolves.
   console.log(`worker: polling task queue ${TASK_QUEUE} in namespace ${namespace}`);
-  await worker.run();
-  await connection.close();
-  // Records still being written need the pool: once it ends, they would never settle.
-  await dbAudit.flush();
-  await database.close();
+  try {
+    await worker.run();
+    await connection.close();
+  } finally {
+    // Records still being written need the pool: once it ends, they would never settle.
+    await dbAudit.flush();
+    await database.close();
+  }
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {

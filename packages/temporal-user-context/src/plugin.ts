@@ -171,8 +171,12 @@ export class UserContextPlugin extends SimplePlugin {
   readonly codec: AesGcmPayloadCodec | undefined;
   private readonly scope: { namespace: string };
   private readonly mirror: MirrorOptions;
-  /** This plugin's workflow client interceptor: found in options this plugin has configured already. */
-  private readonly marker: UserContextWorkflowClientInterceptor;
+  /**
+   * The option objects this plugin returned: given them again (the SDK applies a plugin given to both a
+   * connection and its client or worker twice in a row), it returns them as they are. Not recognised by
+   * their contents: interceptors a caller copies from a configured client prove nothing.
+   */
+  private readonly configured = new WeakSet<object>();
   /** The namespace of the first client or worker configured (see {@link bindNamespace}). */
   private boundNamespace: string | undefined;
 
@@ -301,7 +305,6 @@ export class UserContextPlugin extends SimplePlugin {
         },
       },
     });
-    this.marker = clientInterceptors.workflow[0]!;
     this.auditor = auditor;
     this.verifier = verifier;
     this.codec = codec;
@@ -325,22 +328,22 @@ export class UserContextPlugin extends SimplePlugin {
   override configureClient(options: ClientOptions): ClientOptions {
     // Given to both a Connection and its Client, the SDK applies the plugin twice: once is enough (twice
     // issued two tokens per call and encrypted every payload twice).
-    const present = options.interceptors?.workflow;
-    if (Array.isArray(present) && present.includes(this.marker)) return options;
+    if (this.configured.has(options)) return options;
     this.bindNamespace(options.namespace ?? 'default');
-    return super.configureClient(options);
+    return this.remember(super.configureClient(options));
   }
 
   override configureWorker(options: WorkerOptions): WorkerOptions {
-    const present = options.interceptors?.client?.workflow;
-    if (Array.isArray(present) && present.includes(this.marker)) return options;
+    if (this.configured.has(options)) return options;
     if (options.workflowBundle && this.pluginOptions.checkWorkflowBundle !== false)
       assertBundledWithPlugin(options.workflowBundle);
     this.bindNamespace(options.namespace ?? 'default');
-    return super.configureWorker({
-      ...options,
-      sinks: { ...options.sinks, ...this.sinks() },
-    });
+    return this.remember(
+      super.configureWorker({
+        ...options,
+        sinks: { ...options.sinks, ...this.sinks() },
+      }),
+    );
   }
 
   /**
@@ -350,22 +353,29 @@ export class UserContextPlugin extends SimplePlugin {
    * and exports nothing mutable (the SDK freezes what a preloaded module exports).
    */
   override configureBundler(options: BundleOptions): BundleOptions {
-    if (options.preloadModules?.includes(workflowInterceptorsPath)) return options;
+    if (this.configured.has(options)) return options;
     const configured = super.configureBundler(options);
-    return {
+    return this.remember({
       ...configured,
       preloadModules: [...(configured.preloadModules ?? []), workflowInterceptorsPath],
-    };
+    });
   }
 
   override configureReplayWorker(options: ReplayWorkerOptions): ReplayWorkerOptions {
-    if (options.interceptors?.workflowModules?.includes(workflowInterceptorsPath)) return options;
+    if (this.configured.has(options)) return options;
     if (options.workflowBundle && this.pluginOptions.checkWorkflowBundle !== false)
       assertBundledWithPlugin(options.workflowBundle);
-    return super.configureReplayWorker({
-      ...options,
-      sinks: { ...options.sinks, ...this.sinks() },
-    });
+    return this.remember(
+      super.configureReplayWorker({
+        ...options,
+        sinks: { ...options.sinks, ...this.sinks() },
+      }),
+    );
+  }
+
+  private remember<T extends object>(options: T): T {
+    this.configured.add(options);
+    return options;
   }
 
   /**

@@ -984,7 +984,10 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           properties: {
             limit: { type: 'integer', minimum: 1, maximum: 1000 },
             // The id of the last record of the previous page: the records older than it.
-            before: { type: 'string', format: 'uuid' },
+            before: {
+              type: 'string',
+              pattern: '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$',
+            },
           },
         },
         response: errors,

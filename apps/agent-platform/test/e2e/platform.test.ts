@@ -541,7 +541,8 @@ describe('agent runs', () => {
     expect(older.length).toBeGreaterThan(0);
     expect(older.map((e) => e.id)).not.toContain(first[0]!.id);
     expect(Date.parse(String(older[0]!.time))).toBeLessThanOrEqual(Date.parse(String(first[1]!.time)));
-    expect((await call('carol', 'GET', '/workspaces/ws-acme/audit?before=not-an-id')).statusCode).toBe(400);
+    for (const before of ['not-an-id', 'urn:uuid:00000000-0000-4000-8000-000000000000'])
+      expect((await call('carol', 'GET', `/workspaces/ws-acme/audit?before=${before}`)).statusCode).toBe(400);
   });
 });
 

@@ -145,8 +145,9 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
 
 /**
  * Schedules: `create` attaches a schedule-bound token to the schedule's workflow action; every run
- * the schedule starts carries it. Schedule updates keep the creator's headers (the server copies them),
- * so a schedule always acts as its creator; to change who it acts for, delete and re-create it.
+ * the schedule starts carries it. Schedule updates keep the creator's headers (the TypeScript SDK's
+ * `update()` copies them), so a schedule acts as its creator; to change who it acts for, delete and
+ * re-create it.
  * The creator is mirrored like a workflow start's originator, twice: on the schedule itself (so that
  * operators can list a user's schedules) and in its action (so that every run it starts shows it).
  */

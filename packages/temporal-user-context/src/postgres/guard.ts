@@ -140,7 +140,8 @@ export async function assertIsolation(
 /**
  * Other ways out of RLS for the app role: a role it can `SET ROLE` to that bypasses RLS; a
  * `SECURITY DEFINER` function it may execute (it runs with its owner's rights, as a definer view does);
- * a permissive policy on a tenant table whose condition does not read `app.workspace_id` (such as
+ * a permissive policy on a tenant table, for `PUBLIC` or any role the app role is or belongs to, whose
+ * condition does not read `app.workspace_id` (such as
  * `using (true)`, or one on `current_user`, which is the app role for every workspace). The last is a
  * textual check of the policy's expressions: it catches the mistake, not a policy written to deceive.
  */
@@ -169,7 +170,9 @@ async function escapes(
     problems.push(`function ${f.name} is SECURITY DEFINER and executable by ${appRole} (it skips RLS)`);
   const policies = await db.query<{ table: string; name: string; qual: string | null; check: string | null }>(
     `select tablename as table, policyname as name, qual, with_check as check from pg_policies
-      where schemaname = $1 and permissive = 'PERMISSIVE' and ('public' = any (roles) or $2 = any (roles))
+      where schemaname = $1 and permissive = 'PERMISSIVE'
+        and ('public' = any (roles)
+             or exists (select 1 from unnest(roles) r where r <> 'public' and pg_has_role($2, r, 'MEMBER')))
       order by tablename, policyname`,
     [schema, appRole],
   );

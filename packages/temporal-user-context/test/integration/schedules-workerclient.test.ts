@@ -136,17 +136,17 @@ describe('schedules', () => {
   });
 
   it("a deleted schedule's token does not drive a schedule re-created under its id by someone else", async () => {
-    // Alice's schedule token, as issued when she created the schedule ten minutes ago; it is readable
+    // Alice's schedule token, as issued when she created the schedule 20 minutes ago; it is readable
     // in the schedule and in its runs' history. The schedule has been deleted since, and someone else
     // creates one under the same id with a raw client that writes the copied header.
     const scheduleId = `sch-${randomUUID()}`;
-    const tenMinutesAgo = Date.now() - 10 * 60_000;
+    const twentyMinutesAgo = Date.now() - 20 * 60_000;
     const { header } = await issueContextToken(h.edgeRing, alice, {
       namespace: h.namespace,
       use: 'schedule',
       scheduleId,
       workflowId: `${scheduleId}-wf`,
-      now: () => tenMinutesAgo,
+      now: () => twentyMinutesAgo,
     });
     const forger = new Client({
       connection: h.connection,

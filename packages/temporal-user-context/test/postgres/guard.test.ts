@@ -224,6 +224,20 @@ describe.each(BACKENDS)('assertIsolation on %s (case 17)', (kind) => {
     } finally {
       await b.admin.query('drop policy notes_everyone on notes');
     }
+    // Also one for a group role the app role belongs to.
+    const readers = `${roles.app}_readers`;
+    await b.admin.query(`create role ${readers} nologin`);
+    await b.admin.query(`grant ${readers} to ${roles.app}`);
+    await b.admin.query(`create policy notes_readers on notes for select to ${readers} using (true)`);
+    try {
+      expect(await refusal(b)).toMatch(
+        /policy notes_readers on public\.notes does not read app\.workspace_id/,
+      );
+    } finally {
+      await b.admin.query('drop policy notes_readers on notes');
+      await b.admin.query(`revoke ${readers} from ${roles.app}`);
+      await b.admin.query(`drop role ${readers}`);
+    }
   });
 
   it('refuses a view without security_invoker (and shows the leak it would allow)', async () => {

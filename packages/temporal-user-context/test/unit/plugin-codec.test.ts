@@ -88,4 +88,16 @@ describe('one plugin, configured more than once', () => {
     const bundle = plugin.configureBundler({ workflowsPath: 'x' } as never);
     expect(plugin.configureBundler(bundle)).toBe(bundle);
   });
+
+  it('is not fooled by its interceptors copied from a configured client: such a worker is configured', () => {
+    const plugin = newPlugin();
+    const client = plugin.configureClient({ namespace: 'ns' });
+    const worker = plugin.configureWorker({
+      taskQueue: 'q',
+      namespace: 'ns',
+      interceptors: { client: client.interceptors as never },
+    });
+    expect(worker.interceptors?.activity).toHaveLength(1);
+    expect(Object.keys(worker.sinks ?? {})).toContain('userContextAudit');
+  });
 });
