@@ -152,10 +152,13 @@ export class ContextSource {
     return header;
   }
 
-  /** Audits a context this client sends: issued for the call, or forwarded by a worker. */
+  /**
+   * Audits a context this client sends (issued for the call, or forwarded by a worker), or who asked
+   * for a call that sends none (`context` undefined when no one is known).
+   */
   private allowed(
     action: string,
-    context: UserContext,
+    context: UserContext | undefined,
     source: IdentitySource,
     tokenId: string | undefined,
     workflowId: string | undefined,
@@ -167,8 +170,8 @@ export class ContextSource {
       source,
       reason: 'ok',
       namespace: this.options.namespace,
-      userId: context.userId,
-      workspaceId: context.workspaceId,
+      userId: context?.userId,
+      workspaceId: context?.workspaceId,
       tokenId,
       workflowId,
       detail,
@@ -184,17 +187,7 @@ export class ContextSource {
     const activity = currentScope();
     const user = activity?.context ?? edgeUser();
     const source: IdentitySource = activity?.context ? 'header' : user ? 'edge' : 'none';
-    this.options.auditor.emit({
-      action,
-      decision: 'allow',
-      source,
-      reason: 'ok',
-      namespace: this.options.namespace,
-      userId: user?.userId,
-      workspaceId: user?.workspaceId,
-      workflowId,
-      detail,
-    });
+    this.allowed(action, user, source, undefined, workflowId, detail);
   }
 
   async forStart(
