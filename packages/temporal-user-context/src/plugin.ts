@@ -149,9 +149,23 @@ export const workflowInterceptorsPath = fileURLToPath(
   new URL(`./workflow/interceptors${extname(here)}`, import.meta.url),
 );
 
+/** `holder[key]` without this package's workflow interceptor module (a plugin adds it back once). */
+function withoutModule<T extends object, K extends keyof T>(holder: T, key: K): Partial<Pick<T, K>> {
+  const list = holder[key];
+  if (!Array.isArray(list)) return {};
+  return { [key]: list.filter((path) => path !== workflowInterceptorsPath) } as Partial<Pick<T, K>>;
+}
+
+/**
+ * What each plugin contributed to options (interceptor instances and factories, its codec), to the
+ * plugin: a plugin configuring options again finds its own and any other's.
+ */
+const contributions = new WeakMap<object, UserContextPlugin>();
+
 /**
  * The single door: give it to `Client` (or its `Connection`) at the edge and to `Worker` on workers;
- * given to both, it registers once. One plugin serves one namespace: a client or worker of another
+ * given to both, or twice around another plugin, it registers once. A second `UserContextPlugin` on one
+ * client or worker is refused (`USER_CONTEXT_MISCONFIGURED`). One plugin serves one namespace: a client or worker of another
  * namespace is refused (`USER_CONTEXT_MISCONFIGURED`), so use one plugin per namespace.
  * It registers client and schedule interceptors, the worker's own client interceptors, the activity
  * guard, the workflow interceptors (sandbox), the audit sink and the verification activities.
@@ -310,6 +324,15 @@ export class UserContextPlugin extends SimplePlugin {
     this.codec = codec;
     this.scope = scope;
     this.mirror = mirror;
+    const worker = this.options.workerInterceptors as { activity: object[]; nexus: object[] };
+    for (const part of [
+      ...clientInterceptors.workflow,
+      ...clientInterceptors.schedule,
+      ...worker.activity,
+      ...worker.nexus,
+      ...(registered ? [registered] : []),
+    ])
+      contributions.set(part, this);
   }
 
   /**
@@ -330,7 +353,14 @@ export class UserContextPlugin extends SimplePlugin {
     // issued two tokens per call and encrypted every payload twice).
     if (this.configured.has(options)) return options;
     this.bindNamespace(options.namespace ?? 'default');
-    return this.remember(super.configureClient(options));
+    const interceptors = options.interceptors;
+    return this.remember(
+      super.configureClient({
+        ...options,
+        ...(interceptors ? { interceptors: this.withoutOwnClient(interceptors, 'client') } : {}),
+        ...this.withoutOwnCodec(options.dataConverter, 'client'),
+      }),
+    );
   }
 
   override configureWorker(options: WorkerOptions): WorkerOptions {
@@ -338,12 +368,73 @@ export class UserContextPlugin extends SimplePlugin {
     if (options.workflowBundle && this.pluginOptions.checkWorkflowBundle !== false)
       assertBundledWithPlugin(options.workflowBundle);
     this.bindNamespace(options.namespace ?? 'default');
+    const interceptors = options.interceptors;
     return this.remember(
       super.configureWorker({
         ...options,
+        ...(interceptors
+          ? {
+              interceptors: {
+                ...interceptors,
+                ...(interceptors.client
+                  ? { client: this.withoutOwnClient(interceptors.client, "worker's client") }
+                  : {}),
+                ...this.withoutOwn(interceptors, 'activity', 'worker'),
+                ...this.withoutOwn(interceptors, 'nexus', 'worker'),
+                ...withoutModule(interceptors, 'workflowModules'),
+              },
+            }
+          : {}),
+        ...this.withoutOwnCodec(options.dataConverter, 'worker'),
         sinks: { ...options.sinks, ...this.sinks() },
       }),
     );
+  }
+
+  /**
+   * Options this plugin configured before, and that another plugin then changed (`plugins: [p, other,
+   * p]`), are not recognised as returned: `p`'s own contributions are taken out before it adds them
+   * again, so they are there once, not twice (two tokens per call, two verifications and audit records
+   * per activity, every payload encrypted twice). Another UserContextPlugin's are refused: one client or
+   * worker takes one.
+   */
+  private withoutOwn<T extends object, K extends keyof T>(
+    holder: T,
+    key: K,
+    what: string,
+  ): Partial<Pick<T, K>> {
+    const list = holder[key];
+    if (!Array.isArray(list)) return {};
+    const kept = list.filter((part: unknown) => {
+      const owner =
+        typeof part === 'object' || typeof part === 'function' ? contributions.get(part!) : undefined;
+      if (owner !== undefined && owner !== this)
+        throw new UserContextError(
+          ErrorCodes.MISCONFIGURED,
+          `this ${what} already has another UserContextPlugin: give a client or worker one`,
+        );
+      return owner === undefined;
+    });
+    return { [key]: kept } as Partial<Pick<T, K>>;
+  }
+
+  private withoutOwnClient<T extends NonNullable<ClientOptions['interceptors']>>(
+    interceptors: T,
+    what: string,
+  ): T {
+    return {
+      ...interceptors,
+      ...this.withoutOwn(interceptors as { workflow?: unknown }, 'workflow', what),
+      ...this.withoutOwn(interceptors as { schedule?: unknown }, 'schedule', what),
+    };
+  }
+
+  private withoutOwnCodec(
+    dataConverter: ClientOptions['dataConverter'],
+    what: string,
+  ): Pick<ClientOptions, 'dataConverter'> | Record<string, never> {
+    if (!dataConverter?.payloadCodecs) return {};
+    return { dataConverter: { ...dataConverter, ...this.withoutOwn(dataConverter, 'payloadCodecs', what) } };
   }
 
   /**
@@ -354,10 +445,16 @@ export class UserContextPlugin extends SimplePlugin {
    */
   override configureBundler(options: BundleOptions): BundleOptions {
     if (this.configured.has(options)) return options;
-    const configured = super.configureBundler(options);
+    const configured = super.configureBundler({
+      ...options,
+      ...withoutModule(options, 'workflowInterceptorModules'),
+    });
     return this.remember({
       ...configured,
-      preloadModules: [...(configured.preloadModules ?? []), workflowInterceptorsPath],
+      preloadModules: [
+        ...(withoutModule(configured, 'preloadModules').preloadModules ?? []),
+        workflowInterceptorsPath,
+      ],
     });
   }
 
@@ -365,9 +462,14 @@ export class UserContextPlugin extends SimplePlugin {
     if (this.configured.has(options)) return options;
     if (options.workflowBundle && this.pluginOptions.checkWorkflowBundle !== false)
       assertBundledWithPlugin(options.workflowBundle);
+    const interceptors = options.interceptors;
     return this.remember(
       super.configureReplayWorker({
         ...options,
+        ...(interceptors
+          ? { interceptors: { ...interceptors, ...withoutModule(interceptors, 'workflowModules') } }
+          : {}),
+        ...this.withoutOwnCodec(options.dataConverter, 'replay worker'),
         sinks: { ...options.sinks, ...this.sinks() },
       }),
     );

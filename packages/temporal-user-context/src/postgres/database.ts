@@ -1,4 +1,5 @@
-import type { Pool, PoolClient, QueryResult } from 'pg';
+import type { Pool, PoolClient, QueryConfig, QueryResult } from 'pg';
+import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
 
 /** A result row: column name to parsed value. */
 export type SqlRow = Record<string, unknown>;
@@ -33,11 +34,101 @@ export interface SqlDatabase extends SqlQueryable {
   /**
    * Runs `fn` in one transaction on one connection: COMMIT when it resolves, ROLLBACK when it throws.
    * The connection goes back to the pool only after COMMIT/ROLLBACK, so `SET LOCAL` and
-   * `set_config(..., true)` never outlive the callback.
+   * `set_config(..., true)` never outlive the callback. The callback's queryable runs one statement per
+   * call, one call at a time; a statement that ends the transaction (COMMIT, ROLLBACK, ...) and every
+   * query after it are refused with `USER_CONTEXT_MISCONFIGURED`, and so is the transaction (what ran
+   * before that statement stays committed; a pooled connection is closed, not reused).
    */
   transaction<T>(fn: (tx: SqlQueryable) => Promise<T>): Promise<T>;
   /** Holds one connection for `fn` without opening a transaction. */
   session<T>(fn: (session: SqlSession) => Promise<T>): Promise<T>;
+}
+
+/** Reason of the refusal when a transaction's callback ended the transaction itself. */
+const TRANSACTION_ENDED = 'the transaction was ended inside its callback (COMMIT, ROLLBACK or the like)';
+
+/**
+ * The refusal of a query in a transaction its own callback ended: `USER_CONTEXT_MISCONFIGURED`.
+ * @internal
+ */
+export function transactionEnded(): UserContextError {
+  return new UserContextError(ErrorCodes.MISCONFIGURED, TRANSACTION_ENDED);
+}
+
+/** True for the refusal {@link transactionEnded} makes. @internal */
+export function isTransactionEnded(err: unknown): err is UserContextError {
+  return isUserContextError(err, ErrorCodes.MISCONFIGURED) && err.reason === TRANSACTION_ENDED;
+}
+
+/** Reason of the refusal of a transaction-control statement sent by a transaction's callback. */
+const TRANSACTION_CONTROL =
+  'transaction control (BEGIN, COMMIT, ROLLBACK, ...) inside a transaction callback';
+
+/** Leading whitespace and comments (`-- …` to the end of the line, `/* … *\/`) of a statement. */
+const LEADING_NOISE = /^(?:\s+|--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/)*/;
+/**
+ * Statements that begin or end a transaction. `ROLLBACK TO [SAVEPOINT]` is not one: it keeps the
+ * transaction, and the settings made before the savepoint.
+ */
+const CONTROL =
+  /^(?:begin|start\s+transaction|commit|end|abort|prepare\s+transaction|rollback(?!(?:\s+(?:work|transaction))?\s+to\b))\b/i;
+
+/**
+ * The refusal of `sql` when it would begin or end a transaction, for a transaction's callback (a
+ * helper's own `BEGIN … COMMIT` would end the caller's transaction and its `SET LOCAL`s). Undefined
+ * for anything else.
+ * @internal
+ */
+export function transactionControlRefusal(sql: string): UserContextError | undefined {
+  if (!CONTROL.test(sql.replace(LEADING_NOISE, ''))) return undefined;
+  return new UserContextError(ErrorCodes.MISCONFIGURED, TRANSACTION_CONTROL);
+}
+
+/**
+ * The queryable a transaction's callback gets. A statement of the callback's own can end the
+ * transaction (a helper's `BEGIN … COMMIT`: its BEGIN is a no-op inside ours, its COMMIT ends ours), and
+ * with it every `SET LOCAL`: what the callback ran next would run as the login role, outside the scope
+ * (a superuser login sees every workspace). So statements that begin or end a transaction are refused
+ * before they are sent, and, should one get through anyway, queries go one at a time, each only while
+ * the connection is still in the transaction; the statement that ended it is refused as well (what ran
+ * before it is committed all the same). `send` runs one statement (the drivers refuse several in one
+ * string).
+ */
+function transactionQueryable(
+  send: (sql: string, params: readonly unknown[]) => Promise<SqlResult<never>>,
+  inTransaction: () => boolean,
+  state: { open: boolean; ended: boolean },
+): SqlQueryable {
+  let previous: Promise<unknown> = Promise.resolve();
+  const run = async (sql: string, params: readonly unknown[]) => {
+    if (!state.open) throw new Error('query after its transaction or session ended');
+    if (state.ended) throw transactionEnded();
+    const control = transactionControlRefusal(sql);
+    if (control) throw control;
+    const result = await send(sql, params);
+    if (!inTransaction()) {
+      state.ended = true;
+      throw transactionEnded();
+    }
+    return result;
+  };
+  return {
+    query<R extends object>(sql: string, params: readonly unknown[] = []): Promise<SqlResult<R>> {
+      // After the previous query settles, whatever its outcome: the check of each query sees the
+      // connection as the statements before it left it, and none is queued behind a COMMIT.
+      const next = previous.then(
+        () => run(sql, params),
+        () => run(sql, params),
+      );
+      previous = next.catch(() => undefined);
+      return next as Promise<SqlResult<R>>;
+    },
+  };
+}
+
+/** The refusal, with what the callback threw after it as its cause. */
+function transactionEndedWith(cause: unknown): UserContextError {
+  return new UserContextError(ErrorCodes.MISCONFIGURED, TRANSACTION_ENDED, { cause });
 }
 
 /** Options of {@link fromPgPool}. */
@@ -128,16 +219,28 @@ export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase
       const checkedOut = await checkOut();
       const { client } = checkedOut;
       let broken: Error | undefined;
+      const state = { open: true, ended: false };
       try {
         await client.query('BEGIN');
-        let open = true;
         try {
           let result: T;
           try {
-            result = await fn(wrap(client, () => open));
+            // The extended protocol runs one statement per call (the simple one, used for a query
+            // without parameters, would run `COMMIT; SELECT …` as two).
+            const send = async (text: string, values: readonly unknown[]) => {
+              const config: QueryConfig & { queryMode: 'extended' } = {
+                text,
+                values: values as unknown[],
+                queryMode: 'extended',
+              };
+              const res = await client.query(config);
+              return { rows: res.rows as never[], rowCount: res.rowCount ?? res.rows.length };
+            };
+            result = await fn(transactionQueryable(send, () => client.getTransactionStatus() !== 'I', state));
           } finally {
-            open = false;
+            state.open = false;
           }
+          if (state.ended) throw transactionEnded();
           const commit = await client.query('COMMIT');
           // On an aborted transaction (the callback swallowed an SQL error) Postgres answers COMMIT with
           // ROLLBACK. Say so, as PGlite does, rather than report writes that never happened.
@@ -145,6 +248,12 @@ export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase
             throw new Error('transaction was aborted and rolled back instead of committed');
           return result;
         } catch (err) {
+          if (state.ended) {
+            // Whatever the callback ran before ending the transaction may have left session state
+            // behind (a session-level SET): the connection is not pooled again.
+            broken = transactionEnded();
+            throw isTransactionEnded(err) ? err : transactionEndedWith(err);
+          }
           try {
             await client.query('ROLLBACK');
           } catch (rollbackErr) {
@@ -194,6 +303,8 @@ export interface PGliteLikeQueryable {
 /** The part of a PGlite instance this adapter uses; `PGlite` from `@electric-sql/pglite` satisfies it. */
 export interface PGliteLike extends PGliteLikeQueryable {
   transaction<T>(fn: (tx: PGliteLikeQueryable) => Promise<T>): Promise<T>;
+  /** Whether its one connection is in a transaction: a callback that ended its own is refused. */
+  isInTransaction(): boolean;
 }
 
 /**
@@ -210,7 +321,23 @@ export function fromPGlite(db: PGliteLike): SqlDatabase {
   return {
     driver: 'pglite',
     query: wrap(db).query,
-    transaction: (fn) => db.transaction((tx) => fn(wrap(tx))),
+    transaction: <T>(fn: (tx: SqlQueryable) => Promise<T>) => {
+      const state = { open: true, ended: false };
+      return db.transaction(async (tx) => {
+        const send = wrap(tx).query as (sql: string, params: readonly unknown[]) => Promise<SqlResult<never>>;
+        let result: T;
+        try {
+          result = await fn(transactionQueryable(send, () => db.isInTransaction(), state));
+        } catch (err) {
+          if (state.ended) throw isTransactionEnded(err) ? err : transactionEndedWith(err);
+          throw err;
+        } finally {
+          state.open = false;
+        }
+        if (state.ended) throw transactionEnded();
+        return result;
+      });
+    },
     async session(fn) {
       return fn({
         ...wrap(db),

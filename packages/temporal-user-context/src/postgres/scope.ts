@@ -3,7 +3,14 @@ import type { AuditEvent } from '../audit/event.js';
 import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
 import { parseUserContext, sameUserContext, type UserContext } from '../context/schema.js';
 import { currentScope } from '../worker/scope.js';
-import type { SqlDatabase, SqlQueryable, SqlResult, SqlRow } from './database.js';
+import {
+  isTransactionEnded,
+  transactionControlRefusal,
+  type SqlDatabase,
+  type SqlQueryable,
+  type SqlResult,
+  type SqlRow,
+} from './database.js';
 import { assertRoleName, quoteIdent } from './ident.js';
 
 /** Default name of the non-owner role that scoped transactions switch to. */
@@ -174,7 +181,14 @@ export async function withUserScope<T>(
           sql: string,
           params?: readonly unknown[],
         ): Promise<SqlResult<R>> => {
-          if (!ended) return tx.query<R>(sql, params);
+          if (!ended) {
+            // Refused by the adapter too; checked here first so that the refusal is audited even when
+            // the callback swallows it.
+            const control = transactionControlRefusal(sql);
+            if (!control) return tx.query<R>(sql, params);
+            audit('deny', control.code, effectiveRoles, control.reason);
+            return Promise.reject(control);
+          }
           const late = new UserContextError(ErrorCodes.MISCONFIGURED, 'query after its database scope ended');
           audit('deny', late.code, effectiveRoles, late.reason);
           return Promise.reject(late);
@@ -192,6 +206,8 @@ export async function withUserScope<T>(
     // Audited after ROLLBACK, so that the record is not rolled back with the work: our own refusals,
     // and a grant whose work then failed (`fn` threw, or COMMIT did): its queries ran all the same.
     if (refusal !== undefined && err === refusal && isUserContextError(err)) audit('deny', err.code);
+    // `fn` ended the transaction itself: what ran before that was committed, what came after refused.
+    else if (isTransactionEnded(err)) audit('deny', err.code, effectiveRoles, err.reason);
     else if (granted) audit('allow', 'ok', effectiveRoles, 'rolled back');
     throw err;
   }

@@ -88,6 +88,130 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
     await expect(raw!.query('select 1')).rejects.toThrow();
   });
 
+  it('a callback cannot begin or end a transaction of its own (a helper with BEGIN/COMMIT)', async () => {
+    const sink = memoryAuditSink();
+    // A helper written for a plain connection: its BEGIN would be a no-op inside the scope's
+    // transaction, its COMMIT would end that transaction, and with it SET LOCAL ROLE and the workspace
+    // setting. What the callback ran next would run as the login role (a superuser here): every
+    // workspace's rows. Both are refused before they are sent, and audited even when swallowed.
+    const refused: unknown[] = [];
+    const rows = await withUserScope(
+      b.db,
+      alice,
+      async (tx) => {
+        refused.push(await rejection(tx.query('begin')));
+        await tx.query(`insert into notes (body) values ('helper')`);
+        refused.push(await rejection(tx.query('-- done\n COMMIT AND CHAIN')));
+        refused.push(await rejection(tx.query('rollback')));
+        return (await tx.query<{ body: string }>('select body from notes order by body')).rows.map(
+          (r) => r.body,
+        );
+      },
+      { ...opts, auditor: new Auditor([sink]) },
+    );
+    expect(refused).toHaveLength(3);
+    for (const err of refused) expect(err).toMatchObject({ code: ErrorCodes.MISCONFIGURED });
+    expect(rows).toEqual(['a1', 'a2', 'helper']);
+    expect(sink.events.map((e) => [e.decision, e.reason])).toEqual([
+      ['deny', ErrorCodes.MISCONFIGURED],
+      ['deny', ErrorCodes.MISCONFIGURED],
+      ['deny', ErrorCodes.MISCONFIGURED],
+      ['allow', 'ok'],
+    ]);
+    expect(sink.events[0]!.detail).toMatch(/transaction control/);
+    await b.admin.query(`delete from notes where body = 'helper'`);
+    // A savepoint is no transaction control: rolling back to one keeps the scope.
+    expect(
+      await withUserScope(
+        b.db,
+        alice,
+        async (tx) => {
+          await tx.query('savepoint s');
+          await tx.query(`insert into notes (body) values ('undone')`);
+          await tx.query('rollback to savepoint s');
+          return (await tx.query<{ body: string }>('select body from notes order by body')).rows.map(
+            (r) => r.body,
+          );
+        },
+        opts,
+      ),
+    ).toEqual(['a1', 'a2']);
+  });
+
+  it('a statement that ends the transaction anyway stops the callback there, also for queries sent with it', async () => {
+    const sink = memoryAuditSink();
+    // Postgres nests block comments; the check before sending does not, so this COMMIT reaches the
+    // server: the connection's transaction status is what stops the callback after it.
+    const commit = '/* a /* nested */ comment */ commit';
+    const seen: string[] = [];
+    let ending: unknown;
+    let after: unknown;
+    const err = await rejection(
+      withUserScope(
+        b.db,
+        alice,
+        async (tx) => {
+          await tx.query(`insert into notes (body) values ('helper')`);
+          ending = await rejection(tx.query(commit));
+          after = await rejection(
+            tx
+              .query<{ body: string }>('select body from notes')
+              .then((r) => seen.push(...r.rows.map((x) => x.body))),
+          );
+        },
+        { ...opts, auditor: new Auditor([sink]) },
+      ),
+    );
+    expect(ending).toMatchObject({ code: ErrorCodes.MISCONFIGURED });
+    expect(after).toMatchObject({ code: ErrorCodes.MISCONFIGURED });
+    expect(isUserContextError(err, ErrorCodes.MISCONFIGURED)).toBe(true);
+    // The COMMIT did commit what ran before it, in the scope's workspace; the record says so.
+    expect((await b.admin.query(`select workspace_id from notes where body = 'helper'`)).rows).toEqual([
+      { workspace_id: 'ws-a' },
+    ]);
+    expect(sink.events.map((e) => [e.decision, e.reason, e.userId])).toEqual([
+      ['deny', ErrorCodes.MISCONFIGURED, 'alice'],
+    ]);
+    expect(sink.events[0]!.detail).toMatch(/transaction was ended inside its callback/);
+    await b.admin.query(`delete from notes where body = 'helper'`);
+
+    // Queries sent together: the one queued behind the COMMIT is refused, not run after it.
+    const together = await rejection(
+      withUserScope(
+        b.db,
+        alice,
+        async (tx) => {
+          const results = await Promise.allSettled([
+            tx.query<{ body: string }>(commit),
+            tx.query<{ body: string }>('select body from notes'),
+          ]);
+          for (const r of results)
+            if (r.status === 'fulfilled') seen.push(...r.value.rows.map((x) => x.body));
+        },
+        opts,
+      ),
+    );
+    expect(together).toMatchObject({ code: ErrorCodes.MISCONFIGURED });
+    // One statement per call: a COMMIT cannot smuggle a statement behind it in the same string.
+    await rejection(
+      withUserScope(
+        b.db,
+        alice,
+        async (tx) => {
+          const r = await tx.query<{ body: string }>(`${commit}; select body from notes`);
+          seen.push(...r.rows.map((x) => x.body));
+        },
+        opts,
+      ),
+    );
+    expect(seen).toEqual([]);
+    // The same holds for transactions opened without withUserScope; and the pool still serves.
+    await expect(b.db.transaction(async (tx) => tx.query('/* /* */ */ rollback'))).rejects.toMatchObject({
+      code: ErrorCodes.MISCONFIGURED,
+    });
+    expect(await notes(bob)).toEqual(['b1']);
+  });
+
   it('reads only the rows of the context workspace, as the app role', async () => {
     expect(await notes(alice)).toEqual(['a1', 'a2']);
     expect(await notes(bob)).toEqual(['b1']);

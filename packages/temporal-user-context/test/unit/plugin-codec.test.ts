@@ -2,6 +2,7 @@
 // Nexus handler's input and result, an activity completed by task token) are bound to the namespace of
 // the client or worker the plugin configured, not to the one it had when it was built.
 import type { Payload, PayloadCodec } from '@temporalio/common';
+import { SimplePlugin } from '@temporalio/plugin';
 import { describe, expect, it } from 'vitest';
 import {
   ErrorCodes,
@@ -9,6 +10,7 @@ import {
   UserContextPlugin,
   generateKeySet,
   memoryAuditSink,
+  workflowInterceptorsPath,
 } from 'temporal-user-context';
 
 const payload: Payload = {
@@ -87,6 +89,51 @@ describe('one plugin, configured more than once', () => {
     expect(worker.interceptors?.activity).toHaveLength(1);
     const bundle = plugin.configureBundler({ workflowsPath: 'x' } as never);
     expect(plugin.configureBundler(bundle)).toBe(bundle);
+  });
+
+  it('given again after another plugin ([p, other, p]), registers once; a second UserContextPlugin is refused', () => {
+    const plugin = newPlugin();
+    const theirs = { start: (input: never, next: (i: never) => unknown) => next(input) };
+    const theirActivity = () => ({});
+    const other = new SimplePlugin({
+      name: 'other',
+      clientInterceptors: { workflow: [theirs] as never },
+      workerInterceptors: { activity: [theirActivity], workflowModules: ['/their/module.js'] },
+    });
+    const client = plugin.configureClient(other.configureClient(plugin.configureClient({ namespace: 'ns' })));
+    const workflow = client.interceptors?.workflow as unknown[];
+    expect(workflow).toHaveLength(2);
+    expect(workflow).toContain(theirs);
+    expect((client.dataConverter as { payloadCodecs?: unknown[] }).payloadCodecs).toHaveLength(1);
+    expect(client.interceptors?.schedule).toHaveLength(1);
+
+    const worker = plugin.configureWorker(
+      other.configureWorker(plugin.configureWorker({ taskQueue: 'q', namespace: 'ns', workflowsPath: 'w' })),
+    );
+    expect(worker.interceptors?.activity).toHaveLength(2);
+    expect(worker.interceptors?.activity).toContain(theirActivity);
+    expect(worker.interceptors?.nexus).toHaveLength(1);
+    expect(worker.interceptors?.client?.workflow as unknown[]).toHaveLength(1);
+    expect(worker.interceptors?.workflowModules?.filter((m) => m === workflowInterceptorsPath)).toHaveLength(
+      1,
+    );
+    expect(worker.interceptors?.workflowModules).toContain('/their/module.js');
+    expect((worker.dataConverter as { payloadCodecs?: unknown[] }).payloadCodecs).toHaveLength(1);
+
+    const bundle = plugin.configureBundler(
+      other.configureBundler(plugin.configureBundler({ workflowsPath: 'x' } as never)),
+    );
+    expect(bundle.preloadModules?.filter((m) => m === workflowInterceptorsPath)).toHaveLength(1);
+    expect(bundle.workflowInterceptorModules?.filter((m) => m === workflowInterceptorsPath)).toHaveLength(1);
+
+    // Two UserContextPlugins on one client or worker: two issuers, two verifiers. Refused.
+    const second = newPlugin();
+    expect(() => second.configureClient(client)).toThrow(
+      expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
+    );
+    expect(() => second.configureWorker(worker)).toThrow(
+      expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
+    );
   });
 
   it('is not fooled by its interceptors copied from a configured client: such a worker is configured', () => {
