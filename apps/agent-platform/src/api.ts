@@ -1,5 +1,5 @@
 // `npm run api`: the HTTP API alone (a worker runs elsewhere: `npm run worker`).
-import { UserContextPlugin } from 'temporal-user-context';
+import { UserContextPlugin, coalescingAuditSink } from 'temporal-user-context';
 import { postgresAuditSink } from 'temporal-user-context/postgres';
 import { createApi } from './api/app.js';
 import { loadDevIssuer } from './auth/dev-issuer.js';
@@ -52,7 +52,9 @@ async function main(): Promise<void> {
   const database = await openDatabase();
   if (database.kind === 'pglite') await migrate(database.db);
   await assertPlatformIsolation(database.db);
-  const dbAudit = postgresAuditSink(database.db);
+  // Refusals of anonymous requests reach the table once per kind and minute, with a count (see
+  // main.ts); Fastify's request log has every request.
+  const dbAudit = coalescingAuditSink(postgresAuditSink(database.db));
   const plugin = new UserContextPlugin({
     keys: keyRingFromEnv(ensureKeyFiles().edge),
     audit: dbAudit,

@@ -5,7 +5,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
-import { KeyRing, UserContextPlugin, pinoAuditSink } from 'temporal-user-context';
+import { KeyRing, UserContextPlugin, coalescingAuditSink, pinoAuditSink } from 'temporal-user-context';
 import { postgresAuditSink } from 'temporal-user-context/postgres';
 import { authFromEnv } from './api.js';
 import { createApi } from './api/app.js';
@@ -88,6 +88,10 @@ async function main(): Promise<void> {
   await assertPlatformIsolation(database.db);
   const agents = await seedDemo(database.db);
   const dbAudit = postgresAuditSink(database.db);
+  // Refusals of anonymous requests (no or a bad token) reach the table once per kind and minute, with
+  // a count: anyone can send them, and one row each would let a flood fill the table and the sink's
+  // backlog, where the records of real decisions wait. The log keeps every one.
+  const edgeDbAudit = coalescingAuditSink(dbAudit);
 
   const nativeConnection = await NativeConnection.connect({ address: temporal.address });
   const worker = await createWorker({
@@ -102,7 +106,7 @@ async function main(): Promise<void> {
   const connection = await Connection.connect({ address: temporal.address });
   const edge = new UserContextPlugin({
     keys: KeyRing.fromFile(keyFiles.edge),
-    audit: [dbAudit, pinoAuditSink()],
+    audit: [edgeDbAudit, pinoAuditSink()],
     // The dev server started here registers UserId and WorkspaceId; a given server may not have them.
     mirror: { searchAttributes: searchAttributeMirror(temporal.child ? 'pseudonym' : 'off') },
     actorWindowSeconds: actorWindowSeconds(),
@@ -156,7 +160,7 @@ Next step — run the Acme assistant as alice:
     await running;
     await connection.close();
     await nativeConnection.close();
-    await dbAudit.flush();
+    await edgeDbAudit.flush(); // and dbAudit's
     await database.close();
     if (temporal.child) {
       const exited = new Promise((r) => temporal.child?.once('exit', r));

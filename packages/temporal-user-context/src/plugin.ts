@@ -191,6 +191,9 @@ export class UserContextPlugin extends SimplePlugin {
    * their contents: interceptors a caller copies from a configured client prove nothing.
    */
   private readonly configured = new WeakSet<object>();
+  /** How many contributions a client / a worker this plugin configured holds (interceptors, codec). */
+  private readonly clientParts: number;
+  private readonly workerParts: number;
   /** The namespace of the first client or worker configured (see {@link bindNamespace}). */
   private boundNamespace: string | undefined;
 
@@ -324,6 +327,8 @@ export class UserContextPlugin extends SimplePlugin {
     this.codec = codec;
     this.scope = scope;
     this.mirror = mirror;
+    this.clientParts = 2 + (registered ? 1 : 0);
+    this.workerParts = 4 + (registered ? 1 : 0);
     const worker = this.options.workerInterceptors as { activity: object[]; nexus: object[] };
     for (const part of [
       ...clientInterceptors.workflow,
@@ -354,11 +359,18 @@ export class UserContextPlugin extends SimplePlugin {
     if (this.configured.has(options)) return options;
     this.bindNamespace(options.namespace ?? 'default');
     const interceptors = options.interceptors;
+    const own = this.ownParts(
+      [interceptors?.workflow, interceptors?.schedule, options.dataConverter?.payloadCodecs],
+      'client',
+    );
+    // Configured by this plugin, then by another (`plugins: [p, other, p]`): left as it is, in the
+    // order the first configuration gave it.
+    if (own === this.clientParts) return this.remember({ ...options });
     return this.remember(
       super.configureClient({
         ...options,
-        ...(interceptors ? { interceptors: this.withoutOwnClient(interceptors, 'client') } : {}),
-        ...this.withoutOwnCodec(options.dataConverter, 'client'),
+        ...(interceptors ? { interceptors: this.withoutOwnClient(interceptors) } : {}),
+        ...this.withoutOwnCodec(options.dataConverter),
       }),
     );
   }
@@ -369,72 +381,94 @@ export class UserContextPlugin extends SimplePlugin {
       assertBundledWithPlugin(options.workflowBundle);
     this.bindNamespace(options.namespace ?? 'default');
     const interceptors = options.interceptors;
+    const sinks = { ...options.sinks, ...this.sinks() };
+    if (this.ownWorkerParts(options, 'worker') === this.workerParts)
+      return this.remember({ ...options, sinks });
     return this.remember(
       super.configureWorker({
         ...options,
-        ...(interceptors
-          ? {
-              interceptors: {
-                ...interceptors,
-                ...(interceptors.client
-                  ? { client: this.withoutOwnClient(interceptors.client, "worker's client") }
-                  : {}),
-                ...this.withoutOwn(interceptors, 'activity', 'worker'),
-                ...this.withoutOwn(interceptors, 'nexus', 'worker'),
-                ...withoutModule(interceptors, 'workflowModules'),
-              },
-            }
-          : {}),
-        ...this.withoutOwnCodec(options.dataConverter, 'worker'),
-        sinks: { ...options.sinks, ...this.sinks() },
+        ...(interceptors ? { interceptors: this.withoutOwnWorker(interceptors) } : {}),
+        ...this.withoutOwnCodec(options.dataConverter),
+        sinks,
       }),
+    );
+  }
+
+  /** How many of this plugin's contributions `lists` hold; another UserContextPlugin's are refused. */
+  private ownParts(lists: readonly unknown[], what: string): number {
+    let own = 0;
+    for (const list of lists) {
+      if (!Array.isArray(list)) continue;
+      for (const part of list as unknown[]) {
+        const owner =
+          (typeof part === 'object' && part !== null) || typeof part === 'function'
+            ? contributions.get(part)
+            : undefined;
+        if (owner === undefined) continue;
+        if (owner !== this)
+          throw new UserContextError(
+            ErrorCodes.MISCONFIGURED,
+            `this ${what} already has another UserContextPlugin: give a client or worker one`,
+          );
+        own++;
+      }
+    }
+    return own;
+  }
+
+  private ownWorkerParts(options: WorkerOptions | ReplayWorkerOptions, what: string): number {
+    const interceptors = options.interceptors;
+    return this.ownParts(
+      [
+        interceptors?.activity,
+        interceptors?.nexus,
+        interceptors?.client?.workflow,
+        interceptors?.client?.schedule,
+        options.dataConverter?.payloadCodecs,
+      ],
+      what,
     );
   }
 
   /**
    * Options this plugin configured before, and that another plugin then changed (`plugins: [p, other,
-   * p]`), are not recognised as returned: `p`'s own contributions are taken out before it adds them
-   * again, so they are there once, not twice (two tokens per call, two verifications and audit records
-   * per activity, every payload encrypted twice). Another UserContextPlugin's are refused: one client or
-   * worker takes one.
+   * p]`), are not recognised as returned. When they hold all of `p`'s contributions they are left as
+   * they are (in the order the first configuration gave them: the codec order must match the other
+   * side's); when they hold some (interceptors copied from a configured client), those are taken out
+   * before all are added, so that none is there twice (two tokens per call, two verifications and audit
+   * records per activity, every payload encrypted twice). Another UserContextPlugin's are refused: one
+   * client or worker takes one.
    */
-  private withoutOwn<T extends object, K extends keyof T>(
-    holder: T,
-    key: K,
-    what: string,
-  ): Partial<Pick<T, K>> {
+  /** `holder[key]` without this plugin's contributions (another plugin's were refused by ownParts). */
+  private withoutOwn<T extends object, K extends keyof T>(holder: T, key: K): Partial<Pick<T, K>> {
     const list = holder[key];
     if (!Array.isArray(list)) return {};
-    const kept = list.filter((part: unknown) => {
-      const owner =
-        typeof part === 'object' || typeof part === 'function' ? contributions.get(part!) : undefined;
-      if (owner !== undefined && owner !== this)
-        throw new UserContextError(
-          ErrorCodes.MISCONFIGURED,
-          `this ${what} already has another UserContextPlugin: give a client or worker one`,
-        );
-      return owner === undefined;
-    });
-    return { [key]: kept } as Partial<Pick<T, K>>;
+    return { [key]: list.filter((part: object) => contributions.get(part) !== this) } as Partial<Pick<T, K>>;
   }
 
-  private withoutOwnClient<T extends NonNullable<ClientOptions['interceptors']>>(
-    interceptors: T,
-    what: string,
-  ): T {
+  private withoutOwnWorker<T extends NonNullable<WorkerOptions['interceptors']>>(interceptors: T): T {
     return {
       ...interceptors,
-      ...this.withoutOwn(interceptors as { workflow?: unknown }, 'workflow', what),
-      ...this.withoutOwn(interceptors as { schedule?: unknown }, 'schedule', what),
+      ...(interceptors.client ? { client: this.withoutOwnClient(interceptors.client) } : {}),
+      ...this.withoutOwn(interceptors, 'activity'),
+      ...this.withoutOwn(interceptors, 'nexus'),
+      ...withoutModule(interceptors, 'workflowModules'),
+    };
+  }
+
+  private withoutOwnClient<T extends NonNullable<ClientOptions['interceptors']>>(interceptors: T): T {
+    return {
+      ...interceptors,
+      ...this.withoutOwn(interceptors as { workflow?: unknown }, 'workflow'),
+      ...this.withoutOwn(interceptors as { schedule?: unknown }, 'schedule'),
     };
   }
 
   private withoutOwnCodec(
     dataConverter: ClientOptions['dataConverter'],
-    what: string,
   ): Pick<ClientOptions, 'dataConverter'> | Record<string, never> {
     if (!dataConverter?.payloadCodecs) return {};
-    return { dataConverter: { ...dataConverter, ...this.withoutOwn(dataConverter, 'payloadCodecs', what) } };
+    return { dataConverter: { ...dataConverter, ...this.withoutOwn(dataConverter, 'payloadCodecs') } };
   }
 
   /**
@@ -445,6 +479,11 @@ export class UserContextPlugin extends SimplePlugin {
    */
   override configureBundler(options: BundleOptions): BundleOptions {
     if (this.configured.has(options)) return options;
+    if (
+      options.preloadModules?.includes(workflowInterceptorsPath) &&
+      options.workflowInterceptorModules?.includes(workflowInterceptorsPath)
+    )
+      return this.remember({ ...options });
     const configured = super.configureBundler({
       ...options,
       ...withoutModule(options, 'workflowInterceptorModules'),
@@ -463,14 +502,15 @@ export class UserContextPlugin extends SimplePlugin {
     if (options.workflowBundle && this.pluginOptions.checkWorkflowBundle !== false)
       assertBundledWithPlugin(options.workflowBundle);
     const interceptors = options.interceptors;
+    const sinks = { ...options.sinks, ...this.sinks() };
+    if (this.ownWorkerParts(options, 'replay worker') === this.workerParts)
+      return this.remember({ ...options, sinks });
     return this.remember(
       super.configureReplayWorker({
         ...options,
-        ...(interceptors
-          ? { interceptors: { ...interceptors, ...withoutModule(interceptors, 'workflowModules') } }
-          : {}),
-        ...this.withoutOwnCodec(options.dataConverter, 'replay worker'),
-        sinks: { ...options.sinks, ...this.sinks() },
+        ...(interceptors ? { interceptors: this.withoutOwnWorker(interceptors) } : {}),
+        ...this.withoutOwnCodec(options.dataConverter),
+        sinks,
       }),
     );
   }

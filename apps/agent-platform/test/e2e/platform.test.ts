@@ -6,7 +6,15 @@ import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
-import { ErrorCodes, KeyRing, UserContextPlugin, memoryAuditSink, runAsUser } from 'temporal-user-context';
+import {
+  ErrorCodes,
+  KeyRing,
+  UserContextPlugin,
+  coalescingAuditSink,
+  memoryAuditSink,
+  runAsUser,
+  type CoalescingAuditSink,
+} from 'temporal-user-context';
 import { fromPgPool, postgresAuditSink, type SqlDatabase } from 'temporal-user-context/postgres';
 import { createTestDatabase, type TestDatabase } from '../../../../test-support/postgres.js';
 import { createApi } from '../../src/api/app.js';
@@ -49,6 +57,7 @@ const recordingKeys = readFixtureKeys();
 let keys: typeof recordingKeys;
 let taskQueue: string;
 const audit = memoryAuditSink();
+let edgeDbAudit: CoalescingAuditSink;
 
 beforeAll(async () => {
   database = await createTestDatabase('agent_e2e');
@@ -73,7 +82,12 @@ beforeAll(async () => {
     provider: new InjectedModel(),
   });
   running = worker.run();
-  const edgePlugin = new UserContextPlugin({ keys: KeyRing.fromJSON(keys.edge), audit: [audit, dbAudit] });
+  // As the platform's entry points do: anonymous refusals reach the table coalesced.
+  edgeDbAudit = coalescingAuditSink(dbAudit);
+  const edgePlugin = new UserContextPlugin({
+    keys: KeyRing.fromJSON(keys.edge),
+    audit: [audit, edgeDbAudit],
+  });
   client = new Client({ connection, namespace, plugins: [edgePlugin] });
   issuer = await createEphemeralIssuer();
   app = await createApi({
@@ -163,6 +177,35 @@ describe('authentication and authorisation', () => {
     // Never the token: neither the bad one nor a good one appears in any record.
     expect(JSON.stringify(audit.events)).not.toContain('not-a-jwt');
     expect(JSON.stringify(audit.events)).not.toContain(tokens.alice);
+  });
+
+  it('an anonymous flood costs the audit table one row per kind and window, with the count', async () => {
+    await edgeDbAudit.flush(); // closes the windows earlier tests opened
+    const rows = async () =>
+      (
+        await pool.query<{ detail: string }>(
+          `select detail from audit_log where action = 'api.request' and reason = 'AUTH_MISSING'
+            and workspace_id is null order by recorded_at, time`,
+        )
+      ).rows.map((r) => r.detail);
+    const before = await rows();
+    audit.clear();
+    for (let i = 0; i < 40; i++) await call(undefined, 'GET', '/workspaces/ws-acme/agents');
+    // Every refusal reached the log-side sinks; the table got the first one, then one summary.
+    expect(audit.events.filter((e) => e.reason === 'AUTH_MISSING')).toHaveLength(40);
+    await edgeDbAudit.flush();
+    const added = (await rows()).slice(before.length);
+    expect(added).toEqual([
+      'GET /workspaces/:ws/agents ws=ws-acme',
+      expect.stringMatching(/^39 more like it in \d+ s, coalesced; first: GET \/workspaces\/:ws\/agents/),
+    ]);
+    // A user's refusals are theirs to answer for: each is on record.
+    const mismatches = async () =>
+      (await pool.query(`select 1 from audit_log where reason = 'WORKSPACE_MISMATCH'`)).rowCount ?? 0;
+    const mismatchBefore = await mismatches();
+    for (let i = 0; i < 3; i++) await call('alice', 'GET', '/workspaces/ws-globex/agents');
+    await edgeDbAudit.flush();
+    expect((await mismatches()) - mismatchBefore).toBe(3);
   });
 
   it('refuses a member on admin endpoints (403 ROLE_MISSING)', async () => {

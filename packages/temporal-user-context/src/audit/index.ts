@@ -1,3 +1,8 @@
 export type { AuditEvent, AuditSink, AuditDecision, IdentitySource } from './event.js';
 export { sanitizeAuditEvent, sanitizeField } from './sanitize.js';
 export { pinoAuditSink, memoryAuditSink, Auditor } from './sinks.js';
+export {
+  coalescingAuditSink,
+  type CoalescingAuditSink,
+  type CoalescingAuditSinkOptions,
+} from './coalesce.js';

@@ -1,3 +1,4 @@
+import type { EventEmitter } from 'node:events';
 import type { Pool, PoolClient, QueryConfig, QueryResult } from 'pg';
 import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
 
@@ -64,53 +65,125 @@ export function isTransactionEnded(err: unknown): err is UserContextError {
 const TRANSACTION_CONTROL =
   'transaction control (BEGIN, COMMIT, ROLLBACK, ...) inside a transaction callback';
 
-/** Leading whitespace and comments (`-- …` to the end of the line, `/* … *\/`) of a statement. */
-const LEADING_NOISE = /^(?:\s+|--[^\n]*(?:\n|$)|\/\*[\s\S]*?\*\/)*/;
 /**
- * Statements that begin or end a transaction. `ROLLBACK TO [SAVEPOINT]` is not one: it keeps the
- * transaction, and the settings made before the savepoint.
+ * The first `count` words of a statement, lower-cased, skipping what PostgreSQL skips before it:
+ * whitespace, empty statements (`;`), `--` comments (to a line end, `\n` or `\r`) and block comments,
+ * which nest. Stops at anything that is not a word.
  */
-const CONTROL =
-  /^(?:begin|start\s+transaction|commit|end|abort|prepare\s+transaction|rollback(?!(?:\s+(?:work|transaction))?\s+to\b))\b/i;
+function leadingWords(sql: string, count: number): string[] {
+  const words: string[] = [];
+  let i = 0;
+  while (i < sql.length && words.length < count) {
+    const c = sql[i]!;
+    if (/\s/.test(c) || (c === ';' && words.length === 0)) {
+      i++;
+    } else if (c === '-' && sql[i + 1] === '-') {
+      while (i < sql.length && sql[i] !== '\n' && sql[i] !== '\r') i++;
+    } else if (c === '/' && sql[i + 1] === '*') {
+      let depth = 0;
+      do {
+        if (sql[i] === '/' && sql[i + 1] === '*') {
+          depth++;
+          i += 2;
+        } else if (sql[i] === '*' && sql[i + 1] === '/') {
+          depth--;
+          i += 2;
+        } else i++;
+      } while (depth > 0 && i < sql.length);
+    } else {
+      const word = /^[A-Za-z_][A-Za-z0-9_$]*/.exec(sql.slice(i, i + 64))?.[0];
+      if (word === undefined) break;
+      words.push(word.toLowerCase());
+      i += word.length;
+    }
+  }
+  return words;
+}
+
+/** Whether a statement's first words begin or end a transaction (`ROLLBACK TO` a savepoint does not). */
+function isTransactionControl([first, second, third]: string[]): boolean {
+  switch (first) {
+    case 'begin':
+    case 'commit':
+    case 'end':
+    case 'abort':
+      return true;
+    case 'start':
+    case 'prepare':
+      return second === 'transaction';
+    case 'rollback':
+      return !(second === 'to' || ((second === 'work' || second === 'transaction') && third === 'to'));
+    default:
+      return false;
+  }
+}
 
 /**
  * The refusal of `sql` when it would begin or end a transaction, for a transaction's callback (a
- * helper's own `BEGIN … COMMIT` would end the caller's transaction and its `SET LOCAL`s). Undefined
- * for anything else.
+ * helper's own `BEGIN … COMMIT` would end the caller's transaction and its `SET LOCAL`s), or when it is
+ * no string (a driver's query object would skip these checks). Undefined for anything else.
  * @internal
  */
-export function transactionControlRefusal(sql: string): UserContextError | undefined {
-  if (!CONTROL.test(sql.replace(LEADING_NOISE, ''))) return undefined;
+export function transactionControlRefusal(sql: unknown): UserContextError | undefined {
+  if (typeof sql !== 'string')
+    return new UserContextError(ErrorCodes.MISCONFIGURED, 'a query must be one SQL string');
+  if (!isTransactionControl(leadingWords(sql, 3))) return undefined;
   return new UserContextError(ErrorCodes.MISCONFIGURED, TRANSACTION_CONTROL);
 }
+
+/**
+ * The check of a statement's first words that both the adapters and `withUserScope` run. A test turns
+ * it off to reach the second line of defence (the transaction status), which no SQL known to get past
+ * the first one reaches.
+ * @internal
+ */
+export const transactionControl = { refusal: transactionControlRefusal };
+
+/** What a driver returns for one statement; `command` is the statement's tag, where the driver has it. */
+type Sent = SqlResult<never> & { command?: string };
+
+/** Command tags of statements that begin or end a transaction (`ROLLBACK` is also a savepoint's). */
+const CONTROL_TAGS = new Set(['BEGIN', 'START TRANSACTION', 'COMMIT', 'PREPARE TRANSACTION']);
 
 /**
  * The queryable a transaction's callback gets. A statement of the callback's own can end the
  * transaction (a helper's `BEGIN … COMMIT`: its BEGIN is a no-op inside ours, its COMMIT ends ours), and
  * with it every `SET LOCAL`: what the callback ran next would run as the login role, outside the scope
  * (a superuser login sees every workspace). So statements that begin or end a transaction are refused
- * before they are sent, and, should one get through anyway, queries go one at a time, each only while
- * the connection is still in the transaction; the statement that ended it is refused as well (what ran
- * before it is committed all the same). `send` runs one statement (the drivers refuse several in one
- * string).
+ * before they are sent. Should one get through anyway, queries go one at a time, and after each, failed
+ * or not, the connection must still be in the transaction and the statement's tag must not be a
+ * transaction's (`COMMIT AND CHAIN` leaves the connection in a new one); else the statement is refused
+ * after the fact (what ran before it is committed all the same), and so is every query after it.
+ * `send` runs one statement (the drivers refuse several in one string) and settles only once the
+ * connection's transaction status is current.
  */
 function transactionQueryable(
-  send: (sql: string, params: readonly unknown[]) => Promise<SqlResult<never>>,
+  send: (sql: string, params: readonly unknown[]) => Promise<Sent>,
   inTransaction: () => boolean,
   state: { open: boolean; ended: boolean },
 ): SqlQueryable {
   let previous: Promise<unknown> = Promise.resolve();
-  const run = async (sql: string, params: readonly unknown[]) => {
+  const run = async (sql: string, params: readonly unknown[]): Promise<SqlResult<never>> => {
     if (!state.open) throw new Error('query after its transaction or session ended');
-    if (state.ended) throw transactionEnded();
-    const control = transactionControlRefusal(sql);
-    if (control) throw control;
-    const result = await send(sql, params);
-    if (!inTransaction()) {
+    if (state.ended || !inTransaction()) {
       state.ended = true;
       throw transactionEnded();
     }
-    return result;
+    const control = transactionControl.refusal(sql);
+    if (control) throw control;
+    let sent: Sent | undefined;
+    let failure: { err: unknown } | undefined;
+    try {
+      sent = await send(sql, params);
+    } catch (err) {
+      failure = { err };
+    }
+    if (!inTransaction() || (sent?.command !== undefined && CONTROL_TAGS.has(sent.command))) {
+      state.ended = true;
+      throw failure ? transactionEndedWith(failure.err) : transactionEnded();
+    }
+    if (failure) throw failure.err;
+    return { rows: sent!.rows, rowCount: sent!.rowCount };
   };
   return {
     query<R extends object>(sql: string, params: readonly unknown[] = []): Promise<SqlResult<R>> {
@@ -124,6 +197,30 @@ function transactionQueryable(
       return next as Promise<SqlResult<R>>;
     },
   };
+}
+
+/**
+ * Settles once `client` has its connection's answer to the last query in hand. `pg` rejects a query at
+ * the server's error message, before the ReadyForQuery message that carries the transaction status, so
+ * the status read right after a failed statement could be the one from before it. (`readyForQuery` and
+ * `connection` are fields of pg's Client that its type declarations leave out.)
+ */
+function settled(client: PoolClient): Promise<void> {
+  const c = client as unknown as { readyForQuery?: boolean; connection?: EventEmitter };
+  const connection = c.connection;
+  if (c.readyForQuery !== false || !connection) return Promise.resolve();
+  return new Promise((resolve) => {
+    const done = () => {
+      connection.off('readyForQuery', done);
+      connection.off('end', done);
+      connection.off('error', done);
+      resolve();
+    };
+    // Registered after the client's own listener, which records the status first.
+    connection.on('readyForQuery', done);
+    connection.on('end', done);
+    connection.on('error', done);
+  });
 }
 
 /** The refusal, with what the callback threw after it as its cause. */
@@ -227,20 +324,32 @@ export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase
           try {
             // The extended protocol runs one statement per call (the simple one, used for a query
             // without parameters, would run `COMMIT; SELECT …` as two).
-            const send = async (text: string, values: readonly unknown[]) => {
+            const send = async (text: string, values: readonly unknown[]): Promise<Sent> => {
               const config: QueryConfig & { queryMode: 'extended' } = {
                 text,
                 values: values as unknown[],
                 queryMode: 'extended',
               };
-              const res = await client.query(config);
-              return { rows: res.rows as never[], rowCount: res.rowCount ?? res.rows.length };
+              try {
+                const res = await client.query(config);
+                return {
+                  rows: res.rows as never[],
+                  rowCount: res.rowCount ?? res.rows.length,
+                  command: res.command,
+                };
+              } catch (err) {
+                await settled(client);
+                throw err;
+              }
             };
             result = await fn(transactionQueryable(send, () => client.getTransactionStatus() !== 'I', state));
           } finally {
             state.open = false;
           }
-          if (state.ended) throw transactionEnded();
+          if (state.ended || client.getTransactionStatus() === 'I') {
+            state.ended = true;
+            throw transactionEnded();
+          }
           const commit = await client.query('COMMIT');
           // On an aborted transaction (the callback swallowed an SQL error) Postgres answers COMMIT with
           // ROLLBACK. Say so, as PGlite does, rather than report writes that never happened.
@@ -303,8 +412,12 @@ export interface PGliteLikeQueryable {
 /** The part of a PGlite instance this adapter uses; `PGlite` from `@electric-sql/pglite` satisfies it. */
 export interface PGliteLike extends PGliteLikeQueryable {
   transaction<T>(fn: (tx: PGliteLikeQueryable) => Promise<T>): Promise<T>;
-  /** Whether its one connection is in a transaction: a callback that ended its own is refused. */
-  isInTransaction(): boolean;
+  /**
+   * Whether its one connection is in a transaction (`PGlite` has it): a transaction callback that
+   * ended its transaction is refused from the statement that did. Without it, only the check of a
+   * statement's first words stops that (a `PGliteInterface` or `PGliteWorker` has no such method).
+   */
+  isInTransaction?(): boolean;
 }
 
 /**
@@ -324,17 +437,21 @@ export function fromPGlite(db: PGliteLike): SqlDatabase {
     transaction: <T>(fn: (tx: SqlQueryable) => Promise<T>) => {
       const state = { open: true, ended: false };
       return db.transaction(async (tx) => {
-        const send = wrap(tx).query as (sql: string, params: readonly unknown[]) => Promise<SqlResult<never>>;
+        const send = wrap(tx).query as (sql: string, params: readonly unknown[]) => Promise<Sent>;
+        const inTransaction = db.isInTransaction ? () => db.isInTransaction!() : () => true;
         let result: T;
         try {
-          result = await fn(transactionQueryable(send, () => db.isInTransaction(), state));
+          result = await fn(transactionQueryable(send, inTransaction, state));
         } catch (err) {
           if (state.ended) throw isTransactionEnded(err) ? err : transactionEndedWith(err);
           throw err;
         } finally {
           state.open = false;
         }
-        if (state.ended) throw transactionEnded();
+        if (state.ended || !inTransaction()) {
+          state.ended = true;
+          throw transactionEnded();
+        }
         return result;
       });
     },

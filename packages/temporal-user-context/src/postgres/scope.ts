@@ -5,7 +5,7 @@ import { parseUserContext, sameUserContext, type UserContext } from '../context/
 import { currentScope } from '../worker/scope.js';
 import {
   isTransactionEnded,
-  transactionControlRefusal,
+  transactionControl,
   type SqlDatabase,
   type SqlQueryable,
   type SqlResult,
@@ -146,6 +146,8 @@ export async function withUserScope<T>(
   };
 
   let refusal: UserContextError | undefined;
+  /** Refusals audited where they were raised: one that ends the scope is not recorded again. */
+  const onRecord = new WeakSet<object>();
   let effectiveRoles: readonly string[] = [];
   let granted = false;
   try {
@@ -184,9 +186,10 @@ export async function withUserScope<T>(
           if (!ended) {
             // Refused by the adapter too; checked here first so that the refusal is audited even when
             // the callback swallows it.
-            const control = transactionControlRefusal(sql);
+            const control = transactionControl.refusal(sql);
             if (!control) return tx.query<R>(sql, params);
             audit('deny', control.code, effectiveRoles, control.reason);
+            onRecord.add(control);
             return Promise.reject(control);
           }
           const late = new UserContextError(ErrorCodes.MISCONFIGURED, 'query after its database scope ended');
@@ -205,6 +208,9 @@ export async function withUserScope<T>(
   } catch (err) {
     // Audited after ROLLBACK, so that the record is not rolled back with the work: our own refusals,
     // and a grant whose work then failed (`fn` threw, or COMMIT did): its queries ran all the same.
+    // A refused statement the callback let end it is on record already.
+    const recorded = typeof err === 'object' && err !== null && onRecord.has(err);
+    if (recorded) throw err;
     if (refusal !== undefined && err === refusal && isUserContextError(err)) audit('deny', err.code);
     // `fn` ended the transaction itself: what ran before that was committed, what came after refused.
     else if (isTransactionEnded(err)) audit('deny', err.code, effectiveRoles, err.reason);

@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { BACKENDS, openBackend, type Backend } from '../../../../test-support/db-backends.js';
 import { Auditor, memoryAuditSink } from '../../src/audit/index.js';
 import {
@@ -9,6 +9,7 @@ import {
 } from '../../src/context/index.js';
 import { withUserScope, type UserScopeOptions } from '../../src/postgres/index.js';
 import { applyScope } from '../../src/postgres/scope.js';
+import { transactionControl } from '../../src/postgres/database.js';
 import { runInNexusScope } from '../../src/worker/scope.js';
 import type { ContextClaims } from '../../src/crypto/claims.js';
 import { createFixtureSchema, uniqueRoles } from './fixture.js';
@@ -93,34 +94,46 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
     // A helper written for a plain connection: its BEGIN would be a no-op inside the scope's
     // transaction, its COMMIT would end that transaction, and with it SET LOCAL ROLE and the workspace
     // setting. What the callback ran next would run as the login role (a superuser here): every
-    // workspace's rows. Both are refused before they are sent, and audited even when swallowed.
+    // workspace's rows. Refused before they are sent, in every spelling PostgreSQL reads as such
+    // (empty statements, comments that end at a CR, nested comments), and audited even when swallowed.
+    const statements = [
+      'begin',
+      'START TRANSACTION',
+      '-- done\n COMMIT AND CHAIN',
+      ';commit and chain',
+      '-- x\rCOMMIT AND CHAIN',
+      '/* a /* nested */ comment */ commit and chain',
+      'end',
+      'rollback',
+      'ROLLBACK AND CHAIN',
+      'rollback/**/work',
+    ];
     const refused: unknown[] = [];
     const rows = await withUserScope(
       b.db,
       alice,
       async (tx) => {
-        refused.push(await rejection(tx.query('begin')));
         await tx.query(`insert into notes (body) values ('helper')`);
-        refused.push(await rejection(tx.query('-- done\n COMMIT AND CHAIN')));
-        refused.push(await rejection(tx.query('rollback')));
+        for (const sql of statements) refused.push(await rejection(tx.query(sql)));
+        // Not a string: a driver's query object would skip the check; refused, as a rejection.
+        refused.push(await rejection(tx.query({ text: 'commit' } as never)));
         return (await tx.query<{ body: string }>('select body from notes order by body')).rows.map(
           (r) => r.body,
         );
       },
       { ...opts, auditor: new Auditor([sink]) },
     );
-    expect(refused).toHaveLength(3);
+    expect(refused).toHaveLength(statements.length + 1);
     for (const err of refused) expect(err).toMatchObject({ code: ErrorCodes.MISCONFIGURED });
     expect(rows).toEqual(['a1', 'a2', 'helper']);
     expect(sink.events.map((e) => [e.decision, e.reason])).toEqual([
-      ['deny', ErrorCodes.MISCONFIGURED],
-      ['deny', ErrorCodes.MISCONFIGURED],
-      ['deny', ErrorCodes.MISCONFIGURED],
+      ...refused.map(() => ['deny', ErrorCodes.MISCONFIGURED]),
       ['allow', 'ok'],
     ]);
     expect(sink.events[0]!.detail).toMatch(/transaction control/);
     await b.admin.query(`delete from notes where body = 'helper'`);
-    // A savepoint is no transaction control: rolling back to one keeps the scope.
+
+    // A savepoint is no transaction control: rolling back to one keeps the scope, however spelled.
     expect(
       await withUserScope(
         b.db,
@@ -128,7 +141,9 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
         async (tx) => {
           await tx.query('savepoint s');
           await tx.query(`insert into notes (body) values ('undone')`);
-          await tx.query('rollback to savepoint s');
+          await tx.query('ROLLBACK/**/TO s');
+          await tx.query(`insert into notes (body) values ('undone too')`);
+          await tx.query('rollback work\n-- to the savepoint\nto savepoint s');
           return (await tx.query<{ body: string }>('select body from notes order by body')).rows.map(
             (r) => r.body,
           );
@@ -136,80 +151,142 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
         opts,
       ),
     ).toEqual(['a1', 'a2']);
+
+    // A refusal the callback lets end the scope is recorded once: no 'allow' beside it.
+    sink.clear();
+    await rejection(
+      withUserScope(b.db, alice, async (tx) => tx.query('commit'), { ...opts, auditor: new Auditor([sink]) }),
+    );
+    expect(sink.events.map((e) => [e.decision, e.reason])).toEqual([['deny', ErrorCodes.MISCONFIGURED]]);
   });
 
-  it('a statement that ends the transaction anyway stops the callback there, also for queries sent with it', async () => {
-    const sink = memoryAuditSink();
-    // Postgres nests block comments; the check before sending does not, so this COMMIT reaches the
-    // server: the connection's transaction status is what stops the callback after it.
-    const commit = '/* a /* nested */ comment */ commit';
-    const seen: string[] = [];
-    let ending: unknown;
-    let after: unknown;
-    const err = await rejection(
-      withUserScope(
-        b.db,
-        alice,
-        async (tx) => {
-          await tx.query(`insert into notes (body) values ('helper')`);
-          ending = await rejection(tx.query(commit));
-          after = await rejection(
-            tx
-              .query<{ body: string }>('select body from notes')
-              .then((r) => seen.push(...r.rows.map((x) => x.body))),
-          );
-        },
-        { ...opts, auditor: new Auditor([sink]) },
-      ),
-    );
-    expect(ending).toMatchObject({ code: ErrorCodes.MISCONFIGURED });
-    expect(after).toMatchObject({ code: ErrorCodes.MISCONFIGURED });
-    expect(isUserContextError(err, ErrorCodes.MISCONFIGURED)).toBe(true);
-    // The COMMIT did commit what ran before it, in the scope's workspace; the record says so.
-    expect((await b.admin.query(`select workspace_id from notes where body = 'helper'`)).rows).toEqual([
-      { workspace_id: 'ws-a' },
-    ]);
-    expect(sink.events.map((e) => [e.decision, e.reason, e.userId])).toEqual([
-      ['deny', ErrorCodes.MISCONFIGURED, 'alice'],
-    ]);
-    expect(sink.events[0]!.detail).toMatch(/transaction was ended inside its callback/);
-    await b.admin.query(`delete from notes where body = 'helper'`);
-
-    // Queries sent together: the one queued behind the COMMIT is refused, not run after it.
-    const together = await rejection(
-      withUserScope(
-        b.db,
-        alice,
-        async (tx) => {
-          const results = await Promise.allSettled([
-            tx.query<{ body: string }>(commit),
-            tx.query<{ body: string }>('select body from notes'),
-          ]);
-          for (const r of results)
-            if (r.status === 'fulfilled') seen.push(...r.value.rows.map((x) => x.body));
-        },
-        opts,
-      ),
-    );
-    expect(together).toMatchObject({ code: ErrorCodes.MISCONFIGURED });
-    // One statement per call: a COMMIT cannot smuggle a statement behind it in the same string.
-    await rejection(
-      withUserScope(
-        b.db,
-        alice,
-        async (tx) => {
-          const r = await tx.query<{ body: string }>(`${commit}; select body from notes`);
-          seen.push(...r.rows.map((x) => x.body));
-        },
-        opts,
-      ),
-    );
-    expect(seen).toEqual([]);
-    // The same holds for transactions opened without withUserScope; and the pool still serves.
-    await expect(b.db.transaction(async (tx) => tx.query('/* /* */ */ rollback'))).rejects.toMatchObject({
-      code: ErrorCodes.MISCONFIGURED,
+  describe('should a statement that ends the transaction get past that check', () => {
+    // No SQL known gets past the check of a statement's first words; the second line of defence, the
+    // connection's transaction status, is shown with the check off.
+    const check = transactionControl.refusal;
+    beforeEach(() => {
+      transactionControl.refusal = (sql) => (typeof sql === 'string' ? undefined : check(sql));
     });
-    expect(await notes(bob)).toEqual(['b1']);
+    afterEach(() => {
+      transactionControl.refusal = check;
+    });
+
+    it('it stops the callback there, queries sent with it included', async () => {
+      const sink = memoryAuditSink();
+      const seen: string[] = [];
+      let ending: unknown;
+      let after: unknown;
+      const err = await rejection(
+        withUserScope(
+          b.db,
+          alice,
+          async (tx) => {
+            await tx.query(`insert into notes (body) values ('helper')`);
+            ending = await rejection(tx.query('commit'));
+            after = await rejection(
+              tx
+                .query<{ body: string }>('select body from notes')
+                .then((r) => seen.push(...r.rows.map((x) => x.body))),
+            );
+          },
+          { ...opts, auditor: new Auditor([sink]) },
+        ),
+      );
+      expect(ending).toMatchObject({ code: ErrorCodes.MISCONFIGURED });
+      expect(after).toMatchObject({ code: ErrorCodes.MISCONFIGURED });
+      expect(isUserContextError(err, ErrorCodes.MISCONFIGURED)).toBe(true);
+      // The COMMIT did commit what ran before it, in the scope's workspace; the record says so.
+      expect((await b.admin.query(`select workspace_id from notes where body = 'helper'`)).rows).toEqual([
+        { workspace_id: 'ws-a' },
+      ]);
+      expect(sink.events.map((e) => [e.decision, e.reason, e.userId])).toEqual([
+        ['deny', ErrorCodes.MISCONFIGURED, 'alice'],
+      ]);
+      expect(sink.events[0]!.detail).toMatch(/transaction was ended inside its callback/);
+      await b.admin.query(`delete from notes where body = 'helper'`);
+
+      // Queries sent together: the one queued behind the COMMIT is refused, not run after it.
+      const together = await rejection(
+        withUserScope(
+          b.db,
+          alice,
+          async (tx) => {
+            const results = await Promise.allSettled([
+              tx.query<{ body: string }>('commit'),
+              tx.query<{ body: string }>('select body from notes'),
+            ]);
+            for (const r of results)
+              if (r.status === 'fulfilled') seen.push(...r.value.rows.map((x) => x.body));
+          },
+          opts,
+        ),
+      );
+      expect(together).toMatchObject({ code: ErrorCodes.MISCONFIGURED });
+      // One statement per call: a COMMIT cannot smuggle a statement behind it in the same string.
+      await rejection(
+        withUserScope(
+          b.db,
+          alice,
+          async (tx) => {
+            const r = await tx.query<{ body: string }>('commit; select body from notes');
+            seen.push(...r.rows.map((x) => x.body));
+          },
+          opts,
+        ),
+      );
+      expect(seen).toEqual([]);
+      // The same holds for transactions opened without withUserScope; and the pool still serves.
+      await expect(b.db.transaction(async (tx) => tx.query('rollback'))).rejects.toMatchObject({
+        code: ErrorCodes.MISCONFIGURED,
+      });
+      expect(await notes(bob)).toEqual(['b1']);
+    });
+
+    it('COMMIT AND CHAIN, which leaves the connection in a new transaction, and a failed COMMIT', async () => {
+      const seen: string[] = [];
+      // pg reports each statement's command tag (COMMIT); PGlite reports none, and its connection is in
+      // a transaction again: there only the first check stops a chained COMMIT.
+      const chained =
+        kind === 'pglite'
+          ? 'not seen by this check on PGlite'
+          : await rejection(
+              withUserScope(
+                b.db,
+                alice,
+                async (tx) => {
+                  await rejection(tx.query('commit and chain'));
+                  const r = await tx.query<{ body: string }>('select body from notes');
+                  seen.push(...r.rows.map((x) => x.body));
+                },
+                opts,
+              ),
+            );
+      if (kind === 'postgres') expect(chained).toMatchObject({ code: ErrorCodes.MISCONFIGURED });
+      // A COMMIT that fails (a deferred constraint) ends the transaction too, as a rollback; the
+      // callback that swallows the failure does not go on, and no commit is reported.
+      await b.admin.query(
+        `create table if not exists deferred_check (id int primary key deferrable initially deferred)`,
+      );
+      await b.admin.query(`grant all on deferred_check to ${roles.app}`);
+      const failed = await rejection(
+        withUserScope(
+          b.db,
+          alice,
+          async (tx) => {
+            await tx.query(`insert into notes (body) values ('lost')`);
+            await tx.query('insert into deferred_check values (1), (1)');
+            await rejection(tx.query('commit'));
+            const r = await tx.query<{ body: string }>('select body from notes');
+            seen.push(...r.rows.map((x) => x.body));
+          },
+          opts,
+        ),
+      );
+      expect(failed).toMatchObject({ code: ErrorCodes.MISCONFIGURED });
+      expect(seen).toEqual([]);
+      expect((await b.admin.query(`select 1 from notes where body = 'lost'`)).rows).toEqual([]);
+      expect(await notes(bob)).toEqual(['b1']);
+    });
   });
 
   it('reads only the rows of the context workspace, as the app role', async () => {

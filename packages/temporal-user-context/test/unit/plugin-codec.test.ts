@@ -95,17 +95,28 @@ describe('one plugin, configured more than once', () => {
     const plugin = newPlugin();
     const theirs = { start: (input: never, next: (i: never) => unknown) => next(input) };
     const theirActivity = () => ({});
+    const theirCodec = { encode: async (p: Payload[]) => p, decode: async (p: Payload[]) => p };
     const other = new SimplePlugin({
       name: 'other',
       clientInterceptors: { workflow: [theirs] as never },
       workerInterceptors: { activity: [theirActivity], workflowModules: ['/their/module.js'] },
+      dataConverter: (existing) => ({
+        ...existing,
+        payloadCodecs: [...(existing?.payloadCodecs ?? []), theirCodec],
+      }),
     });
-    const client = plugin.configureClient(other.configureClient(plugin.configureClient({ namespace: 'ns' })));
+    const first = plugin.configureClient({ namespace: 'ns' });
+    const client = plugin.configureClient(other.configureClient(first));
     const workflow = client.interceptors?.workflow as unknown[];
     expect(workflow).toHaveLength(2);
-    expect(workflow).toContain(theirs);
-    expect((client.dataConverter as { payloadCodecs?: unknown[] }).payloadCodecs).toHaveLength(1);
+    expect(workflow.indexOf(theirs)).toBe(1);
     expect(client.interceptors?.schedule).toHaveLength(1);
+    // Left in the order of `[p, other]`: ours encodes first there, and must here too, or the two sides
+    // could not read each other's payloads.
+    const codecs = (client.dataConverter as { payloadCodecs?: unknown[] }).payloadCodecs!;
+    expect(codecs).toHaveLength(2);
+    expect(codecs[0]).toBe((first.dataConverter as { payloadCodecs?: unknown[] }).payloadCodecs![0]);
+    expect(codecs[1]).toBe(theirCodec);
 
     const worker = plugin.configureWorker(
       other.configureWorker(plugin.configureWorker({ taskQueue: 'q', namespace: 'ns', workflowsPath: 'w' })),
@@ -118,7 +129,15 @@ describe('one plugin, configured more than once', () => {
       1,
     );
     expect(worker.interceptors?.workflowModules).toContain('/their/module.js');
-    expect((worker.dataConverter as { payloadCodecs?: unknown[] }).payloadCodecs).toHaveLength(1);
+    expect((worker.dataConverter as { payloadCodecs?: unknown[] }).payloadCodecs).toHaveLength(2);
+    expect(Object.keys(worker.sinks ?? {})).toContain('userContextAudit');
+    const replay = plugin.configureReplayWorker(
+      other.configureReplayWorker(plugin.configureReplayWorker({ workflowsPath: 'w' })),
+    );
+    expect(replay.interceptors?.activity).toHaveLength(2);
+    expect(replay.interceptors?.workflowModules?.filter((m) => m === workflowInterceptorsPath)).toHaveLength(
+      1,
+    );
 
     const bundle = plugin.configureBundler(
       other.configureBundler(plugin.configureBundler({ workflowsPath: 'x' } as never)),
