@@ -20,6 +20,7 @@ import {
 } from 'temporal-user-context';
 import {
   queryAuditTrail,
+  type AuditTrailFilter,
   withUserScope,
   type ScopeAuditFields,
   type ScopedTransaction,
@@ -971,7 +972,10 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   );
 
   // ---- audit (workspace admins) ----
-  app.get<{ Params: { ws: string }; Querystring: { limit?: number; before?: string } }>(
+  app.get<{
+    Params: { ws: string };
+    Querystring: { limit?: number; before?: string } & AuditTrailFilter;
+  }>(
     '/workspaces/:ws/audit',
     {
       schema: {
@@ -988,7 +992,14 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
               type: 'string',
               pattern: '^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$',
             },
+            // Only the records that match every one given.
+            userId: ID,
+            action: { type: 'string', pattern: '^[a-z][A-Za-z0-9._-]{0,127}$' },
+            decision: { type: 'string', enum: ['allow', 'deny'] },
+            reason: { type: 'string', pattern: '^[A-Za-z0-9_.-]{1,128}$' },
+            workflowId: { type: 'string', minLength: 1, maxLength: 1000 },
           },
+          additionalProperties: false,
         },
         response: errors,
       },
@@ -1000,9 +1011,21 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         audit,
         ...(request.query.limit ? { limit: request.query.limit } : {}),
         ...(request.query.before ? { before: request.query.before } : {}),
+        filter: auditFilter(request.query),
       }),
     }),
   );
 
   return app;
+}
+
+/** The audit route's filter: the query's filter fields that were given. */
+function auditFilter(query: AuditTrailFilter): AuditTrailFilter {
+  const filter: AuditTrailFilter = {};
+  if (query.userId !== undefined) filter.userId = query.userId;
+  if (query.action !== undefined) filter.action = query.action;
+  if (query.decision !== undefined) filter.decision = query.decision;
+  if (query.reason !== undefined) filter.reason = query.reason;
+  if (query.workflowId !== undefined) filter.workflowId = query.workflowId;
+  return filter;
 }

@@ -586,6 +586,33 @@ describe('agent runs', () => {
     expect(Date.parse(String(older[0]!.time))).toBeLessThanOrEqual(Date.parse(String(first[1]!.time)));
     for (const before of ['not-an-id', 'urn:uuid:00000000-0000-4000-8000-000000000000'])
       expect((await call('carol', 'GET', `/workspaces/ws-acme/audit?before=${before}`)).statusCode).toBe(400);
+    // Filters: only the records that match every one given, in this workspace.
+    const denied = (
+      await call(
+        'carol',
+        'GET',
+        `/workspaces/ws-acme/audit?limit=1000&decision=deny&reason=${ErrorCodes.MEMBERSHIP_REVOKED}`,
+      )
+    ).body_.events as Json[];
+    expect(denied.length).toBeGreaterThan(0);
+    expect(
+      denied.every(
+        (e) =>
+          e.decision === 'deny' && e.reason === ErrorCodes.MEMBERSHIP_REVOKED && e.workspaceId === 'ws-acme',
+      ),
+    ).toBe(true);
+    const aliceStarts = (
+      await call('carol', 'GET', '/workspaces/ws-acme/audit?limit=1000&userId=alice&action=client.start')
+    ).body_.events as Json[];
+    expect(aliceStarts.length).toBeGreaterThan(0);
+    expect(aliceStarts.every((e) => e.userId === 'alice' && e.action === 'client.start')).toBe(true);
+    // bob is of another workspace: his records are not here, filter or not.
+    expect(
+      (await call('carol', 'GET', '/workspaces/ws-acme/audit?userId=bob')).body_.events as Json[],
+    ).toEqual([]);
+    // A filter the route does not know, or a value outside its pattern, is a 400, not the whole trail.
+    for (const query of ['user=alice', 'decision=maybe', 'action=DROP%20TABLE', 'reason=a%27b'])
+      expect((await call('carol', 'GET', `/workspaces/ws-acme/audit?${query}`)).statusCode, query).toBe(400);
   });
 });
 

@@ -1,4 +1,5 @@
-import type { AuditEvent, AuditSink } from '../audit/event.js';
+import { z } from 'zod';
+import type { AuditDecision, AuditEvent, AuditSink } from '../audit/event.js';
 import { describeThrown } from '../audit/sanitize.js';
 import { numberOption } from '../context/number-option.js';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
@@ -145,9 +146,45 @@ export interface AuditTrailOptions extends Pick<UserScopeOptions, 'appRole' | 'a
    * workspace is invisible here, so its id gives an empty page. Not a UUID: `USER_CONTEXT_MISCONFIGURED`.
    */
   before?: string;
+  /**
+   * Only the records that match every field given: who (`userId`), what (`action`, e.g.
+   * `activity.execute`), how it ended (`decision`, `reason`, e.g. a code) and where (`workflowId`).
+   * Compared as stored (sanitised text); strings up to 1 000 characters, else
+   * `USER_CONTEXT_MISCONFIGURED`.
+   */
+  filter?: AuditTrailFilter;
+}
+
+/** Fields {@link queryAuditTrail} can select records by; see {@link AuditTrailOptions.filter}. */
+export interface AuditTrailFilter {
+  userId?: string;
+  action?: string;
+  decision?: AuditDecision;
+  reason?: string;
+  workflowId?: string;
 }
 
 const UUID = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+const filterSchema = z
+  .object({
+    userId: z.string().min(1).max(1000),
+    action: z.string().min(1).max(1000),
+    decision: z.enum(['allow', 'deny']),
+    reason: z.string().min(1).max(1000),
+    workflowId: z.string().min(1).max(1000),
+  })
+  .partial()
+  .strict();
+
+/** Filter fields and their columns, in the order of the query's parameters `$3` on. */
+const FILTER_COLUMNS = [
+  ['userId', 'user_id'],
+  ['action', 'action'],
+  ['decision', 'decision'],
+  ['reason', 'reason'],
+  ['workflowId', 'workflow_id'],
+] as const satisfies ReadonlyArray<readonly [keyof AuditTrailFilter, string]>;
 
 /**
  * The audit trail of the caller's workspace, newest first, a page at a time (`before`: the last id
@@ -170,25 +207,31 @@ export async function queryAuditTrail(
   const { before } = options;
   if (before !== undefined && (typeof before !== 'string' || !UUID.test(before)))
     throw new UserContextError(ErrorCodes.MISCONFIGURED, 'before must be the id of an audit record');
+  const parsed = filterSchema.safeParse(options.filter ?? {});
+  if (!parsed.success)
+    throw new UserContextError(
+      ErrorCodes.MISCONFIGURED,
+      'filter takes userId, action, reason, workflowId (1 to 1000 characters) and decision (allow, deny)',
+    );
+  const filter = parsed.data;
   const columns = `id::text as id, ${COLUMNS.map(([c]) => c).join(', ')}`;
+  // One statement for every combination: a filter left out is a null parameter that matches all.
+  const where = FILTER_COLUMNS.map(([, column], i) => `($${i + 3}::text is null or ${column} = $${i + 3})`);
+  const sql = `select ${columns} from audit_log
+    where ($2::uuid is null or (time, id) < (select time, id from audit_log where id = $2::uuid))
+      and ${where.join(' and ')}
+    order by time desc, id desc limit $1`;
   return withUserScope(
     db,
     ctx,
     async (tx) => {
       // Keyset paging on (time, id): stable while new records arrive. The cursor row is read under
       // RLS too: another workspace's id matches nothing.
-      const { rows } =
-        before === undefined
-          ? await tx.query<Record<string, unknown>>(
-              `select ${columns} from audit_log order by time desc, id desc limit $1`,
-              [limit],
-            )
-          : await tx.query<Record<string, unknown>>(
-              `select ${columns} from audit_log
-                where (time, id) < (select time, id from audit_log where id = $2::uuid)
-                order by time desc, id desc limit $1`,
-              [limit, before],
-            );
+      const { rows } = await tx.query<Record<string, unknown>>(sql, [
+        limit,
+        before ?? null,
+        ...FILTER_COLUMNS.map(([field]) => filter[field] ?? null),
+      ]);
       return rows.map(toEvent);
     },
     { ...options, requireRole: 'admin' },

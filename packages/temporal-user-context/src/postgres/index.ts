@@ -29,6 +29,7 @@ export type {
   PostgresAuditSinkOptions,
   StoredAuditEvent,
   AuditTrailOptions,
+  AuditTrailFilter,
 } from './audit.js';
 export { quoteIdent, assertRoleName, ROLE_NAME_PATTERN } from './ident.js';
 export { withCurrentUserScope } from './current.js';

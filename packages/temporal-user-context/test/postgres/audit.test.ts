@@ -108,6 +108,50 @@ describe.each(BACKENDS)('audit log on %s', (kind) => {
     await b.admin.query(`delete from audit_log where user_id in ('old', 'flood')`);
   });
 
+  it('filters by user, action, decision, reason and workflow; within the workspace only', async () => {
+    await b.admin.query(
+      `insert into audit_log (time, workspace_id, user_id, action, decision, source, reason, workflow_id)
+       values (now(), 'ws-a', 'frank', 'activity.execute', 'deny', 'header', 'USER_CONTEXT_REVOKED', 'wf-f1'),
+              (now(), 'ws-a', 'frank', 'activity.execute', 'allow', 'header', 'ok', 'wf-f2'),
+              (now(), 'ws-a', 'frank', 'client.start', 'allow', 'edge', 'ok', 'wf-f2'),
+              (now(), 'ws-a', 'grace', 'activity.execute', 'deny', 'header', 'USER_CONTEXT_REVOKED', 'wf-f1'),
+              (now(), 'ws-b', 'frank', 'activity.execute', 'deny', 'header', 'USER_CONTEXT_REVOKED', 'wf-f1')`,
+    );
+    const trail = (filter: Parameters<typeof queryAuditTrail>[2]['filter']) =>
+      queryAuditTrail(b.db, adminA, { appRole: roles.app, filter }).then((events) =>
+        events.map((e) => [e.userId, e.action, e.decision, e.workflowId]).sort(),
+      );
+    expect(await trail({ userId: 'frank' })).toEqual([
+      ['frank', 'activity.execute', 'allow', 'wf-f2'],
+      ['frank', 'activity.execute', 'deny', 'wf-f1'],
+      ['frank', 'client.start', 'allow', 'wf-f2'],
+    ]);
+    expect(await trail({ userId: 'frank', decision: 'deny' })).toEqual([
+      ['frank', 'activity.execute', 'deny', 'wf-f1'],
+    ]);
+    expect(await trail({ workflowId: 'wf-f1', reason: 'USER_CONTEXT_REVOKED' })).toEqual([
+      ['frank', 'activity.execute', 'deny', 'wf-f1'],
+      ['grace', 'activity.execute', 'deny', 'wf-f1'],
+    ]);
+    expect(await trail({ action: 'client.start', workflowId: 'wf-f2' })).toEqual([
+      ['frank', 'client.start', 'allow', 'wf-f2'],
+    ]);
+    // Values are bind parameters, never SQL.
+    expect(await trail({ userId: "frank' or '1'='1" })).toEqual([]);
+    for (const filter of [
+      { decision: 'maybe' },
+      { userId: '' },
+      { tenant: 'ws-b' },
+      { action: 'x'.repeat(1001) },
+    ]) {
+      const err = await queryAuditTrail(b.db, adminA, { appRole: roles.app, filter: filter as never }).catch(
+        (e: unknown) => e,
+      );
+      expect(isUserContextError(err, ErrorCodes.MISCONFIGURED), JSON.stringify(filter)).toBe(true);
+    }
+    await b.admin.query(`delete from audit_log where user_id in ('frank', 'grace')`);
+  });
+
   it('a limit under 1 reads one row; a limit that is not a finite number is refused', async () => {
     expect(await queryAuditTrail(b.db, adminA, { appRole: roles.app, limit: 1 })).toHaveLength(1);
     expect((await queryAuditTrail(b.db, adminA, { appRole: roles.app, limit: 0 })).length).toBe(1);
