@@ -126,7 +126,7 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
     input: WorkflowCancelInput,
     next: Next<WorkflowClientInterceptor, 'cancel'>,
   ): ReturnType<Next<WorkflowClientInterceptor, 'cancel'>> {
-    this.source.recordControl('client.cancel', input.workflowExecution.workflowId);
+    this.source.recordControl('client.cancel', input);
     return next(input);
   }
 
@@ -134,11 +134,7 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
     input: WorkflowTerminateInput,
     next: Next<WorkflowClientInterceptor, 'terminate'>,
   ): ReturnType<Next<WorkflowClientInterceptor, 'terminate'>> {
-    this.source.recordControl(
-      'client.terminate',
-      input.workflowExecution.workflowId,
-      input.reason === undefined ? undefined : `reason: ${input.reason}`,
-    );
+    this.source.recordControl('client.terminate', input, input.reason);
     return next(input);
   }
 }

@@ -183,11 +183,33 @@ export class ContextSource {
    * process knows (the edge user in scope, or the activity's verified user), else `source: none`. Not
    * refused: operators cancel and terminate runs with tools that act for no user.
    */
-  recordControl(action: string, workflowId: string, detail?: string): void {
+  recordControl(
+    action: string,
+    target: { workflowExecution: { workflowId: string; runId?: string }; firstExecutionRunId?: string },
+    reason?: string,
+  ): void {
     const activity = currentScope();
     const user = activity?.context ?? edgeUser();
     const source: IdentitySource = activity?.context ? 'header' : user ? 'edge' : 'none';
-    this.allowed(action, user, source, undefined, workflowId, detail);
+    const { workflowId, runId } = target.workflowExecution;
+    // Which run: the one named, else the chain the handle started (the server acts on its latest run).
+    const chain =
+      runId === undefined && target.firstExecutionRunId !== undefined
+        ? `run chain from ${target.firstExecutionRunId}`
+        : undefined;
+    const detail = [chain, reason === undefined ? undefined : `reason: ${reason}`].filter(Boolean).join('; ');
+    this.options.auditor.emit({
+      action,
+      decision: 'allow',
+      source,
+      reason: 'ok',
+      namespace: this.options.namespace,
+      userId: user?.userId,
+      workspaceId: user?.workspaceId,
+      workflowId,
+      runId,
+      detail: detail || undefined,
+    });
   }
 
   async forStart(

@@ -139,14 +139,28 @@ describe('without the header, every path is refused', () => {
     await runAsUser(carol, () => cancelled.cancel());
     const terminated = await started();
     await terminated.terminate('operator cleanup'); // an operator's tool, acting for no user
+    // A handle for one run names it.
+    const named = await started();
+    const run = (await named.describe()).runId;
+    await runAsUser(carol, () => h.client.workflow.getHandle(named.workflowId, run).cancel());
     const record = (workflowId: string, action: string) =>
       h.audit.events
         .filter((e) => e.workflowId === workflowId && e.action === action)
-        .map((e) => [e.decision, e.source, e.userId ?? null, e.detail ?? null]);
-    expect(record(cancelled.workflowId, 'client.cancel')).toEqual([['allow', 'edge', 'carol', null]]);
-    expect(record(terminated.workflowId, 'client.terminate')).toEqual([
-      ['allow', 'none', null, 'reason: operator cleanup'],
+        .map((e) => [e.decision, e.source, e.userId ?? null, e.runId ?? null, e.detail ?? null]);
+    // The handles start() returned act on the chain their first run began.
+    expect(record(cancelled.workflowId, 'client.cancel')).toEqual([
+      ['allow', 'edge', 'carol', null, `run chain from ${cancelled.firstExecutionRunId}`],
     ]);
+    expect(record(terminated.workflowId, 'client.terminate')).toEqual([
+      [
+        'allow',
+        'none',
+        null,
+        null,
+        `run chain from ${terminated.firstExecutionRunId}; reason: operator cleanup`,
+      ],
+    ]);
+    expect(record(named.workflowId, 'client.cancel')).toEqual([['allow', 'edge', 'carol', run, null]]);
   });
 
   it('the worker stays healthy after refusals', async () => {

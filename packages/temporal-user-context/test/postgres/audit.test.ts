@@ -8,6 +8,7 @@ import {
   queryAuditTrail,
   withUserScope,
   type PostgresAuditSink,
+  type AuditTrailFilter,
   type StoredAuditEvent,
   type SqlDatabase,
   type SqlQueryable,
@@ -117,7 +118,7 @@ describe.each(BACKENDS)('audit log on %s', (kind) => {
               (now(), 'ws-a', 'grace', 'activity.execute', 'deny', 'header', 'USER_CONTEXT_REVOKED', 'wf-f1'),
               (now(), 'ws-b', 'frank', 'activity.execute', 'deny', 'header', 'USER_CONTEXT_REVOKED', 'wf-f1')`,
     );
-    const trail = (filter: Parameters<typeof queryAuditTrail>[2]['filter']) =>
+    const trail = (filter: AuditTrailFilter) =>
       queryAuditTrail(b.db, adminA, { appRole: roles.app, filter }).then((events) =>
         events.map((e) => [e.userId, e.action, e.decision, e.workflowId]).sort(),
       );
