@@ -149,6 +149,14 @@ export const workflowInterceptorsPath = fileURLToPath(
   new URL(`./workflow/interceptors${extname(here)}`, import.meta.url),
 );
 
+/** Whether each list holds its part exactly once (a part that is undefined: not contributed). */
+function complete(pairs: ReadonlyArray<readonly [unknown, unknown]>): boolean {
+  return pairs.every(
+    ([list, part]) =>
+      part === undefined || (Array.isArray(list) && list.filter((x) => x === part).length === 1),
+  );
+}
+
 /** `holder[key]` without this package's workflow interceptor module (a plugin adds it back once). */
 function withoutModule<T extends object, K extends keyof T>(holder: T, key: K): Partial<Pick<T, K>> {
   const list = holder[key];
@@ -191,9 +199,14 @@ export class UserContextPlugin extends SimplePlugin {
    * their contents: interceptors a caller copies from a configured client prove nothing.
    */
   private readonly configured = new WeakSet<object>();
-  /** How many contributions a client / a worker this plugin configured holds (interceptors, codec). */
-  private readonly clientParts: number;
-  private readonly workerParts: number;
+  /** This plugin's contributions, by where they go (see {@link complete}). */
+  private readonly parts: {
+    workflow: object;
+    schedule: object;
+    activity: object;
+    nexus: object;
+    codec: object | undefined;
+  };
   /** The namespace of the first client or worker configured (see {@link bindNamespace}). */
   private boundNamespace: string | undefined;
 
@@ -327,9 +340,14 @@ export class UserContextPlugin extends SimplePlugin {
     this.codec = codec;
     this.scope = scope;
     this.mirror = mirror;
-    this.clientParts = 2 + (registered ? 1 : 0);
-    this.workerParts = 4 + (registered ? 1 : 0);
     const worker = this.options.workerInterceptors as { activity: object[]; nexus: object[] };
+    this.parts = {
+      workflow: clientInterceptors.workflow[0]!,
+      schedule: clientInterceptors.schedule[0]!,
+      activity: worker.activity[0]!,
+      nexus: worker.nexus[0]!,
+      codec: registered,
+    };
     for (const part of [
       ...clientInterceptors.workflow,
       ...clientInterceptors.schedule,
@@ -359,13 +377,20 @@ export class UserContextPlugin extends SimplePlugin {
     if (this.configured.has(options)) return options;
     this.bindNamespace(options.namespace ?? 'default');
     const interceptors = options.interceptors;
-    const own = this.ownParts(
+    this.refuseOthers(
       [interceptors?.workflow, interceptors?.schedule, options.dataConverter?.payloadCodecs],
       'client',
     );
     // Configured by this plugin, then by another (`plugins: [p, other, p]`): left as it is, in the
     // order the first configuration gave it.
-    if (own === this.clientParts) return this.remember({ ...options });
+    if (
+      complete([
+        [interceptors?.workflow, this.parts.workflow],
+        [interceptors?.schedule, this.parts.schedule],
+        [options.dataConverter?.payloadCodecs, this.parts.codec],
+      ])
+    )
+      return this.remember({ ...options });
     return this.remember(
       super.configureClient({
         ...options,
@@ -382,7 +407,13 @@ export class UserContextPlugin extends SimplePlugin {
     this.bindNamespace(options.namespace ?? 'default');
     const interceptors = options.interceptors;
     const sinks = { ...options.sinks, ...this.sinks() };
-    if (this.ownWorkerParts(options, 'worker') === this.workerParts)
+    const ownActivities = this.options.activities ?? {};
+    if (
+      this.workerComplete(options, 'worker') &&
+      Object.entries(ownActivities).every(
+        ([name, fn]) => (options.activities as Record<string, unknown> | undefined)?.[name] === fn,
+      )
+    )
       return this.remember({ ...options, sinks });
     return this.remember(
       super.configureWorker({
@@ -394,9 +425,8 @@ export class UserContextPlugin extends SimplePlugin {
     );
   }
 
-  /** How many of this plugin's contributions `lists` hold; another UserContextPlugin's are refused. */
-  private ownParts(lists: readonly unknown[], what: string): number {
-    let own = 0;
+  /** Refuses another UserContextPlugin's contributions in `lists`. */
+  private refuseOthers(lists: readonly unknown[], what: string): void {
     for (const list of lists) {
       if (!Array.isArray(list)) continue;
       for (const part of list as unknown[]) {
@@ -404,29 +434,33 @@ export class UserContextPlugin extends SimplePlugin {
           (typeof part === 'object' && part !== null) || typeof part === 'function'
             ? contributions.get(part)
             : undefined;
-        if (owner === undefined) continue;
-        if (owner !== this)
+        if (owner !== undefined && owner !== this)
           throw new UserContextError(
             ErrorCodes.MISCONFIGURED,
             `this ${what} already has another UserContextPlugin: give a client or worker one`,
           );
-        own++;
       }
     }
-    return own;
   }
 
-  private ownWorkerParts(options: WorkerOptions | ReplayWorkerOptions, what: string): number {
-    const interceptors = options.interceptors;
-    return this.ownParts(
-      [
-        interceptors?.activity,
-        interceptors?.nexus,
-        interceptors?.client?.workflow,
-        interceptors?.client?.schedule,
-        options.dataConverter?.payloadCodecs,
-      ],
-      what,
+  /**
+   * Whether worker (or replay worker) options hold every interceptor, the codec and, when the worker
+   * bundles its workflows, the workflow interceptor module of this plugin, each once. Refuses another
+   * UserContextPlugin's.
+   */
+  private workerComplete(options: WorkerOptions | ReplayWorkerOptions, what: string): boolean {
+    const i = options.interceptors;
+    const codecs = options.dataConverter?.payloadCodecs;
+    this.refuseOthers([i?.activity, i?.nexus, i?.client?.workflow, i?.client?.schedule, codecs], what);
+    return (
+      complete([
+        [i?.activity, this.parts.activity],
+        [i?.nexus, this.parts.nexus],
+        [i?.client?.workflow, this.parts.workflow],
+        [i?.client?.schedule, this.parts.schedule],
+        [codecs, this.parts.codec],
+      ]) &&
+      (options.workflowsPath === undefined || complete([[i?.workflowModules, workflowInterceptorsPath]]))
     );
   }
 
@@ -439,7 +473,7 @@ export class UserContextPlugin extends SimplePlugin {
    * records per activity, every payload encrypted twice). Another UserContextPlugin's are refused: one
    * client or worker takes one.
    */
-  /** `holder[key]` without this plugin's contributions (another plugin's were refused by ownParts). */
+  /** `holder[key]` without this plugin's contributions (another plugin's were refused already). */
   private withoutOwn<T extends object, K extends keyof T>(holder: T, key: K): Partial<Pick<T, K>> {
     const list = holder[key];
     if (!Array.isArray(list)) return {};
@@ -503,8 +537,7 @@ export class UserContextPlugin extends SimplePlugin {
       assertBundledWithPlugin(options.workflowBundle);
     const interceptors = options.interceptors;
     const sinks = { ...options.sinks, ...this.sinks() };
-    if (this.ownWorkerParts(options, 'replay worker') === this.workerParts)
-      return this.remember({ ...options, sinks });
+    if (this.workerComplete(options, 'replay worker')) return this.remember({ ...options, sinks });
     return this.remember(
       super.configureReplayWorker({
         ...options,

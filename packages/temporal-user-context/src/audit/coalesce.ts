@@ -1,14 +1,15 @@
 import { numberOption } from '../context/number-option.js';
 import type { AuditEvent, AuditSink } from './event.js';
-import { sanitizeField } from './sanitize.js';
+import { describeThrown, sanitizeField } from './sanitize.js';
 
 /** Options of {@link coalescingAuditSink}. */
 export interface CoalescingAuditSinkOptions {
   /**
-   * The records that may be coalesced. Default: refusals that name no user. Anyone can cause those, at
-   * any rate (an HTTP request without a valid token): one database write each would let an anonymous
-   * flood fill the table, and fill a bounded sink's backlog so that the records of real decisions are
-   * dropped.
+   * The records that may be coalesced. Default: refusals that name neither a user nor a workflow.
+   * Anyone can cause those, at any rate (an HTTP request without a valid token): one database write
+   * each would let an anonymous flood fill the table, and fill a bounded sink's backlog so that the
+   * records of real decisions are dropped. Records that name a workflow (a refused start, a payload
+   * that failed to decrypt) keep their ids, one record each.
    */
   match?: (event: AuditEvent) => boolean;
   /** Length of a window, in milliseconds. Default 60 000. */
@@ -26,6 +27,15 @@ export interface CoalescingAuditSink extends AuditSink {
   flush(): Promise<void>;
 }
 
+/** Never throws: a summary that could not be written is reported on stderr. */
+function reportSummaryFailure(err: unknown): void {
+  try {
+    process.stderr.write(`temporal-user-context: audit summary not written: ${describeThrown(err)}\n`);
+  } catch {
+    // stderr itself failed: nowhere left to report to.
+  }
+}
+
 /** The key of the window for the kinds past `maxKinds`. */
 const OTHER = '\u0000other';
 
@@ -41,7 +51,8 @@ interface Window {
  * window and kind: the first one of a kind (same action and reason) goes through at once, the next
  * ones in the same window are counted, and when the window closes one summary record says how many
  * there were (`detail`: "N more like it in S s, coalesced; first: …"). Every refusal is still on record,
- * as a count, and a flood costs `inner` one write per kind and window instead of one per request.
+ * the later ones as a count (their own details are not kept), and a flood costs `inner` one write per
+ * kind and window instead of one per request.
  * Other records pass through untouched. Give it the sink a flood would hurt (the database), not the
  * log, so that the log keeps every record.
  *
@@ -53,7 +64,8 @@ export function coalescingAuditSink(
   inner: AuditSink & { flush?: () => Promise<void> },
   options: CoalescingAuditSinkOptions = {},
 ): CoalescingAuditSink {
-  const match = options.match ?? ((event: AuditEvent) => event.decision === 'deny' && !event.userId);
+  const match =
+    options.match ?? ((event: AuditEvent) => event.decision === 'deny' && !event.userId && !event.workflowId);
   const windowMs = numberOption('windowMs', options.windowMs, 60_000, { min: 1, max: 24 * 3600 * 1000 });
   const maxKinds = numberOption('maxKinds', options.maxKinds, 100, { min: 1, max: 100_000, integer: true });
   const windows = new Map<string, Window>();
@@ -91,8 +103,15 @@ export function coalescingAuditSink(
         open.count++;
         return;
       }
-      // Unref'd: an open window must not keep a process alive; flush() writes what it holds.
-      const timer = setTimeout(() => void close(key), windowMs);
+      // Unref'd: an open window must not keep a process alive; flush() writes what it holds. What the
+      // inner sink throws or rejects with here has no caller to go to: reported, as the Auditor does.
+      const timer = setTimeout(() => {
+        try {
+          Promise.resolve(close(key)).then(undefined, reportSummaryFailure);
+        } catch (err) {
+          reportSummaryFailure(err);
+        }
+      }, windowMs);
       timer.unref?.();
       windows.set(key, { first: event, opened: Date.now(), timer, count: 0 });
       return inner.emit(event);

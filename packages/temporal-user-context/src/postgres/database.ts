@@ -119,16 +119,35 @@ function isTransactionControl([first, second, third]: string[]): boolean {
 }
 
 /**
- * The refusal of `sql` when it would begin or end a transaction, for a transaction's callback (a
- * helper's own `BEGIN … COMMIT` would end the caller's transaction and its `SET LOCAL`s), or when it is
- * no string (a driver's query object would skip these checks). Undefined for anything else.
+ * Whether a statement's first words change the session rather than the transaction: `SET` other than
+ * `SET LOCAL`, `SET TRANSACTION` and `SET CONSTRAINTS`, and `RESET`. A session-level `SET ROLE`,
+ * `search_path` or `SESSION CHARACTERISTICS` outlives the transaction on a pooled connection, into the
+ * next borrower's; `RESET ROLE` (or `SET ROLE NONE`) goes back to the login role inside the scope.
+ */
+function isSessionChange([first, second]: string[]): boolean {
+  if (first === 'reset') return true;
+  return first === 'set' && second !== 'local' && second !== 'transaction' && second !== 'constraints';
+}
+
+/**
+ * The refusal of `sql` in a transaction's callback when it would begin or end a transaction (a
+ * helper's own `BEGIN … COMMIT` would end the caller's transaction and its `SET LOCAL`s) or change the
+ * session (`SET` without `LOCAL`, `RESET`), or when it is no string (a driver's query object would
+ * skip these checks). Undefined for anything else. Not seen: the same done through functions
+ * (`set_config(…, false)`).
  * @internal
  */
 export function transactionControlRefusal(sql: unknown): UserContextError | undefined {
   if (typeof sql !== 'string')
     return new UserContextError(ErrorCodes.MISCONFIGURED, 'a query must be one SQL string');
-  if (!isTransactionControl(leadingWords(sql, 3))) return undefined;
-  return new UserContextError(ErrorCodes.MISCONFIGURED, TRANSACTION_CONTROL);
+  const words = leadingWords(sql, 3);
+  if (isTransactionControl(words)) return new UserContextError(ErrorCodes.MISCONFIGURED, TRANSACTION_CONTROL);
+  if (isSessionChange(words))
+    return new UserContextError(
+      ErrorCodes.MISCONFIGURED,
+      'session-level SET or RESET inside a transaction callback (SET LOCAL is transaction-local)',
+    );
+  return undefined;
 }
 
 /**
@@ -142,8 +161,12 @@ export const transactionControl = { refusal: transactionControlRefusal };
 /** What a driver returns for one statement; `command` is the statement's tag, where the driver has it. */
 type Sent = SqlResult<never> & { command?: string };
 
-/** Command tags of statements that begin or end a transaction (`ROLLBACK` is also a savepoint's). */
-const CONTROL_TAGS = new Set(['BEGIN', 'START TRANSACTION', 'COMMIT', 'PREPARE TRANSACTION']);
+/**
+ * First words of the command tags (all pg keeps) of statements that begin or end a transaction and
+ * leave the connection in one: `COMMIT AND CHAIN`, a `BEGIN` or `START TRANSACTION`. (`ROLLBACK` is also
+ * a savepoint's, `PREPARE` also a prepared statement's; `PREPARE TRANSACTION` leaves no transaction.)
+ */
+const CONTROL_TAGS = new Set(['BEGIN', 'START', 'COMMIT']);
 
 /**
  * The queryable a transaction's callback gets. A statement of the callback's own can end the
@@ -206,9 +229,18 @@ function transactionQueryable(
  * `connection` are fields of pg's Client that its type declarations leave out.)
  */
 function settled(client: PoolClient): Promise<void> {
-  const c = client as unknown as { readyForQuery?: boolean; connection?: EventEmitter };
+  const c = client as unknown as {
+    readyForQuery?: boolean;
+    connection?: EventEmitter;
+    _queryable?: boolean;
+    _ending?: boolean;
+    _ended?: boolean;
+  };
   const connection = c.connection;
-  if (c.readyForQuery !== false || !connection) return Promise.resolve();
+  // A lost or closing connection sends nothing more: its status will not change, and waiting for it
+  // would hold the transaction (and its pool slot) forever.
+  if (c.readyForQuery !== false || !connection || c._queryable === false || c._ending || c._ended)
+    return Promise.resolve();
   return new Promise((resolve) => {
     const done = () => {
       connection.off('readyForQuery', done);

@@ -98,7 +98,9 @@ export async function applyScope(
  * 4. `app.roles` set to the effective roles, then `fn(tx)`.
  *
  * Everything is transaction-local and the connection is released after COMMIT/ROLLBACK, so nothing
- * survives on a pooled connection. Requires a `memberships(workspace_id, user_id, roles text[])` table
+ * survives on a pooled connection; statements of `fn` that would end the transaction or change the
+ * session (`COMMIT`, `SET` without `LOCAL`, `RESET`, ...) are refused (`USER_CONTEXT_MISCONFIGURED`,
+ * audited; docs/data-isolation.md). Requires a `memberships(workspace_id, user_id, roles text[])` table
  * whose policy lets a user read their own row in the current workspace.
  *
  * @throws UserContextError `USER_CONTEXT_INVALID` for a malformed context,
@@ -146,8 +148,6 @@ export async function withUserScope<T>(
   };
 
   let refusal: UserContextError | undefined;
-  /** Refusals audited where they were raised: one that ends the scope is not recorded again. */
-  const onRecord = new WeakSet<object>();
   let effectiveRoles: readonly string[] = [];
   let granted = false;
   try {
@@ -189,7 +189,6 @@ export async function withUserScope<T>(
             const control = transactionControl.refusal(sql);
             if (!control) return tx.query<R>(sql, params);
             audit('deny', control.code, effectiveRoles, control.reason);
-            onRecord.add(control);
             return Promise.reject(control);
           }
           const late = new UserContextError(ErrorCodes.MISCONFIGURED, 'query after its database scope ended');
@@ -208,9 +207,8 @@ export async function withUserScope<T>(
   } catch (err) {
     // Audited after ROLLBACK, so that the record is not rolled back with the work: our own refusals,
     // and a grant whose work then failed (`fn` threw, or COMMIT did): its queries ran all the same.
-    // A refused statement the callback let end it is on record already.
-    const recorded = typeof err === 'object' && err !== null && onRecord.has(err);
-    if (recorded) throw err;
+    // A refused statement the callback let end it is on record already, as a deny of that statement;
+    // the grant's record below says the scope's work, which ran, was rolled back.
     if (refusal !== undefined && err === refusal && isUserContextError(err)) audit('deny', err.code);
     // `fn` ended the transaction itself: what ran before that was committed, what came after refused.
     else if (isTransactionEnded(err)) audit('deny', err.code, effectiveRoles, err.reason);

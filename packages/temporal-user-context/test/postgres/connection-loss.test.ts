@@ -88,6 +88,30 @@ describe('fromPgPool when a connection is lost', () => {
     }
   });
 
+  it('a transaction whose callback swallows the loss and queries again settles, and frees its slot', async () => {
+    const { pool, db } = openPool();
+    try {
+      const failed = await db
+        .transaction(async (tx) => {
+          const pid = await pidOf(tx);
+          // Lost while a query is in flight: pg never hears the server's ReadyForQuery for it.
+          const sleeping = tx.query('select pg_sleep(5)');
+          await new Promise((resolve) => setTimeout(resolve, 200));
+          await terminate(pid);
+          await sleeping.catch(() => undefined);
+          // pg refuses this one on a connection that sends nothing more: waiting for the server's
+          // answer to it (the transaction status) would hold the transaction and its slot forever.
+          await tx.query('select 2');
+        })
+        .catch((err: unknown) => err);
+      expect(failed).toBeInstanceOf(Error);
+      // The pool's one slot is free again.
+      expect(await pidOf(db)).toBeGreaterThan(0);
+    } finally {
+      await pool.end();
+    }
+  }, 15_000);
+
   it('a connection held by a session, idle: reported, the session fails, the client is not pooled again', async () => {
     const { pool, db, lost } = openPool();
     try {

@@ -107,6 +107,13 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
       'rollback',
       'ROLLBACK AND CHAIN',
       'rollback/**/work',
+      // Session-level changes: back to the login role inside the scope, or into the next borrower's.
+      'RESET ROLE',
+      'set role none',
+      'reset all',
+      'set search_path = public',
+      'SET SESSION CHARACTERISTICS AS TRANSACTION READ ONLY',
+      'set session authorization default',
     ];
     const refused: unknown[] = [];
     const rows = await withUserScope(
@@ -131,6 +138,7 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
       ['allow', 'ok'],
     ]);
     expect(sink.events[0]!.detail).toMatch(/transaction control/);
+    expect(sink.events[statements.indexOf('RESET ROLE')]!.detail).toMatch(/session-level SET or RESET/);
     await b.admin.query(`delete from notes where body = 'helper'`);
 
     // A savepoint is no transaction control: rolling back to one keeps the scope, however spelled.
@@ -139,6 +147,9 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
         b.db,
         alice,
         async (tx) => {
+          // Transaction-local settings are the scope's own business.
+          await tx.query('set local statement_timeout = 5000');
+          await tx.query('set constraints all immediate');
           await tx.query('savepoint s');
           await tx.query(`insert into notes (body) values ('undone')`);
           await tx.query('ROLLBACK/**/TO s');
@@ -152,12 +163,15 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
       ),
     ).toEqual(['a1', 'a2']);
 
-    // A refusal the callback lets end the scope is recorded once: no 'allow' beside it.
+    // A refusal the callback lets end the scope: the statement's deny, and the grant, rolled back.
     sink.clear();
     await rejection(
       withUserScope(b.db, alice, async (tx) => tx.query('commit'), { ...opts, auditor: new Auditor([sink]) }),
     );
-    expect(sink.events.map((e) => [e.decision, e.reason])).toEqual([['deny', ErrorCodes.MISCONFIGURED]]);
+    expect(sink.events.map((e) => [e.decision, e.reason, e.detail])).toEqual([
+      ['deny', ErrorCodes.MISCONFIGURED, expect.stringMatching(/transaction control/)],
+      ['allow', 'ok', 'roles=admin,member; rolled back'],
+    ]);
   });
 
   describe('should a statement that ends the transaction get past that check', () => {

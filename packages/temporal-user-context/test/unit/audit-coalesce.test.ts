@@ -51,16 +51,64 @@ describe('coalescingAuditSink', () => {
     expect(inner.events.at(-1)!.detail).toBe('GET /agents #5');
   });
 
-  it('passes records that name a user, and decisions that allowed, every time', () => {
+  it('passes records that name a user or a workflow, and decisions that allowed, every time', () => {
     const inner = memoryAuditSink();
     const sink = coalescingAuditSink(inner);
     const user = { ...anonymous('WORKSPACE_MISMATCH', 'GET /workspaces/:ws'), userId: 'mallory' };
     const allowed: AuditEvent = { ...anonymous('ok', 'x'), decision: 'allow' };
+    const workflow = (i: number): AuditEvent => ({
+      ...anonymous(ErrorCodes.PAYLOAD_TAMPERED, 'x'),
+      action: 'codec.decode',
+      workflowId: `wf-${i}`,
+    });
     for (let i = 0; i < 3; i++) {
       sink.emit(user);
       sink.emit(allowed);
+      sink.emit(workflow(i));
     }
-    expect(inner.events).toHaveLength(6);
+    expect(inner.events).toHaveLength(9);
+    expect(inner.events.filter((e) => e.action === 'codec.decode').map((e) => e.workflowId)).toEqual([
+      'wf-0',
+      'wf-1',
+      'wf-2',
+    ]);
+  });
+
+  it('a summary the wrapped sink fails to write is reported, never thrown or left unhandled', async () => {
+    vi.useRealTimers(); // the rejection must settle on the real event loop
+    const written = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    const unhandled = vi.fn();
+    process.on('unhandledRejection', unhandled);
+    try {
+      const failing = (mode: 'throw' | 'reject') => {
+        let calls = 0;
+        return coalescingAuditSink(
+          {
+            emit() {
+              if (calls++ % 2 === 0) return; // the first record of a window passes
+              if (mode === 'throw') throw new Error('sink down');
+              return Promise.reject(new Error('sink down'));
+            },
+          },
+          { windowMs: 5 },
+        );
+      };
+      for (const mode of ['throw', 'reject'] as const) {
+        const sink = failing(mode);
+        sink.emit(anonymous('AUTH_MISSING', 'a'));
+        sink.emit(anonymous('AUTH_MISSING', 'b'));
+      }
+      await vi.waitFor(() =>
+        expect(
+          written.mock.calls.filter(([line]) => String(line).includes('audit summary not written')),
+        ).toHaveLength(2),
+      );
+      await new Promise((resolve) => setImmediate(resolve));
+      expect(unhandled).not.toHaveBeenCalled();
+    } finally {
+      process.off('unhandledRejection', unhandled);
+      written.mockRestore();
+    }
   });
 
   it('counts kinds past maxKinds in one shared window, so that varying the reason does not evade it', () => {

@@ -155,6 +155,34 @@ describe('one plugin, configured more than once', () => {
     );
   });
 
+  it('is not fooled by options that hold some of its parts, or one twice: those are configured', () => {
+    const plugin = newPlugin();
+    const a = plugin.configureClient({ namespace: 'ns' });
+    const b = plugin.configureClient({ namespace: 'ns' });
+    // Its workflow interceptor twice and its schedule interceptor, without its codec.
+    const merged = plugin.configureClient({
+      namespace: 'ns',
+      interceptors: {
+        workflow: [
+          ...(a.interceptors!.workflow as unknown[]),
+          ...(b.interceptors!.workflow as unknown[]),
+        ] as never,
+        schedule: a.interceptors!.schedule,
+      },
+    });
+    expect(merged.interceptors?.workflow).toHaveLength(1);
+    expect((merged.dataConverter as { payloadCodecs?: unknown[] }).payloadCodecs).toHaveLength(1);
+    // A worker configured, then given to a plugin that drops the workflow interceptor module.
+    const configured = plugin.configureWorker({ taskQueue: 'q', namespace: 'ns', workflowsPath: 'w' });
+    const stripped = {
+      ...configured,
+      interceptors: { ...configured.interceptors, workflowModules: ['/their/module.js'] },
+    };
+    const again = plugin.configureWorker(stripped);
+    expect(again.interceptors?.workflowModules).toEqual(['/their/module.js', workflowInterceptorsPath]);
+    expect(again.interceptors?.activity).toHaveLength(1);
+  });
+
   it('is not fooled by its interceptors copied from a configured client: such a worker is configured', () => {
     const plugin = newPlugin();
     const client = plugin.configureClient({ namespace: 'ns' });
