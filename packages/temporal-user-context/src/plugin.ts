@@ -103,6 +103,14 @@ export interface UserContextPluginOptions {
         'allowPlaintextEncodings' | 'acceptScheduledRuns' | 'acceptNamespaceBound'
       >;
   /**
+   * A failure's message and stack trace, while the codec is on: `'encrypted'` (the default) moves them
+   * into a payload the codec encrypts (the SDK's `encodeCommonAttributes`), so that history shows
+   * `Encoded failure` and the failure's type (a refusal code) until the codec server decodes it;
+   * `'clear'` leaves them readable in history. Not applied when the data converter already names a
+   * `failureConverterPath` (yours wins). `'encrypted'` with the codec off is `USER_CONTEXT_MISCONFIGURED`.
+   */
+  failureMessages?: 'encrypted' | 'clear';
+  /**
    * Check a prebuilt `workflowBundle` given to `Worker.create` or the replayer: refuse
    * (`USER_CONTEXT_MISCONFIGURED`) one that does not register this plugin's workflow interceptors, which
    * the SDK would then not run at all. Default `true`. Set `false` only for a bundle built with the
@@ -143,6 +151,12 @@ function assertBundledWithPlugin(bundle: NonNullable<WorkerOptions['workflowBund
     );
   }
 }
+
+/**
+ * The failure converter module installed while the codec is on (`failureMessages`): clients and workers
+ * require() it, the bundler puts it into the workflow sandbox.
+ */
+export const failureConverterPath = fileURLToPath(new URL('./failure-converter.cjs', import.meta.url));
 
 /** The workflow interceptor module, bundled into the workflow sandbox by the worker. */
 export const workflowInterceptorsPath = fileURLToPath(
@@ -199,6 +213,8 @@ export class UserContextPlugin extends SimplePlugin {
    * their contents: interceptors a caller copies from a configured client prove nothing.
    */
   private readonly configured = new WeakSet<object>();
+  /** Whether bundles get the failure converter that moves messages into encrypted payloads. */
+  private readonly encryptFailures: boolean;
   /** This plugin's contributions, by where they go (see {@link complete}). */
   private readonly parts: {
     workflow: object;
@@ -272,6 +288,21 @@ export class UserContextPlugin extends SimplePlugin {
       encode: (payloads, context) => codec.forNamespace(scope.namespace).encode(payloads, context),
       decode: (payloads, context) => codec.forNamespace(scope.namespace).decode(payloads, context),
     };
+    // Only undefined means the default: null is refused like any other value that is none of the two.
+    const failureMessages =
+      pluginOptions.failureMessages === undefined
+        ? registered
+          ? 'encrypted'
+          : 'clear'
+        : pluginOptions.failureMessages;
+    if (failureMessages !== 'encrypted' && failureMessages !== 'clear')
+      throw new UserContextError(ErrorCodes.MISCONFIGURED, "failureMessages must be 'encrypted' or 'clear'");
+    if (failureMessages === 'encrypted' && !registered)
+      throw new UserContextError(
+        ErrorCodes.MISCONFIGURED,
+        "failureMessages: 'encrypted' needs the codec (with it off they would be encoded, not encrypted)",
+      );
+    const encryptFailures = failureMessages === 'encrypted';
     super({
       name: 'UserContextPlugin',
       // Appended after any codec the application already has: ours runs last on encode, first on decode.
@@ -280,6 +311,7 @@ export class UserContextPlugin extends SimplePlugin {
             dataConverter: (existing) => ({
               ...existing,
               payloadCodecs: [...(existing?.payloadCodecs ?? []), registered],
+              ...(encryptFailures && !existing?.failureConverterPath ? { failureConverterPath } : {}),
             }),
           }
         : {}),
@@ -340,6 +372,7 @@ export class UserContextPlugin extends SimplePlugin {
     this.codec = codec;
     this.scope = scope;
     this.mirror = mirror;
+    this.encryptFailures = encryptFailures;
     const worker = this.options.workerInterceptors as { activity: object[]; nexus: object[] };
     this.parts = {
       workflow: clientInterceptors.workflow[0]!,
@@ -524,6 +557,7 @@ export class UserContextPlugin extends SimplePlugin {
     });
     return this.remember({
       ...configured,
+      ...(this.encryptFailures && !configured.failureConverterPath ? { failureConverterPath } : {}),
       preloadModules: [
         ...(withoutModule(configured, 'preloadModules').preloadModules ?? []),
         workflowInterceptorsPath,

@@ -1,5 +1,7 @@
 // Plugin and verifier options that would quietly turn a check off are refused when the plugin is built,
 // with USER_CONTEXT_MISCONFIGURED, instead of being read as some default.
+import { createRequire } from 'node:module';
+import { ApplicationFailure, defaultPayloadConverter, type FailureConverter } from '@temporalio/common';
 import { describe, expect, it } from 'vitest';
 import {
   Auditor,
@@ -13,7 +15,13 @@ import {
   runAsUser,
   type UserContextPluginOptions,
 } from 'temporal-user-context';
+import { failureConverterPath } from '../../src/plugin.js';
 import { ContextSource } from '../../src/client/source.js';
+
+// The module the SDK require()s: loaded the same way here.
+const { failureConverter } = createRequire(import.meta.url)(failureConverterPath) as {
+  failureConverter: FailureConverter;
+};
 
 const keys = generateKeySet('options');
 const edge = KeyRing.fromJSON(keys.edge);
@@ -173,5 +181,78 @@ describe('mirror', () => {
     expect(() => plugin({ mirror: { memo: 'plain' } })).not.toThrow();
     expect(() => plugin({ mirror: { memo: undefined } })).not.toThrow();
     expect(() => plugin({ mirror: undefined })).not.toThrow();
+  });
+});
+
+describe('failureMessages', () => {
+  const converterPath = (plugin: UserContextPlugin) =>
+    plugin.configureClient({ namespace: 'default' }).dataConverter?.failureConverterPath;
+
+  it("is 'encrypted' with the codec (clients, workers and bundles get the converter), 'clear' without", () => {
+    const encrypting = new UserContextPlugin({ keys: edge });
+    expect(converterPath(encrypting)).toBe(failureConverterPath);
+    expect(
+      encrypting.configureWorker({ taskQueue: 'q', namespace: 'default' }).dataConverter
+        ?.failureConverterPath,
+    ).toBe(failureConverterPath);
+    expect(encrypting.configureBundler({ workflowsPath: 'w' }).failureConverterPath).toBe(
+      failureConverterPath,
+    );
+    expect(converterPath(new UserContextPlugin({ keys: edge, codec: false }))).toBeUndefined();
+    const clear = new UserContextPlugin({ keys: edge, failureMessages: 'clear' });
+    expect(converterPath(clear)).toBeUndefined();
+    expect(clear.configureBundler({ workflowsPath: 'w' }).failureConverterPath).toBeUndefined();
+  });
+
+  it("leaves an application's own failure converter in place", () => {
+    const plugin = new UserContextPlugin({ keys: edge });
+    const client = plugin.configureClient({ dataConverter: { failureConverterPath: '/app/failures.js' } });
+    expect(client.dataConverter?.failureConverterPath).toBe('/app/failures.js');
+    expect(
+      plugin.configureBundler({ workflowsPath: 'w', failureConverterPath: '/app/failures.js' })
+        .failureConverterPath,
+    ).toBe('/app/failures.js');
+  });
+
+  it("refuses 'encrypted' with the codec off, and anything else than the two values", () => {
+    expect(
+      codeOf(() => new UserContextPlugin({ keys: edge, codec: false, failureMessages: 'encrypted' })),
+    ).toBe(ErrorCodes.MISCONFIGURED);
+    for (const failureMessages of ['plain', null, true])
+      expect(
+        codeOf(() => new UserContextPlugin({ keys: edge, failureMessages: failureMessages as never })),
+        String(failureMessages),
+      ).toBe(ErrorCodes.MISCONFIGURED);
+  });
+
+  it('the converter encodes what applications fail with, and leaves refusals of this library as they are', () => {
+    const payloadConverter = defaultPayloadConverter;
+    const app = failureConverter.errorToFailure(
+      ApplicationFailure.nonRetryable('quotes user data', 'AppError'),
+      payloadConverter,
+    );
+    expect(app.message).toBe('Encoded failure');
+    expect(app.encodedAttributes).toBeDefined();
+    const refusal = failureConverter.errorToFailure(
+      ApplicationFailure.nonRetryable(
+        `${ErrorCodes.ACTOR_FORBIDDEN}: query refused`,
+        ErrorCodes.ACTOR_FORBIDDEN,
+      ),
+      payloadConverter,
+    );
+    expect(refusal.message).toBe(`${ErrorCodes.ACTOR_FORBIDDEN}: query refused`);
+    const thrown = failureConverter.errorToFailure(
+      new UserContextError(ErrorCodes.PAYLOAD_TAMPERED, 'bound to another workflow'),
+      payloadConverter,
+    );
+    expect(thrown.message).toBe(`${ErrorCodes.PAYLOAD_TAMPERED}: bound to another workflow`);
+    // An application's error that only calls itself so is encoded.
+    const named = Object.assign(new Error('quotes user data'), {
+      name: 'UserContextError',
+      code: 'NOT_OURS',
+    });
+    expect(failureConverter.errorToFailure(named, payloadConverter).message).toBe('Encoded failure');
+    // What it encoded, it decodes.
+    expect(failureConverter.failureToError(app, payloadConverter).message).toBe('quotes user data');
   });
 });

@@ -1,0 +1,41 @@
+// The failure converter the plugin installs while its payload codec is on (docs/codec.md). CommonJS:
+// the SDK loads a `failureConverterPath` with require() on clients and workers, and bundles it into
+// the workflow sandbox, where it must stay free of Node built-ins, clocks and keys.
+'use strict';
+const { ApplicationFailure, DefaultFailureConverter } = require('@temporalio/common');
+
+/**
+ * A refusal of this library: an ApplicationFailure whose type is one of its codes, or a
+ * UserContextError itself (a codec refusal fails a workflow task with it), recognised by name and code
+ * because this module cannot import the TypeScript class.
+ */
+function isRefusal(err) {
+  if (err instanceof ApplicationFailure)
+    return typeof err.type === 'string' && err.type.startsWith('USER_CONTEXT_');
+  return (
+    err instanceof Error &&
+    err.name === 'UserContextError' &&
+    typeof err.code === 'string' &&
+    err.code.startsWith('USER_CONTEXT_')
+  );
+}
+
+/**
+ * A failure's message and stack trace move into a payload (`encodedAttributes`), which the codec then
+ * encrypts like any other: history keeps a failure's type, not what it says. This library's own
+ * refusals stay as they are: their messages hold a code and a reason, no user data; a refused query
+ * reaches its caller only as the failure's message (the SDK's client does not decode a query's
+ * failure), and a refused workflow task shows why in history.
+ */
+class UserContextFailureConverter extends DefaultFailureConverter {
+  constructor() {
+    super({ encodeCommonAttributes: true });
+  }
+
+  errorToFailure(err, payloadConverter, context) {
+    if (isRefusal(err)) return this.errorToFailureInner(err, payloadConverter, context);
+    return super.errorToFailure(err, payloadConverter, context);
+  }
+}
+
+exports.failureConverter = new UserContextFailureConverter();
