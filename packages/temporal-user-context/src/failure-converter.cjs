@@ -5,13 +5,17 @@
 const { ApplicationFailure, DefaultFailureConverter } = require('@temporalio/common');
 
 /**
- * A refusal of this library: an ApplicationFailure whose type is one of its codes, or a
- * UserContextError itself (a codec refusal fails a workflow task with it), recognised by name and code
- * because this module cannot import the TypeScript class.
+ * A refusal of this library: an ApplicationFailure whose type is one of its codes (or that wraps a
+ * UserContextError), or a UserContextError itself (a codec refusal fails a workflow task with it),
+ * recognised by name and code because this module cannot import the TypeScript class.
  */
 function isRefusal(err) {
-  if (err instanceof ApplicationFailure)
-    return typeof err.type === 'string' && err.type.startsWith('USER_CONTEXT_');
+  if (err instanceof ApplicationFailure) {
+    if (typeof err.type === 'string' && err.type.startsWith('USER_CONTEXT_')) return true;
+    // A UserContextError thrown in a query or update handler, which the SDK wraps as an
+    // ApplicationFailure of type 'UserContextError' with the error's message (`<code>: <reason>`).
+    return err.type === 'UserContextError' && /^USER_CONTEXT_[A-Z_]+: /.test(err.message);
+  }
   return (
     err instanceof Error &&
     err.name === 'UserContextError' &&

@@ -107,7 +107,9 @@ export interface UserContextPluginOptions {
    * into a payload the codec encrypts (the SDK's `encodeCommonAttributes`), so that history shows
    * `Encoded failure` and the failure's type (a refusal code) until the codec server decodes it;
    * `'clear'` leaves them readable in history. Not applied when the data converter already names a
-   * `failureConverterPath` (yours wins). `'encrypted'` with the codec off is `USER_CONTEXT_MISCONFIGURED`.
+   * `failureConverterPath` (yours wins). `'encrypted'` with the codec off is `USER_CONTEXT_MISCONFIGURED`,
+   * and so is a prebuilt `workflowBundle` built without the converter (`checkWorkflowBundle`). A failed
+   * query's caller sees only the message, `Encoded failure` (docs/codec.md).
    */
   failureMessages?: 'encrypted' | 'clear';
   /**
@@ -132,14 +134,33 @@ const REGISTERED_INTERCEPTORS =
   /\/temporal-user-context\/(?:[\w.-]+\/)?workflow\/interceptors\.[cm]?[jt]s\\?"/;
 
 /**
+ * The module id under which the bundler registers this package's failure converter as the sandbox's
+ * custom one (`failureConverterPath`), matched the same way.
+ */
+const REGISTERED_FAILURE_CONVERTER =
+  /__temporal_custom_failure_converter \*\/ \\?"[^"\\]*\/temporal-user-context\/(?:[\w.-]+\/)?failure-converter\.cjs\\?"/;
+
+/**
  * Refuses a prebuilt workflow bundle that does not register the workflow interceptors. Given a bundle,
  * the SDK ignores the interceptor modules plugins add, and a bundle built without this plugin would run
  * workflows with no check at start, no actor policy and no audit. The bundler lists the modules it
  * registers in the bundle's `importInterceptors` function: the check looks there (the workflow API
  * imports the interceptor module too, so finding it elsewhere in the bundle proves nothing).
  */
-function assertBundledWithPlugin(bundle: NonNullable<WorkerOptions['workflowBundle']>): void {
+function assertBundledWithPlugin(
+  bundle: NonNullable<WorkerOptions['workflowBundle']>,
+  failureConverter: boolean,
+): void {
   const code = 'code' in bundle ? bundle.code : readFileSync(bundle.codePath, 'utf8');
+  // A bundle built before failure messages were encrypted, or with failureMessages: 'clear', would keep
+  // what workflows fail with in clear while this worker's activities encrypt theirs.
+  if (failureConverter && !REGISTERED_FAILURE_CONVERTER.test(code))
+    throw new UserContextError(
+      ErrorCodes.MISCONFIGURED,
+      "the workflow bundle does not have this plugin's failure converter, so what workflows fail with " +
+        'would be in clear in history: build it with bundleWorkflowCode({ workflowsPath, plugins: [plugin] }) ' +
+        "and the same failureMessages, or set failureMessages: 'clear'",
+    );
   const start = code.indexOf('function importInterceptors()');
   const end = code.indexOf('];', start);
   if (start < 0 || end < 0 || !REGISTERED_INTERCEPTORS.test(code.slice(start, end))) {
@@ -436,7 +457,7 @@ export class UserContextPlugin extends SimplePlugin {
   override configureWorker(options: WorkerOptions): WorkerOptions {
     if (this.configured.has(options)) return options;
     if (options.workflowBundle && this.pluginOptions.checkWorkflowBundle !== false)
-      assertBundledWithPlugin(options.workflowBundle);
+      assertBundledWithPlugin(options.workflowBundle, this.installsFailureConverter(options));
     this.bindNamespace(options.namespace ?? 'default');
     const interceptors = options.interceptors;
     const sinks = { ...options.sinks, ...this.sinks() };
@@ -456,6 +477,12 @@ export class UserContextPlugin extends SimplePlugin {
         sinks,
       }),
     );
+  }
+
+  /** Whether these worker options get (or already have) this plugin's failure converter. */
+  private installsFailureConverter(options: WorkerOptions | ReplayWorkerOptions): boolean {
+    const path = options.dataConverter?.failureConverterPath;
+    return this.encryptFailures && (path === undefined || path === failureConverterPath);
   }
 
   /** Refuses another UserContextPlugin's contributions in `lists`. */
@@ -550,7 +577,10 @@ export class UserContextPlugin extends SimplePlugin {
       options.preloadModules?.includes(workflowInterceptorsPath) &&
       options.workflowInterceptorModules?.includes(workflowInterceptorsPath)
     )
-      return this.remember({ ...options });
+      return this.remember({
+        ...options,
+        ...(this.encryptFailures && !options.failureConverterPath ? { failureConverterPath } : {}),
+      });
     const configured = super.configureBundler({
       ...options,
       ...withoutModule(options, 'workflowInterceptorModules'),
@@ -568,7 +598,7 @@ export class UserContextPlugin extends SimplePlugin {
   override configureReplayWorker(options: ReplayWorkerOptions): ReplayWorkerOptions {
     if (this.configured.has(options)) return options;
     if (options.workflowBundle && this.pluginOptions.checkWorkflowBundle !== false)
-      assertBundledWithPlugin(options.workflowBundle);
+      assertBundledWithPlugin(options.workflowBundle, this.installsFailureConverter(options));
     const interceptors = options.interceptors;
     const sinks = { ...options.sinks, ...this.sinks() };
     if (this.workerComplete(options, 'replay worker')) return this.remember({ ...options, sinks });

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { AuditDecision, AuditEvent, AuditSink } from '../audit/event.js';
-import { describeThrown } from '../audit/sanitize.js';
+import { describeThrown, sanitizeField } from '../audit/sanitize.js';
 import { numberOption } from '../context/number-option.js';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
 import type { UserContext } from '../context/schema.js';
@@ -213,7 +213,11 @@ export async function queryAuditTrail(
       ErrorCodes.MISCONFIGURED,
       'filter takes userId, action, reason, workflowId (1 to 1000 characters) and decision (allow, deny)',
     );
-  const filter = parsed.data;
+  // Records hold sanitised, capped strings (sanitizeField): a value is compared as it was stored, so
+  // that a workflow id longer than the cap still finds its records.
+  const filter: AuditTrailFilter = Object.fromEntries(
+    Object.entries(parsed.data).map(([field, value]) => [field, sanitizeField(value)]),
+  );
   const columns = `id::text as id, ${COLUMNS.map(([c]) => c).join(', ')}`;
   // One statement for every combination: a filter left out is a null parameter that matches all.
   const where = FILTER_COLUMNS.map(([, column], i) => `($${i + 3}::text is null or ${column} = $${i + 3})`);

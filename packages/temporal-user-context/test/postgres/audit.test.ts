@@ -139,6 +139,22 @@ describe.each(BACKENDS)('audit log on %s', (kind) => {
     ]);
     // Values are bind parameters, never SQL.
     expect(await trail({ userId: "frank' or '1'='1" })).toEqual([]);
+    // Compared as stored: a workflow id past the records' cap (256 characters) still finds its own.
+    const long = `wf-${'x'.repeat(400)}`;
+    const auditor2 = new Auditor([sink]);
+    auditor2.emit({
+      action: 'activity.execute',
+      decision: 'deny',
+      source: 'header',
+      reason: 'USER_CONTEXT_REVOKED',
+      userId: 'frank',
+      workspaceId: 'ws-a',
+      workflowId: long,
+    });
+    await sink.flush();
+    expect(await trail({ workflowId: long })).toEqual([
+      ['frank', 'activity.execute', 'deny', expect.stringMatching(/^wf-x+…$/)],
+    ]);
     for (const filter of [
       { decision: 'maybe' },
       { userId: '' },

@@ -14,9 +14,10 @@ import {
   generateKeySet,
   memoryAuditSink,
   workflowInterceptorsPath,
+  type UserContextPluginOptions,
 } from 'temporal-user-context';
 
-const plugin = (options: { checkWorkflowBundle?: boolean } = {}) =>
+const plugin = (options: Partial<UserContextPluginOptions> = {}) =>
   new UserContextPlugin({
     keys: KeyRing.fromJSON(generateKeySet('bundle').worker),
     audit: memoryAuditSink(),
@@ -67,8 +68,9 @@ describe('workflow bundle', () => {
         `${elsewhere}\nexports.importInterceptors = function importInterceptors() {\n  return [\n` +
         `    __webpack_require__(/*! x */ ${id})\n  ];\n}`,
     });
+    // The failure converter's check is the next test's.
     const configure = (b: { code: string }, options = {}) =>
-      plugin(options).configureWorker({ taskQueue: 'q', workflowBundle: b });
+      plugin({ failureMessages: 'clear', ...options }).configureWorker({ taskQueue: 'q', workflowBundle: b });
     for (const id of [
       '"./node_modules/temporal-user-context/dist/workflow/interceptors.js"',
       '"./packages/temporal-user-context/src/workflow/interceptors.ts"',
@@ -92,6 +94,48 @@ describe('workflow bundle', () => {
       expect(() => configure(b, { checkWorkflowBundle: false })).not.toThrow();
     }
   });
+
+  it("with failure messages encrypted, a bundle must have the plugin's failure converter", async () => {
+    const registered = (id: string) => ({
+      code:
+        `exports.importInterceptors = function importInterceptors() {\n  return [\n` +
+        `    __webpack_require__(/*! x */ "./node_modules/temporal-user-context/dist/workflow/interceptors.js")\n  ];\n}\n` +
+        `const customFailureConverter = (__webpack_require__(/*! __temporal_custom_failure_converter */ ${id}).failureConverter);`,
+    });
+    const configure = (b: { code: string }, options: Partial<UserContextPluginOptions> = {}) =>
+      plugin(options).configureWorker({ taskQueue: 'q', workflowBundle: b });
+    for (const id of [
+      '"./node_modules/temporal-user-context/dist/failure-converter.cjs"',
+      '"./packages/temporal-user-context/src/failure-converter.cjs"',
+      '\\"./node_modules/temporal-user-context/src/failure-converter.cjs\\"', // devtool: 'eval'
+    ])
+      expect(() => configure(registered(id)), id).not.toThrow();
+    // Built without it (before failure messages were encrypted, or with failureMessages: 'clear'): what
+    // workflows fail with would stay in clear while the worker's activities encrypt theirs.
+    for (const b of [registered('"./src/failures.cjs"'), registered('"?4f2a"')]) {
+      expect(() => configure(b)).toThrow(expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }));
+      expect(() => configure(b, { failureMessages: 'clear' })).not.toThrow();
+      expect(() => configure(b, { checkWorkflowBundle: false })).not.toThrow();
+      // An application's own converter is its business (and its bundle's).
+      expect(() =>
+        plugin().configureWorker({
+          taskQueue: 'q',
+          workflowBundle: b,
+          dataConverter: { failureConverterPath: '/app/failures.cjs' },
+        }),
+      ).not.toThrow();
+    }
+    // A real bundle built with failureMessages: 'clear', given to a worker whose plugin encrypts them.
+    const { code } = await bundleWorkflowCode({
+      workflowsPath,
+      plugins: [plugin({ failureMessages: 'clear' })],
+      logger: new DefaultLogger('ERROR'),
+    });
+    expect(() => configure({ code })).toThrow(expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }));
+    expect(() => plugin().configureReplayWorker({ workflowBundle: { code } })).toThrow(
+      expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
+    );
+  }, 60_000);
 
   it('a prebuilt bundle without the plugin is refused: the SDK would run its workflows without interceptors', async () => {
     const { code } = await bundleWorkflowCode({ workflowsPath, logger: new DefaultLogger('ERROR') });

@@ -246,6 +246,16 @@ describe('failureMessages', () => {
       payloadConverter,
     );
     expect(thrown.message).toBe(`${ErrorCodes.PAYLOAD_TAMPERED}: bound to another workflow`);
+    // A UserContextError thrown in a query or update handler, as the SDK wraps it.
+    const wrapped = ApplicationFailure.create({
+      message: `${ErrorCodes.ROLE_MISSING}: role admin required`,
+      type: 'UserContextError',
+    });
+    expect(failureConverter.errorToFailure(wrapped, payloadConverter).message).toBe(
+      `${ErrorCodes.ROLE_MISSING}: role admin required`,
+    );
+    const pretending = ApplicationFailure.create({ message: 'quotes user data', type: 'UserContextError' });
+    expect(failureConverter.errorToFailure(pretending, payloadConverter).message).toBe('Encoded failure');
     // An application's error that only calls itself so is encoded.
     const named = Object.assign(new Error('quotes user data'), {
       name: 'UserContextError',
