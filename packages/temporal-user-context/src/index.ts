@@ -2,7 +2,12 @@
  * temporal-user-context: carry a signed, sealed user context across every Temporal boundary.
  * Node entry point (client, worker, keys, audit). Workflow code imports `temporal-user-context/workflow`.
  */
-export { UserContextPlugin, workflowInterceptorsPath, type UserContextPluginOptions } from './plugin.js';
+export {
+  UserContextPlugin,
+  failureConverterPath,
+  workflowInterceptorsPath,
+  type UserContextPluginOptions,
+} from './plugin.js';
 export * from './context/index.js';
 export * from './audit/index.js';
 export { KeyRing } from './crypto/keyring.js';

@@ -115,8 +115,10 @@ export interface UserContextPluginOptions {
   /**
    * Check a prebuilt `workflowBundle` given to `Worker.create` or the replayer: refuse
    * (`USER_CONTEXT_MISCONFIGURED`) one that does not register this plugin's workflow interceptors, which
-   * the SDK would then not run at all. Default `true`. Set `false` only for a bundle built with the
-   * plugin whose module ids a `webpackConfigHook` changed (production mode, deterministic ids).
+   * the SDK would then not run at all, and, on a worker (not the replayer) whose failure messages are
+   * encrypted, one without this plugin's failure converter. Default `true`. Set `false` only for a
+   * bundle built with the plugin whose module ids a `webpackConfigHook` changed (production mode,
+   * deterministic ids) or that the bundler wrote as absolute paths.
    */
   checkWorkflowBundle?: boolean;
 }
@@ -152,15 +154,6 @@ function assertBundledWithPlugin(
   failureConverter: boolean,
 ): void {
   const code = 'code' in bundle ? bundle.code : readFileSync(bundle.codePath, 'utf8');
-  // A bundle built before failure messages were encrypted, or with failureMessages: 'clear', would keep
-  // what workflows fail with in clear while this worker's activities encrypt theirs.
-  if (failureConverter && !REGISTERED_FAILURE_CONVERTER.test(code))
-    throw new UserContextError(
-      ErrorCodes.MISCONFIGURED,
-      "the workflow bundle does not have this plugin's failure converter, so what workflows fail with " +
-        'would be in clear in history: build it with bundleWorkflowCode({ workflowsPath, plugins: [plugin] }) ' +
-        "and the same failureMessages, or set failureMessages: 'clear'",
-    );
   const start = code.indexOf('function importInterceptors()');
   const end = code.indexOf('];', start);
   if (start < 0 || end < 0 || !REGISTERED_INTERCEPTORS.test(code.slice(start, end))) {
@@ -171,6 +164,16 @@ function assertBundledWithPlugin(
         '(or, for a bundle whose module ids a webpack hook changed, set checkWorkflowBundle: false)',
     );
   }
+  // A bundle built before failure messages were encrypted, or with failureMessages: 'clear', would keep
+  // what workflows fail with in clear while this worker's activities encrypt theirs.
+  if (failureConverter && !REGISTERED_FAILURE_CONVERTER.test(code))
+    throw new UserContextError(
+      ErrorCodes.MISCONFIGURED,
+      "the workflow bundle does not have this plugin's failure converter, so what its workflows fail " +
+        'with would be in clear in history: build it with bundleWorkflowCode({ workflowsPath, plugins: ' +
+        '[plugin] }) and the same failureMessages, or pass it failureConverterPath (exported by this ' +
+        'package); for a bundle whose module ids a webpack hook changed, set checkWorkflowBundle: false',
+    );
 }
 
 /**
@@ -597,8 +600,10 @@ export class UserContextPlugin extends SimplePlugin {
 
   override configureReplayWorker(options: ReplayWorkerOptions): ReplayWorkerOptions {
     if (this.configured.has(options)) return options;
+    // A replayer writes nothing to history: a bundle kept to replay a build's histories needs no
+    // failure converter.
     if (options.workflowBundle && this.pluginOptions.checkWorkflowBundle !== false)
-      assertBundledWithPlugin(options.workflowBundle, this.installsFailureConverter(options));
+      assertBundledWithPlugin(options.workflowBundle, false);
     const interceptors = options.interceptors;
     const sinks = { ...options.sinks, ...this.sinks() };
     if (this.workerComplete(options, 'replay worker')) return this.remember({ ...options, sinks });

@@ -149,7 +149,8 @@ export interface AuditTrailOptions extends Pick<UserScopeOptions, 'appRole' | 'a
   /**
    * Only the records that match every field given: who (`userId`), what (`action`, e.g.
    * `activity.execute`), how it ended (`decision`, `reason`, e.g. a code) and where (`workflowId`).
-   * Compared as stored (sanitised text); strings up to 1 000 characters, else
+   * Compared as stored (sanitised text, capped at 256 characters: a longer value also matches records
+   * whose value shares its first 256); strings up to 1 000 characters, else
    * `USER_CONTEXT_MISCONFIGURED`.
    */
   filter?: AuditTrailFilter;

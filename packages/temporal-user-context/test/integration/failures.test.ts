@@ -55,6 +55,15 @@ describe.each([
   });
 
   it("the plugin's refusals stay readable in history and to a query's caller", async () => {
+    // A start without a user context (a client without the plugin): the run fails with the refusal,
+    // and history says which, whatever the mode.
+    const bare = `bare-${randomUUID()}`;
+    await h.rawClient.workflow.start('viaActivity', { taskQueue: h.taskQueue, workflowId: bare });
+    await expect(h.rawClient.workflow.getHandle(bare).result()).rejects.toThrow();
+    const refused = (await storedHistory(bare)).find((e) => e.workflowExecutionFailedEventAttributes)!
+      .workflowExecutionFailedEventAttributes!.failure!;
+    expect(refused.applicationFailureInfo?.type).toBe(ErrorCodes.MISSING);
+    expect(refused.message).toMatch(new RegExp(`^${ErrorCodes.MISSING}: `));
     const handle = await runAsUser(alice, () =>
       h.client.workflow.start('interactive', {
         taskQueue: h.taskQueue,

@@ -13,6 +13,7 @@ import {
   UserContextPlugin,
   generateKeySet,
   memoryAuditSink,
+  failureConverterPath,
   workflowInterceptorsPath,
   type UserContextPluginOptions,
 } from 'temporal-user-context';
@@ -131,10 +132,22 @@ describe('workflow bundle', () => {
       plugins: [plugin({ failureMessages: 'clear' })],
       logger: new DefaultLogger('ERROR'),
     });
-    expect(() => configure({ code })).toThrow(expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }));
-    expect(() => plugin().configureReplayWorker({ workflowBundle: { code } })).toThrow(
-      expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
+    expect(() => configure({ code })).toThrow(
+      expect.objectContaining({
+        code: ErrorCodes.MISCONFIGURED,
+        message: expect.stringMatching(/failure converter/),
+      }),
     );
+    // A replayer writes nothing to history: a bundle kept to replay its build's histories is taken.
+    expect(() => plugin().configureReplayWorker({ workflowBundle: { code } })).not.toThrow();
+    // Built with the converter named by hand (the package exports its path), it is taken too.
+    const byHand = await bundleWorkflowCode({
+      workflowsPath,
+      plugins: [plugin({ failureMessages: 'clear' })],
+      failureConverterPath,
+      logger: new DefaultLogger('ERROR'),
+    });
+    expect(() => configure({ code: byHand.code })).not.toThrow();
   }, 60_000);
 
   it('a prebuilt bundle without the plugin is refused: the SDK would run its workflows without interceptors', async () => {

@@ -9,6 +9,7 @@ import {
   KeyRing,
   UserContextPlugin,
   generateKeySet,
+  failureConverterPath,
   memoryAuditSink,
   workflowInterceptorsPath,
 } from 'temporal-user-context';
@@ -143,6 +144,15 @@ describe('one plugin, configured more than once', () => {
       other.configureBundler(plugin.configureBundler({ workflowsPath: 'x' } as never)),
     );
     expect(bundle.preloadModules?.filter((m) => m === workflowInterceptorsPath)).toHaveLength(1);
+    // Left as it was, but with the failure converter its codec calls for.
+    expect(bundle.failureConverterPath).toBe(failureConverterPath);
+    expect(
+      plugin.configureBundler({
+        workflowsPath: 'x',
+        preloadModules: [workflowInterceptorsPath],
+        workflowInterceptorModules: [workflowInterceptorsPath],
+      }).failureConverterPath,
+    ).toBe(failureConverterPath);
     expect(bundle.workflowInterceptorModules?.filter((m) => m === workflowInterceptorsPath)).toHaveLength(1);
 
     // Two UserContextPlugins on one client or worker: two issuers, two verifiers. Refused.
