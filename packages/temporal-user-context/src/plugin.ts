@@ -462,7 +462,6 @@ export class UserContextPlugin extends SimplePlugin {
     if (options.workflowBundle && this.pluginOptions.checkWorkflowBundle !== false)
       assertBundledWithPlugin(options.workflowBundle, this.installsFailureConverter(options));
     this.bindNamespace(options.namespace ?? 'default');
-    const interceptors = options.interceptors;
     const sinks = { ...options.sinks, ...this.sinks() };
     const ownActivities = this.options.activities ?? {};
     if (
@@ -472,14 +471,7 @@ export class UserContextPlugin extends SimplePlugin {
       )
     )
       return this.remember({ ...options, sinks });
-    return this.remember(
-      super.configureWorker({
-        ...options,
-        ...(interceptors ? { interceptors: this.withoutOwnWorker(interceptors) } : {}),
-        ...this.withoutOwnCodec(options.dataConverter),
-        sinks,
-      }),
-    );
+    return this.remember(super.configureWorker(this.withoutOwnParts(options, sinks)));
   }
 
   /** Whether these worker options get (or already have) this plugin's failure converter. */
@@ -543,6 +535,17 @@ export class UserContextPlugin extends SimplePlugin {
     return { [key]: list.filter((part: object) => contributions.get(part) !== this) } as Partial<Pick<T, K>>;
   }
 
+  /** Worker or replay options without this plugin's parts, with its sinks: ready to add them once. */
+  private withoutOwnParts<T extends WorkerOptions | ReplayWorkerOptions>(options: T, sinks: T['sinks']): T {
+    const interceptors = options.interceptors;
+    return {
+      ...options,
+      ...(interceptors ? { interceptors: this.withoutOwnWorker(interceptors) } : {}),
+      ...this.withoutOwnCodec(options.dataConverter),
+      sinks,
+    };
+  }
+
   private withoutOwnWorker<T extends NonNullable<WorkerOptions['interceptors']>>(interceptors: T): T {
     return {
       ...interceptors,
@@ -604,17 +607,9 @@ export class UserContextPlugin extends SimplePlugin {
     // failure converter.
     if (options.workflowBundle && this.pluginOptions.checkWorkflowBundle !== false)
       assertBundledWithPlugin(options.workflowBundle, false);
-    const interceptors = options.interceptors;
     const sinks = { ...options.sinks, ...this.sinks() };
     if (this.workerComplete(options, 'replay worker')) return this.remember({ ...options, sinks });
-    return this.remember(
-      super.configureReplayWorker({
-        ...options,
-        ...(interceptors ? { interceptors: this.withoutOwnWorker(interceptors) } : {}),
-        ...this.withoutOwnCodec(options.dataConverter),
-        sinks,
-      }),
-    );
+    return this.remember(super.configureReplayWorker(this.withoutOwnParts(options, sinks)));
   }
 
   private remember<T extends object>(options: T): T {

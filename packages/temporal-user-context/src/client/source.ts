@@ -163,6 +163,7 @@ export class ContextSource {
     tokenId: string | undefined,
     workflowId: string | undefined,
     detail: string | undefined,
+    runId?: string,
   ): void {
     this.options.auditor.emit({
       action,
@@ -174,6 +175,7 @@ export class ContextSource {
       workspaceId: context?.workspaceId,
       tokenId,
       workflowId,
+      runId,
       detail,
     });
   }
@@ -198,18 +200,7 @@ export class ContextSource {
         ? `run chain from ${target.firstExecutionRunId}`
         : undefined;
     const detail = [chain, reason === undefined ? undefined : `reason: ${reason}`].filter(Boolean).join('; ');
-    this.options.auditor.emit({
-      action,
-      decision: 'allow',
-      source,
-      reason: 'ok',
-      namespace: this.options.namespace,
-      userId: user?.userId,
-      workspaceId: user?.workspaceId,
-      workflowId,
-      runId,
-      detail: detail || undefined,
-    });
+    this.allowed(action, user, source, undefined, workflowId, detail || undefined, runId);
   }
 
   async forStart(
