@@ -103,7 +103,6 @@ async function main(): Promise<void> {
   });
   const running = worker.run();
 
-  const connection = await Connection.connect({ address: temporal.address });
   const edge = new UserContextPlugin({
     keys: KeyRing.fromFile(keyFiles.edge),
     audit: [edgeDbAudit, pinoAuditSink()],
@@ -111,7 +110,10 @@ async function main(): Promise<void> {
     mirror: { searchAttributes: searchAttributeMirror(temporal.child ? 'pseudonym' : 'off') },
     actorWindowSeconds: actorWindowSeconds(),
   });
-  const client = new Client({ connection, namespace, plugins: [edge] });
+  // On the Connection, the plugin also audits schedule changes (update, delete, trigger, pause), which
+  // no client interceptor sees; the Connection passes it on to the Client.
+  const connection = await Connection.connect({ address: temporal.address, plugins: [edge] });
+  const client = new Client({ connection, namespace });
   const app = await createApi({
     db: database.db,
     client,

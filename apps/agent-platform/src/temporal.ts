@@ -27,6 +27,8 @@ export async function connectClient(
   plugin: UserContextPlugin,
 ): Promise<{ client: Client; connection: Connection }> {
   const { connectionOptions, namespace } = temporalConnectConfig();
-  const connection = await Connection.connect(connectionOptions);
-  return { client: new Client({ connection, namespace, plugins: [plugin] }), connection };
+  // On the Connection, the plugin also audits schedule changes (update, delete, trigger, pause), which
+  // no client interceptor sees; the Connection passes it on to the Client.
+  const connection = await Connection.connect({ ...connectionOptions, plugins: [plugin] });
+  return { client: new Client({ connection, namespace }), connection };
 }

@@ -1,7 +1,12 @@
 import { readFileSync } from 'node:fs';
 import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import type { ClientOptions } from '@temporalio/client';
+import {
+  defaultGrpcRetryOptions,
+  makeGrpcRetryInterceptor,
+  type ClientOptions,
+  type ConnectionOptions,
+} from '@temporalio/client';
 import type { PayloadCodec } from '@temporalio/common';
 import type { WorkflowInfo } from '@temporalio/workflow';
 import { SimplePlugin } from '@temporalio/plugin';
@@ -13,6 +18,7 @@ import {
   UserContextWorkflowClientInterceptor,
 } from './client/interceptors.js';
 import { mirrorOptionsOf, mirrorQuery, type MirrorOptions, type MirrorQueryIds } from './client/mirror.js';
+import { scheduleControlInterceptor } from './client/schedule-control.js';
 import { ContextSource } from './client/source.js';
 import type { KeyRing } from './crypto/keyring.js';
 import { AesGcmPayloadCodec, type AesGcmPayloadCodecOptions } from './crypto/payload-codec.js';
@@ -237,6 +243,8 @@ export class UserContextPlugin extends SimplePlugin {
    * their contents: interceptors a caller copies from a configured client prove nothing.
    */
   private readonly configured = new WeakSet<object>();
+  /** The client connection's gRPC interceptor auditing schedule changes ({@link configureConnection}). */
+  private readonly scheduleControl: ReturnType<typeof scheduleControlInterceptor>;
   /** Whether bundles get the failure converter that moves messages into encrypted payloads. */
   private readonly encryptFailures: boolean;
   /** This plugin's contributions, by where they go (see {@link complete}). */
@@ -397,6 +405,9 @@ export class UserContextPlugin extends SimplePlugin {
     this.scope = scope;
     this.mirror = mirror;
     this.encryptFailures = encryptFailures;
+    this.scheduleControl = scheduleControlInterceptor((action, scheduleId, detail) =>
+      source.recordScheduleControl(action, scheduleId, detail),
+    );
     const worker = this.options.workerInterceptors as { activity: object[]; nexus: object[] };
     this.parts = {
       workflow: clientInterceptors.workflow[0]!,
@@ -426,6 +437,20 @@ export class UserContextPlugin extends SimplePlugin {
    */
   mirrorQuery(ids: MirrorQueryIds): string | undefined {
     return mirrorQuery(this.mirror.searchAttributes, this.pluginOptions.keys, ids);
+  }
+
+  /**
+   * Given to a client `Connection` (`Connection.connect({ plugins: [plugin] })`, which also passes it to
+   * every client of the connection), the plugin audits the schedule calls that no client interceptor
+   * sees: `schedule.update`, `schedule.delete` and `schedule.patch` (trigger, backfill, pause, unpause),
+   * with who asked, through a gRPC interceptor placed outside the SDK's retry interceptor (once per call).
+   */
+  override configureConnection(options: ConnectionOptions): ConnectionOptions {
+    const configured = super.configureConnection(options);
+    // No interceptors means the SDK's default: its retry interceptor, which must stay.
+    const interceptors = configured.interceptors ?? [makeGrpcRetryInterceptor(defaultGrpcRetryOptions())];
+    if (interceptors.includes(this.scheduleControl)) return configured;
+    return { ...configured, interceptors: [this.scheduleControl, ...interceptors] };
   }
 
   override configureClient(options: ClientOptions): ClientOptions {

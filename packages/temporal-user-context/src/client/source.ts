@@ -190,9 +190,7 @@ export class ContextSource {
     target: { workflowExecution: { workflowId: string; runId?: string }; firstExecutionRunId?: string },
     reason?: string,
   ): void {
-    const activity = currentScope();
-    const user = activity?.context ?? edgeUser();
-    const source: IdentitySource = activity?.context ? 'header' : user ? 'edge' : 'none';
+    const { user, source } = this.asker();
     const { workflowId, runId } = target.workflowExecution;
     // Which run: the one named, else the chain the handle started (the server acts on its latest run).
     const chain =
@@ -201,6 +199,31 @@ export class ContextSource {
         : undefined;
     const detail = [chain, reason === undefined ? undefined : `reason: ${reason}`].filter(Boolean).join('; ');
     this.allowed(action, user, source, undefined, workflowId, detail || undefined, runId);
+  }
+
+  /**
+   * Audits a call that changes an existing schedule (`update`, `delete`, and the patches `trigger`,
+   * `backfill`, `pause`, `unpause`), which no SDK client interceptor sees: who asked, as for
+   * {@link recordControl}. Not refused either: an update keeps the creator's headers, and the rest
+   * start nothing as anyone new.
+   */
+  recordScheduleControl(action: string, scheduleId: string, detail: string | undefined): void {
+    const { user, source } = this.asker();
+    this.allowed(
+      action,
+      user,
+      source,
+      undefined,
+      undefined,
+      `schedule ${scheduleId}${detail ? `; ${detail}` : ''}`,
+    );
+  }
+
+  /** Who asks for a call that carries no context: the activity's verified user, the edge user, or no one. */
+  private asker(): { user: UserContext | undefined; source: IdentitySource } {
+    const activity = currentScope();
+    const user = activity?.context ?? edgeUser();
+    return { user, source: activity?.context ? 'header' : user ? 'edge' : 'none' };
   }
 
   async forStart(

@@ -1,7 +1,7 @@
 // Schedules (create → every run carries a schedule-bound token) and the worker's own client.
 import { randomUUID } from 'node:crypto';
-import { Client } from '@temporalio/client';
-import { describe, expect, it } from 'vitest';
+import { Client, Connection } from '@temporalio/client';
+import { describe, expect, inject, it } from 'vitest';
 import {
   ErrorCodes,
   KeyRing,
@@ -317,5 +317,46 @@ describe("the worker's own client", () => {
         }),
       ),
     ).toBe(ErrorCodes.MISCONFIGURED);
+  });
+});
+
+describe('schedule changes after create (no client interceptor sees them)', () => {
+  it('given to the Connection, the plugin audits update, trigger, backfill, pause, unpause and delete, once each', async () => {
+    const sink = memoryAuditSink();
+    const plugin = new UserContextPlugin({ keys: h.edgeRing, audit: sink });
+    const connection = await Connection.connect({ address: inject('temporalAddress'), plugins: [plugin] });
+    try {
+      // The Connection passes its plugins to every client built on it.
+      const client = new Client({ connection, namespace: h.namespace });
+      const scheduleId = `control-${randomUUID()}`;
+      const schedule = await runAsUser(alice, () => hourlySchedule(h, client, scheduleId));
+      await runAsUser(alice, () =>
+        schedule.update((previous) => ({ ...previous, spec: { intervals: [{ every: '2h' }] } })),
+      );
+      await runAsUser(carol, async () => {
+        await schedule.trigger();
+        await schedule.backfill({
+          start: new Date(Date.now() - 3 * 3600_000),
+          end: new Date(Date.now() - 3600_000),
+        });
+        await schedule.pause('maintenance');
+        await schedule.unpause('done');
+      });
+      await schedule.delete(); // an operator's tool, acting for no user
+      const records = sink.events
+        .filter((e) => e.action.startsWith('schedule.'))
+        .map((e) => [e.action, e.decision, e.source, e.userId ?? null, e.detail ?? null]);
+      expect(records).toEqual([
+        ['schedule.create', 'allow', 'edge', 'alice', `schedule ${scheduleId}`],
+        ['schedule.update', 'allow', 'edge', 'alice', `schedule ${scheduleId}`],
+        ['schedule.patch', 'allow', 'edge', 'carol', `schedule ${scheduleId}; trigger`],
+        ['schedule.patch', 'allow', 'edge', 'carol', `schedule ${scheduleId}; backfill ×1`],
+        ['schedule.patch', 'allow', 'edge', 'carol', `schedule ${scheduleId}; pause: maintenance`],
+        ['schedule.patch', 'allow', 'edge', 'carol', `schedule ${scheduleId}; unpause: done`],
+        ['schedule.delete', 'allow', 'none', null, `schedule ${scheduleId}`],
+      ]);
+    } finally {
+      await connection.close();
+    }
   });
 });
