@@ -222,8 +222,12 @@ const contributions = new WeakMap<object, UserContextPlugin>();
  * It registers client and schedule interceptors, the worker's own client interceptors, the activity
  * guard, the workflow interceptors (sandbox), the audit sink and the verification activities.
  *
+ * Given to a client `Connection`, it is passed to every client built on it (one namespace per
+ * connection, then), and also audits schedule changes no client interceptor sees.
+ *
  * @example
- * const client = new Client({ connection, plugins: [new UserContextPlugin({ keys: KeyRing.fromEnv() })] });
+ * const plugin = new UserContextPlugin({ keys: KeyRing.fromEnv() });
+ * const client = new Client({ connection: await Connection.connect({ address, plugins: [plugin] }) });
  * const worker = await Worker.create({ connection, taskQueue: 'agent-tasks', workflowsPath, activities,
  *   plugins: [new UserContextPlugin({ keys: KeyRing.fromEnv() })] });
  */
@@ -405,8 +409,8 @@ export class UserContextPlugin extends SimplePlugin {
     this.scope = scope;
     this.mirror = mirror;
     this.encryptFailures = encryptFailures;
-    this.scheduleControl = scheduleControlInterceptor((action, scheduleId, detail) =>
-      source.recordScheduleControl(action, scheduleId, detail),
+    this.scheduleControl = scheduleControlInterceptor((action, target) =>
+      source.recordScheduleControl(action, target),
     );
     const worker = this.options.workerInterceptors as { activity: object[]; nexus: object[] };
     this.parts = {

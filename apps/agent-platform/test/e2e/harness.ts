@@ -101,7 +101,17 @@ export async function startPlatform(options: {
   const worker = await workerOn(taskQueue);
   const running = worker.run();
 
-  const connection = await Connection.connect({ address });
+  const apiAudit = memoryAuditSink();
+  // The search-attribute mirror is on (the test server registers UserId and WorkspaceId), so that the
+  // schedule listing takes its server-side filter (mirrorQuery).
+  const edgeRing = KeyRing.fromJSON(keys.edge);
+  const edge = new UserContextPlugin({
+    keys: edgeRing,
+    audit: apiAudit,
+    mirror: { searchAttributes: 'pseudonym' },
+  });
+  // As the platform does: on the Connection, the plugin also audits schedule changes.
+  const connection = await Connection.connect({ address, plugins: [edge] });
   let polls = 0;
   let historyDelayMs = 0;
   const service = connection.workflowService;
@@ -116,16 +126,7 @@ export async function startPlatform(options: {
     return delayed().finally(() => polls--);
   }) as typeof service.getWorkflowExecutionHistory;
 
-  const apiAudit = memoryAuditSink();
-  // The search-attribute mirror is on (the test server registers UserId and WorkspaceId), so that the
-  // schedule listing takes its server-side filter (mirrorQuery).
-  const edgeRing = KeyRing.fromJSON(keys.edge);
-  const edge = new UserContextPlugin({
-    keys: edgeRing,
-    audit: apiAudit,
-    mirror: { searchAttributes: 'pseudonym' },
-  });
-  const client = new Client({ connection, namespace, plugins: [edge] });
+  const client = new Client({ connection, namespace });
   const testConnection = await Connection.connect({ address });
   const testClient = new Client({
     connection: testConnection,

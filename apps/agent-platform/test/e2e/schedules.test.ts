@@ -150,9 +150,20 @@ describe('schedules', () => {
       refusal('bob', 'ws-globex', 'SCHEDULE_NOT_FOUND', byAlice),
     ]);
 
+    p.apiAudit.clear();
     expect((await del('alice', 'ws-acme', byAlice)).statusCode).toBe(204);
     expect((await del('carol', 'ws-acme', alsoByAlice)).statusCode).toBe(204);
     expect((await del('carol', 'ws-acme', byCarol)).statusCode).toBe(204);
+    // Each delete the server was asked for is on record with who asked (the plugin, on the Connection).
+    expect(
+      p.apiAudit.events
+        .filter((e) => e.action === 'schedule.delete')
+        .map((e) => [e.decision, e.source, e.userId, e.namespace, e.detail]),
+    ).toEqual([
+      ['allow', 'edge', 'alice', p.namespace, `schedule ${byAlice}`],
+      ['allow', 'edge', 'carol', p.namespace, `schedule ${alsoByAlice}`],
+      ['allow', 'edge', 'carol', p.namespace, `schedule ${byCarol}`],
+    ]);
     for (const id of [byAlice, alsoByAlice, byCarol])
       await expect(p.testClient.schedule.getHandle(id).describe()).rejects.toBeInstanceOf(
         ScheduleNotFoundError,

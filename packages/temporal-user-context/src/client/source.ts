@@ -1,4 +1,5 @@
 import { ErrorCodes, UserContextError } from '../context/errors.js';
+import type { ScheduleControlTarget } from './schedule-control.js';
 import { numberOption } from '../context/number-option.js';
 import { sameUserContext, type UserContext } from '../context/schema.js';
 import type { Auditor } from '../audit/sinks.js';
@@ -164,13 +165,14 @@ export class ContextSource {
     workflowId: string | undefined,
     detail: string | undefined,
     runId?: string,
+    namespace: string = this.options.namespace,
   ): void {
     this.options.auditor.emit({
       action,
       decision: 'allow',
       source,
       reason: 'ok',
-      namespace: this.options.namespace,
+      namespace,
       userId: context?.userId,
       workspaceId: context?.workspaceId,
       tokenId,
@@ -207,15 +209,19 @@ export class ContextSource {
    * {@link recordControl}. Not refused either: an update keeps the creator's headers, and the rest
    * start nothing as anyone new.
    */
-  recordScheduleControl(action: string, scheduleId: string, detail: string | undefined): void {
+  recordScheduleControl(action: string, target: ScheduleControlTarget): void {
     const { user, source } = this.asker();
+    const detail = `schedule ${target.id}${target.detail ? `; ${target.detail}` : ''}`;
+    // The namespace the request names: a raw service call may name another than the plugin's.
     this.allowed(
       action,
       user,
       source,
       undefined,
       undefined,
-      `schedule ${scheduleId}${detail ? `; ${detail}` : ''}`,
+      detail,
+      undefined,
+      target.namespace || undefined,
     );
   }
 
