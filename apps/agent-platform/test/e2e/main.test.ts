@@ -7,6 +7,7 @@ import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { PGlite } from '@electric-sql/pglite';
 import { Connection } from '@temporalio/client';
 import { afterAll, describe, expect, it } from 'vitest';
 import { KeyRing, pseudonymsOf } from 'temporal-user-context';
@@ -90,8 +91,30 @@ describe('npm start', () => {
       await connection.close();
     }
 
+    // Anonymous refusals just before the stop: the first is written at once, the rest wait in the
+    // coalescing sink's window, which only the shutdown's flush writes (before the database closes).
+    for (let i = 0; i < 5; i++) {
+      const refused = await fetch(`http://127.0.0.1:${port}/workspaces/ws-acme/agents`);
+      expect(refused.status).toBe(401);
+    }
+
     started.kill('SIGTERM');
     expect(await exited).toBe(0);
     expect(out).toContain('SIGTERM: shutting down');
+
+    // What the stop flushed is in the database the process left behind.
+    const lite = new PGlite(join(dataDir, 'pglite'));
+    try {
+      const { rows } = await lite.query<{ detail: string }>(
+        `select detail from audit_log where action = 'api.request' and reason = 'AUTH_MISSING'
+          order by recorded_at, time`,
+      );
+      expect(rows.map((r) => r.detail)).toEqual([
+        'GET /workspaces/:ws/agents ws=ws-acme',
+        expect.stringMatching(/^4 more like it in \d+ s, coalesced; first: GET \/workspaces\/:ws\/agents/),
+      ]);
+    } finally {
+      await lite.close();
+    }
   }, 180_000);
 });
