@@ -48,11 +48,8 @@ export interface SqlDatabase extends SqlQueryable {
 /** Reason of the refusal when a transaction's callback ended the transaction itself. */
 const TRANSACTION_ENDED = 'the transaction was ended inside its callback (COMMIT, ROLLBACK or the like)';
 
-/**
- * The refusal of a query in a transaction its own callback ended: `USER_CONTEXT_MISCONFIGURED`.
- * @internal
- */
-export function transactionEnded(): UserContextError {
+/** The refusal of a query in a transaction its own callback ended: `USER_CONTEXT_MISCONFIGURED`. */
+function transactionEnded(): UserContextError {
   return new UserContextError(ErrorCodes.MISCONFIGURED, TRANSACTION_ENDED);
 }
 
@@ -135,9 +132,8 @@ function isSessionChange([first, second]: string[]): boolean {
  * session (`SET` without `LOCAL`, `RESET`), or when it is no string (a driver's query object would
  * skip these checks). Undefined for anything else. Not seen: the same done through functions
  * (`set_config(…, false)`).
- * @internal
  */
-export function transactionControlRefusal(sql: unknown): UserContextError | undefined {
+function transactionControlRefusal(sql: unknown): UserContextError | undefined {
   if (typeof sql !== 'string')
     return new UserContextError(ErrorCodes.MISCONFIGURED, 'a query must be one SQL string');
   const words = leadingWords(sql, 3);
@@ -220,6 +216,33 @@ function transactionQueryable(
       return next as Promise<SqlResult<R>>;
     },
   };
+}
+
+/**
+ * Runs a transaction's callback on the guarded queryable ({@link transactionQueryable}). When the
+ * callback ended the transaction (or left it ended), that is the refusal, with what the callback threw
+ * as its cause: its work is not committed as the transaction's.
+ */
+async function guardedCallback<T>(
+  fn: (tx: SqlQueryable) => Promise<T>,
+  send: (sql: string, params: readonly unknown[]) => Promise<Sent>,
+  inTransaction: () => boolean,
+  state: { open: boolean; ended: boolean },
+): Promise<T> {
+  let result: T;
+  try {
+    result = await fn(transactionQueryable(send, inTransaction, state));
+  } catch (err) {
+    if (state.ended) throw isTransactionEnded(err) ? err : transactionEndedWith(err);
+    throw err;
+  } finally {
+    state.open = false;
+  }
+  if (state.ended || !inTransaction()) {
+    state.ended = true;
+    throw transactionEnded();
+  }
+  return result;
 }
 
 /**
@@ -352,36 +375,27 @@ export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase
       try {
         await client.query('BEGIN');
         try {
-          let result: T;
-          try {
-            // The extended protocol runs one statement per call (the simple one, used for a query
-            // without parameters, would run `COMMIT; SELECT …` as two).
-            const send = async (text: string, values: readonly unknown[]): Promise<Sent> => {
-              const config: QueryConfig & { queryMode: 'extended' } = {
-                text,
-                values: values as unknown[],
-                queryMode: 'extended',
-              };
-              try {
-                const res = await client.query(config);
-                return {
-                  rows: res.rows as never[],
-                  rowCount: res.rowCount ?? res.rows.length,
-                  command: res.command,
-                };
-              } catch (err) {
-                await settled(client);
-                throw err;
-              }
+          // The extended protocol runs one statement per call (the simple one, used for a query
+          // without parameters, would run `COMMIT; SELECT …` as two).
+          const send = async (text: string, values: readonly unknown[]): Promise<Sent> => {
+            const config: QueryConfig & { queryMode: 'extended' } = {
+              text,
+              values: values as unknown[],
+              queryMode: 'extended',
             };
-            result = await fn(transactionQueryable(send, () => client.getTransactionStatus() !== 'I', state));
-          } finally {
-            state.open = false;
-          }
-          if (state.ended || client.getTransactionStatus() === 'I') {
-            state.ended = true;
-            throw transactionEnded();
-          }
+            try {
+              const res = await client.query(config);
+              return {
+                rows: res.rows as never[],
+                rowCount: res.rowCount ?? res.rows.length,
+                command: res.command,
+              };
+            } catch (err) {
+              await settled(client);
+              throw err;
+            }
+          };
+          const result = await guardedCallback(fn, send, () => client.getTransactionStatus() !== 'I', state);
           const commit = await client.query('COMMIT');
           // On an aborted transaction (the callback swallowed an SQL error) Postgres answers COMMIT with
           // ROLLBACK. Say so, as PGlite does, rather than report writes that never happened.
@@ -393,7 +407,7 @@ export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase
             // Whatever the callback ran before ending the transaction may have left session state
             // behind (a session-level SET): the connection is not pooled again.
             broken = transactionEnded();
-            throw isTransactionEnded(err) ? err : transactionEndedWith(err);
+            throw err;
           }
           try {
             await client.query('ROLLBACK');
@@ -471,20 +485,7 @@ export function fromPGlite(db: PGliteLike): SqlDatabase {
       return db.transaction(async (tx) => {
         const send = wrap(tx).query as (sql: string, params: readonly unknown[]) => Promise<Sent>;
         const inTransaction = db.isInTransaction ? () => db.isInTransaction!() : () => true;
-        let result: T;
-        try {
-          result = await fn(transactionQueryable(send, inTransaction, state));
-        } catch (err) {
-          if (state.ended) throw isTransactionEnded(err) ? err : transactionEndedWith(err);
-          throw err;
-        } finally {
-          state.open = false;
-        }
-        if (state.ended || !inTransaction()) {
-          state.ended = true;
-          throw transactionEnded();
-        }
-        return result;
+        return guardedCallback(fn, send, inTransaction, state);
       });
     },
     async session(fn) {
