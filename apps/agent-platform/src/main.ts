@@ -22,6 +22,7 @@ import {
 } from './config.js';
 import { migrate } from './data/migrate.js';
 import { seedDemo } from './seed.js';
+import { temporalConnectConfig } from './temporal.js';
 import { createWorker } from './worker.js';
 
 const TEMPORAL_PORT = Number(process.env.TEMPORAL_PORT ?? 7233);
@@ -81,7 +82,9 @@ async function main(): Promise<void> {
   const keyFiles = ensureKeyFiles();
   const temporal = await startTemporal();
   process.env.TEMPORAL_ADDRESS ??= temporal.address;
-  const namespace = process.env.TEMPORAL_NAMESPACE ?? 'default';
+  // The environment configuration, as `npm run worker` and `npm run api` read it: with TEMPORAL_ADDRESS
+  // set, its API key, TLS and profile settings apply too.
+  const { connectionOptions, namespace } = temporalConnectConfig();
 
   const database = await openDatabase();
   await migrate(database.db);
@@ -93,7 +96,7 @@ async function main(): Promise<void> {
   // backlog, where the records of real decisions wait. The log keeps every one.
   const edgeDbAudit = coalescingAuditSink(dbAudit);
 
-  const nativeConnection = await NativeConnection.connect({ address: temporal.address });
+  const nativeConnection = await NativeConnection.connect(connectionOptions);
   const worker = await createWorker({
     connection: nativeConnection,
     namespace,
@@ -112,7 +115,7 @@ async function main(): Promise<void> {
   });
   // On the Connection, the plugin also audits schedule changes (update, delete, trigger, pause), which
   // no client interceptor sees; the Connection passes it on to the Client.
-  const connection = await Connection.connect({ address: temporal.address, plugins: [edge] });
+  const connection = await Connection.connect({ ...connectionOptions, plugins: [edge] });
   const client = new Client({ connection, namespace });
   const app = await createApi({
     db: database.db,

@@ -44,8 +44,8 @@ export interface UserContextPluginOptions {
   /**
    * The namespace this plugin serves: its tokens' audience and its codec's fallback. Default: the
    * namespace of the first client or worker it configures. A client or worker of another namespace (a
-   * client without one is in `default`) is refused with `USER_CONTEXT_MISCONFIGURED`. Set it for a
-   * plugin that configures neither (a codec server process).
+   * client without one is in `default`) is refused with `USER_CONTEXT_MISCONFIGURED`. A codec server
+   * needs none: `createCodecServer` binds the codec to the namespace it serves.
    */
   namespace?: string;
   /** Audit sinks (default: one pino sink on stdout). */
@@ -228,11 +228,21 @@ const contributions = new WeakMap<object, UserContextPlugin>();
  * @example
  * const plugin = new UserContextPlugin({ keys: KeyRing.fromEnv() });
  * const client = new Client({ connection: await Connection.connect({ address, plugins: [plugin] }) });
- * const worker = await Worker.create({ connection, taskQueue: 'agent-tasks', workflowsPath, activities,
- *   plugins: [new UserContextPlugin({ keys: KeyRing.fromEnv() })] });
+ * // On a worker machine (the worker key ring):
+ * const worker = await Worker.create({
+ *   connection: await NativeConnection.connect({ address }),
+ *   taskQueue: 'agent-tasks', workflowsPath, activities,
+ *   plugins: [new UserContextPlugin({ keys: KeyRing.fromEnv() })],
+ * });
  */
 export class UserContextPlugin extends SimplePlugin {
+  /**
+   * Where this plugin's decisions go (the `audit` sinks): give it to the code that makes decisions of
+   * its own under the same trail, such as `withUserScope({ auditor })` outside activities or
+   * `createCodecServer({ auditor })`.
+   */
   readonly auditor: Auditor;
+  /** The verifier workers use (key ring, clock skew, token cache); exposed for diagnostics and tests. */
   readonly verifier: ContextVerifier;
   /**
    * The payload codec, when enabled: give the same instance to a codec server, which binds it to the

@@ -32,11 +32,11 @@ afterAll(async () => {
   rmSync(dataDir, { recursive: true, force: true });
 });
 
-/** Runs an entry point to its exit against the broken database; nothing listens on the Temporal address. */
-function run(entry: string): Promise<{ code: number | null; out: string }> {
+/** Runs an entry point to its exit (against the broken database by default); nothing listens on the Temporal address. */
+function run(entry: string, url = database.url): Promise<{ code: number | null; out: string }> {
   const env: NodeJS.ProcessEnv = {
     ...process.env,
-    DATABASE_URL: database.url,
+    DATABASE_URL: url,
     AGENT_PLATFORM_DATA_DIR: dataDir,
     TEMPORAL_ADDRESS: '127.0.0.1:1',
   };
@@ -60,7 +60,7 @@ describe('start-up isolation guard', () => {
     );
   });
 
-  it.each(['src/worker.ts', 'src/api.ts', 'src/main.ts'])(
+  it.each(['src/worker.ts', 'src/api.ts', 'src/main.ts', 'src/migrate-cli.ts'])(
     '%s refuses to start, naming workspaces',
     async (entry) => {
       const { code, out } = await run(entry);
@@ -70,4 +70,29 @@ describe('start-up isolation guard', () => {
     },
     90_000,
   );
+});
+
+describe('npm run migrate', () => {
+  it('migrates a fresh PostgreSQL, checks it, and is idempotent', async () => {
+    const fresh = await createTestDatabase('agent_migrate_cli');
+    try {
+      const first = await run('src/migrate-cli.ts', fresh.url);
+      expect([first.code, first.out]).toEqual([
+        0,
+        expect.stringMatching(/migrate: up 0001_tenancy, .*0007_/),
+      ]);
+      const again = await run('src/migrate-cli.ts', fresh.url);
+      expect([again.code, again.out]).toEqual([0, expect.stringContaining('pg database is up to date')]);
+      const check = new pg.Pool({ connectionString: fresh.url, max: 1 });
+      try {
+        await expect(assertPlatformIsolation(fromPgPool(check))).resolves.toMatchObject({
+          appRole: 'app_user',
+        });
+      } finally {
+        await check.end();
+      }
+    } finally {
+      await fresh.drop();
+    }
+  }, 120_000);
 });

@@ -47,7 +47,7 @@ interface Window {
 }
 
 /**
- * Wraps `inner` so that matching records (by default, refusals that name no user) are written once per
+ * Wraps `inner` so that matching records (by default, refusals that name neither a user nor a workflow) are written once per
  * window and kind: the first one of a kind (same action and reason) goes through at once, the next
  * ones in the same window are counted, and when the window closes one summary record says how many
  * there were (`detail`: "N more like it in S s, coalesced; first: …"). Every refusal is still on record,

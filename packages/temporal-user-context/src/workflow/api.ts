@@ -69,7 +69,7 @@ export function getActor(): ActorRef | undefined {
 }
 
 /**
- * Verifies the current actor's token in a local activity and returns the actor's claims (recorded in
+ * Verifies the current actor's token in a local activity and returns the actor's `UserContext` (recorded in
  * history). Only inside signal and update handlers: queries cannot run activities. Not memoised.
  *
  * Rejects like {@link getUserContext}: a non-retryable `ApplicationFailure` whose `type` is the code
