@@ -24,7 +24,7 @@ import type { KeyRing } from './crypto/keyring.js';
 import { AesGcmPayloadCodec, type AesGcmPayloadCodecOptions } from './crypto/payload-codec.js';
 import type { UserContextSinks } from './workflow/interceptors.js';
 import { WHOAMI_ACTIVITY, WHOIS_ACTOR_ACTIVITY } from './workflow/api.js';
-import { ActivityGuard } from './worker/activity-interceptor.js';
+import { ActivityGuard, toApplicationFailure } from './worker/activity-interceptor.js';
 import { nexusCallerPolicyOf, type NexusCallerPolicy } from './worker/nexus-caller.js';
 import { ActivityLineageCheck } from './worker/server-lineage.js';
 import { NexusGuard } from './worker/nexus-interceptor.js';
@@ -32,7 +32,7 @@ import { ScheduledRunCheck } from './worker/scheduled-run.js';
 import { currentActor, currentUserContext } from './worker/resolve.js';
 import { currentScope } from './worker/scope.js';
 import { ContextVerifier, type Verified, type VerifierOptions } from './worker/verifier.js';
-import { ErrorCodes, UserContextError } from './context/errors.js';
+import { ErrorCodes, UserContextError, isUserContextError } from './context/errors.js';
 
 /** Options of {@link UserContextPlugin}; the README's configuration table lists them with defaults. */
 export interface UserContextPluginOptions {
@@ -214,6 +214,11 @@ function withoutModule<T extends object, K extends keyof T>(holder: T, key: K): 
  */
 const contributions = new WeakMap<object, UserContextPlugin>();
 
+/** A codec refusal in an activity context, as the activity guard would fail the activity with it. */
+function asActivityFailure(err: unknown): never {
+  throw isUserContextError(err) ? toApplicationFailure(err) : err;
+}
+
 /**
  * The single door: give it to `Client` (or its `Connection`) at the edge and to `Worker` on workers;
  * given to both, or twice around another plugin, it registers once. A second `UserContextPlugin` on one
@@ -330,9 +335,18 @@ export class UserContextPlugin extends SimplePlugin {
     // completed by task token). That namespace is known only once configureClient/configureWorker ran,
     // so it is read per call: read at construction, it was 'default' for every plugin without a
     // `namespace` option, and a worker of another namespace refused its own Nexus payloads.
+    //
+    // A worker decodes an activity's input (and heartbeat details) before any interceptor runs, and
+    // fails the task with `ApplicationFailure.fromError`, which keeps an ApplicationFailure's type but
+    // takes an Error's class name ('UserContextError') and marks it retryable. A refusal in an activity
+    // context is thrown as the guard throws it, so that the failure's type is the stable code, which
+    // a retry policy's `nonRetryableErrorTypes` can name (the SDK forces `nonRetryable: false` there).
     const registered: PayloadCodec | undefined = codec && {
       encode: (payloads, context) => codec.forNamespace(scope.namespace).encode(payloads, context),
-      decode: (payloads, context) => codec.forNamespace(scope.namespace).decode(payloads, context),
+      decode: (payloads, context) => {
+        const decoded = codec.forNamespace(scope.namespace).decode(payloads, context);
+        return context?.type === 'activity' ? decoded.catch(asActivityFailure) : decoded;
+      },
     };
     // Only undefined means the default: null is refused like any other value that is none of the two.
     const failureMessages =

@@ -24,7 +24,14 @@ export interface CodecServerOptions {
    */
   codec: PayloadCodec & {
     readonly namespace?: string;
-    forNamespace?(namespace: string): PayloadCodec & { readonly namespace?: string };
+    /**
+     * This codec bound to `namespace`. The server passes `{ onRefusal: null }`: it records every
+     * refusal itself, with the caller, so a refusal hook of the codec's would record each one twice.
+     */
+    forNamespace?(
+      namespace: string,
+      options?: { onRefusal?: null },
+    ): PayloadCodec & { readonly namespace?: string };
   };
   /** The one namespace this server decodes for; `X-Namespace` must equal it, and payloads are bound to it. */
   namespace: string;
@@ -73,7 +80,7 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
   // was built with, which in a codec-server process (no client, no worker) is rarely the one served.
   const codec =
     typeof options.codec.forNamespace === 'function'
-      ? options.codec.forNamespace(options.namespace)
+      ? options.codec.forNamespace(options.namespace, { onRefusal: null })
       : options.codec;
   if (codec.namespace !== undefined && codec.namespace !== options.namespace) {
     // A codec that cannot be rebound would bind every payload to another namespace than X-Namespace.
@@ -262,7 +269,15 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
         : 500;
     const code = status === 500 ? CodecServerCodes.INTERNAL : CodecServerCodes.BAD_REQUEST;
     if (status === 500) req.log.error({ err }, 'codec server error');
-    audit(req, 'codec.request', 'deny', code, undefined, err.code ? `error=${err.code}` : undefined);
+    // After authorization (a body too large, bad JSON), the caller is known: the record names them.
+    audit(
+      req,
+      'codec.request',
+      'deny',
+      code,
+      principals.get(req),
+      err.code ? `error=${err.code}` : undefined,
+    );
     return refuse(
       reply,
       new CodecServerError(status, code, status === 500 ? 'internal error' : 'bad request'),

@@ -101,16 +101,21 @@ export class AesGcmPayloadCodec implements PayloadCodec {
   /**
    * This codec with `namespace` as the fallback for calls without a serialization context: what a codec
    * server for that namespace needs (`createCodecServer` calls it). It shares everything else with this
-   * codec, key rotation and the refusal hook included; calls with a context are unchanged.
+   * codec, key rotation and the refusal hook included (`options.onRefusal` replaces the hook; `null`
+   * drops it, for a caller that records refusals itself); calls with a context are unchanged.
    */
-  forNamespace(namespace: string): PayloadCodec & { readonly namespace: string } {
+  forNamespace(
+    namespace: string,
+    options: { onRefusal?: AesGcmPayloadCodecOptions['onRefusal'] | null } = {},
+  ): PayloadCodec & { readonly namespace: string } {
     if (typeof namespace !== 'string' || namespace.length === 0) {
       throw new UserContextError(ErrorCodes.MISCONFIGURED, 'codec: namespace is required');
     }
+    const onRefusal = 'onRefusal' in options ? options.onRefusal : this.onRefusal;
     return {
       namespace,
       encode: (payloads, context) => this.encodeFor(payloads, context, namespace),
-      decode: (payloads, context) => this.decodeFor(payloads, context, namespace),
+      decode: (payloads, context) => this.decodeFor(payloads, context, namespace, onRefusal),
     };
   }
 
@@ -125,7 +130,7 @@ export class AesGcmPayloadCodec implements PayloadCodec {
    * `USER_CONTEXT_PAYLOAD_TAMPERED` (malformed, failed authentication, or bound to another workflow).
    */
   decode(payloads: Payload[], context?: SerializationContext): Promise<Payload[]> {
-    return this.decodeFor(payloads, context, this.namespace);
+    return this.decodeFor(payloads, context, this.namespace, this.onRefusal);
   }
 
   private async encodeFor(
@@ -146,10 +151,14 @@ export class AesGcmPayloadCodec implements PayloadCodec {
     payloads: Payload[],
     context: SerializationContext | undefined,
     fallbackNamespace: string,
+    onRefusal: AesGcmPayloadCodecOptions['onRefusal'] | null,
   ): Promise<Payload[]> {
-    if (!Array.isArray(payloads))
-      throw new UserContextError(ErrorCodes.PAYLOAD_TAMPERED, 'payloads must be an array');
     const { namespace, workflowId } = bindingOf(context, fallbackNamespace);
+    if (!Array.isArray(payloads)) {
+      const refusal = new UserContextError(ErrorCodes.PAYLOAD_TAMPERED, 'payloads must be an array');
+      onRefusal?.(refusal, { namespace, workflowId });
+      throw refusal;
+    }
     const keys = this.keys; // one snapshot per batch, even if rotate() runs concurrently
     const out = new Array<Payload>(payloads.length);
     for (let i = 0; i < payloads.length; i++) {
@@ -160,7 +169,7 @@ export class AesGcmPayloadCodec implements PayloadCodec {
         const refusal = isUserContextError(err)
           ? err
           : new UserContextError(ErrorCodes.PAYLOAD_TAMPERED, 'malformed payload', { cause: err });
-        this.onRefusal?.(refusal, { namespace, workflowId });
+        onRefusal?.(refusal, { namespace, workflowId });
         throw refusal;
       }
     }

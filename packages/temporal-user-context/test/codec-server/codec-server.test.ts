@@ -2,7 +2,7 @@ import type { LightMyRequestResponse } from 'fastify';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCodes, UserContextError } from '../../src/context/errors.js';
 import { CodecServerCodes } from '../../src/codec-server/index.js';
-import { KeyRing, UserContextPlugin, generateKeySet } from '../../src/index.js';
+import { KeyRing, UserContextPlugin, generateKeySet, memoryAuditSink } from '../../src/index.js';
 import { K1, K2, json, makeCodec, wf } from '../crypto/codec-helpers.js';
 import { b64, makeIdp, makeServer, UI_ORIGIN, type Idp } from './helpers.js';
 
@@ -408,6 +408,38 @@ describe('codec server namespace', () => {
       403,
       CodecServerCodes.NAMESPACE_FORBIDDEN,
     );
+  });
+
+  it("records each refusal once, with the caller: the plugin codec's own refusal hook stays out of it", async () => {
+    const pluginSink = memoryAuditSink();
+    const audited = new UserContextPlugin({
+      keys: KeyRing.fromJSON(generateKeySet('cs').worker),
+      audit: [pluginSink],
+    });
+    server = makeServer(idp, { codec: audited.codec!, namespace: 'prod' });
+    const auth = { authorization: `Bearer ${reader}`, 'x-namespace': 'prod' };
+    const plain = { payloads: [{ metadata: { encoding: b64('json/plain') }, data: b64('1') }] };
+    expectRefusal(await post('/decode', plain, auth), 422, ErrorCodes.PLAINTEXT_PAYLOAD);
+    expect(server.sink.events.map((e) => [e.action, e.decision, e.reason, e.userId])).toEqual([
+      ['codec.decode', 'deny', ErrorCodes.PLAINTEXT_PAYLOAD, 'alice'],
+    ]);
+    expect(pluginSink.events).toEqual([]);
+    // The plugin's codec itself, on a worker or client, still records its refusals.
+    await expect(audited.codec!.decode([json('1')], wf('wf-1', 'prod'))).rejects.toThrow(
+      ErrorCodes.PLAINTEXT_PAYLOAD,
+    );
+    expect(pluginSink.events.map((e) => [e.action, e.reason, e.workflowId])).toEqual([
+      ['codec.decode', ErrorCodes.PLAINTEXT_PAYLOAD, 'wf-1'],
+    ]);
+    // A body refused after authorization names the caller too.
+    const badJson = await server.app.inject({
+      method: 'POST',
+      url: '/decode',
+      headers: { 'content-type': 'application/json', origin: UI_ORIGIN, ...auth },
+      payload: '{"payloads":',
+    });
+    expect(badJson.statusCode).toBe(400);
+    expect(server.sink.events.at(-1)).toMatchObject({ action: 'codec.request', userId: 'alice' });
   });
 
   it('the rebound codec follows key rotation of the original', async () => {

@@ -3,6 +3,7 @@
 // choosing. With `activityLineage: 'header'` (the default) the guard reads those facts; with
 // `'server'` it asks the server for the activity's run instead (docs/wire-format.md, Limits).
 import { randomUUID } from 'node:crypto';
+import { Client } from '@temporalio/client';
 import { Worker } from '@temporalio/worker';
 import { describe, expect, it, vi } from 'vitest';
 import {
@@ -15,7 +16,7 @@ import {
 } from 'temporal-user-context';
 import { alice, carol, failureTypeOf, forgeryOf } from '../../../../test-support/harness.js';
 import * as activities from '../fixtures/activities.js';
-import { pluginlessWorker, useFixtureHarness } from '../fixtures/harness.js';
+import { fixtureWorkflowsPath, pluginlessWorker, useFixtureHarness } from '../fixtures/harness.js';
 
 const h = useFixtureHarness();
 
@@ -148,5 +149,42 @@ describe('activities scheduled by a rogue workflow', () => {
       expect(await run('whoamiOnFromChild', [taskQueue])).toEqual(alice);
       expect(await run('whoamiOnAfterContinueAsNew', [taskQueue])).toEqual(alice);
     });
+  });
+});
+
+describe('an activity argument the worker refuses to decode', () => {
+  it("fails the activity with the refusal's code as its type, which a retry policy can name", async () => {
+    // A rogue worker without the codec: its workflow sends a plaintext argument to the plugin's worker.
+    const rogueQueue = `rogue-plain-${randomUUID()}`;
+    const plain = new Client({ connection: h.connection, namespace: h.namespace });
+    const rogue = await Worker.create({
+      connection: h.nativeConnection,
+      namespace: h.namespace,
+      taskQueue: rogueQueue,
+      workflowsPath: fixtureWorkflowsPath,
+    });
+    const workflowId = `rogue-plain-${randomUUID()}`;
+    const outcome = await rogue.runUntil(
+      failureTypeOf(
+        plain.workflow.execute('explicitOn', {
+          taskQueue: rogueQueue,
+          workflowId,
+          args: [h.taskQueue, carol],
+        }),
+      ),
+    );
+    expect(outcome).toBe(ErrorCodes.PLAINTEXT_PAYLOAD);
+    const { history } = await h.connection.workflowService.getWorkflowExecutionHistory({
+      namespace: h.namespace,
+      execution: { workflowId },
+    });
+    const events = history?.events ?? [];
+    // One attempt: the SDK fails the task as retryable, but its type is one the retry policy names.
+    expect(events.map((e) => e.activityTaskStartedEventAttributes?.attempt).filter(Boolean)).toEqual([1]);
+    const failed = events.find((e) => e.activityTaskFailedEventAttributes)?.activityTaskFailedEventAttributes;
+    expect(failed?.failure?.applicationFailureInfo?.type).toBe(ErrorCodes.PLAINTEXT_PAYLOAD);
+    expect(
+      h.audit.events.filter((e) => e.workflowId === workflowId).map((e) => [e.action, e.decision, e.reason]),
+    ).toEqual([['codec.decode', 'deny', ErrorCodes.PLAINTEXT_PAYLOAD]]);
   });
 });
