@@ -1,6 +1,6 @@
 import { Context } from '@temporalio/activity';
 import { ApplicationFailure } from '@temporalio/common';
-import { currentUserContext } from 'temporal-user-context';
+import { currentUserContext, recordDecision } from 'temporal-user-context';
 import { withUserScope, type SqlDatabase, type UserScopeOptions } from 'temporal-user-context/postgres';
 import { AgentRepository, AgentRunRepository, type AgentRunStatus } from './data/repositories/index.js';
 import {
@@ -49,7 +49,7 @@ export function createActivities(deps: ActivityDeps) {
   /** The agent through RLS, inside a scope (live membership check): another workspace's id is not found. */
   const loadAgentConfig = async (agentId: string): Promise<AgentConfig> => {
     const agent = await scoped((tx) => new AgentRepository(tx).get(agentId));
-    if (!agent) throw agentNotFound();
+    if (!agent) throw refused('agent.load', agentNotFound(), `agent ${agentId}`);
     return {
       agentId: agent.id,
       workspaceId: agent.workspaceId,
@@ -74,7 +74,13 @@ export function createActivities(deps: ActivityDeps) {
      */
     async modelStep(agent: AgentConfig, messages: AgentMessage[]): Promise<ModelDecision> {
       const current = await loadAgentConfig(agent.agentId);
-      return acceptDecision(current, await deps.provider.step(current, messages));
+      const decision = await deps.provider.step(current, messages);
+      try {
+        return acceptDecision(current, decision);
+      } catch (err) {
+        const tool = decision.type === 'tool_call' ? decision.tool.slice(0, 64) : '';
+        throw refused('agent.tool', err, `agent ${current.agentId} tool ${JSON.stringify(tool)}`);
+      }
     },
 
     /**
@@ -112,7 +118,7 @@ export function createActivities(deps: ActivityDeps) {
           ...(outcome.error !== undefined ? { error: outcome.error } : {}),
         };
         const written = id ? await runs.setStatus(id, outcome.status, fields, { workflowId }) : undefined;
-        if (!written) throw runNotFound();
+        if (!written) throw refused('run.record', runNotFound(), `run record ${id ?? 'none'}`);
         return written.id;
       });
     },
@@ -135,10 +141,11 @@ export function createActivities(deps: ActivityDeps) {
               .catch((err: unknown) => {
                 // The (workspace, agent) foreign key: the agent was deleted after the schedule that
                 // starts this run was made (or never was in this workspace). No retry brings it back.
-                if ((err as { code?: unknown }).code === '23503') throw agentNotFound();
+                if ((err as { code?: unknown }).code === '23503')
+                  throw refused('run.claim', agentNotFound(), `agent ${agentId}`);
                 throw err;
               });
-        if (!run) throw runNotFound();
+        if (!run) throw refused('run.claim', runNotFound(), `run record ${runRecordId ?? 'none'}`);
         await runs.markRunning(run.id, runId);
         return run.id;
       });
@@ -147,6 +154,16 @@ export function createActivities(deps: ActivityDeps) {
 }
 
 export type AgentActivities = ReturnType<typeof createActivities>;
+
+/**
+ * An application refusal, recorded in the worker's audit trail (with the activity's ids and user) before
+ * it fails the activity: ids of another workspace or another run show up there as what they are.
+ */
+function refused(action: string, failure: unknown, detail: string): unknown {
+  const reason = failure instanceof ApplicationFailure && failure.type ? failure.type : 'ERROR';
+  recordDecision({ action, decision: 'deny', reason, detail });
+  return failure;
+}
 
 function agentNotFound(): ApplicationFailure {
   return ApplicationFailure.create({

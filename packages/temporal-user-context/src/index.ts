@@ -33,6 +33,7 @@ export {
   resolveUserContext,
   type ResolveOptions,
 } from './worker/resolve.js';
+export { recordDecision, type AppDecision } from './worker/record.js';
 export { ContextVerifier, type Verified, type VerifierOptions } from './worker/verifier.js';
 export type { NexusCallerPolicy } from './worker/nexus-caller.js';
 export {

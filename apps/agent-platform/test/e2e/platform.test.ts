@@ -7,6 +7,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { inject } from 'vitest';
 import {
+  Auditor,
   ErrorCodes,
   KeyRing,
   UserContextPlugin,
@@ -19,7 +20,7 @@ import { fromPgPool, postgresAuditSink, type SqlDatabase } from 'temporal-user-c
 import { createTestDatabase, type TestDatabase } from '../../../../test-support/postgres.js';
 import { createApi } from '../../src/api/app.js';
 import { createEphemeralIssuer, type DevIssuer } from '../../src/auth/dev-issuer.js';
-import { createVerifier } from '../../src/auth/verify.js';
+import { AuthError, createVerifier } from '../../src/auth/verify.js';
 import { migrate } from '../../src/data/migrate.js';
 import { seedDemo } from '../../src/seed.js';
 import {
@@ -177,6 +178,30 @@ describe('authentication and authorisation', () => {
     // Never the token: neither the bad one nor a good one appears in any record.
     expect(JSON.stringify(audit.events)).not.toContain('not-a-jwt');
     expect(JSON.stringify(audit.events)).not.toContain(tokens.alice);
+  });
+
+  it('records a request refused because the identity provider could not be reached (503)', async () => {
+    const sink = memoryAuditSink();
+    const offline = await createApi({
+      db,
+      client,
+      taskQueue,
+      verify: () => Promise.reject(new AuthError('AUTH_UNAVAILABLE', 'identity provider unavailable')),
+      scope: { auditor: new Auditor([sink]) },
+    });
+    try {
+      const res = await offline.inject({
+        method: 'GET',
+        url: '/workspaces/ws-acme/agents',
+        headers: { authorization: `Bearer ${tokens.alice}` },
+      });
+      expect(res.statusCode).toBe(503);
+      expect(sink.events.map((e) => [e.action, e.decision, e.reason, e.userId ?? null])).toEqual([
+        ['api.request', 'deny', 'AUTH_UNAVAILABLE', null],
+      ]);
+    } finally {
+      await offline.close();
+    }
   });
 
   it('an anonymous flood costs the audit table one row per kind and window, with the count', async () => {

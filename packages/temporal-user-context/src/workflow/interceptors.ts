@@ -125,10 +125,11 @@ export function refusal(
   code: UserContextErrorCode,
   reason: string,
   about?: string,
+  who?: string,
 ): ApplicationFailure {
-  userContextAudit.deny(
-    about === undefined ? { action, reason, code } : { action, reason, code, detail: about },
-  );
+  // Who was refused goes into the record only: the failure's message reaches the caller and history.
+  const detail = who === undefined ? about : `${who}; ${about ?? action}`;
+  userContextAudit.deny(detail === undefined ? { action, reason, code } : { action, reason, code, detail });
   return ApplicationFailure.create({
     message: `${code}: ${about === undefined ? reason : `${about} refused: ${reason}`}`,
     type: code,
@@ -141,8 +142,20 @@ function refused(
   name: string,
   reason: string,
   code: UserContextErrorCode = ErrorCodes.ACTOR_FORBIDDEN,
+  who?: string,
 ): ApplicationFailure {
-  return refusal(`workflow.${kind}`, code, reason, `${kind} ${quotedName(name)}`);
+  return refusal(`workflow.${kind}`, code, reason, `${kind} ${quotedName(name)}`, who);
+}
+
+/**
+ * Who sends a signal, update or query, as its audit records name them: the pseudonyms the policy
+ * judged (they are in history anyway). The caller's handler name comes after this in a detail, quoted
+ * and capped, so that it can neither push the pseudonyms out of the capped detail nor pass for them.
+ */
+function whoOf(actor: ActorRef | undefined): string {
+  return actor
+    ? `actor sub=${actor.subject} ws=${actor.workspace}${actor.isOriginator ? ' (the originator)' : ''}`
+    : 'no actor';
 }
 
 /** A handler name as audit details quote it: JSON-quoted, at most 64 characters of it. */
@@ -174,20 +187,31 @@ function admit(
   } catch {
     // Fail closed, under a code of its own: a bug in the workflow's policy, not a verdict on the actor.
     // What it threw is not passed on: it may quote the actor's input.
-    throw refused(kind, name, 'actor policy threw', ErrorCodes.POLICY_FAILED);
+    throw refused(kind, name, 'actor policy threw', ErrorCodes.POLICY_FAILED, whoOf(actor));
   }
-  if (!allowed) throw refused(kind, name, actor ? 'actor not allowed by policy' : 'no actor context');
-  if (audited) {
-    // The policy judged pseudonyms the sandbox cannot verify: the record says so (source `pseudonym`)
-    // and names them (they are in history anyway); verifyActor() audits the verified actor on the
-    // worker. The caller's handler name comes last, quoted and capped, so that it can neither push the
-    // pseudonyms out of the capped detail nor pass for them.
-    const who = actor
-      ? `actor sub=${actor.subject} ws=${actor.workspace}${actor.isOriginator ? ' (the originator)' : ''}`
-      : 'no actor';
-    userContextAudit.allow({ action: `workflow.${kind}`, detail: `${who}; ${kind} ${quotedName(name)}` });
-  }
+  if (!allowed)
+    throw refused(
+      kind,
+      name,
+      actor ? 'actor not allowed by policy' : 'no actor context',
+      ErrorCodes.ACTOR_FORBIDDEN,
+      whoOf(actor),
+    );
+  // The policy judged pseudonyms the sandbox cannot verify: the record says so (source `pseudonym`);
+  // verifyActor() audits the verified actor on the worker.
+  if (audited) admitted(kind, name, actor);
   return actor;
+}
+
+/** Records an admission by the actor policy (source `pseudonym`). */
+function admitted(
+  kind: 'signal' | 'update' | 'query',
+  name: string,
+  actor: ActorRef | undefined,
+  outcome?: string,
+): void {
+  const detail = `${whoOf(actor)}; ${kind} ${quotedName(name)}`;
+  userContextAudit.allow({ action: `workflow.${kind}`, detail: outcome ? `${detail}; ${outcome}` : detail });
 }
 
 /**
@@ -292,7 +316,13 @@ class Inbound implements WorkflowInboundCallsInterceptor {
     // A refusal thrown here rejects the update before it is accepted. An admission is audited once,
     // by handleUpdate, which runs next unless the workflow's own validator rejects the update.
     const actor = admit('update', input.name, input.headers, false);
-    return runAsActor(actor, () => next(input));
+    try {
+      return runAsActor(actor, () => next(input));
+    } catch (err) {
+      // The workflow's validator rejected what the policy admitted: the admission is on record still.
+      admitted('update', input.name, actor, 'rejected by its validator');
+      throw err;
+    }
   }
 
   handleUpdate(

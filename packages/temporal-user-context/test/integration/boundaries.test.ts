@@ -434,14 +434,23 @@ describe('a refused update is rejected before it is accepted', () => {
     await runAsUser(alice, () => handle.signal('finish'));
     expect(await handle.result()).toEqual([`${update}:ok`]);
     expect(await acceptedUpdates(handle)).toEqual(['from-carol']);
+    // The refusal names who was refused (the pseudonyms the policy judged), not only what.
     expect(
-      h.audit.events.filter(
-        (e) =>
-          e.workflowId === handle.workflowId &&
-          e.action === 'workflow.update' &&
-          e.reason === ErrorCodes.ACTOR_FORBIDDEN,
+      h.audit.events
+        .filter(
+          (e) =>
+            e.workflowId === handle.workflowId &&
+            e.action === 'workflow.update' &&
+            e.reason === ErrorCodes.ACTOR_FORBIDDEN,
+        )
+        .map((e) => e.detail),
+    ).toEqual([
+      expect.stringMatching(
+        new RegExp(
+          `^actor sub=[A-Za-z0-9_-]{22} ws=[A-Za-z0-9_-]{22}; update "${update}": actor not allowed by policy$`,
+        ),
       ),
-    ).toHaveLength(1);
+    ]);
     // carol's admission is audited once, although a validator and the handler both applied the policy.
     const admissions = h.audit.events.filter(
       (e) => e.workflowId === handle.workflowId && e.action === 'workflow.update' && e.decision === 'allow',
@@ -451,6 +460,30 @@ describe('a refused update is rejected before it is accepted', () => {
         new RegExp(`: actor sub=[A-Za-z0-9_-]{22} ws=[A-Za-z0-9_-]{22}; update "${update}"$`),
       ),
     ]);
+  });
+});
+
+describe("an update's own validator", () => {
+  it('rejecting what the policy admitted leaves the admission on record', async () => {
+    const handle = await runAsUser(alice, () =>
+      h.client.workflow.start('updates', { taskQueue: h.taskQueue, workflowId: id('updates') }),
+    );
+    await expect(
+      runAsUser(carol, () => handle.executeUpdate('guarded', { args: [42] })),
+    ).rejects.toMatchObject({ cause: { message: 'text must be a string' } });
+    const admissions = await vi.waitFor(() => {
+      const found = h.audit.events.filter(
+        (e) => e.workflowId === handle.workflowId && e.action === 'workflow.update',
+      );
+      expect(found).toHaveLength(1);
+      return found;
+    });
+    expect(admissions[0]).toMatchObject({ decision: 'allow', source: 'pseudonym' });
+    expect(admissions[0]!.detail).toMatch(
+      /: actor sub=[A-Za-z0-9_-]{22} ws=[A-Za-z0-9_-]{22}; update "guarded"; rejected by its validator$/,
+    );
+    await runAsUser(alice, () => handle.signal('finish'));
+    expect(await handle.result()).toEqual([]);
   });
 });
 

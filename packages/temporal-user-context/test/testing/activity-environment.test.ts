@@ -5,6 +5,7 @@ import {
   ErrorCodes,
   currentUserContext,
   generateKeySet,
+  recordDecision,
   resolveUserContext,
   systemPrincipal,
 } from 'temporal-user-context';
@@ -20,6 +21,49 @@ async function whoAmI(greeting: string): Promise<string> {
 async function withExplicit(passed: unknown) {
   return resolveUserContext({ explicit: passed });
 }
+
+async function claimRun(runId: string): Promise<never> {
+  recordDecision({ action: 'run.claim', decision: 'deny', reason: 'RUN_NOT_FOUND', detail: `run ${runId}` });
+  throw new Error("not this workflow's run");
+}
+
+describe('recordDecision', () => {
+  it("puts an application's refusal in the trail with the activity's ids, user and token", async () => {
+    const { env, audit } = await userActivityEnvironment({
+      user: alice,
+      info: { workflowExecution: { workflowId: 'order-42', runId: 'r1' }, activityType: 'claimRun' },
+    });
+    await expect(env.run(claimRun, 'run-7')).rejects.toThrow("not this workflow's run");
+    const [guard, app] = audit.events;
+    expect(app).toMatchObject({
+      action: 'run.claim',
+      decision: 'deny',
+      source: 'header',
+      reason: 'RUN_NOT_FOUND',
+      detail: 'run run-7',
+      userId: 'alice',
+      workspaceId: 'ws-acme',
+      workflowId: 'order-42',
+      runId: 'r1',
+      activityType: 'claimRun',
+      tokenId: guard!.tokenId,
+    });
+    expect(app!.tokenId).toMatch(/^[0-9a-f-]{36}$/);
+  });
+
+  it("refuses outside a plugin worker's handler, and actions that could pass for the library's", async () => {
+    expect(() => recordDecision({ action: 'run.claim', decision: 'deny', reason: 'X' })).toThrow(
+      expect.objectContaining({ code: ErrorCodes.MISSING }),
+    );
+    const { env, audit } = await userActivityEnvironment({ user: alice });
+    for (const action of ['activity.execute', 'db.scope', 'Run.Claim', 'run..claim', '', 'r'.repeat(65)]) {
+      await expect(
+        env.run(async () => recordDecision({ action, decision: 'allow', reason: 'ok' })),
+      ).rejects.toMatchObject({ type: ErrorCodes.MISCONFIGURED });
+    }
+    expect(audit.events.filter((e) => e.action !== 'activity.execute')).toEqual([]);
+  });
+});
 
 describe('userActivityEnvironment', () => {
   it('runs an activity as the user, verified and audited by the real guard', async () => {
