@@ -155,7 +155,7 @@ async function main(): Promise<void> {
     codecRatio: Object.fromEntries(Object.entries(codec).map(([k, v]) => [k, v.codecRatio])),
     codec,
     // A fresh heap is the codec's best case: in a busy worker, GC pauses fall on it and on the raw
-    // cipher alike, and this ratio cannot see them (docs/operations.md).
+    // cipher alike, and this ratio cannot see them (bench/README.md).
     codecMeasuredIn: 'a process of its own',
     tokenChars: header.tok.length,
     targets: { openColdOverFloor: '<= 2', openCachedOverCold: '<= 0.05', codecRatio: '>= 0.85' },

@@ -14,7 +14,7 @@ const SIGNATURE_CHARS = 86;
  * Why not jose's `compactVerify`: jose's Node runtime verifies through the callback form of
  * `crypto.verify`, which queues the check on the libuv thread pool. On the 2-vCPU machines this
  * project targets, that hop cost more than the verification (cold open 1.9–2.4× the `node:crypto`
- * floor, and 45–90 µs more CPU per verification; docs/operations.md). jose has no
+ * floor, and 45–90 µs more CPU per verification; bench/README.md). jose has no
  * synchronous form, so this function does the one step jose would do differently and nothing more:
  * - every segment must be canonical base64url (it re-encodes to itself: no padding, no other
  *   alphabet, no spare bits), which is stricter than jose (Node's decoder skips stray characters);
