@@ -41,6 +41,7 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
     audit: ActivityScope['audit'],
     server: Pick<Lineage, 'root' | 'start'> | undefined,
   ): Promise<{ actor?: Verified; actorRefusal?: UserContextError }> {
+    let identified: Verified | undefined;
     try {
       const written = decodeHeader(input.headers, ACTOR_HEADER);
       if (!written) return {};
@@ -50,6 +51,7 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
         ? Object.assign({}, written, { lin: Object.assign({}, written.lin, server) })
         : written;
       const actor = await this.options.verifier.verifyActor(header, facts);
+      identified = actor;
       // Revocation applies to whoever acts, not only to who started the lineage: a revoked actor token
       // must not come back from verifyActor() as a verified actor.
       if (await this.options.isRevoked?.(actor))
@@ -62,15 +64,10 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
       return { actor };
     } catch (err) {
       if (!isUserContextError(err)) throw err;
-      this.options.auditor.emit({
-        ...audit,
-        action: 'activity.actor',
-        decision: 'deny',
-        source: 'header',
-        reason: err.code,
-        detail: err.reason,
-      });
-      return { actorRefusal: err };
+      // Named when its token verified (a revoked actor, one of another workspace), else anonymous.
+      return {
+        actorRefusal: auditFailure(this.options.auditor, audit, 'activity.actor', err, undefined, identified),
+      };
     }
   }
 
@@ -98,6 +95,8 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
       : undefined;
     const allowedSystem: readonly string[] = Array.isArray(listed) ? listed : [];
     let scope: ActivityScope;
+    // The originator's token once it verified: a later refusal (revoked, lineage) names whose it was.
+    let identified: Verified | undefined;
     try {
       const header = decodeHeader(input.headers, ORIGINATOR_HEADER);
       if (!header) {
@@ -122,6 +121,7 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
         const facts = { namespace, workflowId };
         let checked = header;
         let verified = await this.options.verifier.verifyOriginator(checked, facts);
+        identified = verified;
         let server: Pick<Lineage, 'root' | 'start'> | undefined;
         if (this.options.lineage) {
           // The run is the server's (the activity task names it); its root and chain start are then
@@ -161,7 +161,7 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
         auditAllowed(auditor, audit, 'activity.execute', verified);
       }
     } catch (err) {
-      const refusal = auditFailure(auditor, audit, 'activity.execute', err);
+      const refusal = auditFailure(auditor, audit, 'activity.execute', err, undefined, identified);
       throw toApplicationFailure(refusal);
     }
     try {

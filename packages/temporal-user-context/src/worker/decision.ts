@@ -82,12 +82,23 @@ export function auditFailure(
   action: string,
   err: unknown,
   qualifier?: string,
+  verified?: Verified,
 ): UserContextError {
   // A qualifier goes first, so that the detail's length cap can never cut it off.
   const detail = (reason: string) => (qualifier === undefined ? reason : `${qualifier}: ${reason}`);
+  // Refused after its token verified (revoked, a schedule's run not confirmed, ...): the record names
+  // whose token it was, so that the user's trail shows the refusal. Never what an unverified token says.
+  const who = verified
+    ? {
+        userId: verified.context.userId,
+        workspaceId: verified.context.workspaceId,
+        tokenId: verified.claims.jti,
+      }
+    : undefined;
   if (!isUserContextError(err)) {
     auditor.emit({
       ...fields,
+      ...who,
       action,
       decision: 'deny',
       source: 'header',
@@ -99,6 +110,7 @@ export function auditFailure(
   }
   auditor.emit({
     ...fields,
+    ...who,
     action,
     decision: 'deny',
     source: 'header',

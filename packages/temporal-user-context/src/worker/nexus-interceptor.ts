@@ -295,10 +295,12 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
     verify: (header: ContextHeader) => Promise<Admission>,
   ): Promise<{ scope: ActivityScope; verified: Verified }> {
     const action = `nexus.${request}`;
+    let identified: Verified | undefined;
     try {
       const header = parseNexusHeader(headers);
       if (!header) throw new UserContextError(ErrorCodes.MISSING, `Nexus ${request} without a user context`);
       const { verified, checked, confirmedRun } = await verify(header);
+      identified = verified;
       await confirmOriginator(verified, checked, this.options, () => {
         // Only the caller's namespace knows its schedule's runs; the handler's client is bound to its own.
         if (confirmedRun === undefined)
@@ -327,7 +329,7 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
       };
       return { scope, verified };
     } catch (err) {
-      const refusal = auditFailure(this.options.auditor, audit, action, err, qualifier());
+      const refusal = auditFailure(this.options.auditor, audit, action, err, qualifier(), identified);
       throw new nexus.HandlerError('BAD_REQUEST', refusal.message, {
         cause: toApplicationFailure(refusal),
         retryableOverride: false,

@@ -40,6 +40,10 @@ describe('revocation hook', () => {
       (e) => e.workflowId === workflowId && e.reason === ErrorCodes.REVOKED,
     );
     expect(denials.map((e) => e.attempt)).toEqual([1]);
+    // Its token verified before the hook refused it: the record names whose it was.
+    expect(denials.map((e) => [e.userId, e.workspaceId, typeof e.tokenId])).toEqual([
+      [bob.userId, bob.workspaceId, 'string'],
+    ]);
   });
 
   it('a failing hook is not a verdict: audited as ERROR and retried', async () => {
@@ -66,7 +70,13 @@ describe('revocation hook', () => {
       (e) => e.workflowId === workflowId && e.action === 'activity.actor',
     );
     expect(actorDecisions).toEqual([
-      expect.objectContaining({ decision: 'deny', source: 'header', reason: ErrorCodes.REVOKED }),
+      expect.objectContaining({
+        decision: 'deny',
+        source: 'header',
+        reason: ErrorCodes.REVOKED,
+        userId: dave.userId,
+        workspaceId: dave.workspaceId,
+      }),
     ]);
   });
 
