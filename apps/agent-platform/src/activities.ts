@@ -78,6 +78,8 @@ export function createActivities(deps: ActivityDeps) {
       try {
         return acceptDecision(current, decision);
       } catch (err) {
+        // Only the refusal of a tool is a decision; anything else (a malformed answer) is an error.
+        if (!(err instanceof ApplicationFailure && err.type === 'TOOL_NOT_ENABLED')) throw err;
         const tool = decision.type === 'tool_call' ? decision.tool.slice(0, 64) : '';
         throw refused('agent.tool', err, `agent ${current.agentId} tool ${JSON.stringify(tool)}`);
       }
@@ -159,9 +161,14 @@ export type AgentActivities = ReturnType<typeof createActivities>;
  * An application refusal, recorded in the worker's audit trail (with the activity's ids and user) before
  * it fails the activity: ids of another workspace or another run show up there as what they are.
  */
-function refused(action: string, failure: unknown, detail: string): unknown {
-  const reason = failure instanceof ApplicationFailure && failure.type ? failure.type : 'ERROR';
-  recordDecision({ action, decision: 'deny', reason, detail });
+function refused(action: string, failure: ApplicationFailure, detail: string): ApplicationFailure {
+  try {
+    recordDecision({ action, decision: 'deny', reason: failure.type ?? 'ERROR', detail });
+  } catch (err) {
+    // Outside a plugin worker's activity (a unit test without the guard) there is no trail to write
+    // to: the refusal itself must still be what the activity fails with.
+    console.error('agent-platform: could not record a refusal', err);
+  }
   return failure;
 }
 

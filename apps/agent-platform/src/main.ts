@@ -82,9 +82,15 @@ async function main(): Promise<void> {
   const keyFiles = ensureKeyFiles();
   const temporal = await startTemporal();
   process.env.TEMPORAL_ADDRESS ??= temporal.address;
-  // The environment configuration, as `npm run worker` and `npm run api` read it: with TEMPORAL_ADDRESS
-  // set, its API key, TLS and profile settings apply too.
-  const { connectionOptions, namespace } = temporalConnectConfig();
+  // The dev server started here takes the address alone (a developer's default profile may name a Cloud
+  // namespace, TLS and an API key); a given TEMPORAL_ADDRESS is read with the whole environment
+  // configuration (API key, TLS, profiles), as `npm run worker` and `npm run api` read it.
+  const { connectionOptions, namespace } = temporal.child
+    ? {
+        connectionOptions: { address: temporal.address },
+        namespace: process.env.TEMPORAL_NAMESPACE ?? 'default',
+      }
+    : temporalConnectConfig();
 
   const database = await openDatabase();
   await migrate(database.db);

@@ -7,7 +7,7 @@ import {
   type ClientOptions,
   type ConnectionOptions,
 } from '@temporalio/client';
-import type { PayloadCodec } from '@temporalio/common';
+import { ApplicationFailure, type PayloadCodec } from '@temporalio/common';
 import type { WorkflowInfo } from '@temporalio/workflow';
 import { SimplePlugin } from '@temporalio/plugin';
 import type { BundleOptions, InjectedSinks, ReplayWorkerOptions, WorkerOptions } from '@temporalio/worker';
@@ -24,7 +24,7 @@ import type { KeyRing } from './crypto/keyring.js';
 import { AesGcmPayloadCodec, type AesGcmPayloadCodecOptions } from './crypto/payload-codec.js';
 import type { UserContextSinks } from './workflow/interceptors.js';
 import { WHOAMI_ACTIVITY, WHOIS_ACTOR_ACTIVITY } from './workflow/api.js';
-import { ActivityGuard, toApplicationFailure } from './worker/activity-interceptor.js';
+import { ActivityGuard } from './worker/activity-interceptor.js';
 import { nexusCallerPolicyOf, type NexusCallerPolicy } from './worker/nexus-caller.js';
 import { ActivityLineageCheck } from './worker/server-lineage.js';
 import { NexusGuard } from './worker/nexus-interceptor.js';
@@ -214,9 +214,15 @@ function withoutModule<T extends object, K extends keyof T>(holder: T, key: K): 
  */
 const contributions = new WeakMap<object, UserContextPlugin>();
 
-/** A codec refusal in an activity context, as the activity guard would fail the activity with it. */
+/**
+ * A codec refusal in an activity context: an ApplicationFailure whose type is the code (which a retry
+ * policy's `nonRetryableErrorTypes` can name) and whose cause is the refusal itself. Retryable as far as
+ * the failure goes: the SDK forces that for an activity's input anyway, and for heartbeat details from
+ * an earlier attempt (which it does not force) a key missing on this worker may be back for the next.
+ */
 function asActivityFailure(err: unknown): never {
-  throw isUserContextError(err) ? toApplicationFailure(err) : err;
+  if (!isUserContextError(err)) throw err;
+  throw ApplicationFailure.create({ message: err.message, type: err.code, nonRetryable: false, cause: err });
 }
 
 /**
@@ -713,13 +719,19 @@ export class UserContextPlugin extends SimplePlugin {
       userContextAudit: {
         deny: {
           fn: (info, event) =>
+            // A refusal by the actor policy judged pseudonyms nobody verified (a sender may write any):
+            // recorded as such, like the policy's admissions, not as a verified header's.
             record(
               info,
               'deny',
-              'header',
+              event.pseudonyms ? 'pseudonym' : 'header',
               event.action,
               event.code,
-              event.detail ? `${event.detail}: ${event.reason}` : event.reason,
+              event.pseudonyms
+                ? `refused by the actor policy on unverified pseudonyms: ${event.detail ?? ''}: ${event.reason}`
+                : event.detail
+                  ? `${event.detail}: ${event.reason}`
+                  : event.reason,
             ),
           callDuringReplay: false,
         },

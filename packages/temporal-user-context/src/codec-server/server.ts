@@ -222,13 +222,15 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
       return reply.code(200).send(payloadsToJson(result));
     } catch (err) {
       if (err instanceof CodecServerError || isUserContextError(err)) {
+        // The codec's own reason (malformed, moved to another workflow, ...) tells refusals of one code
+        // apart: this record is the only one (the codec's refusal hook is off here).
         audit(
           req,
           action,
           'deny',
           err.code,
           principal,
-          err instanceof CodecServerError ? err.detail : undefined,
+          err instanceof CodecServerError ? err.detail : `reason=${err.reason}`,
         );
         return refuse(reply, err);
       }

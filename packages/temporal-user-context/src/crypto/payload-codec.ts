@@ -106,12 +106,13 @@ export class AesGcmPayloadCodec implements PayloadCodec {
    */
   forNamespace(
     namespace: string,
-    options: { onRefusal?: AesGcmPayloadCodecOptions['onRefusal'] | null } = {},
+    options?: { onRefusal?: AesGcmPayloadCodecOptions['onRefusal'] | null },
   ): PayloadCodec & { readonly namespace: string } {
     if (typeof namespace !== 'string' || namespace.length === 0) {
       throw new UserContextError(ErrorCodes.MISCONFIGURED, 'codec: namespace is required');
     }
-    const onRefusal = 'onRefusal' in options ? options.onRefusal : this.onRefusal;
+    // Only null drops the hook: a wrapper forwarding an unset option keeps this codec's.
+    const onRefusal = options?.onRefusal === undefined ? this.onRefusal : options.onRefusal;
     return {
       namespace,
       encode: (payloads, context) => this.encodeFor(payloads, context, namespace),

@@ -63,7 +63,8 @@ export function recordDecision(decision: AppDecision): void {
     ...scope.audit,
     action,
     decision: decision.decision,
-    source: scope.context ? 'header' : 'none',
+    // Without a user, the activity runs as an allow-listed system activity.
+    source: scope.context ? 'header' : 'system',
     reason,
     userId: scope.context?.userId,
     workspaceId: scope.context?.workspaceId,

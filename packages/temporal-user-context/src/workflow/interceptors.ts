@@ -54,7 +54,8 @@ import {
 /** Sink the interceptors audit through; the plugin installs the Node side. */
 export interface UserContextSinks extends Sinks {
   userContextAudit: {
-    deny(event: { action: string; reason: string; code: string; detail?: string }): void;
+    /** A refusal; `pseudonyms`: the actor policy's, on the unverified pseudonyms the detail names. */
+    deny(event: { action: string; reason: string; code: string; detail?: string; pseudonyms?: true }): void;
     /**
      * A signal, update or query the actor policy admitted (on pseudonyms, not verified): audited with
      * source `pseudonym`.
@@ -128,8 +129,12 @@ export function refusal(
   who?: string,
 ): ApplicationFailure {
   // Who was refused goes into the record only: the failure's message reaches the caller and history.
-  const detail = who === undefined ? about : `${who}; ${about ?? action}`;
-  userContextAudit.deny(detail === undefined ? { action, reason, code } : { action, reason, code, detail });
+  if (who !== undefined)
+    userContextAudit.deny({ action, reason, code, detail: `${who}; ${about ?? action}`, pseudonyms: true });
+  else
+    userContextAudit.deny(
+      about === undefined ? { action, reason, code } : { action, reason, code, detail: about },
+    );
   return ApplicationFailure.create({
     message: `${code}: ${about === undefined ? reason : `${about} refused: ${reason}`}`,
     type: code,
@@ -210,8 +215,9 @@ function admitted(
   actor: ActorRef | undefined,
   outcome?: string,
 ): void {
-  const detail = `${whoOf(actor)}; ${kind} ${quotedName(name)}`;
-  userContextAudit.allow({ action: `workflow.${kind}`, detail: outcome ? `${detail}; ${outcome}` : detail });
+  // An outcome goes before the caller's handler name, which the detail's cap may cut.
+  const detail = `${whoOf(actor)}; ${outcome ? `${outcome}; ` : ''}${kind} ${quotedName(name)}`;
+  userContextAudit.allow({ action: `workflow.${kind}`, detail });
 }
 
 /**

@@ -420,8 +420,14 @@ describe('codec server namespace', () => {
     const auth = { authorization: `Bearer ${reader}`, 'x-namespace': 'prod' };
     const plain = { payloads: [{ metadata: { encoding: b64('json/plain') }, data: b64('1') }] };
     expectRefusal(await post('/decode', plain, auth), 422, ErrorCodes.PLAINTEXT_PAYLOAD);
-    expect(server.sink.events.map((e) => [e.action, e.decision, e.reason, e.userId])).toEqual([
-      ['codec.decode', 'deny', ErrorCodes.PLAINTEXT_PAYLOAD, 'alice'],
+    expect(server.sink.events.map((e) => [e.action, e.decision, e.reason, e.userId, e.detail])).toEqual([
+      [
+        'codec.decode',
+        'deny',
+        ErrorCodes.PLAINTEXT_PAYLOAD,
+        'alice',
+        `origin=${UI_ORIGIN} reason=payload is not encrypted`,
+      ],
     ]);
     expect(pluginSink.events).toEqual([]);
     // The plugin's codec itself, on a worker or client, still records its refusals.

@@ -443,13 +443,16 @@ describe('a refused update is rejected before it is accepted', () => {
             e.action === 'workflow.update' &&
             e.reason === ErrorCodes.ACTOR_FORBIDDEN,
         )
-        .map((e) => e.detail),
+        .map((e) => [e.source, e.detail]),
     ).toEqual([
-      expect.stringMatching(
-        new RegExp(
-          `^actor sub=[A-Za-z0-9_-]{22} ws=[A-Za-z0-9_-]{22}; update "${update}": actor not allowed by policy$`,
+      [
+        'pseudonym',
+        expect.stringMatching(
+          new RegExp(
+            `^refused by the actor policy on unverified pseudonyms: actor sub=[A-Za-z0-9_-]{22} ws=[A-Za-z0-9_-]{22}; update "${update}": actor not allowed by policy$`,
+          ),
         ),
-      ),
+      ],
     ]);
     // carol's admission is audited once, although a validator and the handler both applied the policy.
     const admissions = h.audit.events.filter(
@@ -480,7 +483,7 @@ describe("an update's own validator", () => {
     });
     expect(admissions[0]).toMatchObject({ decision: 'allow', source: 'pseudonym' });
     expect(admissions[0]!.detail).toMatch(
-      /: actor sub=[A-Za-z0-9_-]{22} ws=[A-Za-z0-9_-]{22}; update "guarded"; rejected by its validator$/,
+      /: actor sub=[A-Za-z0-9_-]{22} ws=[A-Za-z0-9_-]{22}; rejected by its validator; update "guarded"$/,
     );
     await runAsUser(alice, () => handle.signal('finish'));
     expect(await handle.result()).toEqual([]);

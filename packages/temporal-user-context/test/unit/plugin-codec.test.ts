@@ -1,7 +1,7 @@
 // The payload codec the plugin puts into the data converter: calls without a serialization context (a
 // Nexus handler's input and result, an activity completed by task token) are bound to the namespace of
 // the client or worker the plugin configured, not to the one it had when it was built.
-import type { Payload, PayloadCodec } from '@temporalio/common';
+import { ApplicationFailure, type Payload, type PayloadCodec } from '@temporalio/common';
 import { SimplePlugin } from '@temporalio/plugin';
 import { describe, expect, it } from 'vitest';
 import {
@@ -10,6 +10,7 @@ import {
   UserContextPlugin,
   generateKeySet,
   failureConverterPath,
+  isUserContextError,
   memoryAuditSink,
   workflowInterceptorsPath,
 } from 'temporal-user-context';
@@ -54,6 +55,49 @@ describe("the plugin's codec in the data converter", () => {
     await expect(plugin.codec!.forNamespace('prod').decode(sealed)).rejects.toMatchObject({
       code: ErrorCodes.PAYLOAD_TAMPERED,
     });
+  });
+});
+
+describe('a refusal in an activity context', () => {
+  it('is an ApplicationFailure typed with the code, retryable, caused by the refusal; elsewhere the refusal itself', async () => {
+    const audit = memoryAuditSink();
+    const plugin = new UserContextPlugin({ keys: KeyRing.fromJSON(generateKeySet('pc').worker), audit });
+    const configured = plugin.configureWorker({ taskQueue: 'q', namespace: 'prod' });
+    const codec = (configured.dataConverter as { payloadCodecs: PayloadCodec[] }).payloadCodecs.at(-1)!;
+    const activity = {
+      type: 'activity',
+      namespace: 'prod',
+      workflowId: 'wf-1',
+      activityId: '1',
+      isLocal: false,
+    } as const;
+    const failure = await codec.decode([payload], activity).catch((e: unknown) => e);
+    expect(failure).toBeInstanceOf(ApplicationFailure);
+    expect(failure).toMatchObject({ type: ErrorCodes.PLAINTEXT_PAYLOAD, nonRetryable: false });
+    expect(isUserContextError((failure as ApplicationFailure).cause, ErrorCodes.PLAINTEXT_PAYLOAD)).toBe(
+      true,
+    );
+    const workflow = { type: 'workflow', namespace: 'prod', workflowId: 'wf-1' } as const;
+    const refusal = await codec.decode([payload], workflow).catch((e: unknown) => e);
+    expect(isUserContextError(refusal, ErrorCodes.PLAINTEXT_PAYLOAD)).toBe(true);
+    // One record each, by the codec's refusal hook.
+    expect(audit.events.map((e) => [e.action, e.reason, e.workflowId])).toEqual([
+      ['codec.decode', ErrorCodes.PLAINTEXT_PAYLOAD, 'wf-1'],
+      ['codec.decode', ErrorCodes.PLAINTEXT_PAYLOAD, 'wf-1'],
+    ]);
+  });
+});
+
+describe('forNamespace and the refusal hook', () => {
+  it('keeps the hook unless told null', async () => {
+    const audit = memoryAuditSink();
+    const plugin = new UserContextPlugin({ keys: KeyRing.fromJSON(generateKeySet('pc').worker), audit });
+    const codec = plugin.codec!;
+    for (const options of [undefined, {}, { onRefusal: undefined }])
+      await expect(codec.forNamespace('prod', options).decode([payload])).rejects.toThrow();
+    expect(audit.events).toHaveLength(3);
+    await expect(codec.forNamespace('prod', { onRefusal: null }).decode([payload])).rejects.toThrow();
+    expect(audit.events).toHaveLength(3);
   });
 });
 
