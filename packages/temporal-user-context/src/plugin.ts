@@ -19,6 +19,7 @@ import {
 } from './client/interceptors.js';
 import { mirrorOptionsOf, mirrorQuery, type MirrorOptions, type MirrorQueryIds } from './client/mirror.js';
 import { scheduleControlInterceptor } from './client/schedule-control.js';
+import { edgeUser } from './client/scope.js';
 import { ContextSource } from './client/source.js';
 import type { KeyRing } from './crypto/keyring.js';
 import { AesGcmPayloadCodec, type AesGcmPayloadCodecOptions } from './crypto/payload-codec.js';
@@ -324,16 +325,24 @@ export class UserContextPlugin extends SimplePlugin {
           // Scheduled runs are named `<action id>-<time>` while their arguments were encoded for `<action id>`.
           acceptScheduledRuns: true,
           ...(typeof codecOptions === 'object' ? codecOptions : {}),
-          onRefusal: (err, binding) =>
+          onRefusal: (err, binding) => {
+            // Whose call decoded it, where that is known: the edge user of a client call, or the
+            // activity's user for its own client (an activity's input is decoded before its guard).
+            const edge = edgeUser();
+            const user = edge ?? currentScope()?.context;
             auditor.emit({
               action: 'codec.decode',
               decision: 'deny',
-              source: 'none',
+              source: edge ? 'edge' : user ? 'header' : 'none',
               reason: err.code,
               detail: err.reason,
               namespace: binding.namespace,
               workflowId: binding.workflowId,
-            }),
+              activityId: binding.activityId,
+              userId: user?.userId,
+              workspaceId: user?.workspaceId,
+            });
+          },
         })
       : undefined;
     // What the data converter gets: the codec with the namespace of the client or worker as its fallback

@@ -47,8 +47,14 @@ export interface AesGcmPayloadCodecOptions {
    * workflows of one namespace; workflow-bound ciphertext stays bound.
    */
   acceptNamespaceBound?: boolean;
-  /** Called with every decode refusal (the plugin audits them). Must not throw. */
-  onRefusal?: (err: UserContextError, binding: { namespace: string; workflowId: string | undefined }) => void;
+  /**
+   * Called with every decode refusal (the plugin audits them), with what the SDK said the payload is
+   * for: its namespace, workflow and, in an activity context, the activity. Must not throw.
+   */
+  onRefusal?: (
+    err: UserContextError,
+    binding: { namespace: string; workflowId: string | undefined; activityId?: string },
+  ) => void;
 }
 
 /**
@@ -155,9 +161,15 @@ export class AesGcmPayloadCodec implements PayloadCodec {
     onRefusal: AesGcmPayloadCodecOptions['onRefusal'] | null,
   ): Promise<Payload[]> {
     const { namespace, workflowId } = bindingOf(context, fallbackNamespace);
+    const refused = (refusal: UserContextError) =>
+      onRefusal?.(refusal, {
+        namespace,
+        workflowId,
+        ...(context?.type === 'activity' && context.activityId ? { activityId: context.activityId } : {}),
+      });
     if (!Array.isArray(payloads)) {
       const refusal = new UserContextError(ErrorCodes.PAYLOAD_TAMPERED, 'payloads must be an array');
-      onRefusal?.(refusal, { namespace, workflowId });
+      refused(refusal);
       throw refusal;
     }
     const keys = this.keys; // one snapshot per batch, even if rotate() runs concurrently
@@ -170,7 +182,7 @@ export class AesGcmPayloadCodec implements PayloadCodec {
         const refusal = isUserContextError(err)
           ? err
           : new UserContextError(ErrorCodes.PAYLOAD_TAMPERED, 'malformed payload', { cause: err });
-        onRefusal?.(refusal, { namespace, workflowId });
+        refused(refusal);
         throw refusal;
       }
     }

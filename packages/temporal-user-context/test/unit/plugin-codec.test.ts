@@ -12,6 +12,7 @@ import {
   failureConverterPath,
   isUserContextError,
   memoryAuditSink,
+  runAsUser,
   workflowInterceptorsPath,
 } from 'temporal-user-context';
 
@@ -80,10 +81,16 @@ describe('a refusal in an activity context', () => {
     const workflow = { type: 'workflow', namespace: 'prod', workflowId: 'wf-1' } as const;
     const refusal = await codec.decode([payload], workflow).catch((e: unknown) => e);
     expect(isUserContextError(refusal, ErrorCodes.PLAINTEXT_PAYLOAD)).toBe(true);
-    // One record each, by the codec's refusal hook.
-    expect(audit.events.map((e) => [e.action, e.reason, e.workflowId])).toEqual([
-      ['codec.decode', ErrorCodes.PLAINTEXT_PAYLOAD, 'wf-1'],
-      ['codec.decode', ErrorCodes.PLAINTEXT_PAYLOAD, 'wf-1'],
+    // At the edge, the call's user is named.
+    const alice = { userId: 'alice', workspaceId: 'ws-a', roles: ['member'] };
+    await expect(runAsUser(alice, () => codec.decode([payload], workflow))).rejects.toThrow();
+    // One record each, by the codec's refusal hook, with what it is known to be about.
+    expect(
+      audit.events.map((e) => [e.action, e.reason, e.workflowId, e.activityId, e.source, e.userId]),
+    ).toEqual([
+      ['codec.decode', ErrorCodes.PLAINTEXT_PAYLOAD, 'wf-1', '1', 'none', undefined],
+      ['codec.decode', ErrorCodes.PLAINTEXT_PAYLOAD, 'wf-1', undefined, 'none', undefined],
+      ['codec.decode', ErrorCodes.PLAINTEXT_PAYLOAD, 'wf-1', undefined, 'edge', 'alice'],
     ]);
   });
 });
