@@ -1,6 +1,8 @@
 /**
  * temporal-user-context: carry a signed, sealed user context across every Temporal boundary.
  * Node entry point (client, worker, keys, audit). Workflow code imports `temporal-user-context/workflow`.
+ *
+ * @packageDocumentation
  */
 export {
   UserContextPlugin,
@@ -10,7 +12,7 @@ export {
 } from './plugin.js';
 export * from './context/index.js';
 export * from './audit/index.js';
-export { KeyRing } from './crypto/keyring.js';
+export { KeyRing, type SecretKey, type SigningKey } from './crypto/keyring.js';
 export { generateKeySet, rotateKeySet, workerKeySet } from './crypto/generate.js';
 export type { KeySetJson } from './crypto/key-set.js';
 export { issueContextToken, type IssueOptions } from './crypto/issue.js';

@@ -595,8 +595,10 @@ export class UserContextPlugin extends SimplePlugin {
    * before all are added, so that none is there twice (two tokens per call, two verifications and audit
    * records per activity, every payload encrypted twice). Another UserContextPlugin's are refused: one
    * client or worker takes one.
+   *
+   * This helper: `holder[key]` without this plugin's contributions (another plugin's were refused
+   * already).
    */
-  /** `holder[key]` without this plugin's contributions (another plugin's were refused already). */
   private withoutOwn<T extends object, K extends keyof T>(holder: T, key: K): Partial<Pick<T, K>> {
     const list = holder[key];
     if (!Array.isArray(list)) return {};

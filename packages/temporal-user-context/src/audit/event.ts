@@ -19,22 +19,33 @@ export interface AuditEvent {
   time: string;
   /** What was decided: `activity.execute`, `client.start`, `workflow.signal`, `db.scope`, ... */
   action: string;
+  /** `allow` or `deny`. */
   decision: AuditDecision;
+  /** Where the identity the decision is about came from (see {@link IdentitySource}). */
   source: IdentitySource;
-  /** Error code on deny, `ok` on allow. */
+  /** Error code on deny, `ok` on allow (`ERROR` for a failure that is no verdict). */
   reason: string;
+  /** The user the decision is about, when known and verified (or issued, at the edge). */
   userId?: string;
+  /** That user's workspace. */
   workspaceId?: string;
   /** Name of a system principal, when one acted. */
   principal?: string;
   /** Token id (`jti`): links records of one issued context without revealing it. */
   tokenId?: string;
+  /** Temporal namespace of the call, workflow or activity. */
   namespace?: string;
+  /** Workflow id the decision concerns (the started, signalled or running workflow). */
   workflowId?: string;
+  /** Run id, when the decision concerns one run. */
   runId?: string;
+  /** Workflow type, inside a workflow or activity. */
   workflowType?: string;
+  /** Activity type, in an activity's decisions. */
   activityType?: string;
+  /** Activity id, in an activity's decisions. */
   activityId?: string;
+  /** Activity attempt (1 for the first), in an activity's decisions. */
   attempt?: number;
   /** Free detail, e.g. the signal or update name. Sanitised. */
   detail?: string;

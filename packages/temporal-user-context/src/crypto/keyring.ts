@@ -4,12 +4,14 @@ import { ErrorCodes, UserContextError } from '../context/errors.js';
 import type { CodecKeyMaterial } from './codec/keys.js';
 import { keySetSchema, type KeySet, type KeySetJson } from './key-set.js';
 
+/** An Ed25519 key of a ring: its public half always, its private half only in an edge ring. */
 export interface SigningKey {
   readonly kid: string;
   readonly status: 'active' | 'verify-only';
   readonly publicKey: KeyObject;
   readonly privateKey?: KeyObject;
 }
+/** A symmetric key of a ring (token sealing or payload codec). */
 export interface SecretKey {
   readonly kid: string;
   readonly status: 'active' | 'decrypt-only';
@@ -23,10 +25,15 @@ export interface SecretKey {
  * (every worker's) can verify and open tokens but never issue one.
  */
 export class KeyRing {
+  /** The key set's issuer name: every token's `iss`, checked on opening. */
   readonly issuer: string;
+  /** Ed25519 keys by key id: one `active` (signs, when the ring holds its private half), the rest verify only. */
   readonly signing: ReadonlyMap<string, SigningKey>;
+  /** Token sealing keys (JWE `dir`/A256GCM) by key id: one `active`, the rest decrypt only. */
   readonly sealing: ReadonlyMap<string, SecretKey>;
+  /** Payload codec keys by key id (empty: no payload encryption by default). */
   readonly codec: ReadonlyMap<string, SecretKey>;
+  /** HMAC-SHA256 key of the pseudonyms in headers, memo and search attributes. */
   readonly pseudonymKey: KeyObject;
 
   private constructor(set: KeySet) {

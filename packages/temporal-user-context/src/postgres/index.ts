@@ -7,6 +7,8 @@
  * - {@link postgresAuditSink} / {@link queryAuditTrail} keep the audit trail in the database.
  *
  * See docs/data-isolation.md.
+ *
+ * @packageDocumentation
  */
 export { fromPgPool, fromPGlite } from './database.js';
 export type {

@@ -30,7 +30,7 @@ function refuse(s: ActivityScope, err: UserContextError, source: 'header' | 'exp
 }
 
 /**
- * The verified user context of the running activity (approach 2 of the seed: no signature change).
+ * The verified user context of the running activity (the original design's approach 2: no signature change).
  * Throws `USER_CONTEXT_MISSING` outside an activity or in a system activity that has no user.
  */
 export function currentUserContext(): UserContext {
@@ -62,7 +62,7 @@ export interface ResolveOptions {
 }
 
 /**
- * Resolves who the activity acts for (approach 3 of the seed), with no permissive fallback:
+ * Resolves who the activity acts for (the original design's approach 3: one resolver over every source), with no permissive fallback:
  * 1. an explicit context must equal the verified, propagated one (`USER_CONTEXT_EXPLICIT_MISMATCH`);
  * 2. the propagated, verified context;
  * 3. a declared and allow-listed system principal;

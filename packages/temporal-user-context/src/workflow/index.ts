@@ -4,6 +4,8 @@
  * Refusals reach workflow code as Temporal failures (an `ApplicationFailure` whose `type` is the
  * `USER_CONTEXT_*` code), never as `UserContextError`: recognise them with `userContextFailureCode` or
  * `isUserContextFailure`.
+ *
+ * @packageDocumentation
  */
 export {
   getUserContext,
