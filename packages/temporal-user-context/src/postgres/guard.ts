@@ -53,7 +53,9 @@ const TRUE_VALUES = new Set(['true', 'on', '1', 'yes']);
  * column-level or write-only too, counts); when the app role can use a materialized view over tenant
  * data (RLS does not apply to those); when it may TRUNCATE a tenant table, `SET ROLE` to a role that
  * bypasses RLS, or execute a `SECURITY DEFINER` function of the schema; or when a permissive policy on a
- * tenant table does not read `app.workspace_id`.
+ * tenant table does not read `app.workspace_id`. Also when what `withUserScope` needs is missing:
+ * a readable `memberships(workspace_id text, user_id text, roles text[])`, and a login role that may
+ * `SET ROLE` to the app role.
  *
  * Tenant tables: every table of `schema` with a `workspace_id` column, plus `tenantTables`.
  */
@@ -131,6 +133,7 @@ export async function assertIsolation(
       problems.push(`configured tenant table ${schema}.${name} does not exist`);
   }
   problems.push(...(await escapes(db, schema, appRole, tenantTables)));
+  problems.push(...(await scopePrerequisites(db, schema, appRole)));
   if (problems.length > 0) {
     throw new UserContextError(ErrorCodes.MISCONFIGURED, `isolation guard: ${problems.join('; ')}`);
   }
@@ -182,6 +185,43 @@ async function escapes(
     if (!readsWorkspace(p.qual) || !readsWorkspace(p.check) || (p.qual === null && p.check === null))
       problems.push(`policy ${p.name} on ${schema}.${p.table} does not read app.workspace_id`);
   }
+  return problems;
+}
+
+/**
+ * What `withUserScope` needs to work at all, checked here so that a schema missing it fails at start-up
+ * rather than at its first request: the `memberships(workspace_id, user_id, roles text[])` table that
+ * the live membership check reads, readable by the app role, and a login role that may `SET ROLE` to
+ * the app role. (Whether its policy lets a user read their own row is the policy's to say.)
+ */
+async function scopePrerequisites(db: SqlQueryable, schema: string, appRole: string): Promise<string[]> {
+  const problems: string[] = [];
+  const { rows } = await db.query<{ columns: string[] | null; readable: boolean | null }>(
+    `select (select array_agg(a.attname::text || ':' || format_type(a.atttypid, a.atttypmod) order by a.attname)
+               from pg_attribute a where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped) as columns,
+            has_table_privilege($2, c.oid, 'SELECT') as readable
+       from pg_class c join pg_namespace n on n.oid = c.relnamespace
+      where n.nspname = $1 and c.relname = 'memberships' and c.relkind in ('r', 'p')`,
+    [schema, appRole],
+  );
+  const table = rows[0];
+  if (!table) {
+    problems.push(
+      `table ${schema}.memberships, which withUserScope's membership check reads, does not exist`,
+    );
+  } else {
+    const columns = new Set(table.columns ?? []);
+    for (const needed of ['workspace_id:text', 'user_id:text', 'roles:text[]'])
+      if (!columns.has(needed))
+        problems.push(`table ${schema}.memberships lacks column ${needed.replace(':', ' ')}`);
+    if (!table.readable) problems.push(`app role ${appRole} may not SELECT from ${schema}.memberships`);
+  }
+  const login = await db.query<{ role: string; can: boolean }>(
+    `select session_user::text as role, pg_has_role(session_user, $1, 'MEMBER') as can`,
+    [appRole],
+  );
+  if (login.rows[0] && !login.rows[0].can)
+    problems.push(`login role ${login.rows[0].role} cannot SET ROLE to app role ${appRole}`);
   return problems;
 }
 

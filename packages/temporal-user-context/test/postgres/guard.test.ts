@@ -66,11 +66,45 @@ describe.each(BACKENDS)('assertIsolation on %s (case 17)', (kind) => {
         await b.admin.query(`alter role ${login} bypassrls`);
         const again = await assertIsolation(fromPgPool(pool), { appRole: roles.app });
         expect(again.login).toEqual({ role: login, bypassesRls: true });
+        // A login that may not switch to the app role could not open a single scope.
+        await b.admin.query(`alter role ${login} nobypassrls`);
+        await b.admin.query(`revoke ${roles.app} from ${login}`);
+        await expect(assertIsolation(fromPgPool(pool), { appRole: roles.app })).rejects.toThrow(
+          `login role ${login} cannot SET ROLE to app role ${roles.app}`,
+        );
       } finally {
         await pool.end();
         await b.admin.query(`drop role ${login}`);
       }
     });
+
+  it("refuses a schema without what withUserScope needs: memberships, its columns, the app role's grant", async () => {
+    // Each change is undone whatever the assertion says: the other tests share this schema.
+    const broken = async (change: string, undo: string, expected: string) => {
+      await b.admin.query(change);
+      try {
+        expect(await refusal(b)).toContain(expected);
+      } finally {
+        await b.admin.query(undo);
+      }
+    };
+    await broken(
+      `alter table memberships rename column roles to role_list`,
+      `alter table memberships rename column role_list to roles`,
+      'table public.memberships lacks column roles text[]',
+    );
+    await broken(
+      `revoke select on memberships from ${roles.app}`,
+      `grant select on memberships to ${roles.app}`,
+      `app role ${roles.app} may not SELECT from public.memberships`,
+    );
+    await broken(
+      `alter table memberships rename to memberships_old`,
+      `alter table memberships_old rename to memberships`,
+      "table public.memberships, which withUserScope's membership check reads, does not exist",
+    );
+    await expect(assertIsolation(b.admin, { appRole: roles.app })).resolves.toBeDefined();
+  });
 
   it('refuses an unknown app role', async () => {
     await expect(assertIsolation(b.admin, { appRole: 'no_such_role_x' })).rejects.toMatchObject({
