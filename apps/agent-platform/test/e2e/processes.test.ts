@@ -1,0 +1,89 @@
+// `npm run api` and `npm run worker` as processes, against PostgreSQL (DATABASE_URL) and the test
+// Temporal server: each stops on SIGTERM, and what its audit sinks still held reaches the database
+// before the pool closes (the API's anonymous refusals wait in the coalescing sink's window, which only
+// the shutdown's flush writes).
+import type {} from '../../../../test-support/global-setup.js';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
+import { fromPgPool } from 'temporal-user-context/postgres';
+import { freePort } from '../../../../test-support/net.js';
+import { createTestDatabase, type TestDatabase } from '../../../../test-support/postgres.js';
+import { migrate } from '../../src/data/migrate.js';
+
+const appDir = fileURLToPath(new URL('../..', import.meta.url));
+const dataDir = mkdtempSync(join(tmpdir(), 'agent-platform-processes-'));
+const children: ChildProcess[] = [];
+let database: TestDatabase;
+let pool: pg.Pool;
+
+beforeAll(async () => {
+  database = await createTestDatabase('agent_processes');
+  pool = new pg.Pool({ connectionString: database.url, max: 2 });
+  await migrate(fromPgPool(pool));
+});
+
+afterAll(async () => {
+  for (const child of children) child.kill('SIGKILL');
+  await pool?.end();
+  await database?.drop();
+  rmSync(dataDir, { recursive: true, force: true });
+});
+
+/** Starts an entry point; resolves once `ready` appears in its output. */
+async function start(entry: string, env: NodeJS.ProcessEnv, ready: string) {
+  const child = spawn(process.execPath, ['--import', 'tsx', entry], {
+    cwd: appDir,
+    env: {
+      ...process.env,
+      DATABASE_URL: database.url,
+      AGENT_PLATFORM_DATA_DIR: dataDir,
+      TEMPORAL_ADDRESS: inject('temporalAddress'),
+      TEMPORAL_NAMESPACE: inject('temporalNamespace'),
+      ...env,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  children.push(child);
+  let out = '';
+  child.stdout?.on('data', (chunk: Buffer) => (out += chunk.toString('utf8')));
+  child.stderr?.on('data', (chunk: Buffer) => (out += chunk.toString('utf8')));
+  const exited = new Promise<number | null>((resolve) => child.once('exit', (code) => resolve(code)));
+  for (let i = 0; i < 600 && !out.includes(ready); i++) {
+    if (child.exitCode !== null) throw new Error(`${entry} exited early:\n${out}`);
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  if (!out.includes(ready)) throw new Error(`${entry} did not start:\n${out}`);
+  return { child, exited, output: () => out };
+}
+
+describe('the API and the worker as processes', () => {
+  it('npm run api writes the refusals its coalescing sink held when it stops', async () => {
+    const port = await freePort();
+    const api = await start('src/api.ts', { PORT: String(port) }, 'Server listening');
+    for (let i = 0; i < 5; i++) {
+      const refused = await fetch(`http://127.0.0.1:${port}/workspaces/ws-acme/agents`);
+      expect(refused.status).toBe(401);
+    }
+    api.child.kill('SIGTERM');
+    expect(await api.exited).toBe(0);
+    const { rows } = await pool.query<{ detail: string }>(
+      `select detail from audit_log where action = 'api.request' and reason = 'AUTH_MISSING'
+        order by recorded_at, time`,
+    );
+    expect(rows.map((r) => r.detail)).toEqual([
+      'GET /workspaces/:ws/agents ws=ws-acme',
+      expect.stringMatching(/^4 more like it in \d+ s, coalesced; first: GET \/workspaces\/:ws\/agents/),
+    ]);
+  }, 120_000);
+
+  it('npm run worker polls, then stops cleanly on SIGTERM', async () => {
+    const worker = await start('src/worker.ts', {}, 'worker: polling task queue');
+    worker.child.kill('SIGTERM');
+    expect(await worker.exited).toBe(0);
+  }, 120_000);
+});
