@@ -55,8 +55,11 @@ export const TENANT_TABLES: readonly string[] = ['workspaces'];
  * that bypasses RLS is only warned about: embedded PGlite has no other, and scoped transactions switch
  * to the app role anyway; in production, log in as a NOINHERIT role that may only `SET ROLE app_user`.
  */
-export async function assertPlatformIsolation(db: SqlQueryable): Promise<IsolationReport> {
-  const report = await assertIsolation(db, { tenantTables: TENANT_TABLES });
+export async function assertPlatformIsolation(
+  db: SqlQueryable,
+  options: { checkLogin?: boolean } = {},
+): Promise<IsolationReport> {
+  const report = await assertIsolation(db, { tenantTables: TENANT_TABLES, ...options });
   if (report.login.bypassesRls && process.env.NODE_ENV === 'production') {
     console.warn(
       `isolation guard: the database login role ${report.login.role} is SUPERUSER or BYPASSRLS: a query ` +

@@ -4,7 +4,7 @@
 // the shutdown's flush writes).
 import type {} from '../../../../test-support/global-setup.js';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -18,6 +18,10 @@ import { migrate } from '../../src/data/migrate.js';
 const appDir = fileURLToPath(new URL('../..', import.meta.url));
 const dataDir = mkdtempSync(join(tmpdir(), 'agent-platform-processes-'));
 const children: ChildProcess[] = [];
+// A Temporal config file with an empty default profile: the developer's own (TLS, an API key) must not
+// reach the test server. (An empty file is refused by envconfig.)
+const temporalConfig = join(dataDir, 'temporal.toml');
+writeFileSync(temporalConfig, '[profile.default]\n');
 let database: TestDatabase;
 let pool: pg.Pool;
 
@@ -44,6 +48,7 @@ async function start(entry: string, env: NodeJS.ProcessEnv, ready: string) {
       AGENT_PLATFORM_DATA_DIR: dataDir,
       TEMPORAL_ADDRESS: inject('temporalAddress'),
       TEMPORAL_NAMESPACE: inject('temporalNamespace'),
+      TEMPORAL_CONFIG_FILE: temporalConfig,
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],

@@ -11,6 +11,11 @@ export interface IsolationGuardOptions {
   schema?: string;
   /** Tables to treat as tenant tables in addition to every table with a `workspace_id` column. */
   tenantTables?: readonly string[];
+  /**
+   * Check that the login role may `SET ROLE` to the app role (default true). Off for a connection that
+   * will not serve scopes, such as a migration run as the tables' owner.
+   */
+  checkLogin?: boolean;
 }
 
 /** What the guard inspected, for start-up logs. */
@@ -133,7 +138,7 @@ export async function assertIsolation(
       problems.push(`configured tenant table ${schema}.${name} does not exist`);
   }
   problems.push(...(await escapes(db, schema, appRole, tenantTables)));
-  problems.push(...(await scopePrerequisites(db, schema, appRole)));
+  problems.push(...(await scopePrerequisites(db, schema, appRole, options.checkLogin ?? true)));
   if (problems.length > 0) {
     throw new UserContextError(ErrorCodes.MISCONFIGURED, `isolation guard: ${problems.join('; ')}`);
   }
@@ -190,38 +195,56 @@ async function escapes(
 
 /**
  * What `withUserScope` needs to work at all, checked here so that a schema missing it fails at start-up
- * rather than at its first request: the `memberships(workspace_id, user_id, roles text[])` table that
- * the live membership check reads, readable by the app role, and a login role that may `SET ROLE` to
- * the app role. (Whether its policy lets a user read their own row is the policy's to say.)
+ * rather than at its first request: the `memberships(workspace_id, user_id, roles text[])` relation that
+ * the live membership check reads, its three columns readable by the app role, and a login role that
+ * may `SET ROLE` to the app role. (Whether its policy lets a user read their own row is the policy's to
+ * say.) The scope reads `memberships` through the search path; this checks the one in `schema`.
  */
-async function scopePrerequisites(db: SqlQueryable, schema: string, appRole: string): Promise<string[]> {
+async function scopePrerequisites(
+  db: SqlQueryable,
+  schema: string,
+  appRole: string,
+  checkLogin: boolean,
+): Promise<string[]> {
   const problems: string[] = [];
-  const { rows } = await db.query<{ columns: string[] | null; readable: boolean | null }>(
-    `select (select array_agg(a.attname::text || ':' || format_type(a.atttypid, a.atttypmod) order by a.attname)
-               from pg_attribute a where a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped) as columns,
-            has_table_privilege($2, c.oid, 'SELECT') as readable
+  const { rows } = await db.query<{ column: string | null; type: string | null; readable: boolean | null }>(
+    `select a.attname::text as column, format_type(a.atttypid, a.atttypmod) as type,
+            has_column_privilege($2, c.oid, a.attnum, 'SELECT') as readable
        from pg_class c join pg_namespace n on n.oid = c.relnamespace
-      where n.nspname = $1 and c.relname = 'memberships' and c.relkind in ('r', 'p')`,
+       left join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
+                               and a.attname in ('workspace_id', 'user_id', 'roles')
+      where n.nspname = $1 and c.relname = 'memberships' and c.relkind in ('r', 'p', 'v', 'f')`,
     [schema, appRole],
   );
-  const table = rows[0];
-  if (!table) {
+  if (rows.length === 0) {
     problems.push(
       `table ${schema}.memberships, which withUserScope's membership check reads, does not exist`,
     );
   } else {
-    const columns = new Set(table.columns ?? []);
-    for (const needed of ['workspace_id:text', 'user_id:text', 'roles:text[]'])
-      if (!columns.has(needed))
-        problems.push(`table ${schema}.memberships lacks column ${needed.replace(':', ' ')}`);
-    if (!table.readable) problems.push(`app role ${appRole} may not SELECT from ${schema}.memberships`);
+    for (const [column, type] of [
+      ['workspace_id', 'text'],
+      ['user_id', 'text'],
+      ['roles', 'text[]'],
+    ] as const) {
+      const found = rows.find((r) => r.column === column);
+      if (found?.type !== type) problems.push(`table ${schema}.memberships lacks column ${column} ${type}`);
+      else if (!found.readable)
+        problems.push(`app role ${appRole} may not SELECT ${column} of ${schema}.memberships`);
+    }
   }
-  const login = await db.query<{ role: string; can: boolean }>(
-    `select session_user::text as role, pg_has_role(session_user, $1, 'MEMBER') as can`,
-    [appRole],
-  );
-  if (login.rows[0] && !login.rows[0].can)
-    problems.push(`login role ${login.rows[0].role} cannot SET ROLE to app role ${appRole}`);
+  if (checkLogin) {
+    // From PostgreSQL 16 a membership grant may withhold SET (`WITH SET FALSE`, the ADMIN grant a
+    // CREATEROLE creator gets); before 16 membership is what SET ROLE asks.
+    const login = await db.query<{ role: string; can: boolean }>(
+      `select session_user::text as role,
+              pg_has_role(session_user, $1,
+                          case when current_setting('server_version_num')::int >= 160000 then 'SET' else 'MEMBER' end)
+                as can`,
+      [appRole],
+    );
+    if (login.rows[0] && !login.rows[0].can)
+      problems.push(`login role ${login.rows[0].role} cannot SET ROLE to app role ${appRole}`);
+  }
   return problems;
 }
 
