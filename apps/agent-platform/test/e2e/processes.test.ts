@@ -14,6 +14,11 @@ import { fromPgPool } from 'temporal-user-context/postgres';
 import { freePort } from '../../../../test-support/net.js';
 import { createTestDatabase, type TestDatabase } from '../../../../test-support/postgres.js';
 import { migrate } from '../../src/data/migrate.js';
+import {
+  ANONYMOUS_REFUSALS_SQL,
+  expectAnonymousRefusalsFlushed,
+  sendAnonymousRefusals,
+} from './anonymous-refusals.js';
 
 const appDir = fileURLToPath(new URL('../..', import.meta.url));
 const dataDir = mkdtempSync(join(tmpdir(), 'agent-platform-processes-'));
@@ -70,20 +75,11 @@ describe('the API and the worker as processes', () => {
   it('npm run api writes the refusals its coalescing sink held when it stops', async () => {
     const port = await freePort();
     const api = await start('src/api.ts', { PORT: String(port) }, 'Server listening');
-    for (let i = 0; i < 5; i++) {
-      const refused = await fetch(`http://127.0.0.1:${port}/workspaces/ws-acme/agents`);
-      expect(refused.status).toBe(401);
-    }
+    await sendAnonymousRefusals(port);
     api.child.kill('SIGTERM');
     expect(await api.exited).toBe(0);
-    const { rows } = await pool.query<{ detail: string }>(
-      `select detail from audit_log where action = 'api.request' and reason = 'AUTH_MISSING'
-        order by recorded_at, time`,
-    );
-    expect(rows.map((r) => r.detail)).toEqual([
-      'GET /workspaces/:ws/agents ws=ws-acme',
-      expect.stringMatching(/^4 more like it in \d+ s, coalesced; first: GET \/workspaces\/:ws\/agents/),
-    ]);
+    const { rows } = await pool.query<{ detail: string }>(ANONYMOUS_REFUSALS_SQL);
+    expectAnonymousRefusalsFlushed(rows.map((r) => r.detail));
   }, 120_000);
 
   it('npm run worker polls, then stops cleanly on SIGTERM', async () => {

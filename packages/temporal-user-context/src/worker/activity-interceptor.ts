@@ -66,7 +66,9 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
       if (!isUserContextError(err)) throw err;
       // Named when its token verified (a revoked actor, one of another workspace), else anonymous.
       return {
-        actorRefusal: auditFailure(this.options.auditor, audit, 'activity.actor', err, undefined, identified),
+        actorRefusal: auditFailure(this.options.auditor, audit, 'activity.actor', err, {
+          verified: identified,
+        }),
       };
     }
   }
@@ -161,7 +163,7 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
         auditAllowed(auditor, audit, 'activity.execute', verified);
       }
     } catch (err) {
-      const refusal = auditFailure(auditor, audit, 'activity.execute', err, undefined, identified);
+      const refusal = auditFailure(auditor, audit, 'activity.execute', err, { verified: identified });
       throw toApplicationFailure(refusal);
     }
     try {

@@ -72,17 +72,17 @@ export function auditAllowed(
 
 /**
  * Audits a failed verification. A refusal (`UserContextError`) is returned for the caller to turn into
- * its non-retryable failure. A `qualifier` prefixes the detail: what the record's ids are worth. Anything else is not a verdict on the context (e.g. the revocation hook's
+ * its non-retryable failure. Anything else is not a verdict on the context (e.g. the revocation hook's
  * database timed out): it is audited as `ERROR` and rethrown unchanged, so it stays retryable instead of
- * failing the run for good under a misleading code.
+ * failing the run for good under a misleading code. A `qualifier` prefixes the detail (what the
+ * record's ids are worth); `verified`, the token that verified before the refusal, names its user.
  */
 export function auditFailure(
   auditor: Auditor,
   fields: Fields,
   action: string,
   err: unknown,
-  qualifier?: string,
-  verified?: Verified,
+  { qualifier, verified }: { qualifier?: string; verified?: Verified } = {},
 ): UserContextError {
   // A qualifier goes first, so that the detail's length cap can never cut it off.
   const detail = (reason: string) => (qualifier === undefined ? reason : `${qualifier}: ${reason}`);

@@ -329,7 +329,10 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
       };
       return { scope, verified };
     } catch (err) {
-      const refusal = auditFailure(this.options.auditor, audit, action, err, qualifier(), identified);
+      const refusal = auditFailure(this.options.auditor, audit, action, err, {
+        qualifier: qualifier(),
+        verified: identified,
+      });
       throw new nexus.HandlerError('BAD_REQUEST', refusal.message, {
         cause: toApplicationFailure(refusal),
         retryableOverride: false,
