@@ -29,8 +29,13 @@ import { mirrorOptions } from './mirror.js';
 export class UserContextWorkflowClientInterceptor implements WorkflowClientInterceptor {
   constructor(private readonly source: ContextSource) {}
 
-  private async actorHeaders(headers: Headers, workflowId: string, action: string): Promise<Headers> {
-    return withHeader(headers, ACTOR_HEADER, await this.source.forActor(workflowId, action));
+  private async actorHeaders(
+    headers: Headers,
+    workflowId: string,
+    action: string,
+    runId?: string,
+  ): Promise<Headers> {
+    return withHeader(headers, ACTOR_HEADER, await this.source.forActor(workflowId, action, runId));
   }
 
   async start(input: WorkflowStartInput, next: Next<WorkflowClientInterceptor, 'start'>): Promise<string> {
@@ -95,6 +100,7 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
       input.headers,
       input.workflowExecution.workflowId,
       'client.signal',
+      input.workflowExecution.runId,
     );
     return next({ ...input, headers });
   }
@@ -107,6 +113,7 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
       input.headers,
       input.workflowExecution.workflowId,
       'client.update',
+      input.workflowExecution.runId,
     );
     return next({ ...input, headers });
   }
@@ -116,6 +123,7 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
       input.headers,
       input.workflowExecution.workflowId,
       'client.query',
+      input.workflowExecution.runId,
     );
     return next({ ...input, headers });
   }

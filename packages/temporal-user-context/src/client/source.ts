@@ -22,6 +22,9 @@ export interface ContextSourceOptions {
   actorWindowSeconds?: number;
 }
 
+/** What a client call names: its workflow (and run, for a handle's call) or its schedule. */
+type Target = { workflowId: string; runId?: string; scheduleId?: string };
+
 /**
  * Where a client call's context comes from: the edge user in scope ({@link runAsUser}), or, in the
  * worker's own client, the activity being run. Issuing needs the edge key ring; a worker ring forwards
@@ -56,7 +59,7 @@ export class ContextSource {
   /** Who a call acts for; a refusal's record names the call's target (`workflowId`, or a schedule). */
   private who(
     action: string,
-    target: { workflowId: string; scheduleId?: string },
+    target: Target,
   ): {
     context: UserContext;
     source: IdentitySource;
@@ -95,12 +98,7 @@ export class ContextSource {
     );
   }
 
-  private refuse(
-    action: string,
-    err: UserContextError,
-    target: { workflowId: string; scheduleId?: string },
-    context?: UserContext,
-  ): never {
+  private refuse(action: string, err: UserContextError, target: Target, context?: UserContext): never {
     this.options.auditor.emit({
       action,
       decision: 'deny',
@@ -111,6 +109,7 @@ export class ContextSource {
       userId: context?.userId,
       workspaceId: context?.workspaceId,
       workflowId: target.workflowId,
+      runId: target.runId,
     });
     throw err;
   }
@@ -122,6 +121,8 @@ export class ContextSource {
     options: Omit<IssueOptions, 'namespace'>,
     /** Throws the refusal of a header that cannot be used, before the call is audited as allowed. */
     accept?: (header: ContextHeader) => void,
+    /** The run the call names, for the records. */
+    runId?: string,
   ) {
     if (!this.options.ring.canIssue) {
       this.refuse(
@@ -132,6 +133,7 @@ export class ContextSource {
         ),
         {
           workflowId: options.workflowId ?? '',
+          runId,
           ...(options.scheduleId ? { scheduleId: options.scheduleId } : {}),
         },
         context,
@@ -149,6 +151,7 @@ export class ContextSource {
       claims.jti,
       options.workflowId,
       options.scheduleId ? `schedule ${options.scheduleId}` : undefined,
+      runId,
     );
     return header;
   }
@@ -245,8 +248,9 @@ export class ContextSource {
     return { originator, context };
   }
 
-  async forActor(workflowId: string, action: string): Promise<ContextHeader> {
-    const { context, source, forward } = this.who(action, { workflowId });
+  /** The actor header of a signal, update or query to `workflowId` (and `runId`, when the call names one). */
+  async forActor(workflowId: string, action: string, runId?: string): Promise<ContextHeader> {
+    const { context, source, forward } = this.who(action, { workflowId, runId });
     // A worker forwards the originator it verified (the target's policy compares its pseudonyms); that
     // is a decision too, audited like an issue.
     if (forward && !this.options.ring.canIssue) {
@@ -257,14 +261,18 @@ export class ContextSource {
         forward.tokenId,
         workflowId,
         'forwarded the verified originator as the actor',
+        runId,
       );
       return forward.header;
     }
-    return this.issue(action, context, source, {
-      use: 'actor',
-      workflowId,
-      windowSeconds: this.actorWindowSeconds,
-    });
+    return this.issue(
+      action,
+      context,
+      source,
+      { use: 'actor', workflowId, windowSeconds: this.actorWindowSeconds },
+      undefined,
+      runId,
+    );
   }
 
   async forSchedule(

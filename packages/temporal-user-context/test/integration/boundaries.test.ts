@@ -163,6 +163,32 @@ describe('without the header, every path is refused', () => {
     expect(record(named.workflowId, 'client.cancel')).toEqual([['allow', 'edge', 'carol', run, null]]);
   });
 
+  it('signals, updates and queries through a handle for one run name that run in their records', async () => {
+    const started = await runAsUser(alice, () =>
+      h.client.workflow.start('interactive', { taskQueue: h.taskQueue, workflowId: id('run-named') }),
+    );
+    const run = (await started.describe()).runId;
+    const handle = h.client.workflow.getHandle(started.workflowId, run);
+    await runAsUser(carol, () => handle.query('progress'));
+    // Refused before the server: no user in scope. The record still names the run.
+    await expect(handle.signal('go', 'x')).rejects.toMatchObject({ code: ErrorCodes.MISSING });
+    expect(
+      h.audit.events
+        .filter(
+          (e) =>
+            e.workflowId === started.workflowId &&
+            e.action.startsWith('client.') &&
+            e.action !== 'client.start',
+        )
+        .map((e) => [e.action, e.decision, e.userId ?? null, e.runId ?? null]),
+    ).toEqual([
+      ['client.query', 'allow', 'carol', run],
+      ['client.signal', 'deny', null, run],
+    ]);
+    await runAsUser(alice, () => started.signal('go', 'done'));
+    await started.result();
+  });
+
   it('the worker stays healthy after refusals', async () => {
     expect(await runAs<UserContext>(bob, 'viaActivity')).toEqual(bob);
   });
