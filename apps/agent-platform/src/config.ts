@@ -60,7 +60,8 @@ export async function assertPlatformIsolation(
   options: { checkLogin?: boolean } = {},
 ): Promise<IsolationReport> {
   const report = await assertIsolation(db, { tenantTables: TENANT_TABLES, ...options });
-  if (report.login.bypassesRls && process.env.NODE_ENV === 'production') {
+  // Not for a connection that serves no scope (a migration's login): it runs no tenant query.
+  if (report.login.bypassesRls && options.checkLogin !== false && process.env.NODE_ENV === 'production') {
     console.warn(
       `isolation guard: the database login role ${report.login.role} is SUPERUSER or BYPASSRLS: a query ` +
         `outside a scoped transaction would see every workspace (docs/data-isolation.md)`,

@@ -213,7 +213,7 @@ async function scopePrerequisites(
        from pg_class c join pg_namespace n on n.oid = c.relnamespace
        left join pg_attribute a on a.attrelid = c.oid and a.attnum > 0 and not a.attisdropped
                                and a.attname in ('workspace_id', 'user_id', 'roles')
-      where n.nspname = $1 and c.relname = 'memberships' and c.relkind in ('r', 'p', 'v', 'f')`,
+      where n.nspname = $1 and c.relname = 'memberships' and c.relkind in ('r', 'p', 'v')`,
     [schema, appRole],
   );
   if (rows.length === 0) {
