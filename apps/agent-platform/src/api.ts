@@ -11,6 +11,7 @@ import {
   keyRingFromEnv,
   openDatabase,
   searchAttributeMirror,
+  taskQueue,
 } from './config.js';
 import { migrate } from './data/migrate.js';
 import { connectClient } from './temporal.js';
@@ -69,6 +70,7 @@ async function main(): Promise<void> {
     logger: true,
     scope: { auditor: plugin.auditor },
     mirrorQuery: (ids) => plugin.mirrorQuery(ids),
+    taskQueue: taskQueue(),
   });
   const port = Number(process.env.PORT ?? 3000);
   await app.listen({ port, host: process.env.HOST ?? '127.0.0.1' });

@@ -4,6 +4,7 @@ import { fileURLToPath } from 'node:url';
 import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
 import { KeyRing, generateKeySet, type KeySetJson, type MirrorMode } from 'temporal-user-context';
+import { TASK_QUEUE } from './workflows/agent-execution.js';
 import {
   assertIsolation,
   fromPGlite,
@@ -95,6 +96,19 @@ export function keyRingFromEnv(fallbackFile?: string): KeyRing {
   if (process.env.USER_CONTEXT_KEYS || process.env.USER_CONTEXT_KEYS_FILE) return KeyRing.fromEnv();
   if (fallbackFile) return KeyRing.fromJSON(JSON.parse(readFileSync(fallbackFile, 'utf8')) as KeySetJson);
   return KeyRing.fromEnv();
+}
+
+/**
+ * The task queue the worker polls and the API starts runs on: AGENT_PLATFORM_TASK_QUEUE, else (unset or
+ * empty) `agent-tasks`. Separate deployments sharing a namespace (staging beside production, a test run
+ * against a shared server) each need their own.
+ */
+export function taskQueue(env: NodeJS.ProcessEnv = process.env): string {
+  const value = env.AGENT_PLATFORM_TASK_QUEUE;
+  if (!value) return TASK_QUEUE;
+  if (!/^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,199}$/.test(value))
+    throw new Error('AGENT_PLATFORM_TASK_QUEUE must be 1 to 200 letters, digits or ._:@/- (no spaces)');
+  return value;
 }
 
 /**

@@ -19,6 +19,7 @@ import {
   ensureKeyFiles,
   openDatabase,
   searchAttributeMirror,
+  taskQueue,
 } from './config.js';
 import { migrate } from './data/migrate.js';
 import { seedDemo } from './seed.js';
@@ -109,6 +110,7 @@ async function main(): Promise<void> {
     db: database.db,
     keys: KeyRing.fromFile(keyFiles.worker),
     audit: [dbAudit, pinoAuditSink()],
+    taskQueue: taskQueue(),
   });
   const running = worker.run();
 
@@ -129,6 +131,7 @@ async function main(): Promise<void> {
     verify: createVerifier(await authFromEnv()),
     scope: { auditor: edge.auditor },
     mirrorQuery: (ids) => edge.mirrorQuery(ids),
+    taskQueue: taskQueue(),
   });
   await app.listen({ port: API_PORT, host: '127.0.0.1' });
   running.catch((err: unknown) => {

@@ -12,7 +12,13 @@ import {
 } from 'temporal-user-context';
 import { postgresAuditSink, withUserScope, type SqlDatabase } from 'temporal-user-context/postgres';
 import { createActivities } from './activities.js';
-import { assertPlatformIsolation, ensureKeyFiles, keyRingFromEnv, openDatabase } from './config.js';
+import {
+  assertPlatformIsolation,
+  ensureKeyFiles,
+  keyRingFromEnv,
+  openDatabase,
+  taskQueue,
+} from './config.js';
 import { migrate } from './data/migrate.js';
 import { providerFromEnv, type ModelProvider } from './providers/index.js';
 import { connectWorker } from './temporal.js';
@@ -79,6 +85,7 @@ async function main(): Promise<void> {
   if (database.kind === 'pglite') await migrate(database.db);
   await assertPlatformIsolation(database.db);
   const keys = keyRingFromEnv(ensureKeyFiles().worker);
+  const queue = taskQueue();
   const { connection, namespace } = await connectWorker();
   const dbAudit = postgresAuditSink(database.db);
   const worker = await createWorker({
@@ -87,9 +94,10 @@ async function main(): Promise<void> {
     db: database.db,
     keys,
     audit: [dbAudit, pinoAuditSink()],
+    taskQueue: queue,
   });
   // The SDK shuts the worker down on SIGINT/SIGTERM (WorkerOptions.shutdownSignals); run() then resolves.
-  console.log(`worker: polling task queue ${TASK_QUEUE} in namespace ${namespace}`);
+  console.log(`worker: polling task queue ${queue} in namespace ${namespace}`);
   try {
     await worker.run();
     await connection.close();

@@ -36,7 +36,12 @@ import {
   MembershipRepository,
   type AgentRun,
 } from '../data/repositories/index.js';
-import type { AgentExecutionInput, AgentExecutionResult, Progress } from '../workflows/agent-execution.js';
+import {
+  TASK_QUEUE,
+  type AgentExecutionInput,
+  type AgentExecutionResult,
+  type Progress,
+} from '../workflows/agent-execution.js';
 import { MAX_TOTAL_STEPS_LIMIT, RunErrorCodes } from '../workflows/run-policy.js';
 import {
   ENDED_OUTSIDE,
@@ -51,7 +56,6 @@ import {
 } from './problems.js';
 
 export const WORKFLOW_TYPE = 'AgentExecutionWorkflow';
-const DEFAULT_TASK_QUEUE = 'agent-tasks';
 /** Shortest schedule interval: a tighter one is a load generator, not an agent schedule. */
 export const MIN_SCHEDULE_SECONDS = 60;
 const SCHEDULE_PREFIX = 'agent-schedule-';
@@ -173,7 +177,7 @@ function notFound(what: string): ProblemError {
  */
 export async function createApi(options: CreateApiOptions): Promise<FastifyInstance> {
   const { db, client } = options;
-  const taskQueue = options.taskQueue ?? DEFAULT_TASK_QUEUE;
+  const taskQueue = options.taskQueue ?? TASK_QUEUE;
   const workerTimeoutMs = options.workerTimeoutMs ?? DEFAULT_WORKER_TIMEOUT_MS;
   // Every identity this API acts for came from the edge JWT, not from a Temporal header.
   const audit: ScopeAuditFields = { ...options.scope?.audit, source: 'edge' };

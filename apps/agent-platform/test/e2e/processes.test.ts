@@ -4,6 +4,7 @@
 // the shutdown's flush writes).
 import type {} from '../../../../test-support/global-setup.js';
 import { spawn, type ChildProcess } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
 import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -23,6 +24,7 @@ import {
 const appDir = fileURLToPath(new URL('../..', import.meta.url));
 const dataDir = mkdtempSync(join(tmpdir(), 'agent-platform-processes-'));
 const children: ChildProcess[] = [];
+const queue = `agent-tasks-processes-${randomUUID()}`;
 // A Temporal config file with an empty default profile: the developer's own (TLS, an API key) must not
 // reach the test server. (An empty file is refused by envconfig.)
 const temporalConfig = join(dataDir, 'temporal.toml');
@@ -54,6 +56,8 @@ async function start(entry: string, env: NodeJS.ProcessEnv, ready: string) {
       TEMPORAL_ADDRESS: inject('temporalAddress'),
       TEMPORAL_NAMESPACE: inject('temporalNamespace'),
       TEMPORAL_CONFIG_FILE: temporalConfig,
+      // Never the real queue: against a shared server, a worker here must not take a deployment's runs.
+      AGENT_PLATFORM_TASK_QUEUE: queue,
       ...env,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
@@ -84,6 +88,7 @@ describe('the API and the worker as processes', () => {
 
   it('npm run worker polls, then stops cleanly on SIGTERM', async () => {
     const worker = await start('src/worker.ts', {}, 'worker: polling task queue');
+    expect(worker.output()).toContain(`worker: polling task queue ${queue} in namespace`);
     worker.child.kill('SIGTERM');
     expect(await worker.exited).toBe(0);
   }, 120_000);

@@ -6,7 +6,7 @@ import {
   generateKeySet,
   isUserContextError,
 } from 'temporal-user-context';
-import { actorWindowSeconds, searchAttributeMirror } from '../../src/config.js';
+import { actorWindowSeconds, searchAttributeMirror, taskQueue } from '../../src/config.js';
 
 describe('searchAttributeMirror', () => {
   it('takes AGENT_PLATFORM_SEARCH_ATTRIBUTES, else the fallback', () => {
@@ -58,5 +58,18 @@ describe('actorWindowSeconds', () => {
       }
       expect(isUserContextError(thrown, ErrorCodes.MISCONFIGURED)).toBe(true);
     }
+  });
+});
+
+describe('taskQueue', () => {
+  it('takes AGENT_PLATFORM_TASK_QUEUE; unset or empty is agent-tasks', () => {
+    expect(taskQueue({})).toBe('agent-tasks');
+    expect(taskQueue({ AGENT_PLATFORM_TASK_QUEUE: '' })).toBe('agent-tasks');
+    expect(taskQueue({ AGENT_PLATFORM_TASK_QUEUE: 'agent-tasks-staging' })).toBe('agent-tasks-staging');
+  });
+
+  it('refuses a name with spaces or control characters, or too long, naming the variable', () => {
+    for (const value of ['agent tasks', 'agent\ntasks', ' x', 'x'.repeat(201)])
+      expect(() => taskQueue({ AGENT_PLATFORM_TASK_QUEUE: value })).toThrow(/AGENT_PLATFORM_TASK_QUEUE/);
   });
 });
