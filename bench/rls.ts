@@ -12,12 +12,29 @@
  *   rls: as app_user, `select ... from documents ...` — the policy adds the workspace predicate;
  *   app: as the owner with RLS off for it (NO FORCE), `... where workspace_id = $1` written by hand.
  *
- * Writes bench/results/rls.json with both timings and ratio = rls / app (target ≤ 1.10).
+ * A second phase measures this package's adapter on the same RLS reads, in turn with a baseline of
+ * its own (each a transaction on a connection checked out of the pool for it, as an application does;
+ * the checkout alone costs more than the first phase's dedicated connection):
+ *
+ *   pool:    the `rls` transaction by hand on `pool.connect()`;
+ *   adapter: the same through `fromPgPool(pool).transaction()`, whose queryable checks each statement
+ *            (transaction control, one call at a time, the connection still in the transaction) and
+ *            uses the extended protocol;
+ *   scope:   `withUserScope` — the adapter plus context validation, the user id setting, the live
+ *            membership check and the roles setting: two statements more than `pool`.
+ *
+ * Writes bench/results/rls.json with the timings, ratio = rls / app (target ≤ 1.10), and
+ * adapterRatio = adapter / pool and scopeRatio = scope / pool (reported, no target).
  */
 import { mkdir, writeFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import pg from 'pg';
-import { fromPgPool, type SqlQueryable } from 'temporal-user-context/postgres';
+import {
+  fromPgPool,
+  withUserScope,
+  type SqlDatabase,
+  type SqlQueryable,
+} from 'temporal-user-context/postgres';
 import { migrate } from '../apps/agent-platform/src/data/migrate.js';
 import { createTestDatabase } from '../test-support/postgres.js';
 
@@ -41,6 +58,8 @@ const QUERIES = {
 } as const;
 
 type Path = keyof typeof QUERIES;
+type Packaged = 'pool' | 'adapter' | 'scope';
+const PACKAGED: readonly Packaged[] = ['pool', 'adapter', 'scope'];
 
 function workspace(i: number): string {
   return `ws-${String(i % WORKSPACES).padStart(4, '0')}`;
@@ -66,6 +85,36 @@ async function runOne(client: pg.PoolClient, path: Path, i: number): Promise<voi
     await client.query(q, params);
   }
   await client.query('COMMIT');
+}
+
+/** The `rls` read on a pooled connection: by hand, through this package's adapter, or `withUserScope`. */
+async function runPooled(pool: pg.Pool, db: SqlDatabase, path: Packaged, i: number): Promise<void> {
+  const ws = workspace((i * 7919) % WORKSPACES);
+  const q = QUERIES.rls[i % 3] as string;
+  const read = (tx: SqlQueryable) =>
+    q.includes('$2') ? tx.query(q.replace('$2', '$1'), [`doc ${i}`]) : tx.query(q);
+  if (path === 'pool') {
+    const client = await pool.connect();
+    try {
+      await client.query('BEGIN');
+      await client.query('SET LOCAL ROLE app_user');
+      await client.query(`select set_config('app.workspace_id', $1, true)`, [ws]);
+      await (q.includes('$2') ? client.query(q.replace('$2', '$1'), [`doc ${i}`]) : client.query(q));
+      await client.query('COMMIT');
+    } finally {
+      client.release();
+    }
+    return;
+  }
+  if (path === 'scope') {
+    await withUserScope(db, { userId: 'bench', workspaceId: ws, roles: ['member'] }, read);
+    return;
+  }
+  await db.transaction(async (tx) => {
+    await tx.query('SET LOCAL ROLE app_user');
+    await tx.query(`select set_config('app.workspace_id', $1, true)`, [ws]);
+    await read(tx);
+  });
 }
 
 async function explain(client: pg.PoolClient, path: Path, q: string, params: unknown[]): Promise<string> {
@@ -107,6 +156,17 @@ async function main(): Promise<void> {
         }
       }
       const totals = { rls: sum(samples.rls), app: sum(samples.app) };
+      // Second phase: this package on the pool's other connection, in turn with the same by hand.
+      for (let i = 0; i < 300; i++) await runPooled(pool, db, PACKAGED[i % PACKAGED.length]!, i);
+      const packaged: Record<Packaged, number[]> = { pool: [], adapter: [], scope: [] };
+      for (let i = 0; i < TRANSACTIONS; i++) {
+        for (let k = 0; k < PACKAGED.length; k++) {
+          const path = PACKAGED[(i + k) % PACKAGED.length]!;
+          const t0 = process.hrtime.bigint();
+          await runPooled(pool, db, path, i);
+          packaged[path].push(Number(process.hrtime.bigint() - t0) / 1e6);
+        }
+      }
       const plans = {
         rls: await explain(client, 'rls', QUERIES.rls[0], []),
         app: await explain(client, 'app', QUERIES.app[0], ['ws-0042']),
@@ -126,6 +186,11 @@ async function main(): Promise<void> {
         ratioMedian: round3(quantile(samples.rls, 0.5) / quantile(samples.app, 0.5)),
         target: 1.1,
         withinTarget: totals.rls / totals.app <= 1.1,
+        pool: summary(packaged.pool),
+        adapter: summary(packaged.adapter),
+        scope: summary(packaged.scope),
+        adapterRatio: round3(sum(packaged.adapter) / sum(packaged.pool)),
+        scopeRatio: round3(sum(packaged.scope) / sum(packaged.pool)),
         plans,
         finishedAt: new Date().toISOString(),
         durationMs: Date.now() - started,
@@ -133,7 +198,8 @@ async function main(): Promise<void> {
       await mkdir(fileURLToPath(new URL('./results/', import.meta.url)), { recursive: true });
       await writeFile(OUT, `${JSON.stringify(result, null, 2)}\n`);
       process.stdout.write(
-        `rls ${result.rls.perTxMs} ms/tx, app ${result.app.perTxMs} ms/tx, ratio ${result.ratio} (target ≤ 1.10) → ${OUT}\n`,
+        `rls ${result.rls.perTxMs} ms/tx, app ${result.app.perTxMs} ms/tx, ratio ${result.ratio} (target ≤ 1.10)\n` +
+          `pooled by hand ${result.pool.perTxMs} ms/tx, adapter ${result.adapter.perTxMs} ms/tx (${result.adapterRatio}×), withUserScope ${result.scope.perTxMs} ms/tx (${result.scopeRatio}×) → ${OUT}\n`,
       );
     } finally {
       client.release();
@@ -156,6 +222,10 @@ async function load1M(db: SqlQueryable): Promise<void> {
      select 'ws-' || lpad((g % $2::int)::text, 4, '0'), 'doc ' || g, md5(g::text), 'bench'
        from generate_series(0, $1::int - 1) g`,
     [ROWS, WORKSPACES],
+  );
+  // The user the package's paths act as: a member of every workspace (the live membership check).
+  await db.query(
+    `insert into memberships (workspace_id, user_id, roles) select id, 'bench', '{member}' from workspaces`,
   );
   // The application-filter baseline runs as the owner with RLS not forced on it (RLS off for the owner).
   await db.query('alter table documents no force row level security');
