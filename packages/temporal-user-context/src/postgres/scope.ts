@@ -11,7 +11,7 @@ import {
   type SqlResult,
   type SqlRow,
 } from './database.js';
-import { assertRoleName, quoteIdent } from './ident.js';
+import { assertRoleName } from './ident.js';
 
 /** Default name of the non-owner role that scoped transactions switch to. */
 export const DEFAULT_APP_ROLE = 'app_user';
@@ -71,8 +71,10 @@ export interface ScopedTransaction extends SqlQueryable {
 }
 
 /**
- * Switches the current transaction to `appRole` and sets the scope settings, all transaction-local.
- * Values travel as bind parameters: nothing from the context is ever spliced into SQL.
+ * Switches the current transaction to `appRole` and sets the scope settings, all transaction-local, in
+ * one statement: `set_config('role', …, true)` is `SET LOCAL ROLE` (the same setting, the same
+ * membership check), and lets the role travel as a bind parameter like the values: nothing is spliced
+ * into SQL.
  * @internal exported for tests; use {@link withUserScope}.
  */
 export async function applyScope(
@@ -81,21 +83,21 @@ export async function applyScope(
   userId: string,
   workspaceId: string,
 ): Promise<void> {
-  await tx.query(`SET LOCAL ROLE ${quoteIdent(assertRoleName(appRole, 'app role'))}`);
   await tx.query(
-    `select set_config('${SCOPE_SETTINGS.userId}', $1, true), set_config('${SCOPE_SETTINGS.workspaceId}', $2, true)`,
-    [userId, workspaceId],
+    `select set_config('role', $1, true), set_config('${SCOPE_SETTINGS.userId}', $2, true),
+            set_config('${SCOPE_SETTINGS.workspaceId}', $3, true)`,
+    [assertRoleName(appRole, 'app role'), userId, workspaceId],
   );
 }
 
 /**
  * Runs `fn` in one database transaction scoped to `ctx`:
  *
- * 1. `SET LOCAL ROLE <appRole>` — a role that row-level security applies to;
+ * 1. `SET LOCAL ROLE <appRole>` (as `set_config('role', …, true)`) — a role row-level security applies to;
  * 2. `app.user_id` / `app.workspace_id` set with `set_config(..., true)` from bind parameters;
  * 3. a live membership check in the same transaction: effective roles = `ctx.roles` ∩ the roles stored
  *    now in `memberships`; none left → `USER_CONTEXT_MEMBERSHIP_REVOKED` (non-retryable, audited);
- * 4. `app.roles` set to the effective roles, then `fn(tx)`.
+ * 4. `app.roles` set to the effective roles (in the same statement as the check), then `fn(tx)`.
  *
  * Everything is transaction-local and the connection is released after COMMIT/ROLLBACK, so nothing
  * survives on a pooled connection; statements of `fn` that would end the transaction or change the
@@ -153,12 +155,26 @@ export async function withUserScope<T>(
   try {
     const result = await db.transaction(async (tx) => {
       await applyScope(tx, appRole, context.userId, context.workspaceId);
-      const { rows } = await tx.query<{ roles: string[] | null }>(
-        'select roles from memberships where workspace_id = $1 and user_id = $2',
-        [context.workspaceId, context.userId],
+      // The membership read and the roles setting in one statement (one round trip fewer): `app.roles`
+      // becomes the context's roles that the stored row still has, in the context's order, or stays
+      // unset when there is no row. Every refusal below rolls it back with the transaction.
+      const { rows } = await tx.query<{ roles: string[] | null; effective: string }>(
+        `select roles, set_config('${SCOPE_SETTINGS.roles}', array_to_string(array(
+                  select r from unnest($3::text[]) with ordinality as c(r, n)
+                   where r = any (m.roles) order by n), ','), true) as effective
+           from memberships m where workspace_id = $1 and user_id = $2`,
+        [context.workspaceId, context.userId, context.roles],
       );
       const stored = new Set(rows.flatMap((r) => r.roles ?? []));
       effectiveRoles = Object.freeze(context.roles.filter((r) => stored.has(r)));
+      // The setting is what the policies read: it must say exactly what the checks below judged.
+      if (rows.length > 0 && rows[0]!.effective !== effectiveRoles.join(',')) {
+        refusal = new UserContextError(
+          ErrorCodes.MISCONFIGURED,
+          'app.roles differs from the effective roles',
+        );
+        throw refusal;
+      }
       if (effectiveRoles.length === 0) {
         refusal = new UserContextError(
           ErrorCodes.MEMBERSHIP_REVOKED,
@@ -170,7 +186,6 @@ export async function withUserScope<T>(
         refusal = new UserContextError(ErrorCodes.ROLE_MISSING, `role ${options.requireRole} required`);
         throw refusal;
       }
-      await tx.query(`select set_config('${SCOPE_SETTINGS.roles}', $1, true)`, [effectiveRoles.join(',')]);
       granted = true;
       // Work `fn` leaves behind (a timer, a branch of a Promise.all whose other branch failed) must not
       // query once the scope ended: on a pooled connection it could run in the next user's scope. Every
