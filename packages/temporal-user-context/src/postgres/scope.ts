@@ -84,8 +84,10 @@ export async function applyScope(
   workspaceId: string,
 ): Promise<void> {
   await tx.query(
-    `select set_config('role', $1, true), set_config('${SCOPE_SETTINGS.userId}', $2, true),
-            set_config('${SCOPE_SETTINGS.workspaceId}', $3, true)`,
+    // Schema-qualified: `SET LOCAL ROLE` is syntax, a function is looked up on the search path, where a
+    // schema before pg_catalog could hold a `set_config` that does nothing.
+    `select pg_catalog.set_config('role', $1, true), pg_catalog.set_config('${SCOPE_SETTINGS.userId}', $2, true),
+            pg_catalog.set_config('${SCOPE_SETTINGS.workspaceId}', $3, true)`,
     [assertRoleName(appRole, 'app role'), userId, workspaceId],
   );
 }
@@ -157,10 +159,14 @@ export async function withUserScope<T>(
       await applyScope(tx, appRole, context.userId, context.workspaceId);
       // The membership read and the roles setting in one statement (one round trip fewer): `app.roles`
       // becomes the context's roles that the stored row still has, in the context's order, or stays
-      // unset when there is no row. Every refusal below rolls it back with the transaction.
+      // unset when there is no row. Every refusal below rolls it back with the transaction. This is safe
+      // because the WHERE pins the row by workspace AND user (the primary key): a policy that reads
+      // app.roles (an admin's read of the whole workspace) may see the new value on a later row of the
+      // same scan, so the statement must never be able to reach another row. More than one row (a
+      // table without that key) is refused below.
       const { rows } = await tx.query<{ roles: string[] | null; effective: string }>(
-        `select roles, set_config('${SCOPE_SETTINGS.roles}', array_to_string(array(
-                  select r from unnest($3::text[]) with ordinality as c(r, n)
+        `select roles, pg_catalog.set_config('${SCOPE_SETTINGS.roles}', pg_catalog.array_to_string(array(
+                  select r from pg_catalog.unnest($3::text[]) with ordinality as c(r, n)
                    where r = any (m.roles) order by n), ','), true) as effective
            from memberships m where workspace_id = $1 and user_id = $2`,
         [context.workspaceId, context.userId, context.roles],
@@ -168,6 +174,13 @@ export async function withUserScope<T>(
       const stored = new Set(rows.flatMap((r) => r.roles ?? []));
       effectiveRoles = Object.freeze(context.roles.filter((r) => stored.has(r)));
       // The setting is what the policies read: it must say exactly what the checks below judged.
+      if (rows.length > 1) {
+        refusal = new UserContextError(
+          ErrorCodes.MISCONFIGURED,
+          'memberships has more than one row for this user and workspace (it needs its primary key)',
+        );
+        throw refusal;
+      }
       if (rows.length > 0 && rows[0]!.effective !== effectiveRoles.join(',')) {
         refusal = new UserContextError(
           ErrorCodes.MISCONFIGURED,

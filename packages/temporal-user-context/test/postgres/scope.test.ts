@@ -320,6 +320,55 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
     expect(who).toEqual({ u: roles.app, ws: 'ws-a', roles: 'admin,member' });
   });
 
+  it('refuses app role names that are no role to switch to (none switches back to the login)', async () => {
+    for (const appRole of ['none', 'public', 'current_user', 'pg_read_all_data']) {
+      const err = await rejection(withUserScope(b.db, alice, async () => 'ran', { appRole }));
+      expect([appRole, isUserContextError(err, ErrorCodes.MISCONFIGURED)]).toEqual([appRole, true]);
+    }
+  });
+
+  it('switches role even when the search path finds a set_config of its own first', async () => {
+    // A schema before pg_catalog on the search path may hold functions named like PostgreSQL's: the
+    // scope calls pg_catalog's by name. (Session-level path on a dedicated connection.)
+    await b.admin.query(`create schema if not exists shadow`);
+    await b.admin.query(
+      `create or replace function shadow.set_config(text, text, boolean) returns text language sql as 'select $2'`,
+    );
+    try {
+      const who = await b.db.session(async (s) => {
+        await s.exec(`set search_path = shadow, pg_catalog, public`);
+        await s.exec('begin');
+        try {
+          await applyScope(s, roles.app, 'alice', 'ws-a');
+          return (
+            await s.query<{ u: string; ws: string }>(
+              `select current_user as u, pg_catalog.current_setting('app.workspace_id') as ws`,
+            )
+          ).rows[0];
+        } finally {
+          await s.exec(`rollback; reset search_path`);
+        }
+      });
+      expect(who).toEqual({ u: roles.app, ws: 'ws-a' });
+    } finally {
+      await b.admin.query(`drop schema shadow cascade`);
+    }
+  });
+
+  it('refuses a memberships table that holds two rows for one user and workspace', async () => {
+    await b.admin.query(`alter table memberships drop constraint memberships_pkey`);
+    await b.admin.query(`insert into memberships values ('ws-a', 'alice', '{member}')`);
+    try {
+      const err = await rejection(withUserScope(b.db, alice, async () => 'ran', opts));
+      expect(isUserContextError(err, ErrorCodes.MISCONFIGURED)).toBe(true);
+    } finally {
+      await b.admin.query(
+        `delete from memberships where workspace_id = 'ws-a' and user_id = 'alice' and roles = '{member}'`,
+      );
+      await b.admin.query(`alter table memberships add primary key (workspace_id, user_id)`);
+    }
+  });
+
   it('effective roles are the context roles intersected with the stored membership', async () => {
     const claimsMore = parseUserContext({ userId: 'carol', workspaceId: 'ws-a', roles: ['member', 'admin'] });
     const effective = await withUserScope(b.db, claimsMore, async (tx) => tx.effectiveRoles, opts);
