@@ -108,7 +108,9 @@ export async function applyScope(
  * whose policy lets a user read their own row in the current workspace.
  *
  * @throws UserContextError `USER_CONTEXT_INVALID` for a malformed context,
- *   `USER_CONTEXT_MEMBERSHIP_REVOKED`, `USER_CONTEXT_ROLE_MISSING`, `USER_CONTEXT_MISCONFIGURED` (bad role name).
+ *   `USER_CONTEXT_MEMBERSHIP_REVOKED`, `USER_CONTEXT_ROLE_MISSING`, `USER_CONTEXT_MISCONFIGURED` (a bad
+ *   or reserved role name, two `memberships` rows for one user and workspace, a roles setting that
+ *   differs from the roles checked, a statement of `fn` that ends the transaction or changes the session).
  */
 export async function withUserScope<T>(
   db: SqlDatabase,
@@ -116,17 +118,30 @@ export async function withUserScope<T>(
   fn: (tx: ScopedTransaction) => Promise<T>,
   options: UserScopeOptions = {},
 ): Promise<T> {
-  const appRole = assertRoleName(options.appRole ?? DEFAULT_APP_ROLE, 'app role');
-  // Re-validate: callers may hand us an object that never went through the schema.
-  const context = parseUserContext({
-    userId: ctx.userId,
-    workspaceId: ctx.workspaceId,
-    roles: [...ctx.roles],
-  });
   // Inside a plugin worker's activity, decisions are audited with its auditor and ids unless the caller
   // names others: a refusal there never goes unrecorded because the options left the auditor out.
   const activity = currentScope();
   const auditor = options.auditor ?? activity?.auditor;
+  let appRole: string;
+  let context: UserContext;
+  try {
+    appRole = assertRoleName(options.appRole ?? DEFAULT_APP_ROLE, 'app role');
+    // Re-validate: callers may hand us an object that never went through the schema.
+    context = parseUserContext({ userId: ctx.userId, workspaceId: ctx.workspaceId, roles: [...ctx.roles] });
+  } catch (err) {
+    // Refused before any transaction (a bad app role name, a malformed context): on record too, with
+    // no user, since none was validated.
+    if (auditor && isUserContextError(err))
+      auditor.emit({
+        action: 'db.scope',
+        decision: 'deny',
+        source: 'header',
+        ...(options.audit ?? activity?.audit),
+        reason: err.code,
+        detail: err.reason,
+      });
+    throw err;
+  }
   // The token id only when the scope is the activity's own user (not, say, its actor's).
   const own = activity?.context !== undefined && sameUserContext(activity.context, context);
   const fields: ScopeAuditFields | undefined =
@@ -166,9 +181,10 @@ export async function withUserScope<T>(
       // table without that key) is refused below.
       const { rows } = await tx.query<{ roles: string[] | null; effective: string }>(
         `select roles, pg_catalog.set_config('${SCOPE_SETTINGS.roles}', pg_catalog.array_to_string(array(
-                  select r from pg_catalog.unnest($3::text[]) with ordinality as c(r, n)
-                   where r = any (m.roles) order by n), ','), true) as effective
-           from memberships m where workspace_id = $1 and user_id = $2`,
+                  select r from pg_catalog.unnest($3::pg_catalog.text[]) with ordinality as c(r, n)
+                   where r operator(pg_catalog.=) any (m.roles) order by n), ','), true) as effective
+           from memberships m
+          where workspace_id operator(pg_catalog.=) $1 and user_id operator(pg_catalog.=) $2`,
         [context.workspaceId, context.userId, context.roles],
       );
       const stored = new Set(rows.flatMap((r) => r.roles ?? []));

@@ -321,10 +321,17 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
   });
 
   it('refuses app role names that are no role to switch to (none switches back to the login)', async () => {
+    const sink = memoryAuditSink();
     for (const appRole of ['none', 'public', 'current_user', 'pg_read_all_data']) {
-      const err = await rejection(withUserScope(b.db, alice, async () => 'ran', { appRole }));
+      const err = await rejection(
+        withUserScope(b.db, alice, async () => 'ran', { appRole, auditor: new Auditor([sink]) }),
+      );
       expect([appRole, isUserContextError(err, ErrorCodes.MISCONFIGURED)]).toEqual([appRole, true]);
     }
+    // Each refused before any transaction, and each on record.
+    expect(sink.events.map((e) => [e.action, e.decision, e.reason])).toEqual(
+      Array(4).fill(['db.scope', 'deny', ErrorCodes.MISCONFIGURED]),
+    );
   });
 
   it('switches role even when the search path finds a set_config of its own first', async () => {
@@ -359,8 +366,15 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
     await b.admin.query(`alter table memberships drop constraint memberships_pkey`);
     await b.admin.query(`insert into memberships values ('ws-a', 'alice', '{member}')`);
     try {
-      const err = await rejection(withUserScope(b.db, alice, async () => 'ran', opts));
+      const sink = memoryAuditSink();
+      const err = await rejection(
+        withUserScope(b.db, alice, async () => 'ran', { ...opts, auditor: new Auditor([sink]) }),
+      );
       expect(isUserContextError(err, ErrorCodes.MISCONFIGURED)).toBe(true);
+      expect((err as Error).message).toMatch(/more than one row/);
+      expect(sink.events.map((e) => [e.decision, e.reason, e.userId])).toEqual([
+        ['deny', ErrorCodes.MISCONFIGURED, 'alice'],
+      ]);
     } finally {
       await b.admin.query(
         `delete from memberships where workspace_id = 'ws-a' and user_id = 'alice' and roles = '{member}'`,
