@@ -95,11 +95,11 @@ export async function applyScope(
 /**
  * Runs `fn` in one database transaction scoped to `ctx`:
  *
- * 1. `SET LOCAL ROLE <appRole>` (as `set_config('role', …, true)`) — a role row-level security applies to;
- * 2. `app.user_id` / `app.workspace_id` set with `set_config(..., true)` from bind parameters;
- * 3. a live membership check in the same transaction: effective roles = `ctx.roles` ∩ the roles stored
- *    now in `memberships`; none left → `USER_CONTEXT_MEMBERSHIP_REVOKED` (non-retryable, audited);
- * 4. `app.roles` set to the effective roles (in the same statement as the check), then `fn(tx)`.
+ * 1. in one statement, from bind parameters: `SET LOCAL ROLE <appRole>` (as `set_config('role', …,
+ *    true)`), a role row-level security applies to, and `app.user_id` / `app.workspace_id`;
+ * 2. in one statement, a live membership check and `app.roles`: effective roles = `ctx.roles` ∩ the roles
+ *    stored now in `memberships`; none left → `USER_CONTEXT_MEMBERSHIP_REVOKED` (non-retryable, audited);
+ * 3. `requireRole`, when given; then `fn(tx)`.
  *
  * Everything is transaction-local and the connection is released after COMMIT/ROLLBACK, so nothing
  * survives on a pooled connection; statements of `fn` that would end the transaction or change the
@@ -189,7 +189,6 @@ export async function withUserScope<T>(
       );
       const stored = new Set(rows.flatMap((r) => r.roles ?? []));
       effectiveRoles = Object.freeze(context.roles.filter((r) => stored.has(r)));
-      // The setting is what the policies read: it must say exactly what the checks below judged.
       if (rows.length > 1) {
         refusal = new UserContextError(
           ErrorCodes.MISCONFIGURED,
@@ -197,6 +196,7 @@ export async function withUserScope<T>(
         );
         throw refusal;
       }
+      // The setting is what the policies read: it must say exactly what the checks below judged.
       if (rows.length > 0 && rows[0]!.effective !== effectiveRoles.join(',')) {
         refusal = new UserContextError(
           ErrorCodes.MISCONFIGURED,
