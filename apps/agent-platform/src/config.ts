@@ -1,9 +1,9 @@
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PGlite } from '@electric-sql/pglite';
 import pg from 'pg';
-import { KeyRing, generateKeySet, type KeySetJson, type MirrorMode } from 'temporal-user-context';
+import { KeyRing, generateKeySet, type MirrorMode } from 'temporal-user-context';
 import { TASK_QUEUE } from './workflows/agent-execution.js';
 import {
   assertIsolation,
@@ -77,25 +77,57 @@ export interface KeyFiles {
 }
 
 /**
- * Makes sure `<data>/keys/{edge,worker}.json` exist (generating a fresh set when absent) and returns
- * their paths. The worker file has no private signing key: workers verify, never mint.
+ * Makes sure `<data>/keys/{edge,worker}.json` exist and returns their paths: a fresh set is generated
+ * only when neither file exists (a first start in development). One without the other is refused: on a
+ * host given only its own file, generating would replace it with keys nothing else holds. Files are
+ * created, never overwritten. The worker file has no private signing key: workers verify, never mint.
  */
 export function ensureKeyFiles(dir = join(DATA_DIR, 'keys')): KeyFiles {
   const files = { edge: join(dir, 'edge.json'), worker: join(dir, 'worker.json') };
-  if (!existsSync(files.edge) || !existsSync(files.worker)) {
-    mkdirSync(dir, { recursive: true, mode: 0o700 });
-    const set = generateKeySet('agent-platform');
-    writeFileSync(files.edge, JSON.stringify(set.edge, null, 2), { mode: 0o600 });
-    writeFileSync(files.worker, JSON.stringify(set.worker, null, 2), { mode: 0o600 });
-  }
+  const present = [existsSync(files.edge), existsSync(files.worker)];
+  if (present[0] && present[1]) return files;
+  if (present[0] || present[1])
+    throw new Error(
+      `${present[0] ? files.edge : files.worker} exists without ${present[0] ? files.worker : files.edge}: ` +
+        'set USER_CONTEXT_KEYS or USER_CONTEXT_KEYS_FILE to the key set this process should use, or remove both files to generate a new development set',
+    );
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  // Said out loud: a deployment that forgot NODE_ENV=production and its key variables lands here.
+  console.warn(
+    `generated a development key set in ${dir} (set USER_CONTEXT_KEYS or USER_CONTEXT_KEYS_FILE to use your own)`,
+  );
+  const set = generateKeySet('agent-platform');
+  // `wx`: another process generating at the same moment makes this one fail, not overwrite its keys.
+  writeFileSync(files.edge, JSON.stringify(set.edge, null, 2), { mode: 0o600, flag: 'wx' });
+  writeFileSync(files.worker, JSON.stringify(set.worker, null, 2), { mode: 0o600, flag: 'wx' });
   return files;
 }
 
-/** USER_CONTEXT_KEYS / USER_CONTEXT_KEYS_FILE, else the local file (development). */
-export function keyRingFromEnv(fallbackFile?: string): KeyRing {
-  if (process.env.USER_CONTEXT_KEYS || process.env.USER_CONTEXT_KEYS_FILE) return KeyRing.fromEnv();
-  if (fallbackFile) return KeyRing.fromJSON(JSON.parse(readFileSync(fallbackFile, 'utf8')) as KeySetJson);
-  return KeyRing.fromEnv();
+/**
+ * The key ring of the API (`edge`: issues contexts) or of the worker (`worker`: verifies only):
+ * USER_CONTEXT_KEYS / USER_CONTEXT_KEYS_FILE, else, outside production, the development files under
+ * `<data>/keys` (generated on a first start). Refused: production without the variables, a worker ring
+ * that can issue (it could mint any user; give workers worker.json), an API ring that cannot.
+ */
+export function platformKeyRing(
+  role: 'edge' | 'worker',
+  env: NodeJS.ProcessEnv = process.env,
+  devKeysDir?: string,
+): KeyRing {
+  let ring: KeyRing;
+  if (env.USER_CONTEXT_KEYS || env.USER_CONTEXT_KEYS_FILE) ring = KeyRing.fromEnv(env);
+  else if (env.NODE_ENV === 'production')
+    throw new Error('set USER_CONTEXT_KEYS or USER_CONTEXT_KEYS_FILE (production never generates keys)');
+  else ring = KeyRing.fromFile(ensureKeyFiles(devKeysDir)[role]);
+  if (role === 'worker' && ring.holdsPrivateKey)
+    throw new Error(
+      "the worker's key set holds the private signing key, so it could mint any user's context: give workers worker.json (npm run keys)",
+    );
+  if (role === 'edge' && !ring.canIssue)
+    throw new Error(
+      "the API's key set has no active private signing key: give the API edge.json (npm run keys)",
+    );
+  return ring;
 }
 
 /**

@@ -12,13 +12,7 @@ import {
 } from 'temporal-user-context';
 import { postgresAuditSink, withUserScope, type SqlDatabase } from 'temporal-user-context/postgres';
 import { createActivities } from './activities.js';
-import {
-  assertPlatformIsolation,
-  ensureKeyFiles,
-  keyRingFromEnv,
-  openDatabase,
-  taskQueue,
-} from './config.js';
+import { assertPlatformIsolation, platformKeyRing, openDatabase, taskQueue } from './config.js';
 import { migrate } from './data/migrate.js';
 import { providerFromEnv, type ModelProvider } from './providers/index.js';
 import { connectWorker } from './temporal.js';
@@ -84,7 +78,7 @@ async function main(): Promise<void> {
   const database = await openDatabase();
   if (database.kind === 'pglite') await migrate(database.db);
   await assertPlatformIsolation(database.db);
-  const keys = keyRingFromEnv(ensureKeyFiles().worker);
+  const keys = platformKeyRing('worker');
   const queue = taskQueue();
   const { connection, namespace } = await connectWorker();
   const dbAudit = postgresAuditSink(database.db);

@@ -13,7 +13,14 @@ export {
 export * from './context/index.js';
 export * from './audit/index.js';
 export { KeyRing, type SecretKey, type SigningKey } from './crypto/keyring.js';
-export { generateKeySet, rotateKeySet, workerKeySet } from './crypto/generate.js';
+export {
+  activateKeySet,
+  generateKeySet,
+  retireKey,
+  rotateKeySet,
+  stageKeySet,
+  workerKeySet,
+} from './crypto/generate.js';
 export type { KeySetJson } from './crypto/key-set.js';
 export { issueContextToken, type IssueOptions } from './crypto/issue.js';
 export { openContextToken } from './crypto/open.js';

@@ -1,4 +1,7 @@
-import { describe, expect, it } from 'vitest';
+import { chmodSync, existsSync, mkdtempSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, describe, expect, it } from 'vitest';
 import {
   ErrorCodes,
   KeyRing,
@@ -6,7 +9,13 @@ import {
   generateKeySet,
   isUserContextError,
 } from 'temporal-user-context';
-import { actorWindowSeconds, searchAttributeMirror, taskQueue } from '../../src/config.js';
+import {
+  actorWindowSeconds,
+  ensureKeyFiles,
+  platformKeyRing,
+  searchAttributeMirror,
+  taskQueue,
+} from '../../src/config.js';
 
 describe('searchAttributeMirror', () => {
   it('takes AGENT_PLATFORM_SEARCH_ATTRIBUTES, else the fallback', () => {
@@ -71,5 +80,77 @@ describe('taskQueue', () => {
   it('refuses a name with spaces or control characters, or too long, naming the variable', () => {
     for (const value of ['agent tasks', 'agent\ntasks', ' x', 'x'.repeat(201)])
       expect(() => taskQueue({ AGENT_PLATFORM_TASK_QUEUE: value })).toThrow(/AGENT_PLATFORM_TASK_QUEUE/);
+  });
+});
+
+describe('platformKeyRing: where the API and the worker get their keys', () => {
+  const root = mkdtempSync(join(tmpdir(), 'platform-keys-'));
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
+  const set = generateKeySet('platform-keys');
+  const dev = {}; // no USER_CONTEXT_KEYS*, not production
+
+  it('generates a development set on a first start, then reads the same files', () => {
+    const dir = join(root, 'first');
+    const worker = platformKeyRing('worker', dev, dir);
+    const edge = platformKeyRing('edge', dev, dir);
+    expect([worker.canIssue, edge.canIssue]).toEqual([false, true]);
+    expect(statSync(join(dir, 'edge.json')).mode & 0o777).toBe(0o600);
+    const before = readFileSync(join(dir, 'worker.json'), 'utf8');
+    platformKeyRing('worker', dev, dir);
+    expect(readFileSync(join(dir, 'worker.json'), 'utf8')).toBe(before);
+  });
+
+  it('a host given only its own file keeps it: refused, nothing generated or overwritten', () => {
+    const dir = join(root, 'worker-host');
+    ensureKeyFiles(dir);
+    rmSync(join(dir, 'edge.json'));
+    const workerFile = readFileSync(join(dir, 'worker.json'), 'utf8');
+    expect(() => platformKeyRing('worker', dev, dir)).toThrow(/worker\.json exists without .*edge\.json/);
+    expect(readFileSync(join(dir, 'worker.json'), 'utf8')).toBe(workerFile);
+    expect(existsSync(join(dir, 'edge.json'))).toBe(false);
+  });
+
+  it('takes USER_CONTEXT_KEYS when set, without touching the development files', () => {
+    const dir = join(root, 'env');
+    const ring = platformKeyRing('worker', { USER_CONTEXT_KEYS: JSON.stringify(set.worker) }, dir);
+    expect(ring.issuer).toBe('platform-keys');
+    expect(existsSync(dir)).toBe(false);
+  });
+
+  it('refuses production without the variables, a worker ring that can issue and an API ring that cannot', () => {
+    const dir = join(root, 'refusals');
+    expect(() => platformKeyRing('worker', { NODE_ENV: 'production' }, dir)).toThrow(/USER_CONTEXT_KEYS/);
+    expect(existsSync(dir)).toBe(false);
+    expect(() => platformKeyRing('worker', { USER_CONTEXT_KEYS: JSON.stringify(set.edge) }, dir)).toThrow(
+      /could mint/,
+    );
+    // Nor a private half kept on a retired key (the old rotation kept them): the worker could sign with it.
+    const retiredWithD = JSON.parse(JSON.stringify(set.worker)) as typeof set.worker;
+    const other = generateKeySet('platform-keys').edge.signing[0]!;
+    retiredWithD.signing.push({ ...other, status: 'verify-only' });
+    expect(() => platformKeyRing('worker', { USER_CONTEXT_KEYS: JSON.stringify(retiredWithD) }, dir)).toThrow(
+      /could mint/,
+    );
+    expect(() => platformKeyRing('edge', { USER_CONTEXT_KEYS: JSON.stringify(set.worker) }, dir)).toThrow(
+      /no active private signing key/,
+    );
+  });
+
+  it('a malformed key file is refused with a code, its contents never quoted', () => {
+    const dir = join(root, 'malformed');
+    ensureKeyFiles(dir);
+    const file = join(dir, 'edge.json');
+    chmodSync(file, 0o600);
+    writeFileSync(file, readFileSync(file, 'utf8').replace(/"d": "([^"]+)"/, '"d": $1'));
+    const secret = /"d": (\S{10})/.exec(readFileSync(file, 'utf8'))![1]!;
+    let message = '';
+    try {
+      platformKeyRing('edge', dev, dir);
+    } catch (err) {
+      expect(isUserContextError(err) && err.code).toBe(ErrorCodes.MISCONFIGURED);
+      message = String((err as Error).message);
+    }
+    expect(message).toMatch(/not JSON/);
+    expect(message).not.toContain(secret);
   });
 });

@@ -1,4 +1,5 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
+import { ErrorCodes, UserContextError } from '../context/errors.js';
 import type { KeySetJson } from './key-set.js';
 
 function secret(): string {
@@ -29,25 +30,119 @@ export function generateKeySet(issuer: string): { edge: KeySetJson; worker: KeyS
 
 /** The worker's view of a key set: every private signing key removed. */
 export function workerKeySet(set: KeySetJson): KeySetJson {
+  return { ...set, signing: set.signing.map((s) => ({ ...s, jwk: publicHalf(s.jwk) })) };
+}
+
+type SigningEntry = KeySetJson['signing'][number];
+type SecretEntry = KeySetJson['sealing'][number];
+
+/**
+ * First step of a rotation: adds a fresh key of each kind as `staged` (a codec key only if the set
+ * already has codec keys), changing nothing else. Holders of a staged set open and verify what the new
+ * keys make but still seal, sign and encrypt with the current ones, so the staged set can be rolled out
+ * to every edge, worker and codec server in any order. Then {@link activateKeySet}. Throws
+ * `USER_CONTEXT_MISCONFIGURED` when keys are already staged.
+ */
+export function stageKeySet(set: KeySetJson): KeySetJson {
+  const staged = [...set.signing, ...set.sealing, ...(set.codec ?? [])].some((k) => k.status === 'staged');
+  if (staged)
+    throw new UserContextError(
+      ErrorCodes.MISCONFIGURED,
+      'key set: keys are already staged; activate them first',
+    );
+  requireEdgeSet(set);
+  const next = generateKeySet(set.issuer).edge;
+  const stage = <T extends { status: string }>(k: T): T => ({ ...k, status: 'staged' });
   return {
     ...set,
-    signing: set.signing.map((s) => ({ ...s, jwk: { kty: 'OKP', crv: 'Ed25519', x: s.jwk.x } })),
+    signing: [...set.signing, ...next.signing.map(stage)],
+    sealing: [...set.sealing, ...next.sealing.map(stage)],
+    // A set without codec keys has payload encryption off: a rotation must not switch it on.
+    ...(set.codec && set.codec.length > 0 ? { codec: [...set.codec, ...(next.codec ?? []).map(stage)] } : {}),
   };
 }
 
 /**
- * Rotates a key set: the current active keys become `verify-only` / `decrypt-only` (kept so old
- * histories still open and replay), and fresh active keys are added.
+ * Second step of a rotation, once every holder has the staged set: each staged key becomes `active` and
+ * the key it replaces is retired (`verify-only` without its private half: nobody signs with a retired key;
+ * `decrypt-only`). Kinds with nothing staged are left as they are. Throws `USER_CONTEXT_MISCONFIGURED`
+ * when nothing is staged.
  */
-export function rotateKeySet(set: KeySetJson): KeySetJson {
-  const next = generateKeySet(set.issuer).edge;
+export function activateKeySet(set: KeySetJson): KeySetJson {
+  requireEdgeSet(set);
+  const codec = set.codec ?? [];
+  if (![...set.signing, ...set.sealing, ...codec].some((k) => k.status === 'staged'))
+    throw new UserContextError(ErrorCodes.MISCONFIGURED, 'key set: no staged keys to activate; stage first');
+  const signingStaged = set.signing.some((k) => k.status === 'staged');
   return {
     ...set,
-    signing: [...set.signing.map((s) => ({ ...s, status: 'verify-only' as const })), ...next.signing],
-    sealing: [...set.sealing.map((s) => ({ ...s, status: 'decrypt-only' as const })), ...next.sealing],
-    codec: [
-      ...(set.codec ?? []).map((s) => ({ ...s, status: 'decrypt-only' as const })),
-      ...(next.codec ?? []),
-    ],
+    signing: set.signing.map((k): SigningEntry => {
+      if (!signingStaged) return k;
+      if (k.status === 'staged') return { ...k, status: 'active' };
+      if (k.status === 'active') return { ...k, status: 'verify-only', jwk: publicHalf(k.jwk) };
+      return k;
+    }),
+    sealing: promote(set.sealing),
+    ...(set.codec ? { codec: promote(set.codec) } : {}),
   };
+}
+
+/**
+ * Removes a retired key (or a staged one, to abandon a rotation) by key id. What it sealed or signed no
+ * longer opens: do it once no history that may be replayed or read, no running lineage and no schedule
+ * uses it (docs/operations.md, _Rotation_), or at once when the key leaked. The active key cannot be
+ * removed (`USER_CONTEXT_MISCONFIGURED`), nor an id the set does not hold.
+ */
+export function retireKey(set: KeySetJson, kid: string): KeySetJson {
+  requireEdgeSet(set);
+  const all = [...set.signing, ...set.sealing, ...(set.codec ?? [])];
+  const found = all.filter((k) => k.kid === kid);
+  if (found.length === 0)
+    throw new UserContextError(ErrorCodes.MISCONFIGURED, 'key set: no key with that id');
+  if (found.some((k) => k.status === 'active'))
+    throw new UserContextError(
+      ErrorCodes.MISCONFIGURED,
+      'key set: an active key cannot be removed; rotate first',
+    );
+  return {
+    ...set,
+    signing: set.signing.filter((k) => k.kid !== kid),
+    sealing: set.sealing.filter((k) => k.kid !== kid),
+    ...(set.codec ? { codec: set.codec.filter((k) => k.kid !== kid) } : {}),
+  };
+}
+
+/**
+ * Both steps at once: {@link stageKeySet} then {@link activateKeySet}. Safe only when every holder
+ * receives the new set at the same moment (or after a leak, when breaking what the old keys made is the
+ * point): a holder still on the old set cannot open what the new keys make.
+ */
+export function rotateKeySet(set: KeySetJson): KeySetJson {
+  return activateKeySet(stageKeySet(set));
+}
+
+/**
+ * Rotations work on the edge set and workers get `workerKeySet` of the result: a worker's set (no
+ * private halves) staged would put a private key into a worker's file, and activated or trimmed it would
+ * be written back as an edge set that cannot issue.
+ */
+function requireEdgeSet(set: KeySetJson): void {
+  if (!set.signing.some((k) => k.status === 'active' && k.jwk.d))
+    throw new UserContextError(
+      ErrorCodes.MISCONFIGURED,
+      'key set: rotate the edge set (it holds the private signing key), then give workers workerKeySet of it',
+    );
+}
+
+function promote(keys: readonly SecretEntry[]): SecretEntry[] {
+  if (!keys.some((k) => k.status === 'staged')) return [...keys];
+  return keys.map((k): SecretEntry => {
+    if (k.status === 'staged') return { ...k, status: 'active' };
+    if (k.status === 'active') return { ...k, status: 'decrypt-only' };
+    return k;
+  });
+}
+
+function publicHalf(jwk: SigningEntry['jwk']): SigningEntry['jwk'] {
+  return { kty: 'OKP', crv: 'Ed25519', x: jwk.x };
 }

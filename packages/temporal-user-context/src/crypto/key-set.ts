@@ -5,20 +5,28 @@ import { z } from 'zod';
  * is the same document without them (`npm run keys -- generate` writes both).
  */
 const KID = /^[A-Za-z0-9._-]{1,64}$/;
-const B64URL_32 = /^[A-Za-z0-9_-]{43}$/; // 32 bytes, base64url without padding
+// 32 bytes, canonical base64url without padding: the last character carries 4 bits and 2 zero bits, so
+// only 16 of the 64 letters may end it (a file must have one spelling per key, as readers compare them).
+const B64URL_32 = /^[A-Za-z0-9_-]{42}[AEIMQUYcgkosw048]$/;
 
-const okpJwk = z.object({
-  kty: z.literal('OKP'),
-  crv: z.literal('Ed25519'),
-  x: z.string().regex(B64URL_32),
-  d: z.string().regex(B64URL_32).optional(),
-});
+const okpJwk = z
+  .object({
+    kty: z.literal('OKP'),
+    crv: z.literal('Ed25519'),
+    x: z.string().regex(B64URL_32),
+    d: z.string().regex(B64URL_32).optional(),
+  })
+  .strict();
 
-/** An AES-256 key; `decrypt-only` keys are retired but still open what they sealed. */
+/**
+ * An AES-256 key. `active`: seals (exactly one); `staged`: added by `keys stage`, opens what the active
+ * key of an already-activated holder seals, seals nothing yet; `decrypt-only`: retired, still opens what
+ * it sealed.
+ */
 const secretKey = z
   .object({
     kid: z.string().regex(KID),
-    status: z.enum(['active', 'decrypt-only']),
+    status: z.enum(['active', 'staged', 'decrypt-only']),
     k: z.string().regex(B64URL_32),
   })
   .strict();
@@ -28,15 +36,22 @@ export const keySetSchema = z
     version: z.literal(1),
     /** Issuer name written into and required from every token. */
     issuer: z.string().min(1).max(128),
-    /** Ed25519 signing keys. `active`: signs (if it has `d`) and verifies; `verify-only`: retired. */
+    /**
+     * Ed25519 signing keys. `active` (exactly one): signs (if it has `d`) and verifies; `staged`:
+     * verifies, signs once activated; `verify-only`: retired.
+     */
     signing: z
       .array(
         z
-          .object({ kid: z.string().regex(KID), status: z.enum(['active', 'verify-only']), jwk: okpJwk })
+          .object({
+            kid: z.string().regex(KID),
+            status: z.enum(['active', 'staged', 'verify-only']),
+            jwk: okpJwk,
+          })
           .strict(),
       )
       .min(1),
-    /** AES-256 keys sealing tokens (JWE `dir` + A256GCM). `decrypt-only`: retired. */
+    /** AES-256 keys sealing tokens (JWE `dir` + A256GCM). */
     sealing: z.array(secretKey).min(1),
     /** HMAC key for pseudonyms (header hints, pseudonymised search attributes). Rotate with care. */
     pseudonym: z.object({ k: z.string().regex(B64URL_32) }).strict(),

@@ -1,22 +1,29 @@
 import { createPrivateKey, createPublicKey, createSecretKey, type KeyObject } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import { inspect } from 'node:util';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
 import type { CodecKeyMaterial } from './codec/keys.js';
 import { keySetSchema, type KeySet, type KeySetJson } from './key-set.js';
+import { isSmallOrderPoint } from './small-order.js';
 
-/** An Ed25519 key of a ring: its public half always, its private half only in an edge ring. */
+/** An Ed25519 key of a ring: its public half always, its private half only for an edge ring's active key. */
 export interface SigningKey {
   readonly kid: string;
-  readonly status: 'active' | 'verify-only';
+  /** `active` signs (edge) and verifies; `staged` verifies, signs once activated; `verify-only`: retired. */
+  readonly status: 'active' | 'staged' | 'verify-only';
   readonly publicKey: KeyObject;
   readonly privateKey?: KeyObject;
 }
 /** A symmetric key of a ring (token sealing or payload codec). */
 export interface SecretKey {
   readonly kid: string;
-  readonly status: 'active' | 'decrypt-only';
+  /** `active` seals; `staged` opens, seals once activated; `decrypt-only`: retired, opens. */
+  readonly status: 'active' | 'staged' | 'decrypt-only';
   readonly key: KeyObject;
-  /** Raw bytes, for the payload codec (node:crypto ciphers take them directly). */
+  /**
+   * Raw bytes, for the payload codec (node:crypto ciphers take them directly). Not enumerable: a
+   * debug log of the ring (`util.inspect` at any depth, `JSON.stringify`) never prints them.
+   */
   readonly raw: Uint8Array;
 }
 
@@ -31,10 +38,15 @@ export class KeyRing {
   readonly signing: ReadonlyMap<string, SigningKey>;
   /** Token sealing keys (JWE `dir`/A256GCM) by key id: one `active`, the rest decrypt only. */
   readonly sealing: ReadonlyMap<string, SecretKey>;
-  /** Payload codec keys by key id (empty: no payload encryption by default). */
+  /** Payload codec keys by key id (empty when the set has none: the plugin's codec is then off). */
   readonly codec: ReadonlyMap<string, SecretKey>;
   /** HMAC-SHA256 key of the pseudonyms in headers, memo and search attributes. */
   readonly pseudonymKey: KeyObject;
+  /**
+   * True when the key set held any Ed25519 private half, active or not (the ring keeps only the active
+   * one's). A worker's set should hold none: whoever reads its file could sign with any of them.
+   */
+  readonly holdsPrivateKey: boolean;
 
   private constructor(set: KeySet) {
     this.issuer = set.issuer;
@@ -49,18 +61,23 @@ export class KeyRing {
       if (new Set(kids).size !== kids.length)
         throw new UserContextError(ErrorCodes.MISCONFIGURED, `key set: duplicate ${what} key id`);
     }
-    this.signing = new Map(
-      set.signing.map((s) => {
-        const publicKey = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: s.jwk.x }, format: 'jwk' });
-        const privateKey = s.jwk.d ? createPrivateKey({ key: { ...s.jwk }, format: 'jwk' }) : undefined;
-        return [s.kid, { kid: s.kid, status: s.status, publicKey, ...(privateKey ? { privateKey } : {}) }];
-      }),
-    );
+    this.signing = new Map(set.signing.map((s) => [s.kid, signingKey(s)]));
+    this.holdsPrivateKey = set.signing.some((s) => s.jwk.d !== undefined);
     this.sealing = secretMap(set.sealing);
     this.codec = secretMap(set.codec);
     this.pseudonymKey = createSecretKey(Buffer.from(set.pseudonym.k, 'base64url'));
+    // Exactly one active key of each kind: with two, which one signs or seals would depend on file order.
+    requireOneActive(set.signing, 'signing');
     requireOneActive(set.sealing, 'sealing');
     if (set.codec.length > 0) requireOneActive(set.codec, 'codec');
+    requireDistinctSecrets([...set.sealing, ...set.codec, set.pseudonym].map((k) => k.k));
+  }
+
+  /** Key ids and statuses only: a ring in a debug log shows no key material. */
+  [inspect.custom](): string {
+    const ids = (keys: ReadonlyMap<string, { status: string }>) =>
+      [...keys].map(([kid, k]) => `${kid} (${k.status})`).join(', ');
+    return `KeyRing { issuer: ${JSON.stringify(this.issuer)}, signing: [${ids(this.signing)}], sealing: [${ids(this.sealing)}], codec: [${ids(this.codec)}], canIssue: ${this.canIssue} }`;
   }
 
   /** Parses a key set document (object or JSON text). Throws `USER_CONTEXT_MISCONFIGURED` when invalid. */
@@ -136,17 +153,56 @@ export class KeyRing {
   codecKeyMaterial(): CodecKeyMaterial {
     if (this.codec.size === 0)
       throw new UserContextError(ErrorCodes.MISCONFIGURED, 'key set has no codec keys');
-    return { keys: [...this.codec.values()].map((k) => ({ kid: k.kid, key: k.raw, status: k.status })) };
+    // The codec knows two states: a staged key decrypts until it is activated.
+    return {
+      keys: [...this.codec.values()].map((k) => ({
+        kid: k.kid,
+        key: k.raw,
+        status: k.status === 'active' ? ('active' as const) : ('decrypt-only' as const),
+      })),
+    };
   }
+}
+
+function signingKey(s: KeySet['signing'][number]): SigningKey {
+  const misconfigured = (why: string) =>
+    new UserContextError(ErrorCodes.MISCONFIGURED, `key set: signing key ${s.kid}: ${why}`);
+  if (isSmallOrderPoint(Buffer.from(s.jwk.x, 'base64url')))
+    throw misconfigured('public key of small order (a forged signature would verify)');
+  const publicKey = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: s.jwk.x }, format: 'jwk' });
+  if (!s.jwk.d) return { kid: s.kid, status: s.status, publicKey };
+  const privateKey = createPrivateKey({ key: { ...s.jwk }, format: 'jwk' });
+  // A private half that is not the public half's would sign tokens that no worker verifies.
+  const derived = createPublicKey(privateKey).export({ format: 'jwk' }) as { x?: string };
+  if (derived.x !== s.jwk.x) throw misconfigured('d is not the private key of x');
+  // Only the active key signs: a staged or retired key's private half is not kept in memory.
+  return { kid: s.kid, status: s.status, publicKey, ...(s.status === 'active' ? { privateKey } : {}) };
 }
 
 function secretMap(keys: KeySet['sealing']): Map<string, SecretKey> {
   return new Map(
     keys.map((k) => {
       const raw = new Uint8Array(Buffer.from(k.k, 'base64url'));
-      return [k.kid, { kid: k.kid, status: k.status, key: createSecretKey(raw), raw }];
+      const key: SecretKey = { kid: k.kid, status: k.status, key: createSecretKey(raw) } as SecretKey;
+      Object.defineProperty(key, 'raw', { value: raw, enumerable: false });
+      return [k.kid, key];
     }),
   );
+}
+
+/**
+ * Refuses a secret made of one repeated byte (all zeros: an unfilled template) and a secret used twice,
+ * under two key ids or for two purposes (sealing, codec, pseudonyms): each purpose's keys must be
+ * independent, or opening one kind of ciphertext would open another.
+ */
+function requireDistinctSecrets(secrets: readonly string[]): void {
+  for (const k of secrets) {
+    const bytes = Buffer.from(k, 'base64url');
+    if (bytes.every((b) => b === bytes[0]))
+      throw new UserContextError(ErrorCodes.MISCONFIGURED, 'key set: a secret key is one repeated byte');
+  }
+  if (new Set(secrets).size !== secrets.length)
+    throw new UserContextError(ErrorCodes.MISCONFIGURED, 'key set: a secret key is used twice');
 }
 
 function requireOneActive(keys: ReadonlyArray<{ status: string }>, what: string): void {
