@@ -1,5 +1,5 @@
 // `npm run api`: the HTTP API alone (a worker runs elsewhere: `npm run worker`).
-import { UserContextPlugin, coalescingAuditSink } from 'temporal-user-context';
+import { UserContextPlugin, coalescingAuditSink, pinoAuditSink } from 'temporal-user-context';
 import { postgresAuditSink } from 'temporal-user-context/postgres';
 import { createApi } from './api/app.js';
 import { loadDevIssuer } from './auth/dev-issuer.js';
@@ -7,8 +7,7 @@ import { createVerifier, type AuthOptions } from './auth/verify.js';
 import {
   actorWindowSeconds,
   assertPlatformIsolation,
-  ensureKeyFiles,
-  keyRingFromEnv,
+  platformKeyRing,
   openDatabase,
   searchAttributeMirror,
   taskQueue,
@@ -54,11 +53,11 @@ async function main(): Promise<void> {
   if (database.kind === 'pglite') await migrate(database.db);
   await assertPlatformIsolation(database.db);
   // Refusals of anonymous requests reach the table once per kind and minute, with a count (see
-  // main.ts); Fastify's request log has every request.
+  // main.ts); the pino sink logs every record, as in main.ts and worker.ts.
   const dbAudit = coalescingAuditSink(postgresAuditSink(database.db));
   const plugin = new UserContextPlugin({
-    keys: keyRingFromEnv(ensureKeyFiles().edge),
-    audit: dbAudit,
+    keys: platformKeyRing('edge'),
+    audit: [dbAudit, pinoAuditSink()],
     mirror: { searchAttributes: searchAttributeMirror('off') },
     actorWindowSeconds: actorWindowSeconds(),
   });
@@ -79,8 +78,9 @@ async function main(): Promise<void> {
       await app.close();
       await connection.close();
     } finally {
-      // Records still being written need the pool: once it ends, they would never settle.
-      await dbAudit.flush();
+      // Records still being written need the pool: once it ends, they would never settle. close(), not
+      // flush(): a record emitted after it is not held in a window the process exits before writing.
+      await dbAudit.close();
       await database.close();
     }
   };

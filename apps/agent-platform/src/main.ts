@@ -174,7 +174,7 @@ Next step — run the Acme assistant as alice:
     await running;
     await connection.close();
     await nativeConnection.close();
-    await edgeDbAudit.flush(); // and dbAudit's
+    await edgeDbAudit.close(); // and flushes dbAudit: nothing is held in a window the exit would drop
     await database.close();
     if (temporal.child) {
       const exited = new Promise((r) => temporal.child?.once('exit', r));

@@ -5,26 +5,36 @@ import { describeThrown, sanitizeField } from './sanitize.js';
 /** Options of {@link coalescingAuditSink}. */
 export interface CoalescingAuditSinkOptions {
   /**
-   * The records that may be coalesced. Default: refusals that name neither a user nor a workflow.
-   * Anyone can cause those, at any rate (an HTTP request without a valid token): one database write
-   * each would let an anonymous flood fill the table, and fill a bounded sink's backlog so that the
-   * records of real decisions are dropped. Records that name a workflow (a refused start, a payload
-   * that failed to decrypt) keep their ids, one record each.
+   * The records that may be coalesced. Default: refusals (`decision: 'deny'`). Anyone can cause those,
+   * at any rate (an HTTP request without a valid token): one database write each would let an
+   * anonymous flood fill the table, and fill a bounded sink's backlog so that the records of real
+   * decisions are dropped. Whatever `match` says, a record that names someone or something (a user,
+   * workspace, principal, token, workflow, run or activity id, a workflow or activity type, an
+   * attempt) is never coalesced: a summary could not keep those, so it passes through, one record each.
    */
   match?: (event: AuditEvent) => boolean;
   /** Length of a window, in milliseconds. Default 60 000. */
   windowMs?: number;
   /**
-   * How many kinds (action and reason) are counted apart at once. Default 100; the records of further
-   * kinds share one window.
+   * How many kinds (action, decision, source, reason and namespace) are counted apart at once. Default
+   * 100; the records of further kinds share one window.
    */
   maxKinds?: number;
 }
 
 /** A sink that coalesces repeated records; see {@link coalescingAuditSink}. */
 export interface CoalescingAuditSink extends AuditSink {
-  /** Writes the summaries of the open windows now, then flushes the inner sink when it has `flush`. */
+  /**
+   * Writes the summaries of the open windows now, then flushes the inner sink when it has `flush`.
+   * Coalescing goes on afterwards: a window opened later is written when it closes, by a timer that
+   * does not keep the process alive. At shutdown, call {@link CoalescingAuditSink.close} instead.
+   */
   flush(): Promise<void>;
+  /**
+   * For shutdown: from now on every record passes straight through to the inner sink (none is held
+   * in a window that the process might exit before writing), then does what `flush()` does.
+   */
+  close(): Promise<void>;
 }
 
 /** Never throws: a summary that could not be written is reported on stderr. */
@@ -39,6 +49,23 @@ function reportSummaryFailure(err: unknown): void {
 /** The key of the window for the kinds past `maxKinds`. */
 const OTHER = '\u0000other';
 
+/**
+ * Fields a summary does not carry: a record that has any of them passes through. A window is keyed
+ * by the other fields (detail and time aside), so that its summary is true of every record it counts.
+ */
+const NAMING = [
+  'userId',
+  'workspaceId',
+  'principal',
+  'tokenId',
+  'workflowId',
+  'runId',
+  'activityId',
+  'workflowType',
+  'activityType',
+  'attempt',
+] as const satisfies readonly (keyof AuditEvent)[];
+
 interface Window {
   readonly first: AuditEvent;
   readonly opened: number;
@@ -47,14 +74,16 @@ interface Window {
 }
 
 /**
- * Wraps `inner` so that matching records (by default, refusals that name neither a user nor a workflow) are written once per
- * window and kind: the first one of a kind (same action and reason) goes through at once, the next
- * ones in the same window are counted, and when the window closes one summary record says how many
- * there were (`detail`: "N more like it in S s, coalesced; first: …"). Every refusal is still on record,
- * the later ones as a count (their own details are not kept), and a flood costs `inner` one write per
- * kind and window instead of one per request.
+ * Wraps `inner` so that matching records (by default, refusals that name nobody: no user, workspace,
+ * principal, token, workflow, run or activity) are written once per window and kind: the first one of
+ * a kind (same action, decision, source, reason and namespace) goes through at once, the next ones in
+ * the same window are counted, and when the window closes one summary record with the kind's fields
+ * says how many there were (`detail`: "N more like it in S s, coalesced; first: …"). Every refusal is
+ * still on record, the later ones as a count (their own details are not kept), and a flood costs
+ * `inner` one write per kind and window instead of one per request.
  * Other records pass through untouched. Give it the sink a flood would hurt (the database), not the
- * log, so that the log keeps every record.
+ * log, so that the log keeps every record. At shutdown, `await sink.close()` before the inner sink's
+ * resources go.
  *
  * @example
  * const db = postgresAuditSink(database);
@@ -64,13 +93,13 @@ export function coalescingAuditSink(
   inner: AuditSink & { flush?: () => Promise<void> },
   options: CoalescingAuditSinkOptions = {},
 ): CoalescingAuditSink {
-  const match =
-    options.match ?? ((event: AuditEvent) => event.decision === 'deny' && !event.userId && !event.workflowId);
+  const match = options.match ?? ((event: AuditEvent) => event.decision === 'deny');
   const windowMs = numberOption('windowMs', options.windowMs, 60_000, { min: 1, max: 24 * 3600 * 1000 });
   const maxKinds = numberOption('maxKinds', options.maxKinds, 100, { min: 1, max: 100_000, integer: true });
   const windows = new Map<string, Window>();
+  let closed = false;
 
-  const close = (key: string): void | Promise<void> => {
+  const closeWindow = (key: string): void | Promise<void> => {
     const window = windows.get(key);
     if (!window) return;
     windows.delete(key);
@@ -93,21 +122,35 @@ export function coalescingAuditSink(
     return inner.emit(summary);
   };
 
+  const flush = async (): Promise<void> => {
+    await Promise.all([...windows.keys()].map((key) => closeWindow(key)));
+    await inner.flush?.();
+  };
+
   return {
     emit(event) {
-      if (!match(event)) return inner.emit(event);
-      let key = `${event.action}\u0000${event.reason}`;
+      if (closed || NAMING.some((field) => event[field] !== undefined) || !match(event))
+        return inner.emit(event);
+      // JSON: an unambiguous key whatever the strings hold (also a namespace left out).
+      let key = JSON.stringify([
+        event.action,
+        event.decision,
+        event.source,
+        event.reason,
+        event.namespace ?? null,
+      ]);
       if (!windows.has(key) && windows.size >= maxKinds) key = OTHER;
       const open = windows.get(key);
       if (open) {
         open.count++;
         return;
       }
-      // Unref'd: an open window must not keep a process alive; flush() writes what it holds. What the
-      // inner sink throws or rejects with here has no caller to go to: reported, as the Auditor does.
+      // Unref'd: an open window must not keep a process alive; flush() and close() write what it
+      // holds. What the inner sink throws or rejects with here has no caller to go to: reported, as
+      // the Auditor does.
       const timer = setTimeout(() => {
         try {
-          Promise.resolve(close(key)).then(undefined, reportSummaryFailure);
+          Promise.resolve(closeWindow(key)).then(undefined, reportSummaryFailure);
         } catch (err) {
           reportSummaryFailure(err);
         }
@@ -116,9 +159,10 @@ export function coalescingAuditSink(
       windows.set(key, { first: event, opened: Date.now(), timer, count: 0 });
       return inner.emit(event);
     },
-    async flush() {
-      await Promise.all([...windows.keys()].map((key) => close(key)));
-      await inner.flush?.();
+    flush,
+    async close() {
+      closed = true;
+      await flush();
     },
   };
 }

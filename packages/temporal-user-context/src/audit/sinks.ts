@@ -35,11 +35,13 @@ export class Auditor {
   constructor(private readonly sinks: readonly AuditSink[]) {}
 
   /**
-   * Sanitises `event` (ids and details made safe to log, `time` set to now unless given) and hands the
-   * same clean event to every sink. Never throws.
+   * Sanitises `event` with {@link sanitizeAuditEvent} (its own {@link AuditEvent} fields only, each
+   * checked for its type and made safe to log, `time` set to now unless given) and hands the same clean
+   * event to every sink. Never throws.
    */
   emit(event: Omit<AuditEvent, 'time'> & { time?: string }): void {
-    const clean = sanitizeAuditEvent(event, event.time ?? new Date().toISOString());
+    // No fallback time read here: `event.time` could be inherited, and the sanitiser reads own fields.
+    const clean = sanitizeAuditEvent(event);
     for (const sink of this.sinks) {
       try {
         const pending: unknown = sink.emit(clean);

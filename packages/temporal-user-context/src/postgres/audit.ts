@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import type { AuditDecision, AuditEvent, AuditSink } from '../audit/event.js';
-import { describeThrown, sanitizeField } from '../audit/sanitize.js';
+import { describeThrown, sanitizeAuditEvent, sanitizeField } from '../audit/sanitize.js';
 import { numberOption } from '../context/number-option.js';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
 import type { UserContext } from '../context/schema.js';
@@ -32,13 +32,34 @@ const COLUMNS = [
   ['detail', 'detail'],
 ] as const satisfies readonly (readonly [string, keyof AuditEvent])[];
 
-const INSERT_SQL = `insert into audit_log (${COLUMNS.map(([c]) => c).join(', ')}) values (${COLUMNS.map(
-  (_, i) => `$${i + 1}`,
-).join(', ')})`;
+/** Most records one transaction inserts (17 parameters each, far below PostgreSQL's 65 535). */
+const MAX_BATCH = 100;
+/** How far into the queue a batch looks for records of its scope. */
+const MAX_SCAN = 1000;
+
+/** The INSERT of `rows` records, built once per row count. */
+const insertSql = (() => {
+  const cache = new Map<number, string>();
+  return (rows: number): string => {
+    let sql = cache.get(rows);
+    if (sql === undefined) {
+      const tuples = Array.from(
+        { length: rows },
+        (_, r) => `(${COLUMNS.map((_, i) => `$${r * COLUMNS.length + i + 1}`).join(', ')})`,
+      );
+      sql = `insert into audit_log (${COLUMNS.map(([c]) => c).join(', ')}) values ${tuples.join(', ')}`;
+      cache.set(rows, sql);
+    }
+    return sql;
+  };
+})();
 
 /** An {@link AuditSink} that can be awaited, for tests and graceful shutdown. */
 export interface PostgresAuditSink extends AuditSink {
-  /** Resolves when every write started so far has finished (failed writes are reported, not thrown). */
+  /**
+   * Resolves when every record emitted so far has been written or reported to `onError` (queued ones
+   * included; failed writes are reported, not thrown).
+   */
   flush(): Promise<void>;
 }
 
@@ -47,20 +68,29 @@ export interface PostgresAuditSinkOptions {
   /** Role the inserts run as; it needs only INSERT on `audit_log`. Default `app_user`. */
   appRole?: string;
   /**
-   * Called when a write fails, and with an {@link AuditBacklogError} for each event dropped because
-   * `maxPending` writes are already waiting; default writes one line to stderr. Whatever it throws is
-   * reported on stderr, never thrown into the caller.
+   * Called for each record that was not written, with the record (sanitised) as `event`: after its
+   * write failed (`err`: what the driver threw), or when it was dropped because `maxPending` records
+   * were already waiting (`err`: an {@link AuditBacklogError}). Keep `event` elsewhere if it must not
+   * be lost. Default: one JSON line on stderr holding the reason and the record (`audit`), also when a
+   * given `onError` throws. Whatever it throws is reported there, never thrown into the caller.
    */
-  onError?: (err: unknown) => void;
+  onError?: (err: unknown, event: AuditEvent) => void;
   /**
-   * Most writes in flight at once (default 10 000). While the database stalls, further events are
-   * dropped and reported to `onError` rather than queued without bound in the worker's memory.
+   * Most records waiting or being written at once (default 10 000). While the database stalls, further
+   * events are dropped and reported to `onError` rather than queued without bound in the process's
+   * memory.
    */
   maxPending?: number;
+  /**
+   * Most transactions (so pooled connections) the sink uses at once: an integer from 1 to 100, default
+   * 1. Records wait in the sink's own queue, not in the pool's, so that a burst of records never
+   * delays the application's own transactions by more than this many connections.
+   */
+  concurrency?: number;
 }
 
 /**
- * An audit event the sink dropped instead of queueing: `maxPending` writes were still waiting for the
+ * An audit event the sink dropped instead of queueing: `maxPending` records were still waiting for the
  * database. It carries the event, so `onError` can keep it elsewhere (e.g. a log).
  */
 export class AuditBacklogError extends Error {
@@ -73,10 +103,61 @@ export class AuditBacklogError extends Error {
   }
 }
 
+/** The record's own value of `field`: the sink never reads through an event's prototype. */
+function own<K extends keyof AuditEvent>(event: AuditEvent, field: K): AuditEvent[K] | undefined {
+  return Object.prototype.hasOwnProperty.call(event, field) ? event[field] : undefined;
+}
+
+/** The scope a record is inserted under, as a key: records of one scope share a transaction. */
+function scopeKey(event: AuditEvent): string {
+  // Sanitised strings hold no control character, so NUL cannot occur inside either id.
+  return `${own(event, 'userId') ?? ''}\u0000${own(event, 'workspaceId') ?? ''}`;
+}
+
 /**
- * Writes {@link AuditEvent}s to `audit_log`, each in its own short transaction as the app role with
- * `app.workspace_id` set to the event's workspace (or empty for system records), so the table's
- * INSERT policy applies. The app role has no UPDATE/DELETE grant: records are append-only.
+ * The default `onError`: the record as one JSON line on stderr (pino's shape, level 50 `error`), so
+ * that a record the table did not get is still in the process's log. Never throws.
+ */
+function reportUnwritten(err: unknown, event: AuditEvent, handlerFailure?: unknown): void {
+  try {
+    const msg =
+      err instanceof AuditBacklogError
+        ? `audit_log backlog full: ${describeThrown(err)}`
+        : `audit_log insert failed: ${describeThrown(err)}`;
+    // JSON escapes every control character, and the record is sanitised (no U+2028/U+2029, no lone
+    // surrogate): one line, whatever it held.
+    const line = JSON.stringify({
+      level: 50,
+      time: Date.now(),
+      name: 'temporal-user-context',
+      msg,
+      ...(handlerFailure === undefined ? {} : { onErrorFailed: describeThrown(handlerFailure) }),
+      audit: event,
+    });
+    process.stderr.write(`${line}\n`);
+  } catch {
+    // stderr itself failed: nowhere left to report to.
+  }
+}
+
+interface Queued {
+  readonly event: AuditEvent;
+  /** Settles the promise `emit` returned. */
+  readonly done: () => void;
+}
+
+/**
+ * Writes {@link AuditEvent}s to `audit_log` as the app role with `app.workspace_id` set to the event's
+ * workspace (or empty for system records), so the table's INSERT policy applies. The app role has no
+ * UPDATE/DELETE grant: records are append-only.
+ *
+ * Records wait in the sink's own queue (at most `maxPending`) and are written by at most `concurrency`
+ * transactions at once, each inserting up to 100 waiting records of one user and workspace in one
+ * statement: a burst of records holds that many pooled connections, not the whole pool. A transaction
+ * that fails is tried again one record at a time, so that a record the database refuses does not take
+ * others with it; each record that still fails goes to `onError` with the record. Every event is
+ * sanitised again here ({@link sanitizeAuditEvent}: own fields only, each of its type), so that no
+ * field can make an insert fail, also when the sink is used without an `Auditor`.
  */
 export function postgresAuditSink(
   db: SqlDatabase,
@@ -88,43 +169,102 @@ export function postgresAuditSink(
     max: Number.MAX_SAFE_INTEGER,
     integer: true,
   });
+  const concurrency = numberOption('concurrency', options.concurrency, 1, {
+    min: 1,
+    max: 100,
+    integer: true,
+  });
   const custom = options.onError;
-  // Total, like the Auditor's own reporting: a throwing onError must not leave a rejected write behind.
-  const onError = (err: unknown): void => {
+  // Total, like the Auditor's own reporting: a throwing onError must not leave a rejected write behind,
+  // nor lose the record: it goes to stderr then.
+  const onError = (err: unknown, event: AuditEvent): void => {
+    if (!custom) return reportUnwritten(err, event);
     try {
-      if (custom) return custom(err);
+      custom(err, event);
     } catch (thrown) {
-      err = thrown;
-    }
-    try {
-      process.stderr.write(`temporal-user-context: audit_log insert failed: ${describeThrown(err)}\n`);
-    } catch {
-      // stderr itself failed: nowhere left to report to.
+      reportUnwritten(err, event, thrown);
     }
   };
-  const pending = new Set<Promise<void>>();
+
+  // Async so that a driver throwing synchronously rejects instead: every failure reaches a handler.
+  const insert = async (events: readonly AuditEvent[]): Promise<void> => {
+    await db.transaction(async (tx) => {
+      const first = events[0]!;
+      await applyScope(tx, appRole, own(first, 'userId') ?? '', own(first, 'workspaceId') ?? '');
+      await tx.query(
+        insertSql(events.length),
+        events.flatMap((event) => COLUMNS.map(([, field]) => own(event, field) ?? null)),
+      );
+    });
+  };
+
+  /** Writes one batch; never rejects. */
+  const write = async (batch: readonly Queued[]): Promise<void> => {
+    try {
+      await insert(batch.map((q) => q.event));
+    } catch (err) {
+      if (batch.length === 1) onError(err, batch[0]!.event);
+      else
+        for (const { event } of batch)
+          await insert([event]).then(undefined, (retryErr: unknown) => onError(retryErr, event));
+    }
+  };
+
+  let queue: Queued[] = [];
+  /** Records taken from the queue whose transaction has not settled. */
+  let writing = 0;
+  const running = new Set<Promise<void>>();
+
+  /**
+   * Takes the oldest waiting record and up to MAX_BATCH − 1 more of its scope, in order, looking at the
+   * first MAX_SCAN waiting records only: with a full backlog of records of distinct scopes, scanning it
+   * all for every one-record batch would cost the process quadratic time.
+   */
+  const take = (): Queued[] => {
+    const key = scopeKey(queue[0]!.event);
+    const batch: Queued[] = [];
+    const rest: Queued[] = [];
+    const scanned = Math.min(queue.length, MAX_SCAN);
+    for (let i = 0; i < scanned; i++) {
+      const queued = queue[i]!;
+      if (batch.length < MAX_BATCH && scopeKey(queued.event) === key) batch.push(queued);
+      else rest.push(queued);
+    }
+    queue = scanned === queue.length ? rest : rest.concat(queue.slice(scanned));
+    return batch;
+  };
+
+  const pump = (): void => {
+    while (running.size < concurrency && queue.length > 0) {
+      const batch = take();
+      writing += batch.length;
+      const run: Promise<void> = write(batch).finally(() => {
+        writing -= batch.length;
+        running.delete(run);
+        for (const { done } of batch) done();
+        pump();
+      });
+      running.add(run);
+    }
+  };
+
   return {
     emit(event) {
-      if (pending.size >= maxPending) {
-        onError(new AuditBacklogError(event, pending.size));
+      const clean = sanitizeAuditEvent(event);
+      const pending = queue.length + writing;
+      if (pending >= maxPending) {
+        onError(new AuditBacklogError(clean, pending), clean);
         return;
       }
-      // Inside an async function so that a driver throwing synchronously also ends in onError.
-      const write = (async () =>
-        db.transaction(async (tx) => {
-          await applyScope(tx, appRole, event.userId ?? '', event.workspaceId ?? '');
-          await tx.query(
-            INSERT_SQL,
-            COLUMNS.map(([, field]) => event[field] ?? null),
-          );
-        }))()
-        .catch(onError)
-        .finally(() => pending.delete(write));
-      pending.add(write);
-      return write;
+      // The executor runs now: the record is queued (and a write started) before emit returns.
+      return new Promise<void>((done) => {
+        queue.push({ event: clean, done });
+        pump();
+      });
     },
     async flush() {
-      while (pending.size > 0) await Promise.all([...pending]);
+      // A write that ends starts the next one before its own promise settles: loop until none is left.
+      while (running.size > 0) await Promise.all([...running]);
     },
   };
 }

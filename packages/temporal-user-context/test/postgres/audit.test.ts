@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { BACKENDS, openBackend, type Backend } from '../../../../test-support/db-backends.js';
-import { Auditor } from '../../src/audit/index.js';
+import { Auditor, type AuditEvent } from '../../src/audit/index.js';
 import { ErrorCodes, isUserContextError, parseUserContext } from '../../src/context/index.js';
 import {
   AuditBacklogError,
@@ -227,6 +227,137 @@ describe.each(BACKENDS)('audit log on %s', (kind) => {
     expect(trail.some((e) => e.principal === 'nightly')).toBe(false);
   });
 
+  it('holds at most `concurrency` connections however many records wait; every record is written', async () => {
+    // Counts the transactions (pooled connections) the sink holds at once, through a wrapper.
+    const counted = (): { db: SqlDatabase; peak: () => number } => {
+      let active = 0;
+      let peak = 0;
+      const db: SqlDatabase = {
+        driver: b.db.driver,
+        query: (sql, params) => b.db.query(sql, params),
+        session: (fn) => b.db.session(fn),
+        async transaction(fn) {
+          peak = Math.max(peak, ++active);
+          try {
+            return await b.db.transaction(fn);
+          } finally {
+            active--;
+          }
+        },
+      };
+      return { db, peak: () => peak };
+    };
+    const workspaces = ['ws-a', 'ws-b', undefined];
+    const burst = (into: PostgresAuditSink, action: string) => {
+      for (let i = 0; i < 300; i++)
+        into.emit({
+          time: new Date().toISOString(),
+          action,
+          decision: 'allow',
+          source: 'header',
+          reason: 'ok',
+          userId: `u${i % 7}`,
+          workspaceId: workspaces[i % 3],
+          attempt: i,
+        });
+    };
+    for (const concurrency of [undefined, 2]) {
+      const { db, peak } = counted();
+      const limited = postgresAuditSink(db, { appRole: roles.app, concurrency });
+      const action = `burst.${concurrency ?? 'default'}`;
+      burst(limited, action);
+      await limited.flush();
+      expect(peak()).toBeGreaterThan(0);
+      expect(peak()).toBeLessThanOrEqual(concurrency ?? 1);
+      const stored = await b.admin.query<{ workspace_id: string | null; n: number }>(
+        `select workspace_id, count(distinct attempt)::int as n from audit_log where action = $1
+         group by workspace_id order by workspace_id`,
+        [action],
+      );
+      expect(stored.rows).toEqual([
+        { workspace_id: 'ws-a', n: 100 },
+        { workspace_id: 'ws-b', n: 100 },
+        { workspace_id: null, n: 100 },
+      ]);
+    }
+  });
+
+  it('an own __proto__ key in an event supplies no field to the row, with or without an Auditor', async () => {
+    const fields = JSON.parse(
+      '{"namespace":"default","__proto__":{"workspaceId":"ws-b","userId":"evil\\nFAKE","detail":"x\\u2028y"}}',
+    ) as Record<string, unknown>;
+    const event = {
+      action: 'proto.test',
+      decision: 'deny',
+      source: 'header',
+      reason: 'R',
+      ...fields,
+    } as const;
+    auditor.emit(event);
+    await sink.emit({ time: new Date().toISOString(), ...event });
+    // The sink itself reads own fields only: an event whose prototype holds some, given to it directly.
+    const inheriting = Object.assign(Object.create(fields.__proto__ as object) as object, {
+      time: new Date().toISOString(),
+      ...event,
+    });
+    await sink.emit(inheriting as AuditEvent);
+    await sink.flush();
+    const rows = await b.admin.query(
+      `select user_id, workspace_id, namespace, detail from audit_log where action = 'proto.test'`,
+    );
+    expect(rows.rows).toEqual(
+      Array.from({ length: 3 }, () => ({
+        user_id: null,
+        workspace_id: null,
+        namespace: 'default',
+        detail: null,
+      })),
+    );
+  });
+
+  it('a field of the wrong type or form never makes a record fail to be written', async () => {
+    const errors: unknown[] = [];
+    const strict = postgresAuditSink(b.db, { appRole: roles.app, onError: (err) => errors.push(err) });
+    const base = {
+      action: 'typed.test',
+      decision: 'deny',
+      source: 'header',
+      reason: 'R',
+      workspaceId: 'ws-a',
+    };
+    const odd: Record<string, unknown>[] = [
+      { attempt: 'x' },
+      { attempt: 1.5 },
+      { attempt: 2 ** 31 },
+      { time: 'yesterday' },
+      { time: '2026-02-30T00:00:00Z' },
+      { reason: { toString: () => 'R' } },
+      { detail: ['a\r\nb'] },
+      { userId: 42 },
+      { detail: 'nul\u0000 and lone \ud800 surrogate' },
+    ];
+    for (const fields of odd)
+      await strict.emit({ ...base, time: new Date().toISOString(), ...fields } as never);
+    await strict.flush();
+    expect(errors).toEqual([]);
+    const rows = await b.admin.query<{ detail: string | null }>(
+      `select detail from audit_log where action = 'typed.test'`,
+    );
+    expect(rows.rows.map((r) => r.detail).sort()).toEqual(
+      [
+        'invalid fields: attempt',
+        'invalid fields: attempt',
+        'invalid fields: attempt',
+        'invalid fields: time',
+        'invalid fields: time',
+        'invalid fields: reason',
+        'invalid fields: detail',
+        'invalid fields: userId',
+        'nul\uFFFD and lone \uFFFD surrogate',
+      ].sort(),
+    );
+  });
+
   it('hostile strings are stored as data (sanitised by the Auditor), never as SQL', async () => {
     auditor.emit({
       action: 'db.scope',
@@ -275,24 +406,82 @@ describe('audit sink while the database stalls', () => {
     reason: 'ok',
   });
 
-  it('holds at most maxPending writes; the rest are dropped and reported with the event, never thrown', async () => {
+  it('holds at most maxPending records; the rest are dropped and reported with the event, never thrown', async () => {
     const { db, state, release } = stalledDatabase();
     const errors: unknown[] = [];
-    const sink = postgresAuditSink(db, { maxPending: 3, onError: (err) => errors.push(err) });
+    const events: AuditEvent[] = [];
+    const sink = postgresAuditSink(db, {
+      maxPending: 3,
+      onError: (err, dropped) => {
+        errors.push(err);
+        events.push(dropped);
+      },
+    });
     for (let i = 0; i < 8; i++) expect(() => sink.emit(event(i))).not.toThrow();
-    expect(state.started).toBe(3);
+    // One transaction at a time (the default concurrency): the first record is being written, two wait.
+    expect(state.started).toBe(1);
     expect(errors).toHaveLength(5);
     for (const [i, err] of errors.entries()) {
       expect(err).toBeInstanceOf(AuditBacklogError);
       expect((err as AuditBacklogError).event.action).toBe(`stall.${i + 3}`);
       expect((err as AuditBacklogError).pending).toBe(3);
+      expect(events[i]).toBe((err as AuditBacklogError).event);
     }
     release();
     await sink.flush();
+    // The two that waited, in one transaction.
+    expect(state.started).toBe(2);
     sink.emit(event(8));
     await sink.flush();
-    expect(state.started).toBe(4);
+    expect(state.started).toBe(3);
     expect(errors).toHaveLength(5);
+  });
+
+  it('a failed write reaches onError with its record (sanitised), not only the driver error', async () => {
+    const { db, release } = stalledDatabase(true);
+    const reported: [unknown, AuditEvent][] = [];
+    const sink = postgresAuditSink(db, { onError: (err, failed) => reported.push([err, failed]) });
+    sink.emit({ ...event(0), userId: 'alice', workspaceId: 'ws-a', detail: 'a\r\nb' });
+    release();
+    await sink.flush();
+    expect(reported).toEqual([
+      [
+        expect.anything(),
+        expect.objectContaining({
+          action: 'stall.0',
+          userId: 'alice',
+          workspaceId: 'ws-a',
+          detail: 'a\uFFFD\uFFFDb',
+        }),
+      ],
+    ]);
+  });
+
+  it('by default, a record not written (failed or dropped) is one JSON line on stderr', async () => {
+    const lines: string[] = [];
+    vi.spyOn(process.stderr, 'write').mockImplementation((chunk: string | Uint8Array) => {
+      lines.push(String(chunk));
+      return true;
+    });
+    const { db, release } = stalledDatabase(true);
+    const sink = postgresAuditSink(db, { maxPending: 1 });
+    sink.emit({ ...event(0), userId: 'alice', detail: 'first\r\n{"forged":true}' });
+    sink.emit({ ...event(1), userId: 'bob', detail: 'second\u2028x' });
+    release();
+    await sink.flush();
+    expect(lines).toHaveLength(2);
+    for (const line of lines) expect(line).toMatch(/^\{[^\r\n\u2028\u2029]*\}\n$/);
+    const [dropped, failed] = lines.map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(dropped).toMatchObject({
+      level: 50,
+      name: 'temporal-user-context',
+      msg: 'audit_log backlog full: audit_log: 1 writes pending, event dropped',
+      audit: { action: 'stall.1', userId: 'bob', detail: 'second\uFFFDx' },
+    });
+    expect(failed).toMatchObject({
+      msg: 'audit_log insert failed: [object Object]',
+      audit: { action: 'stall.0', userId: 'alice', detail: 'first\uFFFD\uFFFD{"forged":true}' },
+    });
   });
 
   it('an onError that throws, on a value that cannot be printed, leaves no rejected write behind', async () => {
@@ -311,12 +500,79 @@ describe('audit sink while the database stalls', () => {
     release();
     await expect(write).resolves.toBeUndefined();
     await sink.flush();
-    expect(lines).toEqual(['temporal-user-context: audit_log insert failed: [object Object]\n']);
+    // The record is not lost with the handler: it goes to stderr.
+    expect(lines).toHaveLength(1);
+    expect(JSON.parse(lines[0]!)).toMatchObject({
+      msg: 'audit_log insert failed: [object Object]',
+      onErrorFailed: '[object Object]',
+      audit: { action: 'stall.0' },
+    });
+  });
+
+  it('a transaction that fails is tried again a record at a time: one bad record costs no other', async () => {
+    const inserted: unknown[][] = [];
+    const db: SqlDatabase = {
+      driver: 'pg',
+      query: async () => ({ rows: [], rowCount: 0 }),
+      async transaction<T>(fn: (tx: SqlQueryable) => Promise<T>): Promise<T> {
+        const rows: unknown[][] = [];
+        const result = await fn({
+          query: async (sql: string, params?: unknown[]) => {
+            if (sql.startsWith('insert')) {
+              if (params?.includes('poison')) throw new Error('refused');
+              for (let i = 0; i < params!.length; i += 17) rows.push(params!.slice(i, i + 17));
+            }
+            return { rows: [], rowCount: 0 };
+          },
+        });
+        inserted.push(...rows); // committed
+        return result;
+      },
+      session: () => Promise.reject(new Error('not used')),
+    };
+    const failed: AuditEvent[] = [];
+    const sink = postgresAuditSink(db, { onError: (_err, e) => failed.push(e) });
+    // The first is written alone; the four that wait for it go in one transaction, which fails.
+    for (let i = 0; i < 5; i++) sink.emit({ ...event(i), ...(i === 3 ? { reason: 'poison' } : {}) });
+    await sink.flush();
+    expect(failed.map((e) => e.action)).toEqual(['stall.3']);
+    expect(inserted.map((row) => row[1]).sort()).toEqual(['stall.0', 'stall.1', 'stall.2', 'stall.4']);
+  });
+
+  it('a driver that throws synchronously, also on the retries, reports each record and rejects nothing', async () => {
+    const unhandled = vi.fn();
+    process.on('unhandledRejection', unhandled);
+    try {
+      const db: SqlDatabase = {
+        driver: 'pg',
+        query: async () => ({ rows: [], rowCount: 0 }),
+        transaction: () => {
+          throw new Error('pool ended');
+        },
+        session: () => Promise.reject(new Error('not used')),
+      };
+      const failed: string[] = [];
+      const sink = postgresAuditSink(db, { onError: (_err, e) => failed.push(e.action) });
+      const writes = [0, 1, 2].map((i) => sink.emit(event(i)));
+      await sink.flush();
+      await expect(Promise.all(writes)).resolves.toEqual([undefined, undefined, undefined]);
+      await new Promise((resolve) => setTimeout(resolve, 10));
+      expect(failed).toEqual(['stall.0', 'stall.1', 'stall.2']);
+      expect(unhandled).not.toHaveBeenCalled();
+    } finally {
+      process.off('unhandledRejection', unhandled);
+    }
   });
 
   it.each([0, -1, 1.5, NaN, Infinity])('refuses maxPending %s', (maxPending) => {
     expect(() => postgresAuditSink(stalledDatabase().db, { maxPending })).toThrowError(
       expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
     );
+  });
+
+  it.each([0, -1, 1.5, NaN, Infinity, 101, '2'])('refuses concurrency %s', (concurrency) => {
+    expect(() =>
+      postgresAuditSink(stalledDatabase().db, { concurrency: concurrency as number }),
+    ).toThrowError(expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }));
   });
 });

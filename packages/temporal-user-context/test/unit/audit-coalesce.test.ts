@@ -74,6 +74,84 @@ describe('coalescingAuditSink', () => {
     ]);
   });
 
+  it('counts apart records of another namespace or source; the summary names its own', () => {
+    const inner = memoryAuditSink();
+    const sink = coalescingAuditSink(inner, { windowMs: 1000 });
+    const kinds: Partial<AuditEvent>[] = [
+      { namespace: 'ns-a', source: 'none' },
+      { namespace: 'ns-b', source: 'none' },
+      { namespace: 'ns-a', source: 'edge' },
+      { namespace: undefined, source: 'none' },
+    ];
+    for (let round = 0; round < 3; round++)
+      for (const kind of kinds)
+        sink.emit({ ...anonymous('X', `round ${round}`), action: 'codec.decode', ...kind });
+    expect(inner.events.map((e) => [e.namespace, e.source, e.detail])).toEqual([
+      ['ns-a', 'none', 'round 0'],
+      ['ns-b', 'none', 'round 0'],
+      ['ns-a', 'edge', 'round 0'],
+      [undefined, 'none', 'round 0'],
+    ]);
+    vi.advanceTimersByTime(1000);
+    expect(inner.events.slice(4).map((e) => [e.namespace, e.source, e.detail])).toEqual(
+      kinds.map((kind) => [kind.namespace, kind.source, '2 more like it in 1 s, coalesced; first: round 0']),
+    );
+    expect('namespace' in inner.events[7]!).toBe(false);
+  });
+
+  it('never coalesces a record that names someone or something, whatever match says', () => {
+    const inner = memoryAuditSink();
+    const sink = coalescingAuditSink(inner, { match: () => true });
+    const naming: Partial<AuditEvent>[] = [
+      { tokenId: 'jti-1' },
+      { principal: 'nightly' },
+      { runId: 'run-1' },
+      { activityId: 'act-1' },
+      { workflowId: 'wf-1' },
+      { userId: 'mallory' },
+      { workspaceId: 'ws-victim' },
+      { workflowType: 'Agent' },
+      { activityType: 'callModel' },
+      { attempt: 3 },
+    ];
+    sink.emit(anonymous('X', 'anonymous'));
+    for (let i = 0; i < 2; i++)
+      for (const fields of naming) sink.emit({ ...anonymous('X', 'named'), ...fields });
+    expect(inner.events).toHaveLength(1 + 2 * naming.length);
+    expect(inner.events.slice(1)).toEqual(
+      [...naming, ...naming].map((fields) => expect.objectContaining(fields)),
+    );
+  });
+
+  it('close() writes the open windows, then lets every record through: none waits for a timer at exit', async () => {
+    const inner = memoryAuditSink();
+    const flushed = vi.fn(async () => undefined);
+    const sink = coalescingAuditSink(Object.assign(inner, { flush: flushed }));
+    sink.emit(anonymous('AUTH_MISSING', 'a'));
+    sink.emit(anonymous('AUTH_MISSING', 'b'));
+    await sink.close();
+    expect(flushed).toHaveBeenCalledOnce();
+    sink.emit(anonymous('AUTH_MISSING', 'c'));
+    sink.emit(anonymous('AUTH_MISSING', 'd'));
+    expect(inner.events.map((e) => e.detail)).toEqual([
+      'a',
+      '1 more like it in 0 s, coalesced; first: a',
+      'c',
+      'd',
+    ]);
+  });
+
+  it('flush() leaves coalescing on: a window opened after it is written when its timer fires', async () => {
+    const inner = memoryAuditSink();
+    const sink = coalescingAuditSink(inner, { windowMs: 1000 });
+    await sink.flush();
+    sink.emit(anonymous('AUTH_MISSING', 'a'));
+    sink.emit(anonymous('AUTH_MISSING', 'b'));
+    expect(inner.events).toHaveLength(1);
+    vi.advanceTimersByTime(1000);
+    expect(inner.events.map((e) => e.detail)).toEqual(['a', '1 more like it in 1 s, coalesced; first: a']);
+  });
+
   it('a summary the wrapped sink fails to write is reported, never thrown or left unhandled', async () => {
     vi.useRealTimers(); // the rejection must settle on the real event loop
     const written = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);

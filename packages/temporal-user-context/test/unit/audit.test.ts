@@ -2,7 +2,14 @@
 import { pino } from 'pino';
 import { Writable } from 'node:stream';
 import { afterEach, describe, expect, it, vi } from 'vitest';
-import { Auditor, memoryAuditSink, pinoAuditSink, sanitizeField } from 'temporal-user-context';
+import {
+  Auditor,
+  memoryAuditSink,
+  pinoAuditSink,
+  sanitizeAuditEvent,
+  sanitizeField,
+  type AuditEvent,
+} from 'temporal-user-context';
 import { auditFailure } from '../../src/worker/decision.js';
 
 describe('audit', () => {
@@ -40,7 +47,132 @@ describe('audit', () => {
     expect('userId' in first!).toBe(false);
     expect(first!.detail).toBe('a\uFFFD\uFFFDb');
     expect(first!.attempt).toBe(2);
-    expect(second!.time).toBe('2026-11-28T00:00:00.000Z\uFFFD');
+    // Not an ISO-8601 time: replaced by now, and the record says so.
+    expect(second!.time).not.toContain('\uFFFD');
+    expect(Date.parse(second!.time)).not.toBeNaN();
+    expect(second!.detail).toBe('invalid fields: time');
+  });
+
+  it('an own __proto__ key (JSON.parse, then a spread) neither sets the prototype nor supplies fields', () => {
+    const memory = memoryAuditSink();
+    const fields = JSON.parse(
+      '{"namespace":"default","__proto__":{"userId":"evil\\nFAKE","workspaceId":"ws-globex","detail":"x\\u2028y"}}',
+    ) as Record<string, unknown>;
+    new Auditor([memory]).emit({
+      action: 'db.scope',
+      decision: 'deny',
+      source: 'header',
+      reason: 'R',
+      ...fields,
+    });
+    const [event] = memory.events;
+    expect(Object.getPrototypeOf(event)).toBe(Object.prototype);
+    const record = event as unknown as Record<string, unknown>;
+    for (const key of ['userId', 'workspaceId', 'detail']) expect(record[key], key).toBeUndefined();
+    expect(event).toEqual({
+      time: expect.any(String),
+      action: 'db.scope',
+      decision: 'deny',
+      source: 'header',
+      reason: 'R',
+      namespace: 'default',
+    });
+  });
+
+  it('copies only the own fields of AuditEvent: nothing inherited, no other key', () => {
+    const inherited = Object.assign(Object.create({ userId: 'bob\r\nx', workspaceId: 'ws-b' }) as object, {
+      action: 'x',
+      decision: 'allow',
+      source: 'edge',
+      reason: 'ok',
+      password: 'hunter2',
+    });
+    const clean = sanitizeAuditEvent(inherited as unknown as AuditEvent);
+    expect(Object.keys(clean).sort()).toEqual(['action', 'decision', 'reason', 'source', 'time']);
+  });
+
+  it('checks every field by its type; an invalid one is left out or replaced, and named in the detail', () => {
+    const event = {
+      time: 'yesterday',
+      action: 42,
+      decision: 'maybe',
+      source: 'header\n',
+      reason: { toString: () => 'x\r\n' },
+      userId: ['alice'],
+      workspaceId: null,
+      tokenId: 7,
+      attempt: 1.5,
+      detail: ['a\r\nb'],
+    } as unknown as AuditEvent;
+    const clean = sanitizeAuditEvent(event, '2026-11-28T00:00:00.000Z');
+    expect(clean).toEqual({
+      time: '2026-11-28T00:00:00.000Z',
+      action: 'invalid',
+      decision: 'deny',
+      source: 'none',
+      reason: 'invalid',
+      detail: 'invalid fields: time, action, decision, source, reason, userId, tokenId, attempt, detail',
+    });
+    const base = { action: 'a', decision: 'allow', source: 'edge', reason: 'ok' } as const;
+    for (const attempt of ['2', -1, 2 ** 31, Number.NaN, Infinity])
+      expect(sanitizeAuditEvent({ ...base, attempt } as AuditEvent), String(attempt)).toMatchObject({
+        detail: 'invalid fields: attempt',
+      });
+    expect(sanitizeAuditEvent({ ...base, attempt: 0 }).attempt).toBe(0);
+    expect(sanitizeAuditEvent({ ...base, attempt: 2 ** 31 - 1 }).attempt).toBe(2 ** 31 - 1);
+    // The marker goes first: a long detail cannot push it past the cap.
+    const long = sanitizeAuditEvent({ ...base, attempt: 'x' as unknown as number, detail: 'd'.repeat(400) });
+    expect(long.detail).toMatch(/^invalid fields: attempt; d+…$/);
+    // A getter that throws is an invalid field, not a throw.
+    const hostile = { ...base };
+    Object.defineProperty(hostile, 'userId', {
+      enumerable: true,
+      get() {
+        throw new Error('getter');
+      },
+    });
+    expect(sanitizeAuditEvent(hostile).detail).toBe('invalid fields: userId');
+  });
+
+  it.each([
+    ['2026-11-28T00:00:00.000Z', true],
+    ['2026-11-28T00:00:00Z', true],
+    ['2026-11-28T01:00:00.123456+01:00', true],
+    ['2024-02-29T00:00:00Z', true],
+    ['2023-02-29T00:00:00Z', false],
+    ['2026-04-31T00:00:00Z', false],
+    ['0000-01-01T00:00:00Z', false],
+    ['2026-11-28T24:00:00Z', false],
+    ['2026-11-28T00:00:60Z', false],
+    ['2026-11-28T00:00:00+16:00', false],
+    ['2026-11-28T00:00:00', false],
+    ['2026-11-28', false],
+    ['2026-11-28 00:00:00Z', false],
+    ['Sat, 28 Nov 2026 00:00:00 GMT', false],
+  ])('time %s is kept: %s', (time, kept) => {
+    const clean = sanitizeAuditEvent(
+      { time, action: 'a', decision: 'allow', source: 'edge', reason: 'ok' },
+      '2000-01-01T00:00:00.000Z',
+    );
+    expect(clean.time).toBe(kept ? time : '2000-01-01T00:00:00.000Z');
+    expect(clean.detail).toBe(kept ? undefined : 'invalid fields: time');
+  });
+
+  it('replaces lone surrogates and never cuts a surrogate pair', () => {
+    const hasLoneSurrogate = (s: string) => /\p{Cs}/u.test(s);
+    expect(sanitizeField('x\ud800y\udc00z')).toBe('x\uFFFDy\uFFFDz');
+    expect(sanitizeField('a\u{1F600}b')).toBe('a\u{1F600}b');
+    // The pair would straddle the cap (code units 255 and 256): cut before it.
+    const straddling = sanitizeField(`${'a'.repeat(255)}\u{1F600}b`);
+    expect(straddling).toBe(`${'a'.repeat(255)}…`);
+    expect(hasLoneSurrogate(straddling)).toBe(false);
+    // The pair ends at the cap: kept whole.
+    expect(sanitizeField(`${'a'.repeat(254)}\u{1F600}bbb`)).toBe(`${'a'.repeat(254)}\u{1F600}…`);
+    for (let n = 240; n < 260; n++) {
+      const value = sanitizeField(`${'a'.repeat(n)}${'\u{1F600}'.repeat(20)}`);
+      expect(hasLoneSurrogate(value), String(n)).toBe(false);
+      expect(value.length).toBeLessThanOrEqual(257);
+    }
   });
 
   it('writes one JSON line per event through pino, with injected text kept inside its field', () => {
