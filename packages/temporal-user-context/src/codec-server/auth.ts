@@ -119,16 +119,99 @@ export function bearerToken(header: string | undefined): string {
   return match[1]!;
 }
 
-/** Runs the verifier; every failure becomes `CODEC_TOKEN_INVALID` (the cause stays server-side). */
+/**
+ * Runs the verifier; every failure becomes `CODEC_TOKEN_INVALID`. The caller learns nothing more; the
+ * audit record gets the kind of failure (`token=expired`, ...; see {@link tokenFailure}) in its detail,
+ * so that operators can tell an expired token from a forged one. Never the token or the error message.
+ */
 export async function authenticate(verify: VerifyToken, token: string): Promise<CodecPrincipal> {
+  const invalid = (kind: TokenFailure): CodecServerError =>
+    new CodecServerError(
+      401,
+      CodecServerCodes.TOKEN_INVALID,
+      'the bearer token is not valid',
+      `token=${kind}`,
+    );
   let principal: CodecPrincipal;
   try {
     principal = await verify(token);
-  } catch {
-    throw new CodecServerError(401, CodecServerCodes.TOKEN_INVALID, 'the bearer token is not valid');
+  } catch (err) {
+    throw invalid(tokenFailure(err));
   }
   if (typeof principal?.subject !== 'string' || !Array.isArray(principal.scopes)) {
-    throw new CodecServerError(401, CodecServerCodes.TOKEN_INVALID, 'the bearer token is not valid');
+    throw invalid('bad-principal');
   }
   return principal;
+}
+
+/**
+ * Why a token was refused, coarsely, as a fixed word for the audit record:
+ *
+ * - `expired`: `exp` passed (or `iat` older than a verifier's maximum age);
+ * - `not-yet-valid`: `nbf` or `iat` in the future;
+ * - `bad-signature`: the signature does not verify (forged, tampered, signed by another key);
+ * - `unknown-key`: no key of the key set matches the token's `kid`/`alg` (a forgery, or the issuer
+ *   rotated keys);
+ * - `algorithm-not-allowed`: `alg` is `none`, HS* or another algorithm not accepted;
+ * - `wrong-issuer-or-audience`: `iss` or `aud` is not the configured one;
+ * - `claim-missing`: `exp` or `sub` (or another required claim) is missing;
+ * - `malformed`: not a JWS/JWT, or a claim of the wrong type;
+ * - `claims-rejected`: another claim check failed;
+ * - `key-set-unavailable`: the issuer's JWKS could not be fetched or read;
+ * - `bad-principal`: a custom `verifyToken` returned something that is not a principal;
+ * - `rejected`: anything else (what a custom `verifyToken` threw, a JWKS URL that cannot be reached).
+ *
+ * Read from jose's stable error `code`s (not `instanceof`, which fails across two copies of jose): only
+ * these fixed words reach the record, never the error's message, which may quote the token's claims.
+ */
+export type TokenFailure =
+  | 'expired'
+  | 'not-yet-valid'
+  | 'bad-signature'
+  | 'unknown-key'
+  | 'algorithm-not-allowed'
+  | 'wrong-issuer-or-audience'
+  | 'claim-missing'
+  | 'malformed'
+  | 'claims-rejected'
+  | 'key-set-unavailable'
+  | 'bad-principal'
+  | 'rejected';
+
+/** The {@link TokenFailure} of an error thrown by a verifier. */
+export function tokenFailure(err: unknown): TokenFailure {
+  if (err === null || typeof err !== 'object') return 'rejected';
+  let code: unknown, claim: unknown, reason: unknown;
+  try {
+    ({ code, claim, reason } = err as { code?: unknown; claim?: unknown; reason?: unknown });
+  } catch {
+    // A custom verifier's error with a throwing getter (or a revoked Proxy): still a refusal, not a 500.
+    return 'rejected';
+  }
+  switch (code) {
+    case 'ERR_JWT_EXPIRED':
+      return 'expired';
+    case 'ERR_JWT_CLAIM_VALIDATION_FAILED':
+      if (reason === 'missing') return 'claim-missing';
+      if (reason === 'invalid') return 'malformed';
+      if (claim === 'nbf' || claim === 'iat') return 'not-yet-valid';
+      if (claim === 'iss' || claim === 'aud') return 'wrong-issuer-or-audience';
+      return 'claims-rejected';
+    case 'ERR_JWS_SIGNATURE_VERIFICATION_FAILED':
+      return 'bad-signature';
+    case 'ERR_JWKS_NO_MATCHING_KEY':
+    case 'ERR_JWKS_MULTIPLE_MATCHING_KEYS':
+      return 'unknown-key';
+    case 'ERR_JOSE_ALG_NOT_ALLOWED':
+      return 'algorithm-not-allowed';
+    case 'ERR_JWS_INVALID':
+    case 'ERR_JWT_INVALID':
+    case 'ERR_JOSE_NOT_SUPPORTED':
+      return 'malformed';
+    case 'ERR_JWKS_TIMEOUT':
+    case 'ERR_JWKS_INVALID':
+      return 'key-set-unavailable';
+    default:
+      return 'rejected';
+  }
 }

@@ -7,7 +7,10 @@ export const CodecServerCodes = {
   ORIGIN_FORBIDDEN: 'CODEC_ORIGIN_FORBIDDEN',
   /** No `Authorization: Bearer` token. HTTP 401. */
   UNAUTHENTICATED: 'CODEC_UNAUTHENTICATED',
-  /** The token failed verification (signature, issuer, audience, expiry, algorithm). HTTP 401. */
+  /**
+   * The token failed verification (signature, issuer, audience, expiry, algorithm). HTTP 401. The audit
+   * record's detail says which, coarsely (`token=expired`, `token=bad-signature`, ...).
+   */
   TOKEN_INVALID: 'CODEC_TOKEN_INVALID',
   /** `X-Namespace` is missing or names another namespace than the server's. HTTP 403. */
   NAMESPACE_FORBIDDEN: 'CODEC_NAMESPACE_FORBIDDEN',
@@ -15,7 +18,12 @@ export const CodecServerCodes = {
   SCOPE_FORBIDDEN: 'CODEC_SCOPE_FORBIDDEN',
   /** `/encode` was called but the server was created with `encode: false` (the default). HTTP 404. */
   ENCODE_DISABLED: 'CODEC_ENCODE_DISABLED',
-  /** The body is not a remote-codec `{ payloads: [...] }` document, or is too large. HTTP 400/413. */
+  /**
+   * The request is malformed or too large: not a remote-codec `{ payloads: [...] }` body or not JSON
+   * (400), too large (413), a content type missing or other than `application/json` / `text/plain`
+   * (415), a URL that cannot be decoded (400); or, refused by the HTTP parser, not sent within
+   * `requestTimeoutMs` (408), headers too large (431), not HTTP (400).
+   */
   BAD_REQUEST: 'CODEC_BAD_REQUEST',
   /** Unknown path or method. HTTP 404. */
   NOT_FOUND: 'CODEC_NOT_FOUND',

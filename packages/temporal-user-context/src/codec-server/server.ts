@@ -1,4 +1,6 @@
 import type { Payload, PayloadCodec } from '@temporalio/common';
+import { STATUS_CODES } from 'node:http';
+import type { Socket } from 'node:net';
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import type { Auditor } from '../audit/sinks.js';
 import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
@@ -45,7 +47,10 @@ export interface CodecServerOptions {
   decodeScope?: string;
   /** Scope a token needs to encode. Default `codec:encode`. */
   encodeScope?: string;
-  /** Serve `/encode`. Default false: the UI cannot make ciphertext. */
+  /**
+   * Serve `/encode`: `true` or `false` (the default: the UI cannot make ciphertext). Anything else is
+   * refused with `USER_CONTEXT_MISCONFIGURED`, so that `encode: 'no'` cannot switch it on.
+   */
   encode?: boolean;
   /** Every decision is audited here. */
   auditor: Auditor;
@@ -56,6 +61,19 @@ export interface CodecServerOptions {
   bodyLimit?: number;
   /** Most payloads per request, an integer from 1 to 1 000 000. Default 1000. */
   maxPayloads?: number;
+  /**
+   * Most time in milliseconds a client may take to send a whole request, headers and body, an integer
+   * from 1000 to 600 000. Default 30 000. Node checks this deadline every 30 s, so a stalled request is
+   * cut after 30 to 60 s at the default. Raise it with `bodyLimit` for slow links: 8 MiB in 30 s needs
+   * about 2.3 Mbit/s.
+   */
+  requestTimeoutMs?: number;
+  /**
+   * Most time in milliseconds a connection may stay silent (nothing read, nothing written) while a
+   * request is read, handled or answered, an integer from 1000 to 600 000. Default 30 000. Idle
+   * keep-alive connections follow Node's keep-alive timeout instead.
+   */
+  connectionTimeoutMs?: number;
   /** TLS key and certificate. The Web UI only sends the access token to an `https://` endpoint. */
   https?: { key: string | Buffer; cert: string | Buffer };
   /** Fastify logger option. Default false. */
@@ -111,13 +129,33 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
     max: 1024 * 1024 * 1024,
     integer: true,
   });
-  const app = Fastify({
-    logger: options.logger ?? false,
-    bodyLimit,
-    onProtoPoisoning: 'error',
-    onConstructorPoisoning: 'error',
-    ...(options.https ? { https: options.https } : {}),
-  }) as unknown as FastifyInstance;
+  // Without deadlines (Fastify's default is none) a client that sends its request slowly, or never
+  // reads the answer, holds a connection and its buffers for as long as it likes.
+  const requestTimeout = numberOption('codec server: requestTimeoutMs', options.requestTimeoutMs, 30_000, {
+    min: 1000,
+    max: 600_000,
+    integer: true,
+  });
+  const connectionTimeout = numberOption(
+    'codec server: connectionTimeoutMs',
+    options.connectionTimeoutMs,
+    30_000,
+    { min: 1000, max: 600_000, integer: true },
+  );
+  // A truthy check would serve /encode for `encode: 'no'`: only a real boolean is taken.
+  if (options.encode !== undefined && typeof options.encode !== 'boolean') {
+    throw new UserContextError(ErrorCodes.MISCONFIGURED, 'codec server: encode must be a boolean');
+  }
+  const encodeEnabled = options.encode === true;
+
+  // The caller of each authorised request, for the records made after `onRequest`.
+  const principals = new WeakMap<FastifyRequest, CodecPrincipal>();
+  // The latest request of each connection, so that a refusal of Node's HTTP parser (a body past
+  // requestTimeoutMs) is recorded as that request's, and not answered twice.
+  const lastReply = new WeakMap<Socket, FastifyReply>();
+  // Requests refused (and recorded) by Node's HTTP parser while their route was still at work: what
+  // the route does next (its own refusal, or the error of the closed connection) is not recorded again.
+  const parserRefused = new WeakSet<FastifyRequest>();
 
   const audit = (
     req: FastifyRequest,
@@ -127,7 +165,7 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
     principal?: CodecPrincipal,
     detail?: string,
   ): void => {
-    const origin = req.headers.origin;
+    if (parserRefused.has(req)) return;
     auditor.emit({
       action,
       decision,
@@ -135,7 +173,7 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
       reason,
       namespace,
       ...(principal ? { userId: principal.subject } : {}),
-      detail: [origin ? `origin=${origin}` : 'origin=none', detail].filter(Boolean).join(' '),
+      detail: [`origin=${quoted(req.headers.origin)}`, detail].filter(Boolean).join(' '),
     });
   };
 
@@ -146,16 +184,14 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
     return reply.code(status).type('application/json').send({ code: err.code, message });
   };
 
-  // CORS first, for every route (including 404s and errors), so a foreign origin learns nothing.
-  app.addHook('onRequest', async (req, reply) => {
+  /**
+   * The origin check, first for every request (routed, unknown, malformed URL), so a foreign origin
+   * learns nothing. Returns the refusal it sent, or undefined (CORS headers set) to go on.
+   */
+  const checkOrigin = (req: FastifyRequest, reply: FastifyReply): FastifyReply | undefined => {
     const origin = req.headers.origin;
     if (!originAllowed(origin, allowedOrigin)) {
-      audit(
-        req,
-        `codec.${req.method === 'OPTIONS' ? 'preflight' : 'request'}`,
-        'deny',
-        CodecServerCodes.ORIGIN_FORBIDDEN,
-      );
+      audit(req, actionOf(req), 'deny', CodecServerCodes.ORIGIN_FORBIDDEN);
       reply.header('vary', 'Origin');
       return refuse(
         reply,
@@ -163,33 +199,128 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
       );
     }
     setCorsHeaders(reply, origin);
-  });
+    return undefined;
+  };
 
-  app.options('/*', async (req, reply) => {
-    if (req.headers.origin === undefined) {
-      // No browser sends a preflight without an origin: answered like an unknown path, and audited so.
-      audit(req, 'codec.preflight', 'deny', CodecServerCodes.NOT_FOUND);
+  const app = Fastify({
+    logger: options.logger ?? false,
+    bodyLimit,
+    requestTimeout,
+    connectionTimeout,
+    onProtoPoisoning: 'error',
+    onConstructorPoisoning: 'error',
+    // A URL Fastify cannot decode (`/decode%zz`) never reaches a hook: without this it would be answered
+    // in Fastify's own format, with no origin check and no record.
+    frameworkErrors: (err, req, reply) => {
+      lastReply.set(req.raw.socket, reply);
+      if (checkOrigin(req, reply)) return;
+      const status = clientStatus(err.statusCode) ?? 500;
+      const code = status === 500 ? CodecServerCodes.INTERNAL : CodecServerCodes.BAD_REQUEST;
+      if (status === 500) req.log.error({ err }, 'codec server error');
+      audit(
+        req,
+        actionOf(req),
+        'deny',
+        code,
+        undefined,
+        `error=${quoted(err.code)} path=${quoted(req.url.slice(0, 100))}`,
+      );
+      refuse(reply, new CodecServerError(status, code, status === 500 ? 'internal error' : 'bad request'));
+    },
+    // What Node's HTTP parser refuses before there is a request (a request past requestTimeoutMs,
+    // headers too large, not HTTP): answered in the server's format and recorded, not in Fastify's.
+    clientErrorHandler: (err, socket) => {
+      // A reset connection was not refused: there is nobody to answer, and nothing to record.
+      if (err.code === 'ECONNRESET' || socket.destroyed) return;
+      const error = `error=${typeof err.code === 'string' ? quoted(err.code) : 'none'}`;
+      const current = lastReply.get(socket);
+      let cors = '';
+      if (current && !current.request.raw.complete) {
+        if (current.raw.headersSent) {
+          // Answered and recorded before its body was in; Node was discarding the rest of the body. A
+          // second answer would corrupt the connection, a second record double a refusal.
+          socket.destroy();
+          return;
+        }
+        // Its route is still at work (authorising, or reading the body): the refusal is that request's,
+        // recorded with its caller if known by now.
+        const req = current.request;
+        audit(req, 'codec.request', 'deny', CodecServerCodes.BAD_REQUEST, principals.get(req), error);
+        parserRefused.add(req);
+        // The origin passed the check (it equals allowedOrigin, which holds no CR/LF).
+        cors = `Vary: Origin\r\n${req.headers.origin ? `Access-Control-Allow-Origin: ${req.headers.origin}\r\n` : ''}`;
+      } else {
+        // Before a request's headers were in: neither its origin nor its caller is known.
+        auditor.emit({
+          action: 'codec.request',
+          decision: 'deny',
+          source: 'none',
+          reason: CodecServerCodes.BAD_REQUEST,
+          namespace,
+          detail: `origin=unknown ${error}`,
+        });
+      }
+      if (socket.writable) {
+        const status =
+          err.code === 'ERR_HTTP_REQUEST_TIMEOUT' ? 408 : err.code === 'HPE_HEADER_OVERFLOW' ? 431 : 400;
+        const body = JSON.stringify({ code: CodecServerCodes.BAD_REQUEST, message: 'bad request' });
+        socket.write(
+          `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nConnection: close\r\n${cors}` +
+            `Content-Type: application/json\r\nContent-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+        );
+      }
+      socket.destroy();
+    },
+    ...(options.https ? { https: options.https } : {}),
+  }) as unknown as FastifyInstance;
+  // Node swaps the two deadlines when headersTimeout is the larger (createServer refuses that, but
+  // Fastify sets requestTimeout after creating the server and leaves headersTimeout at 60 s): the
+  // headers would get requestTimeoutMs and the whole request 60 s, a trickled body past the deadline.
+  app.server.headersTimeout = Math.min(app.server.headersTimeout, requestTimeout);
+
+  // Everything but an authorised /decode or /encode is answered here, in `onRequest`, before Fastify
+  // reads and parses a body of up to `bodyLimit` (8 MB of nested JSON costs about a second): preflights,
+  // unknown paths and methods, and (in its route's hook) a disabled /encode.
+  app.addHook('onRequest', async (req, reply) => {
+    lastReply.set(req.raw.socket, reply);
+    const refused = checkOrigin(req, reply);
+    if (refused) return refused;
+    if (req.method === 'OPTIONS') {
+      if (req.headers.origin === undefined) {
+        // No browser sends a preflight without an origin: answered like an unknown path, and audited so.
+        audit(req, 'codec.preflight', 'deny', CodecServerCodes.NOT_FOUND);
+        return refuse(reply, new CodecServerError(404, CodecServerCodes.NOT_FOUND, 'not found'));
+      }
+      setPreflightHeaders(reply, req.headers['access-control-request-private-network'] === 'true');
+      return reply.code(204).send();
+    }
+    if (req.is404) {
+      audit(
+        req,
+        'codec.request',
+        'deny',
+        CodecServerCodes.NOT_FOUND,
+        undefined,
+        `path=${quoted(req.url.slice(0, 100))}`,
+      );
       return refuse(reply, new CodecServerError(404, CodecServerCodes.NOT_FOUND, 'not found'));
     }
-    setPreflightHeaders(reply, req.headers['access-control-request-private-network'] === 'true');
-    return reply.code(204).send();
+    return undefined;
   });
 
   // Who may call, decided in `onRequest`: before Fastify reads and parses a body of up to `bodyLimit`,
   // so that an anonymous caller cannot make the server parse large bodies.
-  const principals = new WeakMap<FastifyRequest, CodecPrincipal>();
   const authorize = (operation: Operation) => async (req: FastifyRequest, reply: FastifyReply) => {
     let principal: CodecPrincipal | undefined;
     try {
       principal = await authenticate(verify, bearerToken(req.headers.authorization));
       const requested = req.headers['x-namespace'];
       if (requested !== namespace) {
-        const named = typeof requested === 'string' ? `requested=${requested}` : 'requested=none';
         throw new CodecServerError(
           403,
           CodecServerCodes.NAMESPACE_FORBIDDEN,
           'namespace not served here',
-          named,
+          `requested=${quoted(typeof requested === 'string' ? requested : undefined)}`,
         );
       }
       if (!principal.scopes.includes(scopes[operation])) {
@@ -230,7 +361,7 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
           'deny',
           err.code,
           principal,
-          err instanceof CodecServerError ? err.detail : `reason=${err.reason}`,
+          err instanceof CodecServerError ? err.detail : `reason=${quoted(err.reason)}`,
         );
         return refuse(reply, err);
       }
@@ -239,36 +370,30 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
   };
 
   app.post('/decode', { onRequest: authorize('decode') }, handle('decode'));
-  if (options.encode) {
+  if (encodeEnabled) {
     app.post('/encode', { onRequest: authorize('encode') }, handle('encode'));
   } else {
-    app.post('/encode', async (req, reply) => {
+    const encodeDisabled = async (req: FastifyRequest, reply: FastifyReply) => {
       audit(req, 'codec.encode', 'deny', CodecServerCodes.ENCODE_DISABLED);
       return refuse(
         reply,
         new CodecServerError(404, CodecServerCodes.ENCODE_DISABLED, 'encoding is disabled'),
       );
+    };
+    app.post('/encode', { onRequest: encodeDisabled }, async () => {
+      throw new Error('codec server: /encode ran although disabled');
     });
   }
 
-  app.setNotFoundHandler(async (req, reply) => {
-    audit(
-      req,
-      'codec.request',
-      'deny',
-      CodecServerCodes.NOT_FOUND,
-      undefined,
-      `path=${req.url.slice(0, 100)}`,
-    );
-    return refuse(reply, new CodecServerError(404, CodecServerCodes.NOT_FOUND, 'not found'));
+  // Answered in `onRequest` already; kept so that nothing reaches Fastify's own 404 answer.
+  app.setNotFoundHandler(async () => {
+    throw new Error('codec server: an unknown route ran past its onRequest refusal');
   });
 
   app.setErrorHandler(async (err: { statusCode?: number; code?: string }, req, reply) => {
-    // Fastify's own 4xx (bad JSON, wrong content type, body too large) keep their status.
-    const status =
-      typeof err.statusCode === 'number' && err.statusCode >= 400 && err.statusCode < 500
-        ? err.statusCode
-        : 500;
+    // Fastify's own 4xx (bad JSON 400, body too large 413, content type missing or not JSON/text 415)
+    // keep their status.
+    const status = clientStatus(err.statusCode) ?? 500;
     const code = status === 500 ? CodecServerCodes.INTERNAL : CodecServerCodes.BAD_REQUEST;
     if (status === 500) req.log.error({ err }, 'codec server error');
     // After authorization (a body too large, bad JSON), the caller is known: the record names them.
@@ -278,7 +403,7 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
       'deny',
       code,
       principals.get(req),
-      err.code ? `error=${err.code}` : undefined,
+      typeof err.code === 'string' ? `error=${quoted(err.code)}` : undefined,
     );
     return refuse(
       reply,
@@ -287,6 +412,26 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
   });
 
   return app;
+}
+
+/**
+ * A value from the request (or other free text) for an audit `detail`, as a JSON string: a space, `=`
+ * or quote inside stays inside the quotes, so the value can never read as another `key=value` field
+ * (`X-Namespace: evil origin=http://x`). An absent value is the bare word `none`, which no quoted
+ * value equals.
+ */
+function quoted(value: string | undefined): string {
+  return value === undefined ? 'none' : JSON.stringify(value);
+}
+
+/** The audit action of a request refused before its route's own checks. */
+function actionOf(req: FastifyRequest): string {
+  return req.method === 'OPTIONS' ? 'codec.preflight' : 'codec.request';
+}
+
+/** A client-error HTTP status (4xx) of a framework error, else undefined. */
+function clientStatus(statusCode: unknown): number | undefined {
+  return typeof statusCode === 'number' && statusCode >= 400 && statusCode < 500 ? statusCode : undefined;
 }
 
 function resolveVerifier(options: CodecServerOptions): VerifyToken {

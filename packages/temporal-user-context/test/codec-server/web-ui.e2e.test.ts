@@ -206,7 +206,9 @@ describe.skipIf(!haveChromium)('Web UI + codec server (e2e, case 23)', () => {
         expect.objectContaining({ action: 'codec.decode', decision: 'allow', userId: 'ui-reader' }),
       );
       // The browser really sent the token and the UI origin.
-      expect(sink.events.find((e) => e.decision === 'allow')?.detail).toContain(`origin=${uiOrigin}`);
+      expect(sink.events.find((e) => e.decision === 'allow')?.detail).toContain(
+        `origin=${JSON.stringify(uiOrigin)}`,
+      );
     } catch (err) {
       await page
         .screenshot({ path: join(tmpdir(), 'codec-e2e-accepted.png'), fullPage: true })
