@@ -131,7 +131,8 @@ function own(event: object, key: string): unknown {
 }
 
 /**
- * Returns a clean copy of `event`, fit for any sink (a log line, an `audit_log` row), never throwing:
+ * Returns a clean, frozen copy of `event`, fit for any sink (a log line, an `audit_log` row), never
+ * throwing:
  *
  * - only the fields of {@link AuditEvent}, read from the event's own properties (nothing inherited,
  *   no other key);
@@ -180,6 +181,8 @@ export function sanitizeAuditEvent(
   };
   for (const key of OPTIONAL_STRINGS) {
     const value = own(source, key);
+    // An empty id names nobody: left out like a missing one (a sink would write '' where NULL belongs).
+    if (value === '') continue;
     if (typeof value === 'string') out[key] = sanitizeField(value);
     else if (value !== undefined && value !== null) reject(key);
   }
@@ -193,5 +196,15 @@ export function sanitizeAuditEvent(
   // The marker goes first, so that the length cap can never cut it off.
   if (invalid) detail = `invalid fields: ${invalid.join(', ')}${detail === undefined ? '' : `; ${detail}`}`;
   if (detail !== undefined) out.detail = sanitizeField(detail);
+  // Frozen: a sink that trusts it as clean (isSanitized) must not see what another sink wrote into it.
+  sanitized.add(Object.freeze(out));
   return out;
+}
+
+/** The records {@link sanitizeAuditEvent} made, so that a sink need not clean them a second time. */
+const sanitized = new WeakSet<object>();
+
+/** True for a record {@link sanitizeAuditEvent} returned (the {@link Auditor} hands sinks only those). */
+export function isSanitized(event: object): boolean {
+  return sanitized.has(event);
 }

@@ -227,25 +227,32 @@ describe.each(BACKENDS)('audit log on %s', (kind) => {
     expect(trail.some((e) => e.principal === 'nightly')).toBe(false);
   });
 
-  it('holds at most `concurrency` connections however many records wait; every record is written', async () => {
-    // Counts the transactions (pooled connections) the sink holds at once, through a wrapper.
-    const counted = (): { db: SqlDatabase; peak: () => number } => {
+  it('holds at most `concurrency` connections however many records wait; batches by workspace; every record is written', async () => {
+    // Counts the transactions (pooled connections) the sink holds at once, all it ran and those that
+    // failed, through a wrapper.
+    const counted = () => {
       let active = 0;
       let peak = 0;
+      let total = 0;
+      let failed = 0;
       const db: SqlDatabase = {
         driver: b.db.driver,
         query: (sql, params) => b.db.query(sql, params),
         session: (fn) => b.db.session(fn),
         async transaction(fn) {
           peak = Math.max(peak, ++active);
+          total++;
           try {
             return await b.db.transaction(fn);
+          } catch (err) {
+            failed++;
+            throw err;
           } finally {
             active--;
           }
         },
       };
-      return { db, peak: () => peak };
+      return { db, peak: () => peak, total: () => total, failed: () => failed };
     };
     const workspaces = ['ws-a', 'ws-b', undefined];
     const burst = (into: PostgresAuditSink, action: string) => {
@@ -261,14 +268,19 @@ describe.each(BACKENDS)('audit log on %s', (kind) => {
           attempt: i,
         });
     };
-    for (const concurrency of [undefined, 2]) {
-      const { db, peak } = counted();
+    for (const concurrency of [undefined, 1, 4]) {
+      const { db, peak, total, failed } = counted();
       const limited = postgresAuditSink(db, { appRole: roles.app, concurrency });
       const action = `burst.${concurrency ?? 'default'}`;
       burst(limited, action);
       await limited.flush();
       expect(peak()).toBeGreaterThan(0);
-      expect(peak()).toBeLessThanOrEqual(concurrency ?? 1);
+      expect(peak()).toBeLessThanOrEqual(concurrency ?? 2);
+      // Seven users in three workspaces: batched by workspace (the records of several users share a
+      // transaction), the first records alone while the rest were still being emitted. No batch failed
+      // (a wrong batch would be retried record by record, and still end in the table).
+      expect(failed()).toBe(0);
+      expect(total()).toBeLessThanOrEqual((concurrency ?? 2) + 6);
       const stored = await b.admin.query<{ workspace_id: string | null; n: number }>(
         `select workspace_id, count(distinct attempt)::int as n from audit_log where action = $1
          group by workspace_id order by workspace_id`,
@@ -280,6 +292,30 @@ describe.each(BACKENDS)('audit log on %s', (kind) => {
         { workspace_id: null, n: 100 },
       ]);
     }
+  });
+
+  it('an empty id names nobody: a record with workspaceId "" joins the system records, and is written', async () => {
+    const errors: unknown[] = [];
+    const direct = postgresAuditSink(b.db, { appRole: roles.app, onError: (err) => errors.push(err) });
+    for (let i = 0; i < 5; i++)
+      direct.emit({
+        time: new Date().toISOString(),
+        action: 'empty.id',
+        decision: 'deny',
+        source: 'none',
+        reason: `r${i}`,
+        ...(i === 2 ? { userId: '', workspaceId: '' } : {}),
+      });
+    await direct.flush();
+    expect(errors).toEqual([]);
+    const { rows } = await b.admin.query<{
+      reason: string;
+      workspace_id: string | null;
+      user_id: string | null;
+    }>(`select reason, workspace_id, user_id from audit_log where action = 'empty.id' order by reason`);
+    expect(rows).toEqual(
+      ['r0', 'r1', 'r2', 'r3', 'r4'].map((reason) => ({ reason, workspace_id: null, user_id: null })),
+    );
   });
 
   it('an own __proto__ key in an event supplies no field to the row, with or without an Auditor', async () => {
@@ -412,13 +448,14 @@ describe('audit sink while the database stalls', () => {
     const events: AuditEvent[] = [];
     const sink = postgresAuditSink(db, {
       maxPending: 3,
+      concurrency: 1,
       onError: (err, dropped) => {
         errors.push(err);
         events.push(dropped);
       },
     });
     for (let i = 0; i < 8; i++) expect(() => sink.emit(event(i))).not.toThrow();
-    // One transaction at a time (the default concurrency): the first record is being written, two wait.
+    // One transaction at a time: the first record is being written, two wait.
     expect(state.started).toBe(1);
     expect(errors).toHaveLength(5);
     for (const [i, err] of errors.entries()) {
@@ -509,34 +546,51 @@ describe('audit sink while the database stalls', () => {
     });
   });
 
-  it('a transaction that fails is tried again a record at a time: one bad record costs no other', async () => {
-    const inserted: unknown[][] = [];
-    const db: SqlDatabase = {
-      driver: 'pg',
-      query: async () => ({ rows: [], rowCount: 0 }),
-      async transaction<T>(fn: (tx: SqlQueryable) => Promise<T>): Promise<T> {
-        const rows: unknown[][] = [];
-        const result = await fn({
-          query: async (sql: string, params?: unknown[]) => {
-            if (sql.startsWith('insert')) {
-              if (params?.includes('poison')) throw new Error('refused');
-              for (let i = 0; i < params!.length; i += 17) rows.push(params!.slice(i, i + 17));
-            }
-            return { rows: [], rowCount: 0 };
-          },
-        });
-        inserted.push(...rows); // committed
-        return result;
-      },
-      session: () => Promise.reject(new Error('not used')),
+  it('a batch whose rows the database refuses is tried record by record; one that failed otherwise is not', async () => {
+    /** A database that refuses the rows of a batch holding `poison` with `error`, and commits the rest. */
+    const refusing = (error: () => unknown) => {
+      const inserted: unknown[][] = [];
+      const db: SqlDatabase = {
+        driver: 'pg',
+        query: async () => ({ rows: [], rowCount: 0 }),
+        async transaction<T>(fn: (tx: SqlQueryable) => Promise<T>): Promise<T> {
+          const rows: unknown[][] = [];
+          const result = await fn({
+            query: async (sql: string, params?: unknown[]) => {
+              if (sql.startsWith('insert')) {
+                if (params?.includes('poison')) throw error();
+                for (let i = 0; i < params!.length; i += 17) rows.push(params!.slice(i, i + 17));
+              }
+              return { rows: [], rowCount: 0 };
+            },
+          });
+          inserted.push(...rows); // committed
+          return result;
+        },
+        session: () => Promise.reject(new Error('not used')),
+      };
+      return { db, inserted };
     };
-    const failed: AuditEvent[] = [];
-    const sink = postgresAuditSink(db, { onError: (_err, e) => failed.push(e) });
-    // The first is written alone; the four that wait for it go in one transaction, which fails.
-    for (let i = 0; i < 5; i++) sink.emit({ ...event(i), ...(i === 3 ? { reason: 'poison' } : {}) });
-    await sink.flush();
-    expect(failed.map((e) => e.action)).toEqual(['stall.3']);
-    expect(inserted.map((row) => row[1]).sort()).toEqual(['stall.0', 'stall.1', 'stall.2', 'stall.4']);
+    const run = async (error: () => unknown) => {
+      const { db, inserted } = refusing(error);
+      const failed: AuditEvent[] = [];
+      const sink = postgresAuditSink(db, { concurrency: 1, onError: (_err, e) => failed.push(e) });
+      // The first is written alone; the four that wait for it go in one transaction, which fails.
+      for (let i = 0; i < 5; i++) sink.emit({ ...event(i), ...(i === 3 ? { reason: 'poison' } : {}) });
+      await sink.flush();
+      return { failed: failed.map((e) => e.action), inserted: inserted.map((row) => row[1]).sort() };
+    };
+    // A check constraint (SQLSTATE 23514): the rows were refused, each is tried alone.
+    expect(await run(() => Object.assign(new Error('refused'), { code: '23514' }))).toEqual({
+      failed: ['stall.3'],
+      inserted: ['stall.0', 'stall.1', 'stall.2', 'stall.4'],
+    });
+    // No SQLSTATE (a connection lost, perhaps during a COMMIT that took effect): not retried, since a
+    // retry could write the batch twice; every record of it is reported.
+    expect(await run(() => new Error('Connection terminated unexpectedly'))).toEqual({
+      failed: ['stall.1', 'stall.2', 'stall.3', 'stall.4'],
+      inserted: ['stall.0'],
+    });
   });
 
   it('a driver that throws synchronously, also on the retries, reports each record and rejects nothing', async () => {
