@@ -177,7 +177,11 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
     });
   };
 
+  // Requests already refused: if the reply did not finish (a client that hung up while an async onSend
+  // hook of the host app ran), Fastify goes on to the next hook or the route; they must do nothing.
+  const refused = new WeakSet<FastifyRequest>();
   const refuse = (reply: FastifyReply, err: CodecServerError | UserContextError): FastifyReply => {
+    refused.add(reply.request);
     const status = err instanceof CodecServerError ? err.status : 422;
     const message = err instanceof CodecServerError ? err.message : err.reason;
     if (status === 401) reply.header('www-authenticate', 'Bearer');
@@ -231,7 +235,7 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
     // headers too large, not HTTP): answered in the server's format and recorded, not in Fastify's.
     clientErrorHandler: (err, socket) => {
       // A reset connection was not refused: there is nobody to answer, and nothing to record.
-      if (err.code === 'ECONNRESET' || socket.destroyed) return;
+      if (socket.destroyed || CONNECTION_LOST.has(String(err.code))) return;
       const error = `error=${typeof err.code === 'string' ? quoted(err.code) : 'none'}`;
       const current = lastReply.get(socket);
       let cors = '';
@@ -247,8 +251,9 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
         const req = current.request;
         audit(req, 'codec.request', 'deny', CodecServerCodes.BAD_REQUEST, principals.get(req), error);
         parserRefused.add(req);
-        // The origin passed the check (it equals allowedOrigin, which holds no CR/LF).
-        cors = `Vary: Origin\r\n${req.headers.origin ? `Access-Control-Allow-Origin: ${req.headers.origin}\r\n` : ''}`;
+        // Only ever the configured origin (no request bytes in this hand-written answer).
+        const allowed = req.headers.origin === allowedOrigin;
+        cors = `Vary: Origin\r\n${allowed ? `Access-Control-Allow-Origin: ${allowedOrigin}\r\n` : ''}`;
       } else {
         // Before a request's headers were in: neither its origin nor its caller is known.
         auditor.emit({
@@ -311,6 +316,7 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
   // Who may call, decided in `onRequest`: before Fastify reads and parses a body of up to `bodyLimit`,
   // so that an anonymous caller cannot make the server parse large bodies.
   const authorize = (operation: Operation) => async (req: FastifyRequest, reply: FastifyReply) => {
+    if (refused.has(req)) return reply;
     let principal: CodecPrincipal | undefined;
     try {
       principal = await authenticate(verify, bearerToken(req.headers.authorization));
@@ -342,6 +348,7 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
   };
 
   const handle = (operation: Operation) => async (req: FastifyRequest, reply: FastifyReply) => {
+    if (refused.has(req)) return reply;
     const action = `codec.${operation}`;
     const principal = principals.get(req);
     if (!principal) throw new Error('codec server: a route ran without its authorization hook');
@@ -374,23 +381,28 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
     app.post('/encode', { onRequest: authorize('encode') }, handle('encode'));
   } else {
     const encodeDisabled = async (req: FastifyRequest, reply: FastifyReply) => {
+      if (refused.has(req)) return reply;
       audit(req, 'codec.encode', 'deny', CodecServerCodes.ENCODE_DISABLED);
       return refuse(
         reply,
         new CodecServerError(404, CodecServerCodes.ENCODE_DISABLED, 'encoding is disabled'),
       );
     };
-    app.post('/encode', { onRequest: encodeDisabled }, async () => {
+    app.post('/encode', { onRequest: encodeDisabled }, async (req, reply) => {
+      if (refused.has(req)) return reply;
       throw new Error('codec server: /encode ran although disabled');
     });
   }
 
   // Answered in `onRequest` already; kept so that nothing reaches Fastify's own 404 answer.
-  app.setNotFoundHandler(async () => {
+  app.setNotFoundHandler(async (req, reply) => {
+    if (refused.has(req)) return reply;
     throw new Error('codec server: an unknown route ran past its onRequest refusal');
   });
 
   app.setErrorHandler(async (err: { statusCode?: number; code?: string }, req, reply) => {
+    // The refused request's own reply failed to finish (see `refused`): already answered and recorded.
+    if (refused.has(req) || reply.sent) return reply;
     // Fastify's own 4xx (bad JSON 400, body too large 413, content type missing or not JSON/text 415)
     // keep their status.
     const status = clientStatus(err.statusCode) ?? 500;
@@ -415,14 +427,26 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
 }
 
 /**
- * A value from the request (or other free text) for an audit `detail`, as a JSON string: a space, `=`
- * or quote inside stays inside the quotes, so the value can never read as another `key=value` field
- * (`X-Namespace: evil origin=http://x`). An absent value is the bare word `none`, which no quoted
- * value equals.
+ * A value from the request (or other free text) for an audit `detail`, in double quotes: a space or
+ * `=` inside stays inside the quotes, so the value can never read as another `key=value` field
+ * (`X-Namespace: evil origin=http://x`). Quotes, backslashes and anything but printable ASCII become
+ * `?`, and a value over 64 characters is cut (ending `...`) inside its quotes. An absent value is the
+ * bare word `none`, which no quoted value equals.
  */
 function quoted(value: string | undefined): string {
-  return value === undefined ? 'none' : JSON.stringify(value);
+  if (value === undefined) return 'none';
+  // Printable ASCII but for the quote and the backslash, at most QUOTED_MAX of it: no escape inside, so
+  // a value is exactly its quotes' content, and three of them fit the record's 256-character detail
+  // whole (a longer detail is cut, and a cut before a closing quote would let the rest read as fields).
+  const plain = value.replace(/[^\x20-\x21\x23-\x5b\x5d-\x7e]/g, '?');
+  return `"${plain.length > QUOTED_MAX ? `${plain.slice(0, QUOTED_MAX - 3)}...` : plain}"`;
 }
+
+/** Longest quoted value in an audit detail, quotes aside. */
+const QUOTED_MAX = 64;
+
+/** Socket errors that end a connection without a refusal: nobody to answer, nothing to record. */
+const CONNECTION_LOST = new Set(['ECONNRESET', 'EPIPE', 'ETIMEDOUT', 'ECONNABORTED']);
 
 /** The audit action of a request refused before its route's own checks. */
 function actionOf(req: FastifyRequest): string {

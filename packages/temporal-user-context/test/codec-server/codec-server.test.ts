@@ -490,7 +490,43 @@ describe('codec server (case 23)', () => {
       ['origin', UI_ORIGIN],
       ['requested', forged],
     ]);
-    expect(originRecord).toEqual([['origin', 'https://evil requested="default"']]);
+    expect(originRecord).toEqual([['origin', 'https://evil requested=?default?']]);
+    // A value longer than the record's detail may be is cut inside its quotes, so the closing quote
+    // stays and the padding cannot push forged fields past it.
+    const long = `https://evil requested=default payloads=7 pad=${'z'.repeat(300)}`;
+    expectRefusal(await post('/decode', {}, { origin: long }), 403, CodecServerCodes.ORIGIN_FORBIDDEN);
+    expect(detailFields(server.sink.events.at(-1)!.detail!)).toEqual([['origin', `${long.slice(0, 61)}...`]]);
+  });
+
+  it('a refusal whose reply does not finish (the client hangs up during an async onSend hook) stays one refusal', async () => {
+    server = makeServer(idp);
+    // A host app's hook (compression, metrics): while it waits, the client is gone, the reply never
+    // finishes, and Fastify would go on to the route's own hook and the handler.
+    server.app.addHook('onSend', async (_req, _reply, payload) => {
+      await new Promise((r) => setTimeout(r, 50));
+      return payload;
+    });
+    await server.app.listen({ host: '127.0.0.1', port: 0 });
+    const { port } = server.app.server.address() as AddressInfo;
+    for (const [path, origin, reason] of [
+      ['/nope', UI_ORIGIN, CodecServerCodes.NOT_FOUND],
+      ['/decode', 'https://evil', CodecServerCodes.ORIGIN_FORBIDDEN],
+    ] as const) {
+      server.sink.clear();
+      await new Promise<void>((resolve) => {
+        const socket = connect(port, '127.0.0.1', () => {
+          socket.write(
+            `POST ${path} HTTP/1.1\r\nhost: x\r\norigin: ${origin}\r\ncontent-type: application/json\r\n` +
+              'content-length: 2\r\n\r\n{}',
+          );
+          setTimeout(() => socket.destroy(), 10);
+        });
+        socket.on('close', () => resolve());
+        socket.on('error', () => undefined);
+      });
+      await new Promise((r) => setTimeout(r, 200));
+      expect(server.sink.events.map((e) => e.reason)).toEqual([reason]);
+    }
   });
 
   it('when enabled, a reader token asking to encode is refused and a writer may encode', async () => {
@@ -775,13 +811,17 @@ function b64url(obj: unknown): string {
 /** `key=value` fields of an audit detail: a value is a bare word or a JSON string (which may hold spaces). */
 function detailFields(detail: string): [string, string][] {
   const out: [string, string][] = [];
-  const field = /([a-z]+)=("(?:[^"\\]|\\.)*"|\S+)(?: |$)/gy;
+  // A quoted value holds no quote and no escape; a bare one no space or quote. The whole detail must
+  // parse: a value cut before its closing quote does not.
+  const field = /([a-z]+)=("[^"]*"|[^\s"]+)(?: |$)/gy;
+  let consumed = 0;
   let match: RegExpExecArray | null;
   while ((match = field.exec(detail)) !== null) {
     const value = match[2]!;
-    out.push([match[1]!, value.startsWith('"') ? (JSON.parse(value) as string) : value]);
+    out.push([match[1]!, value.startsWith('"') ? value.slice(1, -1) : value]);
+    consumed = field.lastIndex;
   }
-  expect(field.lastIndex === 0 || field.lastIndex === detail.length, detail).toBe(true);
+  expect(consumed, detail).toBe(detail.length);
   return out;
 }
 
