@@ -1,3 +1,4 @@
+import { validatePluginOptions } from './plugin-options.js';
 import { readFileSync } from 'node:fs';
 import { extname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -285,6 +286,7 @@ export class UserContextPlugin extends SimplePlugin {
   private boundNamespace: string | undefined;
 
   constructor(private readonly pluginOptions: UserContextPluginOptions) {
+    validatePluginOptions(pluginOptions);
     const sinks =
       pluginOptions.audit === undefined ? [pinoAuditSink()] : ([] as AuditSink[]).concat(pluginOptions.audit);
     const auditor = new Auditor(sinks);

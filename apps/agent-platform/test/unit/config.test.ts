@@ -4,10 +4,11 @@ import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   ErrorCodes,
-  KeyRing,
-  UserContextPlugin,
   generateKeySet,
   isUserContextError,
+  KeyRing,
+  memoryAuditSink,
+  UserContextPlugin,
 } from 'temporal-user-context';
 import {
   actorWindowSeconds,
@@ -41,7 +42,11 @@ describe('searchAttributeMirror', () => {
 describe('actorWindowSeconds', () => {
   const edge = KeyRing.fromJSON(generateKeySet('config').edge);
   const plugin = (env: NodeJS.ProcessEnv) =>
-    new UserContextPlugin({ keys: edge, audit: [], actorWindowSeconds: actorWindowSeconds(env) });
+    new UserContextPlugin({
+      keys: edge,
+      audit: memoryAuditSink(),
+      actorWindowSeconds: actorWindowSeconds(env),
+    });
 
   it('takes AGENT_PLATFORM_ACTOR_WINDOW_SECONDS; unset or empty leaves the library default', () => {
     expect(actorWindowSeconds({ AGENT_PLATFORM_ACTOR_WINDOW_SECONDS: '900' })).toBe(900);

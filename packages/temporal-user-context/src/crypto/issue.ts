@@ -45,6 +45,9 @@ export async function issueContextToken(
       'this key ring cannot issue contexts (no private signing key)',
     );
   const schedule = options.use === 'schedule';
+  // Every token names its audience: one issued for no namespace would only be refused where it is opened.
+  if (typeof options.namespace !== 'string' || options.namespace.length === 0)
+    throw new UserContextError(ErrorCodes.MISCONFIGURED, 'a token needs the namespace it is issued for');
   if (!options.workflowId || (schedule && !options.scheduleId)) {
     throw new UserContextError(ErrorCodes.MISCONFIGURED, `a ${options.use} token needs its binding ids`);
   }

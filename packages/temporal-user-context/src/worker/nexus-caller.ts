@@ -41,13 +41,14 @@ export function nexusCallerPolicyOf(value: unknown): NexusCallerPolicy {
     value !== null &&
     Object.keys(value).length === 1 &&
     Array.isArray(list) &&
-    list.every((ns) => typeof ns === 'string' && ns.length > 0)
+    list.every((ns) => typeof ns === 'string' && ns.length > 0) &&
+    new Set(list).size === list.length
   ) {
     return { trustLinksFrom: [...(list as string[])] };
   }
   throw new UserContextError(
     ErrorCodes.MISCONFIGURED,
-    "nexusCallers must be 'confirm' or { trustLinksFrom: [namespace, ...] }",
+    "nexusCallers must be 'confirm' or { trustLinksFrom: [namespace, ...] } (distinct namespaces)",
   );
 }
 

@@ -716,7 +716,10 @@ describe('codec server timeouts', () => {
 describe('codec server namespace', () => {
   // A codec-server process builds the plugin without a client or worker: its codec falls back to
   // 'default'. The server's own namespace must still be the one payloads are bound to.
-  const plugin = new UserContextPlugin({ keys: KeyRing.fromJSON(generateKeySet('cs').worker), audit: [] });
+  const plugin = new UserContextPlugin({
+    keys: KeyRing.fromJSON(generateKeySet('cs').worker),
+    audit: memoryAuditSink(),
+  });
 
   async function bodyFor(namespace: string) {
     const [p] = await plugin.codec!.encode([json('for prod')], wf('wf-1', namespace));

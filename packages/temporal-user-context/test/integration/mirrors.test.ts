@@ -6,15 +6,16 @@ import { TypedSearchAttributes, type SearchAttributePair } from '@temporalio/com
 import { describe, expect, it } from 'vitest';
 import {
   ErrorCodes,
+  generateKeySet,
   KeyRing,
   MEMO_KEY,
-  UserContextPlugin,
-  generateKeySet,
+  memoryAuditSink,
   mirrorQuery,
-  USER_ID_ATTRIBUTE,
-  WORKSPACE_ID_ATTRIBUTE,
   pseudonymsOf,
   runAsUser,
+  USER_ID_ATTRIBUTE,
+  UserContextPlugin,
+  WORKSPACE_ID_ATTRIBUTE,
 } from 'temporal-user-context';
 import { alice, nthScheduledRun, type Harness } from '../../../../test-support/harness.js';
 import { aliceSchedule, useFixtureHarness } from '../fixtures/harness.js';
@@ -103,9 +104,9 @@ describe('mirrors at start', () => {
   it('a mode that is not one of the three is refused when the plugin is built', () => {
     const keys = KeyRing.fromJSON(generateKeySet('x').edge);
     for (const mirror of [{ memo: 'Plain' }, { searchAttributes: 'on' }])
-      expect(() => new UserContextPlugin({ keys, audit: [], mirror: mirror as never })).toThrow(
-        expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
-      );
+      expect(
+        () => new UserContextPlugin({ keys, audit: memoryAuditSink(), mirror: mirror as never }),
+      ).toThrow(expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }));
   });
 
   it('off writes neither', async () => {

@@ -7,12 +7,14 @@ import {
   Auditor,
   ContextVerifier,
   ErrorCodes,
-  KeyRing,
-  UserContextError,
-  UserContextPlugin,
   generateKeySet,
+  issueContextToken,
+  KeyRing,
+  memoryAuditSink,
   openContextToken,
   runAsUser,
+  UserContextError,
+  UserContextPlugin,
   type UserContextPluginOptions,
 } from 'temporal-user-context';
 import { failureConverterPath } from '../../src/plugin.js';
@@ -39,7 +41,7 @@ function codeOf(fn: () => unknown): string | undefined {
 }
 
 const plugin = (options: Partial<UserContextPluginOptions>) =>
-  new UserContextPlugin({ keys: edge, audit: [], ...options });
+  new UserContextPlugin({ keys: edge, audit: memoryAuditSink(), ...options });
 
 describe('verifier options', () => {
   it.each([
@@ -138,6 +140,7 @@ describe('nexusCallers', () => {
     [{ trustLinksFrom: [''] }],
     [{ trustLinksFrom: [1] }],
     [{ trustLinksFrom: ['other'], trustEverything: true }],
+    [{ trustLinksFrom: ['other', 'other'] }],
   ])('refuses %j', (nexusCallers) => {
     expect(codeOf(() => plugin({ nexusCallers: nexusCallers as never }))).toBe(ErrorCodes.MISCONFIGURED);
   });
@@ -264,5 +267,70 @@ describe('failureMessages', () => {
     expect(failureConverter.errorToFailure(named, payloadConverter).message).toBe('Encoded failure');
     // What it encoded, it decodes.
     expect(failureConverter.failureToError(app, payloadConverter).message).toBe('quotes user data');
+  });
+});
+
+describe('the options object itself', () => {
+  const sink = memoryAuditSink();
+  it.each([
+    ['an unknown option (a typo that would mean a default)', { activitylineage: 'server' }],
+    ['another unknown option', { failureMessage: 'clear' }],
+    ['keys that are no KeyRing', { keys: {} }],
+    ['an empty namespace', { namespace: '' }],
+    ['a namespace that is not a string', { namespace: 123 }],
+    ['no audit sink at all', { audit: [] }],
+    ['an audit sink without emit', { audit: {} }],
+    ['a null audit sink', { audit: null }],
+    ['a list holding a non-sink', { audit: [sink, 1] }],
+    ['the same sink twice', { audit: [sink, sink] }],
+    ['isRevoked false (revocation silently off)', { isRevoked: false }],
+    ['isRevoked that is not a function', { isRevoked: 'yes' }],
+    ['a verifier clock (a test hook: NaN turns every window check off)', { verifier: { now: () => NaN } }],
+    ['an unknown verifier option', { verifier: { clockskewseconds: 9999 } }],
+    ['a verifier that is not an object', { verifier: 'x' }],
+    ['codec 0 (read as off)', { codec: 0 }],
+    ['codec null', { codec: null }],
+    ['codec a string', { codec: 'yes' }],
+    ['codec flags as strings', { codec: { acceptNamespaceBound: 'false' } }],
+    ['acceptScheduledRuns as a string', { codec: { acceptScheduledRuns: 'no' } }],
+    ["an unknown codec option (another ring's keys)", { codec: { keys: { keys: [] } } }],
+    ['allowPlaintextEncodings as a string', { codec: { allowPlaintextEncodings: 'json/plain' } }],
+    ['checkWorkflowBundle as a string', { checkWorkflowBundle: 'false' }],
+    ['systemActivities that is not an object', { systemActivities: 'x' }],
+    ['systemActivities as pairs', { systemActivities: [['a']] }],
+    ['a principal that is not a name', { systemActivities: { sweep: [1] } }],
+    ['a principal listed twice', { systemActivities: { sweep: ['janitor', 'janitor'] } }],
+  ])('refuses %s', (_name, options) => {
+    expect(codeOf(() => plugin(options as never))).toBe(ErrorCodes.MISCONFIGURED);
+  });
+
+  it('takes every documented form', () => {
+    for (const options of [
+      { audit: sink },
+      { audit: [sink, memoryAuditSink()] },
+      { namespace: 'ns-a' },
+      { isRevoked: () => false },
+      { verifier: { clockSkewSeconds: 5, cacheSize: 10 } },
+      { codec: false },
+      { codec: true },
+      {
+        codec: {
+          acceptNamespaceBound: true,
+          acceptScheduledRuns: false,
+          allowPlaintextEncodings: ['json/plain'],
+        },
+      },
+      { checkWorkflowBundle: false },
+      { systemActivities: { sweep: ['janitor', 'reporter'] } },
+    ])
+      expect(() => plugin(options as never)).not.toThrow();
+  });
+});
+
+describe('issueContextToken', () => {
+  it('refuses to issue a token for no namespace', async () => {
+    await expect(
+      issueContextToken(edge, alice, { namespace: '', use: 'start', workflowId: 'wf-1' }),
+    ).rejects.toMatchObject({ code: ErrorCodes.MISCONFIGURED });
   });
 });

@@ -7,13 +7,14 @@ import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   ErrorCodes,
-  KeyRing,
-  UserContextPlugin,
   generateKeySet,
   issueContextToken,
+  KeyRing,
+  memoryAuditSink,
   mirrorQuery,
   pseudonymKeyFromJSON,
   pseudonymsOf,
+  UserContextPlugin,
   type UserContext,
 } from 'temporal-user-context';
 
@@ -163,7 +164,7 @@ describe('mirrorQuery: the list filter for what the search-attribute mirror writ
     const plugin = (searchAttributes?: 'plain' | 'pseudonym') =>
       new UserContextPlugin({
         keys: edge,
-        audit: [],
+        audit: memoryAuditSink(),
         ...(searchAttributes ? { mirror: { searchAttributes } } : {}),
       });
     expect(plugin().mirrorQuery({ workspaceId: 'ws-acme' })).toBeUndefined();
