@@ -279,6 +279,7 @@ export class ContextSource {
     scheduleId: string,
     actionWorkflowId: string,
     action: string,
+    scheduledAction?: { workflowType: string; taskQueue: string },
   ): Promise<{ originator: ContextHeader; context: UserContext }> {
     const { context, source } = this.who(action, { workflowId: actionWorkflowId, scheduleId });
     // A schedule's runs add lineage facts that name it and the run (`<action id>-<time>`) to the header
@@ -291,7 +292,12 @@ export class ContextSource {
       action,
       context,
       source,
-      { use: 'schedule', scheduleId, workflowId: actionWorkflowId },
+      {
+        use: 'schedule',
+        scheduleId,
+        workflowId: actionWorkflowId,
+        ...(scheduledAction ? { scheduledAction } : {}),
+      },
       (header) => {
         if (size(header) <= MAX_HEADER_BYTES) return;
         this.refuse(

@@ -4,7 +4,10 @@ import { userContextSchema } from '../context/schema.js';
 /** What a token was issued for: starting workflow `wf`, acting on workflow `wf`, or schedule `sch`. */
 export type TokenUse = 'start' | 'actor' | 'schedule';
 
-/** Claims inside the signed token (see docs/wire-format.md). All are required except `wf` / `sch`. */
+/**
+ * Claims inside the signed token (see docs/wire-format.md). All are required except `wf` / `sch` and a
+ * schedule token's `wt` / `tq`.
+ */
 export const claimsSchema = z
   .object({
     iss: z.string().min(1).max(128),
@@ -16,6 +19,12 @@ export const claimsSchema = z
     use: z.enum(['start', 'actor', 'schedule']),
     wf: z.string().min(1).max(1000).optional(),
     sch: z.string().min(1).max(1000).optional(),
+    /**
+     * Schedule tokens: the action's workflow type and task queue, which every run must have (check 7).
+     * Optional, for tokens issued before they were bound.
+     */
+    wt: z.string().min(1).max(1000).optional(),
+    tq: z.string().min(1).max(1000).optional(),
     /** Pseudonyms the header shows; a header whose hints differ from these is refused. */
     wsh: z.string().max(64),
     subh: z.string().max(64),
@@ -31,7 +40,7 @@ export const claimsSchema = z
       // run's id starts with (`<wf>-<RFC 3339 time>`); start and actor tokens name one workflow id.
       c.use === 'schedule'
         ? c.sch !== undefined && c.wf !== undefined
-        : c.wf !== undefined && c.sch === undefined,
+        : c.wf !== undefined && c.sch === undefined && c.wt === undefined && c.tq === undefined,
     {
       message: 'binding must match use',
     },

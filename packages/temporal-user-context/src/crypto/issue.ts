@@ -19,6 +19,8 @@ export interface IssueOptions {
   workflowId?: string;
   /** Schedule id the token is bound to (`schedule`). */
   scheduleId?: string;
+  /** The schedule action's workflow type and task queue (`schedule`): every run must have them. */
+  scheduledAction?: { workflowType: string; taskQueue: string };
   /** Seconds the start window stays open (default: 60 for start, 300 for actor, 366 days for schedules). */
   windowSeconds?: number;
   /** Clock, for tests. */
@@ -61,6 +63,9 @@ export async function issueContextToken(
     use: options.use,
     wf: options.workflowId,
     ...(schedule ? { sch: options.scheduleId } : {}),
+    ...(schedule && options.scheduledAction
+      ? { wt: options.scheduledAction.workflowType, tq: options.scheduledAction.taskQueue }
+      : {}),
     wsh: pseudonym(ring.pseudonymKey, 'ws', ctx.workspaceId),
     subh: pseudonym(ring.pseudonymKey, 'sub', ctx.userId),
     iat,

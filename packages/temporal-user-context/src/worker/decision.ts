@@ -38,6 +38,9 @@ export async function confirmOriginator(
       header.lin!.start,
       verified.claims.iat,
       runKey,
+      verified.claims.wt !== undefined && verified.claims.tq !== undefined
+        ? { workflowType: verified.claims.wt, taskQueue: verified.claims.tq }
+        : undefined,
     );
   }
 }

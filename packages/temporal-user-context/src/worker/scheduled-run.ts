@@ -3,6 +3,12 @@ import { isUserContextError } from '../context/errors.js';
 import { describeRun, lineageRefusal, timestampMs } from './server-lineage.js';
 import { SuccessCache } from './success-cache.js';
 
+/** A schedule action's workflow type and task queue, as its token binds them. */
+export interface ScheduledAction {
+  workflowType: string;
+  taskQueue: string;
+}
+
 /** Lookups of the schedule before a fresh run it has not recorded yet is refused. */
 const LOOKUPS = 5;
 /** Pause before the second lookup, doubled for each further one (0.1 + 0.2 + 0.4 + 0.8 s at most). */
@@ -22,6 +28,29 @@ const CACHE_SIZE = 10_000;
  * backlog of the server's internal worker delays.
  */
 const CREATE_WINDOW_MS = 10 * 60_000;
+
+/**
+ * Whether the time a scheduled run's id names (`<action id>-<RFC 3339 time>`, the server's naming) is
+ * later than now: a schedule names a run by the time it was due, never a time to come, so such a run
+ * is no late-recorded one.
+ */
+function scheduledInFuture(root: string, skewMs: number): boolean {
+  const time = /-(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)$/.exec(root)?.[1];
+  const due = time === undefined ? NaN : Date.parse(time);
+  return Number.isFinite(due) && due > Date.now() + skewMs + 60_000;
+}
+
+/**
+ * A run younger than 30 s that its schedule has not recorded yet, after a few lookups: not a refusal
+ * (the attempt is retried by the activity's retry policy; audited with reason `ERROR`). The same run
+ * still unrecorded once older is refused with `USER_CONTEXT_LINEAGE_MISMATCH`.
+ */
+export class ScheduledRunNotRecordedError extends Error {
+  constructor() {
+    super('the schedule has not recorded this run yet; retry');
+    this.name = 'ScheduledRunNotRecordedError';
+  }
+}
 
 /**
  * Confirms with the Temporal server that a lineage whose token is a schedule token was started by that
@@ -44,7 +73,8 @@ const CREATE_WINDOW_MS = 10 * 60_000;
  * One confirmation per run per worker is kept (keyed by the server-vouched run id of the caller); a
  * refusal is never cached. A lookup that fails for another reason than "not found" is rethrown as it
  * is, so the activity retries. Only a root that started moments ago gets a few more lookups (see
- * {@link FRESH_ROOT_MS}); an older run that claims a schedule it does not belong to costs two calls.
+ * {@link FRESH_ROOT_MS}), and then a retryable {@link ScheduledRunNotRecordedError} rather than a
+ * refusal; an older run that claims a schedule it does not belong to costs two calls.
  */
 export class ScheduledRunCheck {
   private readonly confirmed = new SuccessCache<void>(CACHE_SIZE);
@@ -56,6 +86,8 @@ export class ScheduledRunCheck {
    * Resolves when the schedule `scheduleId`, created when the token was issued (`issuedAt`, its `iat`),
    * started the execution chain rooted at `root` that the lineage (`chainStart`) belongs to.
    * @param runKey The caller's run id (server-vouched); confirmations are cached per run.
+   * @param action The workflow type and task queue the token binds (tokens issued since they are):
+   *   the root's must be these.
    * @throws {@link UserContextError} `USER_CONTEXT_LINEAGE_MISMATCH` when it did not, or the schedule or
    *   the root no longer exists.
    */
@@ -66,10 +98,11 @@ export class ScheduledRunCheck {
     chainStart: number,
     issuedAt: number,
     runKey: string,
+    action?: ScheduledAction,
   ): Promise<void> {
     return this.confirmed.get(
-      `${scheduleId}\u0000${root}\u0000${chainStart}\u0000${issuedAt}\u0000${runKey}`,
-      () => this.lookup(client, scheduleId, root, chainStart, issuedAt),
+      `${scheduleId}\u0000${root}\u0000${chainStart}\u0000${issuedAt}\u0000${runKey}\u0000${action?.workflowType ?? ''}\u0000${action?.taskQueue ?? ''}`,
+      () => this.lookup(client, scheduleId, root, chainStart, issuedAt, action),
     );
   }
 
@@ -79,8 +112,18 @@ export class ScheduledRunCheck {
     root: string,
     chainStart: number,
     issuedAt: number,
+    action: ScheduledAction | undefined,
   ): Promise<void> {
-    const { firstRunId, startedAt, firstStartedAt } = await this.rootOf(client, root);
+    const { firstRunId, startedAt, firstStartedAt, workflowType, taskQueue } = await this.rootOf(
+      client,
+      root,
+    );
+    // What the schedule was created to run (the token's `wt`, `tq`): an update that kept the creator's
+    // header but changed the workflow type or queue does not run as the creator.
+    if (action && (workflowType !== action.workflowType || taskQueue !== action.taskQueue))
+      throw lineageRefusal(
+        "the run's workflow type or task queue is not the one its schedule was created with",
+      );
     // Runs of the chain the schedule started (its first run, retries, continued runs, their children)
     // carry a chain start at or after its first run's: a lineage that started earlier is another chain.
     if (firstStartedAt !== undefined && chainStart < firstStartedAt)
@@ -119,7 +162,21 @@ export class ScheduledRunCheck {
           throw lineageRefusal('the lineage started before the schedule started its root');
         return;
       }
+      // Not recorded, and the schedule started this id as another chain (the id was taken again after
+      // its run closed): no late record, however fresh. (Two runs the schedule itself named alike, due in
+      // the same second, would be refused if the second were recorded late: the server names runs by
+      // the second.)
+      const sameId = (a: { workflow: { workflowId: string } }) => a.workflow.workflowId === root;
+      if (
+        description.info.recentActions.some((r) => sameId(r.action)) ||
+        description.info.runningActions.some(sameId)
+      )
+        throw lineageRefusal('the schedule started another execution chain of this workflow id');
     }
+    // A run of moments ago that the schedule has not recorded yet (a busy server's scheduler records it
+    // late): not a verdict. The attempt fails retryable, so that the activity's retry policy asks again;
+    // once the run is older than FRESH_ROOT_MS, one lookup decides.
+    if (lookups > 1 && !scheduledInFuture(root, this.skewMs)) throw new ScheduledRunNotRecordedError();
     throw lineageRefusal('the lineage is not a run its schedule started');
   }
 
@@ -130,7 +187,13 @@ export class ScheduledRunCheck {
   private async rootOf(
     client: Client,
     root: string,
-  ): Promise<{ firstRunId: string; startedAt: number; firstStartedAt: number | undefined }> {
+  ): Promise<{
+    firstRunId: string;
+    startedAt: number;
+    firstStartedAt: number | undefined;
+    workflowType: string;
+    taskQueue: string;
+  }> {
     let description;
     try {
       description = await client.workflow.getHandle(root).describe();
@@ -160,6 +223,8 @@ export class ScheduledRunCheck {
       firstRunId,
       startedAt: description.startTime.getTime(),
       firstStartedAt: started?.seconds ? timestampMs(started) : undefined,
+      workflowType: description.type,
+      taskQueue: description.taskQueue,
     };
   }
 }

@@ -135,6 +135,35 @@ describe('schedules', () => {
     await handle.delete();
   });
 
+  it("an update that keeps the creator's header but changes what runs, or where, does not run as the creator", async () => {
+    // The SDK's update() copies the action's headers, so the creator's token stays; the token binds the
+    // workflow type and task queue it was created with, and workers compare them (check 7).
+    const scheduleId = `sch-${randomUUID()}`;
+    const handle = await aliceSchedule(h, scheduleId);
+    try {
+      await h.rawClient.schedule
+        .getHandle(scheduleId)
+        .update((previous) => ({
+          ...previous,
+          action: { ...previous.action, workflowType: 'viaLocalActivity' },
+        }));
+      await handle.trigger();
+      const changed = await nthScheduledRun(h.rawClient, scheduleId, 1);
+      expect(await failureTypeOf(h.rawClient.workflow.getHandle(changed).result())).toBe(
+        ErrorCodes.LINEAGE_MISMATCH,
+      );
+      // Back to what alice created: it runs as her again (what the update may change is the rest).
+      await h.rawClient.schedule
+        .getHandle(scheduleId)
+        .update((previous) => ({ ...previous, action: { ...previous.action, workflowType: 'viaActivity' } }));
+      await handle.trigger();
+      const restored = await nthScheduledRun(h.rawClient, scheduleId, 2);
+      expect(await h.rawClient.workflow.getHandle(restored).result()).toEqual(alice);
+    } finally {
+      await handle.delete();
+    }
+  });
+
   it("a deleted schedule's token does not drive a schedule re-created under its id by someone else", async () => {
     // Alice's schedule token, as issued when she created the schedule 20 minutes ago; it is readable
     // in the schedule and in its runs' history. The schedule has been deleted since, and someone else

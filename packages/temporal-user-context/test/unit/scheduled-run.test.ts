@@ -104,3 +104,67 @@ describe('check 7 dates the lineage against the chain the schedule started', () 
     expect(await verdict(server({ error: grpcError(14) }), firstStart)).toBe('thrown: grpc 14');
   });
 });
+
+describe('check 7 on a run its schedule has not recorded', () => {
+  /**
+   * A single-run root that started `age` ms ago; the schedule lists no action, or `recorded`: the same
+   * workflow id started as another chain.
+   */
+  const unrecorded = (age: number, recorded: unknown[] = []): Client =>
+    ({
+      options: { namespace: 'default' },
+      workflow: {
+        getHandle: (workflowId: string) => ({
+          describe: async () => ({
+            startTime: new Date(Date.now() - age),
+            raw: {
+              workflowExecutionInfo: {
+                firstRunId: 'r1',
+                execution: { workflowId, runId: 'r1' },
+                startTime: ts(Date.now() - age),
+              },
+            },
+          }),
+        }),
+      },
+      schedule: {
+        getHandle: () => ({
+          describe: async () => ({
+            info: { createdAt: new Date(CREATED), runningActions: recorded, recentActions: [] },
+          }),
+        }),
+      },
+    }) as unknown as Client;
+
+  it('fails a run of moments ago retryable, not as a refusal (a busy scheduler records it late)', async () => {
+    expect(await verdict(unrecorded(1000), Date.now() - 1000)).toBe(
+      'thrown: the schedule has not recorded this run yet; retry',
+    );
+  });
+
+  it('refuses a fresh run at once where the schedule shows it is not its own', async () => {
+    // The schedule started this very id as another chain (the id was taken again after its run closed).
+    const other = [{ workflow: { workflowId: root, firstExecutionRunId: 'r0' } }];
+    expect(await verdict(unrecorded(1000, other), Date.now() - 1000)).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    // A run named for a time to come: a schedule names its runs by when they were due.
+    const future = `report-${new Date(Date.now() + 3600_000).toISOString().slice(0, 19)}Z`;
+    let code: string | undefined;
+    try {
+      await new ScheduledRunCheck(30_000).confirm(
+        unrecorded(1000),
+        'sch',
+        future,
+        Date.now() - 1000,
+        ISSUED,
+        'r',
+      );
+    } catch (err) {
+      code = isUserContextError(err) ? err.code : 'thrown';
+    }
+    expect(code).toBe(ErrorCodes.LINEAGE_MISMATCH);
+  });
+
+  it('refuses the same run once it is older than the schedule could take to record it', async () => {
+    expect(await verdict(unrecorded(60_000), Date.now() - 60_000)).toBe(ErrorCodes.LINEAGE_MISMATCH);
+  });
+});
