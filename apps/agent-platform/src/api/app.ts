@@ -371,7 +371,8 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     {
       schema: {
         tags: ['members'],
-        summary: 'Remove a member (admins); their running agents are refused at the next step',
+        summary:
+          'Remove a member (admins); their running agents are refused at the next step, their schedules paused',
         security,
         params: { type: 'object', properties: { ws: ID, userId: ID }, required: ['ws', 'userId'] },
         response: errors,
@@ -382,9 +383,50 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         scoped(request, (tx) => new MembershipRepository(tx).remove(request.params.userId), 'admin'),
       );
       if (!removed) throw notFound('member');
+      await pauseSchedulesOf(request, request.params.userId);
       return reply.status(204).send();
     },
   );
+  /**
+   * Pauses the schedules a removed member created in the workspace: each run they start would act as
+   * someone who is no longer a member, and be refused (two deny records per run, forever), and re-adding
+   * the member would silently make them act again. Paused, an admin sees them in the list and deletes
+   * or resumes them. Best effort: the membership is already gone, so a schedule that cannot be paused
+   * now only leaves its runs refused; each failure is recorded.
+   */
+  const pauseSchedulesOf = async (request: FastifyRequest, userId: string): Promise<void> => {
+    const { workspaceId } = user(request);
+    let schedules: Awaited<ReturnType<typeof workspaceSchedules>>;
+    try {
+      schedules = await workspaceSchedules(workspaceId);
+    } catch (err) {
+      pauseFailed(request, userId, undefined, err);
+      return;
+    }
+    for (const { scheduleId } of schedules.filter((s) => s.createdBy === userId && !s.paused)) {
+      await asUser(request, () =>
+        client.schedule.getHandle(scheduleId).pause(`member ${userId} removed`),
+      ).catch((err: unknown) => pauseFailed(request, userId, scheduleId, err));
+    }
+  };
+  const pauseFailed = (
+    request: FastifyRequest,
+    removed: string,
+    scheduleId: string | undefined,
+    err: unknown,
+  ) => {
+    request.log.warn({ err, scheduleId }, "could not pause a removed member's schedule");
+    options.scope?.auditor?.emit({
+      action: 'schedule.pause',
+      decision: 'deny',
+      ...audit,
+      source: 'edge',
+      reason: 'ERROR',
+      userId: user(request).userId,
+      workspaceId: user(request).workspaceId,
+      detail: `schedules of removed member ${removed}${scheduleId ? `: ${scheduleId}` : ''} not paused: ${err instanceof Error ? err.message : 'unknown error'}`,
+    });
+  };
 
   // ---- agents ----
   const agentBody = {

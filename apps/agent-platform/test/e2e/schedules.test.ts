@@ -184,12 +184,19 @@ describe('schedules', () => {
     });
   });
 
-  it('checks the membership live: a removed member neither lists nor deletes', async () => {
+  it('checks the membership live: a removed member neither lists nor deletes, and their schedules are paused', async () => {
     await p.call('carol', 'POST', '/workspaces/ws-acme/members', { userId: 'gina', roles: ['member'] });
     p.tokens.gina = await p.issuer.mint({ user: 'gina', workspace: 'ws-acme', roles: ['member'] });
     const byGina = await schedule('gina', 'ws-acme', acmeAgent());
     await listed('gina', 'ws-acme', [byGina]);
+    const byCarol = await schedule('carol', 'ws-acme', acmeAgent());
     expect((await p.call('carol', 'DELETE', '/workspaces/ws-acme/members/gina')).statusCode).toBe(204);
+    // Her schedule is paused (its runs would act as a non-member), the others' are not.
+    const paused = async (id: string) => (await p.testClient.schedule.getHandle(id).describe()).state;
+    expect(await paused(byGina)).toMatchObject({ paused: true, note: 'member gina removed' });
+    expect((await paused(byCarol)).paused).toBe(false);
+    const list = (await p.call('carol', 'GET', '/workspaces/ws-acme/schedules')).body_.schedules as Json[];
+    expect(list.find((s) => s.scheduleId === byGina)).toMatchObject({ paused: true, createdBy: 'gina' });
 
     const revoked = { status: 403, code: ErrorCodes.MEMBERSHIP_REVOKED };
     expect((await p.call('gina', 'GET', '/workspaces/ws-acme/schedules')).body_).toMatchObject(revoked);
@@ -197,6 +204,9 @@ describe('schedules', () => {
       revoked,
     );
     expect((await p.call('carol', 'DELETE', `/workspaces/ws-acme/schedules/${byGina}`)).statusCode).toBe(204);
+    expect((await p.call('carol', 'DELETE', `/workspaces/ws-acme/schedules/${byCarol}`)).statusCode).toBe(
+      204,
+    );
   });
 
   it('an agent a schedule names is not deleted until the schedule is', async () => {
