@@ -45,6 +45,7 @@ export {
 export { recordDecision, type AppDecision } from './worker/record.js';
 export { ContextVerifier, type Verified, type VerifierOptions } from './worker/verifier.js';
 export type { NexusCallerPolicy } from './worker/nexus-caller.js';
+export { ScheduledRunNotRecordedError } from './worker/scheduled-run.js';
 export {
   ACTOR_HEADER,
   ORIGINATOR_HEADER,

@@ -68,7 +68,9 @@ export function validatePluginOptions(options: unknown): asserts options is User
   if (!isPlainObject(options)) misconfigured('plugin options must be an object');
   onlyKeys(options, OPTIONS, 'UserContextPlugin');
   if (!(options.keys instanceof KeyRing))
-    misconfigured('keys must be a KeyRing (KeyRing.fromEnv(), fromFile or fromJSON)');
+    misconfigured(
+      'keys must be a KeyRing of this package (KeyRing.fromEnv(), fromFile or fromJSON; one made by another copy of the package is not)',
+    );
   const { namespace, audit, systemActivities, isRevoked, verifier, codec } = options;
   if (
     namespace !== undefined &&

@@ -279,7 +279,7 @@ export class ContextSource {
     scheduleId: string,
     actionWorkflowId: string,
     action: string,
-    scheduledAction?: { workflowType: string; taskQueue: string },
+    scheduledAction: { workflowType: string; taskQueue: string },
   ): Promise<{ originator: ContextHeader; context: UserContext }> {
     const { context, source } = this.who(action, { workflowId: actionWorkflowId, scheduleId });
     // A schedule's runs add lineage facts that name it and the run (`<action id>-<time>`) to the header
@@ -296,7 +296,7 @@ export class ContextSource {
         use: 'schedule',
         scheduleId,
         workflowId: actionWorkflowId,
-        ...(scheduledAction ? { scheduledAction } : {}),
+        scheduledAction,
       },
       (header) => {
         if (size(header) <= MAX_HEADER_BYTES) return;

@@ -19,7 +19,7 @@ export interface IssueOptions {
   workflowId?: string;
   /** Schedule id the token is bound to (`schedule`). */
   scheduleId?: string;
-  /** The schedule action's workflow type and task queue (`schedule`): every run must have them. */
+  /** The schedule action's workflow type and task queue (`schedule`, required): every run must have them. */
   scheduledAction?: { workflowType: string; taskQueue: string };
   /** Seconds the start window stays open (default: 60 for start, 300 for actor, 366 days for schedules). */
   windowSeconds?: number;
@@ -50,7 +50,7 @@ export async function issueContextToken(
   // Every token names its audience: one issued for no namespace would only be refused where it is opened.
   if (typeof options.namespace !== 'string' || options.namespace.length === 0)
     throw new UserContextError(ErrorCodes.MISCONFIGURED, 'a token needs the namespace it is issued for');
-  if (!options.workflowId || (schedule && !options.scheduleId)) {
+  if (!options.workflowId || (schedule && (!options.scheduleId || !options.scheduledAction))) {
     throw new UserContextError(ErrorCodes.MISCONFIGURED, `a ${options.use} token needs its binding ids`);
   }
   const iat = Math.floor((options.now?.() ?? Date.now()) / 1000);
@@ -63,8 +63,8 @@ export async function issueContextToken(
     use: options.use,
     wf: options.workflowId,
     ...(schedule ? { sch: options.scheduleId } : {}),
-    ...(schedule && options.scheduledAction
-      ? { wt: options.scheduledAction.workflowType, tq: options.scheduledAction.taskQueue }
+    ...(schedule
+      ? { wt: options.scheduledAction!.workflowType, tq: options.scheduledAction!.taskQueue }
       : {}),
     wsh: pseudonym(ring.pseudonymKey, 'ws', ctx.workspaceId),
     subh: pseudonym(ring.pseudonymKey, 'sub', ctx.userId),

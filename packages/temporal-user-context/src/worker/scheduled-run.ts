@@ -128,7 +128,10 @@ export class ScheduledRunCheck {
     // carry a chain start at or after its first run's: a lineage that started earlier is another chain.
     if (firstStartedAt !== undefined && chainStart < firstStartedAt)
       throw lineageRefusal("the lineage started before the root's current execution chain");
-    const lookups = Date.now() - startedAt < FRESH_ROOT_MS ? LOOKUPS : 1;
+    // Fresh by the chain's first run, which is what the schedule records (a chain that keeps continuing
+    // as new would otherwise stay fresh for ever).
+    const lookups = Date.now() - (firstStartedAt ?? startedAt) < FRESH_ROOT_MS ? LOOKUPS : 1;
+    let otherChain = false;
     const schedule = client.schedule.getHandle(scheduleId);
     for (let attempt = 0; attempt < lookups; attempt++) {
       if (attempt > 0)
@@ -162,17 +165,17 @@ export class ScheduledRunCheck {
           throw lineageRefusal('the lineage started before the schedule started its root');
         return;
       }
-      // Not recorded, and the schedule started this id as another chain (the id was taken again after
-      // its run closed): no late record, however fresh. (Two runs the schedule itself named alike, due in
-      // the same second, would be refused if the second were recorded late: the server names runs by
-      // the second.)
+      // Not recorded, and the schedule started this id as another chain: the id was taken again after
+      // its run closed, or the schedule itself named two runs alike (due in the same second) and has not
+      // recorded the second yet. Looked up again, but no retry after that.
       const sameId = (a: { workflow: { workflowId: string } }) => a.workflow.workflowId === root;
       if (
         description.info.recentActions.some((r) => sameId(r.action)) ||
         description.info.runningActions.some(sameId)
       )
-        throw lineageRefusal('the schedule started another execution chain of this workflow id');
+        otherChain = true;
     }
+    if (otherChain) throw lineageRefusal('the schedule started another execution chain of this workflow id');
     // A run of moments ago that the schedule has not recorded yet (a busy server's scheduler records it
     // late): not a verdict. The attempt fails retryable, so that the activity's retry policy asks again;
     // once the run is older than FRESH_ROOT_MS, one lookup decides.
@@ -223,8 +226,10 @@ export class ScheduledRunCheck {
       firstRunId,
       startedAt: description.startTime.getTime(),
       firstStartedAt: started?.seconds ? timestampMs(started) : undefined,
-      workflowType: description.type,
-      taskQueue: description.taskQueue,
+      // The run the schedule started is the chain's first: later runs may continue as new into another
+      // type or queue, legally. Past retention, the latest run's stand in (docs/wire-format.md, _Limits_).
+      workflowType: first?.type?.name || description.type,
+      taskQueue: first?.taskQueue || description.taskQueue,
     };
   }
 }

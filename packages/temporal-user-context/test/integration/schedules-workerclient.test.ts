@@ -98,6 +98,7 @@ describe('schedules', () => {
       use: 'schedule',
       scheduleId,
       workflowId: `${scheduleId}-wf`,
+      scheduledAction: { workflowType: 'viaActivity', taskQueue: h.taskQueue },
     });
     const attacker = headerWritingClient(h, { [ORIGINATOR_HEADER]: encodeHeader(header) });
     for (const workflowId of [
@@ -141,12 +142,10 @@ describe('schedules', () => {
     const scheduleId = `sch-${randomUUID()}`;
     const handle = await aliceSchedule(h, scheduleId);
     try {
-      await h.rawClient.schedule
-        .getHandle(scheduleId)
-        .update((previous) => ({
-          ...previous,
-          action: { ...previous.action, workflowType: 'viaLocalActivity' },
-        }));
+      await h.rawClient.schedule.getHandle(scheduleId).update((previous) => ({
+        ...previous,
+        action: { ...previous.action, workflowType: 'viaLocalActivity' },
+      }));
       await handle.trigger();
       const changed = await nthScheduledRun(h.rawClient, scheduleId, 1);
       expect(await failureTypeOf(h.rawClient.workflow.getHandle(changed).result())).toBe(
@@ -175,6 +174,7 @@ describe('schedules', () => {
       use: 'schedule',
       scheduleId,
       workflowId: `${scheduleId}-wf`,
+      scheduledAction: { workflowType: 'viaActivity', taskQueue: h.taskQueue },
       now: () => twentyMinutesAgo,
     });
     const forger = new Client({

@@ -328,6 +328,17 @@ describe('the options object itself', () => {
 });
 
 describe('issueContextToken', () => {
+  it('refuses a schedule token that does not bind its action (workflow type and task queue)', async () => {
+    await expect(
+      issueContextToken(edge, alice, {
+        namespace: 'default',
+        use: 'schedule',
+        scheduleId: 's',
+        workflowId: 'w',
+      }),
+    ).rejects.toMatchObject({ code: ErrorCodes.MISCONFIGURED });
+  });
+
   it('refuses to issue a token for no namespace', async () => {
     await expect(
       issueContextToken(edge, alice, { namespace: '', use: 'start', workflowId: 'wf-1' }),

@@ -168,3 +168,126 @@ describe('check 7 on a run its schedule has not recorded', () => {
     expect(await verdict(unrecorded(60_000), Date.now() - 60_000)).toBe(ErrorCodes.LINEAGE_MISMATCH);
   });
 });
+
+describe("check 7 holds a run to the schedule's workflow type and task queue", () => {
+  /**
+   * A chain the schedule recorded: its first run `r1` (type `Report` on `reports`, started `firstAge`
+   * ago) continued as new into its latest run `r2` (`latest`, started 5 s ago).
+   */
+  const chain = (latest: { type: string; queue: string }, recorded = true, firstAge = 2 * HOUR): Client =>
+    ({
+      options: { namespace: 'default' },
+      workflow: {
+        getHandle: (workflowId: string) => ({
+          describe: async () => ({
+            startTime: new Date(Date.now() - 5000),
+            type: latest.type,
+            taskQueue: latest.queue,
+            raw: {
+              workflowExecutionInfo: {
+                firstRunId: 'r1',
+                execution: { workflowId, runId: 'r2' },
+                startTime: ts(Date.now() - 5000),
+              },
+            },
+          }),
+        }),
+      },
+      workflowService: {
+        describeWorkflowExecution: async () => ({
+          workflowExecutionInfo: {
+            startTime: ts(Date.now() - firstAge),
+            type: { name: 'Report' },
+            taskQueue: 'reports',
+          },
+        }),
+      },
+      schedule: {
+        getHandle: () => ({
+          describe: async () => ({
+            info: {
+              createdAt: new Date(CREATED),
+              runningActions: recorded ? [{ workflow: { workflowId: root, firstExecutionRunId: 'r1' } }] : [],
+              recentActions: [],
+            },
+          }),
+        }),
+      },
+    }) as unknown as Client;
+  const check = async (client: Client, action = { workflowType: 'Report', taskQueue: 'reports' }) => {
+    try {
+      await new ScheduledRunCheck(30_000).confirm(
+        client,
+        'sch',
+        root,
+        Date.now() - 2 * HOUR,
+        ISSUED,
+        'r',
+        action,
+      );
+      return 'confirmed';
+    } catch (err) {
+      return isUserContextError(err) ? err.code : `thrown: ${(err as Error).message}`;
+    }
+  };
+
+  it("compares the chain's first run, the one the schedule started: a later run may continue as another", async () => {
+    expect(await check(chain({ type: 'ReportPart2', queue: 'other-queue' }))).toBe('confirmed');
+  });
+
+  it('refuses a chain whose first run is of another type or on another queue than the token binds', async () => {
+    const client = chain({ type: 'Report', queue: 'reports' });
+    expect(await check(client, { workflowType: 'Invoice', taskQueue: 'reports' })).toBe(
+      ErrorCodes.LINEAGE_MISMATCH,
+    );
+    expect(await check(client, { workflowType: 'Report', taskQueue: 'elsewhere' })).toBe(
+      ErrorCodes.LINEAGE_MISMATCH,
+    );
+  });
+
+  it('dates freshness by the first run: an unrecorded chain that just continued as new is refused, not retried', async () => {
+    expect(await check(chain({ type: 'Report', queue: 'reports' }, false))).toBe(ErrorCodes.LINEAGE_MISMATCH);
+  });
+});
+
+describe('check 7 on two runs the schedule named alike (due in the same second)', () => {
+  it('confirms the second once the schedule records it, though it first shows only the first', async () => {
+    let lookups = 0;
+    const first = { workflow: { workflowId: root, firstExecutionRunId: 'r0' } };
+    const second = { workflow: { workflowId: root, firstExecutionRunId: 'r1' } };
+    const client = {
+      options: { namespace: 'default' },
+      workflow: {
+        getHandle: (workflowId: string) => ({
+          describe: async () => ({
+            startTime: new Date(Date.now() - 500),
+            raw: {
+              workflowExecutionInfo: {
+                firstRunId: 'r1',
+                execution: { workflowId, runId: 'r1' },
+                startTime: ts(Date.now() - 500),
+              },
+            },
+          }),
+        }),
+      },
+      schedule: {
+        getHandle: () => ({
+          describe: async () => ({
+            info: {
+              createdAt: new Date(CREATED),
+              runningActions: [],
+              recentActions: (++lookups === 1 ? [first] : [first, second]).map((action) => ({
+                scheduledAt: new Date(),
+                takenAt: new Date(),
+                action,
+              })),
+            },
+          }),
+        }),
+      },
+    } as unknown as Client;
+    expect(await verdict(client, Date.now() - 500)).toBe('confirmed');
+    expect(lookups).toBe(2);
+  });
+});
