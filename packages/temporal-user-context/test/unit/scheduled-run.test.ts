@@ -105,189 +105,137 @@ describe('check 7 dates the lineage against the chain the schedule started', () 
   });
 });
 
-describe('check 7 on a run its schedule has not recorded', () => {
-  /**
-   * A single-run root that started `age` ms ago; the schedule lists no action, or `recorded`: the same
-   * workflow id started as another chain.
-   */
-  const unrecorded = (age: number, recorded: unknown[] = []): Client =>
-    ({
-      options: { namespace: 'default' },
-      workflow: {
-        getHandle: (workflowId: string) => ({
-          describe: async () => ({
-            startTime: new Date(Date.now() - age),
-            raw: {
-              workflowExecutionInfo: {
-                firstRunId: 'r1',
-                execution: { workflowId, runId: 'r1' },
-                startTime: ts(Date.now() - age),
-              },
+/** A run the schedule started, as its records name it (`firstExecutionRunId`: the chain's first run). */
+const action = (firstExecutionRunId: string) => ({ workflow: { workflowId: root, firstExecutionRunId } });
+
+/**
+ * A stand-in server for the cases below: the root's chain (first run `r1`, of type `Report` on queue
+ * `reports`, started `firstAge` ms ago; when `latest` is given, it continued as new into a run `r2` of
+ * that type and queue, started 5 s ago), and the runs the schedule lists at each lookup (`running`).
+ */
+function chainServer(o: {
+  firstAge: number;
+  latest?: { type: string; queue: string };
+  running?: (lookup: number) => unknown[];
+}): { client: Client; lookups: () => number } {
+  let lookups = 0;
+  const latestAge = o.latest ? 5000 : o.firstAge;
+  const client = {
+    options: { namespace: 'default' },
+    workflow: {
+      getHandle: (workflowId: string) => ({
+        describe: async () => ({
+          startTime: new Date(Date.now() - latestAge),
+          type: o.latest?.type ?? 'Report',
+          taskQueue: o.latest?.queue ?? 'reports',
+          raw: {
+            workflowExecutionInfo: {
+              firstRunId: 'r1',
+              execution: { workflowId, runId: o.latest ? 'r2' : 'r1' },
+              startTime: ts(Date.now() - latestAge),
+              type: { name: o.latest?.type ?? 'Report' },
+              taskQueue: o.latest?.queue ?? 'reports',
             },
-          }),
+          },
         }),
-      },
-      schedule: {
-        getHandle: () => ({
-          describe: async () => ({
-            info: { createdAt: new Date(CREATED), runningActions: recorded, recentActions: [] },
-          }),
+      }),
+    },
+    workflowService: {
+      describeWorkflowExecution: async () => ({
+        workflowExecutionInfo: {
+          startTime: ts(Date.now() - o.firstAge),
+          type: { name: 'Report' },
+          taskQueue: 'reports',
+        },
+      }),
+    },
+    schedule: {
+      getHandle: () => ({
+        describe: async () => ({
+          info: {
+            createdAt: new Date(CREATED),
+            runningActions: o.running?.(++lookups) ?? [],
+            recentActions: [],
+          },
         }),
-      },
-    }) as unknown as Client;
+      }),
+    },
+  } as unknown as Client;
+  return { client, lookups: () => lookups };
+}
+
+/** check 7 of `chain` for a run of `rootId`, its token binding `bound`: confirmed, a code, or what was thrown. */
+async function check7(
+  chain: Client,
+  chainStart: number,
+  bound = { workflowType: 'Report', taskQueue: 'reports' },
+  rootId = root,
+): Promise<string> {
+  try {
+    await new ScheduledRunCheck(30_000).confirm(chain, 'sch', rootId, chainStart, ISSUED, 'r', bound);
+    return 'confirmed';
+  } catch (err) {
+    return isUserContextError(err) ? err.code : `thrown: ${(err as Error).message}`;
+  }
+}
+
+describe('check 7 on a run its schedule has not recorded', () => {
+  const fresh = () => chainServer({ firstAge: 1000 }).client;
 
   it('fails a run of moments ago retryable, not as a refusal (a busy scheduler records it late)', async () => {
-    expect(await verdict(unrecorded(1000), Date.now() - 1000)).toBe(
+    expect(await check7(fresh(), Date.now() - 1000)).toBe(
       'thrown: the schedule has not recorded this run yet; retry',
     );
   });
 
-  it('refuses a fresh run at once where the schedule shows it is not its own', async () => {
+  it('refuses a fresh run where the schedule shows it is not its own, after its lookups', async () => {
     // The schedule started this very id as another chain (the id was taken again after its run closed).
-    const other = [{ workflow: { workflowId: root, firstExecutionRunId: 'r0' } }];
-    expect(await verdict(unrecorded(1000, other), Date.now() - 1000)).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    const other = chainServer({ firstAge: 1000, running: () => [action('r0')] });
+    expect(await check7(other.client, Date.now() - 1000)).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    expect(other.lookups()).toBe(5);
     // A run named for a time to come: a schedule names its runs by when they were due.
     const future = `report-${new Date(Date.now() + 3600_000).toISOString().slice(0, 19)}Z`;
-    let code: string | undefined;
-    try {
-      await new ScheduledRunCheck(30_000).confirm(
-        unrecorded(1000),
-        'sch',
-        future,
-        Date.now() - 1000,
-        ISSUED,
-        'r',
-      );
-    } catch (err) {
-      code = isUserContextError(err) ? err.code : 'thrown';
-    }
-    expect(code).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    expect(await check7(fresh(), Date.now() - 1000, undefined, future)).toBe(ErrorCodes.LINEAGE_MISMATCH);
   });
 
   it('refuses the same run once it is older than the schedule could take to record it', async () => {
-    expect(await verdict(unrecorded(60_000), Date.now() - 60_000)).toBe(ErrorCodes.LINEAGE_MISMATCH);
-  });
-});
-
-describe("check 7 holds a run to the schedule's workflow type and task queue", () => {
-  /**
-   * A chain the schedule recorded: its first run `r1` (type `Report` on `reports`, started `firstAge`
-   * ago) continued as new into its latest run `r2` (`latest`, started 5 s ago).
-   */
-  const chain = (latest: { type: string; queue: string }, recorded = true, firstAge = 2 * HOUR): Client =>
-    ({
-      options: { namespace: 'default' },
-      workflow: {
-        getHandle: (workflowId: string) => ({
-          describe: async () => ({
-            startTime: new Date(Date.now() - 5000),
-            type: latest.type,
-            taskQueue: latest.queue,
-            raw: {
-              workflowExecutionInfo: {
-                firstRunId: 'r1',
-                execution: { workflowId, runId: 'r2' },
-                startTime: ts(Date.now() - 5000),
-              },
-            },
-          }),
-        }),
-      },
-      workflowService: {
-        describeWorkflowExecution: async () => ({
-          workflowExecutionInfo: {
-            startTime: ts(Date.now() - firstAge),
-            type: { name: 'Report' },
-            taskQueue: 'reports',
-          },
-        }),
-      },
-      schedule: {
-        getHandle: () => ({
-          describe: async () => ({
-            info: {
-              createdAt: new Date(CREATED),
-              runningActions: recorded ? [{ workflow: { workflowId: root, firstExecutionRunId: 'r1' } }] : [],
-              recentActions: [],
-            },
-          }),
-        }),
-      },
-    }) as unknown as Client;
-  const check = async (client: Client, action = { workflowType: 'Report', taskQueue: 'reports' }) => {
-    try {
-      await new ScheduledRunCheck(30_000).confirm(
-        client,
-        'sch',
-        root,
-        Date.now() - 2 * HOUR,
-        ISSUED,
-        'r',
-        action,
-      );
-      return 'confirmed';
-    } catch (err) {
-      return isUserContextError(err) ? err.code : `thrown: ${(err as Error).message}`;
-    }
-  };
-
-  it("compares the chain's first run, the one the schedule started: a later run may continue as another", async () => {
-    expect(await check(chain({ type: 'ReportPart2', queue: 'other-queue' }))).toBe('confirmed');
-  });
-
-  it('refuses a chain whose first run is of another type or on another queue than the token binds', async () => {
-    const client = chain({ type: 'Report', queue: 'reports' });
-    expect(await check(client, { workflowType: 'Invoice', taskQueue: 'reports' })).toBe(
-      ErrorCodes.LINEAGE_MISMATCH,
-    );
-    expect(await check(client, { workflowType: 'Report', taskQueue: 'elsewhere' })).toBe(
+    expect(await check7(chainServer({ firstAge: 60_000 }).client, Date.now() - 60_000)).toBe(
       ErrorCodes.LINEAGE_MISMATCH,
     );
   });
 
   it('dates freshness by the first run: an unrecorded chain that just continued as new is refused, not retried', async () => {
-    expect(await check(chain({ type: 'Report', queue: 'reports' }, false))).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    const continued = chainServer({ firstAge: 2 * HOUR, latest: { type: 'Report', queue: 'reports' } });
+    expect(await check7(continued.client, Date.now() - 2 * HOUR)).toBe(ErrorCodes.LINEAGE_MISMATCH);
+  });
+
+  it('confirms the second of two runs named alike (due in the same second) once the schedule records it', async () => {
+    const sameSecond = chainServer({
+      firstAge: 500,
+      running: (lookup) => (lookup === 1 ? [action('r0')] : [action('r0'), action('r1')]),
+    });
+    expect(await check7(sameSecond.client, Date.now() - 500)).toBe('confirmed');
+    expect(sameSecond.lookups()).toBe(2);
   });
 });
 
-describe('check 7 on two runs the schedule named alike (due in the same second)', () => {
-  it('confirms the second once the schedule records it, though it first shows only the first', async () => {
-    let lookups = 0;
-    const first = { workflow: { workflowId: root, firstExecutionRunId: 'r0' } };
-    const second = { workflow: { workflowId: root, firstExecutionRunId: 'r1' } };
-    const client = {
-      options: { namespace: 'default' },
-      workflow: {
-        getHandle: (workflowId: string) => ({
-          describe: async () => ({
-            startTime: new Date(Date.now() - 500),
-            raw: {
-              workflowExecutionInfo: {
-                firstRunId: 'r1',
-                execution: { workflowId, runId: 'r1' },
-                startTime: ts(Date.now() - 500),
-              },
-            },
-          }),
-        }),
-      },
-      schedule: {
-        getHandle: () => ({
-          describe: async () => ({
-            info: {
-              createdAt: new Date(CREATED),
-              runningActions: [],
-              recentActions: (++lookups === 1 ? [first] : [first, second]).map((action) => ({
-                scheduledAt: new Date(),
-                takenAt: new Date(),
-                action,
-              })),
-            },
-          }),
-        }),
-      },
-    } as unknown as Client;
-    expect(await verdict(client, Date.now() - 500)).toBe('confirmed');
-    expect(lookups).toBe(2);
+describe("check 7 holds a run to the schedule's workflow type and task queue", () => {
+  const recorded = (latest?: { type: string; queue: string }) =>
+    chainServer({ firstAge: 2 * HOUR, ...(latest ? { latest } : {}), running: () => [action('r1')] }).client;
+
+  it("compares the chain's first run, the one the schedule started: a later run may continue as another", async () => {
+    expect(await check7(recorded({ type: 'ReportPart2', queue: 'other-queue' }), Date.now() - 2 * HOUR)).toBe(
+      'confirmed',
+    );
+  });
+
+  it('refuses a chain whose first run is of another type or on another queue than the token binds', async () => {
+    const start = Date.now() - 2 * HOUR;
+    expect(await check7(recorded(), start, { workflowType: 'Invoice', taskQueue: 'reports' })).toBe(
+      ErrorCodes.LINEAGE_MISMATCH,
+    );
+    expect(await check7(recorded(), start, { workflowType: 'Report', taskQueue: 'elsewhere' })).toBe(
+      ErrorCodes.LINEAGE_MISMATCH,
+    );
   });
 });
