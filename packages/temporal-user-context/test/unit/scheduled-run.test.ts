@@ -117,22 +117,26 @@ function chainServer(o: {
   firstAge: number;
   latest?: { type: string; queue: string };
   running?: (lookup: number) => unknown[];
-}): { client: Client; lookups: () => number } {
+}): { client: Client; lookups: () => number; firstStart: number } {
   let lookups = 0;
-  const latestAge = o.latest ? 5000 : o.firstAge;
+  // One clock reading for every time it states: the check compares the caller's chain start with the
+  // first run's start to the millisecond.
+  const at = Date.now();
+  const firstStart = at - o.firstAge;
+  const latestStart = o.latest ? at - 5000 : firstStart;
   const client = {
     options: { namespace: 'default' },
     workflow: {
       getHandle: (workflowId: string) => ({
         describe: async () => ({
-          startTime: new Date(Date.now() - latestAge),
+          startTime: new Date(latestStart),
           type: o.latest?.type ?? 'Report',
           taskQueue: o.latest?.queue ?? 'reports',
           raw: {
             workflowExecutionInfo: {
               firstRunId: 'r1',
               execution: { workflowId, runId: o.latest ? 'r2' : 'r1' },
-              startTime: ts(Date.now() - latestAge),
+              startTime: ts(latestStart),
               type: { name: o.latest?.type ?? 'Report' },
               taskQueue: o.latest?.queue ?? 'reports',
             },
@@ -143,7 +147,7 @@ function chainServer(o: {
     workflowService: {
       describeWorkflowExecution: async () => ({
         workflowExecutionInfo: {
-          startTime: ts(Date.now() - o.firstAge),
+          startTime: ts(firstStart),
           type: { name: 'Report' },
           taskQueue: 'reports',
         },
@@ -151,62 +155,77 @@ function chainServer(o: {
     },
     schedule: {
       getHandle: () => ({
-        describe: async () => ({
-          info: {
-            createdAt: new Date(CREATED),
-            runningActions: o.running?.(++lookups) ?? [],
-            recentActions: [],
-          },
-        }),
+        describe: async () => {
+          lookups++;
+          return {
+            info: {
+              createdAt: new Date(CREATED),
+              runningActions: o.running?.(lookups) ?? [],
+              recentActions: [],
+            },
+          };
+        },
       }),
     },
   } as unknown as Client;
-  return { client, lookups: () => lookups };
+  return { client, lookups: () => lookups, firstStart };
 }
 
-/** check 7 of `chain` for a run of `rootId`, its token binding `bound`: confirmed, a code, or what was thrown. */
+/**
+ * check 7 of a run of `rootId` in `chain` (its lineage dated by the chain's first run), its token
+ * binding `bound`: confirmed, a code with its reason, or what was thrown.
+ */
 async function check7(
-  chain: Client,
-  chainStart: number,
+  chain: { client: Client; firstStart: number },
   bound = { workflowType: 'Report', taskQueue: 'reports' },
   rootId = root,
 ): Promise<string> {
   try {
-    await new ScheduledRunCheck(30_000).confirm(chain, 'sch', rootId, chainStart, ISSUED, 'r', bound);
+    await new ScheduledRunCheck(30_000).confirm(
+      chain.client,
+      'sch',
+      rootId,
+      chain.firstStart,
+      ISSUED,
+      'r',
+      bound,
+    );
     return 'confirmed';
   } catch (err) {
-    return isUserContextError(err) ? err.code : `thrown: ${(err as Error).message}`;
+    return isUserContextError(err) ? `${err.code}: ${err.reason}` : `thrown: ${(err as Error).message}`;
   }
 }
 
-describe('check 7 on a run its schedule has not recorded', () => {
-  const fresh = () => chainServer({ firstAge: 1000 }).client;
+const NOT_ITS_RUN = `${ErrorCodes.LINEAGE_MISMATCH}: the lineage is not a run its schedule started`;
+const ANOTHER_CHAIN = `${ErrorCodes.LINEAGE_MISMATCH}: the schedule started another execution chain of this workflow id`;
 
+describe('check 7 on a run its schedule has not recorded', () => {
   it('fails a run of moments ago retryable, not as a refusal (a busy scheduler records it late)', async () => {
-    expect(await check7(fresh(), Date.now() - 1000)).toBe(
-      'thrown: the schedule has not recorded this run yet; retry',
-    );
+    const fresh = chainServer({ firstAge: 1000 });
+    expect(await check7(fresh)).toBe('thrown: the schedule has not recorded this run yet; retry');
+    expect(fresh.lookups()).toBe(5);
   });
 
   it('refuses a fresh run where the schedule shows it is not its own, after its lookups', async () => {
     // The schedule started this very id as another chain (the id was taken again after its run closed).
     const other = chainServer({ firstAge: 1000, running: () => [action('r0')] });
-    expect(await check7(other.client, Date.now() - 1000)).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    expect(await check7(other)).toBe(ANOTHER_CHAIN);
     expect(other.lookups()).toBe(5);
     // A run named for a time to come: a schedule names its runs by when they were due.
     const future = `report-${new Date(Date.now() + 3600_000).toISOString().slice(0, 19)}Z`;
-    expect(await check7(fresh(), Date.now() - 1000, undefined, future)).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    expect(await check7(chainServer({ firstAge: 1000 }), undefined, future)).toBe(NOT_ITS_RUN);
   });
 
-  it('refuses the same run once it is older than the schedule could take to record it', async () => {
-    expect(await check7(chainServer({ firstAge: 60_000 }).client, Date.now() - 60_000)).toBe(
-      ErrorCodes.LINEAGE_MISMATCH,
-    );
+  it('refuses the same run once it is older than the schedule could take to record it, on one lookup', async () => {
+    const old = chainServer({ firstAge: 60_000 });
+    expect(await check7(old)).toBe(NOT_ITS_RUN);
+    expect(old.lookups()).toBe(1);
   });
 
   it('dates freshness by the first run: an unrecorded chain that just continued as new is refused, not retried', async () => {
     const continued = chainServer({ firstAge: 2 * HOUR, latest: { type: 'Report', queue: 'reports' } });
-    expect(await check7(continued.client, Date.now() - 2 * HOUR)).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    expect(await check7(continued)).toBe(NOT_ITS_RUN);
+    expect(continued.lookups()).toBe(1);
   });
 
   it('confirms the second of two runs named alike (due in the same second) once the schedule records it', async () => {
@@ -214,28 +233,23 @@ describe('check 7 on a run its schedule has not recorded', () => {
       firstAge: 500,
       running: (lookup) => (lookup === 1 ? [action('r0')] : [action('r0'), action('r1')]),
     });
-    expect(await check7(sameSecond.client, Date.now() - 500)).toBe('confirmed');
+    expect(await check7(sameSecond)).toBe('confirmed');
     expect(sameSecond.lookups()).toBe(2);
   });
 });
 
 describe("check 7 holds a run to the schedule's workflow type and task queue", () => {
   const recorded = (latest?: { type: string; queue: string }) =>
-    chainServer({ firstAge: 2 * HOUR, ...(latest ? { latest } : {}), running: () => [action('r1')] }).client;
+    chainServer({ firstAge: 2 * HOUR, ...(latest ? { latest } : {}), running: () => [action('r1')] });
+  const OTHER_ACTION = `${ErrorCodes.LINEAGE_MISMATCH}: the run's workflow type or task queue is not the one its schedule was created with`;
 
   it("compares the chain's first run, the one the schedule started: a later run may continue as another", async () => {
-    expect(await check7(recorded({ type: 'ReportPart2', queue: 'other-queue' }), Date.now() - 2 * HOUR)).toBe(
-      'confirmed',
-    );
+    expect(await check7(recorded())).toBe('confirmed');
+    expect(await check7(recorded({ type: 'ReportPart2', queue: 'other-queue' }))).toBe('confirmed');
   });
 
   it('refuses a chain whose first run is of another type or on another queue than the token binds', async () => {
-    const start = Date.now() - 2 * HOUR;
-    expect(await check7(recorded(), start, { workflowType: 'Invoice', taskQueue: 'reports' })).toBe(
-      ErrorCodes.LINEAGE_MISMATCH,
-    );
-    expect(await check7(recorded(), start, { workflowType: 'Report', taskQueue: 'elsewhere' })).toBe(
-      ErrorCodes.LINEAGE_MISMATCH,
-    );
+    expect(await check7(recorded(), { workflowType: 'Invoice', taskQueue: 'reports' })).toBe(OTHER_ACTION);
+    expect(await check7(recorded(), { workflowType: 'Report', taskQueue: 'elsewhere' })).toBe(OTHER_ACTION);
   });
 });
