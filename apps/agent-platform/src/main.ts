@@ -5,7 +5,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
-import { KeyRing, UserContextPlugin, coalescingAuditSink, pinoAuditSink } from 'temporal-user-context';
+import { UserContextPlugin, coalescingAuditSink, pinoAuditSink } from 'temporal-user-context';
 import { postgresAuditSink } from 'temporal-user-context/postgres';
 import { authFromEnv } from './api.js';
 import { createApi } from './api/app.js';
@@ -16,7 +16,7 @@ import {
   REPO_ROOT,
   actorWindowSeconds,
   assertPlatformIsolation,
-  ensureKeyFiles,
+  platformKeyRing,
   openDatabase,
   searchAttributeMirror,
   taskQueue,
@@ -80,7 +80,9 @@ async function startTemporal(): Promise<{ address: string; child?: ChildProcess 
 
 async function main(): Promise<void> {
   mkdirSync(DATA_DIR, { recursive: true });
-  const keyFiles = ensureKeyFiles();
+  // Always the development pair under .data/keys, whatever the environment names (one process, both
+  // sides), with the same checks as npm run api / npm run worker.
+  const keys = { worker: platformKeyRing('worker', {}), edge: platformKeyRing('edge', {}) };
   const temporal = await startTemporal();
   process.env.TEMPORAL_ADDRESS ??= temporal.address;
   // The dev server started here takes the address alone (a developer's default profile may name a Cloud
@@ -108,14 +110,14 @@ async function main(): Promise<void> {
     connection: nativeConnection,
     namespace,
     db: database.db,
-    keys: KeyRing.fromFile(keyFiles.worker),
+    keys: keys.worker,
     audit: [dbAudit, pinoAuditSink()],
     taskQueue: taskQueue(),
   });
   const running = worker.run();
 
   const edge = new UserContextPlugin({
-    keys: KeyRing.fromFile(keyFiles.edge),
+    keys: keys.edge,
     audit: [edgeDbAudit, pinoAuditSink()],
     // The dev server started here registers UserId and WorkspaceId; a given server may not have them.
     mirror: { searchAttributes: searchAttributeMirror(temporal.child ? 'pseudonym' : 'off') },

@@ -5,22 +5,25 @@ import { KeyRing } from './crypto/keyring.js';
 import type { UserContextPluginOptions } from './plugin.js';
 
 /** Every option `UserContextPlugin` takes: any other key is a typo that would silently mean a default. */
-const OPTIONS: ReadonlySet<string> = new Set<keyof UserContextPluginOptions>([
-  'keys',
-  'namespace',
-  'audit',
-  'mirror',
-  'systemActivities',
-  'isRevoked',
-  'verifier',
-  'startWindowSeconds',
-  'actorWindowSeconds',
-  'nexusCallers',
-  'activityLineage',
-  'codec',
-  'failureMessages',
-  'checkWorkflowBundle',
-]);
+// A record over every key of the options type: an option added there and not here fails to compile.
+const OPTIONS: ReadonlySet<string> = new Set(
+  Object.keys({
+    keys: true,
+    namespace: true,
+    audit: true,
+    mirror: true,
+    systemActivities: true,
+    isRevoked: true,
+    verifier: true,
+    startWindowSeconds: true,
+    actorWindowSeconds: true,
+    nexusCallers: true,
+    activityLineage: true,
+    codec: true,
+    failureMessages: true,
+    checkWorkflowBundle: true,
+  } satisfies Record<keyof UserContextPluginOptions, true>),
+);
 const VERIFIER_OPTIONS: ReadonlySet<string> = new Set(['clockSkewSeconds', 'cacheSize']);
 const CODEC_OPTIONS: ReadonlySet<string> = new Set([
   'allowPlaintextEncodings',

@@ -144,6 +144,13 @@ function readJson(path: string): KeySetJson {
   }
 }
 
+/** A key set file, checked as a ring before anything is derived from it (a coded refusal, no TypeError). */
+function readKeySet(path: string): KeySetJson {
+  const set = readJson(path);
+  KeyRing.fromJSON(set);
+  return set;
+}
+
 function main(argv: string[]): number {
   const [command, ...rest] = argv;
   const { values } = parseArgs({
@@ -164,18 +171,19 @@ function main(argv: string[]): number {
     write(values.out, generateKeySet(values.issuer ?? 'temporal-user-context').edge, force);
     return 0;
   }
-  const transforms: Record<string, (set: KeySetJson) => KeySetJson> = {
-    stage: stageKeySet,
-    activate: activateKeySet,
-    rotate: rotateKeySet,
-  };
-  const transform = transforms[command ?? ''];
+  // A Map, not an object: `keys constructor ...` must not find an inherited member.
+  const transforms = new Map<string | undefined, (set: KeySetJson) => KeySetJson>([
+    ['stage', stageKeySet],
+    ['activate', activateKeySet],
+    ['rotate', rotateKeySet],
+  ]);
+  const transform = transforms.get(command);
   if (transform && values.in && values.out) {
-    write(values.out, transform(readJson(values.in)), force);
+    write(values.out, transform(readKeySet(values.in)), force);
     return 0;
   }
   if (command === 'retire' && values.in && values.kid && values.out) {
-    write(values.out, retireKey(readJson(values.in), values.kid), force);
+    write(values.out, retireKey(readKeySet(values.in), values.kid), force);
     return 0;
   }
   if (command === 'export-pseudonym' && values.in && values.out) {

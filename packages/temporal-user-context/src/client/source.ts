@@ -4,6 +4,7 @@ import { numberOption } from '../context/number-option.js';
 import { sameUserContext, type UserContext } from '../context/schema.js';
 import type { Auditor } from '../audit/sinks.js';
 import type { IdentitySource } from '../audit/event.js';
+import type { ScheduledAction } from '../crypto/claims.js';
 import type { KeyRing } from '../crypto/keyring.js';
 import { DEFAULT_WINDOW, issueContextToken, type IssueOptions } from '../crypto/issue.js';
 import { MAX_HEADER_BYTES, encodeHeader, type ContextHeader } from '../header/wire.js';
@@ -279,7 +280,7 @@ export class ContextSource {
     scheduleId: string,
     actionWorkflowId: string,
     action: string,
-    scheduledAction: { workflowType: string; taskQueue: string },
+    scheduledAction: ScheduledAction,
   ): Promise<{ originator: ContextHeader; context: UserContext }> {
     const { context, source } = this.who(action, { workflowId: actionWorkflowId, scheduleId });
     // A schedule's runs add lineage facts that name it and the run (`<action id>-<time>`) to the header

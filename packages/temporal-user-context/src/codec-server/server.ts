@@ -288,8 +288,8 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
   // unknown paths and methods, and (in its route's hook) a disabled /encode.
   app.addHook('onRequest', async (req, reply) => {
     lastReply.set(req.raw.socket, reply);
-    const refused = checkOrigin(req, reply);
-    if (refused) return refused;
+    const originRefusal = checkOrigin(req, reply);
+    if (originRefusal) return originRefusal;
     if (req.method === 'OPTIONS') {
       if (req.headers.origin === undefined) {
         // No browser sends a preflight without an origin: answered like an unknown path, and audited so.

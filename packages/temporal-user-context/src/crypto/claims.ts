@@ -4,6 +4,12 @@ import { userContextSchema } from '../context/schema.js';
 /** What a token was issued for: starting workflow `wf`, acting on workflow `wf`, or schedule `sch`. */
 export type TokenUse = 'start' | 'actor' | 'schedule';
 
+/** A schedule action's workflow type and task queue, as its schedule token binds them (`wt`, `tq`). */
+export interface ScheduledAction {
+  workflowType: string;
+  taskQueue: string;
+}
+
 /**
  * Claims inside the signed token (see docs/wire-format.md). All are required except `wf` / `sch` and a
  * schedule token's `wt` / `tq`.
@@ -45,6 +51,10 @@ export const claimsSchema = z
       message: 'binding must match use',
     },
   )
+  // The action binding is both or neither (tokens issued before it was bound have neither).
+  .refine((c) => (c.wt === undefined) === (c.tq === undefined), {
+    message: 'a schedule action binds its workflow type and task queue together',
+  })
   .refine((c) => c.exp > c.iat, { message: 'exp must follow iat' });
 
 /** The claims of an opened, verified context token (docs/wire-format.md). */

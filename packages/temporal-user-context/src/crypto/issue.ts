@@ -3,7 +3,7 @@ import { CompactEncrypt, SignJWT } from 'jose';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
 import type { UserContext } from '../context/schema.js';
 import type { ContextHeader } from '../header/wire.js';
-import type { ContextClaims, TokenUse } from './claims.js';
+import type { ContextClaims, ScheduledAction, TokenUse } from './claims.js';
 import type { KeyRing } from './keyring.js';
 import { pseudonym } from './pseudonym.js';
 
@@ -20,7 +20,7 @@ export interface IssueOptions {
   /** Schedule id the token is bound to (`schedule`). */
   scheduleId?: string;
   /** The schedule action's workflow type and task queue (`schedule`, required): every run must have them. */
-  scheduledAction?: { workflowType: string; taskQueue: string };
+  scheduledAction?: ScheduledAction;
   /** Seconds the start window stays open (default: 60 for start, 300 for actor, 366 days for schedules). */
   windowSeconds?: number;
   /** Clock, for tests. */

@@ -103,17 +103,12 @@ export class AuditBacklogError extends Error {
   }
 }
 
-/** The record's own value of `field`: the sink never reads through an event's prototype. */
-function own<K extends keyof AuditEvent>(event: AuditEvent, field: K): AuditEvent[K] | undefined {
-  return Object.prototype.hasOwnProperty.call(event, field) ? event[field] : undefined;
-}
-
 /**
  * The workspace a record is inserted under ('' for a system record): records of one workspace share a
  * transaction. The INSERT policy reads only `app.workspace_id`, so the user does not split batches.
  */
 function scopeKey(event: AuditEvent): string {
-  return own(event, 'workspaceId') ?? '';
+  return event.workspaceId ?? '';
 }
 
 /**
@@ -209,7 +204,8 @@ export function postgresAuditSink(
       await applyScope(tx, appRole, '', scopeKey(events[0]!));
       await tx.query(
         insertSql(events.length),
-        events.flatMap((event) => COLUMNS.map(([, field]) => own(event, field) ?? null)),
+        // Sanitised records (frozen, own fields only): read directly.
+        events.flatMap((event) => COLUMNS.map(([, field]) => event[field] ?? null)),
       );
     });
   };

@@ -1,13 +1,8 @@
 import { ScheduleNotFoundError, WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { isUserContextError } from '../context/errors.js';
+import type { ScheduledAction } from '../crypto/claims.js';
 import { describeRun, lineageRefusal, timestampMs } from './server-lineage.js';
 import { SuccessCache } from './success-cache.js';
-
-/** A schedule action's workflow type and task queue, as its token binds them. */
-export interface ScheduledAction {
-  workflowType: string;
-  taskQueue: string;
-}
 
 /** Lookups of the schedule before a fresh run it has not recorded yet is refused. */
 const LOOKUPS = 5;

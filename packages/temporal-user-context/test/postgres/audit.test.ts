@@ -593,7 +593,7 @@ describe('audit sink while the database stalls', () => {
     });
   });
 
-  it('a driver that throws synchronously, also on the retries, reports each record and rejects nothing', async () => {
+  it('a driver that throws synchronously reports each record of the batch and rejects nothing', async () => {
     const unhandled = vi.fn();
     process.on('unhandledRejection', unhandled);
     try {
