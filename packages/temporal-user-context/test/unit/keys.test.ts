@@ -293,6 +293,17 @@ describe('the keys command line', () => {
     expect(readdirSync(fresh)).toEqual(['worker.json']);
   });
 
+  it('refuses a malformed key set with one coded line, and knows no inherited command names', () => {
+    const bad = join(dir, 'bad.json');
+    writeFileSync(bad, '{}');
+    const malformed = keys('stage', '--in', bad, '--out', join(dir, 'never'));
+    expect(malformed.status).toBe(1);
+    expect(malformed.stderr).toMatch(/^USER_CONTEXT_MISCONFIGURED: key set: [^\n]*\n$/);
+    const inherited = keys('constructor', '--in', edgeFile, '--out', join(dir, 'never'), '--force');
+    expect(inherited.status).toBe(2);
+    expect(readdirSync(dir)).not.toContain('never');
+  });
+
   it('export-pseudonym never writes over the key set it reads, nor over another file without --force', () => {
     const before = readFileSync(edgeFile, 'utf8');
     const same = keys('export-pseudonym', '--in', edgeFile, '--out', edgeFile, '--force');
