@@ -57,3 +57,31 @@ export function payloadsToJson(payloads: readonly Payload[]): {
 function base64(value: Uint8Array): string {
   return Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64');
 }
+
+/**
+ * Deepest nesting a codec request body may have. A remote-codec body nests four levels
+ * (`{ payloads: [{ metadata: {…} }] }`); JSON.parse of 8 MB of nested brackets takes about a second.
+ */
+export const MAX_JSON_DEPTH = 32;
+
+/**
+ * True when `text` nests arrays and objects deeper than `max` (brackets inside strings do not count):
+ * checked before parsing, in one pass without allocation, so that a caller cannot make the server build
+ * millions of nested arrays. Malformed text is left to the parser.
+ */
+export function nestedDeeperThan(text: string, max: number): boolean {
+  let depth = 0;
+  let inString = false;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (inString) {
+      if (c === 0x5c)
+        i++; // a backslash escapes the next character
+      else if (c === 0x22) inString = false;
+    } else if (c === 0x22) inString = true;
+    else if (c === 0x5b || c === 0x7b) {
+      if (++depth > max) return true;
+    } else if (c === 0x5d || c === 0x7d) depth--;
+  }
+  return false;
+}

@@ -13,7 +13,7 @@ import {
   type JwtOptions,
   type VerifyToken,
 } from './auth.js';
-import { parsePayloadsBody, payloadsToJson } from './body.js';
+import { MAX_JSON_DEPTH, nestedDeeperThan, parsePayloadsBody, payloadsToJson } from './body.js';
 import { originAllowed, setCorsHeaders, setPreflightHeaders } from './cors.js';
 import { CodecServerCodes, CodecServerError } from './errors.js';
 
@@ -278,6 +278,18 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
     },
     ...(options.https ? { https: options.https } : {}),
   }) as unknown as FastifyInstance;
+  // JSON bodies: nesting checked before Fastify's own parser (which keeps its prototype-poisoning
+  // refusals) builds anything; a deep body is a 400 like any malformed one, recorded with its caller.
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
+    if (nestedDeeperThan(body as string, MAX_JSON_DEPTH))
+      return done(
+        Object.assign(new Error('JSON nested too deeply'), { statusCode: 400, code: 'CODEC_JSON_TOO_DEEP' }),
+        undefined,
+      );
+    parseJson(req, body as string, done);
+  });
   // Node swaps the two deadlines when headersTimeout is the larger (createServer refuses that, but
   // Fastify sets requestTimeout after creating the server and leaves headersTimeout at 60 s): the
   // headers would get requestTimeoutMs and the whole request 60 s, a trickled body past the deadline.

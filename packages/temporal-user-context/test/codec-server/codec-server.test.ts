@@ -469,6 +469,35 @@ describe('codec server (case 23)', () => {
     ]);
   });
 
+  it('refuses a body nested deeper than a codec request ever is before parsing it, and still decodes a real one', async () => {
+    server = makeServer(idp);
+    const send = (payload: string) =>
+      server!.app.inject({
+        method: 'POST',
+        url: '/decode',
+        headers: {
+          'content-type': 'application/json',
+          'x-namespace': 'default',
+          origin: UI_ORIGIN,
+          authorization: `Bearer ${reader}`,
+        },
+        payload,
+      });
+    // 100 000 levels: JSON.parse would build them all (8 MB of them took about a second).
+    expectRefusal(await send('['.repeat(100_000) + ']'.repeat(100_000)), 400, CodecServerCodes.BAD_REQUEST);
+    expect(server.sink.events.at(-1)).toMatchObject({
+      decision: 'deny',
+      reason: CodecServerCodes.BAD_REQUEST,
+      userId: 'alice',
+      detail: expect.stringContaining('error="CODEC_JSON_TOO_DEEP"'),
+    });
+    // Brackets inside strings are text, not nesting; prototype poisoning is still refused.
+    const body = await encryptedBody();
+    const withText = { ...body, note: '['.repeat(100) };
+    expect((await send(JSON.stringify(withText))).statusCode).toBe(200);
+    expectRefusal(await send('{"__proto__":{"x":1},"payloads":[]}'), 400, CodecServerCodes.BAD_REQUEST);
+  });
+
   it('quotes request values in the audit detail, so that none can pose as another field', async () => {
     server = makeServer(idp);
     const forged = 'evil origin=http://x payloads=1000';
