@@ -5,6 +5,7 @@ import { createApi } from './api/app.js';
 import { loadDevIssuer } from './auth/dev-issuer.js';
 import { createVerifier, type AuthOptions } from './auth/verify.js';
 import {
+  AUDIT_FLUSH_TIMEOUT_MS,
   actorWindowSeconds,
   assertPlatformIsolation,
   platformKeyRing,
@@ -80,7 +81,7 @@ async function main(): Promise<void> {
     } finally {
       // Records still being written need the pool: once it ends, they would never settle. close(), not
       // flush(): a record emitted after it is not held in a window the process exits before writing.
-      await dbAudit.close();
+      await dbAudit.close({ timeoutMs: AUDIT_FLUSH_TIMEOUT_MS });
       await database.close();
     }
   };

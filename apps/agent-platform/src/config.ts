@@ -131,6 +131,12 @@ export function platformKeyRing(
 }
 
 /**
+ * How long a stopping process waits for its audit records to reach `audit_log`: then those left are
+ * written to stderr (the sink's `onError`), not lost, and the process stops even if the database hangs.
+ */
+export const AUDIT_FLUSH_TIMEOUT_MS = 10_000;
+
+/**
  * The task queue the worker polls and the API starts runs on: AGENT_PLATFORM_TASK_QUEUE, else (unset or
  * empty) `agent-tasks`. Separate deployments sharing a namespace (staging beside production, a test run
  * against a shared server) each need their own.

@@ -12,6 +12,7 @@ import { createApi } from './api/app.js';
 import { loadDevIssuer } from './auth/dev-issuer.js';
 import { createVerifier } from './auth/verify.js';
 import {
+  AUDIT_FLUSH_TIMEOUT_MS,
   DATA_DIR,
   REPO_ROOT,
   actorWindowSeconds,
@@ -176,7 +177,8 @@ Next step — run the Acme assistant as alice:
     await running;
     await connection.close();
     await nativeConnection.close();
-    await edgeDbAudit.close(); // and flushes dbAudit: nothing is held in a window the exit would drop
+    // And flushes dbAudit: nothing is held in a window the exit would drop.
+    await edgeDbAudit.close({ timeoutMs: AUDIT_FLUSH_TIMEOUT_MS });
     await database.close();
     if (temporal.child) {
       const exited = new Promise((r) => temporal.child?.once('exit', r));

@@ -12,7 +12,13 @@ import {
 } from 'temporal-user-context';
 import { postgresAuditSink, withUserScope, type SqlDatabase } from 'temporal-user-context/postgres';
 import { createActivities } from './activities.js';
-import { assertPlatformIsolation, platformKeyRing, openDatabase, taskQueue } from './config.js';
+import {
+  AUDIT_FLUSH_TIMEOUT_MS,
+  assertPlatformIsolation,
+  platformKeyRing,
+  openDatabase,
+  taskQueue,
+} from './config.js';
 import { migrate } from './data/migrate.js';
 import { providerFromEnv, type ModelProvider } from './providers/index.js';
 import { connectWorker } from './temporal.js';
@@ -97,7 +103,7 @@ async function main(): Promise<void> {
     await connection.close();
   } finally {
     // Records still being written need the pool: once it ends, they would never settle.
-    await dbAudit.flush();
+    await dbAudit.flush({ timeoutMs: AUDIT_FLUSH_TIMEOUT_MS });
     await database.close();
   }
 }

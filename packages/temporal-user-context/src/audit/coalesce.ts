@@ -25,16 +25,16 @@ export interface CoalescingAuditSinkOptions {
 /** A sink that coalesces repeated records; see {@link coalescingAuditSink}. */
 export interface CoalescingAuditSink extends AuditSink {
   /**
-   * Writes the summaries of the open windows now, then flushes the inner sink when it has `flush`.
-   * Coalescing goes on afterwards: a window opened later is written when it closes, by a timer that
+   * Writes the summaries of the open windows now, then flushes the inner sink when it has `flush`
+   * (passing `options` on: a `postgresAuditSink` takes a `timeoutMs`). Coalescing goes on afterwards: a window opened later is written when it closes, by a timer that
    * does not keep the process alive. At shutdown, call {@link CoalescingAuditSink.close} instead.
    */
-  flush(): Promise<void>;
+  flush(options?: { timeoutMs?: number }): Promise<void>;
   /**
    * For shutdown: from now on every record passes straight through to the inner sink (none is held
    * in a window that the process might exit before writing), then does what `flush()` does.
    */
-  close(): Promise<void>;
+  close(options?: { timeoutMs?: number }): Promise<void>;
 }
 
 /** Never throws: a summary that could not be written is reported on stderr. */
@@ -90,7 +90,7 @@ interface Window {
  * const plugin = new UserContextPlugin({ keys, audit: [coalescingAuditSink(db), pinoAuditSink()] });
  */
 export function coalescingAuditSink(
-  inner: AuditSink & { flush?: () => Promise<void> },
+  inner: AuditSink & { flush?: (options?: { timeoutMs?: number }) => Promise<void> },
   options: CoalescingAuditSinkOptions = {},
 ): CoalescingAuditSink {
   const match = options.match ?? ((event: AuditEvent) => event.decision === 'deny');
@@ -122,9 +122,9 @@ export function coalescingAuditSink(
     return inner.emit(summary);
   };
 
-  const flush = async (): Promise<void> => {
+  const flush = async (flushOptions?: { timeoutMs?: number }): Promise<void> => {
     await Promise.all([...windows.keys()].map((key) => closeWindow(key)));
-    await inner.flush?.();
+    await inner.flush?.(flushOptions);
   };
 
   return {
@@ -160,9 +160,9 @@ export function coalescingAuditSink(
       return inner.emit(event);
     },
     flush,
-    async close() {
+    async close(flushOptions) {
       closed = true;
-      await flush();
+      await flush(flushOptions);
     },
   };
 }

@@ -52,13 +52,43 @@ const insertSql = (() => {
   };
 })();
 
+/** Options of {@link PostgresAuditSink.flush}. */
+export interface AuditFlushOptions {
+  /**
+   * Most milliseconds to wait, an integer from 1 to 3 600 000 (default: no limit). When it passes (a
+   * database that hangs at shutdown), every record still waiting is reported to `onError` with an
+   * {@link AuditFlushTimeoutError} (`written: 'no'`), and so is every record whose transaction is still
+   * open (`written: 'unknown'`: it may yet commit), so that none is lost without a trace; then it
+   * resolves.
+   */
+  timeoutMs?: number;
+}
+
 /** An {@link AuditSink} that can be awaited, for tests and graceful shutdown. */
 export interface PostgresAuditSink extends AuditSink {
   /**
    * Resolves when every record emitted so far has been written or reported to `onError` (queued ones
-   * included; failed writes are reported, not thrown).
+   * included; failed writes are reported, not thrown), or when `timeoutMs` has passed.
    */
-  flush(): Promise<void>;
+  flush(options?: AuditFlushOptions): Promise<void>;
+}
+
+/**
+ * A record `flush({ timeoutMs })` gave up on: still waiting (`written: 'no'`), or in a transaction that
+ * had not finished (`written: 'unknown'`). It carries the record, for `onError` to keep elsewhere.
+ */
+export class AuditFlushTimeoutError extends Error {
+  override readonly name = 'AuditFlushTimeoutError';
+  constructor(
+    readonly event: AuditEvent,
+    readonly written: 'no' | 'unknown',
+  ) {
+    super(
+      written === 'no'
+        ? 'audit_log: flush deadline passed, record not written'
+        : 'audit_log: flush deadline passed during its transaction, record perhaps written',
+    );
+  }
 }
 
 /** Options of {@link postgresAuditSink}. */
@@ -168,7 +198,7 @@ interface Queued {
  * have taken effect. Each record not written goes to `onError` with the record. An event given to the
  * sink directly, not through an `Auditor`, is sanitised here ({@link sanitizeAuditEvent}: own fields
  * only, each of its type). A database that hangs holds the queue: records past `maxPending` are
- * dropped and reported, and `flush()` waits for it.
+ * dropped and reported, and `flush({ timeoutMs })` gives up on the rest, reporting each.
  */
 export function postgresAuditSink(
   db: SqlDatabase,
@@ -232,6 +262,8 @@ export function postgresAuditSink(
   /** Records taken from the queue whose transaction has not settled. */
   let writing = 0;
   const running = new Set<Promise<void>>();
+  /** The batches of those transactions, for a flush that gives up on them. */
+  const inFlight = new Set<readonly Queued[]>();
 
   const take = (): Queued[] => {
     const [key, waiting] = queues.entries().next().value as [string, Queued[]];
@@ -246,8 +278,10 @@ export function postgresAuditSink(
     while (running.size < concurrency && queued > 0) {
       const batch = take();
       writing += batch.length;
+      inFlight.add(batch);
       const run: Promise<void> = write(batch).finally(() => {
         writing -= batch.length;
+        inFlight.delete(batch);
         running.delete(run);
         for (const { done } of batch) done();
         pump();
@@ -275,9 +309,36 @@ export function postgresAuditSink(
         pump();
       });
     },
-    async flush() {
+    async flush(flushOptions: AuditFlushOptions = {}) {
+      const timeoutMs =
+        flushOptions.timeoutMs === undefined
+          ? undefined
+          : numberOption('flush timeoutMs', flushOptions.timeoutMs, 0, {
+              min: 1,
+              max: 3_600_000,
+              integer: true,
+            });
       // A write that ends starts the next one before its own promise settles: loop until none is left.
-      while (running.size > 0) await Promise.all([...running]);
+      const drained = (async () => {
+        while (running.size > 0) await Promise.all([...running]);
+      })();
+      if (timeoutMs === undefined) return drained;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const expired = await Promise.race([
+        drained.then(() => false),
+        new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(true), timeoutMs))),
+      ]);
+      clearTimeout(timer);
+      if (!expired) return;
+      for (const waiting of queues.values())
+        for (const { event, done } of waiting) {
+          onError(new AuditFlushTimeoutError(event, 'no'), event);
+          done();
+        }
+      queues.clear();
+      queued = 0;
+      for (const batch of inFlight)
+        for (const { event } of batch) onError(new AuditFlushTimeoutError(event, 'unknown'), event);
     },
   };
 }

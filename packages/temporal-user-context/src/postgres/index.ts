@@ -25,7 +25,13 @@ export { withUserScope, DEFAULT_APP_ROLE, SCOPE_SETTINGS } from './scope.js';
 export type { UserScopeOptions, ScopedTransaction, ScopeAuditFields } from './scope.js';
 export { assertIsolation } from './guard.js';
 export type { IsolationGuardOptions, IsolationReport } from './guard.js';
-export { postgresAuditSink, queryAuditTrail, AuditBacklogError } from './audit.js';
+export {
+  postgresAuditSink,
+  queryAuditTrail,
+  AuditBacklogError,
+  AuditFlushTimeoutError,
+  type AuditFlushOptions,
+} from './audit.js';
 export type {
   PostgresAuditSink,
   PostgresAuditSinkOptions,

@@ -4,6 +4,7 @@ import { Auditor, type AuditEvent } from '../../src/audit/index.js';
 import { ErrorCodes, isUserContextError, parseUserContext } from '../../src/context/index.js';
 import {
   AuditBacklogError,
+  AuditFlushTimeoutError,
   postgresAuditSink,
   queryAuditTrail,
   withUserScope,
@@ -472,6 +473,29 @@ describe('audit sink while the database stalls', () => {
     await sink.flush();
     expect(state.started).toBe(3);
     expect(errors).toHaveLength(5);
+  });
+
+  it('a flush with a deadline gives up on a hung database and reports every record it holds', async () => {
+    const { db, state, release } = stalledDatabase();
+    const reported: [AuditFlushTimeoutError, string][] = [];
+    const sink = postgresAuditSink(db, {
+      concurrency: 1,
+      onError: (err, e) => reported.push([err as AuditFlushTimeoutError, e.action]),
+    });
+    const writes = [0, 1, 2].map((i) => sink.emit(event(i)));
+    expect(state.started).toBe(1);
+    await sink.flush({ timeoutMs: 50 });
+    expect(reported.map(([err, action]) => [err.name, err.written, action])).toEqual([
+      ['AuditFlushTimeoutError', 'no', 'stall.1'],
+      ['AuditFlushTimeoutError', 'no', 'stall.2'],
+      ['AuditFlushTimeoutError', 'unknown', 'stall.0'],
+    ]);
+    // The ones it gave up on are settled; the one in its transaction settles when that ends.
+    await expect(Promise.all(writes.slice(1))).resolves.toEqual([undefined, undefined]);
+    release();
+    await sink.flush();
+    expect(state.started).toBe(1);
+    await expect(sink.flush({ timeoutMs: 0 })).rejects.toMatchObject({ code: ErrorCodes.MISCONFIGURED });
   });
 
   it('a failed write reaches onError with its record (sanitised), not only the driver error', async () => {
