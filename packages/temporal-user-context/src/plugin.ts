@@ -709,6 +709,7 @@ export class UserContextPlugin extends SimplePlugin {
   /** Node side of the workflow interceptors' audit sink. Not called during replay. */
   private sinks(): InjectedSinks<UserContextSinks> {
     const auditor = this.auditor;
+    const verifier = this.verifier;
     const record = (
       info: WorkflowInfo,
       decision: AuditDecision,
@@ -716,18 +717,30 @@ export class UserContextPlugin extends SimplePlugin {
       action: string,
       reason: string,
       detail: string,
-    ) =>
-      auditor.emit({
-        action,
-        decision,
-        source,
-        reason,
-        detail,
-        namespace: info.namespace,
-        workflowId: info.workflowId,
-        runId: info.runId,
-        workflowType: info.workflowType,
-      });
+      originator: string | undefined,
+    ) => {
+      const emit = (workspaceId?: string) =>
+        auditor.emit({
+          action,
+          decision,
+          source,
+          reason,
+          detail,
+          ...(workspaceId === undefined ? {} : { workspaceId }),
+          namespace: info.namespace,
+          workflowId: info.workflowId,
+          runId: info.runId,
+          workflowType: info.workflowType,
+        });
+      if (originator === undefined) return emit();
+      // Filed under the workflow's workspace, so that its admins see what was refused on their
+      // workflow (a sender of another workspace, say): the workspace of the workflow's originator token,
+      // once it opens here for this namespace. Not who acted (`userId`): the sender is unverified.
+      return verifier.open(originator).then(
+        (claims) => emit(claims.aud === info.namespace ? claims.ws : undefined),
+        () => emit(),
+      );
+    };
     return {
       userContextAudit: {
         deny: {
@@ -745,6 +758,7 @@ export class UserContextPlugin extends SimplePlugin {
                 : event.detail
                   ? `${event.detail}: ${event.reason}`
                   : event.reason,
+              event.originator,
             ),
           callDuringReplay: false,
         },
@@ -757,6 +771,7 @@ export class UserContextPlugin extends SimplePlugin {
               event.action,
               'ok',
               `admitted by the actor policy on unverified pseudonyms: ${event.detail}`,
+              event.originator,
             ),
           callDuringReplay: false,
         },

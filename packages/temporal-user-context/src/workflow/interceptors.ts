@@ -54,13 +54,24 @@ import {
 /** Sink the interceptors audit through; the plugin installs the Node side. */
 export interface UserContextSinks extends Sinks {
   userContextAudit: {
-    /** A refusal; `pseudonyms`: the actor policy's, on the unverified pseudonyms the detail names. */
-    deny(event: { action: string; reason: string; code: string; detail?: string; pseudonyms?: true }): void;
+    /**
+     * A refusal; `pseudonyms`: the actor policy's, on the unverified pseudonyms the detail names;
+     * `originator`: the workflow's originator token, for the worker to file the record under the
+     * workflow's workspace once the token opens (the sandbox cannot open it).
+     */
+    deny(event: {
+      action: string;
+      reason: string;
+      code: string;
+      detail?: string;
+      pseudonyms?: true;
+      originator?: string;
+    }): void;
     /**
      * A signal, update or query the actor policy admitted (on pseudonyms, not verified): audited with
      * source `pseudonym`.
      */
-    allow(event: { action: string; detail: string }): void;
+    allow(event: { action: string; detail: string; originator?: string }): void;
   };
 }
 const { userContextAudit } = proxySinks<UserContextSinks>();
@@ -129,12 +140,15 @@ export function refusal(
   who?: string,
 ): ApplicationFailure {
   // Who was refused goes into the record only: the failure's message reaches the caller and history.
-  if (who !== undefined)
-    userContextAudit.deny({ action, reason, code, detail: `${who}; ${about ?? action}`, pseudonyms: true });
-  else
-    userContextAudit.deny(
-      about === undefined ? { action, reason, code } : { action, reason, code, detail: about },
-    );
+  const event: Parameters<typeof userContextAudit.deny>[0] =
+    who !== undefined
+      ? { action, reason, code, detail: `${who}; ${about ?? action}`, pseudonyms: true }
+      : about === undefined
+        ? { action, reason, code }
+        : { action, reason, code, detail: about };
+  const originator = workflowState().originator?.header.tok;
+  if (originator !== undefined) event.originator = originator;
+  userContextAudit.deny(event);
   return ApplicationFailure.create({
     message: `${code}: ${about === undefined ? reason : `${about} refused: ${reason}`}`,
     type: code,
@@ -217,7 +231,12 @@ function admitted(
 ): void {
   // An outcome goes before the caller's handler name, which the detail's cap may cut.
   const detail = `${whoOf(actor)}; ${outcome ? `${outcome}; ` : ''}${kind} ${quotedName(name)}`;
-  userContextAudit.allow({ action: `workflow.${kind}`, detail });
+  const originator = workflowState().originator?.header.tok;
+  userContextAudit.allow(
+    originator === undefined
+      ? { action: `workflow.${kind}`, detail }
+      : { action: `workflow.${kind}`, detail, originator },
+  );
 }
 
 /**

@@ -469,10 +469,13 @@ describe('a refused update is rejected before it is accepted', () => {
             e.action === 'workflow.update' &&
             e.reason === ErrorCodes.ACTOR_FORBIDDEN,
         )
-        .map((e) => [e.source, e.detail]),
+        .map((e) => [e.source, e.workspaceId, e.userId, e.detail]),
     ).toEqual([
       [
         'pseudonym',
+        // Filed under the workflow's workspace (its admins see it), naming no user: the sender is unverified.
+        alice.workspaceId,
+        undefined,
         expect.stringMatching(
           new RegExp(
             `^refused by the actor policy on unverified pseudonyms: actor sub=[A-Za-z0-9_-]{22} ws=[A-Za-z0-9_-]{22}; update "${update}": actor not allowed by policy$`,
@@ -484,10 +487,13 @@ describe('a refused update is rejected before it is accepted', () => {
     const admissions = h.audit.events.filter(
       (e) => e.workflowId === handle.workflowId && e.action === 'workflow.update' && e.decision === 'allow',
     );
-    expect(admissions.map((e) => e.detail)).toEqual([
-      expect.stringMatching(
-        new RegExp(`: actor sub=[A-Za-z0-9_-]{22} ws=[A-Za-z0-9_-]{22}; update "${update}"$`),
-      ),
+    expect(admissions.map((e) => [e.workspaceId, e.detail])).toEqual([
+      [
+        alice.workspaceId,
+        expect.stringMatching(
+          new RegExp(`: actor sub=[A-Za-z0-9_-]{22} ws=[A-Za-z0-9_-]{22}; update "${update}"$`),
+        ),
+      ],
     ]);
   });
 });
