@@ -35,6 +35,7 @@ import { currentActor, currentUserContext } from './worker/resolve.js';
 import { currentScope } from './worker/scope.js';
 import { ContextVerifier, type Verified, type VerifierOptions } from './worker/verifier.js';
 import { ErrorCodes, UserContextError, isUserContextError } from './context/errors.js';
+import type { ContextHeader } from './header/wire.js';
 
 /** Options of {@link UserContextPlugin}; the README's configuration table lists them with defaults. */
 export interface UserContextPluginOptions {
@@ -717,7 +718,7 @@ export class UserContextPlugin extends SimplePlugin {
       action: string,
       reason: string,
       detail: string,
-      originator: string | undefined,
+      originator: ContextHeader | undefined,
     ) => {
       const emit = (workspaceId?: string) =>
         auditor.emit({
@@ -734,12 +735,17 @@ export class UserContextPlugin extends SimplePlugin {
         });
       if (originator === undefined) return emit();
       // Filed under the workflow's workspace, so that its admins see what was refused on their
-      // workflow (a sender of another workspace, say): the workspace of the workflow's originator token,
-      // once it opens here for this namespace. Not who acted (`userId`): the sender is unverified.
-      return verifier.open(originator).then(
-        (claims) => emit(claims.aud === info.namespace ? claims.ws : undefined),
-        () => emit(),
-      );
+      // workflow (a sender of another workspace, say): the workspace of the workflow's start token, once
+      // it verifies as this very workflow's originator (bound to its root, in its start window: a token
+      // copied into another workflow does not, threat-model case 6). A schedule token would also need
+      // the server's word on the run (check 7): such records stay unfiled. Not who acted (`userId`):
+      // the sender is unverified.
+      return verifier
+        .verifyOriginator(originator, { namespace: info.namespace, workflowId: info.workflowId })
+        .then(
+          (verified) => emit(verified.claims.use === 'start' ? verified.context.workspaceId : undefined),
+          () => emit(),
+        );
     };
     return {
       userContextAudit: {

@@ -56,8 +56,8 @@ export interface UserContextSinks extends Sinks {
   userContextAudit: {
     /**
      * A refusal; `pseudonyms`: the actor policy's, on the unverified pseudonyms the detail names;
-     * `originator`: the workflow's originator token, for the worker to file the record under the
-     * workflow's workspace once the token opens (the sandbox cannot open it).
+     * `originator`: the workflow's originator header with its lineage (from `workflowInfo()`), for the
+     * worker to file the record under the workflow's workspace once it verifies (the sandbox cannot).
      */
     deny(event: {
       action: string;
@@ -65,13 +65,13 @@ export interface UserContextSinks extends Sinks {
       code: string;
       detail?: string;
       pseudonyms?: true;
-      originator?: string;
+      originator?: ContextHeader;
     }): void;
     /**
      * A signal, update or query the actor policy admitted (on pseudonyms, not verified): audited with
      * source `pseudonym`.
      */
-    allow(event: { action: string; detail: string; originator?: string }): void;
+    allow(event: { action: string; detail: string; originator?: ContextHeader }): void;
   };
 }
 const { userContextAudit } = proxySinks<UserContextSinks>();
@@ -127,6 +127,12 @@ function readActor(
   };
 }
 
+/** The workflow's originator header with its lineage, for a record's workspace (see the sink). */
+function originatorForRecord(): ContextHeader | undefined {
+  const originator = workflowState().originator;
+  return originator && Object.assign({}, originator.header, { lin: originator.lineage });
+}
+
 /**
  * A refusal in workflow code: audited through the sink, and returned as the Temporal failure workflow
  * code, clients and the server see (non-retryable, `type` = the code). Anything else thrown out of
@@ -146,7 +152,7 @@ export function refusal(
       : about === undefined
         ? { action, reason, code }
         : { action, reason, code, detail: about };
-  const originator = workflowState().originator?.header.tok;
+  const originator = originatorForRecord();
   if (originator !== undefined) event.originator = originator;
   userContextAudit.deny(event);
   return ApplicationFailure.create({
@@ -231,7 +237,7 @@ function admitted(
 ): void {
   // An outcome goes before the caller's handler name, which the detail's cap may cut.
   const detail = `${whoOf(actor)}; ${outcome ? `${outcome}; ` : ''}${kind} ${quotedName(name)}`;
-  const originator = workflowState().originator?.header.tok;
+  const originator = originatorForRecord();
   userContextAudit.allow(
     originator === undefined
       ? { action: `workflow.${kind}`, detail }

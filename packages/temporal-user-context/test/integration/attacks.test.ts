@@ -192,6 +192,30 @@ describe('replayed headers are refused (cases 6–7)', () => {
     expect(await refusalFor(header, `wf-b-${randomUUID()}`)).toBe(ErrorCodes.LINEAGE_MISMATCH);
   });
 
+  it("case 6: records about a workflow B carrying A's copied header are not filed in A's workspace", async () => {
+    // The workflow's own records (a refused update) go under the workspace of its originator only when
+    // that originator verifies as B's: a copied token must not put B's records into A's trail.
+    const a = `wf-a-${randomUUID()}`;
+    const b = `wf-b-${randomUUID()}`;
+    const client = headerWritingClient(h, { [ORIGINATOR_HEADER]: encodeHeader(await genuine(a)) });
+    const handle = await client.workflow.start('updates', { taskQueue: h.taskQueue, workflowId: b });
+    try {
+      await expect(
+        runAsUser(bob, () => h.client.workflow.getHandle(b).executeUpdate('guarded', { args: ['x'] })),
+      ).rejects.toMatchObject({ cause: { type: ErrorCodes.ACTOR_FORBIDDEN } });
+      const refused = () =>
+        h.audit.events.filter(
+          (e) => e.workflowId === b && e.action === 'workflow.update' && e.decision === 'deny',
+        );
+      for (let i = 0; i < 50 && refused().length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+      expect(refused().map((e) => [e.reason, e.workspaceId ?? null])).toEqual([
+        [ErrorCodes.ACTOR_FORBIDDEN, null],
+      ]);
+    } finally {
+      await handle.terminate();
+    }
+  });
+
   it('case 7: a header replayed into a new run of the same workflow id after A closed', async () => {
     const a = `wf-a-${randomUUID()}`;
     // Issued (and used) an hour ago: A's start window closed long before this new run starts.
