@@ -26,7 +26,12 @@ export const DATA_DIR = process.env.AGENT_PLATFORM_DATA_DIR
 export interface OpenedDatabase {
   db: SqlDatabase;
   kind: 'pg' | 'pglite';
-  close(): Promise<void>;
+  /**
+   * Ends the pool. A PostgreSQL pool waits for its connections, and one stuck in a database that hangs
+   * never returns: after `timeoutMs` (default {@link AUDIT_FLUSH_TIMEOUT_MS}) this gives up on it and
+   * the process exits (code 1) instead of hanging at shutdown.
+   */
+  close(timeoutMs?: number): Promise<void>;
 }
 
 /** DATABASE_URL (a pg Pool) when set, else PGlite persisted at `<data>/pglite`. */
@@ -36,7 +41,21 @@ export async function openDatabase(
   const url = options.url ?? process.env.DATABASE_URL;
   if (url) {
     const pool = new pg.Pool({ connectionString: url, max: 10 });
-    return { db: fromPgPool(pool), kind: 'pg', close: () => pool.end() };
+    return {
+      db: fromPgPool(pool),
+      kind: 'pg',
+      close: async (timeoutMs = AUDIT_FLUSH_TIMEOUT_MS) => {
+        let timer: ReturnType<typeof setTimeout> | undefined;
+        const ended = await Promise.race([
+          pool.end().then(() => true),
+          new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs))),
+        ]);
+        clearTimeout(timer);
+        if (ended) return;
+        console.error(`the database pool did not close within ${timeoutMs} ms (a connection hangs): exiting`);
+        process.exit(1);
+      },
+    };
   }
   const dir = options.pgliteDir ?? join(DATA_DIR, 'pglite');
   mkdirSync(dir, { recursive: true });
@@ -131,8 +150,9 @@ export function platformKeyRing(
 }
 
 /**
- * How long a stopping process waits for its audit records to reach `audit_log`: then those left are
- * written to stderr (the sink's `onError`), not lost, and the process stops even if the database hangs.
+ * How long a stopping process waits for its audit records to reach `audit_log` (then those left are
+ * written to stderr, the sink's `onError`, not lost), and then for its pool to close (then it exits):
+ * it stops even if the database hangs.
  */
 export const AUDIT_FLUSH_TIMEOUT_MS = 10_000;
 

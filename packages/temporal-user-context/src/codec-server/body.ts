@@ -65,12 +65,26 @@ function base64(value: Uint8Array): string {
 export const MAX_JSON_DEPTH = 32;
 
 /**
- * True when `text` nests arrays and objects deeper than `max` (brackets inside strings do not count):
- * checked before parsing, in one pass without allocation, so that a caller cannot make the server build
- * millions of nested arrays. Malformed text is left to the parser.
+ * Arrays and objects a body of `maxPayloads` payloads may hold: the envelope (2), and per payload its
+ * object and its metadata object (2), with room to spare (4).
  */
-export function nestedDeeperThan(text: string, max: number): boolean {
+export function maxJsonContainers(maxPayloads: number): number {
+  return 4 * maxPayloads + 16;
+}
+
+/**
+ * What makes `text` too costly to parse, if anything: arrays and objects nested deeper than
+ * `maxDepth` (8 MB of nested brackets took JSON.parse about a second) or more of them than
+ * `maxContainers` (8 MB of `[],` about half a second). Brackets inside strings do not count. Checked
+ * before parsing, in one pass without allocation; malformed text is left to the parser.
+ */
+export function jsonShapeProblem(
+  text: string,
+  maxDepth: number,
+  maxContainers: number,
+): 'too deep' | 'too many values' | undefined {
   let depth = 0;
+  let containers = 0;
   let inString = false;
   for (let i = 0; i < text.length; i++) {
     const c = text.charCodeAt(i);
@@ -80,8 +94,9 @@ export function nestedDeeperThan(text: string, max: number): boolean {
       else if (c === 0x22) inString = false;
     } else if (c === 0x22) inString = true;
     else if (c === 0x5b || c === 0x7b) {
-      if (++depth > max) return true;
+      if (++depth > maxDepth) return 'too deep';
+      if (++containers > maxContainers) return 'too many values';
     } else if (c === 0x5d || c === 0x7d) depth--;
   }
-  return false;
+  return undefined;
 }

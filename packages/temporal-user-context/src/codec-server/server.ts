@@ -13,7 +13,13 @@ import {
   type JwtOptions,
   type VerifyToken,
 } from './auth.js';
-import { MAX_JSON_DEPTH, nestedDeeperThan, parsePayloadsBody, payloadsToJson } from './body.js';
+import {
+  MAX_JSON_DEPTH,
+  jsonShapeProblem,
+  maxJsonContainers,
+  parsePayloadsBody,
+  payloadsToJson,
+} from './body.js';
 import { originAllowed, setCorsHeaders, setPreflightHeaders } from './cors.js';
 import { CodecServerCodes, CodecServerError } from './errors.js';
 
@@ -281,11 +287,16 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
   // JSON bodies: nesting checked before Fastify's own parser (which keeps its prototype-poisoning
   // refusals) builds anything; a deep body is a 400 like any malformed one, recorded with its caller.
   const parseJson = app.getDefaultJsonParser('error', 'error');
+  const maxContainers = maxJsonContainers(maxPayloads);
   app.removeContentTypeParser('application/json');
   app.addContentTypeParser('application/json', { parseAs: 'string' }, (req, body, done) => {
-    if (nestedDeeperThan(body as string, MAX_JSON_DEPTH))
+    const problem = jsonShapeProblem(body as string, MAX_JSON_DEPTH, maxContainers);
+    if (problem)
       return done(
-        Object.assign(new Error('JSON nested too deeply'), { statusCode: 400, code: 'CODEC_JSON_TOO_DEEP' }),
+        Object.assign(new Error(`JSON ${problem}`), {
+          statusCode: 400,
+          code: problem === 'too deep' ? 'CODEC_JSON_TOO_DEEP' : 'CODEC_JSON_TOO_MANY_VALUES',
+        }),
         undefined,
       );
     parseJson(req, body as string, done);

@@ -58,7 +58,8 @@ export interface AuditFlushOptions {
    * Most milliseconds to wait, an integer from 1 to 3 600 000 (default: no limit). When it passes (a
    * database that hangs at shutdown), every record still waiting is reported to `onError` with an
    * {@link AuditFlushTimeoutError} (`written: 'no'`), and so is every record whose transaction is still
-   * open (`written: 'unknown'`: it may yet commit), so that none is lost without a trace; then it
+   * open (`written: 'unknown'`: it may yet commit, once per record; should the transaction then fail,
+   * the record is reported again with that failure), so that none is lost without a trace; then it
    * resolves.
    */
   timeoutMs?: number;
@@ -264,6 +265,8 @@ export function postgresAuditSink(
   const running = new Set<Promise<void>>();
   /** The batches of those transactions, for a flush that gives up on them. */
   const inFlight = new Set<readonly Queued[]>();
+  /** Batches a flush already reported as perhaps written: a later flush does not report them again. */
+  const reportedUnknown = new WeakSet<readonly Queued[]>();
 
   const take = (): Queued[] => {
     const [key, waiting] = queues.entries().next().value as [string, Queued[]];
@@ -337,8 +340,11 @@ export function postgresAuditSink(
         }
       queues.clear();
       queued = 0;
-      for (const batch of inFlight)
+      for (const batch of inFlight) {
+        if (reportedUnknown.has(batch)) continue;
+        reportedUnknown.add(batch);
         for (const { event } of batch) onError(new AuditFlushTimeoutError(event, 'unknown'), event);
+      }
     },
   };
 }

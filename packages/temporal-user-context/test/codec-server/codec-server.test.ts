@@ -469,7 +469,7 @@ describe('codec server (case 23)', () => {
     ]);
   });
 
-  it('refuses a body nested deeper than a codec request ever is before parsing it, and still decodes a real one', async () => {
+  it('refuses a body nested deeper, or holding more values, than a codec request ever does before parsing it, and still decodes a real one', async () => {
     server = makeServer(idp);
     const send = (payload: string) =>
       server!.app.inject({
@@ -491,6 +491,9 @@ describe('codec server (case 23)', () => {
       userId: 'alice',
       detail: expect.stringContaining('error="CODEC_JSON_TOO_DEEP"'),
     });
+    // Wide instead of deep: more arrays and objects than 1000 payloads (the default cap) ever have.
+    expectRefusal(await send(`{"payloads":[${'[],'.repeat(5000)}[]]}`), 400, CodecServerCodes.BAD_REQUEST);
+    expect(server.sink.events.at(-1)?.detail).toContain('error="CODEC_JSON_TOO_MANY_VALUES"');
     // Brackets inside strings are text, not nesting; prototype poisoning is still refused.
     const body = await encryptedBody();
     const withText = { ...body, note: '['.repeat(100) };

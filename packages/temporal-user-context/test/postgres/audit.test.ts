@@ -1,6 +1,6 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it, vi } from 'vitest';
 import { BACKENDS, openBackend, type Backend } from '../../../../test-support/db-backends.js';
-import { Auditor, type AuditEvent } from '../../src/audit/index.js';
+import { Auditor, coalescingAuditSink, type AuditEvent } from '../../src/audit/index.js';
 import { ErrorCodes, isUserContextError, parseUserContext } from '../../src/context/index.js';
 import {
   AuditBacklogError,
@@ -498,6 +498,27 @@ describe('audit sink while the database stalls', () => {
     await sink.flush();
     expect(state.started).toBe(1);
     await expect(sink.flush({ timeoutMs: 0 })).rejects.toMatchObject({ code: ErrorCodes.MISCONFIGURED });
+  });
+
+  it('a coalescing sink passes the deadline on: closing over a hung database neither hangs nor loses its summary', async () => {
+    const { db, release } = stalledDatabase();
+    const reported: [string, string][] = [];
+    const sink = coalescingAuditSink(
+      postgresAuditSink(db, {
+        concurrency: 1,
+        onError: (err, e) => reported.push([(err as AuditFlushTimeoutError).written, e.detail ?? e.action]),
+      }),
+    );
+    // Anonymous refusals of one kind: the first is written (and hangs), the second is counted.
+    const refusal = { ...event(0), decision: 'deny' as const, source: 'none' as const, reason: 'NO_TOKEN' };
+    void sink.emit(refusal);
+    void sink.emit(refusal);
+    await sink.close({ timeoutMs: 50 });
+    expect(reported).toEqual([
+      ['no', expect.stringMatching(/^1 more like it in \d+ s, coalesced; first: /)],
+      ['unknown', 'stall.0'],
+    ]);
+    release();
   });
 
   it('a failed write reaches onError with its record (sanitised), not only the driver error', async () => {
