@@ -195,8 +195,12 @@ describe('schedules', () => {
     const paused = async (id: string) => (await p.testClient.schedule.getHandle(id).describe()).state;
     expect(await paused(byGina)).toMatchObject({ paused: true, note: 'member gina removed' });
     expect((await paused(byCarol)).paused).toBe(false);
-    const list = (await p.call('carol', 'GET', '/workspaces/ws-acme/schedules')).body_.schedules as Json[];
-    expect(list.find((s) => s.scheduleId === byGina)).toMatchObject({ paused: true, createdBy: 'gina' });
+    // The list reads the server's visibility store, which catches up with the pause shortly after.
+    const listedPaused = async () =>
+      ((await p.call('carol', 'GET', '/workspaces/ws-acme/schedules')).body_.schedules as Json[]).find(
+        (s) => s.scheduleId === byGina,
+      );
+    expect(await until(listedPaused, (s) => s?.paused === true)).toMatchObject({ createdBy: 'gina' });
 
     const revoked = { status: 403, code: ErrorCodes.MEMBERSHIP_REVOKED };
     expect((await p.call('gina', 'GET', '/workspaces/ws-acme/schedules')).body_).toMatchObject(revoked);
