@@ -207,7 +207,7 @@ describe('replayed headers are refused (cases 6–7)', () => {
         h.audit.events.filter(
           (e) => e.workflowId === b && e.action === 'workflow.update' && e.decision === 'deny',
         );
-      for (let i = 0; i < 50 && refused().length === 0; i++) await new Promise((r) => setTimeout(r, 20));
+      for (let i = 0; i < 250 && refused().length === 0; i++) await new Promise((r) => setTimeout(r, 20));
       expect(refused().map((e) => [e.reason, e.workspaceId ?? null])).toEqual([
         [ErrorCodes.ACTOR_FORBIDDEN, null],
       ]);
