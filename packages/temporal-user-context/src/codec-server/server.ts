@@ -212,6 +212,30 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
     return undefined;
   };
 
+  /**
+   * Answers a framework error (a malformed URL, bad JSON, a body too large): Fastify's own 4xx (400,
+   * 413, 415 for a content type missing or not JSON/text) keep their status, anything else is a 500;
+   * one record, with the error's code and `detail`.
+   */
+  const refuseFailure = (
+    req: FastifyRequest,
+    reply: FastifyReply,
+    err: { statusCode?: number; code?: string },
+    action: string,
+    principal: CodecPrincipal | undefined,
+    detail?: string,
+  ): FastifyReply => {
+    const status = clientStatus(err.statusCode) ?? 500;
+    const code = status === 500 ? CodecServerCodes.INTERNAL : CodecServerCodes.BAD_REQUEST;
+    if (status === 500) req.log.error({ err }, 'codec server error');
+    const error = typeof err.code === 'string' ? `error=${quoted(err.code)}` : undefined;
+    audit(req, action, 'deny', code, principal, [error, detail].filter(Boolean).join(' ') || undefined);
+    return refuse(
+      reply,
+      new CodecServerError(status, code, status === 500 ? 'internal error' : 'bad request'),
+    );
+  };
+
   const app = Fastify({
     logger: options.logger ?? false,
     bodyLimit,
@@ -224,18 +248,7 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
     frameworkErrors: (err, req, reply) => {
       lastReply.set(req.raw.socket, reply);
       if (checkOrigin(req, reply)) return;
-      const status = clientStatus(err.statusCode) ?? 500;
-      const code = status === 500 ? CodecServerCodes.INTERNAL : CodecServerCodes.BAD_REQUEST;
-      if (status === 500) req.log.error({ err }, 'codec server error');
-      audit(
-        req,
-        actionOf(req),
-        'deny',
-        code,
-        undefined,
-        `error=${quoted(err.code)} path=${quoted(req.url.slice(0, 100))}`,
-      );
-      refuse(reply, new CodecServerError(status, code, status === 500 ? 'internal error' : 'bad request'));
+      refuseFailure(req, reply, err, actionOf(req), undefined, `path=${quoted(req.url.slice(0, 100))}`);
     },
     // What Node's HTTP parser refuses before there is a request (a request past requestTimeoutMs,
     // headers too large, not HTTP): answered in the server's format and recorded, not in Fastify's.
@@ -426,24 +439,8 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
   app.setErrorHandler(async (err: { statusCode?: number; code?: string }, req, reply) => {
     // The refused request's own reply failed to finish (see `refused`): already answered and recorded.
     if (refused.has(req) || reply.sent) return reply;
-    // Fastify's own 4xx (bad JSON 400, body too large 413, content type missing or not JSON/text 415)
-    // keep their status.
-    const status = clientStatus(err.statusCode) ?? 500;
-    const code = status === 500 ? CodecServerCodes.INTERNAL : CodecServerCodes.BAD_REQUEST;
-    if (status === 500) req.log.error({ err }, 'codec server error');
     // After authorization (a body too large, bad JSON), the caller is known: the record names them.
-    audit(
-      req,
-      'codec.request',
-      'deny',
-      code,
-      principals.get(req),
-      typeof err.code === 'string' ? `error=${quoted(err.code)}` : undefined,
-    );
-    return refuse(
-      reply,
-      new CodecServerError(status, code, status === 500 ? 'internal error' : 'bad request'),
-    );
+    return refuseFailure(req, reply, err, 'codec.request', principals.get(req));
   });
 
   return app;

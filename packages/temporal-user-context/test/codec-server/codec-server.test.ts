@@ -37,6 +37,15 @@ function post(
   body: unknown,
   headers: Record<string, string | undefined> = {},
 ): Promise<LightMyRequestResponse> {
+  return postText(path, JSON.stringify(body), headers);
+}
+
+/** {@link post} with the body as written: text that JSON.stringify would not produce. */
+function postText(
+  path: string,
+  payload: string,
+  headers: Record<string, string | undefined> = {},
+): Promise<LightMyRequestResponse> {
   const h: Record<string, string> = {
     'content-type': 'application/json',
     'x-namespace': 'default',
@@ -46,7 +55,7 @@ function post(
     if (v === undefined) delete h[k];
     else h[k] = v;
   }
-  return server!.app.inject({ method: 'POST', url: path, headers: h, payload: JSON.stringify(body) });
+  return server!.app.inject({ method: 'POST', url: path, headers: h, payload });
 }
 
 function expectRefusal(res: LightMyRequestResponse, status: number, code: string): void {
@@ -471,18 +480,7 @@ describe('codec server (case 23)', () => {
 
   it('refuses a body nested deeper, or holding more values, than a codec request ever does before parsing it, and still decodes a real one', async () => {
     server = makeServer(idp);
-    const send = (payload: string) =>
-      server!.app.inject({
-        method: 'POST',
-        url: '/decode',
-        headers: {
-          'content-type': 'application/json',
-          'x-namespace': 'default',
-          origin: UI_ORIGIN,
-          authorization: `Bearer ${reader}`,
-        },
-        payload,
-      });
+    const send = (payload: string) => postText('/decode', payload, { authorization: `Bearer ${reader}` });
     // 100 000 levels: JSON.parse would build them all (8 MB of them took about a second).
     expectRefusal(await send('['.repeat(100_000) + ']'.repeat(100_000)), 400, CodecServerCodes.BAD_REQUEST);
     expect(server.sink.events.at(-1)).toMatchObject({
@@ -626,18 +624,7 @@ describe('codec server (case 23)', () => {
   it('refuses invalid JSON, prototype poisoning and too many payloads with stable codes', async () => {
     server = makeServer(idp, { maxPayloads: 2 });
     const auth = `Bearer ${reader}`;
-    const raw = (payload: string) =>
-      server!.app.inject({
-        method: 'POST',
-        url: '/decode',
-        headers: {
-          'content-type': 'application/json',
-          'x-namespace': 'default',
-          origin: UI_ORIGIN,
-          authorization: auth,
-        },
-        payload,
-      });
+    const raw = (payload: string) => postText('/decode', payload, { authorization: auth });
     expectRefusal(await raw('{"payloads":'), 400, CodecServerCodes.BAD_REQUEST);
     expectRefusal(await raw('{"__proto__":{"polluted":1},"payloads":[]}'), 400, CodecServerCodes.BAD_REQUEST);
     expectRefusal(
