@@ -22,6 +22,7 @@ const OPTIONS: ReadonlySet<string> = new Set(
     codec: true,
     failureMessages: true,
     checkWorkflowBundle: true,
+    bindScheduleArguments: true,
   } satisfies Record<keyof UserContextPluginOptions, true>),
 );
 const VERIFIER_OPTIONS: ReadonlySet<string> = new Set(['clockSkewSeconds', 'cacheSize']);
@@ -120,4 +121,5 @@ export function validatePluginOptions(options: unknown): asserts options is User
       misconfigured('codec.allowPlaintextEncodings must be a list of encodings');
   }
   booleanOrUndefined(options.checkWorkflowBundle, 'checkWorkflowBundle');
+  booleanOrUndefined(options.bindScheduleArguments, 'bindScheduleArguments');
 }

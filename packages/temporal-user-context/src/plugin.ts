@@ -130,6 +130,17 @@ export interface UserContextPluginOptions {
    * deterministic ids) or that the bundler wrote as absolute paths.
    */
   checkWorkflowBundle?: boolean;
+  /**
+   * Bind a schedule's arguments into the token its `create` issues (claim `ad`): workers then refuse
+   * its runs once an update changed them (check 7; change them by re-creating the schedule). Default
+   * `true`. The digest is taken over what the SDK's default payload converter delivers, and workers
+   * compare the arguments the chain's first run was started with. An edge option (workers compare the
+   * claim whenever a token has it): `false` on the clients that create schedules whose arguments need
+   * another payload converter, or whose runs continue as new past the namespace's retention (their first
+   * run is then gone, and their activities would be refused). Without it, whoever may update such a
+   * schedule can change the arguments its runs act on as its creator.
+   */
+  bindScheduleArguments?: boolean;
 }
 
 const here = fileURLToPath(import.meta.url);
@@ -316,7 +327,9 @@ export class UserContextPlugin extends SimplePlugin {
     const lineage = activityLineage === 'server' ? new ActivityLineageCheck() : undefined;
     const clientInterceptors = {
       workflow: [new UserContextWorkflowClientInterceptor(source)],
-      schedule: [new UserContextScheduleClientInterceptor(source)],
+      schedule: [
+        new UserContextScheduleClientInterceptor(source, pluginOptions.bindScheduleArguments !== false),
+      ],
     };
     const codecOptions = pluginOptions.codec ?? pluginOptions.keys.codec.size > 0;
     const codec = codecOptions

@@ -151,26 +151,36 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
  * Schedules: `create` attaches a schedule-bound token to the schedule's workflow action; every run
  * the schedule starts carries it. Schedule updates keep the creator's headers (the TypeScript SDK's
  * `update()` copies them), so a schedule acts as its creator; to change who it acts for, delete and
- * re-create it. The token binds the action's workflow type and task queue: an update may change the
- * action's arguments, never what runs or where (workers refuse such runs, check 7).
+ * re-create it. The token binds the action's workflow type, task queue and (unless
+ * `bindScheduleArguments: false`) arguments: an update may change the schedule's spec and policies,
+ * not what runs, where or with what (workers refuse such runs, check 7).
  * The creator is mirrored like a workflow start's originator, twice: on the schedule itself (so that
  * operators can list a user's schedules) and in its action (so that every run it starts shows it).
  */
 export class UserContextScheduleClientInterceptor implements ScheduleClientInterceptor {
-  constructor(private readonly source: ContextSource) {}
+  /** @param bindArguments whether tokens bind the action's arguments (`bindScheduleArguments`). */
+  constructor(
+    private readonly source: ContextSource,
+    private readonly bindArguments: boolean,
+  ) {}
 
   async create(
     input: CreateScheduleInput,
     next: Next<ScheduleClientInterceptor, 'create'>,
   ): Promise<CreateScheduleOutput> {
     const { scheduleId, action } = input.options;
-    // The action's workflow type and task queue are bound into the token: an update that keeps the
-    // creator's header but runs another workflow type, or on another queue, is refused by workers.
+    // The action's workflow type, task queue and arguments are bound into the token: an update that
+    // keeps the creator's header but runs another workflow type, on another queue or with other
+    // arguments, is refused by workers. The SDK sends no arguments as an empty list.
     const { originator, context } = await this.source.forSchedule(
       scheduleId,
       action.workflowId,
       'schedule.create',
-      { workflowType: action.workflowType, taskQueue: action.taskQueue },
+      {
+        workflowType: action.workflowType,
+        taskQueue: action.taskQueue,
+        ...(this.bindArguments ? { args: action.args ?? [] } : {}),
+      },
     );
     const mirror = this.source.mirror;
     const options = { ...input.options, action: mirrorOptions(action, context, originator, mirror) };

@@ -4,10 +4,15 @@ import { userContextSchema } from '../context/schema.js';
 /** What a token was issued for: starting workflow `wf`, acting on workflow `wf`, or schedule `sch`. */
 export type TokenUse = 'start' | 'actor' | 'schedule';
 
-/** A schedule action's workflow type and task queue, as its schedule token binds them (`wt`, `tq`). */
+/**
+ * A schedule action as its schedule token binds it: workflow type and task queue (`wt`, `tq`) and, when
+ * given, its arguments (`ad`, their digest: `createArgsDigest` in args-digest.ts).
+ */
 export interface ScheduledAction {
   workflowType: string;
   taskQueue: string;
+  /** The action's arguments, as given to `schedule.create` (the plugin binds them unless told not to). */
+  args?: readonly unknown[];
 }
 
 /**
@@ -31,6 +36,14 @@ export const claimsSchema = z
      */
     wt: z.string().min(1).max(1000).optional(),
     tq: z.string().min(1).max(1000).optional(),
+    /**
+     * Schedule tokens: the digest of the action's arguments, which every run must have been started with
+     * (check 7). Optional, for tokens issued before arguments were bound.
+     */
+    ad: z
+      .string()
+      .regex(/^[A-Za-z0-9_-]{43}$/)
+      .optional(),
     /** Pseudonyms the header shows; a header whose hints differ from these is refused. */
     wsh: z.string().max(64),
     subh: z.string().max(64),
@@ -46,15 +59,23 @@ export const claimsSchema = z
       // run's id starts with (`<wf>-<RFC 3339 time>`); start and actor tokens name one workflow id.
       c.use === 'schedule'
         ? c.sch !== undefined && c.wf !== undefined
-        : c.wf !== undefined && c.sch === undefined && c.wt === undefined && c.tq === undefined,
+        : c.wf !== undefined &&
+          c.sch === undefined &&
+          c.wt === undefined &&
+          c.tq === undefined &&
+          c.ad === undefined,
     {
       message: 'binding must match use',
     },
   )
   // The action binding is both or neither (tokens issued before it was bound have neither).
-  .refine((c) => (c.wt === undefined) === (c.tq === undefined), {
-    message: 'a schedule action binds its workflow type and task queue together',
-  })
+  .refine(
+    (c) => (c.wt === undefined) === (c.tq === undefined) && (c.ad === undefined || c.wt !== undefined),
+    {
+      message:
+        'a schedule action binds its workflow type and task queue together, and its arguments only with them',
+    },
+  )
   .refine((c) => c.exp > c.iat, { message: 'exp must follow iat' });
 
 /** The claims of an opened, verified context token (docs/wire-format.md). */

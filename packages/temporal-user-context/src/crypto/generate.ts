@@ -73,17 +73,12 @@ export function activateKeySet(set: KeySetJson): KeySetJson {
   const codec = set.codec ?? [];
   if (![...set.signing, ...set.sealing, ...codec].some((k) => k.status === 'staged'))
     throw new UserContextError(ErrorCodes.MISCONFIGURED, 'key set: no staged keys to activate; stage first');
-  const signingStaged = set.signing.some((k) => k.status === 'staged');
+  const decryptOnly = (k: SecretEntry): SecretEntry => ({ ...k, status: 'decrypt-only' });
   return {
     ...set,
-    signing: set.signing.map((k): SigningEntry => {
-      if (!signingStaged) return k;
-      if (k.status === 'staged') return { ...k, status: 'active' };
-      if (k.status === 'active') return { ...k, status: 'verify-only', jwk: publicHalf(k.jwk) };
-      return k;
-    }),
-    sealing: promote(set.sealing),
-    ...(set.codec ? { codec: promote(set.codec) } : {}),
+    signing: promote(set.signing, (k) => ({ ...k, status: 'verify-only', jwk: publicHalf(k.jwk) })),
+    sealing: promote(set.sealing, decryptOnly),
+    ...(set.codec ? { codec: promote(set.codec, decryptOnly) } : {}),
   };
 }
 
@@ -134,11 +129,12 @@ function requireEdgeSet(set: KeySetJson): void {
     );
 }
 
-function promote(keys: readonly SecretEntry[]): SecretEntry[] {
+/** One kind's keys after activation: its staged key active, the active one `retire`d; untouched if none is staged. */
+function promote<K extends SigningEntry | SecretEntry>(keys: readonly K[], retire: (k: K) => K): K[] {
   if (!keys.some((k) => k.status === 'staged')) return [...keys];
-  return keys.map((k): SecretEntry => {
+  return keys.map((k) => {
     if (k.status === 'staged') return { ...k, status: 'active' };
-    if (k.status === 'active') return { ...k, status: 'decrypt-only' };
+    if (k.status === 'active') return retire(k);
     return k;
   });
 }

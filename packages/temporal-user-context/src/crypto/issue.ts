@@ -5,6 +5,7 @@ import type { UserContext } from '../context/schema.js';
 import type { ContextHeader } from '../header/wire.js';
 import type { ContextClaims, ScheduledAction, TokenUse } from './claims.js';
 import type { KeyRing } from './keyring.js';
+import { createArgsDigest } from './args-digest.js';
 import { pseudonym } from './pseudonym.js';
 
 /** Media type of the inner signed token (JWS `typ`). */
@@ -19,12 +20,21 @@ export interface IssueOptions {
   workflowId?: string;
   /** Schedule id the token is bound to (`schedule`). */
   scheduleId?: string;
-  /** The schedule action's workflow type and task queue (`schedule`, required): every run must have them. */
+  /**
+   * The schedule action (`schedule`, required): every run must have its workflow type and task queue and,
+   * when `args` is given, have been started with those arguments.
+   */
   scheduledAction?: ScheduledAction;
   /** Seconds the start window stays open (default: 60 for start, 300 for actor, 366 days for schedules). */
   windowSeconds?: number;
   /** Clock, for tests. */
   now?: () => number;
+}
+
+/** The claims binding a schedule's action: workflow type, task queue and, when given, the arguments. */
+function scheduledActionClaims(action: ScheduledAction): Pick<ContextClaims, 'wt' | 'tq' | 'ad'> {
+  const bound = { wt: action.workflowType, tq: action.taskQueue };
+  return action.args === undefined ? bound : Object.assign(bound, { ad: createArgsDigest(action.args) });
 }
 
 /** Default start windows, in seconds, by token use. */
@@ -63,9 +73,7 @@ export async function issueContextToken(
     use: options.use,
     wf: options.workflowId,
     ...(schedule ? { sch: options.scheduleId } : {}),
-    ...(schedule
-      ? { wt: options.scheduledAction!.workflowType, tq: options.scheduledAction!.taskQueue }
-      : {}),
+    ...(schedule ? scheduledActionClaims(options.scheduledAction!) : {}),
     wsh: pseudonym(ring.pseudonymKey, 'ws', ctx.workspaceId),
     subh: pseudonym(ring.pseudonymKey, 'sub', ctx.userId),
     iat,

@@ -39,7 +39,7 @@ export async function confirmOriginator(
       verified.claims.iat,
       runKey,
       verified.claims.wt !== undefined && verified.claims.tq !== undefined
-        ? { workflowType: verified.claims.wt, taskQueue: verified.claims.tq }
+        ? { workflowType: verified.claims.wt, taskQueue: verified.claims.tq, argsDigest: verified.claims.ad }
         : undefined,
     );
   }

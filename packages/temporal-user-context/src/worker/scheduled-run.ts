@@ -1,7 +1,8 @@
 import { ScheduleNotFoundError, WorkflowNotFoundError, type Client } from '@temporalio/client';
+import type { Payload, SerializationContext } from '@temporalio/common';
 import { isUserContextError } from '../context/errors.js';
-import type { ScheduledAction } from '../crypto/claims.js';
-import { describeRun, lineageRefusal, timestampMs } from './server-lineage.js';
+import { argsDigest } from '../crypto/args-digest.js';
+import { describeRun, lineageRefusal, refusedLookup, timestampMs, type RunRef } from './server-lineage.js';
 import { SuccessCache } from './success-cache.js';
 
 /** Lookups of the schedule before a fresh run it has not recorded yet is refused. */
@@ -33,6 +34,14 @@ function scheduledInFuture(root: string, skewMs: number): boolean {
   const time = /-(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)$/.exec(root)?.[1];
   const due = time === undefined ? NaN : Date.parse(time);
   return Number.isFinite(due) && due > Date.now() + skewMs + 60_000;
+}
+
+/** What a schedule token binds of its action (claims `wt`, `tq` and, since they are bound, `ad`). */
+export interface BoundAction {
+  workflowType: string;
+  taskQueue: string;
+  /** Digest of the arguments the schedule was created with (`argsDigest`). */
+  argsDigest?: string;
 }
 
 /**
@@ -73,6 +82,8 @@ export class ScheduledRunNotRecordedError extends Error {
  */
 export class ScheduledRunCheck {
   private readonly confirmed = new SuccessCache<void>(CACHE_SIZE);
+  /** Digests of first runs' arguments, by root and first run id: a run's input never changes. */
+  private readonly startDigests = new SuccessCache<string>(CACHE_SIZE);
 
   /** @param skewMs clock skew tolerated between the edge and the server (the verifier's). */
   constructor(private readonly skewMs: number) {}
@@ -81,8 +92,9 @@ export class ScheduledRunCheck {
    * Resolves when the schedule `scheduleId`, created when the token was issued (`issuedAt`, its `iat`),
    * started the execution chain rooted at `root` that the lineage (`chainStart`) belongs to.
    * @param runKey The caller's run id (server-vouched); confirmations are cached per run.
-   * @param action The workflow type and task queue the token binds (tokens issued since they are):
-   *   the root's must be these.
+   * @param action What the token binds of the schedule's action (tokens issued since it does): the
+   *   chain's first run must have had this workflow type and task queue and been started with these
+   *   arguments.
    * @throws {@link UserContextError} `USER_CONTEXT_LINEAGE_MISMATCH` when it did not, or the schedule or
    *   the root no longer exists.
    */
@@ -93,10 +105,10 @@ export class ScheduledRunCheck {
     chainStart: number,
     issuedAt: number,
     runKey: string,
-    action?: ScheduledAction,
+    action?: BoundAction,
   ): Promise<void> {
     return this.confirmed.get(
-      `${scheduleId}\u0000${root}\u0000${chainStart}\u0000${issuedAt}\u0000${runKey}\u0000${action?.workflowType ?? ''}\u0000${action?.taskQueue ?? ''}`,
+      `${scheduleId}\u0000${root}\u0000${chainStart}\u0000${issuedAt}\u0000${runKey}\u0000${action?.workflowType ?? ''}\u0000${action?.taskQueue ?? ''}\u0000${action?.argsDigest ?? ''}`,
       () => this.lookup(client, scheduleId, root, chainStart, issuedAt, action),
     );
   }
@@ -107,7 +119,7 @@ export class ScheduledRunCheck {
     root: string,
     chainStart: number,
     issuedAt: number,
-    action: ScheduledAction | undefined,
+    action: BoundAction | undefined,
   ): Promise<void> {
     const { firstRunId, startedAt, firstStartedAt, workflowType, taskQueue } = await this.rootOf(
       client,
@@ -123,6 +135,46 @@ export class ScheduledRunCheck {
     // carry a chain start at or after its first run's: a lineage that started earlier is another chain.
     if (firstStartedAt !== undefined && chainStart < firstStartedAt)
       throw lineageRefusal("the lineage started before the root's current execution chain");
+    await this.recordedBySchedule(
+      client,
+      scheduleId,
+      root,
+      chainStart,
+      issuedAt,
+      firstRunId,
+      firstStartedAt,
+      startedAt,
+    );
+    // Started with the arguments the schedule was created with (the token's `ad`), compared once the
+    // schedule vouched for the run: the chain's first run is the one the schedule started (later runs
+    // continue as new with whatever arguments workflow code gives them).
+    if (action?.argsDigest === undefined) return;
+    if (firstStartedAt === undefined)
+      throw lineageRefusal(
+        "the first run of the root's chain is past retention: its arguments cannot be compared",
+      );
+    const digest = await this.startDigests.get(`${root}\u0000${firstRunId}`, () =>
+      startArgsDigest(client, { workflowId: root, runId: firstRunId }),
+    );
+    if (digest !== action.argsDigest)
+      throw lineageRefusal("the run's arguments are not the ones its schedule was created with");
+  }
+
+  /**
+   * Resolves when the schedule `scheduleId`, the one created with the token, lists the execution chain
+   * rooted at `root` (first run `firstRunId`) among the runs it started; else refuses, or after a few
+   * lookups fails retryable for a fresh run (see {@link ScheduledRunCheck}).
+   */
+  private async recordedBySchedule(
+    client: Client,
+    scheduleId: string,
+    root: string,
+    chainStart: number,
+    issuedAt: number,
+    firstRunId: string,
+    firstStartedAt: number | undefined,
+    startedAt: number,
+  ): Promise<void> {
     // Fresh by the chain's first run, which is what the schedule records (a chain that keeps continuing
     // as new would otherwise stay fresh for ever).
     const lookups = Date.now() - (firstStartedAt ?? startedAt) < FRESH_ROOT_MS ? LOOKUPS : 1;
@@ -226,5 +278,46 @@ export class ScheduledRunCheck {
       workflowType: first?.type?.name || description.type,
       taskQueue: first?.taskQueue || description.taskQueue,
     };
+  }
+}
+
+/**
+ * The digest ({@link argsDigest}) of the arguments `run` was started with, decoded by the worker's own
+ * data converter as the SDK decodes a workflow's input: its codecs in reverse order, then its payload
+ * converter, in the run's serialization context. A payload that does not decode is a refusal.
+ */
+async function startArgsDigest(client: Client, run: RunRef): Promise<string> {
+  const { namespace, loadedDataConverter: converter } = client.options;
+  let history;
+  try {
+    history = await client.workflowService.getWorkflowExecutionHistory({
+      namespace,
+      execution: run,
+      maximumPageSize: 1,
+    });
+  } catch (err) {
+    throw refusedLookup(err, "the first run of the root's chain");
+  }
+  const started = history.history?.events?.[0]?.workflowExecutionStartedEventAttributes;
+  if (!started) throw lineageRefusal("the server shows no start of the root's chain");
+  const context: SerializationContext = { type: 'workflow', namespace, workflowId: run.workflowId };
+  // Named by its code or class only: a payload converter's message may quote the payload (JSON.parse's
+  // does), and the reason goes to the audit trail.
+  const unreadable = (err: unknown) =>
+    lineageRefusal(
+      `the run's arguments cannot be read (${isUserContextError(err) ? err.code : err instanceof Error ? err.name : typeof err})`,
+    );
+  let payloads = (started.input?.payloads ?? []) as Payload[];
+  try {
+    for (const codec of [...converter.payloadCodecs].reverse())
+      payloads = await codec.decode(payloads, context);
+  } catch (err) {
+    // A codec's refusal is a verdict; anything else (a remote codec's outage) is retried.
+    throw isUserContextError(err) ? unreadable(err) : err;
+  }
+  try {
+    return argsDigest(payloads.map((payload) => converter.payloadConverter.fromPayload(payload, context)));
+  } catch (err) {
+    throw unreadable(err);
   }
 }

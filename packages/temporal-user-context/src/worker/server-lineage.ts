@@ -31,10 +31,15 @@ export async function describeRun(client: Client, run: RunRef, what: string): Pr
       execution: { workflowId: run.workflowId, runId: run.runId },
     });
   } catch (err) {
-    if (isGrpcServiceError(err) && VERDICT_CODES.has(err.code))
-      throw lineageRefusal(`${what} is not on the server`);
-    throw err;
+    throw refusedLookup(err, what);
   }
+}
+
+/** A failed lookup of `what`: a refusal when the server's answer is a verdict, else the error as it is. */
+export function refusedLookup(err: unknown, what: string): unknown {
+  return isGrpcServiceError(err) && VERDICT_CODES.has(err.code)
+    ? lineageRefusal(`${what} is not on the server`)
+    : err;
 }
 
 /**

@@ -35,6 +35,16 @@ const edgeKeyed = useFixtureHarness({
   },
 });
 
+// An edge that does not bind schedules' arguments, in front of `h`'s workers (same keys).
+const unboundArgsClient = () =>
+  new Client({
+    connection: h.connection,
+    namespace: h.namespace,
+    plugins: [
+      new UserContextPlugin({ keys: h.edgeRing, audit: memoryAuditSink(), bindScheduleArguments: false }),
+    ],
+  });
+
 describe('schedules', () => {
   it('a run started by the schedule acts as the schedule creator', async () => {
     const scheduleId = `sch-${randomUUID()}`;
@@ -158,6 +168,84 @@ describe('schedules', () => {
       await handle.trigger();
       const restored = await nthScheduledRun(h.rawClient, scheduleId, 2);
       expect(await h.rawClient.workflow.getHandle(restored).result()).toEqual(alice);
+    } finally {
+      await handle.delete();
+    }
+  });
+
+  it("an update that keeps the creator's header but changes the arguments does not run as the creator; one that changes the spec does", async () => {
+    // The token binds the arguments the schedule was created with (their digest); the worker compares
+    // the arguments the chain's first run was started with, decoded by its own data converter (here
+    // through the payload codec). Values the default converters carry in three ways: JSON, bytes,
+    // undefined.
+    const scheduleId = `sch-${randomUUID()}`;
+    const args = [
+      { agent: 'a-1', at: new Date('2026-01-01T00:00:00Z'), n: -0 },
+      new Uint8Array([0, 1, 255]),
+      undefined,
+    ];
+    const handle = await runAsUser(alice, () => hourlySchedule(h, h.client, scheduleId, { args }));
+    const raw = h.rawClient.schedule.getHandle(scheduleId);
+    try {
+      // The spec and policies are the updater's to change (the SDK's update re-encodes the arguments):
+      // the runs still act as alice.
+      await raw.update((previous) => ({ ...previous, spec: { intervals: [{ every: '2h' }] } }));
+      await handle.trigger();
+      const respecified = await nthScheduledRun(h.rawClient, scheduleId, 1);
+      expect(await h.rawClient.workflow.getHandle(respecified).result()).toEqual(alice);
+      for (const [n, changed] of [
+        [2, [{ agent: 'a-2', at: '2026-01-01T00:00:00.000Z', n: 0 }, new Uint8Array([0, 1, 255]), undefined]],
+        // The same bytes as JSON (an object of indices), and null for undefined: other payloads.
+        [3, [args[0], { 0: 0, 1: 1, 2: 255 }, undefined]],
+        [4, [args[0], new Uint8Array([0, 1, 255]), null]],
+        [5, [args[0], new Uint8Array([0, 1, 255])]],
+      ] as const) {
+        await raw.update((previous) => ({ ...previous, action: { ...previous.action, args: [...changed] } }));
+        await handle.trigger();
+        const workflowId = await nthScheduledRun(h.rawClient, scheduleId, n);
+        expect(await failureTypeOf(h.rawClient.workflow.getHandle(workflowId).result()), String(n)).toBe(
+          ErrorCodes.LINEAGE_MISMATCH,
+        );
+        expect(
+          h.audit.events.some(
+            (e) =>
+              e.workflowId === workflowId &&
+              e.decision === 'deny' &&
+              e.detail?.includes("the run's arguments are not the ones its schedule was created with"),
+          ),
+          String(n),
+        ).toBe(true);
+      }
+      // The arguments it was created with (a Date by its JSON text, as the workflow receives it): alice.
+      await raw.update((previous) => ({
+        ...previous,
+        action: {
+          ...previous.action,
+          args: [{ ...args[0]!, at: '2026-01-01T00:00:00.000Z' }, Buffer.from([0, 1, 255]), undefined],
+        },
+      }));
+      await handle.trigger();
+      const restored = await nthScheduledRun(h.rawClient, scheduleId, 6);
+      expect(await h.rawClient.workflow.getHandle(restored).result()).toEqual(alice);
+    } finally {
+      await handle.delete();
+    }
+  });
+
+  it('with bindScheduleArguments: false, the token binds the action without its arguments', async () => {
+    // For arguments another payload converter carries, or chains that outlive retention: an update may
+    // then change the arguments, and the runs act as the creator, as before arguments were bound.
+    const scheduleId = `sch-${randomUUID()}`;
+    const handle = await runAsUser(alice, () =>
+      hourlySchedule(h, unboundArgsClient(), scheduleId, { args: ['a'] }),
+    );
+    try {
+      await h.rawClient.schedule
+        .getHandle(scheduleId)
+        .update((previous) => ({ ...previous, action: { ...previous.action, args: ['b'] } }));
+      await handle.trigger();
+      const workflowId = await nthScheduledRun(h.rawClient, scheduleId, 1);
+      expect(await h.rawClient.workflow.getHandle(workflowId).result()).toEqual(alice);
     } finally {
       await handle.delete();
     }

@@ -296,6 +296,8 @@ describe('the options object itself', () => {
     ["an unknown codec option (another ring's keys)", { codec: { keys: { keys: [] } } }],
     ['allowPlaintextEncodings as a string', { codec: { allowPlaintextEncodings: 'json/plain' } }],
     ['checkWorkflowBundle as a string', { checkWorkflowBundle: 'false' }],
+    ['bindScheduleArguments as a string', { bindScheduleArguments: 'false' }],
+    ['bindScheduleArguments as a number', { bindScheduleArguments: 0 }],
     ['systemActivities that is not an object', { systemActivities: 'x' }],
     ['systemActivities as pairs', { systemActivities: [['a']] }],
     ['a principal that is not a name', { systemActivities: { sweep: [1] } }],
@@ -321,6 +323,8 @@ describe('the options object itself', () => {
         },
       },
       { checkWorkflowBundle: false },
+      { bindScheduleArguments: false },
+      { bindScheduleArguments: true },
       { systemActivities: { sweep: ['janitor', 'reporter'] } },
     ])
       expect(() => plugin(options as never)).not.toThrow();

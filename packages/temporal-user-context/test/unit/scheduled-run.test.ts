@@ -2,8 +2,10 @@
 // integration tests cannot produce on demand: a chain whose first run is past retention, a lookup that
 // fails for want of an answer. The client is a stand-in that answers like the SDK's.
 import type { Client } from '@temporalio/client';
+import { defaultPayloadConverter, type Payload, type PayloadCodec } from '@temporalio/common';
 import { describe, expect, it } from 'vitest';
-import { ErrorCodes, isUserContextError } from 'temporal-user-context';
+import { ErrorCodes, UserContextError, isUserContextError } from 'temporal-user-context';
+import { argsDigest } from '../../src/crypto/args-digest.js';
 import { ScheduledRunCheck } from '../../src/worker/scheduled-run.js';
 
 const HOUR = 3_600_000;
@@ -251,5 +253,147 @@ describe("check 7 holds a run to the schedule's workflow type and task queue", (
   it('refuses a chain whose first run is of another type or on another queue than the token binds', async () => {
     expect(await check7(recorded(), { workflowType: 'Invoice', taskQueue: 'reports' })).toBe(OTHER_ACTION);
     expect(await check7(recorded(), { workflowType: 'Report', taskQueue: 'elsewhere' })).toBe(OTHER_ACTION);
+  });
+});
+
+describe("check 7 holds a run to the schedule's arguments: what it cannot read is a refusal, an outage is not", () => {
+  const ARGS = ['x'];
+  const bound = { workflowType: 'Report', taskQueue: 'reports', argsDigest: argsDigest(ARGS) };
+  const UNREADABLE = `${ErrorCodes.LINEAGE_MISMATCH}: the run's arguments cannot be read`;
+  /** The recorded chain of `r1`, its history's first event given by `history`, decoded by `codec`. */
+  const withHistory = (
+    history: () => Promise<unknown>,
+    codec: PayloadCodec = { encode: echo, decode: echo },
+    running: unknown[] = [action('r1')],
+  ) => {
+    const chain = chainServer({ firstAge: 2 * HOUR, running: () => running });
+    const client = chain.client as unknown as {
+      workflowService: Record<string, unknown>;
+      options: Record<string, unknown>;
+    };
+    client.workflowService.getWorkflowExecutionHistory = history;
+    client.options.loadedDataConverter = {
+      payloadConverter: defaultPayloadConverter,
+      payloadCodecs: [codec],
+    };
+    return chain;
+  };
+  const echo = async (payloads: Payload[]) => payloads;
+  const started = (args: unknown[]) => async () => ({
+    history: {
+      events: [
+        {
+          workflowExecutionStartedEventAttributes: {
+            input: { payloads: args.map((a) => defaultPayloadConverter.toPayload(a)) },
+          },
+        },
+      ],
+    },
+  });
+
+  it('confirms the arguments it was created with and refuses others', async () => {
+    expect(await check7(withHistory(started(ARGS)), bound)).toBe('confirmed');
+    expect(await check7(withHistory(started(['y'])), bound)).toBe(
+      `${ErrorCodes.LINEAGE_MISMATCH}: the run's arguments are not the ones its schedule was created with`,
+    );
+  });
+
+  it('refuses a first run the server no longer has, a history without a start, a payload the codec refuses', async () => {
+    const refusing: PayloadCodec = {
+      encode: echo,
+      decode: async () => {
+        throw new UserContextError(ErrorCodes.PAYLOAD_TAMPERED, 'tampered');
+      },
+    };
+    expect(
+      await check7(
+        withHistory(() => Promise.reject(grpcError(5))),
+        bound,
+      ),
+    ).toMatch(/is not on the server$/);
+    expect(
+      await check7(
+        withHistory(async () => ({ history: { events: [] } })),
+        bound,
+      ),
+    ).toMatch(/shows no start of the root's chain$/);
+    expect(await check7(withHistory(started(ARGS), refusing), bound)).toMatch(new RegExp(`^${UNREADABLE}`));
+  });
+
+  it("names a payload that does not convert by its error's class: its message may quote the payload", async () => {
+    const notJson = async () => ({
+      history: {
+        events: [
+          {
+            workflowExecutionStartedEventAttributes: {
+              input: {
+                payloads: [
+                  {
+                    metadata: { encoding: new TextEncoder().encode('json/plain') },
+                    data: new TextEncoder().encode('secret-api-key-123 is not JSON'),
+                  },
+                ],
+              },
+            },
+          },
+        ],
+      },
+    });
+    expect(await check7(withHistory(notJson), bound)).toBe(`${UNREADABLE} (SyntaxError)`);
+  });
+
+  it('reads the input only of a run its schedule started, and once per chain, whichever of its runs asks', async () => {
+    let reads = 0;
+    const counted = () => {
+      reads++;
+      return started(ARGS)();
+    };
+    expect(await check7(withHistory(counted, undefined, []), bound)).toBe(NOT_ITS_RUN);
+    expect(reads).toBe(0);
+    const chain = withHistory(counted);
+    const check = new ScheduledRunCheck(30_000);
+    for (const runKey of ['r1', 'r1-child', 'r2'])
+      await check.confirm(chain.client, 'sch', root, chain.firstStart, ISSUED, runKey, bound);
+    expect(reads).toBe(1);
+  });
+
+  it('rethrows a lookup or codec outage as it is (the activity retries)', async () => {
+    const down: PayloadCodec = {
+      encode: echo,
+      decode: async () => {
+        throw new Error('codec server unreachable');
+      },
+    };
+    expect(
+      await check7(
+        withHistory(() => Promise.reject(grpcError(14))),
+        bound,
+      ),
+    ).toBe('thrown: grpc 14');
+    expect(await check7(withHistory(started(ARGS), down), bound)).toBe('thrown: codec server unreachable');
+  });
+
+  it('refuses when the first run is past retention: the arguments cannot be compared', async () => {
+    const client = server({ error: grpcError(5) });
+    const described = client.workflow.getHandle(root).describe;
+    Object.assign(client.workflow, {
+      getHandle: () => ({
+        describe: async () => Object.assign(await described(), { type: 'Report', taskQueue: 'reports' }),
+      }),
+    });
+    await expect(
+      new ScheduledRunCheck(30_000).confirm(
+        client,
+        'sch',
+        root,
+        now - 2 * HOUR + 150,
+        ISSUED,
+        'caller-run',
+        bound,
+      ),
+    ).rejects.toMatchObject({
+      code: ErrorCodes.LINEAGE_MISMATCH,
+      reason: expect.stringMatching(/past retention/),
+    });
   });
 });
