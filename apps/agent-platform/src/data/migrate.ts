@@ -77,8 +77,27 @@ export async function migrate(db: SqlDatabase, options: MigrateOptions = {}): Pr
   });
 }
 
-/** Creates the roles if missing; tolerant of another process creating them at the same moment. */
+/**
+ * Key of the session advisory lock the role bootstrap holds. Its GRANTs rewrite the schema's catalog
+ * row: two processes migrating one database at once (replicas starting together) failed with "tuple
+ * concurrently updated" outside node-pg-migrate's own lock, which covers only the migrations.
+ */
+const BOOTSTRAP_LOCK = 7_305_221_146_208_317_001n;
+
+/**
+ * Creates the roles if missing and grants them the schema, one process per database at a time;
+ * tolerant of a process migrating another database of the cluster creating the roles at the same moment.
+ */
 async function bootstrapRoles(session: SqlSession, ownerRole: string, appRole: string): Promise<void> {
+  await session.query('select pg_advisory_lock($1)', [BOOTSTRAP_LOCK.toString()]);
+  try {
+    await createRolesAndGrant(session, ownerRole, appRole);
+  } finally {
+    await session.query('select pg_advisory_unlock($1)', [BOOTSTRAP_LOCK.toString()]);
+  }
+}
+
+async function createRolesAndGrant(session: SqlSession, ownerRole: string, appRole: string): Promise<void> {
   for (const role of [ownerRole, appRole]) {
     const exists = await session.query('select 1 from pg_roles where rolname = $1', [role]);
     if (exists.rowCount > 0) continue;

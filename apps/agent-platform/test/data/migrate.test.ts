@@ -1,6 +1,8 @@
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { assertIsolation } from 'temporal-user-context/postgres';
+import { assertIsolation, fromPgPool } from 'temporal-user-context/postgres';
 import { BACKENDS, type Backend } from '../../../../test-support/db-backends.js';
+import { createTestDatabase } from '../../../../test-support/postgres.js';
 import { migrate } from '../../src/data/migrate.js';
 import { openPlatformDb } from './helpers.js';
 
@@ -153,5 +155,35 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
     const up = await migrate(b.admin);
     expect(up).toHaveLength(7);
     await assertIsolation(b.admin, { appRole: 'app_user', tenantTables: ['workspaces'] });
+  });
+});
+
+describe('agent platform migrations on postgres, from several processes at once', () => {
+  it('all succeed when replicas start together on a fresh database, and apply each migration once', async () => {
+    // Each pool of one connection stands for a process starting. The role bootstrap's GRANTs rewrite
+    // the schema's catalog row: without a lock of their own they failed with "tuple concurrently
+    // updated" (node-pg-migrate's lock covers only the migrations).
+    for (let round = 0; round < 4; round++) {
+      const database = await createTestDatabase('migrate-race');
+      const pools = Array.from({ length: 8 }, () => new pg.Pool({ connectionString: database.url, max: 1 }));
+      try {
+        const results = await Promise.allSettled(pools.map((pool) => migrate(fromPgPool(pool))));
+        const failures = results.flatMap((r) => (r.status === 'rejected' ? [String(r.reason)] : []));
+        expect(failures, `round ${round}`).toEqual([]);
+        const applied = results.flatMap((r) => (r.status === 'fulfilled' ? r.value.map((m) => m.name) : []));
+        expect(applied.sort()).toEqual([
+          '0001_tenancy',
+          '0002_agents',
+          '0003_audit_log',
+          '0004_agent_runs_one_per_workflow',
+          '0005_agent_runs_outlive_agents',
+          '0006_ids_from_identity_providers',
+          '0007_admin_writes_agents_documents',
+        ]);
+      } finally {
+        await Promise.all(pools.map((pool) => pool.end()));
+        await database.drop();
+      }
+    }
   });
 });
