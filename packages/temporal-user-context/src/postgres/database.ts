@@ -66,8 +66,9 @@ const TRANSACTION_CONTROL =
  * The first `count` words of a statement, lower-cased, skipping what PostgreSQL skips before it:
  * whitespace, empty statements (`;`), `--` comments (to a line end, `\n` or `\r`) and block comments,
  * which nest. Stops at anything that is not a word.
+ * @internal
  */
-function leadingWords(sql: string, count: number): string[] {
+export function leadingWords(sql: string, count: number): string[] {
   const words: string[] = [];
   let i = 0;
   while (i < sql.length && words.length < count) {

@@ -12,6 +12,13 @@ export interface IsolationGuardOptions {
   /** Tables to treat as tenant tables in addition to every table with a `workspace_id` column. */
   tenantTables?: readonly string[];
   /**
+   * Tables the app role may use that hold no tenant data (reference data shared by every workspace), as
+   * `table` (in `schema`) or `other_schema.table`. Every other table the app role may use, in any schema
+   * it may use, must be a tenant table: one without row-level security (a child table keyed by its
+   * parent, say) would be readable across workspaces.
+   */
+  sharedTables?: readonly string[];
+  /**
    * Check that the login role may `SET ROLE` to the app role (default true). Off for a connection that
    * will not serve scopes, such as a migration run as the tables' owner.
    */
@@ -34,6 +41,7 @@ export interface IsolationReport {
 }
 
 interface TableRow {
+  schema: string;
   name: string;
   kind: string;
   rls: boolean;
@@ -49,6 +57,13 @@ interface TableRow {
 const TRUE_VALUES = new Set(['true', 'on', '1', 'yes']);
 
 /**
+ * SQL condition on `n` (pg_namespace) for the schemas besides the inspected one that the app role
+ * (`$2`) may use, the system's own and temporary ones aside.
+ */
+const USABLE_SCHEMA = `n.nspname not like 'pg\\_%' and n.nspname <> 'information_schema'
+  and has_schema_privilege($2, n.oid, 'USAGE')`;
+
+/**
  * Start-up guard: refuses to run with a database that would not isolate workspaces.
  *
  * Refuses (`USER_CONTEXT_MISCONFIGURED`, naming every offending table or view) when the app role
@@ -62,7 +77,10 @@ const TRUE_VALUES = new Set(['true', 'on', '1', 'yes']);
  * a readable `memberships(workspace_id text, user_id text, roles text[])`, and a login role that may
  * `SET ROLE` to the app role.
  *
- * Tenant tables: every table of `schema` with a `workspace_id` column, plus `tenantTables`.
+ * Also when the app role may use a table that is no tenant table (unless in `sharedTables`).
+ *
+ * Tenant tables: every table with a `workspace_id` column, plus `tenantTables`. Inspected: `schema`
+ * and every other schema the app role has `USAGE` on (objects there are named `schema.name`).
  */
 export async function assertIsolation(
   db: SqlQueryable,
@@ -94,8 +112,10 @@ export async function assertIsolation(
 
   // pg_has_role(..., 'MEMBER') is true for the owner itself and for any member of the owning role:
   // either way the app role could ALTER the table or disable its policies.
+  // Every schema the app role may use, not only `schema`: a table, view or function elsewhere is as
+  // reachable (schema-qualified) as one on the search path.
   const { rows } = await db.query<TableRow>(
-    `select c.relname as name, c.relkind::text as kind, c.relrowsecurity as rls, c.relforcerowsecurity as force,
+    `select n.nspname as schema, c.relname as name, c.relkind::text as kind, c.relrowsecurity as rls, c.relforcerowsecurity as force,
             pg_get_userbyid(c.relowner) as owner, pg_has_role($2, c.relowner, 'MEMBER') as app_is_owner,
             c.reloptions as options,
             (has_any_column_privilege($2, c.oid, 'SELECT')
@@ -105,31 +125,41 @@ export async function assertIsolation(
                      where a.attrelid = c.oid and a.attname = 'workspace_id' and a.attnum > 0 and not a.attisdropped)
               as has_workspace_id
        from pg_class c join pg_namespace n on n.oid = c.relnamespace
-      where n.nspname = $1 and c.relkind in ('r', 'p', 'v', 'm')
-      order by c.relname`,
+      where (n.nspname = $1 or (${USABLE_SCHEMA})) and c.relkind in ('r', 'p', 'v', 'm', 'f')
+      order by n.nspname <> $1, n.nspname, c.relname`,
     [schema, appRole],
   );
 
+  const shared = new Set(options.sharedTables ?? []);
   const tenantTables: string[] = [];
   const views: string[] = [];
   for (const r of rows) {
     const isTable = r.kind === 'r' || r.kind === 'p';
-    if (isTable && (r.has_workspace_id || configured.includes(r.name))) {
-      tenantTables.push(r.name);
+    // Names in `schema` as before (`notes`); elsewhere qualified (`reporting.notes`).
+    const name = r.schema === schema ? r.name : `${r.schema}.${r.name}`;
+    const at = `${r.schema}.${r.name}`;
+    if (isTable && (r.has_workspace_id || configured.includes(name))) {
+      tenantTables.push(name);
       if (r.app_is_owner)
-        problems.push(
-          `table ${schema}.${r.name} is owned by ${r.owner}, which app role ${appRole} is or belongs to`,
-        );
-      if (!r.rls) problems.push(`table ${schema}.${r.name} does not ENABLE ROW LEVEL SECURITY`);
-      if (!r.force) problems.push(`table ${schema}.${r.name} does not FORCE ROW LEVEL SECURITY`);
+        problems.push(`table ${at} is owned by ${r.owner}, which app role ${appRole} is or belongs to`);
+      if (!r.rls) problems.push(`table ${at} does not ENABLE ROW LEVEL SECURITY`);
+      if (!r.force) problems.push(`table ${at} does not FORCE ROW LEVEL SECURITY`);
       // RLS does not apply to TRUNCATE: one member's scope would empty the table for every workspace.
-      if (r.app_can_truncate) problems.push(`app role ${appRole} may TRUNCATE table ${schema}.${r.name}`);
+      if (r.app_can_truncate) problems.push(`app role ${appRole} may TRUNCATE table ${at}`);
     } else if (r.kind === 'v' && r.app_can_use) {
       views.push(r.name);
-      if (!securityInvoker(r.options)) problems.push(`view ${schema}.${r.name} lacks security_invoker=true`);
+      if (!securityInvoker(r.options)) problems.push(`view ${at} lacks security_invoker=true`);
     } else if (r.kind === 'm' && r.app_can_use && r.has_workspace_id) {
       problems.push(
-        `materialized view ${schema}.${r.name} holds tenant data and is readable by ${appRole} (no RLS on those)`,
+        `materialized view ${at} holds tenant data and is readable by ${appRole} (no RLS on those)`,
+      );
+    } else if ((isTable || r.kind === 'f') && r.app_can_use && !shared.has(name)) {
+      // Not a tenant table, yet the app role may use it: without row-level security (a foreign table
+      // has none) every scope sees all of it.
+      problems.push(
+        `${r.kind === 'f' ? 'foreign table' : 'table'} ${at} is usable by ${appRole} but is no tenant table ` +
+          '(no workspace_id column, not in tenantTables): give it row-level security and list it in ' +
+          'tenantTables, or list it in sharedTables if it holds no tenant data',
       );
     }
   }
@@ -170,25 +200,32 @@ async function escapes(
     problems.push(`app role ${appRole} can SET ROLE to ${r.name}, which bypasses RLS`);
   const definers = await db.query<{ name: string }>(
     `select p.oid::regprocedure::text as name from pg_proc p join pg_namespace n on n.oid = p.pronamespace
-      where n.nspname = $1 and p.prosecdef and has_function_privilege($2, p.oid, 'EXECUTE')
+      where (n.nspname = $1 or (${USABLE_SCHEMA}))
+        and p.prosecdef and has_function_privilege($2, p.oid, 'EXECUTE')
       order by 1`,
     [schema, appRole],
   );
   for (const f of definers.rows)
     problems.push(`function ${f.name} is SECURITY DEFINER and executable by ${appRole} (it skips RLS)`);
-  const policies = await db.query<{ table: string; name: string; qual: string | null; check: string | null }>(
-    `select tablename as table, policyname as name, qual, with_check as check from pg_policies
-      where schemaname = $1 and permissive = 'PERMISSIVE'
+  const policies = await db.query<{
+    schema: string;
+    table: string;
+    name: string;
+    qual: string | null;
+    check: string | null;
+  }>(
+    `select schemaname as schema, tablename as table, policyname as name, qual, with_check as check from pg_policies
+      where permissive = 'PERMISSIVE'
         and ('public' = any (roles)
-             or exists (select 1 from unnest(roles) r where r <> 'public' and pg_has_role($2, r, 'MEMBER')))
-      order by tablename, policyname`,
-    [schema, appRole],
+             or exists (select 1 from unnest(roles) r where r <> 'public' and pg_has_role($1, r, 'MEMBER')))
+      order by schemaname, tablename, policyname`,
+    [appRole],
   );
   const readsWorkspace = (expr: string | null) => expr === null || expr.includes('app.workspace_id');
   for (const p of policies.rows) {
-    if (!tenantTables.includes(p.table)) continue;
+    if (!tenantTables.includes(p.schema === schema ? p.table : `${p.schema}.${p.table}`)) continue;
     if (!readsWorkspace(p.qual) || !readsWorkspace(p.check) || (p.qual === null && p.check === null))
-      problems.push(`policy ${p.name} on ${schema}.${p.table} does not read app.workspace_id`);
+      problems.push(`policy ${p.name} on ${p.schema}.${p.table} does not read app.workspace_id`);
   }
   return problems;
 }

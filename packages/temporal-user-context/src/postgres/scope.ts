@@ -5,6 +5,7 @@ import { parseUserContext, sameUserContext, type UserContext } from '../context/
 import { currentScope } from '../worker/scope.js';
 import {
   isTransactionEnded,
+  leadingWords,
   transactionControl,
   type SqlDatabase,
   type SqlQueryable,
@@ -71,6 +72,63 @@ export interface ScopedTransaction extends SqlQueryable {
 }
 
 /**
+ * Session state a scope must neither inherit nor leave on its connection, counted in the statements
+ * that open and close it: cursors `WITH HOLD` (open after COMMIT, readable by the next borrower
+ * whatever their scope: a cursor's rows were read with its declarer's rights), `LISTEN` channels
+ * (notifications meant for whoever listened), and temporary relations, which the search path looks up
+ * before any schema (a temporary `memberships` would answer the next scope's membership check).
+ */
+const LEFTOVERS = `(select pg_catalog.count(*) from pg_catalog.pg_cursors where is_holdable)::int4 as held_cursors,
+            (select pg_catalog.count(*) from pg_catalog.pg_listening_channels())::int4 as channels,
+            (select pg_catalog.count(*) from pg_catalog.pg_class
+              where relnamespace operator(pg_catalog.=) pg_catalog.pg_my_temp_schema())::int4 as temp_relations`;
+
+/** What {@link LEFTOVERS} counts. */
+interface Leftovers {
+  held_cursors: number;
+  channels: number;
+  temp_relations: number;
+}
+
+/** SQLSTATE of a statement sent in a transaction an earlier error aborted. */
+const IN_FAILED_TRANSACTION = '25P02';
+
+/** The refusal of a connection carrying {@link LEFTOVERS}, or undefined. */
+function leftoverRefusal(row: Leftovers | undefined, when: string): UserContextError | undefined {
+  if (row === undefined)
+    return new UserContextError(ErrorCodes.MISCONFIGURED, `${when}: the session state check returned no row`);
+  const found = [
+    row.held_cursors > 0 ? 'cursors WITH HOLD' : '',
+    row.channels > 0 ? 'LISTEN channels' : '',
+    row.temp_relations > 0 ? 'temporary tables' : '',
+  ].filter(Boolean);
+  return found.length === 0
+    ? undefined
+    : new UserContextError(ErrorCodes.MISCONFIGURED, `${when}: the connection holds ${found.join(', ')}`);
+}
+
+/**
+ * Statements of a scope's callback that would change what the scope is, refused before they are sent
+ * (the check at the scope's end catches the same done through functions, `set_config`): `SET LOCAL
+ * ROLE`, `SET LOCAL SESSION AUTHORIZATION`, `SET LOCAL app.…` (the settings policies read), `DO`
+ * blocks, which run any statement out of sight of this check, and `LISTEN`, which outlives the scope.
+ */
+function scopeChangeRefusal(sql: string): UserContextError | undefined {
+  const [first, second, third] = leadingWords(sql, 3);
+  const changes =
+    first === 'do' ||
+    // LISTEN takes effect at COMMIT: the check at the scope's end cannot see it yet.
+    first === 'listen' ||
+    (first === 'set' && second === 'local' && (third === 'role' || third === 'session' || third === 'app'));
+  return changes
+    ? new UserContextError(
+        ErrorCodes.MISCONFIGURED,
+        'a statement inside a database scope that changes its role or settings or outlives it (SET LOCAL ROLE, SET LOCAL app.*, DO, LISTEN)',
+      )
+    : undefined;
+}
+
+/**
  * Switches the current transaction to `appRole` and sets the scope settings, all transaction-local, in
  * one statement: `set_config('role', …, true)` is `SET LOCAL ROLE` (the same setting, the same
  * membership check), and lets the role travel as a bind parameter like the values: nothing is spliced
@@ -83,13 +141,52 @@ export async function applyScope(
   userId: string,
   workspaceId: string,
 ): Promise<void> {
-  await tx.query(
+  const { rows } = await tx.query<Leftovers>(
     // Schema-qualified: `SET LOCAL ROLE` is syntax, a function is looked up on the search path, where a
-    // schema before pg_catalog could hold a `set_config` that does nothing.
+    // schema before pg_catalog could hold a `set_config` that does nothing. The same statement counts
+    // what an earlier transaction on this connection left behind (LEFTOVERS).
     `select pg_catalog.set_config('role', $1, true), pg_catalog.set_config('${SCOPE_SETTINGS.userId}', $2, true),
-            pg_catalog.set_config('${SCOPE_SETTINGS.workspaceId}', $3, true)`,
+            pg_catalog.set_config('${SCOPE_SETTINGS.workspaceId}', $3, true), ${LEFTOVERS}`,
     [assertRoleName(appRole, 'app role'), userId, workspaceId],
   );
+  const inherited = leftoverRefusal(rows[0], 'before the scope');
+  if (inherited) throw inherited;
+}
+
+/**
+ * Checks at the end of a scope's callback, before COMMIT, that the transaction is still the scope it
+ * opened: the same role and settings (a callback's `set_config`, or `SET ROLE` inside a function,
+ * would otherwise carry its writes, and, made session-level, outlive the scope on the connection), and
+ * nothing left that survives COMMIT ({@link LEFTOVERS}). A refusal rolls the transaction back, and
+ * with it every such change.
+ */
+async function scopeIntactRefusal(
+  tx: SqlQueryable,
+  appRole: string,
+  context: UserContext,
+  effectiveRoles: readonly string[],
+): Promise<UserContextError | undefined> {
+  const { rows } = await tx.query<
+    Leftovers & { role: string; user_id: string; workspace_id: string; roles: string }
+  >(
+    `select current_user as role,
+            pg_catalog.current_setting('${SCOPE_SETTINGS.userId}', true) as user_id,
+            pg_catalog.current_setting('${SCOPE_SETTINGS.workspaceId}', true) as workspace_id,
+            pg_catalog.current_setting('${SCOPE_SETTINGS.roles}', true) as roles, ${LEFTOVERS}`,
+  );
+  const row = rows[0];
+  if (
+    row === undefined ||
+    row.role !== appRole ||
+    row.user_id !== context.userId ||
+    row.workspace_id !== context.workspaceId ||
+    row.roles !== effectiveRoles.join(',')
+  )
+    return new UserContextError(
+      ErrorCodes.MISCONFIGURED,
+      "the scope's role or settings were changed inside its callback (set_config, SET ROLE in a function)",
+    );
+  return leftoverRefusal(row, 'at the end of the scope');
 }
 
 /**
@@ -101,16 +198,20 @@ export async function applyScope(
  *    stored now in `memberships`; none left → `USER_CONTEXT_MEMBERSHIP_REVOKED` (non-retryable, audited);
  * 3. `requireRole`, when given; then `fn(tx)`.
  *
- * Everything is transaction-local and the connection is released after COMMIT/ROLLBACK, so nothing
- * survives on a pooled connection; statements of `fn` that would end the transaction or change the
- * session (`COMMIT`, `SET` without `LOCAL`, `RESET`, ...) are refused (`USER_CONTEXT_MISCONFIGURED`,
- * audited; docs/data-isolation.md). Requires a `memberships(workspace_id, user_id, roles text[])` table
+ * Everything is transaction-local and the connection is released after COMMIT/ROLLBACK; statements
+ * of `fn` that would end the transaction, change the session or the scope (`COMMIT`, `SET` without
+ * `LOCAL`, `RESET`, `SET LOCAL ROLE`, `SET LOCAL app.…`, `DO`, `LISTEN`, ...) are refused
+ * (`USER_CONTEXT_MISCONFIGURED`, audited; docs/data-isolation.md). Before COMMIT the scope checks that
+ * its role and settings are unchanged and that nothing outliving COMMIT was left on the connection
+ * (cursors `WITH HOLD`, temporary tables): else it is refused and rolled back; and a connection that
+ * already carries such state is refused at the start. Requires a `memberships(workspace_id, user_id, roles text[])` table
  * whose policy lets a user read their own row in the current workspace.
  *
  * @throws UserContextError `USER_CONTEXT_INVALID` for a malformed context,
  *   `USER_CONTEXT_MEMBERSHIP_REVOKED`, `USER_CONTEXT_ROLE_MISSING`, `USER_CONTEXT_MISCONFIGURED` (a bad
  *   or reserved role name, two `memberships` rows for one user and workspace, a roles setting that
- *   differs from the roles checked, a statement of `fn` that ends the transaction or changes the session).
+ *   differs from the roles checked, a statement of `fn` that ends the transaction or changes the session
+ *   or the scope, a connection carrying session state).
  */
 export async function withUserScope<T>(
   db: SqlDatabase,
@@ -171,7 +272,12 @@ export async function withUserScope<T>(
   let granted = false;
   try {
     const result = await db.transaction(async (tx) => {
-      await applyScope(tx, appRole, context.userId, context.workspaceId);
+      try {
+        await applyScope(tx, appRole, context.userId, context.workspaceId);
+      } catch (err) {
+        if (isUserContextError(err)) refusal = err;
+        throw err;
+      }
       // The membership read and the roles setting in one statement (one round trip fewer): `app.roles`
       // becomes the context's roles that the stored row still has, in the context's order, or stays
       // unset when there is no row. Every refusal below rolls it back with the transaction. This is safe
@@ -230,7 +336,7 @@ export async function withUserScope<T>(
           if (!ended) {
             // Refused by the adapter too; checked here first so that the refusal is audited even when
             // the callback swallows it.
-            const control = transactionControl.refusal(sql);
+            const control = transactionControl.refusal(sql) ?? scopeChangeRefusal(sql);
             if (!control) return tx.query<R>(sql, params);
             audit('deny', control.code, effectiveRoles, control.reason);
             return Promise.reject(control);
@@ -240,11 +346,20 @@ export async function withUserScope<T>(
           return Promise.reject(late);
         },
       };
+      let value: T;
       try {
-        return await fn(scoped);
+        value = await fn(scoped);
       } finally {
         ended = true;
       }
+      refusal = await scopeIntactRefusal(tx, appRole, context, effectiveRoles).catch((err: unknown) => {
+        // The callback swallowed an SQL error: the transaction is aborted and nothing of it commits
+        // (COMMIT is answered with ROLLBACK, and reported so). Not a refusal of the scope.
+        if ((err as { code?: unknown } | null)?.code === IN_FAILED_TRANSACTION) return undefined;
+        throw err;
+      });
+      if (refusal) throw refusal;
+      return value;
     });
     audit('allow', 'ok', effectiveRoles);
     return result;

@@ -416,6 +416,9 @@ describe('audit sink while the database stalls', () => {
     vi.restoreAllMocks();
   });
 
+  /** What the scope's first statement reads of a connection without leftovers (what withUserScope checks). */
+  const CLEAN_SESSION = [{ held_cursors: 0, channels: 0, temp_relations: 0 }] as never[];
+
   /** A database whose transactions wait until released (a stalled server, an exhausted pool). */
   function stalledDatabase(fail = false) {
     let release!: () => void;
@@ -428,7 +431,7 @@ describe('audit sink while the database stalls', () => {
         state.started++;
         await gate;
         if (fail) throw Object.create(null);
-        return fn({ query: async () => ({ rows: [], rowCount: 1 }) });
+        return fn({ query: async () => ({ rows: CLEAN_SESSION, rowCount: 1 }) });
       },
       session: () => Promise.reject(new Error('not used')),
     };
@@ -608,7 +611,7 @@ describe('audit sink while the database stalls', () => {
                 if (params?.includes('poison')) throw error();
                 for (let i = 0; i < params!.length; i += 17) rows.push(params!.slice(i, i + 17));
               }
-              return { rows: [], rowCount: 0 };
+              return { rows: CLEAN_SESSION, rowCount: 0 };
             },
           });
           inserted.push(...rows); // committed

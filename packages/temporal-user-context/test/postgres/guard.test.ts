@@ -208,6 +208,51 @@ describe.each(BACKENDS)('assertIsolation on %s (case 17)', (kind) => {
     }
   });
 
+  it('refuses a table the app role may use that is no tenant table, unless listed as shared', async () => {
+    // A child table keyed by its parent: no workspace_id, no RLS, readable by the app role.
+    await b.admin.query(`create table note_parts (note_id int references notes (id), part text)`);
+    await b.admin.query(`grant select on note_parts to ${roles.app}`);
+    try {
+      expect(await refusal(b)).toMatch(
+        /table public\.note_parts is usable by [a-z0-9_]+ but is no tenant table/,
+      );
+      await expect(
+        assertIsolation(b.admin, { appRole: roles.app, sharedTables: ['note_parts'] }),
+      ).resolves.toMatchObject({ tenantTables: ['audit_log', 'memberships', 'notes'] });
+      // Listed as a tenant table, it must isolate like one.
+      expect(await refusal(b, ['note_parts'])).toMatch(
+        /table public\.note_parts does not ENABLE ROW LEVEL SECURITY/,
+      );
+    } finally {
+      await b.admin.query('drop table note_parts');
+    }
+  });
+
+  it('inspects every schema the app role may use, not only the configured one', async () => {
+    await b.admin.query(`create schema reporting`);
+    await b.admin.query(`grant usage on schema reporting to ${roles.app}`);
+    try {
+      // A tenant table there without RLS, a definer view over notes, a SECURITY DEFINER function.
+      await b.admin.query(`create table reporting.summaries (workspace_id text, total int)`);
+      await b.admin.query(`grant select on reporting.summaries to ${roles.app}`);
+      await b.admin.query(`create view reporting.all_notes as select workspace_id, body from notes`);
+      await b.admin.query(`grant select on reporting.all_notes to ${roles.app}`);
+      await b.admin.query(
+        `create function reporting.notes_of(ws text) returns setof text language sql security definer
+           as $$ select body from public.notes where workspace_id = ws $$`,
+      );
+      const message = await refusal(b);
+      expect(message).toMatch(/table reporting\.summaries does not ENABLE ROW LEVEL SECURITY/);
+      expect(message).toMatch(/view reporting\.all_notes lacks security_invoker=true/);
+      expect(message).toMatch(/function reporting\.notes_of\(text\) is SECURITY DEFINER/);
+      // Without USAGE on the schema the app role reaches none of it.
+      await b.admin.query(`revoke usage on schema reporting from ${roles.app}`);
+      await assertIsolation(b.admin, { appRole: roles.app });
+    } finally {
+      await b.admin.query('drop schema reporting cascade');
+    }
+  });
+
   it('refuses a definer view the app role can use through a column grant or a write-only grant', async () => {
     await b.admin.query('create view notes_cols as select workspace_id, body from notes');
     try {

@@ -602,6 +602,102 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
     expect(empty).toBe(0);
   });
 
+  it('a scope that would leave session state on its connection is refused and rolled back; the next borrower finds none', async () => {
+    // A cursor WITH HOLD, a temporary table and LISTEN outlive COMMIT on the connection (one here: the
+    // pool holds one), where the next scope, another user's, could read them.
+    const sink = memoryAuditSink();
+    const leaving = [
+      'declare leak cursor with hold for select body from notes',
+      'create temporary table staging as select body from notes',
+      // LISTEN takes effect at COMMIT, out of sight of the end check: refused before it is sent.
+      'listen leak',
+    ];
+    for (const sql of leaving) {
+      const err = await rejection(
+        withUserScope(b.db, alice, async (tx) => void (await tx.query(sql)), {
+          ...opts,
+          auditor: new Auditor([sink]),
+        }),
+      );
+      expect(err, sql).toMatchObject({ code: ErrorCodes.MISCONFIGURED });
+      expect((err as { reason: string }).reason, sql).toMatch(
+        /^at the end of the scope: the connection holds|^a statement inside a database scope/,
+      );
+      // Rolled back: bob's scope on the same connection starts clean and finds none of it.
+      await expect(
+        withUserScope(
+          b.db,
+          bob,
+          async (tx) => {
+            const { rows } = await tx.query<{ cursors: number; temps: number; channels: number }>(
+              `select (select count(*) from pg_cursors where is_holdable)::int as cursors,
+                    (select count(*) from pg_class where relnamespace = pg_my_temp_schema())::int as temps,
+                    (select count(*) from pg_listening_channels())::int as channels`,
+            );
+            return rows[0];
+          },
+          opts,
+        ),
+        sql,
+      ).resolves.toEqual({ cursors: 0, temps: 0, channels: 0 });
+    }
+    expect(sink.events.filter((e) => e.decision === 'deny').map((e) => e.reason)).toEqual(
+      leaving.map(() => ErrorCodes.MISCONFIGURED),
+    );
+  });
+
+  it("a scope refuses a connection that carries such state from earlier work (a cursor of the login's)", async () => {
+    // Unscoped work on the same pooled connection left a cursor WITH HOLD over every workspace's rows.
+    await b.db.query('declare everything cursor with hold for select body from notes');
+    try {
+      const err = await rejection(
+        withUserScope(b.db, bob, async (tx) => (await tx.query('fetch all from everything')).rows, opts),
+      );
+      expect(err).toMatchObject({ code: ErrorCodes.MISCONFIGURED });
+      expect((err as { reason: string }).reason).toBe(
+        'before the scope: the connection holds cursors WITH HOLD',
+      );
+    } finally {
+      await b.db.query('close everything');
+    }
+  });
+
+  it('a callback that changes the scope (its settings or role) is refused: up front, or at its end, with its writes rolled back', async () => {
+    const tries = [
+      // Refused before they are sent.
+      `set local app.workspace_id = 'ws-b'`,
+      'set local role none',
+      'set local session authorization default',
+      `do $$ begin perform set_config('app.workspace_id', 'ws-b', true); end $$`,
+      // Through functions: seen at the end of the callback.
+      `select set_config('app.workspace_id', 'ws-b', true)`,
+      `select set_config('app.workspace_id', 'ws-b', false)`,
+      `select set_config('app.roles', 'admin,owner', true)`,
+      `select set_config('role', 'none', true)`,
+      `select set_config('role', session_user, false)`,
+    ];
+    for (const sql of tries) {
+      const err = await rejection(
+        withUserScope(
+          b.db,
+          carol,
+          async (tx) => {
+            await tx.query(sql);
+            await tx.query(`insert into notes (body) values ('tampered')`);
+          },
+          opts,
+        ),
+      );
+      expect(err, sql).toMatchObject({ code: ErrorCodes.MISCONFIGURED });
+    }
+    expect((await b.admin.query(`select 1 from notes where body = 'tampered'`)).rowCount).toBe(0);
+    // Nothing session-level survived on the connection either.
+    const { rows } = await b.db.query<{ ws: string | null }>(
+      `select current_setting('app.workspace_id', true) as ws`,
+    );
+    expect(rows[0]!.ws ?? '').toBe('');
+  });
+
   it('a swallowed SQL error does not report a commit that did not happen', async () => {
     const err = await rejection(
       withUserScope(
