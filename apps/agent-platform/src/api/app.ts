@@ -126,9 +126,11 @@ type RunOutcome = { status: 'running' } | { status: string; result: AgentExecuti
 
 const ID = { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._:@|+-]{0,127}$' } as const;
 const UUID = { type: 'string', format: 'uuid' } as const;
+// The roles this API knows: `admin` administers, and any membership may use the workspace (start,
+// schedule, cancel and instruct runs). A role it does not know would grant what a membership grants.
 const ROLES = {
   type: 'array',
-  items: { type: 'string', pattern: '^[a-z][a-z0-9_.:-]{0,47}$' },
+  items: { type: 'string', enum: ['admin', 'member'] },
   maxItems: 16,
   uniqueItems: true,
 } as const;
@@ -360,9 +362,21 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     },
     async (request, reply) => {
       const { userId, roles } = request.body;
-      await keepingAnAdmin(request, () =>
-        scoped(request, (tx) => new MembershipRepository(tx).upsert(userId, roles), 'admin'),
+      const added = await keepingAnAdmin(request, () =>
+        scoped(
+          request,
+          async (tx) => {
+            const members = new MembershipRepository(tx);
+            const before = (await members.list()).some((m) => m.userId === userId);
+            await members.upsert(userId, roles);
+            return !before;
+          },
+          'admin',
+        ),
       );
+      // Schedules from an earlier membership that escaped the pause at removal (created while it was
+      // being removed) would act again as of now: paused, for an admin to resume.
+      if (added) await pauseSchedulesOf(request, userId, 'added again');
       return reply.status(201).send({ workspaceId: request.params.ws, userId, roles });
     },
   );
@@ -383,7 +397,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         scoped(request, (tx) => new MembershipRepository(tx).remove(request.params.userId), 'admin'),
       );
       if (!removed) throw notFound('member');
-      await pauseSchedulesOf(request, request.params.userId);
+      await pauseSchedulesOf(request, request.params.userId, 'removed');
       return reply.status(204).send();
     },
   );
@@ -394,7 +408,11 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
    * or resumes them. Best effort: the membership is already gone, so a schedule that cannot be paused
    * now only leaves its runs refused; each failure is recorded.
    */
-  const pauseSchedulesOf = async (request: FastifyRequest, userId: string): Promise<void> => {
+  const pauseSchedulesOf = async (
+    request: FastifyRequest,
+    userId: string,
+    why: 'removed' | 'added again',
+  ): Promise<void> => {
     const { workspaceId } = user(request);
     let schedules: Awaited<ReturnType<typeof workspaceSchedules>>;
     try {
@@ -405,17 +423,17 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     }
     for (const { scheduleId } of schedules.filter((s) => s.createdBy === userId && !s.paused)) {
       await asUser(request, () =>
-        client.schedule.getHandle(scheduleId).pause(`member ${userId} removed`),
+        client.schedule.getHandle(scheduleId).pause(`member ${userId} ${why}`),
       ).catch((err: unknown) => pauseFailed(request, userId, scheduleId, err));
     }
   };
   const pauseFailed = (
     request: FastifyRequest,
-    removed: string,
+    member: string,
     scheduleId: string | undefined,
     err: unknown,
   ) => {
-    request.log.warn({ err, scheduleId }, "could not pause a removed member's schedule");
+    request.log.warn({ err, scheduleId }, "could not pause or delete a member's schedule");
     options.scope?.auditor?.emit({
       action: 'schedule.pause',
       decision: 'deny',
@@ -424,7 +442,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       reason: 'ERROR',
       userId: user(request).userId,
       workspaceId: user(request).workspaceId,
-      detail: `schedules of removed member ${removed}${scheduleId ? `: ${scheduleId}` : ''} not paused: ${err instanceof Error ? err.message : 'unknown error'}`,
+      detail: `schedules of member ${member}${scheduleId ? `: ${scheduleId}` : ''} not paused or deleted: ${err instanceof Error ? err.message : 'unknown error'}`,
     });
   };
 
@@ -906,6 +924,16 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           memo: { [SCHEDULE_MEMO]: record },
         }),
       );
+      // The creator may have been removed while the schedule was being created, after the check above
+      // and before the removal's pause could list it: checked again, and the schedule deleted if so.
+      try {
+        await scoped(request, async () => undefined);
+      } catch (err) {
+        await asUser(request, () => client.schedule.getHandle(scheduleId).delete()).catch(
+          (deleteErr: unknown) => pauseFailed(request, user(request).userId, scheduleId, deleteErr),
+        );
+        throw err;
+      }
       return reply.status(201).send({ scheduleId, agentId, everySeconds });
     },
   );

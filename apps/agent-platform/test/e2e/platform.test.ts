@@ -272,6 +272,12 @@ describe('agents and members', () => {
       roles: ['member'],
     });
     expect(added.statusCode).toBe(201);
+    // Only the roles the API knows: another would grant what any membership grants.
+    const unknownRole = await call('carol', 'POST', '/workspaces/ws-acme/members', {
+      userId: 'erin',
+      roles: ['viewer'],
+    });
+    expect(unknownRole.body_).toMatchObject({ status: 400, code: 'VALIDATION_FAILED' });
     const list = await call('carol', 'GET', '/workspaces/ws-acme/members');
     expect((list.body_.members as Json[]).map((m) => m.userId)).toEqual(
       expect.arrayContaining(['alice', 'carol', 'erin']),

@@ -213,6 +213,60 @@ describe('schedules', () => {
     );
   });
 
+  it('a schedule whose creator is removed while it is being created is deleted; re-adding a member pauses what escaped', async () => {
+    await p.call('carol', 'POST', '/workspaces/ws-acme/members', { userId: 'hank', roles: ['member'] });
+    p.tokens.hank = await p.issuer.mint({ user: 'hank', workspace: 'ws-acme', roles: ['member'] });
+    const removeHank = () =>
+      p.pool.query(`delete from memberships where workspace_id = 'ws-acme' and user_id = 'hank'`);
+    // The removal commits while the create is on its way to the server, after the API's check.
+    const service = p.client.workflowService;
+    const create = service.createSchedule.bind(service);
+    let racing: string | undefined;
+    service.createSchedule = (async (request) => {
+      racing = request.scheduleId ?? undefined;
+      await removeHank();
+      return create(request);
+    }) as typeof service.createSchedule;
+    try {
+      const res = await p.call('hank', 'POST', `/workspaces/ws-acme/agents/${acmeAgent()}/schedules`, {
+        everySeconds: 3600,
+        input: 'x',
+      });
+      expect(res.body_).toMatchObject({ status: 403, code: ErrorCodes.MEMBERSHIP_REVOKED });
+    } finally {
+      service.createSchedule = create;
+    }
+    created.push(racing!);
+    await expect(p.testClient.schedule.getHandle(racing!).describe()).rejects.toBeInstanceOf(
+      ScheduleNotFoundError,
+    );
+
+    // A schedule that escaped the pause at removal (here the membership goes behind the API's back):
+    // when the member is added again, it is paused rather than acting as them again.
+    await p.call('carol', 'POST', '/workspaces/ws-acme/members', { userId: 'hank', roles: ['member'] });
+    const escaped = await schedule('hank', 'ws-acme', acmeAgent());
+    await listed('carol', 'ws-acme', [escaped]);
+    await removeHank();
+    expect(
+      (await p.call('carol', 'POST', '/workspaces/ws-acme/members', { userId: 'hank', roles: ['member'] }))
+        .statusCode,
+    ).toBe(201);
+    expect((await p.testClient.schedule.getHandle(escaped).describe()).state).toMatchObject({
+      paused: true,
+      note: 'member hank added again',
+    });
+    // A change of an existing member's roles pauses nothing.
+    await p.testClient.schedule.getHandle(escaped).unpause('resumed by an admin');
+    await p.call('carol', 'POST', '/workspaces/ws-acme/members', {
+      userId: 'hank',
+      roles: ['admin', 'member'],
+    });
+    expect((await p.testClient.schedule.getHandle(escaped).describe()).state.paused).toBe(false);
+    expect((await p.call('carol', 'DELETE', `/workspaces/ws-acme/schedules/${escaped}`)).statusCode).toBe(
+      204,
+    );
+  });
+
   it('an agent a schedule names is not deleted until the schedule is', async () => {
     const made = await p.call('carol', 'POST', '/workspaces/ws-acme/agents', {
       name: 'nightly',
