@@ -284,6 +284,19 @@ function transactionEndedWith(cause: unknown): UserContextError {
   return new UserContextError(ErrorCodes.MISCONFIGURED, TRANSACTION_ENDED, { cause });
 }
 
+/**
+ * What a connection is given back after each transaction and session: the session state of the
+ * `DISCARD ALL` a pooler runs, but for prepared statements (pg keeps its own record of those, and a
+ * statement of the app's prepared on this connection would then fail). Session-level settings
+ * (`set_config(…, false)`, `search_path`, the roles a `SET ROLE` inside a function left), cursors
+ * `WITH HOLD`, `LISTEN`, session advisory locks and temporary objects would otherwise pass to the next
+ * borrower, another user's scope, and to queries outside any scope. `RESET ALL` also undoes a `SET`
+ * made when the pool opened the connection: give such settings as connection options instead.
+ */
+export const SESSION_RESET =
+  'CLOSE ALL; UNLISTEN *; SELECT pg_catalog.pg_advisory_unlock_all(); DISCARD TEMP; RESET ALL; ' +
+  'SET SESSION AUTHORIZATION DEFAULT; RESET ROLE';
+
 /** Options of {@link fromPgPool}. */
 export interface PgPoolOptions {
   /**
@@ -419,7 +432,7 @@ export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase
           throw err;
         }
       } finally {
-        checkedOut.release(broken);
+        await resetSession(client, broken).then((err) => checkedOut.release(broken ?? err));
       }
     },
     async session<T>(fn: (session: SqlSession) => Promise<T>): Promise<T> {
@@ -444,10 +457,24 @@ export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase
         throw err;
       } finally {
         open = false;
-        checkedOut.release(broken);
+        await resetSession(client, broken).then((err) => checkedOut.release(broken ?? err));
       }
     },
   };
+}
+
+/**
+ * Runs {@link SESSION_RESET} on a connection going back to the pool (not on one that is closed anyway);
+ * resolves to the error that makes it unfit to pool again, if the reset failed.
+ */
+async function resetSession(client: PoolClient, broken: Error | undefined): Promise<Error | undefined> {
+  if (broken) return undefined;
+  try {
+    await client.query(SESSION_RESET);
+    return undefined;
+  } catch (err) {
+    return err instanceof Error ? err : new Error(String(err));
+  }
 }
 
 /** The part of a PGlite instance (or its transaction object) this adapter uses. */
@@ -481,23 +508,46 @@ export function fromPGlite(db: PGliteLike): SqlDatabase {
   return {
     driver: 'pglite',
     query: wrap(db).query,
-    transaction: <T>(fn: (tx: SqlQueryable) => Promise<T>) => {
+    transaction: async <T>(fn: (tx: SqlQueryable) => Promise<T>) => {
       const state = { open: true, ended: false };
-      return db.transaction(async (tx) => {
-        const send = wrap(tx).query as (sql: string, params: readonly unknown[]) => Promise<Sent>;
-        const inTransaction = db.isInTransaction ? () => db.isInTransaction!() : () => true;
-        return guardedCallback(fn, send, inTransaction, state);
-      });
+      let resetInside = false;
+      try {
+        const result = await db.transaction(async (tx) => {
+          const send = wrap(tx).query as (sql: string, params: readonly unknown[]) => Promise<Sent>;
+          const inTransaction = db.isInTransaction ? () => db.isInTransaction!() : () => true;
+          const value = await guardedCallback(fn, send, inTransaction, state);
+          // PGlite's one connection is everyone's, and PGlite lets no other query in between its
+          // transaction's end and this adapter's next statement: the session is reset inside the
+          // transaction, just before COMMIT (so deferred triggers run after it). In a transaction an
+          // error aborted (the callback swallowed it) it cannot run: COMMIT rolls back, then below.
+          resetInside = await tx.exec(SESSION_RESET).then(
+            () => true,
+            () => false,
+          );
+          return value;
+        });
+        if (!resetInside) await db.exec(SESSION_RESET).catch(() => undefined);
+        return result;
+      } catch (err) {
+        // Rolled back: what the transaction set is undone, but not a session advisory lock, nor what a
+        // callback that ended the transaction itself left. Reset, after other work queued meanwhile.
+        await db.exec(SESSION_RESET).catch(() => undefined);
+        throw err;
+      }
     },
     async session(fn) {
-      return fn({
-        ...wrap(db),
-        async exec(sql: string) {
-          const results = await db.exec(sql);
-          const last = results[results.length - 1];
-          return { rows: last?.rows ?? [], rowCount: last?.rows.length || (last?.affectedRows ?? 0) };
-        },
-      });
+      try {
+        return await fn({
+          ...wrap(db),
+          async exec(sql: string) {
+            const results = await db.exec(sql);
+            const last = results[results.length - 1];
+            return { rows: last?.rows ?? [], rowCount: last?.rows.length || (last?.affectedRows ?? 0) };
+          },
+        });
+      } finally {
+        await db.exec(SESSION_RESET).catch(() => undefined);
+      }
     },
   };
 }

@@ -138,7 +138,11 @@ export async function assertIsolation(
     // Names in `schema` as before (`notes`); elsewhere qualified (`reporting.notes`).
     const name = r.schema === schema ? r.name : `${r.schema}.${r.name}`;
     const at = `${r.schema}.${r.name}`;
-    if (isTable && (r.has_workspace_id || configured.includes(name))) {
+    // In `schema`, every table with a workspace_id is a tenant table; elsewhere, those the app role may
+    // use (a schema it may enter can hold tables of others: an archive it has no grant on is no leak).
+    const tenant =
+      (r.has_workspace_id && (r.schema === schema || r.app_can_use)) || configured.includes(name);
+    if (isTable && tenant) {
       tenantTables.push(name);
       if (r.app_is_owner)
         problems.push(`table ${at} is owned by ${r.owner}, which app role ${appRole} is or belongs to`);
@@ -147,7 +151,7 @@ export async function assertIsolation(
       // RLS does not apply to TRUNCATE: one member's scope would empty the table for every workspace.
       if (r.app_can_truncate) problems.push(`app role ${appRole} may TRUNCATE table ${at}`);
     } else if (r.kind === 'v' && r.app_can_use) {
-      views.push(r.name);
+      views.push(name);
       if (!securityInvoker(r.options)) problems.push(`view ${at} lacks security_invoker=true`);
     } else if (r.kind === 'm' && r.app_can_use && r.has_workspace_id) {
       problems.push(
@@ -165,7 +169,9 @@ export async function assertIsolation(
   }
   for (const name of configured) {
     if (!tenantTables.includes(name))
-      problems.push(`configured tenant table ${schema}.${name} does not exist`);
+      problems.push(
+        `configured tenant table ${name.includes('.') ? name : `${schema}.${name}`} does not exist`,
+      );
   }
   problems.push(...(await escapes(db, schema, appRole, tenantTables)));
   problems.push(...(await scopePrerequisites(db, schema, appRole, options.checkLogin ?? true)));

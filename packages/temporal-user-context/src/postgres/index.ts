@@ -10,7 +10,7 @@
  *
  * @packageDocumentation
  */
-export { fromPgPool, fromPGlite } from './database.js';
+export { SESSION_RESET, fromPgPool, fromPGlite } from './database.js';
 export type {
   PgPoolOptions,
   SqlDatabase,

@@ -72,39 +72,47 @@ export interface ScopedTransaction extends SqlQueryable {
 }
 
 /**
- * Session state a scope must neither inherit nor leave on its connection, counted in the statements
- * that open and close it: cursors `WITH HOLD` (open after COMMIT, readable by the next borrower
- * whatever their scope: a cursor's rows were read with its declarer's rights), `LISTEN` channels
- * (notifications meant for whoever listened), and temporary relations, which the search path looks up
- * before any schema (a temporary `memberships` would answer the next scope's membership check).
+ * Session state a scope must not inherit, counted in the statement that opens it. The adapters reset
+ * the session after each transaction (`SESSION_RESET`), but work outside any transaction (a pool's
+ * `query`) can leave cursors `WITH HOLD` (their rows read with the declarer's rights, readable by
+ * whoever fetches), `LISTEN` channels, and temporary relations or types, which the search path looks
+ * up before any schema: a temporary `memberships` would answer the scope's membership check, a
+ * temporary type could stand in for a cast. Every name is schema-qualified, the casts' too.
  */
-const LEFTOVERS = `(select pg_catalog.count(*) from pg_catalog.pg_cursors where is_holdable)::int4 as held_cursors,
-            (select pg_catalog.count(*) from pg_catalog.pg_listening_channels())::int4 as channels,
-            (select pg_catalog.count(*) from pg_catalog.pg_class
-              where relnamespace operator(pg_catalog.=) pg_catalog.pg_my_temp_schema())::int4 as temp_relations`;
+const LEFTOVERS = `(select pg_catalog.count(*) from pg_catalog.pg_cursors where is_holdable)::pg_catalog.int4 as held_cursors,
+            (select pg_catalog.count(*) from pg_catalog.pg_listening_channels())::pg_catalog.int4 as channels,
+            ((select pg_catalog.count(*) from pg_catalog.pg_class
+               where relnamespace operator(pg_catalog.=) pg_catalog.pg_my_temp_schema())
+             operator(pg_catalog.+) (select pg_catalog.count(*) from pg_catalog.pg_type
+               where typnamespace operator(pg_catalog.=) pg_catalog.pg_my_temp_schema()))::pg_catalog.int4 as temp_objects`;
 
 /** What {@link LEFTOVERS} counts. */
 interface Leftovers {
-  held_cursors: number;
-  channels: number;
-  temp_relations: number;
+  held_cursors: unknown;
+  channels: unknown;
+  temp_objects: unknown;
 }
 
 /** SQLSTATE of a statement sent in a transaction an earlier error aborted. */
 const IN_FAILED_TRANSACTION = '25P02';
 
 /** The refusal of a connection carrying {@link LEFTOVERS}, or undefined. */
-function leftoverRefusal(row: Leftovers | undefined, when: string): UserContextError | undefined {
-  if (row === undefined)
-    return new UserContextError(ErrorCodes.MISCONFIGURED, `${when}: the session state check returned no row`);
-  const found = [
-    row.held_cursors > 0 ? 'cursors WITH HOLD' : '',
-    row.channels > 0 ? 'LISTEN channels' : '',
-    row.temp_relations > 0 ? 'temporary tables' : '',
-  ].filter(Boolean);
-  return found.length === 0
+function leftoverRefusal(row: Leftovers | undefined): UserContextError | undefined {
+  // Anything but the integer 0 counts as found: a count that is no number was not ours to trust.
+  const found = (count: unknown) => count !== 0;
+  const names = row
+    ? [
+        found(row.held_cursors) ? 'cursors WITH HOLD' : '',
+        found(row.channels) ? 'LISTEN channels' : '',
+        found(row.temp_objects) ? 'temporary tables or types' : '',
+      ].filter(Boolean)
+    : ['state the check could not count'];
+  return names.length === 0
     ? undefined
-    : new UserContextError(ErrorCodes.MISCONFIGURED, `${when}: the connection holds ${found.join(', ')}`);
+    : new UserContextError(
+        ErrorCodes.MISCONFIGURED,
+        `before the scope: the connection holds ${names.join(', ')}`,
+      );
 }
 
 /**
@@ -149,16 +157,15 @@ export async function applyScope(
             pg_catalog.set_config('${SCOPE_SETTINGS.workspaceId}', $3, true), ${LEFTOVERS}`,
     [assertRoleName(appRole, 'app role'), userId, workspaceId],
   );
-  const inherited = leftoverRefusal(rows[0], 'before the scope');
+  const inherited = leftoverRefusal(rows[0]);
   if (inherited) throw inherited;
 }
 
 /**
  * Checks at the end of a scope's callback, before COMMIT, that the transaction is still the scope it
- * opened: the same role and settings (a callback's `set_config`, or `SET ROLE` inside a function,
- * would otherwise carry its writes, and, made session-level, outlive the scope on the connection), and
- * nothing left that survives COMMIT ({@link LEFTOVERS}). A refusal rolls the transaction back, and
- * with it every such change.
+ * opened: the same role and settings. A callback's `set_config`, or a `SET ROLE` inside a function,
+ * would otherwise carry its writes into another workspace. A refusal rolls the transaction back, and
+ * with it every such change. (What it left at session level the adapter's reset undoes.)
  */
 async function scopeIntactRefusal(
   tx: SqlQueryable,
@@ -166,13 +173,11 @@ async function scopeIntactRefusal(
   context: UserContext,
   effectiveRoles: readonly string[],
 ): Promise<UserContextError | undefined> {
-  const { rows } = await tx.query<
-    Leftovers & { role: string; user_id: string; workspace_id: string; roles: string }
-  >(
-    `select current_user as role,
+  const { rows } = await tx.query<{ role: string; user_id: string; workspace_id: string; roles: string }>(
+    `select current_user::pg_catalog.text as role,
             pg_catalog.current_setting('${SCOPE_SETTINGS.userId}', true) as user_id,
             pg_catalog.current_setting('${SCOPE_SETTINGS.workspaceId}', true) as workspace_id,
-            pg_catalog.current_setting('${SCOPE_SETTINGS.roles}', true) as roles, ${LEFTOVERS}`,
+            pg_catalog.current_setting('${SCOPE_SETTINGS.roles}', true) as roles`,
   );
   const row = rows[0];
   if (
@@ -186,7 +191,7 @@ async function scopeIntactRefusal(
       ErrorCodes.MISCONFIGURED,
       "the scope's role or settings were changed inside its callback (set_config, SET ROLE in a function)",
     );
-  return leftoverRefusal(row, 'at the end of the scope');
+  return undefined;
 }
 
 /**
@@ -202,9 +207,9 @@ async function scopeIntactRefusal(
  * of `fn` that would end the transaction, change the session or the scope (`COMMIT`, `SET` without
  * `LOCAL`, `RESET`, `SET LOCAL ROLE`, `SET LOCAL app.…`, `DO`, `LISTEN`, ...) are refused
  * (`USER_CONTEXT_MISCONFIGURED`, audited; docs/data-isolation.md). Before COMMIT the scope checks that
- * its role and settings are unchanged and that nothing outliving COMMIT was left on the connection
- * (cursors `WITH HOLD`, temporary tables): else it is refused and rolled back; and a connection that
- * already carries such state is refused at the start. Requires a `memberships(workspace_id, user_id, roles text[])` table
+ * its role and settings are unchanged, else it is refused and rolled back; a connection that work
+ * outside any transaction left cursors `WITH HOLD`, channels or temporary objects on is refused at the
+ * start; and the adapter resets the session after the transaction (`SESSION_RESET`). Requires a `memberships(workspace_id, user_id, roles text[])` table
  * whose policy lets a user read their own row in the current workspace.
  *
  * @throws UserContextError `USER_CONTEXT_INVALID` for a malformed context,

@@ -417,7 +417,7 @@ describe('audit sink while the database stalls', () => {
   });
 
   /** What the scope's first statement reads of a connection without leftovers (what withUserScope checks). */
-  const CLEAN_SESSION = [{ held_cursors: 0, channels: 0, temp_relations: 0 }] as never[];
+  const CLEAN_SESSION = [{ held_cursors: 0, channels: 0, temp_objects: 0 }] as never[];
 
   /** A database whose transactions wait until released (a stalled server, an exhausted pool). */
   function stalledDatabase(fail = false) {
