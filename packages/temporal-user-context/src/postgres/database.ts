@@ -385,6 +385,7 @@ export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase
       const checkedOut = await checkOut();
       const { client } = checkedOut;
       let broken: Error | undefined;
+      let reset = false;
       const state = { open: true, ended: false };
       try {
         await client.query('BEGIN');
@@ -410,10 +411,14 @@ export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase
             }
           };
           const result = await guardedCallback(fn, send, () => client.getTransactionStatus() !== 'I', state);
-          const commit = await client.query('COMMIT');
+          // COMMIT and the session reset in one round trip (simple protocol): none of the reset's
+          // statements needs to run outside a transaction block. Should COMMIT fail, the rest is not run
+          // and the ROLLBACK below resets.
+          const [commit] = (await client.query(`COMMIT; ${SESSION_RESET}`)) as unknown as QueryResult[];
+          reset = true;
           // On an aborted transaction (the callback swallowed an SQL error) Postgres answers COMMIT with
           // ROLLBACK. Say so, as PGlite does, rather than report writes that never happened.
-          if (commit.command === 'ROLLBACK')
+          if (commit?.command === 'ROLLBACK')
             throw new Error('transaction was aborted and rolled back instead of committed');
           return result;
         } catch (err) {
@@ -423,16 +428,19 @@ export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase
             broken = transactionEnded();
             throw err;
           }
-          try {
-            await client.query('ROLLBACK');
-          } catch (rollbackErr) {
-            // A connection we could not roll back might still carry the transaction: destroy it.
-            broken = rollbackErr instanceof Error ? rollbackErr : new Error(String(rollbackErr));
+          if (!reset) {
+            try {
+              await client.query(`ROLLBACK; ${SESSION_RESET}`);
+            } catch (rollbackErr) {
+              // A connection we could not roll back (or reset) might still carry the transaction or its
+              // session state: destroy it.
+              broken = rollbackErr instanceof Error ? rollbackErr : new Error(String(rollbackErr));
+            }
           }
           throw err;
         }
       } finally {
-        await resetSession(client, broken).then((err) => checkedOut.release(broken ?? err));
+        checkedOut.release(broken);
       }
     },
     async session<T>(fn: (session: SqlSession) => Promise<T>): Promise<T> {
