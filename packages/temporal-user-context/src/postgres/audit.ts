@@ -144,9 +144,10 @@ function scopeKey(event: AuditEvent): string {
 
 /**
  * Whether the database refused the rows themselves (a value: class 22; a constraint: class 23; the
- * row-level security policy or a grant: 42501), so that each record can be tried alone. Any other
- * error (a lost connection, possibly during a COMMIT that took effect) is not retried: a retry could
- * write a batch twice into a table nobody may delete from.
+ * row-level security policy or a grant: 42501), so that each record can be tried alone. Asked only of
+ * a failed INSERT: a 42501 of the scope's statement (a login that may not switch to the app role) is
+ * no record's fault. A failure at COMMIT is not retried whatever it is (it may have taken effect: a
+ * retry could write a batch twice into a table nobody may delete from).
  */
 function rowsRefused(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
@@ -179,6 +180,15 @@ function reportUnwritten(err: unknown, event: AuditEvent, handlerFailure?: unkno
   }
 }
 
+/** Pauses before a batch that failed before its COMMIT is tried again (twice at most). */
+const RETRY_MS = [100, 400] as const;
+
+/** A failed insert, and how far its transaction got (see `insert` in {@link postgresAuditSink}). */
+interface Failure {
+  readonly err: unknown;
+  readonly phase: 'scope' | 'insert' | 'commit';
+}
+
 interface Queued {
   readonly event: AuditEvent;
   /** Settles the promise `emit` returned. */
@@ -195,8 +205,9 @@ interface Queued {
  * (`app.user_id` is left empty: the INSERT policy must check the workspace only, as the platform's
  * does): a burst of records holds that many pooled connections, not the whole pool. A transaction
  * whose rows the database refuses is tried again one record at a time, so that one refused record does
- * not take others with it; any other failure (a lost connection) is not retried, since the COMMIT may
- * have taken effect. Each record not written goes to `onError` with the record. An event given to the
+ * not take others with it; one that failed before its COMMIT (no connection, a deadlock, a timeout) is
+ * tried again twice, after 0.1 and 0.4 s; one that failed at COMMIT is not retried, since the COMMIT
+ * may have taken effect. Each record not written goes to `onError` with the record. An event given to the
  * sink directly, not through an `Auditor`, is sanitised here ({@link sanitizeAuditEvent}: own fields
  * only, each of its type). A database that hangs holds the queue: records past `maxPending` are
  * dropped and reported, and `flush({ timeoutMs })` gives up on the rest, reporting each.
@@ -228,28 +239,56 @@ export function postgresAuditSink(
     }
   };
 
-  // Async so that a driver throwing synchronously rejects instead: every failure reaches a handler.
-  const insert = async (events: readonly AuditEvent[]): Promise<void> => {
-    await db.transaction(async (tx) => {
-      // No user: the records of a batch may name several, and the policy needs none.
-      await applyScope(tx, appRole, '', scopeKey(events[0]!));
-      await tx.query(
-        insertSql(events.length),
-        // Sanitised records (frozen, own fields only): read directly.
-        events.flatMap((event) => COLUMNS.map(([, field]) => event[field] ?? null)),
-      );
-    });
+  /**
+   * One transaction inserting `events`; resolves to its failure, if any, with how far it got: `scope`
+   * (no connection, BEGIN or the scope's statement failed), `insert` (the INSERT failed), or `commit`
+   * (the statements ran, then the transaction failed: it may have committed).
+   */
+  const insert = async (events: readonly AuditEvent[]): Promise<Failure | undefined> => {
+    let phase: Failure['phase'] = 'scope';
+    try {
+      await db.transaction(async (tx) => {
+        // No user: the records of a batch may name several, and the policy needs none.
+        await applyScope(tx, appRole, '', scopeKey(events[0]!));
+        phase = 'insert';
+        await tx.query(
+          insertSql(events.length),
+          // Sanitised records (frozen, own fields only): read directly.
+          events.flatMap((event) => COLUMNS.map(([, field]) => event[field] ?? null)),
+        );
+        phase = 'commit';
+      });
+      return undefined;
+    } catch (err) {
+      // Also what a driver throws synchronously: every failure reaches a handler.
+      return { err, phase };
+    }
   };
 
-  /** Writes one batch; never rejects. */
+  /**
+   * Writes one batch; never rejects. A failure before COMMIT (no connection, a refused scope, a
+   * deadlock, a statement timeout) wrote nothing, and is tried again after a pause, twice; rows the
+   * database refused are tried one record at a time; a failure at COMMIT is reported, never retried.
+   */
   const write = async (batch: readonly Queued[]): Promise<void> => {
-    try {
-      await insert(batch.map((q) => q.event));
-    } catch (err) {
-      if (batch.length === 1 || !rowsRefused(err)) for (const { event } of batch) onError(err, event);
-      else
-        for (const { event } of batch)
-          await insert([event]).then(undefined, (retryErr: unknown) => onError(retryErr, event));
+    const events = batch.map((q) => q.event);
+    let failure = await insert(events);
+    for (
+      let i = 0;
+      failure && failure.phase !== 'commit' && !rowsRefused(failure.err) && i < RETRY_MS.length;
+      i++
+    ) {
+      await new Promise((resolve) => setTimeout(resolve, RETRY_MS[i]));
+      failure = await insert(events);
+    }
+    if (!failure) return;
+    if (batch.length === 1 || failure.phase !== 'insert' || !rowsRefused(failure.err)) {
+      for (const event of events) onError(failure.err, event);
+      return;
+    }
+    for (const event of events) {
+      const alone = await insert([event]);
+      if (alone) onError(alone.err, event);
     }
   };
 

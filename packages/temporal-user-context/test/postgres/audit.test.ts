@@ -635,11 +635,75 @@ describe('audit sink while the database stalls', () => {
       failed: ['stall.3'],
       inserted: ['stall.0', 'stall.1', 'stall.2', 'stall.4'],
     });
-    // No SQLSTATE (a connection lost, perhaps during a COMMIT that took effect): not retried, since a
-    // retry could write the batch twice; every record of it is reported.
+    // No SQLSTATE (a connection lost during the INSERT): tried again as a batch (the poison fails it
+    // each time), never record by record; every record of it is reported.
     expect(await run(() => new Error('Connection terminated unexpectedly'))).toEqual({
       failed: ['stall.1', 'stall.2', 'stall.3', 'stall.4'],
       inserted: ['stall.0'],
+    });
+  });
+
+  it('a batch that failed before its COMMIT is tried again; one that failed at COMMIT is not', async () => {
+    /**
+     * A database whose transactions fail `failures` times, then commit: before the callback (no
+     * connection), in the scope's statement (a refused scope) or after it (at COMMIT).
+     */
+    const flaky = (where: 'connect' | 'scope' | 'commit', failures: number) => {
+      const inserted: unknown[] = [];
+      let attempts = 0;
+      const db: SqlDatabase = {
+        driver: 'pg',
+        query: async () => ({ rows: [], rowCount: 0 }),
+        async transaction<T>(fn: (tx: SqlQueryable) => Promise<T>): Promise<T> {
+          const failing = attempts++ < failures;
+          if (failing && where === 'connect') throw new Error('timeout exceeded when trying to connect');
+          const rows: unknown[] = [];
+          const result = await fn({
+            query: async (sql: string, params?: unknown[]) => {
+              if (failing && where === 'scope' && sql.includes('set_config'))
+                throw Object.assign(new Error('deadlock detected'), { code: '40P01' });
+              if (sql.startsWith('insert')) rows.push(params![1]);
+              return { rows: CLEAN_SESSION, rowCount: 0 };
+            },
+          });
+          if (failing && where === 'commit') throw new Error('Connection terminated unexpectedly');
+          inserted.push(...rows);
+          return result;
+        },
+        session: () => Promise.reject(new Error('not used')),
+      };
+      return { db, inserted, attempts: () => attempts };
+    };
+    for (const where of ['connect', 'scope'] as const) {
+      const { db, inserted, attempts } = flaky(where, 2);
+      const failed: string[] = [];
+      const sink = postgresAuditSink(db, { onError: (_err, e) => failed.push(e.action) });
+      sink.emit(event(0));
+      await sink.flush();
+      expect({ failed, inserted, attempts: attempts() }, where).toEqual({
+        failed: [],
+        inserted: ['stall.0'],
+        attempts: 3,
+      });
+    }
+    // Failing three times in a row before COMMIT: reported after the third.
+    const down = flaky('connect', 3);
+    const failedDown: string[] = [];
+    const sinkDown = postgresAuditSink(down.db, { onError: (_err, e) => failedDown.push(e.action) });
+    sinkDown.emit(event(0));
+    await sinkDown.flush();
+    expect({ failed: failedDown, attempts: down.attempts() }).toEqual({ failed: ['stall.0'], attempts: 3 });
+    // At COMMIT it may have taken effect: reported, not tried again (it could be written twice).
+    const atCommit = flaky('commit', 1);
+    const failedAtCommit: string[] = [];
+    const sinkAtCommit = postgresAuditSink(atCommit.db, {
+      onError: (_err, e) => failedAtCommit.push(e.action),
+    });
+    sinkAtCommit.emit(event(0));
+    await sinkAtCommit.flush();
+    expect({ failed: failedAtCommit, attempts: atCommit.attempts() }).toEqual({
+      failed: ['stall.0'],
+      attempts: 1,
     });
   });
 
