@@ -1,6 +1,7 @@
 import type { EventEmitter } from 'node:events';
 import type { Pool, PoolClient, QueryConfig, QueryResult } from 'pg';
 import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
+import { quoteIdent } from './ident.js';
 
 /** A result row: column name to parsed value. */
 export type SqlRow = Record<string, unknown>;
@@ -65,7 +66,7 @@ const TRANSACTION_CONTROL =
 /**
  * The first `count` words of a statement, lower-cased, skipping what PostgreSQL skips before it:
  * whitespace, empty statements (`;`), `--` comments (to a line end, `\n` or `\r`) and block comments,
- * which nest. Stops at anything that is not a word.
+ * which nest. A quoted identifier is a word (its content). Stops at anything that is not a word.
  * @internal
  */
 export function leadingWords(sql: string, count: number): string[] {
@@ -88,6 +89,13 @@ export function leadingWords(sql: string, count: number): string[] {
           i += 2;
         } else i++;
       } while (depth > 0 && i < sql.length);
+    } else if (c === '"') {
+      // A quoted identifier, as its content (`""` is a quote): `SET LOCAL "role"` names the setting
+      // `role`, and setting names are not case-sensitive.
+      const quoted = /^"((?:[^"]|"")*)"/.exec(sql.slice(i, i + 130));
+      if (!quoted) break;
+      words.push(quoted[1]!.replaceAll('""', '"').toLowerCase());
+      i += quoted[0].length;
     } else {
       const word = /^[A-Za-z_][A-Za-z0-9_$]*/.exec(sql.slice(i, i + 64))?.[0];
       if (word === undefined) break;
@@ -279,23 +287,33 @@ function settled(client: PoolClient): Promise<void> {
   });
 }
 
+/** The refusal of a session whose callback returned inside a transaction it began (rolled back). */
+function sessionLeftTransaction(): UserContextError {
+  return new UserContextError(
+    ErrorCodes.MISCONFIGURED,
+    'a session callback returned inside a transaction it began: not committed, rolled back',
+  );
+}
+
 /** The refusal, with what the callback threw after it as its cause. */
 function transactionEndedWith(cause: unknown): UserContextError {
   return new UserContextError(ErrorCodes.MISCONFIGURED, TRANSACTION_ENDED, { cause });
 }
 
 /**
- * What a connection is given back after each transaction and session: the session state of the
- * `DISCARD ALL` a pooler runs, but for prepared statements (pg keeps its own record of those, and a
+ * What a connection is given back after each transaction and session: what the `DISCARD ALL` of a
+ * pooler resets, but for prepared statements and cached plans (pg keeps its own record of those, and a
  * statement of the app's prepared on this connection would then fail). Session-level settings
  * (`set_config(…, false)`, `search_path`, the roles a `SET ROLE` inside a function left), cursors
- * `WITH HOLD`, `LISTEN`, session advisory locks and temporary objects would otherwise pass to the next
- * borrower, another user's scope, and to queries outside any scope. `RESET ALL` also undoes a `SET`
- * made when the pool opened the connection: give such settings as connection options instead.
+ * `WITH HOLD`, `LISTEN`, session advisory locks, temporary objects and sequence values (`currval`,
+ * `lastval`) would otherwise pass to the next borrower, another user's scope, and to queries outside
+ * any scope. The settings first, as `DISCARD ALL` does, so that a `statement_timeout` the callback left
+ * cannot cancel the rest. `RESET ALL` also undoes a `SET` made when the pool opened the connection:
+ * give such settings as connection options instead.
  */
 export const SESSION_RESET =
-  'CLOSE ALL; UNLISTEN *; SELECT pg_catalog.pg_advisory_unlock_all(); DISCARD TEMP; RESET ALL; ' +
-  'SET SESSION AUTHORIZATION DEFAULT; RESET ROLE';
+  'SET SESSION AUTHORIZATION DEFAULT; RESET ALL; RESET ROLE; CLOSE ALL; UNLISTEN *; ' +
+  'SELECT pg_catalog.pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES';
 
 /** Options of {@link fromPgPool}. */
 export interface PgPoolOptions {
@@ -449,7 +467,7 @@ export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase
       let broken: Error | undefined;
       let open = true;
       try {
-        return await fn({
+        const result = await fn({
           ...wrap(client, () => open),
           async exec(sql: string) {
             if (!open) throw new Error('query after its transaction or session ended');
@@ -459,6 +477,10 @@ export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase
             return { rows: last?.rows ?? [], rowCount: last?.rowCount ?? 0 };
           },
         });
+        // A callback that began a transaction and returned: its work is not committed, and the
+        // connection must not go back to the pool inside it (the next transaction would commit it).
+        if (client.getTransactionStatus() !== 'I') throw sessionLeftTransaction();
+        return result;
       } catch (err) {
         // The callback may have left a transaction or session state behind: do not pool the connection.
         broken = err instanceof Error ? err : new Error(String(err));
@@ -507,6 +529,17 @@ export interface PGliteLike extends PGliteLikeQueryable {
  * so concurrent {@link SqlDatabase.transaction} calls queue rather than interleave.
  */
 export function fromPGlite(db: PGliteLike): SqlDatabase {
+  // PGlite's `username` option is a session-level SET ROLE, which the reset's RESET ROLE would undo (to
+  // its superuser): the role of the connection when the adapter is made is set again after each reset.
+  // Asked now, so that the answer is in before any transaction of this adapter holds PGlite's lock.
+  const sessionRole = db.query<{ role: string }>('select current_user::text as role').then(
+    (r) => r.rows[0]?.role,
+    () => undefined,
+  );
+  const reset = async (run: (sql: string) => Promise<unknown>, prefix = ''): Promise<void> => {
+    const role = await sessionRole;
+    await run(`${prefix}${SESSION_RESET}${role ? `; SET ROLE ${quoteIdent(role)}` : ''}`);
+  };
   const wrap = (q: PGliteLikeQueryable): SqlQueryable => ({
     async query<R extends object>(sql: string, params: readonly unknown[] = []) {
       const res = await q.query<R>(sql, [...params]);
@@ -528,24 +561,25 @@ export function fromPGlite(db: PGliteLike): SqlDatabase {
           // transaction's end and this adapter's next statement: the session is reset inside the
           // transaction, just before COMMIT (so deferred triggers run after it). In a transaction an
           // error aborted (the callback swallowed it) it cannot run: COMMIT rolls back, then below.
-          resetInside = await tx.exec(SESSION_RESET).then(
+          // Deferred constraints and triggers first, while the transaction is still the callback's.
+          resetInside = await reset((sql) => tx.exec(sql), 'SET CONSTRAINTS ALL IMMEDIATE; ').then(
             () => true,
             () => false,
           );
           return value;
         });
-        if (!resetInside) await db.exec(SESSION_RESET).catch(() => undefined);
+        if (!resetInside) await reset((sql) => db.exec(sql)).catch(() => undefined);
         return result;
       } catch (err) {
         // Rolled back: what the transaction set is undone, but not a session advisory lock, nor what a
         // callback that ended the transaction itself left. Reset, after other work queued meanwhile.
-        await db.exec(SESSION_RESET).catch(() => undefined);
+        await reset((sql) => db.exec(sql)).catch(() => undefined);
         throw err;
       }
     },
     async session(fn) {
       try {
-        return await fn({
+        const result = await fn({
           ...wrap(db),
           async exec(sql: string) {
             const results = await db.exec(sql);
@@ -553,8 +587,13 @@ export function fromPGlite(db: PGliteLike): SqlDatabase {
             return { rows: last?.rows ?? [], rowCount: last?.rows.length || (last?.affectedRows ?? 0) };
           },
         });
+        if (db.isInTransaction?.()) {
+          await db.exec('ROLLBACK');
+          throw sessionLeftTransaction();
+        }
+        return result;
       } finally {
-        await db.exec(SESSION_RESET).catch(() => undefined);
+        await reset((sql) => db.exec(sql)).catch(() => undefined);
       }
     },
   };

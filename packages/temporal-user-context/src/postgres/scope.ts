@@ -123,11 +123,15 @@ function leftoverRefusal(row: Leftovers | undefined): UserContextError | undefin
  */
 function scopeChangeRefusal(sql: string): UserContextError | undefined {
   const [first, second, third] = leadingWords(sql, 3);
+  // `app.workspace_id` reads as the word `app`; quoted, `"app.workspace_id"`, as the whole name.
+  const changed = third === 'role' || third === 'session' || third === 'session_authorization';
   const changes =
     first === 'do' ||
     // LISTEN takes effect at COMMIT: the check at the scope's end cannot see it yet.
     first === 'listen' ||
-    (first === 'set' && second === 'local' && (third === 'role' || third === 'session' || third === 'app'));
+    (first === 'set' &&
+      second === 'local' &&
+      (changed || third === 'app' || (third?.startsWith('app.') ?? false)));
   return changes
     ? new UserContextError(
         ErrorCodes.MISCONFIGURED,

@@ -635,6 +635,23 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
     ).rejects.toMatchObject({ code: ErrorCodes.MISCONFIGURED });
   });
 
+  it("sequence values do not pass to the next borrower, nor does a session's open transaction", async () => {
+    await withUserScope(b.db, alice, (tx) => tx.query(`insert into notes (body) values ('seq')`), opts);
+    // currval/lastval would tell bob the ids alice's inserts took.
+    const err = await rejection(withUserScope(b.db, bob, (tx) => tx.query('select lastval()'), opts));
+    expect(err).toMatchObject({ code: '55000' });
+    // A session whose callback began a transaction and returned: refused, its work not committed.
+    expect(
+      await rejection(
+        b.db.session(async (session) => {
+          await session.exec(`begin; insert into notes (workspace_id, body) values ('ws-a', 'left open')`);
+        }),
+      ),
+    ).toMatchObject({ code: ErrorCodes.MISCONFIGURED });
+    expect((await b.admin.query(`select 1 from notes where body = 'left open'`)).rowCount).toBe(0);
+    await b.admin.query(`delete from notes where body = 'seq'`);
+  });
+
   it('a scope refuses a connection that work outside any transaction left state on, which the refusal clears', async () => {
     // A cursor WITH HOLD over every workspace's rows, declared by a query outside any scope on the same
     // pooled connection.
@@ -670,6 +687,8 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
     const tries = [
       // Refused before they are sent.
       `set local app.workspace_id = 'ws-b'`,
+      `set local "app.workspace_id" = 'ws-b'`,
+      `set local "ROLE" = none`,
       'set local role none',
       'set local session authorization default',
       `do $$ begin perform set_config('app.workspace_id', 'ws-b', true); end $$`,
@@ -693,6 +712,8 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
         ),
       );
       expect(err, sql).toMatchObject({ code: ErrorCodes.MISCONFIGURED });
+      if (/^(set local|do)/.test(sql))
+        expect((err as { reason: string }).reason, sql).toMatch(/^a statement inside a database scope/);
     }
     expect((await b.admin.query(`select 1 from notes where body = 'tampered'`)).rowCount).toBe(0);
     // Nothing session-level survived on the connection either.
@@ -740,5 +761,34 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
     expect(rows.rowCount).toBe(0);
     const after = await b.db.query<{ u: string }>('select current_user as u');
     expect(after.rows[0]?.u).not.toBe(roles.app);
+  });
+});
+
+describe('fromPGlite with a username (a session-level role)', () => {
+  it('keeps the role after its session reset: queries outside any scope do not become the superuser', async () => {
+    const { PGlite } = await import('@electric-sql/pglite');
+    const { fromPGlite } = await import('../../src/postgres/index.js');
+    const setup = new PGlite();
+    await setup.exec(`create role plain_user login`);
+    const dataDir = await setup.dumpDataDir('none');
+    await setup.close();
+    const lite = new PGlite({ loadDataDir: dataDir, username: 'plain_user' });
+    try {
+      const db = fromPGlite(lite);
+      const who = async () =>
+        (
+          await db.query<{ role: string; su: string }>(
+            `select current_user::text as role, current_setting('is_superuser') as su`,
+          )
+        ).rows[0];
+      expect(await who()).toEqual({ role: 'plain_user', su: 'off' });
+      await db.transaction(async (tx) => tx.query('select 1'));
+      expect(await who()).toEqual({ role: 'plain_user', su: 'off' });
+      await expect(db.transaction(async (tx) => tx.query('select 1/0'))).rejects.toThrow();
+      await db.session(async (session) => session.query('select 1'));
+      expect(await who()).toEqual({ role: 'plain_user', su: 'off' });
+    } finally {
+      await lite.close();
+    }
   });
 });
