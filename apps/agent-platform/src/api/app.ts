@@ -363,20 +363,11 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     async (request, reply) => {
       const { userId, roles } = request.body;
       const added = await keepingAnAdmin(request, () =>
-        scoped(
-          request,
-          async (tx) => {
-            const members = new MembershipRepository(tx);
-            const before = (await members.list()).some((m) => m.userId === userId);
-            await members.upsert(userId, roles);
-            return !before;
-          },
-          'admin',
-        ),
+        scoped(request, (tx) => new MembershipRepository(tx).upsert(userId, roles), 'admin'),
       );
       // Schedules from an earlier membership that escaped the pause at removal (created while it was
       // being removed) would act again as of now: paused, for an admin to resume.
-      if (added) await pauseSchedulesOf(request, userId, 'added again');
+      if (added === 'added') await pauseSchedulesOf(request, userId, 'added again');
       return reply.status(201).send({ workspaceId: request.params.ws, userId, roles });
     },
   );
@@ -432,10 +423,11 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     member: string,
     scheduleId: string | undefined,
     err: unknown,
+    action: 'schedule.pause' | 'schedule.delete' = 'schedule.pause',
   ) => {
     request.log.warn({ err, scheduleId }, "could not pause or delete a member's schedule");
     options.scope?.auditor?.emit({
-      action: 'schedule.pause',
+      action,
       decision: 'deny',
       ...audit,
       source: 'edge',
@@ -930,7 +922,8 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         await scoped(request, async () => undefined);
       } catch (err) {
         await asUser(request, () => client.schedule.getHandle(scheduleId).delete()).catch(
-          (deleteErr: unknown) => pauseFailed(request, user(request).userId, scheduleId, deleteErr),
+          (deleteErr: unknown) =>
+            pauseFailed(request, user(request).userId, scheduleId, deleteErr, 'schedule.delete'),
         );
         throw err;
       }

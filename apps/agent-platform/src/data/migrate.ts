@@ -56,7 +56,8 @@ export async function migrate(db: SqlDatabase, options: MigrateOptions = {}): Pr
   return db.session(async (session) => {
     if (options.bootstrapRoles !== false) await bootstrapRoles(session, ownerRole, appRole);
     // Session-level on a dedicated connection: the owner creates (and so owns) every table, including
-    // node-pg-migrate's own bookkeeping table. RESET before the connection goes back to the pool.
+    // node-pg-migrate's own bookkeeping table. RESET here as well as by the adapter's session reset:
+    // `migrate` takes any SqlDatabase, not only this package's adapters.
     await session.exec(`SET ROLE ${quoteIdent(ownerRole)}`);
     try {
       return await runner({

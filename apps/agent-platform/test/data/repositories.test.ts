@@ -316,7 +316,9 @@ describe.each(BACKENDS)('repositories on %s', (kind) => {
     ).rejects.toThrow(/row-level security/);
     // An admin of ws-b cannot touch ws-a's members.
     expect(await scoped(bob, (tx) => new MembershipRepository(tx).remove('carol'))).toBe(false);
-    expect(await scoped(alice, (tx) => new MembershipRepository(tx).upsert('dave', ['member']))).toBe(true);
+    expect(await scoped(alice, (tx) => new MembershipRepository(tx).upsert('dave', ['member']))).toBe(
+      'added',
+    );
   });
 
   it('the last admin can be neither removed nor demoted; with a second admin, either can go', async () => {
@@ -329,10 +331,10 @@ describe.each(BACKENDS)('repositories on %s', (kind) => {
     ).rejects.toBeInstanceOf(LastAdminError);
     // Rolled back: alice is still the admin.
     expect((await members()).find((m) => m.userId === 'alice')?.roles).toContain('admin');
-    expect(await scoped(alice, (tx) => new MembershipRepository(tx).upsert('erin', ['admin']))).toBe(true);
+    expect(await scoped(alice, (tx) => new MembershipRepository(tx).upsert('erin', ['admin']))).toBe('added');
     expect(
       await scoped(alice, (tx) => new MembershipRepository(tx).upsert('alice', ['admin', 'member'])),
-    ).toBe(true);
+    ).toBe('changed');
     expect(await scoped(alice, (tx) => new MembershipRepository(tx).remove('erin'))).toBe(true);
   });
 

@@ -1,4 +1,5 @@
-import { ErrorCodes, UserContextError } from '../context/errors.js';
+import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
+import { createArgsDigest } from '../crypto/args-digest.js';
 import type { ScheduleControlTarget } from './schedule-control.js';
 import { numberOption } from '../context/number-option.js';
 import { sameUserContext, type UserContext } from '../context/schema.js';
@@ -283,6 +284,18 @@ export class ContextSource {
     scheduledAction: ScheduledAction,
   ): Promise<{ originator: ContextHeader; context: UserContext }> {
     const { context, source } = this.who(action, { workflowId: actionWorkflowId, scheduleId });
+    // The arguments' digest first: arguments the default payload converter cannot carry are a refusal
+    // on record, like any other of this call's.
+    let bound: ScheduledAction = scheduledAction;
+    if (scheduledAction.args !== undefined) {
+      const { args, ...rest } = scheduledAction;
+      try {
+        bound = { ...rest, argsDigest: createArgsDigest(args) };
+      } catch (err) {
+        if (!isUserContextError(err)) throw err;
+        this.refuse(action, err, { workflowId: actionWorkflowId, scheduleId }, context);
+      }
+    }
     // A schedule's runs add lineage facts that name it and the run (`<action id>-<time>`) to the header
     // of every activity: with ids near Temporal's length limit, that passes the size workers accept, and
     // every run would be refused. Refused here instead, before the schedule exists.
@@ -297,7 +310,7 @@ export class ContextSource {
         use: 'schedule',
         scheduleId,
         workflowId: actionWorkflowId,
-        scheduledAction,
+        scheduledAction: bound,
       },
       (header) => {
         if (size(header) <= MAX_HEADER_BYTES) return;

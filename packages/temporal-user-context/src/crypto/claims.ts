@@ -13,6 +13,8 @@ export interface ScheduledAction {
   taskQueue: string;
   /** The action's arguments, as given to `schedule.create` (the plugin binds them unless told not to). */
   args?: readonly unknown[];
+  /** Their digest, when already computed (`createArgsDigest`); used instead of `args`. */
+  argsDigest?: string;
 }
 
 /**

@@ -34,7 +34,8 @@ export interface IssueOptions {
 /** The claims binding a schedule's action: workflow type, task queue and, when given, the arguments. */
 function scheduledActionClaims(action: ScheduledAction): Pick<ContextClaims, 'wt' | 'tq' | 'ad'> {
   const bound = { wt: action.workflowType, tq: action.taskQueue };
-  return action.args === undefined ? bound : Object.assign(bound, { ad: createArgsDigest(action.args) });
+  const ad = action.argsDigest ?? (action.args === undefined ? undefined : createArgsDigest(action.args));
+  return ad === undefined ? bound : Object.assign(bound, { ad });
 }
 
 /** Default start windows, in seconds, by token use. */

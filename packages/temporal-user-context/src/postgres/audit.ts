@@ -143,11 +143,10 @@ function scopeKey(event: AuditEvent): string {
 }
 
 /**
- * Whether the database refused the rows themselves (a value: class 22; a constraint: class 23; the
- * row-level security policy or a grant: 42501), so that each record can be tried alone. Asked only of
- * a failed INSERT: a 42501 of the scope's statement (a login that may not switch to the app role) is
- * no record's fault. A failure at COMMIT is not retried whatever it is (it may have taken effect: a
- * retry could write a batch twice into a table nobody may delete from).
+ * Whether the database refused what was sent (a value: class 22; a constraint: class 23; the
+ * row-level security policy or a grant: 42501): after a failed INSERT each record is tried alone; a
+ * retry of the batch cannot help (nor after a 42501 of the scope's statement, a login that may not
+ * switch to the app role, which is no record's fault).
  */
 function rowsRefused(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
@@ -187,6 +186,15 @@ const RETRY_MS = [100, 400] as const;
 interface Failure {
   readonly err: unknown;
   readonly phase: 'scope' | 'insert' | 'commit';
+}
+
+/**
+ * Whether trying a failed batch again is safe and may help: it failed before COMMIT (at COMMIT it may
+ * have taken effect: a retry could write it twice into a table nobody may delete from), and not because
+ * the database refused what was sent.
+ */
+function retryable(failure: Failure): boolean {
+  return failure.phase !== 'commit' && !rowsRefused(failure.err);
 }
 
 interface Queued {
@@ -273,11 +281,7 @@ export function postgresAuditSink(
   const write = async (batch: readonly Queued[]): Promise<void> => {
     const events = batch.map((q) => q.event);
     let failure = await insert(events);
-    for (
-      let i = 0;
-      failure && failure.phase !== 'commit' && !rowsRefused(failure.err) && i < RETRY_MS.length;
-      i++
-    ) {
+    for (let i = 0; failure && retryable(failure) && i < RETRY_MS.length; i++) {
       await new Promise((resolve) => setTimeout(resolve, RETRY_MS[i]));
       failure = await insert(events);
     }

@@ -39,10 +39,15 @@ export interface SqlDatabase extends SqlQueryable {
    * `set_config(..., true)` never outlive the callback. The callback's queryable runs one statement per
    * call, one call at a time; a statement that ends the transaction (COMMIT, ROLLBACK, ...) and every
    * query after it are refused with `USER_CONTEXT_MISCONFIGURED`, and so is the transaction (what ran
-   * before that statement stays committed; a pooled connection is closed, not reused).
+   * before that statement stays committed; a pooled connection is closed, not reused). Afterwards the
+   * connection's session is reset ({@link SESSION_RESET}).
    */
   transaction<T>(fn: (tx: SqlQueryable) => Promise<T>): Promise<T>;
-  /** Holds one connection for `fn` without opening a transaction. */
+  /**
+   * Holds one connection for `fn` without opening a transaction; afterwards its session is reset
+   * ({@link SESSION_RESET}). A callback that returns inside a transaction it began is refused
+   * (`USER_CONTEXT_MISCONFIGURED`) and its transaction rolled back.
+   */
   session<T>(fn: (session: SqlSession) => Promise<T>): Promise<T>;
 }
 
@@ -309,7 +314,8 @@ function transactionEndedWith(cause: unknown): UserContextError {
  * `lastval`) would otherwise pass to the next borrower, another user's scope, and to queries outside
  * any scope. The settings first, as `DISCARD ALL` does, so that a `statement_timeout` the callback left
  * cannot cancel the rest. `RESET ALL` also undoes a `SET` made when the pool opened the connection:
- * give such settings as connection options instead.
+ * give such settings as connection options instead. Exported so that operators can read (or run) what
+ * the adapters send.
  */
 export const SESSION_RESET =
   'SET SESSION AUTHORIZATION DEFAULT; RESET ALL; RESET ROLE; CLOSE ALL; UNLISTEN *; ' +

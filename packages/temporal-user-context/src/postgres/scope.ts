@@ -77,14 +77,17 @@ export interface ScopedTransaction extends SqlQueryable {
  * `query`) can leave cursors `WITH HOLD` (their rows read with the declarer's rights, readable by
  * whoever fetches), `LISTEN` channels, and temporary relations or types, which the search path looks
  * up before any schema: a temporary `memberships` would answer the scope's membership check, a
- * temporary type could stand in for a cast. Every name is schema-qualified, the casts' too.
+ * temporary type could stand in for a cast. Every name is schema-qualified, the casts' too. The catalogs
+ * are scanned only on a connection that has had a temporary schema.
  */
 const LEFTOVERS = `(select pg_catalog.count(*) from pg_catalog.pg_cursors where is_holdable)::pg_catalog.int4 as held_cursors,
             (select pg_catalog.count(*) from pg_catalog.pg_listening_channels())::pg_catalog.int4 as channels,
-            ((select pg_catalog.count(*) from pg_catalog.pg_class
-               where relnamespace operator(pg_catalog.=) pg_catalog.pg_my_temp_schema())
-             operator(pg_catalog.+) (select pg_catalog.count(*) from pg_catalog.pg_type
-               where typnamespace operator(pg_catalog.=) pg_catalog.pg_my_temp_schema()))::pg_catalog.int4 as temp_objects`;
+            (case when pg_catalog.pg_my_temp_schema() operator(pg_catalog.=) 0::pg_catalog.oid then 0
+                  else (select pg_catalog.count(*) from pg_catalog.pg_class
+                         where relnamespace operator(pg_catalog.=) pg_catalog.pg_my_temp_schema())
+                       operator(pg_catalog.+) (select pg_catalog.count(*) from pg_catalog.pg_type
+                         where typnamespace operator(pg_catalog.=) pg_catalog.pg_my_temp_schema())
+             end)::pg_catalog.int4 as temp_objects`;
 
 /** What {@link LEFTOVERS} counts. */
 interface Leftovers {

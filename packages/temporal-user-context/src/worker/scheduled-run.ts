@@ -1,7 +1,8 @@
 import { ScheduleNotFoundError, WorkflowNotFoundError, type Client } from '@temporalio/client';
-import type { Payload, SerializationContext } from '@temporalio/common';
+import { arrayFromPayloads, type Payload, type SerializationContext } from '@temporalio/common';
 import { isUserContextError } from '../context/errors.js';
 import { argsDigest } from '../crypto/args-digest.js';
+import type { ScheduledAction } from '../crypto/claims.js';
 import { describeRun, lineageRefusal, refusedLookup, timestampMs, type RunRef } from './server-lineage.js';
 import { SuccessCache } from './success-cache.js';
 
@@ -36,12 +37,16 @@ function scheduledInFuture(root: string, skewMs: number): boolean {
   return Number.isFinite(due) && due > Date.now() + skewMs + 60_000;
 }
 
-/** What a schedule token binds of its action (claims `wt`, `tq` and, since they are bound, `ad`). */
-export interface BoundAction {
+/** The root's current execution chain, as {@link ScheduledRunCheck} reads it from the server. */
+interface Chain {
+  firstRunId: string;
+  /** When its latest run started (epoch ms). */
+  startedAt: number;
+  /** When its first run started, unless that run is past retention. */
+  firstStartedAt: number | undefined;
+  /** The first run's workflow type and task queue (the latest run's past retention). */
   workflowType: string;
   taskQueue: string;
-  /** Digest of the arguments the schedule was created with (`argsDigest`). */
-  argsDigest?: string;
 }
 
 /**
@@ -105,7 +110,7 @@ export class ScheduledRunCheck {
     chainStart: number,
     issuedAt: number,
     runKey: string,
-    action?: BoundAction,
+    action?: ScheduledAction,
   ): Promise<void> {
     return this.confirmed.get(
       `${scheduleId}\u0000${root}\u0000${chainStart}\u0000${issuedAt}\u0000${runKey}\u0000${action?.workflowType ?? ''}\u0000${action?.taskQueue ?? ''}\u0000${action?.argsDigest ?? ''}`,
@@ -119,12 +124,10 @@ export class ScheduledRunCheck {
     root: string,
     chainStart: number,
     issuedAt: number,
-    action: BoundAction | undefined,
+    action: ScheduledAction | undefined,
   ): Promise<void> {
-    const { firstRunId, startedAt, firstStartedAt, workflowType, taskQueue } = await this.rootOf(
-      client,
-      root,
-    );
+    const chain = await this.rootOf(client, root);
+    const { firstRunId, firstStartedAt, workflowType, taskQueue } = chain;
     // What the schedule was created to run (the token's `wt`, `tq`): an update that kept the creator's
     // header but changed the workflow type or queue does not run as the creator.
     if (action && (workflowType !== action.workflowType || taskQueue !== action.taskQueue))
@@ -135,16 +138,7 @@ export class ScheduledRunCheck {
     // carry a chain start at or after its first run's: a lineage that started earlier is another chain.
     if (firstStartedAt !== undefined && chainStart < firstStartedAt)
       throw lineageRefusal("the lineage started before the root's current execution chain");
-    await this.recordedBySchedule(
-      client,
-      scheduleId,
-      root,
-      chainStart,
-      issuedAt,
-      firstRunId,
-      firstStartedAt,
-      startedAt,
-    );
+    await this.recordedBySchedule(client, scheduleId, root, chainStart, issuedAt, chain);
     // Started with the arguments the schedule was created with (the token's `ad`), compared once the
     // schedule vouched for the run: the chain's first run is the one the schedule started (later runs
     // continue as new with whatever arguments workflow code gives them).
@@ -162,8 +156,8 @@ export class ScheduledRunCheck {
 
   /**
    * Resolves when the schedule `scheduleId`, the one created with the token, lists the execution chain
-   * rooted at `root` (first run `firstRunId`) among the runs it started; else refuses, or after a few
-   * lookups fails retryable for a fresh run (see {@link ScheduledRunCheck}).
+   * rooted at `root` (`chain`, as {@link rootOf} found it) among the runs it started; else refuses, or
+   * after a few lookups fails retryable for a fresh run (see {@link ScheduledRunCheck}).
    */
   private async recordedBySchedule(
     client: Client,
@@ -171,9 +165,7 @@ export class ScheduledRunCheck {
     root: string,
     chainStart: number,
     issuedAt: number,
-    firstRunId: string,
-    firstStartedAt: number | undefined,
-    startedAt: number,
+    { firstRunId, firstStartedAt, startedAt }: Chain,
   ): Promise<void> {
     // Fresh by the chain's first run, which is what the schedule records (a chain that keeps continuing
     // as new would otherwise stay fresh for ever).
@@ -234,16 +226,7 @@ export class ScheduledRunCheck {
    * The root's current execution chain: its first run id, when its latest run started, and when its
    * first run started (one more lookup when the chain has continued as new).
    */
-  private async rootOf(
-    client: Client,
-    root: string,
-  ): Promise<{
-    firstRunId: string;
-    startedAt: number;
-    firstStartedAt: number | undefined;
-    workflowType: string;
-    taskQueue: string;
-  }> {
+  private async rootOf(client: Client, root: string): Promise<Chain> {
     let description;
     try {
       description = await client.workflow.getHandle(root).describe();
@@ -316,7 +299,7 @@ async function startArgsDigest(client: Client, run: RunRef): Promise<string> {
     throw isUserContextError(err) ? unreadable(err) : err;
   }
   try {
-    return argsDigest(payloads.map((payload) => converter.payloadConverter.fromPayload(payload, context)));
+    return argsDigest(arrayFromPayloads(converter.payloadConverter, payloads, context));
   } catch (err) {
     throw unreadable(err);
   }

@@ -232,6 +232,19 @@ describe('schedules', () => {
     }
   });
 
+  it('arguments the default payload converter cannot carry are refused at create, on record', async () => {
+    const scheduleId = `sch-${randomUUID()}`;
+    await expect(
+      runAsUser(alice, () => hourlySchedule(h, h.client, scheduleId, { args: [{ amount: 1n }] })),
+    ).rejects.toMatchObject({ code: ErrorCodes.MISCONFIGURED });
+    await expect(h.rawClient.schedule.getHandle(scheduleId).describe()).rejects.toThrow(/not found/i);
+    expect(
+      h.audit.events
+        .filter((e) => e.detail?.startsWith(`schedule ${scheduleId}`))
+        .map((e) => [e.action, e.decision, e.reason, e.userId]),
+    ).toEqual([['schedule.create', 'deny', ErrorCodes.MISCONFIGURED, 'alice']]);
+  });
+
   it('with bindScheduleArguments: false, the token binds the action without its arguments', async () => {
     // For arguments another payload converter carries, or chains that outlive retention: an update may
     // then change the arguments, and the runs act as the creator, as before arguments were bound.

@@ -49,16 +49,21 @@ export class MembershipRepository {
     return rows.map((r) => ({ workspaceId: r.workspace_id, userId: r.user_id, roles: r.roles }));
   }
 
-  /** Adds or changes a member (admin only, by policy). Returns false when the policy refused silently. */
-  async upsert(userId: string, roles: readonly string[]): Promise<boolean> {
+  /**
+   * Adds or changes a member (admin only, by policy): `'added'` for someone who was no member,
+   * `'changed'` for a member, false when the policy refused silently.
+   */
+  async upsert(userId: string, roles: readonly string[]): Promise<'added' | 'changed' | false> {
     await this.lockMembers();
-    const { rowCount } = await this.scope.query(
+    // `xmax = 0`: the row version this statement wrote is a new row, not an update of one.
+    const { rows } = await this.scope.query<{ added: boolean }>(
       `insert into memberships (workspace_id, user_id, roles) values ($1, $2, $3)
-       on conflict (workspace_id, user_id) do update set roles = excluded.roles, updated_at = now()`,
+       on conflict (workspace_id, user_id) do update set roles = excluded.roles, updated_at = now()
+       returning (xmax operator(pg_catalog.=) 0) as added`,
       [this.scope.context.workspaceId, userId, [...roles]],
     );
     await this.keepAnAdmin();
-    return rowCount > 0;
+    return rows.length === 0 ? false : rows[0]!.added ? 'added' : 'changed';
   }
 
   /** Removes a member (admin only, by policy); true when a row was deleted. */
