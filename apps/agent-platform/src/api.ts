@@ -10,6 +10,7 @@ import {
   assertPlatformIsolation,
   platformKeyRing,
   openDatabase,
+  quotas,
   searchAttributeMirror,
   taskQueue,
 } from './config.js';
@@ -70,6 +71,7 @@ async function main(): Promise<void> {
     logger: true,
     scope: { auditor: plugin.auditor },
     mirrorQuery: (ids) => plugin.mirrorQuery(ids),
+    quotas: quotas(),
     taskQueue: taskQueue(),
   });
   const port = Number(process.env.PORT ?? 3000);

@@ -19,6 +19,7 @@ import {
   assertPlatformIsolation,
   platformKeyRing,
   openDatabase,
+  quotas,
   searchAttributeMirror,
   taskQueue,
 } from './config.js';
@@ -134,6 +135,7 @@ async function main(): Promise<void> {
     verify: createVerifier(await authFromEnv()),
     scope: { auditor: edge.auditor },
     mirrorQuery: (ids) => edge.mirrorQuery(ids),
+    quotas: quotas(),
     taskQueue: taskQueue(),
   });
   await app.listen({ port: API_PORT, host: '127.0.0.1' });

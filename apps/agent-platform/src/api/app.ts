@@ -28,6 +28,7 @@ import {
   type UserScopeOptions,
 } from 'temporal-user-context/postgres';
 import { AuthError, type VerifyBearer } from '../auth/verify.js';
+import { quotas, type Quotas } from '../config.js';
 import {
   AgentRepository,
   AdminChangedError,
@@ -100,6 +101,11 @@ export interface CreateApiOptions {
    * Each one found is still checked against the record in its memo.
    */
   mirrorQuery?: (ids: MirrorQueryIds) => string | undefined;
+  /**
+   * Per-workspace limits: runs pending or running at once (default 100) and schedules (default 50).
+   * Past them a start or a schedule is refused, 429 `QUOTA_EXCEEDED`, audited.
+   */
+  quotas?: Partial<Quotas>;
 }
 
 /** What the API records in a schedule's memo when it creates it. */
@@ -173,6 +179,16 @@ function notFound(what: string): ProblemError {
   );
 }
 
+/** A workspace at one of its limits (`quotas`): 429, for the caller to try again once work ends. */
+function quotaExceeded(what: string, limit: number): ProblemError {
+  return new ProblemError(
+    429,
+    'QUOTA_EXCEEDED',
+    'The workspace is at a limit',
+    `at most ${limit} ${what} per workspace`,
+  );
+}
+
 /**
  * The agent platform's HTTP API. Every handler authenticates a bearer JWT, runs Temporal client calls
  * inside `runAsUser(user, ...)` and database work inside `withUserScope(db, user, ...)`.
@@ -180,6 +196,7 @@ function notFound(what: string): ProblemError {
 export async function createApi(options: CreateApiOptions): Promise<FastifyInstance> {
   const { db, client } = options;
   const taskQueue = options.taskQueue ?? TASK_QUEUE;
+  const limits: Quotas = { ...quotas({}), ...options.quotas };
   const workerTimeoutMs = options.workerTimeoutMs ?? DEFAULT_WORKER_TIMEOUT_MS;
   // Every identity this API acts for came from the edge JWT, not from a Temporal header.
   const audit: ScopeAuditFields = { ...options.scope?.audit, source: 'edge' };
@@ -600,7 +617,10 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       const workflowId = `agent-run-${randomUUID()}`;
       const run = await scoped(request, async (tx) => {
         if (!(await new AgentRepository(tx).get(agentId))) throw notFound('agent');
-        return new AgentRunRepository(tx).create({
+        const runs = new AgentRunRepository(tx);
+        if ((await runs.countOpen(limits.openRuns)) >= limits.openRuns)
+          throw refused(request, 'runs.start', quotaExceeded('runs pending or running', limits.openRuns));
+        return runs.create({
           agentId,
           workflowId,
           input: { input: request.body.input },
@@ -893,6 +913,8 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       const { everySeconds } = request.body;
       const found = await scoped(request, (tx) => new AgentRepository(tx).get(agentId));
       if (!found) throw notFound('agent');
+      if ((await workspaceSchedules(user(request).workspaceId)).length >= limits.schedules)
+        throw refused(request, 'schedule.create', quotaExceeded('schedules', limits.schedules));
       const scheduleId = `${SCHEDULE_PREFIX}${randomUUID()}`;
       const args: AgentExecutionInput = { agentId, input: request.body.input };
       const record: ScheduleRecord = {

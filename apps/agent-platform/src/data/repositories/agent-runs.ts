@@ -57,6 +57,16 @@ function toRun(r: AgentRunRow): AgentRun {
 export class AgentRunRepository {
   constructor(private readonly scope: Scope) {}
 
+  /** Runs of the workspace pending or running, counted up to `limit` (enough to say "at the limit"). */
+  async countOpen(limit: number): Promise<number> {
+    const { rows } = await this.scope.query<{ open: number }>(
+      `select count(*)::int as open from (
+         select 1 from agent_runs where status in ('pending', 'running') limit $1) o`,
+      [limit],
+    );
+    return rows[0]?.open ?? 0;
+  }
+
   /**
    * Records a run. The composite foreign key (workspace_id, agent_id) refuses an agent of another
    * workspace even though foreign-key checks bypass RLS.
