@@ -10,10 +10,10 @@ import {
   assertPlatformIsolation,
   platformKeyRing,
   openDatabase,
-  quotas,
   searchAttributeMirror,
   taskQueue,
 } from './config.js';
+import { quotasFromEnv } from './api/quotas.js';
 import { migrate } from './data/migrate.js';
 import { connectClient } from './temporal.js';
 
@@ -71,7 +71,7 @@ async function main(): Promise<void> {
     logger: true,
     scope: { auditor: plugin.auditor },
     mirrorQuery: (ids) => plugin.mirrorQuery(ids),
-    quotas: quotas(),
+    quotas: quotasFromEnv(),
     taskQueue: taskQueue(),
   });
   const port = Number(process.env.PORT ?? 3000);

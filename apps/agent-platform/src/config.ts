@@ -183,33 +183,6 @@ export function actorWindowSeconds(env: NodeJS.ProcessEnv = process.env): number
   return Number(value);
 }
 
-/** Per-workspace limits of the API (`quotas` of createApi), from the environment. */
-export interface Quotas {
-  /** Runs pending or running at once: AGENT_PLATFORM_MAX_OPEN_RUNS, default 100. */
-  openRuns: number;
-  /** Schedules: AGENT_PLATFORM_MAX_SCHEDULES, default 50. */
-  schedules: number;
-}
-
-/**
- * The API's per-workspace limits: AGENT_PLATFORM_MAX_OPEN_RUNS (default 100) and
- * AGENT_PLATFORM_MAX_SCHEDULES (default 50), whole numbers from 1 to 100 000. One member's runs or
- * schedules share the worker, the model provider and the database with every workspace.
- */
-export function quotas(env: NodeJS.ProcessEnv = process.env): Quotas {
-  const read = (name: string, fallback: number): number => {
-    const value = env[name];
-    if (!value) return fallback;
-    if (!/^[0-9]+$/.test(value) || Number(value) < 1 || Number(value) > 100_000)
-      throw new Error(`${name} must be a whole number from 1 to 100000`);
-    return Number(value);
-  };
-  return {
-    openRuns: read('AGENT_PLATFORM_MAX_OPEN_RUNS', 100),
-    schedules: read('AGENT_PLATFORM_MAX_SCHEDULES', 50),
-  };
-}
-
 /**
  * The search-attribute mirror: AGENT_PLATFORM_SEARCH_ATTRIBUTES (`pseudonym`, `plain` or `off`), else
  * (unset or empty) `fallback`. Turn it on only where `UserId` and `WorkspaceId` are registered on the

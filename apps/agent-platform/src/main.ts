@@ -19,10 +19,10 @@ import {
   assertPlatformIsolation,
   platformKeyRing,
   openDatabase,
-  quotas,
   searchAttributeMirror,
   taskQueue,
 } from './config.js';
+import { quotasFromEnv } from './api/quotas.js';
 import { migrate } from './data/migrate.js';
 import { seedDemo } from './seed.js';
 import { temporalConnectConfig } from './temporal.js';
@@ -135,7 +135,7 @@ async function main(): Promise<void> {
     verify: createVerifier(await authFromEnv()),
     scope: { auditor: edge.auditor },
     mirrorQuery: (ids) => edge.mirrorQuery(ids),
-    quotas: quotas(),
+    quotas: quotasFromEnv(),
     taskQueue: taskQueue(),
   });
   await app.listen({ port: API_PORT, host: '127.0.0.1' });

@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import {
+  WorkflowNotFoundError,
   WorkflowUpdateRPCTimeoutOrCancelledError,
   isGrpcCancelledError,
   isGrpcDeadlineError,
@@ -28,7 +29,7 @@ import {
   type UserScopeOptions,
 } from 'temporal-user-context/postgres';
 import { AuthError, type VerifyBearer } from '../auth/verify.js';
-import { quotas, type Quotas } from '../config.js';
+import { resolveQuotas, type Quotas } from './quotas.js';
 import {
   AgentRepository,
   AdminChangedError,
@@ -151,6 +152,8 @@ const problemSchema = {
   },
 } as const;
 const errors = { 400: problemSchema, 401: problemSchema, 403: problemSchema, 404: problemSchema };
+/** The errors of a route a workspace's quota may refuse. */
+const limitedErrors = { ...errors, 429: problemSchema };
 const SCHEDULE_ID = {
   type: 'string',
   pattern: `^${SCHEDULE_PREFIX}[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`,
@@ -196,7 +199,7 @@ function quotaExceeded(what: string, limit: number): ProblemError {
 export async function createApi(options: CreateApiOptions): Promise<FastifyInstance> {
   const { db, client } = options;
   const taskQueue = options.taskQueue ?? TASK_QUEUE;
-  const limits: Quotas = { ...quotas({}), ...options.quotas };
+  const limits = resolveQuotas(options.quotas);
   const workerTimeoutMs = options.workerTimeoutMs ?? DEFAULT_WORKER_TIMEOUT_MS;
   // Every identity this API acts for came from the edge JWT, not from a Temporal header.
   const audit: ScopeAuditFields = { ...options.scope?.audit, source: 'edge' };
@@ -609,23 +612,25 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         security,
         params: agentParams,
         body: runBody,
-        response: errors,
+        response: limitedErrors,
       },
     },
     async (request, reply) => {
       const { agentId } = request.params;
       const workflowId = `agent-run-${randomUUID()}`;
-      const run = await scoped(request, async (tx) => {
-        if (!(await new AgentRepository(tx).get(agentId))) throw notFound('agent');
-        const runs = new AgentRunRepository(tx);
-        if ((await runs.countOpen(limits.openRuns)) >= limits.openRuns)
-          throw refused(request, 'runs.start', quotaExceeded('runs pending or running', limits.openRuns));
-        return runs.create({
-          agentId,
-          workflowId,
-          input: { input: request.body.input },
+      /** The run's record, unless the workspace is at its limit of open runs. */
+      const record = () =>
+        scoped(request, async (tx) => {
+          if (!(await new AgentRepository(tx).get(agentId))) throw notFound('agent');
+          const runs = new AgentRunRepository(tx);
+          if ((await runs.countOpenLocked(limits.openRuns)) >= limits.openRuns) return undefined;
+          return runs.create({ agentId, workflowId, input: { input: request.body.input } });
         });
-      });
+      // At the limit, records of runs that ended outside the workflow (terminated, timed out, never
+      // started) may be what fills it: brought up to date, then asked once more.
+      const run = (await record()) ?? ((await settleOpenRuns(request)) ? await record() : undefined);
+      if (!run)
+        throw refused(request, 'runs.start', quotaExceeded('runs pending or running', limits.openRuns));
       const args: AgentExecutionInput = {
         agentId,
         input: request.body.input,
@@ -703,6 +708,36 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
    * somebody looks, listings show the last recorded status. Best effort: a read must not fail because
    * this write did (it is logged, and tried again on the next look).
    */
+  /**
+   * Brings the workspace's open run records up to date with Temporal: a run terminated or timed out
+   * (which its workflow cannot record) is marked so, and a record whose workflow never started (the
+   * API stopped between the record and the start) is marked failed once it is a minute old. Resolves
+   * to whether any record changed. Best effort: a run Temporal cannot describe now stays as it is.
+   */
+  const settleOpenRuns = async (request: FastifyRequest): Promise<boolean> => {
+    const open = await scoped(request, (tx) => new AgentRunRepository(tx).listOpen(limits.openRuns));
+    const settled = await Promise.all(
+      open.map(async (run) => {
+        if (!run.workflowId) return false;
+        const withId = { ...run, workflowId: run.workflowId };
+        try {
+          const description = await asUser(request, () =>
+            client.workflow.getHandle(withId.workflowId).describe(),
+          );
+          return (await reconcile(request, withId, outsideEnding(description.status.name))) !== withId;
+        } catch (err) {
+          if (!(err instanceof WorkflowNotFoundError) || Date.now() - Date.parse(run.createdAt) < 60_000)
+            return false;
+          await scoped(request, (tx) =>
+            new AgentRunRepository(tx).setStatus(run.id, 'failed', { error: RunErrorCodes.START_FAILED }),
+          );
+          return true;
+        }
+      }),
+    );
+    return settled.some(Boolean);
+  };
+
   const reconcile = async (
     request: FastifyRequest,
     run: AgentRun & { workflowId: string },
@@ -905,7 +940,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           required: ['everySeconds', 'input'],
           additionalProperties: false,
         },
-        response: errors,
+        response: limitedErrors,
       },
     },
     async (request, reply) => {
@@ -913,6 +948,8 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       const { everySeconds } = request.body;
       const found = await scoped(request, (tx) => new AgentRepository(tx).get(agentId));
       if (!found) throw notFound('agent');
+      // Counted from the schedule listing, which shows a new schedule shortly after its create: a soft
+      // limit (creates at the same moment may pass it together), against a steady stream of them.
       if ((await workspaceSchedules(user(request).workspaceId)).length >= limits.schedules)
         throw refused(request, 'schedule.create', quotaExceeded('schedules', limits.schedules));
       const scheduleId = `${SCHEDULE_PREFIX}${randomUUID()}`;

@@ -57,14 +57,30 @@ function toRun(r: AgentRunRow): AgentRun {
 export class AgentRunRepository {
   constructor(private readonly scope: Scope) {}
 
-  /** Runs of the workspace pending or running, counted up to `limit` (enough to say "at the limit"). */
-  async countOpen(limit: number): Promise<number> {
+  /**
+   * Runs of the workspace pending or running, counted up to `limit` (enough to say "at the limit"),
+   * after taking the workspace's run-start lock for the rest of the transaction: two starts at once
+   * take turns, so that both cannot count below the limit and both insert.
+   */
+  async countOpenLocked(limit: number): Promise<number> {
+    await this.scope.query(`select pg_advisory_xact_lock(hashtext('agent_runs:' || $1))`, [
+      this.scope.context.workspaceId,
+    ]);
     const { rows } = await this.scope.query<{ open: number }>(
       `select count(*)::int as open from (
          select 1 from agent_runs where status in ('pending', 'running') limit $1) o`,
       [limit],
     );
     return rows[0]?.open ?? 0;
+  }
+
+  /** Up to `limit` runs of the workspace pending or running, oldest first. */
+  async listOpen(limit: number): Promise<AgentRun[]> {
+    const { rows } = await this.scope.query<AgentRunRow>(
+      `select ${COLUMNS} from agent_runs where status in ('pending', 'running') order by created_at limit $1`,
+      [limit],
+    );
+    return rows.map(toRun);
   }
 
   /**

@@ -1,0 +1,52 @@
+/** Per-workspace limits of the API (`quotas` of createApi). */
+export interface Quotas {
+  /** Runs pending or running at once (default 100). */
+  openRuns: number;
+  /** Schedules (default 50). */
+  schedules: number;
+}
+
+export const DEFAULT_QUOTAS: Quotas = { openRuns: 100, schedules: 50 };
+
+const MAX_QUOTA = 100_000;
+
+/** `given` over the defaults; a limit that is no whole number from 1 to 100 000 is refused. */
+export function resolveQuotas(given: Partial<Quotas> = {}): Quotas {
+  const limit = (name: keyof Quotas): number => {
+    const value = given[name] ?? DEFAULT_QUOTAS[name];
+    if (!Number.isInteger(value) || value < 1 || value > MAX_QUOTA)
+      throw new Error(`quotas.${name} must be a whole number from 1 to ${MAX_QUOTA}`);
+    return value;
+  };
+  return { openRuns: limit('openRuns'), schedules: limit('schedules') };
+}
+
+/**
+ * The limits from the environment: AGENT_PLATFORM_MAX_OPEN_RUNS (default 100) and
+ * AGENT_PLATFORM_MAX_SCHEDULES (default 50). One member's runs or schedules share the worker, the model
+ * provider and the database with every workspace.
+ */
+export function quotasFromEnv(env: NodeJS.ProcessEnv = process.env): Quotas {
+  // Decimal digits only: Number() would also take `1e3`, `0x12c` and spaces.
+  const read = (name: string): number | undefined => {
+    const value = env[name];
+    if (!value) return undefined;
+    if (!/^[0-9]+$/.test(value)) throw new Error(`${name} must be a whole number from 1 to ${MAX_QUOTA}`);
+    return Number(value);
+  };
+  try {
+    return resolveQuotas({
+      ...(read('AGENT_PLATFORM_MAX_OPEN_RUNS') !== undefined
+        ? { openRuns: read('AGENT_PLATFORM_MAX_OPEN_RUNS') }
+        : {}),
+      ...(read('AGENT_PLATFORM_MAX_SCHEDULES') !== undefined
+        ? { schedules: read('AGENT_PLATFORM_MAX_SCHEDULES') }
+        : {}),
+    });
+  } catch (err) {
+    throw new Error(
+      `AGENT_PLATFORM_MAX_OPEN_RUNS and AGENT_PLATFORM_MAX_SCHEDULES must be whole numbers from 1 to ${MAX_QUOTA}`,
+      { cause: err },
+    );
+  }
+}
