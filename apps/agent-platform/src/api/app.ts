@@ -182,6 +182,9 @@ function notFound(what: string): ProblemError {
   );
 }
 
+/** Open run records a start at the limit brings up to date with Temporal (the oldest first). */
+const SETTLE_AT_ONCE = 10;
+
 /** A workspace at one of its limits (`quotas`): 429, for the caller to try again once work ends. */
 function quotaExceeded(what: string, limit: number): ProblemError {
   return new ProblemError(
@@ -709,13 +712,16 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
    * this write did (it is logged, and tried again on the next look).
    */
   /**
-   * Brings the workspace's open run records up to date with Temporal: a run terminated or timed out
-   * (which its workflow cannot record) is marked so, and a record whose workflow never started (the
-   * API stopped between the record and the start) is marked failed once it is a minute old. Resolves
-   * to whether any record changed. Best effort: a run Temporal cannot describe now stays as it is.
+   * Brings the workspace's oldest open run records ({@link SETTLE_AT_ONCE}) up to date with Temporal: a
+   * run terminated or timed out (which its workflow cannot record) is marked so, and a record whose
+   * workflow never started (the API stopped between the record and the start) is marked failed once it
+   * is a minute old. Resolves to whether any record changed. Best effort: a run Temporal cannot
+   * describe now stays as it is.
    */
   const settleOpenRuns = async (request: FastifyRequest): Promise<boolean> => {
-    const open = await scoped(request, (tx) => new AgentRunRepository(tx).listOpen(limits.openRuns));
+    // The oldest few, the likeliest to have ended unseen: a refused start costs at most that many
+    // describes, whatever the limit.
+    const open = await scoped(request, (tx) => new AgentRunRepository(tx).listOpen(SETTLE_AT_ONCE));
     const settled = await Promise.all(
       open.map(async (run) => {
         if (!run.workflowId) return false;
