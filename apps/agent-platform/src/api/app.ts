@@ -182,8 +182,10 @@ function notFound(what: string): ProblemError {
   );
 }
 
-/** Open run records a start at the limit brings up to date with Temporal (the oldest first). */
+/** Open run records a start at the limit brings up to date with Temporal at most (the oldest first). */
 const SETTLE_AT_ONCE = 10;
+/** After a settling that changed nothing, a workspace's refused starts settle nothing for this long. */
+const SETTLE_PAUSE_MS = 1000;
 
 /** A workspace at one of its limits (`quotas`): 429, for the caller to try again once work ends. */
 function quotaExceeded(what: string, limit: number): ProblemError {
@@ -706,44 +708,77 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   };
 
   /**
+   * Brings up to {@link SETTLE_AT_ONCE} of the workspace's open run records up to date with Temporal,
+   * those looked at least recently first (never, then the oldest look): a run terminated or timed out
+   * (which its workflow cannot record) is marked so, and a record whose workflow never started (the
+   * API stopped between the record and the start) is marked failed once it is a minute old. Resolves
+   * to whether any record changed. One settling per workspace at a time, which starts refused
+   * meanwhile share, and none again within {@link SETTLE_PAUSE_MS} of one that changed nothing: a
+   * member at the limit cannot turn refused starts into a stream of describes. Best effort: a run
+   * Temporal cannot describe now, or a write that fails, leaves the record as it is.
+   */
+  const settleOpenRuns = (request: FastifyRequest): Promise<boolean> => {
+    const { workspaceId } = user(request);
+    const running = settling.get(workspaceId);
+    if (running) return running;
+    if (Date.now() - (idleSince.get(workspaceId) ?? 0) < SETTLE_PAUSE_MS) return Promise.resolve(false);
+    const settle = (async () => {
+      const now = Date.now();
+      const open = await scoped(request, (tx) => new AgentRunRepository(tx).listOpen(limits.openRuns));
+      const looked = lookedAt.get(workspaceId) ?? new Map<string, number>();
+      lookedAt.set(workspaceId, looked);
+      // Records no longer open are forgotten: the map holds at most the workspace's open ones.
+      const openIds = new Set(open.map((run) => run.id));
+      for (const id of looked.keys()) if (!openIds.has(id)) looked.delete(id);
+      const due = open
+        .filter((run) => run.workflowId)
+        .sort((a, b) => (looked.get(a.id) ?? 0) - (looked.get(b.id) ?? 0))
+        .slice(0, SETTLE_AT_ONCE);
+      const settled = await Promise.all(
+        due.map(async (run) => {
+          looked.set(run.id, now);
+          const withId = { ...run, workflowId: run.workflowId! };
+          try {
+            const description = await asUser(request, () =>
+              client.workflow.getHandle(withId.workflowId).describe(),
+            );
+            return (await reconcile(request, withId, outsideEnding(description.status.name))) !== withId;
+          } catch (err) {
+            if (!(err instanceof WorkflowNotFoundError) || now - Date.parse(run.createdAt) < 60_000)
+              return false;
+            return scoped(request, (tx) =>
+              new AgentRunRepository(tx).setStatus(run.id, 'failed', { error: RunErrorCodes.START_FAILED }),
+            ).then(
+              () => true,
+              (writeErr: unknown) => {
+                request.log.warn({ err: writeErr, runId: run.id }, 'could not settle a run record');
+                return false;
+              },
+            );
+          }
+        }),
+      );
+      const changed = settled.some(Boolean);
+      if (changed) idleSince.delete(workspaceId);
+      else idleSince.set(workspaceId, Date.now());
+      return changed;
+    })().finally(() => settling.delete(workspaceId));
+    settling.set(workspaceId, settle);
+    return settle;
+  };
+  /** Settlings in progress, by workspace. */
+  const settling = new Map<string, Promise<boolean>>();
+  /** When a workspace's last settling changed nothing. */
+  const idleSince = new Map<string, number>();
+  /** By workspace, when each of its open run records was last looked at by a settling. */
+  const lookedAt = new Map<string, Map<string, number>>();
+
+  /**
    * Terminated and timed-out runs cannot record their ending (their workflow code stops): the API does,
    * as the caller, whenever it sees one while the record still says `pending` or `running`. Until
    * somebody looks, listings show the last recorded status. Best effort: a read must not fail because
    * this write did (it is logged, and tried again on the next look).
    */
-  /**
-   * Brings the workspace's oldest open run records ({@link SETTLE_AT_ONCE}) up to date with Temporal: a
-   * run terminated or timed out (which its workflow cannot record) is marked so, and a record whose
-   * workflow never started (the API stopped between the record and the start) is marked failed once it
-   * is a minute old. Resolves to whether any record changed. Best effort: a run Temporal cannot
-   * describe now stays as it is.
-   */
-  const settleOpenRuns = async (request: FastifyRequest): Promise<boolean> => {
-    // The oldest few, the likeliest to have ended unseen: a refused start costs at most that many
-    // describes, whatever the limit.
-    const open = await scoped(request, (tx) => new AgentRunRepository(tx).listOpen(SETTLE_AT_ONCE));
-    const settled = await Promise.all(
-      open.map(async (run) => {
-        if (!run.workflowId) return false;
-        const withId = { ...run, workflowId: run.workflowId };
-        try {
-          const description = await asUser(request, () =>
-            client.workflow.getHandle(withId.workflowId).describe(),
-          );
-          return (await reconcile(request, withId, outsideEnding(description.status.name))) !== withId;
-        } catch (err) {
-          if (!(err instanceof WorkflowNotFoundError) || Date.now() - Date.parse(run.createdAt) < 60_000)
-            return false;
-          await scoped(request, (tx) =>
-            new AgentRunRepository(tx).setStatus(run.id, 'failed', { error: RunErrorCodes.START_FAILED }),
-          );
-          return true;
-        }
-      }),
-    );
-    return settled.some(Boolean);
-  };
-
   const reconcile = async (
     request: FastifyRequest,
     run: AgentRun & { workflowId: string },
