@@ -182,7 +182,7 @@ function notFound(what: string): ProblemError {
   );
 }
 
-/** Open run records a start at the limit brings up to date with Temporal at most (the oldest first). */
+/** Open run records a start at the limit brings up to date with Temporal, at most (see settleOpenRuns). */
 const SETTLE_AT_ONCE = 10;
 /** After a settling that changed nothing, a workspace's refused starts settle nothing for this long. */
 const SETTLE_PAUSE_MS = 1000;
