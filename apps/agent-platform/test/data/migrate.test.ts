@@ -62,11 +62,26 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
     expect(plan).toMatch(/InitPlan/);
   });
 
+  it("0008: the quota's count of open runs can read the open runs' index, not the workspace's every run", async () => {
+    const plan = await b.db.transaction(async (tx) => {
+      await tx.query('set local role app_user');
+      await tx.query(`select set_config('app.workspace_id', 'ws-a', true)`);
+      // The tables are nearly empty here: the planner is told to prefer an index, as on a full table.
+      await tx.query('set local enable_seqscan = off');
+      const { rows } = await tx.query<Record<string, string>>(
+        `explain select 1 from agent_runs where status in ('pending', 'running') limit 100`,
+      );
+      return rows.map((r) => Object.values(r)[0]).join('\n');
+    });
+    expect(plan).toMatch(/agent_runs_open_idx/);
+  });
+
   it('0004 leaves one run record per workflow and workspace, the one its workflow wrote to', async () => {
     // node-pg-migrate reads a count of 0 as "all": refused rather than reverting every migration.
     for (const count of [0, -1, 1.5, Number.NaN])
       await expect(migrate(b.admin, { direction: 'down', count }), String(count)).rejects.toThrow(/count/);
-    expect((await migrate(b.admin, { direction: 'down', count: 4 })).map((m) => m.name)).toEqual([
+    expect((await migrate(b.admin, { direction: 'down', count: 5 })).map((m) => m.name)).toEqual([
+      '0008_agent_runs_open_index',
       '0007_admin_writes_agents_documents',
       '0006_ids_from_identity_providers',
       '0005_agent_runs_outlive_agents',
@@ -103,6 +118,7 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
       '0005_agent_runs_outlive_agents',
       '0006_ids_from_identity_providers',
       '0007_admin_writes_agents_documents',
+      '0008_agent_runs_open_index',
     ]);
     const { rows } = await b.admin.query<{ id: string }>(
       `select id::text as id from agent_runs where agent_id in ($1, $2) order by id`,
@@ -134,7 +150,7 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
       await expect(workspace(bad), bad).rejects.toThrow(/workspaces_id_check/);
     }
     // Rolling back refuses while such an id is stored, rather than dropping the check.
-    await expect(migrate(b.admin, { direction: 'down', count: 2 })).rejects.toThrow(/check/);
+    await expect(migrate(b.admin, { direction: 'down', count: 3 })).rejects.toThrow(/check/);
     await b.admin.query(
       `delete from memberships where user_id in ('auth0|5f7c8ec7c33c6c004bbafe82', 'dana+agents@example.com')`,
     );
@@ -142,8 +158,9 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
   });
 
   it('can be rolled back and re-applied', async () => {
-    const down = await migrate(b.admin, { direction: 'down', count: 7 });
+    const down = await migrate(b.admin, { direction: 'down', count: 8 });
     expect(down.map((m) => m.name)).toEqual([
+      '0008_agent_runs_open_index',
       '0007_admin_writes_agents_documents',
       '0006_ids_from_identity_providers',
       '0005_agent_runs_outlive_agents',
@@ -153,7 +170,7 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
       '0001_tenancy',
     ]);
     const up = await migrate(b.admin);
-    expect(up).toHaveLength(7);
+    expect(up).toHaveLength(8);
     await assertIsolation(b.admin, { appRole: 'app_user', tenantTables: ['workspaces'] });
   });
 });
@@ -179,6 +196,7 @@ describe('agent platform migrations on postgres, from several processes at once'
           '0005_agent_runs_outlive_agents',
           '0006_ids_from_identity_providers',
           '0007_admin_writes_agents_documents',
+          '0008_agent_runs_open_index',
         ]);
       } finally {
         await Promise.all(pools.map((pool) => pool.end()));
