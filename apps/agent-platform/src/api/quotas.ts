@@ -11,7 +11,7 @@ export const DEFAULT_QUOTAS: Quotas = { openRuns: 100, schedules: 50 };
 const MAX_QUOTA = 100_000;
 
 /** `given` over the defaults; a limit that is no whole number from 1 to 100 000 is refused. */
-export function resolveQuotas(given: Partial<Quotas> = {}): Quotas {
+export function resolveQuotas(given: { [K in keyof Quotas]?: number | undefined } = {}): Quotas {
   const limit = (name: keyof Quotas): number => {
     const value = given[name] ?? DEFAULT_QUOTAS[name];
     if (!Number.isInteger(value) || value < 1 || value > MAX_QUOTA)
@@ -35,13 +35,10 @@ export function quotasFromEnv(env: NodeJS.ProcessEnv = process.env): Quotas {
     return Number(value);
   };
   try {
+    // resolveQuotas takes an unset limit as its default.
     return resolveQuotas({
-      ...(read('AGENT_PLATFORM_MAX_OPEN_RUNS') !== undefined
-        ? { openRuns: read('AGENT_PLATFORM_MAX_OPEN_RUNS') }
-        : {}),
-      ...(read('AGENT_PLATFORM_MAX_SCHEDULES') !== undefined
-        ? { schedules: read('AGENT_PLATFORM_MAX_SCHEDULES') }
-        : {}),
+      openRuns: read('AGENT_PLATFORM_MAX_OPEN_RUNS'),
+      schedules: read('AGENT_PLATFORM_MAX_SCHEDULES'),
     });
   } catch (err) {
     throw new Error(

@@ -40,6 +40,15 @@ function post(
   return postText(path, JSON.stringify(body), headers);
 }
 
+/** A browser's CORS preflight from an origin the server does not allow. */
+function foreignPreflight(url: string): Promise<LightMyRequestResponse> {
+  return server!.app.inject({
+    method: 'OPTIONS',
+    url,
+    headers: { origin: 'https://evil.example', 'access-control-request-method': 'POST' },
+  });
+}
+
 /** {@link post} with the body as written: text that JSON.stringify would not produce. */
 function postText(
   path: string,
@@ -137,11 +146,7 @@ describe('codec server (case 23)', () => {
     );
     expect(ok.headers['access-control-max-age']).toBe('600');
     expect(ok.headers['access-control-allow-credentials']).toBeUndefined();
-    const bad = await server.app.inject({
-      method: 'OPTIONS',
-      url: '/decode',
-      headers: { origin: 'https://evil.example', 'access-control-request-method': 'POST' },
-    });
+    const bad = await foreignPreflight('/decode');
     expectRefusal(bad, 403, CodecServerCodes.ORIGIN_FORBIDDEN);
     expect(bad.headers['access-control-allow-origin']).toBeUndefined();
     // A preflight without an origin is no browser's: 404, and on record like every refusal.
@@ -407,11 +412,7 @@ describe('codec server (case 23)', () => {
     ]);
 
     server.sink.clear();
-    const foreign = await server.app.inject({
-      method: 'OPTIONS',
-      url: '/%c0%af',
-      headers: { origin: 'https://evil.example', 'access-control-request-method': 'POST' },
-    });
+    const foreign = await foreignPreflight('/%c0%af');
     expectRefusal(foreign, 403, CodecServerCodes.ORIGIN_FORBIDDEN);
     expect(foreign.headers['access-control-allow-origin']).toBeUndefined();
     expect(server.sink.events.map((e) => [e.action, e.reason])).toEqual([
