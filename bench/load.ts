@@ -33,7 +33,7 @@ import { fromPgPool, postgresAuditSink } from 'temporal-user-context/postgres';
 import { createApi } from '../apps/agent-platform/src/api/app.js';
 import { createEphemeralIssuer } from '../apps/agent-platform/src/auth/dev-issuer.js';
 import { createVerifier } from '../apps/agent-platform/src/auth/verify.js';
-import { assertPlatformIsolation } from '../apps/agent-platform/src/config.js';
+import { DATABASE_OPTIONS, assertPlatformIsolation } from '../apps/agent-platform/src/config.js';
 import { migrate } from '../apps/agent-platform/src/data/migrate.js';
 import { seedDemo, type DemoWorkspace } from '../apps/agent-platform/src/seed.js';
 import { createWorker } from '../apps/agent-platform/src/worker.js';
@@ -116,7 +116,7 @@ async function main(): Promise<void> {
   pool.on('error', (err) => {
     if (!tearingDown) console.error('pg pool error', err.message);
   });
-  const db = fromPgPool(pool);
+  const db = fromPgPool(pool, DATABASE_OPTIONS);
   const cleanups: (() => Promise<unknown>)[] = [];
   try {
     await migrate(db);

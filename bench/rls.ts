@@ -6,10 +6,15 @@
  * Real PostgreSQL 15 (ensurePostgres: $DATABASE_URL or scripts/postgres.sh), a fresh database with the
  * agent platform's migrations, 1,000,000 documents over 1,000 workspaces generated server-side with
  * generate_series (no client-side load loop). Both paths run the same transaction shape on one
- * connection — BEGIN; SET LOCAL ROLE; set_config(workspace); query; COMMIT — alternating per transaction so
- * drift hits both equally:
+ * connection — BEGIN; one statement that switches the role and sets the workspace; query; COMMIT —
+ * alternating per transaction so drift hits both equally:
  *
- *   rls: as app_user, `select ... from documents ...` — the policy adds the workspace predicate;
+ *   rls: enters the platform's sealed scope of the workspace as app_user (`user_scope.enter`: the
+ *        once-per-transaction check and the HMAC seal), then `select ... from documents ...` — the
+ *        policy adds the workspace predicate, read through `user_scope.workspace_id()` (an InitPlan
+ *        that checks the seal);
+ *   unsealed: the `rls` reads as a role the seal's restrictive policy does not name (`bench_unsealed`,
+ *        the policy narrowed to app_user for this), after the plain settings: RLS as before the seal;
  *   app: as the owner with RLS off for it (NO FORCE), `... where workspace_id = $1` written by hand.
  *
  * A second phase measures this package's adapter on the same RLS reads, in turn with a baseline of
@@ -20,10 +25,12 @@
  *   adapter: the same through `fromPgPool(pool).transaction()`, whose queryable checks each statement
  *            (transaction control, one call at a time, the connection still in the transaction) and
  *            uses the extended protocol;
- *   scope:   `withUserScope` — the adapter plus context validation, the user id setting, the live
- *            membership check that also sets the roles: as many statements as `pool`, and no auditor.
+ *   scope:   `withUserScope` on the sealed adapter — the adapter plus context validation, the same
+ *            entry statement with the counts of what a connection may carry, and the check before
+ *            COMMIT that the seal still holds (one statement more than `pool`), no auditor.
  *
- * Writes bench/results/rls.json with the timings, ratio = rls / app (target ≤ 1.10), and
+ * Writes bench/results/rls.json with the timings, ratio = rls / app (target ≤ 1.10), ratioUnsealed =
+ * unsealed / app, and
  * adapterRatio = adapter / pool and scopeRatio = scope / pool (reported, no target).
  */
 import { mkdir, writeFile } from 'node:fs/promises';
@@ -57,7 +64,32 @@ const QUERIES = {
   ],
 } as const;
 
-type Path = keyof typeof QUERIES;
+/** `unsealed`: RLS without the seal, as before migration 0009 (the `rls` reads, another role). */
+type Path = keyof typeof QUERIES | 'unsealed';
+/** The reads of a path: `unsealed` reads as `rls` does. */
+const reads = (path: Path) => QUERIES[path === 'unsealed' ? 'rls' : path];
+
+/**
+ * One statement each: the RLS path enters the platform's sealed scope (migration 0009) for the
+ * workspace alone, as the audit sink does (the role, the once-per-transaction check, the sealed
+ * settings; no membership read, which is no cost of RLS: `scope` below has it); the application path
+ * switches to the owner and sets the workspace (which its hand-written WHERE does not need; it keeps the
+ * shape the same).
+ */
+const ENTER: Record<Path, string> = {
+  rls: `select set_config('role', 'app_user', true), user_scope.enter('', $1, '{}')`,
+  unsealed: `select set_config('role', 'bench_unsealed', true), set_config('app.workspace_id', $1, true)`,
+  app: `select set_config('role', 'agent_owner', true), set_config('app.workspace_id', $1, true)`,
+};
+/** Every order of the three phase-one paths, in turn: each follows each other equally often. */
+const ORDERS3: Path[][] = [
+  ['rls', 'unsealed', 'app'],
+  ['rls', 'app', 'unsealed'],
+  ['unsealed', 'rls', 'app'],
+  ['unsealed', 'app', 'rls'],
+  ['app', 'rls', 'unsealed'],
+  ['app', 'unsealed', 'rls'],
+];
 type Packaged = 'pool' | 'adapter' | 'scope';
 const PACKAGED: readonly Packaged[] = ['pool', 'adapter', 'scope'];
 
@@ -67,19 +99,13 @@ function workspace(i: number): string {
 
 async function runOne(client: pg.PoolClient, path: Path, i: number): Promise<void> {
   const ws = workspace((i * 7919) % WORKSPACES);
-  const q = QUERIES[path][i % 3] as string;
+  const q = reads(path)[i % 3] as string;
+  const byRls = path !== 'app';
   // Parameter $2 is only used by the title lookup; pg refuses unused parameters, so pass what is used.
-  const params = q.includes('$2')
-    ? path === 'rls'
-      ? [null, `doc ${i}`]
-      : [ws, `doc ${i}`]
-    : path === 'rls'
-      ? []
-      : [ws];
+  const params = q.includes('$2') ? (byRls ? [null, `doc ${i}`] : [ws, `doc ${i}`]) : byRls ? [] : [ws];
   await client.query('BEGIN');
-  await client.query(path === 'rls' ? 'SET LOCAL ROLE app_user' : 'SET LOCAL ROLE agent_owner');
-  await client.query(`select set_config('app.workspace_id', $1, true)`, [ws]);
-  if (path === 'rls' && q.includes('$2')) {
+  await client.query(ENTER[path], [ws]);
+  if (byRls && q.includes('$2')) {
     await client.query(q.replace('$2', '$1'), [params[1]]);
   } else {
     await client.query(q, params);
@@ -101,8 +127,7 @@ async function runPooled(pool: pg.Pool, db: SqlDatabase, path: Packaged, i: numb
       client.query({ text, values, queryMode: 'extended' } as pg.QueryConfig);
     try {
       await client.query('BEGIN');
-      await send('SET LOCAL ROLE app_user');
-      await send(`select set_config('app.workspace_id', $1, true)`, [ws]);
+      await send(ENTER.rls, [ws]);
       await (q.includes('$2') ? send(q.replace('$2', '$1'), [`doc ${i}`]) : send(q));
       await client.query('COMMIT');
     } finally {
@@ -115,16 +140,14 @@ async function runPooled(pool: pg.Pool, db: SqlDatabase, path: Packaged, i: numb
     return;
   }
   await db.transaction(async (tx) => {
-    await tx.query('SET LOCAL ROLE app_user');
-    await tx.query(`select set_config('app.workspace_id', $1, true)`, [ws]);
+    await tx.query(ENTER.rls, [ws]);
     await read(tx);
   });
 }
 
 async function explain(client: pg.PoolClient, path: Path, q: string, params: unknown[]): Promise<string> {
   await client.query('BEGIN');
-  await client.query(path === 'rls' ? 'SET LOCAL ROLE app_user' : 'SET LOCAL ROLE agent_owner');
-  await client.query(`select set_config('app.workspace_id', 'ws-0042', true)`);
+  await client.query(ENTER[path], ['ws-0042']);
   const { rows } = await client.query<{ 'QUERY PLAN': string }>(
     `explain (analyze, costs off, timing off) ${q}`,
     params,
@@ -138,7 +161,7 @@ async function main(): Promise<void> {
   const pool = new pg.Pool({ connectionString: database.url, max: 2 });
   const started = Date.now();
   try {
-    const db = fromPgPool(pool);
+    const db = fromPgPool(pool, { seal: true });
     await migrate(db);
     const load = Date.now();
     await load1M(db);
@@ -147,19 +170,19 @@ async function main(): Promise<void> {
     const client = await pool.connect();
     try {
       // Warm caches and plans for both paths.
-      for (let i = 0; i < 300; i++) await runOne(client, i % 2 ? 'rls' : 'app', i);
+      for (let i = 0; i < 300; i++) await runOne(client, (['rls', 'unsealed', 'app'] as const)[i % 3]!, i);
       // Alternate the two paths transaction by transaction (order flipped every iteration), so that
       // noise from other processes on the machine lands on both equally.
-      const samples: Record<Path, number[]> = { rls: [], app: [] };
+      const samples: Record<Path, number[]> = { rls: [], unsealed: [], app: [] };
       for (let i = 0; i < TRANSACTIONS; i++) {
-        const order: Path[] = i % 2 ? ['rls', 'app'] : ['app', 'rls'];
+        const order: Path[] = ORDERS3[i % ORDERS3.length]!;
         for (const path of order) {
           const t0 = process.hrtime.bigint();
           await runOne(client, path, i);
           samples[path].push(Number(process.hrtime.bigint() - t0) / 1e6);
         }
       }
-      const totals = { rls: sum(samples.rls), app: sum(samples.app) };
+      const totals = { rls: sum(samples.rls), unsealed: sum(samples.unsealed), app: sum(samples.app) };
       // Second phase: this package on the pool's other connection, in turn with the same by hand.
       for (let i = 0; i < 300; i++) await runPooled(pool, db, PACKAGED[i % PACKAGED.length]!, i);
       const packaged: Record<Packaged, number[]> = { pool: [], adapter: [], scope: [] };
@@ -197,6 +220,8 @@ async function main(): Promise<void> {
         app: summary(samples.app),
         ratio: round3(totals.rls / totals.app),
         ratioMedian: round3(quantile(samples.rls, 0.5) / quantile(samples.app, 0.5)),
+        unsealed: summary(samples.unsealed),
+        ratioUnsealed: round3(totals.unsealed / totals.app),
         target: 1.1,
         withinTarget: totals.rls / totals.app <= 1.1,
         pool: summary(packaged.pool),
@@ -211,7 +236,8 @@ async function main(): Promise<void> {
       await mkdir(fileURLToPath(new URL('./results/', import.meta.url)), { recursive: true });
       await writeFile(OUT, `${JSON.stringify(result, null, 2)}\n`);
       process.stdout.write(
-        `rls ${result.rls.perTxMs} ms/tx, app ${result.app.perTxMs} ms/tx, ratio ${result.ratio} (target ≤ 1.10)\n` +
+        `rls ${result.rls.perTxMs} ms/tx, app ${result.app.perTxMs} ms/tx, ratio ${result.ratio} (target ≤ 1.10); ` +
+          `without the seal ${result.unsealed.perTxMs} ms/tx, ratio ${result.ratioUnsealed}\n` +
           `pooled by hand ${result.pool.perTxMs} ms/tx, adapter ${result.adapter.perTxMs} ms/tx (${result.adapterRatio}×), withUserScope ${result.scope.perTxMs} ms/tx (${result.scopeRatio}×) → ${OUT}\n`,
       );
     } finally {
@@ -242,6 +268,12 @@ async function load1M(db: SqlQueryable): Promise<void> {
   );
   // The application-filter baseline runs as the owner with RLS not forced on it (RLS off for the owner).
   await db.query('alter table documents no force row level security');
+  // RLS without the seal: a role of its own that the seal's restrictive policy does not name.
+  await db.query(
+    `do $$ begin if not exists (select 1 from pg_roles where rolname = 'bench_unsealed') then create role bench_unsealed nologin; end if; end $$`,
+  );
+  await db.query('grant select on documents to bench_unsealed');
+  await db.query('alter policy documents_sealed on documents to app_user');
   await db.query('vacuum analyze documents');
 }
 

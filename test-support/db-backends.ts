@@ -6,6 +6,7 @@
  * RLS's back (provisioning workspaces, revoking memberships) and for assertions.
  */
 import { PGlite } from '@electric-sql/pglite';
+import { pgcrypto } from '@electric-sql/pglite/contrib/pgcrypto';
 import pg from 'pg';
 import { fromPGlite, fromPgPool, type SqlDatabase } from 'temporal-user-context/postgres';
 import { createTestDatabase } from './postgres.js';
@@ -24,20 +25,22 @@ export interface Backend {
 
 export async function openBackend(
   kind: BackendKind,
-  options: { prefix?: string; poolSize?: number } = {},
+  options: { prefix?: string; poolSize?: number; seal?: boolean } = {},
 ): Promise<Backend> {
+  // `db` enters scopes through the sealed scope when asked; `admin` never scopes.
+  const adapter = { ...(options.seal ? { seal: true } : {}) };
   if (kind === 'pglite') {
-    const lite = new PGlite();
+    // pgcrypto: the sealed scope's HMAC (scopeSealSql), as on a PostgreSQL with contrib.
+    const lite = new PGlite({ extensions: { pgcrypto } });
     await lite.waitReady;
-    const db = fromPGlite(lite);
-    return { kind, db, admin: db, close: () => lite.close() };
+    return { kind, db: fromPGlite(lite, adapter), admin: fromPGlite(lite), close: () => lite.close() };
   }
   const database = await createTestDatabase(options.prefix ?? 'iso');
   const pool = new pg.Pool({ connectionString: database.url, max: options.poolSize ?? 4 });
   const adminPool = new pg.Pool({ connectionString: database.url, max: 2 });
   return {
     kind,
-    db: fromPgPool(pool),
+    db: fromPgPool(pool, adapter),
     admin: fromPgPool(adminPool),
     url: database.url,
     async close() {

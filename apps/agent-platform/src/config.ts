@@ -2,6 +2,7 @@ import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PGlite } from '@electric-sql/pglite';
+import { pgcrypto } from '@electric-sql/pglite/contrib/pgcrypto';
 import pg from 'pg';
 import { KeyRing, generateKeySet, type MirrorMode } from 'temporal-user-context';
 import { TASK_QUEUE } from './workflows/agent-execution.js';
@@ -34,7 +35,13 @@ export interface OpenedDatabase {
   close(timeoutMs?: number): Promise<void>;
 }
 
-/** DATABASE_URL (a pg Pool) when set, else PGlite persisted at `<data>/pglite`. */
+/**
+ * How the platform makes its database adapters: with the sealed scope of migration 0009, which every
+ * `withUserScope` and audit sink on them enters through (docs/data-isolation.md, _Sealed scopes_).
+ */
+export const DATABASE_OPTIONS = { seal: true } as const;
+
+/** DATABASE_URL (a pg Pool) when set, else PGlite persisted at `<data>/pglite` (with pgcrypto). */
 export async function openDatabase(
   options: { url?: string; pgliteDir?: string } = {},
 ): Promise<OpenedDatabase> {
@@ -42,7 +49,7 @@ export async function openDatabase(
   if (url) {
     const pool = new pg.Pool({ connectionString: url, max: 10 });
     return {
-      db: fromPgPool(pool),
+      db: fromPgPool(pool, DATABASE_OPTIONS),
       kind: 'pg',
       close: async (timeoutMs = AUDIT_FLUSH_TIMEOUT_MS) => {
         let timer: ReturnType<typeof setTimeout> | undefined;
@@ -59,9 +66,9 @@ export async function openDatabase(
   }
   const dir = options.pgliteDir ?? join(DATA_DIR, 'pglite');
   mkdirSync(dir, { recursive: true });
-  const lite = new PGlite(dir);
+  const lite = new PGlite(dir, { extensions: { pgcrypto } });
   await lite.waitReady;
-  return { db: fromPGlite(lite), kind: 'pglite', close: () => lite.close() };
+  return { db: fromPGlite(lite, DATABASE_OPTIONS), kind: 'pglite', close: () => lite.close() };
 }
 
 /**
@@ -79,7 +86,7 @@ export async function assertPlatformIsolation(
   db: SqlQueryable,
   options: { checkLogin?: boolean } = {},
 ): Promise<IsolationReport> {
-  const report = await assertIsolation(db, { tenantTables: TENANT_TABLES, ...options });
+  const report = await assertIsolation(db, { tenantTables: TENANT_TABLES, ...DATABASE_OPTIONS, ...options });
   // Not for a connection that serves no scope (a migration's login): it runs no tenant query.
   if (report.login.bypassesRls && options.checkLogin !== false && process.env.NODE_ENV === 'production') {
     console.warn(

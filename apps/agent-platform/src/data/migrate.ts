@@ -5,6 +5,7 @@ import { runner, type MigrationBuilder } from 'node-pg-migrate';
 import {
   assertRoleName,
   quoteIdent,
+  scopeSealSql,
   type SqlDatabase,
   type SqlSession,
 } from 'temporal-user-context/postgres';
@@ -21,7 +22,8 @@ export interface MigrateOptions {
   /** Non-owner role the application switches to; gets only the grants in the migrations. Default `app_user`. */
   appRole?: string;
   /**
-   * Create both roles (NOLOGIN) when missing and give the owner CREATE on schema `public`.
+   * Create both roles (NOLOGIN) when missing and give the owner CREATE on schema `public` and on the
+   * database (migration 0009 creates schema `user_scope` and the pgcrypto extension).
    * Needs a connection with CREATEROLE (a superuser in tests and with PGlite). Default true; turn off
    * when a DBA provisions the roles and the migrations connect as the owner itself.
    */
@@ -49,12 +51,22 @@ export async function migrate(db: SqlDatabase, options: MigrateOptions = {}): Pr
   // log's included.
   if (options.count !== undefined && !(Number.isInteger(options.count) && options.count >= 1))
     throw new Error('migrate: count must be an integer of at least 1');
-  const substitutions: Record<string, string> = {
-    owner_role: quoteIdent(ownerRole),
-    app_role: quoteIdent(appRole),
-  };
   return db.session(async (session) => {
     if (options.bootstrapRoles !== false) await bootstrapRoles(session, ownerRole, appRole);
+    // pgcrypto where it is installed already (CREATE EXTENSION IF NOT EXISTS would not move it).
+    const pgcrypto = await session.query<{ schema: string }>(
+      `select n.nspname as schema from pg_extension e join pg_namespace n on n.oid = e.extnamespace
+        where e.extname = 'pgcrypto'`,
+    );
+    const substitutions: Record<string, string> = {
+      owner_role: quoteIdent(ownerRole),
+      app_role: quoteIdent(appRole),
+      // Migration 0009: the library's sealed scope, for this app role.
+      scope_seal: scopeSealSql({
+        appRole,
+        ...(pgcrypto.rows[0] ? { pgcryptoSchema: pgcrypto.rows[0].schema } : {}),
+      }),
+    };
     // Session-level on a dedicated connection: the owner creates (and so owns) every table, including
     // node-pg-migrate's own bookkeeping table. RESET here as well as by the adapter's session reset:
     // `migrate` takes any SqlDatabase, not only this package's adapters.
@@ -112,8 +124,11 @@ async function createRolesAndGrant(session: SqlSession, ownerRole: string, appRo
       if (again.rowCount === 0) throw err;
     }
   }
+  // CREATE on the database: the sealed scope's schema and pgcrypto (a trusted extension) are the owner's.
+  const database = await session.query<{ name: string }>('select current_database() as name');
   await session.exec(
-    `GRANT USAGE, CREATE ON SCHEMA public TO ${quoteIdent(ownerRole)}; GRANT USAGE ON SCHEMA public TO ${quoteIdent(appRole)}`,
+    `GRANT USAGE, CREATE ON SCHEMA public TO ${quoteIdent(ownerRole)}; GRANT USAGE ON SCHEMA public TO ${quoteIdent(appRole)}; ` +
+      `GRANT CREATE ON DATABASE ${quoteIdent(database.rows[0]!.name)} TO ${quoteIdent(ownerRole)}`,
   );
 }
 

@@ -3,7 +3,7 @@ import { migrate } from '../../src/data/migrate.js';
 
 /** A migrated database with two workspaces: ws-a (alice admin, carol member) and ws-b (bob admin). */
 export async function openPlatformDb(kind: BackendKind, prefix: string, poolSize = 4): Promise<Backend> {
-  const b = await openBackend(kind, { prefix, poolSize });
+  const b = await openBackend(kind, { prefix, poolSize, seal: true });
   await migrate(b.admin);
   // Provisioning runs as the superuser test login: the app role cannot create workspaces.
   await b.admin.query(

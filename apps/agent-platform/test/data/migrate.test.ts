@@ -1,6 +1,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { assertIsolation, fromPgPool } from 'temporal-user-context/postgres';
+import { parseUserContext } from 'temporal-user-context';
+import { assertIsolation, fromPgPool, withUserScope } from 'temporal-user-context/postgres';
 import { BACKENDS, type Backend } from '../../../../test-support/db-backends.js';
 import { createTestDatabase } from '../../../../test-support/postgres.js';
 import { migrate } from '../../src/data/migrate.js';
@@ -19,7 +20,11 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
 
   it('are idempotent and pass the isolation guard', async () => {
     expect(await migrate(b.admin)).toEqual([]);
-    const report = await assertIsolation(b.admin, { appRole: 'app_user', tenantTables: ['workspaces'] });
+    const report = await assertIsolation(b.admin, {
+      appRole: 'app_user',
+      tenantTables: ['workspaces'],
+      seal: true,
+    });
     expect(report.tenantTables).toEqual(TENANT_TABLES);
   });
 
@@ -76,11 +81,28 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
     expect(plan).toMatch(/agent_runs_open_idx/);
   });
 
+  it('0009: SQL in a scope that sets another workspace reads and writes nothing there', async () => {
+    const alice = parseUserContext({ userId: 'alice', workspaceId: 'ws-a', roles: ['admin', 'member'] });
+    await b.admin.query(
+      `insert into agents (workspace_id, name, model, created_by) values ('ws-b', 'b-bot', 'm', 'bob')`,
+    );
+    const seen = await withUserScope(b.db, alice, async (tx) => {
+      await tx.query(`select set_config('app.workspace_id', 'ws-b', true)`);
+      const agents = (await tx.query(`select name from agents`)).rows;
+      const members = (await tx.query(`select user_id from memberships`)).rows;
+      await tx.query(`select set_config('app.workspace_id', 'ws-a', true)`);
+      return { agents, members };
+    });
+    expect(seen).toEqual({ agents: [], members: [] });
+    await b.admin.query(`delete from agents where name = 'b-bot'`);
+  });
+
   it('0004 leaves one run record per workflow and workspace, the one its workflow wrote to', async () => {
     // node-pg-migrate reads a count of 0 as "all": refused rather than reverting every migration.
     for (const count of [0, -1, 1.5, Number.NaN])
       await expect(migrate(b.admin, { direction: 'down', count }), String(count)).rejects.toThrow(/count/);
-    expect((await migrate(b.admin, { direction: 'down', count: 5 })).map((m) => m.name)).toEqual([
+    expect((await migrate(b.admin, { direction: 'down', count: 6 })).map((m) => m.name)).toEqual([
+      '0009_sealed_scopes',
       '0008_agent_runs_open_index',
       '0007_admin_writes_agents_documents',
       '0006_ids_from_identity_providers',
@@ -119,6 +141,7 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
       '0006_ids_from_identity_providers',
       '0007_admin_writes_agents_documents',
       '0008_agent_runs_open_index',
+      '0009_sealed_scopes',
     ]);
     const { rows } = await b.admin.query<{ id: string }>(
       `select id::text as id from agent_runs where agent_id in ($1, $2) order by id`,
@@ -128,7 +151,7 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
     await expect(run('ws-a', agentA, 'wf-dup', 'pending', '2026-01-01T00:00:03Z')).rejects.toThrow(
       /agent_runs_workspace_workflow_key/,
     );
-    await assertIsolation(b.admin, { appRole: 'app_user', tenantTables: ['workspaces'] });
+    await assertIsolation(b.admin, { appRole: 'app_user', tenantTables: ['workspaces'], seal: true });
     // Agents with runs cannot be deleted (0005): their runs go first.
     await b.admin.query(`delete from agent_runs where agent_id in ($1, $2)`, [agentA, agentB]);
     await b.admin.query(`delete from agents where id in ($1, $2)`, [agentA, agentB]);
@@ -150,7 +173,7 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
       await expect(workspace(bad), bad).rejects.toThrow(/workspaces_id_check/);
     }
     // Rolling back refuses while such an id is stored, rather than dropping the check.
-    await expect(migrate(b.admin, { direction: 'down', count: 3 })).rejects.toThrow(/check/);
+    await expect(migrate(b.admin, { direction: 'down', count: 4 })).rejects.toThrow(/check/);
     await b.admin.query(
       `delete from memberships where user_id in ('auth0|5f7c8ec7c33c6c004bbafe82', 'dana+agents@example.com')`,
     );
@@ -158,8 +181,9 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
   });
 
   it('can be rolled back and re-applied', async () => {
-    const down = await migrate(b.admin, { direction: 'down', count: 8 });
+    const down = await migrate(b.admin, { direction: 'down', count: 9 });
     expect(down.map((m) => m.name)).toEqual([
+      '0009_sealed_scopes',
       '0008_agent_runs_open_index',
       '0007_admin_writes_agents_documents',
       '0006_ids_from_identity_providers',
@@ -169,9 +193,35 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
       '0002_agents',
       '0001_tenancy',
     ]);
+    // Nothing of the sealed scope is left behind by its rollback.
+    expect((await b.admin.query(`select 1 from pg_namespace where nspname = 'user_scope'`)).rows).toEqual([]);
     const up = await migrate(b.admin);
-    expect(up).toHaveLength(8);
-    await assertIsolation(b.admin, { appRole: 'app_user', tenantTables: ['workspaces'] });
+    expect(up).toHaveLength(9);
+    await assertIsolation(b.admin, { appRole: 'app_user', tenantTables: ['workspaces'], seal: true });
+  });
+});
+
+describe('agent platform migrations on postgres with pgcrypto installed already', () => {
+  it('0009 uses the pgcrypto it finds, in its own schema', async () => {
+    const database = await createTestDatabase('migrate-pgcrypto');
+    const pool = new pg.Pool({ connectionString: database.url, max: 2 });
+    try {
+      await pool.query('create extension pgcrypto schema public');
+      const db = fromPgPool(pool, { seal: true });
+      expect((await migrate(db)).map((m) => m.name)).toContain('0009_sealed_scopes');
+      await assertIsolation(db, { appRole: 'app_user', tenantTables: ['workspaces'], checkLogin: false });
+      await pool.query(`insert into workspaces (id, name) values ('ws-a', 'A')`);
+      await pool.query(
+        `insert into memberships (workspace_id, user_id, roles) values ('ws-a', 'alice', '{member}')`,
+      );
+      const alice = parseUserContext({ userId: 'alice', workspaceId: 'ws-a', roles: ['member'] });
+      expect(
+        await withUserScope(db, alice, async (tx) => (await tx.query('select id from workspaces')).rows),
+      ).toEqual([{ id: 'ws-a' }]);
+    } finally {
+      await pool.end();
+      await database.drop();
+    }
   });
 });
 
@@ -197,6 +247,7 @@ describe('agent platform migrations on postgres, from several processes at once'
           '0006_ids_from_identity_providers',
           '0007_admin_writes_agents_documents',
           '0008_agent_runs_open_index',
+          '0009_sealed_scopes',
         ]);
       } finally {
         await Promise.all(pools.map((pool) => pool.end()));

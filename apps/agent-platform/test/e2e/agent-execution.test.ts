@@ -30,6 +30,7 @@ import { fromPgPool, withUserScope, type SqlDatabase } from 'temporal-user-conte
 import { failureTypeOf } from '../../../../test-support/harness.js';
 import { createTestDatabase, type TestDatabase } from '../../../../test-support/postgres.js';
 import { migrate } from '../../src/data/migrate.js';
+import { DATABASE_OPTIONS } from '../../src/config.js';
 import { AgentRepository, AgentRunRepository } from '../../src/data/repositories/index.js';
 import {
   LocalModelProvider,
@@ -147,7 +148,7 @@ const audit = memoryAuditSink();
 beforeAll(async () => {
   database = await createTestDatabase('agent_exec');
   pool = new pg.Pool({ connectionString: database.url, max: 8 });
-  db = fromPgPool(pool);
+  db = fromPgPool(pool, DATABASE_OPTIONS);
   await migrate(db);
   agentId = (await seedDemo(db))['ws-acme'] as string;
 
@@ -399,8 +400,7 @@ describe('cancel and instructions at awkward moments', () => {
 
   /**
    * A run held at its tool step receives alice's cancel, whose sender verification fails for want of an
-   * answer: the revocation check reads the sender's membership as the application role, and the grant
-   * is taken away, as an outage would, until the verification has used up its attempts. `meanwhile`
+   * answer: the revocation check enters a sealed scope, and the right to is taken away, as an outage would, until the verification has used up its attempts. `meanwhile`
    * runs before the grant is restored. The tool step stays held: release it.
    */
   async function cancelWhileDatabaseDown(
@@ -416,7 +416,9 @@ describe('cancel and instructions at awkward moments', () => {
     await runAsUser(alice, () => s.handle.signal('cancel'));
     try {
       await verify.reached;
-      await pool.query('revoke select on memberships from app_user');
+      // The scope's membership check runs in user_scope.enter (migration 0009), as the tables' owner:
+      // its read of memberships is what fails.
+      await pool.query('revoke select on memberships from agent_owner');
       verify.release();
       await until(
         () => verificationsOf(s),
@@ -424,7 +426,7 @@ describe('cancel and instructions at awkward moments', () => {
       );
       await meanwhile(s);
     } finally {
-      await pool.query('grant select on memberships to app_user');
+      await pool.query('grant select on memberships to agent_owner');
       verify.release();
     }
     return { s, tool };

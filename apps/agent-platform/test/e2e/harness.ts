@@ -9,6 +9,7 @@ import { KeyRing, UserContextPlugin, generateKeySet, memoryAuditSink } from 'tem
 import { fromPgPool, type SqlDatabase } from 'temporal-user-context/postgres';
 import { createTestDatabase, type TestDatabase } from '../../../../test-support/postgres.js';
 import { createApi, type CreateApiOptions } from '../../src/api/app.js';
+import { DATABASE_OPTIONS } from '../../src/config.js';
 import { createEphemeralIssuer, type DevIssuer } from '../../src/auth/dev-issuer.js';
 import { createVerifier } from '../../src/auth/verify.js';
 import { migrate } from '../../src/data/migrate.js';
@@ -76,7 +77,7 @@ export async function startPlatform(options: {
 }): Promise<Platform> {
   const database: TestDatabase = await createTestDatabase(options.prefix);
   const pool = new pg.Pool({ connectionString: database.url, max: 8 });
-  const db = fromPgPool(pool);
+  const db = fromPgPool(pool, DATABASE_OPTIONS);
   await migrate(db);
   const agentIds = await seedDemo(db);
 

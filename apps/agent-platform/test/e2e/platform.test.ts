@@ -19,6 +19,7 @@ import {
 import { fromPgPool, postgresAuditSink, type SqlDatabase } from 'temporal-user-context/postgres';
 import { createTestDatabase, type TestDatabase } from '../../../../test-support/postgres.js';
 import { createApi } from '../../src/api/app.js';
+import { DATABASE_OPTIONS } from '../../src/config.js';
 import { createEphemeralIssuer, type DevIssuer } from '../../src/auth/dev-issuer.js';
 import { AuthError, createVerifier } from '../../src/auth/verify.js';
 import { migrate } from '../../src/data/migrate.js';
@@ -63,7 +64,7 @@ let edgeDbAudit: CoalescingAuditSink;
 beforeAll(async () => {
   database = await createTestDatabase('agent_e2e');
   pool = new pg.Pool({ connectionString: database.url, max: 8 });
-  db = fromPgPool(pool);
+  db = fromPgPool(pool, DATABASE_OPTIONS);
   await migrate(db);
   agentIds = await seedDemo(db);
 

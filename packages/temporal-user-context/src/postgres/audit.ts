@@ -5,7 +5,14 @@ import { numberOption } from '../context/number-option.js';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
 import type { UserContext } from '../context/schema.js';
 import type { SqlDatabase } from './database.js';
-import { applyScope, DEFAULT_APP_ROLE, withUserScope, type UserScopeOptions } from './scope.js';
+import {
+  applyScope,
+  DEFAULT_APP_ROLE,
+  enterSealedScope,
+  withUserScope,
+  type UserScopeOptions,
+} from './scope.js';
+import { sealSchema } from './seal.js';
 import { assertRoleName } from './ident.js';
 
 /**
@@ -96,6 +103,14 @@ export class AuditFlushTimeoutError extends Error {
 export interface PostgresAuditSinkOptions {
   /** Role the inserts run as; it needs only INSERT on `audit_log`. Default `app_user`. */
   appRole?: string;
+  /**
+   * Enter a workspace's records through the sealed scope (`scopeSealSql`; `true`: schema `user_scope`),
+   * as a workspace-only scope (no user, no roles), for an `audit_log` with the seal's restrictive
+   * policy. System records (no workspace) are inserted with the role switch alone: that policy must let
+   * rows without a workspace through (`workspace_id is null or (select <schema>.sealed())`).
+   * Default: the database adapter's `seal`.
+   */
+  seal?: boolean | { schema?: string };
   /**
    * Called for each record that was not written, with the record (sanitised) as `event`: after its
    * write failed (`err`: what the driver threw), or when it was dropped because `maxPending` records
@@ -225,6 +240,7 @@ export function postgresAuditSink(
   options: PostgresAuditSinkOptions = {},
 ): PostgresAuditSink {
   const appRole = assertRoleName(options.appRole ?? DEFAULT_APP_ROLE, 'app role');
+  const seal = options.seal === undefined ? db.seal : sealSchema(options.seal);
   const maxPending = numberOption('maxPending', options.maxPending, 10_000, {
     min: 1,
     max: Number.MAX_SAFE_INTEGER,
@@ -257,7 +273,10 @@ export function postgresAuditSink(
     try {
       await db.transaction(async (tx) => {
         // No user: the records of a batch may name several, and the policy needs none.
-        await applyScope(tx, appRole, '', scopeKey(events[0]!));
+        const workspace = scopeKey(events[0]!);
+        if (seal !== undefined && workspace !== '')
+          await enterSealedScope(tx, appRole, seal, '', workspace, []);
+        else await applyScope(tx, appRole, '', workspace);
         phase = 'insert';
         await tx.query(
           insertSql(events.length),
@@ -398,7 +417,7 @@ export interface StoredAuditEvent extends AuditEvent {
 }
 
 /** Options of {@link queryAuditTrail}. */
-export interface AuditTrailOptions extends Pick<UserScopeOptions, 'appRole' | 'auditor' | 'audit'> {
+export interface AuditTrailOptions extends Pick<UserScopeOptions, 'appRole' | 'auditor' | 'audit' | 'seal'> {
   /**
    * At most this many records, newest first: default 100, capped to 1–1000. Anything but a finite
    * number (NaN, ±Infinity, a string) is `USER_CONTEXT_MISCONFIGURED`.

@@ -2,6 +2,7 @@ import type { EventEmitter } from 'node:events';
 import type { Pool, PoolClient, QueryConfig, QueryResult } from 'pg';
 import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
 import { quoteIdent } from './ident.js';
+import { sealSchema } from './seal.js';
 
 /** A result row: column name to parsed value. */
 export type SqlRow = Record<string, unknown>;
@@ -33,6 +34,11 @@ export interface SqlSession extends SqlQueryable {
  */
 export interface SqlDatabase extends SqlQueryable {
   readonly driver: 'pg' | 'pglite';
+  /**
+   * The schema of the sealed scope (`scopeSealSql`) that `withUserScope` and the audit sink enter
+   * through on this database, when the adapter was made with `seal`; undefined otherwise.
+   */
+  readonly seal?: string;
   /**
    * Runs `fn` in one transaction on one connection: COMMIT when it resolves, ROLLBACK when it throws.
    * The connection goes back to the pool only after COMMIT/ROLLBACK, so `SET LOCAL` and
@@ -329,7 +335,15 @@ export interface PgPoolOptions {
    * transaction or session, whose queries fail anyway. Default: one line on stderr. Must not throw.
    */
   onError?: (err: Error) => void;
+  /**
+   * The database has the sealed scope (`scopeSealSql`; `true`: schema `user_scope`): every
+   * `withUserScope` and audit sink on this adapter enters through it unless told otherwise.
+   */
+  seal?: boolean | { schema?: string };
 }
+
+/** Options of {@link fromPGlite}. */
+export type PGliteOptions = Pick<PgPoolOptions, 'seal'>;
 
 /** The `onError` of every adapter of a pool: the pool's one listener tells each of them. */
 const poolErrorHandlers = new WeakMap<Pool, Set<(err: Error) => void>>();
@@ -367,6 +381,7 @@ function reportLostConnection(err: Error): void {
  * role, or inside the next borrower's transaction, as that user, in that workspace.
  */
 export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase {
+  const seal = sealSchema(options.seal);
   const onError = options.onError ?? reportLostConnection;
   let handlers = poolErrorHandlers.get(pool);
   if (!handlers) {
@@ -404,6 +419,7 @@ export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase
   });
   return {
     driver: 'pg',
+    ...(seal === undefined ? {} : { seal }),
     query: wrap(pool).query,
     async transaction<T>(fn: (tx: SqlQueryable) => Promise<T>): Promise<T> {
       const checkedOut = await checkOut();
@@ -534,7 +550,8 @@ export interface PGliteLike extends PGliteLikeQueryable {
  * Adapts a PGlite instance. PGlite has a single connection and serialises transactions with a mutex,
  * so concurrent {@link SqlDatabase.transaction} calls queue rather than interleave.
  */
-export function fromPGlite(db: PGliteLike): SqlDatabase {
+export function fromPGlite(db: PGliteLike, options: PGliteOptions = {}): SqlDatabase {
+  const seal = sealSchema(options.seal);
   // PGlite's `username` option is a session-level SET ROLE, which the reset's RESET ROLE would undo (to
   // its superuser): the role of the connection when the adapter is made is set again after each reset.
   // Asked now, so that the answer is in before any transaction of this adapter holds PGlite's lock.
@@ -554,6 +571,7 @@ export function fromPGlite(db: PGliteLike): SqlDatabase {
   });
   return {
     driver: 'pglite',
+    ...(seal === undefined ? {} : { seal }),
     query: wrap(db).query,
     transaction: async <T>(fn: (tx: SqlQueryable) => Promise<T>) => {
       const state = { open: true, ended: false };

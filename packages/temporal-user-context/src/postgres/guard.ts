@@ -1,7 +1,8 @@
 import { ErrorCodes, UserContextError } from '../context/errors.js';
-import type { SqlQueryable } from './database.js';
+import type { SqlDatabase, SqlQueryable } from './database.js';
 import { DEFAULT_APP_ROLE } from './scope.js';
 import { assertRoleName } from './ident.js';
+import { SEAL_FUNCTIONS, sealSchema } from './seal.js';
 
 /** Options of {@link assertIsolation}: which role and tables to check. */
 export interface IsolationGuardOptions {
@@ -18,6 +19,14 @@ export interface IsolationGuardOptions {
    * parent, say) would be readable across workspaces.
    */
   sharedTables?: readonly string[];
+  /**
+   * The sealed scope (`scopeSealSql`; `true`: schema `user_scope`) the scopes enter through: checks it
+   * is installed for the app role, that the app role cannot replace it nor read its key, and that every
+   * tenant table has a restrictive policy for all commands calling `<schema>.sealed()`. Its two functions
+   * are the `SECURITY DEFINER` functions the app role may execute. Default: the adapter's `seal`, when `db` is
+   * an adapter made with one.
+   */
+  seal?: boolean | { schema?: string };
   /**
    * Check that the login role may `SET ROLE` to the app role (default true). Off for a connection that
    * will not serve scopes, such as a migration run as the tables' owner.
@@ -88,6 +97,14 @@ export async function assertIsolation(
 ): Promise<IsolationReport> {
   const appRole = assertRoleName(options.appRole ?? DEFAULT_APP_ROLE, 'app role');
   const schema = options.schema ?? 'public';
+  // An adapter made with `seal` says so (`SqlDatabase.seal`); a bare queryable does not.
+  const adapterSeal = (db as Partial<Pick<SqlDatabase, 'seal'>>).seal;
+  const seal =
+    options.seal !== undefined
+      ? sealSchema(options.seal)
+      : adapterSeal === undefined
+        ? undefined
+        : sealSchema({ schema: adapterSeal });
   const configured = [...(options.tenantTables ?? [])];
   const problems: string[] = [];
 
@@ -157,6 +174,9 @@ export async function assertIsolation(
       problems.push(
         `materialized view ${at} holds tenant data and is readable by ${appRole} (no RLS on those)`,
       );
+    } else if (r.schema === seal && r.name === 'seal_key') {
+      // The seal's key: whoever reads it forges seals (sealProblems names it, whatever the grant).
+      continue;
     } else if ((isTable || r.kind === 'f') && r.app_can_use && !shared.has(name)) {
       // Not a tenant table, yet the app role may use it: without row-level security (a foreign table
       // has none) every scope sees all of it.
@@ -173,7 +193,8 @@ export async function assertIsolation(
         `configured tenant table ${name.includes('.') ? name : `${schema}.${name}`} does not exist`,
       );
   }
-  problems.push(...(await escapes(db, schema, appRole, tenantTables)));
+  problems.push(...(await escapes(db, schema, appRole, tenantTables, seal)));
+  if (seal !== undefined) problems.push(...(await sealProblems(db, seal, appRole, schema, tenantTables)));
   problems.push(...(await scopePrerequisites(db, schema, appRole, options.checkLogin ?? true)));
   if (problems.length > 0) {
     throw new UserContextError(ErrorCodes.MISCONFIGURED, `isolation guard: ${problems.join('; ')}`);
@@ -194,6 +215,7 @@ async function escapes(
   schema: string,
   appRole: string,
   tenantTables: readonly string[],
+  seal: string | undefined,
 ): Promise<string[]> {
   const problems: string[] = [];
   const reachable = await db.query<{ name: string }>(
@@ -204,15 +226,20 @@ async function escapes(
   );
   for (const r of reachable.rows)
     problems.push(`app role ${appRole} can SET ROLE to ${r.name}, which bypasses RLS`);
-  const definers = await db.query<{ name: string }>(
-    `select p.oid::regprocedure::text as name from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+  const definers = await db.query<{ name: string; schema: string; signature: string }>(
+    `select p.oid::regprocedure::text as name, n.nspname as schema,
+            p.proname || '(' || replace(oidvectortypes(p.proargtypes), ' ', '') || ')' as signature
+       from pg_proc p join pg_namespace n on n.oid = p.pronamespace
       where (n.nspname = $1 or (${USABLE_SCHEMA}))
         and p.prosecdef and has_function_privilege($2, p.oid, 'EXECUTE')
       order by 1`,
     [schema, appRole],
   );
-  for (const f of definers.rows)
+  for (const f of definers.rows) {
+    // The seal's own: they read the key, and return only what the scope sealed.
+    if (f.schema === seal && (SEAL_FUNCTIONS as readonly string[]).includes(f.signature)) continue;
     problems.push(`function ${f.name} is SECURITY DEFINER and executable by ${appRole} (it skips RLS)`);
+  }
   const policies = await db.query<{
     schema: string;
     table: string;
@@ -233,6 +260,86 @@ async function escapes(
     if (!readsWorkspace(p.qual) || !readsWorkspace(p.check) || (p.qual === null && p.check === null))
       problems.push(`policy ${p.name} on ${p.schema}.${p.table} does not read app.workspace_id`);
   }
+  return problems;
+}
+
+/**
+ * The sealed scope's prerequisites: its two functions (`enter`, `sealed`) present, `SECURITY DEFINER`, executable by the
+ * app role, and owned by a role the app role is not (nor belongs to); the app role without CREATE on
+ * the schema (it could shadow nothing there, but could add functions the policies do not expect).
+ */
+async function sealProblems(
+  db: SqlQueryable,
+  seal: string,
+  appRole: string,
+  schema: string,
+  tenantTables: readonly string[],
+): Promise<string[]> {
+  const problems: string[] = [];
+  // Every tenant table needs a restrictive policy for all commands, for PUBLIC or a role the app role
+  // is, that calls the seal's sealed() (pg_depend: whatever the search path prints).
+  const guarded = await db.query<{ schema: string; name: string }>(
+    `select n.nspname as schema, c.relname as name
+       from pg_class c join pg_namespace n on n.oid = c.relnamespace
+      where exists (select 1 from pg_policy pol
+                     where pol.polrelid = c.oid and not pol.polpermissive and pol.polcmd = '*'
+                       and (0::oid = any (pol.polroles)
+                            or exists (select 1 from unnest(pol.polroles) r where pg_has_role($2, r, 'MEMBER')))
+                       and exists (select 1 from pg_depend d
+                                    where d.classid = 'pg_policy'::regclass and d.objid = pol.oid
+                                      and d.refclassid = 'pg_proc'::regclass
+                                      and d.refobjid = to_regprocedure($1 || '.sealed()')))`,
+    [seal, appRole],
+  );
+  const sealedTables = new Set(
+    guarded.rows.map((r) => (r.schema === schema ? r.name : `${r.schema}.${r.name}`)),
+  );
+  for (const table of tenantTables)
+    if (!sealedTables.has(table))
+      problems.push(
+        `sealed scope: table ${table.includes('.') ? table : `${schema}.${table}`} has no restrictive policy for all commands calling ${seal}.sealed()`,
+      );
+  const { rows } = await db.query<{
+    signature: string;
+    definer: boolean;
+    executable: boolean;
+    app_owns: boolean;
+  }>(
+    `select p.proname || '(' || replace(oidvectortypes(p.proargtypes), ' ', '') || ')' as signature,
+            p.prosecdef as definer, has_function_privilege($2, p.oid, 'EXECUTE') as executable,
+            pg_has_role($2, p.proowner, 'MEMBER') as app_owns
+       from pg_proc p join pg_namespace n on n.oid = p.pronamespace
+      where n.nspname = $1`,
+    [seal, appRole],
+  );
+  for (const fn of SEAL_FUNCTIONS) {
+    const found = rows.find((r) => r.signature === fn);
+    if (!found)
+      problems.push(`sealed scope: function ${seal}.${fn} does not exist (install it with scopeSealSql)`);
+    else if (!found.definer) problems.push(`sealed scope: function ${seal}.${fn} is not SECURITY DEFINER`);
+    else if (!found.executable)
+      problems.push(`sealed scope: app role ${appRole} may not execute ${seal}.${fn}`);
+  }
+  for (const r of rows)
+    if (r.app_owns)
+      problems.push(`sealed scope: function ${seal}.${r.signature} is owned by app role ${appRole}`);
+  const key = await db.query<{ usable: boolean | null }>(
+    `select has_table_privilege($2, to_regclass($1 || '.seal_key'),
+                                'SELECT,INSERT,UPDATE,DELETE,TRUNCATE,REFERENCES,TRIGGER') as usable`,
+    [seal, appRole],
+  );
+  if (key.rows[0]?.usable === null || key.rows[0] === undefined)
+    problems.push(`sealed scope: table ${seal}.seal_key does not exist (install it with scopeSealSql)`);
+  else if (key.rows[0].usable)
+    problems.push(
+      `sealed scope: app role ${appRole} has a privilege on ${seal}.seal_key, the seal's key (revoke it: it could forge seals)`,
+    );
+  const schemaRow = await db.query<{ create: boolean }>(
+    `select has_schema_privilege($2, n.oid, 'CREATE') as create from pg_namespace n where n.nspname = $1`,
+    [seal, appRole],
+  );
+  if (schemaRow.rows[0]?.create)
+    problems.push(`sealed scope: app role ${appRole} may CREATE in schema ${seal}`);
   return problems;
 }
 

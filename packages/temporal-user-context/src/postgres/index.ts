@@ -3,6 +3,7 @@
  *
  * - {@link withUserScope} runs work in one transaction as a non-owner role, with the workspace and user
  *   as transaction-local settings that row-level security policies read, after a live membership check.
+ * - {@link scopeSealSql} installs the sealed scope: policies that SQL inside a scope cannot talk out of.
  * - {@link assertIsolation} refuses to start against a database that would not isolate workspaces.
  * - {@link postgresAuditSink} / {@link queryAuditTrail} keep the audit trail in the database.
  *
@@ -13,6 +14,7 @@
 export { SESSION_RESET, fromPgPool, fromPGlite } from './database.js';
 export type {
   PgPoolOptions,
+  PGliteOptions,
   SqlDatabase,
   SqlQueryable,
   SqlSession,
@@ -23,6 +25,8 @@ export type {
 } from './database.js';
 export { withUserScope, DEFAULT_APP_ROLE, SCOPE_SETTINGS } from './scope.js';
 export type { UserScopeOptions, ScopedTransaction, ScopeAuditFields } from './scope.js';
+export { scopeSealSql, DEFAULT_SEAL_SCHEMA } from './seal.js';
+export type { ScopeSealOptions } from './seal.js';
 export { assertIsolation } from './guard.js';
 export type { IsolationGuardOptions, IsolationReport } from './guard.js';
 export {

@@ -12,7 +12,8 @@ import {
   type SqlResult,
   type SqlRow,
 } from './database.js';
-import { assertRoleName } from './ident.js';
+import { assertRoleName, quoteIdent } from './ident.js';
+import { SEAL_SQLSTATES, sealSchema } from './seal.js';
 
 /** Default name of the non-owner role that scoped transactions switch to. */
 export const DEFAULT_APP_ROLE = 'app_user';
@@ -53,6 +54,13 @@ export interface UserScopeOptions {
    * an activity or Nexus handler of a `UserContextPlugin` worker, the plugin's auditor; elsewhere none.
    */
   auditor?: Auditor;
+  /**
+   * Enter through the sealed scope installed by `scopeSealSql` (`true`: schema `user_scope`): tables
+   * with its restrictive policy then show nothing once SQL inside the scope changed a setting, and the
+   * scope cannot be entered again in its transaction (docs/data-isolation.md, _Sealed scopes_).
+   * Default: the database adapter's `seal` (off unless it was made with one).
+   */
+  seal?: boolean | { schema?: string };
   /** Also audit successful scopes (default true: every decision leaves a record). */
   auditAllow?: boolean;
   /**
@@ -168,6 +176,71 @@ export async function applyScope(
   if (inherited) throw inherited;
 }
 
+/** What each SQLSTATE the seal's functions raise means, as the reason of a refusal. */
+const SEAL_REASONS: Readonly<Record<string, string>> = {
+  [SEAL_SQLSTATES.enteredTwice]:
+    'the transaction has entered a sealed scope already (or has a transaction id: it wrote before entering)',
+  [SEAL_SQLSTATES.duplicateMembership]:
+    'memberships has more than one row for this user and workspace (it needs its primary key)',
+  [SEAL_SQLSTATES.noWorkspace]: 'a sealed scope needs a workspace',
+  [SEAL_SQLSTATES.notAppRoleMember]:
+    'the login role may not switch to the app role the sealed scope was installed for',
+};
+
+/**
+ * The refusal an error of the seal's functions stands for, or undefined for any other error (no such
+ * function, no privilege: the database's error, as for a table the unsealed scope could not read; the
+ * start-up guard names a scope that is not installed).
+ */
+function sealRefusal(err: unknown): UserContextError | undefined {
+  const code = (err as { code?: unknown } | null)?.code;
+  const reason =
+    typeof code === 'string' && Object.hasOwn(SEAL_REASONS, code) ? SEAL_REASONS[code] : undefined;
+  return reason === undefined
+    ? undefined
+    : new UserContextError(ErrorCodes.MISCONFIGURED, reason, { cause: err });
+}
+
+/**
+ * Enters a sealed scope (`scopeSealSql`) in one statement: the role switch, `<schema>.enter`, which
+ * checks the membership and seals the settings, and the count of {@link LEFTOVERS}. Returns the
+ * effective roles, `[]` when none is left, null without a membership row (and for a workspace-only
+ * scope, `userId` empty).
+ * @internal exported for the audit sink and tests; use {@link withUserScope}.
+ */
+export async function enterSealedScope(
+  tx: SqlQueryable,
+  appRole: string,
+  schema: string,
+  userId: string,
+  workspaceId: string,
+  roles: readonly string[],
+): Promise<string[] | null> {
+  let rows: (Leftovers & { effective: unknown })[];
+  try {
+    ({ rows } = await tx.query<Leftovers & { effective: unknown }>(
+      // The role first, then `enter`, which seals the settings. (EXECUTE is checked as the statement
+      // starts, as the login role: `enter` is executable by every role and checks the login itself.)
+      `select pg_catalog.set_config('role', $1, true) as role,
+              ${quoteIdent(schema)}.enter($2, $3, $4::pg_catalog.text[]) as effective, ${LEFTOVERS}`,
+      [assertRoleName(appRole, 'app role'), userId, workspaceId, [...roles]],
+    ));
+  } catch (err) {
+    throw sealRefusal(err) ?? err;
+  }
+  const inherited = leftoverRefusal(rows[0]);
+  if (inherited) throw inherited;
+  const effective = rows[0]?.effective;
+  if (effective === null) return null;
+  // What the database says must be a list of roles the context has: anything else is no answer.
+  if (!Array.isArray(effective) || !effective.every((r) => typeof r === 'string' && roles.includes(r)))
+    throw new UserContextError(
+      ErrorCodes.MISCONFIGURED,
+      "the sealed scope's effective roles are not the context's",
+    );
+  return effective as string[];
+}
+
 /**
  * Checks at the end of a scope's callback, before COMMIT, that the transaction is still the scope it
  * opened: the same role and settings. A callback's `set_config`, or a `SET ROLE` inside a function,
@@ -179,12 +252,21 @@ async function scopeIntactRefusal(
   appRole: string,
   context: UserContext,
   effectiveRoles: readonly string[],
+  seal: string | undefined,
 ): Promise<UserContextError | undefined> {
-  const { rows } = await tx.query<{ role: string; user_id: string; workspace_id: string; roles: string }>(
+  // Sealed, also whether the seal still holds (a seal copied from elsewhere would not).
+  const { rows } = await tx.query<{
+    role: string;
+    user_id: string;
+    workspace_id: string;
+    roles: string;
+    sealed: boolean;
+  }>(
     `select current_user::pg_catalog.text as role,
             pg_catalog.current_setting('${SCOPE_SETTINGS.userId}', true) as user_id,
             pg_catalog.current_setting('${SCOPE_SETTINGS.workspaceId}', true) as workspace_id,
-            pg_catalog.current_setting('${SCOPE_SETTINGS.roles}', true) as roles`,
+            pg_catalog.current_setting('${SCOPE_SETTINGS.roles}', true) as roles,
+            ${seal === undefined ? 'true' : `${quoteIdent(seal)}.sealed()`} as sealed`,
   );
   const row = rows[0];
   if (
@@ -192,13 +274,48 @@ async function scopeIntactRefusal(
     row.role !== appRole ||
     row.user_id !== context.userId ||
     row.workspace_id !== context.workspaceId ||
-    row.roles !== effectiveRoles.join(',')
+    row.roles !== effectiveRoles.join(',') ||
+    row.sealed !== true
   )
     return new UserContextError(
       ErrorCodes.MISCONFIGURED,
       "the scope's role or settings were changed inside its callback (set_config, SET ROLE in a function)",
     );
   return undefined;
+}
+
+/**
+ * Enters an unsealed scope: the role and settings ({@link applyScope}), then the membership read and
+ * the roles setting in one statement (one round trip fewer). `app.roles` becomes the context's roles
+ * that the stored row still has, in the context's order, or stays unset when there is no row; every
+ * refusal after it rolls it back with the transaction. This is safe because the WHERE pins the row by
+ * workspace AND user (the primary key): a policy that reads app.roles (an admin's read of the whole
+ * workspace) may see the new value on a later row of the same scan, so the statement must never be able
+ * to reach another row. More than one row (a table without that key) is refused. Returns the effective
+ * roles, null without a membership row.
+ */
+async function enterScope(tx: SqlQueryable, appRole: string, context: UserContext): Promise<string[] | null> {
+  await applyScope(tx, appRole, context.userId, context.workspaceId);
+  const { rows } = await tx.query<{ roles: string[] | null; effective: string }>(
+    `select roles, pg_catalog.set_config('${SCOPE_SETTINGS.roles}', pg_catalog.array_to_string(array(
+              select r from pg_catalog.unnest($3::pg_catalog.text[]) with ordinality as c(r, n)
+               where r operator(pg_catalog.=) any (m.roles) order by n), ','), true) as effective
+       from memberships m
+      where workspace_id operator(pg_catalog.=) $1 and user_id operator(pg_catalog.=) $2`,
+    [context.workspaceId, context.userId, context.roles],
+  );
+  if (rows.length > 1)
+    throw new UserContextError(
+      ErrorCodes.MISCONFIGURED,
+      'memberships has more than one row for this user and workspace (it needs its primary key)',
+    );
+  if (rows.length === 0) return null;
+  const stored = new Set(rows[0]!.roles ?? []);
+  const effective = context.roles.filter((r) => stored.has(r));
+  // The setting is what the policies read: it must say exactly what the checks after this judged.
+  if (rows[0]!.effective !== effective.join(','))
+    throw new UserContextError(ErrorCodes.MISCONFIGURED, 'app.roles differs from the effective roles');
+  return effective;
 }
 
 /**
@@ -237,8 +354,10 @@ export async function withUserScope<T>(
   const auditor = options.auditor ?? activity?.auditor;
   let appRole: string;
   let context: UserContext;
+  let seal: string | undefined;
   try {
     appRole = assertRoleName(options.appRole ?? DEFAULT_APP_ROLE, 'app role');
+    seal = options.seal === undefined ? db.seal : sealSchema(options.seal);
     // Re-validate: callers may hand us an object that never went through the schema.
     context = parseUserContext({ userId: ctx.userId, workspaceId: ctx.workspaceId, roles: [...ctx.roles] });
   } catch (err) {
@@ -284,48 +403,23 @@ export async function withUserScope<T>(
   let granted = false;
   try {
     const result = await db.transaction(async (tx) => {
+      // Both ways end with the effective roles, null without a membership row.
+      let effective: readonly string[] | null;
       try {
-        await applyScope(tx, appRole, context.userId, context.workspaceId);
+        effective =
+          seal === undefined
+            ? await enterScope(tx, appRole, context)
+            : // One statement: the role, the membership check and the sealed settings.
+              await enterSealedScope(tx, appRole, seal, context.userId, context.workspaceId, context.roles);
       } catch (err) {
         if (isUserContextError(err)) refusal = err;
         throw err;
       }
-      // The membership read and the roles setting in one statement (one round trip fewer): `app.roles`
-      // becomes the context's roles that the stored row still has, in the context's order, or stays
-      // unset when there is no row. Every refusal below rolls it back with the transaction. This is safe
-      // because the WHERE pins the row by workspace AND user (the primary key): a policy that reads
-      // app.roles (an admin's read of the whole workspace) may see the new value on a later row of the
-      // same scan, so the statement must never be able to reach another row. More than one row (a
-      // table without that key) is refused below.
-      const { rows } = await tx.query<{ roles: string[] | null; effective: string }>(
-        `select roles, pg_catalog.set_config('${SCOPE_SETTINGS.roles}', pg_catalog.array_to_string(array(
-                  select r from pg_catalog.unnest($3::pg_catalog.text[]) with ordinality as c(r, n)
-                   where r operator(pg_catalog.=) any (m.roles) order by n), ','), true) as effective
-           from memberships m
-          where workspace_id operator(pg_catalog.=) $1 and user_id operator(pg_catalog.=) $2`,
-        [context.workspaceId, context.userId, context.roles],
-      );
-      const stored = new Set(rows.flatMap((r) => r.roles ?? []));
-      effectiveRoles = Object.freeze(context.roles.filter((r) => stored.has(r)));
-      if (rows.length > 1) {
-        refusal = new UserContextError(
-          ErrorCodes.MISCONFIGURED,
-          'memberships has more than one row for this user and workspace (it needs its primary key)',
-        );
-        throw refusal;
-      }
-      // The setting is what the policies read: it must say exactly what the checks below judged.
-      if (rows.length > 0 && rows[0]!.effective !== effectiveRoles.join(',')) {
-        refusal = new UserContextError(
-          ErrorCodes.MISCONFIGURED,
-          'app.roles differs from the effective roles',
-        );
-        throw refusal;
-      }
+      effectiveRoles = Object.freeze([...(effective ?? [])]);
       if (effectiveRoles.length === 0) {
         refusal = new UserContextError(
           ErrorCodes.MEMBERSHIP_REVOKED,
-          rows.length === 0 ? 'no membership in workspace' : 'no role left after membership intersection',
+          effective === null ? 'no membership in workspace' : 'no role left after membership intersection',
         );
         throw refusal;
       }
@@ -364,7 +458,7 @@ export async function withUserScope<T>(
       } finally {
         ended = true;
       }
-      refusal = await scopeIntactRefusal(tx, appRole, context, effectiveRoles).catch((err: unknown) => {
+      refusal = await scopeIntactRefusal(tx, appRole, context, effectiveRoles, seal).catch((err: unknown) => {
         // The callback swallowed an SQL error: the transaction is aborted and nothing of it commits
         // (COMMIT is answered with ROLLBACK, and reported so). Not a refusal of the scope.
         if ((err as { code?: unknown } | null)?.code === IN_FAILED_TRANSACTION) return undefined;

@@ -1,4 +1,4 @@
-import type { SqlDatabase } from '../../src/postgres/index.js';
+import { scopeSealSql, type SqlDatabase } from '../../src/postgres/index.js';
 
 /**
  * A minimal tenant schema for the library's own tests (the agent platform has the real migrations):
@@ -64,4 +64,31 @@ export async function createFixtureSchema(
 export function uniqueRoles(tag: string): { owner: string; app: string } {
   const suffix = Math.random().toString(36).slice(2, 8);
   return { owner: `own_${tag}_${suffix}`, app: `app_${tag}_${suffix}` };
+}
+
+/**
+ * The fixture of {@link createFixtureSchema} with the sealed scope (`scopeSealSql`, schema
+ * `user_scope`): the same tables and policies, plus each table's restrictive policy calling
+ * `user_scope.sealed()` (on `audit_log`, system records without a workspace pass it).
+ */
+export async function createSealedFixtureSchema(
+  admin: SqlDatabase,
+  roles: { owner: string; app: string },
+): Promise<void> {
+  await createFixtureSchema(admin, roles);
+  const { owner, app } = roles;
+  await admin.session(async (s) => {
+    // The owner creates the schema and pgcrypto (a trusted extension): CREATE on the database.
+    const db = await s.query<{ name: string }>('select current_database() as name');
+    await s.exec(`grant create on database "${db.rows[0]!.name}" to ${owner}`);
+    await s.exec(`set role ${owner}`);
+    await s.exec(scopeSealSql({ appRole: app }));
+    await s.exec(`
+      create policy m_sealed on memberships as restrictive for all using ((select user_scope.sealed()));
+      create policy n_sealed on notes as restrictive for all using ((select user_scope.sealed()));
+      create policy a_sealed on audit_log as restrictive for all
+        using (workspace_id is null or (select user_scope.sealed()));
+      reset role;
+    `);
+  });
 }

@@ -1,0 +1,213 @@
+import { ErrorCodes, UserContextError } from '../context/errors.js';
+import { assertRoleName, quoteIdent } from './ident.js';
+
+/**
+ * The sealed scope: row-level security that SQL run inside a scope cannot talk out of.
+ *
+ * Without it, policies read the settings `app.workspace_id`, `app.user_id` and `app.roles`, which any
+ * statement may change with `set_config(…, true)`: code that can run arbitrary SQL inside a scope (SQL
+ * injection included) could set another workspace, act there and set it back before the scope's end
+ * check. With it, a scope is entered through `<schema>.enter(…)`, a `SECURITY DEFINER` function that:
+ *
+ * - may run once per transaction, before the transaction has a transaction id, and gives it one
+ *   (`pg_current_xact_id()`): the scope's first statement is the only one that chooses it, and nothing
+ *   undoes an assigned id;
+ * - reads the live membership itself and sets the three settings plus `app.scope_seal`, an HMAC-SHA-256
+ *   (pgcrypto) of the three values and that transaction id (unique in the cluster, never reused), under a
+ *   key in a table only the owner may read.
+ *
+ * Every tenant table gets a `RESTRICTIVE` policy for all commands, `using ((select <schema>.sealed()))`,
+ * beside its permissive policies, which read the settings as before: `sealed()` is true only while the
+ * seal matches the three settings, in this transaction of this backend. A changed setting, or a seal
+ * copied from elsewhere, makes every row of every such table invisible and unwritable.
+ */
+
+/** Default schema of the seal's functions and key. */
+export const DEFAULT_SEAL_SCHEMA = 'user_scope';
+
+/** SQLSTATEs the seal's functions raise, mapped to `USER_CONTEXT_MISCONFIGURED` by `withUserScope`. */
+export const SEAL_SQLSTATES = {
+  /** The transaction has entered a scope already, or has a transaction id (it wrote) before entering. */
+  enteredTwice: 'UC001',
+  /** `memberships` has more than one row for the user and workspace. */
+  duplicateMembership: 'UC002',
+  /** No workspace given. */
+  noWorkspace: 'UC003',
+  /** The session's login role is no member of the app role. */
+  notAppRoleMember: 'UC004',
+} as const;
+
+/** Options of {@link scopeSealSql}. */
+export interface ScopeSealOptions {
+  /** Schema for the functions and the key table; created when missing. Default {@link DEFAULT_SEAL_SCHEMA}. */
+  schema?: string;
+  /**
+   * The role scoped transactions switch to: it gets EXECUTE on `sealed()`, which policies call; `enter`
+   * is executable by every role and admits logins that are members of it.
+   */
+  appRole?: string;
+  /** Schema of `memberships(workspace_id, user_id, roles text[])`. Default `public`. */
+  membershipsSchema?: string;
+  /**
+   * Schema pgcrypto is (or is to be) installed in. Default: the seal's schema. When pgcrypto is installed
+   * already, name its schema here (`CREATE EXTENSION IF NOT EXISTS` does not move it).
+   */
+  pgcryptoSchema?: string;
+}
+
+/** Schema names this module splices into DDL (quoted too): lower-case identifiers. */
+const SCHEMA_NAME = /^[a-z_][a-z0-9_]{0,62}$/;
+
+function assertSchemaName(name: string, what: string): string {
+  if (typeof name !== 'string' || !SCHEMA_NAME.test(name) || name.startsWith('pg_'))
+    throw new UserContextError(
+      ErrorCodes.MISCONFIGURED,
+      `${what} must match ${SCHEMA_NAME.source}, not pg_*`,
+    );
+  return name;
+}
+
+/** The seal's schema, validated: what `withUserScope`, the audit sink and the guard are given. */
+export function sealSchema(seal: boolean | { schema?: string } | undefined): string | undefined {
+  if (seal === undefined || seal === false) return undefined;
+  return assertSchemaName(
+    seal === true ? DEFAULT_SEAL_SCHEMA : (seal.schema ?? DEFAULT_SEAL_SCHEMA),
+    'seal schema',
+  );
+}
+
+/**
+ * The SQL that installs (or updates: it is idempotent) the sealed scope, to run as the tables' owner,
+ * in a migration: a schema with a one-row key table (a random 32-byte secret, readable by its owner
+ * only), pgcrypto, the owner-only `seal_of`, and two `SECURITY DEFINER` functions: `sealed()`,
+ * executable by the app role, and `enter`, executable by every login that is a member of it. The owner
+ * needs CREATE on the database (or the schema and pgcrypto created for it).
+ *
+ * Then give every tenant table a restrictive policy (the sub-select evaluates it once per statement):
+ *
+ * ```sql
+ * create policy notes_sealed on notes as restrictive for all using ((select user_scope.sealed()));
+ * ```
+ *
+ * and make the adapter `fromPgPool(pool, { seal: true })` (or pass `seal` to `withUserScope` and the
+ * audit sink), which then enter scopes through `<schema>.enter`. See docs/data-isolation.md, _Sealed
+ * scopes_.
+ */
+export function scopeSealSql(options: ScopeSealOptions = {}): string {
+  const s = quoteIdent(assertSchemaName(options.schema ?? DEFAULT_SEAL_SCHEMA, 'seal schema'));
+  const appName = assertRoleName(options.appRole ?? 'app_user', 'app role');
+  const app = quoteIdent(appName);
+  const crypto = quoteIdent(
+    assertSchemaName(options.pgcryptoSchema ?? options.schema ?? DEFAULT_SEAL_SCHEMA, 'pgcrypto schema'),
+  );
+  const memberships = `${quoteIdent(assertSchemaName(options.membershipsSchema ?? 'public', 'memberships schema'))}.memberships`;
+  // Every function pins its search path (pg_temp last; it is never searched for functions or
+  // operators) and names objects of other schemas in full.
+  const pinned = 'set search_path = pg_catalog, pg_temp';
+  return `
+create schema if not exists ${s};
+-- USAGE for every role: \`enter\` is looked up as the login role (below); the key table has no grant.
+grant usage on schema ${s} to public;
+revoke create on schema ${s} from public;
+create extension if not exists pgcrypto with schema ${crypto};
+
+create table if not exists ${s}.seal_key (
+  singleton boolean primary key default true check (singleton),
+  secret bytea not null check (octet_length(secret) >= 32)
+);
+-- From every role but the owner, the app role too: default privileges may have granted it more.
+revoke all on ${s}.seal_key from public, ${app};
+insert into ${s}.seal_key (secret) values (${crypto}.gen_random_bytes(32)) on conflict do nothing;
+
+-- The seal of three setting values in the transaction p_xact. A JSON array: no two lists of values
+-- encode alike. NULL without a key or a transaction id. PL/pgSQL, not SQL: its statements' plans are
+-- kept for the session, where an SQL function's would be made per call. The owner's alone, called by
+-- the functions below, whose search path it runs with (a SET clause of its own would cost every call).
+create or replace function ${s}.seal_of(p_xact xid8, p_user text, p_workspace text, p_roles text) returns text
+  language plpgsql stable
+as $fn$
+begin
+  return (select encode(${crypto}.hmac(convert_to(jsonb_build_array('v1', p_xact::text, p_user, p_workspace,
+                  p_roles)::text, 'UTF8'), k.secret, 'sha256'), 'base64')
+            from ${s}.seal_key k);
+end
+$fn$;
+
+-- Whether the settings are those the scope's entry sealed in this transaction: what the restrictive
+-- policies ask, once per statement (an InitPlan). A transaction without an id entered no scope.
+create or replace function ${s}.sealed() returns boolean
+  language plpgsql stable security definer ${pinned}
+as $fn$
+begin
+  return coalesce(current_setting('app.scope_seal', true) = ${s}.seal_of(pg_current_xact_id_if_assigned(),
+           current_setting('app.user_id', true), current_setting('app.workspace_id', true),
+           current_setting('app.roles', true)), false);
+end
+$fn$;
+
+-- Enters the scope, once per transaction: the user's effective roles (p_roles that the stored
+-- membership still has, in p_roles' order), '{}' when none is left, NULL without a membership row.
+-- With an empty p_user, a scope of the workspace alone (an audit writer's): no user, no roles.
+create or replace function ${s}.enter(p_user text, p_workspace text, p_roles text[]) returns text[]
+  language plpgsql volatile security definer ${pinned}
+as $fn$
+declare
+  v_user text := coalesce(p_user, '');
+  v_xact xid8;
+  v_effective text[];
+  v_rows int := 0;
+  v_row record;
+begin
+  -- EXECUTE is PUBLIC's (PostgreSQL checks it as the statement starts, before the role switch that
+  -- comes first in it, as the login role, which need not inherit the app role's rights): only a login
+  -- that may become the app role enters.
+  if not pg_has_role(session_user, '${appName}', 'MEMBER') then
+    raise exception 'user scope: the login role is no member of the app role'
+      using errcode = '${SEAL_SQLSTATES.notAppRoleMember}';
+  end if;
+  if coalesce(p_workspace, '') = '' then
+    raise exception 'user scope: no workspace' using errcode = '${SEAL_SQLSTATES.noWorkspace}';
+  end if;
+  -- The first statement of its transaction to ask for a transaction id: a transaction that has one
+  -- entered a scope already (or wrote, which a scope's first statement never has). Nothing undoes an
+  -- assigned id, not even ROLLBACK TO SAVEPOINT: SQL in the scope cannot enter again.
+  if pg_current_xact_id_if_assigned() is not null then
+    raise exception 'user scope: this transaction has entered a scope already'
+      using errcode = '${SEAL_SQLSTATES.enteredTwice}';
+  end if;
+  v_xact := pg_current_xact_id();
+  perform set_config('app.user_id', v_user, true), set_config('app.workspace_id', p_workspace, true),
+          set_config('app.roles', '', true),
+          set_config('app.scope_seal', ${s}.seal_of(v_xact, v_user, p_workspace, ''), true);
+  if v_user = '' then
+    return null;
+  end if;
+  -- Read under the memberships policy with the scope just sealed (its owner is subject to it: FORCE).
+  for v_row in
+    select array(select r from unnest(p_roles) with ordinality as c(r, n) where r = any (m.roles) order by n) as eff
+      from ${memberships} m where m.workspace_id = p_workspace and m.user_id = v_user
+  loop
+    v_rows := v_rows + 1;
+    v_effective := v_row.eff;
+  end loop;
+  if v_rows > 1 then
+    raise exception 'user scope: memberships has more than one row for this user and workspace'
+      using errcode = '${SEAL_SQLSTATES.duplicateMembership}';
+  end if;
+  if v_rows = 0 then
+    return null;
+  end if;
+  perform set_config('app.roles', array_to_string(v_effective, ','), true),
+          set_config('app.scope_seal', ${s}.seal_of(v_xact, v_user, p_workspace, array_to_string(v_effective, ',')), true);
+  return v_effective;
+end
+$fn$;
+
+revoke all on function ${s}.seal_of(xid8, text, text, text), ${s}.sealed(), ${s}.enter(text, text, text[]) from public;
+grant execute on function ${s}.sealed() to ${app};
+grant execute on function ${s}.enter(text, text, text[]) to public;
+`;
+}
+
+/** Names of the seal's functions the app role may execute (the guard allows exactly these). */
+export const SEAL_FUNCTIONS = ['enter(text,text,text[])', 'sealed()'] as const;

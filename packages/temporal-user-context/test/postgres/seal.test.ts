@@ -1,0 +1,383 @@
+import pg from 'pg';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { BACKENDS, openBackend, type Backend } from '../../../../test-support/db-backends.js';
+import { Auditor, memoryAuditSink } from '../../src/audit/index.js';
+import { ErrorCodes, parseUserContext } from '../../src/context/index.js';
+import {
+  assertIsolation,
+  fromPgPool,
+  scopeSealSql,
+  postgresAuditSink,
+  queryAuditTrail,
+  withUserScope,
+  type ScopedTransaction,
+  type UserScopeOptions,
+} from '../../src/postgres/index.js';
+import { createFixtureSchema, createSealedFixtureSchema, uniqueRoles } from './fixture.js';
+
+const alice = parseUserContext({ userId: 'alice', workspaceId: 'ws-a', roles: ['admin', 'member'] });
+const bob = parseUserContext({ userId: 'bob', workspaceId: 'ws-b', roles: ['member'] });
+
+async function rejection(promise: Promise<unknown>): Promise<unknown> {
+  try {
+    await promise;
+  } catch (err) {
+    return err;
+  }
+  throw new Error('expected a rejection');
+}
+
+const bodies = async (tx: ScopedTransaction) =>
+  (await tx.query<{ body: string }>('select body from notes order by body')).rows.map((r) => r.body);
+
+/** What SQL injected into a scope would run to read and write another workspace: set, act, set back. */
+async function escape(tx: ScopedTransaction): Promise<{ read: string[]; wrote: unknown }> {
+  await tx.query(`select set_config('app.workspace_id', 'ws-b', true)`);
+  const read = await bodies(tx);
+  // A savepoint keeps the transaction usable after a refused insert, as injected SQL could.
+  await tx.query('savepoint w');
+  const wrote = await tx
+    .query(`insert into notes (workspace_id, body) values ('ws-b', 'planted')`)
+    .then(() => 'inserted')
+    .catch(async (err: { code?: string }) => {
+      await tx.query('rollback to savepoint w');
+      return err.code;
+    });
+  await tx.query(`select set_config('app.workspace_id', 'ws-a', true)`);
+  return { read, wrote };
+}
+
+describe.each(BACKENDS)('sealed scopes on %s', (kind) => {
+  let sealed: Backend;
+  let open: Backend;
+  const sealedRoles = uniqueRoles('seal');
+  const openRoles = uniqueRoles('unseal');
+  const opts: UserScopeOptions = { appRole: sealedRoles.app, seal: true };
+
+  const seed = async (b: Backend) => {
+    await b.admin.query(
+      `insert into memberships values ('ws-a','alice','{admin,member}'), ('ws-b','bob','{member}')`,
+    );
+    await b.admin.query(`insert into notes (workspace_id, body) values ('ws-a','a1'), ('ws-b','b1')`);
+  };
+
+  beforeAll(async () => {
+    sealed = await openBackend(kind, { prefix: 'seal', poolSize: 1 });
+    await createSealedFixtureSchema(sealed.admin, sealedRoles);
+    await seed(sealed);
+    open = await openBackend(kind, { prefix: 'unseal', poolSize: 1 });
+    await createFixtureSchema(open.admin, openRoles);
+    await seed(open);
+  });
+  afterAll(async () => {
+    await sealed?.close();
+    await open?.close();
+  });
+
+  it('scopes a user to their workspace, with the roles the membership still has', async () => {
+    const result = await withUserScope(
+      sealed.db,
+      alice,
+      async (tx) => {
+        await tx.query(`insert into notes (body) values ('a-new')`);
+        return { rows: await bodies(tx), roles: tx.effectiveRoles };
+      },
+      opts,
+    );
+    expect(result).toEqual({ rows: ['a-new', 'a1'], roles: ['admin', 'member'] });
+    expect((await sealed.admin.query(`select workspace_id from notes where body = 'a-new'`)).rows).toEqual([
+      { workspace_id: 'ws-a' },
+    ]);
+  });
+
+  it('SQL in a scope that sets another workspace and back reads nothing there and writes nothing', async () => {
+    // Unsealed, the same statements read and write the other workspace: what the seal is for.
+    const unsealed = await withUserScope(open.db, alice, escape, { appRole: openRoles.app });
+    expect(unsealed).toEqual({ read: ['b1'], wrote: 'inserted' });
+
+    const result = await withUserScope(sealed.db, alice, escape, opts);
+    expect(result.read).toEqual([]);
+    // 42501: the row violates the policy, which no longer sees a workspace.
+    expect(result.wrote).toBe('42501');
+    expect(
+      (await sealed.admin.query(`select body from notes where workspace_id = 'ws-b' order by body`)).rows,
+    ).toEqual([{ body: 'b1' }]);
+  });
+
+  it('a scope cannot be entered again in its transaction', async () => {
+    const sink = memoryAuditSink();
+    const err = await rejection(
+      withUserScope(
+        sealed.db,
+        alice,
+        async (tx) => tx.query(`select user_scope.enter('bob', 'ws-b', '{member}')`),
+        { ...opts, auditor: new Auditor([sink]) },
+      ),
+    );
+    expect(err).toMatchObject({ code: 'UC001' });
+    // The scope's work was rolled back, on record.
+    expect(sink.events.map((e) => [e.decision, e.detail])).toEqual([
+      ['allow', 'roles=admin,member; rolled back'],
+    ]);
+  });
+
+  it('a transaction that wrote cannot enter, nor one that rolled its entry back to a savepoint', async () => {
+    // What a transaction holds once it has a transaction id is never a fresh one.
+    const wrote = await rejection(
+      sealed.db.transaction(async (tx) => {
+        await tx.query(`select pg_current_xact_id()`);
+        await tx.query(`select user_scope.enter('alice', 'ws-a', '{member}')`);
+      }),
+    );
+    expect(wrote).toMatchObject({ code: 'UC001' });
+    const again = await rejection(
+      sealed.db.transaction(async (tx) => {
+        await tx.query('savepoint s');
+        await tx.query(`select user_scope.enter('alice', 'ws-a', '{member}')`);
+        await tx.query('rollback to savepoint s');
+        await tx.query(`select user_scope.enter('bob', 'ws-b', '{member}')`);
+      }),
+    );
+    expect(again).toMatchObject({ code: 'UC001' });
+  });
+
+  it('a seal copied from one transaction opens nothing in another', async () => {
+    const copied = await withUserScope(
+      sealed.db,
+      alice,
+      async (tx) =>
+        (await tx.query<{ seal: string }>(`select current_setting('app.scope_seal') as seal`)).rows[0]!.seal,
+      opts,
+    );
+    expect(copied).toMatch(/^[A-Za-z0-9+/]{43}=$/);
+    // bob's scope on the same connection (a pool of one) takes alice's settings and her seal, reads,
+    // and puts his own back, so that the scope's end check passes.
+    const put = `select set_config('app.user_id', $1, true), set_config('app.workspace_id', $2, true),
+                        set_config('app.roles', $3, true), set_config('app.scope_seal', $4, true)`;
+    const read = await withUserScope(
+      sealed.db,
+      bob,
+      async (tx) => {
+        const own = (await tx.query<{ seal: string }>(`select current_setting('app.scope_seal') as seal`))
+          .rows[0]!.seal;
+        await tx.query(put, ['alice', 'ws-a', 'admin,member', copied]);
+        const rows = await bodies(tx);
+        await tx.query(put, ['bob', 'ws-b', 'member', own]);
+        return { rows, own: await bodies(tx) };
+      },
+      opts,
+    );
+    expect(read).toEqual({ rows: [], own: ['b1'] });
+  });
+
+  it('settings set without entering open nothing', async () => {
+    const rows = await sealed.db.transaction(async (tx) => {
+      await tx.query(
+        `select set_config('role', $1, true), set_config('app.user_id', 'alice', true),
+                set_config('app.workspace_id', 'ws-a', true), set_config('app.roles', 'admin,member', true)`,
+        [sealedRoles.app],
+      );
+      return (await tx.query('select body from notes')).rows;
+    });
+    expect(rows).toEqual([]);
+  });
+
+  it('refuses a user without membership, and a missing role, on record', async () => {
+    const sink = memoryAuditSink();
+    const auditor = new Auditor([sink]);
+    const stranger = parseUserContext({ userId: 'mallory', workspaceId: 'ws-a', roles: ['admin'] });
+    expect(await rejection(withUserScope(sealed.db, stranger, bodies, { ...opts, auditor }))).toMatchObject({
+      code: ErrorCodes.MEMBERSHIP_REVOKED,
+      reason: 'no membership in workspace',
+    });
+    const noAdmin = parseUserContext({ userId: 'bob', workspaceId: 'ws-b', roles: ['admin'] });
+    expect(await rejection(withUserScope(sealed.db, noAdmin, bodies, { ...opts, auditor }))).toMatchObject({
+      code: ErrorCodes.MEMBERSHIP_REVOKED,
+      reason: 'no role left after membership intersection',
+    });
+    expect(
+      await rejection(withUserScope(sealed.db, bob, bodies, { ...opts, auditor, requireRole: 'admin' })),
+    ).toMatchObject({ code: ErrorCodes.ROLE_MISSING });
+    expect(sink.events.map((e) => [e.decision, e.reason])).toEqual([
+      ['deny', ErrorCodes.MEMBERSHIP_REVOKED],
+      ['deny', ErrorCodes.MEMBERSHIP_REVOKED],
+      ['deny', ErrorCodes.ROLE_MISSING],
+    ]);
+  });
+
+  it('the audit sink writes through workspace-only sealed scopes; the trail reads them sealed', async () => {
+    const errors: unknown[] = [];
+    const writer = postgresAuditSink(sealed.db, {
+      appRole: sealedRoles.app,
+      seal: true,
+      onError: (err) => errors.push(err),
+    });
+    const base = {
+      time: new Date().toISOString(),
+      action: 'test',
+      decision: 'allow',
+      source: 'header',
+      reason: 'ok',
+    } as const;
+    writer.emit({ ...base, workspaceId: 'ws-a', userId: 'alice' });
+    writer.emit({ ...base, workspaceId: 'ws-b', userId: 'bob' });
+    writer.emit({ ...base });
+    await writer.flush();
+    expect(errors).toEqual([]);
+    expect(
+      (
+        await sealed.admin.query(
+          `select workspace_id from audit_log where action = 'test' order by workspace_id`,
+        )
+      ).rows,
+    ).toEqual([{ workspace_id: 'ws-a' }, { workspace_id: 'ws-b' }, { workspace_id: null }]);
+    const trail = await queryAuditTrail(sealed.db, alice, {
+      appRole: sealedRoles.app,
+      seal: true,
+      filter: { action: 'test' },
+    });
+    expect(trail.map((e) => e.workspaceId)).toEqual(['ws-a']);
+  });
+
+  it("the guard names a grant on the seal's key, which the installation revokes again", async () => {
+    // As `alter default privileges … grant select on tables` would have done.
+    await sealed.admin.query(`grant select on user_scope.seal_key to ${sealedRoles.app}`);
+    await expect(
+      assertIsolation(sealed.admin, { appRole: sealedRoles.app, seal: true, checkLogin: false }),
+    ).rejects.toThrow(/has a privilege on user_scope.seal_key, the seal's key/);
+    await sealed.admin.session(async (s) => {
+      await s.exec(`set role ${sealedRoles.owner}`);
+      await s.exec(scopeSealSql({ appRole: sealedRoles.app }));
+      await s.exec('reset role');
+    });
+    await expect(
+      assertIsolation(sealed.admin, { appRole: sealedRoles.app, seal: true, checkLogin: false }),
+    ).resolves.toBeDefined();
+  });
+
+  it('the guard finds the restrictive policies whatever the search path, and names a table without one', async () => {
+    await sealed.admin.session(async (s) => {
+      await s.exec('set search_path = user_scope, public');
+      await expect(
+        assertIsolation(s, { appRole: sealedRoles.app, seal: true, checkLogin: false }),
+      ).resolves.toBeDefined();
+      await s.exec('reset search_path');
+    });
+    // Permissive, or restrictive for SELECT only: neither guards every command.
+    await sealed.admin.query('drop policy n_sealed on notes');
+    await sealed.admin.query(`create policy n_sealed on notes for all using ((select user_scope.sealed()))`);
+    await sealed.admin.query(
+      `create policy n_sealed_read on notes as restrictive for select using ((select user_scope.sealed()))`,
+    );
+    try {
+      await expect(
+        assertIsolation(sealed.admin, { appRole: sealedRoles.app, seal: true, checkLogin: false }),
+      ).rejects.toThrow(
+        /sealed scope: table public.notes has no restrictive policy for all commands calling user_scope.sealed\(\)/,
+      );
+    } finally {
+      await sealed.admin.query('drop policy n_sealed_read on notes');
+      await sealed.admin.query('drop policy n_sealed on notes');
+      await sealed.admin.query(
+        `create policy n_sealed on notes as restrictive for all using ((select user_scope.sealed()))`,
+      );
+    }
+  });
+
+  it('the guard accepts the sealed schema, and refuses it unsealed or without the seal', async () => {
+    await expect(
+      assertIsolation(sealed.admin, { appRole: sealedRoles.app, seal: true, checkLogin: false }),
+    ).resolves.toMatchObject({ tenantTables: ['audit_log', 'memberships', 'notes'] });
+    // Unsealed, the seal's functions are SECURITY DEFINER functions the app role may execute.
+    await expect(
+      assertIsolation(sealed.admin, { appRole: sealedRoles.app, checkLogin: false }),
+    ).rejects.toThrow(/user_scope\.enter\(text,text,text\[\]\) is SECURITY DEFINER/);
+    // The unsealed fixture has no restrictive policies, nor the seal's functions.
+    await expect(
+      assertIsolation(open.admin, { appRole: openRoles.app, seal: true, checkLogin: false }),
+    ).rejects.toThrow(
+      /table public.audit_log has no restrictive policy.*function user_scope.enter\(text,text,text\[\]\) does not exist/,
+    );
+  });
+});
+
+describe('sealed scopes on postgres, with a login that is neither owner nor superuser', () => {
+  let b: Backend;
+  const roles = uniqueRoles('sealogin');
+  const login = `${roles.app}_login`;
+  const stranger = `${roles.app}_other`;
+  const pools: pg.Pool[] = [];
+  /** An adapter logged in as `user` (password `pw`), sealed. */
+  const as = (user: string) => {
+    const url = new URL(b.url!);
+    url.username = user;
+    url.password = 'pw';
+    const pool = new pg.Pool({ connectionString: url.toString(), max: 1 });
+    pools.push(pool);
+    return fromPgPool(pool, { seal: true });
+  };
+
+  beforeAll(async () => {
+    b = await openBackend('postgres', { prefix: 'sealogin' });
+    await createSealedFixtureSchema(b.admin, roles);
+    await b.admin.query(
+      `insert into memberships values ('ws-a','alice','{admin,member}'), ('ws-b','bob','{member}')`,
+    );
+    await b.admin.query(`insert into notes (workspace_id, body) values ('ws-a','a1'), ('ws-b','b1')`);
+    // As the deployment notes advise: NOINHERIT, so that outside a scope it has no right of the app role.
+    for (const role of [login, stranger]) {
+      await b.admin.query(`drop role if exists ${role}`);
+      await b.admin.query(`create role ${role} login noinherit password 'pw'`);
+    }
+    await b.admin.query(`grant ${roles.app} to ${login}`);
+    await b.admin.query(`grant usage on schema public to ${stranger}`);
+    await b.admin.query(`grant select on notes to ${stranger}`);
+  });
+  afterAll(async () => {
+    await Promise.all(pools.map((p) => p.end()));
+    await b?.close();
+    for (const role of [login, stranger])
+      await b?.admin.query(`drop role if exists ${role}`).catch(() => undefined);
+  });
+
+  it('scopes, and SQL in the scope that switches back to the login reads nothing', async () => {
+    const db = as(login);
+    expect(await withUserScope(db, alice, bodies, { appRole: roles.app })).toEqual(['a1']);
+    const err = await rejection(
+      withUserScope(
+        db,
+        alice,
+        async (tx) => {
+          await tx.query(
+            `select set_config('role', 'none', true), set_config('app.workspace_id', 'ws-b', true)`,
+          );
+          return bodies(tx);
+        },
+        { appRole: roles.app },
+      ),
+    );
+    expect(err).toMatchObject({ code: '42501' });
+  });
+
+  it('a login that may not become the app role cannot enter, nor read the table it has a grant on', async () => {
+    const db = as(stranger);
+    expect(await rejection(withUserScope(db, alice, bodies, { appRole: roles.app }))).toMatchObject({
+      message: expect.stringMatching(/permission denied to set role/),
+    });
+    // Called without the role switch, `enter` checks the login itself.
+    const entered = await rejection(
+      db.transaction((tx) => tx.query(`select user_scope.enter('alice', 'ws-a', '{admin}')`)),
+    );
+    expect(entered).toMatchObject({ code: 'UC004' });
+    // Nor do settings and a guessed seal open anything to it: the policy's function is the app role's.
+    const read = await rejection(
+      db.transaction(async (tx) => {
+        await tx.query(
+          `select set_config('app.workspace_id', 'ws-a', true), set_config('app.scope_seal', 'x', true)`,
+        );
+        return (await tx.query('select body from notes')).rows;
+      }),
+    );
+    expect(read).toMatchObject({ code: '42501', message: expect.stringMatching(/function sealed/) });
+  });
+});
