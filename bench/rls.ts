@@ -11,10 +11,10 @@
  *
  *   rls: enters the platform's sealed scope of the workspace as app_user (`user_scope.enter`: the
  *        once-per-transaction check and the HMAC seal), then `select ... from documents ...` — the
- *        policy adds the workspace predicate, read through `user_scope.workspace_id()` (an InitPlan
- *        that checks the seal);
- *   unsealed: the `rls` reads as a role the seal's restrictive policy does not name (`bench_unsealed`,
- *        the policy narrowed to app_user for this), after the plain settings: RLS as before the seal;
+ *        policies add the workspace predicate, read through `user_scope.workspace_id()` (InitPlans that
+ *        check the seal);
+ *   unsealed: the `rls` reads as a role of its own (`bench_unsealed`) whose policy reads the setting,
+ *        as every policy did before migration 0009 (the platform's narrowed to app_user for this);
  *   app: as the owner with RLS off for it (NO FORCE), `... where workspace_id = $1` written by hand.
  *
  * A second phase measures this package's adapter on the same RLS reads, in turn with a baseline of
@@ -273,7 +273,12 @@ async function load1M(db: SqlQueryable): Promise<void> {
     `do $$ begin if not exists (select 1 from pg_roles where rolname = 'bench_unsealed') then create role bench_unsealed nologin; end if; end $$`,
   );
   await db.query('grant select on documents to bench_unsealed');
-  await db.query('alter policy documents_sealed on documents to app_user');
+  await db.query('alter policy documents_read on documents to app_user');
+  await db.query('alter policy documents_admin_write on documents to app_user');
+  await db.query(
+    `create policy documents_read_unsealed on documents for select to bench_unsealed
+       using (workspace_id = (select nullif(current_setting('app.workspace_id', true), '')))`,
+  );
   await db.query('vacuum analyze documents');
 }
 

@@ -105,9 +105,8 @@ export interface PostgresAuditSinkOptions {
   appRole?: string;
   /**
    * Enter a workspace's records through the sealed scope (`scopeSealSql`; `true`: schema `user_scope`),
-   * as a workspace-only scope (no user, no roles), for an `audit_log` with the seal's restrictive
-   * policy. System records (no workspace) are inserted with the role switch alone: that policy must let
-   * rows without a workspace through (`workspace_id is null or (select <schema>.sealed())`).
+   * as a workspace-only scope (no user, no roles), for an INSERT policy that reads
+   * `<schema>.workspace_id()`. System records (no workspace) are inserted with the role switch alone.
    * Default: the database adapter's `seal`.
    */
   seal?: boolean | { schema?: string };

@@ -22,8 +22,8 @@ export interface IsolationGuardOptions {
   /**
    * The sealed scope (`scopeSealSql`; `true`: schema `user_scope`) the scopes enter through: checks it
    * is installed for the app role, that the app role cannot replace it nor read its key, and that every
-   * tenant table has a restrictive policy for all commands calling `<schema>.sealed()`. Its two functions
-   * are the `SECURITY DEFINER` functions the app role may execute. Default: the adapter's `seal`, when `db` is
+   * permissive policy of a tenant table reads `<schema>.workspace_id()` and no setting directly. Its four
+   * functions are the `SECURITY DEFINER` functions the app role may execute. Default: the adapter's `seal`, when `db` is
    * an adapter made with one.
    */
   seal?: boolean | { schema?: string };
@@ -194,7 +194,7 @@ export async function assertIsolation(
       );
   }
   problems.push(...(await escapes(db, schema, appRole, tenantTables, seal)));
-  if (seal !== undefined) problems.push(...(await sealProblems(db, seal, appRole, schema, tenantTables)));
+  if (seal !== undefined) problems.push(...(await sealProblems(db, seal, appRole)));
   problems.push(...(await scopePrerequisites(db, schema, appRole, options.checkLogin ?? true)));
   if (problems.length > 0) {
     throw new UserContextError(ErrorCodes.MISCONFIGURED, `isolation guard: ${problems.join('; ')}`);
@@ -254,51 +254,57 @@ async function escapes(
       order by schemaname, tablename, policyname`,
     [appRole],
   );
-  const readsWorkspace = (expr: string | null) => expr === null || expr.includes('app.workspace_id');
+  // Sealed: every permissive policy must depend on the seal's workspace_id() (pg_depend, whatever the
+  // search path prints), each of its expressions must call a workspace_id() (printed unqualified when
+  // the seal's schema is on this connection's search path), and none may read a setting itself: a value
+  // read apart from its check may be read after the check passed (docs/data-isolation.md).
+  const sealedPolicies =
+    seal === undefined
+      ? undefined
+      : new Set(
+          (
+            await db.query<{ schema: string; table: string; name: string }>(
+              `select n.nspname as schema, c.relname as table, pol.polname as name
+                 from pg_policy pol join pg_class c on c.oid = pol.polrelid
+                 join pg_namespace n on n.oid = c.relnamespace
+                where exists (select 1 from pg_depend d
+                               where d.classid = 'pg_policy'::regclass and d.objid = pol.oid
+                                 and d.refclassid = 'pg_proc'::regclass
+                                 and d.refobjid = to_regprocedure($1 || '.workspace_id()'))`,
+              [seal],
+            )
+          ).rows.map((r) => `${r.schema}.${r.table}.${r.name}`),
+        );
+  const readsWorkspace = (expr: string | null) =>
+    expr === null ||
+    (sealedPolicies === undefined
+      ? expr.includes('app.workspace_id')
+      : /(^|[^\w$])workspace_id\(\)/.test(expr));
   for (const p of policies.rows) {
     if (!tenantTables.includes(p.schema === schema ? p.table : `${p.schema}.${p.table}`)) continue;
-    if (!readsWorkspace(p.qual) || !readsWorkspace(p.check) || (p.qual === null && p.check === null))
-      problems.push(`policy ${p.name} on ${p.schema}.${p.table} does not read app.workspace_id`);
+    const unsealed = sealedPolicies !== undefined && !sealedPolicies.has(`${p.schema}.${p.table}.${p.name}`);
+    if (
+      unsealed ||
+      !readsWorkspace(p.qual) ||
+      !readsWorkspace(p.check) ||
+      (p.qual === null && p.check === null)
+    )
+      problems.push(
+        `policy ${p.name} on ${p.schema}.${p.table} does not read ${seal === undefined ? 'app.workspace_id' : `${seal}.workspace_id()`}`,
+      );
+    else if (seal !== undefined && `${p.qual ?? ''} ${p.check ?? ''}`.includes('current_setting'))
+      problems.push(`policy ${p.name} on ${p.schema}.${p.table} reads a setting, not the sealed scope`);
   }
   return problems;
 }
 
 /**
- * The sealed scope's prerequisites: its two functions (`enter`, `sealed`) present, `SECURITY DEFINER`, executable by the
+ * The sealed scope's prerequisites: its four functions present, `SECURITY DEFINER`, executable by the
  * app role, and owned by a role the app role is not (nor belongs to); the app role without CREATE on
  * the schema (it could shadow nothing there, but could add functions the policies do not expect).
  */
-async function sealProblems(
-  db: SqlQueryable,
-  seal: string,
-  appRole: string,
-  schema: string,
-  tenantTables: readonly string[],
-): Promise<string[]> {
+async function sealProblems(db: SqlQueryable, seal: string, appRole: string): Promise<string[]> {
   const problems: string[] = [];
-  // Every tenant table needs a restrictive policy for all commands, for PUBLIC or a role the app role
-  // is, that calls the seal's sealed() (pg_depend: whatever the search path prints).
-  const guarded = await db.query<{ schema: string; name: string }>(
-    `select n.nspname as schema, c.relname as name
-       from pg_class c join pg_namespace n on n.oid = c.relnamespace
-      where exists (select 1 from pg_policy pol
-                     where pol.polrelid = c.oid and not pol.polpermissive and pol.polcmd = '*'
-                       and (0::oid = any (pol.polroles)
-                            or exists (select 1 from unnest(pol.polroles) r where pg_has_role($2, r, 'MEMBER')))
-                       and exists (select 1 from pg_depend d
-                                    where d.classid = 'pg_policy'::regclass and d.objid = pol.oid
-                                      and d.refclassid = 'pg_proc'::regclass
-                                      and d.refobjid = to_regprocedure($1 || '.sealed()')))`,
-    [seal, appRole],
-  );
-  const sealedTables = new Set(
-    guarded.rows.map((r) => (r.schema === schema ? r.name : `${r.schema}.${r.name}`)),
-  );
-  for (const table of tenantTables)
-    if (!sealedTables.has(table))
-      problems.push(
-        `sealed scope: table ${table.includes('.') ? table : `${schema}.${table}`} has no restrictive policy for all commands calling ${seal}.sealed()`,
-      );
   const { rows } = await db.query<{
     signature: string;
     definer: boolean;
@@ -325,7 +331,9 @@ async function sealProblems(
       problems.push(`sealed scope: function ${seal}.${r.signature} is owned by app role ${appRole}`);
   const key = await db.query<{ usable: boolean | null }>(
     `select has_table_privilege($2, to_regclass($1 || '.seal_key'),
-                                'SELECT,INSERT,UPDATE,DELETE,TRUNCATE,REFERENCES,TRIGGER') as usable`,
+                                'SELECT,INSERT,UPDATE,DELETE,TRUNCATE,REFERENCES,TRIGGER')
+            or has_any_column_privilege($2, to_regclass($1 || '.seal_key'), 'SELECT,INSERT,UPDATE,REFERENCES')
+              as usable`,
     [seal, appRole],
   );
   if (key.rows[0]?.usable === null || key.rows[0] === undefined)

@@ -55,9 +55,9 @@ export interface UserScopeOptions {
    */
   auditor?: Auditor;
   /**
-   * Enter through the sealed scope installed by `scopeSealSql` (`true`: schema `user_scope`): tables
-   * with its restrictive policy then show nothing once SQL inside the scope changed a setting, and the
-   * scope cannot be entered again in its transaction (docs/data-isolation.md, _Sealed scopes_).
+   * Enter through the sealed scope installed by `scopeSealSql` (`true`: schema `user_scope`): policies
+   * that read `<schema>.workspace_id()` then see nothing once SQL inside the scope changed a setting, and
+   * the scope cannot be entered again in its transaction (docs/data-isolation.md, _Sealed scopes_).
    * Default: the database adapter's `seal` (off unless it was made with one).
    */
   seal?: boolean | { schema?: string };
@@ -254,19 +254,16 @@ async function scopeIntactRefusal(
   effectiveRoles: readonly string[],
   seal: string | undefined,
 ): Promise<UserContextError | undefined> {
-  // Sealed, also whether the seal still holds (a seal copied from elsewhere would not).
-  const { rows } = await tx.query<{
-    role: string;
-    user_id: string;
-    workspace_id: string;
-    roles: string;
-    sealed: boolean;
-  }>(
-    `select current_user::pg_catalog.text as role,
+  // Sealed, the values as the policies read them: NULL once a setting no longer matches the seal.
+  const s = seal === undefined ? undefined : quoteIdent(seal);
+  const { rows } = await tx.query<{ role: string; user_id: string; workspace_id: string; roles: string }>(
+    s === undefined
+      ? `select current_user::pg_catalog.text as role,
             pg_catalog.current_setting('${SCOPE_SETTINGS.userId}', true) as user_id,
             pg_catalog.current_setting('${SCOPE_SETTINGS.workspaceId}', true) as workspace_id,
-            pg_catalog.current_setting('${SCOPE_SETTINGS.roles}', true) as roles,
-            ${seal === undefined ? 'true' : `${quoteIdent(seal)}.sealed()`} as sealed`,
+            pg_catalog.current_setting('${SCOPE_SETTINGS.roles}', true) as roles`
+      : `select current_user::pg_catalog.text as role, ${s}.user_id() as user_id,
+            ${s}.workspace_id() as workspace_id, pg_catalog.array_to_string(${s}.roles(), ',') as roles`,
   );
   const row = rows[0];
   if (
@@ -274,8 +271,7 @@ async function scopeIntactRefusal(
     row.role !== appRole ||
     row.user_id !== context.userId ||
     row.workspace_id !== context.workspaceId ||
-    row.roles !== effectiveRoles.join(',') ||
-    row.sealed !== true
+    row.roles !== effectiveRoles.join(',')
   )
     return new UserContextError(
       ErrorCodes.MISCONFIGURED,

@@ -16,10 +16,12 @@ import { assertRoleName, quoteIdent } from './ident.js';
  *   (pgcrypto) of the three values and that transaction id (unique in the cluster, never reused), under a
  *   key in a table only the owner may read.
  *
- * Every tenant table gets a `RESTRICTIVE` policy for all commands, `using ((select <schema>.sealed()))`,
- * beside its permissive policies, which read the settings as before: `sealed()` is true only while the
- * seal matches the three settings, in this transaction of this backend. A changed setting, or a seal
- * copied from elsewhere, makes every row of every such table invisible and unwritable.
+ * Policies read the values only through `<schema>.workspace_id()`, `<schema>.user_id()` and
+ * `<schema>.roles()`, each of which checks the seal in the same call and returns NULL when it does not
+ * match the settings in this transaction. A value and its check are never apart: PostgreSQL evaluates
+ * each policy's sub-select (an InitPlan) lazily and keeps the value for the statement, so a separate
+ * check (a restrictive policy calling a `sealed()`) could pass at one moment while a permissive policy
+ * read a setting changed at another, within the same statement.
  */
 
 /** Default schema of the seal's functions and key. */
@@ -42,8 +44,8 @@ export interface ScopeSealOptions {
   /** Schema for the functions and the key table; created when missing. Default {@link DEFAULT_SEAL_SCHEMA}. */
   schema?: string;
   /**
-   * The role scoped transactions switch to: it gets EXECUTE on `sealed()`, which policies call; `enter`
-   * is executable by every role and admits logins that are members of it.
+   * The role scoped transactions switch to: it gets EXECUTE on the functions policies call; `enter` is
+   * executable by every role and admits logins that are members of it.
    */
   appRole?: string;
   /** Schema of `memberships(workspace_id, user_id, roles text[])`. Default `public`. */
@@ -79,14 +81,18 @@ export function sealSchema(seal: boolean | { schema?: string } | undefined): str
 /**
  * The SQL that installs (or updates: it is idempotent) the sealed scope, to run as the tables' owner,
  * in a migration: a schema with a one-row key table (a random 32-byte secret, readable by its owner
- * only), pgcrypto, the owner-only `seal_of`, and two `SECURITY DEFINER` functions: `sealed()`,
- * executable by the app role, and `enter`, executable by every login that is a member of it. The owner
- * needs CREATE on the database (or the schema and pgcrypto created for it).
+ * only), pgcrypto, the owner-only `seal_of` and `sealed_setting`, and `SECURITY DEFINER` functions:
+ * `workspace_id()`, `user_id()` and `roles()`, executable by the app role, and `enter`, executable by
+ * every login that is a member of it. The owner needs CREATE on the database (or the schema and
+ * pgcrypto created for it).
  *
- * Then give every tenant table a restrictive policy (the sub-select evaluates it once per statement):
+ * Then write every policy of a tenant table on those functions, never on the settings (the sub-select
+ * evaluates each once per statement):
  *
  * ```sql
- * create policy notes_sealed on notes as restrictive for all using ((select user_scope.sealed()));
+ * create policy notes_workspace on notes for all
+ *   using (workspace_id = (select user_scope.workspace_id()))
+ *   with check (workspace_id = (select user_scope.workspace_id()));
  * ```
  *
  * and make the adapter `fromPgPool(pool, { seal: true })` (or pass `seal` to `withUserScope` and the
@@ -133,17 +139,33 @@ begin
 end
 $fn$;
 
--- Whether the settings are those the scope's entry sealed in this transaction: what the restrictive
--- policies ask, once per statement (an InitPlan). A transaction without an id entered no scope.
-create or replace function ${s}.sealed() returns boolean
+-- A setting's value while the seal matches the three settings in this transaction, else NULL: the
+-- check and the value in one call (see the module's comment). A transaction without an id entered no
+-- scope.
+create or replace function ${s}.sealed_setting(p_name text) returns text
   language plpgsql stable security definer ${pinned}
 as $fn$
 begin
-  return coalesce(current_setting('app.scope_seal', true) = ${s}.seal_of(pg_current_xact_id_if_assigned(),
-           current_setting('app.user_id', true), current_setting('app.workspace_id', true),
-           current_setting('app.roles', true)), false);
+  if current_setting('app.scope_seal', true) = ${s}.seal_of(pg_current_xact_id_if_assigned(),
+       current_setting('app.user_id', true), current_setting('app.workspace_id', true),
+       current_setting('app.roles', true)) then
+    return nullif(current_setting(p_name, true), '');
+  end if;
+  return null;
 end
 $fn$;
+
+create or replace function ${s}.workspace_id() returns text
+  language plpgsql stable security definer ${pinned}
+as $fn$ begin return ${s}.sealed_setting('app.workspace_id'); end $fn$;
+
+create or replace function ${s}.user_id() returns text
+  language plpgsql stable security definer ${pinned}
+as $fn$ begin return ${s}.sealed_setting('app.user_id'); end $fn$;
+
+create or replace function ${s}.roles() returns text[]
+  language plpgsql stable security definer ${pinned}
+as $fn$ begin return string_to_array(${s}.sealed_setting('app.roles'), ','); end $fn$;
 
 -- Enters the scope, once per transaction: the user's effective roles (p_roles that the stored
 -- membership still has, in p_roles' order), '{}' when none is left, NULL without a membership row.
@@ -203,11 +225,12 @@ begin
 end
 $fn$;
 
-revoke all on function ${s}.seal_of(xid8, text, text, text), ${s}.sealed(), ${s}.enter(text, text, text[]) from public;
-grant execute on function ${s}.sealed() to ${app};
+revoke all on function ${s}.seal_of(xid8, text, text, text), ${s}.sealed_setting(text), ${s}.workspace_id(),
+  ${s}.user_id(), ${s}.roles(), ${s}.enter(text, text, text[]) from public;
+grant execute on function ${s}.workspace_id(), ${s}.user_id(), ${s}.roles() to ${app};
 grant execute on function ${s}.enter(text, text, text[]) to public;
 `;
 }
 
 /** Names of the seal's functions the app role may execute (the guard allows exactly these). */
-export const SEAL_FUNCTIONS = ['enter(text,text,text[])', 'sealed()'] as const;
+export const SEAL_FUNCTIONS = ['enter(text,text,text[])', 'workspace_id()', 'user_id()', 'roles()'] as const;

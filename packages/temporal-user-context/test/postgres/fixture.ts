@@ -66,10 +66,12 @@ export function uniqueRoles(tag: string): { owner: string; app: string } {
   return { owner: `own_${tag}_${suffix}`, app: `app_${tag}_${suffix}` };
 }
 
+/** What a sealed policy compares a workspace with: the seal's function, once per statement. */
+const SEALED_WS = '(select user_scope.workspace_id())';
+
 /**
  * The fixture of {@link createFixtureSchema} with the sealed scope (`scopeSealSql`, schema
- * `user_scope`): the same tables and policies, plus each table's restrictive policy calling
- * `user_scope.sealed()` (on `audit_log`, system records without a workspace pass it).
+ * `user_scope`): the same tables, every policy reading the seal's functions instead of settings.
  */
 export async function createSealedFixtureSchema(
   admin: SqlDatabase,
@@ -84,11 +86,23 @@ export async function createSealedFixtureSchema(
     await s.exec(`set role ${owner}`);
     await s.exec(scopeSealSql({ appRole: app }));
     await s.exec(`
-      create policy m_sealed on memberships as restrictive for all using ((select user_scope.sealed()));
-      create policy n_sealed on notes as restrictive for all using ((select user_scope.sealed()));
-      create policy a_sealed on audit_log as restrictive for all
-        using (workspace_id is null or (select user_scope.sealed()));
+      alter policy m_read on memberships using (
+        workspace_id = ${SEALED_WS} and user_id = (select user_scope.user_id()));
+      alter policy n_ws on notes using (workspace_id = ${SEALED_WS}) with check (workspace_id = ${SEALED_WS});
+      alter policy a_ins on audit_log with check (workspace_id is null or workspace_id = ${SEALED_WS});
+      alter policy a_read on audit_log using (
+        workspace_id = ${SEALED_WS} and (select 'admin' = any (user_scope.roles())));
       reset role;
     `);
   });
+}
+
+/** What `promise` rejected with; throws when it resolves. */
+export async function rejection(promise: Promise<unknown>): Promise<unknown> {
+  try {
+    await promise;
+  } catch (err) {
+    return err;
+  }
+  throw new Error('expected a rejection');
 }

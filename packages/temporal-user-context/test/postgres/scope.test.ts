@@ -12,21 +12,12 @@ import { applyScope } from '../../src/postgres/scope.js';
 import { transactionControl } from '../../src/postgres/database.js';
 import { runInNexusScope } from '../../src/worker/scope.js';
 import type { ContextClaims } from '../../src/crypto/claims.js';
-import { createFixtureSchema, uniqueRoles } from './fixture.js';
+import { createFixtureSchema, rejection, uniqueRoles } from './fixture.js';
 
 const roles = uniqueRoles('scope');
 const alice = parseUserContext({ userId: 'alice', workspaceId: 'ws-a', roles: ['admin', 'member'] });
 const bob = parseUserContext({ userId: 'bob', workspaceId: 'ws-b', roles: ['member'] });
 const carol = parseUserContext({ userId: 'carol', workspaceId: 'ws-a', roles: ['member'] });
-
-async function rejection(promise: Promise<unknown>): Promise<unknown> {
-  try {
-    await promise;
-  } catch (err) {
-    return err;
-  }
-  throw new Error('expected a rejection');
-}
 
 describe.each(BACKENDS)('withUserScope on %s', (kind) => {
   let b: Backend;

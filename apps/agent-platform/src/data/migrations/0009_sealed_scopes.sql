@@ -1,29 +1,59 @@
 -- Up Migration
--- Sealed scopes (docs/data-isolation.md, "Sealed scopes"). The policies read the settings
+-- Sealed scopes (docs/data-isolation.md, "Sealed scopes"). Until now every policy read the settings
 -- app.workspace_id / app.user_id / app.roles, which any statement inside a scope may change with
 -- set_config(..., true): SQL injected into a scope could set another workspace, read and write there,
 -- and set its own back before the scope's end check. Below, the library's sealed scope (scopeSealSql)
 -- is installed in schema user_scope: withUserScope enters through user_scope.enter, once per
--- transaction, which checks the membership and seals the three settings with an HMAC under a key only
--- the owner can read. Each tenant table gets a restrictive policy for every command: rows are visible
--- and writable only while user_scope.sealed() says the settings are still the sealed ones. Audit records
--- without a workspace (system records, written without a scope) pass it.
+-- transaction, which checks the membership and seals the three settings and the transaction's id with
+-- an HMAC under a key only the owner can read. Every policy now reads the values through
+-- user_scope.workspace_id() / user_id() / roles(), which return a setting only while the seal still
+-- matches it, checked in the same call (a check apart from the value could pass at another moment of
+-- the statement). The column defaults keep reading the settings: a changed setting gives a default the
+-- WITH CHECK policies refuse.
 
 {{scope_seal}}
 
-create policy workspaces_sealed on workspaces as restrictive for all using ((select user_scope.sealed()));
-create policy memberships_sealed on memberships as restrictive for all using ((select user_scope.sealed()));
-create policy agents_sealed on agents as restrictive for all using ((select user_scope.sealed()));
-create policy agent_runs_sealed on agent_runs as restrictive for all using ((select user_scope.sealed()));
-create policy documents_sealed on documents as restrictive for all using ((select user_scope.sealed()));
-create policy audit_log_sealed on audit_log as restrictive for all
-  using (workspace_id is null or (select user_scope.sealed()));
+alter policy workspaces_current on workspaces using (id = (select user_scope.workspace_id()));
+alter policy memberships_read on memberships using (
+  workspace_id = (select user_scope.workspace_id()) and (user_id = (select user_scope.user_id()) or (select 'admin' = any (user_scope.roles())))
+);
+alter policy memberships_admin_insert on memberships with check (workspace_id = (select user_scope.workspace_id()) and (select 'admin' = any (user_scope.roles())));
+alter policy memberships_admin_update on memberships
+  using (workspace_id = (select user_scope.workspace_id()) and (select 'admin' = any (user_scope.roles())))
+  with check (workspace_id = (select user_scope.workspace_id()));
+alter policy memberships_admin_delete on memberships using (workspace_id = (select user_scope.workspace_id()) and (select 'admin' = any (user_scope.roles())));
+alter policy agents_read on agents using (workspace_id = (select user_scope.workspace_id()));
+alter policy agents_admin_write on agents
+  using (workspace_id = (select user_scope.workspace_id()) and (select 'admin' = any (user_scope.roles())))
+  with check (workspace_id = (select user_scope.workspace_id()) and (select 'admin' = any (user_scope.roles())));
+alter policy agent_runs_workspace on agent_runs using (workspace_id = (select user_scope.workspace_id())) with check (workspace_id = (select user_scope.workspace_id()));
+alter policy documents_read on documents using (workspace_id = (select user_scope.workspace_id()));
+alter policy documents_admin_write on documents
+  using (workspace_id = (select user_scope.workspace_id()) and (select 'admin' = any (user_scope.roles())))
+  with check (workspace_id = (select user_scope.workspace_id()) and (select 'admin' = any (user_scope.roles())));
+alter policy audit_log_insert on audit_log with check (workspace_id is null or workspace_id = (select user_scope.workspace_id()));
+alter policy audit_log_admin_read on audit_log using (workspace_id = (select user_scope.workspace_id()) and (select 'admin' = any (user_scope.roles())));
 
 -- Down Migration
-drop policy workspaces_sealed on workspaces;
-drop policy memberships_sealed on memberships;
-drop policy agents_sealed on agents;
-drop policy agent_runs_sealed on agent_runs;
-drop policy documents_sealed on documents;
-drop policy audit_log_sealed on audit_log;
+alter policy workspaces_current on workspaces using (id = (select nullif(current_setting('app.workspace_id', true), '')));
+alter policy memberships_read on memberships using (
+  workspace_id = (select nullif(current_setting('app.workspace_id', true), '')) and (user_id = (select nullif(current_setting('app.user_id', true), '')) or (select 'admin' = any (string_to_array(nullif(current_setting('app.roles', true), ''), ','))))
+);
+alter policy memberships_admin_insert on memberships with check (workspace_id = (select nullif(current_setting('app.workspace_id', true), '')) and (select 'admin' = any (string_to_array(nullif(current_setting('app.roles', true), ''), ','))));
+alter policy memberships_admin_update on memberships
+  using (workspace_id = (select nullif(current_setting('app.workspace_id', true), '')) and (select 'admin' = any (string_to_array(nullif(current_setting('app.roles', true), ''), ','))))
+  with check (workspace_id = (select nullif(current_setting('app.workspace_id', true), '')));
+alter policy memberships_admin_delete on memberships using (workspace_id = (select nullif(current_setting('app.workspace_id', true), '')) and (select 'admin' = any (string_to_array(nullif(current_setting('app.roles', true), ''), ','))));
+alter policy agents_read on agents using (workspace_id = (select nullif(current_setting('app.workspace_id', true), '')));
+alter policy agents_admin_write on agents
+  using (workspace_id = (select nullif(current_setting('app.workspace_id', true), '')) and (select 'admin' = any (string_to_array(nullif(current_setting('app.roles', true), ''), ','))))
+  with check (workspace_id = (select nullif(current_setting('app.workspace_id', true), '')) and (select 'admin' = any (string_to_array(nullif(current_setting('app.roles', true), ''), ','))));
+alter policy agent_runs_workspace on agent_runs using (workspace_id = (select nullif(current_setting('app.workspace_id', true), ''))) with check (workspace_id = (select nullif(current_setting('app.workspace_id', true), '')));
+alter policy documents_read on documents using (workspace_id = (select nullif(current_setting('app.workspace_id', true), '')));
+alter policy documents_admin_write on documents
+  using (workspace_id = (select nullif(current_setting('app.workspace_id', true), '')) and (select 'admin' = any (string_to_array(nullif(current_setting('app.roles', true), ''), ','))))
+  with check (workspace_id = (select nullif(current_setting('app.workspace_id', true), '')) and (select 'admin' = any (string_to_array(nullif(current_setting('app.roles', true), ''), ','))));
+alter policy audit_log_insert on audit_log with check (workspace_id is null or workspace_id = (select nullif(current_setting('app.workspace_id', true), '')));
+alter policy audit_log_admin_read on audit_log using (workspace_id = (select nullif(current_setting('app.workspace_id', true), '')) and (select 'admin' = any (string_to_array(nullif(current_setting('app.roles', true), ''), ','))));
+
 drop schema user_scope cascade;
