@@ -101,7 +101,8 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
     // node-pg-migrate reads a count of 0 as "all": refused rather than reverting every migration.
     for (const count of [0, -1, 1.5, Number.NaN])
       await expect(migrate(b.admin, { direction: 'down', count }), String(count)).rejects.toThrow(/count/);
-    expect((await migrate(b.admin, { direction: 'down', count: 6 })).map((m) => m.name)).toEqual([
+    expect((await migrate(b.admin, { direction: 'down', count: 7 })).map((m) => m.name)).toEqual([
+      '0010_tenant_keys_lead_with_workspace',
       '0009_sealed_scopes',
       '0008_agent_runs_open_index',
       '0007_admin_writes_agents_documents',
@@ -142,6 +143,7 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
       '0007_admin_writes_agents_documents',
       '0008_agent_runs_open_index',
       '0009_sealed_scopes',
+      '0010_tenant_keys_lead_with_workspace',
     ]);
     const { rows } = await b.admin.query<{ id: string }>(
       `select id::text as id from agent_runs where agent_id in ($1, $2) order by id`,
@@ -173,7 +175,7 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
       await expect(workspace(bad), bad).rejects.toThrow(/workspaces_id_check/);
     }
     // Rolling back refuses while such an id is stored, rather than dropping the check.
-    await expect(migrate(b.admin, { direction: 'down', count: 4 })).rejects.toThrow(/check/);
+    await expect(migrate(b.admin, { direction: 'down', count: 5 })).rejects.toThrow(/check/);
     await b.admin.query(
       `delete from memberships where user_id in ('auth0|5f7c8ec7c33c6c004bbafe82', 'dana+agents@example.com')`,
     );
@@ -181,8 +183,9 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
   });
 
   it('can be rolled back and re-applied', async () => {
-    const down = await migrate(b.admin, { direction: 'down', count: 9 });
+    const down = await migrate(b.admin, { direction: 'down', count: 10 });
     expect(down.map((m) => m.name)).toEqual([
+      '0010_tenant_keys_lead_with_workspace',
       '0009_sealed_scopes',
       '0008_agent_runs_open_index',
       '0007_admin_writes_agents_documents',
@@ -196,7 +199,7 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
     // Nothing of the sealed scope is left behind by its rollback.
     expect((await b.admin.query(`select 1 from pg_namespace where nspname = 'user_scope'`)).rows).toEqual([]);
     const up = await migrate(b.admin);
-    expect(up).toHaveLength(9);
+    expect(up).toHaveLength(10);
     await assertIsolation(b.admin, { appRole: 'app_user', tenantTables: ['workspaces'], seal: true });
   });
 });
@@ -248,6 +251,7 @@ describe('agent platform migrations on postgres, from several processes at once'
           '0007_admin_writes_agents_documents',
           '0008_agent_runs_open_index',
           '0009_sealed_scopes',
+          '0010_tenant_keys_lead_with_workspace',
         ]);
       } finally {
         await Promise.all(pools.map((pool) => pool.end()));

@@ -194,7 +194,10 @@ export async function assertIsolation(
       );
   }
   problems.push(...(await escapes(db, schema, appRole, tenantTables, seal)));
-  if (seal !== undefined) problems.push(...(await sealProblems(db, seal, appRole)));
+  if (seal !== undefined) {
+    problems.push(...(await sealProblems(db, seal, appRole)));
+    problems.push(...(await conflictKeys(db, schema, appRole, tenantTables)));
+  }
   problems.push(...(await scopePrerequisites(db, schema, appRole, options.checkLogin ?? true)));
   if (problems.length > 0) {
     throw new UserContextError(ErrorCodes.MISCONFIGURED, `isolation guard: ${problems.join('; ')}`);
@@ -296,6 +299,39 @@ async function escapes(
       problems.push(`policy ${p.name} on ${p.schema}.${p.table} reads a setting, not the sealed scope`);
   }
   return problems;
+}
+
+/**
+ * Unique keys of tenant tables the app role may insert into and update that do not contain
+ * `workspace_id`. PostgreSQL evaluates `INSERT … ON CONFLICT DO UPDATE … WHERE` on the conflicting row
+ * before the UPDATE policy checks it: with a key of `id` alone, SQL in a scope could name another
+ * workspace's id, read that row through the WHERE and lock it. Checked with the seal, whose promise is
+ * to hold against SQL inside the scope.
+ */
+async function conflictKeys(
+  db: SqlQueryable,
+  schema: string,
+  appRole: string,
+  tenantTables: readonly string[],
+): Promise<string[]> {
+  const { rows } = await db.query<{ schema: string; table: string; index: string }>(
+    `select n.nspname as schema, c.relname as table, ic.relname as index
+       from pg_index i join pg_class c on c.oid = i.indrelid
+       join pg_namespace n on n.oid = c.relnamespace join pg_class ic on ic.oid = i.indexrelid
+      where i.indisunique
+        and exists (select 1 from pg_attribute a
+                     where a.attrelid = c.oid and a.attname = 'workspace_id' and not a.attisdropped
+                       and not a.attnum = any (i.indkey))
+        and has_table_privilege($1, c.oid, 'INSERT') and has_any_column_privilege($1, c.oid, 'UPDATE')
+      order by 1, 2, 3`,
+    [appRole],
+  );
+  return rows
+    .filter((r) => tenantTables.includes(r.schema === schema ? r.table : `${r.schema}.${r.table}`))
+    .map(
+      (r) =>
+        `sealed scope: unique index ${r.schema}.${r.index} of ${r.table} does not contain workspace_id (INSERT … ON CONFLICT DO UPDATE could read another workspace's row: lead the key with workspace_id)`,
+    );
 }
 
 /**

@@ -133,6 +133,9 @@ create or replace function ${s}.seal_of(p_xact xid8, p_user text, p_workspace te
   language plpgsql stable
 as $fn$
 begin
+  if p_xact is null then
+    return null;
+  end if;
   return (select encode(${crypto}.hmac(convert_to(jsonb_build_array('v1', p_xact::text, p_user, p_workspace,
                   p_roles)::text, 'UTF8'), k.secret, 'sha256'), 'base64')
             from ${s}.seal_key k);

@@ -29,9 +29,11 @@ export async function createFixtureSchema(
       grant select on memberships to ${app};
 
       create table notes (
-        id serial primary key,
+        id serial,
         workspace_id text not null default nullif(current_setting('app.workspace_id', true), ''),
-        body text not null);
+        body text not null,
+        -- Led by the workspace: a key of id alone would let ON CONFLICT DO UPDATE reach other workspaces.
+        primary key (workspace_id, id));
       create index notes_ws on notes (workspace_id);
       alter table notes enable row level security;
       alter table notes force row level security;

@@ -209,8 +209,9 @@ describe.each(BACKENDS)('assertIsolation on %s (case 17)', (kind) => {
   });
 
   it('refuses a table the app role may use that is no tenant table, unless listed as shared', async () => {
-    // A child table keyed by its parent: no workspace_id, no RLS, readable by the app role.
-    await b.admin.query(`create table note_parts (note_id int references notes (id), part text)`);
+    // A child table keyed by its parent: no workspace_id, no RLS, readable by the app role. (notes is
+    // keyed by (workspace_id, id): the reference names a note by id alone, without a constraint.)
+    await b.admin.query(`create table note_parts (note_id int, part text)`);
     await b.admin.query(`grant select on note_parts to ${roles.app}`);
     try {
       expect(await refusal(b)).toMatch(

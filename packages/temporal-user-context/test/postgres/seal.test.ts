@@ -132,6 +132,45 @@ describe.each(BACKENDS)('sealed scopes on %s', (kind) => {
     await sealed.admin.query(`delete from notes where body = 'b-victim'`);
   });
 
+  it('the guard refuses a tenant key without the workspace, through which ON CONFLICT reads other rows', async () => {
+    // Found by review: ON CONFLICT DO UPDATE evaluates its WHERE on the conflicting row before the
+    // UPDATE policy checks it. With a unique key of id alone, a scope names another workspace's id.
+    // The victim's id, read before the scope: on PGlite the admin handle waits for the scope to end.
+    const victim = (
+      await sealed.admin.query<{ id: number }>(
+        `select id from notes where workspace_id = 'ws-b' order by id limit 1`,
+      )
+    ).rows[0]!.id;
+    const leak = async () =>
+      withUserScope(
+        sealed.db,
+        alice,
+        async (tx) => {
+          await tx.query(
+            `insert into notes (id, workspace_id, body) values ($1, 'ws-a', 'x')
+               on conflict (id) do update set body = excluded.body
+               where set_config('leak.row', notes.body, true) is null`,
+            [victim],
+          );
+          return (await tx.query<{ row: string }>(`select current_setting('leak.row', true) as row`)).rows[0]!
+            .row;
+        },
+        opts,
+      ).catch((err: { message?: string }) => err.message);
+    await sealed.admin.query('create unique index notes_id on notes (id)');
+    try {
+      await expect(
+        assertIsolation(sealed.admin, { appRole: sealedRoles.app, seal: true, checkLogin: false }),
+      ).rejects.toThrow(/unique index public.notes_id of notes does not contain workspace_id/);
+      // What the guard refuses it for: the seal holds, yet the row of ws-b is read.
+      expect(await leak()).toBe('b1');
+    } finally {
+      await sealed.admin.query('drop index notes_id');
+    }
+    // Keyed by (workspace_id, id), nothing conflicts across workspaces: the statement names no key.
+    expect(await leak()).toMatch(/no unique or exclusion constraint/);
+  });
+
   it('a scope cannot be entered again in its transaction', async () => {
     const sink = memoryAuditSink();
     const err = await rejection(
