@@ -7,6 +7,20 @@ import { createTestDatabase } from '../../../../test-support/postgres.js';
 import { migrate } from '../../src/data/migrate.js';
 import { openPlatformDb } from './helpers.js';
 
+/** The platform's migrations, in order (written out: a file added or renamed must change this test). */
+const MIGRATIONS = [
+  '0001_tenancy',
+  '0002_agents',
+  '0003_audit_log',
+  '0004_agent_runs_one_per_workflow',
+  '0005_agent_runs_outlive_agents',
+  '0006_ids_from_identity_providers',
+  '0007_admin_writes_agents_documents',
+  '0008_agent_runs_open_index',
+  '0009_sealed_scopes',
+  '0010_tenant_keys_lead_with_workspace',
+];
+
 const TENANT_TABLES = ['agent_runs', 'agents', 'audit_log', 'documents', 'memberships', 'workspaces'];
 
 describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
@@ -101,15 +115,9 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
     // node-pg-migrate reads a count of 0 as "all": refused rather than reverting every migration.
     for (const count of [0, -1, 1.5, Number.NaN])
       await expect(migrate(b.admin, { direction: 'down', count }), String(count)).rejects.toThrow(/count/);
-    expect((await migrate(b.admin, { direction: 'down', count: 7 })).map((m) => m.name)).toEqual([
-      '0010_tenant_keys_lead_with_workspace',
-      '0009_sealed_scopes',
-      '0008_agent_runs_open_index',
-      '0007_admin_writes_agents_documents',
-      '0006_ids_from_identity_providers',
-      '0005_agent_runs_outlive_agents',
-      '0004_agent_runs_one_per_workflow',
-    ]);
+    expect((await migrate(b.admin, { direction: 'down', count: 7 })).map((m) => m.name)).toEqual(
+      MIGRATIONS.slice(3).reverse(),
+    );
     const agent = async (ws: string) =>
       (
         await b.admin.query<{ id: string }>(
@@ -136,15 +144,7 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
       await run('ws-a', agentA, null, 'pending', '2026-01-01T00:00:00Z'),
     ];
 
-    expect((await migrate(b.admin)).map((m) => m.name)).toEqual([
-      '0004_agent_runs_one_per_workflow',
-      '0005_agent_runs_outlive_agents',
-      '0006_ids_from_identity_providers',
-      '0007_admin_writes_agents_documents',
-      '0008_agent_runs_open_index',
-      '0009_sealed_scopes',
-      '0010_tenant_keys_lead_with_workspace',
-    ]);
+    expect((await migrate(b.admin)).map((m) => m.name)).toEqual(MIGRATIONS.slice(3));
     const { rows } = await b.admin.query<{ id: string }>(
       `select id::text as id from agent_runs where agent_id in ($1, $2) order by id`,
       [agentA, agentB],
@@ -184,22 +184,11 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
 
   it('can be rolled back and re-applied', async () => {
     const down = await migrate(b.admin, { direction: 'down', count: 10 });
-    expect(down.map((m) => m.name)).toEqual([
-      '0010_tenant_keys_lead_with_workspace',
-      '0009_sealed_scopes',
-      '0008_agent_runs_open_index',
-      '0007_admin_writes_agents_documents',
-      '0006_ids_from_identity_providers',
-      '0005_agent_runs_outlive_agents',
-      '0004_agent_runs_one_per_workflow',
-      '0003_audit_log',
-      '0002_agents',
-      '0001_tenancy',
-    ]);
+    expect(down.map((m) => m.name)).toEqual([...MIGRATIONS].reverse());
     // Nothing of the sealed scope is left behind by its rollback.
     expect((await b.admin.query(`select 1 from pg_namespace where nspname = 'user_scope'`)).rows).toEqual([]);
     const up = await migrate(b.admin);
-    expect(up).toHaveLength(10);
+    expect(up).toHaveLength(MIGRATIONS.length);
     await assertIsolation(b.admin, { appRole: 'app_user', tenantTables: ['workspaces'], seal: true });
   });
 });
@@ -241,18 +230,7 @@ describe('agent platform migrations on postgres, from several processes at once'
         const failures = results.flatMap((r) => (r.status === 'rejected' ? [String(r.reason)] : []));
         expect(failures, `round ${round}`).toEqual([]);
         const applied = results.flatMap((r) => (r.status === 'fulfilled' ? r.value.map((m) => m.name) : []));
-        expect(applied.sort()).toEqual([
-          '0001_tenancy',
-          '0002_agents',
-          '0003_audit_log',
-          '0004_agent_runs_one_per_workflow',
-          '0005_agent_runs_outlive_agents',
-          '0006_ids_from_identity_providers',
-          '0007_admin_writes_agents_documents',
-          '0008_agent_runs_open_index',
-          '0009_sealed_scopes',
-          '0010_tenant_keys_lead_with_workspace',
-        ]);
+        expect(applied.sort()).toEqual([...MIGRATIONS]);
       } finally {
         await Promise.all(pools.map((pool) => pool.end()));
         await database.drop();

@@ -329,7 +329,10 @@ async function enterScope(tx: SqlQueryable, appRole: string, context: UserContex
  * (`USER_CONTEXT_MISCONFIGURED`, audited; docs/data-isolation.md). Before COMMIT the scope checks that
  * its role and settings are unchanged, else it is refused and rolled back; a connection that work
  * outside any transaction left cursors `WITH HOLD`, channels or temporary objects on is refused at the
- * start; and the adapter resets the session after the transaction (`SESSION_RESET`). Requires a `memberships(workspace_id, user_id, roles text[])` table
+ * start; and the adapter resets the session after the transaction (`SESSION_RESET`). With `seal` (or an
+ * adapter made with it), steps 1 and 2 are one call of the sealed scope's `enter`, and the settings carry
+ * an HMAC that the policies' functions check (`scopeSealSql`; SQL inside the scope that changes them
+ * sees nothing). Requires a `memberships(workspace_id, user_id, roles text[])` table
  * whose policy lets a user read their own row in the current workspace.
  *
  * @throws UserContextError `USER_CONTEXT_INVALID` for a malformed context,
