@@ -2,7 +2,7 @@ import { ErrorCodes, UserContextError } from '../context/errors.js';
 import type { SqlDatabase, SqlQueryable } from './database.js';
 import { DEFAULT_APP_ROLE } from './scope.js';
 import { assertRoleName } from './ident.js';
-import { SEAL_FUNCTIONS, sealSchema } from './seal.js';
+import { SEAL_ACCESSORS, SEAL_FUNCTIONS, sealSchema } from './seal.js';
 
 /** Options of {@link assertIsolation}: which role and tables to check. */
 export interface IsolationGuardOptions {
@@ -22,8 +22,8 @@ export interface IsolationGuardOptions {
   /**
    * The sealed scope (`scopeSealSql`; `true`: schema `user_scope`) the scopes enter through: checks it
    * is installed for the app role, that the app role cannot replace it nor read its key, and that every
-   * permissive policy of a tenant table reads `<schema>.workspace_id()` and no setting directly. Its four
-   * functions are the `SECURITY DEFINER` functions the app role may execute. Default: the adapter's `seal`, when `db` is
+   * permissive policy of a tenant table reads `<schema>.workspace_id()` and no setting directly. Its
+   * `enter` and `sealed_setting` are the `SECURITY DEFINER` functions the app role may execute. Default: the adapter's `seal`, when `db` is
    * an adapter made with one.
    */
   seal?: boolean | { schema?: string };
@@ -335,8 +335,8 @@ async function conflictKeys(
 }
 
 /**
- * The sealed scope's prerequisites: its four functions present, `SECURITY DEFINER`, executable by the
- * app role, and owned by a role the app role is not (nor belongs to); the app role without CREATE on
+ * The sealed scope's prerequisites: its functions present and executable by the app role (`enter` and
+ * `sealed_setting` `SECURITY DEFINER`), none owned by a role the app role is (or belongs to); the app role without CREATE on
  * the schema (it could shadow nothing there, but could add functions the policies do not expect).
  */
 async function sealProblems(db: SqlQueryable, seal: string, appRole: string): Promise<string[]> {
@@ -354,11 +354,12 @@ async function sealProblems(db: SqlQueryable, seal: string, appRole: string): Pr
       where n.nspname = $1`,
     [seal, appRole],
   );
-  for (const fn of SEAL_FUNCTIONS) {
+  for (const fn of [...SEAL_FUNCTIONS, ...SEAL_ACCESSORS]) {
     const found = rows.find((r) => r.signature === fn);
     if (!found)
       problems.push(`sealed scope: function ${seal}.${fn} does not exist (install it with scopeSealSql)`);
-    else if (!found.definer) problems.push(`sealed scope: function ${seal}.${fn} is not SECURITY DEFINER`);
+    else if (!found.definer && (SEAL_FUNCTIONS as readonly string[]).includes(fn))
+      problems.push(`sealed scope: function ${seal}.${fn} is not SECURITY DEFINER`);
     else if (!found.executable)
       problems.push(`sealed scope: app role ${appRole} may not execute ${seal}.${fn}`);
   }

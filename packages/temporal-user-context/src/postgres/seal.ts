@@ -81,9 +81,9 @@ export function sealSchema(seal: boolean | { schema?: string } | undefined): str
 /**
  * The SQL that installs (or updates: it is idempotent) the sealed scope, to run as the tables' owner,
  * in a migration: a schema with a one-row key table (a random 32-byte secret, readable by its owner
- * only), pgcrypto, the owner-only `seal_of` and `sealed_setting`, and `SECURITY DEFINER` functions:
- * `workspace_id()`, `user_id()` and `roles()`, executable by the app role, and `enter`, executable by
- * every login that is a member of it. The owner needs CREATE on the database (or the schema and
+ * only), pgcrypto, the owner-only `seal_of`, two `SECURITY DEFINER` functions, `sealed_setting`
+ * (executable by the app role) and `enter` (by every login that is a member of it), and what policies
+ * call: `workspace_id()`, `user_id()` and `roles()`, SQL functions the planner inlines. The owner needs CREATE on the database (or the schema and
  * pgcrypto created for it).
  *
  * Then write every policy of a tenant table on those functions, never on the settings (the sub-select
@@ -158,17 +158,20 @@ begin
 end
 $fn$;
 
+-- What policies call: SQL functions without SECURITY DEFINER or SET, so that the planner inlines them
+-- into the policy's sub-select (one definer call per value, not two). Every name is schema-qualified:
+-- an inlined body is resolved with the caller's search path.
 create or replace function ${s}.workspace_id() returns text
-  language plpgsql stable security definer ${pinned}
-as $fn$ begin return ${s}.sealed_setting('app.workspace_id'); end $fn$;
+  language sql stable
+as $fn$ select ${s}.sealed_setting('app.workspace_id') $fn$;
 
 create or replace function ${s}.user_id() returns text
-  language plpgsql stable security definer ${pinned}
-as $fn$ begin return ${s}.sealed_setting('app.user_id'); end $fn$;
+  language sql stable
+as $fn$ select ${s}.sealed_setting('app.user_id') $fn$;
 
 create or replace function ${s}.roles() returns text[]
-  language plpgsql stable security definer ${pinned}
-as $fn$ begin return string_to_array(${s}.sealed_setting('app.roles'), ','); end $fn$;
+  language sql stable
+as $fn$ select pg_catalog.string_to_array(${s}.sealed_setting('app.roles'), ',') $fn$;
 
 -- Enters the scope, once per transaction: the user's effective roles (p_roles that the stored
 -- membership still has, in p_roles' order), '{}' when none is left, NULL without a membership row.
@@ -230,10 +233,13 @@ $fn$;
 
 revoke all on function ${s}.seal_of(xid8, text, text, text), ${s}.sealed_setting(text), ${s}.workspace_id(),
   ${s}.user_id(), ${s}.roles(), ${s}.enter(text, text, text[]) from public;
-grant execute on function ${s}.workspace_id(), ${s}.user_id(), ${s}.roles() to ${app};
+grant execute on function ${s}.sealed_setting(text), ${s}.workspace_id(), ${s}.user_id(), ${s}.roles() to ${app};
 grant execute on function ${s}.enter(text, text, text[]) to public;
 `;
 }
 
-/** Names of the seal's functions the app role may execute (the guard allows exactly these). */
-export const SEAL_FUNCTIONS = ['enter(text,text,text[])', 'workspace_id()', 'user_id()', 'roles()'] as const;
+/** The seal's `SECURITY DEFINER` functions the app role may execute (the guard allows exactly these). */
+export const SEAL_FUNCTIONS = ['enter(text,text,text[])', 'sealed_setting(text)'] as const;
+
+/** The functions policies call (plain SQL, inlined), which the app role must be able to execute. */
+export const SEAL_ACCESSORS = ['workspace_id()', 'user_id()', 'roles()'] as const;
