@@ -149,6 +149,10 @@ create or replace function ${s}.sealed_setting(p_name text) returns text
   language plpgsql stable security definer ${pinned}
 as $fn$
 begin
+  -- The scope's three settings only: as a definer it would read others with its owner's rights.
+  if p_name is null or p_name not in ('app.workspace_id', 'app.user_id', 'app.roles') then
+    return null;
+  end if;
   if current_setting('app.scope_seal', true) = ${s}.seal_of(pg_current_xact_id_if_assigned(),
        current_setting('app.user_id', true), current_setting('app.workspace_id', true),
        current_setting('app.roles', true)) then

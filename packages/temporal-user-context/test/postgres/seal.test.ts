@@ -237,6 +237,21 @@ describe.each(BACKENDS)('sealed scopes on %s', (kind) => {
     expect(read).toEqual({ rows: [], own: ['b1'] });
   });
 
+  it("sealed_setting gives the scope's three settings only, not others with its owner's rights", async () => {
+    const read = await withUserScope(
+      sealed.db,
+      alice,
+      async (tx) =>
+        (
+          await tx.query<{ ws: string; other: string | null }>(
+            `select user_scope.sealed_setting('app.workspace_id') as ws, user_scope.sealed_setting('search_path') as other`,
+          )
+        ).rows[0],
+      opts,
+    );
+    expect(read).toEqual({ ws: 'ws-a', other: null });
+  });
+
   it('settings set without entering open nothing', async () => {
     const rows = await sealed.db.transaction(async (tx) => {
       await tx.query(
