@@ -12,7 +12,7 @@ import {
   withUserScope,
   type UserScopeOptions,
 } from './scope.js';
-import { sealSchema } from './seal.js';
+import { resolveSeal } from './seal.js';
 import { assertRoleName } from './ident.js';
 
 /**
@@ -239,7 +239,7 @@ export function postgresAuditSink(
   options: PostgresAuditSinkOptions = {},
 ): PostgresAuditSink {
   const appRole = assertRoleName(options.appRole ?? DEFAULT_APP_ROLE, 'app role');
-  const seal = options.seal === undefined ? db.seal : sealSchema(options.seal);
+  const seal = resolveSeal(options.seal, db);
   const maxPending = numberOption('maxPending', options.maxPending, 10_000, {
     min: 1,
     max: Number.MAX_SAFE_INTEGER,

@@ -2,7 +2,7 @@ import { ErrorCodes, UserContextError } from '../context/errors.js';
 import type { SqlDatabase, SqlQueryable } from './database.js';
 import { DEFAULT_APP_ROLE } from './scope.js';
 import { assertRoleName } from './ident.js';
-import { SEAL_ACCESSORS, SEAL_FUNCTIONS, sealSchema } from './seal.js';
+import { SEAL_ACCESSORS, SEAL_FUNCTIONS, resolveSeal } from './seal.js';
 
 /** Options of {@link assertIsolation}: which role and tables to check. */
 export interface IsolationGuardOptions {
@@ -98,13 +98,7 @@ export async function assertIsolation(
   const appRole = assertRoleName(options.appRole ?? DEFAULT_APP_ROLE, 'app role');
   const schema = options.schema ?? 'public';
   // An adapter made with `seal` says so (`SqlDatabase.seal`); a bare queryable does not.
-  const adapterSeal = (db as Partial<Pick<SqlDatabase, 'seal'>>).seal;
-  const seal =
-    options.seal !== undefined
-      ? sealSchema(options.seal)
-      : adapterSeal === undefined
-        ? undefined
-        : sealSchema({ schema: adapterSeal });
+  const seal = resolveSeal(options.seal, db as Partial<Pick<SqlDatabase, 'seal'>>);
   const configured = [...(options.tenantTables ?? [])];
   const problems: string[] = [];
 

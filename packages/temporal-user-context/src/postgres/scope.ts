@@ -13,7 +13,7 @@ import {
   type SqlRow,
 } from './database.js';
 import { assertRoleName, quoteIdent } from './ident.js';
-import { SEAL_SQLSTATES, sealSchema } from './seal.js';
+import { SEAL_SQLSTATES, resolveSeal } from './seal.js';
 
 /** Default name of the non-owner role that scoped transactions switch to. */
 export const DEFAULT_APP_ROLE = 'app_user';
@@ -356,7 +356,7 @@ export async function withUserScope<T>(
   let seal: string | undefined;
   try {
     appRole = assertRoleName(options.appRole ?? DEFAULT_APP_ROLE, 'app role');
-    seal = options.seal === undefined ? db.seal : sealSchema(options.seal);
+    seal = resolveSeal(options.seal, db);
     // Re-validate: callers may hand us an object that never went through the schema.
     context = parseUserContext({ userId: ctx.userId, workspaceId: ctx.workspaceId, roles: [...ctx.roles] });
   } catch (err) {

@@ -69,6 +69,17 @@ function assertSchemaName(name: string, what: string): string {
   return name;
 }
 
+/**
+ * The seal's schema a call uses: its own option when given, else the adapter's (`SqlDatabase.seal`,
+ * already validated when the adapter was made; a bare queryable has none).
+ */
+export function resolveSeal(
+  option: boolean | { schema?: string } | undefined,
+  db: { readonly seal?: string },
+): string | undefined {
+  return option === undefined ? db.seal : sealSchema(option);
+}
+
 /** The seal's schema, validated: what `withUserScope`, the audit sink and the guard are given. */
 export function sealSchema(seal: boolean | { schema?: string } | undefined): string | undefined {
   if (seal === undefined || seal === false) return undefined;
