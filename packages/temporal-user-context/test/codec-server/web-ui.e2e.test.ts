@@ -54,8 +54,6 @@ describe.skipIf(!haveChromium)('Web UI + codec server (e2e, case 23)', () => {
   beforeAll(async () => {
     idp = await makeIdp();
     tmp = mkdtempSync(join(tmpdir(), 'codec-e2e-'));
-    const [grpcPort, uiPort] = await Promise.all([freePort(), freePort()]);
-    uiOrigin = `http://127.0.0.1:${uiPort}`;
 
     // The UI sends the access token to https endpoints only: serve the codec over TLS (self-signed).
     execFileSync(
@@ -81,41 +79,40 @@ describe.skipIf(!haveChromium)('Web UI + codec server (e2e, case 23)', () => {
       ],
       { stdio: 'ignore' },
     );
-    codecServer = createCodecServer({
-      codec,
-      namespace: 'default',
-      allowedOrigin: uiOrigin,
-      jwt: { jwks: idp.jwks, issuer: ISSUER, audience: AUDIENCE },
-      auditor: new Auditor([sink]),
-      https: { key: readFileSync(join(tmp, 'key.pem')), cert: readFileSync(join(tmp, 'cert.pem')) },
-    });
-    await codecServer.listen({ host: '127.0.0.1', port: 0 });
-    const address = codecServer.server.address();
-    codecUrl = `https://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
-
     const bin = execFileSync(process.execPath, [cliScript, '--print-path'], { encoding: 'utf8' }).trim();
-    temporal = spawn(
-      bin,
-      [
-        'server',
-        'start-dev',
-        '--ip',
-        '127.0.0.1',
-        '--port',
-        String(grpcPort),
-        '--ui-port',
-        String(uiPort),
-        '--ui-codec-endpoint',
-        codecUrl,
-        '--db-filename',
-        join(tmp, 'temporal.db'),
-        '--log-level',
-        'error',
-        '--ui-disable-news-fetch',
-      ],
-      { stdio: 'ignore' },
-    );
-    connection = await retry(() => Connection.connect({ address: `127.0.0.1:${grpcPort}` }), 60_000);
+    // The dev server picks its other services' ports itself, after we picked ours: on a busy machine
+    // one of them can be taken by the time it binds, and it exits. Start again on fresh ports then.
+    const failures: string[] = [];
+    for (let attempt = 1; connection === undefined; attempt++) {
+      const [grpcPort, uiPort] = await Promise.all([freePort(), freePort()]);
+      uiOrigin = `http://127.0.0.1:${uiPort}`;
+      codecServer = createCodecServer({
+        codec,
+        namespace: 'default',
+        allowedOrigin: uiOrigin,
+        jwt: { jwks: idp.jwks, issuer: ISSUER, audience: AUDIENCE },
+        auditor: new Auditor([sink]),
+        https: { key: readFileSync(join(tmp, 'key.pem')), cert: readFileSync(join(tmp, 'cert.pem')) },
+      });
+      await codecServer.listen({ host: '127.0.0.1', port: 0 });
+      const address = codecServer.server.address();
+      codecUrl = `https://127.0.0.1:${typeof address === 'object' && address ? address.port : 0}`;
+      const dbFile = join(tmp, `temporal-${attempt}.db`);
+      temporal = spawn(bin, devServerArgs({ grpcPort, uiPort, codecUrl, dbFile }), {
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      const output = tail(temporal);
+      try {
+        connection = await connectWhileRunning(temporal, `127.0.0.1:${grpcPort}`, 90_000);
+      } catch (err) {
+        failures.push(`attempt ${attempt}: ${(err as Error).message}\n${output()}`);
+        await stop(temporal);
+        await codecServer.close();
+        if (attempt === 3) {
+          throw new Error(`dev server did not start:\n${failures.join('\n')}`, { cause: err });
+        }
+      }
+    }
     const client = new Client({
       connection,
       namespace: 'default',
@@ -144,18 +141,13 @@ describe.skipIf(!haveChromium)('Web UI + codec server (e2e, case 23)', () => {
         '--disable-sync',
       ],
     });
-  }, 180_000);
+  }, 300_000);
 
   afterAll(async () => {
     await browser?.close();
     await connection?.close();
     await codecServer?.close();
-    if (temporal?.pid !== undefined && temporal.exitCode === null) {
-      const exited = new Promise((resolve) => temporal!.once('exit', resolve));
-      temporal.kill('SIGTERM');
-      await Promise.race([exited, sleep(10_000)]);
-      if (temporal.exitCode === null) temporal.kill('SIGKILL');
-    }
+    if (temporal) await stop(temporal);
     if (tmp) rmSync(tmp, { recursive: true, force: true });
   });
 
@@ -255,6 +247,66 @@ describe.skipIf(!haveChromium)('Web UI + codec server (e2e, case 23)', () => {
     }
   });
 });
+
+function devServerArgs(o: { grpcPort: number; uiPort: number; codecUrl: string; dbFile: string }) {
+  return [
+    'server',
+    'start-dev',
+    '--ip',
+    '127.0.0.1',
+    '--port',
+    String(o.grpcPort),
+    '--ui-port',
+    String(o.uiPort),
+    '--ui-codec-endpoint',
+    o.codecUrl,
+    '--db-filename',
+    o.dbFile,
+    '--log-level',
+    'error',
+    '--ui-disable-news-fetch',
+  ];
+}
+
+/** The last 4 KiB the process wrote to stderr (why a dev server exited). */
+function tail(child: ChildProcess): () => string {
+  let text = '';
+  child.stderr?.setEncoding('utf8');
+  child.stderr?.on('data', (chunk: string) => {
+    text = (text + chunk).slice(-4096);
+  });
+  return () => text;
+}
+
+/** Connects to the dev server; gives up at once if it exits, else at the deadline. */
+async function connectWhileRunning(
+  child: ChildProcess,
+  address: string,
+  timeoutMs: number,
+): Promise<Connection> {
+  const exited = new Promise<never>((_, reject) => {
+    child.once('exit', (code, signal) => reject(new Error(`dev server exited (${code ?? signal})`)));
+  });
+  exited.catch(() => undefined); // observed by the race below, or moot once connected
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    if (child.exitCode !== null || child.signalCode !== null) return exited;
+    try {
+      return await Promise.race([Connection.connect({ address, connectTimeout: 5_000 }), exited]);
+    } catch (err) {
+      if (child.exitCode !== null || child.signalCode !== null || Date.now() > deadline) throw err;
+      await sleep(250);
+    }
+  }
+}
+
+async function stop(child: ChildProcess): Promise<void> {
+  if (child.pid === undefined || child.exitCode !== null || child.signalCode !== null) return;
+  const exited = new Promise((resolve) => child.once('exit', resolve));
+  child.kill('SIGTERM');
+  await Promise.race([exited, sleep(10_000)]);
+  if (child.exitCode === null && child.signalCode === null) child.kill('SIGKILL');
+}
 
 async function retry<T>(fn: () => Promise<T>, timeoutMs: number): Promise<T> {
   const deadline = Date.now() + timeoutMs;
