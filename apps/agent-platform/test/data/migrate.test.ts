@@ -1,7 +1,12 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { parseUserContext } from 'temporal-user-context';
-import { assertIsolation, fromPgPool, withUserScope } from 'temporal-user-context/postgres';
+import {
+  assertIsolation,
+  fromPgPool,
+  postgresAuditSink,
+  withUserScope,
+} from 'temporal-user-context/postgres';
 import { BACKENDS, type Backend } from '../../../../test-support/db-backends.js';
 import { createTestDatabase } from '../../../../test-support/postgres.js';
 import { migrate } from '../../src/data/migrate.js';
@@ -19,6 +24,7 @@ const MIGRATIONS = [
   '0008_agent_runs_open_index',
   '0009_sealed_scopes',
   '0010_tenant_keys_lead_with_workspace',
+  '0011_audit_records_from_the_sink_only',
 ];
 
 const TENANT_TABLES = ['agent_runs', 'agents', 'audit_log', 'documents', 'memberships', 'workspaces'];
@@ -111,11 +117,49 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
     await b.admin.query(`delete from agents where name = 'b-bot'`);
   });
 
+  it("0011: SQL in a user's scope plants no audit record; the audit sink's land", async () => {
+    const alice = parseUserContext({ userId: 'alice', workspaceId: 'ws-a', roles: ['admin', 'member'] });
+    const plant = (workspace: string | null, user: string | null) =>
+      withUserScope(b.db, alice, (tx) =>
+        tx.query(
+          `insert into audit_log (time, action, decision, source, reason, workspace_id, user_id)
+           values (now(), 'planted', 'allow', 'header', 'ok', $1, $2)`,
+          [workspace, user],
+        ),
+      );
+    for (const [workspace, user] of [
+      ['ws-a', 'bob'],
+      ['ws-a', 'alice'],
+      [null, null],
+    ] as const)
+      await expect(plant(workspace, user), `${workspace}/${user}`).rejects.toMatchObject({ code: '42501' });
+    const errors: unknown[] = [];
+    const sink = postgresAuditSink(b.db, { onError: (err) => errors.push(err) });
+    const record = {
+      time: new Date().toISOString(),
+      action: 'sunk',
+      decision: 'allow',
+      source: 'header',
+      reason: 'ok',
+    } as const;
+    sink.emit({ ...record, workspaceId: 'ws-a', userId: 'alice' });
+    sink.emit({ ...record });
+    await sink.flush();
+    expect(errors).toEqual([]);
+    const { rows } = await b.admin.query(
+      `select action, workspace_id from audit_log where action in ('planted', 'sunk') order by workspace_id`,
+    );
+    expect(rows).toEqual([
+      { action: 'sunk', workspace_id: 'ws-a' },
+      { action: 'sunk', workspace_id: null },
+    ]);
+  });
+
   it('0004 leaves one run record per workflow and workspace, the one its workflow wrote to', async () => {
     // node-pg-migrate reads a count of 0 as "all": refused rather than reverting every migration.
     for (const count of [0, -1, 1.5, Number.NaN])
       await expect(migrate(b.admin, { direction: 'down', count }), String(count)).rejects.toThrow(/count/);
-    expect((await migrate(b.admin, { direction: 'down', count: 7 })).map((m) => m.name)).toEqual(
+    expect((await migrate(b.admin, { direction: 'down', count: 8 })).map((m) => m.name)).toEqual(
       MIGRATIONS.slice(3).reverse(),
     );
     const agent = async (ws: string) =>
@@ -175,7 +219,7 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
       await expect(workspace(bad), bad).rejects.toThrow(/workspaces_id_check/);
     }
     // Rolling back refuses while such an id is stored, rather than dropping the check.
-    await expect(migrate(b.admin, { direction: 'down', count: 5 })).rejects.toThrow(/check/);
+    await expect(migrate(b.admin, { direction: 'down', count: 6 })).rejects.toThrow(/check/);
     await b.admin.query(
       `delete from memberships where user_id in ('auth0|5f7c8ec7c33c6c004bbafe82', 'dana+agents@example.com')`,
     );
@@ -183,7 +227,7 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
   });
 
   it('can be rolled back and re-applied', async () => {
-    const down = await migrate(b.admin, { direction: 'down', count: 10 });
+    const down = await migrate(b.admin, { direction: 'down', count: MIGRATIONS.length });
     expect(down.map((m) => m.name)).toEqual([...MIGRATIONS].reverse());
     // Nothing of the sealed scope is left behind by its rollback.
     expect((await b.admin.query(`select 1 from pg_namespace where nspname = 'user_scope'`)).rows).toEqual([]);

@@ -15,6 +15,9 @@ import {
 import { resolveSeal } from './seal.js';
 import { assertRoleName } from './ident.js';
 
+/** The table the sink writes and the trail reads (on the search path), whose INSERT policy the guard checks. */
+export const AUDIT_TABLE = 'audit_log';
+
 /**
  * Columns of `audit_log`, in insert order, next to the {@link AuditEvent} field each one stores.
  * The table itself is created by the application's migrations (see apps/agent-platform).
@@ -52,7 +55,7 @@ const insertSql = (() => {
         { length: rows },
         (_, r) => `(${COLUMNS.map((_, i) => `$${r * COLUMNS.length + i + 1}`).join(', ')})`,
       );
-      sql = `insert into audit_log (${COLUMNS.map(([c]) => c).join(', ')}) values ${tuples.join(', ')}`;
+      sql = `insert into ${AUDIT_TABLE} (${COLUMNS.map(([c]) => c).join(', ')}) values ${tuples.join(', ')}`;
       cache.set(rows, sql);
     }
     return sql;
@@ -106,7 +109,9 @@ export interface PostgresAuditSinkOptions {
   /**
    * Enter a workspace's records through the sealed scope (`scopeSealSql`; `true`: schema `user_scope`),
    * as a workspace-only scope (no user, no roles), for an INSERT policy that reads
-   * `<schema>.workspace_id()`. System records (no workspace) are inserted with the role switch alone.
+   * `<schema>.workspace_id()` and `<schema>.user_id()` (NULL here, the user's id in a user's scope),
+   * and system records (no workspace) in the system scope, which `<schema>.system_scope()` vouches
+   * for: such a policy admits no record from SQL run in a user's scope (`scopeSealSql` shows it).
    * Default: the database adapter's `seal`.
    */
   seal?: boolean | { schema?: string };
@@ -150,7 +155,7 @@ export class AuditBacklogError extends Error {
 
 /**
  * The workspace a record is inserted under ('' for a system record): records of one workspace share a
- * transaction. The INSERT policy reads only `app.workspace_id`, so the user does not split batches.
+ * transaction, entered for the workspace alone (no user), so the records' users do not split batches.
  */
 function scopeKey(event: AuditEvent): string {
   return event.workspaceId ?? '';
@@ -219,13 +224,14 @@ interface Queued {
 
 /**
  * Writes {@link AuditEvent}s to `audit_log` as the app role with `app.workspace_id` set to the event's
- * workspace (or empty for system records), so the table's INSERT policy applies. The app role has no
- * UPDATE/DELETE grant: records are append-only.
+ * workspace (or empty for system records), so the table's INSERT policy applies; with `seal`, through
+ * the sealed scope of that workspace alone, or the system scope. The app role has no UPDATE/DELETE
+ * grant: records are append-only.
  *
  * Records wait in the sink's own queue (at most `maxPending`) and are written by at most `concurrency`
  * transactions at once, each inserting up to 100 waiting records of one workspace in one statement
- * (`app.user_id` is left empty: the INSERT policy must check the workspace only, as the platform's
- * does): a burst of records holds that many pooled connections, not the whole pool. A transaction
+ * (`app.user_id` is left empty: the INSERT policy must not ask for a user, as the platform's does
+ * not): a burst of records holds that many pooled connections, not the whole pool. A transaction
  * whose rows the database refuses is tried again one record at a time, so that one refused record does
  * not take others with it; one that failed before its COMMIT (no connection, a deadlock, a timeout) is
  * tried again twice, after 0.1 and 0.4 s; one that failed at COMMIT is not retried, since the COMMIT
@@ -273,8 +279,8 @@ export function postgresAuditSink(
       await db.transaction(async (tx) => {
         // No user: the records of a batch may name several, and the policy needs none.
         const workspace = scopeKey(events[0]!);
-        if (seal !== undefined && workspace !== '')
-          await enterSealedScope(tx, appRole, seal, '', workspace, []);
+        // Sealed, a workspace's records in a scope of the workspace alone, the others in the system scope.
+        if (seal !== undefined) await enterSealedScope(tx, appRole, seal, '', workspace, []);
         else await applyScope(tx, appRole, '', workspace);
         phase = 'insert';
         await tx.query(

@@ -3,6 +3,7 @@ import type { SqlDatabase, SqlQueryable } from './database.js';
 import { DEFAULT_APP_ROLE } from './scope.js';
 import { assertRoleName } from './ident.js';
 import { SEAL_ACCESSORS, SEAL_FUNCTIONS, resolveSeal } from './seal.js';
+import { AUDIT_TABLE } from './audit.js';
 
 /** Options of {@link assertIsolation}: which role and tables to check. */
 export interface IsolationGuardOptions {
@@ -21,10 +22,12 @@ export interface IsolationGuardOptions {
   sharedTables?: readonly string[];
   /**
    * The sealed scope (`scopeSealSql`; `true`: schema `user_scope`) the scopes enter through: checks it
-   * is installed for the app role, that the app role cannot replace it nor read its key, and that every
-   * permissive policy of a tenant table reads `<schema>.workspace_id()` and no setting directly. Its
-   * `enter` and `sealed_setting` are the `SECURITY DEFINER` functions the app role may execute. Default: the adapter's `seal`, when `db` is
-   * an adapter made with one.
+   * is installed for the app role, that the app role cannot replace it nor read its key, that every
+   * permissive policy of a tenant table reads `<schema>.workspace_id()` (or `sink_workspace_id()`) and no
+   * setting directly, and that `audit_log`, when it is a tenant table, admits records by
+   * `sink_workspace_id()` and `system_scope()`, not by `workspace_id()`. Its `enter`, `sealed_setting`,
+   * `system_scope` and `sink_workspace_id` are the `SECURITY DEFINER` functions the app role may execute.
+   * Default: the adapter's `seal`, when `db` is an adapter made with one.
    */
   seal?: boolean | { schema?: string };
   /**
@@ -241,20 +244,24 @@ async function escapes(
     schema: string;
     table: string;
     name: string;
+    cmd: string;
     qual: string | null;
     check: string | null;
   }>(
-    `select schemaname as schema, tablename as table, policyname as name, qual, with_check as check from pg_policies
+    `select schemaname as schema, tablename as table, policyname as name, cmd, qual, with_check as check
+       from pg_policies
       where permissive = 'PERMISSIVE'
         and ('public' = any (roles)
              or exists (select 1 from unnest(roles) r where r <> 'public' and pg_has_role($1, r, 'MEMBER')))
       order by schemaname, tablename, policyname`,
     [appRole],
   );
-  // Sealed: every permissive policy must depend on the seal's workspace_id() (pg_depend, whatever the
-  // search path prints), each of its expressions must call a workspace_id() (printed unqualified when
-  // the seal's schema is on this connection's search path), and none may read a setting itself: a value
-  // read apart from its check may be read after the check passed (docs/data-isolation.md).
+  // Sealed: every permissive policy must depend on the seal's workspace_id() or sink_workspace_id()
+  // (pg_depend, whatever the search path prints), each of its expressions must call one of them (printed
+  // unqualified when the seal's schema is on this connection's search path), and none may read a setting
+  // itself: a value read apart from its check may be read after the check passed
+  // (docs/data-isolation.md). The audit sink's table admits records by sink_workspace_id() only: by
+  // workspace_id(), SQL in a user's scope could write records naming anyone.
   const sealedPolicies =
     seal === undefined
       ? undefined
@@ -267,7 +274,8 @@ async function escapes(
                 where exists (select 1 from pg_depend d
                                where d.classid = 'pg_policy'::regclass and d.objid = pol.oid
                                  and d.refclassid = 'pg_proc'::regclass
-                                 and d.refobjid = to_regprocedure($1 || '.workspace_id()'))`,
+                                 and d.refobjid in (to_regprocedure($1 || '.workspace_id()'),
+                                                    to_regprocedure($1 || '.sink_workspace_id()')))`,
               [seal],
             )
           ).rows.map((r) => `${r.schema}.${r.table}.${r.name}`),
@@ -276,7 +284,8 @@ async function escapes(
     expr === null ||
     (sealedPolicies === undefined
       ? expr.includes('app.workspace_id')
-      : /(^|[^\w$])workspace_id\(\)/.test(expr));
+      : /(^|[^\w$])(sink_)?workspace_id\(\)/.test(expr));
+  const userScopeWorkspace = /(^|[^\w$])workspace_id\(\)/;
   for (const p of policies.rows) {
     if (!tenantTables.includes(p.schema === schema ? p.table : `${p.schema}.${p.table}`)) continue;
     const unsealed = sealedPolicies !== undefined && !sealedPolicies.has(`${p.schema}.${p.table}.${p.name}`);
@@ -291,6 +300,16 @@ async function escapes(
       );
     else if (seal !== undefined && `${p.qual ?? ''} ${p.check ?? ''}`.includes('current_setting'))
       problems.push(`policy ${p.name} on ${p.schema}.${p.table} reads a setting, not the sealed scope`);
+    else if (
+      seal !== undefined &&
+      p.schema === schema &&
+      p.table === AUDIT_TABLE &&
+      (p.cmd === 'INSERT' || p.cmd === 'ALL') &&
+      userScopeWorkspace.test((p.cmd === 'ALL' ? (p.check ?? p.qual) : p.check) ?? '')
+    )
+      problems.push(
+        `policy ${p.name} on ${p.schema}.${p.table} admits audit records by ${seal}.workspace_id(): SQL in a user's scope could write them (admit them by ${seal}.sink_workspace_id() and ${seal}.system_scope())`,
+      );
   }
   return problems;
 }
@@ -329,8 +348,8 @@ async function conflictKeys(
 }
 
 /**
- * The sealed scope's prerequisites: its functions present and executable by the app role (`enter` and
- * `sealed_setting` `SECURITY DEFINER`), none owned by a role the app role is (or belongs to); the app role without CREATE on
+ * The sealed scope's prerequisites: its functions present and executable by the app role (`enter`,
+ * `sealed_setting`, `system_scope` and `sink_workspace_id` `SECURITY DEFINER`), none owned by a role the app role is (or belongs to); the app role without CREATE on
  * the schema (it could shadow nothing there, but could add functions the policies do not expect).
  */
 async function sealProblems(db: SqlQueryable, seal: string, appRole: string): Promise<string[]> {

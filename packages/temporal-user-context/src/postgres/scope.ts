@@ -182,7 +182,7 @@ const SEAL_REASONS: Readonly<Record<string, string>> = {
     'the transaction has entered a sealed scope already (or has a transaction id: it wrote before entering)',
   [SEAL_SQLSTATES.duplicateMembership]:
     'memberships has more than one row for this user and workspace (it needs its primary key)',
-  [SEAL_SQLSTATES.noWorkspace]: 'a sealed scope needs a workspace',
+  [SEAL_SQLSTATES.noWorkspace]: "a sealed scope of a user needs the user's workspace",
   [SEAL_SQLSTATES.notAppRoleMember]:
     'the login role may not switch to the app role the sealed scope was installed for',
 };
@@ -205,7 +205,7 @@ function sealRefusal(err: unknown): UserContextError | undefined {
  * Enters a sealed scope (`scopeSealSql`) in one statement: the role switch, `<schema>.enter`, which
  * checks the membership and seals the settings, and the count of {@link LEFTOVERS}. Returns the
  * effective roles, `[]` when none is left, null without a membership row (and for a workspace-only
- * scope, `userId` empty).
+ * scope, `userId` empty, and the system scope, both empty).
  * @internal exported for the audit sink and tests; use {@link withUserScope}.
  */
 export async function enterSealedScope(

@@ -33,7 +33,7 @@ export const SEAL_SQLSTATES = {
   enteredTwice: 'UC001',
   /** `memberships` has more than one row for the user and workspace. */
   duplicateMembership: 'UC002',
-  /** No workspace given. */
+  /** A user given without a workspace (no user and no workspace is the system scope). */
   noWorkspace: 'UC003',
   /** The session's login role is no member of the app role. */
   notAppRoleMember: 'UC004',
@@ -92,10 +92,11 @@ export function sealSchema(seal: boolean | { schema?: string } | undefined): str
 /**
  * The SQL that installs (or updates: it is idempotent) the sealed scope, to run as the tables' owner,
  * in a migration: a schema with a one-row key table (a random 32-byte secret, readable by its owner
- * only), pgcrypto, the owner-only `seal_of`, two `SECURITY DEFINER` functions, `sealed_setting`
- * (executable by the app role) and `enter` (by every login that is a member of it), and what policies
- * call: `workspace_id()`, `user_id()` and `roles()`, SQL functions the planner inlines. The owner needs CREATE on the database (or the schema and
- * pgcrypto created for it).
+ * only), pgcrypto, the owner-only `seal_of`, four `SECURITY DEFINER` functions, `sealed_setting`,
+ * `system_scope` and `sink_workspace_id` (executable by the app role) and `enter` (by every login that
+ * is a member of it), and what policies call: `workspace_id()`, `user_id()` and `roles()`, SQL functions
+ * the planner inlines.
+ * The owner needs CREATE on the database (or the schema and pgcrypto created for it).
  *
  * Then write every policy of a tenant table on those functions, never on the settings (the sub-select
  * evaluates each once per statement):
@@ -104,6 +105,17 @@ export function sealSchema(seal: boolean | { schema?: string } | undefined): str
  * create policy notes_workspace on notes for all
  *   using (workspace_id = (select user_scope.workspace_id()))
  *   with check (workspace_id = (select user_scope.workspace_id()));
+ * ```
+ *
+ * The audit sink writes a workspace's records in a scope of that workspace alone (no user) and records
+ * of no workspace in the system scope, which sees no workspace. An INSERT policy that admits only
+ * those keeps SQL run in a user's scope from writing audit records (naming another user, or none); the
+ * guard refuses an audit INSERT policy that reads `workspace_id()`:
+ *
+ * ```sql
+ * create policy audit_log_insert on audit_log for insert with check (
+ *   (workspace_id is null and (select user_scope.system_scope()))
+ *   or workspace_id = (select user_scope.sink_workspace_id()));
  * ```
  *
  * and make the adapter `fromPgPool(pool, { seal: true })` (or pass `seal` to `withUserScope` and the
@@ -188,14 +200,47 @@ create or replace function ${s}.roles() returns text[]
   language sql stable
 as $fn$ select pg_catalog.string_to_array(${s}.sealed_setting('app.roles'), ',') $fn$;
 
+-- Whether this transaction entered the system scope (below) and its seal still holds: what an INSERT
+-- policy of an audit table asks before it admits a record of no workspace. A definer (it reads the key);
+-- false, never NULL.
+create or replace function ${s}.system_scope() returns boolean
+  language plpgsql stable security definer ${pinned}
+as $fn$
+begin
+  return coalesce(current_setting('app.workspace_id', true) = '' and current_setting('app.user_id', true) = ''
+    and current_setting('app.roles', true) = ''
+    and current_setting('app.scope_seal', true) = ${s}.seal_of(pg_current_xact_id_if_assigned(), '', '', ''),
+    false);
+end
+$fn$;
+
+-- The workspace of a scope of a workspace alone (the audit sink's: no user, no roles) while its seal
+-- holds, else NULL: what an INSERT policy of an audit table compares a record's workspace with. Value
+-- and check in one call, as in sealed_setting: a NULL user_id() taken as "no user" would pass once a
+-- user's seal is broken.
+create or replace function ${s}.sink_workspace_id() returns text
+  language plpgsql stable security definer ${pinned}
+as $fn$
+begin
+  if current_setting('app.user_id', true) = '' and current_setting('app.roles', true) = ''
+     and current_setting('app.scope_seal', true) = ${s}.seal_of(pg_current_xact_id_if_assigned(), '',
+       current_setting('app.workspace_id', true), '') then
+    return nullif(current_setting('app.workspace_id', true), '');
+  end if;
+  return null;
+end
+$fn$;
+
 -- Enters the scope, once per transaction: the user's effective roles (p_roles that the stored
 -- membership still has, in p_roles' order), '{}' when none is left, NULL without a membership row.
--- With an empty p_user, a scope of the workspace alone (an audit writer's): no user, no roles.
+-- With an empty p_user, a scope of the workspace alone (an audit writer's): no user, no roles. With
+-- neither, the system scope (an audit writer's records of no workspace): policies see no workspace.
 create or replace function ${s}.enter(p_user text, p_workspace text, p_roles text[]) returns text[]
   language plpgsql volatile security definer ${pinned}
 as $fn$
 declare
   v_user text := coalesce(p_user, '');
+  v_workspace text := coalesce(p_workspace, '');
   v_xact xid8;
   v_effective text[];
   v_rows int := 0;
@@ -208,8 +253,8 @@ begin
     raise exception 'user scope: the login role is no member of the app role'
       using errcode = '${SEAL_SQLSTATES.notAppRoleMember}';
   end if;
-  if coalesce(p_workspace, '') = '' then
-    raise exception 'user scope: no workspace' using errcode = '${SEAL_SQLSTATES.noWorkspace}';
+  if v_workspace = '' and v_user <> '' then
+    raise exception 'user scope: a user without a workspace' using errcode = '${SEAL_SQLSTATES.noWorkspace}';
   end if;
   -- The first statement of its transaction to ask for a transaction id: a transaction that has one
   -- entered a scope already (or wrote, which a scope's first statement never has). Nothing undoes an
@@ -219,16 +264,16 @@ begin
       using errcode = '${SEAL_SQLSTATES.enteredTwice}';
   end if;
   v_xact := pg_current_xact_id();
-  perform set_config('app.user_id', v_user, true), set_config('app.workspace_id', p_workspace, true),
+  perform set_config('app.user_id', v_user, true), set_config('app.workspace_id', v_workspace, true),
           set_config('app.roles', '', true),
-          set_config('app.scope_seal', ${s}.seal_of(v_xact, v_user, p_workspace, ''), true);
+          set_config('app.scope_seal', ${s}.seal_of(v_xact, v_user, v_workspace, ''), true);
   if v_user = '' then
     return null;
   end if;
   -- Read under the memberships policy with the scope just sealed (its owner is subject to it: FORCE).
   for v_row in
     select array(select r from unnest(p_roles) with ordinality as c(r, n) where r = any (m.roles) order by n) as eff
-      from ${memberships} m where m.workspace_id = p_workspace and m.user_id = v_user
+      from ${memberships} m where m.workspace_id = v_workspace and m.user_id = v_user
   loop
     v_rows := v_rows + 1;
     v_effective := v_row.eff;
@@ -241,20 +286,27 @@ begin
     return null;
   end if;
   perform set_config('app.roles', array_to_string(v_effective, ','), true),
-          set_config('app.scope_seal', ${s}.seal_of(v_xact, v_user, p_workspace, array_to_string(v_effective, ',')), true);
+          set_config('app.scope_seal', ${s}.seal_of(v_xact, v_user, v_workspace, array_to_string(v_effective, ',')), true);
   return v_effective;
 end
 $fn$;
 
 revoke all on function ${s}.seal_of(xid8, text, text, text), ${s}.sealed_setting(text), ${s}.workspace_id(),
-  ${s}.user_id(), ${s}.roles(), ${s}.enter(text, text, text[]) from public;
-grant execute on function ${s}.sealed_setting(text), ${s}.workspace_id(), ${s}.user_id(), ${s}.roles() to ${app};
+  ${s}.user_id(), ${s}.roles(), ${s}.system_scope(), ${s}.sink_workspace_id(), ${s}.enter(text, text, text[])
+  from public;
+grant execute on function ${s}.sealed_setting(text), ${s}.workspace_id(), ${s}.user_id(), ${s}.roles(),
+  ${s}.system_scope(), ${s}.sink_workspace_id() to ${app};
 grant execute on function ${s}.enter(text, text, text[]) to public;
 `;
 }
 
 /** The seal's `SECURITY DEFINER` functions the app role may execute (the guard allows exactly these). */
-export const SEAL_FUNCTIONS = ['enter(text,text,text[])', 'sealed_setting(text)'] as const;
+export const SEAL_FUNCTIONS = [
+  'enter(text,text,text[])',
+  'sealed_setting(text)',
+  'system_scope()',
+  'sink_workspace_id()',
+] as const;
 
 /** The functions policies call (plain SQL, inlined), which the app role must be able to execute. */
 export const SEAL_ACCESSORS = ['workspace_id()', 'user_id()', 'roles()'] as const;

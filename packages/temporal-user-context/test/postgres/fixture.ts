@@ -73,7 +73,8 @@ const SEALED_WS = '(select user_scope.workspace_id())';
 
 /**
  * The fixture of {@link createFixtureSchema} with the sealed scope (`scopeSealSql`, schema
- * `user_scope`): the same tables, every policy reading the seal's functions instead of settings.
+ * `user_scope`): the same tables, every policy reading the seal's functions instead of settings, and
+ * audit records admitted from the audit sink's scopes only (a workspace's alone, or the system scope).
  */
 export async function createSealedFixtureSchema(
   admin: SqlDatabase,
@@ -91,7 +92,9 @@ export async function createSealedFixtureSchema(
       alter policy m_read on memberships using (
         workspace_id = ${SEALED_WS} and user_id = (select user_scope.user_id()));
       alter policy n_ws on notes using (workspace_id = ${SEALED_WS}) with check (workspace_id = ${SEALED_WS});
-      alter policy a_ins on audit_log with check (workspace_id is null or workspace_id = ${SEALED_WS});
+      alter policy a_ins on audit_log with check (
+        (workspace_id is null and (select user_scope.system_scope()))
+        or workspace_id = (select user_scope.sink_workspace_id()));
       alter policy a_read on audit_log using (
         workspace_id = ${SEALED_WS} and (select 'admin' = any (user_scope.roles())));
       reset role;

@@ -321,6 +321,75 @@ describe.each(BACKENDS)('sealed scopes on %s', (kind) => {
     expect(trail.map((e) => e.workspaceId)).toEqual(['ws-a']);
   });
 
+  it("SQL in a user's scope writes no audit record, of its workspace or of none; the sink's scopes do", async () => {
+    /** What SQL injected into alice's scope would plant: a record naming bob, one naming no one, one of
+     *  no workspace (as the system would write), and the last after wiping the scope's settings. */
+    const forge = async (tx: ScopedTransaction) => {
+      const attempt = async (sql: string) => {
+        await tx.query('savepoint f');
+        return tx
+          .query(sql)
+          .then(() => 'inserted')
+          .catch(async (err: { code?: string }) => {
+            await tx.query('rollback to savepoint f');
+            return err.code;
+          });
+      };
+      const values = (ws: string, user: string) =>
+        `insert into audit_log (time, action, decision, source, reason, workspace_id, user_id)
+         values (now(), 'forged', 'allow', 'header', 'ok', ${ws}, ${user})`;
+      const planted = [
+        await attempt(values(`'ws-a'`, `'bob'`)),
+        await attempt(values(`'ws-a'`, 'null')),
+        await attempt(values('null', 'null')),
+        await tx
+          .query(
+            `select set_config('app.workspace_id', '', true), set_config('app.user_id', '', true),
+                    set_config('app.roles', '', true)`,
+          )
+          .then(() => attempt(values('null', 'null'))),
+      ];
+      // Set back, so that the scope's end check passes and what was inserted commits.
+      await tx.query(
+        `select set_config('app.workspace_id', 'ws-a', true), set_config('app.user_id', 'alice', true),
+                set_config('app.roles', $1, true)`,
+        [tx.effectiveRoles.join(',')],
+      );
+      return planted;
+    };
+    // Unsealed, each lands (the policy can only read settings the scope's SQL may change).
+    expect(await withUserScope(open.db, alice, forge, { appRole: openRoles.app })).toEqual([
+      'inserted',
+      'inserted',
+      'inserted',
+      'inserted',
+    ]);
+    expect(await withUserScope(sealed.db, alice, forge, opts)).toEqual(['42501', '42501', '42501', '42501']);
+    expect((await sealed.admin.query(`select 1 from audit_log where action = 'forged'`)).rowCount).toBe(0);
+
+    // The system scope sees no workspace, and vouches for itself to the policy; no other scope does.
+    const scope = (user: string, workspace: string) =>
+      sealed.db.transaction(async (tx) => {
+        await tx.query(`select set_config('role', $1, true), user_scope.enter($2, $3, '{member}')`, [
+          sealedRoles.app,
+          user,
+          workspace,
+        ]);
+        const { rows } = await tx.query<{ notes: number; system: boolean; sink: string | null }>(
+          `select (select count(*)::int from notes) as notes, user_scope.system_scope() as system,
+                  user_scope.sink_workspace_id() as sink`,
+        );
+        return rows[0];
+      });
+    expect(await scope('', '')).toEqual({ notes: 0, system: true, sink: null });
+    expect(await scope('', 'ws-a')).toMatchObject({ system: false, sink: 'ws-a' });
+    const own = await scope('alice', 'ws-a');
+    expect(own).toMatchObject({ system: false, sink: null });
+    expect(own?.notes).toBeGreaterThan(0);
+    // A user still needs a workspace.
+    expect(await rejection(scope('alice', ''))).toMatchObject({ code: 'UC003' });
+  });
+
   it("the guard names a grant on the seal's key, which the installation revokes again", async () => {
     // As `alter default privileges … grant select on tables` would have done.
     await sealed.admin.query(`grant select on user_scope.seal_key to ${sealedRoles.app}`);
@@ -368,6 +437,36 @@ describe.each(BACKENDS)('sealed scopes on %s', (kind) => {
     await expect(
       assertIsolation(sealed.admin, { appRole: sealedRoles.app, seal: true, checkLogin: false }),
     ).resolves.toMatchObject({ tenantTables: ['audit_log', 'memberships', 'notes'] });
+    // A seal installed by an earlier version has no system scope, which the audit sink enters.
+    await sealed.admin.query('alter function user_scope.system_scope() rename to system_scope_v0');
+    try {
+      await expect(
+        assertIsolation(sealed.admin, { appRole: sealedRoles.app, seal: true, checkLogin: false }),
+      ).rejects.toThrow(
+        /function user_scope\.system_scope\(\) does not exist \(install it with scopeSealSql\)/,
+      );
+    } finally {
+      await sealed.admin.query('alter function user_scope.system_scope_v0() rename to system_scope');
+    }
+    // An audit INSERT policy that admits records by workspace_id() admits them from a user's scope.
+    await sealed.admin.query(
+      `alter policy a_ins on audit_log with check (
+         (workspace_id is null and (select user_scope.system_scope()))
+         or (workspace_id = (select user_scope.workspace_id()) and (select user_scope.user_id()) is null))`,
+    );
+    try {
+      await expect(
+        assertIsolation(sealed.admin, { appRole: sealedRoles.app, seal: true, checkLogin: false }),
+      ).rejects.toThrow(
+        /policy a_ins on public\.audit_log admits audit records by user_scope\.workspace_id\(\): SQL in a user's scope could write them/,
+      );
+    } finally {
+      await sealed.admin.query(
+        `alter policy a_ins on audit_log with check (
+           (workspace_id is null and (select user_scope.system_scope()))
+           or workspace_id = (select user_scope.sink_workspace_id()))`,
+      );
+    }
     // Unsealed, the seal's functions are SECURITY DEFINER functions the app role may execute.
     await expect(
       assertIsolation(sealed.admin, { appRole: sealedRoles.app, checkLogin: false }),
