@@ -64,6 +64,7 @@ const SCHEDULE_PREFIX = 'agent-schedule-';
 /** Memo key of the API's own record of a schedule: which workspace, agent and user it belongs to. */
 const SCHEDULE_MEMO = 'agentPlatform';
 const DEFAULT_WORKER_TIMEOUT_MS = 10_000;
+const DEFAULT_TEMPORAL_TIMEOUT_MS = 10_000;
 /** A closed run's result is one history read; the bound only guards against a stuck server. */
 const CLOSED_RESULT_TIMEOUT_MS = 10_000;
 /** Statuses after which nothing follows; CONTINUED_AS_NEW is not one (the chain goes on). */
@@ -96,6 +97,14 @@ export interface CreateApiOptions {
    * Default 10 s.
    */
   workerTimeoutMs?: number;
+  /**
+   * How long each other Temporal call of a request may take (a start, a describe, a signal, a
+   * schedule's listing, create, pause or delete), then 504 `TEMPORAL_TIMEOUT` (a start at a workspace's
+   * limit that brings its open runs up to date counts a describe that did not answer as no news).
+   * Without it a Temporal that accepts connections but does not answer would hold requests without end.
+   * Default 10 s.
+   */
+  temporalTimeoutMs?: number;
   /**
    * The edge plugin's `mirrorQuery`: when its search-attribute mirror is on, the schedule listing asks
    * the server for the workspace's schedules only, instead of reading every schedule of the namespace.
@@ -206,6 +215,10 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   const taskQueue = options.taskQueue ?? TASK_QUEUE;
   const limits = resolveQuotas(options.quotas);
   const workerTimeoutMs = options.workerTimeoutMs ?? DEFAULT_WORKER_TIMEOUT_MS;
+  const temporalTimeoutMs = options.temporalTimeoutMs ?? DEFAULT_TEMPORAL_TIMEOUT_MS;
+  /** Temporal calls in `fn` end at the deadline (`bounded` inside sets its own). */
+  const timely = <T>(fn: () => Promise<T>): Promise<T> =>
+    client.withDeadline(Date.now() + temporalTimeoutMs, fn);
   // Every identity this API acts for came from the edge JWT, not from a Temporal header.
   const audit: ScopeAuditFields = { ...options.scope?.audit, source: 'edge' };
   const app = Fastify({
@@ -292,7 +305,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       ...(requireRole ? { requireRole } : {}),
     });
   const asUser = <T>(request: FastifyRequest, fn: () => Promise<T>): Promise<T> =>
-    runAsUser(user(request), fn);
+    runAsUser(user(request), () => timely(fn));
   /**
    * Audits a refusal the API decides itself, after its database scope was allowed (without this record
    * the trail would show that scope's `allow` and nothing of the refusal), and returns `refusal`,
@@ -1054,12 +1067,15 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     const query = mirrored && `(${mirrored}) OR ${WORKSPACE_ID_ATTRIBUTE.name} IS NULL`;
     let nextPageToken: Uint8Array | undefined;
     do {
-      const page = await client.workflowService.listSchedules({
-        namespace: client.options.namespace,
-        maximumPageSize: 1000,
-        ...(query ? { query } : {}),
-        ...(nextPageToken ? { nextPageToken } : {}),
-      });
+      const token = nextPageToken;
+      const page = await timely(() =>
+        client.workflowService.listSchedules({
+          namespace: client.options.namespace,
+          maximumPageSize: 1000,
+          ...(query ? { query } : {}),
+          ...(token ? { nextPageToken: token } : {}),
+        }),
+      );
       for (const entry of page.schedules ?? []) {
         if (!entry.scheduleId?.startsWith(SCHEDULE_PREFIX)) continue;
         const record = await readScheduleRecord(entry.memo?.fields?.[SCHEDULE_MEMO]);

@@ -1,5 +1,7 @@
 import type {} from '../../../../test-support/global-setup.js';
 import { randomUUID } from 'node:crypto';
+import { createServer as createHttp2Server } from 'node:http2';
+import type { AddressInfo } from 'node:net';
 import { Client, Connection } from '@temporalio/client';
 import { NativeConnection, type Worker } from '@temporalio/worker';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
@@ -645,6 +647,76 @@ describe('agent runs', () => {
     // A filter the route does not know, or a value outside its pattern, is a 400, not the whole trail.
     for (const query of ['user=alice', 'decision=maybe', 'action=DROP%20TABLE', 'reason=a%27b'])
       expect((await call('carol', 'GET', `/workspaces/ws-acme/audit?${query}`)).statusCode, query).toBe(400);
+  });
+
+  it('a Temporal that accepts connections and never answers: 504 TEMPORAL_TIMEOUT, no request held', async () => {
+    const hole = createHttp2Server();
+    hole.on('stream', () => undefined); // takes every call, answers none
+    await new Promise<void>((resolve) => hole.listen(0, '127.0.0.1', resolve));
+    const silentConnection = Connection.lazy({
+      address: `127.0.0.1:${(hole.address() as AddressInfo).port}`,
+    });
+    const silentClient = new Client({
+      connection: silentConnection,
+      namespace: inject('temporalNamespace'),
+      plugins: [new UserContextPlugin({ keys: KeyRing.fromJSON(keys.edge), audit: [memoryAuditSink()] })],
+    });
+    const api = (openRuns: number) =>
+      createApi({
+        db,
+        client: silentClient,
+        taskQueue,
+        verify: createVerifier({ jwks: issuer.jwks, issuer: issuer.issuer, audience: issuer.audience }),
+        quotas: { openRuns },
+        temporalTimeoutMs: 300,
+      });
+    const atLimit = await api(1);
+    const withRoom = await api(10_000);
+    // An open record of ws-acme that only Temporal could settle.
+    const open = await pool.query<{ id: string }>(
+      `insert into agent_runs (workspace_id, agent_id, workflow_id, status, created_by)
+       values ('ws-acme', $1, $2, 'running', 'alice') returning id::text as id`,
+      [acmeAgent(), `agent-run-${randomUUID()}`],
+    );
+    const runId = open.rows[0]!.id;
+    const send = async (app: FastifyInstance, method: 'GET' | 'POST', url: string, payload?: Json) => {
+      const res = await app.inject({
+        method,
+        url,
+        headers: { authorization: `Bearer ${tokens.alice}` },
+        ...(payload ? { payload } : {}),
+      });
+      return { status: res.statusCode, code: (JSON.parse(res.body) as Json).code };
+    };
+    try {
+      expect(await send(atLimit, 'GET', `/runs/${runId}`)).toEqual({ status: 504, code: 'TEMPORAL_TIMEOUT' });
+      // At the limit, the open records' describes time out: nothing settled, the start refused.
+      const runs = `/workspaces/ws-acme/agents/${acmeAgent()}/runs`;
+      expect(await send(atLimit, 'POST', runs, { input: 'x' })).toEqual({
+        status: 429,
+        code: 'QUOTA_EXCEEDED',
+      });
+      // With room, the start itself times out; its record says so.
+      expect(await send(withRoom, 'POST', runs, { input: 'x' })).toEqual({
+        status: 504,
+        code: 'TEMPORAL_TIMEOUT',
+      });
+      const failed = await pool.query(
+        `select 1 from agent_runs where workspace_id = 'ws-acme' and error = 'START_FAILED'
+            and created_at > now() - interval '1 minute'`,
+      );
+      expect(failed.rowCount).toBe(1);
+      expect(await send(withRoom, 'GET', '/workspaces/ws-acme/schedules')).toEqual({
+        status: 504,
+        code: 'TEMPORAL_TIMEOUT',
+      });
+    } finally {
+      await pool.query(`update agent_runs set status = 'failed' where id = $1`, [runId]);
+      await atLimit.close();
+      await withRoom.close();
+      await silentConnection.close();
+      await new Promise((resolve) => hole.close(resolve));
+    }
   });
 });
 
