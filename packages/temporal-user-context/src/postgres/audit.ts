@@ -117,8 +117,9 @@ export interface PostgresAuditSinkOptions {
   seal?: boolean | { schema?: string };
   /**
    * Called for each record that was not written, with the record (sanitised) as `event`: after its
-   * write failed (`err`: what the driver threw), or when it was dropped because `maxPending` records
-   * were already waiting (`err`: an {@link AuditBacklogError}). Keep `event` elsewhere if it must not
+   * write failed (`err`: what the driver threw), or when it was dropped because `maxPending` records,
+   * or `maxPendingPerWorkspace` of its workspace, were already waiting (`err`: an
+   * {@link AuditBacklogError}). Keep `event` elsewhere if it must not
    * be lost. Default: one JSON line on stderr holding the reason and the record (`audit`), also when a
    * given `onError` throws. Whatever it throws is reported there, never thrown into the caller.
    */
@@ -129,6 +130,14 @@ export interface PostgresAuditSinkOptions {
    * memory.
    */
   maxPending?: number;
+  /**
+   * Most records of one workspace (or of no workspace: system records) waiting at once, an integer from 1
+   * to `maxPending` (default a quarter of `maxPending`, at least 1). Past it, that workspace's further
+   * records are dropped and reported while other workspaces' still queue: while the database is slow,
+   * one workspace that makes many records (a member whose every request is refused) cannot crowd the
+   * others' out of the backlog.
+   */
+  maxPendingPerWorkspace?: number;
   /**
    * Most transactions (so pooled connections) the sink uses at once: an integer from 1 to 100, default
    * 2. Records wait in the sink's own queue, not in the pool's, so that a burst of records never
@@ -141,15 +150,22 @@ export interface PostgresAuditSinkOptions {
 
 /**
  * An audit event the sink dropped instead of queueing: `maxPending` records were still waiting for the
- * database. It carries the event, so `onError` can keep it elsewhere (e.g. a log).
+ * database (`limit: 'all'`), or `maxPendingPerWorkspace` of its workspace (`limit: 'workspace'`;
+ * `pending` counts that workspace's). It carries the event, so `onError` can keep it elsewhere (e.g. a
+ * log).
  */
 export class AuditBacklogError extends Error {
   override readonly name = 'AuditBacklogError';
   constructor(
     readonly event: AuditEvent,
     readonly pending: number,
+    readonly limit: 'all' | 'workspace' = 'all',
   ) {
-    super(`audit_log: ${pending} writes pending, event dropped`);
+    super(
+      limit === 'all'
+        ? `audit_log: ${pending} writes pending, event dropped`
+        : `audit_log: ${pending} writes of its workspace pending, event dropped`,
+    );
   }
 }
 
@@ -237,8 +253,9 @@ interface Queued {
  * tried again twice, after 0.1 and 0.4 s; one that failed at COMMIT is not retried, since the COMMIT
  * may have taken effect. Each record not written goes to `onError` with the record. An event given to the
  * sink directly, not through an `Auditor`, is sanitised here ({@link sanitizeAuditEvent}: own fields
- * only, each of its type). A database that hangs holds the queue: records past `maxPending` are
- * dropped and reported, and `flush({ timeoutMs })` gives up on the rest, reporting each.
+ * only, each of its type). A database that hangs holds the queue: records past `maxPending` (or past
+ * `maxPendingPerWorkspace` of one workspace) are dropped and reported, and `flush({ timeoutMs })` gives
+ * up on the rest, reporting each.
  */
 export function postgresAuditSink(
   db: SqlDatabase,
@@ -251,6 +268,12 @@ export function postgresAuditSink(
     max: Number.MAX_SAFE_INTEGER,
     integer: true,
   });
+  const maxPendingPerWorkspace = numberOption(
+    'maxPendingPerWorkspace',
+    options.maxPendingPerWorkspace,
+    Math.max(1, Math.ceil(maxPending / 4)),
+    { min: 1, max: maxPending, integer: true },
+  );
   const concurrency = numberOption('concurrency', options.concurrency, 2, {
     min: 1,
     max: 100,
@@ -369,10 +392,14 @@ export function postgresAuditSink(
         onError(new AuditBacklogError(clean, pending), clean);
         return;
       }
+      const key = scopeKey(clean);
+      const waiting = queues.get(key);
+      if (waiting !== undefined && waiting.length >= maxPendingPerWorkspace) {
+        onError(new AuditBacklogError(clean, waiting.length, 'workspace'), clean);
+        return;
+      }
       // The executor runs now: the record is queued (and a write started) before emit returns.
       return new Promise<void>((done) => {
-        const key = scopeKey(clean);
-        const waiting = queues.get(key);
         if (waiting) waiting.push({ event: clean, done });
         else queues.set(key, [{ event: clean, done }]);
         queued++;

@@ -452,6 +452,8 @@ describe('audit sink while the database stalls', () => {
     const events: AuditEvent[] = [];
     const sink = postgresAuditSink(db, {
       maxPending: 3,
+      // All three records are system records: one "workspace" here.
+      maxPendingPerWorkspace: 3,
       concurrency: 1,
       onError: (err, dropped) => {
         errors.push(err);
@@ -476,6 +478,48 @@ describe('audit sink while the database stalls', () => {
     await sink.flush();
     expect(state.started).toBe(3);
     expect(errors).toHaveLength(5);
+  });
+
+  it("one workspace's records cannot crowd the others' out of the backlog (maxPendingPerWorkspace)", async () => {
+    const { db, state, release } = stalledDatabase();
+    const dropped: AuditBacklogError[] = [];
+    const sink = postgresAuditSink(db, {
+      maxPending: 10,
+      concurrency: 1,
+      onError: (err) => dropped.push(err as AuditBacklogError),
+    });
+    const of = (workspaceId: string | undefined, n: number) => ({
+      ...event(n),
+      ...(workspaceId ? { workspaceId } : {}),
+    });
+    // The default share is a quarter of maxPending: 3. The first record is taken at once (in flight).
+    for (let i = 0; i < 8; i++) sink.emit(of('ws-noisy', i));
+    expect(state.started).toBe(1);
+    expect(dropped.map((e) => [e.event.action, e.limit, e.pending])).toEqual(
+      [4, 5, 6, 7].map((i) => [`stall.${i}`, 'workspace', 3]),
+    );
+    // The others still queue: another workspace's records and system records.
+    for (let i = 8; i < 11; i++) sink.emit(of('ws-quiet', i));
+    sink.emit(of(undefined, 11));
+    expect(dropped).toHaveLength(4);
+    // Until the whole backlog is full: 1 in flight + 3 + 3 + 1 = 8; two more fit, of any workspace.
+    sink.emit(of(undefined, 12));
+    sink.emit(of('ws-other', 13));
+    sink.emit(of('ws-other', 14));
+    expect(dropped.slice(4).map((e) => [e.event.action, e.limit, e.pending])).toEqual([
+      ['stall.14', 'all', 10],
+    ]);
+    release();
+    await sink.flush();
+  });
+
+  it.each([0, 1.5, 11, '2'])('refuses maxPendingPerWorkspace %s (maxPending 10)', (perWorkspace) => {
+    expect(() =>
+      postgresAuditSink(stalledDatabase().db, {
+        maxPending: 10,
+        maxPendingPerWorkspace: perWorkspace as number,
+      }),
+    ).toThrowError(expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }));
   });
 
   it('a flush with a deadline gives up on a hung database and reports every record it holds', async () => {
