@@ -2,6 +2,7 @@ import { randomUUID } from 'node:crypto';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import {
+  ScheduleNotFoundError,
   WorkflowNotFoundError,
   WorkflowUpdateRPCTimeoutOrCancelledError,
   isGrpcCancelledError,
@@ -65,8 +66,6 @@ const SCHEDULE_PREFIX = 'agent-schedule-';
 const SCHEDULE_MEMO = 'agentPlatform';
 const DEFAULT_WORKER_TIMEOUT_MS = 10_000;
 const DEFAULT_TEMPORAL_TIMEOUT_MS = 10_000;
-/** A closed run's result is one history read; the bound only guards against a stuck server. */
-const CLOSED_RESULT_TIMEOUT_MS = 10_000;
 /** Statuses after which nothing follows; CONTINUED_AS_NEW is not one (the chain goes on). */
 const FINAL_STATUSES: ReadonlySet<WorkflowExecutionStatusName> = new Set([
   'COMPLETED',
@@ -98,9 +97,11 @@ export interface CreateApiOptions {
    */
   workerTimeoutMs?: number;
   /**
-   * How long each other Temporal call of a request may take (a start, a describe, a signal, a
-   * schedule's listing, create, pause or delete), then 504 `TEMPORAL_TIMEOUT` (a start at a workspace's
-   * limit that brings its open runs up to date counts a describe that did not answer as no news).
+   * How long each other Temporal call of a request may take (a start, a describe, a signal, a closed
+   * run's result, a schedule's listing, create, describe, pause or delete), then 504 `TEMPORAL_TIMEOUT`
+   * (a start at a workspace's limit that brings its open runs up to date counts a describe that did not
+   * answer as no news). A start's 504 names its run, which may have started; a schedule create that
+   * timed out is deleted again.
    * Without it a Temporal that accepts connections but does not answer would hold requests without end.
    * Default 10 s.
    */
@@ -450,11 +451,17 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       pauseFailed(request, userId, undefined, err);
       return;
     }
-    for (const { scheduleId } of schedules.filter((s) => s.createdBy === userId && !s.paused)) {
-      await asUser(request, () =>
-        client.schedule.getHandle(scheduleId).pause(`member ${userId} ${why}`),
-      ).catch((err: unknown) => pauseFailed(request, userId, scheduleId, err));
-    }
+    // At once: each call has its own deadline, so a Temporal that does not answer costs the request
+    // one deadline, not one per schedule.
+    await Promise.all(
+      schedules
+        .filter((s) => s.createdBy === userId && !s.paused)
+        .map(({ scheduleId }) =>
+          asUser(request, () => client.schedule.getHandle(scheduleId).pause(`member ${userId} ${why}`)).catch(
+            (err: unknown) => pauseFailed(request, userId, scheduleId, err),
+          ),
+        ),
+    );
   };
   const pauseFailed = (
     request: FastifyRequest,
@@ -472,7 +479,8 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       reason: 'ERROR',
       userId: user(request).userId,
       workspaceId: user(request).workspaceId,
-      detail: `schedules of member ${member}${scheduleId ? `: ${scheduleId}` : ''} not paused or deleted: ${err instanceof Error ? err.message : 'unknown error'}`,
+      // A call that timed out may yet have taken effect.
+      detail: `schedules of member ${member}${scheduleId ? `: ${scheduleId}` : ''} ${isGrpcDeadlineError(err) ? 'perhaps not' : 'not'} paused or deleted: ${err instanceof Error ? err.message : 'unknown error'}`,
     });
   };
 
@@ -664,9 +672,16 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           client.workflow.start(WORKFLOW_TYPE, { taskQueue, workflowId, args: [args] }),
         );
       } catch (err) {
-        await scoped(request, (tx) =>
-          new AgentRunRepository(tx).setStatus(run.id, 'failed', { error: RunErrorCodes.START_FAILED }),
-        );
+        // Only a record still pending: a start that timed out may have taken effect, and its workflow
+        // may have marked the record running already.
+        await scoped(request, (tx) => new AgentRunRepository(tx).markStartFailed(run.id));
+        if (isGrpcDeadlineError(err))
+          throw new ProblemError(
+            504,
+            'TEMPORAL_TIMEOUT',
+            'Temporal did not answer in time',
+            `run ${run.id} may have started: GET /runs/${run.id} tells`,
+          );
         throw err;
       }
       return reply.status(202).send({ runId: run.id, workflowId, agentId, status: 'running' });
@@ -890,7 +905,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         try {
           const result = await bounded(
             reply,
-            open ? waitMs : CLOSED_RESULT_TIMEOUT_MS,
+            open ? waitMs : temporalTimeoutMs,
             () => handle.result() as Promise<AgentExecutionResult>,
           );
           return { status: result.status, result };
@@ -1015,29 +1030,39 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         everySeconds,
         createdAt: new Date().toISOString(),
       };
-      await asUser(request, () =>
-        client.schedule.create({
-          scheduleId,
-          spec: { intervals: [{ every: `${everySeconds}s` }] },
-          action: {
-            type: 'startWorkflow',
-            workflowType: WORKFLOW_TYPE,
-            taskQueue,
-            args: [args],
-            workflowId: `${scheduleId}-run`,
-          },
-          memo: { [SCHEDULE_MEMO]: record },
-        }),
-      );
+      /** Deletes the schedule just created, best effort (a failure is logged and audited). */
+      const undo = () =>
+        asUser(request, () => client.schedule.getHandle(scheduleId).delete()).catch((deleteErr: unknown) => {
+          if (!(deleteErr instanceof ScheduleNotFoundError))
+            pauseFailed(request, user(request).userId, scheduleId, deleteErr, 'schedule.delete');
+        });
+      try {
+        await asUser(request, () =>
+          client.schedule.create({
+            scheduleId,
+            spec: { intervals: [{ every: `${everySeconds}s` }] },
+            action: {
+              type: 'startWorkflow',
+              workflowType: WORKFLOW_TYPE,
+              taskQueue,
+              args: [args],
+              workflowId: `${scheduleId}-run`,
+            },
+            memo: { [SCHEDULE_MEMO]: record },
+          }),
+        );
+      } catch (err) {
+        // A create that timed out may have taken effect: deleted again, so that the client's retry
+        // does not leave two schedules starting runs.
+        if (isGrpcDeadlineError(err)) await undo();
+        throw err;
+      }
       // The creator may have been removed while the schedule was being created, after the check above
       // and before the removal's pause could list it: checked again, and the schedule deleted if so.
       try {
         await scoped(request, async () => undefined);
       } catch (err) {
-        await asUser(request, () => client.schedule.getHandle(scheduleId).delete()).catch(
-          (deleteErr: unknown) =>
-            pauseFailed(request, user(request).userId, scheduleId, deleteErr, 'schedule.delete'),
-        );
+        await undo();
         throw err;
       }
       return reply.status(201).send({ scheduleId, agentId, everySeconds });

@@ -152,6 +152,21 @@ export class AgentRunRepository {
   }
 
   /**
+   * Marks a run `failed` with `START_FAILED` after its start call failed, only while it is still
+   * `pending`: a start that failed ambiguously (a deadline) may have started the workflow, which may
+   * have marked its record `running` first.
+   */
+  async markStartFailed(id: string): Promise<AgentRun | undefined> {
+    if (!isUuid(id)) return undefined;
+    const { rows } = await this.scope.query<AgentRunRow>(
+      `update agent_runs set status = 'failed', error = $2, updated_at = now()
+        where id = $1 and status = 'pending' returning ${COLUMNS}`,
+      [id, RunErrorCodes.START_FAILED],
+    );
+    return rows[0] ? toRun(rows[0]) : undefined;
+  }
+
+  /**
    * Marks a run `running` once its workflow really runs, clearing an error written before (the API's
    * `START_FAILED` when the start call failed after the server had started the workflow) and filling in
    * the Temporal run id. A run that already completed, was cancelled, or failed for any other reason
