@@ -142,7 +142,12 @@ function scheduleRecord(value: unknown): ScheduleRecord | undefined {
 type RunOutcome = { status: 'running' } | { status: string; result: AgentExecutionResult } | RunEnding;
 
 const ID = { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._:@|+-]{0,127}$' } as const;
-const UUID = { type: 'string', format: 'uuid' } as const;
+// Lower-case only, as the database and randomUUID() write them: ids are compared as text (a schedule's
+// memo names its agent), so an upper-case spelling of the same id must not pass for another.
+const UUID = {
+  type: 'string',
+  pattern: '^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$',
+} as const;
 // The roles this API knows: `admin` administers, and any membership may use the workspace (start,
 // schedule, cancel and instruct runs). A role it does not know would grant what a membership grants.
 const ROLES = {
@@ -197,6 +202,13 @@ const SETTLE_AT_ONCE = 10;
 /** After a settling that changed nothing, a workspace's refused starts settle nothing for this long. */
 const SETTLE_PAUSE_MS = 1000;
 
+/** What kind of error a Temporal call failed with, for an audit record: a gRPC status, no text. */
+function temporalErrorKind(err: unknown): string {
+  const e = err as { code?: unknown; cause?: { code?: unknown } } | null;
+  const code = e?.code ?? e?.cause?.code;
+  return typeof code === 'number' ? `gRPC status ${code}` : 'an error (see the API log)';
+}
+
 /** A workspace at one of its limits (`quotas`): 429, for the caller to try again once work ends. */
 function quotaExceeded(what: string, limit: number): ProblemError {
   return new ProblemError(
@@ -225,6 +237,12 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   const app = Fastify({
     logger: options.logger ?? false,
     ajv: { customOptions: { removeAdditional: false } },
+    // Ids are up to 128 characters (the ID pattern): the router's default of 100 answered a longer
+    // one with a bare 414 before any route ran (a member with such an id could not be removed). Past
+    // this, the route's schema refuses with a problem document.
+    routerOptions: { maxParamLength: 256 },
+    // The whole request within 30 s: a client that trickles its body does not hold a socket for good.
+    requestTimeout: 30_000,
   });
 
   await app.register(swagger, {
@@ -284,7 +302,9 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     if (!match?.[1]) throw new AuthError('AUTH_MISSING', 'bearer token required');
     request.userContext = await options.verify(match[1]);
   });
-  app.addHook('preHandler', async (request) => {
+  // Before the body is validated: a request to another workspace is refused (and audited) as such,
+  // whatever its body, not answered 400 without a record.
+  app.addHook('preValidation', async (request) => {
     const ws = (request.params as { ws?: string } | undefined)?.ws;
     if (ws !== undefined && ws !== user(request).workspaceId) {
       throw new ProblemError(403, 'WORKSPACE_MISMATCH', 'Token is for another workspace');
@@ -470,6 +490,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     err: unknown,
     action: 'schedule.pause' | 'schedule.delete' = 'schedule.pause',
   ) => {
+    // The error itself goes to the log only: its text (hosts, ports) is not for the workspace's trail.
     request.log.warn({ err, scheduleId }, "could not pause or delete a member's schedule");
     options.scope?.auditor?.emit({
       action,
@@ -480,7 +501,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       userId: user(request).userId,
       workspaceId: user(request).workspaceId,
       // A call that timed out may yet have taken effect.
-      detail: `schedules of member ${member}${scheduleId ? `: ${scheduleId}` : ''} ${isGrpcDeadlineError(err) ? 'perhaps not' : 'not'} paused or deleted: ${err instanceof Error ? err.message : 'unknown error'}`,
+      detail: `schedules of member ${member}${scheduleId ? `: ${scheduleId}` : ''} ${isGrpcDeadlineError(err) ? 'perhaps not paused or deleted: Temporal did not answer in time' : `not paused or deleted: ${temporalErrorKind(err)}`}`,
     });
   };
 

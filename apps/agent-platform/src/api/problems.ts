@@ -5,6 +5,8 @@ import {
   WorkflowNotFoundError,
   WorkflowUpdateFailedError,
   isGrpcDeadlineError,
+  QueryNotRegisteredError,
+  ServiceError,
 } from '@temporalio/client';
 import {
   ApplicationFailure,
@@ -176,9 +178,11 @@ export function toProblem(err: unknown): Problem {
       return problem(409, 'INSTRUCTION_REJECTED', 'Instruction rejected', safeMessage(err.cause));
     return problem(409, code ?? 'RUN_FAILED', 'Run failed');
   }
-  // Query refusals arrive as a gRPC/query failure whose message carries the stable code.
+  // Query refusals arrive as a gRPC/query failure whose message carries the stable code; only those
+  // are read so (another error's message may quote a code it did not raise).
   const message = err instanceof Error ? err.message : '';
-  const code = Object.values(ErrorCodes).find((c) => message.includes(c));
+  const queryFailure = err instanceof QueryNotRegisteredError || err instanceof ServiceError;
+  const code = queryFailure ? Object.values(ErrorCodes).find((c) => message.includes(c)) : undefined;
   if (code) {
     const [status, title] = USER_CONTEXT_STATUS[code];
     return problem(status, code, title);

@@ -159,6 +159,13 @@ describe('authentication and authorisation', () => {
     const res = await call('alice', 'GET', '/workspaces/ws-globex/agents');
     expect(res.statusCode).toBe(403);
     expect(res.body_.code).toBe('WORKSPACE_MISMATCH');
+    // Whatever the body: the probe is refused and on record as such, not a 400 without a record.
+    const mismatches = () =>
+      audit.events.filter((e) => e.reason === 'WORKSPACE_MISMATCH' && e.userId === 'alice').length;
+    const before = mismatches();
+    const invalid = await call('alice', 'POST', '/workspaces/ws-globex/agents', { bogus: true });
+    expect(invalid.body_).toMatchObject({ status: 403, code: 'WORKSPACE_MISMATCH' });
+    expect(mismatches()).toBe(before + 1);
   });
 
   it('audits the refusals it decides before or outside a database scope: authentication, workspace, ids', async () => {
@@ -387,11 +394,14 @@ describe('agent runs', () => {
     expect((await call('bob', 'GET', `/runs/${runId}`)).statusCode).toBe(404);
   });
 
-  it("identity providers' subjects (auth0|…, a +tag e-mail) are users like any other, end to end", async () => {
-    // The `+` goes into the path as it is: a path segment is not form-encoded, so it is no space.
+  it("identity providers' subjects (auth0|…, a +tag e-mail, 128 characters) are users like any other, end to end", async () => {
+    // The `+` goes into the path as it is: a path segment is not form-encoded, so it is no space. The
+    // longest id the format allows passes the router too (its default limit was 100 characters).
+    const longest = `u${'x'.repeat(127)}`;
     for (const [userId, inPath] of [
       ['auth0|5f7c8ec7c33c6c004bbafe82', encodeURIComponent('auth0|5f7c8ec7c33c6c004bbafe82')],
       ['dana+agents@example.com', 'dana+agents@example.com'],
+      [longest, longest],
     ] as const) {
       const added = await call('carol', 'POST', '/workspaces/ws-acme/members', { userId, roles: ['member'] });
       expect(added.statusCode, userId).toBe(201);
@@ -402,6 +412,8 @@ describe('agent runs', () => {
         });
         expect(started.statusCode, userId).toBe(202);
         const runId = started.body_.runId as string;
+        // Ids are lower-case, as stored: another spelling is no id (400), not the same run.
+        expect((await call(userId, 'GET', `/runs/${runId.toUpperCase()}`)).statusCode).toBe(400);
         const result = await call(userId, 'GET', `/runs/${runId}/result?waitSeconds=30`);
         expect(result.body_.status, userId).toBe('completed');
         expect((result.body_.result as Json).answer).toContain('Acme roadmap');

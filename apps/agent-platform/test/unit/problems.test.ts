@@ -1,4 +1,4 @@
-import { WorkflowFailedError, WorkflowUpdateFailedError } from '@temporalio/client';
+import { QueryNotRegisteredError, WorkflowFailedError, WorkflowUpdateFailedError } from '@temporalio/client';
 import {
   ActivityFailure,
   ApplicationFailure,
@@ -64,6 +64,19 @@ describe('failure codes', () => {
     const err = new WorkflowUpdateFailedError('Workflow Update failed', classNamed('DatabaseError'));
     expect(toProblem(err)).toMatchObject({ status: 409, code: 'INSTRUCTION_REJECTED' });
     expect(toProblem(err).code).not.toContain('DatabaseError');
+  });
+});
+
+describe('query refusals', () => {
+  it("take the code a query failure's message carries, and no other error's", () => {
+    const refused = new QueryNotRegisteredError(
+      `query refused: ${ErrorCodes.MEMBERSHIP_REVOKED}: no membership in workspace`,
+      3,
+    );
+    expect(toProblem(refused)).toMatchObject({ code: ErrorCodes.MEMBERSHIP_REVOKED });
+    // Any other error may quote a code it did not raise (a database message, a user's text).
+    const quoted = new Error(`value "${ErrorCodes.MEMBERSHIP_REVOKED}" too long for type character varying`);
+    expect(toProblem(quoted)).toMatchObject({ status: 500, code: 'INTERNAL' });
   });
 });
 
