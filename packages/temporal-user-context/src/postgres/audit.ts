@@ -108,10 +108,10 @@ export interface PostgresAuditSinkOptions {
   appRole?: string;
   /**
    * Enter a workspace's records through the sealed scope (`scopeSealSql`; `true`: schema `user_scope`),
-   * as a workspace-only scope (no user, no roles), for an INSERT policy that reads
-   * `<schema>.workspace_id()` and `<schema>.user_id()` (NULL here, the user's id in a user's scope),
-   * and system records (no workspace) in the system scope, which `<schema>.system_scope()` vouches
-   * for: such a policy admits no record from SQL run in a user's scope (`scopeSealSql` shows it).
+   * as a workspace-only scope (no user, no roles), and system records (no workspace) in the system
+   * scope, for an INSERT policy that admits records by `<schema>.sink_workspace_id()` and
+   * `<schema>.system_scope()`: such a policy admits no record from SQL run in a user's scope
+   * (`scopeSealSql` shows it).
    * Default: the database adapter's `seal`.
    */
   seal?: boolean | { schema?: string };

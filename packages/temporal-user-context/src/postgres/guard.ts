@@ -25,8 +25,8 @@ export interface IsolationGuardOptions {
    * is installed for the app role, that the app role cannot replace it nor read its key, that every
    * permissive policy of a tenant table reads `<schema>.workspace_id()` (or `sink_workspace_id()`) and no
    * setting directly, and that `audit_log`, when it is a tenant table, admits records by
-   * `sink_workspace_id()` and `system_scope()`, not by `workspace_id()`. Its `enter`, `sealed_setting`,
-   * `system_scope` and `sink_workspace_id` are the `SECURITY DEFINER` functions the app role may execute.
+   * `sink_workspace_id()` and `system_scope()`, not by `workspace_id()`. Its `enter`, `sealed_setting`
+   * and `sink_scope` are the `SECURITY DEFINER` functions the app role may execute.
    * Default: the adapter's `seal`, when `db` is an adapter made with one.
    */
   seal?: boolean | { schema?: string };
@@ -349,7 +349,7 @@ async function conflictKeys(
 
 /**
  * The sealed scope's prerequisites: its functions present and executable by the app role (`enter`,
- * `sealed_setting`, `system_scope` and `sink_workspace_id` `SECURITY DEFINER`), none owned by a role the app role is (or belongs to); the app role without CREATE on
+ * `sealed_setting` and `sink_scope` `SECURITY DEFINER`), none owned by a role the app role is (or belongs to); the app role without CREATE on
  * the schema (it could shadow nothing there, but could add functions the policies do not expect).
  */
 async function sealProblems(db: SqlQueryable, seal: string, appRole: string): Promise<string[]> {

@@ -92,10 +92,11 @@ export function sealSchema(seal: boolean | { schema?: string } | undefined): str
 /**
  * The SQL that installs (or updates: it is idempotent) the sealed scope, to run as the tables' owner,
  * in a migration: a schema with a one-row key table (a random 32-byte secret, readable by its owner
- * only), pgcrypto, the owner-only `seal_of`, four `SECURITY DEFINER` functions, `sealed_setting`,
- * `system_scope` and `sink_workspace_id` (executable by the app role) and `enter` (by every login that
- * is a member of it), and what policies call: `workspace_id()`, `user_id()` and `roles()`, SQL functions
- * the planner inlines.
+ * only), pgcrypto, the owner-only `seal_of`, three `SECURITY DEFINER` functions, `sealed_setting` and
+ * `sink_scope` (executable by the app role) and `enter` (by every login that is a member of it), and
+ * what policies call: `workspace_id()`, `user_id()` and `roles()`, SQL functions the planner inlines
+ * (and, for an audit table, `system_scope()` and `sink_workspace_id()`, SQL functions with a pinned
+ * search path).
  * The owner needs CREATE on the database (or the schema and pgcrypto created for it).
  *
  * Then write every policy of a tenant table on those functions, never on the settings (the sub-select
@@ -200,36 +201,34 @@ create or replace function ${s}.roles() returns text[]
   language sql stable
 as $fn$ select pg_catalog.string_to_array(${s}.sealed_setting('app.roles'), ',') $fn$;
 
--- Whether this transaction entered the system scope (below) and its seal still holds: what an INSERT
--- policy of an audit table asks before it admits a record of no workspace. A definer (it reads the key);
--- false, never NULL.
-create or replace function ${s}.system_scope() returns boolean
-  language plpgsql stable security definer ${pinned}
-as $fn$
-begin
-  return coalesce(current_setting('app.workspace_id', true) = '' and current_setting('app.user_id', true) = ''
-    and current_setting('app.roles', true) = ''
-    and current_setting('app.scope_seal', true) = ${s}.seal_of(pg_current_xact_id_if_assigned(), '', '', ''),
-    false);
-end
-$fn$;
-
--- The workspace of a scope of a workspace alone (the audit sink's: no user, no roles) while its seal
--- holds, else NULL: what an INSERT policy of an audit table compares a record's workspace with. Value
--- and check in one call, as in sealed_setting: a NULL user_id() taken as "no user" would pass once a
--- user's seal is broken.
-create or replace function ${s}.sink_workspace_id() returns text
+-- The audit sink's scopes (entered below: no user, no roles): the workspace of a scope of a workspace
+-- alone, '' in the system scope, while the seal holds; NULL in any other scope (a user's) or none.
+-- Value and check in one call, as in sealed_setting: a policy that took a NULL user_id() for "no
+-- user" would pass once a user's seal is broken. A definer: it reads the key.
+create or replace function ${s}.sink_scope() returns text
   language plpgsql stable security definer ${pinned}
 as $fn$
 begin
   if current_setting('app.user_id', true) = '' and current_setting('app.roles', true) = ''
      and current_setting('app.scope_seal', true) = ${s}.seal_of(pg_current_xact_id_if_assigned(), '',
        current_setting('app.workspace_id', true), '') then
-    return nullif(current_setting('app.workspace_id', true), '');
+    return current_setting('app.workspace_id', true);
   end if;
   return null;
 end
 $fn$;
+
+-- What an audit table's INSERT policy asks, over sink_scope: whether the transaction is in the system
+-- scope (records of no workspace), and the workspace of a scope of a workspace alone (NULL in any
+-- other). Their search path is pinned (so they are not inlined: NULLIF would otherwise look up its equality
+-- operator on the caller's path); an audit INSERT is no hot path.
+create or replace function ${s}.system_scope() returns boolean
+  language sql stable ${pinned}
+as $fn$ select coalesce(${s}.sink_scope() = '', false) $fn$;
+
+create or replace function ${s}.sink_workspace_id() returns text
+  language sql stable ${pinned}
+as $fn$ select nullif(${s}.sink_scope(), '') $fn$;
 
 -- Enters the scope, once per transaction: the user's effective roles (p_roles that the stored
 -- membership still has, in p_roles' order), '{}' when none is left, NULL without a membership row.
@@ -292,21 +291,22 @@ end
 $fn$;
 
 revoke all on function ${s}.seal_of(xid8, text, text, text), ${s}.sealed_setting(text), ${s}.workspace_id(),
-  ${s}.user_id(), ${s}.roles(), ${s}.system_scope(), ${s}.sink_workspace_id(), ${s}.enter(text, text, text[])
-  from public;
+  ${s}.user_id(), ${s}.roles(), ${s}.sink_scope(), ${s}.system_scope(), ${s}.sink_workspace_id(),
+  ${s}.enter(text, text, text[]) from public;
 grant execute on function ${s}.sealed_setting(text), ${s}.workspace_id(), ${s}.user_id(), ${s}.roles(),
-  ${s}.system_scope(), ${s}.sink_workspace_id() to ${app};
+  ${s}.sink_scope(), ${s}.system_scope(), ${s}.sink_workspace_id() to ${app};
 grant execute on function ${s}.enter(text, text, text[]) to public;
 `;
 }
 
 /** The seal's `SECURITY DEFINER` functions the app role may execute (the guard allows exactly these). */
-export const SEAL_FUNCTIONS = [
-  'enter(text,text,text[])',
-  'sealed_setting(text)',
+export const SEAL_FUNCTIONS = ['enter(text,text,text[])', 'sealed_setting(text)', 'sink_scope()'] as const;
+
+/** The functions policies call (plain SQL, inlined), which the app role must be able to execute. */
+export const SEAL_ACCESSORS = [
+  'workspace_id()',
+  'user_id()',
+  'roles()',
   'system_scope()',
   'sink_workspace_id()',
 ] as const;
-
-/** The functions policies call (plain SQL, inlined), which the app role must be able to execute. */
-export const SEAL_ACCESSORS = ['workspace_id()', 'user_id()', 'roles()'] as const;

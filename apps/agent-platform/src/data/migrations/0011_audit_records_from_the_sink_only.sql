@@ -20,3 +20,4 @@ alter policy audit_log_insert on audit_log with check (
 alter policy audit_log_insert on audit_log with check (workspace_id is null or workspace_id = (select user_scope.workspace_id()));
 drop function user_scope.system_scope();
 drop function user_scope.sink_workspace_id();
+drop function user_scope.sink_scope();
