@@ -1,7 +1,8 @@
 // `npm run api`: the HTTP API alone (a worker runs elsewhere: `npm run worker`).
-import { UserContextPlugin, coalescingAuditSink, pinoAuditSink } from 'temporal-user-context';
+import { UserContextPlugin, pinoAuditSink } from 'temporal-user-context';
 import { postgresAuditSink } from 'temporal-user-context/postgres';
 import { createApi } from './api/app.js';
+import { edgeDatabaseAudit } from './api/edge-audit.js';
 import { loadDevIssuer } from './auth/dev-issuer.js';
 import { createVerifier, type AuthOptions } from './auth/verify.js';
 import {
@@ -54,9 +55,9 @@ async function main(): Promise<void> {
   const database = await openDatabase();
   if (database.kind === 'pglite') await migrate(database.db);
   await assertPlatformIsolation(database.db);
-  // Refusals of anonymous requests reach the table once per kind and minute, with a count (see
-  // main.ts); the pino sink logs every record, as in main.ts and worker.ts.
-  const dbAudit = coalescingAuditSink(postgresAuditSink(database.db));
+  // Refusals of anonymous requests, and of a removed member's, reach the table once per kind and
+  // minute, with a count (edgeDatabaseAudit); the pino sink logs every record, as in main.ts.
+  const dbAudit = edgeDatabaseAudit(postgresAuditSink(database.db));
   const plugin = new UserContextPlugin({
     keys: platformKeyRing('edge'),
     audit: [dbAudit, pinoAuditSink()],

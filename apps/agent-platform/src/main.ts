@@ -5,10 +5,11 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
-import { UserContextPlugin, coalescingAuditSink, pinoAuditSink } from 'temporal-user-context';
+import { UserContextPlugin, pinoAuditSink } from 'temporal-user-context';
 import { postgresAuditSink } from 'temporal-user-context/postgres';
 import { authFromEnv } from './api.js';
 import { createApi } from './api/app.js';
+import { edgeDatabaseAudit } from './api/edge-audit.js';
 import { loadDevIssuer } from './auth/dev-issuer.js';
 import { createVerifier } from './auth/verify.js';
 import {
@@ -102,10 +103,9 @@ async function main(): Promise<void> {
   await assertPlatformIsolation(database.db);
   const agents = await seedDemo(database.db);
   const dbAudit = postgresAuditSink(database.db);
-  // Refusals of anonymous requests (no or a bad token) reach the table once per kind and minute, with
-  // a count: anyone can send them, and one row each would let a flood fill the table and the sink's
-  // backlog, where the records of real decisions wait. The log keeps every one.
-  const edgeDbAudit = coalescingAuditSink(dbAudit);
+  // Refusals of anonymous requests, and of a removed member's, reach the table once per kind and
+  // minute, with a count (edgeDatabaseAudit). The log keeps every one.
+  const edgeDbAudit = edgeDatabaseAudit(dbAudit);
 
   const nativeConnection = await NativeConnection.connect(connectionOptions);
   const worker = await createWorker({

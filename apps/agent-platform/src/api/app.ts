@@ -795,8 +795,11 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           } catch (err) {
             if (!(err instanceof WorkflowNotFoundError) || now - Date.parse(run.createdAt) < 60_000)
               return false;
+            // A record with a Temporal run id did start: its workflow is gone (past retention), not
+            // unstarted.
+            const error = run.runId ? RunErrorCodes.RUN_LOST : RunErrorCodes.START_FAILED;
             return scoped(request, (tx) =>
-              new AgentRunRepository(tx).setStatus(run.id, 'failed', { error: RunErrorCodes.START_FAILED }),
+              new AgentRunRepository(tx).setStatus(run.id, 'failed', { error }),
             ).then(
               () => true,
               (writeErr: unknown) => {

@@ -31,6 +31,12 @@ export const RunErrorCodes = {
   /** Written by the API, not the workflow: the run was terminated, or timed out, through Temporal. */
   RUN_TERMINATED: 'RUN_TERMINATED',
   RUN_TIMED_OUT: 'RUN_TIMED_OUT',
+  /**
+   * Written by the API, not the workflow: the run did start (its record has a Temporal run id) and
+   * Temporal no longer knows it (ended, and past the namespace's retention) while its record still
+   * said it was open.
+   */
+  RUN_LOST: 'RUN_LOST',
 } as const;
 
 /** Failures that retrying cannot fix: refusals, missing rows, a model asking for a tool it lacks. */

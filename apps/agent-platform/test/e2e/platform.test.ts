@@ -13,7 +13,6 @@ import {
   ErrorCodes,
   KeyRing,
   UserContextPlugin,
-  coalescingAuditSink,
   memoryAuditSink,
   runAsUser,
   type CoalescingAuditSink,
@@ -21,6 +20,7 @@ import {
 import { fromPgPool, postgresAuditSink, type SqlDatabase } from 'temporal-user-context/postgres';
 import { createTestDatabase, type TestDatabase } from '../../../../test-support/postgres.js';
 import { createApi } from '../../src/api/app.js';
+import { edgeDatabaseAudit } from '../../src/api/edge-audit.js';
 import { DATABASE_OPTIONS } from '../../src/config.js';
 import { createEphemeralIssuer, type DevIssuer } from '../../src/auth/dev-issuer.js';
 import { AuthError, createVerifier } from '../../src/auth/verify.js';
@@ -87,7 +87,7 @@ beforeAll(async () => {
   });
   running = worker.run();
   // As the platform's entry points do: anonymous refusals reach the table coalesced.
-  edgeDbAudit = coalescingAuditSink(dbAudit);
+  edgeDbAudit = edgeDatabaseAudit(dbAudit);
   const edgePlugin = new UserContextPlugin({
     keys: KeyRing.fromJSON(keys.edge),
     audit: [audit, edgeDbAudit],
@@ -241,6 +241,42 @@ describe('authentication and authorisation', () => {
     for (let i = 0; i < 3; i++) await call('alice', 'GET', '/workspaces/ws-globex/agents');
     await edgeDbAudit.flush();
     expect((await mismatches()) - mismatchBefore).toBe(3);
+  });
+
+  it("a removed member's refused requests cost the audit table one row per minute, with the count", async () => {
+    expect(
+      (await call('carol', 'POST', '/workspaces/ws-acme/members', { userId: 'grace', roles: ['member'] }))
+        .statusCode,
+    ).toBe(201);
+    tokens.grace = await issuer.mint({ user: 'grace', workspace: 'ws-acme', roles: ['member'] });
+    expect((await call('grace', 'GET', '/workspaces/ws-acme/agents')).statusCode).toBe(200);
+    expect((await call('carol', 'DELETE', '/workspaces/ws-acme/members/grace')).statusCode).toBe(204);
+    // Her token stays valid until it expires: each request is refused, and each reaches the log.
+    audit.clear();
+    for (let i = 0; i < 10; i++)
+      expect((await call('grace', 'GET', '/workspaces/ws-acme/agents')).statusCode).toBe(403);
+    const refused = audit.events.filter(
+      (e) => e.userId === 'grace' && e.reason === ErrorCodes.MEMBERSHIP_REVOKED,
+    );
+    expect(refused.length).toBeGreaterThanOrEqual(10);
+    await edgeDbAudit.flush();
+    const { rows } = await pool.query<{ action: string; detail: string | null; workspace_id: string }>(
+      `select action, detail, workspace_id from audit_log where user_id = 'grace' and reason = $1
+        order by recorded_at, time`,
+      [ErrorCodes.MEMBERSHIP_REVOKED],
+    );
+    // Per action: the first row at once, then one summary naming her, with the count.
+    const actions = [...new Set(refused.map((e) => e.action))];
+    for (const action of actions) {
+      const of = rows.filter((r) => r.action === action);
+      const count = refused.filter((e) => e.action === action).length;
+      expect(of.map((r) => r.detail?.replace(/ in \d+ s/, '') ?? null)).toEqual([
+        refused.find((e) => e.action === action)!.detail ?? null,
+        expect.stringMatching(new RegExp(`^${count - 1} more like it, coalesced`)),
+      ]);
+      expect(of.every((r) => r.workspace_id === 'ws-acme')).toBe(true);
+    }
+    expect(rows).toHaveLength(2 * actions.length);
   });
 
   it('refuses a member on admin endpoints (403 ROLE_MISSING)', async () => {

@@ -1,5 +1,6 @@
 // Per-workspace limits of the API: one member's runs or schedules share the worker, the model provider
 // and the database with every workspace.
+import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { startPlatform, until, type Json, type Platform } from './harness.js';
 
@@ -71,6 +72,43 @@ describe('per-workspace quotas', () => {
     expect((await start('carol', 'ws-acme', acmeAgent())).statusCode).toBe(202);
     const { rows } = await p.pool.query(`select status from agent_runs where workflow_id = $1`, [started[0]]);
     expect(rows).toEqual([{ status: 'failed' }]);
+  });
+
+  it('at the limit, records of runs Temporal does not know are settled: never started, or lost past retention', async () => {
+    // A workspace of its own, at its limit of two with records only the database has.
+    await p.pool.query(`insert into workspaces (id, name) values ('ws-initech', 'Initech')`);
+    await p.pool.query(
+      `insert into memberships (workspace_id, user_id, roles) values ('ws-initech', 'ivan', '{member}')`,
+    );
+    const agent = await p.pool.query<{ id: string }>(
+      `insert into agents (workspace_id, name, model, created_by) values ('ws-initech', 'a', 'm', 'ivan') returning id::text as id`,
+    );
+    const agentId = agent.rows[0]!.id;
+    const record = async (runId: string | null) =>
+      (
+        await p.pool.query<{ id: string }>(
+          `insert into agent_runs (workspace_id, agent_id, workflow_id, run_id, status, created_by, created_at)
+           values ('ws-initech', $1, $2, $3, $4, 'ivan', now() - interval '2 minutes') returning id::text as id`,
+          [agentId, `agent-run-${randomUUID()}`, runId, runId ? 'running' : 'pending'],
+        )
+      ).rows[0]!.id;
+    // Never started (the API stopped between its record and the start); started, then gone.
+    const unstarted = await record(null);
+    const lost = await record(randomUUID());
+    p.tokens.ivan = await p.issuer.mint({ user: 'ivan', workspace: 'ws-initech', roles: ['member'] });
+    const started = await p.idleCall('ivan', 'POST', `/workspaces/ws-initech/agents/${agentId}/runs`, {
+      input: 'after settling',
+    });
+    expect(started.statusCode).toBe(202);
+    const { rows } = await p.pool.query<{ id: string; status: string; error: string }>(
+      `select id::text as id, status, error from agent_runs where id in ($1, $2) order by error`,
+      [unstarted, lost],
+    );
+    expect(rows).toEqual([
+      { id: lost, status: 'failed', error: 'RUN_LOST' },
+      { id: unstarted, status: 'failed', error: 'START_FAILED' },
+    ]);
+    await p.testClient.workflow.getHandle(started.body_.workflowId as string).terminate('quota test');
   });
 
   it('refuses a schedule past the workspace limit (429, audited)', async () => {

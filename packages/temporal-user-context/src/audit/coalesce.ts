@@ -1,4 +1,5 @@
 import { numberOption } from '../context/number-option.js';
+import { ErrorCodes, UserContextError } from '../context/errors.js';
 import type { AuditEvent, AuditSink } from './event.js';
 import { describeThrown, sanitizeField } from './sanitize.js';
 
@@ -17,10 +18,22 @@ export interface CoalescingAuditSinkOptions {
   windowMs?: number;
   /**
    * How many kinds (action, decision, source, reason and namespace) are counted apart at once. Default
-   * 100; the records of further kinds share one window.
+   * 100; the records of further kinds share one window (and records that name someone through `keep`
+   * pass through).
    */
   maxKinds?: number;
+  /**
+   * Naming fields a summary may carry (default none): a record that `match`es and names no one but
+   * through these is coalesced too, counted apart for each value of them, and its window's summary names
+   * them. E.g. `{ keep: ['userId', 'workspaceId'], match: (e) => e.reason ===
+   * ErrorCodes.MEMBERSHIP_REVOKED }`: a removed member's token, used again and again, costs one record
+   * per window, with the count, instead of one per request.
+   */
+  keep?: readonly KeptField[];
 }
+
+/** Naming fields a {@link CoalescingAuditSinkOptions.keep} may name. */
+export type KeptField = 'userId' | 'workspaceId';
 
 /** A sink that coalesces repeated records; see {@link coalescingAuditSink}. */
 export interface CoalescingAuditSink extends AuditSink {
@@ -32,7 +45,8 @@ export interface CoalescingAuditSink extends AuditSink {
   flush(options?: { timeoutMs?: number }): Promise<void>;
   /**
    * For shutdown: from now on every record passes straight through to the inner sink (none is held
-   * in a window that the process might exit before writing), then does what `flush()` does.
+   * in a window that the process might exit before writing), then does what `flush()` does, closing
+   * the inner sink instead of flushing it when it can be closed (another coalescing sink).
    */
   close(options?: { timeoutMs?: number }): Promise<void>;
 }
@@ -90,12 +104,24 @@ interface Window {
  * const plugin = new UserContextPlugin({ keys, audit: [coalescingAuditSink(db), pinoAuditSink()] });
  */
 export function coalescingAuditSink(
-  inner: AuditSink & { flush?: (options?: { timeoutMs?: number }) => Promise<void> },
+  inner: AuditSink & {
+    flush?: (options?: { timeoutMs?: number }) => Promise<void>;
+    close?: (options?: { timeoutMs?: number }) => Promise<void>;
+  },
   options: CoalescingAuditSinkOptions = {},
 ): CoalescingAuditSink {
   const match = options.match ?? ((event: AuditEvent) => event.decision === 'deny');
   const windowMs = numberOption('windowMs', options.windowMs, 60_000, { min: 1, max: 24 * 3600 * 1000 });
   const maxKinds = numberOption('maxKinds', options.maxKinds, 100, { min: 1, max: 100_000, integer: true });
+  const keep: readonly KeptField[] = [...(options.keep ?? [])];
+  for (const field of keep)
+    if (field !== 'userId' && field !== 'workspaceId')
+      throw new UserContextError(
+        ErrorCodes.MISCONFIGURED,
+        `keep: ${String(field)} is no field a summary keeps`,
+      );
+  /** The naming fields that make a record pass through. */
+  const naming = NAMING.filter((field) => !(keep as readonly string[]).includes(field));
   const windows = new Map<string, Window>();
   let closed = false;
 
@@ -119,22 +145,27 @@ export function coalescingAuditSink(
       ),
     };
     if (first.namespace !== undefined) summary.namespace = first.namespace;
+    // Every record of a window of its own had these values (they are in its key); not so in OTHER's.
+    if (key !== OTHER)
+      for (const field of keep) if (first[field] !== undefined) summary[field] = first[field];
     return inner.emit(summary);
   };
 
-  const flush = async (flushOptions?: { timeoutMs?: number }): Promise<void> => {
+  const flush = async (flushOptions?: { timeoutMs?: number }, closing = false): Promise<void> => {
     const summaries = [...windows.keys()].map((key) => closeWindow(key));
     // A sink that flushes holds the summaries just handed to it: its flush (and its deadline) covers
-    // them. Awaiting each first would wait on a hung database with no deadline armed.
-    if (inner.flush) {
+    // them. Awaiting each first would wait on a hung database with no deadline armed. Closing, an inner
+    // sink that closes (another coalescing sink) is closed too, so that it holds nothing at exit.
+    const settle = closing && inner.close ? inner.close : inner.flush;
+    if (settle) {
       for (const summary of summaries) Promise.resolve(summary).then(undefined, reportSummaryFailure);
-      await inner.flush(flushOptions);
+      await settle.call(inner, flushOptions);
     } else await Promise.all(summaries);
   };
 
   return {
     emit(event) {
-      if (closed || NAMING.some((field) => event[field] !== undefined) || !match(event))
+      if (closed || naming.some((field) => event[field] !== undefined) || !match(event))
         return inner.emit(event);
       // JSON: an unambiguous key whatever the strings hold (also a namespace left out).
       let key = JSON.stringify([
@@ -143,8 +174,13 @@ export function coalescingAuditSink(
         event.source,
         event.reason,
         event.namespace ?? null,
+        ...keep.map((field) => event[field] ?? null),
       ]);
-      if (!windows.has(key) && windows.size >= maxKinds) key = OTHER;
+      if (!windows.has(key) && windows.size >= maxKinds) {
+        // The shared window's summary could not name them: such a record goes through.
+        if (keep.some((field) => event[field] !== undefined)) return inner.emit(event);
+        key = OTHER;
+      }
       const open = windows.get(key);
       if (open) {
         open.count++;
@@ -167,7 +203,7 @@ export function coalescingAuditSink(
     flush,
     async close(flushOptions) {
       closed = true;
-      await flush(flushOptions);
+      await flush(flushOptions, true);
     },
   };
 }

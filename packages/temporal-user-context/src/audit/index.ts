@@ -5,4 +5,5 @@ export {
   coalescingAuditSink,
   type CoalescingAuditSink,
   type CoalescingAuditSinkOptions,
+  type KeptField,
 } from './coalesce.js';

@@ -123,6 +123,75 @@ describe('coalescingAuditSink', () => {
     );
   });
 
+  it('with keep, coalesces records that name only those fields, per value, and the summary names them', () => {
+    const inner = memoryAuditSink();
+    const sink = coalescingAuditSink(inner, {
+      windowMs: 10_000,
+      maxKinds: 2,
+      keep: ['userId', 'workspaceId'],
+      match: (e) => e.reason === ErrorCodes.MEMBERSHIP_REVOKED,
+    });
+    const revoked = (userId: string, workspaceId = 'ws-a'): AuditEvent => ({
+      ...anonymous(ErrorCodes.MEMBERSHIP_REVOKED, ''),
+      action: 'db.scope',
+      userId,
+      workspaceId,
+    });
+    for (let i = 0; i < 4; i++) sink.emit(revoked('mallory'));
+    sink.emit(revoked('trudy'));
+    // Past maxKinds a record naming someone goes through: the shared window could not name them.
+    sink.emit(revoked('eve'));
+    sink.emit(revoked('eve'));
+    // Another refusal of the same user, or one that names a workflow, is not matched or not kept.
+    sink.emit({ ...revoked('mallory'), reason: 'WORKSPACE_MISMATCH' });
+    sink.emit({ ...revoked('mallory'), workflowId: 'wf-1' });
+    sink.emit({ ...revoked('mallory'), workflowId: 'wf-1' });
+    expect(inner.events.map((e) => [e.userId, e.reason, e.workflowId ?? null])).toEqual([
+      ['mallory', ErrorCodes.MEMBERSHIP_REVOKED, null],
+      ['trudy', ErrorCodes.MEMBERSHIP_REVOKED, null],
+      ['eve', ErrorCodes.MEMBERSHIP_REVOKED, null],
+      ['eve', ErrorCodes.MEMBERSHIP_REVOKED, null],
+      ['mallory', 'WORKSPACE_MISMATCH', null],
+      ['mallory', ErrorCodes.MEMBERSHIP_REVOKED, 'wf-1'],
+      ['mallory', ErrorCodes.MEMBERSHIP_REVOKED, 'wf-1'],
+    ]);
+    vi.advanceTimersByTime(10_000);
+    // One summary: mallory's three more, naming her and the workspace; trudy had none more.
+    expect(inner.events.slice(7)).toEqual([
+      expect.objectContaining({
+        action: 'db.scope',
+        reason: ErrorCodes.MEMBERSHIP_REVOKED,
+        userId: 'mallory',
+        workspaceId: 'ws-a',
+        detail: expect.stringMatching(/^3 more like it in 10 s, coalesced/),
+      }),
+    ]);
+  });
+
+  it('closing one coalescing sink over another closes both: nothing stays in a window at exit', async () => {
+    const inner = memoryAuditSink();
+    const anonymousOnes = coalescingAuditSink(inner);
+    const members = coalescingAuditSink(anonymousOnes, { keep: ['userId'] });
+    members.emit(anonymous('AUTH_MISSING', 'a'));
+    members.emit(anonymous('AUTH_MISSING', 'b'));
+    await members.close();
+    // The inner one's window was written, and it holds no new record in a window.
+    members.emit(anonymous('AUTH_MISSING', 'c'));
+    members.emit(anonymous('AUTH_MISSING', 'd'));
+    expect(inner.events.map((e) => e.detail)).toEqual([
+      'a',
+      expect.stringMatching(/^1 more like it in 0 s, coalesced; first: a/),
+      'c',
+      'd',
+    ]);
+  });
+
+  it('refuses a keep field a summary cannot carry', () => {
+    expect(() => coalescingAuditSink(memoryAuditSink(), { keep: ['workflowId' as 'userId'] })).toThrowError(
+      expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
+    );
+  });
+
   it('close() writes the open windows, then lets every record through: none waits for a timer at exit', async () => {
     const inner = memoryAuditSink();
     const flushed = vi.fn(async () => undefined);

@@ -1,0 +1,24 @@
+import {
+  ErrorCodes,
+  coalescingAuditSink,
+  type AuditSink,
+  type CoalescingAuditSink,
+} from 'temporal-user-context';
+
+/**
+ * The API's sink for the audit table. Two kinds of refusal anyone holding little can cause at any
+ * rate reach the table once per kind and minute, the rest of the minute as one row with their count:
+ * refusals that name nobody (a request without a valid token) and, per member and workspace, the
+ * refused scopes of someone who is no member (a removed member's token stays usable until it expires,
+ * `AUTH_MAX_TOKEN_AGE_SECONDS`). One row each would let a flood fill the table, and the sink's backlog
+ * where the records of real decisions wait. Every other record is written as it is; the log (the pino
+ * sink beside this one) keeps every record. At shutdown, `close()` it: both layers write what they hold.
+ */
+export function edgeDatabaseAudit(
+  db: AuditSink & { flush?: (options?: { timeoutMs?: number }) => Promise<void> },
+): CoalescingAuditSink {
+  return coalescingAuditSink(coalescingAuditSink(db), {
+    keep: ['userId', 'workspaceId'],
+    match: (event) => event.decision === 'deny' && event.reason === ErrorCodes.MEMBERSHIP_REVOKED,
+  });
+}
