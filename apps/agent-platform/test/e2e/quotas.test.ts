@@ -2,6 +2,8 @@
 // and the database with every workspace.
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { createApi } from '../../src/api/app.js';
+import { createVerifier } from '../../src/auth/verify.js';
 import { startPlatform, until, type Json, type Platform } from './harness.js';
 
 let p: Platform;
@@ -109,6 +111,63 @@ describe('per-workspace quotas', () => {
       { id: unstarted, status: 'failed', error: 'START_FAILED' },
     ]);
     await p.testClient.workflow.getHandle(started.body_.workflowId as string).terminate('quota test');
+  });
+
+  it('settling at the limit looks at ten records at a time, those looked at least recently first', async () => {
+    await p.pool.query(`insert into workspaces (id, name) values ('ws-hooli', 'Hooli')`);
+    await p.pool.query(
+      `insert into memberships (workspace_id, user_id, roles) values ('ws-hooli', 'gavin', '{member}')`,
+    );
+    const agent = await p.pool.query<{ id: string }>(
+      `insert into agents (workspace_id, name, model, created_by) values ('ws-hooli', 'a', 'm', 'gavin') returning id::text as id`,
+    );
+    const token = await p.issuer.mint({ user: 'gavin', workspace: 'ws-hooli', roles: ['member'] });
+    // An API with room for twelve open runs, on the queue no worker polls: they stay running.
+    const wide = await createApi({
+      db: p.db,
+      client: p.client,
+      taskQueue: p.idleTaskQueue,
+      verify: createVerifier({ jwks: p.issuer.jwks, issuer: p.issuer.issuer, audience: p.issuer.audience }),
+      scope: { auditor: p.edge.auditor },
+      quotas: { openRuns: 12 },
+    });
+    const start = async () => {
+      const res = await wide.inject({
+        method: 'POST',
+        url: `/workspaces/ws-hooli/agents/${agent.rows[0]!.id}/runs`,
+        headers: { authorization: `Bearer ${token}` },
+        payload: { input: 'rotation' },
+      });
+      return { status: res.statusCode, workflowId: (JSON.parse(res.body) as Json).workflowId as string };
+    };
+    const workflows: string[] = [];
+    try {
+      for (let i = 0; i < 12; i++) {
+        const started = await start();
+        expect(started.status).toBe(202);
+        workflows.push(started.workflowId);
+      }
+      // The newest ended outside its workflow: only a settling that reaches it makes room.
+      await p.testClient.workflow.getHandle(workflows[11]!).terminate('rotation test');
+      // The first settling looks at the ten oldest (all running): nothing changes, refused.
+      expect((await start()).status).toBe(429);
+      await new Promise((resolve) => setTimeout(resolve, 1100));
+      // The next looks at the two it has not looked at yet, finds the terminated one: room.
+      const after = await start();
+      expect(after.status).toBe(202);
+      workflows.push(after.workflowId);
+      const { rows } = await p.pool.query(`select status, error from agent_runs where workflow_id = $1`, [
+        workflows[11],
+      ]);
+      expect(rows).toEqual([{ status: 'failed', error: 'RUN_TERMINATED' }]);
+    } finally {
+      await wide.close();
+      for (const id of workflows.slice(0, 11).concat(workflows.slice(12)))
+        await p.testClient.workflow
+          .getHandle(id)
+          .terminate('rotation test')
+          .catch(() => undefined);
+    }
   });
 
   it('refuses a schedule past the workspace limit (429, audited)', async () => {
