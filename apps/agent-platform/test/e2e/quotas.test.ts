@@ -17,6 +17,21 @@ afterAll(async () => {
   await p?.stop();
 });
 
+/** A new workspace with one member and one agent (provisioned as the test login), and the member's token. */
+async function workspaceOf(workspaceId: string, userId: string): Promise<{ agentId: string; token: string }> {
+  await p.pool.query(`insert into workspaces (id, name) values ($1, $1)`, [workspaceId]);
+  await p.pool.query(`insert into memberships (workspace_id, user_id, roles) values ($1, $2, '{member}')`, [
+    workspaceId,
+    userId,
+  ]);
+  const agent = await p.pool.query<{ id: string }>(
+    `insert into agents (workspace_id, name, model, created_by) values ($1, 'a', 'm', $2) returning id::text as id`,
+    [workspaceId, userId],
+  );
+  const token = await p.issuer.mint({ user: userId, workspace: workspaceId, roles: ['member'] });
+  return { agentId: agent.rows[0]!.id, token };
+}
+
 describe('per-workspace quotas', () => {
   it('starts at the same moment take turns: no more open runs than the limit', async () => {
     const open = async () =>
@@ -78,14 +93,7 @@ describe('per-workspace quotas', () => {
 
   it('at the limit, records of runs Temporal does not know are settled: never started, or lost past retention', async () => {
     // A workspace of its own, at its limit of two with records only the database has.
-    await p.pool.query(`insert into workspaces (id, name) values ('ws-initech', 'Initech')`);
-    await p.pool.query(
-      `insert into memberships (workspace_id, user_id, roles) values ('ws-initech', 'ivan', '{member}')`,
-    );
-    const agent = await p.pool.query<{ id: string }>(
-      `insert into agents (workspace_id, name, model, created_by) values ('ws-initech', 'a', 'm', 'ivan') returning id::text as id`,
-    );
-    const agentId = agent.rows[0]!.id;
+    const { agentId, token } = await workspaceOf('ws-initech', 'ivan');
     const record = async (runId: string | null) =>
       (
         await p.pool.query<{ id: string }>(
@@ -97,8 +105,7 @@ describe('per-workspace quotas', () => {
     // Never started (the API stopped between its record and the start); started, then gone.
     const unstarted = await record(null);
     const lost = await record(randomUUID());
-    p.tokens.ivan = await p.issuer.mint({ user: 'ivan', workspace: 'ws-initech', roles: ['member'] });
-    const started = await p.idleCall('ivan', 'POST', `/workspaces/ws-initech/agents/${agentId}/runs`, {
+    const started = await p.idleCall(token, 'POST', `/workspaces/ws-initech/agents/${agentId}/runs`, {
       input: 'after settling',
     });
     expect(started.statusCode).toBe(202);
@@ -114,14 +121,7 @@ describe('per-workspace quotas', () => {
   });
 
   it('settling at the limit looks at ten records at a time, those looked at least recently first', async () => {
-    await p.pool.query(`insert into workspaces (id, name) values ('ws-hooli', 'Hooli')`);
-    await p.pool.query(
-      `insert into memberships (workspace_id, user_id, roles) values ('ws-hooli', 'gavin', '{member}')`,
-    );
-    const agent = await p.pool.query<{ id: string }>(
-      `insert into agents (workspace_id, name, model, created_by) values ('ws-hooli', 'a', 'm', 'gavin') returning id::text as id`,
-    );
-    const token = await p.issuer.mint({ user: 'gavin', workspace: 'ws-hooli', roles: ['member'] });
+    const { agentId, token } = await workspaceOf('ws-hooli', 'gavin');
     // An API with room for twelve open runs, on the queue no worker polls: they stay running.
     const wide = await createApi({
       db: p.db,
@@ -134,7 +134,7 @@ describe('per-workspace quotas', () => {
     const start = async () => {
       const res = await wide.inject({
         method: 'POST',
-        url: `/workspaces/ws-hooli/agents/${agent.rows[0]!.id}/runs`,
+        url: `/workspaces/ws-hooli/agents/${agentId}/runs`,
         headers: { authorization: `Bearer ${token}` },
         payload: { input: 'rotation' },
       });

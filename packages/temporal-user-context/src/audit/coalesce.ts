@@ -46,7 +46,7 @@ export interface CoalescingAuditSink extends AuditSink {
   /**
    * For shutdown: from now on every record passes straight through to the inner sink (none is held
    * in a window that the process might exit before writing), then does what `flush()` does, closing
-   * the inner sink instead of flushing it when it can be closed (another coalescing sink).
+   * the inner sink instead of flushing it when it is another coalescing sink.
    */
   close(options?: { timeoutMs?: number }): Promise<void>;
 }
@@ -59,6 +59,9 @@ function reportSummaryFailure(err: unknown): void {
     // stderr itself failed: nowhere left to report to.
   }
 }
+
+/** The sinks {@link coalescingAuditSink} made: closing one closes one of these it wraps. */
+const coalescing = new WeakSet<object>();
 
 /** The key of the window for the kinds past `maxKinds`. */
 const OTHER = '\u0000other';
@@ -104,10 +107,7 @@ interface Window {
  * const plugin = new UserContextPlugin({ keys, audit: [coalescingAuditSink(db), pinoAuditSink()] });
  */
 export function coalescingAuditSink(
-  inner: AuditSink & {
-    flush?: (options?: { timeoutMs?: number }) => Promise<void>;
-    close?: (options?: { timeoutMs?: number }) => Promise<void>;
-  },
+  inner: AuditSink & { flush?: (options?: { timeoutMs?: number }) => Promise<void> },
   options: CoalescingAuditSinkOptions = {},
 ): CoalescingAuditSink {
   const match = options.match ?? ((event: AuditEvent) => event.decision === 'deny');
@@ -156,14 +156,14 @@ export function coalescingAuditSink(
     // A sink that flushes holds the summaries just handed to it: its flush (and its deadline) covers
     // them. Awaiting each first would wait on a hung database with no deadline armed. Closing, an inner
     // sink that closes (another coalescing sink) is closed too, so that it holds nothing at exit.
-    const settle = closing && inner.close ? inner.close : inner.flush;
+    const settle = closing && coalescing.has(inner) ? (inner as CoalescingAuditSink).close : inner.flush;
     if (settle) {
       for (const summary of summaries) Promise.resolve(summary).then(undefined, reportSummaryFailure);
       await settle.call(inner, flushOptions);
     } else await Promise.all(summaries);
   };
 
-  return {
+  const sink: CoalescingAuditSink = {
     emit(event) {
       if (closed || naming.some((field) => event[field] !== undefined) || !match(event))
         return inner.emit(event);
@@ -206,4 +206,6 @@ export function coalescingAuditSink(
       await flush(flushOptions, true);
     },
   };
+  coalescing.add(sink);
+  return sink;
 }
