@@ -146,6 +146,13 @@ export interface PostgresAuditSinkOptions {
    * workspace in one INSERT); on a distant one, raise it, or records past `maxPending` are dropped.
    */
   concurrency?: number;
+  /**
+   * Most milliseconds each statement of the sink's transactions may take, an integer from 1 to
+   * 3 600 000 (default 30 000; `SET LOCAL statement_timeout`): a write that waits on a lock (a
+   * maintenance job holding `audit_log`) fails and is tried again as any other failure before COMMIT,
+   * instead of holding one of the sink's connections and its records without end.
+   */
+  statementTimeoutMs?: number;
 }
 
 /**
@@ -279,6 +286,11 @@ export function postgresAuditSink(
     max: 100,
     integer: true,
   });
+  const statementTimeout = `${numberOption('statementTimeoutMs', options.statementTimeoutMs, 30_000, {
+    min: 1,
+    max: 3_600_000,
+    integer: true,
+  })}ms`;
   const custom = options.onError;
   // Total, like the Auditor's own reporting: a throwing onError must not leave a rejected write behind,
   // nor lose the record: it goes to stderr then.
@@ -300,6 +312,8 @@ export function postgresAuditSink(
     let phase: Failure['phase'] = 'scope';
     try {
       await db.transaction(async (tx) => {
+        // First, so that it bounds the statements after it (not this one, which waits on nothing).
+        await tx.query(`select pg_catalog.set_config('statement_timeout', $1, true)`, [statementTimeout]);
         // No user: the records of a batch may name several, and the policy needs none.
         const workspace = scopeKey(events[0]!);
         // Sealed, a workspace's records in a scope of the workspace alone, the others in the system scope.

@@ -295,6 +295,48 @@ describe.each(BACKENDS)('audit log on %s', (kind) => {
     }
   });
 
+  it.skipIf(kind !== 'postgres')(
+    'a write that waits on a lock ends at statementTimeoutMs, is tried again, then reported: no connection held for good',
+    async () => {
+      const reported: unknown[] = [];
+      const bounded = postgresAuditSink(b.db, {
+        appRole: roles.app,
+        statementTimeoutMs: 200,
+        onError: (err) => reported.push(err),
+      });
+      // A maintenance job holds the table (on its own connection) while the sink writes.
+      await b.admin.session(async (s) => {
+        await s.exec('begin; lock table audit_log in access exclusive mode');
+        try {
+          bounded.emit({
+            time: new Date().toISOString(),
+            action: 'locked',
+            decision: 'allow',
+            source: 'header',
+            reason: 'ok',
+          });
+          await bounded.flush({ timeoutMs: 20_000 });
+        } finally {
+          await s.exec('rollback');
+        }
+      });
+      // Three tries (200 ms each, 0.1 and 0.4 s apart), each cancelled: 57014 query_canceled.
+      expect(reported).toHaveLength(1);
+      expect(reported[0]).toMatchObject({ code: '57014' });
+      // The sink goes on writing once the table is free.
+      bounded.emit({
+        time: new Date().toISOString(),
+        action: 'unlocked',
+        decision: 'allow',
+        source: 'header',
+        reason: 'ok',
+      });
+      await bounded.flush();
+      expect(reported).toHaveLength(1);
+      expect((await b.admin.query(`select 1 from audit_log where action = 'unlocked'`)).rowCount).toBe(1);
+    },
+  );
+
   it('an empty id names nobody: a record with workspaceId "" joins the system records, and is written', async () => {
     const errors: unknown[] = [];
     const direct = postgresAuditSink(b.db, { appRole: roles.app, onError: (err) => errors.push(err) });
@@ -774,6 +816,12 @@ describe('audit sink while the database stalls', () => {
     } finally {
       process.off('unhandledRejection', unhandled);
     }
+  });
+
+  it.each([0, 1.5, 3_600_001, '100'])('refuses statementTimeoutMs %s', (statementTimeoutMs) => {
+    expect(() =>
+      postgresAuditSink(stalledDatabase().db, { statementTimeoutMs: statementTimeoutMs as number }),
+    ).toThrowError(expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }));
   });
 
   it.each([0, -1, 1.5, NaN, Infinity])('refuses maxPending %s', (maxPending) => {
