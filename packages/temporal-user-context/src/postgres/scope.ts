@@ -2,7 +2,7 @@ import type { Auditor } from '../audit/sinks.js';
 import type { AuditEvent } from '../audit/event.js';
 import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
 import { parseUserContext, sameUserContext, type UserContext } from '../context/schema.js';
-import { currentScope } from '../worker/scope.js';
+import { currentScope, type ActivityScope } from '../worker/scope.js';
 import {
   isTransactionEnded,
   leadingWords,
@@ -315,6 +315,28 @@ async function enterScope(tx: SqlQueryable, appRole: string, context: UserContex
 }
 
 /**
+ * Inside an activity or Nexus handler that runs for a verified user, the refusal of a scope for anyone
+ * else: its originator or the actor its call came from (their roles or fewer). A context taken from the
+ * activity's arguments, which workflow code chooses, must not pick another user's rows (the check the
+ * explicit-argument approach makes, `resolveUserContext`). An allow-listed system activity (no verified
+ * user) may scope to any user: that is what it is allow-listed for.
+ */
+function mismatchOfActivity(activity: ActivityScope, context: UserContext): UserContextError | undefined {
+  if (activity.context === undefined) return undefined;
+  const within = (verified: UserContext | undefined) =>
+    verified !== undefined &&
+    verified.userId === context.userId &&
+    verified.workspaceId === context.workspaceId &&
+    context.roles.every((role) => verified.roles.includes(role));
+  return within(activity.context) || within(activity.actor)
+    ? undefined
+    : new UserContextError(
+        ErrorCodes.EXPLICIT_MISMATCH,
+        `a database scope for ${context.userId} in ${context.workspaceId}, who is neither the activity's verified originator nor its actor`,
+      );
+}
+
+/**
  * Runs `fn` in one database transaction scoped to `ctx`:
  *
  * 1. in one statement, from bind parameters: `SET LOCAL ROLE <appRole>` (as `set_config('role', …,
@@ -335,7 +357,9 @@ async function enterScope(tx: SqlQueryable, appRole: string, context: UserContex
  * sees nothing). Requires a `memberships(workspace_id, user_id, roles text[])` table
  * whose policy lets a user read their own row in the current workspace.
  *
- * @throws UserContextError `USER_CONTEXT_INVALID` for a malformed context,
+ * @throws UserContextError `USER_CONTEXT_INVALID` for a malformed context, `USER_CONTEXT_EXPLICIT_MISMATCH`
+ *   inside an activity or Nexus handler for a context that is neither its verified originator nor its
+ *   actor (their roles or fewer; not in an allow-listed system activity),
  *   `USER_CONTEXT_MEMBERSHIP_REVOKED`, `USER_CONTEXT_ROLE_MISSING`, `USER_CONTEXT_MISCONFIGURED` (a bad
  *   or reserved role name, two `memberships` rows for one user and workspace, a roles setting that
  *   differs from the roles checked, a statement of `fn` that ends the transaction or changes the session
@@ -359,6 +383,8 @@ export async function withUserScope<T>(
     seal = resolveSeal(options.seal, db);
     // Re-validate: callers may hand us an object that never went through the schema.
     context = parseUserContext({ userId: ctx.userId, workspaceId: ctx.workspaceId, roles: [...ctx.roles] });
+    const mismatch = activity === undefined ? undefined : mismatchOfActivity(activity, context);
+    if (mismatch) throw mismatch;
   } catch (err) {
     // Refused before any transaction (a bad app role name, a malformed context): on record too, with
     // no user, since none was validated.

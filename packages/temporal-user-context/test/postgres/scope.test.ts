@@ -413,11 +413,44 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
     expect(sink.events.filter((e) => e.decision === 'allow')).toHaveLength(1);
   });
 
+  it('inside a handler for a verified user, a scope only for that user or its actor (their roles or fewer)', async () => {
+    const sink = memoryAuditSink();
+    const handler = (context: UserContext | undefined) => ({
+      ...(context ? { context } : {}),
+      actor: carol,
+      allowedSystem: context ? [] : ['cleanup'],
+      audit: { namespace: 'default', workflowId: 'wf-2', activityType: 'nexus:notes/read' },
+      auditor: new Auditor([sink]),
+    });
+    const inHandler = (context: UserContext | undefined, ctx: UserContext) =>
+      runInNexusScope(handler(context), () => notes(ctx));
+    // alice's own scope, with fewer roles, and her actor's: allowed.
+    expect(await inHandler(alice, alice)).toEqual(['a1', 'a2']);
+    const fewer = parseUserContext({ userId: 'alice', workspaceId: 'ws-a', roles: ['member'] });
+    expect(await inHandler(alice, fewer)).toEqual(['a1', 'a2']);
+    expect(await inHandler(alice, carol)).toEqual(['a1', 'a2']);
+    // Anyone else, as an activity's arguments could name: refused before any transaction, audited.
+    const err = await rejection(inHandler(alice, bob));
+    expect(isUserContextError(err, ErrorCodes.EXPLICIT_MISMATCH)).toBe(true);
+    const more = parseUserContext({ userId: 'carol', workspaceId: 'ws-a', roles: ['admin', 'member'] });
+    expect(isUserContextError(await rejection(inHandler(alice, more)), ErrorCodes.EXPLICIT_MISMATCH)).toBe(
+      true,
+    );
+    expect(sink.events.filter((e) => e.decision === 'deny')).toMatchObject([
+      { action: 'db.scope', reason: ErrorCodes.EXPLICIT_MISMATCH, workflowId: 'wf-2' },
+      { action: 'db.scope', reason: ErrorCodes.EXPLICIT_MISMATCH, workflowId: 'wf-2' },
+    ]);
+    // An allow-listed system handler (no verified user) scopes to whom it is allow-listed to serve.
+    expect(await inHandler(undefined, bob)).toEqual(['b1']);
+  });
+
   it("inside a plugin worker's handler, decisions are audited with its auditor and ids by default", async () => {
     const sink = memoryAuditSink();
     const eve = parseUserContext({ userId: 'eve', workspaceId: 'ws-a', roles: ['member'] });
+    const frank = parseUserContext({ userId: 'frank', workspaceId: 'ws-a', roles: ['member'] });
     const handler = {
       context: eve,
+      actor: frank,
       claims: { jti: 'token-of-eve' } as ContextClaims,
       allowedSystem: [],
       audit: { namespace: 'default', workflowId: 'wf-1', activityType: 'nexus:who/whoami' },
@@ -429,8 +462,7 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
     // No auditor in the options, and eve is no member: the refusal is still on record, under the
     // handler's ids and, since the scope is the handler's own user, its token id.
     expect(isUserContextError(await inHandler(eve), ErrorCodes.MEMBERSHIP_REVOKED)).toBe(true);
-    // A scope for someone else (say, an actor) gets the ids but not the handler's token id.
-    const frank = parseUserContext({ userId: 'frank', workspaceId: 'ws-a', roles: ['member'] });
+    // A scope for its actor gets the ids but not the handler's token id.
     await inHandler(frank);
     expect(
       sink.events.map((e) => [
