@@ -18,6 +18,8 @@ const FIRST_PAUSE_MS = 100;
 const FRESH_ROOT_MS = 30_000;
 /** Confirmed runs kept per worker. */
 const CACHE_SIZE = 10_000;
+/** How long a run's confirmation is kept before the schedule is asked again. */
+const CONFIRMATION_TTL_MS = 60_000;
 /**
  * How long after issuing a schedule token its schedule may have been created: the edge issues the token
  * in the `create` call itself, just before asking the server. Generous, because the server's older
@@ -79,19 +81,29 @@ export class ScheduledRunNotRecordedError extends Error {
  * abandoned child behind) would pass once the schedule starts its own run of that id (a backfill or a
  * trigger), because the id's latest chain is then the schedule's.
  *
- * One confirmation per run per worker is kept (keyed by the server-vouched run id of the caller); a
- * refusal is never cached. A lookup that fails for another reason than "not found" is rethrown as it
+ * One confirmation per run per worker is kept for a minute (keyed by the server-vouched run id of the
+ * caller), then the schedule is asked again; a refusal is never cached. A lookup that fails for another reason than "not found" is rethrown as it
  * is, so the activity retries. Only a root that started moments ago gets a few more lookups (see
  * {@link FRESH_ROOT_MS}), and then a retryable {@link ScheduledRunNotRecordedError} rather than a
  * refusal; an older run that claims a schedule it does not belong to costs two calls.
  */
 export class ScheduledRunCheck {
-  private readonly confirmed = new SuccessCache<void>(CACHE_SIZE);
+  private readonly confirmed: SuccessCache<void>;
   /** Digests of first runs' arguments, by root and first run id: a run's input never changes. */
   private readonly startDigests = new SuccessCache<string>(CACHE_SIZE);
 
-  /** @param skewMs clock skew tolerated between the edge and the server (the verifier's). */
-  constructor(private readonly skewMs: number) {}
+  /**
+   * @param skewMs clock skew tolerated between the edge and the server (the verifier's).
+   * @param confirmationTtlMs how long a run's confirmation is kept (default a minute): then the
+   *   schedule is asked again, so that a run's activities stop passing once the schedule is deleted or
+   *   the run has left its recent actions.
+   */
+  constructor(
+    private readonly skewMs: number,
+    confirmationTtlMs = CONFIRMATION_TTL_MS,
+  ) {
+    this.confirmed = new SuccessCache<void>(CACHE_SIZE, confirmationTtlMs);
+  }
 
   /**
    * Resolves when the schedule `scheduleId`, created when the token was issued (`issuedAt`, its `iat`),

@@ -1,7 +1,7 @@
 // Check 7's dating of a scheduled chain (docs/wire-format.md), on answers a server gives that the
 // integration tests cannot produce on demand: a chain whose first run is past retention, a lookup that
 // fails for want of an answer. The client is a stand-in that answers like the SDK's.
-import type { Client } from '@temporalio/client';
+import { ScheduleNotFoundError, type Client } from '@temporalio/client';
 import { defaultPayloadConverter, type Payload, type PayloadCodec } from '@temporalio/common';
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes, UserContextError, isUserContextError } from 'temporal-user-context';
@@ -395,5 +395,39 @@ describe("check 7 holds a run to the schedule's arguments: what it cannot read i
       code: ErrorCodes.LINEAGE_MISMATCH,
       reason: expect.stringMatching(/past retention/),
     });
+  });
+});
+
+describe("a run's confirmation is kept for a while, then the schedule is asked again", () => {
+  it('refuses the run once its schedule is gone and the confirmation expired', async () => {
+    const base = server({ startedAt: now - 2 * HOUR + 150 });
+    let deleted = false;
+    let asked = 0;
+    const client = {
+      ...base,
+      schedule: {
+        getHandle: (id: string) => ({
+          describe: async () => {
+            asked++;
+            if (deleted) throw new ScheduleNotFoundError('schedule not found', id);
+            return base.schedule.getHandle(id).describe();
+          },
+        }),
+      },
+    } as unknown as Client;
+    const check = new ScheduledRunCheck(30_000, 50);
+    const confirm = () =>
+      check.confirm(client, 'sch', root, now - 2 * HOUR + 150, ISSUED, 'caller-run').then(
+        () => 'confirmed',
+        (err: unknown) => (isUserContextError(err) ? err.code : 'thrown'),
+      );
+    expect(await confirm()).toBe('confirmed');
+    deleted = true;
+    // Within its time the confirmation stands, without asking.
+    expect(await confirm()).toBe('confirmed');
+    expect(asked).toBe(1);
+    await new Promise((resolve) => setTimeout(resolve, 60));
+    expect(await confirm()).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    expect(asked).toBe(2);
   });
 });
