@@ -386,8 +386,8 @@ export async function withUserScope<T>(
     const mismatch = activity === undefined ? undefined : mismatchOfActivity(activity, context);
     if (mismatch) throw mismatch;
   } catch (err) {
-    // Refused before any transaction (a bad app role name, a malformed context): on record too, with
-    // no user, since none was validated.
+    // Refused before any transaction (a bad app role name, a malformed context, a context the activity
+    // was not verified for): on record too, with no user (the last names the one asked for in `detail`).
     if (auditor && isUserContextError(err))
       auditor.emit({
         action: 'db.scope',

@@ -82,8 +82,8 @@ export class ScheduledRunNotRecordedError extends Error {
  * trigger), because the id's latest chain is then the schedule's.
  *
  * One confirmation per run per worker is kept for a minute (keyed by the server-vouched run id of the
- * caller), then the schedule is asked again; a refusal is never cached. A lookup that fails for another reason than "not found" is rethrown as it
- * is, so the activity retries. Only a root that started moments ago gets a few more lookups (see
+ * caller), then the schedule is asked again; a refusal is never cached. A lookup that fails for
+ * another reason than "not found" is rethrown as it is, so the activity retries. Only a root that started moments ago gets a few more lookups (see
  * {@link FRESH_ROOT_MS}), and then a retryable {@link ScheduledRunNotRecordedError} rather than a
  * refusal; an older run that claims a schedule it does not belong to costs two calls.
  */

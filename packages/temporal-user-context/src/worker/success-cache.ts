@@ -11,15 +11,15 @@ export class SuccessCache<V> {
   constructor(
     private readonly size: number,
     private readonly ttlMs = Infinity,
-    private readonly now: () => number = Date.now,
   ) {}
 
   get(key: string, lookup: () => Promise<V>): Promise<V> {
     const hit = this.entries.get(key);
-    if (hit && (this.ttlMs === Infinity || this.now() < hit.until)) return hit.value;
+    // Without a TTL no clock is read (the verifier's token cache is on every activity's path).
+    if (hit && (this.ttlMs === Infinity || Date.now() < hit.until)) return hit.value;
     if (hit) this.entries.delete(key);
     const pending = lookup();
-    const entry = { value: pending, until: this.ttlMs === Infinity ? Infinity : this.now() + this.ttlMs };
+    const entry = { value: pending, until: this.ttlMs === Infinity ? Infinity : Date.now() + this.ttlMs };
     this.entries.set(key, entry);
     pending.then(
       () => {
