@@ -25,7 +25,7 @@ export type { KeySetJson } from './crypto/key-set.js';
 export { issueContextToken, type IssueOptions } from './crypto/issue.js';
 export { openContextToken } from './crypto/open.js';
 export { pseudonymKeyFromJSON, pseudonymsOf } from './crypto/pseudonym.js';
-export type { ContextClaims, ScheduledAction, TokenUse } from './crypto/claims.js';
+export type { BoundStart, ContextClaims, ScheduledAction, TokenUse } from './crypto/claims.js';
 export { runAsUser, edgeUser } from './client/scope.js';
 export {
   MEMO_KEY,

@@ -23,6 +23,7 @@ const OPTIONS: ReadonlySet<string> = new Set(
     failureMessages: true,
     checkWorkflowBundle: true,
     bindScheduleArguments: true,
+    bindStartArguments: true,
   } satisfies Record<keyof UserContextPluginOptions, true>),
 );
 const VERIFIER_OPTIONS: ReadonlySet<string> = new Set(['clockSkewSeconds', 'cacheSize']);
@@ -122,4 +123,5 @@ export function validatePluginOptions(options: unknown): asserts options is User
   }
   booleanOrUndefined(options.checkWorkflowBundle, 'checkWorkflowBundle');
   booleanOrUndefined(options.bindScheduleArguments, 'bindScheduleArguments');
+  booleanOrUndefined(options.bindStartArguments, 'bindStartArguments');
 }

@@ -141,6 +141,16 @@ export interface UserContextPluginOptions {
    * schedule can change the arguments its runs act on as its creator.
    */
   bindScheduleArguments?: boolean;
+  /**
+   * Bind a workflow start's arguments into its start token (claim `ad`), as its workflow type and task
+   * queue always are (`wt`, `tq`): workers then refuse a lineage whose root was started with other
+   * arguments, so that whoever copies the token from history within its start window cannot start the
+   * workflow id again with arguments of their own as its user (check 10). Default `true`. The digest is
+   * taken over what the SDK's default payload converter delivers; the root's workflow code states the
+   * digest of what it received. An edge option: `false` on clients whose workflows' arguments need
+   * another payload converter (workers would refuse their activities), at the cost of that binding.
+   */
+  bindStartArguments?: boolean;
 }
 
 const here = fileURLToPath(import.meta.url);
@@ -315,6 +325,7 @@ export class UserContextPlugin extends SimplePlugin {
       // Passed as given: 0 and NaN must reach the source's check and be refused, not mean the default.
       startWindowSeconds: pluginOptions.startWindowSeconds,
       actorWindowSeconds: pluginOptions.actorWindowSeconds,
+      bindStartArguments: pluginOptions.bindStartArguments !== false,
     });
     const verifier = new ContextVerifier(pluginOptions.keys, pluginOptions.verifier);
     const scheduledRuns = new ScheduledRunCheck(verifier.skewSeconds * 1000);

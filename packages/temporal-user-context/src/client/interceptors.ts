@@ -24,7 +24,8 @@ import { mirrorOptions } from './mirror.js';
 /**
  * Client interceptors: every call that the server can attach a header to carries a context from the
  * {@link ContextSource} (the edge user in scope, or the activity being run on a worker). A call with
- * no context in scope is refused before it reaches the server.
+ * no context in scope is refused before it reaches the server. A start's token binds the workflow id,
+ * type, task queue and (unless `bindStartArguments: false`) arguments it starts with.
  */
 export class UserContextWorkflowClientInterceptor implements WorkflowClientInterceptor {
   constructor(private readonly source: ContextSource) {}
@@ -50,7 +51,11 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
   }
 
   private async prepareStart(input: WorkflowStartInput, action: string): Promise<WorkflowStartInput> {
-    const { originator, context } = await this.source.forStart(input.options.workflowId, action);
+    const { originator, context } = await this.source.forStart(input.options.workflowId, action, {
+      workflowType: input.workflowType,
+      taskQueue: input.options.taskQueue,
+      args: input.options.args ?? [],
+    });
     return {
       ...input,
       headers: withHeader(input.headers, ORIGINATOR_HEADER, originator),
@@ -65,6 +70,11 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
     const { originator, context } = await this.source.forStart(
       input.options.workflowId,
       'client.signalWithStart',
+      {
+        workflowType: input.workflowType,
+        taskQueue: input.options.taskQueue,
+        args: input.options.args ?? [],
+      },
     );
     // One header set serves both the start and the signal: the starter is also the actor.
     const actor = await this.source.forActor(input.options.workflowId, 'client.signalWithStart');
@@ -81,7 +91,11 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
     next: Next<WorkflowClientInterceptor, 'startUpdateWithStart'>,
   ): Promise<WorkflowStartUpdateWithStartOutput> {
     const workflowId = input.workflowStartOptions.workflowId;
-    const { originator, context } = await this.source.forStart(workflowId, 'client.startUpdateWithStart');
+    const { originator, context } = await this.source.forStart(workflowId, 'client.startUpdateWithStart', {
+      workflowType: input.workflowType,
+      taskQueue: input.workflowStartOptions.taskQueue,
+      args: input.workflowStartOptions.args ?? [],
+    });
     return next({
       ...input,
       workflowStartHeaders: withHeader(input.workflowStartHeaders, ORIGINATOR_HEADER, originator),

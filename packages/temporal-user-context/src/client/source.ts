@@ -5,7 +5,7 @@ import { numberOption } from '../context/number-option.js';
 import { sameUserContext, type UserContext } from '../context/schema.js';
 import type { Auditor } from '../audit/sinks.js';
 import type { IdentitySource } from '../audit/event.js';
-import type { ScheduledAction } from '../crypto/claims.js';
+import type { BoundStart, ScheduledAction } from '../crypto/claims.js';
 import type { KeyRing } from '../crypto/keyring.js';
 import { DEFAULT_WINDOW, issueContextToken, type IssueOptions } from '../crypto/issue.js';
 import { MAX_HEADER_BYTES, encodeHeader, type ContextHeader } from '../header/wire.js';
@@ -22,6 +22,8 @@ export interface ContextSourceOptions {
   startWindowSeconds?: number;
   /** Window of actor tokens, seconds: an integer from 1 to 86 400 (default 300). */
   actorWindowSeconds?: number;
+  /** Whether start tokens bind the start's arguments too (`bindStartArguments`, default true). */
+  bindStartArguments?: boolean;
 }
 
 /** What a client call names: its workflow (and run, for a handle's call) or its schedule. */
@@ -237,17 +239,82 @@ export class ContextSource {
     return { user, source: activity?.context ? 'header' : user ? 'edge' : 'none' };
   }
 
+  /**
+   * The originator header of a start: a start token bound to the workflow id and to how it starts (its
+   * workflow type, task queue and, unless `bindStartArguments: false`, arguments), which the root's
+   * workflow code states in its lineage facts and workers compare (check 10).
+   */
   async forStart(
     workflowId: string,
     action: string,
+    start: BoundStart,
   ): Promise<{ originator: ContextHeader; context: UserContext }> {
     const { context, source } = this.who(action, { workflowId });
-    const originator = await this.issue(action, context, source, {
-      use: 'start',
-      workflowId,
-      windowSeconds: this.startWindowSeconds,
-    });
+    const bound = this.digested(action, start, { workflowId }, context, 'bindStartArguments');
+    // Lineage facts with the root's start in them; a child may add a longer id, which no edge can know.
+    const lin = {
+      root: workflowId,
+      start: Date.now(),
+      wf: workflowId,
+      wt: start.workflowType,
+      tq: start.taskQueue,
+      ad: 'x'.repeat(43),
+    };
+    const originator = await this.issue(
+      action,
+      context,
+      source,
+      { use: 'start', workflowId, windowSeconds: this.startWindowSeconds, boundStart: bound },
+      (header) =>
+        this.fits(action, { ...header, lin }, { workflowId }, context, 'the workflow id, type or task queue'),
+    );
     return { originator, context };
+  }
+
+  /**
+   * `start` with its arguments replaced by their digest, or without them when `option` is off. The
+   * digest first: arguments the default payload converter cannot carry are a refusal on record, like
+   * any other of this call's.
+   */
+  private digested(
+    action: string,
+    start: BoundStart,
+    target: Target,
+    context: UserContext,
+    option: 'bindStartArguments' | 'bindScheduleArguments',
+  ): BoundStart {
+    const { args, ...rest } = start;
+    if (args === undefined) return rest;
+    if (option === 'bindStartArguments' && this.options.bindStartArguments === false) return rest;
+    try {
+      return { ...rest, argsDigest: createArgsDigest(args, option) };
+    } catch (err) {
+      if (!isUserContextError(err)) throw err;
+      this.refuse(action, err, target, context);
+    }
+  }
+
+  /**
+   * Refuses a token whose header, with the lineage facts workflow code adds, would pass the size
+   * workers accept (every use of it would be refused): here, before anything started.
+   */
+  private fits(
+    action: string,
+    header: ContextHeader,
+    target: Target,
+    context: UserContext,
+    what: string,
+  ): void {
+    if (encodeHeader(header).data!.byteLength <= MAX_HEADER_BYTES) return;
+    this.refuse(
+      action,
+      new UserContextError(
+        ErrorCodes.TOO_LARGE,
+        `its runs would carry a header over ${MAX_HEADER_BYTES} bytes: shorten ${what}`,
+      ),
+      target,
+      context,
+    );
   }
 
   /** The actor header of a signal, update or query to `workflowId` (and `runId`, when the call names one). */
@@ -283,25 +350,14 @@ export class ContextSource {
     action: string,
     scheduledAction: ScheduledAction,
   ): Promise<{ originator: ContextHeader; context: UserContext }> {
-    const { context, source } = this.who(action, { workflowId: actionWorkflowId, scheduleId });
-    // The arguments' digest first: arguments the default payload converter cannot carry are a refusal
-    // on record, like any other of this call's.
-    let bound: ScheduledAction = scheduledAction;
-    if (scheduledAction.args !== undefined) {
-      const { args, ...rest } = scheduledAction;
-      try {
-        bound = { ...rest, argsDigest: createArgsDigest(args) };
-      } catch (err) {
-        if (!isUserContextError(err)) throw err;
-        this.refuse(action, err, { workflowId: actionWorkflowId, scheduleId }, context);
-      }
-    }
+    const target = { workflowId: actionWorkflowId, scheduleId };
+    const { context, source } = this.who(action, target);
+    const bound = this.digested(action, scheduledAction, target, context, 'bindScheduleArguments');
     // A schedule's runs add lineage facts that name it and the run (`<action id>-<time>`) to the header
     // of every activity: with ids near Temporal's length limit, that passes the size workers accept, and
     // every run would be refused. Refused here instead, before the schedule exists.
     const run = `${actionWorkflowId}-2000-01-01T00:00:00Z`;
     const lin = { root: run, start: Date.now(), wf: run, sched: scheduleId };
-    const size = (header: ContextHeader) => encodeHeader({ ...header, lin }).data!.byteLength;
     const originator = await this.issue(
       action,
       context,
@@ -312,18 +368,7 @@ export class ContextSource {
         workflowId: actionWorkflowId,
         scheduledAction: bound,
       },
-      (header) => {
-        if (size(header) <= MAX_HEADER_BYTES) return;
-        this.refuse(
-          action,
-          new UserContextError(
-            ErrorCodes.TOO_LARGE,
-            `its runs would carry a header over ${MAX_HEADER_BYTES} bytes: shorten the schedule or workflow id`,
-          ),
-          { workflowId: actionWorkflowId, scheduleId },
-          context,
-        );
-      },
+      (header) => this.fits(action, { ...header, lin }, target, context, 'the schedule or workflow id'),
     );
     return { originator, context };
   }

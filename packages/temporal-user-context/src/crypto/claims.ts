@@ -5,21 +5,24 @@ import { userContextSchema } from '../context/schema.js';
 export type TokenUse = 'start' | 'actor' | 'schedule';
 
 /**
- * A schedule action as its schedule token binds it: workflow type and task queue (`wt`, `tq`) and, when
- * given, its arguments (`ad`, their digest: `createArgsDigest` in args-digest.ts).
+ * A workflow start as its start or schedule token binds it: workflow type and task queue (`wt`, `tq`)
+ * and, when given, its arguments (`ad`, their digest: `createArgsDigest` in args-digest.ts).
  */
-export interface ScheduledAction {
+export interface BoundStart {
   workflowType: string;
   taskQueue: string;
-  /** The action's arguments, as given to `schedule.create` (the plugin binds them unless told not to). */
+  /** The arguments, as given to the start or `schedule.create` (the plugin binds them unless told not to). */
   args?: readonly unknown[];
   /** Their digest, when already computed (`createArgsDigest`); used instead of `args`. */
   argsDigest?: string;
 }
 
+/** A schedule's action as its token binds it (the name it had before start tokens bound starts too). */
+export type ScheduledAction = BoundStart;
+
 /**
- * Claims inside the signed token (see docs/wire-format.md). All are required except `wf` / `sch` and a
- * schedule token's `wt` / `tq`.
+ * Claims inside the signed token (see docs/wire-format.md). All are required except `wf` / `sch` and the
+ * start binding `wt` / `tq` / `ad` of start and schedule tokens.
  */
 export const claimsSchema = z
   .object({
@@ -33,14 +36,15 @@ export const claimsSchema = z
     wf: z.string().min(1).max(1000).optional(),
     sch: z.string().min(1).max(1000).optional(),
     /**
-     * Schedule tokens: the action's workflow type and task queue, which every run must have (check 7).
-     * Optional, for tokens issued before they were bound.
+     * Start and schedule tokens: the workflow type and task queue the lineage's root (a schedule's
+     * runs) must have been started with (checks 7 and 10). Optional, for tokens issued before they were
+     * bound.
      */
     wt: z.string().min(1).max(1000).optional(),
     tq: z.string().min(1).max(1000).optional(),
     /**
-     * Schedule tokens: the digest of the action's arguments, which every run must have been started with
-     * (check 7). Optional, for tokens issued before arguments were bound.
+     * Start and schedule tokens: the digest of the arguments the root (a schedule's runs) must have been
+     * started with (checks 7 and 10). Optional, for tokens issued before arguments were bound.
      */
     ad: z
       .string()
@@ -59,23 +63,21 @@ export const claimsSchema = z
     (c) =>
       // Schedule tokens name the schedule (`sch`) and its action's workflow id (`wf`), which every
       // run's id starts with (`<wf>-<RFC 3339 time>`); start and actor tokens name one workflow id.
+      // Only what starts a lineage binds how it starts: an actor token binds no start.
       c.use === 'schedule'
         ? c.sch !== undefined && c.wf !== undefined
         : c.wf !== undefined &&
           c.sch === undefined &&
-          c.wt === undefined &&
-          c.tq === undefined &&
-          c.ad === undefined,
+          (c.use === 'start' || (c.wt === undefined && c.tq === undefined && c.ad === undefined)),
     {
       message: 'binding must match use',
     },
   )
-  // The action binding is both or neither (tokens issued before it was bound have neither).
+  // The start binding is both or neither (tokens issued before it was bound have neither).
   .refine(
     (c) => (c.wt === undefined) === (c.tq === undefined) && (c.ad === undefined || c.wt !== undefined),
     {
-      message:
-        'a schedule action binds its workflow type and task queue together, and its arguments only with them',
+      message: 'a start binds its workflow type and task queue together, and its arguments only with them',
     },
   )
   .refine((c) => c.exp > c.iat, { message: 'exp must follow iat' });

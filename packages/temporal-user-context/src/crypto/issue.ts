@@ -3,7 +3,7 @@ import { CompactEncrypt, SignJWT } from 'jose';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
 import type { UserContext } from '../context/schema.js';
 import type { ContextHeader } from '../header/wire.js';
-import type { ContextClaims, ScheduledAction, TokenUse } from './claims.js';
+import type { BoundStart, ContextClaims, TokenUse } from './claims.js';
 import type { KeyRing } from './keyring.js';
 import { createArgsDigest } from './args-digest.js';
 import { pseudonym } from './pseudonym.js';
@@ -24,15 +24,21 @@ export interface IssueOptions {
    * The schedule action (`schedule`, required): every run must have its workflow type and task queue and,
    * when `args` is given, have been started with those arguments.
    */
-  scheduledAction?: ScheduledAction;
+  scheduledAction?: BoundStart;
+  /**
+   * The start (`start`, optional): the lineage's root must have been started with this workflow type and
+   * task queue and, when `args` or `argsDigest` is given, these arguments. The header then asks workflow
+   * code to state the root's start in its lineage facts (`b`, docs/wire-format.md).
+   */
+  boundStart?: BoundStart;
   /** Seconds the start window stays open (default: 60 for start, 300 for actor, 366 days for schedules). */
   windowSeconds?: number;
   /** Clock, for tests. */
   now?: () => number;
 }
 
-/** The claims binding a schedule's action: workflow type, task queue and, when given, the arguments. */
-function scheduledActionClaims(action: ScheduledAction): Pick<ContextClaims, 'wt' | 'tq' | 'ad'> {
+/** The claims binding a start: workflow type, task queue and, when given, the arguments. */
+function startClaims(action: BoundStart): Pick<ContextClaims, 'wt' | 'tq' | 'ad'> {
   const bound = { wt: action.workflowType, tq: action.taskQueue };
   const ad = action.argsDigest ?? (action.args === undefined ? undefined : createArgsDigest(action.args));
   return ad === undefined ? bound : Object.assign(bound, { ad });
@@ -58,6 +64,8 @@ export async function issueContextToken(
       'this key ring cannot issue contexts (no private signing key)',
     );
   const schedule = options.use === 'schedule';
+  // What the token binds of how its lineage starts: a schedule's action, or a start's (when given).
+  const bound = schedule ? options.scheduledAction : options.use === 'start' ? options.boundStart : undefined;
   // Every token names its audience: one issued for no namespace would only be refused where it is opened.
   if (typeof options.namespace !== 'string' || options.namespace.length === 0)
     throw new UserContextError(ErrorCodes.MISCONFIGURED, 'a token needs the namespace it is issued for');
@@ -74,7 +82,7 @@ export async function issueContextToken(
     use: options.use,
     wf: options.workflowId,
     ...(schedule ? { sch: options.scheduleId } : {}),
-    ...(schedule ? scheduledActionClaims(options.scheduledAction!) : {}),
+    ...(bound ? startClaims(bound) : {}),
     wsh: pseudonym(ring.pseudonymKey, 'ws', ctx.workspaceId),
     subh: pseudonym(ring.pseudonymKey, 'sub', ctx.userId),
     iat,
@@ -88,5 +96,8 @@ export async function issueContextToken(
   const tok = await new CompactEncrypt(new TextEncoder().encode(jws))
     .setProtectedHeader({ alg: 'dir', enc: 'A256GCM', kid: seal.kid, cty: 'JWT' })
     .encrypt(seal.key);
-  return { header: { v: 1, tok, ws: claims.wsh, sub: claims.subh }, claims };
+  const header: ContextHeader = { v: 1, tok, ws: claims.wsh, sub: claims.subh };
+  // A bound start token asks the root's workflow code to state its start in `lin`; schedule runs are
+  // confirmed with the server instead (check 7).
+  return { header: options.use === 'start' && bound ? { ...header, b: 1 } : header, claims };
 }

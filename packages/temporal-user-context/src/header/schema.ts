@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import {
+  DIGEST_PATTERN,
   HEADER_VERSION,
   HINT_PATTERN,
   MAX_HEADER_BYTES,
@@ -17,6 +18,9 @@ export const lineageSchema = z
     start: z.number().int().nonnegative().max(Number.MAX_SAFE_INTEGER),
     wf: WF_ID,
     sched: WF_ID.optional(),
+    wt: WF_ID.optional(),
+    tq: WF_ID.optional(),
+    ad: z.string().regex(DIGEST_PATTERN).optional(),
   })
   .strict();
 
@@ -26,6 +30,7 @@ export const headerSchema = z
     tok: z.string().max(MAX_HEADER_BYTES).regex(TOKEN_PATTERN),
     ws: z.string().regex(HINT_PATTERN),
     sub: z.string().regex(HINT_PATTERN),
+    b: z.literal(1).optional(),
     lin: lineageSchema.optional(),
   })
   .strict();

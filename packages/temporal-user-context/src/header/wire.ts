@@ -15,6 +15,8 @@ import { ErrorCodes, UserContextError } from '../context/errors.js';
  * - `tok` the sealed context token (compact JWE around a compact JWS), opaque outside workers;
  * - `ws`, `sub` keyed pseudonyms of workspace and user, so that workflow code can compare actor and
  *   originator without reading the claims; the token signs the same values;
+ * - `b`   1 when the token binds how its lineage's root started (workflow type, task queue, arguments):
+ *   the root's workflow code then states that start in `lin` (`wt`, `tq`, `ad`) for workers to compare;
  * - `lin` (only on headers written by workflow code) lineage facts the server vouched for.
  */
 export const HEADER_VERSION = 1;
@@ -24,10 +26,12 @@ export const ORIGINATOR_HEADER = 'user-context';
 export const ACTOR_HEADER = 'user-context-actor';
 /** Cap on the encoded header value. A sealed 16-role context is ~1.5 KiB; anything near the cap is hostile. */
 export const MAX_HEADER_BYTES = 8192;
-/** Longest workflow id accepted in lineage facts. */
+/** Longest workflow id (also workflow type and task queue name) accepted in lineage facts. */
 export const MAX_WORKFLOW_ID_CHARS = 1000;
 
 const HINT = /^[A-Za-z0-9_-]{16,64}$/;
+/** An arguments digest: SHA-256, base64url. */
+const DIGEST = /^[A-Za-z0-9_-]{43}$/;
 /** Compact JWE: five base64url parts. */
 const TOKEN = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]*){4}$/;
 // Exported as copies for host-side use (the zod reference schema): this module may be preloaded into
@@ -37,6 +41,8 @@ const TOKEN = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]*){4}$/;
 export const HINT_PATTERN = new RegExp(HINT);
 /** Compact JWE: five base64url parts. */
 export const TOKEN_PATTERN = new RegExp(TOKEN);
+/** Arguments digest: SHA-256 in base64url. */
+export const DIGEST_PATTERN = new RegExp(DIGEST);
 
 /** Lineage facts: copied from `workflowInfo()`, which the Temporal server vouches for. */
 export interface Lineage {
@@ -48,6 +54,14 @@ export interface Lineage {
   readonly wf: string;
   /** Schedule id that started the root, when a schedule did (server: `TemporalScheduledById`). */
   readonly sched?: string;
+  /**
+   * How the root's execution chain started, when its header asks (`b`): the first run's workflow type
+   * (server: `workflowInfo().workflowType`), task queue (`workflowInfo().taskQueue`) and the digest of
+   * the arguments it received (absent when they cannot be digested).
+   */
+  readonly wt?: string;
+  readonly tq?: string;
+  readonly ad?: string;
 }
 
 export interface ContextHeader {
@@ -55,11 +69,13 @@ export interface ContextHeader {
   readonly tok: string;
   readonly ws: string;
   readonly sub: string;
+  /** 1: the token binds the root's start, which workflow code states in `lin` (see above). */
+  readonly b?: 1;
   readonly lin?: Lineage;
 }
 
-const HEADER_KEYS = new Set(['v', 'tok', 'ws', 'sub', 'lin']);
-const LINEAGE_KEYS = new Set(['root', 'start', 'wf', 'sched']);
+const HEADER_KEYS = new Set(['v', 'tok', 'ws', 'sub', 'b', 'lin']);
+const LINEAGE_KEYS = new Set(['root', 'start', 'wf', 'sched', 'wt', 'tq', 'ad']);
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -82,7 +98,10 @@ function isLineage(value: unknown): value is Lineage {
     typeof value.start === 'number' &&
     Number.isSafeInteger(value.start) &&
     value.start >= 0 &&
-    (value.sched === undefined || isWorkflowId(value.sched))
+    (value.sched === undefined || isWorkflowId(value.sched)) &&
+    (value.wt === undefined || isWorkflowId(value.wt)) &&
+    (value.tq === undefined || isWorkflowId(value.tq)) &&
+    (value.ad === undefined || (typeof value.ad === 'string' && DIGEST.test(value.ad)))
   );
 }
 
@@ -99,6 +118,7 @@ export function isContextHeader(value: unknown): value is ContextHeader {
     HINT.test(value.ws) &&
     typeof value.sub === 'string' &&
     HINT.test(value.sub) &&
+    (value.b === undefined || value.b === 1) &&
     (value.lin === undefined || isLineage(value.lin))
   );
 }

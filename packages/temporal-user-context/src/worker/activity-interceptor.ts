@@ -5,7 +5,7 @@ import { ErrorCodes, UserContextError, isUserContextError } from '../context/err
 import { ACTOR_HEADER, ORIGINATOR_HEADER, decodeHeader, type Lineage } from '../header/wire.js';
 import type { Auditor } from '../audit/sinks.js';
 import { auditAllowed, auditFailure, confirmOriginator, type OriginatorChecks } from './decision.js';
-import type { ActivityLineageCheck } from './server-lineage.js';
+import { withServerLineage, type ActivityLineageCheck } from './server-lineage.js';
 import { closeScope, enterActivityScope, type ActivityScope } from './scope.js';
 import type { ContextVerifier, Verified } from './verifier.js';
 
@@ -133,7 +133,13 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
             throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'the activity task names no run');
           const lineage = await this.options.lineage.confirm(this.ctx.client, { workflowId, runId });
           server = { root: lineage.root, start: lineage.chainStart };
-          checked = Object.assign({}, header, { lin: Object.assign({}, header.lin, server) });
+          checked = await withServerLineage(
+            this.ctx.client,
+            header,
+            lineage,
+            verified.claims,
+            this.options.lineage.startDigests,
+          );
           verified = await this.options.verifier.verifyOriginator(checked, facts);
         }
         await confirmOriginator(verified, checked, this.options, () => ({

@@ -22,7 +22,8 @@ import {
   type NexusCaller,
   type NexusCallerPolicy,
 } from './nexus-caller.js';
-import type { ConfirmedLineage } from './server-lineage.js';
+import { withServerLineage, type ConfirmedLineage } from './server-lineage.js';
+import { SuccessCache } from './success-cache.js';
 import { runInNexusScope, type ActivityScope } from './scope.js';
 import type { ContextVerifier, Verified } from './verifier.js';
 
@@ -142,6 +143,9 @@ const OTHER_NAMESPACE =
  * audited (`nexus.start`, `nexus.cancel`).
  */
 export class NexusGuard implements NexusInboundCallsInterceptor {
+  /** Digests of the input of the callers' chains' first runs, for tokens that bind their arguments. */
+  private readonly startDigests = new SuccessCache<string>(10_000);
+
   constructor(
     private readonly options: OriginatorChecks & {
       ring: KeyRing;
@@ -270,8 +274,8 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
     caller: { namespace: string; workflowId: string },
     confirmedRun: string | undefined,
   ): Promise<Admission> {
-    const lin = Object.assign({}, header.lin, { root: lineage.root, start: lineage.chainStart });
-    const checked = Object.assign({}, header, { lin });
+    const bound = await this.options.verifier.open(header.tok);
+    const checked = await withServerLineage(getClient(), header, lineage, bound, this.startDigests);
     const verified = await this.options.verifier.verifyOriginator(checked, caller);
     return { verified, checked, confirmedRun };
   }

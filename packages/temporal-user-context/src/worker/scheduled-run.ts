@@ -1,9 +1,7 @@
 import { ScheduleNotFoundError, WorkflowNotFoundError, type Client } from '@temporalio/client';
-import { arrayFromPayloads, type Payload, type SerializationContext } from '@temporalio/common';
 import { isUserContextError } from '../context/errors.js';
-import { argsDigest } from '../crypto/args-digest.js';
 import type { ScheduledAction } from '../crypto/claims.js';
-import { describeRun, lineageRefusal, refusedLookup, timestampMs, type RunRef } from './server-lineage.js';
+import { describeRun, lineageRefusal, startArgsDigest, timestampMs } from './server-lineage.js';
 import { SuccessCache } from './success-cache.js';
 
 /** Lookups of the schedule before a fresh run it has not recorded yet is refused. */
@@ -273,46 +271,5 @@ export class ScheduledRunCheck {
       workflowType: first?.type?.name || description.type,
       taskQueue: first?.taskQueue || description.taskQueue,
     };
-  }
-}
-
-/**
- * The digest ({@link argsDigest}) of the arguments `run` was started with, decoded by the worker's own
- * data converter as the SDK decodes a workflow's input: its codecs in reverse order, then its payload
- * converter, in the run's serialization context. A payload that does not decode is a refusal.
- */
-async function startArgsDigest(client: Client, run: RunRef): Promise<string> {
-  const { namespace, loadedDataConverter: converter } = client.options;
-  let history;
-  try {
-    history = await client.workflowService.getWorkflowExecutionHistory({
-      namespace,
-      execution: run,
-      maximumPageSize: 1,
-    });
-  } catch (err) {
-    throw refusedLookup(err, "the first run of the root's chain");
-  }
-  const started = history.history?.events?.[0]?.workflowExecutionStartedEventAttributes;
-  if (!started) throw lineageRefusal("the server shows no start of the root's chain");
-  const context: SerializationContext = { type: 'workflow', namespace, workflowId: run.workflowId };
-  // Named by its code or class only: a payload converter's message may quote the payload (JSON.parse's
-  // does), and the reason goes to the audit trail.
-  const unreadable = (err: unknown) =>
-    lineageRefusal(
-      `the run's arguments cannot be read (${isUserContextError(err) ? err.code : err instanceof Error ? err.name : typeof err})`,
-    );
-  let payloads = (started.input?.payloads ?? []) as Payload[];
-  try {
-    for (const codec of [...converter.payloadCodecs].reverse())
-      payloads = await codec.decode(payloads, context);
-  } catch (err) {
-    // A codec's refusal is a verdict; anything else (a remote codec's outage) is retried.
-    throw isUserContextError(err) ? unreadable(err) : err;
-  }
-  try {
-    return argsDigest(arrayFromPayloads(converter.payloadConverter, payloads, context));
-  } catch (err) {
-    throw unreadable(err);
   }
 }

@@ -1,5 +1,8 @@
 import { isGrpcServiceError, type Client } from '@temporalio/client';
-import { ErrorCodes, UserContextError } from '../context/errors.js';
+import { arrayFromPayloads, type Payload, type SerializationContext } from '@temporalio/common';
+import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
+import { argsDigest } from '../crypto/args-digest.js';
+import type { ContextHeader, Lineage } from '../header/wire.js';
 import { SuccessCache } from './success-cache.js';
 
 /** A run's lineage as the server records it. */
@@ -8,6 +11,10 @@ export interface ConfirmedLineage {
   root: string;
   /** When the first run of the root's execution chain started (epoch ms). */
   chainStart: number;
+  /** The first run of the root's execution chain: its id, workflow type and task queue. */
+  firstRunId: string;
+  workflowType: string;
+  taskQueue: string;
 }
 
 /** A workflow run, by ids. */
@@ -77,7 +84,39 @@ export async function serverLineage(
   return {
     root: root.workflowId,
     chainStart: timestampMs(started),
+    firstRunId,
+    workflowType: firstInfo?.type?.name ?? '',
+    taskQueue: firstInfo?.taskQueue ?? '',
   };
+}
+
+/**
+ * `header` with the lineage the server stated in place of the one its workflow wrote: root and chain
+ * start and, for a token that binds its root's start (`wt`), the chain's first run's workflow type and
+ * task queue and, when it binds arguments (`ad`), the digest of that run's input (one history read per
+ * chain, kept in `digests`; a first run past retention cannot be read, and is refused).
+ */
+export async function withServerLineage(
+  client: Client,
+  header: ContextHeader,
+  lineage: ConfirmedLineage,
+  bound: { wt?: string; ad?: string },
+  digests: SuccessCache<string>,
+): Promise<ContextHeader> {
+  const lin: { -readonly [K in keyof Lineage]?: Lineage[K] } = Object.assign({}, header.lin, {
+    root: lineage.root,
+    start: lineage.chainStart,
+  });
+  if (bound.wt !== undefined) {
+    lin.wt = lineage.workflowType;
+    lin.tq = lineage.taskQueue;
+    delete lin.ad;
+    if (bound.ad !== undefined) {
+      const run = { workflowId: lineage.root, runId: lineage.firstRunId };
+      lin.ad = await digests.get(`${run.workflowId}\u0000${run.runId}`, () => startArgsDigest(client, run));
+    }
+  }
+  return Object.assign({}, header, { lin: lin as Lineage });
 }
 
 /**
@@ -88,6 +127,8 @@ export async function serverLineage(
  */
 export class ActivityLineageCheck {
   private readonly confirmed = new SuccessCache<ConfirmedLineage>(CACHE_SIZE);
+  /** Digests of the input of the chains' first runs, for tokens that bind their root's arguments. */
+  readonly startDigests = new SuccessCache<string>(CACHE_SIZE);
 
   confirm(client: Client, run: RunRef): Promise<ConfirmedLineage> {
     return this.confirmed.get(`${run.workflowId}\u0000${run.runId}`, () => serverLineage(client, run));
@@ -102,4 +143,45 @@ export function timestampMs(ts: { seconds?: unknown; nanos?: number | null }): n
 /** `USER_CONTEXT_LINEAGE_MISMATCH` with `reason`. */
 export function lineageRefusal(reason: string): UserContextError {
   return new UserContextError(ErrorCodes.LINEAGE_MISMATCH, reason);
+}
+
+/**
+ * The digest ({@link argsDigest}) of the arguments `run` was started with, decoded by the worker's own
+ * data converter as the SDK decodes a workflow's input: its codecs in reverse order, then its payload
+ * converter, in the run's serialization context. A payload that does not decode is a refusal.
+ */
+export async function startArgsDigest(client: Client, run: RunRef): Promise<string> {
+  const { namespace, loadedDataConverter: converter } = client.options;
+  let history;
+  try {
+    history = await client.workflowService.getWorkflowExecutionHistory({
+      namespace,
+      execution: run,
+      maximumPageSize: 1,
+    });
+  } catch (err) {
+    throw refusedLookup(err, "the first run of the root's chain");
+  }
+  const started = history.history?.events?.[0]?.workflowExecutionStartedEventAttributes;
+  if (!started) throw lineageRefusal("the server shows no start of the root's chain");
+  const context: SerializationContext = { type: 'workflow', namespace, workflowId: run.workflowId };
+  // Named by its code or class only: a payload converter's message may quote the payload (JSON.parse's
+  // does), and the reason goes to the audit trail.
+  const unreadable = (err: unknown) =>
+    lineageRefusal(
+      `the run's arguments cannot be read (${isUserContextError(err) ? err.code : err instanceof Error ? err.name : typeof err})`,
+    );
+  let payloads = (started.input?.payloads ?? []) as Payload[];
+  try {
+    for (const codec of [...converter.payloadCodecs].reverse())
+      payloads = await codec.decode(payloads, context);
+  } catch (err) {
+    // A codec's refusal is a verdict; anything else (a remote codec's outage) is retried.
+    throw isUserContextError(err) ? unreadable(err) : err;
+  }
+  try {
+    return argsDigest(arrayFromPayloads(converter.payloadConverter, payloads, context));
+  } catch (err) {
+    throw unreadable(err);
+  }
 }

@@ -103,6 +103,8 @@ export class ContextVerifier {
       // The same workflow id started again after the window: a replay into a new execution chain.
       throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'lineage started after the token start window');
     }
+    // The chain is the token's; it must also have started as the token says (start tokens that bind it).
+    if (claims.use === 'start') checkBoundStart(claims, lin);
     return { claims, context: this.contextOf(claims) };
   }
 
@@ -165,6 +167,29 @@ export class ContextVerifier {
       throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'lineage names another workflow');
     return lin;
   }
+}
+
+/**
+ * A start token that binds how its root started (`wt`, `tq`, `ad`) holds only for a lineage whose root
+ * started so: its workflow type, task queue and arguments as the root's workflow code stated them in
+ * `lin` (or, with the server's lineage, as the server recorded them). Without it, whoever could read the
+ * token from history and start workflows could start the token's workflow id again within its window,
+ * as another workflow, elsewhere, or with other arguments, and act as its user (docs/threat-model.md).
+ */
+function checkBoundStart(claims: ContextClaims, lin: Lineage): void {
+  if (claims.wt === undefined) return;
+  if (lin.wt === undefined || lin.tq === undefined)
+    throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, "the lineage does not state its root's start");
+  if (lin.wt !== claims.wt || lin.tq !== claims.tq)
+    throw new UserContextError(
+      ErrorCodes.LINEAGE_MISMATCH,
+      'the lineage root was started as another workflow type or on another task queue than its token binds',
+    );
+  if (claims.ad !== undefined && lin.ad !== claims.ad)
+    throw new UserContextError(
+      ErrorCodes.LINEAGE_MISMATCH,
+      'the lineage root was started with other arguments than its token binds',
+    );
 }
 
 function toContext(claims: ContextClaims): UserContext {

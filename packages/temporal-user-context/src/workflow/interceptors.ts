@@ -37,6 +37,7 @@ import {
   type ContextHeader,
   type Lineage,
 } from '../header/wire.js';
+import { sandboxArgsDigest } from './args-digest.js';
 import {
   currentActor,
   runAsActor,
@@ -85,7 +86,7 @@ const SDK_QUERIES = new Set(['__stack_trace', '__enhanced_stack_trace', '__tempo
 /** Search attribute naming the schedule that started a run (clients may set it too: workers confirm it). */
 const SCHEDULED_BY = 'TemporalScheduledById';
 
-function lineageOf(header: ContextHeader): Lineage {
+function lineageOf(header: ContextHeader, args: readonly unknown[]): Lineage {
   const info = workflowInfo();
   const root = info.root?.workflowId ?? info.workflowId;
   // The start header of a child or of a continued-as-new run was written by our own outbound
@@ -109,6 +110,18 @@ function lineageOf(header: ContextHeader): Lineage {
     wf: info.workflowId,
   };
   if (typeof scheduledBy === 'string') lineage.sched = scheduledBy;
+  // The token binds how the root started (its header says so; the token, which workers open, decides):
+  // this run is the root's first, or a retry or cron run of it with the same type, queue and input.
+  if (header.b === 1) {
+    lineage.wt = info.workflowType;
+    lineage.tq = info.taskQueue;
+    try {
+      lineage.ad = sandboxArgsDigest(args);
+    } catch {
+      // Input nested too deep to digest: no edge could have bound it, so no `ad` here; a token that
+      // binds arguments is then refused by workers rather than the workflow task failing for ever.
+    }
+  }
   return lineage;
 }
 
@@ -317,7 +330,7 @@ class Inbound implements WorkflowInboundCallsInterceptor {
     try {
       const header = decodeHeader(input.headers, ORIGINATOR_HEADER);
       if (!header) throw new UserContextError(ErrorCodes.MISSING, 'workflow started without a user context');
-      state.originator = { header, lineage: lineageOf(header) };
+      state.originator = { header, lineage: lineageOf(header, input.args) };
     } catch (err) {
       if (!isUserContextError(err)) throw err;
       // Fail closed: refuse the run instead of running it as nobody (or worse, as somebody).

@@ -1,5 +1,6 @@
 // Threat-model cases 2–8 against the real dev server, with a client that does not use the plugin.
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import { Worker } from '@temporalio/worker';
 import http from 'node:http';
 import https from 'node:https';
 import { CompactEncrypt, CompactSign, SignJWT, UnsecuredJWT } from 'jose';
@@ -12,12 +13,20 @@ import {
   generateKeySet,
   issueContextToken,
   runAsUser,
+  UserContextPlugin,
   USER_ID_ATTRIBUTE,
   WORKSPACE_ID_ATTRIBUTE,
   type UserContext,
 } from 'temporal-user-context';
-import { alice, bob, failureTypeOf, headerWritingClient } from '../../../../test-support/harness.js';
-import { useFixtureHarness } from '../fixtures/harness.js';
+import {
+  alice,
+  bob,
+  copiedStartHeaderClient,
+  failureTypeOf,
+  headerWritingClient,
+} from '../../../../test-support/harness.js';
+import * as activities from '../fixtures/activities.js';
+import { fixtureWorkflowsPath, useFixtureHarness } from '../fixtures/harness.js';
 
 const h = useFixtureHarness();
 
@@ -310,5 +319,170 @@ describe('mirrors and ciphertext moved between workflows (cases 8, 22)', () => {
       JSON.stringify(events.map((e) => e.workflowTaskFailedEventAttributes?.failure?.message)),
     ).toContain(ErrorCodes.PAYLOAD_TAMPERED);
     await handle.terminate('test: moved ciphertext refused');
+  });
+});
+
+describe('a start token copied from history starts only what it was issued for (check 10)', () => {
+  // Whoever can read a run's history and start workflows holds its start token, and within the token's
+  // start window can start its workflow id again (TERMINATE_EXISTING even ends the genuine run). The
+  // token binds the workflow type, task queue and arguments of the start: the root's workflow code
+  // states them in its lineage facts, or the server's records give them (`activityLineage: 'server'`).
+  const again = { workflowIdConflictPolicy: 'TERMINATE_EXISTING' } as const;
+
+  /** Alice starts `workflowType` with `args` on `taskQueue` through the plugin; returns its id once done. */
+  async function aliceRan(workflowType: string, taskQueue: string, args: unknown[]): Promise<string> {
+    const workflowId = `genuine-${randomUUID()}`;
+    const result = await runAsUser(alice, () =>
+      h.client.workflow.execute(workflowType, { taskQueue, workflowId, args }),
+    );
+    expect(result).toEqual(alice);
+    return workflowId;
+  }
+
+  /** A worker of the fixtures with this plugin, on a queue of its own. */
+  async function otherWorker(activityLineage: 'header' | 'server' = 'header') {
+    const taskQueue = `other-${randomUUID()}`;
+    const worker = await Worker.create({
+      connection: h.nativeConnection,
+      namespace: h.namespace,
+      taskQueue,
+      workflowsPath: fixtureWorkflowsPath,
+      activities,
+      plugins: [new UserContextPlugin({ keys: h.workerRing, audit: h.audit, activityLineage })],
+    });
+    return { taskQueue, worker, running: worker.run() };
+  }
+
+  it('another workflow type is refused', async () => {
+    const genuine = await aliceRan('viaActivity', h.taskQueue, []);
+    const attacker = await copiedStartHeaderClient(h, genuine);
+    const code = await failureTypeOf(
+      attacker.workflow.execute('viaLocalActivity', {
+        taskQueue: h.taskQueue,
+        workflowId: genuine,
+        ...again,
+      }),
+    );
+    expect(code).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    expect(
+      h.audit.events.some(
+        (e) =>
+          e.workflowId === genuine &&
+          e.decision === 'deny' &&
+          e.detail?.includes('another workflow type or on another task queue'),
+      ),
+    ).toBe(true);
+  });
+
+  it('another task queue is refused', async () => {
+    const other = await otherWorker();
+    try {
+      const genuine = await aliceRan('viaActivity', h.taskQueue, []);
+      const attacker = await copiedStartHeaderClient(h, genuine);
+      const code = await failureTypeOf(
+        attacker.workflow.execute('viaActivity', {
+          taskQueue: other.taskQueue,
+          workflowId: genuine,
+          ...again,
+        }),
+      );
+      expect(code).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    } finally {
+      other.worker.shutdown();
+      await other.running;
+    }
+  });
+
+  it('other arguments are refused, also after the run continues as new and in its children', async () => {
+    // viaContinueAsNew(1) asks at once; (0) continues as new first: the lineage facts of the first run
+    // travel with the chain. whoamiOn ignores a second argument, which still changes what started.
+    const genuine = await aliceRan('viaContinueAsNew', h.taskQueue, [1]);
+    const attacker = await copiedStartHeaderClient(h, genuine);
+    const code = await failureTypeOf(
+      attacker.workflow.execute('viaContinueAsNew', {
+        taskQueue: h.taskQueue,
+        workflowId: genuine,
+        args: [0],
+        ...again,
+      }),
+    );
+    expect(code).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    expect(
+      h.audit.events.some(
+        (e) => e.workflowId === genuine && e.decision === 'deny' && e.detail?.includes('other arguments'),
+      ),
+    ).toBe(true);
+    const parent = await aliceRan('whoamiOnFromChild', h.taskQueue, [h.taskQueue]);
+    const copied = await copiedStartHeaderClient(h, parent);
+    expect(
+      await failureTypeOf(
+        copied.workflow.execute('whoamiOnFromChild', {
+          taskQueue: h.taskQueue,
+          workflowId: parent,
+          args: [h.taskQueue, 'extra'],
+          ...again,
+        }),
+      ),
+    ).toBe(ErrorCodes.LINEAGE_MISMATCH);
+  });
+
+  it("with the server's lineage, the server's record of the start is compared", async () => {
+    // Activities on a worker that reads the lineage from the server: the genuine run passes (its first
+    // run's type, queue and input digest match the token), the copy with other arguments does not.
+    const server = await otherWorker('server');
+    try {
+      const genuine = await aliceRan('whoamiOn', h.taskQueue, [server.taskQueue]);
+      const attacker = await copiedStartHeaderClient(h, genuine);
+      const code = await failureTypeOf(
+        attacker.workflow.execute('whoamiOn', {
+          taskQueue: h.taskQueue,
+          workflowId: genuine,
+          args: [server.taskQueue, 'extra'],
+          ...again,
+        }),
+      );
+      expect(code).toBe(ErrorCodes.LINEAGE_MISMATCH);
+      expect(
+        h.audit.events.some(
+          (e) =>
+            e.workflowId === genuine &&
+            e.decision === 'deny' &&
+            e.reason === ErrorCodes.LINEAGE_MISMATCH &&
+            e.detail?.includes('other arguments'),
+        ),
+      ).toBe(true);
+    } finally {
+      server.worker.shutdown();
+      await server.running;
+    }
+  });
+
+  it('what stays: the same start again, within the window, runs as the user (docs/threat-model.md, Limits)', async () => {
+    const genuine = await aliceRan('viaContinueAsNew', h.taskQueue, [1]);
+    const attacker = await copiedStartHeaderClient(h, genuine);
+    expect(
+      await attacker.workflow.execute('viaContinueAsNew', {
+        taskQueue: h.taskQueue,
+        workflowId: genuine,
+        args: [1],
+        ...again,
+      }),
+    ).toEqual(alice);
+  });
+
+  it('a header that drops the binding flag is refused, not run unbound', async () => {
+    const genuine = await aliceRan('viaActivity', h.taskQueue, []);
+    const history = await h.rawClient.workflow.getHandle(genuine).fetchHistory();
+    const payload =
+      history.events?.[0]?.workflowExecutionStartedEventAttributes?.header?.fields?.[ORIGINATOR_HEADER];
+    const header = JSON.parse(new TextDecoder().decode(payload!.data!)) as Record<string, unknown>;
+    expect(header.b).toBe(1);
+    delete header.b;
+    const client = headerWritingClient(h, { [ORIGINATOR_HEADER]: encodeHeader(header as never) });
+    expect(
+      await failureTypeOf(
+        client.workflow.execute('viaActivity', { taskQueue: h.taskQueue, workflowId: genuine, ...again }),
+      ),
+    ).toBe(ErrorCodes.LINEAGE_MISMATCH);
   });
 });

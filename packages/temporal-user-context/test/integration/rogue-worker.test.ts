@@ -70,6 +70,41 @@ describe('activities scheduled by a rogue workflow', () => {
     await victim.terminate();
   });
 
+  it("that restart the victim's own workflow id with copied start facts pass on the header's lineage, and are refused on the server's (check 10)", async () => {
+    // The rogue run takes the victim's id (ending it) within the token's window and states the victim's
+    // start in `lin` (type, queue, argument digest: all in history). Only the server's record of the
+    // rogue run's start, a `whoamiOn` on the rogue queue, tells it apart.
+    const victim = await runAsUser(alice, () =>
+      h.client.workflow.start('interactive', {
+        taskQueue: h.taskQueue,
+        workflowId: `rogue-victim-${randomUUID()}`,
+      }),
+    );
+    const forged = await forgeryOf(h, victim);
+    const rogueQueue = `rogue-${randomUUID()}`;
+    const rogue = await pluginlessWorker(h, rogueQueue, true);
+    const attack = (taskQueue: string) =>
+      h.rawClient.workflow.execute('whoamiOn', {
+        taskQueue: rogueQueue,
+        workflowId: victim.workflowId,
+        workflowIdConflictPolicy: 'TERMINATE_EXISTING',
+        args: [taskQueue],
+        memo: { forge: { header: forged.header } },
+      });
+    const trusting = await activityWorker('header');
+    const confirming = await activityWorker('server');
+    await rogue.runUntil(async () => {
+      expect(await trusting.worker.runUntil(attack(trusting.taskQueue))).toEqual(alice);
+      expect(await failureTypeOf(confirming.worker.runUntil(attack(confirming.taskQueue)))).toBe(
+        ErrorCodes.LINEAGE_MISMATCH,
+      );
+    });
+    const refusal = h.audit.events.find(
+      (e) => e.workflowId === victim.workflowId && e.decision === 'deny' && e.action === 'activity.execute',
+    );
+    expect(refusal?.detail).toContain('another workflow type or on another task queue');
+  });
+
   it('carry an actor copied from another run when the lineage comes from the header, and not when it comes from the server', async () => {
     // Carol acts on alice's run V: her actor token, bound to V, is in V's history for 300 s.
     const victim = await runAsUser(alice, () =>

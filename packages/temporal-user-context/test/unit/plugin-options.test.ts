@@ -19,6 +19,7 @@ import {
 } from 'temporal-user-context';
 import { failureConverterPath } from '../../src/plugin.js';
 import { ContextSource } from '../../src/client/source.js';
+import { createArgsDigest } from '../../src/crypto/args-digest.js';
 
 // The module the SDK require()s: loaded the same way here.
 const { failureConverter } = createRequire(import.meta.url)(failureConverterPath) as {
@@ -29,6 +30,7 @@ const keys = generateKeySet('options');
 const edge = KeyRing.fromJSON(keys.edge);
 const worker = KeyRing.fromJSON(keys.worker);
 const alice = { userId: 'alice', workspaceId: 'ws-acme', roles: ['member'] };
+const START = { workflowType: 'wf', taskQueue: 'tq', args: [] };
 
 function codeOf(fn: () => unknown): string | undefined {
   try {
@@ -82,7 +84,7 @@ describe('startWindowSeconds', () => {
       mirror: { memo: 'off', searchAttributes: 'off' },
       startWindowSeconds,
     });
-    const { originator } = await runAsUser(alice, () => source.forStart('wf-window', 'client.start'));
+    const { originator } = await runAsUser(alice, () => source.forStart('wf-window', 'client.start', START));
     const claims = await openContextToken(worker, originator.tok);
     expect(claims.exp - claims.iat).toBe(startWindowSeconds);
   });
@@ -121,7 +123,7 @@ describe('actorWindowSeconds', () => {
 
   it('leaves start tokens to their own window', async () => {
     const { originator } = await runAsUser(alice, () =>
-      sourceWith(3600).forStart('wf-window', 'client.start'),
+      sourceWith(3600).forStart('wf-window', 'client.start', START),
     );
     const claims = await openContextToken(worker, originator.tok);
     expect(claims.exp - claims.iat).toBe(60);
@@ -298,6 +300,8 @@ describe('the options object itself', () => {
     ['checkWorkflowBundle as a string', { checkWorkflowBundle: 'false' }],
     ['bindScheduleArguments as a string', { bindScheduleArguments: 'false' }],
     ['bindScheduleArguments as a number', { bindScheduleArguments: 0 }],
+    ['bindStartArguments as a string', { bindStartArguments: 'false' }],
+    ['bindStartArguments as null', { bindStartArguments: null }],
     ['systemActivities that is not an object', { systemActivities: 'x' }],
     ['systemActivities as pairs', { systemActivities: [['a']] }],
     ['a principal that is not a name', { systemActivities: { sweep: [1] } }],
@@ -325,9 +329,79 @@ describe('the options object itself', () => {
       { checkWorkflowBundle: false },
       { bindScheduleArguments: false },
       { bindScheduleArguments: true },
+      { bindStartArguments: false },
       { systemActivities: { sweep: ['janitor', 'reporter'] } },
     ])
       expect(() => plugin(options as never)).not.toThrow();
+  });
+});
+
+describe('start tokens bind how the workflow starts (bindStartArguments)', () => {
+  const sourceWith = (bindStartArguments?: boolean) => {
+    const audit = memoryAuditSink();
+    const source = new ContextSource({
+      ring: edge,
+      namespace: 'default',
+      auditor: new Auditor([audit]),
+      mirror: { memo: 'off', searchAttributes: 'off' },
+      bindStartArguments,
+    });
+    return { source, audit };
+  };
+  const start = {
+    workflowType: 'AgentExecutionWorkflow',
+    taskQueue: 'agent-tasks',
+    args: [{ agentId: 'a' }],
+  };
+
+  it('binds type, queue and arguments by default; type and queue only with false', async () => {
+    for (const [option, ad] of [
+      [undefined, createArgsDigest(start.args)],
+      [true, createArgsDigest(start.args)],
+      [false, undefined],
+    ] as const) {
+      const { originator } = await runAsUser(alice, () =>
+        sourceWith(option).source.forStart('wf-bound', 'client.start', start),
+      );
+      const claims = await openContextToken(worker, originator.tok);
+      expect([claims.wt, claims.tq, claims.ad], String(option)).toEqual([
+        start.workflowType,
+        start.taskQueue,
+        ad,
+      ]);
+      expect(originator.b).toBe(1);
+    }
+  });
+
+  it('refuses, on record, arguments the default payload converter cannot carry', async () => {
+    const { source, audit } = sourceWith();
+    await expect(
+      runAsUser(alice, () => source.forStart('wf-bigint', 'client.start', { ...start, args: [10n] })),
+    ).rejects.toMatchObject({
+      code: ErrorCodes.MISCONFIGURED,
+      message: expect.stringContaining('bindStartArguments'),
+    });
+    expect(audit.events.map((e) => [e.decision, e.reason, e.userId])).toEqual([
+      ['deny', ErrorCodes.MISCONFIGURED, 'alice'],
+    ]);
+    // Unbound arguments are not digested: the start goes ahead.
+    await expect(
+      runAsUser(alice, () =>
+        sourceWith(false).source.forStart('wf-bigint', 'client.start', { ...start, args: [10n] }),
+      ),
+    ).resolves.toMatchObject({ context: alice });
+  });
+
+  it('refuses a start whose header, with the lineage facts its workflow adds, would pass the size workers accept', async () => {
+    const { source, audit } = sourceWith();
+    const long = { ...start, workflowType: 'T'.repeat(1000), taskQueue: 'Q'.repeat(1000) };
+    await expect(
+      runAsUser(alice, () => source.forStart('W'.repeat(1000), 'client.start', long)),
+    ).rejects.toMatchObject({ code: ErrorCodes.TOO_LARGE });
+    expect(audit.events.at(-1)).toMatchObject({ decision: 'deny', reason: ErrorCodes.TOO_LARGE });
+    await expect(
+      runAsUser(alice, () => source.forStart('W'.repeat(200), 'client.start', long)),
+    ).resolves.toBeDefined();
   });
 });
 

@@ -15,6 +15,8 @@ import {
   workerKeySet,
 } from 'temporal-user-context';
 import { codeOf as codeOfType } from '../../../../test-support/refusal.js';
+import { argsDigest } from '../../src/crypto/args-digest.js';
+import { claimsSchema } from '../../src/crypto/claims.js';
 
 const alice = { userId: 'alice', workspaceId: 'ws-acme', roles: ['member'] };
 const keys = generateKeySet('edge');
@@ -183,6 +185,75 @@ describe('context tokens', () => {
         verifier.verifyOriginator({ ...header, lin: late }, { namespace: 'ns-a', workflowId: 'wf-1' }),
       ),
     ).toBe(ErrorCodes.LINEAGE_MISMATCH);
+  });
+
+  it('a start token that binds its start holds only for a lineage stating that start (check 10)', async () => {
+    const verifier = new ContextVerifier(worker);
+    const digest = argsDigest(['agent-1']);
+    const bound = async (argsDigest?: string) =>
+      issueContextToken(edge, alice, {
+        namespace: 'ns-a',
+        use: 'start',
+        workflowId: 'wf-1',
+        boundStart: { workflowType: 'Agent', taskQueue: 'agents', ...(argsDigest ? { argsDigest } : {}) },
+      });
+    const { header, claims } = await bound(digest);
+    expect(header.b).toBe(1);
+    expect([claims.wt, claims.tq, claims.ad]).toEqual(['Agent', 'agents', digest]);
+    const lin = { root: 'wf-1', wf: 'wf-1', start: claims.iat * 1000, wt: 'Agent', tq: 'agents', ad: digest };
+    const facts = { namespace: 'ns-a', workflowId: 'wf-1' };
+    const verdict = (over: Record<string, unknown>, h = header) =>
+      codeOf(verifier.verifyOriginator({ ...h, lin: { ...lin, ...over } }, facts));
+    expect(await verdict({})).toBeUndefined();
+    for (const over of [
+      { wt: undefined, tq: undefined, ad: undefined },
+      { wt: undefined },
+      { tq: undefined },
+      { ad: undefined },
+      { wt: 'Other' },
+      { tq: 'other-queue' },
+      { ad: argsDigest(['agent-2']) },
+    ])
+      expect(await verdict(over), JSON.stringify(over)).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    // Without bound arguments, any digest (or none) passes; type and queue are still compared.
+    const typed = await bound();
+    expect(typed.claims.ad).toBeUndefined();
+    expect(await verdict({ ad: undefined }, typed.header)).toBeUndefined();
+    expect(await verdict({ ad: argsDigest(['agent-2']) }, typed.header)).toBeUndefined();
+    expect(await verdict({ wt: 'Other' }, typed.header)).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    // A token issued before starts were bound holds as before, whatever the lineage states.
+    const { header: unbound } = await issueContextToken(edge, alice, {
+      namespace: 'ns-a',
+      use: 'start',
+      workflowId: 'wf-1',
+    });
+    expect(unbound.b).toBeUndefined();
+    expect(await verdict({ wt: undefined, tq: undefined, ad: undefined }, unbound)).toBeUndefined();
+  });
+
+  it('only start and schedule tokens bind a start; the binding names type and queue together', async () => {
+    const base = {
+      iss: 'edge',
+      aud: 'ns',
+      sub: 'alice',
+      ws: 'ws-acme',
+      roles: [],
+      wf: 'wf-1',
+      wsh: 'w'.repeat(22),
+      subh: 's'.repeat(22),
+      iat: 1,
+      exp: 2,
+      jti: 'j'.repeat(16),
+    };
+    const accepts = (c: Record<string, unknown>) => claimsSchema.safeParse({ ...base, ...c }).success;
+    const ad = 'a'.repeat(43);
+    expect(accepts({ use: 'start', wt: 'T', tq: 'Q', ad })).toBe(true);
+    expect(accepts({ use: 'start', wt: 'T', tq: 'Q' })).toBe(true);
+    expect(accepts({ use: 'start' })).toBe(true);
+    expect(accepts({ use: 'start', wt: 'T' })).toBe(false);
+    expect(accepts({ use: 'start', ad })).toBe(false);
+    expect(accepts({ use: 'actor', wt: 'T', tq: 'Q' })).toBe(false);
+    expect(accepts({ use: 'actor', ad })).toBe(false);
   });
 
   it('a sealed token whose inner header is not exactly EdDSA / tuc+jwt / known kid is refused, even validly signed', async () => {
