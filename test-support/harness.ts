@@ -9,8 +9,6 @@ import {
 } from '@temporalio/common';
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import { inject } from 'vitest';
-// The digest a workflow's code states of its input (test support only: not part of the public API).
-import { startArgsDigest } from '../packages/temporal-user-context/src/worker/server-lineage.js';
 import {
   KeyRing,
   ORIGINATOR_HEADER,
@@ -190,14 +188,13 @@ export async function forgeryOf(
   const header = decodeHeader(started?.header?.fields ?? {}, ORIGINATOR_HEADER)!;
   const { runId, startTime } = await victim.describe();
   const id = victim.workflowId;
-  // How the victim started, as its history shows it (and its workflow code would state it).
+  // How the victim started, as its history shows it (and its workflow code states it).
   const lin = {
     root: id,
     start: startTime.getTime(),
     wf: id,
     wt: started?.workflowType?.name ?? '',
     tq: started?.taskQueue?.name ?? '',
-    ad: await startArgsDigest(h.rawClient, { workflowId: id, runId }),
   };
   return {
     header: JSON.stringify({ ...header, lin }),

@@ -26,7 +26,11 @@ const OPTIONS: ReadonlySet<string> = new Set(
     bindStartArguments: true,
   } satisfies Record<keyof UserContextPluginOptions, true>),
 );
-const VERIFIER_OPTIONS: ReadonlySet<string> = new Set(['clockSkewSeconds', 'cacheSize']);
+const VERIFIER_OPTIONS: ReadonlySet<string> = new Set([
+  'clockSkewSeconds',
+  'cacheSize',
+  'requireStartBinding',
+]);
 const CODEC_OPTIONS: ReadonlySet<string> = new Set([
   'allowPlaintextEncodings',
   'acceptScheduledRuns',
@@ -108,6 +112,7 @@ export function validatePluginOptions(options: unknown): asserts options is User
     // `ContextVerifier`'s test clock (`now`) is not a plugin option: a clock that returns NaN turns
     // every window check off.
     onlyKeys(verifier, VERIFIER_OPTIONS, 'verifier');
+    booleanOrUndefined(verifier.requireStartBinding, 'verifier.requireStartBinding');
   }
   if (codec !== undefined && typeof codec !== 'boolean') {
     if (!isPlainObject(codec)) misconfigured('codec must be true, false or an object of codec options');

@@ -143,12 +143,14 @@ export interface UserContextPluginOptions {
   bindScheduleArguments?: boolean;
   /**
    * Bind a workflow start's arguments into its start token (claim `ad`), as its workflow type and task
-   * queue always are (`wt`, `tq`): workers then refuse a lineage whose root was started with other
-   * arguments, so that whoever copies the token from history within its start window cannot start the
-   * workflow id again with arguments of their own as its user (check 10). Default `true`. The digest is
-   * taken over what the SDK's default payload converter delivers; the root's workflow code states the
-   * digest of what it received. An edge option: `false` on clients whose workflows' arguments need
-   * another payload converter (workers would refuse their activities), at the cost of that binding.
+   * queue always are (`wt`, `tq`): whoever copies the token from history within its start window cannot
+   * start the workflow id again as another workflow, elsewhere or, where workers read the start from the
+   * server, with other arguments, as its user (check 10). Default `true`. The digest is taken over what
+   * the SDK's default payload converter delivers. Workers compare it where they read the root's first
+   * run from the server (`activityLineage: 'server'`, Nexus handlers); with the header's lineage they
+   * compare type and queue only (no header carries a digest of the input: it would expose it). An edge
+   * option: `false` on clients whose workflows' arguments need another payload converter (server-lineage
+   * workers would refuse their activities), at the cost of that binding.
    */
   bindStartArguments?: boolean;
 }

@@ -25,7 +25,8 @@ import { mirrorOptions } from './mirror.js';
  * Client interceptors: every call that the server can attach a header to carries a context from the
  * {@link ContextSource} (the edge user in scope, or the activity being run on a worker). A call with
  * no context in scope is refused before it reaches the server. A start's token binds the workflow id,
- * type, task queue and (unless `bindStartArguments: false`) arguments it starts with.
+ * type, task queue and (unless `bindStartArguments: false`) arguments it starts with; an actor's token
+ * binds the name of the signal, update or query.
  */
 export class UserContextWorkflowClientInterceptor implements WorkflowClientInterceptor {
   constructor(private readonly source: ContextSource) {}
@@ -34,9 +35,10 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
     headers: Headers,
     workflowId: string,
     action: string,
+    call: string,
     runId?: string,
   ): Promise<Headers> {
-    return withHeader(headers, ACTOR_HEADER, await this.source.forActor(workflowId, action, runId));
+    return withHeader(headers, ACTOR_HEADER, await this.source.forActor(workflowId, action, runId, call));
   }
 
   async start(input: WorkflowStartInput, next: Next<WorkflowClientInterceptor, 'start'>): Promise<string> {
@@ -77,7 +79,12 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
       },
     );
     // One header set serves both the start and the signal: the starter is also the actor.
-    const actor = await this.source.forActor(input.options.workflowId, 'client.signalWithStart');
+    const actor = await this.source.forActor(
+      input.options.workflowId,
+      'client.signalWithStart',
+      undefined,
+      input.signalName,
+    );
     const headers = withHeader(withHeader(input.headers, ORIGINATOR_HEADER, originator), ACTOR_HEADER, actor);
     return next({
       ...input,
@@ -105,7 +112,12 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
         originator,
         this.source.mirror,
       ),
-      updateHeaders: await this.actorHeaders(input.updateHeaders, workflowId, 'client.startUpdateWithStart'),
+      updateHeaders: await this.actorHeaders(
+        input.updateHeaders,
+        workflowId,
+        'client.startUpdateWithStart',
+        input.updateName,
+      ),
     });
   }
 
@@ -114,6 +126,7 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
       input.headers,
       input.workflowExecution.workflowId,
       'client.signal',
+      input.signalName,
       input.workflowExecution.runId,
     );
     return next({ ...input, headers });
@@ -127,6 +140,7 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
       input.headers,
       input.workflowExecution.workflowId,
       'client.update',
+      input.updateName,
       input.workflowExecution.runId,
     );
     return next({ ...input, headers });
@@ -137,6 +151,7 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
       input.headers,
       input.workflowExecution.workflowId,
       'client.query',
+      input.queryType,
       input.workflowExecution.runId,
     );
     return next({ ...input, headers });

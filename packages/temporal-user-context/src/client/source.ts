@@ -317,8 +317,12 @@ export class ContextSource {
     );
   }
 
-  /** The actor header of a signal, update or query to `workflowId` (and `runId`, when the call names one). */
-  async forActor(workflowId: string, action: string, runId?: string): Promise<ContextHeader> {
+  /**
+   * The actor header of a signal, update or query to `workflowId` (and `runId`, when the call names
+   * one). An issued token binds the call's name (`call`), which the handler's workflow code states and
+   * workers compare (check 11).
+   */
+  async forActor(workflowId: string, action: string, runId?: string, call?: string): Promise<ContextHeader> {
     const { context, source, forward } = this.who(action, { workflowId, runId });
     // A worker forwards the originator it verified (the target's policy compares its pseudonyms); that
     // is a decision too, audited like an issue.
@@ -338,7 +342,12 @@ export class ContextSource {
       action,
       context,
       source,
-      { use: 'actor', workflowId, windowSeconds: this.actorWindowSeconds },
+      {
+        use: 'actor',
+        workflowId,
+        windowSeconds: this.actorWindowSeconds,
+        ...(call !== undefined ? { call } : {}),
+      },
       undefined,
       runId,
     );

@@ -1,15 +1,20 @@
 import { createHash } from 'node:crypto';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
-import { encodeArgs } from '../header/args-encoding.js';
+
+/** Deepest nesting digested: deeper input is refused alike at the edge and on workers, never by stack size. */
+export const MAX_ARGS_DEPTH = 256;
 
 /**
- * Digest of a workflow's arguments as it receives them (claim `ad`, docs/wire-format.md): a worker
- * computes it over the values its data converter decodes from the run's input; the workflow sandbox
- * computes the same (`workflow/args-digest.ts`). SHA-256 of {@link encodeArgs}, base64url.
+ * Digest of a start's or a schedule's arguments as a workflow receives them (claim `ad`,
+ * docs/wire-format.md): a worker computes it over the values its data converter decodes from the run's
+ * input. The encoding is injective on what a payload converter can deliver, so that two inputs a
+ * workflow can tell apart never share a digest: `-0` and `0`, `Infinity` and `null` (JSON text may hold
+ * `1e999`, which parses to `Infinity` and stringifies back to `null`), bytes and an object of indices,
+ * `undefined` and `null`. Input nested deeper than {@link MAX_ARGS_DEPTH} throws a `RangeError`.
  */
 export function argsDigest(values: readonly unknown[]): string {
-  return createHash('sha256').update(encodeArgs(values), 'utf8').digest('base64url');
+  return createHash('sha256').update(encodeList(values, 0), 'utf8').digest('base64url');
 }
 
 /**
@@ -32,9 +37,57 @@ export function createArgsDigest(
   } catch (err) {
     throw new UserContextError(
       ErrorCodes.MISCONFIGURED,
-      `${option === 'bindScheduleArguments' ? "a schedule's" : "a workflow's"} arguments must convert with the default payload converter to be bound to its token (${
+      `${option === 'bindScheduleArguments' ? "a schedule's" : "a workflow's"} arguments must convert with the default payload converter, nested at most ${MAX_ARGS_DEPTH} deep, to be bound to its token (${
         err instanceof Error ? err.name : typeof err
       }); or set ${option}: false`,
     );
   }
+}
+
+// Every item is self-delimiting: a one-letter tag, then a number up to `;`, a JSON string literal up to
+// its closing quote, bytes in base64 up to `;`, or a bracketed list: the text decodes back to one value.
+function encode(value: unknown, depth: number): string {
+  if (depth > MAX_ARGS_DEPTH) throw new RangeError(`arguments nested deeper than ${MAX_ARGS_DEPTH}`);
+  if (value === undefined) return 'u';
+  if (value === null) return 'z';
+  switch (typeof value) {
+    case 'boolean':
+      return value ? 't' : 'f';
+    case 'number':
+      return `n${Object.is(value, -0) ? '-0' : String(value)};`;
+    case 'string':
+      return `s${JSON.stringify(value)}`;
+    case 'object': {
+      // Bytes by their bytes: the host's converter hands out a Buffer where the sandbox's has a Uint8Array.
+      if (value instanceof Uint8Array)
+        return `b${Buffer.from(value.buffer, value.byteOffset, value.byteLength).toString('base64')};`;
+      const proto: unknown = Object.getPrototypeOf(value);
+      // Dense plain arrays and plain objects only, what JSON.parse gives: own keys are all they hold.
+      if (proto === Array.prototype && Object.keys(value).length === (value as unknown[]).length)
+        return `a${encodeList(value as unknown[], depth + 1)}`;
+      if (proto === Object.prototype)
+        return `o{${Object.keys(value)
+          .map(
+            (key) => `${JSON.stringify(key)}:${encode((value as Record<string, unknown>)[key], depth + 1)}`,
+          )
+          .join(',')}}`;
+      return NOT_PLAIN;
+    }
+    default:
+      return NOT_PLAIN;
+  }
+}
+
+/**
+ * Anything else: a Map, a Date, a class instance, a sparse array, a bigint. The SDK's default converter
+ * never delivers one, so no edge digest contains this item, and a worker whose converter (a custom one,
+ * protobuf) decodes one refuses the run rather than compare values by fields they do not show. No
+ * variable text: the item must not spell the start of another.
+ */
+const NOT_PLAIN = 'x;';
+
+function encodeList(values: readonly unknown[], depth: number): string {
+  // Array.from, not map(): a hole would leave an empty item. Nested arrays are dense (checked above);
+  // the top-level list is one value per payload.
+  return `[${Array.from(values, (value) => encode(value, depth)).join(',')}]`;
 }

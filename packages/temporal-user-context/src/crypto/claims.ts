@@ -50,6 +50,11 @@ export const claimsSchema = z
       .string()
       .regex(/^[A-Za-z0-9_-]{43}$/)
       .optional(),
+    /**
+     * Actor tokens: the name of the signal, update or query the token was issued for, which the handler
+     * that acts on it must be running (check 11). Optional, for tokens issued before calls were bound.
+     */
+    nm: z.string().min(1).max(1000).optional(),
     /** Pseudonyms the header shows; a header whose hints differ from these is refused. */
     wsh: z.string().max(64),
     subh: z.string().max(64),
@@ -63,12 +68,12 @@ export const claimsSchema = z
     (c) =>
       // Schedule tokens name the schedule (`sch`) and its action's workflow id (`wf`), which every
       // run's id starts with (`<wf>-<RFC 3339 time>`); start and actor tokens name one workflow id.
-      // Only what starts a lineage binds how it starts: an actor token binds no start.
+      // Only what starts a lineage binds how it starts (`wt`, `tq`), only an actor token its call (`nm`).
       c.use === 'schedule'
-        ? c.sch !== undefined && c.wf !== undefined
+        ? c.sch !== undefined && c.wf !== undefined && c.nm === undefined
         : c.wf !== undefined &&
           c.sch === undefined &&
-          (c.use === 'start' || (c.wt === undefined && c.tq === undefined && c.ad === undefined)),
+          (c.use === 'start' ? c.nm === undefined : c.wt === undefined && c.tq === undefined),
     {
       message: 'binding must match use',
     },

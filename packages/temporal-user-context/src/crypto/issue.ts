@@ -31,6 +31,12 @@ export interface IssueOptions {
    * code to state the root's start in its lineage facts (`b`, docs/wire-format.md).
    */
   boundStart?: BoundStart;
+  /**
+   * The call (`actor`, optional): the name of the signal, update or query whose handler alone may act
+   * on the token. The header then asks workflow code to state the call in the lineage facts it sends
+   * (`b`, docs/wire-format.md).
+   */
+  call?: string;
   /** Seconds the start window stays open (default: 60 for start, 300 for actor, 366 days for schedules). */
   windowSeconds?: number;
   /** Clock, for tests. */
@@ -83,6 +89,7 @@ export async function issueContextToken(
     wf: options.workflowId,
     ...(schedule ? { sch: options.scheduleId } : {}),
     ...(bound ? startClaims(bound) : {}),
+    ...(options.use === 'actor' && options.call !== undefined ? { nm: options.call } : {}),
     wsh: pseudonym(ring.pseudonymKey, 'ws', ctx.workspaceId),
     subh: pseudonym(ring.pseudonymKey, 'sub', ctx.userId),
     iat,
@@ -97,7 +104,8 @@ export async function issueContextToken(
     .setProtectedHeader({ alg: 'dir', enc: 'A256GCM', kid: seal.kid, cty: 'JWT' })
     .encrypt(seal.key);
   const header: ContextHeader = { v: 1, tok, ws: claims.wsh, sub: claims.subh };
-  // A bound start token asks the root's workflow code to state its start in `lin`; schedule runs are
-  // confirmed with the server instead (check 7).
-  return { header: options.use === 'start' && bound ? { ...header, b: 1 } : header, claims };
+  // A bound start (or call) asks workflow code to state the root's start (or the call it handles) in
+  // `lin`; schedule runs are confirmed with the server instead (check 7).
+  const binds = (options.use === 'start' && bound) || (options.use === 'actor' && options.call !== undefined);
+  return { header: binds ? { ...header, b: 1 } : header, claims };
 }

@@ -1,6 +1,5 @@
 import { z } from 'zod';
 import {
-  DIGEST_PATTERN,
   HEADER_VERSION,
   HINT_PATTERN,
   MAX_HEADER_BYTES,
@@ -20,7 +19,7 @@ export const lineageSchema = z
     sched: WF_ID.optional(),
     wt: WF_ID.optional(),
     tq: WF_ID.optional(),
-    ad: z.string().regex(DIGEST_PATTERN).optional(),
+    hn: WF_ID.optional(),
   })
   .strict();
 

@@ -15,8 +15,9 @@ import { ErrorCodes, UserContextError } from '../context/errors.js';
  * - `tok` the sealed context token (compact JWE around a compact JWS), opaque outside workers;
  * - `ws`, `sub` keyed pseudonyms of workspace and user, so that workflow code can compare actor and
  *   originator without reading the claims; the token signs the same values;
- * - `b`   1 when the token binds how its lineage's root started (workflow type, task queue, arguments):
- *   the root's workflow code then states that start in `lin` (`wt`, `tq`, `ad`) for workers to compare;
+ * - `b`   1 when the token binds how its lineage's root started (workflow type, task queue), or, on an
+ *   actor header, the call it was issued for (signal, update or query name): workflow code then states
+ *   that start (`wt`, `tq`) or the call it handles (`hn`) in `lin` for workers to compare;
  * - `lin` (only on headers written by workflow code) lineage facts the server vouched for.
  */
 export const HEADER_VERSION = 1;
@@ -30,8 +31,7 @@ export const MAX_HEADER_BYTES = 8192;
 export const MAX_WORKFLOW_ID_CHARS = 1000;
 
 const HINT = /^[A-Za-z0-9_-]{16,64}$/;
-/** An arguments digest: SHA-256, base64url. */
-const DIGEST = /^[A-Za-z0-9_-]{43}$/;
+
 /** Compact JWE: five base64url parts. */
 const TOKEN = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]*){4}$/;
 // Exported as copies for host-side use (the zod reference schema): this module may be preloaded into
@@ -41,8 +41,6 @@ const TOKEN = /^[A-Za-z0-9_-]+(\.[A-Za-z0-9_-]*){4}$/;
 export const HINT_PATTERN = new RegExp(HINT);
 /** Compact JWE: five base64url parts. */
 export const TOKEN_PATTERN = new RegExp(TOKEN);
-/** Arguments digest: SHA-256 in base64url. */
-export const DIGEST_PATTERN = new RegExp(DIGEST);
 
 /** Lineage facts: copied from `workflowInfo()`, which the Temporal server vouches for. */
 export interface Lineage {
@@ -56,12 +54,18 @@ export interface Lineage {
   readonly sched?: string;
   /**
    * How the root's execution chain started, when its header asks (`b`): the first run's workflow type
-   * (server: `workflowInfo().workflowType`), task queue (`workflowInfo().taskQueue`) and the digest of
-   * the arguments it received (absent when they cannot be digested).
+   * (server: `workflowInfo().workflowType`) and task queue (`workflowInfo().taskQueue`).
    */
   readonly wt?: string;
   readonly tq?: string;
+  /**
+   * The digest of the arguments the root's chain started with: never on the wire (a digest in a header
+   * would let anyone who reads history guess the encrypted input); set by a worker from the server's
+   * record of the chain's first run (`withServerLineage`), for the verifier to compare.
+   */
   readonly ad?: string;
+  /** On an actor header only, when it asks (`b`): the signal or update whose handler sent it. */
+  readonly hn?: string;
 }
 
 export interface ContextHeader {
@@ -75,7 +79,7 @@ export interface ContextHeader {
 }
 
 const HEADER_KEYS = new Set(['v', 'tok', 'ws', 'sub', 'b', 'lin']);
-const LINEAGE_KEYS = new Set(['root', 'start', 'wf', 'sched', 'wt', 'tq', 'ad']);
+const LINEAGE_KEYS = new Set(['root', 'start', 'wf', 'sched', 'wt', 'tq', 'hn']);
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -101,7 +105,7 @@ function isLineage(value: unknown): value is Lineage {
     (value.sched === undefined || isWorkflowId(value.sched)) &&
     (value.wt === undefined || isWorkflowId(value.wt)) &&
     (value.tq === undefined || isWorkflowId(value.tq)) &&
-    (value.ad === undefined || (typeof value.ad === 'string' && DIGEST.test(value.ad)))
+    (value.hn === undefined || isWorkflowId(value.hn))
   );
 }
 

@@ -122,7 +122,10 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
       } else {
         const facts = { namespace, workflowId };
         let checked = header;
-        let verified = await this.options.verifier.verifyOriginator(checked, facts);
+        // With the server's lineage, how the root started is the server's to say too (check 10).
+        let verified = await this.options.verifier.verifyOriginator(checked, facts, {
+          boundStart: !this.options.lineage,
+        });
         identified = verified;
         let server: Pick<Lineage, 'root' | 'start'> | undefined;
         if (this.options.lineage) {

@@ -177,11 +177,12 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
       if (!caller)
         throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'Nexus request names no calling workflow');
       // The token must hold for the facts the request states before the server is asked about them.
-      const verified = await this.options.verifier.verifyOriginator(header, caller);
+      // (How its root started, check 10, is compared once the server stated it, or in `trusted`.)
+      await this.options.verifier.verifyOriginator(header, caller, { boundStart: false });
       // The links and `lin` are the caller's to write: the server confirms the caller, and states its
       // lineage (check 8), which the token must then hold for as well.
       if (getClient().options.namespace !== caller.namespace) {
-        const admission = this.trusted(caller.namespace, verified, header);
+        const admission = await this.trusted(caller.namespace, caller, header);
         claimed = false;
         return admission;
       }
@@ -246,13 +247,13 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
           'the operation token is for another operation',
         );
       const caller = { namespace: bound.ns, workflowId: bound.wf };
-      const verified = await this.options.verifier.verifyOriginator(header, caller);
+      const verified = await this.options.verifier.verifyOriginator(header, caller, { boundStart: false });
       if (verified.claims.jti !== bound.jti)
         throw new UserContextError(
           ErrorCodes.LINEAGE_MISMATCH,
           'the Nexus cancel carries another context token than its operation was started with',
         );
-      if (getClient().options.namespace !== bound.ns) return this.trusted(bound.ns, verified, header);
+      if (getClient().options.namespace !== bound.ns) return this.trusted(bound.ns, caller, header);
       if (!bound.run) throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'the operation names no run');
       const { service, operation } = input.ctx;
       const holder = await confirmNexusCancel(
@@ -281,9 +282,15 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
   }
 
   /** A caller of another namespace: accepted on what it wrote only where the policy says so. */
-  private trusted(namespace: string, verified: Verified, checked: ContextHeader): Admission {
+  private async trusted(
+    namespace: string,
+    caller: { namespace: string; workflowId: string },
+    checked: ContextHeader,
+  ): Promise<Admission> {
     if (!trustsLinksFrom(this.options.callerPolicy, namespace))
       throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, OTHER_NAMESPACE);
+    // On the caller's own statement of how its root started, as every other fact here (docs/wire-format.md).
+    const verified = await this.options.verifier.verifyOriginator(checked, caller);
     return { verified, checked };
   }
 

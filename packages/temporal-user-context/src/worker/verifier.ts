@@ -16,6 +16,13 @@ export interface VerifierOptions {
   /** Opened tokens kept in memory (default 10 000, an integer ≥ 1); only tokens that opened are cached. */
   cacheSize?: number;
   /**
+   * Refuse start tokens that bind no start (no `wt`: issued by an edge of an earlier version, or by
+   * `issueContextToken` without `boundStart`), which check 10 cannot hold to a workflow type, task queue
+   * and arguments. Default `false`, for the upgrade; turn it on once every edge binds starts and the runs
+   * started before have ended (docs/operations.md).
+   */
+  requireStartBinding?: boolean;
+  /**
    * The clock windows are checked against, in epoch milliseconds (default `Date.now`). For tests and
    * simulations; a clock that runs behind the edge's extends every window by the difference.
    */
@@ -41,6 +48,7 @@ export class ContextVerifier {
     return this.skew;
   }
   private readonly now: () => number;
+  private readonly requireStartBinding: boolean;
 
   constructor(
     private readonly ring: KeyRing,
@@ -59,6 +67,7 @@ export class ContextVerifier {
       }),
     );
     this.now = options.now ?? Date.now;
+    this.requireStartBinding = options.requireStartBinding === true;
   }
 
   /** Opens a token, from cache when this worker opened it before. */
@@ -74,6 +83,12 @@ export class ContextVerifier {
   async verifyOriginator(
     header: ContextHeader,
     facts: { namespace: string; workflowId: string },
+    /**
+     * `boundStart: false` leaves the start binding (check 10) to a later call with the server's facts:
+     * for the first check of a header whose lineage the server will state (a retry of a run continued
+     * as new into another type states that type, and the server the first run's).
+     */
+    { boundStart = true }: { boundStart?: boolean } = {},
   ): Promise<Verified> {
     const { claims, lin } = await this.prepare(header, facts);
     if (claims.use === 'start') {
@@ -104,7 +119,7 @@ export class ContextVerifier {
       throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'lineage started after the token start window');
     }
     // The chain is the token's; it must also have started as the token says (start tokens that bind it).
-    if (claims.use === 'start') checkBoundStart(claims, lin);
+    if (claims.use === 'start' && boundStart) checkBoundStart(claims, lin, this.requireStartBinding);
     return { claims, context: this.contextOf(claims) };
   }
 
@@ -127,6 +142,7 @@ export class ContextVerifier {
     const now = Math.floor(this.now() / 1000);
     if (now > claims.exp + this.skew)
       throw new UserContextError(ErrorCodes.TOKEN_EXPIRED, 'actor token expired');
+    checkBoundCall(claims, lin);
     return { claims, context: this.contextOf(claims) };
   }
 
@@ -171,13 +187,16 @@ export class ContextVerifier {
 
 /**
  * A start token that binds how its root started (`wt`, `tq`, `ad`) holds only for a lineage whose root
- * started so: its workflow type, task queue and arguments as the root's workflow code stated them in
- * `lin` (or, with the server's lineage, as the server recorded them). Without it, whoever could read the
+ * started so: its workflow type and task queue as the root's workflow code stated them in `lin`, or, with
+ * the server's lineage, its workflow type, task queue and arguments as the server recorded them. Without it, whoever could read the
  * token from history and start workflows could start the token's workflow id again within its window,
  * as another workflow, elsewhere, or with other arguments, and act as its user (docs/threat-model.md).
  */
-function checkBoundStart(claims: ContextClaims, lin: Lineage): void {
-  if (claims.wt === undefined) return;
+function checkBoundStart(claims: ContextClaims, lin: Lineage, required: boolean): void {
+  if (claims.wt === undefined) {
+    if (!required) return;
+    throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'the start token binds no start');
+  }
   if (lin.wt === undefined || lin.tq === undefined)
     throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, "the lineage does not state its root's start");
   if (lin.wt !== claims.wt || lin.tq !== claims.tq)
@@ -185,10 +204,30 @@ function checkBoundStart(claims: ContextClaims, lin: Lineage): void {
       ErrorCodes.LINEAGE_MISMATCH,
       'the lineage root was started as another workflow type or on another task queue than its token binds',
     );
-  if (claims.ad !== undefined && lin.ad !== claims.ad)
+  // Arguments only where a worker read them from the server (`withServerLineage`): no header carries a
+  // digest of them (docs/wire-format.md, check 10).
+  if (claims.ad !== undefined && lin.ad !== undefined && lin.ad !== claims.ad)
     throw new UserContextError(
       ErrorCodes.LINEAGE_MISMATCH,
       'the lineage root was started with other arguments than its token binds',
+    );
+}
+
+/**
+ * An actor token that binds its call (`nm`) holds only in the handler of that call: a signal or update
+ * of that name, as the workflow code that handles it states in `lin` (`hn`). Without it, whoever could
+ * read the token from history and send signals or updates could send any other one within its window
+ * and act as its user (docs/threat-model.md). Its arguments are not bound: no server record ties an
+ * activity to the call whose handler scheduled it, and a digest in the header would expose them.
+ */
+function checkBoundCall(claims: ContextClaims, lin: Lineage): void {
+  if (claims.nm === undefined) return;
+  if (lin.hn !== claims.nm)
+    throw new UserContextError(
+      ErrorCodes.LINEAGE_MISMATCH,
+      lin.hn === undefined
+        ? 'the actor acts outside the handler of the call its token was issued for'
+        : 'the actor token was issued for another signal or update',
     );
 }
 

@@ -37,7 +37,6 @@ import {
   type ContextHeader,
   type Lineage,
 } from '../header/wire.js';
-import { sandboxArgsDigest } from './args-digest.js';
 import {
   currentActor,
   runAsActor,
@@ -86,7 +85,7 @@ const SDK_QUERIES = new Set(['__stack_trace', '__enhanced_stack_trace', '__tempo
 /** Search attribute naming the schedule that started a run (clients may set it too: workers confirm it). */
 const SCHEDULED_BY = 'TemporalScheduledById';
 
-function lineageOf(header: ContextHeader, args: readonly unknown[]): Lineage {
+function lineageOf(header: ContextHeader): Lineage {
   const info = workflowInfo();
   const root = info.root?.workflowId ?? info.workflowId;
   // The start header of a child or of a continued-as-new run was written by our own outbound
@@ -111,16 +110,12 @@ function lineageOf(header: ContextHeader, args: readonly unknown[]): Lineage {
   };
   if (typeof scheduledBy === 'string') lineage.sched = scheduledBy;
   // The token binds how the root started (its header says so; the token, which workers open, decides):
-  // this run is the root's first, or a retry or cron run of it with the same type, queue and input.
+  // this run is the root's first, or a retry or cron run of it with the same type and queue. Only type
+  // and queue, both in history already: a digest of the input here would let anyone who reads history
+  // guess the encrypted arguments (workers compare those only where the server gives them).
   if (header.b === 1) {
     lineage.wt = info.workflowType;
     lineage.tq = info.taskQueue;
-    try {
-      lineage.ad = sandboxArgsDigest(args);
-    } catch {
-      // Input nested too deep to digest: no edge could have bound it, so no `ad` here; a token that
-      // binds arguments is then refused by workers rather than the workflow task failing for ever.
-    }
   }
   return lineage;
 }
@@ -128,16 +123,20 @@ function lineageOf(header: ContextHeader, args: readonly unknown[]): Lineage {
 function readActor(
   headers: WorkflowExecuteInput['headers'],
   state: WorkflowContextState,
+  call?: string,
 ): ActorRef | undefined {
   const header = decodeHeader(headers, ACTOR_HEADER);
   if (!header) return undefined;
   const origin = state.originator?.header;
-  return {
+  const actor = {
     subject: header.sub,
     workspace: header.ws,
     isOriginator: origin !== undefined && origin.sub === header.sub && origin.ws === header.ws,
     header,
   };
+  // The token binds its call (its header says so; workers decide on the token): state which call this
+  // is, for the activities its handler schedules.
+  return header.b === 1 && call !== undefined ? Object.assign(actor, { call }) : actor;
 }
 
 /** The workflow's originator header with its lineage, for a record's workspace (see the sink). */
@@ -215,7 +214,8 @@ function admit(
   const state = workflowState();
   let actor: ActorRef | undefined;
   try {
-    actor = readActor(headers, state);
+    // A query's handler cannot schedule activities: its call is stated to no one.
+    actor = readActor(headers, state, kind === 'query' ? undefined : name);
   } catch (err) {
     throw refused(kind, name, isUserContextError(err) ? err.code : 'bad actor header');
   }
@@ -330,7 +330,7 @@ class Inbound implements WorkflowInboundCallsInterceptor {
     try {
       const header = decodeHeader(input.headers, ORIGINATOR_HEADER);
       if (!header) throw new UserContextError(ErrorCodes.MISSING, 'workflow started without a user context');
-      state.originator = { header, lineage: lineageOf(header, input.args) };
+      state.originator = { header, lineage: lineageOf(header) };
     } catch (err) {
       if (!isUserContextError(err)) throw err;
       // Fail closed: refuse the run instead of running it as nobody (or worse, as somebody).
@@ -437,7 +437,9 @@ function activityHeaders<T extends ActivityInput | LocalActivityInput>(input: T)
   const headers: Headers = Object.assign({}, input.headers, { [ORIGINATOR_HEADER]: payload });
   const actor = currentActor();
   if (actor) {
-    const lin = workflowState().originator!.lineage;
+    const lineage = workflowState().originator!.lineage;
+    // The call the actor's handler runs for, when its header asks (see readActor).
+    const lin = actor.call === undefined ? lineage : Object.assign({}, lineage, { hn: actor.call });
     headers[ACTOR_HEADER] = encodeHeader(Object.assign({}, actor.header, { lin }));
   }
   return Object.assign({}, input, { headers });

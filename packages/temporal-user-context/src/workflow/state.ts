@@ -23,6 +23,11 @@ export interface ActorRef {
   readonly isOriginator: boolean;
   /** The header the actor sent, forwarded opaquely to verification. */
   readonly header: ContextHeader;
+  /**
+   * The name of the signal or update being handled, when the actor's header asks (`b`): stated to
+   * workers with the actor (`lin.hn`), which compare it with the call the actor's token was issued for.
+   */
+  readonly call?: string;
 }
 
 /** Decides whether an actor may signal, update or query this workflow. Must be pure and synchronous. */

@@ -6,6 +6,7 @@ import https from 'node:https';
 import { CompactEncrypt, CompactSign, SignJWT, UnsecuredJWT } from 'jose';
 import { describe, expect, it, vi } from 'vitest';
 import {
+  ACTOR_HEADER,
   ErrorCodes,
   KeyRing,
   ORIGINATOR_HEADER,
@@ -21,6 +22,7 @@ import {
 import {
   alice,
   bob,
+  carol,
   copiedStartHeaderClient,
   failureTypeOf,
   headerWritingClient,
@@ -353,118 +355,84 @@ describe('a start token copied from history starts only what it was issued for (
     return { taskQueue, worker, running: worker.run() };
   }
 
+  /** The refusal a copy of `genuine`'s start header gets when it starts `genuine` again so. */
+  async function restartedCopy(
+    genuine: string,
+    workflowType: string,
+    options: { taskQueue: string; args?: unknown[] },
+  ): Promise<string | undefined> {
+    const attacker = await copiedStartHeaderClient(h, genuine);
+    return failureTypeOf(
+      attacker.workflow.execute(workflowType, { workflowId: genuine, ...again, ...options }),
+    );
+  }
+
+  /** Whether an activity of `workflowId` (any, when undefined) was refused saying `why`. */
+  const refusedFor = (workflowId: string | undefined, why: string) =>
+    h.audit.events.some(
+      (e) =>
+        (workflowId === undefined || e.workflowId === workflowId) &&
+        e.decision === 'deny' &&
+        e.reason === ErrorCodes.LINEAGE_MISMATCH &&
+        e.detail?.includes(why),
+    );
+
   it('another workflow type is refused', async () => {
     const genuine = await aliceRan('viaActivity', h.taskQueue, []);
-    const attacker = await copiedStartHeaderClient(h, genuine);
-    const code = await failureTypeOf(
-      attacker.workflow.execute('viaLocalActivity', {
-        taskQueue: h.taskQueue,
-        workflowId: genuine,
-        ...again,
-      }),
+    expect(await restartedCopy(genuine, 'viaLocalActivity', { taskQueue: h.taskQueue })).toBe(
+      ErrorCodes.LINEAGE_MISMATCH,
     );
-    expect(code).toBe(ErrorCodes.LINEAGE_MISMATCH);
-    expect(
-      h.audit.events.some(
-        (e) =>
-          e.workflowId === genuine &&
-          e.decision === 'deny' &&
-          e.detail?.includes('another workflow type or on another task queue'),
-      ),
-    ).toBe(true);
+    expect(refusedFor(genuine, 'another workflow type or on another task queue')).toBe(true);
   });
 
   it('another task queue is refused', async () => {
     const other = await otherWorker();
     try {
       const genuine = await aliceRan('viaActivity', h.taskQueue, []);
-      const attacker = await copiedStartHeaderClient(h, genuine);
-      const code = await failureTypeOf(
-        attacker.workflow.execute('viaActivity', {
-          taskQueue: other.taskQueue,
-          workflowId: genuine,
-          ...again,
-        }),
+      expect(await restartedCopy(genuine, 'viaActivity', { taskQueue: other.taskQueue })).toBe(
+        ErrorCodes.LINEAGE_MISMATCH,
       );
-      expect(code).toBe(ErrorCodes.LINEAGE_MISMATCH);
     } finally {
       other.worker.shutdown();
       await other.running;
     }
   });
 
-  it('other arguments are refused, also after the run continues as new and in its children', async () => {
-    // viaContinueAsNew(1) asks at once; (0) continues as new first: the lineage facts of the first run
-    // travel with the chain. whoamiOn ignores a second argument, which still changes what started.
-    const genuine = await aliceRan('viaContinueAsNew', h.taskQueue, [1]);
-    const attacker = await copiedStartHeaderClient(h, genuine);
-    const code = await failureTypeOf(
-      attacker.workflow.execute('viaContinueAsNew', {
-        taskQueue: h.taskQueue,
-        workflowId: genuine,
-        args: [0],
-        ...again,
-      }),
-    );
-    expect(code).toBe(ErrorCodes.LINEAGE_MISMATCH);
-    expect(
-      h.audit.events.some(
-        (e) => e.workflowId === genuine && e.decision === 'deny' && e.detail?.includes('other arguments'),
-      ),
-    ).toBe(true);
-    const parent = await aliceRan('whoamiOnFromChild', h.taskQueue, [h.taskQueue]);
-    const copied = await copiedStartHeaderClient(h, parent);
-    expect(
-      await failureTypeOf(
-        copied.workflow.execute('whoamiOnFromChild', {
-          taskQueue: h.taskQueue,
-          workflowId: parent,
-          args: [h.taskQueue, 'extra'],
-          ...again,
-        }),
-      ),
-    ).toBe(ErrorCodes.LINEAGE_MISMATCH);
-  });
-
-  it("with the server's lineage, the server's record of the start is compared", async () => {
-    // Activities on a worker that reads the lineage from the server: the genuine run passes (its first
-    // run's type, queue and input digest match the token), the copy with other arguments does not.
+  it('other arguments are refused where workers read the start from the server, also after continue-as-new and in children', async () => {
+    // Activities on a worker with the server's lineage: the genuine runs pass (their first run's type,
+    // queue and input digest match the token), a copy started with other arguments does not. The
+    // workflows themselves run on the harness's worker; `whoamiOn*` take `false` as a second argument
+    // (whoamiOnAfterContinueAsNew: do continue as new), which still changes what started.
     const server = await otherWorker('server');
     try {
-      const genuine = await aliceRan('whoamiOn', h.taskQueue, [server.taskQueue]);
-      const attacker = await copiedStartHeaderClient(h, genuine);
-      const code = await failureTypeOf(
-        attacker.workflow.execute('whoamiOn', {
+      for (const workflowType of ['whoamiOn', 'whoamiOnFromChild', 'whoamiOnAfterContinueAsNew']) {
+        const genuine = await aliceRan(workflowType, h.taskQueue, [server.taskQueue]);
+        const code = await restartedCopy(genuine, workflowType, {
           taskQueue: h.taskQueue,
-          workflowId: genuine,
-          args: [server.taskQueue, 'extra'],
-          ...again,
-        }),
-      );
-      expect(code).toBe(ErrorCodes.LINEAGE_MISMATCH);
-      expect(
-        h.audit.events.some(
-          (e) =>
-            e.workflowId === genuine &&
-            e.decision === 'deny' &&
-            e.reason === ErrorCodes.LINEAGE_MISMATCH &&
-            e.detail?.includes('other arguments'),
-        ),
-      ).toBe(true);
+          args: [server.taskQueue, false],
+        });
+        expect(code, workflowType).toBe(ErrorCodes.LINEAGE_MISMATCH);
+      }
+      expect(refusedFor(undefined, 'other arguments')).toBe(true);
     } finally {
       server.worker.shutdown();
       await server.running;
     }
   });
 
-  it('what stays: the same start again, within the window, runs as the user (docs/threat-model.md, Limits)', async () => {
+  // What stays (docs/wire-format.md, _Limits_): the same start again within the window, and, with the
+  // header's lineage, other arguments too (no header states them).
+  it.each([
+    ['the same arguments', [1]],
+    ['other arguments (header lineage)', [0]],
+  ])('what stays: the same start again within the window, with %s, runs as the user', async (_what, args) => {
     const genuine = await aliceRan('viaContinueAsNew', h.taskQueue, [1]);
     const attacker = await copiedStartHeaderClient(h, genuine);
     expect(
       await attacker.workflow.execute('viaContinueAsNew', {
         taskQueue: h.taskQueue,
         workflowId: genuine,
-        args: [1],
+        args,
         ...again,
       }),
     ).toEqual(alice);
@@ -484,5 +452,33 @@ describe('a start token copied from history starts only what it was issued for (
         client.workflow.execute('viaActivity', { taskQueue: h.taskQueue, workflowId: genuine, ...again }),
       ),
     ).toBe(ErrorCodes.LINEAGE_MISMATCH);
+  });
+});
+
+describe('an actor token copied from history acts only in the handler of its call (check 11)', () => {
+  it('another signal with the copied actor header gets no verified actor; the same signal again does', async () => {
+    const workflowId = `two-signals-${randomUUID()}`;
+    const handle = await runAsUser(alice, () =>
+      h.client.workflow.start('twoSignals', { taskQueue: h.taskQueue, workflowId }),
+    );
+    await runAsUser(carol, () => handle.signal('first', 'x'));
+    const copied = await vi.waitFor(async () => {
+      const signaled = (await handle.fetchHistory()).events?.find(
+        (e) => e.workflowExecutionSignaledEventAttributes?.signalName === 'first',
+      )?.workflowExecutionSignaledEventAttributes;
+      const header = signaled?.header?.fields?.[ACTOR_HEADER];
+      expect(header).toBeDefined();
+      return header!;
+    });
+    const attacker = headerWritingClient(h, { [ACTOR_HEADER]: copied });
+    await attacker.workflow.getHandle(workflowId).signal('second', 'y');
+    await attacker.workflow.getHandle(workflowId).signal('first', 'z');
+    await runAsUser(alice, () => handle.signal('done'));
+    expect(await handle.result()).toEqual({
+      'first:x': carol.userId,
+      'second:y': ErrorCodes.LINEAGE_MISMATCH,
+      // What stays: the same call with other arguments (not bound: docs/wire-format.md, check 11).
+      'first:z': carol.userId,
+    });
   });
 });

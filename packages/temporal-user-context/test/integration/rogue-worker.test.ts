@@ -32,18 +32,43 @@ function activityWorker(activityLineage: 'header' | 'server') {
   }).then((worker) => ({ worker, taskQueue }));
 }
 
+/**
+ * A run of alice's (any: its start header and start time are all the attacker reads), what the attacker
+ * makes of it (`forgeryOf`), and a worker without the plugin that writes the forged header.
+ */
+async function victimAndRogue() {
+  const victim = await runAsUser(alice, () =>
+    h.client.workflow.start('interactive', {
+      taskQueue: h.taskQueue,
+      workflowId: `rogue-victim-${randomUUID()}`,
+    }),
+  );
+  const forged = await forgeryOf(h, victim);
+  const rogueQueue = `rogue-${randomUUID()}`;
+  const rogue = await pluginlessWorker(h, rogueQueue, true);
+  return { victim, forged, rogueQueue, rogue };
+}
+
+/**
+ * Runs `attack` against an activity worker that takes the lineage from the header, which must run it as
+ * `expected` (the documented limit of the default), and against one that takes it from the server,
+ * which must refuse it.
+ */
+async function headerPassesServerRefuses(
+  attack: (taskQueue: string) => Promise<unknown>,
+  expected: unknown,
+): Promise<void> {
+  const trusting = await activityWorker('header');
+  const confirming = await activityWorker('server');
+  expect(await trusting.worker.runUntil(attack(trusting.taskQueue))).toEqual(expected);
+  expect(await failureTypeOf(confirming.worker.runUntil(attack(confirming.taskQueue)))).toBe(
+    ErrorCodes.LINEAGE_MISMATCH,
+  );
+}
+
 describe('activities scheduled by a rogue workflow', () => {
   it("run as the copied token's user when the lineage comes from the header, and are refused when it comes from the server", async () => {
-    // The victim: any run of alice's; its start header and start time are all the attacker reads.
-    const victim = await runAsUser(alice, () =>
-      h.client.workflow.start('interactive', {
-        taskQueue: h.taskQueue,
-        workflowId: `rogue-victim-${randomUUID()}`,
-      }),
-    );
-    const forged = await forgeryOf(h, victim);
-    const rogueQueue = `rogue-${randomUUID()}`;
-    const rogue = await pluginlessWorker(h, rogueQueue, true);
+    const { victim, forged, rogueQueue, rogue } = await victimAndRogue();
     // The rogue workflow's own id is the activity's (server data); the rest of `lin` names the victim.
     const attack = async (taskQueue: string) => {
       const workflowId = `rogue-${randomUUID()}`;
@@ -58,31 +83,15 @@ describe('activities scheduled by a rogue workflow', () => {
         memo: { forge: { header: JSON.stringify(header) } },
       });
     };
-    const trusting = await activityWorker('header');
-    const confirming = await activityWorker('server');
-    await rogue.runUntil(async () => {
-      // The documented limit of the default.
-      expect(await trusting.worker.runUntil(attack(trusting.taskQueue))).toEqual(alice);
-      expect(await failureTypeOf(confirming.worker.runUntil(attack(confirming.taskQueue)))).toBe(
-        ErrorCodes.LINEAGE_MISMATCH,
-      );
-    });
+    await rogue.runUntil(headerPassesServerRefuses(attack, alice));
     await victim.terminate();
   });
 
   it("that restart the victim's own workflow id with copied start facts pass on the header's lineage, and are refused on the server's (check 10)", async () => {
     // The rogue run takes the victim's id (ending it) within the token's window and states the victim's
-    // start in `lin` (type, queue, argument digest: all in history). Only the server's record of the
+    // start in `lin` (type and queue: both in history). Only the server's record of the
     // rogue run's start, a `whoamiOn` on the rogue queue, tells it apart.
-    const victim = await runAsUser(alice, () =>
-      h.client.workflow.start('interactive', {
-        taskQueue: h.taskQueue,
-        workflowId: `rogue-victim-${randomUUID()}`,
-      }),
-    );
-    const forged = await forgeryOf(h, victim);
-    const rogueQueue = `rogue-${randomUUID()}`;
-    const rogue = await pluginlessWorker(h, rogueQueue, true);
+    const { victim, forged, rogueQueue, rogue } = await victimAndRogue();
     const attack = (taskQueue: string) =>
       h.rawClient.workflow.execute('whoamiOn', {
         taskQueue: rogueQueue,
@@ -91,14 +100,7 @@ describe('activities scheduled by a rogue workflow', () => {
         args: [taskQueue],
         memo: { forge: { header: forged.header } },
       });
-    const trusting = await activityWorker('header');
-    const confirming = await activityWorker('server');
-    await rogue.runUntil(async () => {
-      expect(await trusting.worker.runUntil(attack(trusting.taskQueue))).toEqual(alice);
-      expect(await failureTypeOf(confirming.worker.runUntil(attack(confirming.taskQueue)))).toBe(
-        ErrorCodes.LINEAGE_MISMATCH,
-      );
-    });
+    await rogue.runUntil(headerPassesServerRefuses(attack, alice));
     const refusal = h.audit.events.find(
       (e) => e.workflowId === victim.workflowId && e.decision === 'deny' && e.action === 'activity.execute',
     );
@@ -137,7 +139,8 @@ describe('activities scheduled by a rogue workflow', () => {
       const own = { root: workflowId, start: Date.now(), wf: workflowId };
       const forge = {
         header: JSON.stringify({ ...header, lin: own }),
-        actor: JSON.stringify({ ...copied, lin: { ...own, root: victim.workflowId } }),
+        // The rogue states the call the token was issued for, as it states the root (check 11).
+        actor: JSON.stringify({ ...copied, lin: { ...own, root: victim.workflowId, hn: 'go' } }),
       };
       return h.rawClient.workflow.execute('whoActsOn', {
         taskQueue: rogueQueue,
@@ -146,17 +149,10 @@ describe('activities scheduled by a rogue workflow', () => {
         memo: { forge },
       });
     };
-    const trusting = await activityWorker('header');
-    const confirming = await activityWorker('server');
-    await rogue.runUntil(async () => {
-      // The documented limit of the default: the rogue's `lin` is believed.
-      expect(await trusting.worker.runUntil(attack(trusting.taskQueue))).toEqual(carol);
-      // With the server's root, Carol's token (bound to V) is not an actor of M's lineage: the activity
-      // runs as alice without an actor, and currentActor() throws the refusal.
-      expect(await failureTypeOf(confirming.worker.runUntil(attack(confirming.taskQueue)))).toBe(
-        ErrorCodes.LINEAGE_MISMATCH,
-      );
-    });
+    // The documented limit of the default: the rogue's `lin` is believed. With the server's root, Carol's
+    // token (bound to V) is not an actor of M's lineage: the activity runs as alice without an actor, and
+    // currentActor() throws the refusal.
+    await rogue.runUntil(headerPassesServerRefuses(attack, carol));
     const records = h.audit.events.filter(
       (e) => e.action === 'activity.actor' && e.activityType === 'whoActs',
     );

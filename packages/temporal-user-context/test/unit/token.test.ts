@@ -209,12 +209,14 @@ describe('context tokens', () => {
       { wt: undefined, tq: undefined, ad: undefined },
       { wt: undefined },
       { tq: undefined },
-      { ad: undefined },
       { wt: 'Other' },
       { tq: 'other-queue' },
       { ad: argsDigest(['agent-2']) },
     ])
       expect(await verdict(over), JSON.stringify(over)).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    // No header states a digest of the arguments (it would expose them): without one (header mode) only
+    // type and queue are compared; a digest is the server's (`withServerLineage`), and must match.
+    expect(await verdict({ ad: undefined })).toBeUndefined();
     // Without bound arguments, any digest (or none) passes; type and queue are still compared.
     const typed = await bound();
     expect(typed.claims.ad).toBeUndefined();
@@ -229,6 +231,45 @@ describe('context tokens', () => {
     });
     expect(unbound.b).toBeUndefined();
     expect(await verdict({ wt: undefined, tq: undefined, ad: undefined }, unbound)).toBeUndefined();
+    // ... unless the verifier requires bound starts (once every edge binds them).
+    const strict = new ContextVerifier(worker, { requireStartBinding: true });
+    expect(
+      await codeOf(
+        strict.verifyOriginator({ ...unbound, lin: { root: 'wf-1', wf: 'wf-1', start: lin.start } }, facts),
+      ),
+    ).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    expect(await codeOf(strict.verifyOriginator({ ...header, lin }, facts))).toBeUndefined();
+    // A check that leaves the binding to the server's facts (server lineage, Nexus) skips it.
+    expect(
+      await codeOf(
+        verifier.verifyOriginator({ ...header, lin: { ...lin, wt: 'Other' } }, facts, { boundStart: false }),
+      ),
+    ).toBeUndefined();
+  });
+
+  it("an actor token that binds its call holds only in that call's handler (check 11)", async () => {
+    const verifier = new ContextVerifier(worker);
+    const { header, claims } = await issueContextToken(edge, alice, {
+      namespace: 'ns-a',
+      use: 'actor',
+      workflowId: 'wf-1',
+      call: 'approve',
+    });
+    expect([header.b, claims.nm]).toEqual([1, 'approve']);
+    const lin = { root: 'wf-1', wf: 'wf-1', start: claims.iat * 1000 };
+    const facts = { namespace: 'ns-a', workflowId: 'wf-1' };
+    const verdict = (hn?: string, h = header) =>
+      codeOf(verifier.verifyActor({ ...h, lin: hn === undefined ? lin : { ...lin, hn } }, facts));
+    expect(await verdict('approve')).toBeUndefined();
+    expect(await verdict('reject')).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    expect(await verdict(undefined)).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    const { header: unbound } = await issueContextToken(edge, alice, {
+      namespace: 'ns-a',
+      use: 'actor',
+      workflowId: 'wf-1',
+    });
+    expect(await verdict(undefined, unbound)).toBeUndefined();
+    expect(await verdict('reject', unbound)).toBeUndefined();
   });
 
   it('only start and schedule tokens bind a start; the binding names type and queue together', async () => {
@@ -254,6 +295,10 @@ describe('context tokens', () => {
     expect(accepts({ use: 'start', ad })).toBe(false);
     expect(accepts({ use: 'actor', wt: 'T', tq: 'Q' })).toBe(false);
     expect(accepts({ use: 'actor', ad })).toBe(false);
+    expect(accepts({ use: 'actor', nm: 'approve' })).toBe(true);
+    expect(accepts({ use: 'actor', nm: 'approve', ad })).toBe(false);
+    expect(accepts({ use: 'start', wt: 'T', tq: 'Q', nm: 'approve' })).toBe(false);
+    expect(accepts({ use: 'schedule', sch: 's', nm: 'approve' })).toBe(false);
   });
 
   it('a sealed token whose inner header is not exactly EdDSA / tuc+jwt / known kid is refused, even validly signed', async () => {
