@@ -29,7 +29,7 @@ const OPTIONS: ReadonlySet<string> = new Set(
 const VERIFIER_OPTIONS: ReadonlySet<string> = new Set([
   'clockSkewSeconds',
   'cacheSize',
-  'requireStartBinding',
+  'requireBoundTokens',
 ]);
 const CODEC_OPTIONS: ReadonlySet<string> = new Set([
   'allowPlaintextEncodings',
@@ -112,7 +112,7 @@ export function validatePluginOptions(options: unknown): asserts options is User
     // `ContextVerifier`'s test clock (`now`) is not a plugin option: a clock that returns NaN turns
     // every window check off.
     onlyKeys(verifier, VERIFIER_OPTIONS, 'verifier');
-    booleanOrUndefined(verifier.requireStartBinding, 'verifier.requireStartBinding');
+    booleanOrUndefined(verifier.requireBoundTokens, 'verifier.requireBoundTokens');
   }
   if (codec !== undefined && typeof codec !== 'boolean') {
     if (!isPlainObject(codec)) misconfigured('codec must be true, false or an object of codec options');

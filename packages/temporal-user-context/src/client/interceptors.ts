@@ -26,7 +26,7 @@ import { mirrorOptions } from './mirror.js';
  * {@link ContextSource} (the edge user in scope, or the activity being run on a worker). A call with
  * no context in scope is refused before it reaches the server. A start's token binds the workflow id,
  * type, task queue and (unless `bindStartArguments: false`) arguments it starts with; an actor's token
- * binds the name of the signal, update or query.
+ * binds its call: `signal:`, `update:` or `query:` and the call's name.
  */
 export class UserContextWorkflowClientInterceptor implements WorkflowClientInterceptor {
   constructor(private readonly source: ContextSource) {}
@@ -83,7 +83,7 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
       input.options.workflowId,
       'client.signalWithStart',
       undefined,
-      input.signalName,
+      `signal:${input.signalName}`,
     );
     const headers = withHeader(withHeader(input.headers, ORIGINATOR_HEADER, originator), ACTOR_HEADER, actor);
     return next({
@@ -116,7 +116,7 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
         input.updateHeaders,
         workflowId,
         'client.startUpdateWithStart',
-        input.updateName,
+        `update:${input.updateName}`,
       ),
     });
   }
@@ -126,7 +126,7 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
       input.headers,
       input.workflowExecution.workflowId,
       'client.signal',
-      input.signalName,
+      `signal:${input.signalName}`,
       input.workflowExecution.runId,
     );
     return next({ ...input, headers });
@@ -140,7 +140,7 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
       input.headers,
       input.workflowExecution.workflowId,
       'client.update',
-      input.updateName,
+      `update:${input.updateName}`,
       input.workflowExecution.runId,
     );
     return next({ ...input, headers });
@@ -151,7 +151,7 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
       input.headers,
       input.workflowExecution.workflowId,
       'client.query',
-      input.queryType,
+      `query:${input.queryType}`,
       input.workflowExecution.runId,
     );
     return next({ ...input, headers });

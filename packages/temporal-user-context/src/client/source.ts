@@ -258,7 +258,6 @@ export class ContextSource {
       wf: workflowId,
       wt: start.workflowType,
       tq: start.taskQueue,
-      ad: 'x'.repeat(43),
     };
     const originator = await this.issue(
       action,
@@ -319,8 +318,8 @@ export class ContextSource {
 
   /**
    * The actor header of a signal, update or query to `workflowId` (and `runId`, when the call names
-   * one). An issued token binds the call's name (`call`), which the handler's workflow code states and
-   * workers compare (check 11).
+   * one). An issued token binds the call (`call`: `signal:<name>`, `update:<name>`, `query:<name>`),
+   * which the handler's workflow code states and workers compare (check 11).
    */
   async forActor(workflowId: string, action: string, runId?: string, call?: string): Promise<ContextHeader> {
     const { context, source, forward } = this.who(action, { workflowId, runId });
@@ -338,6 +337,14 @@ export class ContextSource {
       );
       return forward.header;
     }
+    // Lineage facts an activity of the call's handler carries, without the root's start (its type and
+    // queue, which no edge of a signal knows): a floor, which catches a call's name too long to carry.
+    const lin = {
+      root: workflowId,
+      start: Date.now(),
+      wf: workflowId,
+      ...(call !== undefined ? { hn: call } : {}),
+    };
     return this.issue(
       action,
       context,
@@ -348,7 +355,14 @@ export class ContextSource {
         windowSeconds: this.actorWindowSeconds,
         ...(call !== undefined ? { call } : {}),
       },
-      undefined,
+      (header) =>
+        this.fits(
+          action,
+          { ...header, lin },
+          { workflowId, runId },
+          context,
+          "the workflow id or the call's name",
+        ),
       runId,
     );
   }

@@ -32,9 +32,9 @@ export interface IssueOptions {
    */
   boundStart?: BoundStart;
   /**
-   * The call (`actor`, optional): the name of the signal, update or query whose handler alone may act
-   * on the token. The header then asks workflow code to state the call in the lineage facts it sends
-   * (`b`, docs/wire-format.md).
+   * The call (`actor`, optional): `signal:<name>`, `update:<name>` or `query:<name>`, whose handler alone
+   * may act on the token (1 to 1000 characters). The header then asks workflow code to state the call it
+   * handles in the lineage facts it sends (`b`, docs/wire-format.md).
    */
   call?: string;
   /** Seconds the start window stays open (default: 60 for start, 300 for actor, 366 days for schedules). */
@@ -75,6 +75,12 @@ export async function issueContextToken(
   // Every token names its audience: one issued for no namespace would only be refused where it is opened.
   if (typeof options.namespace !== 'string' || options.namespace.length === 0)
     throw new UserContextError(ErrorCodes.MISCONFIGURED, 'a token needs the namespace it is issued for');
+  // A call workers could not open (empty, or longer than the claim allows) would only be refused there.
+  if (options.call !== undefined && (options.call.length === 0 || options.call.length > 1000))
+    throw new UserContextError(
+      ErrorCodes.MISCONFIGURED,
+      'an actor token binds a call of 1 to 1000 characters',
+    );
   if (!options.workflowId || (schedule && (!options.scheduleId || !options.scheduledAction))) {
     throw new UserContextError(ErrorCodes.MISCONFIGURED, `a ${options.use} token needs its binding ids`);
   }

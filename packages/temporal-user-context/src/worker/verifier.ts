@@ -16,12 +16,12 @@ export interface VerifierOptions {
   /** Opened tokens kept in memory (default 10 000, an integer ≥ 1); only tokens that opened are cached. */
   cacheSize?: number;
   /**
-   * Refuse start tokens that bind no start (no `wt`: issued by an edge of an earlier version, or by
-   * `issueContextToken` without `boundStart`), which check 10 cannot hold to a workflow type, task queue
-   * and arguments. Default `false`, for the upgrade; turn it on once every edge binds starts and the runs
-   * started before have ended (docs/operations.md).
+   * Refuse start tokens that bind no start (no `wt`) and actor tokens that bind no call (no `nm`):
+   * issued by an edge of an earlier version, or by `issueContextToken` without `boundStart` / `call`,
+   * which checks 10 and 11 cannot hold to what they were issued for. Default `false`, for the upgrade;
+   * turn it on once every edge binds them and the runs started before have ended (docs/operations.md).
    */
-  requireStartBinding?: boolean;
+  requireBoundTokens?: boolean;
   /**
    * The clock windows are checked against, in epoch milliseconds (default `Date.now`). For tests and
    * simulations; a clock that runs behind the edge's extends every window by the difference.
@@ -48,7 +48,7 @@ export class ContextVerifier {
     return this.skew;
   }
   private readonly now: () => number;
-  private readonly requireStartBinding: boolean;
+  private readonly requireBoundTokens: boolean;
 
   constructor(
     private readonly ring: KeyRing,
@@ -67,7 +67,7 @@ export class ContextVerifier {
       }),
     );
     this.now = options.now ?? Date.now;
-    this.requireStartBinding = options.requireStartBinding === true;
+    this.requireBoundTokens = options.requireBoundTokens === true;
   }
 
   /** Opens a token, from cache when this worker opened it before. */
@@ -119,7 +119,7 @@ export class ContextVerifier {
       throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'lineage started after the token start window');
     }
     // The chain is the token's; it must also have started as the token says (start tokens that bind it).
-    if (claims.use === 'start' && boundStart) checkBoundStart(claims, lin, this.requireStartBinding);
+    if (claims.use === 'start' && boundStart) checkBoundStart(claims, lin, this.requireBoundTokens);
     return { claims, context: this.contextOf(claims) };
   }
 
@@ -142,7 +142,7 @@ export class ContextVerifier {
     const now = Math.floor(this.now() / 1000);
     if (now > claims.exp + this.skew)
       throw new UserContextError(ErrorCodes.TOKEN_EXPIRED, 'actor token expired');
-    checkBoundCall(claims, lin);
+    checkBoundCall(claims, lin, this.requireBoundTokens);
     return { claims, context: this.contextOf(claims) };
   }
 
@@ -220,8 +220,11 @@ function checkBoundStart(claims: ContextClaims, lin: Lineage, required: boolean)
  * and act as its user (docs/threat-model.md). Its arguments are not bound: no server record ties an
  * activity to the call whose handler scheduled it, and a digest in the header would expose them.
  */
-function checkBoundCall(claims: ContextClaims, lin: Lineage): void {
-  if (claims.nm === undefined) return;
+function checkBoundCall(claims: ContextClaims, lin: Lineage, required: boolean): void {
+  if (claims.nm === undefined) {
+    if (!required) return;
+    throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'the actor token binds no call');
+  }
   if (lin.hn !== claims.nm)
     throw new UserContextError(
       ErrorCodes.LINEAGE_MISMATCH,

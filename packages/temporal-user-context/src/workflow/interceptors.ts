@@ -100,7 +100,13 @@ function lineageOf(header: ContextHeader): Lineage {
     if (inherited.root !== root) {
       throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'inherited lineage names another root');
     }
-    return Object.assign({}, inherited, { wf: info.workflowId });
+    // Without the call an actor header of the parent or previous run may have stated: the originator's
+    // lineage never names one (check 11 takes it from the handler being run alone).
+    const own: { -readonly [K in keyof Lineage]?: Lineage[K] } = Object.assign({}, inherited, {
+      wf: info.workflowId,
+    });
+    delete own.hn;
+    return own as Lineage;
   }
   const scheduledBy = info.searchAttributes?.[SCHEDULED_BY]?.[0];
   const lineage: { -readonly [K in keyof Lineage]: Lineage[K] } = {
@@ -215,7 +221,7 @@ function admit(
   let actor: ActorRef | undefined;
   try {
     // A query's handler cannot schedule activities: its call is stated to no one.
-    actor = readActor(headers, state, kind === 'query' ? undefined : name);
+    actor = readActor(headers, state, kind === 'query' ? undefined : `${kind}:${name}`);
   } catch (err) {
     throw refused(kind, name, isUserContextError(err) ? err.code : 'bad actor header');
   }
@@ -439,6 +445,7 @@ function activityHeaders<T extends ActivityInput | LocalActivityInput>(input: T)
   if (actor) {
     const lineage = workflowState().originator!.lineage;
     // The call the actor's handler runs for, when its header asks (see readActor).
+    // The call is this handler's alone (lineageOf keeps none in the originator's lineage).
     const lin = actor.call === undefined ? lineage : Object.assign({}, lineage, { hn: actor.call });
     headers[ACTOR_HEADER] = encodeHeader(Object.assign({}, actor.header, { lin }));
   }

@@ -24,8 +24,9 @@ export interface ActorRef {
   /** The header the actor sent, forwarded opaquely to verification. */
   readonly header: ContextHeader;
   /**
-   * The name of the signal or update being handled, when the actor's header asks (`b`): stated to
-   * workers with the actor (`lin.hn`), which compare it with the call the actor's token was issued for.
+   * The signal or update being handled (`signal:<name>` or `update:<name>`), when the actor's header
+   * asks (`b`): stated to workers with the actor (`lin.hn`), which compare it with the call the actor's
+   * token was issued for.
    */
   readonly call?: string;
 }

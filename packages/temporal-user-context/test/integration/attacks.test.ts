@@ -1,5 +1,6 @@
 // Threat-model cases 2–8 against the real dev server, with a client that does not use the plugin.
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
+import { Client } from '@temporalio/client';
 import { Worker } from '@temporalio/worker';
 import http from 'node:http';
 import https from 'node:https';
@@ -456,7 +457,7 @@ describe('a start token copied from history starts only what it was issued for (
 });
 
 describe('an actor token copied from history acts only in the handler of its call (check 11)', () => {
-  it('another signal with the copied actor header gets no verified actor; the same signal again does', async () => {
+  it('another signal, or an update of the same name, with the copied actor header gets no verified actor; the same signal again does', async () => {
     const workflowId = `two-signals-${randomUUID()}`;
     const handle = await runAsUser(alice, () =>
       h.client.workflow.start('twoSignals', { taskQueue: h.taskQueue, workflowId }),
@@ -473,10 +474,29 @@ describe('an actor token copied from history acts only in the handler of its cal
     const attacker = headerWritingClient(h, { [ACTOR_HEADER]: copied });
     await attacker.workflow.getHandle(workflowId).signal('second', 'y');
     await attacker.workflow.getHandle(workflowId).signal('first', 'z');
+    // An update named like the signal: the token binds the call's kind too. (The raw client's update
+    // carries no header of its own: the copied one is added by hand.)
+    const updater = new Client({
+      connection: h.connection,
+      namespace: h.namespace,
+      dataConverter: h.rawClient.options.dataConverter,
+      interceptors: {
+        workflow: [
+          {
+            startUpdate: (input, next) =>
+              next({ ...input, headers: { ...input.headers, [ACTOR_HEADER]: copied } }),
+          },
+        ],
+      },
+    });
+    expect(await updater.workflow.getHandle(workflowId).executeUpdate('first', { args: ['u'] })).toBe(
+      ErrorCodes.LINEAGE_MISMATCH,
+    );
     await runAsUser(alice, () => handle.signal('done'));
     expect(await handle.result()).toEqual({
       'first:x': carol.userId,
       'second:y': ErrorCodes.LINEAGE_MISMATCH,
+      'update first:u': ErrorCodes.LINEAGE_MISMATCH,
       // What stays: the same call with other arguments (not bound: docs/wire-format.md, check 11).
       'first:z': carol.userId,
     });

@@ -140,7 +140,7 @@ describe('activities scheduled by a rogue workflow', () => {
       const forge = {
         header: JSON.stringify({ ...header, lin: own }),
         // The rogue states the call the token was issued for, as it states the root (check 11).
-        actor: JSON.stringify({ ...copied, lin: { ...own, root: victim.workflowId, hn: 'go' } }),
+        actor: JSON.stringify({ ...copied, lin: { ...own, root: victim.workflowId, hn: 'signal:go' } }),
       };
       return h.rawClient.workflow.execute('whoActsOn', {
         taskQueue: rogueQueue,

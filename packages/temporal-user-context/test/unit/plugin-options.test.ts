@@ -302,7 +302,7 @@ describe('the options object itself', () => {
     ['bindScheduleArguments as a number', { bindScheduleArguments: 0 }],
     ['bindStartArguments as a string', { bindStartArguments: 'false' }],
     ['bindStartArguments as null', { bindStartArguments: null }],
-    ['verifier.requireStartBinding as a string', { verifier: { requireStartBinding: 'true' } }],
+    ['verifier.requireBoundTokens as a string', { verifier: { requireBoundTokens: 'true' } }],
     ['systemActivities that is not an object', { systemActivities: 'x' }],
     ['systemActivities as pairs', { systemActivities: [['a']] }],
     ['a principal that is not a name', { systemActivities: { sweep: [1] } }],
@@ -331,7 +331,7 @@ describe('the options object itself', () => {
       { bindScheduleArguments: false },
       { bindScheduleArguments: true },
       { bindStartArguments: false },
-      { verifier: { requireStartBinding: true } },
+      { verifier: { requireBoundTokens: true } },
       { systemActivities: { sweep: ['janitor', 'reporter'] } },
     ])
       expect(() => plugin(options as never)).not.toThrow();

@@ -232,7 +232,7 @@ describe('context tokens', () => {
     expect(unbound.b).toBeUndefined();
     expect(await verdict({ wt: undefined, tq: undefined, ad: undefined }, unbound)).toBeUndefined();
     // ... unless the verifier requires bound starts (once every edge binds them).
-    const strict = new ContextVerifier(worker, { requireStartBinding: true });
+    const strict = new ContextVerifier(worker, { requireBoundTokens: true });
     expect(
       await codeOf(
         strict.verifyOriginator({ ...unbound, lin: { root: 'wf-1', wf: 'wf-1', start: lin.start } }, facts),
@@ -249,27 +249,34 @@ describe('context tokens', () => {
 
   it("an actor token that binds its call holds only in that call's handler (check 11)", async () => {
     const verifier = new ContextVerifier(worker);
-    const { header, claims } = await issueContextToken(edge, alice, {
-      namespace: 'ns-a',
-      use: 'actor',
-      workflowId: 'wf-1',
-      call: 'approve',
-    });
-    expect([header.b, claims.nm]).toEqual([1, 'approve']);
+    const actorToken = (call?: string) =>
+      issueContextToken(edge, alice, {
+        namespace: 'ns-a',
+        use: 'actor',
+        workflowId: 'wf-1',
+        ...(call === undefined ? {} : { call }),
+      });
+    const { header, claims } = await actorToken('signal:approve');
+    expect([header.b, claims.nm]).toEqual([1, 'signal:approve']);
     const lin = { root: 'wf-1', wf: 'wf-1', start: claims.iat * 1000 };
     const facts = { namespace: 'ns-a', workflowId: 'wf-1' };
-    const verdict = (hn?: string, h = header) =>
-      codeOf(verifier.verifyActor({ ...h, lin: hn === undefined ? lin : { ...lin, hn } }, facts));
-    expect(await verdict('approve')).toBeUndefined();
-    expect(await verdict('reject')).toBe(ErrorCodes.LINEAGE_MISMATCH);
-    expect(await verdict(undefined)).toBe(ErrorCodes.LINEAGE_MISMATCH);
-    const { header: unbound } = await issueContextToken(edge, alice, {
-      namespace: 'ns-a',
-      use: 'actor',
-      workflowId: 'wf-1',
-    });
+    const verdict = (hn?: string, h = header, v = verifier) =>
+      codeOf(v.verifyActor({ ...h, lin: hn === undefined ? lin : { ...lin, hn } }, facts));
+    expect(await verdict('signal:approve')).toBeUndefined();
+    // Another call, the same name of another kind, or outside any handler.
+    for (const hn of ['signal:reject', 'update:approve', 'query:approve', 'approve', undefined])
+      expect(await verdict(hn), String(hn)).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    // A token that binds no call (an earlier edge's) holds anywhere, unless bound tokens are required.
+    const { header: unbound } = await actorToken();
+    expect(unbound.b).toBeUndefined();
     expect(await verdict(undefined, unbound)).toBeUndefined();
-    expect(await verdict('reject', unbound)).toBeUndefined();
+    expect(await verdict('signal:reject', unbound)).toBeUndefined();
+    const strict = new ContextVerifier(worker, { requireBoundTokens: true });
+    expect(await verdict(undefined, unbound, strict)).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    expect(await verdict('signal:approve', header, strict)).toBeUndefined();
+    // A call no worker could open is refused where it is issued.
+    for (const call of ['', 'x'.repeat(1001)])
+      expect(await codeOf(actorToken(call)), `${call.length} characters`).toBe(ErrorCodes.MISCONFIGURED);
   });
 
   it('only start and schedule tokens bind a start; the binding names type and queue together', async () => {
