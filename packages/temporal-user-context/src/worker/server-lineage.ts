@@ -110,7 +110,6 @@ export async function withServerLineage(
   if (bound.wt !== undefined) {
     lin.wt = lineage.workflowType;
     lin.tq = lineage.taskQueue;
-    delete lin.ad;
     if (bound.ad !== undefined) {
       const run = { workflowId: lineage.root, runId: lineage.firstRunId };
       lin.ad = await digests.get(`${run.workflowId}\u0000${run.runId}`, () => startArgsDigest(client, run));

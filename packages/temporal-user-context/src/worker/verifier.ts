@@ -187,10 +187,11 @@ export class ContextVerifier {
 
 /**
  * A start token that binds how its root started (`wt`, `tq`, `ad`) holds only for a lineage whose root
- * started so: its workflow type and task queue as the root's workflow code stated them in `lin`, or, with
- * the server's lineage, its workflow type, task queue and arguments as the server recorded them. Without it, whoever could read the
- * token from history and start workflows could start the token's workflow id again within its window,
- * as another workflow, elsewhere, or with other arguments, and act as its user (docs/threat-model.md).
+ * started so: its workflow type and task queue as the root's workflow code stated them in `lin`, or,
+ * with the server's lineage, its workflow type, task queue and arguments as the server recorded them.
+ * Without it, whoever could read the token from history and start workflows could start the token's
+ * workflow id again within its window, as another workflow, elsewhere, or with other arguments, and
+ * act as its user (docs/threat-model.md).
  */
 function checkBoundStart(claims: ContextClaims, lin: Lineage, required: boolean): void {
   if (claims.wt === undefined) {
