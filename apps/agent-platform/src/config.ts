@@ -191,6 +191,21 @@ export function actorWindowSeconds(env: NodeJS.ProcessEnv = process.env): number
 }
 
 /**
+ * Where the worker takes each activity's lineage from (`activityLineage`): AGENT_PLATFORM_ACTIVITY_LINEAGE
+ * (`server` or `header`), else (unset or empty) `server`. The platform asks the server: a rogue worker's
+ * workflow cannot borrow a token copied from history, and a start token copied into a new start of its
+ * run is held to the run's arguments too (docs/wire-format.md, checks 8 and 10), for one to three
+ * lookups per run and one per chain. `header` saves them (the library's default).
+ */
+export function activityLineage(env: NodeJS.ProcessEnv = process.env): 'server' | 'header' {
+  const value = env.AGENT_PLATFORM_ACTIVITY_LINEAGE;
+  if (!value) return 'server';
+  if (value !== 'server' && value !== 'header')
+    throw new Error("AGENT_PLATFORM_ACTIVITY_LINEAGE must be 'server' or 'header'");
+  return value;
+}
+
+/**
  * The search-attribute mirror: AGENT_PLATFORM_SEARCH_ATTRIBUTES (`pseudonym`, `plain` or `off`), else
  * (unset or empty) `fallback`. Turn it on only where `UserId` and `WorkspaceId` are registered on the
  * namespace: the server refuses every start that sets an unregistered search attribute.

@@ -16,6 +16,7 @@ import {
   AUDIT_FLUSH_TIMEOUT_MS,
   DATA_DIR,
   REPO_ROOT,
+  activityLineage,
   actorWindowSeconds,
   assertPlatformIsolation,
   platformKeyRing,
@@ -115,6 +116,7 @@ async function main(): Promise<void> {
     keys: keys.worker,
     audit: [dbAudit, pinoAuditSink()],
     taskQueue: taskQueue(),
+    activityLineage: activityLineage(),
   });
   const running = worker.run();
 

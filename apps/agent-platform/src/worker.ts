@@ -14,6 +14,7 @@ import { postgresAuditSink, withUserScope, type SqlDatabase } from 'temporal-use
 import { createActivities } from './activities.js';
 import {
   AUDIT_FLUSH_TIMEOUT_MS,
+  activityLineage,
   assertPlatformIsolation,
   platformKeyRing,
   openDatabase,
@@ -37,6 +38,8 @@ export interface CreateWorkerOptions {
   provider?: ModelProvider;
   /** Audit sinks; default: the audit_log table plus pino on stdout. */
   audit?: AuditSink[];
+  /** Where activities' lineage comes from (default `server`: see `activityLineage` in config.ts). */
+  activityLineage?: 'server' | 'header';
   worker?: Partial<WorkerOptions>;
 }
 
@@ -46,6 +49,7 @@ export async function createWorker(options: CreateWorkerOptions): Promise<Worker
     keys: options.keys,
     audit: options.audit ?? [postgresAuditSink(options.db), pinoAuditSink()],
     isRevoked: (verified) => actorRemoved(options.db, verified),
+    activityLineage: options.activityLineage ?? 'server',
   });
   return Worker.create({
     connection: options.connection,
@@ -95,6 +99,7 @@ async function main(): Promise<void> {
     keys,
     audit: [dbAudit, pinoAuditSink()],
     taskQueue: queue,
+    activityLineage: activityLineage(),
   });
   // The SDK shuts the worker down on SIGINT/SIGTERM (WorkerOptions.shutdownSignals); run() then resolves.
   console.log(`worker: polling task queue ${queue} in namespace ${namespace}`);

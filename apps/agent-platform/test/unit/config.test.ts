@@ -11,6 +11,7 @@ import {
   UserContextPlugin,
 } from 'temporal-user-context';
 import {
+  activityLineage,
   actorWindowSeconds,
   ensureKeyFiles,
   platformKeyRing,
@@ -35,6 +36,22 @@ describe('searchAttributeMirror', () => {
     for (const value of ['on', 'PSEUDONYM', ' off'])
       expect(() => searchAttributeMirror('off', { AGENT_PLATFORM_SEARCH_ATTRIBUTES: value })).toThrow(
         /must be pseudonym, plain or off/,
+      );
+  });
+});
+
+describe('activityLineage', () => {
+  it("takes AGENT_PLATFORM_ACTIVITY_LINEAGE; unset or empty is 'server'", () => {
+    expect(activityLineage({})).toBe('server');
+    expect(activityLineage({ AGENT_PLATFORM_ACTIVITY_LINEAGE: '' })).toBe('server');
+    expect(activityLineage({ AGENT_PLATFORM_ACTIVITY_LINEAGE: 'header' })).toBe('header');
+    expect(activityLineage({ AGENT_PLATFORM_ACTIVITY_LINEAGE: 'server' })).toBe('server');
+  });
+
+  it('refuses anything else, naming the variable', () => {
+    for (const value of ['Server', 'none', ' server'])
+      expect(() => activityLineage({ AGENT_PLATFORM_ACTIVITY_LINEAGE: value })).toThrow(
+        'AGENT_PLATFORM_ACTIVITY_LINEAGE',
       );
   });
 });
