@@ -59,16 +59,29 @@ export async function userActivityEnvironment(
   const namespace = options.info?.workflowNamespace ?? 'default';
   // As runAsUser does at the edge: a context outside the documented format is refused here.
   const user = parseUserContext(options.user);
+  // Bound to a start as the edge binds every start (check 10), so that a plugin requiring bound tokens
+  // (`verifier.requireBoundTokens`) takes it too.
+  const start = {
+    workflowType: options.info?.workflowType ?? 'TestWorkflow',
+    taskQueue: options.info?.taskQueue ?? 'test',
+  };
   const { header } = await issueContextToken(KeyRing.fromJSON(edge), user, {
     namespace,
     use: 'start',
     workflowId,
+    boundStart: start,
   });
   // What this plugin's workflow interceptors send an activity: the token and the lineage facts.
   const headers = {
     [ORIGINATOR_HEADER]: encodeHeader({
       ...header,
-      lin: { root: workflowId, start: Date.now(), wf: workflowId },
+      lin: {
+        root: workflowId,
+        start: Date.now(),
+        wf: workflowId,
+        wt: start.workflowType,
+        tq: start.taskQueue,
+      },
     }),
   };
   const audit = memoryAuditSink();

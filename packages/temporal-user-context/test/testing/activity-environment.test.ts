@@ -103,6 +103,15 @@ describe('userActivityEnvironment', () => {
     });
   });
 
+  it('sends a token bound to its start, which a plugin requiring bound tokens takes', async () => {
+    const { env, audit } = await userActivityEnvironment({
+      user: alice,
+      plugin: { verifier: { requireBoundTokens: true } },
+    });
+    expect(await env.run(async () => currentUserContext())).toEqual(alice);
+    expect(audit.events.map((e) => [e.action, e.decision])).toEqual([['activity.execute', 'allow']]);
+  });
+
   it('refuses an invalid user before running anything', async () => {
     await expect(
       userActivityEnvironment({ user: { userId: 'bad id', workspaceId: 'ws', roles: [] } }),
