@@ -1,4 +1,5 @@
 import type {
+  CompiledWorkflowOptions,
   CreateScheduleInput,
   CreateScheduleOutput,
   Next,
@@ -17,9 +18,24 @@ import type {
   WorkflowTerminateInput,
 } from '@temporalio/client';
 import type { Headers } from '@temporalio/common';
+import { optionalTsToMs } from '@temporalio/common/lib/time.js';
+import type { BoundStart } from '../crypto/claims.js';
 import { ACTOR_HEADER, ORIGINATOR_HEADER, withHeader } from '../header/wire.js';
 import type { ContextSource } from './source.js';
 import { mirrorOptions } from './mirror.js';
+
+/**
+ * When a start runs: its cron schedule and delay (ms), when it has them, which its token binds so that a
+ * copy of it cannot add them (check 10).
+ */
+function timing(options: CompiledWorkflowOptions): Pick<BoundStart, 'cronSchedule' | 'startDelayMs'> {
+  // Whole milliseconds, floored as workers read the server's record of it.
+  const delay = Math.floor(optionalTsToMs(options.startDelay) ?? 0);
+  return {
+    ...(options.cronSchedule ? { cronSchedule: options.cronSchedule } : {}),
+    ...(delay ? { startDelayMs: delay } : {}),
+  };
+}
 
 /**
  * Client interceptors: every call that the server can attach a header to carries a context from the
@@ -57,6 +73,7 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
       workflowType: input.workflowType,
       taskQueue: input.options.taskQueue,
       args: input.options.args ?? [],
+      ...timing(input.options),
     });
     return {
       ...input,
@@ -76,6 +93,7 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
         workflowType: input.workflowType,
         taskQueue: input.options.taskQueue,
         args: input.options.args ?? [],
+        ...timing(input.options),
       },
     );
     // One header set serves both the start and the signal: the starter is also the actor.
@@ -102,6 +120,7 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
       workflowType: input.workflowType,
       taskQueue: input.workflowStartOptions.taskQueue,
       args: input.workflowStartOptions.args ?? [],
+      ...timing(input.workflowStartOptions),
     });
     return next({
       ...input,

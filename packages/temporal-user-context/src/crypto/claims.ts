@@ -15,6 +15,10 @@ export interface BoundStart {
   args?: readonly unknown[];
   /** Their digest, when already computed (`createArgsDigest`); used instead of `args`. */
   argsDigest?: string;
+  /** A start's cron schedule, when it has one (`cr`); schedules' actions bind none. */
+  cronSchedule?: string;
+  /** A start's delay in milliseconds, when it has one (`dl`); schedules' actions bind none. */
+  startDelayMs?: number;
 }
 
 /** A schedule's action as its token binds it (the name it had before start tokens bound starts too). */
@@ -55,6 +59,12 @@ export const claimsSchema = z
      * that acts on it must be running (check 11). Optional, for tokens issued before calls were bound.
      */
     nm: z.string().min(1).max(1000).optional(),
+    /**
+     * Start tokens: the start's cron schedule and delay (ms), when it had them; a start without them
+     * binds their absence (check 10). Optional, as the start binding is.
+     */
+    cr: z.string().min(1).max(1000).optional(),
+    dl: z.number().int().positive().max(Number.MAX_SAFE_INTEGER).optional(),
     /** Pseudonyms the header shows; a header whose hints differ from these is refused. */
     wsh: z.string().max(64),
     subh: z.string().max(64),
@@ -78,9 +88,13 @@ export const claimsSchema = z
       message: 'binding must match use',
     },
   )
-  // The start binding is both or neither (tokens issued before it was bound have neither).
+  // The start binding is both or neither (tokens issued before it was bound have neither); the rest of
+  // it only with them, and a start's cron schedule and delay only in start tokens.
   .refine(
-    (c) => (c.wt === undefined) === (c.tq === undefined) && (c.ad === undefined || c.wt !== undefined),
+    (c) =>
+      (c.wt === undefined) === (c.tq === undefined) &&
+      (c.ad === undefined || c.wt !== undefined) &&
+      ((c.cr === undefined && c.dl === undefined) || (c.use === 'start' && c.wt !== undefined)),
     {
       message: 'a start binds its workflow type and task queue together, and its arguments only with them',
     },

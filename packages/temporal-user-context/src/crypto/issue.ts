@@ -43,11 +43,20 @@ export interface IssueOptions {
   now?: () => number;
 }
 
-/** The claims binding a start: workflow type, task queue and, when given, the arguments. */
-function startClaims(action: BoundStart): Pick<ContextClaims, 'wt' | 'tq' | 'ad'> {
-  const bound = { wt: action.workflowType, tq: action.taskQueue };
+/**
+ * The claims binding a start: workflow type, task queue and, when given, the arguments, and a start's
+ * cron schedule and delay when it has them.
+ */
+function startClaims(action: BoundStart): Pick<ContextClaims, 'wt' | 'tq' | 'ad' | 'cr' | 'dl'> {
+  const bound: Pick<ContextClaims, 'wt' | 'tq' | 'ad' | 'cr' | 'dl'> = {
+    wt: action.workflowType,
+    tq: action.taskQueue,
+  };
   const ad = action.argsDigest ?? (action.args === undefined ? undefined : createArgsDigest(action.args));
-  return ad === undefined ? bound : Object.assign(bound, { ad });
+  if (ad !== undefined) bound.ad = ad;
+  if (action.cronSchedule) bound.cr = action.cronSchedule;
+  if (action.startDelayMs) bound.dl = action.startDelayMs;
+  return bound;
 }
 
 /** Default start windows, in seconds, by token use. */

@@ -19,6 +19,7 @@ export const lineageSchema = z
     sched: WF_ID.optional(),
     wt: WF_ID.optional(),
     tq: WF_ID.optional(),
+    cr: WF_ID.optional(),
     hn: WF_ID.optional(),
   })
   .strict();

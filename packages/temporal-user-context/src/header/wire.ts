@@ -58,12 +58,19 @@ export interface Lineage {
    */
   readonly wt?: string;
   readonly tq?: string;
+  /** With `wt`: the root's cron schedule (`workflowInfo().cronSchedule`), when it has one. */
+  readonly cr?: string;
   /**
    * The digest of the arguments the root's chain started with: never on the wire (a digest in a header
    * would let anyone who reads history guess the encrypted input); set by a worker from the server's
    * record of the chain's first run (`withServerLineage`), for the verifier to compare.
    */
   readonly ad?: string;
+  /**
+   * The delay (ms) before the chain's first run started: never on the wire (workflow code does not know
+   * it); set by a worker from the server's record of that run (`withServerLineage`).
+   */
+  readonly dl?: number;
   /** On an actor header only, when it asks (`b`): the signal or update whose handler sent it. */
   readonly hn?: string;
 }
@@ -79,7 +86,7 @@ export interface ContextHeader {
 }
 
 const HEADER_KEYS = new Set(['v', 'tok', 'ws', 'sub', 'b', 'lin']);
-const LINEAGE_KEYS = new Set(['root', 'start', 'wf', 'sched', 'wt', 'tq', 'hn']);
+const LINEAGE_KEYS = new Set(['root', 'start', 'wf', 'sched', 'wt', 'tq', 'cr', 'hn']);
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -105,6 +112,7 @@ function isLineage(value: unknown): value is Lineage {
     (value.sched === undefined || isWorkflowId(value.sched)) &&
     (value.wt === undefined || isWorkflowId(value.wt)) &&
     (value.tq === undefined || isWorkflowId(value.tq)) &&
+    (value.cr === undefined || isWorkflowId(value.cr)) &&
     (value.hn === undefined || isWorkflowId(value.hn))
   );
 }

@@ -141,7 +141,7 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
             header,
             lineage,
             verified.claims,
-            this.options.lineage.startDigests,
+            this.options.lineage.starts,
           );
           verified = await this.options.verifier.verifyOriginator(checked, facts);
         }

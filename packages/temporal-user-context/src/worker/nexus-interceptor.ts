@@ -22,8 +22,7 @@ import {
   type NexusCaller,
   type NexusCallerPolicy,
 } from './nexus-caller.js';
-import { withServerLineage, type ConfirmedLineage } from './server-lineage.js';
-import { SuccessCache } from './success-cache.js';
+import { FirstRunStarts, withServerLineage, type ConfirmedLineage } from './server-lineage.js';
 import { runInNexusScope, type ActivityScope } from './scope.js';
 import type { ContextVerifier, Verified } from './verifier.js';
 
@@ -143,8 +142,8 @@ const OTHER_NAMESPACE =
  * audited (`nexus.start`, `nexus.cancel`).
  */
 export class NexusGuard implements NexusInboundCallsInterceptor {
-  /** Digests of the input of the callers' chains' first runs, for tokens that bind their arguments. */
-  private readonly startDigests = new SuccessCache<string>(10_000);
+  /** How the callers' chains' first runs started, for tokens that bind their root's start. */
+  private readonly starts = new FirstRunStarts();
 
   constructor(
     private readonly options: OriginatorChecks & {
@@ -276,7 +275,7 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
     confirmedRun: string | undefined,
   ): Promise<Admission> {
     const bound = await this.options.verifier.open(header.tok);
-    const checked = await withServerLineage(getClient(), header, lineage, bound, this.startDigests);
+    const checked = await withServerLineage(getClient(), header, lineage, bound, this.starts);
     const verified = await this.options.verifier.verifyOriginator(checked, caller);
     return { verified, checked, confirmedRun };
   }

@@ -1,5 +1,6 @@
 import { isGrpcServiceError, type Client } from '@temporalio/client';
 import { arrayFromPayloads, type Payload, type SerializationContext } from '@temporalio/common';
+import type { temporal } from '@temporalio/proto';
 import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
 import { argsDigest } from '../crypto/args-digest.js';
 import type { ContextHeader, Lineage } from '../header/wire.js';
@@ -92,30 +93,56 @@ export async function serverLineage(
 
 /**
  * `header` with the lineage the server stated in place of the one its workflow wrote: root and chain
- * start and, for a token that binds its root's start (`wt`), the chain's first run's workflow type and
- * task queue and, when it binds arguments (`ad`), the digest of that run's input (one history read per
- * chain, kept in `digests`; a first run past retention cannot be read, and is refused).
+ * start and, for a token that binds its root's start (`wt`), how the chain's first run started: its
+ * workflow type and task queue, its cron schedule or start delay (its start event: one history read per
+ * chain, kept in `starts`) and, when the token binds arguments (`ad`), the digest of its input. A first
+ * run past retention cannot be read, and is refused.
  */
 export async function withServerLineage(
   client: Client,
   header: ContextHeader,
   lineage: ConfirmedLineage,
   bound: { wt?: string; ad?: string },
-  digests: SuccessCache<string>,
+  starts: FirstRunStarts,
 ): Promise<ContextHeader> {
   const lin: { -readonly [K in keyof Lineage]?: Lineage[K] } = Object.assign({}, header.lin, {
     root: lineage.root,
     start: lineage.chainStart,
   });
   if (bound.wt !== undefined) {
+    const run = { workflowId: lineage.root, runId: lineage.firstRunId };
+    const started = await starts.started(client, run);
     lin.wt = lineage.workflowType;
     lin.tq = lineage.taskQueue;
-    if (bound.ad !== undefined) {
-      const run = { workflowId: lineage.root, runId: lineage.firstRunId };
-      lin.ad = await digests.get(`${run.workflowId}\u0000${run.runId}`, () => startArgsDigest(client, run));
-    }
+    delete lin.cr;
+    delete lin.dl;
+    // A cron run's first task waits for its tick, not for a start delay.
+    if (started.cronSchedule) lin.cr = started.cronSchedule;
+    else lin.dl = timestampMs(started.firstWorkflowTaskBackoff ?? {});
+    if (bound.ad !== undefined) lin.ad = await starts.digest(client, run);
   }
   return Object.assign({}, header, { lin: lin as Lineage });
+}
+
+type StartedAttributes = temporal.api.history.v1.IWorkflowExecutionStartedEventAttributes;
+
+/**
+ * The start events of chains' first runs (one history read per chain per worker) and the digests of
+ * their input, for tokens that bind their root's start (check 10). Only what was read is kept.
+ */
+export class FirstRunStarts {
+  private readonly events = new SuccessCache<StartedAttributes>(CACHE_SIZE);
+  private readonly digests = new SuccessCache<string>(CACHE_SIZE);
+
+  started(client: Client, run: RunRef): Promise<StartedAttributes> {
+    return this.events.get(`${run.workflowId}\u0000${run.runId}`, () => firstStart(client, run));
+  }
+
+  digest(client: Client, run: RunRef): Promise<string> {
+    return this.digests.get(`${run.workflowId}\u0000${run.runId}`, async () =>
+      inputDigest(client, run, await this.started(client, run)),
+    );
+  }
 }
 
 /**
@@ -126,8 +153,8 @@ export async function withServerLineage(
  */
 export class ActivityLineageCheck {
   private readonly confirmed = new SuccessCache<ConfirmedLineage>(CACHE_SIZE);
-  /** Digests of the input of the chains' first runs, for tokens that bind their root's arguments. */
-  readonly startDigests = new SuccessCache<string>(CACHE_SIZE);
+  /** How the chains' first runs started, for tokens that bind their root's start. */
+  readonly starts = new FirstRunStarts();
 
   confirm(client: Client, run: RunRef): Promise<ConfirmedLineage> {
     return this.confirmed.get(`${run.workflowId}\u0000${run.runId}`, () => serverLineage(client, run));
@@ -150,11 +177,15 @@ export function lineageRefusal(reason: string): UserContextError {
  * converter, in the run's serialization context. A payload that does not decode is a refusal.
  */
 export async function startArgsDigest(client: Client, run: RunRef): Promise<string> {
-  const { namespace, loadedDataConverter: converter } = client.options;
+  return inputDigest(client, run, await firstStart(client, run));
+}
+
+/** The start event of `run` (one history read); a run the server does not show is a refusal. */
+async function firstStart(client: Client, run: RunRef): Promise<StartedAttributes> {
   let history;
   try {
     history = await client.workflowService.getWorkflowExecutionHistory({
-      namespace,
+      namespace: client.options.namespace,
       execution: run,
       maximumPageSize: 1,
     });
@@ -163,6 +194,12 @@ export async function startArgsDigest(client: Client, run: RunRef): Promise<stri
   }
   const started = history.history?.events?.[0]?.workflowExecutionStartedEventAttributes;
   if (!started) throw lineageRefusal("the server shows no start of the root's chain");
+  return started;
+}
+
+/** {@link startArgsDigest} of a start event already read. */
+async function inputDigest(client: Client, run: RunRef, started: StartedAttributes): Promise<string> {
+  const { namespace, loadedDataConverter: converter } = client.options;
   const context: SerializationContext = { type: 'workflow', namespace, workflowId: run.workflowId };
   // Named by its code or class only: a payload converter's message may quote the payload (JSON.parse's
   // does), and the reason goes to the audit trail.

@@ -205,6 +205,17 @@ function checkBoundStart(claims: ContextClaims, lin: Lineage, required: boolean)
       ErrorCodes.LINEAGE_MISMATCH,
       'the lineage root was started as another workflow type or on another task queue than its token binds',
     );
+  if (lin.cr !== claims.cr)
+    throw new UserContextError(
+      ErrorCodes.LINEAGE_MISMATCH,
+      'the lineage root was started with another cron schedule than its token binds',
+    );
+  // The delay only where a worker read it from the server: workflow code does not know it.
+  if (lin.dl !== undefined && lin.dl !== (claims.dl ?? 0))
+    throw new UserContextError(
+      ErrorCodes.LINEAGE_MISMATCH,
+      'the lineage root was started with another start delay than its token binds',
+    );
   // Arguments only where a worker read them from the server (`withServerLineage`): no header carries a
   // digest of them (docs/wire-format.md, check 10).
   if (claims.ad !== undefined && lin.ad !== undefined && lin.ad !== claims.ad)

@@ -122,6 +122,8 @@ function lineageOf(header: ContextHeader): Lineage {
   if (header.b === 1) {
     lineage.wt = info.workflowType;
     lineage.tq = info.taskQueue;
+    // A cron schedule the start did not have would run the user's workflow again and again.
+    if (info.cronSchedule) lineage.cr = info.cronSchedule;
   }
   return lineage;
 }

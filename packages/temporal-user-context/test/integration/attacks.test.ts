@@ -360,7 +360,7 @@ describe('a start token copied from history starts only what it was issued for (
   async function restartedCopy(
     genuine: string,
     workflowType: string,
-    options: { taskQueue: string; args?: unknown[] },
+    options: { taskQueue: string; args?: unknown[]; startDelay?: string },
   ): Promise<string | undefined> {
     const attacker = await copiedStartHeaderClient(h, genuine);
     return failureTypeOf(
@@ -437,6 +437,88 @@ describe('a start token copied from history starts only what it was issued for (
         ...again,
       }),
     ).toEqual(alice);
+  });
+
+  /**
+   * Waits for an activity of `workflowId` to be allowed or refused, among the records from `since` on;
+   * returns those decisions.
+   */
+  async function activityDecisions(workflowId: string, since: number): Promise<string[]> {
+    return vi.waitFor(
+      () => {
+        const seen = h.audit.events
+          .slice(since)
+          .filter((e) => e.workflowId === workflowId && e.action === 'activity.execute')
+          .map((e) => (e.decision === 'allow' ? 'allow' : (e.detail ?? e.reason)));
+        expect(seen.length).toBeGreaterThan(0);
+        return seen;
+      },
+      { timeout: 15_000, interval: 50 },
+    );
+  }
+
+  it('a cron schedule the start did not have is refused; one it had runs', async () => {
+    // A copy that adds a cron schedule would run the user's workflow again and again, as the user.
+    const cron = { cronSchedule: '@every 1s' } as const;
+    const genuine = await aliceRan('viaActivity', h.taskQueue, []);
+    const attacker = await copiedStartHeaderClient(h, genuine);
+    const since = h.audit.events.length;
+    const copy = await attacker.workflow.start('viaActivity', {
+      taskQueue: h.taskQueue,
+      workflowId: genuine,
+      ...cron,
+      ...again,
+    });
+    try {
+      // (Every run of the copy, however many the cron started by now.)
+      for (const decision of await activityDecisions(genuine, since))
+        expect(decision).toContain('another cron schedule');
+    } finally {
+      await copy.terminate();
+    }
+    const ownSince = h.audit.events.length;
+    const own = await runAsUser(alice, () =>
+      h.client.workflow.start('viaActivity', {
+        taskQueue: h.taskQueue,
+        workflowId: `cron-${randomUUID()}`,
+        ...cron,
+      }),
+    );
+    try {
+      for (const decision of await activityDecisions(own.workflowId, ownSince))
+        expect(decision).toBe('allow');
+    } finally {
+      await own.terminate();
+    }
+  });
+
+  it("a start delay the start did not have is refused with the server's lineage; one it had runs", async () => {
+    // A delayed copy would run as the user long after the window; workflow code does not know the
+    // delay, so only the server's record of the start shows it.
+    const server = await otherWorker('server');
+    try {
+      const genuine = await aliceRan('whoamiOn', h.taskQueue, [server.taskQueue]);
+      expect(
+        await restartedCopy(genuine, 'whoamiOn', {
+          taskQueue: h.taskQueue,
+          args: [server.taskQueue],
+          startDelay: '1s',
+        }),
+      ).toBe(ErrorCodes.LINEAGE_MISMATCH);
+      expect(refusedFor(genuine, 'another start delay')).toBe(true);
+      const delayed = await runAsUser(alice, () =>
+        h.client.workflow.execute('whoamiOn', {
+          taskQueue: h.taskQueue,
+          workflowId: `delayed-${randomUUID()}`,
+          args: [server.taskQueue],
+          startDelay: '1s',
+        }),
+      );
+      expect(delayed).toEqual(alice);
+    } finally {
+      server.worker.shutdown();
+      await server.running;
+    }
   });
 
   it('a header that drops the binding flag is refused, not run unbound', async () => {

@@ -143,6 +143,8 @@ describe('the sandbox check and the zod reference schema agree', () => {
         sched: wfId,
         wt: wfId,
         tq: wfId,
+        cr: wfId,
+        hn: wfId,
         ad: fc.oneof(
           fc.constant('a'.repeat(43)),
           fc.stringMatching(/^[A-Za-z0-9_+/=-]{42,44}$/),

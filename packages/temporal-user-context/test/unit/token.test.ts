@@ -214,6 +214,28 @@ describe('context tokens', () => {
       { ad: argsDigest(['agent-2']) },
     ])
       expect(await verdict(over), JSON.stringify(over)).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    // A cron schedule the token does not bind, or lacks one it binds; a delay the server shows.
+    expect(await verdict({ cr: '@every 1m' })).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    expect(await verdict({ dl: 0 })).toBeUndefined();
+    expect(await verdict({ dl: 5000 })).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    const cron = await issueContextToken(edge, alice, {
+      namespace: 'ns-a',
+      use: 'start',
+      workflowId: 'wf-1',
+      boundStart: {
+        workflowType: 'Agent',
+        taskQueue: 'agents',
+        cronSchedule: '@every 1m',
+        startDelayMs: 5000,
+      },
+    });
+    expect([cron.claims.cr, cron.claims.dl]).toEqual(['@every 1m', 5000]);
+    expect(await verdict({ ad: undefined, cr: '@every 1m' }, cron.header)).toBeUndefined();
+    expect(await verdict({ ad: undefined }, cron.header)).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    expect(await verdict({ ad: undefined, cr: '@every 1m', dl: 5000 }, cron.header)).toBeUndefined();
+    expect(await verdict({ ad: undefined, cr: '@every 1m', dl: 0 }, cron.header)).toBe(
+      ErrorCodes.LINEAGE_MISMATCH,
+    );
     // No header states a digest of the arguments (it would expose them): without one (header mode) only
     // type and queue are compared; a digest is the server's (`withServerLineage`), and must match.
     expect(await verdict({ ad: undefined })).toBeUndefined();
@@ -302,6 +324,13 @@ describe('context tokens', () => {
     expect(accepts({ use: 'start', ad })).toBe(false);
     expect(accepts({ use: 'actor', wt: 'T', tq: 'Q' })).toBe(false);
     expect(accepts({ use: 'actor', ad })).toBe(false);
+    expect(accepts({ use: 'start', wt: 'T', tq: 'Q', cr: '@every 1h', dl: 1000 })).toBe(true);
+    expect(accepts({ use: 'start', cr: '@every 1h' })).toBe(false);
+    expect(accepts({ use: 'start', dl: 1000 })).toBe(false);
+    expect(accepts({ use: 'start', wt: 'T', tq: 'Q', dl: 0 })).toBe(false);
+    expect(accepts({ use: 'start', wt: 'T', tq: 'Q', dl: 1.5 })).toBe(false);
+    expect(accepts({ use: 'actor', cr: '@every 1h' })).toBe(false);
+    expect(accepts({ use: 'schedule', sch: 's', wt: 'T', tq: 'Q', cr: '@every 1h' })).toBe(false);
     expect(accepts({ use: 'actor', nm: 'approve' })).toBe(true);
     expect(accepts({ use: 'actor', nm: 'approve', ad })).toBe(false);
     expect(accepts({ use: 'start', wt: 'T', tq: 'Q', nm: 'approve' })).toBe(false);
