@@ -25,15 +25,18 @@ import type { ContextSource } from './source.js';
 import { mirrorOptions } from './mirror.js';
 
 /**
- * When a start runs: its cron schedule and delay (ms), when it has them, which its token binds so that a
- * copy of it cannot add them (check 10).
+ * When a start runs: its cron schedule and delay (ms), and whether it has a retry policy, which its token
+ * binds so that a copy of it cannot add them (check 10): each would run the user's workflow later.
  */
-function timing(options: CompiledWorkflowOptions): Pick<BoundStart, 'cronSchedule' | 'startDelayMs'> {
+function timing(
+  options: CompiledWorkflowOptions,
+): Pick<BoundStart, 'cronSchedule' | 'startDelayMs' | 'retried'> {
   // Whole milliseconds, floored as workers read the server's record of it.
   const delay = Math.floor(optionalTsToMs(options.startDelay) ?? 0);
   return {
     ...(options.cronSchedule ? { cronSchedule: options.cronSchedule } : {}),
     ...(delay ? { startDelayMs: delay } : {}),
+    ...(options.retry ? { retried: true } : {}),
   };
 }
 

@@ -258,6 +258,7 @@ export class ContextSource {
       wf: workflowId,
       wt: start.workflowType,
       tq: start.taskQueue,
+      ...(start.cronSchedule ? { cr: start.cronSchedule } : {}),
     };
     const originator = await this.issue(
       action,
@@ -265,7 +266,13 @@ export class ContextSource {
       source,
       { use: 'start', workflowId, windowSeconds: this.startWindowSeconds, boundStart: bound },
       (header) =>
-        this.fits(action, { ...header, lin }, { workflowId }, context, 'the workflow id, type or task queue'),
+        this.fits(
+          action,
+          { ...header, lin },
+          { workflowId },
+          context,
+          'the workflow id, type, task queue or cron schedule',
+        ),
     );
     return { originator, context };
   }

@@ -19,6 +19,8 @@ export interface BoundStart {
   cronSchedule?: string;
   /** A start's delay in milliseconds, when it has one (`dl`); schedules' actions bind none. */
   startDelayMs?: number;
+  /** True when a start has a workflow retry policy (`rp`); schedules' actions bind none. */
+  retried?: boolean;
 }
 
 /** A schedule's action as its token binds it (the name it had before start tokens bound starts too). */
@@ -65,6 +67,8 @@ export const claimsSchema = z
      */
     cr: z.string().min(1).max(1000).optional(),
     dl: z.number().int().positive().max(Number.MAX_SAFE_INTEGER).optional(),
+    /** Start tokens: 1 when the start had a workflow retry policy (check 10); absent when it had none. */
+    rp: z.literal(1).optional(),
     /** Pseudonyms the header shows; a header whose hints differ from these is refused. */
     wsh: z.string().max(64),
     subh: z.string().max(64),
@@ -94,7 +98,8 @@ export const claimsSchema = z
     (c) =>
       (c.wt === undefined) === (c.tq === undefined) &&
       (c.ad === undefined || c.wt !== undefined) &&
-      ((c.cr === undefined && c.dl === undefined) || (c.use === 'start' && c.wt !== undefined)),
+      ((c.cr === undefined && c.dl === undefined && c.rp === undefined) ||
+        (c.use === 'start' && c.wt !== undefined)),
     {
       message: 'a start binds its workflow type and task queue together, and its arguments only with them',
     },

@@ -47,8 +47,8 @@ export interface IssueOptions {
  * The claims binding a start: workflow type, task queue and, when given, the arguments, and a start's
  * cron schedule and delay when it has them.
  */
-function startClaims(action: BoundStart): Pick<ContextClaims, 'wt' | 'tq' | 'ad' | 'cr' | 'dl'> {
-  const bound: Pick<ContextClaims, 'wt' | 'tq' | 'ad' | 'cr' | 'dl'> = {
+function startClaims(action: BoundStart): Pick<ContextClaims, 'wt' | 'tq' | 'ad' | 'cr' | 'dl' | 'rp'> {
+  const bound: Pick<ContextClaims, 'wt' | 'tq' | 'ad' | 'cr' | 'dl' | 'rp'> = {
     wt: action.workflowType,
     tq: action.taskQueue,
   };
@@ -56,6 +56,7 @@ function startClaims(action: BoundStart): Pick<ContextClaims, 'wt' | 'tq' | 'ad'
   if (ad !== undefined) bound.ad = ad;
   if (action.cronSchedule) bound.cr = action.cronSchedule;
   if (action.startDelayMs) bound.dl = action.startDelayMs;
+  if (action.retried) bound.rp = 1;
   return bound;
 }
 

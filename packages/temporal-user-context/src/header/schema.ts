@@ -20,6 +20,7 @@ export const lineageSchema = z
     wt: WF_ID.optional(),
     tq: WF_ID.optional(),
     cr: WF_ID.optional(),
+    rp: z.literal(1).optional(),
     hn: WF_ID.optional(),
   })
   .strict();

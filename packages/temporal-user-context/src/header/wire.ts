@@ -60,6 +60,8 @@ export interface Lineage {
   readonly tq?: string;
   /** With `wt`: the root's cron schedule (`workflowInfo().cronSchedule`), when it has one. */
   readonly cr?: string;
+  /** With `wt`: 1 when the root has a workflow retry policy (`workflowInfo().retryPolicy`). */
+  readonly rp?: 1;
   /**
    * The digest of the arguments the root's chain started with: never on the wire (a digest in a header
    * would let anyone who reads history guess the encrypted input); set by a worker from the server's
@@ -86,7 +88,7 @@ export interface ContextHeader {
 }
 
 const HEADER_KEYS = new Set(['v', 'tok', 'ws', 'sub', 'b', 'lin']);
-const LINEAGE_KEYS = new Set(['root', 'start', 'wf', 'sched', 'wt', 'tq', 'cr', 'hn']);
+const LINEAGE_KEYS = new Set(['root', 'start', 'wf', 'sched', 'wt', 'tq', 'cr', 'rp', 'hn']);
 
 function isRecord(value: unknown): value is Record<string, unknown> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
@@ -113,6 +115,7 @@ function isLineage(value: unknown): value is Lineage {
     (value.wt === undefined || isWorkflowId(value.wt)) &&
     (value.tq === undefined || isWorkflowId(value.tq)) &&
     (value.cr === undefined || isWorkflowId(value.cr)) &&
+    (value.rp === undefined || value.rp === 1) &&
     (value.hn === undefined || isWorkflowId(value.hn))
   );
 }

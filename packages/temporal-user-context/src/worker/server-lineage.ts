@@ -3,6 +3,7 @@ import { arrayFromPayloads, type Payload, type SerializationContext } from '@tem
 import type { temporal } from '@temporalio/proto';
 import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
 import { argsDigest } from '../crypto/args-digest.js';
+import type { ContextClaims } from '../crypto/claims.js';
 import type { ContextHeader, Lineage } from '../header/wire.js';
 import { SuccessCache } from './success-cache.js';
 
@@ -93,55 +94,81 @@ export async function serverLineage(
 
 /**
  * `header` with the lineage the server stated in place of the one its workflow wrote: root and chain
- * start and, for a token that binds its root's start (`wt`), how the chain's first run started: its
- * workflow type and task queue, its cron schedule or start delay (its start event: one history read per
- * chain, kept in `starts`) and, when the token binds arguments (`ad`), the digest of its input. A first
- * run past retention cannot be read, and is refused.
+ * start and, for a start token that binds its root's start (`wt`), how the chain's first run started:
+ * its workflow type and task queue, its cron schedule or start delay (its start event: one history read
+ * per chain, kept in `starts`) and, when the token binds arguments (`ad`), the digest of its input. A
+ * first run past retention cannot be read, and is refused.
  */
 export async function withServerLineage(
   client: Client,
   header: ContextHeader,
   lineage: ConfirmedLineage,
-  bound: { wt?: string; ad?: string },
+  claims: Pick<ContextClaims, 'use' | 'wt' | 'ad'>,
   starts: FirstRunStarts,
 ): Promise<ContextHeader> {
   const lin: { -readonly [K in keyof Lineage]?: Lineage[K] } = Object.assign({}, header.lin, {
     root: lineage.root,
     start: lineage.chainStart,
   });
-  if (bound.wt !== undefined) {
-    const run = { workflowId: lineage.root, runId: lineage.firstRunId };
-    const started = await starts.started(client, run);
+  if (claims.use === 'start' && claims.wt !== undefined) {
+    const firstRun = { workflowId: lineage.root, runId: lineage.firstRunId };
+    // The digest first: its read of the start event serves the facts too.
+    if (claims.ad !== undefined) lin.ad = await starts.digest(client, firstRun);
+    const first = await starts.facts(client, firstRun);
     lin.wt = lineage.workflowType;
     lin.tq = lineage.taskQueue;
     delete lin.cr;
     delete lin.dl;
+    delete lin.rp;
+    if (first.retried) lin.rp = 1;
     // A cron run's first task waits for its tick, not for a start delay.
-    if (started.cronSchedule) lin.cr = started.cronSchedule;
-    else lin.dl = timestampMs(started.firstWorkflowTaskBackoff ?? {});
-    if (bound.ad !== undefined) lin.ad = await starts.digest(client, run);
+    if (first.cronSchedule) lin.cr = first.cronSchedule;
+    else lin.dl = first.backoffMs;
   }
   return Object.assign({}, header, { lin: lin as Lineage });
 }
 
 type StartedAttributes = temporal.api.history.v1.IWorkflowExecutionStartedEventAttributes;
 
+const key = (run: RunRef) => `${run.workflowId}\u0000${run.runId}`;
+
+function factsOf(started: StartedAttributes): StartFacts {
+  return {
+    ...(started.cronSchedule ? { cronSchedule: started.cronSchedule } : {}),
+    // Absent means none (the server writes it for every start).
+    backoffMs: started.firstWorkflowTaskBackoff ? timestampMs(started.firstWorkflowTaskBackoff) : 0,
+    retried: Boolean(started.retryPolicy),
+  };
+}
+
+/** What a run's start event says of when and how often it runs. */
+export interface StartFacts {
+  cronSchedule?: string;
+  /** `firstWorkflowTaskBackoff` in ms: the start delay, or a cron run's wait for its tick. */
+  backoffMs: number;
+  /** Whether the run has a workflow retry policy. */
+  retried: boolean;
+}
+
 /**
- * The start events of chains' first runs (one history read per chain per worker) and the digests of
- * their input, for tokens that bind their root's start (check 10). Only what was read is kept.
+ * What start events say (one history read per chain per worker) and the digests of runs' input, for
+ * start tokens that bind their root's start (check 10). Only those facts are kept, not the events.
  */
 export class FirstRunStarts {
-  private readonly events = new SuccessCache<StartedAttributes>(CACHE_SIZE);
+  private readonly starts = new SuccessCache<StartFacts>(CACHE_SIZE);
   private readonly digests = new SuccessCache<string>(CACHE_SIZE);
 
-  started(client: Client, run: RunRef): Promise<StartedAttributes> {
-    return this.events.get(`${run.workflowId}\u0000${run.runId}`, () => firstStart(client, run));
+  facts(client: Client, run: RunRef): Promise<StartFacts> {
+    return this.starts.get(key(run), async () => factsOf(await firstStart(client, run)));
   }
 
   digest(client: Client, run: RunRef): Promise<string> {
-    return this.digests.get(`${run.workflowId}\u0000${run.runId}`, async () =>
-      inputDigest(client, run, await this.started(client, run)),
-    );
+    return this.digests.get(key(run), async () => {
+      const started = await firstStart(client, run);
+      // The same read gives the facts (errors of that are the digest's: the loader only maps fields).
+      void this.starts.get(key(run), () => Promise.resolve(factsOf(started)));
+      return inputDigest(client, run, started);
+    });
   }
 }
 

@@ -210,6 +210,13 @@ function checkBoundStart(claims: ContextClaims, lin: Lineage, required: boolean)
       ErrorCodes.LINEAGE_MISMATCH,
       'the lineage root was started with another cron schedule than its token binds',
     );
+  if (lin.rp !== claims.rp)
+    throw new UserContextError(
+      ErrorCodes.LINEAGE_MISMATCH,
+      claims.rp === undefined
+        ? 'the lineage root was started with a retry policy its token does not bind'
+        : 'the lineage root was started without the retry policy its token binds',
+    );
   // The delay only where a worker read it from the server: workflow code does not know it.
   if (lin.dl !== undefined && lin.dl !== (claims.dl ?? 0))
     throw new UserContextError(

@@ -124,6 +124,8 @@ function lineageOf(header: ContextHeader): Lineage {
     lineage.tq = info.taskQueue;
     // A cron schedule the start did not have would run the user's workflow again and again.
     if (info.cronSchedule) lineage.cr = info.cronSchedule;
+    // So would a retry policy it did not have: a retry's first task waits for its backoff.
+    if (info.retryPolicy) lineage.rp = 1;
   }
   return lineage;
 }

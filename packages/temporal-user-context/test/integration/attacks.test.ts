@@ -521,6 +521,43 @@ describe('a start token copied from history starts only what it was issued for (
     }
   });
 
+  it.each(['header', 'server'] as const)(
+    "a retry policy the start did not have is refused; one it had runs (the %s's lineage)",
+    async (activityLineage) => {
+      // A retry's start event is written when its previous attempt fails, inside the window, and its
+      // first task waits for the backoff: a copy given a retry policy (and a run that fails) would run
+      // as the user long after the window. failsFirstAttempt fails its first attempt; its retry asks.
+      const other = await otherWorker(activityLineage);
+      try {
+        const retry = { initialInterval: '100ms', maximumAttempts: 2 };
+        const own = await runAsUser(alice, () =>
+          h.client.workflow.execute('failsFirstAttempt', {
+            taskQueue: other.taskQueue,
+            workflowId: `retried-${randomUUID()}`,
+            retry,
+          }),
+        );
+        expect(own).toEqual(alice);
+        const plain = await aliceRan('viaActivity', other.taskQueue, []);
+        const attacker = await copiedStartHeaderClient(h, plain);
+        expect(
+          await failureTypeOf(
+            attacker.workflow.execute('viaActivity', {
+              taskQueue: other.taskQueue,
+              workflowId: plain,
+              retry,
+              ...again,
+            }),
+          ),
+        ).toBe(ErrorCodes.LINEAGE_MISMATCH);
+        expect(refusedFor(plain, 'a retry policy its token does not bind')).toBe(true);
+      } finally {
+        other.worker.shutdown();
+        await other.running;
+      }
+    },
+  );
+
   it('a header that drops the binding flag is refused, not run unbound', async () => {
     const genuine = await aliceRan('viaActivity', h.taskQueue, []);
     const history = await h.rawClient.workflow.getHandle(genuine).fetchHistory();

@@ -218,6 +218,7 @@ describe('context tokens', () => {
     expect(await verdict({ cr: '@every 1m' })).toBe(ErrorCodes.LINEAGE_MISMATCH);
     expect(await verdict({ dl: 0 })).toBeUndefined();
     expect(await verdict({ dl: 5000 })).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    expect(await verdict({ rp: 1 })).toBe(ErrorCodes.LINEAGE_MISMATCH);
     const cron = await issueContextToken(edge, alice, {
       namespace: 'ns-a',
       use: 'start',
@@ -227,13 +228,15 @@ describe('context tokens', () => {
         taskQueue: 'agents',
         cronSchedule: '@every 1m',
         startDelayMs: 5000,
+        retried: true,
       },
     });
-    expect([cron.claims.cr, cron.claims.dl]).toEqual(['@every 1m', 5000]);
-    expect(await verdict({ ad: undefined, cr: '@every 1m' }, cron.header)).toBeUndefined();
-    expect(await verdict({ ad: undefined }, cron.header)).toBe(ErrorCodes.LINEAGE_MISMATCH);
-    expect(await verdict({ ad: undefined, cr: '@every 1m', dl: 5000 }, cron.header)).toBeUndefined();
-    expect(await verdict({ ad: undefined, cr: '@every 1m', dl: 0 }, cron.header)).toBe(
+    expect([cron.claims.cr, cron.claims.dl, cron.claims.rp]).toEqual(['@every 1m', 5000, 1]);
+    expect(await verdict({ ad: undefined, cr: '@every 1m', rp: 1 }, cron.header)).toBeUndefined();
+    expect(await verdict({ ad: undefined, rp: 1 }, cron.header)).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    expect(await verdict({ ad: undefined, cr: '@every 1m' }, cron.header)).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    expect(await verdict({ ad: undefined, cr: '@every 1m', rp: 1, dl: 5000 }, cron.header)).toBeUndefined();
+    expect(await verdict({ ad: undefined, cr: '@every 1m', rp: 1, dl: 0 }, cron.header)).toBe(
       ErrorCodes.LINEAGE_MISMATCH,
     );
     // No header states a digest of the arguments (it would expose them): without one (header mode) only
@@ -326,6 +329,10 @@ describe('context tokens', () => {
     expect(accepts({ use: 'actor', ad })).toBe(false);
     expect(accepts({ use: 'start', wt: 'T', tq: 'Q', cr: '@every 1h', dl: 1000 })).toBe(true);
     expect(accepts({ use: 'start', cr: '@every 1h' })).toBe(false);
+    expect(accepts({ use: 'start', wt: 'T', tq: 'Q', rp: 1 })).toBe(true);
+    expect(accepts({ use: 'start', wt: 'T', tq: 'Q', rp: true })).toBe(false);
+    expect(accepts({ use: 'start', rp: 1 })).toBe(false);
+    expect(accepts({ use: 'actor', rp: 1 })).toBe(false);
     expect(accepts({ use: 'start', dl: 1000 })).toBe(false);
     expect(accepts({ use: 'start', wt: 'T', tq: 'Q', dl: 0 })).toBe(false);
     expect(accepts({ use: 'start', wt: 'T', tq: 'Q', dl: 1.5 })).toBe(false);
