@@ -95,9 +95,10 @@ export async function serverLineage(
 /**
  * `header` with the lineage the server stated in place of the one its workflow wrote: root and chain
  * start and, for a start token that binds its root's start (`wt`), how the chain's first run started:
- * its workflow type and task queue, its cron schedule or start delay (its start event: one history read
- * per chain, kept in `starts`) and, when the token binds arguments (`ad`), the digest of its input. A
- * first run past retention cannot be read, and is refused.
+ * its workflow type and task queue, its cron schedule, retry policy (whether it has one) and start
+ * delay (its start event: one history read per chain, kept in `starts`) and, when the token binds
+ * arguments (`ad`), the digest of its input. A first run past retention cannot be read, and is
+ * refused.
  */
 export async function withServerLineage(
   client: Client,
