@@ -9,12 +9,20 @@ import { describe, expect, it, vi } from 'vitest';
 import {
   ACTOR_HEADER,
   ErrorCodes,
+  ORIGINATOR_HEADER,
+  encodeHeader,
   UserContextPlugin,
   decodeHeader,
   issueContextToken,
   runAsUser,
 } from 'temporal-user-context';
-import { alice, carol, failureTypeOf, forgeryOf } from '../../../../test-support/harness.js';
+import {
+  alice,
+  carol,
+  failureTypeOf,
+  forgeryOf,
+  headerWritingClient,
+} from '../../../../test-support/harness.js';
 import * as activities from '../fixtures/activities.js';
 import { fixtureWorkflowsPath, pluginlessWorker, useFixtureHarness } from '../fixtures/harness.js';
 
@@ -161,6 +169,56 @@ describe('activities scheduled by a rogue workflow', () => {
       ['deny', undefined, ErrorCodes.LINEAGE_MISMATCH, 'actor token was issued for another workflow'],
     ]);
     await victim.result(); // Carol's `go` finished it
+  });
+
+  it("a call stated in a rogue parent's lineage is not inherited: a child's actor acts only in its own handler's call (check 11)", async () => {
+    // Carol signals alice's run W ('first'): her actor token binds W and that call. Once W has closed, a
+    // rogue run takes W's id and starts an honest child whose start header states W's lineage and the
+    // call (`hn`); the copied actor header, its `b` dropped, then reaches the child's handler. The
+    // child's activities must state their own handler's call, never one inherited from a parent.
+    const w = `rogue-w-${randomUUID()}`;
+    const genuine = await runAsUser(alice, () =>
+      h.client.workflow.start('twoSignals', { taskQueue: h.taskQueue, workflowId: w }),
+    );
+    await runAsUser(carol, () => genuine.signal('first', 'x'));
+    await runAsUser(alice, () => genuine.signal('done'));
+    expect(await genuine.result()).toEqual({ 'first:x': carol.userId });
+    const events = (await genuine.fetchHistory()).events ?? [];
+    const started = events[0]?.workflowExecutionStartedEventAttributes;
+    const originator = decodeHeader(started?.header?.fields ?? {}, ORIGINATOR_HEADER)!;
+    const signaled = events.find(
+      (e) => e.workflowExecutionSignaledEventAttributes?.signalName === 'first',
+    )?.workflowExecutionSignaledEventAttributes;
+    const { b: _b, ...actor } = decodeHeader(signaled?.header?.fields ?? {}, ACTOR_HEADER)!;
+    const { startTime } = await genuine.describe();
+    const lin = {
+      root: w,
+      start: startTime.getTime(),
+      wf: w,
+      wt: 'twoSignals',
+      tq: h.taskQueue,
+      hn: 'signal:first',
+    };
+    const rogueQueue = `rogue-${randomUUID()}`;
+    const rogue = await pluginlessWorker(h, rogueQueue, true);
+    const childId = `${w}-child`;
+    const result = await rogue.runUntil(async () => {
+      const parent = await h.rawClient.workflow.start('twoSignalsChildOn', {
+        taskQueue: rogueQueue,
+        workflowId: w,
+        args: [h.taskQueue, childId],
+        memo: {
+          forge: { header: JSON.stringify(originator), child: JSON.stringify({ ...originator, lin }) },
+        },
+      });
+      const attacker = headerWritingClient(h, { [ACTOR_HEADER]: encodeHeader(actor) });
+      const child = attacker.workflow.getHandle(childId);
+      await vi.waitFor(() => child.describe(), { timeout: 10_000 });
+      await child.signal('first', 'y');
+      await child.signal('done');
+      return parent.result();
+    });
+    expect(result).toEqual({ 'first:y': ErrorCodes.LINEAGE_MISMATCH });
   });
 
   it("with the lineage from the server, genuine activities still run: top level, a child's, and after continue-as-new", async () => {
