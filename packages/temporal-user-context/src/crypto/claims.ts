@@ -27,8 +27,9 @@ export interface BoundStart {
 export type ScheduledAction = BoundStart;
 
 /**
- * Claims inside the signed token (see docs/wire-format.md). All are required except `wf` / `sch` and the
- * start binding `wt` / `tq` / `ad` of start and schedule tokens.
+ * Claims inside the signed token (see docs/wire-format.md). All are required except `wf` / `sch`, the
+ * start binding of start and schedule tokens (`wt` / `tq` / `ad`, and a start's `cr` / `dl` / `rp`) and
+ * an actor token's call (`nm`).
  */
 export const claimsSchema = z
   .object({
