@@ -43,7 +43,10 @@ export const ErrorCodes = {
   PLAINTEXT_PAYLOAD: 'USER_CONTEXT_PLAINTEXT_PAYLOAD',
   /** Ciphertext failed authentication (tampered, or moved from another workflow or namespace). */
   PAYLOAD_TAMPERED: 'USER_CONTEXT_PAYLOAD_TAMPERED',
-  /** The library or the database is configured in a way that would not isolate users. */
+  /**
+   * The library or the database is configured in a way that would not isolate users, or the server
+   * refused the worker a lookup it needs (retryable: see {@link UserContextError.retryable}).
+   */
   MISCONFIGURED: 'USER_CONTEXT_MISCONFIGURED',
 } as const;
 
@@ -51,8 +54,10 @@ export const ErrorCodes = {
 export type UserContextErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
 
 /**
- * Codes a retry could cure (none today: every refusal is a verdict, and a failure that is no verdict is
- * not a UserContextError). Every other code fails the activity with a non-retryable ApplicationFailure.
+ * Codes a retry could cure (none: every refusal is a verdict, and a failure that is no verdict is not a
+ * UserContextError). Every other code fails the activity with a non-retryable ApplicationFailure, unless
+ * the error itself says it is retryable (a worker refused a lookup for want of permission: granting it
+ * cures the next attempt).
  */
 const RETRYABLE: ReadonlySet<UserContextErrorCode> = new Set<UserContextErrorCode>([]);
 
@@ -63,15 +68,29 @@ export class UserContextError extends Error {
   /** Short machine-readable reason for the audit record (never contains secrets or raw input). */
   readonly reason: string;
 
-  constructor(code: UserContextErrorCode, reason: string, options?: { cause?: unknown }) {
-    super(`${code}: ${reason}`, options);
+  private readonly retry: boolean;
+
+  /**
+   * @param options.retryable the refusal is the worker's configuration, not a verdict on the context,
+   *   and an operator can mend it while the operation waits (default: whatever the code says).
+   */
+  constructor(
+    code: UserContextErrorCode,
+    reason: string,
+    options?: { cause?: unknown; retryable?: boolean },
+  ) {
+    super(`${code}: ${reason}`, options?.cause === undefined ? undefined : { cause: options.cause });
     this.code = code;
     this.reason = reason;
+    this.retry = options?.retryable ?? RETRYABLE.has(code);
   }
 
-  /** Whether retrying the same operation could succeed. False for every refusal of this library. */
+  /**
+   * Whether retrying the same operation could succeed. False for every verdict of this library; true
+   * only for a worker's lookup the server refused for want of permission (`USER_CONTEXT_MISCONFIGURED`).
+   */
   get retryable(): boolean {
-    return RETRYABLE.has(this.code);
+    return this.retry;
   }
 }
 

@@ -37,11 +37,19 @@ async function handled<T>(fn: () => Promise<T>): Promise<T> {
     return await fn();
   } catch (err) {
     if (!isUserContextError(err)) throw err;
-    throw new nexus.HandlerError('BAD_REQUEST', err.message, {
-      cause: toApplicationFailure(err),
-      retryableOverride: err.retryable,
-    });
+    throw toHandlerError(err);
   }
+}
+
+/**
+ * A refusal as the handler's error: `BAD_REQUEST`, not retried; a worker's lookup the server refused
+ * (retryable `USER_CONTEXT_MISCONFIGURED`) is `INTERNAL`, retried, as the caller's request was fine.
+ */
+function toHandlerError(refusal: UserContextError): nexus.HandlerError {
+  return new nexus.HandlerError(refusal.retryable ? 'INTERNAL' : 'BAD_REQUEST', refusal.message, {
+    cause: toApplicationFailure(refusal),
+    retryableOverride: refusal.retryable,
+  });
 }
 
 /**
@@ -297,7 +305,7 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
    * The steps a start and a cancel share: the header must be there, `verify` (the request's own
    * checks) must pass, then revocation and a schedule's runs are checked, and the decision is audited
    * (a refusal's detail prefixed with what the request's `qualifier` says of its ids at that point).
-   * Returns the scope the handler runs in; throws the refusal as a non-retryable handler error.
+   * Returns the scope the handler runs in; throws the refusal as a handler error ({@link toHandlerError}).
    */
   private async admit(
     { kind: request, audit, qualifier }: Request,
@@ -343,10 +351,7 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
         qualifier: qualifier(),
         verified: identified,
       });
-      throw new nexus.HandlerError('BAD_REQUEST', refusal.message, {
-        cause: toApplicationFailure(refusal),
-        retryableOverride: false,
-      });
+      throw toHandlerError(refusal);
     }
   }
 }

@@ -1,7 +1,13 @@
 import { ScheduleNotFoundError, WorkflowNotFoundError, type Client } from '@temporalio/client';
-import { isUserContextError } from '../context/errors.js';
+import { ErrorCodes, isUserContextError } from '../context/errors.js';
 import type { ScheduledAction } from '../crypto/claims.js';
-import { describeRun, lineageRefusal, startArgsDigest, timestampMs } from './server-lineage.js';
+import {
+  describeRun,
+  lineageRefusal,
+  refusedLookup,
+  startArgsDigest,
+  timestampMs,
+} from './server-lineage.js';
 import { SuccessCache } from './success-cache.js';
 
 /** Lookups of the schedule before a fresh run it has not recorded yet is refused. */
@@ -80,8 +86,9 @@ export class ScheduledRunNotRecordedError extends Error {
  * trigger), because the id's latest chain is then the schedule's.
  *
  * One confirmation per run per worker is kept for a minute (keyed by the server-vouched run id of the
- * caller), then the schedule is asked again; a refusal is never cached. A lookup that fails for
- * another reason than "not found" is rethrown as it is, so the activity retries. Only a root that started moments ago gets a few more lookups (see
+ * caller), then the schedule is asked again; a refusal is never cached. A lookup the server refuses the
+ * worker is a retryable `USER_CONTEXT_MISCONFIGURED`; one that fails for another reason than "not found"
+ * is rethrown as it is; the activity retries either. Only a root that started moments ago gets a few more lookups (see
  * {@link FRESH_ROOT_MS}), and then a retryable {@link ScheduledRunNotRecordedError} rather than a
  * refusal; an older run that claims a schedule it does not belong to costs two calls.
  */
@@ -190,7 +197,7 @@ export class ScheduledRunCheck {
         description = await schedule.describe();
       } catch (err) {
         if (err instanceof ScheduleNotFoundError) throw lineageRefusal('the schedule no longer exists');
-        throw err;
+        throw refusedLookup(err, 'the schedule');
       }
       // The token was issued for this schedule, not for an earlier one of the same id: a deleted
       // schedule's token (readable in its runs' history) must not drive a schedule re-created under its
@@ -242,7 +249,7 @@ export class ScheduledRunCheck {
       description = await client.workflow.getHandle(root).describe();
     } catch (err) {
       if (err instanceof WorkflowNotFoundError) throw lineageRefusal('the lineage root does not exist');
-      throw err;
+      throw refusedLookup(err, 'the lineage root');
     }
     const info = description.raw.workflowExecutionInfo;
     const firstRunId = info?.firstRunId;
@@ -258,7 +265,8 @@ export class ScheduledRunCheck {
           )
             .then((d) => d.workflowExecutionInfo)
             .catch((err: unknown) => {
-              if (isUserContextError(err)) return undefined;
+              // Not on the server: past retention. A lookup refused the worker is no such verdict.
+              if (isUserContextError(err, ErrorCodes.LINEAGE_MISMATCH)) return undefined;
               throw err;
             });
     const started = first?.startTime;

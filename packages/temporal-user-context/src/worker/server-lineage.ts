@@ -29,6 +29,11 @@ type Description = Awaited<ReturnType<Client['workflowService']['describeWorkflo
 
 /** gRPC status codes of a lookup that is a verdict, not an outage: NOT_FOUND, INVALID_ARGUMENT. */
 const VERDICT_CODES = new Set([5, 3]);
+/** gRPC status codes of a lookup the server refused the worker: PERMISSION_DENIED, UNAUTHENTICATED. */
+const FORBIDDEN_CODES: ReadonlyMap<number, string> = new Map([
+  [7, 'PERMISSION_DENIED'],
+  [16, 'UNAUTHENTICATED'],
+]);
 /** Runs whose lineage a worker keeps. */
 const CACHE_SIZE = 10_000;
 
@@ -44,11 +49,30 @@ export async function describeRun(client: Client, run: RunRef, what: string): Pr
   }
 }
 
-/** A failed lookup of `what`: a refusal when the server's answer is a verdict, else the error as it is. */
+/**
+ * A failed lookup of `what`: a refusal when the server's answer is a verdict; `USER_CONTEXT_MISCONFIGURED`,
+ * retryable, when the server refused the worker the lookup (granting the permission or mending the
+ * credentials cures the next attempt, while failing the run would lose it); else the error as it is.
+ */
 export function refusedLookup(err: unknown, what: string): unknown {
-  return isGrpcServiceError(err) && VERDICT_CODES.has(err.code)
-    ? lineageRefusal(`${what} is not on the server`)
-    : err;
+  const status = grpcStatusOf(err);
+  if (status === undefined) return err;
+  if (VERDICT_CODES.has(status)) return lineageRefusal(`${what} is not on the server`);
+  const forbidden = FORBIDDEN_CODES.get(status);
+  if (forbidden === undefined) return err;
+  return new UserContextError(
+    ErrorCodes.MISCONFIGURED,
+    `the server refused this worker a lookup of ${what} (${forbidden}): it needs permission to describe ` +
+      'workflows and schedules and to read history in its namespace (retried)',
+    { retryable: true },
+  );
+}
+
+/** The gRPC status of `err` or of an error it wraps (the client's `ServiceError` keeps it as `cause`). */
+function grpcStatusOf(err: unknown): number | undefined {
+  for (let e = err, depth = 0; e instanceof Error && depth < 4; e = e.cause, depth++)
+    if (isGrpcServiceError(e)) return e.code;
+  return undefined;
 }
 
 /**

@@ -1,7 +1,7 @@
 // Check 7's dating of a scheduled chain (docs/wire-format.md), on answers a server gives that the
 // integration tests cannot produce on demand: a chain whose first run is past retention, a lookup that
 // fails for want of an answer. The client is a stand-in that answers like the SDK's.
-import { ScheduleNotFoundError, type Client } from '@temporalio/client';
+import { ScheduleNotFoundError, ServiceError, type Client } from '@temporalio/client';
 import { defaultPayloadConverter, type Payload, type PayloadCodec } from '@temporalio/common';
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes, UserContextError, isUserContextError } from 'temporal-user-context';
@@ -104,6 +104,24 @@ describe('check 7 dates the lineage against the chain the schedule started', () 
 
   it('a lookup without an answer is rethrown as it is (the activity retries), not a refusal', async () => {
     expect(await verdict(server({ error: grpcError(14) }), firstStart)).toBe('thrown: grpc 14');
+  });
+
+  it('a lookup the server refuses the worker is a retryable MISCONFIGURED, not a first run past retention', async () => {
+    // Taken for "past retention", a refused describe of the first run would date the chain by the
+    // schedule's action instead, and confirm it.
+    for (const status of [7, 16]) {
+      const client = server({ error: grpcError(status) });
+      const check = new ScheduledRunCheck(30_000).confirm(client, 'sch', root, firstStart, ISSUED, 'r');
+      await expect(check).rejects.toMatchObject({ code: ErrorCodes.MISCONFIGURED, retryable: true });
+    }
+    // The schedule's own describe, refused (the SDK's schedule client wraps the gRPC error).
+    const refused = server({ startedAt: firstStart });
+    (refused.schedule as unknown as { getHandle: () => unknown }).getHandle = () => ({
+      describe: async () => {
+        throw new ServiceError('describe failed', { cause: grpcError(7) });
+      },
+    });
+    expect(await verdict(refused, firstStart)).toBe(ErrorCodes.MISCONFIGURED);
   });
 });
 
