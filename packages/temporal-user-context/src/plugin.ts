@@ -17,6 +17,7 @@ import { Auditor, pinoAuditSink } from './audit/sinks.js';
 import {
   UserContextScheduleClientInterceptor,
   UserContextWorkflowClientInterceptor,
+  standaloneInterceptors,
 } from './client/interceptors.js';
 import { mirrorOptionsOf, mirrorQuery, type MirrorOptions, type MirrorQueryIds } from './client/mirror.js';
 import { scheduleControlInterceptor } from './client/schedule-control.js';
@@ -241,6 +242,26 @@ function withoutModule<T extends object, K extends keyof T>(holder: T, key: K): 
 const contributions = new WeakMap<object, UserContextPlugin>();
 
 /**
+ * `configured` (what `SimplePlugin` resolved) with the application's interceptors it left out, and this
+ * plugin's standalone interceptors (`own`) added once: SDK 1.24's plugin rebuilds client interceptors
+ * from `workflow` and `schedule` only, and worker interceptors from `client`, `activity`, `nexus` and
+ * `workflowModules`, so an application's `nexus` and `activity` client interceptors and a worker's
+ * `activityInbound` factories were silently dropped, and a plugin's own could not be given.
+ */
+function keptClient(
+  given: ClientOptions['interceptors'],
+  configured: ClientOptions['interceptors'],
+  own: ReturnType<typeof standaloneInterceptors>,
+): NonNullable<ClientOptions['interceptors']> {
+  const merged = given ? { ...given, ...configured } : { ...configured };
+  return {
+    ...merged,
+    activity: [...(merged.activity ?? []).filter((i) => i !== own.activity), own.activity],
+    nexus: [...(merged.nexus ?? []).filter((i) => i !== own.nexus), own.nexus],
+  };
+}
+
+/**
  * A codec refusal in an activity context: an ApplicationFailure whose type is the code (which a retry
  * policy's `nonRetryableErrorTypes` can name) and whose cause is the refusal itself. Retryable as far as
  * the failure goes: the SDK forces that for an activity's input anyway, and for heartbeat details from
@@ -256,11 +277,14 @@ function asActivityFailure(err: unknown): never {
  * given to both, or twice around another plugin, it registers once. A second `UserContextPlugin` on one
  * client or worker is refused (`USER_CONTEXT_MISCONFIGURED`). One plugin serves one namespace: a client or worker of another
  * namespace is refused (`USER_CONTEXT_MISCONFIGURED`), so use one plugin per namespace.
- * It registers client and schedule interceptors, the worker's own client interceptors, the activity
- * guard, the workflow interceptors (sandbox), the audit sink and the verification activities.
+ * It registers client and schedule interceptors (and those of standalone activities and Nexus
+ * operations, which it refuses with no user in scope), the worker's own client interceptors, the
+ * activity guard, the workflow interceptors (sandbox), the audit sink and the verification activities,
+ * and keeps the application's own interceptors.
  *
- * Given to a client `Connection`, it is passed to every client built on it (one namespace per
- * connection, then), and also audits schedule changes no client interceptor sees.
+ * Given to a client `Connection`, it is passed to every `Client` built on it (one namespace per
+ * connection, then; the SDK does not pass it to a `WorkflowClient` or `ScheduleClient` built alone on
+ * the connection), and also audits schedule changes no client interceptor sees.
  *
  * @example
  * const plugin = new UserContextPlugin({ keys: KeyRing.fromEnv() });
@@ -298,6 +322,8 @@ export class UserContextPlugin extends SimplePlugin {
   private readonly scheduleControl: ReturnType<typeof scheduleControlInterceptor>;
   /** Whether bundles get the failure converter that moves messages into encrypted payloads. */
   private readonly encryptFailures: boolean;
+  /** Client interceptors of standalone activities and Nexus operations (added after SimplePlugin's). */
+  private readonly standalone: ReturnType<typeof standaloneInterceptors>;
   /** This plugin's contributions, by where they go (see {@link complete}). */
   private readonly parts: {
     workflow: object;
@@ -480,6 +506,7 @@ export class UserContextPlugin extends SimplePlugin {
     this.scheduleControl = scheduleControlInterceptor((action, target) =>
       source.recordScheduleControl(action, target),
     );
+    this.standalone = standaloneInterceptors(source);
     const worker = this.options.workerInterceptors as { activity: object[]; nexus: object[] };
     this.parts = {
       workflow: clientInterceptors.workflow[0]!,
@@ -544,14 +571,21 @@ export class UserContextPlugin extends SimplePlugin {
         [options.dataConverter?.payloadCodecs, this.parts.codec],
       ])
     )
-      return this.remember({ ...options });
-    return this.remember(
-      super.configureClient({
+      // Another SimplePlugin configured after this one rebuilt the client interceptors without the
+      // standalone ones: added back (once).
+      return this.remember({
         ...options,
-        ...(interceptors ? { interceptors: this.withoutOwnClient(interceptors) } : {}),
-        ...this.withoutOwnCodec(options.dataConverter),
-      }),
-    );
+        interceptors: keptClient(interceptors, interceptors, this.standalone),
+      });
+    const configured = super.configureClient({
+      ...options,
+      ...(interceptors ? { interceptors: this.withoutOwnClient(interceptors) } : {}),
+      ...this.withoutOwnCodec(options.dataConverter),
+    });
+    return this.remember({
+      ...configured,
+      interceptors: keptClient(interceptors, configured.interceptors, this.standalone),
+    });
   }
 
   override configureWorker(options: WorkerOptions): WorkerOptions {
@@ -568,7 +602,20 @@ export class UserContextPlugin extends SimplePlugin {
       )
     )
       return this.remember({ ...options, sinks });
-    return this.remember(super.configureWorker(this.withoutOwnParts(options, sinks)));
+    const configured = super.configureWorker(this.withoutOwnParts(options, sinks));
+    const interceptors = options.interceptors;
+    // The application's `activityInbound` factories and its worker client's `nexus` and `activity`
+    // interceptors, which SimplePlugin leaves out (see keptClient). SDK 1.24 then compiles a worker's own
+    // client with its `workflow` and `schedule` interceptors only: this plugin adds no others there.
+    if (!interceptors) return this.remember(configured);
+    return this.remember({
+      ...configured,
+      interceptors: {
+        ...interceptors,
+        ...configured.interceptors,
+        client: { ...interceptors.client, ...configured.interceptors?.client },
+      },
+    });
   }
 
   /** Whether these worker options get (or already have) this plugin's failure converter. */

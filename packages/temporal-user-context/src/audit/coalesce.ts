@@ -18,7 +18,8 @@ export interface CoalescingAuditSinkOptions {
   windowMs?: number;
   /**
    * How many kinds (action, decision, source, reason and namespace) are counted apart at once. Default
-   * 100; the records of further kinds share one window (and records that name someone through `keep`
+   * 100; the records of further kinds share one window per decision, whose summary is an
+   * `audit.coalesced` record with reason `COALESCED` (and records that name someone through `keep`
    * pass through).
    */
   maxKinds?: number;
@@ -63,8 +64,12 @@ function reportSummaryFailure(err: unknown): void {
 /** The sinks {@link coalescingAuditSink} made: closing one closes one of these it wraps. */
 const coalescing = new WeakSet<object>();
 
-/** The key of the window for the kinds past `maxKinds`. */
-const OTHER = '\u0000other';
+/**
+ * The keys of the windows for the kinds past `maxKinds`: one per decision, so that a summary never counts
+ * allows and denials together (a `match` may take both).
+ */
+const OTHER = { allow: '\u0000other:allow', deny: '\u0000other:deny' } as const;
+const isOther = (key: string) => key === OTHER.allow || key === OTHER.deny;
 
 /**
  * Fields a summary does not carry: a record that has any of them passes through. A window is keyed
@@ -133,6 +138,21 @@ export function coalescingAuditSink(
     if (window.count === 0) return;
     const { first } = window;
     const seconds = Math.round((Date.now() - window.opened) / 1000);
+    if (isOther(key)) {
+      // The records of the shared window share their decision only (it is in its key): the summary
+      // states nothing else of them, so that a query by action, reason or namespace is not misled.
+      return inner.emit({
+        time: new Date().toISOString(),
+        action: 'audit.coalesced',
+        decision: first.decision,
+        source: 'none',
+        reason: 'COALESCED',
+        detail: sanitizeField(
+          `${window.count} more of kinds past maxKinds in ${seconds} s, coalesced; first: ${first.action} ` +
+            `${first.reason} in ${first.namespace ?? '-'}: ${first.detail ?? '-'}`,
+        ),
+      });
+    }
     const summary: AuditEvent = {
       time: new Date().toISOString(),
       action: first.action,
@@ -140,14 +160,12 @@ export function coalescingAuditSink(
       source: first.source,
       reason: first.reason,
       detail: sanitizeField(
-        `${window.count} more like it in ${seconds} s, coalesced${key === OTHER ? ' (other kinds too)' : ''}; ` +
-          `first: ${first.detail ?? '-'}`,
+        `${window.count} more like it in ${seconds} s, coalesced; first: ${first.detail ?? '-'}`,
       ),
     };
     if (first.namespace !== undefined) summary.namespace = first.namespace;
-    // Every record of a window of its own had these values (they are in its key); not so in OTHER's.
-    if (key !== OTHER)
-      for (const field of keep) if (first[field] !== undefined) summary[field] = first[field];
+    // Every record of a window of its own had these values (they are in its key).
+    for (const field of keep) if (first[field] !== undefined) summary[field] = first[field];
     return inner.emit(summary);
   };
 
@@ -179,7 +197,7 @@ export function coalescingAuditSink(
       if (!windows.has(key) && windows.size >= maxKinds) {
         // The shared window's summary could not name them: such a record goes through.
         if (keep.some((field) => event[field] !== undefined)) return inner.emit(event);
-        key = OTHER;
+        key = OTHER[event.decision === 'allow' ? 'allow' : 'deny'];
       }
       const open = windows.get(key);
       if (open) {

@@ -1,9 +1,13 @@
 import type {
+  ActivityClientInterceptor,
+  ActivityStartInput,
   CompiledWorkflowOptions,
   CreateScheduleInput,
   CreateScheduleOutput,
   Next,
+  NexusClientInterceptor,
   ScheduleClientInterceptor,
+  StartNexusOperationInput,
   WorkflowCancelInput,
   WorkflowClientInterceptor,
   WorkflowQueryInput,
@@ -241,4 +245,35 @@ export class UserContextScheduleClientInterceptor implements ScheduleClientInter
       options: mirrorOptions(options, context, originator, mirror),
     });
   }
+}
+
+/**
+ * Standalone activities and Nexus operations (SDK 1.24, started by a client without a workflow): with
+ * no user in scope refused before the server, as every other call; else audited for the user, and sent
+ * as they are (no token binds a call outside a workflow lineage; this plugin's workers refuse them).
+ */
+export function standaloneInterceptors(source: ContextSource): {
+  activity: ActivityClientInterceptor;
+  nexus: NexusClientInterceptor;
+} {
+  return {
+    activity: {
+      start(input: ActivityStartInput, next: Next<ActivityClientInterceptor, 'start'>) {
+        source.recordStandalone('client.activity.start', {
+          activityType: input.activityType,
+          activityId: input.options.id,
+          detail: `activity on ${input.options.taskQueue}`,
+        });
+        return next(input);
+      },
+    },
+    nexus: {
+      startOperation(input: StartNexusOperationInput, next: Next<NexusClientInterceptor, 'startOperation'>) {
+        source.recordStandalone('client.nexus.start', {
+          detail: `Nexus operation ${input.service}/${input.operation} (id ${input.id}) on endpoint ${input.endpoint}`,
+        });
+        return next(input);
+      },
+    },
+  };
 }

@@ -27,7 +27,15 @@ export interface ContextSourceOptions {
 }
 
 /** What a client call names: its workflow (and run, for a handle's call) or its schedule. */
-type Target = { workflowId: string; runId?: string; scheduleId?: string };
+/** What a call is for, as its records name it (a standalone call names its activity, or its operation). */
+type Target = {
+  workflowId: string;
+  runId?: string;
+  scheduleId?: string;
+  activityType?: string;
+  activityId?: string;
+  detail?: string;
+};
 
 /**
  * Where a client call's context comes from: the edge user in scope ({@link runAsUser}), or, in the
@@ -108,8 +116,15 @@ export class ContextSource {
       decision: 'deny',
       source: 'none',
       reason: err.code,
-      detail: target.scheduleId === undefined ? err.reason : `schedule ${target.scheduleId}: ${err.reason}`,
+      detail:
+        target.scheduleId !== undefined
+          ? `schedule ${target.scheduleId}: ${err.reason}`
+          : target.detail !== undefined
+            ? `${target.detail}: ${err.reason}`
+            : err.reason,
       namespace: this.options.namespace,
+      activityType: target.activityType,
+      activityId: target.activityId,
       userId: context?.userId,
       workspaceId: context?.workspaceId,
       workflowId: target.workflowId,
@@ -186,6 +201,30 @@ export class ContextSource {
       workflowId,
       runId,
       detail,
+    });
+  }
+
+  /**
+   * A standalone activity or Nexus operation (SDK 1.24: started by a client, no workflow): no token can
+   * bind it (tokens bind a workflow lineage), none is sent, and this plugin's workers and handlers refuse
+   * it. Refused here with no user in scope, as every other call; else audited for whoever asked.
+   */
+  recordStandalone(
+    action: string,
+    fields: { activityType?: string; activityId?: string; detail: string },
+  ): void {
+    const { context, source } = this.who(action, Object.assign({ workflowId: '' }, fields));
+    this.options.auditor.emit({
+      action,
+      decision: 'allow',
+      source,
+      reason: 'ok',
+      namespace: this.options.namespace,
+      userId: context.userId,
+      workspaceId: context.workspaceId,
+      activityType: fields.activityType,
+      activityId: fields.activityId,
+      detail: `${fields.detail}; standalone: no context is sent, and workers of this plugin refuse it`,
     });
   }
 

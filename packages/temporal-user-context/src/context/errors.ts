@@ -43,10 +43,7 @@ export const ErrorCodes = {
   PLAINTEXT_PAYLOAD: 'USER_CONTEXT_PLAINTEXT_PAYLOAD',
   /** Ciphertext failed authentication (tampered, or moved from another workflow or namespace). */
   PAYLOAD_TAMPERED: 'USER_CONTEXT_PAYLOAD_TAMPERED',
-  /**
-   * The library or the database is configured in a way that would not isolate users, or the server
-   * refused the worker a lookup it needs (retryable: see {@link UserContextError.retryable}).
-   */
+  /** The library or the database is configured in a way that would not isolate users. */
   MISCONFIGURED: 'USER_CONTEXT_MISCONFIGURED',
 } as const;
 
@@ -54,43 +51,46 @@ export const ErrorCodes = {
 export type UserContextErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
 
 /**
- * Codes a retry could cure (none: every refusal is a verdict, and a failure that is no verdict is not a
- * UserContextError). Every other code fails the activity with a non-retryable ApplicationFailure, unless
- * the error itself says it is retryable (a worker refused a lookup for want of permission: granting it
- * cures the next attempt).
+ * Codes a retry could cure (none today: every refusal is a verdict, and a failure that is no verdict is
+ * not a UserContextError). Every other code fails the activity with a non-retryable ApplicationFailure.
  */
 const RETRYABLE: ReadonlySet<UserContextErrorCode> = new Set<UserContextErrorCode>([]);
+
+// What a reason must not carry into a failure message, history or a log line: C0/C1 controls (CR, LF),
+// zero-width and bidi formatting characters, line and paragraph separators, lone surrogates (the audit
+// sanitiser's class). Reasons quote ids at times (a workflow id may hold a line break).
+const UNSAFE_IN_REASON = /[\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}]/gu;
+const MAX_REASON = 4000;
+
+/** `reason` with unsafe characters replaced by U+FFFD, capped at 4 000 UTF-16 units (then `…`). */
+function safeReason(reason: string): string {
+  const cleaned = String(reason).replace(UNSAFE_IN_REASON, '\uFFFD');
+  if (cleaned.length <= MAX_REASON) return cleaned;
+  // No lone surrogate is left: a high surrogate as the last unit kept has its pair just past the cap.
+  const last = cleaned.charCodeAt(MAX_REASON - 1);
+  return `${cleaned.slice(0, last >= 0xd800 && last <= 0xdbff ? MAX_REASON - 1 : MAX_REASON)}…`;
+}
 
 /** The one error type the library throws on refusal. */
 export class UserContextError extends Error {
   override readonly name = 'UserContextError';
   readonly code: UserContextErrorCode;
-  /** Short machine-readable reason for the audit record (never contains secrets or raw input). */
+  /**
+   * Short reason for the audit record: never a secret; what it quotes of the input (an id) is cleaned of
+   * control, formatting and line-break characters and capped, as is the message that repeats it.
+   */
   readonly reason: string;
 
-  private readonly retry: boolean;
-
-  /**
-   * @param options.retryable the refusal is the worker's configuration, not a verdict on the context,
-   *   and an operator can mend it while the operation waits (default: whatever the code says).
-   */
-  constructor(
-    code: UserContextErrorCode,
-    reason: string,
-    options?: { cause?: unknown; retryable?: boolean },
-  ) {
-    super(`${code}: ${reason}`, options?.cause === undefined ? undefined : { cause: options.cause });
+  constructor(code: UserContextErrorCode, reason: string, options?: { cause?: unknown }) {
+    const safe = safeReason(reason);
+    super(`${code}: ${safe}`, options);
     this.code = code;
-    this.reason = reason;
-    this.retry = options?.retryable ?? RETRYABLE.has(code);
+    this.reason = safe;
   }
 
-  /**
-   * Whether retrying the same operation could succeed. False for every verdict of this library; true
-   * only for a worker's lookup the server refused for want of permission (`USER_CONTEXT_MISCONFIGURED`).
-   */
+  /** Whether retrying the same operation could succeed. False for every refusal of this library. */
   get retryable(): boolean {
-    return this.retry;
+    return RETRYABLE.has(this.code);
   }
 }
 

@@ -65,20 +65,23 @@ export interface UserContext {
  * `USER_CONTEXT_TOO_LARGE`) on anything outside the documented format; never coerces.
  */
 export function parseUserContext(input: unknown): UserContext {
-  if (input !== null && typeof input === 'object' && !Array.isArray(input)) {
-    // Refuse prototype-pollution keys outright rather than relying on how a parser treats them.
-    for (const key of Object.keys(input)) {
-      if (key === '__proto__' || key === 'constructor' || key === 'prototype') {
-        throw new UserContextError(ErrorCodes.INVALID, `forbidden key in context`);
+  let result: ReturnType<typeof userContextSchema.safeParse>;
+  try {
+    if (input !== null && typeof input === 'object' && !Array.isArray(input)) {
+      // Refuse prototype-pollution keys outright rather than relying on how a parser treats them.
+      for (const key of Object.keys(input)) {
+        if (key === '__proto__' || key === 'constructor' || key === 'prototype') {
+          throw new UserContextError(ErrorCodes.INVALID, `forbidden key in context`);
+        }
       }
     }
+    result = userContextSchema.safeParse(input);
+  } catch (err) {
+    // A getter or a Proxy trap that throws (an object built in code, never JSON): still a refusal.
+    if (err instanceof UserContextError) throw err;
+    throw new UserContextError(ErrorCodes.INVALID, 'context: unreadable value');
   }
-  const result = userContextSchema.safeParse(input);
-  if (!result.success) {
-    const first = result.error.issues[0];
-    const path = first?.path.join('.') || 'context';
-    throw new UserContextError(ErrorCodes.INVALID, `${path}: ${first?.message ?? 'invalid'}`);
-  }
+  if (!result.success) throw new UserContextError(ErrorCodes.INVALID, describeIssue(result.error.issues[0]));
   const ctx: UserContext = Object.freeze({
     userId: result.data.userId,
     workspaceId: result.data.workspaceId,
@@ -88,6 +91,19 @@ export function parseUserContext(input: unknown): UserContext {
     throw new UserContextError(ErrorCodes.TOO_LARGE, `context over ${MAX_CONTEXT_BYTES} bytes`);
   }
   return ctx;
+}
+
+/**
+ * A schema issue in words of the schema's, never the input's: zod names unknown keys in its message
+ * (`Unrecognized key: "…"`), and a reason goes into failure messages and the audit trail.
+ */
+function describeIssue(issue: z.core.$ZodIssue | undefined): string {
+  if (!issue) return 'context: invalid';
+  const path = issue.path.map((segment) => (typeof segment === 'number' ? segment : String(segment)));
+  const where =
+    path.length > 0 && path.every((s) => /^[A-Za-z0-9_]{1,32}$/.test(String(s))) ? path.join('.') : 'context';
+  if (issue.code === 'unrecognized_keys') return `${where}: ${issue.keys.length} unknown key(s)`;
+  return `${where}: ${issue.message}`;
 }
 
 /** True when both contexts name the same user, workspace and set of roles. */

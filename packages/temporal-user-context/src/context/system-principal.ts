@@ -22,11 +22,18 @@ const systemSchema = z
       .string()
       .min(3)
       .max(200)
-      .regex(/^[^\p{Cc}\p{Cf}]+$/u, 'reason must be printable text'),
+      // Printable: no controls, formatting or line-break characters, no lone surrogates, no invisible
+      // Hangul fillers (letters by category); and it says something: a letter or a digit.
+      .regex(/^[^\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}\u115F\u1160\u3164\uFFA0]+$/u, 'reason must be printable text')
+      .regex(/[\p{L}\p{N}]/u, 'reason must say something (a letter or a digit)'),
   })
   .strict();
 
-/** Declares a system principal. Throws `USER_CONTEXT_INVALID` when name or reason is missing or malformed. */
+/**
+ * Declares a system principal. Throws `USER_CONTEXT_INVALID` when name or reason is missing or malformed:
+ * the name an id (`ID_PATTERN`), the reason 3–200 printable characters that say something (a letter or
+ * a digit; no controls, formatting or line-break characters, lone surrogates or invisible fillers).
+ */
 export function systemPrincipal(name: string, reason: string): SystemPrincipal {
   const parsed = systemSchema.safeParse({ name, reason });
   if (!parsed.success) {

@@ -29,7 +29,12 @@ export interface UserActivityEnvironmentOptions {
 
 /** What {@link userActivityEnvironment} returns. */
 export interface UserActivityEnvironment {
-  /** The SDK's mock environment: `env.run(activity, ...args)` runs it behind this plugin's guard. */
+  /**
+   * The SDK's mock environment: `env.run(activity, ...args)` runs it behind this plugin's guard. Run one
+   * activity at a time: the SDK's mock reuses one activity `Context` for every run, and the activity's
+   * scope is the Context's, so overlapping runs share one scope and the first to end closes it for the
+   * others (`USER_CONTEXT_MISSING`). For concurrent activities, make an environment each.
+   */
   env: MockActivityEnvironment;
   /** Every audit record the guard (and `withUserScope` inside the activity) emitted. */
   audit: ReturnType<typeof memoryAuditSink>;

@@ -41,12 +41,9 @@ async function handled<T>(fn: () => Promise<T>): Promise<T> {
   }
 }
 
-/**
- * A refusal as the handler's error: `BAD_REQUEST`, not retried; a worker's lookup the server refused
- * (retryable `USER_CONTEXT_MISCONFIGURED`) is `INTERNAL`, retried, as the caller's request was fine.
- */
+/** A refusal as the handler's error: `BAD_REQUEST`, not retried (its cause carries the code). */
 function toHandlerError(refusal: UserContextError): nexus.HandlerError {
-  return new nexus.HandlerError(refusal.retryable ? 'INTERNAL' : 'BAD_REQUEST', refusal.message, {
+  return new nexus.HandlerError('BAD_REQUEST', refusal.message, {
     cause: toApplicationFailure(refusal),
     retryableOverride: refusal.retryable,
   });

@@ -13,7 +13,12 @@ function scope(): ActivityScope {
   return current;
 }
 
-function refuse(s: ActivityScope, err: UserContextError, source: 'header' | 'explicit' | 'system'): never {
+function refuse(
+  s: ActivityScope,
+  err: UserContextError,
+  source: 'header' | 'explicit' | 'system',
+  principal?: string,
+): never {
   s.auditor.emit({
     ...s.audit,
     action: 'activity.resolve',
@@ -24,6 +29,8 @@ function refuse(s: ActivityScope, err: UserContextError, source: 'header' | 'exp
     userId: s.context?.userId,
     workspaceId: s.context?.workspaceId,
     tokenId: s.claims?.jti,
+    // A validated principal's name that was refused: a query by principal finds refused attempts too.
+    principal,
     detail: err.reason,
   });
   throw err;
@@ -75,7 +82,8 @@ export function resolveUserContext(options: ResolveOptions = {}): UserContext | 
     try {
       explicit = parseUserContext(options.explicit);
     } catch (err) {
-      return refuse(s, err as UserContextError, 'explicit');
+      if (!isUserContextError(err)) throw err;
+      return refuse(s, err, 'explicit');
     }
     if (!s.context)
       return refuse(
@@ -123,8 +131,11 @@ export function resolveUserContext(options: ResolveOptions = {}): UserContext | 
         throw new UserContextError(ErrorCodes.INVALID, 'system principal: not made by systemPrincipal()');
       principal = systemPrincipal(options.system.name, options.system.reason);
     } catch (err) {
-      if (!isUserContextError(err)) throw err;
-      return refuse(s, err, 'system');
+      // A getter or Proxy trap of a look-alike that throws is a malformed principal too: refused, audited.
+      const refusal = isUserContextError(err)
+        ? err
+        : new UserContextError(ErrorCodes.INVALID, 'system principal: unreadable value');
+      return refuse(s, refusal, 'system');
     }
     if (!s.allowedSystem.includes(principal.name)) {
       return refuse(
@@ -134,6 +145,7 @@ export function resolveUserContext(options: ResolveOptions = {}): UserContext | 
           `system principal ${principal.name} not allow-listed for this activity`,
         ),
         'system',
+        principal.name,
       );
     }
     s.auditor.emit({

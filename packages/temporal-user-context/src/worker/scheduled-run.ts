@@ -87,8 +87,8 @@ export class ScheduledRunNotRecordedError extends Error {
  *
  * One confirmation per run per worker is kept for a minute (keyed by the server-vouched run id of the
  * caller), then the schedule is asked again; a refusal is never cached. A lookup the server refuses the
- * worker is a retryable `USER_CONTEXT_MISCONFIGURED`; one that fails for another reason than "not found"
- * is rethrown as it is; the activity retries either. Only a root that started moments ago gets a few more lookups (see
+ * worker is a {@link LookupRefusedError}; one that fails for another reason than "not found" is
+ * rethrown as it is; the activity retries either. Only a root that started moments ago gets a few more lookups (see
  * {@link FRESH_ROOT_MS}), and then a retryable {@link ScheduledRunNotRecordedError} rather than a
  * refusal; an older run that claims a schedule it does not belong to costs two calls.
  */
@@ -217,8 +217,17 @@ export class ScheduledRunCheck {
       if (recent || description.info.runningActions.some(recorded)) {
         // The chain's first run is past retention: date the chain by when the schedule took the action
         // (a second of slack: the scheduler notes the time, then starts the run).
-        if (firstStartedAt === undefined && recent && chainStart < recent.takenAt.getTime() - 1000)
-          throw lineageRefusal('the lineage started before the schedule started its root');
+        if (firstStartedAt === undefined) {
+          // Listed only as running (out of the ten recent actions), it has no time to be dated by: a
+          // lineage claiming an earlier chain of the same id could not be told apart. Refused.
+          if (!recent)
+            throw lineageRefusal(
+              "the lineage cannot be dated: its chain's first run is past retention and the schedule " +
+                'no longer lists when it started it',
+            );
+          if (chainStart < recent.takenAt.getTime() - 1000)
+            throw lineageRefusal('the lineage started before the schedule started its root');
+        }
         return;
       }
       // Not recorded, and the schedule started this id as another chain: the id was taken again after

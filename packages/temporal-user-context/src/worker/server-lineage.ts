@@ -30,7 +30,7 @@ type Description = Awaited<ReturnType<Client['workflowService']['describeWorkflo
 /** gRPC status codes of a lookup that is a verdict, not an outage: NOT_FOUND, INVALID_ARGUMENT. */
 const VERDICT_CODES = new Set([5, 3]);
 /** gRPC status codes of a lookup the server refused the worker: PERMISSION_DENIED, UNAUTHENTICATED. */
-const FORBIDDEN_CODES: ReadonlyMap<number, string> = new Map([
+const FORBIDDEN_CODES: ReadonlyMap<number, LookupRefusedError['status']> = new Map([
   [7, 'PERMISSION_DENIED'],
   [16, 'UNAUTHENTICATED'],
 ]);
@@ -50,28 +50,46 @@ export async function describeRun(client: Client, run: RunRef, what: string): Pr
 }
 
 /**
- * A failed lookup of `what`: a refusal when the server's answer is a verdict; `USER_CONTEXT_MISCONFIGURED`,
- * retryable, when the server refused the worker the lookup (granting the permission or mending the
- * credentials cures the next attempt, while failing the run would lose it); else the error as it is.
+ * A lookup of the server's records that the server refused this worker (`PERMISSION_DENIED`,
+ * `UNAUTHENTICATED`): the worker's configuration, not a verdict on the context, and one an operator can
+ * mend while the run waits. Not a `UserContextError`, so that no list of this library's codes
+ * (`nonRetryableErrorTypes`) makes it final: the activity or Nexus operation fails its attempt
+ * retryable (audited with reason `ERROR` and this message), and the next attempt asks again.
  */
-export function refusedLookup(err: unknown, what: string): unknown {
-  const status = grpcStatusOf(err);
-  if (status === undefined) return err;
-  if (VERDICT_CODES.has(status)) return lineageRefusal(`${what} is not on the server`);
-  const forbidden = FORBIDDEN_CODES.get(status);
-  if (forbidden === undefined) return err;
-  return new UserContextError(
-    ErrorCodes.MISCONFIGURED,
-    `the server refused this worker a lookup of ${what} (${forbidden}): it needs permission to describe ` +
-      'workflows and schedules and to read history in its namespace (retried)',
-    { retryable: true },
-  );
+export class LookupRefusedError extends Error {
+  override readonly name = 'LookupRefusedError';
+
+  constructor(
+    /** The gRPC status the server answered with. */
+    readonly status: 'PERMISSION_DENIED' | 'UNAUTHENTICATED',
+    what: string,
+    options?: { cause?: unknown },
+  ) {
+    super(
+      `the server refused this worker a lookup of ${what} (${status}): it needs permission to describe ` +
+        'workflows and schedules and to read history in its namespace',
+      options,
+    );
+  }
 }
 
-/** The gRPC status of `err` or of an error it wraps (the client's `ServiceError` keeps it as `cause`). */
-function grpcStatusOf(err: unknown): number | undefined {
+/**
+ * A failed lookup of `what`: a refusal when the server's answer is a verdict (NOT_FOUND,
+ * INVALID_ARGUMENT); a {@link LookupRefusedError} when the server refused the worker the lookup, also
+ * wrapped in the client's `ServiceError`; else the error as it is (retried).
+ */
+export function refusedLookup(err: unknown, what: string): unknown {
+  if (isUserContextError(err)) return err;
+  if (isGrpcServiceError(err) && VERDICT_CODES.has(err.code))
+    return lineageRefusal(`${what} is not on the server`);
+  const status = forbiddenStatusOf(err);
+  return status === undefined ? err : new LookupRefusedError(status, what, { cause: err });
+}
+
+/** PERMISSION_DENIED or UNAUTHENTICATED when `err` or an error it wraps (`cause`) is one. */
+function forbiddenStatusOf(err: unknown): LookupRefusedError['status'] | undefined {
   for (let e = err, depth = 0; e instanceof Error && depth < 4; e = e.cause, depth++)
-    if (isGrpcServiceError(e)) return e.code;
+    if (isGrpcServiceError(e)) return FORBIDDEN_CODES.get(e.code);
   return undefined;
 }
 

@@ -16,10 +16,12 @@ export interface VerifierOptions {
   /** Opened tokens kept in memory (default 10 000, an integer ≥ 1); only tokens that opened are cached. */
   cacheSize?: number;
   /**
-   * Refuse start tokens that bind no start (no `wt`) and actor tokens that bind no call (no `nm`):
-   * issued by an edge of an earlier version, or by `issueContextToken` without `boundStart` / `call`,
-   * which checks 10 and 11 cannot hold to what they were issued for. Default `false`, for the upgrade;
-   * turn it on once every edge binds them and the runs started before have ended (docs/operations.md).
+   * Refuse start tokens that bind no start (no `wt`), schedule tokens that bind no action (no `wt`: the
+   * schedule's workflow type and task queue) and actor tokens that bind no call (no `nm`): issued by an
+   * edge of an earlier version, or by `issueContextToken` without `boundStart` / `scheduledAction` /
+   * `call`, which checks 7, 10 and 11 cannot hold to what they were issued for. Default `false`, for the
+   * upgrade; turn it on once every edge binds them, the runs started before have ended and the
+   * schedules created before have been re-created (docs/operations.md).
    */
   requireBoundTokens?: boolean;
   /**
@@ -98,6 +100,10 @@ export class ContextVerifier {
       if (lin.sched === undefined || claims.sch !== lin.sched) {
         throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'token was issued for another schedule');
       }
+      // An unbound schedule token lives as long as its schedule: an update could give it any workflow
+      // type, queue and arguments. Refused once the operator says every schedule is bound.
+      if (this.requireBoundTokens && claims.wt === undefined)
+        throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'the schedule token binds no action');
       // The server names each scheduled run `<action workflow id>-<nominal time, RFC 3339>`: a workflow
       // that merely claims the schedule's search attribute cannot also take another id.
       const suffix = lin.root.startsWith(`${claims.wf}-`) ? lin.root.slice(claims.wf!.length) : '';

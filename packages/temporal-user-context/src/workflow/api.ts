@@ -1,4 +1,4 @@
-import { ApplicationFailure, proxyLocalActivities } from '@temporalio/workflow';
+import { ApplicationFailure, CancellationScope, patched, proxyLocalActivities } from '@temporalio/workflow';
 import { ErrorCodes, UserContextError, type UserContextErrorCode } from '../context/errors.js';
 import type { UserContext } from '../context/schema.js';
 import { refusal } from './interceptors.js';
@@ -19,13 +19,22 @@ const verifiers = proxyLocalActivities<{
 const CODES: ReadonlySet<string> = new Set<string>(Object.values(ErrorCodes));
 
 /**
+ * The patch under which getUserContext() shares one verification that no caller cancels: runs that
+ * verified before it (each cancelled caller cancelling the local activity, the next call starting
+ * another) replay as they ran.
+ */
+export const SHARED_VERIFICATION_PATCH = 'temporal-user-context:shared-verification';
+
+/**
  * The originator of this workflow lineage (who started it), verified by the worker.
  *
  * The first call runs one local activity that opens and verifies the sealed token outside the sandbox;
  * its result is recorded in history, so replay never needs keys and stays deterministic after key
  * rotation. Later calls in the same run return the memoised result. Only a success is memoised: after
- * a rejection (cancellation, a transient failure, or a refusal) the next call verifies again in a new
- * local activity — a refusal is then normally refused again.
+ * a rejection (a transient failure, or a refusal) the next call verifies again in a new local activity
+ * — a refusal is then normally refused again. The verification is shared and not cancellable: a caller
+ * whose cancellation scope is cancelled is rejected with `CancelledFailure`, and the others still get
+ * the result.
  *
  * Rejects with a non-retryable `ApplicationFailure` whose `type` is the `USER_CONTEXT_*` code when the
  * context does not verify (the worker's refusal of the local activity reaches workflow code as that
@@ -43,8 +52,13 @@ export function getUserContext(): Promise<UserContext> {
       ),
     );
   }
+  const shared = patched(SHARED_VERIFICATION_PATCH);
   if (!state.verified) {
-    const pending = verifiers[WHOAMI_ACTIVITY]();
+    // One verification for every caller, so it is no caller's to cancel: in the caller's scope, a
+    // cancelled caller (a handler's `withTimeout`) would fail every other caller awaiting it.
+    const pending = shared
+      ? CancellationScope.nonCancellable(() => verifiers[WHOAMI_ACTIVITY]())
+      : verifiers[WHOAMI_ACTIVITY]();
     state.verified = pending;
     // Registered before the caller's own handlers, so it has run by the time the caller sees the
     // rejection: a retry from a `catch` starts a new verification.
@@ -52,17 +66,29 @@ export function getUserContext(): Promise<UserContext> {
       if (state.verified === pending) state.verified = undefined;
     });
   }
-  return state.verified as Promise<UserContext>;
+  const verification = state.verified as Promise<UserContext>;
+  const scope = CancellationScope.current();
+  if (!shared || !scope.cancellable) return verification;
+  // Each caller is cancelled with its own scope, as an activity it scheduled itself would be.
+  return new Promise<UserContext>((resolve, reject) => {
+    verification.then(resolve, reject);
+    scope.cancelRequested.catch(reject);
+  });
 }
 
-/** The originator as the workflow carries it (opaque header and lineage), without verification. */
+/**
+ * The originator as the workflow carries it (opaque header and lineage), without verification. Frozen:
+ * what every activity, child and continued run of the workflow is sent is made from it.
+ */
 export function getOriginator(): Originator | undefined {
   return workflowState().originator;
 }
 
 /**
  * Who sent the signal, update or query being handled (pseudonyms only), or `undefined` outside a
- * handler. The default policy already refused actors of another workspace before the handler ran.
+ * handler, also in work a handler started and left running once it has returned (a loop it did not
+ * await, a timer): that work no longer acts for the sender. The default policy already refused actors
+ * of another workspace before the handler ran.
  */
 export function getActor(): ActorRef | undefined {
   return currentActor();

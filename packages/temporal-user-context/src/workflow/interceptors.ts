@@ -142,11 +142,17 @@ function readActor(
     subject: header.sub,
     workspace: header.ws,
     isOriginator: origin !== undefined && origin.sub === header.sub && origin.ws === header.ws,
-    header,
+    header: frozen(header),
   };
   // The token binds its call (its header says so; workers decide on the token): state which call this
-  // is, for the activities its handler schedules.
-  return header.b === 1 && call !== undefined ? Object.assign(actor, { call }) : actor;
+  // is, for the activities its handler schedules. Frozen: policies and workflow code get it.
+  return Object.freeze(header.b === 1 && call !== undefined ? Object.assign(actor, { call }) : actor);
+}
+
+/** `header`, and the lineage it carries, frozen. */
+function frozen(header: ContextHeader): ContextHeader {
+  if (header.lin) Object.freeze(header.lin);
+  return Object.freeze(header);
 }
 
 /** The workflow's originator header with its lineage, for a record's workspace (see the sink). */
@@ -340,7 +346,9 @@ class Inbound implements WorkflowInboundCallsInterceptor {
     try {
       const header = decodeHeader(input.headers, ORIGINATOR_HEADER);
       if (!header) throw new UserContextError(ErrorCodes.MISSING, 'workflow started without a user context');
-      state.originator = { header, lineage: lineageOf(header) };
+      // Frozen: getOriginator() hands it to workflow code and policies, and what the run sends every
+      // activity, child and continued run is made from it once.
+      state.originator = Object.freeze({ header: frozen(header), lineage: Object.freeze(lineageOf(header)) });
     } catch (err) {
       if (!isUserContextError(err)) throw err;
       // Fail closed: refuse the run instead of running it as nobody (or worse, as somebody).
@@ -452,6 +460,10 @@ function activityHeaders<T extends ActivityInput | LocalActivityInput>(input: T)
     // The call is this handler's alone (lineageOf keeps none in the originator's lineage).
     const lin = actor.call === undefined ? lineage : Object.assign({}, lineage, { hn: actor.call });
     headers[ACTOR_HEADER] = encodeHeader(Object.assign({}, actor.header, { lin }));
+  } else if (headers[ACTOR_HEADER] !== undefined) {
+    // Not written here (another interceptor's, or copied from an inbound call): no one acts outside a
+    // handler, whatever such a header says.
+    delete headers[ACTOR_HEADER];
   }
   return Object.assign({}, input, { headers });
 }

@@ -64,6 +64,12 @@ interface ActorFrame {
   /** The per-workflow state object of the workflow that set the actor. */
   readonly owner: WorkflowContextState;
   readonly actor: ActorRef | undefined;
+  /**
+   * Until the handler settles. The store follows every continuation the handler starts, also one it
+   * leaves running (a loop it did not await, a timer): that work must not go on acting as the sender
+   * after the handler returned, for items other senders or workflow code give it.
+   */
+  open: boolean;
 }
 const actorStorage = new AsyncLocalStorage<ActorFrame>();
 
@@ -71,20 +77,35 @@ const actorStorage = new AsyncLocalStorage<ActorFrame>();
  * Runs `fn` with `actor` as the current actor of this workflow, or with none: a call admitted without
  * an actor (a policy may admit one) gets a frame of its own too. Without it, the call would run in
  * whatever frame is current, and the SDK delivers buffered signals and updates synchronously inside
- * `setHandler`: a handler registered by another handler would take that handler's actor.
+ * `setHandler`: a handler registered by another handler would take that handler's actor. The actor
+ * ends when `fn` returns or, when it returns a promise, when that settles.
  */
 export function runAsActor<T>(actor: ActorRef | undefined, fn: () => T): T {
   // No actor and no frame to shadow: nothing to do. The store then stays disabled until an actor needs
   // it (a workflow without signals, updates or queries never enables it): on Node 20 an enabled store
   // taxes every promise of the thread.
   if (actor === undefined && actorStorage.getStore() === undefined) return fn();
-  return actorStorage.run({ owner: workflowState(), actor }, fn);
+  const frame: ActorFrame = { owner: workflowState(), actor, open: true };
+  const close = () => {
+    frame.open = false;
+  };
+  let result: T;
+  try {
+    result = actorStorage.run(frame, fn);
+  } catch (err) {
+    close();
+    throw err;
+  }
+  // Watched, not replaced: the caller gets the handler's own promise (a rejection stays its to handle).
+  if (result instanceof Promise) result.then(close, close);
+  else close();
+  return result;
 }
 
 /** The actor of the handler being run by this workflow, if any. */
 export function currentActor(): ActorRef | undefined {
   const frame = actorStorage.getStore();
-  return frame !== undefined && frame.owner === workflowState() ? frame.actor : undefined;
+  return frame !== undefined && frame.open && frame.owner === workflowState() ? frame.actor : undefined;
 }
 
 // Per-workflow state lives on the workflow's own global object: the SDK isolates globals per workflow

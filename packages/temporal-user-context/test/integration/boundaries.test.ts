@@ -4,6 +4,7 @@ import { describe, expect, it, vi } from 'vitest';
 import { ErrorCodes, pseudonymsOf, runAsUser, type UserContext } from 'temporal-user-context';
 import { alice, bob, carol } from '../../../../test-support/harness.js';
 import { useFixtureHarness } from '../fixtures/harness.js';
+import { whoService } from '../fixtures/nexus-service.js';
 
 const h = useFixtureHarness();
 
@@ -127,6 +128,42 @@ describe('without the header, every path is refused', () => {
     ).toEqual([
       ['client.start', ErrorCodes.MISSING, 'none'],
       ['client.signal', ErrorCodes.MISSING, 'none'],
+    ]);
+  });
+
+  it('a standalone activity or Nexus operation with no user in scope is refused before the server; with one, audited', async () => {
+    const activityId = id('standalone');
+    const startActivity = () =>
+      h.client.activity.start('whoami', {
+        id: activityId,
+        taskQueue: h.taskQueue,
+        startToCloseTimeout: '10s',
+      });
+    await expect(startActivity()).rejects.toMatchObject({ code: ErrorCodes.MISSING });
+    const operationId = id('standalone-op');
+    const startOperation = () =>
+      h.client.nexus
+        .createServiceClient({ endpoint: 'no-such-endpoint', service: whoService })
+        .startOperation('whoami', undefined, { id: operationId, scheduleToCloseTimeout: '10s' });
+    await expect(startOperation()).rejects.toMatchObject({ code: ErrorCodes.MISSING });
+    const refused = (action: string) =>
+      h.audit.events.filter(
+        (e) => e.action === action && e.decision === 'deny' && e.reason === ErrorCodes.MISSING,
+      );
+    expect(refused('client.activity.start').length).toBeGreaterThan(0);
+    expect(refused('client.nexus.start').length).toBeGreaterThan(0);
+    // With a user in scope the call goes on to the server (whatever it answers: no refusal of ours),
+    // on the record for that user. No token is sent: this plugin's workers refuse standalone calls.
+    await runAsUser(alice, startActivity).catch((err: unknown) => {
+      expect((err as { code?: unknown }).code).not.toMatch(/^USER_CONTEXT_/);
+    });
+    expect(
+      h.audit.events
+        .filter((e) => e.action === 'client.activity.start' && e.activityId === activityId)
+        .map((e) => [e.decision, e.userId ?? null, e.activityType]),
+    ).toEqual([
+      ['deny', null, 'whoami'],
+      ['allow', 'alice', 'whoami'],
     ]);
   });
 
@@ -301,6 +338,27 @@ describe('actors: signals, updates, queries', () => {
     ).toEqual([]);
     await spinning.terminate();
   }, 30_000);
+
+  it('workflow code cannot change the originator it is handed (getOriginator() is frozen)', async () => {
+    const seen = await runAsUser(alice, () =>
+      h.client.workflow.execute('mutatesOriginator', { taskQueue: h.taskQueue, workflowId: id('frozen') }),
+    );
+    expect(seen).toEqual({ refused: ['lineage', 'header', 'originator'], user: alice });
+  });
+
+  it("an actor ends with its handler: work the handler left running acts for no one's signal", async () => {
+    const workflowId = id('queue');
+    const handle = await runAsUser(alice, () =>
+      h.client.workflow.start('backgroundQueue', { taskQueue: h.taskQueue, workflowId }),
+    );
+    // Alice's signal starts the loop; Carol's item and the workflow's own are processed by that loop
+    // after Alice's handler returned: never as Alice.
+    await runAsUser(alice, () => handle.signal('add', 'a1'));
+    await runAsUser(carol, () => handle.signal('add', 'c1'));
+    const seen = (await handle.result()) as Record<string, string | null>;
+    expect(['alice', null]).toContain(seen.a1);
+    expect({ c1: seen.c1, own: seen.own }).toEqual({ c1: null, own: null });
+  });
 
   it('an actor of another workspace is refused on update, query and signal', async () => {
     const handle = await startInteractive(alice);

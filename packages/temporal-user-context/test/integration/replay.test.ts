@@ -7,7 +7,10 @@
 // refused updates were withdrawn before acceptance: the update from another workspace to a handler
 // without a validator was accepted, then rejected. Runs in flight from then must still replay.
 // `kept-unbound-start-*` were recorded before start tokens bound how a workflow starts: their headers
-// carry no `b`, their workflow code stated no start in `lin`.
+// carry no `b`, their workflow code stated no start in `lin`. `kept-unshared-verification-*` were
+// recorded before getUserContext() shared one verification no caller cancels: a cancelled caller
+// cancelled the local activity and the next call started another; they replay on that path
+// (`SHARED_VERIFICATION_PATCH`), which without the patch fails with a nondeterminism error.
 import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { historyFromJSON, historyToJSON } from '@temporalio/common/lib/proto-utils.js';
@@ -52,6 +55,8 @@ async function record(): Promise<Array<{ name: string; workflowId: string; histo
     ['viaChild', 'viaChild', []],
     ['viaContinueAsNew', 'viaContinueAsNew', [1]],
     ['viaGetUserContext', 'viaGetUserContext', []],
+    ['getUserContextAfterCancel', 'getUserContextAfterCancel', []],
+    ['getUserContextSharedWithCancelled', 'getUserContextSharedWithCancelled', []],
   ];
   const out: Array<{ name: string; workflowId: string; history: History }> = [];
   for (const [name, type, args] of runs) {

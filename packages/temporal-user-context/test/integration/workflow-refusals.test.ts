@@ -127,9 +127,15 @@ describe('getUserContext() memoises successes only', () => {
 
   it('a cancellation does not stick', async () => {
     const [first, second] = await runAs<Outcome[]>(alice, 'getUserContextAfterCancel');
-    expect(first).toMatchObject({ error: 'ActivityFailure' });
+    expect(first).toMatchObject({ error: 'CancelledFailure' });
     expect(first?.code).toBeUndefined();
     expect(second).toEqual({ user: alice });
+  });
+
+  it("one caller's cancellation fails that caller only, not the others awaiting the same verification", async () => {
+    const [cancelled, other] = await runAs<Outcome[]>(alice, 'getUserContextSharedWithCancelled');
+    expect(cancelled).toMatchObject({ error: 'CancelledFailure' });
+    expect(other).toEqual({ user: alice });
   });
 
   it('a refusal is verified again on the next call, and refused again', async () => {

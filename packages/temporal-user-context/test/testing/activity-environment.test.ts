@@ -86,6 +86,30 @@ describe('userActivityEnvironment', () => {
     });
   });
 
+  it('refuses an explicit context that throws when read, or names unknown keys, typed and audited', async () => {
+    const { env, audit } = await userActivityEnvironment({ user: alice });
+    const throwing = {
+      ...alice,
+      get roles(): string[] {
+        throw new Error('boom');
+      },
+    };
+    const injected = { ...alice, ['x\n2030-01-01 [INFO] forged line']: 1 };
+    for (const passed of [throwing, injected]) {
+      const failure = await env.run(withExplicit, passed).catch((err: unknown) => err);
+      expect(failure).toMatchObject({ type: ErrorCodes.INVALID, nonRetryable: true });
+      expect((failure as Error).message).not.toMatch(/[\r\n]|forged/);
+    }
+    expect(
+      audit.events
+        .filter((e) => e.action === 'activity.resolve')
+        .map((e) => [e.decision, e.reason, e.source]),
+    ).toEqual([
+      ['deny', ErrorCodes.INVALID, 'explicit'],
+      ['deny', ErrorCodes.INVALID, 'explicit'],
+    ]);
+  });
+
   it("takes the plugin's worker options, and a given key set must be an edge set", async () => {
     const keys = generateKeySet('unit');
     const { env } = await userActivityEnvironment({

@@ -265,9 +265,30 @@ describe('coalescingAuditSink', () => {
     for (let i = 0; i < 50; i++) sink.emit(anonymous(`R${i}`, `kind ${i}`));
     expect(inner.events.map((e) => e.reason)).toEqual(['A', 'R0']);
     vi.advanceTimersByTime(1000);
-    expect(inner.events.map((e) => e.detail)).toContain(
-      '49 more like it in 1 s, coalesced (other kinds too); first: kind 0',
-    );
+    // The summary names none of the kinds it counts as its own: they differ in reason (and could in
+    // action and namespace), which a query by reason or namespace must not be misled by.
+    expect(inner.events.at(-1)).toEqual({
+      time: expect.any(String),
+      action: 'audit.coalesced',
+      decision: 'deny',
+      source: 'none',
+      reason: 'COALESCED',
+      detail: '49 more of kinds past maxKinds in 1 s, coalesced; first: api.request R0 in default: kind 0',
+    });
+  });
+
+  it('keeps allows and denials past maxKinds in windows apart', () => {
+    const inner = memoryAuditSink();
+    const sink = coalescingAuditSink(inner, { windowMs: 1000, maxKinds: 1, match: () => true });
+    sink.emit(anonymous('A', 'first of A'));
+    for (let i = 0; i < 3; i++) sink.emit(anonymous(`R${i}`, `denied ${i}`));
+    for (let i = 0; i < 4; i++) sink.emit({ ...anonymous('ok', `allowed ${i}`), decision: 'allow' });
+    vi.advanceTimersByTime(1000);
+    const summaries = inner.events.filter((e) => e.action === 'audit.coalesced');
+    expect(summaries.map((e) => [e.decision, e.detail?.split(' in ')[0]]).sort()).toEqual([
+      ['allow', '3 more of kinds past maxKinds'],
+      ['deny', '2 more of kinds past maxKinds'],
+    ]);
   });
 
   it('flush() writes the open windows now and flushes the wrapped sink', async () => {

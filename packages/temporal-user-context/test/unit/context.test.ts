@@ -110,6 +110,36 @@ describe('UserContext schema', () => {
     ).toBe(ErrorCodes.INVALID);
   });
 
+  it("a refusal's reason and message never repeat the input's keys, line breaks or length", () => {
+    const key = `x\r\n2030-01-01T00:00:00.000Z [INFO] forged {"ok":true}\u2028${'A'.repeat(5000)}`;
+    let refusal: UserContextError | undefined;
+    try {
+      parseUserContext({ ...ok, [key]: 1 });
+    } catch (err) {
+      refusal = err as UserContextError;
+    }
+    expect(refusal).toMatchObject({ code: ErrorCodes.INVALID, reason: 'context: 1 unknown key(s)' });
+    expect(refusal!.message).toBe(`${ErrorCodes.INVALID}: context: 1 unknown key(s)`);
+  });
+
+  it('a value that throws when read (a getter, a Proxy trap) is refused as INVALID, not thrown through', () => {
+    const getter = {
+      ...ok,
+      get roles(): string[] {
+        throw new Error('boom');
+      },
+    };
+    const trap = new Proxy(ok, {
+      ownKeys() {
+        throw new Error('trap');
+      },
+    });
+    for (const hostile of [getter, trap])
+      expect(() => parseUserContext(hostile)).toThrow(
+        expect.objectContaining({ code: ErrorCodes.INVALID, reason: 'context: unreadable value' }),
+      );
+  });
+
   it('compares contexts by user, workspace and set of roles', () => {
     expect(sameUserContext(parseUserContext(ok), parseUserContext({ ...ok }))).toBe(true);
     expect(
@@ -135,5 +165,36 @@ describe('SystemPrincipal', () => {
     expect(codeOf(() => systemPrincipal('reindexer', ''))).toBe(ErrorCodes.INVALID);
     expect(codeOf(() => systemPrincipal('../admin', 'x y z'))).toBe(ErrorCodes.INVALID);
     expect(codeOf(() => systemPrincipal('reindexer', 'ok\nforged line'))).toBe(ErrorCodes.INVALID);
+  });
+
+  it('a reason that says nothing (blank, invisible, a line separator, a lone surrogate) is no reason', () => {
+    for (const reason of [
+      '   ',
+      '\u3164\u3164\u3164',
+      '\u115F\u1160\uFFA0',
+      'ok\u2028forged',
+      'ok \uD800 x',
+      '...',
+    ])
+      expect(
+        codeOf(() => systemPrincipal('reindexer', reason)),
+        JSON.stringify(reason),
+      ).toBe(ErrorCodes.INVALID);
+    expect(systemPrincipal('reindexer', 'réindexation 2').reason).toBe('réindexation 2');
+  });
+});
+
+describe('UserContextError', () => {
+  it('keeps line breaks, controls and bidi characters of a quoted id out of its reason and message, and caps them', () => {
+    const err = new UserContextError(
+      ErrorCodes.LINEAGE_MISMATCH,
+      `workflow a\nb\u202Ec\u0085d${'z'.repeat(5000)}`,
+    );
+    expect(err.reason.startsWith('workflow a\uFFFDb\uFFFDc\uFFFDd')).toBe(true);
+    expect(err.reason).toHaveLength(4001);
+    expect(err.reason.endsWith('z…')).toBe(true);
+    expect(err.message).toBe(`${ErrorCodes.LINEAGE_MISMATCH}: ${err.reason}`);
+    // A plain reason stays as it is.
+    expect(new UserContextError(ErrorCodes.MISSING, 'no context').reason).toBe('no context');
   });
 });

@@ -1,6 +1,7 @@
 // A worker whose own lookups the server refuses (no permission to describe workflows or read history,
-// credentials expired) is misconfigured, not facing a forged context: the activity fails retryable with
-// a named code and an audit record, so that an operator can grant the permission while the run waits.
+// credentials expired) is misconfigured, not facing a forged context: the activity fails its attempt
+// retryable with a named error (no code of this library, which a `nonRetryableErrorTypes` list would make
+// final) and an audit record, so that an operator can grant the permission while the run waits.
 // Outside Temporal: a dev server authorises every call, so the refusal comes from a stand-in client.
 import { asyncLocalStorage } from '@temporalio/activity';
 import { ServiceError, type Client } from '@temporalio/client';
@@ -11,6 +12,7 @@ import { describe, expect, it } from 'vitest';
 import {
   ErrorCodes,
   KeyRing,
+  LookupRefusedError,
   UserContextPlugin,
   currentUserContext,
   generateKeySet,
@@ -72,7 +74,7 @@ describe("a lookup the server refuses the worker (activityLineage: 'server')", (
     [7, 'PERMISSION_DENIED'],
     [16, 'UNAUTHENTICATED'],
   ] as const) {
-    it(`${name}: a retryable USER_CONTEXT_MISCONFIGURED, audited, and the activity does not run`, async () => {
+    it(`${name}: a retryable LookupRefusedError, audited, and the activity does not run`, async () => {
       // As the worker's native client throws it, and wrapped as the SDK's higher-level clients do.
       for (const error of [
         grpcError(status),
@@ -80,12 +82,13 @@ describe("a lookup the server refuses the worker (activityLineage: 'server')", (
       ]) {
         const { outcome, ran, audit } = await activityRefusedLookup(error);
         expect(ran).toBe(false);
-        expect(outcome).toBeInstanceOf(ApplicationFailure);
-        expect(outcome).toMatchObject({ type: ErrorCodes.MISCONFIGURED, nonRetryable: false });
-        expect((outcome as Error).message).toContain(name);
+        expect(outcome).toBeInstanceOf(LookupRefusedError);
+        expect(outcome).toMatchObject({ name: 'LookupRefusedError', status: name });
+        expect((outcome as Error).cause).toBe(error);
         expect(audit.events.map((e) => [e.action, e.decision, e.reason, e.userId])).toEqual([
-          ['activity.execute', 'deny', ErrorCodes.MISCONFIGURED, 'alice'],
+          ['activity.execute', 'deny', 'ERROR', 'alice'],
         ]);
+        expect(audit.events[0]?.detail).toContain(`(${name})`);
       }
     });
   }

@@ -425,3 +425,50 @@ describe('issueContextToken', () => {
     ).rejects.toMatchObject({ code: ErrorCodes.MISCONFIGURED });
   });
 });
+
+describe("an application's own interceptors", () => {
+  it('stay where SDK 1.24 SimplePlugin would drop them: client nexus and activity, worker activityInbound', () => {
+    const nexus = { startOperation: async () => undefined } as never;
+    const activity = { start: async () => undefined } as never;
+    const workflow = {} as never;
+    const inbound = (() => ({})) as never;
+    const client = new UserContextPlugin({ keys: edge, codec: false }).configureClient({
+      namespace: 'default',
+      interceptors: { workflow: [workflow], nexus: [nexus], activity: [activity] },
+    });
+    // The application's first, then the plugin's own (standalone calls: refused with no user in scope).
+    expect(client.interceptors?.nexus?.[0]).toBe(nexus);
+    expect(client.interceptors?.nexus).toHaveLength(2);
+    expect(client.interceptors?.activity?.[0]).toBe(activity);
+    expect(client.interceptors?.activity).toHaveLength(2);
+    // The plugin's own are added, the application's kept, in the order they were given.
+    expect((client.interceptors?.workflow as unknown[])[0]).toBe(workflow);
+    expect((client.interceptors?.workflow as unknown[]).length).toBe(2);
+
+    const configured = new UserContextPlugin({ keys: worker, codec: false }).configureWorker({
+      taskQueue: 'q',
+      namespace: 'default',
+      interceptors: { activityInbound: [inbound], client: { nexus: [nexus], activity: [activity] } },
+    });
+    expect(configured.interceptors?.activityInbound).toEqual([inbound]);
+    expect(configured.interceptors?.client?.nexus?.[0]).toBe(nexus);
+    expect(configured.interceptors?.client?.activity?.[0]).toBe(activity);
+    expect(configured.interceptors?.activity?.length).toBe(1);
+  });
+
+  it('the standalone interceptors come back once when another plugin configured after this one dropped them', () => {
+    const p = new UserContextPlugin({ keys: edge, codec: false });
+    const first = p.configureClient({ namespace: 'default' });
+    const ours = { activity: first.interceptors?.activity, nexus: first.interceptors?.nexus };
+    expect(ours.activity).toHaveLength(1);
+    // What SDK 1.24's SimplePlugin of another plugin hands on: workflow and schedule only.
+    const dropped = {
+      ...first,
+      interceptors: { workflow: first.interceptors?.workflow, schedule: first.interceptors?.schedule },
+    };
+    const again = p.configureClient(dropped);
+    expect(again.interceptors?.activity).toEqual(ours.activity);
+    expect(again.interceptors?.nexus).toEqual(ours.nexus);
+    expect(p.configureClient({ ...again }).interceptors?.activity).toEqual(ours.activity);
+  });
+});

@@ -4,7 +4,7 @@
 import { ScheduleNotFoundError, ServiceError, type Client } from '@temporalio/client';
 import { defaultPayloadConverter, type Payload, type PayloadCodec } from '@temporalio/common';
 import { describe, expect, it } from 'vitest';
-import { ErrorCodes, UserContextError, isUserContextError } from 'temporal-user-context';
+import { ErrorCodes, LookupRefusedError, UserContextError, isUserContextError } from 'temporal-user-context';
 import { argsDigest } from '../../src/crypto/args-digest.js';
 import { ScheduledRunCheck } from '../../src/worker/scheduled-run.js';
 
@@ -91,6 +91,33 @@ describe('check 7 dates the lineage against the chain the schedule started', () 
     expect(await verdict(client, now - 3 * HOUR)).toBe(ErrorCodes.LINEAGE_MISMATCH);
   });
 
+  it('not at all when the first run is past retention and the schedule lists the chain only as running', async () => {
+    // Out of the ten recent actions (a schedule that allows overlaps went on starting runs): no time
+    // is left to date the lineage by, and one claiming an earlier chain of the id would pass.
+    const client = server({ error: grpcError(5) });
+    const listedRunningOnly = client.schedule.getHandle('sch') as unknown as {
+      describe: () => Promise<unknown>;
+    };
+    const described = (await listedRunningOnly.describe()) as {
+      info: { recentActions: Array<{ action: unknown }>; runningActions: unknown[] };
+    };
+    (client.schedule as unknown as { getHandle: () => unknown }).getHandle = () => ({
+      describe: async () => ({
+        info: {
+          ...described.info,
+          runningActions: described.info.recentActions.map((r) => r.action),
+          recentActions: [],
+        },
+      }),
+    });
+    await expect(
+      new ScheduledRunCheck(30_000).confirm(client, 'sch', root, now - 3 * HOUR, ISSUED, 'r'),
+    ).rejects.toMatchObject({
+      code: ErrorCodes.LINEAGE_MISMATCH,
+      reason: expect.stringMatching(/cannot be dated/),
+    });
+  });
+
   it('only for the schedule created with the token: not for one re-created under its id later', async () => {
     const client = server({ startedAt: firstStart });
     expect(await verdict(client, firstStart, ISSUED)).toBe('confirmed');
@@ -106,13 +133,13 @@ describe('check 7 dates the lineage against the chain the schedule started', () 
     expect(await verdict(server({ error: grpcError(14) }), firstStart)).toBe('thrown: grpc 14');
   });
 
-  it('a lookup the server refuses the worker is a retryable MISCONFIGURED, not a first run past retention', async () => {
+  it('a lookup the server refuses the worker is a retryable LookupRefusedError, not a first run past retention', async () => {
     // Taken for "past retention", a refused describe of the first run would date the chain by the
     // schedule's action instead, and confirm it.
     for (const status of [7, 16]) {
       const client = server({ error: grpcError(status) });
       const check = new ScheduledRunCheck(30_000).confirm(client, 'sch', root, firstStart, ISSUED, 'r');
-      await expect(check).rejects.toMatchObject({ code: ErrorCodes.MISCONFIGURED, retryable: true });
+      await expect(check).rejects.toBeInstanceOf(LookupRefusedError);
     }
     // The schedule's own describe, refused (the SDK's schedule client wraps the gRPC error).
     const refused = server({ startedAt: firstStart });
@@ -121,7 +148,9 @@ describe('check 7 dates the lineage against the chain the schedule started', () 
         throw new ServiceError('describe failed', { cause: grpcError(7) });
       },
     });
-    expect(await verdict(refused, firstStart)).toBe(ErrorCodes.MISCONFIGURED);
+    expect(await verdict(refused, firstStart)).toMatch(
+      /^thrown: the server refused this worker a lookup of the schedule \(PERMISSION_DENIED\)/,
+    );
   });
 });
 

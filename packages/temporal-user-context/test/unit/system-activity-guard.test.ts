@@ -16,7 +16,7 @@ import {
 
 const cleanup = systemPrincipal('nightly-cleanup', 'deletes expired drafts');
 
-function guarded(info: ConstructorParameters<typeof MockActivityEnvironment>[0]) {
+function guarded(info: ConstructorParameters<typeof MockActivityEnvironment>[0], declared = cleanup) {
   const audit = memoryAuditSink();
   const plugin = new UserContextPlugin({
     keys: KeyRing.fromJSON(generateKeySet('guard').worker),
@@ -30,7 +30,7 @@ function guarded(info: ConstructorParameters<typeof MockActivityEnvironment>[0])
   const guard = factory(context).inbound as ActivityInboundCallsInterceptor;
   const run = () =>
     asyncLocalStorage.run(context, () =>
-      guard.execute!({ args: [], headers: {} }, async () => resolveUserContext({ system: cleanup })),
+      guard.execute!({ args: [], headers: {} }, async () => resolveUserContext({ system: declared })),
     );
   return { run, audit };
 }
@@ -39,6 +39,46 @@ describe('system activities', () => {
   it('run as the allow-listed principal when a workflow scheduled them without a user', async () => {
     const { run } = guarded({ workflowExecution: { workflowId: 'wf', runId: 'r' }, inWorkflow: true });
     expect(await run()).toMatchObject({ kind: 'system', name: 'nightly-cleanup' });
+  });
+
+  it('a principal the worker does not allow-list is refused, and the record names it', async () => {
+    const other = systemPrincipal('reindexer', 'rebuilds the search index');
+    const { run, audit } = guarded(
+      { workflowExecution: { workflowId: 'wf', runId: 'r' }, inWorkflow: true },
+      other,
+    );
+    await expect(run()).rejects.toMatchObject({
+      type: ErrorCodes.SYSTEM_PRINCIPAL_FORBIDDEN,
+      nonRetryable: true,
+    });
+    expect(audit.events.at(-1)).toMatchObject({
+      action: 'activity.resolve',
+      decision: 'deny',
+      source: 'system',
+      reason: ErrorCodes.SYSTEM_PRINCIPAL_FORBIDDEN,
+      principal: 'reindexer',
+    });
+  });
+
+  it('a look-alike principal that throws when read is refused as INVALID, audited, not thrown through', async () => {
+    const hostile = {
+      kind: 'system',
+      get name(): string {
+        throw new Error('boom');
+      },
+      reason: 'looks like one',
+    } as unknown as typeof cleanup;
+    const { run, audit } = guarded(
+      { workflowExecution: { workflowId: 'wf', runId: 'r' }, inWorkflow: true },
+      hostile,
+    );
+    await expect(run()).rejects.toMatchObject({ type: ErrorCodes.INVALID, nonRetryable: true });
+    expect(audit.events.at(-1)).toMatchObject({
+      action: 'activity.resolve',
+      decision: 'deny',
+      reason: ErrorCodes.INVALID,
+      detail: 'system principal: unreadable value',
+    });
   });
 
   it('are refused as standalone activities (no workflow), and the refusal is audited', async () => {

@@ -1,7 +1,7 @@
 // Sealed tokens: issue at the edge, open on workers, rotation, and a fuzzed decoder.
 import { sign as edSign } from 'node:crypto';
 import fc from 'fast-check';
-import { CompactEncrypt } from 'jose';
+import { CompactEncrypt, SignJWT } from 'jose';
 import { describe, expect, it } from 'vitest';
 import {
   ContextVerifier,
@@ -302,6 +302,41 @@ describe('context tokens', () => {
     // A call no worker could open is refused where it is issued.
     for (const call of ['', 'x'.repeat(1001)])
       expect(await codeOf(actorToken(call)), `${call.length} characters`).toBe(ErrorCodes.MISCONFIGURED);
+  });
+
+  it('with requireBoundTokens, a schedule token that binds no action (an earlier edge) is refused', async () => {
+    const { claims } = await issueContextToken(edge, alice, {
+      namespace: 'ns-a',
+      use: 'schedule',
+      workflowId: 'job',
+      scheduleId: 'nightly',
+      scheduledAction: { workflowType: 'Report', taskQueue: 'reports' },
+    });
+    // The same token as an edge before schedule tokens bound their action issued it: no wt, tq.
+    const { wt: _wt, tq: _tq, ...legacyClaims } = claims;
+    const signer = edge.activeSigningKey()!;
+    const seal = edge.activeSealingKey();
+    const jws = await new SignJWT(legacyClaims)
+      .setProtectedHeader({ alg: 'EdDSA', kid: signer.kid, typ: 'tuc+jwt' })
+      .sign(signer.privateKey);
+    const tok = await new CompactEncrypt(new TextEncoder().encode(jws))
+      .setProtectedHeader({ alg: 'dir', enc: 'A256GCM', kid: seal.kid, cty: 'JWT' })
+      .encrypt(seal.key);
+    const root = 'job-2026-12-01T00:00:00Z';
+    const header = {
+      v: 1 as const,
+      tok,
+      ws: claims.wsh,
+      sub: claims.subh,
+      lin: { root, wf: root, start: claims.iat * 1000, sched: 'nightly', wt: 'AnyType', tq: 'any-queue' },
+    };
+    const facts = { namespace: 'ns-a', workflowId: root };
+    expect(await codeOf(new ContextVerifier(worker).verifyOriginator(header, facts))).toBeUndefined();
+    const strict = new ContextVerifier(worker, { requireBoundTokens: true });
+    await expect(strict.verifyOriginator(header, facts)).rejects.toMatchObject({
+      code: ErrorCodes.LINEAGE_MISMATCH,
+      reason: 'the schedule token binds no action',
+    });
   });
 
   it('only start and schedule tokens bind a start; the binding names type and queue together', async () => {
