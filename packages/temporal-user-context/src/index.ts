@@ -14,6 +14,7 @@ export * from './context/index.js';
 export * from './audit/index.js';
 export { KeyRing, type SecretKey, type SigningKey } from './crypto/keyring.js';
 export {
+  type ActivateOptions,
   activateKeySet,
   generateKeySet,
   retireKey,

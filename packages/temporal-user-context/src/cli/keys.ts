@@ -4,6 +4,8 @@
  *   keys generate --issuer NAME --out DIR   writes DIR/edge.json (signs: the API only) and DIR/worker.json
  *   keys stage    --in DIR/edge.json --out DIR   adds fresh keys as `staged` (roll out everywhere first)
  *   keys activate --in DIR/edge.json --out DIR   makes the staged keys active and retires the old ones
+ *                 [--grace-seconds N]            (the old signing key verifies tokens issued up to N s
+ *                                                 after it, default 86400: the edges' rollout)
  *   keys rotate   --in DIR/edge.json --out DIR   both at once (a leak, or every holder updated together)
  *   keys retire   --in DIR/edge.json --kid KID --out DIR   removes a retired (or staged) key
  *   keys export-pseudonym --in DIR/edge.json --out FILE   writes a lookup file: the pseudonym key alone
@@ -162,6 +164,7 @@ function main(argv: string[]): number {
       user: { type: 'string' },
       workspace: { type: 'string' },
       kid: { type: 'string' },
+      'grace-seconds': { type: 'string' },
       force: { type: 'boolean', default: false },
     },
     strict: true,
@@ -171,11 +174,16 @@ function main(argv: string[]): number {
     write(values.out, generateKeySet(values.issuer ?? 'temporal-user-context').edge, force);
     return 0;
   }
+  // How long edges may still sign with the key an activation retires (default a day).
+  const grace = values['grace-seconds'];
+  if (grace !== undefined && command !== 'activate' && command !== 'rotate')
+    refuse('--grace-seconds is for activate and rotate only');
+  const activation = grace === undefined ? {} : { graceSeconds: /^\d+$/.test(grace) ? Number(grace) : NaN };
   // A Map, not an object: `keys constructor ...` must not find an inherited member.
   const transforms = new Map<string | undefined, (set: KeySetJson) => KeySetJson>([
     ['stage', stageKeySet],
-    ['activate', activateKeySet],
-    ['rotate', rotateKeySet],
+    ['activate', (set) => activateKeySet(set, activation)],
+    ['rotate', (set) => rotateKeySet(set, activation)],
   ]);
   const transform = transforms.get(command);
   if (transform && values.in && values.out) {
@@ -211,7 +219,7 @@ function main(argv: string[]): number {
   }
   process.stderr.write(
     'usage: keys generate --issuer NAME --out DIR\n' +
-      '     | keys stage|activate|rotate --in EDGE.json --out DIR\n' +
+      '     | keys stage|activate|rotate --in EDGE.json --out DIR [--grace-seconds N]\n' +
       '     | keys retire --in EDGE.json --kid KID --out DIR\n' +
       '     | keys export-pseudonym --in EDGE.json --out FILE\n' +
       '       (add --force to replace existing files)\n' +

@@ -31,6 +31,14 @@ export type ScheduledAction = BoundStart;
  * start binding of start and schedule tokens (`wt` / `tq` / `ad`, and a start's `cr` / `dl` / `rp`) and
  * an actor token's call (`nm`).
  */
+/**
+ * The longest window (`exp` − `iat`, seconds) a token of each use may have: what an edge can issue
+ * (a day for start and actor tokens, 366 days for a schedule's). Workers refuse longer ones, so that a
+ * token signed with a retired key's copy and dated back to its cut-off (`notAfter`) holds no longer
+ * than that after it.
+ */
+export const MAX_WINDOW = { start: 86_400, actor: 86_400, schedule: 366 * 86_400 } as const;
+
 export const claimsSchema = z
   .object({
     iss: z.string().min(1).max(128),
@@ -105,7 +113,8 @@ export const claimsSchema = z
       message: 'a start binds its workflow type and task queue together, and its arguments only with them',
     },
   )
-  .refine((c) => c.exp > c.iat, { message: 'exp must follow iat' });
+  .refine((c) => c.exp > c.iat, { message: 'exp must follow iat' })
+  .refine((c) => c.exp - c.iat <= MAX_WINDOW[c.use], { message: 'window longer than its use allows' });
 
 /** The claims of an opened, verified context token (docs/wire-format.md). */
 export type ContextClaims = z.infer<typeof claimsSchema>;

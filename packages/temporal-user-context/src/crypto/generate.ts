@@ -1,5 +1,6 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
+import { numberOption } from '../context/number-option.js';
 import type { KeySetJson } from './key-set.js';
 
 function secret(): string {
@@ -62,21 +63,46 @@ export function stageKeySet(set: KeySetJson): KeySetJson {
   };
 }
 
+/** Options of {@link activateKeySet} and {@link rotateKeySet}. */
+export interface ActivateOptions {
+  /**
+   * How long (seconds, default 86 400) edges still holding the set before this one may go on signing
+   * with the retired key: tokens it signed with a later `iat` are refused (its `notAfter`). Size it for
+   * the rollout of the activated set to every edge.
+   */
+  graceSeconds?: number;
+  /** The activation time (epoch ms, default now); for tests. */
+  now?: number;
+}
+
 /**
  * Second step of a rotation, once every holder has the staged set: each staged key becomes `active` and
  * the key it replaces is retired (`verify-only` without its private half: nobody signs with a retired key;
- * `decrypt-only`). Kinds with nothing staged are left as they are. Throws `USER_CONTEXT_MISCONFIGURED`
- * when nothing is staged.
+ * `decrypt-only`). The retired signing key verifies only tokens issued up to the activation plus
+ * `graceSeconds` (`notAfter`): a copy of its private half (an old backup of the edge set) mints nothing
+ * that workers take afterwards. Kinds with nothing staged are left as they are. Throws
+ * `USER_CONTEXT_MISCONFIGURED` when nothing is staged.
  */
-export function activateKeySet(set: KeySetJson): KeySetJson {
+export function activateKeySet(set: KeySetJson, options: ActivateOptions = {}): KeySetJson {
   requireEdgeSet(set);
   const codec = set.codec ?? [];
   if (![...set.signing, ...set.sealing, ...codec].some((k) => k.status === 'staged'))
     throw new UserContextError(ErrorCodes.MISCONFIGURED, 'key set: no staged keys to activate; stage first');
   const decryptOnly = (k: SecretEntry): SecretEntry => ({ ...k, status: 'decrypt-only' });
+  const grace = numberOption('graceSeconds', options.graceSeconds, 86_400, {
+    min: 0,
+    max: 366 * 86_400,
+    integer: true,
+  });
+  const notAfter = Math.floor((options.now ?? Date.now()) / 1000) + grace;
   return {
     ...set,
-    signing: promote(set.signing, (k) => ({ ...k, status: 'verify-only', jwk: publicHalf(k.jwk) })),
+    signing: promote(set.signing, (k) => ({
+      ...k,
+      status: 'verify-only',
+      jwk: publicHalf(k.jwk),
+      notAfter,
+    })),
     sealing: promote(set.sealing, decryptOnly),
     ...(set.codec ? { codec: promote(set.codec, decryptOnly) } : {}),
   };
@@ -112,8 +138,8 @@ export function retireKey(set: KeySetJson, kid: string): KeySetJson {
  * receives the new set at the same moment (or after a leak, when breaking what the old keys made is the
  * point): a holder still on the old set cannot open what the new keys make.
  */
-export function rotateKeySet(set: KeySetJson): KeySetJson {
-  return activateKeySet(stageKeySet(set));
+export function rotateKeySet(set: KeySetJson, options: ActivateOptions = {}): KeySetJson {
+  return activateKeySet(stageKeySet(set), options);
 }
 
 /**

@@ -1,9 +1,10 @@
 import { randomUUID } from 'node:crypto';
 import { CompactEncrypt, SignJWT } from 'jose';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
+import { numberOption } from '../context/number-option.js';
 import type { UserContext } from '../context/schema.js';
 import type { ContextHeader } from '../header/wire.js';
-import type { BoundStart, ContextClaims, TokenUse } from './claims.js';
+import { MAX_WINDOW, type BoundStart, type ContextClaims, type TokenUse } from './claims.js';
 import type { KeyRing } from './keyring.js';
 import { createArgsDigest } from './args-digest.js';
 import { pseudonym } from './pseudonym.js';
@@ -37,7 +38,10 @@ export interface IssueOptions {
    * handles in the lineage facts it sends (`b`, docs/wire-format.md).
    */
   call?: string;
-  /** Seconds the start window stays open (default: 60 for start, 300 for actor, 366 days for schedules). */
+  /**
+   * Seconds the start window stays open (default: 60 for start, 300 for actor, 366 days for schedules;
+   * at most a day, a day and 366 days: {@link MAX_WINDOW}, which workers hold tokens to).
+   */
   windowSeconds?: number;
   /** Clock, for tests. */
   now?: () => number;
@@ -94,6 +98,11 @@ export async function issueContextToken(
   if (!options.workflowId || (schedule && (!options.scheduleId || !options.scheduledAction))) {
     throw new UserContextError(ErrorCodes.MISCONFIGURED, `a ${options.use} token needs its binding ids`);
   }
+  const window = numberOption('windowSeconds', options.windowSeconds, DEFAULT_WINDOW[options.use], {
+    min: 1,
+    max: MAX_WINDOW[options.use],
+    integer: true,
+  });
   const iat = Math.floor((options.now?.() ?? Date.now()) / 1000);
   const claims: ContextClaims = {
     iss: ring.issuer,
@@ -109,7 +118,7 @@ export async function issueContextToken(
     wsh: pseudonym(ring.pseudonymKey, 'ws', ctx.workspaceId),
     subh: pseudonym(ring.pseudonymKey, 'sub', ctx.userId),
     iat,
-    exp: iat + (options.windowSeconds ?? DEFAULT_WINDOW[options.use]),
+    exp: iat + window,
     jti: randomUUID(),
   };
   const jws = await new SignJWT({ ...claims })

@@ -38,7 +38,9 @@ export const keySetSchema = z
     issuer: z.string().min(1).max(128),
     /**
      * Ed25519 signing keys. `active` (exactly one): signs (if it has `d`) and verifies; `staged`:
-     * verifies, signs once activated; `verify-only`: retired.
+     * verifies, signs once activated; `verify-only`: retired, verifies tokens issued (`iat`) up to its
+     * `notAfter` (epoch seconds, when set: `keys activate` sets it), so that a copy of its private half
+     * taken before the rotation mints nothing new.
      */
     signing: z
       .array(
@@ -47,8 +49,12 @@ export const keySetSchema = z
             kid: z.string().regex(KID),
             status: z.enum(['active', 'staged', 'verify-only']),
             jwk: okpJwk,
+            notAfter: z.number().int().min(0).max(Number.MAX_SAFE_INTEGER).optional(),
           })
-          .strict(),
+          .strict()
+          .refine((k) => k.notAfter === undefined || k.status === 'verify-only', {
+            message: 'notAfter is for retired (verify-only) keys only',
+          }),
       )
       .min(1),
     /** AES-256 keys sealing tokens (JWE `dir` + A256GCM). */

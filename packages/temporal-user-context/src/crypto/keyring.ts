@@ -11,6 +11,8 @@ export interface SigningKey {
   readonly kid: string;
   /** `active` signs (edge) and verifies; `staged` verifies, signs once activated; `verify-only`: retired. */
   readonly status: 'active' | 'staged' | 'verify-only';
+  /** A retired key's cut-off: tokens it signed with a later `iat` (epoch seconds) are refused. */
+  readonly notAfter?: number;
   readonly publicKey: KeyObject;
   readonly privateKey?: KeyObject;
 }
@@ -170,13 +172,20 @@ function signingKey(s: KeySet['signing'][number]): SigningKey {
   if (isSmallOrderPoint(Buffer.from(s.jwk.x, 'base64url')))
     throw misconfigured('public key of small order (a forged signature would verify)');
   const publicKey = createPublicKey({ key: { kty: 'OKP', crv: 'Ed25519', x: s.jwk.x }, format: 'jwk' });
-  if (!s.jwk.d) return { kid: s.kid, status: s.status, publicKey };
+  const retired = s.notAfter === undefined ? {} : { notAfter: s.notAfter };
+  if (!s.jwk.d) return { kid: s.kid, status: s.status, ...retired, publicKey };
   const privateKey = createPrivateKey({ key: { ...s.jwk }, format: 'jwk' });
   // A private half that is not the public half's would sign tokens that no worker verifies.
   const derived = createPublicKey(privateKey).export({ format: 'jwk' }) as { x?: string };
   if (derived.x !== s.jwk.x) throw misconfigured('d is not the private key of x');
   // Only the active key signs: a staged or retired key's private half is not kept in memory.
-  return { kid: s.kid, status: s.status, publicKey, ...(s.status === 'active' ? { privateKey } : {}) };
+  return {
+    kid: s.kid,
+    status: s.status,
+    ...retired,
+    publicKey,
+    ...(s.status === 'active' ? { privateKey } : {}),
+  };
 }
 
 function secretMap(keys: KeySet['sealing']): Map<string, SecretKey> {

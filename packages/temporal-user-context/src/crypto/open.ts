@@ -3,7 +3,7 @@ import { ErrorCodes, UserContextError } from '../context/errors.js';
 import { assertCanonicalDirJwe } from './canonical.js';
 import { KID_PATTERN } from './key-set.js';
 import { claimsSchema, type ContextClaims } from './claims.js';
-import type { KeyRing } from './keyring.js';
+import type { KeyRing, SigningKey } from './keyring.js';
 import { TOKEN_TYPE } from './issue.js';
 import { verifyCompactEdDSA } from './jws-verify.js';
 
@@ -58,6 +58,7 @@ export async function openContextToken(ring: KeyRing, token: string): Promise<Co
     throw new UserContextError(ErrorCodes.TOO_LARGE, 'inner token over size cap');
   // The inner signature is checked synchronously (see jws-verify.ts for why not jose's compactVerify).
   let payload: Uint8Array;
+  let signer: SigningKey | undefined;
   try {
     payload = verifyCompactEdDSA(jws, (inner) => {
       // verifyCompactEdDSA refuses any other alg too: checked here again so the two layers stay.
@@ -66,6 +67,7 @@ export async function openContextToken(ring: KeyRing, token: string): Promise<Co
       }
       const verifyKey = ring.signing.get(knownKid(inner.kid));
       if (!verifyKey) throw new UserContextError(ErrorCodes.KEY_UNKNOWN, 'unknown signing key id');
+      signer = verifyKey;
       return verifyKey.publicKey;
     });
   } catch (err) {
@@ -86,6 +88,9 @@ export async function openContextToken(ring: KeyRing, token: string): Promise<Co
   }
   if (claims.data.iss !== ring.issuer)
     throw new UserContextError(ErrorCodes.TOKEN_INVALID, 'unexpected issuer');
+  // A retired key verifies what it signed while it was in use, not what a copy of it signs later.
+  if (signer?.notAfter !== undefined && claims.data.iat > signer.notAfter)
+    throw new UserContextError(ErrorCodes.TOKEN_INVALID, 'token issued after its signing key was retired');
   // Workers cache opened claims and hand the same object to every later check of the token and to the
   // application's hooks (`isRevoked`): frozen, so no hook can change what the next check reads.
   Object.freeze(claims.data.roles);

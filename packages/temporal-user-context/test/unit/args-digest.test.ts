@@ -160,7 +160,15 @@ describe('claim ad', () => {
     );
     expect(claimsSchema.safeParse(claims).success).toBe(true);
     const { wt: _wt, tq: _tq, ...noAction } = claims;
-    const start = { ...claims, use: 'start', sch: undefined, wt: undefined, tq: undefined };
+    // As a start token (a start's window: a schedule's 366 days is longer than a start may have).
+    const start = {
+      ...claims,
+      use: 'start',
+      sch: undefined,
+      wt: undefined,
+      tq: undefined,
+      exp: claims.iat + 60,
+    };
     for (const bad of [
       { ...claims, ad: `${claims.ad!.slice(0, 42)}=` },
       { ...claims, ad: claims.ad!.slice(1) },

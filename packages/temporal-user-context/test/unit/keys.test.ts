@@ -16,9 +16,11 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { inspect } from 'node:util';
+import { CompactEncrypt, SignJWT } from 'jose';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   AesGcmPayloadCodec,
+  ContextVerifier,
   ErrorCodes,
   KeyRing,
   UserContextError,
@@ -110,6 +112,84 @@ describe('rotation in two steps: stage everywhere, then activate', () => {
     expect(() => activateKeySet(workerKeySet(staged))).toThrow(misconfigured);
     expect(() => retireKey(workerKeySet(activated), old.sealing[0]!.kid)).toThrow(misconfigured);
     expect(() => activateKeySet(activated)).toThrow(misconfigured);
+  });
+
+  it('the retired signing key verifies only what was issued up to the activation and its grace', async () => {
+    const day = 86_400;
+    const at = Date.now();
+    const fresh = activateKeySet(staged, { now: at });
+    expect(fresh.signing[0]!.notAfter).toBe(Math.floor(at / 1000) + day);
+    expect(activateKeySet(staged, { now: at, graceSeconds: 60 }).signing[0]!.notAfter).toBe(
+      Math.floor(at / 1000) + 60,
+    );
+    // A copy of the old edge set (its private signing half) taken before the rotation: an edge not yet
+    // given the activated set signs with it, within the grace; after it, a copy mints nothing.
+    const copy = KeyRing.fromJSON(old);
+    const tok = await token(copy, 'wf-copy');
+    expect(await openContextToken(KeyRing.fromJSON(workerKeySet(fresh)), tok)).toMatchObject({
+      sub: 'alice',
+    });
+    const longAgo = activateKeySet(staged, { now: at - 2 * day * 1000 });
+    expect(await codeOf(openContextToken(KeyRing.fromJSON(workerKeySet(longAgo)), tok))).toBe(
+      ErrorCodes.TOKEN_INVALID,
+    );
+    // Tokens of the new active key are not held to it.
+    const current = await token(KeyRing.fromJSON(longAgo), 'wf-new');
+    expect(await openContextToken(KeyRing.fromJSON(workerKeySet(longAgo)), current)).toMatchObject({
+      sub: 'alice',
+    });
+    // A cut-off belongs to a retired key only; a grace outside 0–366 days is refused.
+    const onActive = clone(fresh);
+    onActive.signing[1]!.notAfter = 1;
+    expect(() => KeyRing.fromJSON(onActive)).toThrow(misconfigured);
+    for (const graceSeconds of [-1, 1.5, 367 * day, Number.NaN])
+      expect(() => activateKeySet(staged, { graceSeconds }), String(graceSeconds)).toThrow(misconfigured);
+  });
+
+  it("a token dated back to the cut-off holds no longer than its use's longest window after it", async () => {
+    const day = 86_400;
+    const longAgo = activateKeySet(staged, { now: Date.now() - 30 * day * 1000 });
+    const notAfter = longAgo.signing[0]!.notAfter!;
+    const worker = KeyRing.fromJSON(workerKeySet(longAgo));
+    const copy = KeyRing.fromJSON(old);
+    // Dated to the cut-off by the copy's holder: it opens (iat ≤ notAfter), and its window is long shut.
+    const { header, claims } = await issueContextToken(copy, alice, {
+      namespace: 'default',
+      use: 'actor',
+      workflowId: 'wf-1',
+      now: () => notAfter * 1000,
+    });
+    expect(await openContextToken(worker, header.tok)).toMatchObject({ iat: notAfter });
+    const lin = { root: 'wf-1', wf: 'wf-1', start: notAfter * 1000 };
+    expect(
+      await codeOf(
+        new ContextVerifier(worker).verifyActor(
+          { ...header, lin },
+          { namespace: 'default', workflowId: 'wf-1' },
+        ),
+      ),
+    ).toBe(ErrorCodes.TOKEN_EXPIRED);
+    // The same claims with a ten-year window, signed and sealed by hand: refused when opened.
+    const signer = copy.activeSigningKey()!;
+    const seal = copy.activeSealingKey();
+    const jws = await new SignJWT({ ...claims, exp: notAfter + 3650 * day })
+      .setProtectedHeader({ alg: 'EdDSA', kid: signer.kid, typ: 'tuc+jwt' })
+      .sign(signer.privateKey);
+    const forged = await new CompactEncrypt(new TextEncoder().encode(jws))
+      .setProtectedHeader({ alg: 'dir', enc: 'A256GCM', kid: seal.kid, cty: 'JWT' })
+      .encrypt(seal.key);
+    expect(await codeOf(openContextToken(worker, forged))).toBe(ErrorCodes.INVALID);
+    // Nor does an edge issue one: a day for start and actor tokens, 366 days for a schedule's.
+    for (const [use, windowSeconds] of [
+      ['start', day + 1],
+      ['actor', day + 1],
+    ] as const)
+      expect(
+        await codeOf(
+          issueContextToken(copy, alice, { namespace: 'default', use, workflowId: 'wf-1', windowSeconds }),
+        ),
+        use,
+      ).toBe(ErrorCodes.MISCONFIGURED);
   });
 
   it('a ring keeps only the active private half in memory, and says whether its set held any', () => {
@@ -268,9 +348,17 @@ describe('the keys command line', () => {
     expect(statSync(join(dir, 'worker.json')).mode & 0o777).toBe(0o600);
     expect(read(edgeFile).signing.map((k) => k.status)).toEqual(['active', 'staged']);
     expect(read(join(dir, 'worker.json')).signing.every((k) => k.jwk.d === undefined)).toBe(true);
-    expect(keys('activate', '--in', edgeFile, '--out', dir, '--force').status).toBe(0);
+    expect(keys('activate', '--in', edgeFile, '--out', dir, '--grace-seconds', 'x', '--force').status).toBe(
+      1,
+    );
+    expect(
+      keys('activate', '--in', edgeFile, '--out', dir, '--grace-seconds', '3600', '--force').status,
+    ).toBe(0);
     const activated = read(edgeFile);
     expect(activated.signing.map((k) => k.status)).toEqual(['verify-only', 'active']);
+    const notAfter = activated.signing[0]!.notAfter!;
+    expect(Math.abs(notAfter - (Math.floor(Date.now() / 1000) + 3600))).toBeLessThan(60);
+    expect(read(join(dir, 'worker.json')).signing[0]!.notAfter).toBe(notAfter);
     const oldKid = generated.signing[0]!.kid;
     expect(keys('retire', '--in', edgeFile, '--kid', oldKid, '--out', dir, '--force').status).toBe(0);
     expect(read(edgeFile).signing.map((k) => k.kid)).not.toContain(oldKid);
