@@ -26,8 +26,10 @@ export interface ContextSourceOptions {
   bindStartArguments?: boolean;
 }
 
-/** What a client call names: its workflow (and run, for a handle's call) or its schedule. */
-/** What a call is for, as its records name it (a standalone call names its activity, or its operation). */
+/**
+ * What a client call names in its records: its workflow (and run, for a handle's call) or its schedule;
+ * a standalone call its activity, or its operation (`detail`).
+ */
 type Target = {
   workflowId: string;
   runId?: string;

@@ -27,11 +27,6 @@ export interface BoundStart {
 export type ScheduledAction = BoundStart;
 
 /**
- * Claims inside the signed token (see docs/wire-format.md). All are required except `wf` / `sch`, the
- * start binding of start and schedule tokens (`wt` / `tq` / `ad`, and a start's `cr` / `dl` / `rp`) and
- * an actor token's call (`nm`).
- */
-/**
  * The longest window (`exp` − `iat`, seconds) a token of each use may have: what an edge can issue
  * (a day for start and actor tokens, 366 days for a schedule's). Workers refuse longer ones, so that a
  * token signed with a retired key's copy and dated back to its cut-off (`notAfter`) holds no longer
@@ -39,6 +34,11 @@ export type ScheduledAction = BoundStart;
  */
 export const MAX_WINDOW = { start: 86_400, actor: 86_400, schedule: 366 * 86_400 } as const;
 
+/**
+ * Claims inside the signed token (see docs/wire-format.md). All are required except `wf` / `sch`, the
+ * start binding of start and schedule tokens (`wt` / `tq` / `ad`, and a start's `cr` / `dl` / `rp`) and
+ * an actor token's call (`nm`).
+ */
 export const claimsSchema = z
   .object({
     iss: z.string().min(1).max(128),
