@@ -29,7 +29,7 @@ import type { UserContextSinks } from './workflow/interceptors.js';
 import { WHOAMI_ACTIVITY, WHOIS_ACTOR_ACTIVITY } from './workflow/api.js';
 import { ActivityGuard } from './worker/activity-interceptor.js';
 import { nexusCallerPolicyOf, type NexusCallerPolicy } from './worker/nexus-caller.js';
-import { ActivityLineageCheck } from './worker/server-lineage.js';
+import { ActivityLineageCheck, FirstRunStarts } from './worker/server-lineage.js';
 import { NexusGuard } from './worker/nexus-interceptor.js';
 import { ScheduledRunCheck } from './worker/scheduled-run.js';
 import { currentActor, currentUserContext } from './worker/resolve.js';
@@ -357,6 +357,8 @@ export class UserContextPlugin extends SimplePlugin {
     });
     const verifier = new ContextVerifier(pluginOptions.keys, pluginOptions.verifier);
     const scheduledRuns = new ScheduledRunCheck(verifier.skewSeconds * 1000);
+    // One per worker: the SDK builds the Nexus guard anew for every request.
+    const nexusStarts = new FirstRunStarts();
     // Only undefined means the default: null, like any other value, must be refused, not read as it.
     const callerPolicy = nexusCallerPolicyOf(pluginOptions.nexusCallers);
     const activityLineage = pluginOptions.activityLineage;
@@ -469,6 +471,7 @@ export class UserContextPlugin extends SimplePlugin {
               auditor,
               scheduledRuns,
               callerPolicy,
+              starts: nexusStarts,
               ...(pluginOptions.isRevoked ? { isRevoked: pluginOptions.isRevoked } : {}),
             }),
           }),

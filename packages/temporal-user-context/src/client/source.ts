@@ -259,7 +259,10 @@ export class ContextSource {
    */
   recordScheduleControl(action: string, target: ScheduleControlTarget): void {
     const { user, source } = this.asker();
-    const detail = `schedule ${target.id}${target.detail ? `; ${target.detail}` : ''}`;
+    // The id shortened past 120 characters: the record's detail is capped (256), and what the call did
+    // (a trigger acts as the schedule's creator, a pause does not) must survive the cap.
+    const id = target.id.length > 120 ? `${target.id.slice(0, 120)}…` : target.id;
+    const detail = `schedule ${id}${target.detail ? `; ${target.detail}` : ''}`;
     // The namespace the request names: a raw service call may name another than the plugin's.
     this.allowed(
       action,

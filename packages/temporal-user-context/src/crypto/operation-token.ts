@@ -49,9 +49,13 @@ const bindingSchema = z.strictObject({
 /**
  * Seals the handler's operation token together with who started the operation (`dir`/A256GCM with the
  * ring's active sealing key), so that a cancel can later be held to the same caller and context token.
- * Throws `USER_CONTEXT_TOO_LARGE` when the sealed token would pass the server's length limit.
+ * Throws `USER_CONTEXT_TOO_LARGE` when the sealed token would pass the server's length limit, and
+ * `USER_CONTEXT_INVALID` for a binding {@link openOperationToken} would refuse (an id over its cap):
+ * sealed anyway, it would only fail every cancel later.
  */
 export async function sealOperationToken(ring: KeyRing, binding: OperationBinding): Promise<string> {
+  if (!bindingSchema.safeParse(binding).success)
+    throw new UserContextError(ErrorCodes.INVALID, 'operation binding out of the sealed token format');
   const seal = ring.activeSealingKey();
   const jwe = await new CompactEncrypt(new TextEncoder().encode(JSON.stringify(binding)))
     .setProtectedHeader({ alg: 'dir', enc: 'A256GCM', kid: seal.kid, cty: OPERATION_TOKEN_TYPE })

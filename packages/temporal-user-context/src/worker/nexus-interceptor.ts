@@ -22,7 +22,7 @@ import {
   type NexusCaller,
   type NexusCallerPolicy,
 } from './nexus-caller.js';
-import { FirstRunStarts, withServerLineage, type ConfirmedLineage } from './server-lineage.js';
+import { withServerLineage, type ConfirmedLineage, type FirstRunStarts } from './server-lineage.js';
 import { runInNexusScope, type ActivityScope } from './scope.js';
 import type { ContextVerifier, Verified } from './verifier.js';
 
@@ -73,10 +73,12 @@ function callerOf(links: readonly nexus.Link[]): NexusCaller | undefined {
   return undefined;
 }
 
-function parseNexusHeader(headers: Record<string, string>): ContextHeader | undefined {
+/** The context header of a Nexus request (a string header): size, JSON, then the v1 shape. */
+export function parseNexusHeader(headers: Record<string, string>): ContextHeader | undefined {
   const raw = headers[ORIGINATOR_HEADER];
   if (raw === undefined) return undefined;
-  if (raw.length > MAX_HEADER_BYTES)
+  // Bytes, as every other header's cap (decodeHeader): a character count let 15 KB of UTF-8 through.
+  if (Buffer.byteLength(raw, 'utf8') > MAX_HEADER_BYTES)
     throw new UserContextError(ErrorCodes.TOO_LARGE, 'Nexus header over size cap');
   let value: unknown;
   try {
@@ -147,15 +149,17 @@ const OTHER_NAMESPACE =
  * audited (`nexus.start`, `nexus.cancel`).
  */
 export class NexusGuard implements NexusInboundCallsInterceptor {
-  /** How the callers' chains' first runs started, for tokens that bind their root's start. */
-  private readonly starts = new FirstRunStarts();
-
   constructor(
     private readonly options: OriginatorChecks & {
       ring: KeyRing;
       verifier: ContextVerifier;
       auditor: Auditor;
       callerPolicy: NexusCallerPolicy;
+      /**
+       * How the callers' chains' first runs started, for tokens that bind their root's start: the
+       * worker's, shared by its guards (the SDK makes a guard per request).
+       */
+      starts: FirstRunStarts;
     },
   ) {}
 
@@ -185,11 +189,9 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
       await this.options.verifier.verifyOriginator(header, caller, { boundStart: false });
       // The links and `lin` are the caller's to write: the server confirms the caller, and states its
       // lineage (check 8), which the token must then hold for as well.
-      if (getClient().options.namespace !== caller.namespace) {
-        const admission = await this.trusted(caller.namespace, caller, header);
-        claimed = false;
-        return admission;
-      }
+      // A trusted namespace's caller stays unconfirmed (`claimed`): a later refusal's record says so.
+      if (getClient().options.namespace !== caller.namespace)
+        return this.trusted(caller.namespace, caller, header);
       const { service, operation } = input.ctx;
       const lineage = await confirmNexusCaller(getClient(), caller, {
         endpoint: operationInfo().endpoint,
@@ -215,9 +217,13 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
       });
       return { result: nexus.HandlerStartOperationResult.async(token) };
     } catch (err) {
-      // The operation has started: its start is not undone. Only its cancels will be refused.
-      if (!isUserContextError(err)) throw err;
-      auditFailure(this.options.auditor, audit, 'nexus.seal', err);
+      // The operation has started: its start is not undone (rethrown, it would be retried and run the
+      // handler again). Only its cancels will be refused.
+      try {
+        auditFailure(this.options.auditor, audit, 'nexus.seal', err);
+      } catch {
+        // A failure that is no verdict: recorded as `ERROR`, and rethrown by auditFailure.
+      }
       return output;
     }
   }
@@ -280,7 +286,7 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
     confirmedRun: string | undefined,
   ): Promise<Admission> {
     const bound = await this.options.verifier.open(header.tok);
-    const checked = await withServerLineage(getClient(), header, lineage, bound, this.starts);
+    const checked = await withServerLineage(getClient(), header, lineage, bound, this.options.starts);
     const verified = await this.options.verifier.verifyOriginator(checked, caller);
     return { verified, checked, confirmedRun };
   }

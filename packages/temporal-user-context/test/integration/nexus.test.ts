@@ -512,17 +512,20 @@ describe('Nexus callers of another namespace', () => {
       workflowExecutionRetentionPeriod: msToTs('1 day'),
     });
     // No payload codec here: it binds a handler's results to the handler's namespace.
-    const pluginWith = (keys: KeyRing, nexusCallers?: NexusCallerPolicy) =>
+    const pluginWith = (keys: KeyRing, nexusCallers?: NexusCallerPolicy, revokesAll = false) =>
       new UserContextPlugin({
         keys,
         audit: h.audit,
         codec: false,
         ...(nexusCallers ? { nexusCallers } : {}),
+        ...(revokesAll ? { isRevoked: () => true } : {}),
       });
     const workers: Worker[] = [];
     const removals: (() => Promise<void>)[] = [];
-    const handlerFor = async (nexusCallers?: NexusCallerPolicy) => {
-      const { worker, name, id, remove } = await handlerEndpoint(pluginWith(h.workerRing, nexusCallers));
+    const handlerFor = async (nexusCallers?: NexusCallerPolicy, revokesAll = false) => {
+      const { worker, name, id, remove } = await handlerEndpoint(
+        pluginWith(h.workerRing, nexusCallers, revokesAll),
+      );
       workers.push(worker);
       removals.push(remove);
       return { name, id };
@@ -530,6 +533,7 @@ describe('Nexus callers of another namespace', () => {
     const confirming = await handlerFor();
     const trusting = await handlerFor({ trustLinksFrom: [other] });
     const trustingOthers = await handlerFor({ trustLinksFrom: ['some-other-namespace'] });
+    const trustingRevoking = await handlerFor({ trustLinksFrom: [other] }, true);
     /** A caller worker and edge client in `namespace`, without the codec too. */
     const callerIn = async (namespace: string, taskQueue: string) => {
       workers.push(
@@ -577,6 +581,14 @@ describe('Nexus callers of another namespace', () => {
         },
       ]);
       expect(await call(trusting, `nx-x-${randomUUID()}`)).toEqual(alice);
+      // Refused after its namespace was trusted: the ids are still the links' claim, and the record says so.
+      const revokedId = `nx-x-${randomUUID()}`;
+      expect(await failureTypeOf(call(trustingRevoking, revokedId))).toBe(ErrorCodes.REVOKED);
+      expect(
+        h.audit.events
+          .filter((e) => e.action === 'nexus.start' && e.workflowId === revokedId)
+          .map((e) => [e.decision, e.reason, e.detail]),
+      ).toEqual([['deny', ErrorCodes.REVOKED, 'unconfirmed caller: context revoked']]);
       // A cancel carries no links: from a trusted namespace it is taken on its header, and audited so.
       const parked = await park(caller, callerQueue, trusting);
       const { token, own, header } = await parkedOperation(parked);

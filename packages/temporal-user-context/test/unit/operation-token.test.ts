@@ -88,4 +88,10 @@ describe('sealed operation tokens', () => {
     );
     expect(await codeOf(openOperationToken(worker, 'tuc1.' + 'x'.repeat(5000)))).toBe(ErrorCodes.TOO_LARGE);
   });
+
+  it('a binding that would not open again (an id over its cap) is refused at sealing, not sealed', async () => {
+    const long = { ...binding, at: { ...binding.at, svc: 's'.repeat(1001) } };
+    expect(await codeOf(sealOperationToken(worker, long))).toBe(ErrorCodes.INVALID);
+    expect(await codeOf(sealOperationToken(worker, { ...binding, jti: '' }))).toBe(ErrorCodes.INVALID);
+  });
 });

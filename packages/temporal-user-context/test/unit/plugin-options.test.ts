@@ -472,3 +472,27 @@ describe("an application's own interceptors", () => {
     expect(p.configureClient({ ...again }).interceptors?.activity).toEqual(ours.activity);
   });
 });
+
+describe('schedule control records', () => {
+  it('keep what the call did when the schedule id is long: the id is shortened, not the kind', () => {
+    const audit = memoryAuditSink();
+    const source = new ContextSource({
+      ring: edge,
+      namespace: 'default',
+      auditor: new Auditor([audit]),
+      mirror: { memo: 'off', searchAttributes: 'off' },
+    });
+    const id = 's'.repeat(300);
+    runAsUser(alice, () =>
+      source.recordScheduleControl('schedule.patch', { id, detail: 'trigger', namespace: 'default' }),
+    );
+    const [record] = audit.events;
+    expect(record?.detail).toBe(`schedule ${'s'.repeat(120)}…; trigger`);
+    source.recordScheduleControl('schedule.patch', {
+      id: 'nightly',
+      detail: 'pause: maintenance',
+      namespace: 'default',
+    });
+    expect(audit.events[1]?.detail).toBe('schedule nightly; pause: maintenance');
+  });
+});
