@@ -32,6 +32,19 @@ const worker = KeyRing.fromJSON(keys.worker);
 const alice = { userId: 'alice', workspaceId: 'ws-acme', roles: ['member'] };
 const START = { workflowType: 'wf', taskQueue: 'tq', args: [] };
 
+/** An edge's context source without mirrors, auditing into memory. */
+function sourceWith(bindStartArguments?: boolean) {
+  const audit = memoryAuditSink();
+  const source = new ContextSource({
+    ring: edge,
+    namespace: 'default',
+    auditor: new Auditor([audit]),
+    mirror: { memo: 'off', searchAttributes: 'off' },
+    bindStartArguments,
+  });
+  return { source, audit };
+}
+
 function codeOf(fn: () => unknown): string | undefined {
   try {
     fn();
@@ -339,17 +352,6 @@ describe('the options object itself', () => {
 });
 
 describe('start tokens bind how the workflow starts (bindStartArguments)', () => {
-  const sourceWith = (bindStartArguments?: boolean) => {
-    const audit = memoryAuditSink();
-    const source = new ContextSource({
-      ring: edge,
-      namespace: 'default',
-      auditor: new Auditor([audit]),
-      mirror: { memo: 'off', searchAttributes: 'off' },
-      bindStartArguments,
-    });
-    return { source, audit };
-  };
   const start = {
     workflowType: 'AgentExecutionWorkflow',
     taskQueue: 'agent-tasks',
@@ -475,13 +477,7 @@ describe("an application's own interceptors", () => {
 
 describe('schedule control records', () => {
   it('keep what the call did when the schedule id is long: the id is shortened, not the kind', () => {
-    const audit = memoryAuditSink();
-    const source = new ContextSource({
-      ring: edge,
-      namespace: 'default',
-      auditor: new Auditor([audit]),
-      mirror: { memo: 'off', searchAttributes: 'off' },
-    });
+    const { source, audit } = sourceWith();
     const id = 's'.repeat(300);
     runAsUser(alice, () =>
       source.recordScheduleControl('schedule.patch', { id, detail: 'trigger', namespace: 'default' }),
