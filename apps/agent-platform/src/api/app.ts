@@ -52,6 +52,7 @@ import {
   outsideEnding,
   problem,
   publicErrorCode,
+  recordedEnding,
   runEnding,
   throwIfRunEnded,
   toProblem,
@@ -353,6 +354,24 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     return refusal;
   };
   /**
+   * Audits a change the API made (its database scope's `allow` names no target): who changed what, for
+   * changes of who may do what (memberships and their roles) and of what agents do (their instructions
+   * and tools), which the trail must show whoever reads it later.
+   */
+  const changed = (request: FastifyRequest, action: string, detail: string): void => {
+    const { userId, workspaceId } = user(request);
+    options.scope?.auditor?.emit({
+      action,
+      decision: 'allow',
+      ...audit,
+      source: 'edge',
+      reason: 'ok',
+      userId,
+      workspaceId,
+      detail,
+    });
+  };
+  /**
    * Runs Temporal calls that wait on a run or a worker so that none outlives its request: they are
    * cancelled at the deadline, and as soon as the HTTP client goes away.
    */
@@ -426,6 +445,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       );
       // Schedules from an earlier membership that escaped the pause at removal (created while it was
       // being removed) would act again as of now: paused, for an admin to resume.
+      changed(request, 'members.change', `member ${userId}: roles ${[...roles].sort().join(', ')}`);
       if (added === 'added') await pauseSchedulesOf(request, userId, 'added again');
       return reply.status(201).send({ workspaceId: request.params.ws, userId, roles });
     },
@@ -447,6 +467,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         scoped(request, (tx) => new MembershipRepository(tx).remove(request.params.userId), 'admin'),
       );
       if (!removed) throw notFound('member');
+      changed(request, 'members.change', `member ${request.params.userId} removed`);
       await pauseSchedulesOf(request, request.params.userId, 'removed');
       return reply.status(204).send();
     },
@@ -477,7 +498,8 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       schedules
         .filter((s) => s.createdBy === userId && !s.paused)
         .map(({ scheduleId }) =>
-          asUser(request, () => client.schedule.getHandle(scheduleId).pause(`member ${userId} ${why}`)).catch(
+          // The note is the schedule's state, in clear in Temporal (no payload, no codec): it names no one.
+          asUser(request, () => client.schedule.getHandle(scheduleId).pause(`creator ${why}`)).catch(
             (err: unknown) => pauseFailed(request, userId, scheduleId, err),
           ),
         ),
@@ -561,6 +583,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           }),
         'admin',
       );
+      changed(request, 'agent.create', `agent ${agent.id}: tools ${agent.tools.join(', ') || '-'}`);
       return reply.status(201).send(agent);
     },
   );
@@ -594,6 +617,8 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         'admin',
       );
       if (!agent) throw notFound('agent');
+      // Which fields, not their values: instructions are the workspace's text, not the trail's.
+      changed(request, 'agent.update', `agent ${agent.id}: ${Object.keys(request.body).sort().join(', ')}`);
       return agent;
     },
   );
@@ -632,6 +657,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           new ProblemError(409, 'AGENT_IN_USE', 'The agent has runs; their records are kept'),
           agentId,
         );
+      changed(request, 'agent.delete', `agent ${agentId}`);
       return reply.status(204).send();
     },
   );
@@ -868,7 +894,29 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     async (request, reply) => {
       const loaded = await loadRun(request);
       const handle = client.workflow.getHandle(loaded.workflowId);
-      const description = await asUser(request, () => handle.describe());
+      const recordOf = (run: AgentRun) => ({
+        status: run.status,
+        ...(run.error ? { error: publicErrorCode(run.error) } : {}),
+        createdBy: run.createdBy,
+        createdAt: run.createdAt,
+        updatedAt: run.updatedAt,
+      });
+      let description: Awaited<ReturnType<typeof handle.describe>>;
+      try {
+        description = await asUser(request, () => handle.describe());
+      } catch (err) {
+        // Past retention Temporal no longer has the run: a closed record still says how it ended.
+        const ended = err instanceof WorkflowNotFoundError ? recordedEnding(loaded) : undefined;
+        if (!ended) throw err;
+        return {
+          runId: loaded.id,
+          agentId: loaded.agentId,
+          workflowId: loaded.workflowId,
+          status: ended.status,
+          retained: false,
+          record: recordOf(loaded),
+        };
+      }
       const temporalStatus = description.status.name;
       const run = await reconcile(request, loaded, outsideEnding(temporalStatus));
       let progress: Progress | undefined;
@@ -888,13 +936,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         workflowId: run.workflowId,
         status: temporalStatus.toLowerCase(),
         ...(progress ? { progress } : {}),
-        record: {
-          status: run.status,
-          ...(run.error ? { error: publicErrorCode(run.error) } : {}),
-          createdBy: run.createdBy,
-          createdAt: run.createdAt,
-          updatedAt: run.updatedAt,
-        },
+        record: recordOf(run),
       };
     },
   );
@@ -922,7 +964,15 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       const handle = client.workflow.getHandle(run.workflowId);
       const waitMs = (request.query.waitSeconds ?? 0) * 1000;
       const outcome = await asUser(request, async (): Promise<RunOutcome> => {
-        const { status } = await handle.describe();
+        let status;
+        try {
+          ({ status } = await handle.describe());
+        } catch (err) {
+          // Past retention: the record's ending and result, when it is closed (see GET /runs/:runId).
+          const ended = err instanceof WorkflowNotFoundError ? recordedEnding(run) : undefined;
+          if (!ended) throw err;
+          return ended;
+        }
         await reconcile(request, run, outsideEnding(status.name));
         const open = !FINAL_STATUSES.has(status.name);
         if (open && waitMs === 0) return { status: 'running' };

@@ -17,6 +17,8 @@ import {
 } from '@temporalio/common';
 import { ErrorCodes, isUserContextError, type UserContextErrorCode } from 'temporal-user-context';
 import { AuthError } from '../auth/verify.js';
+import type { AgentRun } from '../data/repositories/index.js';
+import type { AgentExecutionResult } from '../workflows/agent-execution.js';
 import { RunErrorCodes, isStableCode, runFailureCode } from '../workflows/run-policy.js';
 
 export const PROBLEM_BASE = 'https://agent-platform.example/problems/';
@@ -118,6 +120,28 @@ export const ENDED_OUTSIDE = {
   TERMINATED: { status: 'terminated', error: { code: RunErrorCodes.RUN_TERMINATED } },
   TIMED_OUT: { status: 'timed_out', error: { code: RunErrorCodes.RUN_TIMED_OUT } },
 } as const satisfies Record<string, RunEnding>;
+
+/**
+ * How a closed run record says its run ended, for a run Temporal no longer has (past the namespace's
+ * retention): its result, or its ending by the code the record holds. `undefined` for a record still
+ * open, whose run is then lost (settling at the limit marks it `RUN_LOST`).
+ */
+export function recordedEnding(
+  run: Pick<AgentRun, 'status' | 'result' | 'error'>,
+): { status: 'completed' | 'cancelled'; result: AgentExecutionResult } | RunEnding | undefined {
+  if (
+    (run.status === 'completed' || run.status === 'cancelled') &&
+    run.result &&
+    typeof run.result === 'object'
+  )
+    return { status: run.status, result: run.result as AgentExecutionResult };
+  if (run.status !== 'failed' && run.status !== 'cancelled') return undefined;
+  const code = publicErrorCode(run.error ?? RunErrorCodes.RUN_FAILED);
+  if (code === RunErrorCodes.RUN_TERMINATED) return ENDED_OUTSIDE.TERMINATED;
+  if (code === RunErrorCodes.RUN_TIMED_OUT) return ENDED_OUTSIDE.TIMED_OUT;
+  if (code === RunErrorCodes.CANCELLED) return { status: 'cancelled', error: { code } };
+  return { status: 'failed', error: { code } };
+}
 
 /** The ending of a run Temporal reports as `status`, when no workflow code could record it. */
 export function outsideEnding(status: string): RunEnding | undefined {

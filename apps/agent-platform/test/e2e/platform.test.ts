@@ -310,6 +310,16 @@ describe('agents and members', () => {
     expect((await call('bob', 'DELETE', `/workspaces/ws-globex/agents/${id}`)).statusCode).toBe(404);
     expect((await call('carol', 'DELETE', `/workspaces/ws-acme/agents/${id}`)).statusCode).toBe(204);
     expect((await call('carol', 'GET', `/workspaces/ws-acme/agents/${id}`)).statusCode).toBe(404);
+    // Each change on record: who, which agent, what changed (fields, not the workspace's text).
+    expect(
+      audit.events
+        .filter((e) => e.action.startsWith('agent.') && e.decision === 'allow' && e.detail?.includes(id))
+        .map((e) => [e.action, e.userId, e.detail]),
+    ).toEqual([
+      ['agent.create', 'carol', `agent ${id}: tools searchWorkspaceDocuments`],
+      ['agent.update', 'carol', `agent ${id}: name`],
+      ['agent.delete', 'carol', `agent ${id}`],
+    ]);
   });
 
   it('admins list and add members', async () => {
@@ -328,6 +338,12 @@ describe('agents and members', () => {
     expect((list.body_.members as Json[]).map((m) => m.userId)).toEqual(
       expect.arrayContaining(['alice', 'carol', 'erin']),
     );
+    // The change is on record with who made it and what it granted (the scope's record names neither).
+    expect(
+      audit.events
+        .filter((e) => e.action === 'members.change' && e.decision === 'allow')
+        .map((e) => [e.userId, e.detail]),
+    ).toContainEqual(['carol', 'member erin: roles member']);
   });
 
   it('the last admin cannot remove or demote themself: 409 LAST_ADMIN, audited, nothing changed', async () => {

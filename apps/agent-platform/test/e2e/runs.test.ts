@@ -284,6 +284,42 @@ describe('GET /runs/:runId/result on a closed run, without waiting', () => {
   });
 });
 
+describe('a closed run Temporal no longer has (past retention)', () => {
+  it('answers from its record; an open record whose run is gone stays not found', async () => {
+    const record = async (status: string, result: unknown, error: string | null) =>
+      (
+        await p.pool.query<{ id: string }>(
+          `insert into agent_runs (workspace_id, agent_id, workflow_id, run_id, status, result, error, created_by)
+           values ('ws-acme', $1, $2, $3, $4, $5, $6, 'alice') returning id::text as id`,
+          [acmeAgent(), `agent-run-${randomUUID()}`, randomUUID(), status, result, error],
+        )
+      ).rows[0]!.id;
+    const answer = { status: 'completed', answer: 'kept', steps: 1, toolCalls: 0, instructions: [] };
+    const completed = await record('completed', JSON.stringify(answer), null);
+    const terminated = await record('failed', null, 'RUN_TERMINATED');
+    const open = await record('running', null, null);
+    expect((await p.call('alice', 'GET', `/runs/${completed}/result`)).body_).toEqual({
+      runId: completed,
+      status: 'completed',
+      result: answer,
+    });
+    expect((await p.call('alice', 'GET', `/runs/${terminated}/result`)).body_).toEqual({
+      runId: terminated,
+      status: 'terminated',
+      error: { code: 'RUN_TERMINATED' },
+    });
+    expect((await p.call('alice', 'GET', `/runs/${completed}`)).body_).toMatchObject({
+      runId: completed,
+      status: 'completed',
+      retained: false,
+      record: { status: 'completed', createdBy: 'alice' },
+    });
+    expect((await p.call('alice', 'GET', `/runs/${open}/result`)).statusCode).toBe(404);
+    // Another workspace still cannot read it (the record is read under row-level security first).
+    expect((await p.call('bob', 'GET', `/runs/${completed}/result`)).statusCode).toBe(404);
+  });
+});
+
 describe('internal failures', () => {
   it('a run failed by an internal error gives a stable code, never the error class', async () => {
     const { runId } = await startRun(p.call, { input: 'break the database' });
