@@ -339,38 +339,37 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     refusal: E & { code: string },
     detail?: string,
   ): E => {
+    record(request, action, 'deny', refusal.code, detail);
+    audited.add(refusal);
+    return refusal;
+  };
+  /** One record of a decision the API made itself, as the caller (`source: 'edge'`). */
+  const record = (
+    request: FastifyRequest,
+    action: string,
+    decision: 'allow' | 'deny',
+    reason: string,
+    detail: string | undefined,
+  ): void => {
     const { userId, workspaceId } = user(request);
     options.scope?.auditor?.emit({
       action,
-      decision: 'deny',
+      decision,
       ...audit,
       source: 'edge',
-      reason: refusal.code,
+      reason,
       userId,
       workspaceId,
       ...(detail ? { detail } : {}),
     });
-    audited.add(refusal);
-    return refusal;
   };
   /**
    * Audits a change the API made (its database scope's `allow` names no target): who changed what, for
    * changes of who may do what (memberships and their roles) and of what agents do (their instructions
    * and tools), which the trail must show whoever reads it later.
    */
-  const changed = (request: FastifyRequest, action: string, detail: string): void => {
-    const { userId, workspaceId } = user(request);
-    options.scope?.auditor?.emit({
-      action,
-      decision: 'allow',
-      ...audit,
-      source: 'edge',
-      reason: 'ok',
-      userId,
-      workspaceId,
-      detail,
-    });
-  };
+  const changed = (request: FastifyRequest, action: string, detail: string): void =>
+    record(request, action, 'allow', 'ok', detail);
   /**
    * Runs Temporal calls that wait on a run or a worker so that none outlives its request: they are
    * cancelled at the deadline, and as soon as the HTTP client goes away.
