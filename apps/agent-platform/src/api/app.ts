@@ -1085,62 +1085,97 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         response: limitedErrors,
       },
     },
-    async (request, reply) => {
-      const { agentId } = request.params;
-      const { everySeconds } = request.body;
-      const found = await scoped(request, (tx) => new AgentRepository(tx).get(agentId));
-      if (!found) throw notFound('agent');
-      // Counted from the schedule listing, which shows a new schedule shortly after its create: a soft
-      // limit (creates at the same moment may pass it together), against a steady stream of them.
-      if ((await workspaceSchedules(user(request).workspaceId)).length >= limits.schedules)
-        throw refused(request, 'schedule.create', quotaExceeded('schedules', limits.schedules));
-      const scheduleId = `${SCHEDULE_PREFIX}${randomUUID()}`;
-      const args: AgentExecutionInput = { agentId, input: request.body.input };
-      const record: ScheduleRecord = {
-        workspaceId: user(request).workspaceId,
-        agentId,
-        createdBy: user(request).userId,
-        everySeconds,
-        createdAt: new Date().toISOString(),
-      };
-      /** Deletes the schedule just created, best effort (a failure is logged and audited). */
-      const undo = () =>
-        asUser(request, () => client.schedule.getHandle(scheduleId).delete()).catch((deleteErr: unknown) => {
-          if (!(deleteErr instanceof ScheduleNotFoundError))
-            pauseFailed(request, user(request).userId, scheduleId, deleteErr, 'schedule.delete');
-        });
-      try {
-        await asUser(request, () =>
-          client.schedule.create({
-            scheduleId,
-            spec: { intervals: [{ every: `${everySeconds}s` }] },
-            action: {
-              type: 'startWorkflow',
-              workflowType: WORKFLOW_TYPE,
-              taskQueue,
-              args: [args],
-              workflowId: `${scheduleId}-run`,
+    async (request, reply) =>
+      // One create at a time per workspace in this API process, each counting the ones before it.
+      inScheduleTurn(user(request).workspaceId, async () => {
+        const { agentId } = request.params;
+        const { everySeconds } = request.body;
+        const { workspaceId } = user(request);
+        const found = await scoped(request, (tx) => new AgentRepository(tx).get(agentId));
+        if (!found) throw notFound('agent');
+        // Counted from the schedule listing, which shows a new schedule only a while after its create
+        // (up to ~15 s), and from the schedules this process created in the last minute: creates at the
+        // same moment take turns and see each other. Another API process's recent creates it cannot see
+        // (a soft limit across processes).
+        const listed = (await workspaceSchedules(workspaceId)).map((s) => s.scheduleId);
+        if (new Set([...listed, ...recentSchedulesOf(workspaceId)]).size >= limits.schedules)
+          throw refused(request, 'schedule.create', quotaExceeded('schedules', limits.schedules));
+        const scheduleId = `${SCHEDULE_PREFIX}${randomUUID()}`;
+        const args: AgentExecutionInput = { agentId, input: request.body.input };
+        const record: ScheduleRecord = {
+          workspaceId: user(request).workspaceId,
+          agentId,
+          createdBy: user(request).userId,
+          everySeconds,
+          createdAt: new Date().toISOString(),
+        };
+        /** Deletes the schedule just created, best effort (a failure is logged and audited). */
+        const undo = () =>
+          asUser(request, () => client.schedule.getHandle(scheduleId).delete()).catch(
+            (deleteErr: unknown) => {
+              if (!(deleteErr instanceof ScheduleNotFoundError))
+                pauseFailed(request, user(request).userId, scheduleId, deleteErr, 'schedule.delete');
             },
-            memo: { [SCHEDULE_MEMO]: record },
-          }),
-        );
-      } catch (err) {
-        // A create that timed out may have taken effect: deleted again, so that the client's retry
-        // does not leave two schedules starting runs.
-        if (isGrpcDeadlineError(err)) await undo();
-        throw err;
-      }
-      // The creator may have been removed while the schedule was being created, after the check above
-      // and before the removal's pause could list it: checked again, and the schedule deleted if so.
-      try {
-        await scoped(request, async () => undefined);
-      } catch (err) {
-        await undo();
-        throw err;
-      }
-      return reply.status(201).send({ scheduleId, agentId, everySeconds });
-    },
+          );
+        try {
+          await asUser(request, () =>
+            client.schedule.create({
+              scheduleId,
+              spec: { intervals: [{ every: `${everySeconds}s` }] },
+              action: {
+                type: 'startWorkflow',
+                workflowType: WORKFLOW_TYPE,
+                taskQueue,
+                args: [args],
+                workflowId: `${scheduleId}-run`,
+              },
+              memo: { [SCHEDULE_MEMO]: record },
+            }),
+          );
+        } catch (err) {
+          // A create that timed out may have taken effect: deleted again, so that the client's retry
+          // does not leave two schedules starting runs.
+          if (isGrpcDeadlineError(err)) await undo();
+          throw err;
+        }
+        recentSchedules.set(scheduleId, { workspaceId, at: Date.now() });
+        // The creator may have been removed while the schedule was being created, after the check above
+        // and before the removal's pause could list it: checked again, and the schedule deleted if so.
+        try {
+          await scoped(request, async () => undefined);
+        } catch (err) {
+          await undo();
+          recentSchedules.delete(scheduleId);
+          throw err;
+        }
+        return reply.status(201).send({ scheduleId, agentId, everySeconds });
+      }),
   );
+  /** Schedules this process created in the last minute (the listing may not show them yet), by id. */
+  const recentSchedules = new Map<string, { workspaceId: string; at: number }>();
+  const recentSchedulesOf = (workspaceId: string): string[] => {
+    const since = Date.now() - 60_000;
+    const ids: string[] = [];
+    for (const [id, created] of recentSchedules) {
+      if (created.at < since) recentSchedules.delete(id);
+      else if (created.workspaceId === workspaceId) ids.push(id);
+    }
+    return ids;
+  };
+  /** Per workspace, the end of the last schedule create queued: creates take turns. */
+  const scheduleTurns = new Map<string, Promise<void>>();
+  const inScheduleTurn = <T>(workspaceId: string, fn: () => Promise<T>): Promise<T> => {
+    const turn = (scheduleTurns.get(workspaceId) ?? Promise.resolve()).then(fn);
+    const done = turn.then(
+      () => undefined,
+      () => undefined,
+    );
+    scheduleTurns.set(workspaceId, done);
+    void done.then(() => {
+      if (scheduleTurns.get(workspaceId) === done) scheduleTurns.delete(workspaceId);
+    });
+    return turn;
+  };
 
   /** The API's record in a raw memo field, or `undefined` when it cannot be read with our keys. */
   const readScheduleRecord = async (payload: Payload | null | undefined) => {
@@ -1250,6 +1285,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         );
       }
       await asUser(request, () => handle.delete());
+      recentSchedules.delete(request.params.scheduleId);
       return reply.status(204).send();
     },
   );

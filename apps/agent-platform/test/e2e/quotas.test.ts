@@ -194,4 +194,29 @@ describe('per-workspace quotas', () => {
       await p.call('alice', 'DELETE', `/workspaces/ws-acme/schedules/${id}`);
     }
   });
+
+  it('schedule creates at the same moment take turns: no more schedules than the limit', async () => {
+    // The schedule of the test before is gone from the listing too (it lags behind deletes as well).
+    await until(
+      () => p.call('alice', 'GET', '/workspaces/ws-acme/schedules'),
+      (r) => ((r.body_.schedules as Json[] | undefined) ?? []).length === 0,
+      15_000,
+    );
+    // The listing shows none of them yet: each create still counts the ones before it.
+    const creates = await Promise.all(
+      Array.from({ length: 5 }, () =>
+        p.call('alice', 'POST', `/workspaces/ws-acme/agents/${acmeAgent()}/schedules`, {
+          everySeconds: 86_400,
+          input: 'at once',
+        }),
+      ),
+    );
+    const created = creates.filter((r) => r.statusCode === 201).map((r) => r.body_.scheduleId as string);
+    try {
+      expect(created).toHaveLength(1);
+      expect(creates.filter((r) => r.statusCode === 429)).toHaveLength(4);
+    } finally {
+      for (const id of created) await p.call('alice', 'DELETE', `/workspaces/ws-acme/schedules/${id}`);
+    }
+  });
 });
