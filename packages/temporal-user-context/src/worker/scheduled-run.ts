@@ -88,9 +88,9 @@ export class ScheduledRunNotRecordedError extends Error {
  * One confirmation per run per worker is kept for a minute (keyed by the server-vouched run id of the
  * caller), then the schedule is asked again; a refusal is never cached. A lookup the server refuses the
  * worker is a {@link LookupRefusedError}; one that fails for another reason than "not found" is
- * rethrown as it is; the activity retries either. Only a root that started moments ago gets a few more lookups (see
- * {@link FRESH_ROOT_MS}), and then a retryable {@link ScheduledRunNotRecordedError} rather than a
- * refusal; an older run that claims a schedule it does not belong to costs two calls.
+ * rethrown as it is; the activity retries either. Only a root that started moments ago gets a few
+ * more lookups (see {@link FRESH_ROOT_MS}), and then a retryable {@link ScheduledRunNotRecordedError}
+ * rather than a refusal; an older run that claims a schedule it does not belong to costs two calls.
  */
 export class ScheduledRunCheck {
   private readonly confirmed: SuccessCache<void>;
