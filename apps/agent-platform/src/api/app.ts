@@ -35,6 +35,7 @@ import {
   AgentRepository,
   AdminChangedError,
   AgentRunRepository,
+  ScheduleRepository,
   LastAdminError,
   MembershipRepository,
   type AgentRun,
@@ -63,6 +64,11 @@ export const WORKFLOW_TYPE = 'AgentExecutionWorkflow';
 /** Shortest schedule interval: a tighter one is a load generator, not an agent schedule. */
 export const MIN_SCHEDULE_SECONDS = 60;
 const SCHEDULE_PREFIX = 'agent-schedule-';
+/**
+ * Least age past which a schedule row that Temporal does not list is dropped: the listing lags up to
+ * ~15 s behind a create, which itself may take up to the API's Temporal deadline (added below).
+ */
+const SCHEDULE_ROW_STALE_MS = 120_000;
 /** Memo key of the API's own record of a schedule: which workspace, agent and user it belongs to. */
 const SCHEDULE_MEMO = 'agentPlatform';
 const DEFAULT_WORKER_TIMEOUT_MS = 10_000;
@@ -1085,97 +1091,88 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         response: limitedErrors,
       },
     },
-    async (request, reply) =>
-      // One create at a time per workspace in this API process, each counting the ones before it.
-      inScheduleTurn(user(request).workspaceId, async () => {
-        const { agentId } = request.params;
-        const { everySeconds } = request.body;
-        const { workspaceId } = user(request);
-        const found = await scoped(request, (tx) => new AgentRepository(tx).get(agentId));
-        if (!found) throw notFound('agent');
-        // Counted from the schedule listing, which shows a new schedule only a while after its create
-        // (up to ~15 s), and from the schedules this process created in the last minute: creates at the
-        // same moment take turns and see each other. Another API process's recent creates it cannot see
-        // (a soft limit across processes).
-        const listed = (await workspaceSchedules(workspaceId)).map((s) => s.scheduleId);
-        if (new Set([...listed, ...recentSchedulesOf(workspaceId)]).size >= limits.schedules)
-          throw refused(request, 'schedule.create', quotaExceeded('schedules', limits.schedules));
-        const scheduleId = `${SCHEDULE_PREFIX}${randomUUID()}`;
-        const args: AgentExecutionInput = { agentId, input: request.body.input };
-        const record: ScheduleRecord = {
-          workspaceId: user(request).workspaceId,
-          agentId,
-          createdBy: user(request).userId,
-          everySeconds,
-          createdAt: new Date().toISOString(),
-        };
-        /** Deletes the schedule just created, best effort (a failure is logged and audited). */
-        const undo = () =>
-          asUser(request, () => client.schedule.getHandle(scheduleId).delete()).catch(
-            (deleteErr: unknown) => {
-              if (!(deleteErr instanceof ScheduleNotFoundError))
-                pauseFailed(request, user(request).userId, scheduleId, deleteErr, 'schedule.delete');
+    async (request, reply) => {
+      const { agentId } = request.params;
+      const { everySeconds } = request.body;
+      const { workspaceId } = user(request);
+      // Membership and the agent are checked live before anything is listed.
+      if (!(await scoped(request, (tx) => new AgentRepository(tx).get(agentId)))) throw notFound('agent');
+      const scheduleId = `${SCHEDULE_PREFIX}${randomUUID()}`;
+      // Counted from the API's own schedule rows, written under the workspace's lock before each create
+      // (creates at the same moment, in any API process, take turns and see each other), together with
+      // Temporal's listing (schedules created before those rows, or by another path).
+      const listed = (await workspaceSchedules(workspaceId)).map((s) => s.scheduleId);
+      const reserved = await scoped(request, (tx) =>
+        new ScheduleRepository(tx).reserve({
+          scheduleId,
+          limit: limits.schedules,
+          listed,
+          staleAfterMs: Math.max(SCHEDULE_ROW_STALE_MS, temporalTimeoutMs + 60_000),
+        }),
+      );
+      if (!reserved) throw refused(request, 'schedule.create', quotaExceeded('schedules', limits.schedules));
+      const args: AgentExecutionInput = { agentId, input: request.body.input };
+      const record: ScheduleRecord = {
+        workspaceId,
+        agentId,
+        createdBy: user(request).userId,
+        everySeconds,
+        createdAt: new Date().toISOString(),
+      };
+      /** Marks the schedule's row deleted, best effort: a row left behind is dropped by a later create. */
+      const forget = () => forgetSchedule(request, scheduleId);
+      /** Deletes the schedule just created, best effort (a failure is logged and audited); true if gone. */
+      const undo = () =>
+        asUser(request, () => client.schedule.getHandle(scheduleId).delete()).then(
+          () => true,
+          (deleteErr: unknown) => {
+            if (deleteErr instanceof ScheduleNotFoundError) return true;
+            pauseFailed(request, user(request).userId, scheduleId, deleteErr, 'schedule.delete');
+            return false;
+          },
+        );
+      try {
+        await asUser(request, () =>
+          client.schedule.create({
+            scheduleId,
+            spec: { intervals: [{ every: `${everySeconds}s` }] },
+            action: {
+              type: 'startWorkflow',
+              workflowType: WORKFLOW_TYPE,
+              taskQueue,
+              args: [args],
+              workflowId: `${scheduleId}-run`,
             },
-          );
-        try {
-          await asUser(request, () =>
-            client.schedule.create({
-              scheduleId,
-              spec: { intervals: [{ every: `${everySeconds}s` }] },
-              action: {
-                type: 'startWorkflow',
-                workflowType: WORKFLOW_TYPE,
-                taskQueue,
-                args: [args],
-                workflowId: `${scheduleId}-run`,
-              },
-              memo: { [SCHEDULE_MEMO]: record },
-            }),
-          );
-        } catch (err) {
-          // A create that timed out may have taken effect: deleted again, so that the client's retry
-          // does not leave two schedules starting runs.
-          if (isGrpcDeadlineError(err)) await undo();
-          throw err;
-        }
-        recentSchedules.set(scheduleId, { workspaceId, at: Date.now() });
-        // The creator may have been removed while the schedule was being created, after the check above
-        // and before the removal's pause could list it: checked again, and the schedule deleted if so.
-        try {
-          await scoped(request, async () => undefined);
-        } catch (err) {
-          await undo();
-          recentSchedules.delete(scheduleId);
-          throw err;
-        }
-        return reply.status(201).send({ scheduleId, agentId, everySeconds });
-      }),
+            memo: { [SCHEDULE_MEMO]: record },
+          }),
+        );
+      } catch (err) {
+        // A create that timed out may have taken effect: deleted again, so that the client's retry
+        // does not leave two schedules starting runs. Its row stays while the schedule may exist.
+        if (!isGrpcDeadlineError(err) || (await undo())) await forget();
+        throw err;
+      }
+      // The creator may have been removed while the schedule was being created, after the check above
+      // and before the removal's pause could list it: checked again, and the schedule deleted if so
+      // (its row, which the removed creator can no longer drop, goes with a later create).
+      try {
+        await scoped(request, async () => undefined);
+      } catch (err) {
+        await undo();
+        throw err;
+      }
+      return reply.status(201).send({ scheduleId, agentId, everySeconds });
+    },
   );
-  /** Schedules this process created in the last minute (the listing may not show them yet), by id. */
-  const recentSchedules = new Map<string, { workspaceId: string; at: number }>();
-  const recentSchedulesOf = (workspaceId: string): string[] => {
-    const since = Date.now() - 60_000;
-    const ids: string[] = [];
-    for (const [id, created] of recentSchedules) {
-      if (created.at < since) recentSchedules.delete(id);
-      else if (created.workspaceId === workspaceId) ids.push(id);
-    }
-    return ids;
-  };
-  /** Per workspace, the end of the last schedule create queued: creates take turns. */
-  const scheduleTurns = new Map<string, Promise<void>>();
-  const inScheduleTurn = <T>(workspaceId: string, fn: () => Promise<T>): Promise<T> => {
-    const turn = (scheduleTurns.get(workspaceId) ?? Promise.resolve()).then(fn);
-    const done = turn.then(
-      () => undefined,
-      () => undefined,
-    );
-    scheduleTurns.set(workspaceId, done);
-    void done.then(() => {
-      if (scheduleTurns.get(workspaceId) === done) scheduleTurns.delete(workspaceId);
+
+  /**
+   * Marks a schedule's row deleted (the schedule is gone, or was never created), best effort: a row left
+   * counted is dropped by a create once Temporal's listing has long stopped showing its schedule.
+   */
+  const forgetSchedule = (request: FastifyRequest, scheduleId: string) =>
+    scoped(request, (tx) => new ScheduleRepository(tx).markDeleted(scheduleId)).catch((err: unknown) => {
+      request.log.warn({ err, scheduleId }, 'could not mark a schedule row deleted');
     });
-    return turn;
-  };
 
   /** The API's record in a raw memo field, or `undefined` when it cannot be read with our keys. */
   const readScheduleRecord = async (payload: Payload | null | undefined) => {
@@ -1285,7 +1282,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         );
       }
       await asUser(request, () => handle.delete());
-      recentSchedules.delete(request.params.scheduleId);
+      await forgetSchedule(request, request.params.scheduleId);
       return reply.status(204).send();
     },
   );

@@ -8,6 +8,7 @@ import {
   DocumentRepository,
   LastAdminError,
   MembershipRepository,
+  ScheduleRepository,
   WorkspaceRepository,
 } from '../../src/data/repositories/index.js';
 import { openPlatformDb } from './helpers.js';
@@ -271,6 +272,56 @@ describe.each(BACKENDS)('repositories on %s', (kind) => {
     }
   });
 
+  it("schedule rows: counted with Temporal's listing under the limit, old unlisted ones dropped, per workspace", async () => {
+    const reserve = (ctx: UserContext, scheduleId: string, listed: string[] = []) =>
+      scoped(ctx, (tx) =>
+        new ScheduleRepository(tx).reserve({ scheduleId, limit: 2, listed, staleAfterMs: 60_000 }),
+      );
+    const rowsOf = async (ctx: UserContext) =>
+      (
+        await scoped(ctx, (tx) =>
+          tx.query<{ schedule_id: string; created_by: string }>(
+            'select schedule_id, created_by from agent_schedules order by schedule_id',
+          ),
+        )
+      ).rows;
+    expect(await reserve(carol, 's-1')).toBe(true);
+    // A schedule Temporal lists without a row (created before the table, or by another path) counts.
+    expect(await reserve(alice, 's-2', ['s-old'])).toBe(false);
+    // A schedule both listed and recorded counts once.
+    expect(await reserve(alice, 's-2', ['s-1'])).toBe(true);
+    expect(await reserve(alice, 's-3', ['s-1', 's-2'])).toBe(false);
+    // Another workspace counts its own, and sees none of these rows.
+    expect(await reserve(bob, 's-b1')).toBe(true);
+    expect(await rowsOf(bob)).toEqual([{ schedule_id: 's-b1', created_by: 'bob' }]);
+    expect(await rowsOf(carol)).toEqual([
+      { schedule_id: 's-1', created_by: 'carol' },
+      { schedule_id: 's-2', created_by: 'alice' },
+    ]);
+    // A row is written only as its creator.
+    await expect(
+      scoped(carol, (tx) =>
+        tx.query(`insert into agent_schedules (schedule_id, created_by) values ('s-x', 'alice')`),
+      ),
+    ).rejects.toThrow(/row-level security/);
+    // Unlisted rows are dropped only once old enough for the listing to have caught up.
+    expect(await reserve(alice, 's-3', ['s-2'])).toBe(false);
+    await b.admin.query(
+      `update agent_schedules set created_at = now() - interval '10 minutes' where schedule_id = 's-1'`,
+    );
+    expect(await reserve(alice, 's-3', ['s-2'])).toBe(true);
+    // A deleted schedule is not counted while the listing still shows it; its mark goes once old.
+    await scoped(carol, (tx) => new ScheduleRepository(tx).markDeleted('s-2'));
+    expect(await reserve(alice, 's-4', ['s-2', 's-3'])).toBe(true);
+    expect(await reserve(alice, 's-5', ['s-2', 's-3'])).toBe(false);
+    await b.admin.query(
+      `update agent_schedules set deleted_at = now() - interval '10 minutes' where schedule_id = 's-2'`,
+    );
+    expect(await reserve(alice, 's-5', ['s-3', 's-4'])).toBe(false);
+    expect((await rowsOf(alice)).map((r) => r.schedule_id)).toEqual(['s-3', 's-4']);
+    await b.admin.query(`delete from agent_schedules`);
+  });
+
   it('case 14: raw hostile ids in repository lookups find nothing and change nothing', async () => {
     const hostile = [`x'; SET LOCAL app.workspace_id = 'ws-b'; --`, `' OR 1=1--`, `${agentB}' OR '1'='1`];
     for (const id of hostile) {
@@ -359,7 +410,7 @@ describe.each(BACKENDS)('repositories on %s', (kind) => {
   });
 });
 
-describe('agent run records under concurrency (postgres)', () => {
+describe('run and schedule records under concurrency (postgres)', () => {
   let b: Backend;
   let agentId: string;
   beforeAll(async () => {
@@ -394,6 +445,26 @@ describe('agent run records under concurrency (postgres)', () => {
     expect(c.id).toBe(a.id);
     const { rows } = await b.admin.query(`select 1 from agent_runs where workflow_id = 'wf-overlap'`);
     expect(rows).toHaveLength(1);
+  });
+
+  it("two schedule creates at once under a limit of one: the second waits for the first's row and is refused", async () => {
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let reserved!: () => void;
+    const didReserve = new Promise<void>((resolve) => (reserved = resolve));
+    const reserve = (scheduleId: string) => ({ scheduleId, limit: 1, listed: [], staleAfterMs: 60_000 });
+    const first = withUserScope(b.db, alice, async (tx) => {
+      const ok = await new ScheduleRepository(tx).reserve(reserve('c-1'));
+      reserved();
+      await held;
+      return ok;
+    });
+    await Promise.race([didReserve, first]);
+    const second = withUserScope(b.db, carol, (tx) => new ScheduleRepository(tx).reserve(reserve('c-2')));
+    // Give the second time to reach the lock and wait on it.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    release();
+    expect(await Promise.all([first, second])).toEqual([true, false]);
   });
 });
 

@@ -3,6 +3,7 @@ export type { Agent, NewAgent } from './agents.js';
 export { AgentRunRepository } from './agent-runs.js';
 export type { AgentRun, AgentRunStatus } from './agent-runs.js';
 export { DocumentRepository } from './documents.js';
+export { ScheduleRepository } from './schedules.js';
 export type { WorkspaceDocument } from './documents.js';
 export {
   AdminChangedError,

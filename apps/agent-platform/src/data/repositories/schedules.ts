@@ -1,0 +1,59 @@
+import type { Scope } from './common.js';
+
+/**
+ * The schedules the API created in the scope's workspace (migration 0012), kept to hold the
+ * workspace's schedule limit across API processes: Temporal's listing shows a new schedule only a while
+ * after its create, and a deleted one a while after its delete.
+ */
+export class ScheduleRepository {
+  constructor(private readonly scope: Scope) {}
+
+  /**
+   * Records schedule `scheduleId` as about to be created, unless the workspace is at `limit`; true when
+   * recorded. Takes the workspace's schedule-create lock for the rest of the transaction, so that
+   * creates at the same moment, in any API process, take turns and each counts the ones before it.
+   *
+   * Counts the workspace's rows not marked deleted, together with `listed` (the schedules Temporal lists
+   * as the workspace's: those created before this table, or by another path) less those marked
+   * deleted. First drops what is older than `staleAfterMs` (by the database's clock): rows Temporal
+   * does not list (their schedule was deleted outside the API, or never created) and deletion marks.
+   */
+  async reserve(input: {
+    scheduleId: string;
+    limit: number;
+    listed: readonly string[];
+    staleAfterMs: number;
+  }): Promise<boolean> {
+    await this.scope.query(`select pg_advisory_xact_lock(hashtext('agent_schedules:' || $1))`, [
+      this.scope.context.workspaceId,
+    ]);
+    await this.scope.query(
+      `delete from agent_schedules
+        where coalesce(deleted_at, created_at) < now() - make_interval(secs => $1)
+          and (deleted_at is not null or not (schedule_id = any ($2::text[])))`,
+      [input.staleAfterMs / 1000, input.listed],
+    );
+    const { rows } = await this.scope.query<{ counted: number }>(
+      `select count(*)::int as counted from (
+         select schedule_id from agent_schedules where deleted_at is null
+         union
+         select listed from unnest($1::text[]) listed
+          where not exists (select 1 from agent_schedules where schedule_id = listed)) s`,
+      [input.listed],
+    );
+    if ((rows[0]?.counted ?? 0) >= input.limit) return false;
+    await this.scope.query(`insert into agent_schedules (schedule_id) values ($1)`, [input.scheduleId]);
+    return true;
+  }
+
+  /**
+   * Marks schedule `scheduleId` deleted (or never created): not counted any longer, even while
+   * Temporal's listing still shows it.
+   */
+  async markDeleted(scheduleId: string): Promise<void> {
+    await this.scope.query(
+      `update agent_schedules set deleted_at = now() where schedule_id = $1 and deleted_at is null`,
+      [scheduleId],
+    );
+  }
+}
