@@ -69,7 +69,7 @@ export interface UserContextPluginOptions {
    * operation. `true` refuses with `USER_CONTEXT_REVOKED`. The claims it gets are frozen.
    */
   isRevoked?: (verified: Verified) => boolean | Promise<boolean>;
-  /** Verifier tuning: clock skew, cache size. */
+  /** Verifier tuning: clock skew, cache size, `requireBoundTokens`. */
   verifier?: VerifierOptions;
   /** Start window of start tokens in seconds: an integer from 1 to 86 400 (default 60). */
   startWindowSeconds?: number;
@@ -306,8 +306,8 @@ export class UserContextPlugin extends SimplePlugin {
   /** The verifier workers use (key ring, clock skew, token cache); exposed for diagnostics and tests. */
   readonly verifier: ContextVerifier;
   /**
-   * The payload codec, when enabled: give the same instance to a codec server, which binds it to the
-   * namespace it serves (`createCodecServer({ codec: plugin.codec, namespace })`).
+   * The payload codec, when enabled (`undefined` when the codec is off): give the same instance to a
+   * codec server, which binds it to the namespace it serves (`createCodecServer({ codec, namespace })`).
    */
   readonly codec: AesGcmPayloadCodec | undefined;
   private readonly scope: { namespace: string };

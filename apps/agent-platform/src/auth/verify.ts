@@ -44,6 +44,11 @@ export type VerifyBearer = (token: string) => Promise<UserContext>;
  * access.
  */
 export function createVerifier(options: AuthOptions): VerifyBearer {
+  // jose skips the `iss` and `aud` checks for a falsy option: any token the key set verifies would pass.
+  if (typeof options.issuer !== 'string' || !options.issuer)
+    throw new Error('issuer must be a non-empty string');
+  if (typeof options.audience !== 'string' || !options.audience)
+    throw new Error('audience must be a non-empty string');
   const maxTokenAge = options.maxTokenAgeSeconds ?? DEFAULT_MAX_TOKEN_AGE_SECONDS;
   // jose skips the age check (and with it the future-`iat` check) for a falsy maximum.
   if (!Number.isSafeInteger(maxTokenAge) || maxTokenAge <= 0)

@@ -77,6 +77,12 @@ describe('token time checks', () => {
     expect(await codeOf(verifier()(await token({ iat: null })))).toBe('AUTH_INVALID');
   });
 
+  it('refuses an issuer or audience that would switch its check off', () => {
+    for (const bad of ['', undefined, null])
+      for (const name of ['issuer', 'audience'])
+        expect(() => verifier({ [name]: bad as never }), `${name}=${String(bad)}`).toThrow(name);
+  });
+
   it('refuses a maximum age that would switch the check off', () => {
     for (const bad of [0, -1, 1.5, Number.NaN])
       expect(() => verifier({ maxTokenAgeSeconds: bad })).toThrow(/maxTokenAgeSeconds/);

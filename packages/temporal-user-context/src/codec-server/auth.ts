@@ -1,3 +1,4 @@
+import { BlockList, isIP } from 'node:net';
 import {
   createLocalJWKSet,
   createRemoteJWKSet,
@@ -26,11 +27,14 @@ export type VerifyToken = (token: string) => Promise<CodecPrincipal>;
 
 /** JWT verification with jose against the identity provider that issues the Web UI's tokens. */
 export interface JwtOptions {
-  /** The issuer's JWKS: a URL (fetched and cached by jose), a JWK set, or a jose key resolver. */
+  /**
+   * The issuer's JWKS: a URL (fetched and cached by jose; `https:`, or `http:` on a loopback address
+   * only), a JWK set, or a jose key resolver.
+   */
   jwks: URL | JSONWebKeySet | JWTVerifyGetKey;
-  /** Required `iss`. */
+  /** Required `iss` (a non-empty string). */
   issuer: string;
-  /** Required `aud` (one of). */
+  /** Required `aud`, one of (a non-empty string, or a non-empty list of them). */
   audience: string | string[];
   /**
    * Accepted algorithms. Default asymmetric only: `RS256`, `PS256`, `ES256`, `EdDSA`. `none` and HS*
@@ -47,7 +51,7 @@ type JWSAlgorithm = string;
 const DEFAULT_ALGORITHMS: JWSAlgorithm[] = ['RS256', 'PS256', 'ES256', 'EdDSA'];
 const MAX_TOKEN_CHARS = 8192;
 
-/** A {@link VerifyToken} backed by jose `jwtVerify`; requires `exp` and `sub`. */
+/** A {@link VerifyToken} backed by jose `jwtVerify`; requires `iss`, `aud`, `exp` and `sub`. */
 export function jwtVerifier(options: JwtOptions): VerifyToken {
   const algorithms = options.algorithms ?? DEFAULT_ALGORITHMS;
   // Configuration, not a request: refused like the server's other start-up checks (server.ts), before
@@ -62,6 +66,26 @@ export function jwtVerifier(options: JwtOptions): VerifyToken {
       'codec server: only asymmetric JWT algorithms are accepted',
     );
   }
+  // jose skips the `iss` and `aud` checks for a falsy option: an unset variable behind either would
+  // admit any token the key set verifies, another application's or an ID token.
+  const nonEmpty = (value: unknown): boolean => typeof value === 'string' && value.length > 0;
+  if (!nonEmpty(options.issuer))
+    throw new UserContextError(
+      ErrorCodes.MISCONFIGURED,
+      'codec server: jwt.issuer must be a non-empty string',
+    );
+  const { audience } = options;
+  if (!(nonEmpty(audience) || (Array.isArray(audience) && audience.length > 0 && audience.every(nonEmpty))))
+    throw new UserContextError(
+      ErrorCodes.MISCONFIGURED,
+      'codec server: jwt.audience must be a non-empty string or list of them',
+    );
+  if (options.jwks instanceof URL && !secureKeySetUrl(options.jwks))
+    // Whoever can alter the key set in transit can sign any reader's token.
+    throw new UserContextError(
+      ErrorCodes.MISCONFIGURED,
+      'codec server: jwt.jwks must be an https URL (plain http only on a loopback address)',
+    );
   const clockTolerance = numberOption(
     'codec server: jwt.clockToleranceSeconds',
     options.clockToleranceSeconds,
@@ -89,11 +113,26 @@ export function jwtVerifier(options: JwtOptions): VerifyToken {
       issuer: options.issuer,
       audience: options.audience,
       algorithms,
-      requiredClaims: ['exp', 'sub'],
+      requiredClaims: ['iss', 'aud', 'exp', 'sub'],
       clockTolerance,
     });
     return { subject: payload.sub!, scopes: scopesOf(payload) };
   };
+}
+
+// Loopback: localhost, 127.0.0.0/8, ::1, and 127/8 written as IPv4-mapped IPv6.
+const LOOPBACK = new BlockList();
+LOOPBACK.addSubnet('127.0.0.0', 8, 'ipv4');
+LOOPBACK.addAddress('::1', 'ipv6');
+LOOPBACK.addSubnet('::ffff:7f00:0', 104, 'ipv6');
+
+function secureKeySetUrl(url: URL): boolean {
+  if (url.protocol === 'https:') return true;
+  if (url.protocol !== 'http:') return false;
+  if (url.hostname === 'localhost') return true;
+  const host = url.hostname.replace(/^\[(.*)\]$/, '$1');
+  const family = isIP(host);
+  return family !== 0 && LOOPBACK.check(host, family === 4 ? 'ipv4' : 'ipv6');
 }
 
 /** Scopes from the usual claims: OAuth `scope` (space-separated), `scp`, `roles`, `permissions`. */

@@ -5,6 +5,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import type { Auditor } from '../audit/sinks.js';
 import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
 import { numberOption } from '../context/number-option.js';
+import { META_WORKFLOW_ID } from '../crypto/codec/format.js';
 import {
   authenticate,
   bearerToken,
@@ -119,6 +120,10 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
       'codec server: allowedOrigin must be scheme://host[:port]',
     );
   }
+  // Without a sink every request would fail in the audit call, unrecorded, with a 500.
+  if (typeof (options.auditor as Partial<Auditor> | undefined)?.emit !== 'function') {
+    throw new UserContextError(ErrorCodes.MISCONFIGURED, 'codec server: auditor must have an emit function');
+  }
   const { auditor, namespace, allowedOrigin } = options;
   const scopes: Record<Operation, string> = {
     decode: options.decodeScope ?? 'codec:decode',
@@ -170,6 +175,7 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
     reason: string,
     principal?: CodecPrincipal,
     detail?: string,
+    workflowId?: string,
   ): void => {
     if (parserRefused.has(req)) return;
     auditor.emit({
@@ -178,6 +184,7 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
       source: principal ? 'edge' : 'none',
       reason,
       namespace,
+      ...(workflowId !== undefined ? { workflowId } : {}),
       ...(principal ? { userId: principal.subject } : {}),
       detail: [`origin=${quoted(req.headers.origin)}`, detail].filter(Boolean).join(' '),
     });
@@ -392,7 +399,18 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
       const payloads = parsePayloadsBody(req.body, maxPayloads);
       const result: Payload[] =
         operation === 'decode' ? await codec.decode(payloads) : await codec.encode(payloads);
-      audit(req, action, 'allow', 'ok', principal, `payloads=${payloads.length}`);
+      // Whose data was read: the workflows decoded payloads are bound to (authenticated by the
+      // decode). One, as the Web UI asks, is the record's workflow id; several are counted.
+      const bound = operation === 'decode' ? boundWorkflows(payloads) : [];
+      audit(
+        req,
+        action,
+        'allow',
+        'ok',
+        principal,
+        `payloads=${payloads.length}${bound.length > 1 ? ` workflows=${bound.length}` : ''}`,
+        bound.length === 1 ? bound[0] : undefined,
+      );
       return reply.code(200).send(payloadsToJson(result));
     } catch (err) {
       if (err instanceof CodecServerError || isUserContextError(err)) {
@@ -485,4 +503,14 @@ function resolveVerifier(options: CodecServerOptions): VerifyToken {
   if (options.verifyToken) return options.verifyToken;
   if (options.jwt) return jwtVerifier(options.jwt);
   throw new UserContextError(ErrorCodes.MISCONFIGURED, 'codec server: token verification is required');
+}
+
+/** The distinct workflow ids payloads are bound to (`encryption-workflow-id`), in order. */
+function boundWorkflows(payloads: readonly Payload[]): string[] {
+  const ids = new Set<string>();
+  for (const p of payloads) {
+    const bytes = p.metadata?.[META_WORKFLOW_ID];
+    if (bytes) ids.add(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
+  }
+  return [...ids];
 }

@@ -1,3 +1,4 @@
 export * from './errors.js';
+export * from './failure.js';
 export * from './schema.js';
 export * from './system-principal.js';

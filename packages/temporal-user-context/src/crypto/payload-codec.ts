@@ -248,6 +248,12 @@ export class AesGcmPayloadCodec implements PayloadCodec {
       this.cacheKey !== key
     ) {
       const wfBytes = workflowId === undefined ? undefined : Buffer.from(workflowId, 'utf8');
+      // Decoding refuses a binding this long: sealed, the payload could never be read again.
+      if (wfBytes !== undefined && wfBytes.byteLength > MAX_WORKFLOW_ID_BYTES)
+        throw new UserContextError(
+          ErrorCodes.TOO_LARGE,
+          `workflow id longer than ${MAX_WORKFLOW_ID_BYTES} bytes: payloads cannot be bound to it`,
+        );
       this.cacheAad = buildAad(namespace, wfBytes, key.kidBytes);
       this.cacheWfBytes = wfBytes;
       this.cacheNs = namespace;

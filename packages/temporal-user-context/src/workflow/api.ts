@@ -1,5 +1,5 @@
-import { ApplicationFailure, CancellationScope, patched, proxyLocalActivities } from '@temporalio/workflow';
-import { ErrorCodes, UserContextError, type UserContextErrorCode } from '../context/errors.js';
+import { CancellationScope, patched, proxyLocalActivities } from '@temporalio/workflow';
+import { ErrorCodes } from '../context/errors.js';
 import type { UserContext } from '../context/schema.js';
 import { refusal } from './interceptors.js';
 import { currentActor, workflowState, type ActorPolicy, type ActorRef, type Originator } from './state.js';
@@ -15,8 +15,6 @@ const verifiers = proxyLocalActivities<{
   startToCloseTimeout: '30s',
   retry: { maximumAttempts: 3, nonRetryableErrorTypes: Object.values(ErrorCodes) },
 });
-
-const CODES: ReadonlySet<string> = new Set<string>(Object.values(ErrorCodes));
 
 /**
  * The patch under which getUserContext() shares one verification that no caller cancels: runs that
@@ -38,7 +36,7 @@ export const SHARED_VERIFICATION_PATCH = 'temporal-user-context:shared-verificat
  *
  * Rejects with a non-retryable `ApplicationFailure` whose `type` is the `USER_CONTEXT_*` code when the
  * context does not verify (the worker's refusal of the local activity reaches workflow code as that
- * failure itself); recognise it with {@link userContextFailureCode}. Left uncaught, it fails the run
+ * failure itself); recognise it with `userContextFailureCode`. Left uncaught, it fails the run
  * with that code.
  */
 export function getUserContext(): Promise<UserContext> {
@@ -107,38 +105,6 @@ export function verifyActor(): Promise<UserContext> {
   if (!currentActor())
     return Promise.reject(refusal('workflow.verifyActor', ErrorCodes.MISSING, 'no actor in scope'));
   return verifiers[WHOIS_ACTOR_ACTIVITY]();
-}
-
-/**
- * The `USER_CONTEXT_*` code of a refusal as workflow code receives it, or `undefined` for any other
- * error. Workflow code sees refusals as Temporal failures, not as `UserContextError`: the `type` of an
- * `ApplicationFailure` (what {@link getUserContext} and {@link verifyActor} reject with), found on the
- * error itself or in its cause chain (an `ActivityFailure` of one of your activities that the worker
- * refused, a `ChildWorkflowFailure`), or the `code` of a `UserContextError`.
- *
- * @example
- * try { await verifyActor(); } catch (err) {
- *   if (userContextFailureCode(err) === ErrorCodes.LINEAGE_MISMATCH) return; // not a verifiable actor
- *   throw err;
- * }
- */
-export function userContextFailureCode(err: unknown): UserContextErrorCode | undefined {
-  // Bounded: a cause chain is built by whoever threw, and need not end.
-  let e = err;
-  for (let depth = 0; depth < 16 && e !== null && typeof e === 'object'; depth++) {
-    if (e instanceof UserContextError) return e.code;
-    if (e instanceof ApplicationFailure && typeof e.type === 'string' && CODES.has(e.type)) {
-      return e.type as UserContextErrorCode;
-    }
-    e = (e as { cause?: unknown }).cause;
-  }
-  return undefined;
-}
-
-/** True when `err` is a refusal of this library ({@link userContextFailureCode}), optionally `code`. */
-export function isUserContextFailure(err: unknown, code?: UserContextErrorCode): boolean {
-  const found = userContextFailureCode(err);
-  return found !== undefined && (code === undefined || found === code);
 }
 
 /**

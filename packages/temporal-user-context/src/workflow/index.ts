@@ -7,15 +7,8 @@
  *
  * @packageDocumentation
  */
-export {
-  getUserContext,
-  getOriginator,
-  getActor,
-  verifyActor,
-  setActorPolicy,
-  userContextFailureCode,
-  isUserContextFailure,
-} from './api.js';
+export { getUserContext, getOriginator, getActor, verifyActor, setActorPolicy } from './api.js';
+export { userContextFailureCode, isUserContextFailure } from '../context/failure.js';
 export { sameWorkspacePolicy, type ActorPolicy, type ActorRef, type Originator } from './state.js';
 export {
   ErrorCodes,

@@ -91,6 +91,28 @@ describe('codec server (case 23)', () => {
     });
   });
 
+  it('records whose data a decode read: the one workflow the payloads are bound to, or how many', async () => {
+    server = makeServer(idp);
+    const one = await encryptedBody('wf-alpha');
+    expect((await post('/decode', one, { authorization: `Bearer ${reader}` })).statusCode).toBe(200);
+    expect(server.sink.events.at(-1)).toMatchObject({
+      action: 'codec.decode',
+      decision: 'allow',
+      workflowId: 'wf-alpha',
+      detail: `origin="${UI_ORIGIN}" payloads=1`,
+    });
+    const two = {
+      payloads: [...one.payloads, ...(await encryptedBody('wf-beta')).payloads, ...one.payloads],
+    };
+    expect((await post('/decode', two, { authorization: `Bearer ${reader}` })).statusCode).toBe(200);
+    const record = server.sink.events.at(-1)!;
+    expect(record).toMatchObject({
+      decision: 'allow',
+      detail: `origin="${UI_ORIGIN}" payloads=3 workflows=2`,
+    });
+    expect(record.workflowId).toBeUndefined();
+  });
+
   it('decodes for a non-browser caller (no Origin: CLI) with a token', async () => {
     server = makeServer(idp);
     const res = await post('/decode', await encryptedBody(), {
@@ -694,11 +716,33 @@ describe('codec server (case 23)', () => {
       { encode: 'false' as never },
       { encode: 1 as never },
       { encode: null as never },
+      // jose skips the iss/aud checks for a falsy option: any token of the key set would pass.
+      { jwt: { jwks: idp.jwks, issuer: '', audience: 'y' } },
+      { jwt: { jwks: idp.jwks, issuer: undefined as never, audience: 'y' } },
+      { jwt: { jwks: idp.jwks, issuer: 'x', audience: undefined as never } },
+      { jwt: { jwks: idp.jwks, issuer: 'x', audience: '' } },
+      { jwt: { jwks: idp.jwks, issuer: 'x', audience: [] } },
+      { jwt: { jwks: idp.jwks, issuer: 'x', audience: ['y', ''] } },
+      // A key set fetched in clear could be replaced in transit.
+      { jwt: { jwks: new URL('http://idp.example.com/jwks.json'), issuer: 'x', audience: 'y' } },
+      { jwt: { jwks: new URL('http://10.0.0.8/jwks.json'), issuer: 'x', audience: 'y' } },
+      { jwt: { jwks: new URL('ftp://idp.example.com/jwks.json'), issuer: 'x', audience: 'y' } },
+      // Every request would fail in the audit call, unrecorded.
+      { auditor: undefined as never },
+      { auditor: {} as never },
     ]) {
       const err = catchError(() => makeServer(idp, over));
       expect(err, JSON.stringify(over)).toBeInstanceOf(UserContextError);
       expect((err as UserContextError).code).toBe(ErrorCodes.MISCONFIGURED);
     }
+    for (const jwks of [
+      'https://idp.example.com/jwks.json',
+      'http://127.0.0.1:8080/jwks',
+      'http://[::1]/jwks',
+    ])
+      expect(() =>
+        makeServer(idp, { jwt: { jwks: new URL(jwks), issuer: 'x', audience: ['y', 'z'] } }),
+      ).not.toThrow();
     const badJwks = catchError(() =>
       makeServer(idp, { jwt: { jwks: { keys: 'none' } as never, issuer: 'x', audience: 'y' } }),
     );

@@ -45,6 +45,32 @@ describe('AesGcmPayloadCodec: round trips and wire format', () => {
     expect(str(decoded[3]!.data)).toBe('no metadata at all');
   });
 
+  it('seals the bytes a view covers, whatever the view: a DataView or a wider typed array', async () => {
+    const codec = makeCodec();
+    const bytes = new Uint8Array([0x41, 0x42, 0x43, 0x44, 0x45, 0x46]);
+    const under = new ArrayBuffer(16);
+    new Uint8Array(under).set(bytes, 4);
+    const input: Payload[] = [
+      { metadata: { encoding: utf8('binary/plain') }, data: new DataView(under, 4, 6) as never },
+      {
+        metadata: { encoding: utf8('binary/plain'), 'x-wide': new Uint16Array(under, 4, 3) as never },
+        data: new Uint16Array(under, 4, 3) as never,
+      },
+    ];
+    const decoded = await codec.decode(await codec.encode(input, wf('wf-1')), wf('wf-1'));
+    expect(Buffer.from(decoded[0]!.data!)).toEqual(Buffer.from(bytes));
+    expect(Buffer.from(decoded[1]!.data!)).toEqual(Buffer.from(bytes));
+    expect(Buffer.from(decoded[1]!.metadata!['x-wide']!)).toEqual(Buffer.from(bytes));
+  });
+
+  it('refuses to bind a payload to a workflow id it could not decode again (over 4096 bytes)', async () => {
+    const codec = makeCodec();
+    await expectCode(codec.encode([json('x')], wf('w'.repeat(4097))), ErrorCodes.TOO_LARGE);
+    const longest = 'w'.repeat(4096);
+    const decoded = await codec.decode(await codec.encode([json('x')], wf(longest)), wf(longest));
+    expect(str(decoded[0]!.data)).toBe('"x"');
+  });
+
   it('uses a fresh IV per payload (same plaintext, different ciphertext)', async () => {
     const codec = makeCodec();
     const [a, b] = await codec.encode([json('same'), json('same')], wf('w'));

@@ -12,3 +12,11 @@ export function bytesAt(needle: Uint8Array, haystack: Uint8Array, at: number): b
 export function equalBytes(a: Uint8Array, b: Uint8Array): boolean {
   return a.length === b.length && bytesAt(a, b, 0);
 }
+
+/**
+ * The bytes a view covers, as a `Uint8Array` over the same memory: a `DataView` or a wider typed array
+ * copied with `set` would copy elements, not bytes.
+ */
+export function viewBytes(view: ArrayBufferView): Uint8Array {
+  return view instanceof Uint8Array ? view : new Uint8Array(view.buffer, view.byteOffset, view.byteLength);
+}

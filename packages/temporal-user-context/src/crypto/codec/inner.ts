@@ -1,5 +1,5 @@
 import { ErrorCodes, UserContextError } from '../../context/errors.js';
-import { bytesAt } from './bytes.js';
+import { bytesAt, viewBytes } from './bytes.js';
 
 /**
  * The plaintext of a v1 payload is the original payload, framed without protobuf (a proto encode of
@@ -21,12 +21,14 @@ export function frameMetadata(
   if (count > 0xffff)
     throw new UserContextError(ErrorCodes.TOO_LARGE, 'payload metadata has too many entries');
   const keyBytes = new Array<Uint8Array>(count);
+  const values = new Array<Uint8Array>(count);
   let size = 2;
   for (let i = 0; i < count; i++) {
-    const value = metadata![keys[i]!];
+    const value: unknown = metadata![keys[i]!];
     if (!ArrayBuffer.isView(value)) {
       throw new UserContextError(ErrorCodes.INVALID, 'payload metadata values must be bytes');
     }
+    values[i] = viewBytes(value);
     const bytes = utf8Key(keys[i]!);
     if (bytes.byteLength > 0xffff)
       throw new UserContextError(ErrorCodes.TOO_LARGE, 'payload metadata key too long');
@@ -39,7 +41,7 @@ export function frameMetadata(
   let at = 2;
   for (let i = 0; i < count; i++) {
     const key = keyBytes[i]!;
-    const value = metadata![keys[i]!]!;
+    const value = values[i]!;
     const keyLen = key.byteLength;
     const valueLen = value.byteLength;
     out[at] = keyLen >>> 8;

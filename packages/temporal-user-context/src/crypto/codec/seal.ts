@@ -10,6 +10,7 @@ import {
   META_WORKFLOW_ID,
   TAG_BYTES,
 } from './format.js';
+import { viewBytes } from './bytes.js';
 import { frameMetadata } from './inner.js';
 import { nextIv } from './iv.js';
 import type { LoadedKey } from './keys.js';
@@ -58,6 +59,6 @@ export function sealPayload(
 
 function asBytes(data: Payload['data']): Uint8Array {
   if (data === undefined || data === null) return EMPTY;
-  if (ArrayBuffer.isView(data)) return data;
+  if (ArrayBuffer.isView(data)) return viewBytes(data);
   return Uint8Array.from(data as ArrayLike<number>);
 }
