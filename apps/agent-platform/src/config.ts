@@ -78,23 +78,24 @@ export async function openDatabase(
 export const TENANT_TABLES: readonly string[] = ['workspaces'];
 
 /**
- * The start-up isolation guard as every entry point runs it (worker, API, `npm start`). A login role
- * that bypasses RLS is only warned about: embedded PGlite has no other, and scoped transactions switch
- * to the app role anyway; in production, log in as a NOINHERIT role that may only `SET ROLE app_user`.
+ * The start-up isolation guard as every entry point runs it (worker, API, `npm start`). In production
+ * (`NODE_ENV=production`) it also refuses a login role that is, or may become, a role that bypasses RLS
+ * or owns the tables (`strictLogin`): SQL inside a scope could switch to it, past the seal. Log in as a
+ * NOINHERIT role that may only `SET ROLE app_user`. Elsewhere such a login passes: embedded PGlite has
+ * no other, and scoped transactions switch to the app role anyway.
  */
 export async function assertPlatformIsolation(
   db: SqlQueryable,
   options: { checkLogin?: boolean } = {},
+  env: NodeJS.ProcessEnv = process.env,
 ): Promise<IsolationReport> {
-  const report = await assertIsolation(db, { tenantTables: TENANT_TABLES, ...DATABASE_OPTIONS, ...options });
-  // Not for a connection that serves no scope (a migration's login): it runs no tenant query.
-  if (report.login.bypassesRls && options.checkLogin !== false && process.env.NODE_ENV === 'production') {
-    console.warn(
-      `isolation guard: the database login role ${report.login.role} is SUPERUSER or BYPASSRLS: a query ` +
-        `outside a scoped transaction would see every workspace (docs/data-isolation.md)`,
-    );
-  }
-  return report;
+  return assertIsolation(db, {
+    tenantTables: TENANT_TABLES,
+    ...DATABASE_OPTIONS,
+    ...options,
+    // Not for a connection that serves no scope (a migration's login): it runs no tenant query.
+    strictLogin: options.checkLogin !== false && env.NODE_ENV === 'production',
+  });
 }
 
 export interface KeyFiles {

@@ -23,6 +23,12 @@ beforeAll(async () => {
   await migrate(fromPgPool(pool));
   // The migrated schema passes; then `workspaces` loses FORCE, so its owner would skip its policies.
   await assertPlatformIsolation(fromPgPool(pool));
+  // In production it also refuses this login (the test server's superuser), which SQL inside a scope
+  // could switch back to, past the seal; a migration's connection, which serves no scope, passes.
+  await expect(assertPlatformIsolation(fromPgPool(pool), {}, { NODE_ENV: 'production' })).rejects.toThrow(
+    /login role .* may become a role that bypasses RLS/,
+  );
+  await assertPlatformIsolation(fromPgPool(pool), { checkLogin: false }, { NODE_ENV: 'production' });
   await pool.query('alter table workspaces no force row level security');
 });
 

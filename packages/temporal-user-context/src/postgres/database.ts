@@ -51,8 +51,10 @@ export interface SqlDatabase extends SqlQueryable {
   transaction<T>(fn: (tx: SqlQueryable) => Promise<T>): Promise<T>;
   /**
    * Holds one connection for `fn` without opening a transaction; afterwards its session is reset
-   * ({@link SESSION_RESET}). A callback that returns inside a transaction it began is refused
-   * (`USER_CONTEXT_MISCONFIGURED`) and its transaction rolled back.
+   * ({@link SESSION_RESET}). A callback that returns inside a transaction it began (awaited or not) is
+   * refused (`USER_CONTEXT_MISCONFIGURED`) and its transaction rolled back. Use the session object
+   * inside `fn`: on PGlite, whose one connection the session holds, the adapter's other calls wait
+   * until the session ends (so a call on the adapter from inside `fn` would wait for ever).
    */
   session<T>(fn: (session: SqlSession) => Promise<T>): Promise<T>;
 }
@@ -100,6 +102,14 @@ export function leadingWords(sql: string, count: number): string[] {
           i += 2;
         } else i++;
       } while (depth > 0 && i < sql.length);
+    } else if ((c === 'u' || c === 'U') && sql[i + 1] === '&' && sql[i + 2] === '"') {
+      // A Unicode-escaped identifier (`U&"\0072ole"` is `role`): not decoded (its escape character may
+      // be redefined by a UESCAPE clause), but kept apart from every plain word as `u&"…`, which callers
+      // that look for a setting's name refuse.
+      const quoted = /^"((?:[^"]|"")*)"/.exec(sql.slice(i + 2, i + 132));
+      if (!quoted) break;
+      words.push(`u&"${quoted[1]!.toLowerCase()}`);
+      i += 2 + quoted[0].length;
     } else if (c === '"') {
       // A quoted identifier, as its content (`""` is a quote): `SET LOCAL "role"` names the setting
       // `role`, and setting names are not case-sensitive.
@@ -501,6 +511,9 @@ export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase
         });
         // A callback that began a transaction and returned: its work is not committed, and the
         // connection must not go back to the pool inside it (the next transaction would commit it).
+        // Asked after one more round trip: pg runs a connection's queries in order, so statements the
+        // callback sent without awaiting them (a `BEGIN`) have run by then.
+        await client.query('SELECT 1');
         if (client.getTransactionStatus() !== 'I') throw sessionLeftTransaction();
         return result;
       } catch (err) {
@@ -563,6 +576,11 @@ export function fromPGlite(db: PGliteLike, options: PGliteOptions = {}): SqlData
     const role = await sessionRole;
     await run(`${prefix}${SESSION_RESET}${role ? `; SET ROLE ${quoteIdent(role)}` : ''}`);
   };
+  // The open session, if any: the adapter's other calls wait for its end.
+  let sessionOpen: Promise<void> | undefined;
+  const afterSessions = async (): Promise<void> => {
+    while (sessionOpen) await sessionOpen;
+  };
   const wrap = (q: PGliteLikeQueryable): SqlQueryable => ({
     async query<R extends object>(sql: string, params: readonly unknown[] = []) {
       const res = await q.query<R>(sql, [...params]);
@@ -572,8 +590,12 @@ export function fromPGlite(db: PGliteLike, options: PGliteOptions = {}): SqlData
   return {
     driver: 'pglite',
     ...(seal === undefined ? {} : { seal }),
-    query: wrap(db).query,
+    async query<R extends object>(sql: string, params?: readonly unknown[]) {
+      await afterSessions();
+      return wrap(db).query<R>(sql, params);
+    },
     transaction: async <T>(fn: (tx: SqlQueryable) => Promise<T>) => {
+      await afterSessions();
       const state = { open: true, ended: false };
       let resetInside = false;
       try {
@@ -602,6 +624,11 @@ export function fromPGlite(db: PGliteLike, options: PGliteOptions = {}): SqlData
       }
     },
     async session(fn) {
+      // One session at a time, and nothing else of this adapter while it is open: PGlite's one
+      // connection is the session's (its role, temporary objects, a transaction it began).
+      while (sessionOpen) await sessionOpen;
+      let release!: () => void;
+      sessionOpen = new Promise<void>((resolve) => (release = resolve));
       try {
         const result = await fn({
           ...wrap(db),
@@ -611,6 +638,9 @@ export function fromPGlite(db: PGliteLike, options: PGliteOptions = {}): SqlData
             return { rows: last?.rows ?? [], rowCount: last?.rows.length || (last?.affectedRows ?? 0) };
           },
         });
+        // After one more statement: PGlite runs them in order, so any the callback did not await (a
+        // `BEGIN`) have run by then.
+        await db.query('SELECT 1');
         if (db.isInTransaction?.()) {
           await db.exec('ROLLBACK');
           throw sessionLeftTransaction();
@@ -618,6 +648,8 @@ export function fromPGlite(db: PGliteLike, options: PGliteOptions = {}): SqlData
         return result;
       } finally {
         await reset((sql) => db.exec(sql)).catch(() => undefined);
+        sessionOpen = undefined;
+        release();
       }
     },
   };

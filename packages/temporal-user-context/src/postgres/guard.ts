@@ -35,6 +35,14 @@ export interface IsolationGuardOptions {
    * will not serve scopes, such as a migration run as the tables' owner.
    */
   checkLogin?: boolean;
+  /**
+   * Refuse a login role that is, or may become (`set_config('role', …)` needs only membership), a
+   * role that bypasses RLS (SUPERUSER, BYPASSRLS) or that owns a tenant table or the sealed scope's
+   * functions (default false: embedded PGlite has only a superuser). SQL inside a scope may switch to
+   * any role its login may become: such a login leaves the seal nothing to protect. Turn it on in
+   * production, with a NOINHERIT login that may only `SET ROLE` to the app role.
+   */
+  strictLogin?: boolean;
 }
 
 /** What the guard inspected, for start-up logs. */
@@ -47,9 +55,14 @@ export interface IsolationReport {
    * The role the connection logged in as. When it is SUPERUSER or BYPASSRLS (`bypassesRls`), scoped
    * transactions are still isolated (they switch to the app role), but a query run outside one sees
    * every workspace: log it, and in production log in as a role that can only `SET ROLE` to the app
-   * role. Not refused: embedded PGlite has only a superuser.
+   * role. Not refused (unless `strictLogin`): embedded PGlite has only a superuser.
+   *
+   * `bypassesRls` counts the roles the login may become, not only its own attributes, and
+   * `reachesOwner` says whether it may become the owner of a tenant table or of the sealed scope's
+   * functions: either way, SQL inside a scope can leave the app role (`set_config('role', …)`) and the
+   * seal protects nothing (docs/data-isolation.md, _Sealed scopes_).
    */
-  login: { role: string; bypassesRls: boolean };
+  login: { role: string; bypassesRls: boolean; reachesOwner: boolean };
 }
 
 interface TableRow {
@@ -60,6 +73,7 @@ interface TableRow {
   force: boolean;
   owner: string;
   app_is_owner: boolean;
+  login_is_owner: boolean;
   options: string[] | null;
   app_can_use: boolean;
   app_can_truncate: boolean;
@@ -115,14 +129,17 @@ export async function assertIsolation(
   }
   if (attrs.rolsuper) problems.push(`app role ${appRole} is SUPERUSER`);
   if (attrs.rolbypassrls) problems.push(`app role ${appRole} has BYPASSRLS`);
+  // Membership, not the login's own attributes: `set_config('role', r, true)` switches to any role r
+  // the session user is a member of, NOINHERIT or not (on PostgreSQL 16, a grant WITH SET FALSE is
+  // still counted: the conservative side).
   const loginRow = await db.query<{ role: string; bypasses: boolean }>(
-    `select session_user::text as role, (rolsuper or rolbypassrls) as bypasses
-       from pg_roles where rolname = session_user`,
+    `select session_user::text as role,
+            exists (select 1 from pg_roles r
+                     where (r.rolsuper or r.rolbypassrls) and pg_has_role(session_user, r.oid, 'MEMBER'))
+              as bypasses`,
   );
-  const login = {
-    role: loginRow.rows[0]?.role ?? 'unknown',
-    bypassesRls: loginRow.rows[0]?.bypasses ?? true,
-  };
+  const loginRole = loginRow.rows[0]?.role ?? 'unknown';
+  const bypassesRls = loginRow.rows[0]?.bypasses ?? true;
 
   // pg_has_role(..., 'MEMBER') is true for the owner itself and for any member of the owning role:
   // either way the app role could ALTER the table or disable its policies.
@@ -131,6 +148,7 @@ export async function assertIsolation(
   const { rows } = await db.query<TableRow>(
     `select n.nspname as schema, c.relname as name, c.relkind::text as kind, c.relrowsecurity as rls, c.relforcerowsecurity as force,
             pg_get_userbyid(c.relowner) as owner, pg_has_role($2, c.relowner, 'MEMBER') as app_is_owner,
+            pg_has_role(session_user, c.relowner, 'MEMBER') as login_is_owner,
             c.reloptions as options,
             (has_any_column_privilege($2, c.oid, 'SELECT')
               or has_table_privilege($2, c.oid, 'SELECT,INSERT,UPDATE,DELETE')) as app_can_use,
@@ -145,6 +163,7 @@ export async function assertIsolation(
   );
 
   const shared = new Set(options.sharedTables ?? []);
+  let loginIsOwner = false;
   const tenantTables: string[] = [];
   const views: string[] = [];
   for (const r of rows) {
@@ -158,6 +177,7 @@ export async function assertIsolation(
       (r.has_workspace_id && (r.schema === schema || r.app_can_use)) || configured.includes(name);
     if (isTable && tenant) {
       tenantTables.push(name);
+      if (r.login_is_owner) loginIsOwner = true;
       if (r.app_is_owner)
         problems.push(`table ${at} is owned by ${r.owner}, which app role ${appRole} is or belongs to`);
       if (!r.rls) problems.push(`table ${at} does not ENABLE ROW LEVEL SECURITY`);
@@ -196,6 +216,20 @@ export async function assertIsolation(
     problems.push(...(await conflictKeys(db, schema, appRole, tenantTables)));
   }
   problems.push(...(await scopePrerequisites(db, schema, appRole, options.checkLogin ?? true)));
+  if (seal !== undefined && !loginIsOwner) {
+    const owners = await db.query<{ reaches: boolean }>(
+      `select coalesce(bool_or(pg_has_role(session_user, p.proowner, 'MEMBER')), false) as reaches
+         from pg_proc p join pg_namespace n on n.oid = p.pronamespace where n.nspname = $1`,
+      [seal],
+    );
+    loginIsOwner = owners.rows[0]?.reaches ?? true;
+  }
+  const login = { role: loginRole, bypassesRls, reachesOwner: loginIsOwner };
+  if (options.strictLogin === true && (bypassesRls || loginIsOwner))
+    problems.push(
+      `login role ${loginRole} may become a role that ${bypassesRls ? 'bypasses RLS' : 'owns tenant tables or the sealed scope'}: ` +
+        'SQL inside a scope could switch to it; log in as a NOINHERIT role that may only SET ROLE to the app role',
+    );
   if (problems.length > 0) {
     throw new UserContextError(ErrorCodes.MISCONFIGURED, `isolation guard: ${problems.join('; ')}`);
   }

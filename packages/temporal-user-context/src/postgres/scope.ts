@@ -134,8 +134,13 @@ function leftoverRefusal(row: Leftovers | undefined): UserContextError | undefin
  */
 function scopeChangeRefusal(sql: string): UserContextError | undefined {
   const [first, second, third] = leadingWords(sql, 3);
-  // `app.workspace_id` reads as the word `app`; quoted, `"app.workspace_id"`, as the whole name.
-  const changed = third === 'role' || third === 'session' || third === 'session_authorization';
+  // `app.workspace_id` reads as the word `app`; quoted, `"app.workspace_id"`, as the whole name; a
+  // Unicode-escaped name (`U&"\0072ole"`) is not read at all, and refused.
+  const changed =
+    third === 'role' ||
+    third === 'session' ||
+    third === 'session_authorization' ||
+    (third?.startsWith('u&"') ?? false);
   const changes =
     first === 'do' ||
     // LISTEN takes effect at COMMIT: the check at the scope's end cannot see it yet.
@@ -164,7 +169,8 @@ export async function applyScope(
   userId: string,
   workspaceId: string,
 ): Promise<void> {
-  const { rows } = await tx.query<Leftovers>(
+  const { rows } = await entryStatement<Leftovers>(
+    tx,
     // Schema-qualified: `SET LOCAL ROLE` is syntax, a function is looked up on the search path, where a
     // schema before pg_catalog could hold a `set_config` that does nothing. The same statement counts
     // what an earlier transaction on this connection left behind (LEFTOVERS).
@@ -186,6 +192,27 @@ const SEAL_REASONS: Readonly<Record<string, string>> = {
   [SEAL_SQLSTATES.notAppRoleMember]:
     'the login role may not switch to the app role the sealed scope was installed for',
 };
+
+/**
+ * A scope's first statement (the role switch), its refusals named: a login that may not become the
+ * app role fails `set_config('role', …)` with 42501 before the seal's own check (UC004) could run.
+ */
+async function entryStatement<R extends object>(
+  tx: SqlQueryable,
+  sql: string,
+  params: readonly unknown[],
+): Promise<SqlResult<R>> {
+  try {
+    return await tx.query<R>(sql, params);
+  } catch (err) {
+    const e = err as { code?: unknown; message?: unknown } | null;
+    if (e?.code === '42501' && typeof e.message === 'string' && /\bset role\b/i.test(e.message))
+      throw new UserContextError(ErrorCodes.MISCONFIGURED, SEAL_REASONS[SEAL_SQLSTATES.notAppRoleMember]!, {
+        cause: err,
+      });
+    throw sealRefusal(err) ?? err;
+  }
+}
 
 /**
  * The refusal an error of the seal's functions stands for, or undefined for any other error (no such
@@ -216,18 +243,14 @@ export async function enterSealedScope(
   workspaceId: string,
   roles: readonly string[],
 ): Promise<string[] | null> {
-  let rows: (Leftovers & { effective: unknown })[];
-  try {
-    ({ rows } = await tx.query<Leftovers & { effective: unknown }>(
-      // The role first, then `enter`, which seals the settings. (EXECUTE is checked as the statement
-      // starts, as the login role: `enter` is executable by every role and checks the login itself.)
-      `select pg_catalog.set_config('role', $1, true) as role,
-              ${quoteIdent(schema)}.enter($2, $3, $4::pg_catalog.text[]) as effective, ${LEFTOVERS}`,
-      [assertRoleName(appRole, 'app role'), userId, workspaceId, [...roles]],
-    ));
-  } catch (err) {
-    throw sealRefusal(err) ?? err;
-  }
+  const { rows } = await entryStatement<Leftovers & { effective: unknown }>(
+    tx,
+    // The role first, then `enter`, which seals the settings. (EXECUTE is checked as the statement
+    // starts, as the login role: `enter` is executable by every role and checks the login itself.)
+    `select pg_catalog.set_config('role', $1, true) as role,
+            ${quoteIdent(schema)}.enter($2, $3, $4::pg_catalog.text[]) as effective, ${LEFTOVERS}`,
+    [assertRoleName(appRole, 'app role'), userId, workspaceId, [...roles]],
+  );
   const inherited = leftoverRefusal(rows[0]);
   if (inherited) throw inherited;
   const effective = rows[0]?.effective;
@@ -468,7 +491,15 @@ export async function withUserScope<T>(
             // Refused by the adapter too; checked here first so that the refusal is audited even when
             // the callback swallows it.
             const control = transactionControl.refusal(sql) ?? scopeChangeRefusal(sql);
-            if (!control) return tx.query<R>(sql, params);
+            if (!control)
+              return tx.query<R>(sql, params).catch((err: unknown) => {
+                // SQL of the callback that calls the seal's functions (`enter` for another user):
+                // refused by the database, named and on record here.
+                const sealed = sealRefusal(err);
+                if (!sealed) throw err;
+                audit('deny', sealed.code, effectiveRoles, sealed.reason);
+                throw sealed;
+              });
             audit('deny', control.code, effectiveRoles, control.reason);
             return Promise.reject(control);
           }

@@ -42,7 +42,12 @@ describe.each(BACKENDS)('assertIsolation on %s (case 17)', (kind) => {
       "select session_user::text as role, current_setting('is_superuser') as su",
     );
     expect(rows[0]!.su).toBe('on');
-    expect(report.login).toEqual({ role: rows[0]!.role, bypassesRls: true });
+    // A superuser is a member of every role: it reaches the tables' owner too.
+    expect(report.login).toEqual({ role: rows[0]!.role, bypassesRls: true, reachesOwner: true });
+    // Where the seal must hold against SQL run inside a scope, such a login is refused.
+    await expect(assertIsolation(b.admin, { appRole: roles.app, strictLogin: true })).rejects.toThrow(
+      `login role ${rows[0]!.role} may become a role that bypasses RLS`,
+    );
   });
 
   // PGlite has one role: only a real server can show a login role that is not a superuser.
@@ -58,16 +63,47 @@ describe.each(BACKENDS)('assertIsolation on %s (case 17)', (kind) => {
       url.password = 'guard-login';
       const pool = new pg.Pool({ connectionString: url.toString(), max: 1 });
       try {
-        const report = await assertIsolation(fromPgPool(pool), { appRole: roles.app });
-        expect(report.login).toEqual({ role: login, bypassesRls: false });
+        const report = await assertIsolation(fromPgPool(pool), { appRole: roles.app, strictLogin: true });
+        expect(report.login).toEqual({ role: login, bypassesRls: false, reachesOwner: false });
         // NOINHERIT: outside a scoped transaction (SET ROLE) that login cannot read tenant tables at all.
         await expect(pool.query('select * from notes')).rejects.toThrow(/permission denied/);
         // The same login with BYPASSRLS is reported as bypassing.
         await b.admin.query(`alter role ${login} bypassrls`);
         const again = await assertIsolation(fromPgPool(pool), { appRole: roles.app });
-        expect(again.login).toEqual({ role: login, bypassesRls: true });
-        // A login that may not switch to the app role could not open a single scope.
+        expect(again.login).toEqual({ role: login, bypassesRls: true, reachesOwner: false });
         await b.admin.query(`alter role ${login} nobypassrls`);
+        // NOINHERIT or not, SQL inside a scope may switch to any role its login is a member of
+        // (`set_config('role', …)`): a member of a role that bypasses RLS, or of the tables' owner, is
+        // reported so, and refused where the seal must hold.
+        const bypasser = `bypass_${roles.app}`;
+        await b.admin.query(`create role ${bypasser} nologin bypassrls`);
+        try {
+          await b.admin.query(`grant ${bypasser} to ${login}`);
+          expect((await assertIsolation(fromPgPool(pool), { appRole: roles.app })).login).toEqual({
+            role: login,
+            bypassesRls: true,
+            reachesOwner: false,
+          });
+          await expect(
+            assertIsolation(fromPgPool(pool), { appRole: roles.app, strictLogin: true }),
+          ).rejects.toThrow(`login role ${login} may become a role that bypasses RLS`);
+        } finally {
+          await b.admin.query(`drop role ${bypasser}`);
+        }
+        await b.admin.query(`grant ${roles.owner} to ${login}`);
+        try {
+          expect((await assertIsolation(fromPgPool(pool), { appRole: roles.app })).login).toEqual({
+            role: login,
+            bypassesRls: false,
+            reachesOwner: true,
+          });
+          await expect(
+            assertIsolation(fromPgPool(pool), { appRole: roles.app, strictLogin: true }),
+          ).rejects.toThrow(`login role ${login} may become a role that owns tenant tables`);
+        } finally {
+          await b.admin.query(`revoke ${roles.owner} from ${login}`);
+        }
+        // A login that may not switch to the app role could not open a single scope.
         await b.admin.query(`revoke ${roles.app} from ${login}`);
         await expect(assertIsolation(fromPgPool(pool), { appRole: roles.app })).rejects.toThrow(
           `login role ${login} cannot SET ROLE to app role ${roles.app}`,

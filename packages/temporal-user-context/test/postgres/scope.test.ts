@@ -672,8 +672,47 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
       ),
     ).toMatchObject({ code: ErrorCodes.MISCONFIGURED });
     expect((await b.admin.query(`select 1 from notes where body = 'left open'`)).rowCount).toBe(0);
+    // Also when the callback did not await its BEGIN: the connection does not go back inside it.
+    expect(
+      await rejection(
+        b.db.session(async (session) => {
+          void session.exec('begin');
+          return Promise.resolve();
+        }),
+      ),
+    ).toMatchObject({ code: ErrorCodes.MISCONFIGURED });
+    await b.db.query(`insert into notes (workspace_id, body) values ('ws-a', 'after the session')`);
+    expect((await b.admin.query(`select 1 from notes where body = 'after the session'`)).rowCount).toBe(1);
+    await b.admin.query(`delete from notes where body = 'after the session'`);
     await b.admin.query(`delete from notes where body = 'seq'`);
   });
+
+  if (kind === 'pglite')
+    it("a session holds PGlite's one connection: the adapter's other calls wait for its end", async () => {
+      const seen: string[] = [];
+      let entered!: () => void;
+      const inside = new Promise<void>((resolve) => (entered = resolve));
+      let release!: () => void;
+      const held = new Promise<void>((resolve) => (release = resolve));
+      const me = (await b.db.query<{ u: string }>('select current_user::text as u')).rows[0]!.u;
+      const session = b.db.session(async (s) => {
+        await s.exec(`set role ${roles.app}`);
+        entered();
+        await held;
+        seen.push(
+          `session as ${(await s.query<{ u: string }>('select current_user::text as u')).rows[0]!.u}`,
+        );
+      });
+      await inside;
+      const other = b.db
+        .query<{ u: string }>('select current_user::text as u')
+        .then((r) => seen.push(`query as ${r.rows[0]!.u}`));
+      const scope = notes(bob).then((rows) => seen.push(`scope read ${rows.join(',')}`));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      release();
+      await Promise.all([session, other, scope]);
+      expect(seen).toEqual([`session as ${roles.app}`, `query as ${me}`, 'scope read b1']);
+    });
 
   it('a scope refuses a connection that work outside any transaction left state on, which the refusal clears', async () => {
     // A cursor WITH HOLD over every workspace's rows, declared by a query outside any scope on the same
@@ -712,6 +751,9 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
       `set local app.workspace_id = 'ws-b'`,
       `set local "app.workspace_id" = 'ws-b'`,
       `set local "ROLE" = none`,
+      // Unicode-escaped names (`\0072` is `r`): not read, refused.
+      `set local U&"app.workspace_id" = 'ws-b'`,
+      `set local u&"\\0072ole" = none`,
       'set local role none',
       'set local session authorization default',
       `do $$ begin perform set_config('app.workspace_id', 'ws-b', true); end $$`,

@@ -181,10 +181,16 @@ describe.each(BACKENDS)('sealed scopes on %s', (kind) => {
         { ...opts, auditor: new Auditor([sink]) },
       ),
     );
-    expect(err).toMatchObject({ code: 'UC001' });
-    // The scope's work was rolled back, on record.
-    expect(sink.events.map((e) => [e.decision, e.detail])).toEqual([
-      ['allow', 'roles=admin,member; rolled back'],
+    // Named, with the database's error as its cause, and on record as refused; the scope's work was
+    // rolled back, on record too.
+    expect(err).toMatchObject({ code: ErrorCodes.MISCONFIGURED, cause: { code: 'UC001' } });
+    expect(sink.events.map((e) => [e.decision, e.reason, e.detail])).toEqual([
+      [
+        'deny',
+        ErrorCodes.MISCONFIGURED,
+        'roles=admin,member; the transaction has entered a sealed scope already (or has a transaction id: it wrote before entering)',
+      ],
+      ['allow', 'ok', 'roles=admin,member; rolled back'],
     ]);
   });
 
@@ -540,9 +546,17 @@ describe('sealed scopes on postgres, with a login that is neither owner nor supe
 
   it('a login that may not become the app role cannot enter, nor read the table it has a grant on', async () => {
     const db = as(stranger);
-    expect(await rejection(withUserScope(db, alice, bodies, { appRole: roles.app }))).toMatchObject({
-      message: expect.stringMatching(/permission denied to set role/),
+    const sink = memoryAuditSink();
+    expect(
+      await rejection(withUserScope(db, alice, bodies, { appRole: roles.app, auditor: new Auditor([sink]) })),
+    ).toMatchObject({
+      code: ErrorCodes.MISCONFIGURED,
+      reason: 'the login role may not switch to the app role the sealed scope was installed for',
+      cause: { message: expect.stringMatching(/permission denied to set role/) },
     });
+    expect(sink.events).toMatchObject([
+      { decision: 'deny', reason: ErrorCodes.MISCONFIGURED, userId: 'alice' },
+    ]);
     // Called without the role switch, `enter` checks the login itself.
     const entered = await rejection(
       db.transaction((tx) => tx.query(`select user_scope.enter('alice', 'ws-a', '{admin}')`)),

@@ -8,7 +8,10 @@ import {
   sameUserContext,
   systemPrincipal,
   UserContextError,
+  isUserContextFailure,
+  userContextFailureCode,
 } from 'temporal-user-context';
+import { ActivityFailure, ApplicationFailure, RetryState } from '@temporalio/common';
 
 const ok = { userId: 'alice', workspaceId: 'ws-acme', roles: ['member'] };
 
@@ -196,5 +199,26 @@ describe('UserContextError', () => {
     expect(err.message).toBe(`${ErrorCodes.LINEAGE_MISMATCH}: ${err.reason}`);
     // A plain reason stays as it is.
     expect(new UserContextError(ErrorCodes.MISSING, 'no context').reason).toBe('no context');
+  });
+});
+
+describe('refusals as they cross Temporal (main entry, for clients and activities)', () => {
+  it('userContextFailureCode finds the code on the failure or in its cause chain, and nothing else', () => {
+    const refused = ApplicationFailure.create({ type: ErrorCodes.LINEAGE_MISMATCH, message: 'x' });
+    const wrapped = new ActivityFailure(
+      'failed',
+      'act',
+      'a-1',
+      RetryState.NON_RETRYABLE_FAILURE,
+      'worker',
+      refused,
+    );
+    expect(userContextFailureCode(wrapped)).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    expect(isUserContextFailure(wrapped, ErrorCodes.LINEAGE_MISMATCH)).toBe(true);
+    expect(isUserContextFailure(wrapped, ErrorCodes.MISSING)).toBe(false);
+    expect(userContextFailureCode(new UserContextError(ErrorCodes.INVALID, 'bad'))).toBe(ErrorCodes.INVALID);
+    expect(userContextFailureCode(ApplicationFailure.create({ type: 'SomethingElse', message: 'x' }))).toBe(
+      undefined,
+    );
   });
 });
