@@ -27,7 +27,8 @@ function isRefusal(err) {
 /**
  * A failure's message and stack trace move into a payload (`encodedAttributes`), which the codec then
  * encrypts like any other: history keeps a failure's type, not what it says. This library's own
- * refusals stay as they are: their messages hold a code and a reason, no user data; a refused query
+ * refusals stay readable, without their stack: their messages hold a code and a reason, no user data
+ * (no ids, which the audit records carry instead); a refused query
  * reaches its caller only as the failure's message (the SDK's client does not decode a query's
  * failure), and a refused workflow task shows why in history.
  */
@@ -37,8 +38,12 @@ class UserContextFailureConverter extends DefaultFailureConverter {
   }
 
   errorToFailure(err, payloadConverter, context) {
-    if (isRefusal(err)) return this.errorToFailureInner(err, payloadConverter, context);
-    return super.errorToFailure(err, payloadConverter, context);
+    if (!isRefusal(err)) return super.errorToFailure(err, payloadConverter, context);
+    const failure = this.errorToFailureInner(err, payloadConverter, context);
+    // The stack stays in the worker's log: in history it would show the worker's source paths and
+    // function names, in clear.
+    failure.stackTrace = '';
+    return failure;
   }
 }
 

@@ -353,9 +353,11 @@ function mismatchOfActivity(activity: ActivityScope, context: UserContext): User
     context.roles.every((role) => verified.roles.includes(role));
   return within(activity.context) || within(activity.actor)
     ? undefined
-    : new UserContextError(
+    : // No ids in the reason: it becomes the activity's failure message, which the failure converter
+      // leaves readable in history for every refusal. The record says who was asked for.
+      new UserContextError(
         ErrorCodes.EXPLICIT_MISMATCH,
-        `a database scope for ${context.userId} in ${context.workspaceId}, who is neither the activity's verified originator nor its actor`,
+        "a database scope for someone who is neither the activity's verified originator nor its actor (or with roles beyond theirs)",
       );
 }
 
@@ -399,7 +401,7 @@ export async function withUserScope<T>(
   const activity = currentScope();
   const auditor = options.auditor ?? activity?.auditor;
   let appRole: string;
-  let context: UserContext;
+  let context: UserContext | undefined;
   let seal: string | undefined;
   try {
     appRole = assertRoleName(options.appRole ?? DEFAULT_APP_ROLE, 'app role');
@@ -418,7 +420,10 @@ export async function withUserScope<T>(
         source: 'header',
         ...(options.audit ?? activity?.audit),
         reason: err.code,
-        detail: err.reason,
+        detail:
+          context !== undefined && err.code === ErrorCodes.EXPLICIT_MISMATCH
+            ? `asked for ${context.userId} in ${context.workspaceId}, roles=${context.roles.join(',')}`
+            : err.reason,
       });
     throw err;
   }

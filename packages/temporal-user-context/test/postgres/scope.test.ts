@@ -436,9 +436,21 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
     expect(isUserContextError(await rejection(inHandler(alice, more)), ErrorCodes.EXPLICIT_MISMATCH)).toBe(
       true,
     );
+    // The refusal's message, which reaches history in clear, names no one; the record says who was asked for.
+    expect((err as Error).message).not.toMatch(/bob|ws-b/);
     expect(sink.events.filter((e) => e.decision === 'deny')).toMatchObject([
-      { action: 'db.scope', reason: ErrorCodes.EXPLICIT_MISMATCH, workflowId: 'wf-2' },
-      { action: 'db.scope', reason: ErrorCodes.EXPLICIT_MISMATCH, workflowId: 'wf-2' },
+      {
+        action: 'db.scope',
+        reason: ErrorCodes.EXPLICIT_MISMATCH,
+        workflowId: 'wf-2',
+        detail: 'asked for bob in ws-b, roles=member',
+      },
+      {
+        action: 'db.scope',
+        reason: ErrorCodes.EXPLICIT_MISMATCH,
+        workflowId: 'wf-2',
+        detail: 'asked for carol in ws-a, roles=admin,member',
+      },
     ]);
     // An allow-listed system handler (no verified user) scopes to whom it is allow-listed to serve.
     expect(await inHandler(undefined, bob)).toEqual(['b1']);
