@@ -1121,16 +1121,12 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       };
       /** Marks the schedule's row deleted, best effort: a row left behind is dropped by a later create. */
       const forget = () => forgetSchedule(request, scheduleId);
-      /** Deletes the schedule just created, best effort (a failure is logged and audited); true if gone. */
+      /** Deletes the schedule just created, best effort (a failure is logged and audited). */
       const undo = () =>
-        asUser(request, () => client.schedule.getHandle(scheduleId).delete()).then(
-          () => true,
-          (deleteErr: unknown) => {
-            if (deleteErr instanceof ScheduleNotFoundError) return true;
+        asUser(request, () => client.schedule.getHandle(scheduleId).delete()).catch((deleteErr: unknown) => {
+          if (!(deleteErr instanceof ScheduleNotFoundError))
             pauseFailed(request, user(request).userId, scheduleId, deleteErr, 'schedule.delete');
-            return false;
-          },
-        );
+        });
       try {
         await asUser(request, () =>
           client.schedule.create({
@@ -1147,9 +1143,11 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           }),
         );
       } catch (err) {
-        // A create that timed out may have taken effect: deleted again, so that the client's retry
-        // does not leave two schedules starting runs. Its row stays while the schedule may exist.
-        if (!isGrpcDeadlineError(err) || (await undo())) await forget();
+        // A create that timed out may have taken effect, or take effect after the delete below: deleted
+        // again, so that the client's retry does not leave two schedules starting runs, and its row
+        // kept (counted until Temporal has long not listed the schedule).
+        if (isGrpcDeadlineError(err)) await undo();
+        else await forget();
         throw err;
       }
       // The creator may have been removed while the schedule was being created, after the check above

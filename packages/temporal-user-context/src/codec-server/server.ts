@@ -5,7 +5,7 @@ import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest }
 import type { Auditor } from '../audit/sinks.js';
 import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
 import { numberOption } from '../context/number-option.js';
-import { META_WORKFLOW_ID } from '../crypto/codec/format.js';
+import { ENCODING_ENCRYPTED, META_ENCODING, META_WORKFLOW_ID } from '../crypto/codec/format.js';
 import {
   authenticate,
   bearerToken,
@@ -399,18 +399,24 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
       const payloads = parsePayloadsBody(req.body, maxPayloads);
       const result: Payload[] =
         operation === 'decode' ? await codec.decode(payloads) : await codec.encode(payloads);
-      // Whose data was read: the workflows decoded payloads are bound to (authenticated by the
-      // decode). One, as the Web UI asks, is the record's workflow id; several are counted.
+      // Whose data was read: the workflows the decrypted payloads are bound to (authenticated by the
+      // decode; a plaintext payload passed through proves nothing). One, as the Web UI asks, is the
+      // record's workflow id. Several are counted, and each gets a record of its own (up to
+      // MAX_BOUND_RECORDS), so that no payload of another workflow added to the batch hides which.
       const bound = operation === 'decode' ? boundWorkflows(payloads) : [];
+      const many = bound.length > 1;
       audit(
         req,
         action,
         'allow',
         'ok',
         principal,
-        `payloads=${payloads.length}${bound.length > 1 ? ` workflows=${bound.length}` : ''}`,
+        `payloads=${payloads.length}${many ? ` workflows=${bound.length}` : ''}${bound.length > MAX_BOUND_RECORDS ? ` recorded=${MAX_BOUND_RECORDS}` : ''}`,
         bound.length === 1 ? bound[0] : undefined,
       );
+      if (many)
+        for (const workflowId of bound.slice(0, MAX_BOUND_RECORDS))
+          audit(req, action, 'allow', 'ok', principal, `batch of ${bound.length} workflows`, workflowId);
       return reply.code(200).send(payloadsToJson(result));
     } catch (err) {
       if (err instanceof CodecServerError || isUserContextError(err)) {
@@ -505,10 +511,17 @@ function resolveVerifier(options: CodecServerOptions): VerifyToken {
   throw new UserContextError(ErrorCodes.MISCONFIGURED, 'codec server: token verification is required');
 }
 
-/** The distinct workflow ids payloads are bound to (`encryption-workflow-id`), in order. */
+/** Most records of the workflows one decode read (besides the request's own record). */
+const MAX_BOUND_RECORDS = 100;
+
+const ENCRYPTED = Buffer.from(ENCODING_ENCRYPTED);
+
+/** The distinct workflow ids encrypted payloads are bound to (`encryption-workflow-id`), in order. */
 function boundWorkflows(payloads: readonly Payload[]): string[] {
   const ids = new Set<string>();
   for (const p of payloads) {
+    const encoding = p.metadata?.[META_ENCODING];
+    if (!encoding || !ENCRYPTED.equals(encoding)) continue;
     const bytes = p.metadata?.[META_WORKFLOW_ID];
     if (bytes) ids.add(Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8'));
   }

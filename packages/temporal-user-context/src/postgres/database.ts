@@ -106,8 +106,13 @@ export function leadingWords(sql: string, count: number): string[] {
       // A Unicode-escaped identifier (`U&"\0072ole"` is `role`): not decoded (its escape character may
       // be redefined by a UESCAPE clause), but kept apart from every plain word as `u&"…`, which callers
       // that look for a setting's name refuse.
-      const quoted = /^"((?:[^"]|"")*)"/.exec(sql.slice(i + 2, i + 132));
-      if (!quoted) break;
+      // Escapes make a name long (`\+000073` is one letter): one that does not end within the window is
+      // still such a word, of unknown name.
+      const quoted = /^"((?:[^"]|"")*)"/.exec(sql.slice(i + 2, i + 1026));
+      if (!quoted) {
+        words.push('u&"');
+        break;
+      }
       words.push(`u&"${quoted[1]!.toLowerCase()}`);
       i += 2 + quoted[0].length;
     } else if (c === '"') {
@@ -309,10 +314,11 @@ function settled(client: PoolClient): Promise<void> {
 }
 
 /** The refusal of a session whose callback returned inside a transaction it began (rolled back). */
-function sessionLeftTransaction(): UserContextError {
+function sessionLeftTransaction(cause?: unknown): UserContextError {
   return new UserContextError(
     ErrorCodes.MISCONFIGURED,
     'a session callback returned inside a transaction it began: not committed, rolled back',
+    cause === undefined ? undefined : { cause },
   );
 }
 
@@ -513,8 +519,12 @@ export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase
         // connection must not go back to the pool inside it (the next transaction would commit it).
         // Asked after one more round trip: pg runs a connection's queries in order, so statements the
         // callback sent without awaiting them (a `BEGIN`) have run by then.
-        await client.query('SELECT 1');
-        if (client.getTransactionStatus() !== 'I') throw sessionLeftTransaction();
+        // (In a transaction the callback left aborted, the probe itself fails: refused all the same.)
+        const probe = await client.query('SELECT 1').then(
+          () => undefined,
+          (err: unknown) => err,
+        );
+        if (probe !== undefined || client.getTransactionStatus() !== 'I') throw sessionLeftTransaction(probe);
         return result;
       } catch (err) {
         // The callback may have left a transaction or session state behind: do not pool the connection.
@@ -559,6 +569,9 @@ export interface PGliteLike extends PGliteLikeQueryable {
   isInTransaction?(): boolean;
 }
 
+/** Per PGlite instance, its open session: every adapter over the instance waits for it. */
+const sessionGates = new WeakMap<object, { open?: Promise<void> }>();
+
 /**
  * Adapts a PGlite instance. PGlite has a single connection and serialises transactions with a mutex,
  * so concurrent {@link SqlDatabase.transaction} calls queue rather than interleave.
@@ -576,10 +589,13 @@ export function fromPGlite(db: PGliteLike, options: PGliteOptions = {}): SqlData
     const role = await sessionRole;
     await run(`${prefix}${SESSION_RESET}${role ? `; SET ROLE ${quoteIdent(role)}` : ''}`);
   };
-  // The open session, if any: the adapter's other calls wait for its end.
-  let sessionOpen: Promise<void> | undefined;
+  // The open session of this PGlite instance, if any (shared by every adapter over it): calls wait
+  // for its end.
+  let gate = sessionGates.get(db);
+  if (!gate) sessionGates.set(db, (gate = {}));
+  const sessionGate = gate;
   const afterSessions = async (): Promise<void> => {
-    while (sessionOpen) await sessionOpen;
+    while (sessionGate.open) await sessionGate.open;
   };
   const wrap = (q: PGliteLikeQueryable): SqlQueryable => ({
     async query<R extends object>(sql: string, params: readonly unknown[] = []) {
@@ -591,11 +607,11 @@ export function fromPGlite(db: PGliteLike, options: PGliteOptions = {}): SqlData
     driver: 'pglite',
     ...(seal === undefined ? {} : { seal }),
     async query<R extends object>(sql: string, params?: readonly unknown[]) {
-      await afterSessions();
+      if (sessionGate.open) await afterSessions();
       return wrap(db).query<R>(sql, params);
     },
     transaction: async <T>(fn: (tx: SqlQueryable) => Promise<T>) => {
-      await afterSessions();
+      if (sessionGate.open) await afterSessions();
       const state = { open: true, ended: false };
       let resetInside = false;
       try {
@@ -624,11 +640,11 @@ export function fromPGlite(db: PGliteLike, options: PGliteOptions = {}): SqlData
       }
     },
     async session(fn) {
-      // One session at a time, and nothing else of this adapter while it is open: PGlite's one
-      // connection is the session's (its role, temporary objects, a transaction it began).
-      while (sessionOpen) await sessionOpen;
+      // One session at a time, and nothing else of this PGlite instance's adapters while it is open:
+      // its one connection is the session's (its role, temporary objects, a transaction it began).
+      while (sessionGate.open) await sessionGate.open;
       let release!: () => void;
-      sessionOpen = new Promise<void>((resolve) => (release = resolve));
+      sessionGate.open = new Promise<void>((resolve) => (release = resolve));
       try {
         const result = await fn({
           ...wrap(db),
@@ -639,16 +655,19 @@ export function fromPGlite(db: PGliteLike, options: PGliteOptions = {}): SqlData
           },
         });
         // After one more statement: PGlite runs them in order, so any the callback did not await (a
-        // `BEGIN`) have run by then.
-        await db.query('SELECT 1');
-        if (db.isInTransaction?.()) {
+        // `BEGIN`) have run by then. (It fails in a transaction the callback left aborted: asked below.)
+        const probe = await db.query('SELECT 1').then(
+          () => undefined,
+          (err: unknown) => err,
+        );
+        if (probe !== undefined || db.isInTransaction?.()) {
           await db.exec('ROLLBACK');
-          throw sessionLeftTransaction();
+          throw sessionLeftTransaction(probe);
         }
         return result;
       } finally {
         await reset((sql) => db.exec(sql)).catch(() => undefined);
-        sessionOpen = undefined;
+        sessionGate.open = undefined;
         release();
       }
     },

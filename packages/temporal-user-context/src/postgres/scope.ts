@@ -207,7 +207,7 @@ async function entryStatement<R extends object>(
   } catch (err) {
     const e = err as { code?: unknown; message?: unknown } | null;
     if (e?.code === '42501' && typeof e.message === 'string' && /\bset role\b/i.test(e.message))
-      throw new UserContextError(ErrorCodes.MISCONFIGURED, SEAL_REASONS[SEAL_SQLSTATES.notAppRoleMember]!, {
+      throw new UserContextError(ErrorCodes.MISCONFIGURED, 'the login role may not switch to the app role', {
         cause: err,
       });
     throw sealRefusal(err) ?? err;

@@ -101,16 +101,48 @@ describe('codec server (case 23)', () => {
       workflowId: 'wf-alpha',
       detail: `origin="${UI_ORIGIN}" payloads=1`,
     });
+    // Another workflow's payload added to the batch (a decoy) hides nothing: each workflow read has a
+    // record of its own, besides the request's.
     const two = {
       payloads: [...one.payloads, ...(await encryptedBody('wf-beta')).payloads, ...one.payloads],
     };
+    const before = server.sink.events.length;
     expect((await post('/decode', two, { authorization: `Bearer ${reader}` })).statusCode).toBe(200);
-    const record = server.sink.events.at(-1)!;
-    expect(record).toMatchObject({
-      decision: 'allow',
-      detail: `origin="${UI_ORIGIN}" payloads=3 workflows=2`,
+    const records = server.sink.events.slice(before);
+    expect(records).toMatchObject([
+      { decision: 'allow', detail: `origin="${UI_ORIGIN}" payloads=3 workflows=2` },
+      { decision: 'allow', workflowId: 'wf-alpha', detail: `origin="${UI_ORIGIN}" batch of 2 workflows` },
+      { decision: 'allow', workflowId: 'wf-beta', detail: `origin="${UI_ORIGIN}" batch of 2 workflows` },
+    ]);
+    expect(records[0]!.workflowId).toBeUndefined();
+    // A plaintext payload passed through (an allow-listed encoding) names no workflow: its metadata is
+    // nobody's word.
+    const lenient = makeServer(idp, { codec: makeCodec({ allowPlaintextEncodings: ['json/plain'] }) });
+    const [sealed] = await lenient.codec.encode([json('secret')], wf('wf-target'));
+    const target = {
+      metadata: Object.fromEntries(Object.entries(sealed!.metadata!).map(([k, v]) => [k, b64(v)])),
+      data: b64(sealed!.data!),
+    };
+    const decoy = {
+      metadata: { encoding: b64('json/plain'), 'encryption-workflow-id': b64('wf-innocent') },
+      data: b64('"decoy"'),
+    };
+    const res = await lenient.app.inject({
+      method: 'POST',
+      url: '/decode',
+      headers: {
+        'content-type': 'application/json',
+        'x-namespace': 'default',
+        origin: UI_ORIGIN,
+        authorization: `Bearer ${reader}`,
+      },
+      payload: JSON.stringify({ payloads: [decoy, target] }),
     });
-    expect(record.workflowId).toBeUndefined();
+    expect(res.statusCode).toBe(200);
+    expect(lenient.sink.events).toMatchObject([
+      { decision: 'allow', workflowId: 'wf-target', detail: `origin="${UI_ORIGIN}" payloads=2` },
+    ]);
+    await lenient.app.close();
   });
 
   it('decodes for a non-browser caller (no Origin: CLI) with a token', async () => {

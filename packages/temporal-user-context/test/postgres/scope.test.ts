@@ -696,6 +696,19 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
     await b.db.query(`insert into notes (workspace_id, body) values ('ws-a', 'after the session')`);
     expect((await b.admin.query(`select 1 from notes where body = 'after the session'`)).rowCount).toBe(1);
     await b.admin.query(`delete from notes where body = 'after the session'`);
+    // Or left it aborted: refused the same, rolled back, and the session's role does not outlive it.
+    const me = (await b.db.query<{ u: string }>('select current_user::text as u')).rows[0]!.u;
+    expect(
+      await rejection(
+        b.db.session(async (session) => {
+          await session.exec(`set role ${roles.app}`);
+          await session.exec('begin');
+          await session.exec('select 1/0').catch(() => undefined);
+        }),
+      ),
+    ).toMatchObject({ code: ErrorCodes.MISCONFIGURED });
+    expect((await b.db.query<{ u: string }>('select current_user::text as u')).rows[0]!.u).toBe(me);
+    await expect(notes(bob)).resolves.toEqual(['b1']);
     await b.admin.query(`delete from notes where body = 'seq'`);
   });
 
@@ -724,6 +737,26 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
       release();
       await Promise.all([session, other, scope]);
       expect(seen).toEqual([`session as ${roles.app}`, `query as ${me}`, 'scope read b1']);
+      // Every adapter over the same PGlite waits (the test's admin handle is another one).
+      seen.length = 0;
+      let adminIn!: () => void;
+      const adminInside = new Promise<void>((resolve) => (adminIn = resolve));
+      let adminRelease!: () => void;
+      const adminHeld = new Promise<void>((resolve) => (adminRelease = resolve));
+      const adminSession = b.admin.session(async (s) => {
+        await s.exec(`set role ${roles.app}`);
+        adminIn();
+        await adminHeld;
+        seen.push('admin session ends');
+      });
+      await adminInside;
+      const fromDb = b.db
+        .query<{ u: string }>('select current_user::text as u')
+        .then((r) => seen.push(`query as ${r.rows[0]!.u}`));
+      await new Promise((resolve) => setTimeout(resolve, 50));
+      adminRelease();
+      await Promise.all([adminSession, fromDb]);
+      expect(seen).toEqual(['admin session ends', `query as ${me}`]);
     });
 
   it('a scope refuses a connection that work outside any transaction left state on, which the refusal clears', async () => {
@@ -766,6 +799,9 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
       // Unicode-escaped names (`\0072` is `r`): not read, refused.
       `set local U&"app.workspace_id" = 'ws-b'`,
       `set local u&"\\0072ole" = none`,
+      // Escaped letter by letter (8 characters each), and past any window the check reads.
+      `set local U&"${[...'session_authorization'].map((c) => `\\+${c.codePointAt(0)!.toString(16).padStart(6, '0')}`).join('')}" = default`,
+      `set local U&"${'\\+000061'.repeat(200)}" = 'x'`,
       'set local role none',
       'set local session authorization default',
       `do $$ begin perform set_config('app.workspace_id', 'ws-b', true); end $$`,
