@@ -70,7 +70,14 @@ export async function workflowPath(
     await startOurs();
     const { workflowId } = started!.options;
     const header = decodeHeader(started!.headers, ORIGINATOR_HEADER)!;
-    const lin = { root: workflowId, start: Date.now(), wf: workflowId };
+    // What the workflow interceptor states for a token that binds its start (`b`): the root's type and
+    // task queue, as workflowInfo() gives them.
+    const lin = {
+      root: workflowId,
+      start: Date.now(),
+      wf: workflowId,
+      ...(header.b === 1 ? { wt: started!.workflowType, tq: started!.options.taskQueue } : {}),
+    };
     return {
       headers: { [ORIGINATOR_HEADER]: encodeHeader({ ...header, lin }) },
       context: new MockActivityEnvironment({
