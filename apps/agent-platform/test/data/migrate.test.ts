@@ -26,6 +26,7 @@ const MIGRATIONS = [
   '0010_tenant_keys_lead_with_workspace',
   '0011_audit_records_from_the_sink_only',
   '0012_agent_schedules',
+  '0013_authors_are_the_scope_user',
 ];
 
 const TENANT_TABLES = [
@@ -162,6 +163,64 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
       { action: 'sunk', workspace_id: 'ws-a' },
       { action: 'sunk', workspace_id: null },
     ]);
+  });
+
+  it("0013: a row's author is the scope's user, and stays so; what the application updates still updates", async () => {
+    const alice = parseUserContext({ userId: 'alice', workspaceId: 'ws-a', roles: ['admin', 'member'] });
+    const agent = await b.admin.query<{ id: string }>(
+      `insert into agents (workspace_id, name, model, created_by) values ('ws-a', 'authored', 'm', 'alice') returning id::text as id`,
+    );
+    const agentId = agent.rows[0]!.id;
+    const inScope = (sql: string, params: unknown[] = []) =>
+      withUserScope(b.db, alice, (tx) => tx.query(sql, params));
+    // Naming another member as the author of a new row: refused by the restrictive policies.
+    for (const sql of [
+      `insert into agent_runs (agent_id, created_by) values ($1, 'carol')`,
+      `insert into agents (name, model, created_by) values ('x', 'm', 'carol')`,
+      `insert into documents (title, created_by) values ('x', 'carol')`,
+    ])
+      await expect(inScope(sql, sql.includes('$1') ? [agentId] : []), sql).rejects.toThrow(
+        /row-level security/,
+      );
+    // Rewriting an author, a run's input or its creation time: no privilege on those columns.
+    const run = await inScope(
+      `insert into agent_runs (agent_id, input) values ($1, '"in"') returning id::text as id`,
+      [agentId],
+    );
+    const runId = (run.rows[0] as { id: string }).id;
+    for (const sql of [
+      `update agent_runs set created_by = 'carol' where id = $1`,
+      `update agent_runs set input = '"changed"' where id = $1`,
+      `update agent_runs set created_at = now() - interval '1 day' where id = $1`,
+      `update agents set created_by = 'carol' where id = $1`,
+    ])
+      await expect(inScope(sql, [sql.includes('agents ') ? agentId : runId]), sql).rejects.toThrow(
+        /permission denied/,
+      );
+    // The application's own updates pass, and an admin edits another admin's agent.
+    await inScope(
+      `update agent_runs set status = 'running', run_id = 'r1', updated_at = now() where id = $1`,
+      [runId],
+    );
+    const carolAdmin = parseUserContext({ userId: 'carol', workspaceId: 'ws-a', roles: ['admin', 'member'] });
+    await b.admin.query(`update memberships set roles = '{admin,member}' where user_id = 'carol'`);
+    try {
+      await withUserScope(b.db, carolAdmin, (tx) =>
+        tx.query(`update agents set name = 'renamed', updated_at = now() where id = $1`, [agentId]),
+      );
+    } finally {
+      await b.admin.query(`update memberships set roles = '{member}' where user_id = 'carol'`);
+    }
+    const { rows } = await b.admin.query(
+      `select r.created_by as run_author, r.status, a.name, a.created_by as agent_author
+         from agent_runs r join agents a on a.id = r.agent_id where r.id = $1`,
+      [runId],
+    );
+    expect(rows).toEqual([
+      { run_author: 'alice', status: 'running', name: 'renamed', agent_author: 'alice' },
+    ]);
+    await b.admin.query(`delete from agent_runs where id = $1`, [runId]);
+    await b.admin.query(`delete from agents where id = $1`, [agentId]);
   });
 
   it('0004 leaves one run record per workflow and workspace, the one its workflow wrote to', async () => {
