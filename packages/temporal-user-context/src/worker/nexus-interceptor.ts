@@ -350,10 +350,20 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
       };
       return { scope, verified };
     } catch (err) {
-      const refusal = auditFailure(this.options.auditor, audit, action, err, {
-        qualifier: qualifier(),
-        verified: identified,
-      });
+      let refusal: UserContextError;
+      try {
+        refusal = auditFailure(this.options.auditor, audit, action, err, {
+          qualifier: qualifier(),
+          verified: identified,
+        });
+      } catch {
+        // No verdict (a lookup the server refused this worker, a revocation hook that failed, the server
+        // unreachable): recorded as `ERROR` with what happened; the caller, who may be another
+        // namespace's, learns only that it may try again, not the worker's permissions or hosts.
+        throw new nexus.HandlerError('INTERNAL', 'the handler could not check the caller: try again', {
+          retryableOverride: true,
+        });
+      }
       throw toHandlerError(refusal);
     }
   }

@@ -512,19 +512,26 @@ describe('Nexus callers of another namespace', () => {
       workflowExecutionRetentionPeriod: msToTs('1 day'),
     });
     // No payload codec here: it binds a handler's results to the handler's namespace.
-    const pluginWith = (keys: KeyRing, nexusCallers?: NexusCallerPolicy, revokesAll = false) =>
+    const pluginWith = (
+      keys: KeyRing,
+      nexusCallers?: NexusCallerPolicy,
+      revocation: boolean | (() => boolean) = false,
+    ) =>
       new UserContextPlugin({
         keys,
         audit: h.audit,
         codec: false,
         ...(nexusCallers ? { nexusCallers } : {}),
-        ...(revokesAll ? { isRevoked: () => true } : {}),
+        ...(revocation === true ? { isRevoked: () => true } : revocation ? { isRevoked: revocation } : {}),
       });
     const workers: Worker[] = [];
     const removals: (() => Promise<void>)[] = [];
-    const handlerFor = async (nexusCallers?: NexusCallerPolicy, revokesAll = false) => {
+    const handlerFor = async (
+      nexusCallers?: NexusCallerPolicy,
+      revocation: boolean | (() => boolean) = false,
+    ) => {
       const { worker, name, id, remove } = await handlerEndpoint(
-        pluginWith(h.workerRing, nexusCallers, revokesAll),
+        pluginWith(h.workerRing, nexusCallers, revocation),
       );
       workers.push(worker);
       removals.push(remove);
@@ -534,6 +541,11 @@ describe('Nexus callers of another namespace', () => {
     const trusting = await handlerFor({ trustLinksFrom: [other] });
     const trustingOthers = await handlerFor({ trustLinksFrom: ['some-other-namespace'] });
     const trustingRevoking = await handlerFor({ trustLinksFrom: [other] }, true);
+    let hookFails = false;
+    const trustingFailing = await handlerFor({ trustLinksFrom: [other] }, () => {
+      if (hookFails) throw new Error('revocation-db.internal:5432 unreachable');
+      return false;
+    });
     /** A caller worker and edge client in `namespace`, without the codec too. */
     const callerIn = async (namespace: string, taskQueue: string) => {
       workers.push(
@@ -635,6 +647,23 @@ describe('Nexus callers of another namespace', () => {
           h.audit.events.filter((e) => e.action === 'nexus.cancel' && e.workflowId === first.workflowId),
         ).toMatchObject([{ decision: 'deny', detail: expect.stringContaining('another context token') }]);
         await again.terminate();
+        // A failure that is no verdict (here the revocation hook's) is recorded with what happened; the
+        // caller, another namespace's, learns only that it may try again.
+        const failing = await park(caller, callerQueue, trustingFailing);
+        const failingOp = await parkedOperation(failing);
+        hookFails = true;
+        const failed = await directCancel(trustingFailing.id, failingOp.token, {
+          'user-context': failingOp.header,
+        });
+        hookFails = false;
+        expect(failed.status).toBeGreaterThanOrEqual(500);
+        expect(await failed.text()).not.toContain('revocation-db');
+        expect(
+          h.audit.events.filter((e) => e.action === 'nexus.cancel' && e.workflowId === failing.workflowId),
+        ).toMatchObject([
+          { decision: 'deny', reason: 'ERROR', detail: expect.stringContaining('revocation-db.internal') },
+        ]);
+        await failing.terminate();
       }
       await runAsUser(alice, () => parked.signal('cancelParked'));
       expect(await parked.result()).toBe(token);
