@@ -173,15 +173,32 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
     const agentId = agent.rows[0]!.id;
     const inScope = (sql: string, params: unknown[] = []) =>
       withUserScope(b.db, alice, (tx) => tx.query(sql, params));
-    // Naming another member as the author of a new row: refused by the restrictive policies.
+    // Naming another member as the author of a new row, or writing a run's state, result or creation
+    // time: the columns the application never writes take their defaults (no privilege on them).
     for (const sql of [
       `insert into agent_runs (agent_id, created_by) values ($1, 'carol')`,
+      `insert into agent_runs (agent_id, status, result) values ($1, 'completed', '"forged"')`,
+      `insert into agent_runs (agent_id, created_at) values ($1, now() - interval '400 days')`,
       `insert into agents (name, model, created_by) values ('x', 'm', 'carol')`,
       `insert into documents (title, created_by) values ('x', 'carol')`,
     ])
       await expect(inScope(sql, sql.includes('$1') ? [agentId] : []), sql).rejects.toThrow(
-        /row-level security/,
+        /permission denied/,
       );
+    // Nor through the author's default, which reads a setting SQL in the scope can change: the
+    // restrictive policies hold it to the sealed user.
+    for (const sql of [
+      `insert into agent_runs (agent_id) values ($1)`,
+      `insert into agents (name, model) values ('x', 'm')`,
+      `insert into documents (title) values ('x')`,
+    ])
+      await expect(
+        withUserScope(b.db, alice, async (tx) => {
+          await tx.query(`select set_config('app.user_id', 'carol', true)`);
+          return tx.query(sql, sql.includes('$1') ? [agentId] : []);
+        }),
+        sql,
+      ).rejects.toThrow(/row-level security/);
     // Rewriting an author, a run's input or its creation time: no privilege on those columns.
     const run = await inScope(
       `insert into agent_runs (agent_id, input) values ($1, '"in"') returning id::text as id`,

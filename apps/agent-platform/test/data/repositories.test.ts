@@ -68,10 +68,18 @@ describe.each(BACKENDS)('repositories on %s', (kind) => {
       await scoped(alice, (tx) => new AgentRepository(tx).update(agentB, { name: 'pwned' })),
     ).toBeUndefined();
     expect(await scoped(alice, (tx) => new AgentRepository(tx).delete(agentB))).toBe('missing');
+    // Naming another workspace: no privilege on the column (it takes the scope's default) …
     await expect(
       scoped(alice, (tx) =>
         tx.query(`insert into agents (workspace_id, name, model) values ('ws-b', 'x', 'm')`),
       ),
+    ).rejects.toThrow(/permission denied/);
+    // … and a default changed through the setting is refused by the policy.
+    await expect(
+      scoped(alice, async (tx) => {
+        await tx.query(`select set_config('app.workspace_id', 'ws-b', true)`);
+        return tx.query(`insert into agents (name, model) values ('x', 'm')`);
+      }),
     ).rejects.toThrow(/row-level security/);
     // A run pointing at another workspace's agent: the composite foreign key refuses it.
     await expect(
@@ -198,13 +206,17 @@ describe.each(BACKENDS)('repositories on %s', (kind) => {
   });
 
   it("agent runs: one record per workflow and workspace; writes limited to the workflow's own", async () => {
-    const first = await scoped(alice, (tx) =>
-      new AgentRunRepository(tx).ensureForWorkflow({ agentId: agentA, workflowId: 'wf-a-once', input: 1 }),
-    );
-    const again = await scoped(carol, (tx) =>
-      new AgentRunRepository(tx).ensureForWorkflow({ agentId: agentA, workflowId: 'wf-a-once', input: 2 }),
-    );
-    expect(again).toMatchObject({ id: first.id, input: 1 });
+    const claim = (ctx: UserContext, input: number, agentId = agentA) =>
+      scoped(ctx, (tx) =>
+        new AgentRunRepository(tx).ensureForWorkflow({ agentId, workflowId: 'wf-a-once', input }),
+      );
+    const first = (await claim(alice, 1))!;
+    // The same user's claim again (an activity's retry): the same record, its first input kept.
+    expect(await claim(alice, 2)).toMatchObject({ id: first.id, input: 1 });
+    // Another member's claim of the workflow's record (one written first for a schedule's run, say), or
+    // a claim for another agent: nothing.
+    expect(await claim(carol, 3)).toBeUndefined();
+    expect(await claim(alice, 4, agentB)).toBeUndefined();
     await expect(
       scoped(alice, (tx) => new AgentRunRepository(tx).create({ agentId: agentA, workflowId: 'wf-a-once' })),
     ).rejects.toThrow(/agent_runs_workspace_workflow_key/);
@@ -212,7 +224,7 @@ describe.each(BACKENDS)('repositories on %s', (kind) => {
     const other = await scoped(bob, (tx) =>
       new AgentRunRepository(tx).ensureForWorkflow({ agentId: agentB, workflowId: 'wf-a-once' }),
     );
-    expect(other.id).not.toBe(first.id);
+    expect(other!.id).not.toBe(first.id);
 
     const runs = (tx: ScopedTransaction) => new AgentRunRepository(tx);
     expect(await scoped(alice, (tx) => runs(tx).getForWorkflow(first.id, 'wf-a-once'))).toMatchObject({
@@ -298,11 +310,18 @@ describe.each(BACKENDS)('repositories on %s', (kind) => {
       { schedule_id: 's-1', created_by: 'carol' },
       { schedule_id: 's-2', created_by: 'alice' },
     ]);
-    // A row is written only as its creator.
+    // A row is written only as its creator: the author takes its default (no privilege on the column),
+    // and the policy holds that default, which reads a setting, to the sealed user.
     await expect(
       scoped(carol, (tx) =>
         tx.query(`insert into agent_schedules (schedule_id, created_by) values ('s-x', 'alice')`),
       ),
+    ).rejects.toThrow(/permission denied/);
+    await expect(
+      scoped(carol, async (tx) => {
+        await tx.query(`select set_config('app.user_id', 'alice', true)`);
+        return tx.query(`insert into agent_schedules (schedule_id) values ('s-x')`);
+      }),
     ).rejects.toThrow(/row-level security/);
     // Unlisted rows are dropped only once old enough for the listing to have caught up.
     expect(await reserve(alice, 's-3', ['s-2'])).toBe(false);
@@ -437,12 +456,16 @@ describe('run and schedule records under concurrency (postgres)', () => {
       return run;
     });
     await Promise.race([didInsert, first]);
-    const second = withUserScope(b.db, carol, (tx) => new AgentRunRepository(tx).ensureForWorkflow(claim));
+    const second = withUserScope(b.db, alice, (tx) => new AgentRunRepository(tx).ensureForWorkflow(claim));
     // Give the retry time to reach the insert and wait on the uncommitted row.
     await new Promise((resolve) => setTimeout(resolve, 300));
     release();
     const [a, c] = await Promise.all([first, second]);
-    expect(c.id).toBe(a.id);
+    expect(c!.id).toBe(a!.id);
+    // Another member's claim of the same workflow's record gets nothing (nor its input).
+    expect(
+      await withUserScope(b.db, carol, (tx) => new AgentRunRepository(tx).ensureForWorkflow(claim)),
+    ).toBeUndefined();
     const { rows } = await b.admin.query(`select 1 from agent_runs where workflow_id = 'wf-overlap'`);
     expect(rows).toHaveLength(1);
   });

@@ -401,8 +401,9 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
         operation === 'decode' ? await codec.decode(payloads) : await codec.encode(payloads);
       // Whose data was read: the workflows the decrypted payloads are bound to (authenticated by the
       // decode; a plaintext payload passed through proves nothing). One, as the Web UI asks, is the
-      // record's workflow id. Several are counted, and each gets a record of its own (up to
-      // MAX_BOUND_RECORDS), so that no payload of another workflow added to the batch hides which.
+      // record's workflow id. Several are counted, and each gets a record of its own, however many
+      // (at most `maxPayloads`, and each cost the reader a decryption the server did): payloads of
+      // other workflows added to the batch hide none of them.
       const bound = operation === 'decode' ? boundWorkflows(payloads) : [];
       const many = bound.length > 1;
       audit(
@@ -411,11 +412,11 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
         'allow',
         'ok',
         principal,
-        `payloads=${payloads.length}${many ? ` workflows=${bound.length}` : ''}${bound.length > MAX_BOUND_RECORDS ? ` recorded=${MAX_BOUND_RECORDS}` : ''}`,
+        `payloads=${payloads.length}${many ? ` workflows=${bound.length}` : ''}`,
         bound.length === 1 ? bound[0] : undefined,
       );
       if (many)
-        for (const workflowId of bound.slice(0, MAX_BOUND_RECORDS))
+        for (const workflowId of bound)
           audit(req, action, 'allow', 'ok', principal, `batch of ${bound.length} workflows`, workflowId);
       return reply.code(200).send(payloadsToJson(result));
     } catch (err) {
@@ -510,9 +511,6 @@ function resolveVerifier(options: CodecServerOptions): VerifyToken {
   if (options.jwt) return jwtVerifier(options.jwt);
   throw new UserContextError(ErrorCodes.MISCONFIGURED, 'codec server: token verification is required');
 }
-
-/** Most records of the workflows one decode read (besides the request's own record). */
-const MAX_BOUND_RECORDS = 100;
 
 const ENCRYPTED = Buffer.from(ENCODING_ENCRYPTED);
 

@@ -314,6 +314,11 @@ function settled(client: PoolClient): Promise<void> {
 }
 
 /** The refusal of a session whose callback returned inside a transaction it began (rolled back). */
+/** Whether a statement failed because the transaction it ran in was aborted (SQLSTATE 25P02). */
+function leftAborted(err: unknown): boolean {
+  return (err as { code?: unknown } | null)?.code === '25P02';
+}
+
 function sessionLeftTransaction(cause?: unknown): UserContextError {
   return new UserContextError(
     ErrorCodes.MISCONFIGURED,
@@ -524,6 +529,8 @@ export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase
           () => undefined,
           (err: unknown) => err,
         );
+        // Any other failure (a connection lost meanwhile) is what it is.
+        if (probe !== undefined && !leftAborted(probe)) throw probe;
         if (probe !== undefined || client.getTransactionStatus() !== 'I') throw sessionLeftTransaction(probe);
         return result;
       } catch (err) {
@@ -569,8 +576,15 @@ export interface PGliteLike extends PGliteLikeQueryable {
   isInTransaction?(): boolean;
 }
 
-/** Per PGlite instance, its open session: every adapter over the instance waits for it. */
-const sessionGates = new WeakMap<object, { open?: Promise<void> }>();
+/**
+ * Per PGlite instance: the turn of its adapters' transactions and sessions (each holds it through its
+ * session reset), and the open session, which their queries wait for too.
+ */
+interface InstanceTurns {
+  tail: Promise<void>;
+  session?: Promise<void>;
+}
+const instanceTurns = new WeakMap<object, InstanceTurns>();
 
 /**
  * Adapts a PGlite instance. PGlite has a single connection and serialises transactions with a mutex,
@@ -578,10 +592,26 @@ const sessionGates = new WeakMap<object, { open?: Promise<void> }>();
  */
 export function fromPGlite(db: PGliteLike, options: PGliteOptions = {}): SqlDatabase {
   const seal = sealSchema(options.seal);
+  let turns = instanceTurns.get(db);
+  if (!turns) instanceTurns.set(db, (turns = { tail: Promise.resolve() }));
+  const instance = turns;
+  /** Runs `fn` when no other transaction or session of this PGlite instance's adapters runs. */
+  const inTurn = async <T>(fn: () => Promise<T>): Promise<T> => {
+    const before = instance.tail;
+    let release!: () => void;
+    instance.tail = new Promise<void>((resolve) => (release = resolve));
+    await before;
+    try {
+      return await fn();
+    } finally {
+      release();
+    }
+  };
   // PGlite's `username` option is a session-level SET ROLE, which the reset's RESET ROLE would undo (to
   // its superuser): the role of the connection when the adapter is made is set again after each reset.
-  // Asked now, so that the answer is in before any transaction of this adapter holds PGlite's lock.
-  const sessionRole = db.query<{ role: string }>('select current_user::text as role').then(
+  // Asked now, before any transaction of this adapter, and in turn: not while another adapter's
+  // session has switched the role.
+  const sessionRole = inTurn(() => db.query<{ role: string }>('select current_user::text as role')).then(
     (r) => r.rows[0]?.role,
     () => undefined,
   );
@@ -589,13 +619,8 @@ export function fromPGlite(db: PGliteLike, options: PGliteOptions = {}): SqlData
     const role = await sessionRole;
     await run(`${prefix}${SESSION_RESET}${role ? `; SET ROLE ${quoteIdent(role)}` : ''}`);
   };
-  // The open session of this PGlite instance, if any (shared by every adapter over it): calls wait
-  // for its end.
-  let gate = sessionGates.get(db);
-  if (!gate) sessionGates.set(db, (gate = {}));
-  const sessionGate = gate;
   const afterSessions = async (): Promise<void> => {
-    while (sessionGate.open) await sessionGate.open;
+    while (instance.session) await instance.session;
   };
   const wrap = (q: PGliteLikeQueryable): SqlQueryable => ({
     async query<R extends object>(sql: string, params: readonly unknown[] = []) {
@@ -607,69 +632,72 @@ export function fromPGlite(db: PGliteLike, options: PGliteOptions = {}): SqlData
     driver: 'pglite',
     ...(seal === undefined ? {} : { seal }),
     async query<R extends object>(sql: string, params?: readonly unknown[]) {
-      if (sessionGate.open) await afterSessions();
+      if (instance.session) await afterSessions();
       return wrap(db).query<R>(sql, params);
     },
-    transaction: async <T>(fn: (tx: SqlQueryable) => Promise<T>) => {
-      if (sessionGate.open) await afterSessions();
-      const state = { open: true, ended: false };
-      let resetInside = false;
-      try {
-        const result = await db.transaction(async (tx) => {
-          const send = wrap(tx).query as (sql: string, params: readonly unknown[]) => Promise<Sent>;
-          const inTransaction = db.isInTransaction ? () => db.isInTransaction!() : () => true;
-          const value = await guardedCallback(fn, send, inTransaction, state);
-          // PGlite's one connection is everyone's, and PGlite lets no other query in between its
-          // transaction's end and this adapter's next statement: the session is reset inside the
-          // transaction, just before COMMIT (so deferred triggers run after it). In a transaction an
-          // error aborted (the callback swallowed it) it cannot run: COMMIT rolls back, then below.
-          // Deferred constraints and triggers first, while the transaction is still the callback's.
-          resetInside = await reset((sql) => tx.exec(sql), 'SET CONSTRAINTS ALL IMMEDIATE; ').then(
-            () => true,
-            () => false,
-          );
-          return value;
-        });
-        if (!resetInside) await reset((sql) => db.exec(sql)).catch(() => undefined);
-        return result;
-      } catch (err) {
-        // Rolled back: what the transaction set is undone, but not a session advisory lock, nor what a
-        // callback that ended the transaction itself left. Reset, after other work queued meanwhile.
-        await reset((sql) => db.exec(sql)).catch(() => undefined);
-        throw err;
-      }
-    },
-    async session(fn) {
-      // One session at a time, and nothing else of this PGlite instance's adapters while it is open:
-      // its one connection is the session's (its role, temporary objects, a transaction it began).
-      while (sessionGate.open) await sessionGate.open;
-      let release!: () => void;
-      sessionGate.open = new Promise<void>((resolve) => (release = resolve));
-      try {
-        const result = await fn({
-          ...wrap(db),
-          async exec(sql: string) {
-            const results = await db.exec(sql);
-            const last = results[results.length - 1];
-            return { rows: last?.rows ?? [], rowCount: last?.rows.length || (last?.affectedRows ?? 0) };
-          },
-        });
-        // After one more statement: PGlite runs them in order, so any the callback did not await (a
-        // `BEGIN`) have run by then. (It fails in a transaction the callback left aborted: asked below.)
-        const probe = await db.query('SELECT 1').then(
-          () => undefined,
-          (err: unknown) => err,
-        );
-        if (probe !== undefined || db.isInTransaction?.()) {
-          await db.exec('ROLLBACK');
-          throw sessionLeftTransaction(probe);
-        }
-        return result;
-      } finally {
-        await reset((sql) => db.exec(sql)).catch(() => undefined);
-        sessionGate.open = undefined;
-        release();
-      }
-    },
+    transaction: <T>(fn: (tx: SqlQueryable) => Promise<T>) => inTurn(() => transaction(fn)),
+    session: <T>(fn: (session: SqlSession) => Promise<T>) => inTurn(() => session(fn)),
   };
+
+  async function transaction<T>(fn: (tx: SqlQueryable) => Promise<T>): Promise<T> {
+    const state = { open: true, ended: false };
+    let resetInside = false;
+    try {
+      const result = await db.transaction(async (tx) => {
+        const send = wrap(tx).query as (sql: string, params: readonly unknown[]) => Promise<Sent>;
+        const inTransaction = db.isInTransaction ? () => db.isInTransaction!() : () => true;
+        const value = await guardedCallback(fn, send, inTransaction, state);
+        // PGlite's one connection is everyone's, and PGlite lets no other query in between its
+        // transaction's end and this adapter's next statement: the session is reset inside the
+        // transaction, just before COMMIT (so deferred triggers run after it). In a transaction an
+        // error aborted (the callback swallowed it) it cannot run: COMMIT rolls back, then below.
+        // Deferred constraints and triggers first, while the transaction is still the callback's.
+        resetInside = await reset((sql) => tx.exec(sql), 'SET CONSTRAINTS ALL IMMEDIATE; ').then(
+          () => true,
+          () => false,
+        );
+        return value;
+      });
+      if (!resetInside) await reset((sql) => db.exec(sql)).catch(() => undefined);
+      return result;
+    } catch (err) {
+      // Rolled back: what the transaction set is undone, but not a session advisory lock, nor what a
+      // callback that ended the transaction itself left. Reset, after other work queued meanwhile.
+      await reset((sql) => db.exec(sql)).catch(() => undefined);
+      throw err;
+    }
+  }
+
+  async function session<T>(fn: (session: SqlSession) => Promise<T>): Promise<T> {
+    // In its turn, and no query of this PGlite instance's adapters while it is open: its one
+    // connection is the session's (its role, temporary objects, a transaction it began).
+    let release!: () => void;
+    instance.session = new Promise<void>((resolve) => (release = resolve));
+    try {
+      const result = await fn({
+        ...wrap(db),
+        async exec(sql: string) {
+          const results = await db.exec(sql);
+          const last = results[results.length - 1];
+          return { rows: last?.rows ?? [], rowCount: last?.rows.length || (last?.affectedRows ?? 0) };
+        },
+      });
+      // After one more statement: PGlite runs them in order, so any the callback did not await (a
+      // `BEGIN`) have run by then. (It fails in a transaction the callback left aborted: asked below.)
+      const probe = await db.query('SELECT 1').then(
+        () => undefined,
+        (err: unknown) => err,
+      );
+      if (probe !== undefined && !leftAborted(probe)) throw probe;
+      if (probe !== undefined || db.isInTransaction?.()) {
+        await db.exec('ROLLBACK');
+        throw sessionLeftTransaction(probe);
+      }
+      return result;
+    } finally {
+      await reset((sql) => db.exec(sql)).catch(() => undefined);
+      instance.session = undefined;
+      release();
+    }
+  }
 }

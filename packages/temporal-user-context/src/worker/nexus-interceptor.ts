@@ -6,7 +6,8 @@ import type {
   NexusStartOperationOutput,
   Next,
 } from '@temporalio/worker';
-import { getClient, operationInfo } from '@temporalio/nexus';
+import { ApplicationFailure } from '@temporalio/common';
+import { getClient, log, operationInfo } from '@temporalio/nexus';
 import * as nexus from 'nexus-rpc';
 import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
 import type { KeyRing } from '../crypto/keyring.js';
@@ -356,10 +357,13 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
           qualifier: qualifier(),
           verified: identified,
         });
-      } catch {
+      } catch (raw) {
         // No verdict (a lookup the server refused this worker, a revocation hook that failed, the server
-        // unreachable): recorded as `ERROR` with what happened; the caller, who may be another
-        // namespace's, learns only that it may try again, not the worker's permissions or hosts.
+        // unreachable): recorded as `ERROR` with what happened, and logged here with its stack; the
+        // caller, who may be another namespace's, learns only that it may try again, not the worker's
+        // permissions or hosts. An ApplicationFailure (a hook's own, deliberate answer) goes as it is.
+        if (raw instanceof ApplicationFailure) throw raw;
+        log.warn('the Nexus guard could not check the caller', { error: raw });
         throw new nexus.HandlerError('INTERNAL', 'the handler could not check the caller: try again', {
           retryableOverride: true,
         });

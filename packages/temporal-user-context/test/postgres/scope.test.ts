@@ -757,6 +757,21 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
       adminRelease();
       await Promise.all([adminSession, fromDb]);
       expect(seen).toEqual(['admin session ends', `query as ${me}`]);
+      // A session opened while another adapter's transaction is in flight waits for that transaction's
+      // end and reset: a rolled-back transaction's reset no longer lands inside the session.
+      const failing = b.db
+        .transaction(async (tx) => {
+          await tx.query('select 1');
+          await new Promise((resolve) => setTimeout(resolve, 30));
+          throw new Error('rolled back');
+        })
+        .catch(() => 'rolled back');
+      const inSession = b.admin.session(async (s) => {
+        await s.exec(`set role ${roles.app}`);
+        await new Promise((resolve) => setTimeout(resolve, 60));
+        return (await s.query<{ u: string }>('select current_user::text as u')).rows[0]!.u;
+      });
+      expect(await Promise.all([failing, inSession])).toEqual(['rolled back', roles.app]);
     });
 
   it('a scope refuses a connection that work outside any transaction left state on, which the refusal clears', async () => {

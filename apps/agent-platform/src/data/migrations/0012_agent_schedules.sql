@@ -32,7 +32,8 @@ create policy agent_schedules_update on agent_schedules for update
 create policy agent_schedules_delete on agent_schedules for delete
   using (workspace_id = (select user_scope.workspace_id()));
 
-grant select, insert, delete on agent_schedules to {{app_role}};
+grant select, delete on agent_schedules to {{app_role}};
+grant insert (schedule_id) on agent_schedules to {{app_role}};
 grant update (deleted_at) on agent_schedules to {{app_role}};
 
 -- Down Migration

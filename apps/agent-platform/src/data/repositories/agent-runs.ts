@@ -117,13 +117,14 @@ export class AgentRunRepository {
    * The run record of workflow `workflowId`, created (as `pending`) if it has none. One statement
    * against the unique (workspace_id, workflow_id) constraint (migration 0004), so two overlapping
    * calls — an activity attempt that timed out but still commits, and its retry — get the same row.
+   * `undefined` when the workflow's record was written by another user or for another agent.
    */
   async ensureForWorkflow(input: {
     agentId: string;
     workflowId: string;
     runId?: string;
     input?: unknown;
-  }): Promise<AgentRun> {
+  }): Promise<AgentRun | undefined> {
     const { rows } = await this.scope.query<AgentRunRow>(
       `insert into agent_runs (agent_id, workflow_id, run_id, input) values ($1, $2, $3, $4)
          on conflict (workspace_id, workflow_id) do nothing returning ${COLUMNS}`,
@@ -138,7 +139,11 @@ export class AgentRunRepository {
     // The conflicting row is committed (the insert waited for it) and in this workspace.
     const existing = await this.findByWorkflowId(input.workflowId);
     if (!existing) throw new Error('run record conflict without a visible row');
-    return existing;
+    // Only a record this user wrote for this agent (an earlier attempt's): another member could have
+    // written one first for the workflow id a schedule's run will take, with an input of theirs.
+    return existing.createdBy === this.scope.context.userId && existing.agentId === input.agentId
+      ? existing
+      : undefined;
   }
 
   /** Run `id`, only when it is the record of workflow `workflowId`. */
