@@ -1,9 +1,11 @@
 import { randomUUID } from 'node:crypto';
 import type { Info } from '@temporalio/activity';
 import { MockActivityEnvironment } from '@temporalio/testing';
+import type { Logger } from '@temporalio/common';
 import type { ActivityInterceptorsFactory, WorkerOptions } from '@temporalio/worker';
 import type { AuditSink } from '../audit/event.js';
 import { memoryAuditSink } from '../audit/sinks.js';
+import { ErrorCodes, UserContextError } from '../context/errors.js';
 import { parseUserContext, type UserContext } from '../context/schema.js';
 import { generateKeySet, workerKeySet } from '../crypto/generate.js';
 import { issueContextToken } from '../crypto/issue.js';
@@ -14,8 +16,13 @@ import { UserContextPlugin, type UserContextPluginOptions } from '../plugin.js';
 
 /** Options of {@link userActivityEnvironment}. */
 export interface UserActivityEnvironmentOptions {
-  /** Who the activities run as: the originator a workflow of this user would carry. */
-  user: UserContext;
+  /**
+   * Who the activities run as: the originator a workflow of this user would carry. Without it the
+   * activities get no user context, as a workflow's system activity would: the guard refuses them
+   * (`USER_CONTEXT_MISSING`) unless `info.activityType` is allow-listed in `plugin.systemActivities`,
+   * where `resolveUserContext({ system })` then runs them as a system principal.
+   */
+  user?: UserContext;
   /**
    * An edge key set (with the private signing key) to issue the token with; the activities are
    * verified with its worker half. Default: a fresh set made for this environment.
@@ -25,6 +32,11 @@ export interface UserActivityEnvironmentOptions {
   info?: Partial<Info>;
   /** The worker plugin's options (the keys are this helper's; audit sinks given are added to its own). */
   plugin?: Omit<Partial<UserContextPluginOptions>, 'keys'>;
+  /**
+   * The mock environment's logger (the SDK's default logs every failed activity, refusals included,
+   * with its stack).
+   */
+  logger?: Logger;
 }
 
 /** What {@link userActivityEnvironment} returns. */
@@ -63,22 +75,30 @@ export async function userActivityEnvironment(
   const runId = options.info?.workflowExecution?.runId ?? randomUUID();
   const namespace = options.info?.workflowNamespace ?? 'default';
   // As runAsUser does at the edge: a context outside the documented format is refused here.
-  const user = parseUserContext(options.user);
+  const user = options.user === undefined ? undefined : parseUserContext(options.user);
   // Bound to a start as the edge binds every start (check 10), so that a plugin requiring bound tokens
   // (`verifier.requireBoundTokens`) takes it too.
   const start = {
     workflowType: options.info?.workflowType ?? 'TestWorkflow',
     taskQueue: options.info?.taskQueue ?? 'test',
   };
-  const { header } = await issueContextToken(KeyRing.fromJSON(edge), user, {
-    namespace,
-    use: 'start',
-    workflowId,
-    boundStart: start,
-  });
+  // The edge set is checked (a worker's set is refused) whether or not a token is issued with it.
+  const edgeRing = KeyRing.fromJSON(edge);
+  if (!edgeRing.activeSigningKey())
+    throw new UserContextError(
+      ErrorCodes.MISCONFIGURED,
+      'userActivityEnvironment: keys must be an edge key set (with the private signing key)',
+    );
   // What this plugin's workflow interceptors send an activity: the token and the lineage facts.
-  const headers = {
-    [ORIGINATOR_HEADER]: encodeHeader({
+  const headers: Record<string, ReturnType<typeof encodeHeader>> = {};
+  if (user) {
+    const { header } = await issueContextToken(edgeRing, user, {
+      namespace,
+      use: 'start',
+      workflowId,
+      boundStart: start,
+    });
+    headers[ORIGINATOR_HEADER] = encodeHeader({
       ...header,
       lin: {
         root: workflowId,
@@ -87,8 +107,8 @@ export async function userActivityEnvironment(
         wt: start.workflowType,
         tq: start.taskQueue,
       },
-    }),
-  };
+    });
+  }
   const audit = memoryAuditSink();
   const plugin = new UserContextPlugin({
     codec: false,
@@ -109,7 +129,10 @@ export async function userActivityEnvironment(
       workflowExecution: { workflowId, runId },
       inWorkflow: true,
     },
-    { interceptors: [sendHeaders, ...(configured.interceptors?.activity ?? [])] },
+    {
+      interceptors: [sendHeaders, ...(configured.interceptors?.activity ?? [])],
+      ...(options.logger ? { logger: options.logger } : {}),
+    },
   );
   return { env, audit };
 }

@@ -8,6 +8,7 @@ import {
   recordDecision,
   resolveUserContext,
   systemPrincipal,
+  userContextFailureCode,
 } from 'temporal-user-context';
 import { userActivityEnvironment } from 'temporal-user-context/testing';
 
@@ -134,6 +135,37 @@ describe('userActivityEnvironment', () => {
     });
     expect(await env.run(async () => currentUserContext())).toEqual(alice);
     expect(audit.events.map((e) => [e.action, e.decision])).toEqual([['activity.execute', 'allow']]);
+  });
+
+  it("without a user, runs a worker's allow-listed system activity as its principal, and refuses others", async () => {
+    const janitor = systemPrincipal('janitor', 'nightly cleanup');
+    const { env, audit } = await userActivityEnvironment({
+      info: { activityType: 'cleanup' },
+      plugin: { systemActivities: { cleanup: ['janitor'] } },
+    });
+    expect(await env.run(async () => resolveUserContext({ system: janitor }))).toEqual(janitor);
+    expect(audit.events.map((e) => [e.action, e.decision, e.source])).toEqual([
+      ['activity.execute', 'allow', 'system'],
+      ['activity.resolve', 'allow', 'system'],
+    ]);
+    const unlisted = await userActivityEnvironment({ info: { activityType: 'report' } });
+    const err = await unlisted.env.run(async () => 'ran').catch((e: unknown) => e);
+    expect(userContextFailureCode(err)).toBe(ErrorCodes.MISSING);
+  });
+
+  it('hands its logger to the mock environment, which logs a refused activity there', async () => {
+    const logged: string[] = [];
+    const logger = {
+      log: (level: string, message: string) => void logged.push(`${level} ${message}`),
+      trace: () => undefined,
+      debug: () => undefined,
+      info: () => undefined,
+      warn: (message: string) => void logged.push(`WARN ${message}`),
+      error: (message: string) => void logged.push(`ERROR ${message}`),
+    };
+    const { env } = await userActivityEnvironment({ info: { activityType: 'report' }, logger });
+    await expect(env.run(async () => 'ran')).rejects.toThrow(ErrorCodes.MISSING);
+    expect(logged.some((line) => /fail/i.test(line))).toBe(true);
   });
 
   it('refuses an invalid user before running anything', async () => {
