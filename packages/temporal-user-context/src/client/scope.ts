@@ -5,7 +5,9 @@ const edgeScope = new AsyncLocalStorage<UserContext>();
 
 /**
  * Runs `fn` as `user` at the edge: every Temporal client call inside (start, signal, update, query,
- * schedule create) carries a context issued for that user. The context is validated first.
+ * schedule create) carries a context issued for that user. The context is validated first, before
+ * `fn` runs: an invalid one throws `USER_CONTEXT_INVALID` synchronously, not as a rejected promise
+ * (`await runAsUser(…)` in a try block catches both; a bare `runAsUser(…).catch(…)` does not).
  *
  * @example
  * await runAsUser(request.user, () => client.workflow.start(agentExecution, { ... }));
