@@ -1119,8 +1119,6 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         everySeconds,
         createdAt: new Date().toISOString(),
       };
-      /** Marks the schedule's row deleted, best effort: a row left behind is dropped by a later create. */
-      const forget = () => forgetSchedule(request, scheduleId);
       /** Deletes the schedule just created, best effort (a failure is logged and audited). */
       const undo = () =>
         asUser(request, () => client.schedule.getHandle(scheduleId).delete()).catch((deleteErr: unknown) => {
@@ -1147,7 +1145,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         // again, so that the client's retry does not leave two schedules starting runs, and its row
         // kept (counted until Temporal has long not listed the schedule).
         if (isGrpcDeadlineError(err)) await undo();
-        else await forget();
+        else await forgetSchedule(request, scheduleId);
         throw err;
       }
       // The creator may have been removed while the schedule was being created, after the check above

@@ -313,12 +313,12 @@ function settled(client: PoolClient): Promise<void> {
   });
 }
 
-/** The refusal of a session whose callback returned inside a transaction it began (rolled back). */
 /** Whether a statement failed because the transaction it ran in was aborted (SQLSTATE 25P02). */
 function leftAborted(err: unknown): boolean {
   return (err as { code?: unknown } | null)?.code === '25P02';
 }
 
+/** The refusal of a session whose callback returned inside a transaction it began (rolled back). */
 function sessionLeftTransaction(cause?: unknown): UserContextError {
   return new UserContextError(
     ErrorCodes.MISCONFIGURED,
