@@ -12,6 +12,11 @@ import { fileURLToPath } from 'node:url';
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const at = process.argv.indexOf('--out');
 const out = resolve(at > 0 ? process.argv[at + 1] : join(root, 'dist'));
+// The folder is emptied first: never the package itself, nor a folder holding it.
+if (root === out || root.startsWith(`${out}/`)) {
+  console.error(`build: refusing to empty ${out}, which holds the package`);
+  process.exit(2);
+}
 
 rmSync(out, { recursive: true, force: true });
 mkdirSync(out, { recursive: true });
@@ -30,7 +35,7 @@ for (const [name, path] of Object.entries(source.exports)) {
   exports[name] = entry(path.replace(/^\.\/src\//, '').replace(/\.ts$/, ''));
 }
 const deps = source.dependencies;
-const pick = (names) => Object.fromEntries(names.map((n) => [n, deps[n]]));
+const caret = (names) => Object.fromEntries(names.map((n) => [n, `^${deps[n]}`]));
 // The SDK is the application's: one copy of it (two would not share the classes this package checks
 // errors and failures against), of the minor version this package is tested with (it reaches into a
 // few of the SDK's internal modules).
@@ -48,16 +53,26 @@ const manifest = {
   exports,
   bin: { 'temporal-user-context-keys': './cli/keys.js' },
   engines: source.engines,
-  dependencies: pick(['jose', 'zod', 'pino', 'nexus-rpc', '@grpc/grpc-js']),
+  dependencies: caret(['jose', 'zod', 'pino']),
   peerDependencies: {
     ...Object.fromEntries(temporal.map((n) => [n, `~${deps[n]}`])),
     '@temporalio/testing': `~${source.peerDependencies['@temporalio/testing']}`,
+    // The SDK's own (its ranges): one copy, so that errors are instances of the classes it checks.
+    'nexus-rpc': '^0.0.3',
+    '@grpc/grpc-js': '^1.12.4',
     fastify: `^${deps.fastify}`,
+    pg: `^${deps.pg.split('.')[0]}`,
+    '@types/pg': '^8',
   },
   peerDependenciesMeta: {
+    // Types only: a client-only application (an API) need not install the worker.
+    '@temporalio/worker': { optional: true },
     '@temporalio/testing': { optional: true },
-    // Only `temporal-user-context/codec-server` needs it.
+    // `temporal-user-context/codec-server` only.
     fastify: { optional: true },
+    // `temporal-user-context/postgres` with `fromPgPool` (PGlite needs neither).
+    pg: { optional: true },
+    '@types/pg': { optional: true },
   },
 };
 writeFileSync(join(out, 'package.json'), `${JSON.stringify(manifest, null, 2)}\n`);

@@ -69,6 +69,12 @@ export interface CodecServerOptions {
   /** Most payloads per request, an integer from 1 to 1 000 000. Default 1000. */
   maxPayloads?: number;
   /**
+   * Most workflows whose payloads one `/decode` may read, an integer from 1 to 10 000. Default 100 (the
+   * Web UI asks for one workflow's at a time). Every workflow read gets an audit record of its own;
+   * past the limit the request is refused (`CODEC_BAD_REQUEST`, 400) before anything is decrypted.
+   */
+  maxDecodeWorkflows?: number;
+  /**
    * Most time in milliseconds a client may take to send a whole request, headers and body, an integer
    * from 1000 to 600 000. Default 30 000. Node checks this deadline every 30 s, so a stalled request is
    * cut after 30 to 60 s at the default. Raise it with `bodyLimit` for slow links: 8 MiB in 30 s needs
@@ -135,6 +141,12 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
     max: 1_000_000,
     integer: true,
   });
+  const maxDecodeWorkflows = numberOption(
+    'codec server: maxDecodeWorkflows',
+    options.maxDecodeWorkflows,
+    100,
+    { min: 1, max: 10_000, integer: true },
+  );
   const bodyLimit = numberOption('codec server: bodyLimit', options.bodyLimit, 8 * 1024 * 1024, {
     min: 1024,
     max: 1024 * 1024 * 1024,
@@ -397,14 +409,22 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
     if (!principal) throw new Error('codec server: a route ran without its authorization hook');
     try {
       const payloads = parsePayloadsBody(req.body, maxPayloads);
+      // The workflows the encrypted payloads are bound to: counted before any decryption (one record
+      // per workflow read, below, must not become a flood of the trail); a successful decode then
+      // authenticated each (a plaintext payload passed through proves nothing, and is not counted).
+      const bound = operation === 'decode' ? boundWorkflows(payloads) : [];
+      if (bound.length > maxDecodeWorkflows)
+        throw new CodecServerError(
+          400,
+          CodecServerCodes.BAD_REQUEST,
+          'bad request',
+          `error="CODEC_TOO_MANY_WORKFLOWS" limit=${maxDecodeWorkflows}`,
+        );
       const result: Payload[] =
         operation === 'decode' ? await codec.decode(payloads) : await codec.encode(payloads);
-      // Whose data was read: the workflows the decrypted payloads are bound to (authenticated by the
-      // decode; a plaintext payload passed through proves nothing). One, as the Web UI asks, is the
-      // record's workflow id. Several are counted, and each gets a record of its own, however many
-      // (at most `maxPayloads`, and each cost the reader a decryption the server did): payloads of
-      // other workflows added to the batch hide none of them.
-      const bound = operation === 'decode' ? boundWorkflows(payloads) : [];
+      // Whose data was read: one workflow, as the Web UI asks, is the record's workflow id. Several are
+      // counted, and each gets a record of its own: payloads of other workflows added to the batch hide
+      // none of them.
       const many = bound.length > 1;
       audit(
         req,

@@ -688,7 +688,11 @@ export function fromPGlite(db: PGliteLike, options: PGliteOptions = {}): SqlData
         () => undefined,
         (err: unknown) => err,
       );
-      if (probe !== undefined && !leftAborted(probe)) throw probe;
+      if (probe !== undefined && !leftAborted(probe)) {
+        // PGlite's one connection cannot be thrown away: out of any transaction, whatever happened.
+        if (db.isInTransaction?.()) await db.exec('ROLLBACK').catch(() => undefined);
+        throw probe;
+      }
       if (probe !== undefined || db.isInTransaction?.()) {
         await db.exec('ROLLBACK');
         throw sessionLeftTransaction(probe);

@@ -16,13 +16,16 @@ import { UserContextPlugin, type UserContextPluginOptions } from '../plugin.js';
 
 /** Options of {@link userActivityEnvironment}. */
 export interface UserActivityEnvironmentOptions {
-  /**
-   * Who the activities run as: the originator a workflow of this user would carry. Without it the
-   * activities get no user context, as a workflow's system activity would: the guard refuses them
-   * (`USER_CONTEXT_MISSING`) unless `info.activityType` is allow-listed in `plugin.systemActivities`,
-   * where `resolveUserContext({ system })` then runs them as a system principal.
-   */
+  /** Who the activities run as: the originator a workflow of this user would carry. */
   user?: UserContext;
+  /**
+   * `true`, instead of `user`: the activities get no user context, as a workflow's system activity
+   * would. The guard refuses them (`USER_CONTEXT_MISSING`) unless `info.activityType` is allow-listed in
+   * `plugin.systemActivities`, where `resolveUserContext({ system })` then runs them as a system
+   * principal. Said explicitly, so that a test whose user is `undefined` by mistake does not pass as a
+   * system activity.
+   */
+  system?: boolean;
   /**
    * An edge key set (with the private signing key) to issue the token with; the activities are
    * verified with its worker half. Default: a fresh set made for this environment.
@@ -74,6 +77,11 @@ export async function userActivityEnvironment(
   const workflowId = options.info?.workflowExecution?.workflowId ?? `test-workflow-${randomUUID()}`;
   const runId = options.info?.workflowExecution?.runId ?? randomUUID();
   const namespace = options.info?.workflowNamespace ?? 'default';
+  if ((options.user === undefined) !== (options.system === true))
+    throw new UserContextError(
+      ErrorCodes.MISCONFIGURED,
+      'userActivityEnvironment: give either user or system: true',
+    );
   // As runAsUser does at the edge: a context outside the documented format is refused here.
   const user = options.user === undefined ? undefined : parseUserContext(options.user);
   // Bound to a start as the edge binds every start (check 10), so that a plugin requiring bound tokens

@@ -143,6 +143,35 @@ describe('codec server (case 23)', () => {
       { decision: 'allow', workflowId: 'wf-target', detail: `origin="${UI_ORIGIN}" payloads=2` },
     ]);
     await lenient.app.close();
+    // Past `maxDecodeWorkflows` distinct workflows a decode is refused before anything is decrypted.
+    const narrow = makeServer(idp, { maxDecodeWorkflows: 1 });
+    const narrowBody = async (id: string) => {
+      const [p] = await narrow.codec.encode([json('x')], wf(id));
+      return {
+        metadata: Object.fromEntries(Object.entries(p!.metadata!).map(([k, v]) => [k, b64(v)])),
+        data: b64(p!.data!),
+      };
+    };
+    const tooMany = await narrow.app.inject({
+      method: 'POST',
+      url: '/decode',
+      headers: {
+        'content-type': 'application/json',
+        'x-namespace': 'default',
+        origin: UI_ORIGIN,
+        authorization: `Bearer ${reader}`,
+      },
+      payload: JSON.stringify({ payloads: [await narrowBody('wf-1'), await narrowBody('wf-2')] }),
+    });
+    expectRefusal(tooMany, 400, CodecServerCodes.BAD_REQUEST);
+    expect(narrow.sink.events).toMatchObject([
+      {
+        decision: 'deny',
+        reason: CodecServerCodes.BAD_REQUEST,
+        detail: `origin="${UI_ORIGIN}" error="CODEC_TOO_MANY_WORKFLOWS" limit=1`,
+      },
+    ]);
+    await narrow.app.close();
   });
 
   it('decodes for a non-browser caller (no Origin: CLI) with a token', async () => {
@@ -735,6 +764,9 @@ describe('codec server (case 23)', () => {
       { bodyLimit: '8mb' as never },
       { jwt: { jwks: idp.jwks, issuer: 'x', audience: 'y', clockToleranceSeconds: Number.NaN } },
       { jwt: { jwks: idp.jwks, issuer: 'x', audience: 'y', clockToleranceSeconds: -1 } },
+      { maxDecodeWorkflows: 0 },
+      { maxDecodeWorkflows: 10_001 },
+      { maxDecodeWorkflows: Number.NaN },
       { requestTimeoutMs: Number.NaN },
       { requestTimeoutMs: 0 },
       { requestTimeoutMs: 999 },

@@ -101,13 +101,15 @@ describe('the published package', () => {
       process.execPath,
       [
         '-e',
-        `const root = require('temporal-user-context');
+        `const loaded = ['', '/workflow', '/postgres', '/codec-server', '/testing'].map(
+           (entry) => Object.keys(require('temporal-user-context' + entry)).length > 0);
+         const root = require('temporal-user-context');
          const workflow = require('temporal-user-context/workflow');
-         console.log(typeof root.UserContextPlugin, typeof workflow.getUserContext);`,
+         console.log(typeof root.UserContextPlugin, typeof workflow.getUserContext, loaded.join());`,
       ],
       { cwd: app, encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '--no-warnings' } },
     );
-    expect(out.trim()).toBe('function function');
+    expect(out.trim()).toBe('function function true,true,true,true,true');
   });
 
   it("the SDK bundles workflow code that imports it from node_modules, with the plugin's interceptors", () => {
@@ -153,7 +155,11 @@ describe('the published package', () => {
        import { userActivityEnvironment } from 'temporal-user-context/testing';
        export const used = [KeyRing, UserContextPlugin, runAsUser, currentUserContext, getUserContext, getActor,
          withUserScope, fromPGlite, createCodecServer, userActivityEnvironment];
-       export const who: UserContext = { userId: 'a', workspaceId: 'w', roles: ['member'] };`,
+       export const who: UserContext = { userId: 'a', workspaceId: 'w', roles: ['member'] };
+       // The declarations' own imports resolve (pg's types come from the optional peer @types/pg):
+       // a string is no pool.
+       // @ts-expect-error
+       export const notAPool = fromPgPool('not a pool');`,
     );
     writeFileSync(
       join(app, 'tsconfig.json'),

@@ -107,6 +107,23 @@ describe.each(BACKENDS)('the example schema of docs/data-isolation.md on %s', (k
             .rows,
       );
     expect(await seen(alice)).toEqual([{ action: 'docs.workspace' }]);
+    // A user's scope writes none: a record naming someone else, or of no workspace.
+    for (const [workspace, user] of [
+      ['ws-a', 'alice'],
+      [null, null],
+    ] as const)
+      expect(
+        await rejection(
+          withUserScope(b.db, carol, (tx) =>
+            tx.query(
+              `insert into audit_log (time, action, decision, source, reason, workspace_id, user_id)
+               values (now(), 'docs.forged', 'allow', 'header', 'ok', $1, $2)`,
+              [workspace, user],
+            ),
+          ),
+        ),
+        `${workspace}/${user}`,
+      ).toMatchObject({ message: expect.stringMatching(/row-level security/) });
     expect(await seen(carol)).toEqual([]);
     const all = await b.admin.query(
       `select action from audit_log where action like 'docs.%' order by action`,

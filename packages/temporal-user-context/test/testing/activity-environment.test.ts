@@ -140,6 +140,7 @@ describe('userActivityEnvironment', () => {
   it("without a user, runs a worker's allow-listed system activity as its principal, and refuses others", async () => {
     const janitor = systemPrincipal('janitor', 'nightly cleanup');
     const { env, audit } = await userActivityEnvironment({
+      system: true,
       info: { activityType: 'cleanup' },
       plugin: { systemActivities: { cleanup: ['janitor'] } },
     });
@@ -148,7 +149,7 @@ describe('userActivityEnvironment', () => {
       ['activity.execute', 'allow', 'system'],
       ['activity.resolve', 'allow', 'system'],
     ]);
-    const unlisted = await userActivityEnvironment({ info: { activityType: 'report' } });
+    const unlisted = await userActivityEnvironment({ system: true, info: { activityType: 'report' } });
     const err = await unlisted.env.run(async () => 'ran').catch((e: unknown) => e);
     expect(userContextFailureCode(err)).toBe(ErrorCodes.MISSING);
   });
@@ -163,9 +164,16 @@ describe('userActivityEnvironment', () => {
       warn: (message: string) => void logged.push(`WARN ${message}`),
       error: (message: string) => void logged.push(`ERROR ${message}`),
     };
-    const { env } = await userActivityEnvironment({ info: { activityType: 'report' }, logger });
+    const { env } = await userActivityEnvironment({ system: true, info: { activityType: 'report' }, logger });
     await expect(env.run(async () => 'ran')).rejects.toThrow(ErrorCodes.MISSING);
     expect(logged.some((line) => /fail/i.test(line))).toBe(true);
+  });
+
+  it('needs a user or system: true, not both, not neither', async () => {
+    for (const options of [{}, { user: undefined }, { user: alice, system: true }])
+      await expect(userActivityEnvironment(options), JSON.stringify(options)).rejects.toMatchObject({
+        code: ErrorCodes.MISCONFIGURED,
+      });
   });
 
   it('refuses an invalid user before running anything', async () => {
