@@ -1,22 +1,69 @@
-import { currentUserContext } from '../worker/resolve.js';
+import { ErrorCodes, UserContextError } from '../context/errors.js';
+import type { UserContext } from '../context/schema.js';
+import { currentActor, currentUserContext } from '../worker/resolve.js';
 import { currentScope } from '../worker/scope.js';
 import type { SqlDatabase } from './database.js';
 import { withUserScope, type ScopedTransaction, type UserScopeOptions } from './scope.js';
 
+/** Options of {@link withCurrentUserScope}. */
+export interface CurrentUserScopeOptions extends Omit<UserScopeOptions, 'auditor' | 'audit'> {
+  /**
+   * Whom the scope is for: the activity's originator (default: who started the lineage), or its
+   * `'actor'`, the sender of the signal or update whose handler scheduled the activity (refused with
+   * `USER_CONTEXT_MISSING` when there is none; the actor's own refusal when its header did not verify).
+   */
+  as?: 'originator' | 'actor';
+}
+
 /**
  * {@link withUserScope} for the running activity (or Nexus handler): scoped to its verified context,
- * audited through the plugin's sinks with the activity's Temporal ids. Throws `USER_CONTEXT_MISSING`
- * outside an activity run by a UserContextPlugin worker.
+ * or with `as: 'actor'` to its verified actor, audited through the plugin's sinks with the activity's
+ * Temporal ids. Throws `USER_CONTEXT_MISSING` outside an activity run by a UserContextPlugin worker.
+ *
+ * @example
+ * // An activity an update handler scheduled, writing as the member who sent the update.
+ * await withCurrentUserScope(db, (tx) => new NoteRepository(tx).add(text), { as: 'actor' });
  */
 export function withCurrentUserScope<T>(
   db: SqlDatabase,
   fn: (tx: ScopedTransaction) => Promise<T>,
-  options: Omit<UserScopeOptions, 'auditor' | 'audit'> = {},
+  options: CurrentUserScopeOptions = {},
 ): Promise<T> {
-  const context = currentUserContext();
+  const { as = 'originator', ...scopeOptions } = options;
+  if (as !== 'originator' && as !== 'actor')
+    throw new UserContextError(
+      ErrorCodes.MISCONFIGURED,
+      "withCurrentUserScope: as is 'originator' or 'actor'",
+    );
   const scope = currentScope();
+  let context: UserContext;
+  if (as === 'actor') {
+    const actor = currentActor();
+    if (!actor) {
+      const missing = new UserContextError(
+        ErrorCodes.MISSING,
+        'no actor: the activity was not scheduled by a signal or update handler',
+      );
+      scope?.auditor.emit({
+        action: 'db.scope',
+        decision: 'deny',
+        source: 'header',
+        ...scope.audit,
+        reason: missing.code,
+        detail: missing.reason,
+      });
+      throw missing;
+    }
+    context = actor;
+  } else context = currentUserContext();
   return withUserScope(db, context, fn, {
-    ...options,
-    ...(scope ? { auditor: scope.auditor, audit: { ...scope.audit, tokenId: scope.claims?.jti } } : {}),
+    ...scopeOptions,
+    // The token id only for the activity's own user, whose token it is.
+    ...(scope
+      ? {
+          auditor: scope.auditor,
+          audit: { ...scope.audit, ...(as === 'originator' ? { tokenId: scope.claims?.jti } : {}) },
+        }
+      : {}),
   });
 }

@@ -44,4 +44,4 @@ export type {
   AuditTrailFilter,
 } from './audit.js';
 export { quoteIdent, assertRoleName, ROLE_NAME_PATTERN } from './ident.js';
-export { withCurrentUserScope } from './current.js';
+export { withCurrentUserScope, type CurrentUserScopeOptions } from './current.js';

@@ -7,7 +7,12 @@ import {
   parseUserContext,
   type UserContext,
 } from '../../src/context/index.js';
-import { withUserScope, type UserScopeOptions } from '../../src/postgres/index.js';
+import {
+  withCurrentUserScope,
+  withUserScope,
+  type ScopedTransaction,
+  type UserScopeOptions,
+} from '../../src/postgres/index.js';
 import { applyScope } from '../../src/postgres/scope.js';
 import { transactionControl } from '../../src/postgres/database.js';
 import { runInNexusScope } from '../../src/worker/scope.js';
@@ -454,6 +459,36 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
     ]);
     // An allow-listed system handler (no verified user) scopes to whom it is allow-listed to serve.
     expect(await inHandler(undefined, bob)).toEqual(['b1']);
+  });
+
+  it('withCurrentUserScope scopes to the originator, or as: actor to the actor (refused without one)', async () => {
+    const sink = memoryAuditSink();
+    const handler = (actor: UserContext | undefined) => ({
+      context: alice,
+      ...(actor ? { actor } : {}),
+      allowedSystem: [],
+      audit: { namespace: 'default', workflowId: 'wf-3', activityType: 'noteAsSender' },
+      auditor: new Auditor([sink]),
+    });
+    const who = async (tx: ScopedTransaction) =>
+      (await tx.query<{ u: string }>(`select current_setting('app.user_id') as u`)).rows[0]!.u;
+    const run = (actor: UserContext | undefined, as?: 'originator' | 'actor') =>
+      runInNexusScope(handler(actor), () =>
+        withCurrentUserScope(b.db, who, { ...opts, ...(as ? { as } : {}) }),
+      );
+    expect(await run(carol)).toBe('alice');
+    expect(await run(carol, 'actor')).toBe('carol');
+    expect(isUserContextError(await rejection(run(undefined, 'actor')), ErrorCodes.MISSING)).toBe(true);
+    expect(
+      sink.events.map((e) => [e.action, e.decision, e.userId, e.reason, e.tokenId === undefined]),
+    ).toEqual([
+      ['db.scope', 'allow', 'alice', 'ok', true],
+      ['db.scope', 'allow', 'carol', 'ok', true],
+      ['db.scope', 'deny', undefined, ErrorCodes.MISSING, true],
+    ]);
+    await expect(
+      runInNexusScope(handler(carol), () => withCurrentUserScope(b.db, who, { as: 'sender' as never })),
+    ).rejects.toMatchObject({ code: ErrorCodes.MISCONFIGURED });
   });
 
   it("inside a plugin worker's handler, decisions are audited with its auditor and ids by default", async () => {
