@@ -11,13 +11,21 @@ import { generateKeySet, workerKeySet } from '../crypto/generate.js';
 import { issueContextToken } from '../crypto/issue.js';
 import type { KeySetJson } from '../crypto/key-set.js';
 import { KeyRing } from '../crypto/keyring.js';
-import { ORIGINATOR_HEADER, encodeHeader } from '../header/wire.js';
+import { ACTOR_HEADER, ORIGINATOR_HEADER, encodeHeader } from '../header/wire.js';
 import { UserContextPlugin, type UserContextPluginOptions } from '../plugin.js';
 
 /** Options of {@link userActivityEnvironment}. */
 export interface UserActivityEnvironmentOptions {
   /** Who the activities run as: the originator a workflow of this user would carry. */
   user?: UserContext;
+  /**
+   * With `user`: the sender of the signal or update whose handler scheduled the activities, as
+   * `currentActor()` and `withCurrentUserScope(db, fn, { as: 'actor' })` see it (verified by the real
+   * guard: one of another workspace is refused there, as on a worker).
+   */
+  actor?: UserContext;
+  /** The signal or update the actor sent (default `testSignal`): what its token binds. */
+  call?: string;
   /**
    * `true`, instead of `user`: the activities get no user context, as a workflow's system activity
    * would. The guard refuses them (`USER_CONTEXT_MISSING`) unless `info.activityType` is allow-listed in
@@ -99,6 +107,11 @@ export async function userActivityEnvironment(
     );
   // What this plugin's workflow interceptors send an activity: the token and the lineage facts.
   const headers: Record<string, ReturnType<typeof encodeHeader>> = {};
+  if (options.actor !== undefined && user === undefined)
+    throw new UserContextError(
+      ErrorCodes.MISCONFIGURED,
+      "userActivityEnvironment: an actor acts in a user's lineage: give user too",
+    );
   if (user) {
     const { header } = await issueContextToken(edgeRing, user, {
       namespace,
@@ -106,16 +119,26 @@ export async function userActivityEnvironment(
       workflowId,
       boundStart: start,
     });
-    headers[ORIGINATOR_HEADER] = encodeHeader({
-      ...header,
-      lin: {
-        root: workflowId,
-        start: Date.now(),
-        wf: workflowId,
-        wt: start.workflowType,
-        tq: start.taskQueue,
-      },
-    });
+    const lin = {
+      root: workflowId,
+      start: Date.now(),
+      wf: workflowId,
+      wt: start.workflowType,
+      tq: start.taskQueue,
+    };
+    headers[ORIGINATOR_HEADER] = encodeHeader({ ...header, lin });
+    if (options.actor !== undefined) {
+      // As a handler of this plugin sends it: the actor's token for its call, and the lineage stating
+      // the call the handler runs for.
+      const call = options.call ?? 'testSignal';
+      const actor = await issueContextToken(edgeRing, parseUserContext(options.actor), {
+        namespace,
+        use: 'actor',
+        workflowId,
+        call,
+      });
+      headers[ACTOR_HEADER] = encodeHeader({ ...actor.header, lin: { ...lin, hn: call } });
+    }
   }
   const audit = memoryAuditSink();
   const plugin = new UserContextPlugin({

@@ -3,6 +3,7 @@ import { Context } from '@temporalio/activity';
 import { describe, expect, it } from 'vitest';
 import {
   ErrorCodes,
+  currentActor,
   currentUserContext,
   generateKeySet,
   recordDecision,
@@ -167,6 +168,34 @@ describe('userActivityEnvironment', () => {
     const { env } = await userActivityEnvironment({ system: true, info: { activityType: 'report' }, logger });
     await expect(env.run(async () => 'ran')).rejects.toThrow(ErrorCodes.MISSING);
     expect(logged.some((line) => /fail/i.test(line))).toBe(true);
+  });
+
+  it("gives the activity an actor, verified by the real guard: the sender of the handler's call", async () => {
+    const carol = { userId: 'carol', workspaceId: 'ws-acme', roles: ['admin', 'member'] };
+    const { env, audit } = await userActivityEnvironment({
+      user: alice,
+      actor: carol,
+      call: 'addInstruction',
+      plugin: { verifier: { requireBoundTokens: true } },
+    });
+    expect(await env.run(async () => [currentUserContext().userId, currentActor()?.userId])).toEqual([
+      'alice',
+      'carol',
+    ]);
+    expect(audit.events.map((e) => [e.action, e.decision, e.userId])).toEqual([
+      ['activity.actor', 'allow', 'carol'],
+      ['activity.execute', 'allow', 'alice'],
+    ]);
+    // One of another workspace is refused by the guard, as on a worker.
+    const stranger = await userActivityEnvironment({
+      user: alice,
+      actor: { userId: 'bob', workspaceId: 'ws-globex', roles: ['member'] },
+    });
+    const err = await stranger.env.run(async () => currentActor()).catch((e: unknown) => e);
+    expect(userContextFailureCode(err)).toBe(ErrorCodes.ACTOR_FORBIDDEN);
+    await expect(userActivityEnvironment({ system: true, actor: carol })).rejects.toMatchObject({
+      code: ErrorCodes.MISCONFIGURED,
+    });
   });
 
   it('needs a user or system: true, not both, not neither', async () => {
