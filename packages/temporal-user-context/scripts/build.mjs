@@ -6,15 +6,19 @@
 // workflow bundler does not compile under node_modules.
 import { execFileSync } from 'node:child_process';
 import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname, join, resolve } from 'node:path';
+import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const at = process.argv.indexOf('--out');
 const out = resolve(at > 0 ? process.argv[at + 1] : join(root, 'dist'));
-// The folder is emptied first: never the package itself, nor a folder holding it.
-if (root === out || root.startsWith(`${out}/`)) {
-  console.error(`build: refusing to empty ${out}, which holds the package`);
+// The folder is emptied first: never the package, a folder holding it, nor one inside it but dist/.
+const fromOut = relative(out, root);
+const inside = relative(root, out);
+const holdsPackage = fromOut === '' || !(fromOut.startsWith('..') || isAbsolute(fromOut));
+const inPackage = !(inside.startsWith('..') || isAbsolute(inside));
+if (holdsPackage || (inPackage && inside !== 'dist')) {
+  console.error(`build: refusing to empty ${out} (the package, a folder holding it, or one of its own)`);
   process.exit(2);
 }
 

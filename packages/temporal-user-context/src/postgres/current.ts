@@ -11,6 +11,9 @@ export interface CurrentUserScopeOptions extends Omit<UserScopeOptions, 'auditor
    * Whom the scope is for: the activity's originator (default: who started the lineage), or its
    * `'actor'`, the sender of the signal or update whose handler scheduled the activity (refused with
    * `USER_CONTEXT_MISSING` when there is none; the actor's own refusal when its header did not verify).
+   * The actor's token holds for `actorWindowSeconds` after its call was sent (5 min by default): an
+   * attempt after that, a retry included, is refused `USER_CONTEXT_TOKEN_EXPIRED`, for good. Give such
+   * activities a retry budget within the window.
    */
   as?: 'originator' | 'actor';
 }
@@ -38,23 +41,27 @@ export function withCurrentUserScope<T>(
   const scope = currentScope();
   let context: UserContext;
   if (as === 'actor') {
-    const actor = currentActor();
-    if (!actor) {
-      const missing = new UserContextError(
-        ErrorCodes.MISSING,
-        'no actor: the activity was not scheduled by a signal or update handler',
-      );
-      scope?.auditor.emit({
-        action: 'db.scope',
-        decision: 'deny',
-        source: 'header',
-        ...scope.audit,
-        reason: missing.code,
-        detail: missing.reason,
-      });
-      throw missing;
+    try {
+      const actor = currentActor();
+      if (!actor)
+        throw new UserContextError(
+          ErrorCodes.MISSING,
+          'no actor: the activity was not scheduled by a signal or update handler',
+        );
+      context = actor;
+    } catch (err) {
+      // The database scope's own record, beside the guard's `activity.actor` one (when it refused).
+      if (err instanceof UserContextError)
+        scope?.auditor.emit({
+          action: 'db.scope',
+          decision: 'deny',
+          source: 'header',
+          ...scope.audit,
+          reason: err.code,
+          detail: `as actor: ${err.reason}`,
+        });
+      throw err;
     }
-    context = actor;
   } else context = currentUserContext();
   return withUserScope(db, context, fn, {
     ...scopeOptions,

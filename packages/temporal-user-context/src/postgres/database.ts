@@ -674,14 +674,7 @@ export function fromPGlite(db: PGliteLike, options: PGliteOptions = {}): SqlData
     let release!: () => void;
     instance.session = new Promise<void>((resolve) => (release = resolve));
     try {
-      const result = await fn({
-        ...wrap(db),
-        async exec(sql: string) {
-          const results = await db.exec(sql);
-          const last = results[results.length - 1];
-          return { rows: last?.rows ?? [], rowCount: last?.rows.length || (last?.affectedRows ?? 0) };
-        },
-      });
+      const result = await runSession(fn);
       // After one more statement: PGlite runs them in order, so any the callback did not await (a
       // `BEGIN`) have run by then. (It fails in a transaction the callback left aborted: asked below.)
       const probe = await db.query('SELECT 1').then(
@@ -702,6 +695,29 @@ export function fromPGlite(db: PGliteLike, options: PGliteOptions = {}): SqlData
       await reset((sql) => db.exec(sql)).catch(() => undefined);
       instance.session = undefined;
       release();
+    }
+  }
+
+  /**
+   * The session's callback on PGlite's connection. One that throws inside a transaction it began has
+   * it rolled back here: the one connection cannot be thrown away as a pooled one is, and the next
+   * transaction's COMMIT would commit that work.
+   */
+  async function runSession<T>(fn: (session: SqlSession) => Promise<T>): Promise<T> {
+    try {
+      return await fn({
+        ...wrap(db),
+        async exec(sql: string) {
+          const results = await db.exec(sql);
+          const last = results[results.length - 1];
+          return { rows: last?.rows ?? [], rowCount: last?.rows.length || (last?.affectedRows ?? 0) };
+        },
+      });
+    } catch (err) {
+      // (Asked after one more statement, for one the callback did not await.)
+      await db.query('SELECT 1').catch(() => undefined);
+      if (db.isInTransaction?.()) await db.exec('ROLLBACK').catch(() => undefined);
+      throw err;
     }
   }
 }

@@ -24,7 +24,10 @@ export interface UserActivityEnvironmentOptions {
    * guard: one of another workspace is refused there, as on a worker).
    */
   actor?: UserContext;
-  /** The signal or update the actor sent (default `testSignal`): what its token binds. */
+  /**
+   * The call the actor sent, as the plugin names it: `signal:<name>` or `update:<name>` (default
+   * `signal:testSignal`); what its token binds.
+   */
   call?: string;
   /**
    * `true`, instead of `user`: the activities get no user context, as a workflow's system activity
@@ -130,7 +133,12 @@ export async function userActivityEnvironment(
     if (options.actor !== undefined) {
       // As a handler of this plugin sends it: the actor's token for its call, and the lineage stating
       // the call the handler runs for.
-      const call = options.call ?? 'testSignal';
+      const call = options.call ?? 'signal:testSignal';
+      if (!/^(signal|update):./.test(call))
+        throw new UserContextError(
+          ErrorCodes.MISCONFIGURED,
+          'userActivityEnvironment: call is signal:<name> or update:<name>',
+        );
       const actor = await issueContextToken(edgeRing, parseUserContext(options.actor), {
         namespace,
         use: 'actor',

@@ -3,6 +3,7 @@ import { BACKENDS, openBackend, type Backend } from '../../../../test-support/db
 import { Auditor, memoryAuditSink } from '../../src/audit/index.js';
 import {
   ErrorCodes,
+  UserContextError,
   isUserContextError,
   parseUserContext,
   type UserContext,
@@ -486,6 +487,28 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
       ['db.scope', 'allow', 'carol', 'ok', true],
       ['db.scope', 'deny', undefined, ErrorCodes.MISSING, true],
     ]);
+    // An actor whose header the guard refused: that refusal, on the scope's record too.
+    const refusedActor = {
+      ...handler(undefined),
+      actorRefusal: new UserContextError(
+        ErrorCodes.ACTOR_FORBIDDEN,
+        'actor is not in the originator workspace',
+      ),
+    };
+    expect(
+      isUserContextError(
+        await rejection(
+          runInNexusScope(refusedActor, () => withCurrentUserScope(b.db, who, { as: 'actor' })),
+        ),
+        ErrorCodes.ACTOR_FORBIDDEN,
+      ),
+    ).toBe(true);
+    expect(sink.events.at(-1)).toMatchObject({
+      action: 'db.scope',
+      decision: 'deny',
+      reason: ErrorCodes.ACTOR_FORBIDDEN,
+      detail: 'as actor: actor is not in the originator workspace',
+    });
     await expect(
       runInNexusScope(handler(carol), () => withCurrentUserScope(b.db, who, { as: 'sender' as never })),
     ).rejects.toMatchObject({ code: ErrorCodes.MISCONFIGURED });
@@ -731,6 +754,17 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
     await b.db.query(`insert into notes (workspace_id, body) values ('ws-a', 'after the session')`);
     expect((await b.admin.query(`select 1 from notes where body = 'after the session'`)).rowCount).toBe(1);
     await b.admin.query(`delete from notes where body = 'after the session'`);
+    // Or threw inside it: rolled back, and the next transaction does not commit its work.
+    expect(
+      await rejection(
+        b.db.session(async (session) => {
+          await session.exec(`begin; insert into notes (workspace_id, body) values ('ws-a', 'thrown')`);
+          throw new Error('callback failed');
+        }),
+      ),
+    ).toMatchObject({ message: 'callback failed' });
+    await b.db.transaction(async (tx) => tx.query('select 1'));
+    expect((await b.admin.query(`select 1 from notes where body = 'thrown'`)).rowCount).toBe(0);
     // Or left it aborted: refused the same, rolled back, and the session's role does not outlive it.
     const me = (await b.db.query<{ u: string }>('select current_user::text as u')).rows[0]!.u;
     expect(

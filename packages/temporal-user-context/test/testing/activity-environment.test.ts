@@ -175,7 +175,7 @@ describe('userActivityEnvironment', () => {
     const { env, audit } = await userActivityEnvironment({
       user: alice,
       actor: carol,
-      call: 'addInstruction',
+      call: 'update:addInstruction',
       plugin: { verifier: { requireBoundTokens: true } },
     });
     expect(await env.run(async () => [currentUserContext().userId, currentActor()?.userId])).toEqual([
