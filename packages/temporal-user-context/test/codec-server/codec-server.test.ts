@@ -40,6 +40,32 @@ function post(
   return postText(path, JSON.stringify(body), headers);
 }
 
+type Served = ReturnType<typeof makeServer>;
+
+/** A payload sealed by `target`'s codec for workflow `workflowId`, as the remote-codec JSON carries it. */
+async function sealedFor(target: Served, workflowId: string) {
+  const [p] = await target.codec.encode([json('x')], wf(workflowId));
+  return {
+    metadata: Object.fromEntries(Object.entries(p!.metadata!).map(([k, v]) => [k, b64(v)])),
+    data: b64(p!.data!),
+  };
+}
+
+/** A reader's `/decode` of `payloads` on `target`, from the UI origin. */
+function decodeOn(target: Served, payloads: unknown[]): Promise<LightMyRequestResponse> {
+  return target.app.inject({
+    method: 'POST',
+    url: '/decode',
+    headers: {
+      'content-type': 'application/json',
+      'x-namespace': 'default',
+      origin: UI_ORIGIN,
+      authorization: `Bearer ${reader}`,
+    },
+    payload: JSON.stringify({ payloads }),
+  });
+}
+
 /** A browser's CORS preflight from an origin the server does not allow. */
 function foreignPreflight(url: string): Promise<LightMyRequestResponse> {
   return server!.app.inject({
@@ -118,26 +144,11 @@ describe('codec server (case 23)', () => {
     // A plaintext payload passed through (an allow-listed encoding) names no workflow: its metadata is
     // nobody's word.
     const lenient = makeServer(idp, { codec: makeCodec({ allowPlaintextEncodings: ['json/plain'] }) });
-    const [sealed] = await lenient.codec.encode([json('secret')], wf('wf-target'));
-    const target = {
-      metadata: Object.fromEntries(Object.entries(sealed!.metadata!).map(([k, v]) => [k, b64(v)])),
-      data: b64(sealed!.data!),
-    };
     const decoy = {
       metadata: { encoding: b64('json/plain'), 'encryption-workflow-id': b64('wf-innocent') },
       data: b64('"decoy"'),
     };
-    const res = await lenient.app.inject({
-      method: 'POST',
-      url: '/decode',
-      headers: {
-        'content-type': 'application/json',
-        'x-namespace': 'default',
-        origin: UI_ORIGIN,
-        authorization: `Bearer ${reader}`,
-      },
-      payload: JSON.stringify({ payloads: [decoy, target] }),
-    });
+    const res = await decodeOn(lenient, [decoy, await sealedFor(lenient, 'wf-target')]);
     expect(res.statusCode).toBe(200);
     expect(lenient.sink.events).toMatchObject([
       { decision: 'allow', workflowId: 'wf-target', detail: `origin="${UI_ORIGIN}" payloads=2` },
@@ -145,24 +156,10 @@ describe('codec server (case 23)', () => {
     await lenient.app.close();
     // Past `maxDecodeWorkflows` distinct workflows a decode is refused before anything is decrypted.
     const narrow = makeServer(idp, { maxDecodeWorkflows: 1 });
-    const narrowBody = async (id: string) => {
-      const [p] = await narrow.codec.encode([json('x')], wf(id));
-      return {
-        metadata: Object.fromEntries(Object.entries(p!.metadata!).map(([k, v]) => [k, b64(v)])),
-        data: b64(p!.data!),
-      };
-    };
-    const tooMany = await narrow.app.inject({
-      method: 'POST',
-      url: '/decode',
-      headers: {
-        'content-type': 'application/json',
-        'x-namespace': 'default',
-        origin: UI_ORIGIN,
-        authorization: `Bearer ${reader}`,
-      },
-      payload: JSON.stringify({ payloads: [await narrowBody('wf-1'), await narrowBody('wf-2')] }),
-    });
+    const tooMany = await decodeOn(narrow, [
+      await sealedFor(narrow, 'wf-1'),
+      await sealedFor(narrow, 'wf-2'),
+    ]);
     expectRefusal(tooMany, 400, CodecServerCodes.BAD_REQUEST);
     expect(narrow.sink.events).toMatchObject([
       {
