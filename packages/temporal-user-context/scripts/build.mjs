@@ -5,19 +5,38 @@
 // TypeScript sources, which only a TypeScript-aware runtime (tsx, vitest) loads, and which the SDK's
 // workflow bundler does not compile under node_modules.
 import { execFileSync } from 'node:child_process';
-import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { dirname, isAbsolute, join, relative, resolve } from 'node:path';
+import {
+  copyFileSync,
+  existsSync,
+  mkdirSync,
+  readFileSync,
+  realpathSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
+import { basename, dirname, isAbsolute, join, relative, resolve, sep } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
-const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');
+const root = realpathSync(resolve(dirname(fileURLToPath(import.meta.url)), '..'));
 const at = process.argv.indexOf('--out');
-const out = resolve(at > 0 ? process.argv[at + 1] : join(root, 'dist'));
+const given = at > 0 ? process.argv[at + 1] : join(root, 'dist');
+if (!given || given.startsWith('-')) {
+  console.error('build: --out needs a folder');
+  process.exit(2);
+}
+/** The real path of `path`: its deepest existing folder resolved through symlinks, plus the rest. */
+function real(path) {
+  const absolute = resolve(path);
+  if (existsSync(absolute)) return realpathSync(absolute);
+  return join(real(dirname(absolute)), basename(absolute));
+}
+const out = real(given);
 // The folder is emptied first: never the package, a folder holding it, nor one inside it but dist/.
+const outside = (rel) => rel === '..' || rel.startsWith(`..${sep}`) || isAbsolute(rel);
 const fromOut = relative(out, root);
 const inside = relative(root, out);
-const holdsPackage = fromOut === '' || !(fromOut.startsWith('..') || isAbsolute(fromOut));
-const inPackage = !(inside.startsWith('..') || isAbsolute(inside));
-if (holdsPackage || (inPackage && inside !== 'dist')) {
+const holdsPackage = fromOut === '' || !outside(fromOut);
+if (holdsPackage || (!outside(inside) && inside !== 'dist')) {
   console.error(`build: refusing to empty ${out} (the package, a folder holding it, or one of its own)`);
   process.exit(2);
 }

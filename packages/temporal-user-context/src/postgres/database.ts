@@ -673,8 +673,9 @@ export function fromPGlite(db: PGliteLike, options: PGliteOptions = {}): SqlData
     // connection is the session's (its role, temporary objects, a transaction it began).
     let release!: () => void;
     instance.session = new Promise<void>((resolve) => (release = resolve));
+    const state = { open: true };
     try {
-      const result = await runSession(fn);
+      const result = await runSession(fn, state);
       // After one more statement: PGlite runs them in order, so any the callback did not await (a
       // `BEGIN`) have run by then. (It fails in a transaction the callback left aborted: asked below.)
       const probe = await db.query('SELECT 1').then(
@@ -683,15 +684,22 @@ export function fromPGlite(db: PGliteLike, options: PGliteOptions = {}): SqlData
       );
       if (probe !== undefined && !leftAborted(probe)) {
         // PGlite's one connection cannot be thrown away: out of any transaction, whatever happened.
-        if (db.isInTransaction?.()) await db.exec('ROLLBACK').catch(() => undefined);
+        if (db.isInTransaction?.() ?? true) await db.exec('ROLLBACK').catch(() => undefined);
         throw probe;
       }
-      if (probe !== undefined || db.isInTransaction?.()) {
+      const inTransaction = db.isInTransaction?.();
+      if (probe !== undefined || inTransaction === true) {
         await db.exec('ROLLBACK');
         throw sessionLeftTransaction(probe);
       }
+      // Without isInTransaction (a PGliteInterface) there is no telling: rolled back all the same,
+      // which outside a transaction only warns.
+      if (inTransaction === undefined) await db.exec('ROLLBACK').catch(() => undefined);
       return result;
     } finally {
+      // Statements the callback left to be sent later are refused from here: they would run after
+      // the reset, or in another adapter's turn.
+      state.open = false;
       await reset((sql) => db.exec(sql)).catch(() => undefined);
       instance.session = undefined;
       release();
@@ -703,11 +711,19 @@ export function fromPGlite(db: PGliteLike, options: PGliteOptions = {}): SqlData
    * it rolled back here: the one connection cannot be thrown away as a pooled one is, and the next
    * transaction's COMMIT would commit that work.
    */
-  async function runSession<T>(fn: (session: SqlSession) => Promise<T>): Promise<T> {
+  async function runSession<T>(
+    fn: (session: SqlSession) => Promise<T>,
+    state: { open: boolean },
+  ): Promise<T> {
+    const ended = () => new Error('query after its transaction or session ended');
     try {
       return await fn({
-        ...wrap(db),
+        async query<R extends object>(sql: string, params?: readonly unknown[]) {
+          if (!state.open) throw ended();
+          return wrap(db).query<R>(sql, params);
+        },
         async exec(sql: string) {
+          if (!state.open) throw ended();
           const results = await db.exec(sql);
           const last = results[results.length - 1];
           return { rows: last?.rows ?? [], rowCount: last?.rows.length || (last?.affectedRows ?? 0) };
@@ -716,7 +732,7 @@ export function fromPGlite(db: PGliteLike, options: PGliteOptions = {}): SqlData
     } catch (err) {
       // (Asked after one more statement, for one the callback did not await.)
       await db.query('SELECT 1').catch(() => undefined);
-      if (db.isInTransaction?.()) await db.exec('ROLLBACK').catch(() => undefined);
+      if (db.isInTransaction?.() ?? true) await db.exec('ROLLBACK').catch(() => undefined);
       throw err;
     }
   }

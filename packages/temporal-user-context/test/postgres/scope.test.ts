@@ -15,7 +15,7 @@ import {
   type UserScopeOptions,
 } from '../../src/postgres/index.js';
 import { applyScope } from '../../src/postgres/scope.js';
-import { transactionControl } from '../../src/postgres/database.js';
+import { transactionControl, type SqlSession } from '../../src/postgres/database.js';
 import { runInNexusScope } from '../../src/worker/scope.js';
 import type { ContextClaims } from '../../src/crypto/claims.js';
 import { createFixtureSchema, rejection, uniqueRoles } from './fixture.js';
@@ -754,6 +754,14 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
     await b.db.query(`insert into notes (workspace_id, body) values ('ws-a', 'after the session')`);
     expect((await b.admin.query(`select 1 from notes where body = 'after the session'`)).rowCount).toBe(1);
     await b.admin.query(`delete from notes where body = 'after the session'`);
+    // A session's handle kept past its end sends nothing more (it would run after the reset).
+    let kept: SqlSession | undefined;
+    await b.db.session(async (session) => {
+      kept = session;
+      return Promise.resolve();
+    });
+    await expect(kept!.query('select 1')).rejects.toThrow(/ended/);
+    await expect(kept!.exec('select 1')).rejects.toThrow(/ended/);
     // Or threw inside it: rolled back, and the next transaction does not commit its work.
     expect(
       await rejection(
