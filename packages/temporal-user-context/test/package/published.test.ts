@@ -134,12 +134,17 @@ describe('the published package', () => {
     expect(JSON.parse(out)).toEqual({ interceptors: true });
   }, 120_000);
 
-  it('its key command line runs as the bin', () => {
-    execFileSync(
-      process.execPath,
-      [join(pkg, 'cli', 'keys.js'), 'generate', '--issuer', 'consumer', '--out', join(app, 'keys')],
-      { cwd: app, stdio: 'pipe', env: { ...process.env, NODE_OPTIONS: '' } },
-    );
+  it('its key command line, the file its bin names, runs with plain Node', () => {
+    const manifest = JSON.parse(readFileSync(join(pkg, 'package.json'), 'utf8')) as {
+      bin: Record<string, string>;
+    };
+    const bin = join(pkg, manifest.bin['temporal-user-context-keys']!);
+    expect(readFileSync(bin, 'utf8').startsWith('#!/usr/bin/env node\n')).toBe(true);
+    execFileSync(process.execPath, [bin, 'generate', '--issuer', 'consumer', '--out', join(app, 'keys')], {
+      cwd: app,
+      stdio: 'pipe',
+      env: { ...process.env, NODE_OPTIONS: '' },
+    });
     const edge = JSON.parse(readFileSync(join(app, 'keys', 'edge.json'), 'utf8')) as { issuer?: string };
     expect(edge.issuer).toBe('consumer');
     expect(existsSync(join(app, 'keys', 'worker.json'))).toBe(true);

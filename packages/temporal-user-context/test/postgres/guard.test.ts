@@ -75,34 +75,29 @@ describe.each(BACKENDS)('assertIsolation on %s (case 17)', (kind) => {
         // NOINHERIT or not, SQL inside a scope may switch to any role its login is a member of
         // (`set_config('role', …)`): a member of a role that bypasses RLS, or of the tables' owner, is
         // reported so, and refused where the seal must hold.
+        /** The login's report while it is a member of `role`, and the strict guard's refusal. */
+        const asMemberOf = async (role: string, reported: object, refusal: string) => {
+          await b.admin.query(`grant ${role} to ${login}`);
+          try {
+            expect((await assertIsolation(fromPgPool(pool), { appRole: roles.app })).login).toEqual({
+              role: login,
+              ...reported,
+            });
+            await expect(
+              assertIsolation(fromPgPool(pool), { appRole: roles.app, strictLogin: true }),
+            ).rejects.toThrow(`login role ${login} may become a role that ${refusal}`);
+          } finally {
+            await b.admin.query(`revoke ${role} from ${login}`);
+          }
+        };
         const bypasser = `bypass_${roles.app}`;
         await b.admin.query(`create role ${bypasser} nologin bypassrls`);
         try {
-          await b.admin.query(`grant ${bypasser} to ${login}`);
-          expect((await assertIsolation(fromPgPool(pool), { appRole: roles.app })).login).toEqual({
-            role: login,
-            bypassesRls: true,
-            reachesOwner: false,
-          });
-          await expect(
-            assertIsolation(fromPgPool(pool), { appRole: roles.app, strictLogin: true }),
-          ).rejects.toThrow(`login role ${login} may become a role that bypasses RLS`);
+          await asMemberOf(bypasser, { bypassesRls: true, reachesOwner: false }, 'bypasses RLS');
         } finally {
           await b.admin.query(`drop role ${bypasser}`);
         }
-        await b.admin.query(`grant ${roles.owner} to ${login}`);
-        try {
-          expect((await assertIsolation(fromPgPool(pool), { appRole: roles.app })).login).toEqual({
-            role: login,
-            bypassesRls: false,
-            reachesOwner: true,
-          });
-          await expect(
-            assertIsolation(fromPgPool(pool), { appRole: roles.app, strictLogin: true }),
-          ).rejects.toThrow(`login role ${login} may become a role that owns tenant tables`);
-        } finally {
-          await b.admin.query(`revoke ${roles.owner} from ${login}`);
-        }
+        await asMemberOf(roles.owner, { bypassesRls: false, reachesOwner: true }, 'owns tenant tables');
         // A login that may not switch to the app role could not open a single scope.
         await b.admin.query(`revoke ${roles.app} from ${login}`);
         await expect(assertIsolation(fromPgPool(pool), { appRole: roles.app })).rejects.toThrow(
