@@ -5,6 +5,7 @@ export default defineConfig({
     include: ['packages/*/test/**/*.test.ts', 'apps/*/test/**/*.test.ts'],
     // Integration tests share one Temporal dev server and one PostgreSQL started in globalSetup.
     globalSetup: ['./test-support/global-setup.ts'],
+    setupFiles: ['./test-support/quiet-default-auditor.ts'],
     testTimeout: 60_000,
     hookTimeout: 120_000,
     pool: 'forks',

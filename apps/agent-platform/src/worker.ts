@@ -7,6 +7,7 @@ import {
   isUserContextError,
   pinoAuditSink,
   type AuditSink,
+  type Auditor,
   type KeyRing,
   type Verified,
 } from 'temporal-user-context';
@@ -45,10 +46,11 @@ export interface CreateWorkerOptions {
 
 /** A worker for `agent-tasks` with the user-context plugin, the agent workflow and its activities. */
 export async function createWorker(options: CreateWorkerOptions): Promise<Worker> {
-  const plugin = new UserContextPlugin({
+  const plugin: UserContextPlugin = new UserContextPlugin({
     keys: options.keys,
     audit: options.audit ?? [postgresAuditSink(options.db), pinoAuditSink()],
-    isRevoked: (verified) => actorRemoved(options.db, verified),
+    // The hook runs before the activity's scope exists: its database check records to the plugin's auditor.
+    isRevoked: (verified) => actorRemoved(options.db, verified, plugin.auditor),
     activityLineage: options.activityLineage ?? 'server',
   });
   return Worker.create({
@@ -72,10 +74,10 @@ export async function createWorker(options: CreateWorkerOptions): Promise<Worker
  * member may have been removed meanwhile; `verifyActor()` then refuses it (`USER_CONTEXT_REVOKED`,
  * audited as `activity.actor`). Originators need no hook: every activity's database scope checks them.
  */
-async function actorRemoved(db: SqlDatabase, verified: Verified): Promise<boolean> {
+async function actorRemoved(db: SqlDatabase, verified: Verified, auditor: Auditor): Promise<boolean> {
   if (verified.claims.use !== 'actor') return false;
   try {
-    await withUserScope(db, verified.context, async () => undefined);
+    await withUserScope(db, verified.context, async () => undefined, { auditor });
     return false;
   } catch (err) {
     if (isUserContextError(err, ErrorCodes.MEMBERSHIP_REVOKED)) return true;

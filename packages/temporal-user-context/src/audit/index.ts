@@ -1,6 +1,6 @@
 export type { AuditEvent, AuditSink, AuditDecision, IdentitySource } from './event.js';
 export { sanitizeAuditEvent, sanitizeField } from './sanitize.js';
-export { pinoAuditSink, memoryAuditSink, Auditor } from './sinks.js';
+export { pinoAuditSink, memoryAuditSink, defaultAuditor, Auditor } from './sinks.js';
 export {
   coalescingAuditSink,
   type CoalescingAuditSink,

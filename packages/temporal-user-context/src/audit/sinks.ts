@@ -12,6 +12,19 @@ export function pinoAuditSink(logger: Logger = pino({ name: 'temporal-user-conte
   };
 }
 
+let processAuditor: Auditor | undefined;
+
+/**
+ * The auditor of last resort: pino lines on stdout ({@link pinoAuditSink}), made on first use and shared
+ * by the process. Code that decides outside a plugin worker's activity with no auditor of its own (a
+ * `withUserScope` in an HTTP handler or a script) records here, so that no decision goes unrecorded
+ * because an option was left out.
+ */
+export function defaultAuditor(): Auditor {
+  processAuditor ??= new Auditor([pinoAuditSink()]);
+  return processAuditor;
+}
+
 /** Collects events in memory; for tests and for the demo's audit table. */
 export function memoryAuditSink(): AuditSink & { readonly events: AuditEvent[]; clear(): void } {
   const events: AuditEvent[] = [];

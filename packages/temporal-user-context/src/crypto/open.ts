@@ -6,6 +6,7 @@ import { claimsSchema, type ContextClaims } from './claims.js';
 import type { KeyRing, SigningKey } from './keyring.js';
 import { TOKEN_TYPE } from './issue.js';
 import { verifyCompactEdDSA } from './jws-verify.js';
+import { parseJsonUniqueKeys } from '../header/unique-keys.js';
 
 const MAX_TOKEN_CHARS = 8192;
 const decoder = new TextDecoder();
@@ -75,9 +76,9 @@ export async function openContextToken(ring: KeyRing, token: string): Promise<Co
   }
   let raw: unknown;
   try {
-    raw = JSON.parse(decoder.decode(payload));
+    raw = parseJsonUniqueKeys(decoder.decode(payload));
   } catch {
-    throw new UserContextError(ErrorCodes.TOKEN_INVALID, 'claims are not JSON');
+    throw new UserContextError(ErrorCodes.TOKEN_INVALID, 'claims are not JSON (or repeat a key)');
   }
   const claims = claimsSchema.safeParse(raw);
   if (!claims.success) {

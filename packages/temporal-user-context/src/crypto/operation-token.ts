@@ -4,6 +4,7 @@ import { ErrorCodes, UserContextError } from '../context/errors.js';
 import { assertCanonicalDirJwe } from './canonical.js';
 import type { KeyRing } from './keyring.js';
 import { joseFailure, knownKid } from './open.js';
+import { parseJsonUniqueKeys } from '../header/unique-keys.js';
 
 /** Marks an operation token this plugin sealed; what follows is a compact JWE. */
 const PREFIX = 'tuc1.';
@@ -101,9 +102,12 @@ export async function openOperationToken(ring: KeyRing, token: string): Promise<
   }
   let raw: unknown;
   try {
-    raw = JSON.parse(new TextDecoder().decode(plaintext));
+    raw = parseJsonUniqueKeys(new TextDecoder().decode(plaintext));
   } catch {
-    throw new UserContextError(ErrorCodes.TOKEN_INVALID, 'sealed operation token is not JSON');
+    throw new UserContextError(
+      ErrorCodes.TOKEN_INVALID,
+      'sealed operation token is not JSON (or repeats a key)',
+    );
   }
   const binding = bindingSchema.safeParse(raw);
   if (!binding.success)

@@ -36,8 +36,10 @@ export interface AesGcmPayloadCodecOptions {
   allowPlaintextEncodings?: readonly string[];
   /**
    * Accept a payload bound to workflow `X` inside workflow `X-<RFC 3339 time>`: the id the Temporal
-   * scheduler gives each run of a schedule whose action was encoded for `X`. Needed for schedules;
-   * it lets such ciphertext also be replayed into a workflow an attacker names `X-<time>`. Default false.
+   * scheduler gives each run of a schedule whose action was encoded for `X`; and one bound to a run
+   * `X-<time>` inside another run `X-<other time>`: the previous run's result or failure, which the
+   * scheduler hands the next run. Needed for schedules; it lets such ciphertext also be replayed into a
+   * workflow an attacker names `X-<time>`. Default false.
    */
   acceptScheduledRuns?: boolean;
   /**

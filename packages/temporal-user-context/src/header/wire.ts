@@ -1,5 +1,6 @@
 import type { Headers, Payload } from '@temporalio/common';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
+import { parseJsonUniqueKeys } from './unique-keys.js';
 
 /**
  * Wire format v1 of the user-context header (see docs/wire-format.md). This module is what the
@@ -183,9 +184,9 @@ export function decodeHeader(headers: Headers | undefined, name: string): Contex
   try {
     // Not `fatal`: invalid UTF-8 decodes to U+FFFD (as with the SDK's converter, though not always to
     // the same number of them); only lineage strings could hold it, and they are compared, never trusted.
-    raw = JSON.parse(textDecoder.decode(payload.data ?? new Uint8Array(0)));
+    raw = parseJsonUniqueKeys(textDecoder.decode(payload.data ?? new Uint8Array(0)));
   } catch {
-    throw new UserContextError(ErrorCodes.HEADER_MALFORMED, `header ${name} is not JSON`);
+    throw new UserContextError(ErrorCodes.HEADER_MALFORMED, `header ${name} is not JSON (or repeats a key)`);
   }
   return parseHeaderValue(raw, name);
 }

@@ -1,4 +1,4 @@
-import type { Auditor } from '../audit/sinks.js';
+import { defaultAuditor, type Auditor } from '../audit/sinks.js';
 import type { AuditEvent } from '../audit/event.js';
 import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
 import { parseUserContext, sameUserContext, type UserContext } from '../context/schema.js';
@@ -50,8 +50,9 @@ export interface UserScopeOptions {
   /** Refuse with `USER_CONTEXT_ROLE_MISSING` unless this role survives the membership intersection. */
   requireRole?: string;
   /**
-   * Where `db.scope` decisions go. Denials are always audited when there is an auditor. Default: inside
-   * an activity or Nexus handler of a `UserContextPlugin` worker, the plugin's auditor; elsewhere none.
+   * Where `db.scope` decisions go. Default: inside an activity or Nexus handler of a `UserContextPlugin`
+   * worker, the plugin's auditor; elsewhere the process's default (pino on stdout, `defaultAuditor()`):
+   * every decision is recorded somewhere.
    */
   auditor?: Auditor;
   /**
@@ -397,9 +398,10 @@ export async function withUserScope<T>(
   options: UserScopeOptions = {},
 ): Promise<T> {
   // Inside a plugin worker's activity, decisions are audited with its auditor and ids unless the caller
-  // names others: a refusal there never goes unrecorded because the options left the auditor out.
+  // names others; elsewhere with the process's default: a refusal never goes unrecorded because the
+  // options left the auditor out.
   const activity = currentScope();
-  const auditor = options.auditor ?? activity?.auditor;
+  const auditor = options.auditor ?? activity?.auditor ?? defaultAuditor();
   let appRole: string;
   let context: UserContext | undefined;
   let seal: string | undefined;
@@ -413,7 +415,7 @@ export async function withUserScope<T>(
   } catch (err) {
     // Refused before any transaction (a bad app role name, a malformed context, a context the activity
     // was not verified for): on record too, with no user (the last names the one asked for in `detail`).
-    if (auditor && isUserContextError(err))
+    if (isUserContextError(err))
       auditor.emit({
         action: 'db.scope',
         decision: 'deny',
@@ -438,7 +440,7 @@ export async function withUserScope<T>(
     effective?: readonly string[],
     note?: string,
   ) => {
-    if (!auditor || (decision === 'allow' && options.auditAllow === false)) return;
+    if (decision === 'allow' && options.auditAllow === false) return;
     auditor.emit({
       action: 'db.scope',
       decision,

@@ -26,6 +26,7 @@ import {
 import { withServerLineage, type ConfirmedLineage, type FirstRunStarts } from './server-lineage.js';
 import { runInNexusScope, type ActivityScope } from './scope.js';
 import type { ContextVerifier, Verified } from './verifier.js';
+import { parseJsonUniqueKeys } from '../header/unique-keys.js';
 
 /**
  * Runs handler code, failing the operation with the code of a refusal that code raised (`withUserScope`,
@@ -83,9 +84,9 @@ export function parseNexusHeader(headers: Record<string, string>): ContextHeader
     throw new UserContextError(ErrorCodes.TOO_LARGE, 'Nexus header over size cap');
   let value: unknown;
   try {
-    value = JSON.parse(raw);
+    value = parseJsonUniqueKeys(raw);
   } catch {
-    throw new UserContextError(ErrorCodes.HEADER_MALFORMED, 'Nexus header is not JSON');
+    throw new UserContextError(ErrorCodes.HEADER_MALFORMED, 'Nexus header is not JSON (or repeats a key)');
   }
   return parseHeaderValue(value, 'Nexus ' + ORIGINATOR_HEADER);
 }

@@ -21,6 +21,25 @@ afterAll(async () => {
   await env?.teardown();
 });
 
+type RawPayload = { metadata?: Record<string, Uint8Array> | null; data?: Uint8Array | null };
+
+/** Every payload anywhere in a history: objects with `metadata` and bytes `data`. */
+function payloadsIn(value: unknown, found: RawPayload[] = []): RawPayload[] {
+  if (value === null || typeof value !== 'object' || ArrayBuffer.isView(value)) return found;
+  const candidate = value as RawPayload;
+  if (candidate.metadata && candidate.data instanceof Uint8Array) found.push(candidate);
+  else
+    for (const [key, child] of Object.entries(value)) {
+      // A local activity's marker: `details.data` is the SDK core's own record of the call (sequence
+      // number, attempt, times), written in clear by every SDK; its `result` is the activity's payload.
+      if (key === 'details' && 'markerName' in value) {
+        const { data: _core, ...rest } = child as Record<string, unknown>;
+        payloadsIn(rest, found);
+      } else payloadsIn(child, found);
+    }
+  return found;
+}
+
 describe('AesGcmPayloadCodec with a real worker', () => {
   it('round-trips every payload path and stores only ciphertext', async () => {
     const taskQueue = `codec-${Date.now()}`;
@@ -45,10 +64,24 @@ describe('AesGcmPayloadCodec with a real worker', () => {
       const out = await handle.result();
       const desc = await handle.describe();
       expect(await desc.memo).toEqual({ note: `memo-${workflowId}` });
-      // Raw history: every payload is encrypted and bound to this workflow id.
-      const history = JSON.stringify(await handle.fetchHistory());
-      expect(history).not.toContain('signalled');
-      expect(history).not.toContain('SIGNALLED');
+      // Raw history of both runs and of the child: every payload is encrypted, and no payload's bytes
+      // hold the signal's value in clear (JSON.stringify of history would show bytes as base64).
+      const runs = [
+        client.workflow.getHandle(workflowId, handle.firstExecutionRunId),
+        client.workflow.getHandle(workflowId, desc.runId),
+        client.workflow.getHandle(`${workflowId}-child`),
+      ];
+      expect(desc.runId).not.toBe(handle.firstExecutionRunId);
+      const payloads = (await Promise.all(runs.map(async (r) => payloadsIn(await r.fetchHistory())))).flat();
+      // Input of each run, the signal, the CAN's arguments, the memo, two activities' input and result,
+      // the child's input and result, each run's result.
+      expect(payloads.length).toBeGreaterThanOrEqual(12);
+      for (const payload of payloads) {
+        expect(new TextDecoder().decode(payload.metadata?.encoding ?? undefined)).toBe('binary/encrypted');
+        const bytes = Buffer.from(payload.data ?? new Uint8Array()).toString('latin1');
+        expect(bytes).not.toMatch(/signalled/i);
+        expect(bytes).not.toContain(workflowId);
+      }
       return out;
     });
     expect(result).toBe(`${workflowId.toUpperCase()}!|SIGNALLED!|child(${workflowId})`);

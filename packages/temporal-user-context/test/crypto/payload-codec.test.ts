@@ -251,6 +251,25 @@ describe('AesGcmPayloadCodec: tampering and moved ciphertext (case 22)', () => {
     await expectCode(sched.decode([p!], wf('nightly2025-01-01T00:00:00Z')), ErrorCodes.PAYLOAD_TAMPERED);
   });
 
+  it("a run's result opens in another run of the same schedule action (the scheduler hands it on), only there", async () => {
+    const strict = makeCodec();
+    const sched = makeCodec({ acceptScheduledRuns: true });
+    const [last] = await sched.encode([json('last')], wf('nightly-2025-01-01T00:00:00Z'));
+    for (const next of ['nightly-2025-01-02T00:00:00Z', 'nightly-2024-12-31T00:00:00Z']) {
+      expect(str((await sched.decode([last!], wf(next)))[0]!.data)).toBe('"last"');
+      await expectCode(strict.decode([last!], wf(next)), ErrorCodes.PAYLOAD_TAMPERED);
+    }
+    for (const elsewhere of [
+      'nightly', // the action's own id
+      'nightlx-2025-01-02T00:00:00Z', // another action of the same length
+      'nightly-2025-01-02T00:00:00Z-2025-01-03T00:00:00Z',
+      'nightly-2025-01-02T00:00:00+01:00',
+      'other-nightly-2025-01-02T00:00:00Z',
+    ]) {
+      await expectCode(sched.decode([last!], wf(elsewhere)), ErrorCodes.PAYLOAD_TAMPERED);
+    }
+  });
+
   it('an unknown format version is refused', async () => {
     const codec = makeCodec();
     const [p] = await codec.encode([json('x')], wf('w'));

@@ -37,6 +37,34 @@ describe('each boundary carries the originator to an activity', () => {
     expect(result).toEqual(alice);
   });
 
+  it("the activity's record names its execution: namespace, run, activity id and type, attempt", async () => {
+    const workflowId = id('viaActivity');
+    const handle = await runAsUser(alice, () =>
+      h.client.workflow.start('viaActivity', { taskQueue: h.taskQueue, workflowId }),
+    );
+    await handle.result();
+    const { runId } = await handle.describe();
+    const records = h.audit.events.filter(
+      (e) => e.workflowId === workflowId && e.action === 'activity.execute',
+    );
+    expect(records).toHaveLength(1);
+    expect(records[0]).toMatchObject({
+      decision: 'allow',
+      reason: 'ok',
+      source: 'header',
+      namespace: h.namespace,
+      workflowId,
+      runId,
+      workflowType: 'viaActivity',
+      activityType: 'whoami',
+      activityId: '1',
+      attempt: 1,
+      userId: alice.userId,
+      workspaceId: alice.workspaceId,
+    });
+    expect(records[0]!.time).toMatch(/^\d{4}-\d\d-\d\dT/);
+  });
+
   it('continue-as-new', async () => {
     expect(await runAs<UserContext>(alice, 'viaContinueAsNew', [0])).toEqual(alice);
   });
@@ -92,12 +120,12 @@ describe('each boundary carries the originator to an activity', () => {
 });
 
 describe('without the header, every path is refused', () => {
-  it.each(['viaActivity', 'viaLocalActivity', 'viaChild', 'viaGetUserContext'])(
+  it.each(['viaActivity', 'viaLocalActivity', 'viaChild', 'viaGetUserContext', 'viaContinueAsNew'])(
     'raw start of %s',
     async (type) => {
       const wfId = id(`raw-${type}`);
       const failure = await failureOf(
-        h.rawClient.workflow.execute(type, { taskQueue: h.taskQueue, workflowId: wfId }),
+        h.rawClient.workflow.execute(type, { taskQueue: h.taskQueue, workflowId: wfId, args: [0] }),
       );
       expect(failure).toBe(ErrorCodes.MISSING);
       expect(
@@ -129,6 +157,108 @@ describe('without the header, every path is refused', () => {
       ['client.start', ErrorCodes.MISSING, 'none'],
       ['client.signal', ErrorCodes.MISSING, 'none'],
     ]);
+  });
+
+  it('signalWithStart, update-with-start, update and query with no user in scope are refused before the server', async () => {
+    const wfId = id('no-scope-with-start');
+    await expect(
+      h.client.workflow.signalWithStart('interactive', {
+        taskQueue: h.taskQueue,
+        workflowId: wfId,
+        signal: 'go',
+        signalArgs: ['x'],
+      }),
+    ).rejects.toMatchObject({ code: ErrorCodes.MISSING });
+    const operation = new WithStartWorkflowOperation('interactive', {
+      taskQueue: h.taskQueue,
+      workflowId: wfId,
+      workflowIdConflictPolicy: 'USE_EXISTING',
+    });
+    await expect(
+      h.client.workflow.executeUpdateWithStart('note', { args: ['x'], startWorkflowOperation: operation }),
+    ).rejects.toMatchObject({ code: ErrorCodes.MISSING });
+    await expect(h.rawClient.workflow.getHandle(wfId).describe()).rejects.toThrow(/not found/i);
+    // On a run that exists: an update and a query with no user in scope never leave the client.
+    const handle = await runAsUser(alice, () =>
+      h.client.workflow.start('interactive', { taskQueue: h.taskQueue, workflowId: id('no-scope-calls') }),
+    );
+    await expect(handle.executeUpdate('note', { args: ['x'] })).rejects.toMatchObject({
+      code: ErrorCodes.MISSING,
+    });
+    await expect(handle.query('progress')).rejects.toMatchObject({ code: ErrorCodes.MISSING });
+    expect(
+      h.audit.events
+        .filter((e) => [wfId, handle.workflowId].includes(e.workflowId ?? '') && e.decision === 'deny')
+        .map((e) => [e.action, e.reason, e.source]),
+    ).toEqual([
+      ['client.signalWithStart', ErrorCodes.MISSING, 'none'],
+      ['client.startUpdateWithStart', ErrorCodes.MISSING, 'none'],
+      ['client.update', ErrorCodes.MISSING, 'none'],
+      ['client.query', ErrorCodes.MISSING, 'none'],
+    ]);
+    expect(await runAsUser(alice, () => handle.query('progress'))).toEqual([]);
+    await runAsUser(alice, () => handle.signal('go', 'ok'));
+    expect(((await handle.result()) as { notes: string[] }).notes).toEqual(['signal:ok']);
+  });
+
+  it('raw signalWithStart and update-with-start start a run that fails MISSING; nothing of the call runs', async () => {
+    const sws = id('raw-sws');
+    await h.rawClient.workflow.signalWithStart('interactive', {
+      taskQueue: h.taskQueue,
+      workflowId: sws,
+      signal: 'go',
+      signalArgs: ['raw'],
+    });
+    expect(await failureOf(h.rawClient.workflow.getHandle(sws).result())).toBe(ErrorCodes.MISSING);
+    const uws = id('raw-uws');
+    const operation = new WithStartWorkflowOperation('interactive', {
+      taskQueue: h.taskQueue,
+      workflowId: uws,
+      workflowIdConflictPolicy: 'FAIL',
+    });
+    await expect(
+      h.rawClient.workflow.executeUpdateWithStart('note', {
+        args: ['raw'],
+        startWorkflowOperation: operation,
+      }),
+    ).rejects.toThrow();
+    expect(await failureOf(h.rawClient.workflow.getHandle(uws).result())).toBe(ErrorCodes.MISSING);
+    // Neither the signal's nor the update's handler ran: no activity was scheduled for either run.
+    for (const workflowId of [sws, uws]) {
+      expect(
+        h.audit.events.filter((e) => e.workflowId === workflowId && e.action.startsWith('activity.')),
+      ).toEqual([]);
+      expect(
+        h.audit.events.some(
+          (e) => e.workflowId === workflowId && e.decision === 'deny' && e.reason === ErrorCodes.MISSING,
+        ),
+      ).toBe(true);
+    }
+  });
+
+  it('a raw update or signal to a running run is refused by the default policy; neither handler runs', async () => {
+    const handle = await runAsUser(alice, () =>
+      h.client.workflow.start('interactive', { taskQueue: h.taskQueue, workflowId: id('raw-calls') }),
+    );
+    const raw = h.rawClient.workflow.getHandle(handle.workflowId);
+    await expect(raw.executeUpdate('note', { args: ['raw'] })).rejects.toMatchObject({
+      cause: { type: ErrorCodes.ACTOR_FORBIDDEN },
+    });
+    await raw.signal('go', 'raw');
+    const refused = await vi.waitFor(() => {
+      const events = h.audit.events
+        .filter((e) => e.workflowId === handle.workflowId && e.decision === 'deny')
+        .map((e) => [e.action, e.reason]);
+      expect(events).toHaveLength(2);
+      return events;
+    });
+    expect(refused.sort()).toEqual([
+      ['workflow.signal', ErrorCodes.ACTOR_FORBIDDEN],
+      ['workflow.update', ErrorCodes.ACTOR_FORBIDDEN],
+    ]);
+    expect(await runAsUser(alice, () => handle.query('progress'))).toEqual([]);
+    await runAsUser(alice, () => handle.signal('go', 'ok'));
+    expect(((await handle.result()) as { notes: string[] }).notes).toEqual(['signal:ok']);
   });
 
   it('a standalone activity or Nexus operation with no user in scope is refused before the server; with one, audited', async () => {
@@ -375,11 +505,38 @@ describe('actors: signals, updates, queries', () => {
     await runAsUser(alice, () => handle.signal('go', 'ok'));
     const result = (await handle.result()) as { notes: string[] };
     expect(result.notes).toEqual(['signal:ok']);
+    // The update, bob's query, his signal and the raw query: each refused once, on record.
+    const refused = await vi.waitFor(() => {
+      const actions = h.audit.events
+        .filter((e) => e.workflowId === handle.workflowId && e.reason === ErrorCodes.ACTOR_FORBIDDEN)
+        .map((e) => e.action);
+      expect(actions).toHaveLength(4);
+      return actions;
+    });
+    expect(refused.sort()).toEqual([
+      'workflow.query',
+      'workflow.query',
+      'workflow.signal',
+      'workflow.update',
+    ]);
+  });
+
+  it("an update's handler runs its activity for the update's sender, verified", async () => {
+    const handle = await runAsUser(alice, () =>
+      h.client.workflow.start('actorInActivity', { taskQueue: h.taskQueue, workflowId: id('actor-act') }),
+    );
+    expect(await runAsUser(carol, () => handle.executeUpdate('whoActs'))).toEqual(carol);
+    expect(await runAsUser(alice, () => handle.executeUpdate('whoActs'))).toEqual(alice);
+    await runAsUser(alice, () => handle.signal('finish'));
+    await handle.result();
     expect(
-      h.audit.events.filter(
-        (e) => e.workflowId === handle.workflowId && e.reason === ErrorCodes.ACTOR_FORBIDDEN,
-      ).length,
-    ).toBeGreaterThanOrEqual(2);
+      h.audit.events
+        .filter((e) => e.workflowId === handle.workflowId && e.action === 'activity.actor')
+        .map((e) => [e.decision, e.userId, e.workspaceId, e.activityType]),
+    ).toEqual([
+      ['allow', carol.userId, carol.workspaceId, 'whoActs'],
+      ['allow', alice.userId, alice.workspaceId, 'whoActs'],
+    ]);
   });
 
   it('update-with-start carries the originator and the actor; another workspace cannot use it on a running run', async () => {
@@ -583,5 +740,23 @@ describe("an update's own validator", () => {
 describe("the worker's own client", () => {
   it('cannot mint a context for a new lineage', async () => {
     expect(await runAs<string>(alice, 'viaWorkerClient')).toBe(ErrorCodes.MISCONFIGURED);
+  });
+});
+
+describe('the records of every test above', () => {
+  it('hold no token: not the sealed token, not a signed one, not a part of either', async () => {
+    const genuine = await runAsUser(alice, () =>
+      h.client.workflow.start('viaActivity', { taskQueue: h.taskQueue, workflowId: id('no-token') }),
+    );
+    await genuine.result();
+    const started = (await genuine.fetchHistory()).events?.[0]?.workflowExecutionStartedEventAttributes;
+    const header = started?.header?.fields?.['user-context']?.data;
+    const tok = (JSON.parse(Buffer.from(header!).toString('utf8')) as { tok: string }).tok;
+    const records = JSON.stringify(h.audit.events);
+    expect(h.audit.events.length).toBeGreaterThan(100);
+    // Each of the five parts of the JWE (the protected header is the same for every token of a key).
+    for (const part of tok.split('.').filter((p) => p.length >= 16)) expect(records).not.toContain(part);
+    // A compact JOSE object of any kind starts with base64url JSON: `eyJ` is `{"`.
+    expect(records).not.toMatch(/eyJ[A-Za-z0-9_-]{16,}/);
   });
 });

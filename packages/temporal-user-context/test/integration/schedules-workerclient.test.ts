@@ -1,7 +1,7 @@
 // Schedules (create → every run carries a schedule-bound token) and the worker's own client.
 import { randomUUID } from 'node:crypto';
-import { Client, Connection } from '@temporalio/client';
-import { describe, expect, inject, it } from 'vitest';
+import { Client, Connection, ScheduleOverlapPolicy } from '@temporalio/client';
+import { describe, expect, inject, it, vi } from 'vitest';
 import {
   ErrorCodes,
   KeyRing,
@@ -52,6 +52,40 @@ describe('schedules', () => {
     await handle.trigger();
     const workflowId = await nthScheduledRun(h.rawClient, scheduleId, 1);
     expect(await h.rawClient.workflow.getHandle(workflowId).result()).toEqual(alice);
+    await handle.delete();
+  });
+
+  it("a run decodes the previous run's result the scheduler hands it (overlap SKIP: the default)", async () => {
+    const scheduleId = `sch-${randomUUID()}`;
+    const handle = await runAsUser(alice, () =>
+      hourlySchedule(h, h.client, scheduleId, { workflowType: 'reportsLastResult' }),
+    );
+    // SKIP runs are the ones the scheduler keeps track of: each gets the last one's result (or failure).
+    await handle.trigger(ScheduleOverlapPolicy.SKIP);
+    const first = await nthScheduledRun(h.rawClient, scheduleId, 1);
+    expect(await h.rawClient.workflow.getHandle(first).result()).toEqual({ user: 'alice', last: null });
+    // Run ids carry their nominal time to the second: the next trigger must fall in a later second,
+    // and after the scheduler saw the first run close.
+    await vi.waitFor(
+      async () => {
+        expect((await handle.describe()).info.runningActions).toEqual([]);
+      },
+      { timeout: 20_000, interval: 200 },
+    );
+    await new Promise((r) => setTimeout(r, 1_000));
+    await handle.trigger(ScheduleOverlapPolicy.SKIP);
+    const second = await nthScheduledRun(h.rawClient, scheduleId, 2);
+    expect(second).not.toBe(first);
+    // The previous run's result was encrypted bound to that run's id: it must open in this one.
+    expect(await h.rawClient.workflow.getHandle(second).result()).toEqual({
+      user: 'alice',
+      last: { user: 'alice', last: null },
+    });
+    expect(
+      h.audit.events.filter(
+        (e) => e.workflowId === second && e.action === 'codec.decode' && e.decision === 'deny',
+      ),
+    ).toEqual([]);
     await handle.delete();
   });
 

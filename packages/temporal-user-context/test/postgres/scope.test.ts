@@ -1,6 +1,6 @@
-import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it } from 'vitest';
+import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { BACKENDS, openBackend, type Backend } from '../../../../test-support/db-backends.js';
-import { Auditor, memoryAuditSink } from '../../src/audit/index.js';
+import { Auditor, defaultAuditor, memoryAuditSink } from '../../src/audit/index.js';
 import {
   ErrorCodes,
   UserContextError,
@@ -417,6 +417,25 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
       workspaceId: 'ws-a',
     });
     expect(sink.events.filter((e) => e.decision === 'allow')).toHaveLength(1);
+  });
+
+  it("outside a plugin worker and with no auditor given, decisions go to the process's default auditor", async () => {
+    // Silenced for every test file (test-support/quiet-default-auditor.ts): what reached it so far is
+    // other tests' records.
+    const spy = vi.mocked(defaultAuditor().emit);
+    spy.mockClear();
+    expect(await withUserScope(b.db, bob, async () => 'ok', { appRole: roles.app })).toBe('ok');
+    const stranger = parseUserContext({ userId: 'mallory', workspaceId: 'ws-b', roles: ['member'] });
+    const err = await rejection(withUserScope(b.db, stranger, async () => 'no', { appRole: roles.app }));
+    expect(isUserContextError(err, ErrorCodes.MEMBERSHIP_REVOKED)).toBe(true);
+    // Refused before any transaction: a role name that is no role.
+    const early = await rejection(withUserScope(b.db, bob, async () => 'no', { appRole: 'bad role' }));
+    expect(isUserContextError(early, ErrorCodes.MISCONFIGURED)).toBe(true);
+    expect(spy.mock.calls.map(([e]) => [e.decision, e.userId, e.reason])).toEqual([
+      ['allow', 'bob', 'ok'],
+      ['deny', 'mallory', ErrorCodes.MEMBERSHIP_REVOKED],
+      ['deny', undefined, ErrorCodes.MISCONFIGURED],
+    ]);
   });
 
   it('inside a handler for a verified user, a scope only for that user or its actor (their roles or fewer)', async () => {

@@ -58,9 +58,20 @@ describe('decodeHeader', () => {
     expect(({} as Record<string, unknown>).admin).toBeUndefined();
   });
 
-  it('duplicate keys: the last wins, exactly as in every other JSON.parse on the path (no parser differential)', () => {
-    const data = `{"v":1,"tok":"x","ws":"${good.ws}","sub":"${good.sub}","tok":"${tok}"}`;
-    expect(decodeHeader(raw(data), ORIGINATOR_HEADER)?.tok).toBe(tok);
+  it.each([
+    ['a repeated token', `{"v":1,"tok":"x","ws":"${good.ws}","sub":"${good.sub}","tok":"${tok}"}`],
+    [
+      'a key repeated under another spelling',
+      `{"v":1,"tok":"x","ws":"${good.ws}","sub":"${good.sub}","t\\u006fk":"${tok}"}`,
+    ],
+    [
+      'a repeated lineage key',
+      `{"v":1,"tok":"${tok}","ws":"${good.ws}","sub":"${good.sub}","lin":{"root":"a","wf":"a","start":1,"root":"b"}}`,
+    ],
+  ])('case 18: refuses %s as HEADER_MALFORMED (parsers disagree on which one wins)', (_name, data) => {
+    // What JSON.parse alone keeps of it is a valid header: only the repeated key is refused.
+    expect(isContextHeader(JSON.parse(data))).toBe(true);
+    expect(codeOf(() => decodeHeader(raw(data), ORIGINATOR_HEADER))).toBe(ErrorCodes.HEADER_MALFORMED);
   });
 
   it('refuses another encoding', () => {

@@ -24,4 +24,12 @@ describe('the Nexus context header', () => {
     expect(codeOf(() => parseNexusHeader({ 'user-context': small }))).toBe(ErrorCodes.HEADER_MALFORMED);
     expect(parseNexusHeader({})).toBeUndefined();
   });
+
+  it('case 18: a value that repeats a key is refused, though JSON.parse would read it', () => {
+    const good = { v: 1, tok: 'aaaa.bbbb.cccc.dddd.eeee', ws: 'w'.repeat(22), sub: 's'.repeat(22) };
+    expect(parseNexusHeader({ 'user-context': JSON.stringify(good) })).toEqual(good);
+    const twice = `${JSON.stringify(good).slice(0, -1)},"ws":"${'x'.repeat(22)}"}`;
+    expect(JSON.parse(twice)).toMatchObject({ ws: 'x'.repeat(22) });
+    expect(codeOf(() => parseNexusHeader({ 'user-context': twice }))).toBe(ErrorCodes.HEADER_MALFORMED);
+  });
 });

@@ -418,6 +418,30 @@ describe('context tokens', () => {
     }
   });
 
+  it('case 18: claims that repeat a key are refused, even validly signed and sealed', async () => {
+    const { claims } = await issueContextToken(edge, alice, {
+      namespace: 'default',
+      use: 'start',
+      workflowId: 'wf-d',
+    });
+    const signer = edge.activeSigningKey()!;
+    const seal = edge.activeSealingKey();
+    const b64u = (x: string | Buffer) => Buffer.from(x).toString('base64url');
+    const sealed = (payload: string) => {
+      const header = { alg: 'EdDSA', kid: signer.kid, typ: 'tuc+jwt' };
+      const input = `${b64u(JSON.stringify(header))}.${b64u(payload)}`;
+      const jws = `${input}.${b64u(edSign(null, Buffer.from(input), signer.privateKey))}`;
+      return new CompactEncrypt(new TextEncoder().encode(jws))
+        .setProtectedHeader({ alg: 'dir', enc: 'A256GCM', kid: seal.kid, cty: 'JWT' })
+        .encrypt(seal.key);
+    };
+    const text = JSON.stringify(claims);
+    expect(await openContextToken(worker, await sealed(text))).toEqual(claims);
+    // A second `ws` after the first: JSON.parse would keep it, a first-wins reader the genuine one.
+    const twice = `${text.slice(0, -1)},"ws":"ws-other"}`;
+    expect(await codeOf(openContextToken(worker, await sealed(twice)))).toBe(ErrorCodes.TOKEN_INVALID);
+  });
+
   it('property: mutated and random tokens only ever produce named errors', async () => {
     const { header, claims } = await issueContextToken(edge, alice, {
       namespace: 'default',

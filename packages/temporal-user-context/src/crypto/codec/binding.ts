@@ -15,6 +15,7 @@ export interface Binding {
 const MAX_NAMESPACE_BYTES = 1024;
 // The Temporal scheduler names each run `<schedule action workflow id>-<nominal time, RFC 3339 UTC>`.
 const SCHEDULE_SUFFIX = /^-\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/;
+const SCHEDULE_SUFFIX_LENGTH = '-2006-01-02T15:04:05Z'.length;
 
 /** The binding for the given context, falling back to the codec's namespace when there is none. */
 export function bindingOf(context: SerializationContext | undefined, defaultNamespace: string): Binding {
@@ -49,10 +50,31 @@ export function checkBinding(
   }
   if (
     acceptScheduledRuns &&
-    current.startsWith(boundWorkflowId) &&
-    SCHEDULE_SUFFIX.test(current.slice(boundWorkflowId.length))
+    (isRunOf(current, boundWorkflowId) || areRunsOfOneAction(boundWorkflowId, current))
   ) {
     return;
   }
   throw new UserContextError(ErrorCodes.PAYLOAD_TAMPERED, 'payload is bound to another workflow');
+}
+
+/** `run` is `<action>-<time>`: a run the scheduler started of a schedule whose action names `action`. */
+function isRunOf(run: string, action: string): boolean {
+  return run.startsWith(action) && SCHEDULE_SUFFIX.test(run.slice(action.length));
+}
+
+/**
+ * `a` and `b` are two runs of one schedule's action (`<action>-<time>` with the same action). The
+ * scheduler hands each run the previous run's result or failure (`lastCompletionResult`,
+ * `continuedFailure`), encoded by the worker bound to that run's id; backfills may run an earlier time
+ * after a later one, so either order is accepted.
+ */
+function areRunsOfOneAction(a: string, b: string): boolean {
+  const action = a.length - SCHEDULE_SUFFIX_LENGTH;
+  return (
+    action > 0 &&
+    a.length === b.length &&
+    a.slice(0, action) === b.slice(0, action) &&
+    SCHEDULE_SUFFIX.test(a.slice(action)) &&
+    SCHEDULE_SUFFIX.test(b.slice(action))
+  );
 }
