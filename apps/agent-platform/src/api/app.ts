@@ -15,6 +15,7 @@ import { decodeOptionalSinglePayload } from '@temporalio/common/lib/internal-non
 import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
 import {
   WORKSPACE_ID_ATTRIBUTE,
+  defaultAuditor,
   isUserContextError,
   runAsUser,
   type MirrorQueryIds,
@@ -241,6 +242,9 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     client.withDeadline(Date.now() + temporalTimeoutMs, fn);
   // Every identity this API acts for came from the edge JWT, not from a Temporal header.
   const audit: ScopeAuditFields = { ...options.scope?.audit, source: 'edge' };
+  // The API's own records (401/403/404, quota refusals, changes) go where its scopes' do; without an
+  // auditor given, to the process's default, as withUserScope's own: none goes unrecorded.
+  const auditor = options.scope?.auditor ?? defaultAuditor();
   const app = Fastify({
     logger: options.logger ?? false,
     ajv: { customOptions: { removeAdditional: false } },
@@ -281,7 +285,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     const decided = [401, 403, 404].includes(body.status) || body.code === 'AUTH_UNAVAILABLE';
     const onRecord = typeof err === 'object' && err !== null && audited.has(err);
     if (decided && !onRecord && !isUserContextError(err)) {
-      options.scope?.auditor?.emit({
+      auditor.emit({
         action: 'api.request',
         decision: 'deny',
         ...audit,
@@ -329,6 +333,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   ): Promise<T> =>
     withUserScope(db, user(request), fn, {
       ...options.scope,
+      auditor,
       audit,
       ...(requireRole ? { requireRole } : {}),
     });
@@ -358,7 +363,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     detail: string | undefined,
   ): void => {
     const { userId, workspaceId } = user(request);
-    options.scope?.auditor?.emit({
+    auditor.emit({
       action,
       decision,
       ...audit,
@@ -519,7 +524,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   ) => {
     // The error itself goes to the log only: its text (hosts, ports) is not for the workspace's trail.
     request.log.warn({ err, scheduleId }, "could not pause or delete a member's schedule");
-    options.scope?.auditor?.emit({
+    auditor.emit({
       action,
       decision: 'deny',
       ...audit,
@@ -1318,7 +1323,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     },
     async (request) => ({
       events: await queryAuditTrail(db, user(request), {
-        ...(options.scope?.auditor ? { auditor: options.scope.auditor } : {}),
+        auditor,
         ...(options.scope?.appRole ? { appRole: options.scope.appRole } : {}),
         audit,
         ...(request.query.limit ? { limit: request.query.limit } : {}),

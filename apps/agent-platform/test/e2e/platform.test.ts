@@ -6,13 +6,14 @@ import { Client, Connection } from '@temporalio/client';
 import { NativeConnection, type Worker } from '@temporalio/worker';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import pg from 'pg';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { inject } from 'vitest';
 import {
   Auditor,
   ErrorCodes,
   KeyRing,
   UserContextPlugin,
+  defaultAuditor,
   memoryAuditSink,
   runAsUser,
   type CoalescingAuditSink,
@@ -211,6 +212,26 @@ describe('authentication and authorisation', () => {
       ]);
     } finally {
       await offline.close();
+    }
+  });
+
+  it("with no auditor given, the API's refusals go to the process's default auditor", async () => {
+    const bare = await createApi({
+      db,
+      client,
+      taskQueue,
+      verify: () => Promise.reject(new AuthError('AUTH_MISSING', 'no token')),
+    });
+    const spy = vi.mocked(defaultAuditor().emit); // silenced for tests: test-support/quiet-default-auditor.ts
+    spy.mockClear();
+    try {
+      const res = await bare.inject({ method: 'GET', url: '/workspaces/ws-acme/agents' });
+      expect(res.statusCode).toBe(401);
+      expect(spy.mock.calls.map(([e]) => [e.action, e.decision, e.reason])).toEqual([
+        ['api.request', 'deny', 'AUTH_MISSING'],
+      ]);
+    } finally {
+      await bare.close();
     }
   });
 

@@ -49,6 +49,35 @@ export function describeThrown(value: unknown): string {
   }
 }
 
+const KIND = /^[A-Za-z][A-Za-z0-9_.]{0,63}$/;
+const CODE = /^[A-Za-z0-9_.-]{1,32}$/;
+
+/**
+ * What kind of failure a thrown value is, without its message: its class or `name`, and the first
+ * `code` on it or its causes (a gRPC status, a SQLSTATE, a Node `ECONNREFUSED`), e.g.
+ * `ServiceError code=14`. For audit records that the application's users may read: a message may name
+ * hosts, ports, URLs with credentials or SQL; the log that a failure also reaches keeps it whole.
+ * Total, as {@link describeThrown}.
+ */
+export function describeErrorKind(value: unknown): string {
+  try {
+    if (value === null || (typeof value !== 'object' && typeof value !== 'function')) return typeof value;
+    const name: unknown = (value as { name?: unknown }).name;
+    const kind =
+      typeof name === 'string' && KIND.test(name) ? name : value instanceof Error ? 'Error' : 'object';
+    let code: string | undefined;
+    for (let e: unknown = value, depth = 0; code === undefined && depth < 4; depth++) {
+      if (e === null || typeof e !== 'object') break;
+      const c: unknown = (e as { code?: unknown }).code;
+      if ((typeof c === 'string' || typeof c === 'number') && CODE.test(String(c))) code = String(c);
+      e = (e as { cause?: unknown }).cause;
+    }
+    return code === undefined ? kind : `${kind} code=${code}`;
+  } catch {
+    return 'unprintable value';
+  }
+}
+
 /** The optional string fields of {@link AuditEvent}, copied when they are strings. */
 const OPTIONAL_STRINGS = [
   'userId',

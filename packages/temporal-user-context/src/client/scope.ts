@@ -1,5 +1,9 @@
 import { AsyncLocalStorage } from 'node:async_hooks';
+import { markRecorded } from '../audit/recorded.js';
+import { defaultAuditor } from '../audit/sinks.js';
+import { isUserContextError } from '../context/errors.js';
 import { parseUserContext, type UserContext } from '../context/schema.js';
+import { currentScope } from '../worker/scope.js';
 
 const edgeScope = new AsyncLocalStorage<UserContext>();
 
@@ -13,7 +17,25 @@ const edgeScope = new AsyncLocalStorage<UserContext>();
  * await runAsUser(request.user, () => client.workflow.start(agentExecution, { ... }));
  */
 export function runAsUser<T>(user: UserContext, fn: () => T): T {
-  return edgeScope.run(parseUserContext(user), fn);
+  let context: UserContext;
+  try {
+    context = parseUserContext(user);
+  } catch (err) {
+    // Inside a plugin worker's activity or Nexus handler its guard records the refusal as the
+    // handler's; elsewhere no plugin is at hand, and the process's default auditor records it.
+    if (isUserContextError(err) && currentScope() === undefined) {
+      defaultAuditor().emit({
+        action: 'client.scope',
+        decision: 'deny',
+        source: 'none',
+        reason: err.code,
+        detail: err.reason,
+      });
+      markRecorded(err);
+    }
+    throw err;
+  }
+  return edgeScope.run(context, fn);
 }
 
 /** The edge user in scope, if any. */

@@ -12,6 +12,7 @@ import { MAX_HEADER_BYTES, encodeHeader, type ContextHeader } from '../header/wi
 import { currentScope } from '../worker/scope.js';
 import { edgeUser } from './scope.js';
 import type { MirrorOptions } from './mirror.js';
+import { markRecorded } from '../audit/recorded.js';
 
 export interface ContextSourceOptions {
   ring: KeyRing;
@@ -132,7 +133,7 @@ export class ContextSource {
       workflowId: target.workflowId,
       runId: target.runId,
     });
-    throw err;
+    throw markRecorded(err);
   }
 
   private async issue(
@@ -160,10 +161,28 @@ export class ContextSource {
         context,
       );
     }
-    const { header, claims } = await issueContextToken(this.options.ring, context, {
-      ...options,
-      namespace: this.options.namespace,
-    });
+    let issued: Awaited<ReturnType<typeof issueContextToken>>;
+    try {
+      issued = await issueContextToken(this.options.ring, context, {
+        ...options,
+        namespace: this.options.namespace,
+      });
+    } catch (err) {
+      // A call no token can be issued for (a handler name past its cap, no workflow id): refused here,
+      // before the server, and on record like every other refusal of the edge.
+      if (!isUserContextError(err)) throw err;
+      this.refuse(
+        action,
+        err,
+        {
+          workflowId: options.workflowId ?? '',
+          runId,
+          ...(options.scheduleId ? { scheduleId: options.scheduleId } : {}),
+        },
+        context,
+      );
+    }
+    const { header, claims } = issued;
     accept?.(header);
     this.allowed(
       action,

@@ -159,9 +159,11 @@ export function bearerToken(header: string | undefined): string {
 }
 
 /**
- * Runs the verifier; every failure becomes `CODEC_TOKEN_INVALID`. The caller learns nothing more; the
- * audit record gets the kind of failure (`token=expired`, ...; see {@link tokenFailure}) in its detail,
- * so that operators can tell an expired token from a forged one. Never the token or the error message.
+ * Runs the verifier; every failure becomes `CODEC_TOKEN_INVALID` (401), except a key set that could not
+ * be fetched or read: `CODEC_UNAVAILABLE` (503), so that an identity provider's outage does not read as
+ * a bad token. The caller learns nothing more; the audit record gets the kind of failure
+ * (`token=expired`, ...; see {@link tokenFailure}) in its detail, so that operators can tell an expired
+ * token from a forged one. Never the token or the error message.
  */
 export async function authenticate(verify: VerifyToken, token: string): Promise<CodecPrincipal> {
   const invalid = (kind: TokenFailure): CodecServerError =>
@@ -175,7 +177,15 @@ export async function authenticate(verify: VerifyToken, token: string): Promise<
   try {
     principal = await verify(token);
   } catch (err) {
-    throw invalid(tokenFailure(err));
+    const kind = tokenFailure(err);
+    if (kind === 'key-set-unavailable')
+      throw new CodecServerError(
+        503,
+        CodecServerCodes.UNAVAILABLE,
+        'the token cannot be checked now: try again later',
+        `token=${kind}`,
+      );
+    throw invalid(kind);
   }
   if (typeof principal?.subject !== 'string' || !Array.isArray(principal.scopes)) {
     throw invalid('bad-principal');
@@ -196,9 +206,10 @@ export async function authenticate(verify: VerifyToken, token: string): Promise<
  * - `claim-missing`: `exp` or `sub` (or another required claim) is missing;
  * - `malformed`: not a JWS/JWT, or a claim of the wrong type;
  * - `claims-rejected`: another claim check failed;
- * - `key-set-unavailable`: the issuer's JWKS could not be fetched or read;
+ * - `key-set-unavailable`: the issuer's JWKS could not be fetched or read (a timeout, a network error
+ *   such as `ECONNREFUSED`, an answer other than 200 or not a key set): answered 503, not 401;
  * - `bad-principal`: a custom `verifyToken` returned something that is not a principal;
- * - `rejected`: anything else (what a custom `verifyToken` threw, a JWKS URL that cannot be reached).
+ * - `rejected`: anything else (what a custom `verifyToken` threw).
  *
  * Read from jose's stable error `code`s (not `instanceof`, which fails across two copies of jose): only
  * these fixed words reach the record, never the error's message, which may quote the token's claims.
@@ -249,8 +260,11 @@ export function tokenFailure(err: unknown): TokenFailure {
       return 'malformed';
     case 'ERR_JWKS_TIMEOUT':
     case 'ERR_JWKS_INVALID':
+    // jose's own failures of the key set's fetch: not 200, not JSON.
+    case 'ERR_JOSE_GENERIC':
       return 'key-set-unavailable';
     default:
-      return 'rejected';
+      // The fetch's network errors are Node's system errors (`ECONNREFUSED`, `ENOTFOUND`, ...).
+      return typeof code === 'string' && /^(E[A-Z]{2,}|EAI_[A-Z]+)$/.test(code) ? 'key-set-unavailable' : 'rejected';
   }
 }

@@ -27,6 +27,11 @@ export const CodecServerCodes = {
   BAD_REQUEST: 'CODEC_BAD_REQUEST',
   /** Unknown path or method. HTTP 404. */
   NOT_FOUND: 'CODEC_NOT_FOUND',
+  /**
+   * The token could not be checked now: the identity provider's key set did not answer (timeout,
+   * connection refused, not 200, not a key set). HTTP 503: the same token may pass later.
+   */
+  UNAVAILABLE: 'CODEC_UNAVAILABLE',
   /** Anything unexpected; details only in the server log. HTTP 500. */
   INTERNAL: 'CODEC_INTERNAL',
 } as const;

@@ -62,8 +62,11 @@ const RETRYABLE: ReadonlySet<UserContextErrorCode> = new Set<UserContextErrorCod
 const UNSAFE_IN_REASON = /[\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}]/gu;
 const MAX_REASON = 4000;
 
-/** `reason` with unsafe characters replaced by U+FFFD, capped at 4 000 UTF-16 units (then `…`). */
-function safeReason(reason: string): string {
+/**
+ * `reason` with unsafe characters replaced by U+FFFD, capped at 4 000 UTF-16 units (then `…`): what
+ * every refusal's reason and message go through. Pure and sandbox-safe.
+ */
+export function safeReason(reason: string): string {
   const cleaned = String(reason).replace(UNSAFE_IN_REASON, '\uFFFD');
   if (cleaned.length <= MAX_REASON) return cleaned;
   // No lone surrogate is left: a high surrogate as the last unit kept has its pair just past the cap.

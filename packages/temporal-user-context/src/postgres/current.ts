@@ -4,6 +4,7 @@ import { currentActor, currentUserContext } from '../worker/resolve.js';
 import { currentScope } from '../worker/scope.js';
 import type { SqlDatabase } from './database.js';
 import { withUserScope, type ScopedTransaction, type UserScopeOptions } from './scope.js';
+import { markRecorded } from '../audit/recorded.js';
 
 /** Options of {@link withCurrentUserScope}. */
 export interface CurrentUserScopeOptions extends Omit<UserScopeOptions, 'auditor' | 'audit'> {
@@ -51,8 +52,8 @@ export function withCurrentUserScope<T>(
       context = actor;
     } catch (err) {
       // The database scope's own record, beside the guard's `activity.actor` one (when it refused).
-      if (err instanceof UserContextError)
-        scope?.auditor.emit({
+      if (err instanceof UserContextError && scope) {
+        scope.auditor.emit({
           action: 'db.scope',
           decision: 'deny',
           source: 'header',
@@ -60,6 +61,8 @@ export function withCurrentUserScope<T>(
           reason: err.code,
           detail: `as actor: ${err.reason}`,
         });
+        markRecorded(err);
+      }
       throw err;
     }
   } else context = currentUserContext();

@@ -1,3 +1,4 @@
+import { markRecorded } from '../audit/recorded.js';
 import { defaultAuditor, type Auditor } from '../audit/sinks.js';
 import type { AuditEvent } from '../audit/event.js';
 import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
@@ -427,7 +428,7 @@ export async function withUserScope<T>(
             ? `asked for ${context.userId} in ${context.workspaceId}, roles=${context.roles.join(',')}`
             : err.reason,
       });
-    throw err;
+    throw isUserContextError(err) ? markRecorded(err) : err;
   }
   // The token id only when the scope is the activity's own user (not, say, its actor's).
   const own = activity?.context !== undefined && sameUserContext(activity.context, context);
@@ -505,14 +506,14 @@ export async function withUserScope<T>(
                 const sealed = sealRefusal(err);
                 if (!sealed) throw err;
                 audit('deny', sealed.code, effectiveRoles, sealed.reason);
-                throw sealed;
+                throw markRecorded(sealed);
               });
             audit('deny', control.code, effectiveRoles, control.reason);
-            return Promise.reject(control);
+            return Promise.reject(markRecorded(control));
           }
           const late = new UserContextError(ErrorCodes.MISCONFIGURED, 'query after its database scope ended');
           audit('deny', late.code, effectiveRoles, late.reason);
-          return Promise.reject(late);
+          return Promise.reject(markRecorded(late));
         },
       };
       let value: T;
@@ -537,10 +538,15 @@ export async function withUserScope<T>(
     // and a grant whose work then failed (`fn` threw, or COMMIT did): its queries ran all the same.
     // A refused statement the callback let end it is on record already, as a deny of that statement;
     // the grant's record below says the scope's work, which ran, was rolled back.
-    if (refusal !== undefined && err === refusal && isUserContextError(err)) audit('deny', err.code);
+    if (refusal !== undefined && err === refusal && isUserContextError(err)) {
+      audit('deny', err.code);
+      markRecorded(err);
+    }
     // `fn` ended the transaction itself: what ran before that was committed, what came after refused.
-    else if (isTransactionEnded(err)) audit('deny', err.code, effectiveRoles, err.reason);
-    else if (granted) audit('allow', 'ok', effectiveRoles, 'rolled back');
+    else if (isTransactionEnded(err)) {
+      audit('deny', err.code, effectiveRoles, err.reason);
+      markRecorded(err);
+    } else if (granted) audit('allow', 'ok', effectiveRoles, 'rolled back');
     throw err;
   }
 }

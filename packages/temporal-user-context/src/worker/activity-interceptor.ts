@@ -4,7 +4,14 @@ import type { ActivityExecuteInput, ActivityInboundCallsInterceptor, Next } from
 import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
 import { ACTOR_HEADER, ORIGINATOR_HEADER, decodeHeader, type Lineage } from '../header/wire.js';
 import type { Auditor } from '../audit/sinks.js';
-import { auditAllowed, auditFailure, confirmOriginator, type OriginatorChecks } from './decision.js';
+import { wasRecorded } from '../audit/recorded.js';
+import {
+  auditAllowed,
+  auditFailure,
+  auditRefusedByCode,
+  confirmOriginator,
+  type OriginatorChecks,
+} from './decision.js';
 import { withServerLineage, type ActivityLineageCheck } from './server-lineage.js';
 import { closeScope, enterActivityScope, type ActivityScope } from './scope.js';
 import type { ContextVerifier, Verified } from './verifier.js';
@@ -179,10 +186,14 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
       enterActivityScope(scope);
       return await next(input);
     } catch (err) {
-      // A refusal raised by activity code was audited where it happened (resolveUserContext always;
-      // withUserScope with this worker's auditor unless the call names another); make it
-      // non-retryable with its stable code instead of a generic retryable error.
-      if (isUserContextError(err)) throw toApplicationFailure(err);
+      // A refusal raised by activity code is made non-retryable with its stable code instead of a
+      // generic retryable error. Most were audited where they happened (resolveUserContext,
+      // withUserScope, the worker's client); one raised where no auditor was at hand (a malformed
+      // option, an invalid context handed to runAsUser) is recorded here, as the activity's.
+      if (isUserContextError(err)) {
+        if (!wasRecorded(err)) auditRefusedByCode(scope, 'activity.execute', err);
+        throw toApplicationFailure(err);
+      }
       throw err;
     } finally {
       closeScope(scope);

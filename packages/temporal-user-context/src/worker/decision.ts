@@ -1,4 +1,4 @@
-import { describeThrown } from '../audit/sanitize.js';
+import { describeErrorKind } from '../audit/sanitize.js';
 import type { Auditor } from '../audit/sinks.js';
 import type { Client } from '@temporalio/client';
 import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
@@ -6,6 +6,7 @@ import type { ContextHeader } from '../header/wire.js';
 import type { ScheduledRunCheck } from './scheduled-run.js';
 import type { ActivityScope } from './scope.js';
 import type { Verified } from './verifier.js';
+import { markRecorded } from '../audit/recorded.js';
 
 type Fields = ActivityScope['audit'];
 
@@ -106,8 +107,10 @@ export function auditFailure(
       decision: 'deny',
       source: 'header',
       reason: 'ERROR',
-      // The hook may throw anything, also a value String() cannot convert: the original must still rethrow.
-      detail: detail(describeThrown(err)),
+      // Its kind only: the record may reach the workspace's own trail, and a message can name hosts,
+      // ports or URLs (the error itself goes on, to the activity's failure and the worker's log). The
+      // hook may throw anything, also a value String() cannot convert: the original must still rethrow.
+      detail: detail(`error: ${describeErrorKind(err)}`),
     });
     throw err;
   }
@@ -120,5 +123,24 @@ export function auditFailure(
     reason: err.code,
     detail: detail(err.reason),
   });
-  return err;
+  return markRecorded(err);
+}
+
+/**
+ * Records a refusal that handler code raised and nobody audited (see `wasRecorded`), as the
+ * handler's: with its execution ids and, when it has one, its verified user.
+ */
+export function auditRefusedByCode(scope: ActivityScope, action: string, err: UserContextError): void {
+  scope.auditor.emit({
+    ...scope.audit,
+    action,
+    decision: 'deny',
+    source: scope.context ? 'header' : 'system',
+    reason: err.code,
+    userId: scope.context?.userId,
+    workspaceId: scope.context?.workspaceId,
+    tokenId: scope.claims?.jti,
+    detail: `refused by the handler's code: ${err.reason}`,
+  });
+  markRecorded(err);
 }

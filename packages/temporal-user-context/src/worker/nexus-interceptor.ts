@@ -15,7 +15,13 @@ import { openOperationToken, sealOperationToken, type OperationBinding } from '.
 import { ORIGINATOR_HEADER, MAX_HEADER_BYTES, parseHeaderValue, type ContextHeader } from '../header/wire.js';
 import type { Auditor } from '../audit/sinks.js';
 import { toApplicationFailure } from './activity-interceptor.js';
-import { auditAllowed, auditFailure, confirmOriginator, type OriginatorChecks } from './decision.js';
+import {
+  auditAllowed,
+  auditFailure,
+  auditRefusedByCode,
+  confirmOriginator,
+  type OriginatorChecks,
+} from './decision.js';
 import {
   confirmNexusCancel,
   confirmNexusCaller,
@@ -27,18 +33,20 @@ import { withServerLineage, type ConfirmedLineage, type FirstRunStarts } from '.
 import { runInNexusScope, type ActivityScope } from './scope.js';
 import type { ContextVerifier, Verified } from './verifier.js';
 import { parseJsonUniqueKeys } from '../header/unique-keys.js';
+import { wasRecorded } from '../audit/recorded.js';
 
 /**
  * Runs handler code, failing the operation with the code of a refusal that code raised (`withUserScope`,
- * the worker's own client, `resolveUserContext`), audited where it happened. Left to the SDK, such a
- * refusal became a retryable `INTERNAL` handler error, and the operation was retried, each attempt
- * admitted and refused again, until it timed out.
+ * the worker's own client, `resolveUserContext`), audited where it happened, or else here. Left to the
+ * SDK, such a refusal became a retryable `INTERNAL` handler error, and the operation was retried, each
+ * attempt admitted and refused again, until it timed out.
  */
-async function handled<T>(fn: () => Promise<T>): Promise<T> {
+async function handled<T>(scope: ActivityScope, action: string, fn: () => Promise<T>): Promise<T> {
   try {
     return await fn();
   } catch (err) {
     if (!isUserContextError(err)) throw err;
+    if (!wasRecorded(err)) auditRefusedByCode(scope, action, err);
     throw toHandlerError(err);
   }
 }
@@ -203,7 +211,7 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
       claimed = false;
       return this.reverified(header, lineage, caller, caller.runId);
     });
-    const output = await handled(() => runInNexusScope(scope, () => next(input)));
+    const output = await handled(scope, 'nexus.start', () => runInNexusScope(scope, () => next(input)));
     // (`caller` is set here: admit refused a start without one; the test only narrows its type.)
     if (!output.result.isAsync || !caller) return output;
     // The operation can be cancelled later, by a request with no links: its token carries who started
@@ -277,7 +285,7 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
       confirmed = true;
       return this.reverified(header, holder, caller, holder.runId);
     });
-    return handled(() => runInNexusScope(scope, () => next({ ...input, token: own })));
+    return handled(scope, 'nexus.cancel', () => runInNexusScope(scope, () => next({ ...input, token: own })));
   }
 
   /** The token checked again against the lineage the server stated, instead of the header's. */

@@ -2,14 +2,26 @@ import { ErrorCodes, UserContextError, isUserContextError } from '../context/err
 import { parseUserContext, sameUserContext, type UserContext } from '../context/schema.js';
 import { isSystemPrincipal, systemPrincipal, type SystemPrincipal } from '../context/system-principal.js';
 import { currentScope, type ActivityScope } from './scope.js';
+import { markRecorded } from '../audit/recorded.js';
+import { defaultAuditor } from '../audit/sinks.js';
 
 function scope(): ActivityScope {
   const current = currentScope();
-  if (!current)
-    throw new UserContextError(
+  if (!current) {
+    const err = new UserContextError(
       ErrorCodes.MISSING,
       'not inside an activity run by a UserContextPlugin worker',
     );
+    // No plugin's auditor here: the process's default records it.
+    defaultAuditor().emit({
+      action: 'activity.resolve',
+      decision: 'deny',
+      source: 'none',
+      reason: err.code,
+      detail: err.reason,
+    });
+    throw markRecorded(err);
+  }
   return current;
 }
 
@@ -33,7 +45,7 @@ function refuse(
     principal,
     detail: err.reason,
   });
-  throw err;
+  throw markRecorded(err);
 }
 
 /**

@@ -54,7 +54,7 @@ export async function describeRun(client: Client, run: RunRef, what: string): Pr
  * `UNAUTHENTICATED`): the worker's configuration, not a verdict on the context, and one an operator can
  * mend while the run waits. Not a `UserContextError`, so that no list of this library's codes
  * (`nonRetryableErrorTypes`) makes it final: the activity or Nexus operation fails its attempt
- * retryable (audited with reason `ERROR` and this message), and the next attempt asks again.
+ * retryable (audited with reason `ERROR` and the gRPC status, logged with this message), and the next attempt asks again.
  */
 export class LookupRefusedError extends Error {
   override readonly name = 'LookupRefusedError';

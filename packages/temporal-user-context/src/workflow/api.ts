@@ -13,7 +13,17 @@ const verifiers = proxyLocalActivities<{
   [WHOIS_ACTOR_ACTIVITY]: () => Promise<UserContext>;
 }>({
   startToCloseTimeout: '30s',
-  retry: { maximumAttempts: 3, nonRetryableErrorTypes: Object.values(ErrorCodes) },
+  // Bounded by time, not by a count: failures that are no verdict (a revocation store's outage, a
+  // scheduled run its schedule has not recorded yet, a lookup the server refused the worker) are
+  // retryable because they may pass, and three attempts (7.5 s) gave up before the worker's own window
+  // for them (30 s for a fresh scheduled run). Refusals are final at once.
+  scheduleToCloseTimeout: '2m',
+  retry: {
+    initialInterval: '1s',
+    backoffCoefficient: 2,
+    maximumInterval: '10s',
+    nonRetryableErrorTypes: Object.values(ErrorCodes),
+  },
 });
 
 /**

@@ -27,6 +27,7 @@ import {
   ErrorCodes,
   UserContextError,
   isUserContextError,
+  safeReason,
   type UserContextErrorCode,
 } from '../context/errors.js';
 import {
@@ -211,9 +212,13 @@ function whoOf(actor: ActorRef | undefined): string {
     : 'no actor';
 }
 
-/** A handler name as audit details quote it: JSON-quoted, at most 64 characters of it. */
+/**
+ * A handler name as refusals and audit details quote it: JSON-quoted, at most 64 characters of it, and
+ * without the characters JSON leaves as they are (line and paragraph separators, bidi controls): the
+ * refusal's message reaches the caller and history in clear.
+ */
 function quotedName(name: string): string {
-  return JSON.stringify(name.length > 64 ? `${name.slice(0, 64)}…` : name);
+  return safeReason(JSON.stringify(name.length > 64 ? `${name.slice(0, 64)}…` : name));
 }
 
 /**
@@ -235,13 +240,25 @@ function admit(
   } catch (err) {
     throw refused(kind, name, isUserContextError(err) ? err.code : 'bad actor header');
   }
-  let allowed: boolean;
+  let allowed: unknown;
   try {
     allowed = state.policy({ kind, name, actor, originator: state.originator });
   } catch {
     // Fail closed, under a code of its own: a bug in the workflow's policy, not a verdict on the actor.
     // What it threw is not passed on: it may quote the actor's input.
     throw refused(kind, name, 'actor policy threw', ErrorCodes.POLICY_FAILED, whoOf(actor));
+  }
+  // Only `true` admits: a policy that answers a promise (an async function, from JavaScript) or any
+  // other truthy value would otherwise admit every caller. Its promise is left handled: a rejection
+  // must not fail the workflow task as unhandled.
+  if (allowed !== true && allowed !== false) {
+    try {
+      if (typeof (allowed as { then?: unknown } | null)?.then === 'function')
+        (allowed as PromiseLike<unknown>).then(undefined, () => undefined);
+    } catch {
+      // A `then` that throws: refused all the same.
+    }
+    throw refused(kind, name, 'actor policy answered no boolean', ErrorCodes.POLICY_FAILED, whoOf(actor));
   }
   if (!allowed)
     throw refused(

@@ -1,5 +1,5 @@
 import type { AddressInfo, Socket } from 'node:net';
-import { connect } from 'node:net';
+import { connect, createServer as createNetServer } from 'node:net';
 import type { LightMyRequestResponse } from 'fastify';
 import { errors as joseErrors } from 'jose';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -8,7 +8,7 @@ import { tokenFailure } from '../../src/codec-server/auth.js';
 import { CodecServerCodes } from '../../src/codec-server/index.js';
 import { KeyRing, UserContextPlugin, generateKeySet, memoryAuditSink } from '../../src/index.js';
 import { K1, K2, json, makeCodec, wf } from '../crypto/codec-helpers.js';
-import { b64, makeIdp, makeServer, UI_ORIGIN, type Idp } from './helpers.js';
+import { AUDIENCE, ISSUER, b64, makeIdp, makeServer, UI_ORIGIN, type Idp } from './helpers.js';
 
 let idp: Idp;
 let reader: string;
@@ -357,6 +357,11 @@ describe('codec server (case 23)', () => {
     const now = Math.floor(Date.now() / 1000);
     expect(tokenFailure(new joseErrors.JWKSTimeout())).toBe('key-set-unavailable');
     expect(tokenFailure(new joseErrors.JWKSInvalid())).toBe('key-set-unavailable');
+    expect(tokenFailure(new joseErrors.JOSEError('Expected 200 OK'))).toBe('key-set-unavailable');
+    expect(tokenFailure(Object.assign(new Error('connect'), { code: 'ECONNREFUSED' }))).toBe(
+      'key-set-unavailable',
+    );
+    expect(tokenFailure(Object.assign(new Error('x'), { code: 'custom' }))).toBe('rejected');
     expect(tokenFailure(new joseErrors.JWKSNoMatchingKey())).toBe('unknown-key');
     expect(
       tokenFailure(new joseErrors.JWTClaimValidationFailed('x', { iat: now + 60 }, 'iat', 'check_failed')),
@@ -367,8 +372,8 @@ describe('codec server (case 23)', () => {
     expect(tokenFailure(new joseErrors.JWTClaimValidationFailed('x', {}, 'typ', 'check_failed'))).toBe(
       'claims-rejected',
     );
-    // Not jose's: a fixed word, whatever the value carries.
-    expect(tokenFailure(Object.assign(new Error('x'), { code: 'ECONNREFUSED' }))).toBe('rejected');
+    // Not jose's nor the network's: a fixed word, whatever the value carries.
+    expect(tokenFailure(Object.assign(new Error('x'), { code: 'ERR_SOMETHING_ELSE' }))).toBe('rejected');
     expect(tokenFailure('a string')).toBe('rejected');
     expect(tokenFailure(null)).toBe('rejected');
     const hostile = new Proxy(
@@ -809,6 +814,38 @@ describe('codec server (case 23)', () => {
     );
     expect(badJwks).toBeInstanceOf(UserContextError);
     expect((badJwks as UserContextError).code).toBe(ErrorCodes.MISCONFIGURED);
+  });
+});
+
+describe("the identity provider's key set out of reach", () => {
+  it('answers 503 CODEC_UNAVAILABLE, not 401: the same token may pass later; audited with its kind', async () => {
+    const idp = await makeIdp();
+    // A loopback port nothing listens on (bound, then closed): the fetch is refused at once.
+    const probe = createNetServer();
+    await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+    const { port } = probe.address() as AddressInfo;
+    await new Promise<void>((r) => probe.close(() => r()));
+    const { app, sink } = makeServer(idp, {
+      jwt: { jwks: new URL(`http://127.0.0.1:${port}/jwks.json`), issuer: ISSUER, audience: AUDIENCE },
+    });
+    const token = await idp.sign({ sub: 'reader', scope: 'codec:decode' });
+    const res = await app.inject({
+      method: 'POST',
+      url: '/decode',
+      headers: {
+        origin: UI_ORIGIN,
+        authorization: `Bearer ${token}`,
+        'x-namespace': 'default',
+        'content-type': 'application/json',
+      },
+      payload: { payloads: [] },
+    });
+    expect(res.statusCode).toBe(503);
+    expect(res.json()).toMatchObject({ code: CodecServerCodes.UNAVAILABLE });
+    expect(sink.events.map((e) => [e.decision, e.reason, e.detail])).toEqual([
+      ['deny', CodecServerCodes.UNAVAILABLE, `origin="${UI_ORIGIN}" token=key-set-unavailable`],
+    ]);
+    await app.close();
   });
 });
 

@@ -114,6 +114,47 @@ describe('each boundary carries the originator to an activity', () => {
     ).toEqual([['deny', ErrorCodes.MISSING, 'no actor header', 'temporalUserContext.whoisActor']]);
   });
 
+  it("a refusal the activity's own code raises where nothing records it is recorded by the guard, once", async () => {
+    const workflowId = id('unrecorded');
+    const failure = await failureOf(
+      runAsUser(alice, () =>
+        h.client.workflow.execute('viaUnrecordedRefusal', { taskQueue: h.taskQueue, workflowId }),
+      ),
+    );
+    expect(failure).toBe(ErrorCodes.INVALID);
+    expect(
+      h.audit.events
+        .filter((e) => e.workflowId === workflowId && e.decision === 'deny')
+        .map((e) => [e.action, e.reason, e.userId, e.activityType, e.attempt, e.detail?.split(':')[0]]),
+    ).toEqual([
+      [
+        'activity.execute',
+        ErrorCodes.INVALID,
+        alice.userId,
+        'refusesUnrecorded',
+        1,
+        "refused by the handler's code",
+      ],
+    ]);
+  });
+
+  it('a refusal recorded where it was raised is not recorded again by the guard', async () => {
+    // The explicit argument's refusal is resolveUserContext's record (above): one deny, no second.
+    const workflowId = id('explicitArgument');
+    await failureOf(
+      runAsUser(alice, () =>
+        h.client.workflow.execute('explicitArgument', {
+          taskQueue: h.taskQueue,
+          workflowId,
+          args: ['other'],
+        }),
+      ),
+    );
+    expect(
+      h.audit.events.filter((e) => e.workflowId === workflowId && e.decision === 'deny').map((e) => e.action),
+    ).toEqual(['activity.resolve']);
+  });
+
   it('a tampered memo does not change who the activity runs as', async () => {
     expect(await runAs<UserContext>(alice, 'tamperMemo')).toEqual(alice);
   });
@@ -197,6 +238,22 @@ describe('without the header, every path is refused', () => {
       ['client.query', ErrorCodes.MISSING, 'none'],
     ]);
     expect(await runAsUser(alice, () => handle.query('progress'))).toEqual([]);
+    await runAsUser(alice, () => handle.signal('go', 'ok'));
+    expect(((await handle.result()) as { notes: string[] }).notes).toEqual(['signal:ok']);
+  });
+
+  it('a call no token can be issued for (a handler name past the cap) is refused before the server, on record', async () => {
+    const handle = await runAsUser(alice, () =>
+      h.client.workflow.start('interactive', { taskQueue: h.taskQueue, workflowId: id('long-name') }),
+    );
+    await expect(runAsUser(carol, () => handle.signal('x'.repeat(1000)))).rejects.toMatchObject({
+      code: ErrorCodes.MISCONFIGURED,
+    });
+    expect(
+      h.audit.events
+        .filter((e) => e.workflowId === handle.workflowId && e.action === 'client.signal')
+        .map((e) => [e.decision, e.reason, e.userId]),
+    ).toEqual([['deny', ErrorCodes.MISCONFIGURED, carol.userId]]);
     await runAsUser(alice, () => handle.signal('go', 'ok'));
     expect(((await handle.result()) as { notes: string[] }).notes).toEqual(['signal:ok']);
   });
@@ -521,6 +578,17 @@ describe('actors: signals, updates, queries', () => {
     ]);
   });
 
+  it("a refusal's message quotes the handler name without line separators or bidi controls", async () => {
+    const handle = await startInteractive(alice);
+    const name = 'progress\u2028forged line\u202Eevil';
+    const err = (await runAsUser(bob, () => handle.query(name)).catch((e: unknown) => e)) as Error;
+    expect(err.message).toContain(ErrorCodes.ACTOR_FORBIDDEN);
+    expect(err.message).toContain('forged line');
+    expect(err.message).not.toMatch(/[\u2028\u2029\u202A-\u202E\u2066-\u2069]/);
+    await runAsUser(alice, () => handle.signal('go', 'ok'));
+    await handle.result();
+  });
+
   it("an update's handler runs its activity for the update's sender, verified", async () => {
     const handle = await runAsUser(alice, () =>
       h.client.workflow.start('actorInActivity', { taskQueue: h.taskQueue, workflowId: id('actor-act') }),
@@ -621,31 +689,39 @@ describe('a call a policy admits without an actor', () => {
   });
 });
 
-describe('an actor policy that throws', () => {
-  it('refuses signal, update and query with USER_CONTEXT_POLICY_FAILED, audited; no handler runs', async () => {
-    const handle = await runAsUser(alice, () =>
-      h.client.workflow.start('throwingPolicy', { taskQueue: h.taskQueue, workflowId: id('throwing') }),
-    );
-    // carol is in alice's workspace: only the policy's bug stands between her and the handlers.
-    await expect(runAsUser(carol, () => handle.executeUpdate('note', { args: ['x'] }))).rejects.toMatchObject(
-      {
+describe('an actor policy that throws or answers no boolean', () => {
+  it.each([
+    ['throws', 'throwingPolicy'],
+    ['answers a promise', 'promisePolicy'],
+  ])(
+    '(%s) refuses signal, update and query with USER_CONTEXT_POLICY_FAILED, audited; no handler runs',
+    async (_what, type) => {
+      const handle = await runAsUser(alice, () =>
+        h.client.workflow.start(type, { taskQueue: h.taskQueue, workflowId: id(type) }),
+      );
+      // carol is in alice's workspace: only the policy's bug stands between her and the handlers.
+      await expect(
+        runAsUser(carol, () => handle.executeUpdate('note', { args: ['x'] })),
+      ).rejects.toMatchObject({
         cause: { type: ErrorCodes.POLICY_FAILED, nonRetryable: true },
-      },
-    );
-    await expect(runAsUser(carol, () => handle.query('progress'))).rejects.toThrow(ErrorCodes.POLICY_FAILED);
-    await runAsUser(carol, () => handle.signal('go', 'x'));
-    expect(await runAsUser(alice, () => handle.query('progress'))).toEqual([]);
-    await runAsUser(alice, () => handle.signal('go', 'ok'));
-    expect(((await handle.result()) as { notes: string[] }).notes).toEqual(['signal:ok']);
-    const denied = h.audit.events
-      .filter((e) => e.workflowId === handle.workflowId && e.decision === 'deny')
-      .map((e) => [e.action, e.reason]);
-    expect(denied.sort()).toEqual([
-      ['workflow.query', ErrorCodes.POLICY_FAILED],
-      ['workflow.signal', ErrorCodes.POLICY_FAILED],
-      ['workflow.update', ErrorCodes.POLICY_FAILED],
-    ]);
-  });
+      });
+      await expect(runAsUser(carol, () => handle.query('progress'))).rejects.toThrow(
+        ErrorCodes.POLICY_FAILED,
+      );
+      await runAsUser(carol, () => handle.signal('go', 'x'));
+      expect(await runAsUser(alice, () => handle.query('progress'))).toEqual([]);
+      await runAsUser(alice, () => handle.signal('go', 'ok'));
+      expect(((await handle.result()) as { notes: string[] }).notes).toEqual(['signal:ok']);
+      const denied = h.audit.events
+        .filter((e) => e.workflowId === handle.workflowId && e.decision === 'deny')
+        .map((e) => [e.action, e.reason]);
+      expect(denied.sort()).toEqual([
+        ['workflow.query', ErrorCodes.POLICY_FAILED],
+        ['workflow.signal', ErrorCodes.POLICY_FAILED],
+        ['workflow.update', ErrorCodes.POLICY_FAILED],
+      ]);
+    },
+  );
 });
 
 describe('a refused update is rejected before it is accepted', () => {

@@ -316,8 +316,39 @@ describe('audit', () => {
       }
       expect(caught).toBe(thrown);
       expect(memory.events).toEqual([
-        expect.objectContaining({ decision: 'deny', reason: 'ERROR', detail: '[object Object]' }),
+        expect.objectContaining({ decision: 'deny', reason: 'ERROR', detail: 'error: object' }),
       ]);
+    });
+
+    it('a hook failure is recorded by its kind and code, never its message (hosts, URLs, SQL)', () => {
+      const memory = memoryAuditSink();
+      const auditor = new Auditor([memory]);
+      const grpc = Object.assign(new Error('14 UNAVAILABLE: connect ECONNREFUSED 10.9.8.7:7233'), {
+        name: 'ServiceError',
+        cause: Object.assign(new Error('No connection established'), { code: 14 }),
+      });
+      const pg = Object.assign(new Error('password authentication failed for user "app"'), { code: '28P01' });
+      class HookError extends Error {
+        override name = 'HookError';
+      }
+      const thrown: unknown[] = [
+        grpc,
+        pg,
+        new HookError('https://user:secret@idp.example/revoked failed'),
+        Object.assign(new Error('x'), { name: 'bad\nname', code: 'a b' }),
+        'postgres://app:secret@db:5432',
+        42,
+      ];
+      for (const err of thrown) expect(() => auditFailure(auditor, {}, 'activity.execute', err)).toThrow();
+      expect(memory.events.map((e) => e.detail)).toEqual([
+        'error: ServiceError code=14',
+        'error: Error code=28P01',
+        'error: HookError',
+        'error: Error',
+        'error: string',
+        'error: number',
+      ]);
+      expect(JSON.stringify(memory.events)).not.toMatch(/10\.9\.8\.7|secret|password|idp\.example/);
     });
 
     it('a failing stderr does not make the report throw either', () => {

@@ -88,7 +88,8 @@ describe("a lookup the server refuses the worker (activityLineage: 'server')", (
         expect(audit.events.map((e) => [e.action, e.decision, e.reason, e.userId])).toEqual([
           ['activity.execute', 'deny', 'ERROR', 'alice'],
         ]);
-        expect(audit.events[0]?.detail).toContain(`(${name})`);
+        // Its kind and status: the message stays in the worker's log.
+        expect(audit.events[0]?.detail).toBe(`error: LookupRefusedError code=${status}`);
       }
     });
   }
