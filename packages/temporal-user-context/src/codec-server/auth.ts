@@ -258,13 +258,15 @@ export function tokenFailure(err: unknown): TokenFailure {
     case 'ERR_JWT_INVALID':
     case 'ERR_JOSE_NOT_SUPPORTED':
       return 'malformed';
+    // jose's own failures of the key set's fetch (ERR_JOSE_GENERIC: not 200, not JSON) too.
     case 'ERR_JWKS_TIMEOUT':
     case 'ERR_JWKS_INVALID':
-    // jose's own failures of the key set's fetch: not 200, not JSON.
     case 'ERR_JOSE_GENERIC':
       return 'key-set-unavailable';
     default:
       // The fetch's network errors are Node's system errors (`ECONNREFUSED`, `ENOTFOUND`, ...).
-      return typeof code === 'string' && /^(E[A-Z]{2,}|EAI_[A-Z]+)$/.test(code) ? 'key-set-unavailable' : 'rejected';
+      return typeof code === 'string' && /^(E[A-Z]{2,}|EAI_[A-Z]+)$/.test(code)
+        ? 'key-set-unavailable'
+        : 'rejected';
   }
 }
