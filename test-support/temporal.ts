@@ -1,6 +1,7 @@
 import { execFileSync } from 'node:child_process';
 import { fileURLToPath } from 'node:url';
 import { defineSearchAttributeKey, SearchAttributeType } from '@temporalio/common';
+import { temporal } from '@temporalio/proto';
 import { TestWorkflowEnvironment } from '@temporalio/testing';
 
 const cliScript = fileURLToPath(new URL('../scripts/temporal-cli.mjs', import.meta.url));
@@ -20,10 +21,12 @@ export async function startTemporal(
   options: { extraArgs?: readonly string[] } = {},
 ): Promise<TestWorkflowEnvironment> {
   if (process.env.TEMPORAL_ADDRESS) {
-    return TestWorkflowEnvironment.createFromExistingServer({
+    const env = await TestWorkflowEnvironment.createFromExistingServer({
       address: process.env.TEMPORAL_ADDRESS,
       namespace: process.env.TEMPORAL_NAMESPACE ?? 'default',
     });
+    await registerSearchAttributes(env);
+    return env;
   }
   let path: string | undefined;
   try {
@@ -42,4 +45,31 @@ export async function startTemporal(
       ],
     },
   });
+}
+
+/**
+ * Registers {@link testSearchAttributes} on a server the tests did not start (a cluster's namespace),
+ * as the dev server is given them at start. Temporal Cloud registers them through its own API, not the
+ * operator service: there they must exist beforehand, and a failure here is only reported.
+ */
+async function registerSearchAttributes(env: TestWorkflowEnvironment): Promise<void> {
+  const namespace = env.namespace ?? 'default';
+  const operator = env.connection.operatorService;
+  try {
+    const { customAttributes } = await operator.listSearchAttributes({ namespace });
+    const missing = testSearchAttributes.filter((key) => !(key.name in (customAttributes ?? {})));
+    if (missing.length === 0) return;
+    await operator.addSearchAttributes({
+      namespace,
+      searchAttributes: Object.fromEntries(
+        missing.map((key) => [key.name, temporal.api.enums.v1.IndexedValueType.INDEXED_VALUE_TYPE_KEYWORD]),
+      ),
+    });
+  } catch (err) {
+    console.warn(
+      `Could not register the search attributes ${testSearchAttributes.map((k) => k.name).join(', ')} ` +
+        `in ${namespace} (register them before the tests):`,
+      err,
+    );
+  }
 }

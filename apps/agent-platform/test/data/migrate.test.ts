@@ -1,6 +1,6 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { parseUserContext } from 'temporal-user-context';
+import { isUserContextError, parseUserContext } from 'temporal-user-context';
 import {
   assertIsolation,
   fromPgPool,
@@ -124,6 +124,22 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
       return { agents, members };
     });
     expect(seen).toEqual({ agents: [], members: [] });
+    // Writes: an insert there (its workspace defaults to the changed setting) is refused by the
+    // policies; an update finds nothing to change. Each in a scope of its own (a refused statement
+    // aborts its transaction), and each scope then refused for the changed setting.
+    const attempt = (sql: string) =>
+      withUserScope(b.db, alice, async (tx) => {
+        await tx.query(`select set_config('app.workspace_id', 'ws-b', true)`);
+        return (await tx.query(sql)).rowCount;
+      }).catch((err: unknown) => err as { code?: string; cause?: { code?: string } });
+    const inserted = await attempt(`insert into agents (name, model) values ('planted', 'm')`);
+    expect(inserted).toMatchObject({ code: '42501' });
+    const updated = await attempt(`update agents set name = 'hijacked' where workspace_id = 'ws-b'`);
+    expect(updated === 0 || isUserContextError(updated)).toBe(true);
+    const { rows } = await b.admin.query<{ name: string }>(
+      `select name from agents where workspace_id = 'ws-b' order by name`,
+    );
+    expect(rows.map((r) => r.name)).toEqual(['b-bot']);
     await b.admin.query(`delete from agents where name = 'b-bot'`);
   });
 

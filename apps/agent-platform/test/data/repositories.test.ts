@@ -1,4 +1,4 @@
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { ErrorCodes, isUserContextError, parseUserContext, type UserContext } from 'temporal-user-context';
 import { withUserScope, type ScopedTransaction } from 'temporal-user-context/postgres';
 import { BACKENDS, type Backend } from '../../../../test-support/db-backends.js';
@@ -442,6 +442,19 @@ describe('run and schedule records under concurrency (postgres)', () => {
     await b?.close();
   });
 
+  /** Waits until `n` sessions of this database wait on a lock (fails after 20 s). */
+  const lockWaiters = (n: number) =>
+    vi.waitFor(
+      async () => {
+        const { rows } = await b.admin.query<{ n: number }>(
+          `select count(*)::int as n from pg_stat_activity
+            where datname = current_database() and wait_event_type = 'Lock'`,
+        );
+        expect(rows[0]!.n).toBe(n);
+      },
+      { timeout: 20_000, interval: 20 },
+    );
+
   it('two overlapping claims of one workflow record leave one row and return it to both', async () => {
     // An activity attempt that timed out but is still in its transaction, and its retry.
     let release!: () => void;
@@ -457,8 +470,8 @@ describe('run and schedule records under concurrency (postgres)', () => {
     });
     await Promise.race([didInsert, first]);
     const second = withUserScope(b.db, alice, (tx) => new AgentRunRepository(tx).ensureForWorkflow(claim));
-    // Give the retry time to reach the insert and wait on the uncommitted row.
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // The retry reaches the insert and waits on the uncommitted row: the race the test is about.
+    await lockWaiters(1);
     release();
     const [a, c] = await Promise.all([first, second]);
     expect(c!.id).toBe(a!.id);
@@ -484,8 +497,8 @@ describe('run and schedule records under concurrency (postgres)', () => {
     });
     await Promise.race([didReserve, first]);
     const second = withUserScope(b.db, carol, (tx) => new ScheduleRepository(tx).reserve(reserve('c-2')));
-    // Give the second time to reach the lock and wait on it.
-    await new Promise((resolve) => setTimeout(resolve, 300));
+    // The second reaches the workspace's lock and waits on it.
+    await lockWaiters(1);
     release();
     expect(await Promise.all([first, second])).toEqual([true, false]);
   });

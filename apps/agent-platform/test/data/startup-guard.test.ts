@@ -1,7 +1,7 @@
 // Every entry point (worker, API, `npm start`) refuses to start when `workspaces`, the tenant table
 // keyed by `id` that the guard cannot discover by a `workspace_id` column, stops isolating.
 import { spawn } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -83,9 +83,15 @@ describe('npm run migrate', () => {
     const fresh = await createTestDatabase('agent_migrate_cli');
     try {
       const first = await run('src/migrate-cli.ts', fresh.url);
+      // Every migration file, in order, once.
+      const files = readdirSync(fileURLToPath(new URL('../../src/data/migrations/', import.meta.url)))
+        .filter((f) => f.endsWith('.sql'))
+        .map((f) => f.replace(/\.sql$/, ''))
+        .sort();
+      expect(files.length).toBeGreaterThanOrEqual(13);
       expect([first.code, first.out]).toEqual([
         0,
-        expect.stringMatching(/migrate: up 0001_tenancy, .*0007_/),
+        expect.stringContaining(`migrate: up ${files.join(', ')}`),
       ]);
       const again = await run('src/migrate-cli.ts', fresh.url);
       expect([again.code, again.out]).toEqual([0, expect.stringContaining('pg database is up to date')]);

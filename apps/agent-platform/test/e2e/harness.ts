@@ -215,12 +215,3 @@ export async function until<T>(fn: () => Promise<T>, ok: (v: T) => boolean, time
     await new Promise((r) => setTimeout(r, 100));
   }
 }
-
-/** Fails with `what` when `promise` has not settled within `ms` (instead of the test's own timeout). */
-export function within<T>(ms: number, what: string, promise: Promise<T>): Promise<T> {
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
-  });
-  return Promise.race([promise, timeout]).finally(() => clearTimeout(timer));
-}

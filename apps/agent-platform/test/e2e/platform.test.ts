@@ -153,7 +153,10 @@ describe('authentication and authorisation', () => {
     });
     const other = await createEphemeralIssuer();
     const forged = await other.mint({ user: 'carol', workspace: 'ws-acme', roles: ['admin'] });
-    expect((await call(forged, 'GET', '/workspaces/ws-acme/agents')).statusCode).toBe(401);
+    expect((await call(forged, 'GET', '/workspaces/ws-acme/agents')).body_).toMatchObject({
+      status: 401,
+      code: 'AUTH_INVALID',
+    });
   });
 
   it('refuses a path workspace other than the token workspace (403)', async () => {
@@ -310,7 +313,11 @@ describe('authentication and authorisation', () => {
 
   it('a token claiming a role the membership lacks gets no more than the membership', async () => {
     const inflated = await issuer.mint({ user: 'alice', workspace: 'ws-acme', roles: ['admin', 'member'] });
-    expect((await call(inflated, 'GET', '/workspaces/ws-acme/members')).statusCode).toBe(403);
+    const refused = await call(inflated, 'GET', '/workspaces/ws-acme/members');
+    expect(refused.statusCode).toBe(403);
+    // Refused for the role the membership lacks, not for anything else about the token.
+    expect(refused.body_).toMatchObject({ code: ErrorCodes.ROLE_MISSING });
+    expect((await call(inflated, 'GET', '/workspaces/ws-acme/agents')).statusCode).toBe(200);
   });
 });
 
@@ -594,7 +601,7 @@ describe('agent runs', () => {
     const result = await call('alice', 'GET', `/runs/${runId}/result?waitSeconds=30`);
     expect(result.body_.status).toBe('cancelled');
     const after = await call('alice', 'POST', `/runs/${runId}/instructions`, { instruction: 'too late' });
-    expect(after.statusCode).toBeGreaterThanOrEqual(400);
+    expect(after.body_).toMatchObject({ status: 409, code: 'RUN_NOT_RUNNING' });
   });
 
   it('continues as new when the steps grow long, carrying state', async () => {

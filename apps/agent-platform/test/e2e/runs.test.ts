@@ -16,7 +16,7 @@ import {
   type ModelProvider,
 } from '../../src/providers/index.js';
 import type { AgentExecutionInput } from '../../src/workflows/agent-execution.js';
-import { startPlatform, until, within, type Json, type Platform } from './harness.js';
+import { startPlatform, until, type Json, type Platform } from './harness.js';
 
 /**
  * The local model, except that "open a shell" calls a tool no agent has and "break the database" fails
@@ -343,11 +343,8 @@ describe('internal failures', () => {
 describe('GET /runs/:runId with no worker', () => {
   it('gives the status without progress once the worker timeout passes', async () => {
     const { runId } = await startRun(p.idleCall, { input: 'Tell me about roadmap' });
-    const res = await within(
-      15_000,
-      'GET /runs/:id with no worker',
-      p.call('alice', 'GET', `/runs/${runId}`),
-    );
+    // Answered at all (the test's timeout would catch a hang): the API stops waiting for a worker.
+    const res = await p.call('alice', 'GET', `/runs/${runId}`);
     expect(res.statusCode).toBe(200);
     expect(res.body_).toMatchObject({ runId, status: 'running' });
     expect(res.body_).not.toHaveProperty('progress');
@@ -357,11 +354,9 @@ describe('GET /runs/:runId with no worker', () => {
 describe('POST /runs/:runId/instructions', () => {
   it('answers 504 INSTRUCTION_TIMEOUT when no worker takes the update', async () => {
     const { runId } = await startRun(p.idleCall, { input: 'Tell me about roadmap' });
-    const res = await within(
-      15_000,
-      'POST /instructions with no worker',
-      p.call('alice', 'POST', `/runs/${runId}/instructions`, { instruction: 'Answer briefly' }),
-    );
+    const res = await p.call('alice', 'POST', `/runs/${runId}/instructions`, {
+      instruction: 'Answer briefly',
+    });
     expect(res.statusCode).toBe(504);
     expect(res.headers['content-type']).toMatch(/application\/problem\+json/);
     expect(res.body_).toMatchObject({ status: 504, code: 'INSTRUCTION_TIMEOUT' });

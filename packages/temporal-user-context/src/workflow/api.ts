@@ -8,15 +8,13 @@ import { currentActor, workflowState, type ActorPolicy, type ActorRef, type Orig
 export const WHOAMI_ACTIVITY = 'temporalUserContext.whoami';
 export const WHOIS_ACTOR_ACTIVITY = 'temporalUserContext.whoisActor';
 
-const verifiers = proxyLocalActivities<{
-  [WHOAMI_ACTIVITY]: () => Promise<UserContext>;
-  [WHOIS_ACTOR_ACTIVITY]: () => Promise<UserContext>;
-}>({
+// The originator's verification is bounded by time, not by a count: failures that are no verdict (a
+// revocation store's outage, a scheduled run its schedule has not recorded yet, a lookup the server
+// refused the worker) are retryable because they may pass, and three attempts (7.5 s) gave up before
+// the worker's own window for them (30 s for a fresh scheduled run), failing a run that would have
+// verified. Refusals are final at once.
+const originatorVerifier = proxyLocalActivities<{ [WHOAMI_ACTIVITY]: () => Promise<UserContext> }>({
   startToCloseTimeout: '30s',
-  // Bounded by time, not by a count: failures that are no verdict (a revocation store's outage, a
-  // scheduled run its schedule has not recorded yet, a lookup the server refused the worker) are
-  // retryable because they may pass, and three attempts (7.5 s) gave up before the worker's own window
-  // for them (30 s for a fresh scheduled run). Refusals are final at once.
   scheduleToCloseTimeout: '2m',
   retry: {
     initialInterval: '1s',
@@ -24,6 +22,14 @@ const verifiers = proxyLocalActivities<{
     maximumInterval: '10s',
     nonRetryableErrorTypes: Object.values(ErrorCodes),
   },
+});
+
+// An actor's verification fails fast instead: it runs in a signal or update handler, whose code decides
+// what an outage means (wait and verify again with a timer, drop the call, refuse the update), and an
+// update's caller is waiting for the answer.
+const actorVerifier = proxyLocalActivities<{ [WHOIS_ACTOR_ACTIVITY]: () => Promise<UserContext> }>({
+  startToCloseTimeout: '30s',
+  retry: { maximumAttempts: 3, nonRetryableErrorTypes: Object.values(ErrorCodes) },
 });
 
 /**
@@ -65,8 +71,8 @@ export function getUserContext(): Promise<UserContext> {
     // One verification for every caller, so it is no caller's to cancel: in the caller's scope, a
     // cancelled caller (a handler's `withTimeout`) would fail every other caller awaiting it.
     const pending = shared
-      ? CancellationScope.nonCancellable(() => verifiers[WHOAMI_ACTIVITY]())
-      : verifiers[WHOAMI_ACTIVITY]();
+      ? CancellationScope.nonCancellable(() => originatorVerifier[WHOAMI_ACTIVITY]())
+      : originatorVerifier[WHOAMI_ACTIVITY]();
     state.verified = pending;
     // Registered before the caller's own handlers, so it has run by the time the caller sees the
     // rejection: a retry from a `catch` starts a new verification.
@@ -114,7 +120,7 @@ export function getActor(): ActorRef | undefined {
 export function verifyActor(): Promise<UserContext> {
   if (!currentActor())
     return Promise.reject(refusal('workflow.verifyActor', ErrorCodes.MISSING, 'no actor in scope'));
-  return verifiers[WHOIS_ACTOR_ACTIVITY]();
+  return actorVerifier[WHOIS_ACTOR_ACTIVITY]();
 }
 
 /**

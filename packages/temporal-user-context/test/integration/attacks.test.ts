@@ -393,6 +393,7 @@ describe('a start token copied from history starts only what it was issued for (
       expect(await restartedCopy(genuine, 'viaActivity', { taskQueue: other.taskQueue })).toBe(
         ErrorCodes.LINEAGE_MISMATCH,
       );
+      expect(refusedFor(genuine, 'another workflow type or on another task queue')).toBe(true);
     } finally {
       other.worker.shutdown();
       await other.running;

@@ -28,6 +28,11 @@ import { cancelsOf, holdGate, whoHandler } from '../fixtures/nexus-handler.js';
 const workflowsPath = fixtureWorkflowsPath;
 /** The server's HTTP API, where an attacker can send Nexus requests itself ('' when unknown). */
 const httpAddress = inject('temporalHttpAddress');
+// The direct-request attacks need the server's HTTP API: known with the harness's own dev server, or
+// given as TEMPORAL_HTTP_ADDRESS beside TEMPORAL_ADDRESS. CI must never skip them silently.
+if (!httpAddress && process.env.CI) {
+  throw new Error('CI: the Nexus attack tests need the server HTTP API: set TEMPORAL_HTTP_ADDRESS');
+}
 let h: Harness;
 let endpoint: string;
 let endpointId: string | undefined;

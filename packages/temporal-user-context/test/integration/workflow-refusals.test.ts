@@ -14,12 +14,15 @@ import type { Outcome } from '../fixtures/workflows.js';
 const dave = { userId: 'dave', workspaceId: 'ws-acme', roles: ['member'] };
 /** erin's context is revoked. */
 const erin = { userId: 'erin', workspaceId: 'ws-acme', roles: ['member'] };
+/** frank's context is revoked at its first check only (revoked, then reinstated). */
+const frank = { userId: 'frank', workspaceId: 'ws-acme', roles: ['member'] };
 
 const revocationChecks = new Map<string, number>();
 function isRevoked({ context }: Verified): boolean {
   const n = (revocationChecks.get(context.userId) ?? 0) + 1;
   revocationChecks.set(context.userId, n);
   if (context.userId === dave.userId && n <= 3) throw new Error('revocation store unavailable');
+  if (context.userId === frank.userId) return n === 1;
   return context.userId === erin.userId;
 }
 
@@ -116,14 +119,20 @@ describe('refusals in workflow code fail the run, not its task', () => {
 });
 
 describe('getUserContext() memoises successes only', () => {
-  it('a transient failure does not stick: the next call verifies again and succeeds', async () => {
+  it('a brief outage is outlasted within the call (retried for a time, not three attempts); the success sticks', async () => {
     const [first, second] = await runAs<Outcome[]>(dave, 'getUserContextTwice');
-    // Three attempts of the local activity, each failed by the hook's outage: retryable, no code.
-    expect(first).toMatchObject({ error: 'ApplicationFailure', nonRetryable: false });
-    expect(first?.code).toBeUndefined();
+    // Four attempts of the local activity (1 + 2 + 4 s apart): three failed by the hook's outage.
+    expect(first).toEqual({ user: dave });
     expect(second).toEqual({ user: dave });
     expect(revocationChecks.get(dave.userId)).toBe(4);
   }, 30_000);
+
+  it('a refusal does not stick: the next call verifies again, and succeeds once it passes', async () => {
+    const [first, second] = await runAs<Outcome[]>(frank, 'getUserContextTwice');
+    expect(first).toEqual(refusal(ErrorCodes.REVOKED));
+    expect(second).toEqual({ user: frank });
+    expect(revocationChecks.get(frank.userId)).toBe(2);
+  });
 
   it('a cancellation does not stick', async () => {
     const [first, second] = await runAs<Outcome[]>(alice, 'getUserContextAfterCancel');

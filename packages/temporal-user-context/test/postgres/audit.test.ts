@@ -337,6 +337,36 @@ describe.each(BACKENDS)('audit log on %s', (kind) => {
     },
   );
 
+  it('a record the table refuses (a check constraint, 23514) is reported alone; the rest of its batch is written', async () => {
+    await b.admin.query(`alter table audit_log add constraint no_poison check (reason <> 'poison')`);
+    try {
+      const failed: Array<[unknown, string]> = [];
+      const sink = postgresAuditSink(b.db, {
+        appRole: roles.app,
+        concurrency: 1,
+        onError: (err, e) => failed.push([(err as { code?: unknown }).code, e.reason]),
+      });
+      // The first is written alone; the four that wait for it go in one batch, which the table refuses.
+      for (const reason of ['ok', 'ok', 'ok', 'poison', 'ok'])
+        sink.emit({
+          time: new Date().toISOString(),
+          action: 'constrained',
+          decision: 'allow',
+          source: 'header',
+          reason,
+        });
+      await sink.flush();
+      expect(failed).toEqual([['23514', 'poison']]);
+      const { rows } = await b.admin.query<{ reason: string }>(
+        `select reason from audit_log where action = 'constrained'`,
+      );
+      expect(rows.map((r) => r.reason)).toEqual(['ok', 'ok', 'ok', 'ok']);
+    } finally {
+      await b.admin.query(`alter table audit_log drop constraint no_poison`);
+      await b.admin.query(`delete from audit_log where action = 'constrained'`);
+    }
+  });
+
   it('an empty id names nobody: a record with workspaceId "" joins the system records, and is written', async () => {
     const errors: unknown[] = [];
     const direct = postgresAuditSink(b.db, { appRole: roles.app, onError: (err) => errors.push(err) });

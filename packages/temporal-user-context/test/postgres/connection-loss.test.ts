@@ -2,6 +2,7 @@
 // survived: `pg` emits it as an `error` event, which with no listener kills the process.
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
+import { isUserContextError } from 'temporal-user-context';
 import { fromPgPool, type SqlDatabase } from 'temporal-user-context/postgres';
 import { createTestDatabase, type TestDatabase } from '../../../../test-support/postgres.js';
 
@@ -104,7 +105,9 @@ describe('fromPgPool when a connection is lost', () => {
           await tx.query('select 2');
         })
         .catch((err: unknown) => err);
+      // The connection's loss, as pg reports it (not a refusal of this package's).
       expect(failed).toBeInstanceOf(Error);
+      expect(isUserContextError(failed)).toBe(false);
       // The pool's one slot is free again.
       expect(await pidOf(db)).toBeGreaterThan(0);
     } finally {

@@ -106,7 +106,7 @@ describe.each(BACKENDS)('assertIsolation on %s (case 17)', (kind) => {
         // A connection that will serve no scope (a migration as the tables' owner) need not.
         await expect(
           assertIsolation(fromPgPool(pool), { appRole: roles.app, checkLogin: false }),
-        ).resolves.toBeDefined();
+        ).resolves.toMatchObject({ appRole: roles.app, tenantTables: ['audit_log', 'memberships', 'notes'] });
       } finally {
         await pool.end();
         await b.admin.query(`drop role ${login}`);
@@ -142,12 +142,18 @@ describe.each(BACKENDS)('assertIsolation on %s (case 17)', (kind) => {
     await b.admin.query(`revoke select on memberships from ${roles.app}`);
     try {
       await b.admin.query(`grant select (workspace_id, user_id, roles) on memberships to ${roles.app}`);
-      await expect(assertIsolation(b.admin, { appRole: roles.app })).resolves.toBeDefined();
+      await expect(assertIsolation(b.admin, { appRole: roles.app })).resolves.toMatchObject({
+        appRole: roles.app,
+        tenantTables: ['audit_log', 'memberships', 'notes'],
+      });
     } finally {
       await b.admin.query(`revoke select (workspace_id, user_id, roles) on memberships from ${roles.app}`);
       await b.admin.query(`grant select on memberships to ${roles.app}`);
     }
-    await expect(assertIsolation(b.admin, { appRole: roles.app })).resolves.toBeDefined();
+    await expect(assertIsolation(b.admin, { appRole: roles.app })).resolves.toMatchObject({
+      appRole: roles.app,
+      tenantTables: ['audit_log', 'memberships', 'notes'],
+    });
   });
 
   it('refuses an unknown app role', async () => {

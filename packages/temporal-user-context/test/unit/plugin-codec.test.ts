@@ -83,7 +83,9 @@ describe('a refusal in an activity context', () => {
     expect(isUserContextError(refusal, ErrorCodes.PLAINTEXT_PAYLOAD)).toBe(true);
     // At the edge, the call's user is named.
     const alice = { userId: 'alice', workspaceId: 'ws-a', roles: ['member'] };
-    await expect(runAsUser(alice, () => codec.decode([payload], workflow))).rejects.toThrow();
+    await expect(runAsUser(alice, () => codec.decode([payload], workflow))).rejects.toMatchObject({
+      code: ErrorCodes.PLAINTEXT_PAYLOAD,
+    });
     // One record each, by the codec's refusal hook, with what it is known to be about.
     expect(
       audit.events.map((e) => [e.action, e.reason, e.workflowId, e.activityId, e.source, e.userId]),
@@ -101,9 +103,13 @@ describe('forNamespace and the refusal hook', () => {
     const plugin = new UserContextPlugin({ keys: KeyRing.fromJSON(generateKeySet('pc').worker), audit });
     const codec = plugin.codec!;
     for (const options of [undefined, {}, { onRefusal: undefined }])
-      await expect(codec.forNamespace('prod', options).decode([payload])).rejects.toThrow();
+      await expect(codec.forNamespace('prod', options).decode([payload])).rejects.toMatchObject({
+        code: ErrorCodes.PLAINTEXT_PAYLOAD,
+      });
     expect(audit.events).toHaveLength(3);
-    await expect(codec.forNamespace('prod', { onRefusal: null }).decode([payload])).rejects.toThrow();
+    await expect(codec.forNamespace('prod', { onRefusal: null }).decode([payload])).rejects.toMatchObject({
+      code: ErrorCodes.PLAINTEXT_PAYLOAD,
+    });
     expect(audit.events).toHaveLength(3);
   });
 });

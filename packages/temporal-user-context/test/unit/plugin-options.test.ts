@@ -19,6 +19,7 @@ import {
 } from 'temporal-user-context';
 import { failureConverterPath } from '../../src/plugin.js';
 import { ContextSource } from '../../src/client/source.js';
+import { mirrorOptionsOf } from '../../src/client/mirror.js';
 import { createArgsDigest } from '../../src/crypto/args-digest.js';
 
 // The module the SDK require()s: loaded the same way here.
@@ -76,7 +77,7 @@ describe('verifier options', () => {
     expect(codeOf(() => plugin({ verifier: options }))).toBe(ErrorCodes.MISCONFIGURED);
   });
 
-  it('accepts the bounds themselves and leaves the defaults alone', () => {
+  it('accepts the bounds themselves and no options at all', () => {
     for (const options of [{}, { clockSkewSeconds: 0, cacheSize: 1 }, { clockSkewSeconds: 3600 }]) {
       expect(() => new ContextVerifier(worker, options)).not.toThrow();
       expect(() => plugin({ verifier: options })).not.toThrow();
@@ -199,6 +200,10 @@ describe('mirror', () => {
     expect(() => plugin({ mirror: { memo: 'plain' } })).not.toThrow();
     expect(() => plugin({ mirror: { memo: undefined } })).not.toThrow();
     expect(() => plugin({ mirror: undefined })).not.toThrow();
+    // What the plugin then mirrors: the defaults field by field.
+    expect(mirrorOptionsOf({ memo: 'plain' })).toEqual({ memo: 'plain', searchAttributes: 'off' });
+    expect(mirrorOptionsOf({ memo: undefined })).toEqual({ memo: 'pseudonym', searchAttributes: 'off' });
+    expect(mirrorOptionsOf(undefined)).toEqual({ memo: 'pseudonym', searchAttributes: 'off' });
   });
 });
 
