@@ -25,6 +25,24 @@ const worker = KeyRing.fromJSON(keys.worker);
 
 const codeOf = (p: Promise<unknown>) => codeOfType(p, UserContextError);
 
+/**
+ * A token signed with the edge ring's own Ed25519 key by hand (not through jose, which would refuse
+ * some of what tests write), over exactly `payload`, then sealed with `outer` in the JWE header.
+ */
+function sealedByHand(
+  header: Record<string, unknown>,
+  payload: string,
+  outer: Record<string, unknown> = { cty: 'JWT' },
+): Promise<string> {
+  const b64u = (x: string | Buffer) => Buffer.from(x).toString('base64url');
+  const input = `${b64u(JSON.stringify(header))}.${b64u(payload)}`;
+  const jws = `${input}.${b64u(edSign(null, Buffer.from(input), edge.activeSigningKey()!.privateKey))}`;
+  const seal = edge.activeSealingKey();
+  return new CompactEncrypt(new TextEncoder().encode(jws))
+    .setProtectedHeader({ alg: 'dir', enc: 'A256GCM', kid: seal.kid, ...outer })
+    .encrypt(seal.key);
+}
+
 describe('context tokens', () => {
   it('history shows no readable claim', async () => {
     const { header } = await issueContextToken(edge, alice, {
@@ -386,16 +404,8 @@ describe('context tokens', () => {
       workflowId: 'wf-h',
     });
     const signer = edge.activeSigningKey()!;
-    const seal = edge.activeSealingKey();
-    const b64u = (x: string | Buffer) => Buffer.from(x).toString('base64url');
-    // Signed with the ring's own Ed25519 key (not through jose, which would refuse to), then sealed.
-    const sealed = (header: Record<string, unknown>, outer: Record<string, unknown> = { cty: 'JWT' }) => {
-      const input = `${b64u(JSON.stringify(header))}.${b64u(JSON.stringify(claims))}`;
-      const jws = `${input}.${b64u(edSign(null, Buffer.from(input), signer.privateKey))}`;
-      return new CompactEncrypt(new TextEncoder().encode(jws))
-        .setProtectedHeader({ alg: 'dir', enc: 'A256GCM', kid: seal.kid, ...outer })
-        .encrypt(seal.key);
-    };
+    const sealed = (header: Record<string, unknown>, outer?: Record<string, unknown>) =>
+      sealedByHand(header, JSON.stringify(claims), outer);
     const genuine = { alg: 'EdDSA', kid: signer.kid, typ: 'tuc+jwt' };
     expect(await openContextToken(worker, await sealed(genuine))).toEqual(claims);
     // The outer `cty` keeps apart what the same keys seal: a sealed Nexus operation token, or no type.
@@ -424,17 +434,8 @@ describe('context tokens', () => {
       use: 'start',
       workflowId: 'wf-d',
     });
-    const signer = edge.activeSigningKey()!;
-    const seal = edge.activeSealingKey();
-    const b64u = (x: string | Buffer) => Buffer.from(x).toString('base64url');
-    const sealed = (payload: string) => {
-      const header = { alg: 'EdDSA', kid: signer.kid, typ: 'tuc+jwt' };
-      const input = `${b64u(JSON.stringify(header))}.${b64u(payload)}`;
-      const jws = `${input}.${b64u(edSign(null, Buffer.from(input), signer.privateKey))}`;
-      return new CompactEncrypt(new TextEncoder().encode(jws))
-        .setProtectedHeader({ alg: 'dir', enc: 'A256GCM', kid: seal.kid, cty: 'JWT' })
-        .encrypt(seal.key);
-    };
+    const header = { alg: 'EdDSA', kid: edge.activeSigningKey()!.kid, typ: 'tuc+jwt' };
+    const sealed = (payload: string) => sealedByHand(header, payload);
     const text = JSON.stringify(claims);
     expect(await openContextToken(worker, await sealed(text))).toEqual(claims);
     // A second `ws` after the first: JSON.parse would keep it, a first-wins reader the genuine one.
