@@ -5,7 +5,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
-import { UserContextPlugin, pinoAuditSink } from 'temporal-user-context';
+import { Auditor, UserContextPlugin, pinoAuditSink } from 'temporal-user-context';
 import { postgresAuditSink } from 'temporal-user-context/postgres';
 import { authFromEnv } from './api.js';
 import { createApi } from './api/app.js';
@@ -102,8 +102,9 @@ async function main(): Promise<void> {
   const database = await openDatabase();
   await migrate(database.db);
   await assertPlatformIsolation(database.db);
-  const agents = await seedDemo(database.db);
   const dbAudit = postgresAuditSink(database.db);
+  // The demo's agents and documents are written as each workspace's admin: on the platform's trail.
+  const agents = await seedDemo(database.db, undefined, { auditor: new Auditor([dbAudit]) });
   // Refusals of anonymous requests, and of a removed member's, reach the table once per kind and
   // minute, with a count (edgeDatabaseAudit). The log keeps every one.
   const edgeDbAudit = edgeDatabaseAudit(dbAudit);

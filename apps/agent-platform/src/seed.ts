@@ -1,5 +1,5 @@
 import type { UserContext } from 'temporal-user-context';
-import { withUserScope, type SqlDatabase } from 'temporal-user-context/postgres';
+import { withUserScope, type SqlDatabase, type UserScopeOptions } from 'temporal-user-context/postgres';
 import { AgentRepository, DocumentRepository } from './data/repositories/index.js';
 
 export interface DemoWorkspace {
@@ -41,6 +41,8 @@ export const DEMO_WORKSPACES: DemoWorkspace[] = [
 export async function seedDemo(
   db: SqlDatabase,
   workspaces: DemoWorkspace[] = DEMO_WORKSPACES,
+  /** For its scopes (the auditor its records go to; default the process's, pino on stdout). */
+  scope: UserScopeOptions = {},
 ): Promise<Record<string, string>> {
   const agentIds: Record<string, string> = {};
   for (const ws of workspaces) {
@@ -60,22 +62,27 @@ export async function seedDemo(
     const admin = ws.members.find((m) => m.roles.includes('admin'));
     if (!admin) continue;
     const ctx: UserContext = { userId: admin.userId, workspaceId: ws.id, roles: admin.roles };
-    agentIds[ws.id] = await withUserScope(db, ctx, async (tx) => {
-      const agents = new AgentRepository(tx);
-      if (!created) {
-        const existing = await agents.list(1);
-        if (existing[0]) return existing[0].id;
-      }
-      const docs = new DocumentRepository(tx);
-      for (const d of ws.documents) await docs.create(d);
-      const agent = await agents.create({
-        name: `${ws.name} assistant`,
-        instructions: `You help the ${ws.name} team find things in their documents.`,
-        model: 'local',
-        tools: ['searchWorkspaceDocuments'],
-      });
-      return agent.id;
-    });
+    agentIds[ws.id] = await withUserScope(
+      db,
+      ctx,
+      async (tx) => {
+        const agents = new AgentRepository(tx);
+        if (!created) {
+          const existing = await agents.list(1);
+          if (existing[0]) return existing[0].id;
+        }
+        const docs = new DocumentRepository(tx);
+        for (const d of ws.documents) await docs.create(d);
+        const agent = await agents.create({
+          name: `${ws.name} assistant`,
+          instructions: `You help the ${ws.name} team find things in their documents.`,
+          model: 'local',
+          tools: ['searchWorkspaceDocuments'],
+        });
+        return agent.id;
+      },
+      scope,
+    );
   }
   return agentIds;
 }

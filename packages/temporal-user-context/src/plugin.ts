@@ -13,6 +13,7 @@ import type { WorkflowInfo } from '@temporalio/workflow';
 import { SimplePlugin } from '@temporalio/plugin';
 import type { BundleOptions, InjectedSinks, ReplayWorkerOptions, WorkerOptions } from '@temporalio/worker';
 import type { AuditDecision, AuditSink, IdentitySource } from './audit/event.js';
+import { markRecorded } from './audit/recorded.js';
 import { Auditor, pinoAuditSink } from './audit/sinks.js';
 import {
   UserContextScheduleClientInterceptor,
@@ -399,6 +400,8 @@ export class UserContextPlugin extends SimplePlugin {
               userId: user?.userId,
               workspaceId: user?.workspaceId,
             });
+            // Activity code that lets it propagate (its client's result, say) is not recorded again.
+            markRecorded(err);
           },
         })
       : undefined;
@@ -494,7 +497,7 @@ export class UserContextPlugin extends SimplePlugin {
               reason: ErrorCodes.MISSING,
               detail: 'no actor header',
             });
-            throw new UserContextError(ErrorCodes.MISSING, 'no actor');
+            throw markRecorded(new UserContextError(ErrorCodes.MISSING, 'no actor'));
           }
           return actor;
         },

@@ -228,6 +228,25 @@ export type TokenFailure =
   | 'bad-principal'
   | 'rejected';
 
+const KEY_SET_FETCH_FAILURES: ReadonlySet<string> = new Set([
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ECONNABORTED',
+  'ENOTFOUND',
+  'EAI_AGAIN',
+  'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EPIPE',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
+
 /** The {@link TokenFailure} of an error thrown by a verifier. */
 export function tokenFailure(err: unknown): TokenFailure {
   if (err === null || typeof err !== 'object') return 'rejected';
@@ -264,8 +283,9 @@ export function tokenFailure(err: unknown): TokenFailure {
     case 'ERR_JOSE_GENERIC':
       return 'key-set-unavailable';
     default:
-      // The fetch's network errors are Node's system errors (`ECONNREFUSED`, `ENOTFOUND`, ...).
-      return typeof code === 'string' && /^(E[A-Z]{2,}|EAI_[A-Z]+)$/.test(code)
+      // The key set's fetch failing in the network or TLS (Node's codes): the identity provider is out
+      // of reach, not the token bad. Only these: a custom verifier's own codes stay refusals.
+      return typeof code === 'string' && KEY_SET_FETCH_FAILURES.has(code)
         ? 'key-set-unavailable'
         : 'rejected';
   }

@@ -4,7 +4,7 @@ import type { ActivityExecuteInput, ActivityInboundCallsInterceptor, Next } from
 import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
 import { ACTOR_HEADER, ORIGINATOR_HEADER, decodeHeader, type Lineage } from '../header/wire.js';
 import type { Auditor } from '../audit/sinks.js';
-import { wasRecorded } from '../audit/recorded.js';
+import { markRecordedIn, wasRecordedIn } from '../audit/recorded.js';
 import {
   auditAllowed,
   auditFailure,
@@ -182,6 +182,8 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
       const refusal = auditFailure(auditor, audit, 'activity.execute', err, { verified: identified });
       throw toApplicationFailure(refusal);
     }
+    // The actor's refusal was recorded above: activity code that rethrows it (currentActor()) is not.
+    if (scope.actorRefusal) markRecordedIn(scope.actorRefusal, scope);
     try {
       enterActivityScope(scope);
       return await next(input);
@@ -191,7 +193,7 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
       // withUserScope, the worker's client); one raised where no auditor was at hand (a malformed
       // option, an invalid context handed to runAsUser) is recorded here, as the activity's.
       if (isUserContextError(err)) {
-        if (!wasRecorded(err)) auditRefusedByCode(scope, 'activity.execute', err);
+        if (!wasRecordedIn(err, scope)) auditRefusedByCode(scope, 'activity.execute', err);
         throw toApplicationFailure(err);
       }
       throw err;

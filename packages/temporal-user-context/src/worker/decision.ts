@@ -142,5 +142,4 @@ export function auditRefusedByCode(scope: ActivityScope, action: string, err: Us
     tokenId: scope.claims?.jti,
     detail: `refused by the handler's code: ${err.reason}`,
   });
-  markRecorded(err);
 }

@@ -33,7 +33,7 @@ import { withServerLineage, type ConfirmedLineage, type FirstRunStarts } from '.
 import { runInNexusScope, type ActivityScope } from './scope.js';
 import type { ContextVerifier, Verified } from './verifier.js';
 import { parseJsonUniqueKeys } from '../header/unique-keys.js';
-import { wasRecorded } from '../audit/recorded.js';
+import { wasRecordedIn } from '../audit/recorded.js';
 
 /**
  * Runs handler code, failing the operation with the code of a refusal that code raised (`withUserScope`,
@@ -46,7 +46,7 @@ async function handled<T>(scope: ActivityScope, action: string, fn: () => Promis
     return await fn();
   } catch (err) {
     if (!isUserContextError(err)) throw err;
-    if (!wasRecorded(err)) auditRefusedByCode(scope, action, err);
+    if (!wasRecordedIn(err, scope)) auditRefusedByCode(scope, action, err);
     throw toHandlerError(err);
   }
 }

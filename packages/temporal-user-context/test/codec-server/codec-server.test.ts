@@ -364,6 +364,12 @@ describe('codec server (case 23)', () => {
       'key-set-unavailable',
     );
     expect(tokenFailure(Object.assign(new Error('x'), { code: 'custom' }))).toBe('rejected');
+    // A custom verifier's own codes are refusals, whatever they look like; TLS failures of the fetch
+    // are an identity provider out of reach.
+    for (const code of ['EXPIRED', 'ERROR', 'EINVAL', 'EACCES'])
+      expect(tokenFailure(Object.assign(new Error('x'), { code })), code).toBe('rejected');
+    for (const code of ['CERT_HAS_EXPIRED', 'ERR_TLS_CERT_ALTNAME_INVALID', 'EAI_AGAIN'])
+      expect(tokenFailure(Object.assign(new Error('x'), { code })), code).toBe('key-set-unavailable');
     expect(tokenFailure(new joseErrors.JWKSNoMatchingKey())).toBe('unknown-key');
     expect(
       tokenFailure(new joseErrors.JWTClaimValidationFailed('x', { iat: now + 60 }, 'iat', 'check_failed')),

@@ -113,11 +113,12 @@ describe('each boundary carries the originator to an activity', () => {
       ),
     );
     expect(failure).toBe(ErrorCodes.MISSING);
+    // Once: the activity's record, not a second one when its refusal leaves through the guard.
     expect(
       h.audit.events
-        .filter((e) => e.workflowId === workflowId && e.action === 'activity.actor')
-        .map((e) => [e.decision, e.reason, e.detail, e.activityType]),
-    ).toEqual([['deny', ErrorCodes.MISSING, 'no actor header', 'temporalUserContext.whoisActor']]);
+        .filter((e) => e.workflowId === workflowId && e.decision === 'deny')
+        .map((e) => [e.action, e.reason, e.detail, e.activityType]),
+    ).toEqual([['activity.actor', ErrorCodes.MISSING, 'no actor header', 'temporalUserContext.whoisActor']]);
   });
 
   it("a refusal the activity's own code raises where nothing records it is recorded by the guard, once", async () => {
@@ -141,6 +142,28 @@ describe('each boundary carries the originator to an activity', () => {
         1,
         "refused by the handler's code",
       ],
+    ]);
+  });
+
+  it('one refusal object thrown by several activities is recorded for each of them', async () => {
+    const ids = [id('shared'), id('shared')];
+    for (const workflowId of ids) {
+      const failure = await failureOf(
+        runAsUser(alice, () =>
+          h.client.workflow.execute('viaSharedRefusal', { taskQueue: h.taskQueue, workflowId }),
+        ),
+      );
+      expect(failure).toBe(ErrorCodes.MISCONFIGURED);
+    }
+    expect(
+      ids.map((workflowId) =>
+        h.audit.events
+          .filter((e) => e.workflowId === workflowId && e.decision === 'deny')
+          .map((e) => [e.action, e.reason]),
+      ),
+    ).toEqual([
+      [['activity.execute', ErrorCodes.MISCONFIGURED]],
+      [['activity.execute', ErrorCodes.MISCONFIGURED]],
     ]);
   });
 

@@ -66,8 +66,9 @@ describe('revocation hook', () => {
     const result = (await handle.result()) as { actorVerified?: UserContext; actorRefused?: string };
     expect(result.actorVerified).toBeUndefined();
     expect(result.actorRefused).toBe(ErrorCodes.REVOKED);
+    // One record of the refusal: the guard's, not a second when the activity rethrows it.
     const actorDecisions = h.audit.events.filter(
-      (e) => e.workflowId === workflowId && e.action === 'activity.actor',
+      (e) => e.workflowId === workflowId && (e.action === 'activity.actor' || e.decision === 'deny'),
     );
     expect(actorDecisions).toEqual([
       expect.objectContaining({
