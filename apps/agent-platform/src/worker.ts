@@ -1,5 +1,6 @@
 import { extname } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
+import { Context } from '@temporalio/activity';
 import { Worker, type NativeConnection, type WorkerOptions } from '@temporalio/worker';
 import {
   ErrorCodes,
@@ -11,7 +12,12 @@ import {
   type KeyRing,
   type Verified,
 } from 'temporal-user-context';
-import { postgresAuditSink, withUserScope, type SqlDatabase } from 'temporal-user-context/postgres';
+import {
+  postgresAuditSink,
+  withUserScope,
+  type ScopeAuditFields,
+  type SqlDatabase,
+} from 'temporal-user-context/postgres';
 import { createActivities } from './activities.js';
 import {
   AUDIT_FLUSH_TIMEOUT_MS,
@@ -77,7 +83,7 @@ export async function createWorker(options: CreateWorkerOptions): Promise<Worker
 async function actorRemoved(db: SqlDatabase, verified: Verified, auditor: Auditor): Promise<boolean> {
   if (verified.claims.use !== 'actor') return false;
   try {
-    await withUserScope(db, verified.context, async () => undefined, { auditor });
+    await withUserScope(db, verified.context, async () => undefined, { auditor, audit: activityIds() });
     return false;
   } catch (err) {
     if (isUserContextError(err, ErrorCodes.MEMBERSHIP_REVOKED)) return true;
@@ -120,4 +126,26 @@ if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) 
     console.error(err);
     process.exit(1);
   });
+}
+
+/**
+ * The ids of the activity the hook runs for, for its database scope's record: the hook runs before the
+ * activity's own scope exists, which would otherwise supply them. None in a Nexus handler.
+ */
+function activityIds(): ScopeAuditFields | undefined {
+  let info: ReturnType<typeof Context.current>['info'];
+  try {
+    info = Context.current().info;
+  } catch {
+    return undefined;
+  }
+  return {
+    namespace: info.workflowNamespace,
+    workflowId: info.workflowExecution?.workflowId,
+    runId: info.workflowExecution?.runId,
+    workflowType: info.workflowType,
+    activityType: info.activityType,
+    activityId: info.activityId,
+    attempt: info.attempt,
+  };
 }

@@ -383,6 +383,12 @@ describe('POST /runs/:runId/cancel', () => {
         .filter((e) => e.action === 'activity.actor' && e.workflowId === workflowId && e.decision === 'deny')
         .map((e) => e.reason),
     ).toContain(ErrorCodes.REVOKED);
+    // The revocation hook's membership check is on the worker's trail too, with the activity's ids.
+    expect(
+      p.workerAudit.events
+        .filter((e) => e.action === 'db.scope' && e.userId === 'erin' && e.decision === 'deny')
+        .map((e) => [e.reason, e.workflowId, e.activityType]),
+    ).toContainEqual([ErrorCodes.MEMBERSHIP_REVOKED, workflowId, 'temporalUserContext.whoisActor']);
   });
 });
 
