@@ -28,7 +28,7 @@ import { fileURLToPath } from 'node:url';
 import { Client, Connection } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import pg from 'pg';
-import { KeyRing, UserContextPlugin, generateKeySet } from 'temporal-user-context';
+import { Auditor, KeyRing, UserContextPlugin, generateKeySet } from 'temporal-user-context';
 import { fromPgPool, postgresAuditSink } from 'temporal-user-context/postgres';
 import { createApi } from '../apps/agent-platform/src/api/app.js';
 import { createEphemeralIssuer } from '../apps/agent-platform/src/auth/dev-issuer.js';
@@ -122,7 +122,7 @@ async function main(): Promise<void> {
     await migrate(db);
     await assertPlatformIsolation(db);
     const workspaces = loadWorkspaces();
-    const agentIds = await seedDemo(db, workspaces);
+    const agentIds = await seedDemo(db, workspaces, { auditor: new Auditor([]) });
 
     const namespace = env.namespace ?? 'default';
     const taskQueue = `agent-tasks-load-${Date.now().toString(36)}`;

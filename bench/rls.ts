@@ -42,7 +42,11 @@ import {
   type SqlDatabase,
   type SqlQueryable,
 } from 'temporal-user-context/postgres';
+import { Auditor } from 'temporal-user-context';
 import { migrate } from '../apps/agent-platform/src/data/migrate.js';
+
+/** An auditor with no sinks: `withUserScope` measured without the cost of any audit sink. */
+const silent = new Auditor([]);
 import { createTestDatabase } from '../test-support/postgres.js';
 
 const ROWS = 1_000_000;
@@ -136,7 +140,10 @@ async function runPooled(pool: pg.Pool, db: SqlDatabase, path: Packaged, i: numb
     return;
   }
   if (path === 'scope') {
-    await withUserScope(db, { userId: 'bench', workspaceId: ws, roles: ['member'] }, read);
+    // No auditor: records go nowhere (an auditor with no sinks), as before the default auditor existed.
+    await withUserScope(db, { userId: 'bench', workspaceId: ws, roles: ['member'] }, read, {
+      auditor: silent,
+    });
     return;
   }
   await db.transaction(async (tx) => {

@@ -20,8 +20,10 @@ export interface CodecPrincipal {
 }
 
 /**
- * Verifies a bearer token and returns its principal, or throws (any error: the server answers
- * `CODEC_TOKEN_INVALID`). Use it for an identity provider that is not a plain JWKS issuer.
+ * Verifies a bearer token and returns its principal, or throws: the server answers 401
+ * `CODEC_TOKEN_INVALID`, or 503 `CODEC_UNAVAILABLE` when what it throws says the key set was out of
+ * reach (jose's key-set errors, or one of the network and TLS codes {@link tokenFailure} lists). Use it
+ * for an identity provider that is not a plain JWKS issuer.
  */
 export type VerifyToken = (token: string) => Promise<CodecPrincipal>;
 
@@ -206,10 +208,10 @@ export async function authenticate(verify: VerifyToken, token: string): Promise<
  * - `claim-missing`: `exp` or `sub` (or another required claim) is missing;
  * - `malformed`: not a JWS/JWT, or a claim of the wrong type;
  * - `claims-rejected`: another claim check failed;
- * - `key-set-unavailable`: the issuer's JWKS could not be fetched or read (a timeout, a network error
- *   such as `ECONNREFUSED`, an answer other than 200 or not a key set): answered 503, not 401;
+ * - `key-set-unavailable`: the issuer's JWKS could not be fetched or read (a timeout, one of the network
+ *   and TLS error codes listed below, an answer other than 200 or not a key set): answered 503, not 401;
  * - `bad-principal`: a custom `verifyToken` returned something that is not a principal;
- * - `rejected`: anything else (what a custom `verifyToken` threw).
+ * - `rejected`: anything else (most of what a custom `verifyToken` throws).
  *
  * Read from jose's stable error `code`s (not `instanceof`, which fails across two copies of jose): only
  * these fixed words reach the record, never the error's message, which may quote the token's claims.

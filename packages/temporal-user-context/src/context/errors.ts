@@ -1,3 +1,5 @@
+import { safeReason } from './safe-reason.js';
+
 /**
  * Every refusal in this library is a {@link UserContextError} with a stable {@link UserContextErrorCode}.
  * Codes are part of the public API: match on `code`, never on `message`.
@@ -9,9 +11,12 @@ export const ErrorCodes = {
   INVALID: 'USER_CONTEXT_INVALID',
   /** The serialised context or header is over the size cap. */
   TOO_LARGE: 'USER_CONTEXT_TOO_LARGE',
-  /** The header is not a well-formed v1 header (bad JSON, wrong shape, unknown version). */
+  /** The header is not a well-formed v1 header (bad JSON, a repeated key, wrong shape, unknown version). */
   HEADER_MALFORMED: 'USER_CONTEXT_HEADER_MALFORMED',
-  /** The token failed decryption or signature verification, or uses a forbidden algorithm. */
+  /**
+   * The token failed decryption or signature verification, uses a forbidden algorithm, or its claims (or
+   * a sealed operation token's content) repeat a key.
+   */
   TOKEN_INVALID: 'USER_CONTEXT_TOKEN_INVALID',
   /** The token names a key id that the key ring does not hold (or a hostile one). */
   KEY_UNKNOWN: 'USER_CONTEXT_KEY_UNKNOWN',
@@ -29,7 +34,10 @@ export const ErrorCodes = {
   EXPLICIT_MISMATCH: 'USER_CONTEXT_EXPLICIT_MISMATCH',
   /** A signal, update or query from an actor the workflow's policy refuses. */
   ACTOR_FORBIDDEN: 'USER_CONTEXT_ACTOR_FORBIDDEN',
-  /** The workflow's actor policy threw instead of deciding: the signal, update or query is refused. */
+  /**
+   * The workflow's actor policy threw, or answered something other than `true` or `false` (a promise),
+   * instead of deciding: the signal, update or query is refused.
+   */
   POLICY_FAILED: 'USER_CONTEXT_POLICY_FAILED',
   /** A system principal where the activity did not declare it or the worker did not allow-list it. */
   SYSTEM_PRINCIPAL_FORBIDDEN: 'USER_CONTEXT_SYSTEM_PRINCIPAL_FORBIDDEN',
@@ -55,24 +63,6 @@ export type UserContextErrorCode = (typeof ErrorCodes)[keyof typeof ErrorCodes];
  * not a UserContextError). Every other code fails the activity with a non-retryable ApplicationFailure.
  */
 const RETRYABLE: ReadonlySet<UserContextErrorCode> = new Set<UserContextErrorCode>([]);
-
-// What a reason must not carry into a failure message, history or a log line: C0/C1 controls (CR, LF),
-// zero-width and bidi formatting characters, line and paragraph separators, lone surrogates (the audit
-// sanitiser's class). Reasons quote ids at times (a workflow id may hold a line break).
-const UNSAFE_IN_REASON = /[\p{Cc}\p{Cf}\p{Cs}\p{Zl}\p{Zp}]/gu;
-const MAX_REASON = 4000;
-
-/**
- * `reason` with unsafe characters replaced by U+FFFD, capped at 4 000 UTF-16 units (then `…`): what
- * every refusal's reason and message go through. Pure and sandbox-safe.
- */
-export function safeReason(reason: string): string {
-  const cleaned = String(reason).replace(UNSAFE_IN_REASON, '\uFFFD');
-  if (cleaned.length <= MAX_REASON) return cleaned;
-  // No lone surrogate is left: a high surrogate as the last unit kept has its pair just past the cap.
-  const last = cleaned.charCodeAt(MAX_REASON - 1);
-  return `${cleaned.slice(0, last >= 0xd800 && last <= 0xdbff ? MAX_REASON - 1 : MAX_REASON)}…`;
-}
 
 /** The one error type the library throws on refusal. */
 export class UserContextError extends Error {

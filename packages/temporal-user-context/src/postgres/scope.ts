@@ -52,8 +52,9 @@ export interface UserScopeOptions {
   requireRole?: string;
   /**
    * Where `db.scope` decisions go. Default: inside an activity or Nexus handler of a `UserContextPlugin`
-   * worker, the plugin's auditor; elsewhere the process's default (pino on stdout, `defaultAuditor()`):
-   * every decision is recorded somewhere.
+   * worker, the plugin's auditor; elsewhere the process's default (pino on stdout, `defaultAuditor()`
+   * from `temporal-user-context`): every refusal is recorded somewhere, and every grant unless
+   * `auditAllow: false`.
    */
   auditor?: Auditor;
   /**

@@ -127,7 +127,7 @@ export function auditFailure(
 }
 
 /**
- * Records a refusal that handler code raised and nobody audited (see `wasRecorded`), as the
+ * Records a refusal that handler code raised and nobody audited (see `wasRecordedIn`), as the
  * handler's: with its execution ids and, when it has one, its verified user.
  */
 export function auditRefusedByCode(scope: ActivityScope, action: string, err: UserContextError): void {

@@ -53,7 +53,9 @@ export const SHARED_VERIFICATION_PATCH = 'temporal-user-context:shared-verificat
  * Rejects with a non-retryable `ApplicationFailure` whose `type` is the `USER_CONTEXT_*` code when the
  * context does not verify (the worker's refusal of the local activity reaches workflow code as that
  * failure itself); recognise it with `userContextFailureCode`. Left uncaught, it fails the run
- * with that code.
+ * with that code. Failures that are no verdict (a revocation hook's outage, a scheduled run its
+ * schedule has not recorded yet) are retried for up to 2 minutes (1 s doubling to 10 s) before the
+ * call rejects with a retryable `ActivityFailure`.
  */
 export function getUserContext(): Promise<UserContext> {
   const state = workflowState();
@@ -115,7 +117,8 @@ export function getActor(): ActorRef | undefined {
  * Rejects like {@link getUserContext}: a non-retryable `ApplicationFailure` whose `type` is the code
  * (`USER_CONTEXT_MISSING` outside a handler, the worker's code when the actor's token does not verify).
  * Left uncaught in an update handler, it rejects the update; in a signal handler or the workflow
- * function, it fails the run.
+ * function, it fails the run. A failure that is no verdict is tried three times (1 s and 2 s apart),
+ * then rejects retryable: the handler decides what an outage means (wait and verify again, or not).
  */
 export function verifyActor(): Promise<UserContext> {
   if (!currentActor())
@@ -125,8 +128,8 @@ export function verifyActor(): Promise<UserContext> {
 
 /**
  * Replaces this workflow's actor policy (call at the top of the workflow function). The policy must be
- * pure and synchronous: it runs in validators and queries. A policy that throws refuses the call with
- * `USER_CONTEXT_POLICY_FAILED`.
+ * pure and synchronous: it runs in validators and queries. A policy that throws, or answers anything but
+ * `true` or `false` (a promise: an `async` policy), refuses the call with `USER_CONTEXT_POLICY_FAILED`.
  */
 export function setActorPolicy(policy: ActorPolicy): void {
   workflowState().policy = policy;

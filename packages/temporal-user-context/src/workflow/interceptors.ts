@@ -27,9 +27,9 @@ import {
   ErrorCodes,
   UserContextError,
   isUserContextError,
-  safeReason,
   type UserContextErrorCode,
 } from '../context/errors.js';
+import { safeReason } from '../context/safe-reason.js';
 import {
   ACTOR_HEADER,
   ORIGINATOR_HEADER,

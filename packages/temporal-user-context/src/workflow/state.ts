@@ -31,7 +31,10 @@ export interface ActorRef {
   readonly call?: string;
 }
 
-/** Decides whether an actor may signal, update or query this workflow. Must be pure and synchronous. */
+/**
+ * Decides whether an actor may signal, update or query this workflow. Must be pure and synchronous, and
+ * answer `true` or `false`: anything else refuses (`USER_CONTEXT_POLICY_FAILED`).
+ */
 export type ActorPolicy = (input: {
   kind: 'signal' | 'update' | 'query';
   name: string;
