@@ -11,6 +11,7 @@ import {
   type ModelDecision,
   type ModelProvider,
 } from './providers/index.js';
+import { RunErrorCodes } from './workflows/run-policy.js';
 
 export interface ActivityDeps {
   db: SqlDatabase;
@@ -74,13 +75,23 @@ export function createActivities(deps: ActivityDeps) {
      */
     async modelStep(agent: AgentConfig, messages: AgentMessage[]): Promise<ModelDecision> {
       const current = await loadAgentConfig(agent.agentId);
-      const decision = await deps.provider.step(current, messages);
+      let decision: ModelDecision;
+      try {
+        decision = await deps.provider.step(current, messages);
+      } catch (err) {
+        // The provider refused the request (its model name, key, size) or answered something unusable:
+        // no retry cures it, and the run fails with that code, on the trail.
+        if (!(err instanceof ApplicationFailure && MODEL_FAILURES.has(err.type ?? ''))) throw err;
+        throw refused('agent.model', err, `agent ${current.agentId} model ${JSON.stringify(current.model)}`);
+      }
       try {
         return acceptDecision(current, decision);
       } catch (err) {
         // Only the refusal of a tool is a decision; anything else (a malformed answer) is an error.
         if (!(err instanceof ApplicationFailure && err.type === 'TOOL_NOT_ENABLED')) throw err;
-        const tool = decision.type === 'tool_call' ? decision.tool.slice(0, 64) : '';
+        // A provider of our own checks the name is a string; another might not: never let that turn
+        // the refusal into a TypeError.
+        const tool = decision.type === 'tool_call' ? String(decision.tool).slice(0, 64) : '';
         throw refused('agent.tool', err, `agent ${current.agentId} tool ${JSON.stringify(tool)}`);
       }
     },
@@ -156,6 +167,12 @@ export function createActivities(deps: ActivityDeps) {
 }
 
 export type AgentActivities = ReturnType<typeof createActivities>;
+
+/** The model provider's failures that no retry cures (providers/openai.ts). */
+const MODEL_FAILURES: ReadonlySet<string> = new Set([
+  RunErrorCodes.MODEL_REJECTED,
+  RunErrorCodes.MODEL_RESPONSE_INVALID,
+]);
 
 /**
  * An application refusal, recorded in the worker's audit trail (with the activity's ids and user) before

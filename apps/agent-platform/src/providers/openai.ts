@@ -1,3 +1,4 @@
+import { ApplicationFailure } from '@temporalio/common';
 import {
   isInstruction,
   type AgentConfig,
@@ -29,17 +30,30 @@ const TOOL_SCHEMAS: Record<string, object> = {
   },
 };
 
+/** What a chat-completions answer is expected to hold: read as unknown, field by field. */
 interface ChatResponse {
-  choices?: {
-    message?: {
-      content?: string | null;
-      tool_calls?: { function?: { name?: string; arguments?: unknown } }[];
-    };
-  }[];
+  choices?: unknown[];
 }
 
 const isObject = (value: unknown): value is Record<string, unknown> =>
   value !== null && typeof value === 'object' && !Array.isArray(value);
+
+/** A failure of the model's answer or of the request itself, which no retry cures. */
+function modelFailure(
+  type: 'MODEL_REJECTED' | 'MODEL_RESPONSE_INVALID',
+  message: string,
+): ApplicationFailure {
+  return ApplicationFailure.create({ type, message, nonRetryable: true });
+}
+
+/** A message's text: a string, or the text parts of a list of parts (both are in the wild); else refused. */
+function textOf(content: unknown): string {
+  if (content === undefined || content === null) return '';
+  if (typeof content === 'string') return content;
+  if (Array.isArray(content))
+    return content.map((part) => (isObject(part) && typeof part.text === 'string' ? part.text : '')).join('');
+  throw modelFailure('MODEL_RESPONSE_INVALID', 'model answer content is neither text nor parts');
+}
 
 /**
  * A tool call's arguments: a JSON object (as text, per the API, or as an object, as some compatible
@@ -90,13 +104,22 @@ export class OpenAiCompatibleProvider implements ModelProvider {
       body: JSON.stringify(body),
       signal: AbortSignal.timeout(60_000),
     });
-    if (!res.ok) throw new Error(`model provider answered HTTP ${res.status}`);
-    const json = (await res.json()) as ChatResponse;
-    const message = json.choices?.[0]?.message;
-    const call = message?.tool_calls?.[0]?.function;
-    if (call?.name) {
+    if (!res.ok) {
+      // The request itself refused (an unknown model, a bad key, a conversation too long): asking again
+      // gets the same answer, and each attempt costs a call. Timeouts, conflicts and rate limits pass.
+      if (res.status >= 400 && res.status < 500 && ![408, 409, 429].includes(res.status))
+        throw modelFailure('MODEL_REJECTED', `model provider refused the request: HTTP ${res.status}`);
+      throw new Error(`model provider answered HTTP ${res.status}`);
+    }
+    const json = (await res.json()) as ChatResponse | null;
+    const message = isObject(json) && Array.isArray(json.choices) ? json.choices[0]?.message : undefined;
+    if (!isObject(message)) throw modelFailure('MODEL_RESPONSE_INVALID', 'model answer has no message');
+    const call = Array.isArray(message.tool_calls) ? message.tool_calls[0]?.function : undefined;
+    if (isObject(call) && call.name !== undefined && call.name !== null && call.name !== '') {
+      if (typeof call.name !== 'string')
+        throw modelFailure('MODEL_RESPONSE_INVALID', 'model answer names a tool that is not a string');
       return { type: 'tool_call', tool: call.name, args: argumentsOf(call.arguments) };
     }
-    return { type: 'final', content: message?.content ?? '' };
+    return { type: 'final', content: textOf(message.content) };
   }
 }

@@ -19,6 +19,10 @@ export const RunErrorCodes = {
   AGENT_NOT_FOUND: 'AGENT_NOT_FOUND',
   RUN_NOT_FOUND: 'RUN_NOT_FOUND',
   TOOL_NOT_ENABLED: 'TOOL_NOT_ENABLED',
+  /** The model provider refused the request (an unknown model, a bad key, a conversation too long). */
+  MODEL_REJECTED: 'MODEL_REJECTED',
+  /** The model provider's answer was not one a step can use (no message, a tool name not a string). */
+  MODEL_RESPONSE_INVALID: 'MODEL_RESPONSE_INVALID',
   UNKNOWN_TOOL: 'UNKNOWN_TOOL',
   STEP_LIMIT_EXCEEDED: 'STEP_LIMIT_EXCEEDED',
   ACTIVITY_TIMEOUT: 'ACTIVITY_TIMEOUT',

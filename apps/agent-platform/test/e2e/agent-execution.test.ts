@@ -104,7 +104,7 @@ const gateInterceptor: ActivityInterceptorsFactory = (ctx) => ({
 });
 
 /**
- * The local model, scripted by markers in the task: `[loop]` always calls the tool, `[outage]` fails
+ * The local model, scripted by markers in the task: `[loop]` always calls the tool, `[rejected]` is refused by the provider, `[outage]` fails
  * the first model step's first three attempts as an unreachable provider does, `[db-error]` fails
  * like a database error, `open a shell` asks for a tool no agent has. Records what each step saw.
  */
@@ -135,6 +135,13 @@ class ScriptedModel implements ModelProvider {
         return { type: 'tool_call', tool: 'searchWorkspaceDocuments', args: { query: 'road\u0000map' } };
       return { type: 'final', content: 'Acme roadmap\u0000 \uD800done' };
     }
+    if (task.includes('[rejected]'))
+      // What OpenAiCompatibleProvider throws for a 4xx refusal of the request (an unknown model).
+      throw ApplicationFailure.create({
+        type: 'MODEL_REJECTED',
+        message: 'model provider refused the request: HTTP 404',
+        nonRetryable: true,
+      });
     if (task.includes('[loop]'))
       return { type: 'tool_call', tool: 'searchWorkspaceDocuments', args: { query: 'roadmap' } };
     if (task.includes('open a shell')) return { type: 'tool_call', tool: 'runShell', args: {} };
@@ -659,6 +666,19 @@ describe('activity retries', () => {
     );
     expect(started?.activityTaskStartedEventAttributes?.attempt).toBe(1);
     expect(await record(s.runRecordId)).toMatchObject({ status: 'failed', error: 'TOOL_NOT_ENABLED' });
+  });
+});
+
+describe('a model the provider refuses', () => {
+  it('fails the run at once with MODEL_REJECTED, on the trail as agent.model', async () => {
+    const s = await start({ input: '[rejected] Tell me about roadmap' });
+    expect(await failureOf(s)).toBe('MODEL_REJECTED');
+    expect(
+      audit.events
+        .filter((e) => e.workflowId === s.workflowId && e.action === 'agent.model')
+        .map((e) => [e.decision, e.reason, e.userId, e.activityType]),
+    ).toEqual([['deny', 'MODEL_REJECTED', 'alice', 'modelStep']]);
+    expect(await record(s.runRecordId)).toMatchObject({ status: 'failed', error: 'MODEL_REJECTED' });
   });
 });
 

@@ -150,9 +150,70 @@ describe('OpenAiCompatibleProvider', () => {
     });
   });
 
-  it('fails the step on an HTTP error (the activity retries it)', async () => {
-    answer = { status: 503, body: { error: 'overloaded' } };
-    await expect(provider.step(withTool, [{ role: 'user', content: 'x' }])).rejects.toThrow(/HTTP 503/);
+  it('fails the step on an HTTP error: retryable for an outage, a timeout, a conflict or a rate limit', async () => {
+    for (const status of [503, 500, 408, 409, 429]) {
+      answer = { status, body: { error: 'try later' } };
+      const err = await provider.step(withTool, [{ role: 'user', content: 'x' }]).catch((e: unknown) => e);
+      expect(err, String(status)).not.toBeInstanceOf(ApplicationFailure);
+      expect((err as Error).message).toContain(`HTTP ${status}`);
+    }
+  });
+
+  it('fails the step for good when the provider refuses the request itself (MODEL_REJECTED)', async () => {
+    for (const status of [400, 401, 403, 404, 422]) {
+      answer = { status, body: { error: { message: 'The model `gpt-4o-mni` does not exist' } } };
+      await expect(
+        provider.step(withTool, [{ role: 'user', content: 'x' }]),
+        String(status),
+      ).rejects.toMatchObject({
+        type: 'MODEL_REJECTED',
+        nonRetryable: true,
+      });
+    }
+  });
+
+  it('refuses an answer a step cannot use (MODEL_RESPONSE_INVALID), never with a TypeError', async () => {
+    const invalid = [
+      null,
+      {},
+      { choices: 'x' },
+      { choices: [] },
+      { choices: [{ message: 'text' }] },
+      { choices: [{ message: { content: 42 } }] },
+      { choices: [{ message: { content: { text: 'x' } } }] },
+      toolCall(7 as unknown as string, {}),
+      { choices: [{ message: { tool_calls: [{ function: { name: { toString: 'x' } } }] } }] },
+    ];
+    for (const body of invalid) {
+      answer = { status: 200, body };
+      await expect(
+        provider.step(withTool, [{ role: 'user', content: 'x' }]),
+        JSON.stringify(body),
+      ).rejects.toMatchObject({
+        type: 'MODEL_RESPONSE_INVALID',
+        nonRetryable: true,
+      });
+    }
+  });
+
+  it('reads content given as a list of text parts, and no content as an empty answer', async () => {
+    answer = {
+      status: 200,
+      body: {
+        choices: [
+          { message: { content: [{ type: 'text', text: 'Hel' }, { type: 'image' }, { text: 'lo.' }] } },
+        ],
+      },
+    };
+    expect(await provider.step(withTool, [{ role: 'user', content: 'x' }])).toEqual({
+      type: 'final',
+      content: 'Hello.',
+    });
+    answer = { status: 200, body: { choices: [{ message: { content: null } }] } };
+    expect(await provider.step(withTool, [{ role: 'user', content: 'x' }])).toEqual({
+      type: 'final',
+      content: '',
+    });
   });
 });
 
