@@ -187,6 +187,9 @@ const SCHEDULE_ID = {
  * Ajv compiles patterns with the `u` flag, so a well-formed pair (an emoji) is one code point, allowed.
  */
 const TEXT = { type: 'string', pattern: '^[^\\u0000\\uD800-\\uDFFF]*$' } as const;
+/** TEXT with at least one character that is not white space. */
+const INSTRUCTION_PATTERN =
+  '^[^\\u0000\\uD800-\\uDFFF]*[^\\s\\u0000\\uD800-\\uDFFF][^\\u0000\\uD800-\\uDFFF]*$';
 const security = [{ bearerAuth: [] }];
 
 /** The route's path parameters as ` name=value` pairs: ids, validated by the route's schema. */
@@ -254,6 +257,15 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     routerOptions: { maxParamLength: 256 },
     // The whole request within 30 s: a client that trickles its body does not hold a socket for good.
     requestTimeout: 30_000,
+    // What the router refuses before any route runs (a path parameter past the limit, a malformed
+    // percent-encoding) is a problem document too, not Fastify's own JSON.
+    frameworkErrors: (error, _request, reply) => {
+      const long = error.code === 'FST_ERR_MAX_PARAM_LENGTH';
+      void (reply as unknown as FastifyReply)
+        .status(long ? 414 : 400)
+        .type('application/problem+json')
+        .send(problem(long ? 414 : 400, 'BAD_REQUEST', long ? 'Path parameter too long' : 'Malformed URL'));
+    },
   });
 
   await app.register(swagger, {
@@ -309,15 +321,15 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     const url = request.routeOptions.url;
     if (url === undefined || url === '/healthz' || url.startsWith('/docs')) return;
     const header = request.headers.authorization;
-    const match = header ? /^Bearer ([A-Za-z0-9._~+/=-]+)$/.exec(header) : null;
+    // The scheme's name is case-insensitive (RFC 7235): `bearer` is `Bearer`.
+    const match = header ? /^Bearer ([A-Za-z0-9._~+/=-]+)$/i.exec(header) : null;
     if (!match?.[1]) throw new AuthError('AUTH_MISSING', 'bearer token required');
     request.userContext = await options.verify(match[1]);
-  });
-  // Before the body is validated: a request to another workspace is refused (and audited) as such,
-  // whatever its body, not answered 400 without a record.
-  app.addHook('preValidation', async (request) => {
+    // Before the body is read: a request to another workspace is refused (and audited) as such,
+    // whatever its body (malformed, too large, of another type), not answered 400 or 413 without a
+    // record. The router has set the path's parameters by now.
     const ws = (request.params as { ws?: string } | undefined)?.ws;
-    if (ws !== undefined && ws !== user(request).workspaceId) {
+    if (ws !== undefined && ws !== request.userContext.workspaceId) {
       throw new ProblemError(403, 'WORKSPACE_MISMATCH', 'Token is for another workspace');
     }
   });
@@ -707,7 +719,14 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           if (!(await new AgentRepository(tx).get(agentId))) throw notFound('agent');
           const runs = new AgentRunRepository(tx);
           if ((await runs.countOpenLocked(limits.openRuns)) >= limits.openRuns) return undefined;
-          return runs.create({ agentId, workflowId, input: { input: request.body.input } });
+          return runs
+            .create({ agentId, workflowId, input: { input: request.body.input } })
+            .catch((err: unknown) => {
+              // The agent was deleted after it was read (the insert waited for the workspace's lock): its
+              // foreign key refuses the row. Not found, as it would have been a moment later.
+              if ((err as { code?: unknown } | null)?.code === '23503') throw notFound('agent');
+              throw err;
+            });
         });
       // At the limit, records of runs that ended outside the workflow (terminated, timed out, never
       // started) may be what fills it: brought up to date, then asked once more.
@@ -1037,7 +1056,10 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         params: runParams,
         body: {
           type: 'object',
-          properties: { instruction: { ...TEXT, minLength: 1, maxLength: 2000 } },
+          // Something to say: not empty, not only white space (the workflow's validator would refuse it).
+          properties: {
+            instruction: { ...TEXT, pattern: INSTRUCTION_PATTERN, minLength: 1, maxLength: 2000 },
+          },
           required: ['instruction'],
           additionalProperties: false,
         },

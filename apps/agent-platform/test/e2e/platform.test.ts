@@ -170,6 +170,37 @@ describe('authentication and authorisation', () => {
     const invalid = await call('alice', 'POST', '/workspaces/ws-globex/agents', { bogus: true });
     expect(invalid.body_).toMatchObject({ status: 403, code: 'WORKSPACE_MISMATCH' });
     expect(mismatches()).toBe(before + 1);
+    // Also a body that cannot be parsed, or one over the size limit: refused before it is read.
+    for (const payload of ['{', 'x'.repeat(1_100_000)]) {
+      const res = await app.inject({
+        method: 'POST',
+        url: '/workspaces/ws-globex/agents',
+        headers: { authorization: `Bearer ${tokens.alice}`, 'content-type': 'application/json' },
+        payload,
+      });
+      expect(JSON.parse(res.body)).toMatchObject({ status: 403, code: 'WORKSPACE_MISMATCH' });
+    }
+    expect(mismatches()).toBe(before + 3);
+  });
+
+  it('takes the scheme name of Authorization in any case (RFC 7235)', async () => {
+    const res = await app.inject({
+      method: 'GET',
+      url: '/workspaces/ws-acme/agents',
+      headers: { authorization: `bearer ${tokens.alice}` },
+    });
+    expect(res.statusCode).toBe(200);
+  });
+
+  it('answers what the router refuses (a parameter too long, a malformed URL) with a problem document', async () => {
+    const long = await call('carol', 'DELETE', `/workspaces/ws-acme/members/${'u'.repeat(300)}`);
+    expect(long.statusCode).toBe(414);
+    expect(long.headers['content-type']).toMatch(/application\/problem\+json/);
+    expect(long.body_).toMatchObject({ status: 414, code: 'BAD_REQUEST' });
+    const malformed = await call('carol', 'DELETE', '/workspaces/ws-acme/members/%E0%A4%A');
+    expect(malformed.statusCode).toBe(400);
+    expect(malformed.headers['content-type']).toMatch(/application\/problem\+json/);
+    expect(malformed.body_).toMatchObject({ status: 400, code: 'BAD_REQUEST' });
   });
 
   it('audits the refusals it decides before or outside a database scope: authentication, workspace, ids', async () => {
@@ -402,6 +433,10 @@ describe('agents and members', () => {
       ['/workspaces/ws-acme/agents', { name: 'bot', model: 'local', instructions: 'x\ud800' }],
       [runs, { input: 'Tell me\u0000' }],
       [`/workspaces/ws-acme/agents/${acmeAgent()}/schedules`, { input: 'a\u0000', everySeconds: 60 }],
+      [`/runs/${randomUUID()}/instructions`, { instruction: 'a\u0000' }],
+      // Nothing to say: only white space (the workflow's validator would refuse it, or no worker answer).
+      [`/runs/${randomUUID()}/instructions`, { instruction: '   ' }],
+      [`/runs/${randomUUID()}/instructions`, { instruction: '\u00a0\t\n' }],
     ] as const) {
       const res = await call('carol', 'POST', url, body);
       expect(res.body_, url).toMatchObject({ status: 400, code: 'VALIDATION_FAILED' });
@@ -558,6 +593,24 @@ describe('agent runs', () => {
     expect((await call('alice', 'GET', '/workspaces/ws-globex/runs')).statusCode).toBe(403);
   });
 
+  it("an instruction the workflow's validator refuses is a 409 INSTRUCTION_REJECTED", async () => {
+    // Two steps in all (the tool, the answer): once taken, no instruction could be applied, and the
+    // validator says so.
+    const started = await call('alice', 'POST', `/workspaces/ws-acme/agents/${acmeAgent()}/runs`, {
+      input: 'Tell me about onboarding',
+      followUpSeconds: 120,
+      maxTotalSteps: 2,
+    });
+    const runId = started.body_.runId as string;
+    await until(
+      () => call('alice', 'GET', `/runs/${runId}`),
+      (r) => (r.body_.progress as Json | undefined)?.status === 'waiting',
+    );
+    const rejected = await call('alice', 'POST', `/runs/${runId}/instructions`, { instruction: 'more' });
+    expect(rejected.body_).toMatchObject({ status: 409, code: 'INSTRUCTION_REJECTED' });
+    expect((await call('alice', 'POST', `/runs/${runId}/cancel`)).statusCode).toBe(202);
+  });
+
   it('lifecycle: query progress, update with instructions, cancel', async () => {
     const started = await call('alice', 'POST', `/workspaces/ws-acme/agents/${acmeAgent()}/runs`, {
       input: 'Tell me about onboarding',
@@ -590,9 +643,9 @@ describe('agent runs', () => {
       { text: 'Answer briefly', addedBy: 'carol' },
     ]);
 
-    // Validator: whitespace-only instruction is rejected by the workflow's update validator.
-    const rejected = await call('alice', 'POST', `/runs/${runId}/instructions`, { instruction: '   ' });
-    expect(rejected.body_).toMatchObject({ status: 409, code: 'INSTRUCTION_REJECTED' });
+    // A whitespace-only instruction is refused at the edge (the workflow's validator would refuse it too).
+    const blank = await call('alice', 'POST', `/runs/${runId}/instructions`, { instruction: '   ' });
+    expect(blank.body_).toMatchObject({ status: 400, code: 'VALIDATION_FAILED' });
 
     // Another workspace can neither signal nor update it (it does not even find the run).
     expect((await call('bob', 'POST', `/runs/${runId}/cancel`)).statusCode).toBe(404);
