@@ -140,7 +140,7 @@ function activityIds(): ScopeAuditFields | undefined {
     return undefined;
   }
   return {
-    namespace: info.workflowNamespace,
+    namespace: info.workflowNamespace ?? info.namespace,
     workflowId: info.workflowExecution?.workflowId,
     runId: info.workflowExecution?.runId,
     workflowType: info.workflowType,

@@ -187,9 +187,8 @@ const SCHEDULE_ID = {
  * Ajv compiles patterns with the `u` flag, so a well-formed pair (an emoji) is one code point, allowed.
  */
 const TEXT = { type: 'string', pattern: '^[^\\u0000\\uD800-\\uDFFF]*$' } as const;
-/** TEXT with at least one character that is not white space. */
-const INSTRUCTION_PATTERN =
-  '^[^\\u0000\\uD800-\\uDFFF]*[^\\s\\u0000\\uD800-\\uDFFF][^\\u0000\\uD800-\\uDFFF]*$';
+/** TEXT with at least one character that is not white space (linear: one way to match any text). */
+const INSTRUCTION_PATTERN = '^\\s*[^\\s\\u0000\\uD800-\\uDFFF][^\\u0000\\uD800-\\uDFFF]*$';
 const security = [{ bearerAuth: [] }];
 
 /** The route's path parameters as ` name=value` pairs: ids, validated by the route's schema. */
@@ -253,7 +252,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     ajv: { customOptions: { removeAdditional: false } },
     // Ids are up to 128 characters (the ID pattern): the router's default of 100 answered a longer
     // one with a bare 414 before any route ran (a member with such an id could not be removed). Past
-    // this, the route's schema refuses with a problem document.
+    // this, frameworkErrors (below) answers 414 with a problem document.
     routerOptions: { maxParamLength: 256 },
     // The whole request within 30 s: a client that trickles its body does not hold a socket for good.
     requestTimeout: 30_000,
@@ -724,7 +723,9 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
             .catch((err: unknown) => {
               // The agent was deleted after it was read (the insert waited for the workspace's lock): its
               // foreign key refuses the row. Not found, as it would have been a moment later.
-              if ((err as { code?: unknown } | null)?.code === '23503') throw notFound('agent');
+              const fk = err as { code?: unknown; constraint?: unknown } | null;
+              if (fk?.code === '23503' && fk.constraint === 'agent_runs_workspace_id_agent_id_fkey')
+                throw notFound('agent');
               throw err;
             });
         });

@@ -112,6 +112,9 @@ export class OpenAiCompatibleProvider implements ModelProvider {
       throw new Error(`model provider answered HTTP ${res.status}`);
     }
     const json = (await res.json()) as ChatResponse | null;
+    // Some gateways answer an upstream failure with 200 and an error body: no answer, try again.
+    if (isObject(json) && isObject(json.error))
+      throw new Error('model provider answered an error with HTTP 200');
     const message = isObject(json) && Array.isArray(json.choices) ? json.choices[0]?.message : undefined;
     if (!isObject(message)) throw modelFailure('MODEL_RESPONSE_INVALID', 'model answer has no message');
     const call = Array.isArray(message.tool_calls) ? message.tool_calls[0]?.function : undefined;

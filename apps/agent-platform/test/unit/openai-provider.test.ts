@@ -157,6 +157,11 @@ describe('OpenAiCompatibleProvider', () => {
       expect(err, String(status)).not.toBeInstanceOf(ApplicationFailure);
       expect((err as Error).message).toContain(`HTTP ${status}`);
     }
+    // A gateway's 200 with an error body is no answer either: retryable, not a refusal.
+    answer = { status: 200, body: { error: { message: 'upstream timed out' } } };
+    const err = await provider.step(withTool, [{ role: 'user', content: 'x' }]).catch((e: unknown) => e);
+    expect(err).not.toBeInstanceOf(ApplicationFailure);
+    expect((err as Error).message).toContain('HTTP 200');
   });
 
   it('fails the step for good when the provider refuses the request itself (MODEL_REJECTED)', async () => {
