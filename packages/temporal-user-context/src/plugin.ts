@@ -8,7 +8,7 @@ import {
   type ClientOptions,
   type ConnectionOptions,
 } from '@temporalio/client';
-import { ApplicationFailure, type PayloadCodec } from '@temporalio/common';
+import { ApplicationFailure, type Payload, type PayloadCodec } from '@temporalio/common';
 import type { WorkflowInfo } from '@temporalio/workflow';
 import { SimplePlugin } from '@temporalio/plugin';
 import type { BundleOptions, InjectedSinks, ReplayWorkerOptions, WorkerOptions } from '@temporalio/worker';
@@ -37,7 +37,8 @@ import { currentActor, currentUserContext } from './worker/resolve.js';
 import { currentScope } from './worker/scope.js';
 import { ContextVerifier, type Verified, type VerifierOptions } from './worker/verifier.js';
 import { ErrorCodes, UserContextError, isUserContextError } from './context/errors.js';
-import type { ContextHeader } from './header/wire.js';
+import { ORIGINATOR_HEADER, decodeHeader, type ContextHeader } from './header/wire.js';
+import { openContextToken } from './crypto/open.js';
 
 /** Options of {@link UserContextPlugin}; the README's configuration table lists them with defaults. */
 export interface UserContextPluginOptions {
@@ -509,8 +510,9 @@ export class UserContextPlugin extends SimplePlugin {
     this.scope = scope;
     this.mirror = mirror;
     this.encryptFailures = encryptFailures;
-    this.scheduleControl = scheduleControlInterceptor((action, target) =>
-      source.recordScheduleControl(action, target),
+    this.scheduleControl = scheduleControlInterceptor(
+      (action, target, refusal) => source.recordScheduleControl(action, target, refusal),
+      { header: ORIGINATOR_HEADER, check: (updated) => scheduleUpdateRefusal(pluginOptions.keys, updated) },
     );
     this.standalone = standaloneInterceptors(source);
     const worker = this.options.workerInterceptors as { activity: object[]; nexus: object[] };
@@ -863,4 +865,40 @@ export class UserContextPlugin extends SimplePlugin {
       },
     };
   }
+}
+
+/**
+ * The refusal of a schedule update that moves the action its creator's token binds (another workflow
+ * id, type or task queue), or nothing. Such an update leaves runs that workers refuse (checks 4 and
+ * 7), and one to another workflow id worse: every later run is handed the previous run's result,
+ * which the codec bound to the old id and refuses before any check, so each such run's first workflow
+ * task fails for ever. Updates that keep the action (the spec, arguments, policies) pass, as does an
+ * action whose header this process cannot read (workers judge it).
+ */
+async function scheduleUpdateRefusal(
+  keys: KeyRing,
+  updated: { workflowId: string; workflowType: string; taskQueue: string; header: Payload | undefined },
+): Promise<UserContextError | undefined> {
+  let claims: Awaited<ReturnType<typeof openContextToken>>;
+  try {
+    const header = decodeHeader(
+      updated.header ? { [ORIGINATOR_HEADER]: updated.header } : {},
+      ORIGINATOR_HEADER,
+    );
+    if (!header) return undefined;
+    claims = await openContextToken(keys, header.tok);
+  } catch {
+    return undefined;
+  }
+  if (claims.use !== 'schedule') return undefined;
+  const moved =
+    (claims.wf !== undefined && claims.wf !== updated.workflowId) ||
+    (claims.wt !== undefined && claims.wt !== updated.workflowType) ||
+    (claims.tq !== undefined && claims.tq !== updated.taskQueue);
+  if (!moved) return undefined;
+  return new UserContextError(
+    ErrorCodes.LINEAGE_MISMATCH,
+    "the update changes the action the schedule's token binds (workflow id, type or task queue): " +
+      're-create the schedule instead',
+  );
 }

@@ -1,6 +1,8 @@
-import { InterceptingCall, type Interceptor } from '@grpc/grpc-js';
+import { InterceptingCall, status, type Interceptor } from '@grpc/grpc-js';
+import type { Payload } from '@temporalio/common';
 // A CommonJS module whose exports Node's ESM loader cannot name: imported whole.
 import proto from '@temporalio/proto';
+import type { UserContextError } from '../context/errors.js';
 
 const service = proto.temporal.api.workflowservice.v1;
 
@@ -57,30 +59,92 @@ function patchOf(patch: proto.temporal.api.schedule.v1.ISchedulePatch | null | u
   return parts.join('; ') || 'empty patch';
 }
 
+/** What an update asks a schedule's runs to start: the facts its creator's token binds, and the header. */
+export interface UpdatedAction {
+  workflowId: string;
+  workflowType: string;
+  taskQueue: string;
+  /** The action's context header, as the update carries it (the SDK copies the creator's). */
+  header: Payload | undefined;
+}
+
+/** The start-workflow action an `UpdateSchedule` request carries, if any. */
+function updatedActionOf(bytes: Uint8Array, header: string): UpdatedAction | undefined {
+  const start = service.UpdateScheduleRequest.decode(bytes).schedule?.action?.startWorkflow;
+  if (!start) return undefined;
+  const payload = start.header?.fields?.[header];
+  return {
+    workflowId: start.workflowId ?? '',
+    workflowType: start.workflowType?.name ?? '',
+    taskQueue: start.taskQueue?.name ?? '',
+    header: payload ? { metadata: payload.metadata ?? {}, data: payload.data ?? undefined } : undefined,
+  };
+}
+
 /**
  * A gRPC interceptor for the client's Connection that reports every call changing an existing schedule
  * (`update`, `delete`, and `trigger`, `backfill`, `pause`, `unpause`, which are patches): SDK 1.24's
  * client interceptors cover only `create`. `record` gets the action and the target once per call (this
- * interceptor sits outside the SDK's retry interceptor), with the namespace the request names. A
- * request it cannot read goes on, recorded with the id `unknown`.
+ * interceptor sits outside the SDK's retry interceptor), with the namespace the request names, and the
+ * refusal when the call was refused. A request it cannot read goes on, recorded with the id `unknown`.
+ *
+ * `checkUpdate`, given the action an update asks for, answers a refusal or nothing: a refused update
+ * never reaches the server and fails with `FAILED_PRECONDITION`, its message the refusal's code and
+ * reason. (An update that moves the action to another workflow id leaves every later run unable to read
+ * the previous run's result, which the codec bound to the old id: each such run's first workflow task
+ * would fail for ever.)
  */
 export function scheduleControlInterceptor(
-  record: (action: string, target: ScheduleControlTarget) => void,
+  record: (action: string, target: ScheduleControlTarget, refusal?: UserContextError) => void,
+  checkUpdate?: { header: string; check: (action: UpdatedAction) => Promise<UserContextError | undefined> },
 ): Interceptor {
   return (options, nextCall) => {
     const control = CONTROLS.get(options.method_definition.path);
     if (!control) return new InterceptingCall(nextCall(options));
-    return new InterceptingCall(nextCall(options), {
+    const isUpdate = options.method_definition.path === `${METHOD}UpdateSchedule`;
+    // Whether the message went on, once the update's check answered: the call's end waits for it.
+    let forwarded: Promise<boolean> | undefined;
+    const call: InterceptingCall = new InterceptingCall(nextCall(options), {
       sendMessage(message: unknown, next) {
         let target: ScheduleControlTarget;
+        let updated: UpdatedAction | undefined;
         try {
           target = control.read(message as Uint8Array);
+          if (isUpdate && checkUpdate) updated = updatedActionOf(message as Uint8Array, checkUpdate.header);
         } catch {
           target = { namespace: undefined, id: 'unknown', detail: 'request not readable' };
         }
-        record(control.action, target);
-        next(message);
+        if (!updated || !checkUpdate) {
+          record(control.action, target);
+          next(message);
+          return;
+        }
+        forwarded = checkUpdate.check(updated).then(
+          (refusal) => {
+            if (refusal) {
+              record(control.action, target, refusal);
+              call.cancelWithStatus(status.FAILED_PRECONDITION, `${refusal.code}: ${refusal.reason}`);
+              return false;
+            }
+            record(control.action, target);
+            next(message);
+            return true;
+          },
+          () => {
+            // The check itself failed (it never should: it answers refusals): the update goes on.
+            record(control.action, target);
+            next(message);
+            return true;
+          },
+        );
+      },
+      halfClose(next) {
+        if (!forwarded) return next();
+        void forwarded.then((ok) => {
+          if (ok) next();
+        });
       },
     });
+    return call;
   };
 }

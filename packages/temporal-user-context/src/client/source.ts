@@ -273,15 +273,29 @@ export class ContextSource {
   /**
    * Audits a call that changes an existing schedule (`update`, `delete`, and the patches `trigger`,
    * `backfill`, `pause`, `unpause`), which no SDK client interceptor sees: who asked, as for
-   * {@link recordControl}. Not refused either: an update keeps the creator's headers, and the rest
-   * start nothing as anyone new.
+   * {@link recordControl}. Not refused here: an update keeps the creator's headers, and the rest start
+   * nothing as anyone new; an update that moves the action elsewhere is refused by the plugin's check
+   * (`refusal`), and recorded as such.
    */
-  recordScheduleControl(action: string, target: ScheduleControlTarget): void {
+  recordScheduleControl(action: string, target: ScheduleControlTarget, refusal?: UserContextError): void {
     const { user, source } = this.asker();
     // The id shortened past 120 characters: the record's detail is capped (256), and what the call did
     // (a trigger acts as the schedule's creator, a pause does not) must survive the cap.
     const id = target.id.length > 120 ? `${target.id.slice(0, 120)}…` : target.id;
     const detail = `schedule ${id}${target.detail ? `; ${target.detail}` : ''}`;
+    if (refusal) {
+      this.options.auditor.emit({
+        action,
+        decision: 'deny',
+        source,
+        reason: refusal.code,
+        detail: `${detail}: ${refusal.reason}`,
+        namespace: target.namespace || this.options.namespace,
+        userId: user?.userId,
+        workspaceId: user?.workspaceId,
+      });
+      return;
+    }
     // The namespace the request names: a raw service call may name another than the plugin's.
     this.allowed(
       action,

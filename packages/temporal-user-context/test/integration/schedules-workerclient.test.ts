@@ -485,6 +485,66 @@ describe("the worker's own client", () => {
 });
 
 describe('schedule changes after create (no client interceptor sees them)', () => {
+  it("given to the Connection, the plugin refuses an update that moves the action its token binds; the schedule's runs go on", async () => {
+    const sink = memoryAuditSink();
+    const plugin = new UserContextPlugin({ keys: h.edgeRing, audit: sink });
+    const connection = await Connection.connect({ address: inject('temporalAddress'), plugins: [plugin] });
+    try {
+      const client = new Client({ connection, namespace: h.namespace });
+      const scheduleId = `moved-${randomUUID()}`;
+      const schedule = await runAsUser(alice, () =>
+        hourlySchedule(h, client, scheduleId, { workflowType: 'reportsLastResult' }),
+      );
+      await schedule.trigger(ScheduleOverlapPolicy.SKIP);
+      const first = await nthScheduledRun(h.rawClient, scheduleId, 1);
+      await h.rawClient.workflow.getHandle(first).result();
+      for (const change of [
+        { workflowId: `${scheduleId}-elsewhere` },
+        { workflowType: 'viaActivity' },
+        { taskQueue: `${h.taskQueue}-other` },
+      ]) {
+        const err = await runAsUser(alice, () =>
+          schedule.update((previous) => ({ ...previous, action: { ...previous.action, ...change } })),
+        ).catch((e: unknown) => e);
+        expect(
+          String((err as { cause?: { details?: unknown } }).cause?.details ?? err),
+          JSON.stringify(change),
+        ).toContain(ErrorCodes.LINEAGE_MISMATCH);
+      }
+      // Nothing of them reached the server; an update that keeps the action passes.
+      const { action } = await schedule.describe();
+      expect(action).toMatchObject({ workflowId: `${scheduleId}-wf`, workflowType: 'reportsLastResult' });
+      await runAsUser(alice, () =>
+        schedule.update((previous) => ({ ...previous, spec: { intervals: [{ every: '2h' }] } })),
+      );
+      // The next run acts as before and reads the first one's result (a moved id could not have).
+      await vi.waitFor(async () => expect((await schedule.describe()).info.runningActions).toEqual([]), {
+        timeout: 20_000,
+        interval: 200,
+      });
+      await new Promise((r) => setTimeout(r, 1_000)); // run ids name their second
+      await schedule.trigger(ScheduleOverlapPolicy.SKIP);
+      const second = await nthScheduledRun(h.rawClient, scheduleId, 2);
+      expect(await h.rawClient.workflow.getHandle(second).result()).toEqual({
+        user: 'alice',
+        last: { user: 'alice', last: null },
+      });
+      expect(
+        sink.events
+          .filter((e) => e.action === 'schedule.update')
+          .map((e) => [e.decision, e.reason, e.userId]),
+      ).toEqual([
+        ['deny', ErrorCodes.LINEAGE_MISMATCH, 'alice'],
+        ['deny', ErrorCodes.LINEAGE_MISMATCH, 'alice'],
+        ['deny', ErrorCodes.LINEAGE_MISMATCH, 'alice'],
+        ['allow', 'ok', 'alice'],
+      ]);
+      await schedule.delete();
+    } finally {
+      await connection.close();
+    }
+  });
+
   it('given to the Connection, the plugin audits update, trigger, backfill, pause, unpause and delete, once each', async () => {
     const sink = memoryAuditSink();
     const plugin = new UserContextPlugin({ keys: h.edgeRing, audit: sink });
