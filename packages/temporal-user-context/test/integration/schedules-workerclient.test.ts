@@ -484,11 +484,17 @@ describe("the worker's own client", () => {
   });
 });
 
+/** A client Connection given the edge's plugin (which sees schedule changes only there), and its trail. */
+async function pluginOnConnection() {
+  const sink = memoryAuditSink();
+  const plugin = new UserContextPlugin({ keys: h.edgeRing, audit: sink });
+  const connection = await Connection.connect({ address: inject('temporalAddress'), plugins: [plugin] });
+  return { sink, connection };
+}
+
 describe('schedule changes after create (no client interceptor sees them)', () => {
   it("given to the Connection, the plugin refuses an update that moves the action its token binds; the schedule's runs go on", async () => {
-    const sink = memoryAuditSink();
-    const plugin = new UserContextPlugin({ keys: h.edgeRing, audit: sink });
-    const connection = await Connection.connect({ address: inject('temporalAddress'), plugins: [plugin] });
+    const { sink, connection } = await pluginOnConnection();
     try {
       const client = new Client({ connection, namespace: h.namespace });
       const scheduleId = `moved-${randomUUID()}`;
@@ -546,9 +552,7 @@ describe('schedule changes after create (no client interceptor sees them)', () =
   });
 
   it('given to the Connection, the plugin audits update, trigger, backfill, pause, unpause and delete, once each', async () => {
-    const sink = memoryAuditSink();
-    const plugin = new UserContextPlugin({ keys: h.edgeRing, audit: sink });
-    const connection = await Connection.connect({ address: inject('temporalAddress'), plugins: [plugin] });
+    const { sink, connection } = await pluginOnConnection();
     try {
       // The Connection passes its plugins to every client built on it.
       const client = new Client({ connection, namespace: h.namespace });
