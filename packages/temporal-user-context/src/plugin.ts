@@ -8,7 +8,12 @@ import {
   type ClientOptions,
   type ConnectionOptions,
 } from '@temporalio/client';
-import { ApplicationFailure, type Payload, type PayloadCodec } from '@temporalio/common';
+import {
+  ApplicationFailure,
+  defaultPayloadConverter,
+  type Payload,
+  type PayloadCodec,
+} from '@temporalio/common';
 import type { WorkflowInfo } from '@temporalio/workflow';
 import { SimplePlugin } from '@temporalio/plugin';
 import type { BundleOptions, InjectedSinks, ReplayWorkerOptions, WorkerOptions } from '@temporalio/worker';
@@ -21,7 +26,7 @@ import {
   standaloneInterceptors,
 } from './client/interceptors.js';
 import { mirrorOptionsOf, mirrorQuery, type MirrorOptions, type MirrorQueryIds } from './client/mirror.js';
-import { scheduleControlInterceptor } from './client/schedule-control.js';
+import { scheduleControlInterceptor, type UpdatedAction } from './client/schedule-control.js';
 import { edgeUser } from './client/scope.js';
 import { ContextSource } from './client/source.js';
 import type { KeyRing } from './crypto/keyring.js';
@@ -39,6 +44,7 @@ import { ContextVerifier, type Verified, type VerifierOptions } from './worker/v
 import { ErrorCodes, UserContextError, isUserContextError } from './context/errors.js';
 import { ORIGINATOR_HEADER, decodeHeader, type ContextHeader } from './header/wire.js';
 import { openContextToken } from './crypto/open.js';
+import { argsDigest } from './crypto/args-digest.js';
 
 /** Options of {@link UserContextPlugin}; the README's configuration table lists them with defaults. */
 export interface UserContextPluginOptions {
@@ -512,7 +518,21 @@ export class UserContextPlugin extends SimplePlugin {
     this.encryptFailures = encryptFailures;
     this.scheduleControl = scheduleControlInterceptor(
       (action, target, refusal) => source.recordScheduleControl(action, target, refusal),
-      { header: ORIGINATOR_HEADER, check: (updated) => scheduleUpdateRefusal(pluginOptions.keys, updated) },
+      {
+        header: ORIGINATOR_HEADER,
+        check: (updated) =>
+          scheduleUpdateRefusal(pluginOptions.keys, updated, async (payloads) => {
+            // The arguments as the SDK encoded them for the action's workflow id: decoded the same way.
+            const plain = this.codec
+              ? await this.codec.decode(payloads, {
+                  type: 'workflow',
+                  namespace: updated.namespace,
+                  workflowId: updated.workflowId,
+                })
+              : payloads;
+            return plain.map((p) => defaultPayloadConverter.fromPayload(p));
+          }),
+      },
     );
     this.standalone = standaloneInterceptors(source);
     const worker = this.options.workerInterceptors as { activity: object[]; nexus: object[] };
@@ -868,8 +888,8 @@ export class UserContextPlugin extends SimplePlugin {
 }
 
 /**
- * The refusal of a schedule update that moves the action its creator's token binds (another workflow
- * id, type or task queue), or nothing. Such an update leaves runs that workers refuse (checks 4 and
+ * The refusal of a schedule update that moves the action its creator's token binds (another schedule,
+ * workflow id, type, task queue, or other arguments where they are bound), or nothing. Such an update leaves runs that workers refuse (checks 4 and
  * 7), and one to another workflow id worse: every later run is handed the previous run's result,
  * which the codec bound to the old id and refuses before any check, so each such run's first workflow
  * task fails for ever. Updates that keep the action (the spec, arguments, policies) pass, as does an
@@ -877,7 +897,8 @@ export class UserContextPlugin extends SimplePlugin {
  */
 async function scheduleUpdateRefusal(
   keys: KeyRing,
-  updated: { workflowId: string; workflowType: string; taskQueue: string; header: Payload | undefined },
+  updated: UpdatedAction,
+  argumentsOf: (payloads: Payload[]) => Promise<unknown[]>,
 ): Promise<UserContextError | undefined> {
   let claims: Awaited<ReturnType<typeof openContextToken>>;
   try {
@@ -891,14 +912,25 @@ async function scheduleUpdateRefusal(
     return undefined;
   }
   if (claims.use !== 'schedule') return undefined;
-  const moved =
-    (claims.wf !== undefined && claims.wf !== updated.workflowId) ||
-    (claims.wt !== undefined && claims.wt !== updated.workflowType) ||
-    (claims.tq !== undefined && claims.tq !== updated.taskQueue);
-  if (!moved) return undefined;
+  const moved = [
+    claims.sch !== undefined && claims.sch !== updated.scheduleId ? 'schedule' : undefined,
+    claims.wf !== undefined && claims.wf !== updated.workflowId ? 'workflow id' : undefined,
+    claims.wt !== undefined && claims.wt !== updated.workflowType ? 'workflow type' : undefined,
+    claims.tq !== undefined && claims.tq !== updated.taskQueue ? 'task queue' : undefined,
+  ].filter((what) => what !== undefined);
+  // The arguments, where the token binds them (bindScheduleArguments): read as workers read them.
+  if (moved.length === 0 && claims.ad !== undefined) {
+    let digest: string | undefined;
+    try {
+      digest = argsDigest(await argumentsOf(updated.input));
+    } catch {
+      digest = undefined; // not readable here: workers judge them
+    }
+    if (digest !== undefined && digest !== claims.ad) moved.push('arguments');
+  }
+  if (moved.length === 0) return undefined;
   return new UserContextError(
     ErrorCodes.LINEAGE_MISMATCH,
-    "the update changes the action the schedule's token binds (workflow id, type or task queue): " +
-      're-create the schedule instead',
+    `the update changes what the schedule's token binds (${moved.join(', ')}): re-create the schedule instead`,
   );
 }

@@ -61,19 +61,31 @@ function patchOf(patch: proto.temporal.api.schedule.v1.ISchedulePatch | null | u
 
 /** What an update asks a schedule's runs to start: the facts its creator's token binds, and the header. */
 export interface UpdatedAction {
+  /** The namespace and schedule the request names. */
+  namespace: string;
+  scheduleId: string;
   workflowId: string;
   workflowType: string;
   taskQueue: string;
   /** The action's context header, as the update carries it (the SDK copies the creator's). */
   header: Payload | undefined;
+  /** The action's arguments, encoded as the request carries them. */
+  input: Payload[];
 }
 
 /** The start-workflow action an `UpdateSchedule` request carries, if any. */
 function updatedActionOf(bytes: Uint8Array, header: string): UpdatedAction | undefined {
-  const start = service.UpdateScheduleRequest.decode(bytes).schedule?.action?.startWorkflow;
+  const request = service.UpdateScheduleRequest.decode(bytes);
+  const start = request.schedule?.action?.startWorkflow;
   if (!start) return undefined;
   const payload = start.header?.fields?.[header];
   return {
+    namespace: request.namespace ?? '',
+    scheduleId: request.scheduleId ?? '',
+    input: (start.input?.payloads ?? []).map((p) => ({
+      metadata: p.metadata ?? {},
+      data: p.data ?? undefined,
+    })),
     workflowId: start.workflowId ?? '',
     workflowType: start.workflowType?.name ?? '',
     taskQueue: start.taskQueue?.name ?? '',
@@ -119,24 +131,30 @@ export function scheduleControlInterceptor(
           next(message);
           return;
         }
-        forwarded = checkUpdate.check(updated).then(
-          (refusal) => {
+        const recorded = (refusal?: UserContextError) => {
+          try {
+            record(control.action, target, refusal);
+          } catch {
+            // An auditor never throws; were a record to, the call must still be answered.
+          }
+        };
+        forwarded = checkUpdate
+          .check(updated)
+          // The check itself failing (it never should: it answers refusals) lets the update go on.
+          .catch(() => undefined)
+          .then((refusal) => {
+            recorded(refusal);
             if (refusal) {
-              record(control.action, target, refusal);
               call.cancelWithStatus(status.FAILED_PRECONDITION, `${refusal.code}: ${refusal.reason}`);
               return false;
             }
-            record(control.action, target);
             next(message);
             return true;
-          },
-          () => {
-            // The check itself failed (it never should: it answers refusals): the update goes on.
-            record(control.action, target);
-            next(message);
-            return true;
-          },
-        );
+          })
+          .catch(() => {
+            call.cancelWithStatus(status.INTERNAL, 'the schedule update could not be sent');
+            return false;
+          });
       },
       halfClose(next) {
         if (!forwarded) return next();

@@ -508,6 +508,7 @@ describe('schedule changes after create (no client interceptor sees them)', () =
         { workflowId: `${scheduleId}-elsewhere` },
         { workflowType: 'viaActivity' },
         { taskQueue: `${h.taskQueue}-other` },
+        { args: ['other'] },
       ]) {
         const err = await runAsUser(alice, () =>
           schedule.update((previous) => ({ ...previous, action: { ...previous.action, ...change } })),
@@ -519,7 +520,12 @@ describe('schedule changes after create (no client interceptor sees them)', () =
       }
       // Nothing of them reached the server; an update that keeps the action passes.
       const { action } = await schedule.describe();
-      expect(action).toMatchObject({ workflowId: `${scheduleId}-wf`, workflowType: 'reportsLastResult' });
+      expect(action).toMatchObject({
+        workflowId: `${scheduleId}-wf`,
+        workflowType: 'reportsLastResult',
+        taskQueue: h.taskQueue,
+      });
+      expect((action as { args?: unknown[] }).args ?? []).toEqual([]);
       await runAsUser(alice, () =>
         schedule.update((previous) => ({ ...previous, spec: { intervals: [{ every: '2h' }] } })),
       );
@@ -543,8 +549,15 @@ describe('schedule changes after create (no client interceptor sees them)', () =
         ['deny', ErrorCodes.LINEAGE_MISMATCH, 'alice'],
         ['deny', ErrorCodes.LINEAGE_MISMATCH, 'alice'],
         ['deny', ErrorCodes.LINEAGE_MISMATCH, 'alice'],
+        ['deny', ErrorCodes.LINEAGE_MISMATCH, 'alice'],
         ['allow', 'ok', 'alice'],
       ]);
+      // Each refusal says what moved.
+      expect(
+        sink.events
+          .filter((e) => e.decision === 'deny')
+          .map((e) => /binds \(([^)]*)\)/.exec(e.detail ?? '')?.[1]),
+      ).toEqual(['workflow id', 'workflow type', 'task queue', 'arguments']);
       await schedule.delete();
     } finally {
       await connection.close();

@@ -1,0 +1,122 @@
+// The client Connection's gRPC interceptor for schedule changes, against a fake next call: what it lets
+// through to the server, in which order, and what the caller hears when it refuses.
+import { Metadata, status, type InterceptingCall } from '@grpc/grpc-js';
+import proto from '@temporalio/proto';
+import { describe, expect, it } from 'vitest';
+import { ErrorCodes, UserContextError } from '../../src/context/errors.js';
+import { scheduleControlInterceptor, type UpdatedAction } from '../../src/client/schedule-control.js';
+
+const service = proto.temporal.api.workflowservice.v1;
+const UPDATE = '/temporal.api.workflowservice.v1.WorkflowService/UpdateSchedule';
+const DELETE = '/temporal.api.workflowservice.v1.WorkflowService/DeleteSchedule';
+
+/** A next call that logs what reaches it (the server's side of the interceptor). */
+function fakeNext() {
+  const log: string[] = [];
+  const call: Omit<InterceptingCall, 'requester'> & Record<string, unknown> = {
+    cancelWithStatus: (code: number, details: string) => void log.push(`cancel ${code} ${details}`),
+    getPeer: () => 'fake',
+    start: () => void log.push('start'),
+    sendMessageWithContext: () => void log.push('send'),
+    sendMessage: () => void log.push('send'),
+    startRead: () => undefined,
+    halfClose: () => void log.push('halfClose'),
+    getAuthContext: () => null,
+  };
+  return { log, call };
+}
+
+const updateBytes = (workflowId: string) =>
+  service.UpdateScheduleRequest.encode({
+    namespace: 'ns',
+    scheduleId: 'sch-1',
+    schedule: {
+      action: { startWorkflow: { workflowId, workflowType: { name: 'T' }, taskQueue: { name: 'q' } } },
+    },
+  }).finish();
+
+async function run(
+  path: string,
+  bytes: Uint8Array,
+  check: (a: UpdatedAction) => Promise<UserContextError | undefined>,
+  record: (action: string, target: unknown, refusal?: unknown) => void = () => undefined,
+) {
+  const next = fakeNext();
+  const interceptor = scheduleControlInterceptor(record as never, { header: 'user-context', check });
+  const call = interceptor({ method_definition: { path } } as never, () => next.call as never);
+  call.start(new Metadata(), {});
+  call.sendMessage(bytes);
+  call.halfClose();
+  for (let i = 0; i < 5; i++) await new Promise((r) => setImmediate(r));
+  return next.log;
+}
+
+describe('scheduleControlInterceptor', () => {
+  it('an update its check refuses never reaches the server: no message, no half-close, one status', async () => {
+    const seen: UpdatedAction[] = [];
+    const log = await run(UPDATE, updateBytes('moved'), async (a) => {
+      seen.push(a);
+      return new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'moved');
+    });
+    expect(seen.map((a) => [a.namespace, a.scheduleId, a.workflowId, a.workflowType, a.taskQueue])).toEqual([
+      ['ns', 'sch-1', 'moved', 'T', 'q'],
+    ]);
+    expect(log).toEqual([
+      'start',
+      `cancel ${status.FAILED_PRECONDITION} ${ErrorCodes.LINEAGE_MISMATCH}: moved`,
+    ]);
+  });
+
+  it('an update its check passes goes on whole, the half-close after the message', async () => {
+    expect(await run(UPDATE, updateBytes('same'), async () => undefined)).toEqual([
+      'start',
+      'send',
+      'halfClose',
+    ]);
+  });
+
+  it('a check or a record that throws neither strands the call nor leaves a rejection', async () => {
+    const unhandled: unknown[] = [];
+    const onUnhandled = (reason: unknown) => unhandled.push(reason);
+    process.on('unhandledRejection', onUnhandled);
+    try {
+      expect(await run(UPDATE, updateBytes('x'), () => Promise.reject(new Error('check failed')))).toEqual([
+        'start',
+        'send',
+        'halfClose',
+      ]);
+      const refused = await run(
+        UPDATE,
+        updateBytes('x'),
+        async () => new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'moved'),
+        () => {
+          throw new Error('record failed');
+        },
+      );
+      expect(refused).toEqual([
+        'start',
+        `cancel ${status.FAILED_PRECONDITION} ${ErrorCodes.LINEAGE_MISMATCH}: moved`,
+      ]);
+      await new Promise((r) => setTimeout(r, 10));
+      expect(unhandled).toEqual([]);
+    } finally {
+      process.off('unhandledRejection', onUnhandled);
+    }
+  });
+
+  it('other schedule calls and unreadable updates go on as before, unchecked', async () => {
+    let checked = 0;
+    const check = async () => {
+      checked++;
+      return new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'no');
+    };
+    const deleted = service.DeleteScheduleRequest.encode({ namespace: 'ns', scheduleId: 's' }).finish();
+    expect(await run(DELETE, deleted, check)).toEqual(['start', 'send', 'halfClose']);
+    expect(await run(UPDATE, new Uint8Array([0xff, 0xff, 0xff]), check)).toEqual([
+      'start',
+      'send',
+      'halfClose',
+    ]);
+    expect(checked).toBe(0);
+  });
+});
