@@ -570,6 +570,37 @@ describe('agent runs', () => {
     expect((controlResult.body_.result as Json).answer).toContain('Globex secret plan');
   });
 
+  it('a run started while its agent is deleted is a 404 AGENT_NOT_FOUND, not a 500', async () => {
+    const created = await call('carol', 'POST', '/workspaces/ws-acme/agents', {
+      name: 'short-lived',
+      model: 'local',
+    });
+    const agentId = created.body_.id as string;
+    // Another session holds the workspace's run lock: the start reads the agent, then waits for it.
+    const holder = await pool.connect();
+    try {
+      await holder.query('begin');
+      await holder.query(`select pg_advisory_xact_lock(hashtext('agent_runs:' || $1))`, ['ws-acme']);
+      const started = call('alice', 'POST', `/workspaces/ws-acme/agents/${agentId}/runs`, { input: 'hi' });
+      await vi.waitFor(
+        async () => {
+          const { rows } = await pool.query<{ n: number }>(
+            `select count(*)::int as n from pg_stat_activity
+              where datname = current_database() and wait_event_type = 'Lock'`,
+          );
+          expect(rows[0]!.n).toBe(1);
+        },
+        { timeout: 20_000, interval: 20 },
+      );
+      // Deleted meanwhile, in the database directly (what the API's delete does to the row).
+      await pool.query(`delete from agents where id = $1`, [agentId]);
+      await holder.query('commit');
+      expect((await started).body_).toMatchObject({ status: 404, code: 'AGENT_NOT_FOUND' });
+    } finally {
+      holder.release();
+    }
+  });
+
   it('lists the workspace runs, newest first, and only those', async () => {
     const started = await call('alice', 'POST', `/workspaces/ws-acme/agents/${acmeAgent()}/runs`, {
       input: 'Tell me about onboarding',
