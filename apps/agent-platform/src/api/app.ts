@@ -239,6 +239,8 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   const limits = resolveQuotas(options.quotas);
   const workerTimeoutMs = options.workerTimeoutMs ?? DEFAULT_WORKER_TIMEOUT_MS;
   const temporalTimeoutMs = options.temporalTimeoutMs ?? DEFAULT_TEMPORAL_TIMEOUT_MS;
+  // How long a schedule's row counts without Temporal's listing to confirm it (migration 0012).
+  const scheduleRowStaleMs = Math.max(SCHEDULE_ROW_STALE_MS, temporalTimeoutMs + 60_000);
   /** Temporal calls in `fn` end at the deadline (`bounded` inside sets its own). */
   const timely = <T>(fn: () => Promise<T>): Promise<T> =>
     client.withDeadline(Date.now() + temporalTimeoutMs, fn);
@@ -669,7 +671,22 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           new ProblemError(409, 'AGENT_IN_USE', 'A schedule starts runs of this agent: delete it first'),
           agentId,
         );
-      const outcome = await scoped(request, (tx) => new AgentRepository(tx).delete(agentId), 'admin');
+      // A schedule created moments ago, which the listing does not show yet, names it in its row.
+      const outcome = await scoped(
+        request,
+        async (tx) =>
+          (await new ScheduleRepository(tx).namesAgent(agentId, scheduleRowStaleMs))
+            ? ('scheduled' as const)
+            : new AgentRepository(tx).delete(agentId),
+        'admin',
+      );
+      if (outcome === 'scheduled')
+        throw refused(
+          request,
+          'agent.delete',
+          new ProblemError(409, 'AGENT_IN_USE', 'A schedule starts runs of this agent: delete it first'),
+          agentId,
+        );
       if (outcome === 'missing') throw notFound('agent');
       if (outcome === 'in-use')
         throw refused(
@@ -1133,11 +1150,14 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       const reserved = await scoped(request, (tx) =>
         new ScheduleRepository(tx).reserve({
           scheduleId,
+          agentId,
           limit: limits.schedules,
           listed,
-          staleAfterMs: Math.max(SCHEDULE_ROW_STALE_MS, temporalTimeoutMs + 60_000),
+          staleAfterMs: scheduleRowStaleMs,
         }),
       );
+      // Deleted since it was read above (its delete took the same lock).
+      if (reserved === 'agent-missing') throw notFound('agent');
       if (!reserved) throw refused(request, 'schedule.create', quotaExceeded('schedules', limits.schedules));
       const args: AgentExecutionInput = { agentId, input: request.body.input };
       const record: ScheduleRecord = {

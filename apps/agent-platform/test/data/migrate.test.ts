@@ -27,6 +27,7 @@ const MIGRATIONS = [
   '0011_audit_records_from_the_sink_only',
   '0012_agent_schedules',
   '0013_authors_are_the_scope_user',
+  '0014_agent_schedules_name_their_agent',
 ];
 
 const TENANT_TABLES = [

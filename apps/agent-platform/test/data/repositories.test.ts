@@ -341,6 +341,45 @@ describe.each(BACKENDS)('repositories on %s', (kind) => {
     await b.admin.query(`delete from agent_schedules`);
   });
 
+  it('schedule rows name their agent: a create for an agent gone is refused, and a recent row keeps the agent', async () => {
+    const agent = await scoped(alice, (tx) =>
+      new AgentRepository(tx).create({ name: 'scheduled', model: 'm' }),
+    );
+    const reserve = (scheduleId: string, agentId: string) =>
+      scoped(alice, (tx) =>
+        new ScheduleRepository(tx).reserve({
+          scheduleId,
+          agentId,
+          limit: 10,
+          listed: [],
+          staleAfterMs: 60_000,
+        }),
+      );
+    const names = (agentId: string) =>
+      scoped(alice, (tx) => new ScheduleRepository(tx).namesAgent(agentId, 60_000));
+    expect(await names(agent.id)).toBe(false);
+    expect(await reserve('s-agent', agent.id)).toBe(true);
+    // The delete's check sees the row before Temporal's listing shows the schedule.
+    expect(await names(agent.id)).toBe(true);
+    // Deleted, or old enough for the listing to show it if it exists: the row no longer keeps the agent.
+    await scoped(alice, (tx) => new ScheduleRepository(tx).markDeleted('s-agent'));
+    expect(await names(agent.id)).toBe(false);
+    expect(await reserve('s-agent-2', agent.id)).toBe(true);
+    await b.admin.query(
+      `update agent_schedules set created_at = now() - interval '10 minutes' where schedule_id = 's-agent-2'`,
+    );
+    expect(await names(agent.id)).toBe(false);
+    // Another workspace's agent id is no agent here.
+    expect(await scoped(bob, (tx) => new ScheduleRepository(tx).namesAgent(agent.id, 60_000))).toBe(false);
+    // An agent deleted before the create's check: refused, no row written.
+    await b.admin.query('delete from agents where id = $1', [agent.id]);
+    expect(await reserve('s-agent-3', agent.id)).toBe('agent-missing');
+    expect(
+      (await b.admin.query(`select 1 from agent_schedules where schedule_id = 's-agent-3'`)).rowCount,
+    ).toBe(0);
+    await b.admin.query(`delete from agent_schedules`);
+  });
+
   it('case 14: raw hostile ids in repository lookups find nothing and change nothing', async () => {
     const hostile = [`x'; SET LOCAL app.workspace_id = 'ws-b'; --`, `' OR 1=1--`, `${agentB}' OR '1'='1`];
     for (const id of hostile) {

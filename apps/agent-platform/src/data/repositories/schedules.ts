@@ -9,9 +9,11 @@ export class ScheduleRepository {
   constructor(private readonly scope: Scope) {}
 
   /**
-   * Records schedule `scheduleId` as about to be created, unless the workspace is at `limit`; true when
-   * recorded. Takes the workspace's schedule-create lock for the rest of the transaction, so that
-   * creates at the same moment, in any API process, take turns and each counts the ones before it.
+   * Records schedule `scheduleId` (of agent `agentId`, when given) as about to be created, unless the
+   * workspace is at `limit` (false) or the agent is not there (`agent-missing`); true when recorded.
+   * Takes the workspace's schedule-create lock for the rest of the transaction, so that creates at the
+   * same moment, in any API process, take turns and each counts the ones before it, and an agent's
+   * delete ({@link namesAgent}) sees the row or the create sees the agent gone.
    *
    * Counts the workspace's rows not marked deleted, together with `listed` (the schedules Temporal lists
    * as the workspace's: those created before this table, or by another path) less those marked
@@ -20,13 +22,16 @@ export class ScheduleRepository {
    */
   async reserve(input: {
     scheduleId: string;
+    agentId?: string;
     limit: number;
     listed: readonly string[];
     staleAfterMs: number;
-  }): Promise<boolean> {
-    await this.scope.query(`select pg_advisory_xact_lock(hashtext('agent_schedules:' || $1))`, [
-      this.scope.context.workspaceId,
-    ]);
+  }): Promise<boolean | 'agent-missing'> {
+    await this.lock();
+    if (input.agentId !== undefined) {
+      const agent = await this.scope.query(`select 1 from agents where id = $1`, [input.agentId]);
+      if (agent.rowCount === 0) return 'agent-missing';
+    }
     await this.scope.query(
       `delete from agent_schedules
         where coalesce(deleted_at, created_at) < now() - make_interval(secs => $1)
@@ -42,8 +47,34 @@ export class ScheduleRepository {
       [input.listed],
     );
     if ((rows[0]?.counted ?? 0) >= input.limit) return false;
-    await this.scope.query(`insert into agent_schedules (schedule_id) values ($1)`, [input.scheduleId]);
+    await this.scope.query(`insert into agent_schedules (schedule_id, agent_id) values ($1, $2)`, [
+      input.scheduleId,
+      input.agentId ?? null,
+    ]);
     return true;
+  }
+
+  /**
+   * Whether a schedule written in the last `recentMs` and not deleted names agent `agentId`: one
+   * Temporal's listing may not show yet. Takes the schedule-create lock, so that a create either wrote
+   * its row before this reads or sees the agent gone after the caller's delete commits. Older rows are
+   * the listing's to show (a row whose schedule is gone must not keep the agent for good).
+   */
+  async namesAgent(agentId: string, recentMs: number): Promise<boolean> {
+    await this.lock();
+    const { rowCount } = await this.scope.query(
+      `select 1 from agent_schedules
+        where agent_id = $1 and deleted_at is null and created_at >= now() - make_interval(secs => $2)`,
+      [agentId, recentMs / 1000],
+    );
+    return (rowCount ?? 0) > 0;
+  }
+
+  /** The workspace's schedule-create lock, for the rest of the transaction. */
+  private async lock(): Promise<void> {
+    await this.scope.query(`select pg_advisory_xact_lock(hashtext('agent_schedules:' || $1))`, [
+      this.scope.context.workspaceId,
+    ]);
   }
 
   /**
