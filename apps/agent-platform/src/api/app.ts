@@ -661,6 +661,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       // An admin's, checked live before the schedules are read.
       await scoped(request, async () => undefined, 'admin');
       // A schedule that names the agent would fail every run it starts: it goes first.
+      const listedAt = Date.now();
       const scheduled = (await workspaceSchedules(user(request).workspaceId)).some(
         (s) => s.agentId === agentId,
       );
@@ -675,7 +676,8 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       const outcome = await scoped(
         request,
         async (tx) =>
-          (await new ScheduleRepository(tx).namesAgent(agentId, scheduleRowStaleMs))
+          // Rows as recent as the listing's lag, counted from when the listing was read.
+          (await new ScheduleRepository(tx).namesAgent(agentId, scheduleRowStaleMs + (Date.now() - listedAt)))
             ? ('scheduled' as const)
             : new AgentRepository(tx).delete(agentId),
         'admin',
@@ -684,7 +686,12 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         throw refused(
           request,
           'agent.delete',
-          new ProblemError(409, 'AGENT_IN_USE', 'A schedule starts runs of this agent: delete it first'),
+          new ProblemError(
+            409,
+            'AGENT_IN_USE',
+            'A schedule starts runs of this agent: delete it first',
+            'a schedule created moments ago names it (or its create was undone): delete it, or try again in a few minutes',
+          ),
           agentId,
         );
       if (outcome === 'missing') throw notFound('agent');

@@ -522,6 +522,56 @@ describe('run and schedule records under concurrency (postgres)', () => {
     expect(rows).toHaveLength(1);
   });
 
+  it("an agent's delete and a schedule create for it at once: the create waits, then finds the agent gone", async () => {
+    const doomed = (
+      await withUserScope(
+        b.db,
+        alice,
+        (tx) => new AgentRepository(tx).create({ name: 'doomed', model: 'm' }),
+        {
+          requireRole: 'admin',
+        },
+      )
+    ).id;
+    let release!: () => void;
+    const held = new Promise<void>((resolve) => (release = resolve));
+    let checked!: () => void;
+    const didCheck = new Promise<void>((resolve) => (checked = resolve));
+    // The delete's transaction: the check (under the schedule lock), the delete, then held open.
+    const deletion = withUserScope(
+      b.db,
+      alice,
+      async (tx) => {
+        const named = await new ScheduleRepository(tx).namesAgent(doomed, 60_000);
+        const outcome = named ? 'scheduled' : await new AgentRepository(tx).delete(doomed);
+        checked();
+        await held;
+        return outcome;
+      },
+      { requireRole: 'admin' },
+    );
+    await Promise.race([didCheck, deletion]);
+    const create = withUserScope(b.db, carol, (tx) =>
+      new ScheduleRepository(tx).reserve({
+        scheduleId: 'c-doomed',
+        agentId: doomed,
+        limit: 10,
+        listed: [],
+        staleAfterMs: 60_000,
+      }),
+    );
+    try {
+      // The create waits for the delete's transaction (both take the workspace's schedule lock).
+      await lockWaiters(1);
+    } finally {
+      release();
+    }
+    expect(await Promise.all([deletion, create])).toEqual(['deleted', 'agent-missing']);
+    expect(
+      (await b.admin.query(`select 1 from agent_schedules where schedule_id = 'c-doomed'`)).rowCount,
+    ).toBe(0);
+  });
+
   it("two schedule creates at once under a limit of one: the second waits for the first's row and is refused", async () => {
     let release!: () => void;
     const held = new Promise<void>((resolve) => (release = resolve));
