@@ -678,6 +678,13 @@ describe('a model the provider refuses', () => {
         .filter((e) => e.workflowId === s.workflowId && e.action === 'agent.model')
         .map((e) => [e.decision, e.reason, e.userId, e.activityType]),
     ).toEqual([['deny', 'MODEL_REJECTED', 'alice', 'modelStep']]);
+    // At once: the step failed on its first attempt, not after the activity's retries.
+    const events = (await historyOf(s)).events ?? [];
+    const failed = events.find((e) => e.activityTaskFailedEventAttributes);
+    const started = events.find(
+      (e) => Number(e.eventId) === Number(failed?.activityTaskFailedEventAttributes?.startedEventId),
+    );
+    expect(started?.activityTaskStartedEventAttributes?.attempt).toBe(1);
     expect(await record(s.runRecordId)).toMatchObject({ status: 'failed', error: 'MODEL_REJECTED' });
   });
 });
