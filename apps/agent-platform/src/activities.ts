@@ -87,7 +87,14 @@ export function createActivities(deps: ActivityDeps) {
       try {
         return acceptDecision(current, decision);
       } catch (err) {
-        // Only the refusal of a tool is a decision; anything else (a malformed answer) is an error.
+        // An answer too large to carry (or arguments that are no object), whichever provider gave it.
+        if (err instanceof ApplicationFailure && err.type === RunErrorCodes.MODEL_RESPONSE_INVALID)
+          throw refused(
+            'agent.model',
+            err,
+            `agent ${current.agentId} model ${JSON.stringify(current.model)}`,
+          );
+        // Only the refusal of a tool is a decision; anything else is an error.
         if (!(err instanceof ApplicationFailure && err.type === 'TOOL_NOT_ENABLED')) throw err;
         // A provider of our own checks the name is a string; another might not: never let that turn
         // the refusal into a TypeError.

@@ -3,9 +3,9 @@ import { OpenAiCompatibleProvider } from './openai.js';
 import type { ModelProvider } from './types.js';
 
 export * from './types.js';
-export { acceptDecision, storableText } from './decision.js';
+export { MAX_ANSWER_LENGTH, MAX_TOOL_ARGUMENTS_LENGTH, acceptDecision, storableText } from './decision.js';
 export { LocalModelProvider } from './local.js';
-export { OpenAiCompatibleProvider } from './openai.js';
+export { MAX_RESPONSE_BYTES, OpenAiCompatibleProvider } from './openai.js';
 
 /** OpenAI-compatible provider when OPENAI_BASE_URL and OPENAI_API_KEY are set, else the local one. */
 export function providerFromEnv(env: NodeJS.ProcessEnv = process.env): ModelProvider {

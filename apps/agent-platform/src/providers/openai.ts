@@ -38,6 +38,12 @@ interface ChatResponse {
 const isObject = (value: unknown): value is Record<string, unknown> =>
   value !== null && typeof value === 'object' && !Array.isArray(value);
 
+/**
+ * The largest response body read, in bytes: far above any answer a step keeps (decision.ts), and a
+ * bound on what a provider (or whatever answers at its address) can make the worker hold in memory.
+ */
+export const MAX_RESPONSE_BYTES = 1024 * 1024;
+
 /** A failure of the model's answer or of the request itself, which no retry cures. */
 function modelFailure(
   type: 'MODEL_REJECTED' | 'MODEL_RESPONSE_INVALID',
@@ -53,6 +59,38 @@ function textOf(content: unknown): string {
   if (Array.isArray(content))
     return content.map((part) => (isObject(part) && typeof part.text === 'string' ? part.text : '')).join('');
   throw modelFailure('MODEL_RESPONSE_INVALID', 'model answer content is neither text nor parts');
+}
+
+/**
+ * The response body as JSON, read up to {@link MAX_RESPONSE_BYTES}: a larger one (declared or sent) is
+ * refused without reading the rest, and one that is no JSON is an answer no step can use.
+ */
+async function readJson(res: Response): Promise<unknown> {
+  const declared = Number(res.headers.get('content-length') ?? '0');
+  if (declared > MAX_RESPONSE_BYTES) {
+    await res.body?.cancel().catch(() => undefined);
+    throw modelFailure('MODEL_RESPONSE_INVALID', `model answer is over ${MAX_RESPONSE_BYTES} bytes`);
+  }
+  const chunks: Uint8Array[] = [];
+  let size = 0;
+  if (res.body) {
+    const reader = res.body.getReader();
+    for (;;) {
+      const { done, value } = await reader.read();
+      if (done) break;
+      size += value.byteLength;
+      if (size > MAX_RESPONSE_BYTES) {
+        await reader.cancel().catch(() => undefined);
+        throw modelFailure('MODEL_RESPONSE_INVALID', `model answer is over ${MAX_RESPONSE_BYTES} bytes`);
+      }
+      chunks.push(value);
+    }
+  }
+  try {
+    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
+  } catch {
+    throw modelFailure('MODEL_RESPONSE_INVALID', 'model answer is not JSON');
+  }
 }
 
 /**
@@ -111,7 +149,7 @@ export class OpenAiCompatibleProvider implements ModelProvider {
         throw modelFailure('MODEL_REJECTED', `model provider refused the request: HTTP ${res.status}`);
       throw new Error(`model provider answered HTTP ${res.status}`);
     }
-    const json = (await res.json()) as ChatResponse | null;
+    const json = (await readJson(res)) as ChatResponse | null;
     // Some gateways answer an upstream failure with 200 and an error body: no answer, try again.
     if (isObject(json) && isObject(json.error))
       throw new Error('model provider answered an error with HTTP 200');

@@ -27,6 +27,7 @@ import {
   MAX_TOTAL_STEPS_LIMIT,
   RunErrorCodes,
   boundMessages,
+  conversationOverBudget,
   clampInt,
   isCancelledFailure,
   runFailureCode,
@@ -125,6 +126,8 @@ const Patches = {
    * the instruction once verified); an instruction verified only after the run ended fails its update.
    */
   settleInstructions: 'settle-instructions',
+  /** A conversation over `MAX_CONVERSATION_BYTES` continues as new before the next model step. */
+  conversationBudget: 'conversation-budget',
 } as const;
 
 /**
@@ -228,7 +231,8 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
     {
       validator: (text) => {
         if (typeof text !== 'string' || text.trim().length === 0) throw new Error('instruction is empty');
-        if (text.length > MAX_INSTRUCTION_LENGTH)
+        // Characters as the API counts them (code points): an emoji is one, not two UTF-16 units.
+        if (codePoints(text) > MAX_INSTRUCTION_LENGTH)
           throw new Error(`instruction over ${MAX_INSTRUCTION_LENGTH} characters`);
         if (finished || cancelled) throw new Error('run is no longer accepting instructions');
         // Validators do not run on replay: refusing more here changes no recorded history.
@@ -282,7 +286,10 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
           nonRetryable: true,
         });
       }
-      if (stepsThisRun >= maxSteps || workflowInfo().continueAsNewSuggested) {
+      // A conversation grown too large to send continues as new too (patched: histories before it ran on).
+      const overBudget = () =>
+        conversationOverBudget(state.messages, stepsThisRun) && patched(Patches.conversationBudget);
+      if (stepsThisRun >= maxSteps || workflowInfo().continueAsNewSuggested || overBudget()) {
         await condition(allHandlersFinished);
         // A cancel signal received before the wait may have finished verifying only during it.
         if (cancelled && patched(Patches.cancelBeforeContinueAsNew)) break;
@@ -386,6 +393,13 @@ async function recordApplicationFailure(runRecordId: string, err: unknown): Prom
     // The record cannot be written (a membership revoked meanwhile: RLS refuses the write too). The
     // failure stands in Temporal, and the API reports it from there.
   }
+}
+
+/** The number of code points in `text` (a lone surrogate counts as one). */
+function codePoints(text: string): number {
+  let n = 0;
+  for (const _ of text) n++;
+  return n;
 }
 
 async function runTool(tool: string, args: Record<string, unknown>): Promise<DocumentHit[]> {

@@ -83,6 +83,59 @@ export const MAX_CARRIED_MESSAGES = 40;
 /** Characters kept of each carried tool, assistant or revision message. */
 export const MAX_CARRIED_MESSAGE_CHARS = 4000;
 
+/**
+ * The conversation a model step is sent, in bytes of its messages' contents as JSON text in UTF-8
+ * ({@link conversationBytes}), above which the run continues as new (carrying {@link boundMessages})
+ * before its next step. Within one generation the messages only grow (each step's tool result or answer,
+ * each instruction): without a bound, a long conversation would pass Temporal's 2 MB payload limit in
+ * the step's input, which no retry cures. The first step of a generation is sent what the previous one
+ * carried, whatever its size: the task and instructions a run keeps whole, and 40 other messages of at
+ * most 4000 characters, under 2 MB even when every character is a control character (6 bytes as JSON).
+ */
+export const MAX_CONVERSATION_BYTES = 1_000_000;
+
+/** The UTF-8 length of `text` as a JSON string, quotes included: what it weighs in a payload. */
+function jsonBytes(text: string): number {
+  let bytes = 2;
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    if (c < 0x20) bytes += c === 0x08 || c === 0x09 || c === 0x0a || c === 0x0c || c === 0x0d ? 2 : 6;
+    else if (c === 0x22 || c === 0x5c) bytes += 2;
+    else if (c < 0x80) bytes += 1;
+    else if (c < 0x800) bytes += 2;
+    // A surrogate: 2 bytes for each half of a pair (4 in all), 6 for a lone one (`\udXXX`).
+    else if (c >= 0xd800 && c <= 0xdfff) bytes += isPaired(text, i) ? 2 : 6;
+    else bytes += 3;
+  }
+  return bytes;
+}
+
+function isPaired(text: string, i: number): boolean {
+  const c = text.charCodeAt(i);
+  if (c <= 0xdbff) {
+    const next = text.charCodeAt(i + 1);
+    return next >= 0xdc00 && next <= 0xdfff;
+  }
+  const previous = text.charCodeAt(i - 1);
+  return previous >= 0xd800 && previous <= 0xdbff;
+}
+
+/** The messages' contents as JSON text in UTF-8, in bytes ({@link MAX_CONVERSATION_BYTES}). */
+export function conversationBytes(messages: readonly AgentMessage[]): number {
+  let bytes = 0;
+  for (const message of messages) bytes += jsonBytes(message.content);
+  return bytes;
+}
+
+/**
+ * Whether the conversation is over {@link MAX_CONVERSATION_BYTES} and this generation has taken a step
+ * (so that a run whose carried messages alone are over it takes one step a generation instead of
+ * continuing as new for ever).
+ */
+export function conversationOverBudget(messages: readonly AgentMessage[], stepsThisRun: number): boolean {
+  return stepsThisRun > 0 && conversationBytes(messages) > MAX_CONVERSATION_BYTES;
+}
+
 /** `value` as an integer in [min, max]; `fallback` unless it is a finite number (payloads hold anything). */
 export function clampInt(value: unknown, fallback: number, min: number, max: number): number {
   const n = typeof value === 'number' && Number.isFinite(value) ? Math.trunc(value) : fallback;

@@ -34,6 +34,7 @@ import { DATABASE_OPTIONS } from '../../src/config.js';
 import { AgentRepository, AgentRunRepository } from '../../src/data/repositories/index.js';
 import {
   LocalModelProvider,
+  MAX_ANSWER_LENGTH,
   type AgentConfig,
   type AgentMessage,
   type ModelDecision,
@@ -41,8 +42,17 @@ import {
 } from '../../src/providers/index.js';
 import { seedDemo } from '../../src/seed.js';
 import { createWorker } from '../../src/worker.js';
-import type { AgentExecutionInput, AgentExecutionResult } from '../../src/workflows/agent-execution.js';
-import { MAX_CARRIED_MESSAGES, MAX_INSTRUCTIONS } from '../../src/workflows/run-policy.js';
+import type {
+  AgentExecutionInput,
+  AgentExecutionResult,
+  Progress,
+} from '../../src/workflows/agent-execution.js';
+import {
+  MAX_CARRIED_MESSAGES,
+  MAX_CONVERSATION_BYTES,
+  conversationBytes,
+  MAX_INSTRUCTIONS,
+} from '../../src/workflows/run-policy.js';
 import { finishedHistories, patchIds, replayErrors } from '../replay/fixtures.js';
 import { until } from './harness.js';
 
@@ -142,6 +152,10 @@ class ScriptedModel implements ModelProvider {
         message: 'model provider refused the request: HTTP 404',
         nonRetryable: true,
       });
+    // Answers as long as a step keeps (3 bytes a character), every time: one more per instruction.
+    if (task.includes('[long-answers]')) return { type: 'final', content: '€'.repeat(MAX_ANSWER_LENGTH) };
+    // A provider of someone else's (no size check of its own): an answer longer than a step keeps.
+    if (task.includes('[oversized]')) return { type: 'final', content: 'long '.repeat(MAX_ANSWER_LENGTH) };
     if (task.includes('[loop]'))
       return { type: 'tool_call', tool: 'searchWorkspaceDocuments', args: { query: 'roadmap' } };
     if (task.includes('open a shell')) return { type: 'tool_call', tool: 'runShell', args: {} };
@@ -162,7 +176,12 @@ beforeAll(async () => {
   const namespace = inject('temporalNamespace');
   taskQueue = `agent-exec-${randomUUID()}`;
   nativeConnection = await NativeConnection.connect({ address: inject('temporalAddress') });
-  connection = await Connection.connect({ address: inject('temporalAddress') });
+  connection = await Connection.connect({
+    address: inject('temporalAddress'),
+    // The replay test fetches every history this file makes, and a page of the conversation-budget run's
+    // (a task of nearly 1 MB, in the input and again in the carried messages) is over gRPC's default 4 MB.
+    channelArgs: { 'grpc.max_receive_message_length': 32 * 1024 * 1024 },
+  });
   worker = await createWorker({
     connection: nativeConnection,
     namespace,
@@ -689,6 +708,56 @@ describe('a model the provider refuses', () => {
   });
 });
 
+describe('an answer too large to carry', () => {
+  it('fails the run at once with MODEL_RESPONSE_INVALID, whatever provider gave it, on the trail as agent.model', async () => {
+    const s = await start({ input: '[oversized] Tell me about roadmap' });
+    expect(await failureOf(s)).toBe('MODEL_RESPONSE_INVALID');
+    expect(
+      audit.events
+        .filter((e) => e.workflowId === s.workflowId && e.action === 'agent.model')
+        .map((e) => [e.decision, e.reason, e.userId, e.activityType]),
+    ).toEqual([['deny', 'MODEL_RESPONSE_INVALID', 'alice', 'modelStep']]);
+    const events = (await historyOf(s)).events ?? [];
+    const failed = events.find((e) => e.activityTaskFailedEventAttributes);
+    const started = events.find(
+      (e) => Number(e.eventId) === Number(failed?.activityTaskFailedEventAttributes?.startedEventId),
+    );
+    expect(started?.activityTaskStartedEventAttributes?.attempt).toBe(1);
+    expect(await record(s.runRecordId)).toMatchObject({ status: 'failed', error: 'MODEL_RESPONSE_INVALID' });
+  });
+});
+
+describe('a conversation grown too large to send', () => {
+  it('continues as new before each step that would send more than the budget, carrying the bounded history', async () => {
+    const answerBytes = conversationBytes([{ role: 'assistant', content: '€'.repeat(MAX_ANSWER_LENGTH) }]);
+    // A task (from a client of alice's own: the API takes 10 000 characters) that, with one answer,
+    // passes the budget. History stays far below the size at which the server suggests continue-as-new.
+    const task = `[long-answers] ${'x'.repeat(MAX_CONVERSATION_BYTES - answerBytes)}`;
+    const s = await start({ input: task, followUpSeconds: 60 });
+    const progress = () => runAsUser(alice, () => s.handle.query<Progress>('progress'));
+    await until(progress, (p) => p.status === 'waiting');
+    for (const round of [1, 2]) {
+      await runAsUser(carol, () => s.handle.executeUpdate('addInstruction', { args: [`shorter ${round}`] }));
+      const p = await until(progress, (p) => p.steps === round + 1 && p.status === 'waiting');
+      // Each round's step would have been sent the task and a whole answer: a new generation first.
+      expect(p.generation).toBe(round);
+    }
+    const sent = (model.seen.get(s.workflowId) ?? []).map((m) => conversationBytes(m));
+    expect(sent).toHaveLength(3);
+    expect(Math.max(...sent)).toBeLessThanOrEqual(MAX_CONVERSATION_BYTES);
+    // The later steps had the task whole, the instructions, and earlier answers cut to 4000 characters.
+    const lastStep = model.seen.get(s.workflowId)?.at(-1) ?? [];
+    expect(lastStep[0]?.content).toBe(task);
+    expect(lastStep.filter((m) => m.role === 'instruction').map((m) => m.content)).toEqual([
+      'shorter 1',
+      'shorter 2',
+    ]);
+    expect(lastStep.filter((m) => m.role === 'assistant').map((m) => m.content.length)).toEqual([4000, 4000]);
+    await runAsUser(alice, () => s.handle.signal('cancel'));
+    expect(await result(s)).toMatchObject({ status: 'cancelled', steps: 3 });
+  });
+});
+
 describe('total step cap', () => {
   it('fails a model that never stops calling tools, across generations, carrying a bounded history', async () => {
     const s = await start({ input: '[loop] find everything', maxStepsPerRun: 10, maxTotalSteps: 60 });
@@ -742,6 +811,7 @@ describe('replay', () => {
         'member-instructions',
         'retry-cancel-verification',
         'settle-instructions',
+        'conversation-budget',
       ]),
     );
     expect(await replayErrors(histories, keys.worker)).toEqual([]);

@@ -677,6 +677,12 @@ describe('agent runs', () => {
     // A whitespace-only instruction is refused at the edge (the workflow's validator would refuse it too).
     const blank = await call('alice', 'POST', `/runs/${runId}/instructions`, { instruction: '   ' });
     expect(blank.body_).toMatchObject({ status: 400, code: 'VALIDATION_FAILED' });
+    // 2000 characters as the edge counts them (code points), which the workflow's validator counts too.
+    const emoji = '\u{1F600}'.repeat(2000);
+    const long = await call('alice', 'POST', `/runs/${runId}/instructions`, { instruction: emoji });
+    expect(long.statusCode).toBe(200);
+    const over = await call('alice', 'POST', `/runs/${runId}/instructions`, { instruction: `${emoji}!` });
+    expect(over.body_).toMatchObject({ status: 400, code: 'VALIDATION_FAILED' });
 
     // Another workspace can neither signal nor update it (it does not even find the run).
     expect((await call('bob', 'POST', `/runs/${runId}/cancel`)).statusCode).toBe(404);

@@ -6,6 +6,9 @@ import type { AddressInfo } from 'node:net';
 import { ApplicationFailure } from '@temporalio/common';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
+  MAX_ANSWER_LENGTH,
+  MAX_RESPONSE_BYTES,
+  MAX_TOOL_ARGUMENTS_LENGTH,
   OpenAiCompatibleProvider,
   acceptDecision,
   storableText,
@@ -25,7 +28,8 @@ interface Seen {
 let server: Server;
 let provider: OpenAiCompatibleProvider;
 const seen: Seen[] = [];
-let answer: { status: number; body: unknown } = { status: 200, body: {} };
+/** What the endpoint answers: `body` as JSON, or `raw` text, in one piece or (`chunks`) streamed without a length. */
+let answer: { status: number; body?: unknown; raw?: string; chunks?: number } = { status: 200, body: {} };
 
 beforeAll(async () => {
   server = createServer((req, res) => {
@@ -37,7 +41,19 @@ beforeAll(async () => {
         authorization: req.headers.authorization,
         body: JSON.parse(text) as Seen['body'],
       });
-      res.writeHead(answer.status, { 'content-type': 'application/json' }).end(JSON.stringify(answer.body));
+      const reply = answer.raw ?? JSON.stringify(answer.body);
+      if (!answer.chunks) {
+        res.writeHead(answer.status, {
+          'content-type': 'application/json',
+          'content-length': Buffer.byteLength(reply),
+        });
+        return void res.end(reply);
+      }
+      // Streamed: no content-length, so only the bytes read can tell the size.
+      res.writeHead(answer.status, { 'content-type': 'application/json' });
+      const size = Math.ceil(reply.length / answer.chunks);
+      for (let i = 0; i < reply.length; i += size) res.write(reply.slice(i, i + size));
+      res.end();
     });
   });
   await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
@@ -201,6 +217,38 @@ describe('OpenAiCompatibleProvider', () => {
     }
   });
 
+  it('refuses a response body over 1 MiB, declared or streamed, and one that is no JSON (MODEL_RESPONSE_INVALID)', async () => {
+    const padded = (bytes: number) => {
+      const shell = JSON.stringify({ choices: [{ message: { content: '' } }], pad: '' });
+      return JSON.stringify({
+        choices: [{ message: { content: 'ok' } }],
+        pad: 'x'.repeat(bytes - shell.length - 2),
+      });
+    };
+    // At the limit, in one piece and streamed: read.
+    for (const chunks of [0, 7]) {
+      answer = { status: 200, raw: padded(MAX_RESPONSE_BYTES), chunks };
+      expect(Buffer.byteLength(answer.raw ?? '')).toBe(MAX_RESPONSE_BYTES);
+      expect(await provider.step(withTool, [{ role: 'user', content: 'x' }])).toEqual({
+        type: 'final',
+        content: 'ok',
+      });
+    }
+    for (const refused of [
+      { status: 200, raw: padded(MAX_RESPONSE_BYTES + 1) },
+      { status: 200, raw: padded(MAX_RESPONSE_BYTES + 1), chunks: 7 },
+      { status: 200, raw: padded(8 * MAX_RESPONSE_BYTES), chunks: 64 },
+      { status: 200, raw: '<html>not an API</html>' },
+      { status: 200, raw: '' },
+    ]) {
+      answer = refused;
+      await expect(
+        provider.step(withTool, [{ role: 'user', content: 'x' }]),
+        `${refused.raw.slice(0, 30)} (${refused.raw.length} bytes, chunks ${refused.chunks ?? 0})`,
+      ).rejects.toMatchObject({ type: 'MODEL_RESPONSE_INVALID', nonRetryable: true });
+    }
+  });
+
   it('reads content given as a list of text parts, and no content as an empty answer', async () => {
     answer = {
       status: 200,
@@ -230,6 +278,42 @@ describe('acceptDecision (modelStep)', () => {
       content: 'a\uFFFDb\uFFFDc\uFFFDd \u{1F600} e\uFFFD',
     });
     expect(storableText('plain text, émigré')).toBe('plain text, émigré');
+  });
+
+  it('refuses an answer or tool arguments too large to carry, and arguments that are no object (MODEL_RESPONSE_INVALID)', () => {
+    const final = (content: string) => ({ type: 'final' as const, content });
+    const call = (args: unknown) => ({
+      type: 'tool_call' as const,
+      tool: 'searchWorkspaceDocuments',
+      args: args as Record<string, unknown>,
+    });
+    // At the limits: accepted.
+    expect(acceptDecision(withTool, final('a'.repeat(MAX_ANSWER_LENGTH)))).toEqual(
+      final('a'.repeat(MAX_ANSWER_LENGTH)),
+    );
+    const fits = { query: 'q'.repeat(MAX_TOOL_ARGUMENTS_LENGTH - '{"query":""}'.length) };
+    expect(acceptDecision(withTool, call(fits))).toEqual(call(fits));
+    const cycle: Record<string, unknown> = {};
+    cycle.self = cycle;
+    for (const decision of [
+      final('a'.repeat(MAX_ANSWER_LENGTH + 1)),
+      final(42 as unknown as string),
+      call({ query: `${fits.query}q` }),
+      call(undefined),
+      call(['query']),
+      call('query'),
+      call(cycle),
+      call({ n: 1n }),
+    ]) {
+      let thrown: unknown;
+      try {
+        acceptDecision(withTool, decision);
+      } catch (err) {
+        thrown = err;
+      }
+      expect(thrown).toBeInstanceOf(ApplicationFailure);
+      expect(thrown).toMatchObject({ type: 'MODEL_RESPONSE_INVALID', nonRetryable: true });
+    }
   });
 
   it('refuses a tool the agent has not enabled, non-retryably, and passes everything else', () => {

@@ -7,15 +7,21 @@ import {
   TimeoutType,
 } from '@temporalio/common';
 import { msToNumber } from '@temporalio/common/lib/time.js';
+import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes } from 'temporal-user-context';
+import { MAX_ANSWER_LENGTH } from '../../src/providers/index.js';
 import type { AgentMessage } from '../../src/providers/types.js';
 import {
   ACTIVITY_OPTIONS,
   MAX_CARRIED_MESSAGES,
   MAX_CARRIED_MESSAGE_CHARS,
+  MAX_CONVERSATION_BYTES,
+  MAX_INSTRUCTIONS,
   boundMessages,
   clampInt,
+  conversationBytes,
+  conversationOverBudget,
   runFailureCode,
 } from '../../src/workflows/run-policy.js';
 
@@ -102,6 +108,69 @@ describe('boundMessages', () => {
     expect(bounded[0]).toBe(task);
     expect(bounded[1]?.content.length).toBe(MAX_CARRIED_MESSAGE_CHARS);
     expect(bounded[2]).toBe(instruction);
+  });
+});
+
+describe('conversationBytes', () => {
+  it('is the UTF-8 length of each content as JSON text, whatever the characters', () => {
+    const weigh = (content: string) => conversationBytes([{ role: 'user', content }]);
+    for (const content of [
+      '',
+      'plain',
+      'é€😀',
+      '"\\\n\t\b\f\r',
+      '\u0001\u001f\u007f',
+      'a\uD800b\uDC00c',
+      '\uDBFF',
+    ]) {
+      expect(weigh(content), JSON.stringify(content)).toBe(Buffer.byteLength(JSON.stringify(content)));
+    }
+    fc.assert(
+      fc.property(fc.array(fc.string({ unit: 'binary' }), { maxLength: 5 }), (contents) => {
+        const messages = contents.map((content): AgentMessage => ({ role: 'tool', content }));
+        const expected = contents.reduce((n, c) => n + Buffer.byteLength(JSON.stringify(c)), 0);
+        expect(conversationBytes(messages)).toBe(expected);
+      }),
+      { numRuns: 2000 },
+    );
+    fc.assert(
+      fc.property(
+        fc.string({ unit: fc.integer({ min: 0, max: 0xffff }).map((c) => String.fromCharCode(c)) }),
+        (content) => {
+          expect(weigh(content)).toBe(Buffer.byteLength(JSON.stringify(content)));
+        },
+      ),
+      { numRuns: 2000 },
+    );
+  });
+
+  it("is over budget only past MAX_CONVERSATION_BYTES, and never before a generation's first step", () => {
+    const of = (bytes: number): AgentMessage[] => [{ role: 'user', content: 'x'.repeat(bytes - 2) }];
+    expect(conversationOverBudget(of(MAX_CONVERSATION_BYTES), 1)).toBe(false);
+    expect(conversationOverBudget(of(MAX_CONVERSATION_BYTES + 1), 1)).toBe(true);
+    expect(conversationOverBudget(of(3 * MAX_CONVERSATION_BYTES), 0)).toBe(false);
+  });
+
+  it('what a generation carries of the largest conversation the API lets grow stays under 2 MB', () => {
+    // Every character a control character (6 bytes as JSON): the task (10 000), 50 instructions (2000
+    // each) and 100 answers of MAX_ANSWER_LENGTH.
+    const worst = (n: number) => '\u0001'.repeat(n);
+    const messages: AgentMessage[] = [
+      { role: 'user', content: worst(10_000) },
+      ...Array.from({ length: MAX_INSTRUCTIONS }, (): AgentMessage => ({
+        role: 'instruction',
+        content: worst(2000),
+      })),
+      ...Array.from({ length: 100 }, (): AgentMessage => ({
+        role: 'assistant',
+        content: worst(MAX_ANSWER_LENGTH),
+      })),
+    ];
+    const carried = conversationBytes(boundMessages(messages));
+    // With the step's answer and the agent's configuration beside it, under Temporal's 2 MB.
+    expect(
+      carried + conversationBytes([{ role: 'assistant', content: worst(MAX_ANSWER_LENGTH) }]),
+    ).toBeLessThan(2 * 1024 * 1024 - 64 * 1024);
   });
 });
 
