@@ -87,7 +87,7 @@ export function createActivities(deps: ActivityDeps) {
       try {
         return acceptDecision(current, decision);
       } catch (err) {
-        // An answer too large to carry (or arguments that are no object), whichever provider gave it.
+        // Arguments too large to carry, or no object, or an answer that is no text, whatever the provider.
         if (err instanceof ApplicationFailure && err.type === RunErrorCodes.MODEL_RESPONSE_INVALID)
           throw refused(
             'agent.model',

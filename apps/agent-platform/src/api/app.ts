@@ -1,9 +1,10 @@
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import {
   ScheduleNotFoundError,
   WorkflowNotFoundError,
+  WorkflowExecutionAlreadyStartedError,
   WorkflowUpdateRPCTimeoutOrCancelledError,
   isGrpcCancelledError,
   isGrpcDeadlineError,
@@ -187,9 +188,45 @@ const SCHEDULE_ID = {
  * Ajv compiles patterns with the `u` flag, so a well-formed pair (an emoji) is one code point, allowed.
  */
 const TEXT = { type: 'string', pattern: '^[^\\u0000\\uD800-\\uDFFF]*$' } as const;
-/** TEXT with at least one character that is not white space (linear: one way to match any text). */
-const INSTRUCTION_PATTERN = '^\\s*[^\\s\\u0000\\uD800-\\uDFFF][^\\u0000\\uD800-\\uDFFF]*$';
+/**
+ * An instruction: at least one character that is not white space, and no control character but tab and
+ * line breaks (the workflow's validator refuses them too: `isInstructionText`). Linear: one way to match.
+ */
+const INSTRUCTION_PATTERN =
+  '^[\\t\\n\\r\\p{Zs}\\u2028\\u2029\\uFEFF]*[^\\s\\u0000-\\u001F\\uD800-\\uDFFF][^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\uD800-\\uDFFF]*$';
 const security = [{ bearerAuth: [] }];
+/**
+ * An idempotency key: 1 to 255 visible ASCII characters, bare (as most APIs take it) or as a quoted
+ * structured-field string (`"…"`, as the IETF draft writes it; no quote or backslash inside).
+ */
+const IDEMPOTENCY_KEY = {
+  type: 'string',
+  pattern: '^(?:[!#-\\[\\]-~]{1,255}|"[ !#-\\[\\]-~]{1,255}")$',
+} as const;
+
+/** The key of an `Idempotency-Key` header the route's schema has checked, without its quotes. */
+function idempotencyKey(header: string | undefined): string | undefined {
+  if (header === undefined) return undefined;
+  return header.startsWith('"') ? header.slice(1, -1) : header;
+}
+
+/**
+ * What a run start asks for, as a digest: a retry with the same idempotency key must ask for the same
+ * (agent, task and every option, absent ones included).
+ */
+export function runRequestDigest(
+  agentId: string,
+  body: { input: string; followUpSeconds?: number; maxStepsPerRun?: number; maxTotalSteps?: number },
+): string {
+  const asked = [
+    agentId,
+    body.input,
+    body.followUpSeconds ?? null,
+    body.maxStepsPerRun ?? null,
+    body.maxTotalSteps ?? null,
+  ];
+  return createHash('sha256').update(JSON.stringify(asked)).digest('base64url');
+}
 
 /** The route's path parameters as ` name=value` pairs: ids, validated by the route's schema. */
 function paramsOf(request: FastifyRequest): string {
@@ -721,29 +758,71 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     additionalProperties: false,
   } as const;
 
-  app.post<{ Params: { ws: string; agentId: string }; Body: RunBody }>(
+  app.post<{
+    Params: { ws: string; agentId: string };
+    Body: RunBody;
+    Headers: { 'idempotency-key'?: string };
+  }>(
     '/workspaces/:ws/agents/:agentId/runs',
     {
       schema: {
         tags: ['runs'],
         summary: 'Start an agent run (AgentExecutionWorkflow)',
+        description:
+          'With an `Idempotency-Key` header, a retry of the same request (same key, agent and body, by the ' +
+          'same user) answers the run the first one started (header `idempotent-replayed: true`), and starts ' +
+          'it if the first attempt never could; the same key with another request is refused (422).',
         security,
         params: agentParams,
+        headers: {
+          type: 'object',
+          properties: { 'idempotency-key': IDEMPOTENCY_KEY },
+        },
         body: runBody,
-        response: limitedErrors,
+        response: { ...limitedErrors, 422: problemSchema, 504: problemSchema },
       },
     },
     async (request, reply) => {
       const { agentId } = request.params;
-      const workflowId = `agent-run-${randomUUID()}`;
-      /** The run's record, unless the workspace is at its limit of open runs. */
+      const key = idempotencyKey(request.headers['idempotency-key']);
+      const idempotency =
+        key === undefined ? undefined : { key, digest: runRequestDigest(agentId, request.body) };
+      /**
+       * The run's record, unless the workspace is at its limit of open runs; or the run this user started
+       * with the same idempotency key (`replayed`), whatever the limit.
+       */
       const record = () =>
         scoped(request, async (tx) => {
           if (!(await new AgentRepository(tx).get(agentId))) throw notFound('agent');
           const runs = new AgentRunRepository(tx);
-          if ((await runs.countOpenLocked(limits.openRuns)) >= limits.openRuns) return undefined;
-          return runs
-            .create({ agentId, workflowId, input: { input: request.body.input } })
+          // The lock this takes orders the workspace's starts: a retry sent while its first attempt is
+          // still running waits for that attempt's record, and finds it.
+          const open = await runs.countOpenLocked(limits.openRuns);
+          if (idempotency) {
+            const prior = await runs.findByIdempotencyKey(idempotency.key);
+            if (prior && prior.digest !== idempotency.digest)
+              throw refused(
+                request,
+                'runs.start',
+                new ProblemError(
+                  422,
+                  'IDEMPOTENCY_KEY_REUSED',
+                  'Idempotency key already used',
+                  'this key started another request: send a new key for a new run',
+                ),
+                `run ${prior.run.id}`,
+              );
+            if (prior) return { run: prior.run, replayed: true };
+          }
+          if (open >= limits.openRuns) return undefined;
+          const workflowId = `agent-run-${randomUUID()}`;
+          const run = await runs
+            .create({
+              agentId,
+              workflowId,
+              input: { input: request.body.input },
+              ...(idempotency ? { idempotency } : {}),
+            })
             .catch((err: unknown) => {
               // The agent was deleted after it was read (the insert waited for the workspace's lock): its
               // foreign key refuses the row. Not found, as it would have been a moment later.
@@ -752,39 +831,62 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
                 throw notFound('agent');
               throw err;
             });
+          return { run, replayed: false };
         });
       // At the limit, records of runs that ended outside the workflow (terminated, timed out, never
       // started) may be what fills it: brought up to date, then asked once more.
-      const run = (await record()) ?? ((await settleOpenRuns(request)) ? await record() : undefined);
-      if (!run)
+      const recorded = (await record()) ?? ((await settleOpenRuns(request)) ? await record() : undefined);
+      if (!recorded)
         throw refused(request, 'runs.start', quotaExceeded('runs pending or running', limits.openRuns));
-      const args: AgentExecutionInput = {
-        agentId,
-        input: request.body.input,
-        runRecordId: run.id,
-        ...(request.body.followUpSeconds !== undefined
-          ? { followUpSeconds: request.body.followUpSeconds }
-          : {}),
-        ...(request.body.maxStepsPerRun !== undefined ? { maxStepsPerRun: request.body.maxStepsPerRun } : {}),
-        ...(request.body.maxTotalSteps !== undefined ? { maxTotalSteps: request.body.maxTotalSteps } : {}),
-      };
-      try {
-        await asUser(request, () =>
-          client.workflow.start(WORKFLOW_TYPE, { taskQueue, workflowId, args: [args] }),
-        );
-      } catch (err) {
-        // Only a record still pending: a start that timed out may have taken effect, and its workflow
-        // may have marked the record running already.
-        await scoped(request, (tx) => new AgentRunRepository(tx).markStartFailed(run.id));
-        if (isGrpcDeadlineError(err))
-          throw new ProblemError(
-            504,
-            'TEMPORAL_TIMEOUT',
-            'Temporal did not answer in time',
-            `run ${run.id} may have started: GET /runs/${run.id} tells`,
+      const { run, replayed } = recorded;
+      const workflowId = run.workflowId ?? '';
+      // A replay starts the run only if no attempt could: its record still pending (the first attempt
+      // died, or is still starting it) or its start failed. The workflow id makes that start the same run.
+      const unstarted =
+        run.status === 'pending' || (run.status === 'failed' && run.error === RunErrorCodes.START_FAILED);
+      if (!replayed || unstarted) {
+        const args: AgentExecutionInput = {
+          agentId,
+          input: request.body.input,
+          runRecordId: run.id,
+          ...(request.body.followUpSeconds !== undefined
+            ? { followUpSeconds: request.body.followUpSeconds }
+            : {}),
+          ...(request.body.maxStepsPerRun !== undefined
+            ? { maxStepsPerRun: request.body.maxStepsPerRun }
+            : {}),
+          ...(request.body.maxTotalSteps !== undefined ? { maxTotalSteps: request.body.maxTotalSteps } : {}),
+        };
+        try {
+          await asUser(request, () =>
+            client.workflow.start(WORKFLOW_TYPE, {
+              taskQueue,
+              workflowId,
+              args: [args],
+              // Never a second run under this id: not while one runs (the server's default), nor after
+              // it ended (a replay of a key whose run has finished).
+              workflowIdReusePolicy: 'REJECT_DUPLICATE',
+            }),
           );
-        throw err;
+        } catch (err) {
+          // Another attempt with this key started it (a retry racing its first attempt, or a start that
+          // timed out yet took effect): the run is there, as asked.
+          if (!(err instanceof WorkflowExecutionAlreadyStartedError)) {
+            // Only a record still pending: a start that timed out may have taken effect, and its workflow
+            // may have marked the record running already.
+            await scoped(request, (tx) => new AgentRunRepository(tx).markStartFailed(run.id));
+            if (isGrpcDeadlineError(err))
+              throw new ProblemError(
+                504,
+                'TEMPORAL_TIMEOUT',
+                'Temporal did not answer in time',
+                `run ${run.id} may have started: GET /runs/${run.id} tells`,
+              );
+            throw err;
+          }
+        }
       }
+      if (replayed) void reply.header('idempotent-replayed', 'true');
       return reply.status(202).send({ runId: run.id, workflowId, agentId, status: 'running' });
     },
   );

@@ -87,7 +87,8 @@ async function readJson(res: Response): Promise<unknown> {
     }
   }
   try {
-    return JSON.parse(Buffer.concat(chunks).toString('utf8')) as unknown;
+    // TextDecoder drops a byte order mark, as `res.json()` does.
+    return JSON.parse(new TextDecoder().decode(Buffer.concat(chunks))) as unknown;
   } catch {
     throw modelFailure('MODEL_RESPONSE_INVALID', 'model answer is not JSON');
   }

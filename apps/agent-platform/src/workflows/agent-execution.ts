@@ -28,6 +28,7 @@ import {
   RunErrorCodes,
   boundMessages,
   conversationOverBudget,
+  isInstructionText,
   clampInt,
   isCancelledFailure,
   runFailureCode,
@@ -234,6 +235,8 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
         // Characters as the API counts them (code points): an emoji is one, not two UTF-16 units.
         if (codePoints(text) > MAX_INSTRUCTION_LENGTH)
           throw new Error(`instruction over ${MAX_INSTRUCTION_LENGTH} characters`);
+        if (!isInstructionText(text))
+          throw new Error('instruction holds control characters or unpaired surrogates');
         if (finished || cancelled) throw new Error('run is no longer accepting instructions');
         // Validators do not run on replay: refusing more here changes no recorded history.
         // Those still being verified count: concurrent updates must not overshoot the cap.

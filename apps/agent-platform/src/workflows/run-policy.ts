@@ -82,15 +82,21 @@ export const MAX_INSTRUCTIONS = 50;
 export const MAX_CARRIED_MESSAGES = 40;
 /** Characters kept of each carried tool, assistant or revision message. */
 export const MAX_CARRIED_MESSAGE_CHARS = 4000;
+/**
+ * Bytes (as JSON text in UTF-8, {@link conversationBytes}) of the carried tool, assistant and revision
+ * messages together: the most recent are kept while they fit (40 of 4000 characters could weigh
+ * 960 KB were every character a control character).
+ */
+export const MAX_CARRIED_OTHER_BYTES = 300_000;
 
 /**
  * The conversation a model step is sent, in bytes of its messages' contents as JSON text in UTF-8
  * ({@link conversationBytes}), above which the run continues as new (carrying {@link boundMessages})
  * before its next step. Within one generation the messages only grow (each step's tool result or answer,
  * each instruction): without a bound, a long conversation would pass Temporal's 2 MB payload limit in
- * the step's input, which no retry cures. The first step of a generation is sent what the previous one
- * carried, whatever its size: the task and instructions a run keeps whole, and 40 other messages of at
- * most 4000 characters, under 2 MB even when every character is a control character (6 bytes as JSON).
+ * the step's input, which no retry cures. What a generation carries is under it with the API's limits
+ * (a unit test builds the heaviest case); a task sent by a client of its own may not be, and such a run
+ * takes one step a generation ({@link conversationOverBudget}).
  */
 export const MAX_CONVERSATION_BYTES = 1_000_000;
 
@@ -144,30 +150,49 @@ export function clampInt(value: unknown, fallback: number, min: number, max: num
 
 /**
  * The conversation a continue-as-new generation starts from. Kept whole: the first message (the task
- * the run was started with) and every instruction (system messages; at most {@link MAX_INSTRUCTIONS},
- * each at most 2000 characters), because dropping either would change what the run is asked to do.
- * Of the rest — tool results, answers, revision prompts — only the {@link MAX_CARRIED_MESSAGES} most
- * recent, each cut to {@link MAX_CARRIED_MESSAGE_CHARS} characters: older tool results are what a
- * model needs least, and the continue-as-new payload stays a few hundred kilobytes at worst, well
- * under Temporal's 2 MB payload limit, however long the lineage runs. Order is preserved. Tool
- * results reach providers as plain user text, so dropping one never orphans a tool call.
+ * the run was started with) and every instruction (at most {@link MAX_INSTRUCTIONS}, each at most 2000
+ * characters without control characters but tab and line breaks), because dropping either would change
+ * what the run is asked to do. Of the rest — tool results, answers, revision prompts — only the most
+ * recent, at most {@link MAX_CARRIED_MESSAGES} of them and {@link MAX_CARRIED_OTHER_BYTES} together, each
+ * cut to {@link MAX_CARRIED_MESSAGE_CHARS} characters: older tool results are what a model needs least.
+ * With the API's limits the whole continue-as-new input stays under ~1.5 MB, below Temporal's 2 MB
+ * payload limit, however long the lineage runs (a unit test builds the worst case). Order is preserved.
+ * Tool results reach providers as plain user text, so dropping one never orphans a tool call.
  */
 export function boundMessages(messages: readonly AgentMessage[]): AgentMessage[] {
+  const cutMessages = messages.map((m, i) =>
+    i === 0 || isInstruction(m) || m.content.length <= MAX_CARRIED_MESSAGE_CHARS
+      ? m
+      : { ...m, content: `${m.content.slice(0, MAX_CARRIED_MESSAGE_CHARS - 1)}…` },
+  );
   let others = 0;
+  let otherBytes = 0;
   const keep = new Array<boolean>(messages.length).fill(false);
-  for (let i = messages.length - 1; i >= 0; i--) {
-    const message = messages[i];
-    const pinned = i === 0 || (message !== undefined && isInstruction(message));
-    keep[i] = pinned || others++ < MAX_CARRIED_MESSAGES;
+  for (let i = cutMessages.length - 1; i >= 0; i--) {
+    const message = cutMessages[i] as AgentMessage;
+    if (i === 0 || isInstruction(message)) {
+      keep[i] = true;
+      continue;
+    }
+    // Newest first: once one does not fit, no older one is kept (the kept ones stay contiguous).
+    otherBytes += conversationBytes([message]);
+    keep[i] = others++ < MAX_CARRIED_MESSAGES && otherBytes <= MAX_CARRIED_OTHER_BYTES;
+    if (!keep[i]) others = MAX_CARRIED_MESSAGES;
   }
-  return messages
-    .map((m, i) =>
-      i === 0 || isInstruction(m) || m.content.length <= MAX_CARRIED_MESSAGE_CHARS
-        ? m
-        : { ...m, content: `${m.content.slice(0, MAX_CARRIED_MESSAGE_CHARS - 1)}…` },
-    )
-    .filter((_, i) => keep[i]);
+  return cutMessages.filter((_, i) => keep[i]);
 }
+
+/**
+ * Whether an instruction may be carried and sent: no NUL or other control character but tab and line
+ * breaks (each would weigh 6 bytes as JSON, and NUL is no PostgreSQL text), no unpaired surrogate. The
+ * API refuses the same (400); the update's validator refuses what a client of its own sends.
+ */
+export function isInstructionText(text: string): boolean {
+  return !UNCARRIED.test(text);
+}
+const UNCARRIED =
+  // eslint-disable-next-line no-control-regex -- control characters are what it looks for
+  /[\u0000-\u0008\u000B\u000C\u000E-\u001F]|[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 const STABLE_CODES: ReadonlySet<string> = new Set([
   ...Object.values(ErrorCodes),

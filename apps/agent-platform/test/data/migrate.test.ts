@@ -28,6 +28,7 @@ const MIGRATIONS = [
   '0012_agent_schedules',
   '0013_authors_are_the_scope_user',
   '0014_agent_schedules_name_their_agent',
+  '0015_run_idempotency_keys',
 ];
 
 const TENANT_TABLES = [

@@ -23,6 +23,7 @@ export type Call = (
   method: 'GET' | 'POST' | 'PATCH' | 'DELETE',
   url: string,
   payload?: Json,
+  headers?: Record<string, string>,
 ) => Promise<LightMyRequestResponse & { body_: Json }>;
 
 /**
@@ -153,11 +154,11 @@ export async function startPlatform(options: {
   };
   const caller =
     (target: FastifyInstance): Call =>
-    async (who, method, url, payload) => {
+    async (who, method, url, payload, headers) => {
       const res = await target.inject({
         method,
         url,
-        headers: who ? { authorization: `Bearer ${tokens[who] ?? who}` } : {},
+        headers: { ...(who ? { authorization: `Bearer ${tokens[who] ?? who}` } : {}), ...headers },
         ...(payload ? { payload } : {}),
       });
       return Object.assign(res, { body_: res.body ? (JSON.parse(res.body) as Json) : {} });

@@ -683,6 +683,18 @@ describe('agent runs', () => {
     expect(long.statusCode).toBe(200);
     const over = await call('alice', 'POST', `/runs/${runId}/instructions`, { instruction: `${emoji}!` });
     expect(over.body_).toMatchObject({ status: 400, code: 'VALIDATION_FAILED' });
+    // Control characters but tab and line breaks are refused at the edge (the validator refuses them too).
+    for (const instruction of ['ring \u0007', '\u000b leading', 'esc\u001b']) {
+      const res = await call('alice', 'POST', `/runs/${runId}/instructions`, { instruction });
+      expect(res.body_, JSON.stringify(instruction)).toMatchObject({
+        status: 400,
+        code: 'VALIDATION_FAILED',
+      });
+    }
+    const spaced = await call('alice', 'POST', `/runs/${runId}/instructions`, {
+      instruction: '\u00a0\tindented,\r\non two lines',
+    });
+    expect(spaced.statusCode).toBe(200);
 
     // Another workspace can neither signal nor update it (it does not even find the run).
     expect((await call('bob', 'POST', `/runs/${runId}/cancel`)).statusCode).toBe(404);

@@ -6,7 +6,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCodes, runAsUser } from 'temporal-user-context';
 import { withUserScope } from 'temporal-user-context/postgres';
-import { WORKFLOW_TYPE } from '../../src/api/app.js';
+import { WORKFLOW_TYPE, runRequestDigest } from '../../src/api/app.js';
 import { AgentRunRepository } from '../../src/data/repositories/index.js';
 import {
   LocalModelProvider,
@@ -348,6 +348,146 @@ describe('GET /runs/:runId with no worker', () => {
     expect(res.statusCode).toBe(200);
     expect(res.body_).toMatchObject({ runId, status: 'running' });
     expect(res.body_).not.toHaveProperty('progress');
+  });
+});
+
+describe('POST .../runs with an Idempotency-Key', () => {
+  const runs = () => `/workspaces/ws-acme/agents/${acmeAgent()}/runs`;
+  /** The workspace's run records with this key, read as the table's owner. */
+  const recordsWithKey = async (key: string) =>
+    (await p.pool.query(`select id::text, created_by from agent_runs where idempotency_key = $1`, [key]))
+      .rows;
+  /** The executions of a workflow id that the server knows. */
+  const executions = async (workflowId: string) => {
+    const { executions: found } = await p.testClient.workflowService.listWorkflowExecutions({
+      namespace: p.namespace,
+      query: `WorkflowId = "${workflowId}"`,
+    });
+    return found ?? [];
+  };
+
+  it('answers a retry with the run the first request started, and starts no second one', async () => {
+    const key = `retry-${randomUUID()}`;
+    const body = { input: 'Tell me about roadmap', maxStepsPerRun: 5 };
+    const first = await p.call('alice', 'POST', runs(), body, { 'idempotency-key': key });
+    expect(first.statusCode).toBe(202);
+    expect(first.headers['idempotent-replayed']).toBeUndefined();
+    await closed(first.body_.workflowId as string);
+    // After the run ended (the server would take the id again), and with the key quoted as the IETF
+    // draft writes it: the same run, said to be a replay.
+    for (const sent of [key, `"${key}"`]) {
+      const again = await p.call('alice', 'POST', runs(), body, { 'idempotency-key': sent });
+      expect(again.statusCode).toBe(202);
+      expect(again.headers['idempotent-replayed']).toBe('true');
+      expect(again.body_).toEqual(first.body_);
+    }
+    expect(await recordsWithKey(key)).toHaveLength(1);
+    expect(await executions(first.body_.workflowId as string)).toHaveLength(1);
+  });
+
+  it('gives two requests sent at once one run', async () => {
+    const key = `race-${randomUUID()}`;
+    const body = { input: 'Tell me about onboarding' };
+    const both = await Promise.all(
+      [1, 2].map(() => p.call('alice', 'POST', runs(), body, { 'idempotency-key': key })),
+    );
+    expect(both.map((r) => r.statusCode)).toEqual([202, 202]);
+    expect(both[1]?.body_.runId).toBe(both[0]?.body_.runId);
+    expect(both.filter((r) => r.headers['idempotent-replayed'] === 'true')).toHaveLength(1);
+    expect(await recordsWithKey(key)).toHaveLength(1);
+    await closed(both[0]?.body_.workflowId as string);
+    expect(await executions(both[0]?.body_.workflowId as string)).toHaveLength(1);
+  });
+
+  it('refuses the same key with another request (422, audited); another user has keys of their own', async () => {
+    const key = `reuse-${randomUUID()}`;
+    const first = await p.call(
+      'alice',
+      'POST',
+      runs(),
+      { input: 'Tell me about roadmap' },
+      { 'idempotency-key': key },
+    );
+    expect(first.statusCode).toBe(202);
+    p.apiAudit.clear();
+    for (const other of [
+      { input: 'Tell me about onboarding' },
+      { input: 'Tell me about roadmap', followUpSeconds: 0 },
+    ]) {
+      const res = await p.call('alice', 'POST', runs(), other, { 'idempotency-key': key });
+      expect(res.statusCode).toBe(422);
+      expect(res.body_).toMatchObject({ status: 422, code: 'IDEMPOTENCY_KEY_REUSED' });
+    }
+    expect(
+      p.apiAudit.events
+        .filter((e) => e.action === 'runs.start')
+        .map((e) => [e.decision, e.reason, e.userId, e.detail]),
+    ).toEqual([
+      ['deny', 'IDEMPOTENCY_KEY_REUSED', 'alice', `run ${first.body_.runId as string}`],
+      ['deny', 'IDEMPOTENCY_KEY_REUSED', 'alice', `run ${first.body_.runId as string}`],
+    ]);
+    // carol's request with alice's key is carol's own: a run of hers.
+    const carols = await p.call(
+      'carol',
+      'POST',
+      runs(),
+      { input: 'Tell me about onboarding' },
+      { 'idempotency-key': key },
+    );
+    expect(carols.statusCode).toBe(202);
+    expect(carols.body_.runId).not.toBe(first.body_.runId);
+    expect((await recordsWithKey(key)).map((r) => r.created_by).sort()).toEqual(['alice', 'carol']);
+  });
+
+  it('starts the run of a key whose first attempt recorded it and never started it', async () => {
+    const key = `died-${randomUUID()}`;
+    const body = { input: 'Tell me about roadmap' };
+    // What the first attempt leaves when its process dies between its record and its start.
+    const workflowId = `agent-run-${randomUUID()}`;
+    const pending = await withUserScope(p.db, alice, (tx) =>
+      new AgentRunRepository(tx).create({
+        agentId: acmeAgent(),
+        workflowId,
+        input: { input: body.input },
+        idempotency: { key, digest: runRequestDigest(acmeAgent(), body) },
+      }),
+    );
+    const retry = await p.call('alice', 'POST', runs(), body, { 'idempotency-key': key });
+    expect(retry.statusCode).toBe(202);
+    expect(retry.body_).toMatchObject({ runId: pending.id, workflowId });
+    const done = await p.call('alice', 'GET', `/runs/${pending.id}/result?waitSeconds=30`);
+    expect(done.body_).toMatchObject({ status: 'completed' });
+    expect(await executions(workflowId)).toHaveLength(1);
+  });
+
+  it('does not run again a run whose start was reported failed yet took effect, once it has ended', async () => {
+    const key = `late-${randomUUID()}`;
+    const body = { input: 'Tell me about roadmap' };
+    const first = await p.call('alice', 'POST', runs(), body, { 'idempotency-key': key });
+    const workflowId = first.body_.workflowId as string;
+    await closed(workflowId);
+    // What a start that timed out leaves when its workflow ended before claiming the record.
+    await p.pool.query(`update agent_runs set status = 'failed', error = 'START_FAILED' where id = $1`, [
+      first.body_.runId,
+    ]);
+    const retry = await p.call('alice', 'POST', runs(), body, { 'idempotency-key': key });
+    expect(retry.statusCode).toBe(202);
+    expect(retry.body_).toEqual(first.body_);
+    expect(await executions(workflowId)).toHaveLength(1);
+  });
+
+  it('refuses a malformed key before anything is recorded (400)', async () => {
+    for (const bad of ['', 'x'.repeat(256), 'tab\there', 'é', '"unterminated', '"a"b"', 'back\\slash']) {
+      const res = await p.call(
+        'alice',
+        'POST',
+        runs(),
+        { input: 'Tell me about roadmap' },
+        { 'idempotency-key': bad },
+      );
+      expect(res.statusCode, JSON.stringify(bad)).toBe(400);
+      expect(res.body_).toMatchObject({ code: 'VALIDATION_FAILED' });
+    }
   });
 });
 

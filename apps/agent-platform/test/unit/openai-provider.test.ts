@@ -239,6 +239,7 @@ describe('OpenAiCompatibleProvider', () => {
       { status: 200, raw: padded(MAX_RESPONSE_BYTES + 1), chunks: 7 },
       { status: 200, raw: padded(8 * MAX_RESPONSE_BYTES), chunks: 64 },
       { status: 200, raw: '<html>not an API</html>' },
+      { status: 200, raw: '{"choices": [' },
       { status: 200, raw: '' },
     ]) {
       answer = refused;
@@ -247,6 +248,18 @@ describe('OpenAiCompatibleProvider', () => {
         `${refused.raw.slice(0, 30)} (${refused.raw.length} bytes, chunks ${refused.chunks ?? 0})`,
       ).rejects.toMatchObject({ type: 'MODEL_RESPONSE_INVALID', nonRetryable: true });
     }
+  });
+
+  it('reads a body that starts with a byte order mark, as fetch does', async () => {
+    answer = {
+      status: 200,
+      raw: `\uFEFF${JSON.stringify({ choices: [{ message: { content: 'ok' } }] })}`,
+      chunks: 3,
+    };
+    expect(await provider.step(withTool, [{ role: 'user', content: 'x' }])).toEqual({
+      type: 'final',
+      content: 'ok',
+    });
   });
 
   it('reads content given as a list of text parts, and no content as an empty answer', async () => {
@@ -280,24 +293,32 @@ describe('acceptDecision (modelStep)', () => {
     expect(storableText('plain text, émigré')).toBe('plain text, émigré');
   });
 
-  it('refuses an answer or tool arguments too large to carry, and arguments that are no object (MODEL_RESPONSE_INVALID)', () => {
+  it('cuts an answer longer than a step keeps, never inside a surrogate pair', () => {
     const final = (content: string) => ({ type: 'final' as const, content });
-    const call = (args: unknown) => ({
+    const fits = 'a'.repeat(MAX_ANSWER_LENGTH);
+    expect(acceptDecision(withTool, final(fits))).toEqual(final(fits));
+    expect(acceptDecision(withTool, final(`${fits}b`))).toEqual(
+      final(`${'a'.repeat(MAX_ANSWER_LENGTH - 1)}…`),
+    );
+    // A pair across the cut goes whole: the answer stays storable text, one unit shorter.
+    const pairAtCut = `${'a'.repeat(MAX_ANSWER_LENGTH - 2)}\u{1F600}tail`;
+    const kept = (acceptDecision(withTool, final(pairAtCut)) as { content: string }).content;
+    expect(kept).toBe(`${'a'.repeat(MAX_ANSWER_LENGTH - 2)}…`);
+    expect(kept.length).toBeLessThanOrEqual(MAX_ANSWER_LENGTH);
+  });
+
+  it('refuses tool arguments too large to carry or that are no object, and an answer that is no text (MODEL_RESPONSE_INVALID)', () => {
+    const call = (args: unknown, tool = 'searchWorkspaceDocuments') => ({
       type: 'tool_call' as const,
-      tool: 'searchWorkspaceDocuments',
+      tool,
       args: args as Record<string, unknown>,
     });
-    // At the limits: accepted.
-    expect(acceptDecision(withTool, final('a'.repeat(MAX_ANSWER_LENGTH)))).toEqual(
-      final('a'.repeat(MAX_ANSWER_LENGTH)),
-    );
     const fits = { query: 'q'.repeat(MAX_TOOL_ARGUMENTS_LENGTH - '{"query":""}'.length) };
     expect(acceptDecision(withTool, call(fits))).toEqual(call(fits));
     const cycle: Record<string, unknown> = {};
     cycle.self = cycle;
     for (const decision of [
-      final('a'.repeat(MAX_ANSWER_LENGTH + 1)),
-      final(42 as unknown as string),
+      { type: 'final' as const, content: 42 as unknown as string },
       call({ query: `${fits.query}q` }),
       call(undefined),
       call(['query']),
@@ -314,6 +335,10 @@ describe('acceptDecision (modelStep)', () => {
       expect(thrown).toBeInstanceOf(ApplicationFailure);
       expect(thrown).toMatchObject({ type: 'MODEL_RESPONSE_INVALID', nonRetryable: true });
     }
+    // A tool the agent lacks is that refusal, whatever its arguments.
+    expect(() => acceptDecision(withTool, call({ query: `${fits.query}q` }, 'runShell'))).toThrow(
+      expect.objectContaining({ type: 'TOOL_NOT_ENABLED' }),
+    );
   });
 
   it('refuses a tool the agent has not enabled, non-retryably, and passes everything else', () => {

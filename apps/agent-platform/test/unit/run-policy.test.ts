@@ -7,21 +7,25 @@ import {
   TimeoutType,
 } from '@temporalio/common';
 import { msToNumber } from '@temporalio/common/lib/time.js';
+import { randomUUID } from 'node:crypto';
 import fc from 'fast-check';
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes } from 'temporal-user-context';
 import { MAX_ANSWER_LENGTH } from '../../src/providers/index.js';
 import type { AgentMessage } from '../../src/providers/types.js';
+import type { AgentExecutionInput } from '../../src/workflows/agent-execution.js';
 import {
   ACTIVITY_OPTIONS,
   MAX_CARRIED_MESSAGES,
   MAX_CARRIED_MESSAGE_CHARS,
+  MAX_CARRIED_OTHER_BYTES,
   MAX_CONVERSATION_BYTES,
   MAX_INSTRUCTIONS,
   boundMessages,
   clampInt,
   conversationBytes,
   conversationOverBudget,
+  isInstructionText,
   runFailureCode,
 } from '../../src/workflows/run-policy.js';
 
@@ -101,6 +105,20 @@ describe('boundMessages', () => {
     expect(bounded.at(-1)?.content).toHaveLength(5000); // an instruction is never cut
   });
 
+  it('keeps only the most recent others that fit MAX_CARRIED_OTHER_BYTES together', () => {
+    // Answers of 4000 characters weighing 6 bytes each as JSON: 12 fit in 300 000 bytes.
+    const heavy = (i: number): AgentMessage => ({
+      role: 'assistant',
+      content: `${i}`.padEnd(4000, '\u0001'),
+    });
+    const instruction: AgentMessage = { role: 'instruction', content: 'answer in French' };
+    const messages = [task, instruction, ...Array.from({ length: 30 }, (_, i) => heavy(i))];
+    const bounded = boundMessages(messages);
+    const fit = Math.floor(MAX_CARRIED_OTHER_BYTES / conversationBytes([heavy(10)]));
+    expect(bounded).toEqual([task, instruction, ...messages.slice(-fit)]);
+    expect(conversationBytes(bounded.slice(2))).toBeLessThanOrEqual(MAX_CARRIED_OTHER_BYTES);
+  });
+
   it('cuts long tool results and answers, never the task or an instruction', () => {
     const long = 'x'.repeat(MAX_CARRIED_MESSAGE_CHARS * 3);
     const instruction: AgentMessage = { role: 'system', content: 'y'.repeat(2000) };
@@ -151,26 +169,64 @@ describe('conversationBytes', () => {
     expect(conversationOverBudget(of(3 * MAX_CONVERSATION_BYTES), 0)).toBe(false);
   });
 
-  it('what a generation carries of the largest conversation the API lets grow stays under 2 MB', () => {
-    // Every character a control character (6 bytes as JSON): the task (10 000), 50 instructions (2000
-    // each) and 100 answers of MAX_ANSWER_LENGTH.
-    const worst = (n: number) => '\u0001'.repeat(n);
-    const messages: AgentMessage[] = [
-      { role: 'user', content: worst(10_000) },
-      ...Array.from({ length: MAX_INSTRUCTIONS }, (): AgentMessage => ({
-        role: 'instruction',
-        content: worst(2000),
-      })),
-      ...Array.from({ length: 100 }, (): AgentMessage => ({
-        role: 'assistant',
-        content: worst(MAX_ANSWER_LENGTH),
-      })),
-    ];
-    const carried = conversationBytes(boundMessages(messages));
-    // With the step's answer and the agent's configuration beside it, under Temporal's 2 MB.
-    expect(
-      carried + conversationBytes([{ role: 'assistant', content: worst(MAX_ANSWER_LENGTH) }]),
-    ).toBeLessThan(2 * 1024 * 1024 - 64 * 1024);
+  it('the largest continue-as-new input the API lets a run grow stays well under 2 MB, and its conversation under the budget', () => {
+    // The heaviest characters each field can hold: control characters (6 bytes as JSON) where the API
+    // or a model lets them in, emoji (4 bytes a character) in instructions, which refuse control
+    // characters; the task (10 000), 50 instructions (2000 each), 100 answers cut to MAX_ANSWER_LENGTH,
+    // and tool results naming 20 documents of 500-character titles.
+    const control = (n: number) => '\u0001'.repeat(n);
+    const instruction = '\u{1F600}'.repeat(2000);
+    expect(isInstructionText(instruction)).toBe(true);
+    const task: AgentMessage = { role: 'user', content: control(10_000) };
+    const messages: AgentMessage[] = [task];
+    for (let i = 0; i < 100; i++) {
+      if (i < MAX_INSTRUCTIONS) messages.push({ role: 'instruction', content: instruction });
+      messages.push({ role: 'tool', tool: 'searchWorkspaceDocuments', content: control(20 * 500) });
+      messages.push({ role: 'assistant', content: control(MAX_ANSWER_LENGTH) });
+    }
+    const carried = boundMessages(messages);
+    expect(conversationBytes(carried)).toBeLessThan(MAX_CONVERSATION_BYTES);
+    const input: AgentExecutionInput = {
+      agentId: randomUUID(),
+      input: task.content,
+      runRecordId: randomUUID(),
+      followUpSeconds: 3600,
+      maxStepsPerRun: 200,
+      maxTotalSteps: 1000,
+      carried: {
+        messages: carried,
+        steps: 999,
+        toolCalls: 999,
+        instructions: Array.from({ length: MAX_INSTRUCTIONS }, () => ({
+          text: instruction,
+          addedBy: 'u'.repeat(128),
+        })),
+        pending: [],
+        generation: 99,
+        answer: control(MAX_ANSWER_LENGTH),
+        runRecordId: randomUUID(),
+      },
+    };
+    expect(Buffer.byteLength(JSON.stringify(input))).toBeLessThan(1.5 * 1024 * 1024);
+  });
+});
+
+describe('isInstructionText', () => {
+  it('refuses control characters but tab and line breaks, NUL and unpaired surrogates', () => {
+    for (const ok of ['plain', 'tab\there', 'line\nbreak\r\n', 'emoji \u{1F600}', 'del \u007f', 'nbsp\u00a0'])
+      expect(isInstructionText(ok), JSON.stringify(ok)).toBe(true);
+    for (const bad of [
+      'nul\u0000',
+      'bell\u0007',
+      'vt\u000b',
+      'ff\u000c',
+      'esc\u001b',
+      'us\u001f',
+      'lone \uD800',
+      'lone \uDC00x',
+      'swapped \uDC00\uD800',
+    ])
+      expect(isInstructionText(bad), JSON.stringify(bad)).toBe(false);
   });
 });
 

@@ -92,17 +92,35 @@ export class AgentRunRepository {
     workflowId?: string;
     runId?: string;
     input?: unknown;
+    /** The start request's idempotency key, with the digest of the request ({@link findByIdempotencyKey}). */
+    idempotency?: { key: string; digest: string };
   }): Promise<AgentRun> {
     const { rows } = await this.scope.query<AgentRunRow>(
-      `insert into agent_runs (agent_id, workflow_id, run_id, input) values ($1, $2, $3, $4) returning ${COLUMNS}`,
+      `insert into agent_runs (agent_id, workflow_id, run_id, input, idempotency_key, request_digest)
+       values ($1, $2, $3, $4, $5, $6) returning ${COLUMNS}`,
       [
         input.agentId,
         input.workflowId ?? null,
         input.runId ?? null,
         input.input === undefined ? null : JSON.stringify(input.input),
+        input.idempotency?.key ?? null,
+        input.idempotency?.digest ?? null,
       ],
     );
     return toRun(rows[0] as AgentRunRow);
+  }
+
+  /**
+   * The run the scope's user started with idempotency key `key` (migration 0015), and the digest of the
+   * request it came with; keys are the user's own in the workspace.
+   */
+  async findByIdempotencyKey(key: string): Promise<{ run: AgentRun; digest: string } | undefined> {
+    const { rows } = await this.scope.query<AgentRunRow & { request_digest: string }>(
+      `select ${COLUMNS}, request_digest from agent_runs
+        where created_by = $1 and idempotency_key = $2`,
+      [this.scope.context.userId, key],
+    );
+    return rows[0] ? { run: toRun(rows[0]), digest: rows[0].request_digest } : undefined;
   }
 
   async get(id: string): Promise<AgentRun | undefined> {
