@@ -326,13 +326,13 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   app.setErrorHandler((err, request, reply) => {
     const body = toProblem(err);
     if (body.status >= 500) request.log.error({ err }, 'request failed');
-    // Every other refusal of who may do what (401, 403, 404) leaves a record too: a failed
-    // authentication, a token for another workspace, a run or agent id that names nothing here (which
-    // is how guessing another workspace's ids shows: the ids are in the detail). A 409 is about the
-    // state of things, not about who asks; the routes audit those that are decisions (refused()). A
-    // request refused because the identity provider's keys could not be had (503) is refused all the
-    // same: recorded too (anonymous, so coalesced with its kind in the database).
-    const decided = [401, 403, 404].includes(body.status) || body.code === 'AUTH_UNAVAILABLE';
+    // Every other refusal leaves a record too: a failed authentication, a token for another workspace,
+    // a run or agent id that names nothing here (which is how guessing another workspace's ids shows:
+    // the ids are in the detail), a body the route refuses (400, 413, 415: what the request asked, in
+    // the detail, never the body), a state that refuses the request (409). A request refused because the
+    // identity provider's keys could not be had (503) is refused all the same: recorded too (anonymous,
+    // so coalesced with its kind in the database). Failures of the service (5xx) are logged, not audited.
+    const decided = (body.status >= 400 && body.status < 500) || body.code === 'AUTH_UNAVAILABLE';
     const onRecord = typeof err === 'object' && err !== null && audited.has(err);
     if (decided && !onRecord && !isUserContextError(err)) {
       auditor.emit({

@@ -225,6 +225,42 @@ describe('authentication and authorisation', () => {
     expect(JSON.stringify(audit.events)).not.toContain(tokens.alice);
   });
 
+  it("audits every other refusal of a signed-in caller's request: a body refused, a state that refuses it", async () => {
+    audit.clear();
+    const secret = 'the body is never in a record';
+    const agents = '/workspaces/ws-acme/agents';
+    const refusals = [
+      await call('carol', 'POST', agents, { name: secret, unknownField: true }),
+      await app.inject({
+        method: 'POST',
+        url: agents,
+        headers: { authorization: `Bearer ${tokens.carol}`, 'content-type': 'application/xml' },
+        payload: secret,
+      }),
+      await app.inject({
+        method: 'POST',
+        url: agents,
+        headers: { authorization: `Bearer ${tokens.carol}`, 'content-type': 'application/json' },
+        payload: JSON.stringify({ name: secret.repeat(100_000) }),
+      }),
+      await call('alice', 'POST', `/runs/${randomUUID()}/instructions`, { instruction: `${secret}\u0007` }),
+    ];
+    expect(refusals.map((r) => r.statusCode)).toEqual([400, 415, 413, 400]);
+    const recorded = audit.events.filter((e) => e.action === 'api.request');
+    expect(recorded.map((e) => [e.decision, e.reason, e.userId, e.detail])).toEqual([
+      ['deny', 'VALIDATION_FAILED', 'carol', 'POST /workspaces/:ws/agents ws=ws-acme'],
+      ['deny', 'BAD_REQUEST', 'carol', 'POST /workspaces/:ws/agents ws=ws-acme'],
+      ['deny', 'BAD_REQUEST', 'carol', 'POST /workspaces/:ws/agents ws=ws-acme'],
+      [
+        'deny',
+        'VALIDATION_FAILED',
+        'alice',
+        expect.stringMatching(/^POST \/runs\/:runId\/instructions runId=/),
+      ],
+    ]);
+    expect(JSON.stringify(audit.events)).not.toContain(secret);
+  });
+
   it('records a request refused because the identity provider could not be reached (503)', async () => {
     const sink = memoryAuditSink();
     const offline = await createApi({

@@ -543,7 +543,15 @@ describe('signals and updates to a run that has ended', () => {
       expect(res.statusCode).toBe(409);
       expect(res.body_).toMatchObject({ code: 'RUN_NOT_RUNNING' });
     }
-    expect(p.apiAudit.events.filter((e) => e.action === 'api.request')).toEqual([]);
+    // Refused for the run's state, and recorded as such: not as a guessed id (RUN_NOT_FOUND).
+    expect(
+      p.apiAudit.events
+        .filter((e) => e.action === 'api.request')
+        .map((e) => [e.decision, e.reason, e.detail]),
+    ).toEqual([
+      ['deny', 'RUN_NOT_RUNNING', `POST /runs/:runId/cancel runId=${runId}`],
+      ['deny', 'RUN_NOT_RUNNING', `POST /runs/:runId/instructions runId=${runId}`],
+    ]);
     // The run itself is there, as the record says.
     expect((await p.call('alice', 'GET', `/runs/${runId}`)).statusCode).toBe(200);
   });
