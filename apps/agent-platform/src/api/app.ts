@@ -196,13 +196,17 @@ const INSTRUCTION_PATTERN =
   '^[\\t\\n\\r\\p{Zs}\\u2028\\u2029\\uFEFF]*[^\\s\\u0000-\\u001F\\uD800-\\uDFFF][^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\uD800-\\uDFFF]*$';
 const security = [{ bearerAuth: [] }];
 /**
- * An idempotency key: 1 to 255 visible ASCII characters, bare (as most APIs take it) or as a quoted
- * structured-field string (`"…"`, as the IETF draft writes it; no quote or backslash inside).
+ * An idempotency key: 1 to 255 visible ASCII characters but `"` and `\`, bare (as most APIs take it)
+ * or quoted (`"…"`, the structured-field string the IETF draft writes).
  */
 const IDEMPOTENCY_KEY = {
   type: 'string',
-  pattern: '^(?:[!#-\\[\\]-~]{1,255}|"[ !#-\\[\\]-~]{1,255}")$',
+  pattern: '^(?:[!#-\\[\\]-~]{1,255}|"[!#-\\[\\]-~]{1,255}")$',
 } as const;
+
+/** A run record whose start call failed (`START_FAILED`): its workflow may never have started. */
+const isStartFailed = (run: { status: string; error: string | null }): boolean =>
+  run.status === 'failed' && run.error === RunErrorCodes.START_FAILED;
 
 /** The key of an `Idempotency-Key` header the route's schema has checked, without its quotes. */
 function idempotencyKey(header: string | undefined): string | undefined {
@@ -793,28 +797,33 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
        */
       const record = () =>
         scoped(request, async (tx) => {
-          if (!(await new AgentRepository(tx).get(agentId))) throw notFound('agent');
           const runs = new AgentRunRepository(tx);
           // The lock this takes orders the workspace's starts: a retry sent while its first attempt is
           // still running waits for that attempt's record, and finds it.
           const open = await runs.countOpenLocked(limits.openRuns);
-          if (idempotency) {
-            const prior = await runs.findByIdempotencyKey(idempotency.key);
-            if (prior && prior.digest !== idempotency.digest)
-              throw refused(
-                request,
-                'runs.start',
-                new ProblemError(
-                  422,
-                  'IDEMPOTENCY_KEY_REUSED',
-                  'Idempotency key already used',
-                  'this key started another request: send a new key for a new run',
-                ),
-                `run ${prior.run.id}`,
-              );
-            if (prior) return { run: prior.run, replayed: true };
-          }
+          const prior = idempotency ? await runs.findByIdempotencyKey(idempotency.key) : undefined;
+          if (prior && prior.digest !== idempotency?.digest)
+            throw refused(
+              request,
+              'runs.start',
+              new ProblemError(
+                422,
+                'IDEMPOTENCY_KEY_REUSED',
+                'Idempotency key already used',
+                'this key started another request: send a new key for a new run',
+              ),
+              `run ${prior.run.id}`,
+            );
+          // A run started (or being started) answers as it is, whatever the limit.
+          if (prior && !isStartFailed(prior.run)) return { run: prior.run, replayed: true };
+          if (!(await new AgentRepository(tx).get(agentId))) throw notFound('agent');
+          // A new run, or one whose start failed and that this retry starts: either counts from now on.
           if (open >= limits.openRuns) return undefined;
+          if (prior) {
+            // Its workflow may have claimed it meanwhile (a start that failed yet took effect): as it is then.
+            const reopened = await runs.reopenStartFailed(prior.run.id);
+            return { run: reopened ?? (await runs.get(prior.run.id)) ?? prior.run, replayed: true };
+          }
           const workflowId = `agent-run-${randomUUID()}`;
           const run = await runs
             .create({
@@ -841,10 +850,9 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       const { run, replayed } = recorded;
       const workflowId = run.workflowId ?? '';
       // A replay starts the run only if no attempt could: its record still pending (the first attempt
-      // died, or is still starting it) or its start failed. The workflow id makes that start the same run.
-      const unstarted =
-        run.status === 'pending' || (run.status === 'failed' && run.error === RunErrorCodes.START_FAILED);
-      if (!replayed || unstarted) {
+      // died, or is still starting it, or its start failed and the record was reopened above). The
+      // workflow id makes that start the same run.
+      if (!replayed || run.status === 'pending') {
         const args: AgentExecutionInput = {
           agentId,
           input: request.body.input,
@@ -887,7 +895,9 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         }
       }
       if (replayed) void reply.header('idempotent-replayed', 'true');
-      return reply.status(202).send({ runId: run.id, workflowId, agentId, status: 'running' });
+      // A replay says where the run is now (`running` until it ends, as for a new start).
+      const status = replayed && run.status !== 'pending' ? run.status : 'running';
+      return reply.status(202).send({ runId: run.id, workflowId, agentId, status });
     },
   );
 
@@ -979,10 +989,14 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
               return false;
             // A record with a Temporal run id did start: its workflow is gone (past retention), not
             // unstarted.
-            const error = run.runId ? RunErrorCodes.RUN_LOST : RunErrorCodes.START_FAILED;
-            return scoped(request, (tx) =>
-              new AgentRunRepository(tx).setStatus(run.id, 'failed', { error }),
-            ).then(
+            // Never started: marked only while still pending (a retry with its idempotency key may
+            // have started it meanwhile, and its workflow marked it running).
+            return scoped(request, (tx) => {
+              const runs = new AgentRunRepository(tx);
+              return run.runId
+                ? runs.setStatus(run.id, 'failed', { error: RunErrorCodes.RUN_LOST })
+                : runs.markStartFailed(run.id);
+            }).then(
               () => true,
               (writeErr: unknown) => {
                 request.log.warn({ err: writeErr, runId: run.id }, 'could not settle a run record');

@@ -137,6 +137,42 @@ describe.each(BACKENDS)('repositories on %s', (kind) => {
     expect(await scoped(carol, (tx) => new AgentRunRepository(tx).listForAgent(agentA))).toHaveLength(1);
   });
 
+  it("agent runs: an idempotency key is its author's own in the workspace, once, with its digest", async () => {
+    const digest = 'd'.repeat(43);
+    const withKey = (ctx: UserContext, key: string, workflowId: string, d = digest) =>
+      scoped(ctx, (tx) =>
+        new AgentRunRepository(tx).create({
+          agentId: ctx === bob ? agentB : agentA,
+          workflowId,
+          idempotency: { key, digest: d },
+        }),
+      );
+    const first = await withKey(alice, 'k-1', 'wf-key-1');
+    // Found by its author only; another member of the workspace, or another workspace, finds nothing.
+    expect(await scoped(alice, (tx) => new AgentRunRepository(tx).findByIdempotencyKey('k-1'))).toMatchObject(
+      {
+        run: { id: first.id },
+        digest,
+      },
+    );
+    expect(
+      await scoped(carol, (tx) => new AgentRunRepository(tx).findByIdempotencyKey('k-1')),
+    ).toBeUndefined();
+    expect(await scoped(bob, (tx) => new AgentRunRepository(tx).findByIdempotencyKey('k-1'))).toBeUndefined();
+    // The same key again by its author is refused by the unique index; others may use it.
+    await expect(withKey(alice, 'k-1', 'wf-key-2')).rejects.toMatchObject({ code: '23505' });
+    await withKey(carol, 'k-1', 'wf-key-3');
+    await withKey(bob, 'k-1', 'wf-key-4');
+    // A key without a digest of the shape the API writes, or one too long, is refused by the checks.
+    await expect(withKey(alice, 'k-2', 'wf-key-5', 'short')).rejects.toMatchObject({ code: '23514' });
+    await expect(withKey(alice, 'x'.repeat(256), 'wf-key-6')).rejects.toMatchObject({ code: '23514' });
+    // Reopening a failed start: only from START_FAILED, back to pending without its error.
+    const reopen = () => scoped(alice, (tx) => new AgentRunRepository(tx).reopenStartFailed(first.id));
+    expect(await reopen()).toBeUndefined();
+    await scoped(alice, (tx) => new AgentRunRepository(tx).markStartFailed(first.id));
+    expect(await reopen()).toMatchObject({ status: 'pending', error: null });
+  });
+
   it('agent runs: a later status replaces the error of an earlier one', async () => {
     const run = await scoped(alice, (tx) =>
       new AgentRunRepository(tx).create({ agentId: agentA, workflowId: 'wf-a-restart' }),

@@ -2,7 +2,9 @@
 // and the database with every workspace.
 import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createApi } from '../../src/api/app.js';
+import { withUserScope } from 'temporal-user-context/postgres';
+import { createApi, runRequestDigest } from '../../src/api/app.js';
+import { AgentRunRepository } from '../../src/data/repositories/index.js';
 import { createVerifier } from '../../src/auth/verify.js';
 import { startPlatform, type Json, type Platform } from './harness.js';
 
@@ -33,6 +35,30 @@ async function workspaceOf(workspaceId: string, userId: string): Promise<{ agent
 }
 
 describe('per-workspace quotas', () => {
+  it('a retry with the idempotency key of a failed start is refused at the limit, and its record stays failed', async () => {
+    const { agentId, token } = await workspaceOf('ws-idempotent', 'ivy');
+    const ivy = { userId: 'ivy', workspaceId: 'ws-idempotent', roles: ['member'] };
+    const key = `failed-${randomUUID()}`;
+    const body = { input: 'at the limit' };
+    const failed = await withUserScope(p.db, ivy, async (tx) => {
+      const repo = new AgentRunRepository(tx);
+      const run = await repo.create({
+        agentId,
+        workflowId: `agent-run-${randomUUID()}`,
+        input: body,
+        idempotency: { key, digest: runRequestDigest(agentId, body) },
+      });
+      return repo.markStartFailed(run.id);
+    });
+    const url = `/workspaces/ws-idempotent/agents/${agentId}/runs`;
+    for (let i = 0; i < 2; i++)
+      expect((await p.idleCall(token, 'POST', url, { input: `run ${i}` })).statusCode).toBe(202);
+    const retry = await p.idleCall(token, 'POST', url, body, { 'idempotency-key': key });
+    expect(retry.body_).toMatchObject({ status: 429, code: 'QUOTA_EXCEEDED' });
+    const { rows } = await p.pool.query(`select status, error from agent_runs where id = $1`, [failed?.id]);
+    expect(rows).toEqual([{ status: 'failed', error: 'START_FAILED' }]);
+  });
+
   it('starts at the same moment take turns: no more open runs than the limit', async () => {
     const open = async () =>
       (

@@ -379,7 +379,8 @@ describe('POST .../runs with an Idempotency-Key', () => {
       const again = await p.call('alice', 'POST', runs(), body, { 'idempotency-key': sent });
       expect(again.statusCode).toBe(202);
       expect(again.headers['idempotent-replayed']).toBe('true');
-      expect(again.body_).toEqual(first.body_);
+      // Where the run is now: it has ended.
+      expect(again.body_).toEqual({ ...first.body_, status: 'completed' });
     }
     expect(await recordsWithKey(key)).toHaveLength(1);
     expect(await executions(first.body_.workflowId as string)).toHaveLength(1);
@@ -472,12 +473,51 @@ describe('POST .../runs with an Idempotency-Key', () => {
     ]);
     const retry = await p.call('alice', 'POST', runs(), body, { 'idempotency-key': key });
     expect(retry.statusCode).toBe(202);
+    // Reopened and started again: the server refused a second run under the id (REJECT_DUPLICATE).
     expect(retry.body_).toEqual(first.body_);
     expect(await executions(workflowId)).toHaveLength(1);
   });
 
+  it('starts the run of a key whose first start failed and never took effect', async () => {
+    const key = `failed-${randomUUID()}`;
+    const body = { input: 'Tell me about roadmap', maxStepsPerRun: 3 };
+    const workflowId = `agent-run-${randomUUID()}`;
+    const failed = await withUserScope(p.db, alice, async (tx) => {
+      const repo = new AgentRunRepository(tx);
+      const run = await repo.create({
+        agentId: acmeAgent(),
+        workflowId,
+        input: { input: body.input },
+        idempotency: { key, digest: runRequestDigest(acmeAgent(), body) },
+      });
+      return repo.markStartFailed(run.id);
+    });
+    expect(failed).toMatchObject({ status: 'failed', error: 'START_FAILED' });
+    const retry = await p.call('alice', 'POST', runs(), body, { 'idempotency-key': key });
+    expect(retry.statusCode).toBe(202);
+    expect(retry.body_).toMatchObject({ runId: failed?.id, workflowId, status: 'running' });
+    const done = await p.call('alice', 'GET', `/runs/${failed?.id as string}/result?waitSeconds=30`);
+    expect(done.body_).toMatchObject({ status: 'completed' });
+    const { rows } = await p.pool.query(`select status, error from agent_runs where id = $1`, [failed?.id]);
+    expect(rows).toEqual([{ status: 'completed', error: null }]);
+  });
+
   it('refuses a malformed key before anything is recorded (400)', async () => {
-    for (const bad of ['', 'x'.repeat(256), 'tab\there', 'é', '"unterminated', '"a"b"', 'back\\slash']) {
+    const count = async () =>
+      (await p.pool.query(`select count(*)::int as n from agent_runs where created_by = 'alice'`)).rows[0]
+        .n as number;
+    const before = await count();
+    for (const bad of [
+      '',
+      'x'.repeat(256),
+      'tab\there',
+      'é',
+      '"unterminated',
+      '"a"b"',
+      'back\\slash',
+      '" "',
+      'a b',
+    ]) {
       const res = await p.call(
         'alice',
         'POST',
@@ -488,6 +528,7 @@ describe('POST .../runs with an Idempotency-Key', () => {
       expect(res.statusCode, JSON.stringify(bad)).toBe(400);
       expect(res.body_).toMatchObject({ code: 'VALIDATION_FAILED' });
     }
+    expect(await count()).toBe(before);
   });
 });
 

@@ -190,6 +190,20 @@ export class AgentRunRepository {
   }
 
   /**
+   * Puts a record whose start failed (`START_FAILED`) back to `pending`, for a retry with its idempotency
+   * key to start it: it counts as open again from now on. `undefined` when it is no longer so.
+   */
+  async reopenStartFailed(id: string): Promise<AgentRun | undefined> {
+    if (!isUuid(id)) return undefined;
+    const { rows } = await this.scope.query<AgentRunRow>(
+      `update agent_runs set status = 'pending', error = null, updated_at = now()
+        where id = $1 and status = 'failed' and error = $2 returning ${COLUMNS}`,
+      [id, RunErrorCodes.START_FAILED],
+    );
+    return rows[0] ? toRun(rows[0]) : undefined;
+  }
+
+  /**
    * Marks a run `running` once its workflow really runs, clearing an error written before (the API's
    * `START_FAILED` when the start call failed after the server had started the workflow) and filling in
    * the Temporal run id. A run that already completed, was cancelled, or failed for any other reason
