@@ -222,13 +222,25 @@ export function runRequestDigest(
   agentId: string,
   body: { input: string; followUpSeconds?: number; maxStepsPerRun?: number; maxTotalSteps?: number },
 ): string {
-  const asked = [
+  return requestDigest([
     agentId,
     body.input,
     body.followUpSeconds ?? null,
     body.maxStepsPerRun ?? null,
     body.maxTotalSteps ?? null,
-  ];
+  ]);
+}
+
+/** What a schedule create asks for, as a digest (the agent, the interval and the task). */
+export function scheduleRequestDigest(
+  agentId: string,
+  body: { everySeconds: number; input: string },
+): string {
+  return requestDigest(['schedule', agentId, body.everySeconds, body.input]);
+}
+
+/** SHA-256 (base64url) of what a request asked for, as a JSON array (unambiguous, in a fixed order). */
+function requestDigest(asked: readonly unknown[]): string {
   return createHash('sha256').update(JSON.stringify(asked)).digest('base64url');
 }
 
@@ -1239,14 +1251,24 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   // ---- schedules ----
   // Temporal holds the schedules; the memo the API writes at creation says whose they are. A schedule
   // still runs only as the creator its signed header names, whatever a memo says.
-  app.post<{ Params: { ws: string; agentId: string }; Body: { everySeconds: number; input: string } }>(
+  app.post<{
+    Params: { ws: string; agentId: string };
+    Body: { everySeconds: number; input: string };
+    Headers: { 'idempotency-key'?: string };
+  }>(
     '/workspaces/:ws/agents/:agentId/schedules',
     {
       schema: {
         tags: ['schedules'],
         summary: `Run an agent on a schedule (every N seconds, N ≥ ${MIN_SCHEDULE_SECONDS}) as the caller`,
+        description:
+          'With an `Idempotency-Key` header, a retry of the same request (same key, agent and body, by the ' +
+          'same user) answers the schedule the first one created (header `idempotent-replayed: true`) while ' +
+          'that schedule exists; the same key with another request is refused (422), and while the first ' +
+          'attempt is still creating it, 409.',
         security,
         params: agentParams,
+        headers: { type: 'object', properties: { 'idempotency-key': IDEMPOTENCY_KEY } },
         body: {
           type: 'object',
           properties: {
@@ -1256,13 +1278,16 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           required: ['everySeconds', 'input'],
           additionalProperties: false,
         },
-        response: limitedErrors,
+        response: { ...limitedErrors, 409: problemSchema, 422: problemSchema },
       },
     },
     async (request, reply) => {
       const { agentId } = request.params;
       const { everySeconds } = request.body;
       const { workspaceId } = user(request);
+      const key = idempotencyKey(request.headers['idempotency-key']);
+      const idempotency =
+        key === undefined ? undefined : { key, digest: scheduleRequestDigest(agentId, request.body) };
       // Membership and the agent are checked live before anything is listed.
       if (!(await scoped(request, (tx) => new AgentRepository(tx).get(agentId)))) throw notFound('agent');
       const scheduleId = `${SCHEDULE_PREFIX}${randomUUID()}`;
@@ -1277,10 +1302,12 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           limit: limits.schedules,
           listed,
           staleAfterMs: scheduleRowStaleMs,
+          ...(idempotency ? { idempotency } : {}),
         }),
       );
       // Deleted since it was read above (its delete took the same lock).
       if (reserved === 'agent-missing') throw notFound('agent');
+      if (typeof reserved === 'object') return replaySchedule(request, reply, reserved.prior);
       if (!reserved) throw refused(request, 'schedule.create', quotaExceeded('schedules', limits.schedules));
       const args: AgentExecutionInput = { agentId, input: request.body.input };
       const record: ScheduleRecord = {
@@ -1331,6 +1358,53 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       return reply.status(201).send({ scheduleId, agentId, everySeconds });
     },
   );
+
+  /**
+   * The answer to a schedule create with an idempotency key its user gave an earlier create: that
+   * create's schedule once it exists (201, as then), 409 while it does not yet (the first attempt is
+   * still creating it, or died: its row stops counting, and the key is free, once it is stale), 422 for
+   * another request with the key.
+   */
+  const replaySchedule = async (
+    request: FastifyRequest<{ Params: { ws: string; agentId: string }; Body: { everySeconds: number } }>,
+    reply: FastifyReply,
+    prior: { scheduleId: string; sameRequest: boolean },
+  ) => {
+    const detail = `schedule ${prior.scheduleId}`;
+    if (!prior.sameRequest)
+      throw refused(
+        request,
+        'schedule.create',
+        new ProblemError(
+          422,
+          'IDEMPOTENCY_KEY_REUSED',
+          'Idempotency key already used',
+          'this key created another schedule: send a new key for a new schedule',
+        ),
+        detail,
+      );
+    try {
+      await asUser(request, () => client.schedule.getHandle(prior.scheduleId).describe());
+    } catch (err) {
+      if (!(err instanceof ScheduleNotFoundError)) throw err;
+      throw refused(
+        request,
+        'schedule.create',
+        new ProblemError(
+          409,
+          'IDEMPOTENCY_KEY_IN_USE',
+          'A request with this key is still being handled',
+          'retry shortly: its schedule is not there yet',
+        ),
+        detail,
+      );
+    }
+    const { agentId } = request.params;
+    void reply.header('idempotent-replayed', 'true');
+    return reply
+      .status(201)
+      .send({ scheduleId: prior.scheduleId, agentId, everySeconds: request.body.everySeconds });
+  };
 
   /**
    * Marks a schedule's row deleted (the schedule is gone, or was never created), best effort: a row left

@@ -29,6 +29,7 @@ const MIGRATIONS = [
   '0013_authors_are_the_scope_user',
   '0014_agent_schedules_name_their_agent',
   '0015_run_idempotency_keys',
+  '0016_schedule_idempotency_keys',
 ];
 
 const TENANT_TABLES = [

@@ -4,7 +4,9 @@ import { randomUUID } from 'node:crypto';
 import { Client, ScheduleNotFoundError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCodes, WORKSPACE_ID_ATTRIBUTE, pseudonymsOf } from 'temporal-user-context';
-import { WORKFLOW_TYPE } from '../../src/api/app.js';
+import { withUserScope } from 'temporal-user-context/postgres';
+import { WORKFLOW_TYPE, scheduleRequestDigest } from '../../src/api/app.js';
+import { ScheduleRepository } from '../../src/data/repositories/index.js';
 import { startPlatform, until, type Json, type Platform } from './harness.js';
 
 let p: Platform;
@@ -292,6 +294,70 @@ describe('schedules', () => {
       15_000,
     );
     expect((await p.call('carol', 'DELETE', `/workspaces/ws-acme/agents/${agentId}`)).statusCode).toBe(204);
+  });
+
+  it('a create retried with its Idempotency-Key answers the schedule the first created, and no second one', async () => {
+    const key = `schedule-${randomUUID()}`;
+    const url = `/workspaces/ws-acme/agents/${acmeAgent()}/schedules`;
+    const body = { everySeconds: 3600, input: 'Tell me about roadmap' };
+    const count = async () =>
+      (await p.pool.query(`select count(*)::int as n from agent_schedules where idempotency_key = $1`, [key]))
+        .rows[0].n as number;
+    const first = await p.call('alice', 'POST', url, body, { 'idempotency-key': key });
+    expect(first.statusCode).toBe(201);
+    created.push(first.body_.scheduleId as string);
+    const again = await p.call('alice', 'POST', url, body, { 'idempotency-key': key });
+    expect(again.statusCode).toBe(201);
+    expect(again.headers['idempotent-replayed']).toBe('true');
+    expect(again.body_).toEqual(first.body_);
+    expect(await count()).toBe(1);
+    // Another request with the key: refused, audited; carol's key is her own.
+    p.apiAudit.clear();
+    const other = await p.call(
+      'alice',
+      'POST',
+      url,
+      { ...body, everySeconds: 7200 },
+      { 'idempotency-key': key },
+    );
+    expect(other.body_).toMatchObject({ status: 422, code: 'IDEMPOTENCY_KEY_REUSED' });
+    expect(
+      p.apiAudit.events
+        .filter((e) => e.action === 'schedule.create')
+        .map((e) => [e.decision, e.reason, e.detail]),
+    ).toEqual([['deny', 'IDEMPOTENCY_KEY_REUSED', `schedule ${first.body_.scheduleId as string}`]]);
+    const carols = await p.call('carol', 'POST', url, body, { 'idempotency-key': key });
+    expect(carols.statusCode).toBe(201);
+    created.push(carols.body_.scheduleId as string);
+    expect(carols.body_.scheduleId).not.toBe(first.body_.scheduleId);
+    // Deleted, the schedule frees its key: the same request creates a new one.
+    expect(
+      (await p.call('alice', 'DELETE', `/workspaces/ws-acme/schedules/${first.body_.scheduleId as string}`))
+        .statusCode,
+    ).toBe(204);
+    const after = await p.call('alice', 'POST', url, body, { 'idempotency-key': key });
+    expect(after.statusCode).toBe(201);
+    created.push(after.body_.scheduleId as string);
+    expect(after.body_.scheduleId).not.toBe(first.body_.scheduleId);
+  });
+
+  it('a retry while the first create has recorded its schedule and not created it yet is 409 IDEMPOTENCY_KEY_IN_USE', async () => {
+    const key = `schedule-${randomUUID()}`;
+    const url = `/workspaces/ws-acme/agents/${acmeAgent()}/schedules`;
+    const body = { everySeconds: 3600, input: 'Tell me about roadmap' };
+    // What a first attempt leaves between its row and its create (or when it died there).
+    await withUserScope(p.db, { userId: 'alice', workspaceId: 'ws-acme', roles: ['member'] }, (tx) =>
+      new ScheduleRepository(tx).reserve({
+        scheduleId: `agent-schedule-${randomUUID()}`,
+        agentId: acmeAgent(),
+        limit: 50,
+        listed: [],
+        staleAfterMs: 120_000,
+        idempotency: { key, digest: scheduleRequestDigest(acmeAgent(), body) },
+      }),
+    );
+    const retry = await p.call('alice', 'POST', url, body, { 'idempotency-key': key });
+    expect(retry.body_).toMatchObject({ status: 409, code: 'IDEMPOTENCY_KEY_IN_USE' });
   });
 
   it('refuses intervals under a minute', async () => {

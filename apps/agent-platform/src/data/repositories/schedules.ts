@@ -11,6 +11,8 @@ export class ScheduleRepository {
   /**
    * Records schedule `scheduleId` (of agent `agentId`, when given) as about to be created, unless the
    * workspace is at `limit` (false) or the agent is not there (`agent-missing`); true when recorded.
+   * With an idempotency key this user gave a create whose row is still counted, that create's schedule
+   * instead (`prior`, whether its request had the same digest), whatever the limit.
    * Takes the workspace's schedule-create lock for the rest of the transaction, so that creates at the
    * same moment, in any API process, take turns and each counts the ones before it, and an agent's
    * delete ({@link namesAgent}) sees the row or the create sees the agent gone.
@@ -26,7 +28,9 @@ export class ScheduleRepository {
     limit: number;
     listed: readonly string[];
     staleAfterMs: number;
-  }): Promise<boolean | 'agent-missing'> {
+    /** The create's idempotency key and the digest of its request (migration 0016). */
+    idempotency?: { key: string; digest: string };
+  }): Promise<boolean | 'agent-missing' | { prior: { scheduleId: string; sameRequest: boolean } }> {
     await this.lock();
     if (input.agentId !== undefined) {
       const agent = await this.scope.query(`select 1 from agents where id = $1`, [input.agentId]);
@@ -38,6 +42,21 @@ export class ScheduleRepository {
           and (deleted_at is not null or not (schedule_id = any ($2::text[])))`,
       [input.staleAfterMs / 1000, input.listed],
     );
+    // A schedule this user created with the same key, still counted: the retry's answer, not a new one.
+    if (input.idempotency) {
+      const { rows: prior } = await this.scope.query<{ schedule_id: string; request_digest: string }>(
+        `select schedule_id, request_digest from agent_schedules
+          where created_by = $1 and idempotency_key = $2 and deleted_at is null`,
+        [this.scope.context.userId, input.idempotency.key],
+      );
+      if (prior[0])
+        return {
+          prior: {
+            scheduleId: prior[0].schedule_id,
+            sameRequest: prior[0].request_digest === input.idempotency.digest,
+          },
+        };
+    }
     const { rows } = await this.scope.query<{ counted: number }>(
       `select count(*)::int as counted from (
          select schedule_id from agent_schedules where deleted_at is null
@@ -47,10 +66,16 @@ export class ScheduleRepository {
       [input.listed],
     );
     if ((rows[0]?.counted ?? 0) >= input.limit) return false;
-    await this.scope.query(`insert into agent_schedules (schedule_id, agent_id) values ($1, $2)`, [
-      input.scheduleId,
-      input.agentId ?? null,
-    ]);
+    await this.scope.query(
+      `insert into agent_schedules (schedule_id, agent_id, idempotency_key, request_digest)
+       values ($1, $2, $3, $4)`,
+      [
+        input.scheduleId,
+        input.agentId ?? null,
+        input.idempotency?.key ?? null,
+        input.idempotency?.digest ?? null,
+      ],
+    );
     return true;
   }
 
