@@ -244,13 +244,21 @@ function requestDigest(asked: readonly unknown[]): string {
   return createHash('sha256').update(JSON.stringify(asked)).digest('base64url');
 }
 
-/** The route's path parameters as ` name=value` pairs: ids, validated by the route's schema. */
+/**
+ * The route's path parameters as ` name=value` pairs. Ids as they are; a value the route's schema would
+ * refuse (the request may be refused for it) quoted as a JSON string, cut to 64 characters: text of the
+ * caller's choosing never passes for more pairs in the trail.
+ */
 function paramsOf(request: FastifyRequest): string {
   const params = (request.params ?? {}) as Record<string, unknown>;
   return Object.entries(params)
-    .map(([name, value]) => ` ${name}=${String(value)}`)
+    .map(([name, value]) => {
+      const text = String(value);
+      return ` ${name}=${ID_TEXT.test(text) ? text : JSON.stringify(text.slice(0, 64))}`;
+    })
     .join('');
 }
+const ID_TEXT = new RegExp(ID.pattern);
 
 function notFound(what: string): ProblemError {
   return new ProblemError(
@@ -1341,9 +1349,18 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       } catch (err) {
         // A create that timed out may have taken effect, or take effect after the delete below: deleted
         // again, so that the client's retry does not leave two schedules starting runs, and its row
-        // kept (counted until Temporal has long not listed the schedule).
-        if (isGrpcDeadlineError(err)) await undo();
-        else await forgetSchedule(request, scheduleId);
+        // kept (counted until Temporal has long not listed the schedule). With an idempotency key it is
+        // not deleted: the client's retry with the key finds it if it took effect (a retry may already
+        // have been told so), and is answered 409 until its row goes stale if it did not.
+        if (!isGrpcDeadlineError(err)) await forgetSchedule(request, scheduleId);
+        else if (idempotency)
+          throw new ProblemError(
+            504,
+            'TEMPORAL_TIMEOUT',
+            'Temporal did not answer in time',
+            `schedule ${scheduleId} may have been created: send the request again with the same Idempotency-Key`,
+          );
+        else await undo();
         throw err;
       }
       // The creator may have been removed while the schedule was being created, after the check above
@@ -1352,7 +1369,8 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       try {
         await scoped(request, async () => undefined);
       } catch (err) {
-        await undo();
+        // Removed (a refusal of the library), or, without a key to find it again by, not known either way.
+        if (isUserContextError(err) || !idempotency) await undo();
         throw err;
       }
       return reply.status(201).send({ scheduleId, agentId, everySeconds });
@@ -1383,10 +1401,20 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         ),
         detail,
       );
+    let record: ScheduleRecord | undefined;
     try {
-      await asUser(request, () => client.schedule.getHandle(prior.scheduleId).describe());
+      const description = await asUser(request, () => client.schedule.getHandle(prior.scheduleId).describe());
+      record = scheduleRecord(description.memo?.[SCHEDULE_MEMO]);
     } catch (err) {
       if (!(err instanceof ScheduleNotFoundError)) throw err;
+    }
+    // Not there yet, or not the one this user's create wrote (its memo says whose it is).
+    const { userId, workspaceId } = user(request);
+    if (
+      record?.createdBy !== userId ||
+      record.workspaceId !== workspaceId ||
+      record.agentId !== request.params.agentId
+    )
       throw refused(
         request,
         'schedule.create',
@@ -1398,12 +1426,10 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         ),
         detail,
       );
-    }
-    const { agentId } = request.params;
     void reply.header('idempotent-replayed', 'true');
     return reply
       .status(201)
-      .send({ scheduleId: prior.scheduleId, agentId, everySeconds: request.body.everySeconds });
+      .send({ scheduleId: prior.scheduleId, agentId: record.agentId, everySeconds: record.everySeconds });
   };
 
   /**

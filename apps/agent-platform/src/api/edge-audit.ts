@@ -8,9 +8,9 @@ import {
 /**
  * The API's sink for the audit table. Two kinds of refusal anyone holding little can cause at any
  * rate reach the table once per kind and minute, the rest of the minute as one row with their count:
- * refusals that name nobody (a request without a valid token) and, per member and workspace, the
+ * refusals that name nobody (a request without a valid token) and, per user and workspace, the
  * refused scopes of someone who is no member (a removed member's token stays usable until it expires,
- * `AUTH_MAX_TOKEN_AGE_SECONDS`). One row each would let a flood fill the table, and the sink's backlog
+ * `AUTH_MAX_TOKEN_AGE_SECONDS`) and the malformed requests refused before any membership check. One row each would let a flood fill the table, and the sink's backlog
  * where the records of real decisions wait. Every other record is written as it is; the log (the pino
  * sink beside this one) keeps every record. At shutdown, `close()` it: both layers write what they hold.
  */
@@ -19,6 +19,17 @@ export function edgeDatabaseAudit(
 ): CoalescingAuditSink {
   return coalescingAuditSink(coalescingAuditSink(db), {
     keep: ['userId', 'workspaceId'],
-    match: (event) => event.decision === 'deny' && event.reason === ErrorCodes.MEMBERSHIP_REVOKED,
+    match: (event) =>
+      event.decision === 'deny' &&
+      (event.reason === ErrorCodes.MEMBERSHIP_REVOKED ||
+        (event.action === 'api.request' && REFUSED_BEFORE_MEMBERSHIP.has(event.reason ?? ''))),
   });
 }
+
+/**
+ * Requests the route's schema or body parser refuses, before the route checks the membership (only the
+ * token is checked then): a token of the identity provider naming a workspace its holder is no member
+ * of, or a removed member's, reaches them. A token for another workspace (`WORKSPACE_MISMATCH`) stays
+ * one row each: which workspace it was sent to is the point of the record.
+ */
+const REFUSED_BEFORE_MEMBERSHIP: ReadonlySet<string> = new Set(['VALIDATION_FAILED', 'BAD_REQUEST']);

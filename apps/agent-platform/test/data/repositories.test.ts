@@ -416,6 +416,43 @@ describe.each(BACKENDS)('repositories on %s', (kind) => {
     await b.admin.query(`delete from agent_schedules`);
   });
 
+  it("schedule rows: an idempotency key is its author's own while the row counts; stale or deleted, it is free", async () => {
+    const digest = 'e'.repeat(43);
+    const reserve = (ctx: UserContext, scheduleId: string, d = digest, staleAfterMs = 60_000) =>
+      scoped(ctx, (tx) =>
+        new ScheduleRepository(tx).reserve({
+          scheduleId,
+          limit: 10,
+          listed: [],
+          staleAfterMs,
+          idempotency: { key: 'sk-1', digest: d },
+        }),
+      );
+    expect(await reserve(alice, 'k-s-1')).toBe(true);
+    // The same key again: the first create's schedule, whatever the request says of it.
+    expect(await reserve(alice, 'k-s-2')).toEqual({ prior: { scheduleId: 'k-s-1', sameRequest: true } });
+    expect(await reserve(alice, 'k-s-3', 'f'.repeat(43))).toEqual({
+      prior: { scheduleId: 'k-s-1', sameRequest: false },
+    });
+    // Another member's key, another workspace's: their own.
+    expect(await reserve(carol, 'k-s-4')).toBe(true);
+    expect(await reserve(bob, 'k-s-5')).toBe(true);
+    // Marked deleted (a failed create, a deleted schedule), the row frees the key.
+    await scoped(alice, (tx) => new ScheduleRepository(tx).markDeleted('k-s-1'));
+    expect(await reserve(alice, 'k-s-6')).toBe(true);
+    // A row Temporal does not list, once stale, is dropped first: its key is free too.
+    expect(await reserve(alice, 'k-s-7', digest, 0)).toBe(true);
+    const keys = await scoped(alice, async (tx) =>
+      (
+        await tx.query<{ schedule_id: string }>(
+          `select schedule_id from agent_schedules where idempotency_key = 'sk-1' and deleted_at is null`,
+        )
+      ).rows.map((r) => r.schedule_id),
+    );
+    // Every row of the workspace Temporal did not list went stale at once (carol's and k-s-6 too).
+    expect(keys).toEqual(['k-s-7']);
+  });
+
   it('case 14: raw hostile ids in repository lookups find nothing and change nothing', async () => {
     const hostile = [`x'; SET LOCAL app.workspace_id = 'ws-b'; --`, `' OR 1=1--`, `${agentB}' OR '1'='1`];
     for (const id of hostile) {

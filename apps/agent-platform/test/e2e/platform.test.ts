@@ -334,6 +334,26 @@ describe('authentication and authorisation', () => {
     expect((await mismatches()) - mismatchBefore).toBe(3);
   });
 
+  it('malformed requests cost the audit table one row per user and minute, with the count', async () => {
+    await edgeDbAudit.flush();
+    const rows = async () =>
+      (
+        await pool.query<{ detail: string }>(
+          `select detail from audit_log where action = 'api.request' and reason = 'VALIDATION_FAILED'
+            and user_id = 'alice' order by recorded_at, time`,
+        )
+      ).rows.map((r) => r.detail);
+    const before = await rows();
+    for (let i = 0; i < 12; i++)
+      expect((await call('alice', 'GET', `/runs/x%20userId=bob%20${i}`)).statusCode).toBe(400);
+    await edgeDbAudit.flush();
+    // A value no id could be is quoted: it never reads as more pairs.
+    expect((await rows()).slice(before.length)).toEqual([
+      'GET /runs/:runId runId="x userId=bob 0"',
+      expect.stringMatching(/^11 more like it in \d+ s, coalesced; first: GET \/runs\/:runId/),
+    ]);
+  });
+
   it("a removed member's refused requests cost the audit table one row per minute, with the count", async () => {
     expect(
       (await call('carol', 'POST', '/workspaces/ws-acme/members', { userId: 'grace', roles: ['member'] }))

@@ -351,7 +351,8 @@ describe('schedules', () => {
         scheduleId: `agent-schedule-${randomUUID()}`,
         agentId: acmeAgent(),
         limit: 50,
-        listed: [],
+        // What the API lists: rows of the schedules the tests created stay, whatever their age.
+        listed: created,
         staleAfterMs: 120_000,
         idempotency: { key, digest: scheduleRequestDigest(acmeAgent(), body) },
       }),
