@@ -1,5 +1,5 @@
 import { randomUUID } from 'node:crypto';
-import { CompactEncrypt, SignJWT } from 'jose';
+import { CompactEncrypt } from 'jose';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
 import { numberOption } from '../context/number-option.js';
 import type { UserContext } from '../context/schema.js';
@@ -8,6 +8,7 @@ import { MAX_WINDOW, type BoundStart, type ContextClaims, type TokenUse } from '
 import type { KeyRing } from './keyring.js';
 import { createArgsDigest } from './args-digest.js';
 import { pseudonym } from './pseudonym.js';
+import { signCompactEdDSA } from './jws-sign.js';
 
 /** Media type of the inner signed token (JWS `typ`). */
 export const TOKEN_TYPE = 'tuc+jwt';
@@ -121,9 +122,7 @@ export async function issueContextToken(
     exp: iat + window,
     jti: randomUUID(),
   };
-  const jws = await new SignJWT({ ...claims })
-    .setProtectedHeader({ alg: 'EdDSA', kid: signer.kid, typ: TOKEN_TYPE })
-    .sign(signer.privateKey);
+  const jws = signCompactEdDSA(claims, { kid: signer.kid, typ: TOKEN_TYPE }, signer.privateKey);
   const seal = ring.activeSealingKey();
   const tok = await new CompactEncrypt(new TextEncoder().encode(jws))
     .setProtectedHeader({ alg: 'dir', enc: 'A256GCM', kid: seal.kid, cty: 'JWT' })
