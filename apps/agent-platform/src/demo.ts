@@ -11,12 +11,19 @@ const token = {
   bob: await issuer.mint({ user: 'bob', workspace: 'ws-globex', roles: ['admin', 'member'] }),
 };
 
-async function call(who: keyof typeof token, method: string, path: string, body?: unknown) {
+async function call(
+  who: keyof typeof token,
+  method: string,
+  path: string,
+  body?: unknown,
+  headers: Record<string, string> = {},
+) {
   const res = await fetch(`${api}${path}`, {
     method,
     headers: {
       authorization: `Bearer ${token[who]}`,
       ...(body ? { 'content-type': 'application/json' } : {}),
+      ...headers,
     },
     ...(body ? { body: JSON.stringify(body) } : {}),
   });
@@ -37,10 +44,26 @@ step("alice tries Globex's agents (403 problem)");
 console.log(await call('alice', 'GET', '/workspaces/ws-globex/agents'));
 
 step('alice runs the Acme assistant; it searches only Acme documents');
-let run = await call('alice', 'POST', `/workspaces/ws-acme/agents/${agentId}/runs`, {
-  input: 'Tell me about roadmap',
-});
+// An idempotency key: a client that never got the answer sends the same request again, safely.
+const key = { 'idempotency-key': `demo-${Date.now()}` };
+let run = await call(
+  'alice',
+  'POST',
+  `/workspaces/ws-acme/agents/${agentId}/runs`,
+  { input: 'Tell me about roadmap' },
+  key,
+);
 console.log(await call('alice', 'GET', `/runs/${String(run.runId)}/result?waitSeconds=20`));
+
+step("alice's client sends the same start again (same Idempotency-Key): the same run, not a second one");
+const again = await call(
+  'alice',
+  'POST',
+  `/workspaces/ws-acme/agents/${agentId}/runs`,
+  { input: 'Tell me about roadmap' },
+  key,
+);
+console.log({ sameRun: again.runId === run.runId, status: again.status });
 
 step("alice asks the model for Globex's documents: RLS returns nothing");
 run = await call('alice', 'POST', `/workspaces/ws-acme/agents/${agentId}/runs`, {

@@ -1,4 +1,5 @@
 import { sign, type KeyObject } from 'node:crypto';
+import { ErrorCodes, UserContextError } from '../context/errors.js';
 
 /**
  * Signs `claims` as a compact JWS with an Ed25519 key (`alg: EdDSA`), synchronously: the inner token
@@ -17,12 +18,17 @@ import { sign, type KeyObject } from 'node:crypto';
  * @param header The key id and token type of the protected header.
  * @param privateKey An Ed25519 private key.
  * @returns The compact JWS.
+ * @throws {@link UserContextError} `USER_CONTEXT_MISCONFIGURED` for a key that is not an Ed25519 private
+ *   key (jose refused those too).
  */
 export function signCompactEdDSA(
-  claims: object,
+  claims: Readonly<Record<string, unknown>>,
   header: { kid: string; typ: string },
   privateKey: KeyObject,
 ): string {
+  // node signs with whatever key it is given (`null` digest): under `alg: EdDSA`, only Ed25519 may.
+  if (privateKey.type !== 'private' || privateKey.asymmetricKeyType !== 'ed25519')
+    throw new UserContextError(ErrorCodes.MISCONFIGURED, 'the signing key is not an Ed25519 private key');
   const protectedHeader = { alg: 'EdDSA', kid: header.kid, typ: header.typ };
   const input = `${base64url(JSON.stringify(protectedHeader))}.${base64url(JSON.stringify(claims))}`;
   return `${input}.${sign(null, Buffer.from(input), privateKey).toString('base64url')}`;

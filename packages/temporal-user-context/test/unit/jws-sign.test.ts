@@ -4,6 +4,7 @@ import { generateKeyPairSync } from 'node:crypto';
 import fc from 'fast-check';
 import { SignJWT, jwtVerify } from 'jose';
 import { describe, expect, it } from 'vitest';
+import { ErrorCodes } from 'temporal-user-context';
 import { signCompactEdDSA } from '../../src/crypto/jws-sign.js';
 
 const { privateKey, publicKey } = generateKeyPairSync('ed25519');
@@ -41,15 +42,34 @@ describe('signCompactEdDSA', () => {
   it("is jose's SignJWT, byte for byte, for any JSON claims and header values", async () => {
     await fc.assert(
       fc.asyncProperty(
-        fc.dictionary(fc.string(), fc.jsonValue(), { maxKeys: 12 }),
-        fc.string({ minLength: 1, maxLength: 40 }),
-        fc.string({ minLength: 1, maxLength: 40 }),
+        // Any UTF-16 text, lone surrogates included, in keys, values and the header.
+        fc.dictionary(
+          fc.string({ unit: 'binary' }),
+          fc.oneof(fc.jsonValue(), fc.string({ unit: 'binary' }), fc.array(fc.string({ unit: 'binary' }))),
+          { maxKeys: 12 },
+        ),
+        fc.string({ unit: 'binary', minLength: 1, maxLength: 40 }),
+        fc.string({ unit: 'binary', minLength: 1, maxLength: 40 }),
         async (claims, kid, typ) => {
           expect(signCompactEdDSA(claims, { kid, typ }, privateKey)).toBe(await jose(claims, kid, typ));
         },
       ),
       { numRuns: 300 },
     );
+  });
+
+  it('refuses a key that is not an Ed25519 private key (USER_CONTEXT_MISCONFIGURED), as jose did', () => {
+    const keys = [
+      generateKeyPairSync('ed448').privateKey,
+      generateKeyPairSync('ec', { namedCurve: 'P-256' }).privateKey,
+      generateKeyPairSync('rsa', { modulusLength: 2048 }).privateKey,
+      publicKey,
+    ];
+    for (const key of keys)
+      expect(
+        () => signCompactEdDSA({ sub: 'alice' }, { kid: 'k', typ: 't' }, key),
+        key.asymmetricKeyType,
+      ).toThrow(expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }));
   });
 
   it('signs with the key given: another key gives another signature, which the first public key refuses', async () => {
