@@ -166,10 +166,11 @@ Mint more tokens with: npm run token -w apps/agent-platform -- --user carol --wo
 
 Next step — run the Acme assistant as alice:
   TOKEN=${token}
+  KEY=run-$(date +%s)
   curl -s -X POST ${api}/workspaces/ws-acme/agents/${agents['ws-acme'] ?? '<agent-id>'}/runs \\
-    -H "authorization: Bearer $TOKEN" -H 'idempotency-key: my-first-run' \\
+    -H "authorization: Bearer $TOKEN" -H "idempotency-key: $KEY" \\
     -H 'content-type: application/json' -d '{"input":"Tell me about roadmap"}'
-  (sent again with the same idempotency key, it answers the same run instead of starting another)
+  (sent again with the same $KEY, it answers the same run instead of starting another)
   curl -s "${api}/runs/<runId>/result?waitSeconds=10" -H "authorization: Bearer $TOKEN"
 `);
 

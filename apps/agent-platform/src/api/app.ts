@@ -842,7 +842,8 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           if (prior) {
             // Its workflow may have claimed it meanwhile (a start that failed yet took effect): as it is then.
             const reopened = await runs.reopenStartFailed(prior.run.id);
-            return { run: reopened ?? (await runs.get(prior.run.id)) ?? prior.run, replayed: true };
+            if (reopened) return { run: reopened, replayed: true, reopened: true };
+            return { run: (await runs.get(prior.run.id)) ?? prior.run, replayed: true };
           }
           const workflowId = `agent-run-${randomUUID()}`;
           const run = await runs
@@ -867,7 +868,8 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       const recorded = (await record()) ?? ((await settleOpenRuns(request)) ? await record() : undefined);
       if (!recorded)
         throw refused(request, 'runs.start', quotaExceeded('runs pending or running', limits.openRuns));
-      const { run, replayed } = recorded;
+      const { replayed } = recorded;
+      let { run } = recorded;
       const workflowId = run.workflowId ?? '';
       // A replay starts the run only if no attempt could: its record still pending (the first attempt
       // died, or is still starting it, or its start failed and the record was reopened above). The
@@ -898,7 +900,11 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           );
         } catch (err) {
           // Another attempt with this key started it (a retry racing its first attempt, or a start that
-          // timed out yet took effect): the run is there, as asked.
+          // timed out yet took effect): the run is there, as asked. A record this retry reopened goes
+          // back to START_FAILED (only while still pending): its workflow moves it to running when it
+          // claims it, and one that ended without claiming it must not leave it open for good.
+          if (err instanceof WorkflowExecutionAlreadyStartedError && 'reopened' in recorded)
+            run = (await scoped(request, (tx) => new AgentRunRepository(tx).markStartFailed(run.id))) ?? run;
           if (!(err instanceof WorkflowExecutionAlreadyStartedError)) {
             // Only a record still pending: a start that timed out may have taken effect, and its workflow
             // may have marked the record running already.
@@ -915,7 +921,8 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         }
       }
       if (replayed) void reply.header('idempotent-replayed', 'true');
-      // A replay says where the run is now (`running` until it ends, as for a new start).
+      // A replay says where the run's record is now (`running` until it ends, as for a new start; a
+      // START_FAILED record whose workflow was already there, `failed` until that workflow claims it).
       const status = replayed && run.status !== 'pending' ? run.status : 'running';
       return reply.status(202).send({ runId: run.id, workflowId, agentId, status });
     },
@@ -1005,7 +1012,8 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
             );
             return (await reconcile(request, withId, outsideEnding(description.status.name))) !== withId;
           } catch (err) {
-            if (!(err instanceof WorkflowNotFoundError) || now - Date.parse(run.createdAt) < 60_000)
+            // A minute since the record was written, or reopened by a retry with its idempotency key.
+            if (!(err instanceof WorkflowNotFoundError) || now - Date.parse(run.updatedAt) < 60_000)
               return false;
             // A record with a Temporal run id did start: its workflow is gone (past retention), not
             // unstarted.
@@ -1353,14 +1361,19 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         // not deleted: the client's retry with the key finds it if it took effect (a retry may already
         // have been told so), and is answered 409 until its row goes stale if it did not.
         if (!isGrpcDeadlineError(err)) await forgetSchedule(request, scheduleId);
-        else if (idempotency)
+        else if (idempotency) {
+          // Kept for the retry, unless its creator was removed meanwhile (the check below, now): the
+          // removal's pause may not have seen it.
+          await scoped(request, async () => undefined).catch(async (recheck: unknown) => {
+            if (isUserContextError(recheck)) await undo();
+          });
           throw new ProblemError(
             504,
             'TEMPORAL_TIMEOUT',
             'Temporal did not answer in time',
             `schedule ${scheduleId} may have been created: send the request again with the same Idempotency-Key`,
           );
-        else await undo();
+        } else await undo();
         throw err;
       }
       // The creator may have been removed while the schedule was being created, after the check above
@@ -1402,9 +1415,11 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         detail,
       );
     let record: ScheduleRecord | undefined;
+    let paused = false;
     try {
       const description = await asUser(request, () => client.schedule.getHandle(prior.scheduleId).describe());
       record = scheduleRecord(description.memo?.[SCHEDULE_MEMO]);
+      paused = description.state.paused;
     } catch (err) {
       if (!(err instanceof ScheduleNotFoundError)) throw err;
     }
@@ -1427,9 +1442,13 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         detail,
       );
     void reply.header('idempotent-replayed', 'true');
-    return reply
-      .status(201)
-      .send({ scheduleId: prior.scheduleId, agentId: record.agentId, everySeconds: record.everySeconds });
+    return reply.status(201).send({
+      scheduleId: prior.scheduleId,
+      agentId: record.agentId,
+      everySeconds: record.everySeconds,
+      // Paused since (its creator was removed, then added again): said, not answered as if running.
+      ...(paused ? { paused: true } : {}),
+    });
   };
 
   /**

@@ -163,7 +163,7 @@ export function boundMessages(messages: readonly AgentMessage[]): AgentMessage[]
   const cutMessages = messages.map((m, i) =>
     i === 0 || isInstruction(m) || m.content.length <= MAX_CARRIED_MESSAGE_CHARS
       ? m
-      : { ...m, content: `${m.content.slice(0, MAX_CARRIED_MESSAGE_CHARS - 1)}…` },
+      : { ...m, content: `${sliceWhole(m.content, MAX_CARRIED_MESSAGE_CHARS - 1)}…` },
   );
   let others = 0;
   let otherBytes = 0;
@@ -182,9 +182,15 @@ export function boundMessages(messages: readonly AgentMessage[]): AgentMessage[]
   return cutMessages.filter((_, i) => keep[i]);
 }
 
+/** The first `end` UTF-16 units of `text`, one fewer when the last would split a surrogate pair. */
+function sliceWhole(text: string, end: number): string {
+  const last = text.charCodeAt(end - 1);
+  return text.slice(0, last >= 0xd800 && last <= 0xdbff ? end - 1 : end);
+}
+
 /**
- * Whether an instruction may be carried and sent: no NUL or other control character but tab and line
- * breaks (each would weigh 6 bytes as JSON, and NUL is no PostgreSQL text), no unpaired surrogate. The
+ * Whether an instruction may be carried and sent: no C0 control character (U+0000–U+001F) but tab and
+ * line breaks (each would weigh 6 bytes as JSON, and NUL is no PostgreSQL text), no unpaired surrogate. The
  * API refuses the same (400); the update's validator refuses what a client of its own sends.
  */
 export function isInstructionText(text: string): boolean {

@@ -451,6 +451,7 @@ describe.each(BACKENDS)('repositories on %s', (kind) => {
     );
     // Every row of the workspace Temporal did not list went stale at once (carol's and k-s-6 too).
     expect(keys).toEqual(['k-s-7']);
+    await b.admin.query(`delete from agent_schedules`);
   });
 
   it('case 14: raw hostile ids in repository lookups find nothing and change nothing', async () => {

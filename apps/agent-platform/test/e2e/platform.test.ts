@@ -225,7 +225,7 @@ describe('authentication and authorisation', () => {
     expect(JSON.stringify(audit.events)).not.toContain(tokens.alice);
   });
 
-  it("audits every other refusal of a signed-in caller's request: a body refused, a state that refuses it", async () => {
+  it("audits every other refusal of a signed-in caller's request: a body or a parameter refused", async () => {
     audit.clear();
     const secret = 'the body is never in a record';
     const agents = '/workspaces/ws-acme/agents';

@@ -123,8 +123,9 @@ describe('per-workspace quotas', () => {
     const record = async (runId: string | null) =>
       (
         await p.pool.query<{ id: string }>(
-          `insert into agent_runs (workspace_id, agent_id, workflow_id, run_id, status, created_by, created_at)
-           values ('ws-initech', $1, $2, $3, $4, 'ivan', now() - interval '2 minutes') returning id::text as id`,
+          `insert into agent_runs (workspace_id, agent_id, workflow_id, run_id, status, created_by, created_at, updated_at)
+           values ('ws-initech', $1, $2, $3, $4, 'ivan', now() - interval '2 minutes', now() - interval '2 minutes')
+           returning id::text as id`,
           [agentId, `agent-run-${randomUUID()}`, runId, runId ? 'running' : 'pending'],
         )
       ).rows[0]!.id;

@@ -114,9 +114,18 @@ describe('boundMessages', () => {
     const instruction: AgentMessage = { role: 'instruction', content: 'answer in French' };
     const messages = [task, instruction, ...Array.from({ length: 30 }, (_, i) => heavy(i))];
     const bounded = boundMessages(messages);
-    const fit = Math.floor(MAX_CARRIED_OTHER_BYTES / conversationBytes([heavy(10)]));
+    // Each weighs 2 + 2 + 3998 × 6 = 23 992 bytes as JSON: 12 fit in 300 000.
+    const fit = 12;
     expect(bounded).toEqual([task, instruction, ...messages.slice(-fit)]);
     expect(conversationBytes(bounded.slice(2))).toBeLessThanOrEqual(MAX_CARRIED_OTHER_BYTES);
+  });
+
+  it('never cuts a carried message inside a surrogate pair', () => {
+    const emoji = '\u{1F600}';
+    const long = `${'a'.repeat(MAX_CARRIED_MESSAGE_CHARS - 2)}${emoji}${'b'.repeat(10)}`;
+    const [, cut] = boundMessages([task, { role: 'assistant', content: long }]);
+    expect(cut?.content).toBe(`${'a'.repeat(MAX_CARRIED_MESSAGE_CHARS - 2)}…`);
+    expect(isInstructionText(cut?.content ?? '')).toBe(true);
   });
 
   it('cuts long tool results and answers, never the task or an instruction', () => {
