@@ -46,23 +46,19 @@ console.log(await call('alice', 'GET', '/workspaces/ws-globex/agents'));
 step('alice runs the Acme assistant; it searches only Acme documents');
 // An idempotency key: a client that never got the answer sends the same request again, safely.
 const key = { 'idempotency-key': `demo-${Date.now()}` };
-let run = await call(
-  'alice',
-  'POST',
-  `/workspaces/ws-acme/agents/${agentId}/runs`,
-  { input: 'Tell me about roadmap' },
-  key,
-);
+const startRoadmap = () =>
+  call(
+    'alice',
+    'POST',
+    `/workspaces/ws-acme/agents/${agentId}/runs`,
+    { input: 'Tell me about roadmap' },
+    key,
+  );
+let run = await startRoadmap();
 console.log(await call('alice', 'GET', `/runs/${String(run.runId)}/result?waitSeconds=20`));
 
 step("alice's client sends the same start again (same Idempotency-Key): the same run, not a second one");
-const again = await call(
-  'alice',
-  'POST',
-  `/workspaces/ws-acme/agents/${agentId}/runs`,
-  { input: 'Tell me about roadmap' },
-  key,
-);
+const again = await startRoadmap();
 console.log({ sameRun: again.runId === run.runId, status: again.status });
 
 step("alice asks the model for Globex's documents: RLS returns nothing");
