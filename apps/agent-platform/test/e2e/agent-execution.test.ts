@@ -246,6 +246,16 @@ async function start(
   return { handle, workflowId, runRecordId };
 }
 
+/** The attempt of the run's first failed activity: 1 when it failed at once, without retries. */
+async function failedActivityAttempt(s: Started): Promise<number | undefined> {
+  const events = (await historyOf(s)).events ?? [];
+  const failed = events.find((e) => e.activityTaskFailedEventAttributes);
+  const started = events.find(
+    (e) => Number(e.eventId) === Number(failed?.activityTaskFailedEventAttributes?.startedEventId),
+  );
+  return started?.activityTaskStartedEventAttributes?.attempt ?? undefined;
+}
+
 const result = (s: Started, user = alice) =>
   runAsUser(user, () => s.handle.result()) as Promise<AgentExecutionResult>;
 
@@ -687,12 +697,7 @@ describe('activity retries', () => {
         .filter((e) => e.workflowId === s.workflowId && e.action === 'agent.tool')
         .map((e) => [e.decision, e.reason, e.userId, e.activityType]),
     ).toEqual([['deny', 'TOOL_NOT_ENABLED', 'alice', 'modelStep']]);
-    const events = (await historyOf(s)).events ?? [];
-    const failed = events.find((e) => e.activityTaskFailedEventAttributes);
-    const started = events.find(
-      (e) => Number(e.eventId) === Number(failed?.activityTaskFailedEventAttributes?.startedEventId),
-    );
-    expect(started?.activityTaskStartedEventAttributes?.attempt).toBe(1);
+    expect(await failedActivityAttempt(s)).toBe(1);
     expect(await record(s.runRecordId)).toMatchObject({ status: 'failed', error: 'TOOL_NOT_ENABLED' });
   });
 });
@@ -707,12 +712,7 @@ describe('a model the provider refuses', () => {
         .map((e) => [e.decision, e.reason, e.userId, e.activityType]),
     ).toEqual([['deny', 'MODEL_REJECTED', 'alice', 'modelStep']]);
     // At once: the step failed on its first attempt, not after the activity's retries.
-    const events = (await historyOf(s)).events ?? [];
-    const failed = events.find((e) => e.activityTaskFailedEventAttributes);
-    const started = events.find(
-      (e) => Number(e.eventId) === Number(failed?.activityTaskFailedEventAttributes?.startedEventId),
-    );
-    expect(started?.activityTaskStartedEventAttributes?.attempt).toBe(1);
+    expect(await failedActivityAttempt(s)).toBe(1);
     expect(await record(s.runRecordId)).toMatchObject({ status: 'failed', error: 'MODEL_REJECTED' });
   });
 });
