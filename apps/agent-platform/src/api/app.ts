@@ -189,8 +189,9 @@ const SCHEDULE_ID = {
  */
 const TEXT = { type: 'string', pattern: '^[^\\u0000\\uD800-\\uDFFF]*$' } as const;
 /**
- * An instruction: at least one character that is not white space, and no control character but tab and
- * line breaks (the workflow's validator refuses them too: `isInstructionText`). Linear: one way to match.
+ * An instruction: at least one character that is not white space, and no C0 control character but tab
+ * and line breaks (the workflow's validator refuses them too: `isInstructionText`). Linear: one way to
+ * match.
  */
 const INSTRUCTION_PATTERN =
   '^[\\t\\n\\r\\p{Zs}\\u2028\\u2029\\uFEFF]*[^\\s\\u0000-\\u001F\\uD800-\\uDFFF][^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\uD800-\\uDFFF]*$';
