@@ -905,7 +905,10 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           // back to START_FAILED (only while still pending): its workflow moves it to running when it
           // claims it, and one that ended without claiming it must not leave it open for good.
           if (err instanceof WorkflowExecutionAlreadyStartedError && 'reopened' in recorded)
-            run = (await scoped(request, (tx) => new AgentRunRepository(tx).markStartFailed(run.id))) ?? run;
+            run = await scoped(request, async (tx) => {
+              const runs = new AgentRunRepository(tx);
+              return (await runs.markStartFailed(run.id)) ?? (await runs.get(run.id)) ?? run;
+            });
           if (!(err instanceof WorkflowExecutionAlreadyStartedError)) {
             // Only a record still pending: a start that timed out may have taken effect, and its workflow
             // may have marked the record running already.
@@ -1366,7 +1369,9 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           // Kept for the retry, unless its creator was removed meanwhile (the check below, now): the
           // removal's pause may not have seen it.
           await scoped(request, async () => undefined).catch(async (recheck: unknown) => {
-            if (isUserContextError(recheck)) await undo();
+            if (!isUserContextError(recheck)) return;
+            await undo();
+            throw recheck;
           });
           throw new ProblemError(
             504,

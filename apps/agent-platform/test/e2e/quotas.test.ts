@@ -147,6 +147,35 @@ describe('per-workspace quotas', () => {
     await p.testClient.workflow.getHandle(started.body_.workflowId as string).terminate('quota test');
   });
 
+  it('settling leaves a record reopened moments ago by a retry with its key, however old the record', async () => {
+    const { agentId, token } = await workspaceOf('ws-reopened', 'rita');
+    const record = async (createdAgo: string, updatedAgo: string) =>
+      (
+        await p.pool.query<{ id: string }>(
+          `insert into agent_runs (workspace_id, agent_id, workflow_id, status, created_by, created_at, updated_at)
+           values ('ws-reopened', $1, $2, 'pending', 'rita', now() - $3::interval, now() - $4::interval)
+           returning id::text as id`,
+          [agentId, `agent-run-${randomUUID()}`, createdAgo, updatedAgo],
+        )
+      ).rows[0]!.id;
+    // Both unknown to Temporal and written minutes ago; one reopened (START_FAILED -> pending) just now.
+    const reopened = await record('3 minutes', '0 seconds');
+    const unstarted = await record('2 minutes', '2 minutes');
+    const started = await p.idleCall(token, 'POST', `/workspaces/ws-reopened/agents/${agentId}/runs`, {
+      input: 'after settling',
+    });
+    expect(started.statusCode).toBe(202);
+    const { rows } = await p.pool.query(
+      `select id::text as id, status, error from agent_runs where id in ($1, $2) order by created_at`,
+      [reopened, unstarted],
+    );
+    expect(rows).toEqual([
+      { id: reopened, status: 'pending', error: null },
+      { id: unstarted, status: 'failed', error: 'START_FAILED' },
+    ]);
+    await p.testClient.workflow.getHandle(started.body_.workflowId as string).terminate('quota test');
+  });
+
   it('settling at the limit looks at ten records at a time, those looked at least recently first', async () => {
     const { agentId, token } = await workspaceOf('ws-hooli', 'gavin');
     // An API with room for twelve open runs, on the queue no worker polls: they stay running.
