@@ -6,6 +6,8 @@ export default defineConfig({
     // Integration tests share one Temporal dev server and one PostgreSQL started in globalSetup.
     globalSetup: ['./test-support/global-setup.ts'],
     setupFiles: ['./test-support/quiet-default-auditor.ts'],
+    // A hung run fails in minutes, naming what hung, instead of at CI's 90-minute limit.
+    reporters: ['default', './test-support/stall-watchdog.ts'],
     testTimeout: 60_000,
     hookTimeout: 120_000,
     pool: 'forks',
