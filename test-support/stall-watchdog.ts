@@ -9,6 +9,7 @@
 // files as failed, and ends the run if vitest does not finish within a minute after that, or does not
 // exit within 3 minutes of its summary.
 import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import type { Reporter, TestCase, TestModule } from 'vitest/node';
 
 const MINUTE = 60_000;
@@ -22,6 +23,10 @@ export default class StallWatchdog implements Reporter {
   private lastProgress = Date.now();
   private timer: NodeJS.Timeout | undefined;
   private fired = false;
+  /** Files ended by the watchdog, and files that failed on their own. */
+  private readonly stalled = new Set<string>();
+  private readonly failed = new Set<string>();
+  private diagnostics = '';
 
   onInit(): void {
     this.timer = setInterval(() => this.check(), Math.min(30_000, this.stallMs / 4));
@@ -36,6 +41,7 @@ export default class StallWatchdog implements Reporter {
 
   onTestModuleEnd(module: TestModule): void {
     this.modules.delete(module.moduleId);
+    if (module.state() === 'failed') this.failed.add(module.moduleId);
     this.progress();
   }
 
@@ -49,8 +55,10 @@ export default class StallWatchdog implements Reporter {
     this.progress();
   }
 
-  onTestRunEnd(): void {
+  onTestRunEnd(modules: readonly TestModule[]): void {
     clearInterval(this.timer);
+    for (const module of modules) if (module.state() === 'failed') this.failed.add(module.moduleId);
+    this.writeReport();
     // What runs after the summary (global teardown, open handles) must not hold the run either.
     setTimeout(() => {
       process.stderr.write(
@@ -60,8 +68,21 @@ export default class StallWatchdog implements Reporter {
             .map((p) => `  ${p}\n`)
             .join(''),
       );
+      this.writeReport();
       process.exit(1);
     }, AFTER_RUN_MINUTES * MINUTE).unref();
+  }
+
+  /**
+   * With `TEST_STALL_REPORT` set, a run the watchdog stepped into leaves what it found there as JSON
+   * (`stalled` and `failed` file paths, `diagnostics`): `.ci/run` runs stalled files once more when they
+   * are all that failed.
+   */
+  private writeReport(): void {
+    const path = process.env.TEST_STALL_REPORT;
+    if (!path || this.stalled.size === 0) return;
+    const report = { stalled: [...this.stalled], failed: [...this.failed], diagnostics: this.diagnostics };
+    writeFileSync(path, `${JSON.stringify(report, null, 2)}\n`);
   }
 
   private progress(): void {
@@ -82,7 +103,9 @@ export default class StallWatchdog implements Reporter {
       'Test processes (STAT R: busy, S: waiting; TIME: CPU used):',
       ...descendants().map((p) => `  ${p}`),
     ];
-    process.stderr.write(`${lines.join('\n')}\n`);
+    this.diagnostics = lines.join('\n');
+    for (const id of this.modules.keys()) this.stalled.add(id);
+    process.stderr.write(`${this.diagnostics}\n`);
     // Ending the test processes makes vitest fail their files and finish the run with its summary.
     for (const pid of forkPids()) {
       try {
@@ -95,6 +118,7 @@ export default class StallWatchdog implements Reporter {
       process.stderr.write(
         '[stall-watchdog] vitest did not finish after its test processes ended: exiting.\n',
       );
+      this.writeReport();
       process.exit(1);
     }, MINUTE).unref();
   }
