@@ -1,32 +1,37 @@
 // A reporter that turns a hung test run into a short, explained failure.
 //
 // vitest's timeouts run inside the test process: a test that blocks its event loop, or a test process
-// that never exits after its file, outlives them, and the run then waits until CI kills it (90 minutes,
-// with nothing said about what hung). This reporter runs in vitest's own process. When no test has
-// started or finished for `TEST_STALL_MINUTES` (default 6; the slowest test here takes ~20 s, the
-// longest hook timeout is 2 minutes), it prints the files and tests still running and the test
-// processes (state and CPU time: busy or waiting), ends those processes so that vitest reports their
-// files as failed, and ends the run if vitest does not finish within a minute after that, or does not
-// exit within 3 minutes of its summary.
-import { execFileSync } from 'node:child_process';
-import { writeFileSync } from 'node:fs';
-import type { Reporter, TestCase, TestModule } from 'vitest/node';
+// that never finishes its file, outlives them, and the run then waits until CI kills it (90 minutes,
+// with nothing said about what hung). This reporter runs in vitest's own process. When nothing has
+// happened in any test file (no file, suite, hook or test started or ended) for `TEST_STALL_MINUTES`
+// (default 6; the slowest test here takes ~20 s, the longest hook may take 5 minutes), it prints the
+// files and tests still running and the test processes (state and CPU time: busy or waiting), and ends
+// those processes with everything they started: vitest then goes on with the files still queued. If
+// nothing happens in the minute after that, or vitest has not exited 3 minutes after its summary, it
+// ends the run.
+import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import type { SerializedError } from 'vitest';
+import type { Reporter, TestCase, TestModule, TestSpecification } from 'vitest/node';
 
 const MINUTE = 60_000;
-/** The global teardown stops a dev server and a PostgreSQL: seconds, normally. */
+/** After its summary vitest stops the dev server of the global setup: seconds, normally. */
 const AFTER_RUN_MINUTES = 3;
+/** How vitest reports the end of a test process that it did not stop itself. */
+const KILLED = /Worker exited unexpectedly|Worker forks emitted error/;
 
 export default class StallWatchdog implements Reporter {
-  private readonly stallMs = Number(process.env.TEST_STALL_MINUTES ?? 6) * MINUTE;
-  private readonly modules = new Map<string, number>();
+  private readonly stallMs = stallMinutes() * MINUTE;
+  private readonly running = new Map<string, number>();
   private readonly tests = new Map<string, { name: string; since: number }>();
-  private lastProgress = Date.now();
-  private timer: NodeJS.Timeout | undefined;
-  private fired = false;
-  /** Files ended by the watchdog, and files that failed on their own. */
+  private readonly files = new Set<string>();
+  private readonly ended = new Set<string>();
+  /** Files the watchdog ended; files with a failed test or that failed as a whole. */
   private readonly stalled = new Set<string>();
   private readonly failed = new Set<string>();
   private diagnostics = '';
+  private lastProgress = Date.now();
+  private timer: NodeJS.Timeout | undefined;
+  private exitTimer: NodeJS.Timeout | undefined;
 
   onInit(): void {
     this.timer = setInterval(() => this.check(), Math.min(30_000, this.stallMs / 4));
@@ -34,13 +39,20 @@ export default class StallWatchdog implements Reporter {
     this.timer.unref();
   }
 
-  onTestModuleStart(module: TestModule): void {
-    this.modules.set(module.moduleId, Date.now());
+  onTestRunStart(specifications: readonly TestSpecification[]): void {
+    for (const spec of specifications) this.files.add(spec.moduleId);
+  }
+
+  // A file counts as running from the moment a test process starts loading it: a file that hangs
+  // while it is imported is caught too.
+  onTestModuleQueued(module: TestModule): void {
+    this.running.set(module.moduleId, Date.now());
     this.progress();
   }
 
   onTestModuleEnd(module: TestModule): void {
-    this.modules.delete(module.moduleId);
+    this.running.delete(module.moduleId);
+    this.ended.add(module.moduleId);
     if (module.state() === 'failed') this.failed.add(module.moduleId);
     this.progress();
   }
@@ -52,110 +64,177 @@ export default class StallWatchdog implements Reporter {
 
   onTestCaseResult(test: TestCase): void {
     this.tests.delete(test.id);
+    if (test.result().state === 'failed') this.failed.add(test.module.moduleId);
     this.progress();
   }
 
-  onTestRunEnd(modules: readonly TestModule[]): void {
+  // Long hooks (a dev server of a test's own, a browser) are progress too.
+  onTestModuleStart = this.progress;
+  onTestModuleCollected = this.progress;
+  onTestSuiteReady = this.progress;
+  onTestSuiteResult = this.progress;
+  onHookStart = this.progress;
+  onHookEnd = this.progress;
+
+  onTestRunEnd(modules: readonly TestModule[], unhandledErrors: readonly SerializedError[]): void {
     clearInterval(this.timer);
-    for (const module of modules) if (module.state() === 'failed') this.failed.add(module.moduleId);
-    this.writeReport();
+    clearTimeout(this.exitTimer);
+    if (this.stalled.size > 0) {
+      for (const module of modules) {
+        const state = module.state();
+        if (state === 'failed') this.failed.add(module.moduleId);
+        // Ended by the watchdog, or never run because of it: the second run takes them.
+        if (state !== 'passed' && state !== 'skipped' && state !== 'failed')
+          this.stalled.add(module.moduleId);
+      }
+      const otherErrors = unhandledErrors.filter((e) => !KILLED.test(`${e.message} ${e.stack ?? ''}`));
+      this.writeReport(otherErrors.map((e) => e.message));
+    }
     // What runs after the summary (global teardown, open handles) must not hold the run either.
     setTimeout(() => {
       process.stderr.write(
         `[stall-watchdog] vitest has not exited ${AFTER_RUN_MINUTES} minutes after the run ended ` +
-          '(global teardown, or a handle left open): exiting.\n' +
-          descendants()
-            .map((p) => `  ${p}\n`)
-            .join(''),
+          `(global teardown, or a handle left open): exiting.\n${processLines(descendants(process.pid))}`,
       );
-      this.writeReport();
       process.exit(1);
     }, AFTER_RUN_MINUTES * MINUTE).unref();
   }
 
-  /**
-   * With `TEST_STALL_REPORT` set, a run the watchdog stepped into leaves what it found there as JSON
-   * (`stalled` and `failed` file paths, `diagnostics`): `.ci/run` runs stalled files once more when they
-   * are all that failed.
-   */
-  private writeReport(): void {
-    const path = process.env.TEST_STALL_REPORT;
-    if (!path || this.stalled.size === 0) return;
-    const report = { stalled: [...this.stalled], failed: [...this.failed], diagnostics: this.diagnostics };
-    writeFileSync(path, `${JSON.stringify(report, null, 2)}\n`);
-  }
-
   private progress(): void {
     this.lastProgress = Date.now();
+    clearTimeout(this.exitTimer);
+    this.exitTimer = undefined;
   }
 
   private check(): void {
-    if (this.fired || this.modules.size === 0 || Date.now() - this.lastProgress < this.stallMs) return;
-    this.fired = true;
     const now = Date.now();
+    if (this.exitTimer || this.running.size === 0 || now - this.lastProgress < this.stallMs) return;
     const ago = (since: number) => `${Math.round((now - since) / 1000)} s`;
-    const lines = [
-      `\n[stall-watchdog] no test started or finished for ${ago(this.lastProgress)}.`,
+    const processes = descendants(process.pid);
+    this.diagnostics += [
+      ...(this.diagnostics ? [''] : []),
+      `[stall-watchdog] nothing happened in any test file for ${ago(this.lastProgress)}.`,
       'Files still running:',
-      ...[...this.modules].map(([id, since]) => `  ${id} (for ${ago(since)})`),
-      'Tests still running (none: a hook, or a test process that did not exit):',
+      ...[...this.running].map(([id, since]) => `  ${id} (for ${ago(since)})`),
+      'Tests still running (none: a hook, a test blocking its process before vitest heard of it, or a file',
+      'that is being loaded):',
       ...[...this.tests.values()].map((t) => `  ${t.name} (for ${ago(t.since)})`),
-      'Test processes (STAT R: busy, S: waiting; TIME: CPU used):',
-      ...descendants().map((p) => `  ${p}`),
-    ];
-    this.diagnostics = lines.join('\n');
-    for (const id of this.modules.keys()) this.stalled.add(id);
-    process.stderr.write(`${this.diagnostics}\n`);
-    // Ending the test processes makes vitest fail their files and finish the run with its summary.
-    for (const pid of forkPids()) {
+      'Test processes (state R: busy, S: waiting; CPU seconds used):',
+      processLines(processes),
+    ].join('\n');
+    process.stderr.write(`\n${this.diagnostics}\n`);
+    for (const id of this.running.keys()) this.stalled.add(id);
+    this.running.clear();
+    this.tests.clear();
+    // vitest's test processes and all they started (a browser, a dev server, an app), children first.
+    const forks = processes.filter((p) => p.ppid === process.pid && p.cmd.includes(FORK_ENTRY));
+    const doomed = forks.flatMap((fork) => [...descendants(fork.pid, processes).reverse(), fork]);
+    for (const p of doomed) {
       try {
-        process.kill(pid, 'SIGKILL');
+        process.kill(p.pid, 'SIGKILL');
       } catch {
         // Already gone.
       }
     }
-    setTimeout(() => {
-      process.stderr.write(
-        '[stall-watchdog] vitest did not finish after its test processes ended: exiting.\n',
-      );
-      this.writeReport();
+    this.exitTimer = setTimeout(() => {
+      process.stderr.write('[stall-watchdog] nothing happened in the minute after that: exiting.\n');
+      for (const id of this.files) if (!this.ended.has(id)) this.stalled.add(id);
+      this.writeReport([]);
       process.exit(1);
-    }, MINUTE).unref();
+    }, MINUTE);
+    this.exitTimer.unref();
+  }
+
+  /**
+   * With `TEST_STALL_REPORT` set, a run the watchdog stepped into leaves what it found there as JSON:
+   * `stalled` (files it ended or that did not run because of it), `failed` (files with a failed test),
+   * `otherErrors` (errors vitest caught outside any test, but the ends it caused) and `diagnostics`.
+   * `.ci/run` runs the stalled files once more only when nothing else failed.
+   */
+  private writeReport(otherErrors: string[]): void {
+    const path = process.env.TEST_STALL_REPORT;
+    if (!path) return;
+    const report = {
+      stalled: [...this.stalled],
+      failed: [...this.failed],
+      otherErrors,
+      diagnostics: this.diagnostics,
+    };
+    writeFileSync(path, `${JSON.stringify(report, null, 2)}\n`);
   }
 }
 
-/** `ps` lines of this process's descendants (pid, state, elapsed, CPU time, command). */
-function descendants(): string[] {
+/** The command of vitest's test processes (pool `forks`). */
+const FORK_ENTRY = '/vitest/dist/workers/forks.js';
+
+function stallMinutes(): number {
+  const raw = process.env.TEST_STALL_MINUTES;
+  if (raw === undefined) return 6;
+  const minutes = Number(raw);
+  if (raw.trim() === '' || !Number.isFinite(minutes) || minutes <= 0)
+    throw new Error(`TEST_STALL_MINUTES must be a number of minutes above 0, not ${JSON.stringify(raw)}`);
+  return minutes;
+}
+
+interface Proc {
+  pid: number;
+  ppid: number;
+  /** R running, S sleeping, D waiting on I/O, Z zombie... */
+  state: string;
+  cpuSeconds: number;
+  cmd: string;
+}
+
+/** Every process, from /proc (Linux; none elsewhere). */
+function allProcesses(): Proc[] {
+  let pids: string[];
   try {
-    const rows = execFileSync('ps', ['-eo', 'pid=,ppid=,stat=,etime=,time=,args='], { encoding: 'utf8' })
-      .split('\n')
-      .filter(Boolean)
-      .map((line) => {
-        const [pid, ppid] = line.trim().split(/\s+/, 2).map(Number);
-        return { pid: pid!, ppid: ppid!, line: line.trim().slice(0, 240) };
-      });
-    const ours = new Set([process.pid]);
-    // Parents come before children in ps output only usually: repeat until nothing is added.
-    for (let added = true; added;) {
-      added = false;
-      for (const row of rows)
-        if (ours.has(row.ppid) && !ours.has(row.pid)) {
-          ours.add(row.pid);
-          added = true;
-        }
-    }
-    return rows
-      .filter((r) => r.pid !== process.pid && ours.has(r.pid) && !r.line.includes('ps -eo'))
-      .map((r) => r.line);
-  } catch (error) {
-    return [`(ps failed: ${String(error)})`];
+    pids = readdirSync('/proc').filter((name) => /^\d+$/.test(name));
+  } catch {
+    return [];
   }
+  const procs: Proc[] = [];
+  for (const pid of pids) {
+    try {
+      const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+      // The command name may hold spaces and parentheses: the fields start after its last ')'.
+      const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+      const cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8').replaceAll('\0', ' ').trim();
+      procs.push({
+        pid: Number(pid),
+        ppid: Number(fields[1]),
+        state: fields[0] ?? '?',
+        // utime + stime, in clock ticks of 1/100 s on Linux.
+        cpuSeconds: (Number(fields[11]) + Number(fields[12])) / 100,
+        cmd,
+      });
+    } catch {
+      // Gone meanwhile.
+    }
+  }
+  return procs;
 }
 
-/** The pids of vitest's test processes: direct children running its forks pool entry. */
-function forkPids(): number[] {
-  return descendants()
-    .map((line) => line.split(/\s+/))
-    .filter(([, ppid, , , , ...args]) => Number(ppid) === process.pid && args.join(' ').includes('vitest'))
-    .map(([pid]) => Number(pid));
+/** The descendants of `root`, parents before children. */
+function descendants(root: number, procs: Proc[] = allProcesses()): Proc[] {
+  const found: Proc[] = [];
+  const queue = [root];
+  while (queue.length > 0) {
+    const parent = queue.shift();
+    for (const p of procs)
+      if (p.ppid === parent) {
+        found.push(p);
+        queue.push(p.pid);
+      }
+  }
+  return found;
+}
+
+function processLines(procs: Proc[]): string {
+  if (procs.length === 0) return '  (none found)\n';
+  return procs
+    .map(
+      (p) => `  ${p.pid} (parent ${p.ppid}) ${p.state} ${p.cpuSeconds.toFixed(1)} s ${p.cmd.slice(0, 200)}\n`,
+    )
+    .join('');
 }
