@@ -5,7 +5,7 @@ export default defineConfig({
     include: ['packages/*/test/**/*.test.ts', 'apps/*/test/**/*.test.ts'],
     // Integration tests share one Temporal dev server and one PostgreSQL started in globalSetup.
     globalSetup: ['./test-support/global-setup.ts'],
-    setupFiles: ['./test-support/quiet-default-auditor.ts'],
+    setupFiles: ['./test-support/fork-file.ts', './test-support/quiet-default-auditor.ts'],
     // A hung run fails in minutes, naming what hung, instead of at CI's 90-minute limit.
     reporters: ['default', './test-support/stall-watchdog.ts'],
     testTimeout: 60_000,

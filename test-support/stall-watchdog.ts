@@ -2,14 +2,18 @@
 //
 // vitest's timeouts run inside the test process: a test that blocks its event loop, or a test process
 // that never finishes its file, outlives them, and the run then waits until CI kills it (90 minutes,
-// with nothing said about what hung). This reporter runs in vitest's own process. When nothing has
+// with nothing said about what hung); so does a test process that ends its file's tests but never
+// reports the file finished (vitest ends a test process only after that report, and prints its summary
+// only when every one has reported). This reporter runs in vitest's own process. When nothing has
 // happened in any test file (no file, suite, hook or test started or ended) for `TEST_STALL_MINUTES`
 // (default 6; the slowest test here takes ~20 s, the longest hook may take 5 minutes), it prints the
 // files and tests still running and the test processes (state and CPU time: busy or waiting), and ends
 // those processes with everything they started: vitest then goes on with the files still queued. If
 // nothing happens in the minute after that, or vitest has not exited 3 minutes after its summary, it
 // ends the run.
-import { readFileSync, readdirSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import type { SerializedError } from 'vitest';
 import type { Reporter, TestCase, TestModule, TestSpecification } from 'vitest/node';
 
@@ -32,8 +36,13 @@ export default class StallWatchdog implements Reporter {
   private lastProgress = Date.now();
   private timer: NodeJS.Timeout | undefined;
   private exitTimer: NodeJS.Timeout | undefined;
+  private active = false;
+  /** Where each test process notes its file (test-support/fork-file.ts): `<pid>` holds the path. */
+  private readonly forkFiles = mkdtempSync(join(tmpdir(), 'vitest-forks-'));
 
   onInit(): void {
+    // Test processes inherit vitest's environment when they start, after this.
+    process.env.TEST_FORK_FILES = this.forkFiles;
     this.timer = setInterval(() => this.check(), Math.min(30_000, this.stallMs / 4));
     // Never what keeps vitest alive.
     this.timer.unref();
@@ -41,6 +50,8 @@ export default class StallWatchdog implements Reporter {
 
   onTestRunStart(specifications: readonly TestSpecification[]): void {
     for (const spec of specifications) this.files.add(spec.moduleId);
+    this.active = true;
+    this.progress();
   }
 
   // A file counts as running from the moment a test process starts loading it: a file that hangs
@@ -77,8 +88,10 @@ export default class StallWatchdog implements Reporter {
   onHookEnd = this.progress;
 
   onTestRunEnd(modules: readonly TestModule[], unhandledErrors: readonly SerializedError[]): void {
+    this.active = false;
     clearInterval(this.timer);
     clearTimeout(this.exitTimer);
+    rmSync(this.forkFiles, { recursive: true, force: true });
     if (this.stalled.size > 0) {
       for (const module of modules) {
         const state = module.state();
@@ -108,9 +121,19 @@ export default class StallWatchdog implements Reporter {
 
   private check(): void {
     const now = Date.now();
-    if (this.exitTimer || this.running.size === 0 || now - this.lastProgress < this.stallMs) return;
+    // Not only while files run: a test process that finished its file's tests but never reported the
+    // file finished holds vitest (and its summary) just as well.
+    if (this.exitTimer || !this.active || now - this.lastProgress < this.stallMs) return;
     const ago = (since: number) => `${Math.round((now - since) / 1000)} s`;
     const processes = descendants(process.pid);
+    const forks = processes.filter((p) => p.ppid === process.pid && p.cmd.includes(FORK_ENTRY));
+    const fileOf = (pid: number) => {
+      try {
+        return readFileSync(join(this.forkFiles, String(pid)), 'utf8');
+      } catch {
+        return '';
+      }
+    };
     this.diagnostics += [
       ...(this.diagnostics ? [''] : []),
       `[stall-watchdog] nothing happened in any test file for ${ago(this.lastProgress)}.`,
@@ -121,13 +144,16 @@ export default class StallWatchdog implements Reporter {
       ...[...this.tests.values()].map((t) => `  ${t.name} (for ${ago(t.since)})`),
       'Test processes (state R: busy, S: waiting; CPU seconds used):',
       processLines(processes),
+      'Their files:',
+      ...forks.map((fork) => `  ${fork.pid}: ${fileOf(fork.pid) || '(none yet)'}`),
     ].join('\n');
     process.stderr.write(`\n${this.diagnostics}\n`);
     for (const id of this.running.keys()) this.stalled.add(id);
+    // A file whose tests all ended in a process that then never finished: run again too.
+    for (const fork of forks) if (fileOf(fork.pid)) this.stalled.add(fileOf(fork.pid));
     this.running.clear();
     this.tests.clear();
     // vitest's test processes and all they started (a browser, a dev server, an app), children first.
-    const forks = processes.filter((p) => p.ppid === process.pid && p.cmd.includes(FORK_ENTRY));
     const doomed = forks.flatMap((fork) => [...descendants(fork.pid, processes).reverse(), fork]);
     for (const p of doomed) {
       try {
