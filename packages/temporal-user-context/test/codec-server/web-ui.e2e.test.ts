@@ -26,6 +26,7 @@ import { createCodecServer } from '../../src/codec-server/index.js';
 import { freePort } from '../../../../test-support/net.js';
 import { makeCodec } from '../crypto/codec-helpers.js';
 import { AUDIENCE, ISSUER, makeIdp, type Idp } from './helpers.js';
+import { CHILD_TIMEOUT } from '../../../../test-support/child.js';
 
 const CHROMIUM = process.env.CHROMIUM_PATH ?? '/usr/bin/chromium';
 const haveChromium = existsSync(CHROMIUM);
@@ -77,9 +78,12 @@ describe.skipIf(!haveChromium)('Web UI + codec server (e2e, case 23)', () => {
         '-out',
         join(tmp, 'cert.pem'),
       ],
-      { stdio: 'ignore' },
+      { stdio: 'ignore', timeout: CHILD_TIMEOUT },
     );
-    const bin = execFileSync(process.execPath, [cliScript, '--print-path'], { encoding: 'utf8' }).trim();
+    const bin = execFileSync(process.execPath, [cliScript, '--print-path'], {
+      encoding: 'utf8',
+      timeout: CHILD_TIMEOUT,
+    }).trim();
     // The dev server picks its other services' ports itself, after we picked ours: on a busy machine
     // one of them can be taken by the time it binds, and it exits. Start again on fresh ports then.
     const failures: string[] = [];

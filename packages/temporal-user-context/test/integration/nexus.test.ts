@@ -3,7 +3,7 @@ import { randomUUID } from 'node:crypto';
 import { Client, type WorkflowHandle, type WorkflowHandleWithFirstExecutionRunId } from '@temporalio/client';
 import { msToTs } from '@temporalio/common/lib/time.js';
 import { Worker } from '@temporalio/worker';
-import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
+import { afterAll, beforeAll, describe, expect, inject, it, onTestFinished, vi } from 'vitest';
 import {
   ErrorCodes,
   UserContextPlugin,
@@ -420,15 +420,16 @@ describe('Nexus', () => {
           args,
         }),
       );
+    onTestFinished(remove);
     await worker.runUntil(async () => {
       expect(await start('viaNexusFromChild', [name])).toEqual(alice);
       expect(await start('viaNexusAfterContinueAsNew', [name, 3000])).toEqual(alice);
     });
-    await remove();
   });
 
   it("a new run of a closed caller's workflow id, replaying its header after the start window, is refused", async () => {
     const { worker: strict, name, remove, edge } = await strictWindows();
+    onTestFinished(remove);
     const workflowId = `nx-reused-${randomUUID()}`;
     await strict.runUntil(async () => {
       // The genuine run: its call passes, confirmed by the server.
@@ -462,7 +463,6 @@ describe('Nexus', () => {
         ['deny', ErrorCodes.LINEAGE_MISMATCH, 'lineage started after the token start window'],
       ]);
     });
-    await remove();
   });
 
   it('a scheduled run reaches the handler as the schedule creator; a run only claiming the schedule does not', async () => {
@@ -531,6 +531,10 @@ describe('Nexus callers of another namespace', () => {
       });
     const workers: Worker[] = [];
     const removals: (() => Promise<void>)[] = [];
+    // Also when a handler or caller worker fails to start.
+    onTestFinished(async () => {
+      for (const remove of removals) await remove();
+    });
     const handlerFor = async (
       nexusCallers?: NexusCallerPolicy,
       revocation: boolean | (() => boolean) = false,
@@ -685,9 +689,9 @@ describe('Nexus callers of another namespace', () => {
         ErrorCodes.LINEAGE_MISMATCH,
       );
     } finally {
-      for (const w of workers) w.shutdown();
-      await Promise.all(running);
-      for (const remove of removals) await remove();
+      // shutdown() throws for a worker that is no longer running: the others must still stop.
+      for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
+      await Promise.allSettled(running);
     }
   });
 });

@@ -15,6 +15,7 @@ import {
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { CHILD_TIMEOUT } from '../../../../test-support/child.js';
 
 const repo = resolve(import.meta.dirname, '../../../..');
 let app: string;
@@ -25,6 +26,7 @@ function node(script: string): string {
   return execFileSync(process.execPath, ['--input-type=module', '-e', script], {
     cwd: app,
     encoding: 'utf8',
+    timeout: CHILD_TIMEOUT,
     // No TypeScript loader, whatever the test runner put in the environment.
     env: { ...process.env, NODE_OPTIONS: '' },
   });
@@ -36,9 +38,7 @@ beforeAll(() => {
   execFileSync(
     process.execPath,
     [join(repo, 'packages/temporal-user-context/scripts/build.mjs'), '--out', pkg],
-    {
-      stdio: 'pipe',
-    },
+    { stdio: 'pipe', timeout: CHILD_TIMEOUT },
   );
   // Its dependencies and peers, as the application's own installation provides them.
   const manifest = JSON.parse(readFileSync(join(pkg, 'package.json'), 'utf8')) as {
@@ -67,7 +67,10 @@ describe('the published package', () => {
     expect(existsSync(join(pkg, 'index.js'))).toBe(true);
     expect(existsSync(join(pkg, 'index.d.ts'))).toBe(true);
     expect(
-      execFileSync('find', [pkg, '-name', '*.ts', '-not', '-name', '*.d.ts'], { encoding: 'utf8' }),
+      execFileSync('find', [pkg, '-name', '*.ts', '-not', '-name', '*.d.ts'], {
+        encoding: 'utf8',
+        timeout: CHILD_TIMEOUT,
+      }),
     ).toBe('');
     const out = node(`
       const entries = ['temporal-user-context', 'temporal-user-context/workflow', 'temporal-user-context/postgres',
@@ -107,7 +110,12 @@ describe('the published package', () => {
          const workflow = require('temporal-user-context/workflow');
          console.log(typeof root.UserContextPlugin, typeof workflow.getUserContext, loaded.join());`,
       ],
-      { cwd: app, encoding: 'utf8', env: { ...process.env, NODE_OPTIONS: '--no-warnings' } },
+      {
+        cwd: app,
+        encoding: 'utf8',
+        timeout: CHILD_TIMEOUT,
+        env: { ...process.env, NODE_OPTIONS: '--no-warnings' },
+      },
     );
     expect(out.trim()).toBe('function function true,true,true,true,true');
   });
@@ -143,6 +151,7 @@ describe('the published package', () => {
     execFileSync(process.execPath, [bin, 'generate', '--issuer', 'consumer', '--out', join(app, 'keys')], {
       cwd: app,
       stdio: 'pipe',
+      timeout: CHILD_TIMEOUT,
       env: { ...process.env, NODE_OPTIONS: '' },
     });
     const edge = JSON.parse(readFileSync(join(app, 'keys', 'edge.json'), 'utf8')) as { issuer?: string };
@@ -187,6 +196,7 @@ describe('the published package', () => {
     execFileSync(process.execPath, [join(repo, 'node_modules', 'typescript', 'bin', 'tsc'), '-p', app], {
       cwd: app,
       encoding: 'utf8',
+      timeout: CHILD_TIMEOUT,
     });
   }, 120_000);
 });

@@ -37,6 +37,7 @@ import {
   type KeySetJson,
 } from 'temporal-user-context';
 import { codeOf as codeOfType } from '../../../../test-support/refusal.js';
+import { CHILD_TIMEOUT } from '../../../../test-support/child.js';
 
 const alice = { userId: 'alice', workspaceId: 'ws-acme', roles: ['member'] };
 const codeOf = (p: Promise<unknown>) => codeOfType(p, UserContextError);
@@ -329,7 +330,10 @@ describe('the keys command line', () => {
   const dir = mkdtempSync(join(tmpdir(), 'tuc-keys-cli-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
   const keys = (...args: string[]) =>
-    spawnSync(process.execPath, ['--import', 'tsx', cli, ...args], { encoding: 'utf8' });
+    spawnSync(process.execPath, ['--import', 'tsx', cli, ...args], {
+      encoding: 'utf8',
+      timeout: CHILD_TIMEOUT,
+    });
   const edgeFile = join(dir, 'edge.json');
   const read = (file: string) => JSON.parse(readFileSync(file, 'utf8')) as KeySetJson;
 

@@ -17,6 +17,7 @@ import {
   UserContextPlugin,
   type UserContext,
 } from 'temporal-user-context';
+import { CHILD_TIMEOUT } from '../../../../test-support/child.js';
 
 const keys = generateKeySet('edge');
 const edge = KeyRing.fromJSON(keys.edge);
@@ -64,10 +65,15 @@ describe('pseudonym lookup files (keys export-pseudonym / keys pseudonym)', () =
   const dir = mkdtempSync(join(tmpdir(), 'tuc-keys-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
   const keys = (...args: string[]) =>
-    spawnSync(process.execPath, ['--import', 'tsx', cli, ...args], { encoding: 'utf8' });
+    spawnSync(process.execPath, ['--import', 'tsx', cli, ...args], {
+      encoding: 'utf8',
+      timeout: CHILD_TIMEOUT,
+    });
 
   it('holds the pseudonym key and nothing else, and looks users up like the full key set', () => {
-    execFileSync(process.execPath, ['--import', 'tsx', cli, 'generate', '--out', dir]);
+    execFileSync(process.execPath, ['--import', 'tsx', cli, 'generate', '--out', dir], {
+      timeout: CHILD_TIMEOUT,
+    });
     const lookupFile = join(dir, 'lookup.json');
     expect(keys('export-pseudonym', '--in', join(dir, 'edge.json'), '--out', lookupFile).status).toBe(0);
     const lookup = JSON.parse(readFileSync(lookupFile, 'utf8')) as Record<string, unknown>;
