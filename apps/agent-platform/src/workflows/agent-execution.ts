@@ -23,6 +23,7 @@ import { REVISE_PROMPT, type AgentMessage } from '../providers/types.js';
 import {
   ACTIVITY_OPTIONS,
   DEFAULT_MAX_TOTAL_STEPS,
+  MAX_CONTINUE_AS_NEW_BYTES,
   MAX_INSTRUCTIONS,
   MAX_TOTAL_STEPS_LIMIT,
   RunErrorCodes,
@@ -31,6 +32,7 @@ import {
   isInstructionText,
   clampInt,
   isCancelledFailure,
+  payloadBytes,
   runFailureCode,
 } from './run-policy.js';
 
@@ -129,6 +131,13 @@ const Patches = {
   settleInstructions: 'settle-instructions',
   /** A conversation over `MAX_CONVERSATION_BYTES` continues as new before the next model step. */
   conversationBudget: 'conversation-budget',
+  /**
+   * Continue-as-new carries the task once, as the first carried message (the input's copy was read
+   * only by the first generation, or to create a record none had).
+   */
+  carryTaskOnce: 'carry-task-once',
+  /** A continue-as-new input over `MAX_CONTINUE_AS_NEW_BYTES` fails the run (`CONVERSATION_TOO_LARGE`). */
+  continueAsNewLimit: 'continue-as-new-limit',
 } as const;
 
 /**
@@ -298,7 +307,17 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
         if (cancelled && patched(Patches.cancelBeforeContinueAsNew)) break;
         const carried = { ...state, generation: state.generation + 1 };
         if (patched(Patches.boundCarriedMessages)) carried.messages = boundMessages(state.messages);
-        return continueAsNew<typeof AgentExecutionWorkflow>({ ...params, carried });
+        const next: AgentExecutionInput = { ...params, carried };
+        if (state.runRecordId && patched(Patches.carryTaskOnce)) next.input = '';
+        // Past Temporal's payload limit the server refuses the continue-as-new, task after task, for
+        // good: a failure with a code instead, recorded.
+        if (payloadBytes(next) > MAX_CONTINUE_AS_NEW_BYTES && patched(Patches.continueAsNewLimit))
+          throw ApplicationFailure.create({
+            type: RunErrorCodes.CONVERSATION_TOO_LARGE,
+            message: `the conversation is too large to carry to a new run (over ${MAX_CONTINUE_AS_NEW_BYTES} bytes)`,
+            nonRetryable: true,
+          });
+        return continueAsNew<typeof AgentExecutionWorkflow>(next);
       }
       stepRunning = true;
       let decision: Awaited<ReturnType<typeof acts.modelStep>>;

@@ -30,6 +30,12 @@ export const RunErrorCodes = {
   RUN_FAILED: 'RUN_FAILED',
   /** An instruction's update, when the run ended while its sender was being verified: nothing applies it. */
   RUN_FINISHED: 'RUN_FINISHED',
+  /**
+   * What a run would carry to its next generation is over {@link MAX_CONTINUE_AS_NEW_BYTES} (a task
+   * from a client of its own, near Temporal's payload limit): the server would refuse the
+   * continue-as-new for good, and the run would never end.
+   */
+  CONVERSATION_TOO_LARGE: 'CONVERSATION_TOO_LARGE',
   /** Written by the API, not the workflow: its start call failed, though the server may have started it. */
   START_FAILED: 'START_FAILED',
   /** Written by the API, not the workflow: the run was terminated, or timed out, through Temporal. */
@@ -99,6 +105,26 @@ export const MAX_CARRIED_OTHER_BYTES = 300_000;
  * takes one step a generation ({@link conversationOverBudget}).
  */
 export const MAX_CONVERSATION_BYTES = 1_000_000;
+
+/**
+ * The most a continue-as-new input may weigh (as JSON text in UTF-8, {@link payloadBytes}): Temporal's
+ * default payload limit is 2 MiB (2 097 152 bytes), and the codec's framing and the payload's metadata
+ * need a little of it. With the API's limits a run carries at most ~1.4 MB (a unit test builds the
+ * heaviest case).
+ */
+export const MAX_CONTINUE_AS_NEW_BYTES = 1_900_000;
+
+/** `value` as JSON text in UTF-8, in bytes: what it weighs as a workflow's input. */
+export function payloadBytes(value: unknown): number {
+  const text = JSON.stringify(value) ?? '';
+  let bytes = 0;
+  // JSON.stringify escapes lone surrogates: every surrogate here is half of a 4-byte pair.
+  for (let i = 0; i < text.length; i++) {
+    const c = text.charCodeAt(i);
+    bytes += c < 0x80 ? 1 : c < 0x800 ? 2 : c >= 0xd800 && c <= 0xdfff ? 2 : 3;
+  }
+  return bytes;
+}
 
 /** The UTF-8 length of `text` as a JSON string, quotes included: what it weighs in a payload. */
 function jsonBytes(text: string): number {

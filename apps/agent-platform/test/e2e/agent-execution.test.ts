@@ -49,6 +49,7 @@ import type {
 } from '../../src/workflows/agent-execution.js';
 import {
   MAX_CARRIED_MESSAGES,
+  MAX_CARRIED_OTHER_BYTES,
   MAX_CONVERSATION_BYTES,
   conversationBytes,
   MAX_INSTRUCTIONS,
@@ -759,10 +760,46 @@ describe('a conversation grown too large to send', () => {
       'shorter 2',
     ]);
     expect(lastStep.filter((m) => m.role === 'assistant').map((m) => m.content.length)).toEqual([4000, 4000]);
+    // What each continue-as-new carried, as the server stored it: the task once (twice, it weighed
+    // 1.93 MB, near Temporal's 2 MiB limit).
+    const carried = await continuedAsNewBytes(s);
+    expect(carried).toHaveLength(2);
+    expect(Math.max(...carried)).toBeLessThan(MAX_CONVERSATION_BYTES + MAX_CARRIED_OTHER_BYTES);
     await runAsUser(alice, () => s.handle.signal('cancel'));
     expect(await result(s)).toMatchObject({ status: 'cancelled', steps: 3 });
   });
+
+  it('fails with CONVERSATION_TOO_LARGE, recorded, when what it would carry is over the payload limit', async () => {
+    // A task of 2 MB from a client of its own (the API takes 10 000 characters): its start fits under
+    // Temporal's 2 MiB payload limit; with one answer it would not, and the server would refuse the
+    // continue-as-new for good.
+    const task = `[long-answers] ${'x'.repeat(2_000_000)}`;
+    const s = await start({ input: task, followUpSeconds: 60 });
+    const progress = () =>
+      runAsUser(alice, () => s.handle.query<Progress>('progress')).catch(() => undefined);
+    await until(progress, (p) => p?.status === 'waiting');
+    await runAsUser(carol, () => s.handle.executeUpdate('addInstruction', { args: ['shorter'] }));
+    expect(await failureOf(s)).toBe('CONVERSATION_TOO_LARGE');
+    expect(await record(s.runRecordId)).toMatchObject({ status: 'failed', error: 'CONVERSATION_TOO_LARGE' });
+    expect(await continuedAsNewBytes(s)).toEqual([]);
+  });
 });
+
+/** The bytes of each continue-as-new input of the run's chain, as the server stored them (encrypted). */
+async function continuedAsNewBytes(s: Started): Promise<number[]> {
+  const sizes: number[] = [];
+  let runId: string | undefined = s.handle.firstExecutionRunId;
+  while (runId) {
+    const history: Awaited<ReturnType<typeof historyOf>> = await historyOf(s, runId);
+    const continued = (history.events ?? []).find(
+      (e) => e.workflowExecutionContinuedAsNewEventAttributes,
+    )?.workflowExecutionContinuedAsNewEventAttributes;
+    if (!continued) break;
+    sizes.push((continued.input?.payloads ?? []).reduce((n, p) => n + (p.data?.length ?? 0), 0));
+    runId = continued.newExecutionRunId ?? undefined;
+  }
+  return sizes;
+}
 
 describe('total step cap', () => {
   it('fails a model that never stops calling tools, across generations, carrying a bounded history', async () => {

@@ -19,6 +19,7 @@ import {
   MAX_CARRIED_MESSAGES,
   MAX_CARRIED_MESSAGE_CHARS,
   MAX_CARRIED_OTHER_BYTES,
+  MAX_CONTINUE_AS_NEW_BYTES,
   MAX_CONVERSATION_BYTES,
   MAX_INSTRUCTIONS,
   boundMessages,
@@ -26,6 +27,7 @@ import {
   conversationBytes,
   conversationOverBudget,
   isInstructionText,
+  payloadBytes,
   runFailureCode,
 } from '../../src/workflows/run-policy.js';
 
@@ -171,6 +173,19 @@ describe('conversationBytes', () => {
     );
   });
 
+  it('payloadBytes weighs any JSON value as Buffer.byteLength(JSON.stringify(value))', () => {
+    const anyText = fc.string({
+      unit: fc.integer({ min: 0, max: 0xffff }).map((c) => String.fromCharCode(c)),
+    });
+    fc.assert(
+      fc.property(fc.jsonValue({ maxDepth: 3 }), fc.array(anyText, { maxLength: 4 }), (value, texts) => {
+        const input = { value, texts };
+        expect(payloadBytes(input)).toBe(Buffer.byteLength(JSON.stringify(input)));
+      }),
+      { numRuns: 1000 },
+    );
+  });
+
   it("is over budget only past MAX_CONVERSATION_BYTES, and never before a generation's first step", () => {
     const of = (bytes: number): AgentMessage[] => [{ role: 'user', content: 'x'.repeat(bytes - 2) }];
     expect(conversationOverBudget(of(MAX_CONVERSATION_BYTES), 1)).toBe(false);
@@ -197,7 +212,8 @@ describe('conversationBytes', () => {
     expect(conversationBytes(carried)).toBeLessThan(MAX_CONVERSATION_BYTES);
     const input: AgentExecutionInput = {
       agentId: randomUUID(),
-      input: task.content,
+      // Carried once, as the first message (patch carry-task-once).
+      input: '',
       runRecordId: randomUUID(),
       followUpSeconds: 3600,
       maxStepsPerRun: 200,
@@ -217,6 +233,7 @@ describe('conversationBytes', () => {
       },
     };
     expect(Buffer.byteLength(JSON.stringify(input))).toBeLessThan(1.5 * 1024 * 1024);
+    expect(payloadBytes(input)).toBeLessThan(MAX_CONTINUE_AS_NEW_BYTES);
   });
 });
 
