@@ -309,14 +309,17 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
         if (patched(Patches.boundCarriedMessages)) carried.messages = boundMessages(state.messages);
         const next: AgentExecutionInput = { ...params, carried };
         if (state.runRecordId && patched(Patches.carryTaskOnce)) next.input = '';
-        // Past Temporal's payload limit the server refuses the continue-as-new, task after task, for
-        // good: a failure with a code instead, recorded.
-        if (payloadBytes(next) > MAX_CONTINUE_AS_NEW_BYTES && patched(Patches.continueAsNewLimit))
+        // Past Temporal's payload limit the worker refuses to send the continue-as-new and fails the
+        // workflow task, again at every retry, for good: a failure with a code instead, recorded. No
+        // instruction is accepted meanwhile (no handler is running: all finished above).
+        if (payloadBytes(next) > MAX_CONTINUE_AS_NEW_BYTES && patched(Patches.continueAsNewLimit)) {
+          finished = true;
           throw ApplicationFailure.create({
             type: RunErrorCodes.CONVERSATION_TOO_LARGE,
             message: `the conversation is too large to carry to a new run (over ${MAX_CONTINUE_AS_NEW_BYTES} bytes)`,
             nonRetryable: true,
           });
+        }
         return continueAsNew<typeof AgentExecutionWorkflow>(next);
       }
       stepRunning = true;

@@ -102,15 +102,18 @@ export const MAX_CARRIED_OTHER_BYTES = 300_000;
  * each instruction): without a bound, a long conversation would pass Temporal's 2 MB payload limit in
  * the step's input, which no retry cures. What a generation carries is under it with the API's limits
  * (a unit test builds the heaviest case); a task sent by a client of its own may not be, and such a run
- * takes one step a generation ({@link conversationOverBudget}).
+ * takes one step a generation ({@link conversationOverBudget}), or fails `CONVERSATION_TOO_LARGE` once
+ * what it carries passes {@link MAX_CONTINUE_AS_NEW_BYTES}.
  */
 export const MAX_CONVERSATION_BYTES = 1_000_000;
 
 /**
  * The most a continue-as-new input may weigh (as JSON text in UTF-8, {@link payloadBytes}): Temporal's
- * default payload limit is 2 MiB (2 097 152 bytes), and the codec's framing and the payload's metadata
- * need a little of it. With the API's limits a run carries at most ~1.4 MB (a unit test builds the
- * heaviest case).
+ * default payload limit is 2 MiB (2 097 152 bytes; the worker takes the namespace's, and a namespace set
+ * lower than this needs this lower too), and the codec's framing and the payload's metadata need a
+ * little of it. With the API's limits a run carries at most ~1.35 MB (a unit test builds the heaviest
+ * case). Lowering it is replay-safe; raising it is not without a new patch (a recorded failure would
+ * replay as a continue-as-new).
  */
 export const MAX_CONTINUE_AS_NEW_BYTES = 1_900_000;
 
@@ -181,7 +184,7 @@ export function clampInt(value: unknown, fallback: number, min: number, max: num
  * what the run is asked to do. Of the rest — tool results, answers, revision prompts — only the most
  * recent, at most {@link MAX_CARRIED_MESSAGES} of them and {@link MAX_CARRIED_OTHER_BYTES} together, each
  * cut to {@link MAX_CARRIED_MESSAGE_CHARS} characters: older tool results are what a model needs least.
- * With the API's limits the whole continue-as-new input stays under ~1.5 MB, below Temporal's 2 MB
+ * With the API's limits the whole continue-as-new input stays under ~1.35 MB, below Temporal's 2 MB
  * payload limit, however long the lineage runs (a unit test builds the worst case). Order is preserved.
  * Tool results reach providers as plain user text, so dropping one never orphans a tool call.
  */

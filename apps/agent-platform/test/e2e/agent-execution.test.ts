@@ -770,10 +770,10 @@ describe('a conversation grown too large to send', () => {
   });
 
   it('fails with CONVERSATION_TOO_LARGE, recorded, when what it would carry is over the payload limit', async () => {
-    // A task of 2 MB from a client of its own (the API takes 10 000 characters): its start fits under
-    // Temporal's 2 MiB payload limit; with one answer it would not, and the server would refuse the
-    // continue-as-new for good.
-    const task = `[long-answers] ${'x'.repeat(2_000_000)}`;
+    // A task of 2.05 MB from a client of its own (the API takes 10 000 characters): its start fits
+    // under Temporal's 2 MiB payload limit; carried with anything more it would not (even without the
+    // answer the run keeps whole), and the worker would fail the continue-as-new's task for good.
+    const task = `[long-answers] ${'x'.repeat(2_050_000)}`;
     const s = await start({ input: task, followUpSeconds: 60 });
     const progress = () =>
       runAsUser(alice, () => s.handle.query<Progress>('progress')).catch(() => undefined);
@@ -855,6 +855,8 @@ describe('replay', () => {
         'retry-cancel-verification',
         'settle-instructions',
         'conversation-budget',
+        'carry-task-once',
+        'continue-as-new-limit',
       ]),
     );
     expect(await replayErrors(histories, keys.worker)).toEqual([]);
