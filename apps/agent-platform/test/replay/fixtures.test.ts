@@ -9,7 +9,8 @@
 // `pre-member-instructions` by the workflow before members' instructions became `instruction` messages
 // (its instructions went in as system messages, with no `member-instructions` marker);
 // `pre-retry-cancel-verification` by the workflow before a cancel whose sender's verification got no
-// answer (the database down) was verified again (it was dropped, and the run completed); `current` by
+// answer (the database down) was verified again (it was dropped, and the run completed);
+// `pre-carry-task-once` by the workflow before continue-as-new carried the task once; `current` by
 // the code at the time of its recording (refresh with
 // `RECORD_HISTORIES=1 npx vitest run apps/agent-platform/test/e2e/platform.test.ts`; keep the old ones).
 import type { History } from '@temporalio/common/lib/proto-utils.js';
@@ -82,6 +83,13 @@ describe('committed AgentExecutionWorkflow histories', () => {
       ]);
       expect(events(h).some((e) => e.timerStartedEventAttributes)).toBe(false);
     }
+    // Before `carry-task-once`, continue-as-new carried the task twice (input and first message):
+    // replay must send that input again; runs since carry it once, and record that they do.
+    const twice = byLabel('pre-carry-task-once').filter(continued);
+    expect(twice.length).toBeGreaterThan(0);
+    expect(twice.some(has('carry-task-once'))).toBe(false);
+    expect(current.filter(continued).length).toBeGreaterThan(0);
+    expect(current.filter(continued).every(has('carry-task-once'))).toBe(true);
   });
 
   it('replay deterministically under the current code, after a key rotation', async () => {
