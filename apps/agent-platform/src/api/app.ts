@@ -814,9 +814,10 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         key === undefined ? undefined : { key, digest: runRequestDigest(agentId, request.body) };
       /**
        * The run's record, unless the workspace is at its limit of open runs; or the run this user started
-       * with the same idempotency key (`replayed`), whatever the limit.
+       * with the same idempotency key (`replayed`), whatever the limit. A record of the key whose start
+       * failed comes back as it is (`startFailed`) until `reopen`: its start may have taken effect.
        */
-      const record = () =>
+      const record = (reopen = false) =>
         scoped(request, async (tx) => {
           const runs = new AgentRunRepository(tx);
           // The lock this takes orders the workspace's starts: a retry sent while its first attempt is
@@ -837,6 +838,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
             );
           // A run started (or being started) answers as it is, whatever the limit.
           if (prior && !isStartFailed(prior.run)) return { run: prior.run, replayed: true };
+          if (prior && !reopen) return { run: prior.run, replayed: true, startFailed: true };
           if (!(await new AgentRepository(tx).get(agentId))) throw notFound('agent');
           // A new run, or one whose start failed and that this retry starts: either counts from now on.
           if (open >= limits.openRuns) return undefined;
@@ -866,7 +868,20 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         });
       // At the limit, records of runs that ended outside the workflow (terminated, timed out, never
       // started) may be what fills it: brought up to date, then asked once more.
-      const recorded = (await record()) ?? ((await settleOpenRuns(request)) ? await record() : undefined);
+      const limited = async (reopen = false) =>
+        (await record(reopen)) ?? ((await settleOpenRuns(request)) ? await record(reopen) : undefined);
+      let recorded = await limited();
+      if (recorded && 'startFailed' in recorded) {
+        // Its start was reported failed, yet may have taken effect (a timeout after the server acted):
+        // then the run is there, not yet claimed by a worker, and answers as it is, whatever the limit.
+        const started = await startedAfterAll(request, recorded.run);
+        if (started) {
+          void reply.header('idempotent-replayed', 'true');
+          const { id: runId, workflowId } = recorded.run;
+          return reply.status(202).send({ runId, workflowId, agentId, status: started });
+        }
+        recorded = await limited(true);
+      }
       if (!recorded)
         throw refused(request, 'runs.start', quotaExceeded('runs pending or running', limits.openRuns));
       const { replayed } = recorded;
@@ -1461,6 +1476,26 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
    * Marks a schedule's row deleted (the schedule is gone, or was never created), best effort: a row left
    * counted is dropped by a create once Temporal's listing has long stopped showing its schedule.
    */
+  /**
+   * The status a run whose start was reported failed answers with when its workflow is there after all
+   * (the start took effect): `running` while it runs, else its record's (GET brings an ending the
+   * workflow could not record up to date). Undefined when Temporal does not have it.
+   */
+  const startedAfterAll = async (
+    request: FastifyRequest,
+    run: { workflowId: string | null; status: string },
+  ): Promise<string | undefined> => {
+    const { workflowId } = run;
+    if (!workflowId) return undefined;
+    try {
+      const description = await asUser(request, () => client.workflow.getHandle(workflowId).describe());
+      return description.status.name === 'RUNNING' ? 'running' : run.status;
+    } catch (err) {
+      if (err instanceof WorkflowNotFoundError) return undefined;
+      throw err;
+    }
+  };
+
   const forgetSchedule = (request: FastifyRequest, scheduleId: string) =>
     scoped(request, (tx) => new ScheduleRepository(tx).markDeleted(scheduleId)).catch((err: unknown) => {
       request.log.warn({ err, scheduleId }, 'could not mark a schedule row deleted');

@@ -59,6 +59,31 @@ describe('per-workspace quotas', () => {
     expect(rows).toEqual([{ status: 'failed', error: 'START_FAILED' }]);
   });
 
+  it('a retry with the key of a start reported failed that took effect answers its run, at the limit too', async () => {
+    const { agentId, token } = await workspaceOf('ws-late-start', 'liv');
+    const url = `/workspaces/ws-late-start/agents/${agentId}/runs`;
+    const key = `late-${randomUUID()}`;
+    const body = { input: 'started after all' };
+    // Started on a queue no worker polls (never claimed), then reported failed: a start that timed
+    // out after the server acted.
+    const first = await p.idleCall(token, 'POST', url, body, { 'idempotency-key': key });
+    expect(first.statusCode).toBe(202);
+    await p.pool.query(`update agent_runs set status = 'failed', error = 'START_FAILED' where id = $1`, [
+      first.body_.runId,
+    ]);
+    for (let i = 0; i < 2; i++)
+      expect((await p.idleCall(token, 'POST', url, { input: `run ${i}` })).statusCode).toBe(202);
+    const retry = await p.idleCall(token, 'POST', url, body, { 'idempotency-key': key });
+    expect(retry.statusCode).toBe(202);
+    expect(retry.headers['idempotent-replayed']).toBe('true');
+    expect(retry.body_).toEqual({ ...first.body_, status: 'running' });
+    // Nothing reopened or started: the record waits for its workflow's claim.
+    const { rows } = await p.pool.query(`select status, error from agent_runs where id = $1`, [
+      first.body_.runId,
+    ]);
+    expect(rows).toEqual([{ status: 'failed', error: 'START_FAILED' }]);
+  });
+
   it('starts at the same moment take turns: no more open runs than the limit', async () => {
     const open = async () =>
       (
