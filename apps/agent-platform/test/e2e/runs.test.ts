@@ -467,8 +467,8 @@ describe('POST .../runs with an Idempotency-Key', () => {
     ]);
     const retry = await p.call('alice', 'POST', runs(), body, { 'idempotency-key': key });
     expect(retry.statusCode).toBe(202);
-    // Reopened and started again: the server refused a second run under the id (REJECT_DUPLICATE), and
-    // the record went back to what it said, not left open (counted against the limit) for good.
+    // Temporal has the run: answered as it is, neither reopened (counted against the limit for good)
+    // nor started a second time.
     expect(await latestRun(workflowId)).toBe(firstRun);
     expect(retry.body_).toEqual({ ...first.body_, status: 'failed' });
     const { rows } = await p.pool.query(`select status, error from agent_runs where id = $1`, [
