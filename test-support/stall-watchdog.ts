@@ -15,13 +15,15 @@ import { mkdtempSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'n
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { SerializedError } from 'vitest';
-import type { Reporter, TestCase, TestModule, TestSpecification } from 'vitest/node';
+import type { Reporter, TestCase, TestModule, TestSpecification, Vitest } from 'vitest/node';
 
 const MINUTE = 60_000;
 /** After its summary vitest stops the dev server of the global setup: seconds, normally. */
 const AFTER_RUN_MINUTES = 3;
 /** How vitest reports the end of a test process that it did not stop itself. */
 const KILLED = /Worker exited unexpectedly|Worker forks emitted error/;
+/** The command of vitest's test processes (pool `forks`). */
+const FORK_ENTRY = '/vitest/dist/workers/forks.js';
 
 export default class StallWatchdog implements Reporter {
   private readonly stallMs = stallMinutes() * MINUTE;
@@ -37,10 +39,15 @@ export default class StallWatchdog implements Reporter {
   private timer: NodeJS.Timeout | undefined;
   private exitTimer: NodeJS.Timeout | undefined;
   private active = false;
+  /** Watch mode: runs come and go in one process; the watchdog stays out of it. */
+  private watch = false;
   /** Where each test process notes its file (test-support/fork-file.ts): `<pid>` holds the path. */
-  private readonly forkFiles = mkdtempSync(join(tmpdir(), 'vitest-forks-'));
+  private forkFiles = '';
 
-  onInit(): void {
+  onInit(vitest: Vitest): void {
+    this.watch = vitest.config.watch;
+    if (this.watch) return;
+    this.forkFiles = mkdtempSync(join(tmpdir(), 'vitest-forks-'));
     // Test processes inherit vitest's environment when they start, after this.
     process.env.TEST_FORK_FILES = this.forkFiles;
     this.timer = setInterval(() => this.check(), Math.min(30_000, this.stallMs / 4));
@@ -88,6 +95,7 @@ export default class StallWatchdog implements Reporter {
   onHookEnd = this.progress;
 
   onTestRunEnd(modules: readonly TestModule[], unhandledErrors: readonly SerializedError[]): void {
+    if (this.watch) return;
     this.active = false;
     clearInterval(this.timer);
     clearTimeout(this.exitTimer);
@@ -107,7 +115,7 @@ export default class StallWatchdog implements Reporter {
     setTimeout(() => {
       process.stderr.write(
         `[stall-watchdog] vitest has not exited ${AFTER_RUN_MINUTES} minutes after the run ended ` +
-          `(global teardown, or a handle left open): exiting.\n${processLines(descendants(process.pid))}`,
+          `(global teardown, or a handle left open): exiting.\n${processLines(descendants(process.pid))}\n`,
       );
       process.exit(1);
     }, AFTER_RUN_MINUTES * MINUTE).unref();
@@ -127,13 +135,7 @@ export default class StallWatchdog implements Reporter {
     const ago = (since: number) => `${Math.round((now - since) / 1000)} s`;
     const processes = descendants(process.pid);
     const forks = processes.filter((p) => p.ppid === process.pid && p.cmd.includes(FORK_ENTRY));
-    const fileOf = (pid: number) => {
-      try {
-        return readFileSync(join(this.forkFiles, String(pid)), 'utf8');
-      } catch {
-        return '';
-      }
-    };
+    const files = new Map(forks.map((fork) => [fork.pid, this.fileOf(fork.pid)]));
     this.diagnostics += [
       ...(this.diagnostics ? [''] : []),
       `[stall-watchdog] nothing happened in any test file for ${ago(this.lastProgress)}.`,
@@ -145,12 +147,12 @@ export default class StallWatchdog implements Reporter {
       'Test processes (state R: busy, S: waiting; CPU seconds used):',
       processLines(processes),
       'Their files:',
-      ...forks.map((fork) => `  ${fork.pid}: ${fileOf(fork.pid) || '(none yet)'}`),
+      ...[...files].map(([pid, file]) => `  ${pid}: ${file || '(none yet)'}`),
     ].join('\n');
     process.stderr.write(`\n${this.diagnostics}\n`);
     for (const id of this.running.keys()) this.stalled.add(id);
     // A file whose tests all ended in a process that then never finished: run again too.
-    for (const fork of forks) if (fileOf(fork.pid)) this.stalled.add(fileOf(fork.pid));
+    for (const file of files.values()) if (file) this.stalled.add(file);
     this.running.clear();
     this.tests.clear();
     // vitest's test processes and all they started (a browser, a dev server, an app), children first.
@@ -171,6 +173,15 @@ export default class StallWatchdog implements Reporter {
     this.exitTimer.unref();
   }
 
+  /** The file test process `pid` runs or ran last ('' before it loaded one). */
+  private fileOf(pid: number): string {
+    try {
+      return readFileSync(join(this.forkFiles, String(pid)), 'utf8');
+    } catch {
+      return '';
+    }
+  }
+
   /**
    * With `TEST_STALL_REPORT` set, a run the watchdog stepped into leaves what it found there as JSON:
    * `stalled` (files it ended or that did not run because of it), `failed` (files with a failed test),
@@ -189,9 +200,6 @@ export default class StallWatchdog implements Reporter {
     writeFileSync(path, `${JSON.stringify(report, null, 2)}\n`);
   }
 }
-
-/** The command of vitest's test processes (pool `forks`). */
-const FORK_ENTRY = '/vitest/dist/workers/forks.js';
 
 function stallMinutes(): number {
   const raw = process.env.TEST_STALL_MINUTES;
@@ -257,10 +265,10 @@ function descendants(root: number, procs: Proc[] = allProcesses()): Proc[] {
 }
 
 function processLines(procs: Proc[]): string {
-  if (procs.length === 0) return '  (none found)\n';
+  if (procs.length === 0) return '  (none found)';
   return procs
     .map(
-      (p) => `  ${p.pid} (parent ${p.ppid}) ${p.state} ${p.cpuSeconds.toFixed(1)} s ${p.cmd.slice(0, 200)}\n`,
+      (p) => `  ${p.pid} (parent ${p.ppid}) ${p.state} ${p.cpuSeconds.toFixed(1)} s ${p.cmd.slice(0, 200)}`,
     )
-    .join('');
+    .join('\n');
 }

@@ -31,7 +31,11 @@ export async function startTemporal(
   }
   let path: string | undefined;
   try {
-    path = execFileSync(process.execPath, [cliScript, '--print-path'], { encoding: 'utf8' }).trim();
+    // It may build the CLI from the Go module proxy (minutes); never for good: this blocks vitest itself.
+    path = execFileSync(process.execPath, [cliScript, '--print-path'], {
+      encoding: 'utf8',
+      timeout: 15 * 60_000,
+    }).trim();
   } catch {
     path = undefined; // fall through to the SDK's own cached download (machines with internet)
   }

@@ -308,7 +308,7 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
         const carried = { ...state, generation: state.generation + 1 };
         if (patched(Patches.boundCarriedMessages)) carried.messages = boundMessages(state.messages);
         const next: AgentExecutionInput = { ...params, carried };
-        if (state.runRecordId && patched(Patches.carryTaskOnce)) next.input = '';
+        if (patched(Patches.carryTaskOnce)) next.input = '';
         // Past Temporal's payload limit the worker refuses to send the continue-as-new and fails the
         // workflow task, again at every retry, for good: a failure with a code instead, recorded. No
         // instruction is accepted meanwhile (no handler is running: all finished above).

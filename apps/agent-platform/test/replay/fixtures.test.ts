@@ -83,8 +83,8 @@ describe('committed AgentExecutionWorkflow histories', () => {
       ]);
       expect(events(h).some((e) => e.timerStartedEventAttributes)).toBe(false);
     }
-    // Before `carry-task-once`, continue-as-new carried the task twice (input and first message):
-    // replay must send that input again; runs since carry it once, and record that they do.
+    // Before `carry-task-once`, continue-as-new carried the task twice (input and first message), with
+    // no marker: replay takes the unpatched branch there; runs since carry it once, and say so.
     const twice = byLabel('pre-carry-task-once').filter(continued);
     expect(twice.length).toBeGreaterThan(0);
     expect(twice.some(has('carry-task-once'))).toBe(false);

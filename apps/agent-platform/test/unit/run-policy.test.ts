@@ -19,7 +19,6 @@ import {
   MAX_CARRIED_MESSAGES,
   MAX_CARRIED_MESSAGE_CHARS,
   MAX_CARRIED_OTHER_BYTES,
-  MAX_CONTINUE_AS_NEW_BYTES,
   MAX_CONVERSATION_BYTES,
   MAX_INSTRUCTIONS,
   boundMessages,
@@ -232,8 +231,8 @@ describe('conversationBytes', () => {
         runRecordId: randomUUID(),
       },
     };
-    expect(Buffer.byteLength(JSON.stringify(input))).toBeLessThan(1.5 * 1024 * 1024);
-    expect(payloadBytes(input)).toBeLessThan(MAX_CONTINUE_AS_NEW_BYTES);
+    // ~1.35 MB (docs/agent-platform.md): well under MAX_CONTINUE_AS_NEW_BYTES.
+    expect(payloadBytes(input)).toBeLessThan(1_400_000);
   });
 });
 

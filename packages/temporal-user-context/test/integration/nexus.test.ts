@@ -587,6 +587,7 @@ describe('Nexus callers of another namespace', () => {
         }),
       );
     const running = workers.map((w) => w.run());
+    let stopped: PromiseSettledResult<void>[] | undefined;
     try {
       const refusedId = `nx-x-${randomUUID()}`;
       expect(await failureTypeOf(call(confirming, refusedId))).toBe(ErrorCodes.LINEAGE_MISMATCH);
@@ -691,7 +692,9 @@ describe('Nexus callers of another namespace', () => {
     } finally {
       // shutdown() throws for a worker that is no longer running: the others must still stop.
       for (const w of workers) if (w.getState() === 'RUNNING') w.shutdown();
-      await Promise.allSettled(running);
+      stopped = await Promise.allSettled(running);
     }
+    // A worker that failed fails the test (when nothing above did first).
+    for (const outcome of stopped ?? []) if (outcome.status === 'rejected') throw outcome.reason;
   });
 });

@@ -1,5 +1,4 @@
 // Key sets: the two-step rotation, retiring a key, what a key set must be to load, and the CLI's files.
-import { spawnSync } from 'node:child_process';
 import { sign as edSign, verify as edVerify, createPublicKey } from 'node:crypto';
 import {
   chmodSync,
@@ -14,7 +13,6 @@ import {
 } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { inspect } from 'node:util';
 import { CompactEncrypt, SignJWT } from 'jose';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -37,7 +35,7 @@ import {
   type KeySetJson,
 } from 'temporal-user-context';
 import { codeOf as codeOfType } from '../../../../test-support/refusal.js';
-import { CHILD_TIMEOUT } from '../../../../test-support/child.js';
+import { keysCli } from '../../../../test-support/child.js';
 
 const alice = { userId: 'alice', workspaceId: 'ws-acme', roles: ['member'] };
 const codeOf = (p: Promise<unknown>) => codeOfType(p, UserContextError);
@@ -326,14 +324,9 @@ function s2(b64: string): string {
 }
 
 describe('the keys command line', () => {
-  const cli = fileURLToPath(new URL('../../src/cli/keys.ts', import.meta.url));
   const dir = mkdtempSync(join(tmpdir(), 'tuc-keys-cli-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
-  const keys = (...args: string[]) =>
-    spawnSync(process.execPath, ['--import', 'tsx', cli, ...args], {
-      encoding: 'utf8',
-      timeout: CHILD_TIMEOUT,
-    });
+  const keys = keysCli;
   const edgeFile = join(dir, 'edge.json');
   const read = (file: string) => JSON.parse(readFileSync(file, 'utf8')) as KeySetJson;
 

@@ -1,9 +1,7 @@
 // pseudonymsOf: what an operator searches for equals what headers and mirrors show.
-import { execFileSync, spawnSync } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { afterAll, describe, expect, it } from 'vitest';
 import {
   ErrorCodes,
@@ -17,7 +15,7 @@ import {
   UserContextPlugin,
   type UserContext,
 } from 'temporal-user-context';
-import { CHILD_TIMEOUT } from '../../../../test-support/child.js';
+import { keysCli } from '../../../../test-support/child.js';
 
 const keys = generateKeySet('edge');
 const edge = KeyRing.fromJSON(keys.edge);
@@ -61,19 +59,12 @@ describe('pseudonymsOf', () => {
 });
 
 describe('pseudonym lookup files (keys export-pseudonym / keys pseudonym)', () => {
-  const cli = fileURLToPath(new URL('../../src/cli/keys.ts', import.meta.url));
   const dir = mkdtempSync(join(tmpdir(), 'tuc-keys-'));
   afterAll(() => rmSync(dir, { recursive: true, force: true }));
-  const keys = (...args: string[]) =>
-    spawnSync(process.execPath, ['--import', 'tsx', cli, ...args], {
-      encoding: 'utf8',
-      timeout: CHILD_TIMEOUT,
-    });
+  const keys = keysCli;
 
   it('holds the pseudonym key and nothing else, and looks users up like the full key set', () => {
-    execFileSync(process.execPath, ['--import', 'tsx', cli, 'generate', '--out', dir], {
-      timeout: CHILD_TIMEOUT,
-    });
+    expect(keys('generate', '--out', dir).status).toBe(0);
     const lookupFile = join(dir, 'lookup.json');
     expect(keys('export-pseudonym', '--in', join(dir, 'edge.json'), '--out', lookupFile).status).toBe(0);
     const lookup = JSON.parse(readFileSync(lookupFile, 'utf8')) as Record<string, unknown>;
