@@ -1473,13 +1473,10 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   };
 
   /**
-   * Marks a schedule's row deleted (the schedule is gone, or was never created), best effort: a row left
-   * counted is dropped by a create once Temporal's listing has long stopped showing its schedule.
-   */
-  /**
    * The status a run whose start was reported failed answers with when its workflow is there after all
-   * (the start took effect): `running` while it runs, else its record's (GET brings an ending the
-   * workflow could not record up to date). Undefined when Temporal does not have it.
+   * (the start took effect): `running` while it runs; once it ended, its record's, which stays `failed`
+   * (`START_FAILED`) when the workflow ended before claiming it (GET settles only open records).
+   * Undefined when Temporal does not have it.
    */
   const startedAfterAll = async (
     request: FastifyRequest,
@@ -1496,6 +1493,10 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     }
   };
 
+  /**
+   * Marks a schedule's row deleted (the schedule is gone, or was never created), best effort: a row left
+   * counted is dropped by a create once Temporal's listing has long stopped showing its schedule.
+   */
   const forgetSchedule = (request: FastifyRequest, scheduleId: string) =>
     scoped(request, (tx) => new ScheduleRepository(tx).markDeleted(scheduleId)).catch((err: unknown) => {
       request.log.warn({ err, scheduleId }, 'could not mark a schedule row deleted');

@@ -1,6 +1,7 @@
 // Per-workspace limits of the API: one member's runs or schedules share the worker, the model provider
 // and the database with every workspace.
 import { randomUUID } from 'node:crypto';
+import { Client, WorkflowNotFoundError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { withUserScope } from 'temporal-user-context/postgres';
 import { createApi, runRequestDigest } from '../../src/api/app.js';
@@ -82,6 +83,50 @@ describe('per-workspace quotas', () => {
       first.body_.runId,
     ]);
     expect(rows).toEqual([{ status: 'failed', error: 'START_FAILED' }]);
+  });
+
+  it('a keyed retry that finds no run, then meets the one its first attempt started, answers the record as it was', async () => {
+    const { agentId, token } = await workspaceOf('ws-late-race', 'rae');
+    const url = `/workspaces/ws-late-race/agents/${agentId}/runs`;
+    const key = `race-${randomUUID()}`;
+    const body = { input: 'started meanwhile' };
+    const first = await p.idleCall(token, 'POST', url, body, { 'idempotency-key': key });
+    expect(first.statusCode).toBe(202);
+    await p.pool.query(`update agent_runs set status = 'failed', error = 'START_FAILED' where id = $1`, [
+      first.body_.runId,
+    ]);
+    // An API whose look for the run comes before the server has it (the first attempt's start still
+    // on its way): it reopens the record and starts it, and the server refuses a second run.
+    const racing = new Client({ connection: p.client.connection, namespace: p.namespace });
+    const getHandle = racing.workflow.getHandle.bind(racing.workflow);
+    racing.workflow.getHandle = ((...args: Parameters<typeof getHandle>) =>
+      Object.assign(getHandle(...args), {
+        describe: () => Promise.reject(new WorkflowNotFoundError('not yet', args[0], undefined)),
+      })) as typeof racing.workflow.getHandle;
+    const api = await createApi({
+      db: p.db,
+      client: racing,
+      taskQueue: p.idleTaskQueue,
+      verify: createVerifier({ jwks: p.issuer.jwks, issuer: p.issuer.issuer, audience: p.issuer.audience }),
+      scope: { auditor: p.edge.auditor },
+    });
+    try {
+      const retry = await api.inject({
+        method: 'POST',
+        url,
+        headers: { authorization: `Bearer ${token}`, 'idempotency-key': key },
+        payload: body,
+      });
+      expect(retry.statusCode).toBe(202);
+      expect(JSON.parse(retry.body)).toEqual({ ...first.body_, status: 'failed' });
+      // Back to START_FAILED until its workflow claims it: not left pending (counted) for good.
+      const { rows } = await p.pool.query(`select status, error from agent_runs where id = $1`, [
+        first.body_.runId,
+      ]);
+      expect(rows).toEqual([{ status: 'failed', error: 'START_FAILED' }]);
+    } finally {
+      await api.close();
+    }
   });
 
   it('starts at the same moment take turns: no more open runs than the limit', async () => {
