@@ -138,6 +138,8 @@ const Patches = {
   carryTaskOnce: 'carry-task-once',
   /** A continue-as-new input over `MAX_CONTINUE_AS_NEW_BYTES` fails the run (`CONVERSATION_TOO_LARGE`). */
   continueAsNewLimit: 'continue-as-new-limit',
+  /** A run that failed (or was cancelled through Temporal) accepts no instruction while it records so. */
+  refuseInstructionsWhenFailed: 'refuse-instructions-when-failed',
 } as const;
 
 /**
@@ -274,6 +276,9 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
     }
     return await execute();
   } catch (err) {
+    // The run is over: an instruction arriving while its ending is recorded is refused, not accepted
+    // for nothing (and one whose sender is still being verified fails its update, RUN_FINISHED).
+    if (!(err instanceof ContinueAsNew) && patched(Patches.refuseInstructionsWhenFailed)) finished = true;
     await recordFailure(state.runRecordId, err);
     throw err;
   }
@@ -310,10 +315,8 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
         const next: AgentExecutionInput = { ...params, carried };
         if (patched(Patches.carryTaskOnce)) next.input = '';
         // Past Temporal's payload limit the worker refuses to send the continue-as-new and fails the
-        // workflow task, again at every retry, for good: a failure with a code instead, recorded. No
-        // instruction is accepted meanwhile (no handler is running: all finished above).
+        // workflow task, again at every retry, for good: a failure with a code instead, recorded.
         if (payloadBytes(next) > MAX_CONTINUE_AS_NEW_BYTES && patched(Patches.continueAsNewLimit)) {
-          finished = true;
           throw ApplicationFailure.create({
             type: RunErrorCodes.CONVERSATION_TOO_LARGE,
             message: `the conversation is too large to carry to a new run (over ${MAX_CONTINUE_AS_NEW_BYTES} bytes)`,

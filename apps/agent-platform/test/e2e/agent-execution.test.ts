@@ -716,6 +716,26 @@ describe('a model the provider refuses', () => {
     expect(await failedActivityAttempt(s)).toBe(1);
     expect(await record(s.runRecordId)).toMatchObject({ status: 'failed', error: 'MODEL_REJECTED' });
   });
+
+  it('refuses an instruction sent while the failed run records its ending', async () => {
+    let recording!: ReturnType<Gates['hold']>;
+    const s = await start(
+      { input: '[rejected] Tell me about roadmap', followUpSeconds: 60 },
+      { before: (wf) => (recording = gates.hold(wf, 'recordRunResult')) },
+    );
+    try {
+      await recording.reached;
+      const sent = await runAsUser(carol, () =>
+        s.handle.executeUpdate('addInstruction', { args: ['Answer briefly'] }),
+      ).catch((e: unknown) => e);
+      expect(sent).toBeInstanceOf(WorkflowUpdateFailedError);
+      expect(String((sent as WorkflowUpdateFailedError).cause)).toContain('no longer accepting instructions');
+    } finally {
+      recording.release();
+    }
+    expect(await failureOf(s)).toBe('MODEL_REJECTED');
+    expect(await record(s.runRecordId)).toMatchObject({ status: 'failed', error: 'MODEL_REJECTED' });
+  });
 });
 
 describe('an answer longer than a step keeps', () => {
@@ -857,6 +877,7 @@ describe('replay', () => {
         'conversation-budget',
         'carry-task-once',
         'continue-as-new-limit',
+        'refuse-instructions-when-failed',
       ]),
     );
     expect(await replayErrors(histories, keys.worker)).toEqual([]);
