@@ -277,7 +277,8 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
     return await execute();
   } catch (err) {
     // The run is over: an instruction arriving while its ending is recorded is refused, not accepted
-    // for nothing (and one whose sender is still being verified fails its update, RUN_FINISHED).
+    // for nothing. One whose sender is still being verified fails its update: RUN_FINISHED when the
+    // verification ends first, else the server fails it as the run closes.
     if (!(err instanceof ContinueAsNew) && patched(Patches.refuseInstructionsWhenFailed)) finished = true;
     await recordFailure(state.runRecordId, err);
     throw err;
