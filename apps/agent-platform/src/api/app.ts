@@ -311,6 +311,19 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   // The API's own records (401/403/404, quota refusals, changes) go where its scopes' do; without an
   // auditor given, to the process's default, as withUserScope's own: none goes unrecorded.
   const auditor = options.scope?.auditor ?? defaultAuditor();
+  /**
+   * Records a refusal of the router, made before any route or authentication ran: anonymous (the token
+   * is not read), and named by what was refused, never by the raw URL.
+   */
+  const routerRefusal = (method: string, code: string, what: string) =>
+    auditor.emit({
+      action: 'api.request',
+      decision: 'deny',
+      ...audit,
+      source: 'edge',
+      reason: code,
+      detail: `${method} ${what}`,
+    });
   const app = Fastify({
     logger: options.logger ?? false,
     ajv: { customOptions: { removeAdditional: false } },
@@ -322,8 +335,9 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     requestTimeout: 30_000,
     // What the router refuses before any route runs (a path parameter past the limit, a malformed
     // percent-encoding) is a problem document too, not Fastify's own JSON.
-    frameworkErrors: (error, _request, reply) => {
+    frameworkErrors: (error, request, reply) => {
       const long = error.code === 'FST_ERR_MAX_PARAM_LENGTH';
+      routerRefusal(request.method, 'BAD_REQUEST', long ? 'path parameter too long' : 'malformed URL');
       void (reply as unknown as FastifyReply)
         .status(long ? 414 : 400)
         .type('application/problem+json')
@@ -373,7 +387,8 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     }
     void reply.status(body.status).type('application/problem+json').send(body);
   });
-  app.setNotFoundHandler((_request, reply) => {
+  app.setNotFoundHandler((request, reply) => {
+    routerRefusal(request.method, 'NOT_FOUND', 'unknown route');
     void reply
       .status(404)
       .type('application/problem+json')

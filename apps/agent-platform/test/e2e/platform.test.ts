@@ -192,7 +192,8 @@ describe('authentication and authorisation', () => {
     expect(res.statusCode).toBe(200);
   });
 
-  it('answers what the router refuses (a parameter too long, a malformed URL) with a problem document', async () => {
+  it('answers what the router refuses (a parameter too long, a malformed URL, no route) with a problem document, on record', async () => {
+    audit.clear();
     const long = await call('carol', 'DELETE', `/workspaces/ws-acme/members/${'u'.repeat(300)}`);
     expect(long.statusCode).toBe(414);
     expect(long.headers['content-type']).toMatch(/application\/problem\+json/);
@@ -201,6 +202,19 @@ describe('authentication and authorisation', () => {
     expect(malformed.statusCode).toBe(400);
     expect(malformed.headers['content-type']).toMatch(/application\/problem\+json/);
     expect(malformed.body_).toMatchObject({ status: 400, code: 'BAD_REQUEST' });
+    const nowhere = await call('carol', 'GET', '/nowhere/%0d%0a{"forged":true}');
+    expect(nowhere.statusCode).toBe(404);
+    expect(nowhere.body_).toMatchObject({ status: 404, code: 'NOT_FOUND' });
+    // Anonymous (before authentication), named by what was refused: never the raw URL.
+    expect(
+      audit.events
+        .filter((e) => e.action === 'api.request')
+        .map((e) => [e.decision, e.reason, e.userId ?? null, e.detail]),
+    ).toEqual([
+      ['deny', 'BAD_REQUEST', null, 'DELETE path parameter too long'],
+      ['deny', 'BAD_REQUEST', null, 'DELETE malformed URL'],
+      ['deny', 'NOT_FOUND', null, 'GET unknown route'],
+    ]);
   });
 
   it('audits the refusals it decides before or outside a database scope: authentication, workspace, ids', async () => {
