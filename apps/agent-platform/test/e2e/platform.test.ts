@@ -62,6 +62,11 @@ const recordingKeys = readFixtureKeys();
 let keys: typeof recordingKeys;
 let taskQueue: string;
 const audit = memoryAuditSink();
+/** The API's `api.request` records so far: decision, reason, user (null when anonymous), detail. */
+const apiRequestRecords = () =>
+  audit.events
+    .filter((e) => e.action === 'api.request')
+    .map((e) => [e.decision, e.reason, e.userId ?? null, e.detail]);
 let edgeDbAudit: CoalescingAuditSink;
 
 beforeAll(async () => {
@@ -206,11 +211,7 @@ describe('authentication and authorisation', () => {
     expect(nowhere.statusCode).toBe(404);
     expect(nowhere.body_).toMatchObject({ status: 404, code: 'NOT_FOUND' });
     // Anonymous (before authentication), named by what was refused: never the raw URL.
-    expect(
-      audit.events
-        .filter((e) => e.action === 'api.request')
-        .map((e) => [e.decision, e.reason, e.userId ?? null, e.detail]),
-    ).toEqual([
+    expect(apiRequestRecords()).toEqual([
       ['deny', 'BAD_REQUEST', null, 'DELETE path parameter too long'],
       ['deny', 'BAD_REQUEST', null, 'DELETE malformed URL'],
       ['deny', 'NOT_FOUND', null, 'GET unknown route'],
@@ -224,11 +225,7 @@ describe('authentication and authorisation', () => {
     await call('alice', 'GET', '/workspaces/ws-globex/agents');
     // A run id that names nothing in alice's workspace (how guessing another workspace's ids shows).
     await call('alice', 'GET', '/runs/00000000-0000-4000-8000-000000000000');
-    expect(
-      audit.events
-        .filter((e) => e.action === 'api.request')
-        .map((e) => [e.decision, e.reason, e.userId ?? null, e.detail]),
-    ).toEqual([
+    expect(apiRequestRecords()).toEqual([
       ['deny', 'AUTH_MISSING', null, 'GET /workspaces/:ws/agents ws=ws-acme'],
       ['deny', 'AUTH_INVALID', null, 'GET /workspaces/:ws/agents ws=ws-acme'],
       ['deny', 'WORKSPACE_MISMATCH', 'alice', 'GET /workspaces/:ws/agents ws=ws-globex'],

@@ -35,6 +35,23 @@ async function workspaceOf(workspaceId: string, userId: string): Promise<{ agent
   return { agentId: agent.rows[0]!.id, token };
 }
 
+/**
+ * A keyed run of a new workspace's member, started on a queue no worker polls (never claimed), then
+ * reported failed: what a start that timed out after the server acted leaves.
+ */
+async function startReportedFailed(workspaceId: string, userId: string) {
+  const { agentId, token } = await workspaceOf(workspaceId, userId);
+  const url = `/workspaces/${workspaceId}/agents/${agentId}/runs`;
+  const key = `late-${randomUUID()}`;
+  const body = { input: 'started after all' };
+  const first = await p.idleCall(token, 'POST', url, body, { 'idempotency-key': key });
+  expect(first.statusCode).toBe(202);
+  await p.pool.query(`update agent_runs set status = 'failed', error = 'START_FAILED' where id = $1`, [
+    first.body_.runId,
+  ]);
+  return { token, url, key, body, first };
+}
+
 describe('per-workspace quotas', () => {
   it('a retry with the idempotency key of a failed start is refused at the limit, and its record stays failed', async () => {
     const { agentId, token } = await workspaceOf('ws-idempotent', 'ivy');
@@ -61,17 +78,7 @@ describe('per-workspace quotas', () => {
   });
 
   it('a retry with the key of a start reported failed that took effect answers its run, at the limit too', async () => {
-    const { agentId, token } = await workspaceOf('ws-late-start', 'liv');
-    const url = `/workspaces/ws-late-start/agents/${agentId}/runs`;
-    const key = `late-${randomUUID()}`;
-    const body = { input: 'started after all' };
-    // Started on a queue no worker polls (never claimed), then reported failed: a start that timed
-    // out after the server acted.
-    const first = await p.idleCall(token, 'POST', url, body, { 'idempotency-key': key });
-    expect(first.statusCode).toBe(202);
-    await p.pool.query(`update agent_runs set status = 'failed', error = 'START_FAILED' where id = $1`, [
-      first.body_.runId,
-    ]);
+    const { token, url, key, body, first } = await startReportedFailed('ws-late-start', 'liv');
     for (let i = 0; i < 2; i++)
       expect((await p.idleCall(token, 'POST', url, { input: `run ${i}` })).statusCode).toBe(202);
     const retry = await p.idleCall(token, 'POST', url, body, { 'idempotency-key': key });
@@ -86,15 +93,7 @@ describe('per-workspace quotas', () => {
   });
 
   it('a keyed retry that finds no run, then meets the one its first attempt started, answers the record as it was', async () => {
-    const { agentId, token } = await workspaceOf('ws-late-race', 'rae');
-    const url = `/workspaces/ws-late-race/agents/${agentId}/runs`;
-    const key = `race-${randomUUID()}`;
-    const body = { input: 'started meanwhile' };
-    const first = await p.idleCall(token, 'POST', url, body, { 'idempotency-key': key });
-    expect(first.statusCode).toBe(202);
-    await p.pool.query(`update agent_runs set status = 'failed', error = 'START_FAILED' where id = $1`, [
-      first.body_.runId,
-    ]);
+    const { token, url, key, body, first } = await startReportedFailed('ws-late-race', 'rae');
     // An API whose look for the run comes before the server has it (the first attempt's start still
     // on its way): it reopens the record and starts it, and the server refuses a second run.
     const racing = new Client({ connection: p.client.connection, namespace: p.namespace });
