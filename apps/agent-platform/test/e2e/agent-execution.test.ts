@@ -736,6 +736,31 @@ describe('a model the provider refuses', () => {
     expect(await failureOf(s)).toBe('MODEL_REJECTED');
     expect(await record(s.runRecordId)).toMatchObject({ status: 'failed', error: 'MODEL_REJECTED' });
   });
+
+  it('refuses an instruction sent while a run cancelled through Temporal records its ending', async () => {
+    let recording!: ReturnType<Gates['hold']>;
+    const s = await start(
+      { input: 'Tell me about roadmap', followUpSeconds: 60 },
+      { before: (wf) => (recording = gates.hold(wf, 'recordRunResult')) },
+    );
+    const progress = () =>
+      runAsUser(alice, () => s.handle.query<Progress>('progress')).catch(() => undefined);
+    await until(progress, (p) => p?.status === 'waiting');
+    try {
+      await runAsUser(alice, () => s.handle.cancel());
+      await recording.reached;
+      const sent = await runAsUser(carol, () =>
+        s.handle.executeUpdate('addInstruction', { args: ['Answer briefly'] }),
+      ).catch((e: unknown) => e);
+      expect(sent).toBeInstanceOf(WorkflowUpdateFailedError);
+      expect(String((sent as WorkflowUpdateFailedError).cause)).toContain('no longer accepting instructions');
+    } finally {
+      recording.release();
+    }
+    // The run ends cancelled once its ending is recorded.
+    await result(s).catch(() => undefined);
+    expect(await record(s.runRecordId)).toMatchObject({ status: 'cancelled' });
+  });
 });
 
 describe('an answer longer than a step keeps', () => {
