@@ -717,13 +717,18 @@ describe('a model the provider refuses', () => {
     expect(await record(s.runRecordId)).toMatchObject({ status: 'failed', error: 'MODEL_REJECTED' });
   });
 
-  it('refuses an instruction sent while the failed run records its ending', async () => {
+  /**
+   * Starts a run of `task` whose recording of its ending is held, lets `end` end it (once it waits),
+   * and checks that an instruction sent while the ending is recorded is refused by the validator.
+   */
+  async function instructionWhileRecording(task: string, end: (s: Started) => Promise<void>) {
     let recording!: ReturnType<Gates['hold']>;
     const s = await start(
-      { input: '[rejected] Tell me about roadmap', followUpSeconds: 60 },
+      { input: task, followUpSeconds: 60 },
       { before: (wf) => (recording = gates.hold(wf, 'recordRunResult')) },
     );
     try {
+      await end(s);
       await recording.reached;
       const sent = await runAsUser(carol, () =>
         s.handle.executeUpdate('addInstruction', { args: ['Answer briefly'] }),
@@ -733,30 +738,23 @@ describe('a model the provider refuses', () => {
     } finally {
       recording.release();
     }
+    return s;
+  }
+
+  it('refuses an instruction sent while the failed run records its ending', async () => {
+    // The model refuses the first step: the run fails on its own.
+    const s = await instructionWhileRecording('[rejected] Tell me about roadmap', async () => undefined);
     expect(await failureOf(s)).toBe('MODEL_REJECTED');
     expect(await record(s.runRecordId)).toMatchObject({ status: 'failed', error: 'MODEL_REJECTED' });
   });
 
   it('refuses an instruction sent while a run cancelled through Temporal records its ending', async () => {
-    let recording!: ReturnType<Gates['hold']>;
-    const s = await start(
-      { input: 'Tell me about roadmap', followUpSeconds: 60 },
-      { before: (wf) => (recording = gates.hold(wf, 'recordRunResult')) },
-    );
-    const progress = () =>
-      runAsUser(alice, () => s.handle.query<Progress>('progress')).catch(() => undefined);
-    await until(progress, (p) => p?.status === 'waiting');
-    try {
-      await runAsUser(alice, () => s.handle.cancel());
-      await recording.reached;
-      const sent = await runAsUser(carol, () =>
-        s.handle.executeUpdate('addInstruction', { args: ['Answer briefly'] }),
-      ).catch((e: unknown) => e);
-      expect(sent).toBeInstanceOf(WorkflowUpdateFailedError);
-      expect(String((sent as WorkflowUpdateFailedError).cause)).toContain('no longer accepting instructions');
-    } finally {
-      recording.release();
-    }
+    const s = await instructionWhileRecording('Tell me about roadmap', async (run) => {
+      const progress = () =>
+        runAsUser(alice, () => run.handle.query<Progress>('progress')).catch(() => undefined);
+      await until(progress, (p) => p?.status === 'waiting');
+      await runAsUser(alice, () => run.handle.cancel());
+    });
     // The run ends cancelled once its ending is recorded.
     await result(s).catch(() => undefined);
     expect(await record(s.runRecordId)).toMatchObject({ status: 'cancelled' });
