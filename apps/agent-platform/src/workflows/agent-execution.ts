@@ -140,6 +140,11 @@ const Patches = {
   continueAsNewLimit: 'continue-as-new-limit',
   /** A run that failed (or was cancelled through Temporal) accepts no instruction while it records so. */
   refuseInstructionsWhenFailed: 'refuse-instructions-when-failed',
+  /**
+   * A run that fails waits for its handlers first: an instruction whose sender is still being verified
+   * gets its own answer (`RUN_FINISHED`), not the server's failure of an update whose run closed.
+   */
+  settleHandlersOnFailure: 'settle-handlers-on-failure',
 } as const;
 
 /**
@@ -277,10 +282,17 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
     return await execute();
   } catch (err) {
     // The run is over: an instruction arriving while its ending is recorded is refused, not accepted
-    // for nothing. One whose sender is still being verified fails its update: RUN_FINISHED when the
-    // verification ends first, else the server fails it as the run closes.
+    // for nothing.
     if (!(err instanceof ContinueAsNew) && patched(Patches.refuseInstructionsWhenFailed)) finished = true;
     await recordFailure(state.runRecordId, err);
+    // One whose sender is still being verified is answered before the run closes: its handler sees the
+    // run finished and fails the update with RUN_FINISHED (before the patch, the server failed it as
+    // the run closed). A cancel being verified stops at its next wait (finished makes it moot). Not
+    // cancellable: a run cancelled through Temporal waits too. Only for a failure of the run: any other
+    // error fails the workflow task, and the run goes on once a fixed worker replays it.
+    if (err instanceof TemporalFailure && patched(Patches.settleHandlersOnFailure)) {
+      await CancellationScope.nonCancellable(() => condition(allHandlersFinished));
+    }
     throw err;
   }
 

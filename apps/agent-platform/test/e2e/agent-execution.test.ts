@@ -14,7 +14,7 @@ import {
   WorkflowUpdateFailedError,
   type WorkflowHandleWithFirstExecutionRunId,
 } from '@temporalio/client';
-import { ApplicationFailure } from '@temporalio/common';
+import { ApplicationFailure, type Duration } from '@temporalio/common';
 import { NativeConnection, type ActivityInterceptorsFactory, type Worker } from '@temporalio/worker';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it, vi } from 'vitest';
@@ -225,6 +225,8 @@ async function start(
     workflowId?: string;
     runRecordId?: string;
     before?: (wf: string) => void;
+    /** Shorter than the default 10 s: a task held open by a local activity is heartbeated sooner. */
+    workflowTaskTimeout?: Duration;
   } = {},
 ): Promise<Started> {
   const user = options.user ?? alice;
@@ -242,6 +244,7 @@ async function start(
       taskQueue,
       workflowId,
       args: [{ agentId, runRecordId, ...input } satisfies AgentExecutionInput],
+      ...(options.workflowTaskTimeout ? { workflowTaskTimeout: options.workflowTaskTimeout } : {}),
     }),
   );
   return { handle, workflowId, runRecordId };
@@ -410,6 +413,60 @@ describe('cancel and instructions at awkward moments', () => {
     expect((refused as WorkflowUpdateFailedError).cause).toMatchObject({ type: 'RUN_FINISHED' });
     step.release();
     expect(await result(s)).toMatchObject({ status: 'cancelled', instructions: [] });
+  });
+
+  it('an instruction whose sender is still being verified when the run fails is answered RUN_FINISHED', async () => {
+    let step!: ReturnType<Gates['hold']>;
+    // The model refuses the first step: the run fails once it is released.
+    const s = await start(
+      { input: '[rejected] Tell me about roadmap' },
+      // Every task ends at a heartbeat while the verification runs: 3 s tasks keep the wait below its
+      // local activity's 30 s timeout.
+      { before: (wf) => (step = gates.hold(wf, 'modelStep')), workflowTaskTimeout: '3s' },
+    );
+    const verify = gates.hold(s.workflowId, VERIFY_ACTOR_ACTIVITY);
+    let update: Promise<unknown> | undefined;
+    try {
+      await step.reached;
+      update = runAsUser(carol, () =>
+        s.handle.executeUpdate('addInstruction', { args: ['Answer briefly'] }),
+      ).catch((e: unknown) => e);
+      await verify.reached;
+      step.release();
+      // The run fails and records so while the sender is still being verified.
+      await until(
+        () => record(s.runRecordId),
+        (r) => r?.status === 'failed',
+        20_000,
+      );
+      // A workflow task completes after the record's write (the workflow has thrown), and the run is
+      // still open: it waits for its handlers (before the patch, it closed here, and the server failed
+      // the update).
+      await vi.waitFor(
+        async () => {
+          const events = (await historyOf(s)).events ?? [];
+          const recorded = events.findIndex(
+            (e) =>
+              e.activityTaskCompletedEventAttributes &&
+              events.find(
+                (x) => Number(x.eventId) === Number(e.activityTaskCompletedEventAttributes?.scheduledEventId),
+              )?.activityTaskScheduledEventAttributes?.activityType?.name === 'recordRunResult',
+          );
+          expect(recorded).toBeGreaterThan(-1);
+          expect(events.slice(recorded).some((e) => e.workflowTaskCompletedEventAttributes)).toBe(true);
+        },
+        { timeout: 20_000, interval: 200 },
+      );
+      expect((await runAsUser(alice, () => s.handle.describe())).status.name).toBe('RUNNING');
+    } finally {
+      step.release();
+      verify.release();
+    }
+    const refused = await update;
+    expect(refused).toBeInstanceOf(WorkflowUpdateFailedError);
+    expect((refused as WorkflowUpdateFailedError).cause).toMatchObject({ type: 'RUN_FINISHED' });
+    expect(await failureOf(s)).toBe('MODEL_REJECTED');
+    expect(await record(s.runRecordId)).toMatchObject({ status: 'failed', error: 'MODEL_REJECTED' });
   });
 
   it('an instruction is refused while the last step the run may take is running', async () => {
@@ -901,6 +958,7 @@ describe('replay', () => {
         'carry-task-once',
         'continue-as-new-limit',
         'refuse-instructions-when-failed',
+        'settle-handlers-on-failure',
       ]),
     );
     expect(await replayErrors(histories, keys.worker)).toEqual([]);
