@@ -364,6 +364,96 @@ describe('schedules', () => {
     await p.pool.query(`update agent_schedules set deleted_at = now() where idempotency_key = $1`, [key]);
   });
 
+  /**
+   * Runs `fn` while the API's schedule creates end in a gRPC deadline error, after the server took the
+   * create (`took: true`) or before it got it: what a create that timed out leaves the API to answer.
+   */
+  async function createsTimingOut<T>(took: boolean, fn: () => Promise<T>): Promise<T> {
+    const service = p.client.workflowService;
+    const createSchedule = service.createSchedule;
+    service.createSchedule = (async (request: Parameters<typeof createSchedule>[0]) => {
+      if (took) await createSchedule.call(service, request);
+      // A gRPC service error as @grpc/grpc-js makes one (status 4: DEADLINE_EXCEEDED; its metadata
+      // carries no status details).
+      throw Object.assign(new Error('4 DEADLINE_EXCEEDED: Deadline exceeded'), {
+        code: 4,
+        details: 'Deadline exceeded',
+        metadata: { get: () => [] },
+      });
+    }) as unknown as typeof createSchedule;
+    try {
+      return await fn();
+    } finally {
+      service.createSchedule = createSchedule;
+    }
+  }
+
+  describe('a create that timed out', () => {
+    const url = () => `/workspaces/ws-acme/agents/${acmeAgent()}/schedules`;
+    const body = { everySeconds: 3600, input: 'Tell me about roadmap' };
+    const rowsOf = async (key: string) =>
+      (
+        await p.pool.query<{ schedule_id: string; deleted: boolean }>(
+          `select schedule_id, deleted_at is not null as deleted from agent_schedules where idempotency_key = $1`,
+          [key],
+        )
+      ).rows;
+    /** Whether Temporal has the schedule (asked raw: its action's arguments are sealed by the codec). */
+    const exists = (scheduleId: string) =>
+      p.client.workflowService.describeSchedule({ namespace: p.namespace, scheduleId }).then(
+        () => true,
+        (err: unknown) => {
+          if ((err as { code?: number }).code === 5) return false; // gRPC NOT_FOUND
+          throw err;
+        },
+      );
+
+    it('with an Idempotency-Key is kept (504), and the retry answers the schedule it created', async () => {
+      const key = `schedule-${randomUUID()}`;
+      const first = await createsTimingOut(true, () =>
+        p.call('alice', 'POST', url(), body, { 'idempotency-key': key }),
+      );
+      expect(first.body_).toMatchObject({ status: 504, code: 'TEMPORAL_TIMEOUT' });
+      const [row] = await rowsOf(key);
+      expect(row).toMatchObject({ deleted: false });
+      const scheduleId = row?.schedule_id as string;
+      created.push(scheduleId);
+      expect(first.body_.detail).toContain(scheduleId);
+      expect(await exists(scheduleId)).toBe(true);
+      const retry = await p.call('alice', 'POST', url(), body, { 'idempotency-key': key });
+      expect(retry.statusCode).toBe(201);
+      expect(retry.headers['idempotent-replayed']).toBe('true');
+      expect(retry.body_).toEqual({ scheduleId, agentId: acmeAgent(), everySeconds: 3600 });
+      expect(await rowsOf(key)).toHaveLength(1);
+    });
+
+    it('with an Idempotency-Key that never reached the server: the retry is 409 IDEMPOTENCY_KEY_IN_USE', async () => {
+      const key = `schedule-${randomUUID()}`;
+      const first = await createsTimingOut(false, () =>
+        p.call('alice', 'POST', url(), body, { 'idempotency-key': key }),
+      );
+      expect(first.body_).toMatchObject({ status: 504, code: 'TEMPORAL_TIMEOUT' });
+      const [row] = await rowsOf(key);
+      expect(await exists(row?.schedule_id as string)).toBe(false);
+      const retry = await p.call('alice', 'POST', url(), body, { 'idempotency-key': key });
+      expect(retry.body_).toMatchObject({ status: 409, code: 'IDEMPOTENCY_KEY_IN_USE' });
+      // As in the test above: the row would hold the agent for two minutes.
+      await p.pool.query(`update agent_schedules set deleted_at = now() where idempotency_key = $1`, [key]);
+    });
+
+    it('without a key is deleted again (504): a retry cannot leave two schedules running', async () => {
+      const before = await p.pool.query<{ schedule_id: string }>(`select schedule_id from agent_schedules`);
+      const known = new Set(before.rows.map((r) => r.schedule_id));
+      const first = await createsTimingOut(true, () => p.call('alice', 'POST', url(), body));
+      expect(first.body_).toMatchObject({ status: 504, code: 'TEMPORAL_TIMEOUT' });
+      const after = await p.pool.query<{ schedule_id: string }>(`select schedule_id from agent_schedules`);
+      const fresh = after.rows.map((r) => r.schedule_id).filter((id) => !known.has(id));
+      expect(fresh).toHaveLength(1);
+      created.push(fresh[0] as string);
+      expect(await exists(fresh[0] as string)).toBe(false);
+    });
+  });
+
   it('refuses intervals under a minute', async () => {
     const res = await p.call('alice', 'POST', `/workspaces/ws-acme/agents/${acmeAgent()}/schedules`, {
       everySeconds: 59,
