@@ -291,6 +291,9 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
     // cancellable: a run cancelled through Temporal waits too. Only for a failure of the run: any other
     // error fails the workflow task, and the run goes on once a fixed worker replays it.
     if (err instanceof TemporalFailure && patched(Patches.settleHandlersOnFailure)) {
+      // Set again: a run whose catch began on a worker from before `refuse-instructions-when-failed`
+      // replays without it, and its handlers must not accept instructions while the run waits for them.
+      finished = true;
       await CancellationScope.nonCancellable(() => condition(allHandlersFinished));
     }
     throw err;

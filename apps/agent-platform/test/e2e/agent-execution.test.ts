@@ -420,9 +420,9 @@ describe('cancel and instructions at awkward moments', () => {
     // The model refuses the first step: the run fails once it is released.
     const s = await start(
       { input: '[rejected] Tell me about roadmap' },
-      // Every task ends at a heartbeat while the verification runs: 3 s tasks keep the wait below its
-      // local activity's 30 s timeout.
-      { before: (wf) => (step = gates.hold(wf, 'modelStep')), workflowTaskTimeout: '3s' },
+      // Every task ends at a heartbeat (at 80% of its timeout) while the verification runs: 5 s tasks
+      // keep the four heartbeats this takes below its local activity's 30 s timeout.
+      { before: (wf) => (step = gates.hold(wf, 'modelStep')), workflowTaskTimeout: '5s' },
     );
     const verify = gates.hold(s.workflowId, VERIFY_ACTOR_ACTIVITY);
     let update: Promise<unknown> | undefined;
