@@ -383,20 +383,38 @@ describe('cancel and instructions at awkward moments', () => {
     expect(done.answer).toContain('Following: Answer briefly');
   });
 
-  it('an instruction whose sender is verified only after a cancel was is refused (RUN_FINISHED), not accepted', async () => {
+  /**
+   * Starts a run of `task` with its first model step held, then sends carol's instruction and holds its
+   * sender's verification: `update` settles once `verify` is released.
+   */
+  async function instructionBeingVerified(task: string, workflowTaskTimeout?: Duration) {
     let step!: ReturnType<Gates['hold']>;
     const s = await start(
-      { input: 'Tell me about onboarding' },
-      { before: (wf) => (step = gates.hold(wf, 'modelStep')) },
+      { input: task },
+      {
+        before: (wf) => (step = gates.hold(wf, 'modelStep')),
+        ...(workflowTaskTimeout ? { workflowTaskTimeout } : {}),
+      },
     );
     const verify = gates.hold(s.workflowId, VERIFY_ACTOR_ACTIVITY);
-    let update: Promise<unknown> | undefined;
+    await step.reached;
+    const update = runAsUser(carol, () =>
+      s.handle.executeUpdate('addInstruction', { args: ['Answer briefly'] }),
+    ).catch((e: unknown) => e);
+    await verify.reached;
+    return { s, step, verify, update };
+  }
+
+  /** The update failed with the handler's RUN_FINISHED. */
+  async function expectRunFinished(update: Promise<unknown>) {
+    const refused = await update;
+    expect(refused).toBeInstanceOf(WorkflowUpdateFailedError);
+    expect((refused as WorkflowUpdateFailedError).cause).toMatchObject({ type: 'RUN_FINISHED' });
+  }
+
+  it('an instruction whose sender is verified only after a cancel was is refused (RUN_FINISHED), not accepted', async () => {
+    const { s, step, verify, update } = await instructionBeingVerified('Tell me about onboarding');
     try {
-      await step.reached;
-      update = runAsUser(carol, () =>
-        s.handle.executeUpdate('addInstruction', { args: ['Answer briefly'] }),
-      ).catch((e: unknown) => e);
-      await verify.reached;
       await runAsUser(alice, () => s.handle.signal('cancel'));
       // The cancel's own verification (not held) is recorded once the held one no longer keeps the
       // workflow task open (its heartbeat, at ~8 s).
@@ -408,30 +426,20 @@ describe('cancel and instructions at awkward moments', () => {
     } finally {
       verify.release();
     }
-    const refused = await update;
-    expect(refused).toBeInstanceOf(WorkflowUpdateFailedError);
-    expect((refused as WorkflowUpdateFailedError).cause).toMatchObject({ type: 'RUN_FINISHED' });
+    await expectRunFinished(update);
     step.release();
     expect(await result(s)).toMatchObject({ status: 'cancelled', instructions: [] });
   });
 
   it('an instruction whose sender is still being verified when the run fails is answered RUN_FINISHED', async () => {
-    let step!: ReturnType<Gates['hold']>;
-    // The model refuses the first step: the run fails once it is released.
-    const s = await start(
-      { input: '[rejected] Tell me about roadmap' },
-      // Every task ends at a heartbeat (at 80% of its timeout) while the verification runs: 5 s tasks
-      // keep the four heartbeats this takes below its local activity's 30 s timeout.
-      { before: (wf) => (step = gates.hold(wf, 'modelStep')), workflowTaskTimeout: '5s' },
+    // The model refuses the first step: the run fails once it is released. Every task ends at a
+    // heartbeat (at 80% of its timeout) while the verification runs: 5 s tasks keep the four heartbeats
+    // this takes below its local activity's 30 s timeout.
+    const { s, step, verify, update } = await instructionBeingVerified(
+      '[rejected] Tell me about roadmap',
+      '5s',
     );
-    const verify = gates.hold(s.workflowId, VERIFY_ACTOR_ACTIVITY);
-    let update: Promise<unknown> | undefined;
     try {
-      await step.reached;
-      update = runAsUser(carol, () =>
-        s.handle.executeUpdate('addInstruction', { args: ['Answer briefly'] }),
-      ).catch((e: unknown) => e);
-      await verify.reached;
       step.release();
       // The run fails and records so while the sender is still being verified.
       await until(
@@ -459,12 +467,9 @@ describe('cancel and instructions at awkward moments', () => {
       );
       expect((await runAsUser(alice, () => s.handle.describe())).status.name).toBe('RUNNING');
     } finally {
-      step.release();
       verify.release();
     }
-    const refused = await update;
-    expect(refused).toBeInstanceOf(WorkflowUpdateFailedError);
-    expect((refused as WorkflowUpdateFailedError).cause).toMatchObject({ type: 'RUN_FINISHED' });
+    await expectRunFinished(update);
     expect(await failureOf(s)).toBe('MODEL_REJECTED');
     expect(await record(s.runRecordId)).toMatchObject({ status: 'failed', error: 'MODEL_REJECTED' });
   });
