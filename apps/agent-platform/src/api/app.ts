@@ -41,6 +41,7 @@ import {
   LastAdminError,
   MembershipRepository,
   type AgentRun,
+  type RunRecordEnding,
 } from '../data/repositories/index.js';
 import {
   TASK_QUEUE,
@@ -50,9 +51,9 @@ import {
 } from '../workflows/agent-execution.js';
 import { MAX_TOTAL_STEPS_LIMIT, RunErrorCodes } from '../workflows/run-policy.js';
 import {
-  ENDED_OUTSIDE,
   ProblemError,
   outsideEnding,
+  recordEndingOf,
   problem,
   publicErrorCode,
   recordedEnding,
@@ -905,7 +906,10 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       // A replay starts the run only if no attempt could: its record still pending (the first attempt
       // died, or is still starting it, or its start failed and the record was reopened above). The
       // workflow id makes that start the same run.
-      if (!replayed || run.status === 'pending') {
+      const starts = !replayed || run.status === 'pending';
+      // Whether the run this request answers was started by another attempt: it may be over already.
+      let startedBefore = replayed && !starts;
+      if (starts) {
         const args: AgentExecutionInput = {
           agentId,
           input: request.body.input,
@@ -934,6 +938,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           // timed out yet took effect): the run is there, as asked. A record this retry reopened goes
           // back to START_FAILED (only while still pending): its workflow moves it to running when it
           // claims it, and one that ended without claiming it must not leave it open for good.
+          if (err instanceof WorkflowExecutionAlreadyStartedError) startedBefore = true;
           if (err instanceof WorkflowExecutionAlreadyStartedError && 'reopened' in recorded)
             run = await scoped(request, async (tx) => {
               const runs = new AgentRunRepository(tx);
@@ -955,6 +960,11 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         }
       }
       if (replayed) void reply.header('idempotent-replayed', 'true');
+      // A run another attempt started: Temporal is asked whether it is over, which its record may not
+      // say yet (terminated or timed out, an ending its workflow could not write, or a run that ended
+      // before it claimed its record).
+      if (startedBefore && (run.status === 'running' || run.status === 'pending'))
+        run = await replayedRun(request, run);
       // A replay says where the run's record is now (`running` until it ends, as for a new start; a
       // START_FAILED record whose workflow was already there, `failed` until that workflow claims it).
       const status = replayed && run.status !== 'pending' ? run.status : 'running';
@@ -1000,6 +1010,26 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     },
   );
 
+  /**
+   * A replayed run's record, brought up to date when Temporal has the run closed; as it is when
+   * Temporal does not answer now (the replay still answers from the record).
+   */
+  const replayedRun = async (request: FastifyRequest, run: AgentRun): Promise<AgentRun> => {
+    if (!run.workflowId) return run;
+    const withId = { ...run, workflowId: run.workflowId };
+    try {
+      const { status } = await asUser(request, () =>
+        client.withDeadline(Date.now() + temporalTimeoutMs, () =>
+          client.workflow.getHandle(withId.workflowId).describe(),
+        ),
+      );
+      return await settleRecord(request, withId, status.name);
+    } catch (err) {
+      request.log.warn({ err, runId: run.id }, 'could not ask Temporal for a replayed run');
+      return run;
+    }
+  };
+
   const runParams = { type: 'object', properties: { runId: UUID }, required: ['runId'] } as const;
   const loadRun = async (
     request: FastifyRequest<{ Params: { runId: string } }>,
@@ -1044,7 +1074,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
             const description = await asUser(request, () =>
               client.workflow.getHandle(withId.workflowId).describe(),
             );
-            return (await reconcile(request, withId, outsideEnding(description.status.name))) !== withId;
+            return (await settleRecord(request, withId, description.status.name)) !== withId;
           } catch (err) {
             // A minute since the record was written, or reopened by a retry with its idempotency key.
             if (!(err instanceof WorkflowNotFoundError) || now - Date.parse(run.updatedAt) < 60_000)
@@ -1073,7 +1103,12 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       else idleSince.set(workspaceId, Date.now());
       return changed;
     })().finally(() => settling.delete(workspaceId));
-    settling.set(workspaceId, settle);
+    // Others share the outcome, never the error: it is this caller's (its membership gone meanwhile, a
+    // database error), answered and recorded for this caller only.
+    settling.set(
+      workspaceId,
+      settle.catch(() => false),
+    );
     return settle;
   };
   /** Settlings in progress, by workspace. */
@@ -1084,33 +1119,69 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   const lookedAt = new Map<string, Map<string, number>>();
 
   /**
-   * Terminated and timed-out runs cannot record their ending (their workflow code stops): the API does,
-   * as the caller, whenever it sees one while the record still says `pending` or `running`. Until
-   * somebody looks, listings show the last recorded status. Best effort: a read must not fail because
-   * this write did (it is logged, and tried again on the next look).
+   * How a run Temporal reports closed (`status`) ended, as its record should say, read from Temporal as
+   * the caller: a terminated or timed-out run's from its status alone, any other's from its result or
+   * its failure. `undefined` for a run still open, or when Temporal does not tell now (logged).
+   */
+  const temporalEnding = async (
+    request: FastifyRequest,
+    workflowId: string,
+    status: WorkflowExecutionStatusName,
+  ): Promise<RunRecordEnding | undefined> => {
+    const outside = outsideEnding(status);
+    if (outside) return recordEndingOf(outside);
+    if (!FINAL_STATUSES.has(status)) return undefined;
+    try {
+      const result = await asUser(request, () =>
+        client.withDeadline(
+          Date.now() + temporalTimeoutMs,
+          () => client.workflow.getHandle(workflowId).result() as Promise<AgentExecutionResult>,
+        ),
+      );
+      return recordEndingOf({ status: result.status, result });
+    } catch (err) {
+      const ending = runEnding(err);
+      if (ending) return recordEndingOf(ending);
+      request.log.warn({ err, workflowId }, 'could not read how a run ended');
+      return undefined;
+    }
+  };
+
+  /**
+   * Writes how a run ended on its record, as the caller, when the record still says `pending` or
+   * `running`: a terminated or timed-out run ran no workflow code to record it, and a workflow's own
+   * write can be refused (its creator removed meanwhile) or fail (the database down past the activity's
+   * retries). Until somebody looks, listings show the last recorded status, and the record counts as
+   * open. Best effort: a read must not fail because this write did (it is logged, and tried again on
+   * the next look).
    */
   const reconcile = async (
     request: FastifyRequest,
     run: AgentRun & { workflowId: string },
-    ending: RunEnding | undefined,
+    ending: RunRecordEnding | undefined,
   ): Promise<AgentRun> => {
-    const recordable = ending === ENDED_OUTSIDE.TERMINATED || ending === ENDED_OUTSIDE.TIMED_OUT;
-    if (!recordable || (run.status !== 'pending' && run.status !== 'running')) return run;
+    if (!ending || (run.status !== 'pending' && run.status !== 'running')) return run;
     try {
       return await scoped(request, async (tx) => {
         const repo = new AgentRunRepository(tx);
         // Nothing updated: another request (or a late write of the workflow) got there first.
-        return (
-          (await repo.markEndedOutside(run.id, run.workflowId, ending.error.code)) ??
-          (await repo.get(run.id)) ??
-          run
-        );
+        return (await repo.markEnded(run.id, run.workflowId, ending)) ?? (await repo.get(run.id)) ?? run;
       });
     } catch (err) {
       request.log.warn({ err, runId: run.id }, 'could not record the run ending on its record');
       return run;
     }
   };
+
+  /** {@link reconcile} with the ending Temporal reports for `status` (read only for a record still open). */
+  const settleRecord = async (
+    request: FastifyRequest,
+    run: AgentRun & { workflowId: string },
+    status: WorkflowExecutionStatusName,
+  ): Promise<AgentRun> =>
+    run.status === 'pending' || run.status === 'running'
+      ? reconcile(request, run, await temporalEnding(request, run.workflowId, status))
+      : run;
 
   app.get<{ Params: { runId: string } }>(
     '/runs/:runId',
@@ -1150,7 +1221,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         };
       }
       const temporalStatus = description.status.name;
-      const run = await reconcile(request, loaded, outsideEnding(temporalStatus));
+      const run = await settleRecord(request, loaded, temporalStatus);
       let progress: Progress | undefined;
       if (temporalStatus === 'RUNNING') {
         try {
@@ -1205,22 +1276,23 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           if (!ended) throw err;
           return ended;
         }
-        await reconcile(request, run, outsideEnding(status.name));
         const open = !FINAL_STATUSES.has(status.name);
         if (open && waitMs === 0) return { status: 'running' };
+        // Written on the record when it still says pending or running: a run terminated or timed out
+        // (before or while this request waited), or one whose workflow could not write its ending.
         try {
           const result = await bounded(
             reply,
             open ? waitMs : temporalTimeoutMs,
             () => handle.result() as Promise<AgentExecutionResult>,
           );
+          await reconcile(request, run, recordEndingOf({ status: result.status, result }));
           return { status: result.status, result };
         } catch (err) {
           if (open && (isGrpcDeadlineError(err) || isGrpcCancelledError(err))) return { status: 'running' };
           const ending = runEnding(err);
           if (!ending) throw err;
-          // It may have been terminated or timed out while this request waited.
-          if (open) await reconcile(request, run, ending);
+          await reconcile(request, run, recordEndingOf(ending));
           return ending;
         }
       });

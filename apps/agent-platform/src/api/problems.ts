@@ -17,7 +17,7 @@ import {
 } from '@temporalio/common';
 import { ErrorCodes, isUserContextError, type UserContextErrorCode } from 'temporal-user-context';
 import { AuthError } from '../auth/verify.js';
-import type { AgentRun } from '../data/repositories/index.js';
+import type { AgentRun, RunRecordEnding } from '../data/repositories/index.js';
 import type { AgentExecutionResult } from '../workflows/agent-execution.js';
 import { RunErrorCodes, isStableCode, runFailureCode } from '../workflows/run-policy.js';
 
@@ -141,6 +141,18 @@ export function recordedEnding(
   if (code === RunErrorCodes.RUN_TIMED_OUT) return ENDED_OUTSIDE.TIMED_OUT;
   if (code === RunErrorCodes.CANCELLED) return { status: 'cancelled', error: { code } };
   return { status: 'failed', error: { code } };
+}
+
+/**
+ * What a run record says of an ending the API saw: the result (`completed`, or `cancelled` by the
+ * platform's cancel), or `failed`/`cancelled` with the ending's code (a terminated or timed-out run is
+ * `failed`, as the workflow would have written it had it run).
+ */
+export function recordEndingOf(
+  outcome: { status: 'completed' | 'cancelled'; result: AgentExecutionResult } | RunEnding,
+): RunRecordEnding {
+  if ('result' in outcome) return { status: outcome.status, result: outcome.result };
+  return { status: outcome.status === 'cancelled' ? 'cancelled' : 'failed', error: outcome.error.code };
 }
 
 /** The ending of a run Temporal reports as `status`, when no workflow code could record it. */

@@ -435,7 +435,8 @@ async function recordApplicationFailure(runRecordId: string, err: unknown): Prom
     await acts.recordRunResult({ runRecordId, status: 'failed', error: failure.type ?? 'RUN_FAILED' });
   } catch {
     // The record cannot be written (a membership revoked meanwhile: RLS refuses the write too). The
-    // failure stands in Temporal, and the API reports it from there.
+    // failure stands in Temporal: the API reports it from there, and writes it on the record when it
+    // sees the run closed and its record still open.
   }
 }
 

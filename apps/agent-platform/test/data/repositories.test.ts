@@ -194,7 +194,7 @@ describe.each(BACKENDS)('repositories on %s', (kind) => {
     expect(await scoped(alice, (tx) => new AgentRunRepository(tx).markRunning(run.id))).toBeUndefined();
   });
 
-  it('agent runs: an ending recorded from outside (terminated, timed out) only replaces pending or running', async () => {
+  it('agent runs: an ending recorded from outside (terminated, timed out, a write the workflow could not make) only replaces pending or running', async () => {
     const repo = (tx: ScopedTransaction) => new AgentRunRepository(tx);
     const make = async (workflowId: string, status?: 'completed' | 'cancelled' | 'failed' | 'running') => {
       const run = await scoped(alice, (tx) => repo(tx).create({ agentId: agentA, workflowId }));
@@ -206,31 +206,48 @@ describe.each(BACKENDS)('repositories on %s', (kind) => {
     const pending = await make('wf-end-pending');
     const running = await make('wf-end-running', 'running');
     expect(
-      await scoped(alice, (tx) => repo(tx).markEndedOutside(pending.id, 'wf-end-pending', 'RUN_TIMED_OUT')),
+      await scoped(alice, (tx) =>
+        repo(tx).markEnded(pending.id, 'wf-end-pending', { status: 'failed', error: 'RUN_TIMED_OUT' }),
+      ),
     ).toMatchObject({
       status: 'failed',
       error: 'RUN_TIMED_OUT',
     });
     expect(
-      await scoped(alice, (tx) => repo(tx).markEndedOutside(running.id, 'wf-end-running', 'RUN_TERMINATED')),
+      await scoped(alice, (tx) =>
+        repo(tx).markEnded(running.id, 'wf-end-running', { status: 'failed', error: 'RUN_TERMINATED' }),
+      ),
     ).toMatchObject({
       status: 'failed',
       error: 'RUN_TERMINATED',
     });
+    // A result the workflow could not write, with its status.
+    const unwritten = await make('wf-end-unwritten', 'running');
+    expect(
+      await scoped(alice, (tx) =>
+        repo(tx).markEnded(unwritten.id, 'wf-end-unwritten', { status: 'cancelled', result: { steps: 2 } }),
+      ),
+    ).toMatchObject({ status: 'cancelled', error: null, result: { steps: 2 } });
     // Endings the workflow recorded stay; so does everything under another workflow id or workspace.
     for (const status of ['completed', 'cancelled', 'failed'] as const) {
       const run = await make(`wf-end-${status}`, status);
       expect(
-        await scoped(alice, (tx) => repo(tx).markEndedOutside(run.id, `wf-end-${status}`, 'RUN_TERMINATED')),
+        await scoped(alice, (tx) =>
+          repo(tx).markEnded(run.id, `wf-end-${status}`, { status: 'failed', error: 'RUN_TERMINATED' }),
+        ),
       ).toBeUndefined();
       expect(await scoped(alice, (tx) => repo(tx).get(run.id))).toMatchObject({ status });
     }
     const other = await make('wf-end-other', 'running');
     expect(
-      await scoped(alice, (tx) => repo(tx).markEndedOutside(other.id, 'wf-end-pending', 'RUN_TERMINATED')),
+      await scoped(alice, (tx) =>
+        repo(tx).markEnded(other.id, 'wf-end-pending', { status: 'failed', error: 'RUN_TERMINATED' }),
+      ),
     ).toBeUndefined();
     expect(
-      await scoped(bob, (tx) => repo(tx).markEndedOutside(other.id, 'wf-end-other', 'RUN_TERMINATED')),
+      await scoped(bob, (tx) =>
+        repo(tx).markEnded(other.id, 'wf-end-other', { status: 'failed', error: 'RUN_TERMINATED' }),
+      ),
     ).toBeUndefined();
     expect(await scoped(alice, (tx) => repo(tx).get(other.id))).toMatchObject({ status: 'running' });
     // A claim under way when the run was terminated, committing late, does not undo the recorded ending.

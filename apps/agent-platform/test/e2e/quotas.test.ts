@@ -7,7 +7,7 @@ import { withUserScope } from 'temporal-user-context/postgres';
 import { createApi, runRequestDigest } from '../../src/api/app.js';
 import { AgentRunRepository } from '../../src/data/repositories/index.js';
 import { createVerifier } from '../../src/auth/verify.js';
-import { startPlatform, type Json, type Platform } from './harness.js';
+import { startPlatform, until, type Json, type Platform } from './harness.js';
 
 let p: Platform;
 const acmeAgent = () => p.agentIds['ws-acme'] as string;
@@ -214,6 +214,59 @@ describe('per-workspace quotas', () => {
       { id: unstarted, status: 'failed', error: 'START_FAILED' },
     ]);
     await p.testClient.workflow.getHandle(started.body_.workflowId as string).terminate('quota test');
+  });
+
+  /**
+   * A new workspace's run that completes and records so, with its record then put back to `running`
+   * (result and error cleared): what a run whose own write of its ending failed or was refused leaves
+   * (platform.test.ts has the refusal itself: a revoked membership).
+   */
+  async function runWhoseEndingWasNotWritten(workspaceId: string, userId: string, key?: string) {
+    const { agentId, token } = await workspaceOf(workspaceId, userId);
+    const url = `/workspaces/${workspaceId}/agents/${agentId}/runs`;
+    const body = { input: 'Tell me about roadmap' };
+    const started = await p.call(token, 'POST', url, body, key ? { 'idempotency-key': key } : undefined);
+    expect(started.statusCode).toBe(202);
+    const runId = started.body_.runId as string;
+    const recordOf = async () =>
+      (
+        await p.pool.query<{ status: string; error: string | null; answered: boolean }>(
+          `select status, error, result->>'answer' is not null as answered from agent_runs where id = $1`,
+          [runId],
+        )
+      ).rows[0];
+    await until(recordOf, (r) => r?.status === 'completed');
+    await p.pool.query(
+      `update agent_runs set status = 'running', result = null, error = null where id = $1`,
+      [runId],
+    );
+    return { agentId, token, url, body, runId, recordOf };
+  }
+
+  it('at the limit, a record whose run did not write its ending is closed from Temporal, and frees its slot', async () => {
+    const { token, url, recordOf } = await runWhoseEndingWasNotWritten('ws-unwritten', 'uma');
+    // One more open run (on the queue no worker polls): at the limit of two, counting the failed one.
+    const open = await p.idleCall(token, 'POST', url, { input: 'stays open' });
+    expect(open.statusCode).toBe(202);
+    const next = await p.idleCall(token, 'POST', url, { input: 'after settling' });
+    expect(next.statusCode).toBe(202);
+    expect(await recordOf()).toEqual({ status: 'completed', error: null, answered: true });
+    for (const r of [open, next])
+      await p.testClient.workflow.getHandle(r.body_.workflowId as string).terminate('quota test');
+  });
+
+  it('a keyed retry of a run that ended without writing its ending answers the ending, and records it', async () => {
+    const key = `run-${randomUUID()}`;
+    const { token, url, body, runId, recordOf } = await runWhoseEndingWasNotWritten(
+      'ws-unwritten-key',
+      'ursula',
+      key,
+    );
+    const retry = await p.call(token, 'POST', url, body, { 'idempotency-key': key });
+    expect(retry.statusCode).toBe(202);
+    expect(retry.headers['idempotent-replayed']).toBe('true');
+    expect(retry.body_).toMatchObject({ runId, status: 'completed' });
+    expect(await recordOf()).toEqual({ status: 'completed', error: null, answered: true });
   });
 
   it('settling leaves a record reopened moments ago by a retry with its key, however old the record', async () => {

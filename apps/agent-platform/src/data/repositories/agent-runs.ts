@@ -3,6 +3,13 @@ import { isUuid, iso, type Scope } from './common.js';
 
 export type AgentRunStatus = 'pending' | 'running' | 'completed' | 'failed' | 'cancelled';
 
+/** How a run ended, as its record says it: a result (`completed`, `cancelled`) or a code (`failed`, `cancelled`). */
+export interface RunRecordEnding {
+  status: 'completed' | 'failed' | 'cancelled';
+  result?: unknown;
+  error?: string;
+}
+
 export interface AgentRun {
   id: string;
   workspaceId: string;
@@ -222,16 +229,23 @@ export class AgentRunRepository {
   }
 
   /**
-   * Records an ending the workflow could not record itself (terminated, timed out: its code stops
-   * running), as `failed` with `code`. Only a record still `pending` or `running`, and only the record
-   * of `workflowId`: an ending the workflow did record is never overwritten.
+   * Records an ending the workflow did not record: one it could not (terminated, timed out: its code
+   * stops running; `failed` with the code) or whose write was refused or failed (its result, or its
+   * failure's code). Only a record still `pending` or `running`, and only the record of `workflowId`:
+   * an ending the workflow did record is never overwritten.
    */
-  async markEndedOutside(id: string, workflowId: string, code: string): Promise<AgentRun | undefined> {
+  async markEnded(id: string, workflowId: string, ending: RunRecordEnding): Promise<AgentRun | undefined> {
     if (!isUuid(id)) return undefined;
     const { rows } = await this.scope.query<AgentRunRow>(
-      `update agent_runs set status = 'failed', error = $3, updated_at = now()
+      `update agent_runs set status = $3, result = coalesce($4::jsonb, result), error = $5, updated_at = now()
         where id = $1 and workflow_id = $2 and status in ('pending', 'running') returning ${COLUMNS}`,
-      [id, workflowId, code],
+      [
+        id,
+        workflowId,
+        ending.status,
+        ending.result === undefined ? null : JSON.stringify(ending.result),
+        ending.error ?? null,
+      ],
     );
     return rows[0] ? toRun(rows[0]) : undefined;
   }

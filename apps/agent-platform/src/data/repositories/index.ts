@@ -1,7 +1,7 @@
 export { AgentRepository } from './agents.js';
 export type { Agent, NewAgent } from './agents.js';
 export { AgentRunRepository } from './agent-runs.js';
-export type { AgentRun, AgentRunStatus } from './agent-runs.js';
+export type { AgentRun, AgentRunStatus, RunRecordEnding } from './agent-runs.js';
 export { DocumentRepository } from './documents.js';
 export { ScheduleRepository } from './schedules.js';
 export type { WorkspaceDocument } from './documents.js';
