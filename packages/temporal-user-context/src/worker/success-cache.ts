@@ -1,12 +1,15 @@
 /**
  * Promises of a lookup by key, kept only once they succeed: concurrent callers share one lookup, a
- * failed one is forgotten (the next caller looks again), and eviction (oldest first) happens only when
- * a lookup succeeded, so a flood of bad keys cannot push good ones out. With `ttlMs`, a success is kept
- * that long after its lookup began, then looked up again: for answers that can change (a schedule that
- * is deleted).
+ * failed one is forgotten (the next caller looks again), and only successes count toward `size`
+ * (eviction, oldest success first, happens when one is added), so a flood of bad keys, in flight or
+ * failed, cannot push good ones out. With `ttlMs`, a success is kept that long after its lookup began,
+ * then looked up again: for answers that can change (a schedule that is deleted).
  */
 export class SuccessCache<V> {
-  private readonly entries = new Map<string, { readonly value: Promise<V>; readonly until: number }>();
+  /** Lookups that succeeded, oldest first: at most `size`. */
+  private readonly kept = new Map<string, Entry<V>>();
+  /** Lookups in flight, shared by concurrent callers; bounded by how many run at once. */
+  private readonly inFlight = new Map<string, Entry<V>>();
 
   constructor(
     private readonly size: number,
@@ -14,22 +17,33 @@ export class SuccessCache<V> {
   ) {}
 
   get(key: string, lookup: () => Promise<V>): Promise<V> {
-    const hit = this.entries.get(key);
+    const hit = this.kept.get(key) ?? this.inFlight.get(key);
     // Without a TTL no clock is read (the verifier's token cache is on every activity's path).
     if (hit && (this.ttlMs === Infinity || Date.now() < hit.until)) return hit.value;
-    if (hit) this.entries.delete(key);
+    if (hit) {
+      this.kept.delete(key);
+      this.inFlight.delete(key);
+    }
     const pending = lookup();
     const entry = { value: pending, until: this.ttlMs === Infinity ? Infinity : Date.now() + this.ttlMs };
-    this.entries.set(key, entry);
+    this.inFlight.set(key, entry);
     pending.then(
       () => {
-        if (this.entries.size > this.size) this.entries.delete(this.entries.keys().next().value as string);
+        // Only this lookup's entry: one begun after it expired, under the same key, stays in flight.
+        if (this.inFlight.get(key) !== entry) return;
+        this.inFlight.delete(key);
+        this.kept.set(key, entry);
+        if (this.kept.size > this.size) this.kept.delete(this.kept.keys().next().value as string);
       },
-      // Only this lookup's entry: a later one under the same key (after expiry) stays.
       () => {
-        if (this.entries.get(key) === entry) this.entries.delete(key);
+        if (this.inFlight.get(key) === entry) this.inFlight.delete(key);
       },
     );
     return pending;
   }
+}
+
+interface Entry<V> {
+  readonly value: Promise<V>;
+  readonly until: number;
 }

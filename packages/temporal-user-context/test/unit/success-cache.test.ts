@@ -1,0 +1,123 @@
+import { afterEach, describe, expect, it, vi } from 'vitest';
+import { SuccessCache } from '../../src/worker/success-cache.js';
+
+/** A lookup the test settles by hand, counting its calls. */
+function controlled<V>() {
+  const calls: Array<{ resolve: (v: V) => void; reject: (e: Error) => void }> = [];
+  const lookup = () =>
+    new Promise<V>((resolve, reject) => {
+      calls.push({ resolve, reject });
+    });
+  return { lookup, calls };
+}
+
+/** Lets the cache's own handlers of settled lookups run. */
+const settle = () => new Promise((resolve) => setImmediate(resolve));
+
+describe('SuccessCache', () => {
+  afterEach(() => {
+    vi.useRealTimers();
+  });
+
+  it('shares one lookup between concurrent callers, and keeps its success', async () => {
+    const cache = new SuccessCache<string>(2);
+    const { lookup, calls } = controlled<string>();
+    const a = cache.get('k', lookup);
+    const b = cache.get('k', lookup);
+    expect(calls).toHaveLength(1);
+    calls[0]!.resolve('v');
+    expect(await Promise.all([a, b])).toEqual(['v', 'v']);
+    await settle();
+    expect(await cache.get('k', lookup)).toBe('v');
+    expect(calls).toHaveLength(1);
+  });
+
+  it('forgets a failed lookup: the next caller looks again', async () => {
+    const cache = new SuccessCache<string>(2);
+    const { lookup, calls } = controlled<string>();
+    const failed = cache.get('k', lookup);
+    calls[0]!.reject(new Error('no'));
+    await expect(failed).rejects.toThrow('no');
+    await settle();
+    const again = cache.get('k', lookup);
+    expect(calls).toHaveLength(2);
+    calls[1]!.resolve('v');
+    expect(await again).toBe('v');
+  });
+
+  it('keeps at most `size` successes, evicting the oldest', async () => {
+    const cache = new SuccessCache<string>(2);
+    const { lookup, calls } = controlled<string>();
+    for (const key of ['a', 'b', 'c']) {
+      const got = cache.get(key, lookup);
+      calls.at(-1)!.resolve(key);
+      await got;
+      await settle();
+    }
+    expect(calls).toHaveLength(3);
+    void cache.get('b', lookup);
+    void cache.get('c', lookup);
+    expect(calls).toHaveLength(3);
+    void cache.get('a', lookup);
+    expect(calls).toHaveLength(4);
+  });
+
+  it('bad keys, in flight or failed, do not push good ones out', async () => {
+    const cache = new SuccessCache<string>(3);
+    const { lookup, calls } = controlled<string>();
+    for (const key of ['a', 'b']) {
+      const got = cache.get(key, lookup);
+      calls.at(-1)!.resolve(key);
+      await got;
+      await settle();
+    }
+    // Bad lookups still running while a third good one succeeds: room for all three good ones.
+    const bad = Array.from({ length: 5 }, (_, i) => cache.get(`bad-${i}`, lookup).catch(() => 'failed'));
+    const badCalls = calls.slice(2);
+    const c = cache.get('c', lookup);
+    calls.at(-1)!.resolve('c');
+    await c;
+    await settle();
+    for (const call of badCalls) call.reject(new Error('bad'));
+    expect(await Promise.all(bad)).toEqual(Array(5).fill('failed'));
+    await settle();
+    const before = calls.length;
+    for (const key of ['a', 'b', 'c']) void cache.get(key, lookup);
+    expect(calls).toHaveLength(before);
+  });
+
+  it('with a TTL, looks a success up again once it is older than the TTL', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    const cache = new SuccessCache<string>(2, 60_000);
+    const { lookup, calls } = controlled<string>();
+    const first = cache.get('k', lookup);
+    calls[0]!.resolve('old');
+    await first;
+    await settle();
+    vi.setSystemTime(Date.now() + 59_000);
+    expect(await cache.get('k', lookup)).toBe('old');
+    vi.setSystemTime(Date.now() + 2_000);
+    const fresh = cache.get('k', lookup);
+    expect(calls).toHaveLength(2);
+    calls[1]!.resolve('new');
+    expect(await fresh).toBe('new');
+  });
+
+  it('a lookup that expired while in flight does not replace the one begun after it', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    const cache = new SuccessCache<string>(2, 1_000);
+    const { lookup, calls } = controlled<string>();
+    const slow = cache.get('k', lookup);
+    vi.setSystemTime(Date.now() + 2_000);
+    const later = cache.get('k', lookup);
+    expect(calls).toHaveLength(2);
+    calls[1]!.resolve('later');
+    await later;
+    await settle();
+    calls[0]!.resolve('slow');
+    await slow;
+    await settle();
+    expect(await cache.get('k', lookup)).toBe('later');
+    expect(calls).toHaveLength(2);
+  });
+});
