@@ -1,4 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
+import { STATUS_CODES } from 'node:http';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import {
@@ -127,6 +128,21 @@ export interface CreateApiOptions {
    * Past them a start or a schedule is refused, 429 `QUOTA_EXCEEDED`, audited.
    */
   quotas?: Partial<Quotas>;
+  /**
+   * How long a client may take to send a whole request, headers and body (default 30 s): then 408, and
+   * the connection is closed, so that a client trickling its body does not hold a socket for good.
+   */
+  requestTimeoutMs?: number;
+}
+
+/** The answer to a request Node's HTTP parser refused, by its error's code, and what the record says. */
+export function clientErrorOf(err: Error): { status: number; title: string; what: string } {
+  const code = (err as NodeJS.ErrnoException).code;
+  if (code === 'ERR_HTTP_REQUEST_TIMEOUT')
+    return { status: 408, title: 'Request timeout', what: 'request not received in time' };
+  if (code === 'HPE_HEADER_OVERFLOW')
+    return { status: 431, title: 'Request headers too large', what: 'headers too large' };
+  return { status: 400, title: 'Bad request', what: 'malformed request' };
 }
 
 /** What the API records in a schedule's memo when it creates it. */
@@ -325,6 +341,11 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       reason: code,
       detail: `${method} ${what}`,
     });
+  const requestTimeout = options.requestTimeoutMs ?? 30_000;
+  /** Sockets whose request was answered before its body came in full (until it does). */
+  const answeredEarly = new WeakSet<object>();
+  /** Sockets whose request is being handled (from its first hook to its answer). */
+  const handling = new WeakSet<object>();
   const app = Fastify({
     logger: options.logger ?? false,
     ajv: { customOptions: { removeAdditional: false } },
@@ -332,8 +353,34 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     // one with a bare 414 before any route ran (a member with such an id could not be removed). Past
     // this, frameworkErrors (below) answers 414 with a problem document.
     routerOptions: { maxParamLength: 256 },
-    // The whole request within 30 s: a client that trickles its body does not hold a socket for good.
-    requestTimeout: 30_000,
+    // The whole request in time: a client that trickles its body does not hold a socket for good.
+    requestTimeout,
+    // Given to Node's server as it is made, too: set afterwards (as Fastify sets requestTimeout), Node
+    // 20 applies it to a request's headers only, and a body could trickle for Node's default 5 minutes.
+    // Node looks for requests past it every 30 s by default, which would let one run for up to twice
+    // the limit: every second.
+    http: { requestTimeout, connectionsCheckingInterval: 1000 },
+    // What Node's HTTP parser refuses before Fastify sees a request (a request not received in time,
+    // headers over Node's 16 KiB, bytes that are not HTTP): a problem document too, on record, where
+    // Fastify's own handler answers its own JSON and records nothing.
+    clientErrorHandler: (err, socket) => {
+      // A reset, or a socket already gone: nobody to answer (as Fastify's own handler does).
+      if ((err as NodeJS.ErrnoException).code === 'ECONNRESET' || socket.destroyed) return;
+      // A request answered already (a route that did not wait for the body it was sent, which then
+      // never came in full) gets no second answer, nor a second record: the socket is only closed.
+      if (socket.writable && !answeredEarly.has(socket)) {
+        const { status, title, what } = clientErrorOf(err);
+        // A request being handled (its body awaited) fails in its route too, whose error handler
+        // records it with its caller and route: not recorded twice.
+        if (!handling.has(socket)) routerRefusal('HTTP', 'BAD_REQUEST', what);
+        const body = JSON.stringify(problem(status, 'BAD_REQUEST', title));
+        socket.write(
+          `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/problem+json\r\n` +
+            `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+        );
+      }
+      socket.destroy(err);
+    },
     // What the router refuses before any route runs (a path parameter past the limit, a malformed
     // percent-encoding) is a problem document too, not Fastify's own JSON.
     frameworkErrors: (error, request, reply) => {
@@ -387,6 +434,17 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       });
     }
     void reply.status(body.status).type('application/problem+json').send(body);
+  });
+  app.addHook('onRequest', async (request) => {
+    handling.add(request.raw.socket);
+  });
+  app.addHook('onResponse', async (request) => {
+    const { raw } = request;
+    handling.delete(raw.socket);
+    if (raw.complete) return;
+    answeredEarly.add(raw.socket);
+    // Node reads and drops the rest of an unread body once the answer is sent.
+    raw.once('end', () => answeredEarly.delete(raw.socket));
   });
   app.setNotFoundHandler((request, reply) => {
     routerRefusal(request.method, 'NOT_FOUND', 'unknown route');

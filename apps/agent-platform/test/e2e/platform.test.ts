@@ -1,7 +1,7 @@
 import type {} from '../../../../test-support/global-setup.js';
 import { randomUUID } from 'node:crypto';
 import { createServer as createHttp2Server } from 'node:http2';
-import type { AddressInfo } from 'node:net';
+import { connect as connectTcp, type AddressInfo } from 'node:net';
 import { Client, Connection } from '@temporalio/client';
 import { NativeConnection, type Worker } from '@temporalio/worker';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
@@ -216,6 +216,68 @@ describe('authentication and authorisation', () => {
       ['deny', 'BAD_REQUEST', null, 'DELETE malformed URL'],
       ['deny', 'NOT_FOUND', null, 'GET unknown route'],
     ]);
+  });
+
+  it('answers what the HTTP parser refuses (headers too large, not HTTP, a request too slow) with a problem document, on record', async () => {
+    const api = await createApi({
+      db,
+      client,
+      taskQueue,
+      verify: createVerifier({ jwks: issuer.jwks, issuer: issuer.issuer, audience: issuer.audience }),
+      scope: { auditor: new Auditor([audit]) },
+      requestTimeoutMs: 500,
+    });
+    await api.listen({ port: 0, host: '127.0.0.1' });
+    const { port } = api.server.address() as AddressInfo;
+    /** Sends `bytes` on a connection of its own; the answer's status and body once the server closes it. */
+    const raw = (bytes: string) =>
+      new Promise<{ status: number; type: string | undefined; body: Json }>((resolve, reject) => {
+        const socket = connectTcp(port, '127.0.0.1');
+        let answer = '';
+        socket.on('data', (chunk: Buffer) => (answer += chunk.toString('utf8')));
+        socket.on('error', () => undefined); // the server resets it once it has answered
+        socket.on('close', () => {
+          const [head = '', body = ''] = answer.split('\r\n\r\n');
+          const type = /^content-type: (.*)$/im.exec(head)?.[1];
+          try {
+            resolve({ status: Number(head.split(' ')[1]), type, body: JSON.parse(body) as Json });
+          } catch (err) {
+            reject(new Error(`not a problem document: ${JSON.stringify(answer)}`, { cause: err }));
+          }
+        });
+        socket.write(bytes);
+      });
+    audit.clear();
+    try {
+      const big = await raw(`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
+      const notHttp = await raw('HELLO THERE\r\n\r\n');
+      // A body announced and never sent in full: refused once the request timeout has passed.
+      const slow = await raw(
+        `POST /workspaces/ws-acme/agents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tokens.alice}\r\n` +
+          'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"na',
+      );
+      // One a route answered without waiting for it (no such route): that answer only, then closed.
+      const answered = await raw('POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab');
+      expect(answered).toMatchObject({ status: 404, body: { code: 'NOT_FOUND' } });
+      for (const [answer, status] of [
+        [big, 431],
+        [notHttp, 400],
+        [slow, 408],
+      ] as const) {
+        expect(answer.type).toBe('application/problem+json');
+        expect(answer.body).toMatchObject({ status, code: 'BAD_REQUEST' });
+      }
+      expect([big.status, notHttp.status, slow.status]).toEqual([431, 400, 408]);
+      expect(apiRequestRecords()).toEqual([
+        ['deny', 'BAD_REQUEST', null, 'HTTP headers too large'],
+        ['deny', 'BAD_REQUEST', null, 'HTTP malformed request'],
+        // The slow body's request was being handled: recorded once, by its route, with its caller.
+        ['deny', 'BAD_REQUEST', 'alice', 'POST /workspaces/:ws/agents ws=ws-acme'],
+        ['deny', 'NOT_FOUND', null, 'POST unknown route'],
+      ]);
+    } finally {
+      await api.close();
+    }
   });
 
   it('audits the refusals it decides before or outside a database scope: authentication, workspace, ids', async () => {
