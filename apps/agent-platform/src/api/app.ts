@@ -940,8 +940,9 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
             });
           return { run, replayed: false };
         });
-      // At the limit, records of runs that ended outside the workflow (terminated, timed out, never
-      // started) may be what fills it: brought up to date, then asked once more.
+      // At the limit, records of runs that ended without recording it (terminated, timed out, their
+      // own write refused or failed, never started) may be what fills it: brought up to date, then
+      // asked once more.
       const limited = async (reopen = false) =>
         (await record(reopen)) ?? ((await settleOpenRuns(request)) ? await record(reopen) : undefined);
       let recorded = await limited();
@@ -1099,13 +1100,15 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
 
   /**
    * Brings up to {@link SETTLE_AT_ONCE} of the workspace's open run records up to date with Temporal,
-   * those looked at least recently first (never, then the oldest look): a run terminated or timed out
-   * (which its workflow cannot record) is marked so, and a record whose workflow never started (the
-   * API stopped between the record and the start) is marked failed once it is a minute old. Resolves
-   * to whether any record changed. One settling per workspace at a time, which starts refused
-   * meanwhile share, and none again within {@link SETTLE_PAUSE_MS} of one that changed nothing: a
-   * member at the limit cannot turn refused starts into a stream of describes. Best effort: a run
-   * Temporal cannot describe now, or a write that fails, leaves the record as it is.
+   * those looked at least recently first (never, then the oldest look): a run closed in Temporal gets
+   * the ending its workflow could not record ({@link settleRecord}: terminated, timed out, its own
+   * write refused or failed), and a record whose workflow never started (the API stopped between the
+   * record and the start) is marked failed once it is a minute old. Resolves to whether any record
+   * changed. One settling per workspace at a time, whose outcome (never its error: that is its
+   * caller's) starts refused meanwhile share, and none again within {@link SETTLE_PAUSE_MS} of one that
+   * changed nothing: a member at the limit cannot turn refused starts into a stream of describes (and
+   * of reads of closed runs' endings). Best effort: a run Temporal cannot describe now, or a write that
+   * fails, leaves the record as it is.
    */
   const settleOpenRuns = (request: FastifyRequest): Promise<boolean> => {
     const { workspaceId } = user(request);
@@ -1334,6 +1337,10 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           if (!ended) throw err;
           return ended;
         }
+        // A terminated or timed-out run's ending is known from its status: written before its result is
+        // read (which a disconnect or a deadline may cut short).
+        const outside = outsideEnding(status.name);
+        if (outside) await reconcile(request, run, recordEndingOf(outside));
         const open = !FINAL_STATUSES.has(status.name);
         if (open && waitMs === 0) return { status: 'running' };
         // Written on the record when it still says pending or running: a run terminated or timed out

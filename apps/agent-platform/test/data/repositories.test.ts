@@ -221,8 +221,10 @@ describe.each(BACKENDS)('repositories on %s', (kind) => {
       status: 'failed',
       error: 'RUN_TERMINATED',
     });
-    // A result the workflow could not write, with its status.
-    const unwritten = await make('wf-end-unwritten', 'running');
+    // A result the workflow could not write, with its status: an earlier error (START_FAILED, before
+    // the workflow claimed the record) goes.
+    const unwritten = await make('wf-end-unwritten');
+    await scoped(alice, (tx) => repo(tx).setStatus(unwritten.id, 'running', { error: 'START_FAILED' }));
     expect(
       await scoped(alice, (tx) =>
         repo(tx).markEnded(unwritten.id, 'wf-end-unwritten', { status: 'cancelled', result: { steps: 2 } }),

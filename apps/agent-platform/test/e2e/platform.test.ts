@@ -911,19 +911,21 @@ describe('agent runs', () => {
     expect(
       (await call('carol', 'POST', `/runs/${runId}/instructions`, { instruction: 'go on' })).statusCode,
     ).toBe(200);
-    const result = await until(
-      () => call('carol', 'GET', `/runs/${runId}/result`),
+    const closed = await until(
+      () => call('carol', 'GET', `/runs/${runId}`),
       (r) => r.body_.status !== 'running',
     );
-    expect(result.body_).toMatchObject({ status: 'failed', error: { code: ErrorCodes.MEMBERSHIP_REVOKED } });
-    // The run could not write its ending (RLS refused frank's write too): the API wrote it, as carol,
-    // who asked, so that the record no longer says running, nor counts as open.
-    const { rows } = await pool.query(`select status, error from agent_runs where id = $1`, [runId]);
-    expect(rows).toEqual([{ status: 'failed', error: ErrorCodes.MEMBERSHIP_REVOKED }]);
-    expect((await call('carol', 'GET', `/runs/${runId}`)).body_).toMatchObject({
+    // The run could not write its ending (its write runs as frank, whose membership the scope checks
+    // live): carol's look wrote it, from Temporal, so that the record no longer says running, nor
+    // counts as open.
+    expect(closed.body_).toMatchObject({
       status: 'failed',
       record: { status: 'failed', error: ErrorCodes.MEMBERSHIP_REVOKED },
     });
+    const { rows } = await pool.query(`select status, error from agent_runs where id = $1`, [runId]);
+    expect(rows).toEqual([{ status: 'failed', error: ErrorCodes.MEMBERSHIP_REVOKED }]);
+    const result = await call('carol', 'GET', `/runs/${runId}/result`);
+    expect(result.body_).toMatchObject({ status: 'failed', error: { code: ErrorCodes.MEMBERSHIP_REVOKED } });
   });
 
   it('admins read the audit trail of their workspace only', async () => {

@@ -35,6 +35,15 @@ async function workspaceOf(workspaceId: string, userId: string): Promise<{ agent
   return { agentId: agent.rows[0]!.id, token };
 }
 
+/** Another member of a workspace made by {@link workspaceOf}. */
+async function memberOf(workspaceId: string, userId: string): Promise<{ token: string }> {
+  await p.pool.query(`insert into memberships (workspace_id, user_id, roles) values ($1, $2, '{member}')`, [
+    workspaceId,
+    userId,
+  ]);
+  return { token: await p.issuer.mint({ user: userId, workspace: workspaceId, roles: ['member'] }) };
+}
+
 /**
  * A keyed run of a new workspace's member, started on a queue no worker polls (never claimed), then
  * reported failed: what a start that timed out after the server acted leaves.
@@ -217,56 +226,70 @@ describe('per-workspace quotas', () => {
   });
 
   /**
-   * A new workspace's run that completes and records so, with its record then put back to `running`
-   * (result and error cleared): what a run whose own write of its ending failed or was refused leaves
-   * (platform.test.ts has the refusal itself: a revoked membership).
+   * A new workspace's run whose creator is removed while it waits for instructions, then cancelled
+   * through Temporal: its workflow records the cancellation as its creator, which the live membership
+   * check refuses, so Temporal has the run closed (`CANCELLED`) while its record still says `running`.
    */
-  async function runWhoseEndingWasNotWritten(workspaceId: string, userId: string, key?: string) {
+  async function runEndedWhileCreatorRemoved(workspaceId: string, userId: string, key?: string) {
     const { agentId, token } = await workspaceOf(workspaceId, userId);
     const url = `/workspaces/${workspaceId}/agents/${agentId}/runs`;
-    const body = { input: 'Tell me about roadmap' };
+    const body = { input: 'Tell me about roadmap', followUpSeconds: 120 };
     const started = await p.call(token, 'POST', url, body, key ? { 'idempotency-key': key } : undefined);
     expect(started.statusCode).toBe(202);
     const runId = started.body_.runId as string;
+    await until(
+      () => p.call(token, 'GET', `/runs/${runId}`),
+      (r) => (r.body_.progress as Json | undefined)?.status === 'waiting',
+    );
+    const membership = [workspaceId, userId];
+    await p.pool.query(`delete from memberships where workspace_id = $1 and user_id = $2`, membership);
+    const handle = p.testClient.workflow.getHandle(started.body_.workflowId as string);
+    await handle.cancel();
+    await handle.result().catch(() => undefined);
     const recordOf = async () =>
       (
-        await p.pool.query<{ status: string; error: string | null; answered: boolean }>(
-          `select status, error, result->>'answer' is not null as answered from agent_runs where id = $1`,
+        await p.pool.query<{ status: string; error: string | null }>(
+          `select status, error from agent_runs where id = $1`,
           [runId],
         )
       ).rows[0];
-    await until(recordOf, (r) => r?.status === 'completed');
-    await p.pool.query(
-      `update agent_runs set status = 'running', result = null, error = null where id = $1`,
-      [runId],
-    );
-    return { agentId, token, url, body, runId, recordOf };
+    expect(await recordOf()).toEqual({ status: 'running', error: null });
+    const readmit = () =>
+      p.pool.query(
+        `insert into memberships (workspace_id, user_id, roles) values ($1, $2, '{member}')`,
+        membership,
+      );
+    return { agentId, token, url, body, runId, recordOf, readmit };
   }
 
-  it('at the limit, a record whose run did not write its ending is closed from Temporal, and frees its slot', async () => {
-    const { token, url, recordOf } = await runWhoseEndingWasNotWritten('ws-unwritten', 'uma');
-    // One more open run (on the queue no worker polls): at the limit of two, counting the failed one.
+  it('at the limit, a record whose run could not write its ending is closed from Temporal, and frees its slot', async () => {
+    const { url, recordOf } = await runEndedWhileCreatorRemoved('ws-unwritten', 'uma');
+    // Another member, with one run open (on the queue no worker polls): the workspace is at its limit
+    // of two, counting the record that still says running.
+    const { token } = await memberOf('ws-unwritten', 'vera');
     const open = await p.idleCall(token, 'POST', url, { input: 'stays open' });
     expect(open.statusCode).toBe(202);
     const next = await p.idleCall(token, 'POST', url, { input: 'after settling' });
     expect(next.statusCode).toBe(202);
-    expect(await recordOf()).toEqual({ status: 'completed', error: null, answered: true });
+    expect(await recordOf()).toEqual({ status: 'cancelled', error: 'CANCELLED' });
     for (const r of [open, next])
       await p.testClient.workflow.getHandle(r.body_.workflowId as string).terminate('quota test');
   });
 
   it('a keyed retry of a run that ended without writing its ending answers the ending, and records it', async () => {
     const key = `run-${randomUUID()}`;
-    const { token, url, body, runId, recordOf } = await runWhoseEndingWasNotWritten(
+    const { token, url, body, runId, recordOf, readmit } = await runEndedWhileCreatorRemoved(
       'ws-unwritten-key',
       'ursula',
       key,
     );
+    // Back in the workspace, the creator retries the start whose answer they never got.
+    await readmit();
     const retry = await p.call(token, 'POST', url, body, { 'idempotency-key': key });
     expect(retry.statusCode).toBe(202);
     expect(retry.headers['idempotent-replayed']).toBe('true');
-    expect(retry.body_).toMatchObject({ runId, status: 'completed' });
-    expect(await recordOf()).toEqual({ status: 'completed', error: null, answered: true });
+    expect(retry.body_).toMatchObject({ runId, status: 'cancelled' });
+    expect(await recordOf()).toEqual({ status: 'cancelled', error: 'CANCELLED' });
   });
 
   it('settling leaves a record reopened moments ago by a retry with its key, however old the record', async () => {
