@@ -1269,7 +1269,8 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       try {
         description = await asUser(request, () => handle.describe());
       } catch (err) {
-        // Past retention Temporal no longer has the run: a closed record still says how it ended.
+        // Past retention Temporal no longer has the run: a closed record still says how it ended. One
+        // whose workflow never ran (its start failed: no Temporal run id) was never retained either.
         const ended = err instanceof WorkflowNotFoundError ? recordedEnding(loaded) : undefined;
         if (!ended) throw err;
         return {
@@ -1277,7 +1278,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           agentId: loaded.agentId,
           workflowId: loaded.workflowId,
           status: ended.status,
-          retained: false,
+          ...(loaded.runId ? { retained: false } : {}),
           record: recordOf(loaded),
         };
       }

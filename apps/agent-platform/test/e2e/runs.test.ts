@@ -286,12 +286,12 @@ describe('GET /runs/:runId/result on a closed run, without waiting', () => {
 
 describe('a closed run Temporal no longer has (past retention)', () => {
   it('answers from its record; an open record whose run is gone stays not found', async () => {
-    const record = async (status: string, result: unknown, error: string | null) =>
+    const record = async (status: string, result: unknown, error: string | null, ran = true) =>
       (
         await p.pool.query<{ id: string }>(
           `insert into agent_runs (workspace_id, agent_id, workflow_id, run_id, status, result, error, created_by)
            values ('ws-acme', $1, $2, $3, $4, $5, $6, 'alice') returning id::text as id`,
-          [acmeAgent(), `agent-run-${randomUUID()}`, randomUUID(), status, result, error],
+          [acmeAgent(), `agent-run-${randomUUID()}`, ran ? randomUUID() : null, status, result, error],
         )
       ).rows[0]!.id;
     const answer = { status: 'completed', answer: 'kept', steps: 1, toolCalls: 0, instructions: [] };
@@ -314,6 +314,11 @@ describe('a closed run Temporal no longer has (past retention)', () => {
       retained: false,
       record: { status: 'completed', createdBy: 'alice' },
     });
+    // A record whose workflow never ran (its start failed, no Temporal run id): never retained either.
+    const unstarted = await record('failed', null, 'START_FAILED', false);
+    const never = (await p.call('alice', 'GET', `/runs/${unstarted}`)).body_;
+    expect(never).toMatchObject({ status: 'failed', record: { status: 'failed', error: 'START_FAILED' } });
+    expect(never).not.toHaveProperty('retained');
     expect((await p.call('alice', 'GET', `/runs/${open}/result`)).statusCode).toBe(404);
     // Another workspace still cannot read it (the record is read under row-level security first).
     expect((await p.call('bob', 'GET', `/runs/${completed}/result`)).statusCode).toBe(404);
