@@ -77,6 +77,8 @@ const SCHEDULE_ROW_STALE_MS = 120_000;
 const SCHEDULE_MEMO = 'agentPlatform';
 const DEFAULT_WORKER_TIMEOUT_MS = 10_000;
 const DEFAULT_TEMPORAL_TIMEOUT_MS = 10_000;
+/** Waits between the deletes of a schedule whose create timed out without a key (undoTimedOut). */
+const LATE_DELETE_MS = [1000, 4000, 15_000, 40_000] as const;
 /** Statuses after which nothing follows; CONTINUED_AS_NEW is not one (the chain goes on). */
 const FINAL_STATUSES: ReadonlySet<WorkflowExecutionStatusName> = new Set([
   'COMPLETED',
@@ -342,6 +344,16 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       detail: `${method} ${what}`,
     });
   const requestTimeout = options.requestTimeoutMs ?? 30_000;
+  /** Work the API does after a request's answer (see the schedule create); dropped when it closes. */
+  const afterAnswer = new Set<NodeJS.Timeout>();
+  const later = (delayMs: number, work: () => Promise<void>) => {
+    const timer = setTimeout(() => {
+      afterAnswer.delete(timer);
+      void work();
+    }, delayMs);
+    timer.unref();
+    afterAnswer.add(timer);
+  };
   /** Sockets whose request was answered before its body came in full (until it does). */
   const answeredEarly = new WeakSet<object>();
   /** Sockets whose request is being handled (from its first hook to its answer). */
@@ -437,6 +449,10 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   });
   app.addHook('onRequest', async (request) => {
     handling.add(request.raw.socket);
+  });
+  app.addHook('onClose', async () => {
+    for (const timer of afterAnswer) clearTimeout(timer);
+    afterAnswer.clear();
   });
   app.addHook('onResponse', async (request) => {
     const { raw } = request;
@@ -1505,12 +1521,30 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         everySeconds,
         createdAt: new Date().toISOString(),
       };
-      /** Deletes the schedule just created, best effort (a failure is logged and audited). */
+      /**
+       * Deletes the schedule just created, best effort (a failure is logged and audited). Resolves to
+       * false when there was none to delete.
+       */
       const undo = () =>
-        asUser(request, () => client.schedule.getHandle(scheduleId).delete()).catch((deleteErr: unknown) => {
-          if (!(deleteErr instanceof ScheduleNotFoundError))
+        asUser(request, () => client.schedule.getHandle(scheduleId).delete()).then(
+          () => true,
+          (deleteErr: unknown) => {
+            if (deleteErr instanceof ScheduleNotFoundError) return false;
             pauseFailed(request, user(request).userId, scheduleId, deleteErr, 'schedule.delete');
-        });
+            return true;
+          },
+        );
+      /**
+       * {@link undo} for a create that timed out: it may take effect after the delete that follows it,
+       * which then finds nothing, so the delete is tried again after the answer, until it finds the
+       * schedule or about a minute has passed.
+       */
+      const undoTimedOut = async (retriesMs: readonly number[] = LATE_DELETE_MS): Promise<void> => {
+        if (await undo()) return;
+        const [wait, ...rest] = retriesMs;
+        if (wait === undefined) return;
+        later(wait, () => undoTimedOut(rest));
+      };
       try {
         await asUser(request, () =>
           client.schedule.create({
@@ -1528,7 +1562,8 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         );
       } catch (err) {
         // A create that timed out may have taken effect, or take effect after the delete below: deleted
-        // again, so that the client's retry does not leave two schedules starting runs, and its row
+        // (and again after the answer, while it may still land: undoTimedOut), so that the client's
+        // retry does not leave two schedules starting runs, and its row
         // kept (counted until Temporal has long not listed the schedule). With an idempotency key it is
         // not deleted: the client's retry with the key finds it if it took effect (a retry may already
         // have been told so), and is answered 409 until its row goes stale if it did not.
@@ -1538,7 +1573,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           // removal's pause may not have seen it.
           await scoped(request, async () => undefined).catch(async (recheck: unknown) => {
             if (!isUserContextError(recheck)) return;
-            await undo();
+            await undoTimedOut();
             throw recheck;
           });
           throw new ProblemError(
@@ -1547,7 +1582,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
             'Temporal did not answer in time',
             `schedule ${scheduleId} may have been created: send the request again with the same Idempotency-Key`,
           );
-        } else await undo();
+        } else await undoTimedOut();
         throw err;
       }
       // The creator may have been removed while the schedule was being created, after the check above

@@ -364,15 +364,25 @@ describe('schedules', () => {
     await p.pool.query(`update agent_schedules set deleted_at = now() where idempotency_key = $1`, [key]);
   });
 
+  /** Creates the server took by {@link createsTimingOut}'s `late` mode, once they took effect. */
+  const landed: Promise<unknown>[] = [];
+
   /**
-   * Runs `fn` while the API's schedule creates end in a gRPC deadline error, after the server took the
-   * create (`took: true`) or before it got it: what a create that timed out leaves the API to answer.
+   * Runs `fn` while the API's schedule creates end in a gRPC deadline error: after the server took the
+   * create (`took`), before it got it (`never`), or at once, with the server taking it 300 ms later
+   * (`late`, in `landed`): what a create that timed out leaves the API to answer.
    */
-  async function createsTimingOut<T>(took: boolean, fn: () => Promise<T>): Promise<T> {
+  async function createsTimingOut<T>(when: 'took' | 'never' | 'late', fn: () => Promise<T>): Promise<T> {
     const service = p.client.workflowService;
     const createSchedule = service.createSchedule;
     service.createSchedule = (async (request: Parameters<typeof createSchedule>[0]) => {
-      if (took) await createSchedule.call(service, request);
+      if (when === 'took') await createSchedule.call(service, request);
+      if (when === 'late')
+        landed.push(
+          new Promise((resolve) => setTimeout(resolve, 300)).then(() =>
+            createSchedule.call(service, request),
+          ),
+        );
       // A gRPC service error as @grpc/grpc-js makes one (status 4: DEADLINE_EXCEEDED; its metadata
       // carries no status details).
       throw Object.assign(new Error('4 DEADLINE_EXCEEDED: Deadline exceeded'), {
@@ -410,7 +420,7 @@ describe('schedules', () => {
 
     it('with an Idempotency-Key is kept (504), and the retry answers the schedule it created', async () => {
       const key = `schedule-${randomUUID()}`;
-      const first = await createsTimingOut(true, () =>
+      const first = await createsTimingOut('took', () =>
         p.call('alice', 'POST', url(), body, { 'idempotency-key': key }),
       );
       expect(first.body_).toMatchObject({ status: 504, code: 'TEMPORAL_TIMEOUT' });
@@ -429,7 +439,7 @@ describe('schedules', () => {
 
     it('with an Idempotency-Key that never reached the server: the retry is 409 IDEMPOTENCY_KEY_IN_USE', async () => {
       const key = `schedule-${randomUUID()}`;
-      const first = await createsTimingOut(false, () =>
+      const first = await createsTimingOut('never', () =>
         p.call('alice', 'POST', url(), body, { 'idempotency-key': key }),
       );
       expect(first.body_).toMatchObject({ status: 504, code: 'TEMPORAL_TIMEOUT' });
@@ -444,13 +454,30 @@ describe('schedules', () => {
     it('without a key is deleted again (504): a retry cannot leave two schedules running', async () => {
       const before = await p.pool.query<{ schedule_id: string }>(`select schedule_id from agent_schedules`);
       const known = new Set(before.rows.map((r) => r.schedule_id));
-      const first = await createsTimingOut(true, () => p.call('alice', 'POST', url(), body));
+      const first = await createsTimingOut('took', () => p.call('alice', 'POST', url(), body));
       expect(first.body_).toMatchObject({ status: 504, code: 'TEMPORAL_TIMEOUT' });
       const after = await p.pool.query<{ schedule_id: string }>(`select schedule_id from agent_schedules`);
       const fresh = after.rows.map((r) => r.schedule_id).filter((id) => !known.has(id));
       expect(fresh).toHaveLength(1);
       created.push(fresh[0] as string);
       expect(await exists(fresh[0] as string)).toBe(false);
+    });
+
+    it('without a key, and taking effect only after its delete, is deleted once it has', async () => {
+      const before = await p.pool.query<{ schedule_id: string }>(`select schedule_id from agent_schedules`);
+      const known = new Set(before.rows.map((r) => r.schedule_id));
+      const first = await createsTimingOut('late', () => p.call('alice', 'POST', url(), body));
+      expect(first.body_).toMatchObject({ status: 504, code: 'TEMPORAL_TIMEOUT' });
+      const after = await p.pool.query<{ schedule_id: string }>(`select schedule_id from agent_schedules`);
+      const [scheduleId] = after.rows.map((r) => r.schedule_id).filter((id) => !known.has(id));
+      created.push(scheduleId as string);
+      // The create lands after the answer, and after the delete that followed the timeout.
+      await Promise.all(landed);
+      await until(
+        () => exists(scheduleId as string),
+        (present) => !present,
+        15_000,
+      );
     });
   });
 
