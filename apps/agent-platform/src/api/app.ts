@@ -344,20 +344,25 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       detail: `${method} ${what}`,
     });
   const requestTimeout = options.requestTimeoutMs ?? 30_000;
-  /** Work the API does after a request's answer (see the schedule create); dropped when it closes. */
+  // 0 would turn off Node's headers timeout too (Node caps it at this when the server is made).
+  if (!Number.isInteger(requestTimeout) || requestTimeout < 100)
+    throw new TypeError('requestTimeoutMs must be an integer of at least 100');
+  /** Work the API does after a request's answer (see the schedule create); none once it closes. */
   const afterAnswer = new Set<NodeJS.Timeout>();
+  let closed = false;
   const later = (delayMs: number, work: () => Promise<void>) => {
+    if (closed) return;
     const timer = setTimeout(() => {
       afterAnswer.delete(timer);
-      void work();
+      if (!closed) void work();
     }, delayMs);
     timer.unref();
     afterAnswer.add(timer);
   };
   /** Sockets whose request was answered before its body came in full (until it does). */
   const answeredEarly = new WeakSet<object>();
-  /** Sockets whose request is being handled (from its first hook to its answer). */
-  const handling = new WeakSet<object>();
+  /** By socket, how many of its requests are being handled (pipelined ones too): first hook to answer. */
+  const handling = new WeakMap<object, number>();
   const app = Fastify({
     logger: options.logger ?? false,
     ajv: { customOptions: { removeAdditional: false } },
@@ -367,10 +372,10 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     routerOptions: { maxParamLength: 256 },
     // The whole request in time: a client that trickles its body does not hold a socket for good.
     requestTimeout,
-    // Given to Node's server as it is made, too: set afterwards (as Fastify sets requestTimeout), Node
-    // 20 applies it to a request's headers only, and a body could trickle for Node's default 5 minutes.
-    // Node looks for requests past it every 30 s by default, which would let one run for up to twice
-    // the limit: every second.
+    // Given to Node's server as it is made, too: set afterwards (as Fastify sets it), Node 20 applies
+    // it to a request's headers only, and a body could trickle until the headers timeout (60 s). Node
+    // looks for requests past it every 30 s by default, which would let one run for up to twice the
+    // limit: every second.
     http: { requestTimeout, connectionsCheckingInterval: 1000 },
     // What Node's HTTP parser refuses before Fastify sees a request (a request not received in time,
     // headers over Node's 16 KiB, bytes that are not HTTP): a problem document too, on record, where
@@ -378,13 +383,14 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     clientErrorHandler: (err, socket) => {
       // A reset, or a socket already gone: nobody to answer (as Fastify's own handler does).
       if ((err as NodeJS.ErrnoException).code === 'ECONNRESET' || socket.destroyed) return;
-      // A request answered already (a route that did not wait for the body it was sent, which then
-      // never came in full) gets no second answer, nor a second record: the socket is only closed.
-      if (socket.writable && !answeredEarly.has(socket)) {
+      // A timeout is of the request whose body is still awaited. Answered already (a route that did not
+      // wait for it), it gets no second answer, nor a second record: the socket is only closed. Being
+      // handled, it fails in its route too, whose error handler records it with its caller and route.
+      // Any other refusal is of bytes no route has seen (a new request, pipelined ones included).
+      const timeout = (err as NodeJS.ErrnoException).code === 'ERR_HTTP_REQUEST_TIMEOUT';
+      if (socket.writable && !(timeout && answeredEarly.has(socket))) {
         const { status, title, what } = clientErrorOf(err);
-        // A request being handled (its body awaited) fails in its route too, whose error handler
-        // records it with its caller and route: not recorded twice.
-        if (!handling.has(socket)) routerRefusal('HTTP', 'BAD_REQUEST', what);
+        if (!(timeout && (handling.get(socket) ?? 0) > 0)) routerRefusal('HTTP', 'BAD_REQUEST', what);
         const body = JSON.stringify(problem(status, 'BAD_REQUEST', title));
         socket.write(
           `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/problem+json\r\n` +
@@ -448,15 +454,17 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     void reply.status(body.status).type('application/problem+json').send(body);
   });
   app.addHook('onRequest', async (request) => {
-    handling.add(request.raw.socket);
+    const { socket } = request.raw;
+    handling.set(socket, (handling.get(socket) ?? 0) + 1);
   });
   app.addHook('onClose', async () => {
+    closed = true;
     for (const timer of afterAnswer) clearTimeout(timer);
     afterAnswer.clear();
   });
   app.addHook('onResponse', async (request) => {
     const { raw } = request;
-    handling.delete(raw.socket);
+    handling.set(raw.socket, Math.max((handling.get(raw.socket) ?? 1) - 1, 0));
     if (raw.complete) return;
     answeredEarly.add(raw.socket);
     // Node reads and drops the rest of an unread body once the answer is sent.
@@ -1286,7 +1294,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         description = await asUser(request, () => handle.describe());
       } catch (err) {
         // Past retention Temporal no longer has the run: a closed record still says how it ended. One
-        // whose workflow never ran (its start failed: no Temporal run id) was never retained either.
+        // whose start failed and that no workflow claimed (no Temporal run id) was never retained.
         const ended = err instanceof WorkflowNotFoundError ? recordedEnding(loaded) : undefined;
         if (!ended) throw err;
         return {
@@ -1294,7 +1302,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           agentId: loaded.agentId,
           workflowId: loaded.workflowId,
           status: ended.status,
-          ...(loaded.runId ? { retained: false } : {}),
+          ...(loaded.error === RunErrorCodes.START_FAILED && !loaded.runId ? {} : { retained: false }),
           record: recordOf(loaded),
         };
       }
@@ -1521,29 +1529,32 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         everySeconds,
         createdAt: new Date().toISOString(),
       };
-      /**
-       * Deletes the schedule just created, best effort (a failure is logged and audited). Resolves to
-       * false when there was none to delete.
-       */
-      const undo = () =>
+      /** Deletes the schedule just created: `deleted`, `absent`, or the error. */
+      const deleteCreated = () =>
         asUser(request, () => client.schedule.getHandle(scheduleId).delete()).then(
-          () => true,
-          (deleteErr: unknown) => {
-            if (deleteErr instanceof ScheduleNotFoundError) return false;
-            pauseFailed(request, user(request).userId, scheduleId, deleteErr, 'schedule.delete');
-            return true;
-          },
+          () => 'deleted' as const,
+          (deleteErr: unknown) =>
+            deleteErr instanceof ScheduleNotFoundError ? ('absent' as const) : deleteErr,
         );
+      /** Deletes the schedule just created, best effort (a failure is logged and audited). */
+      const undo = async () => {
+        const outcome = await deleteCreated();
+        if (outcome !== 'deleted' && outcome !== 'absent')
+          pauseFailed(request, user(request).userId, scheduleId, outcome, 'schedule.delete');
+      };
       /**
-       * {@link undo} for a create that timed out: it may take effect after the delete that follows it,
-       * which then finds nothing, so the delete is tried again after the answer, until it finds the
-       * schedule or about a minute has passed.
+       * {@link undo} for a keyless create that timed out: it may take effect after the delete that
+       * follows it, which then finds nothing (or times out too), so the delete is tried again after the
+       * answer, until one deletes the schedule or about a minute has passed (a failure audited at the
+       * last try).
        */
       const undoTimedOut = async (retriesMs: readonly number[] = LATE_DELETE_MS): Promise<void> => {
-        if (await undo()) return;
+        const outcome = await deleteCreated();
+        if (outcome === 'deleted') return;
         const [wait, ...rest] = retriesMs;
-        if (wait === undefined) return;
-        later(wait, () => undoTimedOut(rest));
+        if (wait !== undefined) return later(wait, () => undoTimedOut(rest));
+        if (outcome !== 'absent')
+          pauseFailed(request, user(request).userId, scheduleId, outcome, 'schedule.delete');
       };
       try {
         await asUser(request, () =>
@@ -1573,7 +1584,9 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           // removal's pause may not have seen it.
           await scoped(request, async () => undefined).catch(async (recheck: unknown) => {
             if (!isUserContextError(recheck)) return;
-            await undoTimedOut();
+            // Once: its key's row stays, and a retry with the key may yet answer the schedule, should
+            // the create land later (re-adding the member pauses what escaped).
+            await undo();
             throw recheck;
           });
           throw new ProblemError(

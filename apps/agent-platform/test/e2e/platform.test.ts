@@ -247,6 +247,25 @@ describe('authentication and authorisation', () => {
         });
         socket.write(bytes);
       });
+    /**
+     * Sends `writes` on a connection of its own, each after an answer to the one before; the statuses
+     * of the answers once the server closes it.
+     */
+    const statuses = (writes: string[]) =>
+      new Promise<number[]>((resolve) => {
+        const socket = connectTcp(port, '127.0.0.1');
+        let answer = '';
+        let next = 1;
+        socket.on('data', (chunk: Buffer) => {
+          answer += chunk.toString('utf8');
+          if (next < writes.length) socket.write(writes[next++]!);
+        });
+        socket.on('error', () => undefined);
+        socket.on('close', () =>
+          resolve([...answer.matchAll(/HTTP\/1\.1 (\d{3}) /g)].map((m) => Number(m[1]))),
+        );
+        socket.write(writes[0]!);
+      });
     audit.clear();
     try {
       const big = await raw(`GET /healthz HTTP/1.1\r\nHost: x\r\nX-Big: ${'a'.repeat(20_000)}\r\n\r\n`);
@@ -259,6 +278,21 @@ describe('authentication and authorisation', () => {
       // One a route answered without waiting for it (no such route): that answer only, then closed.
       const answered = await raw('POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab');
       expect(answered).toMatchObject({ status: 404, body: { code: 'NOT_FOUND' } });
+      // Pipelined: a request answered while the next one's body is awaited, which then times out.
+      expect(
+        await statuses([
+          'GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n' +
+            `POST /workspaces/ws-acme/agents HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${tokens.alice}\r\n` +
+            'Content-Type: application/json\r\nContent-Length: 100\r\n\r\n{"na',
+        ]),
+      ).toEqual([200, 408]);
+      // The rest of a body answered early, then bytes that are not HTTP: those are refused, on record.
+      expect(
+        await statuses([
+          'POST /nowhere HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab',
+          'cdefghijHELLO THERE\r\n\r\n',
+        ]),
+      ).toEqual([404, 400]);
       for (const [answer, status] of [
         [big, 431],
         [notHttp, 400],
@@ -274,6 +308,9 @@ describe('authentication and authorisation', () => {
         // The slow body's request was being handled: recorded once, by its route, with its caller.
         ['deny', 'BAD_REQUEST', 'alice', 'POST /workspaces/:ws/agents ws=ws-acme'],
         ['deny', 'NOT_FOUND', null, 'POST unknown route'],
+        ['deny', 'BAD_REQUEST', 'alice', 'POST /workspaces/:ws/agents ws=ws-acme'],
+        ['deny', 'NOT_FOUND', null, 'POST unknown route'],
+        ['deny', 'BAD_REQUEST', null, 'HTTP malformed request'],
       ]);
     } finally {
       await api.close();
