@@ -3,7 +3,6 @@ import { ErrorCodes, isUserContextError } from '../context/errors.js';
 import type { ScheduledAction } from '../crypto/claims.js';
 import {
   describeRun,
-  withLookupDeadline,
   lineageRefusal,
   refusedLookup,
   startArgsDigest,
@@ -195,7 +194,7 @@ export class ScheduledRunCheck {
         await new Promise((resolve) => setTimeout(resolve, FIRST_PAUSE_MS * 2 ** (attempt - 1)));
       let description;
       try {
-        description = await withLookupDeadline(client, () => schedule.describe());
+        description = await schedule.describe();
       } catch (err) {
         if (err instanceof ScheduleNotFoundError) throw lineageRefusal('the schedule no longer exists');
         throw refusedLookup(err, 'the schedule');
@@ -256,7 +255,7 @@ export class ScheduledRunCheck {
   private async rootOf(client: Client, root: string): Promise<Chain> {
     let description;
     try {
-      description = await withLookupDeadline(client, () => client.workflow.getHandle(root).describe());
+      description = await client.workflow.getHandle(root).describe();
     } catch (err) {
       if (err instanceof WorkflowNotFoundError) throw lineageRefusal('the lineage root does not exist');
       throw refusedLookup(err, 'the lineage root');

@@ -37,27 +37,13 @@ const FORBIDDEN_CODES: ReadonlyMap<number, LookupRefusedError['status']> = new M
 /** Runs whose lineage a worker keeps. */
 const CACHE_SIZE = 10_000;
 
-/** How long one lookup of the server's records may take (a describe, a page of history). */
-const LOOKUP_DEADLINE_MS = 10_000;
-
-/**
- * `fn`'s calls to the server, each ended at {@link LOOKUP_DEADLINE_MS}: gRPC calls have no deadline of
- * their own, and a lookup that never answered would hold, in the cache that shares it, every activity
- * of its run until the worker restarts. One that times out fails its attempt, retried.
- */
-export function withLookupDeadline<T>(client: Client, fn: () => Promise<T>): Promise<T> {
-  return client.withDeadline(Date.now() + LOOKUP_DEADLINE_MS, fn);
-}
-
 /** `DescribeWorkflowExecution` of one run; a missing or malformed run is a refusal, anything else rethrown. */
 export async function describeRun(client: Client, run: RunRef, what: string): Promise<Description> {
   try {
-    return await withLookupDeadline(client, () =>
-      client.workflowService.describeWorkflowExecution({
-        namespace: client.options.namespace,
-        execution: { workflowId: run.workflowId, runId: run.runId },
-      }),
-    );
+    return await client.workflowService.describeWorkflowExecution({
+      namespace: client.options.namespace,
+      execution: { workflowId: run.workflowId, runId: run.runId },
+    });
   } catch (err) {
     throw refusedLookup(err, what);
   }
@@ -268,13 +254,11 @@ export async function startArgsDigest(client: Client, run: RunRef): Promise<stri
 async function firstStart(client: Client, run: RunRef): Promise<StartedAttributes> {
   let history;
   try {
-    history = await withLookupDeadline(client, () =>
-      client.workflowService.getWorkflowExecutionHistory({
-        namespace: client.options.namespace,
-        execution: run,
-        maximumPageSize: 1,
-      }),
-    );
+    history = await client.workflowService.getWorkflowExecutionHistory({
+      namespace: client.options.namespace,
+      execution: run,
+      maximumPageSize: 1,
+    });
   } catch (err) {
     throw refusedLookup(err, "the first run of the root's chain");
   }

@@ -4,8 +4,8 @@
  * (eviction, oldest success first, happens when one is added), so a flood of bad keys, in flight or
  * failed, cannot push good ones out. With `ttlMs`, a success is kept that long after its lookup began,
  * then looked up again: for answers that can change (a schedule that is deleted). A lookup that never
- * settles holds its key (its callers wait with it): lookups bound their own time (the server lookups'
- * deadline, `withLookupDeadline`).
+ * settles holds its key (its callers wait with it): lookups bound their own time (the worker's calls to
+ * the server end at the native connection's 30 s).
  */
 export class SuccessCache<V> {
   /** Lookups that succeeded, oldest first: at most `size`. */

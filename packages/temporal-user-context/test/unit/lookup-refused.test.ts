@@ -21,9 +21,6 @@ import {
 } from 'temporal-user-context';
 import { ORIGINATOR_HEADER, encodeHeader } from '../../src/header/wire.js';
 
-/** A fake Client's `withDeadline`: the call itself (these fakes answer at once). */
-const runsWithin = <T>(_deadline: number, fn: () => Promise<T>): Promise<T> => fn();
-
 const alice = { userId: 'alice', workspaceId: 'ws-acme', roles: ['member'] };
 const keys = generateKeySet('lookups');
 const grpcError = (code: number) =>
@@ -42,7 +39,6 @@ async function activityRefusedLookup(error: Error) {
     .interceptors!.activity![0]!;
   const client = {
     options: { namespace: 'default' },
-    withDeadline: runsWithin,
     workflowService: {
       describeWorkflowExecution: async () => {
         throw error;

@@ -8,9 +8,6 @@ import { ErrorCodes, LookupRefusedError, UserContextError, isUserContextError } 
 import { argsDigest } from '../../src/crypto/args-digest.js';
 import { ScheduledRunCheck } from '../../src/worker/scheduled-run.js';
 
-/** A fake Client's `withDeadline`: the call itself (these fakes answer at once). */
-const runsWithin = <T>(_deadline: number, fn: () => Promise<T>): Promise<T> => fn();
-
 const HOUR = 3_600_000;
 const now = Date.now();
 /** The schedule was created a day ago, 2 s after its token was issued (`iat`, seconds). */
@@ -28,7 +25,6 @@ const grpcError = (code: number) =>
 function server(first: { startedAt: number } | { error: Error }, takenAt = now - 2 * HOUR): Client {
   return {
     options: { namespace: 'default' },
-    withDeadline: runsWithin,
     workflow: {
       getHandle: (workflowId: string) => ({
         describe: async () => ({
@@ -179,7 +175,6 @@ function chainServer(o: {
   const latestStart = o.latest ? at - 5000 : firstStart;
   const client = {
     options: { namespace: 'default' },
-    withDeadline: runsWithin,
     workflow: {
       getHandle: (workflowId: string) => ({
         describe: async () => ({
