@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { STATUS_CODES } from 'node:http';
+import { STATUS_CODES, type IncomingMessage } from 'node:http';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import {
@@ -78,7 +78,7 @@ const SCHEDULE_MEMO = 'agentPlatform';
 const DEFAULT_WORKER_TIMEOUT_MS = 10_000;
 const DEFAULT_TEMPORAL_TIMEOUT_MS = 10_000;
 /** Waits between the deletes of a schedule whose create timed out without a key (undoTimedOut). */
-const LATE_DELETE_MS = [1000, 4000, 15_000, 40_000] as const;
+const LATE_DELETE_MS = [1000, 4000, 25_000] as const;
 /** Statuses after which nothing follows; CONTINUED_AS_NEW is not one (the chain goes on). */
 const FINAL_STATUSES: ReadonlySet<WorkflowExecutionStatusName> = new Set([
   'COMPLETED',
@@ -347,22 +347,41 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   // 0 would turn off Node's headers timeout too (Node caps it at this when the server is made).
   if (!Number.isInteger(requestTimeout) || requestTimeout < 100)
     throw new TypeError('requestTimeoutMs must be an integer of at least 100');
-  /** Work the API does after a request's answer (see the schedule create); none once it closes. */
-  const afterAnswer = new Set<NodeJS.Timeout>();
+  /**
+   * Work the API does after a request's answer (see the schedule create), by its timer, with what to do
+   * instead when the API closes first (`dropped`: log and record what was left undone).
+   */
+  const afterAnswer = new Map<NodeJS.Timeout, () => void>();
   let closed = false;
-  const later = (delayMs: number, work: () => Promise<void>) => {
-    if (closed) return;
+  const later = (delayMs: number, work: () => Promise<void>, dropped: () => void) => {
+    if (closed) return dropped();
     const timer = setTimeout(() => {
       afterAnswer.delete(timer);
-      if (!closed) void work();
+      void work();
     }, delayMs);
     timer.unref();
-    afterAnswer.add(timer);
+    afterAnswer.set(timer, dropped);
   };
-  /** Sockets whose request was answered before its body came in full (until it does). */
-  const answeredEarly = new WeakSet<object>();
-  /** By socket, how many of its requests are being handled (pipelined ones too): first hook to answer. */
-  const handling = new WeakMap<object, number>();
+  /**
+   * By socket, its latest request (pipelined ones follow each other) and whether it was answered: a
+   * refusal of the parser while that request's body is still coming (a timeout, a malformed chunk) is
+   * that request's, any other is of bytes no route has seen.
+   */
+  const latest = new WeakMap<object, { request: FastifyRequest; answered: boolean }>();
+  /** Requests the parser refused while their route handled them: recorded then, not again. */
+  const refusedByParser = new WeakSet<IncomingMessage>();
+  /** The record of a refused request: its caller once authenticated, its route and parameters. */
+  const requestRefusal = (request: FastifyRequest, code: string) =>
+    auditor.emit({
+      action: 'api.request',
+      decision: 'deny',
+      ...audit,
+      source: 'edge',
+      reason: code,
+      userId: request.userContext?.userId,
+      workspaceId: request.userContext?.workspaceId,
+      detail: `${request.method} ${request.routeOptions.url ?? 'unknown route'}${paramsOf(request)}`,
+    });
   const app = Fastify({
     logger: options.logger ?? false,
     ajv: { customOptions: { removeAdditional: false } },
@@ -383,14 +402,18 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     clientErrorHandler: (err, socket) => {
       // A reset, or a socket already gone: nobody to answer (as Fastify's own handler does).
       if ((err as NodeJS.ErrnoException).code === 'ECONNRESET' || socket.destroyed) return;
-      // A timeout is of the request whose body is still awaited. Answered already (a route that did not
-      // wait for it), it gets no second answer, nor a second record: the socket is only closed. Being
-      // handled, it fails in its route too, whose error handler records it with its caller and route.
-      // Any other refusal is of bytes no route has seen (a new request, pipelined ones included).
-      const timeout = (err as NodeJS.ErrnoException).code === 'ERR_HTTP_REQUEST_TIMEOUT';
-      if (socket.writable && !(timeout && answeredEarly.has(socket))) {
+      // Of a request whose body is still coming: answered already (a route that did not wait for the
+      // body), it gets no second answer, nor a second record, and the socket is only closed; being
+      // handled, it is recorded as that request (its caller once authenticated, its route), and its
+      // route, whose body then fails, records nothing more.
+      const current = latest.get(socket);
+      const ofRequest = current !== undefined && !current.request.raw.complete;
+      if (socket.writable && !(ofRequest && current.answered)) {
         const { status, title, what } = clientErrorOf(err);
-        if (!(timeout && (handling.get(socket) ?? 0) > 0)) routerRefusal('HTTP', 'BAD_REQUEST', what);
+        if (ofRequest) {
+          refusedByParser.add(current.request.raw);
+          requestRefusal(current.request, 'BAD_REQUEST');
+        } else routerRefusal('HTTP', 'BAD_REQUEST', what);
         const body = JSON.stringify(problem(status, 'BAD_REQUEST', title));
         socket.write(
           `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/problem+json\r\n` +
@@ -402,6 +425,8 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     // What the router refuses before any route runs (a path parameter past the limit, a malformed
     // percent-encoding) is a problem document too, not Fastify's own JSON.
     frameworkErrors: (error, request, reply) => {
+      // Answered before any hook runs: a parser refusal of its body later is not answered again.
+      latest.set(request.raw.socket, { request: request as unknown as FastifyRequest, answered: true });
       const long = error.code === 'FST_ERR_MAX_PARAM_LENGTH';
       routerRefusal(request.method, 'BAD_REQUEST', long ? 'path parameter too long' : 'malformed URL');
       void (reply as unknown as FastifyReply)
@@ -438,37 +463,25 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     // identity provider's keys could not be had (503) is refused all the same: recorded too (anonymous,
     // so coalesced with its kind in the database). Failures of the service (5xx) are logged, not audited.
     const decided = (body.status >= 400 && body.status < 500) || body.code === 'AUTH_UNAVAILABLE';
-    const onRecord = typeof err === 'object' && err !== null && audited.has(err);
-    if (decided && !onRecord && !isUserContextError(err)) {
-      auditor.emit({
-        action: 'api.request',
-        decision: 'deny',
-        ...audit,
-        source: 'edge',
-        reason: body.code,
-        userId: request.userContext?.userId,
-        workspaceId: request.userContext?.workspaceId,
-        detail: `${request.method} ${request.routeOptions.url ?? 'unknown route'}${paramsOf(request)}`,
-      });
-    }
+    const onRecord =
+      (typeof err === 'object' && err !== null && audited.has(err)) || refusedByParser.has(request.raw);
+    if (decided && !onRecord && !isUserContextError(err)) requestRefusal(request, body.code);
     void reply.status(body.status).type('application/problem+json').send(body);
   });
   app.addHook('onRequest', async (request) => {
-    const { socket } = request.raw;
-    handling.set(socket, (handling.get(socket) ?? 0) + 1);
+    latest.set(request.raw.socket, { request, answered: false });
+  });
+  app.addHook('onResponse', async (request) => {
+    const mine = latest.get(request.raw.socket);
+    if (mine?.request === request) mine.answered = true;
   });
   app.addHook('onClose', async () => {
     closed = true;
-    for (const timer of afterAnswer) clearTimeout(timer);
+    for (const [timer, dropped] of afterAnswer) {
+      clearTimeout(timer);
+      dropped();
+    }
     afterAnswer.clear();
-  });
-  app.addHook('onResponse', async (request) => {
-    const { raw } = request;
-    handling.set(raw.socket, Math.max((handling.get(raw.socket) ?? 1) - 1, 0));
-    if (raw.complete) return;
-    answeredEarly.add(raw.socket);
-    // Node reads and drops the rest of an unread body once the answer is sent.
-    raw.once('end', () => answeredEarly.delete(raw.socket));
   });
   app.setNotFoundHandler((request, reply) => {
     routerRefusal(request.method, 'NOT_FOUND', 'unknown route');
@@ -1545,16 +1558,22 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       /**
        * {@link undo} for a keyless create that timed out: it may take effect after the delete that
        * follows it, which then finds nothing (or times out too), so the delete is tried again after the
-       * answer, until one deletes the schedule or about a minute has passed (a failure audited at the
+       * answer, until one deletes the schedule or half a minute has passed (a failure audited at the
        * last try).
        */
       const undoTimedOut = async (retriesMs: readonly number[] = LATE_DELETE_MS): Promise<void> => {
         const outcome = await deleteCreated();
         if (outcome === 'deleted') return;
         const [wait, ...rest] = retriesMs;
-        if (wait !== undefined) return later(wait, () => undoTimedOut(rest));
-        if (outcome !== 'absent')
-          pauseFailed(request, user(request).userId, scheduleId, outcome, 'schedule.delete');
+        const failed = (err: unknown) =>
+          pauseFailed(request, user(request).userId, scheduleId, err, 'schedule.delete');
+        if (wait !== undefined)
+          return later(
+            wait,
+            () => undoTimedOut(rest),
+            () => failed(new Error('the API closed before the schedule was known deleted')),
+          );
+        if (outcome !== 'absent') failed(outcome);
       };
       try {
         await asUser(request, () =>

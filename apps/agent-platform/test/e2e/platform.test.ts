@@ -293,6 +293,19 @@ describe('authentication and authorisation', () => {
           'cdefghijHELLO THERE\r\n\r\n',
         ]),
       ).toEqual([404, 400]);
+      // A malformed chunk of a body its route awaits: answered, recorded once, as that request.
+      const chunked = (path: string, auth: boolean) =>
+        `POST ${path} HTTP/1.1\r\nHost: x\r\n` +
+        (auth ? `Authorization: Bearer ${tokens.alice}\r\nContent-Type: application/json\r\n` : '') +
+        'Transfer-Encoding: chunked\r\n\r\n2\r\n{"\r\n';
+      expect(await statuses([`${chunked('/workspaces/ws-acme/agents', true)}zz\r\n`])).toEqual([400]);
+      // One of a body its route answered without (no such route; a malformed URL): no second answer.
+      expect(await statuses([chunked('/nowhere', false), 'zz\r\n'])).toEqual([404]);
+      expect(
+        await statuses([
+          'POST /workspaces/%E0%A4%A/agents HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab',
+        ]),
+      ).toEqual([400]);
       for (const [answer, status] of [
         [big, 431],
         [notHttp, 400],
@@ -305,12 +318,16 @@ describe('authentication and authorisation', () => {
       expect(apiRequestRecords()).toEqual([
         ['deny', 'BAD_REQUEST', null, 'HTTP headers too large'],
         ['deny', 'BAD_REQUEST', null, 'HTTP malformed request'],
-        // The slow body's request was being handled: recorded once, by its route, with its caller.
+        // The slow body's request was being handled: recorded once, as that request, with its caller.
         ['deny', 'BAD_REQUEST', 'alice', 'POST /workspaces/:ws/agents ws=ws-acme'],
         ['deny', 'NOT_FOUND', null, 'POST unknown route'],
         ['deny', 'BAD_REQUEST', 'alice', 'POST /workspaces/:ws/agents ws=ws-acme'],
         ['deny', 'NOT_FOUND', null, 'POST unknown route'],
         ['deny', 'BAD_REQUEST', null, 'HTTP malformed request'],
+        // Refused in the bytes that came with its headers: before its caller was authenticated.
+        ['deny', 'BAD_REQUEST', null, 'POST /workspaces/:ws/agents ws=ws-acme'],
+        ['deny', 'NOT_FOUND', null, 'POST unknown route'],
+        ['deny', 'BAD_REQUEST', null, 'POST malformed URL'],
       ]);
     } finally {
       await api.close();

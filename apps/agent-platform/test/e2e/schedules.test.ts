@@ -5,7 +5,8 @@ import { Client, ScheduleNotFoundError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCodes, WORKSPACE_ID_ATTRIBUTE, pseudonymsOf } from 'temporal-user-context';
 import { withUserScope } from 'temporal-user-context/postgres';
-import { WORKFLOW_TYPE, scheduleRequestDigest } from '../../src/api/app.js';
+import { WORKFLOW_TYPE, createApi, scheduleRequestDigest } from '../../src/api/app.js';
+import { createVerifier } from '../../src/auth/verify.js';
 import { ScheduleRepository } from '../../src/data/repositories/index.js';
 import { startPlatform, until, type Json, type Platform } from './harness.js';
 
@@ -461,6 +462,39 @@ describe('schedules', () => {
       expect(fresh).toHaveLength(1);
       created.push(fresh[0] as string);
       expect(await exists(fresh[0] as string)).toBe(false);
+    });
+
+    it('without a key, a delete left to try when the API closes is recorded as not done', async () => {
+      const api = await createApi({
+        db: p.db,
+        client: p.client,
+        taskQueue: p.idleTaskQueue,
+        verify: createVerifier({ jwks: p.issuer.jwks, issuer: p.issuer.issuer, audience: p.issuer.audience }),
+        scope: { auditor: p.edge.auditor },
+      });
+      p.apiAudit.clear();
+      try {
+        const first = await createsTimingOut('never', () =>
+          api.inject({
+            method: 'POST',
+            url: url(),
+            headers: { authorization: `Bearer ${p.tokens.alice as string}` },
+            payload: body,
+          }),
+        );
+        expect(JSON.parse(first.body)).toMatchObject({ status: 504, code: 'TEMPORAL_TIMEOUT' });
+        // Its delete found nothing: the next try waits a second, and the API closes first.
+        expect(
+          p.apiAudit.events.filter((e) => e.action === 'schedule.delete' && e.decision === 'deny'),
+        ).toEqual([]);
+      } finally {
+        await api.close();
+      }
+      expect(
+        p.apiAudit.events
+          .filter((e) => e.action === 'schedule.delete' && e.decision === 'deny')
+          .map((e) => [e.reason, e.userId]),
+      ).toEqual([['ERROR', 'alice']]);
     });
 
     it('without a key, and taking effect only after its delete, is deleted once it has', async () => {
