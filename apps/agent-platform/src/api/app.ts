@@ -352,22 +352,27 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
    * instead when the API closes first (`dropped`: log and record what was left undone).
    */
   const afterAnswer = new Map<NodeJS.Timeout, () => void>();
+  /** That work once begun: the API's closing waits for it (its records go before the sinks close). */
+  const working = new Set<Promise<void>>();
   let closed = false;
   const later = (delayMs: number, work: () => Promise<void>, dropped: () => void) => {
     if (closed) return dropped();
     const timer = setTimeout(() => {
       afterAnswer.delete(timer);
-      void work();
+      const job: Promise<void> = work()
+        .catch(() => undefined)
+        .finally(() => working.delete(job));
+      working.add(job);
     }, delayMs);
     timer.unref();
     afterAnswer.set(timer, dropped);
   };
   /**
-   * By socket, its latest request (pipelined ones follow each other) and whether it was answered: a
+   * By socket, its latest request (pipelined ones follow each other) and its reply: a
    * refusal of the parser while that request's body is still coming (a timeout, a malformed chunk) is
    * that request's, any other is of bytes no route has seen.
    */
-  const latest = new WeakMap<object, { request: FastifyRequest; answered: boolean }>();
+  const latest = new WeakMap<object, { request: FastifyRequest; reply: { sent: boolean } }>();
   /** Requests the parser refused while their route handled them: recorded then, not again. */
   const refusedByParser = new WeakSet<IncomingMessage>();
   /** The record of a refused request: its caller once authenticated, its route and parameters. */
@@ -402,18 +407,22 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     clientErrorHandler: (err, socket) => {
       // A reset, or a socket already gone: nobody to answer (as Fastify's own handler does).
       if ((err as NodeJS.ErrnoException).code === 'ECONNRESET' || socket.destroyed) return;
-      // Of a request whose body is still coming: answered already (a route that did not wait for the
-      // body), it gets no second answer, nor a second record, and the socket is only closed; being
-      // handled, it is recorded as that request (its caller once authenticated, its route), and its
-      // route, whose body then fails, records nothing more.
+      // Of a request whose body is still coming: answered already (its route sent its answer, perhaps
+      // still queued behind a pipelined one's), it gets no second answer, nor a second record, and the
+      // socket is only closed; being handled, it is recorded as that request (its caller once
+      // authenticated, its route; one with no route by what was refused, never its raw path), and
+      // nothing records it again.
       const current = latest.get(socket);
       const ofRequest = current !== undefined && !current.request.raw.complete;
-      if (socket.writable && !(ofRequest && current.answered)) {
+      // Node's own guard: no answer written into one already on the wire (a streamed file).
+      const onWire = (socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent;
+      if (socket.writable && !(ofRequest && current.reply.sent)) {
         const { status, title, what } = clientErrorOf(err);
-        if (ofRequest) {
-          refusedByParser.add(current.request.raw);
+        if (ofRequest) refusedByParser.add(current.request.raw);
+        if (ofRequest && current.request.routeOptions.url !== undefined)
           requestRefusal(current.request, 'BAD_REQUEST');
-        } else routerRefusal('HTTP', 'BAD_REQUEST', what);
+        else routerRefusal('HTTP', 'BAD_REQUEST', what);
+        if (onWire === true) return socket.destroy(err);
         const body = JSON.stringify(problem(status, 'BAD_REQUEST', title));
         socket.write(
           `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/problem+json\r\n` +
@@ -426,7 +435,10 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     // percent-encoding) is a problem document too, not Fastify's own JSON.
     frameworkErrors: (error, request, reply) => {
       // Answered before any hook runs: a parser refusal of its body later is not answered again.
-      latest.set(request.raw.socket, { request: request as unknown as FastifyRequest, answered: true });
+      latest.set(request.raw.socket, {
+        request: request as unknown as FastifyRequest,
+        reply: { sent: true },
+      });
       const long = error.code === 'FST_ERR_MAX_PARAM_LENGTH';
       routerRefusal(request.method, 'BAD_REQUEST', long ? 'path parameter too long' : 'malformed URL');
       void (reply as unknown as FastifyReply)
@@ -468,12 +480,8 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     if (decided && !onRecord && !isUserContextError(err)) requestRefusal(request, body.code);
     void reply.status(body.status).type('application/problem+json').send(body);
   });
-  app.addHook('onRequest', async (request) => {
-    latest.set(request.raw.socket, { request, answered: false });
-  });
-  app.addHook('onResponse', async (request) => {
-    const mine = latest.get(request.raw.socket);
-    if (mine?.request === request) mine.answered = true;
+  app.addHook('onRequest', async (request, reply) => {
+    latest.set(request.raw.socket, { request, reply });
   });
   app.addHook('onClose', async () => {
     closed = true;
@@ -482,9 +490,17 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       dropped();
     }
     afterAnswer.clear();
+    // Each is a Temporal call within temporalTimeoutMs: waited for no longer than that.
+    let waited: NodeJS.Timeout | undefined;
+    await Promise.race([
+      Promise.allSettled([...working]),
+      new Promise((resolve) => (waited = setTimeout(resolve, temporalTimeoutMs))),
+    ]);
+    clearTimeout(waited);
   });
   app.setNotFoundHandler((request, reply) => {
-    routerRefusal(request.method, 'NOT_FOUND', 'unknown route');
+    // Refused by the parser already (its body's bytes came with its headers): on record once.
+    if (!refusedByParser.has(request.raw)) routerRefusal(request.method, 'NOT_FOUND', 'unknown route');
     void reply
       .status(404)
       .type('application/problem+json')

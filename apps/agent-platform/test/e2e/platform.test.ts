@@ -306,6 +306,11 @@ describe('authentication and authorisation', () => {
           'POST /workspaces/%E0%A4%A/agents HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab',
         ]),
       ).toEqual([400]);
+      // Refused in the bytes that came with the headers of a request no route takes: once, by what was
+      // refused (never its path), not again as an unknown route.
+      expect(
+        await statuses(['POST /no/where%3F HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\n']),
+      ).toEqual([400]);
       for (const [answer, status] of [
         [big, 431],
         [notHttp, 400],
@@ -328,6 +333,7 @@ describe('authentication and authorisation', () => {
         ['deny', 'BAD_REQUEST', null, 'POST /workspaces/:ws/agents ws=ws-acme'],
         ['deny', 'NOT_FOUND', null, 'POST unknown route'],
         ['deny', 'BAD_REQUEST', null, 'POST malformed URL'],
+        ['deny', 'BAD_REQUEST', null, 'HTTP malformed request'],
       ]);
     } finally {
       await api.close();
