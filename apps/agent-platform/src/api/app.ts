@@ -330,19 +330,22 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   // The API's own records (401/403/404, quota refusals, changes) go where its scopes' do; without an
   // auditor given, to the process's default, as withUserScope's own: none goes unrecorded.
   const auditor = options.scope?.auditor ?? defaultAuditor();
-  /**
-   * Records a refusal of the router, made before any route or authentication ran: anonymous (the token
-   * is not read), and named by what was refused, never by the raw URL.
-   */
-  const routerRefusal = (method: string, code: string, what: string) =>
+  /** An `api.request` refusal: of `who` when known (anonymous records coalesce with their kind). */
+  const apiDenial = (code: string, detail: string, who?: UserContext) =>
     auditor.emit({
       action: 'api.request',
       decision: 'deny',
       ...audit,
       source: 'edge',
       reason: code,
-      detail: `${method} ${what}`,
+      ...(who ? { userId: who.userId, workspaceId: who.workspaceId } : {}),
+      detail,
     });
+  /**
+   * Records a refusal of the router, made before any route or authentication ran: anonymous (the token
+   * is not read), and named by what was refused, never by the raw URL.
+   */
+  const routerRefusal = (method: string, code: string, what: string) => apiDenial(code, `${method} ${what}`);
   const requestTimeout = options.requestTimeoutMs ?? 30_000;
   // 0 would turn off Node's headers timeout too (Node caps it at this when the server is made).
   if (!Number.isInteger(requestTimeout) || requestTimeout < 100)
@@ -377,16 +380,11 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   const refusedByParser = new WeakSet<IncomingMessage>();
   /** The record of a refused request: its caller once authenticated, its route and parameters. */
   const requestRefusal = (request: FastifyRequest, code: string) =>
-    auditor.emit({
-      action: 'api.request',
-      decision: 'deny',
-      ...audit,
-      source: 'edge',
-      reason: code,
-      userId: request.userContext?.userId,
-      workspaceId: request.userContext?.workspaceId,
-      detail: `${request.method} ${request.routeOptions.url ?? 'unknown route'}${paramsOf(request)}`,
-    });
+    apiDenial(
+      code,
+      `${request.method} ${request.routeOptions.url ?? 'unknown route'}${paramsOf(request)}`,
+      request.userContext,
+    );
   const app = Fastify({
     logger: options.logger ?? false,
     ajv: { customOptions: { removeAdditional: false } },

@@ -71,6 +71,21 @@ export interface Platform {
   stop(): Promise<void>;
 }
 
+/**
+ * Another API on the platform's database and Temporal client (and the idle task queue), recording to
+ * its edge auditor: for a test that needs its own options, or to close it. The caller closes it.
+ */
+export function otherApi(p: Platform, options: Partial<CreateApiOptions> = {}): Promise<FastifyInstance> {
+  return createApi({
+    db: p.db,
+    client: p.client,
+    taskQueue: p.idleTaskQueue,
+    verify: createVerifier({ jwks: p.issuer.jwks, issuer: p.issuer.issuer, audience: p.issuer.audience }),
+    scope: { auditor: p.edge.auditor },
+    ...options,
+  });
+}
+
 export async function startPlatform(options: {
   prefix: string;
   provider?: ModelProvider;

@@ -4,10 +4,9 @@ import { randomUUID } from 'node:crypto';
 import { Client, WorkflowNotFoundError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { withUserScope } from 'temporal-user-context/postgres';
-import { createApi, runRequestDigest } from '../../src/api/app.js';
+import { runRequestDigest } from '../../src/api/app.js';
 import { AgentRunRepository } from '../../src/data/repositories/index.js';
-import { createVerifier } from '../../src/auth/verify.js';
-import { startPlatform, until, type Json, type Platform } from './harness.js';
+import { otherApi, startPlatform, until, type Json, type Platform } from './harness.js';
 
 let p: Platform;
 const acmeAgent = () => p.agentIds['ws-acme'] as string;
@@ -111,13 +110,7 @@ describe('per-workspace quotas', () => {
       Object.assign(getHandle(...args), {
         describe: () => Promise.reject(new WorkflowNotFoundError('not yet', args[0], undefined)),
       })) as typeof racing.workflow.getHandle;
-    const api = await createApi({
-      db: p.db,
-      client: racing,
-      taskQueue: p.idleTaskQueue,
-      verify: createVerifier({ jwks: p.issuer.jwks, issuer: p.issuer.issuer, audience: p.issuer.audience }),
-      scope: { auditor: p.edge.auditor },
-    });
+    const api = await otherApi(p, { client: racing });
     try {
       const retry = await api.inject({
         method: 'POST',
@@ -324,14 +317,7 @@ describe('per-workspace quotas', () => {
   it('settling at the limit looks at ten records at a time, those looked at least recently first', async () => {
     const { agentId, token } = await workspaceOf('ws-hooli', 'gavin');
     // An API with room for twelve open runs, on the queue no worker polls: they stay running.
-    const wide = await createApi({
-      db: p.db,
-      client: p.client,
-      taskQueue: p.idleTaskQueue,
-      verify: createVerifier({ jwks: p.issuer.jwks, issuer: p.issuer.issuer, audience: p.issuer.audience }),
-      scope: { auditor: p.edge.auditor },
-      quotas: { openRuns: 12 },
-    });
+    const wide = await otherApi(p, { quotas: { openRuns: 12 } });
     const start = async () => {
       const res = await wide.inject({
         method: 'POST',

@@ -5,10 +5,9 @@ import { Client, ScheduleNotFoundError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCodes, WORKSPACE_ID_ATTRIBUTE, pseudonymsOf } from 'temporal-user-context';
 import { withUserScope } from 'temporal-user-context/postgres';
-import { WORKFLOW_TYPE, createApi, scheduleRequestDigest } from '../../src/api/app.js';
-import { createVerifier } from '../../src/auth/verify.js';
+import { WORKFLOW_TYPE, scheduleRequestDigest } from '../../src/api/app.js';
 import { ScheduleRepository } from '../../src/data/repositories/index.js';
-import { startPlatform, until, type Json, type Platform } from './harness.js';
+import { otherApi, startPlatform, until, type Json, type Platform } from './harness.js';
 
 let p: Platform;
 const created: string[] = [];
@@ -465,13 +464,7 @@ describe('schedules', () => {
     });
 
     it('without a key, a delete left to try when the API closes is recorded as not done', async () => {
-      const api = await createApi({
-        db: p.db,
-        client: p.client,
-        taskQueue: p.idleTaskQueue,
-        verify: createVerifier({ jwks: p.issuer.jwks, issuer: p.issuer.issuer, audience: p.issuer.audience }),
-        scope: { auditor: p.edge.auditor },
-      });
+      const api = await otherApi(p);
       p.apiAudit.clear();
       try {
         const first = await createsTimingOut('never', () =>
