@@ -1,5 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { STATUS_CODES, type IncomingMessage } from 'node:http';
+import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import {
@@ -138,7 +138,7 @@ export interface CreateApiOptions {
 }
 
 /** The answer to a request Node's HTTP parser refused, by its error's code, and what the record says. */
-export function clientErrorOf(err: Error): { status: number; title: string; what: string } {
+function clientErrorOf(err: Error): { status: number; title: string; what: string } {
   const code = (err as NodeJS.ErrnoException).code;
   if (code === 'ERR_HTTP_REQUEST_TIMEOUT')
     return { status: 408, title: 'Request timeout', what: 'request not received in time' };
@@ -371,18 +371,25 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     afterAnswer.set(timer, dropped);
   };
   /**
-   * By socket, its latest request (pipelined ones follow each other) and its reply: a
+   * By socket, its latest request (pipelined ones follow each other), its response, and whether its
+   * route began or sent its answer: a
    * refusal of the parser while that request's body is still coming (a timeout, a malformed chunk) is
    * that request's, any other is of bytes no route has seen.
    */
-  const latest = new WeakMap<object, { request: FastifyRequest; reply: { sent: boolean } }>();
+  const latest = new WeakMap<
+    object,
+    { request: FastifyRequest; response?: ServerResponse; answered: () => boolean }
+  >();
   /** Requests the parser refused while their route handled them: recorded then, not again. */
   const refusedByParser = new WeakSet<IncomingMessage>();
   /** The record of a refused request: its caller once authenticated, its route and parameters. */
   const requestRefusal = (request: FastifyRequest, code: string) =>
     apiDenial(
       code,
-      `${request.method} ${request.routeOptions.url ?? 'unknown route'}${paramsOf(request)}`,
+      // A request no route takes: named so, never by its path (the catch-all's parameter).
+      request.routeOptions.url === undefined
+        ? `${request.method} unknown route`
+        : `${request.method} ${request.routeOptions.url}${paramsOf(request)}`,
       request.userContext,
     );
   const app = Fastify({
@@ -399,33 +406,36 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     // looks for requests past it every 30 s by default, which would let one run for up to twice the
     // limit: every second.
     http: { requestTimeout, connectionsCheckingInterval: 1000 },
-    // What Node's HTTP parser refuses before Fastify sees a request (a request not received in time,
-    // headers over Node's 16 KiB, bytes that are not HTTP): a problem document too, on record, where
+    // What Node's HTTP parser refuses (a request not received in time, headers over Node's 16 KiB,
+    // bytes that are not HTTP, a malformed chunk of a body): a problem document too, on record, where
     // Fastify's own handler answers its own JSON and records nothing.
     clientErrorHandler: (err, socket) => {
       // A reset, or a socket already gone: nobody to answer (as Fastify's own handler does).
       if ((err as NodeJS.ErrnoException).code === 'ECONNRESET' || socket.destroyed) return;
-      // Of a request whose body is still coming: answered already (its route sent its answer, perhaps
-      // still queued behind a pipelined one's), it gets no second answer, nor a second record, and the
-      // socket is only closed; being handled, it is recorded as that request (its caller once
-      // authenticated, its route; one with no route by what was refused, never its raw path), and
-      // nothing records it again.
+      // Of a request whose body is still coming: answered already (its route began or sent its answer),
+      // it gets no second answer, nor a second record, and the socket is only closed; being handled, it
+      // is recorded as that request (its caller once authenticated, its route; one with no route by
+      // what was refused, never its raw path), and nothing records it again.
       const current = latest.get(socket);
       const ofRequest = current !== undefined && !current.request.raw.complete;
-      // Node's own guard: no answer written into one already on the wire (a streamed file).
-      const onWire = (socket as { _httpMessage?: { headersSent?: boolean } })._httpMessage?.headersSent;
-      if (socket.writable && !(ofRequest && current.reply.sent)) {
+      if (socket.writable && !(ofRequest && current.answered())) {
         const { status, title, what } = clientErrorOf(err);
         if (ofRequest) refusedByParser.add(current.request.raw);
         if (ofRequest && current.request.routeOptions.url !== undefined)
           requestRefusal(current.request, 'BAD_REQUEST');
         else routerRefusal('HTTP', 'BAD_REQUEST', what);
-        if (onWire === true) return socket.destroy(err);
-        const body = JSON.stringify(problem(status, 'BAD_REQUEST', title));
-        socket.write(
-          `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/problem+json\r\n` +
-            `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
-        );
+        // Written only where the client reads it as the refused request's answer: none is waiting
+        // ahead of it (a pipelined request's, which would read this as its own), and nothing of one is
+        // on the wire yet (a streamed file).
+        const ahead = (socket as { _httpMessage?: ServerResponse | null })._httpMessage ?? undefined;
+        const mine = ofRequest && ahead !== undefined && ahead === current.response && !ahead.headersSent;
+        if (ahead === undefined || mine) {
+          const body = JSON.stringify(problem(status, 'BAD_REQUEST', title));
+          socket.write(
+            `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/problem+json\r\n` +
+              `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
+          );
+        }
       }
       socket.destroy(err);
     },
@@ -433,10 +443,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     // percent-encoding) is a problem document too, not Fastify's own JSON.
     frameworkErrors: (error, request, reply) => {
       // Answered before any hook runs: a parser refusal of its body later is not answered again.
-      latest.set(request.raw.socket, {
-        request: request as unknown as FastifyRequest,
-        reply: { sent: true },
-      });
+      latest.set(request.raw.socket, { request: request as unknown as FastifyRequest, answered: () => true });
       const long = error.code === 'FST_ERR_MAX_PARAM_LENGTH';
       routerRefusal(request.method, 'BAD_REQUEST', long ? 'path parameter too long' : 'malformed URL');
       void (reply as unknown as FastifyReply)
@@ -479,7 +486,11 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     void reply.status(body.status).type('application/problem+json').send(body);
   });
   app.addHook('onRequest', async (request, reply) => {
-    latest.set(request.raw.socket, { request, reply });
+    latest.set(request.raw.socket, {
+      request,
+      response: reply.raw,
+      answered: () => reply.sent || reply.raw.headersSent,
+    });
   });
   app.addHook('onClose', async () => {
     closed = true;

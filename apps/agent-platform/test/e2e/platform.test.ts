@@ -306,6 +306,9 @@ describe('authentication and authorisation', () => {
           'POST /workspaces/%E0%A4%A/agents HTTP/1.1\r\nHost: x\r\nContent-Length: 10\r\n\r\nab',
         ]),
       ).toEqual([400]);
+      // Bytes that are not HTTP behind a request still to be answered: no answer the client would read
+      // as that request's (the connection is closed), on record.
+      expect(await statuses(['GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nHELLO THERE\r\n\r\n'])).toEqual([]);
       // Refused in the bytes that came with the headers of a request no route takes: once, by what was
       // refused (never its path), not again as an unknown route.
       expect(
@@ -333,6 +336,7 @@ describe('authentication and authorisation', () => {
         ['deny', 'BAD_REQUEST', null, 'POST /workspaces/:ws/agents ws=ws-acme'],
         ['deny', 'NOT_FOUND', null, 'POST unknown route'],
         ['deny', 'BAD_REQUEST', null, 'POST malformed URL'],
+        ['deny', 'BAD_REQUEST', null, 'HTTP malformed request'],
         ['deny', 'BAD_REQUEST', null, 'HTTP malformed request'],
       ]);
     } finally {
