@@ -1,5 +1,4 @@
 import { createHash, randomUUID } from 'node:crypto';
-import { STATUS_CODES, type IncomingMessage, type ServerResponse } from 'node:http';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import {
@@ -63,6 +62,8 @@ import {
   toProblem,
   type RunEnding,
 } from './problems.js';
+import { AfterAnswer } from './after-answer.js';
+import { ParserRefusals } from './parser-refusals.js';
 
 export const WORKFLOW_TYPE = 'AgentExecutionWorkflow';
 /** Shortest schedule interval: a tighter one is a load generator, not an agent schedule. */
@@ -135,16 +136,6 @@ export interface CreateApiOptions {
    * the connection is closed, so that a client trickling its body does not hold a socket for good.
    */
   requestTimeoutMs?: number;
-}
-
-/** The answer to a request Node's HTTP parser refused, by its error's code, and what the record says. */
-function clientErrorOf(err: Error): { status: number; title: string; what: string } {
-  const code = (err as NodeJS.ErrnoException).code;
-  if (code === 'ERR_HTTP_REQUEST_TIMEOUT')
-    return { status: 408, title: 'Request timeout', what: 'request not received in time' };
-  if (code === 'HPE_HEADER_OVERFLOW')
-    return { status: 431, title: 'Request headers too large', what: 'headers too large' };
-  return { status: 400, title: 'Bad request', what: 'malformed request' };
 }
 
 /** What the API records in a schedule's memo when it creates it. */
@@ -350,38 +341,8 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   // 0 would turn off Node's headers timeout too (Node caps it at this when the server is made).
   if (!Number.isInteger(requestTimeout) || requestTimeout < 100)
     throw new TypeError('requestTimeoutMs must be an integer of at least 100');
-  /**
-   * Work the API does after a request's answer (see the schedule create), by its timer, with what to do
-   * instead when the API closes first (`dropped`: log and record what was left undone).
-   */
-  const afterAnswer = new Map<NodeJS.Timeout, () => void>();
-  /** That work once begun: the API's closing waits for it (its records go before the sinks close). */
-  const working = new Set<Promise<void>>();
-  let closed = false;
-  const later = (delayMs: number, work: () => Promise<void>, dropped: () => void) => {
-    if (closed) return dropped();
-    const timer = setTimeout(() => {
-      afterAnswer.delete(timer);
-      const job: Promise<void> = work()
-        .catch(() => undefined)
-        .finally(() => working.delete(job));
-      working.add(job);
-    }, delayMs);
-    timer.unref();
-    afterAnswer.set(timer, dropped);
-  };
-  /**
-   * By socket, its latest request (pipelined ones follow each other), its response, and whether its
-   * route began or sent its answer: a
-   * refusal of the parser while that request's body is still coming (a timeout, a malformed chunk) is
-   * that request's, any other is of bytes no route has seen.
-   */
-  const latest = new WeakMap<
-    object,
-    { request: FastifyRequest; response?: ServerResponse; answered: () => boolean }
-  >();
-  /** Requests the parser refused while their route handled them: recorded then, not again. */
-  const refusedByParser = new WeakSet<IncomingMessage>();
+  /** The late deletes of schedule creates that timed out (./after-answer.ts). */
+  const afterAnswer = new AfterAnswer();
   /** The record of a refused request: its caller once authenticated, its route and parameters. */
   const requestRefusal = (request: FastifyRequest, code: string) =>
     apiDenial(
@@ -392,6 +353,10 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         : `${request.method} ${request.routeOptions.url}${paramsOf(request)}`,
       request.userContext,
     );
+  const parserRefusals = new ParserRefusals({
+    request: (request) => requestRefusal(request, 'BAD_REQUEST'),
+    bytes: (what) => routerRefusal('HTTP', 'BAD_REQUEST', what),
+  });
   const app = Fastify({
     logger: options.logger ?? false,
     ajv: { customOptions: { removeAdditional: false } },
@@ -406,44 +371,13 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     // looks for requests past it every 30 s by default, which would let one run for up to twice the
     // limit: every second.
     http: { requestTimeout, connectionsCheckingInterval: 1000 },
-    // What Node's HTTP parser refuses (a request not received in time, headers over Node's 16 KiB,
-    // bytes that are not HTTP, a malformed chunk of a body): a problem document too, on record, where
-    // Fastify's own handler answers its own JSON and records nothing.
-    clientErrorHandler: (err, socket) => {
-      // A reset, or a socket already gone: nobody to answer (as Fastify's own handler does).
-      if ((err as NodeJS.ErrnoException).code === 'ECONNRESET' || socket.destroyed) return;
-      // Of a request whose body is still coming: answered already (its route began or sent its answer),
-      // it gets no second answer, nor a second record, and the socket is only closed; being handled, it
-      // is recorded as that request (its caller once authenticated, its route; one with no route by
-      // what was refused, never its raw path), and nothing records it again.
-      const current = latest.get(socket);
-      const ofRequest = current !== undefined && !current.request.raw.complete;
-      if (socket.writable && !(ofRequest && current.answered())) {
-        const { status, title, what } = clientErrorOf(err);
-        if (ofRequest) refusedByParser.add(current.request.raw);
-        if (ofRequest && current.request.routeOptions.url !== undefined)
-          requestRefusal(current.request, 'BAD_REQUEST');
-        else routerRefusal('HTTP', 'BAD_REQUEST', what);
-        // Written only where the client reads it as the refused request's answer: none is waiting
-        // ahead of it (a pipelined request's, which would read this as its own), and nothing of one is
-        // on the wire yet (a streamed file).
-        const ahead = (socket as { _httpMessage?: ServerResponse | null })._httpMessage ?? undefined;
-        const mine = ofRequest && ahead !== undefined && ahead === current.response && !ahead.headersSent;
-        if (ahead === undefined || mine) {
-          const body = JSON.stringify(problem(status, 'BAD_REQUEST', title));
-          socket.write(
-            `HTTP/1.1 ${status} ${STATUS_CODES[status]}\r\nContent-Type: application/problem+json\r\n` +
-              `Content-Length: ${Buffer.byteLength(body)}\r\nConnection: close\r\n\r\n${body}`,
-          );
-        }
-      }
-      socket.destroy(err);
-    },
+    // What Node's HTTP parser refuses: a problem document too, on record (./parser-refusals.ts).
+    clientErrorHandler: (err, socket) => parserRefusals.handler(err, socket),
     // What the router refuses before any route runs (a path parameter past the limit, a malformed
     // percent-encoding) is a problem document too, not Fastify's own JSON.
     frameworkErrors: (error, request, reply) => {
       // Answered before any hook runs: a parser refusal of its body later is not answered again.
-      latest.set(request.raw.socket, { request: request as unknown as FastifyRequest, answered: () => true });
+      parserRefusals.answeredByRouter(request as unknown as FastifyRequest);
       const long = error.code === 'FST_ERR_MAX_PARAM_LENGTH';
       routerRefusal(request.method, 'BAD_REQUEST', long ? 'path parameter too long' : 'malformed URL');
       void (reply as unknown as FastifyReply)
@@ -481,35 +415,16 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     // so coalesced with its kind in the database). Failures of the service (5xx) are logged, not audited.
     const decided = (body.status >= 400 && body.status < 500) || body.code === 'AUTH_UNAVAILABLE';
     const onRecord =
-      (typeof err === 'object' && err !== null && audited.has(err)) || refusedByParser.has(request.raw);
+      (typeof err === 'object' && err !== null && audited.has(err)) || parserRefusals.refusedBody(request);
     if (decided && !onRecord && !isUserContextError(err)) requestRefusal(request, body.code);
     void reply.status(body.status).type('application/problem+json').send(body);
   });
-  app.addHook('onRequest', async (request, reply) => {
-    latest.set(request.raw.socket, {
-      request,
-      response: reply.raw,
-      answered: () => reply.sent || reply.raw.headersSent,
-    });
-  });
-  app.addHook('onClose', async () => {
-    closed = true;
-    for (const [timer, dropped] of afterAnswer) {
-      clearTimeout(timer);
-      dropped();
-    }
-    afterAnswer.clear();
-    // Each is a Temporal call within temporalTimeoutMs: waited for no longer than that.
-    let waited: NodeJS.Timeout | undefined;
-    await Promise.race([
-      Promise.allSettled([...working]),
-      new Promise((resolve) => (waited = setTimeout(resolve, temporalTimeoutMs))),
-    ]);
-    clearTimeout(waited);
-  });
+  app.addHook('onRequest', async (request, reply) => parserRefusals.handling(request, reply));
+  // Each late delete is a Temporal call within temporalTimeoutMs: waited for no longer than that.
+  app.addHook('onClose', () => afterAnswer.close(temporalTimeoutMs));
   app.setNotFoundHandler((request, reply) => {
     // Refused by the parser already (its body's bytes came with its headers): on record once.
-    if (!refusedByParser.has(request.raw)) routerRefusal(request.method, 'NOT_FOUND', 'unknown route');
+    if (!parserRefusals.refusedBody(request)) routerRefusal(request.method, 'NOT_FOUND', 'unknown route');
     void reply
       .status(404)
       .type('application/problem+json')
@@ -1593,7 +1508,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         const failed = (err: unknown) =>
           pauseFailed(request, user(request).userId, scheduleId, err, 'schedule.delete');
         if (wait !== undefined)
-          return later(
+          return afterAnswer.later(
             wait,
             () => undoTimedOut(rest),
             () => failed(new Error('the API closed before the schedule was known deleted')),
