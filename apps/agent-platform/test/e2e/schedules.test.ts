@@ -418,16 +418,30 @@ describe('schedules', () => {
         },
       );
 
-    it('with an Idempotency-Key is kept (504), and the retry answers the schedule it created', async () => {
-      const key = `schedule-${randomUUID()}`;
-      const first = await createsTimingOut('took', () =>
-        p.call('alice', 'POST', url(), body, { 'idempotency-key': key }),
+    /**
+     * A create of alice's (with `key`, when given) that times out `when`: answered 504. The id of the
+     * schedule its row names (kept for cleanup), and the answer.
+     */
+    const timedOutCreate = async (when: 'took' | 'never' | 'late', key?: string) => {
+      const ids = async () =>
+        (await p.pool.query<{ schedule_id: string }>(`select schedule_id from agent_schedules`)).rows.map(
+          (r) => r.schedule_id,
+        );
+      const known = new Set(await ids());
+      const first = await createsTimingOut(when, () =>
+        p.call('alice', 'POST', url(), body, key ? { 'idempotency-key': key } : undefined),
       );
       expect(first.body_).toMatchObject({ status: 504, code: 'TEMPORAL_TIMEOUT' });
-      const [row] = await rowsOf(key);
-      expect(row).toMatchObject({ deleted: false });
-      const scheduleId = row?.schedule_id as string;
-      created.push(scheduleId);
+      const fresh = (await ids()).filter((id) => !known.has(id));
+      expect(fresh).toHaveLength(1);
+      created.push(fresh[0] as string);
+      return { first, scheduleId: fresh[0] as string };
+    };
+
+    it('with an Idempotency-Key is kept (504), and the retry answers the schedule it created', async () => {
+      const key = `schedule-${randomUUID()}`;
+      const { first, scheduleId } = await timedOutCreate('took', key);
+      expect(await rowsOf(key)).toEqual([{ schedule_id: scheduleId, deleted: false }]);
       expect(first.body_.detail).toContain(scheduleId);
       expect(await exists(scheduleId)).toBe(true);
       const retry = await p.call('alice', 'POST', url(), body, { 'idempotency-key': key });
@@ -439,12 +453,8 @@ describe('schedules', () => {
 
     it('with an Idempotency-Key that never reached the server: the retry is 409 IDEMPOTENCY_KEY_IN_USE', async () => {
       const key = `schedule-${randomUUID()}`;
-      const first = await createsTimingOut('never', () =>
-        p.call('alice', 'POST', url(), body, { 'idempotency-key': key }),
-      );
-      expect(first.body_).toMatchObject({ status: 504, code: 'TEMPORAL_TIMEOUT' });
-      const [row] = await rowsOf(key);
-      expect(await exists(row?.schedule_id as string)).toBe(false);
+      const { scheduleId } = await timedOutCreate('never', key);
+      expect(await exists(scheduleId)).toBe(false);
       const retry = await p.call('alice', 'POST', url(), body, { 'idempotency-key': key });
       expect(retry.body_).toMatchObject({ status: 409, code: 'IDEMPOTENCY_KEY_IN_USE' });
       // As in the test above: the row would hold the agent for two minutes.
@@ -452,15 +462,8 @@ describe('schedules', () => {
     });
 
     it('without a key is deleted again (504): a retry cannot leave two schedules running', async () => {
-      const before = await p.pool.query<{ schedule_id: string }>(`select schedule_id from agent_schedules`);
-      const known = new Set(before.rows.map((r) => r.schedule_id));
-      const first = await createsTimingOut('took', () => p.call('alice', 'POST', url(), body));
-      expect(first.body_).toMatchObject({ status: 504, code: 'TEMPORAL_TIMEOUT' });
-      const after = await p.pool.query<{ schedule_id: string }>(`select schedule_id from agent_schedules`);
-      const fresh = after.rows.map((r) => r.schedule_id).filter((id) => !known.has(id));
-      expect(fresh).toHaveLength(1);
-      created.push(fresh[0] as string);
-      expect(await exists(fresh[0] as string)).toBe(false);
+      const { scheduleId } = await timedOutCreate('took');
+      expect(await exists(scheduleId)).toBe(false);
     });
 
     it('without a key, a delete left to try when the API closes is recorded as not done', async () => {
@@ -491,17 +494,11 @@ describe('schedules', () => {
     });
 
     it('without a key, and taking effect only after its delete, is deleted once it has', async () => {
-      const before = await p.pool.query<{ schedule_id: string }>(`select schedule_id from agent_schedules`);
-      const known = new Set(before.rows.map((r) => r.schedule_id));
-      const first = await createsTimingOut('late', () => p.call('alice', 'POST', url(), body));
-      expect(first.body_).toMatchObject({ status: 504, code: 'TEMPORAL_TIMEOUT' });
-      const after = await p.pool.query<{ schedule_id: string }>(`select schedule_id from agent_schedules`);
-      const [scheduleId] = after.rows.map((r) => r.schedule_id).filter((id) => !known.has(id));
-      created.push(scheduleId as string);
+      const { scheduleId } = await timedOutCreate('late');
       // The create lands after the answer, and after the delete that followed the timeout.
       await Promise.all(landed);
       await until(
-        () => exists(scheduleId as string),
+        () => exists(scheduleId),
         (present) => !present,
         15_000,
       );
