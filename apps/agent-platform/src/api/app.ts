@@ -62,7 +62,7 @@ import {
   toProblem,
   type RunEnding,
 } from './problems.js';
-import { AfterAnswer } from './after-answer.js';
+import { UnfinishedWork } from './unfinished-work.js';
 import { ParserRefusals } from './parser-refusals.js';
 
 export const WORKFLOW_TYPE = 'AgentExecutionWorkflow';
@@ -341,8 +341,10 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   // 0 would turn off Node's headers timeout too (Node caps it at this when the server is made).
   if (!Number.isInteger(requestTimeout) || requestTimeout < 100)
     throw new TypeError('requestTimeoutMs must be an integer of at least 100');
-  /** The late deletes of schedule creates that timed out (./after-answer.ts). */
-  const afterAnswer = new AfterAnswer();
+  /** Handlers still running and the late deletes of schedule creates that timed out. */
+  const unfinished = new UnfinishedWork();
+  /** Aborted as the API begins to close: waits that only read (a result's long poll) end then. */
+  const closing = new AbortController();
   /** The record of a refused request: its caller once authenticated, its route and parameters. */
   const requestRefusal = (request: FastifyRequest, code: string) =>
     apiDenial(
@@ -421,7 +423,23 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   });
   app.addHook('onRequest', async (request, reply) => parserRefusals.handling(request, reply));
   // Each late delete is a Temporal call within temporalTimeoutMs: waited for no longer than that.
-  app.addHook('onClose', () => afterAnswer.close(temporalTimeoutMs));
+  // Node's server waits at closing for requests whose clients are still there, not for a handler
+  // whose client went away: it still runs to its end (its writes, its records), and its records must
+  // reach the audit sinks before the process closes them. A handler's Temporal calls each end within
+  // temporalTimeoutMs or workerTimeoutMs (a keyed replay makes two in a row); a long poll ends at once.
+  app.addHook('onRoute', (route) => {
+    const handler = route.handler;
+    route.handler = function (this: FastifyInstance, request, reply) {
+      const result: unknown = handler.call(this, request, reply);
+      unfinished.track(result);
+      return result;
+    } as typeof handler;
+  });
+  app.addHook('preClose', () => closing.abort());
+  app.addHook('onClose', async () => {
+    const left = await unfinished.close(2 * Math.max(temporalTimeoutMs, workerTimeoutMs));
+    if (left > 0) app.log.warn({ left }, 'api: closed with work still running: its records may be lost');
+  });
   app.setNotFoundHandler((request, reply) => {
     // Refused by the parser already (its body's bytes came with its headers): on record once.
     if (!parserRefusals.refusedBody(request)) routerRefusal(request.method, 'NOT_FOUND', 'unknown route');
@@ -509,17 +527,28 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     record(request, action, 'allow', 'ok', detail);
   /**
    * Runs Temporal calls that wait on a run or a worker so that none outlives its request: they are
-   * cancelled at the deadline, and as soon as the HTTP client goes away.
+   * cancelled at the deadline, and as soon as the HTTP client goes away. With `endsAtClose` (a wait
+   * that only reads), also as soon as the API begins to close.
    */
-  const bounded = <T>(reply: FastifyReply, timeoutMs: number, fn: () => Promise<T>): Promise<T> => {
+  const bounded = <T>(
+    reply: FastifyReply,
+    timeoutMs: number,
+    fn: () => Promise<T>,
+    endsAtClose = false,
+  ): Promise<T> => {
     const gone = new AbortController();
     const abort = () => gone.abort();
     reply.raw.once('close', abort);
+    if (endsAtClose) closing.signal.addEventListener('abort', abort, { once: true });
+    if (closing.signal.aborted && endsAtClose) abort();
     // The SDK cancels only calls in flight when the signal fires; the deadline also ends one started
     // after it (the next page of a result() that follows a continue-as-new).
     return client
       .withAbortSignal(gone.signal, () => client.withDeadline(Date.now() + timeoutMs, fn))
-      .finally(() => reply.raw.off('close', abort));
+      .finally(() => {
+        reply.raw.off('close', abort);
+        closing.signal.removeEventListener('abort', abort);
+      });
   };
 
   app.get('/healthz', { schema: { hide: true } }, async () => ({ ok: true }));
@@ -1324,10 +1353,12 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         // Written on the record when it still says pending or running: a run terminated or timed out
         // (before or while this request waited), or one whose workflow could not write its ending.
         try {
+          // A long poll ends as the API begins to close (answered `running`), not after it.
           const result = await bounded(
             reply,
             open ? waitMs : temporalTimeoutMs,
             () => handle.result() as Promise<AgentExecutionResult>,
+            open,
           );
           await reconcile(request, run, recordEndingOf({ status: result.status, result }));
           return { status: result.status, result };
@@ -1508,7 +1539,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         const failed = (err: unknown) =>
           pauseFailed(request, user(request).userId, scheduleId, err, 'schedule.delete');
         if (wait !== undefined)
-          return afterAnswer.later(
+          return unfinished.later(
             wait,
             () => undoTimedOut(rest),
             () => failed(new Error('the API closed before the schedule was known deleted')),

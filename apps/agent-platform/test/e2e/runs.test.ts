@@ -1,7 +1,9 @@
 // The run routes against review findings: /result neither leaks history long-polls nor misreports a
 // closed run, /instructions is bounded when no worker answers, API audit records name the edge as the
-// identity source, and internal error class names never reach a client.
+// identity source, internal error class names never reach a client, and closing the API waits for
+// handlers still running.
 import { randomUUID } from 'node:crypto';
+import { Client } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCodes, runAsUser } from 'temporal-user-context';
@@ -16,7 +18,7 @@ import {
   type ModelProvider,
 } from '../../src/providers/index.js';
 import type { AgentExecutionInput } from '../../src/workflows/agent-execution.js';
-import { startPlatform, until, type Json, type Platform } from './harness.js';
+import { otherApi, startPlatform, until, type Json, type Platform } from './harness.js';
 
 /**
  * The local model, except that "open a shell" calls a tool no agent has and "break the database" fails
@@ -617,5 +619,78 @@ describe('audit', () => {
       ]),
     );
     expect(scopes.every((e) => e.source === 'edge')).toBe(true);
+  });
+});
+
+describe('closing the API', () => {
+  it('waits for a handler still running, so that its writes and records come before it returns', async () => {
+    const { runId, workflowId } = await startRun(p.idleCall, { input: 'Tell me about roadmap' });
+    await p.testClient.workflow.getHandle(workflowId).terminate('operator');
+    await closed(workflowId);
+    // An API whose describe waits for the test: the request is still in its handler when the API
+    // closes (as one whose client went away is: Node's server no longer waits for it).
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let asked!: () => void;
+    const describing = new Promise<void>((resolve) => (asked = resolve));
+    const held = new Client({ connection: p.client.connection, namespace: p.namespace });
+    const getHandle = held.workflow.getHandle.bind(held.workflow);
+    held.workflow.getHandle = ((...args: Parameters<typeof getHandle>) => {
+      const handle = getHandle(...args);
+      const describe = handle.describe.bind(handle);
+      return Object.assign(handle, {
+        describe: async () => {
+          asked();
+          await gate;
+          return describe();
+        },
+      });
+    }) as typeof held.workflow.getHandle;
+    const api = await otherApi(p, { client: held });
+    p.apiAudit.clear();
+    const answer = api.inject({
+      method: 'GET',
+      url: `/runs/${runId}`,
+      headers: { authorization: `Bearer ${p.tokens.alice as string}` },
+    });
+    await describing;
+    /** The record and the API's audit records as they were when close() returned. */
+    let atClose: { row: unknown; actions: string[] } | undefined;
+    const closing = api.close().then(async () => {
+      const { rows } = await p.pool.query(`select status, error from agent_runs where id = $1`, [runId]);
+      atClose = { row: rows[0], actions: p.apiAudit.events.map((e) => `${e.action}:${e.decision}`) };
+    });
+    // A few turns of the event loop: without the wait, close() is done by now.
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(atClose).toBeUndefined();
+    release();
+    expect((await answer).json()).toMatchObject({
+      status: 'terminated',
+      record: { error: 'RUN_TERMINATED' },
+    });
+    await closing;
+    // The handler wrote the ending Temporal reports (in a database scope of its own) before close() returned.
+    expect(atClose?.row).toEqual({ status: 'failed', error: 'RUN_TERMINATED' });
+    // Both of its scopes on record by then: the record's read, and the write of its ending.
+    expect(atClose?.actions).toEqual(['db.scope:allow', 'db.scope:allow']);
+  });
+
+  it('ends a long poll of a result as it begins to close: answered running, not held to its end', async () => {
+    const { runId } = await startRun(p.idleCall, { input: 'Tell me about roadmap' });
+    const api = await otherApi(p);
+    const before = p.historyPolls();
+    const answer = api.inject({
+      method: 'GET',
+      url: `/runs/${runId}/result?waitSeconds=60`,
+      headers: { authorization: `Bearer ${p.tokens.alice as string}` },
+    });
+    await until(
+      async () => p.historyPolls(),
+      (n) => n > before,
+      10_000,
+    );
+    // Without the end at closing, close() would wait for the poll: 60 s, the test's own timeout.
+    await api.close();
+    expect((await answer).json()).toEqual({ runId, status: 'running' });
   });
 });
