@@ -125,9 +125,13 @@ async function createRolesAndGrant(session: SqlSession, ownerRole: string, appRo
     }
   }
   // CREATE on the database: the sealed scope's schema and pgcrypto (a trusted extension) are the owner's.
+  // Nobody else creates in `public` (PostgreSQL 13 and 14 let everyone): SQL in one scope could add a
+  // function there that takes the place of a system one in another workspace's statements. The guard
+  // refuses a database where the app role still may (a login that does not own `public` is only warned).
   const database = await session.query<{ name: string }>('select current_database() as name');
   await session.exec(
-    `GRANT USAGE, CREATE ON SCHEMA public TO ${quoteIdent(ownerRole)}; GRANT USAGE ON SCHEMA public TO ${quoteIdent(appRole)}; ` +
+    `REVOKE CREATE ON SCHEMA public FROM PUBLIC; ` +
+      `GRANT USAGE, CREATE ON SCHEMA public TO ${quoteIdent(ownerRole)}; GRANT USAGE ON SCHEMA public TO ${quoteIdent(appRole)}; ` +
       `GRANT CREATE ON DATABASE ${quoteIdent(database.rows[0]!.name)} TO ${quoteIdent(ownerRole)}`,
   );
 }

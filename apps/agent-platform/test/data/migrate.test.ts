@@ -367,6 +367,29 @@ describe('agent platform migrations on postgres with pgcrypto installed already'
   });
 });
 
+describe('agent platform migrations on postgres where everyone may create in public', () => {
+  it('take that back from PUBLIC, so that no scope can plant a function in it', async () => {
+    // PostgreSQL 13 and 14 grant it so; 15 withdrew it.
+    const database = await createTestDatabase('migrate-public-create');
+    const pool = new pg.Pool({ connectionString: database.url, max: 2 });
+    try {
+      await pool.query('grant create on schema public to public');
+      const db = fromPgPool(pool, { seal: true });
+      await migrate(db);
+      const { rows } = await pool.query<{ app: boolean; anyone: boolean }>(
+        `select has_schema_privilege('app_user', 'public', 'CREATE') as app,
+                exists (select 1 from pg_namespace n, aclexplode(n.nspacl) a
+                         where n.nspname = 'public' and a.grantee = 0 and a.privilege_type = 'CREATE') as anyone`,
+      );
+      expect(rows).toEqual([{ app: false, anyone: false }]);
+      await assertIsolation(db, { appRole: 'app_user', tenantTables: ['workspaces'], checkLogin: false });
+    } finally {
+      await pool.end();
+      await database.drop();
+    }
+  });
+});
+
 describe('agent platform migrations on postgres, from several processes at once', () => {
   it('all succeed when replicas start together on a fresh database, and apply each migration once', async () => {
     // Each pool of one connection stands for a process starting. The role bootstrap's GRANTs rewrite

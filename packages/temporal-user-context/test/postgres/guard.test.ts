@@ -266,6 +266,27 @@ describe.each(BACKENDS)('assertIsolation on %s (case 17)', (kind) => {
     }
   });
 
+  it('counts a table the app role may only write through a column grant as one it may use', async () => {
+    // Found by review: only SELECT counted at column level, so a grant of UPDATE (body) alone passed.
+    await b.admin.query(`create table labels (ws text, body text)`);
+    await b.admin.query(`insert into labels values ('ws-a', 'a'), ('ws-b', 'b')`);
+    await b.admin.query(`grant update (body) on labels to ${roles.app}`);
+    const alice = parseUserContext({ userId: 'alice', workspaceId: 'ws-a', roles: ['member'] });
+    try {
+      expect(await refusal(b)).toMatch(/table public\.labels is usable by [a-z0-9_]+ but is no tenant table/);
+      // What it refuses it for: a scope of ws-a overwrites the rows of every workspace.
+      const changed = await withUserScope(
+        b.db,
+        alice,
+        async (tx) => (await tx.query(`update labels set body = 'overwritten'`)).rowCount,
+        { appRole: roles.app },
+      );
+      expect(changed).toBe(2);
+    } finally {
+      await b.admin.query('drop table labels');
+    }
+  });
+
   it('inspects every schema the app role may use, not only the configured one', async () => {
     await b.admin.query(`create schema reporting`);
     await b.admin.query(`grant usage on schema reporting to ${roles.app}`);

@@ -174,6 +174,92 @@ describe.each(BACKENDS)('sealed scopes on %s', (kind) => {
     expect(await leak()).toMatch(/no unique or exclusion constraint/);
   });
 
+  it('the guard refuses such a key where the app role may insert through a column grant only', async () => {
+    // Found by review: the platform grants INSERT by column (migration 0013), and the guard asked for
+    // a grant on the whole table. Without UPDATE, ON CONFLICT DO NOTHING still tells whether a value
+    // exists in another workspace.
+    await sealed.admin.query(`revoke insert, update on notes from ${sealedRoles.app}`);
+    await sealed.admin.query(`grant insert (id, workspace_id, body) on notes to ${sealedRoles.app}`);
+    await sealed.admin.query('create unique index notes_body on notes (body)');
+    const exists = (body: string) =>
+      withUserScope(
+        sealed.db,
+        alice,
+        async (tx) =>
+          (
+            await tx.query(
+              `insert into notes (workspace_id, body) values ('ws-a', $1) on conflict (body) do nothing`,
+              [body],
+            )
+          ).rowCount === 0,
+        opts,
+      );
+    try {
+      await expect(
+        assertIsolation(sealed.admin, { appRole: sealedRoles.app, seal: true, checkLogin: false }),
+      ).rejects.toThrow(/unique index public.notes_body of notes does not contain workspace_id/);
+      // What it refuses it for: ws-b's note is known to exist, one nobody wrote is not.
+      expect(await exists('b1')).toBe(true);
+      expect(await exists(`nobody wrote this ${Date.now()}`)).toBe(false);
+    } finally {
+      await sealed.admin.query('drop index notes_body');
+      await sealed.admin.query(`delete from notes where body like 'nobody wrote this %'`);
+      await sealed.admin.query(`grant insert, update on notes to ${sealedRoles.app}`);
+    }
+  });
+
+  it('the guard refuses a schema the app role may create in: SQL in one scope plants what another runs', async () => {
+    const app = sealedRoles.app;
+    const guard = () => assertIsolation(sealed.admin, { appRole: app, seal: true, checkLogin: false });
+    // PostgreSQL 13 and 14 grant it to everyone unless revoked.
+    await sealed.admin.query('grant create on schema public to public');
+    try {
+      await expect(guard()).rejects.toThrow(
+        new RegExp(`app role ${app} may CREATE in schema public \\(SQL in a scope could add functions`),
+      );
+      // What it refuses it for: ws-b plants a function that takes the place of pg_catalog's (an exact
+      // match on integer beats the system's on bigint), and a scope of ws-a runs it.
+      await withUserScope(
+        sealed.db,
+        bob,
+        async (tx) => {
+          await tx.query('create table public.loot (body text)');
+          await tx.query('grant select, insert on public.loot to public');
+          await tx.query(
+            `create function public.pg_advisory_xact_lock(k integer) returns void language sql volatile as $$
+               insert into public.loot select body from public.notes;
+               select pg_catalog.pg_advisory_xact_lock(k::bigint) $$`,
+          );
+        },
+        opts,
+      );
+      await withUserScope(
+        sealed.db,
+        alice,
+        (tx) => tx.query(`select pg_advisory_xact_lock(hashtext('x'))`),
+        opts,
+      );
+      const loot = await withUserScope(
+        sealed.db,
+        bob,
+        async (tx) =>
+          (await tx.query<{ body: string }>('select body from public.loot')).rows.map((r) => r.body),
+        opts,
+      );
+      expect(loot).toContain('a1');
+      // Its function is the app role's: replaceable without CREATE, so named even once CREATE is gone.
+      await sealed.admin.query('revoke create on schema public from public');
+      await expect(guard()).rejects.toThrow(
+        `function public.pg_advisory_xact_lock(integer) is owned by app role ${app} (SQL in a scope could replace it)`,
+      );
+    } finally {
+      await sealed.admin.query('revoke create on schema public from public');
+      await sealed.admin.query('drop function if exists public.pg_advisory_xact_lock(integer)');
+      await sealed.admin.query('drop table if exists public.loot');
+    }
+    await expect(guard()).resolves.toMatchObject({ tenantTables: ['audit_log', 'memberships', 'notes'] });
+  });
+
   it('a scope cannot be entered again in its transaction', async () => {
     const sink = memoryAuditSink();
     const err = await rejection(

@@ -70,9 +70,10 @@ export class AgentRunRepository {
    * take turns, so that both cannot count below the limit and both insert.
    */
   async countOpenLocked(limit: number): Promise<number> {
-    await this.scope.query(`select pg_advisory_xact_lock(hashtext('agent_runs:' || $1))`, [
-      this.scope.context.workspaceId,
-    ]);
+    await this.scope.query(
+      `select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('agent_runs:' || $1))`,
+      [this.scope.context.workspaceId],
+    );
     const { rows } = await this.scope.query<{ open: number }>(
       `select count(*)::int as open from (
          select 1 from agent_runs where status in ('pending', 'running') limit $1) o`,

@@ -38,7 +38,7 @@ export class ScheduleRepository {
     }
     await this.scope.query(
       `delete from agent_schedules
-        where coalesce(deleted_at, created_at) < now() - make_interval(secs => $1)
+        where coalesce(deleted_at, created_at) < now() - pg_catalog.make_interval(secs => $1)
           and (deleted_at is not null or not (schedule_id = any ($2::text[])))`,
       [input.staleAfterMs / 1000, input.listed],
     );
@@ -89,7 +89,7 @@ export class ScheduleRepository {
     await this.lock();
     const { rowCount } = await this.scope.query(
       `select 1 from agent_schedules
-        where agent_id = $1 and deleted_at is null and created_at >= now() - make_interval(secs => $2)`,
+        where agent_id = $1 and deleted_at is null and created_at >= now() - pg_catalog.make_interval(secs => $2)`,
       [agentId, recentMs / 1000],
     );
     return (rowCount ?? 0) > 0;
@@ -97,9 +97,10 @@ export class ScheduleRepository {
 
   /** The workspace's schedule-create lock, for the rest of the transaction. */
   private async lock(): Promise<void> {
-    await this.scope.query(`select pg_advisory_xact_lock(hashtext('agent_schedules:' || $1))`, [
-      this.scope.context.workspaceId,
-    ]);
+    await this.scope.query(
+      `select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('agent_schedules:' || $1))`,
+      [this.scope.context.workspaceId],
+    );
   }
 
   /**

@@ -77,9 +77,10 @@ export class MembershipRepository {
   // Two admins demoting each other at once would each still see the other: membership changes of one
   // workspace take turns (a transaction-scoped advisory lock needs no privilege on any table).
   private async lockMembers(): Promise<void> {
-    await this.scope.query(`select pg_advisory_xact_lock(hashtext('memberships:' || $1))`, [
-      this.scope.context.workspaceId,
-    ]);
+    await this.scope.query(
+      `select pg_catalog.pg_advisory_xact_lock(pg_catalog.hashtext('memberships:' || $1))`,
+      [this.scope.context.workspaceId],
+    );
     // The scope checked the caller's membership before this lock, and the policies trust the roles it
     // found. A change committed while this one waited (the caller removed or demoted) is visible now:
     // without this check, an admin being removed could re-add themselves with a request already past
