@@ -123,28 +123,34 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
     next: Next<WorkflowClientInterceptor, 'startUpdateWithStart'>,
   ): Promise<WorkflowStartUpdateWithStartOutput> {
     const workflowId = input.workflowStartOptions.workflowId;
-    const { originator, context } = await this.source.forStart(workflowId, 'client.startUpdateWithStart', {
-      workflowType: input.workflowType,
-      taskQueue: input.workflowStartOptions.taskQueue,
-      args: input.workflowStartOptions.args ?? [],
-      ...timing(input.workflowStartOptions),
-    });
-    return next({
-      ...input,
-      workflowStartHeaders: withHeader(input.workflowStartHeaders, ORIGINATOR_HEADER, originator),
-      workflowStartOptions: mirrorOptions(
-        input.workflowStartOptions,
-        context,
-        originator,
-        this.source.mirror,
-      ),
-      updateHeaders: await this.actorHeaders(
-        input.updateHeaders,
-        workflowId,
-        'client.startUpdateWithStart',
-        `update:${input.updateName}`,
-      ),
-    });
+    let prepared: WorkflowStartUpdateWithStartInput;
+    try {
+      const { originator, context } = await this.source.forStart(workflowId, 'client.startUpdateWithStart', {
+        workflowType: input.workflowType,
+        taskQueue: input.workflowStartOptions.taskQueue,
+        args: input.workflowStartOptions.args ?? [],
+        ...timing(input.workflowStartOptions),
+      });
+      prepared = {
+        ...input,
+        workflowStartHeaders: withHeader(input.workflowStartHeaders, ORIGINATOR_HEADER, originator),
+        workflowStartOptions: mirrorOptions(
+          input.workflowStartOptions,
+          context,
+          originator,
+          this.source.mirror,
+        ),
+        updateHeaders: await this.actorHeaders(
+          input.updateHeaders,
+          workflowId,
+          'client.startUpdateWithStart',
+          `update:${input.updateName}`,
+        ),
+      };
+    } catch (refusal) {
+      return next(refusedInHandler(input, refusal));
+    }
+    return next(prepared);
   }
 
   async signal(input: WorkflowSignalInput, next: Next<WorkflowClientInterceptor, 'signal'>): Promise<void> {
@@ -276,4 +282,24 @@ export function standaloneInterceptors(source: ContextSource): {
       },
     },
   };
+}
+
+/**
+ * An update-with-start input that the SDK's own handler refuses with `refusal` before it builds any
+ * request. SDK 1.24 rejects the operation's `workflowHandle()` only from that handler (its `catch`
+ * hands the error to the operation): refused before `next`, the call would reject and the handle never
+ * settle, for a caller who awaits it "whether or not the update succeeds". The handler reads the
+ * start options' `requestEagerStart` first thing inside its `try` (`createStartWorkflowRequest`), after
+ * reading only `workflowId` outside it. A test awaits the handle after a refusal.
+ */
+function refusedInHandler(
+  input: WorkflowStartUpdateWithStartInput,
+  refusal: unknown,
+): WorkflowStartUpdateWithStartInput {
+  const options = Object.defineProperty({ ...input.workflowStartOptions }, 'requestEagerStart', {
+    get(): never {
+      throw refusal;
+    },
+  });
+  return { ...input, workflowStartOptions: options };
 }

@@ -336,6 +336,8 @@ export class ContextSource {
       wt: start.workflowType,
       tq: start.taskQueue,
       ...(start.cronSchedule ? { cr: start.cronSchedule } : {}),
+      // Workflow code states a retry policy too (`lin.rp`): seven bytes that can tip a header over.
+      ...(start.retried ? { rp: 1 as const } : {}),
     };
     const originator = await this.issue(
       action,
@@ -348,7 +350,7 @@ export class ContextSource {
           { ...header, lin },
           { workflowId },
           context,
-          'the workflow id, type, task queue or cron schedule',
+          'the workflow id, type, task queue, cron schedule or retry policy',
         ),
     );
     return { originator, context };

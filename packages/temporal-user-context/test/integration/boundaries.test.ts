@@ -247,6 +247,8 @@ describe('without the header, every path is refused', () => {
     await expect(
       h.client.workflow.executeUpdateWithStart('note', { args: ['x'], startWorkflowOperation: operation }),
     ).rejects.toMatchObject({ code: ErrorCodes.MISSING });
+    // The operation's handle settles too, with the same refusal (found by review: it never settled).
+    await expect(operation.workflowHandle()).rejects.toMatchObject({ code: ErrorCodes.MISSING });
     await expect(h.rawClient.workflow.getHandle(wfId).describe()).rejects.toThrow(/not found/i);
     // On a run that exists: an update and a query with no user in scope never leave the client.
     const handle = await runAsUser(alice, () =>

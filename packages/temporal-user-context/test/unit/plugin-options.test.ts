@@ -21,6 +21,7 @@ import { failureConverterPath } from '../../src/plugin.js';
 import { ContextSource } from '../../src/client/source.js';
 import { mirrorOptionsOf } from '../../src/client/mirror.js';
 import { createArgsDigest } from '../../src/crypto/args-digest.js';
+import { ORIGINATOR_HEADER, decodeHeader, encodeHeader } from '../../src/header/wire.js';
 
 // The module the SDK require()s: loaded the same way here.
 const { failureConverter } = createRequire(import.meta.url)(failureConverterPath) as {
@@ -411,6 +412,43 @@ describe('start tokens bind how the workflow starts (bindStartArguments)', () =>
     await expect(
       runAsUser(alice, () => source.forStart('W'.repeat(200), 'client.start', long)),
     ).resolves.toBeDefined();
+  });
+
+  it('counts the retry policy its workflow states: every start it issues makes headers workers accept', async () => {
+    // Found by review: the edge's stand-in lineage lacked `rp`, and a start just under the cap was
+    // issued, then every activity of its run refused TOO_LARGE.
+    const { source } = sourceWith();
+    const workflowId = 'W'.repeat(1000);
+    let issued = 0;
+    let refused = 0;
+    for (let length = 560; length <= 680; length++) {
+      const workflowType = 'T'.repeat(length);
+      const bound = { ...start, workflowType, taskQueue: 'Q'.repeat(600), retried: true };
+      const made: Awaited<ReturnType<typeof source.forStart>> | string | undefined = await runAsUser(
+        alice,
+        () => source.forStart(workflowId, 'client.start', bound),
+      ).catch((err: { code?: string }) => err.code);
+      if (typeof made !== 'object') {
+        expect(made).toBe(ErrorCodes.TOO_LARGE);
+        refused++;
+        continue;
+      }
+      issued++;
+      // What the run's workflow code writes on its activities' headers (lineageOf: `b`, a retry policy).
+      const lin = {
+        root: workflowId,
+        start: Date.now(),
+        wf: workflowId,
+        wt: workflowType,
+        tq: bound.taskQueue,
+        rp: 1 as const,
+      };
+      const payload = encodeHeader({ ...made.originator, lin });
+      expect(decodeHeader({ [ORIGINATOR_HEADER]: payload }, ORIGINATOR_HEADER)).toMatchObject({ lin });
+    }
+    // The lengths span the cap: some issued, the rest refused.
+    expect(issued).toBeGreaterThan(0);
+    expect(refused).toBeGreaterThan(0);
   });
 });
 
