@@ -210,6 +210,9 @@ export function toProblem(err: unknown): Problem {
       const [status, title] = USER_CONTEXT_STATUS[code];
       return problem(status, code, title);
     }
+    // The run ended, or was cancelled and is closing: the state of things, as for a run gone already.
+    if (err instanceof WorkflowUpdateFailedError && code === RunErrorCodes.RUN_FINISHED)
+      return problem(409, 'RUN_NOT_RUNNING', 'Run is not running', safeMessage(err.cause));
     if (err instanceof WorkflowUpdateFailedError)
       return problem(409, 'INSTRUCTION_REJECTED', 'Instruction rejected', safeMessage(err.cause));
     return problem(409, code ?? 'RUN_FAILED', 'Run failed');

@@ -145,7 +145,19 @@ const Patches = {
    * gets its own answer (`RUN_FINISHED`), not the server's failure of an update whose run closed.
    */
   settleHandlersOnFailure: 'settle-handlers-on-failure',
+  /**
+   * Before the run's last model step, instructions whose senders are still being verified are waited
+   * for, and go into that step: the validator accepted them on the promise of a step left to apply
+   * them in, and applying one after the last step would fail the run (`STEP_LIMIT_EXCEEDED`) with its
+   * answer in hand.
+   */
+  instructionsBeforeLastStep: 'instructions-before-last-step',
 } as const;
+
+/** A validator's refusal: its stable code as the failure's type, which clients and the API read. */
+function refused(code: string, message: string): ApplicationFailure {
+  return ApplicationFailure.create({ type: code, message, nonRetryable: true });
+}
 
 /**
  * Waits between verifications of a cancel's sender that got no answer: 1 s, doubling, at most 30 s;
@@ -247,20 +259,23 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
     },
     {
       validator: (text) => {
-        if (typeof text !== 'string' || text.trim().length === 0) throw new Error('instruction is empty');
+        // Validators do not run on replay: what they refuse, and how, changes no recorded history.
+        const invalid = RunErrorCodes.INSTRUCTION_INVALID;
+        if (typeof text !== 'string' || text.trim().length === 0)
+          throw refused(invalid, 'instruction is empty');
         // Characters as the API counts them (code points): an emoji is one, not two UTF-16 units.
         if (codePoints(text) > MAX_INSTRUCTION_LENGTH)
-          throw new Error(`instruction over ${MAX_INSTRUCTION_LENGTH} characters`);
+          throw refused(invalid, `instruction over ${MAX_INSTRUCTION_LENGTH} characters`);
         if (!isInstructionText(text))
-          throw new Error('instruction holds control characters or unpaired surrogates');
-        if (finished || cancelled) throw new Error('run is no longer accepting instructions');
-        // Validators do not run on replay: refusing more here changes no recorded history.
+          throw refused(invalid, 'instruction holds control characters or unpaired surrogates');
+        if (finished || cancelled)
+          throw refused(RunErrorCodes.RUN_FINISHED, 'run is no longer accepting instructions');
         // Those still being verified count: concurrent updates must not overshoot the cap.
         if (state.instructions.length + verifying >= MAX_INSTRUCTIONS)
-          throw new Error(`run already has ${MAX_INSTRUCTIONS} instructions`);
+          throw refused(RunErrorCodes.INSTRUCTION_LIMIT, `run already has ${MAX_INSTRUCTIONS} instructions`);
         // A step that is running counts too: an instruction needs a step left after it to be applied.
         if (state.steps + (stepRunning ? 1 : 0) >= maxTotalSteps)
-          throw new Error('run has used all its steps');
+          throw refused(RunErrorCodes.STEP_LIMIT_EXCEEDED, 'run has used all its steps');
       },
     },
   );
@@ -307,6 +322,12 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
 
     for (;;) {
       if (cancelled) break;
+      // The last step the run may take: an instruction still being verified goes into it (patched:
+      // histories before it ran this step without).
+      if (verifying > 0 && state.steps + 1 >= maxTotalSteps && patched(Patches.instructionsBeforeLastStep)) {
+        await condition(() => verifying === 0 || cancelled);
+        continue;
+      }
       while (state.pending.length > 0) {
         const role = patched(Patches.memberInstructions) ? 'instruction' : 'system';
         state.messages.push({ role, content: state.pending.shift() as string });

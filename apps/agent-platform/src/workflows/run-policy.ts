@@ -28,8 +28,15 @@ export const RunErrorCodes = {
   ACTIVITY_TIMEOUT: 'ACTIVITY_TIMEOUT',
   CANCELLED: 'CANCELLED',
   RUN_FAILED: 'RUN_FAILED',
-  /** An instruction's update, when the run ended while its sender was being verified: nothing applies it. */
+  /**
+   * An instruction's update, when the run has ended or been cancelled (refused by the validator), or
+   * ended while its sender was being verified: nothing applies it.
+   */
   RUN_FINISHED: 'RUN_FINISHED',
+  /** An instruction's update: empty, too long, or with control characters or unpaired surrogates. */
+  INSTRUCTION_INVALID: 'INSTRUCTION_INVALID',
+  /** An instruction's update: the run has `MAX_INSTRUCTIONS` already. */
+  INSTRUCTION_LIMIT: 'INSTRUCTION_LIMIT',
   /**
    * What a run would carry to its next generation is over {@link MAX_CONTINUE_AS_NEW_BYTES} (a task
    * from a client of its own, near Temporal's payload limit): the server would refuse the

@@ -490,11 +490,59 @@ describe('cancel and instructions at awkward moments', () => {
       step.release();
     }
     expect(refused).toBeInstanceOf(WorkflowUpdateFailedError);
-    expect(String((refused as WorkflowUpdateFailedError).cause?.message)).toContain('used all its steps');
+    expect((refused as WorkflowUpdateFailedError).cause).toMatchObject({
+      type: 'STEP_LIMIT_EXCEEDED',
+      message: 'run has used all its steps',
+    });
     // Accepting it would have sent the run past its cap with its answer in hand.
     const done = await result(s);
     expect(done).toMatchObject({ status: 'completed', steps: 2 });
     expect(done.answer).toContain('Acme onboarding');
+  });
+
+  it('an instruction whose sender is still being verified as the last step would start goes into that step', async () => {
+    // Found by review: the last step ran without it, and the instruction, accepted once its sender
+    // verified, then failed the run STEP_LIMIT_EXCEEDED with its answer in hand.
+    let tool!: ReturnType<Gates['hold']>;
+    const s = await start(
+      { input: 'Tell me about onboarding', maxTotalSteps: 2 },
+      { before: (wf) => (tool = gates.hold(wf, 'searchWorkspaceDocuments')), workflowTaskTimeout: '5s' },
+    );
+    await tool.reached;
+    const verify = gates.hold(s.workflowId, VERIFY_ACTOR_ACTIVITY);
+    const update = runAsUser(carol, () =>
+      s.handle.executeUpdate('addInstruction', { args: ['Answer briefly'] }),
+    ).catch((e: unknown) => e);
+    try {
+      await verify.reached;
+      tool.release();
+      // The held verification stops keeping its workflow task open at the task's heartbeat: a later
+      // task hands the workflow the tool's answer while the sender is still being verified, and the
+      // run is at its last step. Wait until a task has completed after that answer.
+      await vi.waitFor(
+        async () => {
+          const events = (await historyOf(s)).events ?? [];
+          const toolStep = events.find(
+            (e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'searchWorkspaceDocuments',
+          );
+          const answered = events.findIndex(
+            (e) =>
+              toolStep !== undefined &&
+              Number(e.activityTaskCompletedEventAttributes?.scheduledEventId) === Number(toolStep.eventId),
+          );
+          expect(answered).toBeGreaterThan(-1);
+          expect(events.slice(answered).some((e) => e.workflowTaskCompletedEventAttributes)).toBe(true);
+        },
+        { timeout: 40_000, interval: 200 },
+      );
+    } finally {
+      tool.release();
+      verify.release();
+    }
+    expect(await update).toEqual({ accepted: true, pending: 1 });
+    const done = await result(s);
+    expect(done).toMatchObject({ status: 'completed', steps: 2 });
+    expect(done.answer).toContain('Following: Answer briefly');
   });
 
   /**
@@ -598,17 +646,19 @@ describe('cancel and instructions at awkward moments', () => {
       s.handle.executeUpdate('addInstruction', { args: ['one too many'] }),
     ).catch((e: unknown) => e);
     expect(refused).toBeInstanceOf(WorkflowUpdateFailedError);
-    expect((refused as WorkflowUpdateFailedError).cause?.message).toBe(
-      `run already has ${MAX_INSTRUCTIONS} instructions`,
-    );
+    expect((refused as WorkflowUpdateFailedError).cause).toMatchObject({
+      type: 'INSTRUCTION_LIMIT',
+      message: `run already has ${MAX_INSTRUCTIONS} instructions`,
+    });
     // What the API refuses (400) a client of its own cannot send either: the validator refuses it.
     for (const text of ['ring \u0007', 'nul \u0000', 'lone \uD800']) {
       const uncarried = await runAsUser(carol, () =>
         s.handle.executeUpdate('addInstruction', { args: [text] }),
       ).catch((e: unknown) => e);
-      expect((uncarried as WorkflowUpdateFailedError).cause?.message, JSON.stringify(text)).toBe(
-        'instruction holds control characters or unpaired surrogates',
-      );
+      expect((uncarried as WorkflowUpdateFailedError).cause, JSON.stringify(text)).toMatchObject({
+        type: 'INSTRUCTION_INVALID',
+        message: 'instruction holds control characters or unpaired surrogates',
+      });
     }
     step.release();
     const done = await result(s);
@@ -796,7 +846,10 @@ describe('a model the provider refuses', () => {
         s.handle.executeUpdate('addInstruction', { args: ['Answer briefly'] }),
       ).catch((e: unknown) => e);
       expect(sent).toBeInstanceOf(WorkflowUpdateFailedError);
-      expect(String((sent as WorkflowUpdateFailedError).cause)).toContain('no longer accepting instructions');
+      expect((sent as WorkflowUpdateFailedError).cause).toMatchObject({
+        type: 'RUN_FINISHED',
+        message: 'run is no longer accepting instructions',
+      });
     } finally {
       recording.release();
     }
@@ -964,6 +1017,7 @@ describe('replay', () => {
         'continue-as-new-limit',
         'refuse-instructions-when-failed',
         'settle-handlers-on-failure',
+        'instructions-before-last-step',
       ]),
     );
     expect(await replayErrors(histories, keys.worker)).toEqual([]);

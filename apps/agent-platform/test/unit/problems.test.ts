@@ -65,6 +65,21 @@ describe('failure codes', () => {
     expect(toProblem(err)).toMatchObject({ status: 409, code: 'INSTRUCTION_REJECTED' });
     expect(toProblem(err).code).not.toContain('DatabaseError');
   });
+
+  it("an update failing RUN_FINISHED (the run ended, or is cancelled and closing) is a 409 RUN_NOT_RUNNING; the validator's other codes are INSTRUCTION_REJECTED", () => {
+    const failed = (type: string) =>
+      new WorkflowUpdateFailedError(
+        'Workflow Update failed',
+        ApplicationFailure.create({ type, message: 'why', nonRetryable: true }),
+      );
+    expect(toProblem(failed('RUN_FINISHED'))).toMatchObject({ status: 409, code: 'RUN_NOT_RUNNING' });
+    for (const type of ['INSTRUCTION_INVALID', 'INSTRUCTION_LIMIT', 'STEP_LIMIT_EXCEEDED'])
+      expect(toProblem(failed(type))).toMatchObject({
+        status: 409,
+        code: 'INSTRUCTION_REJECTED',
+        detail: 'why',
+      });
+  });
 });
 
 describe('query refusals', () => {
