@@ -152,6 +152,12 @@ const Patches = {
    * answer in hand.
    */
   instructionsBeforeLastStep: 'instructions-before-last-step',
+  /**
+   * The ending of a run that finished (completed, or cancelled by the signal) is written in a
+   * non-cancellable scope: a Temporal cancel during the write waits for it, then fails the run and
+   * writes `cancelled` after it. It left `completed` on the record of a run Temporal calls cancelled.
+   */
+  writeEndingWhole: 'write-ending-whole',
 } as const;
 
 /** A validator's refusal: its stable code as the failure's type, which clients and the API read. */
@@ -409,7 +415,12 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
       toolCalls: state.toolCalls,
       instructions: state.instructions,
     };
-    await acts.recordRunResult({ runRecordId: state.runRecordId, status, result });
+    const ending = { runRecordId: state.runRecordId, status, result };
+    // Cancellable, a Temporal cancel abandoned the write (its attempt still commits, later) and wrote
+    // `cancelled` at once: whichever committed last stayed on the record.
+    if (patched(Patches.writeEndingWhole))
+      await CancellationScope.nonCancellable(() => acts.recordRunResult(ending));
+    else await acts.recordRunResult(ending);
     await condition(allHandlersFinished);
     return result;
   }

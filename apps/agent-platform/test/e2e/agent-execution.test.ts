@@ -74,22 +74,31 @@ let taskQueue: string;
 let agentId: string;
 const keys = generateKeySet('agent-execution-e2e');
 
-/** Holds the n-th execution (retries included) of an activity type in one run until released. */
+/**
+ * Holds the n-th execution (retries included) of an activity type in one run until released; `done`
+ * settles once that execution has run, after its release.
+ */
 class Gates {
   private readonly releases: Array<() => void> = [];
   private readonly gates = new Map<
     string,
-    { nth: number; seen: number; reached: () => void; released: Promise<void> }
+    { nth: number; seen: number; reached: () => void; released: Promise<void>; ran: () => void }
   >();
 
-  hold(workflowId: string, activityType: string, nth = 1): { reached: Promise<void>; release: () => void } {
+  hold(
+    workflowId: string,
+    activityType: string,
+    nth = 1,
+  ): { reached: Promise<void>; release: () => void; done: Promise<void> } {
     let reached!: () => void;
     const reachedP = new Promise<void>((resolve) => (reached = resolve));
     let release!: () => void;
     const released = new Promise<void>((resolve) => (release = resolve));
-    this.gates.set(`${workflowId}/${activityType}`, { nth, seen: 0, reached, released });
+    let ran!: () => void;
+    const done = new Promise<void>((resolve) => (ran = resolve));
+    this.gates.set(`${workflowId}/${activityType}`, { nth, seen: 0, reached, released, ran });
     this.releases.push(release);
-    return { reached: reachedP, release };
+    return { reached: reachedP, release, done };
   }
 
   /** Lets every held activity go: a worker does not shut down while one is held. */
@@ -97,19 +106,25 @@ class Gates {
     for (const release of this.releases) release();
   }
 
-  async pass(workflowId: string, activityType: string): Promise<void> {
+  /** Waits while this execution is held; returns what to call once it has run. */
+  async pass(workflowId: string, activityType: string): Promise<(() => void) | undefined> {
     const gate = this.gates.get(`${workflowId}/${activityType}`);
-    if (!gate || ++gate.seen !== gate.nth) return;
+    if (!gate || ++gate.seen !== gate.nth) return undefined;
     gate.reached();
     await gate.released;
+    return gate.ran;
   }
 }
 const gates = new Gates();
 const gateInterceptor: ActivityInterceptorsFactory = (ctx) => ({
   inbound: {
     execute: async (input, next) => {
-      await gates.pass(ctx.info.workflowExecution?.workflowId ?? '', ctx.info.activityType);
-      return next(input);
+      const ran = await gates.pass(ctx.info.workflowExecution?.workflowId ?? '', ctx.info.activityType);
+      try {
+        return await next(input);
+      } finally {
+        ran?.();
+      }
     },
   },
 });
@@ -699,6 +714,34 @@ describe('the run record follows the run', () => {
     expect(await record(run.id)).toMatchObject({ status: 'completed', error: null });
   });
 
+  it('a run cancelled through Temporal while it writes its completion ends cancelled, in Temporal and on its record', async () => {
+    // Found by review: the write was abandoned at the cancel (its attempt still committing later) and
+    // `cancelled` written at once: the record could end `completed` for a run Temporal calls cancelled.
+    let writing!: ReturnType<Gates['hold']>;
+    const s = await start(
+      { input: 'Tell me about roadmap' },
+      { before: (wf) => (writing = gates.hold(wf, 'recordRunResult')) },
+    );
+    await writing.reached;
+    await runAsUser(alice, () => s.handle.cancel());
+    try {
+      // Before the fix the run closed now, its completion still held: let that happen first, so that
+      // the held write commits last. With the fix the run waits for the write, and this just waits.
+      const closed = until(
+        () => runAsUser(alice, () => s.handle.describe()),
+        (d) => d.status.name !== 'RUNNING',
+        3000,
+      ).catch(() => undefined);
+      await closed;
+    } finally {
+      writing.release();
+    }
+    await writing.done;
+    await result(s).catch(() => undefined);
+    expect((await runAsUser(alice, () => s.handle.describe())).status.name).toBe('CANCELLED');
+    expect(await record(s.runRecordId)).toMatchObject({ status: 'cancelled', error: 'CANCELLED' });
+  });
+
   it('a run cancelled through Temporal is recorded as cancelled (CANCELLED)', async () => {
     let step!: ReturnType<Gates['hold']>;
     const s = await start(
@@ -1018,6 +1061,7 @@ describe('replay', () => {
         'refuse-instructions-when-failed',
         'settle-handlers-on-failure',
         'instructions-before-last-step',
+        'write-ending-whole',
       ]),
     );
     expect(await replayErrors(histories, keys.worker)).toEqual([]);
