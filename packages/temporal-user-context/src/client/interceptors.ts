@@ -296,7 +296,12 @@ function refusedInHandler(
   input: WorkflowStartUpdateWithStartInput,
   refusal: unknown,
 ): WorkflowStartUpdateWithStartInput {
+  // Enumerable: an interceptor inside this one that copies the options copies the getter's throw too
+  // (the refusal then rejects in that interceptor: the handle stays unsettled, but nothing is sent). A
+  // copy that dropped it would send the start without its header.
   const options = Object.defineProperty({ ...input.workflowStartOptions }, 'requestEagerStart', {
+    enumerable: true,
+    configurable: true,
     get(): never {
       throw refusal;
     },

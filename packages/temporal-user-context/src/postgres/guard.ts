@@ -4,6 +4,7 @@ import { DEFAULT_APP_ROLE } from './scope.js';
 import { assertRoleName } from './ident.js';
 import { SEAL_ACCESSORS, SEAL_FUNCTIONS, resolveSeal } from './seal.js';
 import { AUDIT_TABLE } from './audit.js';
+import { plantingGrounds, tenantKeys } from './guard-sealed.js';
 
 /** Options of {@link assertIsolation}: which role and tables to check. */
 export interface IsolationGuardOptions {
@@ -22,9 +23,11 @@ export interface IsolationGuardOptions {
   sharedTables?: readonly string[];
   /**
    * The sealed scope (`scopeSealSql`; `true`: schema `user_scope`) the scopes enter through: checks it
-   * is installed for the app role, that the app role cannot replace it nor read its key, may create in
-   * no schema it may use and owns no function there, that no unique key of a tenant table it may insert
-   * into lacks `workspace_id`, that every
+   * is installed for the app role, that the app role cannot replace it nor read its key, that SQL in a
+   * scope finds nothing to plant for other scopes (no CREATE on the database or a schema, no object
+   * owned, no TRIGGER: for the app role, and with `strictLogin` for every role the login may become),
+   * that no unique or exclusion key, nor foreign key to another tenant table, of a tenant table it may
+   * write lacks `workspace_id`, that every
    * permissive policy of a tenant table reads `<schema>.workspace_id()` (or `sink_workspace_id()`) and no
    * setting directly, and that `audit_log`, when it is a tenant table, admits records by
    * `sink_workspace_id()` and `system_scope()`, not by `workspace_id()`. Its `enter`, `sealed_setting`
@@ -216,8 +219,7 @@ export async function assertIsolation(
   problems.push(...(await escapes(db, schema, appRole, tenantTables, seal)));
   if (seal !== undefined) {
     problems.push(...(await sealProblems(db, seal, appRole)));
-    problems.push(...(await plantingGrounds(db, schema, appRole, seal)));
-    problems.push(...(await conflictKeys(db, schema, appRole, tenantTables)));
+    problems.push(...(await tenantKeys(db, schema, appRole, tenantTables)));
   }
   problems.push(...(await scopePrerequisites(db, schema, appRole, options.checkLogin ?? true)));
   if (seal !== undefined && !loginIsOwner) {
@@ -228,6 +230,11 @@ export async function assertIsolation(
     );
     loginIsOwner = owners.rows[0]?.reaches ?? true;
   }
+  // SQL in a scope acts as the app role, or as any role its login may become: none may plant objects
+  // that other scopes' statements would then use. The login's roles only where they are to be held
+  // (strictLogin); one that bypasses RLS is refused for that already.
+  if (seal !== undefined)
+    problems.push(...(await plantingGrounds(db, appRole, options.strictLogin === true && !bypassesRls)));
   const login = { role: loginRole, bypassesRls, reachesOwner: loginIsOwner };
   if (options.strictLogin === true && (bypassesRls || loginIsOwner))
     problems.push(
@@ -353,49 +360,9 @@ async function escapes(
 }
 
 /**
- * Unique keys of tenant tables the app role may insert into (a column grant is enough) that do not
- * contain `workspace_id`. PostgreSQL evaluates `INSERT … ON CONFLICT DO UPDATE … WHERE` on the
- * conflicting row before the UPDATE policy checks it: with a key of `id` alone, SQL in a scope could name
- * another workspace's id, read that row through the WHERE and lock it. Without UPDATE, `ON CONFLICT DO
- * NOTHING` and the unique violation still say whether another workspace has a value. Checked with the
- * seal, whose promise is to hold against SQL inside the scope.
- */
-async function conflictKeys(
-  db: SqlQueryable,
-  schema: string,
-  appRole: string,
-  tenantTables: readonly string[],
-): Promise<string[]> {
-  const { rows } = await db.query<{ schema: string; table: string; index: string; updatable: boolean }>(
-    `select n.nspname as schema, c.relname as table, ic.relname as index,
-            has_any_column_privilege($1, c.oid, 'UPDATE') as updatable
-       from pg_index i join pg_class c on c.oid = i.indrelid
-       join pg_namespace n on n.oid = c.relnamespace join pg_class ic on ic.oid = i.indexrelid
-      where i.indisunique
-        and exists (select 1 from pg_attribute a
-                     where a.attrelid = c.oid and a.attname = 'workspace_id' and not a.attisdropped
-                       and not a.attnum = any (i.indkey))
-        and has_any_column_privilege($1, c.oid, 'INSERT')
-      order by 1, 2, 3`,
-    [appRole],
-  );
-  return (
-    rows
-      .filter((r) => tenantTables.includes(r.schema === schema ? r.table : `${r.schema}.${r.table}`))
-      // The audit table's INSERT policy is held to the sink's scopes (escapes()): SQL in a user's scope
-      // fails its check before any key is compared. Not once it may update the table too.
-      .filter((r) => r.updatable || r.schema !== schema || r.table !== AUDIT_TABLE)
-      .map(
-        (r) =>
-          `sealed scope: unique index ${r.schema}.${r.index} of ${r.table} does not contain workspace_id (INSERT … ON CONFLICT DO UPDATE could read another workspace's row: lead the key with workspace_id)`,
-      )
-  );
-}
-
-/**
  * The sealed scope's prerequisites: its functions present and executable by the app role (`enter`,
  * `sealed_setting` and `sink_scope` `SECURITY DEFINER`), none owned by a role the app role is (or
- * belongs to). Whether the app role may create in the schema is {@link plantingGrounds}' to say.
+ * belongs to). Whether it may create in the schema is `plantingGrounds`' to say (./guard-sealed.ts).
  */
 async function sealProblems(db: SqlQueryable, seal: string, appRole: string): Promise<string[]> {
   const problems: string[] = [];
@@ -438,46 +405,6 @@ async function sealProblems(db: SqlQueryable, seal: string, appRole: string): Pr
       `sealed scope: app role ${appRole} has a privilege on ${seal}.seal_key, the seal's key (revoke it: it could forge seals)`,
     );
   return problems;
-}
-
-/**
- * Schemas the app role may use and create in (on PostgreSQL 13 and 14 every role may create in
- * `public` unless that is revoked), and functions there that it owns (an owner may replace one without
- * CREATE). Overload resolution prefers an exact match in any schema of the search path over a
- * `pg_catalog` function that needs a cast: SQL in one scope could add `pg_advisory_xact_lock(integer)`
- * or `make_interval(secs text)` to `public`, and another workspace's scope would then run it, as the app
- * role, inside its own seal. Checked with the seal, whose promise is to hold against SQL inside a scope.
- */
-async function plantingGrounds(
-  db: SqlQueryable,
-  schema: string,
-  appRole: string,
-  seal: string,
-): Promise<string[]> {
-  const schemas = await db.query<{ name: string }>(
-    `select n.nspname as name from pg_namespace n
-      where (n.nspname = $1 or (${USABLE_SCHEMA})) and has_schema_privilege($2, n.oid, 'CREATE')
-      order by 1`,
-    [schema, appRole],
-  );
-  const owned = await db.query<{ name: string }>(
-    `select n.nspname || '.' || p.proname || '(' || oidvectortypes(p.proargtypes) || ')' as name
-       from pg_proc p join pg_namespace n on n.oid = p.pronamespace
-      where (n.nspname = $1 or (${USABLE_SCHEMA})) and n.nspname <> $3
-        and pg_has_role($2, p.proowner, 'MEMBER')
-      order by 1`,
-    [schema, appRole, seal],
-  );
-  return [
-    ...schemas.rows.map(
-      (r) =>
-        `sealed scope: app role ${appRole} may CREATE in schema ${r.name} (SQL in a scope could add functions that other scopes' statements then call: REVOKE CREATE ON SCHEMA ${r.name} FROM PUBLIC and from ${appRole})`,
-    ),
-    ...owned.rows.map(
-      (r) =>
-        `sealed scope: function ${r.name} is owned by app role ${appRole} (SQL in a scope could replace it)`,
-    ),
-  ];
 }
 
 /**

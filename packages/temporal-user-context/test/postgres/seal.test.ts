@@ -215,7 +215,7 @@ describe.each(BACKENDS)('sealed scopes on %s', (kind) => {
     await sealed.admin.query('grant create on schema public to public');
     try {
       await expect(guard()).rejects.toThrow(
-        new RegExp(`app role ${app} may CREATE in schema public \\(SQL in a scope could add functions`),
+        `sealed scope: app role ${app} may CREATE in schema public (SQL in a scope could plant objects`,
       );
       // What it refuses it for: ws-b plants a function that takes the place of pg_catalog's (an exact
       // match on integer beats the system's on bigint), and a scope of ws-a runs it.
@@ -247,16 +247,72 @@ describe.each(BACKENDS)('sealed scopes on %s', (kind) => {
         opts,
       );
       expect(loot).toContain('a1');
-      // Its function is the app role's: replaceable without CREATE, so named even once CREATE is gone.
+      // Its function is the app role's, which may alter it: named even once CREATE is gone.
       await sealed.admin.query('revoke create on schema public from public');
       await expect(guard()).rejects.toThrow(
-        `function public.pg_advisory_xact_lock(integer) is owned by app role ${app} (SQL in a scope could replace it)`,
+        `sealed scope: app role ${app} owns function pg_advisory_xact_lock(integer)`,
       );
     } finally {
       await sealed.admin.query('revoke create on schema public from public');
       await sealed.admin.query('drop function if exists public.pg_advisory_xact_lock(integer)');
       await sealed.admin.query('drop table if exists public.loot');
     }
+    await expect(guard()).resolves.toMatchObject({ tenantTables: ['audit_log', 'memberships', 'notes'] });
+  });
+
+  it('the guard refuses what else SQL in a scope could plant or learn through: database, owned schema and objects, triggers, keys', async () => {
+    const app = sealedRoles.app;
+    const guard = () => assertIsolation(sealed.admin, { appRole: app, seal: true, checkLogin: false });
+    /** The guard's refusal while `grant` holds, and its acceptance once `undo` ran. */
+    const refusedWhile = async (grant: string[], message: string, undo: string[]) => {
+      for (const sql of grant) await sealed.admin.query(sql);
+      try {
+        await expect(guard()).rejects.toThrow(message);
+      } finally {
+        for (const sql of undo) await sealed.admin.query(sql);
+      }
+    };
+    const database = (await sealed.admin.query<{ name: string }>('select current_database() as name'))
+      .rows[0]!.name;
+    // Found by review: a schema named after the app role comes first on the default search path.
+    await refusedWhile(
+      [`grant create on database "${database}" to ${app}`],
+      `app role ${app} may CREATE in database ${database}`,
+      [`revoke create on database "${database}" from ${app}`],
+    );
+    // Owned, whatever the grants say: its owner grants itself CREATE again from inside a scope.
+    await refusedWhile(
+      [`create schema hidden_${app} authorization ${app}`, `revoke all on schema hidden_${app} from ${app}`],
+      `app role ${app} owns schema hidden_${app}`,
+      [`drop schema hidden_${app}`],
+    );
+    // A shared table of its own: a rule on it runs in every scope that writes it.
+    await refusedWhile(
+      [`create table shared_${app} (v text)`, `alter table shared_${app} owner to ${app}`],
+      `app role ${app} owns table shared_${app}`,
+      [`drop table shared_${app}`],
+    );
+    await refusedWhile(
+      [`grant trigger on notes to ${app}`],
+      `app role ${app} may create triggers on table public.notes`,
+      [`revoke trigger on notes from ${app}`],
+    );
+    // An exclusion constraint tells what exists as a unique key does (ON CONFLICT DO NOTHING).
+    await refusedWhile(
+      ['alter table notes add constraint notes_body_excl exclude using btree (body with =)'],
+      'exclusion index public.notes_body_excl of notes does not contain workspace_id',
+      ['alter table notes drop constraint notes_body_excl'],
+    );
+    // A foreign key checks the other table past row-level security.
+    await refusedWhile(
+      [
+        'alter table notes add column parent integer',
+        'create unique index notes_id_key on notes (id)',
+        'alter table notes add constraint notes_parent_fk foreign key (parent) references notes (id)',
+      ],
+      'foreign key notes_parent_fk of public.notes to public.notes does not contain workspace_id',
+      ['alter table notes drop column parent', 'drop index notes_id_key'],
+    );
     await expect(guard()).resolves.toMatchObject({ tenantTables: ['audit_log', 'memberships', 'notes'] });
   });
 
@@ -637,6 +693,30 @@ describe('sealed scopes on postgres, with a login that is neither owner nor supe
       ),
     );
     expect(err).toMatchObject({ code: '42501' });
+  });
+
+  it('the strict guard refuses a login that may create what other scopes would use (found by review)', async () => {
+    const strict = () => assertIsolation(as(login), { appRole: roles.app, seal: true, strictLogin: true });
+    await expect(strict()).resolves.toMatchObject({
+      login: { role: login, bypassesRls: false, reachesOwner: false },
+    });
+    // SQL in a scope may switch back to the login (set_config('role', 'none', true)): a login that owns
+    // the database (as on many managed servers) or may create in it could plant a schema named after
+    // the app role, which the default search path reads first.
+    const database = (await b.admin.query<{ name: string }>('select current_database() as name')).rows[0]!
+      .name;
+    await b.admin.query(`grant create on database "${database}" to ${login}`);
+    try {
+      await expect(strict()).rejects.toThrow(
+        `role ${login}, which the login may become, may CREATE in database ${database}`,
+      );
+      // Not refused where the login is not held to the seal (strictLogin off): reported as before.
+      await expect(assertIsolation(as(login), { appRole: roles.app, seal: true })).resolves.toMatchObject({
+        login: { role: login },
+      });
+    } finally {
+      await b.admin.query(`revoke create on database "${database}" from ${login}`);
+    }
   });
 
   it('a login that may not become the app role cannot enter, nor read the table it has a grant on', async () => {

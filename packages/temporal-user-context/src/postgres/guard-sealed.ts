@@ -1,0 +1,136 @@
+// The start-up guard's checks for the sealed scope (guard.ts), whose promise is to hold against SQL run
+// inside a scope: that SQL must find nothing to plant for other workspaces' statements to run, and no
+// key through which to learn what other workspaces hold.
+import type { SqlQueryable } from './database.js';
+import { AUDIT_TABLE } from './audit.js';
+
+/** Schemas of the system's own, whose objects no application role creates. */
+const SYSTEM_SCHEMA = `(n.nspname like 'pg\\_%' or n.nspname = 'information_schema')`;
+
+/**
+ * What SQL in a scope could plant: every scope runs as the app role (and SQL in one may switch to any
+ * role its login may become: `login`), so an object one scope adds or changes, others use. PostgreSQL
+ * resolves a call over every schema of the search path, and an exact match in a later schema beats a
+ * `pg_catalog` function that needs a cast: a `public.pg_advisory_xact_lock(integer)` planted by one
+ * workspace's scope runs in another's, as the app role, inside its seal. A schema named after the app
+ * role comes first on the default search path (`"$user"`), ahead of `public`, so a view planted there
+ * takes the place of a table. Refused, for the app role and (with `login`) every role the login may
+ * become: CREATE on the database (a schema, or a trusted extension whose operators shadow the system's)
+ * or on any schema (PostgreSQL 13 and 14 grant it on `public` to everyone unless revoked); owning a
+ * schema, or anything else in this database (an owner may alter it: a function's search path, a rule
+ * or trigger on a table, its policies); TRIGGER on a table (a trigger runs in the statements of every
+ * scope that writes it).
+ */
+export async function plantingGrounds(db: SqlQueryable, appRole: string, login: boolean): Promise<string[]> {
+  const { rows } = await db.query<{ role: string; what: string }>(
+    `with planters as (
+       select r.oid, r.rolname from pg_roles r
+        where r.rolname = $1 or ($2::boolean and pg_has_role(session_user, r.oid, 'MEMBER'))
+     ), here as (select oid, datname from pg_database where datname = current_database())
+     select p.rolname as role, 'may CREATE in database ' || here.datname as what
+       from planters p, here
+      where has_database_privilege(p.oid, here.oid, 'CREATE')
+     union all
+     select p.rolname,
+            case when pg_has_role(p.oid, n.nspowner, 'MEMBER') then 'owns schema ' else 'may CREATE in schema ' end
+              || n.nspname
+       from planters p, pg_namespace n
+      where not ${SYSTEM_SCHEMA}
+        and (has_schema_privilege(p.oid, n.oid, 'CREATE') or pg_has_role(p.oid, n.nspowner, 'MEMBER'))
+     union all
+     select p.rolname, 'owns ' || pg_describe_object(d.classid, d.objid, d.objsubid)
+       from planters p, here, pg_shdepend d
+      where d.dbid = here.oid and d.deptype = 'o' and pg_has_role(p.oid, d.refobjid, 'MEMBER')
+        and d.classid <> 'pg_namespace'::regclass
+     union all
+     select p.rolname, 'may create triggers on table ' || n.nspname || '.' || c.relname
+       from planters p, pg_class c join pg_namespace n on n.oid = c.relnamespace
+      where c.relkind in ('r', 'p', 'f') and not ${SYSTEM_SCHEMA}
+        and has_table_privilege(p.oid, c.oid, 'TRIGGER')
+      order by 1, 2`,
+    [appRole, login],
+  );
+  return rows.map(
+    (r) =>
+      `sealed scope: ${r.role === appRole ? `app role ${r.role}` : `role ${r.role}, which the login may become,`} ${r.what} ` +
+      "(SQL in a scope could plant objects that other workspaces' scopes then use; on PostgreSQL 13 and 14 " +
+      'REVOKE CREATE ON SCHEMA public FROM PUBLIC)',
+  );
+}
+
+/**
+ * Keys through which SQL in a scope learns what other workspaces hold, on tenant tables the app role may
+ * write (a column grant is enough):
+ * - unique or exclusion indexes without `workspace_id`: PostgreSQL evaluates `INSERT … ON CONFLICT DO
+ *   UPDATE … WHERE` on the conflicting row before the UPDATE policy checks it (with a key of `id` alone,
+ *   a scope names another workspace's id, reads that row through the WHERE and locks it), and `ON
+ *   CONFLICT DO NOTHING` or the violation itself says whether another workspace has a value;
+ * - foreign keys to another tenant table without `workspace_id`: foreign-key checks skip row-level
+ *   security, so an insert or update that names another workspace's key says whether it exists.
+ *
+ * The audit table aside while the app role may not update it: its INSERT policy is held to the sink's
+ * scopes (guard.ts, `escapes`), so SQL in a user's scope fails the check before any key is compared.
+ */
+export async function tenantKeys(
+  db: SqlQueryable,
+  schema: string,
+  appRole: string,
+  tenantTables: readonly string[],
+): Promise<string[]> {
+  const isTenant = (s: string, table: string) =>
+    tenantTables.includes(s === schema ? table : `${s}.${table}`);
+  const keys = await db.query<{
+    schema: string;
+    table: string;
+    index: string;
+    exclusion: boolean;
+    updatable: boolean;
+  }>(
+    `select n.nspname as schema, c.relname as table, ic.relname as index, i.indisexclusion as exclusion,
+            has_any_column_privilege($1, c.oid, 'UPDATE') as updatable
+       from pg_index i join pg_class c on c.oid = i.indrelid
+       join pg_namespace n on n.oid = c.relnamespace join pg_class ic on ic.oid = i.indexrelid
+      where (i.indisunique or i.indisexclusion)
+        and exists (select 1 from pg_attribute a
+                     where a.attrelid = c.oid and a.attname = 'workspace_id' and not a.attisdropped
+                       and not a.attnum = any (i.indkey))
+        and has_any_column_privilege($1, c.oid, 'INSERT')
+      order by 1, 2, 3`,
+    [appRole],
+  );
+  const references = await db.query<{
+    schema: string;
+    table: string;
+    name: string;
+    target_schema: string;
+    target: string;
+  }>(
+    `select n.nspname as schema, c.relname as table, k.conname as name,
+            tn.nspname as target_schema, t.relname as target
+       from pg_constraint k join pg_class c on c.oid = k.conrelid
+       join pg_namespace n on n.oid = c.relnamespace
+       join pg_class t on t.oid = k.confrelid join pg_namespace tn on tn.oid = t.relnamespace
+      where k.contype = 'f'
+        and has_any_column_privilege($1, c.oid, 'INSERT,UPDATE')
+        and not exists (select 1 from pg_attribute a
+                         where a.attrelid = c.oid and a.attname = 'workspace_id' and not a.attisdropped
+                           and a.attnum = any (k.conkey))
+      order by 1, 2, 3`,
+    [appRole],
+  );
+  return [
+    ...keys.rows
+      .filter((r) => isTenant(r.schema, r.table))
+      .filter((r) => r.updatable || r.schema !== schema || r.table !== AUDIT_TABLE)
+      .map(
+        (r) =>
+          `sealed scope: ${r.exclusion ? 'exclusion' : 'unique'} index ${r.schema}.${r.index} of ${r.table} does not contain workspace_id (INSERT … ON CONFLICT could read another workspace's row, or tell that it exists: lead the key with workspace_id)`,
+      ),
+    ...references.rows
+      .filter((r) => isTenant(r.schema, r.table) && isTenant(r.target_schema, r.target))
+      .map(
+        (r) =>
+          `sealed scope: foreign key ${r.name} of ${r.schema}.${r.table} to ${r.target_schema}.${r.target} does not contain workspace_id (foreign-key checks skip row-level security: a write naming another workspace's key would tell that it exists)`,
+      ),
+  ];
+}
