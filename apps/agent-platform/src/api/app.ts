@@ -1,4 +1,5 @@
 import { createHash, randomUUID } from 'node:crypto';
+import { setMaxListeners } from 'node:events';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
 import {
@@ -62,7 +63,7 @@ import {
   toProblem,
   type RunEnding,
 } from './problems.js';
-import { UnfinishedWork } from './unfinished-work.js';
+import { UnfinishedWork, type RequestWork } from './unfinished-work.js';
 import { ParserRefusals } from './parser-refusals.js';
 
 export const WORKFLOW_TYPE = 'AgentExecutionWorkflow';
@@ -271,6 +272,15 @@ function paramsOf(request: FastifyRequest): string {
 }
 const ID_TEXT = new RegExp(ID.pattern);
 
+/**
+ * What the SDK's client rejects a call with when its abort signal cancelled it (gRPC status 1,
+ * CANCELLED, as @grpc/grpc-js makes it): for a call not made because the signal had fired already.
+ */
+function cancelledCall(): Error {
+  const details = 'Cancelled before the call';
+  return Object.assign(new Error(`1 CANCELLED: ${details}`), { code: 1, details, metadata: {} });
+}
+
 function notFound(what: string): ProblemError {
   return new ProblemError(
     404,
@@ -345,6 +355,8 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   const unfinished = new UnfinishedWork();
   /** Aborted as the API begins to close: waits that only read (a result's long poll) end then. */
   const closing = new AbortController();
+  // One listener per long poll open: as many as there are polls, not a leak.
+  setMaxListeners(0, closing.signal);
   /** The record of a refused request: its caller once authenticated, its route and parameters. */
   const requestRefusal = (request: FastifyRequest, code: string) =>
     apiDenial(
@@ -420,18 +432,26 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       (typeof err === 'object' && err !== null && audited.has(err)) || parserRefusals.refusedBody(request);
     if (decided && !onRecord && !isUserContextError(err)) requestRefusal(request, body.code);
     void reply.status(body.status).type('application/problem+json').send(body);
+    requests.get(request)?.ran();
   });
-  app.addHook('onRequest', async (request, reply) => parserRefusals.handling(request, reply));
-  // Each late delete is a Temporal call within temporalTimeoutMs: waited for no longer than that.
-  // Node's server waits at closing for requests whose clients are still there, not for a handler
-  // whose client went away: it still runs to its end (its writes, its records), and its records must
-  // reach the audit sinks before the process closes them. A handler's Temporal calls each end within
-  // temporalTimeoutMs or workerTimeoutMs (a keyed replay makes two in a row); a long poll ends at once.
+  // Closing waits for every request begun (./unfinished-work.ts): one whose client went away still
+  // runs its hooks and handler to their end, writing and recording, and Node's server does not wait
+  // for it. A handler's Temporal calls each end within temporalTimeoutMs or workerTimeoutMs (a keyed
+  // replay makes two in a row); a long poll ends at once; each late delete is a call within
+  // temporalTimeoutMs.
+  const requests = new WeakMap<FastifyRequest, RequestWork>();
+  app.addHook('onRequest', async (request) => {
+    requests.set(request, unfinished.begin());
+  });
+  app.addHook('onResponse', async (request) => requests.get(request)?.answered());
+  app.addHook('onRequestAbort', async (request) => requests.get(request)?.gone());
   app.addHook('onRoute', (route) => {
     const handler = route.handler;
     route.handler = function (this: FastifyInstance, request, reply) {
       const result: unknown = handler.call(this, request, reply);
-      unfinished.track(result);
+      const ran = () => requests.get(request)?.ran();
+      if (result instanceof Promise) result.then(ran, ran);
+      else ran();
       return result;
     } as typeof handler;
   });
@@ -440,6 +460,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     const left = await unfinished.close(2 * Math.max(temporalTimeoutMs, workerTimeoutMs));
     if (left > 0) app.log.warn({ left }, 'api: closed with work still running: its records may be lost');
   });
+  app.addHook('onRequest', async (request, reply) => parserRefusals.handling(request, reply));
   app.setNotFoundHandler((request, reply) => {
     // Refused by the parser already (its body's bytes came with its headers): on record once.
     if (!parserRefusals.refusedBody(request)) routerRefusal(request.method, 'NOT_FOUND', 'unknown route');
@@ -447,6 +468,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       .status(404)
       .type('application/problem+json')
       .send(problem(404, 'NOT_FOUND', 'Not found'));
+    requests.get(request)?.ran();
   });
 
   app.addHook('onRequest', async (request) => {
@@ -536,13 +558,16 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     fn: () => Promise<T>,
     endsAtClose = false,
   ): Promise<T> => {
+    // The SDK cancels a call when the signal fires, not one started after it fired: a client gone, or
+    // a closing begun, before the call is answered as the SDK's cancelled call is, without a call.
+    if (reply.raw.destroyed || (endsAtClose && closing.signal.aborted))
+      return Promise.reject(cancelledCall());
     const gone = new AbortController();
     const abort = () => gone.abort();
     reply.raw.once('close', abort);
     if (endsAtClose) closing.signal.addEventListener('abort', abort, { once: true });
-    if (closing.signal.aborted && endsAtClose) abort();
-    // The SDK cancels only calls in flight when the signal fires; the deadline also ends one started
-    // after it (the next page of a result() that follows a continue-as-new).
+    // The deadline also ends a call started after the signal fired (the next page of a result() that
+    // follows a continue-as-new).
     return client
       .withAbortSignal(gone.signal, () => client.withDeadline(Date.now() + timeoutMs, fn))
       .finally(() => {

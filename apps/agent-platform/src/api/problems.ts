@@ -19,7 +19,7 @@ import { ErrorCodes, isUserContextError, type UserContextErrorCode } from 'tempo
 import { AuthError } from '../auth/verify.js';
 import type { AgentRun, RunRecordEnding } from '../data/repositories/index.js';
 import type { AgentExecutionResult } from '../workflows/agent-execution.js';
-import { RunErrorCodes, isStableCode, runFailureCode } from '../workflows/run-policy.js';
+import { RunErrorCodes, isCancelledFailure, isStableCode, runFailureCode } from '../workflows/run-policy.js';
 
 export const PROBLEM_BASE = 'https://agent-platform.example/problems/';
 
@@ -185,6 +185,26 @@ export function runEnding(err: unknown): RunEnding | undefined {
   return { status: 'failed', error: { code: runFailureCode(err.cause) } };
 }
 
+/**
+ * The server's failure of an update accepted by a run that then closed without answering it (a run
+ * terminated, timed out, or from before `settle-instructions`, while the sender was being verified).
+ */
+const ACCEPTED_UPDATE_COMPLETED_WORKFLOW = 'AcceptedUpdateCompletedWorkflow';
+
+/**
+ * Whether an update failed because its run ended or is ending: the workflow's `RUN_FINISHED`, the
+ * server's failure of an update its closed run left unanswered, or the run's cancellation through
+ * Temporal, which cancels the handler's verification of its sender (a local activity: the cancellation
+ * comes wrapped in its ActivityFailure).
+ */
+function updateOutlivedRun(err: WorkflowUpdateFailedError, code: string | undefined): boolean {
+  return (
+    code === RunErrorCodes.RUN_FINISHED ||
+    (err.cause instanceof ApplicationFailure && err.cause.type === ACCEPTED_UPDATE_COMPLETED_WORKFLOW) ||
+    isCancelledFailure(err.cause)
+  );
+}
+
 /** Maps any error to a problem document; unknown errors become a generic 500 with no internals. */
 export function toProblem(err: unknown): Problem {
   if (err instanceof ProblemError) return problem(err.status, err.code, err.title, err.detail);
@@ -211,7 +231,7 @@ export function toProblem(err: unknown): Problem {
       return problem(status, code, title);
     }
     // The run ended, or was cancelled and is closing: the state of things, as for a run gone already.
-    if (err instanceof WorkflowUpdateFailedError && code === RunErrorCodes.RUN_FINISHED)
+    if (err instanceof WorkflowUpdateFailedError && updateOutlivedRun(err, code))
       return problem(409, 'RUN_NOT_RUNNING', 'Run is not running', safeMessage(err.cause));
     if (err instanceof WorkflowUpdateFailedError)
       return problem(409, 'INSTRUCTION_REJECTED', 'Instruction rejected', safeMessage(err.cause));

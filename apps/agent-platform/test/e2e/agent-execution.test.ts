@@ -29,6 +29,7 @@ import {
 import { fromPgPool, withUserScope, type SqlDatabase } from 'temporal-user-context/postgres';
 import { failureTypeOf } from '../../../../test-support/harness.js';
 import { createTestDatabase, type TestDatabase } from '../../../../test-support/postgres.js';
+import { throwIfRunEnded, toProblem } from '../../src/api/problems.js';
 import { migrate } from '../../src/data/migrate.js';
 import { DATABASE_OPTIONS } from '../../src/config.js';
 import { AgentRepository, AgentRunRepository } from '../../src/data/repositories/index.js';
@@ -487,6 +488,50 @@ describe('cancel and instructions at awkward moments', () => {
     await expectRunFinished(update);
     expect(await failureOf(s)).toBe('MODEL_REJECTED');
     expect(await record(s.runRecordId)).toMatchObject({ status: 'failed', error: 'MODEL_REJECTED' });
+  });
+
+  it('an instruction whose sender is still being verified when the run is terminated or cancelled through Temporal: the API says RUN_NOT_RUNNING', async () => {
+    // Found by review: the server's failure of an update its closed run left unanswered, and the
+    // cancellation of the handler's verification, were answered INSTRUCTION_REJECTED.
+    for (const end of ['terminate', 'cancel'] as const) {
+      const { s, step, verify, update } = await instructionBeingVerified('Tell me about onboarding', '5s');
+      let failed: unknown;
+      try {
+        if (end === 'terminate') {
+          await runAsUser(alice, () => s.handle.terminate('operator'));
+          // Settled while the verification is still held: by the server, as the run closed.
+          failed = await update;
+        } else {
+          await runAsUser(alice, () => s.handle.cancel());
+          // The verification is not cancelled with the run (the library's whole-actor-verification):
+          // once the run has taken the cancellation (its model step's cancel is in history, at the
+          // held task's heartbeat), the verification ends and the handler answers RUN_FINISHED.
+          await vi.waitFor(
+            async () =>
+              expect(
+                ((await historyOf(s)).events ?? []).some((e) => e.activityTaskCancelRequestedEventAttributes),
+              ).toBe(true),
+            { timeout: 20_000, interval: 200 },
+          );
+          verify.release();
+          failed = await update;
+          expect((failed as WorkflowUpdateFailedError).cause).toMatchObject({ type: 'RUN_FINISHED' });
+        }
+      } finally {
+        verify.release();
+        step.release();
+      }
+      // As the instructions route answers it: a run the server no longer finds, else the problem.
+      const answered = (err: unknown) => {
+        try {
+          throwIfRunEnded(err);
+        } catch (ended) {
+          return toProblem(ended);
+        }
+        return toProblem(err);
+      };
+      expect(answered(failed), end).toMatchObject({ status: 409, code: 'RUN_NOT_RUNNING' });
+    }
   });
 
   it('an instruction is refused while the last step the run may take is running', async () => {
@@ -1062,6 +1107,8 @@ describe('replay', () => {
         'settle-handlers-on-failure',
         'instructions-before-last-step',
         'write-ending-whole',
+        // The library's: verifyActor()'s verification is not cancelled with its caller.
+        'temporal-user-context:whole-actor-verification',
       ]),
     );
     expect(await replayErrors(histories, keys.worker)).toEqual([]);

@@ -3,6 +3,7 @@
 // identity source, internal error class names never reach a client, and closing the API waits for
 // handlers still running.
 import { randomUUID } from 'node:crypto';
+import { connect } from 'node:net';
 import { Client } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -10,6 +11,7 @@ import { ErrorCodes, runAsUser } from 'temporal-user-context';
 import { withUserScope } from 'temporal-user-context/postgres';
 import { WORKFLOW_TYPE, runRequestDigest } from '../../src/api/app.js';
 import { AgentRunRepository } from '../../src/data/repositories/index.js';
+import { createVerifier } from '../../src/auth/verify.js';
 import {
   LocalModelProvider,
   type AgentConfig,
@@ -623,19 +625,15 @@ describe('audit', () => {
 });
 
 describe('closing the API', () => {
-  it('waits for a handler still running, so that its writes and records come before it returns', async () => {
-    const { runId, workflowId } = await startRun(p.idleCall, { input: 'Tell me about roadmap' });
-    await p.testClient.workflow.getHandle(workflowId).terminate('operator');
-    await closed(workflowId);
-    // An API whose describe waits for the test: the request is still in its handler when the API
-    // closes (as one whose client went away is: Node's server no longer waits for it).
+  /** A client of the API's connection whose describe() waits until `release()`: `describing` says it began. */
+  function describeHeld() {
     let release!: () => void;
     const gate = new Promise<void>((resolve) => (release = resolve));
     let asked!: () => void;
     const describing = new Promise<void>((resolve) => (asked = resolve));
-    const held = new Client({ connection: p.client.connection, namespace: p.namespace });
-    const getHandle = held.workflow.getHandle.bind(held.workflow);
-    held.workflow.getHandle = ((...args: Parameters<typeof getHandle>) => {
+    const client = new Client({ connection: p.client.connection, namespace: p.namespace });
+    const getHandle = client.workflow.getHandle.bind(client.workflow);
+    client.workflow.getHandle = ((...args: Parameters<typeof getHandle>) => {
       const handle = getHandle(...args);
       const describe = handle.describe.bind(handle);
       return Object.assign(handle, {
@@ -645,7 +643,17 @@ describe('closing the API', () => {
           return describe();
         },
       });
-    }) as typeof held.workflow.getHandle;
+    }) as typeof client.workflow.getHandle;
+    return { client, describing, release };
+  }
+
+  it('waits for a handler still running, so that its writes and records come before it returns', async () => {
+    const { runId, workflowId } = await startRun(p.idleCall, { input: 'Tell me about roadmap' });
+    await p.testClient.workflow.getHandle(workflowId).terminate('operator');
+    await closed(workflowId);
+    // An API whose describe waits for the test: the request is still in its handler when the API
+    // closes (as one whose client went away is: Node's server no longer waits for it).
+    const { client: held, describing, release } = describeHeld();
     const api = await otherApi(p, { client: held });
     p.apiAudit.clear();
     const answer = api.inject({
@@ -673,6 +681,67 @@ describe('closing the API', () => {
     expect(atClose?.row).toEqual({ status: 'failed', error: 'RUN_TERMINATED' });
     // Both of its scopes on record by then: the record's read, and the write of its ending.
     expect(atClose?.actions).toEqual(['db.scope:allow', 'db.scope:allow']);
+  });
+
+  it('answers running at once a long poll that reaches its wait after closing began', async () => {
+    // Found by review: the call made after the signal fired was not cancelled by it, and held the
+    // closing for the poll's 60 s.
+    const { runId } = await startRun(p.idleCall, { input: 'Tell me about roadmap' });
+    const { client: held, describing, release } = describeHeld();
+    const api = await otherApi(p, { client: held });
+    const answer = api.inject({
+      method: 'GET',
+      url: `/runs/${runId}/result?waitSeconds=60`,
+      headers: { authorization: `Bearer ${p.tokens.alice as string}` },
+    });
+    await describing;
+    const closing = api.close();
+    release();
+    expect((await answer).json()).toEqual({ runId, status: 'running' });
+    await closing;
+  });
+
+  it('waits for a request whose client left while it was still being authenticated', async () => {
+    // Found by review: the request was tracked from its handler on, which started after closing had
+    // looked, and its writes and records came after the pool and sinks closed.
+    const { runId, workflowId } = await startRun(p.idleCall, { input: 'Tell me about roadmap' });
+    await p.testClient.workflow.getHandle(workflowId).terminate('operator');
+    await closed(workflowId);
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let asked!: () => void;
+    const verifying = new Promise<void>((resolve) => (asked = resolve));
+    const verify = createVerifier({
+      jwks: p.issuer.jwks,
+      issuer: p.issuer.issuer,
+      audience: p.issuer.audience,
+    });
+    const api = await otherApi(p, {
+      verify: async (token) => {
+        asked();
+        await gate;
+        return verify(token);
+      },
+    });
+    const url = new URL(await api.listen({ port: 0, host: '127.0.0.1' }));
+    const socket = connect(Number(url.port), url.hostname, () =>
+      socket.write(
+        `GET /runs/${runId} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${p.tokens.alice as string}\r\n\r\n`,
+      ),
+    );
+    socket.on('error', () => undefined);
+    await verifying;
+    socket.destroy();
+    let atClose: unknown;
+    const closing = api.close().then(async () => {
+      atClose = (await p.pool.query(`select status, error from agent_runs where id = $1`, [runId])).rows[0];
+    });
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    expect(atClose).toBeUndefined();
+    release();
+    await closing;
+    // Its handler ran, and wrote the ending Temporal reports, before close() returned.
+    expect(atClose).toEqual({ status: 'failed', error: 'RUN_TERMINATED' });
   });
 
   it('ends a long poll of a result as it begins to close: answered running, not held to its end', async () => {

@@ -73,6 +73,12 @@ describe('failure codes', () => {
         ApplicationFailure.create({ type, message: 'why', nonRetryable: true }),
       );
     expect(toProblem(failed('RUN_FINISHED'))).toMatchObject({ status: 409, code: 'RUN_NOT_RUNNING' });
+    // The server's failure of an update its closed run left unanswered, and a run cancelled through
+    // Temporal under the handler: the run is not running either.
+    expect(toProblem(failed('AcceptedUpdateCompletedWorkflow'))).toMatchObject({ code: 'RUN_NOT_RUNNING' });
+    expect(
+      toProblem(new WorkflowUpdateFailedError('Workflow Update failed', new CancelledFailure('cancelled'))),
+    ).toMatchObject({ status: 409, code: 'RUN_NOT_RUNNING' });
     for (const type of ['INSTRUCTION_INVALID', 'INSTRUCTION_LIMIT', 'STEP_LIMIT_EXCEEDED'])
       expect(toProblem(failed(type))).toMatchObject({
         status: 409,

@@ -111,8 +111,19 @@ export function getActor(): ActorRef | undefined {
 }
 
 /**
+ * The patch under which verifyActor()'s local activity is not cancelled with its caller's scope. A run
+ * cancelled through Temporal cancels its handlers' local activities, and Core places a cancelled local
+ * activity's marker among the other commands of its workflow task by timing: a replay could order them
+ * otherwise and fail with a nondeterminism error (an activity cancelled in the same task). Runs that
+ * verified before it replay as they ran.
+ */
+export const WHOLE_ACTOR_VERIFICATION_PATCH = 'temporal-user-context:whole-actor-verification';
+
+/**
  * Verifies the current actor's token in a local activity and returns the actor's `UserContext` (recorded in
- * history). Only inside signal and update handlers: queries cannot run activities. Not memoised.
+ * history). Only inside signal and update handlers: queries cannot run activities. Not memoised. Not
+ * cancelled with the caller's scope (a run cancelled through Temporal): the verification ends within
+ * its own timeouts (30 s an attempt, three attempts), and the handler then sees the run's state.
  *
  * Rejects like {@link getUserContext}: a non-retryable `ApplicationFailure` whose `type` is the code
  * (`USER_CONTEXT_MISSING` outside a handler, the worker's code when the actor's token does not verify).
@@ -123,6 +134,8 @@ export function getActor(): ActorRef | undefined {
 export function verifyActor(): Promise<UserContext> {
   if (!currentActor())
     return Promise.reject(refusal('workflow.verifyActor', ErrorCodes.MISSING, 'no actor in scope'));
+  if (patched(WHOLE_ACTOR_VERIFICATION_PATCH))
+    return CancellationScope.nonCancellable(() => actorVerifier[WHOIS_ACTOR_ACTIVITY]());
   return actorVerifier[WHOIS_ACTOR_ACTIVITY]();
 }
 
