@@ -440,7 +440,10 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   // replay makes two in a row); a long poll ends at once; each late delete is a call within
   // temporalTimeoutMs.
   const requests = new WeakMap<FastifyRequest, RequestWork>();
-  app.addHook('onRequest', async (request) => {
+  // The API's first hook, and in one: the parser's refusal of bytes that came with the headers follows
+  // at once, and must find the request marked (./parser-refusals.ts).
+  app.addHook('onRequest', async (request, reply) => {
+    parserRefusals.handling(request, reply);
     requests.set(request, unfinished.begin());
   });
   app.addHook('onResponse', async (request) => requests.get(request)?.answered());
@@ -460,7 +463,6 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     const left = await unfinished.close(2 * Math.max(temporalTimeoutMs, workerTimeoutMs));
     if (left > 0) app.log.warn({ left }, 'api: closed with work still running: its records may be lost');
   });
-  app.addHook('onRequest', async (request, reply) => parserRefusals.handling(request, reply));
   app.setNotFoundHandler((request, reply) => {
     // Refused by the parser already (its body's bytes came with its headers): on record once.
     if (!parserRefusals.refusedBody(request)) routerRefusal(request.method, 'NOT_FOUND', 'unknown route');
