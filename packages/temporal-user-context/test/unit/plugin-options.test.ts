@@ -19,6 +19,7 @@ import {
 } from 'temporal-user-context';
 import { failureConverterPath } from '../../src/plugin.js';
 import { ContextSource } from '../../src/client/source.js';
+import { edgeSource } from './edge-source.js';
 import { mirrorOptionsOf } from '../../src/client/mirror.js';
 import { createArgsDigest } from '../../src/crypto/args-digest.js';
 import { ORIGINATOR_HEADER, decodeHeader, encodeHeader } from '../../src/header/wire.js';
@@ -35,17 +36,7 @@ const alice = { userId: 'alice', workspaceId: 'ws-acme', roles: ['member'] };
 const START = { workflowType: 'wf', taskQueue: 'tq', args: [] };
 
 /** An edge's context source without mirrors, auditing into memory. */
-function sourceWith(bindStartArguments?: boolean) {
-  const audit = memoryAuditSink();
-  const source = new ContextSource({
-    ring: edge,
-    namespace: 'default',
-    auditor: new Auditor([audit]),
-    mirror: { memo: 'off', searchAttributes: 'off' },
-    bindStartArguments,
-  });
-  return { source, audit };
-}
+const sourceWith = (bindStartArguments?: boolean) => edgeSource(edge, { bindStartArguments });
 
 function codeOf(fn: () => unknown): string | undefined {
   try {

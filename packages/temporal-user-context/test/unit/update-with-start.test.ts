@@ -8,21 +8,15 @@ import {
   type WorkflowClientOptions,
 } from '@temporalio/client';
 import { describe, expect, it } from 'vitest';
-import { Auditor, ErrorCodes, KeyRing, generateKeySet, memoryAuditSink } from '../../src/index.js';
-import { ContextSource } from '../../src/client/source.js';
+import { ErrorCodes, KeyRing, generateKeySet } from '../../src/index.js';
+import { edgeSource } from './edge-source.js';
 import { UserContextWorkflowClientInterceptor } from '../../src/client/interceptors.js';
 
 const edge = KeyRing.fromJSON(generateKeySet('update-with-start').edge);
 
 /** A client whose only server call records its request and fails; `inner` runs inside the plugin's. */
 function clientWith(inner?: WorkflowClientInterceptor) {
-  const audit = memoryAuditSink();
-  const source = new ContextSource({
-    ring: edge,
-    namespace: 'default',
-    auditor: new Auditor([audit]),
-    mirror: { memo: 'off', searchAttributes: 'off' },
-  });
+  const { source, audit } = edgeSource(edge);
   const sent: unknown[] = [];
   const connection = {
     workflowService: {
