@@ -63,7 +63,7 @@ import {
   toProblem,
   type RunEnding,
 } from './problems.js';
-import { UnfinishedWork, type RequestWork } from './unfinished-work.js';
+import { UnfinishedWork } from './unfinished-work.js';
 import { ParserRefusals } from './parser-refusals.js';
 
 export const WORKFLOW_TYPE = 'AgentExecutionWorkflow';
@@ -432,29 +432,23 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       (typeof err === 'object' && err !== null && audited.has(err)) || parserRefusals.refusedBody(request);
     if (decided && !onRecord && !isUserContextError(err)) requestRefusal(request, body.code);
     void reply.status(body.status).type('application/problem+json').send(body);
-    requests.get(request)?.ran();
   });
-  // Closing waits for every request begun (./unfinished-work.ts): one whose client went away still
-  // runs its hooks and handler to their end, writing and recording, and Node's server does not wait
-  // for it. A handler's Temporal calls each end within temporalTimeoutMs or workerTimeoutMs (a keyed
-  // replay makes two in a row); a long poll ends at once; each late delete is a call within
-  // temporalTimeoutMs.
-  const requests = new WeakMap<FastifyRequest, RequestWork>();
-  // The API's first hook, and in one: the parser's refusal of bytes that came with the headers follows
-  // at once, and must find the request marked (./parser-refusals.ts).
-  app.addHook('onRequest', async (request, reply) => {
-    parserRefusals.handling(request, reply);
-    requests.set(request, unfinished.begin());
-  });
-  app.addHook('onResponse', async (request) => requests.get(request)?.answered());
-  app.addHook('onRequestAbort', async (request) => requests.get(request)?.gone());
+  // Closing waits for the API's own work in flight (./unfinished-work.ts): Node's server waits for
+  // requests whose clients are still there, not for one whose client went away, whose hooks and
+  // handler still run to their end, writing and recording. What such a request runs is the
+  // authentication below and its handler, each tracked; one that never reaches its handler (its body
+  // never came) runs nothing more. A handler's Temporal calls each end within temporalTimeoutMs or
+  // workerTimeoutMs (a keyed replay makes two in a row); a long poll ends at once; each late delete is
+  // a call within temporalTimeoutMs.
+  // The API's first hook: the parser's refusal of bytes that came with the headers follows at once,
+  // and must find the request marked (./parser-refusals.ts).
+  app.addHook('onRequest', async (request, reply) => parserRefusals.handling(request, reply));
+  // Every route registered from here on (all but the documentation's, which writes nothing).
   app.addHook('onRoute', (route) => {
     const handler = route.handler;
     route.handler = function (this: FastifyInstance, request, reply) {
       const result: unknown = handler.call(this, request, reply);
-      const ran = () => requests.get(request)?.ran();
-      if (result instanceof Promise) result.then(ran, ran);
-      else ran();
+      unfinished.track(result);
       return result;
     } as typeof handler;
   });
@@ -470,10 +464,15 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       .status(404)
       .type('application/problem+json')
       .send(problem(404, 'NOT_FOUND', 'Not found'));
-    requests.get(request)?.ran();
   });
 
-  app.addHook('onRequest', async (request) => {
+  app.addHook('onRequest', (request) => {
+    const authenticated = authenticate(request);
+    unfinished.track(authenticated);
+    return authenticated;
+  });
+  /** The caller, from the bearer JWT, before the body is read (tracked for closing: see above). */
+  const authenticate = async (request: FastifyRequest): Promise<void> => {
     const url = request.routeOptions.url;
     if (url === undefined || url === '/healthz' || url.startsWith('/docs')) return;
     const header = request.headers.authorization;
@@ -488,7 +487,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     if (ws !== undefined && ws !== request.userContext.workspaceId) {
       throw new ProblemError(403, 'WORKSPACE_MISMATCH', 'Token is for another workspace');
     }
-  });
+  };
 
   const user = (request: FastifyRequest): UserContext => {
     if (!request.userContext) throw new AuthError('AUTH_MISSING', 'bearer token required');
@@ -1459,7 +1458,8 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         // The server accepts an update only once a worker has run the workflow's handler for it; with
         // no worker polling, the call would wait for one forever.
         throwIfRunEnded(err);
-        if (err instanceof WorkflowUpdateRPCTimeoutOrCancelledError)
+        // Cancelled too when its client went away before the call (bounded): answered as the SDK's own.
+        if (err instanceof WorkflowUpdateRPCTimeoutOrCancelledError || isGrpcCancelledError(err))
           throw new ProblemError(
             504,
             'INSTRUCTION_TIMEOUT',

@@ -129,8 +129,11 @@ export const ENDED_OUTSIDE = {
 export function recordedEnding(
   run: Pick<AgentRun, 'status' | 'result' | 'error'>,
 ): { status: 'completed' | 'cancelled'; result: AgentExecutionResult } | RunEnding | undefined {
+  // An ending recorded by its code (a run cancelled through Temporal) keeps the result a completion
+  // written before it left (write-ending-whole): the code is the ending.
   if (
     (run.status === 'completed' || run.status === 'cancelled') &&
+    !run.error &&
     run.result &&
     typeof run.result === 'object'
   )

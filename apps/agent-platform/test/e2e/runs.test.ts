@@ -744,6 +744,46 @@ describe('closing the API', () => {
     expect(atClose).toEqual({ status: 'failed', error: 'RUN_TERMINATED' });
   });
 
+  it('does not wait out its deadline for a POST whose client left during authentication', async () => {
+    // Found by review: a request begun was waited for until its answer or its handler, and a POST whose
+    // client left (its body read, or never to be) reached neither, so closing waited out its whole
+    // deadline (here two minutes: past the test's own timeout).
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let asked!: () => void;
+    const verifying = new Promise<void>((resolve) => (asked = resolve));
+    const verify = createVerifier({
+      jwks: p.issuer.jwks,
+      issuer: p.issuer.issuer,
+      audience: p.issuer.audience,
+    });
+    const api = await otherApi(p, {
+      temporalTimeoutMs: 60_000,
+      verify: async (token) => {
+        asked();
+        await gate;
+        return verify(token);
+      },
+    });
+    const url = new URL(await api.listen({ port: 0, host: '127.0.0.1' }));
+    const body = JSON.stringify({ input: 'never started' });
+    const socket = connect(Number(url.port), url.hostname, () =>
+      socket.write(
+        `POST /workspaces/ws-acme/agents/${acmeAgent()}/runs HTTP/1.1\r\nHost: x\r\n` +
+          `Authorization: Bearer ${p.tokens.alice as string}\r\nContent-Type: application/json\r\n` +
+          `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+      ),
+    );
+    socket.on('error', () => undefined);
+    await verifying;
+    socket.destroy();
+    const closing = api.close();
+    release();
+    // Done well before the deadline (the test's own timeout ends it first otherwise), whether or not
+    // Fastify had read the body before its client left (then its handler ran, and was waited for).
+    await closing;
+  });
+
   it('ends a long poll of a result as it begins to close: answered running, not held to its end', async () => {
     const { runId } = await startRun(p.idleCall, { input: 'Tell me about roadmap' });
     const api = await otherApi(p);

@@ -10,7 +10,7 @@ import {
 } from '@temporalio/common';
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes } from 'temporal-user-context';
-import { failureCode, runEnding, toProblem } from '../../src/api/problems.js';
+import { failureCode, recordedEnding, runEnding, toProblem } from '../../src/api/problems.js';
 import { runFailureCode } from '../../src/workflows/run-policy.js';
 
 /** A run failed by an activity, as the client decodes it: WorkflowFailedError → ActivityFailure → cause. */
@@ -102,6 +102,20 @@ describe('query refusals', () => {
 });
 
 describe('run endings', () => {
+  it("a record's ending past retention: its result, unless it ended by a code written after one", () => {
+    const result = { status: 'completed', answer: 'done', steps: 1, toolCalls: 0, instructions: [] };
+    expect(recordedEnding({ status: 'completed', result, error: null })).toEqual({
+      status: 'completed',
+      result,
+    });
+    // Found by review: a run cancelled through Temporal while its completion was written (whole)
+    // keeps that result on its record, under the cancellation's code.
+    expect(recordedEnding({ status: 'cancelled', result, error: 'CANCELLED' })).toEqual({
+      status: 'cancelled',
+      error: { code: 'CANCELLED' },
+    });
+  });
+
   const ended = (cause: Error) =>
     runEnding(new WorkflowFailedError('ended', cause, RetryState.NON_RETRYABLE_FAILURE));
 

@@ -9,52 +9,60 @@ const SYSTEM_SCHEMA = `(n.nspname like 'pg\\_%' or n.nspname = 'information_sche
 
 /**
  * What SQL in a scope could plant: every scope runs as the app role (and SQL in one may switch to any
- * role its login may become: `login`), so an object one scope adds or changes, others use. PostgreSQL
- * resolves a call over every schema of the search path, and an exact match in a later schema beats a
+ * role its login may become), so an object one scope adds or changes, others use. PostgreSQL resolves
+ * a call over every schema of the search path, and an exact match in a later schema beats a
  * `pg_catalog` function that needs a cast: a `public.pg_advisory_xact_lock(integer)` planted by one
  * workspace's scope runs in another's, as the app role, inside its seal. A schema named after the app
  * role comes first on the default search path (`"$user"`), ahead of `public`, so a view planted there
- * takes the place of a table. Refused, for the app role and (with `login`) every role the login may
- * become: CREATE on the database (a schema, or a trusted extension whose operators shadow the system's)
- * or on any schema (PostgreSQL 13 and 14 grant it on `public` to everyone unless revoked); owning a
- * schema, or anything else in this database (an owner may alter it: a function's search path, a rule
- * or trigger on a table, its policies); TRIGGER on a table (a trigger runs in the statements of every
- * scope that writes it).
+ * takes the place of a table. Refused, for the app role, every role it may switch to (the login may
+ * become those too: the app role is NOINHERIT, so its own privileges do not show theirs) and, with
+ * `login`, every role the login may become: CREATE on the database (a schema, or a trusted extension
+ * whose operators shadow the system's), or owning it; CREATE on any schema (PostgreSQL 13 and 14 grant
+ * it on `public` to everyone unless revoked), or owning one; owning anything else of the database that
+ * statements find by name (an owner may alter it: a function's search path, a rule or trigger on a
+ * table, its policies), large objects and default privileges aside, which no statement resolves;
+ * TRIGGER on a table or view (a trigger runs in the statements of every scope that writes it).
  */
 export async function plantingGrounds(db: SqlQueryable, appRole: string, login: boolean): Promise<string[]> {
-  const { rows } = await db.query<{ role: string; what: string }>(
+  const { rows } = await db.query<{ role: string; what: string; hint: string }>(
     `with planters as (
        select r.oid, r.rolname from pg_roles r
-        where r.rolname = $1 or ($2::boolean and pg_has_role(session_user, r.oid, 'MEMBER'))
-     ), here as (select oid, datname from pg_database where datname = current_database())
-     select p.rolname as role, 'may CREATE in database ' || here.datname as what
+        where r.rolname = $1 or pg_has_role($1, r.oid, 'MEMBER')
+           or ($2::boolean and pg_has_role(session_user, r.oid, 'MEMBER'))
+     ), here as (select oid, datname, datdba from pg_database where datname = current_database())
+     select p.rolname as role,
+            case when pg_has_role(p.oid, here.datdba, 'MEMBER') then 'owns' else 'may CREATE in' end
+              || ' database ' || here.datname as what,
+            'revoke it, or give the database to another owner' as hint
        from planters p, here
-      where has_database_privilege(p.oid, here.oid, 'CREATE')
+      where has_database_privilege(p.oid, here.oid, 'CREATE') or pg_has_role(p.oid, here.datdba, 'MEMBER')
      union all
      select p.rolname,
             case when pg_has_role(p.oid, n.nspowner, 'MEMBER') then 'owns schema ' else 'may CREATE in schema ' end
-              || n.nspname
+              || n.nspname,
+            'REVOKE CREATE ON SCHEMA ' || quote_ident(n.nspname) || ' FROM PUBLIC, or give it to another owner'
        from planters p, pg_namespace n
       where not ${SYSTEM_SCHEMA}
         and (has_schema_privilege(p.oid, n.oid, 'CREATE') or pg_has_role(p.oid, n.nspowner, 'MEMBER'))
      union all
-     select p.rolname, 'owns ' || pg_describe_object(d.classid, d.objid, d.objsubid)
+     select p.rolname, 'owns ' || pg_describe_object(d.classid, d.objid, d.objsubid),
+            'give it to another owner'
        from planters p, here, pg_shdepend d
       where d.dbid = here.oid and d.deptype = 'o' and pg_has_role(p.oid, d.refobjid, 'MEMBER')
-        and d.classid <> 'pg_namespace'::regclass
+        and d.classid not in ('pg_namespace'::regclass, 'pg_largeobject'::regclass,
+                              'pg_largeobject_metadata'::regclass, 'pg_default_acl'::regclass)
      union all
-     select p.rolname, 'may create triggers on table ' || n.nspname || '.' || c.relname
+     select p.rolname, 'may create triggers on ' || n.nspname || '.' || c.relname, 'revoke TRIGGER'
        from planters p, pg_class c join pg_namespace n on n.oid = c.relnamespace
-      where c.relkind in ('r', 'p', 'f') and not ${SYSTEM_SCHEMA}
+      where c.relkind in ('r', 'p', 'f', 'v') and not ${SYSTEM_SCHEMA}
         and has_table_privilege(p.oid, c.oid, 'TRIGGER')
       order by 1, 2`,
     [appRole, login],
   );
   return rows.map(
     (r) =>
-      `sealed scope: ${r.role === appRole ? `app role ${r.role}` : `role ${r.role}, which the login may become,`} ${r.what} ` +
-      "(SQL in a scope could plant objects that other workspaces' scopes then use; on PostgreSQL 13 and 14 " +
-      'REVOKE CREATE ON SCHEMA public FROM PUBLIC)',
+      `sealed scope: ${r.role === appRole ? `app role ${r.role}` : `role ${r.role}, which a scope may become,`} ${r.what} ` +
+      `(SQL in a scope could plant what other workspaces' scopes then use: ${r.hint})`,
   );
 }
 
@@ -64,9 +72,12 @@ export async function plantingGrounds(db: SqlQueryable, appRole: string, login: 
  * - unique or exclusion indexes without `workspace_id`: PostgreSQL evaluates `INSERT … ON CONFLICT DO
  *   UPDATE … WHERE` on the conflicting row before the UPDATE policy checks it (with a key of `id` alone,
  *   a scope names another workspace's id, reads that row through the WHERE and locks it), and `ON
- *   CONFLICT DO NOTHING` or the violation itself says whether another workspace has a value;
- * - foreign keys to another tenant table without `workspace_id`: foreign-key checks skip row-level
- *   security, so an insert or update that names another workspace's key says whether it exists.
+ *   CONFLICT DO NOTHING`, or the violation an insert or update meets, says whether another workspace has
+ *   a value;
+ * - foreign keys whose `workspace_id` is not matched with the target's (or, for a target keyed by the
+ *   workspace itself, such as `workspaces`, that leave `workspace_id` out), to any table but a shared
+ *   one: foreign-key checks skip row-level security, so a write that names another workspace's key, or
+ *   a row of a table the app role cannot read, says whether it exists.
  *
  * The audit table aside while the app role may not update it: its INSERT policy is held to the sink's
  * scopes (guard.ts, `escapes`), so SQL in a user's scope fails the check before any key is compared.
@@ -76,6 +87,7 @@ export async function tenantKeys(
   schema: string,
   appRole: string,
   tenantTables: readonly string[],
+  sharedTables: ReadonlySet<string>,
 ): Promise<string[]> {
   const isTenant = (s: string, table: string) =>
     tenantTables.includes(s === schema ? table : `${s}.${table}`);
@@ -94,7 +106,7 @@ export async function tenantKeys(
         and exists (select 1 from pg_attribute a
                      where a.attrelid = c.oid and a.attname = 'workspace_id' and not a.attisdropped
                        and not a.attnum = any (i.indkey))
-        and has_any_column_privilege($1, c.oid, 'INSERT')
+        and has_any_column_privilege($1, c.oid, 'INSERT,UPDATE')
       order by 1, 2, 3`,
     [appRole],
   );
@@ -112,9 +124,13 @@ export async function tenantKeys(
        join pg_class t on t.oid = k.confrelid join pg_namespace tn on tn.oid = t.relnamespace
       where k.contype = 'f'
         and has_any_column_privilege($1, c.oid, 'INSERT,UPDATE')
-        and not exists (select 1 from pg_attribute a
-                         where a.attrelid = c.oid and a.attname = 'workspace_id' and not a.attisdropped
-                           and a.attnum = any (k.conkey))
+        and not exists (
+          select 1 from unnest(k.conkey, k.confkey) as m(src, dst)
+            join pg_attribute sa on sa.attrelid = c.oid and sa.attnum = m.src and sa.attname = 'workspace_id'
+            join pg_attribute da on da.attrelid = t.oid and da.attnum = m.dst
+           where da.attname = 'workspace_id'
+              or not exists (select 1 from pg_attribute x
+                              where x.attrelid = t.oid and x.attname = 'workspace_id' and not x.attisdropped))
       order by 1, 2, 3`,
     [appRole],
   );
@@ -127,10 +143,14 @@ export async function tenantKeys(
           `sealed scope: ${r.exclusion ? 'exclusion' : 'unique'} index ${r.schema}.${r.index} of ${r.table} does not contain workspace_id (INSERT … ON CONFLICT could read another workspace's row, or tell that it exists: lead the key with workspace_id)`,
       ),
     ...references.rows
-      .filter((r) => isTenant(r.schema, r.table) && isTenant(r.target_schema, r.target))
+      .filter(
+        (r) =>
+          isTenant(r.schema, r.table) &&
+          !sharedTables.has(r.target_schema === schema ? r.target : `${r.target_schema}.${r.target}`),
+      )
       .map(
         (r) =>
-          `sealed scope: foreign key ${r.name} of ${r.schema}.${r.table} to ${r.target_schema}.${r.target} does not contain workspace_id (foreign-key checks skip row-level security: a write naming another workspace's key would tell that it exists)`,
+          `sealed scope: foreign key ${r.name} of ${r.schema}.${r.table} to ${r.target_schema}.${r.target} does not match workspace_id with its target's (foreign-key checks skip row-level security: a write naming another workspace's key would tell that it exists)`,
       ),
   ];
 }

@@ -219,7 +219,7 @@ export async function assertIsolation(
   problems.push(...(await escapes(db, schema, appRole, tenantTables, seal)));
   if (seal !== undefined) {
     problems.push(...(await sealProblems(db, seal, appRole)));
-    problems.push(...(await tenantKeys(db, schema, appRole, tenantTables)));
+    problems.push(...(await tenantKeys(db, schema, appRole, tenantTables, shared)));
   }
   problems.push(...(await scopePrerequisites(db, schema, appRole, options.checkLogin ?? true)));
   if (seal !== undefined && !loginIsOwner) {

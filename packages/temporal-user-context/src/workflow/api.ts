@@ -122,8 +122,9 @@ export const WHOLE_ACTOR_VERIFICATION_PATCH = 'temporal-user-context:whole-actor
 /**
  * Verifies the current actor's token in a local activity and returns the actor's `UserContext` (recorded in
  * history). Only inside signal and update handlers: queries cannot run activities. Not memoised. Not
- * cancelled with the caller's scope (a run cancelled through Temporal): the verification ends within
- * its own timeouts (30 s an attempt, three attempts), and the handler then sees the run's state.
+ * cancelled with the caller's scope, whatever cancels it (a run cancelled through Temporal, a
+ * `CancellationScope.withTimeout` around the call): the verification ends within its own timeouts (30 s
+ * an attempt, three attempts, about 93 s at most), and the handler then sees the run's state.
  *
  * Rejects like {@link getUserContext}: a non-retryable `ApplicationFailure` whose `type` is the code
  * (`USER_CONTEXT_MISSING` outside a handler, the worker's code when the actor's token does not verify).

@@ -215,7 +215,7 @@ describe.each(BACKENDS)('sealed scopes on %s', (kind) => {
     await sealed.admin.query('grant create on schema public to public');
     try {
       await expect(guard()).rejects.toThrow(
-        `sealed scope: app role ${app} may CREATE in schema public (SQL in a scope could plant objects`,
+        `sealed scope: app role ${app} may CREATE in schema public (SQL in a scope could plant what`,
       );
       // What it refuses it for: ws-b plants a function that takes the place of pg_catalog's (an exact
       // match on integer beats the system's on bigint), and a scope of ws-a runs it.
@@ -294,7 +294,7 @@ describe.each(BACKENDS)('sealed scopes on %s', (kind) => {
     );
     await refusedWhile(
       [`grant trigger on notes to ${app}`],
-      `app role ${app} may create triggers on table public.notes`,
+      `app role ${app} may create triggers on public.notes`,
       [`revoke trigger on notes from ${app}`],
     );
     // An exclusion constraint tells what exists as a unique key does (ON CONFLICT DO NOTHING).
@@ -310,10 +310,95 @@ describe.each(BACKENDS)('sealed scopes on %s', (kind) => {
         'create unique index notes_id_key on notes (id)',
         'alter table notes add constraint notes_parent_fk foreign key (parent) references notes (id)',
       ],
-      'foreign key notes_parent_fk of public.notes to public.notes does not contain workspace_id',
+      'foreign key notes_parent_fk of public.notes to public.notes does not match workspace_id',
       ['alter table notes drop column parent', 'drop index notes_id_key'],
     );
+    // One that has workspace_id, matched with another column of its target's.
+    await refusedWhile(
+      [
+        'alter table notes add column parent_body text',
+        'create unique index notes_body_ws on notes (body, workspace_id)',
+        `alter table notes add constraint notes_parent_fk foreign key (workspace_id, parent_body)
+           references notes (body, workspace_id)`,
+      ],
+      'foreign key notes_parent_fk of public.notes to public.notes does not match workspace_id',
+      ['alter table notes drop column parent_body', 'drop index notes_body_ws'],
+    );
+    // To a table the app role cannot read at all (no tenant table, no shared one): an existence probe.
+    await refusedWhile(
+      [
+        `create table hidden_${app} (id integer primary key)`,
+        'alter table notes add column hidden integer',
+        `alter table notes add constraint notes_hidden_fk foreign key (hidden) references hidden_${app} (id)`,
+      ],
+      `foreign key notes_hidden_fk of public.notes to public.hidden_${app} does not match workspace_id`,
+      ['alter table notes drop column hidden', `drop table hidden_${app}`],
+    );
+    // A key the app role may only update into tells as much as one it inserts into.
+    await refusedWhile(
+      [
+        `revoke insert on notes from ${app}`,
+        `grant insert (workspace_id, body) on notes to ${app}`,
+        `revoke insert (workspace_id, body) on notes from ${app}`,
+        'create unique index notes_body_only on notes (body)',
+      ],
+      'unique index public.notes_body_only of notes does not contain workspace_id',
+      ['drop index notes_body_only', `grant insert on notes to ${app}`],
+    );
+    // A role the app role may switch to (its own privileges, NOINHERIT, do not show that role's).
+    await refusedWhile(
+      [
+        `create role ${app}_creator`,
+        `grant ${app}_creator to ${app}`,
+        `grant create on database "${database}" to ${app}_creator`,
+      ],
+      `role ${app}_creator, which a scope may become, may CREATE in database ${database}`,
+      [`revoke create on database "${database}" from ${app}_creator`, `drop role ${app}_creator`],
+    );
+    // Triggers on a view run in every scope that writes through it.
+    await refusedWhile(
+      [
+        `create view notes_view_${app} with (security_invoker = true) as select * from notes`,
+        `grant select, trigger on notes_view_${app} to ${app}`,
+      ],
+      `app role ${app} may create triggers on public.notes_view_${app}`,
+      [`drop view notes_view_${app}`],
+    );
+    // Owning the database, even without CREATE on it: its owner grants that back to itself.
+    const owner = (
+      await sealed.admin.query<{ owner: string }>(
+        'select pg_get_userbyid(datdba) as owner from pg_database where datname = current_database()',
+      )
+    ).rows[0]!.owner;
+    await refusedWhile(
+      [`alter database "${database}" owner to ${app}`, `revoke create on database "${database}" from ${app}`],
+      `app role ${app} owns database ${database}`,
+      [`alter database "${database}" owner to "${owner}"`],
+    );
     await expect(guard()).resolves.toMatchObject({ tenantTables: ['audit_log', 'memberships', 'notes'] });
+  });
+
+  it('the guard accepts what a scope may make that no statement resolves: large objects, its default privileges', async () => {
+    // Found by review: counting them as planted let any member stop every process from starting again.
+    const made = await withUserScope(
+      sealed.db,
+      alice,
+      async (tx) => {
+        await tx.query(`alter default privileges grant select on tables to public`);
+        return (await tx.query<{ oid: number }>('select lo_create(0) as oid')).rows[0]!.oid;
+      },
+      opts,
+    );
+    try {
+      await expect(
+        assertIsolation(sealed.admin, { appRole: sealedRoles.app, seal: true, checkLogin: false }),
+      ).resolves.toMatchObject({ tenantTables: ['audit_log', 'memberships', 'notes'] });
+    } finally {
+      await sealed.admin.query(`select lo_unlink($1)`, [made]);
+      await sealed.admin.query(
+        `alter default privileges for role ${sealedRoles.app} revoke select on tables from public`,
+      );
+    }
   });
 
   it('a scope cannot be entered again in its transaction', async () => {
@@ -708,7 +793,7 @@ describe('sealed scopes on postgres, with a login that is neither owner nor supe
     await b.admin.query(`grant create on database "${database}" to ${login}`);
     try {
       await expect(strict()).rejects.toThrow(
-        `role ${login}, which the login may become, may CREATE in database ${database}`,
+        `role ${login}, which a scope may become, may CREATE in database ${database}`,
       );
       // Not refused where the login is not held to the seal (strictLogin off): reported as before.
       await expect(assertIsolation(as(login), { appRole: roles.app, seal: true })).resolves.toMatchObject({
