@@ -50,6 +50,9 @@ export class UnfinishedWork {
       dropped();
     }
     this.pending.clear();
+    // A request whose client left as the server closed fails its body's read (Fastify's error handler,
+    // which records it) a turn or two after the server's 'close': let those run first.
+    for (let turn = 0; turn < 3; turn++) await new Promise((resolve) => setImmediate(resolve));
     const end = Date.now() + maxWaitMs;
     while (this.working.size > 0 && Date.now() < end) {
       let waited: NodeJS.Timeout | undefined;

@@ -784,6 +784,49 @@ describe('closing the API', () => {
     await closing;
   });
 
+  it('records, before it returns, a request whose client left mid-body as the server closed', async () => {
+    // Found by review in a reduced app: Node's server reports itself closed before the request's read
+    // fails, and the error handler's record came after close() had returned. Here the API's other
+    // closing steps happen to give it time (this passes without the turns UnfinishedWork.close() now
+    // waits), so this holds the property, not the mend.
+    let authenticated!: () => void;
+    const verified = new Promise<void>((resolve) => (authenticated = resolve));
+    const verify = createVerifier({
+      jwks: p.issuer.jwks,
+      issuer: p.issuer.issuer,
+      audience: p.issuer.audience,
+    });
+    const api = await otherApi(p, {
+      verify: async (token) => {
+        const user = await verify(token);
+        authenticated();
+        return user;
+      },
+    });
+    const url = new URL(await api.listen({ port: 0, host: '127.0.0.1' }));
+    p.apiAudit.clear();
+    const socket = connect(Number(url.port), url.hostname, () =>
+      socket.write(
+        `POST /workspaces/ws-acme/agents/${acmeAgent()}/runs HTTP/1.1\r\nHost: x\r\n` +
+          `Authorization: Bearer ${p.tokens.alice as string}\r\nContent-Type: application/json\r\n` +
+          'Content-Length: 100\r\n\r\n{"input":',
+      ),
+    );
+    socket.on('error', () => undefined);
+    // Authenticated: Fastify now waits for the rest of the body, and nothing of the API's runs.
+    await verified;
+    await new Promise((resolve) => setImmediate(resolve));
+    let atClose: string[] | undefined;
+    const closing = api.close().then(() => {
+      atClose = p.apiAudit.events.map((e) => `${e.action}:${e.decision}:${e.reason}:${e.userId ?? ''}`);
+    });
+    // The server waits for the connection: the client leaves without the rest of its body.
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    socket.destroy();
+    await closing;
+    expect(atClose).toEqual(['api.request:deny:BAD_REQUEST:alice']);
+  });
+
   it('ends a long poll of a result as it begins to close: answered running, not held to its end', async () => {
     const { runId } = await startRun(p.idleCall, { input: 'Tell me about roadmap' });
     const api = await otherApi(p);

@@ -69,7 +69,8 @@ export async function plantingGrounds(db: SqlQueryable, appRole: string, login: 
 /**
  * Keys through which SQL in a scope learns what other workspaces hold, on tenant tables the app role may
  * write (a column grant is enough):
- * - unique or exclusion indexes without `workspace_id`: PostgreSQL evaluates `INSERT … ON CONFLICT DO
+ * - unique or exclusion indexes without `workspace_id` among their key columns (an `INCLUDE`d one
+ *   does not count: the index is still unique without it): PostgreSQL evaluates `INSERT … ON CONFLICT DO
  *   UPDATE … WHERE` on the conflicting row before the UPDATE policy checks it (with a key of `id` alone,
  *   a scope names another workspace's id, reads that row through the WHERE and locks it), and `ON
  *   CONFLICT DO NOTHING`, or the violation an insert or update meets, says whether another workspace has
@@ -105,7 +106,7 @@ export async function tenantKeys(
       where (i.indisunique or i.indisexclusion)
         and exists (select 1 from pg_attribute a
                      where a.attrelid = c.oid and a.attname = 'workspace_id' and not a.attisdropped
-                       and not a.attnum = any (i.indkey))
+                       and not a.attnum = any ((i.indkey::int2[])[0:i.indnkeyatts - 1]))
         and has_any_column_privilege($1, c.oid, 'INSERT,UPDATE')
       order by 1, 2, 3`,
     [appRole],

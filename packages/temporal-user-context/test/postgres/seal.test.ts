@@ -334,6 +334,12 @@ describe.each(BACKENDS)('sealed scopes on %s', (kind) => {
       `foreign key notes_hidden_fk of public.notes to public.hidden_${app} does not match workspace_id`,
       ['alter table notes drop column hidden', `drop table hidden_${app}`],
     );
+    // A workspace_id only INCLUDEd in the index is no part of its key (found by review).
+    await refusedWhile(
+      ['create unique index notes_body_incl on notes (body) include (workspace_id)'],
+      'unique index public.notes_body_incl of notes does not contain workspace_id',
+      ['drop index notes_body_incl'],
+    );
     // A key the app role may only update into tells as much as one it inserts into.
     await refusedWhile(
       [
