@@ -3,7 +3,8 @@
 // identity source, internal error class names never reach a client, and closing the API waits for
 // handlers still running.
 import { randomUUID } from 'node:crypto';
-import { connect } from 'node:net';
+import type { FastifyInstance } from 'fastify';
+import { connect, type Socket } from 'node:net';
 import { Client } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -647,6 +648,38 @@ describe('closing the API', () => {
     return { client, describing, release };
   }
 
+  /**
+   * The harness's bearer verification, held at each call until `release()` (`verifying` says one
+   * began), then `after` (once verified).
+   */
+  function verifyHeld(after: () => void = () => undefined) {
+    let release!: () => void;
+    const gate = new Promise<void>((resolve) => (release = resolve));
+    let asked!: () => void;
+    const verifying = new Promise<void>((resolve) => (asked = resolve));
+    const real = createVerifier({
+      jwks: p.issuer.jwks,
+      issuer: p.issuer.issuer,
+      audience: p.issuer.audience,
+    });
+    const verify: typeof real = async (token) => {
+      asked();
+      await gate;
+      const user = await real(token);
+      after();
+      return user;
+    };
+    return { verify, verifying, release };
+  }
+
+  /** Opens a raw connection to `api` (listening on a port of its own) and writes `request` on it. */
+  async function rawRequest(api: FastifyInstance, request: string): Promise<Socket> {
+    const url = new URL(await api.listen({ port: 0, host: '127.0.0.1' }));
+    const socket = connect(Number(url.port), url.hostname, () => socket.write(request));
+    socket.on('error', () => undefined);
+    return socket;
+  }
+
   it('waits for a handler still running, so that its writes and records come before it returns', async () => {
     const { runId, workflowId } = await startRun(p.idleCall, { input: 'Tell me about roadmap' });
     await p.testClient.workflow.getHandle(workflowId).terminate('operator');
@@ -707,29 +740,12 @@ describe('closing the API', () => {
     const { runId, workflowId } = await startRun(p.idleCall, { input: 'Tell me about roadmap' });
     await p.testClient.workflow.getHandle(workflowId).terminate('operator');
     await closed(workflowId);
-    let release!: () => void;
-    const gate = new Promise<void>((resolve) => (release = resolve));
-    let asked!: () => void;
-    const verifying = new Promise<void>((resolve) => (asked = resolve));
-    const verify = createVerifier({
-      jwks: p.issuer.jwks,
-      issuer: p.issuer.issuer,
-      audience: p.issuer.audience,
-    });
-    const api = await otherApi(p, {
-      verify: async (token) => {
-        asked();
-        await gate;
-        return verify(token);
-      },
-    });
-    const url = new URL(await api.listen({ port: 0, host: '127.0.0.1' }));
-    const socket = connect(Number(url.port), url.hostname, () =>
-      socket.write(
-        `GET /runs/${runId} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${p.tokens.alice as string}\r\n\r\n`,
-      ),
+    const { verify, verifying, release } = verifyHeld();
+    const api = await otherApi(p, { verify });
+    const socket = await rawRequest(
+      api,
+      `GET /runs/${runId} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${p.tokens.alice as string}\r\n\r\n`,
     );
-    socket.on('error', () => undefined);
     await verifying;
     socket.destroy();
     let atClose: unknown;
@@ -748,33 +764,15 @@ describe('closing the API', () => {
     // Found by review: a request begun was waited for until its answer or its handler, and a POST whose
     // client left (its body read, or never to be) reached neither, so closing waited out its whole
     // deadline (here two minutes: past the test's own timeout).
-    let release!: () => void;
-    const gate = new Promise<void>((resolve) => (release = resolve));
-    let asked!: () => void;
-    const verifying = new Promise<void>((resolve) => (asked = resolve));
-    const verify = createVerifier({
-      jwks: p.issuer.jwks,
-      issuer: p.issuer.issuer,
-      audience: p.issuer.audience,
-    });
-    const api = await otherApi(p, {
-      temporalTimeoutMs: 60_000,
-      verify: async (token) => {
-        asked();
-        await gate;
-        return verify(token);
-      },
-    });
-    const url = new URL(await api.listen({ port: 0, host: '127.0.0.1' }));
+    const { verify, verifying, release } = verifyHeld();
+    const api = await otherApi(p, { temporalTimeoutMs: 60_000, verify });
     const body = JSON.stringify({ input: 'never started' });
-    const socket = connect(Number(url.port), url.hostname, () =>
-      socket.write(
-        `POST /workspaces/ws-acme/agents/${acmeAgent()}/runs HTTP/1.1\r\nHost: x\r\n` +
-          `Authorization: Bearer ${p.tokens.alice as string}\r\nContent-Type: application/json\r\n` +
-          `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
-      ),
+    const socket = await rawRequest(
+      api,
+      `POST /workspaces/ws-acme/agents/${acmeAgent()}/runs HTTP/1.1\r\nHost: x\r\n` +
+        `Authorization: Bearer ${p.tokens.alice as string}\r\nContent-Type: application/json\r\n` +
+        `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
     );
-    socket.on('error', () => undefined);
     await verifying;
     socket.destroy();
     const closing = api.close();
@@ -791,28 +789,16 @@ describe('closing the API', () => {
     // waits), so this holds the property, not the mend.
     let authenticated!: () => void;
     const verified = new Promise<void>((resolve) => (authenticated = resolve));
-    const verify = createVerifier({
-      jwks: p.issuer.jwks,
-      issuer: p.issuer.issuer,
-      audience: p.issuer.audience,
-    });
-    const api = await otherApi(p, {
-      verify: async (token) => {
-        const user = await verify(token);
-        authenticated();
-        return user;
-      },
-    });
-    const url = new URL(await api.listen({ port: 0, host: '127.0.0.1' }));
+    const { verify, release } = verifyHeld(authenticated);
+    release();
+    const api = await otherApi(p, { verify });
     p.apiAudit.clear();
-    const socket = connect(Number(url.port), url.hostname, () =>
-      socket.write(
-        `POST /workspaces/ws-acme/agents/${acmeAgent()}/runs HTTP/1.1\r\nHost: x\r\n` +
-          `Authorization: Bearer ${p.tokens.alice as string}\r\nContent-Type: application/json\r\n` +
-          'Content-Length: 100\r\n\r\n{"input":',
-      ),
+    const socket = await rawRequest(
+      api,
+      `POST /workspaces/ws-acme/agents/${acmeAgent()}/runs HTTP/1.1\r\nHost: x\r\n` +
+        `Authorization: Bearer ${p.tokens.alice as string}\r\nContent-Type: application/json\r\n` +
+        'Content-Length: 100\r\n\r\n{"input":',
     );
-    socket.on('error', () => undefined);
     // Authenticated: Fastify now waits for the rest of the body, and nothing of the API's runs.
     await verified;
     await new Promise((resolve) => setImmediate(resolve));
