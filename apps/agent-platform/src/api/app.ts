@@ -351,7 +351,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   // 0 would turn off Node's headers timeout too (Node caps it at this when the server is made).
   if (!Number.isInteger(requestTimeout) || requestTimeout < 100)
     throw new TypeError('requestTimeoutMs must be an integer of at least 100');
-  /** Handlers still running and the late deletes of schedule creates that timed out. */
+  /** What requests still run (authentication, handlers) and the late deletes of timed-out schedule creates. */
   const unfinished = new UnfinishedWork();
   /** Aborted as the API begins to close: waits that only read (a result's long poll) end then. */
   const closing = new AbortController();
