@@ -304,6 +304,28 @@ async function verificationsOf(s: Started): Promise<Array<'failed' | 'verified'>
 }
 
 /**
+ * Waits until the run's `count`-th (and latest) `activityType` activity has answered and a workflow
+ * task has completed after that answer: the workflow has been handed it.
+ */
+async function answerSeen(s: Started, activityType: string, count: number): Promise<void> {
+  await vi.waitFor(
+    async () => {
+      const events = (await historyOf(s)).events ?? [];
+      const scheduled = events
+        .filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === activityType)
+        .map((e) => Number(e.eventId));
+      expect(scheduled).toHaveLength(count);
+      const answered = events.findIndex(
+        (e) => Number(e.activityTaskCompletedEventAttributes?.scheduledEventId) === scheduled.at(-1),
+      );
+      expect(answered).toBeGreaterThan(-1);
+      expect(events.slice(answered).some((e) => e.workflowTaskCompletedEventAttributes)).toBe(true);
+    },
+    { timeout: 40_000, interval: 200 },
+  );
+}
+
+/**
  * Waits until the server has taken the completion of the run's `activityType` activity. While a
  * workflow task is open the server buffers the event outside the history, so this asks for the
  * pending activities instead.
@@ -370,25 +392,7 @@ describe('cancel and instructions at awkward moments', () => {
       // Held past the workflow task's heartbeat (at ~8 s of its 10 s timeout), the verification no
       // longer keeps the task open: a later task hands the workflow step 2's answer while the sender is
       // still being verified. Wait until a task has completed after that answer.
-      await vi.waitFor(
-        async () => {
-          const events = (await historyOf(s)).events ?? [];
-          const steps = new Set(
-            events
-              .filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'modelStep')
-              .map((e) => Number(e.eventId)),
-          );
-          const answered = events.findIndex(
-            (e) =>
-              steps.has(Number(e.activityTaskCompletedEventAttributes?.scheduledEventId)) &&
-              Number(e.activityTaskCompletedEventAttributes?.scheduledEventId) === Math.max(...steps),
-          );
-          expect(steps.size).toBe(2);
-          expect(answered).toBeGreaterThan(-1);
-          expect(events.slice(answered).some((e) => e.workflowTaskCompletedEventAttributes)).toBe(true);
-        },
-        { timeout: 40_000, interval: 500 },
-      );
+      await answerSeen(s, 'modelStep', 2);
     } finally {
       step.release();
       verify.release();
@@ -466,21 +470,7 @@ describe('cancel and instructions at awkward moments', () => {
       // A workflow task completes after the record's write (the workflow has thrown), and the run is
       // still open: it waits for its handlers (before the patch, it closed here, and the server failed
       // the update).
-      await vi.waitFor(
-        async () => {
-          const events = (await historyOf(s)).events ?? [];
-          const recorded = events.findIndex(
-            (e) =>
-              e.activityTaskCompletedEventAttributes &&
-              events.find(
-                (x) => Number(x.eventId) === Number(e.activityTaskCompletedEventAttributes?.scheduledEventId),
-              )?.activityTaskScheduledEventAttributes?.activityType?.name === 'recordRunResult',
-          );
-          expect(recorded).toBeGreaterThan(-1);
-          expect(events.slice(recorded).some((e) => e.workflowTaskCompletedEventAttributes)).toBe(true);
-        },
-        { timeout: 20_000, interval: 200 },
-      );
+      await answerSeen(s, 'recordRunResult', 1);
       expect((await runAsUser(alice, () => s.handle.describe())).status.name).toBe('RUNNING');
     } finally {
       verify.release();
@@ -579,22 +569,7 @@ describe('cancel and instructions at awkward moments', () => {
       // The held verification stops keeping its workflow task open at the task's heartbeat: a later
       // task hands the workflow the tool's answer while the sender is still being verified, and the
       // run is at its last step. Wait until a task has completed after that answer.
-      await vi.waitFor(
-        async () => {
-          const events = (await historyOf(s)).events ?? [];
-          const toolStep = events.find(
-            (e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'searchWorkspaceDocuments',
-          );
-          const answered = events.findIndex(
-            (e) =>
-              toolStep !== undefined &&
-              Number(e.activityTaskCompletedEventAttributes?.scheduledEventId) === Number(toolStep.eventId),
-          );
-          expect(answered).toBeGreaterThan(-1);
-          expect(events.slice(answered).some((e) => e.workflowTaskCompletedEventAttributes)).toBe(true);
-        },
-        { timeout: 40_000, interval: 200 },
-      );
+      await answerSeen(s, 'searchWorkspaceDocuments', 1);
     } finally {
       tool.release();
       verify.release();
