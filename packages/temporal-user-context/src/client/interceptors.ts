@@ -25,7 +25,7 @@ import type { Headers } from '@temporalio/common';
 import { optionalTsToMs } from '@temporalio/common/lib/time.js';
 import type { BoundStart } from '../crypto/claims.js';
 import { ACTOR_HEADER, ORIGINATOR_HEADER, withHeader } from '../header/wire.js';
-import type { ContextSource } from './source.js';
+import { releaseRecords, type ContextSource, type HeldRecords } from './source.js';
 import { mirrorOptions } from './mirror.js';
 
 /**
@@ -60,8 +60,13 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
     action: string,
     call: string,
     runId?: string,
+    held?: HeldRecords,
   ): Promise<Headers> {
-    return withHeader(headers, ACTOR_HEADER, await this.source.forActor(workflowId, action, runId, call));
+    return withHeader(
+      headers,
+      ACTOR_HEADER,
+      await this.source.forActor(workflowId, action, runId, call, held),
+    );
   }
 
   async start(input: WorkflowStartInput, next: Next<WorkflowClientInterceptor, 'start'>): Promise<string> {
@@ -93,6 +98,8 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
     input: WorkflowSignalWithStartInput,
     next: Next<WorkflowClientInterceptor, 'signalWithStart'>,
   ): Promise<string> {
+    // Both tokens are issued before either is on record as allowed: the call is sent with both or not.
+    const held: HeldRecords = [];
     const { originator, context } = await this.source.forStart(
       input.options.workflowId,
       'client.signalWithStart',
@@ -102,6 +109,7 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
         args: input.options.args ?? [],
         ...timing(input.options),
       },
+      held,
     );
     // One header set serves both the start and the signal: the starter is also the actor.
     const actor = await this.source.forActor(
@@ -109,7 +117,9 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
       'client.signalWithStart',
       undefined,
       `signal:${input.signalName}`,
+      held,
     );
+    releaseRecords(held);
     const headers = withHeader(withHeader(input.headers, ORIGINATOR_HEADER, originator), ACTOR_HEADER, actor);
     return next({
       ...input,
@@ -124,13 +134,20 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
   ): Promise<WorkflowStartUpdateWithStartOutput> {
     const workflowId = input.workflowStartOptions.workflowId;
     let prepared: WorkflowStartUpdateWithStartInput;
+    // As for signalWithStart: nothing on record as allowed until both tokens are issued.
+    const held: HeldRecords = [];
     try {
-      const { originator, context } = await this.source.forStart(workflowId, 'client.startUpdateWithStart', {
-        workflowType: input.workflowType,
-        taskQueue: input.workflowStartOptions.taskQueue,
-        args: input.workflowStartOptions.args ?? [],
-        ...timing(input.workflowStartOptions),
-      });
+      const { originator, context } = await this.source.forStart(
+        workflowId,
+        'client.startUpdateWithStart',
+        {
+          workflowType: input.workflowType,
+          taskQueue: input.workflowStartOptions.taskQueue,
+          args: input.workflowStartOptions.args ?? [],
+          ...timing(input.workflowStartOptions),
+        },
+        held,
+      );
       prepared = {
         ...input,
         workflowStartHeaders: withHeader(input.workflowStartHeaders, ORIGINATOR_HEADER, originator),
@@ -145,11 +162,14 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
           workflowId,
           'client.startUpdateWithStart',
           `update:${input.updateName}`,
+          undefined,
+          held,
         ),
       };
     } catch (refusal) {
       return next(refusedInHandler(input, refusal));
     }
+    releaseRecords(held);
     return next(prepared);
   }
 

@@ -31,6 +31,17 @@ export interface ContextSourceOptions {
  * What a client call names in its records: its workflow (and run, for a handle's call) or its schedule;
  * a standalone call its activity, or its operation (`detail`).
  */
+/**
+ * Allow records of a call that issues two tokens (`signalWithStart`, update-with-start), held until both
+ * are issued: a refused second token must not leave the first on record as allowed for a call never sent.
+ */
+export type HeldRecords = Array<() => void>;
+
+/** Emits the records {@link HeldRecords} kept, in the order they were held. */
+export function releaseRecords(held: HeldRecords): void {
+  for (const record of held) record();
+}
+
 type Target = {
   workflowId: string;
   runId?: string;
@@ -145,6 +156,7 @@ export class ContextSource {
     accept?: (header: ContextHeader) => void,
     /** The run the call names, for the records. */
     runId?: string,
+    held?: HeldRecords,
   ) {
     if (!this.options.ring.canIssue) {
       this.refuse(
@@ -184,15 +196,18 @@ export class ContextSource {
     }
     const { header, claims } = issued;
     accept?.(header);
-    this.allowed(
-      action,
-      context,
-      source,
-      claims.jti,
-      options.workflowId,
-      options.scheduleId ? `schedule ${options.scheduleId}` : undefined,
-      runId,
-    );
+    const record = () =>
+      this.allowed(
+        action,
+        context,
+        source,
+        claims.jti,
+        options.workflowId,
+        options.scheduleId ? `schedule ${options.scheduleId}` : undefined,
+        runId,
+      );
+    if (held) held.push(record);
+    else record();
     return header;
   }
 
@@ -325,6 +340,7 @@ export class ContextSource {
     workflowId: string,
     action: string,
     start: BoundStart,
+    held?: HeldRecords,
   ): Promise<{ originator: ContextHeader; context: UserContext }> {
     const { context, source } = this.who(action, { workflowId });
     const bound = this.digested(action, start, { workflowId }, context, 'bindStartArguments');
@@ -352,6 +368,8 @@ export class ContextSource {
           context,
           'the workflow id, type, task queue, cron schedule or retry policy',
         ),
+      undefined,
+      held,
     );
     return { originator, context };
   }
@@ -407,20 +425,29 @@ export class ContextSource {
    * one). An issued token binds the call (`call`: `signal:<name>`, `update:<name>`, `query:<name>`),
    * which the handler's workflow code states and workers compare (check 11).
    */
-  async forActor(workflowId: string, action: string, runId?: string, call?: string): Promise<ContextHeader> {
+  async forActor(
+    workflowId: string,
+    action: string,
+    runId?: string,
+    call?: string,
+    held?: HeldRecords,
+  ): Promise<ContextHeader> {
     const { context, source, forward } = this.who(action, { workflowId, runId });
     // A worker forwards the originator it verified (the target's policy compares its pseudonyms); that
     // is a decision too, audited like an issue.
     if (forward && !this.options.ring.canIssue) {
-      this.allowed(
-        action,
-        context,
-        source,
-        forward.tokenId,
-        workflowId,
-        'forwarded the verified originator as the actor',
-        runId,
-      );
+      const record = () =>
+        this.allowed(
+          action,
+          context,
+          source,
+          forward.tokenId,
+          workflowId,
+          'forwarded the verified originator as the actor',
+          runId,
+        );
+      if (held) held.push(record);
+      else record();
       return forward.header;
     }
     // Lineage facts an activity of the call's handler carries, without the root's start (its type and
@@ -450,6 +477,7 @@ export class ContextSource {
           "the workflow id or the call's name",
         ),
       runId,
+      held,
     );
   }
 
