@@ -11,7 +11,7 @@ import {
   type ModelDecision,
   type ModelProvider,
 } from './providers/index.js';
-import { RunErrorCodes } from './workflows/run-policy.js';
+import { MODEL_STEP_HEARTBEAT_MS, RunErrorCodes } from './workflows/run-policy.js';
 
 export interface ActivityDeps {
   db: SqlDatabase;
@@ -61,6 +61,37 @@ export function createActivities(deps: ActivityDeps) {
     };
   };
 
+  /** One model step of the agent as it is now, its answer held to the tools enabled now. */
+  const takeStep = async (
+    agentId: string,
+    messages: AgentMessage[],
+    signal: AbortSignal,
+  ): Promise<ModelDecision> => {
+    const current = await loadAgentConfig(agentId);
+    let decision: ModelDecision;
+    try {
+      decision = await deps.provider.step(current, messages, { signal });
+    } catch (err) {
+      // The provider refused the request (its model name, key, size) or answered something unusable:
+      // no retry cures it, and the run fails with that code, on the trail.
+      if (!(err instanceof ApplicationFailure && MODEL_FAILURES.has(err.type ?? ''))) throw err;
+      throw refused('agent.model', err, `agent ${current.agentId} model ${JSON.stringify(current.model)}`);
+    }
+    try {
+      return acceptDecision(current, decision);
+    } catch (err) {
+      // Arguments too large to carry, or no object, or an answer that is no text, whatever the provider.
+      if (err instanceof ApplicationFailure && err.type === RunErrorCodes.MODEL_RESPONSE_INVALID)
+        throw refused('agent.model', err, `agent ${current.agentId} model ${JSON.stringify(current.model)}`);
+      // Only the refusal of a tool is a decision; anything else is an error.
+      if (!(err instanceof ApplicationFailure && err.type === 'TOOL_NOT_ENABLED')) throw err;
+      // A provider of our own checks the name is a string; another might not: never let that turn
+      // the refusal into a TypeError.
+      const tool = decision.type === 'tool_call' ? String(decision.tool).slice(0, 64) : '';
+      throw refused('agent.tool', err, `agent ${current.agentId} tool ${JSON.stringify(tool)}`);
+    }
+  };
+
   return {
     /** Loads the agent through RLS: another workspace's agent id is simply not found. */
     async buildAgentConfig(agentId: string): Promise<AgentConfig> {
@@ -74,32 +105,16 @@ export function createActivities(deps: ActivityDeps) {
      * now. The configuration the workflow passes only names the agent.
      */
     async modelStep(agent: AgentConfig, messages: AgentMessage[]): Promise<ModelDecision> {
-      const current = await loadAgentConfig(agent.agentId);
-      let decision: ModelDecision;
+      const activity = Context.current();
+      // Heartbeats from the start (the step has a heartbeat timeout), and while the provider works: a
+      // cancellation of the step reaches the worker only in a heartbeat's answer, and aborts the
+      // provider's request through the signal.
+      activity.heartbeat();
+      const beating = setInterval(() => activity.heartbeat(), MODEL_STEP_HEARTBEAT_MS);
       try {
-        decision = await deps.provider.step(current, messages);
-      } catch (err) {
-        // The provider refused the request (its model name, key, size) or answered something unusable:
-        // no retry cures it, and the run fails with that code, on the trail.
-        if (!(err instanceof ApplicationFailure && MODEL_FAILURES.has(err.type ?? ''))) throw err;
-        throw refused('agent.model', err, `agent ${current.agentId} model ${JSON.stringify(current.model)}`);
-      }
-      try {
-        return acceptDecision(current, decision);
-      } catch (err) {
-        // Arguments too large to carry, or no object, or an answer that is no text, whatever the provider.
-        if (err instanceof ApplicationFailure && err.type === RunErrorCodes.MODEL_RESPONSE_INVALID)
-          throw refused(
-            'agent.model',
-            err,
-            `agent ${current.agentId} model ${JSON.stringify(current.model)}`,
-          );
-        // Only the refusal of a tool is a decision; anything else is an error.
-        if (!(err instanceof ApplicationFailure && err.type === 'TOOL_NOT_ENABLED')) throw err;
-        // A provider of our own checks the name is a string; another might not: never let that turn
-        // the refusal into a TypeError.
-        const tool = decision.type === 'tool_call' ? String(decision.tool).slice(0, 64) : '';
-        throw refused('agent.tool', err, `agent ${current.agentId} tool ${JSON.stringify(tool)}`);
+        return await takeStep(agent.agentId, messages, activity.cancellationSignal);
+      } finally {
+        clearInterval(beating);
       }
     },
 

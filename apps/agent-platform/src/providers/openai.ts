@@ -5,6 +5,7 @@ import {
   type AgentMessage,
   type ModelDecision,
   type ModelProvider,
+  type StepOptions,
 } from './types.js';
 
 export interface OpenAiProviderOptions {
@@ -43,6 +44,9 @@ const isObject = (value: unknown): value is Record<string, unknown> =>
  * bound on what a provider (or whatever answers at its address) can make the worker hold in memory.
  */
 export const MAX_RESPONSE_BYTES = 1024 * 1024;
+
+/** How long one request may take, its answer read included. */
+const REQUEST_TIMEOUT_MS = 60_000;
 
 /** A failure of the model's answer or of the request itself, which no retry cures. */
 function modelFailure(
@@ -117,7 +121,11 @@ export class OpenAiCompatibleProvider implements ModelProvider {
   readonly name = 'openai-compatible';
   constructor(private readonly options: OpenAiProviderOptions) {}
 
-  async step(agent: AgentConfig, messages: readonly AgentMessage[]): Promise<ModelDecision> {
+  async step(
+    agent: AgentConfig,
+    messages: readonly AgentMessage[],
+    options: StepOptions = {},
+  ): Promise<ModelDecision> {
     const tools = agent.tools.map((t) => TOOL_SCHEMAS[t]).filter((t): t is object => t !== undefined);
     const body = {
       model: agent.model === 'default' || agent.model === 'local' ? this.options.model : agent.model,
@@ -141,7 +149,10 @@ export class OpenAiCompatibleProvider implements ModelProvider {
       method: 'POST',
       headers: { 'content-type': 'application/json', authorization: `Bearer ${this.options.apiKey}` },
       body: JSON.stringify(body),
-      signal: AbortSignal.timeout(60_000),
+      // The request's own cut, and the step's cancellation: reading the body stops with either too.
+      signal: options.signal
+        ? AbortSignal.any([options.signal, AbortSignal.timeout(REQUEST_TIMEOUT_MS)])
+        : AbortSignal.timeout(REQUEST_TIMEOUT_MS),
     });
     if (!res.ok) {
       // The request itself refused (an unknown model, a bad key, a conversation too long): asking again

@@ -26,10 +26,20 @@ export interface AgentConfig {
 export type ModelDecision =
   { type: 'tool_call'; tool: string; args: Record<string, unknown> } | { type: 'final'; content: string };
 
+/** What the `modelStep` activity hands a provider with each step. */
+export interface StepOptions {
+  /**
+   * Aborted when the step's activity is cancelled (the run was cancelled, by its `cancel` signal or
+   * through Temporal): a provider passes it to its requests, so that no call runs on, and is paid for,
+   * for a run that no longer wants its answer.
+   */
+  signal?: AbortSignal;
+}
+
 /** A model backend. Implementations run inside the `modelStep` activity (never in workflow code). */
 export interface ModelProvider {
   readonly name: string;
-  step(agent: AgentConfig, messages: readonly AgentMessage[]): Promise<ModelDecision>;
+  step(agent: AgentConfig, messages: readonly AgentMessage[], options?: StepOptions): Promise<ModelDecision>;
 }
 
 /** A member's instruction: `instruction` messages, and the `system` ones of runs started before them. */

@@ -26,6 +26,7 @@ import {
   MAX_CONTINUE_AS_NEW_BYTES,
   MAX_INSTRUCTIONS,
   MAX_TOTAL_STEPS_LIMIT,
+  MODEL_STEP_OPTIONS,
   RunErrorCodes,
   boundMessages,
   conversationOverBudget,
@@ -100,6 +101,8 @@ export const addInstructionUpdate = defineUpdate<{ accepted: true; pending: numb
 export const progressQuery = defineQuery<Progress>('progress');
 
 const acts = proxyActivities<AgentActivities>(ACTIVITY_OPTIONS);
+/** The model step, with its heartbeat timeout: a cancelled run's step learns of it within seconds. */
+const model = proxyActivities<Pick<AgentActivities, 'modelStep'>>(MODEL_STEP_OPTIONS);
 
 /**
  * Patch ids: each guards a change to the commands the workflow issues, so that histories written
@@ -158,11 +161,38 @@ const Patches = {
    * writes `cancelled` after it. It left `completed` on the record of a run Temporal calls cancelled.
    */
   writeEndingWhole: 'write-ending-whole',
+  /**
+   * A `cancel` signal verified while a model step runs cancels the step (its provider's request is
+   * aborted) and ends the run as cancelled; before, the step ran on to its answer, which was dropped.
+   */
+  cancelStopsModelStep: 'cancel-stops-model-step',
 } as const;
 
 /** A validator's refusal: its stable code as the failure's type, which clients and the API read. */
 function refused(code: string, message: string): ApplicationFailure {
   return ApplicationFailure.create({ type: code, message, nonRetryable: true });
+}
+
+/**
+ * Runs `step` in a scope of its own that is cancelled as soon as `stop()` holds; `undefined` when that
+ * cancellation, and nothing else, ended it (a Temporal cancel of the run is rethrown as it is).
+ */
+async function unlessStopped<T>(stop: () => boolean, step: () => Promise<T>): Promise<T | undefined> {
+  const scope = new CancellationScope();
+  let settled = false;
+  // Not cancellable, so a Temporal cancel of the run cannot reject it unhandled; it resolves once the
+  // step settles at the latest, and creates no command of its own.
+  void CancellationScope.nonCancellable(() => condition(() => settled || stop())).then(() => {
+    if (!settled) scope.cancel();
+  });
+  try {
+    return await scope.run(step);
+  } catch (err) {
+    if (isCancellation(err) && stop() && !CancellationScope.current().consideredCancelled) return undefined;
+    throw err;
+  } finally {
+    settled = true;
+  }
 }
 
 /**
@@ -369,12 +399,19 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
         return continueAsNew<typeof AgentExecutionWorkflow>(next);
       }
       stepRunning = true;
-      let decision: Awaited<ReturnType<typeof acts.modelStep>>;
+      let decision: Awaited<ReturnType<typeof acts.modelStep>> | undefined;
       try {
-        decision = await acts.modelStep(agent, state.messages);
+        decision = patched(Patches.cancelStopsModelStep)
+          ? await unlessStopped(
+              () => cancelled,
+              () => model.modelStep(agent, state.messages),
+            )
+          : await model.modelStep(agent, state.messages);
       } finally {
         stepRunning = false;
       }
+      // Cancelled by the signal while the step ran: the run ends as cancelled, without its answer.
+      if (decision === undefined) break;
       state.steps++;
       stepsThisRun++;
       if (decision.type === 'tool_call') {

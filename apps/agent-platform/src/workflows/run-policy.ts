@@ -83,6 +83,22 @@ export const ACTIVITY_OPTIONS = {
 } satisfies ActivityOptions;
 
 /**
+ * How long a model step may go without a heartbeat. The step heartbeats while its provider works
+ * ({@link MODEL_STEP_HEARTBEAT_MS}), and the worker sends heartbeats at most every 80% of this: a
+ * cancellation of the step (the run cancelled) reaches it through a heartbeat's answer, so within about
+ * 8 s, and a step whose worker died is tried again after 10 s rather than after `startToCloseTimeout`.
+ */
+export const MODEL_STEP_HEARTBEAT_TIMEOUT_MS = 10_000;
+/** How often a model step heartbeats while its provider works. */
+export const MODEL_STEP_HEARTBEAT_MS = 2_000;
+
+/** The model step's options: every activity's, and a heartbeat timeout (changing it needs no patch). */
+export const MODEL_STEP_OPTIONS = {
+  ...ACTIVITY_OPTIONS,
+  heartbeatTimeout: MODEL_STEP_HEARTBEAT_TIMEOUT_MS,
+} satisfies ActivityOptions;
+
+/**
  * Model steps one run lineage may take, all continue-as-new generations together, unless the input
  * asks for fewer.
  */

@@ -40,6 +40,7 @@ import {
   type AgentMessage,
   type ModelDecision,
   type ModelProvider,
+  type StepOptions,
 } from '../../src/providers/index.js';
 import { seedDemo } from '../../src/seed.js';
 import { createWorker } from '../../src/worker.js';
@@ -120,7 +121,14 @@ const gates = new Gates();
 const gateInterceptor: ActivityInterceptorsFactory = (ctx) => ({
   inbound: {
     execute: async (input, next) => {
-      const ran = await gates.pass(ctx.info.workflowExecution?.workflowId ?? '', ctx.info.activityType);
+      // A held model step heartbeats as the step itself does: it has a heartbeat timeout.
+      const beating = setInterval(() => ctx.heartbeat(), 1000);
+      let ran: (() => void) | undefined;
+      try {
+        ran = await gates.pass(ctx.info.workflowExecution?.workflowId ?? '', ctx.info.activityType);
+      } finally {
+        clearInterval(beating);
+      }
       try {
         return await next(input);
       } finally {
@@ -139,8 +147,14 @@ class ScriptedModel implements ModelProvider {
   readonly name = 'scripted';
   private readonly local = new LocalModelProvider();
   readonly seen = new Map<string, AgentMessage[][]>();
+  /** `[hangs]`: the steps waiting for their abort, each with the abort's reason once it came. */
+  readonly hanging = new Map<string, Promise<unknown>>();
 
-  async step(agent: AgentConfig, messages: readonly AgentMessage[]): Promise<ModelDecision> {
+  async step(
+    agent: AgentConfig,
+    messages: readonly AgentMessage[],
+    options: StepOptions = {},
+  ): Promise<ModelDecision> {
     const info = Context.current().info;
     const workflowId = info.workflowExecution?.workflowId ?? '';
     this.seen.set(workflowId, [...(this.seen.get(workflowId) ?? []), [...messages]]);
@@ -173,6 +187,18 @@ class ScriptedModel implements ModelProvider {
     if (task.includes('[long-answers]')) return { type: 'final', content: '€'.repeat(MAX_ANSWER_LENGTH) };
     // A provider of someone else's (no size check of its own): an answer longer than a step keeps.
     if (task.includes('[oversized]')) return { type: 'final', content: 'long '.repeat(MAX_ANSWER_LENGTH) };
+    if (task.includes('[hangs]')) {
+      // A provider that answers only after a long time: it waits for its signal, at most 30 s.
+      const { signal } = options;
+      const aborted = new Promise<unknown>((resolve) => {
+        signal?.addEventListener('abort', () => resolve(signal.reason), { once: true });
+        setTimeout(() => resolve('never aborted'), 30_000).unref();
+      });
+      this.hanging.set(workflowId, aborted);
+      const reason = await aborted;
+      if (signal?.aborted) throw reason;
+      return { type: 'final', content: 'late answer' };
+    }
     if (task.includes('[loop]'))
       return { type: 'tool_call', tool: 'searchWorkspaceDocuments', args: { query: 'roadmap' } };
     if (task.includes('open a shell')) return { type: 'tool_call', tool: 'runShell', args: {} };
@@ -702,6 +728,25 @@ describe('cancel and instructions at awkward moments', () => {
   });
 });
 
+/** Once the run's `[hangs]` model step is waiting: the reason its request is aborted with, when it is. */
+async function hangingStep(s: Started): Promise<{ aborted: Promise<unknown> }> {
+  // Wrapped: vi.waitFor would wait for a promise returned as such.
+  return vi.waitFor(
+    () => {
+      const aborted = model.hanging.get(s.workflowId);
+      expect(aborted).toBeDefined();
+      return { aborted: aborted! };
+    },
+    { timeout: 20_000, interval: 100 },
+  );
+}
+
+/** The step was aborted because it was cancelled, or its run closed, as its heartbeat learned. */
+function expectAbortedByCancel(reason: unknown): void {
+  expect(reason).toMatchObject({ name: 'CancelledFailure' });
+  expect(['CANCELLED', 'NOT_FOUND']).toContain((reason as Error).message);
+}
+
 describe('the run record follows the run', () => {
   it('is running while the workflow runs, then completed', async () => {
     let step!: ReturnType<Gates['hold']>;
@@ -777,6 +822,29 @@ describe('the run record follows the run', () => {
     } finally {
       step.release();
     }
+  });
+
+  it("a cancel signal stops the model step that is running: the provider's request is aborted, and the run ends cancelled", async () => {
+    const s = await start({ input: '[hangs] Tell me about roadmap' });
+    const { aborted } = await hangingStep(s);
+    await runAsUser(alice, () => s.handle.signal('cancel', 'test'));
+    // The cancellation reaches the step in a heartbeat's answer, within the throttle of a 10 s timeout:
+    // the step cancelled, or its run closed already (not its heartbeat timeout, `TIMED_OUT`).
+    expectAbortedByCancel(await aborted);
+    expect(await result(s)).toMatchObject({ status: 'cancelled', steps: 0 });
+    expect(await record(s.runRecordId)).toMatchObject({ status: 'cancelled' });
+    const events = (await historyOf(s)).events ?? [];
+    expect(events.some((e) => e.activityTaskCancelRequestedEventAttributes)).toBe(true);
+  });
+
+  it("a run cancelled through Temporal aborts its model step's request too", async () => {
+    const s = await start({ input: '[hangs] Tell me about roadmap' });
+    const { aborted } = await hangingStep(s);
+    await runAsUser(alice, () => s.handle.cancel());
+    expectAbortedByCancel(await aborted);
+    await result(s).catch(() => undefined);
+    expect((await runAsUser(alice, () => s.handle.describe())).status.name).toBe('CANCELLED');
+    expect(await record(s.runRecordId)).toMatchObject({ status: 'cancelled', error: 'CANCELLED' });
   });
 
   it('a failure records a stable code, never an error class name', async () => {
@@ -1082,6 +1150,7 @@ describe('replay', () => {
         'settle-handlers-on-failure',
         'instructions-before-last-step',
         'write-ending-whole',
+        'cancel-stops-model-step',
         // The library's: verifyActor()'s verification is not cancelled with its caller.
         'temporal-user-context:whole-actor-verification',
       ]),

@@ -4,7 +4,7 @@
 import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { ApplicationFailure } from '@temporalio/common';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import {
   MAX_ANSWER_LENGTH,
   MAX_RESPONSE_BYTES,
@@ -29,7 +29,12 @@ let server: Server;
 let provider: OpenAiCompatibleProvider;
 const seen: Seen[] = [];
 /** What the endpoint answers: `body` as JSON, or `raw` text, in one piece or (`chunks`) streamed without a length. */
-let answer: { status: number; body?: unknown; raw?: string; chunks?: number } = { status: 200, body: {} };
+let answer: { status: number; body?: unknown; raw?: string; chunks?: number; hang?: boolean } = {
+  status: 200,
+  body: {},
+};
+/** With `hang`, settles when the client closes the request the endpoint never answers. */
+let hangingClosed: Promise<void> | undefined;
 
 beforeAll(async () => {
   server = createServer((req, res) => {
@@ -41,6 +46,10 @@ beforeAll(async () => {
         authorization: req.headers.authorization,
         body: JSON.parse(text) as Seen['body'],
       });
+      if (answer.hang) {
+        hangingClosed = new Promise((resolve) => res.on('close', resolve));
+        return;
+      }
       const reply = answer.raw ?? JSON.stringify(answer.body);
       if (!answer.chunks) {
         res.writeHead(answer.status, {
@@ -178,6 +187,20 @@ describe('OpenAiCompatibleProvider', () => {
     const err = await provider.step(withTool, [{ role: 'user', content: 'x' }]).catch((e: unknown) => e);
     expect(err).not.toBeInstanceOf(ApplicationFailure);
     expect((err as Error).message).toContain('HTTP 200');
+  });
+
+  it("aborts the request when the step's signal fires (the run was cancelled), with the signal's reason", async () => {
+    answer = { status: 200, hang: true };
+    hangingClosed = undefined;
+    const asked = seen.length;
+    const cancel = new AbortController();
+    const step = provider.step(withTool, [{ role: 'user', content: 'hi' }], { signal: cancel.signal });
+    await vi.waitFor(() => expect(seen.length).toBe(asked + 1));
+    const reason = new Error('the step was cancelled');
+    cancel.abort(reason);
+    await expect(step).rejects.toBe(reason);
+    // The connection is closed, not left to the endpoint: nothing runs on for a run that is gone.
+    await hangingClosed;
   });
 
   it('fails the step for good when the provider refuses the request itself (MODEL_REJECTED)', async () => {
