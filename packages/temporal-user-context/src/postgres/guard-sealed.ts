@@ -78,7 +78,9 @@ export async function plantingGrounds(db: SqlQueryable, appRole: string, login: 
  * - foreign keys whose `workspace_id` is not matched with the target's (or, for a target keyed by the
  *   workspace itself, such as `workspaces`, that leave `workspace_id` out), to any table but a shared
  *   one: foreign-key checks skip row-level security, so a write that names another workspace's key, or
- *   a row of a table the app role cannot read, says whether it exists.
+ *   a row of a table the app role cannot read, says whether it exists;
+ * - and foreign keys of a shared table the app role may write to any table but a shared one: a shared
+ *   table has no workspace to match, so any row written to it may name another workspace's key.
  *
  * The audit table aside while the app role may not update it: its INSERT policy is held to the sink's
  * scopes (guard.ts, `escapes`), so SQL in a user's scope fails the check before any key is compared.
@@ -145,13 +147,21 @@ export async function tenantKeys(
       ),
     ...references.rows
       .filter(
-        (r) =>
-          isTenant(r.schema, r.table) &&
-          !sharedTables.has(r.target_schema === schema ? r.target : `${r.target_schema}.${r.target}`),
+        (r) => !sharedTables.has(r.target_schema === schema ? r.target : `${r.target_schema}.${r.target}`),
       )
-      .map(
-        (r) =>
-          `sealed scope: foreign key ${r.name} of ${r.schema}.${r.table} to ${r.target_schema}.${r.target} does not match workspace_id with its target's (foreign-key checks skip row-level security: a write naming another workspace's key would tell that it exists)`,
-      ),
+      .flatMap((r) => {
+        const from = `${r.schema}.${r.table}`;
+        const to = `${r.target_schema}.${r.target}`;
+        if (isTenant(r.schema, r.table))
+          return [
+            `sealed scope: foreign key ${r.name} of ${from} to ${to} does not match workspace_id with its target's (foreign-key checks skip row-level security: a write naming another workspace's key would tell that it exists)`,
+          ];
+        // A shared table has no workspace to match: any row written to it may name any workspace's key.
+        if (sharedTables.has(r.schema === schema ? r.table : from))
+          return [
+            `sealed scope: foreign key ${r.name} of shared table ${from} to ${to}, which is not shared (foreign-key checks skip row-level security: a row naming another workspace's key would tell that it exists; drop the key, or let ${appRole} only read ${from})`,
+          ];
+        return [];
+      }),
   ];
 }

@@ -208,6 +208,46 @@ describe.each(BACKENDS)('sealed scopes on %s', (kind) => {
     }
   });
 
+  it("the guard refuses a shared table's foreign key to a tenant table, which tells what another workspace holds", async () => {
+    // Found by review: keys were checked on tenant tables only, and a shared table has no workspace to match.
+    const app = sealedRoles.app;
+    const table = `shared_refs_${app}`;
+    const guard = () =>
+      assertIsolation(sealed.admin, { appRole: app, seal: true, checkLogin: false, sharedTables: [table] });
+    await sealed.admin.query(
+      `create table ${table} (ws text, note integer,
+         constraint ${table}_note foreign key (ws, note) references notes (workspace_id, id))`,
+    );
+    await sealed.admin.query(`grant select, insert on ${table} to ${app}`);
+    const noteOfB = (
+      await sealed.admin.query<{ id: number }>(`select id from notes where workspace_id = 'ws-b' limit 1`)
+    ).rows[0]!.id;
+    const exists = (id: number) =>
+      withUserScope(
+        sealed.db,
+        alice,
+        (tx) =>
+          tx.query(`insert into ${table} values ('ws-b', $1)`, [id]).then(
+            () => true,
+            () => false,
+          ),
+        opts,
+      ).catch(() => false);
+    try {
+      await expect(guard()).rejects.toThrow(
+        `sealed scope: foreign key ${table}_note of shared table public.${table} to public.notes, which is not shared`,
+      );
+      // What it refuses it for: from ws-a, the write says whether ws-b has a note of that id.
+      expect(await exists(noteOfB)).toBe(true);
+      expect(await exists(2_000_000_000)).toBe(false);
+      // Only read, the shared table tells nothing: accepted.
+      await sealed.admin.query(`revoke insert on ${table} from ${app}`);
+      await expect(guard()).resolves.toMatchObject({ tenantTables: ['audit_log', 'memberships', 'notes'] });
+    } finally {
+      await sealed.admin.query(`drop table ${table}`);
+    }
+  });
+
   it('the guard refuses a schema the app role may create in: SQL in one scope plants what another runs', async () => {
     const app = sealedRoles.app;
     const guard = () => assertIsolation(sealed.admin, { appRole: app, seal: true, checkLogin: false });
