@@ -81,24 +81,35 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
   }
 
   private async prepareStart(input: WorkflowStartInput, action: string): Promise<WorkflowStartInput> {
-    const { originator, context } = await this.source.forStart(input.options.workflowId, action, {
-      workflowType: input.workflowType,
-      taskQueue: input.options.taskQueue,
-      args: input.options.args ?? [],
-      ...timing(input.options),
-    });
-    return {
+    // On record once what the call sends is ready: the mirror throws on search attributes the SDK
+    // would refuse too (a key given twice), and that call is never sent.
+    const held: HeldRecords = [];
+    const { originator, context } = await this.source.forStart(
+      input.options.workflowId,
+      action,
+      {
+        workflowType: input.workflowType,
+        taskQueue: input.options.taskQueue,
+        args: input.options.args ?? [],
+        ...timing(input.options),
+      },
+      held,
+    );
+    const prepared = {
       ...input,
       headers: withHeader(input.headers, ORIGINATOR_HEADER, originator),
       options: mirrorOptions(input.options, context, originator, this.source.mirror),
     };
+    releaseRecords(held);
+    return prepared;
   }
 
   async signalWithStart(
     input: WorkflowSignalWithStartInput,
     next: Next<WorkflowClientInterceptor, 'signalWithStart'>,
   ): Promise<string> {
-    // Both tokens are issued before either is on record as allowed: the call is sent with both or not.
+    // Both tokens issued and the options mirrored before either is on record as allowed: the call is
+    // sent with both or not at all.
     const held: HeldRecords = [];
     const { originator, context } = await this.source.forStart(
       input.options.workflowId,
@@ -119,13 +130,10 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
       `signal:${input.signalName}`,
       held,
     );
-    releaseRecords(held);
     const headers = withHeader(withHeader(input.headers, ORIGINATOR_HEADER, originator), ACTOR_HEADER, actor);
-    return next({
-      ...input,
-      headers,
-      options: mirrorOptions(input.options, context, originator, this.source.mirror),
-    });
+    const options = mirrorOptions(input.options, context, originator, this.source.mirror);
+    releaseRecords(held);
+    return next({ ...input, headers, options });
   }
 
   async startUpdateWithStart(
@@ -134,7 +142,8 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
   ): Promise<WorkflowStartUpdateWithStartOutput> {
     const workflowId = input.workflowStartOptions.workflowId;
     let prepared: WorkflowStartUpdateWithStartInput;
-    // As for signalWithStart: nothing on record as allowed until both tokens are issued.
+    // As for signalWithStart: nothing on record as allowed until both tokens are issued and the options
+    // mirrored.
     const held: HeldRecords = [];
     try {
       const { originator, context } = await this.source.forStart(
@@ -253,6 +262,8 @@ export class UserContextScheduleClientInterceptor implements ScheduleClientInter
     // The action's workflow type, task queue and arguments are bound into the token: an update that
     // keeps the creator's header but runs another workflow type, on another queue or with other
     // arguments, is refused by workers. The SDK sends no arguments as an empty list.
+    // On record once the mirrors are made, as for a start.
+    const held: HeldRecords = [];
     const { originator, context } = await this.source.forSchedule(
       scheduleId,
       action.workflowId,
@@ -262,14 +273,13 @@ export class UserContextScheduleClientInterceptor implements ScheduleClientInter
         taskQueue: action.taskQueue,
         ...(this.bindArguments ? { args: action.args ?? [] } : {}),
       },
+      held,
     );
     const mirror = this.source.mirror;
-    const options = { ...input.options, action: mirrorOptions(action, context, originator, mirror) };
-    return next({
-      ...input,
-      headers: withHeader(input.headers, ORIGINATOR_HEADER, originator),
-      options: mirrorOptions(options, context, originator, mirror),
-    });
+    const withAction = { ...input.options, action: mirrorOptions(action, context, originator, mirror) };
+    const options = mirrorOptions(withAction, context, originator, mirror);
+    releaseRecords(held);
+    return next({ ...input, headers: withHeader(input.headers, ORIGINATOR_HEADER, originator), options });
   }
 }
 

@@ -28,12 +28,9 @@ export interface ContextSourceOptions {
 }
 
 /**
- * What a client call names in its records: its workflow (and run, for a handle's call) or its schedule;
- * a standalone call its activity, or its operation (`detail`).
- */
-/**
- * Allow records of a call that issues two tokens (`signalWithStart`, update-with-start), held until both
- * are issued: a refused second token must not leave the first on record as allowed for a call never sent.
+ * Allow records of a call, held until everything the call sends is ready (both tokens of
+ * `signalWithStart` and update-with-start, the mirrors of a start): a call refused or failing after a
+ * token was issued must not leave that token on record as allowed for a call never sent.
  */
 export type HeldRecords = Array<() => void>;
 
@@ -42,6 +39,16 @@ export function releaseRecords(held: HeldRecords): void {
   for (const record of held) record();
 }
 
+/** Emits `record` now, or keeps it in `held` when the call holds its records. */
+function recordOrHold(record: () => void, held: HeldRecords | undefined): void {
+  if (held) held.push(record);
+  else record();
+}
+
+/**
+ * What a client call names in its records: its workflow (and run, for a handle's call) or its schedule;
+ * a standalone call its activity, or its operation (`detail`).
+ */
 type Target = {
   workflowId: string;
   runId?: string;
@@ -206,8 +213,7 @@ export class ContextSource {
         options.scheduleId ? `schedule ${options.scheduleId}` : undefined,
         runId,
       );
-    if (held) held.push(record);
-    else record();
+    recordOrHold(record, held);
     return header;
   }
 
@@ -446,8 +452,7 @@ export class ContextSource {
           'forwarded the verified originator as the actor',
           runId,
         );
-      if (held) held.push(record);
-      else record();
+      recordOrHold(record, held);
       return forward.header;
     }
     // Lineage facts an activity of the call's handler carries, without the root's start (its type and
@@ -486,6 +491,7 @@ export class ContextSource {
     actionWorkflowId: string,
     action: string,
     scheduledAction: ScheduledAction,
+    held?: HeldRecords,
   ): Promise<{ originator: ContextHeader; context: UserContext }> {
     const target = { workflowId: actionWorkflowId, scheduleId };
     const { context, source } = this.who(action, target);
@@ -506,6 +512,8 @@ export class ContextSource {
         scheduledAction: bound,
       },
       (header) => this.fits(action, { ...header, lin }, target, context, 'the schedule or workflow id'),
+      undefined,
+      held,
     );
     return { originator, context };
   }
