@@ -166,6 +166,12 @@ const Patches = {
    * aborted) and ends the run as cancelled; before, the step ran on to its answer, which was dropped.
    */
   cancelStopsModelStep: 'cancel-stops-model-step',
+  /**
+   * Temporal's suggestion to continue-as-new is followed only after a model step of this run: a
+   * namespace whose history thresholds are below what a generation needs to reach its first step would
+   * otherwise continue-as-new forever without a step.
+   */
+  stepBeforeSuggestedContinue: 'step-before-suggested-continue',
 } as const;
 
 /** A validator's refusal: its stable code as the failure's type, which clients and the API read. */
@@ -379,7 +385,12 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
       // A conversation grown too large to send continues as new too (patched: histories before it ran on).
       const overBudget = () =>
         conversationOverBudget(state.messages, stepsThisRun) && patched(Patches.conversationBudget);
-      if (stepsThisRun >= maxSteps || workflowInfo().continueAsNewSuggested || overBudget()) {
+      // Temporal's suggestion, once this run has taken a step (patched: histories before it followed it
+      // at once).
+      const suggested = () =>
+        workflowInfo().continueAsNewSuggested &&
+        (stepsThisRun > 0 || !patched(Patches.stepBeforeSuggestedContinue));
+      if (stepsThisRun >= maxSteps || suggested() || overBudget()) {
         await condition(allHandlersFinished);
         // A cancel signal received before the wait may have finished verifying only during it.
         if (cancelled && patched(Patches.cancelBeforeContinueAsNew)) break;
