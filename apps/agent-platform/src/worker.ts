@@ -31,6 +31,7 @@ import { migrate } from './data/migrate.js';
 import { providerFromEnv, type ModelProvider } from './providers/index.js';
 import { connectWorker } from './temporal.js';
 import { TASK_QUEUE } from './workflows/agent-execution.js';
+import { HEARTBEAT_THROTTLE_MS } from './workflows/run-policy.js';
 
 const here = fileURLToPath(import.meta.url);
 export const workflowsPath = fileURLToPath(new URL(`./workflows/index${extname(here)}`, import.meta.url));
@@ -70,6 +71,8 @@ export async function createWorker(options: CreateWorkerOptions): Promise<Worker
       scope: { auditor: plugin.auditor },
     }),
     plugins: [plugin],
+    // A cancelled run's model step learns of it within seconds (run-policy.ts).
+    maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE_MS,
     ...options.worker,
   });
 }

@@ -179,11 +179,14 @@ function refused(code: string, message: string): ApplicationFailure {
   return ApplicationFailure.create({ type: code, message, nonRetryable: true });
 }
 
+/** What {@link unlessStopped} answers for a step it stopped. */
+const STOPPED = Symbol('stopped');
+
 /**
- * Runs `step` in a scope of its own that is cancelled as soon as `stop()` holds; `undefined` when that
- * cancellation, and nothing else, ended it (a Temporal cancel of the run is rethrown as it is).
+ * Runs `step` in a scope of its own that is cancelled as soon as `stop()` holds; {@link STOPPED} when
+ * that cancellation, and nothing else, ended it (a Temporal cancel of the run is rethrown as it is).
  */
-async function unlessStopped<T>(stop: () => boolean, step: () => Promise<T>): Promise<T | undefined> {
+async function unlessStopped<T>(stop: () => boolean, step: () => Promise<T>): Promise<T | typeof STOPPED> {
   const scope = new CancellationScope();
   let settled = false;
   // Not cancellable, so a Temporal cancel of the run cannot reject it unhandled; it resolves once the
@@ -194,7 +197,7 @@ async function unlessStopped<T>(stop: () => boolean, step: () => Promise<T>): Pr
   try {
     return await scope.run(step);
   } catch (err) {
-    if (isCancellation(err) && stop() && !CancellationScope.current().consideredCancelled) return undefined;
+    if (isCancellation(err) && stop() && !CancellationScope.current().consideredCancelled) return STOPPED;
     throw err;
   } finally {
     settled = true;
@@ -410,9 +413,10 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
         return continueAsNew<typeof AgentExecutionWorkflow>(next);
       }
       stepRunning = true;
-      let decision: Awaited<ReturnType<typeof acts.modelStep>> | undefined;
+      let decision: Awaited<ReturnType<typeof acts.modelStep>> | typeof STOPPED;
+      const stoppable = patched(Patches.cancelStopsModelStep);
       try {
-        decision = patched(Patches.cancelStopsModelStep)
+        decision = stoppable
           ? await unlessStopped(
               () => cancelled,
               () => model.modelStep(agent, state.messages),
@@ -422,9 +426,12 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
         stepRunning = false;
       }
       // Cancelled by the signal while the step ran: the run ends as cancelled, without its answer.
-      if (decision === undefined) break;
+      if (decision === STOPPED) break;
       state.steps++;
       stepsThisRun++;
+      // Answered in the same task that verified a cancel: the run ends as cancelled without acting on
+      // the answer (no tool runs for a cancelled run).
+      if (stoppable && cancelled) break;
       if (decision.type === 'tool_call') {
         state.toolCalls++;
         const hits = await runTool(decision.tool, decision.args);

@@ -83,14 +83,20 @@ export const ACTIVITY_OPTIONS = {
 } satisfies ActivityOptions;
 
 /**
- * How long a model step may go without a heartbeat. The step heartbeats while its provider works
- * ({@link MODEL_STEP_HEARTBEAT_MS}), and the worker sends heartbeats at most every 80% of this: a
- * cancellation of the step (the run cancelled) reaches it through a heartbeat's answer, so within about
- * 8 s, and a step whose worker died is tried again after 10 s rather than after `startToCloseTimeout`.
+ * How long a model step may go without a heartbeat: a step whose worker died is tried again after 30 s
+ * rather than after `startToCloseTimeout`. Far above how often heartbeats are sent
+ * ({@link MODEL_STEP_HEARTBEAT_MS}, {@link HEARTBEAT_THROTTLE_MS}): a stalled event loop or a slow
+ * heartbeat call does not time a healthy step out (and call the model twice).
  */
-export const MODEL_STEP_HEARTBEAT_TIMEOUT_MS = 10_000;
+export const MODEL_STEP_HEARTBEAT_TIMEOUT_MS = 30_000;
 /** How often a model step heartbeats while its provider works. */
 export const MODEL_STEP_HEARTBEAT_MS = 2_000;
+/**
+ * The worker's `maxHeartbeatThrottleInterval`: it sends an activity's heartbeats at most this often
+ * (else at most every 80% of the heartbeat timeout, 24 s). A cancellation of the step (its run
+ * cancelled) reaches it only in a heartbeat's answer: within about 3 s.
+ */
+export const HEARTBEAT_THROTTLE_MS = 3_000;
 
 /** The model step's options: every activity's, and a heartbeat timeout (changing it needs no patch). */
 export const MODEL_STEP_OPTIONS = {

@@ -828,7 +828,7 @@ describe('the run record follows the run', () => {
     const s = await start({ input: '[hangs] Tell me about roadmap' });
     const { aborted } = await hangingStep(s);
     await runAsUser(alice, () => s.handle.signal('cancel', 'test'));
-    // The cancellation reaches the step in a heartbeat's answer, within the throttle of a 10 s timeout:
+    // The cancellation reaches the step in a heartbeat's answer, within the worker's 3 s heartbeat throttle:
     // the step cancelled, or its run closed already (not its heartbeat timeout, `TIMED_OUT`).
     expectAbortedByCancel(await aborted);
     expect(await result(s)).toMatchObject({ status: 'cancelled', steps: 0 });
