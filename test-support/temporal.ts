@@ -53,6 +53,22 @@ export async function startTemporal(
 }
 
 /**
+ * `start()` (a dev server's start), tried again when it fails, three times in all: the dev server exits
+ * when a port it was given, or one it picked itself, is taken by the time it binds (other processes on
+ * a busy machine). Once only against `TEMPORAL_ADDRESS`, where a failure is no port's.
+ */
+export async function startRetrying<T>(start: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await start();
+    } catch (err) {
+      if (attempt === 3 || process.env.TEMPORAL_ADDRESS) throw err;
+      console.warn(`Temporal dev server did not start (attempt ${attempt}), trying again:`, err);
+    }
+  }
+}
+
+/**
  * Registers {@link testSearchAttributes} on a server the tests did not start (a cluster's namespace),
  * as the dev server is given them at start. Temporal Cloud registers them through its own API, not the
  * operator service: there they must exist beforehand, and a failure here is only reported.

@@ -6,14 +6,14 @@ export type TokenUse = 'start' | 'actor' | 'schedule';
 
 /**
  * A workflow start as its start or schedule token binds it: workflow type and task queue (`wt`, `tq`)
- * and, when given, its arguments (`ad`, their digest: `createArgsDigest` in args-digest.ts).
+ * and, when given, its arguments (`ad`: their digest, which the plugin computes from `args`).
  */
 export interface BoundStart {
   workflowType: string;
   taskQueue: string;
   /** The arguments, as given to the start or `schedule.create` (the plugin binds them unless told not to). */
   args?: readonly unknown[];
-  /** Their digest, when already computed (`createArgsDigest`); used instead of `args`. */
+  /** Their digest, when the plugin computed it already (internal); used instead of `args`. */
   argsDigest?: string;
   /** A start's cron schedule, when it has one (`cr`); schedules' actions bind none. */
   cronSchedule?: string;

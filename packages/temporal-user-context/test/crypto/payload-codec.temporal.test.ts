@@ -8,14 +8,14 @@ import { Client } from '@temporalio/client';
 import { Worker } from '@temporalio/worker';
 import type { TestWorkflowEnvironment } from '@temporalio/testing';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { startTemporal } from '../../../../test-support/temporal.js';
+import { startRetrying, startTemporal } from '../../../../test-support/temporal.js';
 import { makeCodec } from './codec-helpers.js';
 
 const codec = makeCodec();
 let env: TestWorkflowEnvironment;
 
 beforeAll(async () => {
-  env = await startTemporal();
+  env = await startRetrying(() => startTemporal());
 }, 120_000);
 afterAll(async () => {
   await env?.teardown();
