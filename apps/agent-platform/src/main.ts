@@ -142,8 +142,18 @@ async function main(): Promise<void> {
     taskQueue: taskQueue(),
   });
   await app.listen({ port: API_PORT, host: '127.0.0.1' });
-  running.catch((err: unknown) => {
+  // Set by whichever ending begins first: a signal's, or the worker's own.
+  let stopping = false;
+  // A worker that stops on its own (a fatal poll error, the SDK's shutdown after an unexpected error)
+  // ends the process, but only once the audit records still queued for the table are written.
+  running.catch(async (err: unknown) => {
+    if (stopping) return;
+    stopping = true;
     console.error('worker stopped', err);
+    await app.close().catch((closeErr: unknown) => console.error('API close failed', closeErr));
+    await edgeDbAudit
+      .close({ timeoutMs: AUDIT_FLUSH_TIMEOUT_MS })
+      .catch((flushErr: unknown) => console.error('audit flush failed', flushErr));
     process.exit(1);
   });
 
@@ -174,7 +184,6 @@ Next step — run the Acme assistant as alice:
   curl -s "${api}/runs/<runId>/result?waitSeconds=10" -H "authorization: Bearer $TOKEN"
 `);
 
-  let stopping = false;
   const stop = async (signal: string) => {
     if (stopping) return;
     stopping = true;
@@ -182,7 +191,8 @@ Next step — run the Acme assistant as alice:
     await app.close();
     // The SDK's own signal handlers may already have started the worker's shutdown.
     if (worker.getState() === 'RUNNING') worker.shutdown();
-    await running;
+    // A worker that failed as it stopped is reported, and the rest still closes.
+    await running.catch((err: unknown) => console.error('worker stopped', err));
     await connection.close();
     await nativeConnection.close();
     // And flushes dbAudit: nothing is held in a window the exit would drop.

@@ -155,6 +155,8 @@ export class OpenAiCompatibleProvider implements ModelProvider {
         : AbortSignal.timeout(REQUEST_TIMEOUT_MS),
     });
     if (!res.ok) {
+      // Not read: released, rather than held open until the request's timeout.
+      await res.body?.cancel().catch(() => undefined);
       // The request itself refused (an unknown model, a bad key, a conversation too long): asking again
       // gets the same answer, and each attempt costs a call. Timeouts, conflicts and rate limits pass.
       if (res.status >= 400 && res.status < 500 && ![408, 409, 429].includes(res.status))

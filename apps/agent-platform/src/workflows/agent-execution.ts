@@ -22,6 +22,7 @@ import type { AgentActivities, DocumentHit } from '../activities.js';
 import { REVISE_PROMPT, type AgentMessage } from '../providers/types.js';
 import {
   ACTIVITY_OPTIONS,
+  assertRunInput,
   DEFAULT_MAX_TOTAL_STEPS,
   MAX_CONTINUE_AS_NEW_BYTES,
   MAX_INSTRUCTIONS,
@@ -251,6 +252,9 @@ async function senderVerifies(moot: () => boolean): Promise<boolean> {
  * the verified originator the plugin carries (continue-as-new included).
  */
 export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promise<AgentExecutionResult> {
+  // Before anything reads it: a client of its own may start the run with anything. Not patched: a run
+  // refused here threw a TypeError before (at once, or at its first step) and could never finish.
+  assertRunInput(params);
   // Not clampInt: it differs on inputs these accept (a numeric string, `true`, a fraction of a second),
   // and recorded histories must replay with the limits they ran with.
   const maxSteps = Math.min(Math.max(Math.trunc(params.maxStepsPerRun ?? DEFAULT_STEPS_PER_RUN), 1), 200);

@@ -43,6 +43,11 @@ export const RunErrorCodes = {
    * continue-as-new for good, and the run would never end.
    */
   CONVERSATION_TOO_LARGE: 'CONVERSATION_TOO_LARGE',
+  /**
+   * The workflow's input is not an object, or its carried state lacks the lists every generation
+   * reads: only a client of its own (not the API, not a continue-as-new) starts such a run.
+   */
+  RUN_INPUT_INVALID: 'RUN_INPUT_INVALID',
   /** Written by the API, not the workflow: its start call failed, though the server may have started it. */
   START_FAILED: 'START_FAILED',
   /** Written by the API, not the workflow: the run was terminated, or timed out, through Temporal. */
@@ -192,6 +197,41 @@ export function conversationBytes(messages: readonly AgentMessage[]): number {
  */
 export function conversationOverBudget(messages: readonly AgentMessage[], stepsThisRun: number): boolean {
   return stepsThisRun > 0 && conversationBytes(messages) > MAX_CONVERSATION_BYTES;
+}
+
+const isRecord = (value: unknown): value is Record<string, unknown> =>
+  typeof value === 'object' && value !== null && !Array.isArray(value);
+
+/**
+ * Refuses (`RUN_INPUT_INVALID`, non-retryable) a workflow input the workflow could not even read: not
+ * an object, or carried state (`carried`, given) that is not an object with `messages` (objects),
+ * `pending` and `instructions` lists. Workflow code reading it would throw a TypeError, which fails the
+ * workflow task again at every retry, for good and with no code; the run fails instead. Nothing else is
+ * checked: what the workflow reads leniently (numbers as strings, say) it keeps reading so, and runs
+ * recorded with such input replay as they ran.
+ */
+export function assertRunInput(params: unknown): void {
+  const problem = !isRecord(params)
+    ? 'the input is not an object'
+    : params.carried !== undefined && params.carried !== null && !carriedIsReadable(params.carried)
+      ? 'the carried state is not an object with messages, pending and instructions lists'
+      : undefined;
+  if (problem === undefined) return;
+  throw ApplicationFailure.create({
+    type: RunErrorCodes.RUN_INPUT_INVALID,
+    message: problem,
+    nonRetryable: true,
+  });
+}
+
+function carriedIsReadable(carried: unknown): boolean {
+  return (
+    isRecord(carried) &&
+    Array.isArray(carried.messages) &&
+    carried.messages.every(isRecord) &&
+    Array.isArray(carried.pending) &&
+    Array.isArray(carried.instructions)
+  );
 }
 
 /** `value` as an integer in [min, max]; `fallback` unless it is a finite number (payloads hold anything). */

@@ -1129,6 +1129,23 @@ describe('run records belong to their workflow', () => {
   });
 });
 
+describe('an input the workflow cannot read', () => {
+  it('fails the run with RUN_INPUT_INVALID at once, rather than failing its workflow task for good', async () => {
+    // Found by review: `null` (or no argument) threw a TypeError, and the task was retried forever.
+    for (const args of [[null], [], [{ agentId, input: 'x', carried: { messages: 'x' } }]]) {
+      const handle = await runAsUser(alice, () =>
+        client.workflow.start('AgentExecutionWorkflow', {
+          taskQueue,
+          workflowId: `agent-run-${randomUUID()}`,
+          args,
+        }),
+      );
+      const refused = failureTypeOf(runAsUser(alice, () => handle.result()));
+      expect(await refused, JSON.stringify(args)).toBe('RUN_INPUT_INVALID');
+    }
+  });
+});
+
 describe('replay', () => {
   it('every run this file finished replays deterministically, each new patched branch included', async () => {
     const histories = await finishedHistories(client, taskQueue);

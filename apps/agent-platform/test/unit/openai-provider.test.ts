@@ -29,7 +29,15 @@ let server: Server;
 let provider: OpenAiCompatibleProvider;
 const seen: Seen[] = [];
 /** What the endpoint answers: `body` as JSON, or `raw` text, in one piece or (`chunks`) streamed without a length. */
-let answer: { status: number; body?: unknown; raw?: string; chunks?: number; hang?: boolean } = {
+let answer: {
+  status: number;
+  body?: unknown;
+  raw?: string;
+  chunks?: number;
+  hang?: boolean;
+  /** Sends the status and the start of a body, then nothing more. */
+  hangBody?: boolean;
+} = {
   status: 200,
   body: {},
 };
@@ -46,8 +54,12 @@ beforeAll(async () => {
         authorization: req.headers.authorization,
         body: JSON.parse(text) as Seen['body'],
       });
-      if (answer.hang) {
+      if (answer.hang || answer.hangBody) {
         hangingClosed = new Promise((resolve) => res.on('close', resolve));
+        if (answer.hangBody) {
+          res.writeHead(answer.status, { 'content-type': 'application/json' });
+          res.write('{"error":');
+        }
         return;
       }
       const reply = answer.raw ?? JSON.stringify(answer.body);
@@ -201,6 +213,17 @@ describe('OpenAiCompatibleProvider', () => {
     await expect(step).rejects.toBe(reason);
     // The connection is closed, not left to the endpoint: nothing runs on for a run that is gone.
     await hangingClosed;
+  });
+
+  it('releases the connection of an error answer it does not read (its body never ends here)', async () => {
+    // Found by review: the body was left unread, and the connection held until the request's timeout.
+    answer = { status: 503, hangBody: true };
+    hangingClosed = undefined;
+    await expect(provider.step(withTool, [{ role: 'user', content: 'hi' }])).rejects.toThrow('HTTP 503');
+    // Unreleased, the connection stays open until the request's 60 s timeout, or until the response
+    // is garbage-collected (~16 s here): closed at once when released.
+    const stillOpen = new Promise((resolve) => setTimeout(() => resolve('still open'), 5000).unref());
+    expect(await Promise.race([hangingClosed!.then(() => 'closed'), stillOpen])).toBe('closed');
   });
 
   it('fails the step for good when the provider refuses the request itself (MODEL_REJECTED)', async () => {

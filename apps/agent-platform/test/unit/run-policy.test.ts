@@ -21,6 +21,8 @@ import {
   MAX_CARRIED_OTHER_BYTES,
   MAX_CONVERSATION_BYTES,
   MAX_INSTRUCTIONS,
+  RunErrorCodes,
+  assertRunInput,
   boundMessages,
   clampInt,
   conversationBytes,
@@ -264,5 +266,55 @@ describe('clampInt', () => {
     expect(clampInt(5000, 100, 1, 1000)).toBe(1000);
     expect(clampInt(0, 100, 1, 1000)).toBe(1);
     expect(clampInt(7.9, 100, 1, 1000)).toBe(7);
+  });
+});
+
+describe('assertRunInput', () => {
+  const refusal = (input: unknown) => {
+    try {
+      assertRunInput(input);
+      return undefined;
+    } catch (err) {
+      return err;
+    }
+  };
+  const carried = { messages: [{ role: 'user', content: 'x' }], pending: [], instructions: [] };
+
+  it('refuses, non-retryably with RUN_INPUT_INVALID, an input the workflow could not read', () => {
+    const unreadable: unknown[] = [
+      null,
+      undefined,
+      5,
+      'input',
+      [],
+      { agentId: 'a', input: 'x', carried: 5 },
+      { agentId: 'a', input: 'x', carried: [] },
+      { agentId: 'a', input: 'x', carried: { ...carried, messages: 'x' } },
+      { agentId: 'a', input: 'x', carried: { ...carried, messages: [null] } },
+      { agentId: 'a', input: 'x', carried: { ...carried, pending: undefined } },
+      { agentId: 'a', input: 'x', carried: { ...carried, instructions: {} } },
+    ];
+    for (const input of unreadable)
+      expect(refusal(input), JSON.stringify(input) ?? 'undefined').toMatchObject({
+        type: RunErrorCodes.RUN_INPUT_INVALID,
+        nonRetryable: true,
+      });
+  });
+
+  it('accepts what the API and a continue-as-new send, and what the workflow reads leniently', () => {
+    const readable: unknown[] = [
+      { agentId: 'a', input: 'x' },
+      { agentId: 'a', input: 'x', runRecordId: 'r', followUpSeconds: 5, maxStepsPerRun: 2 },
+      {
+        agentId: 'a',
+        input: '',
+        carried: { ...carried, steps: 1, toolCalls: 0, generation: 1, runRecordId: 'r' },
+      },
+      { agentId: 'a', input: 'x', carried: null },
+      // Read leniently before this check, and so still: runs recorded with them replay as they ran.
+      { agentId: 'a', input: 'x', followUpSeconds: '5' },
+      {},
+    ];
+    for (const input of readable) expect(refusal(input), JSON.stringify(input)).toBeUndefined();
   });
 });
