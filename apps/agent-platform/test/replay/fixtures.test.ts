@@ -10,7 +10,12 @@
 // (its instructions went in as system messages, with no `member-instructions` marker);
 // `pre-retry-cancel-verification` by the workflow before a cancel whose sender's verification got no
 // answer (the database down) was verified again (it was dropped, and the run completed);
-// `pre-carry-task-once` by the workflow before continue-as-new carried the task once; `current` by
+// `pre-carry-task-once` by the workflow before continue-as-new carried the task once;
+// `pre-step-before-suggested-continue` by the workflow before Temporal's suggestion waited for a model
+// step (on a dev server suggesting it after five events: the first two generations of a run that
+// continued as new without a step, the lineage then terminated); `pre-settle-handlers-on-failure` is
+// the `current` recorded at commit 1efa398, before the patches from `settle-handlers-on-failure` to
+// `cancel-stops-model-step`; `current` by
 // the code at the time of its recording (refresh with
 // `RECORD_HISTORIES=1 npx vitest run apps/agent-platform/test/e2e/platform.test.ts`; keep the old ones).
 import type { History } from '@temporalio/common/lib/proto-utils.js';
@@ -46,6 +51,12 @@ describe('committed AgentExecutionWorkflow histories', () => {
     const firstGeneration = (h: History) =>
       !events(h)[0]?.workflowExecutionStartedEventAttributes?.continuedExecutionRunId;
     expect(current.filter(firstGeneration).every(has('claim-run-record'))).toBe(true);
+    // Since the twenty-seventh round every model step may be stopped by a cancel, and records so.
+    const stepped = (h: History) =>
+      events(h).some((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'modelStep');
+    expect(current.filter(stepped).length).toBeGreaterThan(0);
+    expect(current.filter(stepped).every(has('cancel-stops-model-step'))).toBe(true);
+    expect(byLabel('pre-settle-handlers-on-failure').some(has('cancel-stops-model-step'))).toBe(false);
     // A run that took an instruction records that it passes it as a member's message; the older ones
     // took theirs without the marker, and must replay down the system-message branch.
     expect(current.filter(updated).length).toBeGreaterThan(0);
@@ -90,6 +101,19 @@ describe('committed AgentExecutionWorkflow histories', () => {
     expect(twice.some(has('carry-task-once'))).toBe(false);
     expect(current.filter(continued).length).toBeGreaterThan(0);
     expect(current.filter(continued).every(has('carry-task-once'))).toBe(true);
+    // Before `step-before-suggested-continue`, a generation that Temporal suggested to continue as new
+    // before its first model step did so at once (here, a namespace suggesting it after five events):
+    // replay continues as new there again, without a step and without the marker.
+    const early = byLabel('pre-step-before-suggested-continue');
+    expect(early.length).toBeGreaterThan(0);
+    const modelSteps = (h: History) =>
+      events(h).filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'modelStep');
+    for (const h of early)
+      expect([continued(h), modelSteps(h).length, has('step-before-suggested-continue')(h)]).toEqual([
+        true,
+        0,
+        false,
+      ]);
   });
 
   it('replay deterministically under the current code, after a key rotation', async () => {
