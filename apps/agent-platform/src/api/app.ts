@@ -668,7 +668,9 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
    * someone who is no longer a member, and be refused (two deny records per run, forever), and re-adding
    * the member would silently make them act again. Paused, an admin sees them in the list and deletes
    * or resumes them. Best effort: the membership is already gone, so a schedule that cannot be paused
-   * now only leaves its runs refused; each failure is recorded.
+   * now only leaves its runs refused; each failure is recorded. Besides those Temporal lists, the ones
+   * the API recorded as theirs (`agent_schedules`): found by review, a schedule created just before the
+   * removal, which the listing did not show yet, escaped the pause (and again when they were re-added).
    */
   const pauseSchedulesOf = async (
     request: FastifyRequest,
@@ -676,25 +678,37 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     why: 'removed' | 'added again',
   ): Promise<void> => {
     const { workspaceId } = user(request);
-    let schedules: Awaited<ReturnType<typeof workspaceSchedules>>;
-    try {
-      schedules = await workspaceSchedules(workspaceId);
-    } catch (err) {
-      pauseFailed(request, userId, undefined, err);
-      return;
-    }
+    const [listing, recorded] = await Promise.all([
+      workspaceSchedules(workspaceId).catch((err: unknown) => {
+        pauseFailed(request, userId, undefined, err);
+        return undefined;
+      }),
+      scoped(request, (tx) => new ScheduleRepository(tx).createdBy(userId)).catch((err: unknown) => {
+        pauseFailed(request, userId, undefined, err);
+        return [];
+      }),
+    ]);
+    const listed = new Set(listing?.map((s) => s.scheduleId));
+    const pause = (scheduleId: string) =>
+      // The note is the schedule's state, in clear in Temporal (no payload, no codec): it names no one.
+      asUser(request, () => client.schedule.getHandle(scheduleId).pause(`creator ${why}`));
     // At once: each call has its own deadline, so a Temporal that does not answer costs the request
     // one deadline, not one per schedule.
-    await Promise.all(
-      schedules
+    await Promise.all([
+      ...(listing ?? [])
         .filter((s) => s.createdBy === userId && !s.paused)
         .map(({ scheduleId }) =>
-          // The note is the schedule's state, in clear in Temporal (no payload, no codec): it names no one.
-          asUser(request, () => client.schedule.getHandle(scheduleId).pause(`creator ${why}`)).catch(
-            (err: unknown) => pauseFailed(request, userId, scheduleId, err),
-          ),
+          pause(scheduleId).catch((err: unknown) => pauseFailed(request, userId, scheduleId, err)),
         ),
-    );
+      // Recorded and not listed (or the listing failed): a row whose schedule is gone is no failure.
+      ...recorded
+        .filter((scheduleId) => !listed.has(scheduleId))
+        .map((scheduleId) =>
+          pause(scheduleId).catch((err: unknown) => {
+            if (!(err instanceof ScheduleNotFoundError)) pauseFailed(request, userId, scheduleId, err);
+          }),
+        ),
+    ]);
   };
   const pauseFailed = (
     request: FastifyRequest,

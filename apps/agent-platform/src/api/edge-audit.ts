@@ -10,7 +10,8 @@ import {
  * rate reach the table once per kind and minute, the rest of the minute as one row with their count:
  * refusals that name nobody (a request without a valid token) and, per user and workspace, the
  * refused scopes of someone who is no member (a removed member's token stays usable until it expires,
- * `AUTH_MAX_TOKEN_AGE_SECONDS`) and the malformed requests refused before any membership check. One row each would let a flood fill the table, and the sink's backlog
+ * `AUTH_MAX_TOKEN_AGE_SECONDS`) and the requests refused before any membership check (malformed, or
+ * naming another workspace than the token's). One row each would let a flood fill the table, and the sink's backlog
  * where the records of real decisions wait. Every other record is written as it is; the log (the pino
  * sink beside this one) keeps every record. At shutdown, `close()` it: both layers write what they hold.
  */
@@ -27,9 +28,15 @@ export function edgeDatabaseAudit(
 }
 
 /**
- * Requests the route's schema or body parser refuses, before the route checks the membership (only the
- * token is checked then): a token of the identity provider naming a workspace its holder is no member
- * of, or a removed member's, reaches them. A token for another workspace (`WORKSPACE_MISMATCH`) stays
- * one row each: which workspace it was sent to is the point of the record.
+ * Requests refused before the route checks the membership (only the token is checked then): by the
+ * route's schema or body parser, or for a path naming another workspace than the token's
+ * (`WORKSPACE_MISMATCH`). A token of the identity provider naming a workspace its holder is no member
+ * of, or a removed member's, reaches them, at any rate: found by review, a removed member sending
+ * requests to made-up workspaces wrote a row each into the trail of the workspace their token names.
+ * The first of a minute keeps its detail (which workspace, which path); the log keeps every one.
  */
-const REFUSED_BEFORE_MEMBERSHIP: ReadonlySet<string> = new Set(['VALIDATION_FAILED', 'BAD_REQUEST']);
+const REFUSED_BEFORE_MEMBERSHIP: ReadonlySet<string> = new Set([
+  'VALIDATION_FAILED',
+  'BAD_REQUEST',
+  'WORKSPACE_MISMATCH',
+]);

@@ -217,6 +217,31 @@ describe('schedules', () => {
     );
   });
 
+  it("a schedule Temporal's listing does not show yet is paused too when its creator is removed", async () => {
+    // Found by review: the pause read the listing only, which shows a new schedule a while after its
+    // create; the API's own record of the schedule is read too.
+    await p.call('carol', 'POST', '/workspaces/ws-acme/members', { userId: 'ivan', roles: ['member'] });
+    p.tokens.ivan = await p.issuer.mint({ user: 'ivan', workspace: 'ws-acme', roles: ['member'] });
+    const byIvan = await schedule('ivan', 'ws-acme', acmeAgent());
+    // The listing as it was just after the create: without it.
+    const service = p.client.workflowService;
+    const listSchedules = service.listSchedules;
+    service.listSchedules = (async (request) => {
+      const page = await listSchedules.call(service, request);
+      return { ...page, schedules: (page.schedules ?? []).filter((e) => e.scheduleId !== byIvan) };
+    }) as typeof listSchedules;
+    try {
+      expect((await p.call('carol', 'DELETE', '/workspaces/ws-acme/members/ivan')).statusCode).toBe(204);
+    } finally {
+      service.listSchedules = listSchedules;
+    }
+    expect((await p.testClient.schedule.getHandle(byIvan).describe()).state).toMatchObject({
+      paused: true,
+      note: 'creator removed',
+    });
+    expect((await p.call('carol', 'DELETE', `/workspaces/ws-acme/schedules/${byIvan}`)).statusCode).toBe(204);
+  });
+
   it('a schedule whose creator is removed while it is being created is deleted; re-adding a member pauses what escaped', async () => {
     await p.call('carol', 'POST', '/workspaces/ws-acme/members', { userId: 'hank', roles: ['member'] });
     p.tokens.hank = await p.issuer.mint({ user: 'hank', workspace: 'ws-acme', roles: ['member'] });

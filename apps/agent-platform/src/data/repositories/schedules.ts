@@ -104,6 +104,18 @@ export class ScheduleRepository {
   }
 
   /**
+   * The schedules `userId` created in the workspace through the API and not marked deleted: what
+   * Temporal's listing may not show yet (it lists a new schedule a while after its create).
+   */
+  async createdBy(userId: string): Promise<string[]> {
+    const { rows } = await this.scope.query<{ schedule_id: string }>(
+      `select schedule_id from agent_schedules where created_by = $1 and deleted_at is null order by schedule_id`,
+      [userId],
+    );
+    return rows.map((r) => r.schedule_id);
+  }
+
+  /**
    * Marks schedule `scheduleId` deleted (or never created): not counted any longer, even while
    * Temporal's listing still shows it.
    */
