@@ -120,6 +120,24 @@ async function main(): Promise<void> {
     activityLineage: activityLineage(),
   });
   const running = worker.run();
+  // Set by whichever ending begins first: a signal's, or the worker's own.
+  let stopping = false;
+  let workerFailed = false;
+  let app: Awaited<ReturnType<typeof createApi>> | undefined = undefined;
+  // A worker that stops on its own (a fatal poll error, the SDK's shutdown after an unexpected error),
+  // from the start on, ends the process, but only once the audit records still queued for the table are
+  // written. During a signal's shutdown, stop() reports it.
+  running.catch(async (err: unknown) => {
+    workerFailed = true;
+    if (stopping) return;
+    stopping = true;
+    console.error('worker stopped', err);
+    await app?.close().catch((closeErr: unknown) => console.error('API close failed', closeErr));
+    await edgeDbAudit
+      .close({ timeoutMs: AUDIT_FLUSH_TIMEOUT_MS })
+      .catch((flushErr: unknown) => console.error('audit flush failed', flushErr));
+    process.exit(1);
+  });
 
   const edge = new UserContextPlugin({
     keys: keys.edge,
@@ -132,7 +150,7 @@ async function main(): Promise<void> {
   // no client interceptor sees; the Connection passes it on to the Client.
   const connection = await Connection.connect({ ...connectionOptions, plugins: [edge] });
   const client = new Client({ connection, namespace });
-  const app = await createApi({
+  app = await createApi({
     db: database.db,
     client,
     verify: createVerifier(await authFromEnv()),
@@ -142,20 +160,6 @@ async function main(): Promise<void> {
     taskQueue: taskQueue(),
   });
   await app.listen({ port: API_PORT, host: '127.0.0.1' });
-  // Set by whichever ending begins first: a signal's, or the worker's own.
-  let stopping = false;
-  // A worker that stops on its own (a fatal poll error, the SDK's shutdown after an unexpected error)
-  // ends the process, but only once the audit records still queued for the table are written.
-  running.catch(async (err: unknown) => {
-    if (stopping) return;
-    stopping = true;
-    console.error('worker stopped', err);
-    await app.close().catch((closeErr: unknown) => console.error('API close failed', closeErr));
-    await edgeDbAudit
-      .close({ timeoutMs: AUDIT_FLUSH_TIMEOUT_MS })
-      .catch((flushErr: unknown) => console.error('audit flush failed', flushErr));
-    process.exit(1);
-  });
 
   const issuer = await loadDevIssuer();
   const token = await issuer.mint({
@@ -188,10 +192,10 @@ Next step — run the Acme assistant as alice:
     if (stopping) return;
     stopping = true;
     console.log(`\n${signal}: shutting down`);
-    await app.close();
+    await app?.close();
     // The SDK's own signal handlers may already have started the worker's shutdown.
     if (worker.getState() === 'RUNNING') worker.shutdown();
-    // A worker that failed as it stopped is reported, and the rest still closes.
+    // A worker that failed as it stopped is reported, the rest still closes, and the exit says so.
     await running.catch((err: unknown) => console.error('worker stopped', err));
     await connection.close();
     await nativeConnection.close();
@@ -203,7 +207,7 @@ Next step — run the Acme assistant as alice:
       temporal.child.kill('SIGTERM');
       await exited;
     }
-    process.exit(0);
+    process.exit(workerFailed ? 1 : 0);
   };
   process.once('SIGINT', () => void stop('SIGINT'));
   process.once('SIGTERM', () => void stop('SIGTERM'));

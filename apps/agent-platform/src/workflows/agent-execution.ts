@@ -173,6 +173,8 @@ const Patches = {
    * otherwise continue-as-new forever without a step.
    */
   stepBeforeSuggestedContinue: 'step-before-suggested-continue',
+  /** An input the workflow cannot read fails the run at once (`RUN_INPUT_INVALID`, {@link assertRunInput}). */
+  checkRunInput: 'check-run-input',
 } as const;
 
 /** A validator's refusal: its stable code as the failure's type, which clients and the API read. */
@@ -252,9 +254,9 @@ async function senderVerifies(moot: () => boolean): Promise<boolean> {
  * the verified originator the plugin carries (continue-as-new included).
  */
 export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promise<AgentExecutionResult> {
-  // Before anything reads it: a client of its own may start the run with anything. Not patched: a run
-  // refused here threw a TypeError before (at once, or at its first step) and could never finish.
-  assertRunInput(params);
+  // Before anything reads it: a client of its own may start the run with anything (patched: such runs
+  // recorded before the check went on until they failed, or threw).
+  if (patched(Patches.checkRunInput)) assertRunInput(params);
   // Not clampInt: it differs on inputs these accept (a numeric string, `true`, a fraction of a second),
   // and recorded histories must replay with the limits they ran with.
   const maxSteps = Math.min(Math.max(Math.trunc(params.maxStepsPerRun ?? DEFAULT_STEPS_PER_RUN), 1), 200);

@@ -203,19 +203,24 @@ const isRecord = (value: unknown): value is Record<string, unknown> =>
   typeof value === 'object' && value !== null && !Array.isArray(value);
 
 /**
- * Refuses (`RUN_INPUT_INVALID`, non-retryable) a workflow input the workflow could not even read: not
- * an object, or carried state (`carried`, given) that is not an object with `messages` (objects),
- * `pending` and `instructions` lists. Workflow code reading it would throw a TypeError, which fails the
- * workflow task again at every retry, for good and with no code; the run fails instead. Nothing else is
- * checked: what the workflow reads leniently (numbers as strings, say) it keeps reading so, and runs
- * recorded with such input replay as they ran.
+ * Refuses (`RUN_INPUT_INVALID`, non-retryable) a workflow input the workflow could not read: not an
+ * object; without carried state, a task (`input`) that is not text; carried state (`carried`, given)
+ * that is not an object with `pending` and `instructions` lists and `messages` whose role and content
+ * are text. Workflow code reading it would throw a TypeError (at once, or at its first step's
+ * conversation budget), which fails the workflow task again at every retry, for good and with no code;
+ * the run fails instead. Nothing else is checked: what the workflow reads leniently (numbers as
+ * strings, say) it keeps reading so.
  */
 export function assertRunInput(params: unknown): void {
   const problem = !isRecord(params)
     ? 'the input is not an object'
-    : params.carried !== undefined && params.carried !== null && !carriedIsReadable(params.carried)
-      ? 'the carried state is not an object with messages, pending and instructions lists'
-      : undefined;
+    : params.carried !== undefined && params.carried !== null
+      ? carriedIsReadable(params.carried)
+        ? undefined
+        : 'the carried state is not an object with messages (role and content text), pending and instructions lists'
+      : typeof params.input !== 'string'
+        ? 'the task (input) is not text'
+        : undefined;
   if (problem === undefined) return;
   throw ApplicationFailure.create({
     type: RunErrorCodes.RUN_INPUT_INVALID,
@@ -228,7 +233,9 @@ function carriedIsReadable(carried: unknown): boolean {
   return (
     isRecord(carried) &&
     Array.isArray(carried.messages) &&
-    carried.messages.every(isRecord) &&
+    carried.messages.every(
+      (m) => isRecord(m) && typeof m.role === 'string' && typeof m.content === 'string',
+    ) &&
     Array.isArray(carried.pending) &&
     Array.isArray(carried.instructions)
   );

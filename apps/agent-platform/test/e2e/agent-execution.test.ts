@@ -1132,7 +1132,8 @@ describe('run records belong to their workflow', () => {
 describe('an input the workflow cannot read', () => {
   it('fails the run with RUN_INPUT_INVALID at once, rather than failing its workflow task for good', async () => {
     // Found by review: `null` (or no argument) threw a TypeError, and the task was retried forever.
-    for (const args of [[null], [], [{ agentId, input: 'x', carried: { messages: 'x' } }]]) {
+    const unreadable = [[null], [], [{ agentId }], [{ agentId, input: 'x', carried: { messages: 'x' } }]];
+    for (const args of unreadable) {
       const handle = await runAsUser(alice, () =>
         client.workflow.start('AgentExecutionWorkflow', {
           taskQueue,
@@ -1168,6 +1169,7 @@ describe('replay', () => {
         'instructions-before-last-step',
         'write-ending-whole',
         'cancel-stops-model-step',
+        'check-run-input',
         // The library's: verifyActor()'s verification is not cancelled with its caller.
         'temporal-user-context:whole-actor-verification',
       ]),

@@ -56,7 +56,10 @@ describe('committed AgentExecutionWorkflow histories', () => {
       events(h).some((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'modelStep');
     expect(current.filter(stepped).length).toBeGreaterThan(0);
     expect(current.filter(stepped).every(has('cancel-stops-model-step'))).toBe(true);
-    expect(byLabel('pre-settle-handlers-on-failure').some(has('cancel-stops-model-step'))).toBe(false);
+    const before = byLabel('pre-settle-handlers-on-failure');
+    expect(before.length).toBeGreaterThan(0);
+    for (const id of ['settle-handlers-on-failure', 'write-ending-whole', 'cancel-stops-model-step'])
+      expect(before.some(has(id)), id).toBe(false);
     // A run that took an instruction records that it passes it as a member's message; the older ones
     // took theirs without the marker, and must replay down the system-message branch.
     expect(current.filter(updated).length).toBeGreaterThan(0);

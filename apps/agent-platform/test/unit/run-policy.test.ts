@@ -293,6 +293,10 @@ describe('assertRunInput', () => {
       { agentId: 'a', input: 'x', carried: { ...carried, messages: [null] } },
       { agentId: 'a', input: 'x', carried: { ...carried, pending: undefined } },
       { agentId: 'a', input: 'x', carried: { ...carried, instructions: {} } },
+      { agentId: 'a', input: 'x', carried: { ...carried, messages: [{ role: 'tool', content: 5 }] } },
+      { agentId: 'a', input: 'x', carried: { ...carried, messages: [{ role: 'user' }] } },
+      { agentId: 'a' },
+      { agentId: 'a', input: 5 },
     ];
     for (const input of unreadable)
       expect(refusal(input), JSON.stringify(input) ?? 'undefined').toMatchObject({
@@ -313,7 +317,7 @@ describe('assertRunInput', () => {
       { agentId: 'a', input: 'x', carried: null },
       // Read leniently before this check, and so still: runs recorded with them replay as they ran.
       { agentId: 'a', input: 'x', followUpSeconds: '5' },
-      {},
+      { input: '' },
     ];
     for (const input of readable) expect(refusal(input), JSON.stringify(input)).toBeUndefined();
   });
