@@ -44,6 +44,11 @@ function timing(
   };
 }
 
+/** How a start is bound into its token: its workflow type, task queue, arguments and timing. */
+function boundStart(workflowType: string, options: CompiledWorkflowOptions): BoundStart {
+  return { workflowType, taskQueue: options.taskQueue, args: options.args ?? [], ...timing(options) };
+}
+
 /**
  * Client interceptors: every call that the server can attach a header to carries a context from the
  * {@link ContextSource} (the edge user in scope, or the activity being run on a worker). A call with
@@ -87,12 +92,7 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
     const { originator, context } = await this.source.forStart(
       input.options.workflowId,
       action,
-      {
-        workflowType: input.workflowType,
-        taskQueue: input.options.taskQueue,
-        args: input.options.args ?? [],
-        ...timing(input.options),
-      },
+      boundStart(input.workflowType, input.options),
       held,
     );
     const prepared = {
@@ -114,12 +114,7 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
     const { originator, context } = await this.source.forStart(
       input.options.workflowId,
       'client.signalWithStart',
-      {
-        workflowType: input.workflowType,
-        taskQueue: input.options.taskQueue,
-        args: input.options.args ?? [],
-        ...timing(input.options),
-      },
+      boundStart(input.workflowType, input.options),
       held,
     );
     // One header set serves both the start and the signal: the starter is also the actor.
@@ -149,12 +144,7 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
       const { originator, context } = await this.source.forStart(
         workflowId,
         'client.startUpdateWithStart',
-        {
-          workflowType: input.workflowType,
-          taskQueue: input.workflowStartOptions.taskQueue,
-          args: input.workflowStartOptions.args ?? [],
-          ...timing(input.workflowStartOptions),
-        },
+        boundStart(input.workflowType, input.workflowStartOptions),
         held,
       );
       prepared = {
