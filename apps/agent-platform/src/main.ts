@@ -120,24 +120,47 @@ async function main(): Promise<void> {
     activityLineage: activityLineage(),
   });
   const running = worker.run();
-  // Set by whichever ending begins first: a signal's, or the worker's own.
+  // Every ending, whichever begins first: SIGINT or SIGTERM (the SDK's own handlers stop the worker
+  // too), the worker stopping on its own (SIGQUIT or SIGUSR2, which the SDK also handles) or failing (a
+  // fatal poll error). Handled from here on; each step runs whatever the ones before did, the audit
+  // records still queued are written before the process exits, and the exit code says if a step failed.
   let stopping = false;
-  let workerFailed = false;
+  let failed = false;
   let app: Awaited<ReturnType<typeof createApi>> | undefined = undefined;
-  // A worker that stops on its own (a fatal poll error, the SDK's shutdown after an unexpected error),
-  // from the start on, ends the process, but only once the audit records still queued for the table are
-  // written. During a signal's shutdown, stop() reports it.
-  running.catch(async (err: unknown) => {
-    workerFailed = true;
+  let connection: Connection | undefined = undefined;
+  const step = async (what: string, fn: () => Promise<unknown> | undefined) => {
+    try {
+      await fn();
+    } catch (err) {
+      failed = true;
+      console.error(`${what} failed`, err);
+    }
+  };
+  const stop = async (why: string) => {
     if (stopping) return;
     stopping = true;
-    console.error('worker stopped', err);
-    await app?.close().catch((closeErr: unknown) => console.error('API close failed', closeErr));
-    await edgeDbAudit
-      .close({ timeoutMs: AUDIT_FLUSH_TIMEOUT_MS })
-      .catch((flushErr: unknown) => console.error('audit flush failed', flushErr));
-    process.exit(1);
-  });
+    console.log(`\n${why}: shutting down`);
+    await step('closing the API', () => app?.close());
+    if (worker.getState() === 'RUNNING') worker.shutdown();
+    await step('the worker', () => running);
+    // And flushes dbAudit: nothing is held in a window the exit would drop.
+    await step('writing the audit records', () => edgeDbAudit.close({ timeoutMs: AUDIT_FLUSH_TIMEOUT_MS }));
+    await step('closing the client connection', () => connection?.close());
+    await step("closing the worker's connection", () => nativeConnection.close());
+    await step('closing the database', () => database.close());
+    if (temporal.child) {
+      const exited = new Promise((r) => temporal.child?.once('exit', r));
+      temporal.child.kill('SIGTERM');
+      await exited;
+    }
+    process.exit(failed ? 1 : 0);
+  };
+  running.then(
+    () => void stop('worker stopped'),
+    () => void stop('worker failed'),
+  );
+  process.once('SIGINT', () => void stop('SIGINT'));
+  process.once('SIGTERM', () => void stop('SIGTERM'));
 
   const edge = new UserContextPlugin({
     keys: keys.edge,
@@ -148,7 +171,7 @@ async function main(): Promise<void> {
   });
   // On the Connection, the plugin also audits schedule changes (update, delete, trigger, pause), which
   // no client interceptor sees; the Connection passes it on to the Client.
-  const connection = await Connection.connect({ ...connectionOptions, plugins: [edge] });
+  connection = await Connection.connect({ ...connectionOptions, plugins: [edge] });
   const client = new Client({ connection, namespace });
   app = await createApi({
     db: database.db,
@@ -187,30 +210,6 @@ Next step — run the Acme assistant as alice:
   (sent again with the same $KEY, it answers the same run instead of starting another)
   curl -s "${api}/runs/<runId>/result?waitSeconds=10" -H "authorization: Bearer $TOKEN"
 `);
-
-  const stop = async (signal: string) => {
-    if (stopping) return;
-    stopping = true;
-    console.log(`\n${signal}: shutting down`);
-    await app?.close();
-    // The SDK's own signal handlers may already have started the worker's shutdown.
-    if (worker.getState() === 'RUNNING') worker.shutdown();
-    // A worker that failed as it stopped is reported, the rest still closes, and the exit says so.
-    await running.catch((err: unknown) => console.error('worker stopped', err));
-    await connection.close();
-    await nativeConnection.close();
-    // And flushes dbAudit: nothing is held in a window the exit would drop.
-    await edgeDbAudit.close({ timeoutMs: AUDIT_FLUSH_TIMEOUT_MS });
-    await database.close();
-    if (temporal.child) {
-      const exited = new Promise((r) => temporal.child?.once('exit', r));
-      temporal.child.kill('SIGTERM');
-      await exited;
-    }
-    process.exit(workerFailed ? 1 : 0);
-  };
-  process.once('SIGINT', () => void stop('SIGINT'));
-  process.once('SIGTERM', () => void stop('SIGTERM'));
 }
 
 main().catch((err: unknown) => {

@@ -631,13 +631,22 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     },
     async (request, reply) => {
       const { userId, roles } = request.body;
-      const added = await keepingAnAdmin(request, () =>
-        scoped(request, (tx) => new MembershipRepository(tx).upsert(userId, roles), 'admin'),
+      // The member's recent schedules read in the same transaction: one they create once re-added is
+      // theirs to keep, not an earlier membership's to pause.
+      const { added, recent } = await keepingAnAdmin(request, () =>
+        scoped(
+          request,
+          async (tx) => ({
+            recent: await new ScheduleRepository(tx).createdBy(userId, scheduleRowStaleMs),
+            added: await new MembershipRepository(tx).upsert(userId, roles),
+          }),
+          'admin',
+        ),
       );
       // Schedules from an earlier membership that escaped the pause at removal (created while it was
       // being removed) would act again as of now: paused, for an admin to resume.
       changed(request, 'members.change', `member ${userId}: roles ${[...roles].sort().join(', ')}`);
-      if (added === 'added') await pauseSchedulesOf(request, userId, 'added again');
+      if (added === 'added') await pauseSchedulesOf(request, userId, 'added again', recent);
       return reply.status(201).send({ workspaceId: request.params.ws, userId, roles });
     },
   );
@@ -654,12 +663,21 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       },
     },
     async (request, reply) => {
-      const removed = await keepingAnAdmin(request, () =>
-        scoped(request, (tx) => new MembershipRepository(tx).remove(request.params.userId), 'admin'),
+      // The member's recent schedules read in the same transaction: an admin who removes themselves
+      // can read nothing once it commits.
+      const { removed, recent } = await keepingAnAdmin(request, () =>
+        scoped(
+          request,
+          async (tx) => ({
+            recent: await new ScheduleRepository(tx).createdBy(request.params.userId, scheduleRowStaleMs),
+            removed: await new MembershipRepository(tx).remove(request.params.userId),
+          }),
+          'admin',
+        ),
       );
       if (!removed) throw notFound('member');
       changed(request, 'members.change', `member ${request.params.userId} removed`);
-      await pauseSchedulesOf(request, request.params.userId, 'removed');
+      await pauseSchedulesOf(request, request.params.userId, 'removed', recent);
       return reply.status(204).send();
     },
   );
@@ -668,26 +686,24 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
    * someone who is no longer a member, and be refused (two deny records per run, forever), and re-adding
    * the member would silently make them act again. Paused, an admin sees them in the list and deletes
    * or resumes them. Best effort: the membership is already gone, so a schedule that cannot be paused
-   * now only leaves its runs refused; each failure is recorded. Besides those Temporal lists, the ones
-   * the API recorded as theirs (`agent_schedules`): found by review, a schedule created just before the
-   * removal, which the listing did not show yet, escaped the pause (and again when they were re-added).
+   * now only leaves its runs refused; each failure is recorded. Besides those Temporal lists, `recent`:
+   * the ones the API recorded as theirs lately (`agent_schedules`, read in the membership change's own
+   * transaction). Found by review: a schedule created just before the removal, which the listing did not
+   * show yet, escaped the pause (and again when they were re-added).
    */
   const pauseSchedulesOf = async (
     request: FastifyRequest,
     userId: string,
     why: 'removed' | 'added again',
+    recent: readonly string[],
   ): Promise<void> => {
     const { workspaceId } = user(request);
-    const [listing, recorded] = await Promise.all([
-      workspaceSchedules(workspaceId).catch((err: unknown) => {
-        pauseFailed(request, userId, undefined, err);
-        return undefined;
-      }),
-      scoped(request, (tx) => new ScheduleRepository(tx).createdBy(userId)).catch((err: unknown) => {
-        pauseFailed(request, userId, undefined, err);
-        return [];
-      }),
-    ]);
+    let listing: Awaited<ReturnType<typeof workspaceSchedules>> | undefined;
+    try {
+      listing = await workspaceSchedules(workspaceId);
+    } catch (err) {
+      pauseFailed(request, userId, undefined, err);
+    }
     const listed = new Set(listing?.map((s) => s.scheduleId));
     const pause = (scheduleId: string) =>
       // The note is the schedule's state, in clear in Temporal (no payload, no codec): it names no one.
@@ -700,8 +716,9 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         .map(({ scheduleId }) =>
           pause(scheduleId).catch((err: unknown) => pauseFailed(request, userId, scheduleId, err)),
         ),
-      // Recorded and not listed (or the listing failed): a row whose schedule is gone is no failure.
-      ...recorded
+      // Recorded and not listed yet (or the listing failed); a create that never took effect leaves a
+      // row with no schedule behind for a while, which is no failure.
+      ...recent
         .filter((scheduleId) => !listed.has(scheduleId))
         .map((scheduleId) =>
           pause(scheduleId).catch((err: unknown) => {

@@ -104,13 +104,16 @@ export class ScheduleRepository {
   }
 
   /**
-   * The schedules `userId` created in the workspace through the API and not marked deleted: what
-   * Temporal's listing may not show yet (it lists a new schedule a while after its create).
+   * The schedules `userId` created in the workspace through the API in the last `recentMs` and not
+   * marked deleted: what Temporal's listing may not show yet (it lists a new schedule a while after its
+   * create). Older rows are the listing's to show: one whose schedule is gone names nothing to pause.
    */
-  async createdBy(userId: string): Promise<string[]> {
+  async createdBy(userId: string, recentMs: number): Promise<string[]> {
     const { rows } = await this.scope.query<{ schedule_id: string }>(
-      `select schedule_id from agent_schedules where created_by = $1 and deleted_at is null order by schedule_id`,
-      [userId],
+      `select schedule_id from agent_schedules
+        where created_by = $1 and deleted_at is null and created_at >= now() - pg_catalog.make_interval(secs => $2)
+        order by schedule_id`,
+      [userId, recentMs / 1000],
     );
     return rows.map((r) => r.schedule_id);
   }
