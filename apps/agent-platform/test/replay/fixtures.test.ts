@@ -15,7 +15,7 @@
 // step (on a dev server suggesting it after five events: the first two generations of a run that
 // continued as new without a step, the lineage then terminated); `pre-settle-handlers-on-failure` is
 // the `current` recorded at commit 1efa398, before the patches from `settle-handlers-on-failure` to
-// `cancel-stops-model-step`; `current` by
+// `check-run-input`; `current` by
 // the code at the time of its recording (refresh with
 // `RECORD_HISTORIES=1 npx vitest run apps/agent-platform/test/e2e/platform.test.ts`; keep the old ones).
 import type { History } from '@temporalio/common/lib/proto-utils.js';
@@ -56,6 +56,11 @@ describe('committed AgentExecutionWorkflow histories', () => {
       events(h).some((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'modelStep');
     expect(current.filter(stepped).length).toBeGreaterThan(0);
     expect(current.filter(stepped).every(has('cancel-stops-model-step'))).toBe(true);
+    // Since then every run checks its input first, and records so; no older label does.
+    expect(current.every(has('check-run-input'))).toBe(true);
+    expect(fixtures.filter((f) => f.label !== 'current').some((f) => has('check-run-input')(f.history))).toBe(
+      false,
+    );
     const before = byLabel('pre-settle-handlers-on-failure');
     expect(before.length).toBeGreaterThan(0);
     for (const id of ['settle-handlers-on-failure', 'write-ending-whole', 'cancel-stops-model-step'])
