@@ -124,8 +124,6 @@ async function main(): Promise<void> {
   // too), the worker stopping on its own (SIGQUIT or SIGUSR2, which the SDK also handles) or failing (a
   // fatal poll error). Handled from here on; each step runs whatever the ones before did, the audit
   // records still queued are written before the process exits, and the exit code says if a step failed.
-  let stopping = false;
-  let failed = false;
   let app: Awaited<ReturnType<typeof createApi>> | undefined = undefined;
   let connection: Connection | undefined = undefined;
   const step = async (what: string, fn: () => Promise<unknown> | undefined) => {
@@ -148,10 +146,12 @@ async function main(): Promise<void> {
     await step('closing the client connection', () => connection?.close());
     await step("closing the worker's connection", () => nativeConnection.close());
     await step('closing the database', () => database.close());
-    if (temporal.child) {
-      const exited = new Promise((r) => temporal.child?.once('exit', r));
-      temporal.child.kill('SIGTERM');
-      await exited;
+    // The dev server may have gone already (a Ctrl-C reaches its process group too): no 'exit' then.
+    const child = temporal.child;
+    if (child && child.exitCode === null && child.signalCode === null) {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await Promise.race([exited, new Promise((r) => setTimeout(r, 10_000).unref())]);
     }
     process.exit(failed ? 1 : 0);
   };
@@ -173,6 +173,7 @@ async function main(): Promise<void> {
   // no client interceptor sees; the Connection passes it on to the Client.
   connection = await Connection.connect({ ...connectionOptions, plugins: [edge] });
   const client = new Client({ connection, namespace });
+  if (stopping) return;
   app = await createApi({
     db: database.db,
     client,
@@ -182,7 +183,10 @@ async function main(): Promise<void> {
     quotas: quotasFromEnv(),
     taskQueue: taskQueue(),
   });
+  // A stop begun while the API was being made closes it (and exits): it must not listen after that.
+  if (stopping) return;
   await app.listen({ port: API_PORT, host: '127.0.0.1' });
+  if (stopping) return;
 
   const issuer = await loadDevIssuer();
   const token = await issuer.mint({
@@ -212,7 +216,14 @@ Next step — run the Acme assistant as alice:
 `);
 }
 
+/** Set once the shutdown begins: startup then stops where it is, and leaves the exit to it. */
+let stopping = false;
+/** Whether a step failed, of the shutdown or of a startup it cut short: the exit code is 1. */
+let failed = false;
+
 main().catch((err: unknown) => {
   console.error(err);
-  process.exit(1);
+  // A startup step failing under a shutdown already begun: that shutdown exits, its audit written.
+  if (stopping) failed = true;
+  else process.exit(1);
 });

@@ -631,22 +631,24 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     },
     async (request, reply) => {
       const { userId, roles } = request.body;
-      // The member's recent schedules read in the same transaction: one they create once re-added is
-      // theirs to keep, not an earlier membership's to pause.
+      // The member's recent schedules read in the same transaction, after the change (and its lock):
+      // nothing the member creates once re-added is among them. Listed ones created since are skipped
+      // by their creation time (`since`, this process's clock).
+      const since = Date.now();
       const { added, recent } = await keepingAnAdmin(request, () =>
         scoped(
           request,
-          async (tx) => ({
-            recent: await new ScheduleRepository(tx).createdBy(userId, scheduleRowStaleMs),
-            added: await new MembershipRepository(tx).upsert(userId, roles),
-          }),
+          async (tx) => {
+            const added = await new MembershipRepository(tx).upsert(userId, roles);
+            return { added, recent: await new ScheduleRepository(tx).createdBy(userId, scheduleRowStaleMs) };
+          },
           'admin',
         ),
       );
       // Schedules from an earlier membership that escaped the pause at removal (created while it was
       // being removed) would act again as of now: paused, for an admin to resume.
       changed(request, 'members.change', `member ${userId}: roles ${[...roles].sort().join(', ')}`);
-      if (added === 'added') await pauseSchedulesOf(request, userId, 'added again', recent);
+      if (added === 'added') await pauseSchedulesOf(request, userId, 'added again', recent, since);
       return reply.status(201).send({ workspaceId: request.params.ws, userId, roles });
     },
   );
@@ -663,15 +665,19 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       },
     },
     async (request, reply) => {
-      // The member's recent schedules read in the same transaction: an admin who removes themselves
-      // can read nothing once it commits.
+      // The member's recent schedules read in the same transaction, after the removal took its lock (a
+      // create racing it has written its row, or meets the removal in its own check): an admin who
+      // removes themselves can read nothing once it commits.
       const { removed, recent } = await keepingAnAdmin(request, () =>
         scoped(
           request,
-          async (tx) => ({
-            recent: await new ScheduleRepository(tx).createdBy(request.params.userId, scheduleRowStaleMs),
-            removed: await new MembershipRepository(tx).remove(request.params.userId),
-          }),
+          async (tx) => {
+            const removed = await new MembershipRepository(tx).remove(request.params.userId);
+            return {
+              removed,
+              recent: await new ScheduleRepository(tx).createdBy(request.params.userId, scheduleRowStaleMs),
+            };
+          },
           'admin',
         ),
       );
@@ -696,6 +702,8 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     userId: string,
     why: 'removed' | 'added again',
     recent: readonly string[],
+    /** Re-added: listed schedules created from this time on are the new membership's, not paused. */
+    since?: number,
   ): Promise<void> => {
     const { workspaceId } = user(request);
     let listing: Awaited<ReturnType<typeof workspaceSchedules>> | undefined;
@@ -712,7 +720,10 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     // one deadline, not one per schedule.
     await Promise.all([
       ...(listing ?? [])
-        .filter((s) => s.createdBy === userId && !s.paused)
+        .filter(
+          (s) =>
+            s.createdBy === userId && !s.paused && (since === undefined || Date.parse(s.createdAt) < since),
+        )
         .map(({ scheduleId }) =>
           pause(scheduleId).catch((err: unknown) => pauseFailed(request, userId, scheduleId, err)),
         ),
