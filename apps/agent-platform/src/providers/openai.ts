@@ -1,6 +1,7 @@
 import { ApplicationFailure } from '@temporalio/common';
 import {
   isInstruction,
+  isRecord,
   type AgentConfig,
   type AgentMessage,
   type ModelDecision,
@@ -36,9 +37,6 @@ interface ChatResponse {
   choices?: unknown[];
 }
 
-const isObject = (value: unknown): value is Record<string, unknown> =>
-  value !== null && typeof value === 'object' && !Array.isArray(value);
-
 /**
  * The largest response body read, in bytes: far above any answer a step keeps (decision.ts), and a
  * bound on what a provider (or whatever answers at its address) can make the worker hold in memory.
@@ -61,7 +59,7 @@ function textOf(content: unknown): string {
   if (content === undefined || content === null) return '';
   if (typeof content === 'string') return content;
   if (Array.isArray(content))
-    return content.map((part) => (isObject(part) && typeof part.text === 'string' ? part.text : '')).join('');
+    return content.map((part) => (isRecord(part) && typeof part.text === 'string' ? part.text : '')).join('');
   throw modelFailure('MODEL_RESPONSE_INVALID', 'model answer content is neither text nor parts');
 }
 
@@ -103,10 +101,10 @@ async function readJson(res: Response): Promise<unknown> {
  * servers send it), else none — models do emit broken or non-object JSON.
  */
 function argumentsOf(raw: unknown): Record<string, unknown> {
-  if (isObject(raw)) return raw;
+  if (isRecord(raw)) return raw;
   try {
     const value: unknown = JSON.parse(typeof raw === 'string' ? raw : '{}');
-    return isObject(value) ? value : {};
+    return isRecord(value) ? value : {};
   } catch {
     return {};
   }
@@ -165,12 +163,12 @@ export class OpenAiCompatibleProvider implements ModelProvider {
     }
     const json = (await readJson(res)) as ChatResponse | null;
     // Some gateways answer an upstream failure with 200 and an error body: no answer, try again.
-    if (isObject(json) && isObject(json.error))
+    if (isRecord(json) && isRecord(json.error))
       throw new Error('model provider answered an error with HTTP 200');
-    const message = isObject(json) && Array.isArray(json.choices) ? json.choices[0]?.message : undefined;
-    if (!isObject(message)) throw modelFailure('MODEL_RESPONSE_INVALID', 'model answer has no message');
+    const message = isRecord(json) && Array.isArray(json.choices) ? json.choices[0]?.message : undefined;
+    if (!isRecord(message)) throw modelFailure('MODEL_RESPONSE_INVALID', 'model answer has no message');
     const call = Array.isArray(message.tool_calls) ? message.tool_calls[0]?.function : undefined;
-    if (isObject(call) && call.name !== undefined && call.name !== null && call.name !== '') {
+    if (isRecord(call) && call.name !== undefined && call.name !== null && call.name !== '') {
       if (typeof call.name !== 'string')
         throw modelFailure('MODEL_RESPONSE_INVALID', 'model answer names a tool that is not a string');
       return { type: 'tool_call', tool: call.name, args: argumentsOf(call.arguments) };

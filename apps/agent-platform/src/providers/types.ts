@@ -42,6 +42,10 @@ export interface ModelProvider {
   step(agent: AgentConfig, messages: readonly AgentMessage[], options?: StepOptions): Promise<ModelDecision>;
 }
 
+/** A JSON object (not null, not an array): what untrusted input must be before its fields are read. */
+export const isRecord = (value: unknown): value is Record<string, unknown> =>
+  typeof value === 'object' && value !== null && !Array.isArray(value);
+
 /** A member's instruction: `instruction` messages, and the `system` ones of runs started before them. */
 export function isInstruction(message: AgentMessage): boolean {
   return message.role === 'instruction' || message.role === 'system';

@@ -12,7 +12,7 @@ import {
   type ActivityOptions,
 } from '@temporalio/common';
 import { ErrorCodes } from 'temporal-user-context/workflow';
-import { isInstruction, type AgentMessage } from '../providers/types.js';
+import { isInstruction, isRecord, type AgentMessage } from '../providers/types.js';
 
 /** Codes this app raises itself: with the library's `USER_CONTEXT_*` codes, all a run record shows. */
 export const RunErrorCodes = {
@@ -198,9 +198,6 @@ export function conversationBytes(messages: readonly AgentMessage[]): number {
 export function conversationOverBudget(messages: readonly AgentMessage[], stepsThisRun: number): boolean {
   return stepsThisRun > 0 && conversationBytes(messages) > MAX_CONVERSATION_BYTES;
 }
-
-const isRecord = (value: unknown): value is Record<string, unknown> =>
-  typeof value === 'object' && value !== null && !Array.isArray(value);
 
 /**
  * Refuses (`RUN_INPUT_INVALID`, non-retryable) a workflow input the workflow could not read: not an
