@@ -121,8 +121,9 @@ const gates = new Gates();
 const gateInterceptor: ActivityInterceptorsFactory = (ctx) => ({
   inbound: {
     execute: async (input, next) => {
-      // A held model step heartbeats as the step itself does: it has a heartbeat timeout.
-      const beating = setInterval(() => ctx.heartbeat(), 1000);
+      // A held model step heartbeats as the step itself does: it has a heartbeat timeout (local
+      // activities, the actor's verification among them, cannot heartbeat).
+      const beating = setInterval(() => ctx.info.isLocal || ctx.heartbeat(), 1000);
       let ran: (() => void) | undefined;
       try {
         ran = await gates.pass(ctx.info.workflowExecution?.workflowId ?? '', ctx.info.activityType);

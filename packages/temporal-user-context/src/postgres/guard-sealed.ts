@@ -79,8 +79,12 @@ export async function plantingGrounds(db: SqlQueryable, appRole: string, login: 
  *   workspace itself, such as `workspaces`, that leave `workspace_id` out), to any table but a shared
  *   one: foreign-key checks skip row-level security, so a write that names another workspace's key, or
  *   a row of a table the app role cannot read, says whether it exists;
- * - and foreign keys of a shared table the app role may write to any table but a shared one: a shared
- *   table has no workspace to match, so any row written to it may name another workspace's key.
+ * - foreign keys of a shared table the app role may write to any table but a shared one: a shared
+ *   table has no workspace to match, so any row written to it may name another workspace's key;
+ * - and foreign keys of a tenant table into a shared table whose rows the app role may delete, or whose
+ *   referenced columns it may update: the key's actions (a cascade) and checks run past row-level
+ *   security, over every workspace's referencing rows.
+ * A table listed as shared that is a tenant table counts as a tenant table.
  *
  * The audit table aside while the app role may not update it: its INSERT policy is held to the sink's
  * scopes (guard.ts, `escapes`), so SQL in a user's scope fails the check before any key is compared.
@@ -94,6 +98,9 @@ export async function tenantKeys(
 ): Promise<string[]> {
   const isTenant = (s: string, table: string) =>
     tenantTables.includes(s === schema ? table : `${s}.${table}`);
+  // Listed as shared, and no tenant table (a table with `workspace_id` is one whatever the list says).
+  const isShared = (s: string, table: string) =>
+    sharedTables.has(s === schema ? table : `${s}.${table}`) && !isTenant(s, table);
   const keys = await db.query<{
     schema: string;
     table: string;
@@ -137,6 +144,27 @@ export async function tenantKeys(
       order by 1, 2, 3`,
     [appRole],
   );
+  // Keys into a table the app role may delete rows of, or update the referenced columns of: the
+  // key's actions (a cascade) and checks run past row-level security.
+  const actionable = await db.query<{
+    schema: string;
+    table: string;
+    name: string;
+    target_schema: string;
+    target: string;
+  }>(
+    `select n.nspname as schema, c.relname as table, k.conname as name,
+            tn.nspname as target_schema, t.relname as target
+       from pg_constraint k join pg_class c on c.oid = k.conrelid
+       join pg_namespace n on n.oid = c.relnamespace
+       join pg_class t on t.oid = k.confrelid join pg_namespace tn on tn.oid = t.relnamespace
+      where k.contype = 'f'
+        and (has_table_privilege($1, t.oid, 'DELETE')
+             or exists (select 1 from unnest(k.confkey) as r(att)
+                         where has_column_privilege($1, t.oid, r.att, 'UPDATE')))
+      order by 1, 2, 3`,
+    [appRole],
+  );
   return [
     ...keys.rows
       .filter((r) => isTenant(r.schema, r.table))
@@ -146,22 +174,29 @@ export async function tenantKeys(
           `sealed scope: ${r.exclusion ? 'exclusion' : 'unique'} index ${r.schema}.${r.index} of ${r.table} does not contain workspace_id (INSERT … ON CONFLICT could read another workspace's row, or tell that it exists: lead the key with workspace_id)`,
       ),
     ...references.rows
-      .filter(
-        (r) => !sharedTables.has(r.target_schema === schema ? r.target : `${r.target_schema}.${r.target}`),
-      )
+      .filter((r) => !isShared(r.target_schema, r.target))
       .flatMap((r) => {
         const from = `${r.schema}.${r.table}`;
         const to = `${r.target_schema}.${r.target}`;
         if (isTenant(r.schema, r.table))
           return [
-            `sealed scope: foreign key ${r.name} of ${from} to ${to} does not match workspace_id with its target's (foreign-key checks skip row-level security: a write naming another workspace's key would tell that it exists)`,
+            `sealed scope: foreign key ${r.name} of ${from} to ${to} does not match workspace_id with its target's (foreign-key checks skip row-level security: a write naming another workspace's key, or a row of a table ${appRole} cannot read, would tell that it exists)`,
           ];
         // A shared table has no workspace to match: any row written to it may name any workspace's key.
-        if (sharedTables.has(r.schema === schema ? r.table : from))
+        if (isShared(r.schema, r.table))
           return [
-            `sealed scope: foreign key ${r.name} of shared table ${from} to ${to}, which is not shared (foreign-key checks skip row-level security: a row naming another workspace's key would tell that it exists; drop the key, or let ${appRole} only read ${from})`,
+            `sealed scope: foreign key ${r.name} of shared table ${from} to ${to}, which is not shared (foreign-key checks skip row-level security: a row naming another workspace's key, or a row of a table ${appRole} cannot read, would tell that it exists; drop the key, or let ${appRole} only read ${from})`,
           ];
         return [];
       }),
+    // From a tenant table into a shared one whose rows a scope may delete or re-key: the key's action
+    // (a cascade, set null or default) changes every workspace's referencing rows, and its check (no
+    // action, restrict) tells whether another workspace references the row.
+    ...actionable.rows
+      .filter((r) => isTenant(r.schema, r.table) && isShared(r.target_schema, r.target))
+      .map(
+        (r) =>
+          `sealed scope: foreign key ${r.name} of ${r.schema}.${r.table} to shared table ${r.target_schema}.${r.target}, whose rows ${appRole} may delete or whose key it may update (the key's actions and checks skip row-level security: they would change other workspaces' rows, or tell that they reference it; let ${appRole} only read or insert into ${r.target_schema}.${r.target})`,
+      ),
   ];
 }

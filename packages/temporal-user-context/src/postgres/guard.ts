@@ -27,7 +27,8 @@ export interface IsolationGuardOptions {
    * scope finds nothing to plant for other scopes (no CREATE on the database or a schema, no object
    * owned, no TRIGGER: for the app role, and with `strictLogin` for every role the login may become),
    * that no unique or exclusion key, nor foreign key to another tenant table, of a tenant table it may
-   * write lacks `workspace_id`, that every
+   * write lacks `workspace_id`, that no shared table it may write has a foreign key to a table that is
+   * not shared, nor a tenant table one to a shared table whose rows it may delete or re-key, that every
    * permissive policy of a tenant table reads `<schema>.workspace_id()` (or `sink_workspace_id()`) and no
    * setting directly, and that `audit_log`, when it is a tenant table, admits records by
    * `sink_workspace_id()` and `system_scope()`, not by `workspace_id()`. Its `enter`, `sealed_setting`

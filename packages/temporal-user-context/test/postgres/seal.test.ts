@@ -237,6 +237,16 @@ describe.each(BACKENDS)('sealed scopes on %s', (kind) => {
       await expect(guard()).rejects.toThrow(
         `sealed scope: foreign key ${table}_note of shared table public.${table} to public.notes, which is not shared`,
       );
+      // A tenant table listed as shared is still a tenant table (found by review: listed by mistake, its
+      // keys went unchecked).
+      await expect(
+        assertIsolation(sealed.admin, {
+          appRole: app,
+          seal: true,
+          checkLogin: false,
+          sharedTables: [table, 'notes'],
+        }),
+      ).rejects.toThrow(`foreign key ${table}_note of shared table public.${table} to public.notes`);
       // What it refuses it for: from ws-a, the write says whether ws-b has a note of that id.
       expect(await exists(noteOfB)).toBe(true);
       expect(await exists(2_000_000_000)).toBe(false);
@@ -244,6 +254,44 @@ describe.each(BACKENDS)('sealed scopes on %s', (kind) => {
       await sealed.admin.query(`revoke insert on ${table} from ${app}`);
       await expect(guard()).resolves.toMatchObject({ tenantTables: ['audit_log', 'memberships', 'notes'] });
     } finally {
+      await sealed.admin.query(`drop table ${table}`);
+    }
+  });
+
+  it("the guard refuses a tenant table's foreign key into a shared table whose rows a scope may delete: the cascade reaches every workspace", async () => {
+    // Found by review: the key's action runs past row-level security, over every workspace's rows.
+    const app = sealedRoles.app;
+    const table = `shared_labels_${app}`;
+    const guard = () =>
+      assertIsolation(sealed.admin, { appRole: app, seal: true, checkLogin: false, sharedTables: [table] });
+    await sealed.admin.query(`create table ${table} (id integer primary key, label text)`);
+    await sealed.admin.query(`insert into ${table} values (1, 'urgent')`);
+    await sealed.admin.query(`grant select, insert, delete on ${table} to ${app}`);
+    await sealed.admin.query(
+      `alter table notes add column label integer constraint notes_label_fk references ${table} (id) on delete cascade`,
+    );
+    const { id: labelled } = (
+      await sealed.admin.query<{ id: number }>(
+        `insert into notes (workspace_id, body, label) values ('ws-b', 'labelled', 1) returning id`,
+      )
+    ).rows[0]!;
+    const notesOfB = async () =>
+      (await sealed.admin.query(`select 1 from notes where workspace_id = 'ws-b' and id = $1`, [labelled]))
+        .rowCount;
+    try {
+      await expect(guard()).rejects.toThrow(
+        `sealed scope: foreign key notes_label_fk of public.notes to shared table public.${table}, whose rows ${app} may delete`,
+      );
+      // What it refuses it for: a scope of ws-a deletes a shared row, and ws-b's note goes with it.
+      expect(await notesOfB()).toBe(1);
+      await withUserScope(sealed.db, alice, (tx) => tx.query(`delete from ${table} where id = 1`), opts);
+      expect(await notesOfB()).toBe(0);
+      // Only read and inserted into, the shared table's rows stay: accepted.
+      await sealed.admin.query(`revoke delete on ${table} from ${app}`);
+      await expect(guard()).resolves.toMatchObject({ tenantTables: ['audit_log', 'memberships', 'notes'] });
+    } finally {
+      await sealed.admin.query(`delete from notes where id = $1`, [labelled]);
+      await sealed.admin.query('alter table notes drop column label');
       await sealed.admin.query(`drop table ${table}`);
     }
   });
