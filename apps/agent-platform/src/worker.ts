@@ -36,6 +36,14 @@ import { HEARTBEAT_THROTTLE_MS } from './workflows/run-policy.js';
 const here = fileURLToPath(import.meta.url);
 export const workflowsPath = fileURLToPath(new URL(`./workflows/index${extname(here)}`, import.meta.url));
 
+/**
+ * How long a worker's shutdown may take before the SDK gives up on it (`shutdownForceTime`): activities
+ * are cancelled at once when it begins (the model step aborts its provider's request), and one that
+ * ignores that (a database call that hangs) would hold the process for good. The worker's `run()` then
+ * rejects; the activities left behind are retried by Temporal after their timeouts.
+ */
+export const WORKER_SHUTDOWN_FORCE_MS = 60_000;
+
 export interface CreateWorkerOptions {
   connection: NativeConnection;
   namespace?: string;
@@ -73,6 +81,7 @@ export async function createWorker(options: CreateWorkerOptions): Promise<Worker
     plugins: [plugin],
     // A cancelled run's model step learns of it within seconds (run-policy.ts).
     maxHeartbeatThrottleInterval: HEARTBEAT_THROTTLE_MS,
+    shutdownForceTime: WORKER_SHUTDOWN_FORCE_MS,
     ...options.worker,
   });
 }
