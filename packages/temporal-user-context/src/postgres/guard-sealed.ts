@@ -144,8 +144,9 @@ export async function tenantKeys(
       order by 1, 2, 3`,
     [appRole],
   );
-  // Keys into a table the app role may delete rows of, or update the referenced columns of: the
-  // key's actions (a cascade) and checks run past row-level security.
+  // Keys into a table the app role, or a role SQL in a scope may switch to, may delete rows of, or
+  // update the referenced columns of: the key's actions (a cascade) and checks run past row-level
+  // security.
   const actionable = await db.query<{
     schema: string;
     table: string;
@@ -159,9 +160,12 @@ export async function tenantKeys(
        join pg_namespace n on n.oid = c.relnamespace
        join pg_class t on t.oid = k.confrelid join pg_namespace tn on tn.oid = t.relnamespace
       where k.contype = 'f'
-        and (has_table_privilege($1, t.oid, 'DELETE')
-             or exists (select 1 from unnest(k.confkey) as r(att)
-                         where has_column_privilege($1, t.oid, r.att, 'UPDATE')))
+        and exists (
+          select 1 from pg_roles p
+           where (p.rolname = $1 or pg_has_role($1, p.oid, 'MEMBER'))
+             and (has_table_privilege(p.oid, t.oid, 'DELETE')
+                  or exists (select 1 from unnest(k.confkey) as r(att)
+                              where has_column_privilege(p.oid, t.oid, r.att, 'UPDATE'))))
       order by 1, 2, 3`,
     [appRole],
   );
@@ -180,12 +184,12 @@ export async function tenantKeys(
         const to = `${r.target_schema}.${r.target}`;
         if (isTenant(r.schema, r.table))
           return [
-            `sealed scope: foreign key ${r.name} of ${from} to ${to} does not match workspace_id with its target's (foreign-key checks skip row-level security: a write naming another workspace's key, or a row of a table ${appRole} cannot read, would tell that it exists)`,
+            `sealed scope: foreign key ${r.name} of ${from} to ${to}${sharedTables.has(r.target_schema === schema ? r.target : to) ? ' (a tenant table, though listed in sharedTables)' : ''} does not match workspace_id with its target's (foreign-key checks skip row-level security: a write naming another workspace's key, or a row of a table ${appRole} cannot read, would tell that it exists)`,
           ];
         // A shared table has no workspace to match: any row written to it may name any workspace's key.
         if (isShared(r.schema, r.table))
           return [
-            `sealed scope: foreign key ${r.name} of shared table ${from} to ${to}, which is not shared (foreign-key checks skip row-level security: a row naming another workspace's key, or a row of a table ${appRole} cannot read, would tell that it exists; drop the key, or let ${appRole} only read ${from})`,
+            `sealed scope: foreign key ${r.name} of shared table ${from} to ${to}, which is not shared${sharedTables.has(r.target_schema === schema ? r.target : to) ? ' (a tenant table, though listed in sharedTables)' : ''} (foreign-key checks skip row-level security: a row naming another workspace's key, or a row of a table ${appRole} cannot read, would tell that it exists; drop the key, or let ${appRole} only read ${from})`,
           ];
         return [];
       }),
@@ -193,10 +197,12 @@ export async function tenantKeys(
     // (a cascade, set null or default) changes every workspace's referencing rows, and its check (no
     // action, restrict) tells whether another workspace references the row.
     ...actionable.rows
-      .filter((r) => isTenant(r.schema, r.table) && isShared(r.target_schema, r.target))
+      // Whatever the source, unless shared: a table with workspace_id the app role cannot use is still
+      // every workspace's rows to a cascade.
+      .filter((r) => !isShared(r.schema, r.table) && isShared(r.target_schema, r.target))
       .map(
         (r) =>
-          `sealed scope: foreign key ${r.name} of ${r.schema}.${r.table} to shared table ${r.target_schema}.${r.target}, whose rows ${appRole} may delete or whose key it may update (the key's actions and checks skip row-level security: they would change other workspaces' rows, or tell that they reference it; let ${appRole} only read or insert into ${r.target_schema}.${r.target})`,
+          `sealed scope: foreign key ${r.name} of ${r.schema}.${r.table} to shared table ${r.target_schema}.${r.target}, whose rows ${appRole} (or a role it may switch to) may delete or whose key it may update (the key's actions and checks skip row-level security: they would change other workspaces' rows, or tell that they reference it; let ${appRole} only read or insert into ${r.target_schema}.${r.target})`,
       ),
   ];
 }

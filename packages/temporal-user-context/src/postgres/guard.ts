@@ -92,8 +92,16 @@ const TRUE_VALUES = new Set(['true', 'on', '1', 'yes']);
  * SQL condition on `n` (pg_namespace) for the schemas besides the inspected one that the app role
  * (`$2`) may use, the system's own and temporary ones aside.
  */
+/**
+ * `check` (a privilege test of role `rr.oid`) holds for the app role ($2) or a role it may switch to: SQL
+ * in a scope may `SET ROLE` to any role the app role is a member of, and a NOINHERIT app role's own
+ * privileges do not show theirs.
+ */
+const BY_APP_OR_ITS_ROLES = (check: string) =>
+  `exists (select 1 from pg_roles rr where (rr.rolname = $2 or pg_has_role($2, rr.oid, 'MEMBER')) and (${check}))`;
+
 const USABLE_SCHEMA = `n.nspname not like 'pg\\_%' and n.nspname <> 'information_schema'
-  and has_schema_privilege($2, n.oid, 'USAGE')`;
+  and ${BY_APP_OR_ITS_ROLES("has_schema_privilege(rr.oid, n.oid, 'USAGE')")}`;
 
 /**
  * Start-up guard: refuses to run with a database that would not isolate workspaces.
@@ -156,10 +164,11 @@ export async function assertIsolation(
             pg_get_userbyid(c.relowner) as owner, pg_has_role($2, c.relowner, 'MEMBER') as app_is_owner,
             pg_has_role(session_user, c.relowner, 'MEMBER') as login_is_owner,
             c.reloptions as options,
-            (has_any_column_privilege($2, c.oid, 'SELECT,INSERT,UPDATE,REFERENCES')
-              or has_table_privilege($2, c.oid, 'SELECT,INSERT,UPDATE,DELETE,TRUNCATE,REFERENCES,TRIGGER'))
-              as app_can_use,
-            has_table_privilege($2, c.oid, 'TRUNCATE') as app_can_truncate,
+            ${BY_APP_OR_ITS_ROLES(
+              `has_any_column_privilege(rr.oid, c.oid, 'SELECT,INSERT,UPDATE,REFERENCES')
+               or has_table_privilege(rr.oid, c.oid, 'SELECT,INSERT,UPDATE,DELETE,TRUNCATE,REFERENCES,TRIGGER')`,
+            )} as app_can_use,
+            ${BY_APP_OR_ITS_ROLES("has_table_privilege(rr.oid, c.oid, 'TRUNCATE')")} as app_can_truncate,
             exists (select 1 from pg_attribute a
                      where a.attrelid = c.oid and a.attname = 'workspace_id' and a.attnum > 0 and not a.attisdropped)
               as has_workspace_id
@@ -190,7 +199,10 @@ export async function assertIsolation(
       if (!r.rls) problems.push(`table ${at} does not ENABLE ROW LEVEL SECURITY`);
       if (!r.force) problems.push(`table ${at} does not FORCE ROW LEVEL SECURITY`);
       // RLS does not apply to TRUNCATE: one member's scope would empty the table for every workspace.
-      if (r.app_can_truncate) problems.push(`app role ${appRole} may TRUNCATE table ${at}`);
+      if (r.app_can_truncate)
+        problems.push(
+          `app role ${appRole} may TRUNCATE table ${at} (itself, or through a role it may switch to)`,
+        );
     } else if (r.kind === 'v' && r.app_can_use) {
       views.push(name);
       if (!securityInvoker(r.options)) problems.push(`view ${at} lacks security_invoker=true`);
@@ -277,7 +289,7 @@ async function escapes(
             p.proname || '(' || replace(oidvectortypes(p.proargtypes), ' ', '') || ')' as signature
        from pg_proc p join pg_namespace n on n.oid = p.pronamespace
       where (n.nspname = $1 or (${USABLE_SCHEMA}))
-        and p.prosecdef and has_function_privilege($2, p.oid, 'EXECUTE')
+        and p.prosecdef and ${BY_APP_OR_ITS_ROLES("has_function_privilege(rr.oid, p.oid, 'EXECUTE')")}
       order by 1`,
     [schema, appRole],
   );

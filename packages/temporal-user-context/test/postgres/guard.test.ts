@@ -337,6 +337,37 @@ describe.each(BACKENDS)('assertIsolation on %s (case 17)', (kind) => {
     }
   });
 
+  it('refuses TRUNCATE, a non-tenant table and a SECURITY DEFINER function reachable through a role the NOINHERIT app role may switch to', async () => {
+    // Found by review: only the app role's own privileges were read, and SQL in a scope may SET ROLE to
+    // any role it is a member of.
+    const other = `${roles.app}_other`;
+    await b.admin.query(`create role ${other} nologin`);
+    await b.admin.query(`grant ${other} to ${roles.app}`);
+    await b.admin.query(`alter role ${roles.app} noinherit`);
+    await b.admin.query(`create table note_copies (body text)`);
+    await b.admin.query(
+      `create function note_count() returns bigint language sql security definer as 'select count(*) from notes'`,
+    );
+    await b.admin.query(`revoke execute on function note_count() from public`);
+    try {
+      // The membership alone is no problem.
+      await expect(assertIsolation(b.admin, { appRole: roles.app })).resolves.toBeDefined();
+      await b.admin.query(`grant truncate on notes to ${other}`);
+      await b.admin.query(`grant select on note_copies to ${other}`);
+      await b.admin.query(`grant execute on function note_count() to ${other}`);
+      const refused = await refusal(b);
+      expect(refused).toMatch(/app role \S+ may TRUNCATE table public\.notes \(itself, or through a role/);
+      expect(refused).toMatch(/table public\.note_copies is usable by \S+ but is no tenant table/);
+      expect(refused).toMatch(/function note_count\(\) is SECURITY DEFINER and executable/);
+    } finally {
+      await b.admin.query(`alter role ${roles.app} inherit`);
+      await b.admin.query('drop function note_count()');
+      await b.admin.query('drop table note_copies');
+      await b.admin.query(`drop owned by ${other}`);
+      await b.admin.query(`drop role ${other}`);
+    }
+  });
+
   it('refuses an app role that can SET ROLE to a role bypassing RLS', async () => {
     const bypass = `${roles.app}_bypass`;
     await b.admin.query(`create role ${bypass} nologin bypassrls`);

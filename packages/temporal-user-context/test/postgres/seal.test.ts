@@ -262,37 +262,53 @@ describe.each(BACKENDS)('sealed scopes on %s', (kind) => {
     // Found by review: the key's action runs past row-level security, over every workspace's rows.
     const app = sealedRoles.app;
     const table = `shared_labels_${app}`;
+    const deleter = `${app}_deleter`;
     const guard = () =>
       assertIsolation(sealed.admin, { appRole: app, seal: true, checkLogin: false, sharedTables: [table] });
-    await sealed.admin.query(`create table ${table} (id integer primary key, label text)`);
-    await sealed.admin.query(`insert into ${table} values (1, 'urgent')`);
-    await sealed.admin.query(`grant select, insert, delete on ${table} to ${app}`);
-    await sealed.admin.query(
-      `alter table notes add column label integer constraint notes_label_fk references ${table} (id) on delete cascade`,
-    );
-    const { id: labelled } = (
-      await sealed.admin.query<{ id: number }>(
-        `insert into notes (workspace_id, body, label) values ('ws-b', 'labelled', 1) returning id`,
-      )
-    ).rows[0]!;
+    const refusal = `sealed scope: foreign key notes_label_fk of public.notes to shared table public.${table}, whose rows ${app} (or a role it may switch to) may delete`;
+    let labelled: number | undefined;
     const notesOfB = async () =>
       (await sealed.admin.query(`select 1 from notes where workspace_id = 'ws-b' and id = $1`, [labelled]))
         .rowCount;
     try {
-      await expect(guard()).rejects.toThrow(
-        `sealed scope: foreign key notes_label_fk of public.notes to shared table public.${table}, whose rows ${app} may delete`,
+      await sealed.admin.query(`create table ${table} (id integer primary key, label text)`);
+      await sealed.admin.query(`insert into ${table} values (1, 'urgent')`);
+      await sealed.admin.query(`grant select, insert, delete on ${table} to ${app}`);
+      await sealed.admin.query(
+        `alter table notes add column label integer constraint notes_label_fk references ${table} (id) on delete cascade`,
       );
+      labelled = (
+        await sealed.admin.query<{ id: number }>(
+          `insert into notes (workspace_id, body, label) values ('ws-b', 'labelled', 1) returning id`,
+        )
+      ).rows[0]!.id;
+      await expect(guard()).rejects.toThrow(refusal);
       // What it refuses it for: a scope of ws-a deletes a shared row, and ws-b's note goes with it.
       expect(await notesOfB()).toBe(1);
       await withUserScope(sealed.db, alice, (tx) => tx.query(`delete from ${table} where id = 1`), opts);
       expect(await notesOfB()).toBe(0);
-      // Only read and inserted into, the shared table's rows stay: accepted.
+      // Through a role SQL in a scope may switch to, the same, though a NOINHERIT app role's own
+      // privileges do not show it (as the deployment notes advise).
       await sealed.admin.query(`revoke delete on ${table} from ${app}`);
+      await sealed.admin.query(`create role ${deleter}`);
+      await sealed.admin.query(`grant ${deleter} to ${app}`);
+      await sealed.admin.query(`grant delete on ${table} to ${deleter}`);
+      await sealed.admin.query(`alter role ${app} noinherit`);
+      await expect(guard()).rejects.toThrow(refusal);
+      // Only read and inserted into, the shared table's rows stay: accepted.
+      await sealed.admin.query(`drop owned by ${deleter}`);
+      await sealed.admin.query(`drop role ${deleter}`);
       await expect(guard()).resolves.toMatchObject({ tenantTables: ['audit_log', 'memberships', 'notes'] });
     } finally {
-      await sealed.admin.query(`delete from notes where id = $1`, [labelled]);
-      await sealed.admin.query('alter table notes drop column label');
-      await sealed.admin.query(`drop table ${table}`);
+      await sealed.admin.query(`alter role ${app} inherit`);
+      if (labelled !== undefined) await sealed.admin.query(`delete from notes where id = $1`, [labelled]);
+      await sealed.admin.query('alter table notes drop column if exists label');
+      await sealed.admin.query(`drop table if exists ${table}`);
+      const role = await sealed.admin.query(`select 1 from pg_roles where rolname = $1`, [deleter]);
+      if (role.rowCount) {
+        await sealed.admin.query(`drop owned by ${deleter}`);
+        await sealed.admin.query(`drop role ${deleter}`);
+      }
     }
   });
 
