@@ -8,6 +8,17 @@ import { AUDIT_TABLE } from './audit.js';
 const SYSTEM_SCHEMA = `(n.nspname like 'pg\\_%' or n.nspname = 'information_schema')`;
 
 /**
+ * `check` (a privilege test of role `rr.oid`) holds for the app role (parameter `app`, `$2` unless
+ * given) or a role it may switch to:
+ * SQL in a scope may `SET ROLE` to any role the app role is a member of, and a NOINHERIT app role's own
+ * privileges do not show theirs. Superusers aside: reaching one is refused on its own (it holds every
+ * privilege, and would name every object).
+ */
+export const BY_APP_OR_ITS_ROLES = (check: string, app = '$2') =>
+  `exists (select 1 from pg_roles rr where (rr.rolname = ${app} or pg_has_role(${app}, rr.oid, 'MEMBER'))
+            and not rr.rolsuper and (${check}))`;
+
+/**
  * What SQL in a scope could plant: every scope runs as the app role (and SQL in one may switch to any
  * role its login may become), so an object one scope adds or changes, others use. PostgreSQL resolves
  * a call over every schema of the search path, and an exact match in a later schema beats a
@@ -81,9 +92,9 @@ export async function plantingGrounds(db: SqlQueryable, appRole: string, login: 
  *   a row of a table the app role cannot read, says whether it exists;
  * - foreign keys of a shared table the app role may write to any table but a shared one: a shared
  *   table has no workspace to match, so any row written to it may name another workspace's key;
- * - and foreign keys of a tenant table into a shared table whose rows the app role may delete, or whose
- *   referenced columns it may update: the key's actions (a cascade) and checks run past row-level
- *   security, over every workspace's referencing rows.
+ * - and foreign keys of any table but a shared one (a tenant table, say) into a shared table whose rows
+ *   the app role may delete, or whose referenced columns it may update: the key's actions (a cascade)
+ *   and checks run past row-level security, over every workspace's referencing rows.
  * A table listed as shared that is a tenant table counts as a tenant table.
  *
  * The audit table aside while the app role may not update it: its INSERT policy is held to the sink's
@@ -109,14 +120,14 @@ export async function tenantKeys(
     updatable: boolean;
   }>(
     `select n.nspname as schema, c.relname as table, ic.relname as index, i.indisexclusion as exclusion,
-            has_any_column_privilege($1, c.oid, 'UPDATE') as updatable
+            ${BY_APP_OR_ITS_ROLES("has_any_column_privilege(rr.oid, c.oid, 'UPDATE')", '$1')} as updatable
        from pg_index i join pg_class c on c.oid = i.indrelid
        join pg_namespace n on n.oid = c.relnamespace join pg_class ic on ic.oid = i.indexrelid
       where (i.indisunique or i.indisexclusion)
         and exists (select 1 from pg_attribute a
                      where a.attrelid = c.oid and a.attname = 'workspace_id' and not a.attisdropped
                        and not a.attnum = any ((i.indkey::int2[])[0:i.indnkeyatts - 1]))
-        and has_any_column_privilege($1, c.oid, 'INSERT,UPDATE')
+        and ${BY_APP_OR_ITS_ROLES("has_any_column_privilege(rr.oid, c.oid, 'INSERT,UPDATE')", '$1')}
       order by 1, 2, 3`,
     [appRole],
   );
@@ -133,7 +144,7 @@ export async function tenantKeys(
        join pg_namespace n on n.oid = c.relnamespace
        join pg_class t on t.oid = k.confrelid join pg_namespace tn on tn.oid = t.relnamespace
       where k.contype = 'f'
-        and has_any_column_privilege($1, c.oid, 'INSERT,UPDATE')
+        and ${BY_APP_OR_ITS_ROLES("has_any_column_privilege(rr.oid, c.oid, 'INSERT,UPDATE')", '$1')}
         and not exists (
           select 1 from unnest(k.conkey, k.confkey) as m(src, dst)
             join pg_attribute sa on sa.attrelid = c.oid and sa.attnum = m.src and sa.attname = 'workspace_id'
@@ -160,12 +171,12 @@ export async function tenantKeys(
        join pg_namespace n on n.oid = c.relnamespace
        join pg_class t on t.oid = k.confrelid join pg_namespace tn on tn.oid = t.relnamespace
       where k.contype = 'f'
-        and exists (
-          select 1 from pg_roles p
-           where (p.rolname = $1 or pg_has_role($1, p.oid, 'MEMBER'))
-             and (has_table_privilege(p.oid, t.oid, 'DELETE')
-                  or exists (select 1 from unnest(k.confkey) as r(att)
-                              where has_column_privilege(p.oid, t.oid, r.att, 'UPDATE'))))
+        and ${BY_APP_OR_ITS_ROLES(
+          `has_table_privilege(rr.oid, t.oid, 'DELETE')
+           or exists (select 1 from unnest(k.confkey) as r(att)
+                       where has_column_privilege(rr.oid, t.oid, r.att, 'UPDATE'))`,
+          '$1',
+        )}
       order by 1, 2, 3`,
     [appRole],
   );
@@ -202,7 +213,7 @@ export async function tenantKeys(
       .filter((r) => !isShared(r.schema, r.table) && isShared(r.target_schema, r.target))
       .map(
         (r) =>
-          `sealed scope: foreign key ${r.name} of ${r.schema}.${r.table} to shared table ${r.target_schema}.${r.target}, whose rows ${appRole} (or a role it may switch to) may delete or whose key it may update (the key's actions and checks skip row-level security: they would change other workspaces' rows, or tell that they reference it; let ${appRole} only read or insert into ${r.target_schema}.${r.target})`,
+          `sealed scope: foreign key ${r.name} of ${r.schema}.${r.table} to shared table ${r.target_schema}.${r.target}, whose rows ${appRole} (or a role it may switch to) may delete or whose key it may update (the key's actions and checks skip row-level security: they would change rows of ${r.schema}.${r.table} a scope cannot reach, every workspace's, or tell that they reference it; let ${appRole} only read or insert into ${r.target_schema}.${r.target})`,
       ),
   ];
 }

@@ -4,7 +4,7 @@ import { DEFAULT_APP_ROLE } from './scope.js';
 import { assertRoleName } from './ident.js';
 import { SEAL_ACCESSORS, SEAL_FUNCTIONS, resolveSeal } from './seal.js';
 import { AUDIT_TABLE } from './audit.js';
-import { plantingGrounds, tenantKeys } from './guard-sealed.js';
+import { BY_APP_OR_ITS_ROLES, plantingGrounds, tenantKeys } from './guard-sealed.js';
 
 /** Options of {@link assertIsolation}: which role and tables to check. */
 export interface IsolationGuardOptions {
@@ -28,7 +28,8 @@ export interface IsolationGuardOptions {
    * owned, no TRIGGER: for the app role, and with `strictLogin` for every role the login may become),
    * that no unique or exclusion key, nor foreign key to another tenant table, of a tenant table it may
    * write lacks `workspace_id`, that no shared table it may write has a foreign key to a table that is
-   * not shared, nor a tenant table one to a shared table whose rows it may delete or re-key, that every
+   * not shared, nor any other table one to a shared table whose rows it may delete or re-key (each
+   * counting the roles it may switch to), that every
    * permissive policy of a tenant table reads `<schema>.workspace_id()` (or `sink_workspace_id()`) and no
    * setting directly, and that `audit_log`, when it is a tenant table, admits records by
    * `sink_workspace_id()` and `system_scope()`, not by `workspace_id()`. Its `enter`, `sealed_setting`
@@ -92,14 +93,6 @@ const TRUE_VALUES = new Set(['true', 'on', '1', 'yes']);
  * SQL condition on `n` (pg_namespace) for the schemas besides the inspected one that the app role
  * (`$2`) may use, the system's own and temporary ones aside.
  */
-/**
- * `check` (a privilege test of role `rr.oid`) holds for the app role ($2) or a role it may switch to: SQL
- * in a scope may `SET ROLE` to any role the app role is a member of, and a NOINHERIT app role's own
- * privileges do not show theirs.
- */
-const BY_APP_OR_ITS_ROLES = (check: string) =>
-  `exists (select 1 from pg_roles rr where (rr.rolname = $2 or pg_has_role($2, rr.oid, 'MEMBER')) and (${check}))`;
-
 const USABLE_SCHEMA = `n.nspname not like 'pg\\_%' and n.nspname <> 'information_schema'
   and ${BY_APP_OR_ITS_ROLES("has_schema_privilege(rr.oid, n.oid, 'USAGE')")}`;
 
@@ -404,18 +397,20 @@ async function sealProblems(db: SqlQueryable, seal: string, appRole: string): Pr
   for (const r of rows)
     if (r.app_owns)
       problems.push(`sealed scope: function ${seal}.${r.signature} is owned by app role ${appRole}`);
-  const key = await db.query<{ usable: boolean | null }>(
-    `select has_table_privilege($2, to_regclass($1 || '.seal_key'),
-                                'SELECT,INSERT,UPDATE,DELETE,TRUNCATE,REFERENCES,TRIGGER')
-            or has_any_column_privilege($2, to_regclass($1 || '.seal_key'), 'SELECT,INSERT,UPDATE,REFERENCES')
-              as usable`,
+  const key = await db.query<{ exists: boolean; usable: boolean }>(
+    `select to_regclass($1 || '.seal_key') is not null as exists,
+            to_regclass($1 || '.seal_key') is not null and ${BY_APP_OR_ITS_ROLES(
+              `has_table_privilege(rr.oid, to_regclass($1 || '.seal_key'),
+                                   'SELECT,INSERT,UPDATE,DELETE,TRUNCATE,REFERENCES,TRIGGER')
+               or has_any_column_privilege(rr.oid, to_regclass($1 || '.seal_key'), 'SELECT,INSERT,UPDATE,REFERENCES')`,
+            )} as usable`,
     [seal, appRole],
   );
-  if (key.rows[0]?.usable === null || key.rows[0] === undefined)
+  if (!key.rows[0]?.exists)
     problems.push(`sealed scope: table ${seal}.seal_key does not exist (install it with scopeSealSql)`);
   else if (key.rows[0].usable)
     problems.push(
-      `sealed scope: app role ${appRole} has a privilege on ${seal}.seal_key, the seal's key (revoke it: it could forge seals)`,
+      `sealed scope: app role ${appRole} (itself, or through a role it may switch to) has a privilege on ${seal}.seal_key, the seal's key (revoke it: it could forge seals)`,
     );
   return problems;
 }

@@ -341,15 +341,15 @@ describe.each(BACKENDS)('assertIsolation on %s (case 17)', (kind) => {
     // Found by review: only the app role's own privileges were read, and SQL in a scope may SET ROLE to
     // any role it is a member of.
     const other = `${roles.app}_other`;
-    await b.admin.query(`create role ${other} nologin`);
-    await b.admin.query(`grant ${other} to ${roles.app}`);
-    await b.admin.query(`alter role ${roles.app} noinherit`);
-    await b.admin.query(`create table note_copies (body text)`);
-    await b.admin.query(
-      `create function note_count() returns bigint language sql security definer as 'select count(*) from notes'`,
-    );
-    await b.admin.query(`revoke execute on function note_count() from public`);
     try {
+      await b.admin.query(`create role ${other} nologin`);
+      await b.admin.query(`grant ${other} to ${roles.app}`);
+      await b.admin.query(`alter role ${roles.app} noinherit`);
+      await b.admin.query(`create table note_copies (body text)`);
+      await b.admin.query(
+        `create function note_count() returns bigint language sql security definer as 'select count(*) from notes'`,
+      );
+      await b.admin.query(`revoke execute on function note_count() from public`);
       // The membership alone is no problem.
       await expect(assertIsolation(b.admin, { appRole: roles.app })).resolves.toBeDefined();
       await b.admin.query(`grant truncate on notes to ${other}`);
@@ -361,10 +361,12 @@ describe.each(BACKENDS)('assertIsolation on %s (case 17)', (kind) => {
       expect(refused).toMatch(/function note_count\(\) is SECURITY DEFINER and executable/);
     } finally {
       await b.admin.query(`alter role ${roles.app} inherit`);
-      await b.admin.query('drop function note_count()');
-      await b.admin.query('drop table note_copies');
-      await b.admin.query(`drop owned by ${other}`);
-      await b.admin.query(`drop role ${other}`);
+      await b.admin.query('drop function if exists note_count()');
+      await b.admin.query('drop table if exists note_copies');
+      if ((await b.admin.query(`select 1 from pg_roles where rolname = $1`, [other])).rowCount) {
+        await b.admin.query(`drop owned by ${other}`);
+        await b.admin.query(`drop role ${other}`);
+      }
     }
   });
 

@@ -455,6 +455,25 @@ describe.each(BACKENDS)('sealed scopes on %s', (kind) => {
       'unique index public.notes_body_only of notes does not contain workspace_id',
       ['drop index notes_body_only', `grant insert on notes to ${app}`],
     );
+    // A key only a role the NOINHERIT app role may switch to can write tells as much (found by review).
+    await refusedWhile(
+      [
+        `revoke insert, update on notes from ${app}`,
+        `create role ${app}_writer`,
+        `grant ${app}_writer to ${app}`,
+        `grant insert on notes to ${app}_writer`,
+        `alter role ${app} noinherit`,
+        'create unique index notes_body_writer on notes (body)',
+      ],
+      'unique index public.notes_body_writer of notes does not contain workspace_id',
+      [
+        'drop index notes_body_writer',
+        `alter role ${app} inherit`,
+        `drop owned by ${app}_writer`,
+        `drop role ${app}_writer`,
+        `grant insert, update on notes to ${app}`,
+      ],
+    );
     // A role the app role may switch to (its own privileges, NOINHERIT, do not show that role's).
     await refusedWhile(
       [
