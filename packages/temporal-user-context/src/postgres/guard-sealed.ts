@@ -8,13 +8,13 @@ import { AUDIT_TABLE } from './audit.js';
 const SYSTEM_SCHEMA = `(n.nspname like 'pg\\_%' or n.nspname = 'information_schema')`;
 
 /**
- * `check` (a privilege test of role `rr.oid`) holds for the app role (parameter `app`, `$2` unless
- * given) or a role it may switch to:
+ * `check` (a privilege test of role `rr.oid`) holds for the app role (the query's parameter `app`) or a
+ * role it may switch to:
  * SQL in a scope may `SET ROLE` to any role the app role is a member of, and a NOINHERIT app role's own
  * privileges do not show theirs. Superusers aside: reaching one is refused on its own (it holds every
  * privilege, and would name every object).
  */
-export const BY_APP_OR_ITS_ROLES = (check: string, app = '$2') =>
+export const BY_APP_OR_ITS_ROLES = (check: string, app: '$1' | '$2') =>
   `exists (select 1 from pg_roles rr where (rr.rolname = ${app} or pg_has_role(${app}, rr.oid, 'MEMBER'))
             and not rr.rolsuper and (${check}))`;
 

@@ -94,7 +94,7 @@ const TRUE_VALUES = new Set(['true', 'on', '1', 'yes']);
  * (`$2`) may use, the system's own and temporary ones aside.
  */
 const USABLE_SCHEMA = `n.nspname not like 'pg\\_%' and n.nspname <> 'information_schema'
-  and ${BY_APP_OR_ITS_ROLES("has_schema_privilege(rr.oid, n.oid, 'USAGE')")}`;
+  and ${BY_APP_OR_ITS_ROLES("has_schema_privilege(rr.oid, n.oid, 'USAGE')", '$2')}`;
 
 /**
  * Start-up guard: refuses to run with a database that would not isolate workspaces.
@@ -160,8 +160,9 @@ export async function assertIsolation(
             ${BY_APP_OR_ITS_ROLES(
               `has_any_column_privilege(rr.oid, c.oid, 'SELECT,INSERT,UPDATE,REFERENCES')
                or has_table_privilege(rr.oid, c.oid, 'SELECT,INSERT,UPDATE,DELETE,TRUNCATE,REFERENCES,TRIGGER')`,
+              '$2',
             )} as app_can_use,
-            ${BY_APP_OR_ITS_ROLES("has_table_privilege(rr.oid, c.oid, 'TRUNCATE')")} as app_can_truncate,
+            ${BY_APP_OR_ITS_ROLES("has_table_privilege(rr.oid, c.oid, 'TRUNCATE')", '$2')} as app_can_truncate,
             exists (select 1 from pg_attribute a
                      where a.attrelid = c.oid and a.attname = 'workspace_id' and a.attnum > 0 and not a.attisdropped)
               as has_workspace_id
@@ -282,7 +283,7 @@ async function escapes(
             p.proname || '(' || replace(oidvectortypes(p.proargtypes), ' ', '') || ')' as signature
        from pg_proc p join pg_namespace n on n.oid = p.pronamespace
       where (n.nspname = $1 or (${USABLE_SCHEMA}))
-        and p.prosecdef and ${BY_APP_OR_ITS_ROLES("has_function_privilege(rr.oid, p.oid, 'EXECUTE')")}
+        and p.prosecdef and ${BY_APP_OR_ITS_ROLES("has_function_privilege(rr.oid, p.oid, 'EXECUTE')", '$2')}
       order by 1`,
     [schema, appRole],
   );
@@ -403,6 +404,7 @@ async function sealProblems(db: SqlQueryable, seal: string, appRole: string): Pr
               `has_table_privilege(rr.oid, to_regclass($1 || '.seal_key'),
                                    'SELECT,INSERT,UPDATE,DELETE,TRUNCATE,REFERENCES,TRIGGER')
                or has_any_column_privilege(rr.oid, to_regclass($1 || '.seal_key'), 'SELECT,INSERT,UPDATE,REFERENCES')`,
+              '$2',
             )} as usable`,
     [seal, appRole],
   );

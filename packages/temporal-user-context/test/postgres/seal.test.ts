@@ -367,13 +367,16 @@ describe.each(BACKENDS)('sealed scopes on %s', (kind) => {
   it('the guard refuses what else SQL in a scope could plant or learn through: database, owned schema and objects, triggers, keys', async () => {
     const app = sealedRoles.app;
     const guard = () => assertIsolation(sealed.admin, { appRole: app, seal: true, checkLogin: false });
-    /** The guard's refusal while `grant` holds, and its acceptance once `undo` ran. */
+    /**
+     * The guard's refusal while `grant` holds; `undo` runs after, whatever failed, each statement on
+     * its own (a setup that failed midway leaves some of them nothing to undo).
+     */
     const refusedWhile = async (grant: string[], message: string, undo: string[]) => {
-      for (const sql of grant) await sealed.admin.query(sql);
       try {
+        for (const sql of grant) await sealed.admin.query(sql);
         await expect(guard()).rejects.toThrow(message);
       } finally {
-        for (const sql of undo) await sealed.admin.query(sql);
+        for (const sql of undo) await sealed.admin.query(sql).catch(() => undefined);
       }
     };
     const database = (await sealed.admin.query<{ name: string }>('select current_database() as name'))
@@ -473,6 +476,18 @@ describe.each(BACKENDS)('sealed scopes on %s', (kind) => {
         `drop role ${app}_writer`,
         `grant insert, update on notes to ${app}`,
       ],
+    );
+    // The seal's key, readable through such a role: seals could be forged.
+    await refusedWhile(
+      [
+        `create role ${app}_keyreader`,
+        `grant ${app}_keyreader to ${app}`,
+        `grant usage on schema user_scope to ${app}_keyreader`,
+        `grant select on user_scope.seal_key to ${app}_keyreader`,
+        `alter role ${app} noinherit`,
+      ],
+      'through a role it may switch to) has a privilege on user_scope.seal_key',
+      [`alter role ${app} inherit`, `drop owned by ${app}_keyreader`, `drop role ${app}_keyreader`],
     );
     // A role the app role may switch to (its own privileges, NOINHERIT, do not show that role's).
     await refusedWhile(
