@@ -78,6 +78,23 @@ export async function plantingGrounds(db: SqlQueryable, appRole: string, login: 
 }
 
 /**
+ * The foreign keys (`k`: source table `c` in schema `n`, target `t` in schema `tn`) for which `condition`
+ * holds, with the app role as `$1`.
+ */
+function foreignKeys(db: SqlQueryable, appRole: string, condition: string) {
+  return db.query<{ schema: string; table: string; name: string; target_schema: string; target: string }>(
+    `select n.nspname as schema, c.relname as table, k.conname as name,
+            tn.nspname as target_schema, t.relname as target
+       from pg_constraint k join pg_class c on c.oid = k.conrelid
+       join pg_namespace n on n.oid = c.relnamespace
+       join pg_class t on t.oid = k.confrelid join pg_namespace tn on tn.oid = t.relnamespace
+      where k.contype = 'f' and (${condition})
+      order by 1, 2, 3`,
+    [appRole],
+  );
+}
+
+/**
  * Keys through which SQL in a scope learns what other workspaces hold, on tenant tables the app role may
  * write (a column grant is enough):
  * - unique or exclusion indexes without `workspace_id` among their key columns (an `INCLUDE`d one
@@ -131,54 +148,30 @@ export async function tenantKeys(
       order by 1, 2, 3`,
     [appRole],
   );
-  const references = await db.query<{
-    schema: string;
-    table: string;
-    name: string;
-    target_schema: string;
-    target: string;
-  }>(
-    `select n.nspname as schema, c.relname as table, k.conname as name,
-            tn.nspname as target_schema, t.relname as target
-       from pg_constraint k join pg_class c on c.oid = k.conrelid
-       join pg_namespace n on n.oid = c.relnamespace
-       join pg_class t on t.oid = k.confrelid join pg_namespace tn on tn.oid = t.relnamespace
-      where k.contype = 'f'
-        and ${BY_APP_OR_ITS_ROLES("has_any_column_privilege(rr.oid, c.oid, 'INSERT,UPDATE')", '$1')}
-        and not exists (
-          select 1 from unnest(k.conkey, k.confkey) as m(src, dst)
-            join pg_attribute sa on sa.attrelid = c.oid and sa.attnum = m.src and sa.attname = 'workspace_id'
-            join pg_attribute da on da.attrelid = t.oid and da.attnum = m.dst
-           where da.attname = 'workspace_id'
-              or not exists (select 1 from pg_attribute x
-                              where x.attrelid = t.oid and x.attname = 'workspace_id' and not x.attisdropped))
-      order by 1, 2, 3`,
-    [appRole],
+  const references = await foreignKeys(
+    db,
+    appRole,
+    `${BY_APP_OR_ITS_ROLES("has_any_column_privilege(rr.oid, c.oid, 'INSERT,UPDATE')", '$1')}
+     and not exists (
+       select 1 from unnest(k.conkey, k.confkey) as m(src, dst)
+         join pg_attribute sa on sa.attrelid = c.oid and sa.attnum = m.src and sa.attname = 'workspace_id'
+         join pg_attribute da on da.attrelid = t.oid and da.attnum = m.dst
+        where da.attname = 'workspace_id'
+           or not exists (select 1 from pg_attribute x
+                           where x.attrelid = t.oid and x.attname = 'workspace_id' and not x.attisdropped))`,
   );
   // Keys into a table the app role, or a role SQL in a scope may switch to, may delete rows of, or
   // update the referenced columns of: the key's actions (a cascade) and checks run past row-level
   // security.
-  const actionable = await db.query<{
-    schema: string;
-    table: string;
-    name: string;
-    target_schema: string;
-    target: string;
-  }>(
-    `select n.nspname as schema, c.relname as table, k.conname as name,
-            tn.nspname as target_schema, t.relname as target
-       from pg_constraint k join pg_class c on c.oid = k.conrelid
-       join pg_namespace n on n.oid = c.relnamespace
-       join pg_class t on t.oid = k.confrelid join pg_namespace tn on tn.oid = t.relnamespace
-      where k.contype = 'f'
-        and ${BY_APP_OR_ITS_ROLES(
-          `has_table_privilege(rr.oid, t.oid, 'DELETE')
-           or exists (select 1 from unnest(k.confkey) as r(att)
-                       where has_column_privilege(rr.oid, t.oid, r.att, 'UPDATE'))`,
-          '$1',
-        )}
-      order by 1, 2, 3`,
-    [appRole],
+  const actionable = await foreignKeys(
+    db,
+    appRole,
+    BY_APP_OR_ITS_ROLES(
+      `has_table_privilege(rr.oid, t.oid, 'DELETE')
+       or exists (select 1 from unnest(k.confkey) as r(att)
+                   where has_column_privilege(rr.oid, t.oid, r.att, 'UPDATE'))`,
+      '$1',
+    ),
   );
   return [
     ...keys.rows
