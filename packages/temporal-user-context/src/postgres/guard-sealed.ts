@@ -9,9 +9,8 @@ const SYSTEM_SCHEMA = `(n.nspname like 'pg\\_%' or n.nspname = 'information_sche
 
 /**
  * `check` (a privilege test of role `rr.oid`) holds for the app role (the query's parameter `app`) or a
- * role it may switch to:
- * SQL in a scope may `SET ROLE` to any role the app role is a member of, and a NOINHERIT app role's own
- * privileges do not show theirs. Superusers aside: reaching one is refused on its own (it holds every
+ * role it may switch to: SQL in a scope may `SET ROLE` to any role the app role is a member of, and a
+ * NOINHERIT app role's own privileges do not show theirs. Superusers aside: reaching one is refused on its own (it holds every
  * privilege, and would name every object).
  */
 export const BY_APP_OR_ITS_ROLES = (check: string, app: '$1' | '$2') =>
@@ -124,11 +123,14 @@ export async function tenantKeys(
   tenantTables: readonly string[],
   sharedTables: ReadonlySet<string>,
 ): Promise<string[]> {
-  const isTenant = (s: string, table: string) =>
-    tenantTables.includes(s === schema ? table : `${s}.${table}`);
+  // Names as the options give them: in `schema` bare, elsewhere qualified.
+  const named = (s: string, table: string) => (s === schema ? table : `${s}.${table}`);
+  const isTenant = (s: string, table: string) => tenantTables.includes(named(s, table));
+  const listedShared = (s: string, table: string) => sharedTables.has(named(s, table));
   // Listed as shared, and no tenant table (a table with `workspace_id` is one whatever the list says).
-  const isShared = (s: string, table: string) =>
-    sharedTables.has(s === schema ? table : `${s}.${table}`) && !isTenant(s, table);
+  const isShared = (s: string, table: string) => listedShared(s, table) && !isTenant(s, table);
+  const listedNote = (r: { target_schema: string; target: string }) =>
+    listedShared(r.target_schema, r.target) ? ' (a tenant table, though listed in sharedTables)' : '';
   const keys = await db.query<{
     schema: string;
     table: string;
@@ -188,12 +190,12 @@ export async function tenantKeys(
         const to = `${r.target_schema}.${r.target}`;
         if (isTenant(r.schema, r.table))
           return [
-            `sealed scope: foreign key ${r.name} of ${from} to ${to}${sharedTables.has(r.target_schema === schema ? r.target : to) ? ' (a tenant table, though listed in sharedTables)' : ''} does not match workspace_id with its target's (foreign-key checks skip row-level security: a write naming another workspace's key, or a row of a table ${appRole} cannot read, would tell that it exists)`,
+            `sealed scope: foreign key ${r.name} of ${from} to ${to}${listedNote(r)} does not match workspace_id with its target's (foreign-key checks skip row-level security: a write naming another workspace's key, or a row of a table ${appRole} cannot read, would tell that it exists)`,
           ];
         // A shared table has no workspace to match: any row written to it may name any workspace's key.
         if (isShared(r.schema, r.table))
           return [
-            `sealed scope: foreign key ${r.name} of shared table ${from} to ${to}, which is not shared${sharedTables.has(r.target_schema === schema ? r.target : to) ? ' (a tenant table, though listed in sharedTables)' : ''} (foreign-key checks skip row-level security: a row naming another workspace's key, or a row of a table ${appRole} cannot read, would tell that it exists; drop the key, or let ${appRole} only read ${from})`,
+            `sealed scope: foreign key ${r.name} of shared table ${from} to ${to}, which is not shared${listedNote(r)} (foreign-key checks skip row-level security: a row naming another workspace's key, or a row of a table ${appRole} cannot read, would tell that it exists; drop the key, or let ${appRole} only read ${from})`,
           ];
         return [];
       }),
