@@ -36,6 +36,31 @@ describe('schedule arguments digest', () => {
       expect(createArgsDigest(given), JSON.stringify(received)).toBe(argsDigest(received));
   });
 
+  it('keeps the encoding that tokens already issued were digested with', () => {
+    // Schedule tokens carry `ad` for up to 366 days, and start tokens sit in histories that workers
+    // replay: a change of encoding, however equivalent, would refuse every one of them. These digests
+    // were computed by the first implementation (a text joined per nesting level).
+    const pinned: [values: unknown[], digest: string][] = [
+      [[], 'T1PNoYwrqgwDVLtfmj7L5e0Sq02OEbqHPC8RFhICuUU'],
+      [[undefined], 'mX6E6I-fb6E2JAw34yZLxoENc6N6JRIAMSNZTF9DxJo'],
+      [[null], '9IzGAHDwDCQoquawRJT_YYixUodFj4L-whznpkmfLU0'],
+      [[1, -0, 0, Infinity, 1.5e300, -2], 'FRwjsNj6pCAAOmFnFOx5FvM8ubcuv_gkfpoH6VzlicY'],
+      [['é', 'a"b\\c', '\u2028', ''], 'b6fJUtw0_o0cgTVO_4pCM07a1TvHqmyPiWAdEpLKvOU'],
+      [
+        [[1, [2, {}]], { a: { 'k"': [true, false] }, b: null, c: undefined }],
+        'rs7dNHLzuFZgr_vIRzUUZBynCRDWWs_ER3VPBkpIeGk',
+      ],
+      [[new Uint8Array([1, 2, 255]), Buffer.from('hi')], 'Pv5gg0nk5GTQ7LW3R28yte4sbZ76uYifPeWgUtnVI64'],
+      // eslint-disable-next-line no-sparse-arrays -- a hole, which a decoder never delivers
+      [[new Map(), new Date(0), [, 1]], '-k-rEQcYZ4_lGu38w9Dg6WCZI8PkV2XWrCGJKCptYXk'],
+      [
+        [{ task: 'summarise', agentId: '0d4c2d9e-0000-4000-8000-000000000000' }],
+        'vBkEa2IHVA29OaYyDMl6nC4d_vdo3SVa_4PBqgdAq9M',
+      ],
+    ];
+    for (const [values, digest] of pinned) expect(argsDigest(values), String(values.length)).toBe(digest);
+  });
+
   it('differs for every input a workflow can tell apart', () => {
     const decoded = (json: string) =>
       defaultPayloadConverter.fromPayload({
