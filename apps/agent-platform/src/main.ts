@@ -29,6 +29,7 @@ import { migrate } from './data/migrate.js';
 import { seedDemo } from './seed.js';
 import { temporalConnectConfig } from './temporal.js';
 import { createWorker } from './worker.js';
+import { workerDatabaseAudit } from './worker-audit.js';
 
 const TEMPORAL_PORT = Number(process.env.TEMPORAL_PORT ?? 7233);
 const UI_PORT = Number(process.env.TEMPORAL_UI_PORT ?? 8233);
@@ -108,6 +109,8 @@ async function main(): Promise<void> {
   // Refusals of anonymous requests, and of a removed member's, reach the table once per kind and
   // minute, with a count (edgeDatabaseAudit). The log keeps every one.
   const edgeDbAudit = edgeDatabaseAudit(dbAudit);
+  // Likewise the signals, updates and queries workflow code judges (workerDatabaseAudit).
+  const workerDbAudit = workerDatabaseAudit(dbAudit);
 
   const nativeConnection = await NativeConnection.connect(connectionOptions);
   const worker = await createWorker({
@@ -115,7 +118,7 @@ async function main(): Promise<void> {
     namespace,
     db: database.db,
     keys: keys.worker,
-    audit: [dbAudit, pinoAuditSink()],
+    audit: [workerDbAudit, pinoAuditSink()],
     taskQueue: taskQueue(),
     activityLineage: activityLineage(),
   });
@@ -141,7 +144,10 @@ async function main(): Promise<void> {
     await step('closing the API', () => app?.close());
     if (worker.getState() === 'RUNNING') worker.shutdown();
     await step('the worker', () => running);
-    // And flushes dbAudit: nothing is held in a window the exit would drop.
+    // Each flushes dbAudit: nothing is held in a window the exit would drop.
+    await step("writing the worker's audit records", () =>
+      workerDbAudit.close({ timeoutMs: AUDIT_FLUSH_TIMEOUT_MS }),
+    );
     await step('writing the audit records', () => edgeDbAudit.close({ timeoutMs: AUDIT_FLUSH_TIMEOUT_MS }));
     await step('closing the client connection', () => connection?.close());
     await step("closing the worker's connection", () => nativeConnection.close());

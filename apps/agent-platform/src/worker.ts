@@ -32,6 +32,7 @@ import { providerFromEnv, type ModelProvider } from './providers/index.js';
 import { connectWorker } from './temporal.js';
 import { TASK_QUEUE } from './workflows/agent-execution.js';
 import { HEARTBEAT_THROTTLE_MS } from './workflows/run-policy.js';
+import { workerDatabaseAudit } from './worker-audit.js';
 
 const here = fileURLToPath(import.meta.url);
 export const workflowsPath = fileURLToPath(new URL(`./workflows/index${extname(here)}`, import.meta.url));
@@ -63,7 +64,8 @@ export interface CreateWorkerOptions {
 export async function createWorker(options: CreateWorkerOptions): Promise<Worker> {
   const plugin: UserContextPlugin = new UserContextPlugin({
     keys: options.keys,
-    audit: options.audit ?? [postgresAuditSink(options.db), pinoAuditSink()],
+    // Not closed by anyone: counts still held in a window at exit are lost (main() passes its own).
+    audit: options.audit ?? [workerDatabaseAudit(postgresAuditSink(options.db)), pinoAuditSink()],
     // The hook runs before the activity's scope exists: its database check records to the plugin's auditor.
     isRevoked: (verified) => actorRemoved(options.db, verified, plugin.auditor),
     activityLineage: options.activityLineage ?? 'server',
@@ -111,7 +113,8 @@ async function main(): Promise<void> {
   const keys = platformKeyRing('worker');
   const queue = taskQueue();
   const { connection, namespace } = await connectWorker();
-  const dbAudit = postgresAuditSink(database.db);
+  // Handler calls anyone may send at any rate reach the table once per kind and minute (worker-audit.ts).
+  const dbAudit = workerDatabaseAudit(postgresAuditSink(database.db));
   const worker = await createWorker({
     connection,
     namespace,
@@ -127,8 +130,9 @@ async function main(): Promise<void> {
     await worker.run();
     await connection.close();
   } finally {
-    // Records still being written need the pool: once it ends, they would never settle.
-    await dbAudit.flush({ timeoutMs: AUDIT_FLUSH_TIMEOUT_MS });
+    // Records still being written need the pool: once it ends, they would never settle. Closing writes
+    // the counts still held in windows, then flushes.
+    await dbAudit.close({ timeoutMs: AUDIT_FLUSH_TIMEOUT_MS });
     await database.close();
   }
 }

@@ -19,8 +19,10 @@ export interface CoalescingAuditSinkOptions {
   /**
    * How many kinds (action, decision, source, reason and namespace) are counted apart at once. Default
    * 100; the records of further kinds share one window per decision, whose summary is an
-   * `audit.coalesced` record with reason `COALESCED` (and records that name someone through `keep`
-   * pass through).
+   * `audit.coalesced` record with reason `COALESCED`. Records that name someone through `keep` pass
+   * through, unless `keep` has `workspaceId` and they name one: they share a window per decision and
+   * workspace (at most `maxKinds` such windows; past them they pass through), whose summary names the
+   * workspace.
    */
   maxKinds?: number;
   /**
@@ -31,10 +33,39 @@ export interface CoalescingAuditSinkOptions {
    * per window, with the count, instead of one per request.
    */
   keep?: readonly KeptField[];
+  /**
+   * Count records apart by their `detail` too (default false: a window's summary quotes the first
+   * record's detail only). For records whose detail says who and what, such as the signals, updates
+   * and queries workflow code judges ({@link HANDLER_CALL_ACTIONS}): repeats of one call are counted,
+   * distinct calls keep their own records until `maxKinds`.
+   */
+  byDetail?: boolean;
 }
 
 /** Naming fields a {@link CoalescingAuditSinkOptions.keep} may name. */
-export type KeptField = 'userId' | 'workspaceId';
+export type KeptField = 'userId' | 'workspaceId' | 'workflowId' | 'runId' | 'workflowType';
+
+/**
+ * The actions of the records workflow code writes when it judges a signal, update or query. Anyone who
+ * may signal, update or query workflows in the namespace can cause them at any rate, with no key (a
+ * query or a refused update costs no history), and each is filed under the workflow's workspace: give
+ * the sink a flood would hurt `coalescingAuditSink(sink, { match: (e) =>
+ * HANDLER_CALL_ACTIONS.includes(e.action), keep: ['workspaceId', 'workflowId', 'runId',
+ * 'workflowType'], byDetail: true })` on workers.
+ */
+export const HANDLER_CALL_ACTIONS: readonly string[] = Object.freeze([
+  'workflow.signal',
+  'workflow.update',
+  'workflow.query',
+]);
+
+const KEEPABLE: ReadonlySet<string> = new Set<KeptField>([
+  'userId',
+  'workspaceId',
+  'workflowId',
+  'runId',
+  'workflowType',
+]);
 
 /** A sink that coalesces repeated records; see {@link coalescingAuditSink}. */
 export interface CoalescingAuditSink extends AuditSink {
@@ -69,7 +100,10 @@ const coalescing = new WeakSet<object>();
  * allows and denials together (a `match` may take both).
  */
 const OTHER = { allow: '\u0000other:allow', deny: '\u0000other:deny' } as const;
-const isOther = (key: string) => key === OTHER.allow || key === OTHER.deny;
+const isOther = (key: string) => key.startsWith('\u0000other:');
+/** The key of a shared window of one workspace (`keep` has `workspaceId`). */
+const otherOf = (decision: 'allow' | 'deny', workspaceId: string) =>
+  `${OTHER[decision]}\u0000${JSON.stringify(workspaceId)}`;
 
 /**
  * Fields a summary does not carry: a record that has any of them passes through. A window is keyed
@@ -120,14 +154,18 @@ export function coalescingAuditSink(
   const maxKinds = numberOption('maxKinds', options.maxKinds, 100, { min: 1, max: 100_000, integer: true });
   const keep: readonly KeptField[] = [...(options.keep ?? [])];
   for (const field of keep)
-    if (field !== 'userId' && field !== 'workspaceId')
+    if (!KEEPABLE.has(field))
       throw new UserContextError(
         ErrorCodes.MISCONFIGURED,
         `keep: ${String(field)} is no field a summary keeps`,
       );
   /** The naming fields that make a record pass through. */
   const naming = NAMING.filter((field) => !(keep as readonly string[]).includes(field));
+  const byDetail = options.byDetail === true;
+  const keepsWorkspace = keep.includes('workspaceId');
   const windows = new Map<string, Window>();
+  /** How many of `windows` are shared windows of one workspace. */
+  let workspaceWindows = 0;
   let closed = false;
 
   const closeWindow = (key: string): void | Promise<void> => {
@@ -135,13 +173,16 @@ export function coalescingAuditSink(
     if (!window) return;
     windows.delete(key);
     clearTimeout(window.timer);
+    const shared = isOther(key);
+    if (shared && key !== OTHER.allow && key !== OTHER.deny) workspaceWindows--;
     if (window.count === 0) return;
     const { first } = window;
     const seconds = Math.round((Date.now() - window.opened) / 1000);
-    if (isOther(key)) {
-      // The records of the shared window share their decision only (it is in its key): the summary
-      // states nothing else of them, so that a query by action, reason or namespace is not misled.
-      return inner.emit({
+    if (shared) {
+      // The records of a shared window share their decision only (it is in its key), and the
+      // workspace of a workspace's own: the summary states nothing else of them, so that a query by
+      // action, reason or namespace is not misled.
+      const summary: AuditEvent = {
         time: new Date().toISOString(),
         action: 'audit.coalesced',
         decision: first.decision,
@@ -151,7 +192,10 @@ export function coalescingAuditSink(
           `${window.count} more of kinds past maxKinds in ${seconds} s, coalesced; first: ${first.action} ` +
             `${first.reason} in ${first.namespace ?? '-'}: ${first.detail ?? '-'}`,
         ),
-      });
+      };
+      if (key !== OTHER.allow && key !== OTHER.deny && first.workspaceId !== undefined)
+        summary.workspaceId = first.workspaceId;
+      return inner.emit(summary);
     }
     const summary: AuditEvent = {
       time: new Date().toISOString(),
@@ -193,11 +237,20 @@ export function coalescingAuditSink(
         event.reason,
         event.namespace ?? null,
         ...keep.map((field) => event[field] ?? null),
+        ...(byDetail ? [event.detail ?? null] : []),
       ]);
-      if (!windows.has(key) && windows.size >= maxKinds) {
-        // The shared window's summary could not name them: such a record goes through.
-        if (keep.some((field) => event[field] !== undefined)) return inner.emit(event);
-        key = OTHER[event.decision === 'allow' ? 'allow' : 'deny'];
+      if (!windows.has(key) && windows.size - workspaceWindows >= maxKinds) {
+        const decision = event.decision === 'allow' ? 'allow' : 'deny';
+        if (keep.some((field) => event[field] !== undefined)) {
+          // A shared window's summary could not name them: such a record goes through, unless it names
+          // a workspace the summary can (every record of that window names it).
+          if (!keepsWorkspace || event.workspaceId === undefined) return inner.emit(event);
+          key = otherOf(decision, event.workspaceId);
+          if (!windows.has(key)) {
+            if (workspaceWindows >= maxKinds) return inner.emit(event);
+            workspaceWindows++;
+          }
+        } else key = OTHER[decision];
       }
       const open = windows.get(key);
       if (open) {

@@ -3,7 +3,10 @@ import { ApplicationFailure } from '@temporalio/common';
 import { describe, expect, it, vi } from 'vitest';
 import {
   ErrorCodes,
+  HANDLER_CALL_ACTIONS,
+  coalescingAuditSink,
   isUserContextError,
+  memoryAuditSink,
   pseudonymsOf,
   runAsUser,
   type UserContext,
@@ -609,6 +612,45 @@ describe('actors: signals, updates, queries', () => {
       'workflow.signal',
       'workflow.update',
     ]);
+  });
+
+  it("a keyless query flood is on record under the run's workspace, and the recipe sink counts it", async () => {
+    const handle = await startInteractive(alice);
+    const raw = h.rawClient.workflow.getHandle(handle.workflowId);
+    for (let i = 0; i < 6; i++)
+      await expect(raw.query('progress')).rejects.toThrow(ErrorCodes.ACTOR_FORBIDDEN);
+    const records = await vi.waitFor(() => {
+      const found = h.audit.events.filter(
+        (e) => e.workflowId === handle.workflowId && e.action === 'workflow.query',
+      );
+      expect(found).toHaveLength(6);
+      return found;
+    });
+    // Filed under the workspace of the run (its verified start token), though the sender had no key.
+    expect(new Set(records.map((e) => e.workspaceId))).toEqual(new Set([alice.workspaceId]));
+    // The sink docs/operations.md gives workers for the audit table: one row and a count.
+    const table = memoryAuditSink();
+    const sink = coalescingAuditSink(table, {
+      match: (e) => HANDLER_CALL_ACTIONS.includes(e.action),
+      keep: ['workspaceId', 'workflowId', 'runId', 'workflowType'],
+      byDetail: true,
+    });
+    for (const record of records) sink.emit(record);
+    await sink.close();
+    expect(table.events).toEqual([
+      records[0],
+      expect.objectContaining({
+        action: 'workflow.query',
+        decision: 'deny',
+        reason: ErrorCodes.ACTOR_FORBIDDEN,
+        workspaceId: alice.workspaceId,
+        workflowId: handle.workflowId,
+        runId: records[0]!.runId,
+        detail: expect.stringMatching(/^5 more like it in \d+ s, coalesced; first: /),
+      }),
+    ]);
+    await runAsUser(alice, () => handle.signal('go', 'ok'));
+    await handle.result();
   });
 
   it("a refusal's message quotes the handler name without line separators or bidi controls", async () => {

@@ -2,6 +2,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
   ErrorCodes,
+  HANDLER_CALL_ACTIONS,
   coalescingAuditSink,
   memoryAuditSink,
   type AuditEvent,
@@ -139,9 +140,10 @@ describe('coalescingAuditSink', () => {
     });
     for (let i = 0; i < 4; i++) sink.emit(revoked('mallory'));
     sink.emit(revoked('trudy'));
-    // Past maxKinds a record naming someone goes through: the shared window could not name them.
+    // Past maxKinds, records share a window of their workspace, which the summary names (not who).
     sink.emit(revoked('eve'));
     sink.emit(revoked('eve'));
+    sink.emit(revoked('oscar'));
     // Another refusal of the same user, or one that names a workflow, is not matched or not kept.
     sink.emit({ ...revoked('mallory'), reason: 'WORKSPACE_MISMATCH' });
     sink.emit({ ...revoked('mallory'), workflowId: 'wf-1' });
@@ -150,14 +152,14 @@ describe('coalescingAuditSink', () => {
       ['mallory', ErrorCodes.MEMBERSHIP_REVOKED, null],
       ['trudy', ErrorCodes.MEMBERSHIP_REVOKED, null],
       ['eve', ErrorCodes.MEMBERSHIP_REVOKED, null],
-      ['eve', ErrorCodes.MEMBERSHIP_REVOKED, null],
       ['mallory', 'WORKSPACE_MISMATCH', null],
       ['mallory', ErrorCodes.MEMBERSHIP_REVOKED, 'wf-1'],
       ['mallory', ErrorCodes.MEMBERSHIP_REVOKED, 'wf-1'],
     ]);
     vi.advanceTimersByTime(10_000);
-    // One summary: mallory's three more, naming her and the workspace; trudy had none more.
-    expect(inner.events.slice(7)).toEqual([
+    // Mallory's three more, naming her and the workspace (trudy had none more); the workspace's
+    // shared window: eve's second and oscar's, naming the workspace only.
+    expect(inner.events.slice(6)).toEqual([
       expect.objectContaining({
         action: 'db.scope',
         reason: ErrorCodes.MEMBERSHIP_REVOKED,
@@ -165,7 +167,80 @@ describe('coalescingAuditSink', () => {
         workspaceId: 'ws-a',
         detail: expect.stringMatching(/^3 more like it in 10 s, coalesced/),
       }),
+      expect.objectContaining({
+        action: 'audit.coalesced',
+        reason: 'COALESCED',
+        workspaceId: 'ws-a',
+        detail: expect.stringMatching(/^2 more of kinds past maxKinds in 10 s, coalesced; first: db.scope/),
+      }),
     ]);
+    expect(inner.events[7]!.userId).toBeUndefined();
+  });
+
+  it('counts the signals, updates and queries workflow code judges per run and detail, then per workspace', () => {
+    const inner = memoryAuditSink();
+    const sink = coalescingAuditSink(inner, {
+      windowMs: 10_000,
+      maxKinds: 3,
+      match: (e) => HANDLER_CALL_ACTIONS.includes(e.action),
+      keep: ['workspaceId', 'workflowId', 'runId', 'workflowType'],
+      byDetail: true,
+    });
+    const call = (detail: string, workspaceId = 'ws-victim', runId = 'run-1'): AuditEvent => ({
+      ...anonymous(ErrorCodes.ACTOR_FORBIDDEN, detail),
+      action: 'workflow.query',
+      source: 'header',
+      workspaceId,
+      workflowId: 'agent-run-1',
+      runId,
+      workflowType: 'AgentExecutionWorkflow',
+    });
+    // A flood of one keyless query: one record, then a count.
+    for (let i = 0; i < 50; i++) sink.emit(call('no actor; query "status"'));
+    // Another sender's, and another run's, keep records of their own.
+    sink.emit(call('actor sub=abc ws=def; query "status"'));
+    sink.emit(call('no actor; query "status"', 'ws-victim', 'run-2'));
+    // Names varied past maxKinds share the workspace's window; another workspace has its own.
+    for (let i = 0; i < 20; i++) sink.emit(call(`no actor; query "q${i}"`));
+    sink.emit(call('no actor; query "x"', 'ws-other'));
+    sink.emit(call('no actor; query "y"', 'ws-other'));
+    // A record of another action passes through every time.
+    const executed = { ...call('started'), action: 'workflow.execute' };
+    sink.emit(executed);
+    sink.emit(executed);
+    expect(inner.events.map((e) => [e.workspaceId, e.runId, e.detail])).toEqual([
+      ['ws-victim', 'run-1', 'no actor; query "status"'],
+      ['ws-victim', 'run-1', 'actor sub=abc ws=def; query "status"'],
+      ['ws-victim', 'run-2', 'no actor; query "status"'],
+      ['ws-victim', 'run-1', 'no actor; query "q0"'],
+      ['ws-other', 'run-1', 'no actor; query "x"'],
+      ['ws-victim', 'run-1', 'started'],
+      ['ws-victim', 'run-1', 'started'],
+    ]);
+    vi.advanceTimersByTime(10_000);
+    expect(inner.events.slice(7)).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({
+          action: 'workflow.query',
+          workspaceId: 'ws-victim',
+          workflowId: 'agent-run-1',
+          runId: 'run-1',
+          workflowType: 'AgentExecutionWorkflow',
+          detail: '49 more like it in 10 s, coalesced; first: no actor; query "status"',
+        }),
+        expect.objectContaining({
+          action: 'audit.coalesced',
+          workspaceId: 'ws-victim',
+          detail: expect.stringMatching(/^19 more of kinds past maxKinds/),
+        }),
+        expect.objectContaining({
+          action: 'audit.coalesced',
+          workspaceId: 'ws-other',
+          detail: expect.stringMatching(/^1 more of kinds past maxKinds/),
+        }),
+      ]),
+    );
+    expect(inner.events).toHaveLength(10);
   });
 
   it('closing one coalescing sink over another closes both: nothing stays in a window at exit', async () => {
@@ -187,7 +262,7 @@ describe('coalescingAuditSink', () => {
   });
 
   it('refuses a keep field a summary cannot carry', () => {
-    expect(() => coalescingAuditSink(memoryAuditSink(), { keep: ['workflowId' as 'userId'] })).toThrowError(
+    expect(() => coalescingAuditSink(memoryAuditSink(), { keep: ['tokenId' as 'userId'] })).toThrowError(
       expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
     );
   });

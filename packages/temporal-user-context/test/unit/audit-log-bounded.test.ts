@@ -1,0 +1,76 @@
+// The default pino sink holds at most a bounded number of bytes while its log does not drain: past
+// them lines are dropped and counted, and the count is told once the log takes lines again.
+import { spawn } from 'node:child_process';
+import { mkdtempSync, readFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { describe, expect, it } from 'vitest';
+import type { AuditEvent } from 'temporal-user-context';
+import { boundedLinesTo } from '../../src/audit/sinks.js';
+
+const event = (i: number): AuditEvent => ({
+  time: new Date().toISOString(),
+  action: 'api.request',
+  decision: 'deny',
+  source: 'edge',
+  reason: 'AUTH_MISSING',
+  detail: `request ${i} ${'x'.repeat(200)}`,
+});
+
+describe('the default log sink', () => {
+  it('drops lines past its buffer while the log stalls, and then says how many', async () => {
+    const out = join(mkdtempSync(join(tmpdir(), 'tuc-log-')), 'log.ndjson');
+    // A reader that takes nothing until told to: the pipe fills, then the sink's buffer.
+    const reader = spawn(
+      process.execPath,
+      [
+        '-e',
+        `process.stdin.pause(); process.on('message', () => { process.stdin.pipe(require('fs').createWriteStream(${JSON.stringify(out)})); process.stdin.on('end', () => process.exit(0)); });`,
+      ],
+      { stdio: ['pipe', 'ignore', 'inherit', 'ipc'] },
+    );
+    try {
+      const fd = (reader.stdin as unknown as { _handle: { fd: number } })._handle.fd;
+      const sink = boundedLinesTo(fd, 100_000);
+      const sent = 3000; // ~1 MB of lines: a pipe's 64 KiB and the 100 kB buffer, the rest dropped
+      for (let i = 0; i < sent; i++) sink.emit(event(i));
+      reader.send('read');
+      // Once lines flow again, the next one is preceded by the count of those dropped.
+      const lines = await waitForLog(async () => {
+        const text = readFileSync(out, 'utf8');
+        const written = text.split('\n').filter(Boolean);
+        expect(written.length).toBeGreaterThan(200);
+        return written;
+      }, out);
+      await new Promise((r) => setTimeout(r, 200));
+      sink.emit(event(sent));
+      const all = await waitForLog(async () => {
+        const written = readFileSync(out, 'utf8').split('\n').filter(Boolean);
+        expect(written.at(-1)).toContain(`request ${sent} `);
+        return written.map((line) => JSON.parse(line) as { auditDropped?: number; audit?: AuditEvent });
+      }, out);
+      expect(lines.length).toBeLessThan(sent);
+      // The line before the last is a notice. A notice shorter than the lines may fit where they did
+      // not, so there can be several: every line sent is either in the log or in one count.
+      expect(all.at(-2)!.auditDropped).toBeGreaterThan(0);
+      const kept = all.filter((line) => line.audit).length;
+      const counted = all.reduce((sum, line) => sum + (line.auditDropped ?? 0), 0);
+      expect(kept + counted).toBe(sent + 1);
+    } finally {
+      reader.kill();
+    }
+  });
+});
+
+/** Retries `fn` for up to 10 s, naming the log file in the failure. */
+async function waitForLog<T>(fn: () => Promise<T>, what: string): Promise<T> {
+  const deadline = Date.now() + 10_000;
+  for (;;) {
+    try {
+      return await fn();
+    } catch (err) {
+      if (Date.now() > deadline) throw new Error(`${what}: ${String(err)}`, { cause: err });
+      await new Promise((r) => setTimeout(r, 50));
+    }
+  }
+}
