@@ -71,7 +71,7 @@ async function main(): Promise<void> {
     verify: createVerifier(await authFromEnv()),
     logger: true,
     scope: { auditor: plugin.auditor },
-    mirrorQuery: (ids) => plugin.mirrorQuery(ids),
+    ...(plugin.searchAttributeMirror === 'off' ? {} : { mirrorQuery: (ids) => plugin.mirrorQuery(ids) }),
     quotas: quotasFromEnv(),
     taskQueue: taskQueue(),
   });

@@ -185,7 +185,7 @@ async function main(): Promise<void> {
     client,
     verify: createVerifier(await authFromEnv()),
     scope: { auditor: edge.auditor },
-    mirrorQuery: (ids) => edge.mirrorQuery(ids),
+    ...(edge.searchAttributeMirror === 'off' ? {} : { mirrorQuery: (ids) => edge.mirrorQuery(ids) }),
     quotas: quotasFromEnv(),
     taskQueue: taskQueue(),
   });

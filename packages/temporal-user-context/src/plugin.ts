@@ -555,15 +555,23 @@ export class UserContextPlugin extends SimplePlugin {
 
   /**
    * The list filter that finds what this plugin's search-attribute mirror writes for a user, a
-   * workspace or both, on workflows and schedules ({@link mirrorQuery}); `undefined` when that mirror
-   * is off. A narrowing for listings, never an authorisation: check what it finds.
+   * workspace or both, on workflows and schedules ({@link mirrorQuery}). A narrowing for listings,
+   * never an authorisation: check what it finds. Children started by workflow code are not mirrored.
+   *
+   * @throws {@link UserContextError} `USER_CONTEXT_MISCONFIGURED` when that mirror is off (the default:
+   *   see {@link UserContextPlugin.searchAttributeMirror}): no filter would list everyone's work.
    *
    * @example
    * const query = plugin.mirrorQuery({ workspaceId: 'ws-acme' }); // 'WorkspaceId = "qfTG…"'
    * for await (const s of client.schedule.list({ query })) ...
    */
-  mirrorQuery(ids: MirrorQueryIds): string | undefined {
+  mirrorQuery(ids: MirrorQueryIds): string {
     return mirrorQuery(this.mirror.searchAttributes, this.pluginOptions.keys, ids);
+  }
+
+  /** What this plugin's search-attribute mirror writes: `'off'` (the default), `'plain'` or `'pseudonym'`. */
+  get searchAttributeMirror(): MirrorOptions['searchAttributes'] {
+    return this.mirror.searchAttributes;
   }
 
   /**

@@ -126,7 +126,7 @@ export interface CreateApiOptions {
    * the server for the workspace's schedules only, instead of reading every schedule of the namespace.
    * Each one found is still checked against the record in its memo.
    */
-  mirrorQuery?: (ids: MirrorQueryIds) => string | undefined;
+  mirrorQuery?: (ids: MirrorQueryIds) => string;
   /**
    * Per-workspace limits: runs pending or running at once (default 100) and schedules (default 50).
    * Past them a start or a schedule is refused, 429 `QUOTA_EXCEEDED`, audited.
@@ -1782,7 +1782,8 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     // update), so that none of the workspace's schedules drops out of sight. Anyone with namespace
     // access can set those attributes: the memo still decides.
     const mirrored = options.mirrorQuery?.({ workspaceId });
-    const query = mirrored && `(${mirrored}) OR ${WORKSPACE_ID_ATTRIBUTE.name} IS NULL`;
+    const query =
+      mirrored === undefined ? undefined : `(${mirrored}) OR ${WORKSPACE_ID_ATTRIBUTE.name} IS NULL`;
     let nextPageToken: Uint8Array | undefined;
     do {
       const token = nextPageToken;

@@ -156,7 +156,7 @@ export async function startPlatform(options: {
     client,
     verify: createVerifier({ jwks: issuer.jwks, issuer: issuer.issuer, audience: issuer.audience }),
     scope: { auditor: edge.auditor },
-    mirrorQuery: (ids) => edge.mirrorQuery(ids),
+    ...(edge.searchAttributeMirror === 'off' ? {} : { mirrorQuery: (ids) => edge.mirrorQuery(ids) }),
     ...options.api,
   };
   const app = await createApi({ ...base, taskQueue });

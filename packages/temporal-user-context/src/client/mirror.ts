@@ -128,16 +128,13 @@ export interface MirrorQueryIds {
  * The list filter that finds what a search-attribute mirror in `mode` writes for these ids, workflows
  * and schedules alike: `UserId = "…" AND WorkspaceId = "…"`, or one of the two when only one id is
  * given, with the values the mode writes (keyed pseudonyms: `key` is a key ring or the pseudonym key
- * of a lookup file). `undefined` for `off`, which writes nothing to find. A narrowing, never an
- * authorisation: search attributes are whatever a client set. Ids are checked against the id format
- * first (`USER_CONTEXT_INVALID`), so no value can close its quotes; no id at all is
- * `USER_CONTEXT_MISCONFIGURED`.
+ * of a lookup file). A narrowing, never an authorisation: search attributes are whatever a client set.
+ * Ids are checked against the id format first (`USER_CONTEXT_INVALID`), so no value can close its
+ * quotes; no id at all is `USER_CONTEXT_MISCONFIGURED`, and so is mode `off`, which writes nothing to
+ * find: a filter of nothing would list every user's work (until the twenty-eighth round it returned
+ * `undefined`, which `list({ query })` takes as no filter at all).
  */
-export function mirrorQuery(
-  mode: MirrorMode,
-  key: KeyRing | KeyObject,
-  ids: MirrorQueryIds,
-): string | undefined {
+export function mirrorQuery(mode: MirrorMode, key: KeyRing | KeyObject, ids: MirrorQueryIds): string {
   // null counts as left out too (JavaScript callers), never as a value to look for.
   const userId = ids.userId ?? undefined;
   const workspaceId = ids.workspaceId ?? undefined;
@@ -147,7 +144,11 @@ export function mirrorQuery(
   // One of the two may be left out: a valid placeholder stands in for it, and is not queried.
   const given = { userId: userId ?? 'x', workspaceId: workspaceId ?? 'x' };
   parseUserContext({ ...given, roles: [] });
-  if (mode === 'off') return undefined;
+  if (mode === 'off')
+    throw new UserContextError(
+      ErrorCodes.MISCONFIGURED,
+      "mirrorQuery: the search-attribute mirror is off, so nothing is found by it (set mirror: { searchAttributes: 'pseudonym' } where work is started, or filter by what you store)",
+    );
   const values = mode === 'plain' ? given : pseudonymsOf(key, given);
   const terms: string[] = [];
   if (userId !== undefined) terms.push(`${USER_ID_ATTRIBUTE.name} = "${values.userId}"`);

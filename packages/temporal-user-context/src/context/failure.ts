@@ -3,13 +3,17 @@ import { ErrorCodes, UserContextError, type UserContextErrorCode } from './error
 
 // Loaded in the workflow sandbox too (through `temporal-user-context/workflow`): no validation library.
 const CODES: ReadonlySet<string> = new Set<string>(Object.values(ErrorCodes));
+/** A refused query's message: the refusal's code first (workflow/interceptors.ts `refusal`). */
+const QUERY_REFUSAL = /^(USER_CONTEXT_[A-Z_]+): /;
 
 /**
  * The `USER_CONTEXT_*` code of a refusal as it crosses Temporal, or `undefined` for any other error.
  * Workflow code and clients see refusals as Temporal failures, not as `UserContextError`: the `type` of an
  * `ApplicationFailure` (what `getUserContext()` and `verifyActor()` reject with in workflow code), found on the
  * error itself or in its cause chain (an `ActivityFailure` of one of your activities that the worker
- * refused, a `ChildWorkflowFailure`), or the `code` of a `UserContextError`.
+ * refused, a `ChildWorkflowFailure`), or the `code` of a `UserContextError`. A refused query reaches
+ * the SDK's client as a `QueryNotRegisteredError` (SDK 1.24 names every failed query so) whose message
+ * is the refusal's, `<code>: <reason>`: its code is read from there.
  *
  * @example
  * try { await verifyActor(); } catch (err) {
@@ -24,6 +28,12 @@ export function userContextFailureCode(err: unknown): UserContextErrorCode | und
     if (e instanceof UserContextError) return e.code;
     if (e instanceof ApplicationFailure && typeof e.type === 'string' && CODES.has(e.type)) {
       return e.type as UserContextErrorCode;
+    }
+    // By name: the class is the client package's, which the sandbox does not load.
+    if ((e as Error).name === 'QueryNotRegisteredError') {
+      const message: unknown = (e as Error).message;
+      const code = typeof message === 'string' ? QUERY_REFUSAL.exec(message)?.[1] : undefined;
+      if (code !== undefined && CODES.has(code)) return code as UserContextErrorCode;
     }
     e = (e as { cause?: unknown }).cause;
   }

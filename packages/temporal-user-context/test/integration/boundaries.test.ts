@@ -1,4 +1,9 @@
-import { WithStartWorkflowOperation, WorkflowFailedError, type WorkflowHandle } from '@temporalio/client';
+import {
+  QueryNotRegisteredError,
+  WithStartWorkflowOperation,
+  WorkflowFailedError,
+  type WorkflowHandle,
+} from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import { describe, expect, it, vi } from 'vitest';
 import {
@@ -7,6 +12,7 @@ import {
   coalescingAuditSink,
   isUserContextError,
   memoryAuditSink,
+  userContextFailureCode,
   pseudonymsOf,
   runAsUser,
   type UserContext,
@@ -588,7 +594,11 @@ describe('actors: signals, updates, queries', () => {
     await expect(runAsUser(bob, () => handle.executeUpdate('note', { args: ['x'] }))).rejects.toMatchObject({
       cause: { type: ErrorCodes.ACTOR_FORBIDDEN },
     });
-    await expect(runAsUser(bob, () => handle.query('progress'))).rejects.toThrow(ErrorCodes.ACTOR_FORBIDDEN);
+    const refusedQuery = await runAsUser(bob, () => handle.query('progress')).catch((e: unknown) => e);
+    expect(refusedQuery).toBeInstanceOf(QueryNotRegisteredError);
+    expect((refusedQuery as Error).message).toContain(ErrorCodes.ACTOR_FORBIDDEN);
+    // The SDK's client names every failed query so: the code is read from its message.
+    expect(userContextFailureCode(refusedQuery)).toBe(ErrorCodes.ACTOR_FORBIDDEN);
     await runAsUser(bob, () => handle.signal('go', 'evil'));
     expect(await runAsUser(alice, () => handle.query('progress'))).toEqual([]);
     // Raw client (no actor header): refused as well.

@@ -11,6 +11,7 @@ import {
   isUserContextFailure,
   userContextFailureCode,
 } from 'temporal-user-context';
+import { QueryNotRegisteredError } from '@temporalio/client';
 import { ActivityFailure, ApplicationFailure, RetryState } from '@temporalio/common';
 
 const ok = { userId: 'alice', workspaceId: 'ws-acme', roles: ['member'] };
@@ -220,5 +221,20 @@ describe('refusals as they cross Temporal (main entry, for clients and activitie
     expect(userContextFailureCode(ApplicationFailure.create({ type: 'SomethingElse', message: 'x' }))).toBe(
       undefined,
     );
+  });
+
+  it("reads a refused query's code from the start of its message, only there and only a known code", () => {
+    const failedQuery = (message: string) => new QueryNotRegisteredError(message, 3);
+    expect(userContextFailureCode(failedQuery(`${ErrorCodes.ACTOR_FORBIDDEN}: query "x" refused`))).toBe(
+      ErrorCodes.ACTOR_FORBIDDEN,
+    );
+    for (const message of [
+      `query failed: ${ErrorCodes.ACTOR_FORBIDDEN}: quoted`,
+      'USER_CONTEXT_NOT_A_CODE: x',
+      `${ErrorCodes.ACTOR_FORBIDDEN}`,
+    ])
+      expect(userContextFailureCode(failedQuery(message)), message).toBeUndefined();
+    // Another error's message is never read.
+    expect(userContextFailureCode(new Error(`${ErrorCodes.ACTOR_FORBIDDEN}: x`))).toBeUndefined();
   });
 });

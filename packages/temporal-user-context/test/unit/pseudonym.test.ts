@@ -128,7 +128,7 @@ describe('pseudonym lookup files (keys export-pseudonym / keys pseudonym)', () =
 describe('mirrorQuery: the list filter for what the search-attribute mirror writes', () => {
   const p = pseudonymsOf(edge, { userId: 'alice', workspaceId: 'ws-acme' });
 
-  it('writes the values of the mode: pseudonyms (any key of the set), plain ids, nothing for off', () => {
+  it('writes the values of the mode: pseudonyms (any key of the set), plain ids; off is refused', () => {
     const both = { userId: 'alice', workspaceId: 'ws-acme' };
     expect(mirrorQuery('pseudonym', worker, both)).toBe(
       `UserId = "${p.userId}" AND WorkspaceId = "${p.workspaceId}"`,
@@ -137,7 +137,10 @@ describe('mirrorQuery: the list filter for what the search-attribute mirror writ
       `WorkspaceId = "${p.workspaceId}"`,
     );
     expect(mirrorQuery('plain', edge, { userId: 'alice' })).toBe('UserId = "alice"');
-    expect(mirrorQuery('off', edge, both)).toBeUndefined();
+    // No filter would list everyone's work (`list({ query: undefined })`): refused, not undefined.
+    expect(() => mirrorQuery('off', edge, both)).toThrow(
+      expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
+    );
     // null is left out, as from JavaScript callers: never looked for as a placeholder's pseudonym.
     expect(mirrorQuery('plain', edge, { userId: null as never, workspaceId: 'ws-acme' })).toBe(
       'WorkspaceId = "ws-acme"',
@@ -164,7 +167,11 @@ describe('mirrorQuery: the list filter for what the search-attribute mirror writ
         audit: memoryAuditSink(),
         ...(searchAttributes ? { mirror: { searchAttributes } } : {}),
       });
-    expect(plugin().mirrorQuery({ workspaceId: 'ws-acme' })).toBeUndefined();
+    expect(plugin().searchAttributeMirror).toBe('off');
+    expect(() => plugin().mirrorQuery({ workspaceId: 'ws-acme' })).toThrow(
+      expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
+    );
+    expect(plugin('pseudonym').searchAttributeMirror).toBe('pseudonym');
     expect(plugin('plain').mirrorQuery({ workspaceId: 'ws-acme' })).toBe('WorkspaceId = "ws-acme"');
     expect(plugin('pseudonym').mirrorQuery({ workspaceId: 'ws-acme' })).toBe(
       `WorkspaceId = "${p.workspaceId}"`,
