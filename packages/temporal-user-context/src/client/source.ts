@@ -126,7 +126,10 @@ export class ContextSource {
     if (user) return { context: user, source: 'edge' };
     this.refuse(
       action,
-      new UserContextError(ErrorCodes.MISSING, 'client call with no user context in scope'),
+      new UserContextError(
+        ErrorCodes.MISSING,
+        'client call with no user context in scope (make it inside runAsUser(user, () => ...))',
+      ),
       target,
     );
   }

@@ -102,7 +102,9 @@ function describeIssue(issue: z.core.$ZodIssue | undefined): string {
   const path = issue.path.map((segment) => (typeof segment === 'number' ? segment : String(segment)));
   const where =
     path.length > 0 && path.every((s) => /^[A-Za-z0-9_]{1,32}$/.test(String(s))) ? path.join('.') : 'context';
-  if (issue.code === 'unrecognized_keys') return `${where}: ${issue.keys.length} unknown key(s)`;
+  // The keys a context may have, never the unknown ones (the input's).
+  if (issue.code === 'unrecognized_keys')
+    return `${where}: ${issue.keys.length} unknown key(s)${where === 'context' ? ' (a context has userId, workspaceId and roles only)' : ''}`;
   return `${where}: ${issue.message}`;
 }
 

@@ -105,7 +105,17 @@ export class KeyRing {
 
   /** Reads a key set file. */
   static fromFile(path: string): KeyRing {
-    return KeyRing.fromJSON(readFileSync(path, 'utf8'));
+    let text: string;
+    try {
+      text = readFileSync(path, 'utf8');
+    } catch (err) {
+      // The path is the operator's own configuration: named, with the system's reason (ENOENT, EISDIR).
+      throw new UserContextError(
+        ErrorCodes.MISCONFIGURED,
+        `key set file ${JSON.stringify(path)} not readable (${(err as { code?: string }).code ?? 'error'})`,
+      );
+    }
+    return KeyRing.fromJSON(text);
   }
 
   /**

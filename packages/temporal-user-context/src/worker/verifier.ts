@@ -141,7 +141,10 @@ export class ContextVerifier {
     // Only actor tokens: a start token (forwarded by a workflow or a worker client, or copied from
     // history) never proves who acts now, and has no window that would bound its reuse.
     if (claims.use !== 'actor')
-      throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'not an actor token for this lineage');
+      throw new UserContextError(
+        ErrorCodes.LINEAGE_MISMATCH,
+        "not an actor token: a workflow's or a worker client's signal carries its originator, which is never verified as an actor",
+      );
     if (claims.wf !== lin.wf && claims.wf !== lin.root) {
       throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'actor token was issued for another workflow');
     }

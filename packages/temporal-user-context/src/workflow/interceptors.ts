@@ -143,8 +143,11 @@ function readActor(
     subject: header.sub,
     workspace: header.ws,
     isOriginator: origin !== undefined && origin.sub === header.sub && origin.ws === header.ws,
-    header: frozen(header),
-  };
+  } as { -readonly [K in keyof ActorRef]: ActorRef[K] };
+  // Not enumerable: its token is for verification only. Workflow code that returns or logs the actor
+  // (a query's result, JSON.stringify, a spread) would otherwise hand a replayable token to whoever
+  // reads that: found by an adopter's review.
+  Object.defineProperty(actor, 'header', { value: frozen(header), enumerable: false });
   // The token binds its call (its header says so; workers decide on the token): state which call this
   // is, for the activities its handler schedules. Frozen: policies and workflow code get it.
   return Object.freeze(header.b === 1 && call !== undefined ? Object.assign(actor, { call }) : actor);

@@ -21,7 +21,10 @@ export interface ActorRef {
   readonly workspace: string;
   /** True when the actor is the originator (same user and workspace). */
   readonly isOriginator: boolean;
-  /** The header the actor sent, forwarded opaquely to verification. */
+  /**
+   * The header the actor sent, forwarded opaquely to verification. Not enumerable: a copy of the actor
+   * (`JSON.stringify`, a spread) leaves out its token.
+   */
   readonly header: ContextHeader;
   /**
    * The signal or update being handled (`signal:<name>` or `update:<name>`), when the actor's header

@@ -467,6 +467,15 @@ describe('actors: signals, updates, queries', () => {
     );
   }
 
+  it("an actor handed out by workflow code (a query's result) carries its pseudonyms, not its token", async () => {
+    const handle = await startInteractive(alice);
+    const actor = await runAsUser(carol, () => handle.query<Record<string, unknown>>('whoAsks'));
+    const carols = pseudonymsOf(h.workerRing, carol);
+    expect(actor).toEqual({ subject: carols.userId, workspace: carols.workspaceId, isOriginator: false });
+    await runAsUser(alice, () => handle.signal('go', 'ok'));
+    await handle.result();
+  });
+
   it('same-workspace actor is admitted; query, update and signal see who acted', async () => {
     const handle = await startInteractive(alice);
     expect(await runAsUser(carol, () => handle.executeUpdate('note', { args: ['hi'] }))).toBe('alice');

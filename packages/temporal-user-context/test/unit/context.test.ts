@@ -122,8 +122,11 @@ describe('UserContext schema', () => {
     } catch (err) {
       refusal = err as UserContextError;
     }
-    expect(refusal).toMatchObject({ code: ErrorCodes.INVALID, reason: 'context: 1 unknown key(s)' });
-    expect(refusal!.message).toBe(`${ErrorCodes.INVALID}: context: 1 unknown key(s)`);
+    expect(refusal).toMatchObject({
+      code: ErrorCodes.INVALID,
+      reason: 'context: 1 unknown key(s) (a context has userId, workspaceId and roles only)',
+    });
+    expect(refusal!.message).toBe(`${ErrorCodes.INVALID}: ${refusal!.reason}`);
   });
 
   it('a value that throws when read (a getter, a Proxy trap) is refused as INVALID, not thrown through', () => {

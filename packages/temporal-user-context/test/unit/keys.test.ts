@@ -236,6 +236,21 @@ describe('what a key set must be to load', () => {
     expect(KeyRing.fromJSON(clone(good)).canIssue).toBe(true);
   });
 
+  it('a key file that cannot be read is a named refusal that names the file and why', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tuc-keyfile-'));
+    for (const [path, why] of [
+      [join(dir, 'missing.json'), 'ENOENT'],
+      [dir, 'EISDIR'],
+    ] as const)
+      expect(() => KeyRing.fromEnv({ USER_CONTEXT_KEYS_FILE: path })).toThrow(
+        expect.objectContaining({
+          code: ErrorCodes.MISCONFIGURED,
+          message: expect.stringContaining(`${JSON.stringify(path)} not readable (${why})`),
+        }),
+      );
+    rmSync(dir, { recursive: true });
+  });
+
   it('refuses unknown JWK members and non-canonical base64url', () => {
     refused((s) => Object.assign(s.signing[0]!.jwk, { kid: 'x' }));
     // The same 32 bytes spelled with the two low (padding) bits set: decodes alike, must not load.
