@@ -184,6 +184,9 @@ async function main(): Promise<void> {
     db: database.db,
     client,
     verify: createVerifier(await authFromEnv()),
+    // Warnings and errors only (a 500's details, a record that could not be written): the banner and
+    // the demo's output stay readable.
+    logger: { level: 'warn' },
     scope: { auditor: edge.auditor },
     ...(edge.searchAttributeMirror === 'off' ? {} : { mirrorQuery: (ids) => edge.mirrorQuery(ids) }),
     quotas: quotasFromEnv(),

@@ -65,6 +65,7 @@ import {
 } from './problems.js';
 import { UnfinishedWork } from './unfinished-work.js';
 import { ParserRefusals } from './parser-refusals.js';
+import { validatorCompiler } from './validation.js';
 
 export const WORKFLOW_TYPE = 'AgentExecutionWorkflow';
 /** Shortest schedule interval: a tighter one is a load generator, not an agent schedule. */
@@ -102,7 +103,7 @@ export interface CreateApiOptions {
   client: Client;
   verify: VerifyBearer;
   taskQueue?: string;
-  logger?: boolean;
+  logger?: boolean | { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' };
   /** Options for every withUserScope call (auditor, app role). */
   scope?: Omit<UserScopeOptions, 'requireRole'>;
   /**
@@ -200,12 +201,25 @@ const SCHEDULE_ID = {
  */
 const TEXT = { type: 'string', pattern: '^[^\\u0000\\uD800-\\uDFFF]*$' } as const;
 /**
- * An instruction: at least one character that is not white space, and no C0 control character but tab
- * and line breaks (the workflow's validator refuses them too: `isInstructionText`). Linear: one way to
- * match.
+ * Something to read: at least one character that is not white space, a control or a format character
+ * (zero-width, bidi controls, soft hyphen). Found by review: a name of one zero-width space, an
+ * instruction of one `\u180e`, took a slot and a model step for nothing. One lookahead from the start:
+ * linear.
  */
-const INSTRUCTION_PATTERN =
-  '^[\\t\\n\\r\\p{Zs}\\u2028\\u2029\\uFEFF]*[^\\s\\u0000-\\u001F\\uD800-\\uDFFF][^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\uD800-\\uDFFF]*$';
+const SAYS_SOMETHING = '(?=[\\s\\S]*[^\\s\\p{Cc}\\p{Cf}])';
+/**
+ * An instruction: something to read, and no control character but tab and line breaks (C0 ones the
+ * workflow's validator refuses too, `isInstructionText`; DEL and C1 ones here only).
+ */
+const INSTRUCTION_PATTERN = `^${SAYS_SOMETHING}[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F\\uD800-\\uDFFF]*$`;
+/**
+ * A name (an agent's, a model's): one line, something to read, and no control or bidi control character,
+ * which would make a listing show it as another (`\u202Etxt.exe`).
+ */
+const NAME = {
+  type: 'string',
+  pattern: `^${SAYS_SOMETHING}[^\\p{Cc}\\u2028\\u2029\\u202A-\\u202E\\u2066-\\u2069\\uD800-\\uDFFF]*$`,
+} as const;
 const security = [{ bearerAuth: [] }];
 /**
  * An idempotency key: 1 to 255 visible ASCII characters but `"` and `\`, bare (as most APIs take it)
@@ -373,7 +387,9 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   });
   const app = Fastify({
     logger: options.logger ?? false,
-    ajv: { customOptions: { removeAdditional: false } },
+    // Fastify's own answer to a request that arrives while closing (on a connection kept open) is its
+    // JSON without a code: the hook below answers a problem document instead.
+    return503OnClosing: false,
     // Ids are up to 128 characters (the ID pattern): the router's default of 100 answered a longer
     // one with a bare 414 before any route ran (a member with such an id could not be removed). Past
     // this, frameworkErrors (below) answers 414 with a problem document.
@@ -399,6 +415,23 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         .type('application/problem+json')
         .send(problem(long ? 414 : 400, 'BAD_REQUEST', long ? 'Path parameter too long' : 'Malformed URL'));
     },
+  });
+
+  // Bodies validated as sent, never converted to the schema's types (./validation.ts).
+  app.setValidatorCompiler(validatorCompiler);
+  // Bodies are JSON, and read as they came: found by review, a `text/plain` body reached the routes
+  // (a cancel took one), and one in UTF-16 or gzip was read as UTF-8 JSON. 415 for each, on record.
+  app.removeContentTypeParser('text/plain');
+  app.addHook('preParsing', async (request, _reply, payload) => {
+    const { headers } = request;
+    if (headers['content-length'] === undefined && headers['transfer-encoding'] === undefined) return payload;
+    const encoding = headers['content-encoding']?.trim().toLowerCase();
+    if (encoding !== undefined && encoding !== '' && encoding !== 'identity')
+      throw new ProblemError(415, 'BAD_REQUEST', 'Unsupported media type', 'bodies are not compressed');
+    const charset = /;\s*charset\s*=\s*"?([^";\s]*)/i.exec(headers['content-type'] ?? '')?.[1]?.toLowerCase();
+    if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8')
+      throw new ProblemError(415, 'BAD_REQUEST', 'Unsupported media type', 'bodies are UTF-8 JSON');
+    return payload;
   });
 
   await app.register(swagger, {
@@ -431,6 +464,12 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     const onRecord =
       (typeof err === 'object' && err !== null && audited.has(err)) || parserRefusals.refusedBody(request);
     if (decided && !onRecord && !isUserContextError(err)) requestRefusal(request, body.code);
+    // RFC 9110 §11.6.1 and RFC 6750 §3: a 401 names the scheme to authenticate with.
+    if (body.status === 401)
+      void reply.header(
+        'www-authenticate',
+        body.code === 'AUTH_MISSING' ? 'Bearer' : 'Bearer error="invalid_token"',
+      );
     void reply.status(body.status).type('application/problem+json').send(body);
   });
   // Closing waits for the API's own work in flight (./unfinished-work.ts): Node's server waits for
@@ -443,6 +482,17 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   // The API's first hook: the parser's refusal of bytes that came with the headers follows at once,
   // and must find the request marked (./parser-refusals.ts).
   app.addHook('onRequest', async (request, reply) => parserRefusals.handling(request, reply));
+  // A request that arrives once closing began (on a connection kept open by a request in flight) is
+  // answered at once, and its connection closed: nothing of it runs. Found by review: Fastify's own
+  // 503 was no problem document. Not on record: a state of the service, not a decision on the caller.
+  app.addHook('onRequest', async (_request, reply) => {
+    if (!closing.signal.aborted) return;
+    return reply
+      .status(503)
+      .header('connection', 'close')
+      .type('application/problem+json')
+      .send(problem(503, 'SERVICE_UNAVAILABLE', 'The API is shutting down'));
+  });
   // Every route registered from here on (all but the documentation's, which writes nothing).
   app.addHook('onRoute', (route) => {
     const handler = route.handler;
@@ -477,8 +527,10 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     if (url === undefined || url === '/healthz' || url.startsWith('/docs')) return;
     const header = request.headers.authorization;
     // The scheme's name is case-insensitive (RFC 7235): `bearer` is `Bearer`.
-    const match = header ? /^Bearer ([A-Za-z0-9._~+/=-]+)$/i.exec(header) : null;
-    if (!match?.[1]) throw new AuthError('AUTH_MISSING', 'bearer token required');
+    if (!header) throw new AuthError('AUTH_MISSING', 'bearer token required');
+    const match = /^Bearer ([A-Za-z0-9._~+/=-]+)$/i.exec(header);
+    // A credential was sent, in a form this API does not take (another scheme, text after the token).
+    if (!match?.[1]) throw new AuthError('AUTH_INVALID', 'a bearer token is required');
     request.userContext = await options.verify(match[1]);
     // Before the body is read: a request to another workspace is refused (and audited) as such,
     // whatever its body (malformed, too large, of another type), not answered 400 or 413 without a
@@ -764,9 +816,9 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   const agentBody = {
     type: 'object',
     properties: {
-      name: { ...TEXT, minLength: 1, maxLength: 200 },
+      name: { ...NAME, minLength: 1, maxLength: 200 },
       instructions: { ...TEXT, maxLength: 10_000 },
-      model: { ...TEXT, minLength: 1, maxLength: 200 },
+      model: { ...NAME, minLength: 1, maxLength: 200 },
       tools: {
         type: 'array',
         items: { type: 'string', enum: ['searchWorkspaceDocuments'] },
@@ -839,7 +891,8 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         summary: 'Update an agent (admins)',
         security,
         params: agentParams,
-        body: agentBody,
+        // At least one field: an empty patch changed nothing yet was recorded as an update.
+        body: { ...agentBody, minProperties: 1 },
         response: errors,
       },
     },

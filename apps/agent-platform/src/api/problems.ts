@@ -5,6 +5,7 @@ import {
   WorkflowNotFoundError,
   WorkflowUpdateFailedError,
   isGrpcDeadlineError,
+  isGrpcServiceError,
   QueryNotRegisteredError,
   ServiceError,
 } from '@temporalio/client';
@@ -208,6 +209,17 @@ function updateOutlivedRun(err: WorkflowUpdateFailedError, code: string | undefi
   );
 }
 
+/**
+ * A call Temporal could not be reached for (gRPC `UNAVAILABLE`, 14: the server down or restarting),
+ * here or in the error's causes. Found by review: it was a 500 `INTERNAL`, which clients cannot tell
+ * from a bug; it is worth retrying.
+ */
+function isGrpcUnavailable(err: unknown): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++)
+    if (isGrpcServiceError(e) && e.code === 14) return true;
+  return false;
+}
+
 /** Maps any error to a problem document; unknown errors become a generic 500 with no internals. */
 export function toProblem(err: unknown): Problem {
   if (err instanceof ProblemError) return problem(err.status, err.code, err.title, err.detail);
@@ -227,6 +239,7 @@ export function toProblem(err: unknown): Problem {
   if (err instanceof ScheduleAlreadyRunning)
     return problem(409, 'SCHEDULE_EXISTS', 'Schedule already exists');
   if (isGrpcDeadlineError(err)) return problem(504, 'TEMPORAL_TIMEOUT', 'Temporal did not answer in time');
+  if (isGrpcUnavailable(err)) return problem(503, 'TEMPORAL_UNAVAILABLE', 'Temporal is unavailable');
   if (err instanceof WorkflowUpdateFailedError || err instanceof WorkflowFailedError) {
     const code = failureCode(err);
     if (isUserContextCode(code)) {

@@ -148,7 +148,20 @@ describe('authentication and authorisation', () => {
     expect(res.statusCode).toBe(401);
     expect(res.headers['content-type']).toMatch(/application\/problem\+json/);
     expect(res.body_).toMatchObject({ status: 401, code: 'AUTH_MISSING' });
+    expect(res.headers['www-authenticate']).toBe('Bearer');
     expect(res.body).not.toMatch(/at .*\.ts/);
+  });
+
+  it('refuses a credential in a form it does not take as invalid, not missing (401)', async () => {
+    for (const authorization of ['Basic YWxpY2U6c2VjcmV0', `Bearer ${tokens.alice as string} junk`]) {
+      const res = await app.inject({
+        method: 'GET',
+        url: '/workspaces/ws-acme/agents',
+        headers: { authorization },
+      });
+      expect(res.json(), authorization.slice(0, 6)).toMatchObject({ status: 401, code: 'AUTH_INVALID' });
+      expect(res.headers['www-authenticate']).toBe('Bearer error="invalid_token"');
+    }
   });
 
   it('refuses a bad token and a token of another issuer (401)', async () => {
@@ -631,6 +644,94 @@ describe('agents and members', () => {
   it('validates bodies with a 400 problem', async () => {
     const res = await call('carol', 'POST', '/workspaces/ws-acme/agents', { name: '' });
     expect(res.body_).toMatchObject({ status: 400, code: 'VALIDATION_FAILED' });
+  });
+
+  it('takes JSON bodies as sent: a value of another type is refused, never converted', async () => {
+    const created = await call('carol', 'POST', '/workspaces/ws-acme/agents', {
+      name: 'typed',
+      model: 'local',
+      instructions: 'keep these',
+    });
+    expect(created.statusCode).toBe(201);
+    const agent = `/workspaces/ws-acme/agents/${String(created.body_.id)}`;
+    const runs = `/workspaces/ws-acme/agents/${acmeAgent()}/runs`;
+    for (const [method, url, body] of [
+      // Found by review: each of these was taken, converted to the schema's type.
+      ['PATCH', agent, { instructions: null }],
+      ['POST', runs, { input: 'x', maxTotalSteps: true }],
+      ['POST', runs, { input: 12 }],
+      ['POST', runs, { input: ['x'] }],
+      ['POST', runs, { input: 'x', followUpSeconds: null }],
+      ['POST', '/workspaces/ws-acme/members', { userId: 123, roles: ['member'] }],
+      ['POST', '/workspaces/ws-acme/members', { userId: 'dora', roles: 'member' }],
+      ['POST', '/workspaces/ws-acme/agents', { name: 1, model: 'local' }],
+      ['POST', `/workspaces/ws-acme/agents/${acmeAgent()}/schedules`, { input: 'x', everySeconds: '60' }],
+    ] as const) {
+      const res = await call('carol', method, url, body);
+      expect(res.body_, `${method} ${url} ${JSON.stringify(body)}`).toMatchObject({
+        status: 400,
+        code: 'VALIDATION_FAILED',
+      });
+    }
+    // Nothing was changed or added.
+    const kept = await call('carol', 'GET', agent);
+    expect(kept.body_).toMatchObject({ instructions: 'keep these' });
+    const members = await call('carol', 'GET', '/workspaces/ws-acme/members');
+    expect((members.body_.members as Json[]).map((m) => m.userId)).not.toContain('123');
+    // Names and instructions must say something, and names show as what they are.
+    const instruct = `/runs/${randomUUID()}/instructions`;
+    for (const [method, url, body] of [
+      ['POST', '/workspaces/ws-acme/agents', { name: ' ', model: 'local' }],
+      ['POST', '/workspaces/ws-acme/agents', { name: '\u200b', model: 'local' }],
+      ['POST', '/workspaces/ws-acme/agents', { name: '\u202etxt.exe', model: 'local' }],
+      ['POST', '/workspaces/ws-acme/agents', { name: 'two\nlines', model: 'local' }],
+      ['POST', '/workspaces/ws-acme/agents', { name: 'ok', model: '\u2066' }],
+      ['PATCH', agent, { name: '\u2028' }],
+      ['PATCH', agent, {}],
+      ['POST', instruct, { instruction: '\u200b' }],
+      ['POST', instruct, { instruction: '\u180e' }],
+      ['POST', instruct, { instruction: '\u0085' }],
+      ['POST', instruct, { instruction: 'ok\u007f' }],
+    ] as const) {
+      const res = await call('carol', method, url, body);
+      expect(res.body_, `${method} ${url} ${JSON.stringify(body)}`).toMatchObject({
+        status: 400,
+        code: 'VALIDATION_FAILED',
+      });
+    }
+    // Text in other scripts, with a zero-width joiner inside, is something to read.
+    const named = await call('carol', 'POST', '/workspaces/ws-acme/agents', {
+      name: 'Ассистент 👩\u200d💻',
+      model: 'local',
+    });
+    expect(named.statusCode).toBe(201);
+    // Bodies are JSON in UTF-8, not compressed: anything else is 415 before it is read.
+    for (const headers of [
+      { 'content-type': 'text/plain' },
+      { 'content-type': 'application/json; charset=utf-16' },
+      { 'content-type': 'application/json', 'content-encoding': 'gzip' },
+    ]) {
+      const res = await app.inject({
+        method: 'POST',
+        url: '/workspaces/ws-acme/agents',
+        headers: { authorization: `Bearer ${tokens.carol as string}`, ...headers },
+        payload: JSON.stringify({ name: 'sent', model: 'local' }),
+      });
+      expect(res.statusCode, JSON.stringify(headers)).toBe(415);
+      expect(res.json(), JSON.stringify(headers)).toMatchObject({ status: 415, code: 'BAD_REQUEST' });
+    }
+    const utf8 = await app.inject({
+      method: 'POST',
+      url: '/workspaces/ws-acme/agents',
+      headers: {
+        authorization: `Bearer ${tokens.carol as string}`,
+        'content-type': 'application/json; charset=UTF-8',
+      },
+      payload: JSON.stringify({ name: 'sent', model: 'local' }),
+    });
+    expect(utf8.statusCode).toBe(201);
+    // Query strings are text: still read as the schema's numbers.
+    expect((await call('carol', 'GET', '/workspaces/ws-acme/runs?limit=5')).statusCode).toBe(200);
   });
 
   it('refuses text PostgreSQL cannot store (NUL, a lone surrogate) with a 400, before anything is written', async () => {

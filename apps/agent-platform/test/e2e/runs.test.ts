@@ -760,6 +760,35 @@ describe('closing the API', () => {
     expect(atClose).toEqual({ status: 'failed', error: 'RUN_TERMINATED' });
   });
 
+  it('answers a request that arrives while closing with a 503 problem document, and closes its connection', async () => {
+    const { runId } = await startRun(p.idleCall, { input: 'Tell me about roadmap' });
+    const { client: held, describing, release } = describeHeld();
+    const api = await otherApi(p, { client: held });
+    const get = `GET /runs/${runId} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${p.tokens.alice as string}\r\n\r\n`;
+    // The first request holds the connection open while closing begins; the second is pipelined.
+    const socket = await rawRequest(api, get);
+    let received = '';
+    socket.on('data', (chunk: Buffer) => (received += chunk.toString('latin1')));
+    const ended = new Promise<void>((resolve) => socket.on('close', () => resolve()));
+    await describing;
+    const closing = api.close();
+    await new Promise((resolve) => setTimeout(resolve, 100));
+    socket.write(get);
+    release();
+    await ended;
+    await closing;
+    const answers = received.split(/(?=HTTP\/1\.1 )/);
+    expect(answers).toHaveLength(2);
+    expect(answers[0]).toMatch(/^HTTP\/1\.1 200 /);
+    expect(answers[1]).toMatch(/^HTTP\/1\.1 503 /);
+    expect(answers[1]).toMatch(/\r\ncontent-type: application\/problem\+json/i);
+    expect(answers[1]).toMatch(/\r\nconnection: close\r\n/i);
+    expect(JSON.parse(answers[1]!.slice(answers[1]!.indexOf('\r\n\r\n') + 4))).toMatchObject({
+      status: 503,
+      code: 'SERVICE_UNAVAILABLE',
+    });
+  });
+
   it('does not wait out its deadline for a POST whose client left during authentication', async () => {
     // Found by review: a request begun was waited for until its answer or its handler, and a POST whose
     // client left (its body read, or never to be) reached neither, so closing waited out its whole

@@ -88,6 +88,23 @@ describe('failure codes', () => {
   });
 });
 
+describe('Temporal unreachable', () => {
+  it('is a 503 TEMPORAL_UNAVAILABLE, also as the cause of a client error; other gRPC errors stay 500', () => {
+    const grpc = (code: number) =>
+      Object.assign(new Error(`${code} UNAVAILABLE: No connection established`), {
+        code,
+        details: 'No connection established',
+        metadata: {},
+      });
+    expect(toProblem(grpc(14))).toMatchObject({ status: 503, code: 'TEMPORAL_UNAVAILABLE' });
+    expect(toProblem(new Error('start failed', { cause: grpc(14) }))).toMatchObject({
+      status: 503,
+      code: 'TEMPORAL_UNAVAILABLE',
+    });
+    expect(toProblem(grpc(13))).toMatchObject({ status: 500, code: 'INTERNAL' });
+  });
+});
+
 describe('query refusals', () => {
   it("take the code a query failure's message carries, and no other error's", () => {
     const refused = new QueryNotRegisteredError(
