@@ -57,7 +57,7 @@ async function main(): Promise<void> {
   await assertPlatformIsolation(database.db);
   // Refusals of anonymous requests, and of a removed member's, reach the table once per kind and
   // minute, with a count (edgeDatabaseAudit); the pino sink logs every record, as in main.ts.
-  const dbAudit = edgeDatabaseAudit(postgresAuditSink(database.db));
+  const dbAudit = edgeDatabaseAudit(postgresAuditSink(database.auditDb));
   const plugin = new UserContextPlugin({
     keys: platformKeyRing('edge'),
     audit: [dbAudit, pinoAuditSink()],

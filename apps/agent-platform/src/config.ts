@@ -26,6 +26,12 @@ export const DATA_DIR = process.env.AGENT_PLATFORM_DATA_DIR
 
 export interface OpenedDatabase {
   db: SqlDatabase;
+  /**
+   * For the audit sinks: with `DATABASE_URL`, a pool of {@link AUDIT_POOL_SIZE} connections of their
+   * own, so that the records of a busy moment are not queued behind the work they record (the sink's
+   * backlog is bounded: records past it are dropped); with PGlite, `db` (one connection).
+   */
+  auditDb: SqlDatabase;
   kind: 'pg' | 'pglite';
   /**
    * Ends the pool. A PostgreSQL pool waits for its connections, and one stuck in a database that hangs
@@ -41,20 +47,38 @@ export interface OpenedDatabase {
  */
 export const DATABASE_OPTIONS = { seal: true } as const;
 
+/** Connections of the audit sinks' own pool ({@link OpenedDatabase.auditDb}). */
+export const AUDIT_POOL_SIZE = 2;
+
+/**
+ * Limits of every connection to `DATABASE_URL`. Found by review: with none, a database that stalls
+ * (a lock, an outage) held API requests and activities without end in pg's queue for a connection.
+ * - `connectionTimeoutMillis`: the longest wait for a connection (pg's default, 0, waits for ever);
+ * - `statement_timeout`: the longest statement (the migrations lift it for their own session);
+ * - `idle_in_transaction_session_timeout`: a transaction left open by a stalled client ends.
+ */
+export const POOL_LIMITS = {
+  connectionTimeoutMillis: 10_000,
+  statement_timeout: 30_000,
+  idle_in_transaction_session_timeout: 60_000,
+} as const;
+
 /** DATABASE_URL (a pg Pool) when set, else PGlite persisted at `<data>/pglite` (with pgcrypto). */
 export async function openDatabase(
   options: { url?: string; pgliteDir?: string } = {},
 ): Promise<OpenedDatabase> {
   const url = options.url ?? process.env.DATABASE_URL;
   if (url) {
-    const pool = new pg.Pool({ connectionString: url, max: 10 });
+    const pool = new pg.Pool({ connectionString: url, max: 10, ...POOL_LIMITS });
+    const auditPool = new pg.Pool({ connectionString: url, max: AUDIT_POOL_SIZE, ...POOL_LIMITS });
     return {
       db: fromPgPool(pool, DATABASE_OPTIONS),
+      auditDb: fromPgPool(auditPool, DATABASE_OPTIONS),
       kind: 'pg',
       close: async (timeoutMs = AUDIT_FLUSH_TIMEOUT_MS) => {
         let timer: ReturnType<typeof setTimeout> | undefined;
         const ended = await Promise.race([
-          pool.end().then(() => true),
+          Promise.all([pool.end(), auditPool.end()]).then(() => true),
           new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), timeoutMs))),
         ]);
         clearTimeout(timer);
@@ -68,7 +92,8 @@ export async function openDatabase(
   mkdirSync(dir, { recursive: true });
   const lite = new PGlite(dir, { extensions: { pgcrypto } });
   await lite.waitReady;
-  return { db: fromPGlite(lite, DATABASE_OPTIONS), kind: 'pglite', close: () => lite.close() };
+  const db = fromPGlite(lite, DATABASE_OPTIONS);
+  return { db, auditDb: db, kind: 'pglite', close: () => lite.close() };
 }
 
 /**

@@ -103,7 +103,7 @@ async function main(): Promise<void> {
   const database = await openDatabase();
   await migrate(database.db);
   await assertPlatformIsolation(database.db);
-  const dbAudit = postgresAuditSink(database.db);
+  const dbAudit = postgresAuditSink(database.auditDb);
   // The demo's agents and documents are written as each workspace's admin: on the platform's trail.
   const agents = await seedDemo(database.db, undefined, { auditor: new Auditor([dbAudit]) });
   // Refusals of anonymous requests, and of a removed member's, reach the table once per kind and

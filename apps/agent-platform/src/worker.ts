@@ -114,7 +114,7 @@ async function main(): Promise<void> {
   const queue = taskQueue();
   const { connection, namespace } = await connectWorker();
   // Handler calls anyone may send at any rate reach the table once per kind and minute (worker-audit.ts).
-  const dbAudit = workerDatabaseAudit(postgresAuditSink(database.db));
+  const dbAudit = workerDatabaseAudit(postgresAuditSink(database.auditDb));
   const worker = await createWorker({
     connection,
     namespace,

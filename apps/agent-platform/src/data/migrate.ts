@@ -71,6 +71,9 @@ export async function migrate(db: SqlDatabase, options: MigrateOptions = {}): Pr
     // node-pg-migrate's own bookkeeping table. RESET here as well as by the adapter's session reset:
     // `migrate` takes any SqlDatabase, not only this package's adapters.
     await session.exec(`SET ROLE ${quoteIdent(ownerRole)}`);
+    // No statement limit for the migrations (an index built on a large table takes what it takes); the
+    // platform's connections have one (config.ts, POOL_LIMITS), which RESET brings back.
+    await session.exec('SET statement_timeout = 0');
     try {
       return await runner({
         dbClient: pgClientShim(session),
@@ -86,6 +89,7 @@ export async function migrate(db: SqlDatabase, options: MigrateOptions = {}): Pr
       });
     } finally {
       await session.exec('RESET ROLE');
+      await session.exec('RESET statement_timeout');
     }
   });
 }
