@@ -44,6 +44,7 @@ import {
   type AgentRun,
   type RunRecordEnding,
 } from '../data/repositories/index.js';
+import { PAGE_CURSOR_PATTERN } from '../data/repositories/common.js';
 import {
   TASK_QUEUE,
   type AgentExecutionInput,
@@ -221,6 +222,8 @@ const NAME = {
   pattern: `^${SAYS_SOMETHING}[^\\p{Cc}\\u2028\\u2029\\u202A-\\u202E\\u2066-\\u2069\\uD800-\\uDFFF]*$`,
 } as const;
 const security = [{ bearerAuth: [] }];
+/** A listing's page cursor, as the `next` of the page before gives it. */
+const PAGE_CURSOR = { type: 'string', pattern: PAGE_CURSOR_PATTERN } as const;
 /**
  * An idempotency key: 1 to 255 visible ASCII characters but `"` and `\`, bare (as most APIs take it)
  * or quoted (`"…"`, the structured-field string the IETF draft writes).
@@ -649,20 +652,32 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       );
     }
   };
-  app.get(
+  app.get<{ Params: { ws: string }; Querystring: { limit?: number; after?: string } }>(
     '/workspaces/:ws/members',
     {
       schema: {
         tags: ['members'],
-        summary: 'List members (admins)',
+        summary:
+          'List members by user id (admins), a page at a time (`after`: the `next` of the page before)',
         security,
         params: { type: 'object', properties: { ws: ID }, required: ['ws'] },
+        querystring: {
+          type: 'object',
+          properties: { limit: { type: 'integer', minimum: 1, maximum: 500 }, after: ID },
+          additionalProperties: false,
+        },
         response: errors,
       },
     },
-    async (request) => ({
-      members: await scoped(request, (tx) => new MembershipRepository(tx).list(), 'admin'),
-    }),
+    async (request) => {
+      const { limit = 100, after } = request.query;
+      const page = await scoped(
+        request,
+        (tx) => new MembershipRepository(tx).page(after === undefined ? { limit } : { limit, after }),
+        'admin',
+      );
+      return { members: page.items, ...(page.next === undefined ? {} : { next: page.next }) };
+    },
   );
   app.post<{ Params: { ws: string }; Body: { userId: string; roles: string[] } }>(
     '/workspaces/:ws/members',
@@ -830,18 +845,29 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   const agentParams = { type: 'object', properties: { ws: ID, agentId: UUID }, required: ['ws', 'agentId'] };
   type AgentBody = { name: string; instructions?: string; model?: string; tools?: string[] };
 
-  app.get(
+  app.get<{ Params: { ws: string }; Querystring: { limit?: number; before?: string } }>(
     '/workspaces/:ws/agents',
     {
       schema: {
         tags: ['agents'],
-        summary: 'List agents',
+        summary: 'List agents, newest first, a page at a time (`before`: the `next` of the page before)',
         security,
         params: { type: 'object', properties: { ws: ID }, required: ['ws'] },
+        querystring: {
+          type: 'object',
+          properties: { limit: { type: 'integer', minimum: 1, maximum: 500 }, before: PAGE_CURSOR },
+          additionalProperties: false,
+        },
         response: errors,
       },
     },
-    async (request) => ({ agents: await scoped(request, (tx) => new AgentRepository(tx).list()) }),
+    async (request) => {
+      const { limit = 100, before } = request.query;
+      const page = await scoped(request, (tx) =>
+        new AgentRepository(tx).page(before === undefined ? { limit } : { limit, before }),
+      );
+      return { agents: page.items, ...(page.next === undefined ? {} : { next: page.next }) };
+    },
   );
   app.post<{ Params: { ws: string }; Body: AgentBody }>(
     '/workspaces/:ws/agents',
@@ -1158,30 +1184,35 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     },
   );
 
-  app.get<{ Params: { ws: string }; Querystring: { agentId?: string; limit?: number } }>(
+  app.get<{ Params: { ws: string }; Querystring: { agentId?: string; limit?: number; before?: string } }>(
     '/workspaces/:ws/runs',
     {
       schema: {
         tags: ['runs'],
-        summary: "List the workspace's runs, newest first (optionally of one agent)",
+        summary:
+          "List the workspace's runs, newest first (optionally of one agent), a page at a time (`before`: the `next` of the page before)",
         security,
         params: { type: 'object', properties: { ws: ID }, required: ['ws'] },
         querystring: {
           type: 'object',
-          properties: { agentId: UUID, limit: { type: 'integer', minimum: 1, maximum: 500 } },
+          properties: {
+            agentId: UUID,
+            limit: { type: 'integer', minimum: 1, maximum: 500 },
+            before: PAGE_CURSOR,
+          },
           additionalProperties: false,
         },
         response: errors,
       },
     },
     async (request) => {
-      const { agentId, limit = 50 } = request.query;
-      const runs = await scoped(request, (tx) => {
-        const repo = new AgentRunRepository(tx);
-        return agentId ? repo.listForAgent(agentId, limit) : repo.list(limit);
-      });
+      const { agentId, limit = 50, before } = request.query;
+      const page = await scoped(request, (tx) =>
+        new AgentRunRepository(tx).page(before === undefined ? { limit } : { limit, before }, agentId),
+      );
       return {
-        runs: runs.map((r) => ({
+        ...(page.next === undefined ? {} : { next: page.next }),
+        runs: page.items.map((r) => ({
           runId: r.id,
           agentId: r.agentId,
           workflowId: r.workflowId,

@@ -601,6 +601,76 @@ describe('agents and members', () => {
     ]);
   });
 
+  it('lists agents, runs and members a page at a time; a cursor outlives its row', async () => {
+    /** Every item of a listing, walked `limit` at a time through its cursors. */
+    const walk = async (path: string, key: string, cursor: string, limit: number) => {
+      const seen: Json[] = [];
+      let next: string | undefined;
+      let pages = 0;
+      do {
+        const query = `limit=${limit}${next === undefined ? '' : `&${cursor}=${encodeURIComponent(next)}`}`;
+        const res = await call('carol', 'GET', `${path}?${query}`);
+        expect(res.statusCode, query).toBe(200);
+        seen.push(...(res.body_[key] as Json[]));
+        next = res.body_.next as string | undefined;
+        pages++;
+      } while (next !== undefined && pages < 100);
+      return { seen, pages };
+    };
+    const made: string[] = [];
+    for (let i = 0; i < 5; i++) {
+      const res = await call('carol', 'POST', '/workspaces/ws-acme/agents', {
+        name: `paged ${i}`,
+        model: 'local',
+      });
+      made.push(String(res.body_.id));
+    }
+    for (let i = 0; i < 3; i++)
+      expect(
+        (
+          await call('carol', 'POST', `/workspaces/ws-acme/agents/${acmeAgent()}/runs`, {
+            input: `page ${i}`,
+          })
+        ).statusCode,
+      ).toBe(202);
+    await call('carol', 'POST', '/workspaces/ws-acme/members', { userId: 'pager-1', roles: ['member'] });
+    await call('carol', 'POST', '/workspaces/ws-acme/members', { userId: 'pager-2', roles: ['member'] });
+    for (const [path, key, cursor, id] of [
+      ['/workspaces/ws-acme/agents', 'agents', 'before', 'id'],
+      ['/workspaces/ws-acme/runs', 'runs', 'before', 'runId'],
+      ['/workspaces/ws-acme/members', 'members', 'after', 'userId'],
+    ] as const) {
+      const whole = await call('carol', 'GET', `${path}?limit=500`);
+      expect(whole.body_.next, path).toBeUndefined();
+      const all = (whole.body_[key] as Json[]).map((item) => item[id]);
+      expect(all.length, path).toBeGreaterThan(2);
+      const { seen, pages } = await walk(path, key, cursor, 2);
+      expect(
+        seen.map((item) => item[id]),
+        path,
+      ).toEqual(all);
+      // A full last page says there is no next one: no empty page to fetch.
+      expect(pages, path).toBe(Math.ceil(all.length / 2));
+    }
+    const first = await call('carol', 'GET', '/workspaces/ws-acme/agents?limit=2');
+    // Newest first: the last two made.
+    expect((first.body_.agents as Json[]).map((a) => a.id)).toEqual([made[4], made[3]]);
+    // The cursor's own agent is deleted: the next page goes on from where it was.
+    expect((await call('carol', 'DELETE', `/workspaces/ws-acme/agents/${made[3]}`)).statusCode).toBe(204);
+    const second = await call(
+      'carol',
+      'GET',
+      `/workspaces/ws-acme/agents?limit=2&before=${encodeURIComponent(String(first.body_.next))}`,
+    );
+    expect((second.body_.agents as Json[]).map((a) => a.id)).toEqual([made[2], made[1]]);
+    for (const bad of ['x', `1.${made[0]!.toUpperCase()}`, `-1.${made[0]}`])
+      expect((await call('carol', 'GET', `/workspaces/ws-acme/agents?before=${bad}`)).statusCode, bad).toBe(
+        400,
+      );
+    await call('carol', 'DELETE', '/workspaces/ws-acme/members/pager-1');
+    await call('carol', 'DELETE', '/workspaces/ws-acme/members/pager-2');
+  });
+
   it('admins list and add members', async () => {
     const added = await call('carol', 'POST', '/workspaces/ws-acme/members', {
       userId: 'erin',

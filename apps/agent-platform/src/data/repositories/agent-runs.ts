@@ -1,5 +1,5 @@
 import { RunErrorCodes } from '../../workflows/run-policy.js';
-import { isUuid, iso, type Scope } from './common.js';
+import { isUuid, iso, keysetPage, type Page, type PageRequest, type Scope } from './common.js';
 
 export type AgentRunStatus = 'pending' | 'running' | 'completed' | 'failed' | 'cancelled';
 
@@ -262,20 +262,24 @@ export class AgentRunRepository {
 
   /** The workspace's runs, newest first (index agent_runs_workspace_idx). */
   async list(limit = 100): Promise<AgentRun[]> {
-    const { rows } = await this.scope.query<AgentRunRow>(
-      `select ${COLUMNS} from agent_runs order by created_at desc, id limit $1`,
-      [limit],
-    );
-    return rows.map(toRun);
+    return (await this.page({ limit })).items;
   }
 
   async listForAgent(agentId: string, limit = 100): Promise<AgentRun[]> {
-    if (!isUuid(agentId)) return [];
-    const { rows } = await this.scope.query<AgentRunRow>(
-      `select ${COLUMNS} from agent_runs where agent_id = $1 order by created_at desc, id limit $2`,
-      [agentId, limit],
+    return (await this.page({ limit }, agentId)).items;
+  }
+
+  /** A page of the workspace's runs (of one agent, when given), newest first ({@link keysetPage}). */
+  async page(page: PageRequest, agentId?: string): Promise<Page<AgentRun>> {
+    if (agentId !== undefined && !isUuid(agentId)) return { items: [] };
+    const { rows, next } = await keysetPage<AgentRunRow>(
+      this.scope,
+      agentId === undefined
+        ? { columns: COLUMNS, table: 'agent_runs', where: 'true', values: [] }
+        : { columns: COLUMNS, table: 'agent_runs', where: 't.agent_id = $3', values: [agentId] },
+      page,
     );
-    return rows.map(toRun);
+    return next === undefined ? { items: rows.map(toRun) } : { items: rows.map(toRun), next };
   }
 
   /**

@@ -1,4 +1,4 @@
-import { isUuid, iso, type Scope } from './common.js';
+import { isUuid, iso, keysetPage, type Page, type PageRequest, type Scope } from './common.js';
 
 export interface Agent {
   id: string;
@@ -73,11 +73,17 @@ export class AgentRepository {
   }
 
   async list(limit = 100): Promise<Agent[]> {
-    const { rows } = await this.scope.query<AgentRow>(
-      `select ${COLUMNS} from agents order by created_at desc, id limit $1`,
-      [limit],
+    return (await this.page({ limit })).items;
+  }
+
+  /** A page of the workspace's agents, newest first ({@link keysetPage}). */
+  async page(page: PageRequest): Promise<Page<Agent>> {
+    const { rows, next } = await keysetPage<AgentRow>(
+      this.scope,
+      { columns: COLUMNS, table: 'agents', where: 'true', values: [] },
+      page,
     );
-    return rows.map(toAgent);
+    return next === undefined ? { items: rows.map(toAgent) } : { items: rows.map(toAgent), next };
   }
 
   /** Updates the given fields; `undefined` when the agent does not exist in this workspace. */

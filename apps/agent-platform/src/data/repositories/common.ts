@@ -21,3 +21,58 @@ export function isUuid(value: unknown): value is string {
 export function iso(value: unknown): string {
   return value instanceof Date ? value.toISOString() : String(value);
 }
+
+/**
+ * One page of a listing, newest first: at most `limit` items, and `next`, the cursor of the page after
+ * it, when there may be one.
+ */
+export interface Page<T> {
+  items: T[];
+  next?: string;
+}
+
+/** Where a page begins: after the item a cursor names (`<created_at in µs since 1970>.<id>`). */
+export interface PageRequest {
+  limit: number;
+  before?: string;
+}
+
+/** The shape of a page cursor; the API's schema takes this pattern. */
+export const PAGE_CURSOR_PATTERN =
+  '^[0-9]{1,19}\\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$';
+const PAGE_CURSOR = new RegExp(PAGE_CURSOR_PATTERN);
+
+/**
+ * A keyset page of `table`'s rows (`created_at desc, id desc`) that match `where` (SQL over `$3…`,
+ * `true` for all), as `columns` plus their cursor. Keyed by the row's own values, not by a row to look
+ * up: a cursor stays good when its row is deleted meanwhile, and new rows never shift a page. A cursor
+ * of another shape is refused (a `RangeError`: the API's schema refuses it first).
+ */
+export async function keysetPage<Row>(
+  scope: Scope,
+  sql: { columns: string; table: string; where: string; values: unknown[] },
+  page: PageRequest,
+): Promise<{ rows: Row[]; next?: string }> {
+  let after: [string, string] | [null, null] = [null, null];
+  if (page.before !== undefined) {
+    if (!PAGE_CURSOR.test(page.before)) throw new RangeError('not a page cursor');
+    const [us, id] = page.before.split('.') as [string, string];
+    after = [us, id];
+  }
+  // One row more than the page: whether there is a next page, without a page that comes back empty.
+  const { rows } = await scope.query<Row & { page_cursor: string }>(
+    `select ${sql.columns},
+            ((extract(epoch from t.created_at) * 1000000)::bigint)::text || '.' || t.id::text as page_cursor
+       from ${sql.table} as t
+      where ${sql.where}
+        and ($1::bigint is null
+             or (t.created_at, t.id) < (timestamptz 'epoch' + $1::bigint * interval '1 microsecond', $2::uuid))
+      order by t.created_at desc, t.id desc
+      limit ${Math.trunc(page.limit) + 1}`,
+    [...after, ...sql.values],
+  );
+  const more = rows.length > page.limit;
+  const kept = more ? rows.slice(0, page.limit) : rows;
+  const last = kept.at(-1);
+  return more && last ? { rows: kept, next: last.page_cursor } : { rows: kept };
+}

@@ -1,5 +1,5 @@
 import { ErrorCodes, UserContextError } from 'temporal-user-context';
-import { iso, type Scope } from './common.js';
+import { iso, type Page, type Scope } from './common.js';
 
 export interface Workspace {
   id: string;
@@ -47,6 +47,23 @@ export class MembershipRepository {
       'select workspace_id, user_id, roles from memberships order by user_id',
     );
     return rows.map((r) => ({ workspaceId: r.workspace_id, userId: r.user_id, roles: r.roles }));
+  }
+
+  /**
+   * A page of the members, by user id (`after`: the last user id of the previous page). `next` is the
+   * cursor of the page after it, when there may be one.
+   */
+  async page(page: { limit: number; after?: string }): Promise<Page<Membership>> {
+    const { rows } = await this.scope.query<{ workspace_id: string; user_id: string; roles: string[] }>(
+      `select workspace_id, user_id, roles from memberships
+        where ($1::text is null or user_id > $1) order by user_id limit ${Math.trunc(page.limit) + 1}`,
+      [page.after ?? null],
+    );
+    const items = rows
+      .slice(0, page.limit)
+      .map((r) => ({ workspaceId: r.workspace_id, userId: r.user_id, roles: r.roles }));
+    const last = items.at(-1);
+    return rows.length > page.limit && last ? { items, next: last.userId } : { items };
   }
 
   /**
