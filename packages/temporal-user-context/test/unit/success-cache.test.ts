@@ -62,6 +62,28 @@ describe('SuccessCache', () => {
     expect(calls).toHaveLength(4);
   });
 
+  it('evicts the least recently used: a key in use outlasts newer keys used once', async () => {
+    const cache = new SuccessCache<string>(2);
+    const { lookup, calls } = controlled<string>();
+    const add = async (key: string) => {
+      const got = cache.get(key, lookup);
+      calls.at(-1)!.resolve(key);
+      await got;
+      await settle();
+    };
+    await add('a');
+    await add('b');
+    // 'a' is used again: 'b' is now the one used least recently.
+    expect(await cache.get('a', lookup)).toBe('a');
+    await add('c');
+    expect(calls).toHaveLength(3);
+    void cache.get('a', lookup);
+    void cache.get('c', lookup);
+    expect(calls).toHaveLength(3);
+    void cache.get('b', lookup);
+    expect(calls).toHaveLength(4);
+  });
+
   it('bad keys, in flight or failed, do not push good ones out', async () => {
     const cache = new SuccessCache<string>(3);
     const { lookup, calls } = controlled<string>();
