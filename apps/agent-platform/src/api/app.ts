@@ -187,10 +187,30 @@ const problemSchema = {
     code: { type: 'string' },
     detail: { type: 'string' },
   },
+  required: ['type', 'title', 'status', 'code'],
 } as const;
-const errors = { 400: problemSchema, 401: problemSchema, 403: problemSchema, 404: problemSchema };
+/** A refusal's answer as the API sends it: a problem document (RFC 9457), its `code` stable. */
+const problemResponse = (description: string) => ({
+  description,
+  content: { 'application/problem+json': { schema: problemSchema } },
+});
+/**
+ * The problems every route may answer. Found by review: the document declared four statuses as
+ * `application/json`; every route may also answer 408, 413, 414, 415, 431 (the request itself), 409,
+ * 422, 429 (by route) and 5xx (the service), listed in docs/agent-platform.md with their codes.
+ */
+const errors = {
+  400: problemResponse('VALIDATION_FAILED, BAD_REQUEST'),
+  401: problemResponse('AUTH_MISSING, AUTH_INVALID, AUTH_EXPIRED'),
+  403: problemResponse('WORKSPACE_MISMATCH, FORBIDDEN, and the user-context codes that forbid'),
+  404: problemResponse('NOT_FOUND, RUN_NOT_FOUND, AGENT_NOT_FOUND, SCHEDULE_NOT_FOUND'),
+  '4xx': problemResponse('a request refused by its state or size: see docs/agent-platform.md, Errors'),
+  '5xx': problemResponse(
+    'INTERNAL, AUTH_UNAVAILABLE, TEMPORAL_UNAVAILABLE, SERVICE_UNAVAILABLE, TEMPORAL_TIMEOUT, INSTRUCTION_TIMEOUT',
+  ),
+};
 /** The errors of a route a workspace's quota may refuse. */
-const limitedErrors = { ...errors, 429: problemSchema };
+const limitedErrors = { ...errors, 429: problemResponse('QUOTA_EXCEEDED') };
 const SCHEDULE_ID = {
   type: 'string',
   pattern: `^${SCHEDULE_PREFIX}[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$`,
@@ -1031,7 +1051,11 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           properties: { 'idempotency-key': IDEMPOTENCY_KEY },
         },
         body: runBody,
-        response: { ...limitedErrors, 422: problemSchema, 504: problemSchema },
+        response: {
+          ...limitedErrors,
+          422: problemResponse('IDEMPOTENCY_KEY_REUSED'),
+          504: problemResponse('TEMPORAL_TIMEOUT'),
+        },
       },
     },
     async (request, reply) => {
@@ -1479,7 +1503,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           type: 'object',
           properties: { waitSeconds: { type: 'integer', minimum: 0, maximum: 60 } },
         },
-        response: { ...errors, 504: problemSchema },
+        response: { ...errors, 504: problemResponse('TEMPORAL_TIMEOUT') },
       },
     },
     async (request, reply) => {
@@ -1564,7 +1588,11 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           required: ['instruction'],
           additionalProperties: false,
         },
-        response: { ...errors, 409: problemSchema, 504: problemSchema },
+        response: {
+          ...errors,
+          409: problemResponse('RUN_NOT_RUNNING, INSTRUCTION_REJECTED'),
+          504: problemResponse('INSTRUCTION_TIMEOUT, TEMPORAL_TIMEOUT'),
+        },
       },
     },
     async (request, reply) => {
@@ -1627,7 +1655,11 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           required: ['everySeconds', 'input'],
           additionalProperties: false,
         },
-        response: { ...limitedErrors, 409: problemSchema, 422: problemSchema },
+        response: {
+          ...limitedErrors,
+          409: problemResponse('SCHEDULE_EXISTS, IDEMPOTENCY_KEY_IN_USE'),
+          422: problemResponse('IDEMPOTENCY_KEY_REUSED'),
+        },
       },
     },
     async (request, reply) => {

@@ -830,7 +830,15 @@ describe('agents and members', () => {
   it('serves the OpenAPI document', async () => {
     const res = await app.inject({ method: 'GET', url: '/docs/json' });
     expect(res.statusCode).toBe(200);
-    expect(Object.keys((JSON.parse(res.body) as { paths: Json }).paths)).toContain('/runs/{runId}');
+    const document = JSON.parse(res.body) as { paths: Record<string, Record<string, Json>> };
+    expect(Object.keys(document.paths)).toContain('/runs/{runId}');
+    // Refusals are declared as what they are sent as: problem documents, their code required.
+    const responses = document.paths['/runs/{runId}']!.get!.responses as Record<string, Json>;
+    for (const status of ['400', '401', '404', '4XX', '5XX']) {
+      const content = responses[status]?.content as Record<string, { schema: Json }> | undefined;
+      expect(Object.keys(content ?? {}), status).toEqual(['application/problem+json']);
+      expect(content!['application/problem+json']!.schema.required, status).toContain('code');
+    }
   });
 });
 
