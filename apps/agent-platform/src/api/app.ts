@@ -206,7 +206,7 @@ const errors = {
   404: problemResponse('NOT_FOUND, RUN_NOT_FOUND, AGENT_NOT_FOUND, SCHEDULE_NOT_FOUND'),
   '4xx': problemResponse('a request refused by its state or size: see docs/agent-platform.md, Errors'),
   '5xx': problemResponse(
-    'INTERNAL, AUTH_UNAVAILABLE, TEMPORAL_UNAVAILABLE, SERVICE_UNAVAILABLE, TEMPORAL_TIMEOUT, INSTRUCTION_TIMEOUT',
+    'INTERNAL, AUTH_UNAVAILABLE, TEMPORAL_UNAVAILABLE, TEMPORAL_TIMEOUT, INSTRUCTION_TIMEOUT',
   ),
 };
 /** The errors of a route a workspace's quota may refuse. */
@@ -223,16 +223,17 @@ const SCHEDULE_ID = {
 const TEXT = { type: 'string', pattern: '^[^\\u0000\\uD800-\\uDFFF]*$' } as const;
 /**
  * Something to read: at least one character that is not white space, a control or a format character
- * (zero-width, bidi controls, soft hyphen). Found by review: a name of one zero-width space, an
+ * (zero-width, bidi controls, soft hyphen), a combining mark alone, or a blank that is a letter or a
+ * symbol by its class (the Hangul fillers, the blank braille pattern). Found by review: a name of one zero-width space, an
  * instruction of one `\u180e`, took a slot and a model step for nothing. One lookahead from the start:
  * linear.
  */
-const SAYS_SOMETHING = '(?=[\\s\\S]*[^\\s\\p{Cc}\\p{Cf}])';
+const SAYS_SOMETHING = '(?=[\\s\\S]*[^\\s\\p{Cc}\\p{Cf}\\p{M}\\u115F\\u1160\\u3164\\uFFA0\\u2800])';
 /**
- * An instruction: something to read, and no control character but tab and line breaks (C0 ones the
- * workflow's validator refuses too, `isInstructionText`; DEL and C1 ones here only).
+ * An instruction: something to read, and no control character but tab and line breaks (NEL among
+ * them: C0 ones the workflow's validator refuses too, `isInstructionText`; DEL and C1 ones here only).
  */
-const INSTRUCTION_PATTERN = `^${SAYS_SOMETHING}[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u009F\\uD800-\\uDFFF]*$`;
+const INSTRUCTION_PATTERN = `^${SAYS_SOMETHING}[^\\u0000-\\u0008\\u000B\\u000C\\u000E-\\u001F\\u007F-\\u0084\\u0086-\\u009F\\uD800-\\uDFFF]*$`;
 /**
  * A name (an agent's, a model's): one line, something to read, and no control or bidi control character,
  * which would make a listing show it as another (`\u202Etxt.exe`).
@@ -410,8 +411,9 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   });
   const app = Fastify({
     logger: options.logger ?? false,
-    // Fastify's own answer to a request that arrives while closing (on a connection kept open) is its
-    // JSON without a code: the hook below answers a problem document instead.
+    // A request that arrives while closing runs as any other (closing waits for it): Fastify's own 503
+    // for it was no problem document. None should: every answer sent once closing began closes its
+    // connection (the onSend hook below), and Node closes the idle ones as closing begins.
     return503OnClosing: false,
     // Ids are up to 128 characters (the ID pattern): the router's default of 100 answered a longer
     // one with a bare 414 before any route ran (a member with such an id could not be removed). Past
@@ -447,12 +449,17 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   app.removeContentTypeParser('text/plain');
   app.addHook('preParsing', async (request, _reply, payload) => {
     const { headers } = request;
-    if (headers['content-length'] === undefined && headers['transfer-encoding'] === undefined) return payload;
+    // Only a body that will be read: Fastify reads none for GET and HEAD, and an empty one is no body.
+    if (request.method === 'GET' || request.method === 'HEAD') return payload;
+    const length = headers['content-length'];
+    if (length === '0' || (length === undefined && headers['transfer-encoding'] === undefined))
+      return payload;
     const encoding = headers['content-encoding']?.trim().toLowerCase();
     if (encoding !== undefined && encoding !== '' && encoding !== 'identity')
       throw new ProblemError(415, 'BAD_REQUEST', 'Unsupported media type', 'bodies are not compressed');
     const charset = /;\s*charset\s*=\s*"?([^";\s]*)/i.exec(headers['content-type'] ?? '')?.[1]?.toLowerCase();
-    if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8')
+    // US-ASCII text is UTF-8 text.
+    if (charset !== undefined && charset !== 'utf-8' && charset !== 'utf8' && charset !== 'us-ascii')
       throw new ProblemError(415, 'BAD_REQUEST', 'Unsupported media type', 'bodies are UTF-8 JSON');
     return payload;
   });
@@ -488,10 +495,15 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       (typeof err === 'object' && err !== null && audited.has(err)) || parserRefusals.refusedBody(request);
     if (decided && !onRecord && !isUserContextError(err)) requestRefusal(request, body.code);
     // RFC 9110 §11.6.1 and RFC 6750 §3: a 401 names the scheme to authenticate with.
+    // `error="invalid_token"` only for a bearer token refused as such (RFC 6750 §3.1: none for a request
+    // without one, or with another scheme), so that a client refreshes its token only when that helps.
     if (body.status === 401)
       void reply.header(
         'www-authenticate',
-        body.code === 'AUTH_MISSING' ? 'Bearer' : 'Bearer error="invalid_token"',
+        (body.code === 'AUTH_INVALID' || body.code === 'AUTH_EXPIRED') &&
+          /^Bearer [A-Za-z0-9._~+/=-]+$/i.test(request.headers.authorization ?? '')
+          ? 'Bearer error="invalid_token"'
+          : 'Bearer',
       );
     void reply.status(body.status).type('application/problem+json').send(body);
   });
@@ -505,16 +517,13 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   // The API's first hook: the parser's refusal of bytes that came with the headers follows at once,
   // and must find the request marked (./parser-refusals.ts).
   app.addHook('onRequest', async (request, reply) => parserRefusals.handling(request, reply));
-  // A request that arrives once closing began (on a connection kept open by a request in flight) is
-  // answered at once, and its connection closed: nothing of it runs. Found by review: Fastify's own
-  // 503 was no problem document. Not on record: a state of the service, not a decision on the caller.
-  app.addHook('onRequest', async (_request, reply) => {
-    if (!closing.signal.aborted) return;
-    return reply
-      .status(503)
-      .header('connection', 'close')
-      .type('application/problem+json')
-      .send(problem(503, 'SERVICE_UNAVAILABLE', 'The API is shutting down'));
+  // Every answer sent once closing began closes its connection. Found by review: a request in flight
+  // then was answered keep-alive, and Node, which closes idle connections only as closing begins, left
+  // its socket open until the keep-alive timeout (72 s), holding the close and the audit records
+  // written after it past a supervisor's grace period.
+  app.addHook('onSend', async (_request, reply, payload) => {
+    if (closing.signal.aborted) void reply.header('connection', 'close');
+    return payload;
   });
   // Every route registered from here on (all but the documentation's, which writes nothing).
   app.addHook('onRoute', (route) => {

@@ -160,8 +160,12 @@ describe('authentication and authorisation', () => {
         headers: { authorization },
       });
       expect(res.json(), authorization.slice(0, 6)).toMatchObject({ status: 401, code: 'AUTH_INVALID' });
-      expect(res.headers['www-authenticate']).toBe('Bearer error="invalid_token"');
+      // No bearer token was refused: no error code, which would have the client refresh its token.
+      expect(res.headers['www-authenticate']).toBe('Bearer');
     }
+    const badToken = await call('not-a-jwt', 'GET', '/workspaces/ws-acme/agents');
+    expect(badToken.body_).toMatchObject({ status: 401, code: 'AUTH_INVALID' });
+    expect(badToken.headers['www-authenticate']).toBe('Bearer error="invalid_token"');
   });
 
   it('refuses a bad token and a token of another issuer (401)', async () => {
@@ -761,6 +765,10 @@ describe('agents and members', () => {
       ['POST', instruct, { instruction: '\u200b' }],
       ['POST', instruct, { instruction: '\u180e' }],
       ['POST', instruct, { instruction: '\u0085' }],
+      ['POST', instruct, { instruction: '\u3164' }],
+      ['POST', instruct, { instruction: '\u2800\u2800' }],
+      ['POST', '/workspaces/ws-acme/agents', { name: '\u0301\u0301', model: 'local' }],
+      ['POST', '/workspaces/ws-acme/agents', { name: '\u115f\u1160', model: 'local' }],
       ['POST', instruct, { instruction: 'ok\u007f' }],
     ] as const) {
       const res = await call('carol', method, url, body);
@@ -769,6 +777,9 @@ describe('agents and members', () => {
         code: 'VALIDATION_FAILED',
       });
     }
+    // A line break of any kind (NEL too) inside an instruction passes validation: the run is looked up.
+    const nel = await call('carol', 'POST', instruct, { instruction: 'first\u0085second' });
+    expect(nel.body_).toMatchObject({ status: 404 });
     // Text in other scripts, with a zero-width joiner inside, is something to read.
     const named = await call('carol', 'POST', '/workspaces/ws-acme/agents', {
       name: 'Ассистент 👩\u200d💻',
@@ -790,6 +801,17 @@ describe('agents and members', () => {
       expect(res.statusCode, JSON.stringify(headers)).toBe(415);
       expect(res.json(), JSON.stringify(headers)).toMatchObject({ status: 415, code: 'BAD_REQUEST' });
     }
+    // A GET is not refused over headers about a body it does not have.
+    const get = await app.inject({
+      method: 'GET',
+      url: '/workspaces/ws-acme/agents',
+      headers: {
+        authorization: `Bearer ${tokens.carol as string}`,
+        'content-type': 'application/json; charset=iso-8859-1',
+        'content-length': '0',
+      },
+    });
+    expect(get.statusCode).toBe(200);
     const utf8 = await app.inject({
       method: 'POST',
       url: '/workspaces/ws-acme/agents',

@@ -760,12 +760,13 @@ describe('closing the API', () => {
     expect(atClose).toEqual({ status: 'failed', error: 'RUN_TERMINATED' });
   });
 
-  it('answers a request that arrives while closing with a 503 problem document, and closes its connection', async () => {
+  it('closes the connection of a request answered while closing: close() does not wait out keep-alive', async () => {
+    // Found by review: the answer went out keep-alive, and the socket held close() for Fastify's
+    // keep-alive timeout (72 s), past a supervisor's grace period, with the audit records after it.
     const { runId } = await startRun(p.idleCall, { input: 'Tell me about roadmap' });
     const { client: held, describing, release } = describeHeld();
     const api = await otherApi(p, { client: held });
     const get = `GET /runs/${runId} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer ${p.tokens.alice as string}\r\n\r\n`;
-    // The first request holds the connection open while closing begins; the second is pipelined.
     const socket = await rawRequest(api, get);
     let received = '';
     socket.on('data', (chunk: Buffer) => (received += chunk.toString('latin1')));
@@ -773,20 +774,16 @@ describe('closing the API', () => {
     await describing;
     const closing = api.close();
     await new Promise((resolve) => setTimeout(resolve, 100));
+    // A request pipelined behind it: not run, the connection ends with the answer before it.
     socket.write(get);
     release();
+    // Well within the test's timeout, which waiting out keep-alive would pass.
     await ended;
     await closing;
     const answers = received.split(/(?=HTTP\/1\.1 )/);
-    expect(answers).toHaveLength(2);
+    expect(answers).toHaveLength(1);
     expect(answers[0]).toMatch(/^HTTP\/1\.1 200 /);
-    expect(answers[1]).toMatch(/^HTTP\/1\.1 503 /);
-    expect(answers[1]).toMatch(/\r\ncontent-type: application\/problem\+json/i);
-    expect(answers[1]).toMatch(/\r\nconnection: close\r\n/i);
-    expect(JSON.parse(answers[1]!.slice(answers[1]!.indexOf('\r\n\r\n') + 4))).toMatchObject({
-      status: 503,
-      code: 'SERVICE_UNAVAILABLE',
-    });
+    expect(answers[0]).toMatch(/\r\nconnection: close\r\n/i);
   });
 
   it('does not wait out its deadline for a POST whose client left during authentication', async () => {

@@ -11,18 +11,20 @@ export interface CoalescingAuditSinkOptions {
    * anonymous flood fill the table, and fill a bounded sink's backlog so that the records of real
    * decisions are dropped. Whatever `match` says, a record that names someone or something (a user,
    * workspace, principal, token, workflow, run or activity id, a workflow or activity type, an
-   * attempt) is never coalesced: a summary could not keep those, so it passes through, one record each.
+   * attempt) is never coalesced, but for the fields named in `keep`: a summary could not keep the
+   * others, so it passes through, one record each.
    */
   match?: (event: AuditEvent) => boolean;
   /** Length of a window, in milliseconds. Default 60 000. */
   windowMs?: number;
   /**
-   * How many kinds (action, decision, source, reason and namespace) are counted apart at once. Default
-   * 100; the records of further kinds share one window per decision, whose summary is an
-   * `audit.coalesced` record with reason `COALESCED`. Records that name someone through `keep` pass
-   * through, unless `keep` has `workspaceId` and they name one: they share a window per decision and
-   * workspace (at most `maxKinds` such windows; past them they pass through), whose summary names the
-   * workspace.
+   * How many kinds (action, decision, source, reason and namespace, the `keep` fields' values, and the
+   * detail with `byDetail`) are counted apart at once. Default 100; the records of further kinds share
+   * one window per decision, whose summary is an `audit.coalesced` record with reason `COALESCED` and
+   * names nothing. When `keep` has `workspaceId`, those that name a workspace share a window per
+   * decision and workspace instead (at most `maxKinds` such windows, then the shared one), whose
+   * summary names the workspace. Either way a flood of distinct records costs `inner` a bounded number
+   * of writes per window.
    */
   maxKinds?: number;
   /**
@@ -35,9 +37,9 @@ export interface CoalescingAuditSinkOptions {
   keep?: readonly KeptField[];
   /**
    * Count records apart by their `detail` too (default false: a window's summary quotes the first
-   * record's detail only). For records whose detail says who and what, such as the signals, updates
-   * and queries workflow code judges ({@link HANDLER_CALL_ACTIONS}): repeats of one call are counted,
-   * distinct calls keep their own records until `maxKinds`.
+   * record's detail only). For records whose detail says who and what, such as the queries workflow
+   * code judges ({@link isHistorylessCall}): repeats of one call are counted, distinct calls keep their
+   * own records until `maxKinds`.
    */
   byDetail?: boolean;
 }
@@ -46,18 +48,19 @@ export interface CoalescingAuditSinkOptions {
 export type KeptField = 'userId' | 'workspaceId' | 'workflowId' | 'runId' | 'workflowType';
 
 /**
- * The actions of the records workflow code writes when it judges a signal, update or query. Anyone who
- * may signal, update or query workflows in the namespace can cause them at any rate, with no key (a
- * query or a refused update costs no history), and each is filed under the workflow's workspace: give
- * the sink a flood would hurt `coalescingAuditSink(sink, { match: (e) =>
- * HANDLER_CALL_ACTIONS.includes(e.action), keep: ['workspaceId', 'workflowId', 'runId',
- * 'workflowType'], byDetail: true })` on workers.
+ * Whether `event` is workflow code's record of a call that left nothing in the workflow's history: a
+ * query, or an update refused (before it was accepted, or withdrawn with its acceptance). Anyone who
+ * may query or update workflows in the namespace can cause these at any rate, with no key and at no
+ * cost in history, and each is filed under the workflow's workspace: give the sink a flood would hurt
+ * `coalescingAuditSink(sink, { match: isHistorylessCall, keep: ['workspaceId', 'workflowId', 'runId',
+ * 'workflowType'], byDetail: true })` on workers. Signals and accepted updates are in history, each at
+ * the sender's cost: their records stay one each.
  */
-export const HANDLER_CALL_ACTIONS: readonly string[] = Object.freeze([
-  'workflow.signal',
-  'workflow.update',
-  'workflow.query',
-]);
+export function isHistorylessCall(event: AuditEvent): boolean {
+  return (
+    event.action === 'workflow.query' || (event.action === 'workflow.update' && event.decision === 'deny')
+  );
+}
 
 const KEEPABLE: ReadonlySet<string> = new Set<KeptField>([
   'userId',
@@ -131,8 +134,9 @@ interface Window {
 
 /**
  * Wraps `inner` so that matching records (by default, refusals that name nobody: no user, workspace,
- * principal, token, workflow, run or activity) are written once per window and kind: the first one of
- * a kind (same action, decision, source, reason and namespace) goes through at once, the next ones in
+ * principal, token, workflow, run or activity, but through `keep`) are written once per window and
+ * kind: the first one of a kind (same action, decision, source, reason and namespace, and `keep`'s
+ * fields and the detail where asked) goes through at once, the next ones in
  * the same window are counted, and when the window closes one summary record with the kind's fields
  * says how many there were (`detail`: "N more like it in S s, coalesced; first: …"). Every refusal is
  * still on record, the later ones as a count (their own details are not kept), and a flood costs
@@ -241,16 +245,18 @@ export function coalescingAuditSink(
       ]);
       if (!windows.has(key) && windows.size - workspaceWindows >= maxKinds) {
         const decision = event.decision === 'allow' ? 'allow' : 'deny';
-        if (keep.some((field) => event[field] !== undefined)) {
-          // A shared window's summary could not name them: such a record goes through, unless it names
-          // a workspace the summary can (every record of that window names it).
-          if (!keepsWorkspace || event.workspaceId === undefined) return inner.emit(event);
-          key = otherOf(decision, event.workspaceId);
-          if (!windows.has(key)) {
-            if (workspaceWindows >= maxKinds) return inner.emit(event);
+        key = OTHER[decision];
+        // The workspace's own shared window, whose summary names it (every record of it does), while
+        // there are fewer than maxKinds of those; else the one shared window, which names nothing. Found
+        // by review: records naming someone passed through here, one write each, at any rate.
+        if (keepsWorkspace && event.workspaceId !== undefined) {
+          const own = otherOf(decision, event.workspaceId);
+          if (windows.has(own)) key = own;
+          else if (workspaceWindows < maxKinds) {
+            key = own;
             workspaceWindows++;
           }
-        } else key = OTHER[decision];
+        }
       }
       const open = windows.get(key);
       if (open) {

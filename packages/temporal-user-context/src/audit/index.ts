@@ -3,7 +3,7 @@ export { sanitizeAuditEvent, sanitizeField } from './sanitize.js';
 export { pinoAuditSink, memoryAuditSink, defaultAuditor, Auditor } from './sinks.js';
 export {
   coalescingAuditSink,
-  HANDLER_CALL_ACTIONS,
+  isHistorylessCall,
   type CoalescingAuditSink,
   type CoalescingAuditSinkOptions,
   type KeptField,

@@ -14,12 +14,20 @@ export const STDOUT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
  *
  * Without `logger`, lines go to stdout through a buffer of at most {@link STDOUT_MAX_BUFFERED_BYTES}:
  * while stdout does not drain, lines past it are dropped, not held, and counted; the next line that
- * fits is preceded by an `error` line saying how many were dropped (`auditDropped`). A logger you pass
- * keeps its own destination's behaviour.
+ * fits is preceded by an `error` line saying how many were dropped (`auditDropped`); a count still
+ * untold when the process exits is not written. Every such sink of the process shares that buffer. A
+ * logger you pass keeps its own destination's behaviour.
  */
 export function pinoAuditSink(logger?: Logger): AuditSink {
-  return logger ? linesTo(logger) : boundedLinesTo(1, STDOUT_MAX_BUFFERED_BYTES);
+  // One buffer for the process, however many sinks (an edge and a worker in one process, the default
+  // auditor): the bound is the process's, not a multiple of it.
+  if (logger) return linesTo(logger);
+  stdoutLines ??= boundedLinesTo(1, STDOUT_MAX_BUFFERED_BYTES);
+  return stdoutLines;
 }
+
+/** The default sink's lines to stdout, shared by the process. */
+let stdoutLines: AuditSink | undefined;
 
 /** The default logger's sink, writing to file descriptor `fd`; exported for its tests. */
 export function boundedLinesTo(fd: number, maxBufferedBytes: number): AuditSink {

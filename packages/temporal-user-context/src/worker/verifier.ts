@@ -143,7 +143,7 @@ export class ContextVerifier {
     if (claims.use !== 'actor')
       throw new UserContextError(
         ErrorCodes.LINEAGE_MISMATCH,
-        "not an actor token: a workflow's or a worker client's signal carries its originator, which is never verified as an actor",
+        'not an actor token (a start token: what a signal from workflow code or a worker client carries, or one copied from history)',
       );
     if (claims.wf !== lin.wf && claims.wf !== lin.root) {
       throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'actor token was issued for another workflow');

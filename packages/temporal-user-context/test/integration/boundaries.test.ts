@@ -8,7 +8,7 @@ import { ApplicationFailure } from '@temporalio/common';
 import { describe, expect, it, vi } from 'vitest';
 import {
   ErrorCodes,
-  HANDLER_CALL_ACTIONS,
+  isHistorylessCall,
   coalescingAuditSink,
   isUserContextError,
   memoryAuditSink,
@@ -650,7 +650,7 @@ describe('actors: signals, updates, queries', () => {
     // The sink docs/operations.md gives workers for the audit table: one row and a count.
     const table = memoryAuditSink();
     const sink = coalescingAuditSink(table, {
-      match: (e) => HANDLER_CALL_ACTIONS.includes(e.action),
+      match: isHistorylessCall,
       keep: ['workspaceId', 'workflowId', 'runId', 'workflowType'],
       byDetail: true,
     });

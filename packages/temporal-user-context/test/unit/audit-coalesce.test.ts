@@ -2,7 +2,7 @@
 import { afterEach, beforeEach, describe, expect, it, vi } from 'vitest';
 import {
   ErrorCodes,
-  HANDLER_CALL_ACTIONS,
+  isHistorylessCall,
   coalescingAuditSink,
   memoryAuditSink,
   type AuditEvent,
@@ -177,12 +177,62 @@ describe('coalescingAuditSink', () => {
     expect(inner.events[7]!.userId).toBeUndefined();
   });
 
-  it('counts the signals, updates and queries workflow code judges per run and detail, then per workspace', () => {
+  it('takes queries and refused updates as historyless; signals and accepted updates are in history', () => {
+    const record = (action: string, decision: 'allow' | 'deny'): AuditEvent => ({
+      ...anonymous('x', 'x'),
+      action,
+      decision,
+    });
+    expect(isHistorylessCall(record('workflow.query', 'allow'))).toBe(true);
+    expect(isHistorylessCall(record('workflow.query', 'deny'))).toBe(true);
+    expect(isHistorylessCall(record('workflow.update', 'deny'))).toBe(true);
+    expect(isHistorylessCall(record('workflow.update', 'allow'))).toBe(false);
+    expect(isHistorylessCall(record('workflow.signal', 'deny'))).toBe(false);
+    expect(isHistorylessCall(record('workflow.execute', 'deny'))).toBe(false);
+  });
+
+  it('past maxKinds, records naming a run but no workspace, or a workspace past the cap, share one window', () => {
+    const inner = memoryAuditSink();
+    const sink = coalescingAuditSink(inner, {
+      windowMs: 10_000,
+      maxKinds: 2,
+      match: isHistorylessCall,
+      keep: ['workspaceId', 'workflowId', 'runId', 'workflowType'],
+      byDetail: true,
+    });
+    const query = (detail: string, workspaceId?: string): AuditEvent => ({
+      ...anonymous(ErrorCodes.ACTOR_FORBIDDEN, detail),
+      action: 'workflow.query',
+      workflowId: 'scheduled-run',
+      runId: 'run-1',
+      ...(workspaceId === undefined ? {} : { workspaceId }),
+    });
+    sink.emit(query('q0'));
+    sink.emit(query('q1'));
+    // Found by review: a scheduled run's records name no workspace, and passed through past maxKinds.
+    for (let i = 2; i < 1000; i++) sink.emit(query(`q${i}`));
+    // Two workspaces' windows, then the one shared window for the third and after.
+    for (const ws of ['ws-1', 'ws-2', 'ws-3', 'ws-4'])
+      for (let i = 0; i < 10; i++) sink.emit(query(`w${i}`, ws));
+    expect(inner.events.map((e) => e.detail)).toEqual(['q0', 'q1', 'q2', 'w0', 'w0']);
+    vi.advanceTimersByTime(10_000);
+    const summaries = inner.events.slice(5);
+    expect(summaries.map((e) => [e.action, e.workspaceId ?? null, e.detail?.split(' in ')[0]])).toEqual(
+      expect.arrayContaining([
+        ['audit.coalesced', null, '1017 more of kinds past maxKinds'],
+        ['audit.coalesced', 'ws-1', '9 more of kinds past maxKinds'],
+        ['audit.coalesced', 'ws-2', '9 more of kinds past maxKinds'],
+      ]),
+    );
+    expect(summaries).toHaveLength(3);
+  });
+
+  it('counts the queries workflow code judges per run and detail, then per workspace', () => {
     const inner = memoryAuditSink();
     const sink = coalescingAuditSink(inner, {
       windowMs: 10_000,
       maxKinds: 3,
-      match: (e) => HANDLER_CALL_ACTIONS.includes(e.action),
+      match: isHistorylessCall,
       keep: ['workspaceId', 'workflowId', 'runId', 'workflowType'],
       byDetail: true,
     });
