@@ -1200,6 +1200,14 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
                 'Temporal did not answer in time',
                 `run ${run.id} may have started: GET /runs/${run.id} tells`,
               );
+            // Named too: a connection lost as the call was sent leaves it unsaid whether it arrived.
+            if (toProblem(err).code === 'TEMPORAL_UNAVAILABLE')
+              throw new ProblemError(
+                503,
+                'TEMPORAL_UNAVAILABLE',
+                'Temporal is unavailable',
+                `run ${run.id} most likely did not start: GET /runs/${run.id} tells`,
+              );
             throw err;
           }
         }

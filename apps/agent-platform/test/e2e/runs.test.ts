@@ -511,6 +511,36 @@ describe('POST .../runs with an Idempotency-Key', () => {
     expect(rows).toEqual([{ status: 'completed', error: null }]);
   });
 
+  it('a start Temporal could not be reached for is a 503 naming the run, whose record says START_FAILED', async () => {
+    // What the SDK throws when its connection is down (gRPC UNAVAILABLE); found by review as a 500.
+    const client = new Client({ connection: p.client.connection, namespace: p.namespace });
+    client.workflow.start = (() =>
+      Promise.reject(
+        Object.assign(new Error('14 UNAVAILABLE: No connection established'), {
+          code: 14,
+          details: 'No connection established',
+          metadata: {},
+        }),
+      )) as typeof client.workflow.start;
+    const api = await otherApi(p, { client });
+    try {
+      const res = await api.inject({
+        method: 'POST',
+        url: runs(),
+        headers: { authorization: `Bearer ${p.tokens.alice as string}` },
+        payload: { input: 'Tell me about roadmap' },
+      });
+      expect(res.statusCode).toBe(503);
+      const body = res.json<{ code: string; detail: string }>();
+      expect(body.code).toBe('TEMPORAL_UNAVAILABLE');
+      const runId = /^run ([0-9a-f-]{36}) /.exec(body.detail)?.[1];
+      const { rows } = await p.pool.query(`select status, error from agent_runs where id = $1`, [runId]);
+      expect(rows).toEqual([{ status: 'failed', error: 'START_FAILED' }]);
+    } finally {
+      await api.close();
+    }
+  });
+
   it('refuses a malformed key before anything is recorded (400)', async () => {
     const count = async () =>
       (await p.pool.query(`select count(*)::int as n from agent_runs where created_by = 'alice'`)).rows[0]
