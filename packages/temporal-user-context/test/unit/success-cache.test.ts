@@ -14,6 +14,18 @@ function controlled<V>() {
 /** Lets the cache's own handlers of settled lookups run. */
 const settle = () => new Promise((resolve) => setImmediate(resolve));
 
+/** Looks `key` up in `cache` through `lookups`, which succeeds with the key; returns once it is kept. */
+async function keep(
+  cache: SuccessCache<string>,
+  lookups: ReturnType<typeof controlled<string>>,
+  key: string,
+) {
+  const got = cache.get(key, lookups.lookup);
+  lookups.calls.at(-1)!.resolve(key);
+  await got;
+  await settle();
+}
+
 describe('SuccessCache', () => {
   afterEach(() => {
     vi.useRealTimers();
@@ -47,13 +59,9 @@ describe('SuccessCache', () => {
 
   it('keeps at most `size` successes, evicting the oldest', async () => {
     const cache = new SuccessCache<string>(2);
-    const { lookup, calls } = controlled<string>();
-    for (const key of ['a', 'b', 'c']) {
-      const got = cache.get(key, lookup);
-      calls.at(-1)!.resolve(key);
-      await got;
-      await settle();
-    }
+    const lookups = controlled<string>();
+    const { lookup, calls } = lookups;
+    for (const key of ['a', 'b', 'c']) await keep(cache, lookups, key);
     expect(calls).toHaveLength(3);
     void cache.get('b', lookup);
     void cache.get('c', lookup);
@@ -64,18 +72,13 @@ describe('SuccessCache', () => {
 
   it('evicts the least recently used: a key in use outlasts newer keys used once', async () => {
     const cache = new SuccessCache<string>(2);
-    const { lookup, calls } = controlled<string>();
-    const add = async (key: string) => {
-      const got = cache.get(key, lookup);
-      calls.at(-1)!.resolve(key);
-      await got;
-      await settle();
-    };
-    await add('a');
-    await add('b');
+    const lookups = controlled<string>();
+    const { lookup, calls } = lookups;
+    await keep(cache, lookups, 'a');
+    await keep(cache, lookups, 'b');
     // 'a' is used again: 'b' is now the one used least recently.
     expect(await cache.get('a', lookup)).toBe('a');
-    await add('c');
+    await keep(cache, lookups, 'c');
     expect(calls).toHaveLength(3);
     void cache.get('a', lookup);
     void cache.get('c', lookup);
