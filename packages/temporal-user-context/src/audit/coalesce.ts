@@ -104,6 +104,8 @@ const coalescing = new WeakSet<object>();
  */
 const OTHER = { allow: '\u0000other:allow', deny: '\u0000other:deny' } as const;
 const isOther = (key: string) => key.startsWith('\u0000other:');
+/** A shared window of one workspace's, not one of {@link OTHER}. */
+const isWorkspaceOther = (key: string) => isOther(key) && key !== OTHER.allow && key !== OTHER.deny;
 /** The key of a shared window of one workspace (`keep` has `workspaceId`). */
 const otherOf = (decision: 'allow' | 'deny', workspaceId: string) =>
   `${OTHER[decision]}\u0000${JSON.stringify(workspaceId)}`;
@@ -178,7 +180,7 @@ export function coalescingAuditSink(
     windows.delete(key);
     clearTimeout(window.timer);
     const shared = isOther(key);
-    if (shared && key !== OTHER.allow && key !== OTHER.deny) workspaceWindows--;
+    if (isWorkspaceOther(key)) workspaceWindows--;
     if (window.count === 0) return;
     const { first } = window;
     const seconds = Math.round((Date.now() - window.opened) / 1000);
@@ -197,8 +199,7 @@ export function coalescingAuditSink(
             `${first.reason} in ${first.namespace ?? '-'}: ${first.detail ?? '-'}`,
         ),
       };
-      if (key !== OTHER.allow && key !== OTHER.deny && first.workspaceId !== undefined)
-        summary.workspaceId = first.workspaceId;
+      if (isWorkspaceOther(key) && first.workspaceId !== undefined) summary.workspaceId = first.workspaceId;
       return inner.emit(summary);
     }
     const summary: AuditEvent = {
