@@ -224,9 +224,9 @@ const TEXT = { type: 'string', pattern: '^[^\\u0000\\uD800-\\uDFFF]*$' } as cons
 /**
  * Something to read: at least one character that is not white space, a control or a format character
  * (zero-width, bidi controls, soft hyphen), a combining mark alone, or a blank that is a letter or a
- * symbol by its class (the Hangul fillers, the blank braille pattern). Found by review: a name of one zero-width space, an
- * instruction of one `\u180e`, took a slot and a model step for nothing. One lookahead from the start:
- * linear.
+ * symbol by its class (the Hangul fillers, the blank braille pattern). Found by review: a name of one
+ * zero-width space, an instruction of one `\u180e`, took a slot and a model step for nothing. One
+ * lookahead from the start: linear.
  */
 const SAYS_SOMETHING = '(?=[\\s\\S]*[^\\s\\p{Cc}\\p{Cf}\\p{M}\\u115F\\u1160\\u3164\\uFFA0\\u2800])';
 /**
