@@ -884,7 +884,7 @@ export class UserContextPlugin extends SimplePlugin {
               'allow',
               'pseudonym',
               event.action,
-              'ok',
+              event.rejected === true ? 'REJECTED_BY_VALIDATOR' : 'ok',
               `admitted by the actor policy on unverified pseudonyms: ${event.detail}`,
               event.originator,
             ),

@@ -49,7 +49,8 @@ export type KeptField = 'userId' | 'workspaceId' | 'workflowId' | 'runId' | 'wor
 
 /**
  * Whether `event` is workflow code's record of a call that left nothing in the workflow's history: a
- * query, or an update refused (before it was accepted, or withdrawn with its acceptance). Anyone who
+ * query, or an update refused (before it was accepted, or withdrawn with its acceptance) or rejected by
+ * the workflow's own validator (an admission with reason `REJECTED_BY_VALIDATOR`). Anyone who
  * may query or update workflows in the namespace can cause these at any rate, with no key and at no
  * cost in history, and each is filed under the workflow's workspace: give the sink a flood would hurt
  * `coalescingAuditSink(sink, { match: isHistorylessCall, keep: ['workspaceId', 'workflowId', 'runId',
@@ -57,8 +58,11 @@ export type KeptField = 'userId' | 'workspaceId' | 'workflowId' | 'runId' | 'wor
  * the sender's cost: their records stay one each.
  */
 export function isHistorylessCall(event: AuditEvent): boolean {
+  if (event.action === 'workflow.query') return true;
+  // Refused by the policy, or admitted and then rejected by the workflow's own validator.
   return (
-    event.action === 'workflow.query' || (event.action === 'workflow.update' && event.decision === 'deny')
+    event.action === 'workflow.update' &&
+    (event.decision === 'deny' || event.reason === 'REJECTED_BY_VALIDATOR')
   );
 }
 

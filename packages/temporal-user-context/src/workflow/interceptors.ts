@@ -70,9 +70,10 @@ export interface UserContextSinks extends Sinks {
     }): void;
     /**
      * A signal, update or query the actor policy admitted (on pseudonyms, not verified): audited with
-     * source `pseudonym`.
+     * source `pseudonym`. `rejected`: an update the workflow's own validator then rejected (reason
+     * `REJECTED_BY_VALIDATOR`: it left nothing in history).
      */
-    allow(event: { action: string; detail: string; originator?: ContextHeader }): void;
+    allow(event: { action: string; detail: string; originator?: ContextHeader; rejected?: true }): void;
   };
 }
 const { userContextAudit } = proxySinks<UserContextSinks>();
@@ -277,21 +278,24 @@ function admit(
   return actor;
 }
 
+/** The outcome of an update the policy admitted and the workflow's own validator rejected. */
+const REJECTED_BY_VALIDATOR = 'rejected by its validator';
+
 /** Records an admission by the actor policy (source `pseudonym`). */
 function admitted(
   kind: 'signal' | 'update' | 'query',
   name: string,
   actor: ActorRef | undefined,
-  outcome?: string,
+  outcome?: typeof REJECTED_BY_VALIDATOR,
 ): void {
   // An outcome goes before the caller's handler name, which the detail's cap may cut.
   const detail = `${whoOf(actor)}; ${outcome ? `${outcome}; ` : ''}${kind} ${quotedName(name)}`;
+  const event: Parameters<typeof userContextAudit.allow>[0] = { action: `workflow.${kind}`, detail };
   const originator = originatorForRecord();
-  userContextAudit.allow(
-    originator === undefined
-      ? { action: `workflow.${kind}`, detail }
-      : { action: `workflow.${kind}`, detail, originator },
-  );
+  if (originator !== undefined) event.originator = originator;
+  // Stated apart from the detail, for sinks to tell (isHistorylessCall): it left nothing in history.
+  if (outcome === REJECTED_BY_VALIDATOR) event.rejected = true;
+  userContextAudit.allow(event);
 }
 
 /**
@@ -402,7 +406,7 @@ class Inbound implements WorkflowInboundCallsInterceptor {
       return runAsActor(actor, () => next(input));
     } catch (err) {
       // The workflow's validator rejected what the policy admitted: the admission is on record still.
-      admitted('update', input.name, actor, 'rejected by its validator');
+      admitted('update', input.name, actor, REJECTED_BY_VALIDATOR);
       throw err;
     }
   }

@@ -187,6 +187,9 @@ describe('coalescingAuditSink', () => {
     expect(isHistorylessCall(record('workflow.query', 'deny'))).toBe(true);
     expect(isHistorylessCall(record('workflow.update', 'deny'))).toBe(true);
     expect(isHistorylessCall(record('workflow.update', 'allow'))).toBe(false);
+    expect(
+      isHistorylessCall({ ...record('workflow.update', 'allow'), reason: 'REJECTED_BY_VALIDATOR' }),
+    ).toBe(true);
     expect(isHistorylessCall(record('workflow.signal', 'deny'))).toBe(false);
     expect(isHistorylessCall(record('workflow.execute', 'deny'))).toBe(false);
   });
