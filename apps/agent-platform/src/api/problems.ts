@@ -220,6 +220,17 @@ function isGrpcUnavailable(err: unknown): boolean {
   return false;
 }
 
+/**
+ * The database's limits reached (config.ts, POOL_LIMITS): no connection within the wait (pg-pool's
+ * own error), a statement cancelled by `statement_timeout` (57014), a transaction left idle ended
+ * (25P03). Worth retrying; found by review as 500 `INTERNAL`.
+ */
+function isDatabaseStalled(err: unknown): boolean {
+  if (!(err instanceof Error)) return false;
+  const code = (err as { code?: unknown }).code;
+  return code === '57014' || code === '25P03' || err.message === 'timeout exceeded when trying to connect';
+}
+
 /** Maps any error to a problem document; unknown errors become a generic 500 with no internals. */
 export function toProblem(err: unknown): Problem {
   if (err instanceof ProblemError) return problem(err.status, err.code, err.title, err.detail);
@@ -240,6 +251,8 @@ export function toProblem(err: unknown): Problem {
     return problem(409, 'SCHEDULE_EXISTS', 'Schedule already exists');
   if (isGrpcDeadlineError(err)) return problem(504, 'TEMPORAL_TIMEOUT', 'Temporal did not answer in time');
   if (isGrpcUnavailable(err)) return problem(503, 'TEMPORAL_UNAVAILABLE', 'Temporal is unavailable');
+  if (isDatabaseStalled(err))
+    return problem(503, 'DATABASE_UNAVAILABLE', 'The database did not answer in time');
   if (err instanceof WorkflowUpdateFailedError || err instanceof WorkflowFailedError) {
     const code = failureCode(err);
     if (isUserContextCode(code)) {

@@ -30,6 +30,7 @@ const MIGRATIONS = [
   '0014_agent_schedules_name_their_agent',
   '0015_run_idempotency_keys',
   '0016_schedule_idempotency_keys',
+  '0017_listing_page_indexes',
 ];
 
 const TENANT_TABLES = [

@@ -667,10 +667,32 @@ describe('agents and members', () => {
       `/workspaces/ws-acme/agents?limit=2&before=${encodeURIComponent(String(first.body_.next))}`,
     );
     expect((second.body_.agents as Json[]).map((a) => a.id)).toEqual([made[2], made[1]]);
-    for (const bad of ['x', `1.${made[0]!.toUpperCase()}`, `-1.${made[0]}`])
+    // Past what PostgreSQL's bigint and interval hold (found by review as a 500), or not a cursor: 400.
+    for (const bad of ['x', `1.${made[0]!.toUpperCase()}`, `${'9'.repeat(17)}.${made[0]}`, `1.5.${made[0]}`])
       expect((await call('carol', 'GET', `/workspaces/ws-acme/agents?before=${bad}`)).statusCode, bad).toBe(
         400,
       );
+    // The far ends of what a cursor holds: everything is before the one, nothing before the other.
+    const far = await call(
+      'carol',
+      'GET',
+      `/workspaces/ws-acme/agents?limit=500&before=${'9'.repeat(16)}.${made[0]}`,
+    );
+    expect((far.body_.agents as Json[]).length).toBeGreaterThan(3);
+    const early = await call(
+      'carol',
+      'GET',
+      `/workspaces/ws-acme/agents?before=-${'9'.repeat(16)}.${made[0]}`,
+    );
+    expect(early.body_.agents).toEqual([]);
+    // A row from before 1970 (imported, backdated) has a negative cursor, which walks on.
+    await pool.query(`update agents set created_at = '1969-12-31 23:59:59.999999+00' where id = $1`, [
+      made[0],
+    ]);
+    const whole = (await call('carol', 'GET', '/workspaces/ws-acme/agents?limit=500')).body_.agents as Json[];
+    expect(whole.at(-1)!.id).toBe(made[0]);
+    const { seen } = await walk('/workspaces/ws-acme/agents', 'agents', 'before', 1);
+    expect(seen.map((a) => a.id)).toEqual(whole.map((a) => a.id));
     await call('carol', 'DELETE', '/workspaces/ws-acme/members/pager-1');
     await call('carol', 'DELETE', '/workspaces/ws-acme/members/pager-2');
   });

@@ -105,6 +105,19 @@ describe('Temporal unreachable', () => {
   });
 });
 
+describe('the database past its limits', () => {
+  it('is a 503 DATABASE_UNAVAILABLE: no connection in time, a statement or an idle transaction ended', () => {
+    const pgError = (code: string) => Object.assign(new Error('canceling statement'), { code });
+    for (const err of [
+      new Error('timeout exceeded when trying to connect'),
+      pgError('57014'),
+      pgError('25P03'),
+    ])
+      expect(toProblem(err), err.message).toMatchObject({ status: 503, code: 'DATABASE_UNAVAILABLE' });
+    expect(toProblem(pgError('23505'))).toMatchObject({ status: 500, code: 'INTERNAL' });
+  });
+});
+
 describe('query refusals', () => {
   it("take the code a query failure's message carries, and no other error's", () => {
     const refused = new QueryNotRegisteredError(

@@ -37,16 +37,24 @@ export interface PageRequest {
   before?: string;
 }
 
-/** The shape of a page cursor; the API's schema takes this pattern. */
+/**
+ * The shape of a page cursor; the API's schema takes this pattern. At most 16 digits of microseconds
+ * either side of 1970 (past the year 2200): found by review, 19 digits took values PostgreSQL's
+ * `bigint` or `interval` cannot hold, a 500 for any member who sent one.
+ */
 export const PAGE_CURSOR_PATTERN =
-  '^[0-9]{1,19}\\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$';
+  '^-?[0-9]{1,16}\\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$';
 const PAGE_CURSOR = new RegExp(PAGE_CURSOR_PATTERN);
 
 /**
  * A keyset page of `table`'s rows (`created_at desc, id desc`) that match `where` (SQL over `$3…`,
  * `true` for all), as `columns` plus their cursor. Keyed by the row's own values, not by a row to look
  * up: a cursor stays good when its row is deleted meanwhile, and new rows never shift a page. A cursor
- * of another shape is refused (a `RangeError`: the API's schema refuses it first).
+ * of another shape is refused (a `RangeError`: the API's schema refuses it first). The cursor's time
+ * goes back into SQL as seconds and microseconds apart: one product of microseconds and an interval
+ * is computed in floating point, inexact past 2^53. A row whose transaction began before another's yet
+ * committed after a walk passed its place is not in that walk (its `created_at` is its transaction's
+ * start).
  */
 export async function keysetPage<Row>(
   scope: Scope,
@@ -66,7 +74,9 @@ export async function keysetPage<Row>(
        from ${sql.table} as t
       where ${sql.where}
         and ($1::bigint is null
-             or (t.created_at, t.id) < (timestamptz 'epoch' + $1::bigint * interval '1 microsecond', $2::uuid))
+             or (t.created_at, t.id) < (timestamptz 'epoch' + ($1::bigint / 1000000) * interval '1 second'
+                                                         + ($1::bigint % 1000000) * interval '1 microsecond',
+                                        $2::uuid))
       order by t.created_at desc, t.id desc
       limit ${Math.trunc(page.limit) + 1}`,
     [...after, ...sql.values],
