@@ -884,7 +884,7 @@ export class UserContextPlugin extends SimplePlugin {
               'allow',
               'pseudonym',
               event.action,
-              event.rejected === true ? 'REJECTED_BY_VALIDATOR' : 'ok',
+              event.rejected === true && event.action === 'workflow.update' ? 'REJECTED_BY_VALIDATOR' : 'ok',
               `admitted by the actor policy on unverified pseudonyms: ${event.detail}`,
               event.originator,
             ),

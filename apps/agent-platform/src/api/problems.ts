@@ -221,15 +221,37 @@ function isGrpcUnavailable(err: unknown): boolean {
 }
 
 /**
- * The database's limits reached (config.ts, POOL_LIMITS): no connection within the wait (pg-pool's
- * own error), a statement cancelled by `statement_timeout` (57014), a transaction left idle ended
- * (25P03). Worth retrying; found by review as 500 `INTERNAL`.
+ * The database unavailable or past its limits (config.ts, POOL_LIMITS), here or in the error's causes:
+ * no pool slot within the wait, no connection (refused, reset, timed out, lost, or broken by a limit),
+ * a statement cancelled (57014: its timeout, or an operator), the server shutting down or starting
+ * (57P01, 57P03), too many connections (53300), a connection exception (class 08). Worth retrying;
+ * found by review as 500 `INTERNAL`.
  */
 function isDatabaseStalled(err: unknown): boolean {
-  if (!(err instanceof Error)) return false;
-  const code = (err as { code?: unknown }).code;
-  return code === '57014' || code === '25P03' || err.message === 'timeout exceeded when trying to connect';
+  for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
+    const code = (e as { code?: unknown }).code;
+    if (typeof code === 'string' && (DATABASE_UNAVAILABLE_CODES.has(code) || code.startsWith('08')))
+      return true;
+    if (DATABASE_UNAVAILABLE_MESSAGES.has(e.message)) return true;
+  }
+  return false;
 }
+const DATABASE_UNAVAILABLE_CODES: ReadonlySet<string> = new Set([
+  '57014',
+  '57P01',
+  '57P03',
+  '53300',
+  'ECONNREFUSED',
+  'ECONNRESET',
+  'ETIMEDOUT',
+]);
+/** What pg and pg-pool throw without a code. */
+const DATABASE_UNAVAILABLE_MESSAGES: ReadonlySet<string> = new Set([
+  'timeout exceeded when trying to connect',
+  'Connection terminated due to connection timeout',
+  'Connection terminated unexpectedly',
+  'Client has encountered a connection error and is not queryable',
+]);
 
 /** Maps any error to a problem document; unknown errors become a generic 500 with no internals. */
 export function toProblem(err: unknown): Problem {
@@ -251,8 +273,7 @@ export function toProblem(err: unknown): Problem {
     return problem(409, 'SCHEDULE_EXISTS', 'Schedule already exists');
   if (isGrpcDeadlineError(err)) return problem(504, 'TEMPORAL_TIMEOUT', 'Temporal did not answer in time');
   if (isGrpcUnavailable(err)) return problem(503, 'TEMPORAL_UNAVAILABLE', 'Temporal is unavailable');
-  if (isDatabaseStalled(err))
-    return problem(503, 'DATABASE_UNAVAILABLE', 'The database did not answer in time');
+  if (isDatabaseStalled(err)) return problem(503, 'DATABASE_UNAVAILABLE', 'The database is unavailable');
   if (err instanceof WorkflowUpdateFailedError || err instanceof WorkflowFailedError) {
     const code = failureCode(err);
     if (isUserContextCode(code)) {

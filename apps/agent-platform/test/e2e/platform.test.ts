@@ -668,7 +668,7 @@ describe('agents and members', () => {
     );
     expect((second.body_.agents as Json[]).map((a) => a.id)).toEqual([made[2], made[1]]);
     // Past what PostgreSQL's bigint and interval hold (found by review as a 500), or not a cursor: 400.
-    for (const bad of ['x', `1.${made[0]!.toUpperCase()}`, `${'9'.repeat(17)}.${made[0]}`, `1.5.${made[0]}`])
+    for (const bad of ['x', `1.${made[0]!.toUpperCase()}`, `${'9'.repeat(18)}.${made[0]}`, `1.5.${made[0]}`])
       expect((await call('carol', 'GET', `/workspaces/ws-acme/agents?before=${bad}`)).statusCode, bad).toBe(
         400,
       );
@@ -676,13 +676,13 @@ describe('agents and members', () => {
     const far = await call(
       'carol',
       'GET',
-      `/workspaces/ws-acme/agents?limit=500&before=${'9'.repeat(16)}.${made[0]}`,
+      `/workspaces/ws-acme/agents?limit=500&before=${'9'.repeat(17)}.${made[0]}`,
     );
     expect((far.body_.agents as Json[]).length).toBeGreaterThan(3);
     const early = await call(
       'carol',
       'GET',
-      `/workspaces/ws-acme/agents?before=-${'9'.repeat(16)}.${made[0]}`,
+      `/workspaces/ws-acme/agents?before=-${'9'.repeat(17)}.${made[0]}`,
     );
     expect(early.body_.agents).toEqual([]);
     // A row from before 1970 (imported, backdated) has a negative cursor, which walks on.

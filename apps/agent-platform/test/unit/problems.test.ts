@@ -106,15 +106,23 @@ describe('Temporal unreachable', () => {
 });
 
 describe('the database past its limits', () => {
-  it('is a 503 DATABASE_UNAVAILABLE: no connection in time, a statement or an idle transaction ended', () => {
-    const pgError = (code: string) => Object.assign(new Error('canceling statement'), { code });
+  it('is a 503 DATABASE_UNAVAILABLE: no connection, a statement cancelled, the server going away', () => {
+    const pgError = (code: string) => Object.assign(new Error(`database error ${code}`), { code });
     for (const err of [
       new Error('timeout exceeded when trying to connect'),
+      new Error('Connection terminated due to connection timeout'),
+      new Error('Connection terminated unexpectedly'),
+      new Error('Client has encountered a connection error and is not queryable'),
       pgError('57014'),
-      pgError('25P03'),
+      pgError('57P01'),
+      pgError('53300'),
+      pgError('08006'),
+      pgError('ECONNREFUSED'),
+      new Error('scope failed', { cause: pgError('57P03') }),
     ])
       expect(toProblem(err), err.message).toMatchObject({ status: 503, code: 'DATABASE_UNAVAILABLE' });
-    expect(toProblem(pgError('23505'))).toMatchObject({ status: 500, code: 'INTERNAL' });
+    for (const err of [pgError('23505'), pgError('42501'), new Error('Connection terminated')])
+      expect(toProblem(err), err.message).toMatchObject({ status: 500, code: 'INTERNAL' });
   });
 });
 

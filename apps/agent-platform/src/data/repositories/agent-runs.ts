@@ -260,7 +260,7 @@ export class AgentRunRepository {
     return rows[0] ? toRun(rows[0]) : undefined;
   }
 
-  /** The workspace's runs, newest first (index agent_runs_workspace_idx). */
+  /** The workspace's runs, newest first (index agent_runs_page_idx). */
   async list(limit = 100): Promise<AgentRun[]> {
     return (await this.page({ limit })).items;
   }

@@ -38,12 +38,13 @@ export interface PageRequest {
 }
 
 /**
- * The shape of a page cursor; the API's schema takes this pattern. At most 16 digits of microseconds
- * either side of 1970 (past the year 2200): found by review, 19 digits took values PostgreSQL's
- * `bigint` or `interval` cannot hold, a 500 for any member who sent one.
+ * The shape of a page cursor; the API's schema takes this pattern. At most 17 digits of microseconds
+ * either side of 1970: the rows of 1199 BC to 5138 AD, all within what `timestamptz` holds. Found by
+ * review: 19 digits took values PostgreSQL's `bigint` or `interval` cannot hold (a 500 for any member
+ * who sent one), and 16 refused the cursors of rows dated before 1653.
  */
 export const PAGE_CURSOR_PATTERN =
-  '^-?[0-9]{1,16}\\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$';
+  '^-?[0-9]{1,17}\\.[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$';
 const PAGE_CURSOR = new RegExp(PAGE_CURSOR_PATTERN);
 
 /**
