@@ -222,28 +222,49 @@ function isGrpcUnavailable(err: unknown): boolean {
 
 /**
  * The database unavailable or past its limits (config.ts, POOL_LIMITS), here or in the error's causes:
- * no pool slot within the wait, no connection (refused, reset, timed out, lost, or broken by a limit),
- * a statement cancelled (57014: its timeout, or an operator), the server shutting down or starting
- * (57P01, 57P03), too many connections (53300), a connection exception (class 08). Worth retrying;
- * found by review as 500 `INTERNAL`.
+ * no pool slot within the wait, no connection (refused, reset, timed out, lost, not resolved, or
+ * broken by a limit), a statement cancelled (57014: its timeout, or an operator), the server shutting
+ * down or starting (57P01–57P03, 57P05), too many connections (53300), a connection exception (class
+ * 08, but for 08P01, which a query whose parameters do not match its text raises). Worth retrying;
+ * found by review as 500 `INTERNAL`. Not a Temporal failure's causes (what a workflow or an activity
+ * threw, judged by the branches after this one), nor an HTTP error (Fastify's `ECONNRESET`, status 400,
+ * for a client that left mid-body): found by review, each answered 503. A system error's code counts
+ * only on an error from a system call (`syscall`), as the connection's are.
  */
 function isDatabaseStalled(err: unknown): boolean {
   for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
-    const code = (e as { code?: unknown }).code;
-    if (typeof code === 'string' && (DATABASE_UNAVAILABLE_CODES.has(code) || code.startsWith('08')))
-      return true;
+    if (e instanceof TemporalFailure || typeof (e as { statusCode?: unknown }).statusCode === 'number')
+      return false;
+    const { code, syscall } = e as { code?: unknown; syscall?: unknown };
+    if (typeof code === 'string') {
+      if (SQLSTATES_UNAVAILABLE.has(code)) return true;
+      if (typeof syscall === 'string' && SYSTEM_ERRORS_UNAVAILABLE.has(code)) return true;
+    }
     if (DATABASE_UNAVAILABLE_MESSAGES.has(e.message)) return true;
   }
   return false;
 }
-const DATABASE_UNAVAILABLE_CODES: ReadonlySet<string> = new Set([
+const SQLSTATES_UNAVAILABLE: ReadonlySet<string> = new Set([
   '57014',
   '57P01',
+  '57P02',
   '57P03',
+  '57P05',
   '53300',
+  '08000',
+  '08001',
+  '08003',
+  '08004',
+  '08006',
+  '08007',
+]);
+const SYSTEM_ERRORS_UNAVAILABLE: ReadonlySet<string> = new Set([
   'ECONNREFUSED',
   'ECONNRESET',
   'ETIMEDOUT',
+  'EHOSTUNREACH',
+  'ENOTFOUND',
+  'EAI_AGAIN',
 ]);
 /** What pg and pg-pool throw without a code. */
 const DATABASE_UNAVAILABLE_MESSAGES: ReadonlySet<string> = new Set([
@@ -273,7 +294,6 @@ export function toProblem(err: unknown): Problem {
     return problem(409, 'SCHEDULE_EXISTS', 'Schedule already exists');
   if (isGrpcDeadlineError(err)) return problem(504, 'TEMPORAL_TIMEOUT', 'Temporal did not answer in time');
   if (isGrpcUnavailable(err)) return problem(503, 'TEMPORAL_UNAVAILABLE', 'Temporal is unavailable');
-  if (isDatabaseStalled(err)) return problem(503, 'DATABASE_UNAVAILABLE', 'The database is unavailable');
   if (err instanceof WorkflowUpdateFailedError || err instanceof WorkflowFailedError) {
     const code = failureCode(err);
     if (isUserContextCode(code)) {
@@ -296,6 +316,7 @@ export function toProblem(err: unknown): Problem {
     const [status, title] = USER_CONTEXT_STATUS[code];
     return problem(status, code, title);
   }
+  if (isDatabaseStalled(err)) return problem(503, 'DATABASE_UNAVAILABLE', 'The database is unavailable');
   const statusCode = (err as { statusCode?: number }).statusCode;
   if (statusCode && statusCode >= 400 && statusCode < 500)
     return problem(statusCode, 'BAD_REQUEST', 'Bad request', message);

@@ -117,12 +117,30 @@ describe('the database past its limits', () => {
       pgError('57P01'),
       pgError('53300'),
       pgError('08006'),
-      pgError('ECONNREFUSED'),
+      Object.assign(pgError('ECONNREFUSED'), { syscall: 'connect' }),
+      Object.assign(pgError('ENOTFOUND'), { syscall: 'getaddrinfo' }),
       new Error('scope failed', { cause: pgError('57P03') }),
     ])
       expect(toProblem(err), err.message).toMatchObject({ status: 503, code: 'DATABASE_UNAVAILABLE' });
-    for (const err of [pgError('23505'), pgError('42501'), new Error('Connection terminated')])
+    for (const err of [
+      pgError('23505'),
+      pgError('42501'),
+      new Error('Connection terminated'),
+      // A query whose parameters do not match its text: a bug, not an outage.
+      pgError('08P01'),
+      // A system error's code from no system call.
+      pgError('ECONNREFUSED'),
+    ])
       expect(toProblem(err), err.message).toMatchObject({ status: 500, code: 'INTERNAL' });
+    // Found by review: a client that left mid-body (Fastify's error) is a 400, not an outage.
+    const aborted = Object.assign(new Error('aborted'), { code: 'ECONNRESET', statusCode: 400 });
+    expect(toProblem(aborted)).toMatchObject({ status: 400, code: 'BAD_REQUEST' });
+    // What a workflow threw is the workflow's failure, whatever its message.
+    const update = new WorkflowUpdateFailedError(
+      'update failed',
+      ApplicationFailure.create({ message: 'Connection terminated unexpectedly' }),
+    );
+    expect(toProblem(update)).toMatchObject({ status: 409, code: 'INSTRUCTION_REJECTED' });
   });
 });
 

@@ -9,9 +9,25 @@
 -- API's writes behind it (run the migration again). On a large database, build them first with
 -- `create index concurrently` under the same names (check `pg_index.indisvalid`): they are then kept.
 set local lock_timeout = '10s';
+-- One built beforehand that is not valid (a concurrent build that failed) would be kept as it is, and
+-- never read: refused, to be dropped and built again (found by review).
+do $$
+begin
+  if exists (
+    select 1 from pg_index
+     where indexrelid in (to_regclass('agents_page_idx'), to_regclass('agent_runs_page_idx'),
+                          to_regclass('agent_runs_agent_page_idx'))
+       and not indisvalid
+  ) then
+    raise exception 'migration 0017: an index built beforehand is not valid: drop it and build it again';
+  end if;
+end
+$$;
 create index if not exists agents_page_idx on agents (workspace_id, created_at, id);
 create index if not exists agent_runs_page_idx on agent_runs (workspace_id, created_at, id);
 create index if not exists agent_runs_agent_page_idx on agent_runs (workspace_id, agent_id, created_at, id);
+-- The migrations after this one, in the same transaction, run as they would alone.
+set local lock_timeout to default;
 
 -- Down Migration
 drop index if exists agent_runs_agent_page_idx;
