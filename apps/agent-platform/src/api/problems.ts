@@ -235,10 +235,10 @@ function isDatabaseStalled(err: unknown): boolean {
   for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++) {
     if (e instanceof TemporalFailure || typeof (e as { statusCode?: unknown }).statusCode === 'number')
       return false;
-    const { code, syscall } = e as { code?: unknown; syscall?: unknown };
+    const { code } = e as { code?: unknown };
     if (typeof code === 'string') {
       if (SQLSTATES_UNAVAILABLE.has(code)) return true;
-      if (typeof syscall === 'string' && SYSTEM_ERRORS_UNAVAILABLE.has(code)) return true;
+      if (fromSystemCall(e) && SYSTEM_ERRORS_UNAVAILABLE.has(code)) return true;
     }
     if (DATABASE_UNAVAILABLE_MESSAGES.has(e.message)) return true;
   }
@@ -249,6 +249,7 @@ const SQLSTATES_UNAVAILABLE: ReadonlySet<string> = new Set([
   '57P01',
   '57P02',
   '57P03',
+  '57P04',
   '57P05',
   '53300',
   '08000',
@@ -263,9 +264,21 @@ const SYSTEM_ERRORS_UNAVAILABLE: ReadonlySet<string> = new Set([
   'ECONNRESET',
   'ETIMEDOUT',
   'EHOSTUNREACH',
+  'ENETUNREACH',
+  'EPIPE',
   'ENOTFOUND',
   'EAI_AGAIN',
 ]);
+
+/**
+ * An error of a system call, or the `AggregateError` Node 20 raises when every address of a host
+ * refused (its `autoSelectFamily`: the code on the whole, the call on each; found by review, a host
+ * with an IPv4 and an IPv6 address, such as `localhost`, answered 500).
+ */
+function fromSystemCall(e: Error): boolean {
+  const called = (x: unknown) => typeof (x as { syscall?: unknown } | null)?.syscall === 'string';
+  return called(e) || (e instanceof AggregateError && e.errors.some(called));
+}
 /** What pg and pg-pool throw without a code. */
 const DATABASE_UNAVAILABLE_MESSAGES: ReadonlySet<string> = new Set([
   'timeout exceeded when trying to connect',

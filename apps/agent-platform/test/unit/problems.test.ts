@@ -119,6 +119,17 @@ describe('the database past its limits', () => {
       pgError('08006'),
       Object.assign(pgError('ECONNREFUSED'), { syscall: 'connect' }),
       Object.assign(pgError('ENOTFOUND'), { syscall: 'getaddrinfo' }),
+      // Every address of a host refused (Node 20's autoSelectFamily): the call named on each.
+      Object.assign(
+        new AggregateError(
+          [
+            Object.assign(pgError('ECONNREFUSED'), { syscall: 'connect' }),
+            Object.assign(pgError('ECONNREFUSED'), { syscall: 'connect' }),
+          ],
+          'connect failed',
+        ),
+        { code: 'ECONNREFUSED' },
+      ),
       new Error('scope failed', { cause: pgError('57P03') }),
     ])
       expect(toProblem(err), err.message).toMatchObject({ status: 503, code: 'DATABASE_UNAVAILABLE' });

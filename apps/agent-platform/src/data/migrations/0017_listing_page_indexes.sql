@@ -26,7 +26,7 @@ $$;
 create index if not exists agents_page_idx on agents (workspace_id, created_at, id);
 create index if not exists agent_runs_page_idx on agent_runs (workspace_id, created_at, id);
 create index if not exists agent_runs_agent_page_idx on agent_runs (workspace_id, agent_id, created_at, id);
--- The migrations after this one, in the same transaction, run as they would alone.
+-- The migrations after this one, in the same transaction, run with the connection's own limit.
 set local lock_timeout to default;
 
 -- Down Migration
