@@ -568,7 +568,8 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     // whatever its body (malformed, too large, of another type), not answered 400 or 413 without a
     // record. The router has set the path's parameters by now.
     const ws = (request.params as { ws?: string } | undefined)?.ws;
-    if (ws !== undefined && ws !== request.userContext.workspaceId) {
+    // An empty workspace (`/workspaces//agents`) names none: the route's schema refuses it (400).
+    if (ws !== undefined && ws !== '' && ws !== request.userContext.workspaceId) {
       throw new ProblemError(403, 'WORKSPACE_MISMATCH', 'Token is for another workspace');
     }
   };

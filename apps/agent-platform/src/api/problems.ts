@@ -331,6 +331,10 @@ export function toProblem(err: unknown): Problem {
   }
   if (isDatabaseStalled(err)) return problem(503, 'DATABASE_UNAVAILABLE', 'The database is unavailable');
   const statusCode = (err as { statusCode?: number }).statusCode;
+  // A refusal of the framework's or a plugin's: its code says what its status says (found by review: the
+  // documentation's static files refused a path out of their folder with 403 `BAD_REQUEST`).
+  if (statusCode === 403) return problem(403, 'FORBIDDEN', 'Forbidden');
+  if (statusCode === 404) return problem(404, 'NOT_FOUND', 'Not found');
   if (statusCode && statusCode >= 400 && statusCode < 500)
     return problem(statusCode, 'BAD_REQUEST', 'Bad request', message);
   return problem(500, 'INTERNAL', 'Internal server error');

@@ -163,6 +163,9 @@ describe('authentication and authorisation', () => {
       // No bearer token was refused: no error code, which would have the client refresh its token.
       expect(res.headers['www-authenticate']).toBe('Bearer');
     }
+    // An empty workspace names none: the route's schema refuses it, not the workspace check.
+    const empty = await call('alice', 'GET', '/workspaces//agents');
+    expect(empty.body_).toMatchObject({ status: 400, code: 'VALIDATION_FAILED' });
     const badToken = await call('not-a-jwt', 'GET', '/workspaces/ws-acme/agents');
     expect(badToken.body_).toMatchObject({ status: 401, code: 'AUTH_INVALID' });
     expect(badToken.headers['www-authenticate']).toBe('Bearer error="invalid_token"');
@@ -356,6 +359,12 @@ describe('authentication and authorisation', () => {
         ['deny', 'BAD_REQUEST', null, 'HTTP malformed request'],
         ['deny', 'BAD_REQUEST', null, 'HTTP malformed request'],
       ]);
+      // The documentation's files refuse a path out of their folder (sent as it is, not normalised) with
+      // a code that says so: found by review as 403 `BAD_REQUEST`.
+      const traversal = await raw(
+        'GET /docs/static/%2e%2e/%2e%2e/package.json HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n',
+      );
+      expect(traversal).toMatchObject({ status: 403, body: { status: 403, code: 'FORBIDDEN' } });
     } finally {
       await api.close();
     }

@@ -146,6 +146,9 @@ describe('the database past its limits', () => {
     // Found by review: a client that left mid-body (Fastify's error) is a 400, not an outage.
     const aborted = Object.assign(new Error('aborted'), { code: 'ECONNRESET', statusCode: 400 });
     expect(toProblem(aborted)).toMatchObject({ status: 400, code: 'BAD_REQUEST' });
+    // A framework's refusal keeps a code that says what its status says.
+    const outOfFolder = Object.assign(new Error('Forbidden'), { statusCode: 403 });
+    expect(toProblem(outOfFolder)).toMatchObject({ status: 403, code: 'FORBIDDEN' });
     // What a workflow threw is the workflow's failure, whatever its message.
     const update = new WorkflowUpdateFailedError(
       'update failed',
