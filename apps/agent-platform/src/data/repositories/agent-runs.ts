@@ -272,14 +272,14 @@ export class AgentRunRepository {
   /** A page of the workspace's runs (of one agent, when given), newest first ({@link keysetPage}). */
   async page(page: PageRequest, agentId?: string): Promise<Page<AgentRun>> {
     if (agentId !== undefined && !isUuid(agentId)) return { items: [] };
-    const { rows, next } = await keysetPage<AgentRunRow>(
+    return keysetPage(
       this.scope,
       agentId === undefined
         ? { columns: COLUMNS, table: 'agent_runs', where: 'true', values: [] }
         : { columns: COLUMNS, table: 'agent_runs', where: 't.agent_id = $3', values: [agentId] },
       page,
+      toRun,
     );
-    return next === undefined ? { items: rows.map(toRun) } : { items: rows.map(toRun), next };
   }
 
   /**

@@ -78,12 +78,12 @@ export class AgentRepository {
 
   /** A page of the workspace's agents, newest first ({@link keysetPage}). */
   async page(page: PageRequest): Promise<Page<Agent>> {
-    const { rows, next } = await keysetPage<AgentRow>(
+    return keysetPage(
       this.scope,
       { columns: COLUMNS, table: 'agents', where: 'true', values: [] },
       page,
+      toAgent,
     );
-    return next === undefined ? { items: rows.map(toAgent) } : { items: rows.map(toAgent), next };
   }
 
   /** Updates the given fields; `undefined` when the agent does not exist in this workspace. */

@@ -57,11 +57,12 @@ const PAGE_CURSOR = new RegExp(PAGE_CURSOR_PATTERN);
  * committed after a walk passed its place is not in that walk (its `created_at` is its transaction's
  * start).
  */
-export async function keysetPage<Row>(
+export async function keysetPage<Row, T>(
   scope: Scope,
   sql: { columns: string; table: string; where: string; values: unknown[] },
   page: PageRequest,
-): Promise<{ rows: Row[]; next?: string }> {
+  toItem: (row: Row) => T,
+): Promise<Page<T>> {
   let after: [string, string] | [null, null] = [null, null];
   if (page.before !== undefined) {
     if (!PAGE_CURSOR.test(page.before)) throw new RangeError('not a page cursor');
@@ -82,8 +83,21 @@ export async function keysetPage<Row>(
       limit ${Math.trunc(page.limit) + 1}`,
     [...after, ...sql.values],
   );
-  const more = rows.length > page.limit;
-  const kept = more ? rows.slice(0, page.limit) : rows;
+  return pageOf(rows, page.limit, toItem, (row) => row.page_cursor);
+}
+
+/**
+ * The page of `rows`, read with one row more than `limit` asks (whether there is a page after it): at
+ * most `limit` items, and `next`, the cursor of the last one, when that extra row came.
+ */
+export function pageOf<Row, T>(
+  rows: readonly Row[],
+  limit: number,
+  toItem: (row: Row) => T,
+  cursorOf: (row: Row) => string,
+): Page<T> {
+  const kept = rows.slice(0, limit);
   const last = kept.at(-1);
-  return more && last ? { rows: kept, next: last.page_cursor } : { rows: kept };
+  const items = kept.map(toItem);
+  return rows.length > limit && last !== undefined ? { items, next: cursorOf(last) } : { items };
 }

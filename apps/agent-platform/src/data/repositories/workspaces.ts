@@ -1,5 +1,17 @@
 import { ErrorCodes, UserContextError } from 'temporal-user-context';
-import { iso, type Page, type Scope } from './common.js';
+import { iso, pageOf, type Page, type Scope } from './common.js';
+
+interface MembershipRow {
+  workspace_id: string;
+  user_id: string;
+  roles: string[];
+}
+
+const toMembership = (r: MembershipRow): Membership => ({
+  workspaceId: r.workspace_id,
+  userId: r.user_id,
+  roles: r.roles,
+});
 
 export interface Workspace {
   id: string;
@@ -34,19 +46,18 @@ export class MembershipRepository {
   constructor(private readonly scope: Scope) {}
 
   async mine(): Promise<Membership | undefined> {
-    const { rows } = await this.scope.query<{ workspace_id: string; user_id: string; roles: string[] }>(
+    const { rows } = await this.scope.query<MembershipRow>(
       'select workspace_id, user_id, roles from memberships where user_id = $1',
       [this.scope.context.userId],
     );
-    const r = rows[0];
-    return r ? { workspaceId: r.workspace_id, userId: r.user_id, roles: r.roles } : undefined;
+    return rows[0] ? toMembership(rows[0]) : undefined;
   }
 
   async list(): Promise<Membership[]> {
-    const { rows } = await this.scope.query<{ workspace_id: string; user_id: string; roles: string[] }>(
+    const { rows } = await this.scope.query<MembershipRow>(
       'select workspace_id, user_id, roles from memberships order by user_id',
     );
-    return rows.map((r) => ({ workspaceId: r.workspace_id, userId: r.user_id, roles: r.roles }));
+    return rows.map(toMembership);
   }
 
   /**
@@ -54,16 +65,12 @@ export class MembershipRepository {
    * cursor of the page after it, when there may be one.
    */
   async page(page: { limit: number; after?: string }): Promise<Page<Membership>> {
-    const { rows } = await this.scope.query<{ workspace_id: string; user_id: string; roles: string[] }>(
+    const { rows } = await this.scope.query<MembershipRow>(
       `select workspace_id, user_id, roles from memberships
         where ($1::text is null or user_id > $1) order by user_id limit ${Math.trunc(page.limit) + 1}`,
       [page.after ?? null],
     );
-    const items = rows
-      .slice(0, page.limit)
-      .map((r) => ({ workspaceId: r.workspace_id, userId: r.user_id, roles: r.roles }));
-    const last = items.at(-1);
-    return rows.length > page.limit && last ? { items, next: last.userId } : { items };
+    return pageOf(rows, page.limit, toMembership, (row) => row.user_id);
   }
 
   /**
