@@ -189,6 +189,8 @@ const problemSchema = {
   },
   required: ['type', 'title', 'status', 'code'],
 } as const;
+/** Seconds a 503's `Retry-After` asks a client to wait: a dependency's outage, not this request's fault. */
+export const RETRY_AFTER_SECONDS = 5;
 /** A refusal's answer as the API sends it: a problem document (RFC 9457), its `code` stable. */
 const problemResponse = (description: string) => ({
   description,
@@ -205,9 +207,14 @@ const errors = {
   403: problemResponse('WORKSPACE_MISMATCH, FORBIDDEN, and the user-context codes that forbid'),
   404: problemResponse('NOT_FOUND, RUN_NOT_FOUND, AGENT_NOT_FOUND, SCHEDULE_NOT_FOUND'),
   '4xx': problemResponse('a request refused by its state or size: see docs/agent-platform.md, Errors'),
-  '5xx': problemResponse(
-    'INTERNAL, AUTH_UNAVAILABLE, TEMPORAL_UNAVAILABLE, TEMPORAL_TIMEOUT, INSTRUCTION_TIMEOUT',
-  ),
+  '5xx': {
+    ...problemResponse(
+      'INTERNAL, AUTH_UNAVAILABLE, TEMPORAL_UNAVAILABLE, DATABASE_UNAVAILABLE, TEMPORAL_TIMEOUT, INSTRUCTION_TIMEOUT',
+    ),
+    headers: {
+      'Retry-After': { type: 'integer', description: 'on a 503: seconds to wait before trying again' },
+    },
+  },
 };
 /** The errors of a route a workspace's quota may refuse. */
 const limitedErrors = { ...errors, 429: problemResponse('QUOTA_EXCEEDED') };
@@ -505,6 +512,9 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           ? 'Bearer error="invalid_token"'
           : 'Bearer',
       );
+    // RFC 9110 §10.2.3: a 503 says when to try again, so that clients back off by the same measure
+    // rather than each by its own guess (the identity provider's, Temporal's or the database's outage).
+    if (body.status === 503) void reply.header('retry-after', String(RETRY_AFTER_SECONDS));
     void reply.status(body.status).type('application/problem+json').send(body);
   });
   // Closing waits for the API's own work in flight (./unfinished-work.ts): Node's server waits for

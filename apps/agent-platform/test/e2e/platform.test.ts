@@ -440,6 +440,7 @@ describe('authentication and authorisation', () => {
         headers: { authorization: `Bearer ${tokens.alice}` },
       });
       expect(res.statusCode).toBe(503);
+      expect(res.headers['retry-after']).toBe('5');
       expect(sink.events.map((e) => [e.action, e.decision, e.reason, e.userId ?? null])).toEqual([
         ['api.request', 'deny', 'AUTH_UNAVAILABLE', null],
       ]);
@@ -892,6 +893,9 @@ describe('agents and members', () => {
       expect(Object.keys(content ?? {}), status).toEqual(['application/problem+json']);
       expect(content!['application/problem+json']!.schema.required, status).toContain('code');
     }
+    // A 503 says when to try again (RFC 9110 §10.2.3), and the document says so.
+    const fiveXX = responses['5XX'] as { headers?: Record<string, { schema?: Json }> };
+    expect(fiveXX.headers?.['Retry-After']?.schema).toMatchObject({ type: 'integer' });
   });
 });
 

@@ -531,6 +531,7 @@ describe('POST .../runs with an Idempotency-Key', () => {
         payload: { input: 'Tell me about roadmap' },
       });
       expect(res.statusCode).toBe(503);
+      expect(res.headers['retry-after']).toBe('5');
       const body = res.json<{ code: string; detail: string }>();
       expect(body.code).toBe('TEMPORAL_UNAVAILABLE');
       const runId = /^run ([0-9a-f-]{36}) /.exec(body.detail)?.[1];
