@@ -1,3 +1,4 @@
+import { writeSync } from 'node:fs';
 import { pino, type Logger } from 'pino';
 import type { AuditEvent, AuditSink } from './event.js';
 import { describeThrown, sanitizeAuditEvent } from './sanitize.js';
@@ -14,9 +15,11 @@ export const STDOUT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
  *
  * Without `logger`, lines go to stdout through a buffer of at most {@link STDOUT_MAX_BUFFERED_BYTES}:
  * while stdout does not drain, lines past it are dropped, not held, and counted; the next line that
- * fits is preceded by an `error` line saying how many were dropped (`auditDropped`); a count still
- * untold when the process exits is not written. Every such sink of the process shares that buffer. A
- * logger you pass keeps its own destination's behaviour.
+ * fits is preceded by an `error` line saying how many were dropped (`auditDropped`). When the process
+ * exits, what is buffered is written, then a count still untold, for at most
+ * {@link EXIT_FLUSH_BUDGET_MS} while stdout does not take them; what that leaves unwritten is reported
+ * on stderr. Every such sink of the process shares that buffer. A logger you pass keeps its own
+ * destination's behaviour.
  */
 export function pinoAuditSink(logger?: Logger): AuditSink {
   // One buffer for the process, however many sinks (an edge and a worker in one process, the default
@@ -29,26 +32,71 @@ export function pinoAuditSink(logger?: Logger): AuditSink {
 /** The default sink's lines to stdout, shared by the process. */
 let stdoutLines: AuditSink | undefined;
 
+/**
+ * How long the default logger keeps trying, as the process exits, to write the lines it holds while
+ * stdout does not take them. pino writes them synchronously on exit and retries for ever by default:
+ * found by review, a process whose log reader had stalled never exited (`process.exit` hung until the
+ * supervisor's SIGKILL, which loses the lines all the same).
+ */
+export const EXIT_FLUSH_BUDGET_MS = 2000;
+
 /** The default logger's sink, writing to file descriptor `fd`; exported for its tests. */
 export function boundedLinesTo(fd: number, maxBufferedBytes: number): AuditSink {
-  const destination = pino.destination({ dest: fd, sync: false, maxLength: maxBufferedBytes });
+  /** While flushing on exit: when to stop retrying a write stdout refuses for now (EAGAIN). */
+  let giveUpAt: number | undefined;
+  const destination = pino.destination({
+    dest: fd,
+    sync: false,
+    maxLength: maxBufferedBytes,
+    // Asynchronous writes retry as long as it takes (they hold no one up); the exit's only until then.
+    retryEAGAIN: () => giveUpAt === undefined || Date.now() < giveUpAt,
+  });
   let dropped = 0;
   destination.on('drop', () => {
     dropped++;
   });
   const log = pino({ name: 'temporal-user-context' }, destination);
   const lines = linesTo(log);
+  const tellDropped = () => {
+    const count = dropped;
+    log.error(
+      { auditDropped: count },
+      `user-context audit: ${count} lines dropped while the log did not drain`,
+    );
+    // The notice fitted: the count is told. Dropped as well: the count stands, the notice not in it.
+    dropped -= dropped === count ? count : 1;
+  };
+  // pino calls this on exit (and only then, for this destination of ours).
+  const flushSync = destination.flushSync.bind(destination);
+  destination.flushSync = () => {
+    giveUpAt = Date.now() + EXIT_FLUSH_BUDGET_MS;
+    let unwritten = false;
+    try {
+      flushSync();
+      // The buffer is empty now: a notice of what was dropped fits.
+      if (dropped > 0) {
+        tellDropped();
+        flushSync();
+      }
+    } catch {
+      unwritten = true;
+    } finally {
+      giveUpAt = undefined;
+    }
+    if (unwritten || dropped > 0) {
+      try {
+        writeSync(
+          2,
+          `temporal-user-context: the audit log did not take its lines within ${EXIT_FLUSH_BUDGET_MS} ms of exit:${unwritten ? ' lines still buffered were not written;' : ''} ${dropped} lines dropped before\n`,
+        );
+      } catch {
+        // stderr refuses too: nothing else is left to tell.
+      }
+    }
+  };
   return {
     emit(event) {
-      if (dropped > 0) {
-        const count = dropped;
-        log.error(
-          { auditDropped: count },
-          `user-context audit: ${count} lines dropped while the log did not drain`,
-        );
-        // The notice fitted: the count is told. Dropped as well: the count stands, the notice not in it.
-        dropped -= dropped === count ? count : 1;
-      }
+      if (dropped > 0) tellDropped();
       lines.emit(event);
     },
   };

@@ -4,6 +4,7 @@ import { spawn } from 'node:child_process';
 import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import type { AuditEvent } from 'temporal-user-context';
 import { boundedLinesTo } from '../../src/audit/sinks.js';
@@ -59,6 +60,68 @@ describe('the default log sink', () => {
     } finally {
       reader.kill();
     }
+  });
+});
+
+/**
+ * Starts the stalled-log child with `sent` lines and a buffer of `maxBufferedBytes`; `closed` gives its
+ * exit code once its output has all been read.
+ */
+function stalledLogChild(sent: number, maxBufferedBytes: number) {
+  const child = spawn(
+    process.execPath,
+    [
+      '--import',
+      'tsx',
+      fileURLToPath(new URL('../fixtures/stalled-log-child.ts', import.meta.url)),
+      String(sent),
+      String(maxBufferedBytes),
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] },
+  );
+  let stderr = '';
+  child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+  const closed = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
+  const emitted = new Promise<void>((resolve) => child.once('message', () => resolve()));
+  return { child, closed, emitted, stderr: () => stderr };
+}
+
+describe('the default log sink as the process exits', () => {
+  it('writes what it holds and the count still untold once stdout takes them', async () => {
+    const sent = 3000;
+    const { child, closed, emitted } = stalledLogChild(sent, 100_000);
+    // Nothing read until every line was emitted: the pipe fills, then the buffer, the rest dropped.
+    child.stdout!.pause();
+    await emitted;
+    let out = '';
+    child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    child.send('exit');
+    expect(await closed).toBe(0);
+    const lines = out
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => JSON.parse(line) as { auditDropped?: number; audit?: AuditEvent });
+    const kept = lines.filter((line) => line.audit).length;
+    const counted = lines.reduce((sum, line) => sum + (line.auditDropped ?? 0), 0);
+    expect(kept).toBeLessThan(sent);
+    expect(lines.at(-1)!.auditDropped).toBeGreaterThan(0);
+    expect(kept + counted).toBe(sent);
+  });
+
+  it('exits when stdout never takes them, and says on stderr what it could not write', async () => {
+    // A buffer larger than the pipe and what a paused reader still takes in: most of it stays held.
+    const { child, closed, emitted, stderr } = stalledLogChild(8000, 1_000_000);
+    child.stdout!.pause();
+    await emitted;
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    child.send('exit');
+    // Before, pino retried the write for ever and the process never exited.
+    expect(await exited).toBe(0);
+    expect(stderr()).toMatch(
+      /the audit log did not take its lines within 2000 ms of exit: lines still buffered were not written; \d+ lines dropped before/,
+    );
+    child.stdout!.destroy();
+    await closed;
   });
 });
 
