@@ -28,15 +28,8 @@ export { openContextToken } from './crypto/open.js';
 export { pseudonymKeyFromJSON, pseudonymsOf } from './crypto/pseudonym.js';
 export type { BoundStart, ContextClaims, ScheduledAction, TokenUse } from './crypto/claims.js';
 export { runAsUser, edgeUser } from './client/scope.js';
-export {
-  MEMO_KEY,
-  USER_ID_ATTRIBUTE,
-  WORKSPACE_ID_ATTRIBUTE,
-  mirrorQuery,
-  type MirrorMode,
-  type MirrorOptions,
-  type MirrorQueryIds,
-} from './client/mirror.js';
+export { MEMO_KEY, USER_ID_ATTRIBUTE, WORKSPACE_ID_ATTRIBUTE } from './context/mirror-keys.js';
+export { mirrorQuery, type MirrorMode, type MirrorOptions, type MirrorQueryIds } from './client/mirror.js';
 export {
   currentUserContext,
   currentActor,

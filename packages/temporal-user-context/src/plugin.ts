@@ -556,7 +556,8 @@ export class UserContextPlugin extends SimplePlugin {
   /**
    * The list filter that finds what this plugin's search-attribute mirror writes for a user, a
    * workspace or both, on workflows and schedules ({@link mirrorQuery}). A narrowing for listings,
-   * never an authorisation: check what it finds. Children started by workflow code are not mirrored.
+   * never an authorisation: check what it finds. Children started by workflow code show their parent's
+   * mirrors, so it finds them too.
    *
    * @throws {@link UserContextError} `USER_CONTEXT_MISCONFIGURED` when that mirror is off (the default:
    *   see {@link UserContextPlugin.searchAttributeMirror}): no filter would list everyone's work.

@@ -1,15 +1,11 @@
-import {
-  SearchAttributeType,
-  TypedSearchAttributes,
-  defineSearchAttributeKey,
-  type SearchAttributePair,
-} from '@temporalio/common';
+import { TypedSearchAttributes, type SearchAttributePair } from '@temporalio/common';
 import type { KeyObject } from 'node:crypto';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
 import { parseUserContext, type UserContext } from '../context/schema.js';
 import type { KeyRing } from '../crypto/keyring.js';
 import { pseudonymsOf } from '../crypto/pseudonym.js';
 import type { ContextHeader } from '../header/wire.js';
+import { MEMO_KEY, USER_ID_ATTRIBUTE, WORKSPACE_ID_ATTRIBUTE } from '../context/mirror-keys.js';
 
 /**
  * How the context is mirrored at start for the Web UI and audits. Mirrors are never read back as the
@@ -71,13 +67,6 @@ export function mirrorOptionsOf(options: Partial<MirrorOptions> | undefined): Mi
   }
   return mirror;
 }
-
-/** Memo key holding the mirrored context. */
-export const MEMO_KEY = 'userContext';
-/** Search attribute `UserId` (Keyword) of the search-attribute mirror: register it in the namespace. */
-export const USER_ID_ATTRIBUTE = defineSearchAttributeKey('UserId', SearchAttributeType.KEYWORD);
-/** Search attribute `WorkspaceId` (Keyword) of the search-attribute mirror: register it too. */
-export const WORKSPACE_ID_ATTRIBUTE = defineSearchAttributeKey('WorkspaceId', SearchAttributeType.KEYWORD);
 
 function ids(
   mode: MirrorMode,

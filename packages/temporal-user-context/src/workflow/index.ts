@@ -16,4 +16,6 @@ export {
   isUserContextError,
   type UserContextErrorCode,
 } from '../context/errors.js';
+// The mirrors' keys: a child started here gets its parent's values under them (docs/operations.md).
+export { MEMO_KEY, USER_ID_ATTRIBUTE, WORKSPACE_ID_ATTRIBUTE } from '../context/mirror-keys.js';
 export type { UserContext } from '../context/schema.js';

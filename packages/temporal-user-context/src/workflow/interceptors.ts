@@ -1,4 +1,10 @@
-import { ApplicationFailure, type Headers, type Payload } from '@temporalio/common';
+import {
+  ApplicationFailure,
+  type TypedSearchAttributes,
+  type Headers,
+  type Payload,
+  type SearchAttributePair,
+} from '@temporalio/common';
 // Deep imports: see state.ts (this module is preloaded once per reusable V8 context).
 import { workflowInfo } from '@temporalio/workflow/lib/workflow.js';
 import { proxySinks } from '@temporalio/workflow/lib/sinks.js';
@@ -30,6 +36,7 @@ import {
   type UserContextErrorCode,
 } from '../context/errors.js';
 import { safeReason } from '../context/safe-reason.js';
+import { MEMO_KEY, USER_ID_ATTRIBUTE, WORKSPACE_ID_ATTRIBUTE } from '../context/mirror-keys.js';
 import {
   ACTOR_HEADER,
   ORIGINATOR_HEADER,
@@ -48,8 +55,9 @@ import {
 
 /**
  * Workflow interceptors (sandbox). They never verify, await, read clocks or keys: they carry the
- * opaque header, add lineage facts that the server vouched for (`workflowInfo()`), and apply the
- * synchronous actor policy. Verification happens in activities (see worker/).
+ * opaque header, add lineage facts that the server vouched for (`workflowInfo()`), copy the run's
+ * mirrors (a display, vouched for by no one) to what it starts, and apply the synchronous actor policy.
+ * Verification happens in activities (see worker/).
  */
 
 /** Sink the interceptors audit through; the plugin installs the Node side. */
@@ -492,6 +500,61 @@ function activityHeaders<T extends ActivityInput | LocalActivityInput>(input: T)
   return Object.assign({}, input, { headers });
 }
 
+/** The memo mirror's value as the edge writes it, or undefined for anything else. */
+function memoMirror(value: unknown): { userId: string; workspaceId: string; mode: string } | undefined {
+  if (typeof value !== 'object' || value === null) return undefined;
+  const { userId, workspaceId, mode } = value as Record<string, unknown>;
+  return typeof userId === 'string' &&
+    typeof workspaceId === 'string' &&
+    (mode === 'plain' || mode === 'pseudonym')
+    ? { userId, workspaceId, mode }
+    : undefined;
+}
+
+/** What a child's or a continued run's options may say of memo and search attributes. */
+interface MirroredOptions {
+  memo?: Record<string, unknown>;
+  searchAttributes?: unknown;
+  typedSearchAttributes?: SearchAttributePair[] | TypedSearchAttributes;
+}
+
+/**
+ * `options` with this run's mirrors: the memo entry and the two search attributes, as `workflowInfo()`
+ * shows them now (deterministic), since a child or a continued run acts for the same originator. They
+ * are what this run's start set (the edge, or whoever started it) and any upsert since: copied, never
+ * checked, with the trust the parent's own mirror has (a display; no worker reads them back). What the
+ * parent lacks is not added. Where the parent has a value, the options' own value under that key is
+ * replaced, as the edge replaces a client's; everything else in them stays as given, and is encoded by
+ * the SDK as before (search attributes as pairs: duplicates and bad values meet the SDK's own rules).
+ * `onlyWhereGiven` (continue-as-new): the server copies the run's memo, or its search attributes, when
+ * the options give none, and adding ours alone would stop that; so only options that give their own
+ * get the mirrors.
+ */
+function withMirrors<T extends MirroredOptions>(options: T, onlyWhereGiven: boolean): T {
+  const info = workflowInfo();
+  const memo = memoMirror(info.memo?.[MEMO_KEY]);
+  const pairs: SearchAttributePair[] = [];
+  const userId = info.typedSearchAttributes.get(USER_ID_ATTRIBUTE);
+  if (userId !== undefined) pairs.push({ key: USER_ID_ATTRIBUTE, value: userId });
+  const workspaceId = info.typedSearchAttributes.get(WORKSPACE_ID_ATTRIBUTE);
+  if (workspaceId !== undefined) pairs.push({ key: WORKSPACE_ID_ATTRIBUTE, value: workspaceId });
+  const addMemo = memo !== undefined && (!onlyWhereGiven || options.memo != null);
+  const addPairs =
+    pairs.length > 0 &&
+    (!onlyWhereGiven || Boolean(options.searchAttributes || options.typedSearchAttributes));
+  if (!addMemo && !addPairs) return options;
+  const out = Object.assign({}, options);
+  if (addMemo) out.memo = Object.assign({}, options.memo, { [MEMO_KEY]: memo });
+  if (addPairs) {
+    // Pairs, not a TypedSearchAttributes: its constructor refuses what the SDK's encoding accepts.
+    const own = options.typedSearchAttributes;
+    const given = Array.isArray(own) ? own : own ? own.getAll() : [];
+    const named = new Set(pairs.map((pair) => pair.key.name));
+    out.typedSearchAttributes = given.filter((pair) => !named.has(pair.key.name)).concat(pairs);
+  }
+  return out;
+}
+
 class Outbound implements WorkflowOutboundCallsInterceptor {
   scheduleActivity(
     input: ActivityInput,
@@ -512,7 +575,9 @@ class Outbound implements WorkflowOutboundCallsInterceptor {
     next: Next<WorkflowOutboundCallsInterceptor, 'startChildWorkflowExecution'>,
   ): Promise<[Promise<string>, Promise<unknown>]> {
     const payload = outgoingPayload();
-    return next(payload ? withPayload(input, ORIGINATOR_HEADER, payload) : input);
+    if (!payload) return next(input);
+    const options = withMirrors(input.options, false);
+    return next(withPayload(Object.assign({}, input, { options }), ORIGINATOR_HEADER, payload));
   }
 
   continueAsNew(
@@ -520,7 +585,9 @@ class Outbound implements WorkflowOutboundCallsInterceptor {
     next: Next<WorkflowOutboundCallsInterceptor, 'continueAsNew'>,
   ): Promise<never> {
     const payload = outgoingPayload();
-    return next(payload ? withPayload(input, ORIGINATOR_HEADER, payload) : input);
+    if (!payload) return next(input);
+    const options = withMirrors(input.options, true);
+    return next(withPayload(Object.assign({}, input, { options }), ORIGINATOR_HEADER, payload));
   }
 
   signalWorkflow(

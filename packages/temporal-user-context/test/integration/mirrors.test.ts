@@ -115,6 +115,112 @@ describe('mirrors at start', () => {
   });
 });
 
+/** What the server shows of workflow `id`'s mirrors (its latest run), and of a memo entry `note`. */
+async function shown(h: Harness, id: string) {
+  const description = await h.rawClient.workflow.getHandle(id).describe();
+  return {
+    memo: description.memo?.[MEMO_KEY],
+    note: description.memo?.note,
+    userId: description.typedSearchAttributes.get(USER_ID_ATTRIBUTE),
+    workspaceId: description.typedSearchAttributes.get(WORKSPACE_ID_ATTRIBUTE),
+  };
+}
+
+/** Runs `type(...args)` as alice; returns its workflow id. */
+async function runAsAlice(h: Harness, type: string, ...args: unknown[]): Promise<string> {
+  const workflowId = `mirror-parent-${randomUUID()}`;
+  await runAsUser(alice, () => h.client.workflow.execute(type, { taskQueue: h.taskQueue, workflowId, args }));
+  return workflowId;
+}
+
+describe('mirrors of a child', () => {
+  it("a child shows its parent's mirrors and is listed with them", async () => {
+    const h = plainMemoPseudonymAttributes;
+    const workflowId = await runAsAlice(h, 'viaChild');
+    const p = pseudonymsOf(h.workerRing, alice);
+    const parent = await shown(h, workflowId);
+    expect(parent).toEqual({
+      memo: { userId: alice.userId, workspaceId: alice.workspaceId, mode: 'plain' },
+      note: undefined,
+      userId: p.userId,
+      workspaceId: p.workspaceId,
+    });
+    expect(await shown(h, `${workflowId}-child`)).toEqual(parent);
+    const query = `${mirrorQuery('pseudonym', h.workerRing, alice)} AND WorkflowId = "${workflowId}-child"`;
+    let found: string[] = [];
+    for (let i = 0; i < 100 && found.length === 0; i++) {
+      found = [];
+      for await (const w of h.rawClient.workflow.list({ query })) found.push(w.workflowId);
+      if (found.length === 0) await new Promise((r) => setTimeout(r, 100));
+    }
+    expect(found).toEqual([`${workflowId}-child`]);
+  });
+
+  it('and so does a grandchild', async () => {
+    const h = plainMemoPseudonymAttributes;
+    const workflowId = await runAsAlice(h, 'viaGrandchild');
+    const parent = await shown(h, workflowId);
+    expect(parent.userId).toBe(pseudonymsOf(h.workerRing, alice).userId);
+    expect(await shown(h, `${workflowId}-child-child`)).toEqual(parent);
+  });
+
+  it.each(['pairs', 'instance', 'legacy'])(
+    "a key the parent has is the parent's whatever the workflow code gives (search attributes as %s)",
+    async (form) => {
+      const h = plainAttributes;
+      const workflowId = await runAsAlice(h, 'childWithOwnMirrors', form);
+      // No memo mirror on the parent: the workflow code's memo entries stay; its UserId does not.
+      expect(await shown(h, `${workflowId}-child`)).toEqual({
+        memo: { userId: 'someone-else', workspaceId: 'elsewhere', mode: 'plain' },
+        note: 'kept',
+        userId: alice.userId,
+        workspaceId: alice.workspaceId,
+      });
+    },
+  );
+
+  it("a key the parent lacks stays the workflow code's", async () => {
+    const workflowId = await runAsAlice(byDefault, 'childWithOwnMirrors', 'pairs');
+    expect(await shown(byDefault, `${workflowId}-child`)).toEqual({
+      memo: { ...pseudonymsOf(byDefault.edgeRing, alice), mode: 'pseudonym' },
+      note: 'kept',
+      userId: 'someone-else',
+      workspaceId: undefined,
+    });
+  });
+
+  it('a parent without mirrors gives its child none', async () => {
+    const workflowId = await runAsAlice(off, 'viaChild');
+    const none = { memo: undefined, note: undefined, userId: undefined, workspaceId: undefined };
+    expect(await shown(off, workflowId)).toEqual(none);
+    expect(await shown(off, `${workflowId}-child`)).toEqual(none);
+  });
+
+  it('a run continued with a memo of its own keeps its mirrors, and so does its child', async () => {
+    const h = plainMemoPseudonymAttributes;
+    const p = pseudonymsOf(h.workerRing, alice);
+    const expected = {
+      memo: { userId: alice.userId, workspaceId: alice.workspaceId, mode: 'plain' },
+      userId: p.userId,
+      workspaceId: p.workspaceId,
+    };
+    const workflowId = await runAsAlice(h, 'continuedWithOwnMemo', 0);
+    expect(await shown(h, workflowId)).toEqual({ ...expected, note: 'kept' });
+    expect(await shown(h, `${workflowId}-child`)).toEqual({ ...expected, note: undefined });
+    // Continued with no memo of its own: the server copies the run's, the client's entries with it.
+    const copied = `mirror-parent-${randomUUID()}`;
+    await runAsUser(alice, () =>
+      h.client.workflow.execute('viaContinueAsNew', {
+        taskQueue: h.taskQueue,
+        workflowId: copied,
+        args: [0],
+        memo: { note: 'from the start' },
+      }),
+    );
+    expect(await shown(h, copied)).toEqual({ ...expected, note: 'from the start' });
+  });
+});
+
 /** Creates alice's hourly schedule of `viaActivity`, triggers it once; returns what the server shows. */
 async function describeSchedule(h: Harness) {
   const scheduleId = `mirror-sch-${randomUUID()}`;
