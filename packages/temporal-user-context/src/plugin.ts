@@ -106,7 +106,9 @@ export interface UserContextPluginOptions {
    * history, get activities it schedules onto your task queues run as that token's user
    * (docs/wire-format.md, _Limits_). `'server'`: the worker asks the server for the activity's run
    * (one to three `DescribeWorkflowExecution` per run per worker, cached), which closes that; a chain
-   * whose first run is past the namespace's retention is then refused.
+   * whose first run is past the namespace's retention is then refused. In either mode, a run whose
+   * header dates its lineage after its token's window (a workflow retry after a long first attempt, a
+   * cron run) is dated by the server's record of its chain, with the same lookups.
    */
   activityLineage?: 'header' | 'server';
   /**
@@ -373,7 +375,10 @@ export class UserContextPlugin extends SimplePlugin {
     if (activityLineage !== undefined && activityLineage !== 'header' && activityLineage !== 'server') {
       throw new UserContextError(ErrorCodes.MISCONFIGURED, "activityLineage must be 'header' or 'server'");
     }
-    const lineage = activityLineage === 'server' ? new ActivityLineageCheck() : undefined;
+    // The server's lineage of activities' runs: of every run with `activityLineage: 'server'`, else of
+    // those whose header dates them after their token's window (workflow retries, cron runs).
+    const lateLineage = new ActivityLineageCheck();
+    const lineage = activityLineage === 'server' ? lateLineage : undefined;
     const clientInterceptors = {
       workflow: [new UserContextWorkflowClientInterceptor(source)],
       schedule: [
@@ -468,6 +473,7 @@ export class UserContextPlugin extends SimplePlugin {
               auditor,
               systemActivities: pluginOptions.systemActivities ?? {},
               scheduledRuns,
+              lateLineage,
               ...(lineage ? { lineage } : {}),
               ...(pluginOptions.isRevoked ? { isRevoked: pluginOptions.isRevoked } : {}),
             }),

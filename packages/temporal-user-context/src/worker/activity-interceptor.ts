@@ -23,6 +23,12 @@ export interface ActivityGuardOptions extends OriginatorChecks {
   systemActivities: Readonly<Record<string, readonly string[]>>;
   /** With `activityLineage: 'server'`: the server's lineage of the activity's run (else `lin` is read). */
   lineage?: ActivityLineageCheck;
+  /**
+   * The server's lineage of runs whose header dates them after their token's window (a workflow retry,
+   * a cron run: see `verifyOriginator`'s `lateStart`), in either mode; the same object as `lineage`
+   * when there is one.
+   */
+  lateLineage: ActivityLineageCheck;
 }
 
 /** Turns a refusal into a non-retryable failure whose `type` is the stable code. */
@@ -128,20 +134,25 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
         });
       } else {
         const facts = { namespace, workflowId };
+        // The run is the server's (the activity task names it).
+        const run = () => {
+          const runId = info.workflowExecution?.runId;
+          if (!runId)
+            throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'the activity task names no run');
+          return { workflowId, runId };
+        };
         let checked = header;
         // With the server's lineage, how the root started is the server's to say too (check 10).
         let verified = await this.options.verifier.verifyOriginator(checked, facts, {
           boundStart: !this.options.lineage,
+          lateStart: () => this.options.lateLineage.confirm(this.ctx.client, run()),
         });
         identified = verified;
         let server: Pick<Lineage, 'root' | 'start'> | undefined;
         if (this.options.lineage) {
-          // The run is the server's (the activity task names it); its root and chain start are then
-          // the server's too, not the `lin` facts its workflow wrote (docs/wire-format.md, _Limits_).
-          const runId = info.workflowExecution?.runId;
-          if (!runId)
-            throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'the activity task names no run');
-          const lineage = await this.options.lineage.confirm(this.ctx.client, { workflowId, runId });
+          // The run's root and chain start are then the server's too, not the `lin` facts its workflow
+          // wrote (docs/wire-format.md, _Limits_).
+          const lineage = await this.options.lineage.confirm(this.ctx.client, run());
           server = { root: lineage.root, start: lineage.chainStart };
           checked = await withServerLineage(
             this.ctx.client,

@@ -194,20 +194,27 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
     const { scope, verified } = await this.admit(start, input.ctx.headers, async (header) => {
       if (!caller)
         throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'Nexus request names no calling workflow');
-      // The token must hold for the facts the request states before the server is asked about them.
-      // (How its root started, check 10, is compared once the server stated it, or in `trusted`.)
-      await this.options.verifier.verifyOriginator(header, caller, { boundStart: false });
       // The links and `lin` are the caller's to write: the server confirms the caller, and states its
-      // lineage (check 8), which the token must then hold for as well.
-      // A trusted namespace's caller stays unconfirmed (`claimed`): a later refusal's record says so.
-      if (getClient().options.namespace !== caller.namespace)
-        return this.trusted(caller.namespace, caller, header);
+      // lineage (check 8), which the token must then hold for as well. Asked once, after the token
+      // held for the facts the request states, or sooner, when those date the lineage after the
+      // token's window (a workflow retry, a cron run: `verifyOriginator`'s `lateStart`).
       const { service, operation } = input.ctx;
-      const lineage = await confirmNexusCaller(getClient(), caller, {
-        endpoint: operationInfo().endpoint,
-        service,
-        operation,
+      const ownNamespace = getClient().options.namespace === caller.namespace;
+      let confirming: Promise<ConfirmedLineage> | undefined;
+      const confirm = () =>
+        (confirming ??= confirmNexusCaller(getClient(), caller, {
+          endpoint: operationInfo().endpoint,
+          service,
+          operation,
+        }));
+      // (How its root started, check 10, is compared once the server stated it, or in `trusted`.)
+      await this.options.verifier.verifyOriginator(header, caller, {
+        boundStart: false,
+        ...(ownNamespace ? { lateStart: confirm } : {}),
       });
+      // A trusted namespace's caller stays unconfirmed (`claimed`): a later refusal's record says so.
+      if (!ownNamespace) return this.trusted(caller.namespace, caller, header);
+      const lineage = await confirm();
       claimed = false;
       return this.reverified(header, lineage, caller, caller.runId);
     });
@@ -267,20 +274,29 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
           'the operation token is for another operation',
         );
       const caller = { namespace: bound.ns, workflowId: bound.wf };
-      const verified = await this.options.verifier.verifyOriginator(header, caller, { boundStart: false });
+      const ownNamespace = getClient().options.namespace === bound.ns;
+      const { service, operation } = input.ctx;
+      // Asked once, as for a start (the lineage of a retry or cron run, dated late by its header).
+      let confirming: ReturnType<typeof confirmNexusCancel> | undefined;
+      const confirm = () => {
+        if (!bound.run) throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'the operation names no run');
+        return (confirming ??= confirmNexusCancel(
+          getClient(),
+          { workflowId: bound.wf, runId: bound.run },
+          { endpoint: operationInfo().endpoint, service, operation, token: input.token },
+        ));
+      };
+      const verified = await this.options.verifier.verifyOriginator(header, caller, {
+        boundStart: false,
+        ...(ownNamespace ? { lateStart: async () => confirm() } : {}),
+      });
       if (verified.claims.jti !== bound.jti)
         throw new UserContextError(
           ErrorCodes.LINEAGE_MISMATCH,
           'the Nexus cancel carries another context token than its operation was started with',
         );
-      if (getClient().options.namespace !== bound.ns) return this.trusted(bound.ns, caller, header);
-      if (!bound.run) throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'the operation names no run');
-      const { service, operation } = input.ctx;
-      const holder = await confirmNexusCancel(
-        getClient(),
-        { workflowId: bound.wf, runId: bound.run },
-        { endpoint: operationInfo().endpoint, service, operation, token: input.token },
-      );
+      if (!ownNamespace) return this.trusted(bound.ns, caller, header);
+      const holder = await confirm();
       audit.runId = holder.runId;
       confirmed = true;
       return this.reverified(header, holder, caller, holder.runId);

@@ -1,5 +1,6 @@
 import { ErrorCodes, UserContextError } from '../context/errors.js';
 import { numberOption } from '../context/number-option.js';
+import type { ConfirmedLineage } from './server-lineage.js';
 import { parseUserContext, type UserContext } from '../context/schema.js';
 import type { ContextClaims } from '../crypto/claims.js';
 import type { KeyRing } from '../crypto/keyring.js';
@@ -90,7 +91,20 @@ export class ContextVerifier {
      * for the first check of a header whose lineage the server will state (a retry of a run continued
      * as new into another type states that type, and the server the first run's).
      */
-    { boundStart = true }: { boundStart?: boolean } = {},
+    {
+      boundStart = true,
+      lateStart,
+    }: {
+      boundStart?: boolean;
+      /**
+       * The root and the start of its chain as the server records them, asked only when the header
+       * dates the lineage after the token's window. Workflow code dates a workflow retry or a cron run
+       * by its own start (`workflowInfo()` gives no earlier time), which the server writes when the
+       * previous run ends: a first attempt that ran longer than the window, or an hourly cron, would
+       * otherwise be refused on the server's own schedule. Without it, such lineages are refused.
+       */
+      lateStart?: () => Promise<Pick<ConfirmedLineage, 'root' | 'chainStart'>>;
+    } = {},
   ): Promise<Verified> {
     const { claims, lin } = await this.prepare(header, facts);
     if (claims.use === 'start') {
@@ -116,7 +130,15 @@ export class ContextVerifier {
     } else {
       throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'an actor token cannot start a lineage');
     }
-    const startedAt = Math.floor(lin.start / 1000);
+    let startedAt = Math.floor(lin.start / 1000);
+    if (startedAt > claims.exp + this.skew && lateStart) {
+      // The server's word on the run the request names: its root, and when that root's chain started.
+      // A new chain started with a copied header after the window is dated late by the server too.
+      const confirmed = await lateStart();
+      if (confirmed.root !== lin.root)
+        throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'the server names another root for the run');
+      startedAt = Math.floor(confirmed.chainStart / 1000);
+    }
     if (startedAt < claims.iat - this.skew) {
       throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'lineage started before the token was issued');
     }

@@ -427,6 +427,24 @@ describe('Nexus', () => {
     });
   });
 
+  it("a workflow retry after the start window calls as the chain's user, confirmed by the server", async () => {
+    const { worker: strict, name, remove, edge } = await strictWindows();
+    onTestFinished(remove);
+    const workflowId = `nx-late-retry-${randomUUID()}`;
+    await strict.runUntil(async () => {
+      // The retry's start event is written as its first attempt fails, 3 s in: past the 2 s window.
+      const answer = await runAsUser(alice, () =>
+        edge.workflow.execute('viaNexusAfterLateRetry', {
+          taskQueue: h.taskQueue,
+          workflowId,
+          args: [name, 3],
+          retry: { initialInterval: '100ms', maximumAttempts: 2 },
+        }),
+      );
+      expect(answer).toEqual(alice);
+    });
+  });
+
   it("a new run of a closed caller's workflow id, replaying its header after the start window, is refused", async () => {
     const { worker: strict, name, remove, edge } = await strictWindows();
     onTestFinished(remove);
