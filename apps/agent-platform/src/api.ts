@@ -88,7 +88,17 @@ async function main(): Promise<void> {
       await database.close();
     }
   };
-  for (const sig of ['SIGINT', 'SIGTERM'] as const) process.once(sig, () => void stop());
+  // Exits once stopped (see worker.ts): the stdout audit sink's lines are written within a bound.
+  for (const sig of ['SIGINT', 'SIGTERM'] as const)
+    process.once(sig, () =>
+      stop().then(
+        () => process.exit(0),
+        (err: unknown) => {
+          console.error(err);
+          process.exit(1);
+        },
+      ),
+    );
 }
 
 if (process.argv[1]?.endsWith('api.ts') || process.argv[1]?.endsWith('api.js')) {

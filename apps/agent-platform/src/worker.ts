@@ -138,10 +138,15 @@ async function main(): Promise<void> {
 }
 
 if (process.argv[1] && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  main().catch((err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  });
+  // Exits once shut down, rather than when nothing is left to wait for: the stdout audit sink's lines
+  // are then written within a bound, where a stalled log reader would otherwise keep the process alive.
+  main().then(
+    () => process.exit(0),
+    (err: unknown) => {
+      console.error(err);
+      process.exit(1);
+    },
+  );
 }
 
 /**

@@ -15,11 +15,14 @@ export const STDOUT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
  *
  * Without `logger`, lines go to stdout through a buffer of at most {@link STDOUT_MAX_BUFFERED_BYTES}:
  * while stdout does not drain, lines past it are dropped, not held, and counted; the next line that
- * fits is preceded by an `error` line saying how many were dropped (`auditDropped`). When the process
- * exits, what is buffered is written, then a count still untold, for at most
- * {@link EXIT_FLUSH_BUDGET_MS} while stdout does not take them; what that leaves unwritten is reported
- * on stderr. Every such sink of the process shares that buffer. A logger you pass keeps its own
- * destination's behaviour.
+ * fits is preceded by an `error` line saying how many were dropped (`auditDropped`). On
+ * `process.exit` (in the main thread: pino flushes no worker thread's lines), what is buffered is
+ * written, then a count still untold, for at most {@link EXIT_FLUSH_BUDGET_MS} while stdout does not
+ * take them; what that leaves unwritten is reported on stderr. A process that ends without
+ * `process.exit` waits for stdout as Node does for its own writes: end a long-running process with
+ * `process.exit` after its shutdown. A reader that went away (EPIPE) gets no more lines, as with pino.
+ * Every such sink of the process shares that buffer. A logger you pass keeps its own destination's
+ * behaviour.
  */
 export function pinoAuditSink(logger?: Logger): AuditSink {
   // One buffer for the process, however many sinks (an edge and a worker in one process, the default
@@ -40,16 +43,37 @@ let stdoutLines: AuditSink | undefined;
  */
 export const EXIT_FLUSH_BUDGET_MS = 2000;
 
+/** sonic-boom's (4.x) own record of the write it has started: see `boundedLinesTo`'s exit flush. */
+interface StartedWrite {
+  _writing?: unknown;
+  _writingBuf?: unknown;
+  _bufs?: unknown;
+}
+
 /** The default logger's sink, writing to file descriptor `fd`; exported for its tests. */
 export function boundedLinesTo(fd: number, maxBufferedBytes: number): AuditSink {
+  // A pipe on fd 1 is left blocking until something opens `process.stdout`, which makes it
+  // non-blocking: a blocking write to a stalled reader never returns EAGAIN, so no bound below would
+  // apply and the exit would wait in the kernel (found by review, in a process that never logged
+  // through `process.stdout`).
+  if (fd === 1) void process.stdout;
   /** While flushing on exit: when to stop retrying a write stdout refuses for now (EAGAIN). */
   let giveUpAt: number | undefined;
+  /** Whether the write sonic-boom started is waiting to be retried (EAGAIN) rather than done. */
+  let retrying = false;
   const destination = pino.destination({
     dest: fd,
     sync: false,
     maxLength: maxBufferedBytes,
     // Asynchronous writes retry as long as it takes (they hold no one up); the exit's only until then.
-    retryEAGAIN: () => giveUpAt === undefined || Date.now() < giveUpAt,
+    retryEAGAIN: () => {
+      if (giveUpAt !== undefined) return Date.now() < giveUpAt;
+      retrying = true;
+      return true;
+    },
+  });
+  destination.on('write', () => {
+    retrying = false;
   });
   let dropped = 0;
   destination.on('drop', () => {
@@ -70,24 +94,39 @@ export function boundedLinesTo(fd: number, maxBufferedBytes: number): AuditSink 
   const flushSync = destination.flushSync.bind(destination);
   destination.flushSync = () => {
     giveUpAt = Date.now() + EXIT_FLUSH_BUDGET_MS;
+    // A write waiting for its retry timer, which will not fire now, holds its bytes where flushSync
+    // does not look (it skips a write in progress): they go first, or the lines are lost, or cut in
+    // two (found by review). A write actually under way at this instant is left to finish.
+    const started = destination as unknown as StartedWrite;
+    if (retrying && started._writing === true && typeof started._writingBuf === 'string') {
+      if (Array.isArray(started._bufs) && started._writingBuf.length > 0) {
+        (started._bufs as unknown[]).unshift(started._writingBuf);
+        started._writingBuf = '';
+      }
+      started._writing = false;
+    }
     let unwritten = false;
+    let untold = dropped;
     try {
       flushSync();
       // The buffer is empty now: a notice of what was dropped fits.
       if (dropped > 0) {
+        untold = dropped;
         tellDropped();
         flushSync();
       }
+      untold = dropped;
     } catch {
+      // The notice, if written to the buffer, did not reach the log: its count is still untold.
       unwritten = true;
     } finally {
       giveUpAt = undefined;
     }
-    if (unwritten || dropped > 0) {
+    if (unwritten || untold > 0) {
       try {
         writeSync(
           2,
-          `temporal-user-context: the audit log did not take its lines within ${EXIT_FLUSH_BUDGET_MS} ms of exit:${unwritten ? ' lines still buffered were not written;' : ''} ${dropped} lines dropped before\n`,
+          `temporal-user-context: the audit log did not take its lines within ${EXIT_FLUSH_BUDGET_MS} ms of exit:${unwritten ? ' lines still buffered were not written;' : ''} ${untold} lines dropped before\n`,
         );
       } catch {
         // stderr refuses too: nothing else is left to tell.
