@@ -522,13 +522,13 @@ interface MirroredOptions {
  * `options` with this run's mirrors: the memo entry and the two search attributes, as `workflowInfo()`
  * shows them now (deterministic), since a child or a continued run acts for the same originator. They
  * are what this run's start set (the edge, or whoever started it) and any upsert since: copied, never
- * checked, with the trust the parent's own mirror has (a display; no worker reads them back). What the
- * parent lacks is not added. Where the parent has a value, the options' own value under that key is
+ * checked against the header, with the trust the parent's own mirror has (a display; no worker reads
+ * them back); a memo entry only in the shape the edge writes. What the parent lacks is not added. Where the parent has a value, the options' own value under that key is
  * replaced, as the edge replaces a client's; everything else in them stays as given, and is encoded by
  * the SDK as before (search attributes as pairs: duplicates and bad values meet the SDK's own rules).
- * `onlyWhereGiven` (continue-as-new): the server copies the run's memo, or its search attributes, when
- * the options give none, and adding ours alone would stop that; so only options that give their own
- * get the mirrors.
+ * `onlyWhereGiven` (continue-as-new): the SDK's core copies the run's start memo, or its current
+ * search attributes, into the command when the options give none (an empty memo counts as none), and
+ * adding ours alone would stop that; so only options that give their own get the mirrors.
  */
 function withMirrors<T extends MirroredOptions>(options: T, onlyWhereGiven: boolean): T {
   const info = workflowInfo();
@@ -538,7 +538,9 @@ function withMirrors<T extends MirroredOptions>(options: T, onlyWhereGiven: bool
   if (userId !== undefined) pairs.push({ key: USER_ID_ATTRIBUTE, value: userId });
   const workspaceId = info.typedSearchAttributes.get(WORKSPACE_ID_ATTRIBUTE);
   if (workspaceId !== undefined) pairs.push({ key: WORKSPACE_ID_ATTRIBUTE, value: workspaceId });
-  const addMemo = memo !== undefined && (!onlyWhereGiven || options.memo != null);
+  // As core decides whether the options give their own: a memo with no entries gives none.
+  const addMemo =
+    memo !== undefined && (!onlyWhereGiven || (options.memo != null && Object.keys(options.memo).length > 0));
   const addPairs =
     pairs.length > 0 &&
     (!onlyWhereGiven || Boolean(options.searchAttributes || options.typedSearchAttributes));

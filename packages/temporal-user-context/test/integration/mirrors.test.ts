@@ -189,6 +189,15 @@ describe('mirrors of a child', () => {
     });
   });
 
+  it("a child shows its parent's mirrors as they are when it starts, after an upsert", async () => {
+    const h = plainAttributes;
+    const workflowId = await runAsAlice(h, 'upsertsThenChild');
+    expect(await shown(h, `${workflowId}-child`)).toMatchObject({
+      userId: 'upserted',
+      workspaceId: alice.workspaceId,
+    });
+  });
+
   it('a parent without mirrors gives its child none', async () => {
     const workflowId = await runAsAlice(off, 'viaChild');
     const none = { memo: undefined, note: undefined, userId: undefined, workspaceId: undefined };
@@ -204,9 +213,12 @@ describe('mirrors of a child', () => {
       userId: p.userId,
       workspaceId: p.workspaceId,
     };
-    const workflowId = await runAsAlice(h, 'continuedWithOwnMemo', 0);
+    const workflowId = await runAsAlice(h, 'continuedWithOwn', 0, 'memo');
     expect(await shown(h, workflowId)).toEqual({ ...expected, note: 'kept' });
     expect(await shown(h, `${workflowId}-child`)).toEqual({ ...expected, note: undefined });
+    // Search attributes of its own (none): the mirrors are added to them.
+    const noAttributes = await runAsAlice(h, 'continuedWithOwn', 0, 'no attributes');
+    expect(await shown(h, noAttributes)).toEqual({ ...expected, note: undefined });
     // Continued with no memo of its own: the server copies the run's, the client's entries with it.
     const copied = `mirror-parent-${randomUUID()}`;
     await runAsUser(alice, () =>
@@ -218,6 +230,17 @@ describe('mirrors of a child', () => {
       }),
     );
     expect(await shown(h, copied)).toEqual({ ...expected, note: 'from the start' });
+    // An empty memo is none: the run's is copied, not replaced by the mirror alone.
+    const empty = `mirror-parent-${randomUUID()}`;
+    await runAsUser(alice, () =>
+      h.client.workflow.execute('continuedWithOwn', {
+        taskQueue: h.taskQueue,
+        workflowId: empty,
+        args: [0, 'empty memo'],
+        memo: { note: 'from the start' },
+      }),
+    );
+    expect(await shown(h, empty)).toEqual({ ...expected, note: 'from the start' });
   });
 });
 
