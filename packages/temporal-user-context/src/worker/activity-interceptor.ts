@@ -12,7 +12,7 @@ import {
   confirmOriginator,
   type OriginatorChecks,
 } from './decision.js';
-import { withServerLineage, type ActivityLineageCheck } from './server-lineage.js';
+import { withServerLineage, type ActivityLineageCheck, type ConfirmedLineage } from './server-lineage.js';
 import { closeScope, enterActivityScope, type ActivityScope } from './scope.js';
 import type { ContextVerifier, Verified } from './verifier.js';
 
@@ -142,13 +142,27 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
           return { workflowId, runId };
         };
         let checked = header;
+        // A lineage its header dates after the window, the server's record dated (see lateStart).
+        let late: ConfirmedLineage | undefined;
         // With the server's lineage, how the root started is the server's to say too (check 10).
         let verified = await this.options.verifier.verifyOriginator(checked, facts, {
           boundStart: !this.options.lineage,
-          lateStart: () => this.options.lateLineage.confirm(this.ctx.client, run()),
+          lateStart: async () => (late = await this.options.lateLineage.confirm(this.ctx.client, run())),
         });
         identified = verified;
         let server: Pick<Lineage, 'root' | 'start'> | undefined;
+        if (!this.options.lineage && late) {
+          // Held to the server's record of the chain, as with `activityLineage: 'server'`: its root,
+          // start, and how its first run started (check 10), not what this run's workflow states.
+          checked = await withServerLineage(
+            this.ctx.client,
+            header,
+            late,
+            verified.claims,
+            this.options.lateLineage.starts,
+          );
+          verified = await this.options.verifier.verifyOriginator(checked, facts);
+        }
         if (this.options.lineage) {
           // The run's root and chain start are then the server's too, not the `lin` facts its workflow
           // wrote (docs/wire-format.md, _Limits_).

@@ -206,6 +206,10 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
           endpoint: operationInfo().endpoint,
           service,
           operation,
+        }).then((lineage) => {
+          // Confirmed from here on: a refusal's record no longer qualifies the caller.
+          claimed = false;
+          return lineage;
         }));
       // (How its root started, check 10, is compared once the server stated it, or in `trusted`.)
       await this.options.verifier.verifyOriginator(header, caller, {
@@ -215,7 +219,6 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
       // A trusted namespace's caller stays unconfirmed (`claimed`): a later refusal's record says so.
       if (!ownNamespace) return this.trusted(caller.namespace, caller, header);
       const lineage = await confirm();
-      claimed = false;
       return this.reverified(header, lineage, caller, caller.runId);
     });
     const output = await handled(scope, 'nexus.start', () => runInNexusScope(scope, () => next(input)));
@@ -284,7 +287,12 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
           getClient(),
           { workflowId: bound.wf, runId: bound.run },
           { endpoint: operationInfo().endpoint, service, operation, token: input.token },
-        ));
+        ).then((holder) => {
+          // The run the server names, confirmed: a refusal's record says so from here on.
+          audit.runId = holder.runId;
+          confirmed = true;
+          return holder;
+        }));
       };
       const verified = await this.options.verifier.verifyOriginator(header, caller, {
         boundStart: false,
@@ -297,8 +305,6 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
         );
       if (!ownNamespace) return this.trusted(bound.ns, caller, header);
       const holder = await confirm();
-      audit.runId = holder.runId;
-      confirmed = true;
       return this.reverified(header, holder, caller, holder.runId);
     });
     return handled(scope, 'nexus.cancel', () => runInNexusScope(scope, () => next({ ...input, token: own })));

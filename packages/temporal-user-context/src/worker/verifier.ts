@@ -102,6 +102,9 @@ export class ContextVerifier {
        * by its own start (`workflowInfo()` gives no earlier time), which the server writes when the
        * previous run ends: a first attempt that ran longer than the window, or an hourly cron, would
        * otherwise be refused on the server's own schedule. Without it, such lineages are refused.
+       * When it answers, how the root started (check 10) is not compared here: the caller must verify
+       * again with the server's lineage (`withServerLineage`), as a run of such a chain may state
+       * another start than its first run's (one continued as new into another type, then retried).
        */
       lateStart?: () => Promise<Pick<ConfirmedLineage, 'root' | 'chainStart'>>;
     } = {},
@@ -131,7 +134,9 @@ export class ContextVerifier {
       throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'an actor token cannot start a lineage');
     }
     let startedAt = Math.floor(lin.start / 1000);
+    let stated = boundStart;
     if (startedAt > claims.exp + this.skew && lateStart) {
+      stated = false;
       // The server's word on the run the request names: its root, and when that root's chain started.
       // A new chain started with a copied header after the window is dated late by the server too.
       const confirmed = await lateStart();
@@ -147,7 +152,7 @@ export class ContextVerifier {
       throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'lineage started after the token start window');
     }
     // The chain is the token's; it must also have started as the token says (start tokens that bind it).
-    if (claims.use === 'start' && boundStart) checkBoundStart(claims, lin, this.requireBoundTokens);
+    if (claims.use === 'start' && stated) checkBoundStart(claims, lin, this.requireBoundTokens);
     return { claims, context: this.contextOf(claims) };
   }
 

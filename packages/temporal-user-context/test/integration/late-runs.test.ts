@@ -3,8 +3,8 @@
 // run as the user who started the chain; a copy of the start header that starts a new chain does not.
 import { randomUUID } from 'node:crypto';
 import { describe, expect, it, vi } from 'vitest';
-import { runAsUser, type UserContext } from 'temporal-user-context';
-import { alice } from '../../../../test-support/harness.js';
+import { ErrorCodes, runAsUser, type UserContext } from 'temporal-user-context';
+import { alice, copiedStartHeaderClient, failureTypeOf } from '../../../../test-support/harness.js';
 import { useFixtureHarness } from '../fixtures/harness.js';
 
 // A window of 1 s and no skew: a first attempt that runs 3 s ends past it.
@@ -26,6 +26,62 @@ describe.each([
       }),
     );
     expect(answer).toEqual<UserContext>(alice);
+  });
+
+  it('a copy of the start header that starts the id again after the window is refused at every attempt', async () => {
+    const workflowId = `late-copy-${randomUUID()}`;
+    const retry = { initialInterval: '100ms', maximumAttempts: 2 };
+    await runAsUser(alice, () =>
+      h.client.workflow.execute('viaActivity', { taskQueue: h.taskQueue, workflowId, retry }),
+    );
+    // Past the 1 s window, whose bounds are whole seconds (`exp` is up to 1 s later than issue + 1 s).
+    await new Promise((r) => setTimeout(r, 2500));
+    const attacker = await copiedStartHeaderClient(h, workflowId);
+    const copy = await attacker.workflow.start('viaActivity', { taskQueue: h.taskQueue, workflowId, retry });
+    expect(await failureTypeOf(copy.result())).toBe(ErrorCodes.LINEAGE_MISMATCH);
+    // Both attempts of the new chain reached an activity; the server dated that chain late for each.
+    const decisions = h.audit.events.filter(
+      (e) => e.workflowId === workflowId && e.action === 'activity.execute' && e.runId !== undefined,
+    );
+    const refused = decisions.filter((e) => e.decision === 'deny');
+    expect(new Set(refused.map((e) => e.runId)).size).toBe(2);
+    expect(refused.every((e) => e.detail === 'lineage started after the token start window')).toBe(true);
+    expect(decisions.filter((e) => e.decision === 'allow').map((e) => e.runId)).not.toContain(
+      copy.firstExecutionRunId,
+    );
+  });
+
+  it("a late retry is held to how its chain's first run started, not to its own type", async () => {
+    // Within the window, a copy of alice's start header starts her workflow id again as another type,
+    // which continues as new into the type her token binds, fails after the window, and is retried:
+    // the retry states her type, the server the first run's.
+    const workflowId = `late-type-${randomUUID()}`;
+    const retry = { initialInterval: '100ms', maximumAttempts: 2 };
+    await runAsUser(alice, () =>
+      h.client.workflow.start('failsFirstAttemptAfter', {
+        taskQueue: h.taskQueue,
+        workflowId,
+        args: [5],
+        retry,
+      }),
+    );
+    const attacker = await copiedStartHeaderClient(h, workflowId);
+    await attacker.workflow.start('continuesAsNewInto', {
+      taskQueue: h.taskQueue,
+      workflowId,
+      args: ['failsFirstAttemptAfter', 2],
+      retry,
+      workflowIdConflictPolicy: 'TERMINATE_EXISTING',
+    });
+    expect(await failureTypeOf(h.rawClient.workflow.getHandle(workflowId).result())).toBe(
+      ErrorCodes.LINEAGE_MISMATCH,
+    );
+    const refused = h.audit.events.filter(
+      (e) => e.workflowId === workflowId && e.action === 'activity.execute' && e.decision === 'deny',
+    );
+    expect(refused.map((e) => e.detail)).toContain(
+      'the lineage root was started as another workflow type or on another task queue than its token binds',
+    );
   });
 
   it("every run of a cron workflow runs as the chain's user, each started after the window", async () => {
