@@ -797,8 +797,14 @@ export class UserContextPlugin extends SimplePlugin {
     if (options.workflowBundle && this.pluginOptions.checkWorkflowBundle !== false)
       assertBundledWithPlugin(options.workflowBundle, false);
     const sinks = { ...options.sinks, ...this.sinks() };
-    if (this.workerComplete(options, 'replay worker')) return this.remember({ ...options, sinks });
-    return this.remember(super.configureReplayWorker(this.withoutOwnParts(options, sinks)));
+    // The SDK replays as namespace 'default' (its replay options have no namespace), and the codec binds
+    // every payload to its namespace: another namespace's history was refused payload by payload
+    // (found by review). Replayed as the plugin's namespace (its option, or its first client's or
+    // worker's); a replay-only plugin of another namespace needs the `namespace` option.
+    const namespace = this.pluginOptions.namespace ?? this.boundNamespace;
+    const own = (namespace === undefined ? options : { ...options, namespace }) as ReplayWorkerOptions;
+    if (this.workerComplete(own, 'replay worker')) return this.remember({ ...own, sinks });
+    return this.remember(super.configureReplayWorker(this.withoutOwnParts(own, sinks)));
   }
 
   private remember<T extends object>(options: T): T {

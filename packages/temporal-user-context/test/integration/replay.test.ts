@@ -15,10 +15,13 @@ import { mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'nod
 import { fileURLToPath } from 'node:url';
 import { historyFromJSON, historyToJSON } from '@temporalio/common/lib/proto-utils.js';
 import type { History } from '@temporalio/common/lib/proto-utils.js';
+import { randomUUID } from 'node:crypto';
+import { Client } from '@temporalio/client';
 import { Worker } from '@temporalio/worker';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, inject, it } from 'vitest';
 import {
   KeyRing,
+  generateKeySet,
   UserContextPlugin,
   memoryAuditSink,
   rotateKeySet,
@@ -27,6 +30,7 @@ import {
   type KeySetJson,
 } from 'temporal-user-context';
 import { alice, bob, carol } from '../../../../test-support/harness.js';
+import * as activities from '../fixtures/activities.js';
 import { fixtureWorkflowsPath, useFixtureHarness } from '../fixtures/harness.js';
 
 const historiesDir = fileURLToPath(new URL('../fixtures/histories/', import.meta.url));
@@ -159,4 +163,44 @@ describe('replay', () => {
       ).resolves.toBeUndefined();
     }
   });
+
+  const otherNamespace = inject('temporalOtherNamespace');
+  it.skipIf(!otherNamespace)(
+    "a history of another namespace replays under a plugin that serves it, its payloads' namespace",
+    async () => {
+      const keys = generateKeySet('other-namespace');
+      const workerRing = KeyRing.fromJSON(keys.worker);
+      const audit = memoryAuditSink();
+      const client = new Client({
+        connection: h.connection,
+        namespace: otherNamespace,
+        plugins: [new UserContextPlugin({ keys: KeyRing.fromJSON(keys.edge), audit })],
+      });
+      const taskQueue = `other-ns-${randomUUID()}`;
+      const worker = await Worker.create({
+        connection: h.nativeConnection,
+        namespace: otherNamespace,
+        taskQueue,
+        workflowsPath: fixtureWorkflowsPath,
+        activities,
+        plugins: [new UserContextPlugin({ keys: workerRing, audit })],
+      });
+      const workflowId = `replay-other-ns-${randomUUID()}`;
+      await worker.runUntil(
+        runAsUser(alice, () => client.workflow.execute('viaActivity', { taskQueue, workflowId })),
+      );
+      const history = await client.workflow.getHandle(workflowId).fetchHistory();
+      const replay = (plugin: UserContextPlugin) =>
+        Worker.runReplayHistory(
+          { workflowsPath: fixtureWorkflowsPath, plugins: [plugin] },
+          history,
+          workflowId,
+        );
+      await expect(
+        replay(new UserContextPlugin({ keys: workerRing, audit, namespace: otherNamespace })),
+      ).resolves.toBeUndefined();
+      // A plugin that knows no namespace replays as the SDK's 'default': the codec refuses the payloads.
+      await expect(replay(new UserContextPlugin({ keys: workerRing, audit }))).rejects.toThrow();
+    },
+  );
 });
