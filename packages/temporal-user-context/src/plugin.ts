@@ -16,7 +16,14 @@ import {
 } from '@temporalio/common';
 import type { WorkflowInfo } from '@temporalio/workflow';
 import { SimplePlugin } from '@temporalio/plugin';
-import type { BundleOptions, InjectedSinks, ReplayWorkerOptions, WorkerOptions } from '@temporalio/worker';
+import type {
+  BundleOptions,
+  InjectedSinks,
+  PatchActivationCallback,
+  ReplayWorkerOptions,
+  WorkerOptions,
+} from '@temporalio/worker';
+import { OWN_PATCHES } from './workflow/patches.js';
 import type { AuditDecision, AuditSink, IdentitySource } from './audit/event.js';
 import { markRecorded } from './audit/recorded.js';
 import { Auditor, pinoAuditSink } from './audit/sinks.js';
@@ -342,6 +349,8 @@ export class UserContextPlugin extends SimplePlugin {
     nexus: object;
     codec: object | undefined;
   };
+  /** The `patchActivationCallback`s this plugin made (see {@link withOwnPatches}). */
+  private readonly patchCallbacks = new WeakSet<PatchActivationCallback>();
   /** The namespace of the first client or worker configured (see {@link bindNamespace}). */
   private boundNamespace: string | undefined;
 
@@ -631,8 +640,9 @@ export class UserContextPlugin extends SimplePlugin {
     });
   }
 
-  override configureWorker(options: WorkerOptions): WorkerOptions {
-    if (this.configured.has(options)) return options;
+  override configureWorker(given: WorkerOptions): WorkerOptions {
+    if (this.configured.has(given)) return given;
+    const options = this.withOwnPatches(given);
     if (options.workflowBundle && this.pluginOptions.checkWorkflowBundle !== false)
       assertBundledWithPlugin(options.workflowBundle, this.installsFailureConverter(options));
     this.bindNamespace(options.namespace ?? 'default');
@@ -788,6 +798,20 @@ export class UserContextPlugin extends SimplePlugin {
         workflowInterceptorsPath,
       ],
     });
+  }
+
+  /**
+   * `options` whose `patchActivationCallback` (SDK 1.24, experimental) leaves this package's patches on:
+   * a rollout callback that answers `false` for patch ids it does not know would otherwise bring back,
+   * for new runs, the verification paths those patches replaced (found by review). A callback this
+   * plugin made already is kept as it is.
+   */
+  private withOwnPatches(options: WorkerOptions): WorkerOptions {
+    const callback = options.patchActivationCallback;
+    if (!callback || this.patchCallbacks.has(callback)) return options;
+    const own: PatchActivationCallback = (input) => OWN_PATCHES.has(input.patchId) || callback(input);
+    this.patchCallbacks.add(own);
+    return { ...options, patchActivationCallback: own };
   }
 
   override configureReplayWorker(options: ReplayWorkerOptions): ReplayWorkerOptions {

@@ -2,6 +2,7 @@ import { CancellationScope, patched, proxyLocalActivities } from '@temporalio/wo
 import { ErrorCodes } from '../context/errors.js';
 import type { UserContext } from '../context/schema.js';
 import { refusal } from './interceptors.js';
+import { SHARED_VERIFICATION_PATCH, WHOLE_ACTOR_VERIFICATION_PATCH } from './patches.js';
 import { currentActor, workflowState, type ActorPolicy, type ActorRef, type Originator } from './state.js';
 
 /** Activity names the plugin registers on every worker; workflow code reaches them through the APIs below. */
@@ -31,13 +32,6 @@ const actorVerifier = proxyLocalActivities<{ [WHOIS_ACTOR_ACTIVITY]: () => Promi
   startToCloseTimeout: '30s',
   retry: { maximumAttempts: 3, nonRetryableErrorTypes: Object.values(ErrorCodes) },
 });
-
-/**
- * The patch under which getUserContext() shares one verification that no caller cancels: runs that
- * verified before it (each cancelled caller cancelling the local activity, the next call starting
- * another) replay as they ran.
- */
-export const SHARED_VERIFICATION_PATCH = 'temporal-user-context:shared-verification';
 
 /**
  * The originator of this workflow lineage (who started it), verified by the worker.
@@ -109,15 +103,6 @@ export function getOriginator(): Originator | undefined {
 export function getActor(): ActorRef | undefined {
   return currentActor();
 }
-
-/**
- * The patch under which verifyActor()'s local activity is not cancelled with its caller's scope. A run
- * cancelled through Temporal cancels its handlers' local activities, and Core places a cancelled local
- * activity's marker among the other commands of its workflow task by timing: a replay could order them
- * otherwise and fail with a nondeterminism error (an activity cancelled in the same task). Runs that
- * verified before it replay as they ran.
- */
-export const WHOLE_ACTOR_VERIFICATION_PATCH = 'temporal-user-context:whole-actor-verification';
 
 /**
  * Verifies the current actor's token in a local activity and returns the actor's `UserContext` (recorded in

@@ -526,3 +526,29 @@ describe('schedule control records', () => {
     expect(audit.events[1]?.detail).toBe('schedule nightly; pause: maintenance');
   });
 });
+
+describe("a worker's patchActivationCallback", () => {
+  it("does not decide this package's patches; it decides every other, once wrapped", () => {
+    const plugin = new UserContextPlugin({ keys: worker, audit: memoryAuditSink() });
+    const asked: string[] = [];
+    const configured = plugin.configureWorker({
+      taskQueue: 'q',
+      // A rollout callback that leaves every patch it does not know inactive.
+      patchActivationCallback: ({ patchId }) => {
+        asked.push(patchId);
+        return false;
+      },
+    });
+    const callback = configured.patchActivationCallback!;
+    const workflowInfo = {} as Parameters<typeof callback>[0]['workflowInfo'];
+    for (const patchId of [
+      'temporal-user-context:shared-verification',
+      'temporal-user-context:whole-actor-verification',
+    ])
+      expect(callback({ patchId, workflowInfo }), patchId).toBe(true);
+    expect(callback({ patchId: 'app:new-path', workflowInfo })).toBe(false);
+    expect(asked).toEqual(['app:new-path']);
+    // Configured again (a plugin listed twice): wrapped once.
+    expect(plugin.configureWorker(configured).patchActivationCallback).toBe(callback);
+  });
+});
