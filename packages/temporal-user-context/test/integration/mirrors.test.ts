@@ -191,11 +191,23 @@ describe('mirrors of a child', () => {
 
   it("a child shows its parent's mirrors as they are when it starts, after an upsert", async () => {
     const h = plainAttributes;
-    const workflowId = await runAsAlice(h, 'upsertsThenChild');
-    expect(await shown(h, `${workflowId}-child`)).toMatchObject({
+    const upserted = await runAsAlice(h, 'upsertsThenChild', 'attributes');
+    expect(await shown(h, `${upserted}-child`)).toMatchObject({
       userId: 'upserted',
       workspaceId: alice.workspaceId,
     });
+    // The parent's UserId replaces the workflow code's; its WorkspaceId, which the parent dropped, stays.
+    const removed = await runAsAlice(h, 'upsertsThenChild', 'removes');
+    expect(await shown(h, `${removed}-child`)).toMatchObject({
+      userId: alice.userId,
+      workspaceId: 'its own',
+    });
+  });
+
+  it('a memo entry of another shape under the mirror key is not copied', async () => {
+    const workflowId = await runAsAlice(byDefault, 'upsertsThenChild', 'memo');
+    expect((await shown(byDefault, workflowId)).memo).toEqual({ userId: 'not the edge' });
+    expect((await shown(byDefault, `${workflowId}-child`)).memo).toBeUndefined();
   });
 
   it('a parent without mirrors gives its child none', async () => {
@@ -205,7 +217,7 @@ describe('mirrors of a child', () => {
     expect(await shown(off, `${workflowId}-child`)).toEqual(none);
   });
 
-  it('a run continued with a memo of its own keeps its mirrors, and so does its child', async () => {
+  it('a continued run keeps its mirrors, whatever memo or search attributes it gives; so does its child', async () => {
     const h = plainMemoPseudonymAttributes;
     const p = pseudonymsOf(h.workerRing, alice);
     const expected = {
@@ -219,7 +231,8 @@ describe('mirrors of a child', () => {
     // Search attributes of its own (none): the mirrors are added to them.
     const noAttributes = await runAsAlice(h, 'continuedWithOwn', 0, 'no attributes');
     expect(await shown(h, noAttributes)).toEqual({ ...expected, note: undefined });
-    // Continued with no memo of its own: the server copies the run's, the client's entries with it.
+    // Continued with no memo of its own: the SDK's core copies the run's start memo, the client's
+    // entries with it.
     const copied = `mirror-parent-${randomUUID()}`;
     await runAsUser(alice, () =>
       h.client.workflow.execute('viaContinueAsNew', {
