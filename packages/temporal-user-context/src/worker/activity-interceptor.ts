@@ -151,29 +151,20 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
         });
         identified = verified;
         let server: Pick<Lineage, 'root' | 'start'> | undefined;
-        if (!this.options.lineage && late) {
-          // Held to the server's record of the chain, as with `activityLineage: 'server'`: its root,
-          // start, and how its first run started (check 10), not what this run's workflow states.
+        // The server's lineage of the run: of every run with `activityLineage: 'server'`, else of one its
+        // header dated after the window. Its root, chain start and how its first run started (check 10)
+        // are then the server's, not the `lin` facts its workflow wrote (docs/wire-format.md, _Limits_).
+        const confirmed = this.options.lineage
+          ? await this.options.lineage.confirm(this.ctx.client, run())
+          : late;
+        if (confirmed) {
+          server = { root: confirmed.root, start: confirmed.chainStart };
           checked = await withServerLineage(
             this.ctx.client,
             header,
-            late,
+            confirmed,
             verified.claims,
             this.options.lateLineage.starts,
-          );
-          verified = await this.options.verifier.verifyOriginator(checked, facts);
-        }
-        if (this.options.lineage) {
-          // The run's root and chain start are then the server's too, not the `lin` facts its workflow
-          // wrote (docs/wire-format.md, _Limits_).
-          const lineage = await this.options.lineage.confirm(this.ctx.client, run());
-          server = { root: lineage.root, start: lineage.chainStart };
-          checked = await withServerLineage(
-            this.ctx.client,
-            header,
-            lineage,
-            verified.claims,
-            this.options.lineage.starts,
           );
           verified = await this.options.verifier.verifyOriginator(checked, facts);
         }

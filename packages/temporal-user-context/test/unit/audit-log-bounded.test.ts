@@ -8,15 +8,7 @@ import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
 import type { AuditEvent } from 'temporal-user-context';
 import { boundedLinesTo } from '../../src/audit/sinks.js';
-
-const event = (i: number): AuditEvent => ({
-  time: new Date().toISOString(),
-  action: 'api.request',
-  decision: 'deny',
-  source: 'edge',
-  reason: 'AUTH_MISSING',
-  detail: `request ${i} ${'x'.repeat(200)}`,
-});
+import { floodEvent } from '../fixtures/audit-flood.js';
 
 describe('the default log sink', () => {
   it('drops lines past its buffer while the log stalls, and then says how many', async () => {
@@ -34,7 +26,7 @@ describe('the default log sink', () => {
       const fd = (reader.stdin as unknown as { _handle: { fd: number } })._handle.fd;
       const sink = boundedLinesTo(fd, 100_000);
       const sent = 3000; // ~1 MB of lines: a pipe's 64 KiB and the 100 kB buffer, the rest dropped
-      for (let i = 0; i < sent; i++) sink.emit(event(i));
+      for (let i = 0; i < sent; i++) sink.emit(floodEvent(i));
       reader.send('read');
       // Once lines flow again, the next one is preceded by the count of those dropped.
       const lines = await waitForLog(async () => {
@@ -44,7 +36,7 @@ describe('the default log sink', () => {
         return written;
       }, out);
       await new Promise((r) => setTimeout(r, 200));
-      sink.emit(event(sent));
+      sink.emit(floodEvent(sent));
       const all = await waitForLog(async () => {
         const written = readFileSync(out, 'utf8').split('\n').filter(Boolean);
         expect(written.at(-1)).toContain(`request ${sent} `);
