@@ -43,6 +43,9 @@ let stdoutLines: AuditSink | undefined;
  */
 export const EXIT_FLUSH_BUDGET_MS = 2000;
 
+/** How long sonic-boom (4.x) waits before it retries a write refused with EAGAIN. */
+const RETRY_WAIT_MS = 100;
+
 /** sonic-boom's (4.x) own record of the write it has started: see `boundedLinesTo`'s exit flush. */
 interface StartedWrite {
   _writing?: unknown;
@@ -68,7 +71,13 @@ export function boundedLinesTo(fd: number, maxBufferedBytes: number): AuditSink 
     // Asynchronous writes retry as long as it takes (they hold no one up); the exit's only until then.
     retryEAGAIN: () => {
       if (giveUpAt !== undefined) return Date.now() < giveUpAt;
+      // Waiting for sonic-boom's retry timer (100 ms, set right after this returns): this one, of the
+      // same length and set first, fires first, so that a write the retry has under way when the
+      // process exits is not also written again by the exit (found by review).
       retrying = true;
+      setTimeout(() => {
+        retrying = false;
+      }, RETRY_WAIT_MS).unref();
       return true;
     },
   });
@@ -94,17 +103,25 @@ export function boundedLinesTo(fd: number, maxBufferedBytes: number): AuditSink 
   const flushSync = destination.flushSync.bind(destination);
   destination.flushSync = () => {
     giveUpAt = Date.now() + EXIT_FLUSH_BUDGET_MS;
-    // A write waiting for its retry timer, which will not fire now, holds its bytes where flushSync
-    // does not look (it skips a write in progress): they go first, or the lines are lost, or cut in
-    // two (found by review). A write actually under way at this instant is left to finish.
+    // A write waiting for its retry timer, which will not fire now, holds its bytes (a string, or what
+    // is left of it after part was written: a Buffer) where flushSync does not look, as it skips a
+    // write in progress: they go first, or the lines are lost, or cut in two (found by review). A
+    // write actually under way at this instant finishes on its own, and its lines may land after the
+    // exit's.
     const started = destination as unknown as StartedWrite;
-    if (retrying && started._writing === true && typeof started._writingBuf === 'string') {
-      if (Array.isArray(started._bufs) && started._writingBuf.length > 0) {
-        (started._bufs as unknown[]).unshift(started._writingBuf);
-        started._writingBuf = '';
-      }
-      started._writing = false;
+    const waiting = started._writingBuf;
+    if (
+      (retrying || started._writing !== true) &&
+      Array.isArray(started._bufs) &&
+      (typeof waiting === 'string' || Buffer.isBuffer(waiting)) &&
+      waiting.length > 0
+    ) {
+      (started._bufs as unknown[]).unshift(waiting);
+      started._writingBuf = '';
     }
+    // From here on sonic-boom starts no write of its own: the notice below is buffered, and written by
+    // flushSync in its turn, not handed to a write that the exit may not wait for.
+    started._writing = true;
     let unwritten = false;
     let untold = dropped;
     try {

@@ -5,7 +5,7 @@ import { mkdtempSync, readFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import type { AuditEvent } from 'temporal-user-context';
 import { boundedLinesTo } from '../../src/audit/sinks.js';
 import { floodEvent } from '../fixtures/audit-flood.js';
@@ -71,6 +71,10 @@ function stalledLogChild(sent: number, maxBufferedBytes: number) {
     ],
     { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] },
   );
+  // Killed however the test ends, also when it times out waiting for the child.
+  onTestFinished(() => {
+    child.kill('SIGKILL');
+  });
   let stderr = '';
   child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
   const closed = new Promise<number | null>((resolve) => child.on('close', (code) => resolve(code)));
@@ -83,52 +87,44 @@ describe('the default log sink as the process exits', () => {
     // A buffer larger than the pipe and what a paused reader still takes in: most of it stays held.
     const sent = 8000;
     const { child, closed, emitted } = stalledLogChild(sent, 1_000_000);
-    try {
-      // Nothing read until every line was emitted: the pipe fills, then the buffer, the rest dropped.
-      child.stdout!.pause();
-      await emitted;
-      // The exit begins while stdout still takes nothing, once a write has been refused and waits to
-      // be retried, and stdout takes lines again within the exit's budget.
-      await new Promise((r) => setTimeout(r, 300));
-      child.send('exit');
-      await new Promise((r) => setTimeout(r, 300));
-      let out = '';
-      child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
-      child.stdout!.resume();
-      expect(await closed).toBe(0);
-      // Every line whole (a write waiting at exit was lost, or cut in two, before the review's mend).
-      const lines = out
-        .split('\n')
-        .filter(Boolean)
-        .map((line) => JSON.parse(line) as { auditDropped?: number; audit?: AuditEvent });
-      const kept = lines.filter((line) => line.audit).length;
-      const counted = lines.reduce((sum, line) => sum + (line.auditDropped ?? 0), 0);
-      expect(kept).toBeLessThan(sent);
-      expect(lines.some((line) => (line.auditDropped ?? 0) > 0)).toBe(true);
-      expect(kept + counted).toBe(sent);
-    } finally {
-      child.kill('SIGKILL');
-    }
+    // Nothing read until every line was emitted: the pipe fills, then the buffer, the rest dropped.
+    child.stdout!.pause();
+    await emitted;
+    // The exit begins while stdout still takes nothing, once a write has been refused and waits to
+    // be retried, and stdout takes lines again within the exit's budget.
+    await new Promise((r) => setTimeout(r, 300));
+    child.send('exit');
+    await new Promise((r) => setTimeout(r, 300));
+    let out = '';
+    child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    child.stdout!.resume();
+    expect(await closed).toBe(0);
+    // Every line whole (a write waiting at exit was lost, or cut in two, before the review's mend).
+    const lines = out
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => JSON.parse(line) as { auditDropped?: number; audit?: AuditEvent });
+    const kept = lines.filter((line) => line.audit).length;
+    const counted = lines.reduce((sum, line) => sum + (line.auditDropped ?? 0), 0);
+    expect(kept).toBeLessThan(sent);
+    expect(lines.some((line) => (line.auditDropped ?? 0) > 0)).toBe(true);
+    expect(kept + counted).toBe(sent);
   });
 
   it('exits when stdout never takes them, and says on stderr what it could not write', async () => {
     // A buffer larger than the pipe and what a paused reader still takes in: most of it stays held.
     const { child, closed, emitted, stderr } = stalledLogChild(8000, 1_000_000);
-    try {
-      child.stdout!.pause();
-      await emitted;
-      const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
-      child.send('exit');
-      // Before, pino retried the write for ever and the process never exited.
-      expect(await exited).toBe(0);
-      expect(stderr()).toMatch(
-        /the audit log did not take its lines within 2000 ms of exit: lines still buffered were not written; [1-9]\d* lines dropped before/,
-      );
-      child.stdout!.destroy();
-      await closed;
-    } finally {
-      child.kill('SIGKILL');
-    }
+    child.stdout!.pause();
+    await emitted;
+    const exited = new Promise<number | null>((resolve) => child.on('exit', (code) => resolve(code)));
+    child.send('exit');
+    // Before, pino retried the write for ever and the process never exited.
+    expect(await exited).toBe(0);
+    expect(stderr()).toMatch(
+      /the audit log did not take its lines within 2000 ms of exit: lines still buffered were not written; [1-9]\d* lines dropped before/,
+    );
+    child.stdout!.destroy();
+    await closed;
   });
 });
 
