@@ -23,7 +23,6 @@ import type {
   ReplayWorkerOptions,
   WorkerOptions,
 } from '@temporalio/worker';
-import { OWN_PATCHES } from './workflow/patches.js';
 import type { AuditDecision, AuditSink, IdentitySource } from './audit/event.js';
 import { markRecorded } from './audit/recorded.js';
 import { Auditor, pinoAuditSink } from './audit/sinks.js';
@@ -43,6 +42,7 @@ import { WHOAMI_ACTIVITY, WHOIS_ACTOR_ACTIVITY } from './workflow/api.js';
 import { ActivityGuard } from './worker/activity-interceptor.js';
 import { nexusCallerPolicyOf, type NexusCallerPolicy } from './worker/nexus-caller.js';
 import { ActivityLineageCheck, FirstRunStarts } from './worker/server-lineage.js';
+import { OWN_PATCHES } from './workflow/patches.js';
 import { NexusGuard } from './worker/nexus-interceptor.js';
 import { ScheduledRunCheck } from './worker/scheduled-run.js';
 import { currentActor, currentUserContext } from './worker/resolve.js';
