@@ -18,7 +18,10 @@ export const STDOUT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
  * fits is preceded by an `error` line saying how many were dropped (`auditDropped`). On
  * `process.exit` (in the main thread: pino flushes no worker thread's lines), what is buffered is
  * written, then a count still untold, for at most {@link EXIT_FLUSH_BUDGET_MS} while stdout does not
- * take them; what that leaves unwritten is reported on stderr. A process that ends without
+ * take them; what that leaves unwritten is reported on stderr, and so are lines emitted after it (an
+ * exit listener's), which are written at once otherwise. A write the thread pool has under way as the
+ * exit begins finishes on its own: its lines may land after the exit's, or, should stdout refuse it
+ * just then, be lost or cut (rare). A process that ends without
  * `process.exit` waits for stdout as Node does for its own writes: end a long-running process with
  * `process.exit` after its shutdown. A reader that went away (EPIPE) gets no more lines, as with pino.
  * Every such sink of the process shares that buffer. A logger you pass keeps its own destination's
@@ -64,6 +67,9 @@ export function boundedLinesTo(fd: number, maxBufferedBytes: number): AuditSink 
   let giveUpAt: number | undefined;
   /** Whether the write sonic-boom started is waiting to be retried (EAGAIN) rather than done. */
   let retrying = false;
+  /** Whether the exit's flush ran, and whether it gave up with lines left in the buffer. */
+  let exited = false;
+  let stuck = false;
   const destination = pino.destination({
     dest: fd,
     sync: false,
@@ -99,6 +105,17 @@ export function boundedLinesTo(fd: number, maxBufferedBytes: number): AuditSink 
     // The notice fitted: the count is told. Dropped as well: the count stands, the notice not in it.
     dropped -= dropped === count ? count : 1;
   };
+  /** What the exit could not write, on stderr (synchronously: the process is exiting). */
+  const report = (unwritten: boolean, untold: number) => {
+    try {
+      writeSync(
+        2,
+        `temporal-user-context: the audit log did not take its lines within ${EXIT_FLUSH_BUDGET_MS} ms of exit:${unwritten ? ' lines still buffered were not written;' : ''} ${untold} lines dropped before\n`,
+      );
+    } catch {
+      // stderr refuses too: nothing else is left to tell.
+    }
+  };
   // pino calls this on exit (and only then, for this destination of ours).
   const flushSync = destination.flushSync.bind(destination);
   destination.flushSync = () => {
@@ -106,8 +123,8 @@ export function boundedLinesTo(fd: number, maxBufferedBytes: number): AuditSink 
     // A write waiting for its retry timer, which will not fire now, holds its bytes (a string, or what
     // is left of it after part was written: a Buffer) where flushSync does not look, as it skips a
     // write in progress: they go first, or the lines are lost, or cut in two (found by review). A
-    // write actually under way at this instant finishes on its own, and its lines may land after the
-    // exit's.
+    // write the thread pool has under way at this very instant is not seen again: should stdout refuse
+    // it, in whole or in part, its lines are lost or cut (rare: the write takes microseconds).
     const started = destination as unknown as StartedWrite;
     const waiting = started._writingBuf;
     if (
@@ -124,6 +141,8 @@ export function boundedLinesTo(fd: number, maxBufferedBytes: number): AuditSink 
     started._writing = true;
     let unwritten = false;
     let untold = dropped;
+    // Whatever the outcome, lines emitted after this (an exit listener's) are written or counted here.
+    exited = true;
     try {
       flushSync();
       // The buffer is empty now: a notice of what was dropped fits.
@@ -136,24 +155,24 @@ export function boundedLinesTo(fd: number, maxBufferedBytes: number): AuditSink 
     } catch {
       // The notice, if written to the buffer, did not reach the log: its count is still untold.
       unwritten = true;
+      // What is left may begin with bytes already written: never flushed again, it would repeat them.
+      stuck = true;
     } finally {
       giveUpAt = undefined;
     }
-    if (unwritten || untold > 0) {
-      try {
-        writeSync(
-          2,
-          `temporal-user-context: the audit log did not take its lines within ${EXIT_FLUSH_BUDGET_MS} ms of exit:${unwritten ? ' lines still buffered were not written;' : ''} ${untold} lines dropped before\n`,
-        );
-      } catch {
-        // stderr refuses too: nothing else is left to tell.
-      }
-    }
+    if (unwritten || untold > 0) report(unwritten, untold);
   };
   return {
     emit(event) {
+      if (stuck) {
+        // After an exit flush that gave up: the line is dropped and told on stderr, as that flush's were.
+        report(true, ++dropped);
+        return;
+      }
       if (dropped > 0) tellDropped();
       lines.emit(event);
+      // After the exit's flush, nothing writes the buffer but this.
+      if (exited) destination.flushSync();
     },
   };
 }

@@ -1,7 +1,7 @@
 // The default pino sink holds at most a bounded number of bytes while its log does not drain: past
 // them lines are dropped and counted, and the count is told once the log takes lines again.
-import { spawn } from 'node:child_process';
-import { mkdtempSync, readFileSync } from 'node:fs';
+import { execFileSync, spawn } from 'node:child_process';
+import { closeSync, constants, mkdtempSync, openSync, readFileSync, readSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -59,7 +59,7 @@ describe('the default log sink', () => {
  * Starts the stalled-log child with `sent` lines and a buffer of `maxBufferedBytes`; `closed` gives its
  * exit code once its output has all been read.
  */
-function stalledLogChild(sent: number, maxBufferedBytes: number) {
+function stalledLogChild(sent: number, maxBufferedBytes: number, stdout: 'pipe' | number = 'pipe', late = 0) {
   const child = spawn(
     process.execPath,
     [
@@ -68,8 +68,9 @@ function stalledLogChild(sent: number, maxBufferedBytes: number) {
       fileURLToPath(new URL('../fixtures/stalled-log-child.ts', import.meta.url)),
       String(sent),
       String(maxBufferedBytes),
+      String(late),
     ],
-    { stdio: ['ignore', 'pipe', 'pipe', 'ipc'] },
+    { stdio: ['ignore', stdout, 'pipe', 'ipc'] },
   );
   // Killed however the test ends, also when it times out waiting for the child.
   onTestFinished(() => {
@@ -84,23 +85,40 @@ function stalledLogChild(sent: number, maxBufferedBytes: number) {
 
 describe('the default log sink as the process exits', () => {
   it('writes what it holds, whole, and the count still untold once stdout takes them', async () => {
-    // A buffer larger than the pipe and what a paused reader still takes in: most of it stays held.
+    // stdout is a FIFO that nothing reads until the exit has begun (a pipe to this process would be
+    // read ahead by its stream): it fills at once, and the write that filled it was written in part,
+    // its rest waiting to be retried as the exit begins.
+    const fifo = join(mkdtempSync(join(tmpdir(), 'tuc-fifo-')), 'stdout');
+    execFileSync('mkfifo', [fifo]);
+    const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
+    const writer = openSync(fifo, constants.O_WRONLY);
     const sent = 8000;
-    const { child, closed, emitted } = stalledLogChild(sent, 1_000_000);
-    // Nothing read until every line was emitted: the pipe fills, then the buffer, the rest dropped.
-    child.stdout!.pause();
+    const { child, closed, emitted } = stalledLogChild(sent, 1_000_000, writer);
+    closeSync(writer);
     await emitted;
-    // The exit begins while stdout still takes nothing, once a write has been refused and waits to
-    // be retried, and stdout takes lines again within the exit's budget.
     await new Promise((r) => setTimeout(r, 300));
     child.send('exit');
     await new Promise((r) => setTimeout(r, 300));
-    let out = '';
-    child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
-    child.stdout!.resume();
+    // Read until every writer is gone (the child exited): the exit's flush takes its turn meanwhile.
+    const chunks: Buffer[] = [];
+    const chunk = Buffer.alloc(65536);
+    for (;;) {
+      let n: number;
+      try {
+        n = readSync(reader, chunk);
+      } catch (err) {
+        if ((err as NodeJS.ErrnoException).code !== 'EAGAIN') throw err;
+        await new Promise((r) => setTimeout(r, 5));
+        continue;
+      }
+      if (n === 0) break;
+      chunks.push(Buffer.from(chunk.subarray(0, n)));
+    }
+    closeSync(reader);
     expect(await closed).toBe(0);
-    // Every line whole (a write waiting at exit was lost, or cut in two, before the review's mend).
-    const lines = out
+    // Every line whole: a write waiting at exit was lost, or cut in two, before the reviews' mends.
+    const lines = Buffer.concat(chunks)
+      .toString()
       .split('\n')
       .filter(Boolean)
       .map((line) => JSON.parse(line) as { auditDropped?: number; audit?: AuditEvent });
@@ -109,6 +127,22 @@ describe('the default log sink as the process exits', () => {
     expect(kept).toBeLessThan(sent);
     expect(lines.some((line) => (line.auditDropped ?? 0) > 0)).toBe(true);
     expect(kept + counted).toBe(sent);
+  });
+
+  it('writes the lines an exit listener emits after its flush', async () => {
+    const { child, closed, emitted } = stalledLogChild(10, 1_000_000, 'pipe', 5);
+    let out = '';
+    child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
+    await emitted;
+    child.send('exit');
+    expect(await closed).toBe(0);
+    const requests = out
+      .split('\n')
+      .filter(Boolean)
+      .map((line) => Number((JSON.parse(line) as { audit: AuditEvent }).audit.detail?.split(' ')[1]));
+    // Every line once (the listener's were lost before). In order but for a write the thread pool had
+    // under way as the exit began, which lands when it finishes.
+    expect(requests.sort((a, b) => a - b)).toEqual(Array.from({ length: 15 }, (_, i) => i));
   });
 
   it('exits when stdout never takes them, and says on stderr what it could not write', async () => {
