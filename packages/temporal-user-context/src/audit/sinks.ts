@@ -21,11 +21,10 @@ export const STDOUT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
  * take them; what that leaves unwritten is reported on stderr, and so are lines emitted after it (an
  * exit listener's), which are written at once otherwise. A write the thread pool has under way as the
  * exit begins finishes on its own: its lines may land after the exit's, or, should stdout refuse it
- * just then, be lost or cut (rare). A process that ends without
- * `process.exit` waits for stdout as Node does for its own writes: end a long-running process with
- * `process.exit` after its shutdown. A reader that went away (EPIPE) gets no more lines, as with pino.
- * Every such sink of the process shares that buffer. A logger you pass keeps its own destination's
- * behaviour.
+ * just then, be lost or cut (rare). A process that ends without `process.exit` waits for stdout as
+ * Node does for its own writes: end a long-running process with `process.exit` after its shutdown. A
+ * reader that went away (EPIPE) gets no more lines, as with pino. Every such sink of the process
+ * shares that buffer. A logger you pass keeps its own destination's behaviour.
  */
 export function pinoAuditSink(logger?: Logger): AuditSink {
   // One buffer for the process, however many sinks (an edge and a worker in one process, the default
