@@ -61,8 +61,9 @@ export interface UserContextPluginOptions {
    */
   keys: KeyRing;
   /**
-   * The namespace this plugin serves: its tokens' audience and its codec's fallback. Default: the
-   * namespace of the first client or worker it configures. A client or worker of another namespace (a
+   * The namespace this plugin serves: its tokens' audience, its codec's fallback, and the namespace it
+   * replays histories as (the SDK's replayer has none of its own). Default: the namespace of the first
+   * client or worker it configures. A client or worker of another namespace (a
    * client without one is in `default`) is refused with `USER_CONTEXT_MISCONFIGURED`. A codec server
    * needs none: `createCodecServer` binds the codec to the namespace it serves.
    */
@@ -165,10 +166,11 @@ export interface UserContextPluginOptions {
    * start the workflow id again as another workflow, elsewhere or, where workers read the start from the
    * server, with other arguments, as its user (check 10). Default `true`. The digest is taken over what
    * the SDK's default payload converter delivers. Workers compare it where they read the root's first
-   * run from the server (`activityLineage: 'server'`, Nexus handlers); with the header's lineage they
-   * compare type and queue only (no header carries a digest of the input: it would expose it). An edge
-   * option: `false` on clients whose workflows' arguments need another payload converter (server-lineage
-   * workers would refuse their activities), at the cost of that binding.
+   * run from the server (`activityLineage: 'server'`, Nexus handlers, and a run whose header dates it
+   * after its token's window); otherwise with the header's lineage they compare type and queue only (no
+   * header carries a digest of the input: it would expose it). An edge option: `false` on clients whose
+   * workflows' arguments need another payload converter (workers that read the start would refuse
+   * their activities), at the cost of that binding.
    */
   bindStartArguments?: boolean;
 }
@@ -386,8 +388,7 @@ export class UserContextPlugin extends SimplePlugin {
     }
     // The server's lineage of activities' runs: of every run with `activityLineage: 'server'`, else of
     // those whose header dates them after their token's window (workflow retries, cron runs).
-    const lateLineage = new ActivityLineageCheck();
-    const lineage = activityLineage === 'server' ? lateLineage : undefined;
+    const lineage = new ActivityLineageCheck();
     const clientInterceptors = {
       workflow: [new UserContextWorkflowClientInterceptor(source)],
       schedule: [
@@ -482,8 +483,8 @@ export class UserContextPlugin extends SimplePlugin {
               auditor,
               systemActivities: pluginOptions.systemActivities ?? {},
               scheduledRuns,
-              lateLineage,
-              ...(lineage ? { lineage } : {}),
+              lineage,
+              serverLineage: activityLineage === 'server',
               ...(pluginOptions.isRevoked ? { isRevoked: pluginOptions.isRevoked } : {}),
             }),
           }),
@@ -884,7 +885,8 @@ export class UserContextPlugin extends SimplePlugin {
       // workflow (a sender of another workspace, say): the workspace of the workflow's start token, once
       // it verifies as this very workflow's originator (bound to its root, in its start window: a token
       // copied into another workflow does not, threat-model case 6). A schedule token would also need
-      // the server's word on the run (check 7): such records stay unfiled. Not who acted (`userId`):
+      // the server's word on the run (check 7), and so would a retry or cron run that started after its
+      // token's window (check 5): such records stay unfiled. Not who acted (`userId`):
       // the sender is unverified.
       return verifier
         .verifyOriginator(originator, { namespace: info.namespace, workflowId: info.workflowId })

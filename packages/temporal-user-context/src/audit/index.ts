@@ -1,6 +1,13 @@
 export type { AuditEvent, AuditSink, AuditDecision, IdentitySource } from './event.js';
 export { sanitizeAuditEvent, sanitizeField } from './sanitize.js';
-export { pinoAuditSink, memoryAuditSink, defaultAuditor, Auditor } from './sinks.js';
+export {
+  pinoAuditSink,
+  memoryAuditSink,
+  defaultAuditor,
+  Auditor,
+  EXIT_FLUSH_BUDGET_MS,
+  STDOUT_MAX_BUFFERED_BYTES,
+} from './sinks.js';
 export {
   coalescingAuditSink,
   isHistorylessCall,

@@ -17,14 +17,14 @@ export const STDOUT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
  * while stdout does not drain, lines past it are dropped, not held, and counted; the next line that
  * fits is preceded by an `error` line saying how many were dropped (`auditDropped`). On
  * `process.exit` (in the main thread: pino flushes no worker thread's lines), what is buffered is
- * written, then a count still untold, for at most {@link EXIT_FLUSH_BUDGET_MS} while stdout does not
- * take them; what that leaves unwritten is reported on stderr, and so are lines emitted after it (an
- * exit listener's), which are written at once otherwise. A write the thread pool has under way as the
- * exit begins finishes on its own: its lines may land after the exit's, or, should stdout refuse it
- * just then, be lost or cut (rare). A process that ends without `process.exit` waits for stdout as
- * Node does for its own writes: end a long-running process with `process.exit` after its shutdown. A
- * reader that went away (EPIPE) gets no more lines, as with pino. Every such sink of the process
- * shares that buffer. A logger you pass keeps its own destination's behaviour.
+ * written, then a count still untold, within {@link EXIT_FLUSH_BUDGET_MS} in all (a reader that drains
+ * slowly may not get them all); what that leaves unwritten is reported on stderr, and so are lines
+ * emitted after it (an exit listener's), which are written at once otherwise. A write the thread pool
+ * has under way as the exit begins finishes on its own: its lines may land after the exit's, or,
+ * should stdout refuse it just then, be lost or cut (rare). A process that ends without `process.exit`
+ * waits for stdout as Node does for its own writes: end a long-running process with `process.exit`
+ * after its shutdown. A reader that went away (EPIPE) gets no more lines, as with pino. Every such sink
+ * of the process shares that buffer. A logger you pass keeps its own destination's behaviour.
  */
 export function pinoAuditSink(logger?: Logger): AuditSink {
   // One buffer for the process, however many sinks (an edge and a worker in one process, the default
@@ -104,12 +104,14 @@ export function boundedLinesTo(fd: number, maxBufferedBytes: number): AuditSink 
     // The notice fitted: the count is told. Dropped as well: the count stands, the notice not in it.
     dropped -= dropped === count ? count : 1;
   };
+  /** Why the exit's flush gave up: EAGAIN past the budget, or what else stdout answered (EPIPE...). */
+  let refusal = `did not take its lines within ${EXIT_FLUSH_BUDGET_MS} ms of exit`;
   /** What the exit could not write, on stderr (synchronously: the process is exiting). */
   const report = (unwritten: boolean, untold: number) => {
     try {
       writeSync(
         2,
-        `temporal-user-context: the audit log did not take its lines within ${EXIT_FLUSH_BUDGET_MS} ms of exit:${unwritten ? ' lines still buffered were not written;' : ''} ${untold} lines dropped before\n`,
+        `temporal-user-context: the audit log ${refusal}:${unwritten ? ' lines still buffered were not written;' : ''} ${untold} lines dropped before\n`,
       );
     } catch {
       // stderr refuses too: nothing else is left to tell.
@@ -117,8 +119,11 @@ export function boundedLinesTo(fd: number, maxBufferedBytes: number): AuditSink 
   };
   // pino calls this on exit (and only then, for this destination of ours).
   const flushSync = destination.flushSync.bind(destination);
+  /** When the exit's budget ends: one budget for the flush and whatever is emitted after it. */
+  let exitDeadline: number | undefined;
   destination.flushSync = () => {
-    giveUpAt = Date.now() + EXIT_FLUSH_BUDGET_MS;
+    exitDeadline ??= Date.now() + EXIT_FLUSH_BUDGET_MS;
+    giveUpAt = exitDeadline;
     // A write waiting for its retry timer, which will not fire now, holds its bytes (a string, or what
     // is left of it after part was written: a Buffer) where flushSync does not look, as it skips a
     // write in progress: they go first, or the lines are lost, or cut in two (found by review). A
@@ -151,9 +156,12 @@ export function boundedLinesTo(fd: number, maxBufferedBytes: number): AuditSink 
         flushSync();
       }
       untold = dropped;
-    } catch {
+    } catch (err) {
       // The notice, if written to the buffer, did not reach the log: its count is still untold.
       unwritten = true;
+      const code = (err as NodeJS.ErrnoException | undefined)?.code;
+      if (code !== 'EAGAIN' && code !== 'EBUSY')
+        refusal = `was refused at exit (${typeof code === 'string' ? code : 'error'})`;
       // What is left may begin with bytes already written: never flushed again, it would repeat them.
       stuck = true;
     } finally {

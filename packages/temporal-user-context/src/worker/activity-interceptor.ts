@@ -21,14 +21,13 @@ export interface ActivityGuardOptions extends OriginatorChecks {
   auditor: Auditor;
   /** Activity type → system principal names it may run as without a user. Everything else needs one. */
   systemActivities: Readonly<Record<string, readonly string[]>>;
-  /** With `activityLineage: 'server'`: the server's lineage of the activity's run (else `lin` is read). */
-  lineage?: ActivityLineageCheck;
   /**
-   * The server's lineage of runs whose header dates them after their token's window (a workflow retry,
-   * a cron run: see `verifyOriginator`'s `lateStart`), in either mode; the same object as `lineage`
-   * when there is one.
+   * The server's lineage of activities' runs: of every run with `activityLineage: 'server'`
+   * (`serverLineage`; else `lin` is read), and in either mode of a run whose header dates it after its
+   * token's window (a workflow retry, a cron run: see `verifyOriginator`'s `lateStart`).
    */
-  lateLineage: ActivityLineageCheck;
+  lineage: ActivityLineageCheck;
+  serverLineage: boolean;
 }
 
 /** Turns a refusal into a non-retryable failure whose `type` is the stable code. */
@@ -146,15 +145,15 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
         let late: ConfirmedLineage | undefined;
         // With the server's lineage, how the root started is the server's to say too (check 10).
         let verified = await this.options.verifier.verifyOriginator(checked, facts, {
-          boundStart: !this.options.lineage,
-          lateStart: async () => (late = await this.options.lateLineage.confirm(this.ctx.client, run())),
+          boundStart: !this.options.serverLineage,
+          lateStart: async () => (late = await this.options.lineage.confirm(this.ctx.client, run())),
         });
         identified = verified;
         let server: Pick<Lineage, 'root' | 'start'> | undefined;
         // The server's lineage of the run: of every run with `activityLineage: 'server'`, else of one its
         // header dated after the window. Its root, chain start and how its first run started (check 10)
         // are then the server's, not the `lin` facts its workflow wrote (docs/wire-format.md, _Limits_).
-        const confirmed = this.options.lineage
+        const confirmed = this.options.serverLineage
           ? await this.options.lineage.confirm(this.ctx.client, run())
           : late;
         if (confirmed) {
@@ -164,7 +163,7 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
             header,
             confirmed,
             verified.claims,
-            this.options.lateLineage.starts,
+            this.options.lineage.starts,
           );
           verified = await this.options.verifier.verifyOriginator(checked, facts);
         }

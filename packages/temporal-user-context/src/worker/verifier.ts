@@ -1,10 +1,10 @@
 import { ErrorCodes, UserContextError } from '../context/errors.js';
 import { numberOption } from '../context/number-option.js';
-import type { ConfirmedLineage } from './server-lineage.js';
 import { parseUserContext, type UserContext } from '../context/schema.js';
 import type { ContextClaims } from '../crypto/claims.js';
 import type { KeyRing } from '../crypto/keyring.js';
 import { openContextToken } from '../crypto/open.js';
+import type { ConfirmedLineage } from './server-lineage.js';
 import { SuccessCache } from './success-cache.js';
 import type { ContextHeader, Lineage } from '../header/wire.js';
 

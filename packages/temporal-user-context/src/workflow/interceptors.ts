@@ -523,9 +523,10 @@ interface MirroredOptions {
  * shows them now (deterministic), since a child or a continued run acts for the same originator. They
  * are what this run's start set (the edge, or whoever started it) and any upsert since: copied, never
  * checked against the header, with the trust the parent's own mirror has (a display; no worker reads
- * them back); a memo entry only in the shape the edge writes. What the parent lacks is not added. Where the parent has a value, the options' own value under that key is
- * replaced, as the edge replaces a client's; everything else in them stays as given, and is encoded by
- * the SDK as before (search attributes as pairs: duplicates and bad values meet the SDK's own rules).
+ * them back); a memo entry only in the shape the edge writes. What the parent lacks is not added.
+ * Where the parent has a value, the options' own value under that key is replaced, as the edge
+ * replaces a client's; everything else in them stays as given, and is encoded by the SDK as before
+ * (search attributes as pairs: duplicates and bad values meet the SDK's own rules).
  * `onlyWhereGiven` (continue-as-new): the SDK's core copies the run's start memo, or its current
  * search attributes, into the command when the options give none (an empty memo counts as none), and
  * adding ours alone would stop that; so only options that give their own get the mirrors.

@@ -11,11 +11,15 @@ import { useFixtureHarness } from '../fixtures/harness.js';
 const windowed = { startWindowSeconds: 1, verifier: { clockSkewSeconds: 0 } } as const;
 const header = useFixtureHarness({ plugin: { ...windowed, activityLineage: 'header' } });
 const server = useFixtureHarness({ plugin: { ...windowed, activityLineage: 'server' } });
+// A 4 s window, for a test whose copy must start inside it even on a slow machine.
+const wide = { startWindowSeconds: 4, verifier: { clockSkewSeconds: 0 } } as const;
+const headerWide = useFixtureHarness({ plugin: { ...wide, activityLineage: 'header' } });
+const serverWide = useFixtureHarness({ plugin: { ...wide, activityLineage: 'server' } });
 
 describe.each([
-  ['header', header],
-  ['server', server],
-])('with lineage from the %s', (_, h) => {
+  ['header', header, headerWide],
+  ['server', server, serverWide],
+])('with lineage from the %s', (_, h, hWide) => {
   it("a workflow retry after the window still runs as the chain's user", async () => {
     const answer = await runAsUser(alice, () =>
       h.client.workflow.execute('failsFirstAttemptAfter', {
@@ -55,13 +59,14 @@ describe.each([
     // Within the window, a copy of alice's start header starts her workflow id again as another type,
     // which continues as new into the type her token binds, fails after the window, and is retried:
     // the retry states her type, the server the first run's.
+    const h = hWide;
     const workflowId = `late-type-${randomUUID()}`;
     const retry = { initialInterval: '100ms', maximumAttempts: 2 };
     await runAsUser(alice, () =>
       h.client.workflow.start('failsFirstAttemptAfter', {
         taskQueue: h.taskQueue,
         workflowId,
-        args: [5],
+        args: [10],
         retry,
       }),
     );
@@ -69,7 +74,7 @@ describe.each([
     await attacker.workflow.start('continuesAsNewInto', {
       taskQueue: h.taskQueue,
       workflowId,
-      args: ['failsFirstAttemptAfter', 2],
+      args: ['failsFirstAttemptAfter', 6],
       retry,
       workflowIdConflictPolicy: 'TERMINATE_EXISTING',
     });

@@ -20,6 +20,7 @@ import { Client } from '@temporalio/client';
 import { Worker } from '@temporalio/worker';
 import { describe, expect, inject, it } from 'vitest';
 import {
+  ErrorCodes,
   KeyRing,
   generateKeySet,
   UserContextPlugin,
@@ -200,7 +201,9 @@ describe('replay', () => {
         replay(new UserContextPlugin({ keys: workerRing, audit, namespace: otherNamespace })),
       ).resolves.toBeUndefined();
       // A plugin that knows no namespace replays as the SDK's 'default': the codec refuses the payloads.
-      await expect(replay(new UserContextPlugin({ keys: workerRing, audit }))).rejects.toThrow();
+      await expect(replay(new UserContextPlugin({ keys: workerRing, audit }))).rejects.toThrow(
+        ErrorCodes.PAYLOAD_TAMPERED,
+      );
     },
   );
 });

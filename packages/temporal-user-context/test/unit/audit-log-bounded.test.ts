@@ -93,7 +93,8 @@ describe('the default log sink as the process exits', () => {
     const reader = openSync(fifo, constants.O_RDONLY | constants.O_NONBLOCK);
     const writer = openSync(fifo, constants.O_WRONLY);
     const sent = 8000;
-    const { child, closed, emitted } = stalledLogChild(sent, 1_000_000, writer);
+    // A buffer larger than the pipe, small enough to be written well within the exit's 2 s.
+    const { child, closed, emitted } = stalledLogChild(sent, 300_000, writer);
     closeSync(writer);
     await emitted;
     await new Promise((r) => setTimeout(r, 300));

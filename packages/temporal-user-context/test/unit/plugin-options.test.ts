@@ -548,7 +548,7 @@ describe("a worker's patchActivationCallback", () => {
       expect(callback({ patchId, workflowInfo }), patchId).toBe(true);
     expect(callback({ patchId: 'app:new-path', workflowInfo })).toBe(false);
     expect(asked).toEqual(['app:new-path']);
-    // Configured again (a plugin listed twice): wrapped once.
-    expect(plugin.configureWorker(configured).patchActivationCallback).toBe(callback);
+    // Configured again in a copy (another plugin after this one): wrapped once.
+    expect(plugin.configureWorker({ ...configured }).patchActivationCallback).toBe(callback);
   });
 });
