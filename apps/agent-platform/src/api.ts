@@ -1,5 +1,5 @@
 // `npm run api`: the HTTP API alone (a worker runs elsewhere: `npm run worker`).
-import { UserContextPlugin, pinoAuditSink } from 'temporal-user-context';
+import { UserContextPlugin, pinoAuditSink, stdoutLogger } from 'temporal-user-context';
 import { postgresAuditSink } from 'temporal-user-context/postgres';
 import { createApi } from './api/app.js';
 import { edgeDatabaseAudit } from './api/edge-audit.js';
@@ -69,7 +69,7 @@ async function main(): Promise<void> {
     db: database.db,
     client,
     verify: createVerifier(await authFromEnv()),
-    logger: true,
+    logger: stdoutLogger(),
     scope: { auditor: plugin.auditor },
     ...(plugin.searchAttributeMirror === 'off' ? {} : { mirrorQuery: (ids) => plugin.mirrorQuery(ids) }),
     quotas: quotasFromEnv(),

@@ -5,7 +5,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
-import { Auditor, UserContextPlugin, pinoAuditSink } from 'temporal-user-context';
+import { Auditor, UserContextPlugin, pinoAuditSink, stdoutLogger } from 'temporal-user-context';
 import { postgresAuditSink } from 'temporal-user-context/postgres';
 import { authFromEnv } from './api.js';
 import { createApi } from './api/app.js';
@@ -186,7 +186,7 @@ async function main(): Promise<void> {
     verify: createVerifier(await authFromEnv()),
     // Warnings and errors only (a 500's details, a record that could not be written): the banner and
     // the demo's output stay readable.
-    logger: { level: 'warn' },
+    logger: stdoutLogger({ level: 'warn' }),
     scope: { auditor: edge.auditor },
     ...(edge.searchAttributeMirror === 'off' ? {} : { mirrorQuery: (ids) => edge.mirrorQuery(ids) }),
     quotas: quotasFromEnv(),

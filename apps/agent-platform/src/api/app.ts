@@ -14,7 +14,12 @@ import {
 } from '@temporalio/client';
 import type { Payload } from '@temporalio/common';
 import { decodeOptionalSinglePayload } from '@temporalio/common/lib/internal-non-workflow/index.js';
-import Fastify, { type FastifyInstance, type FastifyReply, type FastifyRequest } from 'fastify';
+import Fastify, {
+  type FastifyBaseLogger,
+  type FastifyInstance,
+  type FastifyReply,
+  type FastifyRequest,
+} from 'fastify';
 import {
   WORKSPACE_ID_ATTRIBUTE,
   defaultAuditor,
@@ -104,7 +109,11 @@ export interface CreateApiOptions {
   client: Client;
   verify: VerifyBearer;
   taskQueue?: string;
-  logger?: boolean | { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' };
+  /**
+   * The request log: off (default), on, a level, or a pino logger to write to. The processes give the
+   * library's `stdoutLogger()`, whose exit is bounded while stdout stalls (pino's default is not).
+   */
+  logger?: boolean | { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' } | FastifyBaseLogger;
   /** Options for every withUserScope call (auditor, app role). */
   scope?: Omit<UserScopeOptions, 'requireRole'>;
   /**
@@ -416,8 +425,11 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     request: (request) => requestRefusal(request, 'BAD_REQUEST'),
     bytes: (what) => routerRefusal('HTTP', 'BAD_REQUEST', what),
   });
+  const given = options.logger;
   const app = Fastify({
-    logger: options.logger ?? false,
+    ...(typeof given === 'object' && 'child' in given
+      ? { loggerInstance: given }
+      : { logger: given ?? false }),
     // A request that arrives while closing runs as any other (closing waits for it): Fastify's own 503
     // for it was no problem document. None should: every answer sent once closing began closes its
     // connection (the onSend hook below), and Node closes the idle ones as closing begins.

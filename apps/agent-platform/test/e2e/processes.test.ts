@@ -86,6 +86,22 @@ describe('the API and the worker as processes', () => {
     expectAnonymousRefusalsFlushed(rows.map((r) => r.detail));
   }, 120_000);
 
+  it('npm run api exits on SIGTERM while nothing reads its stdout', async () => {
+    // Its request log and audit lines share the library's bounded stdout: the exit's flush gives up after
+    // 2 s. With pino's default destination (Fastify's own logger) it retried for ever, and the process
+    // never exited.
+    const port = await freePort();
+    const api = await start('src/api.ts', { PORT: String(port) }, 'Server listening');
+    api.child.stdout!.pause();
+    // ~2 request-log lines of ~250 bytes each: past what the pipe and this process's stream take in.
+    for (let i = 0; i < 20; i++)
+      await Promise.all(
+        Array.from({ length: 50 }, () => fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.text())),
+      );
+    api.child.kill('SIGTERM');
+    expect(await api.exited).toBe(0);
+  }, 120_000);
+
   it('npm run worker polls, then stops cleanly on SIGTERM', async () => {
     const worker = await start('src/worker.ts', {}, 'worker: polling task queue');
     expect(worker.output()).toContain(`worker: polling task queue ${queue} in namespace`);

@@ -2,6 +2,7 @@ export type { AuditEvent, AuditSink, AuditDecision, IdentitySource } from './eve
 export { sanitizeAuditEvent, sanitizeField } from './sanitize.js';
 export {
   pinoAuditSink,
+  stdoutLogger,
   memoryAuditSink,
   defaultAuditor,
   Auditor,

@@ -1,5 +1,5 @@
 import { writeSync } from 'node:fs';
-import { pino, type Logger } from 'pino';
+import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino';
 import type { AuditEvent, AuditSink } from './event.js';
 import { describeThrown, sanitizeAuditEvent } from './sanitize.js';
 
@@ -24,7 +24,8 @@ export const STDOUT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
  * should stdout refuse it just then, be lost or cut (rare). A process that ends without `process.exit`
  * waits for stdout as Node does for its own writes: end a long-running process with `process.exit`
  * after its shutdown. A reader that went away (EPIPE) gets no more lines, as with pino. Every such sink
- * of the process shares that buffer. A logger you pass keeps its own destination's behaviour.
+ * of the process shares that buffer, and so does {@link stdoutLogger}. A logger you pass keeps its own
+ * destination's behaviour.
  */
 export function pinoAuditSink(logger?: Logger): AuditSink {
   // One buffer for the process, however many sinks (an edge and a worker in one process, the default
@@ -35,7 +36,20 @@ export function pinoAuditSink(logger?: Logger): AuditSink {
 }
 
 /** The default sink's lines to stdout, shared by the process. */
-let stdoutLines: AuditSink | undefined;
+let stdoutLines: ReturnType<typeof boundedLinesTo> | undefined;
+
+/**
+ * A pino logger on the default audit sink's stdout: the same bounded buffer and the same exit flush
+ * ({@link pinoAuditSink}). Give it to a process's other logs on stdout, an HTTP server's request log
+ * say: pino's default destination holds lines without bound and retries its exit flush for ever, so a
+ * stalled stdout reader would keep the process from exiting through that log (found by review, in the
+ * agent platform's API). One destination also keeps the two logs' lines from interleaving mid-line.
+ * Lines of either log past the buffer are dropped and counted in the audit sink's notices.
+ */
+export function stdoutLogger(options: LoggerOptions = {}): Logger {
+  stdoutLines ??= boundedLinesTo(1, STDOUT_MAX_BUFFERED_BYTES);
+  return pino(options, stdoutLines.destination);
+}
 
 /**
  * How long the default logger keeps trying, as the process exits, to write the lines it holds while
@@ -55,8 +69,11 @@ interface StartedWrite {
   _bufs?: unknown;
 }
 
-/** The default logger's sink, writing to file descriptor `fd`; exported for its tests. */
-export function boundedLinesTo(fd: number, maxBufferedBytes: number): AuditSink {
+/** The default logger's sink, writing to file descriptor `fd`, and its destination; exported for tests. */
+export function boundedLinesTo(
+  fd: number,
+  maxBufferedBytes: number,
+): AuditSink & { readonly destination: DestinationStream } {
   // A pipe on fd 1 is left blocking until something opens `process.stdout`, which makes it
   // non-blocking: a blocking write to a stalled reader never returns EAGAIN, so no bound below would
   // apply and the exit would wait in the kernel (found by review, in a process that never logged
@@ -170,6 +187,7 @@ export function boundedLinesTo(fd: number, maxBufferedBytes: number): AuditSink 
     if (unwritten || untold > 0) report(unwritten, untold);
   };
   return {
+    destination,
     emit(event) {
       if (stuck) {
         // After an exit flush that gave up: the line is dropped and told on stderr, as that flush's were.
