@@ -100,6 +100,10 @@ describe('the API and the worker as processes', () => {
       );
     api.child.kill('SIGTERM');
     expect(await api.exited).toBe(0);
+    // It exited because the bound gave up on stdout, not because stdout took everything.
+    api.child.stdout!.resume();
+    await new Promise((resolve) => api.child.once('close', resolve));
+    expect(api.output()).toContain('did not take its lines within 2000 ms of exit');
   }, 120_000);
 
   it('npm run worker polls, then stops cleanly on SIGTERM', async () => {

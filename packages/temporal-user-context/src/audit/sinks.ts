@@ -1,5 +1,6 @@
 import { writeSync } from 'node:fs';
 import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'pino';
+import { ErrorCodes, UserContextError } from '../context/errors.js';
 import type { AuditEvent, AuditSink } from './event.js';
 import { describeThrown, sanitizeAuditEvent } from './sanitize.js';
 
@@ -14,8 +15,9 @@ export const STDOUT_MAX_BUFFERED_BYTES = 64 * 1024 * 1024;
  * Default sink: one pino line per event at `info` (allow) or `warn` (deny), under `audit`.
  *
  * Without `logger`, lines go to stdout through a buffer of at most {@link STDOUT_MAX_BUFFERED_BYTES}:
- * while stdout does not drain, lines past it are dropped, not held, and counted; the next line that
- * fits is preceded by an `error` line saying how many were dropped (`auditDropped`). On
+ * while stdout does not drain, lines past it are dropped, not held, and counted; the next audit line
+ * that fits is preceded by an `error` line saying how many were dropped (`linesDropped`, of which
+ * `auditDropped` audit records: {@link stdoutLogger}'s lines share the buffer). On
  * `process.exit` (in the main thread: pino flushes no worker thread's lines), what is buffered is
  * written, then a count still untold, within {@link EXIT_FLUSH_BUDGET_MS} in all (a reader that drains
  * slowly may not get them all); what that leaves unwritten is reported on stderr, and so are lines
@@ -46,7 +48,13 @@ let stdoutLines: ReturnType<typeof boundedLinesTo> | undefined;
  * agent platform's API). One destination also keeps the two logs' lines from interleaving mid-line.
  * Lines of either log past the buffer are dropped and counted in the audit sink's notices.
  */
-export function stdoutLogger(options: LoggerOptions = {}): Logger {
+export function stdoutLogger(options: Omit<LoggerOptions, 'transport'> = {}): Logger {
+  // A transport would replace the destination: the bound would not apply.
+  if ('transport' in options)
+    throw new UserContextError(
+      ErrorCodes.MISCONFIGURED,
+      'stdoutLogger writes to stdout itself: no transport',
+    );
   stdoutLines ??= boundedLinesTo(1, STDOUT_MAX_BUFFERED_BYTES);
   return pino(options, stdoutLines.destination);
 }
@@ -107,19 +115,26 @@ export function boundedLinesTo(
     retrying = false;
   });
   let dropped = 0;
+  // Lines of every logger on this destination count (stdoutLogger's too); audit lines apart.
+  let auditDropped = 0;
+  let emitting = false;
   destination.on('drop', () => {
     dropped++;
+    if (emitting) auditDropped++;
   });
   const log = pino({ name: 'temporal-user-context' }, destination);
   const lines = linesTo(log);
   const tellDropped = () => {
     const count = dropped;
     log.error(
-      { auditDropped: count },
-      `user-context audit: ${count} lines dropped while the log did not drain`,
+      { auditDropped, linesDropped: count },
+      `stdout log: ${count} lines dropped while it did not drain (${auditDropped} of them audit records)`,
     );
     // The notice fitted: the count is told. Dropped as well: the count stands, the notice not in it.
-    dropped -= dropped === count ? count : 1;
+    if (dropped === count) {
+      dropped = 0;
+      auditDropped = 0;
+    } else dropped -= 1;
   };
   /** Why the exit's flush gave up: EAGAIN past the budget, or what else stdout answered (EPIPE...). */
   let refusal = `did not take its lines within ${EXIT_FLUSH_BUDGET_MS} ms of exit`;
@@ -138,7 +153,21 @@ export function boundedLinesTo(
   const flushSync = destination.flushSync.bind(destination);
   /** When the exit's budget ends: one budget for the flush and whatever is emitted after it. */
   let exitDeadline: number | undefined;
+  let flushing = false;
+  // After the exit's flush, every line (of any logger on this destination) is written at once, or, once
+  // that flush gave up, dropped and told on stderr: nothing else writes the buffer any more.
+  const write = destination.write.bind(destination);
+  destination.write = (line: string) => {
+    if (stuck) {
+      report(true, ++dropped);
+      return true;
+    }
+    const taken = write(line);
+    if (exited && !flushing) destination.flushSync();
+    return taken;
+  };
   destination.flushSync = () => {
+    flushing = true;
     exitDeadline ??= Date.now() + EXIT_FLUSH_BUDGET_MS;
     giveUpAt = exitDeadline;
     // A write waiting for its retry timer, which will not fire now, holds its bytes (a string, or what
@@ -183,21 +212,20 @@ export function boundedLinesTo(
       stuck = true;
     } finally {
       giveUpAt = undefined;
+      flushing = false;
     }
     if (unwritten || untold > 0) report(unwritten, untold);
   };
   return {
     destination,
     emit(event) {
-      if (stuck) {
-        // After an exit flush that gave up: the line is dropped and told on stderr, as that flush's were.
-        report(true, ++dropped);
-        return;
+      if (dropped > 0 && !stuck) tellDropped();
+      emitting = true;
+      try {
+        lines.emit(event);
+      } finally {
+        emitting = false;
       }
-      if (dropped > 0) tellDropped();
-      lines.emit(event);
-      // After the exit's flush, nothing writes the buffer but this.
-      if (exited) destination.flushSync();
     },
   };
 }
