@@ -59,7 +59,13 @@ describe('the default log sink', () => {
  * Starts the stalled-log child with `sent` lines and a buffer of `maxBufferedBytes`; `closed` gives its
  * exit code once its output has all been read.
  */
-function stalledLogChild(sent: number, maxBufferedBytes: number, stdout: 'pipe' | number = 'pipe', late = 0) {
+function stalledLogChild(
+  sent: number,
+  maxBufferedBytes: number,
+  stdout: 'pipe' | number = 'pipe',
+  late = 0,
+  through: 'sink' | 'logger' = 'sink',
+) {
   const child = spawn(
     process.execPath,
     [
@@ -69,6 +75,7 @@ function stalledLogChild(sent: number, maxBufferedBytes: number, stdout: 'pipe' 
       String(sent),
       String(maxBufferedBytes),
       String(late),
+      through,
     ],
     { stdio: ['ignore', stdout, 'pipe', 'ipc'] },
   );
@@ -130,21 +137,24 @@ describe('the default log sink as the process exits', () => {
     expect(kept + counted).toBe(sent);
   });
 
-  it('writes the lines an exit listener emits after its flush', async () => {
-    const { child, closed, emitted } = stalledLogChild(10, 1_000_000, 'pipe', 5);
-    let out = '';
-    child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
-    await emitted;
-    child.send('exit');
-    expect(await closed).toBe(0);
-    const requests = out
-      .split('\n')
-      .filter(Boolean)
-      .map((line) => Number((JSON.parse(line) as { audit: AuditEvent }).audit.detail?.split(' ')[1]));
-    // Every line once (the listener's were lost before). In order but for a write the thread pool had
-    // under way as the exit began, which lands when it finishes.
-    expect(requests.sort((a, b) => a - b)).toEqual(Array.from({ length: 15 }, (_, i) => i));
-  });
+  it.each(['sink', 'logger'] as const)(
+    'writes the lines an exit listener emits after its flush (%s)',
+    async (through) => {
+      const { child, closed, emitted } = stalledLogChild(10, 1_000_000, 'pipe', 5, through);
+      let out = '';
+      child.stdout!.on('data', (chunk: Buffer) => (out += chunk.toString()));
+      await emitted;
+      child.send('exit');
+      expect(await closed).toBe(0);
+      const requests = out
+        .split('\n')
+        .filter(Boolean)
+        .map((line) => Number((JSON.parse(line) as { audit: AuditEvent }).audit.detail?.split(' ')[1]));
+      // Every line once (the listener's were lost before). In order but for a write the thread pool had
+      // under way as the exit began, which lands when it finishes.
+      expect(requests.sort((a, b) => a - b)).toEqual(Array.from({ length: 15 }, (_, i) => i));
+    },
+  );
 
   it('exits when stdout never takes them, and says on stderr what it could not write', async () => {
     // A buffer larger than the pipe and what a paused reader still takes in: most of it stays held.
