@@ -14,7 +14,7 @@ import {
 } from './decision.js';
 import { withServerLineage, type ActivityLineageCheck, type ConfirmedLineage } from './server-lineage.js';
 import { closeScope, enterActivityScope, type ActivityScope } from './scope.js';
-import type { ContextVerifier, Verified } from './verifier.js';
+import { verifyOriginatorInParts, type ContextVerifier, type Verified } from './verifier.js';
 
 export interface ActivityGuardOptions extends OriginatorChecks {
   verifier: ContextVerifier;
@@ -24,7 +24,7 @@ export interface ActivityGuardOptions extends OriginatorChecks {
   /**
    * The server's lineage of activities' runs: of every run with `activityLineage: 'server'`
    * (`serverLineage`; else `lin` is read), and in either mode of a run whose header dates it after its
-   * token's window (a workflow retry, a cron run: see `verifyOriginator`'s `lateStart`).
+   * token's window (a workflow retry, a cron run: see `OriginatorParts.lateStart`).
    */
   lineage: ActivityLineageCheck;
   serverLineage: boolean;
@@ -144,7 +144,7 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
         // A lineage its header dates after the window, the server's record dated (see lateStart).
         let late: ConfirmedLineage | undefined;
         // With the server's lineage, how the root started is the server's to say too (check 10).
-        let verified = await this.options.verifier.verifyOriginator(checked, facts, {
+        let verified = await this.options.verifier[verifyOriginatorInParts](checked, facts, {
           boundStart: !this.options.serverLineage,
           lateStart: async () => (late = await this.options.lineage.confirm(this.ctx.client, run())),
         });

@@ -31,7 +31,7 @@ import {
 } from './nexus-caller.js';
 import { withServerLineage, type ConfirmedLineage, type FirstRunStarts } from './server-lineage.js';
 import { runInNexusScope, type ActivityScope } from './scope.js';
-import type { ContextVerifier, Verified } from './verifier.js';
+import { verifyOriginatorInParts, type ContextVerifier, type Verified } from './verifier.js';
 import { parseJsonUniqueKeys } from '../header/unique-keys.js';
 import { wasRecordedIn } from '../audit/recorded.js';
 
@@ -197,7 +197,7 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
       // The links and `lin` are the caller's to write: the server confirms the caller, and states its
       // lineage (check 8), which the token must then hold for as well. Asked once, after the token
       // held for the facts the request states, or sooner, when those date the lineage after the
-      // token's window (a workflow retry, a cron run: `verifyOriginator`'s `lateStart`).
+      // token's window (a workflow retry, a cron run: `OriginatorParts.lateStart`).
       const { service, operation } = input.ctx;
       const ownNamespace = getClient().options.namespace === caller.namespace;
       let confirming: Promise<ConfirmedLineage> | undefined;
@@ -212,7 +212,7 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
           return lineage;
         }));
       // (How its root started, check 10, is compared once the server stated it, or in `trusted`.)
-      await this.options.verifier.verifyOriginator(header, caller, {
+      await this.options.verifier[verifyOriginatorInParts](header, caller, {
         boundStart: false,
         ...(ownNamespace ? { lateStart: confirm } : {}),
       });
@@ -294,15 +294,26 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
           return holder;
         }));
       };
-      const verified = await this.options.verifier.verifyOriginator(header, caller, {
+      const sameToken = (claims: { jti: string }) => {
+        if (claims.jti !== bound.jti)
+          throw new UserContextError(
+            ErrorCodes.LINEAGE_MISMATCH,
+            'the Nexus cancel carries another context token than its operation was started with',
+          );
+      };
+      const verified = await this.options.verifier[verifyOriginatorInParts](header, caller, {
         boundStart: false,
-        ...(ownNamespace ? { lateStart: async () => confirm() } : {}),
+        // Another token than the operation's is refused before the server is asked about its lineage.
+        ...(ownNamespace
+          ? {
+              lateStart: async () => {
+                sameToken(await this.options.verifier.open(header.tok));
+                return confirm();
+              },
+            }
+          : {}),
       });
-      if (verified.claims.jti !== bound.jti)
-        throw new UserContextError(
-          ErrorCodes.LINEAGE_MISMATCH,
-          'the Nexus cancel carries another context token than its operation was started with',
-        );
+      sameToken(verified.claims);
       if (!ownNamespace) return this.trusted(bound.ns, caller, header);
       const holder = await confirm();
       return this.reverified(header, holder, caller, holder.runId);

@@ -10,6 +10,34 @@ import type { ContextHeader, Lineage } from '../header/wire.js';
 
 const SCHEDULED_RUN_SUFFIX = /^-\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/;
 
+/**
+ * The key of {@link ContextVerifier}'s partial originator check, for this package's activity and Nexus
+ * guards only (not exported from an entry point): it may leave check 10 to a second call with the
+ * server's lineage, which a caller that forgot it would skip. The public `verifyOriginator` never does.
+ */
+export const verifyOriginatorInParts = Symbol('verifyOriginatorInParts');
+
+/** How the guards split an originator check (see `ContextVerifier[verifyOriginatorInParts]`). */
+export interface OriginatorParts {
+  /**
+   * `false` leaves the start binding (check 10) to a later call with the server's facts: for the first
+   * check of a header whose lineage the server will state (a retry of a run continued as new into
+   * another type states that type, and the server the first run's).
+   */
+  boundStart?: boolean;
+  /**
+   * The root and the start of its chain as the server records them, asked only when the header dates
+   * the lineage after the token's window. Workflow code dates a workflow retry or a cron run by its own
+   * start (`workflowInfo()` gives no earlier time), which the server writes when the previous run ends:
+   * a first attempt that ran longer than the window, or an hourly cron, would otherwise be refused on
+   * the server's own schedule. Without it, such lineages are refused. When it answers, how the root
+   * started (check 10) is not compared here: the caller must verify again with the server's lineage
+   * (`withServerLineage`), as a run of such a chain may state another start than its first run's (one
+   * continued as new into another type, then retried).
+   */
+  lateStart?: () => Promise<Pick<ConfirmedLineage, 'root' | 'chainStart'>>;
+}
+
 /** Tuning of the worker's {@link ContextVerifier} (plugin option `verifier`). */
 export interface VerifierOptions {
   /** Clock skew tolerated between the edge, the server and workers, in seconds (default 30, 0–3600). */
@@ -81,33 +109,21 @@ export class ContextVerifier {
   /**
    * Verifies the originator of a lineage: the token must be a start (or schedule) token for this
    * namespace, bound to the lineage's root workflow (or the schedule that started it), and the root's
-   * execution chain must have started inside the token's start window.
+   * execution chain must have started inside the token's start window, as the header's lineage says
+   * (every check of docs/wire-format.md but those that ask the server: 7, and the dating of late runs).
    */
-  async verifyOriginator(
+  verifyOriginator(
     header: ContextHeader,
     facts: { namespace: string; workflowId: string },
-    /**
-     * `boundStart: false` leaves the start binding (check 10) to a later call with the server's facts:
-     * for the first check of a header whose lineage the server will state (a retry of a run continued
-     * as new into another type states that type, and the server the first run's).
-     */
-    {
-      boundStart = true,
-      lateStart,
-    }: {
-      boundStart?: boolean;
-      /**
-       * The root and the start of its chain as the server records them, asked only when the header
-       * dates the lineage after the token's window. Workflow code dates a workflow retry or a cron run
-       * by its own start (`workflowInfo()` gives no earlier time), which the server writes when the
-       * previous run ends: a first attempt that ran longer than the window, or an hourly cron, would
-       * otherwise be refused on the server's own schedule. Without it, such lineages are refused.
-       * When it answers, how the root started (check 10) is not compared here: the caller must verify
-       * again with the server's lineage (`withServerLineage`), as a run of such a chain may state
-       * another start than its first run's (one continued as new into another type, then retried).
-       */
-      lateStart?: () => Promise<Pick<ConfirmedLineage, 'root' | 'chainStart'>>;
-    } = {},
+  ): Promise<Verified> {
+    return this[verifyOriginatorInParts](header, facts);
+  }
+
+  /** @internal The guards' form of {@link verifyOriginator}: see {@link OriginatorParts}. */
+  async [verifyOriginatorInParts](
+    header: ContextHeader,
+    facts: { namespace: string; workflowId: string },
+    { boundStart = true, lateStart }: OriginatorParts = {},
   ): Promise<Verified> {
     const { claims, lin } = await this.prepare(header, facts);
     if (claims.use === 'start') {

@@ -17,6 +17,7 @@ import {
 import { codeOf as codeOfType } from '../../../../test-support/refusal.js';
 import { argsDigest } from '../../src/crypto/args-digest.js';
 import { claimsSchema } from '../../src/crypto/claims.js';
+import { verifyOriginatorInParts } from '../../src/worker/verifier.js';
 
 const alice = { userId: 'alice', workspaceId: 'ws-acme', roles: ['member'] };
 const keys = generateKeySet('edge');
@@ -282,10 +283,18 @@ describe('context tokens', () => {
       ),
     ).toBe(ErrorCodes.LINEAGE_MISMATCH);
     expect(await codeOf(strict.verifyOriginator({ ...header, lin }, facts))).toBeUndefined();
+    // The public check never leaves it out, whatever a caller passes (the guards' partial form below).
+    const partial = { boundStart: false, lateStart: () => Promise.resolve({ root: 'wf-1', chainStart: 0 }) };
+    const publicCheck = verifier.verifyOriginator.bind(verifier) as (...args: unknown[]) => Promise<unknown>;
+    expect(await codeOf(publicCheck({ ...header, lin: { ...lin, wt: 'Other' } }, facts, partial))).toBe(
+      ErrorCodes.LINEAGE_MISMATCH,
+    );
     // A check that leaves the binding to the server's facts (server lineage, Nexus) skips it.
     expect(
       await codeOf(
-        verifier.verifyOriginator({ ...header, lin: { ...lin, wt: 'Other' } }, facts, { boundStart: false }),
+        verifier[verifyOriginatorInParts]({ ...header, lin: { ...lin, wt: 'Other' } }, facts, {
+          boundStart: false,
+        }),
       ),
     ).toBeUndefined();
   });
