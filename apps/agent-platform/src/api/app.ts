@@ -1930,7 +1930,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
 
   /** The workspace's schedules, as their memo records name them (unsorted). */
   const workspaceSchedules = async (workspaceId: string) => {
-    const schedules: (ScheduleRecord & { scheduleId: string; paused: boolean })[] = [];
+    const schedules: (ScheduleRecord & { scheduleId: string; paused: boolean; endsAt?: string })[] = [];
     // Raw pages rather than client.schedule.list(): that decodes every memo it is given and stops at
     // the first it cannot (another application's, a plaintext one), failing every workspace. With the
     // search-attribute mirror the server narrows the list to the schedules mirrored as this
@@ -1955,7 +1955,14 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         if (!entry.scheduleId?.startsWith(SCHEDULE_PREFIX)) continue;
         const record = await readScheduleRecord(entry.memo?.fields?.[SCHEDULE_MEMO]);
         if (record?.workspaceId !== workspaceId) continue;
-        schedules.push({ scheduleId: entry.scheduleId, ...record, paused: entry.info?.paused === true });
+        // When it stops starting runs: the library ends every schedule inside its creator's token window.
+        const end = entry.info?.spec?.endTime;
+        schedules.push({
+          scheduleId: entry.scheduleId,
+          ...record,
+          paused: entry.info?.paused === true,
+          ...(end?.seconds ? { endsAt: new Date(Number(end.seconds) * 1000).toISOString() } : {}),
+        });
       }
       nextPageToken = page.nextPageToken?.length ? page.nextPageToken : undefined;
     } while (nextPageToken);

@@ -107,7 +107,12 @@ describe('schedules', () => {
       createdBy: 'carol',
       createdAt: expect.any(String),
       paused: false,
+      endsAt: expect.any(String),
     });
+    // It ends inside its creator's token window (366 days from its creation), as the library set it.
+    const window = Date.parse(entry!.createdAt as string) + 366 * 86_400_000;
+    expect(Date.parse(entry!.endsAt as string)).toBeGreaterThan(window - 60_000);
+    expect(Date.parse(entry!.endsAt as string)).toBeLessThanOrEqual(window + 60_000);
     const globex = await listed('dave', 'ws-globex', [byBob]);
     expect(ids(globex)).not.toContain(byAlice);
     expect(ids(globex)).not.toContain(byCarol);

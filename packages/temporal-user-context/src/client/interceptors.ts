@@ -22,7 +22,7 @@ import type {
   WorkflowTerminateInput,
 } from '@temporalio/client';
 import type { Headers } from '@temporalio/common';
-import { optionalTsToMs } from '@temporalio/common/lib/time.js';
+import { msOptionalToNumber, optionalTsToMs } from '@temporalio/common/lib/time.js';
 import type { BoundStart } from '../crypto/claims.js';
 import { ACTOR_HEADER, ORIGINATOR_HEADER, withHeader } from '../header/wire.js';
 import { releaseRecords, type ContextSource, type HeldRecords } from './source.js';
@@ -47,6 +47,19 @@ function timing(
 /** How a start is bound into its token: its workflow type, task queue, arguments and timing. */
 function boundStart(workflowType: string, options: CompiledWorkflowOptions): BoundStart {
   return { workflowType, taskQueue: options.taskQueue, args: options.args ?? [], ...timing(options) };
+}
+
+/** The id policies a start gives, for its audit record (undefined when it gives none). */
+function idPolicies(options: CompiledWorkflowOptions): string | undefined {
+  const given = [
+    options.workflowIdConflictPolicy === undefined
+      ? undefined
+      : `id conflict policy ${String(options.workflowIdConflictPolicy)}`,
+    options.workflowIdReusePolicy === undefined
+      ? undefined
+      : `id reuse policy ${String(options.workflowIdReusePolicy)}`,
+  ].filter((part) => part !== undefined);
+  return given.length > 0 ? given.join('; ') : undefined;
 }
 
 /**
@@ -94,6 +107,7 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
       action,
       boundStart(input.workflowType, input.options),
       held,
+      idPolicies(input.options),
     );
     const prepared = {
       ...input,
@@ -116,6 +130,7 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
       'client.signalWithStart',
       boundStart(input.workflowType, input.options),
       held,
+      idPolicies(input.options),
     );
     // One header set serves both the start and the signal: the starter is also the actor.
     const actor = await this.source.forActor(
@@ -146,6 +161,7 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
         'client.startUpdateWithStart',
         boundStart(input.workflowType, input.workflowStartOptions),
         held,
+        idPolicies(input.workflowStartOptions),
       );
       prepared = {
         ...input,
@@ -254,7 +270,8 @@ export class UserContextScheduleClientInterceptor implements ScheduleClientInter
     // arguments, is refused by workers. The SDK sends no arguments as an empty list.
     // On record once the mirrors are made, as for a start.
     const held: HeldRecords = [];
-    const { originator, context } = await this.source.forSchedule(
+    const { spec } = input.options;
+    const { originator, context, endAt } = await this.source.forSchedule(
       scheduleId,
       action.workflowId,
       'schedule.create',
@@ -264,9 +281,15 @@ export class UserContextScheduleClientInterceptor implements ScheduleClientInter
         ...(this.bindArguments ? { args: action.args ?? [] } : {}),
       },
       held,
+      { endAt: spec.endAt, jitterMs: msOptionalToNumber(spec.jitter) },
     );
     const mirror = this.source.mirror;
-    const withAction = { ...input.options, action: mirrorOptions(action, context, originator, mirror) };
+    const withAction = {
+      ...input.options,
+      // Ends inside its token's window: a schedule that fired on would start runs workers refuse.
+      spec: { ...spec, endAt },
+      action: mirrorOptions(action, context, originator, mirror),
+    };
     const options = mirrorOptions(withAction, context, originator, mirror);
     releaseRecords(held);
     return next({ ...input, headers: withHeader(input.headers, ORIGINATOR_HEADER, originator), options });

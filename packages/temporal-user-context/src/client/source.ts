@@ -5,7 +5,7 @@ import { numberOption } from '../context/number-option.js';
 import { sameUserContext, type UserContext } from '../context/schema.js';
 import type { Auditor } from '../audit/sinks.js';
 import type { IdentitySource } from '../audit/event.js';
-import type { BoundStart, ScheduledAction } from '../crypto/claims.js';
+import type { BoundStart, ContextClaims, ScheduledAction } from '../crypto/claims.js';
 import type { KeyRing } from '../crypto/keyring.js';
 import { DEFAULT_WINDOW, issueContextToken, type IssueOptions } from '../crypto/issue.js';
 import { MAX_HEADER_BYTES, encodeHeader, type ContextHeader } from '../header/wire.js';
@@ -163,10 +163,12 @@ export class ContextSource {
     source: IdentitySource,
     options: Omit<IssueOptions, 'namespace'>,
     /** Throws the refusal of a header that cannot be used, before the call is audited as allowed. */
-    accept?: (header: ContextHeader) => void,
+    accept?: (header: ContextHeader, claims: ContextClaims) => void,
     /** The run the call names, for the records. */
     runId?: string,
     held?: HeldRecords,
+    /** What the allow record adds about the call (a schedule's id, a start's id policies). */
+    detail?: string,
   ) {
     if (!this.options.ring.canIssue) {
       this.refuse(
@@ -205,7 +207,7 @@ export class ContextSource {
       );
     }
     const { header, claims } = issued;
-    accept?.(header);
+    accept?.(header, claims);
     const record = () =>
       this.allowed(
         action,
@@ -213,7 +215,7 @@ export class ContextSource {
         source,
         claims.jti,
         options.workflowId,
-        options.scheduleId ? `schedule ${options.scheduleId}` : undefined,
+        options.scheduleId ? `schedule ${options.scheduleId}` : detail,
         runId,
       );
     recordOrHold(record, held);
@@ -350,6 +352,11 @@ export class ContextSource {
     action: string,
     start: BoundStart,
     held?: HeldRecords,
+    /**
+     * The start's workflow id conflict and reuse policies, when it gives them: a start may return
+     * another's run (`USE_EXISTING`) or end it (`TERMINATE_EXISTING`), which its record says.
+     */
+    policies?: string,
   ): Promise<{ originator: ContextHeader; context: UserContext }> {
     const { context, source } = this.who(action, { workflowId });
     const bound = this.digested(action, start, { workflowId }, context, 'bindStartArguments');
@@ -379,6 +386,7 @@ export class ContextSource {
         ),
       undefined,
       held,
+      policies,
     );
     return { originator, context };
   }
@@ -489,13 +497,19 @@ export class ContextSource {
     );
   }
 
+  /**
+   * The originator header of a schedule, and when the schedule must end: its runs are refused once they
+   * start after the token's window (366 days), so the schedule ends before (`spec.endAt`, less its
+   * jitter). A schedule asked to end later is refused here, before it exists.
+   */
   async forSchedule(
     scheduleId: string,
     actionWorkflowId: string,
     action: string,
     scheduledAction: ScheduledAction,
     held?: HeldRecords,
-  ): Promise<{ originator: ContextHeader; context: UserContext }> {
+    spec: { endAt?: Date; jitterMs?: number } = {},
+  ): Promise<{ originator: ContextHeader; context: UserContext; endAt: Date }> {
     const target = { workflowId: actionWorkflowId, scheduleId };
     const { context, source } = this.who(action, target);
     const bound = this.digested(action, scheduledAction, target, context, 'bindScheduleArguments');
@@ -504,6 +518,7 @@ export class ContextSource {
     // every run would be refused. Refused here instead, before the schedule exists.
     const run = `${actionWorkflowId}-2000-01-01T00:00:00Z`;
     const lin = { root: run, start: Date.now(), wf: run, sched: scheduleId };
+    let endAt: Date | undefined;
     const originator = await this.issue(
       action,
       context,
@@ -514,10 +529,26 @@ export class ContextSource {
         workflowId: actionWorkflowId,
         scheduledAction: bound,
       },
-      (header) => this.fits(action, { ...header, lin }, target, context, 'the schedule or workflow id'),
+      (header, claims) => {
+        this.fits(action, { ...header, lin }, target, context, 'the schedule or workflow id');
+        // The last time a run may be scheduled for: jitter delays it, the workers' skew does not cover that.
+        const latest = claims.exp * 1000 - (spec.jitterMs ?? 0);
+        if (spec.endAt !== undefined && spec.endAt.getTime() > latest) {
+          this.refuse(
+            action,
+            new UserContextError(
+              ErrorCodes.MISCONFIGURED,
+              `the schedule would start runs after its creator's token window (${new Date(latest).toISOString()}, less jitter), which workers refuse: end it by then, and re-create it to go on`,
+            ),
+            target,
+            context,
+          );
+        }
+        endAt = spec.endAt ?? new Date(latest);
+      },
       undefined,
       held,
     );
-    return { originator, context };
+    return { originator, context, endAt: endAt! };
   }
 }

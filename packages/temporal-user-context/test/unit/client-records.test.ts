@@ -132,3 +132,92 @@ describe('a call whose search attributes the mirror cannot take (a key given twi
     ]);
   });
 });
+
+describe("a start's id policies", () => {
+  // Found by review: a start that returns another's run (USE_EXISTING) or ends it (TERMINATE_EXISTING)
+  // was on record like any other start.
+  it('are in the allow record of the start that gives them, and absent from one that gives none', async () => {
+    const { client, audit } = recordingClients(edge);
+    const start = { workflowId: 'w1', taskQueue: 'tq' };
+    await expect(
+      runAsUser(alice, () =>
+        client.start('wf', {
+          ...start,
+          workflowIdConflictPolicy: 'TERMINATE_EXISTING',
+          workflowIdReusePolicy: 'ALLOW_DUPLICATE_FAILED_ONLY',
+        }),
+      ),
+    ).rejects.toSatisfy(reachedServer);
+    await expect(
+      runAsUser(alice, () =>
+        client.signalWithStart('wf', {
+          ...start,
+          signal: 'note',
+          signalArgs: [],
+          workflowIdReusePolicy: 'REJECT_DUPLICATE',
+        }),
+      ),
+    ).rejects.toSatisfy(reachedServer);
+    await expect(
+      runAsUser(alice, () =>
+        client.executeUpdateWithStart('note', { args: [], startWorkflowOperation: operation() }),
+      ),
+    ).rejects.toSatisfy(reachedServer);
+    await expect(runAsUser(alice, () => client.start('wf', start))).rejects.toSatisfy(reachedServer);
+    expect(audit.events.map((e) => [e.action, e.detail])).toEqual([
+      ['client.start', 'id conflict policy TERMINATE_EXISTING; id reuse policy ALLOW_DUPLICATE_FAILED_ONLY'],
+      ['client.signalWithStart', 'id reuse policy REJECT_DUPLICATE'],
+      // The actor's token: its record is the call's, not the start's.
+      ['client.signalWithStart', undefined],
+      ['client.startUpdateWithStart', 'id conflict policy USE_EXISTING'],
+      ['client.startUpdateWithStart', undefined],
+      ['client.start', undefined],
+    ]);
+  });
+});
+
+describe("a schedule's end", () => {
+  // Found by review: a schedule's token lasts 366 days, and the schedule fired on after that, every run
+  // refused by workers (USER_CONTEXT_LINEAGE_MISMATCH) while nothing said why.
+  type Sent = { schedule?: { spec?: { endTime?: { seconds?: { toNumber(): number } | number } } } };
+  const endOf = (request: unknown) => {
+    const seconds = (request as Sent).schedule?.spec?.endTime?.seconds;
+    return typeof seconds === 'number' ? seconds : seconds?.toNumber();
+  };
+  const create = (spec: { endAt?: Date; jitter?: string }) => ({
+    scheduleId: 's1',
+    spec: { intervals: [{ every: '1h' }], ...spec },
+    action: { type: 'startWorkflow' as const, workflowType: 'wf', taskQueue: 'tq' },
+  });
+  const windowEnd = () => Date.now() / 1000 + 366 * 86_400;
+
+  it('is set inside its token window, less jitter, when the schedule gives none', async () => {
+    const { schedules, sent } = recordingClients(edge);
+    const before = windowEnd();
+    await expect(runAsUser(alice, () => schedules.create(create({ jitter: '1h' })))).rejects.toSatisfy(
+      reachedServer,
+    );
+    const after = windowEnd();
+    expect(endOf(sent[0])).toBeGreaterThanOrEqual(Math.floor(before) - 3600);
+    expect(endOf(sent[0])).toBeLessThanOrEqual(Math.ceil(after) - 3600);
+  });
+
+  it('is kept when it comes earlier, and a later one is refused before anything is sent', async () => {
+    const { schedules, sent, audit } = recordingClients(edge);
+    const soon = new Date(Date.now() + 30 * 86_400_000);
+    await expect(runAsUser(alice, () => schedules.create(create({ endAt: soon })))).rejects.toSatisfy(
+      reachedServer,
+    );
+    expect(endOf(sent[0])).toBe(Math.floor(soon.getTime() / 1000));
+    const late = new Date(Date.now() + 366 * 86_400_000 - 60_000);
+    // Inside the window, but not once the jitter is counted.
+    await expect(
+      runAsUser(alice, () => schedules.create(create({ endAt: late, jitter: '5m' }))),
+    ).rejects.toMatchObject({ code: ErrorCodes.MISCONFIGURED });
+    expect(sent).toHaveLength(1);
+    expect(records(audit)).toEqual([
+      ['schedule.create', 'allow', 'ok'],
+      ['schedule.create', 'deny', ErrorCodes.MISCONFIGURED],
+    ]);
+  });
+});
