@@ -76,7 +76,9 @@ const manifest = {
   exports,
   bin: { 'temporal-user-context-keys': './cli/keys.js' },
   engines: source.engines,
-  dependencies: caret(['jose', 'zod', 'pino']),
+  // sonic-boom is pino's; named here, to patch releases only, because the default sink's exit flush
+  // reads its state of a write in progress (src/audit/sinks.ts), which a minor release may reshape.
+  dependencies: { ...caret(['jose', 'zod', 'pino']), 'sonic-boom': `~${deps['sonic-boom']}` },
   peerDependencies: {
     ...Object.fromEntries(temporal.map((n) => [n, `~${deps[n]}`])),
     '@temporalio/testing': `~${source.peerDependencies['@temporalio/testing']}`,
