@@ -3,7 +3,7 @@ import { defaultAuditor, type Auditor } from '../audit/sinks.js';
 import type { AuditEvent } from '../audit/event.js';
 import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
 import { parseUserContext, sameUserContext, type UserContext } from '../context/schema.js';
-import { currentScope, type ActivityScope } from '../worker/scope.js';
+import { currentScope, settledScope, type ActivityScope } from '../worker/scope.js';
 import {
   isTransactionEnded,
   leadingWords,
@@ -403,7 +403,10 @@ export async function withUserScope<T>(
   // names others; elsewhere with the process's default: a refusal never goes unrecorded because the
   // options left the auditor out.
   const activity = currentScope();
-  const auditor = options.auditor ?? activity?.auditor ?? defaultAuditor();
+  // Work an activity left running once it settled (found by review: with no scope open it passed for
+  // code outside every activity, and scoped to anyone). Refused, on the activity's own record.
+  const settled = activity === undefined ? settledScope() : undefined;
+  const auditor = options.auditor ?? (activity ?? settled)?.auditor ?? defaultAuditor();
   let appRole: string;
   let context: UserContext | undefined;
   let seal: string | undefined;
@@ -412,6 +415,11 @@ export async function withUserScope<T>(
     seal = resolveSeal(options.seal, db);
     // Re-validate: callers may hand us an object that never went through the schema.
     context = parseUserContext({ userId: ctx.userId, workspaceId: ctx.workspaceId, roles: [...ctx.roles] });
+    if (settled)
+      throw new UserContextError(
+        ErrorCodes.MISSING,
+        'a database scope asked for by work an activity or Nexus handler left running after it settled',
+      );
     const mismatch = activity === undefined ? undefined : mismatchOfActivity(activity, context);
     if (mismatch) throw mismatch;
   } catch (err) {
@@ -422,7 +430,7 @@ export async function withUserScope<T>(
         action: 'db.scope',
         decision: 'deny',
         source: 'header',
-        ...(options.audit ?? activity?.audit),
+        ...(options.audit ?? (activity ?? settled)?.audit),
         reason: err.code,
         detail:
           context !== undefined && err.code === ErrorCodes.EXPLICIT_MISMATCH

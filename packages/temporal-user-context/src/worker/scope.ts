@@ -74,9 +74,25 @@ export async function runInNexusScope<T>(scope: ActivityScope, fn: () => Promise
   }
 }
 
+/** The scope attached to the activity or Nexus handler this code runs in, open or not. */
+function attachedScope(): ActivityScope | undefined {
+  const activity = activityStorage.getStore();
+  return activity === undefined ? nexusScope.getStore() : activityScopes.get(activity);
+}
+
 /** The scope of the running activity or Nexus handler, if its interceptor attached one and it is open. */
 export function currentScope(): ActivityScope | undefined {
-  const activity = activityStorage.getStore();
-  const scope = activity === undefined ? nexusScope.getStore() : activityScopes.get(activity);
+  const scope = attachedScope();
   return scope === undefined || closedScopes.has(scope) ? undefined : scope;
+}
+
+/**
+ * The scope of the activity or Nexus handler this code was started by, once it has settled: work it
+ * left running is neither inside it ({@link currentScope}) nor outside every activity, and what treats
+ * "no scope" as "not in an activity" (a database scope, which checks an activity's user only inside
+ * one) must refuse it instead.
+ */
+export function settledScope(): ActivityScope | undefined {
+  const scope = attachedScope();
+  return scope !== undefined && closedScopes.has(scope) ? scope : undefined;
 }

@@ -481,6 +481,40 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
     expect(await inHandler(undefined, bob)).toEqual(['b1']);
   });
 
+  it('work a handler left running is refused a scope for anyone once the handler settled, on its record', async () => {
+    // Found by review: with its scope closed, such work passed for code outside every handler, which
+    // may scope to anyone, and its grant went to the default auditor.
+    const sink = memoryAuditSink();
+    const handler = {
+      context: alice,
+      allowedSystem: [],
+      audit: { namespace: 'default', workflowId: 'wf-4', activityType: 'nexus:notes/read' },
+      auditor: new Auditor([sink]),
+    };
+    let release!: () => void;
+    const settled = new Promise<void>((resolve) => (release = resolve));
+    let leftover!: Promise<unknown>;
+    await runInNexusScope(handler, async () => {
+      // Left running: it asks once the handler has returned.
+      leftover = settled.then(() => notes(bob));
+    });
+    release();
+    const err = await rejection(leftover);
+    expect(isUserContextError(err, ErrorCodes.MISSING)).toBe(true);
+    // Its own user too: nothing acts for the handler's user once it settled.
+    let own!: Promise<unknown>;
+    await runInNexusScope({ ...handler }, async () => {
+      own = Promise.resolve()
+        .then(() => new Promise((r) => setTimeout(r, 10)))
+        .then(() => notes(alice));
+    });
+    expect(isUserContextError(await rejection(own), ErrorCodes.MISSING)).toBe(true);
+    expect(sink.events.map((e) => [e.action, e.decision, e.reason, e.workflowId])).toEqual([
+      ['db.scope', 'deny', ErrorCodes.MISSING, 'wf-4'],
+      ['db.scope', 'deny', ErrorCodes.MISSING, 'wf-4'],
+    ]);
+  });
+
   it('withCurrentUserScope scopes to the originator, or as: actor to the actor (refused without one)', async () => {
     const sink = memoryAuditSink();
     const handler = (actor: UserContext | undefined) => ({
