@@ -223,7 +223,16 @@ export function coalescingAuditSink(
   };
 
   const flush = async (flushOptions?: { timeoutMs?: number }, closing = false): Promise<void> => {
-    const summaries = [...windows.keys()].map((key) => closeWindow(key));
+    // Each window on its own: an inner sink that throws for one summary must not leave the others open
+    // on timers the exit does not wait for, nor the inner sink unflushed (found by review).
+    const summaries = [...windows.keys()].map((key) => {
+      try {
+        return closeWindow(key);
+      } catch (err) {
+        reportSummaryFailure(err);
+        return undefined;
+      }
+    });
     // A sink that flushes holds the summaries just handed to it: its flush (and its deadline) covers
     // them. Awaiting each first would wait on a hung database with no deadline armed. Closing, an inner
     // sink that closes (another coalescing sink) is closed too, so that it holds nothing at exit.
@@ -231,7 +240,8 @@ export function coalescingAuditSink(
     if (settle) {
       for (const summary of summaries) Promise.resolve(summary).then(undefined, reportSummaryFailure);
       await settle.call(inner, flushOptions);
-    } else await Promise.all(summaries);
+    } else
+      await Promise.all(summaries.map((summary) => Promise.resolve(summary).catch(reportSummaryFailure)));
   };
 
   const sink: CoalescingAuditSink = {

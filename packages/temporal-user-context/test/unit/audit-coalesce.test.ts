@@ -314,6 +314,39 @@ describe('coalescingAuditSink', () => {
     ]);
   });
 
+  it('close() writes every window and flushes the inner sink when it throws for one summary', async () => {
+    // Found by review: the first throw ended close(), the other windows stayed on their timers.
+    const written: string[] = [];
+    const flushed = vi.fn(async () => undefined);
+    const inner: AuditSink & { flush: () => Promise<void> } = {
+      emit(event) {
+        if (event.detail?.includes('first: boom')) throw new Error('boom');
+        written.push(event.detail ?? '');
+      },
+      flush: flushed,
+    };
+    const sink = coalescingAuditSink(inner);
+    const stderr = vi.spyOn(process.stderr, 'write').mockImplementation(() => true);
+    try {
+      for (const reason of ['A', 'B', 'C']) {
+        sink.emit(anonymous(reason, reason === 'B' ? 'boom' : reason));
+        sink.emit(anonymous(reason, 'again'));
+      }
+      await sink.close();
+      expect(stderr).toHaveBeenCalledWith(expect.stringMatching(/audit summary not written: .*boom/));
+    } finally {
+      stderr.mockRestore();
+    }
+    expect(flushed).toHaveBeenCalledOnce();
+    expect(written).toEqual([
+      'A',
+      'boom',
+      'C',
+      expect.stringMatching(/^1 more like it in 0 s, coalesced; first: A$/),
+      expect.stringMatching(/^1 more like it in 0 s, coalesced; first: C$/),
+    ]);
+  });
+
   it('refuses a keep field a summary cannot carry', () => {
     expect(() => coalescingAuditSink(memoryAuditSink(), { keep: ['tokenId' as 'userId'] })).toThrowError(
       expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
