@@ -201,6 +201,10 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
     if (scope.actorRefusal) markRecordedIn(scope.actorRefusal, scope);
     try {
       enterActivityScope(scope);
+      // Cancelled while it was being verified (the workflow's cancel, a heartbeat timeout, the worker's
+      // shutdown): the body does not run, and the SDK reports the cancellation (found by review: it ran,
+      // beside the attempt that replaced it).
+      this.ctx.cancellationSignal.throwIfAborted();
       return await next(input);
     } catch (err) {
       // A refusal raised by activity code is made non-retryable with its stable code instead of a

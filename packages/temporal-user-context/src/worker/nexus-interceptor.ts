@@ -221,7 +221,14 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
       const lineage = await confirm();
       return this.reverified(header, lineage, caller, caller.runId);
     });
-    const output = await handled(scope, 'nexus.start', () => runInNexusScope(scope, () => next(input)));
+    // A request given up on while it was being checked (timed out, the caller gone) does not start the
+    // operation: the handler rethrows the signal's error, as nexus-rpc asks.
+    const output = await handled(scope, 'nexus.start', () =>
+      runInNexusScope(scope, () => {
+        input.ctx.abortSignal.throwIfAborted();
+        return next(input);
+      }),
+    );
     // (`caller` is set here: admit refused a start without one; the test only narrows its type.)
     if (!output.result.isAsync || !caller) return output;
     // The operation can be cancelled later, by a request with no links: its token carries who started
@@ -318,7 +325,12 @@ export class NexusGuard implements NexusInboundCallsInterceptor {
       const holder = await confirm();
       return this.reverified(header, holder, caller, holder.runId);
     });
-    return handled(scope, 'nexus.cancel', () => runInNexusScope(scope, () => next({ ...input, token: own })));
+    return handled(scope, 'nexus.cancel', () =>
+      runInNexusScope(scope, () => {
+        input.ctx.abortSignal.throwIfAborted();
+        return next({ ...input, token: own });
+      }),
+    );
   }
 
   /** The token checked again against the lineage the server stated, instead of the header's. */
