@@ -75,7 +75,11 @@ interface StartedWrite {
   _writing?: unknown;
   _writingBuf?: unknown;
   _bufs?: unknown;
+  _len?: unknown;
 }
+
+/** Sleeps the thread (the exit's flush is synchronous, as sonic-boom's own). */
+const pause = (ms: number) => Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms);
 
 /** The default logger's sink, writing to file descriptor `fd`, and its destination; exported for tests. */
 export function boundedLinesTo(
@@ -149,8 +153,37 @@ export function boundedLinesTo(
       // stderr refuses too: nothing else is left to tell.
     }
   };
-  // pino calls this on exit (and only then, for this destination of ours).
-  const flushSync = destination.flushSync.bind(destination);
+  /**
+   * Writes what the destination holds, as sonic-boom's `flushSync` does, but bounded: that one retries
+   * EAGAIN as `retryEAGAIN` says and every other error (ENOSPC, EPIPE, EIO) for ever, sleeping between
+   * tries (found by review: a full disk behind stdout hung the exit). EAGAIN is retried until the exit's
+   * deadline, any other error thrown at once.
+   */
+  const flushSync = () => {
+    const started = destination as unknown as StartedWrite;
+    const bufs = started._bufs;
+    if (!Array.isArray(bufs)) throw new Error('the destination holds no buffer it can flush');
+    while (bufs.length > 0) {
+      const head = bufs[0] as unknown;
+      const bytes = typeof head === 'string' ? Buffer.from(head) : head;
+      if (!Buffer.isBuffer(bytes)) throw new Error('the destination holds a buffer it cannot flush');
+      try {
+        const n = writeSync(fd, bytes);
+        if (typeof started._len === 'number') started._len = Math.max(started._len - n, 0);
+        if (n >= bytes.length) bufs.shift();
+        else bufs[0] = bytes.subarray(n);
+      } catch (err) {
+        const code = (err as NodeJS.ErrnoException | undefined)?.code;
+        if ((code === 'EAGAIN' || code === 'EBUSY') && Date.now() < (giveUpAt ?? 0)) pause(RETRY_WAIT_MS);
+        else throw err;
+      }
+    }
+  };
+  // A write that failed for a reason other than EAGAIN (a full disk): pino re-emits such errors (all but
+  // EPIPE) from the destination, which crashed the process with no listener (found by review).
+  // sonic-boom keeps the failed bytes and tries them again with the next line; meanwhile the buffer
+  // fills to its bound and drops lines, counted and told as for a stalled reader.
+  destination.on('error', () => undefined);
   /** When the exit's budget ends: one budget for the flush and whatever is emitted after it. */
   let exitDeadline: number | undefined;
   let flushing = false;

@@ -173,6 +173,25 @@ describe('the default log sink as the process exits', () => {
   });
 });
 
+describe('the default log sink on a stdout that refuses writes (a full disk)', () => {
+  it('neither crashes the process nor hangs its exit, and says on stderr why', async () => {
+    // Found by review: the failed write's error, re-emitted by pino, was an uncaught exception, and
+    // sonic-boom's exit flush retried any error but EAGAIN for ever.
+    const full = openSync('/dev/full', 'w');
+    const { child, closed, emitted, stderr } = stalledLogChild(200, 1_000_000, full);
+    closeSync(full);
+    await emitted;
+    // The first write fails on the thread pool meanwhile (the child's listener keeps it alive).
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    child.send('exit');
+    expect(await closed).toBe(0);
+    expect(stderr()).toMatch(
+      /the audit log was refused at exit \(ENOSPC\): lines still buffered were not written/,
+    );
+    expect(stderr()).not.toMatch(/uncaught|ENOSPC: no space left on device, write\n\s+at/i);
+  }, 20_000);
+});
+
 /** Retries `fn` for up to 10 s, naming the log file in the failure. */
 async function waitForLog<T>(fn: () => Promise<T>, what: string): Promise<T> {
   const deadline = Date.now() + 10_000;
