@@ -7,6 +7,7 @@ import {
   refusedLookup,
   startArgsDigest,
   timestampMs,
+  withLookupDeadline,
 } from './server-lineage.js';
 import { SuccessCache } from './success-cache.js';
 
@@ -194,7 +195,7 @@ export class ScheduledRunCheck {
         await new Promise((resolve) => setTimeout(resolve, FIRST_PAUSE_MS * 2 ** (attempt - 1)));
       let description;
       try {
-        description = await schedule.describe();
+        description = await withLookupDeadline(client, () => schedule.describe());
       } catch (err) {
         if (err instanceof ScheduleNotFoundError) throw lineageRefusal('the schedule no longer exists');
         throw refusedLookup(err, 'the schedule');
@@ -255,7 +256,7 @@ export class ScheduledRunCheck {
   private async rootOf(client: Client, root: string): Promise<Chain> {
     let description;
     try {
-      description = await client.workflow.getHandle(root).describe();
+      description = await withLookupDeadline(client, () => client.workflow.getHandle(root).describe());
     } catch (err) {
       if (err instanceof WorkflowNotFoundError) throw lineageRefusal('the lineage root does not exist');
       throw refusedLookup(err, 'the lineage root');

@@ -37,13 +37,28 @@ const FORBIDDEN_CODES: ReadonlyMap<number, LookupRefusedError['status']> = new M
 /** Runs whose lineage a worker keeps. */
 const CACHE_SIZE = 10_000;
 
+/**
+ * How long one lookup of the server's records may take. Without a deadline of its own a lookup waits
+ * for the SDK core's default (30 s, reported as `CANCELLED`), and an activity's check makes up to ten of
+ * them in turn (found by review): a slow cluster held an attempt for minutes, past heartbeat timeouts.
+ * A lookup past it fails the attempt retryable, as any outage.
+ */
+export const LOOKUP_TIMEOUT_MS = 10_000;
+
+/** `fn`'s calls of the server with the lookup's deadline ({@link LOOKUP_TIMEOUT_MS}). */
+export function withLookupDeadline<T>(client: Client, fn: () => Promise<T>): Promise<T> {
+  return client.withDeadline(Date.now() + LOOKUP_TIMEOUT_MS, fn);
+}
+
 /** `DescribeWorkflowExecution` of one run; a missing or malformed run is a refusal, anything else rethrown. */
 export async function describeRun(client: Client, run: RunRef, what: string): Promise<Description> {
   try {
-    return await client.workflowService.describeWorkflowExecution({
-      namespace: client.options.namespace,
-      execution: { workflowId: run.workflowId, runId: run.runId },
-    });
+    return await withLookupDeadline(client, () =>
+      client.workflowService.describeWorkflowExecution({
+        namespace: client.options.namespace,
+        execution: { workflowId: run.workflowId, runId: run.runId },
+      }),
+    );
   } catch (err) {
     throw refusedLookup(err, what);
   }
@@ -254,11 +269,13 @@ export async function startArgsDigest(client: Client, run: RunRef): Promise<stri
 async function firstStart(client: Client, run: RunRef): Promise<StartedAttributes> {
   let history;
   try {
-    history = await client.workflowService.getWorkflowExecutionHistory({
-      namespace: client.options.namespace,
-      execution: run,
-      maximumPageSize: 1,
-    });
+    history = await withLookupDeadline(client, () =>
+      client.workflowService.getWorkflowExecutionHistory({
+        namespace: client.options.namespace,
+        execution: run,
+        maximumPageSize: 1,
+      }),
+    );
   } catch (err) {
     throw refusedLookup(err, "the first run of the root's chain");
   }

@@ -20,6 +20,7 @@ import {
   memoryAuditSink,
 } from 'temporal-user-context';
 import { ORIGINATOR_HEADER, encodeHeader } from '../../src/header/wire.js';
+import { lookupDeadlines } from './lookup-deadline.js';
 
 const alice = { userId: 'alice', workspaceId: 'ws-acme', roles: ['member'] };
 const keys = generateKeySet('lookups');
@@ -39,6 +40,7 @@ async function activityRefusedLookup(error: Error) {
     .interceptors!.activity![0]!;
   const client = {
     options: { namespace: 'default' },
+    withDeadline: lookupDeadlines().withDeadline,
     workflowService: {
       describeWorkflowExecution: async () => {
         throw error;

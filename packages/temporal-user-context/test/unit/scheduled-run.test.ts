@@ -7,6 +7,7 @@ import { describe, expect, it } from 'vitest';
 import { ErrorCodes, LookupRefusedError, UserContextError, isUserContextError } from 'temporal-user-context';
 import { argsDigest } from '../../src/crypto/args-digest.js';
 import { ScheduledRunCheck } from '../../src/worker/scheduled-run.js';
+import { lookupDeadlines } from './lookup-deadline.js';
 
 const HOUR = 3_600_000;
 const now = Date.now();
@@ -25,6 +26,7 @@ const grpcError = (code: number) =>
 function server(first: { startedAt: number } | { error: Error }, takenAt = now - 2 * HOUR): Client {
   return {
     options: { namespace: 'default' },
+    withDeadline: lookupDeadlines().withDeadline,
     workflow: {
       getHandle: (workflowId: string) => ({
         describe: async () => ({
@@ -82,6 +84,39 @@ describe('check 7 dates the lineage against the chain the schedule started', () 
     expect(await verdict(client, firstStart)).toBe('confirmed');
     expect(await verdict(client, firstStart + 60_000)).toBe('confirmed'); // a retry run dates itself
     expect(await verdict(client, firstStart - 1)).toBe(ErrorCodes.LINEAGE_MISMATCH);
+  });
+
+  it('asks every lookup with a deadline of its own (10 s), not the SDK core default', async () => {
+    // Found by review: with none, each of up to ten lookups waited the core's 30 s on a slow cluster.
+    const client = server({ startedAt: firstStart });
+    const scope = lookupDeadlines();
+    const outside: string[] = [];
+    const watched = <F extends (...args: never[]) => Promise<unknown>>(name: string, fn: F) =>
+      ((...args: Parameters<F>) => {
+        if (!scope.inside()) outside.push(name);
+        return fn(...args);
+      }) as F;
+    const service = client.workflowService as unknown as Record<string, (...a: never[]) => Promise<unknown>>;
+    service.describeWorkflowExecution = watched('describe run', service.describeWorkflowExecution!);
+    const workflowHandle = client.workflow.getHandle.bind(client.workflow);
+    (client.workflow as { getHandle: unknown }).getHandle = (id: string) => {
+      const handle = workflowHandle(id);
+      return { ...handle, describe: watched('describe root', handle.describe.bind(handle)) };
+    };
+    const scheduleHandle = client.schedule.getHandle.bind(client.schedule);
+    (client.schedule as { getHandle: unknown }).getHandle = (id: string) => {
+      const handle = scheduleHandle(id);
+      return { ...handle, describe: watched('describe schedule', handle.describe.bind(handle)) };
+    };
+    (client as { withDeadline: unknown }).withDeadline = scope.withDeadline;
+    const before = Date.now();
+    expect(await verdict(client, firstStart)).toBe('confirmed');
+    expect(outside).toEqual([]);
+    expect(scope.deadlines.length).toBeGreaterThanOrEqual(2);
+    for (const deadline of scope.deadlines) {
+      expect(deadline).toBeGreaterThanOrEqual(before + 10_000);
+      expect(deadline).toBeLessThanOrEqual(Date.now() + 10_000);
+    }
   });
 
   it("by the schedule's action when the first run is past retention", async () => {
@@ -175,6 +210,7 @@ function chainServer(o: {
   const latestStart = o.latest ? at - 5000 : firstStart;
   const client = {
     options: { namespace: 'default' },
+    withDeadline: lookupDeadlines().withDeadline,
     workflow: {
       getHandle: (workflowId: string) => ({
         describe: async () => ({
