@@ -16,11 +16,16 @@ export function originAllowed(origin: string | undefined, allowedOrigin: string)
   return origin === undefined || origin === allowedOrigin;
 }
 
-/** CORS headers for an allowed browser origin. No credentials: the UI authenticates with a bearer token. */
-export function setCorsHeaders(reply: FastifyReply, origin: string | undefined): void {
+/**
+ * CORS headers for an allowed browser origin. Credentials only when the server allows them (the UI's
+ * "include cross-origin credentials"): the UI authenticates with a bearer token, and cookies are not read.
+ */
+export function setCorsHeaders(reply: FastifyReply, origin: string | undefined, credentials = false): void {
   // Always vary on Origin, so a cache never serves one origin's answer to another.
   reply.header('vary', 'Origin');
-  if (origin !== undefined) reply.header('access-control-allow-origin', origin);
+  if (origin === undefined) return;
+  reply.header('access-control-allow-origin', origin);
+  if (credentials) reply.header('access-control-allow-credentials', 'true');
 }
 
 /** Preflight answer for the allowed origin. */

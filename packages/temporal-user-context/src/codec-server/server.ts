@@ -91,6 +91,19 @@ export interface CodecServerOptions {
   https?: { key: string | Buffer; cert: string | Buffer };
   /** Fastify logger option. Default false. */
   logger?: boolean;
+  /**
+   * Where the routes sit: `/decode` and `/encode` under it (default none, at the root). For an
+   * endpoint the Web UI is given with a path, one per namespace behind one host, say
+   * (`https://codec.example.com/prod` → `basePath: '/prod'`): the UI posts to the endpoint plus
+   * `/decode`. `/` and path segments of `[A-Za-z0-9._~-]` (not `.` or `..`), no trailing `/`.
+   */
+  basePath?: string;
+  /**
+   * Answer `Access-Control-Allow-Credentials: true` to the allowed origin (default false). For the Web
+   * UI's "include cross-origin credentials" setting, whose requests a browser otherwise blocks. Cookies
+   * are never read: a request is still authorised by its bearer token alone.
+   */
+  allowCredentials?: boolean;
 }
 
 type Operation = 'decode' | 'encode';
@@ -170,6 +183,18 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
     throw new UserContextError(ErrorCodes.MISCONFIGURED, 'codec server: encode must be a boolean');
   }
   const encodeEnabled = options.encode === true;
+  if (options.allowCredentials !== undefined && typeof options.allowCredentials !== 'boolean') {
+    throw new UserContextError(ErrorCodes.MISCONFIGURED, 'codec server: allowCredentials must be a boolean');
+  }
+  const allowCredentials = options.allowCredentials === true;
+  const basePath = options.basePath ?? '';
+  // Segments `.` and `..` are refused too: a path that resolves elsewhere is no place to serve from.
+  if (typeof basePath !== 'string' || !/^(\/(?!\.{1,2}(?:\/|$))[A-Za-z0-9._~-]+)*$/.test(basePath)) {
+    throw new UserContextError(
+      ErrorCodes.MISCONFIGURED,
+      'codec server: basePath must be empty or /segment[/segment...] of [A-Za-z0-9._~-] (not . or ..), with no trailing /',
+    );
+  }
 
   // The caller of each authorised request, for the records made after `onRequest`.
   const principals = new WeakMap<FastifyRequest, CodecPrincipal>();
@@ -227,7 +252,7 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
         new CodecServerError(403, CodecServerCodes.ORIGIN_FORBIDDEN, 'origin not allowed'),
       );
     }
-    setCorsHeaders(reply, origin);
+    setCorsHeaders(reply, origin, allowCredentials);
     return undefined;
   };
 
@@ -457,9 +482,9 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
     }
   };
 
-  app.post('/decode', { onRequest: authorize('decode') }, handle('decode'));
+  app.post(`${basePath}/decode`, { onRequest: authorize('decode') }, handle('decode'));
   if (encodeEnabled) {
-    app.post('/encode', { onRequest: authorize('encode') }, handle('encode'));
+    app.post(`${basePath}/encode`, { onRequest: authorize('encode') }, handle('encode'));
   } else {
     const encodeDisabled = async (req: FastifyRequest, reply: FastifyReply) => {
       if (refused.has(req)) return reply;
@@ -469,7 +494,7 @@ export function createCodecServer(options: CodecServerOptions): FastifyInstance 
         new CodecServerError(404, CodecServerCodes.ENCODE_DISABLED, 'encoding is disabled'),
       );
     };
-    app.post('/encode', { onRequest: encodeDisabled }, async (req, reply) => {
+    app.post(`${basePath}/encode`, { onRequest: encodeDisabled }, async (req, reply) => {
       if (refused.has(req)) return reply;
       throw new Error('codec server: /encode ran although disabled');
     });

@@ -239,6 +239,40 @@ describe('codec server (case 23)', () => {
     });
   });
 
+  it('with basePath serves the routes under it only, and with allowCredentials answers credentials', async () => {
+    // Found by review: an endpoint given to the Web UI with a path (one per namespace behind one host)
+    // got 404, and the UI's "include cross-origin credentials" requests were blocked by the browser.
+    server = makeServer(idp, { basePath: '/prod/codec', allowCredentials: true });
+    const prefixed = await post('/prod/codec/decode', await encryptedBody(), {
+      authorization: `Bearer ${reader}`,
+    });
+    expect(prefixed.statusCode).toBe(200);
+    expect(prefixed.headers['access-control-allow-credentials']).toBe('true');
+    const preflight = await server.app.inject({
+      method: 'OPTIONS',
+      url: '/prod/codec/decode',
+      headers: { origin: UI_ORIGIN, 'access-control-request-method': 'POST' },
+    });
+    expect(preflight.statusCode).toBe(204);
+    expect(preflight.headers['access-control-allow-credentials']).toBe('true');
+    expectRefusal(
+      await post('/decode', await encryptedBody(), { authorization: `Bearer ${reader}` }),
+      404,
+      CodecServerCodes.NOT_FOUND,
+    );
+    // A foreign origin still learns nothing, credentials or not.
+    const foreign = await foreignPreflight('/prod/codec/decode');
+    expectRefusal(foreign, 403, CodecServerCodes.ORIGIN_FORBIDDEN);
+    expect(foreign.headers['access-control-allow-credentials']).toBeUndefined();
+    for (const basePath of ['prod', '/prod/', '/a b', '/../x', '/.', '/p?q'])
+      expect(() => makeServer(idp, { basePath })).toThrowError(
+        expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
+      );
+    expect(() => makeServer(idp, { allowCredentials: 'yes' as unknown as boolean })).toThrowError(
+      expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
+    );
+  });
+
   it('refuses without a token, before reading the body', async () => {
     server = makeServer(idp);
     // A body it cannot parse: authentication comes first, so an anonymous caller gets 401, not 400.
