@@ -2,8 +2,19 @@ import { CancellationScope, patched, proxyLocalActivities } from '@temporalio/wo
 import { ErrorCodes } from '../context/errors.js';
 import type { UserContext } from '../context/schema.js';
 import { refusal } from './interceptors.js';
-import { SHARED_VERIFICATION_PATCH, WHOLE_ACTOR_VERIFICATION_PATCH } from './patches.js';
-import { currentActor, workflowState, type ActorPolicy, type ActorRef, type Originator } from './state.js';
+import {
+  SERIAL_VERIFICATION_PATCH,
+  SHARED_VERIFICATION_PATCH,
+  WHOLE_ACTOR_VERIFICATION_PATCH,
+} from './patches.js';
+import {
+  currentActor,
+  workflowState,
+  type ActorPolicy,
+  type ActorRef,
+  type Originator,
+  type WorkflowContextState,
+} from './state.js';
 
 /** Activity names the plugin registers on every worker; workflow code reaches them through the APIs below. */
 export const WHOAMI_ACTIVITY = 'temporalUserContext.whoami';
@@ -32,6 +43,22 @@ const actorVerifier = proxyLocalActivities<{ [WHOIS_ACTOR_ACTIVITY]: () => Promi
   startToCloseTimeout: '30s',
   retry: { maximumAttempts: 3, nonRetryableErrorTypes: Object.values(ErrorCodes) },
 });
+
+const settled = (): void => undefined;
+
+/**
+ * Runs `verify` (a local activity) once every verification queued before it has ended, under
+ * `SERIAL_VERIFICATION_PATCH`: live, two local activities in flight together may end in two
+ * activations, the run acting in between, while a replay delivers both in one (SDK 1.24), and the run's
+ * commands come out in another order. One at a time, each ends alone, live as in replay.
+ */
+function serially<T>(state: WorkflowContextState, verify: () => Promise<T>): Promise<T> {
+  if (!patched(SERIAL_VERIFICATION_PATCH)) return verify();
+  const previous = state.verifying;
+  const mine = previous ? previous.then(verify) : verify();
+  state.verifying = mine.then(settled, settled);
+  return mine;
+}
 
 /**
  * The originator of this workflow lineage (who started it), verified by the worker.
@@ -66,9 +93,11 @@ export function getUserContext(): Promise<UserContext> {
   if (!state.verified) {
     // One verification for every caller, so it is no caller's to cancel: in the caller's scope, a
     // cancelled caller (a handler's `withTimeout`) would fail every other caller awaiting it.
-    const pending = shared
-      ? CancellationScope.nonCancellable(() => originatorVerifier[WHOAMI_ACTIVITY]())
-      : originatorVerifier[WHOAMI_ACTIVITY]();
+    const pending = serially(state, () =>
+      shared
+        ? CancellationScope.nonCancellable(() => originatorVerifier[WHOAMI_ACTIVITY]())
+        : originatorVerifier[WHOAMI_ACTIVITY](),
+    );
     state.verified = pending;
     // Registered before the caller's own handlers, so it has run by the time the caller sees the
     // rejection: a retry from a `catch` starts a new verification.
@@ -120,9 +149,11 @@ export function getActor(): ActorRef | undefined {
 export function verifyActor(): Promise<UserContext> {
   if (!currentActor())
     return Promise.reject(refusal('workflow.verifyActor', ErrorCodes.MISSING, 'no actor in scope'));
-  if (patched(WHOLE_ACTOR_VERIFICATION_PATCH))
-    return CancellationScope.nonCancellable(() => actorVerifier[WHOIS_ACTOR_ACTIVITY]());
-  return actorVerifier[WHOIS_ACTOR_ACTIVITY]();
+  return serially(workflowState(), () =>
+    patched(WHOLE_ACTOR_VERIFICATION_PATCH)
+      ? CancellationScope.nonCancellable(() => actorVerifier[WHOIS_ACTOR_ACTIVITY]())
+      : actorVerifier[WHOIS_ACTOR_ACTIVITY](),
+  );
 }
 
 /**

@@ -17,8 +17,19 @@ export const SHARED_VERIFICATION_PATCH = 'temporal-user-context:shared-verificat
  */
 export const WHOLE_ACTOR_VERIFICATION_PATCH = 'temporal-user-context:whole-actor-verification';
 
+/**
+ * The patch under which this package's verifications (getUserContext(), verifyActor()) run one at a
+ * time in a run, each local activity after the last one ended. SDK 1.24 delivers local activities that
+ * were in flight together, when it replays them, in one activation, although live they may have ended
+ * in two with the run acting in between (two senders' updates, each verified in its handler): the
+ * replay then orders the run's commands otherwise, and fails with a nondeterminism error. Runs that
+ * verified before it replay as they ran.
+ */
+export const SERIAL_VERIFICATION_PATCH = 'temporal-user-context:serial-verification';
+
 /** Every patch of this package: a worker's `patchActivationCallback` does not decide these. */
 export const OWN_PATCHES: ReadonlySet<string> = new Set([
   SHARED_VERIFICATION_PATCH,
   WHOLE_ACTOR_VERIFICATION_PATCH,
+  SERIAL_VERIFICATION_PATCH,
 ]);

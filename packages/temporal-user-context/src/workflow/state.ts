@@ -56,6 +56,11 @@ export interface WorkflowContextState {
   policy: ActorPolicy;
   /** The originator's verification while it runs, and once it succeeded; cleared when it rejects. */
   verified?: Promise<unknown>;
+  /**
+   * Settles once the last verification queued has ended (`SERIAL_VERIFICATION_PATCH`): the next starts
+   * after it, so that no two of this package's local activities are ever in flight together.
+   */
+  verifying?: Promise<void>;
   /** The originator header with this run's lineage, encoded once for everything the run schedules. */
   outgoing?: Payload;
 }
