@@ -65,6 +65,7 @@ import {
   publicErrorCode,
   recordedEnding,
   runEnding,
+  isRunStalled,
   throwIfRunEnded,
   toProblem,
   type RunEnding,
@@ -218,7 +219,7 @@ const errors = {
   '4xx': problemResponse('a request refused by its state or size: see docs/agent-platform.md, Errors'),
   '5xx': {
     ...problemResponse(
-      'INTERNAL, AUTH_UNAVAILABLE, TEMPORAL_UNAVAILABLE, DATABASE_UNAVAILABLE, TEMPORAL_TIMEOUT, INSTRUCTION_TIMEOUT',
+      'INTERNAL, AUTH_UNAVAILABLE, TEMPORAL_UNAVAILABLE, DATABASE_UNAVAILABLE, RUN_STALLED, TEMPORAL_TIMEOUT, INSTRUCTION_TIMEOUT',
     ),
     headers: {
       'Retry-After': { type: 'integer', description: 'on a 503: seconds to wait before trying again' },
@@ -1507,14 +1508,18 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       const temporalStatus = description.status.name;
       const run = await settleRecord(request, loaded, temporalStatus);
       let progress: Progress | undefined;
+      let stalled = false;
       if (temporalStatus === 'RUNNING') {
         try {
           progress = await asUser(request, () =>
             bounded(reply, workerTimeoutMs, () => handle.query<Progress>('progress')),
           );
         } catch (err) {
+          // A run whose workflow task keeps failing answers no query (found by review: a 500); its
+          // status still stands, and says so.
+          if (isRunStalled(err)) stalled = true;
           // Only a worker answers a query; without one the status above still stands.
-          if (!isGrpcDeadlineError(err) && !isGrpcCancelledError(err)) throw err;
+          else if (!isGrpcDeadlineError(err) && !isGrpcCancelledError(err)) throw err;
         }
       }
       return {
@@ -1522,6 +1527,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         agentId: run.agentId,
         workflowId: run.workflowId,
         status: temporalStatus.toLowerCase(),
+        ...(stalled ? { stalled } : {}),
         ...(progress ? { progress } : {}),
         record: recordOf(run),
       };
@@ -1652,6 +1658,13 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         // The server accepts an update only once a worker has run the workflow's handler for it; with
         // no worker polling, the call would wait for one forever.
         throwIfRunEnded(err);
+        if (isRunStalled(err))
+          throw new ProblemError(
+            503,
+            'RUN_STALLED',
+            'The run is stalled',
+            'its workflow task keeps failing: the instruction was not taken; try again once the run is mended',
+          );
         // Cancelled too when its client went away before the call (bounded): answered as the SDK's own.
         if (err instanceof WorkflowUpdateRPCTimeoutOrCancelledError || isGrpcCancelledError(err))
           throw new ProblemError(

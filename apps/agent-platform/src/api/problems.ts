@@ -214,6 +214,17 @@ function updateOutlivedRun(err: WorkflowUpdateFailedError, code: string | undefi
  * here or in the error's causes. Found by review: it was a 500 `INTERNAL`, which clients cannot tell
  * from a bug; it is worth retrying.
  */
+/**
+ * A query or update of a running workflow whose workflow task keeps failing (the server's
+ * `FAILED_PRECONDITION`, "Workflow Task in failed state"): the run is stalled until its task can run
+ * again (a worker fixed, an operator's reset), not a fault of this API.
+ */
+export function isRunStalled(err: unknown): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++)
+    if (isGrpcServiceError(e) && e.code === 9) return true;
+  return false;
+}
+
 function isGrpcUnavailable(err: unknown): boolean {
   for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++)
     if (isGrpcServiceError(e) && e.code === 14) return true;

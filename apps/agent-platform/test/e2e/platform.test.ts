@@ -1086,6 +1086,39 @@ describe('agent runs', () => {
     expect((await call('alice', 'POST', `/runs/${runId}/cancel`)).statusCode).toBe(202);
   });
 
+  it('a run whose workflow task keeps failing says it is stalled, and an instruction to it is a 503 RUN_STALLED', async () => {
+    // Found by review: Temporal answers such a run's query and update FAILED_PRECONDITION, which the API
+    // answered 500 INTERNAL. A plaintext signal from a client without the codec stalls the run (a
+    // documented limit): the worker cannot decode it.
+    const started = await call('alice', 'POST', `/workspaces/ws-acme/agents/${acmeAgent()}/runs`, {
+      input: 'Tell me about onboarding',
+      followUpSeconds: 120,
+    });
+    const runId = started.body_.runId as string;
+    const waiting = await until(
+      () => call('alice', 'GET', `/runs/${runId}`),
+      (r) => (r.body_.progress as Json | undefined)?.status === 'waiting',
+    );
+    const raw = new Client({ connection, namespace: inject('temporalNamespace') });
+    const handle = raw.workflow.getHandle(waiting.body_.workflowId as string);
+    await handle.signal('cancel', 'plaintext');
+    try {
+      const stalled = await until(
+        () => call('alice', 'GET', `/runs/${runId}`),
+        (r) => r.body_.stalled === true,
+      );
+      expect(stalled.statusCode).toBe(200);
+      expect(stalled.body_).toMatchObject({ status: 'running', stalled: true });
+      expect(stalled.body_.progress).toBeUndefined();
+      const refused = await call('alice', 'POST', `/runs/${runId}/instructions`, { instruction: 'more' });
+      expect(refused.statusCode).toBe(503);
+      expect(refused.body_).toMatchObject({ code: 'RUN_STALLED' });
+      expect(refused.headers['retry-after']).toBe('5');
+    } finally {
+      await handle.terminate('test: a stalled run');
+    }
+  });
+
   it('lifecycle: query progress, update with instructions, cancel', async () => {
     const started = await call('alice', 'POST', `/workspaces/ws-acme/agents/${acmeAgent()}/runs`, {
       input: 'Tell me about onboarding',
