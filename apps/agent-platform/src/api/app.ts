@@ -583,6 +583,13 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     const header = request.headers.authorization;
     // The scheme's name is case-insensitive (RFC 7235): `bearer` is `Bearer`.
     if (!header) throw new AuthError('AUTH_MISSING', 'bearer token required');
+    // Node keeps the first of two `Authorization` headers; a proxy or rate limiter in front may read
+    // the last, and log or limit another user than the one this API acts for (found by review).
+    const { rawHeaders } = request.raw;
+    let credentials = 0;
+    for (let i = 0; i < rawHeaders.length; i += 2)
+      if (rawHeaders[i]!.toLowerCase() === 'authorization') credentials++;
+    if (credentials > 1) throw new AuthError('AUTH_INVALID', 'one Authorization header is allowed');
     const match = /^Bearer ([A-Za-z0-9._~+/=-]+)$/i.exec(header);
     // A credential was sent, in a form this API does not take (another scheme, text after the token).
     if (!match?.[1]) throw new AuthError('AUTH_INVALID', 'a bearer token is required');

@@ -12,6 +12,7 @@ import {
   Client,
   Connection,
   WorkflowUpdateFailedError,
+  WorkflowUpdateStage,
   type WorkflowHandleWithFirstExecutionRunId,
 } from '@temporalio/client';
 import { ApplicationFailure, type Duration } from '@temporalio/common';
@@ -460,22 +461,49 @@ describe('cancel and instructions at awkward moments', () => {
   }
 
   it('an instruction whose sender is verified only after a cancel was is refused (RUN_FINISHED), not accepted', async () => {
-    const { s, step, verify, update } = await instructionBeingVerified('Tell me about onboarding');
+    let step!: ReturnType<Gates['hold']>;
+    const s = await start(
+      { input: 'Tell me about onboarding' },
+      { before: (wf) => (step = gates.hold(wf, 'modelStep')) },
+    );
+    await step.reached;
+    // The cancel's verification held: the run's verifications run one at a time (the library's
+    // serial-verification patch), so the instruction's waits behind it, and runs once the run is
+    // cancelled.
+    const verify = gates.hold(s.workflowId, VERIFY_ACTOR_ACTIVITY);
+    let update: Promise<unknown>;
     try {
       await runAsUser(alice, () => s.handle.signal('cancel'));
-      // The cancel's own verification (not held) is recorded once the held one no longer keeps the
-      // workflow task open (its heartbeat, at ~8 s).
-      await until(
-        () => verificationsOf(s),
-        (outcomes) => outcomes.length === 1,
-        40_000,
+      await verify.reached;
+      // Accepted in a later workflow task (the held verification's heartbeat ends the open one).
+      const accepted = await runAsUser(carol, () =>
+        s.handle.startUpdate('addInstruction', {
+          args: ['Answer briefly'],
+          waitForStage: WorkflowUpdateStage.ACCEPTED,
+        }),
       );
+      update = accepted.result().catch((e: unknown) => e);
     } finally {
       verify.release();
     }
     await expectRunFinished(update);
     step.release();
     expect(await result(s)).toMatchObject({ status: 'cancelled', instructions: [] });
+    // The cancel's verification, then the instruction's: never both in flight.
+    expect(await verificationsOf(s)).toEqual(['verified', 'verified']);
+  });
+
+  it("a cancel sent while an instruction's sender is being verified waits for that verification: the instruction is accepted, then the run cancelled", async () => {
+    const { s, step, verify, update } = await instructionBeingVerified('Tell me about onboarding');
+    try {
+      await runAsUser(alice, () => s.handle.signal('cancel'));
+    } finally {
+      verify.release();
+    }
+    expect(await update).toMatchObject({ accepted: true });
+    step.release();
+    expect(await result(s)).toMatchObject({ status: 'cancelled' });
+    expect(await verificationsOf(s)).toEqual(['verified', 'verified']);
   });
 
   it('an instruction whose sender is still being verified when the run fails is answered RUN_FINISHED', async () => {
@@ -1171,8 +1199,10 @@ describe('replay', () => {
         'write-ending-whole',
         'cancel-stops-model-step',
         'check-run-input',
-        // The library's: verifyActor()'s verification is not cancelled with its caller.
+        // The library's: verifyActor()'s verification is not cancelled with its caller, and runs one at
+        // a time with the run's other verifications.
         'temporal-user-context:whole-actor-verification',
+        'temporal-user-context:serial-verification',
       ]),
     );
     expect(await replayErrors(histories, keys.worker)).toEqual([]);

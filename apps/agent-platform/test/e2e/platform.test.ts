@@ -163,6 +163,19 @@ describe('authentication and authorisation', () => {
       // No bearer token was refused: no error code, which would have the client refresh its token.
       expect(res.headers['www-authenticate']).toBe('Bearer');
     }
+    // Two credentials: Node keeps the first, a proxy in front may read the last (found by review).
+    const twice = await app.inject({
+      method: 'GET',
+      url: '/workspaces/ws-acme/agents',
+      // light-my-request sends an array as two headers (its types say string only).
+      headers: {
+        authorization: [
+          `Bearer ${tokens.alice as string}`,
+          `Bearer ${tokens.bob as string}`,
+        ] as unknown as string,
+      },
+    });
+    expect(twice.json()).toMatchObject({ status: 401, code: 'AUTH_INVALID' });
     // An empty workspace names none: the route's schema refuses it, not the workspace check.
     const empty = await call('alice', 'GET', '/workspaces//agents');
     expect(empty.body_).toMatchObject({ status: 400, code: 'VALIDATION_FAILED' });
