@@ -220,8 +220,15 @@ function updateOutlivedRun(err: WorkflowUpdateFailedError, code: string | undefi
  * again (a worker fixed, an operator's reset), not a fault of this API.
  */
 export function isRunStalled(err: unknown): boolean {
+  // FAILED_PRECONDITION also answers a namespace failing over or a run whose first task waits for its
+  // start delay (found by review): only the server's word for a failing task is taken.
   for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++)
-    if (isGrpcServiceError(e) && e.code === 9) return true;
+    if (
+      isGrpcServiceError(e) &&
+      e.code === 9 &&
+      /workflow task in failed state/i.test(e.details ?? e.message)
+    )
+      return true;
   return false;
 }
 

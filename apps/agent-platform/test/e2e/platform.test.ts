@@ -139,6 +139,21 @@ async function call(
   return Object.assign(res, { body_: res.body ? (JSON.parse(res.body) as Json) : {} });
 }
 
+/** Starts an onboarding run as `who` (with `extra` options) and waits for it to wait for instructions. */
+async function waitingRun(who = 'alice', extra: Json = {}) {
+  const started = await call(who, 'POST', `/workspaces/ws-acme/agents/${acmeAgent()}/runs`, {
+    input: 'Tell me about onboarding',
+    followUpSeconds: 120,
+    ...extra,
+  });
+  const runId = started.body_.runId as string;
+  const waiting = await until(
+    () => call(who, 'GET', `/runs/${runId}`),
+    (r) => (r.body_.progress as Json | undefined)?.status === 'waiting',
+  );
+  return { runId, waiting };
+}
+
 const acmeAgent = () => agentIds['ws-acme'] as string;
 const globexAgent = () => agentIds['ws-globex'] as string;
 
@@ -1084,16 +1099,7 @@ describe('agent runs', () => {
   it("an instruction the workflow's validator refuses is a 409 INSTRUCTION_REJECTED", async () => {
     // Two steps in all (the tool, the answer): once taken, no instruction could be applied, and the
     // validator says so.
-    const started = await call('alice', 'POST', `/workspaces/ws-acme/agents/${acmeAgent()}/runs`, {
-      input: 'Tell me about onboarding',
-      followUpSeconds: 120,
-      maxTotalSteps: 2,
-    });
-    const runId = started.body_.runId as string;
-    await until(
-      () => call('alice', 'GET', `/runs/${runId}`),
-      (r) => (r.body_.progress as Json | undefined)?.status === 'waiting',
-    );
+    const { runId } = await waitingRun('alice', { maxTotalSteps: 2 });
     const rejected = await call('alice', 'POST', `/runs/${runId}/instructions`, { instruction: 'more' });
     expect(rejected.body_).toMatchObject({ status: 409, code: 'INSTRUCTION_REJECTED' });
     expect((await call('alice', 'POST', `/runs/${runId}/cancel`)).statusCode).toBe(202);
@@ -1103,15 +1109,7 @@ describe('agent runs', () => {
     // Found by review: Temporal answers such a run's query and update FAILED_PRECONDITION, which the API
     // answered 500 INTERNAL. A plaintext signal from a client without the codec stalls the run (a
     // documented limit): the worker cannot decode it.
-    const started = await call('alice', 'POST', `/workspaces/ws-acme/agents/${acmeAgent()}/runs`, {
-      input: 'Tell me about onboarding',
-      followUpSeconds: 120,
-    });
-    const runId = started.body_.runId as string;
-    const waiting = await until(
-      () => call('alice', 'GET', `/runs/${runId}`),
-      (r) => (r.body_.progress as Json | undefined)?.status === 'waiting',
-    );
+    const { runId, waiting } = await waitingRun();
     const raw = new Client({ connection, namespace: inject('temporalNamespace') });
     const handle = raw.workflow.getHandle(waiting.body_.workflowId as string);
     await handle.signal('cancel', 'plaintext');
@@ -1133,15 +1131,7 @@ describe('agent runs', () => {
   });
 
   it('lifecycle: query progress, update with instructions, cancel', async () => {
-    const started = await call('alice', 'POST', `/workspaces/ws-acme/agents/${acmeAgent()}/runs`, {
-      input: 'Tell me about onboarding',
-      followUpSeconds: 120,
-    });
-    const runId = started.body_.runId as string;
-    const waiting = await until(
-      () => call('alice', 'GET', `/runs/${runId}`),
-      (r) => (r.body_.progress as Json | undefined)?.status === 'waiting',
-    );
+    const { runId, waiting } = await waitingRun();
     expect((waiting.body_.progress as Json).answer).toContain('Acme onboarding');
 
     const update = await call('carol', 'POST', `/runs/${runId}/instructions`, {
@@ -1253,15 +1243,7 @@ describe('agent runs', () => {
   it('a revoked membership refuses the next step of a running agent', async () => {
     await call('carol', 'POST', '/workspaces/ws-acme/members', { userId: 'frank', roles: ['member'] });
     tokens.frank = await issuer.mint({ user: 'frank', workspace: 'ws-acme', roles: ['member'] });
-    const started = await call('frank', 'POST', `/workspaces/ws-acme/agents/${acmeAgent()}/runs`, {
-      input: 'Tell me about onboarding',
-      followUpSeconds: 120,
-    });
-    const runId = started.body_.runId as string;
-    await until(
-      () => call('frank', 'GET', `/runs/${runId}`),
-      (r) => (r.body_.progress as Json | undefined)?.status === 'waiting',
-    );
+    const { runId } = await waitingRun('frank');
     expect((await call('carol', 'DELETE', '/workspaces/ws-acme/members/frank')).statusCode).toBe(204);
     // frank's own API calls are refused now.
     expect((await call('frank', 'GET', `/runs/${runId}`)).body_).toMatchObject({

@@ -10,7 +10,7 @@ import {
 } from '@temporalio/common';
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes } from 'temporal-user-context';
-import { failureCode, recordedEnding, runEnding, toProblem } from '../../src/api/problems.js';
+import { failureCode, isRunStalled, recordedEnding, runEnding, toProblem } from '../../src/api/problems.js';
 import { runFailureCode } from '../../src/workflows/run-policy.js';
 
 /** A run failed by an activity, as the client decodes it: WorkflowFailedError → ActivityFailure → cause. */
@@ -236,5 +236,21 @@ describe('run endings', () => {
 
   it('is undefined for anything but the end of a run', () => {
     expect(runEnding(new Error('network'))).toBeUndefined();
+  });
+});
+
+describe('isRunStalled', () => {
+  const grpc = (code: number, details: string) =>
+    Object.assign(new Error(`${code} ${details}`), { code, details, metadata: {} });
+  it('takes FAILED_PRECONDITION for a stalled run only where the server says the task is failing', () => {
+    expect(isRunStalled(grpc(9, 'Workflow Task in failed state.'))).toBe(true);
+    // Wrapped, as the SDK's ServiceError carries it.
+    expect(
+      isRunStalled(new Error('query failed', { cause: grpc(9, 'Workflow Task in failed state.') })),
+    ).toBe(true);
+    // Found by review: the same status answers a namespace failing over and a run waiting for its start.
+    expect(isRunStalled(grpc(9, 'Namespace: prod is not active in cluster: a'))).toBe(false);
+    expect(isRunStalled(grpc(9, 'Workflow task is not scheduled yet.'))).toBe(false);
+    expect(isRunStalled(grpc(14, 'Workflow Task in failed state.'))).toBe(false);
   });
 });

@@ -281,7 +281,7 @@ export class UserContextScheduleClientInterceptor implements ScheduleClientInter
         ...(this.bindArguments ? { args: action.args ?? [] } : {}),
       },
       held,
-      { endAt: spec.endAt, jitterMs: msOptionalToNumber(spec.jitter) },
+      { startAt: spec.startAt, endAt: spec.endAt, jitterMs: msOptionalToNumber(spec.jitter) },
     );
     const mirror = this.source.mirror;
     const withAction = {

@@ -9,7 +9,7 @@ import type { BoundStart, ContextClaims, ScheduledAction } from '../crypto/claim
 import type { KeyRing } from '../crypto/keyring.js';
 import { DEFAULT_WINDOW, issueContextToken, type IssueOptions } from '../crypto/issue.js';
 import { MAX_HEADER_BYTES, encodeHeader, type ContextHeader } from '../header/wire.js';
-import { currentScope } from '../worker/scope.js';
+import { currentScope, settledScope } from '../worker/scope.js';
 import { edgeUser } from './scope.js';
 import type { MirrorOptions } from './mirror.js';
 import { markRecorded } from '../audit/recorded.js';
@@ -100,6 +100,19 @@ export class ContextSource {
   } {
     const user = edgeUser();
     const activity = currentScope();
+    // Work an activity or Nexus handler left running acts for no one once it settled, whoever an edge
+    // scope inside it names (found by review: it passed for code outside every activity, as anyone).
+    if (!activity && settledScope()) {
+      this.refuse(
+        action,
+        new UserContextError(
+          ErrorCodes.MISSING,
+          'a client call from work an activity or Nexus handler left running after it settled',
+        ),
+        target,
+        user,
+      );
+    }
     // Activity code acts for the user it was verified for, and a system activity for nobody. An edge
     // scope around it (a worker run inside runAsUser, an activity calling runAsUser) must not make it
     // act for someone else: on a process that also holds the issuing key, that user would otherwise be
@@ -508,7 +521,7 @@ export class ContextSource {
     action: string,
     scheduledAction: ScheduledAction,
     held?: HeldRecords,
-    spec: { endAt?: Date; jitterMs?: number } = {},
+    spec: { startAt?: Date; endAt?: Date; jitterMs?: number } = {},
   ): Promise<{ originator: ContextHeader; context: UserContext; endAt: Date }> {
     const target = { workflowId: actionWorkflowId, scheduleId };
     const { context, source } = this.who(action, target);
@@ -531,20 +544,23 @@ export class ContextSource {
       },
       (header, claims) => {
         this.fits(action, { ...header, lin }, target, context, 'the schedule or workflow id');
+        const refuse = (reason: string) =>
+          this.refuse(action, new UserContextError(ErrorCodes.MISCONFIGURED, reason), target, context);
+        const jitter = spec.jitterMs ?? 0;
+        if (!(jitter >= 0)) refuse('the schedule jitter must be a duration of zero or more');
         // The last time a run may be scheduled for: jitter delays it, the workers' skew does not cover that.
-        const latest = claims.exp * 1000 - (spec.jitterMs ?? 0);
+        const latest = claims.exp * 1000 - jitter;
+        if (latest <= Date.now())
+          refuse("the schedule's jitter leaves it no time inside its creator's token window (366 days)");
         if (spec.endAt !== undefined && spec.endAt.getTime() > latest) {
-          this.refuse(
-            action,
-            new UserContextError(
-              ErrorCodes.MISCONFIGURED,
-              `the schedule would start runs after its creator's token window (${new Date(latest).toISOString()}, less jitter), which workers refuse: end it by then, and re-create it to go on`,
-            ),
-            target,
-            context,
+          refuse(
+            `the schedule would start runs after its creator's token window (${new Date(latest).toISOString()}, less jitter), which workers refuse: end it by then, and re-create it to go on`,
           );
         }
         endAt = spec.endAt ?? new Date(latest);
+        // A schedule that would begin after it ends starts nothing: refused rather than made silently.
+        if (spec.startAt !== undefined && spec.startAt.getTime() > endAt.getTime())
+          refuse("the schedule would begin after it ends (its creator's token window, 366 days)");
       },
       undefined,
       held,

@@ -9,6 +9,7 @@ import {
 } from './patches.js';
 import {
   currentActor,
+  runAsActor,
   workflowState,
   type ActorPolicy,
   type ActorRef,
@@ -135,7 +136,9 @@ export function getActor(): ActorRef | undefined {
 
 /**
  * Verifies the current actor's token in a local activity and returns the actor's `UserContext` (recorded in
- * history). Only inside signal and update handlers: queries cannot run activities. Not memoised. Not
+ * history). Only inside signal and update handlers: queries cannot run activities. Not memoised. The
+ * run's verifications (this and {@link getUserContext}'s) run one at a time: a call may wait for those
+ * before it (each bounded by its own timeouts). Not
  * cancelled with the caller's scope, whatever cancels it (a run cancelled through Temporal, a
  * `CancellationScope.withTimeout` around the call): the verification ends within its own timeouts (30 s
  * an attempt, three attempts, about 93 s at most), and the handler then sees the run's state.
@@ -147,12 +150,17 @@ export function getActor(): ActorRef | undefined {
  * then rejects retryable: the handler decides what an outage means (wait and verify again, or not).
  */
 export function verifyActor(): Promise<UserContext> {
-  if (!currentActor())
-    return Promise.reject(refusal('workflow.verifyActor', ErrorCodes.MISSING, 'no actor in scope'));
+  const actor = currentActor();
+  if (!actor) return Promise.reject(refusal('workflow.verifyActor', ErrorCodes.MISSING, 'no actor in scope'));
+  const whole = patched(WHOLE_ACTOR_VERIFICATION_PATCH);
+  // The actor of the call, as it was made: a verification queued behind another starts later, maybe
+  // once its handler has returned and its actor ended (found by review: it went without one).
   return serially(workflowState(), () =>
-    patched(WHOLE_ACTOR_VERIFICATION_PATCH)
-      ? CancellationScope.nonCancellable(() => actorVerifier[WHOIS_ACTOR_ACTIVITY]())
-      : actorVerifier[WHOIS_ACTOR_ACTIVITY](),
+    runAsActor(actor, () =>
+      whole
+        ? CancellationScope.nonCancellable(() => actorVerifier[WHOIS_ACTOR_ACTIVITY]())
+        : actorVerifier[WHOIS_ACTOR_ACTIVITY](),
+    ),
   );
 }
 

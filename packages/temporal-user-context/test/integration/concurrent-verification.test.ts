@@ -74,4 +74,27 @@ describe('verifications in flight together', () => {
       ),
     ).resolves.toBeUndefined();
   });
+
+  it('a verification queued behind another keeps the actor of the call, once its handler has returned', async () => {
+    // Found by review: the queued local activity was scheduled after the handler's actor ended, without
+    // an actor header, and refused USER_CONTEXT_MISSING.
+    const taskQueue = `queued-${randomUUID()}`;
+    const handle = await runAsUser(alice, () =>
+      h.client.workflow.start('actorVerifiedAfterHandler', {
+        taskQueue,
+        workflowId: `queued-${randomUUID()}`,
+      }),
+    );
+    // Sent before any worker polls: the signal and the start reach the first workflow task together.
+    await runAsUser(carol, () => handle.signal('ping'));
+    const worker = await Worker.create({
+      connection: h.nativeConnection,
+      namespace: h.namespace,
+      taskQueue,
+      workflowsPath: fixtureWorkflowsPath,
+      activities,
+      plugins: [new UserContextPlugin({ keys: h.workerRing, audit: memoryAuditSink() })],
+    });
+    expect(await worker.runUntil(handle.result())).toEqual(['originator:alice', 'actor:carol']);
+  });
 });

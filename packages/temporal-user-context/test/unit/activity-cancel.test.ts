@@ -10,17 +10,18 @@ describe('an activity cancelled during verification', () => {
   it('is reported cancelled, and its body never runs', async () => {
     // Found by review: a cancel that arrived during a slow check (here the revocation hook) let the body
     // run, side effects and all, after the attempt was cancelled.
-    let cancel!: () => void;
+    // The hook cancels the environment it runs in, made just below.
+    const made: { env?: { cancel(): void } } = {};
     const { env } = await userActivityEnvironment({
       user: alice,
       plugin: {
         isRevoked: async () => {
-          cancel();
+          made.env!.cancel();
           return false;
         },
       },
     });
-    cancel = () => env.cancel();
+    made.env = env;
     let ran = false;
     const outcome = env.run(async () => {
       ran = true;

@@ -4,7 +4,8 @@
 import { WithStartWorkflowOperation } from '@temporalio/client';
 import { SearchAttributeType, defineSearchAttributeKey } from '@temporalio/common';
 import { describe, expect, it } from 'vitest';
-import { ErrorCodes, KeyRing, generateKeySet, runAsUser, type memoryAuditSink } from '../../src/index.js';
+import { Auditor, ErrorCodes, KeyRing, generateKeySet, memoryAuditSink, runAsUser } from '../../src/index.js';
+import { runInNexusScope } from '../../src/worker/scope.js';
 import { recordingClients } from './edge-source.js';
 
 const edge = KeyRing.fromJSON(generateKeySet('client-records').edge);
@@ -184,7 +185,7 @@ describe("a schedule's end", () => {
     const seconds = (request as Sent).schedule?.spec?.endTime?.seconds;
     return typeof seconds === 'number' ? seconds : seconds?.toNumber();
   };
-  const create = (spec: { endAt?: Date; jitter?: string }) => ({
+  const create = (spec: { startAt?: Date; endAt?: Date; jitter?: string }) => ({
     scheduleId: 's1',
     spec: { intervals: [{ every: '1h' }], ...spec },
     action: { type: 'startWorkflow' as const, workflowType: 'wf', taskQueue: 'tq' },
@@ -218,6 +219,53 @@ describe("a schedule's end", () => {
     expect(records(audit)).toEqual([
       ['schedule.create', 'allow', 'ok'],
       ['schedule.create', 'deny', ErrorCodes.MISCONFIGURED],
+    ]);
+  });
+
+  it('refuses a negative jitter, one that leaves no time in the window, and a start after the end', async () => {
+    // Found by review: a jitter past the window set an end in the past, a negative one an end past the
+    // window, and a start after the window a schedule that begins after it ends: each created silently.
+    const { schedules, sent } = recordingClients(edge);
+    const late = new Date(Date.now() + 400 * 86_400_000);
+    for (const spec of [{ jitter: '-1h' }, { jitter: '400d' }, { startAt: late }] as const)
+      await expect(
+        runAsUser(alice, () => schedules.create(create(spec))),
+        JSON.stringify(spec),
+      ).rejects.toMatchObject({
+        code: ErrorCodes.MISCONFIGURED,
+      });
+    expect(sent).toEqual([]);
+  });
+});
+
+describe('a client call from work a handler left running', () => {
+  // Found by review: once the handler settled, its scope closed and the call passed for code outside
+  // every handler, as whatever user an edge scope inside it named.
+  it('is refused once the handler settled, whoever an edge scope names, and sends nothing', async () => {
+    const { client, sent, audit } = recordingClients(edge);
+    const handler = {
+      context: alice,
+      allowedSystem: [],
+      audit: { namespace: 'default', workflowId: 'caller', activityType: 'nexus:svc/op' },
+      auditor: new Auditor([memoryAuditSink()]),
+    };
+    const mallory = { userId: 'mallory', workspaceId: 'ws-2', roles: ['member'] };
+    const start = () => runAsUser(mallory, () => client.start('wf', { workflowId: 'w1', taskQueue: 'tq' }));
+    let release!: () => void;
+    const later = new Promise<void>((resolve) => (release = resolve));
+    let leftover!: Promise<unknown>;
+    let during!: Promise<unknown>;
+    await runInNexusScope(handler, async () => {
+      during = start().catch((e: unknown) => e);
+      leftover = later.then(start);
+    });
+    release();
+    await expect(leftover).rejects.toMatchObject({ code: ErrorCodes.MISSING });
+    expect(await during).toMatchObject({ code: ErrorCodes.EXPLICIT_MISMATCH });
+    expect(sent).toEqual([]);
+    expect(records(audit)).toEqual([
+      ['client.start', 'deny', ErrorCodes.EXPLICIT_MISMATCH],
+      ['client.start', 'deny', ErrorCodes.MISSING],
     ]);
   });
 });
