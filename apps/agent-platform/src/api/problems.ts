@@ -334,6 +334,20 @@ export function toProblem(err: unknown): Problem {
     // The run ended, or was cancelled and is closing: the state of things, as for a run gone already.
     if (err instanceof WorkflowUpdateFailedError && updateOutlivedRun(err, code))
       return problem(409, 'RUN_NOT_RUNNING', 'Run is not running', safeMessage(err.cause));
+    // The server's own rejection of an update a worker's workflow task left unprocessed (a task that
+    // failed, a worker of another version): no validator judged it, and nothing was applied, so the
+    // same instruction may be sent again (found by review: answered 409 INSTRUCTION_REJECTED).
+    if (
+      err instanceof WorkflowUpdateFailedError &&
+      err.cause instanceof ApplicationFailure &&
+      err.cause.type === 'UnprocessedUpdate'
+    )
+      return problem(
+        503,
+        'INSTRUCTION_NOT_TAKEN',
+        'Instruction not taken',
+        'the run did not process it (its workflow task failed or ended without it): nothing was applied; send it again',
+      );
     if (err instanceof WorkflowUpdateFailedError)
       return problem(409, 'INSTRUCTION_REJECTED', 'Instruction rejected', safeMessage(err.cause));
     return problem(409, code ?? 'RUN_FAILED', 'Run failed');

@@ -79,6 +79,16 @@ describe('failure codes', () => {
     expect(
       toProblem(new WorkflowUpdateFailedError('Workflow Update failed', new CancelledFailure('cancelled'))),
     ).toMatchObject({ status: 409, code: 'RUN_NOT_RUNNING' });
+    // The server's own rejection of an update no worker processed: retryable, not the validator's.
+    const unprocessed = new WorkflowUpdateFailedError(
+      'Workflow Update failed',
+      ApplicationFailure.create({
+        type: 'UnprocessedUpdate',
+        message: "Workflow Update is rejected because it wasn't processed by worker.",
+        nonRetryable: true,
+      }),
+    );
+    expect(toProblem(unprocessed)).toMatchObject({ status: 503, code: 'INSTRUCTION_NOT_TAKEN' });
     for (const type of ['INSTRUCTION_INVALID', 'INSTRUCTION_LIMIT', 'STEP_LIMIT_EXCEEDED'])
       expect(toProblem(failed(type))).toMatchObject({
         status: 409,
