@@ -2,6 +2,7 @@ import { numberOption } from '../context/number-option.js';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
 import type { AuditEvent, AuditSink } from './event.js';
 import { describeThrown, sanitizeField } from './sanitize.js';
+import { reportOnStderr } from './stderr.js';
 
 /** Options of {@link coalescingAuditSink}. */
 export interface CoalescingAuditSinkOptions {
@@ -92,11 +93,7 @@ export interface CoalescingAuditSink extends AuditSink {
 
 /** Never throws: a summary that could not be written is reported on stderr. */
 function reportSummaryFailure(err: unknown): void {
-  try {
-    process.stderr.write(`temporal-user-context: audit summary not written: ${describeThrown(err)}\n`);
-  } catch {
-    // stderr itself failed: nowhere left to report to.
-  }
+  reportOnStderr(`temporal-user-context: audit summary not written: ${describeThrown(err)}\n`);
 }
 
 /** The sinks {@link coalescingAuditSink} made: closing one closes one of these it wraps. */

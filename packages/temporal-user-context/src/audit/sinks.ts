@@ -3,6 +3,7 @@ import { pino, type DestinationStream, type Logger, type LoggerOptions } from 'p
 import { ErrorCodes, UserContextError } from '../context/errors.js';
 import type { AuditEvent, AuditSink } from './event.js';
 import { describeThrown, sanitizeAuditEvent } from './sanitize.js';
+import { reportOnStderr } from './stderr.js';
 
 /**
  * How many bytes of lines the default logger holds while stdout does not take them (a stalled log
@@ -340,9 +341,5 @@ function isThenable(value: unknown): value is PromiseLike<unknown> {
 
 /** Never throws: an audit sink must not crash a worker, and neither may the report of its failure. */
 function reportSinkFailure(err: unknown): void {
-  try {
-    process.stderr.write(`temporal-user-context: audit sink failed: ${describeThrown(err)}\n`);
-  } catch {
-    // stderr itself failed (closed pipe): there is nowhere left to report to.
-  }
+  reportOnStderr(`temporal-user-context: audit sink failed: ${describeThrown(err)}\n`);
 }

@@ -14,6 +14,7 @@ import {
 } from './scope.js';
 import { resolveSeal } from './seal.js';
 import { assertRoleName } from './ident.js';
+import { reportOnStderr } from '../audit/stderr.js';
 
 /** The table the sink writes and the trail reads (on the search path), whose INSERT policy the guard checks. */
 export const AUDIT_TABLE = 'audit_log';
@@ -215,7 +216,7 @@ function reportUnwritten(err: unknown, event: AuditEvent, handlerFailure?: unkno
       ...(handlerFailure === undefined ? {} : { onErrorFailed: describeThrown(handlerFailure) }),
       audit: event,
     });
-    process.stderr.write(`${line}\n`);
+    reportOnStderr(`${line}\n`);
   } catch {
     // stderr itself failed: nowhere left to report to.
   }
