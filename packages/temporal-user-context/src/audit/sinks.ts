@@ -184,7 +184,28 @@ export function boundedLinesTo(
   // EPIPE) from the destination, which crashed the process with no listener (found by review).
   // sonic-boom keeps the failed bytes and tries them again with the next line; meanwhile the buffer
   // fills to its bound and drops lines, counted and told as for a stalled reader.
-  destination.on('error', () => undefined);
+  // EPIPE (the reader closed stdout) pino handles itself, before this listener: it replaces the
+  // destination's write and flushSync with functions that do nothing, so every later line was lost
+  // untold and the exit said nothing (found by review). They are counted instead, and told on stderr
+  // at exit.
+  let closedByReader = false;
+  destination.on('error', (err: unknown) => {
+    if ((err as NodeJS.ErrnoException | undefined)?.code !== 'EPIPE' || closedByReader) return;
+    closedByReader = true;
+    refusal = 'was closed by its reader (EPIPE)';
+    destination.write = () => {
+      dropped++;
+      if (emitting) auditDropped++;
+      // Once the exit has told the count, a line an exit listener emits is told at once.
+      if (exited) report(false, dropped);
+      return true;
+    };
+    destination.flushSync = () => {
+      exited = true;
+      const held = (destination as unknown as StartedWrite)._bufs;
+      report(Array.isArray(held) && held.length > 0, dropped);
+    };
+  });
   /** When the exit's budget ends: one budget for the flush and whatever is emitted after it. */
   let exitDeadline: number | undefined;
   let flushing = false;
@@ -253,7 +274,7 @@ export function boundedLinesTo(
   return {
     destination,
     emit(event) {
-      if (dropped > 0 && !stuck) tellDropped();
+      if (dropped > 0 && !stuck && !closedByReader) tellDropped();
       emitting = true;
       try {
         lines.emit(event);

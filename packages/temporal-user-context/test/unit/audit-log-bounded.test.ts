@@ -192,6 +192,27 @@ describe('the default log sink on a stdout that refuses writes (a full disk)', (
   }, 20_000);
 });
 
+describe('the default log sink once the reader closes stdout', () => {
+  it('counts the lines it can no longer write, and says on stderr how many at exit', async () => {
+    // Found by review: pino's own EPIPE handler made the destination's write and flush do nothing, so
+    // every later line was lost untold, and the exit said nothing.
+    const { child, closed, emitted, stderr } = stalledLogChild(8000, 64 * 1024 * 1024, 'pipe', 50);
+    child.stdout!.pause();
+    await emitted;
+    // The reader goes away with most of the lines still held: the next write fails EPIPE.
+    child.stdout!.destroy();
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    child.send('exit');
+    expect(await closed).toBe(0);
+    const told = [
+      ...stderr().matchAll(/the audit log was closed by its reader \(EPIPE\):.* (\d+) lines dropped before/g),
+    ];
+    expect(told.length, stderr()).toBeGreaterThan(0);
+    // The last count includes the lines the exit listener emitted after the pipe closed.
+    expect(Number(told.at(-1)![1])).toBeGreaterThanOrEqual(50);
+  }, 20_000);
+});
+
 /** Retries `fn` for up to 10 s, naming the log file in the failure. */
 async function waitForLog<T>(fn: () => Promise<T>, what: string): Promise<T> {
   const deadline = Date.now() + 10_000;
