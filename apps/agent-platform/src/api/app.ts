@@ -65,6 +65,7 @@ import {
   publicErrorCode,
   recordedEnding,
   runEnding,
+  isFailedPrecondition,
   isRunStalled,
   throwIfRunEnded,
   toProblem,
@@ -1523,10 +1524,11 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           );
         } catch (err) {
           // A run whose workflow task keeps failing answers no query (found by review: a 500); its
-          // status still stands, and says so.
+          // status still stands, and says so. So it does for the server's other FAILED_PRECONDITION
+          // answers (a namespace failing over), and without a worker to answer.
           if (isRunStalled(err)) stalled = true;
-          // Only a worker answers a query; without one the status above still stands.
-          else if (!isGrpcDeadlineError(err) && !isGrpcCancelledError(err)) throw err;
+          else if (!isFailedPrecondition(err) && !isGrpcDeadlineError(err) && !isGrpcCancelledError(err))
+            throw err;
         }
       }
       return {

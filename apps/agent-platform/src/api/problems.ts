@@ -214,6 +214,13 @@ function updateOutlivedRun(err: WorkflowUpdateFailedError, code: string | undefi
  * here or in the error's causes. Found by review: it was a 500 `INTERNAL`, which clients cannot tell
  * from a bug; it is worth retrying.
  */
+/** The server's FAILED_PRECONDITION, here or in the error's causes. */
+export function isFailedPrecondition(err: unknown): boolean {
+  for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++)
+    if (isGrpcServiceError(e) && e.code === 9) return true;
+  return false;
+}
+
 /**
  * A query or update of a running workflow whose workflow task keeps failing (the server's
  * `FAILED_PRECONDITION`, "Workflow Task in failed state"): the run is stalled until its task can run
@@ -325,6 +332,10 @@ export function toProblem(err: unknown): Problem {
     return problem(409, 'SCHEDULE_EXISTS', 'Schedule already exists');
   if (isGrpcDeadlineError(err)) return problem(504, 'TEMPORAL_TIMEOUT', 'Temporal did not answer in time');
   if (isGrpcUnavailable(err)) return problem(503, 'TEMPORAL_UNAVAILABLE', 'Temporal is unavailable');
+  // A run whose task keeps failing (RUN_STALLED where a route says so), a namespace failing over, a run
+  // whose first task waits for its start: the server's state for now, not a fault of this API.
+  if (isFailedPrecondition(err))
+    return problem(503, 'TEMPORAL_UNAVAILABLE', 'Temporal cannot serve this now', 'try again later');
   if (err instanceof WorkflowUpdateFailedError || err instanceof WorkflowFailedError) {
     const code = failureCode(err);
     if (isUserContextCode(code)) {

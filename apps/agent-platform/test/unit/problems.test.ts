@@ -262,5 +262,10 @@ describe('isRunStalled', () => {
     expect(isRunStalled(grpc(9, 'Namespace: prod is not active in cluster: a'))).toBe(false);
     expect(isRunStalled(grpc(9, 'Workflow task is not scheduled yet.'))).toBe(false);
     expect(isRunStalled(grpc(14, 'Workflow Task in failed state.'))).toBe(false);
+    // Those other answers are the server's state for now: 503, not 500.
+    expect(toProblem(grpc(9, 'Namespace: prod is not active in cluster: a'))).toMatchObject({
+      status: 503,
+      code: 'TEMPORAL_UNAVAILABLE',
+    });
   });
 });

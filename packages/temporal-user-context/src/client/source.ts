@@ -102,16 +102,24 @@ export class ContextSource {
     const activity = currentScope();
     // Work an activity or Nexus handler left running acts for no one once it settled, whoever an edge
     // scope inside it names (found by review: it passed for code outside every activity, as anyone).
-    if (!activity && settledScope()) {
-      this.refuse(
-        action,
-        new UserContextError(
-          ErrorCodes.MISSING,
-          'a client call from work an activity or Nexus handler left running after it settled',
-        ),
-        target,
-        user,
+    // On the activity's own record, as its user's: not filed under whoever the edge scope names.
+    const settled = activity ? undefined : settledScope();
+    if (settled) {
+      const refusal = new UserContextError(
+        ErrorCodes.MISSING,
+        'a client call from work an activity or Nexus handler left running after it settled',
       );
+      settled.auditor.emit({
+        ...settled.audit,
+        action,
+        decision: 'deny',
+        source: 'header',
+        reason: refusal.code,
+        userId: settled.context?.userId,
+        workspaceId: settled.context?.workspaceId,
+        detail: `${refusal.reason}${user ? `; an edge scope in it named ${user.userId} in ${user.workspaceId}` : ''}`,
+      });
+      throw markRecorded(refusal);
     }
     // Activity code acts for the user it was verified for, and a system activity for nobody. An edge
     // scope around it (a worker run inside runAsUser, an activity calling runAsUser) must not make it
@@ -351,6 +359,8 @@ export class ContextSource {
   /** Who asks for a call that carries no context: the activity's verified user, the edge user, or no one. */
   private asker(): { user: UserContext | undefined; source: IdentitySource } {
     const activity = currentScope();
+    // Work a settled activity left running asks for no one (see who()).
+    if (!activity && settledScope()) return { user: undefined, source: 'none' };
     const user = activity?.context ?? edgeUser();
     return { user, source: activity?.context ? 'header' : user ? 'edge' : 'none' };
   }
@@ -560,7 +570,11 @@ export class ContextSource {
         endAt = spec.endAt ?? new Date(latest);
         // A schedule that would begin after it ends starts nothing: refused rather than made silently.
         if (spec.startAt !== undefined && spec.startAt.getTime() > endAt.getTime())
-          refuse("the schedule would begin after it ends (its creator's token window, 366 days)");
+          refuse(
+            spec.endAt === undefined
+              ? "the schedule would begin after its creator's token window (366 days) ends"
+              : 'the schedule would begin after it ends',
+          );
       },
       undefined,
       held,

@@ -54,10 +54,13 @@ const settled = (): void => undefined;
  * commands come out in another order. One at a time, each ends alone, live as in replay.
  */
 function serially<T>(state: WorkflowContextState, verify: () => Promise<T>): Promise<T> {
-  if (!patched(SERIAL_VERIFICATION_PATCH)) return verify();
   const previous = state.verifying;
-  const mine = previous ? previous.then(verify) : verify();
-  state.verifying = mine.then(settled, settled);
+  const serial = patched(SERIAL_VERIFICATION_PATCH);
+  // Without the patch (a run that verified before it), at once as before; still counted, so that a
+  // run going live on this code mid-verification queues its next one behind it (found by review).
+  const mine = serial && previous ? previous.then(verify) : verify();
+  const ended = mine.then(settled, settled);
+  state.verifying = !serial && previous ? Promise.all([previous, ended]).then(settled) : ended;
   return mine;
 }
 
@@ -138,7 +141,8 @@ export function getActor(): ActorRef | undefined {
  * Verifies the current actor's token in a local activity and returns the actor's `UserContext` (recorded in
  * history). Only inside signal and update handlers: queries cannot run activities. Not memoised. The
  * run's verifications (this and {@link getUserContext}'s) run one at a time: a call may wait for those
- * before it (each bounded by its own timeouts). Not
+ * before it (each bounded by its own timeouts), and that wait counts against the actor token's window
+ * (the edge's `actorWindowSeconds`, 5 minutes by default), checked when its own verification runs. Not
  * cancelled with the caller's scope, whatever cancels it (a run cancelled through Temporal, a
  * `CancellationScope.withTimeout` around the call): the verification ends within its own timeouts (30 s
  * an attempt, three attempts, about 93 s at most), and the handler then sees the run's state.

@@ -243,11 +243,12 @@ describe('a client call from work a handler left running', () => {
   // every handler, as whatever user an edge scope inside it named.
   it('is refused once the handler settled, whoever an edge scope names, and sends nothing', async () => {
     const { client, sent, audit } = recordingClients(edge);
+    const handlerAudit = memoryAuditSink();
     const handler = {
       context: alice,
       allowedSystem: [],
       audit: { namespace: 'default', workflowId: 'caller', activityType: 'nexus:svc/op' },
-      auditor: new Auditor([memoryAuditSink()]),
+      auditor: new Auditor([handlerAudit]),
     };
     const mallory = { userId: 'mallory', workspaceId: 'ws-2', roles: ['member'] };
     const start = () => runAsUser(mallory, () => client.start('wf', { workflowId: 'w1', taskQueue: 'tq' }));
@@ -263,9 +264,18 @@ describe('a client call from work a handler left running', () => {
     await expect(leftover).rejects.toMatchObject({ code: ErrorCodes.MISSING });
     expect(await during).toMatchObject({ code: ErrorCodes.EXPLICIT_MISMATCH });
     expect(sent).toEqual([]);
-    expect(records(audit)).toEqual([
-      ['client.start', 'deny', ErrorCodes.EXPLICIT_MISMATCH],
-      ['client.start', 'deny', ErrorCodes.MISSING],
+    expect(records(audit)).toEqual([['client.start', 'deny', ErrorCodes.EXPLICIT_MISMATCH]]);
+    // The leftover call's refusal is the handler's, filed under its user, not under whom it named.
+    expect(handlerAudit.events).toMatchObject([
+      {
+        action: 'client.start',
+        decision: 'deny',
+        reason: ErrorCodes.MISSING,
+        userId: 'alice',
+        workspaceId: 'ws-1',
+        workflowId: 'caller',
+        detail: expect.stringContaining('named mallory in ws-2'),
+      },
     ]);
   });
 });
