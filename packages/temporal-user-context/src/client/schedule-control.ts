@@ -71,6 +71,15 @@ export interface UpdatedAction {
   header: Payload | undefined;
   /** The action's arguments, encoded as the request carries them. */
   input: Payload[];
+  /** When the updated spec ends, and its jitter (epoch ms, ms; absent: no end, none). */
+  endMs?: number;
+  jitterMs?: number;
+}
+
+/** Milliseconds of a protobuf timestamp or duration whose `seconds` may be a number or a Long. */
+function msOf(t: { seconds?: unknown; nanos?: number | null } | null | undefined): number | undefined {
+  if (!t || (t.seconds == null && !t.nanos)) return undefined;
+  return Number(t.seconds ?? 0) * 1000 + Math.floor((t.nanos ?? 0) / 1e6);
 }
 
 /** The start-workflow action an `UpdateSchedule` request carries, if any. */
@@ -79,7 +88,12 @@ function updatedActionOf(bytes: Uint8Array, header: string): UpdatedAction | und
   const start = request.schedule?.action?.startWorkflow;
   if (!start) return undefined;
   const payload = start.header?.fields?.[header];
+  const spec = request.schedule?.spec;
+  const endMs = msOf(spec?.endTime);
+  const jitterMs = msOf(spec?.jitter);
   return {
+    ...(endMs === undefined ? {} : { endMs }),
+    ...(jitterMs === undefined ? {} : { jitterMs }),
     namespace: request.namespace ?? '',
     scheduleId: request.scheduleId ?? '',
     input: (start.input?.payloads ?? []).map((p) => ({

@@ -526,8 +526,20 @@ describe('schedule changes after create (no client interceptor sees them)', () =
         taskQueue: h.taskQueue,
       });
       expect((action as { args?: unknown[] }).args ?? []).toEqual([]);
+      // Nor may it let the schedule run past its token's window: its end cleared, or moved later.
+      for (const endAt of [undefined, new Date(Date.now() + 400 * 86_400_000)]) {
+        const err = await runAsUser(alice, () =>
+          schedule.update((previous) => ({ ...previous, spec: { intervals: [{ every: '2h' }], endAt } })),
+        ).catch((e: unknown) => e);
+        expect(String((err as { cause?: { details?: unknown } }).cause?.details ?? err)).toContain(
+          ErrorCodes.MISCONFIGURED,
+        );
+      }
       await runAsUser(alice, () =>
-        schedule.update((previous) => ({ ...previous, spec: { intervals: [{ every: '2h' }] } })),
+        schedule.update((previous) => ({
+          ...previous,
+          spec: { ...previous.spec, intervals: [{ every: '2h' }] },
+        })),
       );
       // The next run acts as before and reads the first one's result (a moved id could not have).
       await vi.waitFor(async () => expect((await schedule.describe()).info.runningActions).toEqual([]), {
@@ -550,12 +562,14 @@ describe('schedule changes after create (no client interceptor sees them)', () =
         ['deny', ErrorCodes.LINEAGE_MISMATCH, 'alice'],
         ['deny', ErrorCodes.LINEAGE_MISMATCH, 'alice'],
         ['deny', ErrorCodes.LINEAGE_MISMATCH, 'alice'],
+        ['deny', ErrorCodes.MISCONFIGURED, 'alice'],
+        ['deny', ErrorCodes.MISCONFIGURED, 'alice'],
         ['allow', 'ok', 'alice'],
       ]);
       // Each refusal says what moved.
       expect(
         sink.events
-          .filter((e) => e.decision === 'deny')
+          .filter((e) => e.decision === 'deny' && e.reason === ErrorCodes.LINEAGE_MISMATCH)
           .map((e) => /binds \(([^)]*)\)/.exec(e.detail ?? '')?.[1]),
       ).toEqual(['workflow id', 'workflow type', 'task queue', 'arguments']);
       await schedule.delete();
