@@ -962,7 +962,7 @@ async function scheduleUpdateRefusal(
   // Runs after the token's window are refused by workers: an update must keep the schedule ending
   // inside it, as schedule.create made it (found by review: an update could clear or move the end).
   const latest = claims.exp * 1000 - (updated.jitterMs ?? 0);
-  if (updated.endMs === undefined || updated.endMs > latest)
+  if (updated.endMs === undefined || !(updated.endMs <= latest))
     return new UserContextError(
       ErrorCodes.MISCONFIGURED,
       `the update would let the schedule start runs after its creator's token window (${new Date(latest).toISOString()}, less jitter), which workers refuse: keep its endAt by then, and re-create the schedule to go on`,
