@@ -40,7 +40,7 @@ export { recordDecision, type AppDecision } from './worker/record.js';
 export { ContextVerifier, type Verified, type VerifierOptions } from './worker/verifier.js';
 export type { NexusCallerPolicy } from './worker/nexus-caller.js';
 export { ScheduledRunNotRecordedError } from './worker/scheduled-run.js';
-export { LookupRefusedError } from './worker/server-lineage.js';
+export { LOOKUP_TIMEOUT_MS, LookupRefusedError } from './worker/server-lineage.js';
 export {
   ACTOR_HEADER,
   ORIGINATOR_HEADER,

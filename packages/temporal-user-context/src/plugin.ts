@@ -137,7 +137,8 @@ export interface UserContextPluginOptions {
    * `'clear'` leaves them readable in history. Not applied when the data converter already names a
    * `failureConverterPath` (yours wins). `'encrypted'` with the codec off is `USER_CONTEXT_MISCONFIGURED`,
    * and so is a prebuilt `workflowBundle` built without the converter (`checkWorkflowBundle`). A failed
-   * query's caller sees only the message, `Encoded failure` (docs/codec.md).
+   * query's caller sees only the message, `Encoded failure`, except for this library's own refusals
+   * (type `USER_CONTEXT_…`), which stay readable (docs/codec.md).
    */
   failureMessages?: 'encrypted' | 'clear';
   /**

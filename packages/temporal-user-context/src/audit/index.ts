@@ -9,6 +9,7 @@ export {
   EXIT_FLUSH_BUDGET_MS,
   STDOUT_MAX_BUFFERED_BYTES,
 } from './sinks.js';
+export { STDERR_MAX_BUFFERED_BYTES } from './stderr.js';
 export {
   coalescingAuditSink,
   isHistorylessCall,

@@ -172,6 +172,9 @@ export function verifyActor(): Promise<UserContext> {
  * Replaces this workflow's actor policy (call at the top of the workflow function). The policy must be
  * pure and synchronous: it runs in validators and queries. A policy that throws, or answers anything but
  * `true` or `false` (a promise: an `async` policy), refuses the call with `USER_CONTEXT_POLICY_FAILED`.
+ * A policy decides which calls reach their handlers, not who may act: workers refuse an actor of
+ * another workspace than the originator's wherever it would act (`verifyActor()`, an activity's actor),
+ * whatever the policy admitted (`USER_CONTEXT_ACTOR_FORBIDDEN`).
  */
 export function setActorPolicy(policy: ActorPolicy): void {
   workflowState().policy = policy;

@@ -586,7 +586,10 @@ describe('schedule changes after create (no client interceptor sees them)', () =
       const scheduleId = `control-${randomUUID()}`;
       const schedule = await runAsUser(alice, () => hourlySchedule(h, client, scheduleId));
       await runAsUser(alice, () =>
-        schedule.update((previous) => ({ ...previous, spec: { intervals: [{ every: '2h' }] } })),
+        schedule.update((previous) => ({
+          ...previous,
+          spec: { ...previous.spec, intervals: [{ every: '2h' }] },
+        })),
       );
       await runAsUser(carol, async () => {
         await schedule.trigger();
