@@ -1,7 +1,6 @@
 // Threat-model cases 2–8 against the real dev server, with a client that does not use the plugin.
 import { generateKeyPairSync, randomUUID } from 'node:crypto';
 import { Client } from '@temporalio/client';
-import { Worker } from '@temporalio/worker';
 import http from 'node:http';
 import https from 'node:https';
 import { CompactEncrypt, CompactSign, SignJWT, UnsecuredJWT } from 'jose';
@@ -28,8 +27,7 @@ import {
   failureTypeOf,
   headerWritingClient,
 } from '../../../../test-support/harness.js';
-import * as activities from '../fixtures/activities.js';
-import { fixtureWorkflowsPath, useFixtureHarness } from '../fixtures/harness.js';
+import { fixtureWorker, useFixtureHarness } from '../fixtures/harness.js';
 
 const h = useFixtureHarness();
 
@@ -345,14 +343,11 @@ describe('a start token copied from history starts only what it was issued for (
   /** A worker of the fixtures with this plugin, on a queue of its own. */
   async function otherWorker(activityLineage: 'header' | 'server' = 'header') {
     const taskQueue = `other-${randomUUID()}`;
-    const worker = await Worker.create({
-      connection: h.nativeConnection,
-      namespace: h.namespace,
+    const worker = await fixtureWorker(
+      h,
       taskQueue,
-      workflowsPath: fixtureWorkflowsPath,
-      activities,
-      plugins: [new UserContextPlugin({ keys: h.workerRing, audit: h.audit, activityLineage })],
-    });
+      new UserContextPlugin({ keys: h.workerRing, audit: h.audit, activityLineage }),
+    );
     return { taskQueue, worker, running: worker.run() };
   }
 

@@ -10,8 +10,7 @@ import { randomUUID } from 'node:crypto';
 import { describe, expect, it } from 'vitest';
 import { UserContextPlugin, memoryAuditSink, runAsUser, type Verified } from 'temporal-user-context';
 import { alice, carol } from '../../../../test-support/harness.js';
-import * as activities from '../fixtures/activities.js';
-import { fixtureWorkflowsPath, useFixtureHarness } from '../fixtures/harness.js';
+import { fixtureWorker, fixtureWorkflowsPath, useFixtureHarness } from '../fixtures/harness.js';
 
 const h = useFixtureHarness();
 
@@ -41,14 +40,7 @@ describe('verifications in flight together', () => {
       ),
     ]);
     await sleep(1000);
-    const worker = await Worker.create({
-      connection: h.nativeConnection,
-      namespace: h.namespace,
-      taskQueue,
-      workflowsPath: fixtureWorkflowsPath,
-      activities,
-      plugins: [plugin()],
-    });
+    const worker = await fixtureWorker(h, taskQueue, plugin());
     const notes = await worker.runUntil(async () => {
       const updates = await accepted;
       await Promise.all(updates.map((update) => update.result()));
@@ -87,14 +79,11 @@ describe('verifications in flight together', () => {
     );
     // Sent before any worker polls: the signal and the start reach the first workflow task together.
     await runAsUser(carol, () => handle.signal('ping'));
-    const worker = await Worker.create({
-      connection: h.nativeConnection,
-      namespace: h.namespace,
+    const worker = await fixtureWorker(
+      h,
       taskQueue,
-      workflowsPath: fixtureWorkflowsPath,
-      activities,
-      plugins: [new UserContextPlugin({ keys: h.workerRing, audit: memoryAuditSink() })],
-    });
+      new UserContextPlugin({ keys: h.workerRing, audit: memoryAuditSink() }),
+    );
     expect(await worker.runUntil(handle.result())).toEqual(['originator:alice', 'actor:carol']);
   });
 });
