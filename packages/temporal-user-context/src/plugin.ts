@@ -962,7 +962,11 @@ async function scheduleUpdateRefusal(
   if (claims.use !== 'schedule') return undefined;
   // Runs after the token's window are refused by workers: an update must keep the schedule ending
   // inside it, as schedule.create made it (found by review: an update could clear or move the end).
-  const latest = claims.exp * 1000 - (updated.jitterMs ?? 0);
+  const jitter = updated.jitterMs ?? 0;
+  // A negative jitter would move the last run past the window (found by review): refused, as at create.
+  if (!(jitter >= 0))
+    return new UserContextError(ErrorCodes.MISCONFIGURED, 'the update gives the schedule a negative jitter');
+  const latest = claims.exp * 1000 - jitter;
   if (updated.endMs === undefined || !(updated.endMs <= latest))
     return new UserContextError(
       ErrorCodes.MISCONFIGURED,

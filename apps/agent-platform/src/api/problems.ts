@@ -217,7 +217,10 @@ function updateOutlivedRun(err: WorkflowUpdateFailedError, code: string | undefi
 /** The server's FAILED_PRECONDITION, here or in the error's causes. */
 export function isFailedPrecondition(err: unknown): boolean {
   for (let e = err, depth = 0; e instanceof Error && depth < 8; e = e.cause, depth++)
-    if (isGrpcServiceError(e) && e.code === 9) return true;
+    // Not this library's refusals, which its gRPC interceptor answers with the same status (a refused
+    // schedule update): those are final.
+    if (isGrpcServiceError(e) && e.code === 9 && !(e.details ?? e.message).includes('USER_CONTEXT_'))
+      return true;
   return false;
 }
 
@@ -233,7 +236,9 @@ export function isRunStalled(err: unknown): boolean {
     if (
       isGrpcServiceError(e) &&
       e.code === 9 &&
-      /workflow task in failed state/i.test(e.details ?? e.message)
+      // "…due to Workflow Task in failed state", or, before the server fails fast, "…due to unexpected
+      // workflow task failure" (found by review).
+      /workflow task in failed state|unexpected workflow task failure/i.test(e.details ?? e.message)
     )
       return true;
   return false;

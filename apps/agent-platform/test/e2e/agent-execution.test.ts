@@ -497,6 +497,20 @@ describe('cancel and instructions at awkward moments', () => {
     const { s, step, verify, update } = await instructionBeingVerified('Tell me about onboarding');
     try {
       await runAsUser(alice, () => s.handle.signal('cancel'));
+      // The cancel's handler has run (a task completed after its signal, at the held verification's
+      // heartbeat): without the queue its own verification would end now, first (found by review: the
+      // test released too soon to tell).
+      await vi.waitFor(
+        async () => {
+          const events = (await historyOf(s)).events ?? [];
+          const signalled = events.findIndex((e) => e.workflowExecutionSignaledEventAttributes);
+          expect(signalled).toBeGreaterThan(-1);
+          expect(events.slice(signalled).some((e) => e.workflowTaskCompletedEventAttributes)).toBe(true);
+        },
+        { timeout: 40_000, interval: 500 },
+      );
+      // Still held, and nothing verified yet: the cancel's verification waits behind the instruction's.
+      expect(await verificationsOf(s)).toEqual([]);
     } finally {
       verify.release();
     }

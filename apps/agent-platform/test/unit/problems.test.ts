@@ -254,6 +254,12 @@ describe('isRunStalled', () => {
     Object.assign(new Error(`${code} ${details}`), { code, details, metadata: {} });
   it('takes FAILED_PRECONDITION for a stalled run only where the server says the task is failing', () => {
     expect(isRunStalled(grpc(9, 'Workflow Task in failed state.'))).toBe(true);
+    // Before the server fails fast, the same stalled run is answered so.
+    expect(
+      isRunStalled(
+        grpc(9, 'Unable to perform workflow execution update due to unexpected workflow task failure.'),
+      ),
+    ).toBe(true);
     // Wrapped, as the SDK's ServiceError carries it.
     expect(
       isRunStalled(new Error('query failed', { cause: grpc(9, 'Workflow Task in failed state.') })),
@@ -267,5 +273,7 @@ describe('isRunStalled', () => {
       status: 503,
       code: 'TEMPORAL_UNAVAILABLE',
     });
+    // This library's refusal of a schedule update, sent with the same status, is final: never a 503.
+    expect(toProblem(grpc(9, 'USER_CONTEXT_MISCONFIGURED: the update would …')).status).not.toBe(503);
   });
 });

@@ -2,7 +2,8 @@ import { InterceptingCall, status, type Interceptor } from '@grpc/grpc-js';
 import type { Payload } from '@temporalio/common';
 // A CommonJS module whose exports Node's ESM loader cannot name: imported whole.
 import proto from '@temporalio/proto';
-import type { UserContextError } from '../context/errors.js';
+import { ErrorCodes, UserContextError } from '../context/errors.js';
+import { describeThrown } from '../audit/sanitize.js';
 
 const service = proto.temporal.api.workflowservice.v1;
 
@@ -154,8 +155,15 @@ export function scheduleControlInterceptor(
         };
         forwarded = checkUpdate
           .check(updated)
-          // The check itself failing (it never should: it answers refusals) lets the update go on.
-          .catch(() => undefined)
+          // The check itself failing (it never should: it answers refusals) refuses the update: found by
+          // review, a check that threw let through an update it would have refused.
+          .catch(
+            (err: unknown) =>
+              new UserContextError(
+                ErrorCodes.MISCONFIGURED,
+                `the schedule update could not be checked (${describeThrown(err)})`,
+              ),
+          )
           .then((refusal) => {
             recorded(refusal);
             if (refusal) {

@@ -103,24 +103,7 @@ export class ContextSource {
     // Work an activity or Nexus handler left running acts for no one once it settled, whoever an edge
     // scope inside it names (found by review: it passed for code outside every activity, as anyone).
     // On the activity's own record, as its user's: not filed under whoever the edge scope names.
-    const settled = activity ? undefined : settledScope();
-    if (settled) {
-      const refusal = new UserContextError(
-        ErrorCodes.MISSING,
-        'a client call from work an activity or Nexus handler left running after it settled',
-      );
-      settled.auditor.emit({
-        ...settled.audit,
-        action,
-        decision: 'deny',
-        source: 'header',
-        reason: refusal.code,
-        userId: settled.context?.userId,
-        workspaceId: settled.context?.workspaceId,
-        detail: `${refusal.reason}${user ? `; an edge scope in it named ${user.userId} in ${user.workspaceId}` : ''}`,
-      });
-      throw markRecorded(refusal);
-    }
+    if (!activity) this.refuseLeftover(action, user);
     // Activity code acts for the user it was verified for, and a system activity for nobody. An edge
     // scope around it (a worker run inside runAsUser, an activity calling runAsUser) must not make it
     // act for someone else: on a process that also holds the issuing key, that user would otherwise be
@@ -297,6 +280,30 @@ export class ContextSource {
   }
 
   /**
+   * Refuses a call from work an activity or Nexus handler left running once it settled, if this is
+   * such work, on that activity's own record: not filed under whoever an edge scope inside it names.
+   */
+  private refuseLeftover(action: string, user: UserContext | undefined): void {
+    const settled = settledScope();
+    if (!settled) return;
+    const refusal = new UserContextError(
+      ErrorCodes.MISSING,
+      'a client call from work an activity or Nexus handler left running after it settled',
+    );
+    settled.auditor.emit({
+      ...settled.audit,
+      action,
+      decision: 'deny',
+      source: 'header',
+      reason: refusal.code,
+      userId: settled.context?.userId,
+      workspaceId: settled.context?.workspaceId,
+      detail: `${refusal.reason}${user ? `; an edge scope in it named ${user.userId} in ${user.workspaceId}` : ''}`,
+    });
+    throw markRecorded(refusal);
+  }
+
+  /**
    * Audits a call that carries no context to the server (`cancel`, `terminate`): who asked, when the
    * process knows (the edge user in scope, or the activity's verified user), else `source: none`. Not
    * refused: operators cancel and terminate runs with tools that act for no user.
@@ -306,6 +313,8 @@ export class ContextSource {
     target: { workflowExecution: { workflowId: string; runId?: string }; firstExecutionRunId?: string },
     reason?: string,
   ): void {
+    // Leftover work of a settled activity cancels and terminates nothing (found by review).
+    if (!currentScope()) this.refuseLeftover(action, edgeUser());
     const { user, source } = this.asker();
     const { workflowId, runId } = target.workflowExecution;
     // Which run: the one named, else the chain the handle started (the server acts on its latest run).

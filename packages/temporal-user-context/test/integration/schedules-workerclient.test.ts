@@ -527,9 +527,15 @@ describe('schedule changes after create (no client interceptor sees them)', () =
       });
       expect((action as { args?: unknown[] }).args ?? []).toEqual([]);
       // Nor may it let the schedule run past its token's window: its end cleared, or moved later.
-      for (const endAt of [undefined, new Date(Date.now() + 400 * 86_400_000)]) {
+      // A negative jitter would move the window's last run later (found by review).
+      const later = new Date(Date.now() + 396 * 86_400_000);
+      for (const spec of [
+        { intervals: [{ every: '2h' }] },
+        { intervals: [{ every: '2h' }], endAt: new Date(Date.now() + 400 * 86_400_000) },
+        { intervals: [{ every: '2h' }], endAt: later, jitter: -31 * 86_400_000 },
+      ]) {
         const err = await runAsUser(alice, () =>
-          schedule.update((previous) => ({ ...previous, spec: { intervals: [{ every: '2h' }], endAt } })),
+          schedule.update((previous) => ({ ...previous, spec })),
         ).catch((e: unknown) => e);
         expect(String((err as { cause?: { details?: unknown } }).cause?.details ?? err)).toContain(
           ErrorCodes.MISCONFIGURED,
@@ -562,6 +568,7 @@ describe('schedule changes after create (no client interceptor sees them)', () =
         ['deny', ErrorCodes.LINEAGE_MISMATCH, 'alice'],
         ['deny', ErrorCodes.LINEAGE_MISMATCH, 'alice'],
         ['deny', ErrorCodes.LINEAGE_MISMATCH, 'alice'],
+        ['deny', ErrorCodes.MISCONFIGURED, 'alice'],
         ['deny', ErrorCodes.MISCONFIGURED, 'alice'],
         ['deny', ErrorCodes.MISCONFIGURED, 'alice'],
         ['allow', 'ok', 'alice'],

@@ -256,12 +256,22 @@ describe('a client call from work a handler left running', () => {
     const later = new Promise<void>((resolve) => (release = resolve));
     let leftover!: Promise<unknown>;
     let during!: Promise<unknown>;
+    let control!: Promise<unknown[]>;
     await runInNexusScope(handler, async () => {
       during = start().catch((e: unknown) => e);
       leftover = later.then(start);
+      // Nor may it cancel or terminate a run (found by review: they carry no context, and went on).
+      const victim = client.getHandle('victim');
+      control = later.then(() =>
+        Promise.all([
+          victim.cancel().catch((e: unknown) => e),
+          victim.terminate('x').catch((e: unknown) => e),
+        ]),
+      );
     });
     release();
     await expect(leftover).rejects.toMatchObject({ code: ErrorCodes.MISSING });
+    expect(await control).toMatchObject([{ code: ErrorCodes.MISSING }, { code: ErrorCodes.MISSING }]);
     expect(await during).toMatchObject({ code: ErrorCodes.EXPLICIT_MISMATCH });
     expect(sent).toEqual([]);
     expect(records(audit)).toEqual([['client.start', 'deny', ErrorCodes.EXPLICIT_MISMATCH]]);
@@ -276,6 +286,8 @@ describe('a client call from work a handler left running', () => {
         workflowId: 'caller',
         detail: expect.stringContaining('named mallory in ws-2'),
       },
+      { action: 'client.cancel', decision: 'deny', reason: ErrorCodes.MISSING, userId: 'alice' },
+      { action: 'client.terminate', decision: 'deny', reason: ErrorCodes.MISSING, userId: 'alice' },
     ]);
   });
 });

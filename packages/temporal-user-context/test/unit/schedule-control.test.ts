@@ -80,10 +80,10 @@ describe('scheduleControlInterceptor', () => {
     const onUnhandled = (reason: unknown) => unhandled.push(reason);
     process.on('unhandledRejection', onUnhandled);
     try {
+      // A check that fails refuses the update (found by review: it let through one it would refuse).
       expect(await run(UPDATE, updateBytes('x'), () => Promise.reject(new Error('check failed')))).toEqual([
         'start',
-        'send',
-        'halfClose',
+        `cancel ${status.FAILED_PRECONDITION} ${ErrorCodes.MISCONFIGURED}: the schedule update could not be checked (check failed)`,
       ]);
       const refused = await run(
         UPDATE,
