@@ -550,6 +550,7 @@ export class UserContextPlugin extends SimplePlugin {
             return plain.map((p) => defaultPayloadConverter.fromPayload(p));
           }),
       },
+      (action, target) => source.scheduleControlRefusal(action, target),
     );
     this.standalone = standaloneInterceptors(source);
     const worker = this.options.workerInterceptors as { activity: object[]; nexus: object[] };

@@ -124,6 +124,12 @@ function updatedActionOf(bytes: Uint8Array, header: string): UpdatedAction | und
 export function scheduleControlInterceptor(
   record: (action: string, target: ScheduleControlTarget, refusal?: UserContextError) => void,
   checkUpdate?: { header: string; check: (action: UpdatedAction) => Promise<UserContextError | undefined> },
+  /**
+   * Asked first, for every call: whether its caller may change schedules at all. It answers a
+   * refusal it has recorded (the plugin's: work a settled activity left running), which the call
+   * fails with as an update's check's, or nothing.
+   */
+  refuseCaller?: (action: string, target: ScheduleControlTarget) => UserContextError | undefined,
 ): Interceptor {
   return (options, nextCall) => {
     const control = CONTROLS.get(options.method_definition.path);
@@ -140,6 +146,21 @@ export function scheduleControlInterceptor(
           if (isUpdate && checkUpdate) updated = updatedActionOf(message as Uint8Array, checkUpdate.header);
         } catch {
           target = { namespace: undefined, id: 'unknown', detail: 'request not readable' };
+        }
+        let refused: UserContextError | undefined;
+        try {
+          refused = refuseCaller?.(control.action, target);
+        } catch (err) {
+          // Fail closed: a caller that cannot be told apart is not let through.
+          refused = new UserContextError(
+            ErrorCodes.MISCONFIGURED,
+            `the schedule change's caller could not be checked (${describeThrown(err)})`,
+          );
+        }
+        if (refused) {
+          forwarded = Promise.resolve(false);
+          call.cancelWithStatus(status.FAILED_PRECONDITION, `${refused.code}: ${refused.reason}`);
+          return;
         }
         if (!updated || !checkUpdate) {
           record(control.action, target);

@@ -284,12 +284,23 @@ export class ContextSource {
    * such work, on that activity's own record: not filed under whoever an edge scope inside it names.
    */
   private refuseLeftover(action: string, user: UserContext | undefined): void {
+    const refusal = this.leftoverRefusal(action, user);
+    if (refusal) throw refusal;
+  }
+
+  /** The refusal of a call from a settled activity's leftover work, once recorded; nothing otherwise. */
+  private leftoverRefusal(
+    action: string,
+    user: UserContext | undefined,
+    what?: string,
+  ): UserContextError | undefined {
     const settled = settledScope();
-    if (!settled) return;
+    if (!settled) return undefined;
     const refusal = new UserContextError(
       ErrorCodes.MISSING,
       'a client call from work an activity or Nexus handler left running after it settled',
     );
+    const named = user ? `; an edge scope in it named ${user.userId} in ${user.workspaceId}` : '';
     settled.auditor.emit({
       ...settled.audit,
       action,
@@ -298,9 +309,9 @@ export class ContextSource {
       reason: refusal.code,
       userId: settled.context?.userId,
       workspaceId: settled.context?.workspaceId,
-      detail: `${refusal.reason}${user ? `; an edge scope in it named ${user.userId} in ${user.workspaceId}` : ''}`,
+      detail: `${what ? `${what}: ` : ''}${refusal.reason}${named}`,
     });
-    throw markRecorded(refusal);
+    return markRecorded(refusal);
   }
 
   /**
@@ -335,10 +346,7 @@ export class ContextSource {
    */
   recordScheduleControl(action: string, target: ScheduleControlTarget, refusal?: UserContextError): void {
     const { user, source } = this.asker();
-    // The id shortened past 120 characters: the record's detail is capped (256), and what the call did
-    // (a trigger acts as the schedule's creator, a pause does not) must survive the cap.
-    const id = target.id.length > 120 ? `${target.id.slice(0, 120)}…` : target.id;
-    const detail = `schedule ${id}${target.detail ? `; ${target.detail}` : ''}`;
+    const detail = scheduleDetail(target);
     if (refusal) {
       this.options.auditor.emit({
         action,
@@ -363,6 +371,17 @@ export class ContextSource {
       undefined,
       target.namespace || undefined,
     );
+  }
+
+  /**
+   * The refusal of a schedule change (update, delete, patch) sent by work a settled activity or Nexus
+   * handler left running, recorded on that activity's record; nothing for any other caller. Found by
+   * review: such changes were recorded as asked by no one and went on, although the same work may
+   * not cancel or terminate a run.
+   */
+  scheduleControlRefusal(action: string, target: ScheduleControlTarget): UserContextError | undefined {
+    if (currentScope()) return undefined;
+    return this.leftoverRefusal(action, edgeUser(), scheduleDetail(target));
   }
 
   /** Who asks for a call that carries no context: the activity's verified user, the edge user, or no one. */
@@ -590,4 +609,14 @@ export class ContextSource {
     );
     return { originator, context, endAt: endAt! };
   }
+}
+
+/**
+ * A schedule change's target in words, the id shortened past 120 characters: the record's detail is
+ * capped (256), and what the call did (a trigger acts as the schedule's creator, a pause does not) must
+ * survive the cap.
+ */
+function scheduleDetail(target: ScheduleControlTarget): string {
+  const id = target.id.length > 120 ? `${target.id.slice(0, 120)}…` : target.id;
+  return `schedule ${id}${target.detail ? `; ${target.detail}` : ''}`;
 }

@@ -6,7 +6,7 @@ import { SearchAttributeType, defineSearchAttributeKey } from '@temporalio/commo
 import { describe, expect, it } from 'vitest';
 import { Auditor, ErrorCodes, KeyRing, generateKeySet, memoryAuditSink, runAsUser } from '../../src/index.js';
 import { runInNexusScope } from '../../src/worker/scope.js';
-import { recordingClients } from './edge-source.js';
+import { edgeSource, recordingClients } from './edge-source.js';
 
 const edge = KeyRing.fromJSON(generateKeySet('client-records').edge);
 const alice = { userId: 'alice', workspaceId: 'ws-1', roles: ['member'] };
@@ -288,6 +288,44 @@ describe('a client call from work a handler left running', () => {
       },
       { action: 'client.cancel', decision: 'deny', reason: ErrorCodes.MISSING, userId: 'alice' },
       { action: 'client.terminate', decision: 'deny', reason: ErrorCodes.MISSING, userId: 'alice' },
+    ]);
+  });
+
+  // Found by review: schedule changes (which carry no context) were recorded as asked by no one.
+  it("may not change a schedule either: refused on the handler's record, and only once it settled", async () => {
+    const { source, audit } = edgeSource(edge);
+    const handlerAudit = memoryAuditSink();
+    const handler = {
+      context: alice,
+      allowedSystem: [],
+      audit: { namespace: 'default', workflowId: 'caller', activityType: 'nexus:svc/op' },
+      auditor: new Auditor([handlerAudit]),
+    };
+    const target = { namespace: 'default', id: 'nightly', detail: 'trigger' };
+    let release!: () => void;
+    const later = new Promise<void>((resolve) => (release = resolve));
+    let during: unknown = 'not asked';
+    let leftover!: Promise<unknown>;
+    await runInNexusScope(handler, async () => {
+      during = source.scheduleControlRefusal('schedule.patch', target);
+      leftover = later.then(() =>
+        runAsUser(alice, () => source.scheduleControlRefusal('schedule.patch', target)),
+      );
+    });
+    release();
+    expect(during).toBeUndefined();
+    expect(await leftover).toMatchObject({ code: ErrorCodes.MISSING });
+    expect(source.scheduleControlRefusal('schedule.delete', target)).toBeUndefined();
+    expect(audit.events).toEqual([]);
+    expect(handlerAudit.events).toMatchObject([
+      {
+        action: 'schedule.patch',
+        decision: 'deny',
+        reason: ErrorCodes.MISSING,
+        userId: 'alice',
+        workflowId: 'caller',
+        detail: expect.stringMatching(/^schedule nightly; trigger: .*named alice in ws-1$/),
+      },
     ]);
   });
 });

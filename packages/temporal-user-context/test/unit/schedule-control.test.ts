@@ -40,9 +40,14 @@ async function run(
   bytes: Uint8Array,
   check: (a: UpdatedAction) => Promise<UserContextError | undefined>,
   record: (action: string, target: unknown, refusal?: unknown) => void = () => undefined,
+  refuseCaller?: (action: string, target: unknown) => UserContextError | undefined,
 ) {
   const next = fakeNext();
-  const interceptor = scheduleControlInterceptor(record as never, { header: 'user-context', check });
+  const interceptor = scheduleControlInterceptor(
+    record as never,
+    { header: 'user-context', check },
+    refuseCaller as never,
+  );
   const call = interceptor({ method_definition: { path } } as never, () => next.call as never);
   call.start(new Metadata(), {});
   call.sendMessage(bytes);
@@ -118,5 +123,49 @@ describe('scheduleControlInterceptor', () => {
       'halfClose',
     ]);
     expect(checked).toBe(0);
+  });
+
+  // Found by review: work a settled activity left running changed schedules (recorded as asked by no
+  // one); the plugin's caller check now refuses it before any message, update or not.
+  it('a caller refused by the caller check sends nothing, is checked and recorded no further, and hears why', async () => {
+    const asked: unknown[][] = [];
+    let checked = 0;
+    let recorded = 0;
+    const refuse = (action: string, target: unknown) => {
+      asked.push([action, target]);
+      return new UserContextError(ErrorCodes.MISSING, 'leftover work');
+    };
+    const cancelled = `cancel ${status.FAILED_PRECONDITION} ${ErrorCodes.MISSING}: leftover work`;
+    const deleted = service.DeleteScheduleRequest.encode({ namespace: 'ns', scheduleId: 's' }).finish();
+    const patched = service.PatchScheduleRequest.encode({
+      namespace: 'ns',
+      scheduleId: 's',
+      patch: { triggerImmediately: {} },
+    }).finish();
+    const PATCH = '/temporal.api.workflowservice.v1.WorkflowService/PatchSchedule';
+    const check = async () => void checked++;
+    const record = () => void recorded++;
+    expect(await run(UPDATE, updateBytes('same'), check, record, refuse)).toEqual(['start', cancelled]);
+    expect(await run(DELETE, deleted, check, record, refuse)).toEqual(['start', cancelled]);
+    expect(await run(PATCH, patched, check, record, refuse)).toEqual(['start', cancelled]);
+    expect([checked, recorded]).toEqual([0, 0]);
+    expect(asked).toEqual([
+      ['schedule.update', { namespace: 'ns', id: 'sch-1' }],
+      ['schedule.delete', { namespace: 'ns', id: 's' }],
+      ['schedule.patch', { namespace: 'ns', id: 's', detail: 'trigger' }],
+    ]);
+    // A caller check that throws refuses (fail closed); one that answers nothing lets the call go on.
+    const thrown = () => {
+      throw new Error('no scope');
+    };
+    expect(await run(DELETE, deleted, check, record, thrown)).toEqual([
+      'start',
+      `cancel ${status.FAILED_PRECONDITION} ${ErrorCodes.MISCONFIGURED}: the schedule change's caller could not be checked (no scope)`,
+    ]);
+    expect(await run(DELETE, deleted, check, record, () => undefined)).toEqual([
+      'start',
+      'send',
+      'halfClose',
+    ]);
   });
 });
