@@ -13,6 +13,7 @@ import {
   type SqlResult,
   type SqlRow,
 } from './database.js';
+import { numberOption } from '../context/number-option.js';
 import { assertRoleName, quoteIdent } from './ident.js';
 import { SEAL_SQLSTATES, resolveSeal } from './seal.js';
 
@@ -66,6 +67,17 @@ export interface UserScopeOptions {
   seal?: boolean | { schema?: string };
   /** Also audit successful scopes (default true: every decision leaves a record). */
   auditAllow?: boolean;
+  /**
+   * Most milliseconds each statement of the scope may take, an integer from 1 to 3 600 000
+   * (`SET LOCAL statement_timeout`, sent first, so that entering the scope is bounded too). A statement
+   * past it fails with the database's `57014` and the scope rolls back: a query blocked on a lock (a
+   * migration, a maintenance job) then ends instead of holding its pooled connection, and the activity,
+   * without end. Default: the connection's own setting, which a `pg` Pool's `statement_timeout` option
+   * sets for all its statements (the agent platform's way). A `statement_timeout` set on the *app* role
+   * does not apply (`SET LOCAL ROLE` does not load a role's settings; the login role's do). PGlite runs
+   * every statement to its end whatever this says.
+   */
+  statementTimeoutMs?: number;
   /**
    * Extra ids for the audit records. Default: inside an activity or Nexus handler of a
    * `UserContextPlugin` worker, its execution ids, and its token id when the scope is for the activity's
@@ -410,9 +422,14 @@ export async function withUserScope<T>(
   let appRole: string;
   let context: UserContext | undefined;
   let seal: string | undefined;
+  let statementTimeout: string | undefined;
   try {
     appRole = assertRoleName(options.appRole ?? DEFAULT_APP_ROLE, 'app role');
     seal = resolveSeal(options.seal, db);
+    statementTimeout =
+      options.statementTimeoutMs === undefined
+        ? undefined
+        : `${numberOption('statementTimeoutMs', options.statementTimeoutMs, 0, { min: 1, max: 3_600_000, integer: true })}ms`;
     // Re-validate: callers may hand us an object that never went through the schema.
     context = parseUserContext({ userId: ctx.userId, workspaceId: ctx.workspaceId, roles: [...ctx.roles] });
     if (settled)
@@ -471,6 +488,8 @@ export async function withUserScope<T>(
       // Both ways end with the effective roles, null without a membership row.
       let effective: readonly string[] | null;
       try {
+        if (statementTimeout !== undefined)
+          await tx.query(`select pg_catalog.set_config('statement_timeout', $1, true)`, [statementTimeout]);
         effective =
           seal === undefined
             ? await enterScope(tx, appRole, context)

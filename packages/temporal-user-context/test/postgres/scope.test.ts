@@ -1000,6 +1000,50 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
     expect((await b.admin.query(`select 1 from notes where body = 'lost'`)).rowCount).toBe(0);
   });
 
+  // Carried for several rounds: a scope's statement blocked on a lock held its pooled connection, and
+  // its activity, without end.
+  it('statementTimeoutMs bounds each statement of the scope, and only of the scope', async () => {
+    const show = async (q: { query: ScopedTransaction['query'] }) =>
+      (await q.query<{ statement_timeout: string }>('show statement_timeout')).rows[0]?.statement_timeout;
+    const outside = await show(b.db);
+    expect(await withUserScope(b.db, carol, show, { ...opts, statementTimeoutMs: 250 })).toBe('250ms');
+    expect(await withUserScope(b.db, carol, show, opts)).toBe(outside);
+    expect(await show(b.db)).toBe(outside);
+    if (kind === 'pglite') return; // PGlite runs every statement to its end (no timer interrupts).
+    const sink = memoryAuditSink();
+    const err = await rejection(
+      withUserScope(
+        b.db,
+        carol,
+        async (tx) => {
+          await tx.query(`insert into notes (body) values ('timed-out')`);
+          await tx.query('select pg_catalog.pg_sleep(5)');
+        },
+        { ...opts, statementTimeoutMs: 100, auditor: new Auditor([sink]) },
+      ),
+    );
+    expect(err).toMatchObject({ code: '57014' });
+    expect((await b.admin.query(`select 1 from notes where body = 'timed-out'`)).rowCount).toBe(0);
+    expect(sink.events.map((e) => [e.decision, e.reason, e.detail])).toEqual([
+      ['allow', 'ok', `roles=${carol.roles.join(',')}; rolled back`],
+    ]);
+  });
+
+  it('statementTimeoutMs must be an integer from 1 to 3 600 000: anything else is refused, on record', async () => {
+    for (const statementTimeoutMs of [0, 1.5, Number.NaN, 3_600_001, '100' as unknown as number]) {
+      const sink = memoryAuditSink();
+      const err = await rejection(
+        withUserScope(b.db, carol, async () => 'ran', {
+          ...opts,
+          statementTimeoutMs,
+          auditor: new Auditor([sink]),
+        }),
+      );
+      expect(err, String(statementTimeoutMs)).toMatchObject({ code: ErrorCodes.MISCONFIGURED });
+      expect(sink.events.map((e) => [e.decision, e.reason])).toEqual([['deny', ErrorCodes.MISCONFIGURED]]);
+    }
+  });
+
   it('an error inside the scope rolls back and leaves the connection clean; the grant is still audited', async () => {
     const sink = memoryAuditSink();
     const err = await rejection(
