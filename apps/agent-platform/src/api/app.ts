@@ -220,7 +220,7 @@ const errors = {
   '4xx': problemResponse('a request refused by its state or size: see docs/agent-platform.md, Errors'),
   '5xx': {
     ...problemResponse(
-      'INTERNAL, AUTH_UNAVAILABLE, TEMPORAL_UNAVAILABLE, DATABASE_UNAVAILABLE, RUN_STALLED, INSTRUCTION_NOT_TAKEN, TEMPORAL_TIMEOUT, INSTRUCTION_TIMEOUT',
+      'INTERNAL, AUTH_UNAVAILABLE, TEMPORAL_UNAVAILABLE, DATABASE_UNAVAILABLE, RUN_STALLED, INSTRUCTION_NOT_TAKEN, INSTRUCTION_BUSY, TEMPORAL_TIMEOUT, INSTRUCTION_TIMEOUT',
     ),
     headers: {
       'Retry-After': { type: 'integer', description: 'on a 503: seconds to wait before trying again' },

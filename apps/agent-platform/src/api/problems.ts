@@ -364,6 +364,14 @@ export function toProblem(err: unknown): Problem {
         'Instruction not taken',
         'the run did not process it (its workflow task failed or ended without it): nothing was applied; send it again',
       );
+    // Busy for now, not refused: the same instruction may be sent again.
+    if (err instanceof WorkflowUpdateFailedError && code === RunErrorCodes.INSTRUCTION_BUSY)
+      return problem(
+        503,
+        'INSTRUCTION_BUSY',
+        'The run is busy verifying instructions',
+        safeMessage(err.cause),
+      );
     if (err instanceof WorkflowUpdateFailedError)
       return problem(409, 'INSTRUCTION_REJECTED', 'Instruction rejected', safeMessage(err.cause));
     return problem(409, code ?? 'RUN_FAILED', 'Run failed');

@@ -26,6 +26,7 @@ import {
   DEFAULT_MAX_TOTAL_STEPS,
   MAX_CONTINUE_AS_NEW_BYTES,
   MAX_INSTRUCTIONS,
+  MAX_VERIFYING_INSTRUCTIONS,
   MAX_TOTAL_STEPS_LIMIT,
   MODEL_STEP_OPTIONS,
   RunErrorCodes,
@@ -324,6 +325,12 @@ export async function AgentExecutionWorkflow(params: AgentExecutionInput): Promi
         // Those still being verified count: concurrent updates must not overshoot the cap.
         if (state.instructions.length + verifying >= MAX_INSTRUCTIONS)
           throw refused(RunErrorCodes.INSTRUCTION_LIMIT, `run already has ${MAX_INSTRUCTIONS} instructions`);
+        // A cancel queues behind the verifications in flight: they must not outlast its actor window.
+        if (verifying >= MAX_VERIFYING_INSTRUCTIONS)
+          throw refused(
+            RunErrorCodes.INSTRUCTION_BUSY,
+            `${MAX_VERIFYING_INSTRUCTIONS} instructions are being verified; send it again shortly`,
+          );
         // A step that is running counts too: an instruction needs a step left after it to be applied.
         if (state.steps + (stepRunning ? 1 : 0) >= maxTotalSteps)
           throw refused(RunErrorCodes.STEP_LIMIT_EXCEEDED, 'run has used all its steps');

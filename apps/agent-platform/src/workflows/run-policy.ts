@@ -38,6 +38,11 @@ export const RunErrorCodes = {
   /** An instruction's update: the run has `MAX_INSTRUCTIONS` already. */
   INSTRUCTION_LIMIT: 'INSTRUCTION_LIMIT',
   /**
+   * An instruction's update while `MAX_VERIFYING_INSTRUCTIONS` others' senders are being verified:
+   * nothing was applied; send it again shortly.
+   */
+  INSTRUCTION_BUSY: 'INSTRUCTION_BUSY',
+  /**
    * What a run would carry to its next generation is over {@link MAX_CONTINUE_AS_NEW_BYTES} (a task
    * from a client of its own, near Temporal's payload limit): the server would refuse the
    * continue-as-new for good, and the run would never end.
@@ -118,6 +123,15 @@ export const DEFAULT_MAX_TOTAL_STEPS = 100;
 export const MAX_TOTAL_STEPS_LIMIT = 1000;
 /** Instructions one run lineage accepts; later ones are refused by the update validator. */
 export const MAX_INSTRUCTIONS = 50;
+/**
+ * Instructions whose senders may be verified at once; the validator refuses more
+ * (`INSTRUCTION_BUSY`). A run verifies senders one at a time (the library's serial verification), each
+ * bounded by its local activity's attempts (3 × 30 s, ~93 s), and a `cancel` signal's verification
+ * queues behind them: with at most two ahead of it, it starts well inside its actor token's 5-minute
+ * window. Without a bound, a queue of instructions during a revocation store's outage let the window
+ * pass, and the cancel the API had answered 202 was refused as expired and dropped.
+ */
+export const MAX_VERIFYING_INSTRUCTIONS = 2;
 /** Messages carried into the next generation besides the task and instructions ({@link boundMessages}). */
 export const MAX_CARRIED_MESSAGES = 40;
 /** Characters kept of each carried tool, assistant or revision message. */

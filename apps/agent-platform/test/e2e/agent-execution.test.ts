@@ -520,6 +520,37 @@ describe('cancel and instructions at awkward moments', () => {
     expect(await verificationsOf(s)).toEqual(['verified', 'verified']);
   });
 
+  // Left open by the thirtieth round: a cancel queued behind any number of slow verifications could
+  // outlast its actor window, and was then dropped although the API had answered 202.
+  it('an instruction sent while two senders are being verified is refused INSTRUCTION_BUSY; both are then applied', async () => {
+    const { s, step, verify, update } = await instructionBeingVerified('Tell me about onboarding');
+    let second!: Promise<unknown>;
+    let third: unknown;
+    try {
+      const accepted = await runAsUser(alice, () =>
+        s.handle.startUpdate('addInstruction', {
+          args: ['Be brief'],
+          waitForStage: WorkflowUpdateStage.ACCEPTED,
+        }),
+      );
+      second = accepted.result().catch((e: unknown) => e);
+      third = await runAsUser(carol, () =>
+        s.handle.executeUpdate('addInstruction', { args: ['And kind'] }),
+      ).catch((e: unknown) => e);
+    } finally {
+      verify.release();
+    }
+    expect(third).toBeInstanceOf(WorkflowUpdateFailedError);
+    expect((third as WorkflowUpdateFailedError).cause).toMatchObject({ type: 'INSTRUCTION_BUSY' });
+    expect(await update).toMatchObject({ accepted: true });
+    expect(await second).toMatchObject({ accepted: true });
+    step.release();
+    expect(await result(s)).toMatchObject({
+      status: 'completed',
+      instructions: [{ text: 'Answer briefly' }, { text: 'Be brief' }],
+    });
+  });
+
   it('an instruction whose sender is still being verified when the run fails is answered RUN_FINISHED', async () => {
     // The model refuses the first step: the run fails once it is released. Every task ends at a
     // heartbeat (at 80% of its timeout) while the verification runs: 5 s tasks keep the four heartbeats

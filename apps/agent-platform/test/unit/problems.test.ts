@@ -89,6 +89,8 @@ describe('failure codes', () => {
       }),
     );
     expect(toProblem(unprocessed)).toMatchObject({ status: 503, code: 'INSTRUCTION_NOT_TAKEN' });
+    // The validator's "busy verifying others": nothing applied, send again (503, so Retry-After).
+    expect(toProblem(failed('INSTRUCTION_BUSY'))).toMatchObject({ status: 503, code: 'INSTRUCTION_BUSY' });
     for (const type of ['INSTRUCTION_INVALID', 'INSTRUCTION_LIMIT', 'STEP_LIMIT_EXCEEDED'])
       expect(toProblem(failed(type))).toMatchObject({
         status: 409,
