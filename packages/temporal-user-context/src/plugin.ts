@@ -32,7 +32,7 @@ import {
   standaloneInterceptors,
 } from './client/interceptors.js';
 import { mirrorOptionsOf, mirrorQuery, type MirrorOptions, type MirrorQueryIds } from './client/mirror.js';
-import { scheduleControlInterceptor, type UpdatedAction } from './client/schedule-control.js';
+import { controlCallsInterceptor, type UpdatedAction } from './client/control-calls.js';
 import { edgeUser } from './client/scope.js';
 import { ContextSource } from './client/source.js';
 import type { KeyRing } from './crypto/keyring.js';
@@ -304,7 +304,8 @@ function asActivityFailure(err: unknown): never {
  *
  * Given to a client `Connection`, it is passed to every `Client` built on it (one namespace per
  * connection, then; the SDK does not pass it to a `WorkflowClient` or `ScheduleClient` built alone on
- * the connection), and also audits schedule changes no client interceptor sees.
+ * the connection), and also audits the calls no client interceptor sees: schedule changes, and
+ * activities completed, failed or cancelled by an `AsyncCompletionClient`.
  *
  * @example
  * const plugin = new UserContextPlugin({ keys: KeyRing.fromEnv() });
@@ -338,8 +339,8 @@ export class UserContextPlugin extends SimplePlugin {
    * their contents: interceptors a caller copies from a configured client prove nothing.
    */
   private readonly configured = new WeakSet<object>();
-  /** The client connection's gRPC interceptor auditing schedule changes ({@link configureConnection}). */
-  private readonly scheduleControl: ReturnType<typeof scheduleControlInterceptor>;
+  /** The client connection's gRPC interceptor auditing calls no client interceptor sees ({@link configureConnection}). */
+  private readonly controlCalls: ReturnType<typeof controlCallsInterceptor>;
   /** Whether bundles get the failure converter that moves messages into encrypted payloads. */
   private readonly encryptFailures: boolean;
   /** Client interceptors of standalone activities and Nexus operations (added after SimplePlugin's). */
@@ -533,8 +534,8 @@ export class UserContextPlugin extends SimplePlugin {
     this.scope = scope;
     this.mirror = mirror;
     this.encryptFailures = encryptFailures;
-    this.scheduleControl = scheduleControlInterceptor(
-      (action, target, refusal) => source.recordScheduleControl(action, target, refusal),
+    this.controlCalls = controlCallsInterceptor(
+      (action, target, refusal) => source.recordControlCall(action, target, refusal),
       {
         header: ORIGINATOR_HEADER,
         check: (updated) =>
@@ -603,8 +604,8 @@ export class UserContextPlugin extends SimplePlugin {
     const configured = super.configureConnection(options);
     // No interceptors means the SDK's default: its retry interceptor, which must stay.
     const interceptors = configured.interceptors ?? [makeGrpcRetryInterceptor(defaultGrpcRetryOptions())];
-    if (interceptors.includes(this.scheduleControl)) return configured;
-    return { ...configured, interceptors: [this.scheduleControl, ...interceptors] };
+    if (interceptors.includes(this.controlCalls)) return configured;
+    return { ...configured, interceptors: [this.controlCalls, ...interceptors] };
   }
 
   override configureClient(options: ClientOptions): ClientOptions {

@@ -1,6 +1,6 @@
 import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
 import { createArgsDigest } from '../crypto/args-digest.js';
-import type { ScheduleControlTarget } from './schedule-control.js';
+import type { ControlTarget } from './control-calls.js';
 import { numberOption } from '../context/number-option.js';
 import { sameUserContext, type UserContext } from '../context/schema.js';
 import type { Auditor } from '../audit/sinks.js';
@@ -338,39 +338,33 @@ export class ContextSource {
   }
 
   /**
-   * Audits a call that changes an existing schedule (`update`, `delete`, and the patches `trigger`,
-   * `backfill`, `pause`, `unpause`), which no SDK client interceptor sees: who asked, as for
-   * {@link recordControl}. Not refused here: an update keeps the creator's headers, and the rest start
+   * Audits a call that acts without a context and that no SDK client interceptor sees: a change of an
+   * existing schedule (`update`, `delete`, and the patches `trigger`, `backfill`, `pause`, `unpause`), or
+   * an activity completed, failed or cancelled from outside it (`AsyncCompletionClient`). Who asked, as
+   * for {@link recordControl}. Not refused here: an update keeps the creator's headers, and the rest start
    * nothing as anyone new; an update that moves the action elsewhere is refused by the plugin's check
    * (`refusal`), and recorded as such.
    */
-  recordScheduleControl(action: string, target: ScheduleControlTarget, refusal?: UserContextError): void {
+  recordControlCall(action: string, target: ControlTarget, refusal?: UserContextError): void {
     const { user, source } = this.asker();
-    const detail = scheduleDetail(target);
-    if (refusal) {
-      this.options.auditor.emit({
-        action,
-        decision: 'deny',
-        source,
-        reason: refusal.code,
-        detail: `${detail}: ${refusal.reason}`,
-        namespace: target.namespace || this.options.namespace,
-        userId: user?.userId,
-        workspaceId: user?.workspaceId,
-      });
-      return;
-    }
     // The namespace the request names: a raw service call may name another than the plugin's.
-    this.allowed(
+    const namespace = target.namespace || this.options.namespace;
+    const ids =
+      target.kind === 'activity'
+        ? { workflowId: target.workflowId, runId: target.runId, activityId: target.activityId }
+        : {};
+    const detail = target.kind === 'schedule' ? scheduleDetail(target) : target.detail;
+    this.options.auditor.emit({
       action,
-      user,
+      decision: refusal ? 'deny' : 'allow',
       source,
-      undefined,
-      undefined,
-      detail,
-      undefined,
-      target.namespace || undefined,
-    );
+      reason: refusal ? refusal.code : 'ok',
+      namespace,
+      userId: user?.userId,
+      workspaceId: user?.workspaceId,
+      ...ids,
+      detail: refusal ? `${detail}: ${refusal.reason}` : detail,
+    });
   }
 
   /**
@@ -379,8 +373,8 @@ export class ContextSource {
    * review: such changes were recorded as asked by no one and went on, although the same work may
    * not cancel or terminate a run.
    */
-  scheduleControlRefusal(action: string, target: ScheduleControlTarget): UserContextError | undefined {
-    if (currentScope()) return undefined;
+  scheduleControlRefusal(action: string, target: ControlTarget): UserContextError | undefined {
+    if (currentScope() || target.kind !== 'schedule') return undefined;
     return this.leftoverRefusal(action, edgeUser(), scheduleDetail(target));
   }
 
@@ -616,7 +610,7 @@ export class ContextSource {
  * capped (256), and what the call did (a trigger acts as the schedule's creator, a pause does not) must
  * survive the cap.
  */
-function scheduleDetail(target: ScheduleControlTarget): string {
+function scheduleDetail(target: Extract<ControlTarget, { kind: 'schedule' }>): string {
   const id = target.id.length > 120 ? `${target.id.slice(0, 120)}…` : target.id;
   return `schedule ${id}${target.detail ? `; ${target.detail}` : ''}`;
 }

@@ -1,10 +1,11 @@
 import { ApplicationFailure } from '@temporalio/common';
-import type { Context } from '@temporalio/activity';
+import { CompleteAsyncError, type Context } from '@temporalio/activity';
 import type { ActivityExecuteInput, ActivityInboundCallsInterceptor, Next } from '@temporalio/worker';
 import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
 import { ACTOR_HEADER, ORIGINATOR_HEADER, decodeHeader, type Lineage } from '../header/wire.js';
 import type { Auditor } from '../audit/sinks.js';
 import { markRecordedIn, wasRecordedIn } from '../audit/recorded.js';
+import { taskTokenRef } from '../audit/task-token.js';
 import {
   auditAllowed,
   auditFailure,
@@ -207,6 +208,10 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
       this.ctx.cancellationSignal.throwIfAborted();
       return await next(input);
     } catch (err) {
+      // Completed later by whoever holds its task token (or its id): the record that ties this activity
+      // and its user to the completion's record (`activity.complete`, `fail`, `cancel`), which names the
+      // token by the same digest.
+      if (err instanceof CompleteAsyncError) auditAsync(scope, taskTokenRef(info.taskToken));
       // A refusal raised by activity code is made non-retryable with its stable code instead of a
       // generic retryable error. Most were audited where they happened (resolveUserContext,
       // withUserScope, the worker's client); one raised where no auditor was at hand (a malformed
@@ -220,4 +225,19 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
       closeScope(scope);
     }
   }
+}
+
+/** The record of an activity that completes later, outside its body (`CompleteAsyncError`). */
+function auditAsync(scope: ActivityScope, token: string): void {
+  scope.auditor.emit({
+    ...scope.audit,
+    action: 'activity.async',
+    decision: 'allow',
+    source: scope.context ? 'header' : 'system',
+    reason: 'ok',
+    userId: scope.context?.userId,
+    workspaceId: scope.context?.workspaceId,
+    tokenId: scope.claims?.jti,
+    detail: `completes later, by its id or by ${token}`,
+  });
 }

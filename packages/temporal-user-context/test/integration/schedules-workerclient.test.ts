@@ -1,5 +1,5 @@
 // Schedules (create → every run carries a schedule-bound token) and the worker's own client.
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { Client, Connection, ScheduleOverlapPolicy } from '@temporalio/client';
 import { describe, expect, inject, it, vi } from 'vitest';
 import {
@@ -22,7 +22,7 @@ import {
   headerWritingClient,
   nthScheduledRun,
 } from '../../../../test-support/harness.js';
-import { lingering } from '../fixtures/activities.js';
+import { asyncTokens, lingering } from '../fixtures/activities.js';
 import { aliceSchedule, hourlySchedule, useFixtureHarness } from '../fixtures/harness.js';
 
 const h = useFixtureHarness();
@@ -620,6 +620,40 @@ describe('schedule changes after create (no client interceptor sees them)', () =
         ['schedule.patch', 'allow', 'edge', 'carol', `schedule ${scheduleId}; unpause: done`],
         ['schedule.delete', 'allow', 'none', null, `schedule ${scheduleId}`],
       ]);
+    } finally {
+      await connection.close();
+    }
+  });
+});
+
+describe('an activity completed from outside it (AsyncCompletionClient)', () => {
+  // Carried for several rounds: such completions were not audited. The activity's own record names its
+  // task token by digest, and so does a completion by token (control-calls.test.ts).
+  it("given to the Connection, the plugin records who completed it, beside the activity's own record", async () => {
+    const { sink, connection } = await pluginOnConnection();
+    try {
+      const client = new Client({ connection, namespace: h.namespace });
+      const workflowId = `async-${randomUUID()}`;
+      const handle = await runAsUser(alice, () =>
+        client.workflow.start('awaitsCompletion', { taskQueue: h.taskQueue, workflowId }),
+      );
+      await vi.waitFor(() => expect(asyncTokens.has(workflowId)).toBe(true), { timeout: 15_000 });
+      // An approval, say: a member completes the activity through the API's client.
+      await runAsUser(carol, () => client.activity.complete({ workflowId, activityId: '1' }, 'approved'));
+      expect(await handle.result()).toBe('approved');
+      const digest = createHash('sha256').update(asyncTokens.get(workflowId)!).digest('hex').slice(0, 16);
+      expect(
+        h.audit.events
+          .filter((e) => e.action === 'activity.async' && e.workflowId === workflowId)
+          .map((e) => [e.decision, e.userId, e.activityId, e.detail]),
+      ).toEqual([
+        ['allow', alice.userId, '1', `completes later, by its id or by task token sha256:${digest}`],
+      ]);
+      expect(
+        sink.events
+          .filter((e) => e.action.startsWith('activity.'))
+          .map((e) => [e.action, e.decision, e.source, e.userId, e.workflowId, e.activityId, e.detail]),
+      ).toEqual([['activity.complete', 'allow', 'edge', carol.userId, workflowId, '1', 'by activity id']]);
     } finally {
       await connection.close();
     }

@@ -301,7 +301,7 @@ describe('a client call from work a handler left running', () => {
       audit: { namespace: 'default', workflowId: 'caller', activityType: 'nexus:svc/op' },
       auditor: new Auditor([handlerAudit]),
     };
-    const target = { namespace: 'default', id: 'nightly', detail: 'trigger' };
+    const target = { kind: 'schedule', namespace: 'default', id: 'nightly', detail: 'trigger' } as const;
     let release!: () => void;
     const later = new Promise<void>((resolve) => (release = resolve));
     let during: unknown = 'not asked';

@@ -514,11 +514,17 @@ describe('schedule control records', () => {
     const { source, audit } = sourceWith();
     const id = 's'.repeat(300);
     runAsUser(alice, () =>
-      source.recordScheduleControl('schedule.patch', { id, detail: 'trigger', namespace: 'default' }),
+      source.recordControlCall('schedule.patch', {
+        kind: 'schedule',
+        id,
+        detail: 'trigger',
+        namespace: 'default',
+      }),
     );
     const [record] = audit.events;
     expect(record?.detail).toBe(`schedule ${'s'.repeat(120)}…; trigger`);
-    source.recordScheduleControl('schedule.patch', {
+    source.recordControlCall('schedule.patch', {
+      kind: 'schedule',
       id: 'nightly',
       detail: 'pause: maintenance',
       namespace: 'default',

@@ -1,10 +1,12 @@
-// The client Connection's gRPC interceptor for schedule changes, against a fake next call: what it lets
-// through to the server, in which order, and what the caller hears when it refuses.
+// The client Connection's gRPC interceptor for calls no client interceptor sees (schedule changes,
+// activities completed from outside them), against a fake next call: what it lets through to the
+// server, in which order, and what the caller hears when it refuses.
+import { createHash } from 'node:crypto';
 import { Metadata, status, type InterceptingCall } from '@grpc/grpc-js';
 import proto from '@temporalio/proto';
 import { describe, expect, it } from 'vitest';
 import { ErrorCodes, UserContextError } from '../../src/context/errors.js';
-import { scheduleControlInterceptor, type UpdatedAction } from '../../src/client/schedule-control.js';
+import { controlCallsInterceptor, type UpdatedAction } from '../../src/client/control-calls.js';
 
 const service = proto.temporal.api.workflowservice.v1;
 const UPDATE = '/temporal.api.workflowservice.v1.WorkflowService/UpdateSchedule';
@@ -43,7 +45,7 @@ async function run(
   refuseCaller?: (action: string, target: unknown) => UserContextError | undefined,
 ) {
   const next = fakeNext();
-  const interceptor = scheduleControlInterceptor(
+  const interceptor = controlCallsInterceptor(
     record as never,
     { header: 'user-context', check },
     refuseCaller as never,
@@ -56,7 +58,7 @@ async function run(
   return next.log;
 }
 
-describe('scheduleControlInterceptor', () => {
+describe('controlCallsInterceptor', () => {
   it('an update its check refuses never reaches the server: no message, no half-close, one status', async () => {
     const seen: UpdatedAction[] = [];
     const log = await run(UPDATE, updateBytes('moved'), async (a) => {
@@ -150,9 +152,9 @@ describe('scheduleControlInterceptor', () => {
     expect(await run(PATCH, patched, check, record, refuse)).toEqual(['start', cancelled]);
     expect([checked, recorded]).toEqual([0, 0]);
     expect(asked).toEqual([
-      ['schedule.update', { namespace: 'ns', id: 'sch-1' }],
-      ['schedule.delete', { namespace: 'ns', id: 's' }],
-      ['schedule.patch', { namespace: 'ns', id: 's', detail: 'trigger' }],
+      ['schedule.update', { kind: 'schedule', namespace: 'ns', id: 'sch-1' }],
+      ['schedule.delete', { kind: 'schedule', namespace: 'ns', id: 's' }],
+      ['schedule.patch', { kind: 'schedule', namespace: 'ns', id: 's', detail: 'trigger' }],
     ]);
     // A caller check that throws refuses (fail closed); one that answers nothing lets the call go on.
     const thrown = () => {
@@ -167,5 +169,72 @@ describe('scheduleControlInterceptor', () => {
       'send',
       'halfClose',
     ]);
+  });
+
+  it('an activity completed, failed or cancelled from outside it is recorded, by id or by task-token digest, never refused by the caller check', async () => {
+    const METHOD = '/temporal.api.workflowservice.v1.WorkflowService/';
+    const token = new Uint8Array([1, 2, 3, 4]);
+    const digest = createHash('sha256').update(token).digest('hex').slice(0, 16);
+    const seen: unknown[][] = [];
+    const record = (action: string, target: unknown) => void seen.push([action, target]);
+    const refuse = () => new UserContextError(ErrorCodes.MISSING, 'leftover work');
+    const none = async () => undefined;
+    const calls: [string, Uint8Array][] = [
+      [
+        'RespondActivityTaskCompletedById',
+        service.RespondActivityTaskCompletedByIdRequest.encode({
+          namespace: 'ns',
+          workflowId: 'wf',
+          runId: 'r1',
+          activityId: '7',
+        }).finish(),
+      ],
+      [
+        'RespondActivityTaskFailed',
+        service.RespondActivityTaskFailedRequest.encode({ namespace: 'ns', taskToken: token }).finish(),
+      ],
+      [
+        'RespondActivityTaskCanceledById',
+        service.RespondActivityTaskCanceledByIdRequest.encode({
+          namespace: 'ns',
+          workflowId: 'wf',
+          activityId: '7',
+        }).finish(),
+      ],
+      ['RespondActivityTaskCompleted', new Uint8Array([0xff, 0xff, 0xff])],
+    ];
+    for (const [method, bytes] of calls)
+      expect(await run(`${METHOD}${method}`, bytes, none, record, refuse), method).toEqual([
+        'start',
+        'send',
+        'halfClose',
+      ]);
+    expect(seen).toEqual([
+      [
+        'activity.complete',
+        {
+          kind: 'activity',
+          namespace: 'ns',
+          workflowId: 'wf',
+          runId: 'r1',
+          activityId: '7',
+          detail: 'by activity id',
+        },
+      ],
+      ['activity.fail', { kind: 'activity', namespace: 'ns', detail: `by task token sha256:${digest}` }],
+      [
+        'activity.cancel',
+        { kind: 'activity', namespace: 'ns', workflowId: 'wf', activityId: '7', detail: 'by activity id' },
+      ],
+      ['activity.complete', { kind: 'activity', namespace: undefined, detail: 'request not readable' }],
+    ]);
+    // Heartbeats are not recorded.
+    seen.length = 0;
+    const beat = service.RecordActivityTaskHeartbeatRequest.encode({
+      namespace: 'ns',
+      taskToken: token,
+    }).finish();
+    await run(`${METHOD}RecordActivityTaskHeartbeat`, beat, none, record, refuse);
+    expect(seen).toEqual([]);
   });
 });

@@ -4,27 +4,90 @@ import type { Payload } from '@temporalio/common';
 import proto from '@temporalio/proto';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
 import { describeThrown } from '../audit/sanitize.js';
+import { taskTokenRef } from '../audit/task-token.js';
 
 const service = proto.temporal.api.workflowservice.v1;
 
-/** Which schedule a request names, in which namespace, and what it asks (patches). */
-export interface ScheduleControlTarget {
-  namespace: string | undefined;
-  id: string;
-  detail?: string;
-}
+/**
+ * What a call that carries no context acts on, in which namespace (the request's): a schedule (its id,
+ * and what a patch asks), or an activity completed by its id or by its task token (named by digest).
+ */
+export type ControlTarget =
+  | { kind: 'schedule'; namespace: string | undefined; id: string; detail?: string }
+  | {
+      kind: 'activity';
+      namespace: string | undefined;
+      workflowId?: string;
+      runId?: string;
+      activityId?: string;
+      detail?: string;
+    };
 
 const METHOD = '/temporal.api.workflowservice.v1.WorkflowService/';
 
-/** What the server is asked to do to a schedule, by gRPC method, and how to read the request bytes. */
-const CONTROLS = new Map<string, { action: string; read: (bytes: Uint8Array) => ScheduleControlTarget }>([
+interface ActivityResponse {
+  namespace?: string | null;
+  taskToken?: Uint8Array | null;
+  workflowId?: string | null;
+  runId?: string | null;
+  activityId?: string | null;
+}
+
+/** An activity completion's target: by id, or by task token (its digest: the token is a credential). */
+function activityTarget(request: ActivityResponse, byId: boolean): ControlTarget {
+  const namespace = request.namespace ?? undefined;
+  if (!byId) return { kind: 'activity', namespace, detail: `by ${taskTokenRef(request.taskToken)}` };
+  return {
+    kind: 'activity',
+    namespace,
+    workflowId: request.workflowId ?? '',
+    ...(request.runId ? { runId: request.runId } : {}),
+    activityId: request.activityId ?? '',
+    detail: 'by activity id',
+  };
+}
+
+/**
+ * How to read one call: its action, and its target. {@link controlCallsInterceptor}'s `refuseCaller` is
+ * asked for schedule changes only: an activity that throws `CompleteAsyncError` may complete itself
+ * from work it left running.
+ */
+interface Control {
+  kind: ControlTarget['kind'];
+  action: string;
+  read: (bytes: Uint8Array) => ControlTarget;
+}
+
+/** An `RespondActivityTask…` call, by task token and by id. */
+function activityControls(name: 'Completed' | 'Failed' | 'Canceled', action: string): [string, Control][] {
+  const byToken = service[`RespondActivityTask${name}Request`];
+  const byId = service[`RespondActivityTask${name}ByIdRequest`];
+  return [
+    [
+      `${METHOD}RespondActivityTask${name}`,
+      { kind: 'activity', action, read: (bytes) => activityTarget(byToken.decode(bytes), false) },
+    ],
+    [
+      `${METHOD}RespondActivityTask${name}ById`,
+      { kind: 'activity', action, read: (bytes) => activityTarget(byId.decode(bytes), true) },
+    ],
+  ];
+}
+
+/**
+ * What the server is asked to do, by gRPC method, and how to read the request bytes: change a
+ * schedule, or complete, fail or cancel an activity from outside it (`AsyncCompletionClient`; a
+ * worker's own completions go through its native connection, not here). Heartbeats are not recorded.
+ */
+const CONTROLS = new Map<string, Control>([
   [
     `${METHOD}UpdateSchedule`,
     {
       action: 'schedule.update',
+      kind: 'schedule',
       read: (bytes) => {
         const { namespace, scheduleId } = service.UpdateScheduleRequest.decode(bytes);
-        return { namespace, id: scheduleId };
+        return { kind: 'schedule', namespace, id: scheduleId };
       },
     },
   ],
@@ -32,9 +95,10 @@ const CONTROLS = new Map<string, { action: string; read: (bytes: Uint8Array) => 
     `${METHOD}DeleteSchedule`,
     {
       action: 'schedule.delete',
+      kind: 'schedule',
       read: (bytes) => {
         const { namespace, scheduleId } = service.DeleteScheduleRequest.decode(bytes);
-        return { namespace, id: scheduleId };
+        return { kind: 'schedule', namespace, id: scheduleId };
       },
     },
   ],
@@ -42,12 +106,16 @@ const CONTROLS = new Map<string, { action: string; read: (bytes: Uint8Array) => 
     `${METHOD}PatchSchedule`,
     {
       action: 'schedule.patch',
+      kind: 'schedule',
       read: (bytes) => {
         const { namespace, scheduleId, patch } = service.PatchScheduleRequest.decode(bytes);
-        return { namespace, id: scheduleId, detail: patchOf(patch) };
+        return { kind: 'schedule', namespace, id: scheduleId, detail: patchOf(patch) };
       },
     },
   ],
+  ...activityControls('Completed', 'activity.complete'),
+  ...activityControls('Failed', 'activity.fail'),
+  ...activityControls('Canceled', 'activity.cancel'),
 ]);
 
 /** A patch in words: trigger, backfill, pause or unpause (with the operator's note, which is theirs). */
@@ -109,11 +177,14 @@ function updatedActionOf(bytes: Uint8Array, header: string): UpdatedAction | und
 }
 
 /**
- * A gRPC interceptor for the client's Connection that reports every call changing an existing schedule
- * (`update`, `delete`, and `trigger`, `backfill`, `pause`, `unpause`, which are patches): SDK 1.24's
- * client interceptors cover only `create`. `record` gets the action and the target once per call (this
- * interceptor sits outside the SDK's retry interceptor), with the namespace the request names, and the
- * refusal when the call was refused. A request it cannot read goes on, recorded with the id `unknown`.
+ * A gRPC interceptor for the client's Connection that reports the calls that act without a context and
+ * that no SDK client interceptor sees: every change of an existing schedule (`update`, `delete`, and
+ * `trigger`, `backfill`, `pause`, `unpause`, which are patches; SDK 1.24's client interceptors cover
+ * only `create`), and every completion, failure or cancellation of an activity from outside it
+ * (`AsyncCompletionClient`, by task token or by id). `record` gets the action and the target once per
+ * call (this interceptor sits outside the SDK's retry interceptor), with the namespace the request
+ * names, and the refusal when the call was refused. A request it cannot read goes on, recorded with the
+ * id `unknown` (a schedule) or no ids (an activity).
  *
  * `checkUpdate`, given the action an update asks for, answers a refusal or nothing: a refused update
  * never reaches the server and fails with `FAILED_PRECONDITION`, its message the refusal's code and
@@ -121,15 +192,15 @@ function updatedActionOf(bytes: Uint8Array, header: string): UpdatedAction | und
  * the previous run's result, which the codec bound to the old id: each such run's first workflow task
  * would fail for ever.)
  */
-export function scheduleControlInterceptor(
-  record: (action: string, target: ScheduleControlTarget, refusal?: UserContextError) => void,
+export function controlCallsInterceptor(
+  record: (action: string, target: ControlTarget, refusal?: UserContextError) => void,
   checkUpdate?: { header: string; check: (action: UpdatedAction) => Promise<UserContextError | undefined> },
   /**
-   * Asked first, for every call: whether its caller may change schedules at all. It answers a
-   * refusal it has recorded (the plugin's: work a settled activity left running), which the call
-   * fails with as an update's check's, or nothing.
+   * Asked first, for every schedule change: whether its caller may change schedules at all. It
+   * answers a refusal it has recorded (the plugin's: work a settled activity left running), which the
+   * call fails with as an update's check's, or nothing.
    */
-  refuseCaller?: (action: string, target: ScheduleControlTarget) => UserContextError | undefined,
+  refuseCaller?: (action: string, target: ControlTarget) => UserContextError | undefined,
 ): Interceptor {
   return (options, nextCall) => {
     const control = CONTROLS.get(options.method_definition.path);
@@ -139,17 +210,21 @@ export function scheduleControlInterceptor(
     let forwarded: Promise<boolean> | undefined;
     const call: InterceptingCall = new InterceptingCall(nextCall(options), {
       sendMessage(message: unknown, next) {
-        let target: ScheduleControlTarget;
+        let target: ControlTarget;
         let updated: UpdatedAction | undefined;
         try {
           target = control.read(message as Uint8Array);
           if (isUpdate && checkUpdate) updated = updatedActionOf(message as Uint8Array, checkUpdate.header);
         } catch {
-          target = { namespace: undefined, id: 'unknown', detail: 'request not readable' };
+          const detail = 'request not readable';
+          target =
+            control.kind === 'schedule'
+              ? { kind: 'schedule', namespace: undefined, id: 'unknown', detail }
+              : { kind: 'activity', namespace: undefined, detail };
         }
         let refused: UserContextError | undefined;
         try {
-          refused = refuseCaller?.(control.action, target);
+          if (control.kind === 'schedule') refused = refuseCaller?.(control.action, target);
         } catch (err) {
           // Fail closed: a caller that cannot be told apart is not let through.
           refused = new UserContextError(
