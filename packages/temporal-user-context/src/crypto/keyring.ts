@@ -63,6 +63,11 @@ export class KeyRing {
       if (new Set(kids).size !== kids.length)
         throw new UserContextError(ErrorCodes.MISCONFIGURED, `key set: duplicate ${what} key id`);
     }
+    // Nor one id for keys of two kinds (found by review): `retire --kid` removes every key under the id,
+    // and would take a key still needed with the one meant (generated ids never share one).
+    const all = [...set.signing, ...set.sealing, ...set.codec].map((k) => k.kid);
+    if (new Set(all).size !== all.length)
+      throw new UserContextError(ErrorCodes.MISCONFIGURED, 'key set: one key id names keys of two kinds');
     this.signing = new Map(set.signing.map((s) => [s.kid, signingKey(s)]));
     this.holdsPrivateKey = set.signing.some((s) => s.jwk.d !== undefined);
     this.sealing = secretMap(set.sealing);

@@ -25,6 +25,7 @@ import {
   generateKeySet,
   UserContextPlugin,
   memoryAuditSink,
+  retireKey,
   rotateKeySet,
   runAsUser,
   workerKeySet,
@@ -42,15 +43,21 @@ const recordingKeys = JSON.parse(readFileSync(`${historiesDir}keys.json`, 'utf8'
 const h = useFixtureHarness({ keys: recordingKeys });
 
 /**
- * The worker ring after a key rotation: fresh active keys, the recording keys kept decrypt-only /
- * verify-only. Replay needs the old codec key to decode history, but never a token key: workflow code
- * does not verify, and verification verdicts are recorded in history.
+ * The worker ring after a key rotation: fresh active keys, the recording codec key kept decrypt-only,
+ * and the recording signing and sealing keys retired (removed). Replay needs the old codec key to
+ * decode history, but never a token key: workflow code does not verify, and verification verdicts are
+ * recorded in history (found by review: the ring kept the token keys, so the test could not show it).
  */
 function rotatedPlugin(): UserContextPlugin {
-  return new UserContextPlugin({
-    keys: KeyRing.fromJSON(workerKeySet(rotateKeySet(recordingKeys))),
-    audit: memoryAuditSink(),
-  });
+  let set = rotateKeySet(recordingKeys);
+  for (const kind of [recordingKeys.signing, recordingKeys.sealing])
+    set = retireKey(set, kind.find((k) => k.status === 'active')!.kid);
+  const ring = KeyRing.fromJSON(workerKeySet(set));
+  // What the replay has: no key that opens or verifies the recorded tokens.
+  for (const kind of [recordingKeys.signing, recordingKeys.sealing])
+    for (const { kid } of kind)
+      if (ring.signing.has(kid) || ring.sealing.has(kid)) throw new Error(`kept ${kid}`);
+  return new UserContextPlugin({ keys: ring, audit: memoryAuditSink() });
 }
 
 async function record(): Promise<Array<{ name: string; workflowId: string; history: History }>> {

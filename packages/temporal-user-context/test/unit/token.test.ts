@@ -118,6 +118,15 @@ describe('context tokens', () => {
         }),
       );
     }
+    // Nor may one id name keys of two kinds: retiring it would remove both.
+    const shared = JSON.parse(JSON.stringify(set)) as typeof set;
+    shared.codec[0]!.kid = shared.sealing[0]!.kid;
+    expect(() => KeyRing.fromJSON(shared as never)).toThrow(
+      expect.objectContaining({
+        code: ErrorCodes.MISCONFIGURED,
+        reason: 'key set: one key id names keys of two kinds',
+      }),
+    );
   });
 
   it('case 24: after rotation, tokens under retired keys still open; new ones use the new keys', async () => {
