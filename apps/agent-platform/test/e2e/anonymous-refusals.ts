@@ -6,7 +6,7 @@ import { expect } from 'vitest';
 /** What the audit_log query returns: the refusals' details, in the order they were recorded. */
 export const ANONYMOUS_REFUSALS_SQL = `select detail from audit_log
   where action = 'api.request' and reason = 'AUTH_MISSING'
-  order by recorded_at, time, detail like '% coalesced; first: %'`;
+  order by time, recorded_at, detail like '% coalesced; first: %'`;
 
 /** Sends five requests without a token to the API on `port`; each is refused (401). */
 export async function sendAnonymousRefusals(port: number): Promise<void> {

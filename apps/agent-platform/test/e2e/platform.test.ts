@@ -504,7 +504,7 @@ describe('authentication and authorisation', () => {
       (
         await pool.query<{ detail: string }>(
           `select detail from audit_log where action = 'api.request' and reason = 'AUTH_MISSING'
-            and workspace_id is null order by recorded_at, time, detail like '% coalesced; first: %'`,
+            and workspace_id is null order by time, recorded_at, detail like '% coalesced; first: %'`,
         )
       ).rows.map((r) => r.detail);
     const before = await rows();
@@ -526,7 +526,7 @@ describe('authentication and authorisation', () => {
       (
         await pool.query<{ detail: string }>(
           `select detail from audit_log where reason = 'WORKSPACE_MISMATCH' and user_id = 'alice'
-            order by recorded_at, time, detail like '% coalesced; first: %'`,
+            order by time, recorded_at, detail like '% coalesced; first: %'`,
         )
       ).rows.map((r) => r.detail);
     const mismatchBefore = (await mismatches()).length;
@@ -547,7 +547,7 @@ describe('authentication and authorisation', () => {
       (
         await pool.query<{ detail: string }>(
           `select detail from audit_log where action = 'api.request' and reason = 'VALIDATION_FAILED'
-            and user_id = 'alice' order by recorded_at, time, detail like '% coalesced; first: %'`,
+            and user_id = 'alice' order by time, recorded_at, detail like '% coalesced; first: %'`,
         )
       ).rows.map((r) => r.detail);
     const before = await rows();
@@ -580,7 +580,7 @@ describe('authentication and authorisation', () => {
     await edgeDbAudit.flush();
     const { rows } = await pool.query<{ action: string; detail: string | null; workspace_id: string }>(
       `select action, detail, workspace_id from audit_log where user_id = 'grace' and reason = $1
-        order by recorded_at, time, detail like '% coalesced; first: %'`,
+        order by time, recorded_at, detail like '% coalesced; first: %'`,
       [ErrorCodes.MEMBERSHIP_REVOKED],
     );
     // Per action: the first row at once, then one summary naming her, with the count.
