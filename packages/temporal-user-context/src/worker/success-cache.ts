@@ -1,5 +1,5 @@
 /**
- * Promises of a lookup by key, kept only once they succeed: concurrent callers share one lookup, a
+ * Lookups by key, their values kept only once they succeed: concurrent callers share one lookup, a
  * failed one is forgotten (the next caller looks again), and only successes count toward `size`
  * (eviction, least recently used first, happens when one is added), so a flood of bad keys, in flight
  * or failed, cannot push good ones out, and a stream of new good ones pushes out the idle ones first. With `ttlMs`, a success is kept that long after its lookup began,
@@ -8,10 +8,10 @@
  * the server end at the native connection's 30 s).
  */
 export class SuccessCache<V> {
-  /** Lookups that succeeded, least recently used first: at most `size`. */
-  private readonly kept = new Map<string, Entry<V>>();
+  /** Values of lookups that succeeded, least recently used first: at most `size`. */
+  private readonly kept = new Map<string, Kept<V>>();
   /** Lookups in flight, shared by concurrent callers; bounded by how many run at once. */
-  private readonly inFlight = new Map<string, Entry<V>>();
+  private readonly inFlight = new Map<string, InFlight<V>>();
 
   constructor(
     private readonly size: number,
@@ -20,31 +20,31 @@ export class SuccessCache<V> {
 
   get(key: string, lookup: () => Promise<V>): Promise<V> {
     const kept = this.kept.get(key);
-    const hit = kept ?? this.inFlight.get(key);
     // Without a TTL no clock is read (the verifier's token cache is on every activity's path).
-    if (hit && (this.ttlMs === Infinity || Date.now() < hit.until)) {
+    if (kept && (this.ttlMs === Infinity || Date.now() < kept.until)) {
       // Used now: moved to the end, last to go. Found by review: evicted oldest-first regardless, a
       // run's token used by every activity could go before tokens used once.
-      if (kept) {
-        this.kept.delete(key);
-        this.kept.set(key, kept);
-      }
-      return hit.value;
-    }
-    if (hit) {
       this.kept.delete(key);
-      this.inFlight.delete(key);
+      this.kept.set(key, kept);
+      // A promise made for this caller: the kept value is not the lookup's promise (below).
+      return Promise.resolve(kept.value);
     }
+    if (kept) this.kept.delete(key);
+    const flying = this.inFlight.get(key);
+    if (flying && (this.ttlMs === Infinity || Date.now() < flying.until)) return flying.pending;
     const pending = lookup();
-    const entry = { value: pending, until: this.ttlMs === Infinity ? Infinity : Date.now() + this.ttlMs };
+    const entry = { pending, until: this.ttlMs === Infinity ? Infinity : Date.now() + this.ttlMs };
     this.inFlight.set(key, entry);
     pending.then(
-      () => {
+      (value) => {
         // Only this lookup's entry: one begun after it expired, under the same key, stays in flight.
         if (this.inFlight.get(key) !== entry) return;
         this.inFlight.delete(key);
-        this.kept.set(key, entry);
-        if (this.kept.size > this.size) this.kept.delete(this.kept.keys().next().value as string);
+        // The value, not the promise (found by review): on Node 20 a promise keeps the async context it
+        // was made in, here the activity that looked it up, with its info, task token and scope, for as
+        // long as the entry is kept: some 6 to 19 KB an entry instead of the value's 1 or 2.
+        this.kept.set(key, { value, until: entry.until });
+        this.evict();
       },
       () => {
         if (this.inFlight.get(key) === entry) this.inFlight.delete(key);
@@ -52,9 +52,29 @@ export class SuccessCache<V> {
     );
     return pending;
   }
+
+  /**
+   * Past `size`, the least recently used entry goes; with a TTL, expired entries at the old end go too
+   * (found by review: each run's confirmation stayed, under a key never asked again, until it was the
+   * oldest of `size`).
+   */
+  private evict(): void {
+    if (this.kept.size > this.size) this.kept.delete(this.kept.keys().next().value as string);
+    if (this.ttlMs === Infinity) return;
+    const now = Date.now();
+    for (const [key, { until }] of this.kept) {
+      if (until > now) break;
+      this.kept.delete(key);
+    }
+  }
 }
 
-interface Entry<V> {
-  readonly value: Promise<V>;
+interface Kept<V> {
+  readonly value: V;
+  readonly until: number;
+}
+
+interface InFlight<V> {
+  readonly pending: Promise<V>;
   readonly until: number;
 }

@@ -1,3 +1,6 @@
+import { AsyncLocalStorage } from 'node:async_hooks';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
 import { afterEach, describe, expect, it, vi } from 'vitest';
 import { SuccessCache } from '../../src/worker/success-cache.js';
 
@@ -144,5 +147,37 @@ describe('SuccessCache', () => {
     await settle();
     expect(await cache.get('k', lookup)).toBe('later');
     expect(calls).toHaveLength(2);
+  });
+
+  // Found by review (a soak of a worker): the cache kept each lookup's promise, and on Node 20 a promise
+  // keeps the async context it was made in: every entry held a finished activity, its info and scope.
+  it('keeps the value, not the async context its lookup ran in', async () => {
+    setFlagsFromString('--expose-gc');
+    const gc = runInNewContext('gc') as () => void;
+    const storage = new AsyncLocalStorage<object>();
+    const cache = new SuccessCache<string>(10);
+    let context!: WeakRef<object>;
+    let expired!: WeakRef<object>;
+    const ttl = new SuccessCache<string>(10, 1);
+    await (async () => {
+      const activity = { info: new Uint8Array(1_000_000) };
+      context = new WeakRef(activity);
+      await storage.run(activity, () => cache.get('k', async () => 'v'));
+      const another = { info: new Uint8Array(1_000_000) };
+      expired = new WeakRef(another);
+      await storage.run(another, () => ttl.get('old', async () => 'v'));
+    })();
+    await settle();
+    expect(await cache.get('k', async () => 'looked up again')).toBe('v');
+    // An expired entry goes when the next one is kept, though its key is never asked again.
+    await new Promise((resolve) => setTimeout(resolve, 5));
+    await ttl.get('new', async () => 'w');
+    await settle();
+    for (let i = 0; i < 3; i++) {
+      gc();
+      await settle();
+    }
+    expect(context.deref()).toBeUndefined();
+    expect(expired.deref()).toBeUndefined();
   });
 });
