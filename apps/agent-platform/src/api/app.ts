@@ -71,6 +71,7 @@ import {
   toProblem,
   type RunEnding,
 } from './problems.js';
+import { SettleMemory } from './settle-memory.js';
 import { UnfinishedWork } from './unfinished-work.js';
 import { ParserRefusals } from './parser-refusals.js';
 import { validatorCompiler } from './validation.js';
@@ -1345,15 +1346,12 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     const { workspaceId } = user(request);
     const running = settling.get(workspaceId);
     if (running) return running;
-    if (Date.now() - (idleSince.get(workspaceId) ?? 0) < SETTLE_PAUSE_MS) return Promise.resolve(false);
+    if (memory.pausing(workspaceId, Date.now())) return Promise.resolve(false);
     const settle = (async () => {
       const now = Date.now();
       const open = await scoped(request, (tx) => new AgentRunRepository(tx).listOpen(limits.openRuns));
-      const looked = lookedAt.get(workspaceId) ?? new Map<string, number>();
-      lookedAt.set(workspaceId, looked);
       // Records no longer open are forgotten: the map holds at most the workspace's open ones.
-      const openIds = new Set(open.map((run) => run.id));
-      for (const id of looked.keys()) if (!openIds.has(id)) looked.delete(id);
+      const looked = memory.looks(workspaceId, new Set(open.map((run) => run.id)));
       const due = open
         .filter((run) => run.workflowId)
         .sort((a, b) => (looked.get(a.id) ?? 0) - (looked.get(b.id) ?? 0))
@@ -1391,8 +1389,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         }),
       );
       const changed = settled.some(Boolean);
-      if (changed) idleSince.delete(workspaceId);
-      else idleSince.set(workspaceId, Date.now());
+      memory.settled(workspaceId, changed, Date.now());
       return changed;
     })().finally(() => settling.delete(workspaceId));
     // Others share the outcome, never the error: it is this caller's (its membership gone meanwhile, a
@@ -1405,10 +1402,8 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   };
   /** Settlings in progress, by workspace. */
   const settling = new Map<string, Promise<boolean>>();
-  /** When a workspace's last settling changed nothing. */
-  const idleSince = new Map<string, number>();
-  /** By workspace, when each of its open run records was last looked at by a settling. */
-  const lookedAt = new Map<string, Map<string, number>>();
+  /** When a workspace's last settling changed nothing, and when its open records were last looked at. */
+  const memory = new SettleMemory(SETTLE_PAUSE_MS);
 
   /**
    * How a run Temporal reports closed (`status`) ended, as its record should say, read from Temporal as

@@ -388,7 +388,8 @@ function reportLostConnection(err: Error): void {
 }
 
 /**
- * Adapts a `pg` Pool. The pool stays owned by the caller (this adapter never ends it).
+ * Adapts a `pg` Pool. The pool stays owned by the caller (this adapter never ends it). Make one adapter
+ * per pool, once: each call adds its `onError` to the pool's one listener for the pool's life.
  *
  * `pg` emits `error` on the pool when an idle connection drops, and on a checked-out client when its
  * connection drops, and an `error` event with no listener is thrown as an uncaught exception: one
