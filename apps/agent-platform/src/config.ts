@@ -55,13 +55,27 @@ export const AUDIT_POOL_SIZE = 2;
  * (a lock, an outage) held API requests and activities without end in pg's queue for a connection.
  * - `connectionTimeoutMillis`: the longest wait for a connection (pg's default, 0, waits for ever);
  * - `statement_timeout`: the longest statement (the migrations lift it for their own session);
- * - `idle_in_transaction_session_timeout`: a transaction left open by a stalled client ends.
+ * - `idle_in_transaction_session_timeout`: a transaction left open by a stalled client ends;
+ * - `keepAlive`: TCP keepalive, so that a connection whose database went away without a word (a
+ *   failover, a network cut) is found dead by the kernel instead of held for ever (found by review).
+ * Those two timeouts are the database's: they end nothing once it is unreachable, which
+ * {@link QUERY_TIMEOUT_MS} does, from this side.
  */
 export const POOL_LIMITS = {
   connectionTimeoutMillis: 10_000,
   statement_timeout: 30_000,
   idle_in_transaction_session_timeout: 60_000,
+  keepAlive: true,
+  keepAliveInitialDelayMillis: 10_000,
 } as const;
+
+/**
+ * The adapters' `queryTimeoutMs`: the longest wait for the answer to a statement of a transaction,
+ * above `statement_timeout` so that the database ends a slow statement first. Found by review: ten
+ * connections that went silent held the pool's ten slots, and every scope after them waited for a
+ * connection and failed, until the process restarted.
+ */
+export const QUERY_TIMEOUT_MS = 45_000;
 
 /** DATABASE_URL (a pg Pool) when set, else PGlite persisted at `<data>/pglite` (with pgcrypto). */
 export async function openDatabase(
@@ -72,8 +86,8 @@ export async function openDatabase(
     const pool = new pg.Pool({ connectionString: url, max: 10, ...POOL_LIMITS });
     const auditPool = new pg.Pool({ connectionString: url, max: AUDIT_POOL_SIZE, ...POOL_LIMITS });
     return {
-      db: fromPgPool(pool, DATABASE_OPTIONS),
-      auditDb: fromPgPool(auditPool, DATABASE_OPTIONS),
+      db: fromPgPool(pool, { ...DATABASE_OPTIONS, queryTimeoutMs: QUERY_TIMEOUT_MS }),
+      auditDb: fromPgPool(auditPool, { ...DATABASE_OPTIONS, queryTimeoutMs: QUERY_TIMEOUT_MS }),
       kind: 'pg',
       close: async (timeoutMs = AUDIT_FLUSH_TIMEOUT_MS) => {
         let timer: ReturnType<typeof setTimeout> | undefined;

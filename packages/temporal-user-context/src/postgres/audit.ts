@@ -4,7 +4,7 @@ import { describeThrown, isSanitized, sanitizeAuditEvent, sanitizeField } from '
 import { numberOption } from '../context/number-option.js';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
 import type { UserContext } from '../context/schema.js';
-import type { SqlDatabase } from './database.js';
+import { CommitOutcomeUnknownError, type SqlDatabase } from './database.js';
 import {
   applyScope,
   DEFAULT_APP_ROLE,
@@ -205,7 +205,9 @@ function reportUnwritten(err: unknown, event: AuditEvent, handlerFailure?: unkno
     const msg =
       err instanceof AuditBacklogError
         ? `audit_log backlog full: ${describeThrown(err)}`
-        : `audit_log insert failed: ${describeThrown(err)}`;
+        : err instanceof CommitOutcomeUnknownError
+          ? `audit_log insert unconfirmed (its COMMIT got no answer: the record may be in the table): ${describeThrown(err)}`
+          : `audit_log insert failed: ${describeThrown(err)}`;
     // JSON escapes every control character, and the record is sanitised (no U+2028/U+2029, no lone
     // surrogate): one line, whatever it held.
     const line = JSON.stringify({
@@ -224,6 +226,30 @@ function reportUnwritten(err: unknown, event: AuditEvent, handlerFailure?: unkno
 
 /** Pauses before a batch that failed before its COMMIT is tried again (twice at most). */
 const RETRY_MS = [100, 400] as const;
+/**
+ * Pauses before a batch that failed for want of the database (no connection, a connection lost, no
+ * answer in time) is tried again: about a minute in all, what a restart or a failover takes. Found by
+ * review: after the two short retries, every record of a few seconds' outage went to stderr only, never
+ * to the table admins read. The queue's bounds (`maxPending`) still hold meanwhile.
+ */
+const OUTAGE_RETRY_MS = [100, 400, 1000, 2000, 4000, 8000, 15_000, 30_000] as const;
+
+/** What `pg` says when a connection is lost, refused or silent. */
+const LOST_CONNECTION =
+  /^(Connection terminated|Query read timeout|timeout exceeded when trying to connect|Client has encountered a connection error)/;
+
+/**
+ * Whether `err` says the database could not be reached or answered nothing: a socket's error
+ * (`ECONNREFUSED`, `ECONNRESET`, ...), `pg`'s lost connection, `Query read timeout` or pool timeout, or a
+ * SQLSTATE of a lost connection (class 08) or of a server shutting down or starting (57P01–57P03).
+ */
+function databaseUnreachable(err: unknown): boolean {
+  const { code, message } = (err ?? {}) as { code?: unknown; message?: unknown };
+  if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) return true;
+  if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code))
+    return code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03';
+  return typeof message === 'string' && LOST_CONNECTION.test(message);
+}
 
 /** A failed insert, and how far its transaction got (see `insert` in {@link postgresAuditSink}). */
 interface Failure {
@@ -258,8 +284,9 @@ interface Queued {
  * not): a burst of records holds that many pooled connections, not the whole pool. A transaction
  * whose rows the database refuses is tried again one record at a time, so that one refused record does
  * not take others with it; one that failed before its COMMIT (no connection, a deadlock, a timeout) is
- * tried again twice, after 0.1 and 0.4 s; one that failed at COMMIT is not retried, since the COMMIT
- * may have taken effect. Each record not written goes to `onError` with the record. An event given to the
+ * tried again twice, after 0.1 and 0.4 s, or, when the database could not be reached or answered
+ * nothing, for about a minute (0.1 s doubling to 30 s); one that failed at COMMIT is not retried, since
+ * the COMMIT may have taken effect. Each record not written goes to `onError` with the record. An event given to the
  * sink directly, not through an `Auditor`, is sanitised here ({@link sanitizeAuditEvent}: own fields
  * only, each of its type). A database that hangs holds the queue: records past `maxPending` (or past
  * `maxPendingPerWorkspace` of one workspace) are dropped and reported, and `flush({ timeoutMs })` gives
@@ -337,14 +364,17 @@ export function postgresAuditSink(
 
   /**
    * Writes one batch; never rejects. A failure before COMMIT (no connection, a refused scope, a
-   * deadlock, a statement timeout) wrote nothing, and is tried again after a pause, twice; rows the
+   * deadlock, a statement timeout) wrote nothing, and is tried again after a pause, twice (for about
+   * a minute when the database is unreachable); rows the
    * database refused are tried one record at a time; a failure at COMMIT is reported, never retried.
    */
   const write = async (batch: readonly Queued[]): Promise<void> => {
     const events = batch.map((q) => q.event);
     let failure = await insert(events);
-    for (let i = 0; failure && retryable(failure) && i < RETRY_MS.length; i++) {
-      await new Promise((resolve) => setTimeout(resolve, RETRY_MS[i]));
+    for (let i = 0; failure && retryable(failure); i++) {
+      const pauses = databaseUnreachable(failure.err) ? OUTAGE_RETRY_MS : RETRY_MS;
+      if (i >= pauses.length) break;
+      await new Promise((resolve) => setTimeout(resolve, pauses[i]));
       failure = await insert(events);
     }
     if (!failure) return;

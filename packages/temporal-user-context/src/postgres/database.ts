@@ -1,6 +1,7 @@
 import type { EventEmitter } from 'node:events';
 import type { Pool, PoolClient, QueryConfig, QueryResult } from 'pg';
 import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
+import { numberOption } from '../context/number-option.js';
 import { quoteIdent } from './ident.js';
 import { sealSchema } from './seal.js';
 
@@ -281,12 +282,15 @@ async function guardedCallback<T>(
 }
 
 /**
- * Settles once `client` has its connection's answer to the last query in hand. `pg` rejects a query at
- * the server's error message, before the ReadyForQuery message that carries the transaction status, so
- * the status read right after a failed statement could be the one from before it. (`readyForQuery` and
- * `connection` are fields of pg's Client that its type declarations leave out.)
+ * Settles once `client` has its connection's answer to the last query in hand: `true`, or `false` when
+ * none came within `limitMs`. `pg` rejects a query at the server's error message, before the
+ * ReadyForQuery message that carries the transaction status, so the status read right after a failed
+ * statement could be the one from before it. A connection that went silent (a failover or a network
+ * cut whose close never reached this host) would hold the transaction, and its pool slot, for ever
+ * (found by review): hence the limit. (`readyForQuery` and `connection` are fields of pg's Client that
+ * its type declarations leave out.)
  */
-function settled(client: PoolClient): Promise<void> {
+function settledWithin(client: PoolClient, limitMs: number): Promise<boolean> {
   const c = client as unknown as {
     readyForQuery?: boolean;
     connection?: EventEmitter;
@@ -298,13 +302,16 @@ function settled(client: PoolClient): Promise<void> {
   // A lost or closing connection sends nothing more: its status will not change, and waiting for it
   // would hold the transaction (and its pool slot) forever.
   if (c.readyForQuery !== false || !connection || c._queryable === false || c._ending || c._ended)
-    return Promise.resolve();
+    return Promise.resolve(true);
   return new Promise((resolve) => {
-    const done = () => {
+    const timer = limitMs === Infinity ? undefined : setTimeout(() => finish(false), limitMs);
+    const done = () => finish(true);
+    const finish = (answered: boolean) => {
+      clearTimeout(timer);
       connection.off('readyForQuery', done);
       connection.off('end', done);
       connection.off('error', done);
-      resolve();
+      resolve(answered);
     };
     // Registered after the client's own listener, which records the status first.
     connection.on('readyForQuery', done);
@@ -312,6 +319,27 @@ function settled(client: PoolClient): Promise<void> {
     connection.on('error', done);
   });
 }
+
+/** pg's `query_timeout` fired: the statement's answer never came, and the connection's state is unknown. */
+function isReadTimeout(err: unknown): boolean {
+  return err instanceof Error && err.message === 'Query read timeout';
+}
+
+/**
+ * A COMMIT the database may or may not have applied: its answer never came (the connection was lost,
+ * or the adapter's `queryTimeoutMs` passed). The transaction's work may be in the database: check
+ * before doing it again, unless it is idempotent. `cause` is the driver's error.
+ */
+export class CommitOutcomeUnknownError extends Error {
+  override readonly name = 'CommitOutcomeUnknownError';
+
+  constructor(options: { cause: unknown }) {
+    super('the COMMIT got no answer: the transaction may or may not have been committed', options);
+  }
+}
+
+/** Waited for the status after a failed statement when the adapter has no `queryTimeoutMs`. */
+const SETTLE_LIMIT_MS = 10_000;
 
 /** Whether a statement failed because the transaction it ran in was aborted (SQLSTATE 25P02). */
 function leftAborted(err: unknown): boolean {
@@ -361,6 +389,18 @@ export interface PgPoolOptions {
    * `withUserScope` and audit sink on this adapter enters through it unless told otherwise.
    */
   seal?: boolean | { schema?: string };
+  /**
+   * Most milliseconds the adapter waits for the answer to each statement of a transaction (`BEGIN`,
+   * the callback's, `COMMIT` with the session reset, `ROLLBACK`), client-side: `pg`'s `query_timeout`,
+   * given per statement. Past it the statement fails (`Query read timeout`, which callers should retry),
+   * the connection is closed rather than pooled again, and a `COMMIT` fails with
+   * {@link CommitOutcomeUnknownError}. `statement_timeout` is the database's own limit and ends nothing
+   * once the database is unreachable: this one does (found by review: a connection that went silent held
+   * its transaction, its pool slot and its activity for ever). Set it above `statement_timeout`.
+   * Default: the pool's `query_timeout` (none unless set); a failed statement's status is then awaited at
+   * most 10 s. Sessions (`session()`, the migrations') are not bounded by it.
+   */
+  queryTimeoutMs?: number;
 }
 
 /** Options of {@link fromPGlite}. */
@@ -404,6 +444,10 @@ function reportLostConnection(err: Error): void {
  */
 export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase {
   const seal = sealSchema(options.seal);
+  const queryTimeoutMs =
+    options.queryTimeoutMs === undefined
+      ? undefined
+      : numberOption('queryTimeoutMs', options.queryTimeoutMs, 0, { min: 1, max: 3_600_000, integer: true });
   const onError = options.onError ?? reportLostConnection;
   let handlers = poolErrorHandlers.get(pool);
   if (!handlers) {
@@ -449,17 +493,23 @@ export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase
       let broken: Error | undefined;
       let reset = false;
       const state = { open: true, ended: false };
+      // A statement whose answer never came: the connection's state is unknown, and it is closed, not
+      // rolled back (a ROLLBACK would wait behind the statement) nor pooled again.
+      let lost: Error | undefined;
+      const bounded = <C extends QueryConfig>(config: C): C =>
+        queryTimeoutMs === undefined ? config : Object.assign(config, { query_timeout: queryTimeoutMs });
+      const script = (text: string) => client.query(bounded({ text })) as unknown as Promise<QueryResult[]>;
       try {
-        await client.query('BEGIN');
         try {
+          await client.query(bounded({ text: 'BEGIN' }));
           // The extended protocol runs one statement per call (the simple one, used for a query
           // without parameters, would run `COMMIT; SELECT …` as two).
           const send = async (text: string, values: readonly unknown[]): Promise<Sent> => {
-            const config: QueryConfig & { queryMode: 'extended' } = {
+            const config: QueryConfig & { queryMode: 'extended' } = bounded({
               text,
               values: values as unknown[],
               queryMode: 'extended',
-            };
+            });
             try {
               const res = await client.query(config);
               return {
@@ -468,7 +518,9 @@ export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase
                 command: res.command,
               };
             } catch (err) {
-              await settled(client);
+              if (isReadTimeout(err)) lost = err as Error;
+              else if (!(await settledWithin(client, queryTimeoutMs ?? SETTLE_LIMIT_MS)))
+                lost = new Error('no answer from the database after a failed statement', { cause: err });
               throw err;
             }
           };
@@ -476,7 +528,17 @@ export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase
           // COMMIT and the session reset in one round trip (simple protocol): none of the reset's
           // statements needs to run outside a transaction block. Should COMMIT fail, the rest is not run
           // and the ROLLBACK below resets.
-          const [commit] = (await client.query(`COMMIT; ${SESSION_RESET}`)) as unknown as QueryResult[];
+          let commit: QueryResult | undefined;
+          try {
+            [commit] = await script(`COMMIT; ${SESSION_RESET}`);
+          } catch (err) {
+            // The database's own error (a SQLSTATE) is an answer: not committed. Anything else (the
+            // connection lost, no answer in time) leaves the outcome unknown (found by review: recorded
+            // as rolled back, though the work was in the database).
+            if ((err as { code?: unknown } | null)?.code !== undefined && !isReadTimeout(err)) throw err;
+            lost = err instanceof Error ? err : new Error(String(err));
+            throw new CommitOutcomeUnknownError({ cause: err });
+          }
           reset = true;
           // On an aborted transaction (the callback swallowed an SQL error) Postgres answers COMMIT with
           // ROLLBACK. Say so, as PGlite does, rather than report writes that never happened.
@@ -484,15 +546,17 @@ export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase
             throw new Error('transaction was aborted and rolled back instead of committed');
           return result;
         } catch (err) {
+          if (isReadTimeout(err)) lost ??= err as Error;
           if (state.ended) {
             // Whatever the callback ran before ending the transaction may have left session state
             // behind (a session-level SET): the connection is not pooled again.
             broken = transactionEnded();
             throw err;
           }
-          if (!reset) {
+          if (lost) broken = lost;
+          else if (!reset) {
             try {
-              await client.query(`ROLLBACK; ${SESSION_RESET}`);
+              await script(`ROLLBACK; ${SESSION_RESET}`);
             } catch (rollbackErr) {
               // A connection we could not roll back (or reset) might still carry the transaction or its
               // session state: destroy it.

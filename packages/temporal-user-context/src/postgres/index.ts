@@ -11,7 +11,7 @@
  *
  * @packageDocumentation
  */
-export { SESSION_RESET, fromPgPool, fromPGlite } from './database.js';
+export { CommitOutcomeUnknownError, SESSION_RESET, fromPgPool, fromPGlite } from './database.js';
 export type {
   PgPoolOptions,
   PGliteOptions,

@@ -5,6 +5,7 @@ import { ErrorCodes, UserContextError, isUserContextError } from '../context/err
 import { parseUserContext, sameUserContext, type UserContext } from '../context/schema.js';
 import { currentScope, settledScope, type ActivityScope } from '../worker/scope.js';
 import {
+  CommitOutcomeUnknownError,
   isTransactionEnded,
   leadingWords,
   transactionControl,
@@ -574,7 +575,14 @@ export async function withUserScope<T>(
     else if (isTransactionEnded(err)) {
       audit('deny', err.code, effectiveRoles, err.reason);
       markRecorded(err);
-    } else if (granted) audit('allow', 'ok', effectiveRoles, 'rolled back');
+    } else if (granted)
+      // A COMMIT that got no answer may have taken effect: not said to be rolled back (found by review).
+      audit(
+        'allow',
+        'ok',
+        effectiveRoles,
+        err instanceof CommitOutcomeUnknownError ? 'commit outcome unknown' : 'rolled back',
+      );
     throw err;
   }
 }

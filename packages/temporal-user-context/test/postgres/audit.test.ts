@@ -510,6 +510,24 @@ describe('audit sink while the database stalls', () => {
     return { db, state, release: () => release() };
   }
 
+  /**
+   * Flushes `sink` with the pauses between its tries on a fake clock, advanced as they are taken;
+   * resolves to the milliseconds they took.
+   */
+  async function flushedWithFakePauses(sink: { flush(): Promise<unknown> }): Promise<number> {
+    vi.useFakeTimers({ toFake: ['setTimeout', 'clearTimeout', 'Date'] });
+    try {
+      const started = Date.now();
+      let done = false;
+      const flushed = sink.flush().finally(() => (done = true));
+      while (!done) await vi.advanceTimersToNextTimerAsync();
+      await flushed;
+      return Date.now() - started;
+    } finally {
+      vi.useRealTimers();
+    }
+  }
+
   const event = (n: number) => ({
     time: new Date().toISOString(),
     action: `stall.${n}`,
@@ -743,7 +761,7 @@ describe('audit sink while the database stalls', () => {
       const sink = postgresAuditSink(db, { concurrency: 1, onError: (_err, e) => failed.push(e) });
       // The first is written alone; the four that wait for it go in one transaction, which fails.
       for (let i = 0; i < 5; i++) sink.emit({ ...event(i), ...(i === 3 ? { reason: 'poison' } : {}) });
-      await sink.flush();
+      await flushedWithFakePauses(sink);
       return { failed: failed.map((e) => e.action), inserted: inserted.map((row) => row[1]).sort() };
     };
     // A check constraint (SQLSTATE 23514): the rows were refused, each is tried alone.
@@ -790,25 +808,23 @@ describe('audit sink while the database stalls', () => {
       };
       return { db, inserted, attempts: () => attempts };
     };
-    for (const where of ['connect', 'scope'] as const) {
-      const { db, inserted, attempts } = flaky(where, 2);
+    const attempt = async (where: 'connect' | 'scope', failures: number) => {
+      const { db, inserted, attempts } = flaky(where, failures);
       const failed: string[] = [];
       const sink = postgresAuditSink(db, { onError: (_err, e) => failed.push(e.action) });
       sink.emit(event(0));
-      await sink.flush();
-      expect({ failed, inserted, attempts: attempts() }, where).toEqual({
-        failed: [],
-        inserted: ['stall.0'],
-        attempts: 3,
-      });
-    }
-    // Failing three times in a row before COMMIT: reported after the third.
-    const down = flaky('connect', 3);
-    const failedDown: string[] = [];
-    const sinkDown = postgresAuditSink(down.db, { onError: (_err, e) => failedDown.push(e.action) });
-    sinkDown.emit(event(0));
-    await sinkDown.flush();
-    expect({ failed: failedDown, attempts: down.attempts() }).toEqual({ failed: ['stall.0'], attempts: 3 });
+      const pausedMs = await flushedWithFakePauses(sink);
+      return { failed, inserted, attempts: attempts(), pausedMs };
+    };
+    // A deadlock (SQLSTATE 40P01): tried again twice, then reported.
+    expect(await attempt('scope', 2)).toMatchObject({ failed: [], inserted: ['stall.0'], attempts: 3 });
+    expect(await attempt('scope', 3)).toMatchObject({ failed: ['stall.0'], inserted: [], attempts: 3 });
+    // No connection: tried again for about a minute, what a restart or a failover takes (found by review:
+    // reported after the third try, half a second in, the records never reached the table).
+    expect(await attempt('connect', 5)).toMatchObject({ failed: [], inserted: ['stall.0'], attempts: 6 });
+    const down = await attempt('connect', 9);
+    expect(down).toMatchObject({ failed: ['stall.0'], inserted: [], attempts: 9 });
+    expect(down.pausedMs).toBeGreaterThanOrEqual(60_000);
     // At COMMIT it may have taken effect: reported, not tried again (it could be written twice).
     const atCommit = flaky('commit', 1);
     const failedAtCommit: string[] = [];
@@ -816,7 +832,7 @@ describe('audit sink while the database stalls', () => {
       onError: (_err, e) => failedAtCommit.push(e.action),
     });
     sinkAtCommit.emit(event(0));
-    await sinkAtCommit.flush();
+    await flushedWithFakePauses(sinkAtCommit);
     expect({ failed: failedAtCommit, attempts: atCommit.attempts() }).toEqual({
       failed: ['stall.0'],
       attempts: 1,

@@ -3,7 +3,7 @@
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { isUserContextError } from 'temporal-user-context';
-import { fromPgPool, type SqlDatabase } from 'temporal-user-context/postgres';
+import { CommitOutcomeUnknownError, fromPgPool, type SqlDatabase } from 'temporal-user-context/postgres';
 import { createTestDatabase, type TestDatabase } from '../../../../test-support/postgres.js';
 
 let database: TestDatabase;
@@ -135,4 +135,60 @@ describe('fromPgPool when a connection is lost', () => {
       await pool.end();
     }
   });
+});
+
+// Found by review: a connection that goes silent (a failover or a network cut whose close never reaches
+// this host) held its transaction and pool slot for ever; pg's own query_timeout could not end it,
+// since the adapter then waited for the status the silent connection would never send. A statement
+// the database runs past the limit stands in for the silence here.
+describe('fromPgPool when a statement gets no answer in time', () => {
+  for (const [name, limit] of [
+    ["the pool's query_timeout", { pool: { query_timeout: 300 }, adapter: {} }],
+    ["the adapter's queryTimeoutMs", { pool: {}, adapter: { queryTimeoutMs: 300 } }],
+  ] as const)
+    it(`with ${name}: the transaction fails, its connection is closed, and the pool's one slot serves the next`, async () => {
+      const pool = new pg.Pool({ connectionString: database.url, max: 1, ...limit.pool });
+      const db = fromPgPool(pool, { onError: () => undefined, ...limit.adapter });
+      try {
+        let pid = 0;
+        const started = Date.now();
+        const failed = await db
+          .transaction(async (tx) => {
+            pid = await pidOf(tx);
+            await tx.query('select pg_catalog.pg_sleep(5)');
+          })
+          .catch((err: unknown) => err);
+        expect((failed as Error).message).toBe('Query read timeout');
+        expect(Date.now() - started).toBeLessThan(4000);
+        // A new connection, not the one still busy with the statement.
+        expect(await db.transaction((tx) => pidOf(tx))).not.toBe(pid);
+      } finally {
+        await pool.end();
+      }
+    }, 15_000);
+
+  it('a COMMIT without an answer in time fails as CommitOutcomeUnknownError: the work may be committed', async () => {
+    // A deferred constraint trigger that takes a second at COMMIT.
+    await admin.query(`create table slow_commit (id int primary key)`);
+    await admin.query(`create function slow_commit_sleep() returns trigger language plpgsql as
+      $$ begin perform pg_catalog.pg_sleep(1); return null; end $$`);
+    await admin.query(`create constraint trigger slow_commit_at_commit after insert on slow_commit
+      deferrable initially deferred for each row execute function slow_commit_sleep()`);
+    const pool = new pg.Pool({ connectionString: database.url, max: 1 });
+    const db = fromPgPool(pool, { onError: () => undefined, queryTimeoutMs: 300 });
+    try {
+      const failed = await db
+        .transaction((tx) => tx.query('insert into slow_commit values (1)'))
+        .catch((err: unknown) => err);
+      expect(failed).toBeInstanceOf(CommitOutcomeUnknownError);
+      expect((failed as Error).cause).toMatchObject({ message: 'Query read timeout' });
+      // It was committed, once the trigger was done.
+      await vi.waitFor(
+        async () => expect((await admin.query('select id from slow_commit')).rows).toEqual([{ id: 1 }]),
+        { timeout: 5000 },
+      );
+    } finally {
+      await pool.end();
+    }
+  }, 15_000);
 });

@@ -1,3 +1,4 @@
+import pg from 'pg';
 import { afterAll, afterEach, beforeAll, beforeEach, describe, expect, it, vi } from 'vitest';
 import { BACKENDS, openBackend, type Backend } from '../../../../test-support/db-backends.js';
 import { Auditor, defaultAuditor, memoryAuditSink } from '../../src/audit/index.js';
@@ -9,6 +10,8 @@ import {
   type UserContext,
 } from '../../src/context/index.js';
 import {
+  CommitOutcomeUnknownError,
+  fromPgPool,
   withCurrentUserScope,
   withUserScope,
   type ScopedTransaction,
@@ -1027,6 +1030,40 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
     expect(sink.events.map((e) => [e.decision, e.reason, e.detail])).toEqual([
       ['allow', 'ok', `roles=${carol.roles.join(',')}; rolled back`],
     ]);
+  });
+
+  // Found by review: a COMMIT whose answer never came was recorded as rolled back, though the work was
+  // in the database.
+  it('a COMMIT that gets no answer in time is recorded as of unknown outcome, not as rolled back', async () => {
+    if (kind === 'pglite') return; // one in-process connection: every answer comes
+    await b.admin.query(`create function notes_slow_commit() returns trigger language plpgsql as
+      $$ begin if new.body = 'slow-commit' then perform pg_catalog.pg_sleep(1); end if; return null; end $$`);
+    await b.admin.query(`create constraint trigger notes_slow_commit after insert on notes
+      deferrable initially deferred for each row execute function notes_slow_commit()`);
+    const pool = new pg.Pool({ connectionString: b.url, max: 1 });
+    const sink = memoryAuditSink();
+    try {
+      const db = fromPgPool(pool, { onError: () => undefined, queryTimeoutMs: 300 });
+      const err = await rejection(
+        withUserScope(db, carol, (tx) => tx.query(`insert into notes (body) values ('slow-commit')`), {
+          ...opts,
+          auditor: new Auditor([sink]),
+        }),
+      );
+      expect(err).toBeInstanceOf(CommitOutcomeUnknownError);
+      expect(sink.events.map((e) => [e.decision, e.detail])).toEqual([
+        ['allow', `roles=${carol.roles.join(',')}; commit outcome unknown`],
+      ]);
+      await vi.waitFor(
+        async () =>
+          expect((await b.admin.query(`select 1 from notes where body = 'slow-commit'`)).rowCount).toBe(1),
+        { timeout: 5000 },
+      );
+    } finally {
+      await pool.end();
+      await b.admin.query('drop trigger notes_slow_commit on notes');
+      await b.admin.query(`delete from notes where body = 'slow-commit'`);
+    }
   });
 
   it('statementTimeoutMs must be an integer from 1 to 3 600 000: anything else is refused, on record', async () => {
