@@ -559,9 +559,21 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       return result;
     } as typeof handler;
   });
-  app.addHook('preClose', () => closing.abort());
+  // How long closing waits for requests in progress, then for their work.
+  const closeGraceMs = 2 * Math.max(temporalTimeoutMs, workerTimeoutMs);
+  let forceClose: ReturnType<typeof setTimeout> | undefined;
+  app.addHook('preClose', () => {
+    closing.abort();
+    // Node's server closes once every connection has: a handler stuck on a database that stopped
+    // answering held its client's connection, and with it the whole shutdown, the audit flush and the
+    // exit after it, for as long as the client waited (found by review). Past the grace, the
+    // connections are closed; the handlers' work is waited for (below), within the same bound.
+    forceClose = setTimeout(() => app.server.closeAllConnections(), closeGraceMs);
+    forceClose.unref();
+  });
   app.addHook('onClose', async () => {
-    const left = await unfinished.close(2 * Math.max(temporalTimeoutMs, workerTimeoutMs));
+    clearTimeout(forceClose);
+    const left = await unfinished.close(closeGraceMs);
     if (left > 0) app.log.warn({ left }, 'api: closed with work still running: its records may be lost');
   });
   app.setNotFoundHandler((request, reply) => {

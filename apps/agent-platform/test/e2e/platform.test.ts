@@ -266,6 +266,36 @@ describe('authentication and authorisation', () => {
     ]);
   });
 
+  // Found by review: a request whose handler waited on a database that stopped answering held its
+  // connection, and closing (the audit flush and the exit after it) waited for the client.
+  it('closes within its grace while a request waits on a database that does not answer', async () => {
+    const stuck: typeof db = { ...db, transaction: () => new Promise(() => undefined) };
+    const api = await createApi({
+      db: stuck,
+      client,
+      taskQueue,
+      verify: createVerifier({ jwks: issuer.jwks, issuer: issuer.issuer, audience: issuer.audience }),
+      scope: { auditor: new Auditor([audit]) },
+      temporalTimeoutMs: 200,
+      workerTimeoutMs: 200,
+    });
+    await api.listen({ port: 0, host: '127.0.0.1' });
+    const { port } = api.server.address() as AddressInfo;
+    const waiting = fetch(`http://127.0.0.1:${port}/workspaces/ws-acme/agents`, {
+      headers: { authorization: `Bearer ${tokens.alice}` },
+    }).then(
+      (res) => res.status,
+      () => 'closed',
+    );
+    // The request is in its handler, waiting on the database.
+    await new Promise((resolve) => setTimeout(resolve, 300));
+    const started = Date.now();
+    await api.close();
+    // The grace (twice the longer timeout: 400 ms), then the work's own wait, as long.
+    expect(Date.now() - started).toBeLessThan(5000);
+    expect(await waiting).toBe('closed');
+  });
+
   it('answers what the HTTP parser refuses (headers too large, not HTTP, a request too slow) with a problem document, on record', async () => {
     const api = await createApi({
       db,
