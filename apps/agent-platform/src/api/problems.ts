@@ -1,3 +1,4 @@
+import { CommitOutcomeUnknownError } from 'temporal-user-context/postgres';
 import {
   ScheduleAlreadyRunning,
   ScheduleNotFoundError,
@@ -312,6 +313,8 @@ function fromSystemCall(e: Error): boolean {
 /** What pg and pg-pool throw without a code. */
 const DATABASE_UNAVAILABLE_MESSAGES: ReadonlySet<string> = new Set([
   'timeout exceeded when trying to connect',
+  // No answer within the adapter's queryTimeoutMs (found by review: answered 500).
+  'Query read timeout',
   'Connection terminated due to connection timeout',
   'Connection terminated unexpectedly',
   'Client has encountered a connection error and is not queryable',
@@ -385,6 +388,14 @@ export function toProblem(err: unknown): Problem {
     const [status, title] = USER_CONTEXT_STATUS[code];
     return problem(status, code, title);
   }
+  // Its COMMIT got no answer: what the request changed may be in the database (found by review: 500).
+  if (err instanceof CommitOutcomeUnknownError)
+    return problem(
+      503,
+      'DATABASE_UNAVAILABLE',
+      'The database is unavailable',
+      'its answer to the last change was lost: the change may have been made; check before sending it again',
+    );
   if (isDatabaseStalled(err)) return problem(503, 'DATABASE_UNAVAILABLE', 'The database is unavailable');
   const statusCode = (err as { statusCode?: number }).statusCode;
   // A refusal of the framework's or a plugin's: its code says what its status says (found by review: the

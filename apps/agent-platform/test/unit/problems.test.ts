@@ -1,3 +1,4 @@
+import { CommitOutcomeUnknownError } from 'temporal-user-context/postgres';
 import { QueryNotRegisteredError, WorkflowFailedError, WorkflowUpdateFailedError } from '@temporalio/client';
 import {
   ActivityFailure,
@@ -143,8 +144,18 @@ describe('the database past its limits', () => {
         { code: 'ECONNREFUSED' },
       ),
       new Error('scope failed', { cause: pgError('57P03') }),
+      // No answer within the adapter's queryTimeoutMs (found by review: 500).
+      new Error('Query read timeout'),
     ])
       expect(toProblem(err), err.message).toMatchObject({ status: 503, code: 'DATABASE_UNAVAILABLE' });
+    // A COMMIT without an answer: the change may have been made, which the answer says.
+    expect(
+      toProblem(new CommitOutcomeUnknownError({ cause: new Error('Query read timeout') })),
+    ).toMatchObject({
+      status: 503,
+      code: 'DATABASE_UNAVAILABLE',
+      detail: expect.stringContaining('may have been made'),
+    });
     for (const err of [
       pgError('23505'),
       pgError('42501'),

@@ -338,6 +338,21 @@ export class CommitOutcomeUnknownError extends Error {
   }
 }
 
+/**
+ * Whether `err` is the database's own refusal of a statement: a SQLSTATE, but not one of a lost
+ * connection (class 08) or of a server shutting down (57P01–57P03), after which what the statement did
+ * is not known. A socket's error (`ECONNRESET`) has a `code` too, but no SQLSTATE's shape.
+ */
+function refusedByDatabase(err: unknown): boolean {
+  const code = (err as { code?: unknown } | null)?.code;
+  return (
+    typeof code === 'string' &&
+    /^[0-9A-Z]{5}$/.test(code) &&
+    !code.startsWith('08') &&
+    !['57P01', '57P02', '57P03'].includes(code)
+  );
+}
+
 /** Waited for the status after a failed statement when the adapter has no `queryTimeoutMs`. */
 const SETTLE_LIMIT_MS = 10_000;
 
@@ -499,6 +514,15 @@ export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase
       const bounded = <C extends QueryConfig>(config: C): C =>
         queryTimeoutMs === undefined ? config : Object.assign(config, { query_timeout: queryTimeoutMs });
       const script = (text: string) => client.query(bounded({ text })) as unknown as Promise<QueryResult[]>;
+      // After COMMIT: a reset that fails leaves session state behind, so the connection is not pooled
+      // again; the transaction stands, committed.
+      const resetSession = async () => {
+        try {
+          await script(SESSION_RESET);
+        } catch (resetErr) {
+          broken = resetErr instanceof Error ? resetErr : new Error(String(resetErr));
+        }
+      };
       try {
         try {
           await client.query(bounded({ text: 'BEGIN' }));
@@ -510,6 +534,10 @@ export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase
               values: values as unknown[],
               queryMode: 'extended',
             });
+            // Nothing more once a statement got no answer: it may still run, and what the connection
+            // answers next is not this statement's (found by review: a callback that caught the
+            // timeout had its next statements, and its COMMIT, queued behind the one that hung).
+            if (lost) throw lost;
             try {
               const res = await client.query(config);
               return {
@@ -525,25 +553,29 @@ export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase
             }
           };
           const result = await guardedCallback(fn, send, () => client.getTransactionStatus() !== 'I', state);
-          // COMMIT and the session reset in one round trip (simple protocol): none of the reset's
-          // statements needs to run outside a transaction block. Should COMMIT fail, the rest is not run
-          // and the ROLLBACK below resets.
-          let commit: QueryResult | undefined;
+          if (lost) throw lost;
+          // COMMIT alone: sent with the session reset, a reset statement's failure after it (a fast
+          // shutdown's 57P01) hid that it had committed (found by review).
+          let commit: QueryResult;
           try {
-            [commit] = await script(`COMMIT; ${SESSION_RESET}`);
+            commit = await client.query(bounded({ text: 'COMMIT' }));
           } catch (err) {
-            // The database's own error (a SQLSTATE) is an answer: not committed. Anything else (the
-            // connection lost, no answer in time) leaves the outcome unknown (found by review: recorded
-            // as rolled back, though the work was in the database).
-            if ((err as { code?: unknown } | null)?.code !== undefined && !isReadTimeout(err)) throw err;
+            // The database's refusal of the COMMIT (a SQLSTATE, but a lost connection's, class 08, or a
+            // shutdown's, 57P01–57P03) is an answer: not committed. Anything else (the connection lost,
+            // reset, no answer in time) leaves the outcome unknown (found by review: recorded as rolled
+            // back, though the work was in the database).
+            if (refusedByDatabase(err)) throw err;
             lost = err instanceof Error ? err : new Error(String(err));
             throw new CommitOutcomeUnknownError({ cause: err });
           }
           reset = true;
           // On an aborted transaction (the callback swallowed an SQL error) Postgres answers COMMIT with
           // ROLLBACK. Say so, as PGlite does, rather than report writes that never happened.
-          if (commit?.command === 'ROLLBACK')
+          if (commit.command === 'ROLLBACK') {
+            await resetSession();
             throw new Error('transaction was aborted and rolled back instead of committed');
+          }
+          await resetSession();
           return result;
         } catch (err) {
           if (isReadTimeout(err)) lost ??= err as Error;

@@ -167,6 +167,33 @@ describe('fromPgPool when a statement gets no answer in time', () => {
       }
     }, 15_000);
 
+  // Found by review: a callback that caught the timeout and went on had its statements, and its COMMIT,
+  // queued behind the one that hung, which then committed what the caller was told had failed.
+  it('a callback that catches the timeout and goes on sends nothing more: the transaction fails, nothing is committed', async () => {
+    await admin.query(`create table lost_after (id int primary key)`);
+    const pool = new pg.Pool({ connectionString: database.url, max: 1 });
+    const db = fromPgPool(pool, { onError: () => undefined, queryTimeoutMs: 300 });
+    try {
+      let next: unknown;
+      const failed = await db
+        .transaction(async (tx) => {
+          await tx
+            .query('insert into lost_after select 1 from pg_catalog.pg_sleep(0.45)')
+            .catch(() => undefined);
+          next = await tx.query('select 1').catch((err: unknown) => err);
+          return 'carried on';
+        })
+        .catch((err: unknown) => err);
+      expect((next as Error).message).toBe('Query read timeout');
+      expect((failed as Error).message).toBe('Query read timeout');
+      // The statement ran to its end on the server, in a transaction nothing committed.
+      await new Promise((resolve) => setTimeout(resolve, 1000));
+      expect((await admin.query('select id from lost_after')).rows).toEqual([]);
+    } finally {
+      await pool.end();
+    }
+  }, 15_000);
+
   it('a COMMIT without an answer in time fails as CommitOutcomeUnknownError: the work may be committed', async () => {
     // A deferred constraint trigger that takes a second at COMMIT.
     await admin.query(`create table slow_commit (id int primary key)`);
