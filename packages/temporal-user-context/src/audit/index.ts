@@ -10,6 +10,7 @@ export {
   STDOUT_MAX_BUFFERED_BYTES,
 } from './sinks.js';
 export { STDERR_MAX_BUFFERED_BYTES } from './stderr.js';
+export { metricsAuditSink, type MetricsAuditSinkOptions } from './metrics.js';
 export {
   coalescingAuditSink,
   isHistorylessCall,
