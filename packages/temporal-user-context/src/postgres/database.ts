@@ -339,18 +339,16 @@ export class CommitOutcomeUnknownError extends Error {
 }
 
 /**
- * Whether `err` is the database's own refusal of a statement: a SQLSTATE, but not one of a lost
- * connection (class 08) or of a server shutting down (57P01–57P03), after which what the statement did
- * is not known. A socket's error (`ECONNRESET`) has a `code` too, but no SQLSTATE's shape.
+ * Whether `err`, from `COMMIT; SESSION_RESET`, is the database's refusal of the COMMIT: a SQLSTATE a
+ * COMMIT raises when it does not commit (a deferred constraint or trigger, a serialization failure),
+ * and that none of the reset's statements can. Not a lost connection's (class 08), an operator's or a
+ * shutdown's (57: a cancel, a terminated backend), a lack of resources (53, 58) or an internal error
+ * (XX): a reset statement after the COMMIT may have raised those, or the COMMIT's answer been lost.
+ * A socket's error (`ECONNRESET`) has a `code` too, but not a SQLSTATE's shape.
  */
 function refusedByDatabase(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
-  return (
-    typeof code === 'string' &&
-    /^[0-9A-Z]{5}$/.test(code) &&
-    !code.startsWith('08') &&
-    !['57P01', '57P02', '57P03'].includes(code)
-  );
+  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) && !/^(08|53|57|58|XX)/.test(code);
 }
 
 /** Waited for the status after a failed statement when the adapter has no `queryTimeoutMs`. */
@@ -514,15 +512,6 @@ export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase
       const bounded = <C extends QueryConfig>(config: C): C =>
         queryTimeoutMs === undefined ? config : Object.assign(config, { query_timeout: queryTimeoutMs });
       const script = (text: string) => client.query(bounded({ text })) as unknown as Promise<QueryResult[]>;
-      // After COMMIT: a reset that fails leaves session state behind, so the connection is not pooled
-      // again; the transaction stands, committed.
-      const resetSession = async () => {
-        try {
-          await script(SESSION_RESET);
-        } catch (resetErr) {
-          broken = resetErr instanceof Error ? resetErr : new Error(String(resetErr));
-        }
-      };
       try {
         try {
           await client.query(bounded({ text: 'BEGIN' }));
@@ -554,16 +543,17 @@ export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase
           };
           const result = await guardedCallback(fn, send, () => client.getTransactionStatus() !== 'I', state);
           if (lost) throw lost;
-          // COMMIT alone: sent with the session reset, a reset statement's failure after it (a fast
-          // shutdown's 57P01) hid that it had committed (found by review).
-          let commit: QueryResult;
+          // COMMIT and the session reset in one round trip (simple protocol): none of the reset's
+          // statements needs to run outside a transaction block. Should COMMIT fail, the rest is not run
+          // and the ROLLBACK below resets.
+          let commit: QueryResult | undefined;
           try {
-            commit = await client.query(bounded({ text: 'COMMIT' }));
+            [commit] = await script(`COMMIT; ${SESSION_RESET}`);
           } catch (err) {
-            // The database's refusal of the COMMIT (a SQLSTATE, but a lost connection's, class 08, or a
-            // shutdown's, 57P01–57P03) is an answer: not committed. Anything else (the connection lost,
-            // reset, no answer in time) leaves the outcome unknown (found by review: recorded as rolled
-            // back, though the work was in the database).
+            // Only the database's own refusal of the COMMIT says "not committed" (found by review:
+            // anything else was recorded as rolled back, though the work was in the database). A lost
+            // connection, a socket's error, no answer in time, or a failure a reset statement after the
+            // COMMIT could have raised (a shutdown, a cancel, out of resources) leaves it unknown.
             if (refusedByDatabase(err)) throw err;
             lost = err instanceof Error ? err : new Error(String(err));
             throw new CommitOutcomeUnknownError({ cause: err });
@@ -571,11 +561,8 @@ export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase
           reset = true;
           // On an aborted transaction (the callback swallowed an SQL error) Postgres answers COMMIT with
           // ROLLBACK. Say so, as PGlite does, rather than report writes that never happened.
-          if (commit.command === 'ROLLBACK') {
-            await resetSession();
+          if (commit?.command === 'ROLLBACK')
             throw new Error('transaction was aborted and rolled back instead of committed');
-          }
-          await resetSession();
           return result;
         } catch (err) {
           if (isReadTimeout(err)) lost ??= err as Error;

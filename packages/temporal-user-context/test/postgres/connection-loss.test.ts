@@ -194,6 +194,28 @@ describe('fromPgPool when a statement gets no answer in time', () => {
     }
   }, 15_000);
 
+  it("a COMMIT the database refuses (a deferred constraint) fails with the database's error: nothing committed", async () => {
+    await admin.query(
+      `create table refused_at_commit (id int, constraint once unique (id) deferrable initially deferred)`,
+    );
+    const pool = new pg.Pool({ connectionString: database.url, max: 1 });
+    const db = fromPgPool(pool, { onError: () => undefined, queryTimeoutMs: 5000 });
+    try {
+      const failed = await db
+        .transaction((tx) => tx.query('insert into refused_at_commit values (1), (1)'))
+        .catch((err: unknown) => err);
+      expect(failed).not.toBeInstanceOf(CommitOutcomeUnknownError);
+      expect(failed).toMatchObject({ code: '23505' });
+      expect((await admin.query('select id from refused_at_commit')).rows).toEqual([]);
+      // The connection was rolled back and reset, and serves the next transaction.
+      expect(await db.transaction(async (tx) => (await tx.query('select 1 as one')).rows)).toEqual([
+        { one: 1 },
+      ]);
+    } finally {
+      await pool.end();
+    }
+  });
+
   it('a COMMIT without an answer in time fails as CommitOutcomeUnknownError: the work may be committed', async () => {
     // A deferred constraint trigger that takes a second at COMMIT.
     await admin.query(`create table slow_commit (id int primary key)`);
