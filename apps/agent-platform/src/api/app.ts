@@ -89,6 +89,7 @@ const SCHEDULE_ROW_STALE_MS = 120_000;
 const SCHEDULE_MEMO = 'agentPlatform';
 const DEFAULT_WORKER_TIMEOUT_MS = 10_000;
 const DEFAULT_TEMPORAL_TIMEOUT_MS = 10_000;
+const DEFAULT_CLOSE_GRACE_MS = 60_000;
 /** Waits between the deletes of a schedule whose create timed out without a key (undoTimedOut). */
 const LATE_DELETE_MS = [1000, 4000, 25_000] as const;
 /** Statuses after which nothing follows; CONTINUED_AS_NEW is not one (the chain goes on). */
@@ -135,6 +136,14 @@ export interface CreateApiOptions {
    * Default 10 s.
    */
   temporalTimeoutMs?: number;
+  /**
+   * How long closing lets requests in progress finish before it closes their connections (their work
+   * is then waited for, within twice the longer of the two timeouts above). Default 60 s, or twice the
+   * longer timeout when that is more: longer than a request bounded by the database's limits (the
+   * platform's: 10 s for a connection, 45 s for an answer), so that closing cuts only what is stuck
+   * (found by review: 20 s cut requests that would have answered).
+   */
+  closeGraceMs?: number;
   /**
    * The edge plugin's `mirrorQuery`: when its search-attribute mirror is on, the schedule listing asks
    * the server for the workspace's schedules only, instead of reading every schedule of the namespace.
@@ -560,7 +569,8 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     } as typeof handler;
   });
   // How long closing waits for requests in progress, then for their work.
-  const closeGraceMs = 2 * Math.max(temporalTimeoutMs, workerTimeoutMs);
+  const workGraceMs = 2 * Math.max(temporalTimeoutMs, workerTimeoutMs);
+  const closeGraceMs = options.closeGraceMs ?? Math.max(DEFAULT_CLOSE_GRACE_MS, workGraceMs);
   let forceClose: ReturnType<typeof setTimeout> | undefined;
   app.addHook('preClose', () => {
     closing.abort();
@@ -573,7 +583,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   });
   app.addHook('onClose', async () => {
     clearTimeout(forceClose);
-    const left = await unfinished.close(closeGraceMs);
+    const left = await unfinished.close(workGraceMs);
     if (left > 0) app.log.warn({ left }, 'api: closed with work still running: its records may be lost');
   });
   app.setNotFoundHandler((request, reply) => {

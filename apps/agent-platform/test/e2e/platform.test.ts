@@ -278,6 +278,7 @@ describe('authentication and authorisation', () => {
       scope: { auditor: new Auditor([audit]) },
       temporalTimeoutMs: 200,
       workerTimeoutMs: 200,
+      closeGraceMs: 400,
     });
     await api.listen({ port: 0, host: '127.0.0.1' });
     const { port } = api.server.address() as AddressInfo;
@@ -291,9 +292,39 @@ describe('authentication and authorisation', () => {
     await new Promise((resolve) => setTimeout(resolve, 300));
     const started = Date.now();
     await api.close();
-    // The grace (twice the longer timeout: 400 ms), then the work's own wait, as long.
+    // The grace (400 ms), then the work's own wait (twice the longer timeout: 400 ms).
     expect(Date.now() - started).toBeLessThan(5000);
     expect(await waiting).toBe('closed');
+  });
+
+  // Found by review: a grace shorter than a request the database's limits allow cut requests that would
+  // have answered.
+  it('lets a slow request that answers within its grace finish while closing', async () => {
+    const slow: typeof db = {
+      ...db,
+      transaction: async (fn) => {
+        await new Promise((resolve) => setTimeout(resolve, 800));
+        return db.transaction(fn);
+      },
+    };
+    const api = await createApi({
+      db: slow,
+      client,
+      taskQueue,
+      verify: createVerifier({ jwks: issuer.jwks, issuer: issuer.issuer, audience: issuer.audience }),
+      scope: { auditor: new Auditor([audit]) },
+      temporalTimeoutMs: 200,
+      workerTimeoutMs: 200,
+      closeGraceMs: 5000,
+    });
+    await api.listen({ port: 0, host: '127.0.0.1' });
+    const { port } = api.server.address() as AddressInfo;
+    const answered = fetch(`http://127.0.0.1:${port}/workspaces/ws-acme/agents`, {
+      headers: { authorization: `Bearer ${tokens.alice}` },
+    }).then((res) => res.status);
+    await new Promise((resolve) => setTimeout(resolve, 200));
+    await api.close();
+    expect(await answered).toBe(200);
   });
 
   it('answers what the HTTP parser refuses (headers too large, not HTTP, a request too slow) with a problem document, on record', async () => {
