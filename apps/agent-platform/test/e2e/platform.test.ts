@@ -266,28 +266,41 @@ describe('authentication and authorisation', () => {
     ]);
   });
 
-  // Found by review: a request whose handler waited on a database that stopped answering held its
-  // connection, and closing (the audit flush and the exit after it) waited for the client.
-  it('closes within its grace while a request waits on a database that does not answer', async () => {
-    const stuck: typeof db = { ...db, transaction: () => new Promise(() => undefined) };
+  /**
+   * An API on `database` with short Temporal timeouts (a 400 ms wait for work at close) and `closeGraceMs`,
+   * listening; `request` sends alice's agent listing, resolving to its status or `closed`.
+   */
+  async function closingApi(database: typeof db, closeGraceMs: number) {
     const api = await createApi({
-      db: stuck,
+      db: database,
       client,
       taskQueue,
       verify: createVerifier({ jwks: issuer.jwks, issuer: issuer.issuer, audience: issuer.audience }),
       scope: { auditor: new Auditor([audit]) },
       temporalTimeoutMs: 200,
       workerTimeoutMs: 200,
-      closeGraceMs: 400,
+      closeGraceMs,
     });
     await api.listen({ port: 0, host: '127.0.0.1' });
     const { port } = api.server.address() as AddressInfo;
-    const waiting = fetch(`http://127.0.0.1:${port}/workspaces/ws-acme/agents`, {
-      headers: { authorization: `Bearer ${tokens.alice}` },
-    }).then(
-      (res) => res.status,
-      () => 'closed',
+    const request = () =>
+      fetch(`http://127.0.0.1:${port}/workspaces/ws-acme/agents`, {
+        headers: { authorization: `Bearer ${tokens.alice}` },
+      }).then(
+        (res) => res.status,
+        () => 'closed',
+      );
+    return { api, request };
+  }
+
+  // Found by review: a request whose handler waited on a database that stopped answering held its
+  // connection, and closing (the audit flush and the exit after it) waited for the client.
+  it('closes within its grace while a request waits on a database that does not answer', async () => {
+    const { api, request } = await closingApi(
+      { ...db, transaction: () => new Promise(() => undefined) },
+      400,
     );
+    const waiting = request();
     // The request is in its handler, waiting on the database.
     await new Promise((resolve) => setTimeout(resolve, 300));
     const started = Date.now();
@@ -307,21 +320,8 @@ describe('authentication and authorisation', () => {
         return db.transaction(fn);
       },
     };
-    const api = await createApi({
-      db: slow,
-      client,
-      taskQueue,
-      verify: createVerifier({ jwks: issuer.jwks, issuer: issuer.issuer, audience: issuer.audience }),
-      scope: { auditor: new Auditor([audit]) },
-      temporalTimeoutMs: 200,
-      workerTimeoutMs: 200,
-      closeGraceMs: 5000,
-    });
-    await api.listen({ port: 0, host: '127.0.0.1' });
-    const { port } = api.server.address() as AddressInfo;
-    const answered = fetch(`http://127.0.0.1:${port}/workspaces/ws-acme/agents`, {
-      headers: { authorization: `Bearer ${tokens.alice}` },
-    }).then((res) => res.status);
+    const { api, request } = await closingApi(slow, 5000);
+    const answered = request();
     await new Promise((resolve) => setTimeout(resolve, 200));
     await api.close();
     expect(await answered).toBe(200);

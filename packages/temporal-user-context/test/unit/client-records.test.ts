@@ -238,18 +238,24 @@ describe("a schedule's end", () => {
   });
 });
 
+/** A Nexus handler's scope for alice, auditing into `handlerAudit`. */
+function aliceHandler() {
+  const handlerAudit = memoryAuditSink();
+  const handler = {
+    context: alice,
+    allowedSystem: [],
+    audit: { namespace: 'default', workflowId: 'caller', activityType: 'nexus:svc/op' },
+    auditor: new Auditor([handlerAudit]),
+  };
+  return { handler, handlerAudit };
+}
+
 describe('a client call from work a handler left running', () => {
   // Found by review: once the handler settled, its scope closed and the call passed for code outside
   // every handler, as whatever user an edge scope inside it named.
   it('is refused once the handler settled, whoever an edge scope names, and sends nothing', async () => {
     const { client, sent, audit } = recordingClients(edge);
-    const handlerAudit = memoryAuditSink();
-    const handler = {
-      context: alice,
-      allowedSystem: [],
-      audit: { namespace: 'default', workflowId: 'caller', activityType: 'nexus:svc/op' },
-      auditor: new Auditor([handlerAudit]),
-    };
+    const { handler, handlerAudit } = aliceHandler();
     const mallory = { userId: 'mallory', workspaceId: 'ws-2', roles: ['member'] };
     const start = () => runAsUser(mallory, () => client.start('wf', { workflowId: 'w1', taskQueue: 'tq' }));
     let release!: () => void;
@@ -294,13 +300,7 @@ describe('a client call from work a handler left running', () => {
   // Found by review: schedule changes (which carry no context) were recorded as asked by no one.
   it("may not change a schedule either: refused on the handler's record, and only once it settled", async () => {
     const { source, audit } = edgeSource(edge);
-    const handlerAudit = memoryAuditSink();
-    const handler = {
-      context: alice,
-      allowedSystem: [],
-      audit: { namespace: 'default', workflowId: 'caller', activityType: 'nexus:svc/op' },
-      auditor: new Auditor([handlerAudit]),
-    };
+    const { handler, handlerAudit } = aliceHandler();
     const target = { kind: 'schedule', namespace: 'default', id: 'nightly', detail: 'trigger' } as const;
     let release!: () => void;
     const later = new Promise<void>((resolve) => (release = resolve));
