@@ -571,6 +571,9 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   // How long closing waits for requests in progress, then for their work.
   const workGraceMs = 2 * Math.max(temporalTimeoutMs, workerTimeoutMs);
   const closeGraceMs = options.closeGraceMs ?? Math.max(DEFAULT_CLOSE_GRACE_MS, workGraceMs);
+  // Past 2^31 - 1 ms (or not a number), Node's timer fires at once: closing would cut every request.
+  if (!Number.isInteger(closeGraceMs) || closeGraceMs < 0 || closeGraceMs > 2 ** 31 - 1)
+    throw new TypeError('closeGraceMs must be an integer from 0 to 2147483647');
   let forceClose: ReturnType<typeof setTimeout> | undefined;
   app.addHook('preClose', () => {
     closing.abort();

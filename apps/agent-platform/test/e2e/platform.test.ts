@@ -320,6 +320,9 @@ describe('authentication and authorisation', () => {
         return db.transaction(fn);
       },
     };
+    // A grace Node's timer cannot hold (it would fire at once, cutting every request) is refused.
+    for (const closeGraceMs of [Infinity, -1, 2 ** 31])
+      await expect(closingApi(slow, closeGraceMs), String(closeGraceMs)).rejects.toThrow(/closeGraceMs/);
     const { api, request } = await closingApi(slow, 5000);
     const answered = request();
     await new Promise((resolve) => setTimeout(resolve, 200));

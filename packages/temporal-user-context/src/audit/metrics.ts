@@ -1,6 +1,13 @@
 import type { MetricMeter } from '@temporalio/common';
 import type { AuditSink } from './event.js';
 
+/**
+ * What a label may carry: a code (`USER_CONTEXT_MISSING`, `ok`) or an action's name (`activity.execute`).
+ * An application's own record whose `action` or `reason` is anything else (a reason that quotes an id)
+ * is counted as `other`: one series per id would grow without bound.
+ */
+const CODE = /^[A-Za-z][A-Za-z0-9_.:-]{0,63}$/;
+
 /** Options of {@link metricsAuditSink}. */
 export interface MetricsAuditSinkOptions {
   /** The counter's name (default `temporal_user_context_decisions`). */
@@ -13,7 +20,9 @@ export interface MetricsAuditSinkOptions {
  * the runtime's meter (`Runtime.instance().metricMeter` in a worker process), and the counter goes out
  * wherever the runtime's telemetry sends metrics (Prometheus, OpenTelemetry), beside the SDK's own:
  * an alert on `decision="deny"` by `reason` sees refusals as they happen. List it beside the trail's
- * sinks, not behind a `coalescingAuditSink`, whose summaries stand for many records.
+ * sinks, not behind a `coalescingAuditSink`, whose summaries stand for many records. The runtime's meter
+ * counts nothing unless its telemetry exports metrics (`Runtime.install({ telemetryOptions: { metrics } })`,
+ * called before anything else uses the runtime).
  *
  * @example
  * new UserContextPlugin({ keys, audit: [pinoAuditSink(), metricsAuditSink(Runtime.instance().metricMeter)] })
@@ -26,7 +35,11 @@ export function metricsAuditSink(meter: MetricMeter, options: MetricsAuditSinkOp
   );
   return {
     emit(event) {
-      counter.add(1, { action: event.action, decision: event.decision, reason: event.reason });
+      counter.add(1, {
+        action: CODE.test(event.action) ? event.action : 'other',
+        decision: event.decision,
+        reason: CODE.test(event.reason) ? event.reason : 'other',
+      });
     },
   };
 }

@@ -206,7 +206,7 @@ function reportUnwritten(err: unknown, event: AuditEvent, handlerFailure?: unkno
       err instanceof AuditBacklogError
         ? `audit_log backlog full: ${describeThrown(err)}`
         : err instanceof CommitOutcomeUnknownError
-          ? `audit_log insert unconfirmed (its COMMIT got no answer: the record may be in the table): ${describeThrown(err)}`
+          ? `audit_log insert unconfirmed (its COMMIT's answer was lost: the record may be in the table): ${describeThrown(err)}`
           : `audit_log insert failed: ${describeThrown(err)}`;
     // JSON escapes every control character, and the record is sanitised (no U+2028/U+2029, no lone
     // surrogate): one line, whatever it held.

@@ -326,29 +326,27 @@ function isReadTimeout(err: unknown): boolean {
 }
 
 /**
- * A COMMIT the database may or may not have applied: its answer never came (the connection was lost,
- * or the adapter's `queryTimeoutMs` passed). The transaction's work may be in the database: check
+ * A COMMIT the database may or may not have applied: its answer was lost (the connection was lost or
+ * reset, the backend terminated, or the adapter's `queryTimeoutMs` passed). The transaction's work may be in the database: check
  * before doing it again, unless it is idempotent. `cause` is the driver's error.
  */
 export class CommitOutcomeUnknownError extends Error {
   override readonly name = 'CommitOutcomeUnknownError';
 
   constructor(options: { cause: unknown }) {
-    super('the COMMIT got no answer: the transaction may or may not have been committed', options);
+    super("the COMMIT's answer was lost: the transaction may or may not have been committed", options);
   }
 }
 
 /**
- * Whether `err`, from `COMMIT; SESSION_RESET`, is the database's refusal of the COMMIT: a SQLSTATE a
- * COMMIT raises when it does not commit (a deferred constraint or trigger, a serialization failure),
- * and that none of the reset's statements can. Not a lost connection's (class 08), an operator's or a
- * shutdown's (57: a cancel, a terminated backend), a lack of resources (53, 58) or an internal error
- * (XX): a reset statement after the COMMIT may have raised those, or the COMMIT's answer been lost.
- * A socket's error (`ECONNRESET`) has a `code` too, but not a SQLSTATE's shape.
+ * Whether `err`, from a COMMIT, is the database's refusal of it (a deferred constraint or trigger, a
+ * serialization failure): a SQLSTATE, but not a lost connection's (class 08) nor a terminated or
+ * shutting-down backend's (57P01–57P05), after which whether it committed is not known. A socket's error
+ * (`ECONNRESET`) has a `code` too, but not a SQLSTATE's shape.
  */
 function refusedByDatabase(err: unknown): boolean {
   const code = (err as { code?: unknown } | null)?.code;
-  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) && !/^(08|53|57|58|XX)/.test(code);
+  return typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code) && !/^(08|57P0[1-5])/.test(code);
 }
 
 /** Waited for the status after a failed statement when the adapter has no `queryTimeoutMs`. */
@@ -543,25 +541,31 @@ export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase
           };
           const result = await guardedCallback(fn, send, () => client.getTransactionStatus() !== 'I', state);
           if (lost) throw lost;
-          // COMMIT and the session reset in one round trip (simple protocol): none of the reset's
-          // statements needs to run outside a transaction block. Should COMMIT fail, the rest is not run
-          // and the ROLLBACK below resets.
-          let commit: QueryResult | undefined;
+          // COMMIT alone, then the session reset: sent together, a reset statement's failure after the
+          // COMMIT is all pg reports, with its own SQLSTATE, and hid that the COMMIT had committed
+          // (found by review).
+          let commit: QueryResult;
           try {
-            [commit] = await script(`COMMIT; ${SESSION_RESET}`);
+            commit = await client.query(bounded({ text: 'COMMIT' }));
           } catch (err) {
-            // Only the database's own refusal of the COMMIT says "not committed" (found by review:
-            // anything else was recorded as rolled back, though the work was in the database). A lost
-            // connection, a socket's error, no answer in time, or a failure a reset statement after the
-            // COMMIT could have raised (a shutdown, a cancel, out of resources) leaves it unknown.
+            // The database's refusal of the COMMIT is an answer: not committed. A lost connection's
+            // (class 08) or a terminated backend's (57P01–57P05), a socket's error or no answer in time
+            // leave it unknown (found by review: recorded as rolled back, though it had committed).
             if (refusedByDatabase(err)) throw err;
             lost = err instanceof Error ? err : new Error(String(err));
             throw new CommitOutcomeUnknownError({ cause: err });
           }
           reset = true;
+          // Committed (or, below, rolled back): a reset that fails leaves session state behind, and the
+          // connection is closed instead of pooled again; the transaction's outcome stands.
+          try {
+            await script(SESSION_RESET);
+          } catch (resetErr) {
+            broken = resetErr instanceof Error ? resetErr : new Error(String(resetErr));
+          }
           // On an aborted transaction (the callback swallowed an SQL error) Postgres answers COMMIT with
           // ROLLBACK. Say so, as PGlite does, rather than report writes that never happened.
-          if (commit?.command === 'ROLLBACK')
+          if (commit.command === 'ROLLBACK')
             throw new Error('transaction was aborted and rolled back instead of committed');
           return result;
         } catch (err) {
