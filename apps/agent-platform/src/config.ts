@@ -4,7 +4,14 @@ import { fileURLToPath } from 'node:url';
 import { PGlite } from '@electric-sql/pglite';
 import { pgcrypto } from '@electric-sql/pglite/contrib/pgcrypto';
 import pg from 'pg';
-import { KeyRing, generateKeySet, type MirrorMode } from 'temporal-user-context';
+import { Runtime } from '@temporalio/worker';
+import {
+  KeyRing,
+  generateKeySet,
+  metricsAuditSink,
+  type AuditSink,
+  type MirrorMode,
+} from 'temporal-user-context';
 import { TASK_QUEUE } from './workflows/agent-execution.js';
 import {
   assertIsolation,
@@ -243,6 +250,21 @@ export function activityLineage(env: NodeJS.ProcessEnv = process.env): 'server' 
   if (value !== 'server' && value !== 'header')
     throw new Error("AGENT_PLATFORM_ACTIVITY_LINEAGE must be 'server' or 'header'");
   return value;
+}
+
+/**
+ * Exposes the Temporal runtime's metrics on a Prometheus endpoint at AGENT_PLATFORM_METRICS_ADDRESS
+ * (`host:port`), when set, with the library's `metricsAuditSink` among them: returns the sink to list
+ * among the worker's audit sinks, or nothing when unset. Installs the runtime, so it must run before
+ * anything else in the process uses it (a connection).
+ */
+export function runtimeMetrics(env: NodeJS.ProcessEnv = process.env): AuditSink | undefined {
+  const bindAddress = env.AGENT_PLATFORM_METRICS_ADDRESS;
+  if (!bindAddress) return undefined;
+  if (!/^[^\s:]+:\d{1,5}$/.test(bindAddress))
+    throw new Error('AGENT_PLATFORM_METRICS_ADDRESS must be host:port');
+  Runtime.install({ telemetryOptions: { metrics: { prometheus: { bindAddress } } } });
+  return metricsAuditSink(Runtime.instance().metricMeter);
 }
 
 /**

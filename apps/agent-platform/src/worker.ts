@@ -26,6 +26,7 @@ import {
   platformKeyRing,
   openDatabase,
   taskQueue,
+  runtimeMetrics,
 } from './config.js';
 import { migrate } from './data/migrate.js';
 import { providerFromEnv, type ModelProvider } from './providers/index.js';
@@ -112,6 +113,8 @@ async function main(): Promise<void> {
   await assertPlatformIsolation(database.db);
   const keys = platformKeyRing('worker');
   const queue = taskQueue();
+  // Before the connection: it installs the runtime.
+  const metrics = runtimeMetrics();
   const { connection, namespace } = await connectWorker();
   // Handler calls anyone may send at any rate reach the table once per kind and minute (worker-audit.ts).
   const dbAudit = workerDatabaseAudit(postgresAuditSink(database.auditDb));
@@ -120,7 +123,7 @@ async function main(): Promise<void> {
     namespace,
     db: database.db,
     keys,
-    audit: [dbAudit, pinoAuditSink()],
+    audit: [dbAudit, pinoAuditSink(), ...(metrics ? [metrics] : [])],
     taskQueue: queue,
     activityLineage: activityLineage(),
   });

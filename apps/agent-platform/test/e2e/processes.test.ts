@@ -9,6 +9,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { Client, Connection } from '@temporalio/client';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, inject, it } from 'vitest';
 import { fromPgPool } from 'temporal-user-context/postgres';
@@ -104,6 +105,43 @@ describe('the API and the worker as processes', () => {
     api.child.stdout!.resume();
     await new Promise((resolve) => api.child.once('close', resolve));
     expect(api.output()).toContain('did not take its lines within 2000 ms of exit');
+  }, 120_000);
+
+  it('npm run worker with AGENT_PLATFORM_METRICS_ADDRESS counts its decisions on a Prometheus endpoint', async () => {
+    const address = `127.0.0.1:${await freePort()}`;
+    const worker = await start(
+      'src/worker.ts',
+      { AGENT_PLATFORM_METRICS_ADDRESS: address },
+      'worker: polling task queue',
+    );
+    // A run started as a client without the plugin starts it: its input is not encrypted, and the
+    // worker's codec refuses it.
+    const connection = await Connection.connect({ address: inject('temporalAddress') });
+    const raw = new Client({ connection, namespace: inject('temporalNamespace') });
+    const workflowId = `metrics-${randomUUID()}`;
+    try {
+      await raw.workflow.start('AgentExecutionWorkflow', {
+        taskQueue: queue,
+        workflowId,
+        args: [{ agentId: 'agent', input: 'hello' }],
+      });
+      const refused =
+        /^temporal_user_context_decisions\w*\{action="codec\.decode",decision="deny",reason="USER_CONTEXT_PLAINTEXT_PAYLOAD"\} [1-9]/m;
+      let text = '';
+      for (let i = 0; i < 100 && !refused.test(text); i++) {
+        await new Promise((r) => setTimeout(r, 200));
+        text = await (await fetch(`http://${address}/metrics`)).text();
+      }
+      expect(text).toMatch(refused);
+    } finally {
+      await raw.workflow
+        .getHandle(workflowId)
+        .terminate('test over')
+        .catch(() => undefined);
+      await connection.close();
+    }
+    worker.child.kill('SIGTERM');
+    expect(await worker.exited).toBe(0);
   }, 120_000);
 
   it('npm run worker polls, then stops cleanly on SIGTERM', async () => {
