@@ -74,45 +74,45 @@ function activityControls(name: 'Completed' | 'Failed' | 'Canceled', action: str
   ];
 }
 
+/** A schedule change by gRPC method name: the schedule the request names, and what a patch asks. */
+function scheduleControl(
+  name: string,
+  action: string,
+  decode: (bytes: Uint8Array) => {
+    namespace: string;
+    scheduleId: string;
+    patch?: proto.temporal.api.schedule.v1.ISchedulePatch | null;
+  },
+  /** A patch: its detail says what it asks (`empty patch` when nothing). */
+  patched = false,
+): [string, Control] {
+  return [
+    `${METHOD}${name}`,
+    {
+      kind: 'schedule',
+      action,
+      read: (bytes) => {
+        const { namespace, scheduleId, patch } = decode(bytes);
+        return {
+          kind: 'schedule',
+          namespace,
+          id: scheduleId,
+          ...(patched ? { detail: patchOf(patch) } : {}),
+        };
+      },
+    },
+  ];
+}
+
 /**
  * What the server is asked to do, by gRPC method, and how to read the request bytes: change a
  * schedule, or complete, fail or cancel an activity from outside it (`AsyncCompletionClient`; a
  * worker's own completions go through its native connection, not here). Heartbeats are not recorded.
  */
 const CONTROLS = new Map<string, Control>([
-  [
-    `${METHOD}UpdateSchedule`,
-    {
-      action: 'schedule.update',
-      kind: 'schedule',
-      read: (bytes) => {
-        const { namespace, scheduleId } = service.UpdateScheduleRequest.decode(bytes);
-        return { kind: 'schedule', namespace, id: scheduleId };
-      },
-    },
-  ],
-  [
-    `${METHOD}DeleteSchedule`,
-    {
-      action: 'schedule.delete',
-      kind: 'schedule',
-      read: (bytes) => {
-        const { namespace, scheduleId } = service.DeleteScheduleRequest.decode(bytes);
-        return { kind: 'schedule', namespace, id: scheduleId };
-      },
-    },
-  ],
-  [
-    `${METHOD}PatchSchedule`,
-    {
-      action: 'schedule.patch',
-      kind: 'schedule',
-      read: (bytes) => {
-        const { namespace, scheduleId, patch } = service.PatchScheduleRequest.decode(bytes);
-        return { kind: 'schedule', namespace, id: scheduleId, detail: patchOf(patch) };
-      },
-    },
-  ],
+  scheduleControl('UpdateSchedule', 'schedule.update', (b) => service.UpdateScheduleRequest.decode(b)),
+  scheduleControl('DeleteSchedule', 'schedule.delete', (b) => service.DeleteScheduleRequest.decode(b)),
+  scheduleControl('PatchSchedule', 'schedule.patch', (b) => service.PatchScheduleRequest.decode(b), true),
   ...activityControls('Completed', 'activity.complete'),
   ...activityControls('Failed', 'activity.fail'),
   ...activityControls('Canceled', 'activity.cancel'),
@@ -226,11 +226,16 @@ export function controlCallsInterceptor(
         try {
           if (control.kind === 'schedule') refused = refuseCaller?.(control.action, target);
         } catch (err) {
-          // Fail closed: a caller that cannot be told apart is not let through.
+          // Fail closed: a caller that cannot be told apart is not let through, and on record.
           refused = new UserContextError(
             ErrorCodes.MISCONFIGURED,
             `the schedule change's caller could not be checked (${describeThrown(err)})`,
           );
+          try {
+            record(control.action, target, refused);
+          } catch {
+            // An auditor never throws; were a record to, the call must still be answered.
+          }
         }
         if (refused) {
           forwarded = Promise.resolve(false);

@@ -164,6 +164,8 @@ describe('controlCallsInterceptor', () => {
       'start',
       `cancel ${status.FAILED_PRECONDITION} ${ErrorCodes.MISCONFIGURED}: the schedule change's caller could not be checked (no scope)`,
     ]);
+    // That refusal is the interceptor's own, and on record (the caller check records its own).
+    expect(recorded).toBe(1);
     expect(await run(DELETE, deleted, check, record, () => undefined)).toEqual([
       'start',
       'send',
