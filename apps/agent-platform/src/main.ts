@@ -17,6 +17,7 @@ import {
   DATA_DIR,
   REPO_ROOT,
   activityLineage,
+  runtimeMetrics,
   actorWindowSeconds,
   assertPlatformIsolation,
   platformKeyRing,
@@ -112,13 +113,15 @@ async function main(): Promise<void> {
   // Likewise the signals, updates and queries workflow code judges (workerDatabaseAudit).
   const workerDbAudit = workerDatabaseAudit(dbAudit);
 
+  // Before the native connection: it installs the runtime (as `npm run worker` does).
+  const metrics = runtimeMetrics();
   const nativeConnection = await NativeConnection.connect(connectionOptions);
   const worker = await createWorker({
     connection: nativeConnection,
     namespace,
     db: database.db,
     keys: keys.worker,
-    audit: [workerDbAudit, pinoAuditSink()],
+    audit: [workerDbAudit, pinoAuditSink(), ...(metrics ? [metrics] : [])],
     taskQueue: taskQueue(),
     activityLineage: activityLineage(),
   });

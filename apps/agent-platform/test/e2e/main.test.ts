@@ -1,7 +1,8 @@
 // The README's first command: `npm start` (src/main.ts) on embedded defaults — its own Temporal dev
 // server, PGlite, a worker and the API — followed the way the banner tells a newcomer to, then stopped
 // with a signal. The run it starts is found under alice's pseudonyms (search-attribute mirror on the
-// dev server it started).
+// dev server it started), and its worker's decisions are counted on the Prometheus endpoint
+// AGENT_PLATFORM_METRICS_ADDRESS names.
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -29,13 +30,21 @@ afterAll(() => {
 
 describe('npm start', () => {
   it('serves the banner demo run, mirrors it for search, and shuts down cleanly', async () => {
-    const [port, temporalPort, uiPort] = [await freePort(), await freePort(), await freePort()];
+    const [port, temporalPort, uiPort, metricsPort] = [
+      await freePort(),
+      await freePort(),
+      await freePort(),
+      await freePort(),
+    ];
+    const metricsAddress = `127.0.0.1:${metricsPort}`;
     const env: NodeJS.ProcessEnv = {
       ...process.env,
       AGENT_PLATFORM_DATA_DIR: dataDir,
       PORT: String(port),
       TEMPORAL_PORT: String(temporalPort),
       TEMPORAL_UI_PORT: String(uiPort),
+      // Its worker's decisions, counted beside the runtime's metrics.
+      AGENT_PLATFORM_METRICS_ADDRESS: metricsAddress,
     };
     // Embedded defaults: no external Temporal server, no external database.
     delete env.TEMPORAL_ADDRESS;
@@ -75,6 +84,14 @@ describe('npm start', () => {
     ).json()) as { status: string; result?: { answer?: string } };
     expect(result.status).toBe('completed');
     expect(result.result?.answer).toContain('Acme roadmap');
+
+    // The run's activities were allowed, and counted on the runtime's Prometheus endpoint with the SDK's
+    // own metrics.
+    const metrics = await (await fetch(`http://${metricsAddress}/metrics`)).text();
+    expect(metrics).toMatch(
+      /^temporal_user_context_decisions\w*\{action="activity\.[a-z]+",decision="allow",reason="[^"]+"\} [1-9]/m,
+    );
+    expect(metrics).toMatch(/^temporal_workflow_completed\w*\{/m);
 
     // The run is listed under alice's pseudonyms, computed from the key set main.ts created.
     const p = pseudonymsOf(KeyRing.fromFile(join(dataDir, 'keys', 'worker.json')), {
