@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { chmodSync, existsSync, mkdirSync, statSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { PGlite } from '@electric-sql/pglite';
@@ -110,7 +110,8 @@ export async function openDatabase(
     };
   }
   const dir = options.pgliteDir ?? join(DATA_DIR, 'pglite');
-  mkdirSync(dir, { recursive: true });
+  if (!options.pgliteDir) ensurePrivateDir(DATA_DIR);
+  ensurePrivateDir(dir);
   const lite = new PGlite(dir, { extensions: { pgcrypto } });
   await lite.waitReady;
   const db = fromPGlite(lite, DATABASE_OPTIONS);
@@ -142,6 +143,17 @@ export async function assertPlatformIsolation(
     // Not for a connection that serves no scope (a migration's login): it runs no tenant query.
     strictLogin: options.checkLogin !== false && env.NODE_ENV === 'production',
   });
+}
+
+/**
+ * Creates `dir` (and its missing parents) readable by this user only, and takes group and other
+ * access away from it when it exists with them: the embedded database's files hold run inputs,
+ * answers, documents and the audit trail in clear, and PGlite writes some of them world-writable
+ * (found by review: a WAL segment of mode 0666 in a directory of mode 0755).
+ */
+export function ensurePrivateDir(dir: string): void {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
+  if ((statSync(dir).mode & 0o077) !== 0) chmodSync(dir, 0o700);
 }
 
 export interface KeyFiles {

@@ -1,7 +1,6 @@
 // `npm start`: the whole platform in one process for local use — Temporal dev server (child process),
 // PGlite (or DATABASE_URL) with migrations and demo data, a worker and the HTTP API.
 import { spawn, execFileSync, type ChildProcess } from 'node:child_process';
-import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Client, Connection } from '@temporalio/client';
 import { NativeConnection } from '@temporalio/worker';
@@ -17,6 +16,7 @@ import {
   DATA_DIR,
   REPO_ROOT,
   activityLineage,
+  ensurePrivateDir,
   runtimeMetrics,
   actorWindowSeconds,
   assertPlatformIsolation,
@@ -85,7 +85,8 @@ async function startTemporal(): Promise<{ address: string; child?: ChildProcess 
 }
 
 async function main(): Promise<void> {
-  mkdirSync(DATA_DIR, { recursive: true });
+  // The dev server's history database and the embedded database live here: this user's only.
+  ensurePrivateDir(DATA_DIR);
   // Always the development pair under .data/keys, whatever the environment names (one process, both
   // sides), with the same checks as npm run api / npm run worker.
   const keys = { worker: platformKeyRing('worker', {}), edge: platformKeyRing('edge', {}) };

@@ -4,7 +4,7 @@
 // dev server it started), and its worker's decisions are counted on the Prometheus endpoint
 // AGENT_PLATFORM_METRICS_ADDRESS names.
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, rmSync, statSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -66,6 +66,8 @@ describe('npm start', () => {
     }
     expect(out).toContain('Agent platform is running');
     expect(out).toContain('database: pglite');
+    // The embedded database's files (inputs, answers, the audit trail, in clear) are this user's only.
+    expect(statSync(join(dataDir, 'pglite')).mode & 0o777).toBe(0o700);
 
     // Follow the banner: its token, its agent, its two curls.
     const token = /TOKEN=(\S+)/.exec(out)?.[1];

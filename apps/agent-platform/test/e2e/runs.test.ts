@@ -7,6 +7,7 @@ import type { FastifyInstance } from 'fastify';
 import { connect, type Socket } from 'node:net';
 import { Client } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
+import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCodes, runAsUser } from 'temporal-user-context';
 import { withUserScope } from 'temporal-user-context/postgres';
@@ -96,6 +97,31 @@ async function recorded(runId: string): Promise<Json | undefined> {
   const res = await p.call('alice', 'GET', '/workspaces/ws-acme/runs?limit=500');
   return (res.body_.runs as Json[]).find((r) => r.runId === runId);
 }
+
+describe('the request log', () => {
+  it('names the route, never the URL, its query or the client', async () => {
+    const lines: Json[] = [];
+    const logger = pino({ level: 'info' }, { write: (line: string) => lines.push(JSON.parse(line) as Json) });
+    const api = await otherApi(p, { logger });
+    try {
+      const res = await api.inject({
+        method: 'GET',
+        url: '/workspaces/ws-acme/audit?userId=erin.private%40example.com',
+        headers: { authorization: `Bearer ${p.tokens.alice as string}` },
+        remoteAddress: '203.0.113.7',
+      });
+      expect(res.statusCode).toBeLessThan(500);
+    } finally {
+      await api.close();
+    }
+    expect(lines).toContainEqual(
+      expect.objectContaining({ msg: 'request completed', method: 'GET', route: '/workspaces/:ws/audit' }),
+    );
+    const logged = JSON.stringify(lines);
+    for (const personal of ['erin.private', 'ws-acme', '203.0.113.7', 'remotePort'])
+      expect(logged).not.toContain(personal);
+  });
+});
 
 describe('GET /runs/:runId/result on a running run', () => {
   it('leaves no history long-poll behind, whether it returns at once or after waiting', async () => {

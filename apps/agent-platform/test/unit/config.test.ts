@@ -14,6 +14,7 @@ import {
   activityLineage,
   actorWindowSeconds,
   ensureKeyFiles,
+  ensurePrivateDir,
   platformKeyRing,
   searchAttributeMirror,
   taskQueue,
@@ -174,5 +175,27 @@ describe('platformKeyRing: where the API and the worker get their keys', () => {
     }
     expect(message).toMatch(/not JSON/);
     expect(message).not.toContain(secret);
+  });
+});
+
+describe('ensurePrivateDir', () => {
+  const root = mkdtempSync(join(tmpdir(), 'private-dir-'));
+  afterAll(() => rmSync(root, { recursive: true, force: true }));
+
+  it('creates the directory and its missing parents for this user only', () => {
+    const dir = join(root, 'new', 'pglite');
+    ensurePrivateDir(dir);
+    expect(statSync(dir).mode & 0o777).toBe(0o700);
+    expect(statSync(join(root, 'new')).mode & 0o777).toBe(0o700);
+  });
+
+  it('takes group and other access away from a directory an earlier version made', () => {
+    const dir = join(root, 'old');
+    ensurePrivateDir(dir);
+    chmodSync(dir, 0o755);
+    writeFileSync(join(dir, 'wal'), 'kept');
+    ensurePrivateDir(dir);
+    expect(statSync(dir).mode & 0o777).toBe(0o700);
+    expect(readFileSync(join(dir, 'wal'), 'utf8')).toBe('kept');
   });
 });
