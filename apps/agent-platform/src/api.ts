@@ -21,19 +21,27 @@ import { connectClient } from './temporal.js';
 export { createApi } from './api/app.js';
 
 /**
- * AUTH_MAX_TOKEN_AGE_SECONDS and AUTH_TOKEN_TYPE; empty means unset, as for the other variables. A
- * value that is not what it should be is refused rather than read as the default.
+ * AUTH_MAX_TOKEN_AGE_SECONDS, AUTH_TOKEN_TYPE and AUTH_JWKS_CACHE_SECONDS; empty means unset, as for
+ * the other variables. A value that is not what it should be is refused rather than read as the
+ * default.
  */
 export function tokenChecksFromEnv(
   env: NodeJS.ProcessEnv = process.env,
-): Pick<AuthOptions, 'maxTokenAgeSeconds' | 'tokenType'> {
+): Pick<AuthOptions, 'maxTokenAgeSeconds' | 'tokenType' | 'jwksCacheSeconds'> {
   const age = env.AUTH_MAX_TOKEN_AGE_SECONDS;
   const type = env.AUTH_TOKEN_TYPE;
+  const cache = env.AUTH_JWKS_CACHE_SECONDS;
   if (age && !/^[1-9][0-9]{0,8}$/.test(age))
     throw new Error('AUTH_MAX_TOKEN_AGE_SECONDS must be a positive whole number of seconds');
   if (type && !/^[A-Za-z0-9][A-Za-z0-9.+/-]{0,63}$/.test(type))
     throw new Error('AUTH_TOKEN_TYPE must be a media type such as at+jwt or JWT');
-  return { ...(age ? { maxTokenAgeSeconds: Number(age) } : {}), ...(type ? { tokenType: type } : {}) };
+  if (cache && !/^[1-9][0-9]{0,5}$/.test(cache))
+    throw new Error('AUTH_JWKS_CACHE_SECONDS must be a positive whole number of seconds');
+  return {
+    ...(age ? { maxTokenAgeSeconds: Number(age) } : {}),
+    ...(type ? { tokenType: type } : {}),
+    ...(cache ? { jwksCacheSeconds: Number(cache) } : {}),
+  };
 }
 
 /** AUTH_JWKS_URL / AUTH_ISSUER / AUTH_AUDIENCE, else the local development issuer. */

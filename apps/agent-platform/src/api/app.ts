@@ -652,19 +652,33 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     if (!request.userContext) throw new AuthError('AUTH_MISSING', 'bearer token required');
     return request.userContext;
   };
+  /** The roles the request's last scope found the caller still holds (claimed ∩ stored). */
+  const effectiveRoles = new WeakMap<FastifyRequest, readonly string[]>();
   const scoped = <T>(
     request: FastifyRequest,
     fn: (tx: ScopedTransaction) => Promise<T>,
     requireRole?: string,
   ): Promise<T> =>
-    withUserScope(db, user(request), fn, {
-      ...options.scope,
-      auditor,
-      audit,
-      ...(requireRole ? { requireRole } : {}),
-    });
-  const asUser = <T>(request: FastifyRequest, fn: () => Promise<T>): Promise<T> =>
-    runAsUser(user(request), () => timely(fn));
+    withUserScope(
+      db,
+      user(request),
+      (tx) => {
+        effectiveRoles.set(request, tx.effectiveRoles);
+        return fn(tx);
+      },
+      { ...options.scope, auditor, audit, ...(requireRole ? { requireRole } : {}) },
+    );
+  /**
+   * Runs `fn` as the caller for Temporal: the context its tokens carry names the roles the caller's
+   * membership still has, not the identity provider's claim (found by review: a demoted admin's runs
+   * and schedules carried `admin` for their tokens' lives, and a token's roles the store never gave
+   * reached workflow code as `getUserContext().roles`). A request that ran no scope yet runs one.
+   */
+  const asUser = async <T>(request: FastifyRequest, fn: () => Promise<T>): Promise<T> => {
+    if (!effectiveRoles.has(request)) await scoped(request, async () => undefined);
+    const roles = effectiveRoles.get(request) ?? [];
+    return runAsUser({ ...user(request), roles: [...roles] }, () => timely(fn));
+  };
   /**
    * Audits a refusal the API decides itself, after its database scope was allowed (without this record
    * the trail would show that scope's `allow` and nothing of the refusal), and returns `refusal`,
@@ -1497,6 +1511,9 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         return (await repo.markEnded(run.id, run.workflowId, ending)) ?? (await repo.get(run.id)) ?? run;
       });
     } catch (err) {
+      // A refusal of the caller (removed, or the scope misconfigured) is the answer: found by review, a
+      // member removed while waiting on a result was logged here and given the result.
+      if (isUserContextError(err)) throw err;
       request.log.warn({ err, runId: run.id }, 'could not record the run ending on its record');
       return run;
     }
@@ -1618,6 +1635,10 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         if (outside) await reconcile(request, run, recordEndingOf(outside));
         const open = !FINAL_STATUSES.has(status.name);
         if (open && waitMs === 0) return { status: 'running' };
+        // After waiting, the caller's membership is checked again before the ending is given: it was
+        // checked as the request began, up to a minute before (found by review: a member removed while
+        // waiting got the answer; the workflow had recorded its ending itself, so no scope ran).
+        const stillMember = () => (open ? scoped(request, async () => undefined) : Promise.resolve());
         // Written on the record when it still says pending or running: a run terminated or timed out
         // (before or while this request waited), or one whose workflow could not write its ending.
         try {
@@ -1628,12 +1649,14 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
             () => handle.result() as Promise<AgentExecutionResult>,
             open,
           );
+          await stillMember();
           await reconcile(request, run, recordEndingOf({ status: result.status, result }));
           return { status: result.status, result };
         } catch (err) {
           if (open && (isGrpcDeadlineError(err) || isGrpcCancelledError(err))) return { status: 'running' };
           const ending = runEnding(err);
           if (!ending) throw err;
+          await stillMember();
           await reconcile(request, run, recordEndingOf(ending));
           return ending;
         }

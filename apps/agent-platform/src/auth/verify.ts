@@ -19,7 +19,15 @@ export interface AuthOptions {
    * or none, since identity providers differ in what they send.
    */
   tokenType?: string;
+  /**
+   * How long a fetched key set is used before it is fetched again, in seconds (default 600, jose's):
+   * a signing key the identity provider withdraws keeps verifying tokens until then.
+   */
+  jwksCacheSeconds?: number;
 }
+
+/** jose's own default: a key set is fetched again after ten minutes. */
+export const DEFAULT_JWKS_CACHE_SECONDS = 600;
 
 /** Covers a day-long access token (Auth0's default) and the 8 h tokens `npm run token` mints. */
 export const DEFAULT_MAX_TOKEN_AGE_SECONDS = 86_400;
@@ -53,10 +61,17 @@ export function createVerifier(options: AuthOptions): VerifyBearer {
   // jose skips the age check (and with it the future-`iat` check) for a falsy maximum.
   if (!Number.isSafeInteger(maxTokenAge) || maxTokenAge <= 0)
     throw new Error('maxTokenAgeSeconds must be a positive integer');
+  const cacheSeconds = options.jwksCacheSeconds ?? DEFAULT_JWKS_CACHE_SECONDS;
+  if (!Number.isSafeInteger(cacheSeconds) || cacheSeconds <= 0)
+    throw new Error('jwksCacheSeconds must be a positive integer');
   const remote = typeof options.jwks === 'string';
   const keys =
     typeof options.jwks === 'string'
-      ? createRemoteJWKSet(jwksUrl(options.jwks))
+      ? createRemoteJWKSet(jwksUrl(options.jwks), {
+          cacheMaxAge: cacheSeconds * 1000,
+          // jose refetches at most this often for a key id it does not know: no shorter than the cache.
+          cooldownDuration: Math.min(30_000, cacheSeconds * 1000),
+        })
       : createLocalJWKSet(options.jwks);
   return async (token) => {
     let payload;

@@ -9,7 +9,7 @@ import { Client } from '@temporalio/client';
 import { ApplicationFailure } from '@temporalio/common';
 import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { ErrorCodes, runAsUser } from 'temporal-user-context';
+import { ErrorCodes, openContextToken, runAsUser } from 'temporal-user-context';
 import { withUserScope } from 'temporal-user-context/postgres';
 import { WORKFLOW_TYPE, runRequestDigest } from '../../src/api/app.js';
 import { AgentRunRepository } from '../../src/data/repositories/index.js';
@@ -98,6 +98,32 @@ async function recorded(runId: string): Promise<Json | undefined> {
   return (res.body_.runs as Json[]).find((r) => r.runId === runId);
 }
 
+describe("the context a run's tokens carry", () => {
+  it('names the roles the membership holds, not more that the bearer token claims', async () => {
+    // alice is a member; this token of hers claims admin too.
+    const claimsAdmin = await p.issuer.mint({
+      user: 'alice',
+      workspace: 'ws-acme',
+      roles: ['admin', 'member'],
+    });
+    const res = await p.app.inject({
+      method: 'POST',
+      url: `/workspaces/ws-acme/agents/${acmeAgent()}/runs`,
+      headers: { authorization: `Bearer ${claimsAdmin}`, 'content-type': 'application/json' },
+      payload: { input: 'Tell me about roadmap', followUpSeconds: 0 },
+    });
+    expect(res.statusCode).toBe(202);
+    const { workflowId } = res.json<{ workflowId: string }>();
+    const history = await p.testClient.workflow.getHandle(workflowId).fetchHistory();
+    const header =
+      history.events?.[0]?.workflowExecutionStartedEventAttributes?.header?.fields?.['user-context'];
+    const { tok } = JSON.parse(Buffer.from(header!.data!).toString('utf8')) as { tok: string };
+    const claims = await openContextToken(p.edgeRing, tok);
+    expect(claims.sub).toBe('alice');
+    expect([...claims.roles]).toEqual(['member']);
+  });
+});
+
 describe('the request log', () => {
   it('names the route, never the URL, its query or the client', async () => {
     const lines: Json[] = [];
@@ -124,6 +150,28 @@ describe('the request log', () => {
 });
 
 describe('GET /runs/:runId/result on a running run', () => {
+  it('refuses a member removed while waiting, once the wait ends, instead of giving the ending', async () => {
+    // Another member's run: its workflow records its own ending, so no write of this request is refused.
+    await p.call('carol', 'POST', '/workspaces/ws-acme/members', { userId: 'frank', roles: ['member'] });
+    p.tokens.frank = await p.issuer.mint({ user: 'frank', workspace: 'ws-acme', roles: ['member'] });
+    const { runId } = await startRun(p.call, { input: 'Tell me about roadmap', followUpSeconds: 3 });
+    const polls = p.historyPolls();
+    const waiting = p.call('frank', 'GET', `/runs/${runId}/result?waitSeconds=30`);
+    await until(
+      async () => p.historyPolls(),
+      (n) => n > polls,
+      10_000,
+    );
+    expect((await p.call('carol', 'DELETE', '/workspaces/ws-acme/members/frank')).statusCode).toBe(204);
+    const res = await waiting;
+    expect(res.statusCode).toBe(403);
+    expect(res.body_).toMatchObject({ code: ErrorCodes.MEMBERSHIP_REVOKED });
+    expect(JSON.stringify(res.body_)).not.toContain('Acme roadmap');
+    // The run did end meanwhile, and alice, still a member, gets its answer.
+    const answer = await p.call('alice', 'GET', `/runs/${runId}/result?waitSeconds=30`);
+    expect(answer.body_).toMatchObject({ status: 'completed' });
+  });
+
   it('leaves no history long-poll behind, whether it returns at once or after waiting', async () => {
     const { runId } = await startRun(p.idleCall, { input: 'Tell me about roadmap' });
     expect(p.historyPolls()).toBe(0);

@@ -91,6 +91,29 @@ describe('bearer tokens against a remote JWKS', () => {
     expect(await codeOf(verify('not.a.token'))).toBe('AUTH_INVALID');
   });
 
+  // Found by review: a key the provider withdrew kept verifying for jose's ten minutes, with no setting.
+  it('stops taking a withdrawn key once its cache of the key set ends (jwksCacheSeconds)', async () => {
+    const verify = createVerifier({ jwks: url, issuer, audience, jwksCacheSeconds: 1 });
+    const signed = await token(key);
+    expect((await verify(signed)).userId).toBe('alice');
+    const kept = served;
+    served = { keys: [] };
+    try {
+      // Within the cache, the key set it fetched still answers.
+      expect((await verify(signed)).userId).toBe('alice');
+      await new Promise((r) => setTimeout(r, 1100));
+      expect(await codeOf(verify(signed))).toBe('AUTH_INVALID');
+    } finally {
+      served = kept;
+    }
+    expect(() => createVerifier({ jwks: url, issuer, audience, jwksCacheSeconds: 0 })).toThrow(
+      /jwksCacheSeconds/,
+    );
+    expect(() => createVerifier({ jwks: url, issuer, audience, jwksCacheSeconds: 0.5 })).toThrow(
+      /jwksCacheSeconds/,
+    );
+  });
+
   it('takes the key set only over https, or plain http on loopback', () => {
     expect(jwksUrl('https://idp.example/jwks').href).toBe('https://idp.example/jwks');
     expect(jwksUrl('http://127.0.0.1:8080/jwks').hostname).toBe('127.0.0.1');

@@ -135,6 +135,9 @@ describe('configuration', () => {
       );
     for (const typ of ['at jwt', '"JWT"', 'x'.repeat(65)])
       expect(() => tokenChecksFromEnv({ AUTH_TOKEN_TYPE: typ })).toThrow(/AUTH_TOKEN_TYPE/);
+    for (const cache of ['0', '-1', '10m', '1.5', '1000000'])
+      expect(() => tokenChecksFromEnv({ AUTH_JWKS_CACHE_SECONDS: cache })).toThrow(/AUTH_JWKS_CACHE_SECONDS/);
+    expect(tokenChecksFromEnv({ AUTH_JWKS_CACHE_SECONDS: '60' })).toEqual({ jwksCacheSeconds: 60 });
   });
 
   it('passes them to the identity provider settings', async () => {

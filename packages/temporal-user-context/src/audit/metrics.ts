@@ -2,11 +2,16 @@ import type { MetricMeter } from '@temporalio/common';
 import type { AuditSink } from './event.js';
 
 /**
- * What a label may carry: a code (`USER_CONTEXT_MISSING`, `ok`) or an action's name (`activity.execute`).
- * An application's own record whose `action` or `reason` is anything else (a reason that quotes an id)
- * is counted as `other`: one series per id would grow without bound.
+ * What the labels may carry. A reason is `ok` or an upper-case code (`USER_CONTEXT_MISSING`, `ERROR`,
+ * an application's `RUN_NOT_FOUND`); an action is two to four dot-joined words of letters
+ * (`activity.execute`, `client.signalWithStart`, an application's `run.claim`). Anything else (an
+ * application's reason or action that quotes a user, a workspace or an id) is counted as `other`: ids
+ * must not reach metrics (a series per id grows without bound, and it would publish them wherever the
+ * metrics go). Found by review: the first pattern let `alice`, `ws-acme` and `agent.tool:auth0:5f7c9a`
+ * through as labels.
  */
-const CODE = /^[A-Za-z][A-Za-z0-9_.:-]{0,63}$/;
+const REASON = /^(?:ok|[A-Z][A-Z0-9_]{0,63})$/;
+const ACTION = /^[a-z][A-Za-z_]{0,31}(?:\.[a-z][A-Za-z_]{0,31}){1,3}$/;
 
 /** Options of {@link metricsAuditSink}. */
 export interface MetricsAuditSinkOptions {
@@ -36,9 +41,9 @@ export function metricsAuditSink(meter: MetricMeter, options: MetricsAuditSinkOp
   return {
     emit(event) {
       counter.add(1, {
-        action: CODE.test(event.action) ? event.action : 'other',
+        action: ACTION.test(event.action) ? event.action : 'other',
         decision: event.decision,
-        reason: CODE.test(event.reason) ? event.reason : 'other',
+        reason: REASON.test(event.reason) ? event.reason : 'other',
       });
     },
   };

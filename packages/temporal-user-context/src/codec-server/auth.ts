@@ -45,6 +45,13 @@ export interface JwtOptions {
   algorithms?: JWSAlgorithm[];
   /** Allowed clock skew in seconds, 0 to 3600. Default 30. */
   clockToleranceSeconds?: number;
+  /**
+   * The oldest token accepted, in seconds since its `iat` (then required), 60 to 31 days. Default: no
+   * bound but `exp`. A reader disabled at the identity provider keeps decoding every workspace's
+   * payloads until the token expires; an identity provider that issues long-lived tokens should be
+   * given a bound here.
+   */
+  maxTokenAgeSeconds?: number;
 }
 
 /** JWS algorithm names accepted for bearer tokens. */
@@ -97,6 +104,13 @@ export function jwtVerifier(options: JwtOptions): VerifyToken {
       max: 3600,
     },
   );
+  const maxTokenAge =
+    options.maxTokenAgeSeconds === undefined
+      ? undefined
+      : numberOption('codec server: jwt.maxTokenAgeSeconds', options.maxTokenAgeSeconds, 0, {
+          min: 60,
+          max: 31 * 24 * 3600,
+        });
   let getKey: JWTVerifyGetKey;
   try {
     getKey =
@@ -115,8 +129,10 @@ export function jwtVerifier(options: JwtOptions): VerifyToken {
       issuer: options.issuer,
       audience: options.audience,
       algorithms,
-      requiredClaims: ['iss', 'aud', 'exp', 'sub'],
+      requiredClaims:
+        maxTokenAge === undefined ? ['iss', 'aud', 'exp', 'sub'] : ['iss', 'aud', 'exp', 'sub', 'iat'],
       clockTolerance,
+      ...(maxTokenAge === undefined ? {} : { maxTokenAge }),
     });
     return { subject: payload.sub!, scopes: scopesOf(payload) };
   };

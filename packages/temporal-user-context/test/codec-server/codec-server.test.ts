@@ -4,7 +4,7 @@ import type { LightMyRequestResponse } from 'fastify';
 import { errors as joseErrors } from 'jose';
 import { afterEach, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCodes, UserContextError } from '../../src/context/errors.js';
-import { tokenFailure } from '../../src/codec-server/auth.js';
+import { jwtVerifier, tokenFailure } from '../../src/codec-server/auth.js';
 import { CodecServerCodes } from '../../src/codec-server/index.js';
 import { KeyRing, UserContextPlugin, generateKeySet, memoryAuditSink } from '../../src/index.js';
 import { K1, K2, json, makeCodec, wf } from '../crypto/codec-helpers.js';
@@ -808,6 +808,10 @@ describe('codec server (case 23)', () => {
       { bodyLimit: '8mb' as never },
       { jwt: { jwks: idp.jwks, issuer: 'x', audience: 'y', clockToleranceSeconds: Number.NaN } },
       { jwt: { jwks: idp.jwks, issuer: 'x', audience: 'y', clockToleranceSeconds: -1 } },
+      { jwt: { jwks: idp.jwks, issuer: 'x', audience: 'y', maxTokenAgeSeconds: 0 } },
+      { jwt: { jwks: idp.jwks, issuer: 'x', audience: 'y', maxTokenAgeSeconds: Number.NaN } },
+      { jwt: { jwks: idp.jwks, issuer: 'x', audience: 'y', maxTokenAgeSeconds: null as never } },
+      { jwt: { jwks: idp.jwks, issuer: 'x', audience: 'y', maxTokenAgeSeconds: 32 * 24 * 3600 } },
       { maxDecodeWorkflows: 0 },
       { maxDecodeWorkflows: 10_001 },
       { maxDecodeWorkflows: Number.NaN },
@@ -856,6 +860,36 @@ describe('codec server (case 23)', () => {
     );
     expect(badJwks).toBeInstanceOf(UserContextError);
     expect((badJwks as UserContextError).code).toBe(ErrorCodes.MISCONFIGURED);
+  });
+});
+
+describe('jwt.maxTokenAgeSeconds', () => {
+  // Found by review: a reader disabled at the identity provider kept decoding with a long-lived token.
+  it('refuses a token issued longer ago than the bound, however far its expiry; without it, exp decides', async () => {
+    const hoursAgo = (h: number) => Math.floor(Date.now() / 1000) - h * 3600;
+    const old = await idp.sign({ sub: 'reader', scope: 'codec:decode' }, { iat: hoursAgo(2), exp: '1y' });
+    const young = await idp.sign({ sub: 'reader', scope: 'codec:decode' }, { iat: hoursAgo(0.5), exp: '1y' });
+    const jwt = { jwks: idp.jwks, issuer: ISSUER, audience: AUDIENCE };
+    const bounded = jwtVerifier({ ...jwt, maxTokenAgeSeconds: 3600 });
+    await expect(bounded(old)).rejects.toBeInstanceOf(joseErrors.JWTExpired);
+    await expect(bounded(young)).resolves.toMatchObject({ subject: 'reader' });
+    await expect(jwtVerifier(jwt)(old)).resolves.toMatchObject({ subject: 'reader' });
+    // Through the server: 401, on record.
+    const { app, sink } = makeServer(idp, { jwt: { ...jwt, maxTokenAgeSeconds: 3600 } });
+    const res = await app.inject({
+      method: 'POST',
+      url: '/decode',
+      headers: {
+        origin: UI_ORIGIN,
+        authorization: `Bearer ${old}`,
+        'x-namespace': 'default',
+        'content-type': 'application/json',
+      },
+      payload: { payloads: [] },
+    });
+    expect(res.statusCode).toBe(401);
+    expect(sink.events.map((e) => e.decision)).toEqual(['deny']);
+    await app.close();
   });
 });
 

@@ -11,7 +11,7 @@ export interface Idp {
   jwks: JSONWebKeySet;
   sign(
     claims: Record<string, unknown>,
-    opts?: { exp?: string; iss?: string; aud?: string; key?: KeyLike },
+    opts?: { exp?: string; iss?: string; aud?: string; key?: KeyLike; iat?: number },
   ): Promise<string>;
   otherKey: KeyLike;
 }
@@ -28,7 +28,7 @@ export async function makeIdp(): Promise<Idp> {
         .setProtectedHeader({ alg: 'ES256', kid: 'idp-1' })
         .setIssuer(opts.iss ?? ISSUER)
         .setAudience(opts.aud ?? AUDIENCE)
-        .setIssuedAt()
+        .setIssuedAt(opts.iat)
         .setExpirationTime(opts.exp ?? '5m')
         .sign(opts.key ?? privateKey),
   };

@@ -39,4 +39,31 @@ describe('metricsAuditSink', () => {
       { action: 'other', decision: 'deny', reason: 'ok' },
     ]);
   });
+
+  // Found by review: ids shaped like words passed the first pattern (`alice`, `ws-acme`, an action
+  // naming a tool's account).
+  it('counts reasons and actions shaped like ids as `other`, codes and actions as themselves', () => {
+    const { meter, added } = recordingMeter();
+    const sink = metricsAuditSink(meter);
+    const labels = (action: string, reason: string) => {
+      sink.emit({ ...base, action, reason });
+      const { action: a, reason: r } = added.pop()!;
+      return [a, r];
+    };
+    expect(labels('app.export', 'alice')).toEqual(['app.export', 'other']);
+    expect(labels('app.export', 'ws-acme')).toEqual(['app.export', 'other']);
+    expect(labels('app.export', 'Alice')).toEqual(['app.export', 'other']);
+    expect(labels('agent.tool:auth0:5f7c9a', 'ERROR')).toEqual(['other', 'ERROR']);
+    expect(labels('run.5f7c9a', 'ok')).toEqual(['other', 'ok']);
+    expect(labels('alice', 'ok')).toEqual(['other', 'ok']);
+    expect(labels('ws-acme.read', 'ok')).toEqual(['other', 'ok']);
+    // What the library and applications record.
+    expect(labels('client.signalWithStart', 'USER_CONTEXT_MISSING')).toEqual([
+      'client.signalWithStart',
+      'USER_CONTEXT_MISSING',
+    ]);
+    expect(labels('run.claim', 'RUN_NOT_FOUND')).toEqual(['run.claim', 'RUN_NOT_FOUND']);
+    expect(labels('workflow.verifyActor', 'ok')).toEqual(['workflow.verifyActor', 'ok']);
+    expect(labels('api.request', 'COALESCED')).toEqual(['api.request', 'COALESCED']);
+  });
 });
