@@ -1,5 +1,5 @@
 import { vi } from 'vitest';
-import { defaultAuditor } from '../packages/temporal-user-context/src/audit/index.js';
+import { defaultAuditor } from 'temporal-user-context';
 
 // Scopes that tests open outside a plugin worker, without an auditor of their own, record to the
 // process's default auditor (pino on stdout): hundreds of lines that would bury vitest's report. Each

@@ -27,6 +27,7 @@ export { issueContextToken, type IssueOptions } from './crypto/issue.js';
 export { openContextToken } from './crypto/open.js';
 export { pseudonymKeyFromJSON, pseudonymsOf } from './crypto/pseudonym.js';
 export type { BoundStart, ContextClaims, ScheduledAction, TokenUse } from './crypto/claims.js';
+export type { ContextHeader, Lineage } from './header/wire.js';
 export { runAsUser, edgeUser } from './client/scope.js';
 export { MEMO_KEY, USER_ID_ATTRIBUTE, WORKSPACE_ID_ATTRIBUTE } from './context/mirror-keys.js';
 export { mirrorQuery, type MirrorMode, type MirrorOptions, type MirrorQueryIds } from './client/mirror.js';

@@ -38,7 +38,7 @@ import { ContextSource } from './client/source.js';
 import type { KeyRing } from './crypto/keyring.js';
 import { AesGcmPayloadCodec, type AesGcmPayloadCodecOptions } from './crypto/payload-codec.js';
 import type { UserContextSinks } from './workflow/interceptors.js';
-import { WHOAMI_ACTIVITY, WHOIS_ACTOR_ACTIVITY } from './workflow/api.js';
+import { WHOAMI_ACTIVITY, WHOIS_ACTOR_ACTIVITY } from './workflow/activity-names.js';
 import { ActivityGuard } from './worker/activity-interceptor.js';
 import { nexusCallerPolicyOf, type NexusCallerPolicy } from './worker/nexus-caller.js';
 import { ActivityLineageCheck, FirstRunStarts } from './worker/server-lineage.js';
@@ -85,8 +85,8 @@ export interface UserContextPluginOptions {
    * operation. `true` refuses with `USER_CONTEXT_REVOKED`. The claims it gets are frozen.
    */
   isRevoked?: (verified: Verified) => boolean | Promise<boolean>;
-  /** Verifier tuning: clock skew, cache size, `requireBoundTokens`. */
-  verifier?: VerifierOptions;
+  /** Verifier tuning: clock skew, cache size, `requireBoundTokens` (its test clock `now` is refused here). */
+  verifier?: Omit<VerifierOptions, 'now'>;
   /** Start window of start tokens in seconds: an integer from 1 to 86 400 (default 60). */
   startWindowSeconds?: number;
   /**
@@ -122,7 +122,9 @@ export interface UserContextPluginOptions {
   /**
    * Encrypt payloads (arguments, results, memo, signal/update/query arguments) with the key ring's
    * codec keys: AES-256-GCM bound to namespace and workflow id (docs/codec.md). Default: on when the
-   * key set has codec keys. `false` turns it off; an object tunes it.
+   * key set has codec keys. `false` turns it off; an object tunes it. In the plugin,
+   * `acceptScheduledRuns` defaults to `true` (schedules' runs need it; the codec class's own default is
+   * `false`).
    */
   codec?:
     | boolean
@@ -579,7 +581,8 @@ export class UserContextPlugin extends SimplePlugin {
    * mirrors, so it finds them too.
    *
    * @throws {@link UserContextError} `USER_CONTEXT_MISCONFIGURED` when that mirror is off (the default:
-   *   see {@link UserContextPlugin.searchAttributeMirror}): no filter would list everyone's work.
+   *   see {@link UserContextPlugin.searchAttributeMirror}): no filter would list everyone's work; or when
+   *   no id is given. `USER_CONTEXT_INVALID` for a malformed id.
    *
    * @example
    * const query = plugin.mirrorQuery({ workspaceId: 'ws-acme' }); // 'WorkspaceId = "qfTG…"'

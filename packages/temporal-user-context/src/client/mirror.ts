@@ -124,9 +124,9 @@ export interface MirrorQueryIds {
  * `undefined`, which `list({ query })` takes as no filter at all).
  */
 export function mirrorQuery(mode: MirrorMode, key: KeyRing | KeyObject, ids: MirrorQueryIds): string {
-  // null counts as left out too (JavaScript callers), never as a value to look for.
-  const userId = ids.userId ?? undefined;
-  const workspaceId = ids.workspaceId ?? undefined;
+  // null counts as left out too (JavaScript callers), never as a value to look for; so do null ids.
+  const userId = ids?.userId ?? undefined;
+  const workspaceId = ids?.workspaceId ?? undefined;
   if (userId === undefined && workspaceId === undefined) {
     throw new UserContextError(ErrorCodes.MISCONFIGURED, 'mirrorQuery needs a userId, a workspaceId or both');
   }

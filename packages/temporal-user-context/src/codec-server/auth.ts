@@ -22,8 +22,10 @@ export interface CodecPrincipal {
 /**
  * Verifies a bearer token and returns its principal, or throws: the server answers 401
  * `CODEC_TOKEN_INVALID`, or 503 `CODEC_UNAVAILABLE` when what it throws says the key set was out of
- * reach (jose's key-set errors, or one of the network and TLS codes {@link tokenFailure} lists). Use it
- * for an identity provider that is not a plain JWKS issuer.
+ * reach: an error whose `code` is jose's `ERR_JWKS_TIMEOUT` or `ERR_JWKS_INVALID`, a network code
+ * (`ECONNREFUSED`, `ECONNRESET`, `ECONNABORTED`, `ENOTFOUND`, `EAI_AGAIN`, `ETIMEDOUT`, `EHOSTUNREACH`,
+ * `ENETUNREACH`, `EPIPE`) or a TLS certificate code (`CERT_HAS_EXPIRED`, `SELF_SIGNED_CERT_IN_CHAIN`,
+ * `ERR_TLS_CERT_ALTNAME_INVALID`, ...). Use it for an identity provider that is not a plain JWKS issuer.
  */
 export type VerifyToken = (token: string) => Promise<CodecPrincipal>;
 
@@ -42,7 +44,7 @@ export interface JwtOptions {
    * Accepted algorithms. Default asymmetric only: `RS256`, `PS256`, `ES256`, `EdDSA`. `none` and HS*
    * are refused with `USER_CONTEXT_MISCONFIGURED` when the verifier is built.
    */
-  algorithms?: JWSAlgorithm[];
+  algorithms?: string[];
   /** Allowed clock skew in seconds, 0 to 3600. Default 30. */
   clockToleranceSeconds?: number;
   /**
@@ -54,13 +56,17 @@ export interface JwtOptions {
   maxTokenAgeSeconds?: number;
 }
 
-/** JWS algorithm names accepted for bearer tokens. */
-type JWSAlgorithm = string;
-
-const DEFAULT_ALGORITHMS: JWSAlgorithm[] = ['RS256', 'PS256', 'ES256', 'EdDSA'];
+const DEFAULT_ALGORITHMS: string[] = ['RS256', 'PS256', 'ES256', 'EdDSA'];
 const MAX_TOKEN_CHARS = 8192;
 
-/** A {@link VerifyToken} backed by jose `jwtVerify`; requires `iss`, `aud`, `exp` and `sub`. */
+/**
+ * A {@link VerifyToken} backed by jose `jwtVerify`; requires `iss`, `aud`, `exp` and `sub` (and `iat` with
+ * `maxTokenAgeSeconds`).
+ *
+ * @throws {@link UserContextError} `USER_CONTEXT_MISCONFIGURED` for a symmetric or `none` algorithm, an
+ *   empty issuer or audience, a key set URL that is not https (or http on loopback), a malformed key
+ *   set, or a number out of range.
+ */
 export function jwtVerifier(options: JwtOptions): VerifyToken {
   const algorithms = options.algorithms ?? DEFAULT_ALGORITHMS;
   // Configuration, not a request: refused like the server's other start-up checks (server.ts), before

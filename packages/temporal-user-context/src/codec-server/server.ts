@@ -114,8 +114,20 @@ type Operation = 'decode' | 'encode';
  * browser at all), carry a valid bearer token with the operation's scope and name the configured
  * namespace. Refusals are `{ code, message }`; every decision is audited. Not listening yet: call
  * `listen()` on the returned instance.
+ *
+ * @throws {@link UserContextError} `USER_CONTEXT_MISCONFIGURED` for options it cannot serve safely (no
+ *   codec, a namespace that is not the codec's, a cap or timeout out of range, `jwt` options that would
+ *   switch a check off).
  */
 export function createCodecServer(options: CodecServerOptions): FastifyInstance {
+  // `plugin.codec` is undefined while the plugin's codec is off: refused by name, not with a TypeError
+  // (found by review).
+  const given = options.codec as Partial<CodecServerOptions['codec']> | undefined;
+  if (typeof given?.decode !== 'function' || typeof given.encode !== 'function')
+    throw new UserContextError(
+      ErrorCodes.MISCONFIGURED,
+      "codec server: codec is required (plugin.codec is undefined while the plugin's codec is off)",
+    );
   const verify = resolveVerifier(options);
   if (typeof options.namespace !== 'string' || options.namespace.length === 0) {
     throw new UserContextError(ErrorCodes.MISCONFIGURED, 'codec server: namespace is required');

@@ -60,6 +60,19 @@ export interface UserContext {
   readonly roles: readonly string[];
 }
 
+/** Contexts {@link parseUserContext} returned: frozen, so they stay valid. */
+const parsed = new WeakSet<object>();
+
+/**
+ * `input` when {@link parseUserContext} made it, else `input` parsed: for callees that must not trust
+ * their caller's context and are on a hot path where the caller has usually parsed it already.
+ */
+export function ensureUserContext(input: unknown): UserContext {
+  return typeof input === 'object' && input !== null && parsed.has(input)
+    ? (input as UserContext)
+    : parseUserContext(input);
+}
+
 /**
  * Validates and freezes a user context. Throws {@link UserContextError} (`USER_CONTEXT_INVALID` or
  * `USER_CONTEXT_TOO_LARGE`) on anything outside the documented format; never coerces.
@@ -90,6 +103,7 @@ export function parseUserContext(input: unknown): UserContext {
   if (utf8Length(JSON.stringify(ctx)) > MAX_CONTEXT_BYTES) {
     throw new UserContextError(ErrorCodes.TOO_LARGE, `context over ${MAX_CONTEXT_BYTES} bytes`);
   }
+  parsed.add(ctx);
   return ctx;
 }
 
@@ -112,8 +126,10 @@ function describeIssue(issue: z.core.$ZodIssue | undefined): string {
 export function sameUserContext(a: UserContext, b: UserContext): boolean {
   if (a.userId !== b.userId || a.workspaceId !== b.workspaceId || a.roles.length !== b.roles.length)
     return false;
-  const roles = new Set(a.roles);
-  return b.roles.every((r) => roles.has(r));
+  // Both ways: a list with a repeated role is no set (parsed contexts have none; this does not rely on it).
+  const inA = new Set(a.roles);
+  const inB = new Set(b.roles);
+  return b.roles.every((r) => inA.has(r)) && a.roles.every((r) => inB.has(r));
 }
 
 // TextEncoder exists in Node and in the workflow sandbox; Buffer does not exist in the sandbox.

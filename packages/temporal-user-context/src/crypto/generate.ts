@@ -1,7 +1,7 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
 import { numberOption } from '../context/number-option.js';
-import type { KeySetJson } from './key-set.js';
+import { keySetSchema, type KeySetJson } from './key-set.js';
 
 function secret(): string {
   return randomBytes(32).toString('base64url');
@@ -26,11 +26,28 @@ export function generateKeySet(issuer: string): { edge: KeySetJson; worker: KeyS
     pseudonym: { k: secret() },
     codec: [{ kid: kid('codec'), status: 'active', k: secret() }],
   };
-  return { edge, worker: workerKeySet(edge) };
+  return { edge: checkedKeySet(edge), worker: workerKeySet(edge) };
+}
+
+/**
+ * `set` when it is a key set `KeyRing.fromJSON` would take, else `USER_CONTEXT_MISCONFIGURED` (found by
+ * review: `stageKeySet({})` failed with a TypeError, and `generateKeySet('')` made a set no ring takes).
+ */
+function checkedKeySet(set: KeySetJson): KeySetJson {
+  const parsed = keySetSchema.safeParse(set);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new UserContextError(
+      ErrorCodes.MISCONFIGURED,
+      `key set: ${issue?.path.join('.')}: ${issue?.message}`,
+    );
+  }
+  return set;
 }
 
 /** The worker's view of a key set: every private signing key removed. */
 export function workerKeySet(set: KeySetJson): KeySetJson {
+  checkedKeySet(set);
   return { ...set, signing: set.signing.map((s) => ({ ...s, jwk: publicHalf(s.jwk) })) };
 }
 
@@ -45,6 +62,7 @@ type SecretEntry = KeySetJson['sealing'][number];
  * `USER_CONTEXT_MISCONFIGURED` when keys are already staged.
  */
 export function stageKeySet(set: KeySetJson): KeySetJson {
+  checkedKeySet(set);
   const staged = [...set.signing, ...set.sealing, ...(set.codec ?? [])].some((k) => k.status === 'staged');
   if (staged)
     throw new UserContextError(
@@ -84,6 +102,7 @@ export interface ActivateOptions {
  * `USER_CONTEXT_MISCONFIGURED` when nothing is staged.
  */
 export function activateKeySet(set: KeySetJson, options: ActivateOptions = {}): KeySetJson {
+  checkedKeySet(set);
   requireEdgeSet(set);
   const codec = set.codec ?? [];
   if (![...set.signing, ...set.sealing, ...codec].some((k) => k.status === 'staged'))
@@ -115,6 +134,7 @@ export function activateKeySet(set: KeySetJson, options: ActivateOptions = {}): 
  * removed (`USER_CONTEXT_MISCONFIGURED`), nor an id the set does not hold.
  */
 export function retireKey(set: KeySetJson, kid: string): KeySetJson {
+  checkedKeySet(set);
   requireEdgeSet(set);
   const all = [...set.signing, ...set.sealing, ...(set.codec ?? [])];
   const found = all.filter((k) => k.kid === kid);

@@ -2,7 +2,7 @@ import { randomUUID } from 'node:crypto';
 import { CompactEncrypt } from 'jose';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
 import { numberOption } from '../context/number-option.js';
-import type { UserContext } from '../context/schema.js';
+import { ensureUserContext, type UserContext } from '../context/schema.js';
 import type { ContextHeader } from '../header/wire.js';
 import { MAX_WINDOW, type BoundStart, type ContextClaims, type TokenUse } from './claims.js';
 import type { KeyRing } from './keyring.js';
@@ -17,6 +17,10 @@ export const TOKEN_TYPE = 'tuc+jwt';
 export interface IssueOptions {
   /** The Temporal namespace: the token's audience. */
   namespace: string;
+  /**
+   * What the token is for: `start` (a workflow start, child or continue-as-new lineage), `actor` (a
+   * signal, update or query sender) or `schedule` (a schedule's runs).
+   */
   use: TokenUse;
   /** Workflow id the token is bound to (`start`, `actor`); for `schedule`, the action's workflow id. */
   workflowId?: string;
@@ -41,7 +45,7 @@ export interface IssueOptions {
   call?: string;
   /**
    * Seconds the start window stays open (default: 60 for start, 300 for actor, 366 days for schedules;
-   * at most a day, a day and 366 days: {@link MAX_WINDOW}, which workers hold tokens to).
+   * at most a day, a day and 366 days, which workers hold tokens to).
    */
   windowSeconds?: number;
   /** Clock, for tests. */
@@ -70,14 +74,25 @@ export const DEFAULT_WINDOW = { start: 60, actor: 300, schedule: 366 * 24 * 3600
 
 /**
  * Issues a sealed context token: an Ed25519-signed JWT inside a `dir`/A256GCM JWE. Only an edge key
- * ring (with the private signing key) can call this; a worker ring gets `USER_CONTEXT_MISCONFIGURED`.
- * Returns the header to send (token plus pseudonyms) and the claims, for the audit.
+ * ring (with the private signing key) can call this. Returns the header to send (token plus
+ * pseudonyms) and the claims, for the audit.
+ *
+ * @throws {@link UserContextError} `USER_CONTEXT_INVALID` or `USER_CONTEXT_TOO_LARGE` for a context
+ *   outside the documented format (a token workers would refuse); `USER_CONTEXT_MISCONFIGURED` for a
+ *   worker ring, a `use` that is none of the three, no namespace, a missing binding id (`workflowId`;
+ *   with `schedule`, `scheduleId` and `scheduledAction`), a `call` not of 1 to 1000 characters, a
+ *   `windowSeconds` out of range, or arguments that do not convert.
  */
 export async function issueContextToken(
   ring: KeyRing,
-  ctx: UserContext,
+  given: UserContext,
   options: IssueOptions,
 ): Promise<{ header: ContextHeader; claims: ContextClaims }> {
+  // Found by review: a malformed context was issued (`roles: 'admin'` became five roles, `a,d,m,i,n`), and
+  // only workers refused it. The edge's own contexts are parsed already and pass through unchanged.
+  const ctx = ensureUserContext(given);
+  if (options.use !== 'start' && options.use !== 'actor' && options.use !== 'schedule')
+    throw new UserContextError(ErrorCodes.MISCONFIGURED, "a token's use is 'start', 'actor' or 'schedule'");
   const signer = ring.activeSigningKey();
   if (!signer)
     throw new UserContextError(

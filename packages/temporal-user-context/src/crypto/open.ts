@@ -19,9 +19,9 @@ const decoder = new TextDecoder();
  * Every failure is a {@link UserContextError}; nothing is fetched, whatever the key id says.
  */
 export async function openContextToken(ring: KeyRing, token: string): Promise<ContextClaims> {
-  if (typeof token !== 'string' || token.length > MAX_TOKEN_CHARS) {
-    throw new UserContextError(ErrorCodes.TOO_LARGE, 'token over size cap');
-  }
+  if (typeof token !== 'string')
+    throw new UserContextError(ErrorCodes.TOKEN_INVALID, 'token is not a string');
+  if (token.length > MAX_TOKEN_CHARS) throw new UserContextError(ErrorCodes.TOO_LARGE, 'token over size cap');
   // Header checks and key choice happen in jose's key resolvers, on the header jose has already parsed
   // (decoding it a second time ourselves was measurable on the cold path). A resolver's
   // UserContextError passes through jose unchanged.

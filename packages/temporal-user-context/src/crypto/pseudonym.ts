@@ -27,7 +27,9 @@ export function pseudonymsOf(
   ids: { userId: string; workspaceId: string },
 ): { userId: string; workspaceId: string } {
   const k = 'pseudonymKey' in key ? key.pseudonymKey : key;
-  const valid = parseUserContext({ userId: ids.userId, workspaceId: ids.workspaceId, roles: [] });
+  // `ids` not an object (a JavaScript caller's null) is refused by the parse, not with a TypeError.
+  const given = (typeof ids === 'object' && ids !== null ? ids : {}) as Partial<typeof ids>;
+  const valid = parseUserContext({ userId: given.userId, workspaceId: given.workspaceId, roles: [] });
   return {
     userId: pseudonym(k, 'sub', valid.userId),
     workspaceId: pseudonym(k, 'ws', valid.workspaceId),

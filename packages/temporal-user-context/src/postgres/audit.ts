@@ -550,7 +550,9 @@ const FILTER_COLUMNS = [
  * The audit trail of the caller's workspace, newest first, a page at a time (`before`: the last id
  * of the previous page), so that no number of newer records puts older ones out of an admin's reach. Only a workspace admin (effective role
  * `admin` after the live membership check) may call it; RLS limits the rows to that workspace.
- * @throws UserContextError `USER_CONTEXT_ROLE_MISSING` for a non-admin, `USER_CONTEXT_MEMBERSHIP_REVOKED`.
+ * @throws UserContextError `USER_CONTEXT_ROLE_MISSING` for a non-admin, `USER_CONTEXT_MISCONFIGURED` for a
+ *   bad `limit`, `before` or filter, and every refusal of `withUserScope` (`USER_CONTEXT_MEMBERSHIP_REVOKED`
+ *   first among them).
  */
 export async function queryAuditTrail(
   db: SqlDatabase,

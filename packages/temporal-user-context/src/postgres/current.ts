@@ -28,7 +28,7 @@ export interface CurrentUserScopeOptions extends Omit<UserScopeOptions, 'auditor
  * // An activity an update handler scheduled, writing as the member who sent the update.
  * await withCurrentUserScope(db, (tx) => new NoteRepository(tx).add(text), { as: 'actor' });
  */
-export function withCurrentUserScope<T>(
+export async function withCurrentUserScope<T>(
   db: SqlDatabase,
   fn: (tx: ScopedTransaction) => Promise<T>,
   options: CurrentUserScopeOptions = {},

@@ -219,7 +219,7 @@ function transactionQueryable(
 ): SqlQueryable {
   let previous: Promise<unknown> = Promise.resolve();
   const run = async (sql: string, params: readonly unknown[]): Promise<SqlResult<never>> => {
-    if (!state.open) throw new Error('query after its transaction or session ended');
+    if (!state.open) throw queryAfterEnd();
     if (state.ended || !inTransaction()) {
       state.ended = true;
       throw transactionEnded();
@@ -351,6 +351,14 @@ function refusedByDatabase(err: unknown): boolean {
 
 /** Waited for the status after a failed statement when the adapter has no `queryTimeoutMs`. */
 const SETTLE_LIMIT_MS = 10_000;
+
+/**
+ * The refusal of a statement sent on a transaction's (or session's) queryable after it ended: a coded
+ * error, as `withUserScope` gives for the same misuse (found by review: a plain `Error`).
+ */
+function queryAfterEnd(): UserContextError {
+  return new UserContextError(ErrorCodes.MISCONFIGURED, 'query after its transaction or session ended');
+}
 
 /** Whether a statement failed because the transaction it ran in was aborted (SQLSTATE 25P02). */
 function leftAborted(err: unknown): boolean {
@@ -489,7 +497,7 @@ export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase
   };
   const wrap = (client: Pool | PoolClient, open: () => boolean = () => true): SqlQueryable => ({
     async query<R extends object>(sql: string, params: readonly unknown[] = []) {
-      if (!open()) throw new Error('query after its transaction or session ended');
+      if (!open()) throw queryAfterEnd();
       const res = await client.query(sql, params as unknown[]);
       return { rows: res.rows as R[], rowCount: res.rowCount ?? res.rows.length };
     },
@@ -566,7 +574,10 @@ export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase
           // On an aborted transaction (the callback swallowed an SQL error) Postgres answers COMMIT with
           // ROLLBACK. Say so, as PGlite does, rather than report writes that never happened.
           if (commit.command === 'ROLLBACK')
-            throw new Error('transaction was aborted and rolled back instead of committed');
+            // With PGlite's SQLSTATE for it, so that callers match one code whichever the driver.
+            throw Object.assign(new Error('transaction was aborted and rolled back instead of committed'), {
+              code: '25P02',
+            });
           return result;
         } catch (err) {
           if (isReadTimeout(err)) lost ??= err as Error;
@@ -601,7 +612,7 @@ export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase
         const result = await fn({
           ...wrap(client, () => open),
           async exec(sql: string) {
-            if (!open) throw new Error('query after its transaction or session ended');
+            if (!open) throw queryAfterEnd();
             // pg returns an array of results for a multi-statement script.
             const res: unknown = await client.query(sql);
             const last = (Array.isArray(res) ? res[res.length - 1] : res) as QueryResult | undefined;
@@ -803,7 +814,7 @@ export function fromPGlite(db: PGliteLike, options: PGliteOptions = {}): SqlData
     fn: (session: SqlSession) => Promise<T>,
     state: { open: boolean },
   ): Promise<T> {
-    const ended = () => new Error('query after its transaction or session ended');
+    const ended = () => queryAfterEnd();
     try {
       return await fn({
         async query<R extends object>(sql: string, params?: readonly unknown[]) {

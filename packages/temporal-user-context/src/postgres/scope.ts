@@ -404,7 +404,10 @@ function mismatchOfActivity(activity: ActivityScope, context: UserContext): User
  *   `USER_CONTEXT_MEMBERSHIP_REVOKED`, `USER_CONTEXT_ROLE_MISSING`, `USER_CONTEXT_MISCONFIGURED` (a bad
  *   or reserved role name, two `memberships` rows for one user and workspace, a roles setting that
  *   differs from the roles checked, a statement of `fn` that ends the transaction or changes the session
- *   or the scope, a connection carrying session state).
+ *   or the scope, a connection carrying session state, a `statementTimeoutMs` outside 1 to 3 600 000, a
+ *   bad seal schema, a query after the scope ended), `USER_CONTEXT_MISSING` for work an activity or
+ *   Nexus handler left running after it settled. A COMMIT whose answer is lost rejects with
+ *   `CommitOutcomeUnknownError` (no refusal: the work may have committed).
  */
 export async function withUserScope<T>(
   db: SqlDatabase,

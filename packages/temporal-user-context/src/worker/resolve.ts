@@ -85,7 +85,13 @@ export interface ResolveOptions {
  * 1. an explicit context must equal the verified, propagated one (`USER_CONTEXT_EXPLICIT_MISMATCH`);
  * 2. the propagated, verified context;
  * 3. a declared and allow-listed system principal;
- * otherwise `USER_CONTEXT_MISSING`. Every outcome is audited.
+ * otherwise `USER_CONTEXT_MISSING`. Every outcome is audited. An `explicit` of `null` counts as none.
+ *
+ * @throws {@link UserContextError} `USER_CONTEXT_EXPLICIT_MISMATCH` (above); `USER_CONTEXT_INVALID` for a
+ *   malformed `explicit` or a principal not made by `systemPrincipal()`; `USER_CONTEXT_MISSING` for an
+ *   `explicit` without a propagated context, no context and no usable principal, or a call outside an
+ *   activity run by a `UserContextPlugin` worker; `USER_CONTEXT_SYSTEM_PRINCIPAL_FORBIDDEN` for a
+ *   principal the worker does not allow-list for this activity type.
  */
 export function resolveUserContext(options: ResolveOptions = {}): UserContext | SystemPrincipal {
   const s = scope();

@@ -2,6 +2,7 @@ import { CancellationScope, patched, proxyLocalActivities } from '@temporalio/wo
 import { ErrorCodes } from '../context/errors.js';
 import type { UserContext } from '../context/schema.js';
 import { refusal } from './interceptors.js';
+import { WHOAMI_ACTIVITY, WHOIS_ACTOR_ACTIVITY } from './activity-names.js';
 import {
   SERIAL_VERIFICATION_PATCH,
   SHARED_VERIFICATION_PATCH,
@@ -16,10 +17,6 @@ import {
   type Originator,
   type WorkflowContextState,
 } from './state.js';
-
-/** Activity names the plugin registers on every worker; workflow code reaches them through the APIs below. */
-export const WHOAMI_ACTIVITY = 'temporalUserContext.whoami';
-export const WHOIS_ACTOR_ACTIVITY = 'temporalUserContext.whoisActor';
 
 // The originator's verification is bounded by time, not by a count: failures that are no verdict (a
 // revocation store's outage, a scheduled run its schedule has not recorded yet, a lookup the server

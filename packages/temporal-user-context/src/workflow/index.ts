@@ -19,3 +19,4 @@ export {
 // The mirrors' keys: a child started here gets its parent's values under them (docs/operations.md).
 export { MEMO_KEY, USER_ID_ATTRIBUTE, WORKSPACE_ID_ATTRIBUTE } from '../context/mirror-keys.js';
 export type { UserContext } from '../context/schema.js';
+export type { ContextHeader, Lineage } from '../header/wire.js';

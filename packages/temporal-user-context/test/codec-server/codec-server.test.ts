@@ -792,6 +792,19 @@ describe('codec server (case 23)', () => {
     expect(() => makeServer(idp, { jwt: undefined })).toThrowError(
       expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
     );
+    // `plugin.codec` while the plugin's codec is off (found by review: a TypeError).
+    const codecOff = new UserContextPlugin({
+      keys: KeyRing.fromJSON(generateKeySet('off').worker),
+      codec: false,
+    });
+    expect(codecOff.codec).toBeUndefined();
+    for (const codec of [codecOff.codec, {}, null])
+      expect(() => makeServer(idp, { codec: codec as never })).toThrowError(
+        expect.objectContaining({
+          code: ErrorCodes.MISCONFIGURED,
+          message: expect.stringContaining('codec is required'),
+        }),
+      );
     for (const algorithms of [['HS256'], ['ES256', 'hs512'], ['none'], ['ES256', 7 as never]]) {
       const err = catchError(() =>
         makeServer(idp, { jwt: { jwks: idp.jwks, issuer: 'x', audience: 'y', algorithms } }),

@@ -87,6 +87,7 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
       raw = tx;
     });
     await expect(raw!.query('select 1')).rejects.toThrow(/after its transaction or session ended/);
+    await expect(raw!.query('select 1')).rejects.toMatchObject({ code: ErrorCodes.MISCONFIGURED });
   });
 
   it('a callback cannot begin or end a transaction of its own (a helper with BEGIN/COMMIT)', async () => {
@@ -568,6 +569,12 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
     await expect(
       runInNexusScope(handler(carol), () => withCurrentUserScope(b.db, who, { as: 'sender' as never })),
     ).rejects.toMatchObject({ code: ErrorCodes.MISCONFIGURED });
+    // Refusals come as a rejected promise, never thrown from the call (found by review: both were thrown,
+    // and a caller's `.catch()` missed them).
+    const outside = withCurrentUserScope(b.db, who);
+    const badAs = withCurrentUserScope(b.db, who, { as: 'sender' as never });
+    await expect(outside).rejects.toMatchObject({ code: ErrorCodes.MISSING });
+    await expect(badAs).rejects.toMatchObject({ code: ErrorCodes.MISCONFIGURED });
   });
 
   it("inside a plugin worker's handler, decisions are audited with its auditor and ids by default", async () => {
@@ -1000,6 +1007,8 @@ describe.each(BACKENDS)('withUserScope on %s', (kind) => {
       ),
     );
     expect(String((err as Error).message)).toMatch(/rolled back/i);
+    // One SQLSTATE whichever the driver (the pg adapter's error had none: found by review).
+    expect(err).toMatchObject({ code: '25P02' });
     expect((await b.admin.query(`select 1 from notes where body = 'lost'`)).rowCount).toBe(0);
   });
 

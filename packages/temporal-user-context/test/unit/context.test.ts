@@ -5,12 +5,12 @@ import {
   MAX_CONTEXT_BYTES,
   MAX_ROLES,
   parseUserContext,
-  sameUserContext,
   systemPrincipal,
   UserContextError,
   isUserContextFailure,
   userContextFailureCode,
 } from 'temporal-user-context';
+import { sameUserContext } from '../../src/context/schema.js';
 import { QueryNotRegisteredError } from '@temporalio/client';
 import { ActivityFailure, ApplicationFailure, RetryState } from '@temporalio/common';
 
@@ -156,6 +156,11 @@ describe('UserContext schema', () => {
       ),
     ).toBe(true);
     expect(sameUserContext(parseUserContext(ok), parseUserContext({ ...ok, roles: ['admin'] }))).toBe(false);
+    // A repeated role is no set: compared both ways (found by review).
+    const twice = { userId: 'alice', workspaceId: 'ws-acme', roles: ['x', 'x'] } as never;
+    const pair = { userId: 'alice', workspaceId: 'ws-acme', roles: ['x', 'y'] } as never;
+    expect(sameUserContext(pair, twice)).toBe(false);
+    expect(sameUserContext(twice, pair)).toBe(false);
     expect(sameUserContext(parseUserContext(ok), parseUserContext({ ...ok, workspaceId: 'ws-other' }))).toBe(
       false,
     );

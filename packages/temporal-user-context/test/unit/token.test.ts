@@ -68,6 +68,26 @@ describe('context tokens', () => {
     ).toBe(ErrorCodes.MISCONFIGURED);
   });
 
+  // Found by review: the edge issued what workers then refused (`roles: 'admin'` became five roles).
+  it('issues for a well-formed context and a known use only', async () => {
+    const start = { namespace: 'default', use: 'start', workflowId: 'wf-1' } as const;
+    for (const bad of [
+      { ...alice, userId: 'bad id!' },
+      { ...alice, roles: 'admin' },
+      { ...alice, extra: 1 },
+      null,
+    ])
+      expect(await codeOf(issueContextToken(edge, bad as never, start)), JSON.stringify(bad)).toBe(
+        ErrorCodes.INVALID,
+      );
+    expect(await codeOf(issueContextToken(edge, alice, { ...start, use: 'bogus' as never }))).toBe(
+      ErrorCodes.MISCONFIGURED,
+    );
+    // A context given as a plain object is parsed, and issued as parsed.
+    const { claims } = await issueContextToken(edge, { ...alice, roles: ['member', 'admin'] }, start);
+    expect(claims.roles).toEqual(['member', 'admin']);
+  });
+
   it('a token has one spelling: lenient base64url variants of a genuine token are refused before decrypting', async () => {
     const { header, claims } = await issueContextToken(edge, alice, {
       namespace: 'default',
