@@ -110,7 +110,7 @@ export async function openDatabase(
     };
   }
   const dir = options.pgliteDir ?? join(DATA_DIR, 'pglite');
-  if (!options.pgliteDir) ensurePrivateDir(DATA_DIR);
+  if (!options.pgliteDir) createDataDir();
   ensurePrivateDir(dir);
   const lite = new PGlite(dir, { extensions: { pgcrypto } });
   await lite.waitReady;
@@ -147,13 +147,24 @@ export async function assertPlatformIsolation(
 
 /**
  * Creates `dir` (and its missing parents) readable by this user only, and takes group and other
- * access away from it when it exists with them: the embedded database's files hold run inputs,
- * answers, documents and the audit trail in clear, and PGlite writes some of them world-writable
- * (found by review: a WAL segment of mode 0666 in a directory of mode 0755).
+ * access away from it when it exists with them: for a directory of the platform's own (the embedded
+ * database's), whose files hold run inputs, answers, documents and the audit trail in clear, and where
+ * PGlite writes some of them world-writable (found by review: a WAL segment of mode 0666 in a directory
+ * of mode 0755).
  */
 export function ensurePrivateDir(dir: string): void {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   if ((statSync(dir).mode & 0o077) !== 0) chmodSync(dir, 0o700);
+}
+
+/**
+ * Creates AGENT_PLATFORM_DATA_DIR for this user only when it is missing. One that exists is the
+ * operator's (a mounted volume, a shared directory): its mode is left as it is (changing it failed on a
+ * volume of another owner and dropped a shared directory's sticky bit; found by review). What it holds
+ * that must be private is in subdirectories of mode 0700 (`pglite`, `keys`, `auth`).
+ */
+export function createDataDir(dir: string = DATA_DIR): void {
+  mkdirSync(dir, { recursive: true, mode: 0o700 });
 }
 
 export interface KeyFiles {

@@ -16,7 +16,7 @@ import {
   DATA_DIR,
   REPO_ROOT,
   activityLineage,
-  ensurePrivateDir,
+  createDataDir,
   runtimeMetrics,
   actorWindowSeconds,
   assertPlatformIsolation,
@@ -85,8 +85,8 @@ async function startTemporal(): Promise<{ address: string; child?: ChildProcess 
 }
 
 async function main(): Promise<void> {
-  // The dev server's history database and the embedded database live here: this user's only.
-  ensurePrivateDir(DATA_DIR);
+  // The dev server's history database and the embedded database live here (created for this user only).
+  createDataDir();
   // Always the development pair under .data/keys, whatever the environment names (one process, both
   // sides), with the same checks as npm run api / npm run worker.
   const keys = { worker: platformKeyRing('worker', {}), edge: platformKeyRing('edge', {}) };

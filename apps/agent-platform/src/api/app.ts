@@ -73,6 +73,7 @@ import {
 } from './problems.js';
 import { SettleMemory } from './settle-memory.js';
 import { UnfinishedWork } from './unfinished-work.js';
+import { RouteLogController } from './request-log.js';
 import { ParserRefusals } from './parser-refusals.js';
 import { validatorCompiler } from './validation.js';
 
@@ -446,10 +447,8 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     // for it was no problem document. None should: every answer sent once closing began closes its
     // connection (the onSend hook below), and Node closes the idle ones as closing begins.
     return503OnClosing: false,
-    // Fastify's own request lines carry the raw URL (ids in the path, query strings that may name a
-    // third party) and the client's address and port: personal data in clear in every log shipped
-    // (found by review). One line per request below says what happened without them.
-    disableRequestLogging: true,
+    // Request lines name the route's pattern, never the URL or the client (./request-log.ts).
+    logController: new RouteLogController(),
     // Ids are up to 128 characters (the ID pattern): the router's default of 100 answered a longer
     // one with a bare 414 before any route ran (a member with such an id could not be removed). Past
     // this, frameworkErrors (below) answers 414 with a problem document.
@@ -475,19 +474,6 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         .type('application/problem+json')
         .send(problem(long ? 414 : 400, 'BAD_REQUEST', long ? 'Path parameter too long' : 'Malformed URL'));
     },
-  });
-
-  // The request log: the route's pattern, never its URL or the client's address (above).
-  app.addHook('onResponse', async (request, reply) => {
-    request.log.info(
-      {
-        method: request.method,
-        route: request.routeOptions.url ?? 'unknown route',
-        statusCode: reply.statusCode,
-        responseTime: Math.round(reply.elapsedTime * 10) / 10,
-      },
-      'request completed',
-    );
   });
 
   // Bodies validated as sent, never converted to the schema's types (./validation.ts).
@@ -1637,8 +1623,11 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         if (open && waitMs === 0) return { status: 'running' };
         // After waiting, the caller's membership is checked again before the ending is given: it was
         // checked as the request began, up to a minute before (found by review: a member removed while
-        // waiting got the answer; the workflow had recorded its ending itself, so no scope ran).
-        const stillMember = () => (open ? scoped(request, async () => undefined) : Promise.resolve());
+        // waiting got the answer). A record still open is written by `reconcile` below, whose scope
+        // checks it; a record closed already (a start reported failed that took effect) is not.
+        const recordOpen = run.status === 'pending' || run.status === 'running';
+        const stillMember = () =>
+          open && !recordOpen ? scoped(request, async () => undefined) : Promise.resolve();
         // Written on the record when it still says pending or running: a run terminated or timed out
         // (before or while this request waited), or one whose workflow could not write its ending.
         try {

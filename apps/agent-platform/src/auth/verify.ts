@@ -69,7 +69,8 @@ export function createVerifier(options: AuthOptions): VerifyBearer {
     typeof options.jwks === 'string'
       ? createRemoteJWKSet(jwksUrl(options.jwks), {
           cacheMaxAge: cacheSeconds * 1000,
-          // jose refetches at most this often for a key id it does not know: no shorter than the cache.
+          // jose refetches at most this often for a key id it does not know: never less often than
+          // the cache expires.
           cooldownDuration: Math.min(30_000, cacheSeconds * 1000),
         })
       : createLocalJWKSet(options.jwks);

@@ -13,6 +13,7 @@ import {
 import {
   activityLineage,
   actorWindowSeconds,
+  createDataDir,
   ensureKeyFiles,
   ensurePrivateDir,
   platformKeyRing,
@@ -187,6 +188,17 @@ describe('ensurePrivateDir', () => {
     ensurePrivateDir(dir);
     expect(statSync(dir).mode & 0o777).toBe(0o700);
     expect(statSync(join(root, 'new')).mode & 0o777).toBe(0o700);
+  });
+
+  it("creates the data directory for this user only, and leaves an operator's existing one as it is", () => {
+    const fresh = join(root, 'data-new');
+    createDataDir(fresh);
+    expect(statSync(fresh).mode & 0o777).toBe(0o700);
+    const shared = join(root, 'data-shared');
+    ensurePrivateDir(shared);
+    chmodSync(shared, 0o1777);
+    createDataDir(shared);
+    expect(statSync(shared).mode & 0o7777).toBe(0o1777);
   });
 
   it('takes group and other access away from a directory an earlier version made', () => {

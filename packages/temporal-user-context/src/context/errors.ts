@@ -14,8 +14,8 @@ export const ErrorCodes = {
   /** The header is not a well-formed v1 header (bad JSON, a repeated key, wrong shape, unknown version). */
   HEADER_MALFORMED: 'USER_CONTEXT_HEADER_MALFORMED',
   /**
-   * The token failed decryption or signature verification, uses a forbidden algorithm, or its claims (or
-   * a sealed operation token's content) repeat a key.
+   * The token failed decryption or signature verification, uses a forbidden algorithm, is not a string,
+   * or its claims (or a sealed operation token's content) repeat a key.
    */
   TOKEN_INVALID: 'USER_CONTEXT_TOKEN_INVALID',
   /** The token names a key id that the key ring does not hold (or a hostile one). */
@@ -51,7 +51,7 @@ export const ErrorCodes = {
   PLAINTEXT_PAYLOAD: 'USER_CONTEXT_PLAINTEXT_PAYLOAD',
   /** Ciphertext failed authentication (tampered, or moved from another workflow or namespace). */
   PAYLOAD_TAMPERED: 'USER_CONTEXT_PAYLOAD_TAMPERED',
-  /** The library or the database is configured in a way that would not isolate users. */
+  /** The library or the database is configured in a way that would not isolate users, or an API is used in a way it cannot serve (bad input to a helper, a query after its transaction ended). */
   MISCONFIGURED: 'USER_CONTEXT_MISCONFIGURED',
 } as const;
 
