@@ -165,20 +165,32 @@ describe('the request log', () => {
 });
 
 describe('GET /runs/:runId/result on a running run', () => {
-  it('refuses a member removed while waiting, once the wait ends, instead of giving the ending', async () => {
-    // Another member's run: the ending is refused by the scope that writes it on the run's record.
-    await p.call('carol', 'POST', '/workspaces/ws-acme/members', { userId: 'frank', roles: ['member'] });
-    p.tokens.frank = await p.issuer.mint({ user: 'frank', workspace: 'ws-acme', roles: ['member'] });
+  /**
+   * A member's long poll of another member's run, answered after the member was removed while it waited
+   * (`closeRecord`: the record says the start failed although the run took effect).
+   */
+  async function removedWhileWaiting(member: string, closeRecord: boolean) {
+    await p.call('carol', 'POST', '/workspaces/ws-acme/members', { userId: member, roles: ['member'] });
+    p.tokens[member] = await p.issuer.mint({ user: member, workspace: 'ws-acme', roles: ['member'] });
     const { runId } = await startRun(p.call, { input: 'Tell me about roadmap', followUpSeconds: 3 });
+    if (closeRecord)
+      await p.pool.query(`update agent_runs set status = 'failed', error = 'START_FAILED' where id = $1`, [
+        runId,
+      ]);
     const polls = p.historyPolls();
-    const waiting = p.call('frank', 'GET', `/runs/${runId}/result?waitSeconds=30`);
+    const waiting = p.call(member, 'GET', `/runs/${runId}/result?waitSeconds=30`);
     await until(
       async () => p.historyPolls(),
       (n) => n > polls,
       10_000,
     );
-    expect((await p.call('carol', 'DELETE', '/workspaces/ws-acme/members/frank')).statusCode).toBe(204);
-    const res = await waiting;
+    expect((await p.call('carol', 'DELETE', `/workspaces/ws-acme/members/${member}`)).statusCode).toBe(204);
+    return { runId, res: await waiting };
+  }
+
+  it('refuses a member removed while waiting, once the wait ends, instead of giving the ending', async () => {
+    // The scope that writes the ending on the run's record refuses them.
+    const { runId, res } = await removedWhileWaiting('frank', false);
     expect(res.statusCode).toBe(403);
     expect(res.body_).toMatchObject({ code: ErrorCodes.MEMBERSHIP_REVOKED });
     expect(JSON.stringify(res.body_)).not.toContain('Acme roadmap');
@@ -188,23 +200,8 @@ describe('GET /runs/:runId/result on a running run', () => {
   });
 
   it('refuses a member removed while waiting on a run whose record is closed already', async () => {
-    // A start reported failed that took effect: the record says failed while Temporal runs the run, so
-    // no write of the ending checks the caller again.
-    await p.call('carol', 'POST', '/workspaces/ws-acme/members', { userId: 'grace', roles: ['member'] });
-    p.tokens.grace = await p.issuer.mint({ user: 'grace', workspace: 'ws-acme', roles: ['member'] });
-    const { runId } = await startRun(p.call, { input: 'Tell me about roadmap', followUpSeconds: 3 });
-    await p.pool.query(`update agent_runs set status = 'failed', error = 'START_FAILED' where id = $1`, [
-      runId,
-    ]);
-    const polls = p.historyPolls();
-    const waiting = p.call('grace', 'GET', `/runs/${runId}/result?waitSeconds=30`);
-    await until(
-      async () => p.historyPolls(),
-      (n) => n > polls,
-      10_000,
-    );
-    expect((await p.call('carol', 'DELETE', '/workspaces/ws-acme/members/grace')).statusCode).toBe(204);
-    const res = await waiting;
+    // No write of the ending checks the caller again: the membership check after the wait does.
+    const { res } = await removedWhileWaiting('grace', true);
     expect(res.statusCode).toBe(403);
     expect(res.body_).toMatchObject({ code: ErrorCodes.MEMBERSHIP_REVOKED });
   });

@@ -1,7 +1,7 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
 import { numberOption } from '../context/number-option.js';
-import { keySetSchema, type KeySetJson } from './key-set.js';
+import { parseKeySet, type KeySetJson } from './key-set.js';
 
 function secret(): string {
   return randomBytes(32).toString('base64url');
@@ -34,14 +34,7 @@ export function generateKeySet(issuer: string): { edge: KeySetJson; worker: KeyS
  * review: `stageKeySet({})` failed with a TypeError, and `generateKeySet('')` made a set no ring takes).
  */
 function checkedKeySet(set: KeySetJson): KeySetJson {
-  const parsed = keySetSchema.safeParse(set);
-  if (!parsed.success) {
-    const issue = parsed.error.issues[0];
-    throw new UserContextError(
-      ErrorCodes.MISCONFIGURED,
-      `key set: ${issue?.path.join('.')}: ${issue?.message}`,
-    );
-  }
+  parseKeySet(set);
   return set;
 }
 

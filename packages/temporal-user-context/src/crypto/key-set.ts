@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { ErrorCodes, UserContextError } from '../context/errors.js';
 
 /**
  * The JSON key set format (see docs/keys.md). The edge's set holds Ed25519 private keys; a worker's set
@@ -81,3 +82,16 @@ export const pseudonymKeyFileSchema = keySetSchema
 export type KeySetJson = z.input<typeof keySetSchema>;
 export type KeySet = z.output<typeof keySetSchema>;
 export { KID as KID_PATTERN };
+
+/** `raw` as a key set, or `USER_CONTEXT_MISCONFIGURED` naming the first field that is not one. */
+export function parseKeySet(raw: unknown): KeySet {
+  const parsed = keySetSchema.safeParse(raw);
+  if (!parsed.success) {
+    const issue = parsed.error.issues[0];
+    throw new UserContextError(
+      ErrorCodes.MISCONFIGURED,
+      `key set: ${issue?.path.join('.')}: ${issue?.message}`,
+    );
+  }
+  return parsed.data;
+}

@@ -3,7 +3,7 @@ import { readFileSync } from 'node:fs';
 import { inspect } from 'node:util';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
 import type { CodecKeyMaterial } from './codec/keys.js';
-import { keySetSchema, type KeySet, type KeySetJson } from './key-set.js';
+import { parseKeySet, type KeySet, type KeySetJson } from './key-set.js';
 import { isSmallOrderPoint } from './small-order.js';
 
 /** An Ed25519 key of a ring: its public half always, its private half only for an edge ring's active key. */
@@ -97,15 +97,7 @@ export class KeyRing {
         throw new UserContextError(ErrorCodes.MISCONFIGURED, 'key set is not JSON');
       }
     }
-    const parsed = keySetSchema.safeParse(raw);
-    if (!parsed.success) {
-      const issue = parsed.error.issues[0];
-      throw new UserContextError(
-        ErrorCodes.MISCONFIGURED,
-        `key set: ${issue?.path.join('.')}: ${issue?.message}`,
-      );
-    }
-    return new KeyRing(parsed.data);
+    return new KeyRing(parseKeySet(raw));
   }
 
   /** Reads a key set file. */

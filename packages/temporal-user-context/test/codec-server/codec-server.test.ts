@@ -888,21 +888,10 @@ describe('jwt.maxTokenAgeSeconds', () => {
     await expect(bounded(young)).resolves.toMatchObject({ subject: 'reader' });
     await expect(jwtVerifier(jwt)(old)).resolves.toMatchObject({ subject: 'reader' });
     // Through the server: 401, on record.
-    const { app, sink } = makeServer(idp, { jwt: { ...jwt, maxTokenAgeSeconds: 3600 } });
-    const res = await app.inject({
-      method: 'POST',
-      url: '/decode',
-      headers: {
-        origin: UI_ORIGIN,
-        authorization: `Bearer ${old}`,
-        'x-namespace': 'default',
-        'content-type': 'application/json',
-      },
-      payload: { payloads: [] },
-    });
+    server = makeServer(idp, { jwt: { ...jwt, maxTokenAgeSeconds: 3600 } });
+    const res = await post('/decode', { payloads: [] }, { authorization: `Bearer ${old}` });
     expect(res.statusCode).toBe(401);
-    expect(sink.events.map((e) => e.decision)).toEqual(['deny']);
-    await app.close();
+    expect(server.sink.events.map((e) => e.decision)).toEqual(['deny']);
   });
 });
 
