@@ -5,11 +5,22 @@ import { safeReason } from './safe-reason.js';
  * Codes are part of the public API: match on `code`, never on `message`.
  */
 export const ErrorCodes = {
-  /** No context where one is required (no header, nothing in scope), or work an activity or Nexus handler left running after it settled. */
+  /**
+   * No context where one is required (no header, nothing in scope), or work an activity or Nexus handler
+   * left running after it settled.
+   */
   MISSING: 'USER_CONTEXT_MISSING',
-  /** The context claims break the schema (id format, roles, Unicode rules), or an input has the wrong shape: a system principal not made by `systemPrincipal()`, payload metadata that is not bytes, a Nexus operation binding over its caps. */
+  /**
+   * The context claims break the schema (id format, roles, Unicode rules), or an input has the wrong shape:
+   * a system principal not made by `systemPrincipal()`, payload metadata that is not bytes, a Nexus
+   * operation binding over its caps.
+   */
   INVALID: 'USER_CONTEXT_INVALID',
-  /** The serialised context or header is over the size cap; or a token over 8 192 characters, a schedule whose runs' header would pass the cap, a payload the codec cannot frame, a sealed Nexus operation token over the server's limit. */
+  /**
+   * The serialised context or header is over the size cap; or a token over 8 192 characters, a schedule
+   * whose runs' header would pass the cap, a payload the codec cannot frame, a sealed Nexus operation token
+   * over the server's limit.
+   */
   TOO_LARGE: 'USER_CONTEXT_TOO_LARGE',
   /** The header is not a well-formed v1 header (bad JSON, a repeated key, wrong shape, unknown version). */
   HEADER_MALFORMED: 'USER_CONTEXT_HEADER_MALFORMED',
@@ -30,7 +41,10 @@ export const ErrorCodes = {
    * to be; at the edge, a schedule update that changes what its token binds.
    */
   LINEAGE_MISMATCH: 'USER_CONTEXT_LINEAGE_MISMATCH',
-  /** An explicit context argument disagrees with the verified, propagated one, or a database or edge scope inside an activity or Nexus handler names someone other than its verified originator or actor. */
+  /**
+   * An explicit context argument disagrees with the verified, propagated one, or a database or edge scope
+   * inside an activity or Nexus handler names someone other than its verified originator or actor.
+   */
   EXPLICIT_MISMATCH: 'USER_CONTEXT_EXPLICIT_MISMATCH',
   /** A signal, update or query from an actor the workflow's policy refuses. */
   ACTOR_FORBIDDEN: 'USER_CONTEXT_ACTOR_FORBIDDEN',
@@ -51,7 +65,10 @@ export const ErrorCodes = {
   PLAINTEXT_PAYLOAD: 'USER_CONTEXT_PLAINTEXT_PAYLOAD',
   /** Ciphertext failed authentication (tampered, or moved from another workflow or namespace). */
   PAYLOAD_TAMPERED: 'USER_CONTEXT_PAYLOAD_TAMPERED',
-  /** The library or the database is configured in a way that would not isolate users, or an API is used in a way it cannot serve (bad input to a helper, a query after its transaction ended). */
+  /**
+   * The library or the database is configured in a way that would not isolate users, or an API is used in a
+   * way it cannot serve (bad input to a helper, a query after its transaction ended).
+   */
   MISCONFIGURED: 'USER_CONTEXT_MISCONFIGURED',
 } as const;
 
