@@ -29,13 +29,12 @@ export class RouteLogController extends LogController {
     else reply.log.info(requestFields(request, reply), 'request completed');
   }
 
+  // Reached when the app's error handler itself fails (Fastify falls back to its default handler).
+  // Fastify's `routeNotFound` line is not overridden: the app's own not-found handler replaces the one
+  // that writes it.
   override defaultErrorLog(error: Error, request: FastifyRequest, reply: FastifyReply): void {
     const level = reply.statusCode >= 500 ? 'error' : 'info';
     reply.log[level]({ ...requestFields(request, reply), err: error }, error.message);
-  }
-
-  override routeNotFound(request: FastifyRequest, reply: FastifyReply): void {
-    request.log.info(requestFields(request, reply), 'route not found');
   }
 
   override writeHeadError(error: Error, request: FastifyRequest, reply: FastifyReply): void {
