@@ -110,6 +110,12 @@ describe('schedule arguments digest', () => {
       expect(argsDigest([decoded(crafted)]), crafted).not.toBe(created);
   });
 
+  it('an object with a length is digested as an object, never as an array (found by mutation testing)', () => {
+    expect(argsDigest([{ length: 1 }])).not.toBe(argsDigest([[undefined]]));
+    expect(argsDigest([{ length: 0 }])).not.toBe(argsDigest([[]]));
+    expect(argsDigest([{ length: 1 }])).toBe(argsDigest([JSON.parse('{"length":1}')]));
+  });
+
   it("refuses to vouch for what the default converter never delivers (another converter's values)", () => {
     // A custom converter may decode a Map, a Date or a class instance: by their own keys they would read
     // as plain objects the edge bound, while the workflow receives something else.

@@ -476,6 +476,47 @@ describe('coalescingAuditSink', () => {
     expect(inner.events[1]!.detail!.length).toBeLessThanOrEqual(257);
   });
 
+  // Found by mutation testing: the one shared window must name no workspace even when its first record
+  // names one, and a closed workspace window must free its place under maxKinds.
+  it('the shared window past the workspace cap names no workspace; closing windows frees their places', async () => {
+    const inner = memoryAuditSink();
+    const sink = coalescingAuditSink(inner, {
+      windowMs: 10_000,
+      maxKinds: 1,
+      keep: ['workspaceId'],
+      byDetail: true,
+    });
+    const named = (workspaceId: string, detail: string): AuditEvent => ({
+      ...anonymous('MEMBERSHIP_REVOKED', detail),
+      workspaceId,
+    });
+    sink.emit(named('ws-1', 'k0')); // its own kind's window
+    sink.emit(named('ws-1', 'k1')); // past maxKinds: ws-1's shared window, the only one allowed
+    sink.emit(named('ws-2', 'k2')); // past both caps: the one shared window, first named ws-2
+    sink.emit(named('ws-3', 'k3'));
+    sink.emit(named('ws-2', 'k4'));
+    await sink.flush();
+    const summaries = () => inner.events.filter((e) => e.action === 'audit.coalesced');
+    expect(summaries().map((e) => [e.workspaceId ?? null, e.detail?.split(' in ')[0]])).toEqual([
+      [null, '2 more of kinds past maxKinds'],
+    ]);
+    inner.clear();
+    // Every window closed: ws-5 gets its own kind's window, then its own shared window.
+    sink.emit(named('ws-5', 'a'));
+    sink.emit(named('ws-5', 'b'));
+    sink.emit(named('ws-5', 'c'));
+    await sink.flush();
+    expect(summaries().map((e) => [e.workspaceId ?? null, e.detail?.split(' in ')[0]])).toEqual([
+      ['ws-5', '1 more of kinds past maxKinds'],
+    ]);
+  });
+
+  it('refuses a maxKinds that is not a whole number', () => {
+    expect(() => coalescingAuditSink(memoryAuditSink(), { maxKinds: 1.5 })).toThrow(
+      expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
+    );
+  });
+
   it('refuses options that would turn it off or make it unbounded', () => {
     const inner: AuditSink = memoryAuditSink();
     for (const options of [

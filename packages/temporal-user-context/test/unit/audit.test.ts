@@ -11,6 +11,7 @@ import {
   type AuditEvent,
 } from 'temporal-user-context';
 import { auditFailure } from '../../src/worker/decision.js';
+import { describeErrorKind, describeThrown } from '../../src/audit/sanitize.js';
 
 describe('audit', () => {
   it('case 21: CR/LF, zero-width and bidi characters never reach a log line', () => {
@@ -364,5 +365,91 @@ describe('audit', () => {
       ]);
       expect(() => auditor.emit(event)).not.toThrow();
     });
+  });
+});
+
+// Found by mutation testing: what the tests above leave open in the pure sanitiser.
+describe('sanitize, at its edges', () => {
+  it('a field made only of unsafe characters is cleaned too (the printable-ASCII fast path is no bypass)', () => {
+    expect(sanitizeField('\n')).toBe('\uFFFD');
+    expect(sanitizeField('\r\n\u202e\u2066\u2028')).toBe('\uFFFD'.repeat(5));
+    expect(sanitizeField('é\n')).toBe('é\uFFFD');
+  });
+
+  it('caps at exactly 256 code units, cutting before a pair whose high half is U+D800 or U+DBFF', () => {
+    expect(sanitizeField('x'.repeat(1000))).toBe(`${'x'.repeat(256)}…`);
+    expect(sanitizeField('é'.repeat(256))).toBe('é'.repeat(256));
+    expect(sanitizeField('é'.repeat(257))).toBe(`${'é'.repeat(256)}…`);
+    expect(sanitizeField(`${'a'.repeat(255)}\u{10000}b`)).toBe(`${'a'.repeat(255)}…`);
+    expect(sanitizeField(`${'a'.repeat(255)}\u{10FFFF}b`)).toBe(`${'a'.repeat(255)}…`);
+  });
+
+  it('describeThrown reads a message from an Error only, and prints primitives as String() does', () => {
+    expect(describeThrown({ message: 'postgres://user:secret@db' })).toBe('[object Object]');
+    expect(describeThrown(42)).toBe('42');
+    expect(describeThrown(null)).toBe('null');
+    expect(describeThrown(undefined)).toBe('undefined');
+    expect(describeThrown(Symbol('s'))).toBe('Symbol(s)');
+    expect(describeThrown(new Error('boom\n'))).toBe('boom\uFFFD');
+  });
+
+  it('describeErrorKind names primitives by type, and reads codes at most four causes deep, never looping', () => {
+    expect(describeErrorKind('boom')).toBe('string');
+    expect(describeErrorKind(undefined)).toBe('undefined');
+    expect(describeErrorKind(new TypeError('x'))).toBe('TypeError');
+    // An endless chain of causes (each read makes a new one): the walk stops after four; a runaway walk
+    // would get 'unprintable value' from the guard below instead of hanging.
+    let reads = 0;
+    const endless = (depth: number): object => ({
+      get cause() {
+        if (++reads > 50) throw new Error('walked too far');
+        return endless(depth + 1);
+      },
+      // The fifth error of the chain (depth 4) has a code: past the walk.
+      ...(depth === 4 ? { code: 'E_TOO_DEEP' } : {}),
+    });
+    const err = Object.assign(new Error('top'), { cause: endless(1) });
+    expect(describeErrorKind(err)).toBe('Error');
+    const shallow = Object.assign(new Error('top'), {
+      cause: { cause: { cause: { code: 'ECONNREFUSED' } } },
+    });
+    expect(describeErrorKind(shallow)).toBe('Error code=ECONNREFUSED');
+    const cyclic = new Error('cyclic') as Error & { cause?: unknown };
+    cyclic.cause = cyclic;
+    expect(describeErrorKind(cyclic)).toBe('Error');
+  });
+
+  it('keeps a time that names a real instant, at every limit, and refuses one that does not', () => {
+    const base = { action: 'a', decision: 'deny', source: 'none', reason: 'r' } as const;
+    for (const time of [
+      '2000-02-29T23:59:59Z',
+      '2024-02-29T00:00:00Z',
+      '0001-12-31T23:59:59.123456789Z',
+      '2026-12-01T00:00:00+14:59',
+      '2026-06-30T12:00:00-00:00',
+    ]) {
+      const out = sanitizeAuditEvent({ ...base, time });
+      expect(out.time, time).toBe(time);
+      expect(out.detail, time).toBeUndefined();
+    }
+    for (const time of [
+      'x2026-01-01T00:00:00Z',
+      '1900-02-29T00:00:00Z',
+      '2023-02-29T00:00:00Z',
+      '2026-04-31T00:00:00Z',
+      '0000-01-01T00:00:00Z',
+      '2026-00-01T00:00:00Z',
+      '2026-13-01T00:00:00Z',
+      '2026-01-00T00:00:00Z',
+      '2026-01-01T24:00:00Z',
+      '2026-01-01T00:60:00Z',
+      '2026-01-01T00:00:60Z',
+      '2026-01-01T00:00:00+15:00',
+      '2026-01-01T00:00:00+14:60',
+    ]) {
+      const out = sanitizeAuditEvent({ ...base, time });
+      expect(out.time, time).not.toBe(time);
+      expect(out.detail, time).toBe('invalid fields: time');
+    }
   });
 });

@@ -12,6 +12,8 @@ import {
 } from 'temporal-user-context';
 import { sameUserContext } from '../../src/context/schema.js';
 import { QueryNotRegisteredError } from '@temporalio/client';
+import { isSystemPrincipal } from '../../src/context/system-principal.js';
+import { safeReason } from '../../src/context/safe-reason.js';
 import { ActivityFailure, ApplicationFailure, RetryState } from '@temporalio/common';
 
 const ok = { userId: 'alice', workspaceId: 'ws-acme', roles: ['member'] };
@@ -164,6 +166,64 @@ describe('UserContext schema', () => {
     expect(sameUserContext(parseUserContext(ok), parseUserContext({ ...ok, workspaceId: 'ws-other' }))).toBe(
       false,
     );
+  });
+});
+
+describe('UserContext schema: found by mutation testing', () => {
+  it('holds every role to the whole role format, not just its start', () => {
+    for (const role of [
+      'member\n',
+      'member admin',
+      'member;drop',
+      `m${'a'.repeat(48)}`,
+      'Admin',
+      '1member',
+      '',
+    ]) {
+      expect(
+        codeOf(() => parseUserContext({ ...ok, roles: [role] })),
+        JSON.stringify(role),
+      ).toBe(ErrorCodes.INVALID);
+    }
+    expect(parseUserContext({ ...ok, roles: [`m${'a'.repeat(47)}`] }).roles).toEqual([`m${'a'.repeat(47)}`]);
+  });
+
+  it('a context with more, fewer or other roles is not the same context, either way round', () => {
+    const member = parseUserContext({ ...ok, roles: ['member'] });
+    const more = parseUserContext({ ...ok, roles: ['member', 'admin'] });
+    const other = parseUserContext({ ...ok, roles: ['member', 'owner'] });
+    expect(sameUserContext(member, more)).toBe(false);
+    expect(sameUserContext(more, member)).toBe(false);
+    expect(sameUserContext(more, other)).toBe(false);
+    expect(sameUserContext(other, more)).toBe(false);
+    expect(
+      sameUserContext(more, parseUserContext({ ...ok, userId: 'bob', roles: ['admin', 'member'] })),
+    ).toBe(false);
+  });
+});
+
+describe('isSystemPrincipal, safeReason: found by mutation testing', () => {
+  it('isSystemPrincipal is true for objects of kind system only, and never throws', () => {
+    expect(isSystemPrincipal(systemPrincipal('nightly', 'nightly cleanup'))).toBe(true);
+    expect(isSystemPrincipal({ kind: 'system' })).toBe(true);
+    for (const value of [
+      null,
+      undefined,
+      'system',
+      { kind: 'robot' },
+      {},
+      Object.assign(() => 0, { kind: 'system' }),
+    ])
+      expect(isSystemPrincipal(value)).toBe(false);
+  });
+
+  it('safeReason caps at exactly 4000 code units, never cutting a surrogate pair', () => {
+    expect(safeReason('a'.repeat(4000))).toBe('a'.repeat(4000));
+    expect(safeReason('a'.repeat(4001))).toBe(`${'a'.repeat(4000)}…`);
+    expect(safeReason(`${'a'.repeat(3999)}\u{1F600}b`)).toBe(`${'a'.repeat(3999)}…`);
+    expect(safeReason(`${'a'.repeat(3999)}\u{10000}b`)).toBe(`${'a'.repeat(3999)}…`);
+    expect(safeReason(`${'a'.repeat(3999)}\u{10FFFF}b`)).toBe(`${'a'.repeat(3999)}…`);
+    expect(safeReason(`${'a'.repeat(3998)}\u{1F600}b`)).toBe(`${'a'.repeat(3998)}\u{1F600}…`);
   });
 });
 

@@ -2,7 +2,7 @@
 import fc from 'fast-check';
 import { defaultPayloadConverter } from '@temporalio/common';
 import { describe, expect, it } from 'vitest';
-import { isContextHeader } from '../../src/header/wire.js';
+import { isContextHeader, withHeader } from '../../src/header/wire.js';
 import { headerSchema } from '../../src/header/schema.js';
 import {
   ErrorCodes,
@@ -200,5 +200,89 @@ describe('the sandbox check and the zod reference schema agree', () => {
       }),
       { numRuns: 5000 },
     );
+  });
+});
+
+// Mutation testing found the property above never generates an accepted lineage (ad/extra are nearly
+// always present), so nothing checked isLineage field by field, nor the tok cap at its boundary.
+describe('isContextHeader, field by field', () => {
+  const lin = { root: 'wf-1', start: 0, wf: 'wf-1' };
+  const withLin = (l: unknown) => ({ ...good, lin: l });
+
+  it('accepts a lineage with every field, at its limits', () => {
+    expect(isContextHeader(withLin(lin))).toBe(true);
+    const full = {
+      root: 'r'.repeat(1000),
+      start: Number.MAX_SAFE_INTEGER,
+      wf: 'w',
+      sched: 's',
+      wt: 'T',
+      tq: 'Q',
+      cr: '@every 1h',
+      rp: 1,
+      hn: 'approve',
+    };
+    expect(isContextHeader(withLin(full))).toBe(true);
+    expect(headerSchema.safeParse(withLin(full)).success).toBe(true);
+  });
+
+  it.each([
+    ['an empty root', { ...lin, root: '' }],
+    ['an empty wf', { ...lin, wf: '' }],
+    ['a root over 1000 characters', { ...lin, root: 'r'.repeat(1001) }],
+    ['no start', { root: 'wf-1', wf: 'wf-1' }],
+    ['a start given as text', { ...lin, start: '0' }],
+    ['a negative start', { ...lin, start: -1 }],
+    ['a fractional start', { ...lin, start: 1.5 }],
+    ['an unsafe start', { ...lin, start: Number.MAX_SAFE_INTEGER + 2 }],
+    ['an empty sched', { ...lin, sched: '' }],
+    ['a sched that is not a string', { ...lin, sched: 7 }],
+    ['an empty wt', { ...lin, wt: '' }],
+    ['an empty tq', { ...lin, tq: '' }],
+    ['an empty cr', { ...lin, cr: '' }],
+    ['an empty hn', { ...lin, hn: '' }],
+    ['an hn over 1000 characters', { ...lin, hn: 'h'.repeat(1001) }],
+    ['rp other than 1', { ...lin, rp: 2 }],
+    ['rp true', { ...lin, rp: true }],
+    ['an argument digest on the wire (ad)', { ...lin, ad: 'a'.repeat(43) }],
+    ['a start delay on the wire (dl)', { ...lin, dl: 0 }],
+    ['a lineage that is an array', [lin]],
+  ])('refuses a lineage with %s: sandbox check, reference schema and decodeHeader alike', (_name, l) => {
+    const header = withLin(l);
+    expect(isContextHeader(header)).toBe(false);
+    expect(headerSchema.safeParse(header).success).toBe(false);
+    expect(codeOf(() => decodeHeader(raw(JSON.stringify(header)), ORIGINATOR_HEADER))).toBe(
+      ErrorCodes.HEADER_MALFORMED,
+    );
+  });
+
+  it('refuses hints that are not strings, and a token one character over the cap', () => {
+    expect(isContextHeader({ ...good, ws: [good.ws] })).toBe(false);
+    expect(isContextHeader({ ...good, sub: [good.sub] })).toBe(false);
+    // 'a…a.b.c.d.e': a five-part token of exactly MAX_HEADER_BYTES characters, then one more.
+    const tokOf = (length: number) => `${'a'.repeat(length - 8)}.b.c.d.e`;
+    expect(isContextHeader({ ...good, tok: tokOf(MAX_HEADER_BYTES) })).toBe(true);
+    expect(isContextHeader({ ...good, tok: tokOf(MAX_HEADER_BYTES + 1) })).toBe(false);
+  });
+});
+
+describe('decodeHeader on incomplete payloads, withHeader', () => {
+  it('reads absent headers as absent, and a payload without data or metadata as HEADER_MALFORMED', () => {
+    expect(decodeHeader(undefined, ORIGINATOR_HEADER)).toBeUndefined();
+    expect(decodeHeader({ [ORIGINATOR_HEADER]: null as never }, ORIGINATOR_HEADER)).toBeUndefined();
+    const noData = { [ORIGINATOR_HEADER]: { metadata: { encoding: enc.encode('json/plain') } } };
+    expect(codeOf(() => decodeHeader(noData, ORIGINATOR_HEADER))).toBe(ErrorCodes.HEADER_MALFORMED);
+    const noMetadata = { [ORIGINATOR_HEADER]: { data: enc.encode(JSON.stringify(good)) } };
+    expect(codeOf(() => decodeHeader(noMetadata, ORIGINATOR_HEADER))).toBe(ErrorCodes.HEADER_MALFORMED);
+  });
+
+  it('withHeader returns new headers with the header added, and leaves the given ones untouched', () => {
+    const other = defaultPayloadConverter.toPayload('x');
+    const given = { other };
+    const out = withHeader(given, ORIGINATOR_HEADER, good);
+    expect(out).not.toBe(given);
+    expect(Object.keys(given)).toEqual(['other']);
+    expect(out.other).toBe(other);
+    expect(decodeHeader(out, ORIGINATOR_HEADER)).toEqual(good);
   });
 });

@@ -131,6 +131,17 @@ describe('SuccessCache', () => {
     expect(await fresh).toBe('new');
   });
 
+  it('with a TTL too, concurrent callers share one lookup in flight (found by mutation testing)', async () => {
+    const cache = new SuccessCache<string>(10, 60_000);
+    const lookups = controlled<string>();
+    const first = cache.get('k', lookups.lookup);
+    const second = cache.get('k', lookups.lookup);
+    expect(lookups.calls).toHaveLength(1);
+    lookups.calls[0]!.resolve('v');
+    expect(await first).toBe('v');
+    expect(await second).toBe('v');
+  });
+
   it('a lookup that expired while in flight does not replace the one begun after it', async () => {
     vi.useFakeTimers({ toFake: ['Date'] });
     const cache = new SuccessCache<string>(2, 1_000);

@@ -1,5 +1,5 @@
 // Sealed tokens: issue at the edge, open on workers, rotation, and a fuzzed decoder.
-import { sign as edSign } from 'node:crypto';
+import { randomBytes, sign as edSign } from 'node:crypto';
 import fc from 'fast-check';
 import { CompactEncrypt, SignJWT } from 'jose';
 import { describe, expect, it } from 'vitest';
@@ -16,7 +16,7 @@ import {
 } from 'temporal-user-context';
 import { codeOf as codeOfType } from '../../../../test-support/refusal.js';
 import { argsDigest } from '../../src/crypto/args-digest.js';
-import { claimsSchema } from '../../src/crypto/claims.js';
+import { MAX_WINDOW, claimsSchema } from '../../src/crypto/claims.js';
 import { verifyOriginatorInParts } from '../../src/worker/verifier.js';
 
 const alice = { userId: 'alice', workspaceId: 'ws-acme', roles: ['member'] };
@@ -112,7 +112,15 @@ describe('context tokens', () => {
       [protectedHeader, key, iv, `${ciphertext}==`, tag], // padding
       [protectedHeader, 'AA', iv, ciphertext, tag], // an encrypted key, which dir has none of
       [protectedHeader, key, iv, ciphertext, tag, ''], // a sixth segment
+      // Found by mutation testing: the higher two of the tag's four spare bits, and standard base64's
+      // letters for base64url's (Node's decoder reads both alphabets, so jose would open either).
+      [protectedHeader, key, iv, ciphertext, tag.slice(0, -1) + alphabet[alphabet.indexOf(last) ^ 4]!],
+      [protectedHeader, key, iv, ciphertext.replace(/[-_]/, (c) => (c === '-' ? '+' : '/')), tag],
     ].map((parts) => parts.join('.'));
+    expect(ciphertext).toMatch(/[-_]/);
+    expect(Buffer.from(tag.slice(0, -1) + alphabet[alphabet.indexOf(last) ^ 4]!, 'base64url')).toEqual(
+      Buffer.from(tag, 'base64url'),
+    );
     for (const variant of variants) {
       expect(variant).not.toBe(header.tok);
       expect(await codeOf(openContextToken(worker, variant)), variant).toBe(ErrorCodes.TOKEN_INVALID);
@@ -147,6 +155,32 @@ describe('context tokens', () => {
         reason: 'key set: one key id names keys of two kinds',
       }),
     );
+  });
+
+  it('seals and encodes with the active key whatever the file order; a codec set needs exactly one active key', () => {
+    // Found by mutation testing: the first key of a kind was taken as active, and a codec set with no
+    // active key or two of them loaded.
+    const secret = (kid: string, status: string) => ({
+      kid,
+      status,
+      k: randomBytes(32).toString('base64url'),
+    });
+    const set = keys.edge as unknown as { sealing: unknown[]; codec: Array<{ kid: string }> };
+    const ring = KeyRing.fromJSON({
+      ...set,
+      sealing: [secret('seal-old', 'decrypt-only'), secret('seal-next', 'staged'), ...set.sealing],
+      codec: [secret('codec-old', 'decrypt-only'), ...set.codec],
+    } as never);
+    expect(ring.activeSealingKey().kid).toBe(edge.activeSealingKey().kid);
+    expect(ring.activeCodecKey().kid).toBe(set.codec[0]!.kid);
+    for (const codec of [
+      [secret('codec-a', 'decrypt-only')],
+      [secret('codec-a', 'active'), secret('codec-b', 'active')],
+    ]) {
+      expect(() => KeyRing.fromJSON({ ...set, codec } as never)).toThrow(
+        expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
+      );
+    }
   });
 
   it('case 24: after rotation, tokens under retired keys still open; new ones use the new keys', async () => {
@@ -433,6 +467,43 @@ describe('context tokens', () => {
     expect(accepts({ use: 'actor', nm: 'approve', ad })).toBe(false);
     expect(accepts({ use: 'start', wt: 'T', tq: 'Q', nm: 'approve' })).toBe(false);
     expect(accepts({ use: 'schedule', sch: 's', nm: 'approve' })).toBe(false);
+  });
+
+  it('claims name what their use binds (wf, sch), exp follows iat, and no window outlasts its use', () => {
+    const base = {
+      iss: 'edge',
+      aud: 'ns',
+      sub: 'alice',
+      ws: 'ws-acme',
+      roles: [],
+      wsh: 'w'.repeat(22),
+      subh: 's'.repeat(22),
+      iat: 1000,
+      exp: 1001,
+      jti: 'j'.repeat(16),
+    };
+    const accepts = (c: Record<string, unknown>) => claimsSchema.safeParse({ ...base, ...c }).success;
+    expect(accepts({ use: 'start', wf: 'wf-1' })).toBe(true);
+    expect(accepts({ use: 'actor', wf: 'wf-1' })).toBe(true);
+    expect(accepts({ use: 'schedule', wf: 'wf-1', sch: 's' })).toBe(true);
+    // Start and actor tokens name one workflow, and no schedule; schedule tokens name both.
+    expect(accepts({ use: 'start' })).toBe(false);
+    expect(accepts({ use: 'actor' })).toBe(false);
+    expect(accepts({ use: 'start', wf: 'wf-1', sch: 's' })).toBe(false);
+    expect(accepts({ use: 'actor', wf: 'wf-1', sch: 's' })).toBe(false);
+    expect(accepts({ use: 'schedule', sch: 's' })).toBe(false);
+    expect(accepts({ use: 'schedule', wf: 'wf-1' })).toBe(false);
+    // exp strictly after iat.
+    expect(accepts({ use: 'start', wf: 'wf-1', exp: 1000 })).toBe(false);
+    expect(accepts({ use: 'start', wf: 'wf-1', exp: 999 })).toBe(false);
+    // The window of each use, to the second: a longer one (a retired key's copy dated back to its
+    // cut-off, with a far exp) is refused.
+    for (const use of ['start', 'actor', 'schedule'] as const) {
+      const binding = use === 'schedule' ? { wf: 'wf-1', sch: 's' } : { wf: 'wf-1' };
+      expect(accepts({ use, ...binding, exp: 1000 + MAX_WINDOW[use] })).toBe(true);
+      expect(accepts({ use, ...binding, exp: 1000 + MAX_WINDOW[use] + 1 })).toBe(false);
+    }
+    expect(MAX_WINDOW).toEqual({ start: 86_400, actor: 86_400, schedule: 366 * 86_400 });
   });
 
   it('a sealed token whose inner header is not exactly EdDSA / tuc+jwt / known kid is refused, even validly signed', async () => {
