@@ -62,9 +62,7 @@ const caret = (names) => Object.fromEntries(names.map((n) => [n, `^${deps[n]}`])
 // The SDK is the application's: one copy of it (two would not share the classes this package checks
 // errors and failures against), of the minor version this package is tested with (it reaches into a
 // few of the SDK's internal modules).
-const temporal = Object.keys(deps).filter(
-  (n) => n.startsWith('@temporalio/') && n !== '@temporalio/envconfig',
-);
+const temporal = Object.keys(deps).filter((n) => n.startsWith('@temporalio/'));
 const manifest = {
   name: source.name,
   version: source.version,
