@@ -10,12 +10,8 @@
 export { getUserContext, getOriginator, getActor, verifyActor, setActorPolicy } from './api.js';
 export { userContextFailureCode, isUserContextFailure } from '../context/failure.js';
 export { sameWorkspacePolicy, type ActorPolicy, type ActorRef, type Originator } from './state.js';
-export {
-  ErrorCodes,
-  UserContextError,
-  isUserContextError,
-  type UserContextErrorCode,
-} from '../context/errors.js';
+// The codes only: no `UserContextError` reaches workflow code (see above).
+export { ErrorCodes, type UserContextErrorCode } from '../context/errors.js';
 // The mirrors' keys: a child started here gets its parent's values under them (docs/operations.md).
 export { MEMO_KEY, USER_ID_ATTRIBUTE, WORKSPACE_ID_ATTRIBUTE } from '../context/mirror-keys.js';
 export type { UserContext } from '../context/schema.js';

@@ -86,3 +86,25 @@ describe('what each entry point loads at run time', () => {
     expect(outside).toEqual([]);
   });
 });
+
+describe('the workflow entry', () => {
+  it('exports the workflow-side API and the failure helpers, not the error class no workflow code receives', async () => {
+    const workflow = await import('../../src/workflow/index.js');
+    // Found by review: it exported `UserContextError` and `isUserContextError`, which match nothing a
+    // workflow sees (refusals arrive as `ApplicationFailure`s: `isUserContextFailure`).
+    expect(Object.keys(workflow).sort()).toEqual([
+      'ErrorCodes',
+      'MEMO_KEY',
+      'USER_ID_ATTRIBUTE',
+      'WORKSPACE_ID_ATTRIBUTE',
+      'getActor',
+      'getOriginator',
+      'getUserContext',
+      'isUserContextFailure',
+      'sameWorkspacePolicy',
+      'setActorPolicy',
+      'userContextFailureCode',
+      'verifyActor',
+    ]);
+  });
+});
