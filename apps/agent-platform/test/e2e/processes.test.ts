@@ -94,8 +94,10 @@ describe('the API and the worker as processes', () => {
     const port = await freePort();
     const api = await start('src/api.ts', { PORT: String(port) }, 'Server listening');
     api.child.stdout!.pause();
-    // ~2 request-log lines of ~250 bytes each: past what the pipe and this process's stream take in.
-    for (let i = 0; i < 20; i++)
+    // One request-log line of ~180 bytes each, ~900 KB: several times what the pipe (64 KiB) and this
+    // process's paused stream (up to a read or two of 64 KiB) take in. With 1,000 requests (~180 KB,
+    // once the log kept the route alone) the pipe and this side now and then took every line.
+    for (let i = 0; i < 100; i++)
       await Promise.all(
         Array.from({ length: 50 }, () => fetch(`http://127.0.0.1:${port}/healthz`).then((r) => r.text())),
       );
