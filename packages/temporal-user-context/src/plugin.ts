@@ -13,6 +13,7 @@ import {
   defaultPayloadConverter,
   type Payload,
   type PayloadCodec,
+  type SerializationContext,
 } from '@temporalio/common';
 import type { WorkflowInfo } from '@temporalio/workflow';
 import { SimplePlugin } from '@temporalio/plugin';
@@ -283,6 +284,58 @@ function keptClient(
   };
 }
 
+/** Distinct client codec lists a plugin keeps for the schedule update check. */
+const MAX_CLIENT_CODEC_CHAINS = 8;
+
+/**
+ * A schedule action's arguments, decoded through the codecs of the latest configured client that can
+ * (the SDK decodes with a list's last codec first), else through this plugin's codec alone, and read
+ * with the SDK's default payload converter, as `bindScheduleArguments` digests them. Rejects when no
+ * list decodes them.
+ */
+async function decodedArguments(
+  chains: readonly (readonly PayloadCodec[])[],
+  own: PayloadCodec | undefined,
+  payloads: Payload[],
+  context: SerializationContext,
+): Promise<unknown[]> {
+  const tried = chains.length > 0 ? [...chains].reverse() : [own ? [own] : []];
+  let failure: unknown;
+  for (const chain of tried) {
+    try {
+      let plain = payloads;
+      for (let i = chain.length - 1; i >= 0; i--) plain = await chain[i]!.decode(plain, context);
+      return plain.map((p) => defaultPayloadConverter.fromPayload(p));
+    } catch (err) {
+      failure = err;
+    }
+  }
+  throw failure;
+}
+
+/**
+ * Refuses a client whose plugins (a `Client`'s, then its `Connection`'s) give, after `ours`, a
+ * `SimplePlugin` with client interceptors: SDK 1.24's `SimplePlugin` rebuilds a client's interceptors
+ * from `workflow` and `schedule` only, so it would drop this plugin's standalone activity and Nexus
+ * checks (a call with no user in scope refused at the edge, and audited) without a word (found by
+ * review: the OpenTelemetry plugin listed after this one). Listed before this one, it is harmless: this
+ * plugin puts back what it dropped. Plugins of other classes cannot be judged from here.
+ */
+function refuseLaterRebuilds(ours: UserContextPlugin, plugins: readonly unknown[] | undefined): void {
+  const at = plugins?.lastIndexOf(ours) ?? -1;
+  if (at < 0) return;
+  for (const later of plugins!.slice(at + 1)) {
+    if (later instanceof UserContextPlugin || !(later instanceof SimplePlugin)) continue;
+    // `options` is SimplePlugin's own (protected) record of what the plugin gives.
+    const given = (later as unknown as { options?: { clientInterceptors?: unknown } }).options;
+    if (given?.clientInterceptors === undefined) continue;
+    throw new UserContextError(
+      ErrorCodes.MISCONFIGURED,
+      `the client plugin ${JSON.stringify(later.name)}, listed after UserContextPlugin, would drop its standalone activity and Nexus checks (SDK 1.24 SimplePlugin rebuilds client interceptors): list UserContextPlugin after it (a Connection's plugins come after the Client's)`,
+    );
+  }
+}
+
 /**
  * A codec refusal in an activity context: an ApplicationFailure whose type is the code (which a retry
  * policy's `nonRetryableErrorTypes` can name) and whose cause is the refusal itself. Retryable as far as
@@ -341,6 +394,13 @@ export class UserContextPlugin extends SimplePlugin {
    * their contents: interceptors a caller copies from a configured client prove nothing.
    */
   private readonly configured = new WeakSet<object>();
+  /**
+   * The payload codecs of the clients this plugin configured, each list once, the latest last (at most
+   * {@link MAX_CLIENT_CODEC_CHAINS}): the schedule update check decodes an action's arguments as a
+   * client encoded them. With only this plugin's codec, an application's own codec left the arguments
+   * unreadable and the check let every update through (found by review).
+   */
+  private readonly clientCodecs: (readonly PayloadCodec[])[] = [];
   /** The client connection's gRPC interceptor auditing calls no client interceptor sees ({@link configureConnection}). */
   private readonly controlCalls: ReturnType<typeof controlCallsInterceptor>;
   /** Whether bundles get the failure converter that moves messages into encrypted payloads. */
@@ -541,17 +601,15 @@ export class UserContextPlugin extends SimplePlugin {
       {
         header: ORIGINATOR_HEADER,
         check: (updated) =>
-          scheduleUpdateRefusal(pluginOptions.keys, updated, async (payloads) => {
-            // The arguments as the SDK encoded them for the action's workflow id: decoded the same way.
-            const plain = this.codec
-              ? await this.codec.decode(payloads, {
-                  type: 'workflow',
-                  namespace: updated.namespace,
-                  workflowId: updated.workflowId,
-                })
-              : payloads;
-            return plain.map((p) => defaultPayloadConverter.fromPayload(p));
-          }),
+          scheduleUpdateRefusal(pluginOptions.keys, updated, (payloads) =>
+            // The arguments as the SDK encoded them for the action's workflow id, through a client's
+            // codecs: decoded the same way.
+            decodedArguments(this.clientCodecs, this.codec, payloads, {
+              type: 'workflow',
+              namespace: updated.namespace,
+              workflowId: updated.workflowId,
+            }),
+          ),
       },
       (action, target) => source.scheduleControlRefusal(action, target),
     );
@@ -616,6 +674,7 @@ export class UserContextPlugin extends SimplePlugin {
     // issued two tokens per call and encrypted every payload twice).
     if (this.configured.has(options)) return options;
     this.bindNamespace(options.namespace ?? 'default');
+    refuseLaterRebuilds(this, options.plugins);
     const interceptors = options.interceptors;
     this.refuseOthers(
       [interceptors?.workflow, interceptors?.schedule, options.dataConverter?.payloadCodecs],
@@ -632,7 +691,7 @@ export class UserContextPlugin extends SimplePlugin {
     )
       // Another SimplePlugin configured after this one rebuilt the client interceptors without the
       // standalone ones: added back (once).
-      return this.remember({
+      return this.rememberClient({
         ...options,
         interceptors: keptClient(interceptors, interceptors, this.standalone),
       });
@@ -641,7 +700,7 @@ export class UserContextPlugin extends SimplePlugin {
       ...(interceptors ? { interceptors: this.withoutOwnClient(interceptors) } : {}),
       ...this.withoutOwnCodec(options.dataConverter),
     });
-    return this.remember({
+    return this.rememberClient({
       ...configured,
       interceptors: keptClient(interceptors, configured.interceptors, this.standalone),
     });
@@ -841,6 +900,18 @@ export class UserContextPlugin extends SimplePlugin {
   private remember<T extends object>(options: T): T {
     this.configured.add(options);
     return options;
+  }
+
+  /** Keeps a configured client's codecs for the schedule update check ({@link clientCodecs}). */
+  private rememberClient(options: ClientOptions): ClientOptions {
+    const codecs = options.dataConverter?.payloadCodecs ?? [];
+    const same = (chain: readonly PayloadCodec[]) =>
+      chain.length === codecs.length && chain.every((codec, i) => codec === codecs[i]);
+    const at = this.clientCodecs.findIndex(same);
+    if (at >= 0) this.clientCodecs.splice(at, 1);
+    this.clientCodecs.push([...codecs]);
+    if (this.clientCodecs.length > MAX_CLIENT_CODEC_CHAINS) this.clientCodecs.shift();
+    return this.remember(options);
   }
 
   /**

@@ -351,10 +351,36 @@ class UpdateGate {
   }
 }
 
+/**
+ * Takes the run's originator from its start headers, once: `state.originator`, or `state.originatorError`
+ * when the header is missing or malformed (the run is then refused in `execute`).
+ */
+function readOriginator(state: WorkflowContextState, headers: Headers): void {
+  if (state.originator || state.originatorError) return;
+  try {
+    const header = decodeHeader(headers, ORIGINATOR_HEADER);
+    if (!header) throw new UserContextError(ErrorCodes.MISSING, 'workflow started without a user context');
+    // Frozen: getOriginator() hands it to workflow code and policies, and what the run sends every
+    // activity, child and continued run is made from it once.
+    state.originator = Object.freeze({ header: frozen(header), lineage: Object.freeze(lineageOf(header)) });
+  } catch (err) {
+    if (!isUserContextError(err)) throw err;
+    state.originatorError = { code: err.code, reason: err.reason };
+  }
+}
+
 class Internals implements WorkflowInternalsInterceptor {
   constructor(private readonly updates: UpdateGate) {}
 
   activate(input: ActivateInput, next: Next<WorkflowInternalsInterceptor, 'activate'>): void {
+    // The start header is read here, from the activation that starts the run, before any inbound
+    // interceptor runs: this module's `execute` is the innermost (see `configureBundler`), and another
+    // module's `execute` that schedules work before calling `next` (found by review: an application's
+    // lookup through an activity) would otherwise send it without the originator, refused as missing.
+    // Read from the job itself, no interceptor can change what the run takes as its originator.
+    // (The SDK may split the run's first activation, signals first: `find`, not the first job.)
+    const start = input.activation.jobs?.find((job) => job.initializeWorkflow)?.initializeWorkflow;
+    if (start) readOriginator(workflowState(), (start.headers ?? {}) as Headers);
     this.updates.delivered(input);
     next(input);
   }
@@ -375,18 +401,11 @@ class Inbound implements WorkflowInboundCallsInterceptor {
     next: Next<WorkflowInboundCallsInterceptor, 'execute'>,
   ): Promise<unknown> {
     const state = workflowState();
-    try {
-      const header = decodeHeader(input.headers, ORIGINATOR_HEADER);
-      if (!header) throw new UserContextError(ErrorCodes.MISSING, 'workflow started without a user context');
-      // Frozen: getOriginator() hands it to workflow code and policies, and what the run sends every
-      // activity, child and continued run is made from it once.
-      state.originator = Object.freeze({ header: frozen(header), lineage: Object.freeze(lineageOf(header)) });
-    } catch (err) {
-      if (!isUserContextError(err)) throw err;
-      // Fail closed: refuse the run instead of running it as nobody (or worse, as somebody).
-      state.originatorError = { code: err.code, reason: err.reason };
-      return Promise.reject(refusal('workflow.execute', err.code, err.reason));
-    }
+    // Read by `Internals.activate` already; here only when that found no start job.
+    readOriginator(state, input.headers);
+    const error = state.originatorError;
+    // Fail closed: refuse the run instead of running it as nobody (or worse, as somebody).
+    if (error) return Promise.reject(refusal('workflow.execute', error.code, error.reason));
     // The workflow function acts for nobody: a frame without an actor, whatever frame was current.
     return runAsActor(undefined, () => next(input));
   }

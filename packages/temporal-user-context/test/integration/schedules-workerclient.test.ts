@@ -23,6 +23,7 @@ import {
   nthScheduledRun,
 } from '../../../../test-support/harness.js';
 import { asyncTokens, lingering } from '../fixtures/activities.js';
+import { AppCodec } from '../fixtures/app-codec.js';
 import { aliceSchedule, hourlySchedule, useFixtureHarness } from '../fixtures/harness.js';
 
 const h = useFixtureHarness();
@@ -493,6 +494,46 @@ async function pluginOnConnection() {
 }
 
 describe('schedule changes after create (no client interceptor sees them)', () => {
+  it("refuses an update that changes the bound arguments when the client has the application's own codec too", async () => {
+    // Found by review: the check decoded the arguments with this plugin's codec alone; the application
+    // codec's payloads under it did not parse, and the update was let through (its runs then refused).
+    const { connection } = await pluginOnConnection();
+    try {
+      const client = new Client({
+        connection,
+        namespace: h.namespace,
+        dataConverter: { payloadCodecs: [new AppCodec()] },
+      });
+      const scheduleId = `moved-args-${randomUUID()}`;
+      const schedule = await runAsUser(alice, () =>
+        hourlySchedule(h, client, scheduleId, { args: [{ report: 'weekly' }] }),
+      );
+      try {
+        const err = await runAsUser(alice, () =>
+          schedule.update((previous) => ({
+            ...previous,
+            action: { ...previous.action, args: [{ report: 'everyone' }] },
+          })),
+        ).catch((e: unknown) => e);
+        expect(String((err as { cause?: { details?: unknown } }).cause?.details ?? err)).toContain(
+          ErrorCodes.LINEAGE_MISMATCH,
+        );
+        // An update that keeps them passes: the arguments were read, not skipped.
+        await runAsUser(alice, () =>
+          schedule.update((previous) => ({
+            ...previous,
+            spec: { ...previous.spec, intervals: [{ every: '2h' }] },
+          })),
+        );
+        expect((await schedule.describe()).action).toMatchObject({ args: [{ report: 'weekly' }] });
+      } finally {
+        await schedule.delete();
+      }
+    } finally {
+      await connection.close();
+    }
+  });
+
   it("given to the Connection, the plugin refuses an update that moves the action its token binds; the schedule's runs go on", async () => {
     const { sink, connection } = await pluginOnConnection();
     try {

@@ -2,6 +2,8 @@
 // with USER_CONTEXT_MISCONFIGURED, instead of being read as some default.
 import { createRequire } from 'node:module';
 import { ApplicationFailure, defaultPayloadConverter, type FailureConverter } from '@temporalio/common';
+import { Client, Connection } from '@temporalio/client';
+import { SimplePlugin } from '@temporalio/plugin';
 import { describe, expect, it } from 'vitest';
 import {
   Auditor,
@@ -506,6 +508,52 @@ describe("an application's own interceptors", () => {
     expect(again.interceptors?.activity).toEqual(ours.activity);
     expect(again.interceptors?.nexus).toEqual(ours.nexus);
     expect(p.configureClient({ ...again }).interceptors?.activity).toEqual(ours.activity);
+  });
+});
+
+describe('beside another SimplePlugin on a Client', () => {
+  const clientOf = (plugins: { client?: object[]; connection?: object[] }) =>
+    new Client({
+      connection: Connection.lazy({ address: '127.0.0.1:1', plugins: plugins.connection as never }),
+      plugins: plugins.client as never,
+    });
+  const tracing = () => new SimplePlugin({ name: 'tracing', clientInterceptors: { workflow: [{}] } });
+  /** A standalone activity with no user in scope: refused before any connection when the check is there. */
+  const standaloneRefusal = (client: Client) =>
+    client.activity
+      .start('whoami', { id: 'standalone', taskQueue: 'q', startToCloseTimeout: '10s' })
+      .catch((err: unknown) => err);
+
+  it('is refused when that plugin comes after it and gives client interceptors, which would drop its standalone checks', () => {
+    // Found by review: SDK 1.24's SimplePlugin rebuilds a client's interceptors from `workflow` and
+    // `schedule` only, so a standalone activity or Nexus call with no user in scope went out unrefused and
+    // unaudited.
+    const ours = new UserContextPlugin({ keys: edge, codec: false });
+    expect(() => clientOf({ client: [ours, tracing()] })).toThrow(
+      expect.objectContaining({
+        code: ErrorCodes.MISCONFIGURED,
+        message: expect.stringContaining('"tracing"'),
+      }),
+    );
+    // The Client's own plugins come before its Connection's.
+    const onConnection = new UserContextPlugin({ keys: edge, codec: false });
+    expect(() => clientOf({ client: [onConnection], connection: [tracing()] })).toThrow(
+      expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
+    );
+  });
+
+  it('keeps its standalone checks when listed after it, or when it gives no client interceptors', async () => {
+    for (const plugins of [
+      { client: [tracing(), new UserContextPlugin({ keys: edge, codec: false })] },
+      { client: [tracing()], connection: [new UserContextPlugin({ keys: edge, codec: false })] },
+      {
+        client: [
+          new UserContextPlugin({ keys: edge, codec: false }),
+          new SimplePlugin({ name: 'quiet', dataConverter: {} }),
+        ],
+      },
+    ])
+      expect(await standaloneRefusal(clientOf(plugins))).toMatchObject({ code: ErrorCodes.MISSING });
   });
 });
 
