@@ -5,6 +5,7 @@ import proto from '@temporalio/proto';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
 import { describeThrown } from '../audit/sanitize.js';
 import { taskTokenRef } from '../audit/task-token.js';
+import { ENCODING_ENCRYPTED, META_ENCODING, META_WORKFLOW_ID } from '../crypto/codec/format.js';
 
 const service = proto.temporal.api.workflowservice.v1;
 
@@ -56,6 +57,53 @@ interface Control {
   kind: ControlTarget['kind'];
   action: string;
   read: (bytes: Uint8Array) => ControlTarget;
+  /**
+   * By task token: the request decoded, to look for payloads encrypted bound to no workflow (see
+   * {@link holdsUnboundCiphertext}).
+   */
+  byToken?: (bytes: Uint8Array) => unknown;
+  /** Recorded only when refused (heartbeats: one per beat). */
+  quiet?: boolean;
+}
+
+const ENCRYPTED = new TextEncoder().encode(ENCODING_ENCRYPTED);
+
+/** Whether `bytes` are the bytes of `ENCODING_ENCRYPTED`. */
+function isEncryptedEncoding(bytes: unknown): boolean {
+  return (
+    bytes instanceof Uint8Array &&
+    bytes.length === ENCRYPTED.length &&
+    bytes.every((b, i) => b === ENCRYPTED[i])
+  );
+}
+
+/** {@link holdsUnboundCiphertext} of a request; false for one that cannot be read (it goes on, as above). */
+function unboundIn(decode: (bytes: Uint8Array) => unknown, bytes: Uint8Array): boolean {
+  try {
+    return holdsUnboundCiphertext(decode(bytes));
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Whether a decoded request holds a payload this package's codec encrypted bound to no workflow (its
+ * metadata names none): what the codec makes without a serialization context, which is what SDK 1.24's
+ * `AsyncCompletionClient` gives a call by task token unless told one. The activity's workflow refuses
+ * such a payload (`USER_CONTEXT_PAYLOAD_TAMPERED`) in every workflow task for ever, and the next
+ * attempt of an activity such heartbeat details reach fails before its code runs (found by review: the
+ * call itself succeeded, and was audited as allowed). Walks the message's own fields, to a bounded depth.
+ */
+function holdsUnboundCiphertext(message: unknown, depth = 0): boolean {
+  if (depth > 32 || typeof message !== 'object' || message === null || message instanceof Uint8Array)
+    return false;
+  if (Array.isArray(message)) return message.some((item) => holdsUnboundCiphertext(item, depth + 1));
+  const metadata = (message as { metadata?: unknown }).metadata;
+  if (typeof metadata === 'object' && metadata !== null) {
+    const fields = metadata as Record<string, unknown>;
+    if (isEncryptedEncoding(fields[META_ENCODING])) return !Object.hasOwn(fields, META_WORKFLOW_ID);
+  }
+  return Object.values(message).some((value) => holdsUnboundCiphertext(value, depth + 1));
 }
 
 /** An `RespondActivityTask…` call, by task token and by id. */
@@ -65,7 +113,12 @@ function activityControls(name: 'Completed' | 'Failed' | 'Canceled', action: str
   return [
     [
       `${METHOD}RespondActivityTask${name}`,
-      { kind: 'activity', action, read: (bytes) => activityTarget(byToken.decode(bytes), false) },
+      {
+        kind: 'activity',
+        action,
+        read: (bytes) => activityTarget(byToken.decode(bytes), false),
+        byToken: (bytes) => byToken.decode(bytes),
+      },
     ],
     [
       `${METHOD}RespondActivityTask${name}ById`,
@@ -107,7 +160,7 @@ function scheduleControl(
 /**
  * What the server is asked to do, by gRPC method, and how to read the request bytes: change a
  * schedule, or complete, fail or cancel an activity from outside it (`AsyncCompletionClient`; a
- * worker's own completions go through its native connection, not here). Heartbeats are not recorded.
+ * worker's own completions go through its native connection, not here). Heartbeats by task token are checked (below), recorded only when refused.
  */
 const CONTROLS = new Map<string, Control>([
   scheduleControl('UpdateSchedule', 'schedule.update', (b) => service.UpdateScheduleRequest.decode(b)),
@@ -116,6 +169,16 @@ const CONTROLS = new Map<string, Control>([
   ...activityControls('Completed', 'activity.complete'),
   ...activityControls('Failed', 'activity.fail'),
   ...activityControls('Canceled', 'activity.cancel'),
+  [
+    `${METHOD}RecordActivityTaskHeartbeat`,
+    {
+      kind: 'activity',
+      action: 'activity.heartbeat',
+      read: (bytes) => activityTarget(service.RecordActivityTaskHeartbeatRequest.decode(bytes), false),
+      byToken: (bytes) => service.RecordActivityTaskHeartbeatRequest.decode(bytes),
+      quiet: true,
+    },
+  ],
 ]);
 
 /** A patch in words: trigger, backfill, pause or unpause (with the operator's note, which is theirs). */
@@ -201,6 +264,12 @@ export function controlCallsInterceptor(
    * call fails with as an update's check's, or nothing.
    */
   refuseCaller?: (action: string, target: ControlTarget) => UserContextError | undefined,
+  /**
+   * Refuse an activity's completion, failure, cancellation or heartbeat by task token that carries a
+   * payload of this package's codec bound to no workflow ({@link holdsUnboundCiphertext}): on when the
+   * codec is on and does not accept namespace-bound payloads in workflows.
+   */
+  refuseUnboundByToken = false,
 ): Interceptor {
   return (options, nextCall) => {
     const control = CONTROLS.get(options.method_definition.path);
@@ -225,6 +294,17 @@ export function controlCallsInterceptor(
         let refused: UserContextError | undefined;
         try {
           if (control.kind === 'schedule') refused = refuseCaller?.(control.action, target);
+          else if (
+            refuseUnboundByToken &&
+            control.byToken &&
+            unboundIn(control.byToken, message as Uint8Array)
+          ) {
+            refused = new UserContextError(
+              ErrorCodes.MISCONFIGURED,
+              `${control.action} by task token carries payloads encrypted for no workflow, which the activity's workflow would refuse in every task: call it by activity id, or pass the activity's serializationContext ({ type: 'activity', namespace, workflowId, activityId, isLocal: false })`,
+            );
+            record(control.action, target, refused);
+          }
         } catch (err) {
           // Fail closed: a caller that cannot be told apart is not let through, and on record.
           refused = new UserContextError(
@@ -243,7 +323,7 @@ export function controlCallsInterceptor(
           return;
         }
         if (!updated || !checkUpdate) {
-          record(control.action, target);
+          if (!control.quiet) record(control.action, target);
           next(message);
           return;
         }

@@ -668,6 +668,60 @@ describe('schedule changes after create (no client interceptor sees them)', () =
 });
 
 describe('an activity completed from outside it (AsyncCompletionClient)', () => {
+  it('given to the Connection, the plugin refuses a call by task token whose payloads no workflow is bound to; with the serialization context it goes on', async () => {
+    // Found by review: SDK 1.24 encodes a call by task token without a serialization context unless told
+    // one, so the codec bound its payloads to no workflow. The call succeeded (and was audited as
+    // allowed), and the workflow refused the result in every workflow task, for ever.
+    const { sink, connection } = await pluginOnConnection();
+    try {
+      const client = new Client({ connection, namespace: h.namespace });
+      const workflowId = `async-token-${randomUUID()}`;
+      const handle = await runAsUser(alice, () =>
+        client.workflow.start('awaitsCompletion', { taskQueue: h.taskQueue, workflowId }),
+      );
+      await vi.waitFor(() => expect(asyncTokens.has(workflowId)).toBe(true), { timeout: 15_000 });
+      const token = asyncTokens.get(workflowId)!;
+      const calls = [
+        () => client.activity.complete(token, 'approved'),
+        () => client.activity.heartbeat(token, { progress: 1 }),
+        () => client.activity.fail(token, new Error('declined')),
+        () => client.activity.reportCancellation(token, 'withdrawn'),
+      ];
+      for (const call of calls) {
+        const err = await runAsUser(carol, call).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        expect(String((err as { cause?: unknown })?.cause ?? err)).toContain(ErrorCodes.MISCONFIGURED);
+      }
+      // With the activity's serialization context, each payload is bound to its workflow: a heartbeat goes
+      // on (unrecorded), and the completion too.
+      const serializationContext = {
+        type: 'activity',
+        namespace: h.namespace,
+        workflowId,
+        activityId: '1',
+        isLocal: false,
+      } as const;
+      await runAsUser(carol, () => client.activity.heartbeat(token, undefined, { serializationContext }));
+      await runAsUser(carol, () => client.activity.complete(token, 'approved', { serializationContext }));
+      expect(await handle.result()).toBe('approved');
+      expect(
+        sink.events
+          .filter((e) => e.action.startsWith('activity.'))
+          .map((e) => [e.action, e.decision, e.reason, e.userId]),
+      ).toEqual([
+        ['activity.complete', 'deny', ErrorCodes.MISCONFIGURED, carol.userId],
+        ['activity.heartbeat', 'deny', ErrorCodes.MISCONFIGURED, carol.userId],
+        ['activity.fail', 'deny', ErrorCodes.MISCONFIGURED, carol.userId],
+        ['activity.cancel', 'deny', ErrorCodes.MISCONFIGURED, carol.userId],
+        ['activity.complete', 'allow', 'ok', carol.userId],
+      ]);
+    } finally {
+      await connection.close();
+    }
+  });
+
   // Carried for several rounds: such completions were not audited. The activity's own record names its
   // task token by digest, and so does a completion by token (control-calls.test.ts).
   it("given to the Connection, the plugin records who completed it, beside the activity's own record", async () => {

@@ -43,12 +43,14 @@ async function run(
   check: (a: UpdatedAction) => Promise<UserContextError | undefined>,
   record: (action: string, target: unknown, refusal?: unknown) => void = () => undefined,
   refuseCaller?: (action: string, target: unknown) => UserContextError | undefined,
+  refuseUnboundByToken = false,
 ) {
   const next = fakeNext();
   const interceptor = controlCallsInterceptor(
     record as never,
     { header: 'user-context', check },
     refuseCaller as never,
+    refuseUnboundByToken,
   );
   const call = interceptor({ method_definition: { path } } as never, () => next.call as never);
   call.start(new Metadata(), {});
@@ -238,5 +240,78 @@ describe('controlCallsInterceptor', () => {
     }).finish();
     await run(`${METHOD}RecordActivityTaskHeartbeat`, beat, none, record, refuse);
     expect(seen).toEqual([]);
+  });
+
+  it('by task token, refuses payloads of the codec bound to no workflow, wherever the request holds them', async () => {
+    const METHOD = '/temporal.api.workflowservice.v1.WorkflowService/';
+    const token = new Uint8Array([1, 2, 3, 4]);
+    const digest = createHash('sha256').update(token).digest('hex').slice(0, 16);
+    const bytes = (text: string) => new TextEncoder().encode(text);
+    const encrypted = (bound: boolean) => ({
+      metadata: {
+        encoding: bytes('binary/encrypted'),
+        'encryption-key-id': bytes('k1'),
+        ...(bound ? { 'encryption-workflow-id': bytes('wf') } : {}),
+      },
+      data: new Uint8Array([1, 2, 3]),
+    });
+    const completed = (payload: object) =>
+      service.RespondActivityTaskCompletedRequest.encode({
+        namespace: 'ns',
+        taskToken: token,
+        result: { payloads: [payload] },
+      }).finish();
+    // A failure's message moved into its encoded attributes, in a cause.
+    const failed = service.RespondActivityTaskFailedRequest.encode({
+      namespace: 'ns',
+      taskToken: token,
+      failure: { message: 'x', cause: { message: 'y', encodedAttributes: encrypted(false) } },
+    }).finish();
+    const beat = service.RecordActivityTaskHeartbeatRequest.encode({
+      namespace: 'ns',
+      taskToken: token,
+      details: { payloads: [encrypted(false)] },
+    }).finish();
+    const refusedOf = (action: string) => [
+      action,
+      { kind: 'activity', namespace: 'ns', detail: `by task token sha256:${digest}` },
+      ErrorCodes.MISCONFIGURED,
+    ];
+    const none = async () => undefined;
+    const cases: [string, Uint8Array, boolean, boolean][] = [
+      // method, request, whether the check is on, whether refused
+      ['RespondActivityTaskCompleted', completed(encrypted(false)), true, true],
+      ['RespondActivityTaskFailed', failed, true, true],
+      ['RecordActivityTaskHeartbeat', beat, true, true],
+      ['RespondActivityTaskCompleted', completed(encrypted(true)), true, false],
+      [
+        'RespondActivityTaskCompleted',
+        completed({ metadata: { encoding: bytes('json/plain') } }),
+        true,
+        false,
+      ],
+      ['RespondActivityTaskCompleted', completed(encrypted(false)), false, false],
+    ];
+    for (const [method, request, on, refused] of cases) {
+      const seen: unknown[][] = [];
+      const record = (action: string, target: unknown, refusal?: UserContextError) =>
+        void seen.push([action, target, refusal?.code]);
+      const log = await run(`${METHOD}${method}`, request, none, record, undefined, on);
+      const action =
+        method === 'RecordActivityTaskHeartbeat'
+          ? 'activity.heartbeat'
+          : method.includes('Failed')
+            ? 'activity.fail'
+            : 'activity.complete';
+      if (refused) {
+        expect(log, method).toEqual([
+          'start',
+          expect.stringMatching(`^cancel ${status.FAILED_PRECONDITION} ${ErrorCodes.MISCONFIGURED}: `),
+        ]);
+        expect(seen).toEqual([refusedOf(action)]);
+      } else {
+        expect(log, method).toEqual(['start', 'send', 'halfClose']);
+      }
+    }
   });
 });
