@@ -945,14 +945,17 @@ export class UserContextPlugin extends SimplePlugin {
       reason: string,
       detail: string,
       originator: ContextHeader | undefined,
+      /** The workflow acted for its originator: the record names the verified user too. */
+      byOriginator = false,
     ) => {
-      const emit = (workspaceId?: string) =>
+      const emit = (workspaceId?: string, userId?: string) =>
         auditor.emit({
           action,
           decision,
           source,
           reason,
           detail,
+          ...(userId === undefined ? {} : { userId }),
           ...(workspaceId === undefined ? {} : { workspaceId }),
           namespace: info.namespace,
           workflowId: info.workflowId,
@@ -970,7 +973,10 @@ export class UserContextPlugin extends SimplePlugin {
       return verifier
         .verifyOriginator(originator, { namespace: info.namespace, workflowId: info.workflowId })
         .then(
-          (verified) => emit(verified.claims.use === 'start' ? verified.context.workspaceId : undefined),
+          (verified) =>
+            verified.claims.use === 'start'
+              ? emit(verified.context.workspaceId, byOriginator ? verified.context.userId : undefined)
+              : emit(),
           () => emit(),
         );
     };
@@ -1006,6 +1012,11 @@ export class UserContextPlugin extends SimplePlugin {
               `admitted by the actor policy on unverified pseudonyms: ${event.detail}`,
               event.originator,
             ),
+          callDuringReplay: false,
+        },
+        acted: {
+          fn: (info, event) =>
+            record(info, 'allow', 'header', event.action, 'ok', event.detail, event.originator, true),
           callDuringReplay: false,
         },
       },

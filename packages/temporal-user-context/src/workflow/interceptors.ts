@@ -82,6 +82,12 @@ export interface UserContextSinks extends Sinks {
      * `REJECTED_BY_VALIDATOR`: it left nothing in history).
      */
     allow(event: { action: string; detail: string; originator?: ContextHeader; rejected?: true }): void;
+    /**
+     * Something the workflow did for its originator that no interceptor carries a context on (a
+     * cancellation of another workflow): audited with source `header`, under the originator's user and
+     * workspace once the worker verifies the header.
+     */
+    acted(event: { action: string; detail: string; originator?: ContextHeader }): void;
   };
 }
 const { userContextAudit } = proxySinks<UserContextSinks>();
@@ -369,6 +375,28 @@ function readOriginator(state: WorkflowContextState, headers: Headers): void {
   }
 }
 
+/**
+ * Records each cancellation of another workflow this activation asks for. SDK 1.24 has no outbound
+ * interceptor for it and the command carries no header, so the target never learns who asked, and it
+ * was on no record (found by review: a workflow of one workspace cancelled another's, unchecked and
+ * unrecorded). Not refused: the sandbox cannot know the target's workspace, and any client of the
+ * namespace may cancel it too. A record, for the originator the workflow acts for.
+ */
+function recordExternalCancels(output: ConcludeActivationOutput): void {
+  for (const command of output.commands) {
+    const target = command.requestCancelExternalWorkflowExecution?.workflowExecution;
+    if (!target) continue;
+    const run = target.runId ? ` run ${quotedName(target.runId)}` : '';
+    const event: Parameters<typeof userContextAudit.acted>[0] = {
+      action: 'workflow.external.cancel',
+      detail: `cancellation of workflow ${quotedName(target.workflowId ?? '')}${run}`,
+    };
+    const originator = originatorForRecord();
+    if (originator !== undefined) event.originator = originator;
+    userContextAudit.acted(event);
+  }
+}
+
 class Internals implements WorkflowInternalsInterceptor {
   constructor(private readonly updates: UpdateGate) {}
 
@@ -389,7 +417,9 @@ class Internals implements WorkflowInternalsInterceptor {
     input: ConcludeActivationInput,
     next: Next<WorkflowInternalsInterceptor, 'concludeActivation'>,
   ): ConcludeActivationOutput {
-    return this.updates.conclude(next(input));
+    const output = this.updates.conclude(next(input));
+    recordExternalCancels(output);
+    return output;
   }
 }
 

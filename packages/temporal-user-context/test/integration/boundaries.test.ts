@@ -762,6 +762,29 @@ describe('actors: signals, updates, queries', () => {
   });
 });
 
+describe("a workflow's cancellation of another workflow", () => {
+  it('is on record for the user the cancelling workflow acts for, naming the target', async () => {
+    // Found by review: SDK 1.24 carries no header on it and has no outbound interceptor for it, so the
+    // target never learns who asked; a workflow of another workspace cancelled Alice's on no record.
+    const target = await runAsUser(alice, () =>
+      h.client.workflow.start('interactive', { taskQueue: h.taskQueue, workflowId: id('cancelled') }),
+    );
+    await runAs(bob, 'cancelOther', [target.workflowId]);
+    const ended = await target.result().catch((err: unknown) => err);
+    expect((ended as { cause?: Error }).cause?.name).toBe('CancelledFailure');
+    await vi.waitFor(() =>
+      expect(
+        h.audit.events
+          .filter((e) => e.action === 'workflow.external.cancel')
+          .filter((e) => e.detail?.includes(target.workflowId))
+          .map((e) => [e.decision, e.source, e.userId, e.workspaceId, e.detail]),
+      ).toEqual([
+        ['allow', 'header', bob.userId, bob.workspaceId, `cancellation of workflow "${target.workflowId}"`],
+      ]),
+    );
+  });
+});
+
 describe('a call a policy admits without an actor', () => {
   it('runs as nobody, also when the SDK delivers it inside the handler of a call that has one', async () => {
     const handle = await runAsUser(alice, () =>

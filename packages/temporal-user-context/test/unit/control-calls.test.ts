@@ -294,8 +294,8 @@ describe('controlCallsInterceptor', () => {
     ];
     for (const [method, request, on, refused] of cases) {
       const seen: unknown[][] = [];
-      const record = (action: string, target: unknown, refusal?: UserContextError) =>
-        void seen.push([action, target, refusal?.code]);
+      const record = (action: string, target: unknown, refusal?: unknown) =>
+        void seen.push([action, target, (refusal as UserContextError | undefined)?.code]);
       const log = await run(`${METHOD}${method}`, request, none, record, undefined, on);
       const action =
         method === 'RecordActivityTaskHeartbeat'
