@@ -85,7 +85,6 @@ const manifest = {
     '@grpc/grpc-js': '^1.12.4',
     fastify: `^${deps.fastify}`,
     pg: `^${deps.pg.split('.')[0]}`,
-    '@types/pg': '^8',
   },
   peerDependenciesMeta: {
     // Types only: a client-only application (an API) need not install the worker.
@@ -93,9 +92,9 @@ const manifest = {
     '@temporalio/testing': { optional: true },
     // `temporal-user-context/codec-server` only.
     fastify: { optional: true },
-    // `temporal-user-context/postgres` with `fromPgPool` (PGlite needs neither).
+    // `temporal-user-context/postgres` with `fromPgPool` (PGlite does not; the declarations name no pg
+    // type: `PgPoolLike`).
     pg: { optional: true },
-    '@types/pg': { optional: true },
   },
 };
 writeFileSync(join(out, 'package.json'), `${JSON.stringify(manifest, null, 2)}\n`);

@@ -395,6 +395,17 @@ export const SESSION_RESET =
   'SET SESSION AUTHORIZATION DEFAULT; RESET ALL; RESET ROLE; CLOSE ALL; UNLISTEN *; ' +
   'SELECT pg_catalog.pg_advisory_unlock_all(); DISCARD TEMP; DISCARD SEQUENCES';
 
+/**
+ * What {@link fromPgPool}'s declaration asks of its pool: `Pool` from `pg` 8 satisfies it, so this
+ * package's declarations need no `@types/pg` (an application on PGlite alone installs neither). At run
+ * time the adapter uses the rest of `pg`'s Pool and client (their queries, release, connection state):
+ * give it a `pg` Pool.
+ */
+export interface PgPoolLike {
+  connect(): Promise<unknown>;
+  on(event: 'error', listener: (err: Error) => void): unknown;
+}
+
 /** Options of {@link fromPgPool}. */
 export interface PgPoolOptions {
   /**
@@ -461,7 +472,8 @@ function reportLostConnection(err: Error): void {
  * `Promise.all` whose other branch rejected, a timer) would run outside the transaction as the login
  * role, or inside the next borrower's transaction, as that user, in that workspace.
  */
-export function fromPgPool(pool: Pool, options: PgPoolOptions = {}): SqlDatabase {
+export function fromPgPool(given: PgPoolLike, options: PgPoolOptions = {}): SqlDatabase {
+  const pool = given as Pool;
   const seal = sealSchema(options.seal);
   const queryTimeoutMs =
     options.queryTimeoutMs === undefined

@@ -13,6 +13,7 @@
  */
 export { CommitOutcomeUnknownError, SESSION_RESET, fromPgPool, fromPGlite } from './database.js';
 export type {
+  PgPoolLike,
   PgPoolOptions,
   PGliteOptions,
   SqlDatabase,

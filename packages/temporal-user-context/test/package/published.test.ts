@@ -8,6 +8,7 @@ import {
   mkdirSync,
   mkdtempSync,
   readFileSync,
+  readdirSync,
   rmSync,
   symlinkSync,
   writeFileSync,
@@ -45,7 +46,12 @@ beforeAll(() => {
     dependencies: Record<string, string>;
     peerDependencies: Record<string, string>;
   };
-  for (const name of [...Object.keys(manifest.dependencies), ...Object.keys(manifest.peerDependencies)]) {
+  // And pg's types, which an application that makes a pg Pool installs itself.
+  for (const name of [
+    ...Object.keys(manifest.dependencies),
+    ...Object.keys(manifest.peerDependencies),
+    '@types/pg',
+  ]) {
     const target = join(app, 'node_modules', name);
     mkdirSync(dirname(target), { recursive: true });
     // Where this repository's installation put it: beside the package when another version was hoisted.
@@ -99,7 +105,7 @@ describe('the published package', () => {
     expect(loaded['temporal-user-context/testing']).toContain('userActivityEnvironment');
   });
 
-  it('a CommonJS application require()s it (Node 20.19 and later load ES modules so)', () => {
+  it('a CommonJS application require()s it (Node 20.19+ and 22.12+ load ES modules so)', () => {
     const out = execFileSync(
       process.execPath,
       [
@@ -159,19 +165,43 @@ describe('the published package', () => {
     expect(existsSync(join(app, 'keys', 'worker.json'))).toBe(true);
   });
 
+  it('its declarations import no optional peer but where its entry needs it: an application on PGlite needs no pg types', () => {
+    // Found by review: the postgres entry's declarations imported pg's Pool type, so a PGlite-only
+    // application without @types/pg failed to typecheck with skipLibCheck off, and with it on,
+    // fromPgPool's pool silently became \`any\`.
+    const declarations = (dir: string): string[] =>
+      readdirSync(dir, { withFileTypes: true }).flatMap((entry) =>
+        entry.isDirectory()
+          ? declarations(join(dir, entry.name))
+          : entry.name.endsWith('.d.ts')
+            ? [join(dir, entry.name)]
+            : [],
+      );
+    const importing = (module: RegExp) =>
+      declarations(pkg)
+        .filter((file) => module.test(readFileSync(file, 'utf8')))
+        .map((file) => file.slice(pkg.length + 1))
+        .sort();
+    expect(importing(/from '(?:pg|@electric-sql\/pglite)'/)).toEqual([]);
+    // fastify is an optional peer of the codec server's entry alone.
+    expect(importing(/from 'fastify'/).every((file) => file.startsWith('codec-server/'))).toBe(true);
+  });
+
   it('its declarations typecheck in a strict consumer, whatever that consumer’s own options', () => {
     writeFileSync(
       join(app, 'consumer.ts'),
       `import { KeyRing, UserContextPlugin, runAsUser, currentUserContext, type UserContext } from 'temporal-user-context';
        import { getUserContext, getActor } from 'temporal-user-context/workflow';
-       import { withUserScope, fromPGlite } from 'temporal-user-context/postgres';
+       import { withUserScope, fromPGlite, fromPgPool } from 'temporal-user-context/postgres';
+       import pg from 'pg';
        import { createCodecServer } from 'temporal-user-context/codec-server';
        import { userActivityEnvironment } from 'temporal-user-context/testing';
        export const used = [KeyRing, UserContextPlugin, runAsUser, currentUserContext, getUserContext, getActor,
          withUserScope, fromPGlite, createCodecServer, userActivityEnvironment];
        export const who: UserContext = { userId: 'a', workspaceId: 'w', roles: ['member'] };
-       // The declarations' own imports resolve (pg's types come from the optional peer @types/pg):
-       // a string is no pool.
+       // A pg Pool is what fromPgPool takes (its declaration is structural: no pg types in it); a string
+       // is no pool.
+       export const adapted = fromPgPool(new pg.Pool());
        // @ts-expect-error
        export const notAPool = fromPgPool('not a pool');`,
     );
