@@ -7,6 +7,7 @@
 import { execFileSync } from 'node:child_process';
 import {
   copyFileSync,
+  cpSync,
   existsSync,
   mkdirSync,
   readFileSync,
@@ -49,7 +50,21 @@ execFileSync(process.execPath, [tsc, '-p', join(root, 'tsconfig.build.json'), '-
 });
 // Loaded by path (the SDK requires it on clients and workers and bundles it for the sandbox).
 copyFileSync(join(root, 'src', 'failure-converter.cjs'), join(out, 'failure-converter.cjs'));
-copyFileSync(join(root, '..', '..', 'README.md'), join(out, 'README.md'));
+// The package's README: an introduction for installing it, then the repository README's library
+// sections (from "## Concepts" to "## Layout"), whose docs/ links resolve to the docs shipped beside it.
+const repoReadme = readFileSync(join(root, '..', '..', 'README.md'), 'utf8');
+const from = repoReadme.indexOf('\n## Concepts\n');
+const to = repoReadme.indexOf('\n## Layout\n');
+if (from < 0 || to < from) {
+  console.error('build: the README has no "## Concepts" ... "## Layout" sections to publish');
+  process.exit(2);
+}
+writeFileSync(
+  join(out, 'README.md'),
+  `${readFileSync(join(root, 'scripts', 'package-readme.md'), 'utf8').trimEnd()}\n${repoReadme.slice(from, to).trimEnd()}\n`,
+);
+cpSync(join(root, '..', '..', 'docs'), join(out, 'docs'), { recursive: true });
+copyFileSync(join(root, '..', '..', 'LICENSE'), join(out, 'LICENSE'));
 
 const source = JSON.parse(readFileSync(join(root, 'package.json'), 'utf8'));
 const entry = (file) => ({ types: `./${file}.d.ts`, default: `./${file}.js` });

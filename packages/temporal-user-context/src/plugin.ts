@@ -613,7 +613,8 @@ export class UserContextPlugin extends SimplePlugin {
       },
       (action, target) => source.scheduleControlRefusal(action, target),
       // Payloads bound to no workflow are refused inside workflows unless the codec accepts them.
-      codec !== undefined && !(typeof codecOptions === 'object' && codecOptions.acceptNamespaceBound === true),
+      codec !== undefined &&
+        !(typeof codecOptions === 'object' && codecOptions.acceptNamespaceBound === true),
     );
     this.standalone = standaloneInterceptors(source);
     const worker = this.options.workerInterceptors as { activity: object[]; nexus: object[] };

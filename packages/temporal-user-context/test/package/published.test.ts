@@ -69,6 +69,18 @@ afterAll(() => {
 });
 
 describe('the published package', () => {
+  it('has a README of its own whose links reach the docs shipped with it, and the licence', () => {
+    // Found by review: the package shipped the repository's README (its first commands start the
+    // reference service), whose twelve docs/ links led nowhere.
+    const readme = readFileSync(join(pkg, 'README.md'), 'utf8');
+    expect(readme).toContain('npm install temporal-user-context');
+    expect(readme).not.toContain('npm install && npm start');
+    const links = [...readme.matchAll(/\]\((docs\/[^)#\s]+)/g)].map((m) => m[1]!);
+    expect(links.length).toBeGreaterThan(5);
+    expect(links.filter((link) => !existsSync(join(pkg, link)))).toEqual([]);
+    expect(readFileSync(join(pkg, 'LICENSE'), 'utf8')).toContain('MIT License');
+  });
+
   it('is JavaScript and declarations only, and every entry point loads with plain Node', () => {
     expect(existsSync(join(pkg, 'index.js'))).toBe(true);
     expect(existsSync(join(pkg, 'index.d.ts'))).toBe(true);
