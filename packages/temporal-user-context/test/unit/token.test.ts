@@ -44,6 +44,21 @@ function sealedByHand(
     .encrypt(seal.key);
 }
 
+/** Whether the claims schema accepts claims of `base` (over a valid token's other claims) with `extra`. */
+function claimsAccepted(base: Record<string, unknown>) {
+  const claims = {
+    iss: 'edge',
+    aud: 'ns',
+    sub: 'alice',
+    ws: 'ws-acme',
+    roles: [],
+    wsh: 'w'.repeat(22),
+    subh: 's'.repeat(22),
+    jti: 'j'.repeat(16),
+    ...base,
+  };
+  return (extra: Record<string, unknown>) => claimsSchema.safeParse({ ...claims, ...extra }).success;
+}
 describe('context tokens', () => {
   it('history shows no readable claim', async () => {
     const { header } = await issueContextToken(edge, alice, {
@@ -430,20 +445,7 @@ describe('context tokens', () => {
   });
 
   it('only start and schedule tokens bind a start; the binding names type and queue together', async () => {
-    const base = {
-      iss: 'edge',
-      aud: 'ns',
-      sub: 'alice',
-      ws: 'ws-acme',
-      roles: [],
-      wf: 'wf-1',
-      wsh: 'w'.repeat(22),
-      subh: 's'.repeat(22),
-      iat: 1,
-      exp: 2,
-      jti: 'j'.repeat(16),
-    };
-    const accepts = (c: Record<string, unknown>) => claimsSchema.safeParse({ ...base, ...c }).success;
+    const accepts = claimsAccepted({ wf: 'wf-1', iat: 1, exp: 2 });
     const ad = 'a'.repeat(43);
     expect(accepts({ use: 'start', wt: 'T', tq: 'Q', ad })).toBe(true);
     expect(accepts({ use: 'start', wt: 'T', tq: 'Q' })).toBe(true);
@@ -470,19 +472,7 @@ describe('context tokens', () => {
   });
 
   it('claims name what their use binds (wf, sch), exp follows iat, and no window outlasts its use', () => {
-    const base = {
-      iss: 'edge',
-      aud: 'ns',
-      sub: 'alice',
-      ws: 'ws-acme',
-      roles: [],
-      wsh: 'w'.repeat(22),
-      subh: 's'.repeat(22),
-      iat: 1000,
-      exp: 1001,
-      jti: 'j'.repeat(16),
-    };
-    const accepts = (c: Record<string, unknown>) => claimsSchema.safeParse({ ...base, ...c }).success;
+    const accepts = claimsAccepted({ iat: 1000, exp: 1001 });
     expect(accepts({ use: 'start', wf: 'wf-1' })).toBe(true);
     expect(accepts({ use: 'actor', wf: 'wf-1' })).toBe(true);
     expect(accepts({ use: 'schedule', wf: 'wf-1', sch: 's' })).toBe(true);
