@@ -288,51 +288,79 @@ function keptClient(
 const MAX_CLIENT_CODEC_CHAINS = 8;
 
 /**
- * A schedule action's arguments, decoded through the codecs of the latest configured client that can
- * (the SDK decodes with a list's last codec first), else through this plugin's codec alone, and read
- * with the SDK's default payload converter, as `bindScheduleArguments` digests them. Rejects when no
- * list decodes them.
+ * A schedule action's arguments, as each codec list that decodes them reads them: the lists of the
+ * clients this plugin configured, else this plugin's codec alone; each result read with the SDK's
+ * default payload converter, as `bindScheduleArguments` digests them. Empty when none decodes them.
+ * Every list is tried (found by the round's review: the first that decoded without an error answered,
+ * and a client's list that passes payloads through, or reads them otherwise, refused an update that
+ * kept the arguments, depending on which client was made last): no wrong list yields the token's digest.
  */
 async function decodedArguments(
   chains: readonly (readonly PayloadCodec[])[],
   own: PayloadCodec | undefined,
   payloads: Payload[],
   context: SerializationContext,
-): Promise<unknown[]> {
-  const tried = chains.length > 0 ? [...chains].reverse() : [own ? [own] : []];
-  let failure: unknown;
+): Promise<unknown[][]> {
+  const tried = chains.length > 0 ? chains : [own ? [own] : []];
+  const readings: unknown[][] = [];
   for (const chain of tried) {
     try {
       let plain = payloads;
       for (let i = chain.length - 1; i >= 0; i--) plain = await chain[i]!.decode(plain, context);
-      return plain.map((p) => defaultPayloadConverter.fromPayload(p));
-    } catch (err) {
-      failure = err;
+      readings.push(plain.map((p) => defaultPayloadConverter.fromPayload(p)));
+    } catch {
+      // Not this list's: another may read them.
     }
   }
-  throw failure;
+  return readings;
 }
 
 /**
  * Refuses a client whose plugins (a `Client`'s, then its `Connection`'s) give, after `ours`, a
- * `SimplePlugin` with client interceptors: SDK 1.24's `SimplePlugin` rebuilds a client's interceptors
- * from `workflow` and `schedule` only, so it would drop this plugin's standalone activity and Nexus
- * checks (a call with no user in scope refused at the edge, and audited) without a word (found by
- * review: the OpenTelemetry plugin listed after this one). Listed before this one, it is harmless: this
- * plugin puts back what it dropped. Plugins of other classes cannot be judged from here.
+ * `SimplePlugin` that would undo part of this plugin without a word:
+ *
+ * - client interceptors: SDK 1.24's `SimplePlugin` rebuilds a client's interceptors from `workflow` and
+ *   `schedule` only, dropping this plugin's standalone activity and Nexus checks (a call with no user in
+ *   scope refused at the edge, and audited; found by review: the OpenTelemetry plugin listed after
+ *   this one);
+ * - a data converter with payload codecs, or a failure converter, while this plugin's are on: it
+ *   replaces the lists, and the client then writes history unencrypted (found by the round's review).
+ *
+ * Listed before this one, such a plugin is harmless (this plugin puts back what it dropped). Parameters
+ * given as functions, and plugins of other classes, may keep what they are given: they cannot be judged
+ * from here.
  */
-function refuseLaterRebuilds(ours: UserContextPlugin, plugins: readonly unknown[] | undefined): void {
+function refuseLaterRebuilds(
+  ours: UserContextPlugin,
+  plugins: readonly unknown[] | undefined,
+  own: { codec: boolean; failureConverter: boolean },
+): void {
   const at = plugins?.lastIndexOf(ours) ?? -1;
   if (at < 0) return;
   for (const later of plugins!.slice(at + 1)) {
     if (later instanceof UserContextPlugin || !(later instanceof SimplePlugin)) continue;
     // `options` is SimplePlugin's own (protected) record of what the plugin gives.
-    const given = (later as unknown as { options?: { clientInterceptors?: unknown } }).options;
-    if (given?.clientInterceptors === undefined) continue;
-    throw new UserContextError(
-      ErrorCodes.MISCONFIGURED,
-      `the client plugin ${JSON.stringify(later.name)}, listed after UserContextPlugin, would drop its standalone activity and Nexus checks (SDK 1.24 SimplePlugin rebuilds client interceptors): list UserContextPlugin after it (a Connection's plugins come after the Client's)`,
-    );
+    const given = (
+      later as unknown as { options?: { clientInterceptors?: unknown; dataConverter?: unknown } }
+    ).options;
+    const converter = given?.dataConverter as
+      { payloadCodecs?: unknown; failureConverterPath?: unknown } | undefined;
+    const drops = [
+      given?.clientInterceptors !== undefined && typeof given.clientInterceptors !== 'function'
+        ? 'its standalone activity and Nexus checks (SimplePlugin rebuilds client interceptors)'
+        : undefined,
+      own.codec && typeof converter === 'object' && converter?.payloadCodecs !== undefined
+        ? 'its payload codec (a data converter with codecs replaces the list)'
+        : undefined,
+      own.failureConverter && typeof converter === 'object' && converter?.failureConverterPath !== undefined
+        ? 'its failure converter'
+        : undefined,
+    ].filter((what) => what !== undefined);
+    if (drops.length > 0)
+      throw new UserContextError(
+        ErrorCodes.MISCONFIGURED,
+        `the client plugin ${JSON.stringify(later.name)}, listed after UserContextPlugin, would drop ${drops.join(' and ')}: list UserContextPlugin after it (a Connection's plugins come after the Client's)`,
+      );
   }
 }
 
@@ -677,7 +705,10 @@ export class UserContextPlugin extends SimplePlugin {
     // issued two tokens per call and encrypted every payload twice).
     if (this.configured.has(options)) return options;
     this.bindNamespace(options.namespace ?? 'default');
-    refuseLaterRebuilds(this, options.plugins);
+    refuseLaterRebuilds(this, options.plugins, {
+      codec: this.parts.codec !== undefined,
+      failureConverter: this.encryptFailures,
+    });
     const interceptors = options.interceptors;
     this.refuseOthers(
       [interceptors?.workflow, interceptors?.schedule, options.dataConverter?.payloadCodecs],
@@ -1036,7 +1067,8 @@ export class UserContextPlugin extends SimplePlugin {
 async function scheduleUpdateRefusal(
   keys: KeyRing,
   updated: UpdatedAction,
-  argumentsOf: (payloads: Payload[]) => Promise<unknown[]>,
+  /** The arguments as each way of reading them that works reads them (none: not readable here). */
+  argumentsOf: (payloads: Payload[]) => Promise<unknown[][]>,
 ): Promise<UserContextError | undefined> {
   let claims: Awaited<ReturnType<typeof openContextToken>>;
   try {
@@ -1070,13 +1102,21 @@ async function scheduleUpdateRefusal(
   ].filter((what) => what !== undefined);
   // The arguments, where the token binds them (bindScheduleArguments): read as workers read them.
   if (moved.length === 0 && claims.ad !== undefined) {
-    let digest: string | undefined;
+    let readings: unknown[][];
     try {
-      digest = argsDigest(await argumentsOf(updated.input));
+      readings = await argumentsOf(updated.input);
     } catch {
-      digest = undefined; // not readable here: workers judge them
+      readings = []; // not readable here: workers judge them
     }
-    if (digest !== undefined && digest !== claims.ad) moved.push('arguments');
+    const digests = readings.flatMap((args) => {
+      try {
+        return [argsDigest(args)];
+      } catch {
+        return []; // values no digest takes (a BigInt): not this reading
+      }
+    });
+    // Refused only when read, and no reading gives the token's digest.
+    if (digests.length > 0 && !digests.includes(claims.ad)) moved.push('arguments');
   }
   if (moved.length === 0) return undefined;
   return new UserContextError(

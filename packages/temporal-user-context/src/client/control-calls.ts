@@ -95,7 +95,7 @@ function unboundIn(decode: (bytes: Uint8Array) => unknown, bytes: Uint8Array): b
  * call itself succeeded, and was audited as allowed). Walks the message's own fields, to a bounded depth.
  */
 function holdsUnboundCiphertext(message: unknown, depth = 0): boolean {
-  if (depth > 32 || typeof message !== 'object' || message === null || message instanceof Uint8Array)
+  if (depth > 256 || typeof message !== 'object' || message === null || message instanceof Uint8Array)
     return false;
   if (Array.isArray(message)) return message.some((item) => holdsUnboundCiphertext(item, depth + 1));
   const metadata = (message as { metadata?: unknown }).metadata;

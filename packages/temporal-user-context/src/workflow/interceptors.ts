@@ -376,20 +376,45 @@ function readOriginator(state: WorkflowContextState, headers: Headers): void {
 }
 
 /**
- * Records each cancellation of another workflow this activation asks for. SDK 1.24 has no outbound
- * interceptor for it and the command carries no header, so the target never learns who asked, and it
- * was on no record (found by review: a workflow of one workspace cancelled another's, unchecked and
- * unrecorded). Not refused: the sandbox cannot know the target's workspace, and any client of the
- * namespace may cancel it too. A record, for the originator the workflow acts for.
+ * Cancellations of other workflows are recorded. SDK 1.24 has no outbound interceptor for them and the
+ * command carries no header, so the target never learns who asked, and they were on no record (found
+ * by review: a workflow of one workspace cancelled another's, unchecked and unrecorded). Not refused:
+ * the sandbox cannot know the target's workspace, and any client of the namespace may cancel it too.
+ *
+ * Noted as an activation concludes with the command ({@link noteExternalCancels}), recorded when the
+ * server answers it ({@link recordExternalCancels}): an activation whose task then fails sends its sink
+ * calls all the same, and a cancellation recorded at the command was on record once per failed attempt
+ * though never asked of the server (found by the round's review). Replay rebuilds the notes the same way
+ * (the sink is not called during replay).
  */
-function recordExternalCancels(output: ConcludeActivationOutput): void {
+function noteExternalCancels(output: ConcludeActivationOutput): void {
   for (const command of output.commands) {
-    const target = command.requestCancelExternalWorkflowExecution?.workflowExecution;
-    if (!target) continue;
+    const request = command.requestCancelExternalWorkflowExecution;
+    const target = request?.workflowExecution;
+    if (!request || !target) continue;
     const run = target.runId ? ` run ${quotedName(target.runId)}` : '';
+    const state = workflowState();
+    (state.externalCancels ??= new Map()).set(
+      request.seq ?? 0,
+      `cancellation of workflow ${quotedName(target.workflowId ?? '')}${run}`,
+    );
+  }
+}
+
+/** Records the cancellations of other workflows the server has answered in this activation. */
+function recordExternalCancels(input: ActivateInput): void {
+  const noted = workflowState().externalCancels;
+  if (!noted?.size) return;
+  for (const job of input.activation.jobs ?? []) {
+    const resolved = job.resolveRequestCancelExternalWorkflow;
+    if (!resolved) continue;
+    const seq = resolved.seq ?? 0;
+    const detail = noted.get(seq);
+    if (detail === undefined) continue;
+    noted.delete(seq);
     const event: Parameters<typeof userContextAudit.acted>[0] = {
       action: 'workflow.external.cancel',
-      detail: `cancellation of workflow ${quotedName(target.workflowId ?? '')}${run}`,
+      detail: resolved.failure ? `${detail}, not delivered (the server refused it)` : `${detail}, requested`,
     };
     const originator = originatorForRecord();
     if (originator !== undefined) event.originator = originator;
@@ -405,10 +430,10 @@ class Internals implements WorkflowInternalsInterceptor {
     // interceptor runs: this module's `execute` is the innermost (see `configureBundler`), and another
     // module's `execute` that schedules work before calling `next` (found by review: an application's
     // lookup through an activity) would otherwise send it without the originator, refused as missing.
-    // Read from the job itself, no interceptor can change what the run takes as its originator.
-    // (The SDK may split the run's first activation, signals first: `find`, not the first job.)
+    // Read from the job itself, no inbound interceptor can change what the run takes as its originator.
     const start = input.activation.jobs?.find((job) => job.initializeWorkflow)?.initializeWorkflow;
     if (start) readOriginator(workflowState(), (start.headers ?? {}) as Headers);
+    recordExternalCancels(input);
     this.updates.delivered(input);
     next(input);
   }
@@ -418,7 +443,7 @@ class Internals implements WorkflowInternalsInterceptor {
     next: Next<WorkflowInternalsInterceptor, 'concludeActivation'>,
   ): ConcludeActivationOutput {
     const output = this.updates.conclude(next(input));
-    recordExternalCancels(output);
+    noteExternalCancels(output);
     return output;
   }
 }

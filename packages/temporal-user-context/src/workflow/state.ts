@@ -63,6 +63,8 @@ export interface WorkflowContextState {
   verifying?: Promise<void>;
   /** The originator header with this run's lineage, encoded once for everything the run schedules. */
   outgoing?: Payload;
+  /** Cancellations of other workflows asked and not answered yet: command seq → the record's detail. */
+  externalCancels?: Map<number, string>;
 }
 
 // Actor of the signal / update / query being handled; survives awaits inside the handler. Not

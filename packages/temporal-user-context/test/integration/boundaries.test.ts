@@ -779,9 +779,52 @@ describe("a workflow's cancellation of another workflow", () => {
           .filter((e) => e.detail?.includes(target.workflowId))
           .map((e) => [e.decision, e.source, e.userId, e.workspaceId, e.detail]),
       ).toEqual([
-        ['allow', 'header', bob.userId, bob.workspaceId, `cancellation of workflow "${target.workflowId}"`],
+        [
+          'allow',
+          'header',
+          bob.userId,
+          bob.workspaceId,
+          `cancellation of workflow "${target.workflowId}", requested`,
+        ],
       ]),
     );
+  });
+
+  it('is on record as not delivered when the server refuses it, and not at all when its task fails', async () => {
+    const missing = id('no-such-workflow');
+    await runAs(bob, 'cancelOther', [missing]).catch(() => undefined);
+    await vi.waitFor(() =>
+      expect(
+        h.audit.events
+          .filter((e) => e.action === 'workflow.external.cancel' && e.detail?.includes(missing))
+          .map((e) => e.detail),
+      ).toEqual([`cancellation of workflow "${missing}", not delivered (the server refused it)`]),
+    );
+    // Found by the round's review: recorded as the command was made, a cancellation whose workflow task
+    // then failed was on record once per attempt, though never asked of the server.
+    const target = id('spared');
+    const handle = await runAsUser(bob, () =>
+      h.client.workflow.start('cancelOtherThenFail', {
+        taskQueue: h.taskQueue,
+        workflowId: id('buggy'),
+        args: [target],
+      }),
+    );
+    try {
+      await vi.waitFor(
+        async () => {
+          const { events } = await handle.fetchHistory();
+          const failed = (events ?? []).filter((e) => e.workflowTaskFailedEventAttributes);
+          expect(failed.length).toBeGreaterThan(0);
+        },
+        { timeout: 20_000, interval: 250 },
+      );
+      expect(
+        h.audit.events.filter((e) => e.action === 'workflow.external.cancel' && e.detail?.includes(target)),
+      ).toEqual([]);
+    } finally {
+      await handle.terminate();
+    }
   });
 });
 

@@ -23,7 +23,7 @@ import {
   nthScheduledRun,
 } from '../../../../test-support/harness.js';
 import { asyncTokens, lingering } from '../fixtures/activities.js';
-import { AppCodec } from '../fixtures/app-codec.js';
+import { AppCodec, FieldCodec } from '../fixtures/app-codec.js';
 import { aliceSchedule, hourlySchedule, useFixtureHarness } from '../fixtures/harness.js';
 
 const h = useFixtureHarness();
@@ -494,6 +494,47 @@ async function pluginOnConnection() {
 }
 
 describe('schedule changes after create (no client interceptor sees them)', () => {
+  it('judges the arguments by every client codec list that reads them, not by the last client made', async () => {
+    // Found by the round's review: the first list that decoded without an error answered; a client made
+    // later, without the application's codec, read the field codec's JSON as other values, and an update
+    // that kept the arguments was refused.
+    const { connection } = await pluginOnConnection();
+    try {
+      const client = new Client({
+        connection,
+        namespace: h.namespace,
+        dataConverter: { payloadCodecs: [new FieldCodec()] },
+      });
+      const scheduleId = `kept-args-${randomUUID()}`;
+      const schedule = await runAsUser(alice, () =>
+        hourlySchedule(h, client, scheduleId, { args: [{ report: 'weekly' }] }),
+      );
+      try {
+        // Another client of the connection, made later, with this plugin's codec alone.
+        new Client({ connection, namespace: h.namespace });
+        await runAsUser(alice, () =>
+          schedule.update((previous) => ({
+            ...previous,
+            spec: { ...previous.spec, intervals: [{ every: '2h' }] },
+          })),
+        );
+        const err = await runAsUser(alice, () =>
+          schedule.update((previous) => ({
+            ...previous,
+            action: { ...previous.action, args: [{ report: 'everyone' }] },
+          })),
+        ).catch((e: unknown) => e);
+        expect(String((err as { cause?: { details?: unknown } }).cause?.details ?? err)).toContain(
+          ErrorCodes.LINEAGE_MISMATCH,
+        );
+      } finally {
+        await schedule.delete();
+      }
+    } finally {
+      await connection.close();
+    }
+  });
+
   it("refuses an update that changes the bound arguments when the client has the application's own codec too", async () => {
     // Found by review: the check decoded the arguments with this plugin's codec alone; the application
     // codec's payloads under it did not parse, and the update was let through (its runs then refused).

@@ -542,6 +542,20 @@ describe('beside another SimplePlugin on a Client', () => {
     );
   });
 
+  it('is refused when that plugin replaces its codec or failure converter, unless this plugin has none', () => {
+    // Found by the round's review: a data converter with codecs replaces the list, and the client then
+    // wrote history unencrypted.
+    const codecs = () => new SimplePlugin({ name: 'compression', dataConverter: { payloadCodecs: [] } });
+    const failures = () => new SimplePlugin({ name: 'failures', dataConverter: { failureConverterPath } });
+    for (const later of [codecs, failures])
+      expect(() => clientOf({ client: [new UserContextPlugin({ keys: edge }), later()] })).toThrow(
+        expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
+      );
+    expect(() =>
+      clientOf({ client: [new UserContextPlugin({ keys: edge, codec: false }), codecs(), failures()] }),
+    ).not.toThrow();
+  });
+
   it('keeps its standalone checks when listed after it, or when it gives no client interceptors', async () => {
     for (const plugins of [
       { client: [tracing(), new UserContextPlugin({ keys: edge, codec: false })] },
@@ -550,6 +564,16 @@ describe('beside another SimplePlugin on a Client', () => {
         client: [
           new UserContextPlugin({ keys: edge, codec: false }),
           new SimplePlugin({ name: 'quiet', dataConverter: {} }),
+        ],
+      },
+      // Given as a function, client interceptors may keep what they are given: not judged.
+      {
+        client: [
+          new UserContextPlugin({ keys: edge, codec: false }),
+          new SimplePlugin({
+            name: 'keeps',
+            clientInterceptors: (existing) => ({ ...existing }),
+          }),
         ],
       },
     ])
