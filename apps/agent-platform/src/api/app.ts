@@ -234,7 +234,10 @@ const errors = {
       'INTERNAL, AUTH_UNAVAILABLE, TEMPORAL_UNAVAILABLE, DATABASE_UNAVAILABLE, RUN_STALLED, INSTRUCTION_NOT_TAKEN, INSTRUCTION_BUSY, TEMPORAL_TIMEOUT, INSTRUCTION_TIMEOUT',
     ),
     headers: {
-      'Retry-After': { type: 'integer', description: 'on a 503: seconds to wait before trying again' },
+      'Retry-After': {
+        type: 'integer',
+        description: 'on a 503 or 504: seconds to wait before trying again',
+      },
     },
   },
 };
@@ -291,6 +294,22 @@ const isStartFailed = (run: { status: string; error: string | null }): boolean =
 function idempotencyKey(header: string | undefined): string | undefined {
   if (header === undefined) return undefined;
   return header.startsWith('"') ? header.slice(1, -1) : header;
+}
+
+/**
+ * The update id of an instruction sent with an idempotency key: the same for the same user, key and
+ * instruction (a retry), another for anything else; a digest, so that neither the key nor the text
+ * reaches Temporal's update id in clear.
+ */
+export function instructionUpdateId(
+  who: { userId: string; workspaceId: string },
+  key: string,
+  instruction: string,
+): string {
+  const digest = createHash('sha256')
+    .update(JSON.stringify([who.workspaceId, who.userId, key, instruction]))
+    .digest('base64url');
+  return `instruction-${digest}`;
 }
 
 /**
@@ -541,7 +560,10 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       );
     // RFC 9110 §10.2.3: a 503 says when to try again, so that clients back off by the same measure
     // rather than each by its own guess (the identity provider's, Temporal's or the database's outage).
-    if (body.status === 503) void reply.header('retry-after', String(RETRY_AFTER_SECONDS));
+    // So do a 504 (found by review: a Temporal that went down answers 504 once the SDK's retries reach
+    // the call's deadline) and a retry that came while its first attempt is still at work.
+    if (body.status === 503 || body.status === 504 || body.code === 'IDEMPOTENCY_KEY_IN_USE')
+      void reply.header('retry-after', String(RETRY_AFTER_SECONDS));
     void reply.status(body.status).type('application/problem+json').send(body);
   });
   // Closing waits for the API's own work in flight (./unfinished-work.ts): Node's server waits for
@@ -1597,6 +1619,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         querystring: {
           type: 'object',
           properties: { waitSeconds: { type: 'integer', minimum: 0, maximum: 60 } },
+          additionalProperties: false,
         },
         response: { ...errors, 504: problemResponse('TEMPORAL_TIMEOUT') },
       },
@@ -1653,7 +1676,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       return { runId: run.id, ...outcome };
     },
   );
-  app.post<{ Params: { runId: string }; Body: { reason?: string } | undefined }>(
+  app.post<{ Params: { runId: string }; Body: Record<string, never> | undefined }>(
     '/runs/:runId/cancel',
     {
       schema: {
@@ -1661,10 +1684,24 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         summary: 'Cancel a run (signal `cancel`)',
         security,
         params: runParams,
+        description: 'No body, or an empty JSON object.',
         response: errors,
       },
     },
     async (request, reply) => {
+      // No body, or an empty object (found by review: any body passed, a `reason` among it ignored). Not
+      // a body schema: Fastify would refuse a request with no body at all.
+      const body: unknown = request.body;
+      if (
+        body !== undefined &&
+        (typeof body !== 'object' || body === null || Array.isArray(body) || Object.keys(body).length > 0)
+      )
+        throw new ProblemError(
+          400,
+          'VALIDATION_FAILED',
+          'Request validation failed',
+          'a cancel takes no body',
+        );
       const run = await loadRun(request);
       await asUser(request, () => client.workflow.getHandle(run.workflowId).signal('cancel', 'api')).catch(
         (err: unknown) => {
@@ -1675,14 +1712,23 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
       return reply.status(202).send({ runId: run.id, status: 'cancelling' });
     },
   );
-  app.post<{ Params: { runId: string }; Body: { instruction: string } }>(
+  app.post<{
+    Params: { runId: string };
+    Body: { instruction: string };
+    Headers: { 'idempotency-key'?: string };
+  }>(
     '/runs/:runId/instructions',
     {
       schema: {
         tags: ['runs'],
         summary: 'Add an instruction to a running agent (update `addInstruction`)',
+        description:
+          'With an `Idempotency-Key` header, a retry of the same request (same key and instruction, by the ' +
+          'same user, to the same run) is the same update: applied once, its answer given again. The same ' +
+          'key with another instruction is another instruction.',
         security,
         params: runParams,
+        headers: { type: 'object', properties: { 'idempotency-key': IDEMPOTENCY_KEY } },
         body: {
           type: 'object',
           // Something to say: not empty, not only white space (the workflow's validator would refuse it).
@@ -1701,6 +1747,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     },
     async (request, reply) => {
       const run = await loadRun(request);
+      const key = idempotencyKey(request.headers['idempotency-key']);
       try {
         const outcome = await asUser(request, () =>
           bounded(reply, workerTimeoutMs, () =>
@@ -1708,6 +1755,11 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
               .getHandle(run.workflowId)
               .executeUpdate<{ accepted: true; pending: number }, [string]>('addInstruction', {
                 args: [request.body.instruction],
+                // Temporal applies an update id once per run, and answers a repeat with its outcome
+                // (found by review: a retry after a 504 that "may still be applied" applied it twice).
+                ...(key === undefined
+                  ? {}
+                  : { updateId: instructionUpdateId(user(request), key, request.body.instruction) }),
               }),
           ),
         );

@@ -129,11 +129,12 @@ async function call(
   method: 'GET' | 'POST' | 'PATCH' | 'DELETE',
   url: string,
   payload?: Json,
+  headers: Record<string, string> = {},
 ): Promise<LightMyRequestResponse & { body_: Json }> {
   const res = await app.inject({
     method,
     url,
-    headers: who ? { authorization: `Bearer ${tokens[who] ?? who}` } : {},
+    headers: { ...headers, ...(who ? { authorization: `Bearer ${tokens[who] ?? who}` } : {}) },
     ...(payload ? { payload } : {}),
   });
   return Object.assign(res, { body_: res.body ? (JSON.parse(res.body) as Json) : {} });
@@ -1194,6 +1195,30 @@ describe('agent runs', () => {
     }
   });
 
+  it('an instruction sent again with its Idempotency-Key is applied once', async () => {
+    // Found by review: a 504 INSTRUCTION_TIMEOUT says the instruction may still be applied, and a retry
+    // applied it twice.
+    const { runId } = await waitingRun();
+    const send = (instruction: string, key: string) =>
+      call('carol', 'POST', `/runs/${runId}/instructions`, { instruction }, { 'idempotency-key': key });
+    const key = randomUUID();
+    const first = await send('Answer briefly', key);
+    const again = await send('Answer briefly', key);
+    expect([first.statusCode, again.statusCode]).toEqual([200, 200]);
+    expect(again.body_).toEqual(first.body_);
+    // The same key with another instruction is another instruction.
+    expect((await send('Cite the handbook', key)).statusCode).toBe(200);
+    const revised = await until(
+      () => call('alice', 'GET', `/runs/${runId}`),
+      (r) => ((r.body_.progress as Json | undefined)?.instructions as unknown[] | undefined)?.length === 2,
+    );
+    expect((revised.body_.progress as Json).instructions).toEqual([
+      { text: 'Answer briefly', addedBy: 'carol' },
+      { text: 'Cite the handbook', addedBy: 'carol' },
+    ]);
+    expect((await call('alice', 'POST', `/runs/${runId}/cancel`)).statusCode).toBe(202);
+  });
+
   it('lifecycle: query progress, update with instructions, cancel', async () => {
     const { runId, waiting } = await waitingRun();
     expect((waiting.body_.progress as Json).answer).toContain('Acme onboarding');
@@ -1427,12 +1452,19 @@ describe('agent runs', () => {
         ...(payload ? { payload } : {}),
       });
       const body = JSON.parse(res.body) as Json;
-      return { status: res.statusCode, code: body.code, detail: body.detail };
+      return {
+        status: res.statusCode,
+        code: body.code,
+        detail: body.detail,
+        ...(res.headers['retry-after'] ? { retryAfter: res.headers['retry-after'] } : {}),
+      };
     };
     try {
+      // With Retry-After, as a 503's (found by review: a 504 said nothing of when to try again).
       expect(await send(atLimit, 'GET', `/runs/${runId}`)).toMatchObject({
         status: 504,
         code: 'TEMPORAL_TIMEOUT',
+        retryAfter: '5',
       });
       // At the limit, the open records' describes time out: nothing settled, the start refused.
       const runs = `/workspaces/ws-acme/agents/${acmeAgent()}/runs`;
@@ -1453,6 +1485,7 @@ describe('agent runs', () => {
         status: 504,
         code: 'TEMPORAL_TIMEOUT',
         detail: `run ${record.rows[0]!.id} may have started: GET /runs/${record.rows[0]!.id} tells`,
+        retryAfter: '5',
       });
       expect(await send(withRoom, 'GET', '/workspaces/ws-acme/schedules')).toMatchObject({
         status: 504,

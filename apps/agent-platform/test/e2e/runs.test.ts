@@ -693,6 +693,17 @@ describe('POST /runs/:runId/instructions', () => {
 });
 
 describe('POST /runs/:runId/cancel', () => {
+  it('takes no body but an empty object; its result route no unknown query parameter', async () => {
+    // Found by review: any body passed (a `reason` among it, ignored), and `/result` took any parameter.
+    const { runId } = await startRun(p.idleCall, { input: 'Tell me about roadmap' });
+    const refused = await p.idleCall('alice', 'POST', `/runs/${runId}/cancel`, { reason: 'not used' });
+    expect(refused.statusCode).toBe(400);
+    expect(refused.body_).toMatchObject({ code: 'VALIDATION_FAILED' });
+    const unknown = await p.idleCall('alice', 'GET', `/runs/${runId}/result?waitSeconds=0&foo=bar`);
+    expect(unknown.statusCode).toBe(400);
+    expect((await p.idleCall('alice', 'POST', `/runs/${runId}/cancel`, {})).statusCode).toBe(202);
+  });
+
   it('a cancel sent by a member removed before a worker acted on it changes nothing', async () => {
     // Erin, a member, cancels alice's run while no worker polls its queue; then she is removed.
     expect(

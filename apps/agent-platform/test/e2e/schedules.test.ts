@@ -397,6 +397,7 @@ describe('schedules', () => {
     );
     const retry = await p.call('alice', 'POST', url, body, { 'idempotency-key': key });
     expect(retry.body_).toMatchObject({ status: 409, code: 'IDEMPOTENCY_KEY_IN_USE' });
+    expect(retry.headers['retry-after']).toBe('5');
     // The row would keep the agent from being deleted for two minutes: marked deleted, as a failed
     // create's is.
     await p.pool.query(`update agent_schedules set deleted_at = now() where idempotency_key = $1`, [key]);
