@@ -71,6 +71,7 @@ import {
   toProblem,
   type RunEnding,
 } from './problems.js';
+import { responses } from './responses.js';
 import { SettleMemory } from './settle-memory.js';
 import { UnfinishedWork } from './unfinished-work.js';
 import { RouteLogController } from './request-log.js';
@@ -497,6 +498,10 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
 
   // Bodies validated as sent, never converted to the schema's types (./validation.ts).
   app.setValidatorCompiler(validatorCompiler);
+  // Answers are written as the handlers make them: the routes' response schemas (./responses.ts) are
+  // the OpenAPI document's, which the end-to-end tests check every answer against, and never drop or
+  // convert a field as Fastify's own serialiser would.
+  app.setSerializerCompiler(() => (data) => JSON.stringify(data));
   // Bodies are JSON, and read as they came: found by review, a `text/plain` body reached the routes
   // (a cancel took one), and one in UTF-16 or gzip was read as UTF-8 JSON. 415 for each, on record.
   app.removeContentTypeParser('text/plain');
@@ -792,7 +797,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           properties: { limit: { type: 'integer', minimum: 1, maximum: 500 }, after: ID },
           additionalProperties: false,
         },
-        response: errors,
+        response: { ...errors, ...responses.members },
       },
     },
     async (request) => {
@@ -819,7 +824,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           required: ['userId', 'roles'],
           additionalProperties: false,
         },
-        response: errors,
+        response: { ...errors, ...responses.memberChanged },
       },
     },
     async (request, reply) => {
@@ -854,7 +859,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           'Remove a member (admins); their running agents are refused at the next step, their schedules paused',
         security,
         params: { type: 'object', properties: { ws: ID, userId: ID }, required: ['ws', 'userId'] },
-        response: errors,
+        response: { ...errors, ...responses.removed },
       },
     },
     async (request, reply) => {
@@ -984,7 +989,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           properties: { limit: { type: 'integer', minimum: 1, maximum: 500 }, before: PAGE_CURSOR },
           additionalProperties: false,
         },
-        response: errors,
+        response: { ...errors, ...responses.agents },
       },
     },
     async (request) => {
@@ -1004,7 +1009,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         security,
         params: { type: 'object', properties: { ws: ID }, required: ['ws'] },
         body: { ...agentBody, required: ['name'] },
-        response: errors,
+        response: { ...errors, ...responses.agentCreated },
       },
     },
     async (request, reply) => {
@@ -1027,7 +1032,13 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   app.get<{ Params: { ws: string; agentId: string } }>(
     '/workspaces/:ws/agents/:agentId',
     {
-      schema: { tags: ['agents'], summary: 'Get an agent', security, params: agentParams, response: errors },
+      schema: {
+        tags: ['agents'],
+        summary: 'Get an agent',
+        security,
+        params: agentParams,
+        response: { ...errors, ...responses.agent },
+      },
     },
     async (request) => {
       const agent = await scoped(request, (tx) => new AgentRepository(tx).get(request.params.agentId));
@@ -1045,7 +1056,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         params: agentParams,
         // At least one field: an empty patch changed nothing yet was recorded as an update.
         body: { ...agentBody, minProperties: 1 },
-        response: errors,
+        response: { ...errors, ...responses.agent },
       },
     },
     async (request) => {
@@ -1068,7 +1079,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         summary: 'Delete an agent (admins)',
         security,
         params: agentParams,
-        response: errors,
+        response: { ...errors, ...responses.removed },
       },
     },
     async (request, reply) => {
@@ -1158,6 +1169,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         },
         body: runBody,
         response: {
+          ...responses.runStarted,
           ...limitedErrors,
           422: problemResponse('IDEMPOTENCY_KEY_REUSED'),
           504: problemResponse('TEMPORAL_TIMEOUT'),
@@ -1340,7 +1352,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           },
           additionalProperties: false,
         },
-        response: errors,
+        response: { ...errors, ...responses.runs },
       },
     },
     async (request) => {
@@ -1545,7 +1557,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         summary: 'Run status and progress (query `progress`; absent when no worker answers in time)',
         security,
         params: runParams,
-        response: errors,
+        response: { ...errors, ...responses.run },
       },
     },
     async (request, reply) => {
@@ -1621,7 +1633,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           properties: { waitSeconds: { type: 'integer', minimum: 0, maximum: 60 } },
           additionalProperties: false,
         },
-        response: { ...errors, 504: problemResponse('TEMPORAL_TIMEOUT') },
+        response: { ...responses.runResult, ...errors, 504: problemResponse('TEMPORAL_TIMEOUT') },
       },
     },
     async (request, reply) => {
@@ -1685,7 +1697,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         security,
         params: runParams,
         description: 'No body, or an empty JSON object.',
-        response: errors,
+        response: { ...errors, ...responses.cancelling },
       },
     },
     async (request, reply) => {
@@ -1739,6 +1751,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           additionalProperties: false,
         },
         response: {
+          ...responses.instructionAccepted,
           ...errors,
           409: problemResponse('RUN_NOT_RUNNING, INSTRUCTION_REJECTED'),
           504: problemResponse('INSTRUCTION_TIMEOUT, TEMPORAL_TIMEOUT'),
@@ -1819,6 +1832,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           additionalProperties: false,
         },
         response: {
+          ...responses.scheduleCreated,
           ...limitedErrors,
           409: problemResponse('SCHEDULE_EXISTS, IDEMPOTENCY_KEY_IN_USE'),
           422: problemResponse('IDEMPOTENCY_KEY_REUSED'),
@@ -2100,7 +2114,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         summary: "List the workspace's schedules, newest first",
         security,
         params: { type: 'object', properties: { ws: ID }, required: ['ws'] },
-        response: errors,
+        response: { ...errors, ...responses.schedules },
       },
     },
     async (request) => {
@@ -2126,7 +2140,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           properties: { ws: ID, scheduleId: SCHEDULE_ID },
           required: ['ws', 'scheduleId'],
         },
-        response: errors,
+        response: { ...errors, ...responses.removed },
       },
     },
     async (request, reply) => {
@@ -2192,7 +2206,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
           },
           additionalProperties: false,
         },
-        response: errors,
+        response: { ...errors, ...responses.audit },
       },
     },
     async (request) => ({

@@ -4,6 +4,7 @@ import { Client, Connection } from '@temporalio/client';
 import { NativeConnection, type Worker } from '@temporalio/worker';
 import type { FastifyInstance, LightMyRequestResponse } from 'fastify';
 import pg from 'pg';
+import { openApiChecker } from './openapi-check.js';
 import { inject } from 'vitest';
 import { KeyRing, UserContextPlugin, generateKeySet, memoryAuditSink } from 'temporal-user-context';
 import { fromPgPool, type SqlDatabase } from 'temporal-user-context/postgres';
@@ -167,6 +168,8 @@ export async function startPlatform(options: {
     bob: await issuer.mint({ user: 'bob', workspace: 'ws-globex', roles: ['admin', 'member'] }),
     dave: await issuer.mint({ user: 'dave', workspace: 'ws-globex', roles: ['member'] }),
   };
+  // Both APIs serve the same document.
+  const documented = await openApiChecker(app);
   const caller =
     (target: FastifyInstance): Call =>
     async (who, method, url, payload, headers) => {
@@ -176,6 +179,7 @@ export async function startPlatform(options: {
         headers: { ...(who ? { authorization: `Bearer ${tokens[who] ?? who}` } : {}), ...headers },
         ...(payload ? { payload } : {}),
       });
+      documented(method, url, res);
       return Object.assign(res, { body_: res.body ? (JSON.parse(res.body) as Json) : {} });
     };
 
