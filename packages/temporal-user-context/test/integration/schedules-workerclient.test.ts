@@ -494,86 +494,56 @@ async function pluginOnConnection() {
 }
 
 describe('schedule changes after create (no client interceptor sees them)', () => {
-  it('judges the arguments by every client codec list that reads them, not by the last client made', async () => {
+  it.each([
+    // Found by review: the check decoded the arguments with this plugin's codec alone; the application
+    // codec's payloads under it did not parse, and the update was let through (its runs then refused).
+    ['an application codec of its own', () => new AppCodec(), false],
     // Found by the round's review: the first list that decoded without an error answered; a client made
     // later, without the application's codec, read the field codec's JSON as other values, and an update
     // that kept the arguments was refused.
-    const { connection } = await pluginOnConnection();
-    try {
-      const client = new Client({
-        connection,
-        namespace: h.namespace,
-        dataConverter: { payloadCodecs: [new FieldCodec()] },
-      });
-      const scheduleId = `kept-args-${randomUUID()}`;
-      const schedule = await runAsUser(alice, () =>
-        hourlySchedule(h, client, scheduleId, { args: [{ report: 'weekly' }] }),
-      );
+    ['a field codec, with a client made later without it', () => new FieldCodec(), true],
+  ])(
+    'with %s, refuses an update that changes the bound arguments and passes one that keeps them',
+    async (_codec, codec, laterClient) => {
+      const { connection } = await pluginOnConnection();
       try {
-        // Another client of the connection, made later, with this plugin's codec alone.
-        new Client({ connection, namespace: h.namespace });
-        await runAsUser(alice, () =>
-          schedule.update((previous) => ({
-            ...previous,
-            spec: { ...previous.spec, intervals: [{ every: '2h' }] },
-          })),
+        const client = new Client({
+          connection,
+          namespace: h.namespace,
+          dataConverter: { payloadCodecs: [codec()] },
+        });
+        const scheduleId = `args-${randomUUID()}`;
+        const schedule = await runAsUser(alice, () =>
+          hourlySchedule(h, client, scheduleId, { args: [{ report: 'weekly' }] }),
         );
-        const err = await runAsUser(alice, () =>
-          schedule.update((previous) => ({
-            ...previous,
-            action: { ...previous.action, args: [{ report: 'everyone' }] },
-          })),
-        ).catch((e: unknown) => e);
-        expect(String((err as { cause?: { details?: unknown } }).cause?.details ?? err)).toContain(
-          ErrorCodes.LINEAGE_MISMATCH,
-        );
+        try {
+          // Another client of the connection, made later, with this plugin's codec alone.
+          if (laterClient) new Client({ connection, namespace: h.namespace });
+          const err = await runAsUser(alice, () =>
+            schedule.update((previous) => ({
+              ...previous,
+              action: { ...previous.action, args: [{ report: 'everyone' }] },
+            })),
+          ).catch((e: unknown) => e);
+          expect(String((err as { cause?: { details?: unknown } }).cause?.details ?? err)).toContain(
+            ErrorCodes.LINEAGE_MISMATCH,
+          );
+          // An update that keeps them passes: the arguments were read, not skipped.
+          await runAsUser(alice, () =>
+            schedule.update((previous) => ({
+              ...previous,
+              spec: { ...previous.spec, intervals: [{ every: '2h' }] },
+            })),
+          );
+          expect((await schedule.describe()).action).toMatchObject({ args: [{ report: 'weekly' }] });
+        } finally {
+          await schedule.delete();
+        }
       } finally {
-        await schedule.delete();
+        await connection.close();
       }
-    } finally {
-      await connection.close();
-    }
-  });
-
-  it("refuses an update that changes the bound arguments when the client has the application's own codec too", async () => {
-    // Found by review: the check decoded the arguments with this plugin's codec alone; the application
-    // codec's payloads under it did not parse, and the update was let through (its runs then refused).
-    const { connection } = await pluginOnConnection();
-    try {
-      const client = new Client({
-        connection,
-        namespace: h.namespace,
-        dataConverter: { payloadCodecs: [new AppCodec()] },
-      });
-      const scheduleId = `moved-args-${randomUUID()}`;
-      const schedule = await runAsUser(alice, () =>
-        hourlySchedule(h, client, scheduleId, { args: [{ report: 'weekly' }] }),
-      );
-      try {
-        const err = await runAsUser(alice, () =>
-          schedule.update((previous) => ({
-            ...previous,
-            action: { ...previous.action, args: [{ report: 'everyone' }] },
-          })),
-        ).catch((e: unknown) => e);
-        expect(String((err as { cause?: { details?: unknown } }).cause?.details ?? err)).toContain(
-          ErrorCodes.LINEAGE_MISMATCH,
-        );
-        // An update that keeps them passes: the arguments were read, not skipped.
-        await runAsUser(alice, () =>
-          schedule.update((previous) => ({
-            ...previous,
-            spec: { ...previous.spec, intervals: [{ every: '2h' }] },
-          })),
-        );
-        expect((await schedule.describe()).action).toMatchObject({ args: [{ report: 'weekly' }] });
-      } finally {
-        await schedule.delete();
-      }
-    } finally {
-      await connection.close();
-    }
-  });
+    },
+  );
 
   it("given to the Connection, the plugin refuses an update that moves the action its token binds; the schedule's runs go on", async () => {
     const { sink, connection } = await pluginOnConnection();
