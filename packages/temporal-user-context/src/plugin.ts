@@ -423,9 +423,9 @@ export class UserContextPlugin extends SimplePlugin {
    */
   private readonly configured = new WeakSet<object>();
   /**
-   * The payload codecs of the clients this plugin configured, each list once, the latest last (at most
-   * {@link MAX_CLIENT_CODEC_CHAINS}): the schedule update check decodes an action's arguments as a
-   * client encoded them. With only this plugin's codec, an application's own codec left the arguments
+   * The payload codecs of the clients this plugin configured, each list once (at most
+   * {@link MAX_CLIENT_CODEC_CHAINS}, the least recently configured dropped first): the schedule update
+   * check decodes an action's arguments as a client encoded them. With only this plugin's codec, an application's own codec left the arguments
    * unreadable and the check let every update through (found by review).
    */
   private readonly clientCodecs: (readonly PayloadCodec[])[] = [];

@@ -160,7 +160,8 @@ function scheduleControl(
 /**
  * What the server is asked to do, by gRPC method, and how to read the request bytes: change a
  * schedule, or complete, fail or cancel an activity from outside it (`AsyncCompletionClient`; a
- * worker's own completions go through its native connection, not here). Heartbeats by task token are checked (below), recorded only when refused.
+ * worker's own completions go through its native connection, not here). Heartbeats by task token are
+ * checked (below), and recorded only when refused.
  */
 const CONTROLS = new Map<string, Control>([
   scheduleControl('UpdateSchedule', 'schedule.update', (b) => service.UpdateScheduleRequest.decode(b)),

@@ -85,7 +85,7 @@ export interface UserContextSinks extends Sinks {
     /**
      * Something the workflow did for its originator that no interceptor carries a context on (a
      * cancellation of another workflow): audited with source `header`, under the originator's user and
-     * workspace once the worker verifies the header.
+     * workspace when the worker verifies its start token as this workflow's (as for `deny` above).
      */
     acted(event: { action: string; detail: string; originator?: ContextHeader }): void;
   };
