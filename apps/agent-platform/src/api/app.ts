@@ -505,6 +505,21 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
   // Bodies are JSON, and read as they came: found by review, a `text/plain` body reached the routes
   // (a cancel took one), and one in UTF-16 or gzip was read as UTF-8 JSON. 415 for each, on record.
   app.removeContentTypeParser('text/plain');
+  // JSON bodies read as UTF-8 strictly, then parsed as Fastify parses them (its prototype-poisoning
+  // checks included): found by review, a byte that is no UTF-8 became U+FFFD in an agent's name.
+  const parseJson = app.getDefaultJsonParser('error', 'error');
+  const utf8 = new TextDecoder('utf-8', { fatal: true });
+  app.removeContentTypeParser('application/json');
+  app.addContentTypeParser('application/json', { parseAs: 'buffer' }, (request, body, done) => {
+    let text: string;
+    try {
+      text = utf8.decode(body as Buffer);
+    } catch {
+      done(new ProblemError(400, 'BAD_REQUEST', 'Bad request', 'the body is not UTF-8'), undefined);
+      return;
+    }
+    parseJson(request, text, done);
+  });
   app.addHook('preParsing', async (request, _reply, payload) => {
     const { headers } = request;
     // Only a body that will be read: Fastify reads none for GET and HEAD, and an empty one is no body.
@@ -2209,16 +2224,20 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
         response: { ...errors, ...responses.audit },
       },
     },
-    async (request) => ({
-      events: await queryAuditTrail(db, user(request), {
+    async (request) => {
+      const limit = request.query.limit ?? 100;
+      const events = await queryAuditTrail(db, user(request), {
         auditor,
         ...(options.scope?.appRole ? { appRole: options.scope.appRole } : {}),
         audit,
-        ...(request.query.limit ? { limit: request.query.limit } : {}),
+        limit,
         ...(request.query.before ? { before: request.query.before } : {}),
         filter: auditFilter(request.query),
-      }),
-    }),
+      });
+      // A full page may have more after it: `next` says where to go on, as the other listings do (found
+      // by review: a client had to know that the last record's id is the next page's `before`).
+      return { events, ...(events.length === limit ? { next: events[events.length - 1]!.id } : {}) };
+    },
   );
 
   return app;

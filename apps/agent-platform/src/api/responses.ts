@@ -185,36 +185,39 @@ export const responses = {
   },
   audit: {
     200: json(
-      "Audit records, newest first; the last one's `id` is the `before` of the next page",
-      object({
-        events: {
-          type: 'array',
-          items: object(
-            {
-              id: text,
-              time: text,
-              action: text,
-              decision: { type: 'string', enum: ['allow', 'deny'] },
-              source: text,
-              reason: text,
-            },
-            {
-              userId: text,
-              workspaceId: text,
-              principal: text,
-              tokenId: text,
-              namespace: text,
-              workflowId: text,
-              runId: text,
-              workflowType: text,
-              activityType: text,
-              activityId: text,
-              attempt: integer,
-              detail: text,
-            },
-          ),
+      'Audit records, newest first; `next`, on a full page: the `before` of the page after',
+      object(
+        {
+          events: {
+            type: 'array',
+            items: object(
+              {
+                id: text,
+                time: text,
+                action: text,
+                decision: { type: 'string', enum: ['allow', 'deny'] },
+                source: text,
+                reason: text,
+              },
+              {
+                userId: text,
+                workspaceId: text,
+                principal: text,
+                tokenId: text,
+                namespace: text,
+                workflowId: text,
+                runId: text,
+                workflowType: text,
+                activityType: text,
+                activityId: text,
+                attempt: integer,
+                detail: text,
+              },
+            ),
+          },
         },
-      }),
+        { next: text },
+      ),
     ),
   },
 } as const;

@@ -932,6 +932,23 @@ describe('agents and members', () => {
       expect(res.statusCode, JSON.stringify(headers)).toBe(415);
       expect(res.json(), JSON.stringify(headers)).toMatchObject({ status: 415, code: 'BAD_REQUEST' });
     }
+    // A body that is not UTF-8 is refused, not read with U+FFFD in place of its bytes (found by review).
+    const notUtf8 = await app.inject({
+      method: 'POST',
+      url: '/workspaces/ws-acme/agents',
+      headers: { authorization: `Bearer ${tokens.carol as string}`, 'content-type': 'application/json' },
+      payload: Buffer.concat([Buffer.from('{"name":"bad'), Buffer.from([0xff]), Buffer.from('name"}')]),
+    });
+    expect(notUtf8.statusCode).toBe(400);
+    expect(notUtf8.json()).toMatchObject({ code: 'BAD_REQUEST', detail: 'the body is not UTF-8' });
+    // Prototype poisoning is still refused, as by Fastify's own parser.
+    const poisoned = await app.inject({
+      method: 'POST',
+      url: '/workspaces/ws-acme/agents',
+      headers: { authorization: `Bearer ${tokens.carol as string}`, 'content-type': 'application/json' },
+      payload: '{"name":"p","__proto__":{"admin":true}}',
+    });
+    expect(poisoned.statusCode).toBe(400);
     // A GET is not refused over headers about a body it does not have.
     const get = await app.inject({
       method: 'GET',
@@ -1387,12 +1404,14 @@ describe('agent runs', () => {
     const rows = events.body_.events as Json[];
     expect(rows.every((e) => e.workspaceId === 'ws-acme')).toBe(true);
     expect((await call('alice', 'GET', '/workspaces/ws-acme/audit')).statusCode).toBe(403);
-    // Page by page: `before` is the last id of the previous page.
-    const first = (await call('carol', 'GET', '/workspaces/ws-acme/audit?limit=2')).body_.events as Json[];
+    // Page by page: a full page's `next` (its last id) is the `before` of the page after.
+    const firstPage = (await call('carol', 'GET', '/workspaces/ws-acme/audit?limit=2')).body_;
+    const first = firstPage.events as Json[];
+    expect(firstPage.next).toBe(first[1]!.id);
     const next = await call(
       'carol',
       'GET',
-      `/workspaces/ws-acme/audit?limit=2&before=${String(first[1]!.id)}`,
+      `/workspaces/ws-acme/audit?limit=2&before=${String(firstPage.next)}`,
     );
     expect(next.statusCode).toBe(200);
     const older = next.body_.events as Json[];
