@@ -264,11 +264,18 @@ describe('authentication and authorisation', () => {
     const nowhere = await call('carol', 'GET', '/nowhere/%0d%0a{"forged":true}');
     expect(nowhere.statusCode).toBe(404);
     expect(nowhere.body_).toMatchObject({ status: 404, code: 'NOT_FOUND' });
+    // A path a route takes, with a method it does not: 405 and the methods it takes (found by review:
+    // a 404, as for a path nothing takes).
+    const wrongMethod = await call('carol', 'DELETE', '/workspaces/ws-acme/runs?limit=1');
+    expect(wrongMethod.statusCode).toBe(405);
+    expect(wrongMethod.headers.allow).toBe('GET, HEAD');
+    expect(wrongMethod.body_).toMatchObject({ status: 405, code: 'METHOD_NOT_ALLOWED' });
     // Anonymous (before authentication), named by what was refused: never the raw URL.
     expect(apiRequestRecords()).toEqual([
       ['deny', 'BAD_REQUEST', null, 'DELETE path parameter too long'],
       ['deny', 'BAD_REQUEST', null, 'DELETE malformed URL'],
       ['deny', 'NOT_FOUND', null, 'GET unknown route'],
+      ['deny', 'METHOD_NOT_ALLOWED', null, 'DELETE method not allowed'],
     ]);
   });
 
