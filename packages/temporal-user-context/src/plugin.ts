@@ -324,7 +324,8 @@ async function decodedArguments(
  *   scope refused at the edge, and audited; found by review: the OpenTelemetry plugin listed after
  *   this one);
  * - a data converter with payload codecs, or a failure converter, while this plugin's are on: it
- *   replaces the lists, and the client then writes history unencrypted (found by the round's review).
+ *   replaces the lists, and the client then writes history unencrypted (found by the round's review);
+ *   on a worker too, where only this case applies (its client interceptors are the SDK's own).
  *
  * Listed before this one, such a plugin is harmless (this plugin puts back what it dropped). Parameters
  * given as functions, and plugins of other classes, may keep what they are given: they cannot be judged
@@ -334,6 +335,7 @@ function refuseLaterRebuilds(
   ours: UserContextPlugin,
   plugins: readonly unknown[] | undefined,
   own: { codec: boolean; failureConverter: boolean },
+  kind: 'client' | 'worker' = 'client',
 ): void {
   const at = plugins?.lastIndexOf(ours) ?? -1;
   if (at < 0) return;
@@ -346,7 +348,9 @@ function refuseLaterRebuilds(
     const converter = given?.dataConverter as
       { payloadCodecs?: unknown; failureConverterPath?: unknown } | undefined;
     const drops = [
-      given?.clientInterceptors !== undefined && typeof given.clientInterceptors !== 'function'
+      kind === 'client' &&
+      given?.clientInterceptors !== undefined &&
+      typeof given.clientInterceptors !== 'function'
         ? 'its standalone activity and Nexus checks (SimplePlugin rebuilds client interceptors)'
         : undefined,
       own.codec && typeof converter === 'object' && converter?.payloadCodecs !== undefined
@@ -359,7 +363,7 @@ function refuseLaterRebuilds(
     if (drops.length > 0)
       throw new UserContextError(
         ErrorCodes.MISCONFIGURED,
-        `the client plugin ${JSON.stringify(later.name)}, listed after UserContextPlugin, would drop ${drops.join(' and ')}: list UserContextPlugin after it (a Connection's plugins come after the Client's)`,
+        `the ${kind} plugin ${JSON.stringify(later.name)}, listed after UserContextPlugin, would drop ${drops.join(' and ')}: list UserContextPlugin after it (a ${kind === 'client' ? "Connection's plugins come after the Client's" : "NativeConnection's plugins come after the Worker's"})`,
       );
   }
 }
@@ -742,6 +746,14 @@ export class UserContextPlugin extends SimplePlugin {
 
   override configureWorker(given: WorkerOptions): WorkerOptions {
     if (this.configured.has(given)) return given;
+    // A data converter of a plugin listed after this one replaces its codec or failure converter on the
+    // worker as on a client (found by the round's docs check): refused the same way.
+    refuseLaterRebuilds(
+      this,
+      given.plugins,
+      { codec: this.parts.codec !== undefined, failureConverter: this.encryptFailures },
+      'worker',
+    );
     const options = this.withOwnPatches(given);
     if (options.workflowBundle && this.pluginOptions.checkWorkflowBundle !== false)
       assertBundledWithPlugin(options.workflowBundle, this.installsFailureConverter(options));

@@ -556,6 +556,25 @@ describe('beside another SimplePlugin on a Client', () => {
     ).not.toThrow();
   });
 
+  it('on a worker too, is refused when that plugin replaces its codec', () => {
+    // Found by the round's docs check: SimplePlugin replaces a worker's data converter field by field.
+    const later = new SimplePlugin({ name: 'compression', dataConverter: { payloadCodecs: [] } });
+    const workerOptions = (ours: UserContextPlugin) => ({
+      taskQueue: 'q',
+      namespace: 'default',
+      plugins: [ours, later],
+    });
+    const ours = new UserContextPlugin({ keys: worker });
+    expect(() => ours.configureWorker(workerOptions(ours))).toThrow(
+      expect.objectContaining({
+        code: ErrorCodes.MISCONFIGURED,
+        message: expect.stringContaining('worker plugin'),
+      }),
+    );
+    const noCodec = new UserContextPlugin({ keys: worker, codec: false });
+    expect(() => noCodec.configureWorker(workerOptions(noCodec))).not.toThrow();
+  });
+
   it('keeps its standalone checks when listed after it, or when it gives no client interceptors', async () => {
     for (const plugins of [
       { client: [tracing(), new UserContextPlugin({ keys: edge, codec: false })] },
