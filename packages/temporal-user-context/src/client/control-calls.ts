@@ -5,7 +5,8 @@ import proto from '@temporalio/proto';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
 import { describeThrown } from '../audit/sanitize.js';
 import { taskTokenRef } from '../audit/task-token.js';
-import { ENCODING_ENCRYPTED, META_ENCODING, META_WORKFLOW_ID } from '../crypto/codec/format.js';
+import { equalBytes } from '../crypto/codec/bytes.js';
+import { ENCODING_ENCRYPTED_BYTES, META_ENCODING, META_WORKFLOW_ID } from '../crypto/codec/format.js';
 
 const service = proto.temporal.api.workflowservice.v1;
 
@@ -66,17 +67,6 @@ interface Control {
   quiet?: boolean;
 }
 
-const ENCRYPTED = new TextEncoder().encode(ENCODING_ENCRYPTED);
-
-/** Whether `bytes` are the bytes of `ENCODING_ENCRYPTED`. */
-function isEncryptedEncoding(bytes: unknown): boolean {
-  return (
-    bytes instanceof Uint8Array &&
-    bytes.length === ENCRYPTED.length &&
-    bytes.every((b, i) => b === ENCRYPTED[i])
-  );
-}
-
 /** {@link holdsUnboundCiphertext} of a request; false for one that cannot be read (it goes on, as above). */
 function unboundIn(decode: (bytes: Uint8Array) => unknown, bytes: Uint8Array): boolean {
   try {
@@ -101,7 +91,9 @@ function holdsUnboundCiphertext(message: unknown, depth = 0): boolean {
   const metadata = (message as { metadata?: unknown }).metadata;
   if (typeof metadata === 'object' && metadata !== null) {
     const fields = metadata as Record<string, unknown>;
-    if (isEncryptedEncoding(fields[META_ENCODING])) return !Object.hasOwn(fields, META_WORKFLOW_ID);
+    const encoding = fields[META_ENCODING];
+    if (encoding instanceof Uint8Array && equalBytes(encoding, ENCODING_ENCRYPTED_BYTES))
+      return !Object.hasOwn(fields, META_WORKFLOW_ID);
   }
   return Object.values(message).some((value) => holdsUnboundCiphertext(value, depth + 1));
 }
