@@ -410,3 +410,22 @@ export function toProblem(err: unknown): Problem {
 function safeMessage(err: unknown): string | undefined {
   return err instanceof TemporalFailure || err instanceof Error ? err.message.slice(0, 200) : undefined;
 }
+
+/** A thing of this workspace that is not there, or not the caller's to see (the two answer alike). */
+export function notFound(what: string): ProblemError {
+  return new ProblemError(
+    404,
+    `${what.toUpperCase()}_NOT_FOUND`,
+    `${what[0]?.toUpperCase()}${what.slice(1)} not found`,
+  );
+}
+
+/** A workspace at one of its limits (`quotas`): 429, for the caller to try again once work ends. */
+export function quotaExceeded(what: string, limit: number): ProblemError {
+  return new ProblemError(
+    429,
+    'QUOTA_EXCEEDED',
+    'The workspace is at a limit',
+    `at most ${limit} ${what} per workspace`,
+  );
+}

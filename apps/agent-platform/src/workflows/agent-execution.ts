@@ -40,6 +40,8 @@ import {
 } from './run-policy.js';
 
 export const TASK_QUEUE = 'agent-tasks';
+/** The workflow type the API starts and schedules (this module's `AgentExecutionWorkflow`). */
+export const WORKFLOW_TYPE = 'AgentExecutionWorkflow';
 export const MAX_INSTRUCTION_LENGTH = 2000;
 export const DEFAULT_STEPS_PER_RUN = 20;
 

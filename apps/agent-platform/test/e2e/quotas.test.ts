@@ -4,7 +4,7 @@ import { randomUUID } from 'node:crypto';
 import { Client, WorkflowNotFoundError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { withUserScope } from 'temporal-user-context/postgres';
-import { runRequestDigest } from '../../src/api/app.js';
+import { runRequestDigest } from '../../src/api/idempotency.js';
 import { AgentRunRepository } from '../../src/data/repositories/index.js';
 import { otherApi, startPlatform, until, type Json, type Platform } from './harness.js';
 

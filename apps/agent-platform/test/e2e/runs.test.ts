@@ -11,7 +11,8 @@ import pino from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCodes, openContextToken, runAsUser } from 'temporal-user-context';
 import { withUserScope } from 'temporal-user-context/postgres';
-import { WORKFLOW_TYPE, runRequestDigest } from '../../src/api/app.js';
+import { runRequestDigest } from '../../src/api/idempotency.js';
+import { WORKFLOW_TYPE } from '../../src/workflows/agent-execution.js';
 import { AgentRunRepository } from '../../src/data/repositories/index.js';
 import { createVerifier } from '../../src/auth/verify.js';
 import {

@@ -5,7 +5,8 @@ import { Client, ScheduleNotFoundError } from '@temporalio/client';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ErrorCodes, WORKSPACE_ID_ATTRIBUTE, pseudonymsOf } from 'temporal-user-context';
 import { withUserScope } from 'temporal-user-context/postgres';
-import { WORKFLOW_TYPE, scheduleRequestDigest } from '../../src/api/app.js';
+import { scheduleRequestDigest } from '../../src/api/idempotency.js';
+import { WORKFLOW_TYPE } from '../../src/workflows/agent-execution.js';
 import { ScheduleRepository } from '../../src/data/repositories/index.js';
 import { otherApi, startPlatform, until, type Json, type Platform } from './harness.js';
 
