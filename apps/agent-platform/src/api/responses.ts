@@ -74,7 +74,10 @@ const page = (key: string, item: object) => object({ [key]: { type: 'array', ite
 
 export const responses = {
   members: { 200: json('A page of members, by user id', page('members', membership)) },
-  memberChanged: { 201: json('The membership as it now is', membership) },
+  memberChanged: {
+    200: json('The membership changed, as it now is', membership),
+    201: json('The member added', membership),
+  },
   removed: { 204: { type: 'null', description: 'Done, nothing to answer' } },
   agents: { 200: json('A page of agents, newest first', page('agents', agent)) },
   agentCreated: { 201: json('The agent created', agent) },

@@ -819,6 +819,13 @@ describe('agents and members', () => {
       roles: ['member'],
     });
     expect(added.statusCode).toBe(201);
+    // Sent again, the membership is changed, not created: 200.
+    const again = await call('carol', 'POST', '/workspaces/ws-acme/members', {
+      userId: 'erin',
+      roles: ['member'],
+    });
+    expect(again.statusCode).toBe(200);
+    expect(again.body_).toEqual({ workspaceId: 'ws-acme', userId: 'erin', roles: ['member'] });
     // Only the roles the API knows: another would grant what any membership grants.
     const unknownRole = await call('carol', 'POST', '/workspaces/ws-acme/members', {
       userId: 'erin',

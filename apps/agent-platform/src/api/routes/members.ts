@@ -100,7 +100,10 @@ export function registerMemberRoutes(
       // being removed) would act again as of now: paused, for an admin to resume.
       changed(request, 'members.change', `member ${userId}: roles ${[...roles].sort().join(', ')}`);
       if (added === 'added') await pauseSchedulesOf(request, userId, 'added again', recent, since);
-      return reply.status(201).send({ workspaceId: request.params.ws, userId, roles });
+      // 201 for a member added, 200 for a membership changed (found by review: both answered 201).
+      return reply
+        .status(added === 'added' ? 201 : 200)
+        .send({ workspaceId: request.params.ws, userId, roles });
     },
   );
   app.delete<{ Params: { ws: string; userId: string } }>(
