@@ -32,7 +32,14 @@ export interface Problem {
   status: number;
   code: string;
   detail?: string;
+  /** A run the refused request may have started: a start's 503 or 504 (`GET /runs/:runId` tells). */
+  runId?: string;
+  /** A schedule the refused request may have created: a schedule create's 504. */
+  scheduleId?: string;
 }
+
+/** Extension members of a problem (RFC 9457 §3.2): what a client acts on without reading `detail`. */
+export type ProblemExtensions = Pick<Problem, 'runId' | 'scheduleId'>;
 
 /**
  * For a signal or update to a run whose record the caller can see: the server's "workflow not found"
@@ -51,18 +58,26 @@ export class ProblemError extends Error {
     readonly code: string,
     readonly title: string,
     readonly detail?: string,
+    readonly extensions?: ProblemExtensions,
   ) {
     super(title);
   }
 }
 
-export function problem(status: number, code: string, title: string, detail?: string): Problem {
+export function problem(
+  status: number,
+  code: string,
+  title: string,
+  detail?: string,
+  extensions?: ProblemExtensions,
+): Problem {
   return {
     type: `${PROBLEM_BASE}${code.toLowerCase().replace(/_/g, '-')}`,
     title,
     status,
     code,
     ...(detail ? { detail } : {}),
+    ...extensions,
   };
 }
 
@@ -322,7 +337,8 @@ const DATABASE_UNAVAILABLE_MESSAGES: ReadonlySet<string> = new Set([
 
 /** Maps any error to a problem document; unknown errors become a generic 500 with no internals. */
 export function toProblem(err: unknown): Problem {
-  if (err instanceof ProblemError) return problem(err.status, err.code, err.title, err.detail);
+  if (err instanceof ProblemError)
+    return problem(err.status, err.code, err.title, err.detail, err.extensions);
   if (err instanceof AuthError)
     return err.code === 'AUTH_UNAVAILABLE'
       ? problem(503, err.code, 'Identity provider unavailable')

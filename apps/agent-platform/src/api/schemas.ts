@@ -27,6 +27,8 @@ const problemSchema = {
     status: { type: 'integer' },
     code: { type: 'string' },
     detail: { type: 'string' },
+    runId: { type: 'string', description: "a start's 503 or 504: the run it may have started" },
+    scheduleId: { type: 'string', description: "a schedule create's 504: the schedule it may have created" },
   },
   required: ['type', 'title', 'status', 'code'],
 } as const;

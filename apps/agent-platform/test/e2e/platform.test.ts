@@ -1505,6 +1505,7 @@ describe('agent runs', () => {
         status: res.statusCode,
         code: body.code,
         detail: body.detail,
+        ...(body.runId === undefined ? {} : { runId: body.runId }),
         ...(res.headers['retry-after'] ? { retryAfter: res.headers['retry-after'] } : {}),
       };
     };
@@ -1534,6 +1535,7 @@ describe('agent runs', () => {
         status: 504,
         code: 'TEMPORAL_TIMEOUT',
         detail: `run ${record.rows[0]!.id} may have started: GET /runs/${record.rows[0]!.id} tells`,
+        runId: record.rows[0]!.id,
         retryAfter: '5',
       });
       expect(await send(withRoom, 'GET', '/workspaces/ws-acme/schedules')).toMatchObject({

@@ -641,9 +641,11 @@ describe('POST .../runs with an Idempotency-Key', () => {
       });
       expect(res.statusCode).toBe(503);
       expect(res.headers['retry-after']).toBe('5');
-      const body = res.json<{ code: string; detail: string }>();
+      const body = res.json<{ code: string; detail: string; runId?: string }>();
       expect(body.code).toBe('TEMPORAL_UNAVAILABLE');
       const runId = /^run ([0-9a-f-]{36}) /.exec(body.detail)?.[1];
+      // Named as a member too, for a client to follow without reading the detail.
+      expect(body.runId).toBe(runId);
       const { rows } = await p.pool.query(`select status, error from agent_runs where id = $1`, [runId]);
       expect(rows).toEqual([{ status: 'failed', error: 'START_FAILED' }]);
     } finally {

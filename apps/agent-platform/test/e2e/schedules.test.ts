@@ -474,6 +474,9 @@ describe('schedules', () => {
       expect(first.body_).toMatchObject({ status: 504, code: 'TEMPORAL_TIMEOUT' });
       const fresh = (await ids()).filter((id) => !known.has(id));
       expect(fresh).toHaveLength(1);
+      // With a key, the answer names the schedule the retry will find; without one, it is deleted again.
+      if (key) expect(first.body_.scheduleId).toBe(fresh[0]);
+      else expect(first.body_).not.toHaveProperty('scheduleId');
       created.push(fresh[0] as string);
       return { first, scheduleId: fresh[0] as string };
     };

@@ -204,6 +204,7 @@ export function registerRunRoutes(app: FastifyInstance, ctx: RouteContext, runs:
                 'TEMPORAL_TIMEOUT',
                 'Temporal did not answer in time',
                 `run ${run.id} may have started: GET /runs/${run.id} tells`,
+                { runId: run.id },
               );
             // Named too: a connection lost as the call was sent leaves it unsaid whether it arrived.
             if (toProblem(err).code === 'TEMPORAL_UNAVAILABLE')
@@ -212,6 +213,7 @@ export function registerRunRoutes(app: FastifyInstance, ctx: RouteContext, runs:
                 'TEMPORAL_UNAVAILABLE',
                 'Temporal is unavailable',
                 `run ${run.id} most likely did not start: GET /runs/${run.id} tells`,
+                { runId: run.id },
               );
             throw err;
           }

@@ -191,6 +191,7 @@ export function registerScheduleRoutes(
             'TEMPORAL_TIMEOUT',
             'Temporal did not answer in time',
             `schedule ${scheduleId} may have been created: send the request again with the same Idempotency-Key`,
+            { scheduleId },
           );
         } else await undoTimedOut();
         throw err;
