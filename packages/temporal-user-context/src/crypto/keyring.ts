@@ -1,5 +1,5 @@
 import { createPrivateKey, createPublicKey, createSecretKey, type KeyObject } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { readFileSync, statSync } from 'node:fs';
 import { inspect } from 'node:util';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
 import type { CodecKeyMaterial } from './codec/keys.js';
@@ -23,8 +23,9 @@ export interface SecretKey {
   readonly status: 'active' | 'staged' | 'decrypt-only';
   readonly key: KeyObject;
   /**
-   * Raw bytes, for the payload codec (node:crypto ciphers take them directly). Not enumerable: a
-   * debug log of the ring (`util.inspect` at any depth, `JSON.stringify`) never prints them.
+   * Raw bytes, for the payload codec (node:crypto ciphers take them directly): a copy on every read, so
+   * that no caller can change the ring's. Not enumerable: a debug log of the ring (`util.inspect` at any
+   * depth, `JSON.stringify`) never prints them.
    */
   readonly raw: Uint8Array;
 }
@@ -68,6 +69,11 @@ export class KeyRing {
     const all = [...set.signing, ...set.sealing, ...set.codec].map((k) => k.kid);
     if (new Set(all).size !== all.length)
       throw new UserContextError(ErrorCodes.MISCONFIGURED, 'key set: one key id names keys of two kinds');
+    // Nor one Ed25519 key under two ids (found by review): a retired key restored under a new id, without
+    // its cut-off, would let a copy of its private half sign past `notAfter` under the new id.
+    const publicKeys = set.signing.map((k) => k.jwk.x);
+    if (new Set(publicKeys).size !== publicKeys.length)
+      throw new UserContextError(ErrorCodes.MISCONFIGURED, 'key set: one signing key under two key ids');
     this.signing = new Map(set.signing.map((s) => [s.kid, signingKey(s)]));
     this.holdsPrivateKey = set.signing.some((s) => s.jwk.d !== undefined);
     this.sealing = secretMap(set.sealing);
@@ -112,6 +118,7 @@ export class KeyRing {
         `key set file ${JSON.stringify(path)} not readable (${(err as { code?: string }).code ?? 'error'})`,
       );
     }
+    warnIfShared(path);
     return KeyRing.fromJSON(text);
   }
 
@@ -166,12 +173,37 @@ export class KeyRing {
     return {
       keys: [...this.codec.values()].map((k) => ({
         kid: k.kid,
-        key: k.raw,
+        // A copy: a caller that wipes the material once its codec is built (the codec copies it too)
+        // must not zero the ring's own, which later codecs would then encrypt under (found by review).
+        key: Uint8Array.from(k.raw),
         status: k.status === 'active' ? ('active' as const) : ('decrypt-only' as const),
       })),
     };
   }
 }
+
+/**
+ * Warns (`USER_CONTEXT_KEY_FILE_MODE`, once per path) when a key set file is open to its group or to
+ * others: every set holds secrets (sealing, codec, pseudonym keys), an edge's its signing key too. The
+ * key tool writes 0600; a secret mounted by an orchestrator is often 0644 (found by review). A warning,
+ * not a refusal: in a container the file's only reader may be the process itself.
+ */
+function warnIfShared(path: string): void {
+  if (process.platform === 'win32' || warnedPaths.has(path)) return;
+  let mode: number;
+  try {
+    mode = statSync(path).mode;
+  } catch {
+    return;
+  }
+  if ((mode & 0o077) === 0) return;
+  warnedPaths.add(path);
+  process.emitWarning(
+    `key set file ${JSON.stringify(path)} has mode ${(mode & 0o777).toString(8).padStart(4, '0')}: readable or writable by its group or others; make it 0600`,
+    { type: 'UserContextWarning', code: 'USER_CONTEXT_KEY_FILE_MODE' },
+  );
+}
+const warnedPaths = new Set<string>();
 
 function signingKey(s: KeySet['signing'][number]): SigningKey {
   const misconfigured = (why: string) =>
@@ -200,7 +232,7 @@ function secretMap(keys: KeySet['sealing']): Map<string, SecretKey> {
     keys.map((k) => {
       const raw = new Uint8Array(Buffer.from(k.k, 'base64url'));
       const key: SecretKey = { kid: k.kid, status: k.status, key: createSecretKey(raw) } as SecretKey;
-      Object.defineProperty(key, 'raw', { value: raw, enumerable: false });
+      Object.defineProperty(key, 'raw', { get: () => Uint8Array.from(raw), enumerable: false });
       return [k.kid, key];
     }),
   );

@@ -232,12 +232,10 @@ export class AesGcmPayloadCodec implements PayloadCodec {
             this.cacheWfBytes &&
             equalBytes(wfBytes, this.cacheWfBytes)
           ? current
-          : text(wfBytes);
+          : boundText(wfBytes);
     checkBinding(bound, current, this.acceptScheduledRuns, this.acceptNamespaceBound);
     if (!isBytes(data)) throw new UserContextError(ErrorCodes.PAYLOAD_TAMPERED, 'ciphertext missing');
     // The AAD uses the key's own id bytes, not the payload's: findKey proved them equal.
-    // The workflow id is re-encoded from its decoded text: bytes that are not valid UTF-8 change, so
-    // such a payload (which this codec never writes) fails authentication.
     return openPayload(data, key, this.aadFor(namespace, bound, key));
   }
 
@@ -276,6 +274,20 @@ function findKey(keys: CodecKeys, kidBytes: Uint8Array): LoadedKey | undefined {
 function isBytes(value: unknown): value is Uint8Array {
   return value instanceof Uint8Array;
 }
+
+/**
+ * A payload's workflow binding as text. Bytes that are not UTF-8 are refused: read leniently they became
+ * U+FFFD, and a payload whose metadata was rewritten so (`61 ff` for `a\uFFFD`) still opened, since the
+ * AAD is built from the decoded text (found by review).
+ */
+function boundText(bytes: Uint8Array): string {
+  try {
+    return STRICT_UTF8.decode(bytes);
+  } catch {
+    throw new UserContextError(ErrorCodes.PAYLOAD_TAMPERED, 'malformed workflow binding');
+  }
+}
+const STRICT_UTF8 = new TextDecoder('utf-8', { fatal: true, ignoreBOM: true });
 
 function text(bytes: Uint8Array): string {
   return Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength).toString('utf8');

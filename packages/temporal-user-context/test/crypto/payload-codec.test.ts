@@ -116,6 +116,14 @@ describe('AesGcmPayloadCodec: configuration', () => {
     ['short key', { keys: [{ ...K1, key: new Uint8Array(16) }] }],
     ['hostile kid', { keys: [{ ...K1, kid: '../etc/passwd' }] }],
     ['long kid', { keys: [{ ...K1, kid: 'a'.repeat(65) }] }],
+    // As a key set refuses them: an unfilled template (or material wiped before it was loaded), and one
+    // key under two ids.
+    ['an all-zero key', { keys: [{ ...K1, key: new Uint8Array(32) }] }],
+    ['a key of one repeated byte', { keys: [{ ...K1, key: new Uint8Array(32).fill(0xa5) }] }],
+    [
+      'one key under two ids',
+      { keys: [K1, { ...K2, key: Uint8Array.from(K1.key), status: 'decrypt-only' as const }] },
+    ],
   ])('refuses %s with MISCONFIGURED', (_name, keys) => {
     expect(() => new AesGcmPayloadCodec({ keys, namespace: NS })).toThrowError(
       expect.objectContaining({ code: ErrorCodes.MISCONFIGURED }),
@@ -210,6 +218,32 @@ describe('AesGcmPayloadCodec: tampering and moved ciphertext (case 22)', () => {
     const forged = { ...p!, metadata: { ...p!.metadata, 'encryption-workflow-id': utf8('wf-B') } };
     const err = await expectCode(codec.decode([forged], wf('wf-B')), ErrorCodes.PAYLOAD_TAMPERED);
     expect(err.reason).toBe('ciphertext failed authentication');
+  });
+
+  it('a workflow binding that is not UTF-8 is refused, not read as U+FFFD', async () => {
+    const codec = makeCodec();
+    const [p] = await codec.encode([json('secret')], wf('a\uFFFD'));
+    // `61 ff` read leniently is `a\uFFFD`, whose AAD the payload was sealed with: it opened.
+    const rewritten = {
+      ...p!,
+      metadata: { ...p!.metadata, 'encryption-workflow-id': new Uint8Array([0x61, 0xff]) },
+    };
+    const err = await expectCode(codec.decode([rewritten], wf('a\uFFFD')), ErrorCodes.PAYLOAD_TAMPERED);
+    expect(err.reason).toBe('malformed workflow binding');
+    // The control: the payload as written opens.
+    expect(str((await codec.decode([p!], wf('a\uFFFD')))[0]!.data)).toBe('"secret"');
+  });
+
+  it('refuses to bind to an id with a lone surrogate, which UTF-8 would write as U+FFFD', async () => {
+    const codec = makeCodec();
+    const [p] = await codec.encode([json('secret')], wf('x\uFFFD'));
+    // Bound to `x\uD800`, it would share the AAD of `x\uFFFD` and open there.
+    await expectCode(codec.encode([json('secret')], wf('x\uD800')), ErrorCodes.MISCONFIGURED);
+    await expectCode(codec.decode([p!], wf('x\uD800')), ErrorCodes.MISCONFIGURED);
+    await expectCode(codec.encode([json('secret')], wf('w', 'ns\uDC00')), ErrorCodes.MISCONFIGURED);
+    // A well-formed pair (an emoji) is text like any other.
+    const [emoji] = await codec.encode([json('secret')], wf('x\u{1F600}'));
+    expect(str((await codec.decode([emoji!], wf('x\u{1F600}')))[0]!.data)).toBe('"secret"');
   });
 
   it('stripping the workflow binding fails (in a workflow, and without context)', async () => {

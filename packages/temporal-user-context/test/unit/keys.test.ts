@@ -329,6 +329,60 @@ describe('what a key set must be to load', () => {
     // The codec still gets the bytes it needs.
     expect(ring.codecKeyMaterial().keys[0]!.key).toHaveLength(32);
   });
+
+  it("hands out copies of its codec keys: a caller that wipes them leaves the ring's intact", async () => {
+    const ring = KeyRing.fromJSON(clone(good));
+    const first = codec(ring);
+    const encoded = await first.encode([payload], wf);
+    for (const key of ring.codecKeyMaterial().keys) key.key.fill(0);
+    for (const key of ring.codec.values()) key.raw.fill(0);
+    // Built after the wipe, a codec still has the set's key: it reads the first one's payloads, and the
+    // first reads its own (found by review: the ring's bytes were zeroed, and later codecs encrypted
+    // under the all-zero key).
+    const second = codec(ring);
+    const data = (p: { data?: Uint8Array | null }[]) => [...(p[0]!.data ?? [])];
+    expect(data(await second.decode(encoded, wf))).toEqual([49]);
+    expect(data(await first.decode(await second.encode([payload], wf), wf))).toEqual([49]);
+  });
+
+  it('refuses one Ed25519 key under two key ids (a retired key restored without its cut-off)', () => {
+    const rotated = activateKeySet(stageKeySet(clone(good)));
+    expect(KeyRing.fromJSON(clone(rotated)).signing.size).toBe(2);
+    refused((set) => {
+      Object.assign(set, clone(rotated));
+      const retired = set.signing.find((k) => k.status === 'verify-only')!;
+      set.signing.push({ kid: 'restored', status: 'verify-only', jwk: { ...retired.jwk } });
+    });
+  });
+
+  it('warns once when a key set file is open to its group or others (0600 is quiet)', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'tuc-keymode-'));
+    const warnings: { message: string; code?: string }[] = [];
+    const onWarning = (w: Error & { code?: string }) => warnings.push({ message: w.message, code: w.code });
+    process.on('warning', onWarning);
+    try {
+      const shared = join(dir, 'shared.json');
+      const own = join(dir, 'own.json');
+      writeFileSync(shared, JSON.stringify(good));
+      chmodSync(shared, 0o644);
+      writeFileSync(own, JSON.stringify(good));
+      chmodSync(own, 0o600);
+      KeyRing.fromFile(shared);
+      KeyRing.fromFile(shared);
+      KeyRing.fromFile(own);
+      return new Promise<void>((resolve) => setImmediate(resolve)).then(() => {
+        expect(warnings).toEqual([
+          { message: expect.stringContaining('mode 0644') as string, code: 'USER_CONTEXT_KEY_FILE_MODE' },
+        ]);
+        expect(warnings[0]!.message).toContain(shared);
+      });
+    } finally {
+      setImmediate(() => {
+        process.off('warning', onWarning);
+        rmSync(dir, { recursive: true, force: true });
+      });
+    }
+  });
 });
 
 /** The same bytes with the unused low bits of the last base64url character set. */

@@ -13,6 +13,8 @@ export interface Binding {
 }
 
 const MAX_NAMESPACE_BYTES = 1024;
+/** A surrogate code point on its own (in `u` mode a well-formed pair is one code point, not matched). */
+const LONE_SURROGATE = /\p{Cs}/u;
 // The Temporal scheduler names each run `<schedule action workflow id>-<nominal time, RFC 3339 UTC>`.
 const SCHEDULE_SUFFIX = /^-\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/;
 const SCHEDULE_SUFFIX_LENGTH = '-2006-01-02T15:04:05Z'.length;
@@ -24,7 +26,16 @@ export function bindingOf(context: SerializationContext | undefined, defaultName
     throw new UserContextError(ErrorCodes.MISCONFIGURED, 'codec: namespace name too long');
   }
   // `||` on purpose: core reports "no workflow" for standalone activities as an empty string.
-  return { namespace, workflowId: context?.workflowId || undefined };
+  const workflowId = context?.workflowId || undefined;
+  // UTF-8 writes a lone surrogate as U+FFFD: `x\uD800` and `x\uFFFD` would share an AAD, and a payload
+  // bound to one would open in the other (found by review; Temporal refuses such ids, a direct caller
+  // of the codec may not).
+  if (LONE_SURROGATE.test(namespace) || (workflowId !== undefined && LONE_SURROGATE.test(workflowId)))
+    throw new UserContextError(
+      ErrorCodes.MISCONFIGURED,
+      'codec: a namespace or workflow id is not well-formed text',
+    );
+  return { namespace, workflowId };
 }
 
 /**

@@ -55,6 +55,16 @@ export function loadCodecKeys(material: CodecKeyMaterial): CodecKeys {
         `codec: key ${entry.kid} must be ${KEY_BYTES} bytes`,
       );
     }
+    // As a key set refuses them (keyring.ts): one repeated byte (all zeros: an unfilled template, or
+    // material wiped before it was loaded) and the same bytes under two ids.
+    if (entry.key.every((b: number) => b === entry.key[0])) {
+      throw new UserContextError(ErrorCodes.MISCONFIGURED, `codec: key ${entry.kid} is one repeated byte`);
+    }
+    for (const other of list) {
+      if (other === entry) break;
+      if (other.key instanceof Uint8Array && Buffer.compare(other.key, entry.key) === 0)
+        throw new UserContextError(ErrorCodes.MISCONFIGURED, `codec: key ${entry.kid} repeats another key`);
+    }
     if (entry.status !== 'active' && entry.status !== 'decrypt-only') {
       throw new UserContextError(ErrorCodes.MISCONFIGURED, `codec: key ${entry.kid} has an unknown status`);
     }
