@@ -31,6 +31,7 @@ const MIGRATIONS = [
   '0015_run_idempotency_keys',
   '0016_schedule_idempotency_keys',
   '0017_listing_page_indexes',
+  '0018_seal_per_server_run_and_user_led_indexes',
 ];
 
 const TENANT_TABLES = [
@@ -60,6 +61,27 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
       seal: true,
     });
     expect(report.tenantTables).toEqual(TENANT_TABLES);
+  });
+
+  it("index tenant tables by workspace first: another index's scan counts other workspaces' rows", async () => {
+    // Row-level security is an index condition only on an index led by workspace_id; on another it is a
+    // filter, and `explain analyze` in a member's scope counts the rows it removed (found by review: a
+    // member enumerated every user id through memberships (user_id)). The keys of `workspaces` (its id
+    // is the workspace) and of `audit_log` (random ids, of rows members cannot read) are not tenant-led.
+    const { rows } = await b.admin.query<{ index: string; first: string }>(
+      `select i.relname as index, a.attname as first
+         from pg_index x join pg_class i on i.oid = x.indexrelid join pg_class t on t.oid = x.indrelid
+         join pg_namespace n on n.oid = t.relnamespace
+         join pg_attribute a on a.attrelid = t.oid and a.attnum = x.indkey[0]
+        where n.nspname = 'public' and t.relname = any ($1::text[])
+        order by 1`,
+      [TENANT_TABLES],
+    );
+    expect(rows.length).toBeGreaterThan(10);
+    expect(rows.filter((r) => r.first !== 'workspace_id').map((r) => r.index)).toEqual([
+      'audit_log_pkey',
+      'workspaces_pkey',
+    ]);
   });
 
   it('leave every table owned by the owner role, with RLS enabled and forced', async () => {

@@ -433,6 +433,16 @@ export interface PgPoolOptions {
   queryTimeoutMs?: number;
 }
 
+/**
+ * The session defaults a new connection of this login, to this database, starts with (`ALTER ROLE`,
+ * `ALTER DATABASE` and `ALTER ROLE … IN DATABASE … SET`), as one comparable text.
+ */
+const LOGIN_DEFAULTS = `select coalesce(string_agg(s.setdatabase::text || ':' || s.setrole::text || ':' ||
+         pg_catalog.array_to_string(s.setconfig, ','), ';' order by s.setdatabase, s.setrole), '') as defaults
+    from pg_catalog.pg_db_role_setting s
+   where s.setrole in (0, (select r.oid from pg_catalog.pg_roles r where r.rolname = session_user))
+     and s.setdatabase in (0, (select d.oid from pg_catalog.pg_database d where d.datname = pg_catalog.current_database()))`;
+
 /** Options of {@link fromPGlite}. */
 export type PGliteOptions = Pick<PgPoolOptions, 'seal'>;
 
@@ -490,9 +500,40 @@ export function fromPgPool(given: PgPoolLike, options: PgPoolOptions = {}): SqlD
     handlers = set;
   }
   handlers.add(onError);
-  /** Checks a client out with a listener for its lost connection, which also keeps it out of the pool. */
+  /** The login's session defaults as this adapter's first connection found them (see checkOut). */
+  let loginDefaults: string | undefined;
+  /** Connections whose session defaults were compared with `loginDefaults`. */
+  const vetted = new WeakSet<object>();
+  /**
+   * Checks a client out with a listener for its lost connection, which also keeps it out of the pool.
+   * A connection the pool opened since the adapter's first is refused when the login's session defaults
+   * (`ALTER ROLE … SET`, `ALTER DATABASE … SET`) differ from what that first one found: SQL inside a
+   * scope may switch back to its login (`set_config('role', 'none', true)`) and set them for itself,
+   * and every later connection, of every workspace, would start with them (found by review: a read-only
+   * default made every write fail, a `search_path` every table vanish). Refused rather than repaired:
+   * the session reset keeps a session's defaults, and no list of settings covers them all.
+   */
   const checkOut = async () => {
     const client = await pool.connect();
+    if (!vetted.has(client)) {
+      let found: string;
+      try {
+        found = (await client.query<{ defaults: string }>(LOGIN_DEFAULTS)).rows[0]?.defaults ?? '';
+      } catch (err) {
+        client.release(err as Error);
+        throw err;
+      }
+      loginDefaults ??= found;
+      if (found !== loginDefaults) {
+        const changed = new UserContextError(
+          ErrorCodes.MISCONFIGURED,
+          "the database login's session defaults (ALTER ROLE … SET) changed since this adapter's first connection: SQL run inside a scope may have set them for every new connection; read pg_db_role_setting, reset them (ALTER ROLE … RESET ALL), then restart",
+        );
+        client.release(changed);
+        throw changed;
+      }
+      vetted.add(client);
+    }
     let lostWith: Error | undefined;
     const listener = (err: Error) => {
       lostWith = err;

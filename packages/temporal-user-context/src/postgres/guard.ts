@@ -46,7 +46,9 @@ export interface IsolationGuardOptions {
    * Refuse a login role that is, or may become (`set_config('role', …)` needs only membership), a
    * role that bypasses RLS (SUPERUSER, BYPASSRLS) or that owns a tenant table or the sealed scope's
    * functions (default false: embedded PGlite has only a superuser). SQL inside a scope may switch to
-   * any role its login may become: such a login leaves the seal nothing to protect. Turn it on in
+   * any role its login may become: such a login leaves the seal nothing to protect. Also refuses a
+   * login that may become any role the app role may not, and holds the login's own grants and policies
+   * (reached with `set_config('role', 'none', true)`) to the app role's checks. Turn it on in
    * production, with a NOINHERIT login that may only `SET ROLE` to the app role.
    */
   strictLogin?: boolean;
@@ -242,6 +244,8 @@ export async function assertIsolation(
   // (strictLogin); one that bypasses RLS is refused for that already.
   if (seal !== undefined)
     problems.push(...(await plantingGrounds(db, appRole, options.strictLogin === true && !bypassesRls)));
+  if (options.strictLogin === true && !bypassesRls)
+    problems.push(...(await loginEscapes(db, schema, appRole, tenantTables, seal)));
   const login = { role: loginRole, bypassesRls, reachesOwner: loginIsOwner };
   if (options.strictLogin === true && (bypassesRls || loginIsOwner))
     problems.push(
@@ -268,6 +272,7 @@ async function escapes(
   appRole: string,
   tenantTables: readonly string[],
   seal: string | undefined,
+  who = `app role ${appRole}`,
 ): Promise<string[]> {
   const problems: string[] = [];
   const reachable = await db.query<{ name: string }>(
@@ -276,8 +281,7 @@ async function escapes(
       order by rolname`,
     [appRole],
   );
-  for (const r of reachable.rows)
-    problems.push(`app role ${appRole} can SET ROLE to ${r.name}, which bypasses RLS`);
+  for (const r of reachable.rows) problems.push(`${who} can SET ROLE to ${r.name}, which bypasses RLS`);
   const definers = await db.query<{ name: string; schema: string; signature: string }>(
     `select p.oid::regprocedure::text as name, n.nspname as schema,
             p.proname || '(' || replace(oidvectortypes(p.proargtypes), ' ', '') || ')' as signature
@@ -290,7 +294,7 @@ async function escapes(
   for (const f of definers.rows) {
     // The seal's own: they read the key, and return only what the scope sealed.
     if (f.schema === seal && (SEAL_FUNCTIONS as readonly string[]).includes(f.signature)) continue;
-    problems.push(`function ${f.name} is SECURITY DEFINER and executable by ${appRole} (it skips RLS)`);
+    problems.push(`function ${f.name} is SECURITY DEFINER and executable by ${who} (it skips RLS)`);
   }
   const policies = await db.query<{
     schema: string;
@@ -363,6 +367,51 @@ async function escapes(
         `policy ${p.name} on ${p.schema}.${p.table} admits audit records by ${seal}.workspace_id(): SQL in a user's scope could write them (admit them by ${seal}.sink_workspace_id() and ${seal}.system_scope())`,
       );
   }
+  return problems;
+}
+
+/**
+ * With `strictLogin`, what SQL in a scope reaches by leaving the app role: for its login
+ * (`set_config('role', 'none', true)`: the login's own grants and the policies for it), or for another
+ * role the login may become. Found by review: the guard held only the app role's roles to the checks,
+ * and a login that was also a member of a reporting role, whose policy read every workspace, passed;
+ * so did a policy for the login itself. A role the login may become that the app role may not is
+ * refused outright (none is needed: the login only switches to the app role); the login's own
+ * privileges and policies are held to what the app role's are ({@link escapes}), and it may not
+ * TRUNCATE a tenant table.
+ */
+async function loginEscapes(
+  db: SqlQueryable,
+  schema: string,
+  appRole: string,
+  tenantTables: readonly string[],
+  seal: string | undefined,
+): Promise<string[]> {
+  const login = await db.query<{ role: string }>('select session_user::text as role');
+  const loginRole = login.rows[0]?.role ?? 'unknown';
+  const problems: string[] = [];
+  const others = await db.query<{ name: string }>(
+    `select r.rolname as name from pg_roles r
+      where pg_has_role(session_user, r.oid, 'MEMBER') and r.rolname <> session_user
+        and r.rolname <> $1 and not pg_has_role($1, r.oid, 'MEMBER')
+      order by r.rolname`,
+    [appRole],
+  );
+  for (const r of others.rows)
+    problems.push(
+      `login role ${loginRole} may become role ${r.name}, which app role ${appRole} may not: SQL inside a scope could switch to it; grant the login the app role only`,
+    );
+  problems.push(...(await escapes(db, schema, loginRole, tenantTables, seal, `login role ${loginRole}`)));
+  const truncatable = await db.query<{ name: string }>(
+    `select n.nspname || '.' || c.relname as name, case when n.nspname = $1 then c.relname else n.nspname || '.' || c.relname end as listed
+       from pg_class c join pg_namespace n on n.oid = c.relnamespace
+      where c.relkind in ('r', 'p') and has_table_privilege(session_user, c.oid, 'TRUNCATE')
+      order by 1`,
+    [schema],
+  );
+  for (const t of truncatable.rows as { name: string; listed: string }[])
+    if (tenantTables.includes(t.listed))
+      problems.push(`login role ${loginRole} may TRUNCATE table ${t.name} (RLS does not apply to TRUNCATE)`);
   return problems;
 }
 

@@ -13,8 +13,11 @@ import { assertRoleName, quoteIdent } from './ident.js';
  *   (`pg_current_xact_id()`): the scope's first statement is the only one that chooses it, and nothing
  *   undoes an assigned id;
  * - reads the live membership itself and sets the three settings plus `app.scope_seal`, an HMAC-SHA-256
- *   (pgcrypto) of the three values and that transaction id (unique in the cluster, never reused), under a
- *   key in a table only the owner may read.
+ *   (pgcrypto) of the three values, that transaction id and the server's start time, under a key in a
+ *   table only the owner may read. A transaction id is unique in a running cluster, but a cluster
+ *   restored from a copy (a dump, a base backup, a copied PGlite directory) hands the same ids out again,
+ *   with the same key: the start time keeps a seal read before the restore from opening a scope after
+ *   it (found by review).
  *
  * Policies read the values only through `<schema>.workspace_id()`, `<schema>.user_id()` and
  * `<schema>.roles()`, each of which checks the seal in the same call and returns NULL when it does not
@@ -149,8 +152,9 @@ create table if not exists ${s}.seal_key (
 revoke all on ${s}.seal_key from public, ${app};
 insert into ${s}.seal_key (secret) values (${crypto}.gen_random_bytes(32)) on conflict do nothing;
 
--- The seal of three setting values in the transaction p_xact. A JSON array: no two lists of values
--- encode alike. NULL without a key or a transaction id. PL/pgSQL, not SQL: its statements' plans are
+-- The seal of three setting values in the transaction p_xact of this run of the server (its start
+-- time, as epoch seconds: no session setting changes its text; a restored copy of the cluster hands the
+-- same transaction ids out again). A JSON array: no two lists of values encode alike. NULL without a key or a transaction id. PL/pgSQL, not SQL: its statements' plans are
 -- kept for the session, where an SQL function's would be made per call. The owner's alone, called by
 -- the functions below, whose search path it runs with (a SET clause of its own would cost every call).
 create or replace function ${s}.seal_of(p_xact xid8, p_user text, p_workspace text, p_roles text) returns text
@@ -160,8 +164,9 @@ begin
   if p_xact is null then
     return null;
   end if;
-  return (select encode(${crypto}.hmac(convert_to(jsonb_build_array('v1', p_xact::text, p_user, p_workspace,
-                  p_roles)::text, 'UTF8'), k.secret, 'sha256'), 'base64')
+  return (select encode(${crypto}.hmac(convert_to(jsonb_build_array('v2', p_xact::text,
+                  extract(epoch from pg_catalog.pg_postmaster_start_time())::text, p_user, p_workspace, p_roles)::text, 'UTF8'),
+                  k.secret, 'sha256'), 'base64')
             from ${s}.seal_key k);
 end
 $fn$;

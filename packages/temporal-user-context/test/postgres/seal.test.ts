@@ -948,6 +948,79 @@ describe('sealed scopes on postgres, with a login that is neither owner nor supe
     }
   });
 
+  it('the strict guard refuses a login that may become a role the app role may not, or has a policy of its own (found by review)', async () => {
+    const strict = () => assertIsolation(as(login), { appRole: roles.app, seal: true, strictLogin: true });
+    const analyst = `${roles.app}_analyst`;
+    await b.admin.query(`drop role if exists ${analyst}`);
+    await b.admin.query(`create role ${analyst} nologin`);
+    await b.admin.query(`grant usage on schema public to ${analyst}`);
+    await b.admin.query(`grant select on notes to ${analyst}`);
+    await b.admin.query(`create policy notes_analyst on notes for select to ${analyst} using (true)`);
+    await b.admin.query(`grant ${analyst} to ${login}`);
+    try {
+      // SQL in alice's scope could switch to the role (set_config('role', …, true)) and read ws-b.
+      await expect(strict()).rejects.toThrow(
+        `login role ${login} may become role ${analyst}, which app role ${roles.app} may not`,
+      );
+      await b.admin.query(`revoke ${analyst} from ${login}`);
+      await expect(strict()).resolves.toMatchObject({ login: { role: login } });
+      // The same policy for the login itself, which SQL in a scope reaches with set_config('role', 'none').
+      await b.admin.query(`grant usage on schema public to ${login}`);
+      await b.admin.query(`grant select, truncate on notes to ${login}`);
+      await b.admin.query(`alter policy notes_analyst on notes to ${login}`);
+      const refusal = await strict().then(
+        () => '',
+        (err: Error) => err.message,
+      );
+      expect(refusal).toContain(
+        'policy notes_analyst on public.notes does not read user_scope.workspace_id()',
+      );
+      expect(refusal).toContain(`login role ${login} may TRUNCATE table public.notes`);
+    } finally {
+      await b.admin.query(`drop policy if exists notes_analyst on notes`);
+      await b.admin.query(`revoke select, truncate on notes from ${login}`);
+      await b.admin.query(`revoke usage on schema public from ${login}`);
+      await b.admin.query(`revoke all on notes from ${analyst}`);
+      await b.admin.query(`revoke usage on schema public from ${analyst}`);
+      await b.admin.query(`drop role if exists ${analyst}`);
+    }
+  });
+
+  it("refuses new connections once SQL in a scope has changed its login's session defaults (found by review)", async () => {
+    const db = as(login);
+    expect(await withUserScope(db, alice, bodies, { appRole: roles.app })).toEqual(['a1']);
+    // Back to the login, whose own defaults every later connection of it starts with, in any workspace.
+    await withUserScope(
+      db,
+      alice,
+      async (tx) => {
+        await tx.query(`select set_config('role', 'none', true)`);
+        await tx.query('alter role current_user set default_transaction_read_only = on');
+        await tx.query(`select set_config('role', '${roles.app}', true)`);
+      },
+      { appRole: roles.app },
+    );
+    const terminate = () =>
+      b.admin.query('select pg_terminate_backend(pid) from pg_stat_activity where usename = $1', [login]);
+    try {
+      // The pool's connection is gone (a restart, an idle timeout): the next one would be read-only.
+      await terminate();
+      // The pool learns of the termination from the server's message: a checkout may still get the dead
+      // connection first (57P01), and the next one a new connection.
+      let refused = await rejection(withUserScope(db, alice, bodies, { appRole: roles.app }));
+      for (let i = 0; i < 3 && (refused as { code?: string }).code === '57P01'; i++)
+        refused = await rejection(withUserScope(db, alice, bodies, { appRole: roles.app }));
+      expect(refused).toMatchObject({
+        code: ErrorCodes.MISCONFIGURED,
+        reason: expect.stringContaining("login's session defaults (ALTER ROLE … SET) changed") as string,
+      });
+    } finally {
+      await b.admin.query(`alter role ${login} reset all`);
+    }
+    // Reset, a new connection serves again.
+    expect(await withUserScope(db, alice, bodies, { appRole: roles.app })).toEqual(['a1']);
+  });
+
   it('a login that may not become the app role cannot enter, nor read the table it has a grant on', async () => {
     const db = as(stranger);
     const sink = memoryAuditSink();
