@@ -41,6 +41,7 @@ export { recordDecision, type AppDecision } from './worker/record.js';
 export { ContextVerifier, type Verified, type VerifierOptions } from './worker/verifier.js';
 export type { NexusCallerPolicy } from './worker/nexus-caller.js';
 export { ScheduledRunNotRecordedError } from './worker/scheduled-run.js';
+export { TokenIssuedAheadError } from './worker/verifier.js';
 export { LOOKUP_TIMEOUT_MS, LookupRefusedError } from './worker/server-lineage.js';
 export {
   ACTOR_HEADER,

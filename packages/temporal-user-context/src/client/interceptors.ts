@@ -124,6 +124,11 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
   ): Promise<string> {
     // Both tokens issued and the options mirrored before either is on record as allowed: the call is
     // sent with both or not at all.
+    this.source.refuseDelayedSignal(
+      'client.signalWithStart',
+      input.options.workflowId,
+      optionalTsToMs(input.options.startDelay) ?? 0,
+    );
     const held: HeldRecords = [];
     const { originator, context } = await this.source.forStart(
       input.options.workflowId,

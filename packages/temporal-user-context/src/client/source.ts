@@ -483,6 +483,25 @@ export class ContextSource {
   }
 
   /**
+   * Refuses a `signalWithStart` whose start is delayed past the actor token's window: the signal reaches
+   * its handler only once the run starts, where its sender would be refused as expired, for certain
+   * (found by review: the call was answered, and the signal's actor lost). Audited, before anything
+   * is issued.
+   */
+  refuseDelayedSignal(action: string, workflowId: string, delayMs: number): void {
+    if (delayMs < this.actorWindowSeconds * 1000) return;
+    this.refuse(
+      action,
+      new UserContextError(
+        ErrorCodes.MISCONFIGURED,
+        `the start is delayed ${Math.ceil(delayMs / 1000)} s, past the actor token's window (${this.actorWindowSeconds} s): the signal's sender would be refused when it arrives; start, then signal, or raise actorWindowSeconds`,
+      ),
+      { workflowId },
+      edgeUser(),
+    );
+  }
+
+  /**
    * The actor header of a signal, update or query to `workflowId` (and `runId`, when the call names
    * one). An issued token binds the call (`call`: `signal:<name>`, `update:<name>`, `query:<name>`),
    * which the handler's workflow code states and workers compare (check 11).

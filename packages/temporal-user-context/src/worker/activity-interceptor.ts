@@ -50,7 +50,7 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
   private async verifyActor(
     input: ActivityExecuteInput,
     originator: Verified,
-    facts: { namespace: string; workflowId: string },
+    facts: { namespace: string; workflowId: string; at?: number },
     audit: ActivityScope['audit'],
     server: Pick<Lineage, 'root' | 'start'> | undefined,
   ): Promise<{ actor?: Verified; actorRefusal?: UserContextError }> {
@@ -175,10 +175,12 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
         // The activity acts as the originator. An actor (the sender of the signal or update whose
         // handler scheduled it) is exposed only when its own token verifies; otherwise the activity runs
         // without one, and the refusal is audited and kept for verifyActor().
+        // The actor's window is measured at the activity's first scheduling (the server's time): its
+        // retries act as the first attempt did.
         const { actor, actorRefusal } = await this.verifyActor(
           input,
           verified,
-          { namespace, workflowId },
+          { namespace, workflowId, at: info.scheduledTimestampMs },
           audit,
           server,
         );

@@ -186,8 +186,11 @@ export class ScheduledRunCheck {
     { firstRunId, firstStartedAt, startedAt }: Chain,
   ): Promise<void> {
     // Fresh by the chain's first run, which is what the schedule records (a chain that keeps continuing
-    // as new would otherwise stay fresh for ever).
-    const lookups = Date.now() - (firstStartedAt ?? startedAt) < FRESH_ROOT_MS ? LOOKUPS : 1;
+    // as new would otherwise stay fresh for ever). The start is the server's time, the age this worker's:
+    // within the skew tolerated, a worker clock ahead of the server's must not age a fresh run (found by
+    // review: 29 s ahead, a run of 2 s was refused for good instead of retried).
+    const age = Date.now() - (firstStartedAt ?? startedAt);
+    const lookups = age < FRESH_ROOT_MS + this.skewMs ? LOOKUPS : 1;
     let otherChain = false;
     const schedule = client.schedule.getHandle(scheduleId);
     for (let attempt = 0; attempt < lookups; attempt++) {

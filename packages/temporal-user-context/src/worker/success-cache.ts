@@ -3,7 +3,7 @@
  * failed one is forgotten (the next caller looks again), and only successes count toward `size`
  * (eviction, least recently used first, happens when one is added), so a flood of bad keys, in flight
  * or failed, cannot push good ones out, and a stream of new good ones pushes out the idle ones first. With `ttlMs`, a success is kept that long after its lookup began,
- * then looked up again: for answers that can change (a schedule that is deleted). A lookup that never
+ * then looked up again (on a monotonic clock): for answers that can change (a schedule that is deleted). A lookup that never
  * settles holds its key (its callers wait with it): lookups bound their own time (the worker's calls to
  * the server end at the native connection's 30 s).
  */
@@ -21,7 +21,7 @@ export class SuccessCache<V> {
   get(key: string, lookup: () => Promise<V>): Promise<V> {
     const kept = this.kept.get(key);
     // Without a TTL no clock is read (the verifier's token cache is on every activity's path).
-    if (kept && (this.ttlMs === Infinity || Date.now() < kept.until)) {
+    if (kept && (this.ttlMs === Infinity || monotonicNow() < kept.until)) {
       // Used now: moved to the end, last to go. Found by review: evicted oldest-first regardless, a
       // run's token used by every activity could go before tokens used once.
       this.kept.delete(key);
@@ -31,9 +31,9 @@ export class SuccessCache<V> {
     }
     if (kept) this.kept.delete(key);
     const flying = this.inFlight.get(key);
-    if (flying && (this.ttlMs === Infinity || Date.now() < flying.until)) return flying.pending;
+    if (flying && (this.ttlMs === Infinity || monotonicNow() < flying.until)) return flying.pending;
     const pending = lookup();
-    const entry = { pending, until: this.ttlMs === Infinity ? Infinity : Date.now() + this.ttlMs };
+    const entry = { pending, until: this.ttlMs === Infinity ? Infinity : monotonicNow() + this.ttlMs };
     this.inFlight.set(key, entry);
     pending.then(
       (value) => {
@@ -61,12 +61,21 @@ export class SuccessCache<V> {
   private evict(): void {
     if (this.kept.size > this.size) this.kept.delete(this.kept.keys().next().value as string);
     if (this.ttlMs === Infinity) return;
-    const now = Date.now();
+    const now = monotonicNow();
     for (const [key, { until }] of this.kept) {
       if (until > now) break;
       this.kept.delete(key);
     }
   }
+}
+
+/**
+ * Milliseconds on a clock that only moves forward: a TTL kept by the wall clock grew by the size of any
+ * backward step of it (an NTP correction), and a deleted schedule stayed confirmed that much longer
+ * (found by review).
+ */
+function monotonicNow(): number {
+  return performance.now();
 }
 
 interface Kept<V> {

@@ -66,6 +66,24 @@ export interface Verified {
   readonly claims: ContextClaims;
 }
 
+/** How far past the tolerated skew a token's issue time may be and still be retried (seconds). */
+const AHEAD_RETRY_SECONDS = 600;
+
+/**
+ * A token issued ahead of this worker's clock by more than the tolerated skew, but by at most ten
+ * minutes more: not a refusal (no `UserContextError`), so that the activity fails retryable and is tried
+ * again, on this worker once its clock has caught up, or on another. Audited as a `deny` of reason
+ * `ERROR` each time. Fix the clock (NTP) of the worker that reports it.
+ */
+export class TokenIssuedAheadError extends Error {
+  constructor(readonly aheadSeconds: number) {
+    super(
+      `the token was issued ${aheadSeconds} s past this worker's clock and its tolerated skew: its clock may be behind; retry`,
+    );
+    this.name = 'TokenIssuedAheadError';
+  }
+}
+
 /**
  * Opens tokens and checks them against facts the Temporal server vouched for. One per worker; the
  * cache means that the activities of one workflow share one decryption and one signature check.
@@ -174,11 +192,14 @@ export class ContextVerifier {
 
   /**
    * Verifies an actor token (signal, update, query): bound to this workflow or its root, within its
-   * short window measured now (actors are verified as they act).
+   * short window measured now (actors are verified as they act), or at `facts.at` (epoch ms) when given
+   * and earlier: the server's time of an activity's first scheduling, so that a retry of an activity the
+   * handler scheduled within the window acts as its actor too (found by review: a retry after the
+   * window failed for good, though its first attempt had acted).
    */
   async verifyActor(
     header: ContextHeader,
-    facts: { namespace: string; workflowId: string },
+    facts: { namespace: string; workflowId: string; at?: number },
   ): Promise<Verified> {
     const { claims, lin } = await this.prepare(header, facts);
     // Only actor tokens: a start token (forwarded by a workflow or a worker client, or copied from
@@ -191,8 +212,9 @@ export class ContextVerifier {
     if (claims.wf !== lin.wf && claims.wf !== lin.root) {
       throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'actor token was issued for another workflow');
     }
-    const now = Math.floor(this.now() / 1000);
-    if (now > claims.exp + this.skew)
+    const current = this.now();
+    const at = facts.at !== undefined && facts.at > 0 && facts.at < current ? facts.at : current;
+    if (Math.floor(at / 1000) > claims.exp + this.skew)
       throw new UserContextError(ErrorCodes.TOKEN_EXPIRED, 'actor token expired');
     checkBoundCall(claims, lin, this.requireBoundTokens);
     return { claims, context: this.contextOf(claims) };
@@ -224,9 +246,12 @@ export class ContextVerifier {
     if (header.ws !== claims.wsh || header.sub !== claims.subh) {
       throw new UserContextError(ErrorCodes.TOKEN_INVALID, 'header pseudonyms differ from the signed ones');
     }
-    if (claims.iat > Math.floor(this.now() / 1000) + this.skew) {
-      throw new UserContextError(ErrorCodes.TOKEN_EXPIRED, 'token issued in the future');
-    }
+    const ahead = claims.iat - Math.floor(this.now() / 1000) - this.skew;
+    // Past the skew by a little, this worker's clock is more likely behind than the token forged ahead
+    // (it is signed by the edge): retried, not refused for good (found by review: one worker 45 s behind
+    // failed every run whose first activity it took). Far past it, a verdict.
+    if (ahead > 0 && ahead <= AHEAD_RETRY_SECONDS) throw new TokenIssuedAheadError(ahead);
+    if (ahead > 0) throw new UserContextError(ErrorCodes.TOKEN_EXPIRED, 'token issued in the future');
   }
 
   private requireLineage(lin: Lineage | undefined, workflowId: string): Lineage {

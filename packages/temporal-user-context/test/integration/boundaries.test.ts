@@ -282,6 +282,32 @@ describe('without the header, every path is refused', () => {
     expect(((await handle.result()) as { notes: string[] }).notes).toEqual(['signal:ok']);
   });
 
+  it("a signalWithStart delayed past the actor's window is refused before the server, on record (found by review)", async () => {
+    const wfId = id('delayed-signal');
+    const send = (startDelay: string) =>
+      runAsUser(alice, () =>
+        h.client.workflow.signalWithStart('interactive', {
+          taskQueue: h.taskQueue,
+          workflowId: wfId,
+          signal: 'go',
+          signalArgs: ['x'],
+          startDelay,
+        }),
+      );
+    // Its signal would reach the handler once the run starts, its sender's token long expired.
+    await expect(send('10 minutes')).rejects.toMatchObject({ code: ErrorCodes.MISCONFIGURED });
+    await expect(h.rawClient.workflow.getHandle(wfId).describe()).rejects.toThrow(/not found/i);
+    expect(
+      h.audit.events
+        .filter((e) => e.workflowId === wfId)
+        .map((e) => [e.action, e.decision, e.reason, e.userId]),
+    ).toEqual([['client.signalWithStart', 'deny', ErrorCodes.MISCONFIGURED, alice.userId]]);
+    // Within the window it is sent, delayed as asked.
+    const handle = await send('2 seconds');
+    expect((await handle.describe()).status.name).toBe('RUNNING');
+    expect(((await handle.result()) as { notes: string[] }).notes).toEqual(['signal:x']);
+  });
+
   it('a call no token can be issued for (a handler name past the cap) is refused before the server, on record', async () => {
     const handle = await runAsUser(alice, () =>
       h.client.workflow.start('interactive', { taskQueue: h.taskQueue, workflowId: id('long-name') }),

@@ -16,6 +16,37 @@ const wide = { startWindowSeconds: 4, verifier: { clockSkewSeconds: 0 } } as con
 const headerWide = useFixtureHarness({ plugin: { ...wide, activityLineage: 'header' } });
 const serverWide = useFixtureHarness({ plugin: { ...wide, activityLineage: 'server' } });
 
+// A 1 s actor window and no skew: an activity's retry 3 s on is past it.
+const actorWindowed = useFixtureHarness({
+  plugin: { actorWindowSeconds: 1, verifier: { clockSkewSeconds: 0 } },
+});
+
+describe("an actor's activities", () => {
+  it('act for the actor on a retry past the window, as on their first attempt (found by review)', async () => {
+    const h = actorWindowed;
+    const workflowId = `late-actor-${randomUUID()}`;
+    const handle = await runAsUser(alice, () =>
+      h.client.workflow.start('actorInRetriedActivity', { taskQueue: h.taskQueue, workflowId }),
+    );
+    try {
+      const actor = await runAsUser(alice, () => handle.executeUpdate<UserContext | null, []>('whoActs'));
+      expect(actor).toEqual<UserContext>(alice);
+      // The window is measured at the activity's first scheduling (the server's time): the retry, some
+      // 3 s on, acted as the first attempt would have.
+      expect(
+        h.audit.events
+          .filter((e) => e.workflowId === workflowId && e.action === 'activity.actor')
+          .map((e) => [e.attempt, e.decision]),
+      ).toEqual([
+        [1, 'allow'],
+        [2, 'allow'],
+      ]);
+    } finally {
+      await runAsUser(alice, () => handle.signal('finish'));
+    }
+  });
+});
+
 describe.each([
   ['header', header, headerWide],
   ['server', server, serverWide],

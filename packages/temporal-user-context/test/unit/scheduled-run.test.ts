@@ -301,8 +301,15 @@ describe('check 7 on a run its schedule has not recorded', () => {
     expect(await check7(chainServer({ firstAge: 1000 }), undefined, future)).toBe(NOT_ITS_RUN);
   });
 
+  it("retries a fresh run that a worker clock ahead of the server's, within the skew, ages (found by review)", async () => {
+    // Started 2 s ago by the server's clock, 31 s ago by a worker clock 29 s ahead (30 s tolerated).
+    const ahead = chainServer({ firstAge: 31_000 });
+    expect(await check7(ahead)).toBe('thrown: the schedule has not recorded this run yet; retry');
+    expect(ahead.lookups()).toBe(5);
+  });
+
   it('refuses the same run once it is older than the schedule could take to record it, on one lookup', async () => {
-    const old = chainServer({ firstAge: 60_000 });
+    const old = chainServer({ firstAge: 61_000 });
     expect(await check7(old)).toBe(NOT_ITS_RUN);
     expect(old.lookups()).toBe(1);
   });

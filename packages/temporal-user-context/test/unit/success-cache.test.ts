@@ -115,20 +115,35 @@ describe('SuccessCache', () => {
   });
 
   it('with a TTL, looks a success up again once it is older than the TTL', async () => {
-    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.useFakeTimers({ toFake: ['performance'] });
     const cache = new SuccessCache<string>(2, 60_000);
     const { lookup, calls } = controlled<string>();
     const first = cache.get('k', lookup);
     calls[0]!.resolve('old');
     await first;
     await settle();
-    vi.setSystemTime(Date.now() + 59_000);
+    vi.advanceTimersByTime(59_000);
     expect(await cache.get('k', lookup)).toBe('old');
-    vi.setSystemTime(Date.now() + 2_000);
+    vi.advanceTimersByTime(2_000);
     const fresh = cache.get('k', lookup);
     expect(calls).toHaveLength(2);
     calls[1]!.resolve('new');
     expect(await fresh).toBe('new');
+  });
+
+  it('a TTL runs on a monotonic clock: the wall clock stepped back does not keep a success longer (found by review)', async () => {
+    vi.useFakeTimers({ toFake: ['Date', 'performance'] });
+    const cache = new SuccessCache<string>(2, 60_000);
+    const { lookup, calls } = controlled<string>();
+    const first = cache.get('k', lookup);
+    calls[0]!.resolve('old');
+    await first;
+    await settle();
+    // An NTP step back by an hour, then the TTL passes: looked up again all the same.
+    vi.setSystemTime(Date.now() - 3_600_000);
+    vi.advanceTimersByTime(61_000);
+    void cache.get('k', lookup);
+    expect(calls).toHaveLength(2);
   });
 
   it('with a TTL too, concurrent callers share one lookup in flight (found by mutation testing)', async () => {
@@ -143,11 +158,11 @@ describe('SuccessCache', () => {
   });
 
   it('a lookup that expired while in flight does not replace the one begun after it', async () => {
-    vi.useFakeTimers({ toFake: ['Date'] });
+    vi.useFakeTimers({ toFake: ['performance'] });
     const cache = new SuccessCache<string>(2, 1_000);
     const { lookup, calls } = controlled<string>();
     const slow = cache.get('k', lookup);
-    vi.setSystemTime(Date.now() + 2_000);
+    vi.advanceTimersByTime(2_000);
     const later = cache.get('k', lookup);
     expect(calls).toHaveLength(2);
     calls[1]!.resolve('later');

@@ -7,6 +7,7 @@ import {
   ContextVerifier,
   ErrorCodes,
   KeyRing,
+  TokenIssuedAheadError,
   UserContextError,
   generateKeySet,
   issueContextToken,
@@ -282,6 +283,56 @@ describe('context tokens', () => {
         verifier.verifyOriginator({ ...header, lin: late }, { namespace: 'ns-a', workflowId: 'wf-1' }),
       ),
     ).toBe(ErrorCodes.LINEAGE_MISMATCH);
+  });
+
+  it('a token issued a little past a worker clock that lags is retried, not refused; far past it, refused (found by review)', async () => {
+    const { header, claims } = await issueContextToken(edge, alice, {
+      namespace: 'ns-a',
+      use: 'start',
+      workflowId: 'wf-1',
+    });
+    const facts = { namespace: 'ns-a', workflowId: 'wf-1' };
+    const lin = { root: 'wf-1', wf: 'wf-1', start: claims.iat * 1000 };
+    /** What a worker whose clock is `behind` seconds behind the edge's answers (30 s of skew tolerated). */
+    const at = (behind: number) =>
+      new ContextVerifier(worker, { now: () => (claims.iat - behind) * 1000 })
+        .verifyOriginator({ ...header, lin }, facts)
+        .then(
+          () => 'verified',
+          (err: unknown) =>
+            err instanceof TokenIssuedAheadError
+              ? `retry (${err.aheadSeconds} s)`
+              : ((err as UserContextError).code ?? String(err)),
+        );
+    expect(await at(30)).toBe('verified');
+    // 45 s behind: one worker's clock, not a verdict on the run.
+    expect(await at(45)).toBe('retry (15 s)');
+    expect(await at(630)).toBe('retry (600 s)');
+    expect(await at(631)).toBe(ErrorCodes.TOKEN_EXPIRED);
+  });
+
+  it("an actor's window is measured at the time given (an activity's first scheduling), never later than now", async () => {
+    const { header, claims } = await issueContextToken(edge, alice, {
+      namespace: 'ns-a',
+      use: 'actor',
+      workflowId: 'wf-1',
+    });
+    const lin = { root: 'wf-1', wf: 'wf-1', start: claims.iat * 1000 };
+    const late = (claims.exp + 3600) * 1000;
+    const verifier = new ContextVerifier(worker, { now: () => late });
+    const facts = { namespace: 'ns-a', workflowId: 'wf-1' };
+    // An hour past the window, now: expired.
+    expect(await codeOf(verifier.verifyActor({ ...header, lin }, facts))).toBe(ErrorCodes.TOKEN_EXPIRED);
+    // A retry of an activity first scheduled inside the window acts as its actor.
+    const within = claims.iat * 1000 + 1000;
+    expect(await codeOf(verifier.verifyActor({ ...header, lin }, { ...facts, at: within }))).toBeUndefined();
+    // A time after now, or none, is not taken: now decides.
+    expect(await codeOf(verifier.verifyActor({ ...header, lin }, { ...facts, at: late + 1000 }))).toBe(
+      ErrorCodes.TOKEN_EXPIRED,
+    );
+    expect(await codeOf(verifier.verifyActor({ ...header, lin }, { ...facts, at: 0 }))).toBe(
+      ErrorCodes.TOKEN_EXPIRED,
+    );
   });
 
   it('a start token that binds its start holds only for a lineage stating that start (check 10)', async () => {
