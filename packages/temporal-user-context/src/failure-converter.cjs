@@ -5,23 +5,47 @@
 const { ApplicationFailure, DefaultFailureConverter } = require('@temporalio/common');
 
 /**
+ * The library's codes (`ErrorCodes`), exactly: an application's own failure whose type merely begins
+ * with `USER_CONTEXT_` is not one, and keeps its message encrypted (found by review: a prefix let it
+ * through in clear). A unit test holds this list to `ErrorCodes`.
+ */
+const CODES = new Set([
+  'USER_CONTEXT_MISSING',
+  'USER_CONTEXT_INVALID',
+  'USER_CONTEXT_TOO_LARGE',
+  'USER_CONTEXT_HEADER_MALFORMED',
+  'USER_CONTEXT_TOKEN_INVALID',
+  'USER_CONTEXT_KEY_UNKNOWN',
+  'USER_CONTEXT_TOKEN_EXPIRED',
+  'USER_CONTEXT_AUDIENCE_MISMATCH',
+  'USER_CONTEXT_LINEAGE_MISMATCH',
+  'USER_CONTEXT_EXPLICIT_MISMATCH',
+  'USER_CONTEXT_ACTOR_FORBIDDEN',
+  'USER_CONTEXT_POLICY_FAILED',
+  'USER_CONTEXT_SYSTEM_PRINCIPAL_FORBIDDEN',
+  'USER_CONTEXT_MEMBERSHIP_REVOKED',
+  'USER_CONTEXT_ROLE_MISSING',
+  'USER_CONTEXT_REVOKED',
+  'USER_CONTEXT_PLAINTEXT_PAYLOAD',
+  'USER_CONTEXT_PAYLOAD_TAMPERED',
+  'USER_CONTEXT_MISCONFIGURED',
+]);
+exports.REFUSAL_CODES = CODES;
+
+/**
  * A refusal of this library: an ApplicationFailure whose type is one of its codes (or that wraps a
  * UserContextError), or a UserContextError itself (a codec refusal fails a workflow task with it),
  * recognised by name and code because this module cannot import the TypeScript class.
  */
 function isRefusal(err) {
   if (err instanceof ApplicationFailure) {
-    if (typeof err.type === 'string' && err.type.startsWith('USER_CONTEXT_')) return true;
+    if (CODES.has(err.type)) return true;
     // A UserContextError thrown in a query or update handler, which the SDK wraps as an
     // ApplicationFailure of type 'UserContextError' with the error's message (`<code>: <reason>`).
-    return err.type === 'UserContextError' && /^USER_CONTEXT_[A-Z_]+: /.test(err.message);
+    const code = err.type === 'UserContextError' && /^(USER_CONTEXT_[A-Z_]+): /.exec(err.message);
+    return Boolean(code) && CODES.has(code[1]);
   }
-  return (
-    err instanceof Error &&
-    err.name === 'UserContextError' &&
-    typeof err.code === 'string' &&
-    err.code.startsWith('USER_CONTEXT_')
-  );
+  return err instanceof Error && err.name === 'UserContextError' && CODES.has(err.code);
 }
 
 /**

@@ -241,13 +241,16 @@ const LOST_CONNECTION =
 /**
  * Whether `err` says the database could not be reached or answered nothing: a socket's error
  * (`ECONNREFUSED`, `ECONNRESET`, ...), `pg`'s lost connection, `Query read timeout` or pool timeout, or a
- * SQLSTATE of a lost connection (class 08) or of a server shutting down or starting (57P01–57P03).
+ * SQLSTATE of a lost connection (class 08), of a server shutting down or starting (57P01–57P03), or of
+ * a session it closed for idling (57P05, as the adapter counts it: found by review). Not 57P04, a
+ * database dropped: no retry brings it back.
  */
+const CLOSED_BY_SERVER: ReadonlySet<string> = new Set(['57P01', '57P02', '57P03', '57P05']);
 function databaseUnreachable(err: unknown): boolean {
   const { code, message } = (err ?? {}) as { code?: unknown; message?: unknown };
   if (typeof code === 'string' && /^E[A-Z]+$/.test(code)) return true;
   if (typeof code === 'string' && /^[0-9A-Z]{5}$/.test(code))
-    return code.startsWith('08') || code === '57P01' || code === '57P02' || code === '57P03';
+    return code.startsWith('08') || CLOSED_BY_SERVER.has(code);
   return typeof message === 'string' && LOST_CONNECTION.test(message);
 }
 

@@ -19,7 +19,11 @@ export interface AppDecision {
 }
 
 const ACTION = /^[a-z][a-z0-9_-]*(\.[a-z][a-z0-9_-]*)*$/;
-const RESERVED = ['activity.', 'client.', 'codec.', 'db.', 'nexus.', 'schedule.', 'workflow.'];
+/**
+ * The library's own action namespaces: an application's record may not pass for one of its records.
+ * `audit.` too (`audit.coalesced`, the coalescing sink's summaries: found by review, it was missing).
+ */
+const RESERVED = ['activity.', 'audit.', 'client.', 'codec.', 'db.', 'nexus.', 'schedule.', 'workflow.'];
 
 /**
  * Records a decision of the application's own in the worker's audit trail, from inside an activity or

@@ -1,28 +1,47 @@
 import { ErrorCodes, UserContextError, isUserContextError } from '../context/errors.js';
 import { parseUserContext, sameUserContext, type UserContext } from '../context/schema.js';
 import { isSystemPrincipal, systemPrincipal, type SystemPrincipal } from '../context/system-principal.js';
-import { currentScope, type ActivityScope } from './scope.js';
+import { currentScope, settledScope, type ActivityScope } from './scope.js';
 import { markRecorded } from '../audit/recorded.js';
 import { defaultAuditor } from '../audit/sinks.js';
 
 function scope(): ActivityScope {
   const current = currentScope();
-  if (!current) {
+  if (current) return current;
+  // Work an activity or Nexus handler left running once it settled: refused on that handler's own
+  // trail, as its user's, as the worker's client and withUserScope record it (found by review: the
+  // process's default auditor recorded it as a call from outside any activity).
+  const settled = settledScope();
+  if (settled) {
     const err = new UserContextError(
       ErrorCodes.MISSING,
-      'not inside an activity run by a UserContextPlugin worker',
+      'called from work an activity or Nexus handler left running after it settled',
     );
-    // No plugin's auditor here: the process's default records it.
-    defaultAuditor().emit({
+    settled.auditor.emit({
+      ...settled.audit,
       action: 'activity.resolve',
       decision: 'deny',
-      source: 'none',
+      source: 'header',
       reason: err.code,
+      userId: settled.context?.userId,
+      workspaceId: settled.context?.workspaceId,
       detail: err.reason,
     });
     throw markRecorded(err);
   }
-  return current;
+  const err = new UserContextError(
+    ErrorCodes.MISSING,
+    'not inside an activity run by a UserContextPlugin worker',
+  );
+  // No plugin's auditor here: the process's default records it.
+  defaultAuditor().emit({
+    action: 'activity.resolve',
+    decision: 'deny',
+    source: 'none',
+    reason: err.code,
+    detail: err.reason,
+  });
+  throw markRecorded(err);
 }
 
 function refuse(

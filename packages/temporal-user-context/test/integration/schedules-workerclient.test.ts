@@ -471,6 +471,20 @@ describe("the worker's own client", () => {
     // Its timer fires 200 ms after the activity returned.
     for (let i = 0; i < 100 && !lingering.has(workflowId); i++) await new Promise((r) => setTimeout(r, 50));
     expect(lingering.get(workflowId)).toBe(ErrorCodes.MISSING);
+    // On the activity's own trail, as its user's, and named for what it is (found by review: the
+    // process's default auditor recorded it, as a call from outside any activity).
+    expect(
+      h.audit.events
+        .filter((e) => e.workflowId === workflowId && e.action === 'activity.resolve')
+        .map((e) => [e.decision, e.reason, e.userId, e.detail]),
+    ).toEqual([
+      [
+        'deny',
+        ErrorCodes.MISSING,
+        alice.userId,
+        'called from work an activity or Nexus handler left running after it settled',
+      ],
+    ]);
   });
 
   it('cannot start a new lineage (workers cannot mint)', async () => {

@@ -782,7 +782,7 @@ describe('audit sink while the database stalls', () => {
      * A database whose transactions fail `failures` times, then commit: before the callback (no
      * connection), in the scope's statement (a refused scope) or after it (at COMMIT).
      */
-    const flaky = (where: 'connect' | 'scope' | 'commit', failures: number) => {
+    const flaky = (where: 'connect' | 'closed' | 'scope' | 'commit', failures: number) => {
       const inserted: unknown[] = [];
       let attempts = 0;
       const db: SqlDatabase = {
@@ -791,6 +791,10 @@ describe('audit sink while the database stalls', () => {
         async transaction<T>(fn: (tx: SqlQueryable) => Promise<T>): Promise<T> {
           const failing = attempts++ < failures;
           if (failing && where === 'connect') throw new Error('timeout exceeded when trying to connect');
+          if (failing && where === 'closed')
+            throw Object.assign(new Error('terminating connection due to idle-session timeout'), {
+              code: '57P05',
+            });
           const rows: unknown[] = [];
           const result = await fn({
             query: async (sql: string, params?: unknown[]) => {
@@ -808,7 +812,7 @@ describe('audit sink while the database stalls', () => {
       };
       return { db, inserted, attempts: () => attempts };
     };
-    const attempt = async (where: 'connect' | 'scope', failures: number) => {
+    const attempt = async (where: 'connect' | 'closed' | 'scope', failures: number) => {
       const { db, inserted, attempts } = flaky(where, failures);
       const failed: string[] = [];
       const sink = postgresAuditSink(db, { onError: (_err, e) => failed.push(e.action) });
@@ -825,6 +829,9 @@ describe('audit sink while the database stalls', () => {
     const down = await attempt('connect', 9);
     expect(down).toMatchObject({ failed: ['stall.0'], inserted: [], attempts: 9 });
     expect(down.pausedMs).toBeGreaterThanOrEqual(60_000);
+    // A connection the server closed (idle_session_timeout, 57P05) is an outage of the same kind (found by
+    // review: the adapter counted it so, the sink gave it the deadlock's two retries).
+    expect(await attempt('closed', 5)).toMatchObject({ failed: [], inserted: ['stall.0'], attempts: 6 });
     // At COMMIT it may have taken effect: reported, not tried again (it could be written twice).
     const atCommit = flaky('commit', 1);
     const failedAtCommit: string[] = [];

@@ -58,7 +58,15 @@ describe('recordDecision', () => {
       expect.objectContaining({ code: ErrorCodes.MISSING }),
     );
     const { env, audit } = await userActivityEnvironment({ user: alice });
-    for (const action of ['activity.execute', 'db.scope', 'Run.Claim', 'run..claim', '', 'r'.repeat(65)]) {
+    for (const action of [
+      'activity.execute',
+      'db.scope',
+      'audit.coalesced',
+      'Run.Claim',
+      'run..claim',
+      '',
+      'r'.repeat(65),
+    ]) {
       await expect(
         env.run(async () => recordDecision({ action, decision: 'allow', reason: 'ok' })),
       ).rejects.toMatchObject({ type: ErrorCodes.MISCONFIGURED });
