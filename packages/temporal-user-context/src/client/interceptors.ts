@@ -25,7 +25,7 @@ import type { Headers } from '@temporalio/common';
 import { msOptionalToNumber, optionalTsToMs } from '@temporalio/common/lib/time.js';
 import type { BoundStart } from '../crypto/claims.js';
 import { ACTOR_HEADER, ORIGINATOR_HEADER, withHeader } from '../header/wire.js';
-import { releaseRecords, type ContextSource, type HeldRecords } from './source.js';
+import { releaseRecords, type ActorCall, type ContextSource, type HeldRecords } from './source.js';
 import { mirrorOptions } from './mirror.js';
 
 /**
@@ -72,19 +72,8 @@ function idPolicies(options: CompiledWorkflowOptions): string | undefined {
 export class UserContextWorkflowClientInterceptor implements WorkflowClientInterceptor {
   constructor(private readonly source: ContextSource) {}
 
-  private async actorHeaders(
-    headers: Headers,
-    workflowId: string,
-    action: string,
-    call: string,
-    runId?: string,
-    held?: HeldRecords,
-  ): Promise<Headers> {
-    return withHeader(
-      headers,
-      ACTOR_HEADER,
-      await this.source.forActor(workflowId, action, runId, call, held),
-    );
+  private async actorHeaders(headers: Headers, call: ActorCall): Promise<Headers> {
+    return withHeader(headers, ACTOR_HEADER, await this.source.forActor(call));
   }
 
   async start(input: WorkflowStartInput, next: Next<WorkflowClientInterceptor, 'start'>): Promise<string> {
@@ -138,13 +127,12 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
       idPolicies(input.options),
     );
     // One header set serves both the start and the signal: the starter is also the actor.
-    const actor = await this.source.forActor(
-      input.options.workflowId,
-      'client.signalWithStart',
-      undefined,
-      `signal:${input.signalName}`,
+    const actor = await this.source.forActor({
+      workflowId: input.options.workflowId,
+      action: 'client.signalWithStart',
+      call: `signal:${input.signalName}`,
       held,
-    );
+    });
     const headers = withHeader(withHeader(input.headers, ORIGINATOR_HEADER, originator), ACTOR_HEADER, actor);
     const options = mirrorOptions(input.options, context, originator, this.source.mirror);
     releaseRecords(held);
@@ -177,14 +165,12 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
           originator,
           this.source.mirror,
         ),
-        updateHeaders: await this.actorHeaders(
-          input.updateHeaders,
+        updateHeaders: await this.actorHeaders(input.updateHeaders, {
           workflowId,
-          'client.startUpdateWithStart',
-          `update:${input.updateName}`,
-          undefined,
+          action: 'client.startUpdateWithStart',
+          call: `update:${input.updateName}`,
           held,
-        ),
+        }),
       };
     } catch (refusal) {
       return next(refusedInHandler(input, refusal));
@@ -194,13 +180,12 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
   }
 
   async signal(input: WorkflowSignalInput, next: Next<WorkflowClientInterceptor, 'signal'>): Promise<void> {
-    const headers = await this.actorHeaders(
-      input.headers,
-      input.workflowExecution.workflowId,
-      'client.signal',
-      `signal:${input.signalName}`,
-      input.workflowExecution.runId,
-    );
+    const headers = await this.actorHeaders(input.headers, {
+      workflowId: input.workflowExecution.workflowId,
+      action: 'client.signal',
+      call: `signal:${input.signalName}`,
+      runId: input.workflowExecution.runId,
+    });
     return next({ ...input, headers });
   }
 
@@ -208,24 +193,22 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
     input: WorkflowStartUpdateInput,
     next: Next<WorkflowClientInterceptor, 'startUpdate'>,
   ): Promise<WorkflowStartUpdateOutput> {
-    const headers = await this.actorHeaders(
-      input.headers,
-      input.workflowExecution.workflowId,
-      'client.update',
-      `update:${input.updateName}`,
-      input.workflowExecution.runId,
-    );
+    const headers = await this.actorHeaders(input.headers, {
+      workflowId: input.workflowExecution.workflowId,
+      action: 'client.update',
+      call: `update:${input.updateName}`,
+      runId: input.workflowExecution.runId,
+    });
     return next({ ...input, headers });
   }
 
   async query(input: WorkflowQueryInput, next: Next<WorkflowClientInterceptor, 'query'>): Promise<unknown> {
-    const headers = await this.actorHeaders(
-      input.headers,
-      input.workflowExecution.workflowId,
-      'client.query',
-      `query:${input.queryType}`,
-      input.workflowExecution.runId,
-    );
+    const headers = await this.actorHeaders(input.headers, {
+      workflowId: input.workflowExecution.workflowId,
+      action: 'client.query',
+      call: `query:${input.queryType}`,
+      runId: input.workflowExecution.runId,
+    });
     return next({ ...input, headers });
   }
 

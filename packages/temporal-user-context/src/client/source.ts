@@ -49,6 +49,22 @@ function recordOrHold(record: () => void, held: HeldRecords | undefined): void {
  * What a client call names in its records: its workflow (and run, for a handle's call) or its schedule;
  * a standalone call its activity, or its operation (`detail`).
  */
+/**
+ * An actor token's call, by name: two of its strings (`runId`, `call`) were positional, in opposite
+ * orders in two signatures (found by review), and a swap compiled.
+ */
+export interface ActorCall {
+  workflowId: string;
+  /** The audit action (`client.signal`, …). */
+  action: string;
+  /** The run the call names, when it names one. */
+  runId?: string | undefined;
+  /** What the token binds: `signal:<name>`, `update:<name>` or `query:<name>`. */
+  call?: string | undefined;
+  /** Allow records held until the whole call is prepared (signalWithStart, update-with-start). */
+  held?: HeldRecords | undefined;
+}
+
 type Target = {
   workflowId: string;
   runId?: string;
@@ -506,13 +522,7 @@ export class ContextSource {
    * one). An issued token binds the call (`call`: `signal:<name>`, `update:<name>`, `query:<name>`),
    * which the handler's workflow code states and workers compare (check 11).
    */
-  async forActor(
-    workflowId: string,
-    action: string,
-    runId?: string,
-    call?: string,
-    held?: HeldRecords,
-  ): Promise<ContextHeader> {
+  async forActor({ workflowId, action, runId, call, held }: ActorCall): Promise<ContextHeader> {
     const { context, source, forward } = this.who(action, { workflowId, runId });
     // A worker forwards the originator it verified (the target's policy compares its pseudonyms); that
     // is a decision too, audited like an issue.

@@ -122,7 +122,7 @@ describe('actorWindowSeconds', () => {
     [86_400, 86_400],
   ])('issues actor tokens with a window of %s s (%s s)', async (actorWindowSeconds, expected) => {
     const tok = await runAsUser(alice, () =>
-      sourceWith(actorWindowSeconds).forActor('wf-window', 'client.signal'),
+      sourceWith(actorWindowSeconds).forActor({ workflowId: 'wf-window', action: 'client.signal' }),
     );
     const claims = await openContextToken(worker, tok.tok);
     expect(claims.use).toBe('actor');
