@@ -34,6 +34,7 @@ export { mirrorQuery, type MirrorMode, type MirrorOptions, type MirrorQueryIds }
 export {
   currentUserContext,
   currentActor,
+  peekUserContext,
   resolveUserContext,
   type ResolveOptions,
 } from './worker/resolve.js';

@@ -79,6 +79,26 @@ export function currentUserContext(): UserContext {
 }
 
 /**
+ * The verified user of the activity or Nexus handler running now, or `undefined`: outside one, in a
+ * system activity, or in work a handler left running after it settled. Never throws and never audits:
+ * for what only describes the work (log attributes, metric labels, span attributes), in code that may
+ * run outside the plugin's guard, such as an application's activity interceptor listed before this
+ * plugin's (the SDK runs the first listed outermost). Found by review: `currentUserContext()` there
+ * wrote a `deny` record for each log line, which `metricsAuditSink` alerts count. Decide with
+ * {@link currentUserContext} or {@link resolveUserContext}, which refuse and audit.
+ *
+ * @example
+ * // An application's activity outbound interceptor: the user on every log line, when there is one.
+ * getLogAttributes(input, next) {
+ *   const user = peekUserContext();
+ *   return next(user ? { ...input, userId: user.userId, workspaceId: user.workspaceId } : input);
+ * }
+ */
+export function peekUserContext(): UserContext | undefined {
+  return currentScope()?.context;
+}
+
+/**
  * The verified actor (signal/update sender) when the activity was scheduled from a handler, or
  * `undefined`. Throws the refusal when the handler's actor header did not verify.
  */

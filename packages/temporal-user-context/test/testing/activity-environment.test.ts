@@ -1,11 +1,13 @@
 // `temporal-user-context/testing`: activities unit-tested as a user, through the plugin's real guard.
 import { Context } from '@temporalio/activity';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import {
   ErrorCodes,
   currentActor,
   currentUserContext,
+  defaultAuditor,
   generateKeySet,
+  peekUserContext,
   recordDecision,
   resolveUserContext,
   systemPrincipal,
@@ -72,6 +74,30 @@ describe('recordDecision', () => {
       ).rejects.toMatchObject({ type: ErrorCodes.MISCONFIGURED });
     }
     expect(audit.events.filter((e) => e.action !== 'activity.execute')).toEqual([]);
+  });
+});
+
+describe('peekUserContext', () => {
+  it('is the verified user inside an activity and undefined elsewhere, without a record either way', async () => {
+    const emitted = vi.spyOn(defaultAuditor(), 'emit');
+    try {
+      expect(peekUserContext()).toBeUndefined();
+      expect(emitted).not.toHaveBeenCalled();
+      // The control: currentUserContext() outside an activity is a refusal, on record.
+      expect(() => currentUserContext()).toThrow(expect.objectContaining({ code: ErrorCodes.MISSING }));
+      expect(emitted).toHaveBeenCalledTimes(1);
+    } finally {
+      emitted.mockRestore();
+    }
+    const { env, audit } = await userActivityEnvironment({ user: alice });
+    expect(await env.run(async () => peekUserContext())).toEqual(alice);
+    const system = await userActivityEnvironment({
+      system: true,
+      info: { activityType: 'cleanup' },
+      plugin: { systemActivities: { cleanup: ['janitor'] } },
+    });
+    expect(await system.env.run(async () => peekUserContext() ?? 'none')).toBe('none');
+    expect([...audit.events, ...system.audit.events].filter((e) => e.decision === 'deny')).toEqual([]);
   });
 });
 
