@@ -3,6 +3,7 @@ import { createArgsDigest } from '../crypto/args-digest.js';
 import type { ControlTarget } from './control-calls.js';
 import { numberOption } from '../context/number-option.js';
 import { sameUserContext, type UserContext } from '../context/schema.js';
+import { sampleScheduledRunId } from '../context/scheduled-run-id.js';
 import type { Auditor } from '../audit/sinks.js';
 import type { IdentitySource } from '../audit/event.js';
 import type { BoundStart, ContextClaims, ScheduledAction } from '../crypto/claims.js';
@@ -590,7 +591,7 @@ export class ContextSource {
     // A schedule's runs add lineage facts that name it and the run (`<action id>-<time>`) to the header
     // of every activity: with ids near Temporal's length limit, that passes the size workers accept, and
     // every run would be refused. Refused here instead, before the schedule exists.
-    const run = `${actionWorkflowId}-2000-01-01T00:00:00Z`;
+    const run = sampleScheduledRunId(actionWorkflowId);
     const lin = { root: run, start: Date.now(), wf: run, sched: scheduleId };
     let endAt: Date | undefined;
     const originator = await this.issue(

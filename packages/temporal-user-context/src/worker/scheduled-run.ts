@@ -1,5 +1,6 @@
 import { ScheduleNotFoundError, WorkflowNotFoundError, type Client } from '@temporalio/client';
 import { ErrorCodes, isUserContextError } from '../context/errors.js';
+import { scheduledRunTime } from '../context/scheduled-run-id.js';
 import type { ScheduledAction } from '../crypto/claims.js';
 import {
   describeRun,
@@ -39,8 +40,7 @@ const CREATE_WINDOW_MS = 10 * 60_000;
  * is no late-recorded one.
  */
 function scheduledInFuture(root: string, skewMs: number): boolean {
-  const time = /-(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)$/.exec(root)?.[1];
-  const due = time === undefined ? NaN : Date.parse(time);
+  const due = scheduledRunTime(root);
   return Number.isFinite(due) && due > Date.now() + skewMs + 60_000;
 }
 

@@ -1,5 +1,6 @@
 import { ErrorCodes, UserContextError } from '../context/errors.js';
 import { numberOption } from '../context/number-option.js';
+import { isScheduledRunOf } from '../context/scheduled-run-id.js';
 import { parseUserContext, type UserContext } from '../context/schema.js';
 import type { ContextClaims } from '../crypto/claims.js';
 import type { KeyRing } from '../crypto/keyring.js';
@@ -7,8 +8,6 @@ import { openContextToken } from '../crypto/open.js';
 import type { ConfirmedLineage } from './server-lineage.js';
 import { SuccessCache } from './success-cache.js';
 import type { ContextHeader, Lineage } from '../header/wire.js';
-
-const SCHEDULED_RUN_SUFFIX = /^-\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/;
 
 /**
  * The key of {@link ContextVerifier}'s partial originator check, for this package's activity and Nexus
@@ -157,8 +156,7 @@ export class ContextVerifier {
         throw new UserContextError(ErrorCodes.LINEAGE_MISMATCH, 'the schedule token binds no action');
       // The server names each scheduled run `<action workflow id>-<nominal time, RFC 3339>`: a workflow
       // that merely claims the schedule's search attribute cannot also take another id.
-      const suffix = lin.root.startsWith(`${claims.wf}-`) ? lin.root.slice(claims.wf!.length) : '';
-      if (!SCHEDULED_RUN_SUFFIX.test(suffix)) {
+      if (!isScheduledRunOf(lin.root, claims.wf!)) {
         throw new UserContextError(
           ErrorCodes.LINEAGE_MISMATCH,
           'not a run of the schedule the token was issued for',

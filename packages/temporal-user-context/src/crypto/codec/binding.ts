@@ -1,5 +1,6 @@
 import type { SerializationContext } from '@temporalio/common';
 import { ErrorCodes, UserContextError } from '../../context/errors.js';
+import { isScheduledRunOf, scheduledRunAction } from '../../context/scheduled-run-id.js';
 
 /**
  * What a payload is bound to. The SDK (1.24) hands codecs a {@link SerializationContext} naming the
@@ -15,9 +16,6 @@ export interface Binding {
 const MAX_NAMESPACE_BYTES = 1024;
 /** A surrogate code point on its own (in `u` mode a well-formed pair is one code point, not matched). */
 const LONE_SURROGATE = /\p{Cs}/u;
-// The Temporal scheduler names each run `<schedule action workflow id>-<nominal time, RFC 3339 UTC>`.
-const SCHEDULE_SUFFIX = /^-\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}Z$/;
-const SCHEDULE_SUFFIX_LENGTH = '-2006-01-02T15:04:05Z'.length;
 
 /** The binding for the given context, falling back to the codec's namespace when there is none. */
 export function bindingOf(context: SerializationContext | undefined, defaultNamespace: string): Binding {
@@ -61,16 +59,11 @@ export function checkBinding(
   }
   if (
     acceptScheduledRuns &&
-    (isRunOf(current, boundWorkflowId) || areRunsOfOneAction(boundWorkflowId, current))
+    (isScheduledRunOf(current, boundWorkflowId) || areRunsOfOneAction(boundWorkflowId, current))
   ) {
     return;
   }
   throw new UserContextError(ErrorCodes.PAYLOAD_TAMPERED, 'payload is bound to another workflow');
-}
-
-/** `run` is `<action>-<time>`: a run the scheduler started of a schedule whose action names `action`. */
-function isRunOf(run: string, action: string): boolean {
-  return run.startsWith(action) && SCHEDULE_SUFFIX.test(run.slice(action.length));
 }
 
 /**
@@ -80,12 +73,6 @@ function isRunOf(run: string, action: string): boolean {
  * after a later one, so either order is accepted.
  */
 function areRunsOfOneAction(a: string, b: string): boolean {
-  const action = a.length - SCHEDULE_SUFFIX_LENGTH;
-  return (
-    action > 0 &&
-    a.length === b.length &&
-    a.slice(0, action) === b.slice(0, action) &&
-    SCHEDULE_SUFFIX.test(a.slice(action)) &&
-    SCHEDULE_SUFFIX.test(b.slice(action))
-  );
+  const action = scheduledRunAction(a);
+  return action !== undefined && isScheduledRunOf(b, action);
 }
