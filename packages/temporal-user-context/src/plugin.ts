@@ -48,6 +48,7 @@ import { NexusGuard } from './worker/nexus-interceptor.js';
 import { ScheduledRunCheck } from './worker/scheduled-run.js';
 import { currentActor, currentUserContext } from './worker/resolve.js';
 import { currentScope } from './worker/scope.js';
+import { withUserPseudonyms } from './worker/log-attributes.js';
 import { ContextVerifier, type Verified, type VerifierOptions } from './worker/verifier.js';
 import { ErrorCodes, UserContextError, isUserContextError } from './context/errors.js';
 import { ORIGINATOR_HEADER, decodeHeader, type ContextHeader } from './header/wire.js';
@@ -583,6 +584,7 @@ export class UserContextPlugin extends SimplePlugin {
               serverLineage: activityLineage === 'server',
               ...(pluginOptions.isRevoked ? { isRevoked: pluginOptions.isRevoked } : {}),
             }),
+            outbound: { getLogAttributes: (input, next) => next(withUserPseudonyms(input)) },
           }),
         ],
         nexus: [
@@ -596,6 +598,7 @@ export class UserContextPlugin extends SimplePlugin {
               starts: nexusStarts,
               ...(pluginOptions.isRevoked ? { isRevoked: pluginOptions.isRevoked } : {}),
             }),
+            outbound: { getLogAttributes: (input, next) => next(withUserPseudonyms(input)) },
           }),
         ],
       },

@@ -14,6 +14,7 @@ import type {
   ConcludeActivationInput,
   ConcludeActivationOutput,
   ContinueAsNewInput,
+  GetLogAttributesInput,
   LocalActivityInput,
   Next,
   QueryInput,
@@ -633,6 +634,20 @@ function withMirrors<T extends MirroredOptions>(options: T, onlyWhereGiven: bool
 }
 
 class Outbound implements WorkflowOutboundCallsInterceptor {
+  /**
+   * The originator's pseudonyms on the workflow's log lines (`log` of `@temporalio/workflow`), as the
+   * worker puts them on its activities' lines: one user's work found across both without their ids.
+   */
+  getLogAttributes(
+    input: GetLogAttributesInput,
+    next: Next<WorkflowOutboundCallsInterceptor, 'getLogAttributes'>,
+  ): Record<string, unknown> {
+    const header = workflowState().originator?.header;
+    return next(
+      header ? Object.assign({}, input, { userPseudonym: header.sub, workspacePseudonym: header.ws }) : input,
+    );
+  }
+
   scheduleActivity(
     input: ActivityInput,
     next: Next<WorkflowOutboundCallsInterceptor, 'scheduleActivity'>,
