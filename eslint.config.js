@@ -46,4 +46,35 @@ export default tseslint.config(
       ],
     },
   },
+  {
+    // What the sandbox loads for every workflow: no validation library either (evaluated per workflow,
+    // zod cost ~9 ms each; bench/README.md), not even through the modules that hold the zod schemas.
+    // Types are free. Found by review: the rule above did not say so.
+    files: [
+      'packages/temporal-user-context/src/workflow/**/*.ts',
+      'packages/temporal-user-context/src/header/wire.ts',
+    ],
+    rules: {
+      'no-restricted-imports': [
+        'error',
+        {
+          patterns: [
+            {
+              group: ['node:*', 'crypto', 'fs', 'path', 'os', 'jose', 'pino', 'pg'],
+              message: 'Sandbox-safe code must not import Node built-ins or key material.',
+            },
+            {
+              group: ['**/worker/**', '**/crypto/**', '**/client/**', '**/audit/**', '**/postgres/**'],
+              message: 'Sandbox-safe code imports only context/ and header/.',
+            },
+            {
+              group: ['zod', '**/context/schema*', '**/context/system-principal*', '**/header/schema*'],
+              allowTypeImports: true,
+              message: 'The workflow sandbox loads no validation library (zod costs every workflow).',
+            },
+          ],
+        },
+      ],
+    },
+  },
 );
