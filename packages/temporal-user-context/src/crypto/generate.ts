@@ -1,7 +1,8 @@
 import { generateKeyPairSync, randomBytes } from 'node:crypto';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
 import { numberOption } from '../context/number-option.js';
-import { parseKeySet, type KeySetJson } from './key-set.js';
+import { type KeySetJson } from './key-set.js';
+import { KeyRing } from './keyring.js';
 
 function secret(): string {
   return randomBytes(32).toString('base64url');
@@ -34,7 +35,9 @@ export function generateKeySet(issuer: string): { edge: KeySetJson; worker: KeyS
  * review: `stageKeySet({})` failed with a TypeError, and `generateKeySet('')` made a set no ring takes).
  */
 function checkedKeySet(set: KeySetJson): KeySetJson {
-  parseKeySet(set);
+  // The ring's own checks too (one active key of each kind, distinct secrets and public keys), not only
+  // the schema: found by review, the comment promised what only the schema checked.
+  KeyRing.fromJSON(set);
   return set;
 }
 

@@ -14,7 +14,7 @@ const decoder = new TextDecoder();
 /**
  * Opens a sealed context token: decrypts (only `dir` + A256GCM, only a key id the ring holds), verifies
  * the Ed25519 signature (only `EdDSA`, only a known key id, `typ` must match) and validates the claims
- * strictly. Time and binding are checked by the caller against server-vouched facts (see verify.ts).
+ * strictly. Time and binding are checked by the caller against server-vouched facts (see worker/verifier.ts).
  * The claims returned are deeply frozen (the object and its `roles`).
  * Every failure is a {@link UserContextError}; nothing is fetched, whatever the key id says.
  */

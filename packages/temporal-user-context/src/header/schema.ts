@@ -7,7 +7,7 @@ import {
   TOKEN_PATTERN,
 } from './wire.js';
 
-// The v1 header as a zod schema: the reference definition, used on Node (tests assert that the
+// The v1 header as a zod schema: the reference definition, read by tests only (they assert that the
 // sandbox's dependency-free check in wire.ts accepts exactly what this schema accepts).
 const WF_ID = z.string().min(1).max(MAX_WORKFLOW_ID_CHARS);
 

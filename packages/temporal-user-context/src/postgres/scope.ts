@@ -177,7 +177,7 @@ function scopeChangeRefusal(sql: string): UserContextError | undefined {
  * one statement: `set_config('role', …, true)` is `SET LOCAL ROLE` (the same setting, the same
  * membership check), and lets the role travel as a bind parameter like the values: nothing is spliced
  * into SQL.
- * @internal exported for tests; use {@link withUserScope}.
+ * @internal exported for the audit sink's scopes and for tests; use {@link withUserScope}.
  */
 export async function applyScope(
   tx: SqlQueryable,

@@ -5,7 +5,7 @@
  * or failed, cannot push good ones out, and a stream of new good ones pushes out the idle ones first. With `ttlMs`, a success is kept that long after its lookup began,
  * then looked up again (on a monotonic clock): for answers that can change (a schedule that is deleted). A lookup that never
  * settles holds its key (its callers wait with it): lookups bound their own time (the worker's calls to
- * the server end at the native connection's 30 s).
+ * the server end at `LOOKUP_TIMEOUT_MS`, 10 s).
  */
 export class SuccessCache<V> {
   /** Values of lookups that succeeded, least recently used first: at most `size`. */
