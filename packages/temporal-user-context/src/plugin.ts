@@ -24,7 +24,12 @@ import type {
   ReplayWorkerOptions,
   WorkerOptions,
 } from '@temporalio/worker';
-import type { AuditDecision, AuditSink, IdentitySource } from './audit/event.js';
+import {
+  REJECTED_BY_VALIDATOR,
+  type AuditDecision,
+  type AuditSink,
+  type IdentitySource,
+} from './audit/event.js';
 import { markRecorded } from './audit/recorded.js';
 import { Auditor, pinoAuditSink } from './audit/sinks.js';
 import {
@@ -1055,7 +1060,7 @@ export class UserContextPlugin extends SimplePlugin {
               'allow',
               'pseudonym',
               event.action,
-              event.rejected === true && event.action === 'workflow.update' ? 'REJECTED_BY_VALIDATOR' : 'ok',
+              event.rejected === true && event.action === 'workflow.update' ? REJECTED_BY_VALIDATOR : 'ok',
               `admitted by the actor policy on unverified pseudonyms: ${event.detail}`,
               event.originator,
             ),

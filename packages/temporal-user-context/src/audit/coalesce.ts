@@ -1,6 +1,6 @@
 import { numberOption } from '../context/number-option.js';
 import { ErrorCodes, UserContextError } from '../context/errors.js';
-import type { AuditEvent, AuditSink } from './event.js';
+import { REJECTED_BY_VALIDATOR, type AuditEvent, type AuditSink } from './event.js';
 import { describeThrown, sanitizeField } from './sanitize.js';
 import { reportOnStderr } from './stderr.js';
 
@@ -63,7 +63,7 @@ export function isHistorylessCall(event: AuditEvent): boolean {
   // Refused by the policy, or admitted and then rejected by the workflow's own validator.
   return (
     event.action === 'workflow.update' &&
-    (event.decision === 'deny' || event.reason === 'REJECTED_BY_VALIDATOR')
+    (event.decision === 'deny' || event.reason === REJECTED_BY_VALIDATOR)
   );
 }
 

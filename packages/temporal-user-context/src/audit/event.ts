@@ -11,6 +11,13 @@ export type IdentitySource =
 export type AuditDecision = 'allow' | 'deny';
 
 /**
+ * The reason of the `allow` record of an update the actor policy admitted and the workflow's own
+ * validator rejected: written by the plugin's workflow sink, read by the coalescing sink (such records
+ * leave nothing in history, and are coalesced like refusals).
+ */
+export const REJECTED_BY_VALIDATOR = 'REJECTED_BY_VALIDATOR';
+
+/**
  * One audit record. Fields hold ids and codes only: never a token, key or raw header. Strings that
  * came from outside are sanitised by {@link sanitizeAuditEvent} before they reach a sink.
  */

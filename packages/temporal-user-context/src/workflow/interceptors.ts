@@ -293,15 +293,15 @@ function admit(
   return actor;
 }
 
-/** The outcome of an update the policy admitted and the workflow's own validator rejected. */
-const REJECTED_BY_VALIDATOR = 'rejected by its validator';
+/** The outcome of an update the policy admitted and the workflow's own validator rejected (the detail). */
+const REJECTED_DETAIL = 'rejected by its validator';
 
 /** Records an admission by the actor policy (source `pseudonym`). */
 function admitted(
   kind: 'signal' | 'update' | 'query',
   name: string,
   actor: ActorRef | undefined,
-  outcome?: typeof REJECTED_BY_VALIDATOR,
+  outcome?: typeof REJECTED_DETAIL,
 ): void {
   // An outcome goes before the caller's handler name, which the detail's cap may cut.
   const detail = `${whoOf(actor)}; ${outcome ? `${outcome}; ` : ''}${kind} ${quotedName(name)}`;
@@ -309,7 +309,7 @@ function admitted(
   const originator = originatorForRecord();
   if (originator !== undefined) event.originator = originator;
   // Stated apart from the detail, for sinks to tell (isHistorylessCall): it left nothing in history.
-  if (outcome === REJECTED_BY_VALIDATOR) event.rejected = true;
+  if (outcome === REJECTED_DETAIL) event.rejected = true;
   userContextAudit.allow(event);
 }
 
@@ -489,7 +489,7 @@ class Inbound implements WorkflowInboundCallsInterceptor {
       return runAsActor(actor, () => next(input));
     } catch (err) {
       // The workflow's validator rejected what the policy admitted: the admission is on record still.
-      admitted('update', input.name, actor, REJECTED_BY_VALIDATOR);
+      admitted('update', input.name, actor, REJECTED_DETAIL);
       throw err;
     }
   }
