@@ -31,7 +31,7 @@ const MIGRATIONS = [
   '0015_run_idempotency_keys',
   '0016_schedule_idempotency_keys',
   '0017_listing_page_indexes',
-  '0018_seal_per_server_run_and_user_led_indexes',
+  '0018_seal_per_transaction_start_and_user_led_indexes',
 ];
 
 const TENANT_TABLES = [

@@ -2,7 +2,8 @@
 // (a dump, a base backup, a copied PGlite directory) hands the same transaction ids out again, under the
 // same seal key: a seal captured in a victim's scope (compromised code running there) opened the
 // victim's scope again once a transaction of the restored cluster got the same id. The seal names the
-// server's start time too (migration 0018). PGlite shows it in one process: a second instance loaded from
+// transaction's start time too (migration 0018): a restored or crash-restarted cluster reissues ids, never
+// with the same start. PGlite shows it in one process: a second instance loaded from
 // the first one's data directory is such a restore.
 import { PGlite } from '@electric-sql/pglite';
 import { pgcrypto } from '@electric-sql/pglite/contrib/pgcrypto';

@@ -13,11 +13,12 @@ import { assertRoleName, quoteIdent } from './ident.js';
  *   (`pg_current_xact_id()`): the scope's first statement is the only one that chooses it, and nothing
  *   undoes an assigned id;
  * - reads the live membership itself and sets the three settings plus `app.scope_seal`, an HMAC-SHA-256
- *   (pgcrypto) of the three values, that transaction id and the server's start time, under a key in a
- *   table only the owner may read. A transaction id is unique in a running cluster, but a cluster
- *   restored from a copy (a dump, a base backup, a copied PGlite directory) hands the same ids out again,
- *   with the same key: the start time keeps a seal read before the restore from opening a scope after
- *   it (found by review).
+ *   (pgcrypto) of the three values, that transaction id and the transaction's start time, under a key
+ *   in a table only the owner may read. A transaction id is unique in a running cluster, but a cluster
+ *   restored from a copy (a dump, a base backup, a copied PGlite directory), or restarted after a crash
+ *   before the transaction wrote, hands the same id out again, with the same key: the start time, to
+ *   the microsecond, keeps a seal read in one transaction from opening another that got its id (found
+ *   by review: first the restore, then a crash restart, which the server's start time did not cover).
  *
  * Policies read the values only through `<schema>.workspace_id()`, `<schema>.user_id()` and
  * `<schema>.roles()`, each of which checks the seal in the same call and returns NULL when it does not
@@ -152,9 +153,10 @@ create table if not exists ${s}.seal_key (
 revoke all on ${s}.seal_key from public, ${app};
 insert into ${s}.seal_key (secret) values (${crypto}.gen_random_bytes(32)) on conflict do nothing;
 
--- The seal of three setting values in the transaction p_xact of this run of the server (its start
--- time, as epoch seconds: no session setting changes its text; a restored copy of the cluster hands the
--- same transaction ids out again). A JSON array: no two lists of values encode alike. NULL without a key or a transaction id. PL/pgSQL, not SQL: its statements' plans are
+-- The seal of three setting values in the transaction p_xact started at this transaction's start time
+-- (epoch microseconds, as an integer: no session setting changes its text): a restored copy of the
+-- cluster, or one restarted after a crash, hands transaction ids out again, never with the same start.
+-- A JSON array: no two lists of values encode alike. NULL without a key or a transaction id. PL/pgSQL, not SQL: its statements' plans are
 -- kept for the session, where an SQL function's would be made per call. The owner's alone, called by
 -- the functions below, whose search path it runs with (a SET clause of its own would cost every call).
 create or replace function ${s}.seal_of(p_xact xid8, p_user text, p_workspace text, p_roles text) returns text
@@ -165,7 +167,7 @@ begin
     return null;
   end if;
   return (select encode(${crypto}.hmac(convert_to(jsonb_build_array('v2', p_xact::text,
-                  extract(epoch from pg_catalog.pg_postmaster_start_time())::text, p_user, p_workspace, p_roles)::text, 'UTF8'),
+                  (extract(epoch from pg_catalog.transaction_timestamp()) * 1000000)::bigint::text, p_user, p_workspace, p_roles)::text, 'UTF8'),
                   k.secret, 'sha256'), 'base64')
             from ${s}.seal_key k);
 end

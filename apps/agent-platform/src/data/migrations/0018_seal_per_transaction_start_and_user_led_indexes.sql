@@ -4,9 +4,10 @@
 --
 -- 1. A seal names its transaction id, which is unique in a running cluster, but a cluster restored from
 --    a copy (a dump, a base backup) hands the same ids out again, under the same key: a seal read in a
---    victim's scope before the restore opened the victim's scope after it. The library's sealed scope
---    (re-installed below; idempotent) now also seals the server's start time. Scopes entered while this
---    migration commits may be refused once (their seal was made the old way): they are retried.
+--    victim's scope before the restore opened the victim's scope after it (and so did a crash restart
+--    before the transaction wrote). The library's sealed scope (re-installed below; idempotent) now also
+--    seals the transaction's start time, to the microsecond. Scopes entered while this migration
+--    commits may be refused once (their seal was made the old way): they are retried.
 --
 -- 2. The two indexes that do not lead with workspace_id let `explain analyze` count other workspaces'
 --    rows ("Rows Removed by Filter": row-level security is a filter there, not an index condition): a
