@@ -434,14 +434,12 @@ export interface PgPoolOptions {
 }
 
 /**
- * The session defaults a new connection of this login, to this database, starts with (`ALTER ROLE`,
- * `ALTER DATABASE` and `ALTER ROLE … IN DATABASE … SET`), as one comparable text.
+ * The settings a new session took from defaults of its login role (`ALTER ROLE … SET`, also `… IN
+ * DATABASE`): pg_settings names their source `user` and `database user`. A database's own defaults
+ * (`ALTER DATABASE … SET`, a DBA's) and connection options (`client`) are not among them.
  */
-const LOGIN_DEFAULTS = `select coalesce(string_agg(s.setdatabase::text || ':' || s.setrole::text || ':' ||
-         pg_catalog.array_to_string(s.setconfig, ','), ';' order by s.setdatabase, s.setrole), '') as defaults
-    from pg_catalog.pg_db_role_setting s
-   where s.setrole in (0, (select r.oid from pg_catalog.pg_roles r where r.rolname = session_user))
-     and s.setdatabase in (0, (select d.oid from pg_catalog.pg_database d where d.datname = pg_catalog.current_database()))`;
+const LOGIN_DEFAULTS = `select coalesce(string_agg(name, ', ' order by name), '') as names
+    from pg_catalog.pg_settings where source in ('user', 'database user')`;
 
 /** Options of {@link fromPGlite}. */
 export type PGliteOptions = Pick<PgPoolOptions, 'seal'>;
@@ -500,37 +498,37 @@ export function fromPgPool(given: PgPoolLike, options: PgPoolOptions = {}): SqlD
     handlers = set;
   }
   handlers.add(onError);
-  /** The login's session defaults as this adapter's first connection found them (see checkOut). */
-  let loginDefaults: string | undefined;
-  /** Connections whose session defaults were compared with `loginDefaults`. */
+  /** Connections whose session settings were checked (see checkOut). */
   const vetted = new WeakSet<object>();
   /**
    * Checks a client out with a listener for its lost connection, which also keeps it out of the pool.
-   * A connection the pool opened since the adapter's first is refused when the login's session defaults
-   * (`ALTER ROLE … SET`, `ALTER DATABASE … SET`) differ from what that first one found: SQL inside a
-   * scope may switch back to its login (`set_config('role', 'none', true)`) and set them for itself,
-   * and every later connection, of every workspace, would start with them (found by review: a read-only
-   * default made every write fail, a `search_path` every table vanish). Refused rather than repaired:
-   * the session reset keeps a session's defaults, and no list of settings covers them all.
+   * A connection the pool opened is refused, on its first checkout, when its session took settings from
+   * defaults of the login role (`ALTER ROLE … SET`): SQL inside a scope may switch back to its login
+   * (`set_config('role', 'none', true)`) and set them for itself, and every later connection, of every
+   * workspace, would start with them (found by review: a read-only default made every write fail, a
+   * `search_path` every table vanish). The session's own settings are read, not a comparison with an
+   * earlier connection's: a process started after the change, or a change undone between the session's
+   * start and the check, would pass that (found by the round's review). Give such settings as
+   * connection options instead (pg's `options: '-c name=value'`), which the check allows, as it allows
+   * a database's defaults. Refused rather than repaired: the session reset keeps a session's defaults.
    */
   const checkOut = async () => {
     const client = await pool.connect();
     if (!vetted.has(client)) {
-      let found: string;
+      let names: string;
       try {
-        found = (await client.query<{ defaults: string }>(LOGIN_DEFAULTS)).rows[0]?.defaults ?? '';
+        names = (await client.query<{ names: string }>(LOGIN_DEFAULTS)).rows[0]?.names ?? '';
       } catch (err) {
         client.release(err as Error);
         throw err;
       }
-      loginDefaults ??= found;
-      if (found !== loginDefaults) {
-        const changed = new UserContextError(
+      if (names !== '') {
+        const refused = new UserContextError(
           ErrorCodes.MISCONFIGURED,
-          "the database login's session defaults (ALTER ROLE … SET) changed since this adapter's first connection: SQL run inside a scope may have set them for every new connection; read pg_db_role_setting, reset them (ALTER ROLE … RESET ALL), then restart",
+          `the database session took ${names} from defaults of its login role (ALTER ROLE … SET), which SQL run inside a scope can set for every new connection: give them as connection options, and reset the role's (ALTER ROLE … RESET ALL)`,
         );
-        client.release(changed);
-        throw changed;
+        client.release(refused);
+        throw refused;
       }
       vetted.add(client);
     }
