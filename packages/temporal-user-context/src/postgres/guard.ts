@@ -47,8 +47,10 @@ export interface IsolationGuardOptions {
    * role that bypasses RLS (SUPERUSER, BYPASSRLS) or that owns a tenant table or the sealed scope's
    * functions (default false: embedded PGlite has only a superuser). SQL inside a scope may switch to
    * any role its login may become: such a login leaves the seal nothing to protect. Also refuses a
-   * login that may become any role the app role may not, and holds the login's own grants and policies
-   * (reached with `set_config('role', 'none', true)`) to the app role's checks. Turn it on in
+   * login that may become any role the app role may not (but the monitoring roles `pg_monitor`,
+   * `pg_read_all_settings`, `pg_read_all_stats`, `pg_stat_scan_tables`), has CREATEROLE or REPLICATION,
+   * or holds a privilege on a relation that the app role has not, and holds the login's own policies
+   * and functions (reached with `set_config('role', 'none', true)`) to the app role's checks. Turn it on in
    * production, with a NOINHERIT login that may only `SET ROLE` to the app role.
    */
   strictLogin?: boolean;
@@ -390,10 +392,12 @@ async function loginEscapes(
   const login = await db.query<{ role: string }>('select session_user::text as role');
   const loginRole = login.rows[0]?.role ?? 'unknown';
   const problems: string[] = [];
+  // The predefined monitoring roles read statistics and settings, no table: a login may keep them.
   const others = await db.query<{ name: string }>(
     `select r.rolname as name from pg_roles r
       where pg_has_role(session_user, r.oid, 'MEMBER') and r.rolname <> session_user
         and r.rolname <> $1 and not pg_has_role($1, r.oid, 'MEMBER')
+        and r.rolname not in ('pg_monitor', 'pg_read_all_settings', 'pg_read_all_stats', 'pg_stat_scan_tables')
       order by r.rolname`,
     [appRole],
   );
@@ -402,6 +406,40 @@ async function loginEscapes(
       `login role ${loginRole} may become role ${r.name}, which app role ${appRole} may not: SQL inside a scope could switch to it; grant the login the app role only`,
     );
   problems.push(...(await escapes(db, schema, loginRole, tenantTables, seal, `login role ${loginRole}`)));
+  // Attributes that reach past row-level security without a table grant (found by the round's review):
+  // CREATEROLE gives the tables' owner a password, REPLICATION reads every workspace's changes from a
+  // replication slot.
+  const attributes = await db.query<{ createrole: boolean; replication: boolean }>(
+    'select rolcreaterole as createrole, rolreplication as replication from pg_roles where rolname = session_user',
+  );
+  if (attributes.rows[0]?.createrole)
+    problems.push(
+      `login role ${loginRole} has CREATEROLE: SQL inside a scope could give the tables' owner a password`,
+    );
+  if (attributes.rows[0]?.replication)
+    problems.push(
+      `login role ${loginRole} has REPLICATION: SQL inside a scope could read every workspace's changes from a replication slot`,
+    );
+  // Grants of the login's own that the app role lacks, on any relation outside the catalogs: SQL back at
+  // the login reads a view that runs as its owner, a table without row-level security, the seal's key
+  // (found by the round's review: the table checks held the app role's grants only).
+  const granted = await db.query<{ name: string }>(
+    `select n.nspname || '.' || c.relname as name
+       from pg_class c join pg_namespace n on n.oid = c.relnamespace
+      where c.relkind in ('r', 'p', 'v', 'm', 'f', 'S')
+        and n.nspname not in ('pg_catalog', 'information_schema') and n.nspname not like 'pg\\_toast%'
+        and (exists (select 1 from unnest(array['SELECT', 'INSERT', 'UPDATE', 'DELETE', 'TRUNCATE', 'REFERENCES', 'TRIGGER']) p
+                      where has_table_privilege(session_user, c.oid, p) and not has_table_privilege($1, c.oid, p))
+             or exists (select 1 from unnest(array['SELECT', 'INSERT', 'UPDATE', 'REFERENCES']) p
+                         where has_any_column_privilege(session_user, c.oid, p)
+                           and not has_any_column_privilege($1, c.oid, p)))
+      order by 1`,
+    [appRole],
+  );
+  for (const r of granted.rows)
+    problems.push(
+      `login role ${loginRole} has a privilege on ${r.name} that app role ${appRole} has not: SQL inside a scope reaches it with set_config('role', 'none', true); grant the login the app role only`,
+    );
   const truncatable = await db.query<{ name: string }>(
     `select n.nspname || '.' || c.relname as name, case when n.nspname = $1 then c.relname else n.nspname || '.' || c.relname end as listed
        from pg_class c join pg_namespace n on n.oid = c.relnamespace

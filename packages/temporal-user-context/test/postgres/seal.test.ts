@@ -976,7 +976,31 @@ describe('sealed scopes on postgres, with a login that is neither owner nor supe
         'policy notes_analyst on public.notes does not read user_scope.workspace_id()',
       );
       expect(refusal).toContain(`login role ${login} may TRUNCATE table public.notes`);
+      await b.admin.query(`revoke select, truncate on notes from ${login}`);
+      await b.admin.query(`drop policy if exists notes_analyst on notes`);
+      // Grants of the login's own past row-level security, and attributes that reach past it (found by
+      // the round's review): the seal's key, CREATEROLE.
+      await b.admin.query(`grant usage on schema user_scope to ${login}`);
+      await b.admin.query(`grant select on user_scope.seal_key to ${login}`);
+      await b.admin.query(`alter role ${login} createrole`);
+      const past = await strict().then(
+        () => '',
+        (err: Error) => err.message,
+      );
+      expect(past).toContain(`login role ${login} has a privilege on user_scope.seal_key that app role`);
+      expect(past).toContain(`login role ${login} has CREATEROLE`);
+      await b.admin.query(`alter role ${login} nocreaterole`);
+      await b.admin.query(`revoke select on user_scope.seal_key from ${login}`);
+      await b.admin.query(`revoke usage on schema user_scope from ${login}`);
+      // The monitoring roles read statistics and settings, no table: a login may keep them.
+      await b.admin.query(`grant pg_monitor to ${login}`);
+      try {
+        await expect(strict()).resolves.toMatchObject({ login: { role: login } });
+      } finally {
+        await b.admin.query(`revoke pg_monitor from ${login}`);
+      }
     } finally {
+      await b.admin.query(`alter role ${login} nocreaterole`);
       await b.admin.query(`drop policy if exists notes_analyst on notes`);
       await b.admin.query(`revoke select, truncate on notes from ${login}`);
       await b.admin.query(`revoke usage on schema public from ${login}`);
