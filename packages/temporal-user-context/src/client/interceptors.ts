@@ -113,11 +113,8 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
   ): Promise<string> {
     // Both tokens issued and the options mirrored before either is on record as allowed: the call is
     // sent with both or not at all.
-    this.source.refuseDelayedSignal(
-      'client.signalWithStart',
-      input.options.workflowId,
-      optionalTsToMs(input.options.startDelay) ?? 0,
-    );
+    const delayMs = optionalTsToMs(input.options.startDelay) ?? 0;
+    this.source.refuseDelayedSignal('client.signalWithStart', input.options.workflowId, delayMs);
     const held: HeldRecords = [];
     const { originator, context } = await this.source.forStart(
       input.options.workflowId,
@@ -132,6 +129,7 @@ export class UserContextWorkflowClientInterceptor implements WorkflowClientInter
       action: 'client.signalWithStart',
       call: `signal:${input.signalName}`,
       held,
+      delayMs,
     });
     const headers = withHeader(withHeader(input.headers, ORIGINATOR_HEADER, originator), ACTOR_HEADER, actor);
     const options = mirrorOptions(input.options, context, originator, this.source.mirror);

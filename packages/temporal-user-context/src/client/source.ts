@@ -6,7 +6,7 @@ import { sameUserContext, type UserContext } from '../context/schema.js';
 import { sampleScheduledRunId } from '../context/scheduled-run-id.js';
 import type { Auditor } from '../audit/sinks.js';
 import type { IdentitySource } from '../audit/event.js';
-import type { BoundStart, ContextClaims, ScheduledAction } from '../crypto/claims.js';
+import { MAX_WINDOW, type BoundStart, type ContextClaims, type ScheduledAction } from '../crypto/claims.js';
 import type { KeyRing } from '../crypto/keyring.js';
 import { DEFAULT_WINDOW, issueContextToken, type IssueOptions } from '../crypto/issue.js';
 import { MAX_HEADER_BYTES, encodeHeader, type ContextHeader } from '../header/wire.js';
@@ -64,6 +64,8 @@ export interface ActorCall {
   call?: string | undefined;
   /** Allow records held until the whole call is prepared (signalWithStart, update-with-start). */
   held?: HeldRecords | undefined;
+  /** A `signalWithStart`'s start delay: the actor token's window is lengthened by it. */
+  delayMs?: number | undefined;
 }
 
 type Target = {
@@ -500,18 +502,20 @@ export class ContextSource {
   }
 
   /**
-   * Refuses a `signalWithStart` whose start is delayed past the actor token's window: the signal reaches
-   * its handler only once the run starts, where its sender would be refused as expired, for certain
-   * (found by review: the call was answered, and the signal's actor lost). Audited, before anything
-   * is issued.
+   * Refuses a `signalWithStart` whose start is delayed so long that no actor token could still be valid
+   * when its signal arrives (the actor window plus the delay past a day, the cap of an actor token's
+   * window). A shorter delay is covered: its actor token's window is lengthened by the delay
+   * ({@link forActor}'s `delayMs`). Found by review: the signal's actor was refused as expired once the
+   * run started; and then, by the round's review, that refusing every delay past the window broke
+   * `signalWithStart` to a running workflow, which the server signals at once (a debounce).
    */
   refuseDelayedSignal(action: string, workflowId: string, delayMs: number): void {
-    if (delayMs < this.actorWindowSeconds * 1000) return;
+    if (this.actorWindowSeconds + Math.ceil(delayMs / 1000) <= MAX_WINDOW.actor) return;
     this.refuse(
       action,
       new UserContextError(
         ErrorCodes.MISCONFIGURED,
-        `the start is delayed ${Math.ceil(delayMs / 1000)} s, past the actor token's window (${this.actorWindowSeconds} s): the signal's sender would be refused when it arrives; start, then signal, or raise actorWindowSeconds`,
+        `the start is delayed ${Math.ceil(delayMs / 1000)} s: with the actor window (${this.actorWindowSeconds} s), past the day an actor token may last, and the signal's sender would be refused when it arrives; start, then signal`,
       ),
       { workflowId },
       edgeUser(),
@@ -523,7 +527,7 @@ export class ContextSource {
    * one). An issued token binds the call (`call`: `signal:<name>`, `update:<name>`, `query:<name>`),
    * which the handler's workflow code states and workers compare (check 11).
    */
-  async forActor({ workflowId, action, runId, call, held }: ActorCall): Promise<ContextHeader> {
+  async forActor({ workflowId, action, runId, call, held, delayMs }: ActorCall): Promise<ContextHeader> {
     const { context, source, forward } = this.who(action, { workflowId, runId });
     // A worker forwards the originator it verified (the target's policy compares its pseudonyms); that
     // is a decision too, audited like an issue.
@@ -556,7 +560,8 @@ export class ContextSource {
       {
         use: 'actor',
         workflowId,
-        windowSeconds: this.actorWindowSeconds,
+        // A delayed start's signal arrives once the run starts: the window covers the delay too.
+        windowSeconds: this.actorWindowSeconds + Math.ceil((delayMs ?? 0) / 1000),
         ...(call !== undefined ? { call } : {}),
       },
       (header) =>

@@ -47,6 +47,25 @@ describe("an actor's activities", () => {
   });
 });
 
+describe('a delayed start', () => {
+  it("lengthens its signal's actor token by the delay: the signal acts once the run starts (found by review)", async () => {
+    const h = actorWindowed;
+    const handle = await runAsUser(alice, () =>
+      h.client.workflow.signalWithStart('interactive', {
+        taskQueue: h.taskQueue,
+        workflowId: `late-signal-${randomUUID()}`,
+        signal: 'go',
+        signalArgs: ['x'],
+        // Three times the 1 s window.
+        startDelay: '3 seconds',
+      }),
+    );
+    const result = (await handle.result()) as { notes: string[]; actorVerified?: UserContext };
+    expect(result.notes).toEqual(['signal:x']);
+    expect(result.actorVerified).toEqual(alice);
+  });
+});
+
 describe.each([
   ['header', header, headerWide],
   ['server', server, serverWide],
