@@ -324,7 +324,7 @@ export class ContextSource {
       ...settled.audit,
       action,
       decision: 'deny',
-      source: 'header',
+      source: settled.context ? 'header' : 'system',
       reason: refusal.code,
       userId: settled.context?.userId,
       workspaceId: settled.context?.workspaceId,

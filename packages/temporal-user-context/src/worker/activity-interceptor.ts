@@ -15,7 +15,12 @@ import {
 } from './decision.js';
 import { withServerLineage, type ActivityLineageCheck, type ConfirmedLineage } from './server-lineage.js';
 import { closeScope, enterActivityScope, type ActivityScope } from './scope.js';
-import { verifyOriginatorInParts, type ContextVerifier, type Verified } from './verifier.js';
+import {
+  TokenIssuedAheadError,
+  verifyOriginatorInParts,
+  type ContextVerifier,
+  type Verified,
+} from './verifier.js';
 
 export interface ActivityGuardOptions extends OriginatorChecks {
   verifier: ContextVerifier;
@@ -197,7 +202,21 @@ export class ActivityGuard implements ActivityInboundCallsInterceptor {
         auditAllowed(auditor, audit, 'activity.execute', verified);
       }
     } catch (err) {
-      const refusal = auditFailure(auditor, audit, 'activity.execute', err, { verified: identified });
+      let refusal: UserContextError;
+      try {
+        refusal = auditFailure(auditor, audit, 'activity.execute', err, { verified: identified });
+      } catch (thrown) {
+        // A token ahead of this worker's clock: tried again once the clock has caught up, not at once
+        // (found by the round's review: attempts failed in a row and used up a retry policy's count).
+        if (thrown instanceof TokenIssuedAheadError)
+          throw ApplicationFailure.create({
+            message: thrown.message,
+            type: thrown.name,
+            nonRetryable: false,
+            nextRetryDelay: `${thrown.aheadSeconds + 1}s`,
+          });
+        throw thrown;
+      }
       throw toApplicationFailure(refusal);
     }
     // The actor's refusal was recorded above: activity code that rethrows it (currentActor()) is not.

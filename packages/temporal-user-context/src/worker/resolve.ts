@@ -21,7 +21,7 @@ function scope(): ActivityScope {
       ...settled.audit,
       action: 'activity.resolve',
       decision: 'deny',
-      source: 'header',
+      source: settled.context ? 'header' : 'system',
       reason: err.code,
       userId: settled.context?.userId,
       workspaceId: settled.context?.workspaceId,

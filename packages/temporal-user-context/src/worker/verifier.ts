@@ -2,7 +2,7 @@ import { ErrorCodes, UserContextError } from '../context/errors.js';
 import { numberOption } from '../context/number-option.js';
 import { isScheduledRunOf } from '../context/scheduled-run-id.js';
 import { parseUserContext, type UserContext } from '../context/schema.js';
-import type { ContextClaims } from '../crypto/claims.js';
+import { MAX_WINDOW, type ContextClaims } from '../crypto/claims.js';
 import type { KeyRing } from '../crypto/keyring.js';
 import { openContextToken } from '../crypto/open.js';
 import type { ConfirmedLineage } from './server-lineage.js';
@@ -214,6 +214,14 @@ export class ContextVerifier {
     const at = facts.at !== undefined && facts.at > 0 && facts.at < current ? facts.at : current;
     if (Math.floor(at / 1000) > claims.exp + this.skew)
       throw new UserContextError(ErrorCodes.TOKEN_EXPIRED, 'actor token expired');
+    // Retries act for the actor for a day past the window at most: an activity that fails until later
+    // (a retry policy never gives up by default) must not carry the actor's authority for ever (found by
+    // the round's review).
+    if (Math.floor(current / 1000) > claims.exp + this.skew + MAX_WINDOW.actor)
+      throw new UserContextError(
+        ErrorCodes.TOKEN_EXPIRED,
+        'actor token expired: retried past a day after its window',
+      );
     checkBoundCall(claims, lin, this.requireBoundTokens);
     return { claims, context: this.contextOf(claims) };
   }

@@ -101,6 +101,27 @@ describe('peekUserContext', () => {
   });
 });
 
+describe('a token ahead of the worker clock', () => {
+  it('fails the attempt retryable, to be tried again once the clock has caught up (found by review)', async () => {
+    vi.useFakeTimers({ toFake: ['Date'] });
+    try {
+      // The token is issued now; the worker's clock is then a minute behind (30 s of skew tolerated).
+      const { env, audit } = await userActivityEnvironment({ user: alice });
+      vi.setSystemTime(Date.now() - 60_000);
+      const failure = await env.run(async () => currentUserContext()).catch((err: unknown) => err);
+      expect(failure).toMatchObject({ type: 'TokenIssuedAheadError', nonRetryable: false });
+      // Tried again when the token is no longer ahead: ~30 s on, not at once.
+      const delay = (failure as { nextRetryDelay?: unknown }).nextRetryDelay;
+      expect(delay).toBe('31s');
+      expect(audit.events.map((e) => [e.action, e.decision, e.reason])).toEqual([
+        ['activity.execute', 'deny', 'ERROR'],
+      ]);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});
+
 describe('userActivityEnvironment', () => {
   it('runs an activity as the user, verified and audited by the real guard', async () => {
     const { env, audit } = await userActivityEnvironment({

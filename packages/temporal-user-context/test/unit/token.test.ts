@@ -333,6 +333,15 @@ describe('context tokens', () => {
     expect(await codeOf(verifier.verifyActor({ ...header, lin }, { ...facts, at: 0 }))).toBe(
       ErrorCodes.TOKEN_EXPIRED,
     );
+    // Retries act for the actor for a day past the window at most (30 s of skew tolerated).
+    const dayLater = new ContextVerifier(worker, { now: () => (claims.exp + 30 + 86_400 + 1) * 1000 });
+    expect(await codeOf(dayLater.verifyActor({ ...header, lin }, { ...facts, at: within }))).toBe(
+      ErrorCodes.TOKEN_EXPIRED,
+    );
+    const justInside = new ContextVerifier(worker, { now: () => (claims.exp + 30 + 86_400) * 1000 });
+    expect(
+      await codeOf(justInside.verifyActor({ ...header, lin }, { ...facts, at: within })),
+    ).toBeUndefined();
   });
 
   it('a start token that binds its start holds only for a lineage stating that start (check 10)', async () => {
