@@ -1,6 +1,18 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 
+/** What code that may run in the workflow sandbox must not import. */
+const SANDBOX_SAFE = [
+  {
+    group: ['node:*', 'crypto', 'fs', 'path', 'os', 'jose', 'pino', 'pg'],
+    message: 'Sandbox-safe code must not import Node built-ins or key material.',
+  },
+  {
+    group: ['**/worker/**', '**/crypto/**', '**/client/**', '**/audit/**', '**/postgres/**'],
+    message: 'Sandbox-safe code imports only context/ and header/.',
+  },
+];
+
 export default tseslint.config(
   { ignores: ['**/node_modules/**', '**/dist/**', '.tools/**', '.data/**', 'bench/results/**'] },
   js.configs.recommended,
@@ -32,16 +44,7 @@ export default tseslint.config(
       'no-restricted-imports': [
         'error',
         {
-          patterns: [
-            {
-              group: ['node:*', 'crypto', 'fs', 'path', 'os', 'jose', 'pino', 'pg'],
-              message: 'Sandbox-safe code must not import Node built-ins or key material.',
-            },
-            {
-              group: ['**/worker/**', '**/crypto/**', '**/client/**', '**/audit/**', '**/postgres/**'],
-              message: 'Sandbox-safe code imports only context/ and header/.',
-            },
-          ],
+          patterns: [...SANDBOX_SAFE],
         },
       ],
     },
@@ -59,14 +62,7 @@ export default tseslint.config(
         'error',
         {
           patterns: [
-            {
-              group: ['node:*', 'crypto', 'fs', 'path', 'os', 'jose', 'pino', 'pg'],
-              message: 'Sandbox-safe code must not import Node built-ins or key material.',
-            },
-            {
-              group: ['**/worker/**', '**/crypto/**', '**/client/**', '**/audit/**', '**/postgres/**'],
-              message: 'Sandbox-safe code imports only context/ and header/.',
-            },
+            ...SANDBOX_SAFE,
             {
               group: ['zod', '**/context/schema*', '**/context/system-principal*', '**/header/schema*'],
               allowTypeImports: true,

@@ -47,10 +47,6 @@ function recordOrHold(record: () => void, held: HeldRecords | undefined): void {
 }
 
 /**
- * What a client call names in its records: its workflow (and run, for a handle's call) or its schedule;
- * a standalone call its activity, or its operation (`detail`).
- */
-/**
  * An actor token's call, by name: two of its strings (`runId`, `call`) were positional, in opposite
  * orders in two signatures (found by review), and a swap compiled.
  */
@@ -68,6 +64,10 @@ export interface ActorCall {
   delayMs?: number | undefined;
 }
 
+/**
+ * What a client call names in its records: its workflow (and run, for a handle's call) or its schedule;
+ * a standalone call its activity, or its operation (`detail`).
+ */
 type Target = {
   workflowId: string;
   runId?: string;

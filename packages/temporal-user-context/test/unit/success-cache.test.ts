@@ -114,14 +114,20 @@ describe('SuccessCache', () => {
     expect(calls).toHaveLength(before);
   });
 
-  it('with a TTL, looks a success up again once it is older than the TTL', async () => {
-    vi.useFakeTimers({ toFake: ['performance'] });
+  /** A cache with a 60 s TTL that holds `value` under `k`, and its controlled lookups. */
+  async function keptFor60s(value: string) {
     const cache = new SuccessCache<string>(2, 60_000);
     const { lookup, calls } = controlled<string>();
     const first = cache.get('k', lookup);
-    calls[0]!.resolve('old');
+    calls[0]!.resolve(value);
     await first;
     await settle();
+    return { cache, lookup, calls };
+  }
+
+  it('with a TTL, looks a success up again once it is older than the TTL', async () => {
+    vi.useFakeTimers({ toFake: ['performance'] });
+    const { cache, lookup, calls } = await keptFor60s('old');
     vi.advanceTimersByTime(59_000);
     expect(await cache.get('k', lookup)).toBe('old');
     vi.advanceTimersByTime(2_000);
@@ -133,12 +139,7 @@ describe('SuccessCache', () => {
 
   it('a TTL runs on a monotonic clock: the wall clock stepped back does not keep a success longer (found by review)', async () => {
     vi.useFakeTimers({ toFake: ['Date', 'performance'] });
-    const cache = new SuccessCache<string>(2, 60_000);
-    const { lookup, calls } = controlled<string>();
-    const first = cache.get('k', lookup);
-    calls[0]!.resolve('old');
-    await first;
-    await settle();
+    const { cache, lookup, calls } = await keptFor60s('old');
     // An NTP step back by an hour, then the TTL passes: looked up again all the same.
     vi.setSystemTime(Date.now() - 3_600_000);
     vi.advanceTimersByTime(61_000);
