@@ -8,6 +8,18 @@ export function idempotencyKey(header: string | undefined): string | undefined {
 }
 
 /**
+ * A keyed request's key (the checked `Idempotency-Key` header, unquoted) and the digest of what it asks
+ * for, which a retry with the key must match; `undefined` without a key.
+ */
+export function keyedRequest(
+  header: string | undefined,
+  digest: () => string,
+): { key: string; digest: string } | undefined {
+  const key = idempotencyKey(header);
+  return key === undefined ? undefined : { key, digest: digest() };
+}
+
+/**
  * The update id of an instruction sent with an idempotency key: the same for the same user, key and
  * instruction (a retry), another for anything else; a digest, so that neither the key nor the text
  * reaches Temporal's update id in clear.

@@ -6,7 +6,7 @@ import { AgentRepository, AgentRunRepository } from '../../data/repositories/ind
 import { WORKFLOW_TYPE, type AgentExecutionInput } from '../../workflows/agent-execution.js';
 import { MAX_TOTAL_STEPS_LIMIT, RunErrorCodes } from '../../workflows/run-policy.js';
 import type { RouteContext } from '../context.js';
-import { idempotencyKey, runRequestDigest } from '../idempotency.js';
+import { keyedRequest, runRequestDigest } from '../idempotency.js';
 import { ProblemError, notFound, publicErrorCode, quotaExceeded, toProblem } from '../problems.js';
 import { responses } from '../responses.js';
 import type { RunSettling } from '../run-settling.js';
@@ -74,9 +74,9 @@ export function registerRunRoutes(app: FastifyInstance, ctx: RouteContext, runs:
     },
     async (request, reply) => {
       const { agentId } = request.params;
-      const key = idempotencyKey(request.headers['idempotency-key']);
-      const idempotency =
-        key === undefined ? undefined : { key, digest: runRequestDigest(agentId, request.body) };
+      const idempotency = keyedRequest(request.headers['idempotency-key'], () =>
+        runRequestDigest(agentId, request.body),
+      );
       /**
        * The run's record, unless the workspace is at its limit of open runs; or the run this user started
        * with the same idempotency key (`replayed`), whatever the limit. A record of the key whose start

@@ -9,7 +9,7 @@ import { isUserContextError } from 'temporal-user-context';
 import { AgentRepository, ScheduleRepository } from '../../data/repositories/index.js';
 import { WORKFLOW_TYPE, type AgentExecutionInput } from '../../workflows/agent-execution.js';
 import type { RouteContext } from '../context.js';
-import { idempotencyKey, scheduleRequestDigest } from '../idempotency.js';
+import { keyedRequest, scheduleRequestDigest } from '../idempotency.js';
 import { ProblemError, notFound, quotaExceeded } from '../problems.js';
 import { responses } from '../responses.js';
 import {
@@ -88,9 +88,9 @@ export function registerScheduleRoutes(
       const { agentId } = request.params;
       const { everySeconds } = request.body;
       const { workspaceId } = user(request);
-      const key = idempotencyKey(request.headers['idempotency-key']);
-      const idempotency =
-        key === undefined ? undefined : { key, digest: scheduleRequestDigest(agentId, request.body) };
+      const idempotency = keyedRequest(request.headers['idempotency-key'], () =>
+        scheduleRequestDigest(agentId, request.body),
+      );
       // Membership and the agent are checked live before anything is listed.
       if (!(await scoped(request, (tx) => new AgentRepository(tx).get(agentId)))) throw notFound('agent');
       const scheduleId = `${SCHEDULE_PREFIX}${randomUUID()}`;
