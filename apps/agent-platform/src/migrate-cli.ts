@@ -4,6 +4,8 @@
 //
 // MIGRATE_BOOTSTRAP_ROLES=false when a DBA created `agent_owner` and `app_user` and this connects as
 // the owner; MIGRATE_DIRECTION=down (one migration, or MIGRATE_COUNT) to revert.
+// MIGRATE_LOCK_TIMEOUT_MS (default 5000): how long a migration waits for a table lock before it gives
+// up and is tried again (docs/operations.md, "Rolling out migrations").
 import { assertPlatformIsolation, openDatabase } from './config.js';
 import { migrate } from './data/migrate.js';
 
@@ -16,12 +18,19 @@ async function main(): Promise<void> {
     throw new Error('MIGRATE_COUNT must be a positive whole number');
   if (env.MIGRATE_BOOTSTRAP_ROLES && !['true', 'false'].includes(env.MIGRATE_BOOTSTRAP_ROLES))
     throw new Error('MIGRATE_BOOTSTRAP_ROLES must be true or false');
+  if (env.MIGRATE_LOCK_TIMEOUT_MS && !/^[1-9][0-9]{0,5}$/.test(env.MIGRATE_LOCK_TIMEOUT_MS))
+    throw new Error('MIGRATE_LOCK_TIMEOUT_MS must be a whole number of milliseconds from 1 to 600000');
   const database = await openDatabase();
   try {
     const ran = await migrate(database.db, {
       direction,
       ...(env.MIGRATE_COUNT ? { count: Number(env.MIGRATE_COUNT) } : {}),
       bootstrapRoles: env.MIGRATE_BOOTSTRAP_ROLES !== 'false',
+      ...(env.MIGRATE_LOCK_TIMEOUT_MS ? { lockTimeoutMs: Number(env.MIGRATE_LOCK_TIMEOUT_MS) } : {}),
+      log: (message) => {
+        // The retries after a lock wait: an operator watching the rollout sees why it takes longer.
+        if (message.startsWith('migrate: ')) console.error(message);
+      },
     });
     console.log(
       ran.length === 0

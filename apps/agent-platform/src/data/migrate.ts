@@ -31,9 +31,25 @@ export interface MigrateOptions {
   /** `up` (default) or `down`; `count` migrations (default all for up, 1 for down). */
   direction?: 'up' | 'down';
   count?: number;
-  /** Log lines from node-pg-migrate; silent by default. */
+  /** Log lines from node-pg-migrate, and each retry after a lock wait; silent by default. */
   log?: (message: string) => void;
+  /**
+   * How long a statement of a migration waits for a table lock before the migration gives up and is
+   * tried again (default 5 000 ms; migrations may set a longer one of their own). A migration whose
+   * lock is held by a long transaction then holds up the traffic queued behind it for this long, not
+   * until that transaction ends.
+   */
+  lockTimeoutMs?: number;
+  /**
+   * Tries of one migration that gave up on a lock (`55P03`) or was chosen to break a deadlock
+   * (`40P01`), with waits of 1, 2, 4, ... seconds (at most 30) between them (default 6). Up, each migration
+   * commits on its own, so a retry starts from the one that gave up; down, the whole rollback is tried again.
+   */
+  lockAttempts?: number;
 }
+
+/** SQLSTATEs of a migration that lost a lock to live traffic: trying it again may pass. */
+const LOCK_LOST = new Set(['55P03', '40P01']);
 
 /**
  * Applies the agent platform's migrations with node-pg-migrate, against a `pg` Pool or PGlite.
@@ -51,6 +67,13 @@ export async function migrate(db: SqlDatabase, options: MigrateOptions = {}): Pr
   // log's included.
   if (options.count !== undefined && !(Number.isInteger(options.count) && options.count >= 1))
     throw new Error('migrate: count must be an integer of at least 1');
+  const lockTimeoutMs = options.lockTimeoutMs ?? 5_000;
+  if (!(Number.isInteger(lockTimeoutMs) && lockTimeoutMs >= 1 && lockTimeoutMs <= 600_000))
+    throw new Error('migrate: lockTimeoutMs must be an integer from 1 to 600000');
+  const lockAttempts = options.lockAttempts ?? 6;
+  if (!(Number.isInteger(lockAttempts) && lockAttempts >= 1 && lockAttempts <= 100))
+    throw new Error('migrate: lockAttempts must be an integer from 1 to 100');
+  const log = options.log ?? (() => undefined);
   return db.session(async (session) => {
     if (options.bootstrapRoles !== false) await bootstrapRoles(session, ownerRole, appRole);
     // pgcrypto where it is installed already (CREATE EXTENSION IF NOT EXISTS would not move it).
@@ -72,26 +95,71 @@ export async function migrate(db: SqlDatabase, options: MigrateOptions = {}): Pr
     // `migrate` takes any SqlDatabase, not only this package's adapters.
     await session.exec(`SET ROLE ${quoteIdent(ownerRole)}`);
     // No statement limit for the migrations (an index built on a large table takes what it takes); the
-    // platform's connections have one (config.ts, POOL_LIMITS), which RESET brings back.
+    // platform's connections have one (config.ts, POOL_LIMITS), which RESET brings back. A limit on lock
+    // waits instead: a migration queued behind a long transaction holds up every statement queued
+    // behind it (found by review: 16 s of stalled requests behind one 20 s read).
     await session.exec('SET statement_timeout = 0');
+    await session.exec(`SET lock_timeout = '${lockTimeoutMs}ms'`);
     try {
-      return await runner({
-        dbClient: pgClientShim(session),
-        dir: MIGRATIONS_DIR,
-        migrationsTable: 'pgmigrations',
-        direction: options.direction ?? 'up',
-        ...(options.count !== undefined ? { count: options.count } : {}),
-        singleTransaction: true,
-        advisoryLockMode: 'wait',
-        checkOrder: true,
-        migrationLoaderStrategies: [{ extensions: ['.sql'], loader: sqlLoader(substitutions) }],
-        log: options.log ?? (() => undefined),
-      });
+      const run = (count: number | undefined) =>
+        withLockRetries(lockAttempts, log, () =>
+          runner({
+            dbClient: pgClientShim(session),
+            dir: MIGRATIONS_DIR,
+            migrationsTable: 'pgmigrations',
+            direction: options.direction ?? 'up',
+            ...(count !== undefined ? { count } : {}),
+            singleTransaction: true,
+            advisoryLockMode: 'wait',
+            checkOrder: true,
+            migrationLoaderStrategies: [{ extensions: ['.sql'], loader: sqlLoader(substitutions) }],
+            log,
+          }),
+        );
+      // A rollback (an operator's, in a maintenance window) lands whole or not at all: a down that
+      // refuses (0006's, while ids it cannot hold are stored) leaves the schema where it was.
+      if (options.direction === 'down') return await run(options.count);
+      // Up, one migration per transaction, each committed before the next takes its locks: all pending
+      // migrations in one transaction took one table's lock, then another's, against scopes taking them
+      // the other way round, and deadlocked with live traffic (found by review: a database three
+      // releases behind failed to upgrade twice out of two, stalling requests for 16-18 s each time).
+      const ran: RunMigration[] = [];
+      while (ran.length < (options.count ?? Number.POSITIVE_INFINITY)) {
+        const step = await run(1);
+        if (step.length === 0) break;
+        ran.push(...step);
+      }
+      return ran;
     } finally {
       await session.exec('RESET ROLE');
       await session.exec('RESET statement_timeout');
+      await session.exec('RESET lock_timeout');
     }
   });
+}
+
+/**
+ * `step` (one migration, in its own transaction, rolled back on failure), tried again while it loses a
+ * lock to live traffic, up to `attempts` tries.
+ */
+async function withLockRetries<T>(
+  attempts: number,
+  log: (message: string) => void,
+  step: () => Promise<T>,
+): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await step();
+    } catch (err) {
+      const code = (err as { code?: unknown } | null)?.code;
+      if (typeof code !== 'string' || !LOCK_LOST.has(code) || attempt >= attempts) throw err;
+      const waitMs = Math.min(30_000, 1_000 * 2 ** (attempt - 1));
+      log(
+        `migrate: ${code === '40P01' ? 'deadlock' : 'lock wait'} (${code}); try ${attempt + 1} of ${attempts} in ${waitMs} ms`,
+      );
+      await new Promise((resolve) => setTimeout(resolve, waitMs));
+    }
+  }
 }
 
 /**

@@ -1,3 +1,6 @@
+import { createHash } from 'node:crypto';
+import { readFile, readdir } from 'node:fs/promises';
+import { join } from 'node:path';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isUserContextError, parseUserContext } from 'temporal-user-context';
@@ -9,30 +12,36 @@ import {
 } from 'temporal-user-context/postgres';
 import { BACKENDS, type Backend } from '../../../../test-support/db-backends.js';
 import { createTestDatabase } from '../../../../test-support/postgres.js';
-import { migrate } from '../../src/data/migrate.js';
+import { MIGRATIONS_DIR, migrate } from '../../src/data/migrate.js';
 import { openPlatformDb } from './helpers.js';
 
-/** The platform's migrations, in order (written out: a file added or renamed must change this test). */
-const MIGRATIONS = [
-  '0001_tenancy',
-  '0002_agents',
-  '0003_audit_log',
-  '0004_agent_runs_one_per_workflow',
-  '0005_agent_runs_outlive_agents',
-  '0006_ids_from_identity_providers',
-  '0007_admin_writes_agents_documents',
-  '0008_agent_runs_open_index',
-  '0009_sealed_scopes',
-  '0010_tenant_keys_lead_with_workspace',
-  '0011_audit_records_from_the_sink_only',
-  '0012_agent_schedules',
-  '0013_authors_are_the_scope_user',
-  '0014_agent_schedules_name_their_agent',
-  '0015_run_idempotency_keys',
-  '0016_schedule_idempotency_keys',
-  '0017_listing_page_indexes',
-  '0018_seal_per_transaction_start_and_user_led_indexes',
+/**
+ * The platform's migrations, in order, each with the first 16 hex digits of its file's SHA-256. Written
+ * out: a file added, renamed or edited must change this test. An applied migration is frozen (found by
+ * review: one renamed and rewritten after release stopped every database that had applied it at
+ * `checkOrder`, and one fixed by hand kept the older SQL): a change goes into a new migration.
+ */
+const PINNED: ReadonlyArray<readonly [string, string]> = [
+  ['0001_tenancy', '11fabdf97a5bd298'],
+  ['0002_agents', '23612c6c5f727196'],
+  ['0003_audit_log', 'da4c553c0b537776'],
+  ['0004_agent_runs_one_per_workflow', 'fe854cbb84774edc'],
+  ['0005_agent_runs_outlive_agents', '6eb7c6b0d6090af7'],
+  ['0006_ids_from_identity_providers', 'e0cf26fd7f1fde50'],
+  ['0007_admin_writes_agents_documents', '0e81d51b5c786ba7'],
+  ['0008_agent_runs_open_index', '95b0c86d9ad3d06c'],
+  ['0009_sealed_scopes', 'ba0639d03c6a2114'],
+  ['0010_tenant_keys_lead_with_workspace', 'ae8fcfd867b66577'],
+  ['0011_audit_records_from_the_sink_only', 'e1cdd8fecfc7ab58'],
+  ['0012_agent_schedules', '3cfbe221a92f1fb7'],
+  ['0013_authors_are_the_scope_user', '1437bd2f86fc29e0'],
+  ['0014_agent_schedules_name_their_agent', '15d9c25b677400b6'],
+  ['0015_run_idempotency_keys', '2b1a6b1d6fb6f352'],
+  ['0016_schedule_idempotency_keys', '8eb119642dad47b2'],
+  ['0017_listing_page_indexes', 'd3d2ffdddc822938'],
+  ['0018_seal_per_transaction_start_and_user_led_indexes', 'df376b8840ec06a2'],
 ];
+const MIGRATIONS = PINNED.map(([name]) => name);
 
 const TENANT_TABLES = [
   'agent_runs',
@@ -43,6 +52,22 @@ const TENANT_TABLES = [
   'memberships',
   'workspaces',
 ];
+
+describe('agent platform migration files', () => {
+  it('are the pinned ones, unedited', async () => {
+    const files = (await readdir(MIGRATIONS_DIR)).filter((f) => f.endsWith('.sql')).sort();
+    const found = await Promise.all(
+      files.map(async (file) => [
+        file.slice(0, -'.sql'.length),
+        createHash('sha256')
+          .update(await readFile(join(MIGRATIONS_DIR, file)))
+          .digest('hex')
+          .slice(0, 16),
+      ]),
+    );
+    expect(found).toEqual(PINNED);
+  });
+});
 
 describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
   let b: Backend;
@@ -432,5 +457,56 @@ describe('agent platform migrations on postgres, from several processes at once'
         await database.drop();
       }
     }
+  });
+});
+
+describe('agent platform migrations on postgres, beside live traffic', () => {
+  const count = (name: string) => MIGRATIONS.indexOf(name) + 1;
+
+  it('give up a lock after lockTimeoutMs, keep what committed before, and try again', async () => {
+    const database = await createTestDatabase('migrate-locks');
+    const pool = new pg.Pool({ connectionString: database.url, max: 2 });
+    const traffic = new pg.Client({ connectionString: database.url });
+    try {
+      const db = fromPgPool(pool, { seal: true });
+      await migrate(db, { count: count('0013_authors_are_the_scope_user') });
+      await traffic.connect();
+      // A long read of agent_runs: 0015 needs that table exclusively (it adds columns).
+      await traffic.query('begin');
+      await traffic.query('select count(*) from agent_runs');
+      const applied = async () =>
+        (await pool.query<{ name: string }>('select name from pgmigrations order by id')).rows.map(
+          (r) => r.name,
+        );
+      // One try: 0015 gives up its lock wait, named; 0014 committed on its own before it (all pending
+      // migrations in one transaction rolled it back too, and held its locks until then).
+      const err = await migrate(db, { lockTimeoutMs: 100, lockAttempts: 1 }).catch((e: unknown) => e);
+      expect(err).toMatchObject({ code: '55P03' });
+      expect(await applied()).toEqual(MIGRATIONS.slice(0, count('0014_agent_schedules_name_their_agent')));
+      // Tries again while the read goes on, and passes once it ends.
+      const log: string[] = [];
+      const done = migrate(db, { lockTimeoutMs: 100, lockAttempts: 4, log: (m) => log.push(m) });
+      await new Promise((resolve) => setTimeout(resolve, 1_500));
+      await traffic.query('commit');
+      expect((await done).map((m) => m.name)).toEqual(
+        MIGRATIONS.slice(count('0014_agent_schedules_name_their_agent')),
+      );
+      expect(log).toContainEqual(
+        expect.stringMatching(/^migrate: lock wait \(55P03\); try 2 of 4 in 1000 ms$/),
+      );
+      expect(await applied()).toEqual(MIGRATIONS);
+    } finally {
+      await traffic.end().catch(() => undefined);
+      await pool.end();
+      await database.drop();
+    }
+  });
+
+  it('refuse lock settings outside their range', async () => {
+    const db = { session: () => Promise.reject(new Error('not reached')) } as unknown as Parameters<
+      typeof migrate
+    >[0];
+    await expect(migrate(db, { lockTimeoutMs: 0 })).rejects.toThrow(/lockTimeoutMs/);
+    await expect(migrate(db, { lockAttempts: 0.5 })).rejects.toThrow(/lockAttempts/);
   });
 });
