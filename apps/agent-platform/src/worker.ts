@@ -29,6 +29,7 @@ import {
   runtimeMetrics,
 } from './config.js';
 import { migrate } from './data/migrate.js';
+import { MembershipRepository } from './data/repositories/workspaces.js';
 import { providerFromEnv, type ModelProvider } from './providers/index.js';
 import { connectWorker } from './temporal.js';
 import { TASK_QUEUE } from './workflows/agent-execution.js';
@@ -48,6 +49,11 @@ export const WORKER_SHUTDOWN_FORCE_MS = 60_000;
 
 export interface CreateWorkerOptions {
   connection: NativeConnection;
+  /**
+   * How long before a role's grant a run's or an actor's token may have been issued and still get it
+   * (default 30 s); an older one is refused, `USER_CONTEXT_REVOKED` (migration 0019).
+   */
+  grantToleranceSeconds?: number;
   namespace?: string;
   taskQueue?: string;
   db: SqlDatabase;
@@ -68,7 +74,8 @@ export async function createWorker(options: CreateWorkerOptions): Promise<Worker
     // Not closed by anyone: counts still held in a window at exit are lost (main() passes its own).
     audit: options.audit ?? [workerDatabaseAudit(postgresAuditSink(options.db)), pinoAuditSink()],
     // The hook runs before the activity's scope exists: its database check records to the plugin's auditor.
-    isRevoked: (verified) => actorRemoved(options.db, verified, plugin.auditor),
+    isRevoked: (verified) =>
+      revokedByMembership(options.db, verified, plugin.auditor, options.grantToleranceSeconds),
     activityLineage: options.activityLineage ?? 'server',
   });
   return Worker.create({
@@ -90,18 +97,47 @@ export async function createWorker(options: CreateWorkerOptions): Promise<Worker
 }
 
 /**
- * The revocation hook: an actor (who sends a cancel or an instruction) must still be a member when the
- * worker acts on their word. A signal or update can wait for a worker up to the actor window, and the
- * member may have been removed meanwhile; `verifyActor()` then refuses it (`USER_CONTEXT_REVOKED`,
- * audited as `activity.actor`). Originators need no hook: every activity's database scope checks them.
+ * The revocation hook, for every token a worker verifies (the run's originator, an actor):
+ *
+ * - an actor (who sends a cancel or an instruction) must still be a member when the worker acts on
+ *   their word. A signal or update can wait for a worker up to the actor window, and the member may
+ *   have been removed meanwhile; `verifyActor()` then refuses it (`USER_CONTEXT_REVOKED`, audited as
+ *   `activity.actor`). An originator without a membership is left to the activity's own database
+ *   scope, which refuses it (`USER_CONTEXT_MEMBERSHIP_REVOKED`);
+ * - no token may use a role granted after it was issued (migration 0019): a run of a member removed and
+ *   added again, or started as admin by one demoted and promoted again since, is refused
+ *   (`USER_CONTEXT_REVOKED`) instead of going on as if nothing had happened (found by review).
  */
-async function actorRemoved(db: SqlDatabase, verified: Verified, auditor: Auditor): Promise<boolean> {
-  if (verified.claims.use !== 'actor') return false;
+async function revokedByMembership(
+  db: SqlDatabase,
+  verified: Verified,
+  auditor: Auditor,
+  toleranceSeconds?: number,
+): Promise<boolean> {
   try {
-    await withUserScope(db, verified.context, async () => undefined, { auditor, audit: activityIds() });
-    return false;
+    const late = await withUserScope(
+      db,
+      verified.context,
+      (tx) =>
+        new MembershipRepository(tx).grantedAfter(tx.effectiveRoles, verified.claims.iat, toleranceSeconds),
+      // The allow is the activity's own scope's to record: this check adds a record only when it refuses.
+      { auditor, audit: activityIds(), auditAllow: false },
+    );
+    if (late.length > 0)
+      auditor.emit({
+        ...activityIds(),
+        action: 'membership.grants',
+        decision: 'deny',
+        source: 'header',
+        reason: ErrorCodes.REVOKED,
+        userId: verified.context.userId,
+        workspaceId: verified.context.workspaceId,
+        tokenId: verified.claims.jti,
+        detail: `roles granted after the token was issued: ${late.join(',')}`,
+      });
+    return late.length > 0;
   } catch (err) {
-    if (isUserContextError(err, ErrorCodes.MEMBERSHIP_REVOKED)) return true;
+    if (isUserContextError(err, ErrorCodes.MEMBERSHIP_REVOKED)) return verified.claims.use === 'actor';
     throw err;
   }
 }

@@ -20,6 +20,7 @@ import {
 } from 'temporal-user-context';
 import type { ScopeAuditFields, SqlDatabase, UserScopeOptions } from 'temporal-user-context/postgres';
 import { AuthError, type VerifyBearer } from '../auth/verify.js';
+import { GRANT_TOLERANCE_SECONDS } from '../data/repositories/workspaces.js';
 import { TASK_QUEUE } from '../workflows/agent-execution.js';
 import { createRouteContext } from './context.js';
 import { ParserRefusals } from './parser-refusals.js';
@@ -59,6 +60,12 @@ export interface CreateApiOptions {
   logger?: boolean | { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' } | FastifyBaseLogger;
   /** Options for every withUserScope call (auditor, app role). */
   scope?: Omit<UserScopeOptions, 'requireRole'>;
+  /**
+   * How long before a role's grant a bearer token may have been issued and still get it (default 30 s:
+   * the identity provider's clock and the database's may differ); an older one is refused, 401
+   * `AUTH_STALE` (migration 0019).
+   */
+  grantToleranceSeconds?: number;
   /**
    * How long a call only a worker can answer may wait: the `addInstruction` update (then 504
    * `INSTRUCTION_TIMEOUT`) and the `progress` query (then the status comes without progress).
@@ -288,7 +295,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     if (body.status === 401)
       void reply.header(
         'www-authenticate',
-        (body.code === 'AUTH_INVALID' || body.code === 'AUTH_EXPIRED') &&
+        (body.code === 'AUTH_INVALID' || body.code === 'AUTH_EXPIRED' || body.code === 'AUTH_STALE') &&
           /^Bearer [A-Za-z0-9._~+/=-]+$/i.test(request.headers.authorization ?? '')
           ? 'Bearer error="invalid_token"'
           : 'Bearer',
@@ -401,7 +408,9 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     const match = /^Bearer ([A-Za-z0-9._~+/=-]+)$/i.exec(header);
     // A credential was sent, in a form this API does not take (another scheme, text after the token).
     if (!match?.[1]) throw new AuthError('AUTH_INVALID', 'a bearer token is required');
-    request.userContext = await options.verify(match[1]);
+    const identity = await options.verify(match[1]);
+    request.userContext = identity.context;
+    request.tokenIssuedAt = identity.issuedAt;
     // Before the body is read: a request to another workspace is refused (and audited) as such,
     // whatever its body (malformed, too large, of another type), not answered 400 or 413 without a
     // record. The router has set the path's parameters by now.
@@ -421,6 +430,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     temporalTimeoutMs,
     scheduleRowStaleMs,
     scope: options.scope,
+    grantToleranceSeconds: options.grantToleranceSeconds ?? GRANT_TOLERANCE_SECONDS,
     mirrorQuery: options.mirrorQuery,
     auditor,
     audit,

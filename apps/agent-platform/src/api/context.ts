@@ -13,12 +13,15 @@ import {
   type UserScopeOptions,
 } from 'temporal-user-context/postgres';
 import { AuthError } from '../auth/verify.js';
+import { MembershipRepository } from '../data/repositories/workspaces.js';
 import type { Quotas } from './quotas.js';
 import type { UnfinishedWork } from './unfinished-work.js';
 
 declare module 'fastify' {
   interface FastifyRequest {
     userContext?: UserContext;
+    /** The bearer token's `iat` (epoch seconds). */
+    tokenIssuedAt?: number;
   }
 }
 
@@ -35,6 +38,8 @@ export interface RouteContext {
   readonly scheduleRowStaleMs: number;
   /** Options for every withUserScope call (auditor, app role). */
   readonly scope: Omit<UserScopeOptions, 'requireRole'> | undefined;
+  /** How long before a role's grant a bearer token may be issued and still get it (`CreateApiOptions`). */
+  readonly grantToleranceSeconds: number;
   /** The edge plugin's `mirrorQuery` (see `CreateApiOptions`). */
   readonly mirrorQuery: ((ids: MirrorQueryIds) => string) | undefined;
   readonly auditor: Auditor;
@@ -97,7 +102,25 @@ export function createRouteContext(parts: RouteContextParts): RouteContext {
     withUserScope(
       db,
       user(request),
-      (tx) => {
+      async (tx) => {
+        // A token issued before a role it names was granted (a member removed and added again, an admin
+        // demoted and promoted again) is refused, whole: its holder signs in again (found by review).
+        const issuedAt = request.tokenIssuedAt;
+        const late =
+          issuedAt === undefined
+            ? tx.effectiveRoles
+            : await new MembershipRepository(tx).grantedAfter(
+                tx.effectiveRoles,
+                issuedAt,
+                parts.grantToleranceSeconds,
+              );
+        if (late.length > 0)
+          throw refused(
+            request,
+            'api.auth',
+            new AuthError('AUTH_STALE', 'token issued before the membership or role it needs: sign in again'),
+            `roles granted after the token was issued: ${late.join(',')}`,
+          );
         effectiveRoles.set(request, tx.effectiveRoles);
         return fn(tx);
       },

@@ -46,7 +46,7 @@ export const problemResponse = (description: string) => ({
  */
 export const errors = {
   400: problemResponse('VALIDATION_FAILED, BAD_REQUEST'),
-  401: problemResponse('AUTH_MISSING, AUTH_INVALID, AUTH_EXPIRED'),
+  401: problemResponse('AUTH_MISSING, AUTH_INVALID, AUTH_EXPIRED, AUTH_STALE'),
   403: problemResponse('WORKSPACE_MISMATCH, FORBIDDEN, and the user-context codes that forbid'),
   404: problemResponse('NOT_FOUND, RUN_NOT_FOUND, AGENT_NOT_FOUND, SCHEDULE_NOT_FOUND'),
   '4xx': problemResponse('a request refused by its state or size: see docs/agent-platform.md, Errors'),

@@ -13,7 +13,14 @@ export interface DevIssuer {
   audience: string;
   /** Public keys, as a JWKS document. */
   jwks: { keys: JWK[] };
-  mint(claims: { user: string; workspace: string; roles: string[]; expiresIn?: string }): Promise<string>;
+  mint(claims: {
+    user: string;
+    workspace: string;
+    roles: string[];
+    expiresIn?: string;
+    /** Its `iat`, epoch seconds (default now): a token obtained earlier. */
+    issuedAt?: number;
+  }): Promise<string>;
 }
 
 interface StoredKey {
@@ -56,13 +63,13 @@ async function devIssuerFromKey(
     issuer,
     audience,
     jwks: { keys: [publicJwk] },
-    mint: ({ user, workspace, roles, expiresIn }) =>
+    mint: ({ user, workspace, roles, expiresIn, issuedAt }) =>
       new SignJWT({ workspace_id: workspace, roles })
         .setProtectedHeader({ alg: ALG, kid: stored.kid, typ: 'JWT' })
         .setSubject(user)
         .setIssuer(issuer)
         .setAudience(audience)
-        .setIssuedAt()
+        .setIssuedAt(issuedAt)
         .setExpirationTime(expiresIn ?? '1h')
         .sign(key),
   };

@@ -35,14 +35,21 @@ export const DEFAULT_MAX_TOKEN_AGE_SECONDS = 86_400;
 /** Why a bearer token was refused (401 problems; `AUTH_UNAVAILABLE` is a 503: retry later). */
 export class AuthError extends Error {
   constructor(
-    readonly code: 'AUTH_MISSING' | 'AUTH_INVALID' | 'AUTH_EXPIRED' | 'AUTH_UNAVAILABLE',
+    readonly code: 'AUTH_MISSING' | 'AUTH_INVALID' | 'AUTH_EXPIRED' | 'AUTH_STALE' | 'AUTH_UNAVAILABLE',
     message: string,
   ) {
     super(message);
   }
 }
 
-export type VerifyBearer = (token: string) => Promise<UserContext>;
+/** Who a verified bearer token names, and when it was issued. */
+export interface BearerIdentity {
+  context: UserContext;
+  /** The token's `iat`, epoch seconds: a role granted after it is not the token's (migration 0019). */
+  issuedAt: number;
+}
+
+export type VerifyBearer = (token: string) => Promise<BearerIdentity>;
 
 /**
  * Verifies a bearer JWT (ES256/RS256/EdDSA only, issuer and audience pinned, `exp`, `iat` and `sub`
@@ -94,11 +101,13 @@ export function createVerifier(options: AuthOptions): VerifyBearer {
       throw new AuthError('AUTH_INVALID', 'token invalid');
     }
     try {
-      return parseUserContext({
+      const context = parseUserContext({
         userId: payload.sub,
         workspaceId: payload.workspace_id,
         roles: payload.roles,
       });
+      // Required above, and a number: jose checked it against the maximum age.
+      return { context, issuedAt: payload.iat! };
     } catch {
       throw new AuthError('AUTH_INVALID', 'token claims invalid');
     }

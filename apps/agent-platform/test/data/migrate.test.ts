@@ -40,6 +40,7 @@ const PINNED: ReadonlyArray<readonly [string, string]> = [
   ['0016_schedule_idempotency_keys', '8eb119642dad47b2'],
   ['0017_listing_page_indexes', 'd3d2ffdddc822938'],
   ['0018_seal_per_transaction_start_and_user_led_indexes', 'df376b8840ec06a2'],
+  ['0019_membership_role_grants', '5427cf2832872650'],
 ];
 const MIGRATIONS = PINNED.map(([name]) => name);
 
@@ -305,6 +306,42 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
     ]);
     await b.admin.query(`delete from agent_runs where id = $1`, [runId]);
     await b.admin.query(`delete from agents where id = $1`, [agentId]);
+  });
+
+  it('0019: dates each role by its grant, whoever writes the row, and no scope dates one back', async () => {
+    const since = async (user: string) =>
+      (
+        await b.admin.query<{ role_since: Record<string, string> }>(
+          `select role_since from memberships where workspace_id = 'ws-a' and user_id = $1`,
+          [user],
+        )
+      ).rows[0]?.role_since;
+    await b.admin.query(
+      `insert into memberships (workspace_id, user_id, roles, role_since)
+       values ('ws-a', 'grantee', '{member}', '{"member": "2000-01-01T00:00:00+00:00", "admin": "2000-01-01T00:00:00+00:00"}')`,
+    );
+    const first = await since('grantee');
+    expect(Object.keys(first!)).toEqual(['member']);
+    expect(Date.parse(first!.member!)).toBeGreaterThan(Date.parse('2026-01-01'));
+    // An admin's scope raises the member to admin, and tries to date both grants back.
+    const admin = parseUserContext({ userId: 'alice', workspaceId: 'ws-a', roles: ['admin', 'member'] });
+    await withUserScope(b.db, admin, (tx) =>
+      tx.query(
+        `update memberships set roles = '{member,admin}',
+                role_since = '{"member": "2000-01-01T00:00:00+00:00", "admin": "2000-01-01T00:00:00+00:00"}'
+          where user_id = 'grantee'`,
+      ),
+    );
+    const raised = await since('grantee');
+    // The role held already keeps its time; the new one gets the transaction's.
+    expect(raised!.member).toBe(first!.member);
+    expect(Date.parse(raised!.admin!)).toBeGreaterThan(Date.parse(first!.member!));
+    // Taken away and given again: a new grant.
+    await b.admin.query(`update memberships set roles = '{member}' where user_id = 'grantee'`);
+    expect(Object.keys((await since('grantee'))!)).toEqual(['member']);
+    await b.admin.query(`update memberships set roles = '{member,admin}' where user_id = 'grantee'`);
+    expect(Date.parse((await since('grantee'))!.admin!)).toBeGreaterThan(Date.parse(raised!.admin!));
+    await b.admin.query(`delete from memberships where user_id = 'grantee'`);
   });
 
   it('0004 leaves one run record per workflow and workspace, the one its workflow wrote to', async () => {

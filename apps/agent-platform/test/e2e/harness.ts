@@ -16,7 +16,7 @@ import { createVerifier } from '../../src/auth/verify.js';
 import { migrate } from '../../src/data/migrate.js';
 import type { ModelProvider } from '../../src/providers/index.js';
 import { seedDemo } from '../../src/seed.js';
-import { createWorker } from '../../src/worker.js';
+import { createWorker, type CreateWorkerOptions } from '../../src/worker.js';
 
 export type Json = Record<string, unknown>;
 export type Call = (
@@ -51,7 +51,7 @@ export interface Platform {
   /** Audit events of the worker's plugin (and its activities' database scopes). */
   workerAudit: ReturnType<typeof memoryAuditSink>;
   /** Runs `fn` while a worker like the harness's polls {@link idleTaskQueue}. */
-  withIdleWorker<T>(fn: () => Promise<T>): Promise<T>;
+  withIdleWorker<T>(fn: () => Promise<T>, options?: Partial<CreateWorkerOptions>): Promise<T>;
   /** The API's plugin (search-attribute mirror on: pseudonyms) and its key ring. */
   edge: UserContextPlugin;
   edgeRing: KeyRing;
@@ -106,7 +106,7 @@ export async function startPlatform(options: {
   const nativeConnection = await NativeConnection.connect({ address });
   const workerAudit = memoryAuditSink();
   /** The platform's worker on `queue`, auditing into {@link workerAudit}. */
-  const workerOn = (queue: string): Promise<Worker> =>
+  const workerOn = (queue: string, more: Partial<CreateWorkerOptions> = {}): Promise<Worker> =>
     createWorker({
       connection: nativeConnection,
       namespace,
@@ -115,6 +115,7 @@ export async function startPlatform(options: {
       keys: KeyRing.fromJSON(keys.worker),
       audit: [workerAudit],
       ...(options.provider ? { provider: options.provider } : {}),
+      ...more,
     });
   const worker = await workerOn(taskQueue);
   const running = worker.run();
@@ -195,8 +196,8 @@ export async function startPlatform(options: {
     idleTaskQueue,
     apiAudit,
     workerAudit,
-    async withIdleWorker(fn) {
-      return (await workerOn(idleTaskQueue)).runUntil(fn);
+    async withIdleWorker(fn, more) {
+      return (await workerOn(idleTaskQueue, more)).runUntil(fn);
     },
     edge,
     edgeRing,

@@ -1011,3 +1011,128 @@ describe('closing the API', () => {
     expect((await answer).json()).toEqual({ runId, status: 'running' });
   });
 });
+
+describe('tokens issued before a grant (migration 0019)', () => {
+  // The clocks' tolerance (30 s by default) set to none, so that a grant a second after a token counts.
+  const strict = () => otherApi(p, { grantToleranceSeconds: 0 });
+  const second = () => new Promise((resolve) => setTimeout(resolve, 1_100));
+  const as = (api: FastifyInstance, token: string, method: 'GET' | 'POST', url: string, payload?: Json) =>
+    api
+      .inject({ method, url, headers: { authorization: `Bearer ${token}` }, ...(payload ? { payload } : {}) })
+      .then((res) => ({ status: res.statusCode, body: res.body ? (JSON.parse(res.body) as Json) : {} }));
+
+  it('a member removed and added again: the tokens of before stay refused, a new one passes', async () => {
+    const api = await strict();
+    try {
+      expect(
+        (await p.call('carol', 'POST', '/workspaces/ws-acme/members', { userId: 'hank', roles: ['member'] }))
+          .statusCode,
+      ).toBe(201);
+      await second();
+      const before = await p.issuer.mint({ user: 'hank', workspace: 'ws-acme', roles: ['member'] });
+      expect((await as(api, before, 'GET', '/workspaces/ws-acme/agents')).status).toBe(200);
+      expect((await p.call('carol', 'DELETE', '/workspaces/ws-acme/members/hank')).statusCode).toBe(204);
+      await second();
+      expect(
+        (await p.call('carol', 'POST', '/workspaces/ws-acme/members', { userId: 'hank', roles: ['member'] }))
+          .statusCode,
+      ).toBe(201);
+      const stale = await api.inject({
+        method: 'GET',
+        url: '/workspaces/ws-acme/agents',
+        headers: { authorization: `Bearer ${before}` },
+      });
+      expect(stale.statusCode).toBe(401);
+      expect(JSON.parse(stale.body)).toMatchObject({ code: 'AUTH_STALE' });
+      // A client refreshes its token on this answer (RFC 6750), as for an expired one.
+      expect(stale.headers['www-authenticate']).toBe('Bearer error="invalid_token"');
+      expect(p.apiAudit.events).toContainEqual(
+        expect.objectContaining({
+          action: 'api.auth',
+          decision: 'deny',
+          reason: 'AUTH_STALE',
+          userId: 'hank',
+          detail: 'roles granted after the token was issued: member',
+        }),
+      );
+      await second();
+      const after = await p.issuer.mint({ user: 'hank', workspace: 'ws-acme', roles: ['member'] });
+      expect((await as(api, after, 'GET', '/workspaces/ws-acme/agents')).status).toBe(200);
+    } finally {
+      await api.close();
+    }
+  });
+
+  it('an admin demoted and promoted again: an admin token of before is refused, a member token of before is not', async () => {
+    const api = await strict();
+    try {
+      await p.call('carol', 'POST', '/workspaces/ws-acme/members', {
+        userId: 'ivy',
+        roles: ['admin', 'member'],
+      });
+      await second();
+      const adminBefore = await p.issuer.mint({
+        user: 'ivy',
+        workspace: 'ws-acme',
+        roles: ['admin', 'member'],
+      });
+      const memberBefore = await p.issuer.mint({ user: 'ivy', workspace: 'ws-acme', roles: ['member'] });
+      expect(
+        (await p.call('carol', 'POST', '/workspaces/ws-acme/members', { userId: 'ivy', roles: ['member'] }))
+          .statusCode,
+      ).toBe(200);
+      await second();
+      expect(
+        (
+          await p.call('carol', 'POST', '/workspaces/ws-acme/members', {
+            userId: 'ivy',
+            roles: ['admin', 'member'],
+          })
+        ).statusCode,
+      ).toBe(200);
+      const refused = await as(api, adminBefore, 'GET', '/workspaces/ws-acme/members');
+      expect(refused).toMatchObject({ status: 401, body: { code: 'AUTH_STALE' } });
+      // The member role was held all along: a token that names only it still passes.
+      expect((await as(api, memberBefore, 'GET', '/workspaces/ws-acme/agents')).status).toBe(200);
+      // The role's time is the database's: a scope cannot date its grant back.
+      const { rows } = await p.pool.query<{ member: string; admin: string }>(
+        `select role_since ->> 'member' as member, role_since ->> 'admin' as admin from memberships
+          where workspace_id = 'ws-acme' and user_id = 'ivy'`,
+      );
+      expect(Date.parse(rows[0]!.admin)).toBeGreaterThan(Date.parse(rows[0]!.member));
+    } finally {
+      await api.close();
+    }
+  });
+
+  it('a run of a member removed and added again is refused at its next activity, not carried on as theirs', async () => {
+    await p.call('carol', 'POST', '/workspaces/ws-acme/members', { userId: 'jade', roles: ['member'] });
+    await second();
+    p.tokens.jade = await p.issuer.mint({ user: 'jade', workspace: 'ws-acme', roles: ['member'] });
+    // Started while no worker polls its queue: its first activity runs after the removal and re-add.
+    const res = await p.idleCall('jade', 'POST', `/workspaces/ws-acme/agents/${acmeAgent()}/runs`, {
+      input: 'Tell me about roadmap',
+    });
+    expect(res.statusCode).toBe(202);
+    const workflowId = res.body_.workflowId as string;
+    await second();
+    expect((await p.call('carol', 'DELETE', '/workspaces/ws-acme/members/jade')).statusCode).toBe(204);
+    expect(
+      (await p.call('carol', 'POST', '/workspaces/ws-acme/members', { userId: 'jade', roles: ['member'] }))
+        .statusCode,
+    ).toBe(201);
+    await p.withIdleWorker(() => closed(workflowId), { grantToleranceSeconds: 0 });
+    const described = await p.client.workflow.getHandle(workflowId).describe();
+    expect(described.status.name).toBe('FAILED');
+    expect(
+      p.workerAudit.events
+        .filter((e) => e.workflowId === workflowId && e.decision === 'deny')
+        .map((e) => [e.action, e.reason]),
+    ).toEqual(
+      expect.arrayContaining([
+        ['membership.grants', ErrorCodes.REVOKED],
+        ['activity.execute', ErrorCodes.REVOKED],
+      ]),
+    );
+  });
+});

@@ -57,11 +57,12 @@ const codeOf = (p: Promise<unknown>) => codeOfType(p, AuthError);
 describe('bearer tokens against a remote JWKS', () => {
   it('accepts a token signed with a served key and maps its claims', async () => {
     const verify = createVerifier({ jwks: url, issuer, audience });
-    expect(await verify(await token(key))).toEqual({
-      userId: 'alice',
-      workspaceId: 'ws-acme',
-      roles: ['member'],
-    });
+    const before = Math.floor(Date.now() / 1000);
+    const identity = await verify(await token(key));
+    expect(identity.context).toEqual({ userId: 'alice', workspaceId: 'ws-acme', roles: ['member'] });
+    // The token's own `iat`, which the grant check compares with the membership's roles.
+    expect(identity.issuedAt).toBeGreaterThanOrEqual(before);
+    expect(identity.issuedAt).toBeLessThanOrEqual(Math.ceil(Date.now() / 1000));
     expect(fetches).toBeGreaterThan(0);
   });
 
@@ -84,7 +85,7 @@ describe('bearer tokens against a remote JWKS', () => {
     } finally {
       up = true;
     }
-    expect((await verify(await token(key))).userId).toBe('alice');
+    expect((await verify(await token(key))).context.userId).toBe('alice');
     // Nothing listening at all is the same answer; a bad token stays AUTH_INVALID while the set is up.
     const closed = createVerifier({ jwks: 'http://127.0.0.1:1/jwks', issuer, audience });
     expect(await codeOf(closed(await token(key)))).toBe('AUTH_UNAVAILABLE');
@@ -95,12 +96,12 @@ describe('bearer tokens against a remote JWKS', () => {
   it('stops taking a withdrawn key once its cache of the key set ends (jwksCacheSeconds)', async () => {
     const verify = createVerifier({ jwks: url, issuer, audience, jwksCacheSeconds: 1 });
     const signed = await token(key);
-    expect((await verify(signed)).userId).toBe('alice');
+    expect((await verify(signed)).context.userId).toBe('alice');
     const kept = served;
     served = { keys: [] };
     try {
       // Within the cache, the key set it fetched still answers.
-      expect((await verify(signed)).userId).toBe('alice');
+      expect((await verify(signed)).context.userId).toBe('alice');
       await new Promise((r) => setTimeout(r, 1100));
       expect(await codeOf(verify(signed))).toBe('AUTH_INVALID');
     } finally {

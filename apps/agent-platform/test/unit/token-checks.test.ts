@@ -47,8 +47,8 @@ const codeOf = (p: Promise<unknown>) => codeOfType(p, AuthError);
 describe('token time checks', () => {
   it('accepts a fresh token, and an `iat` ahead by less than the clock tolerance', async () => {
     const verify = verifier();
-    expect((await verify(await token())).userId).toBe('alice');
-    expect((await verify(await token({ iat: 20 }))).userId).toBe('alice');
+    expect((await verify(await token())).context.userId).toBe('alice');
+    expect((await verify(await token({ iat: 20 }))).context.userId).toBe('alice');
   });
 
   it('refuses an `iat` in the future beyond the clock tolerance (AUTH_INVALID)', async () => {
@@ -114,7 +114,7 @@ describe('token type', () => {
       roles: ['member'],
       expiresIn: '8h',
     });
-    expect((await verify(minted)).userId).toBe('alice');
+    expect((await verify(minted)).context.userId).toBe('alice');
   });
 });
 

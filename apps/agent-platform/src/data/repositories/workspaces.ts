@@ -25,6 +25,12 @@ export interface Membership {
   roles: string[];
 }
 
+/**
+ * How much earlier than a role's grant a token may be issued and still get it: the identity provider's
+ * clock and the database's may differ (the API's bearer check allows 30 s too).
+ */
+export const GRANT_TOLERANCE_SECONDS = 30;
+
 /** The scope's workspace. RLS shows only the current one, so there is nothing to list. */
 export class WorkspaceRepository {
   constructor(private readonly scope: Scope) {}
@@ -51,6 +57,26 @@ export class MembershipRepository {
       [this.scope.context.userId],
     );
     return rows[0] ? toMembership(rows[0]) : undefined;
+  }
+
+  /**
+   * Which of `roles` the scope's user was granted after `issuedAt` (epoch seconds, a token's `iat`) plus
+   * `toleranceSeconds` (default {@link GRANT_TOLERANCE_SECONDS}), or holds no more: those a token issued then must not get (migration
+   * 0019). A membership removed and added again, or a role taken away and given again, is granted anew,
+   * so the tokens of before do not come back with it.
+   */
+  async grantedAfter(
+    roles: readonly string[],
+    issuedAt: number,
+    toleranceSeconds = GRANT_TOLERANCE_SECONDS,
+  ): Promise<string[]> {
+    const { rows } = await this.scope.query<{ role: string }>(
+      `select r as role from unnest($1::text[]) as r
+        where coalesce((select (m.role_since ->> r)::timestamptz from memberships m where m.user_id = $2),
+                       'infinity') > to_timestamp($3::double precision)`,
+      [[...roles], this.scope.context.userId, issuedAt + toleranceSeconds],
+    );
+    return rows.map((r) => r.role);
   }
 
   async list(): Promise<Membership[]> {
