@@ -33,13 +33,13 @@ export function tokenChecksFromEnv(
   const cache = env.AUTH_JWKS_CACHE_SECONDS;
   if (age && !/^[1-9][0-9]{0,8}$/.test(age))
     throw new Error('AUTH_MAX_TOKEN_AGE_SECONDS must be a positive whole number of seconds');
-  if (type && !/^[A-Za-z0-9][A-Za-z0-9.+/-]{0,63}$/.test(type))
-    throw new Error('AUTH_TOKEN_TYPE must be a media type such as at+jwt or JWT');
+  if (type && type !== 'any' && !/^[A-Za-z0-9][A-Za-z0-9.+/-]{0,63}$/.test(type))
+    throw new Error('AUTH_TOKEN_TYPE must be a media type such as at+jwt or JWT, or any');
   if (cache && !/^[1-9][0-9]{0,5}$/.test(cache))
     throw new Error('AUTH_JWKS_CACHE_SECONDS must be a positive whole number of seconds');
   return {
     ...(age ? { maxTokenAgeSeconds: Number(age) } : {}),
-    ...(type ? { tokenType: type } : {}),
+    ...(type && type !== 'any' ? { tokenType: type } : {}),
     ...(cache ? { jwksCacheSeconds: Number(cache) } : {}),
   };
 }
@@ -50,6 +50,13 @@ export async function authFromEnv(env: NodeJS.ProcessEnv = process.env): Promise
   if (env.AUTH_JWKS_URL) {
     if (!env.AUTH_ISSUER || !env.AUTH_AUDIENCE)
       throw new Error('AUTH_JWKS_URL needs AUTH_ISSUER and AUTH_AUDIENCE');
+    // Found by review: with no `typ` check, any token the provider signs for the audience passes, an
+    // OpenID Connect ID token among them (a common mistake sets the audience to the client id, which
+    // is what ID tokens name). In production the choice is made out loud.
+    if (env.NODE_ENV === 'production' && !env.AUTH_TOKEN_TYPE)
+      throw new Error(
+        "set AUTH_TOKEN_TYPE to the `typ` of your provider's access tokens (at+jwt for RFC 9068 ones), or to any to take every token it signs for AUTH_AUDIENCE",
+      );
     return { jwks: env.AUTH_JWKS_URL, issuer: env.AUTH_ISSUER, audience: env.AUTH_AUDIENCE, ...checks };
   }
   if (env.NODE_ENV === 'production') throw new Error('set AUTH_JWKS_URL, AUTH_ISSUER and AUTH_AUDIENCE');

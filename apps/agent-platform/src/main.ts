@@ -201,13 +201,12 @@ async function main(): Promise<void> {
   await app.listen({ port: API_PORT, host: '127.0.0.1' });
   if (stopping) return;
 
-  const issuer = await loadDevIssuer();
-  const token = await issuer.mint({
-    user: 'alice',
-    workspace: 'ws-acme',
-    roles: ['member'],
-    expiresIn: '8h',
-  });
+  // With an identity provider configured the API takes its tokens only: a dev token would be refused.
+  const token = process.env.AUTH_JWKS_URL
+    ? '<a token of your identity provider for alice>'
+    : await (
+        await loadDevIssuer()
+      ).mint({ user: 'alice', workspace: 'ws-acme', roles: ['member'], expiresIn: '8h' });
   const api = `http://127.0.0.1:${API_PORT}`;
   console.log(`
 Agent platform is running (data in ${DATA_DIR}, database: ${database.kind})

@@ -1,4 +1,4 @@
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, lstatSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { SignJWT, exportJWK, generateKeyPair, importJWK, type JWK } from 'jose';
 import { DATA_DIR } from '../config.js';
@@ -34,12 +34,20 @@ export async function loadDevIssuer(
 ): Promise<DevIssuer> {
   let stored: StoredKey;
   if (existsSync(file)) {
+    // Whoever can write this key mints any user's tokens, and whoever can read it too (found by review:
+    // a data directory under /tmp can be seeded by another local user). Not followed through a link.
+    const info = lstatSync(file);
+    if (!info.isFile() || (info.mode & 0o077) !== 0 || (process.getuid && info.uid !== process.getuid()))
+      throw new Error(
+        `${file}: the dev issuer's key must be a file of this user that no one else may read or write (chmod 600), not a link`,
+      );
     stored = JSON.parse(readFileSync(file, 'utf8')) as StoredKey;
   } else {
     const { privateKey } = await generateKeyPair(ALG, { extractable: true });
     stored = { kid: `dev-${Date.now().toString(36)}`, privateJwk: await exportJWK(privateKey) };
     mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
-    writeFileSync(file, JSON.stringify(stored), { mode: 0o600 });
+    // `wx`: a file or link planted meanwhile is not written through.
+    writeFileSync(file, JSON.stringify(stored), { mode: 0o600, flag: 'wx' });
   }
   return devIssuerFromKey(stored, options);
 }

@@ -157,4 +157,22 @@ describe('configuration', () => {
       tokenType: 'at+jwt',
     });
   });
+
+  it('in production, makes the token type a choice: an ID token would otherwise pass for an access token', async () => {
+    const provider = {
+      AUTH_JWKS_URL: 'https://idp.example/jwks',
+      AUTH_ISSUER: issuer,
+      AUTH_AUDIENCE: audience,
+    };
+    await expect(authFromEnv({ ...provider, NODE_ENV: 'production' })).rejects.toThrow(/AUTH_TOKEN_TYPE/);
+    expect(
+      await authFromEnv({ ...provider, NODE_ENV: 'production', AUTH_TOKEN_TYPE: 'at+jwt' }),
+    ).toMatchObject({
+      tokenType: 'at+jwt',
+    });
+    // `any` takes every token the provider signs for the audience, as an unset type did.
+    const any = await authFromEnv({ ...provider, NODE_ENV: 'production', AUTH_TOKEN_TYPE: 'any' });
+    expect(any).not.toHaveProperty('tokenType');
+    expect(await authFromEnv(provider)).not.toHaveProperty('tokenType');
+  });
 });
