@@ -41,6 +41,7 @@ const PINNED: ReadonlyArray<readonly [string, string]> = [
   ['0017_listing_page_indexes', 'd3d2ffdddc822938'],
   ['0018_seal_per_transaction_start_and_user_led_indexes', 'df376b8840ec06a2'],
   ['0019_membership_role_grants', '5427cf2832872650'],
+  ['0020_seal_version', '5a12859dafdfd4a0'],
 ];
 const MIGRATIONS = PINNED.map(([name]) => name);
 

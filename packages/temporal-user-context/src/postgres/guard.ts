@@ -2,7 +2,7 @@ import { ErrorCodes, UserContextError } from '../context/errors.js';
 import type { SqlDatabase, SqlQueryable } from './database.js';
 import { DEFAULT_APP_ROLE } from './scope.js';
 import { assertRoleName } from './ident.js';
-import { SEAL_ACCESSORS, SEAL_FUNCTIONS, resolveSeal } from './seal.js';
+import { SEAL_ACCESSORS, SEAL_FUNCTIONS, SEAL_VERSION, resolveSeal } from './seal.js';
 import { AUDIT_TABLE } from './audit.js';
 import { BY_APP_OR_ITS_ROLES, plantingGrounds, tenantKeys } from './guard-sealed.js';
 
@@ -465,10 +465,11 @@ async function sealProblems(db: SqlQueryable, seal: string, appRole: string): Pr
     definer: boolean;
     executable: boolean;
     app_owns: boolean;
+    comment: string | null;
   }>(
     `select p.proname || '(' || replace(oidvectortypes(p.proargtypes), ' ', '') || ')' as signature,
             p.prosecdef as definer, has_function_privilege($2, p.oid, 'EXECUTE') as executable,
-            pg_has_role($2, p.proowner, 'MEMBER') as app_owns
+            pg_has_role($2, p.proowner, 'MEMBER') as app_owns, obj_description(p.oid, 'pg_proc') as comment
        from pg_proc p join pg_namespace n on n.oid = p.pronamespace
       where n.nspname = $1`,
     [seal, appRole],
@@ -485,6 +486,12 @@ async function sealProblems(db: SqlQueryable, seal: string, appRole: string): Pr
   for (const r of rows)
     if (r.app_owns)
       problems.push(`sealed scope: function ${seal}.${r.signature} is owned by app role ${appRole}`);
+  // Where the functions are there at all: a seal of another version seals other facts.
+  const sealOf = rows.find((r) => r.signature === 'seal_of(xid8,text,text,text)');
+  if (problems.length === 0 && sealOf?.comment !== SEAL_VERSION)
+    problems.push(
+      `sealed scope: ${seal} is ${sealOf === undefined ? 'without seal_of' : sealOf.comment === null ? 'of a version before the library marked its seals' : `marked ${JSON.stringify(sealOf.comment)}`}, not ${JSON.stringify(SEAL_VERSION)}: re-install it with scopeSealSql (a migration)`,
+    );
   const key = await db.query<{ exists: boolean; usable: boolean }>(
     `select to_regclass($1 || '.seal_key') is not null as exists,
             to_regclass($1 || '.seal_key') is not null and ${BY_APP_OR_ITS_ROLES(

@@ -26,7 +26,7 @@ export type {
 } from './database.js';
 export { withUserScope, DEFAULT_APP_ROLE, SCOPE_SETTINGS } from './scope.js';
 export type { UserScopeOptions, ScopedTransaction, ScopeAuditFields } from './scope.js';
-export { scopeSealSql, DEFAULT_SEAL_SCHEMA } from './seal.js';
+export { scopeSealSql, DEFAULT_SEAL_SCHEMA, SEAL_VERSION } from './seal.js';
 export type { ScopeSealOptions } from './seal.js';
 export { assertIsolation } from './guard.js';
 export type { IsolationGuardOptions, IsolationReport } from './guard.js';

@@ -303,8 +303,18 @@ revoke all on function ${s}.seal_of(xid8, text, text, text), ${s}.sealed_setting
 grant execute on function ${s}.sealed_setting(text), ${s}.workspace_id(), ${s}.user_id(), ${s}.roles(),
   ${s}.sink_scope(), ${s}.system_scope(), ${s}.sink_workspace_id() to ${app};
 grant execute on function ${s}.enter(text, text, text[]) to public;
+-- Which seal this is: the start-up guard refuses another (an older one seals less).
+comment on function ${s}.seal_of(xid8, text, text, text) is '${SEAL_VERSION}';
 `;
 }
+
+/**
+ * The version of the sealed scope `scopeSealSql` installs, written as the comment of its `seal_of`. The
+ * guard (`assertIsolation` with `seal`) refuses a database whose seal says otherwise, or nothing (seals
+ * installed before the thirty-fifth round): re-install it with `scopeSealSql` (found by review: a seal
+ * of an earlier formula, which a restored copy of the cluster could replay, went on unnoticed).
+ */
+export const SEAL_VERSION = 'temporal-user-context sealed scope v2';
 
 /** The seal's `SECURITY DEFINER` functions the app role may execute (the guard allows exactly these). */
 export const SEAL_FUNCTIONS = ['enter(text,text,text[])', 'sealed_setting(text)', 'sink_scope()'] as const;

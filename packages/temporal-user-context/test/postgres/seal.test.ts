@@ -6,6 +6,7 @@ import { ErrorCodes, parseUserContext } from '../../src/context/index.js';
 import {
   assertIsolation,
   fromPgPool,
+  SEAL_VERSION,
   scopeSealSql,
   postgresAuditSink,
   queryAuditTrail,
@@ -787,6 +788,39 @@ describe.each(BACKENDS)('sealed scopes on %s', (kind) => {
       appRole: sealedRoles.app,
       tenantTables: ['audit_log', 'memberships', 'notes'],
     });
+  });
+
+  it('the guard refuses a seal of another version or unmarked, which the installation marks again (found by review)', async () => {
+    const guard = () =>
+      assertIsolation(sealed.admin, { appRole: sealedRoles.app, seal: true, checkLogin: false });
+    const mark = (comment: string) =>
+      sealed.admin.session(async (s) => {
+        await s.exec(`set role ${sealedRoles.owner}`);
+        await s.exec(`comment on function user_scope.seal_of(xid8, text, text, text) is ${comment}`);
+        await s.exec('reset role');
+      });
+    expect(
+      (
+        await sealed.admin.query<{ c: string }>(
+          `select obj_description('user_scope.seal_of(xid8, text, text, text)'::regprocedure, 'pg_proc') as c`,
+        )
+      ).rows[0]!.c,
+    ).toBe(SEAL_VERSION);
+    // Installed before seals were marked (the first 0018's, say): refused.
+    await mark('null');
+    await expect(guard()).rejects.toThrow(
+      /of a version before the library marked its seals.*re-install it with scopeSealSql/,
+    );
+    await mark(`'temporal-user-context sealed scope v1'`);
+    await expect(guard()).rejects.toThrow(
+      /marked "temporal-user-context sealed scope v1", not "temporal-user-context sealed scope v2"/,
+    );
+    await sealed.admin.session(async (s) => {
+      await s.exec(`set role ${sealedRoles.owner}`);
+      await s.exec(scopeSealSql({ appRole: sealedRoles.app }));
+      await s.exec('reset role');
+    });
+    await expect(guard()).resolves.toMatchObject({ appRole: sealedRoles.app });
   });
 
   it('the guard reads the policies whatever the search path, and refuses one that reads a setting', async () => {
