@@ -3,12 +3,12 @@ import { fileURLToPath, pathToFileURL } from 'node:url';
 import { Context } from '@temporalio/activity';
 import { Worker, type NativeConnection, type WorkerOptions } from '@temporalio/worker';
 import {
+  Auditor,
   ErrorCodes,
   UserContextPlugin,
   isUserContextError,
   pinoAuditSink,
   type AuditSink,
-  type Auditor,
   type KeyRing,
   type Verified,
 } from 'temporal-user-context';
@@ -29,7 +29,7 @@ import {
   runtimeMetrics,
 } from './config.js';
 import { migrate } from './data/migrate.js';
-import { MembershipRepository } from './data/repositories/workspaces.js';
+import { MembershipRepository, grantTolerance } from './data/repositories/workspaces.js';
 import { providerFromEnv, type ModelProvider } from './providers/index.js';
 import { connectWorker } from './temporal.js';
 import { TASK_QUEUE } from './workflows/agent-execution.js';
@@ -69,13 +69,13 @@ export interface CreateWorkerOptions {
 
 /** A worker for `agent-tasks` with the user-context plugin, the agent workflow and its activities. */
 export async function createWorker(options: CreateWorkerOptions): Promise<Worker> {
+  const tolerance = grantTolerance(options.grantToleranceSeconds, 'grantToleranceSeconds');
   const plugin: UserContextPlugin = new UserContextPlugin({
     keys: options.keys,
     // Not closed by anyone: counts still held in a window at exit are lost (main() passes its own).
     audit: options.audit ?? [workerDatabaseAudit(postgresAuditSink(options.db)), pinoAuditSink()],
     // The hook runs before the activity's scope exists: its database check records to the plugin's auditor.
-    isRevoked: (verified) =>
-      revokedByMembership(options.db, verified, plugin.auditor, options.grantToleranceSeconds),
+    isRevoked: (verified) => revokedByMembership(options.db, verified, plugin.auditor, tolerance),
     activityLineage: options.activityLineage ?? 'server',
   });
   return Worker.create({
@@ -96,6 +96,9 @@ export async function createWorker(options: CreateWorkerOptions): Promise<Worker
   });
 }
 
+/** The hook's scope for an originator: its refusals are the activity's own scope's to record. */
+const UNRECORDED = new Auditor([]);
+
 /**
  * The revocation hook, for every token a worker verifies (the run's originator, an actor):
  *
@@ -112,16 +115,19 @@ async function revokedByMembership(
   db: SqlDatabase,
   verified: Verified,
   auditor: Auditor,
-  toleranceSeconds?: number,
+  toleranceSeconds: number,
 ): Promise<boolean> {
+  const actor = verified.claims.use === 'actor';
   try {
     const late = await withUserScope(
       db,
       verified.context,
       (tx) =>
         new MembershipRepository(tx).grantedAfter(tx.effectiveRoles, verified.claims.iat, toleranceSeconds),
-      // The allow is the activity's own scope's to record: this check adds a record only when it refuses.
-      { auditor, audit: activityIds(), auditAllow: false },
+      // The allow is the activity's own scope's to record. An originator without a membership is the
+      // activity's scope's to refuse, and record: not twice (found by review). An actor's refusal is this
+      // check's, recorded with the activity's ids.
+      { auditor: actor ? auditor : UNRECORDED, audit: activityIds(), auditAllow: false },
     );
     if (late.length > 0)
       auditor.emit({
@@ -137,7 +143,7 @@ async function revokedByMembership(
       });
     return late.length > 0;
   } catch (err) {
-    if (isUserContextError(err, ErrorCodes.MEMBERSHIP_REVOKED)) return verified.claims.use === 'actor';
+    if (isUserContextError(err, ErrorCodes.MEMBERSHIP_REVOKED)) return actor;
     throw err;
   }
 }

@@ -20,7 +20,7 @@ import {
 } from 'temporal-user-context';
 import type { ScopeAuditFields, SqlDatabase, UserScopeOptions } from 'temporal-user-context/postgres';
 import { AuthError, type VerifyBearer } from '../auth/verify.js';
-import { GRANT_TOLERANCE_SECONDS } from '../data/repositories/workspaces.js';
+import { grantTolerance } from '../data/repositories/workspaces.js';
 import { TASK_QUEUE } from '../workflows/agent-execution.js';
 import { createRouteContext } from './context.js';
 import { ParserRefusals } from './parser-refusals.js';
@@ -430,7 +430,7 @@ export async function createApi(options: CreateApiOptions): Promise<FastifyInsta
     temporalTimeoutMs,
     scheduleRowStaleMs,
     scope: options.scope,
-    grantToleranceSeconds: options.grantToleranceSeconds ?? GRANT_TOLERANCE_SECONDS,
+    grantToleranceSeconds: grantTolerance(options.grantToleranceSeconds, 'grantToleranceSeconds'),
     mirrorQuery: options.mirrorQuery,
     auditor,
     audit,

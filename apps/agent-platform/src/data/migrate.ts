@@ -1,7 +1,7 @@
 import { readFile } from 'node:fs/promises';
 import { fileURLToPath } from 'node:url';
 import type { ClientBase } from 'pg';
-import { runner, type MigrationBuilder } from 'node-pg-migrate';
+import { PG_MIGRATE_LOCK_ID, runner, type MigrationBuilder } from 'node-pg-migrate';
 import {
   assertRoleName,
   quoteIdent,
@@ -99,6 +99,10 @@ export async function migrate(db: SqlDatabase, options: MigrateOptions = {}): Pr
     // waits instead: a migration queued behind a long transaction holds up every statement queued
     // behind it (found by review: 16 s of stalled requests behind one 20 s read).
     await session.exec('SET statement_timeout = 0');
+    // node-pg-migrate's lock, taken here for every step at once and before the lock limit, which would
+    // apply to it too (found by review: a second migrator gave up after a minute behind a long index
+    // build of the first, where it used to wait for it).
+    await session.query('select pg_advisory_lock($1)', [String(PG_MIGRATE_LOCK_ID)]);
     await session.exec(`SET lock_timeout = '${lockTimeoutMs}ms'`);
     try {
       const run = (count: number | undefined) =>
@@ -110,7 +114,7 @@ export async function migrate(db: SqlDatabase, options: MigrateOptions = {}): Pr
             direction: options.direction ?? 'up',
             ...(count !== undefined ? { count } : {}),
             singleTransaction: true,
-            advisoryLockMode: 'wait',
+            noLock: true,
             checkOrder: true,
             migrationLoaderStrategies: [{ extensions: ['.sql'], loader: sqlLoader(substitutions) }],
             log,
@@ -131,9 +135,10 @@ export async function migrate(db: SqlDatabase, options: MigrateOptions = {}): Pr
       }
       return ran;
     } finally {
+      await session.exec('RESET lock_timeout');
+      await session.query('select pg_advisory_unlock($1)', [String(PG_MIGRATE_LOCK_ID)]);
       await session.exec('RESET ROLE');
       await session.exec('RESET statement_timeout');
-      await session.exec('RESET lock_timeout');
     }
   });
 }

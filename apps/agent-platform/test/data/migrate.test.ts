@@ -40,7 +40,7 @@ const PINNED: ReadonlyArray<readonly [string, string]> = [
   ['0016_schedule_idempotency_keys', '8eb119642dad47b2'],
   ['0017_listing_page_indexes', 'd3d2ffdddc822938'],
   ['0018_seal_per_transaction_start_and_user_led_indexes', 'df376b8840ec06a2'],
-  ['0019_membership_role_grants', '5427cf2832872650'],
+  ['0019_membership_role_grants', 'c848769b4781dec3'],
   ['0020_seal_version', '5a12859dafdfd4a0'],
 ];
 const MIGRATIONS = PINNED.map(([name]) => name);
@@ -342,7 +342,19 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
     expect(Object.keys((await since('grantee'))!)).toEqual(['member']);
     await b.admin.query(`update memberships set roles = '{member,admin}' where user_id = 'grantee'`);
     expect(Date.parse((await since('grantee'))!.admin!)).toBeGreaterThan(Date.parse(raised!.admin!));
-    await b.admin.query(`delete from memberships where user_id = 'grantee'`);
+    // Moved to another user by an admin's scope: that user's grants are new, not the row's old ones
+    // (found by review: a removed member's old token came back with another member's grant times).
+    const before = await since('grantee');
+    await withUserScope(b.db, admin, (tx) =>
+      tx.query(`update memberships set user_id = 'grantee-2' where user_id = 'grantee'`),
+    );
+    const moved = await since('grantee-2');
+    expect(Date.parse(moved!.member!)).toBeGreaterThan(Date.parse(before!.member!));
+    expect(Date.parse(moved!.admin!)).toBeGreaterThan(Date.parse(before!.admin!));
+    // A null among the roles is no role (it failed the trigger, and 0019's own update).
+    await b.admin.query(`update memberships set roles = array['member', null] where user_id = 'grantee-2'`);
+    expect(Object.keys((await since('grantee-2'))!)).toEqual(['member']);
+    await b.admin.query(`delete from memberships where user_id in ('grantee', 'grantee-2')`);
   });
 
   it('0004 leaves one run record per workflow and workspace, the one its workflow wrote to', async () => {

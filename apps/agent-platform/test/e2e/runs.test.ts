@@ -1021,6 +1021,13 @@ describe('tokens issued before a grant (migration 0019)', () => {
       .inject({ method, url, headers: { authorization: `Bearer ${token}` }, ...(payload ? { payload } : {}) })
       .then((res) => ({ status: res.statusCode, body: res.body ? (JSON.parse(res.body) as Json) : {} }));
 
+  it('refuses a tolerance that is no whole number of seconds from 0 to an hour', async () => {
+    for (const bad of [Number.NaN, Number.POSITIVE_INFINITY, -1, 1.5, 3601])
+      await expect(otherApi(p, { grantToleranceSeconds: bad }), String(bad)).rejects.toThrow(
+        /grantToleranceSeconds/,
+      );
+  });
+
   it('a member removed and added again: the tokens of before stay refused, a new one passes', async () => {
     const api = await strict();
     try {
@@ -1092,6 +1099,11 @@ describe('tokens issued before a grant (migration 0019)', () => {
       ).toBe(200);
       const refused = await as(api, adminBefore, 'GET', '/workspaces/ws-acme/members');
       expect(refused).toMatchObject({ status: 401, body: { code: 'AUTH_STALE' } });
+      // The audit trail too, whose own scope is the library's (found by review: it answered 200).
+      expect(await as(api, adminBefore, 'GET', '/workspaces/ws-acme/audit')).toMatchObject({
+        status: 401,
+        body: { code: 'AUTH_STALE' },
+      });
       // The member role was held all along: a token that names only it still passes.
       expect((await as(api, memberBefore, 'GET', '/workspaces/ws-acme/agents')).status).toBe(200);
       // The role's time is the database's: a scope cannot date its grant back.

@@ -41,6 +41,9 @@ export function registerAuditRoutes(app: FastifyInstance, ctx: RouteContext): vo
     },
     async (request) => {
       const limit = request.query.limit ?? 100;
+      // The token's grants first (found by review: the trail's own scope skipped them, and an admin token
+      // of before a demotion and promotion read the trail); the trail's scope checks the admin role again.
+      await ctx.scoped(request, async () => undefined, 'admin');
       const events = await queryAuditTrail(db, user(request), {
         auditor,
         ...(scope?.appRole ? { appRole: scope.appRole } : {}),

@@ -8,9 +8,11 @@
 --
 -- `role_since` maps each role of `roles` to when it was granted, as JSON timestamps. The trigger keeps
 -- it, whoever writes the row (the API, a seed, SQL by hand): a role the row held already keeps its
--- time, one it did not hold gets the transaction's time, and a role taken away goes with its time. It
--- ignores what the statement writes into `role_since`: no scope can date a grant back. A membership
--- removed and added again is a new row: all its roles are granted then.
+-- time, one it did not hold gets the statement's time (not the transaction's: a change that waited for
+-- the workspace's membership lock is dated after the wait), and a role taken away goes with its time.
+-- It ignores what the statement writes into `role_since`, and a row moved to another user or workspace
+-- is granted anew: no scope can date a grant back, nor hand one user's grant times to another. A
+-- membership removed and added again is a new row: all its roles are granted then.
 --
 -- Rows already there: every role dated by the row's `created_at` (when it was granted is not known;
 -- `updated_at` would refuse the tokens of members whose roles changed lately, demotions included).
@@ -21,8 +23,8 @@
 alter table memberships add column role_since jsonb not null default '{}'::jsonb;
 
 update memberships m
-   set role_since = coalesce((select jsonb_object_agg(r, to_jsonb(m.created_at)) from unnest(m.roles) as r),
-                             '{}'::jsonb);
+   set role_since = coalesce((select jsonb_object_agg(r, to_jsonb(m.created_at))
+                                from unnest(m.roles) as r where r is not null), '{}'::jsonb);
 
 create function memberships_role_since() returns trigger
   language plpgsql
@@ -31,10 +33,11 @@ as $$
 begin
   new.role_since := coalesce((
     select jsonb_object_agg(r, case
-             when tg_op = 'UPDATE' and r = any (old.roles) and old.role_since ? r then old.role_since -> r
-             else to_jsonb(now())
+             when tg_op = 'UPDATE' and old.workspace_id = new.workspace_id and old.user_id = new.user_id
+                  and r = any (old.roles) and old.role_since ? r then old.role_since -> r
+             else to_jsonb(statement_timestamp())
            end)
-      from unnest(new.roles) as r), '{}'::jsonb);
+      from unnest(new.roles) as r where r is not null), '{}'::jsonb);
   return new;
 end
 $$;

@@ -31,6 +31,15 @@ export interface Membership {
  */
 export const GRANT_TOLERANCE_SECONDS = 30;
 
+/** `seconds` if it is a whole number of seconds from 0 to an hour, else an error naming `what`. */
+export function grantTolerance(seconds: number | undefined, what: string): number {
+  const value = seconds ?? GRANT_TOLERANCE_SECONDS;
+  // NaN failed every scope, and Infinity would have turned the check off (found by review).
+  if (!(Number.isInteger(value) && value >= 0 && value <= 3600))
+    throw new Error(`${what} must be a whole number of seconds from 0 to 3600`);
+  return value;
+}
+
 /** The scope's workspace. RLS shows only the current one, so there is nothing to list. */
 export class WorkspaceRepository {
   constructor(private readonly scope: Scope) {}
@@ -72,9 +81,10 @@ export class MembershipRepository {
   ): Promise<string[]> {
     const { rows } = await this.scope.query<{ role: string }>(
       `select r as role from unnest($1::text[]) as r
-        where coalesce((select (m.role_since ->> r)::timestamptz from memberships m where m.user_id = $2),
-                       'infinity') > to_timestamp($3::double precision)`,
-      [[...roles], this.scope.context.userId, issuedAt + toleranceSeconds],
+        where coalesce((select (m.role_since ->> r)::timestamptz from memberships m
+                         where m.workspace_id = $2 and m.user_id = $3),
+                       'infinity') > to_timestamp($4::double precision)`,
+      [[...roles], this.scope.context.workspaceId, this.scope.context.userId, issuedAt + toleranceSeconds],
     );
     return rows.map((r) => r.role);
   }
