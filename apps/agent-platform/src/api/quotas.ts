@@ -4,21 +4,30 @@ export interface Quotas {
   openRuns: number;
   /** Schedules (default 50). */
   schedules: number;
+  /**
+   * After a start at the limit whose settling of open records changed nothing, how long the workspace's
+   * refused starts settle nothing (default 1 000 ms, from 0 to 600 000): refused starts do not become a
+   * stream of describes.
+   */
+  settlePauseMs: number;
 }
 
-export const DEFAULT_QUOTAS: Quotas = { openRuns: 100, schedules: 50 };
+export const DEFAULT_QUOTAS: Quotas = { openRuns: 100, schedules: 50, settlePauseMs: 1000 };
 
 const MAX_QUOTA = 100_000;
 
 /** `given` over the defaults; a limit that is no whole number from 1 to 100 000 is refused. */
 export function resolveQuotas(given: { [K in keyof Quotas]?: number | undefined } = {}): Quotas {
-  const limit = (name: keyof Quotas): number => {
+  const limit = (name: 'openRuns' | 'schedules'): number => {
     const value = given[name] ?? DEFAULT_QUOTAS[name];
     if (!Number.isInteger(value) || value < 1 || value > MAX_QUOTA)
       throw new Error(`quotas.${name} must be a whole number from 1 to ${MAX_QUOTA}`);
     return value;
   };
-  return { openRuns: limit('openRuns'), schedules: limit('schedules') };
+  const settlePauseMs = given.settlePauseMs ?? DEFAULT_QUOTAS.settlePauseMs;
+  if (!Number.isInteger(settlePauseMs) || settlePauseMs < 0 || settlePauseMs > 600_000)
+    throw new Error('quotas.settlePauseMs must be a whole number of milliseconds from 0 to 600000');
+  return { openRuns: limit('openRuns'), schedules: limit('schedules'), settlePauseMs };
 }
 
 /**

@@ -23,8 +23,6 @@ export const FINAL_STATUSES: ReadonlySet<WorkflowExecutionStatusName> = new Set(
 ]);
 /** Open run records a start at the limit brings up to date with Temporal, at most (see settleOpenRuns). */
 const SETTLE_AT_ONCE = 10;
-/** After a settling that changed nothing, a workspace's refused starts settle nothing for this long. */
-const SETTLE_PAUSE_MS = 1000;
 
 /** A run record with the id of its workflow. */
 export type StartedRun = AgentRun & { workflowId: string };
@@ -90,7 +88,7 @@ export function createRunSettling(ctx: RouteContext): RunSettling {
    * write refused or failed), and a record whose workflow never started (the API stopped between the
    * record and the start) is marked failed once it is a minute old. Resolves to whether any record
    * changed. One settling per workspace at a time, whose outcome (never its error: that is its
-   * caller's) starts refused meanwhile share, and none again within {@link SETTLE_PAUSE_MS} of one that
+   * caller's) starts refused meanwhile share, and none again within `limits.settlePauseMs` of one that
    * changed nothing: a member at the limit cannot turn refused starts into a stream of describes (and
    * of reads of closed runs' endings). Best effort: a run Temporal cannot describe now, or a write that
    * fails, leaves the record as it is.
@@ -156,7 +154,7 @@ export function createRunSettling(ctx: RouteContext): RunSettling {
   /** Settlings in progress, by workspace. */
   const settling = new Map<string, Promise<boolean>>();
   /** When a workspace's last settling changed nothing, and when its open records were last looked at. */
-  const memory = new SettleMemory(SETTLE_PAUSE_MS);
+  const memory = new SettleMemory(limits.settlePauseMs);
 
   /**
    * How a run Temporal reports closed (`status`) ended, as its record should say, read from Temporal as

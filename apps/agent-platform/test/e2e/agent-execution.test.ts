@@ -523,7 +523,10 @@ describe('cancel and instructions at awkward moments', () => {
   // Left open by the thirtieth round: a cancel queued behind any number of slow verifications could
   // outlast its actor window, and was then dropped although the API had answered 202.
   it('an instruction sent while two senders are being verified is refused INSTRUCTION_BUSY; both are then applied', async () => {
-    const { s, step, verify, update } = await instructionBeingVerified('Tell me about onboarding');
+    // 5 s workflow tasks: with 10 s ones, the held verification ran past its local activity's 30 s
+    // timeout before the third update reached a task, and passed only by a heartbeat's margin (found by a
+    // flakiness review).
+    const { s, step, verify, update } = await instructionBeingVerified('Tell me about onboarding', '5s');
     let second!: Promise<unknown>;
     let third: unknown;
     try {

@@ -12,7 +12,12 @@ let p: Platform;
 const acmeAgent = () => p.agentIds['ws-acme'] as string;
 
 beforeAll(async () => {
-  p = await startPlatform({ prefix: 'agent_quotas', api: { quotas: { openRuns: 2, schedules: 1 } } });
+  // A 3 s settle pause: a start that must fall inside it does on a loaded machine too (found by a
+  // flakiness review: 1 s left that start a margin it used 80 ms of, under load).
+  p = await startPlatform({
+    prefix: 'agent_quotas',
+    api: { quotas: { openRuns: 2, schedules: 1, settlePauseMs: 3000 } },
+  });
 });
 
 afterAll(async () => {
@@ -153,8 +158,8 @@ describe('per-workspace quotas', () => {
     // Ended from outside: the next start (the test below) finds room once the records are settled.
     for (const r of accepted)
       await p.testClient.workflow.getHandle(r.body_.workflowId as string).terminate('quota test');
-    // The refused starts' settling changed nothing: the workspace's next one waits a second.
-    await new Promise((resolve) => setTimeout(resolve, 1100));
+    // The refused starts' settling changed nothing: the workspace's next one waits out the pause.
+    await new Promise((resolve) => setTimeout(resolve, 3100));
   });
 
   it('refuses a run past the open runs of the workspace (429, audited), not another workspace', async () => {
@@ -177,12 +182,12 @@ describe('per-workspace quotas', () => {
     // Another workspace has its own.
     expect((await start('bob', 'ws-globex', p.agentIds['ws-globex'] as string)).statusCode).toBe(202);
     // A run terminated from outside (its workflow cannot record that) no longer counts: at the limit,
-    // the open records are brought up to date with Temporal first. (Not within a second of a settling
-    // that changed nothing, as carol's refused start's did: refused starts do not become a stream of
-    // describes.)
+    // the open records are brought up to date with Temporal first. (Not within the settle pause after a
+    // settling that changed nothing, as carol's refused start's did: refused starts do not become a
+    // stream of describes.)
     await p.testClient.workflow.getHandle(started[0]!).terminate('quota test');
     expect((await start('carol', 'ws-acme', acmeAgent())).statusCode).toBe(429);
-    await new Promise((resolve) => setTimeout(resolve, 1100));
+    await new Promise((resolve) => setTimeout(resolve, 3100));
     expect((await start('carol', 'ws-acme', acmeAgent())).statusCode).toBe(202);
     const { rows } = await p.pool.query(`select status from agent_runs where workflow_id = $1`, [started[0]]);
     expect(rows).toEqual([{ status: 'failed' }]);

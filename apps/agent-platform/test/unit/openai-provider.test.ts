@@ -207,7 +207,7 @@ describe('OpenAiCompatibleProvider', () => {
     const asked = seen.length;
     const cancel = new AbortController();
     const step = provider.step(withTool, [{ role: 'user', content: 'hi' }], { signal: cancel.signal });
-    await vi.waitFor(() => expect(seen.length).toBe(asked + 1));
+    await vi.waitFor(() => expect(seen.length).toBe(asked + 1), { timeout: 10_000 });
     const reason = new Error('the step was cancelled');
     cancel.abort(reason);
     await expect(step).rejects.toBe(reason);

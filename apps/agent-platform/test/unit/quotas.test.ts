@@ -7,6 +7,7 @@ describe('quotas', () => {
     expect(quotasFromEnv({ AGENT_PLATFORM_MAX_OPEN_RUNS: '', AGENT_PLATFORM_MAX_SCHEDULES: '7' })).toEqual({
       openRuns: 100,
       schedules: 7,
+      settlePauseMs: 1000,
     });
   });
 
@@ -17,5 +18,9 @@ describe('quotas', () => {
     expect(resolveQuotas({ openRuns: undefined as unknown as number })).toEqual(DEFAULT_QUOTAS);
     for (const openRuns of [0, -1, 1.5, Number.NaN, Infinity])
       expect(() => resolveQuotas({ openRuns }), String(openRuns)).toThrow(/quotas.openRuns/);
+    // The settle pause may be none, but no fraction, negative or endless one.
+    expect(resolveQuotas({ settlePauseMs: 0 }).settlePauseMs).toBe(0);
+    for (const settlePauseMs of [-1, 1.5, Number.NaN, Infinity, 600_001])
+      expect(() => resolveQuotas({ settlePauseMs }), String(settlePauseMs)).toThrow(/quotas.settlePauseMs/);
   });
 });

@@ -578,14 +578,17 @@ describe('an actor token copied from history acts only in the handler of its cal
       h.client.workflow.start('twoSignals', { taskQueue: h.taskQueue, workflowId }),
     );
     await runAsUser(carol, () => handle.signal('first', 'x'));
-    const copied = await vi.waitFor(async () => {
-      const signaled = (await handle.fetchHistory()).events?.find(
-        (e) => e.workflowExecutionSignaledEventAttributes?.signalName === 'first',
-      )?.workflowExecutionSignaledEventAttributes;
-      const header = signaled?.header?.fields?.[ACTOR_HEADER];
-      expect(header).toBeDefined();
-      return header!;
-    });
+    const copied = await vi.waitFor(
+      async () => {
+        const signaled = (await handle.fetchHistory()).events?.find(
+          (e) => e.workflowExecutionSignaledEventAttributes?.signalName === 'first',
+        )?.workflowExecutionSignaledEventAttributes;
+        const header = signaled?.header?.fields?.[ACTOR_HEADER];
+        expect(header).toBeDefined();
+        return header!;
+      },
+      { timeout: 10_000 },
+    );
     const attacker = headerWritingClient(h, { [ACTOR_HEADER]: copied });
     await attacker.workflow.getHandle(workflowId).signal('second', 'y');
     await attacker.workflow.getHandle(workflowId).signal('first', 'z');

@@ -373,13 +373,16 @@ describe('without the header, every path is refused', () => {
       cause: { type: ErrorCodes.ACTOR_FORBIDDEN },
     });
     await raw.signal('go', 'raw');
-    const refused = await vi.waitFor(() => {
-      const events = h.audit.events
-        .filter((e) => e.workflowId === handle.workflowId && e.decision === 'deny')
-        .map((e) => [e.action, e.reason]);
-      expect(events).toHaveLength(2);
-      return events;
-    });
+    const refused = await vi.waitFor(
+      () => {
+        const events = h.audit.events
+          .filter((e) => e.workflowId === handle.workflowId && e.decision === 'deny')
+          .map((e) => [e.action, e.reason]);
+        expect(events).toHaveLength(2);
+        return events;
+      },
+      { timeout: 10_000 },
+    );
     expect(refused.sort()).toEqual([
       ['workflow.signal', ErrorCodes.ACTOR_FORBIDDEN],
       ['workflow.update', ErrorCodes.ACTOR_FORBIDDEN],
@@ -521,14 +524,17 @@ describe('actors: signals, updates, queries', () => {
     expect(result.actorVerified).toEqual(carol);
     expect(result.actorWorkspace).toMatch(/^[A-Za-z0-9_-]{22}$/); // a pseudonym, not the id
     // Each admission is audited once, as what it is: the policy's verdict on unverified pseudonyms.
-    const admitted = await vi.waitFor(() => {
-      const events = h.audit.events.filter(
-        (e) =>
-          e.workflowId === handle.workflowId && e.decision === 'allow' && e.action.startsWith('workflow.'),
-      );
-      expect(events).toHaveLength(3);
-      return events;
-    });
+    const admitted = await vi.waitFor(
+      () => {
+        const events = h.audit.events.filter(
+          (e) =>
+            e.workflowId === handle.workflowId && e.decision === 'allow' && e.action.startsWith('workflow.'),
+        );
+        expect(events).toHaveLength(3);
+        return events;
+      },
+      { timeout: 10_000 },
+    );
     const { runId } = await handle.describe();
     const carols = admitted.map((event) => {
       expect(event).toMatchObject({ source: 'pseudonym', reason: 'ok', runId });
@@ -555,13 +561,16 @@ describe('actors: signals, updates, queries', () => {
     // handler that does not exist is audited too (then fails), under a name that is quoted and capped.
     const hostile = `${'x'.repeat(300)}; query "progress"`;
     await expect(runAsUser(carol, () => handle.query(hostile))).rejects.toThrow();
-    const details = await vi.waitFor(() => {
-      const found = h.audit.events
-        .filter((e) => e.workflowId === handle.workflowId && e.source === 'pseudonym')
-        .map((e) => e.detail ?? '');
-      expect(found).toHaveLength(2);
-      return found;
-    });
+    const details = await vi.waitFor(
+      () => {
+        const found = h.audit.events
+          .filter((e) => e.workflowId === handle.workflowId && e.source === 'pseudonym')
+          .map((e) => e.detail ?? '');
+        expect(found).toHaveLength(2);
+        return found;
+      },
+      { timeout: 10_000 },
+    );
     expect(details[0]).toMatch(/ ws=[A-Za-z0-9_-]{22} \(the originator\); query "progress"$/);
     expect(details[1]).toMatch(/: actor sub=[A-Za-z0-9_-]{22} ws=[A-Za-z0-9_-]{22}; query "x{64}…"$/);
     await runAsUser(alice, () => handle.signal('go', 'done'));
@@ -649,13 +658,16 @@ describe('actors: signals, updates, queries', () => {
     const result = (await handle.result()) as { notes: string[] };
     expect(result.notes).toEqual(['signal:ok']);
     // The update, bob's query, his signal and the raw query: each refused once, on record.
-    const refused = await vi.waitFor(() => {
-      const actions = h.audit.events
-        .filter((e) => e.workflowId === handle.workflowId && e.reason === ErrorCodes.ACTOR_FORBIDDEN)
-        .map((e) => e.action);
-      expect(actions).toHaveLength(4);
-      return actions;
-    });
+    const refused = await vi.waitFor(
+      () => {
+        const actions = h.audit.events
+          .filter((e) => e.workflowId === handle.workflowId && e.reason === ErrorCodes.ACTOR_FORBIDDEN)
+          .map((e) => e.action);
+        expect(actions).toHaveLength(4);
+        return actions;
+      },
+      { timeout: 10_000 },
+    );
     expect(refused.sort()).toEqual([
       'workflow.query',
       'workflow.query',
@@ -669,13 +681,16 @@ describe('actors: signals, updates, queries', () => {
     const raw = h.rawClient.workflow.getHandle(handle.workflowId);
     for (let i = 0; i < 6; i++)
       await expect(raw.query('progress')).rejects.toThrow(ErrorCodes.ACTOR_FORBIDDEN);
-    const records = await vi.waitFor(() => {
-      const found = h.audit.events.filter(
-        (e) => e.workflowId === handle.workflowId && e.action === 'workflow.query',
-      );
-      expect(found).toHaveLength(6);
-      return found;
-    });
+    const records = await vi.waitFor(
+      () => {
+        const found = h.audit.events.filter(
+          (e) => e.workflowId === handle.workflowId && e.action === 'workflow.query',
+        );
+        expect(found).toHaveLength(6);
+        return found;
+      },
+      { timeout: 10_000 },
+    );
     // Filed under the workspace of the run (its verified start token), though the sender had no key.
     expect(new Set(records.map((e) => e.workspaceId))).toEqual(new Set([alice.workspaceId]));
     // The sink docs/operations.md gives workers for the audit table: one row and a count.
@@ -803,33 +818,37 @@ describe("a workflow's cancellation of another workflow", () => {
     await runAs(bob, 'cancelOther', [target.workflowId]);
     const ended = await target.result().catch((err: unknown) => err);
     expect((ended as { cause?: Error }).cause?.name).toBe('CancelledFailure');
-    await vi.waitFor(() =>
-      expect(
-        h.audit.events
-          .filter((e) => e.action === 'workflow.external.cancel')
-          .filter((e) => e.detail?.includes(target.workflowId))
-          .map((e) => [e.decision, e.source, e.userId, e.workspaceId, e.detail]),
-      ).toEqual([
-        [
-          'allow',
-          'header',
-          bob.userId,
-          bob.workspaceId,
-          `cancellation of workflow "${target.workflowId}", requested`,
-        ],
-      ]),
+    await vi.waitFor(
+      () =>
+        expect(
+          h.audit.events
+            .filter((e) => e.action === 'workflow.external.cancel')
+            .filter((e) => e.detail?.includes(target.workflowId))
+            .map((e) => [e.decision, e.source, e.userId, e.workspaceId, e.detail]),
+        ).toEqual([
+          [
+            'allow',
+            'header',
+            bob.userId,
+            bob.workspaceId,
+            `cancellation of workflow "${target.workflowId}", requested`,
+          ],
+        ]),
+      { timeout: 10_000 },
     );
   });
 
   it('is on record as not delivered when the server refuses it, and not at all when its task fails', async () => {
     const missing = id('no-such-workflow');
     await runAs(bob, 'cancelOther', [missing]).catch(() => undefined);
-    await vi.waitFor(() =>
-      expect(
-        h.audit.events
-          .filter((e) => e.action === 'workflow.external.cancel' && e.detail?.includes(missing))
-          .map((e) => e.detail),
-      ).toEqual([`cancellation of workflow "${missing}", not delivered (the server refused it)`]),
+    await vi.waitFor(
+      () =>
+        expect(
+          h.audit.events
+            .filter((e) => e.action === 'workflow.external.cancel' && e.detail?.includes(missing))
+            .map((e) => e.detail),
+        ).toEqual([`cancellation of workflow "${missing}", not delivered (the server refused it)`]),
+      { timeout: 10_000 },
     );
     // Found by the round's review: recorded as the command was made, a cancellation whose workflow task
     // then failed was on record once per attempt, though never asked of the server.
@@ -988,13 +1007,16 @@ describe("an update's own validator", () => {
     await expect(
       runAsUser(carol, () => handle.executeUpdate('guarded', { args: [42] })),
     ).rejects.toMatchObject({ cause: { message: 'text must be a string' } });
-    const admissions = await vi.waitFor(() => {
-      const found = h.audit.events.filter(
-        (e) => e.workflowId === handle.workflowId && e.action === 'workflow.update',
-      );
-      expect(found).toHaveLength(1);
-      return found;
-    });
+    const admissions = await vi.waitFor(
+      () => {
+        const found = h.audit.events.filter(
+          (e) => e.workflowId === handle.workflowId && e.action === 'workflow.update',
+        );
+        expect(found).toHaveLength(1);
+        return found;
+      },
+      { timeout: 10_000 },
+    );
     expect(admissions[0]).toMatchObject({
       decision: 'allow',
       source: 'pseudonym',

@@ -125,14 +125,17 @@ describe('activities scheduled by a rogue workflow', () => {
     );
     await runAsUser(carol, () => victim.signal('go', 'x'));
     // (The server buffers a signal while a workflow task is in flight: wait for it in history.)
-    const copied = await vi.waitFor(async () => {
-      const signaled = (await victim.fetchHistory()).events?.find(
-        (e) => e.workflowExecutionSignaledEventAttributes,
-      )?.workflowExecutionSignaledEventAttributes;
-      const header = decodeHeader(signaled?.header?.fields ?? {}, ACTOR_HEADER);
-      expect(header).toBeDefined();
-      return header!;
-    });
+    const copied = await vi.waitFor(
+      async () => {
+        const signaled = (await victim.fetchHistory()).events?.find(
+          (e) => e.workflowExecutionSignaledEventAttributes,
+        )?.workflowExecutionSignaledEventAttributes;
+        const header = decodeHeader(signaled?.header?.fields ?? {}, ACTOR_HEADER);
+        expect(header).toBeDefined();
+        return header!;
+      },
+      { timeout: 10_000 },
+    );
     // The rogue run M is genuinely alice's (the edge issued its start token); its worker runs without
     // the plugin and sends Carol's actor along, its `lin` naming V as M's root.
     const rogueQueue = `rogue-${randomUUID()}`;

@@ -42,7 +42,7 @@ describe('fromPgPool when a connection is lost', () => {
     try {
       const pid = await pidOf(db); // the pool's one client, now idle
       await terminate(pid);
-      await vi.waitFor(() => expect(lost).toHaveLength(1));
+      await vi.waitFor(() => expect(lost).toHaveLength(1), { timeout: 10_000 });
       expect(lost[0]!.message).toMatch(/terminat/i);
       expect(await pidOf(db)).not.toBe(pid);
     } finally {
@@ -62,7 +62,7 @@ describe('fromPgPool when a connection is lost', () => {
     fromPgPool(pool, { onError: (err) => second.push(err) });
     try {
       await terminate(await pidOf(db));
-      await vi.waitFor(() => expect([lost.length, second.length]).toEqual([1, 1]));
+      await vi.waitFor(() => expect([lost.length, second.length]).toEqual([1, 1]), { timeout: 10_000 });
     } finally {
       await pool.end();
     }
@@ -81,7 +81,7 @@ describe('fromPgPool when a connection is lost', () => {
         })
         .catch((err: unknown) => err);
       expect((failed as Error).message).toMatch(/terminat|connection/i);
-      await vi.waitFor(() => expect(lost.length).toBeGreaterThanOrEqual(1));
+      await vi.waitFor(() => expect(lost.length).toBeGreaterThanOrEqual(1), { timeout: 10_000 });
       expect(await pidOf(db)).not.toBe(pid);
       expect(pool.totalCount).toBe(1);
     } finally {
@@ -125,7 +125,7 @@ describe('fromPgPool when a connection is lost', () => {
           await terminate(pid);
           // The connection ends while the session holds it with no query running: pg emits that as an
           // `error` event on the client.
-          await vi.waitFor(() => expect(lost.length).toBeGreaterThanOrEqual(1));
+          await vi.waitFor(() => expect(lost.length).toBeGreaterThanOrEqual(1), { timeout: 10_000 });
           await s.query('select 1');
         })
         .catch((err: unknown) => err);

@@ -406,10 +406,12 @@ describe('coalescingAuditSink', () => {
         sink.emit(anonymous('AUTH_MISSING', 'a'));
         sink.emit(anonymous('AUTH_MISSING', 'b'));
       }
-      await vi.waitFor(() =>
-        expect(
-          written.mock.calls.filter(([line]) => String(line).includes('audit summary not written')),
-        ).toHaveLength(2),
+      await vi.waitFor(
+        () =>
+          expect(
+            written.mock.calls.filter(([line]) => String(line).includes('audit summary not written')),
+          ).toHaveLength(2),
+        { timeout: 10_000 },
       );
       await new Promise((resolve) => setImmediate(resolve));
       expect(unhandled).not.toHaveBeenCalled();
