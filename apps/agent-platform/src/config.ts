@@ -6,8 +6,11 @@ import { pgcrypto } from '@electric-sql/pglite/contrib/pgcrypto';
 import pg from 'pg';
 import { Runtime } from '@temporalio/worker';
 import {
+  ErrorCodes,
   KeyRing,
+  UserContextError,
   generateKeySet,
+  isUserContextError,
   metricsAuditSink,
   type AuditSink,
   type MirrorMode,
@@ -136,13 +139,24 @@ export async function assertPlatformIsolation(
   options: { checkLogin?: boolean } = {},
   env: NodeJS.ProcessEnv = process.env,
 ): Promise<IsolationReport> {
-  return assertIsolation(db, {
-    tenantTables: TENANT_TABLES,
-    ...DATABASE_OPTIONS,
-    ...options,
-    // Not for a connection that serves no scope (a migration's login): it runs no tenant query.
-    strictLogin: options.checkLogin !== false && env.NODE_ENV === 'production',
-  });
+  try {
+    return await assertIsolation(db, {
+      tenantTables: TENANT_TABLES,
+      ...DATABASE_OPTIONS,
+      ...options,
+      // Not for a connection that serves no scope (a migration's login): it runs no tenant query.
+      strictLogin: options.checkLogin !== false && env.NODE_ENV === 'production',
+    });
+  } catch (err) {
+    // A schema this release's migrations would bring up to date: say which command does (found by an
+    // upgrade rehearsal: the library's refusal named scopeSealSql, not the platform's migrate).
+    if (isUserContextError(err, ErrorCodes.MISCONFIGURED) && /scopeSealSql|does not exist/.test(err.reason))
+      throw new UserContextError(
+        ErrorCodes.MISCONFIGURED,
+        `${err.reason} (run npm run migrate of this release on the database before starting it)`,
+      );
+    throw err;
+  }
 }
 
 /**

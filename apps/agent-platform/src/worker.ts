@@ -6,6 +6,7 @@ import {
   Auditor,
   ErrorCodes,
   UserContextPlugin,
+  WHOIS_ACTOR_ACTIVITY,
   isUserContextError,
   pinoAuditSink,
   type AuditSink,
@@ -118,6 +119,11 @@ async function revokedByMembership(
   toleranceSeconds: number,
 ): Promise<boolean> {
   const actor = verified.claims.use === 'actor';
+  // Verifying who sent a cancel or an instruction acts for no one: refusing the run's originator here
+  // refused every sender's verification, so a re-granted member's waiting run could not be cancelled,
+  // by an admin either (found by an upgrade rehearsal). The sender's own token is checked in full, and
+  // the run's next activity of its own is refused.
+  if (!actor && activityIds()?.activityType === WHOIS_ACTOR_ACTIVITY) return false;
   try {
     const late = await withUserScope(
       db,

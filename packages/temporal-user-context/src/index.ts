@@ -29,6 +29,7 @@ export { pseudonymKeyFromJSON, pseudonymsOf } from './crypto/pseudonym.js';
 export type { BoundStart, ContextClaims, ScheduledAction, TokenUse } from './crypto/claims.js';
 export type { ContextHeader, Lineage } from './header/wire.js';
 export { runAsUser, edgeUser } from './client/scope.js';
+export { WHOAMI_ACTIVITY, WHOIS_ACTOR_ACTIVITY } from './workflow/activity-names.js';
 export { MEMO_KEY, USER_ID_ATTRIBUTE, WORKSPACE_ID_ATTRIBUTE } from './context/mirror-keys.js';
 export { mirrorQuery, type MirrorMode, type MirrorOptions, type MirrorQueryIds } from './client/mirror.js';
 export {

@@ -40,7 +40,7 @@ const PINNED: ReadonlyArray<readonly [string, string]> = [
   ['0016_schedule_idempotency_keys', '8eb119642dad47b2'],
   ['0017_listing_page_indexes', 'd3d2ffdddc822938'],
   ['0018_seal_per_transaction_start_and_user_led_indexes', 'df376b8840ec06a2'],
-  ['0019_membership_role_grants', 'c848769b4781dec3'],
+  ['0019_membership_role_grants', '00336ffd58fdb932'],
   ['0020_seal_version', '5a12859dafdfd4a0'],
 ];
 const MIGRATIONS = PINNED.map(([name]) => name);
@@ -307,6 +307,29 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
     ]);
     await b.admin.query(`delete from agent_runs where id = $1`, [runId]);
     await b.admin.query(`delete from agents where id = $1`, [agentId]);
+  });
+
+  it('0019: dates the roles of memberships that were there before it by their creation', async () => {
+    // Rolled back to before 0019 (and 0020), a membership written then, and 0019 again: it runs as the
+    // owner, with row-level security forced on it too (found by an upgrade rehearsal: its update saw no
+    // row, and every token was refused once the API checked grants).
+    const after = MIGRATIONS.slice(MIGRATIONS.indexOf('0019_membership_role_grants'));
+    expect((await migrate(b.admin, { direction: 'down', count: after.length })).map((m) => m.name)).toEqual(
+      [...after].reverse(),
+    );
+    await b.admin.query(
+      `insert into memberships (workspace_id, user_id, roles, created_at)
+       values ('ws-a', 'veteran', '{admin,member}', '2026-01-02T03:04:05Z')`,
+    );
+    expect((await migrate(b.admin)).map((m) => m.name)).toEqual(after);
+    const { rows } = await b.admin.query<{ role_since: Record<string, string>; undated: number }>(
+      `select role_since, (select count(*)::int from memberships where roles <> '{}' and role_since = '{}') as undated
+         from memberships where workspace_id = 'ws-a' and user_id = 'veteran'`,
+    );
+    expect(rows[0]!.undated).toBe(0);
+    expect(Object.keys(rows[0]!.role_since).sort()).toEqual(['admin', 'member']);
+    expect(Date.parse(rows[0]!.role_since.admin!)).toBe(Date.parse('2026-01-02T03:04:05Z'));
+    await b.admin.query(`delete from memberships where user_id = 'veteran'`);
   });
 
   it('0019: dates each role by its grant, whoever writes the row, and no scope dates one back', async () => {

@@ -108,3 +108,26 @@ describe('npm run migrate', () => {
     }
   }, 120_000);
 });
+
+describe('a database this release has not migrated', () => {
+  it('is refused with the command that brings it up to date (found by an upgrade rehearsal)', async () => {
+    const stale = await createTestDatabase('agent_guard_stale');
+    const stalePool = new pg.Pool({ connectionString: stale.url, max: 2 });
+    try {
+      const db = fromPgPool(stalePool);
+      // As the previous release left it: migrated to 0018, whose seal (unmarked then: 0018 expands to
+      // this release's seal, marked, so the mark is taken off) this release's guard does not take until
+      // 0020 marks it.
+      await migrate(db, { count: 18 });
+      await stalePool.query('comment on function user_scope.seal_of(xid8, text, text, text) is null');
+      await expect(assertPlatformIsolation(db)).rejects.toThrow(
+        /scopeSealSql.*\(run npm run migrate of this release on the database before starting it\)/,
+      );
+      await migrate(db);
+      await expect(assertPlatformIsolation(db)).resolves.toMatchObject({ appRole: 'app_user' });
+    } finally {
+      await stalePool.end();
+      await stale.drop();
+    }
+  });
+});

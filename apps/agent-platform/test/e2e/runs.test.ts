@@ -1117,6 +1117,44 @@ describe('tokens issued before a grant (migration 0019)', () => {
     }
   });
 
+  it("an admin's cancel still ends a waiting run of a member removed and added again (found by an upgrade rehearsal)", async () => {
+    await p.call('carol', 'POST', '/workspaces/ws-acme/members', { userId: 'kai', roles: ['member'] });
+    await second();
+    p.tokens.kai = await p.issuer.mint({ user: 'kai', workspace: 'ws-acme', roles: ['member'] });
+    const res = await p.idleCall('kai', 'POST', `/workspaces/ws-acme/agents/${acmeAgent()}/runs`, {
+      input: 'Tell me about roadmap',
+      followUpSeconds: 120,
+    });
+    expect(res.statusCode).toBe(202);
+    const { runId, workflowId } = res.body_ as { runId: string; workflowId: string };
+    await p.withIdleWorker(
+      async () => {
+        await until(
+          () => p.idleCall('carol', 'GET', `/runs/${runId}`),
+          (r) => (r.body_.progress as Json | undefined)?.status === 'waiting',
+        );
+        await second();
+        expect((await p.call('carol', 'DELETE', '/workspaces/ws-acme/members/kai')).statusCode).toBe(204);
+        expect(
+          (await p.call('carol', 'POST', '/workspaces/ws-acme/members', { userId: 'kai', roles: ['member'] }))
+            .statusCode,
+        ).toBe(201);
+        // The sender's verification runs in kai's lineage: it must not be refused for kai's grants.
+        expect((await p.idleCall('carol', 'POST', `/runs/${runId}/cancel`)).statusCode).toBe(202);
+        await closed(workflowId);
+      },
+      { grantToleranceSeconds: 0 },
+    );
+    expect(
+      p.workerAudit.events
+        .filter((e) => e.workflowId === workflowId && e.action === 'activity.actor')
+        .map((e) => [e.decision, e.userId]),
+    ).toContainEqual(['allow', 'carol']);
+    // It ended (as cancelled, or refused at the next activity of kai's own): not left waiting.
+    const described = await p.client.workflow.getHandle(workflowId).describe();
+    expect(['CANCELLED', 'FAILED', 'COMPLETED']).toContain(described.status.name);
+  });
+
   it('a run of a member removed and added again is refused at its next activity, not carried on as theirs', async () => {
     await p.call('carol', 'POST', '/workspaces/ws-acme/members', { userId: 'jade', roles: ['member'] });
     await second();

@@ -3,6 +3,14 @@
 // (api.ts). Imported from api.ts, the plugin loaded the workflow SDK and ran its module-level proxies
 // in every client and worker process (found by review).
 
-/** Activity names the plugin registers on every worker; workflow code reaches them through the APIs in api.ts. */
+/**
+ * The activity type of the local activity behind `getUserContext()` (the plugin registers it on every
+ * worker): an `isRevoked` hook, or a log, can tell it from the application's activities by it.
+ */
 export const WHOAMI_ACTIVITY = 'temporalUserContext.whoami';
+/**
+ * The activity type of the local activity behind `verifyActor()`: it runs in the originator's lineage
+ * to verify who sent a signal or update. An `isRevoked` hook that refuses the originator here also
+ * refuses every sender's verification, and with it their cancels.
+ */
 export const WHOIS_ACTOR_ACTIVITY = 'temporalUserContext.whoisActor';

@@ -22,9 +22,14 @@
 
 alter table memberships add column role_since jsonb not null default '{}'::jsonb;
 
+-- Row-level security is forced on the owner too, and a migration runs with no scope: without this the
+-- update saw no row, every role stayed undated, and every token was refused (found by an upgrade
+-- rehearsal). As 0004 does, the owner reads the whole table for this statement only.
+alter table memberships no force row level security;
 update memberships m
    set role_since = coalesce((select jsonb_object_agg(r, to_jsonb(m.created_at))
                                 from unnest(m.roles) as r where r is not null), '{}'::jsonb);
+alter table memberships force row level security;
 
 create function memberships_role_since() returns trigger
   language plpgsql
