@@ -33,13 +33,13 @@ export function tokenChecksFromEnv(
   const cache = env.AUTH_JWKS_CACHE_SECONDS;
   if (age && !/^[1-9][0-9]{0,8}$/.test(age))
     throw new Error('AUTH_MAX_TOKEN_AGE_SECONDS must be a positive whole number of seconds');
-  if (type && type !== 'any' && !/^[A-Za-z0-9][A-Za-z0-9.+/-]{0,63}$/.test(type))
+  if (type && type.toLowerCase() !== 'any' && !/^[A-Za-z0-9][A-Za-z0-9.+/-]{0,63}$/.test(type))
     throw new Error('AUTH_TOKEN_TYPE must be a media type such as at+jwt or JWT, or any');
   if (cache && !/^[1-9][0-9]{0,5}$/.test(cache))
     throw new Error('AUTH_JWKS_CACHE_SECONDS must be a positive whole number of seconds');
   return {
     ...(age ? { maxTokenAgeSeconds: Number(age) } : {}),
-    ...(type && type !== 'any' ? { tokenType: type } : {}),
+    ...(type && type.toLowerCase() !== 'any' ? { tokenType: type } : {}),
     ...(cache ? { jwksCacheSeconds: Number(cache) } : {}),
   };
 }

@@ -18,7 +18,10 @@ async function main(): Promise<void> {
     throw new Error('MIGRATE_COUNT must be a positive whole number');
   if (env.MIGRATE_BOOTSTRAP_ROLES && !['true', 'false'].includes(env.MIGRATE_BOOTSTRAP_ROLES))
     throw new Error('MIGRATE_BOOTSTRAP_ROLES must be true or false');
-  if (env.MIGRATE_LOCK_TIMEOUT_MS && !/^[1-9][0-9]{0,5}$/.test(env.MIGRATE_LOCK_TIMEOUT_MS))
+  if (
+    env.MIGRATE_LOCK_TIMEOUT_MS &&
+    !(/^[1-9][0-9]{0,5}$/.test(env.MIGRATE_LOCK_TIMEOUT_MS) && Number(env.MIGRATE_LOCK_TIMEOUT_MS) <= 600_000)
+  )
     throw new Error('MIGRATE_LOCK_TIMEOUT_MS must be a whole number of milliseconds from 1 to 600000');
   const database = await openDatabase();
   try {

@@ -7,7 +7,7 @@ import type { AesGcmPayloadCodecOptions } from './crypto/payload-codec.js';
 import type { NexusCallerPolicy } from './worker/nexus-caller.js';
 import type { Verified, VerifierOptions } from './worker/verifier.js';
 
-/** Options of {@link UserContextPlugin}; the README's configuration table lists them with defaults. */
+/** Options of `UserContextPlugin`; the README's configuration table lists them with defaults. */
 export interface UserContextPluginOptions {
   /**
    * Key ring. At the edge (API), a ring with the Ed25519 private key: it issues contexts. On workers,

@@ -16,7 +16,10 @@ export const DEFAULT_QUOTAS: Quotas = { openRuns: 100, schedules: 50, settlePaus
 
 const MAX_QUOTA = 100_000;
 
-/** `given` over the defaults; a limit that is no whole number from 1 to 100 000 is refused. */
+/**
+ * `given` over the defaults; a limit that is no whole number from 1 to 100 000, or a settle pause that is
+ * no whole number of milliseconds from 0 to 600 000, is refused.
+ */
 export function resolveQuotas(given: { [K in keyof Quotas]?: number | undefined } = {}): Quotas {
   const limit = (name: 'openRuns' | 'schedules'): number => {
     const value = given[name] ?? DEFAULT_QUOTAS[name];

@@ -2,6 +2,7 @@ import { createHash } from 'node:crypto';
 import { readFile, readdir } from 'node:fs/promises';
 import { join } from 'node:path';
 import pg from 'pg';
+import { PG_MIGRATE_LOCK_ID } from 'node-pg-migrate';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { isUserContextError, parseUserContext } from 'temporal-user-context';
 import {
@@ -357,7 +358,7 @@ describe.each(BACKENDS)('agent platform migrations on %s', (kind) => {
       ),
     );
     const raised = await since('grantee');
-    // The role held already keeps its time; the new one gets the transaction's.
+    // The role held already keeps its time; the new one gets the statement's.
     expect(raised!.member).toBe(first!.member);
     expect(Date.parse(raised!.admin!)).toBeGreaterThan(Date.parse(first!.member!));
     // Taken away and given again: a new grant.
@@ -570,6 +571,28 @@ describe('agent platform migrations on postgres, beside live traffic', () => {
       expect(await applied()).toEqual(MIGRATIONS);
     } finally {
       await traffic.end().catch(() => undefined);
+      await pool.end();
+      await database.drop();
+    }
+  });
+
+  it("wait for another migrator's run without a limit: the lock limit is for tables (found by review)", async () => {
+    const database = await createTestDatabase('migrate-queue');
+    const pool = new pg.Pool({ connectionString: database.url, max: 2 });
+    const other = new pg.Client({ connectionString: database.url });
+    try {
+      await other.connect();
+      // Another process migrating: node-pg-migrate's advisory lock, held for two seconds.
+      await other.query('select pg_advisory_lock($1)', [String(PG_MIGRATE_LOCK_ID)]);
+      const released = new Promise((resolve) => setTimeout(resolve, 2_000)).then(() =>
+        other.query('select pg_advisory_unlock($1)', [String(PG_MIGRATE_LOCK_ID)]),
+      );
+      // A lock limit of 100 ms and one try: a wait for that lock under the limit gave up (55P03).
+      const ran = await migrate(fromPgPool(pool, { seal: true }), { lockTimeoutMs: 100, lockAttempts: 1 });
+      await released;
+      expect(ran.map((m) => m.name)).toEqual(MIGRATIONS);
+    } finally {
+      await other.end().catch(() => undefined);
       await pool.end();
       await database.drop();
     }

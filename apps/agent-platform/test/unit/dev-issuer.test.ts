@@ -16,6 +16,18 @@ describe('loadDevIssuer', () => {
     expect((await loadDevIssuer(file)).jwks).toEqual(first.jwks);
   });
 
+  it('gives two first starts at once the same key', async () => {
+    const file = join(dir(), 'auth', 'dev-issuer.json');
+    const [a, b] = await Promise.all([loadDevIssuer(file), loadDevIssuer(file)]);
+    expect(a.jwks).toEqual(b.jwks);
+  });
+
+  it('refuses a directory others may write: they could swap the key', async () => {
+    const shared = dir();
+    chmodSync(shared, 0o777);
+    await expect(loadDevIssuer(join(shared, 'dev-issuer.json'))).rejects.toThrow(/writable by no one else/);
+  });
+
   it('refuses a key file others may read or write, and one reached through a link', async () => {
     const file = join(dir(), 'dev-issuer.json');
     await loadDevIssuer(file);

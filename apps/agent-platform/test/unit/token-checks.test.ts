@@ -173,6 +173,10 @@ describe('configuration', () => {
     // `any` takes every token the provider signs for the audience, as an unset type did.
     const any = await authFromEnv({ ...provider, NODE_ENV: 'production', AUTH_TOKEN_TYPE: 'any' });
     expect(any).not.toHaveProperty('tokenType');
+    // In any case, as the type itself is compared.
+    expect(
+      await authFromEnv({ ...provider, NODE_ENV: 'production', AUTH_TOKEN_TYPE: 'ANY' }),
+    ).not.toHaveProperty('tokenType');
     expect(await authFromEnv(provider)).not.toHaveProperty('tokenType');
   });
 });

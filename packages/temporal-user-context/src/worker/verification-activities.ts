@@ -10,7 +10,7 @@ import { currentScope } from './scope.js';
  * originator (`getUserContext()`) or a handler's actor (`verifyActor()`) verified by a worker, as local
  * activities: each returns what the activity guard verified from the header it was sent.
  */
-export const verificationActivities: Record<string, () => Promise<UserContext>> = {
+export const verificationActivities: Readonly<Record<string, () => Promise<UserContext>>> = Object.freeze({
   [WHOAMI_ACTIVITY]: async () => currentUserContext(),
   [WHOIS_ACTOR_ACTIVITY]: async () => {
     const actor = currentActor();
@@ -31,4 +31,4 @@ export const verificationActivities: Record<string, () => Promise<UserContext>> 
     }
     return actor;
   },
-};
+});

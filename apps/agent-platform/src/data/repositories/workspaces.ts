@@ -84,7 +84,13 @@ export class MembershipRepository {
         where coalesce((select (m.role_since ->> r)::timestamptz from memberships m
                          where m.workspace_id = $2 and m.user_id = $3),
                        'infinity') > to_timestamp($4::double precision)`,
-      [[...roles], this.scope.context.workspaceId, this.scope.context.userId, issuedAt + toleranceSeconds],
+      // `iat` is in whole seconds, rounded down: the token was issued up to a second after it.
+      [
+        [...roles],
+        this.scope.context.workspaceId,
+        this.scope.context.userId,
+        issuedAt + 1 + toleranceSeconds,
+      ],
     );
     return rows.map((r) => r.role);
   }
