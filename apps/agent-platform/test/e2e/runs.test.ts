@@ -1021,6 +1021,19 @@ describe('tokens issued before a grant (migration 0019)', () => {
       .inject({ method, url, headers: { authorization: `Bearer ${token}` }, ...(payload ? { payload } : {}) })
       .then((res) => ({ status: res.statusCode, body: res.body ? (JSON.parse(res.body) as Json) : {} }));
 
+  /** `user` added as a member, a second later given a token, with which they start a run on the idle queue. */
+  async function memberStartsIdleRun(user: string, more: Json = {}) {
+    await p.call('carol', 'POST', '/workspaces/ws-acme/members', { userId: user, roles: ['member'] });
+    await second();
+    p.tokens[user] = await p.issuer.mint({ user, workspace: 'ws-acme', roles: ['member'] });
+    const res = await p.idleCall(user, 'POST', `/workspaces/ws-acme/agents/${acmeAgent()}/runs`, {
+      input: 'Tell me about roadmap',
+      ...more,
+    });
+    expect(res.statusCode).toBe(202);
+    return res.body_ as { runId: string; workflowId: string };
+  }
+
   it('refuses a tolerance that is no whole number of seconds from 0 to an hour', async () => {
     for (const bad of [Number.NaN, Number.POSITIVE_INFINITY, -1, 1.5, 3601])
       await expect(otherApi(p, { grantToleranceSeconds: bad }), String(bad)).rejects.toThrow(
@@ -1118,15 +1131,7 @@ describe('tokens issued before a grant (migration 0019)', () => {
   });
 
   it("an admin's cancel still ends a waiting run of a member removed and added again (found by an upgrade rehearsal)", async () => {
-    await p.call('carol', 'POST', '/workspaces/ws-acme/members', { userId: 'kai', roles: ['member'] });
-    await second();
-    p.tokens.kai = await p.issuer.mint({ user: 'kai', workspace: 'ws-acme', roles: ['member'] });
-    const res = await p.idleCall('kai', 'POST', `/workspaces/ws-acme/agents/${acmeAgent()}/runs`, {
-      input: 'Tell me about roadmap',
-      followUpSeconds: 120,
-    });
-    expect(res.statusCode).toBe(202);
-    const { runId, workflowId } = res.body_ as { runId: string; workflowId: string };
+    const { runId, workflowId } = await memberStartsIdleRun('kai', { followUpSeconds: 120 });
     await p.withIdleWorker(
       async () => {
         await until(
@@ -1157,15 +1162,8 @@ describe('tokens issued before a grant (migration 0019)', () => {
   });
 
   it('a run of a member removed and added again is refused at its next activity, not carried on as theirs', async () => {
-    await p.call('carol', 'POST', '/workspaces/ws-acme/members', { userId: 'jade', roles: ['member'] });
-    await second();
-    p.tokens.jade = await p.issuer.mint({ user: 'jade', workspace: 'ws-acme', roles: ['member'] });
     // Started while no worker polls its queue: its first activity runs after the removal and re-add.
-    const res = await p.idleCall('jade', 'POST', `/workspaces/ws-acme/agents/${acmeAgent()}/runs`, {
-      input: 'Tell me about roadmap',
-    });
-    expect(res.statusCode).toBe(202);
-    const workflowId = res.body_.workflowId as string;
+    const { workflowId } = await memberStartsIdleRun('jade');
     await second();
     expect((await p.call('carol', 'DELETE', '/workspaces/ws-acme/members/jade')).statusCode).toBe(204);
     expect(
