@@ -92,7 +92,7 @@ export function createRouteContext(parts: RouteContextParts): RouteContext {
     if (!request.userContext) throw new AuthError('AUTH_MISSING', 'bearer token required');
     return request.userContext;
   };
-  /** The roles the request's last scope found the caller still holds (claimed ∩ stored). */
+  /** The roles the request's last scope found the caller still holds (claimed ∩ stored), each granted before its token. */
   const effectiveRoles = new WeakMap<FastifyRequest, readonly string[]>();
   const scoped = <T>(
     request: FastifyRequest,
@@ -105,15 +105,20 @@ export function createRouteContext(parts: RouteContextParts): RouteContext {
       async (tx) => {
         // A token issued before a role it names was granted (a member removed and added again, an admin
         // demoted and promoted again) is refused, whole: its holder signs in again (found by review).
+        // Once per request for the roles it found: a request's later scopes (a start makes two or three)
+        // find the same ones, or fewer.
         const issuedAt = request.tokenIssuedAt;
+        const checked = effectiveRoles.get(request);
         const late =
           issuedAt === undefined
             ? tx.effectiveRoles
-            : await new MembershipRepository(tx).grantedAfter(
-                tx.effectiveRoles,
-                issuedAt,
-                parts.grantToleranceSeconds,
-              );
+            : checked !== undefined && tx.effectiveRoles.every((role) => checked.includes(role))
+              ? []
+              : await new MembershipRepository(tx).grantedAfter(
+                  tx.effectiveRoles,
+                  issuedAt,
+                  parts.grantToleranceSeconds,
+                );
         if (late.length > 0)
           throw refused(
             request,

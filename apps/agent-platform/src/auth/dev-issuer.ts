@@ -88,7 +88,9 @@ function readKey(file: string): StoredKey | undefined {
     if (code === 'ENOENT') return undefined;
     // O_NOFOLLOW on a link.
     if (code === 'ELOOP' || code === 'EMLINK')
-      throw new Error(`${file}: the dev issuer's key must be a file of this user, not a link`);
+      throw new Error(`${file}: the dev issuer's key must be a file of this user, not a link`, {
+        cause: err,
+      });
     throw err;
   }
   try {
