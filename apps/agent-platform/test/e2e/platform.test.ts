@@ -1554,14 +1554,25 @@ describe('agent runs', () => {
 
 describe('replay', () => {
   it('every run this file finished replays deterministically, failures recorded behind their patch included', async () => {
-    const histories = await finishedHistories(client, taskQueue);
     // At least the TOOL_NOT_ENABLED and the revoked-membership runs took the failure branch: failed,
-    // with that branch's patch marker in their history (by id: every run records other markers).
-    const failedWithMarker = histories.filter(
-      ({ history }) =>
-        history.events?.some((e) => e.workflowExecutionFailedEventAttributes) &&
-        patchIds(history).includes('record-every-failure'),
+    // with that branch's patch marker in their history (by id: every run records other markers). The
+    // listing is the server's visibility, which may lag a run's close: asked again until it shows them
+    // (found by a flakiness review).
+    const failedOf = (found: Awaited<ReturnType<typeof finishedHistories>>) =>
+      found.filter(
+        ({ history }) =>
+          history.events?.some((e) => e.workflowExecutionFailedEventAttributes) &&
+          patchIds(history).includes('record-every-failure'),
+      );
+    const histories = await vi.waitFor(
+      async () => {
+        const found = await finishedHistories(client, taskQueue);
+        expect(failedOf(found).length).toBeGreaterThanOrEqual(2);
+        return found;
+      },
+      { timeout: 30_000, interval: 500 },
     );
+    const failedWithMarker = failedOf(histories);
     // RECORD_HISTORIES=1 refreshes the committed fixtures (test/replay/fixtures.test.ts replays them
     // with every later version of the workflow code).
     if (process.env.RECORD_HISTORIES) writeFixtureHistories(histories);
