@@ -1021,6 +1021,16 @@ describe('tokens issued before a grant (migration 0019)', () => {
       .inject({ method, url, headers: { authorization: `Bearer ${token}` }, ...(payload ? { payload } : {}) })
       .then((res) => ({ status: res.statusCode, body: res.body ? (JSON.parse(res.body) as Json) : {} }));
 
+  /** A second on, carol removes `user` and adds them back as a member: a new grant, later than their tokens. */
+  async function removedAndAddedAgain(user: string) {
+    await second();
+    expect((await p.call('carol', 'DELETE', `/workspaces/ws-acme/members/${user}`)).statusCode).toBe(204);
+    expect(
+      (await p.call('carol', 'POST', '/workspaces/ws-acme/members', { userId: user, roles: ['member'] }))
+        .statusCode,
+    ).toBe(201);
+  }
+
   /** `user` added as a member, a second later given a token, with which they start a run on the idle queue. */
   async function memberStartsIdleRun(user: string, more: Json = {}) {
     await p.call('carol', 'POST', '/workspaces/ws-acme/members', { userId: user, roles: ['member'] });
@@ -1138,12 +1148,7 @@ describe('tokens issued before a grant (migration 0019)', () => {
           () => p.idleCall('carol', 'GET', `/runs/${runId}`),
           (r) => (r.body_.progress as Json | undefined)?.status === 'waiting',
         );
-        await second();
-        expect((await p.call('carol', 'DELETE', '/workspaces/ws-acme/members/kai')).statusCode).toBe(204);
-        expect(
-          (await p.call('carol', 'POST', '/workspaces/ws-acme/members', { userId: 'kai', roles: ['member'] }))
-            .statusCode,
-        ).toBe(201);
+        await removedAndAddedAgain('kai');
         // The sender's verification runs in kai's lineage: it must not be refused for kai's grants.
         expect((await p.idleCall('carol', 'POST', `/runs/${runId}/cancel`)).statusCode).toBe(202);
         await closed(workflowId);
@@ -1164,12 +1169,7 @@ describe('tokens issued before a grant (migration 0019)', () => {
   it('a run of a member removed and added again is refused at its next activity, not carried on as theirs', async () => {
     // Started while no worker polls its queue: its first activity runs after the removal and re-add.
     const { workflowId } = await memberStartsIdleRun('jade');
-    await second();
-    expect((await p.call('carol', 'DELETE', '/workspaces/ws-acme/members/jade')).statusCode).toBe(204);
-    expect(
-      (await p.call('carol', 'POST', '/workspaces/ws-acme/members', { userId: 'jade', roles: ['member'] }))
-        .statusCode,
-    ).toBe(201);
+    await removedAndAddedAgain('jade');
     await p.withIdleWorker(() => closed(workflowId), { grantToleranceSeconds: 0 });
     const described = await p.client.workflow.getHandle(workflowId).describe();
     expect(described.status.name).toBe('FAILED');

@@ -70,14 +70,14 @@ export class MembershipRepository {
 
   /**
    * Which of `roles` the scope's user was granted after `issuedAt` (epoch seconds, a token's `iat`) plus
-   * `toleranceSeconds` (default {@link GRANT_TOLERANCE_SECONDS}), or holds no more: those a token issued then must not get (migration
-   * 0019). A membership removed and added again, or a role taken away and given again, is granted anew,
-   * so the tokens of before do not come back with it.
+   * `toleranceSeconds` ({@link grantTolerance}), or holds no more: those a token issued then must not
+   * get (migration 0019). A membership removed and added again, or a role taken away and given again, is
+   * granted anew, so the tokens of before do not come back with it.
    */
   async grantedAfter(
     roles: readonly string[],
     issuedAt: number,
-    toleranceSeconds = GRANT_TOLERANCE_SECONDS,
+    toleranceSeconds: number,
   ): Promise<string[]> {
     const { rows } = await this.scope.query<{ role: string }>(
       `select r as role from unnest($1::text[]) as r
